@@ -1,0 +1,138 @@
+//! The operation catalog: every Graph action graphgate can forward, as data. An action
+//! lists its name, required application permission, API versions, success status and body
+//! schema; adding an Intune action means adding an entry here, not a new code path.
+
+use crate::schema::{ComplexType, Prop, Ty};
+
+/// A Graph API version segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ApiVersion {
+    /// `/v1.0`
+    V1,
+    /// `/beta`
+    Beta,
+}
+
+impl ApiVersion {
+    /// The path segment, as Graph spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiVersion::V1 => "v1.0",
+            ApiVersion::Beta => "beta",
+        }
+    }
+
+    /// Parses a version segment (case-insensitively, as Graph does).
+    pub fn parse(segment: &str) -> Option<Self> {
+        if segment.eq_ignore_ascii_case("v1.0") {
+            Some(ApiVersion::V1)
+        } else if segment.eq_ignore_ascii_case("beta") {
+            Some(ApiVersion::Beta)
+        } else {
+            None
+        }
+    }
+}
+
+/// Graph's most privileged Intune device permission.
+pub const PRIV_OPS: &str = "DeviceManagementManagedDevices.PrivilegedOperations.All";
+
+/// One privileged Graph action, bound to `managedDevice`.
+#[derive(Debug)]
+pub struct Operation {
+    /// Policy and audit name: `managedDevices.<action>`.
+    pub name: &'static str,
+    /// The action segment as Graph spells it.
+    pub action: &'static str,
+    /// The application permission the gateway's app needs for it.
+    pub permission: &'static str,
+    /// API versions that offer the action.
+    pub versions: &'static [ApiVersion],
+    /// HTTP status Graph answers on success.
+    pub success_status: u16,
+    /// The action's parameters: the top-level members of the JSON body.
+    pub params: &'static [Prop],
+    /// Where the action wraps all of its parameters in a single complex parameter, its
+    /// name; policy conditions then name that parameter's members directly.
+    pub wrapper: Option<&'static str>,
+}
+
+const BOTH: &[ApiVersion] = &[ApiVersion::V1, ApiVersion::Beta];
+
+static WINDOWS_DEVICE_AD_ACCOUNT: ComplexType = ComplexType {
+    name: "microsoft.graph.windowsDeviceADAccount",
+    props: &[
+        Prop::secret("password", Ty::String),
+        Prop::new("domainName", Ty::String),
+        Prop::new("userName", Ty::String),
+    ],
+    derived: &[],
+};
+
+static WINDOWS_DEVICE_AZURE_AD_ACCOUNT: ComplexType = ComplexType {
+    name: "microsoft.graph.windowsDeviceAzureADAccount",
+    props: &[
+        Prop::secret("password", Ty::String),
+        Prop::new("userPrincipalName", Ty::String),
+    ],
+    derived: &[],
+};
+
+static WINDOWS_DEVICE_ACCOUNT: ComplexType = ComplexType {
+    name: "microsoft.graph.windowsDeviceAccount",
+    props: &[Prop::secret("password", Ty::String)],
+    derived: &[&WINDOWS_DEVICE_AD_ACCOUNT, &WINDOWS_DEVICE_AZURE_AD_ACCOUNT],
+};
+
+static UPDATE_WINDOWS_DEVICE_ACCOUNT_PARAMETER: ComplexType = ComplexType {
+    name: "microsoft.graph.updateWindowsDeviceAccountActionParameter",
+    props: &[
+        Prop::new("calendarSyncEnabled", Ty::Bool),
+        Prop::new("deviceAccount", Ty::Complex(&WINDOWS_DEVICE_ACCOUNT)),
+        Prop::new("deviceAccountEmail", Ty::String),
+        Prop::new("exchangeServer", Ty::String),
+        Prop::new("passwordRotationEnabled", Ty::Bool),
+        // Graph's real wire name carries this misspelling.
+        Prop::new("sessionInitiationProtocalAddress", Ty::String),
+    ],
+    derived: &[],
+};
+
+/// Every operation graphgate knows.
+pub static CATALOG: &[Operation] = &[Operation {
+    name: "managedDevices.updateWindowsDeviceAccount",
+    action: "updateWindowsDeviceAccount",
+    permission: PRIV_OPS,
+    versions: BOTH,
+    success_status: 204,
+    params: &[Prop::new(
+        "updateWindowsDeviceAccountActionParameter",
+        Ty::Complex(&UPDATE_WINDOWS_DEVICE_ACCOUNT_PARAMETER),
+    )],
+    wrapper: Some("updateWindowsDeviceAccountActionParameter"),
+}];
+
+/// The operation whose action segment is `action` (case-insensitive, as Graph matches it).
+pub fn by_action(action: &str) -> Option<&'static Operation> {
+    CATALOG.iter().find(|op| op.action.eq_ignore_ascii_case(action))
+}
+
+/// The operation named `name` (`managedDevices.<action>`), exactly as written.
+pub fn by_name(name: &str) -> Option<&'static Operation> {
+    CATALOG.iter().find(|op| op.name == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_managed_devices_scheme_and_are_unique() {
+        for op in CATALOG {
+            assert_eq!(op.name, format!("managedDevices.{}", op.action));
+            assert_eq!(CATALOG.iter().filter(|o| o.name == op.name).count(), 1);
+            assert!(std::ptr::eq(by_action(&op.action.to_uppercase()).unwrap(), op));
+            assert!(std::ptr::eq(by_name(op.name).unwrap(), op));
+        }
+    }
+}
