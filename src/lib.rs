@@ -2,8 +2,13 @@
 //! Microsoft Graph for privileged Intune device actions.
 pub mod catalog;
 pub mod cloud;
+pub mod credential;
 pub mod graph_error;
+pub mod identity;
+pub mod policy;
 pub mod route;
 pub mod schema;
 pub mod secret;
 pub mod tls;
+pub mod token;
+pub mod upstream;
