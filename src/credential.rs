@@ -198,7 +198,7 @@ pub async fn request_token(
         .set_client_secret(ClientSecret::new(secret.expose().to_owned()))
         .set_auth_type(AuthType::RequestBody)
         .set_token_uri(TokenUrl::new(token_url).map_err(|e| TokenError::Unavailable(e.to_string()))?);
-    let send = |req: HttpRequest| send_token_request(http, req);
+    let send = |req: HttpRequest| send_token_request(http.clone(), req);
     let response = client
         .exchange_client_credentials()
         .add_scope(Scope::new(scope.to_owned()))
@@ -213,7 +213,7 @@ pub async fn request_token(
 }
 
 /// oauth2's transport: the shared hyper client, bounded in time and size.
-async fn send_token_request(http: &HttpClient, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+async fn send_token_request(http: HttpClient, req: HttpRequest) -> Result<HttpResponse, TransportError> {
     use http_body_util::{BodyExt, Full, Limited};
     let (parts, body) = req.into_parts();
     let req = http::Request::from_parts(parts, Full::new(bytes::Bytes::from(body)));
@@ -272,6 +272,24 @@ fn extra_error_fields(resp: &EntraError) -> EntraErrorFields {
         error_codes: aadsts.into_iter().collect(),
         trace_id: after("Trace ID:"),
         correlation_id: after("Correlation ID:"),
+    }
+}
+
+/// Entra as the broker's token source: the deployment's credential, authority and scope.
+pub struct EntraSource {
+    /// The shared outbound client.
+    pub http: HttpClient,
+    /// The app's credential.
+    pub credential: Credential,
+    /// The authority host.
+    pub authority_host: String,
+    /// The cloud's `.default` scope.
+    pub scope: String,
+}
+
+impl crate::token::TokenSource for EntraSource {
+    fn fetch(&self) -> crate::upstream::BoxFuture<'_, Result<IssuedToken, TokenError>> {
+        Box::pin(request_token(&self.http, &self.credential, &self.authority_host, &self.scope))
     }
 }
 

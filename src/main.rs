@@ -1,1 +1,272 @@
-fn main() {}
+//! The `graphgate` command line: `serve`, `emulate`, `policy`. It reads flags and the
+//! environment once, here, and hands typed settings to the library.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use graphgate::app::{self, Settings};
+use graphgate::cloud::Cloud;
+use graphgate::credential::Credential;
+use graphgate::emulator::{AppRegistration, Emulator, EmulatorConfig};
+use graphgate::gateway::Limits;
+use graphgate::policy::Policy;
+use graphgate::secret::Secret;
+use graphgate::server::{self, ServerLimits};
+use graphgate::{demo, upstream};
+
+#[derive(Parser)]
+#[command(name = "graphgate", version, about = "Authenticating gateway for privileged Microsoft Graph (Intune) actions")]
+struct Cli {
+    /// Log format on stdout.
+    #[arg(long, global = true, value_enum, default_value = "json")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Run the Entra + Graph emulator on its own.
+    Emulate(EmulateArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Start the Entra + Graph emulator in-process and use it, with demo credentials.
+    #[arg(long)]
+    emulator: bool,
+    /// Address to listen on.
+    #[arg(long, env = "GRAPHGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Policy file [default: ./policy.yaml; with --emulator, a built-in demo policy].
+    #[arg(long, env = "GRAPHGATE_POLICY")]
+    policy: Option<PathBuf>,
+    /// National cloud: global, us-gov, us-dod or china.
+    #[arg(long, env = "GRAPHGATE_CLOUD", default_value = "global")]
+    cloud: Cloud,
+    /// Connection overrides, curl style: host:port=ip:port[,...] (tests and demos).
+    #[arg(long, env = "GRAPHGATE_CONNECT_TO")]
+    connect_to: Option<String>,
+    /// Extra PEM CA certificates to trust for outbound TLS.
+    #[arg(long, env = "GRAPHGATE_EXTRA_CA_FILE")]
+    extra_ca_file: Option<PathBuf>,
+    /// Never use a token this close to its expiry.
+    #[arg(long, default_value_t = 300)]
+    token_expiry_margin_secs: u64,
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// Longest wait for Graph's answer.
+    #[arg(long, default_value_t = 30)]
+    upstream_timeout_secs: u64,
+    /// Token lifetime the in-process emulator issues (with --emulator).
+    #[arg(long, default_value_t = 3599)]
+    emulator_token_lifetime_secs: u64,
+}
+
+#[derive(Args)]
+struct EmulateArgs {
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// Write the emulator's CA certificate (PEM) here.
+    #[arg(long)]
+    ca_out: Option<PathBuf>,
+    /// Tenant id of the emulated directory.
+    #[arg(long, default_value = graphgate::emulator::DEMO_TENANT_ID)]
+    tenant_id: String,
+    /// Client id of the registered app.
+    #[arg(long, default_value = graphgate::emulator::DEMO_CLIENT_ID)]
+    client_id: String,
+    /// Client secret of the registered app.
+    #[arg(long, env = "GRAPHGATE_EMULATOR_CLIENT_SECRET", default_value = graphgate::emulator::DEMO_CLIENT_SECRET, hide_default_value = true)]
+    client_secret: String,
+    /// Application permissions granted to the app (repeatable).
+    #[arg(long = "role", default_value = graphgate::catalog::PRIV_OPS)]
+    roles: Vec<String>,
+    /// Lifetime of issued tokens.
+    #[arg(long, default_value_t = 3599)]
+    token_lifetime_secs: u64,
+    /// Managed-device ids in the inventory (repeatable) [default: the demo devices].
+    #[arg(long = "device")]
+    devices: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy file; exits non-zero on any error.
+    Check {
+        /// The file [default: ./policy.yaml].
+        #[arg(env = "GRAPHGATE_POLICY", default_value = "policy.yaml")]
+        file: PathBuf,
+    },
+    /// Print the api_key_sha256 value for an API key read from standard input.
+    HashKey,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("graphgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Emulate(args) => emulate(args).await,
+            Command::Policy(cmd) => policy(cmd),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("graphgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
+    let mut extra_ca_pem = args.extra_ca_file.as_deref().map(upstream::read_extra_ca).transpose()?;
+    let (credential, authority_host, policy) = if args.emulator {
+        let config = EmulatorConfig {
+            token_lifetime: Duration::from_secs(args.emulator_token_lifetime_secs),
+            ..EmulatorConfig::default()
+        };
+        let mut rx = shutdown_rx.clone();
+        let emu = demo::start_emulator(config, async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await?;
+        connect_to.extend(emu.connect_to);
+        let ca = emu.emulator.ca_pem();
+        extra_ca_pem = Some(extra_ca_pem.map_or_else(|| ca.to_owned(), |mine| format!("{mine}\n{ca}")));
+        let policy = match &args.policy {
+            Some(path) => Policy::load(path)?,
+            None => demo::demo_policy()?,
+        };
+        (emu.credential, None, policy)
+    } else {
+        let credential = Credential::from_env(|name| std::env::var(name).ok())?;
+        let path = args.policy.clone().unwrap_or_else(|| PathBuf::from("policy.yaml"));
+        (credential, std::env::var("AZURE_AUTHORITY_HOST").ok(), Policy::load(&path)?)
+    };
+    let settings = Settings {
+        cloud: args.cloud,
+        credential,
+        authority_host,
+        connect_to,
+        extra_ca_pem,
+        token_expiry_margin: Duration::from_secs(args.token_expiry_margin_secs),
+        limits: Limits {
+            max_body_bytes: args.max_body_bytes,
+            upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
+            ..Limits::default()
+        },
+    };
+    let gateway = app::build(&settings, policy)?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    tracing::info!(listen = %addr, "graphgate listening");
+    if args.emulator {
+        eprintln!("graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}", demo::curl_example(addr, args.cloud));
+    }
+    let shutdown = async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    };
+    server::serve(listener, gateway, ServerLimits::default(), shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
+    let defaults = EmulatorConfig::default();
+    let config = EmulatorConfig {
+        tenant_id: args.tenant_id,
+        apps: vec![AppRegistration { client_id: args.client_id, client_secret: Secret::new(args.client_secret), roles: args.roles }],
+        token_lifetime: Duration::from_secs(args.token_lifetime_secs),
+        devices: if args.devices.is_empty() { defaults.devices } else { args.devices },
+    };
+    let emulator = Emulator::new(config)?;
+    if let Some(path) = &args.ca_out {
+        std::fs::write(path, emulator.ca_pem())?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",
+        Emulator::connect_to(addr),
+        args.ca_out.as_ref().map_or("<write it with --ca-out FILE>".into(), |p| p.display().to_string()),
+    );
+    Arc::clone(&emulator).serve(listener, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
+    match cmd {
+        PolicyCommand::Check { file } => match Policy::load(&file) {
+            Ok(p) => {
+                println!("{}: OK ({} callers, {} rules, policy hash {})", file.display(), p.callers.len(), p.rules.len(), p.hash);
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        PolicyCommand::HashKey => {
+            let mut key = String::new();
+            std::io::stdin().read_line(&mut key)?;
+            println!("{}", graphgate::identity::api_key_sha256(key.trim_end_matches(['\r', '\n'])));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! Assembles a running gateway from typed settings: outbound client, credential, token
+//! broker, policy. `main` reads the environment and flags; everything after is here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cloud::Cloud;
+use crate::credential::{self, Credential, EntraSource};
+use crate::gateway::{Gateway, Limits};
+use crate::policy::Policy;
+use crate::token::{TokenBroker, TokenKey};
+use crate::upstream::{self, ConnectRule, UpstreamConfig};
+
+/// Everything needed to start a gateway, already parsed.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The national cloud this deployment serves.
+    pub cloud: Cloud,
+    /// The app's Entra credential.
+    pub credential: Credential,
+    /// `AZURE_AUTHORITY_HOST`, if set.
+    pub authority_host: Option<String>,
+    /// Connect-to overrides.
+    pub connect_to: Vec<ConnectRule>,
+    /// Extra trusted CA certificates (PEM).
+    pub extra_ca_pem: Option<String>,
+    /// No token is used within this margin of its expiry.
+    pub token_expiry_margin: Duration,
+    /// Request bounds.
+    pub limits: Limits,
+}
+
+/// The gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The credential or authority is unusable.
+    #[error(transparent)]
+    Credential(#[from] credential::CredentialError),
+    /// The outbound client could not be built.
+    #[error(transparent)]
+    Upstream(#[from] upstream::UpstreamSetupError),
+    /// The policy file is invalid.
+    #[error(transparent)]
+    Policy(#[from] crate::policy::PolicyError),
+    /// A file could not be read.
+    #[error("{path}: {reason}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Builds the gateway: nothing is contacted until the first request.
+pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartError> {
+    let http = upstream::build_client(&UpstreamConfig {
+        connect_to: settings.connect_to.clone(),
+        extra_ca_pem: settings.extra_ca_pem.clone(),
+        connect_timeout: Duration::from_secs(5),
+        pool_idle_timeout: Duration::from_secs(90),
+    })?;
+    let endpoints = settings.cloud.endpoints();
+    let authority_host = credential::authority_host(settings.cloud, settings.authority_host.as_deref())?;
+    let key = TokenKey {
+        authority: authority_host.clone(),
+        tenant: settings.credential.tenant_id().to_owned(),
+        client: settings.credential.client_id().to_owned(),
+        scope: endpoints.scope.to_owned(),
+    };
+    let source = Arc::new(EntraSource {
+        http: http.clone(),
+        credential: settings.credential.clone(),
+        authority_host,
+        scope: endpoints.scope.to_owned(),
+    });
+    let broker = TokenBroker::new(key, source, settings.token_expiry_margin);
+    tracing::info!(
+        cloud = %settings.cloud,
+        graph_host = endpoints.graph_host,
+        authority = %broker.key().authority,
+        credential = settings.credential.kind(),
+        client_id = settings.credential.client_id(),
+        callers = policy.callers.len(),
+        rules = policy.rules.len(),
+        policy_hash = %policy.hash,
+        "gateway configured"
+    );
+    Ok(Arc::new(Gateway::new(policy, settings.cloud, broker, http, settings.limits.clone())))
+}

@@ -1,0 +1,153 @@
+//! Test harness: the emulator and a gateway in-process on 127.0.0.1:0, wired exactly as in
+//! production (real hostnames, TLS with certificate checks, connect-to overrides).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use graphgate::app::{self, Settings};
+use graphgate::cloud::Cloud;
+use graphgate::emulator::{Emulator, EmulatorConfig};
+use graphgate::gateway::Limits;
+use graphgate::identity::api_key_sha256;
+use graphgate::policy::Policy;
+use graphgate::server::{self, ServerLimits};
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::sync::watch;
+
+pub const ROTATOR_KEY: &str = "rotator-key-7d1c0e5a";
+pub const OTHER_KEY: &str = "other-key-4b9f2a11";
+pub const DEVICE: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+pub const ACTION_PATH: &str = "/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
+pub const PASSWORD: &str = "Sentinel-Passw0rd-9c41";
+
+/// A valid body, as the Python Graph SDK sends it, carrying [`PASSWORD`].
+pub fn body() -> String {
+    format!(
+        r##"{{"updateWindowsDeviceAccountActionParameter":{{"calendarSyncEnabled":true,"deviceAccount":{{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"{PASSWORD}","userPrincipalName":"room1@contoso.com"}},"deviceAccountEmail":"room1@contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true,"sessionInitiationProtocalAddress":"sip:room1@contoso.com"}}}}"##
+    )
+}
+
+pub fn policy_text() -> String {
+    format!(
+        "version: 1\ncallers:\n  - name: rooms-rotator\n    api_key_sha256: \"{}\"\n  - name: other-service\n    api_key_sha256: \"{}\"\nrules:\n  - name: rotator-updates-room-accounts\n    callers: [rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+        api_key_sha256(ROTATOR_KEY),
+        api_key_sha256(OTHER_KEY)
+    )
+}
+
+pub struct Options {
+    pub cloud: Cloud,
+    pub token_lifetime: Duration,
+    pub token_expiry_margin: Duration,
+    pub emulator: EmulatorConfig,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            cloud: Cloud::Global,
+            token_lifetime: Duration::from_secs(3599),
+            token_expiry_margin: Duration::from_secs(300),
+            emulator: EmulatorConfig::default(),
+        }
+    }
+}
+
+pub struct Harness {
+    pub gateway: SocketAddr,
+    pub emulator: Arc<Emulator>,
+    pub gw: Arc<graphgate::gateway::Gateway>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    stop: watch::Sender<bool>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    /// Asserts a Graph-shaped error with this status and code.
+    pub fn assert_graph_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
+        let v = self.json();
+        assert_eq!(v["error"]["code"], code, "{v}");
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        let inner = &v["error"]["innerError"];
+        assert!(inner["request-id"].is_string() && inner["client-request-id"].is_string() && inner["date"].is_string(), "{v}");
+        assert_eq!(self.headers["content-type"], "application/json");
+    }
+}
+
+pub async fn start() -> Harness {
+    start_with(Options::default()).await
+}
+
+pub async fn start_with(opts: Options) -> Harness {
+    let (stop, stop_rx) = watch::channel(false);
+    let until_stop = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let emulator_config = EmulatorConfig { token_lifetime: opts.token_lifetime, ..opts.emulator };
+    let emu = graphgate::demo::start_emulator(emulator_config, until_stop(stop_rx.clone())).await.unwrap();
+    let settings = Settings {
+        cloud: opts.cloud,
+        credential: emu.credential.clone(),
+        authority_host: None,
+        connect_to: emu.connect_to.clone(),
+        extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
+        token_expiry_margin: opts.token_expiry_margin,
+        limits: Limits::default(),
+    };
+    let policy = Policy::from_yaml(&policy_text(), "test-policy").unwrap();
+    let gw = app::build(&settings, policy).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gateway = listener.local_addr().unwrap();
+    tokio::spawn(server::serve(listener, Arc::clone(&gw), ServerLimits::default(), until_stop(stop_rx)));
+    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    Harness { gateway, emulator: emu.emulator, gw, client, stop }
+}
+
+impl Harness {
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        let resp = self.client.request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+    }
+
+    pub fn request(&self, path: &str) -> http::request::Builder {
+        Request::post(format!("http://{}{}", self.gateway, path))
+    }
+
+    /// POSTs `body` as JSON to `path` with API key `key`.
+    pub async fn post(&self, path: &str, key: Option<&str>, body: &str) -> Reply {
+        let mut req = self.request(path).header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        self.send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
+    }
+
+    /// The standard allowed call.
+    pub async fn call(&self) -> Reply {
+        self.post(ACTION_PATH, Some(ROTATOR_KEY), &body()).await
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
