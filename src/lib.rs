@@ -2,6 +2,7 @@
 //! Microsoft Graph for privileged Intune device actions.
 pub mod catalog;
 pub mod cloud;
+pub mod emulator;
 pub mod graph_error;
 pub mod route;
 pub mod schema;
