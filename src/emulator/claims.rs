@@ -31,10 +31,16 @@ struct Claims<'a> {
 
 /// The service principal's object id: a GUID that is stable per tenant and app.
 pub(crate) fn object_id(tenant: &str, client_id: &str) -> String {
-    let digest = Sha256::digest(format!("{tenant}/{client_id}").to_ascii_lowercase().as_bytes());
+    let digest = Sha256::digest(
+        format!("{tenant}/{client_id}")
+            .to_ascii_lowercase()
+            .as_bytes(),
+    );
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_random_bytes(bytes).into_uuid().to_string()
+    uuid::Builder::from_random_bytes(bytes)
+        .into_uuid()
+        .to_string()
 }
 
 /// A random `uti` like Entra's: 22 base64url characters.

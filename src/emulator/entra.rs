@@ -12,9 +12,9 @@ use subtle::ConstantTimeEq;
 use super::AppRegistration;
 use super::claims;
 use super::entra_error::EntraError;
-use super::wire::{Body, Request, json, set_header, text};
 use super::records::TokenRequestRecord;
 use super::state::State;
+use super::wire::{Body, Request, json, set_header, text};
 use crate::cloud::Cloud;
 
 /// The form parameters of one token request; the secret is kept only as long as the check.
@@ -28,25 +28,39 @@ impl Form {
     fn parse(req: &Request) -> Result<Form, EntraError> {
         let mut params = BTreeMap::new();
         for (k, v) in form_urlencoded::parse(&req.body) {
-            if params.insert(k.clone().into_owned(), v.into_owned()).is_some() {
+            if params
+                .insert(k.clone().into_owned(), v.into_owned())
+                .is_some()
+            {
                 return Err(EntraError::duplicated(&k));
             }
         }
-        let basic = req.header(http::header::AUTHORIZATION).and_then(basic_credentials);
+        let basic = req
+            .header(http::header::AUTHORIZATION)
+            .and_then(basic_credentials);
         Ok(Form { params, basic })
     }
 
     fn get(&self, name: &str) -> Option<&str> {
-        self.params.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.params
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 
     /// HTTP Basic wins over the body (RFC 6749 §2.3.1 lets a client use either).
     fn client_id(&self) -> Option<&str> {
-        self.basic.as_ref().map(|(id, _)| id.as_str()).or_else(|| self.get("client_id"))
+        self.basic
+            .as_ref()
+            .map(|(id, _)| id.as_str())
+            .or_else(|| self.get("client_id"))
     }
 
     fn client_secret(&self) -> Option<&str> {
-        self.basic.as_ref().map(|(_, s)| s.as_str()).or_else(|| self.get("client_secret"))
+        self.basic
+            .as_ref()
+            .map(|(_, s)| s.as_str())
+            .or_else(|| self.get("client_secret"))
     }
 }
 
@@ -58,7 +72,11 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
     }
     let decoded = String::from_utf8(STANDARD.decode(encoded.trim()).ok()?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    let unescape = |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let unescape = |s: &str| {
+        form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
     Some((unescape(id)?, unescape(secret)?))
 }
 
@@ -117,7 +135,9 @@ fn issue(
     record.scope = form.get("scope").map(str::to_owned);
     record.grant_type = form.get("grant_type").map(str::to_owned);
 
-    let grant = form.get("grant_type").ok_or(EntraError::missing("grant_type"))?;
+    let grant = form
+        .get("grant_type")
+        .ok_or(EntraError::missing("grant_type"))?;
     if grant != "client_credentials" {
         return Err(EntraError::unsupported_grant(grant));
     }
@@ -144,7 +164,14 @@ fn issue(
 fn success(state: &State, app: &AppRegistration, cloud: Cloud) -> Response<Body> {
     let lifetime = i64::try_from(state.config.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4);
     let now = chrono::Utc::now().timestamp();
-    match claims::mint(state.key, &state.config.tenant_id, app, cloud, now, lifetime) {
+    match claims::mint(
+        state.key,
+        &state.config.tenant_id,
+        app,
+        cloud,
+        now,
+        lifetime,
+    ) {
         Ok(token) => {
             let body = serde_json::json!({
                 "token_type": "Bearer",
@@ -155,7 +182,11 @@ fn success(state: &State, app: &AppRegistration, cloud: Cloud) -> Response<Body>
             let mut resp = json(StatusCode::OK, &body);
             set_header(&mut resp, "cache-control", "no-store, no-cache");
             set_header(&mut resp, "pragma", "no-cache");
-            set_header(&mut resp, "x-ms-request-id", &uuid::Uuid::new_v4().to_string());
+            set_header(
+                &mut resp,
+                "x-ms-request-id",
+                &uuid::Uuid::new_v4().to_string(),
+            );
             resp
         }
         Err(e) => {
@@ -178,7 +209,10 @@ pub(crate) fn keys(state: &State, req: &Request, tenant: &str) -> Response<Body>
 
 /// A request for a host the emulator does not play.
 pub(crate) fn misdirected(req: &Request) -> Response<Body> {
-    let msg = format!("the emulator does not serve host '{}' for this path", req.host.escape_debug());
+    let msg = format!(
+        "the emulator does not serve host '{}' for this path",
+        req.host.escape_debug()
+    );
     text(StatusCode::MISDIRECTED_REQUEST, &msg)
 }
 
@@ -189,7 +223,10 @@ mod tests {
     #[test]
     fn basic_credentials_are_url_decoded() {
         let header = format!("Basic {}", STANDARD.encode("my%20id:p%40ss%3Aword"));
-        assert_eq!(basic_credentials(&header), Some(("my id".into(), "p@ss:word".into())));
+        assert_eq!(
+            basic_credentials(&header),
+            Some(("my id".into(), "p@ss:word".into()))
+        );
         assert_eq!(basic_credentials("Bearer abc"), None);
         assert_eq!(basic_credentials("Basic !!!"), None);
     }

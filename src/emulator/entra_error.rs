@@ -22,16 +22,28 @@ pub(crate) struct EntraError {
 }
 
 fn echo(value: &str) -> String {
-    value.chars().filter(|c| !c.is_control()).take(MAX_ECHO).collect()
+    value
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_ECHO)
+        .collect()
 }
 
 impl EntraError {
     fn new(status: StatusCode, error: &'static str, code: u32, message: String) -> Self {
-        EntraError { status, error, code, message }
+        EntraError {
+            status,
+            error,
+            code,
+            message,
+        }
     }
 
     pub(crate) fn post_only(method: &str) -> Self {
-        let m = format!("The endpoint only accepts POST requests. Received a {} request.", echo(method));
+        let m = format!(
+            "The endpoint only accepts POST requests. Received a {} request.",
+            echo(method)
+        );
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", 900561, m)
     }
 
@@ -46,7 +58,10 @@ impl EntraError {
     }
 
     pub(crate) fn duplicated(param: &str) -> Self {
-        let m = format!("The request is not properly formatted. The parameter '{}' is duplicated.", echo(param));
+        let m = format!(
+            "The request is not properly formatted. The parameter '{}' is duplicated.",
+            echo(param)
+        );
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", 9000411, m)
     }
 
@@ -56,7 +71,10 @@ impl EntraError {
     }
 
     pub(crate) fn unsupported_grant(grant: &str) -> Self {
-        let m = format!("The app requested an unsupported grant type '{}'.", echo(grant));
+        let m = format!(
+            "The app requested an unsupported grant type '{}'.",
+            echo(grant)
+        );
         Self::new(StatusCode::BAD_REQUEST, "unsupported_grant_type", 70003, m)
     }
 
@@ -73,7 +91,12 @@ impl EntraError {
 
     pub(crate) fn no_credential() -> Self {
         let m = "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.";
-        Self::new(StatusCode::BAD_REQUEST, "invalid_client", 7000218, m.to_owned())
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_client",
+            7000218,
+            m.to_owned(),
+        )
     }
 
     pub(crate) fn bad_secret(client_id: &str) -> Self {
@@ -95,7 +118,11 @@ impl EntraError {
     }
 
     /// Entra's error response; `correlation_id` is the client's `client-request-id` if sent.
-    pub(crate) fn response(&self, login_host: &str, correlation_id: Option<&str>) -> Response<Body> {
+    pub(crate) fn response(
+        &self,
+        login_host: &str,
+        correlation_id: Option<&str>,
+    ) -> Response<Body> {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let correlation_id = correlation_id
             .filter(|c| crate::route::is_guid(c))
@@ -128,23 +155,39 @@ mod tests {
 
     #[test]
     fn shape_matches_entra() {
-        let resp = EntraError::tenant_not_found("nope").response("login.microsoftonline.com", Some("X"));
+        let resp =
+            EntraError::tenant_not_found("nope").response("login.microsoftonline.com", Some("X"));
         assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
         let body = futures_body(resp);
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "invalid_request");
         assert_eq!(v["error_codes"][0], 90002);
         let d = v["error_description"].as_str().unwrap();
-        assert!(d.starts_with("AADSTS90002: Tenant 'nope' not found."), "{d}");
-        assert!(d.contains("\r\nTrace ID: ") && d.contains("\r\nCorrelation ID: ") && d.contains("\r\nTimestamp: "));
-        assert_eq!(v["error_uri"], "https://login.microsoftonline.com/error?code=90002");
+        assert!(
+            d.starts_with("AADSTS90002: Tenant 'nope' not found."),
+            "{d}"
+        );
+        assert!(
+            d.contains("\r\nTrace ID: ")
+                && d.contains("\r\nCorrelation ID: ")
+                && d.contains("\r\nTimestamp: ")
+        );
+        assert_eq!(
+            v["error_uri"],
+            "https://login.microsoftonline.com/error?code=90002"
+        );
         assert!(v["timestamp"].as_str().unwrap().ends_with('Z'));
     }
 
     fn futures_body(resp: Response<Body>) -> bytes::Bytes {
         use http_body_util::BodyExt;
         let fut = resp.into_body().collect();
-        tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(fut).unwrap().to_bytes()
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(fut)
+            .unwrap()
+            .to_bytes()
     }
 
     #[test]

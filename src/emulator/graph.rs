@@ -5,10 +5,10 @@
 use http::{Response, StatusCode};
 
 use super::graph_reply::{GraphError, Ids, intune_message};
-use super::wire::{Body, Request};
 use super::keys::TokenCheck;
 use super::records::GraphRequestRecord;
 use super::state::State;
+use super::wire::{Body, Request};
 use crate::cloud::Cloud;
 use crate::route::{self, Recognised};
 
@@ -26,7 +26,10 @@ pub(crate) fn handle(state: &State, req: &Request, cloud: Cloud) -> Response<Bod
         method: req.method.to_string(),
         host: req.host.clone(),
         sni: req.sni.clone(),
-        path: req.uri.path_and_query().map_or_else(|| req.uri.path().to_owned(), |p| p.to_string()),
+        path: req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_owned(), |p| p.to_string()),
         headers: req.recorded_headers(),
         body: String::from_utf8_lossy(&req.body).into_owned(),
         token_claims,
@@ -44,17 +47,26 @@ fn process(
 ) -> Result<StatusCode, GraphError> {
     // Routing first: Graph rejects unknown segments whoever asks.
     let path = req.uri.path();
-    let found = route::recognise(&req.method, path).map_err(|e| GraphError::from_route(&e, path))?;
+    let found =
+        route::recognise(&req.method, path).map_err(|e| GraphError::from_route(&e, path))?;
     // Then the caller: a valid token for this cloud, holding the operation's permission.
     let claims = authenticate(state, req, cloud, token_claims)?;
     authorise(&claims, &found)?;
     // Then the request body.
     let params = body_params(req, &found)?;
     // Finally the target device.
-    let url = format!("https://{}{}", cloud.endpoints().graph_host, found.canonical_path);
+    let url = format!(
+        "https://{}{}",
+        cloud.endpoints().graph_host,
+        found.canonical_path
+    );
     if !state.update_device(&found.device_id, found.op.action, &params) {
         let activity = uuid::Uuid::new_v4().to_string();
-        return Err(GraphError::new(StatusCode::NOT_FOUND, "ResourceNotFound", intune_message(&activity, &url)));
+        return Err(GraphError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            intune_message(&activity, &url),
+        ));
     }
     Ok(StatusCode::from_u16(found.op.success_status).unwrap_or(StatusCode::NO_CONTENT))
 }
@@ -83,7 +95,9 @@ fn authenticate(
     })?;
     *token_claims = Some(claims.clone());
     if claims.get("aud").and_then(|a| a.as_str()) != Some(cloud.endpoints().resource) {
-        return Err(GraphError::unauthenticated("Access token validation failure. Invalid audience."));
+        return Err(GraphError::unauthenticated(
+            "Access token validation failure. Invalid audience.",
+        ));
     }
     Ok(claims)
 }
@@ -118,10 +132,15 @@ fn body_params(req: &Request, found: &Recognised) -> Result<crate::schema::Param
         return Err(GraphError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "UnsupportedMediaType",
-            format!("The content type '{}' is not supported. Use 'application/json'.", given.escape_debug()),
+            format!(
+                "The content type '{}' is not supported. Use 'application/json'.",
+                given.escape_debug()
+            ),
         ));
     }
-    let bad = |e: crate::schema::SchemaError| GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string());
+    let bad = |e: crate::schema::SchemaError| {
+        GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string())
+    };
     let body = crate::schema::parse_strict(&req.body).map_err(bad)?;
     crate::schema::validate(&body, op.params, op.wrapper).map_err(bad)
 }

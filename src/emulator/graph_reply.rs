@@ -23,12 +23,20 @@ pub(crate) struct GraphError {
 
 impl GraphError {
     pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        GraphError { status, code, message: message.into() }
+        GraphError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 
     /// 401 `InvalidAuthenticationToken`.
     pub(crate) fn unauthenticated(message: &str) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", message)
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "InvalidAuthenticationToken",
+            message,
+        )
     }
 
     /// Graph's answer to a path `route::recognise` refused.
@@ -39,15 +47,21 @@ impl GraphError {
                 "BadRequest",
                 "The action can only be invoked with the HTTP method POST.",
             ),
-            RouteError::NotFound => Self::new(StatusCode::BAD_REQUEST, "BadRequest", not_found_message(path)),
+            RouteError::NotFound => Self::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                not_found_message(path),
+            ),
             RouteError::BadId(label) => Self::new(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
                 format!("Invalid key value for the segment '{label}'."),
             ),
-            RouteError::Malformed(_) | RouteError::TooLong => {
-                Self::new(StatusCode::BAD_REQUEST, "BadRequest", "The request URI is not valid.")
-            }
+            RouteError::Malformed(_) | RouteError::TooLong => Self::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "The request URI is not valid.",
+            ),
         }
     }
 }
@@ -74,7 +88,10 @@ fn not_found_message(path: &str) -> String {
             return format!("Resource not found for the segment '{}'.", clip(seg));
         }
     }
-    format!("Resource not found for the segment '{}'.", clip(rest.last().copied().unwrap_or("")))
+    format!(
+        "Resource not found for the segment '{}'.",
+        clip(rest.last().copied().unwrap_or(""))
+    )
 }
 
 fn clip(s: &str) -> String {
@@ -108,13 +125,21 @@ impl Ids {
         let fresh = || uuid::Uuid::new_v4().to_string();
         Ids {
             request_id: fresh(),
-            client_request_id: client_request_id.map(clip).filter(|c| !c.is_empty()).unwrap_or_else(fresh),
+            client_request_id: client_request_id
+                .map(clip)
+                .filter(|c| !c.is_empty())
+                .unwrap_or_else(fresh),
         }
     }
 
     /// The error response, Graph's JSON plus the usual headers.
     pub(crate) fn error(&self, err: &GraphError) -> Response<Body> {
-        let body = crate::graph_error::body(err.code, &err.message, &self.request_id, &self.client_request_id);
+        let body = crate::graph_error::body(
+            err.code,
+            &err.message,
+            &self.request_id,
+            &self.client_request_id,
+        );
         let mut resp = respond(err.status, "application/json", body);
         match err.status {
             StatusCode::UNAUTHORIZED => set_header(
@@ -152,7 +177,9 @@ mod tests {
     fn not_found_names_the_offending_segment() {
         let dev = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
         assert_eq!(
-            not_found_message(&format!("/v1.0/deviceManagement/managedDevices/{dev}/wipeAll")),
+            not_found_message(&format!(
+                "/v1.0/deviceManagement/managedDevices/{dev}/wipeAll"
+            )),
             "Resource not found for the segment 'wipeAll'."
         );
         assert_eq!(

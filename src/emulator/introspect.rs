@@ -3,13 +3,16 @@
 
 use http::{Method, Response, StatusCode};
 
-use super::wire::{Body, Request, json, set_header, text};
 use super::state::State;
+use super::wire::{Body, Request, json, set_header, text};
 
 /// `GET /_emulator/{devices | requests | token-requests}`.
 pub(crate) fn handle(state: &State, req: &Request, rest: &str) -> Response<Body> {
     if req.method != Method::GET {
-        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "the emulator's introspection endpoints take GET");
+        let mut resp = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the emulator's introspection endpoints take GET",
+        );
         set_header(&mut resp, "allow", "GET");
         return resp;
     }

@@ -127,7 +127,9 @@ mod tests {
         let claims = serde_json::json!({"aud": "a", "nbf": now - 1, "exp": now + 60});
         let token = key.sign(&claims).unwrap();
         assert_eq!(key.verify(&token).unwrap()["aud"], "a");
-        let expired = key.sign(&serde_json::json!({"aud": "a", "nbf": now - 9, "exp": now - 5})).unwrap();
+        let expired = key
+            .sign(&serde_json::json!({"aud": "a", "nbf": now - 9, "exp": now - 5}))
+            .unwrap();
         assert_eq!(key.verify(&expired).unwrap_err(), TokenCheck::Expired);
         let mut forged = token.clone();
         forged.truncate(token.len() - 4);

@@ -12,23 +12,23 @@ mod entra;
 mod entra_error;
 mod graph;
 mod graph_reply;
-mod wire;
 mod introspect;
 mod keys;
 mod pki;
 mod records;
 mod server;
 mod state;
+mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use wire::MAX_BODY_BYTES;
 pub use pki::CA_NAME;
 pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
 pub use state::Faults;
+pub use wire::MAX_BODY_BYTES;
 
 use crate::catalog::PRIV_OPS;
 use crate::cloud::Cloud;
@@ -113,7 +113,9 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator").field("tenant_id", &self.state.config.tenant_id).finish_non_exhaustive()
+        f.debug_struct("Emulator")
+            .field("tenant_id", &self.state.config.tenant_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -141,7 +143,13 @@ impl Emulator {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        server::serve(self.state.clone(), self.acceptor.clone(), listener, shutdown).await
+        server::serve(
+            self.state.clone(),
+            self.acceptor.clone(),
+            listener,
+            shutdown,
+        )
+        .await
     }
 
     /// curl-style connect-to map sending every Graph and login host (aliases included) of
@@ -181,7 +189,12 @@ impl Emulator {
 
     /// Test hook: a token for a registered app and `cloud`, signed like the token endpoint's,
     /// valid for `lifetime_secs` from now (negative: expired that long ago). Records nothing.
-    pub fn mint_token(&self, cloud: Cloud, client_id: &str, lifetime_secs: i64) -> Result<String, EmulatorError> {
+    pub fn mint_token(
+        &self,
+        cloud: Cloud,
+        client_id: &str,
+        lifetime_secs: i64,
+    ) -> Result<String, EmulatorError> {
         let app = self
             .state
             .config
@@ -190,8 +203,15 @@ impl Emulator {
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
             .ok_or_else(|| EmulatorError::Config(format!("no app registration '{client_id}'")))?;
         let now = chrono::Utc::now().timestamp();
-        claims::mint(self.state.key, &self.state.config.tenant_id, app, cloud, now, lifetime_secs)
-            .map_err(EmulatorError::Key)
+        claims::mint(
+            self.state.key,
+            &self.state.config.tenant_id,
+            app,
+            cloud,
+            now,
+            lifetime_secs,
+        )
+        .map_err(EmulatorError::Key)
     }
 }
 
@@ -205,9 +225,16 @@ fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
         problems.push(format!("device id '{d}' is not a GUID"));
     }
     for app in config.apps.iter().filter(|a| a.client_id.is_empty()) {
-        problems.push(format!("an app registration has an empty client_id (roles {:?})", app.roles));
+        problems.push(format!(
+            "an app registration has an empty client_id (roles {:?})",
+            app.roles
+        ));
     }
-    if problems.is_empty() { Ok(()) } else { Err(EmulatorError::Config(problems.join("; "))) }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EmulatorError::Config(problems.join("; ")))
+    }
 }
 
 #[cfg(test)]
@@ -217,8 +244,14 @@ mod tests {
     #[test]
     fn connect_to_covers_every_host_once() {
         let map = Emulator::connect_to("127.0.0.1:8443".parse().unwrap());
-        assert!(map.starts_with("graph.microsoft.com:443=127.0.0.1:8443,login.microsoftonline.com:443=127.0.0.1:8443"));
-        for host in ["login.usgovcloudapi.net", "dod-graph.microsoft.us", "login.chinacloudapi.cn"] {
+        assert!(map.starts_with(
+            "graph.microsoft.com:443=127.0.0.1:8443,login.microsoftonline.com:443=127.0.0.1:8443"
+        ));
+        for host in [
+            "login.usgovcloudapi.net",
+            "dod-graph.microsoft.us",
+            "login.chinacloudapi.cn",
+        ] {
             assert_eq!(map.matches(&format!("{host}:443=")).count(), 1, "{map}");
         }
     }
@@ -229,10 +262,21 @@ mod tests {
         assert_eq!(c.tenant_id, DEMO_TENANT_ID);
         assert_eq!(c.apps[0].roles, vec![PRIV_OPS.to_owned()]);
         assert_eq!(c.token_lifetime.as_secs(), 3599);
-        assert!(DEMO_DEVICE_IDS.iter().all(|d| crate::route::is_guid(d) && *d == d.to_ascii_lowercase()));
+        assert!(
+            DEMO_DEVICE_IDS
+                .iter()
+                .all(|d| crate::route::is_guid(d) && *d == d.to_ascii_lowercase())
+        );
         assert!(validate(&c).is_ok());
-        let bad = EmulatorConfig { tenant_id: "x".into(), devices: vec!["y".into()], ..c };
+        let bad = EmulatorConfig {
+            tenant_id: "x".into(),
+            devices: vec!["y".into()],
+            ..c
+        };
         let err = validate(&bad).unwrap_err().to_string();
-        assert!(err.contains("tenant_id 'x'") && err.contains("device id 'y'"), "{err}");
+        assert!(
+            err.contains("tenant_id 'x'") && err.contains("device id 'y'"),
+            "{err}"
+        );
     }
 }

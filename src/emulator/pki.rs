@@ -28,7 +28,9 @@ pub(crate) fn served_hosts() -> Vec<&'static str> {
     let mut hosts: Vec<&'static str> = Vec::new();
     for cloud in Cloud::ALL {
         let e = cloud.endpoints();
-        let names = [e.graph_host, e.login_host].into_iter().chain(e.login_aliases.iter().copied());
+        let names = [e.graph_host, e.login_host]
+            .into_iter()
+            .chain(e.login_aliases.iter().copied());
         for name in names {
             if !hosts.contains(&name) {
                 hosts.push(name);
@@ -45,26 +47,38 @@ fn pki_err(what: &str) -> impl Fn(rcgen::Error) -> EmulatorError + '_ {
 /// Generates the CA and the server certificate and builds the rustls configuration.
 pub(crate) fn generate() -> Result<Pki, EmulatorError> {
     let ca_key = KeyPair::generate().map_err(pki_err("CA key"))?;
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(pki_err("CA params"))?;
-    ca_params.distinguished_name.push(DnType::CommonName, CA_NAME);
+    let mut ca_params =
+        CertificateParams::new(Vec::<String>::new()).map_err(pki_err("CA params"))?;
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, CA_NAME);
     ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).map_err(pki_err("CA certificate"))?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(pki_err("CA certificate"))?;
     let issuer = Issuer::new(ca_params, ca_key);
 
     let mut names: Vec<String> = served_hosts().into_iter().map(str::to_owned).collect();
     names.extend(["localhost".to_owned(), "127.0.0.1".to_owned()]);
     let server_key = KeyPair::generate().map_err(pki_err("server key"))?;
     let mut params = CertificateParams::new(names).map_err(pki_err("server params"))?;
-    params.distinguished_name.push(DnType::CommonName, "graphgate emulator");
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "graphgate emulator");
     params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
-    let server_cert = params.signed_by(&server_key, &issuer).map_err(pki_err("server certificate"))?;
+    let server_cert = params
+        .signed_by(&server_key, &issuer)
+        .map_err(pki_err("server certificate"))?;
 
     let chain = vec![server_cert.der().clone(), ca_cert.der().clone()];
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
-    Ok(Pki { ca_pem: ca_cert.pem(), server_config: Arc::new(server_config(chain, key)?) })
+    Ok(Pki {
+        ca_pem: ca_cert.pem(),
+        server_config: Arc::new(server_config(chain, key)?),
+    })
 }
 
 fn server_config(

@@ -82,7 +82,10 @@ pub struct DeviceRecord {
 impl DeviceRecord {
     /// A device with nothing applied yet.
     pub fn new(id: &str) -> Self {
-        DeviceRecord { id: id.to_ascii_lowercase(), ..Default::default() }
+        DeviceRecord {
+            id: id.to_ascii_lowercase(),
+            ..Default::default()
+        }
     }
 
     /// Applies one successful action's validated parameters (secrets only as "supplied").
@@ -104,7 +107,10 @@ impl DeviceRecord {
             Some(ParamValue::Type(t)) => Some((*t).to_owned()),
             _ => None,
         };
-        self.password_supplied = matches!(params.get("deviceAccount.password"), Some(ParamValue::Secret(_)));
+        self.password_supplied = matches!(
+            params.get("deviceAccount.password"),
+            Some(ParamValue::Secret(_))
+        );
         self.last_action = Some(action.to_owned());
         self.update_count += 1;
     }
@@ -119,7 +125,10 @@ pub(crate) struct Bounded<T> {
 
 impl<T: Clone> Bounded<T> {
     pub(crate) fn new(cap: usize) -> Self {
-        Bounded { items: VecDeque::new(), cap }
+        Bounded {
+            items: VecDeque::new(),
+            cap,
+        }
     }
 
     pub(crate) fn push(&mut self, item: T) {
@@ -152,13 +161,22 @@ mod tests {
     fn apply_keeps_settings_but_not_the_password() {
         let mut dev = DeviceRecord::new("0B6F2F1E-1A2B-4C3D-8E9F-00112233AABB");
         let params = Params(vec![
-            ("deviceAccountEmail".into(), ParamValue::String("room@contoso.com".into())),
-            ("deviceAccount.password".into(), ParamValue::Secret(Secret::new("hunter2"))),
+            (
+                "deviceAccountEmail".into(),
+                ParamValue::String("room@contoso.com".into()),
+            ),
+            (
+                "deviceAccount.password".into(),
+                ParamValue::Secret(Secret::new("hunter2")),
+            ),
             ("calendarSyncEnabled".into(), ParamValue::Bool(true)),
         ]);
         dev.apply("updateWindowsDeviceAccount", &params);
         assert_eq!(dev.id, "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb");
-        assert_eq!(dev.device_account_email.as_deref(), Some("room@contoso.com"));
+        assert_eq!(
+            dev.device_account_email.as_deref(),
+            Some("room@contoso.com")
+        );
         assert_eq!(dev.calendar_sync_enabled, Some(true));
         assert!(dev.password_supplied);
         assert_eq!(dev.update_count, 1);

@@ -15,8 +15,8 @@ use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
-use super::wire::{Body, Request, text};
 use super::state::State;
+use super::wire::{Body, Request, text};
 use super::{entra, graph, introspect};
 use crate::cloud::Cloud;
 
@@ -51,7 +51,10 @@ pub(crate) async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::debug!("emulator connections did not drain in time");
     }
     Ok(())
@@ -71,14 +74,20 @@ async fn connection(state: Arc<State>, acceptor: TlsAcceptor, tcp: TcpStream, wa
         async move { Ok::<_, Infallible>(dispatch(&state, sni, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    let conn = builder.serve_connection(TokioIo::new(tls), service).into_owned();
+    let conn = builder
+        .serve_connection(TokioIo::new(tls), service)
+        .into_owned();
     if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(error = %e, "emulator connection ended with an error");
     }
 }
 
 /// Reads the request and hands it to the service its path and host name.
-async fn dispatch(state: &State, sni: Option<String>, req: http::Request<Incoming>) -> Response<Body> {
+async fn dispatch(
+    state: &State,
+    sni: Option<String>,
+    req: http::Request<Incoming>,
+) -> Response<Body> {
     let req = match Request::read(req, sni).await {
         Ok(req) => req,
         Err(resp) => return resp,
@@ -99,9 +108,10 @@ fn route(state: &State, req: &Request) -> Response<Body> {
     match segs.as_slice() {
         [tenant, "oauth2", "v2.0", "token"] => entra::token(state, req, tenant),
         [tenant, "discovery", "v2.0", "keys"] => entra::keys(state, req, tenant),
-        _ if Cloud::by_login_host(&req.host_name()).next().is_some() => {
-            text(StatusCode::NOT_FOUND, "the emulated Entra serves only /{tenant}/oauth2/v2.0/token and /{tenant}/discovery/v2.0/keys")
-        }
+        _ if Cloud::by_login_host(&req.host_name()).next().is_some() => text(
+            StatusCode::NOT_FOUND,
+            "the emulated Entra serves only /{tenant}/oauth2/v2.0/token and /{tenant}/discovery/v2.0/keys",
+        ),
         _ => entra::misdirected(req),
     }
 }

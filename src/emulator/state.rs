@@ -89,7 +89,12 @@ impl State {
     }
 
     /// Applies a successful action to a device; false if the device is unknown.
-    pub(crate) fn update_device(&self, id: &str, action: &str, params: &crate::schema::Params) -> bool {
+    pub(crate) fn update_device(
+        &self,
+        id: &str,
+        action: &str,
+        params: &crate::schema::Params,
+    ) -> bool {
         match lock(&self.devices).get_mut(&id.to_ascii_lowercase()) {
             Some(device) => {
                 device.apply(action, params);

@@ -29,7 +29,10 @@ pub(crate) struct Request {
 
 impl Request {
     /// Reads the body (at most [`MAX_BODY_BYTES`]); `Err` is the response to send instead.
-    pub(crate) async fn read<B>(req: http::Request<B>, sni: Option<String>) -> Result<Self, Response<Body>>
+    pub(crate) async fn read<B>(
+        req: http::Request<B>,
+        sni: Option<String>,
+    ) -> Result<Self, Response<Body>>
     where
         B: hyper::body::Body,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -37,7 +40,12 @@ impl Request {
         let (parts, body) = req.into_parts();
         let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
             Ok(collected) => collected.to_bytes(),
-            Err(_) => return Err(text(StatusCode::PAYLOAD_TOO_LARGE, "request body too large or unreadable")),
+            Err(_) => {
+                return Err(text(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large or unreadable",
+                ));
+            }
         };
         let host = parts
             .headers
@@ -46,7 +54,14 @@ impl Request {
             .map(str::to_owned)
             .or_else(|| parts.uri.authority().map(|a| a.to_string()))
             .unwrap_or_default();
-        Ok(Request { method: parts.method, uri: parts.uri, headers: parts.headers, body, host, sni })
+        Ok(Request {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+            host,
+            sni,
+        })
     }
 
     /// The host name without a port, lower-cased.
@@ -88,7 +103,11 @@ impl Request {
 /// `host` without a trailing `:port` (IPv6 literals keep their brackets).
 fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
-        Some((name, port)) if !name.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) && !name.ends_with(':') => {
+        Some((name, port))
+            if !name.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !name.ends_with(':') =>
+        {
             name
         }
         _ => host,
@@ -96,16 +115,25 @@ fn strip_port(host: &str) -> &str {
 }
 
 /// A response with a body and content type; falls back to a bare 500 if the parts are invalid.
-pub(crate) fn respond(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>) -> Response<Body> {
+pub(crate) fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Body> {
     let mut resp = Response::new(Full::new(body.into()));
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     resp
 }
 
 /// A JSON response.
 pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    respond(status, "application/json; charset=utf-8", serde_json::to_vec(value).unwrap_or_default())
+    respond(
+        status,
+        "application/json; charset=utf-8",
+        serde_json::to_vec(value).unwrap_or_default(),
+    )
 }
 
 /// A plain-text response.
