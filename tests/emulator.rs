@@ -305,114 +305,116 @@ async fn accepts_http_basic_and_login_aliases() {
     h.stop().await;
 }
 
+/// One token request, as a variation of a valid one.
+#[derive(Clone, Copy)]
+struct Attempt {
+    host: &'static str,
+    tenant: &'static str,
+    client_id: &'static str,
+    secret: Option<&'static str>,
+    scope: &'static str,
+    grant: Option<&'static str>,
+}
+
+const VALID: Attempt = Attempt {
+    host: GLOBAL_LOGIN,
+    tenant: DEMO_TENANT_ID,
+    client_id: DEMO_CLIENT_ID,
+    secret: Some(DEMO_CLIENT_SECRET),
+    scope: "https://graph.microsoft.com/.default",
+    grant: Some("client_credentials"),
+};
+
+impl Attempt {
+    fn form(&self) -> Vec<(&'static str, &'static str)> {
+        let mut form = vec![("client_id", self.client_id), ("scope", self.scope)];
+        form.extend(self.secret.map(|s| ("client_secret", s)));
+        form.extend(self.grant.map(|g| ("grant_type", g)));
+        form
+    }
+}
+
 #[tokio::test]
 async fn entra_errors_have_entras_shape_and_never_echo_secrets() {
     let h = start(config()).await;
     let wrong_secret = "wrong-secret-value-1234";
-    let global_scope = Cloud::Global.endpoints().scope;
-    let cred = |secret: &'static str| {
-        vec![
-            ("client_id", DEMO_CLIENT_ID),
-            ("client_secret", secret),
-            ("scope", global_scope),
-        ]
-    };
-    let with = |mut form: Vec<(&'static str, &'static str)>,
-                extra: (&'static str, &'static str)| {
-        form.push(extra);
-        form
-    };
-    let grant = ("grant_type", "client_credentials");
-    type Case = (
-        &'static str,
-        &'static str,
-        Vec<(&'static str, &'static str)>,
-        u16,
-        &'static str,
-        u32,
-    );
-    let cases: Vec<Case> = vec![
+    let cases = [
         (
-            GLOBAL_LOGIN,
-            "00000000-0000-0000-0000-000000000001",
-            with(cred(DEMO_CLIENT_SECRET), grant),
+            Attempt {
+                tenant: "00000000-0000-0000-0000-000000000001",
+                ..VALID
+            },
             400,
             "invalid_request",
             90002,
         ),
         (
-            GLOBAL_LOGIN,
-            DEMO_TENANT_ID,
-            with(cred(DEMO_CLIENT_SECRET), ("grant_type", "password")),
+            Attempt {
+                grant: Some("password"),
+                ..VALID
+            },
             400,
             "unsupported_grant_type",
             70003,
         ),
         (
-            GLOBAL_LOGIN,
-            DEMO_TENANT_ID,
-            vec![
-                ("client_id", "11111111-2222-4333-8444-555555555555"),
-                ("client_secret", DEMO_CLIENT_SECRET),
-                ("scope", global_scope),
-                grant,
-            ],
+            Attempt {
+                client_id: "11111111-2222-4333-8444-555555555555",
+                ..VALID
+            },
             400,
             "unauthorized_client",
             700016,
         ),
         (
-            GLOBAL_LOGIN,
-            DEMO_TENANT_ID,
-            vec![
-                ("client_id", DEMO_CLIENT_ID),
-                ("scope", global_scope),
-                grant,
-            ],
+            Attempt {
+                secret: None,
+                ..VALID
+            },
             400,
             "invalid_client",
             7000218,
         ),
         (
-            GLOBAL_LOGIN,
-            DEMO_TENANT_ID,
-            with(cred(wrong_secret), grant),
+            Attempt {
+                secret: Some(wrong_secret),
+                ..VALID
+            },
             401,
             "invalid_client",
             7000215,
         ),
         (
-            GLOBAL_LOGIN,
-            DEMO_TENANT_ID,
-            vec![
-                ("client_id", DEMO_CLIENT_ID),
-                ("client_secret", DEMO_CLIENT_SECRET),
-                ("scope", "https://graph.microsoft.us/.default"),
-                grant,
-            ],
+            Attempt {
+                scope: "https://graph.microsoft.us/.default",
+                ..VALID
+            },
             400,
             "invalid_scope",
             70011,
         ),
         (
-            "login.microsoftonline.us",
-            DEMO_TENANT_ID,
-            with(cred(DEMO_CLIENT_SECRET), grant),
+            Attempt {
+                host: "login.microsoftonline.us",
+                ..VALID
+            },
             400,
             "invalid_scope",
             70011,
         ),
         (
-            GLOBAL_LOGIN,
-            DEMO_TENANT_ID,
-            cred(DEMO_CLIENT_SECRET),
+            Attempt {
+                grant: None,
+                ..VALID
+            },
             400,
             "invalid_request",
             900144,
         ),
     ];
-    for (host, tenant, form, status, error, code) in cases {
-        let reply = h.token_request(host, tenant, &form).await;
+    for (attempt, status, error, code) in cases {
+        let (host, form) = (attempt.host, attempt.form());
+        let reply = h.token_request(host, attempt.tenant, &form).await;
         let what = format!("{error}/{code}");
         assert_eq!(reply.status.as_u16(), status, "{what}: {:?}", reply.body);
         assert_eq!(
