@@ -1,9 +1,27 @@
 //! graphgate: an authenticating reverse-proxy gateway between internal services and
-//! Microsoft Graph for privileged Intune device actions.
+//! Microsoft Graph, for privileged Intune device-management actions.
+//!
+//! The map, in the order a request meets it:
+//! - [`server`]: the listener (connection bounds, HTTP/1.1 + HTTP/2, graceful shutdown).
+//! - [`gateway`]: **the request pipeline, in one place**: ids → identity → recognition →
+//!   body validation → policy → token → forward.
+//! - [`identity`]: who the caller is (API key).
+//! - [`route`] and [`catalog`]: which Graph operation a path is, on which device; the
+//!   operations themselves are data in the catalog. [`schema`] validates their bodies.
+//! - [`policy`]: the deny-by-default allow-list (`policy.yaml`).
+//! - [`token`] and [`credential`]: the cached app-only Entra token and how it is obtained.
+//! - [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
+//! - [`cloud`]: the national-cloud table.
+//! - [`error`] and [`graph_error`]: failures as Graph-shaped error responses.
+//! - [`secret`] and [`tls`]: secret-bearing values and TLS plumbing.
+//! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
+//! - [`emulator`]: the Entra + Graph stand-in used by the tests and the demo.
 pub mod app;
 pub mod catalog;
 pub mod cloud;
 pub mod credential;
+pub mod demo;
+pub mod emulator;
 pub mod error;
 pub mod gateway;
 pub mod graph_error;

@@ -1,0 +1,146 @@
+//! The emulated Microsoft Graph: recognises an Intune device action, then checks token,
+//! permission, content type, body and device in Graph's order, applies it to the device
+//! inventory and records the request.
+
+use http::{Response, StatusCode};
+
+use super::graph_reply::{GraphError, Ids, intune_message};
+use super::keys::TokenCheck;
+use super::records::GraphRequestRecord;
+use super::state::State;
+use super::wire::{Body, Request};
+use crate::cloud::Cloud;
+use crate::route::{self, Recognised};
+
+/// Handles one request to `cloud`'s Graph host.
+pub(crate) fn handle(state: &State, req: &Request, cloud: Cloud) -> Response<Body> {
+    let ids = Ids::new(req.header("client-request-id"));
+    let mut token_claims = None;
+    let resp = match process(state, req, cloud, &mut token_claims) {
+        Ok(status) => ids.success(status),
+        Err(err) => ids.error(&err),
+    };
+    let status = resp.status().as_u16();
+    tracing::debug!(method = %req.method, host = %req.host, path = req.uri.path(), status, "emulator graph request");
+    state.record_graph(GraphRequestRecord {
+        method: req.method.to_string(),
+        host: req.host.clone(),
+        sni: req.sni.clone(),
+        path: req
+            .uri
+            .path_and_query()
+            .map_or_else(|| req.uri.path().to_owned(), |p| p.to_string()),
+        headers: req.recorded_headers(),
+        body: String::from_utf8_lossy(&req.body).into_owned(),
+        token_claims,
+        status,
+    });
+    resp
+}
+
+/// The pipeline, in Graph's order. `token_claims` is filled once a signature verifies.
+fn process(
+    state: &State,
+    req: &Request,
+    cloud: Cloud,
+    token_claims: &mut Option<serde_json::Value>,
+) -> Result<StatusCode, GraphError> {
+    // Routing first: Graph rejects unknown segments whoever asks.
+    let path = req.uri.path();
+    let found =
+        route::recognise(&req.method, path).map_err(|e| GraphError::from_route(&e, path))?;
+    // Then the caller: a valid token for this cloud, holding the operation's permission.
+    let claims = authenticate(state, req, cloud, token_claims)?;
+    authorise(&claims, &found)?;
+    // Then the request body.
+    let params = body_params(req, &found)?;
+    // Finally the target device.
+    let url = format!(
+        "https://{}{}",
+        cloud.endpoints().graph_host,
+        found.canonical_path
+    );
+    if !state.update_device(&found.device_id, found.op.action, &params) {
+        let activity = uuid::Uuid::new_v4().to_string();
+        return Err(GraphError::new(
+            StatusCode::NOT_FOUND,
+            "ResourceNotFound",
+            intune_message(&activity, &url),
+        ));
+    }
+    Ok(StatusCode::from_u16(found.op.success_status).unwrap_or(StatusCode::NO_CONTENT))
+}
+
+/// The bearer token, verified with the emulator's key and for `cloud`'s Graph resource.
+fn authenticate(
+    state: &State,
+    req: &Request,
+    cloud: Cloud,
+    token_claims: &mut Option<serde_json::Value>,
+) -> Result<serde_json::Value, GraphError> {
+    let token = req
+        .header(http::header::AUTHORIZATION)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
+    let claims = state.key.verify(token).map_err(|check| {
+        GraphError::unauthenticated(match check {
+            TokenCheck::Malformed => "IDX14100: JWT is not well formed.",
+            TokenCheck::Signature => "Access token validation failure: the signature is invalid.",
+            TokenCheck::Expired => "Lifetime validation failed, the token is expired.",
+            TokenCheck::NotYetValid => "Lifetime validation failed, the token is not yet valid.",
+        })
+    })?;
+    *token_claims = Some(claims.clone());
+    if claims.get("aud").and_then(|a| a.as_str()) != Some(cloud.endpoints().resource) {
+        return Err(GraphError::unauthenticated(
+            "Access token validation failure. Invalid audience.",
+        ));
+    }
+    Ok(claims)
+}
+
+/// The app must hold the operation's application permission in `roles`.
+fn authorise(claims: &serde_json::Value, found: &Recognised) -> Result<(), GraphError> {
+    let permission = found.op.permission;
+    let held = claims
+        .get("roles")
+        .and_then(|r| r.as_array())
+        .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(permission)));
+    if held {
+        return Ok(());
+    }
+    Err(GraphError::new(
+        StatusCode::FORBIDDEN,
+        "Forbidden",
+        format!(
+            "Application is not authorized to perform this operation. Application must have one of the following scopes: {permission}"
+        ),
+    ))
+}
+
+/// The validated parameters: JSON content type, then the operation's strict schema.
+fn body_params(req: &Request, found: &Recognised) -> Result<crate::schema::Params, GraphError> {
+    let op = found.op;
+    if req.body.is_empty() && op.params.is_empty() {
+        return Ok(crate::schema::Params::default());
+    }
+    if !req.content_type_is("application/json") {
+        let given = req.header(http::header::CONTENT_TYPE).unwrap_or("(none)");
+        return Err(GraphError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            format!(
+                "The content type '{}' is not supported. Use 'application/json'.",
+                given.escape_debug()
+            ),
+        ));
+    }
+    let bad = |e: crate::schema::SchemaError| {
+        GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string())
+    };
+    let body = crate::schema::parse_strict(&req.body).map_err(bad)?;
+    crate::schema::validate(&body, op.params, op.wrapper).map_err(bad)
+}

@@ -1,0 +1,282 @@
+//! The embedded Entra + Graph emulator: a local HTTPS stand-in for Microsoft Entra's token
+//! endpoint and Graph's Intune device actions, in every national cloud, so no test or demo
+//! ever reaches Microsoft. This file is its public face; the work is in the submodules.
+//!
+//! Layout: `pki` (CA and server certificate), `keys` and `claims` (token signing and
+//! contents), `entra` + `entra_error` (token endpoint), `graph` + `graph_reply` (Graph),
+//! `introspect` (`/_emulator/`), `records` and `state` (what it remembers), `server`
+//! (TLS listener and dispatch), `wire` (request/response plumbing).
+
+mod claims;
+mod entra;
+mod entra_error;
+mod graph;
+mod graph_reply;
+mod introspect;
+mod keys;
+mod pki;
+mod records;
+mod server;
+mod state;
+mod wire;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use pki::CA_NAME;
+pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
+pub use state::Faults;
+pub use wire::MAX_BODY_BYTES;
+
+use crate::catalog::PRIV_OPS;
+use crate::cloud::Cloud;
+use crate::secret::Secret;
+
+/// The demo tenant the default configuration serves.
+pub const DEMO_TENANT_ID: &str = "6babcaad-604b-40ac-a9d7-9fd97c0b779f";
+/// The demo app registration's client id.
+pub const DEMO_CLIENT_ID: &str = "3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f";
+/// The demo app registration's client secret (it only opens the emulator).
+pub const DEMO_CLIENT_SECRET: &str = "demo-client-secret-not-for-production";
+/// The managed devices of the default inventory.
+pub const DEMO_DEVICE_IDS: &[&str] = &[
+    "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb",
+    "1c7a3e2f-2b3c-4d4e-9fa0-112233445566",
+    "2d8b4f30-3c4d-4e5f-a0b1-223344556677",
+    "3e9c5041-4d5e-4f60-b1c2-334455667788",
+];
+
+/// Entra's default access-token lifetime as `expires_in` reports it.
+pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
+
+/// An app registration in the emulated tenant.
+#[derive(Debug, Clone)]
+pub struct AppRegistration {
+    /// Application (client) id.
+    pub client_id: String,
+    /// Its one client secret.
+    pub client_secret: Secret,
+    /// Application permissions granted (the token's `roles`).
+    pub roles: Vec<String>,
+}
+
+/// What the emulator pretends exists.
+#[derive(Debug, Clone)]
+pub struct EmulatorConfig {
+    /// The one tenant (directory) id served.
+    pub tenant_id: String,
+    /// App registrations in that tenant.
+    pub apps: Vec<AppRegistration>,
+    /// Access-token lifetime (`expires_in`, and `exp` - `iat`).
+    pub token_lifetime: Duration,
+    /// Managed-device inventory (GUIDs; compared case-insensitively).
+    pub devices: Vec<String>,
+}
+
+impl Default for EmulatorConfig {
+    fn default() -> Self {
+        EmulatorConfig {
+            tenant_id: DEMO_TENANT_ID.to_owned(),
+            apps: vec![AppRegistration {
+                client_id: DEMO_CLIENT_ID.to_owned(),
+                client_secret: Secret::new(DEMO_CLIENT_SECRET),
+                roles: vec![PRIV_OPS.to_owned()],
+            }],
+            token_lifetime: DEFAULT_TOKEN_LIFETIME,
+            devices: DEMO_DEVICE_IDS.iter().map(|d| (*d).to_owned()).collect(),
+        }
+    }
+}
+
+/// The emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EmulatorError {
+    /// Generating the CA, the server certificate or the TLS configuration failed.
+    #[error("emulator PKI: {0}")]
+    Pki(String),
+    /// Generating or using the token-signing key failed.
+    #[error("emulator signing key: {0}")]
+    Key(String),
+    /// The configuration is unusable.
+    #[error("emulator configuration: {0}")]
+    Config(String),
+}
+
+/// A running (or ready to run) Entra + Graph emulator.
+pub struct Emulator {
+    state: Arc<state::State>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    ca_pem: String,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("tenant_id", &self.state.config.tenant_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Generates the CA, the server certificate and the token-signing key.
+    pub fn new(config: EmulatorConfig) -> Result<Arc<Emulator>, EmulatorError> {
+        validate(&config)?;
+        let key = keys::signing_key().map_err(EmulatorError::Key)?;
+        let pki = pki::generate()?;
+        Ok(Arc::new(Emulator {
+            state: Arc::new(state::State::new(config, key)),
+            acceptor: tokio_rustls::TlsAcceptor::from(pki.server_config),
+            ca_pem: pki.ca_pem,
+        }))
+    }
+
+    /// The CA certificate (PEM) that signed the server certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// Serves HTTPS (HTTP/1.1 and h2 via ALPN) on `listener` until `shutdown` resolves.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        server::serve(
+            self.state.clone(),
+            self.acceptor.clone(),
+            listener,
+            shutdown,
+        )
+        .await
+    }
+
+    /// curl-style connect-to map sending every Graph and login host (aliases included) of
+    /// every cloud, port 443, to `addr`: `graph.microsoft.com:443=127.0.0.1:PORT,...`.
+    pub fn connect_to(addr: SocketAddr) -> String {
+        pki::served_hosts()
+            .iter()
+            .map(|host| format!("{host}:443={addr}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Token requests received so far (every attempt, refused ones included).
+    pub fn token_request_count(&self) -> u64 {
+        self.state.token_count()
+    }
+
+    /// The last [`MAX_RECORDS`] token requests, oldest first.
+    pub fn token_requests(&self) -> Vec<TokenRequestRecord> {
+        self.state.token_requests()
+    }
+
+    /// The last [`MAX_RECORDS`] Graph requests, oldest first.
+    pub fn graph_requests(&self) -> Vec<GraphRequestRecord> {
+        self.state.graph_requests()
+    }
+
+    /// The device inventory, by id.
+    pub fn devices(&self) -> Vec<DeviceRecord> {
+        self.state.devices()
+    }
+
+    /// Replaces the injected faults (takes effect from the next request).
+    pub fn set_faults(&self, faults: Faults) {
+        self.state.set_faults(faults);
+    }
+
+    /// Test hook: a token for a registered app and `cloud`, signed like the token endpoint's,
+    /// valid for `lifetime_secs` from now (negative: expired that long ago). Records nothing.
+    pub fn mint_token(
+        &self,
+        cloud: Cloud,
+        client_id: &str,
+        lifetime_secs: i64,
+    ) -> Result<String, EmulatorError> {
+        let app = self
+            .state
+            .config
+            .apps
+            .iter()
+            .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
+            .ok_or_else(|| EmulatorError::Config(format!("no app registration '{client_id}'")))?;
+        let now = chrono::Utc::now().timestamp();
+        claims::mint(
+            self.state.key,
+            &self.state.config.tenant_id,
+            app,
+            cloud,
+            now,
+            lifetime_secs,
+        )
+        .map_err(EmulatorError::Key)
+    }
+}
+
+/// Refuses configurations the emulator could not serve faithfully.
+fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
+    let mut problems = Vec::new();
+    if !crate::route::is_guid(&config.tenant_id) {
+        problems.push(format!("tenant_id '{}' is not a GUID", config.tenant_id));
+    }
+    for d in config.devices.iter().filter(|d| !crate::route::is_guid(d)) {
+        problems.push(format!("device id '{d}' is not a GUID"));
+    }
+    for app in config.apps.iter().filter(|a| a.client_id.is_empty()) {
+        problems.push(format!(
+            "an app registration has an empty client_id (roles {:?})",
+            app.roles
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(EmulatorError::Config(problems.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_to_covers_every_host_once() {
+        let map = Emulator::connect_to("127.0.0.1:8443".parse().unwrap());
+        assert!(map.starts_with(
+            "graph.microsoft.com:443=127.0.0.1:8443,login.microsoftonline.com:443=127.0.0.1:8443"
+        ));
+        for host in [
+            "login.usgovcloudapi.net",
+            "dod-graph.microsoft.us",
+            "login.chinacloudapi.cn",
+        ] {
+            assert_eq!(map.matches(&format!("{host}:443=")).count(), 1, "{map}");
+        }
+    }
+
+    #[test]
+    fn default_config_is_the_demo_tenant_and_valid() {
+        let c = EmulatorConfig::default();
+        assert_eq!(c.tenant_id, DEMO_TENANT_ID);
+        assert_eq!(c.apps[0].roles, vec![PRIV_OPS.to_owned()]);
+        assert_eq!(c.token_lifetime.as_secs(), 3599);
+        assert!(
+            DEMO_DEVICE_IDS
+                .iter()
+                .all(|d| crate::route::is_guid(d) && *d == d.to_ascii_lowercase())
+        );
+        assert!(validate(&c).is_ok());
+        let bad = EmulatorConfig {
+            tenant_id: "x".into(),
+            devices: vec!["y".into()],
+            ..c
+        };
+        let err = validate(&bad).unwrap_err().to_string();
+        assert!(
+            err.contains("tenant_id 'x'") && err.contains("device id 'y'"),
+            "{err}"
+        );
+    }
+}
