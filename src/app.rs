@@ -62,7 +62,8 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         pool_idle_timeout: Duration::from_secs(90),
     })?;
     let endpoints = settings.cloud.endpoints();
-    let authority_host = credential::authority_host(settings.cloud, settings.authority_host.as_deref())?;
+    let authority_host =
+        credential::authority_host(settings.cloud, settings.authority_host.as_deref())?;
     let key = TokenKey {
         authority: authority_host.clone(),
         tenant: settings.credential.tenant_id().to_owned(),
@@ -87,5 +88,11 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         policy_hash = %policy.hash,
         "gateway configured"
     );
-    Ok(Arc::new(Gateway::new(policy, settings.cloud, broker, http, settings.limits.clone())))
+    Ok(Arc::new(Gateway::new(
+        policy,
+        settings.cloud,
+        broker,
+        http,
+        settings.limits.clone(),
+    )))
 }

@@ -114,7 +114,9 @@ pub static CATALOG: &[Operation] = &[Operation {
 
 /// The operation whose action segment is `action` (case-insensitive, as Graph matches it).
 pub fn by_action(action: &str) -> Option<&'static Operation> {
-    CATALOG.iter().find(|op| op.action.eq_ignore_ascii_case(action))
+    CATALOG
+        .iter()
+        .find(|op| op.action.eq_ignore_ascii_case(action))
 }
 
 /// The operation named `name` (`managedDevices.<action>`), exactly as written.
@@ -131,7 +133,10 @@ mod tests {
         for op in CATALOG {
             assert_eq!(op.name, format!("managedDevices.{}", op.action));
             assert_eq!(CATALOG.iter().filter(|o| o.name == op.name).count(), 1);
-            assert!(std::ptr::eq(by_action(&op.action.to_uppercase()).unwrap(), op));
+            assert!(std::ptr::eq(
+                by_action(&op.action.to_uppercase()).unwrap(),
+                op
+            ));
             assert!(std::ptr::eq(by_name(op.name).unwrap(), op));
         }
     }

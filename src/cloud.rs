@@ -128,7 +128,9 @@ impl FromStr for Cloud {
         Cloud::ALL
             .into_iter()
             .find(|c| c.name().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| UnknownCloud { given: s.to_owned() })
+            .ok_or_else(|| UnknownCloud {
+                given: s.to_owned(),
+            })
     }
 }
 

@@ -9,9 +9,9 @@ use oauth2::basic::{
     BasicTokenType,
 };
 use oauth2::{
-    AuthType, ClientId, ClientSecret, EndpointNotSet, ExtraTokenFields,
-    HttpRequest, HttpResponse, Scope, StandardErrorResponse, StandardRevocableToken,
-    StandardTokenResponse, TokenResponse, TokenUrl,
+    AuthType, ClientId, ClientSecret, EndpointNotSet, ExtraTokenFields, HttpRequest, HttpResponse,
+    Scope, StandardErrorResponse, StandardRevocableToken, StandardTokenResponse, TokenResponse,
+    TokenUrl,
 };
 use serde::{Deserialize, Serialize};
 
@@ -42,10 +42,14 @@ pub enum Credential {
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialError {
     /// A variable the chosen credential needs is unset.
-    #[error("{0} is not set: graphgate needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or run `graphgate serve --emulator` to try it locally)")]
+    #[error(
+        "{0} is not set: graphgate needs AZURE_TENANT_ID, AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (or run `graphgate serve --emulator` to try it locally)"
+    )]
     Missing(&'static str),
     /// `AZURE_AUTHORITY_HOST` names a host of another cloud.
-    #[error("AZURE_AUTHORITY_HOST {given:?} is not an authority of the {cloud} cloud (expected {expected})")]
+    #[error(
+        "AZURE_AUTHORITY_HOST {given:?} is not an authority of the {cloud} cloud (expected {expected})"
+    )]
     WrongAuthority {
         /// What was set.
         given: String,
@@ -60,7 +64,9 @@ impl Credential {
     /// Chooses the credential from environment variables, read through `var`.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Credential, CredentialError> {
         let get = |name: &'static str| {
-            var(name).filter(|v| !v.trim().is_empty()).ok_or(CredentialError::Missing(name))
+            var(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(CredentialError::Missing(name))
         };
         Ok(Credential::ClientSecret {
             tenant_id: get("AZURE_TENANT_ID")?,
@@ -142,7 +148,9 @@ pub enum TokenError {
     #[error("the token endpoint is unavailable: {0}")]
     Unavailable(String),
     /// A token whose lifetime is shorter than the expiry margin is useless.
-    #[error("Entra issued a token living {lifetime_secs} s, inside the {margin_secs} s expiry margin")]
+    #[error(
+        "Entra issued a token living {lifetime_secs} s, inside the {margin_secs} s expiry margin"
+    )]
     TooShortLived {
         /// Its lifetime.
         lifetime_secs: u64,
@@ -192,12 +200,18 @@ pub async fn request_token(
     authority_host: &str,
     scope: &str,
 ) -> Result<IssuedToken, TokenError> {
-    let Credential::ClientSecret { tenant_id, client_id, secret } = credential;
+    let Credential::ClientSecret {
+        tenant_id,
+        client_id,
+        secret,
+    } = credential;
     let token_url = format!("https://{authority_host}/{tenant_id}/oauth2/v2.0/token");
     let client = EntraClient::new(ClientId::new(client_id.clone()))
         .set_client_secret(ClientSecret::new(secret.expose().to_owned()))
         .set_auth_type(AuthType::RequestBody)
-        .set_token_uri(TokenUrl::new(token_url).map_err(|e| TokenError::Unavailable(e.to_string()))?);
+        .set_token_uri(
+            TokenUrl::new(token_url).map_err(|e| TokenError::Unavailable(e.to_string()))?,
+        );
     let send = |req: HttpRequest| send_token_request(http.clone(), req);
     let response = client
         .exchange_client_credentials()
@@ -213,7 +227,10 @@ pub async fn request_token(
 }
 
 /// oauth2's transport: the shared hyper client, bounded in time and size.
-async fn send_token_request(http: HttpClient, req: HttpRequest) -> Result<HttpResponse, TransportError> {
+async fn send_token_request(
+    http: HttpClient,
+    req: HttpRequest,
+) -> Result<HttpResponse, TransportError> {
     use http_body_util::{BodyExt, Full, Limited};
     let (parts, body) = req.into_parts();
     let req = http::Request::from_parts(parts, Full::new(bytes::Bytes::from(body)));
@@ -249,7 +266,9 @@ fn classify(err: oauth2::RequestTokenError<TransportError, EntraError>) -> Token
         }
         E::Request(e) => TokenError::Unavailable(e.to_string()),
         // The body may be an HTML error page; never echo it.
-        E::Parse(e, _) => TokenError::Unavailable(format!("unreadable token response: {}", e.path())),
+        E::Parse(e, _) => {
+            TokenError::Unavailable(format!("unreadable token response: {}", e.path()))
+        }
         E::Other(m) => TokenError::Unavailable(m),
     }
 }
@@ -289,7 +308,12 @@ pub struct EntraSource {
 
 impl crate::token::TokenSource for EntraSource {
     fn fetch(&self) -> crate::upstream::BoxFuture<'_, Result<IssuedToken, TokenError>> {
-        Box::pin(request_token(&self.http, &self.credential, &self.authority_host, &self.scope))
+        Box::pin(request_token(
+            &self.http,
+            &self.credential,
+            &self.authority_host,
+            &self.scope,
+        ))
     }
 }
 
@@ -316,9 +340,18 @@ mod tests {
 
     #[test]
     fn authority_host_must_belong_to_the_cloud() {
-        assert_eq!(authority_host(Cloud::China, None).unwrap(), "login.partner.microsoftonline.cn");
-        assert_eq!(authority_host(Cloud::China, Some("https://login.chinacloudapi.cn/")).unwrap(), "login.chinacloudapi.cn");
-        assert_eq!(authority_host(Cloud::UsDod, Some("login.microsoftonline.us")).unwrap(), "login.microsoftonline.us");
+        assert_eq!(
+            authority_host(Cloud::China, None).unwrap(),
+            "login.partner.microsoftonline.cn"
+        );
+        assert_eq!(
+            authority_host(Cloud::China, Some("https://login.chinacloudapi.cn/")).unwrap(),
+            "login.chinacloudapi.cn"
+        );
+        assert_eq!(
+            authority_host(Cloud::UsDod, Some("login.microsoftonline.us")).unwrap(),
+            "login.microsoftonline.us"
+        );
         assert!(authority_host(Cloud::UsGov, Some("https://login.microsoftonline.com/")).is_err());
     }
 

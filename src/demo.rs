@@ -45,20 +45,36 @@ pub async fn start_emulator(
 ) -> Result<RunningEmulator, Box<dyn std::error::Error + Send + Sync>> {
     let credential = Credential::ClientSecret {
         tenant_id: config.tenant_id.clone(),
-        client_id: config.apps.first().map(|a| a.client_id.clone()).unwrap_or_default(),
-        secret: config.apps.first().map(|a| a.client_secret.clone()).unwrap_or_else(|| Secret::new("")),
+        client_id: config
+            .apps
+            .first()
+            .map(|a| a.client_id.clone())
+            .unwrap_or_default(),
+        secret: config
+            .apps
+            .first()
+            .map(|a| a.client_secret.clone())
+            .unwrap_or_else(|| Secret::new("")),
     };
     let emulator = Emulator::new(config)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let connect_to = upstream::parse_connect_to(&Emulator::connect_to(addr))?;
     tokio::spawn(Arc::clone(&emulator).serve(listener, shutdown));
-    Ok(RunningEmulator { emulator, addr, connect_to, credential })
+    Ok(RunningEmulator {
+        emulator,
+        addr,
+        connect_to,
+        credential,
+    })
 }
 
 /// The ready-to-paste request a new user runs first.
 pub fn curl_example(gateway: SocketAddr, cloud: Cloud) -> String {
-    let device = emulator::DEMO_DEVICE_IDS.first().copied().unwrap_or_default();
+    let device = emulator::DEMO_DEVICE_IDS
+        .first()
+        .copied()
+        .unwrap_or_default();
     format!(
         "curl -i -X POST 'http://{gateway}/v1.0/deviceManagement/managedDevices/{device}/updateWindowsDeviceAccount' \\\n  \
          -H 'Authorization: Bearer {DEMO_API_KEY}' -H 'Content-Type: application/json' \\\n  \

@@ -50,10 +50,14 @@ pub enum GatewayError {
     #[error("Microsoft Graph could not be reached; the request was not sent: {0}")]
     UpstreamUnavailable(String),
     /// The request may have reached Graph, but no answer came back.
-    #[error("the request was sent to Microsoft Graph but no complete answer came back; the action may or may not have run, check the device: {0}")]
+    #[error(
+        "the request was sent to Microsoft Graph but no complete answer came back; the action may or may not have run, check the device: {0}"
+    )]
     OutcomeUnknown(String),
     /// Graph took longer than the upstream timeout; the action may have run.
-    #[error("Microsoft Graph did not answer within {0} s; the action may or may not have run, check the device")]
+    #[error(
+        "Microsoft Graph did not answer within {0} s; the action may or may not have run, check the device"
+    )]
     UpstreamTimeout(u64),
 }
 
@@ -72,7 +76,9 @@ impl GatewayError {
             E::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
             E::Route(RouteError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
             E::Route(RouteError::TooLong) => StatusCode::URI_TOO_LONG,
-            E::Route(_) | E::QueryNotAllowed | E::BadBody(_) | E::BodyRead(_) => StatusCode::BAD_REQUEST,
+            E::Route(_) | E::QueryNotAllowed | E::BadBody(_) | E::BodyRead(_) => {
+                StatusCode::BAD_REQUEST
+            }
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -103,14 +109,22 @@ impl GatewayError {
 
     /// The Graph-shaped response for this failure.
     pub fn to_response(&self, request_id: &str, client_request_id: &str) -> Response<Full<Bytes>> {
-        let body = crate::graph_error::body(self.code(), &self.to_string(), request_id, client_request_id);
+        let body = crate::graph_error::body(
+            self.code(),
+            &self.to_string(),
+            request_id,
+            client_request_id,
+        );
         let mut resp = Response::new(Full::new(body));
         *resp.status_mut() = self.status();
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match self {
             GatewayError::Unauthenticated(_) => {
-                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Bearer realm="graphgate""#));
+                h.insert(
+                    WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Bearer realm="graphgate""#),
+                );
             }
             GatewayError::Route(RouteError::MethodNotAllowed) => {
                 h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
@@ -129,8 +143,13 @@ mod tests {
     use super::*;
 
     fn json(resp: &Response<Full<Bytes>>) -> serde_json::Value {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
-        let bytes = rt.block_on(http_body_util::BodyExt::collect(resp.body().clone())).unwrap().to_bytes();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt
+            .block_on(http_body_util::BodyExt::collect(resp.body().clone()))
+            .unwrap()
+            .to_bytes();
         serde_json::from_slice(&bytes).unwrap()
     }
 
@@ -146,9 +165,18 @@ mod tests {
         assert_eq!(GatewayError::Forbidden("x".into()).status(), 403);
         assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
         assert_eq!(GatewayError::UnsupportedMediaType.status(), 415);
-        assert_eq!(GatewayError::Route(RouteError::BadId("managedDeviceId")).status(), 400);
+        assert_eq!(
+            GatewayError::Route(RouteError::BadId("managedDeviceId")).status(),
+            400
+        );
         let t = GatewayError::Token(Arc::new(TokenError::Unavailable("down".into())));
-        assert_eq!((t.status(), t.code()), (StatusCode::SERVICE_UNAVAILABLE, "tokenAcquisitionFailed"));
-        assert_ne!(GatewayError::UpstreamUnavailable(String::new()).code(), GatewayError::OutcomeUnknown(String::new()).code());
+        assert_eq!(
+            (t.status(), t.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "tokenAcquisitionFailed")
+        );
+        assert_ne!(
+            GatewayError::UpstreamUnavailable(String::new()).code(),
+            GatewayError::OutcomeUnknown(String::new()).code()
+        );
     }
 }

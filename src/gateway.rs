@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use http::header::{
+    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT,
+};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
@@ -82,7 +84,10 @@ impl RequestIds {
             .and_then(|v| v.to_str().ok())
             .filter(|v| route::is_guid(v))
             .map_or_else(new_guid, str::to_ascii_lowercase);
-        RequestIds { request_id: new_guid(), client_request_id }
+        RequestIds {
+            request_id: new_guid(),
+            client_request_id,
+        }
     }
 }
 
@@ -92,8 +97,20 @@ fn new_guid() -> String {
 
 impl Gateway {
     /// A gateway for `cloud`, enforcing `policy`, with tokens from `broker`.
-    pub fn new(policy: Policy, cloud: Cloud, broker: TokenBroker, http: HttpClient, limits: Limits) -> Self {
-        Gateway { policy: ArcSwap::from_pointee(policy), cloud, broker, http, limits }
+    pub fn new(
+        policy: Policy,
+        cloud: Cloud,
+        broker: TokenBroker,
+        http: HttpClient,
+        limits: Limits,
+    ) -> Self {
+        Gateway {
+            policy: ArcSwap::from_pointee(policy),
+            cloud,
+            broker,
+            http,
+            limits,
+        }
     }
 
     /// Replaces the policy; requests in flight keep the one they started with.
@@ -145,7 +162,11 @@ impl Gateway {
         .await
     }
 
-    async fn pipeline<B>(&self, ids: &RequestIds, req: Request<B>) -> Result<Response<Full<Bytes>>, GatewayError>
+    async fn pipeline<B>(
+        &self,
+        ids: &RequestIds,
+        req: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, GatewayError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -209,7 +230,9 @@ impl Gateway {
         match tokio::time::timeout(self.limits.body_read_timeout, collect).await {
             Err(_) => Err(GatewayError::BodyRead("timed out".into())),
             Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(GatewayError::BodyTooLarge { limit }),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(GatewayError::BodyTooLarge { limit })
+            }
             Ok(Err(e)) => Err(GatewayError::BodyRead(e.to_string())),
         }
     }
@@ -221,9 +244,15 @@ impl Gateway {
         body: &Bytes,
         token: &CachedToken,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        let uri = format!("https://{}{}", self.cloud.endpoints().graph_host, op.canonical_path);
+        let uri = format!(
+            "https://{}{}",
+            self.cloud.endpoints().graph_host,
+            op.canonical_path
+        );
         let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
-            .map_err(|_| GatewayError::UpstreamUnavailable("the token is not a valid header value".into()))?;
+            .map_err(|_| {
+                GatewayError::UpstreamUnavailable("the token is not a valid header value".into())
+            })?;
         bearer.set_sensitive(true);
         // Headers are built from scratch: nothing the caller sent is copied but the body.
         let req = Request::post(uri)
@@ -282,7 +311,11 @@ fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
         .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if ok { Ok(()) } else { Err(GatewayError::UnsupportedMediaType) }
+    if ok {
+        Ok(())
+    } else {
+        Err(GatewayError::UnsupportedMediaType)
+    }
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

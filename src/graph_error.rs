@@ -43,7 +43,9 @@ pub fn body(code: &str, message: &str, request_id: &str, client_request_id: &str
     // Serialising plain strings cannot fail; keep a valid body even if it somehow did.
     serde_json::to_vec(&envelope)
         .map(Bytes::from)
-        .unwrap_or_else(|_| Bytes::from_static(br#"{"error":{"code":"generalException","message":"error"}}"#))
+        .unwrap_or_else(|_| {
+            Bytes::from_static(br#"{"error":{"code":"generalException","message":"error"}}"#)
+        })
 }
 
 #[cfg(test)]

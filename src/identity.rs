@@ -70,7 +70,10 @@ pub fn authenticate(policy: &Policy, headers: &HeaderMap) -> Result<CallerId, Au
         }
     }
     found
-        .map(|index| CallerId { index, method: AuthMethod::ApiKey })
+        .map(|index| CallerId {
+            index,
+            method: AuthMethod::ApiKey,
+        })
         .ok_or(AuthError::UnknownKey)
 }
 

@@ -19,7 +19,11 @@ use graphgate::server::{self, ServerLimits};
 use graphgate::{demo, upstream};
 
 #[derive(Parser)]
-#[command(name = "graphgate", version, about = "Authenticating gateway for privileged Microsoft Graph (Intune) actions")]
+#[command(
+    name = "graphgate",
+    version,
+    about = "Authenticating gateway for privileged Microsoft Graph (Intune) actions"
+)]
 struct Cli {
     /// Log format on stdout.
     #[arg(long, global = true, value_enum, default_value = "json")]
@@ -122,7 +126,10 @@ enum PolicyCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("graphgate: cannot start the runtime: {e}");
@@ -150,9 +157,15 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 fn init_logging(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .init(),
         LogFormat::Text => builder.init(),
     }
 }
@@ -160,7 +173,11 @@ fn init_logging(format: LogFormat) {
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
-    let mut extra_ca_pem = args.extra_ca_file.as_deref().map(upstream::read_extra_ca).transpose()?;
+    let mut extra_ca_pem = args
+        .extra_ca_file
+        .as_deref()
+        .map(upstream::read_extra_ca)
+        .transpose()?;
     let (credential, authority_host, policy) = if args.emulator {
         let config = EmulatorConfig {
             token_lifetime: Duration::from_secs(args.emulator_token_lifetime_secs),
@@ -173,7 +190,8 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .await?;
         connect_to.extend(emu.connect_to);
         let ca = emu.emulator.ca_pem();
-        extra_ca_pem = Some(extra_ca_pem.map_or_else(|| ca.to_owned(), |mine| format!("{mine}\n{ca}")));
+        extra_ca_pem =
+            Some(extra_ca_pem.map_or_else(|| ca.to_owned(), |mine| format!("{mine}\n{ca}")));
         let policy = match &args.policy {
             Some(path) => Policy::load(path)?,
             None => demo::demo_policy()?,
@@ -181,8 +199,15 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         (emu.credential, None, policy)
     } else {
         let credential = Credential::from_env(|name| std::env::var(name).ok())?;
-        let path = args.policy.clone().unwrap_or_else(|| PathBuf::from("policy.yaml"));
-        (credential, std::env::var("AZURE_AUTHORITY_HOST").ok(), Policy::load(&path)?)
+        let path = args
+            .policy
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("policy.yaml"));
+        (
+            credential,
+            std::env::var("AZURE_AUTHORITY_HOST").ok(),
+            Policy::load(&path)?,
+        )
     };
     let settings = Settings {
         cloud: args.cloud,
@@ -202,7 +227,10 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "graphgate listening");
     if args.emulator {
-        eprintln!("graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}", demo::curl_example(addr, args.cloud));
+        eprintln!(
+            "graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}",
+            demo::curl_example(addr, args.cloud)
+        );
     }
     let shutdown = async move {
         shutdown_signal().await;
@@ -231,9 +259,17 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
     let defaults = EmulatorConfig::default();
     let config = EmulatorConfig {
         tenant_id: args.tenant_id,
-        apps: vec![AppRegistration { client_id: args.client_id, client_secret: Secret::new(args.client_secret), roles: args.roles }],
+        apps: vec![AppRegistration {
+            client_id: args.client_id,
+            client_secret: Secret::new(args.client_secret),
+            roles: args.roles,
+        }],
         token_lifetime: Duration::from_secs(args.token_lifetime_secs),
-        devices: if args.devices.is_empty() { defaults.devices } else { args.devices },
+        devices: if args.devices.is_empty() {
+            defaults.devices
+        } else {
+            args.devices
+        },
     };
     let emulator = Emulator::new(config)?;
     if let Some(path) = &args.ca_out {
@@ -244,9 +280,15 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
     eprintln!(
         "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",
         Emulator::connect_to(addr),
-        args.ca_out.as_ref().map_or("<write it with --ca-out FILE>".into(), |p| p.display().to_string()),
+        args.ca_out
+            .as_ref()
+            .map_or("<write it with --ca-out FILE>".into(), |p| p
+                .display()
+                .to_string()),
     );
-    Arc::clone(&emulator).serve(listener, shutdown_signal()).await?;
+    Arc::clone(&emulator)
+        .serve(listener, shutdown_signal())
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -254,7 +296,13 @@ fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
     match cmd {
         PolicyCommand::Check { file } => match Policy::load(&file) {
             Ok(p) => {
-                println!("{}: OK ({} callers, {} rules, policy hash {})", file.display(), p.callers.len(), p.rules.len(), p.hash);
+                println!(
+                    "{}: OK ({} callers, {} rules, policy hash {})",
+                    file.display(),
+                    p.callers.len(),
+                    p.rules.len(),
+                    p.hash
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => {
@@ -265,7 +313,10 @@ fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
         PolicyCommand::HashKey => {
             let mut key = String::new();
             std::io::stdin().read_line(&mut key)?;
-            println!("{}", graphgate::identity::api_key_sha256(key.trim_end_matches(['\r', '\n'])));
+            println!(
+                "{}",
+                graphgate::identity::api_key_sha256(key.trim_end_matches(['\r', '\n']))
+            );
             Ok(ExitCode::SUCCESS)
         }
     }

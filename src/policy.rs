@@ -67,7 +67,12 @@ pub struct PolicyError {
 
 impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} has {} error(s):", self.source_name, self.issues.len())?;
+        write!(
+            f,
+            "{} has {} error(s):",
+            self.source_name,
+            self.issues.len()
+        )?;
         for issue in &self.issues {
             write!(f, "\n  {}:{issue}", self.source_name)?;
         }
@@ -120,10 +125,17 @@ pub enum Decision<'p> {
 impl Policy {
     /// Parses and validates policy text; `source_name` labels errors.
     pub fn from_yaml(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
-        let fail = |issues| PolicyError { source_name: source_name.to_owned(), issues };
+        let fail = |issues| PolicyError {
+            source_name: source_name.to_owned(),
+            issues,
+        };
         let file: PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
             let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            fail(vec![PolicyIssue { line, column, message: first_line(&e.to_string()) }])
+            fail(vec![PolicyIssue {
+                line,
+                column,
+                message: first_line(&e.to_string()),
+            }])
         })?;
         let policy = validate(file, &hex(&Sha256::digest(text.as_bytes()))).map_err(fail)?;
         Ok(policy)
@@ -134,7 +146,11 @@ impl Policy {
         let name = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
             source_name: name.clone(),
-            issues: vec![PolicyIssue { line: 0, column: 0, message: format!("cannot read: {e}") }],
+            issues: vec![PolicyIssue {
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }],
         })?;
         Self::from_yaml(&text, &name)
     }
@@ -143,8 +159,12 @@ impl Policy {
     pub fn decide(&self, caller: usize, op: &Operation) -> Decision<'_> {
         self.rules
             .iter()
-            .find(|r| r.callers.contains(&caller) && r.operations.iter().any(|o| std::ptr::eq(*o, op)))
-            .map_or(Decision::NoRuleAllows, |r| Decision::Allow { rule: &r.name })
+            .find(|r| {
+                r.callers.contains(&caller) && r.operations.iter().any(|o| std::ptr::eq(*o, op))
+            })
+            .map_or(Decision::NoRuleAllows, |r| Decision::Allow {
+                rule: &r.name,
+            })
     }
 }
 
@@ -153,30 +173,62 @@ fn first_line(s: &str) -> String {
 }
 
 fn issue<T>(at: &Spanned<T>, message: String) -> PolicyIssue {
-    PolicyIssue { line: at.referenced.line(), column: at.referenced.column(), message }
+    PolicyIssue {
+        line: at.referenced.line(),
+        column: at.referenced.column(),
+        message,
+    }
 }
 
 fn validate(file: PolicyFile, hash: &str) -> Result<Policy, Vec<PolicyIssue>> {
     let mut issues = Vec::new();
     if file.version.value != POLICY_VERSION {
-        issues.push(issue(&file.version, format!("unsupported version {}: this build reads version {POLICY_VERSION}", file.version.value)));
+        issues.push(issue(
+            &file.version,
+            format!(
+                "unsupported version {}: this build reads version {POLICY_VERSION}",
+                file.version.value
+            ),
+        ));
     }
     let mut callers: Vec<Caller> = Vec::with_capacity(file.callers.len());
     for (i, entry) in file.callers.iter().enumerate() {
-        if file.callers[..i].iter().any(|c| c.name.value == entry.name.value) {
-            issues.push(issue(&entry.name, format!("duplicate caller name {:?}", entry.name.value)));
+        if file.callers[..i]
+            .iter()
+            .any(|c| c.name.value == entry.name.value)
+        {
+            issues.push(issue(
+                &entry.name,
+                format!("duplicate caller name {:?}", entry.name.value),
+            ));
         }
         match parse_sha256(&entry.api_key_sha256.value) {
-            Some(key_sha256) => callers.push(Caller { name: entry.name.value.clone(), key_sha256 }),
-            None => issues.push(issue(&entry.api_key_sha256, "api_key_sha256 must be 64 hex characters (the SHA-256 of the key)".into())),
+            Some(key_sha256) => callers.push(Caller {
+                name: entry.name.value.clone(),
+                key_sha256,
+            }),
+            None => issues.push(issue(
+                &entry.api_key_sha256,
+                "api_key_sha256 must be 64 hex characters (the SHA-256 of the key)".into(),
+            )),
         }
     }
     let mut rules: Vec<Rule> = Vec::with_capacity(file.rules.len());
     for (i, entry) in file.rules.iter().enumerate() {
-        if file.rules[..i].iter().any(|r| r.name.value == entry.name.value) {
-            issues.push(issue(&entry.name, format!("duplicate rule name {:?}", entry.name.value)));
+        if file.rules[..i]
+            .iter()
+            .any(|r| r.name.value == entry.name.value)
+        {
+            issues.push(issue(
+                &entry.name,
+                format!("duplicate rule name {:?}", entry.name.value),
+            ));
         }
-        let mut rule = Rule { name: entry.name.value.clone(), callers: Vec::new(), operations: Vec::new() };
+        let mut rule = Rule {
+            name: entry.name.value.clone(),
+            callers: Vec::new(),
+            operations: Vec::new(),
+        };
         for c in &entry.callers {
             match file.callers.iter().position(|k| k.name.value == c.value) {
                 Some(i) => rule.callers.push(i),
@@ -186,16 +238,33 @@ fn validate(file: PolicyFile, hash: &str) -> Result<Policy, Vec<PolicyIssue>> {
         for o in &entry.operations {
             match catalog::by_name(&o.value) {
                 Some(op) => rule.operations.push(op),
-                None => issues.push(issue(o, format!("unknown operation {:?}; known operations: {}", o.value, known_operations()))),
+                None => issues.push(issue(
+                    o,
+                    format!(
+                        "unknown operation {:?}; known operations: {}",
+                        o.value,
+                        known_operations()
+                    ),
+                )),
             }
         }
         if entry.callers.is_empty() || entry.operations.is_empty() {
-            issues.push(issue(&entry.name, format!("rule {:?} can never match: it needs at least one caller and one operation", entry.name.value)));
+            issues.push(issue(
+                &entry.name,
+                format!(
+                    "rule {:?} can never match: it needs at least one caller and one operation",
+                    entry.name.value
+                ),
+            ));
         }
         rules.push(rule);
     }
     if issues.is_empty() {
-        Ok(Policy { callers, rules, hash: hash.to_owned() })
+        Ok(Policy {
+            callers,
+            rules,
+            hash: hash.to_owned(),
+        })
     } else {
         issues.sort_by_key(|i| (i.line, i.column));
         Err(issues)
@@ -203,7 +272,11 @@ fn validate(file: PolicyFile, hash: &str) -> Result<Policy, Vec<PolicyIssue>> {
 }
 
 fn known_operations() -> String {
-    catalog::CATALOG.iter().map(|o| o.name).collect::<Vec<_>>().join(", ")
+    catalog::CATALOG
+        .iter()
+        .map(|o| o.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
@@ -231,7 +304,9 @@ mod tests {
     const KEY_HASH: &str = "1f2d3c4b5a69788796a5b4c3d2e1f0011223344556677889aabbccddeeff0011";
 
     fn yaml(rules: &str) -> String {
-        format!("version: 1\ncallers:\n  - name: rotator\n    api_key_sha256: \"{KEY_HASH}\"\nrules:\n{rules}")
+        format!(
+            "version: 1\ncallers:\n  - name: rotator\n    api_key_sha256: \"{KEY_HASH}\"\nrules:\n{rules}"
+        )
     }
 
     #[test]
@@ -241,7 +316,11 @@ mod tests {
         assert_eq!(p.decide(0, op), Decision::Allow { rule: "r1" });
         assert_eq!(p.callers[0].key_sha256[0], 0x1f);
         assert_eq!(p.hash.len(), 64);
-        let empty = Policy::from_yaml(&yaml("  []\n").replace("rules:\n  []", "rules: []"), "p.yaml").unwrap();
+        let empty = Policy::from_yaml(
+            &yaml("  []\n").replace("rules:\n  []", "rules: []"),
+            "p.yaml",
+        )
+        .unwrap();
         assert_eq!(empty.decide(0, op), Decision::NoRuleAllows);
     }
 
@@ -264,6 +343,9 @@ mod tests {
         let shown = err.to_string();
         assert!(shown.contains("p.yaml:9:"), "{shown}");
         assert!(shown.contains("unknown caller \"nobody\""), "{shown}");
-        assert!(shown.contains("managedDevices.updateWindowsDeviceAccount"), "lists known ops: {shown}");
+        assert!(
+            shown.contains("managedDevices.updateWindowsDeviceAccount"),
+            "lists known ops: {shown}"
+        );
     }
 }

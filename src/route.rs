@@ -54,7 +54,11 @@ use Seg::*;
 pub static SHAPES: &[Shape] = &[
     Shape {
         template: "/deviceManagement/managedDevices/{managedDeviceId}",
-        segs: &[Lit("deviceManagement"), Lit("managedDevices"), Id(ManagedDevice)],
+        segs: &[
+            Lit("deviceManagement"),
+            Lit("managedDevices"),
+            Id(ManagedDevice),
+        ],
     },
     Shape {
         template: "/deviceManagement/detectedApps/{detectedAppId}/managedDevices/{managedDeviceId}",
@@ -82,7 +86,12 @@ pub static SHAPES: &[Shape] = &[
     },
     Shape {
         template: "/users/{userId}/managedDevices/{managedDeviceId}",
-        segs: &[Lit("users"), Id(User), Lit("managedDevices"), Id(ManagedDevice)],
+        segs: &[
+            Lit("users"),
+            Id(User),
+            Lit("managedDevices"),
+            Id(ManagedDevice),
+        ],
     },
 ];
 
@@ -130,13 +139,17 @@ pub fn recognise(method: &Method, path: &str) -> Result<Recognised, RouteError> 
     if path.len() > MAX_PATH_BYTES {
         return Err(RouteError::TooLong);
     }
-    let rest = path.strip_prefix('/').ok_or(RouteError::Malformed("must start with '/'"))?;
+    let rest = path
+        .strip_prefix('/')
+        .ok_or(RouteError::Malformed("must start with '/'"))?;
     let segs: Vec<&str> = rest.split('/').take(MAX_SEGMENTS + 1).collect();
     if segs.len() > MAX_SEGMENTS {
         return Err(RouteError::NotFound);
     }
     if segs.iter().any(|s| s.is_empty()) {
-        return Err(RouteError::Malformed("empty path segment ('//' or a trailing '/')"));
+        return Err(RouteError::Malformed(
+            "empty path segment ('//' or a trailing '/')",
+        ));
     }
     let [version, middle @ .., action] = segs.as_slice() else {
         return Err(RouteError::NotFound);
@@ -215,20 +228,28 @@ fn build(
 /// Decodes and checks one id; the result needs no re-encoding in a path.
 fn parse_id(kind: IdKind, raw: &str) -> Result<String, RouteError> {
     let bad = RouteError::BadId(kind.label());
-    let decoded = percent_decode_str(raw).decode_utf8().map_err(|_| bad.clone())?;
+    let decoded = percent_decode_str(raw)
+        .decode_utf8()
+        .map_err(|_| bad.clone())?;
     let ok = match kind {
         ManagedDevice => is_guid(&decoded),
         User => is_guid(&decoded) || is_upn(&decoded),
         DetectedApp => {
             (1..=128).contains(&decoded.len())
-                && decoded.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                && decoded
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
                 && decoded.chars().any(|c| c.is_ascii_alphanumeric())
         }
     };
     if !ok {
         return Err(bad);
     }
-    Ok(if is_guid(&decoded) { decoded.to_ascii_lowercase() } else { decoded.into_owned() })
+    Ok(if is_guid(&decoded) {
+        decoded.to_ascii_lowercase()
+    } else {
+        decoded.into_owned()
+    })
 }
 
 /// A hyphenated GUID, `8-4-4-4-12` hex digits.
@@ -249,8 +270,12 @@ fn is_upn(s: &str) -> bool {
         && domain.contains('.')
         && !domain.starts_with('.')
         && !domain.ends_with('.')
-        && local.chars().all(|c| c.is_ascii_alphanumeric() || "._-+'".contains(c))
-        && domain.chars().all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
+        && local
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-+'".contains(c))
+        && domain
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-".contains(c))
 }
 
 #[cfg(test)]
@@ -268,10 +293,18 @@ mod tests {
     fn every_shape_and_the_namespaced_action() {
         let cases = [
             format!("/v1.0/deviceManagement/managedDevices/{DEV}/updateWindowsDeviceAccount"),
-            format!("/beta/deviceManagement/detectedApps/app-1/managedDevices/{DEV}/updateWindowsDeviceAccount"),
-            format!("/v1.0/deviceManagement/detectedApps/app-1/managedDevices/{DEV2}/users/room@contoso.com/managedDevices/{DEV}/updateWindowsDeviceAccount"),
-            format!("/v1.0/users/{DEV2}/managedDevices/{DEV}/microsoft.graph.updateWindowsDeviceAccount"),
-            format!("/V1.0/DEVICEMANAGEMENT/manageddevices/{DEV}/Microsoft.Graph.UPDATEWINDOWSDEVICEACCOUNT"),
+            format!(
+                "/beta/deviceManagement/detectedApps/app-1/managedDevices/{DEV}/updateWindowsDeviceAccount"
+            ),
+            format!(
+                "/v1.0/deviceManagement/detectedApps/app-1/managedDevices/{DEV2}/users/room@contoso.com/managedDevices/{DEV}/updateWindowsDeviceAccount"
+            ),
+            format!(
+                "/v1.0/users/{DEV2}/managedDevices/{DEV}/microsoft.graph.updateWindowsDeviceAccount"
+            ),
+            format!(
+                "/V1.0/DEVICEMANAGEMENT/manageddevices/{DEV}/Microsoft.Graph.UPDATEWINDOWSDEVICEACCOUNT"
+            ),
         ];
         for path in &cases {
             let r = post(path).unwrap_or_else(|e| panic!("{path}: {e}"));
@@ -281,7 +314,10 @@ mod tests {
         }
         assert_eq!(
             post(&cases[4]).unwrap().canonical_path,
-            format!("/v1.0/deviceManagement/managedDevices/{}/updateWindowsDeviceAccount", DEV.to_ascii_lowercase())
+            format!(
+                "/v1.0/deviceManagement/managedDevices/{}/updateWindowsDeviceAccount",
+                DEV.to_ascii_lowercase()
+            )
         );
         let r = post(&cases[2]).unwrap();
         assert_eq!(r.user_id.as_deref(), Some("room@contoso.com"));
@@ -291,18 +327,73 @@ mod tests {
     #[test]
     fn refusals() {
         let a = "updateWindowsDeviceAccount";
-        assert_eq!(post(&format!("/v2.0/deviceManagement/managedDevices/{DEV}/{a}")).unwrap_err(), RouteError::NotFound);
-        assert_eq!(post(&format!("/v1.0/deviceManagement/managedDevices/{DEV}/wipeAll")).unwrap_err(), RouteError::NotFound);
-        assert_eq!(post(&format!("/v1.0/deviceManagement/managedDevices/not-a-guid/{a}")).unwrap_err(), RouteError::BadId("managedDeviceId"));
-        assert_eq!(post(&format!("/v1.0/deviceManagement/managedDevices/{DEV}/{a}/")).unwrap_err(), RouteError::Malformed("empty path segment ('//' or a trailing '/')"));
-        assert!(matches!(post(&format!("/v1.0//deviceManagement/managedDevices/{DEV}/{a}")), Err(RouteError::Malformed(_))));
-        assert_eq!(post(&format!("/v1.0/deviceManagement/managedDevices/..%2f{DEV}/{a}")).unwrap_err(), RouteError::BadId("managedDeviceId"));
-        assert_eq!(post(&format!("/v1.0/deviceManagement%2fmanagedDevices/{DEV}/{a}")).unwrap_err(), RouteError::NotFound);
-        assert_eq!(post(&format!("/v1.0/deviceManagement/managedDevices;x=1/{DEV}/{a}")).unwrap_err(), RouteError::NotFound);
-        assert_eq!(post(&format!("/v1.0/users/..%5c/managedDevices/{DEV}/{a}")).unwrap_err(), RouteError::BadId("userId"));
-        assert_eq!(recognise(&Method::GET, &format!("/v1.0/deviceManagement/managedDevices/{DEV}/{a}")).unwrap_err(), RouteError::MethodNotAllowed);
-        assert_eq!(post(&"/a".repeat(MAX_PATH_BYTES)).unwrap_err(), RouteError::TooLong);
+        assert_eq!(
+            post(&format!("/v2.0/deviceManagement/managedDevices/{DEV}/{a}")).unwrap_err(),
+            RouteError::NotFound
+        );
+        assert_eq!(
+            post(&format!(
+                "/v1.0/deviceManagement/managedDevices/{DEV}/wipeAll"
+            ))
+            .unwrap_err(),
+            RouteError::NotFound
+        );
+        assert_eq!(
+            post(&format!(
+                "/v1.0/deviceManagement/managedDevices/not-a-guid/{a}"
+            ))
+            .unwrap_err(),
+            RouteError::BadId("managedDeviceId")
+        );
+        assert_eq!(
+            post(&format!("/v1.0/deviceManagement/managedDevices/{DEV}/{a}/")).unwrap_err(),
+            RouteError::Malformed("empty path segment ('//' or a trailing '/')")
+        );
+        assert!(matches!(
+            post(&format!("/v1.0//deviceManagement/managedDevices/{DEV}/{a}")),
+            Err(RouteError::Malformed(_))
+        ));
+        assert_eq!(
+            post(&format!(
+                "/v1.0/deviceManagement/managedDevices/..%2f{DEV}/{a}"
+            ))
+            .unwrap_err(),
+            RouteError::BadId("managedDeviceId")
+        );
+        assert_eq!(
+            post(&format!(
+                "/v1.0/deviceManagement%2fmanagedDevices/{DEV}/{a}"
+            ))
+            .unwrap_err(),
+            RouteError::NotFound
+        );
+        assert_eq!(
+            post(&format!(
+                "/v1.0/deviceManagement/managedDevices;x=1/{DEV}/{a}"
+            ))
+            .unwrap_err(),
+            RouteError::NotFound
+        );
+        assert_eq!(
+            post(&format!("/v1.0/users/..%5c/managedDevices/{DEV}/{a}")).unwrap_err(),
+            RouteError::BadId("userId")
+        );
+        assert_eq!(
+            recognise(
+                &Method::GET,
+                &format!("/v1.0/deviceManagement/managedDevices/{DEV}/{a}")
+            )
+            .unwrap_err(),
+            RouteError::MethodNotAllowed
+        );
+        assert_eq!(
+            post(&"/a".repeat(MAX_PATH_BYTES)).unwrap_err(),
+            RouteError::TooLong
+        );
         assert_eq!(post("/v1.0").unwrap_err(), RouteError::NotFound);
-        assert_eq!(post("").unwrap_err(), RouteError::Malformed("must start with '/'"));
+        assert_eq!(
+            post("").unwrap_err(),
+            RouteError::Malformed("must start with '/'")
+        );
     }
 }

@@ -39,17 +39,32 @@ pub struct Prop {
 impl Prop {
     /// An optional, nullable, non-secret property.
     pub const fn new(name: &'static str, ty: Ty) -> Self {
-        Prop { name, ty, secret: false, required: false }
+        Prop {
+            name,
+            ty,
+            secret: false,
+            required: false,
+        }
     }
 
     /// An optional, nullable property whose value is a secret.
     pub const fn secret(name: &'static str, ty: Ty) -> Self {
-        Prop { name, ty, secret: true, required: false }
+        Prop {
+            name,
+            ty,
+            secret: true,
+            required: false,
+        }
     }
 
     /// A property that must be present and non-null.
     pub const fn required(name: &'static str, ty: Ty) -> Self {
-        Prop { name, ty, secret: false, required: true }
+        Prop {
+            name,
+            ty,
+            secret: false,
+            required: true,
+        }
     }
 }
 
@@ -150,7 +165,10 @@ pub fn validate(
     wrapper: Option<&'static str>,
 ) -> Result<Params, SchemaError> {
     let Value::Object(members) = body else {
-        return Err(SchemaError::WrongType { path: "(body)".into(), expected: "a JSON object" });
+        return Err(SchemaError::WrongType {
+            path: "(body)".into(),
+            expected: "a JSON object",
+        });
     };
     let mut out = Params::default();
     for (key, value) in members {
@@ -158,7 +176,11 @@ pub fn validate(
             .iter()
             .find(|p| p.name == key)
             .ok_or_else(|| SchemaError::UnknownProperty(key.clone()))?;
-        let path = if wrapper == Some(prop.name) { String::new() } else { key.clone() };
+        let path = if wrapper == Some(prop.name) {
+            String::new()
+        } else {
+            key.clone()
+        };
         check(prop, value, &path, &mut out)?;
     }
     for p in params.iter().filter(|p| p.required) {
@@ -170,15 +192,24 @@ pub fn validate(
 }
 
 fn join(prefix: &str, name: &str) -> String {
-    if prefix.is_empty() { name.to_owned() } else { format!("{prefix}.{name}") }
+    if prefix.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{prefix}.{name}")
+    }
 }
 
 fn check(prop: &Prop, value: &Value, path: &str, out: &mut Params) -> Result<(), SchemaError> {
-    let wrong = |expected| SchemaError::WrongType { path: display_path(path, prop), expected };
+    let wrong = |expected| SchemaError::WrongType {
+        path: display_path(path, prop),
+        expected,
+    };
     let param = match (prop.ty, value) {
         (_, Value::Null) if !prop.required => ParamValue::Null,
         (Ty::Bool, Value::Bool(b)) => ParamValue::Bool(*b),
-        (Ty::String, Value::String(s)) if prop.secret => ParamValue::Secret(Secret::new(s.as_str())),
+        (Ty::String, Value::String(s)) if prop.secret => {
+            ParamValue::Secret(Secret::new(s.as_str()))
+        }
         (Ty::String, Value::String(s)) => ParamValue::String(s.clone()),
         (Ty::Complex(ty), Value::Object(members)) => return check_complex(ty, members, path, out),
         (Ty::Bool, _) => return Err(wrong("a boolean")),
@@ -190,7 +221,11 @@ fn check(prop: &Prop, value: &Value, path: &str, out: &mut Params) -> Result<(),
 }
 
 fn display_path(path: &str, prop: &Prop) -> String {
-    if path.is_empty() { prop.name.to_owned() } else { path.to_owned() }
+    if path.is_empty() {
+        prop.name.to_owned()
+    } else {
+        path.to_owned()
+    }
 }
 
 fn check_complex(
@@ -201,10 +236,12 @@ fn check_complex(
 ) -> Result<(), SchemaError> {
     let ty = match members.get("@odata.type") {
         None => declared,
-        Some(Value::String(t)) => declared.resolve(t).ok_or_else(|| SchemaError::UnknownType {
-            path: path.to_owned(),
-            declared: declared.name,
-        })?,
+        Some(Value::String(t)) => declared
+            .resolve(t)
+            .ok_or_else(|| SchemaError::UnknownType {
+                path: path.to_owned(),
+                declared: declared.name,
+            })?,
         Some(_) => {
             return Err(SchemaError::WrongType {
                 path: join(path, "@odata.type"),
@@ -213,7 +250,8 @@ fn check_complex(
         }
     };
     if members.contains_key("@odata.type") {
-        out.0.push((join(path, "@odata.type"), ParamValue::Type(ty.name)));
+        out.0
+            .push((join(path, "@odata.type"), ParamValue::Type(ty.name)));
     }
     for (key, value) in members {
         if key == "@odata.type" {
@@ -237,9 +275,13 @@ struct Strict {
 impl Strict {
     fn nested<E: de::Error>(&self) -> Result<Strict, E> {
         if self.depth >= MAX_DEPTH {
-            return Err(E::custom(format_args!("nesting deeper than {MAX_DEPTH} levels")));
+            return Err(E::custom(format_args!(
+                "nesting deeper than {MAX_DEPTH} levels"
+            )));
         }
-        Ok(Strict { depth: self.depth + 1 })
+        Ok(Strict {
+            depth: self.depth + 1,
+        })
     }
 }
 
@@ -327,8 +369,14 @@ mod tests {
                 "deviceAccountEmail":"a@b.c","exchangeServer":"x","sessionInitiationProtocalAddress":"sip:a@b.c"}}"#,
         )
         .unwrap();
-        assert_eq!(p.get("deviceAccountEmail"), Some(&ParamValue::String("a@b.c".into())));
-        assert!(matches!(p.get("deviceAccount.password"), Some(ParamValue::Secret(_))));
+        assert_eq!(
+            p.get("deviceAccountEmail"),
+            Some(&ParamValue::String("a@b.c".into()))
+        );
+        assert!(matches!(
+            p.get("deviceAccount.password"),
+            Some(ParamValue::Secret(_))
+        ));
         assert!(!format!("{p:?}").contains("Password value"));
     }
 
@@ -341,24 +389,41 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.get("deviceAccount.@odata.type"),
-            Some(&ParamValue::Type("microsoft.graph.windowsDeviceAzureADAccount"))
+            Some(&ParamValue::Type(
+                "microsoft.graph.windowsDeviceAzureADAccount"
+            ))
         );
         // A derived type's member is not allowed on the base type.
         let e = op_validate(
             r#"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":{"userPrincipalName":"r@c"}}}"#,
         )
         .unwrap_err();
-        assert_eq!(e, SchemaError::UnknownProperty("deviceAccount.userPrincipalName".into()));
+        assert_eq!(
+            e,
+            SchemaError::UnknownProperty("deviceAccount.userPrincipalName".into())
+        );
     }
 
     #[test]
     fn refusals_name_the_member_not_the_value() {
         let cases = [
-            (r#"{"updateWindowsDeviceAccountActionParameter":{"bogus":1}}"#, "bogus"),
+            (
+                r#"{"updateWindowsDeviceAccountActionParameter":{"bogus":1}}"#,
+                "bogus",
+            ),
             (r#"{"other":{}}"#, "other"),
-            (r#"{"updateWindowsDeviceAccountActionParameter":{"calendarSyncEnabled":"yes-secret"}}"#, "calendarSyncEnabled"),
-            (r#"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":{"@odata.type":"microsoft.graph.user"}}}"#, "deviceAccount"),
-            (r#"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":"s3cret"}}"#, "deviceAccount"),
+            (
+                r#"{"updateWindowsDeviceAccountActionParameter":{"calendarSyncEnabled":"yes-secret"}}"#,
+                "calendarSyncEnabled",
+            ),
+            (
+                r#"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":{"@odata.type":"microsoft.graph.user"}}}"#,
+                "deviceAccount",
+            ),
+            (
+                r#"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":"s3cret"}}"#,
+                "deviceAccount",
+            ),
             (r#"[]"#, "(body)"),
         ];
         for (body, name) in cases {
@@ -373,7 +438,9 @@ mod tests {
         let dup = r#"{"updateWindowsDeviceAccountActionParameter":{"exchangeServer":"a","exchangeServer":"b"}}"#;
         assert!(matches!(op_validate(dup), Err(SchemaError::Syntax(m)) if m.contains("duplicate")));
         let deep = format!("{}{}", "[".repeat(MAX_DEPTH + 2), "]".repeat(MAX_DEPTH + 2));
-        assert!(matches!(parse_strict(deep.as_bytes()), Err(SchemaError::Syntax(m)) if m.contains("nesting")));
+        assert!(
+            matches!(parse_strict(deep.as_bytes()), Err(SchemaError::Syntax(m)) if m.contains("nesting"))
+        );
         assert!(parse_strict(b"{} trailing").is_err());
         assert!(parse_strict(b"\xff").is_err());
     }

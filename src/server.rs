@@ -88,7 +88,9 @@ pub async fn serve(
             let gateway = Arc::clone(&gateway);
             async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), service).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -99,7 +101,10 @@ pub async fn serve(
     }
     drop(listener);
     tracing::info!("shutting down: no new connections, draining in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
     Ok(())

@@ -31,7 +31,10 @@ pub enum PemError {
 
 /// All certificates in a PEM file.
 pub fn certs_from_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemError> {
-    let read_err = |reason: String| PemError::Read { path: path.display().to_string(), reason };
+    let read_err = |reason: String| PemError::Read {
+        path: path.display().to_string(),
+        reason,
+    };
     let certs = CertificateDer::pem_file_iter(path)
         .map_err(|e| read_err(e.to_string()))?
         .collect::<Result<Vec<_>, _>>()
@@ -46,11 +49,16 @@ pub fn certs_from_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, PemE
 pub fn certs_from_pem(pem: &str) -> Result<Vec<CertificateDer<'static>>, PemError> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| PemError::Read { path: "(inline)".into(), reason: e.to_string() })
+        .map_err(|e| PemError::Read {
+            path: "(inline)".into(),
+            reason: e.to_string(),
+        })
 }
 
 /// The first private key in a PEM string.
 pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PemError> {
-    PrivateKeyDer::from_pem_slice(pem.as_bytes())
-        .map_err(|e| PemError::Read { path: "(inline)".into(), reason: e.to_string() })
+    PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PemError::Read {
+        path: "(inline)".into(),
+        reason: e.to_string(),
+    })
 }

@@ -92,7 +92,11 @@ fn read_claims(token: &Secret) -> OwnClaims {
         .expose()
         .split('.')
         .nth(1)
-        .and_then(|p| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(p).ok())
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
         .and_then(|json| serde_json::from_slice(&json).ok())
         .unwrap_or_default()
 }
@@ -129,7 +133,12 @@ impl TokenBroker {
             .max_capacity(64)
             .expire_after(UntilUnusable)
             .build();
-        TokenBroker { cache, source, key, margin }
+        TokenBroker {
+            cache,
+            source,
+            key,
+            margin,
+        }
     }
 
     /// The cache key this broker serves.
@@ -161,7 +170,9 @@ impl TokenBroker {
         } else {
             // Only possible if the fetch itself outlived the token's usable life.
             self.forget(&fetched).await;
-            Err(Arc::new(TokenError::Unavailable("the new token expired before use".into())))
+            Err(Arc::new(TokenError::Unavailable(
+                "the new token expired before use".into(),
+            )))
         }
     }
 
@@ -184,7 +195,11 @@ impl TokenBroker {
         if now < cached.refresh_at {
             return;
         }
-        let not_before = cached.next_refresh_attempt.lock().map(|g| *g).unwrap_or(None);
+        let not_before = cached
+            .next_refresh_attempt
+            .lock()
+            .map(|g| *g)
+            .unwrap_or(None);
         if not_before.is_some_and(|t| now < t) || cached.refreshing.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -192,9 +207,17 @@ impl TokenBroker {
         let cached = Arc::clone(cached);
         tokio::spawn(async move {
             let started = Instant::now();
-            match broker.source.fetch().await.and_then(|t| CachedToken::new(t, started, broker.margin)) {
+            match broker
+                .source
+                .fetch()
+                .await
+                .and_then(|t| CachedToken::new(t, started, broker.margin))
+            {
                 Ok(fresh) => {
-                    broker.cache.insert(broker.key.clone(), Arc::new(fresh)).await;
+                    broker
+                        .cache
+                        .insert(broker.key.clone(), Arc::new(fresh))
+                        .await;
                     tracing::debug!("token refreshed ahead of expiry");
                 }
                 Err(err) => {
@@ -247,15 +270,32 @@ mod tests {
     }
 
     fn broker(lifetime_secs: u64) -> (TokenBroker, Arc<Fake>) {
-        let fake = Arc::new(Fake { calls: AtomicUsize::new(0), lifetime: Duration::from_secs(lifetime_secs), fail: AtomicBool::new(false) });
-        let key = TokenKey { authority: "a".into(), tenant: "t".into(), client: "c".into(), scope: "s".into() };
-        (TokenBroker::new(key, fake.clone(), Duration::from_secs(300)), fake)
+        let fake = Arc::new(Fake {
+            calls: AtomicUsize::new(0),
+            lifetime: Duration::from_secs(lifetime_secs),
+            fail: AtomicBool::new(false),
+        });
+        let key = TokenKey {
+            authority: "a".into(),
+            tenant: "t".into(),
+            client: "c".into(),
+            scope: "s".into(),
+        };
+        (
+            TokenBroker::new(key, fake.clone(), Duration::from_secs(300)),
+            fake,
+        )
     }
 
     #[tokio::test(start_paused = true)]
     async fn cold_start_is_single_flight() {
         let (b, fake) = broker(3600);
-        let tasks: Vec<_> = (0..200).map(|_| { let b = b.clone(); tokio::spawn(async move { b.token().await.map(|t| t.token.expose().to_owned()) }) }).collect();
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let b = b.clone();
+                tokio::spawn(async move { b.token().await.map(|t| t.token.expose().to_owned()) })
+            })
+            .collect();
         for t in tasks {
             assert_eq!(t.await.unwrap().unwrap(), "token-0");
         }
@@ -295,12 +335,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn tokens_shorter_than_the_margin_are_refused() {
         let (b, _) = broker(200);
-        assert!(matches!(*b.token().await.unwrap_err(), TokenError::TooShortLived { .. }));
+        assert!(matches!(
+            *b.token().await.unwrap_err(),
+            TokenError::TooShortLived { .. }
+        ));
     }
 
     #[test]
     fn claims_are_read_without_exposing_the_token() {
-        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"appid":"app-1","roles":["R1"]}"#);
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(br#"{"appid":"app-1","roles":["R1"]}"#);
         let c = read_claims(&Secret::new(format!("h.{payload}.s")));
         assert_eq!(c.appid.as_deref(), Some("app-1"));
         assert_eq!(c.roles, vec!["R1"]);

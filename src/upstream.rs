@@ -65,7 +65,13 @@ pub struct ConnectTo {
 impl ConnectTo {
     fn target(&self, dst: &Uri) -> Option<Uri> {
         let host = dst.host()?;
-        let port = dst.port_u16().unwrap_or(if dst.scheme_str() == Some("http") { 80 } else { 443 });
+        let port = dst
+            .port_u16()
+            .unwrap_or(if dst.scheme_str() == Some("http") {
+                80
+            } else {
+                443
+            });
         let rule = self
             .rules
             .iter()
@@ -140,7 +146,10 @@ pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, UpstreamSetup
     http.enforce_http(false);
     http.set_connect_timeout(Some(config.connect_timeout));
     http.set_nodelay(true);
-    let connector = ConnectTo { inner: http, rules: config.connect_to.clone().into() };
+    let connector = ConnectTo {
+        inner: http,
+        rules: config.connect_to.clone().into(),
+    };
     let https = HttpsConnectorBuilder::new()
         .with_tls_config(tls_config)
         .https_only()
@@ -162,7 +171,10 @@ mod tests {
 
     #[test]
     fn connect_to_parses_like_curl() {
-        let rules = parse_connect_to("graph.microsoft.com:443=127.0.0.1:8443, Login.microsoftonline.com:443=127.0.0.1:9443").unwrap();
+        let rules = parse_connect_to(
+            "graph.microsoft.com:443=127.0.0.1:8443, Login.microsoftonline.com:443=127.0.0.1:9443",
+        )
+        .unwrap();
         assert_eq!(rules.len(), 2);
         assert_eq!(rules[1].host, "login.microsoftonline.com");
         assert_eq!(rules[1].to, "127.0.0.1:9443".parse().unwrap());
@@ -175,10 +187,15 @@ mod tests {
     fn rules_redirect_only_their_host_and_port() {
         let c = ConnectTo {
             inner: HttpConnector::new(),
-            rules: parse_connect_to("graph.microsoft.us:443=127.0.0.1:1234").unwrap().into(),
+            rules: parse_connect_to("graph.microsoft.us:443=127.0.0.1:1234")
+                .unwrap()
+                .into(),
         };
         let t = |u: &str| c.target(&u.parse().unwrap()).map(|u| u.to_string());
-        assert_eq!(t("https://GRAPH.microsoft.us/v1.0/x").as_deref(), Some("http://127.0.0.1:1234/"));
+        assert_eq!(
+            t("https://GRAPH.microsoft.us/v1.0/x").as_deref(),
+            Some("http://127.0.0.1:1234/")
+        );
         assert_eq!(t("https://graph.microsoft.us:8443/v1.0/x"), None);
         assert_eq!(t("https://graph.microsoft.com/v1.0/x"), None);
     }

@@ -76,7 +76,8 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
     }
 
     /// Asserts a Graph-shaped error with this status and code.
@@ -84,9 +85,19 @@ impl Reply {
         assert_eq!(self.status.as_u16(), status, "body: {:?}", self.body);
         let v = self.json();
         assert_eq!(v["error"]["code"], code, "{v}");
-        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+        assert!(
+            v["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{v}"
+        );
         let inner = &v["error"]["innerError"];
-        assert!(inner["request-id"].is_string() && inner["client-request-id"].is_string() && inner["date"].is_string(), "{v}");
+        assert!(
+            inner["request-id"].is_string()
+                && inner["client-request-id"].is_string()
+                && inner["date"].is_string(),
+            "{v}"
+        );
         assert_eq!(self.headers["content-type"], "application/json");
     }
 }
@@ -100,8 +111,13 @@ pub async fn start_with(opts: Options) -> Harness {
     let until_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let emulator_config = EmulatorConfig { token_lifetime: opts.token_lifetime, ..opts.emulator };
-    let emu = graphgate::demo::start_emulator(emulator_config, until_stop(stop_rx.clone())).await.unwrap();
+    let emulator_config = EmulatorConfig {
+        token_lifetime: opts.token_lifetime,
+        ..opts.emulator
+    };
+    let emu = graphgate::demo::start_emulator(emulator_config, until_stop(stop_rx.clone()))
+        .await
+        .unwrap();
     let settings = Settings {
         cloud: opts.cloud,
         credential: emu.credential.clone(),
@@ -115,16 +131,31 @@ pub async fn start_with(opts: Options) -> Harness {
     let gw = app::build(&settings, policy).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(listener, Arc::clone(&gw), ServerLimits::default(), until_stop(stop_rx)));
+    tokio::spawn(server::serve(
+        listener,
+        Arc::clone(&gw),
+        ServerLimits::default(),
+        until_stop(stop_rx),
+    ));
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
-    Harness { gateway, emulator: emu.emulator, gw, client, stop }
+    Harness {
+        gateway,
+        emulator: emu.emulator,
+        gw,
+        client,
+        stop,
+    }
 }
 
 impl Harness {
     pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
         let resp = self.client.request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
-        Reply { status: parts.status, headers: parts.headers, body: body.collect().await.unwrap().to_bytes() }
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
     }
 
     pub fn request(&self, path: &str) -> http::request::Builder {
@@ -133,11 +164,14 @@ impl Harness {
 
     /// POSTs `body` as JSON to `path` with API key `key`.
     pub async fn post(&self, path: &str, key: Option<&str>, body: &str) -> Reply {
-        let mut req = self.request(path).header("content-type", "application/json");
+        let mut req = self
+            .request(path)
+            .header("content-type", "application/json");
         if let Some(key) = key {
             req = req.header("authorization", format!("Bearer {key}"));
         }
-        self.send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()).await
+        self.send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
+            .await
     }
 
     /// The standard allowed call.
