@@ -55,7 +55,164 @@ pub struct Operation {
     /// Where the action wraps all of its parameters in a single complex parameter, its
     /// name; policy conditions then name that parameter's members directly.
     pub wrapper: Option<&'static str>,
+    /// The flat body of the simplified internal API (`/api/v1/...`), if offered.
+    pub simple: Option<&'static SimpleApi>,
 }
+
+/// A field of a simplified-API body.
+#[derive(Debug)]
+pub struct SimpleField {
+    /// The field's name in the flat body.
+    pub name: &'static str,
+    /// Where it goes in Graph's parameters (dotted, wrapper left out).
+    pub target: &'static str,
+    /// `true` for a boolean, `false` for a string.
+    pub boolean: bool,
+    /// Must be present.
+    pub required: bool,
+    /// Only valid with this `accountType`-style variant value.
+    pub only_with: Option<&'static str>,
+    /// One line for the OpenAPI document.
+    pub description: &'static str,
+}
+
+/// A simplified-API field that selects a derived Graph type (e.g. `accountType`).
+#[derive(Debug)]
+pub struct SimpleVariant {
+    /// The field's name in the flat body.
+    pub name: &'static str,
+    /// The Graph object whose `@odata.type` it sets (dotted, wrapper left out).
+    pub object: &'static str,
+    /// Allowed values: (value, Graph type, fields it requires).
+    pub values: &'static [(&'static str, &'static str, &'static [&'static str])],
+    /// One line for the OpenAPI document.
+    pub description: &'static str,
+}
+
+/// The simplified internal API of one operation.
+#[derive(Debug)]
+pub struct SimpleApi {
+    /// Plain fields.
+    pub fields: &'static [SimpleField],
+    /// A type-selecting field, if any.
+    pub variant: Option<SimpleVariant>,
+}
+
+const fn field(
+    name: &'static str,
+    target: &'static str,
+    boolean: bool,
+    required: bool,
+    description: &'static str,
+) -> SimpleField {
+    SimpleField {
+        name,
+        target,
+        boolean,
+        required,
+        only_with: None,
+        description,
+    }
+}
+
+const fn variant_field(
+    name: &'static str,
+    target: &'static str,
+    only_with: &'static str,
+    description: &'static str,
+) -> SimpleField {
+    SimpleField {
+        name,
+        target,
+        boolean: false,
+        required: false,
+        only_with: Some(only_with),
+        description,
+    }
+}
+
+static UPDATE_WINDOWS_DEVICE_ACCOUNT_SIMPLE: SimpleApi = SimpleApi {
+    fields: &[
+        field(
+            "deviceAccountEmail",
+            "deviceAccountEmail",
+            false,
+            true,
+            "The device account's email address.",
+        ),
+        field(
+            "password",
+            "deviceAccount.password",
+            false,
+            true,
+            "The device account's new password (never logged or audited in clear).",
+        ),
+        field(
+            "passwordRotationEnabled",
+            "passwordRotationEnabled",
+            true,
+            false,
+            "Whether Intune rotates the password.",
+        ),
+        field(
+            "calendarSyncEnabled",
+            "calendarSyncEnabled",
+            true,
+            false,
+            "Whether calendar sync is on.",
+        ),
+        field(
+            "exchangeServer",
+            "exchangeServer",
+            false,
+            false,
+            "The Exchange server.",
+        ),
+        // Graph's wire name is misspelt; the simplified API spells it correctly.
+        field(
+            "sessionInitiationProtocolAddress",
+            "sessionInitiationProtocalAddress",
+            false,
+            false,
+            "The SIP address.",
+        ),
+        variant_field(
+            "userPrincipalName",
+            "deviceAccount.userPrincipalName",
+            "azureAD",
+            "With accountType azureAD: the account's UPN.",
+        ),
+        variant_field(
+            "domainName",
+            "deviceAccount.domainName",
+            "activeDirectory",
+            "With accountType activeDirectory: the domain.",
+        ),
+        variant_field(
+            "userName",
+            "deviceAccount.userName",
+            "activeDirectory",
+            "With accountType activeDirectory: the user name.",
+        ),
+    ],
+    variant: Some(SimpleVariant {
+        name: "accountType",
+        object: "deviceAccount",
+        values: &[
+            (
+                "azureAD",
+                "#microsoft.graph.windowsDeviceAzureADAccount",
+                &["userPrincipalName"],
+            ),
+            (
+                "activeDirectory",
+                "#microsoft.graph.windowsDeviceADAccount",
+                &["domainName", "userName"],
+            ),
+        ],
+        description: "The kind of device account; omit for a plain account.",
+    }),
+};
 
 const BOTH: &[ApiVersion] = &[ApiVersion::V1, ApiVersion::Beta];
 
@@ -110,6 +267,7 @@ pub static CATALOG: &[Operation] = &[Operation {
         Ty::Complex(&UPDATE_WINDOWS_DEVICE_ACCOUNT_PARAMETER),
     )],
     wrapper: Some("updateWindowsDeviceAccountActionParameter"),
+    simple: Some(&UPDATE_WINDOWS_DEVICE_ACCOUNT_SIMPLE),
 }];
 
 /// The operation whose action segment is `action` (case-insensitive, as Graph matches it).

@@ -23,7 +23,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Route(#[from] RouteError),
     /// Query parameters are not part of any action.
-    #[error("query parameters are not accepted on this operation")]
+    #[error("query parameters are not accepted on this operation (only 'dry-run')")]
     QueryNotAllowed,
     /// The policy does not allow this request; the message is for the caller.
     #[error("{0}")]
@@ -43,6 +43,17 @@ pub enum GatewayError {
     /// The body does not match the action's schema.
     #[error(transparent)]
     BadBody(#[from] SchemaError),
+    /// A simplified-API body that cannot be mapped to Graph's.
+    #[error(transparent)]
+    BadSimpleBody(#[from] crate::simple::SimpleError),
+    /// A rate limit or the tenant pacing refused the request for now.
+    #[error("rate limit reached ({scope}); retry after {retry_after_secs} s")]
+    RateLimited {
+        /// Which budget ran out: the caller's, the rule's, or the tenant's write pacing.
+        scope: &'static str,
+        /// When to retry.
+        retry_after_secs: u64,
+    },
     /// No usable token could be obtained from Entra.
     #[error("graphgate could not obtain a token from Microsoft Entra: {0}")]
     Token(Arc<TokenError>),
@@ -76,9 +87,12 @@ impl GatewayError {
             E::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
             E::Route(RouteError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
             E::Route(RouteError::TooLong) => StatusCode::URI_TOO_LONG,
-            E::Route(_) | E::QueryNotAllowed | E::BadBody(_) | E::BodyRead(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            E::Route(_)
+            | E::QueryNotAllowed
+            | E::BadBody(_)
+            | E::BadSimpleBody(_)
+            | E::BodyRead(_) => StatusCode::BAD_REQUEST,
+            E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -97,7 +111,8 @@ impl GatewayError {
             E::Route(RouteError::MethodNotAllowed) => "methodNotAllowed",
             E::Route(RouteError::TooLong) => "requestUriTooLong",
             E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) => "invalidRequest",
-            E::BadBody(_) => "invalidRequest",
+            E::BadBody(_) | E::BadSimpleBody(_) => "invalidRequest",
+            E::RateLimited { .. } => "activityLimitReached",
             E::Forbidden(_) => "accessDenied",
             E::BodyTooLarge { .. } => "requestEntityTooLarge",
             E::UnsupportedMediaType => "unsupportedMediaType",
@@ -131,6 +146,11 @@ impl GatewayError {
             }
             GatewayError::Token(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            GatewayError::RateLimited {
+                retry_after_secs, ..
+            } => {
+                h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}
         }

@@ -1,6 +1,7 @@
 //! The request pipeline, in one place, outer to inner: request ids → caller identity →
-//! operation recognition → body validation → policy → token → forward to Graph. Each step
-//! can refuse; nothing reaches Graph until every step before forwarding has passed.
+//! operation recognition → body validation → policy → rate limits → (dry run) → tenant
+//! pacing → token → forward to Graph. Each step can refuse; nothing reaches Graph until
+//! every step before forwarding has passed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,10 +18,12 @@ use tracing::Instrument;
 
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
-use crate::identity;
-use crate::policy::{Decision, Policy};
-use crate::route::{self, Recognised};
-use crate::schema;
+use crate::identity::{self, PeerCertificate};
+use crate::policy::{Decision, Facts, Policy};
+use crate::ratelimit::{LimiterRegistry, PolicyLimits, RetryAfter};
+use crate::route::{self, Recognised, Surface};
+use crate::schema::{self, Params};
+use crate::simple;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
 
@@ -59,9 +62,27 @@ impl Default for Limits {
     }
 }
 
+/// What the listener knows about a request's connection (a request extension).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The verified client certificate, on mutual-TLS connections that presented one.
+    pub certificate: Option<Arc<PeerCertificate>>,
+}
+
+/// A policy together with the rate limiters it configures.
+pub struct Installed {
+    /// The policy.
+    pub policy: Policy,
+    /// Its limiters.
+    pub limits: PolicyLimits,
+}
+
 /// Everything a request needs; shared by all connections.
 pub struct Gateway {
-    policy: ArcSwap<Policy>,
+    installed: ArcSwap<Installed>,
+    limiters: LimiterRegistry,
     cloud: Cloud,
     broker: TokenBroker,
     http: HttpClient,
@@ -104,8 +125,14 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
+        let limiters = LimiterRegistry::default();
+        let installed = Installed {
+            limits: limiters.for_policy(&policy),
+            policy,
+        };
         Gateway {
-            policy: ArcSwap::from_pointee(policy),
+            installed: ArcSwap::from_pointee(installed),
+            limiters,
             cloud,
             broker,
             http,
@@ -115,7 +142,13 @@ impl Gateway {
 
     /// Replaces the policy; requests in flight keep the one they started with.
     pub fn set_policy(&self, policy: Policy) {
-        self.policy.store(Arc::new(policy));
+        let limits = self.limiters.for_policy(&policy);
+        self.installed.store(Arc::new(Installed { policy, limits }));
+    }
+
+    /// The policy in force, with its limiters.
+    pub fn installed(&self) -> Arc<Installed> {
+        self.installed.load_full()
     }
 
     /// The deployment's cloud.
@@ -143,6 +176,7 @@ impl Gateway {
             caller.name = tracing::field::Empty,
             graph.operation = tracing::field::Empty,
             policy.rule = tracing::field::Empty,
+            policy.decision = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
         async {
@@ -172,42 +206,82 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let span = tracing::Span::current();
-        // One policy snapshot for the whole request, even if a reload lands meanwhile.
-        let policy = self.policy.load_full();
-        // Who is asking comes first: anonymous callers learn nothing about paths.
-        let caller = identity::authenticate(&policy, req.headers())?;
-        let caller_name = &policy.callers[caller.index].name;
-        span.record("caller.name", caller_name.as_str());
-        // What is being asked: a catalog operation, its target device, its canonical path.
-        let op = route::recognise(req.method(), req.uri().path())?;
-        span.record("graph.operation", op.op.name);
-        if req.uri().query().is_some() {
-            return Err(GatewayError::QueryNotAllowed);
+        // The API description is public; everything else needs a caller.
+        if req.method() == http::Method::GET && req.uri().path() == OPENAPI_PATH {
+            return Ok(json_response(StatusCode::OK, &simple::openapi()));
         }
+        // One policy snapshot for the whole request, even if a reload lands meanwhile.
+        let installed = self.installed.load_full();
+        let policy = &installed.policy;
+        // Who is asking comes first: anonymous callers learn nothing about paths.
+        let peer_cert = req
+            .extensions()
+            .get::<ConnInfo>()
+            .and_then(|c| c.certificate.clone());
+        let caller = identity::authenticate(policy, req.headers(), peer_cert.as_deref())?;
+        let caller_name = policy.callers[caller.index].name.as_str();
+        span.record("caller.name", caller_name);
+        // What is being asked: a catalog operation, its target device, its canonical path.
+        let target = recognise(req.method(), req.uri().path())?;
+        span.record("graph.operation", target.op.name);
+        let dry_run = dry_run_requested(req.headers(), req.uri().query())?;
         // The body is read within bounds and checked against the operation's schema.
         check_content_type(req.headers())?;
         let body = self.read_body(req).await?;
-        let _params = schema::validate(&schema::parse_strict(&body)?, op.op.params, op.op.wrapper)?;
-        // Deny by default: only a rule naming this caller and operation lets it through.
-        let rule = match policy.decide(caller.index, op.op) {
-            Decision::Allow { rule } => rule,
-            Decision::NoRuleAllows => {
-                return Err(GatewayError::Forbidden(format!(
-                    "no policy rule allows caller '{caller_name}' to run {}",
-                    op.op.name
+        let (body, params) = graph_body(&target, &body)?;
+        // Deny by default: a matching deny wins, otherwise an allow rule must match.
+        let facts = Facts {
+            caller: caller.index,
+            op: target.op,
+            version: target.version,
+            device: &target.device_id,
+            params: &params,
+        };
+        let decision = policy.decide(&facts);
+        record_decision(&span, &decision);
+        let rule = match decision.rule {
+            Some(rule) if decision.allowed => rule,
+            _ => {
+                return Err(GatewayError::Forbidden(forbidden_message(
+                    &decision,
+                    caller_name,
+                    &target,
                 )));
             }
         };
-        span.record("policy.rule", rule);
+        // Budgets: the caller's and the rule's, before anything costs the tenant.
+        installed
+            .limits
+            .check_caller(caller.index)
+            .map_err(limited("caller"))?;
+        installed
+            .limits
+            .check_rule(rule.index)
+            .map_err(limited("rule"))?;
+        if dry_run {
+            return Ok(dry_run_response(
+                self.cloud,
+                caller_name,
+                &target,
+                &decision,
+                &params,
+            ));
+        }
+        // Gateway-wide pacing keeps the tenant under Intune's write limit.
+        installed
+            .limits
+            .pace()
+            .await
+            .map_err(limited("tenant write pacing"))?;
         // Only now is a token obtained and the request sent.
         let token = self.broker.token().await?;
-        let resp = self.forward(ids, &op, &body, &token).await?;
+        let resp = self.forward(ids, &target, &body, &token).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             // Graph rejected the token before running anything: drop it and retry once.
             tracing::warn!("Graph refused the cached token; fetching a new one and retrying once");
             self.broker.forget(&token).await;
             let token = self.broker.token().await?;
-            return self.forward(ids, &op, &body, &token).await;
+            return self.forward(ids, &target, &body, &token).await;
         }
         Ok(resp)
     }
@@ -303,6 +377,125 @@ fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
     if let Ok(v) = HeaderValue::try_from(ids.client_request_id.as_str()) {
         headers.insert(CLIENT_REQUEST_ID, v);
     }
+}
+
+/// Where the simplified API's OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
+
+fn recognise(method: &http::Method, path: &str) -> Result<Recognised, GatewayError> {
+    Ok(if path.starts_with(route::SIMPLE_PREFIX) {
+        route::recognise_simple(method, path)?
+    } else {
+        route::recognise(method, path)?
+    })
+}
+
+/// The Graph body to forward and its validated parameters. A simplified-API body is first
+/// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
+fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), GatewayError> {
+    let parsed = schema::parse_strict(body)?;
+    let (body, parsed) = match (target.surface, target.op.simple) {
+        (Surface::Simple, Some(api)) => {
+            let graph = simple::to_graph_body(target.op, api, &parsed)?;
+            let bytes =
+                serde_json::to_vec(&graph).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
+            (Bytes::from(bytes), graph)
+        }
+        _ => (body.clone(), parsed),
+    };
+    let params = schema::validate(&parsed, target.op.params, target.op.wrapper)?;
+    Ok((body, params))
+}
+
+/// `Prefer: dry-run` or `?dry-run` (`=true`); any other query parameter is refused.
+fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<bool, GatewayError> {
+    let by_header = headers
+        .get_all(http::header::HeaderName::from_static("prefer"))
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|p| p.trim().eq_ignore_ascii_case("dry-run"));
+    let mut by_query = false;
+    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match (key.as_ref(), value.as_ref()) {
+            ("dry-run", "" | "true") => by_query = true,
+            _ => return Err(GatewayError::QueryNotAllowed),
+        }
+    }
+    Ok(by_header || by_query)
+}
+
+fn record_decision(span: &tracing::Span, decision: &Decision<'_>) {
+    span.record(
+        "policy.decision",
+        if decision.allowed { "allow" } else { "deny" },
+    );
+    if let Some(rule) = decision.rule_name() {
+        span.record("policy.rule", rule);
+    }
+    if let Some(shadow) = decision.shadow {
+        tracing::info!(
+            policy.shadow_rule = shadow.rule,
+            policy.shadow_decision = if shadow.allowed { "allow" } else { "deny" },
+            "a shadow rule would change this decision"
+        );
+    }
+}
+
+/// Why a request was refused, in the caller's terms, naming only the caller's own rules.
+fn forbidden_message(decision: &Decision<'_>, caller: &str, target: &Recognised) -> String {
+    match decision.rule_name() {
+        Some(rule) => format!("denied by policy rule '{rule}'"),
+        None => format!(
+            "no policy rule allows caller '{caller}' to run {} ({}) on device {} with these parameters",
+            target.op.name,
+            target.version.as_str(),
+            target.device_id
+        ),
+    }
+}
+
+fn limited(scope: &'static str) -> impl Fn(RetryAfter) -> GatewayError {
+    move |retry| GatewayError::RateLimited {
+        scope,
+        retry_after_secs: retry.secs(),
+    }
+}
+
+fn dry_run_response(
+    cloud: Cloud,
+    caller: &str,
+    target: &Recognised,
+    decision: &Decision<'_>,
+    params: &Params,
+) -> Response<Full<Bytes>> {
+    let doc = serde_json::json!({
+        "dryRun": true,
+        "decision": "allow",
+        "rule": decision.rule_name(),
+        "shadow": decision.shadow.map(|s| serde_json::json!({ "decision": if s.allowed { "allow" } else { "deny" }, "rule": s.rule })),
+        "caller": caller,
+        "operation": target.op.name,
+        "apiVersion": target.version.as_str(),
+        "device": target.device_id,
+        "wouldSend": format!("POST https://{}{}", cloud.endpoints().graph_host, target.canonical_path),
+        "parameters": params.to_redacted_json(),
+    });
+    let mut resp = json_response(StatusCode::OK, &doc);
+    resp.headers_mut().insert(
+        http::header::HeaderName::from_static("preference-applied"),
+        HeaderValue::from_static("dry-run"),
+    );
+    resp
+}
+
+fn json_response(status: StatusCode, doc: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(doc).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
 }
 
 fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {

@@ -1,18 +1,21 @@
-//! Caller identity: who is asking. API keys arrive as `Authorization: Bearer <key>` (what
-//! Graph SDKs send); only their SHA-256 is kept, compared in constant time against every caller.
+//! Caller identity: who is asking. Either an API key (`Authorization: Bearer <key>`, what
+//! Graph SDKs send; only SHA-256 hashes are kept, compared in constant time against every
+//! caller) or a verified client certificate (its URI SAN or subject CN). Never both.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::policy::Policy;
+use crate::policy::{MtlsIdentity, Policy};
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthMethod {
     /// A bearer API key.
     ApiKey,
+    /// A client certificate on a mutual-TLS connection.
+    Mtls,
 }
 
 impl AuthMethod {
@@ -20,6 +23,56 @@ impl AuthMethod {
     pub fn as_str(self) -> &'static str {
         match self {
             AuthMethod::ApiKey => "api_key",
+            AuthMethod::Mtls => "mtls",
+        }
+    }
+}
+
+/// What a verified client certificate says about its holder (set per connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// URI subject-alternative names (SPIFFE ids and the like).
+    pub uri_sans: Vec<String>,
+    /// The subject's common name.
+    pub subject_cn: Option<String>,
+}
+
+impl PeerCertificate {
+    /// Reads the identity fields of a DER certificate (already verified by rustls).
+    pub fn from_der(der: &[u8]) -> Option<PeerCertificate> {
+        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
+        let (_, cert) = X509Certificate::from_der(der).ok()?;
+        let uri_sans = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|ext| {
+                ext.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::URI(uri) => Some((*uri).to_owned()),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let subject_cn = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned);
+        Some(PeerCertificate {
+            uri_sans,
+            subject_cn,
+        })
+    }
+
+    fn matches(&self, want: &MtlsIdentity) -> bool {
+        match want {
+            MtlsIdentity::UriSan(uri) => self.uri_sans.iter().any(|u| u == uri),
+            MtlsIdentity::SubjectCn(cn) => self.subject_cn.as_deref() == Some(cn.as_str()),
         }
     }
 }
@@ -36,8 +89,10 @@ pub struct CallerId {
 /// Why a request carries no usable identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    /// No Authorization header.
-    #[error("the request carries no credentials: send 'Authorization: Bearer <api key>'")]
+    /// No credential at all.
+    #[error(
+        "the request carries no credentials: send 'Authorization: Bearer <api key>' or a client certificate"
+    )]
     Missing,
     /// Not a bearer credential, or several of them.
     #[error("the Authorization header must be a single 'Bearer <api key>'")]
@@ -45,17 +100,45 @@ pub enum AuthError {
     /// A key no caller has.
     #[error("the API key is not valid")]
     UnknownKey,
+    /// A certificate (from a trusted CA) that names no caller.
+    #[error("the client certificate does not identify any caller")]
+    UnknownCertificate,
+    /// Both a certificate and an API key: a request carries exactly one identity.
+    #[error("the request carries both a client certificate and an API key; send exactly one")]
+    Ambiguous,
 }
 
-/// Identifies the caller of a request from its headers.
-pub fn authenticate(policy: &Policy, headers: &HeaderMap) -> Result<CallerId, AuthError> {
+/// Identifies the caller of a request from its headers and its connection's certificate.
+pub fn authenticate(
+    policy: &Policy,
+    headers: &HeaderMap,
+    peer: Option<&PeerCertificate>,
+) -> Result<CallerId, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
-    let value = values.next().ok_or(AuthError::Missing)?;
+    let header = values.next();
     if values.next().is_some() {
         return Err(AuthError::Malformed);
     }
-    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
-    let (scheme, key) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    match (header, peer) {
+        (Some(_), Some(_)) => Err(AuthError::Ambiguous),
+        (None, None) => Err(AuthError::Missing),
+        (None, Some(cert)) => policy
+            .callers
+            .iter()
+            .position(|c| c.mtls.as_ref().is_some_and(|m| cert.matches(m)))
+            .map(|index| CallerId {
+                index,
+                method: AuthMethod::Mtls,
+            })
+            .ok_or(AuthError::UnknownCertificate),
+        (Some(value), None) => {
+            by_api_key(policy, value.to_str().map_err(|_| AuthError::Malformed)?)
+        }
+    }
+}
+
+fn by_api_key(policy: &Policy, header: &str) -> Result<CallerId, AuthError> {
+    let (scheme, key) = header.split_once(' ').ok_or(AuthError::Malformed)?;
     let key = key.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
         return Err(AuthError::Malformed);
@@ -65,7 +148,9 @@ pub fn authenticate(policy: &Policy, headers: &HeaderMap) -> Result<CallerId, Au
     // which caller (if any) matched.
     let mut found: Option<usize> = None;
     for (i, caller) in policy.callers.iter().enumerate() {
-        if bool::from(caller.key_sha256.ct_eq(&digest)) {
+        if let Some(hash) = &caller.key_sha256
+            && bool::from(hash.ct_eq(&digest))
+        {
             found = Some(i);
         }
     }
@@ -89,29 +174,64 @@ mod tests {
 
     fn policy() -> Policy {
         let text = format!(
-            "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{}\"\n  - name: b\n    api_key_sha256: \"{}\"\n",
+            "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{}\"\n  - name: b\n    api_key_sha256: \"{}\"\n  - name: svc\n    mtls:\n      uri_san: spiffe://corp/ns/x/sa/svc\n  - name: legacy\n    mtls:\n      subject_cn: legacy.corp\n",
             api_key_sha256("key-a"),
             api_key_sha256("key-b")
         );
         Policy::from_yaml(&text, "t").unwrap()
     }
 
-    fn auth(value: Option<&str>) -> Result<CallerId, AuthError> {
+    fn auth(value: Option<&str>, peer: Option<&PeerCertificate>) -> Result<CallerId, AuthError> {
         let mut h = HeaderMap::new();
         if let Some(v) = value {
             h.insert(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
         }
-        authenticate(&policy(), &h)
+        authenticate(&policy(), &h, peer)
     }
 
     #[test]
     fn keys_map_to_callers() {
-        assert_eq!(auth(Some("Bearer key-b")).unwrap().index, 1);
-        assert_eq!(auth(Some("bearer key-a")).unwrap().index, 0);
-        assert_eq!(auth(None), Err(AuthError::Missing));
-        assert_eq!(auth(Some("Basic a2V5LWE=")), Err(AuthError::Malformed));
-        assert_eq!(auth(Some("Bearer ")), Err(AuthError::Malformed));
-        assert_eq!(auth(Some("Bearer key-c")), Err(AuthError::UnknownKey));
+        assert_eq!(auth(Some("Bearer key-b"), None).unwrap().index, 1);
+        assert_eq!(auth(Some("bearer key-a"), None).unwrap().index, 0);
+        assert_eq!(auth(None, None), Err(AuthError::Missing));
+        assert_eq!(
+            auth(Some("Basic a2V5LWE="), None),
+            Err(AuthError::Malformed)
+        );
+        assert_eq!(auth(Some("Bearer "), None), Err(AuthError::Malformed));
+        assert_eq!(auth(Some("Bearer key-c"), None), Err(AuthError::UnknownKey));
+    }
+
+    #[test]
+    fn certificates_map_to_callers_and_never_combine_with_keys() {
+        let spiffe = PeerCertificate {
+            uri_sans: vec!["spiffe://corp/ns/x/sa/svc".into()],
+            subject_cn: Some("whatever".into()),
+        };
+        assert_eq!(
+            auth(None, Some(&spiffe)),
+            Ok(CallerId {
+                index: 2,
+                method: AuthMethod::Mtls
+            })
+        );
+        let cn = PeerCertificate {
+            uri_sans: vec![],
+            subject_cn: Some("legacy.corp".into()),
+        };
+        assert_eq!(auth(None, Some(&cn)).unwrap().index, 3);
+        let stranger = PeerCertificate {
+            uri_sans: vec!["spiffe://corp/ns/x/sa/other".into()],
+            subject_cn: Some("svc".into()),
+        };
+        assert_eq!(
+            auth(None, Some(&stranger)),
+            Err(AuthError::UnknownCertificate)
+        );
+        assert_eq!(
+            auth(Some("Bearer key-a"), Some(&spiffe)),
+            Err(AuthError::Ambiguous)
+        );
     }
 
     #[test]
@@ -119,6 +239,22 @@ mod tests {
         let mut h = HeaderMap::new();
         h.append(AUTHORIZATION, HeaderValue::from_static("Bearer key-a"));
         h.append(AUTHORIZATION, HeaderValue::from_static("Bearer key-b"));
-        assert_eq!(authenticate(&policy(), &h), Err(AuthError::Malformed));
+        assert_eq!(authenticate(&policy(), &h, None), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn reads_uri_san_and_cn_from_a_certificate() {
+        let mut params = rcgen::CertificateParams::new(vec!["svc.corp".to_owned()]).unwrap();
+        params.subject_alt_names.push(rcgen::SanType::URI(
+            "spiffe://corp/ns/x/sa/svc".try_into().unwrap(),
+        ));
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "svc-cn");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let peer = PeerCertificate::from_der(cert.der()).unwrap();
+        assert_eq!(peer.uri_sans, vec!["spiffe://corp/ns/x/sa/svc"]);
+        assert_eq!(peer.subject_cn.as_deref(), Some("svc-cn"));
     }
 }

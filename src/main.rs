@@ -81,6 +81,18 @@ struct ServeArgs {
     /// Token lifetime the in-process emulator issues (with --emulator).
     #[arg(long, default_value_t = 3599)]
     emulator_token_lifetime_secs: u64,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "GRAPHGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "GRAPHGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Accept client certificates issued by these PEM CAs (mTLS callers; needs --tls-cert).
+    #[arg(long, env = "GRAPHGATE_CLIENT_CA", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
+    #[arg(long)]
+    allow_insecure_listener: bool,
 }
 
 #[derive(Args)]
@@ -121,6 +133,28 @@ enum PolicyCommand {
     },
     /// Print the api_key_sha256 value for an API key read from standard input.
     HashKey,
+    /// Say what the policy decides for one request, and why. Exit 0 allow, 1 deny, 2 error.
+    Explain {
+        /// The caller's name.
+        #[arg(long)]
+        caller: String,
+        /// The request, e.g. 'POST /v1.0/deviceManagement/managedDevices/<id>/updateWindowsDeviceAccount'.
+        request: String,
+        /// A JSON file with the request body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The policy file.
+        #[arg(long, env = "GRAPHGATE_POLICY", default_value = "policy.yaml")]
+        policy: PathBuf,
+    },
+    /// Run YAML fixtures (request + expected decision and rule); exits 1 on any mismatch.
+    Test {
+        /// The fixture file.
+        file: PathBuf,
+        /// The policy file [default: the fixture's 'policy:' entry].
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -222,7 +256,27 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             ..Limits::default()
         },
     };
+    let tls = server_tls(&args)?;
+    if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_insecure_listener {
+        return Err(format!(
+            "refusing plain HTTP on {}: callers' API keys would cross the network in clear. Use --tls-cert/--tls-key, a loopback address, or --allow-insecure-listener",
+            args.listen
+        )
+        .into());
+    }
     let gateway = app::build(&settings, policy)?;
+    let reload_path = (args.policy.is_some() || !args.emulator).then(|| {
+        args.policy
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("policy.yaml"))
+    });
+    if let Some(path) = reload_path {
+        let (reloader, _status) = graphgate::reload::Reloader::new(path, Arc::clone(&gateway));
+        let mut rx = shutdown_rx.clone();
+        tokio::spawn(reloader.run(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }));
+    }
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "graphgate listening");
@@ -236,8 +290,22 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         shutdown_signal().await;
         let _ = shutdown_tx.send(true);
     };
-    server::serve(listener, gateway, ServerLimits::default(), shutdown).await?;
+    server::serve(listener, tls, gateway, ServerLimits::default(), shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
+        return Ok(None);
+    };
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let tls = graphgate::tls::ServerTls {
+        cert_pem: read(cert)?,
+        key_pem: Secret::new(read(key)?),
+        client_ca_pem: args.client_ca.as_ref().map(read).transpose()?,
+    };
+    Ok(Some(graphgate::tls::server_config(&tls)?))
 }
 
 async fn shutdown_signal() {
@@ -310,6 +378,58 @@ fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
+        PolicyCommand::Explain {
+            caller,
+            request,
+            body,
+            policy,
+        } => {
+            let policy = match Policy::load(&policy) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let body = body
+                .map(|p| -> Fallible<serde_json::Value> {
+                    Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?)
+                })
+                .transpose()?;
+            match graphgate::explain::explain(&policy, &caller, &request, body.as_ref()) {
+                Ok((allowed, text)) => {
+                    print!("{text}");
+                    Ok(if allowed {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    })
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
+        PolicyCommand::Test { file, policy } => {
+            match graphgate::explain::run_fixtures(&file, policy.as_deref()) {
+                Ok(report) => {
+                    for line in &report.lines {
+                        println!("{line}");
+                    }
+                    println!("{} passed, {} failed", report.passed, report.failed);
+                    Ok(if report.failed == 0 {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    })
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         PolicyCommand::HashKey => {
             let mut key = String::new();
             std::io::stdin().read_line(&mut key)?;

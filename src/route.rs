@@ -95,9 +95,23 @@ pub static SHAPES: &[Shape] = &[
     },
 ];
 
+/// The API surface a request arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Graph-compatible: `/v1.0/...`, `/beta/...`.
+    Graph,
+    /// The simplified internal API: `/api/v1/...` with a flat body.
+    Simple,
+}
+
+/// Where the simplified internal API lives.
+pub const SIMPLE_PREFIX: &str = "/api/v1/";
+
 /// A recognised request: which operation, on what, and where to send it.
 #[derive(Debug, Clone)]
 pub struct Recognised {
+    /// The surface it arrived on.
+    pub surface: Surface,
     /// The catalog operation.
     pub op: &'static Operation,
     /// The API version asked for.
@@ -169,6 +183,39 @@ pub fn recognise(method: &Method, path: &str) -> Result<Recognised, RouteError> 
     build(op, version, shape, middle)
 }
 
+/// Recognises a simplified-API path: `/api/v1/managedDevices/{managedDeviceId}/{action}`.
+/// It stands for the Graph v1.0 request on the first path shape.
+pub fn recognise_simple(method: &Method, path: &str) -> Result<Recognised, RouteError> {
+    if path.len() > MAX_PATH_BYTES {
+        return Err(RouteError::TooLong);
+    }
+    let rest = path
+        .strip_prefix(SIMPLE_PREFIX)
+        .ok_or(RouteError::NotFound)?;
+    let segs: Vec<&str> = rest.split('/').take(4).collect();
+    let [collection, id, action] = segs.as_slice() else {
+        return Err(RouteError::NotFound);
+    };
+    if !collection.eq_ignore_ascii_case("managedDevices") {
+        return Err(RouteError::NotFound);
+    }
+    let op = catalog::by_action(action)
+        .filter(|op| op.simple.is_some())
+        .ok_or(RouteError::NotFound)?;
+    if method != Method::POST {
+        return Err(RouteError::MethodNotAllowed);
+    }
+    let shape = &SHAPES[0];
+    let mut recognised = build(
+        op,
+        ApiVersion::V1,
+        shape,
+        &["deviceManagement", "managedDevices", id],
+    )?;
+    recognised.surface = Surface::Simple;
+    Ok(recognised)
+}
+
 fn literal_match(shape: &[Seg], segs: &[&str]) -> bool {
     shape.len() == segs.len()
         && shape.iter().zip(segs).all(|(want, got)| match want {
@@ -215,6 +262,7 @@ fn build(
     canonical.push_str(op.action);
     let device_id = device_id.ok_or(RouteError::NotFound)?;
     Ok(Recognised {
+        surface: Surface::Graph,
         op,
         version,
         shape,
@@ -322,6 +370,61 @@ mod tests {
         let r = post(&cases[2]).unwrap();
         assert_eq!(r.user_id.as_deref(), Some("room@contoso.com"));
         assert_eq!(r.detected_app_id.as_deref(), Some("app-1"));
+    }
+
+    #[test]
+    fn simplified_paths_stand_for_the_graph_v1_request() {
+        let r = post(&format!(
+            "/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount"
+        ))
+        .unwrap_err();
+        assert_eq!(
+            r,
+            RouteError::NotFound,
+            "the Graph recogniser does not take /api paths"
+        );
+        let r = recognise_simple(
+            &Method::POST,
+            &format!("/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount"),
+        )
+        .unwrap();
+        assert_eq!(r.surface, Surface::Simple);
+        assert_eq!(
+            r.canonical_path,
+            format!(
+                "/v1.0/deviceManagement/managedDevices/{}/updateWindowsDeviceAccount",
+                DEV.to_ascii_lowercase()
+            )
+        );
+        assert_eq!(
+            recognise_simple(
+                &Method::POST,
+                "/api/v1/managedDevices/nope/updateWindowsDeviceAccount"
+            )
+            .unwrap_err(),
+            RouteError::BadId("managedDeviceId")
+        );
+        assert_eq!(
+            recognise_simple(&Method::POST, &format!("/api/v1/managedDevices/{DEV}/wipe"))
+                .unwrap_err(),
+            RouteError::NotFound
+        );
+        assert_eq!(
+            recognise_simple(
+                &Method::POST,
+                &format!("/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount/x")
+            )
+            .unwrap_err(),
+            RouteError::NotFound
+        );
+        assert_eq!(
+            recognise_simple(
+                &Method::GET,
+                &format!("/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount")
+            )
+            .unwrap_err(),
+            RouteError::MethodNotAllowed
+        );
     }
 
     #[test]

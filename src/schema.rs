@@ -116,6 +116,83 @@ impl Params {
     pub fn get(&self, path: &str) -> Option<&ParamValue> {
         self.0.iter().find(|(p, _)| p == path).map(|(_, v)| v)
     }
+
+    /// The parameters as a flat JSON object, secrets shown only as a redaction marker.
+    pub fn to_redacted_json(&self) -> Value {
+        let members = self.0.iter().map(|(path, v)| {
+            let value = match v {
+                ParamValue::Null => Value::Null,
+                ParamValue::Bool(b) => Value::Bool(*b),
+                ParamValue::String(s) => Value::String(s.clone()),
+                ParamValue::Secret(_) => Value::String(crate::secret::REDACTED.to_owned()),
+                ParamValue::Type(t) => Value::String((*t).to_owned()),
+            };
+            (path.clone(), value)
+        });
+        Value::Object(members.collect())
+    }
+}
+
+/// One parameter path a policy condition may name, with what it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamPath {
+    /// Dotted path, as in [`Params`].
+    pub path: String,
+    /// Whether values at this path are secrets.
+    pub secret: bool,
+    /// Whether values are booleans (otherwise strings or type names).
+    pub boolean: bool,
+}
+
+/// Every parameter path an action's body can carry (derived types' members included).
+pub fn param_paths(params: &'static [Prop], wrapper: Option<&'static str>) -> Vec<ParamPath> {
+    let mut out = Vec::new();
+    for prop in params {
+        let prefix = if wrapper == Some(prop.name) {
+            ""
+        } else {
+            prop.name
+        };
+        match prop.ty {
+            Ty::Complex(ty) if prefix.is_empty() => complex_paths(ty, "", &mut out),
+            _ => leaf_paths(prop, prefix, &mut out),
+        }
+    }
+    out
+}
+
+fn leaf_paths(prop: &Prop, path: &str, out: &mut Vec<ParamPath>) {
+    match prop.ty {
+        Ty::Complex(ty) => complex_paths(ty, path, out),
+        Ty::Bool | Ty::String => {
+            if !out.iter().any(|p| p.path == path) {
+                out.push(ParamPath {
+                    path: path.to_owned(),
+                    secret: prop.secret,
+                    boolean: matches!(prop.ty, Ty::Bool),
+                });
+            }
+        }
+    }
+}
+
+fn complex_paths(ty: &'static ComplexType, prefix: &str, out: &mut Vec<ParamPath>) {
+    if !prefix.is_empty() {
+        let path = join(prefix, "@odata.type");
+        if !out.iter().any(|p| p.path == path) {
+            out.push(ParamPath {
+                path,
+                secret: false,
+                boolean: false,
+            });
+        }
+    }
+    for prop in ty.props {
+        leaf_paths(prop, &join(prefix, prop.name), out);
+    }
+    for derived in ty.derived {
+        complex_paths(derived, prefix, out);
+    }
 }
 
 /// Why a body was refused.
@@ -431,6 +508,44 @@ mod tests {
             assert!(msg.contains(name), "{body}: {msg}");
             assert!(!msg.contains("secret"), "{body}: {msg}");
         }
+    }
+
+    #[test]
+    fn param_paths_cover_derived_types_and_mark_secrets() {
+        let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();
+        let paths = param_paths(op.params, op.wrapper);
+        let names: Vec<&str> = paths.iter().map(|p| p.path.as_str()).collect();
+        for want in [
+            "deviceAccountEmail",
+            "deviceAccount.@odata.type",
+            "deviceAccount.password",
+            "deviceAccount.userPrincipalName",
+            "deviceAccount.domainName",
+            "passwordRotationEnabled",
+        ] {
+            assert!(names.contains(&want), "{want} in {names:?}");
+        }
+        assert_eq!(
+            names
+                .iter()
+                .filter(|n| **n == "deviceAccount.password")
+                .count(),
+            1
+        );
+        assert!(
+            paths
+                .iter()
+                .find(|p| p.path == "deviceAccount.password")
+                .unwrap()
+                .secret
+        );
+        assert!(
+            paths
+                .iter()
+                .find(|p| p.path == "calendarSyncEnabled")
+                .unwrap()
+                .boolean
+        );
     }
 
     #[test]

@@ -13,7 +13,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::gateway::Gateway;
+use crate::gateway::{ConnInfo, Gateway};
+use crate::identity::PeerCertificate;
 
 /// Connection-level bounds.
 #[derive(Debug, Clone)]
@@ -26,6 +27,8 @@ pub struct ServerLimits {
     pub shutdown_grace: Duration,
     /// Largest request-header block accepted (HTTP/1 buffer, HTTP/2 header list).
     pub max_header_bytes: usize,
+    /// Longest TLS handshake.
+    pub tls_handshake_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -35,18 +38,21 @@ impl Default for ServerLimits {
             header_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
+            tls_handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
-/// Serves `gateway` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish (up to the grace period).
+/// Serves `gateway` on `listener` (plain HTTP, or TLS when `tls` is given) until `shutdown`
+/// resolves, then lets in-flight requests finish (up to the grace period).
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     gateway: Arc<Gateway>,
     limits: ServerLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -84,19 +90,34 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gateway = Arc::clone(&gateway);
-        let service = service_fn(move |req| {
-            let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = Arc::clone(&builder);
+        let acceptor = acceptor.clone();
+        let watcher = graceful.watcher();
+        let handshake_timeout = limits.tls_handshake_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-            drop(permit);
+            let _permit = permit;
+            let Some(acceptor) = acceptor else {
+                let conn = ConnInfo {
+                    peer,
+                    certificate: None,
+                };
+                return serve_connection(&builder, TokioIo::new(stream), conn, gateway, watcher)
+                    .await;
+            };
+            let tls = match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let certificate = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| PeerCertificate::from_der(c))
+                .map(Arc::new);
+            let conn = ConnInfo { peer, certificate };
+            serve_connection(&builder, TokioIo::new(tls), conn, gateway, watcher).await;
         });
     }
     drop(listener);
@@ -108,6 +129,29 @@ pub async fn serve(
         tracing::warn!("shutdown grace period over; closing remaining connections");
     }
     Ok(())
+}
+
+async fn serve_connection<I>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: TokioIo<I>,
+    conn: ConnInfo,
+    gateway: Arc<Gateway>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let gateway = Arc::clone(&gateway);
+        req.extensions_mut().insert(conn.clone());
+        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+    });
+    if let Err(e) = watcher
+        .watch(builder.serve_connection(io, service).into_owned())
+        .await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
 }
 
 /// The address a listener is bound to, for logs.

@@ -62,3 +62,57 @@ pub fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PemError> {
         reason: e.to_string(),
     })
 }
+
+/// Inbound TLS settings (`--tls-cert`, `--tls-key`, `--client-ca`).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    /// PEM certificate chain.
+    pub cert_pem: String,
+    /// PEM private key.
+    pub key_pem: crate::secret::Secret,
+    /// PEM CA certificates whose client certificates are accepted; `None` turns mTLS off.
+    pub client_ca_pem: Option<String>,
+}
+
+/// The server could not be given TLS.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerTlsError {
+    /// PEM material unreadable.
+    #[error(transparent)]
+    Pem(#[from] PemError),
+    /// rustls refused it.
+    #[error("inbound TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client CA set is unusable.
+    #[error("client CA: {0}")]
+    ClientCa(String),
+}
+
+/// A rustls server config: HTTP/2 and HTTP/1.1 by ALPN; client certificates verified against
+/// the client CA when one is set, but optional, so API-key callers can use the same port.
+pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, ServerTlsError> {
+    let certs = certs_from_pem(&tls.cert_pem)?;
+    let key = key_from_pem(tls.key_pem.expose())?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
+    let builder = match &tls.client_ca_pem {
+        None => builder.with_no_client_auth(),
+        Some(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certs_from_pem(pem)? {
+                roots.add(ca)?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider(),
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| ServerTlsError::ClientCa(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

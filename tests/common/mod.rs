@@ -47,6 +47,10 @@ pub struct Options {
     pub token_lifetime: Duration,
     pub token_expiry_margin: Duration,
     pub emulator: EmulatorConfig,
+    /// Policy text; the default policy when `None`.
+    pub policy: Option<String>,
+    /// Serve TLS (and mTLS) with this config.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Default for Options {
@@ -56,6 +60,8 @@ impl Default for Options {
             token_lifetime: Duration::from_secs(3599),
             token_expiry_margin: Duration::from_secs(300),
             emulator: EmulatorConfig::default(),
+            policy: None,
+            tls: None,
         }
     }
 }
@@ -127,12 +133,17 @@ pub async fn start_with(opts: Options) -> Harness {
         token_expiry_margin: opts.token_expiry_margin,
         limits: Limits::default(),
     };
-    let policy = Policy::from_yaml(&policy_text(), "test-policy").unwrap();
+    let policy = Policy::from_yaml(
+        opts.policy.as_deref().unwrap_or(&policy_text()),
+        "test-policy",
+    )
+    .unwrap();
     let gw = app::build(&settings, policy).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
     tokio::spawn(server::serve(
         listener,
+        opts.tls.clone(),
         Arc::clone(&gw),
         ServerLimits::default(),
         until_stop(stop_rx),

@@ -1,0 +1,289 @@
+//! `graphgate policy explain` and `graphgate policy test`: requests written as text
+//! (`POST /v1.0/...` plus an optional body) evaluated against a policy exactly as the
+//! gateway evaluates them, with reasons, and YAML fixtures checked like `opa test`.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::policy::{Decision, Facts, Mismatch, Policy, Test};
+use crate::route::{self, Recognised, Surface};
+use crate::schema::{self, Params};
+use crate::simple;
+
+/// What `rule` is reported as when no rule allows a request.
+pub const DEFAULT_DENY: &str = "(default deny)";
+
+/// A request line or body that cannot be evaluated.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    /// No such caller.
+    #[error("unknown caller {0:?}")]
+    UnknownCaller(String),
+    /// Not `METHOD /path`.
+    #[error(
+        "the request must look like 'POST /v1.0/deviceManagement/managedDevices/<id>/<action>': {0}"
+    )]
+    Request(String),
+    /// The body is refused before policy, as the gateway would refuse it.
+    #[error("the body would be refused before policy: {0}")]
+    Body(String),
+}
+
+/// One request evaluated.
+pub struct Evaluation<'p> {
+    /// The recognised request.
+    pub target: Recognised,
+    /// Its parameters.
+    pub params: Params,
+    /// The decision.
+    pub decision: Decision<'p>,
+}
+
+/// Evaluates `request` ("POST /v1.0/...") with an optional JSON `body` for `caller`.
+pub fn evaluate<'p>(
+    policy: &'p Policy,
+    caller: &str,
+    request: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(Evaluation<'p>, usize), ExplainError> {
+    let index = policy
+        .caller_index(caller)
+        .ok_or_else(|| ExplainError::UnknownCaller(caller.to_owned()))?;
+    let (method, path) = request
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| ExplainError::Request(request.to_owned()))?;
+    let method: http::Method = method
+        .parse()
+        .map_err(|_| ExplainError::Request(request.to_owned()))?;
+    let path = path.trim();
+    let target = if path.starts_with(route::SIMPLE_PREFIX) {
+        route::recognise_simple(&method, path)
+    } else {
+        route::recognise(&method, path)
+    }
+    .map_err(|e| ExplainError::Request(e.to_string()))?;
+    let params = match body {
+        None => Params::default(),
+        Some(body) => {
+            let graph = match (target.surface, target.op.simple) {
+                (Surface::Simple, Some(api)) => simple::to_graph_body(target.op, api, body)
+                    .map_err(|e| ExplainError::Body(e.to_string()))?,
+                _ => body.clone(),
+            };
+            schema::validate(&graph, target.op.params, target.op.wrapper)
+                .map_err(|e| ExplainError::Body(e.to_string()))?
+        }
+    };
+    let facts = Facts {
+        caller: index,
+        op: target.op,
+        version: target.version,
+        device: &target.device_id,
+        params: &params,
+    };
+    let decision = policy.decide(&facts);
+    Ok((
+        Evaluation {
+            target,
+            params,
+            decision,
+        },
+        index,
+    ))
+}
+
+/// The text `policy explain` prints.
+pub fn explain(
+    policy: &Policy,
+    caller: &str,
+    request: &str,
+    body: Option<&serde_json::Value>,
+) -> Result<(bool, String), ExplainError> {
+    let (eval, index) = evaluate(policy, caller, request, body)?;
+    let mut out = String::new();
+    let d = &eval.decision;
+    let verdict = if d.allowed { "allow" } else { "deny" };
+    let _ = writeln!(out, "decision: {verdict}");
+    let _ = writeln!(out, "rule: {}", d.rule_name().unwrap_or(DEFAULT_DENY));
+    if let Some(s) = d.shadow {
+        let _ = writeln!(
+            out,
+            "shadow: rule '{}' would {}",
+            s.rule,
+            if s.allowed { "allow" } else { "deny" }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "operation: {} ({}) on device {}",
+        eval.target.op.name,
+        eval.target.version.as_str(),
+        eval.target.device_id
+    );
+    let facts = Facts {
+        caller: index,
+        op: eval.target.op,
+        version: eval.target.version,
+        device: &eval.target.device_id,
+        params: &eval.params,
+    };
+    let explanation = policy.explain(&facts);
+    if explanation.rules.is_empty() {
+        let _ = writeln!(out, "no rule names caller '{caller}'");
+    } else {
+        let _ = writeln!(out, "rules naming caller '{caller}':");
+    }
+    for (rule, result) in &explanation.rules {
+        let effect = format!(
+            "{:?}{}",
+            rule.effect,
+            if rule.mode == crate::policy::Mode::Shadow {
+                ", shadow"
+            } else {
+                ""
+            }
+        )
+        .to_lowercase();
+        let why = match result {
+            Ok(()) => "matches".to_owned(),
+            Err(m) => mismatch_text(m, &facts),
+        };
+        let _ = writeln!(out, "  - {} ({effect}): {why}", rule.name);
+    }
+    Ok((d.allowed, out))
+}
+
+fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
+    match m {
+        Mismatch::Operation => format!("does not cover {}", f.op.name),
+        Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),
+        Mismatch::Device => format!("does not list device {}", f.device),
+        Mismatch::Condition(c) => {
+            let test = match &c.test {
+                Test::EqualsStr(s) => format!("equals {s:?}"),
+                Test::EqualsBool(b) => format!("equals {b}"),
+                Test::OneOf(l) => format!("one of {l:?}"),
+                Test::Prefix(p) => format!("starts with {p:?}"),
+                Test::Suffix(s) => format!("ends with {s:?}"),
+                Test::Present(true) => "present".to_owned(),
+                Test::Present(false) => "absent".to_owned(),
+            };
+            format!("condition '{} {test}' does not hold", c.param)
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Fixtures {
+    #[serde(default)]
+    policy: Option<String>,
+    cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Case {
+    name: String,
+    caller: String,
+    request: String,
+    #[serde(default)]
+    body: Option<serde_json::Value>,
+    expect: Expect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Expect {
+    decision: String,
+    #[serde(default)]
+    rule: Option<String>,
+    #[serde(default)]
+    shadow_rule: Option<String>,
+}
+
+/// The result of `policy test`.
+pub struct TestReport {
+    /// Cases that matched their expectation.
+    pub passed: usize,
+    /// Cases that did not.
+    pub failed: usize,
+    /// One line per case.
+    pub lines: Vec<String>,
+}
+
+/// Runs a fixture file. The policy is `policy_override`, else the fixture's `policy:` (relative
+/// to the fixture file).
+pub fn run_fixtures(path: &Path, policy_override: Option<&Path>) -> Result<TestReport, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let fixtures: Fixtures = serde_saphyr::from_str(&text).map_err(|e| {
+        format!(
+            "{}: {}",
+            path.display(),
+            e.to_string().lines().next().unwrap_or_default()
+        )
+    })?;
+    let policy_path = match (policy_override, &fixtures.policy) {
+        (Some(p), _) => p.to_path_buf(),
+        (None, Some(p)) => path.parent().unwrap_or(Path::new(".")).join(p),
+        (None, None) => {
+            return Err(format!(
+                "{}: name the policy with 'policy:' or --policy",
+                path.display()
+            ));
+        }
+    };
+    let policy = Policy::load(&policy_path).map_err(|e| e.to_string())?;
+    let mut report = TestReport {
+        passed: 0,
+        failed: 0,
+        lines: Vec::new(),
+    };
+    for case in &fixtures.cases {
+        let failure = check_case(&policy, case);
+        match failure {
+            None => {
+                report.passed += 1;
+                report.lines.push(format!("ok   {}", case.name));
+            }
+            Some(why) => {
+                report.failed += 1;
+                report.lines.push(format!("FAIL {}: {why}", case.name));
+            }
+        }
+    }
+    Ok(report)
+}
+
+fn check_case(policy: &Policy, case: &Case) -> Option<String> {
+    let (eval, _) = match evaluate(policy, &case.caller, &case.request, case.body.as_ref()) {
+        Ok(e) => e,
+        Err(e) => return Some(e.to_string()),
+    };
+    let d = eval.decision;
+    let got_decision = if d.allowed { "allow" } else { "deny" };
+    let got_rule = d.rule_name().unwrap_or(DEFAULT_DENY);
+    let got_shadow = d.shadow.map(|s| s.rule);
+    let mut problems = Vec::new();
+    if case.expect.decision != got_decision {
+        problems.push(format!(
+            "expected {}, got {got_decision}",
+            case.expect.decision
+        ));
+    }
+    if let Some(rule) = case.expect.rule.as_deref().filter(|r| *r != got_rule) {
+        problems.push(format!("expected rule '{rule}', got '{got_rule}'"));
+    }
+    if let Some(rule) = case
+        .expect
+        .shadow_rule
+        .as_deref()
+        .filter(|r| Some(*r) != got_shadow)
+    {
+        problems.push(format!("expected shadow rule '{rule}', got {got_shadow:?}"));
+    }
+    (!problems.is_empty()).then(|| problems.join("; "))
+}

@@ -1,0 +1,407 @@
+//! Validation: the parsed file becomes typed callers and rules, or a list of every problem
+//! found, each with its line and column.
+
+use serde_saphyr::Spanned;
+
+use super::file::{
+    CallerEntry, ConditionEntry, DevicesEntry, EffectEntry, ModeEntry, PacingEntry, PolicyFile,
+    RuleEntry, ScalarEntry,
+};
+use super::{
+    Caller, Condition, Effect, Mode, MtlsIdentity, POLICY_VERSION, Pacing, Policy, PolicyIssue,
+    Rate, Rule, Test,
+};
+use crate::catalog::{self, ApiVersion, Operation};
+use crate::route::is_guid;
+use crate::schema::{self, ParamPath};
+
+/// Collects issues while validating.
+#[derive(Default)]
+struct Issues(Vec<PolicyIssue>);
+
+impl Issues {
+    fn at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+        self.0.push(PolicyIssue {
+            line: at.referenced.line(),
+            column: at.referenced.column(),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<PolicyIssue>> {
+    let mut issues = Issues::default();
+    if file.version.value != POLICY_VERSION {
+        issues.at(
+            &file.version,
+            format!(
+                "unsupported version {}: this build reads version {POLICY_VERSION}",
+                file.version.value
+            ),
+        );
+    }
+    let callers: Vec<Caller> = file
+        .callers
+        .iter()
+        .enumerate()
+        .map(|(i, c)| caller(c, &file.callers[..i], &mut issues))
+        .collect();
+    let rules: Vec<Rule> = file
+        .rules
+        .iter()
+        .enumerate()
+        .map(|(i, r)| rule(r, &file.rules[..i], &file.callers, &mut issues))
+        .collect();
+    let pacing = pacing(file.pacing.as_ref(), &mut issues);
+    if !issues.0.is_empty() {
+        issues.0.sort_by_key(|i| (i.line, i.column));
+        return Err(issues.0);
+    }
+    let by_caller = (0..callers.len())
+        .map(|c| {
+            rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.callers.contains(&c))
+                .map(|(i, _)| i)
+                .collect()
+        })
+        .collect();
+    Ok(Policy {
+        callers,
+        rules,
+        by_caller,
+        pacing,
+        hash,
+    })
+}
+
+fn rate(text: &Option<Spanned<String>>, issues: &mut Issues) -> Option<Rate> {
+    let text = text.as_ref()?;
+    Rate::parse(&text.value)
+        .map_err(|e| issues.at(text, e))
+        .ok()
+}
+
+fn caller(entry: &CallerEntry, earlier: &[CallerEntry], issues: &mut Issues) -> Caller {
+    let name = &entry.name;
+    if earlier.iter().any(|c| c.name.value == name.value) {
+        issues.at(name, format!("duplicate caller name {:?}", name.value));
+    }
+    let key_sha256 = entry.api_key_sha256.as_ref().and_then(|h| {
+        let parsed = parse_sha256(&h.value);
+        if parsed.is_none() {
+            issues.at(h, "api_key_sha256 must be 64 hex characters (the SHA-256 of the key; see 'graphgate policy hash-key')");
+        }
+        parsed
+    });
+    let mtls = entry
+        .mtls
+        .as_ref()
+        .and_then(|m| match (&m.value.uri_san, &m.value.subject_cn) {
+            (Some(uri), None) if !uri.is_empty() => Some(MtlsIdentity::UriSan(uri.clone())),
+            (None, Some(cn)) if !cn.is_empty() => Some(MtlsIdentity::SubjectCn(cn.clone())),
+            _ => {
+                issues.at(
+                    m,
+                    "mtls needs exactly one non-empty 'uri_san' or 'subject_cn'",
+                );
+                None
+            }
+        });
+    if entry.api_key_sha256.is_none() && entry.mtls.is_none() {
+        issues.at(
+            name,
+            format!(
+                "caller {:?} has no credential: give it api_key_sha256 or mtls",
+                name.value
+            ),
+        );
+    }
+    Caller {
+        name: name.value.clone(),
+        key_sha256,
+        mtls,
+        rate_limit: rate(&entry.rate_limit, issues),
+    }
+}
+
+fn rule(
+    entry: &RuleEntry,
+    earlier: &[RuleEntry],
+    callers: &[CallerEntry],
+    issues: &mut Issues,
+) -> Rule {
+    let name = &entry.name;
+    if earlier.iter().any(|r| r.name.value == name.value) {
+        issues.at(name, format!("duplicate rule name {:?}", name.value));
+    }
+    let mut caller_ids = Vec::new();
+    for c in &entry.callers.value {
+        match callers.iter().position(|k| k.name.value == c.value) {
+            Some(i) => caller_ids.push(i),
+            None => issues.at(c, format!("unknown caller {:?}", c.value)),
+        }
+    }
+    let mut operations: Vec<&'static Operation> = Vec::new();
+    for o in &entry.operations.value {
+        match catalog::by_name(&o.value) {
+            Some(op) => operations.push(op),
+            None => issues.at(
+                o,
+                format!(
+                    "unknown operation {:?}; known operations: {}",
+                    o.value,
+                    known_operations()
+                ),
+            ),
+        }
+    }
+    let versions = versions(entry, issues);
+    let devices = devices(entry, issues);
+    let conditions = entry
+        .when
+        .iter()
+        .filter_map(|c| condition(c, &operations, issues))
+        .collect();
+    let rule = Rule {
+        index: earlier.len(),
+        name: name.value.clone(),
+        effect: match entry.effect.as_ref().map(|e| e.value) {
+            Some(EffectEntry::Deny) => Effect::Deny,
+            _ => Effect::Allow,
+        },
+        mode: match entry.mode.as_ref().map(|m| m.value) {
+            Some(ModeEntry::Shadow) => Mode::Shadow,
+            _ => Mode::Enforce,
+        },
+        callers: caller_ids,
+        operations,
+        devices,
+        versions,
+        conditions,
+        rate_limit: rate(&entry.rate_limit, issues),
+    };
+    never_matches(entry, &rule, issues);
+    rule
+}
+
+fn versions(entry: &RuleEntry, issues: &mut Issues) -> Vec<ApiVersion> {
+    let Some(list) = &entry.api_versions else {
+        return vec![ApiVersion::V1, ApiVersion::Beta];
+    };
+    list.value
+        .iter()
+        .filter_map(|v| {
+            let parsed = ApiVersion::parse(&v.value).filter(|p| p.as_str() == v.value);
+            if parsed.is_none() {
+                issues.at(
+                    v,
+                    format!("unknown API version {:?}: use v1.0 or beta", v.value),
+                );
+            }
+            parsed
+        })
+        .collect()
+}
+
+fn devices(entry: &RuleEntry, issues: &mut Issues) -> Option<Vec<String>> {
+    let d = entry.devices.as_ref()?;
+    match &d.value {
+        DevicesEntry::Keyword(k) if k == "any" => None,
+        DevicesEntry::Keyword(k) => {
+            issues.at(
+                d,
+                format!("devices must be 'any' or a list of managed-device ids, not {k:?}"),
+            );
+            None
+        }
+        DevicesEntry::List(ids) => {
+            for id in ids.iter().filter(|id| !is_guid(id)) {
+                issues.at(
+                    d,
+                    format!("device id {id:?} is not a managed-device id (a GUID)"),
+                );
+            }
+            let mut ids: Vec<String> = ids.iter().map(|i| i.to_ascii_lowercase()).collect();
+            ids.sort();
+            ids.dedup();
+            Some(ids)
+        }
+    }
+}
+
+fn condition(
+    entry: &Spanned<ConditionEntry>,
+    ops: &[&'static Operation],
+    issues: &mut Issues,
+) -> Option<Condition> {
+    let c = &entry.value;
+    let tests = [
+        c.equals.is_some(),
+        c.one_of.is_some(),
+        c.prefix.is_some(),
+        c.suffix.is_some(),
+        c.present.is_some(),
+        c.absent.is_some(),
+    ];
+    if tests.iter().filter(|t| **t).count() != 1 {
+        issues.at(entry, format!("the condition on {:?} needs exactly one of equals, one_of, prefix, suffix, present, absent", c.param));
+        return None;
+    }
+    // The parameter must exist on every operation the rule covers.
+    let mut known: Option<ParamPath> = None;
+    for op in ops {
+        match schema::param_paths(op.params, op.wrapper)
+            .into_iter()
+            .find(|p| p.path == c.param)
+        {
+            Some(p) => known = Some(p),
+            None => {
+                issues.at(entry, format!("{} has no parameter {:?}", op.name, c.param));
+                return None;
+            }
+        }
+    }
+    let test = match (
+        &c.equals, &c.one_of, &c.prefix, &c.suffix, c.present, c.absent,
+    ) {
+        (Some(ScalarEntry::Bool(b)), ..) => Test::EqualsBool(*b),
+        (Some(ScalarEntry::Str(s)), ..) => Test::EqualsStr(s.clone()),
+        (_, Some(list), ..) => Test::OneOf(list.clone()),
+        (_, _, Some(p), ..) => Test::Prefix(p.clone()),
+        (_, _, _, Some(s), ..) => Test::Suffix(s.clone()),
+        (.., Some(p), _) => Test::Present(p),
+        (.., Some(a)) => Test::Present(!a),
+        _ => return None,
+    };
+    if let Some(p) = &known {
+        let value_test = !matches!(test, Test::Present(_));
+        if p.secret && value_test {
+            issues.at(
+                entry,
+                format!(
+                    "{:?} is a secret: a policy may only test that it is present or absent",
+                    c.param
+                ),
+            );
+        } else if value_test && p.boolean != matches!(test, Test::EqualsBool(_)) {
+            let want = if p.boolean {
+                "a boolean (equals: true|false)"
+            } else {
+                "a string test"
+            };
+            issues.at(entry, format!("{:?} needs {want}", c.param));
+        }
+    }
+    Some(Condition {
+        param: c.param.clone(),
+        test,
+    })
+}
+
+/// Rules that cannot match any request are mistakes; say so.
+fn never_matches(entry: &RuleEntry, rule: &Rule, issues: &mut Issues) {
+    if entry.callers.value.is_empty() {
+        issues.at(
+            &entry.callers,
+            format!("rule {:?} can never match: it names no caller", rule.name),
+        );
+    }
+    if entry.operations.value.is_empty() {
+        issues.at(
+            &entry.operations,
+            format!(
+                "rule {:?} can never match: it names no operation",
+                rule.name
+            ),
+        );
+    }
+    if let (Some(list), true) = (&entry.api_versions, rule.versions.is_empty()) {
+        issues.at(
+            list,
+            format!(
+                "rule {:?} can never match: it names no API version",
+                rule.name
+            ),
+        );
+    }
+    if let Some(op) = rule.operations.iter().find(|op| {
+        !rule.versions.is_empty() && !rule.versions.iter().any(|v| op.versions.contains(v))
+    }) {
+        issues.at(
+            &entry.name,
+            format!(
+                "rule {:?} can never match: {} is not offered in the listed API versions",
+                rule.name, op.name
+            ),
+        );
+    }
+    if let (Some(d), Some([])) = (&entry.devices, rule.devices.as_deref()) {
+        issues.at(
+            d,
+            format!(
+                "rule {:?} can never match: its device list is empty",
+                rule.name
+            ),
+        );
+    }
+    for (i, a) in rule.conditions.iter().enumerate() {
+        if let Some(b) = rule.conditions[..i]
+            .iter()
+            .find(|b| b.param == a.param && contradict(&a.test, &b.test))
+            && let Some(at) = entry.when.get(i)
+        {
+            issues.at(at, format!("rule {:?} can never match: conditions on {:?} contradict each other ({:?} and {:?})", rule.name, a.param, b.test, a.test));
+        }
+    }
+}
+
+fn contradict(a: &Test, b: &Test) -> bool {
+    match (a, b) {
+        (Test::Present(false), Test::Present(true))
+        | (Test::Present(true), Test::Present(false)) => true,
+        (Test::Present(false), t) | (t, Test::Present(false)) => !matches!(t, Test::Present(_)),
+        (Test::EqualsBool(x), Test::EqualsBool(y)) => x != y,
+        (Test::EqualsStr(x), Test::EqualsStr(y)) => !x.eq_ignore_ascii_case(y),
+        _ => false,
+    }
+}
+
+fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
+    let mut pacing = Pacing::default();
+    let Some(entry) = entry else { return pacing };
+    if let Some(r) = rate(&entry.tenant_writes, issues) {
+        pacing.tenant_writes = r;
+    }
+    if let Some(ms) = &entry.max_wait_ms {
+        pacing.max_wait = std::time::Duration::from_millis(ms.value);
+    }
+    if let Some(replicas) = &entry.replicas {
+        if replicas.value == 0 {
+            issues.at(replicas, "replicas must be at least 1");
+        }
+        pacing.tenant_writes = pacing.tenant_writes.split(replicas.value);
+    }
+    pacing
+}
+
+fn known_operations() -> String {
+    catalog::CATALOG
+        .iter()
+        .map(|o| o.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn parse_sha256(hex_text: &str) -> Option<[u8; 32]> {
+    let bytes = hex_text.as_bytes();
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}

@@ -1,0 +1,195 @@
+//! Evaluation: deny by default, a matching enforced deny wins, then the first matching
+//! enforced allow. Shadow rules are evaluated too and reported when they would change the
+//! outcome. Only the rules naming the caller are looked at, and nothing is allocated.
+
+use super::{Condition, Effect, Mode, Policy, Rule, Test};
+use crate::catalog::{ApiVersion, Operation};
+use crate::schema::{ParamValue, Params};
+
+/// What a decision is made on.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    /// Index into [`Policy::callers`].
+    pub caller: usize,
+    /// The operation.
+    pub op: &'static Operation,
+    /// The API version.
+    pub version: ApiVersion,
+    /// The target device (lower-case GUID).
+    pub device: &'a str,
+    /// The validated body parameters.
+    pub params: &'a Params,
+}
+
+/// What shadow rules would have decided, when that differs from the enforced decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShadowVerdict<'p> {
+    /// Whether the request would be allowed.
+    pub allowed: bool,
+    /// The shadow rule that would decide it.
+    pub rule: &'p str,
+}
+
+/// The policy's answer for one request.
+#[derive(Debug, Clone, Copy)]
+pub struct Decision<'p> {
+    /// Whether the request may be forwarded.
+    pub allowed: bool,
+    /// The rule that decided; `None` means no rule allows it (the default deny).
+    pub rule: Option<&'p Rule>,
+    /// What shadow rules would change, if anything.
+    pub shadow: Option<ShadowVerdict<'p>>,
+}
+
+impl Decision<'_> {
+    /// The deciding rule's name, or `None` for the default deny.
+    pub fn rule_name(&self) -> Option<&str> {
+        self.rule.map(|r| r.name.as_str())
+    }
+}
+
+/// Why one rule did not match.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mismatch {
+    /// The rule does not cover the operation.
+    Operation,
+    /// The rule does not cover the API version.
+    Version,
+    /// The rule does not cover the device.
+    Device,
+    /// A condition failed.
+    Condition(Condition),
+}
+
+/// Why the policy decided as it did, rule by rule (for `policy explain`).
+#[derive(Debug)]
+pub struct Explanation<'p> {
+    /// The decision.
+    pub decision: Decision<'p>,
+    /// Every rule naming the caller, and whether it matched.
+    pub rules: Vec<(&'p Rule, Result<(), Mismatch>)>,
+}
+
+impl Policy {
+    /// Decides one request.
+    pub fn decide(&self, facts: &Facts<'_>) -> Decision<'_> {
+        let mut enforced_allow = None;
+        let mut shadow_deny = None;
+        let mut shadow_allow = None;
+        for rule in self.rules_for(facts.caller) {
+            if rule.check(facts).is_err() {
+                continue;
+            }
+            match (rule.effect, rule.mode) {
+                (Effect::Deny, Mode::Enforce) => {
+                    return Decision {
+                        allowed: false,
+                        rule: Some(rule),
+                        shadow: None,
+                    };
+                }
+                (Effect::Allow, Mode::Enforce) => {
+                    enforced_allow.get_or_insert(rule);
+                }
+                (Effect::Deny, Mode::Shadow) => {
+                    shadow_deny.get_or_insert(rule);
+                }
+                (Effect::Allow, Mode::Shadow) => {
+                    shadow_allow.get_or_insert(rule);
+                }
+            }
+        }
+        let allowed = enforced_allow.is_some();
+        // With shadow rules enforced: a shadow deny would refuse an allowed request, and a
+        // shadow allow would let through one that nothing allows today.
+        let shadow = match (allowed, shadow_deny, shadow_allow) {
+            (true, Some(d), _) => Some(ShadowVerdict {
+                allowed: false,
+                rule: d.name.as_str(),
+            }),
+            (false, None, Some(a)) => Some(ShadowVerdict {
+                allowed: true,
+                rule: a.name.as_str(),
+            }),
+            _ => None,
+        };
+        Decision {
+            allowed,
+            rule: enforced_allow,
+            shadow,
+        }
+    }
+
+    /// Decides one request and says, for every rule naming the caller, why it did or did not match.
+    pub fn explain(&self, facts: &Facts<'_>) -> Explanation<'_> {
+        Explanation {
+            decision: self.decide(facts),
+            rules: self
+                .rules_for(facts.caller)
+                .map(|r| (r, r.check(facts)))
+                .collect(),
+        }
+    }
+
+    fn rules_for(&self, caller: usize) -> impl Iterator<Item = &Rule> {
+        self.by_caller
+            .get(caller)
+            .into_iter()
+            .flatten()
+            .filter_map(|&i| self.rules.get(i))
+    }
+}
+
+impl Rule {
+    /// Whether this rule covers the request; the first reason it does not, if not.
+    fn check(&self, f: &Facts<'_>) -> Result<(), Mismatch> {
+        if !self.operations.iter().any(|o| std::ptr::eq(*o, f.op)) {
+            return Err(Mismatch::Operation);
+        }
+        if !self.versions.contains(&f.version) {
+            return Err(Mismatch::Version);
+        }
+        if let Some(devices) = &self.devices
+            && devices
+                .binary_search_by(|d| d.as_str().cmp(f.device))
+                .is_err()
+        {
+            return Err(Mismatch::Device);
+        }
+        match self.conditions.iter().find(|c| !c.holds(f.params)) {
+            Some(failed) => Err(Mismatch::Condition(failed.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Condition {
+    fn holds(&self, params: &Params) -> bool {
+        let value = params
+            .get(&self.param)
+            .filter(|v| !matches!(v, ParamValue::Null));
+        let text = value.and_then(|v| match v {
+            ParamValue::String(s) => Some(s.as_str()),
+            ParamValue::Type(t) => Some(*t),
+            _ => None,
+        });
+        match &self.test {
+            Test::Present(want) => value.is_some() == *want,
+            Test::EqualsBool(b) => matches!(value, Some(ParamValue::Bool(v)) if v == b),
+            Test::EqualsStr(s) => text.is_some_and(|t| eq_type_or_text(t, s)),
+            Test::OneOf(list) => text.is_some_and(|t| list.iter().any(|s| eq_type_or_text(t, s))),
+            Test::Prefix(p) => text.is_some_and(|t| {
+                t.len() >= p.len() && t.as_bytes()[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            }),
+            Test::Suffix(s) => text.is_some_and(|t| {
+                t.len() >= s.len()
+                    && t.as_bytes()[t.len() - s.len()..].eq_ignore_ascii_case(s.as_bytes())
+            }),
+        }
+    }
+}
+
+/// Type names may be written with or without Graph's leading `#`.
+fn eq_type_or_text(value: &str, wanted: &str) -> bool {
+    value.eq_ignore_ascii_case(wanted.strip_prefix('#').unwrap_or(wanted))
+}

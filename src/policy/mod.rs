@@ -1,0 +1,244 @@
+//! The allow-list policy (`policy.yaml`): who may run which Graph operation, on which
+//! devices, with which parameters. Parsed strictly, validated with every error reported at
+//! once (each with line and column), and evaluated deny-by-default with deny rules winning.
+
+mod compile;
+mod eval;
+mod file;
+pub mod rate;
+
+use std::fmt;
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::catalog::{ApiVersion, Operation};
+pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
+pub use rate::Rate;
+
+/// The policy-file format this build reads.
+pub const POLICY_VERSION: u32 = 1;
+
+/// One problem in a policy file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyIssue {
+    /// 1-based line (0 when unknown).
+    pub line: u64,
+    /// 1-based column (0 when unknown).
+    pub column: u64,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for PolicyIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}: {}", self.line, self.column, self.message)
+    }
+}
+
+/// A policy file that cannot be used, with every problem found.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct PolicyError {
+    /// Where the policy came from.
+    pub source_name: String,
+    /// The problems, in file order.
+    pub issues: Vec<PolicyIssue>,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} has {} error(s):",
+            self.source_name,
+            self.issues.len()
+        )?;
+        for issue in &self.issues {
+            write!(f, "\n  {}:{issue}", self.source_name)?;
+        }
+        Ok(())
+    }
+}
+
+/// How a caller may prove its identity with a client certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MtlsIdentity {
+    /// A URI subject-alternative name (e.g. a SPIFFE id), matched exactly.
+    UriSan(String),
+    /// The subject common name, matched exactly.
+    SubjectCn(String),
+}
+
+/// A known caller.
+#[derive(Debug)]
+pub struct Caller {
+    /// The caller's name, used in rules, audit and logs.
+    pub name: String,
+    /// SHA-256 of its API key, if it may use one.
+    pub key_sha256: Option<[u8; 32]>,
+    /// Its client-certificate identity, if it may use mTLS.
+    pub mtls: Option<MtlsIdentity>,
+    /// Its own request budget, if any.
+    pub rate_limit: Option<Rate>,
+}
+
+/// Whether a matching rule lets the request through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Allow.
+    Allow,
+    /// Deny (wins over any allow).
+    Deny,
+}
+
+/// Whether a rule is enforced or only recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Decides requests.
+    Enforce,
+    /// Evaluated and recorded, never enforced.
+    Shadow,
+}
+
+/// A test on one body parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Test {
+    /// Equal to a string (ASCII case-insensitive).
+    EqualsStr(String),
+    /// Equal to a boolean.
+    EqualsBool(bool),
+    /// One of these strings (ASCII case-insensitive).
+    OneOf(Vec<String>),
+    /// Starts with (ASCII case-insensitive).
+    Prefix(String),
+    /// Ends with (ASCII case-insensitive).
+    Suffix(String),
+    /// Present and not null (`true`), or absent or null (`false`).
+    Present(bool),
+}
+
+/// A condition: `param` must pass `test`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    /// The parameter's dotted path (see [`crate::schema::Params`]).
+    pub param: String,
+    /// The test.
+    pub test: Test,
+}
+
+/// A rule.
+#[derive(Debug)]
+pub struct Rule {
+    /// Position in [`Policy::rules`].
+    pub index: usize,
+    /// The rule's name, reported with every decision it makes.
+    pub name: String,
+    /// Allow or deny.
+    pub effect: Effect,
+    /// Enforced or shadow.
+    pub mode: Mode,
+    /// Indices into [`Policy::callers`].
+    pub callers: Vec<usize>,
+    /// Operations it covers.
+    pub operations: Vec<&'static Operation>,
+    /// Devices it covers (sorted lower-case GUIDs); `None` is any device.
+    pub devices: Option<Vec<String>>,
+    /// API versions it covers.
+    pub versions: Vec<ApiVersion>,
+    /// All must hold.
+    pub conditions: Vec<Condition>,
+    /// Its own request budget, if any.
+    pub rate_limit: Option<Rate>,
+}
+
+/// Gateway-wide pacing of writes to the tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pacing {
+    /// Outgoing privileged writes allowed for this replica.
+    pub tenant_writes: Rate,
+    /// Longest a request waits for a pacing slot before getting 429.
+    pub max_wait: std::time::Duration,
+}
+
+/// Intune's published limit: 200 writes per 20 s per app per tenant (graph-facts §4).
+pub const INTUNE_WRITE_LIMIT: Rate = Rate {
+    count: 200,
+    per: std::time::Duration::from_secs(20),
+};
+
+impl Default for Pacing {
+    fn default() -> Self {
+        Pacing {
+            tenant_writes: INTUNE_WRITE_LIMIT,
+            max_wait: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+/// A validated policy, ready to evaluate.
+#[derive(Debug)]
+pub struct Policy {
+    /// Every caller, in file order.
+    pub callers: Vec<Caller>,
+    /// Every rule, in file order.
+    pub rules: Vec<Rule>,
+    /// For each caller, the indices of the rules naming it, in file order.
+    by_caller: Vec<Vec<usize>>,
+    /// Tenant write pacing.
+    pub pacing: Pacing,
+    /// Hex SHA-256 of the file's bytes: the policy version recorded with each decision.
+    pub hash: String,
+}
+
+impl Policy {
+    /// Parses and validates policy text; `source_name` labels errors.
+    pub fn from_yaml(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
+        let fail = |issues| PolicyError {
+            source_name: source_name.to_owned(),
+            issues,
+        };
+        let parsed: file::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
+            fail(vec![PolicyIssue {
+                line,
+                column,
+                message,
+            }])
+        })?;
+        compile::compile(parsed, hex(&Sha256::digest(text.as_bytes()))).map_err(fail)
+    }
+
+    /// Reads and validates a policy file.
+    pub fn load(path: &Path) -> Result<Policy, PolicyError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+            source_name: name.clone(),
+            issues: vec![PolicyIssue {
+                line: 0,
+                column: 0,
+                message: format!("cannot read: {e}"),
+            }],
+        })?;
+        Self::from_yaml(&text, &name)
+    }
+
+    /// The index of the caller named `name`.
+    pub fn caller_index(&self, name: &str) -> Option<usize> {
+        self.callers.iter().position(|c| c.name == name)
+    }
+}
+
+/// Lower-case hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,207 @@
+//! Unit tests for loading and evaluating policies.
+
+use super::*;
+use crate::catalog;
+use crate::schema::{ParamValue, Params};
+
+const H: &str = "1f2d3c4b5a69788796a5b4c3d2e1f0011223344556677889aabbccddeeff0011";
+const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+const OTHER_DEV: &str = "11111111-2222-3333-4444-555555555555";
+
+fn policy(rules: &str) -> Policy {
+    let text = format!(
+        "version: 1\ncallers:\n  - name: rotator\n    api_key_sha256: \"{H}\"\n  - name: other\n    mtls:\n      uri_san: spiffe://x/other\nrules:\n{rules}"
+    );
+    Policy::from_yaml(&text, "p.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn errors(text: &str) -> PolicyError {
+    Policy::from_yaml(text, "p.yaml").unwrap_err()
+}
+
+fn op() -> &'static Operation {
+    catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap()
+}
+
+fn params(pairs: &[(&str, ParamValue)]) -> Params {
+    Params(
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+    )
+}
+
+fn decide(
+    p: &Policy,
+    caller: usize,
+    version: ApiVersion,
+    device: &str,
+    params: &Params,
+) -> (bool, Option<String>, Option<(bool, String)>) {
+    let d = p.decide(&Facts {
+        caller,
+        op: op(),
+        version,
+        device,
+        params,
+    });
+    (
+        d.allowed,
+        d.rule_name().map(str::to_owned),
+        d.shadow.map(|s| (s.allowed, s.rule.to_owned())),
+    )
+}
+
+const ALLOW: &str = "  - name: r1\n    callers: [rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n";
+
+#[test]
+fn allow_rules_name_callers_and_operations() {
+    let p = policy(ALLOW);
+    assert_eq!(
+        decide(&p, 0, ApiVersion::V1, DEV, &Params::default()),
+        (true, Some("r1".into()), None)
+    );
+    assert_eq!(
+        decide(&p, 1, ApiVersion::V1, DEV, &Params::default()),
+        (false, None, None)
+    );
+    assert_eq!(p.hash.len(), 64);
+}
+
+#[test]
+fn devices_versions_and_conditions_narrow_a_rule() {
+    let p = policy(&format!(
+        "{ALLOW}    devices: [\"{}\"]\n    api_versions: [v1.0]\n    when:\n      - param: deviceAccountEmail\n        suffix: \"@rooms.contoso.com\"\n      - param: passwordRotationEnabled\n        equals: true\n      - param: deviceAccount.password\n        present: true\n      - param: deviceAccount.@odata.type\n        one_of: [\"#microsoft.graph.windowsDeviceAzureADAccount\"]\n",
+        DEV.to_uppercase()
+    ));
+    let good = params(&[
+        (
+            "deviceAccountEmail",
+            ParamValue::String("Room1@ROOMS.contoso.com".into()),
+        ),
+        ("passwordRotationEnabled", ParamValue::Bool(true)),
+        (
+            "deviceAccount.password",
+            ParamValue::Secret(crate::secret::Secret::new("x")),
+        ),
+        (
+            "deviceAccount.@odata.type",
+            ParamValue::Type("microsoft.graph.windowsDeviceAzureADAccount"),
+        ),
+    ]);
+    assert!(decide(&p, 0, ApiVersion::V1, DEV, &good).0);
+    assert!(!decide(&p, 0, ApiVersion::Beta, DEV, &good).0, "version");
+    assert!(!decide(&p, 0, ApiVersion::V1, OTHER_DEV, &good).0, "device");
+    let mut wrong_email = good.clone();
+    wrong_email.0[0].1 = ParamValue::String("room1@contoso.com".into());
+    assert!(
+        !decide(&p, 0, ApiVersion::V1, DEV, &wrong_email).0,
+        "suffix"
+    );
+    let mut no_password = good.clone();
+    no_password.0[2].1 = ParamValue::Null;
+    assert!(
+        !decide(&p, 0, ApiVersion::V1, DEV, &no_password).0,
+        "present"
+    );
+    let mut rotation_off = good.clone();
+    rotation_off.0[1].1 = ParamValue::Bool(false);
+    assert!(
+        !decide(&p, 0, ApiVersion::V1, DEV, &rotation_off).0,
+        "equals bool"
+    );
+}
+
+#[test]
+fn deny_wins_and_shadow_rules_only_report() {
+    let p = policy(&format!(
+        "{ALLOW}  - name: no-contoso-exchange\n    effect: deny\n    callers: [rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: exchangeServer\n        equals: evil.example\n  - name: tighten-later\n    effect: deny\n    mode: shadow\n    callers: [rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: calendarSyncEnabled\n        equals: false\n"
+    ));
+    let evil = params(&[("exchangeServer", ParamValue::String("EVIL.example".into()))]);
+    assert_eq!(
+        decide(&p, 0, ApiVersion::V1, DEV, &evil),
+        (false, Some("no-contoso-exchange".into()), None)
+    );
+    let sync_off = params(&[("calendarSyncEnabled", ParamValue::Bool(false))]);
+    assert_eq!(
+        decide(&p, 0, ApiVersion::V1, DEV, &sync_off),
+        (
+            true,
+            Some("r1".into()),
+            Some((false, "tighten-later".into()))
+        )
+    );
+}
+
+#[test]
+fn unknown_keys_fail_with_line_and_column() {
+    let err = errors(&format!(
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{H}\"\nrules:\n  - name: r1\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    devcies: any\n"
+    ));
+    assert_eq!(err.issues.len(), 1);
+    assert_eq!(err.issues[0].line, 9, "{err}");
+    assert!(err.issues[0].message.contains("devcies"), "{err}");
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once_with_its_position() {
+    let text = format!(
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"xyz\"\n  - name: a\n    api_key_sha256: \"{H}\"\n  - name: nocred\nrules:\n  - name: r\n    callers: [nobody]\n    operations: [managedDevices.wipeEverything]\n  - name: r\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    devices: [not-a-guid]\n    rate_limit: lots per day\n    when:\n      - param: colour\n        equals: red\n      - param: deviceAccount.password\n        equals: hunter2\n      - param: calendarSyncEnabled\n        suffix: x\n      - param: exchangeServer\n        present: true\n        absent: true\n  - name: never\n    callers: []\n    operations: [managedDevices.updateWindowsDeviceAccount]\n  - name: contradiction\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: exchangeServer\n        absent: true\n      - param: exchangeServer\n        equals: x\n"
+    );
+    let err = errors(&text);
+    let shown = err.to_string();
+    let expect = [
+        (4, "api_key_sha256 must be 64 hex"),
+        (5, "duplicate caller name \"a\""),
+        (7, "has no credential"),
+        (10, "unknown caller \"nobody\""),
+        (11, "unknown operation \"managedDevices.wipeEverything\""),
+        (12, "duplicate rule name \"r\""),
+        (15, "not-a-guid"),
+        (16, "is not a rate"),
+        (18, "has no parameter \"colour\""),
+        (20, "is a secret"),
+        (22, "needs a boolean"),
+        (24, "exactly one of"),
+        (28, "names no caller"),
+        (36, "contradict"),
+    ];
+    for (line, text) in expect {
+        assert!(
+            err.issues
+                .iter()
+                .any(|i| i.line == line && i.message.contains(text)),
+            "line {line}: {text}\n{shown}"
+        );
+    }
+    assert_eq!(err.issues.len(), expect.len(), "{shown}");
+    assert!(shown.contains("p.yaml:10:"), "{shown}");
+}
+
+#[test]
+fn pacing_defaults_to_intunes_limit_and_splits_across_replicas() {
+    assert_eq!(policy(ALLOW).pacing.tenant_writes, INTUNE_WRITE_LIMIT);
+    let p = Policy::from_yaml(
+        "version: 1\npacing:\n  tenant_writes: 200 per 20s\n  replicas: 4\n  max_wait_ms: 500\n",
+        "p",
+    )
+    .unwrap();
+    assert_eq!(
+        p.pacing.tenant_writes,
+        Rate {
+            count: 50,
+            per: std::time::Duration::from_secs(20)
+        }
+    );
+    assert_eq!(p.pacing.max_wait, std::time::Duration::from_millis(500));
+}
+
+#[test]
+fn the_shipped_policy_is_valid() {
+    Policy::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/policy.yaml"
+    )))
+    .unwrap_or_else(|e| panic!("{e}"));
+}
