@@ -235,3 +235,99 @@ fn hash_key_matches_what_the_gateway_compares() {
         graphgate::identity::api_key_sha256("demo-api-key")
     );
 }
+
+#[test]
+fn policy_test_runs_the_shipped_fixtures_and_fails_on_a_mismatch() {
+    let out = graphgate(&["policy", "test", "tests/policy-fixtures.yaml"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("8 passed, 0 failed"), "{text}");
+
+    let dir = std::env::temp_dir().join(format!("graphgate-fixtures-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let wrong = dir.join("wrong.yaml");
+    let policy = std::fs::canonicalize("policy.yaml").unwrap();
+    std::fs::write(
+        &wrong,
+        format!(
+            "policy: {}\ncases:\n  - name: helpdesk expected to be allowed\n    caller: helpdesk-portal\n    request: POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount\n    expect: {{ decision: allow, rule: nope }}\n",
+            policy.display()
+        ),
+    )
+    .unwrap();
+    let out = graphgate(&["policy", "test", wrong.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("FAIL helpdesk expected to be allowed: expected allow, got deny; expected rule 'nope', got '(default deny)'"), "{text}");
+    assert!(text.contains("0 passed, 1 failed"), "{text}");
+}
+
+#[test]
+fn policy_explain_names_the_rule_or_why_none_matched() {
+    let path = "POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
+    let dir = std::env::temp_dir().join(format!("graphgate-explain-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let good = dir.join("good.json");
+    std::fs::write(&good, r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccountEmail":"room9@rooms.contoso.com","passwordRotationEnabled":true,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}}"##).unwrap();
+    let out = graphgate(&[
+        "policy",
+        "explain",
+        "--caller",
+        "rooms-rotator",
+        path,
+        "--body",
+        good.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.starts_with("decision: allow\nrule: rotator-updates-room-accounts\n"),
+        "{text}"
+    );
+
+    let out = graphgate(&["policy", "explain", "--caller", "helpdesk-portal", path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("decision: deny\nrule: (default deny)")
+            && text.contains("no rule names caller 'helpdesk-portal'"),
+        "{text}"
+    );
+
+    let bad = dir.join("bad.json");
+    std::fs::write(&bad, r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccountEmail":"room9@rooms.contoso.com","passwordRotationEnabled":false,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}}"##).unwrap();
+    let out = graphgate(&[
+        "policy",
+        "explain",
+        "--caller",
+        "rooms-rotator",
+        path,
+        "--body",
+        bad.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("condition 'passwordRotationEnabled equals true' does not hold"),
+        "{text}"
+    );
+
+    let out = graphgate(&["policy", "explain", "--caller", "ghost", path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown caller \"ghost\""));
+}

@@ -2,6 +2,8 @@
 //! production (real hostnames, TLS with certificate checks, connect-to overrides).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod pki;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
