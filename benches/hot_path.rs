@@ -1,0 +1,89 @@
+//! Micro-benchmarks of the per-request hot path: path recognition, body validation with
+//! redaction, and policy evaluation as the policy grows.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use graphgate::catalog;
+use graphgate::identity::api_key_sha256;
+use graphgate::policy::{Facts, Policy};
+use graphgate::route;
+use graphgate::schema;
+
+const PATH: &str = "/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
+const BODY: &str = r##"{"updateWindowsDeviceAccountActionParameter":{"calendarSyncEnabled":true,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"P@ss","userPrincipalName":"room1@rooms.contoso.com"},"deviceAccountEmail":"room1@rooms.contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true,"sessionInitiationProtocalAddress":"sip:room1@rooms.contoso.com"}}"##;
+
+/// A policy of `n` rules over 100 callers; the caller under test is named by every tenth
+/// rule, with conditions, and only the last of its rules matches.
+fn policy_of(n: usize) -> Policy {
+    let mut text = String::from("version: 1\ncallers:\n");
+    for c in 0..100 {
+        text.push_str(&format!(
+            "  - name: caller-{c}\n    api_key_sha256: \"{}\"\n",
+            api_key_sha256(&format!("key-{c}"))
+        ));
+    }
+    text.push_str("rules:\n");
+    for r in 0..n {
+        let caller = if r % 10 == 0 { 0 } else { 1 + r % 99 };
+        let suffix = if r + 10 >= n && caller == 0 {
+            "@rooms.contoso.com"
+        } else {
+            "@nowhere.example"
+        };
+        text.push_str(&format!(
+            "  - name: rule-{r}\n    callers: [caller-{caller}]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: deviceAccountEmail\n        suffix: \"{suffix}\"\n      - param: passwordRotationEnabled\n        equals: true\n"
+        ));
+    }
+    Policy::from_yaml(&text, "bench").unwrap()
+}
+
+fn recognition(c: &mut Criterion) {
+    c.bench_function("route/recognise", |b| {
+        b.iter(|| route::recognise(&http::Method::POST, black_box(PATH)).unwrap())
+    });
+}
+
+fn validation(c: &mut Criterion) {
+    let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();
+    c.bench_function("schema/parse_and_validate_with_redaction", |b| {
+        b.iter(|| {
+            let v = schema::parse_strict(black_box(BODY.as_bytes())).unwrap();
+            schema::validate(&v, op.params, op.wrapper).unwrap()
+        })
+    });
+}
+
+fn evaluation(c: &mut Criterion) {
+    let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();
+    let target = route::recognise(&http::Method::POST, PATH).unwrap();
+    let params = schema::validate(
+        &schema::parse_strict(BODY.as_bytes()).unwrap(),
+        op.params,
+        op.wrapper,
+    )
+    .unwrap();
+    let mut group = c.benchmark_group("policy/decide");
+    for n in [10, 1_000, 10_000] {
+        let policy = policy_of(n);
+        let facts = Facts {
+            caller: 0,
+            op,
+            version: target.version,
+            device: &target.device_id,
+            params: &params,
+        };
+        assert!(
+            policy.decide(&facts).allowed,
+            "the benchmark must exercise a full walk to an allow"
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(n), &policy, |b, p| {
+            b.iter(|| p.decide(black_box(&facts)).allowed)
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, recognition, validation, evaluation);
+criterion_main!(benches);
