@@ -158,6 +158,22 @@ impl GatewayError {
     }
 }
 
+/// The answer when something unexpected went wrong: no detail for the client (it is logged).
+pub fn internal_error_response() -> Response<Full<Bytes>> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let body = crate::graph_error::body(
+        "generalException",
+        "something went wrong; the gateway logged the details",
+        &id,
+        &id,
+    );
+    let mut resp = Response::new(Full::new(body));
+    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,8 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
+        // A client may close its sending side once the request is out and still get the answer.
+        .half_close(true)
         .max_buf_size(limits.max_header_bytes.max(8192));
     builder
         .http2()
@@ -144,7 +146,15 @@ async fn serve_connection<I>(
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let gateway = Arc::clone(&gateway);
         req.extensions_mut().insert(conn.clone());
-        async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
+        // The request runs in its own task: a client that disconnects mid-request cannot
+        // cancel a privileged call between forwarding it and recording its outcome.
+        let task = tokio::spawn(async move { gateway.handle(req).await });
+        async move {
+            Ok::<_, std::convert::Infallible>(task.await.unwrap_or_else(|e| {
+                tracing::error!(error = %e, "request task failed");
+                crate::error::internal_error_response()
+            }))
+        }
     });
     if let Err(e) = watcher
         .watch(builder.serve_connection(io, service).into_owned())
