@@ -104,6 +104,8 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
+        broker
+            .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         Gateway {
             policy: ArcSwap::from_pointee(policy),
             cloud,
@@ -115,7 +117,14 @@ impl Gateway {
 
     /// Replaces the policy; requests in flight keep the one they started with.
     pub fn set_policy(&self, policy: Policy) {
+        self.broker
+            .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         self.policy.store(Arc::new(policy));
+    }
+
+    /// The latest least-privilege report (see [`TokenBroker::least_privilege`]).
+    pub fn least_privilege(&self) -> Option<Arc<crate::credential::LeastPrivilegeReport>> {
+        self.broker.least_privilege()
     }
 
     /// The deployment's cloud.
