@@ -97,3 +97,14 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         settings.limits.clone(),
     )))
 }
+
+/// Obtains the first token ahead of any request and logs the outcome, so the
+/// least-privilege report (`Gateway::least_privilege`) is known before traffic arrives.
+pub async fn prime_token(gateway: Arc<Gateway>) {
+    match gateway.broker().token().await {
+        Ok(_) => tracing::info!("first token obtained"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not obtain the first token; retrying on the first request")
+        }
+    }
+}

@@ -329,3 +329,72 @@ impl CertificateFile {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::emulator::TestCertificate;
+
+    fn parts(jwt: &str) -> (serde_json::Value, serde_json::Value) {
+        let mut it = jwt.split('.').map(|p| {
+            serde_json::from_slice::<serde_json::Value>(&URL_SAFE_NO_PAD.decode(p).unwrap())
+                .unwrap()
+        });
+        (it.next().unwrap(), it.next().unwrap())
+    }
+
+    #[test]
+    fn assertions_follow_entra_s_format() {
+        let test = TestCertificate::generate("unit").unwrap();
+        let cert = ClientCertificate::from_pem(test.combined_pem().as_bytes()).unwrap();
+        assert!(!format!("{cert:?}").contains("PRIVATE"));
+        let url = "https://login.microsoftonline.us/t/oauth2/v2.0/token";
+        let a = cert
+            .assertion(AssertionAlg::Ps256, "cid", url, false, 1_000)
+            .unwrap();
+        let (h, c) = parts(a.expose());
+        assert_eq!(h["alg"], "PS256");
+        assert_eq!(h["typ"], "JWT");
+        assert_eq!(h["x5t#S256"], cert.thumbprint_sha256.as_str());
+        assert!(h.get("x5t").is_none() && h.get("x5c").is_none());
+        assert_eq!(c["aud"], url);
+        assert_eq!(
+            (c["iss"].as_str(), c["sub"].as_str()),
+            (Some("cid"), Some("cid"))
+        );
+        assert_eq!(c["nbf"], 1_000);
+        let lifetime = c["exp"].as_u64().unwrap() - c["nbf"].as_u64().unwrap();
+        assert!(lifetime > 0 && lifetime <= 600, "{lifetime}");
+        let b = cert
+            .assertion(AssertionAlg::Rs256, "cid", url, true, 1_000)
+            .unwrap();
+        let (h2, c2) = parts(b.expose());
+        assert_eq!(h2["alg"], "RS256");
+        assert_eq!(h2["x5t"], cert.thumbprint_sha1.as_str());
+        assert_eq!(h2["x5c"][0], STANDARD.encode(&test.cert_der));
+        assert_ne!(c["jti"], c2["jti"], "jti is unique");
+        assert_eq!(cert.thumbprint_sha1.len(), 27, "base64url of 20 bytes");
+    }
+
+    #[test]
+    fn files_without_a_matching_rsa_key_are_refused_by_name() {
+        let a = TestCertificate::generate("a").unwrap();
+        let b = TestCertificate::generate("b").unwrap();
+        let err = ClientCertificate::from_pem(a.cert_pem.as_bytes()).unwrap_err();
+        assert!(err.contains("no unencrypted private key"), "{err}");
+        let err = ClientCertificate::from_pem(a.key_pem().as_bytes()).unwrap_err();
+        assert_eq!(err, "no CERTIFICATE in the file");
+        let mixed = format!("{}{}", a.cert_pem, b.key_pem());
+        let err = ClientCertificate::from_pem(mixed.as_bytes()).unwrap_err();
+        assert!(err.contains("belongs to none"), "{err}");
+        assert!(!err.contains("BEGIN"), "never echoes the file");
+        // The chain may come before the leaf: the key picks the leaf.
+        let chained = format!("{}{}{}", b.cert_pem, a.cert_pem, a.key_pem());
+        let c = ClientCertificate::from_pem(chained.as_bytes()).unwrap();
+        assert_eq!(
+            c.thumbprint_sha256,
+            URL_SAFE_NO_PAD.encode(Sha256::digest(&a.cert_der))
+        );
+        assert_eq!(c.chain.len(), 2);
+    }
+}

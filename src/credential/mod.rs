@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use certificate::{AssertionAlg, ClientCertificate};
-pub use entra::{EntraErrorFields, EntraTokenFields, TransportError, request_token};
+pub use entra::{ClientAuth, EntraErrorFields, EntraTokenFields, TransportError, request_token};
 pub use imds::{DEFAULT_IMDS_ENDPOINT, IMDS_API_VERSION};
 pub use privilege::LeastPrivilegeReport;
 
