@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cloud::Cloud;
-use crate::credential::{self, Credential, EntraSource};
+use crate::credential::{self, Credential};
 use crate::gateway::{Gateway, Limits};
 use crate::policy::Policy;
 use crate::token::{TokenBroker, TokenKey};
@@ -70,12 +70,13 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         client: settings.credential.client_id().to_owned(),
         scope: endpoints.scope.to_owned(),
     };
-    let source = Arc::new(EntraSource {
-        http: http.clone(),
-        credential: settings.credential.clone(),
+    settings.credential.check()?;
+    let source = credential::source(
+        http.clone(),
+        settings.credential.clone(),
+        settings.cloud,
         authority_host,
-        scope: endpoints.scope.to_owned(),
-    });
+    )?;
     let broker = TokenBroker::new(key, source, settings.token_expiry_margin);
     tracing::info!(
         cloud = %settings.cloud,
@@ -95,4 +96,15 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         http,
         settings.limits.clone(),
     )))
+}
+
+/// Obtains the first token ahead of any request and logs the outcome, so the
+/// least-privilege report (`Gateway::least_privilege`) is known before traffic arrives.
+pub async fn prime_token(gateway: Arc<Gateway>) {
+    match gateway.broker().token().await {
+        Ok(_) => tracing::info!("first token obtained"),
+        Err(err) => {
+            tracing::warn!(error = %err, "could not obtain the first token; retrying on the first request")
+        }
+    }
 }

@@ -125,6 +125,8 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
+        broker
+            .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         let limiters = LimiterRegistry::default();
         let installed = Installed {
             limits: limiters.for_policy(&policy),
@@ -142,6 +144,8 @@ impl Gateway {
 
     /// Replaces the policy; requests in flight keep the one they started with.
     pub fn set_policy(&self, policy: Policy) {
+        self.broker
+            .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         let limits = self.limiters.for_policy(&policy);
         self.installed.store(Arc::new(Installed { policy, limits }));
     }
@@ -149,6 +153,11 @@ impl Gateway {
     /// The policy in force, with its limiters.
     pub fn installed(&self) -> Arc<Installed> {
         self.installed.load_full()
+    }
+
+    /// The latest least-privilege report (see [`TokenBroker::least_privilege`]).
+    pub fn least_privilege(&self) -> Option<Arc<crate::credential::LeastPrivilegeReport>> {
+        self.broker.least_privilege()
     }
 
     /// The deployment's cloud.

@@ -277,6 +277,8 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         }));
     }
+    // Fetch the first token now, so the least-privilege report (readiness) is known early.
+    tokio::spawn(app::prime_token(Arc::clone(&gateway)));
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "graphgate listening");
@@ -338,6 +340,7 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
         } else {
             args.devices
         },
+        ..defaults
     };
     let emulator = Emulator::new(config)?;
     if let Some(path) = &args.ca_out {

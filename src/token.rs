@@ -11,7 +11,8 @@ use base64::Engine;
 use moka::Expiry;
 use tokio::time::Instant;
 
-use crate::credential::{IssuedToken, TokenError};
+use crate::credential::privilege::PrivilegeWatch;
+use crate::credential::{IssuedToken, LeastPrivilegeReport, TokenError};
 use crate::secret::Secret;
 use crate::upstream::BoxFuture;
 
@@ -121,6 +122,7 @@ pub struct TokenBroker {
     source: Arc<dyn TokenSource>,
     key: TokenKey,
     margin: Duration,
+    privilege: Arc<PrivilegeWatch>,
 }
 
 /// Longest wait between failed background refreshes.
@@ -138,7 +140,20 @@ impl TokenBroker {
             source,
             key,
             margin,
+            privilege: Arc::new(PrivilegeWatch::default()),
         }
+    }
+
+    /// The latest least-privilege report: the roles of the newest token against the
+    /// permissions the policy needs. `None` until the first token. Readiness fails while
+    /// `missing` is non-empty; `excess` is a warning and a metric.
+    pub fn least_privilege(&self) -> Option<Arc<LeastPrivilegeReport>> {
+        self.privilege.report()
+    }
+
+    /// The permissions the current policy needs (set at start-up and on every reload).
+    pub fn set_required_permissions(&self, required: std::collections::BTreeSet<&'static str>) {
+        self.privilege.set_required(required);
     }
 
     /// The cache key this broker serves.
@@ -158,11 +173,14 @@ impl TokenBroker {
         }
         let source = Arc::clone(&self.source);
         let margin = self.margin;
+        let privilege = Arc::clone(&self.privilege);
         let fetched = self
             .cache
             .try_get_with(self.key.clone(), async move {
                 let issued = source.fetch().await?;
-                CachedToken::new(issued, Instant::now(), margin).map(Arc::new)
+                let token = CachedToken::new(issued, Instant::now(), margin)?;
+                privilege.observe_roles(&token.claims.roles);
+                Ok(Arc::new(token))
             })
             .await?;
         if fetched.usable(Instant::now()) {
@@ -214,6 +232,7 @@ impl TokenBroker {
                 .and_then(|t| CachedToken::new(t, started, broker.margin))
             {
                 Ok(fresh) => {
+                    broker.privilege.observe_roles(&fresh.claims.roles);
                     broker
                         .cache
                         .insert(broker.key.clone(), Arc::new(fresh))

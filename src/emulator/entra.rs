@@ -1,5 +1,5 @@
 //! The emulated Entra v2.0 token endpoint (client credentials with a secret, in the body or
-//! HTTP Basic) and its JWKS. Checks run in Entra's order; every attempt is recorded.
+//! HTTP Basic, or a client assertion: see `entra_assertion`) and its JWKS. Checks run in Entra's order; every attempt is recorded.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +16,7 @@ use super::records::TokenRequestRecord;
 use super::state::State;
 use super::wire::{Body, Request, json, set_header, text};
 use crate::cloud::Cloud;
+use crate::secret::Secret;
 
 /// The form parameters of one token request; the secret is kept only as long as the check.
 #[derive(Default)]
@@ -80,9 +81,21 @@ fn basic_credentials(header: &str) -> Option<(String, String)> {
     Some((unescape(id)?, unescape(secret)?))
 }
 
+/// The app's own secret, then its additional ones.
+fn app_secrets<'a>(state: &'a State, app: &'a AppRegistration) -> impl Iterator<Item = &'a Secret> {
+    std::iter::once(&app.client_secret).chain(
+        state
+            .config
+            .additional_secrets
+            .iter()
+            .filter(|s| s.client_id.eq_ignore_ascii_case(&app.client_id))
+            .map(|s| &s.secret),
+    )
+}
+
 /// Compares secrets in constant time (over their digests, so lengths leak nothing either).
-fn secret_matches(app: &AppRegistration, presented: &str) -> bool {
-    let want = Sha256::digest(app.client_secret.expose().as_bytes());
+fn secret_matches(secret: &Secret, presented: &str) -> bool {
+    let want = Sha256::digest(secret.expose().as_bytes());
     let got = Sha256::digest(presented.as_bytes());
     bool::from(want.as_slice().ct_eq(got.as_slice()))
 }
@@ -98,6 +111,7 @@ pub(crate) fn token(state: &State, req: &Request, tenant: &str) -> Response<Body
         grant_type: None,
         status: 0,
         error_code: None,
+        credential: None,
     };
     let clouds: Vec<Cloud> = Cloud::by_login_host(&req.host_name()).collect();
     let resp = if clouds.is_empty() {
@@ -148,10 +162,25 @@ fn issue(
         .iter()
         .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
         .ok_or_else(|| EntraError::app_not_found(client_id, tenant))?;
-    let secret = form.client_secret().ok_or_else(EntraError::no_credential)?;
-    if !secret_matches(app, secret) {
-        return Err(EntraError::bad_secret(&app.client_id));
-    }
+    record.credential = Some(match form.get("client_assertion_type") {
+        Some(kind) => {
+            if kind != super::entra_assertion::JWT_BEARER {
+                return Err(EntraError::bad_assertion_type(kind));
+            }
+            let assertion = form
+                .get("client_assertion")
+                .ok_or(EntraError::missing("client_assertion"))?;
+            let audience = format!("https://{}/{tenant}/oauth2/v2.0/token", req.host_name());
+            super::entra_assertion::check(state, app, assertion, &audience)?
+        }
+        None => {
+            let secret = form.client_secret().ok_or_else(EntraError::no_credential)?;
+            let index = app_secrets(state, app)
+                .position(|s| secret_matches(s, secret))
+                .ok_or_else(|| EntraError::bad_secret(&app.client_id))?;
+            format!("client_secret#{index}")
+        }
+    });
     let scope = form.get("scope").ok_or(EntraError::missing("scope"))?;
     let cloud = clouds
         .iter()
@@ -233,13 +262,9 @@ mod tests {
 
     #[test]
     fn secrets_compare_exactly() {
-        let app = AppRegistration {
-            client_id: "c".into(),
-            client_secret: crate::secret::Secret::new("s3cret"),
-            roles: vec![],
-        };
-        assert!(secret_matches(&app, "s3cret"));
-        assert!(!secret_matches(&app, "s3cre"));
-        assert!(!secret_matches(&app, "S3CRET"));
+        let secret = Secret::new("s3cret");
+        assert!(secret_matches(&secret, "s3cret"));
+        assert!(!secret_matches(&secret, "s3cre"));
+        assert!(!secret_matches(&secret, "S3CRET"));
     }
 }

@@ -108,6 +108,56 @@ impl EntraError {
         Self::new(StatusCode::UNAUTHORIZED, "invalid_client", 7000215, m)
     }
 
+    pub(crate) fn bad_assertion_type(kind: &str) -> Self {
+        let m = format!(
+            "The client_assertion_type '{}' is not supported: use urn:ietf:params:oauth:client-assertion-type:jwt-bearer.",
+            echo(kind)
+        );
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", 70002, m)
+    }
+
+    /// AADSTS700027: the assertion's key is unknown or its signature does not verify.
+    pub(crate) fn assertion_signature(detail: &str) -> Self {
+        let m = format!(
+            "Client assertion failed signature validation. {}",
+            echo(detail)
+        );
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", 700027, m)
+    }
+
+    /// AADSTS50012: the assertion is well signed but its claims are wrong.
+    pub(crate) fn assertion_invalid(detail: &str) -> Self {
+        let m = format!("Authentication failed. {}", echo(detail));
+        Self::new(StatusCode::UNAUTHORIZED, "invalid_client", 50012, m)
+    }
+
+    /// AADSTS500133: the assertion is outside its validity window.
+    pub(crate) fn assertion_time(detail: &str) -> Self {
+        let m = format!(
+            "Assertion is not within its valid time range. {}",
+            echo(detail)
+        );
+        Self::new(StatusCode::BAD_REQUEST, "invalid_grant", 500133, m)
+    }
+
+    /// AADSTS700211: no federated identity credential for the assertion's issuer.
+    pub(crate) fn no_federated_issuer(issuer: &str) -> Self {
+        let m = format!(
+            "No matching federated identity record found for presented assertion issuer '{}'.",
+            echo(issuer)
+        );
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", 700211, m)
+    }
+
+    /// AADSTS700213: the issuer is known but not for this subject.
+    pub(crate) fn no_federated_subject(subject: &str) -> Self {
+        let m = format!(
+            "No matching federated identity record found for presented assertion subject '{}'.",
+            echo(subject)
+        );
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", 700213, m)
+    }
+
     pub(crate) fn invalid_scope(scope: &str) -> Self {
         let m = format!(
             "The provided request must include a 'scope' input parameter. The provided value for the \

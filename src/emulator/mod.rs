@@ -5,19 +5,24 @@
 //! Layout: `pki` (CA and server certificate), `keys` and `claims` (token signing and
 //! contents), `entra` + `entra_error` (token endpoint), `graph` + `graph_reply` (Graph),
 //! `introspect` (`/_emulator/`), `records` and `state` (what it remembers), `server`
-//! (TLS listener and dispatch), `wire` (request/response plumbing).
+//! (TLS listener and dispatch), `wire` (request/response plumbing); `entra_assertion`
+//! (certificate and federated client assertions), `imds` (the managed-identity endpoint, plain
+//! HTTP on a listener of its own), `test_credentials` (certificates and issuers for tests).
 
 mod claims;
 mod entra;
+mod entra_assertion;
 mod entra_error;
 mod graph;
 mod graph_reply;
+mod imds;
 mod introspect;
 mod keys;
 mod pki;
 mod records;
 mod server;
 mod state;
+mod test_credentials;
 mod wire;
 
 use std::future::Future;
@@ -28,6 +33,7 @@ use std::time::Duration;
 pub use pki::CA_NAME;
 pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
 pub use state::Faults;
+pub use test_credentials::{FederatedIssuer, TestCertificate};
 pub use wire::MAX_BODY_BYTES;
 
 use crate::catalog::PRIV_OPS;
@@ -73,7 +79,54 @@ pub struct EmulatorConfig {
     pub token_lifetime: Duration,
     /// Managed-device inventory (GUIDs; compared case-insensitively).
     pub devices: Vec<String>,
+    /// Further client secrets of registered apps (Entra holds several at once, which is
+    /// how a rotation overlaps).
+    pub additional_secrets: Vec<AdditionalSecret>,
+    /// Certificates registered on apps (public part only), matched by thumbprint.
+    pub certificates: Vec<RegisteredCertificate>,
+    /// Federated identity credentials on apps (workload identity).
+    pub federated_credentials: Vec<FederatedCredential>,
+    /// Client ids of apps that are managed identities, served by IMDS; the first is the
+    /// system-assigned one (asked for without `client_id`).
+    pub managed_identities: Vec<String>,
 }
+
+/// A further client secret of an app.
+#[derive(Debug, Clone)]
+pub struct AdditionalSecret {
+    /// The app.
+    pub client_id: String,
+    /// The secret.
+    pub secret: Secret,
+}
+
+/// A certificate credential on an app: the certificate (DER) whose key signs assertions.
+#[derive(Debug, Clone)]
+pub struct RegisteredCertificate {
+    /// The app.
+    pub client_id: String,
+    /// The DER certificate.
+    pub certificate_der: Vec<u8>,
+}
+
+/// A federated identity credential: tokens from `issuer` about `subject`, for `audience`,
+/// signed by a key in `jwks`.
+#[derive(Debug, Clone)]
+pub struct FederatedCredential {
+    /// The app.
+    pub client_id: String,
+    /// The external issuer (`iss`), e.g. a cluster's OIDC issuer URL.
+    pub issuer: String,
+    /// The subject (`sub`), e.g. `system:serviceaccount:graphgate:graphgate`.
+    pub subject: String,
+    /// The audience (`aud`); Entra's default is `api://AzureADTokenExchange`.
+    pub audience: String,
+    /// The issuer's signing keys.
+    pub jwks: jsonwebtoken::jwk::JwkSet,
+}
+
+/// The audience Entra expects in federated tokens by default.
+pub const TOKEN_EXCHANGE_AUDIENCE: &str = "api://AzureADTokenExchange";
 
 impl Default for EmulatorConfig {
     fn default() -> Self {
@@ -86,6 +139,10 @@ impl Default for EmulatorConfig {
             }],
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             devices: DEMO_DEVICE_IDS.iter().map(|d| (*d).to_owned()).collect(),
+            additional_secrets: Vec::new(),
+            certificates: Vec::new(),
+            federated_credentials: Vec::new(),
+            managed_identities: Vec::new(),
         }
     }
 }
@@ -150,6 +207,16 @@ impl Emulator {
             shutdown,
         )
         .await
+    }
+
+    /// Serves the managed-identity endpoint (IMDS) over plain HTTP/1.1 on `listener` until
+    /// `shutdown` resolves. Point `AZURE_POD_IDENTITY_AUTHORITY_HOST` at `http://{addr}`.
+    pub async fn serve_imds(
+        self: Arc<Self>,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        imds::serve(self.state.clone(), listener, shutdown).await
     }
 
     /// curl-style connect-to map sending every Graph and login host (aliases included) of
@@ -223,6 +290,22 @@ fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
     }
     for d in config.devices.iter().filter(|d| !crate::route::is_guid(d)) {
         problems.push(format!("device id '{d}' is not a GUID"));
+    }
+    let known = |id: &str| {
+        config
+            .apps
+            .iter()
+            .any(|a| a.client_id.eq_ignore_ascii_case(id))
+    };
+    let referenced = config
+        .additional_secrets
+        .iter()
+        .map(|s| &s.client_id)
+        .chain(config.certificates.iter().map(|c| &c.client_id))
+        .chain(config.federated_credentials.iter().map(|f| &f.client_id))
+        .chain(config.managed_identities.iter());
+    for id in referenced.filter(|id| !known(id)) {
+        problems.push(format!("a credential names unregistered app '{id}'"));
     }
     for app in config.apps.iter().filter(|a| a.client_id.is_empty()) {
         problems.push(format!(

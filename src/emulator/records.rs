@@ -30,6 +30,11 @@ pub struct TokenRequestRecord {
     pub status: u16,
     /// The AADSTS error number, on failure.
     pub error_code: Option<u32>,
+    /// How the client proved itself, when it did: `client_secret#N` (N = 0 for the app's
+    /// own secret, then the additional ones in order), `certificate PS256 x5t#S256=...`,
+    /// `certificate RS256 x5t=...` (with ` x5c` when a chain was sent),
+    /// `federated <issuer> <subject>`, `managed_identity`.
+    pub credential: Option<String>,
 }
 
 /// One request to a Graph host.

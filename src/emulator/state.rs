@@ -16,7 +16,20 @@ use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, Tok
 /// adding one changes no signatures.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
-pub struct Faults {}
+pub struct Faults {
+    /// Refuse PS256 client assertions with AADSTS700027, like an Entra that only knows the
+    /// older RS256 + `x5t` format.
+    pub reject_ps256_assertions: bool,
+}
+
+impl Faults {
+    /// Only RS256 + `x5t` certificate assertions are accepted.
+    pub fn rs256_only() -> Self {
+        Faults {
+            reject_ps256_assertions: true,
+        }
+    }
+}
 
 /// Everything the request handlers share.
 pub(crate) struct State {
@@ -54,7 +67,6 @@ impl State {
     }
 
     /// The faults in force for one request.
-    #[allow(dead_code)] // read by the fault hooks as they are added
     pub(crate) fn faults(&self) -> std::sync::Arc<Faults> {
         self.faults.load_full()
     }
