@@ -37,9 +37,21 @@ pub enum GatewayError {
     /// The body is not JSON.
     #[error("the request body must be sent as 'Content-Type: application/json'")]
     UnsupportedMediaType,
-    /// The body could not be read (client went away or was too slow).
+    /// The body could not be read (client went away, or bad framing).
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    /// An unusable `Idempotency-Key`.
+    #[error("{0}")]
+    BadIdempotencyKey(&'static str),
+    /// An idempotency key reused for a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// Too many requests in flight: shed before doing any work.
+    #[error("graphgate is at its in-flight request limit; retry shortly")]
+    Overloaded,
     /// The body does not match the action's schema.
     #[error(transparent)]
     BadBody(#[from] SchemaError),
@@ -93,6 +105,10 @@ impl GatewayError {
             | E::BadSimpleBody(_)
             | E::BodyRead(_) => StatusCode::BAD_REQUEST,
             E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            E::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
+            E::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            E::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -113,6 +129,10 @@ impl GatewayError {
             E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) => "invalidRequest",
             E::BadBody(_) | E::BadSimpleBody(_) => "invalidRequest",
             E::RateLimited { .. } => "activityLimitReached",
+            E::BodyTimeout(_) => "requestTimeout",
+            E::BadIdempotencyKey(_) => "invalidRequest",
+            E::IdempotencyKeyReused => "idempotencyKeyReused",
+            E::Overloaded => "serviceNotAvailable",
             E::Forbidden(_) => "accessDenied",
             E::BodyTooLarge { .. } => "requestEntityTooLarge",
             E::UnsupportedMediaType => "unsupportedMediaType",
@@ -146,6 +166,9 @@ impl GatewayError {
             }
             GatewayError::Token(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            GatewayError::Overloaded => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::RateLimited {
                 retry_after_secs, ..

@@ -1,45 +1,36 @@
-//! The request pipeline, in one place, outer to inner: request ids → caller identity →
-//! operation recognition → body validation → policy → rate limits → (dry run) → tenant
-//! pacing → token → forward to Graph. Each step can refuse; nothing reaches Graph until
-//! every step before forwarding has passed.
+//! The request pipeline, in one place, outer to inner: load shedding → request ids → caller
+//! identity → operation recognition → body validation → policy → rate limits → (dry run) →
+//! idempotency → tenant pacing → token → forward to Graph. Each step can refuse; nothing
+//! reaches Graph until every step before forwarding has passed.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{
-    AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT,
-};
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
+use crate::forward::{Forwarder, RetryPolicy};
+use crate::idempotency::{self, Claim, IdempotencyStore, StoredResponse, Ticket};
 use crate::identity::{self, PeerCertificate};
+use crate::inbound::{self, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::policy::{Decision, Facts, Policy};
 use crate::ratelimit::{LimiterRegistry, PolicyLimits, RetryAfter};
-use crate::route::{self, Recognised, Surface};
-use crate::schema::{self, Params};
+use crate::route::Recognised;
+use crate::schema::Params;
 use crate::simple;
-use crate::token::{CachedToken, TokenBroker};
+use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 
-/// Header carrying the caller's correlation id (Graph's convention).
-pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
-/// Header carrying the id of one gateway or Graph request.
-pub const REQUEST_ID: HeaderName = HeaderName::from_static("request-id");
-/// Graph response headers a caller gets back; all others are dropped.
-const RETURNED_HEADERS: [HeaderName; 4] = [
-    REQUEST_ID,
-    CLIENT_REQUEST_ID,
-    http::header::RETRY_AFTER,
-    CONTENT_TYPE,
-];
-/// Largest Graph response body relayed.
-const MAX_UPSTREAM_BODY_BYTES: usize = 1024 * 1024;
+/// Where the simplified API's OpenAPI document is served.
+pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
 
 /// Per-request bounds.
 #[derive(Debug, Clone)]
@@ -48,8 +39,16 @@ pub struct Limits {
     pub max_body_bytes: usize,
     /// Longest time to receive the request body.
     pub body_read_timeout: Duration,
-    /// Longest wait for Graph's complete answer.
+    /// Longest wait for one complete Graph answer.
     pub upstream_timeout: Duration,
+    /// Retries of throttled Graph calls.
+    pub retry: RetryPolicy,
+    /// Most requests in flight; more are shed with 503.
+    pub max_in_flight: usize,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered.
+    pub idempotency_capacity: u64,
 }
 
 impl Default for Limits {
@@ -58,6 +57,10 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             body_read_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+            max_in_flight: 1024,
+            idempotency_window: Duration::from_secs(600),
+            idempotency_capacity: 100_000,
         }
     }
 }
@@ -83,37 +86,11 @@ pub struct Installed {
 pub struct Gateway {
     installed: ArcSwap<Installed>,
     limiters: LimiterRegistry,
-    cloud: Cloud,
     broker: TokenBroker,
-    http: HttpClient,
+    forwarder: Forwarder,
+    idempotency: IdempotencyStore,
+    in_flight: Arc<Semaphore>,
     limits: Limits,
-}
-
-/// Ids that identify one request across the caller, the gateway and Graph.
-#[derive(Debug, Clone)]
-pub struct RequestIds {
-    /// The gateway's own id for this request.
-    pub request_id: String,
-    /// The caller's `client-request-id` if it is a GUID, otherwise a new one; sent to Graph.
-    pub client_request_id: String,
-}
-
-impl RequestIds {
-    fn from_headers(headers: &HeaderMap) -> Self {
-        let client_request_id = headers
-            .get(&CLIENT_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| route::is_guid(v))
-            .map_or_else(new_guid, str::to_ascii_lowercase);
-        RequestIds {
-            request_id: new_guid(),
-            client_request_id,
-        }
-    }
-}
-
-fn new_guid() -> String {
-    uuid::Uuid::new_v4().to_string()
 }
 
 impl Gateway {
@@ -135,9 +112,18 @@ impl Gateway {
         Gateway {
             installed: ArcSwap::from_pointee(installed),
             limiters,
-            cloud,
             broker,
-            http,
+            forwarder: Forwarder {
+                http,
+                cloud,
+                retry: limits.retry.clone(),
+                timeout: limits.upstream_timeout,
+            },
+            idempotency: IdempotencyStore::new(
+                limits.idempotency_capacity,
+                limits.idempotency_window,
+            ),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
         }
     }
@@ -162,7 +148,7 @@ impl Gateway {
 
     /// The deployment's cloud.
     pub fn cloud(&self) -> Cloud {
-        self.cloud
+        self.forwarder.cloud
     }
 
     /// The token broker (for readiness and tests).
@@ -189,13 +175,15 @@ impl Gateway {
             http.response.status_code = tracing::field::Empty,
         );
         async {
-            let mut resp = match self.pipeline(&ids, req).await {
-                Ok(resp) => resp,
-                Err(err) => {
-                    tracing::info!(error.code = err.code(), error = %err, "request refused or failed");
-                    err.to_response(&ids.request_id, &ids.client_request_id)
-                }
+            // Shed load before doing any work: a bounded number of requests are in flight.
+            let result = match Arc::clone(&self.in_flight).try_acquire_owned() {
+                Ok(_permit) => self.pipeline(&ids, req).await,
+                Err(_) => Err(GatewayError::Overloaded),
             };
+            let mut resp = result.unwrap_or_else(|err| {
+                tracing::info!(error.code = err.code(), error = %err, "request refused or failed");
+                err.to_response(&ids.request_id, &ids.client_request_id)
+            });
             set_ids(resp.headers_mut(), &ids);
             tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
             tracing::info!(status = resp.status().as_u16(), "request done");
@@ -231,13 +219,21 @@ impl Gateway {
         let caller_name = policy.callers[caller.index].name.as_str();
         span.record("caller.name", caller_name);
         // What is being asked: a catalog operation, its target device, its canonical path.
-        let target = recognise(req.method(), req.uri().path())?;
+        let target = inbound::recognise(req.method(), req.uri().path())?;
         span.record("graph.operation", target.op.name);
-        let dry_run = dry_run_requested(req.headers(), req.uri().query())?;
+        let dry_run = inbound::dry_run_requested(req.headers(), req.uri().query())?;
+        let idempotency_key = idempotency::key_of(req.headers())
+            .transpose()
+            .map_err(GatewayError::BadIdempotencyKey)?;
         // The body is read within bounds and checked against the operation's schema.
-        check_content_type(req.headers())?;
-        let body = self.read_body(req).await?;
-        let (body, params) = graph_body(&target, &body)?;
+        inbound::check_content_type(req.headers())?;
+        let body = inbound::read_body(
+            req,
+            self.limits.max_body_bytes,
+            self.limits.body_read_timeout,
+        )
+        .await?;
+        let (body, params) = inbound::graph_body(&target, &body)?;
         // Deny by default: a matching deny wins, otherwise an allow rule must match.
         let facts = Facts {
             caller: caller.index,
@@ -269,13 +265,30 @@ impl Gateway {
             .map_err(limited("rule"))?;
         if dry_run {
             return Ok(dry_run_response(
-                self.cloud,
+                self.cloud(),
                 caller_name,
                 &target,
                 &decision,
                 &params,
             ));
         }
+        // No double execution: a repeated key gets the first answer, a concurrent one waits.
+        let ticket = match idempotency_key {
+            None => None,
+            Some(key) => match self
+                .idempotency
+                .claim(
+                    caller_name,
+                    &key,
+                    idempotency::fingerprint(&target.canonical_path, &body),
+                )
+                .await
+            {
+                Claim::Run(ticket) => Some(ticket),
+                Claim::Replay(stored) => return Ok(stored.replay()),
+                Claim::Mismatch => return Err(GatewayError::IdempotencyKeyReused),
+            },
+        };
         // Gateway-wide pacing keeps the tenant under Intune's write limit.
         installed
             .limits
@@ -283,96 +296,40 @@ impl Gateway {
             .await
             .map_err(limited("tenant write pacing"))?;
         // Only now is a token obtained and the request sent.
-        let token = self.broker.token().await?;
-        let resp = self.forward(ids, &target, &body, &token).await?;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            // Graph rejected the token before running anything: drop it and retry once.
-            tracing::warn!("Graph refused the cached token; fetching a new one and retrying once");
-            self.broker.forget(&token).await;
-            let token = self.broker.token().await?;
-            return self.forward(ids, &target, &body, &token).await;
-        }
-        Ok(resp)
+        let result = self.forwarder.send(ids, &target, &body, &self.broker).await;
+        Ok(settle(ticket, result, ids)?)
     }
+}
 
-    async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, GatewayError>
-    where
-        B: Body<Data = Bytes>,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let limit = self.limits.max_body_bytes;
-        let declared = req
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(GatewayError::BodyTooLarge { limit });
-        }
-        let collect = Limited::new(req.into_body(), limit).collect();
-        match tokio::time::timeout(self.limits.body_read_timeout, collect).await {
-            Err(_) => Err(GatewayError::BodyRead("timed out".into())),
-            Ok(Ok(body)) => Ok(body.to_bytes()),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                Err(GatewayError::BodyTooLarge { limit })
+/// Records the answer for duplicates when the action may have run (including when the
+/// outcome is unknown); otherwise a dropped ticket lets a retry run it.
+fn settle(
+    ticket: Option<Ticket>,
+    result: Result<crate::forward::UpstreamReply, GatewayError>,
+    ids: &RequestIds,
+) -> Result<Response<Full<Bytes>>, GatewayError> {
+    match result {
+        Ok(reply) => {
+            if let Some(t) = ticket.filter(|_| reply.may_have_run()) {
+                let resp = reply.clone().into_response();
+                t.finish(StoredResponse::of(&resp, reply.body.clone()));
             }
-            Ok(Err(e)) => Err(GatewayError::BodyRead(e.to_string())),
+            Ok(reply.into_response())
         }
-    }
-
-    async fn forward(
-        &self,
-        ids: &RequestIds,
-        op: &Recognised,
-        body: &Bytes,
-        token: &CachedToken,
-    ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        let uri = format!(
-            "https://{}{}",
-            self.cloud.endpoints().graph_host,
-            op.canonical_path
-        );
-        let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
-            .map_err(|_| {
-                GatewayError::UpstreamUnavailable("the token is not a valid header value".into())
-            })?;
-        bearer.set_sensitive(true);
-        // Headers are built from scratch: nothing the caller sent is copied but the body.
-        let req = Request::post(uri)
-            .header(AUTHORIZATION, bearer)
-            .header(CONTENT_TYPE, "application/json")
-            .header(CLIENT_REQUEST_ID, ids.client_request_id.as_str())
-            .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")))
-            .body(Full::new(body.clone()))
-            .map_err(|e| GatewayError::UpstreamUnavailable(e.to_string()))?;
-        let timeout = self.limits.upstream_timeout;
-        let exchange = async {
-            let resp = self.http.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    GatewayError::UpstreamUnavailable(error_chain(&e))
-                } else {
-                    GatewayError::OutcomeUnknown(error_chain(&e))
-                }
-            })?;
-            let (parts, body) = resp.into_parts();
-            let body = Limited::new(body, MAX_UPSTREAM_BODY_BYTES)
-                .collect()
-                .await
-                .map_err(|e| GatewayError::OutcomeUnknown(e.to_string()))?
-                .to_bytes();
-            Ok::<_, GatewayError>((parts, body))
-        };
-        let (parts, body) = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| GatewayError::UpstreamTimeout(timeout.as_secs()))??;
-        let mut resp = Response::new(Full::new(body));
-        *resp.status_mut() = parts.status;
-        for name in RETURNED_HEADERS {
-            if let Some(v) = parts.headers.get(&name) {
-                resp.headers_mut().insert(name, v.clone());
+        Err(err @ (GatewayError::OutcomeUnknown(_) | GatewayError::UpstreamTimeout(_))) => {
+            if let Some(t) = ticket {
+                let resp = err.to_response(&ids.request_id, &ids.client_request_id);
+                let body = crate::graph_error::body(
+                    err.code(),
+                    &err.to_string(),
+                    &ids.request_id,
+                    &ids.client_request_id,
+                );
+                t.finish(StoredResponse::of(&resp, body));
             }
+            Err(err)
         }
-        Ok(resp)
+        Err(err) => Err(err),
     }
 }
 
@@ -386,52 +343,6 @@ fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
     if let Ok(v) = HeaderValue::try_from(ids.client_request_id.as_str()) {
         headers.insert(CLIENT_REQUEST_ID, v);
     }
-}
-
-/// Where the simplified API's OpenAPI document is served.
-pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
-
-fn recognise(method: &http::Method, path: &str) -> Result<Recognised, GatewayError> {
-    Ok(if path.starts_with(route::SIMPLE_PREFIX) {
-        route::recognise_simple(method, path)?
-    } else {
-        route::recognise(method, path)?
-    })
-}
-
-/// The Graph body to forward and its validated parameters. A simplified-API body is first
-/// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
-fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), GatewayError> {
-    let parsed = schema::parse_strict(body)?;
-    let (body, parsed) = match (target.surface, target.op.simple) {
-        (Surface::Simple, Some(api)) => {
-            let graph = simple::to_graph_body(target.op, api, &parsed)?;
-            let bytes =
-                serde_json::to_vec(&graph).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
-            (Bytes::from(bytes), graph)
-        }
-        _ => (body.clone(), parsed),
-    };
-    let params = schema::validate(&parsed, target.op.params, target.op.wrapper)?;
-    Ok((body, params))
-}
-
-/// `Prefer: dry-run` or `?dry-run` (`=true`); any other query parameter is refused.
-fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<bool, GatewayError> {
-    let by_header = headers
-        .get_all(http::header::HeaderName::from_static("prefer"))
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim().eq_ignore_ascii_case("dry-run"));
-    let mut by_query = false;
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
-        match (key.as_ref(), value.as_ref()) {
-            ("dry-run", "" | "true") => by_query = true,
-            _ => return Err(GatewayError::QueryNotAllowed),
-        }
-    }
-    Ok(by_header || by_query)
 }
 
 fn record_decision(span: &tracing::Span, decision: &Decision<'_>) {
@@ -478,11 +389,14 @@ fn dry_run_response(
     decision: &Decision<'_>,
     params: &Params,
 ) -> Response<Full<Bytes>> {
+    let shadow = decision
+        .shadow
+        .map(|s| serde_json::json!({ "decision": if s.allowed { "allow" } else { "deny" }, "rule": s.rule }));
     let doc = serde_json::json!({
         "dryRun": true,
         "decision": "allow",
         "rule": decision.rule_name(),
-        "shadow": decision.shadow.map(|s| serde_json::json!({ "decision": if s.allowed { "allow" } else { "deny" }, "rule": s.rule })),
+        "shadow": shadow,
         "caller": caller,
         "operation": target.op.name,
         "apiVersion": target.version.as_str(),
@@ -492,7 +406,7 @@ fn dry_run_response(
     });
     let mut resp = json_response(StatusCode::OK, &doc);
     resp.headers_mut().insert(
-        http::header::HeaderName::from_static("preference-applied"),
+        HeaderName::from_static("preference-applied"),
         HeaderValue::from_static("dry-run"),
     );
     resp
@@ -505,28 +419,4 @@ fn json_response(status: StatusCode, doc: &serde_json::Value) -> Response<Full<B
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
-}
-
-fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
-    let ok = headers
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if ok {
-        Ok(())
-    } else {
-        Err(GatewayError::UnsupportedMediaType)
-    }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

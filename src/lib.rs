@@ -17,6 +17,7 @@
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
 //! - [`emulator`]: the Entra + Graph stand-in used by the tests and the demo.
 pub mod app;
+pub mod breaker;
 pub mod catalog;
 pub mod cloud;
 pub mod credential;
@@ -24,9 +25,12 @@ pub mod demo;
 pub mod emulator;
 pub mod error;
 pub mod explain;
+pub mod forward;
 pub mod gateway;
 pub mod graph_error;
+pub mod idempotency;
 pub mod identity;
+pub mod inbound;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;

@@ -3,7 +3,6 @@
 //! background while the cached one is served; a token inside the expiry margin is never used.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -11,6 +10,7 @@ use base64::Engine;
 use moka::Expiry;
 use tokio::time::Instant;
 
+use crate::breaker::Breaker;
 use crate::credential::privilege::PrivilegeWatch;
 use crate::credential::{IssuedToken, LeastPrivilegeReport, TokenError};
 use crate::secret::Secret;
@@ -57,7 +57,6 @@ pub struct CachedToken {
     pub usable_until: Instant,
     refresh_at: Instant,
     refreshing: AtomicBool,
-    next_refresh_attempt: Mutex<Option<Instant>>,
 }
 
 impl CachedToken {
@@ -78,7 +77,6 @@ impl CachedToken {
             usable_until: now + usable,
             refresh_at: now + refresh_after,
             refreshing: AtomicBool::new(false),
-            next_refresh_attempt: Mutex::new(None),
         })
     }
 
@@ -123,10 +121,8 @@ pub struct TokenBroker {
     key: TokenKey,
     margin: Duration,
     privilege: Arc<PrivilegeWatch>,
+    breaker: Arc<Breaker>,
 }
-
-/// Longest wait between failed background refreshes.
-const MAX_REFRESH_BACKOFF: Duration = Duration::from_secs(60);
 
 impl TokenBroker {
     /// A broker for `key`, fetching from `source`, never using a token within `margin` of expiry.
@@ -141,6 +137,7 @@ impl TokenBroker {
             key,
             margin,
             privilege: Arc::new(PrivilegeWatch::default()),
+            breaker: Arc::new(Breaker::default()),
         }
     }
 
@@ -161,7 +158,8 @@ impl TokenBroker {
         &self.key
     }
 
-    /// A usable token: cached, or fetched once for all concurrent callers.
+    /// A usable token: cached, or fetched once for all concurrent callers. While the
+    /// token endpoint's breaker is open, fails at once with the last error.
     pub async fn token(&self) -> Result<Arc<CachedToken>, Arc<TokenError>> {
         if let Some(cached) = self.cache.get(&self.key).await {
             let now = Instant::now();
@@ -171,16 +169,14 @@ impl TokenBroker {
             }
             self.forget(&cached).await;
         }
-        let source = Arc::clone(&self.source);
-        let margin = self.margin;
-        let privilege = Arc::clone(&self.privilege);
+        if let Some(err) = self.breaker.check(Instant::now()) {
+            return Err(Arc::new(err));
+        }
+        let broker = self.clone();
         let fetched = self
             .cache
             .try_get_with(self.key.clone(), async move {
-                let issued = source.fetch().await?;
-                let token = CachedToken::new(issued, Instant::now(), margin)?;
-                privilege.observe_roles(&token.claims.roles);
-                Ok(Arc::new(token))
+                broker.fetch().await.map(Arc::new)
             })
             .await?;
         if fetched.usable(Instant::now()) {
@@ -191,6 +187,28 @@ impl TokenBroker {
             Err(Arc::new(TokenError::Unavailable(
                 "the new token expired before use".into(),
             )))
+        }
+    }
+
+    /// One token request, recorded by the breaker and the least-privilege watch.
+    async fn fetch(&self) -> Result<CachedToken, TokenError> {
+        let started = Instant::now();
+        match self
+            .source
+            .fetch()
+            .await
+            .and_then(|t| CachedToken::new(t, started, self.margin))
+        {
+            Ok(token) => {
+                self.breaker.success();
+                self.privilege.observe_roles(&token.claims.roles);
+                Ok(token)
+            }
+            Err(err) => {
+                let open_for = self.breaker.failure(Instant::now(), &err);
+                tracing::warn!(error = %err, failures = self.breaker.failures(), retry_in_ms = open_for.as_millis() as u64, "token request failed");
+                Err(err)
+            }
         }
     }
 
@@ -208,56 +226,28 @@ impl TokenBroker {
             .await;
     }
 
-    /// Starts one background refresh when the token is due and none is running.
+    /// Starts one background refresh when the token is due, none is running and the
+    /// breaker is closed; the cached token is served meanwhile.
     fn refresh_ahead(&self, cached: &Arc<CachedToken>, now: Instant) {
-        if now < cached.refresh_at {
-            return;
-        }
-        let not_before = cached
-            .next_refresh_attempt
-            .lock()
-            .map(|g| *g)
-            .unwrap_or(None);
-        if not_before.is_some_and(|t| now < t) || cached.refreshing.swap(true, Ordering::AcqRel) {
+        if now < cached.refresh_at
+            || self.breaker.check(now).is_some()
+            || cached.refreshing.swap(true, Ordering::AcqRel)
+        {
             return;
         }
         let broker = self.clone();
         let cached = Arc::clone(cached);
         tokio::spawn(async move {
-            let started = Instant::now();
-            match broker
-                .source
-                .fetch()
-                .await
-                .and_then(|t| CachedToken::new(t, started, broker.margin))
-            {
-                Ok(fresh) => {
-                    broker.privilege.observe_roles(&fresh.claims.roles);
-                    broker
-                        .cache
-                        .insert(broker.key.clone(), Arc::new(fresh))
-                        .await;
-                    tracing::debug!("token refreshed ahead of expiry");
-                }
-                Err(err) => {
-                    let backoff = backoff_after(started, cached.refresh_at);
-                    tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "token refresh failed; serving the cached token");
-                    if let Ok(mut next) = cached.next_refresh_attempt.lock() {
-                        *next = Some(Instant::now() + backoff);
-                    }
-                }
+            if let Ok(fresh) = broker.fetch().await {
+                broker
+                    .cache
+                    .insert(broker.key.clone(), Arc::new(fresh))
+                    .await;
+                tracing::debug!("token refreshed ahead of expiry");
             }
             cached.refreshing.store(false, Ordering::Release);
         });
     }
-}
-
-/// Backoff grows with how long refreshing has been failing, with jitter, capped.
-fn backoff_after(now: Instant, due: Instant) -> Duration {
-    let failing_for = now.saturating_duration_since(due);
-    let base = (failing_for / 2).clamp(Duration::from_millis(200), MAX_REFRESH_BACKOFF);
-    let jitter = u64::from(uuid::Uuid::new_v4().as_u128() as u16) % 250;
-    base + Duration::from_millis(jitter)
 }
 
 #[cfg(test)]
@@ -349,6 +339,33 @@ mod tests {
         tokio::time::advance(Duration::from_secs(2)).await;
         let err = b.token().await.unwrap_err();
         assert!(matches!(*err, TokenError::Unavailable(_)), "{err}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_identity_provider_outage_opens_the_breaker() {
+        let (b, fake) = broker(3600);
+        fake.fail.store(true, Ordering::SeqCst);
+        assert!(b.token().await.is_err());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        // While open, callers fail at once and Entra is not asked.
+        for _ in 0..50 {
+            assert!(matches!(
+                *b.token().await.unwrap_err(),
+                TokenError::Unavailable(_)
+            ));
+        }
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        // Half-open after the interval: one probe, which fails and reopens for longer.
+        tokio::time::advance(Duration::from_millis(700)).await;
+        assert!(b.token().await.is_err());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert!(b.token().await.is_err());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        // Recovery closes it.
+        fake.fail.store(false, Ordering::SeqCst);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(b.token().await.is_ok());
+        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
     }
 
     #[tokio::test(start_paused = true)]

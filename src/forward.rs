@@ -1,0 +1,312 @@
+//! Sending an admitted request to Graph: one canonical HTTPS request with headers built
+//! from scratch, Graph's answer bounded and filtered, and the only retries that are safe for
+//! non-idempotent actions (a refused token once; 429, and 503 with Retry-After, within a
+//! bounded wait). Anything after which the action may have run is never retried.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, USER_AGENT};
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+
+use crate::cloud::Cloud;
+use crate::error::GatewayError;
+use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
+use crate::route::Recognised;
+use crate::token::{CachedToken, TokenBroker};
+use crate::upstream::HttpClient;
+
+/// Graph response headers a caller gets back; all others are dropped.
+const RETURNED_HEADERS: [HeaderName; 4] =
+    [REQUEST_ID, CLIENT_REQUEST_ID, RETRY_AFTER, CONTENT_TYPE];
+/// Largest Graph response body relayed.
+const MAX_UPSTREAM_BODY_BYTES: usize = 1024 * 1024;
+
+/// When Graph may be asked again.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Most attempts per request (throttling retries included).
+    pub max_attempts: u32,
+    /// Most total time spent waiting between attempts.
+    pub max_total_wait: Duration,
+    /// Wait after a 429 without `Retry-After` (doubled on each further attempt).
+    pub default_retry_after: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            max_total_wait: Duration::from_secs(10),
+            default_retry_after: Duration::from_secs(2),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// How long to wait before retrying after `status`, if the action certainly did not run.
+    fn delay(&self, status: StatusCode, headers: &HeaderMap, attempt: u32) -> Option<Duration> {
+        let given = retry_after(headers);
+        match status {
+            // Throttled: rejected before running.
+            StatusCode::TOO_MANY_REQUESTS => Some(given.unwrap_or_else(|| self.backoff(attempt))),
+            // Graph documents 503 with Retry-After as retryable.
+            StatusCode::SERVICE_UNAVAILABLE => given,
+            _ => None,
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        self.default_retry_after
+            .saturating_mul(1 << attempt.saturating_sub(1).min(6))
+    }
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let v = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(v).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// Graph's answer, filtered to what callers get.
+#[derive(Debug, Clone)]
+pub struct UpstreamReply {
+    /// Graph's status.
+    pub status: StatusCode,
+    /// Only `request-id`, `client-request-id`, `Retry-After`, `Content-Type`.
+    pub headers: HeaderMap,
+    /// Graph's body, passed through unparsed.
+    pub body: Bytes,
+    /// How many requests reached Graph for this call.
+    pub attempts: u32,
+}
+
+impl UpstreamReply {
+    /// As a response for the caller.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let mut resp = Response::new(Full::new(self.body));
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = self.headers;
+        resp
+    }
+
+    /// Whether the action may have run (so a duplicate must not run it again).
+    pub fn may_have_run(&self) -> bool {
+        !matches!(
+            self.status,
+            StatusCode::TOO_MANY_REQUESTS
+                | StatusCode::SERVICE_UNAVAILABLE
+                | StatusCode::UNAUTHORIZED
+        )
+    }
+}
+
+/// Sends admitted requests to the deployment's Graph.
+pub struct Forwarder {
+    /// The shared outbound client.
+    pub http: HttpClient,
+    /// The deployment's cloud.
+    pub cloud: Cloud,
+    /// Retry rules.
+    pub retry: RetryPolicy,
+    /// Longest wait for one complete Graph answer.
+    pub timeout: Duration,
+}
+
+impl Forwarder {
+    /// Sends the request, retrying only where the action certainly did not run.
+    pub async fn send(
+        &self,
+        ids: &RequestIds,
+        target: &Recognised,
+        body: &Bytes,
+        broker: &TokenBroker,
+    ) -> Result<UpstreamReply, GatewayError> {
+        let mut token = broker.token().await?;
+        let mut token_refreshed = false;
+        let mut waited = Duration::ZERO;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut reply = self.once(ids, target, body, &token).await?;
+            reply.attempts = attempt;
+            if reply.status == StatusCode::UNAUTHORIZED && !token_refreshed {
+                // Graph refused the token before running anything: drop it, retry once.
+                tracing::warn!(
+                    "Graph refused the cached token; fetching a new one and retrying once"
+                );
+                broker.forget(&token).await;
+                token = broker.token().await?;
+                token_refreshed = true;
+                continue;
+            }
+            match self.retry.delay(reply.status, &reply.headers, attempt) {
+                Some(delay)
+                    if attempt < self.retry.max_attempts
+                        && waited + delay <= self.retry.max_total_wait =>
+                {
+                    tracing::warn!(
+                        status = reply.status.as_u16(),
+                        retry_in_ms = delay.as_millis() as u64,
+                        attempt,
+                        "Graph throttled or unavailable; retrying"
+                    );
+                    tokio::time::sleep(delay).await;
+                    waited += delay;
+                }
+                Some(delay) => return Ok(with_retry_after(reply, delay)),
+                None => return Ok(reply),
+            }
+        }
+    }
+
+    async fn once(
+        &self,
+        ids: &RequestIds,
+        target: &Recognised,
+        body: &Bytes,
+        token: &CachedToken,
+    ) -> Result<UpstreamReply, GatewayError> {
+        let uri = format!(
+            "https://{}{}",
+            self.cloud.endpoints().graph_host,
+            target.canonical_path
+        );
+        let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
+            .map_err(|_| {
+                GatewayError::UpstreamUnavailable("the token is not a valid header value".into())
+            })?;
+        bearer.set_sensitive(true);
+        // Headers are built from scratch: nothing the caller sent is copied but the body.
+        let req = Request::post(uri)
+            .header(AUTHORIZATION, bearer)
+            .header(CONTENT_TYPE, "application/json")
+            .header(CLIENT_REQUEST_ID, ids.client_request_id.as_str())
+            .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")))
+            .body(Full::new(body.clone()))
+            .map_err(|e| GatewayError::UpstreamUnavailable(e.to_string()))?;
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    GatewayError::UpstreamUnavailable(error_chain(&e))
+                } else {
+                    GatewayError::OutcomeUnknown(error_chain(&e))
+                }
+            })?;
+            let (parts, body) = resp.into_parts();
+            let body = Limited::new(body, MAX_UPSTREAM_BODY_BYTES)
+                .collect()
+                .await
+                .map_err(|e| GatewayError::OutcomeUnknown(e.to_string()))?
+                .to_bytes();
+            Ok::<_, GatewayError>((parts, body))
+        };
+        let (parts, body) = tokio::time::timeout(self.timeout, exchange)
+            .await
+            .map_err(|_| GatewayError::UpstreamTimeout(self.timeout.as_secs()))??;
+        let mut headers = HeaderMap::new();
+        for name in RETURNED_HEADERS {
+            if let Some(v) = parts.headers.get(&name) {
+                headers.insert(name, v.clone());
+            }
+        }
+        Ok(UpstreamReply {
+            status: parts.status,
+            headers,
+            body,
+            attempts: 1,
+        })
+    }
+}
+
+/// A throttled answer tells the caller when to come back, even when Graph did not.
+fn with_retry_after(mut reply: UpstreamReply, delay: Duration) -> UpstreamReply {
+    if !reply.headers.contains_key(RETRY_AFTER) {
+        reply
+            .headers
+            .insert(RETRY_AFTER, HeaderValue::from(delay.as_secs().max(1)));
+    }
+    reply
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(retry_after: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = retry_after {
+            h.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_throttling_is_retried() {
+        let p = RetryPolicy::default();
+        assert_eq!(
+            p.delay(StatusCode::TOO_MANY_REQUESTS, &headers(Some("3")), 1),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            p.delay(StatusCode::TOO_MANY_REQUESTS, &headers(None), 1),
+            Some(Duration::from_secs(2))
+        );
+        assert_eq!(
+            p.delay(StatusCode::TOO_MANY_REQUESTS, &headers(None), 2),
+            Some(Duration::from_secs(4))
+        );
+        assert_eq!(
+            p.delay(StatusCode::SERVICE_UNAVAILABLE, &headers(Some("1")), 1),
+            Some(Duration::from_secs(1))
+        );
+        assert_eq!(
+            p.delay(StatusCode::SERVICE_UNAVAILABLE, &headers(None), 1),
+            None,
+            "503 without Retry-After is not documented as retryable"
+        );
+        for status in [502, 504, 500, 400, 204] {
+            assert_eq!(
+                p.delay(
+                    StatusCode::from_u16(status).unwrap(),
+                    &headers(Some("1")),
+                    1
+                ),
+                None,
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(
+            retry_after(&headers(Some("7"))),
+            Some(Duration::from_secs(7))
+        );
+        let later =
+            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let d = retry_after(&headers(Some(&later))).unwrap();
+        assert!((118..=120).contains(&d.as_secs()), "{d:?}");
+        assert_eq!(retry_after(&headers(Some("soon"))), None);
+    }
+}
