@@ -1,6 +1,7 @@
-//! A circuit breaker for the token endpoint: after a failed token request it opens for an
-//! exponentially growing, jittered interval, during which no request goes to Entra and
-//! callers get the last error at once; the first attempt after that probes (half-open).
+//! A circuit breaker for the token endpoint: after two failed token requests in a row it
+//! opens for an exponentially growing, jittered interval, during which no request goes to
+//! Entra and callers get the last error at once; the first attempt after that probes
+//! (half-open). A single failure (a blip) is retried by the next caller.
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -9,6 +10,8 @@ use tokio::time::Instant;
 
 use crate::credential::TokenError;
 
+/// Consecutive failures that open the breaker.
+const THRESHOLD: u32 = 2;
 /// First open interval.
 const BASE: Duration = Duration::from_millis(500);
 /// Longest open interval.
@@ -48,19 +51,22 @@ impl Breaker {
         *self.lock() = State::default();
     }
 
-    /// A token request failed: open for the next interval; returns how long.
+    /// A token request failed: from the threshold on, open for the next interval; returns
+    /// how long it is open (zero below the threshold).
     pub fn failure(&self, now: Instant, error: &TokenError) -> Duration {
         let mut s = self.lock();
         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
-        let exp = BASE
-            .saturating_mul(1 << (s.consecutive_failures - 1).min(16))
-            .min(MAX);
+        s.last_error = Some(error.clone());
+        if s.consecutive_failures < THRESHOLD {
+            return Duration::ZERO;
+        }
+        let doublings = (s.consecutive_failures - THRESHOLD).min(16);
+        let exp = BASE.saturating_mul(1 << doublings).min(MAX);
         // Up to 25% jitter, so replicas do not retry in step.
         let jitter = exp
             .mul_f64(f64::from(uuid::Uuid::new_v4().as_u128() as u16) / f64::from(u16::MAX) / 4.0);
         let open_for = exp + jitter;
         s.open_until = Some(now + open_for);
-        s.last_error = Some(error.clone());
         open_for
     }
 
@@ -79,6 +85,12 @@ mod tests {
         let b = Breaker::default();
         let err = TokenError::Unavailable("down".into());
         let now = Instant::now();
+        assert!(b.check(now).is_none());
+        assert_eq!(
+            b.failure(now, &err),
+            Duration::ZERO,
+            "one blip does not open it"
+        );
         assert!(b.check(now).is_none());
         let first = b.failure(now, &err);
         assert!((BASE..=BASE.mul_f64(1.25)).contains(&first), "{first:?}");

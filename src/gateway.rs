@@ -297,7 +297,7 @@ impl Gateway {
             .map_err(limited("tenant write pacing"))?;
         // Only now is a token obtained and the request sent.
         let result = self.forwarder.send(ids, &target, &body, &self.broker).await;
-        Ok(settle(ticket, result, ids)?)
+        settle(ticket, result, ids)
     }
 }
 

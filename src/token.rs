@@ -344,28 +344,33 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn an_identity_provider_outage_opens_the_breaker() {
         let (b, fake) = broker(3600);
+        let calls = || fake.calls.load(Ordering::SeqCst);
         fake.fail.store(true, Ordering::SeqCst);
         assert!(b.token().await.is_err());
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
-        // While open, callers fail at once and Entra is not asked.
+        assert!(
+            b.token().await.is_err(),
+            "a single blip is retried by the next caller"
+        );
+        assert_eq!(calls(), 2);
+        // Open: callers fail at once and Entra is not asked.
         for _ in 0..50 {
             assert!(matches!(
                 *b.token().await.unwrap_err(),
                 TokenError::Unavailable(_)
             ));
         }
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 1);
+        assert_eq!(calls(), 2);
         // Half-open after the interval: one probe, which fails and reopens for longer.
         tokio::time::advance(Duration::from_millis(700)).await;
         assert!(b.token().await.is_err());
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(calls(), 3);
         assert!(b.token().await.is_err());
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 2);
+        assert_eq!(calls(), 3);
         // Recovery closes it.
         fake.fail.store(false, Ordering::SeqCst);
         tokio::time::advance(Duration::from_secs(2)).await;
         assert!(b.token().await.is_ok());
-        assert_eq!(fake.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(calls(), 4);
     }
 
     #[tokio::test(start_paused = true)]
