@@ -58,7 +58,7 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
     let http = upstream::build_client(&UpstreamConfig {
         connect_to: settings.connect_to.clone(),
         extra_ca_pem: settings.extra_ca_pem.clone(),
-        connect_timeout: Duration::from_secs(5),
+        connect_timeout: settings.limits.connect_timeout,
         pool_idle_timeout: Duration::from_secs(90),
     })?;
     let endpoints = settings.cloud.endpoints();

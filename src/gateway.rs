@@ -41,6 +41,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// Longest wait for one complete Graph answer.
     pub upstream_timeout: Duration,
+    /// Longest TCP connect to Entra or Graph.
+    pub connect_timeout: Duration,
     /// Retries of throttled Graph calls.
     pub retry: RetryPolicy,
     /// Most requests in flight; more are shed with 503.
@@ -57,6 +59,7 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             body_read_timeout: Duration::from_secs(10),
             upstream_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             max_in_flight: 1024,
             idempotency_window: Duration::from_secs(600),

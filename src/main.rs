@@ -72,12 +72,8 @@ struct ServeArgs {
     /// Never use a token this close to its expiry.
     #[arg(long, default_value_t = 300)]
     token_expiry_margin_secs: u64,
-    /// Largest request body accepted.
-    #[arg(long, default_value_t = 64 * 1024)]
-    max_body_bytes: usize,
-    /// Longest wait for Graph's answer.
-    #[arg(long, default_value_t = 30)]
-    upstream_timeout_secs: u64,
+    #[command(flatten)]
+    bounds: BoundArgs,
     /// Token lifetime the in-process emulator issues (with --emulator).
     #[arg(long, default_value_t = 3599)]
     emulator_token_lifetime_secs: u64,
@@ -93,6 +89,74 @@ struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
     #[arg(long)]
     allow_insecure_listener: bool,
+}
+
+/// Sizes, timeouts and queue bounds.
+#[derive(Args)]
+struct BoundArgs {
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 64 * 1024)]
+    max_body_bytes: usize,
+    /// Longest time to receive a request's headers; also how long an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 20)]
+    header_read_timeout_secs: u64,
+    /// Longest time to receive a request body.
+    #[arg(long, default_value_t = 10)]
+    body_read_timeout_secs: u64,
+    /// Longest inbound TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    tls_handshake_timeout_secs: u64,
+    /// Longest TCP connect to Entra or Graph.
+    #[arg(long, default_value_t = 5)]
+    connect_timeout_secs: u64,
+    /// Longest wait for one complete Graph answer.
+    #[arg(long, default_value_t = 30)]
+    upstream_timeout_secs: u64,
+    /// Longest total wait when retrying throttled Graph calls (429, 503 with Retry-After).
+    #[arg(long, default_value_t = 10)]
+    upstream_retry_max_wait_secs: u64,
+    /// Most requests in flight; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    max_in_flight: usize,
+    /// Most client connections; more wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// How long an Idempotency-Key (or client-request-id) is remembered.
+    #[arg(long, default_value_t = 600)]
+    idempotency_window_secs: u64,
+    /// Longest time in-flight requests get to finish on shutdown.
+    #[arg(long, default_value_t = 30)]
+    shutdown_grace_secs: u64,
+}
+
+impl BoundArgs {
+    fn limits(&self) -> Limits {
+        let secs = Duration::from_secs;
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            body_read_timeout: secs(self.body_read_timeout_secs),
+            upstream_timeout: secs(self.upstream_timeout_secs),
+            connect_timeout: secs(self.connect_timeout_secs),
+            retry: graphgate::forward::RetryPolicy {
+                max_total_wait: secs(self.upstream_retry_max_wait_secs),
+                ..Default::default()
+            },
+            max_in_flight: self.max_in_flight,
+            idempotency_window: secs(self.idempotency_window_secs),
+            ..Limits::default()
+        }
+    }
+
+    fn server(&self) -> ServerLimits {
+        let secs = Duration::from_secs;
+        ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            shutdown_grace: secs(self.shutdown_grace_secs),
+            tls_handshake_timeout: secs(self.tls_handshake_timeout_secs),
+            ..ServerLimits::default()
+        }
+    }
 }
 
 #[derive(Args)]
@@ -250,11 +314,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         connect_to,
         extra_ca_pem,
         token_expiry_margin: Duration::from_secs(args.token_expiry_margin_secs),
-        limits: Limits {
-            max_body_bytes: args.max_body_bytes,
-            upstream_timeout: Duration::from_secs(args.upstream_timeout_secs),
-            ..Limits::default()
-        },
+        limits: args.bounds.limits(),
     };
     let tls = server_tls(&args)?;
     if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_insecure_listener {
@@ -292,7 +352,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         shutdown_signal().await;
         let _ = shutdown_tx.send(true);
     };
-    server::serve(listener, tls, gateway, ServerLimits::default(), shutdown).await?;
+    server::serve(listener, tls, gateway, args.bounds.server(), shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
 

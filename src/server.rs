@@ -35,7 +35,7 @@ impl Default for ServerLimits {
     fn default() -> Self {
         ServerLimits {
             max_connections: 10_000,
-            header_read_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(20),
             shutdown_grace: Duration::from_secs(30),
             max_header_bytes: 32 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
