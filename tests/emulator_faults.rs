@@ -75,46 +75,7 @@ impl Harness {
         req: Request<Full<Bytes>>,
         h2: bool,
     ) -> Result<Reply, hyper::Error> {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in graphgate::tls::certs_from_pem(self.emu.ca_pem()).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(graphgate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![if h2 {
-            b"h2".to_vec()
-        } else {
-            b"http/1.1".to_vec()
-        }];
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let name = ServerName::try_from(host.to_owned()).unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let io = TokioIo::new(stream);
-        let resp = if h2 {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            sender.send_request(req).await?
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
-            sender.send_request(req).await?
-        };
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await?.to_bytes();
-        Ok(Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-        })
+        send_to(self.addr, self.emu.ca_pem(), host, req, h2).await
     }
 
     fn request(
@@ -218,6 +179,56 @@ impl Harness {
         let _ = self.stop.take().unwrap().send(());
         self.server.await.unwrap().unwrap();
     }
+}
+
+/// One request on a fresh TLS connection to `addr`, trusting only `ca_pem`; `Err` if the
+/// connection ended without an answer.
+async fn send_to(
+    addr: SocketAddr,
+    ca_pem: &str,
+    host: &str,
+    req: Request<Full<Bytes>>,
+    h2: bool,
+) -> Result<Reply, hyper::Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in graphgate::tls::certs_from_pem(ca_pem).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder_with_provider(graphgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(host.to_owned()).unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let io = TokioIo::new(stream);
+    let resp = if h2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        sender.send_request(req).await?
+    };
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
 }
 
 fn action_path() -> String {
@@ -653,4 +664,55 @@ fn emulate_refuses_bad_fault_specs() {
         help.contains("--fault <SPEC>") && help.contains("retry-after=S"),
         "{help}"
     );
+}
+
+#[tokio::test]
+async fn emulate_flags_arm_the_faults() {
+    use std::io::BufRead;
+    let ca = std::env::temp_dir().join(format!("graphgate-faults-ca-{}.pem", std::process::id()));
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_graphgate"))
+        .args(["emulate", "--listen", "127.0.0.1:0", "--ca-out"])
+        .arg(&ca)
+        .args([
+            "--fault",
+            "token-down:times=1",
+            "--fault",
+            "graph-429:retry-after=5,times=2",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let child = KillOnDrop(child);
+    let addr: SocketAddr = stderr
+        .lines()
+        .map(Result::unwrap)
+        .find_map(|line| {
+            line.strip_prefix("graphgate emulator listening on https://")
+                .map(|a| a.parse().unwrap())
+        })
+        .unwrap();
+    let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let req = Harness::request(GRAPH, Method::GET, "/_emulator/faults", &[], "");
+    let reply = send_to(addr, &ca_pem, GRAPH, req, false).await.unwrap();
+    drop(child);
+    let _ = std::fs::remove_file(&ca);
+    assert_eq!(
+        reply.json(),
+        json!({
+            "reject_ps256_assertions": false,
+            "token": [{"kind": "reset", "times": 1}],
+            "graph": [{"kind": "status", "status": 429, "retry_after_secs": 5, "times": 2}],
+        })
+    );
+}
+
+/// Ends the emulator process the test started, even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
