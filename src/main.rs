@@ -185,6 +185,14 @@ struct EmulateArgs {
     /// Managed-device ids in the inventory (repeatable) [default: the demo devices].
     #[arg(long = "device")]
     devices: Vec<String>,
+    /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
+    #[arg(long = "fault", value_name = "SPEC", long_help = graphgate::emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
+    faults: Vec<graphgate::emulator::FaultSpec>,
+}
+
+/// One `--fault` spec (clap reports the error with the flag).
+fn parse_fault(spec: &str) -> Result<graphgate::emulator::FaultSpec, String> {
+    spec.parse()
 }
 
 #[derive(Subcommand)]
@@ -403,6 +411,20 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
         ..defaults
     };
     let emulator = Emulator::new(config)?;
+    let mut faults = graphgate::emulator::Faults::default();
+    for graphgate::emulator::FaultSpec(target, fault) in args.faults {
+        match target {
+            graphgate::emulator::Target::Token => faults.token.push(fault),
+            graphgate::emulator::Target::Graph => faults.graph.push(fault),
+        }
+    }
+    if faults != graphgate::emulator::Faults::default() {
+        eprintln!(
+            "injecting faults: {}",
+            serde_json::to_string(&faults).unwrap_or_default()
+        );
+    }
+    emulator.set_faults(faults);
     if let Some(path) = &args.ca_out {
         std::fs::write(path, emulator.ca_pem())?;
     }

@@ -1,5 +1,6 @@
 //! The emulated Entra v2.0 token endpoint (client credentials with a secret, in the body or
 //! HTTP Basic, or a client assertion: see `entra_assertion`) and its JWKS. Checks run in Entra's order; every attempt is recorded.
+//! Armed token faults (see `faults`) come first, or change the token issued.
 
 use std::collections::BTreeMap;
 
@@ -12,9 +13,11 @@ use subtle::ConstantTimeEq;
 use super::AppRegistration;
 use super::claims;
 use super::entra_error::EntraError;
+use super::faults::{self, Fault, FaultKind, Target};
+use super::keys;
 use super::records::TokenRequestRecord;
 use super::state::State;
-use super::wire::{Body, Request, json, set_header, text};
+use super::wire::{Body, Dropped, Outcome, Request, html_page, json, set_header, text};
 use crate::cloud::Cloud;
 use crate::secret::Secret;
 
@@ -101,7 +104,8 @@ fn secret_matches(secret: &Secret, presented: &str) -> bool {
 }
 
 /// `POST /{tenant}/oauth2/v2.0/token` on any host (an unknown host is refused and recorded).
-pub(crate) fn token(state: &State, req: &Request, tenant: &str) -> Response<Body> {
+/// An armed token fault (see `faults`) applies to requests for a login host.
+pub(crate) async fn token(state: &State, req: &Request, tenant: &str) -> Outcome {
     let mut record = TokenRequestRecord {
         host: req.host.clone(),
         sni: req.sni.clone(),
@@ -114,21 +118,71 @@ pub(crate) fn token(state: &State, req: &Request, tenant: &str) -> Response<Body
         credential: None,
     };
     let clouds: Vec<Cloud> = Cloud::by_login_host(&req.host_name()).collect();
-    let resp = if clouds.is_empty() {
-        misdirected(req)
+    let fault = if clouds.is_empty() {
+        None
     } else {
-        match issue(state, req, tenant, &clouds, &mut record) {
-            Ok(resp) => resp,
-            Err(err) => {
-                record.error_code = Some(err.code);
-                err.response(&req.host_name(), req.header("client-request-id"))
-            }
-        }
+        state.take_fault(Target::Token)
     };
-    record.status = resp.status().as_u16();
+    faults::wait(fault.as_ref()).await;
+    let kind = fault.as_ref().map(|f| f.kind);
+    let resp = match &fault {
+        _ if clouds.is_empty() => Some(misdirected(req)),
+        Some(f)
+            if matches!(
+                f.kind,
+                FaultKind::Reset | FaultKind::Status | FaultKind::TemporarilyUnavailable
+            ) =>
+        {
+            if let Ok(form) = Form::parse(req) {
+                record.client_id = form.client_id().map(str::to_owned);
+                record.scope = form.get("scope").map(str::to_owned);
+                record.grant_type = form.get("grant_type").map(str::to_owned);
+            }
+            fault_reply(req, f, &mut record)
+        }
+        _ => Some(
+            match issue(state, req, tenant, &clouds, &mut record, kind) {
+                Ok(resp) => resp,
+                Err(err) => {
+                    record.error_code = Some(err.code);
+                    err.response(&req.host_name(), req.header("client-request-id"))
+                }
+            },
+        ),
+    };
+    record.status = resp.as_ref().map_or(0, |r| r.status().as_u16());
     tracing::debug!(host = %req.host, status = record.status, "emulator token request");
     state.record_token(record);
-    resp
+    resp.ok_or(Dropped)
+}
+
+/// The answer of a fault that replaces the token endpoint's work (`None`: drop the
+/// connection).
+fn fault_reply(
+    req: &Request,
+    fault: &Fault,
+    record: &mut TokenRequestRecord,
+) -> Option<Response<Body>> {
+    let status = fault
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let resp = match fault.kind {
+        FaultKind::Reset => return None,
+        FaultKind::Status if fault.html => html_page(status),
+        _ => {
+            let err = if fault.kind == FaultKind::TemporarilyUnavailable
+                || status == StatusCode::SERVICE_UNAVAILABLE
+            {
+                EntraError::temporarily_unavailable()
+            } else {
+                EntraError::server_error(status)
+            };
+            record.error_code = Some(err.code);
+            err.response(&req.host_name(), req.header("client-request-id"))
+        }
+    };
+    Some(faults::with_retry_after(resp, fault))
 }
 
 fn issue(
@@ -137,6 +191,7 @@ fn issue(
     tenant: &str,
     clouds: &[Cloud],
     record: &mut TokenRequestRecord,
+    fault: Option<FaultKind>,
 ) -> Result<Response<Body>, EntraError> {
     if req.method != Method::POST {
         return Err(EntraError::post_only(req.method.as_str()));
@@ -187,20 +242,30 @@ fn issue(
         .copied()
         .find(|c| c.endpoints().scope == scope)
         .ok_or_else(|| EntraError::invalid_scope(scope))?;
-    Ok(success(state, app, cloud))
+    Ok(success(state, app, cloud, fault))
 }
 
-fn success(state: &State, app: &AppRegistration, cloud: Cloud) -> Response<Body> {
+/// The token response. Faults: `ExpiredToken` back-dates the token so `exp` has passed
+/// (`expires_in` still says the full lifetime); `BadSignatureToken` signs it with another key.
+fn success(
+    state: &State,
+    app: &AppRegistration,
+    cloud: Cloud,
+    fault: Option<FaultKind>,
+) -> Response<Body> {
     let lifetime = i64::try_from(state.config.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4);
-    let now = chrono::Utc::now().timestamp();
-    match claims::mint(
-        state.key,
-        &state.config.tenant_id,
-        app,
-        cloud,
-        now,
-        lifetime,
-    ) {
+    let mut issued = chrono::Utc::now().timestamp();
+    let key = match fault {
+        Some(FaultKind::BadSignatureToken) => keys::impostor_key(),
+        Some(FaultKind::ExpiredToken) => {
+            issued -= lifetime + 60;
+            Ok(state.key)
+        }
+        _ => Ok(state.key),
+    };
+    let minted = key
+        .and_then(|key| claims::mint(key, &state.config.tenant_id, app, cloud, issued, lifetime));
+    match minted {
         Ok(token) => {
             let body = serde_json::json!({
                 "token_type": "Bearer",

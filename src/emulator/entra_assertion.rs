@@ -54,7 +54,7 @@ fn certificate(
             "The assertion must be signed with PS256 or RS256.",
         ));
     }
-    if header.alg == Algorithm::PS256 && state.faults().reject_ps256_assertions {
+    if header.alg == Algorithm::PS256 && state.faults().config().reject_ps256_assertions {
         return Err(EntraError::assertion_signature(
             "PS256 assertions are not accepted.",
         ));

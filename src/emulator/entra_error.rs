@@ -158,6 +158,25 @@ impl EntraError {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", 700213, m)
     }
 
+    /// AADSTS90033: Entra's transient failure, HTTP 503 `temporarily_unavailable` (as seen
+    /// in Azure/azure-sdk-for-python#14241).
+    pub(crate) fn temporarily_unavailable() -> Self {
+        let m = "A transient error has occurred. Please try again.".to_owned();
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            90033,
+            m,
+        )
+    }
+
+    /// AADSTS50000: a failure of the sign-in service itself, with `status` (5xx), OAuth
+    /// `server_error`.
+    pub(crate) fn server_error(status: StatusCode) -> Self {
+        let m = "There was an error issuing a token or an issue with our sign-in service.";
+        Self::new(status, "server_error", 50000, m.to_owned())
+    }
+
     pub(crate) fn invalid_scope(scope: &str) -> Self {
         let m = format!(
             "The provided request must include a 'scope' input parameter. The provided value for the \

@@ -1,26 +1,37 @@
 //! The emulated Microsoft Graph: recognises an Intune device action, then checks token,
 //! permission, content type, body and device in Graph's order, applies it to the device
-//! inventory and records the request.
+//! inventory and records the request. An armed fault (see `faults`) comes first.
 
 use http::{Response, StatusCode};
 
+use super::faults::{self, Fault, FaultKind, Target};
 use super::graph_reply::{GraphError, Ids, intune_message};
 use super::keys::TokenCheck;
 use super::records::GraphRequestRecord;
 use super::state::State;
-use super::wire::{Body, Request};
+use super::wire::{Body, Dropped, Outcome, Request, html_page};
 use crate::cloud::Cloud;
 use crate::route::{self, Recognised};
 
-/// Handles one request to `cloud`'s Graph host.
-pub(crate) fn handle(state: &State, req: &Request, cloud: Cloud) -> Response<Body> {
+/// Handles one request to `cloud`'s Graph host: an injected fault if one is armed, else
+/// the real work. Either way the request is recorded (status 0 for a dropped connection).
+pub(crate) async fn handle(state: &State, req: &Request, cloud: Cloud) -> Outcome {
+    let fault = state.take_fault(Target::Graph);
+    faults::wait(fault.as_ref()).await;
     let ids = Ids::new(req.header("client-request-id"));
     let mut token_claims = None;
-    let resp = match process(state, req, cloud, &mut token_claims) {
-        Ok(status) => ids.success(status),
-        Err(err) => ids.error(&err),
+    let resp = match &fault {
+        Some(f) if f.kind == FaultKind::Reset => None,
+        Some(f) if f.kind == FaultKind::Status => {
+            token_claims = bearer(req).and_then(|t| state.key.verify(t).ok());
+            Some(fault_reply(&ids, f))
+        }
+        _ => Some(match process(state, req, cloud, &mut token_claims) {
+            Ok(status) => ids.success(status),
+            Err(err) => ids.error(&err),
+        }),
     };
-    let status = resp.status().as_u16();
+    let status = resp.as_ref().map_or(0, |r| r.status().as_u16());
     tracing::debug!(method = %req.method, host = %req.host, path = req.uri.path(), status, "emulator graph request");
     state.record_graph(GraphRequestRecord {
         method: req.method.to_string(),
@@ -35,7 +46,49 @@ pub(crate) fn handle(state: &State, req: &Request, cloud: Cloud) -> Response<Bod
         token_claims,
         status,
     });
-    resp
+    resp.ok_or(Dropped)
+}
+
+/// A `status` fault's answer: Graph's error JSON (or a front door's HTML page), with
+/// `Retry-After` when the fault has one.
+fn fault_reply(ids: &Ids, fault: &Fault) -> Response<Body> {
+    let status = fault
+        .status
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let resp = if fault.html {
+        html_page(status)
+    } else {
+        let (code, message) = match status.as_u16() {
+            400 => ("BadRequest", "The request is invalid."),
+            401 => (
+                "InvalidAuthenticationToken",
+                "Access token has expired or is not yet valid.",
+            ),
+            403 => ("Forbidden", "Access is denied."),
+            404 => ("ResourceNotFound", "The resource could not be found."),
+            429 => ("TooManyRequests", "Too many requests."),
+            500 => ("InternalServerError", "An internal server error occurred."),
+            502 => ("BadGateway", "The gateway received an invalid response."),
+            503 => (
+                "ServiceUnavailable",
+                "The service is temporarily unavailable. Please retry later.",
+            ),
+            504 => ("GatewayTimeout", "The gateway timed out."),
+            _ => ("UnknownError", "An error occurred."),
+        };
+        ids.error(&GraphError::new(status, code, message))
+    };
+    faults::with_retry_after(resp, fault)
+}
+
+/// The bearer token of the request, if it has one.
+fn bearer(req: &Request) -> Option<&str> {
+    req.header(http::header::AUTHORIZATION)
+        .and_then(|h| h.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// The pipeline, in Graph's order. `token_claims` is filled once a signature verifies.
@@ -78,13 +131,7 @@ fn authenticate(
     cloud: Cloud,
     token_claims: &mut Option<serde_json::Value>,
 ) -> Result<serde_json::Value, GraphError> {
-    let token = req
-        .header(http::header::AUTHORIZATION)
-        .and_then(|h| h.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim())
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
+    let token = bearer(req).ok_or_else(|| GraphError::unauthenticated("Access token is empty."))?;
     let claims = state.key.verify(token).map_err(|check| {
         GraphError::unauthenticated(match check {
             TokenCheck::Malformed => "IDX14100: JWT is not well formed.",

@@ -1,13 +1,17 @@
-//! The emulator's own read-only endpoints under `/_emulator/` (any host): the device
-//! inventory and the request records, as JSON, for tests and curious users.
+//! The emulator's own endpoints under `/_emulator/` (any host): the device inventory and
+//! the request records, read-only, and the injected faults, read and written; all JSON.
 
 use http::{Method, Response, StatusCode};
 
+use super::faults::Faults;
 use super::state::State;
 use super::wire::{Body, Request, json, set_header, text};
 
-/// `GET /_emulator/{devices | requests | token-requests}`.
+/// `GET /_emulator/{devices | requests | token-requests}`; `/_emulator/faults`.
 pub(crate) fn handle(state: &State, req: &Request, rest: &str) -> Response<Body> {
+    if rest == "faults" {
+        return faults(state, req);
+    }
     if req.method != Method::GET {
         let mut resp = text(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -26,9 +30,52 @@ pub(crate) fn handle(state: &State, req: &Request, rest: &str) -> Response<Body>
         _ => {
             return text(
                 StatusCode::NOT_FOUND,
-                "try /_emulator/devices, /_emulator/requests or /_emulator/token-requests",
+                "try /_emulator/devices, /_emulator/requests, /_emulator/token-requests or /_emulator/faults",
             );
         }
     };
     json(StatusCode::OK, &value)
+}
+
+/// `GET` the faults in force (`times` = requests left), `PUT` a JSON [`Faults`] to replace
+/// them (400 listing every problem if invalid), `DELETE` to clear them. Each answers with the
+/// faults then in force.
+fn faults(state: &State, req: &Request) -> Response<Body> {
+    match req.method {
+        Method::GET => {}
+        Method::PUT => {
+            let faults = match serde_json::from_slice::<Faults>(&req.body) {
+                Ok(faults) => faults,
+                Err(e) => {
+                    let errors = [format!("not a faults document: {e}")];
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        &serde_json::json!({ "errors": errors }),
+                    );
+                }
+            };
+            if let Err(e) = faults.validate() {
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "errors": e.0 }),
+                );
+            }
+            tracing::info!(faults = ?faults, "emulator faults set");
+            state.set_faults(faults);
+        }
+        Method::DELETE => {
+            tracing::info!("emulator faults cleared");
+            state.set_faults(Faults::default());
+        }
+        _ => {
+            let mut resp = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/_emulator/faults takes GET, PUT or DELETE",
+            );
+            set_header(&mut resp, "allow", "GET, PUT, DELETE");
+            return resp;
+        }
+    }
+    let current = serde_json::to_value(state.faults().snapshot()).unwrap_or_default();
+    json(StatusCode::OK, &current)
 }

@@ -32,6 +32,21 @@ pub(crate) fn signing_key() -> Result<&'static SigningKey, String> {
     KEY.get_or_init(generate).as_ref().map_err(Clone::clone)
 }
 
+static IMPOSTOR: OnceLock<Result<SigningKey, String>> = OnceLock::new();
+
+/// A second key that signs under the real key's `kid`: its tokens look right but fail
+/// signature verification (generated on first use).
+pub(crate) fn impostor_key() -> Result<&'static SigningKey, String> {
+    IMPOSTOR
+        .get_or_init(|| {
+            let mut key = generate()?;
+            key.kid = signing_key()?.kid.clone();
+            Ok(key)
+        })
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
 fn generate() -> Result<SigningKey, String> {
     let private = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS)
         .map_err(|e| format!("generating the RSA signing key: {e}"))?;

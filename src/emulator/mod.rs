@@ -4,7 +4,7 @@
 //!
 //! Layout: `pki` (CA and server certificate), `keys` and `claims` (token signing and
 //! contents), `entra` + `entra_error` (token endpoint), `graph` + `graph_reply` (Graph),
-//! `introspect` (`/_emulator/`), `records` and `state` (what it remembers), `server`
+//! `introspect` (`/_emulator/`), `faults` (injected misbehaviour), `records` and `state` (what it remembers), `server`
 //! (TLS listener and dispatch), `wire` (request/response plumbing); `entra_assertion`
 //! (certificate and federated client assertions), `imds` (the managed-identity endpoint, plain
 //! HTTP on a listener of its own), `test_credentials` (certificates and issuers for tests).
@@ -13,6 +13,7 @@ mod claims;
 mod entra;
 mod entra_assertion;
 mod entra_error;
+mod faults;
 mod graph;
 mod graph_reply;
 mod imds;
@@ -30,9 +31,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use faults::{
+    FAULT_SPEC_HELP, Fault, FaultKind, FaultSpec, Faults, FaultsError, MAX_FAULT_DELAY_MS, Target,
+};
 pub use pki::CA_NAME;
 pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
-pub use state::Faults;
 pub use test_credentials::{FederatedIssuer, TestCertificate};
 pub use wire::MAX_BODY_BYTES;
 
@@ -249,9 +252,15 @@ impl Emulator {
         self.state.devices()
     }
 
-    /// Replaces the injected faults (takes effect from the next request).
+    /// Replaces the injected faults (takes effect from the next request; counts start
+    /// afresh). Hand-built values can be checked first with [`Faults::validate`].
     pub fn set_faults(&self, faults: Faults) {
         self.state.set_faults(faults);
+    }
+
+    /// The faults in force, `times` showing the requests each has left.
+    pub fn faults(&self) -> Faults {
+        self.state.faults().snapshot()
     }
 
     /// Test hook: a token for a registered app and `cloud`, signed like the token endpoint's,

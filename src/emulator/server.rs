@@ -1,12 +1,11 @@
 //! The emulator's listener: TLS (recording each connection's SNI), HTTP/1.1 and h2 via ALPN,
 //! graceful shutdown, and the dispatch of each request by path and host.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Response, StatusCode};
+use http::StatusCode;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -16,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use super::state::State;
-use super::wire::{Body, Request, text};
+use super::wire::{Outcome, Request, text};
 use super::{entra, graph, introspect};
 use crate::cloud::Cloud;
 
@@ -71,7 +70,7 @@ async fn connection(state: Arc<State>, acceptor: TlsAcceptor, tcp: TcpStream, wa
     let service = service_fn(move |req: http::Request<Incoming>| {
         let state = state.clone();
         let sni = sni.clone();
-        async move { Ok::<_, Infallible>(dispatch(&state, sni, req).await) }
+        async move { dispatch(&state, sni, req).await }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     let conn = builder
@@ -82,36 +81,33 @@ async fn connection(state: Arc<State>, acceptor: TlsAcceptor, tcp: TcpStream, wa
     }
 }
 
-/// Reads the request and hands it to the service its path and host name.
-async fn dispatch(
-    state: &State,
-    sni: Option<String>,
-    req: http::Request<Incoming>,
-) -> Response<Body> {
+/// Reads the request and hands it to the service its path and host name. `Err` (an
+/// injected fault) makes hyper close the connection without an answer.
+async fn dispatch(state: &State, sni: Option<String>, req: http::Request<Incoming>) -> Outcome {
     let req = match Request::read(req, sni).await {
         Ok(req) => req,
-        Err(resp) => return resp,
+        Err(resp) => return Ok(resp),
     };
-    route(state, &req)
+    route(state, &req).await
 }
 
 /// Introspection on any host; Graph on a Graph host; Entra's endpoints by path.
-fn route(state: &State, req: &Request) -> Response<Body> {
+async fn route(state: &State, req: &Request) -> Outcome {
     let path = req.uri.path();
     if let Some(rest) = path.strip_prefix("/_emulator/") {
-        return introspect::handle(state, req, rest);
+        return Ok(introspect::handle(state, req, rest));
     }
     if let Some(cloud) = Cloud::by_graph_host(&req.host_name()) {
-        return graph::handle(state, req, cloud);
+        return graph::handle(state, req, cloud).await;
     }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    match segs.as_slice() {
-        [tenant, "oauth2", "v2.0", "token"] => entra::token(state, req, tenant),
+    Ok(match segs.as_slice() {
+        [tenant, "oauth2", "v2.0", "token"] => return entra::token(state, req, tenant).await,
         [tenant, "discovery", "v2.0", "keys"] => entra::keys(state, req, tenant),
         _ if Cloud::by_login_host(&req.host_name()).next().is_some() => text(
             StatusCode::NOT_FOUND,
             "the emulated Entra serves only /{tenant}/oauth2/v2.0/token and /{tenant}/discovery/v2.0/keys",
         ),
         _ => entra::misdirected(req),
-    }
+    })
 }

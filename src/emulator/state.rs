@@ -1,5 +1,5 @@
 //! The emulator's shared state: its configuration, signing key, device inventory, request
-//! logs and the fault switches that later tests can flip while it runs.
+//! logs and the armed faults (see `faults`) that tests can flip while it runs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,28 +8,9 @@ use std::sync::{Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::EmulatorConfig;
+use super::faults::{Armed, Fault, Faults, Target};
 use super::keys::SigningKey;
 use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
-
-/// Injected misbehaviour. Empty today: each fault will be a field here, read once per
-/// request through [`State::faults`] at the top of the Entra and Graph handlers, so
-/// adding one changes no signatures.
-#[derive(Debug, Clone, Default)]
-#[non_exhaustive]
-pub struct Faults {
-    /// Refuse PS256 client assertions with AADSTS700027, like an Entra that only knows the
-    /// older RS256 + `x5t` format.
-    pub reject_ps256_assertions: bool,
-}
-
-impl Faults {
-    /// Only RS256 + `x5t` certificate assertions are accepted.
-    pub fn rs256_only() -> Self {
-        Faults {
-            reject_ps256_assertions: true,
-        }
-    }
-}
 
 /// Everything the request handlers share.
 pub(crate) struct State {
@@ -39,7 +20,7 @@ pub(crate) struct State {
     token_log: Mutex<Bounded<TokenRequestRecord>>,
     graph_log: Mutex<Bounded<GraphRequestRecord>>,
     token_count: AtomicU64,
-    faults: ArcSwap<Faults>,
+    faults: ArcSwap<Armed>,
 }
 
 /// Locks `m`, carrying on if another thread panicked while holding it (the data is
@@ -62,17 +43,23 @@ impl State {
             token_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             graph_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             token_count: AtomicU64::new(0),
-            faults: ArcSwap::from_pointee(Faults::default()),
+            faults: ArcSwap::from_pointee(Armed::default()),
         }
     }
 
     /// The faults in force for one request.
-    pub(crate) fn faults(&self) -> std::sync::Arc<Faults> {
+    pub(crate) fn faults(&self) -> std::sync::Arc<Armed> {
         self.faults.load_full()
     }
 
+    /// Claims the fault (if any) for one request to `target`, counting it down.
+    pub(crate) fn take_fault(&self, target: Target) -> Option<Fault> {
+        self.faults.load().take(target).cloned()
+    }
+
+    /// Replaces the faults; their counts start afresh.
     pub(crate) fn set_faults(&self, faults: Faults) {
-        self.faults.store(std::sync::Arc::new(faults));
+        self.faults.store(std::sync::Arc::new(Armed::new(faults)));
     }
 
     pub(crate) fn record_token(&self, record: TokenRequestRecord) {

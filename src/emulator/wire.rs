@@ -14,6 +14,15 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// The response body type of every emulated endpoint.
 pub(crate) type Body = Full<Bytes>;
 
+/// A handler's decision to close the connection without answering (an injected fault);
+/// hyper then drops the connection (HTTP/1.1) or resets the stream (h2).
+#[derive(Debug, thiserror::Error)]
+#[error("connection dropped without an answer (injected fault)")]
+pub(crate) struct Dropped;
+
+/// What a handler does with a request: answer it, or drop the connection.
+pub(crate) type Outcome = Result<Response<Body>, Dropped>;
+
 /// A fully read request, with what the connection knew about it.
 #[derive(Debug)]
 pub(crate) struct Request {
@@ -139,6 +148,19 @@ pub(crate) fn json(status: StatusCode, value: &serde_json::Value) -> Response<Bo
 /// A plain-text response.
 pub(crate) fn text(status: StatusCode, message: &str) -> Response<Body> {
     respond(status, "text/plain; charset=utf-8", format!("{message}\n"))
+}
+
+/// An HTML error page, as a front door in front of the service would send.
+pub(crate) fn html_page(status: StatusCode) -> Response<Body> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    let code = status.as_u16();
+    respond(
+        status,
+        "text/html; charset=utf-8",
+        format!(
+            "<!DOCTYPE html>\n<html><head><title>{code} {reason}</title></head>\n<body><h1>{reason}</h1><p>The service is unavailable. Please try again later.</p></body></html>\n"
+        ),
+    )
 }
 
 /// Sets a header if `value` is a valid header value (it always is for what we send).
