@@ -82,6 +82,9 @@ pub enum GatewayError {
         "Microsoft Graph did not answer within {0} s; the action may or may not have run, check the device"
     )]
     UpstreamTimeout(u64),
+    /// Graph itself answered 504: its back end may or may not have run the action.
+    #[error("Microsoft Graph answered 504 Gateway Timeout; the action may or may not have run, check the device ({0})")]
+    GraphTimedOut(String),
 }
 
 impl From<Arc<TokenError>> for GatewayError {
@@ -91,6 +94,12 @@ impl From<Arc<TokenError>> for GatewayError {
 }
 
 impl GatewayError {
+    /// Whether the request may have reached Graph and run: such failures are never retried,
+    /// and a duplicate gets the same answer.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, GatewayError::OutcomeUnknown(_) | GatewayError::UpstreamTimeout(_) | GatewayError::GraphTimedOut(_))
+    }
+
     /// The HTTP status for this failure.
     pub fn status(&self) -> StatusCode {
         use GatewayError as E;
@@ -114,7 +123,7 @@ impl GatewayError {
             E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             E::Token(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::UpstreamUnavailable(_) | E::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
-            E::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            E::UpstreamTimeout(_) | E::GraphTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         }
     }
 
@@ -138,7 +147,7 @@ impl GatewayError {
             E::UnsupportedMediaType => "unsupportedMediaType",
             E::Token(_) => "tokenAcquisitionFailed",
             E::UpstreamUnavailable(_) => "upstreamUnavailable",
-            E::OutcomeUnknown(_) | E::UpstreamTimeout(_) => "upstreamOutcomeUnknown",
+            E::OutcomeUnknown(_) | E::UpstreamTimeout(_) | E::GraphTimedOut(_) => "upstreamOutcomeUnknown",
         }
     }
 

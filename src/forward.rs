@@ -163,7 +163,7 @@ impl Forwarder {
                     waited += delay;
                 }
                 Some(delay) => return Ok(with_retry_after(reply, delay)),
-                None => return Ok(reply),
+                None => return outcome(reply),
             }
         }
     }
@@ -224,6 +224,20 @@ impl Forwarder {
             body,
             attempts: 1,
         })
+    }
+}
+
+/// Graph's own 502 and 504 say its back end may or may not have run the action: the caller
+/// gets graphgate's distinct "outcome unknown" answer (never retried), naming Graph's request id.
+fn outcome(reply: UpstreamReply) -> Result<UpstreamReply, GatewayError> {
+    let detail = || {
+        let id = reply.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        format!("Graph request-id {id}")
+    };
+    match reply.status {
+        StatusCode::BAD_GATEWAY => Err(GatewayError::OutcomeUnknown(format!("Graph answered 502 Bad Gateway, {}", detail()))),
+        StatusCode::GATEWAY_TIMEOUT => Err(GatewayError::GraphTimedOut(detail())),
+        _ => Ok(reply),
     }
 }
 

@@ -319,7 +319,7 @@ fn settle(
             }
             Ok(reply.into_response())
         }
-        Err(err @ (GatewayError::OutcomeUnknown(_) | GatewayError::UpstreamTimeout(_))) => {
+        Err(err) if err.outcome_unknown() => {
             if let Some(t) = ticket {
                 let resp = err.to_response(&ids.request_id, &ids.client_request_id);
                 let body = crate::graph_error::body(

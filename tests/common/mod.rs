@@ -53,6 +53,10 @@ pub struct Options {
     pub policy: Option<String>,
     /// Serve TLS (and mTLS) with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Request bounds.
+    pub limits: Limits,
+    /// Connection bounds.
+    pub server: ServerLimits,
 }
 
 impl Default for Options {
@@ -64,6 +68,8 @@ impl Default for Options {
             emulator: EmulatorConfig::default(),
             policy: None,
             tls: None,
+            limits: Limits::default(),
+            server: ServerLimits::default(),
         }
     }
 }
@@ -133,7 +139,7 @@ pub async fn start_with(opts: Options) -> Harness {
         connect_to: emu.connect_to.clone(),
         extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
         token_expiry_margin: opts.token_expiry_margin,
-        limits: Limits::default(),
+        limits: opts.limits.clone(),
     };
     let policy = Policy::from_yaml(
         opts.policy.as_deref().unwrap_or(&policy_text()),
@@ -147,7 +153,7 @@ pub async fn start_with(opts: Options) -> Harness {
         listener,
         opts.tls.clone(),
         Arc::clone(&gw),
-        ServerLimits::default(),
+        opts.server.clone(),
         until_stop(stop_rx),
     ));
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
