@@ -1,0 +1,20 @@
+//! Request bodies of every catalog operation: `schema::parse_strict` then `schema::validate`
+//! (the Graph body), and `simple::to_graph_body` (the flat simplified-API body) followed by
+//! `validate` of the body it builds.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(value) = graphgate::schema::parse_strict(data) else {
+        return;
+    };
+    for op in graphgate::catalog::CATALOG {
+        let _ = graphgate::schema::validate(&value, op.params, op.wrapper);
+        if let Some(simple) = op.simple {
+            if let Ok(graph_body) = graphgate::simple::to_graph_body(op, simple, &value) {
+                let _ = graphgate::schema::validate(&graph_body, op.params, op.wrapper);
+            }
+        }
+    }
+});

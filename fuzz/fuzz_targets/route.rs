@@ -1,0 +1,17 @@
+//! `route::recognise` and `recognise_simple` on an arbitrary method and path.
+//! Input: one length byte, that many method bytes, then the path (lossy UTF-8).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let len = usize::from(len % 16).min(rest.len());
+    let (method, path) = rest.split_at(len);
+    let method = http::Method::from_bytes(method).unwrap_or(http::Method::POST);
+    let path = String::from_utf8_lossy(path);
+    let _ = graphgate::route::recognise(&method, &path);
+    let _ = graphgate::route::recognise_simple(&method, &path);
+});
