@@ -83,7 +83,9 @@ pub enum GatewayError {
     )]
     UpstreamTimeout(u64),
     /// Graph itself answered 504: its back end may or may not have run the action.
-    #[error("Microsoft Graph answered 504 Gateway Timeout; the action may or may not have run, check the device ({0})")]
+    #[error(
+        "Microsoft Graph answered 504 Gateway Timeout; the action may or may not have run, check the device ({0})"
+    )]
     GraphTimedOut(String),
 }
 
@@ -97,7 +99,12 @@ impl GatewayError {
     /// Whether the request may have reached Graph and run: such failures are never retried,
     /// and a duplicate gets the same answer.
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, GatewayError::OutcomeUnknown(_) | GatewayError::UpstreamTimeout(_) | GatewayError::GraphTimedOut(_))
+        matches!(
+            self,
+            GatewayError::OutcomeUnknown(_)
+                | GatewayError::UpstreamTimeout(_)
+                | GatewayError::GraphTimedOut(_)
+        )
     }
 
     /// The HTTP status for this failure.
@@ -147,7 +154,9 @@ impl GatewayError {
             E::UnsupportedMediaType => "unsupportedMediaType",
             E::Token(_) => "tokenAcquisitionFailed",
             E::UpstreamUnavailable(_) => "upstreamUnavailable",
-            E::OutcomeUnknown(_) | E::UpstreamTimeout(_) | E::GraphTimedOut(_) => "upstreamOutcomeUnknown",
+            E::OutcomeUnknown(_) | E::UpstreamTimeout(_) | E::GraphTimedOut(_) => {
+                "upstreamOutcomeUnknown"
+            }
         }
     }
 

@@ -231,11 +231,18 @@ impl Forwarder {
 /// gets graphgate's distinct "outcome unknown" answer (never retried), naming Graph's request id.
 fn outcome(reply: UpstreamReply) -> Result<UpstreamReply, GatewayError> {
     let detail = || {
-        let id = reply.headers.get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("none");
+        let id = reply
+            .headers
+            .get(REQUEST_ID)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("none");
         format!("Graph request-id {id}")
     };
     match reply.status {
-        StatusCode::BAD_GATEWAY => Err(GatewayError::OutcomeUnknown(format!("Graph answered 502 Bad Gateway, {}", detail()))),
+        StatusCode::BAD_GATEWAY => Err(GatewayError::OutcomeUnknown(format!(
+            "Graph answered 502 Bad Gateway, {}",
+            detail()
+        ))),
         StatusCode::GATEWAY_TIMEOUT => Err(GatewayError::GraphTimedOut(detail())),
         _ => Ok(reply),
     }
