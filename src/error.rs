@@ -59,6 +59,9 @@ pub enum GatewayError {
         "Microsoft Graph did not answer within {0} s; the action may or may not have run, check the device"
     )]
     UpstreamTimeout(u64),
+    /// The audit log could not record the intent; nothing was sent (fail closed).
+    #[error("the audit log is unavailable, so graphgate did not send the request")]
+    AuditUnavailable(#[source] crate::audit::WriteError),
 }
 
 impl From<Arc<TokenError>> for GatewayError {
@@ -82,7 +85,7 @@ impl GatewayError {
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            E::Token(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Token(_) | E::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::UpstreamUnavailable(_) | E::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
             E::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -102,6 +105,7 @@ impl GatewayError {
             E::BodyTooLarge { .. } => "requestEntityTooLarge",
             E::UnsupportedMediaType => "unsupportedMediaType",
             E::Token(_) => "tokenAcquisitionFailed",
+            E::AuditUnavailable(_) => "auditUnavailable",
             E::UpstreamUnavailable(_) => "upstreamUnavailable",
             E::OutcomeUnknown(_) | E::UpstreamTimeout(_) => "upstreamOutcomeUnknown",
         }
@@ -129,7 +133,7 @@ impl GatewayError {
             GatewayError::Route(RouteError::MethodNotAllowed) => {
                 h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             }
-            GatewayError::Token(_) => {
+            GatewayError::Token(_) | GatewayError::AuditUnavailable(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}

@@ -1,9 +1,11 @@
-//! The request pipeline, in one place, outer to inner: request ids → caller identity →
-//! operation recognition → body validation → policy → token → forward to Graph. Each step
-//! can refuse; nothing reaches Graph until every step before forwarding has passed.
+//! The request pipeline, in one place, outer to inner: request ids and span → caller
+//! identity → operation recognition → body validation → policy → token → audit intent →
+//! forward to Graph → audit outcome. Each step can refuse; nothing reaches Graph until every
+//! step before forwarding has passed and the intent record is durable.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -15,6 +17,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use tracing::Instrument;
 
+use crate::audit::trail::Origin;
+use crate::audit::{Audit, AuditDecision, AuditTrail};
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::identity;
@@ -23,6 +27,14 @@ use crate::route::{self, Recognised};
 use crate::schema;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
+use crate::{metrics, telemetry};
+
+/// The connection a request arrived on; the server puts it in the request's extensions.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The caller's address.
+    pub peer: SocketAddr,
+}
 
 /// Header carrying the caller's correlation id (Graph's convention).
 pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
@@ -66,6 +78,7 @@ pub struct Gateway {
     broker: TokenBroker,
     http: HttpClient,
     limits: Limits,
+    audit: Audit,
 }
 
 /// Ids that identify one request across the caller, the gateway and Graph.
@@ -110,7 +123,24 @@ impl Gateway {
             broker,
             http,
             limits,
+            audit: Audit::disabled(),
         }
+    }
+
+    /// The gateway with `audit` as its audit log (without one, nothing is audited).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit log (for readiness).
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The loaded policy's version (its hash).
+    pub fn policy_hash(&self) -> String {
+        self.policy.load().hash.clone()
     }
 
     /// Replaces the policy; requests in flight keep the one they started with.
@@ -134,28 +164,53 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let started = Instant::now();
         let ids = RequestIds::from_headers(req.headers());
         let span = tracing::info_span!(
             "request",
+            otel.kind = "server",
             http.request.method = %req.method(),
+            server.address = self.cloud.endpoints().graph_host,
             request_id = %ids.request_id,
             client_request_id = %ids.client_request_id,
+            http.route = tracing::field::Empty,
             caller.name = tracing::field::Empty,
             graph.operation = tracing::field::Empty,
             policy.rule = tracing::field::Empty,
+            policy.decision = tracing::field::Empty,
+            graph.request_id = tracing::field::Empty,
             http.response.status_code = tracing::field::Empty,
         );
+        // A caller's W3C trace continues through the gateway and on to Graph.
+        telemetry::continue_trace(&span, req.headers());
+        let mut trail = AuditTrail::begin(
+            &self.audit,
+            Origin {
+                audit_id: &ids.request_id,
+                client_request_id: &ids.client_request_id,
+                source: req.extensions().get::<ConnInfo>().map(|c| c.peer),
+                cloud: self.cloud.to_string(),
+                tenant: &self.broker.key().tenant,
+            },
+        );
         async {
-            let mut resp = match self.pipeline(&ids, req).await {
-                Ok(resp) => resp,
+            let (mut resp, error_code) = match self.pipeline(&ids, req, &mut trail).await {
+                Ok(resp) => (resp, None),
                 Err(err) => {
                     tracing::info!(error.code = err.code(), error = %err, "request refused or failed");
-                    err.to_response(&ids.request_id, &ids.client_request_id)
+                    let resp = err.to_response(&ids.request_id, &ids.client_request_id);
+                    (resp, Some(err.code()))
                 }
             };
+            // The outcome is durable before a caller learns that an action ran.
+            trail.finish(resp.status().as_u16(), error_code).await;
             set_ids(resp.headers_mut(), &ids);
-            tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
-            tracing::info!(status = resp.status().as_u16(), "request done");
+            let status = resp.status().as_u16();
+            let span = tracing::Span::current();
+            span.record("http.response.status_code", status);
+            span.record("policy.decision", trail.decision_label());
+            metrics::request_done(trail.operation_label(), trail.decision_label(), status, started.elapsed());
+            tracing::info!(status, "request done");
             resp
         }
         .instrument(span)
@@ -166,6 +221,7 @@ impl Gateway {
         &self,
         ids: &RequestIds,
         req: Request<B>,
+        trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError>
     where
         B: Body<Data = Bytes>,
@@ -178,20 +234,26 @@ impl Gateway {
         let caller = identity::authenticate(&policy, req.headers())?;
         let caller_name = &policy.callers[caller.index].name;
         span.record("caller.name", caller_name.as_str());
+        trail.caller(caller_name, caller.method.as_str(), &policy.hash);
         // What is being asked: a catalog operation, its target device, its canonical path.
+        // From here on, every outcome is audited.
         let op = route::recognise(req.method(), req.uri().path())?;
         span.record("graph.operation", op.op.name);
+        span.record("http.route", op.shape.template);
+        trail.recognised(&op);
         if req.uri().query().is_some() {
             return Err(GatewayError::QueryNotAllowed);
         }
         // The body is read within bounds and checked against the operation's schema.
         check_content_type(req.headers())?;
         let body = self.read_body(req).await?;
-        let _params = schema::validate(&schema::parse_strict(&body)?, op.op.params, op.op.wrapper)?;
+        let params = schema::validate(&schema::parse_strict(&body)?, op.op.params, op.op.wrapper)?;
+        trail.params(&params);
         // Deny by default: only a rule naming this caller and operation lets it through.
         let rule = match policy.decide(caller.index, op.op) {
             Decision::Allow { rule } => rule,
             Decision::NoRuleAllows => {
+                trail.decided(AuditDecision::Denied, None);
                 return Err(GatewayError::Forbidden(format!(
                     "no policy rule allows caller '{caller_name}' to run {}",
                     op.op.name
@@ -199,17 +261,59 @@ impl Gateway {
             }
         };
         span.record("policy.rule", rule);
-        // Only now is a token obtained and the request sent.
-        let token = self.broker.token().await?;
-        let resp = self.forward(ids, &op, &body, &token).await?;
+        trail.decided(AuditDecision::Allowed, Some(rule));
+        // Only now is a token obtained.
+        let token = self.token().await?;
+        trail.token_app_id(token.claims.appid.as_deref());
+        // Write-ahead: the intent is durable before Graph is asked to act; if the audit
+        // log cannot take it, the gateway does not act (fail closed).
+        trail
+            .intent()
+            .await
+            .map_err(GatewayError::AuditUnavailable)?;
+        let resp = self.send(ids, &op, &body, &token, trail).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             // Graph rejected the token before running anything: drop it and retry once.
             tracing::warn!("Graph refused the cached token; fetching a new one and retrying once");
             self.broker.forget(&token).await;
-            let token = self.broker.token().await?;
-            return self.forward(ids, &op, &body, &token).await;
+            let token = self.token().await?;
+            trail.token_app_id(token.claims.appid.as_deref());
+            return self.send(ids, &op, &body, &token, trail).await;
         }
         Ok(resp)
+    }
+
+    /// A usable token, timed.
+    async fn token(&self) -> Result<Arc<CachedToken>, GatewayError> {
+        let started = Instant::now();
+        let token = self.broker.token().await;
+        metrics::token_acquired(started.elapsed());
+        Ok(token?)
+    }
+
+    /// Forwards and records what Graph answered in the trail, the span and the metrics.
+    async fn send(
+        &self,
+        ids: &RequestIds,
+        op: &Recognised,
+        body: &Bytes,
+        token: &CachedToken,
+        trail: &mut AuditTrail,
+    ) -> Result<Response<Full<Bytes>>, GatewayError> {
+        let started = Instant::now();
+        let result = self.forward(ids, op, body, token).await;
+        metrics::upstream(started.elapsed());
+        if let Ok(resp) = &result {
+            let graph_request_id = resp
+                .headers()
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok());
+            if let Some(id) = graph_request_id {
+                tracing::Span::current().record("graph.request_id", id);
+            }
+            trail.upstream(resp.status().as_u16(), graph_request_id, started.elapsed());
+        }
+        result
     }
 
     async fn read_body<B>(&self, req: Request<B>) -> Result<Bytes, GatewayError>
@@ -255,13 +359,14 @@ impl Gateway {
             })?;
         bearer.set_sensitive(true);
         // Headers are built from scratch: nothing the caller sent is copied but the body.
-        let req = Request::post(uri)
+        let mut req = Request::post(uri)
             .header(AUTHORIZATION, bearer)
             .header(CONTENT_TYPE, "application/json")
             .header(CLIENT_REQUEST_ID, ids.client_request_id.as_str())
             .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(body.clone()))
             .map_err(|e| GatewayError::UpstreamUnavailable(e.to_string()))?;
+        telemetry::inject_current(req.headers_mut());
         let timeout = self.limits.upstream_timeout;
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| {

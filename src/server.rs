@@ -13,7 +13,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::gateway::Gateway;
+use crate::gateway::{ConnInfo, Gateway};
 
 /// Connection-level bounds.
 #[derive(Debug, Clone)]
@@ -84,7 +84,9 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let gateway = Arc::clone(&gateway);
-        let service = service_fn(move |req| {
+        let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            // The pipeline records where each request came from.
+            req.extensions_mut().insert(ConnInfo { peer });
             let gateway = Arc::clone(&gateway);
             async move { Ok::<_, std::convert::Infallible>(gateway.handle(req).await) }
         });

@@ -151,6 +151,7 @@ impl TokenBroker {
         if let Some(cached) = self.cache.get(&self.key).await {
             let now = Instant::now();
             if cached.usable(now) {
+                crate::metrics::token_cache_hit();
                 self.refresh_ahead(&cached, now);
                 return Ok(cached);
             }
@@ -161,7 +162,9 @@ impl TokenBroker {
         let fetched = self
             .cache
             .try_get_with(self.key.clone(), async move {
-                let issued = source.fetch().await?;
+                let issued = source.fetch().await;
+                crate::metrics::token_fetch(issued.is_ok());
+                let issued = issued?;
                 CachedToken::new(issued, Instant::now(), margin).map(Arc::new)
             })
             .await?;
@@ -211,6 +214,8 @@ impl TokenBroker {
                 .source
                 .fetch()
                 .await
+                .inspect(|_| crate::metrics::token_fetch(true))
+                .inspect_err(|_| crate::metrics::token_fetch(false))
                 .and_then(|t| CachedToken::new(t, started, broker.margin))
             {
                 Ok(fresh) => {
