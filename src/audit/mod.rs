@@ -35,6 +35,7 @@ pub struct Audit {
 
 struct Enabled {
     writer: Writer,
+    stopped: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     fingerprinter: Fingerprinter,
     path: Option<PathBuf>,
 }
@@ -75,10 +76,11 @@ impl Audit {
         state: ChainState,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
-        let writer = Writer::spawn(sink, state)?;
+        let (writer, stopped) = Writer::spawn(sink, state)?;
         Ok(Audit {
             inner: Some(Arc::new(Enabled {
                 writer,
+                stopped: std::sync::Mutex::new(Some(stopped)),
                 fingerprinter,
                 path: None,
             })),
@@ -116,14 +118,36 @@ impl Audit {
         self.write_durable(entry).await.map(|_| ())
     }
 
-    pub(crate) async fn write_durable(&self, entry: Entry) -> Result<(), WriteError> {
+    /// Makes everything queued durable, then stops the writer and closes the file. Only
+    /// the last handle closes; others just drop.
+    pub async fn close(self) {
+        let Some(inner) = self.inner else { return };
+        let _ = inner.writer.flush().await;
+        let Ok(enabled) = Arc::try_unwrap(inner) else {
+            return;
+        };
+        let stopped = enabled.stopped.lock().ok().and_then(|mut s| s.take());
+        drop(enabled.writer);
+        if let Some(stopped) = stopped {
+            let _ = stopped.await;
+        }
+    }
+
+    /// Entries waiting for the writer (0 when disabled).
+    pub fn queued(&self) -> usize {
+        self.inner.as_ref().map_or(0, |i| i.writer.queued())
+    }
+
+    /// Writes `entry` and waits until it is durable.
+    pub async fn write_durable(&self, entry: Entry) -> Result<(), WriteError> {
         match &self.inner {
             None => Ok(()),
             Some(i) => i.writer.write_durable(entry).await.map(|_| ()),
         }
     }
 
-    pub(crate) async fn write(&self, entry: Entry) -> Result<(), WriteError> {
+    /// Queues `entry` without waiting for the disk.
+    pub async fn write(&self, entry: Entry) -> Result<(), WriteError> {
         match &self.inner {
             None => Ok(()),
             Some(i) => i.writer.write(entry).await,

@@ -42,15 +42,28 @@ pub struct Writer {
 }
 
 impl Writer {
-    /// Starts the writer thread over `sink`, continuing the chain from `state`.
-    pub fn spawn(sink: Box<dyn Sink>, state: ChainState) -> std::io::Result<Writer> {
+    /// Starts the writer thread over `sink`, continuing the chain from `state`. The
+    /// receiver resolves once the thread has stopped and released the sink.
+    pub fn spawn(
+        sink: Box<dyn Sink>,
+        state: ChainState,
+    ) -> std::io::Result<(Writer, oneshot::Receiver<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (stopped_tx, stopped) = oneshot::channel();
         let healthy = Arc::new(AtomicBool::new(true));
         let flag = Arc::clone(&healthy);
         std::thread::Builder::new()
             .name("graphgate-audit".into())
-            .spawn(move || run(sink, rx, state, &flag))?;
-        Ok(Writer { tx, healthy })
+            .spawn(move || {
+                run(sink, rx, state, &flag);
+                let _ = stopped_tx.send(());
+            })?;
+        Ok((Writer { tx, healthy }, stopped))
+    }
+
+    /// Entries waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Writes `entry` and waits until it is durable; returns its sequence number.
@@ -96,6 +109,7 @@ fn run(
     mut state: ChainState,
     healthy: &AtomicBool,
 ) {
+    // The sink is dropped (file closed, lock released) when this returns.
     while let Some(first) = rx.blocking_recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
