@@ -70,6 +70,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 
 pub struct Options {
     pub audit: AuditMode,
+    /// Replace the client secret the gateway presents (to make Entra refuse it).
+    pub client_secret_override: Option<&'static str>,
     pub cloud: Cloud,
     pub token_lifetime: Duration,
     pub token_expiry_margin: Duration,
@@ -80,6 +82,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             audit: AuditMode::File,
+            client_secret_override: None,
             cloud: Cloud::Global,
             token_lifetime: Duration::from_secs(3599),
             token_expiry_margin: Duration::from_secs(300),
@@ -157,9 +160,24 @@ pub async fn start_with(opts: Options) -> Harness {
         AuditMode::Custom(audit) => (audit, None),
         AuditMode::Disabled => (Audit::disabled(), None),
     };
+    let credential = match (opts.client_secret_override, &emu.credential) {
+        (
+            Some(wrong),
+            graphgate::credential::Credential::ClientSecret {
+                tenant_id,
+                client_id,
+                ..
+            },
+        ) => graphgate::credential::Credential::ClientSecret {
+            tenant_id: tenant_id.clone(),
+            client_id: client_id.clone(),
+            secret: graphgate::secret::Secret::new(wrong),
+        },
+        (_, c) => c.clone(),
+    };
     let settings = Settings {
         cloud: opts.cloud,
-        credential: emu.credential.clone(),
+        credential,
         authority_host: None,
         connect_to: emu.connect_to.clone(),
         extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
