@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use graphgate::audit::chain::{ChainState, canonical, hash_of};
+use graphgate::audit::chain::{canonical, hash_of};
 use graphgate::audit::sink::{FileSink, Sink, rotated_files};
 use graphgate::audit::verify::{Problem, Report, verify};
 use graphgate::audit::{Audit, Entry, Fingerprinter};
@@ -269,7 +269,10 @@ async fn concurrent_writers_share_fsyncs() {
     for t in tasks {
         t.await.unwrap();
     }
-    assert_eq!(syncs.load(Ordering::SeqCst), 2, "200 records, 2 fsyncs");
+    // Queued means a channel slot is taken; a sender may hold its slot a moment before its
+    // record is visible, so the writer may need one more round.
+    let syncs = syncs.load(Ordering::SeqCst);
+    assert!((2..=3).contains(&syncs), "200 records took {syncs} fsyncs");
     audit.close().await;
     assert!(verify(&[path]).unwrap().is_ok());
 }

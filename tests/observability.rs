@@ -78,8 +78,18 @@ impl std::io::Write for Buffer {
 struct Observed {
     logs: Buffer,
     spans: Spans,
-    provider: SdkTracerProvider,
+    provider: Option<SdkTracerProvider>,
     _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Drop for Observed {
+    /// The provider's shutdown blocks until its export task (on this test's runtime) answers,
+    /// so it must not run on the runtime's own thread.
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            std::thread::spawn(move || drop(provider));
+        }
+    }
 }
 
 async fn observe() -> Observed {
@@ -108,14 +118,14 @@ async fn observe() -> Observed {
     Observed {
         logs,
         spans,
-        provider,
+        provider: Some(provider),
         _guard,
     }
 }
 
 impl Observed {
     async fn flush(&self) -> Vec<Span> {
-        let provider = self.provider.clone();
+        let provider = self.provider.clone().unwrap();
         tokio::task::spawn_blocking(move || provider.force_flush())
             .await
             .unwrap()
@@ -154,21 +164,34 @@ async fn request_spans_carry_semantic_attributes_and_continue_the_callers_trace(
         .find(|s| s.name == "request")
         .unwrap_or_else(|| panic!("no request span in {spans:?}"));
     let hex = |b: &[u8]| graphgate::policy::hex(b);
-    assert_eq!(hex(&span.trace_id), TRACE_ID, "the caller's trace continues");
+    assert_eq!(
+        hex(&span.trace_id),
+        TRACE_ID,
+        "the caller's trace continues"
+    );
     assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
     let want = [
         ("http.request.method", "POST"),
-        ("http.route", "/{version}/deviceManagement/managedDevices/{managedDeviceId}/{action}"),
+        (
+            "http.route",
+            "/{version}/deviceManagement/managedDevices/{managedDeviceId}/{action}",
+        ),
         ("http.response.status_code", "204"),
         ("server.address", "graph.microsoft.com"),
         ("caller.name", "rooms-rotator"),
-        ("graph.operation", "managedDevices.updateWindowsDeviceAccount"),
+        (
+            "graph.operation",
+            "managedDevices.updateWindowsDeviceAccount",
+        ),
         ("policy.rule", "rotator-updates-room-accounts"),
         ("policy.decision", "allowed"),
     ];
     for (key, value) in want {
         if key == "http.route" {
-            assert!(attr(span, key).is_some_and(|r| r.contains("managedDevices")), "{key}: {span:?}");
+            assert!(
+                attr(span, key).is_some_and(|r| r.contains("managedDevices")),
+                "{key}: {span:?}"
+            );
             continue;
         }
         assert_eq!(attr(span, key).as_deref(), Some(value), "{key}: {span:?}");
@@ -176,7 +199,10 @@ async fn request_spans_carry_semantic_attributes_and_continue_the_callers_trace(
     assert!(attr(span, "graph.request_id").is_some(), "{span:?}");
     // And on to Graph.
     let graph = h.emulator.graph_requests();
-    let sent = graph[0].headers.get("traceparent").expect("traceparent sent to Graph");
+    let sent = graph[0]
+        .headers
+        .get("traceparent")
+        .expect("traceparent sent to Graph");
     assert!(sent.starts_with(&format!("00-{TRACE_ID}-")), "{sent}");
 }
 
@@ -204,15 +230,40 @@ async fn drive_every_path() -> Vec<String> {
     })
     .await;
     assert_eq!(h.call().await.status, 204); // success
-    h.post(ACTION_PATH, Some(OTHER_KEY), &body()).await.assert_graph_error(403, "accessDenied");
-    h.post(ACTION_PATH, Some(UNKNOWN_KEY), &body()).await.assert_graph_error(401, "InvalidAuthenticationToken");
-    h.post(ACTION_PATH, None, &body()).await.assert_graph_error(401, "InvalidAuthenticationToken");
-    h.post(&format!("{ACTION_PATH}?p={PASSWORD}"), Some(ROTATOR_KEY), &body()).await.assert_graph_error(400, "invalidRequest");
-    let bad = body().replace("\"calendarSyncEnabled\":true", &format!("\"calendarSyncEnabled\":\"{PASSWORD}\""));
-    h.post(ACTION_PATH, Some(ROTATOR_KEY), &bad).await.assert_graph_error(400, "invalidRequest");
-    h.post(ACTION_PATH, Some(ROTATOR_KEY), &format!("{{\"x\":\"{PASSWORD}\"")).await.assert_graph_error(400, "invalidRequest");
+    h.post(ACTION_PATH, Some(OTHER_KEY), &body())
+        .await
+        .assert_graph_error(403, "accessDenied");
+    h.post(ACTION_PATH, Some(UNKNOWN_KEY), &body())
+        .await
+        .assert_graph_error(401, "InvalidAuthenticationToken");
+    h.post(ACTION_PATH, None, &body())
+        .await
+        .assert_graph_error(401, "InvalidAuthenticationToken");
+    h.post(
+        &format!("{ACTION_PATH}?p={PASSWORD}"),
+        Some(ROTATOR_KEY),
+        &body(),
+    )
+    .await
+    .assert_graph_error(400, "invalidRequest");
+    let bad = body().replace(
+        "\"calendarSyncEnabled\":true",
+        &format!("\"calendarSyncEnabled\":\"{PASSWORD}\""),
+    );
+    h.post(ACTION_PATH, Some(ROTATOR_KEY), &bad)
+        .await
+        .assert_graph_error(400, "invalidRequest");
+    h.post(
+        ACTION_PATH,
+        Some(ROTATOR_KEY),
+        &format!("{{\"x\":\"{PASSWORD}\""),
+    )
+    .await
+    .assert_graph_error(400, "invalidRequest");
     let big = format!("{{\"p\":\"{PASSWORD}{}\"}}", "x".repeat(70_000));
-    h.post(ACTION_PATH, Some(ROTATOR_KEY), &big).await.assert_graph_error(413, "requestEntityTooLarge");
+    h.post(ACTION_PATH, Some(ROTATOR_KEY), &big)
+        .await
+        .assert_graph_error(413, "requestEntityTooLarge");
     let other_device = ACTION_PATH.replace(DEVICE, "99999999-9999-4999-8999-999999999999");
     let r = h.post(&other_device, Some(ROTATOR_KEY), &body()).await; // Graph's own error
     assert!(r.status.is_client_error(), "{:?}", r.body);
@@ -236,7 +287,9 @@ async fn drive_every_path() -> Vec<String> {
         ..Options::default()
     })
     .await;
-    h3.call().await.assert_graph_error(503, "tokenAcquisitionFailed");
+    h3.call()
+        .await
+        .assert_graph_error(503, "tokenAcquisitionFailed");
     h3.audit.flush().await.unwrap();
     audit_logs.push(h3.audit_path.clone().unwrap());
     audit_logs
@@ -255,18 +308,49 @@ async fn no_secret_reaches_logs_spans_metrics_or_audit() {
     let metrics = graphgate::metrics::encode();
     assert!(logs.contains("request done"), "logs were captured");
     assert!(spans.len() >= 10, "spans were exported: {}", spans.len());
-    assert!(audits.iter().all(|a| a.contains("\"kind\":\"request\"") || a.contains("\"kind\":\"outcome\"")));
-    let secrets = [PASSWORD, ROTATOR_KEY, OTHER_KEY, UNKNOWN_KEY, CLIENT_SECRET, WRONG_SECRET];
-    for (name, text) in [("logs", &logs), ("spans", &spans_text), ("metrics", &metrics)]
-        .into_iter()
-        .chain(audits.iter().map(|a| ("audit", a)))
+    assert!(
+        audits
+            .iter()
+            .all(|a| a.contains("\"kind\":\"request\"") || a.contains("\"kind\":\"outcome\""))
+    );
+    let secrets = [
+        PASSWORD,
+        ROTATOR_KEY,
+        OTHER_KEY,
+        UNKNOWN_KEY,
+        CLIENT_SECRET,
+        WRONG_SECRET,
+    ];
+    for (name, text) in [
+        ("logs", &logs),
+        ("spans", &spans_text),
+        ("metrics", &metrics),
+    ]
+    .into_iter()
+    .chain(audits.iter().map(|a| ("audit", a)))
     {
         for secret in secrets {
-            if let Some(i) = text.find(secret) { panic!("{secret} found in {name}: ...{}...", &text[i.saturating_sub(40)..(i + 300).min(text.len())]); }
+            if let Some(i) = text.find(secret) {
+                panic!(
+                    "{secret} found in {name}: ...{}...",
+                    &text[i.saturating_sub(40)..(i + 300).min(text.len())]
+                );
+            }
         }
-        assert!(!text.contains("eyJ"), "a bearer token (JWT) found in {name}");
+        assert!(
+            !text.contains("eyJ"),
+            "a bearer token (JWT) found in {name}"
+        );
     }
     // The failures are in the audit, as refusals with their codes.
-    assert!(audits[2].contains("\"error_code\":\"tokenAcquisitionFailed\""), "{}", audits[2]);
-    assert!(audits[1].contains("\"upstream_status\":403"), "{}", audits[1]);
+    assert!(
+        audits[2].contains("\"error_code\":\"tokenAcquisitionFailed\""),
+        "{}",
+        audits[2]
+    );
+    assert!(
+        audits[1].contains("\"upstream_status\":403"),
+        "{}",
+        audits[1]
+    );
 }
