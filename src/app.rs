@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::audit::Audit;
 use crate::cloud::Cloud;
 use crate::credential::{self, Credential};
 use crate::gateway::{Gateway, Limits};
@@ -29,6 +30,8 @@ pub struct Settings {
     pub token_expiry_margin: Duration,
     /// Request bounds.
     pub limits: Limits,
+    /// The audit log (or, only when explicitly asked for, [`Audit::disabled`]).
+    pub audit: Audit,
 }
 
 /// The gateway could not start.
@@ -87,15 +90,19 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         callers = policy.callers.len(),
         rules = policy.rules.len(),
         policy_hash = %policy.hash,
+        audit = settings.audit.path().map_or_else(|| settings.audit.status().to_owned(), |p| p.display().to_string()),
         "gateway configured"
     );
-    Ok(Arc::new(Gateway::new(
-        policy,
-        settings.cloud,
-        broker,
-        http,
-        settings.limits.clone(),
-    )))
+    Ok(Arc::new(
+        Gateway::new(
+            policy,
+            settings.cloud,
+            broker,
+            http,
+            settings.limits.clone(),
+        )
+        .with_audit(settings.audit.clone()),
+    ))
 }
 
 /// Obtains the first token ahead of any request and logs the outcome, so the

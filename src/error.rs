@@ -87,6 +87,9 @@ pub enum GatewayError {
         "Microsoft Graph answered 504 Gateway Timeout; the action may or may not have run, check the device ({0})"
     )]
     GraphTimedOut(String),
+    /// The audit log could not record the intent; nothing was sent (fail closed).
+    #[error("the audit log is unavailable, so graphgate did not send the request")]
+    AuditUnavailable(#[source] crate::audit::WriteError),
 }
 
 impl From<Arc<TokenError>> for GatewayError {
@@ -128,7 +131,7 @@ impl GatewayError {
             E::Forbidden(_) => StatusCode::FORBIDDEN,
             E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            E::Token(_) => StatusCode::SERVICE_UNAVAILABLE,
+            E::Token(_) | E::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::UpstreamUnavailable(_) | E::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
             E::UpstreamTimeout(_) | E::GraphTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -153,6 +156,7 @@ impl GatewayError {
             E::BodyTooLarge { .. } => "requestEntityTooLarge",
             E::UnsupportedMediaType => "unsupportedMediaType",
             E::Token(_) => "tokenAcquisitionFailed",
+            E::AuditUnavailable(_) => "auditUnavailable",
             E::UpstreamUnavailable(_) => "upstreamUnavailable",
             E::OutcomeUnknown(_) | E::UpstreamTimeout(_) | E::GraphTimedOut(_) => {
                 "upstreamOutcomeUnknown"
@@ -182,7 +186,7 @@ impl GatewayError {
             GatewayError::Route(RouteError::MethodNotAllowed) => {
                 h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             }
-            GatewayError::Token(_) => {
+            GatewayError::Token(_) | GatewayError::AuditUnavailable(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             GatewayError::Overloaded => {

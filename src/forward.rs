@@ -10,12 +10,14 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_A
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
+use crate::audit::AuditTrail;
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::route::Recognised;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
+use crate::{metrics, telemetry};
 
 /// Graph response headers a caller gets back; all others are dropped.
 const RETURNED_HEADERS: [HeaderName; 4] =
@@ -122,21 +124,30 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Sends the request, retrying only where the action certainly did not run.
+    /// Obtains a token, makes the audit intent durable, then sends the request, retrying
+    /// only where the action certainly did not run. Every Graph answer goes into the trail.
     pub async fn send(
         &self,
         ids: &RequestIds,
         target: &Recognised,
         body: &Bytes,
         broker: &TokenBroker,
+        trail: &mut AuditTrail,
     ) -> Result<UpstreamReply, GatewayError> {
-        let mut token = broker.token().await?;
+        let mut token = timed_token(broker).await?;
+        trail.token_app_id(token.claims.appid.as_deref());
+        // Write-ahead: the intent is durable before Graph is asked to act; if the audit log
+        // cannot take it, the gateway does not act (fail closed).
+        trail
+            .intent()
+            .await
+            .map_err(GatewayError::AuditUnavailable)?;
         let mut token_refreshed = false;
         let mut waited = Duration::ZERO;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut reply = self.once(ids, target, body, &token).await?;
+            let mut reply = self.timed_once(ids, target, body, &token, trail).await?;
             reply.attempts = attempt;
             if reply.status == StatusCode::UNAUTHORIZED && !token_refreshed {
                 // Graph refused the token before running anything: drop it, retry once.
@@ -144,7 +155,8 @@ impl Forwarder {
                     "Graph refused the cached token; fetching a new one and retrying once"
                 );
                 broker.forget(&token).await;
-                token = broker.token().await?;
+                token = timed_token(broker).await?;
+                trail.token_app_id(token.claims.appid.as_deref());
                 token_refreshed = true;
                 continue;
             }
@@ -168,6 +180,28 @@ impl Forwarder {
         }
     }
 
+    /// One attempt, timed, recorded in the trail, the span and the metrics.
+    async fn timed_once(
+        &self,
+        ids: &RequestIds,
+        target: &Recognised,
+        body: &Bytes,
+        token: &CachedToken,
+        trail: &mut AuditTrail,
+    ) -> Result<UpstreamReply, GatewayError> {
+        let started = std::time::Instant::now();
+        let result = self.once(ids, target, body, token).await;
+        metrics::upstream(started.elapsed());
+        if let Ok(reply) = &result {
+            let graph_request_id = reply.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok());
+            if let Some(id) = graph_request_id {
+                tracing::Span::current().record("graph.request_id", id);
+            }
+            trail.upstream(reply.status.as_u16(), graph_request_id, started.elapsed());
+        }
+        result
+    }
+
     async fn once(
         &self,
         ids: &RequestIds,
@@ -186,13 +220,15 @@ impl Forwarder {
             })?;
         bearer.set_sensitive(true);
         // Headers are built from scratch: nothing the caller sent is copied but the body.
-        let req = Request::post(uri)
+        let mut req = Request::post(uri)
             .header(AUTHORIZATION, bearer)
             .header(CONTENT_TYPE, "application/json")
             .header(CLIENT_REQUEST_ID, ids.client_request_id.as_str())
             .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(body.clone()))
             .map_err(|e| GatewayError::UpstreamUnavailable(e.to_string()))?;
+        // The trace continues to Graph (W3C traceparent).
+        telemetry::inject_current(req.headers_mut());
         let exchange = async {
             let resp = self.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
@@ -225,6 +261,14 @@ impl Forwarder {
             attempts: 1,
         })
     }
+}
+
+/// A usable token, timed for the token-acquisition histogram.
+async fn timed_token(broker: &TokenBroker) -> Result<std::sync::Arc<CachedToken>, GatewayError> {
+    let started = std::time::Instant::now();
+    let token = broker.token().await;
+    metrics::token_acquired(started.elapsed());
+    Ok(token?)
 }
 
 /// Graph's own 502 and 504 say its back end may or may not have run the action: the caller

@@ -1,10 +1,11 @@
-//! The request pipeline, in one place, outer to inner: load shedding → request ids → caller
-//! identity → operation recognition → body validation → policy → rate limits → (dry run) →
-//! idempotency → tenant pacing → token → forward to Graph. Each step can refuse; nothing
-//! reaches Graph until every step before forwarding has passed.
+//! The request pipeline, in one place, outer to inner: load shedding → request ids, span and
+//! audit trail → caller identity → operation recognition → body validation → policy → rate
+//! limits → (dry run) → idempotency → tenant pacing → token → durable audit intent → forward
+//! to Graph → durable audit outcome. Each step can refuse; nothing reaches Graph until every
+//! step before it has passed and the intent is on disk.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use hyper::body::Body;
 use tokio::sync::Semaphore;
 use tracing::Instrument;
 
+use crate::audit::trail::Origin;
+use crate::audit::{Audit, AuditDecision, AuditTrail};
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{Forwarder, RetryPolicy};
@@ -28,6 +31,7 @@ use crate::schema::Params;
 use crate::simple;
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
+use crate::{metrics, telemetry};
 
 /// Where the simplified API's OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -94,6 +98,7 @@ pub struct Gateway {
     idempotency: IdempotencyStore,
     in_flight: Arc<Semaphore>,
     limits: Limits,
+    audit: Audit,
 }
 
 impl Gateway {
@@ -128,7 +133,24 @@ impl Gateway {
             ),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
+            audit: Audit::disabled(),
         }
+    }
+
+    /// The gateway with `audit` as its audit log (without one, nothing is audited).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit log (for readiness).
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// The loaded policy's version (its hash).
+    pub fn policy_hash(&self) -> String {
+        self.installed.load().policy.hash.clone()
     }
 
     /// Replaces the policy; requests in flight keep the one they started with.
@@ -165,31 +187,41 @@ impl Gateway {
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let started = Instant::now();
         let ids = RequestIds::from_headers(req.headers());
-        let span = tracing::info_span!(
-            "request",
-            http.request.method = %req.method(),
-            request_id = %ids.request_id,
-            client_request_id = %ids.client_request_id,
-            caller.name = tracing::field::Empty,
-            graph.operation = tracing::field::Empty,
-            policy.rule = tracing::field::Empty,
-            policy.decision = tracing::field::Empty,
-            http.response.status_code = tracing::field::Empty,
-        );
+        let span = request_span(&req, &ids, self.cloud());
+        // A caller's W3C trace continues through the gateway and on to Graph.
+        telemetry::continue_trace(&span, req.headers());
+        let origin = Origin {
+            audit_id: &ids.request_id,
+            client_request_id: &ids.client_request_id,
+            source: req.extensions().get::<ConnInfo>().map(|c| c.peer),
+            cloud: self.cloud().to_string(),
+            tenant: &self.broker.key().tenant,
+        };
+        let mut trail = AuditTrail::begin(&self.audit, origin);
         async {
             // Shed load before doing any work: a bounded number of requests are in flight.
             let result = match Arc::clone(&self.in_flight).try_acquire_owned() {
-                Ok(_permit) => self.pipeline(&ids, req).await,
+                Ok(_permit) => self.pipeline(&ids, req, &mut trail).await,
                 Err(_) => Err(GatewayError::Overloaded),
             };
-            let mut resp = result.unwrap_or_else(|err| {
-                tracing::info!(error.code = err.code(), error = %err, "request refused or failed");
-                err.to_response(&ids.request_id, &ids.client_request_id)
-            });
+            let (mut resp, error_code) = match result {
+                Ok(resp) => (resp, None),
+                Err(err) => {
+                    tracing::info!(error.code = err.code(), error = %err, "request refused or failed");
+                    (err.to_response(&ids.request_id, &ids.client_request_id), Some(err.code()))
+                }
+            };
+            // The outcome is durable before a caller learns that an action ran.
+            trail.finish(resp.status().as_u16(), error_code).await;
             set_ids(resp.headers_mut(), &ids);
-            tracing::Span::current().record("http.response.status_code", resp.status().as_u16());
-            tracing::info!(status = resp.status().as_u16(), "request done");
+            let status = resp.status().as_u16();
+            let span = tracing::Span::current();
+            span.record("http.response.status_code", status);
+            span.record("policy.decision", trail.decision_label());
+            metrics::request_done(trail.operation_label(), trail.decision_label(), status, started.elapsed());
+            tracing::info!(status, "request done");
             resp
         }
         .instrument(span)
@@ -200,6 +232,7 @@ impl Gateway {
         &self,
         ids: &RequestIds,
         req: Request<B>,
+        trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError>
     where
         B: Body<Data = Bytes>,
@@ -221,9 +254,13 @@ impl Gateway {
         let caller = identity::authenticate(policy, req.headers(), peer_cert.as_deref())?;
         let caller_name = policy.callers[caller.index].name.as_str();
         span.record("caller.name", caller_name);
-        // What is being asked: a catalog operation, its target device, its canonical path.
+        trail.caller(caller_name, caller.method.as_str(), &policy.hash);
+        // What is being asked: a catalog operation, its device, its canonical path. From
+        // here on, every outcome is audited.
         let target = inbound::recognise(req.method(), req.uri().path())?;
         span.record("graph.operation", target.op.name);
+        span.record("http.route", target.shape.template);
+        trail.recognised(&target);
         let dry_run = inbound::dry_run_requested(req.headers(), req.uri().query())?;
         let idempotency_key = idempotency::key_of(req.headers())
             .transpose()
@@ -237,6 +274,7 @@ impl Gateway {
         )
         .await?;
         let (body, params) = inbound::graph_body(&target, &body)?;
+        trail.params(&params);
         // Deny by default: a matching deny wins, otherwise an allow rule must match.
         let facts = Facts {
             caller: caller.index,
@@ -246,7 +284,7 @@ impl Gateway {
             params: &params,
         };
         let decision = policy.decide(&facts);
-        record_decision(&span, &decision);
+        record_decision(&span, trail, &decision);
         let rule = match decision.rule {
             Some(rule) if decision.allowed => rule,
             _ => {
@@ -258,15 +296,22 @@ impl Gateway {
             }
         };
         // Budgets: the caller's and the rule's, before anything costs the tenant.
-        installed
+        let budgets = installed
             .limits
             .check_caller(caller.index)
-            .map_err(limited("caller"))?;
-        installed
-            .limits
-            .check_rule(rule.index)
-            .map_err(limited("rule"))?;
+            .map_err(limited("caller"));
+        let budgets = budgets.and_then(|()| {
+            installed
+                .limits
+                .check_rule(rule.index)
+                .map_err(limited("rule"))
+        });
+        if let Err(limited) = budgets {
+            trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+            return Err(limited);
+        }
         if dry_run {
+            trail.decided(AuditDecision::DryRun, Some(&rule.name));
             return Ok(dry_run_response(
                 self.cloud(),
                 caller_name,
@@ -288,7 +333,10 @@ impl Gateway {
                 .await
             {
                 Claim::Run(ticket) => Some(ticket),
-                Claim::Replay(stored) => return Ok(stored.replay()),
+                Claim::Replay(stored) => {
+                    trail.note("idempotent replay: the answer of an earlier request with the same key; not sent again");
+                    return Ok(stored.replay());
+                }
                 Claim::Mismatch => return Err(GatewayError::IdempotencyKeyReused),
             },
         };
@@ -298,10 +346,31 @@ impl Gateway {
             .pace()
             .await
             .map_err(limited("tenant write pacing"))?;
-        // Only now is a token obtained and the request sent.
-        let result = self.forwarder.send(ids, &target, &body, &self.broker).await;
+        // Token, durable intent, then Graph (see `Forwarder::send`).
+        let result = self
+            .forwarder
+            .send(ids, &target, &body, &self.broker, trail)
+            .await;
         settle(ticket, result, ids)
     }
+}
+
+fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing::Span {
+    tracing::info_span!(
+        "request",
+        otel.kind = "server",
+        http.request.method = %req.method(),
+        server.address = cloud.endpoints().graph_host,
+        request_id = %ids.request_id,
+        client_request_id = %ids.client_request_id,
+        http.route = tracing::field::Empty,
+        caller.name = tracing::field::Empty,
+        graph.operation = tracing::field::Empty,
+        policy.rule = tracing::field::Empty,
+        policy.decision = tracing::field::Empty,
+        graph.request_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    )
 }
 
 /// Records the answer for duplicates when the action may have run (including when the
@@ -348,15 +417,18 @@ fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
     }
 }
 
-fn record_decision(span: &tracing::Span, decision: &Decision<'_>) {
-    span.record(
-        "policy.decision",
-        if decision.allowed { "allow" } else { "deny" },
-    );
+fn record_decision(span: &tracing::Span, trail: &mut AuditTrail, decision: &Decision<'_>) {
     if let Some(rule) = decision.rule_name() {
         span.record("policy.rule", rule);
     }
+    let audited = match (decision.allowed, decision.shadow) {
+        (true, Some(s)) if !s.allowed => AuditDecision::ShadowDenied,
+        (true, _) => AuditDecision::Allowed,
+        (false, _) => AuditDecision::Denied,
+    };
+    trail.decided(audited, decision.rule_name());
     if let Some(shadow) = decision.shadow {
+        trail.shadow_rule(shadow.rule);
         tracing::info!(
             policy.shadow_rule = shadow.rule,
             policy.shadow_decision = if shadow.allowed { "allow" } else { "deny" },

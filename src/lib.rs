@@ -4,11 +4,14 @@
 //! The map, in the order a request meets it:
 //! - [`server`]: the listener (connection bounds, HTTP/1.1 + HTTP/2, graceful shutdown).
 //! - [`gateway`]: **the request pipeline, in one place**: ids → identity → recognition →
-//!   body validation → policy → token → forward.
+//!   body validation → policy → token → audit intent → forward → audit outcome.
 //! - [`identity`]: who the caller is (API key).
 //! - [`route`] and [`catalog`]: which Graph operation a path is, on which device; the
 //!   operations themselves are data in the catalog. [`schema`] validates their bodies.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`).
+//! - [`audit`]: the durable, hash-chained audit log, its writer, `verify` and `query`.
+//! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
+//!   admin listener serving `/metrics`, `/healthz` and `/readyz`.
 //! - [`token`] and [`credential`]: the cached app-only Entra token and how it is obtained.
 //! - [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
 //! - [`cloud`]: the national-cloud table.
@@ -16,7 +19,9 @@
 //! - [`secret`] and [`tls`]: secret-bearing values and TLS plumbing.
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
 //! - [`emulator`]: the Entra + Graph stand-in used by the tests and the demo.
+pub mod admin;
 pub mod app;
+pub mod audit;
 pub mod breaker;
 pub mod catalog;
 pub mod cloud;
@@ -31,6 +36,7 @@ pub mod graph_error;
 pub mod idempotency;
 pub mod identity;
 pub mod inbound;
+pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;
@@ -39,6 +45,7 @@ pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod simple;
+pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod upstream;

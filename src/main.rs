@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use graphgate::app::{self, Settings};
+use graphgate::audit::cli::{AuditCommand, ServeAuditArgs};
 use graphgate::cloud::Cloud;
 use graphgate::credential::Credential;
 use graphgate::emulator::{AppRegistration, Emulator, EmulatorConfig};
@@ -16,6 +17,7 @@ use graphgate::gateway::Limits;
 use graphgate::policy::Policy;
 use graphgate::secret::Secret;
 use graphgate::server::{self, ServerLimits};
+use graphgate::telemetry::{self, OtlpConfig};
 use graphgate::{demo, upstream};
 
 #[derive(Parser)]
@@ -47,6 +49,9 @@ enum Command {
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Verify and query audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
 }
 
 #[derive(Args)]
@@ -89,6 +94,11 @@ struct ServeArgs {
     /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
     #[arg(long)]
     allow_insecure_listener: bool,
+    /// Admin listener (/metrics, /healthz, /readyz); keep it off the callers' network.
+    #[arg(long, env = "GRAPHGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    admin_listen: SocketAddr,
+    #[command(flatten)]
+    audit: ServeAuditArgs,
 }
 
 /// Sizes, timeouts and queue bounds.
@@ -231,7 +241,6 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -243,11 +252,18 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let otlp = matches!(cli.command, Command::Serve(_))
+            .then(otlp_from_env)
+            .flatten();
+        let telemetry = telemetry::init(matches!(cli.log_format, LogFormat::Json), otlp)?;
+        let result = match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Emulate(args) => emulate(args).await,
             Command::Policy(cmd) => policy(cmd),
-        }
+            Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
+        };
+        telemetry.shutdown().await;
+        result
     });
     match result {
         Ok(code) => code,
@@ -260,20 +276,15 @@ fn main() -> ExitCode {
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
-    match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .init(),
-        LogFormat::Text => builder.init(),
-    }
+/// Trace export is on when the standard OpenTelemetry variables ask for it.
+fn otlp_from_env() -> Option<OtlpConfig> {
+    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    set("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .or_else(|| set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .map(|_| OtlpConfig {
+            traces_endpoint: None,
+            service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| "graphgate".into()),
+        })
 }
 
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
@@ -315,6 +326,10 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             Policy::load(&path)?,
         )
     };
+    let audit = graphgate::audit::cli::open_for_serve(&args.audit, args.emulator).await?;
+    if let Some(path) = audit.path() {
+        eprintln!("audit log: {}", path.display());
+    }
     let settings = Settings {
         cloud: args.cloud,
         credential,
@@ -323,6 +338,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         extra_ca_pem,
         token_expiry_margin: Duration::from_secs(args.token_expiry_margin_secs),
         limits: args.bounds.limits(),
+        audit,
     };
     let tls = server_tls(&args)?;
     if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_insecure_listener {
@@ -350,6 +366,18 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "graphgate listening");
+    let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
+    let admin_addr = admin.local_addr()?;
+    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz) listening");
+    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz)");
+    let mut admin_stop = shutdown_rx.clone();
+    tokio::spawn(graphgate::admin::serve(
+        admin,
+        Arc::clone(&gateway),
+        async move {
+            let _ = admin_stop.wait_for(|stop| *stop).await;
+        },
+    ));
     if args.emulator {
         eprintln!(
             "graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}",

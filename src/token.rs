@@ -164,6 +164,7 @@ impl TokenBroker {
         if let Some(cached) = self.cache.get(&self.key).await {
             let now = Instant::now();
             if cached.usable(now) {
+                crate::metrics::token_cache_hit();
                 self.refresh_ahead(&cached, now);
                 return Ok(cached);
             }
@@ -193,12 +194,9 @@ impl TokenBroker {
     /// One token request, recorded by the breaker and the least-privilege watch.
     async fn fetch(&self) -> Result<CachedToken, TokenError> {
         let started = Instant::now();
-        match self
-            .source
-            .fetch()
-            .await
-            .and_then(|t| CachedToken::new(t, started, self.margin))
-        {
+        let issued = self.source.fetch().await;
+        crate::metrics::token_fetch(issued.is_ok());
+        match issued.and_then(|t| CachedToken::new(t, started, self.margin)) {
             Ok(token) => {
                 self.breaker.success();
                 self.privilege.observe_roles(&token.claims.roles);

@@ -15,19 +15,41 @@ fn graphgate(args: &[&str]) -> Command {
         .env_remove("GRAPHGATE_POLICY")
         .env_remove("AZURE_TENANT_ID")
         .env_remove("AZURE_CLIENT_ID")
-        .env_remove("AZURE_CLIENT_SECRET");
+        .env_remove("AZURE_CLIENT_SECRET")
+        .env_remove("GRAPHGATE_AUDIT_LOG")
+        .env_remove("GRAPHGATE_AUDIT_HMAC_KEY_FILE")
+        .env_remove("GRAPHGATE_ADMIN_LISTEN")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
     cmd
+}
+
+/// A fresh temporary directory.
+fn temp_dir(tag: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "graphgate-cli-{tag}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 /// A running `serve --emulator` and the lines it printed before it was ready.
 struct Served {
     child: Child,
     banner: Vec<String>,
+    audit_log: std::path::PathBuf,
 }
 
 impl Served {
     fn start(extra: &[&str]) -> Served {
+        let audit_log = temp_dir("served").join("audit.jsonl");
+        let audit_arg = audit_log.to_str().unwrap().to_owned();
         let mut args = vec!["serve", "--emulator", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(&["--admin-listen", "127.0.0.1:0", "--audit-log", &audit_arg]);
         args.extend_from_slice(extra);
         let mut child = graphgate(&args)
             .stdout(Stdio::piped())
@@ -50,7 +72,11 @@ impl Served {
             }
         }
         child.stderr = Some(stderr.into_inner());
-        Served { child, banner }
+        Served {
+            child,
+            banner,
+            audit_log,
+        }
     }
 
     fn curl(&self) -> String {
@@ -180,6 +206,8 @@ fn start_up_errors_name_the_problem() {
         "serve",
         "--emulator",
         "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
         "127.0.0.1:0",
         "--policy",
         bad.to_str().unwrap(),
@@ -330,4 +358,62 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown caller \"ghost\""));
+}
+
+#[test]
+fn outside_emulator_mode_no_audit_log_means_no_start() {
+    let dir = temp_dir("noaudit");
+    let policy = dir.join("policy.yaml");
+    std::fs::write(&policy, "version: 1\ncallers: []\nrules: []\n").unwrap();
+    let out = graphgate(&["serve", "--policy", policy.to_str().unwrap()])
+        .env("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
+        .env("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
+        .env("AZURE_CLIENT_SECRET", "not-used-secret")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no audit log configured"), "{err}");
+}
+
+#[test]
+fn audit_verify_and_query_on_a_served_log() {
+    let served = Served::start(&[]);
+    let ok = sh(&served.curl());
+    assert!(ok.status.success());
+    let log = served.audit_log.clone();
+    served.stop();
+    let log = log.to_str().unwrap();
+
+    // The README's commands.
+    let out = graphgate(&["audit", "verify", log]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("hash chain intact"), "{text}");
+
+    let out = graphgate(&["audit", "query", log, "--caller", "demo-caller"])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(table.starts_with("TIME"), "{table}");
+    assert!(
+        table.contains("managedDevices.updateWindowsDeviceAccount") && table.contains("allowed"),
+        "{table}"
+    );
+    assert!(table.contains("(1 record(s))"), "{table}");
+
+    let out = graphgate(&["audit", "query", log, "--decision", "denied", "--json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(out.stdout.is_empty(), "nothing was denied");
+
+    // One altered byte: verify names the line and fails.
+    let text = std::fs::read_to_string(log).unwrap();
+    std::fs::write(log, text.replacen("demo-caller", "demo-callex", 1)).unwrap();
+    let out = graphgate(&["audit", "verify", log]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(":2 (seq 2): record altered"), "{text}");
 }

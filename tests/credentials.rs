@@ -190,6 +190,7 @@ async fn rig_with(cloud: Cloud, config: EmulatorConfig, kind: Kind, policy: &str
         connect_to: emu.connect_to.clone(),
         extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
         token_expiry_margin: Duration::from_secs(300),
+        audit: graphgate::audit::Audit::disabled(),
         limits: Limits::default(),
     };
     let http = upstream::build_client(&UpstreamConfig {
@@ -700,6 +701,7 @@ async fn replicas_each_hold_their_own_token() {
         connect_to: upstream::parse_connect_to(&Emulator::connect_to(a.emulator_addr)).unwrap(),
         extra_ca_pem: Some(a.emulator.ca_pem().to_owned()),
         token_expiry_margin: Duration::from_secs(300),
+        audit: graphgate::audit::Audit::disabled(),
         limits: Limits::default(),
     };
     let b = app::build(&b_settings, Policy::from_yaml(&policy_text(), "t").unwrap()).unwrap();

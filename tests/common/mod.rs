@@ -5,11 +5,13 @@
 pub mod pki;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use graphgate::app::{self, Settings};
+use graphgate::audit::{Audit, Fingerprinter};
 use graphgate::cloud::Cloud;
 use graphgate::emulator::{Emulator, EmulatorConfig};
 use graphgate::gateway::Limits;
@@ -44,7 +46,34 @@ pub fn policy_text() -> String {
     )
 }
 
+/// How the harness's gateway audits.
+pub enum AuditMode {
+    /// A fresh log file in a temporary directory (the default).
+    File,
+    /// This audit log (e.g. over a failing sink).
+    Custom(Audit),
+    /// None at all.
+    Disabled,
+}
+
+/// The HMAC key the harness's audit uses.
+pub const HMAC_KEY: [u8; 32] = [0x42; 32];
+
+pub fn fingerprinter() -> Fingerprinter {
+    Fingerprinter::new(&HMAC_KEY).unwrap()
+}
+
+/// A fresh temporary directory.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graphgate-{tag}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
 pub struct Options {
+    pub audit: AuditMode,
+    /// Replace the client secret the gateway presents (to make Entra refuse it).
+    pub client_secret_override: Option<&'static str>,
     pub cloud: Cloud,
     pub token_lifetime: Duration,
     pub token_expiry_margin: Duration,
@@ -62,6 +91,8 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
+            audit: AuditMode::File,
+            client_secret_override: None,
             cloud: Cloud::Global,
             token_lifetime: Duration::from_secs(3599),
             token_expiry_margin: Duration::from_secs(300),
@@ -76,6 +107,8 @@ impl Default for Options {
 
 pub struct Harness {
     pub gateway: SocketAddr,
+    pub audit: Audit,
+    pub audit_path: Option<PathBuf>,
     pub emulator: Arc<Emulator>,
     pub gw: Arc<graphgate::gateway::Gateway>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -132,14 +165,39 @@ pub async fn start_with(opts: Options) -> Harness {
     let emu = graphgate::demo::start_emulator(emulator_config, until_stop(stop_rx.clone()))
         .await
         .unwrap();
+    let (audit, audit_path) = match opts.audit {
+        AuditMode::File => {
+            let path = temp_dir("audit").join("audit.jsonl");
+            let audit = Audit::open(&path, 1 << 30, fingerprinter()).unwrap();
+            (audit, Some(path))
+        }
+        AuditMode::Custom(audit) => (audit, None),
+        AuditMode::Disabled => (Audit::disabled(), None),
+    };
+    let credential = match (opts.client_secret_override, &emu.credential) {
+        (
+            Some(wrong),
+            graphgate::credential::Credential::ClientSecret {
+                tenant_id,
+                client_id,
+                ..
+            },
+        ) => graphgate::credential::Credential::ClientSecret {
+            tenant_id: tenant_id.clone(),
+            client_id: client_id.clone(),
+            secret: graphgate::secret::Secret::new(wrong),
+        },
+        (_, c) => c.clone(),
+    };
     let settings = Settings {
         cloud: opts.cloud,
-        credential: emu.credential.clone(),
+        credential,
         authority_host: None,
         connect_to: emu.connect_to.clone(),
         extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
         token_expiry_margin: opts.token_expiry_margin,
         limits: opts.limits.clone(),
+        audit: audit.clone(),
     };
     let policy = Policy::from_yaml(
         opts.policy.as_deref().unwrap_or(&policy_text()),
@@ -159,6 +217,8 @@ pub async fn start_with(opts: Options) -> Harness {
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     Harness {
         gateway,
+        audit,
+        audit_path,
         emulator: emu.emulator,
         gw,
         client,
@@ -191,6 +251,17 @@ impl Harness {
         }
         self.send(req.body(Full::new(Bytes::from(body.to_owned()))).unwrap())
             .await
+    }
+
+    /// Every audit record so far (after everything queued is durable), as JSON.
+    pub async fn audit_records(&self) -> Vec<serde_json::Value> {
+        self.audit.flush().await.unwrap();
+        let path = self.audit_path.as_ref().expect("a file audit log");
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
     }
 
     /// The standard allowed call.

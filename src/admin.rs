@@ -1,0 +1,118 @@
+//! The admin listener, apart from the callers' port: `/metrics` (Prometheus text),
+//! `/healthz` (alive) and `/readyz` (policy loaded, audit writable, token obtainable).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::CONTENT_TYPE;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use serde_json::json;
+use tokio::net::TcpListener;
+
+use crate::gateway::Gateway;
+
+/// Longest a readiness probe waits for a token.
+const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => return Ok(()),
+        };
+        let gateway = Arc::clone(&gateway);
+        let service = service_fn(move |req| {
+            let gateway = Arc::clone(&gateway);
+            async move { Ok::<_, std::convert::Infallible>(handle(&gateway, &req).await) }
+        });
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "admin connection ended with an error");
+            }
+        });
+    }
+}
+
+/// Answers one admin request (no socket needed: tests call it directly).
+pub async fn handle<B>(gateway: &Gateway, req: &Request<B>) -> Response<Full<Bytes>> {
+    if req.method() != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    match req.uri().path() {
+        "/metrics" => reply(
+            StatusCode::OK,
+            crate::metrics::CONTENT_TYPE,
+            crate::metrics::encode(),
+        ),
+        "/healthz" => reply(
+            StatusCode::OK,
+            "application/json",
+            json!({"alive": true}).to_string(),
+        ),
+        "/readyz" => {
+            let (ready, detail) = readiness(gateway).await;
+            let status = if ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            reply(status, "application/json", detail.to_string())
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
+}
+
+/// Whether the gateway can serve privileged calls, with a JSON detail.
+pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
+    let policy_hash = gateway.policy_hash();
+    let audit = gateway.audit().status();
+    let token = match tokio::time::timeout(TOKEN_CHECK_TIMEOUT, gateway.broker().token()).await {
+        Ok(Ok(_)) => "ok".to_owned(),
+        Ok(Err(_)) => "error: no token could be obtained".to_owned(),
+        Err(_) => "error: timed out".to_owned(),
+    };
+    let ready = !policy_hash.is_empty() && audit != "failing" && token == "ok";
+    let detail = json!({
+        "ready": ready,
+        "checks": {
+            "policy": {"ok": !policy_hash.is_empty(), "version": policy_hash},
+            "audit": {"ok": audit != "failing", "status": audit},
+            "token": {"ok": token == "ok", "status": token},
+        }
+    });
+    (ready, detail)
+}
+
+fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    resp
+}

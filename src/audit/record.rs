@@ -1,0 +1,137 @@
+//! One audit record: what the gateway writes per request (or per request phase), as it
+//! appears on one JSON line. Holds no secret type: parameters arrive already redacted.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Which phase of a request a record describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// The gateway started writing to this log.
+    Start,
+    /// Durable before an allowed privileged call is sent to Graph.
+    Intent,
+    /// What came of a call that had an intent record.
+    Outcome,
+    /// A request that was answered without calling Graph (denied, invalid, failed early).
+    Request,
+}
+
+/// What was decided about a request, as the audit reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditDecision {
+    /// Allowed by policy and sent to Graph (whatever Graph answered).
+    Allowed,
+    /// Refused by policy.
+    Denied,
+    /// A policy in shadow mode would have refused it; it was allowed.
+    ShadowDenied,
+    /// Allowed, but not sent: dry-run.
+    DryRun,
+    /// Refused by a rate limit.
+    RateLimited,
+    /// Refused before policy: malformed body, query string, media type.
+    Invalid,
+    /// Allowed, but the gateway could not complete it (token, audit or upstream failure).
+    Failed,
+    /// Allowed and sent, but no complete answer came back (502/504, timeout, connection lost
+    /// after sending): the action may or may not have run; check the device.
+    OutcomeUnknown,
+}
+
+impl AuditDecision {
+    /// The label used in records, metrics and query filters.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditDecision::Allowed => "allowed",
+            AuditDecision::Denied => "denied",
+            AuditDecision::ShadowDenied => "shadow_denied",
+            AuditDecision::DryRun => "dry_run",
+            AuditDecision::RateLimited => "rate_limited",
+            AuditDecision::Invalid => "invalid",
+            AuditDecision::Failed => "failed",
+            AuditDecision::OutcomeUnknown => "outcome_unknown",
+        }
+    }
+}
+
+/// The content of a record, before the writer gives it a place in the chain.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
+    /// Which phase.
+    pub kind: Option<Kind>,
+    /// RFC 3339 UTC, microseconds.
+    pub time: String,
+    /// The gateway's request id (also `x-graphgate-request-id`); shared by intent and outcome.
+    pub audit_id: String,
+    /// The caller's name from the policy.
+    pub caller: Option<String>,
+    /// How the caller authenticated (`api_key`, ...).
+    pub auth_method: Option<String>,
+    /// The caller's network address.
+    pub source: Option<String>,
+    /// Catalog operation name.
+    pub operation: Option<String>,
+    /// `v1.0` or `beta`.
+    pub api_version: Option<String>,
+    /// National cloud.
+    pub cloud: Option<String>,
+    /// Entra tenant the gateway acts in.
+    pub tenant: Option<String>,
+    /// Target managed device.
+    pub device_id: Option<String>,
+    /// Target user, where the path has one.
+    pub user_id: Option<String>,
+    /// Detected app, where the path has one.
+    pub detected_app_id: Option<String>,
+    /// Parameters; secrets as `{"redacted": true, "hmac_sha256": ...}`.
+    pub params: Option<Value>,
+    /// SHA-256 of the loaded policy.
+    pub policy_version: Option<String>,
+    /// The rule that decided.
+    pub rule: Option<String>,
+    /// A shadow rule that would have decided otherwise.
+    pub shadow_rule: Option<String>,
+    /// The decision.
+    pub decision: Option<AuditDecision>,
+    /// The gateway's error code when it refused or failed.
+    pub error_code: Option<String>,
+    /// Status the gateway answered with.
+    pub status: Option<u16>,
+    /// Status Graph answered with.
+    pub upstream_status: Option<u16>,
+    /// The caller's (or generated) client-request-id, as sent to Graph.
+    pub client_request_id: Option<String>,
+    /// Graph's `request-id`.
+    pub graph_request_id: Option<String>,
+    /// Whole-request latency, microseconds.
+    pub latency_us: Option<u64>,
+    /// Time spent waiting for Graph, microseconds.
+    pub upstream_latency_us: Option<u64>,
+    /// App id (`appid`) of the Entra token used; never the token.
+    pub token_app_id: Option<String>,
+    /// Free text for `start` records (version, reason).
+    pub note: Option<String>,
+}
+
+/// A record as stored: the entry plus its place in the hash chain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Position in the chain, from 1, continuing across rotated files.
+    pub seq: u64,
+    /// `hash` of the record before (64 zeros for the first).
+    pub prev_hash: String,
+    /// SHA-256 (hex) of the canonical record without this field.
+    #[serde(default)]
+    pub hash: String,
+    /// The content.
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+/// The current time as recorded.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}

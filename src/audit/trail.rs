@@ -1,0 +1,182 @@
+//! One request's audit trail: created when the request arrives, filled in as pipeline steps
+//! pass, written as an intent (durable, before Graph is called) and finished once.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use super::record::{AuditDecision, Entry, Kind, now_rfc3339};
+use super::{Audit, WriteError};
+use crate::route::Recognised;
+use crate::schema::{ParamValue, Params};
+
+/// The record of one request under construction.
+pub struct AuditTrail {
+    audit: Audit,
+    entry: Entry,
+    started: Instant,
+    recognised: bool,
+    intent_written: bool,
+}
+
+/// Where a request came from and what it is called, known before any step runs.
+#[derive(Debug, Clone)]
+pub struct Origin<'a> {
+    /// The gateway's request id.
+    pub audit_id: &'a str,
+    /// The client-request-id sent to Graph.
+    pub client_request_id: &'a str,
+    /// The caller's address.
+    pub source: Option<SocketAddr>,
+    /// The national cloud.
+    pub cloud: String,
+    /// The tenant the gateway acts in.
+    pub tenant: &'a str,
+}
+
+impl AuditTrail {
+    /// Starts the trail of one request.
+    pub fn begin(audit: &Audit, origin: Origin<'_>) -> Self {
+        let entry = Entry {
+            audit_id: origin.audit_id.to_owned(),
+            client_request_id: Some(origin.client_request_id.to_owned()),
+            source: origin.source.map(|s| s.to_string()),
+            cloud: Some(origin.cloud),
+            tenant: Some(origin.tenant.to_owned()),
+            ..Entry::default()
+        };
+        AuditTrail {
+            audit: audit.clone(),
+            entry,
+            started: Instant::now(),
+            recognised: false,
+            intent_written: false,
+        }
+    }
+
+    /// The caller is known.
+    pub fn caller(&mut self, name: &str, auth_method: &str, policy_version: &str) {
+        self.entry.caller = Some(name.to_owned());
+        self.entry.auth_method = Some(auth_method.to_owned());
+        self.entry.policy_version = Some(policy_version.to_owned());
+    }
+
+    /// The operation is recognised: from here on, the request is audited.
+    pub fn recognised(&mut self, op: &Recognised) {
+        self.recognised = true;
+        self.entry.operation = Some(op.op.name.to_owned());
+        self.entry.api_version = Some(op.version.as_str().to_owned());
+        self.entry.device_id = Some(op.device_id.clone());
+        self.entry.user_id.clone_from(&op.user_id);
+        self.entry.detected_app_id.clone_from(&op.detected_app_id);
+    }
+
+    /// The validated parameters; secrets become keyed fingerprints.
+    pub fn params(&mut self, params: &Params) {
+        let mut map = Map::new();
+        for (path, value) in &params.0 {
+            map.insert(path.clone(), self.param_json(value));
+        }
+        self.entry.params = Some(Value::Object(map));
+    }
+
+    fn param_json(&self, value: &ParamValue) -> Value {
+        match value {
+            ParamValue::Null => Value::Null,
+            ParamValue::Bool(b) => Value::Bool(*b),
+            ParamValue::String(s) => Value::String(s.clone()),
+            ParamValue::Type(t) => Value::String(format!("#{t}")),
+            ParamValue::Secret(secret) => match self.audit.fingerprinter() {
+                Some(fp) => json!({"redacted": true, "hmac_sha256": fp.fingerprint(secret)}),
+                None => json!({"redacted": true}),
+            },
+        }
+    }
+
+    /// What policy decided, and which rule (if any) decided it.
+    pub fn decided(&mut self, decision: AuditDecision, rule: Option<&str>) {
+        self.entry.decision = Some(decision);
+        self.entry.rule = rule.map(str::to_owned);
+    }
+
+    /// A shadow rule that would have decided otherwise.
+    pub fn shadow_rule(&mut self, rule: &str) {
+        self.entry.shadow_rule = Some(rule.to_owned());
+    }
+
+    /// A remark on how the request was answered (e.g. an idempotent replay).
+    pub fn note(&mut self, text: &str) {
+        self.entry.note = Some(text.to_owned());
+    }
+
+    /// The Entra token about to be used: its app id only.
+    pub fn token_app_id(&mut self, app_id: Option<&str>) {
+        self.entry.token_app_id = app_id.map(str::to_owned);
+    }
+
+    /// Writes the intent record and waits until it is durable. Graph must not be called
+    /// unless this succeeds.
+    pub async fn intent(&mut self) -> Result<(), WriteError> {
+        let mut entry = self.entry.clone();
+        entry.kind = Some(Kind::Intent);
+        entry.time = now_rfc3339();
+        self.audit.write_durable(entry).await?;
+        self.intent_written = true;
+        Ok(())
+    }
+
+    /// Graph answered.
+    pub fn upstream(&mut self, status: u16, graph_request_id: Option<&str>, took: Duration) {
+        self.entry.upstream_status = Some(status);
+        self.entry.graph_request_id = graph_request_id.map(str::to_owned);
+        self.entry.upstream_latency_us = Some(micros(took));
+    }
+
+    /// The operation name, for metric labels (bounded: catalog names only).
+    pub fn operation_label(&self) -> &str {
+        self.entry.operation.as_deref().unwrap_or("none")
+    }
+
+    /// The decision, for metric labels and spans.
+    pub fn decision_label(&self) -> &'static str {
+        self.entry.decision.map_or("none", AuditDecision::as_str)
+    }
+
+    /// Records the answer. For calls with an intent the outcome is made durable before
+    /// returning; other records are queued. Requests never recognised leave no record.
+    pub async fn finish(&mut self, status: u16, error_code: Option<&'static str>) {
+        if !self.recognised {
+            return;
+        }
+        let entry = &mut self.entry;
+        entry.status = Some(status);
+        entry.error_code = error_code.map(str::to_owned);
+        entry.latency_us = Some(micros(self.started.elapsed()));
+        entry.time = now_rfc3339();
+        entry.decision = Some(match entry.decision {
+            None => AuditDecision::Invalid,
+            Some(AuditDecision::Allowed | AuditDecision::ShadowDenied)
+                if error_code == Some("upstreamOutcomeUnknown") =>
+            {
+                AuditDecision::OutcomeUnknown
+            }
+            Some(AuditDecision::Allowed) if error_code.is_some() => AuditDecision::Failed,
+            Some(d) => d,
+        });
+        let result = if self.intent_written {
+            entry.kind = Some(Kind::Outcome);
+            self.audit.write_durable(entry.clone()).await
+        } else {
+            entry.kind = Some(Kind::Request);
+            self.audit.write(entry.clone()).await
+        };
+        if let Err(e) = result {
+            tracing::error!(error = %e, audit_id = %self.entry.audit_id, "audit record lost");
+        }
+    }
+}
+
+fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}

@@ -1,0 +1,231 @@
+//! `audit verify`: walks the hash chain across files and reports the first record that was
+//! altered, removed, reordered or inserted. A torn last line (a crash mid-write) is reported
+//! as such, not as tampering.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use super::chain::{GENESIS, hash_of};
+
+/// What is wrong at a position.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The line is not a record.
+    Malformed,
+    /// The record's content does not match its hash.
+    Altered,
+    /// The record was rewritten with a fresh hash: its successor no longer chains to it.
+    Rehashed,
+    /// Records are missing before this one.
+    Removed {
+        /// How many sequence numbers are missing.
+        count: u64,
+    },
+    /// This record and the next are out of order.
+    Reordered,
+    /// This record does not belong in the chain.
+    Inserted,
+    /// The chain breaks here in some other way.
+    Broken,
+}
+
+/// Where a problem or a torn line is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Position {
+    /// The file.
+    pub file: PathBuf,
+    /// Line number, from 1.
+    pub line: usize,
+    /// The record's sequence number, when readable.
+    pub seq: Option<u64>,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file.display(), self.line)?;
+        if let Some(seq) = self.seq {
+            write!(f, " (seq {seq})")?;
+        }
+        Ok(())
+    }
+}
+
+/// The result of verifying a set of files.
+#[derive(Debug, Default)]
+pub struct Report {
+    /// Records whose chain checked out.
+    pub records: u64,
+    /// First and last sequence numbers verified.
+    pub seq_range: Option<(u64, u64)>,
+    /// Torn last lines (crash remnants), not counted as tampering.
+    pub torn: Vec<Position>,
+    /// The first tampering found; verification stops there.
+    pub problem: Option<(Position, Problem)>,
+}
+
+impl Report {
+    /// Whether the chain is intact (torn tails allowed).
+    pub fn is_ok(&self) -> bool {
+        self.problem.is_none()
+    }
+}
+
+struct Line {
+    pos: Position,
+    value: Option<Value>,
+}
+
+/// Verifies `files` as one chain. Files are taken in chain order (by their first record's
+/// sequence number), so a shell glob's order does not matter.
+pub fn verify(files: &[PathBuf]) -> std::io::Result<Report> {
+    let mut report = Report::default();
+    let mut lines = Vec::new();
+    for file in order(files)? {
+        let text = std::fs::read(&file)?;
+        let torn = !text.is_empty() && !text.ends_with(b"\n");
+        let mut parts: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        if !torn {
+            parts.pop();
+        }
+        let count = parts.len();
+        for (i, raw) in parts.into_iter().enumerate() {
+            let pos = Position {
+                file: file.clone(),
+                line: i + 1,
+                seq: None,
+            };
+            let value = serde_json::from_slice::<Value>(raw).ok();
+            if torn && i + 1 == count {
+                report.torn.push(pos);
+                continue;
+            }
+            lines.push(Line { pos, value });
+        }
+    }
+    walk(&lines, &mut report);
+    Ok(report)
+}
+
+fn order(files: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut keyed = Vec::with_capacity(files.len());
+    for f in files {
+        keyed.push((first_seq(f)?, f.clone()));
+    }
+    keyed.sort_by_key(|(seq, _)| *seq);
+    Ok(keyed.into_iter().map(|(_, f)| f).collect())
+}
+
+fn first_seq(file: &Path) -> std::io::Result<u64> {
+    let text = std::fs::read(file)?;
+    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
+    Ok(serde_json::from_slice::<Value>(first)
+        .ok()
+        .and_then(|v| v["seq"].as_u64())
+        .unwrap_or(u64::MAX))
+}
+
+fn seq(v: &Value) -> Option<u64> {
+    v["seq"].as_u64()
+}
+
+fn text<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("")
+}
+
+/// Walks the parsed lines in order, stopping at the first problem.
+fn walk(lines: &[Line], report: &mut Report) {
+    // (expected next seq, hash of the last good record, hash of the one before it)
+    let mut expected: Option<u64> = None;
+    let mut prev = String::new();
+    let mut prev2 = String::new();
+    for (i, line) in lines.iter().enumerate() {
+        let mut pos = line.pos.clone();
+        let Some(v) = &line.value else {
+            report.problem = Some((pos, Problem::Malformed));
+            return;
+        };
+        pos.seq = seq(v);
+        let (Some(s), true) = (seq(v), v["hash"].is_string()) else {
+            report.problem = Some((pos, Problem::Malformed));
+            return;
+        };
+        if hash_of(v) != text(v, "hash") {
+            report.problem = Some((pos, Problem::Altered));
+            return;
+        }
+        let want = expected.unwrap_or(s);
+        let chained = match expected {
+            None => s > 1 || text(v, "prev_hash") == GENESIS,
+            Some(_) => text(v, "prev_hash") == prev && s == want,
+        };
+        if !chained {
+            let next = lines.get(i + 1).and_then(|l| l.value.as_ref());
+            let (at, problem) = classify(v, s, want, &prev, &prev2, next);
+            let mut at_pos = if at == 0 {
+                pos
+            } else {
+                lines[i - 1].pos.clone()
+            };
+            if at != 0 {
+                at_pos.seq = lines[i - 1].value.as_ref().and_then(seq);
+            }
+            report.problem = Some((at_pos, problem));
+            return;
+        }
+        prev2 = std::mem::replace(&mut prev, text(v, "hash").to_owned());
+        expected = Some(s + 1);
+        report.records += 1;
+        let first = report.seq_range.map_or(s, |(f, _)| f);
+        report.seq_range = Some((first, s));
+    }
+}
+
+/// Names a chain break at record `v` (seq `s`, `want` expected). Returns 0 if the problem
+/// is at this record, 1 if it is at the one before.
+fn classify(
+    v: &Value,
+    s: u64,
+    want: u64,
+    prev: &str,
+    prev2: &str,
+    next: Option<&Value>,
+) -> (usize, Problem) {
+    let prev_hash = text(v, "prev_hash");
+    let next_seq = next.and_then(seq);
+    let next_prev = next.map_or("", |n| text(n, "prev_hash"));
+    if s == want + 1 && next_seq == Some(want) {
+        (0, Problem::Reordered)
+    } else if next_seq == Some(want) && next_prev == prev {
+        (0, Problem::Inserted)
+    } else if s + 1 == want && prev_hash == prev2 {
+        (1, Problem::Inserted)
+    } else if s == want && prev_hash != prev {
+        (1, Problem::Rehashed)
+    } else if s > want {
+        (0, Problem::Removed { count: s - want })
+    } else {
+        (0, Problem::Broken)
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::Malformed => f.write_str("not a valid audit record"),
+            Problem::Altered => f.write_str("record altered: its content does not match its hash"),
+            Problem::Rehashed => {
+                f.write_str("record altered and re-hashed: the next record does not chain to it")
+            }
+            Problem::Removed { count } => write!(f, "{count} record(s) removed before this one"),
+            Problem::Reordered => {
+                f.write_str("records reordered: this one and the next are swapped")
+            }
+            Problem::Inserted => f.write_str("record inserted: the chain continues without it"),
+            Problem::Broken => {
+                f.write_str("hash chain broken (records inserted, removed or reordered)")
+            }
+        }
+    }
+}

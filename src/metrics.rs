@@ -1,0 +1,247 @@
+//! Prometheus metrics, one process-wide registry, names `graphgate_<noun>_<unit>`. Labels
+//! are bounded by construction: catalog operation names, decision and result labels,
+//! status classes; never paths, ids or caller-supplied strings.
+
+use std::sync::LazyLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `graphgate_requests_total`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    operation: &'static str,
+    decision: &'static str,
+    status_class: &'static str,
+}
+
+/// A label with one `result` (`ok` / `error`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// A label with one `operation`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OperationLabel {
+    operation: &'static str,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    request_duration: Family<OperationLabel, Histogram>,
+    upstream_duration: Histogram,
+    token_duration: Histogram,
+    token_fetches: Family<ResultLabel, Counter>,
+    token_cache_hits: Counter,
+    audit_write_duration: Histogram,
+    audit_records: Counter,
+    audit_failures: Counter,
+    policy_reloads: Family<ResultLabel, Counter>,
+}
+
+fn latency() -> Histogram {
+    // 0.5 ms .. ~65 s
+    Histogram::new(exponential_buckets(0.0005, 2.0, 18))
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
+    let mut registry = Registry::default();
+    let requests = Family::<RequestLabels, Counter>::default();
+    let request_duration =
+        Family::<OperationLabel, Histogram>::new_with_constructor(latency as fn() -> Histogram);
+    let m = Metrics {
+        requests,
+        request_duration,
+        upstream_duration: latency(),
+        token_duration: latency(),
+        token_fetches: Family::default(),
+        token_cache_hits: Counter::default(),
+        audit_write_duration: latency(),
+        audit_records: Counter::default(),
+        audit_failures: Counter::default(),
+        policy_reloads: Family::default(),
+        registry: Registry::default(),
+    };
+    let r = &mut registry;
+    r.register(
+        "graphgate_requests",
+        "Requests answered, by operation, decision and status class",
+        m.requests.clone(),
+    );
+    r.register(
+        "graphgate_request_duration_seconds",
+        "Whole-request latency",
+        m.request_duration.clone(),
+    );
+    r.register(
+        "graphgate_upstream_duration_seconds",
+        "Time waiting for Microsoft Graph",
+        m.upstream_duration.clone(),
+    );
+    r.register(
+        "graphgate_token_acquisition_duration_seconds",
+        "Time to obtain a usable Entra token (cached or fetched)",
+        m.token_duration.clone(),
+    );
+    r.register(
+        "graphgate_token_fetches",
+        "Token requests sent to Entra, by result",
+        m.token_fetches.clone(),
+    );
+    r.register(
+        "graphgate_token_cache_hits",
+        "Tokens served from the cache",
+        m.token_cache_hits.clone(),
+    );
+    r.register(
+        "graphgate_audit_write_duration_seconds",
+        "Time to write and fsync one group of audit records",
+        m.audit_write_duration.clone(),
+    );
+    r.register(
+        "graphgate_audit_records",
+        "Audit records made durable",
+        m.audit_records.clone(),
+    );
+    r.register(
+        "graphgate_audit_failures",
+        "Audit write or fsync failures",
+        m.audit_failures.clone(),
+    );
+    r.register(
+        "graphgate_policy_reloads",
+        "Policy reloads, by result",
+        m.policy_reloads.clone(),
+    );
+    Metrics { registry, ..m }
+});
+
+/// Status class label for an HTTP status.
+fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Maps an operation name onto the catalog's static names (anything else is `other`).
+fn operation(name: &str) -> &'static str {
+    match name {
+        "none" => "none",
+        n => crate::catalog::by_name(n).map_or("other", |o| o.name),
+    }
+}
+
+/// Maps a decision label onto the known ones.
+fn decision(label: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "allowed",
+        "denied",
+        "shadow_denied",
+        "dry_run",
+        "rate_limited",
+        "invalid",
+        "failed",
+        "none",
+    ];
+    KNOWN.into_iter().find(|k| *k == label).unwrap_or("other")
+}
+
+/// One request answered.
+pub fn request_done(op: &str, decision_label: &str, status: u16, took: Duration) {
+    let operation = operation(op);
+    METRICS
+        .requests
+        .get_or_create(&RequestLabels {
+            operation,
+            decision: decision(decision_label),
+            status_class: status_class(status),
+        })
+        .inc();
+    METRICS
+        .request_duration
+        .get_or_create(&OperationLabel { operation })
+        .observe(took.as_secs_f64());
+}
+
+/// One exchange with Graph finished (answered or not).
+pub fn upstream(took: Duration) {
+    METRICS.upstream_duration.observe(took.as_secs_f64());
+}
+
+/// A caller waited `took` for a token.
+pub fn token_acquired(took: Duration) {
+    METRICS.token_duration.observe(took.as_secs_f64());
+}
+
+/// A token was requested from Entra.
+pub fn token_fetch(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    METRICS
+        .token_fetches
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// A token came from the cache.
+pub fn token_cache_hit() {
+    METRICS.token_cache_hits.inc();
+}
+
+/// One group commit of `records` audit records.
+pub fn audit_write(took: Duration, records: usize, ok: bool) {
+    METRICS.audit_write_duration.observe(took.as_secs_f64());
+    if ok {
+        METRICS.audit_records.inc_by(records as u64);
+    } else {
+        METRICS.audit_failures.inc();
+    }
+}
+
+/// A policy reload was attempted (for the hot-reload watcher to call).
+pub fn policy_reload(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    METRICS
+        .policy_reloads
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// Every metric in the Prometheus/OpenMetrics text format.
+pub fn encode() -> String {
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &METRICS.registry) {
+        tracing::error!(error = %e, "cannot encode metrics");
+    }
+    out
+}
+
+/// The content type of [`encode`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_labels_collapse_and_names_follow_the_scheme() {
+        request_done("no-such-op", "made-up", 204, Duration::from_millis(3));
+        policy_reload(true);
+        let text = encode();
+        assert!(text.contains(
+            r#"graphgate_requests_total{operation="other",decision="other",status_class="2xx"}"#
+        ));
+        assert!(text.contains(r#"graphgate_policy_reloads_total{result="ok"}"#));
+        assert!(text.contains("graphgate_request_duration_seconds_bucket"));
+        assert!(!text.contains("no-such-op"));
+    }
+}

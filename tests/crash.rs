@@ -1,0 +1,120 @@
+//! Crash safety: SIGKILL the gateway in the middle of a concurrent load of allowed
+//! privileged calls. Every call that got a 2xx has its intent in the log, and the log
+//! verifies up to a possibly torn tail.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use graphgate::demo::DEMO_API_KEY;
+use graphgate::emulator::DEMO_DEVICE_IDS;
+use http::Request;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+const BODY: &str = r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"Crash-Passw0rd-77","userPrincipalName":"room1@contoso.com"},"deviceAccountEmail":"room1@contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true,"calendarSyncEnabled":true,"sessionInitiationProtocalAddress":"sip:room1@contoso.com"}}"##;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigkill_under_load_loses_no_acknowledged_intent() {
+    let dir = std::env::temp_dir().join(format!("graphgate-crash-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("audit.jsonl");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_graphgate"))
+        .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
+        .args(["--admin-listen", "127.0.0.1:0", "--audit-log"])
+        .arg(&log)
+        .env("RUST_LOG", "warn")
+        .env_remove("GRAPHGATE_AUDIT_HMAC_KEY_FILE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let addr = loop {
+        let mut line = String::new();
+        assert!(
+            stderr.read_line(&mut line).unwrap() > 0,
+            "gateway exited early"
+        );
+        if let Some(rest) = line.strip_prefix("graphgate is listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    let url = format!(
+        "http://{addr}/v1.0/deviceManagement/managedDevices/{}/updateWindowsDeviceAccount",
+        DEMO_DEVICE_IDS[0]
+    );
+    let client = Client::builder(TokioExecutor::new()).build_http::<Full<Bytes>>();
+    let acked = Arc::new(Mutex::new(HashSet::new()));
+    let (enough_tx, mut enough) = tokio::sync::watch::channel(false);
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, url, acked, enough_tx) = (
+                client.clone(),
+                url.clone(),
+                Arc::clone(&acked),
+                enough_tx.clone(),
+            );
+            tokio::spawn(async move {
+                loop {
+                    let req = Request::post(&url)
+                        .header("authorization", format!("Bearer {DEMO_API_KEY}"))
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from_static(BODY.as_bytes())))
+                        .unwrap();
+                    let Ok(resp) = client.request(req).await else {
+                        return;
+                    };
+                    if resp.status().is_success() {
+                        let id = resp.headers()["x-graphgate-request-id"]
+                            .to_str()
+                            .unwrap()
+                            .to_owned();
+                        let mut acked = acked.lock().unwrap();
+                        acked.insert(id);
+                        if acked.len() >= 150 {
+                            let _ = enough_tx.send(true);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    enough.wait_for(|e| *e).await.unwrap();
+    // SIGKILL while the workers are still sending.
+    child.kill().unwrap();
+    child.wait().unwrap();
+    for w in workers {
+        w.await.unwrap();
+    }
+
+    let acked = acked.lock().unwrap().clone();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let intents: HashSet<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|r| r["kind"] == "intent")
+        .map(|r| r["audit_id"].as_str().unwrap().to_owned())
+        .collect();
+    let missing: Vec<_> = acked.difference(&intents).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged calls without an intent: {missing:?}",
+        missing.len()
+    );
+    assert!(acked.len() >= 150);
+
+    let out = Command::new(env!("CARGO_BIN_EXE_graphgate"))
+        .args(["audit", "verify"])
+        .arg(&log)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("hash chain intact"), "{report}");
+    assert!(!text.contains("Crash-Passw0rd-77"));
+}

@@ -1,0 +1,356 @@
+//! Traces and redaction: an in-test OTLP/HTTP receiver decodes the exported spans and checks
+//! their attributes and the continued trace id; recognisable secrets sent through every path
+//! appear in no log line, span, metric or audit record.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use common::*;
+use graphgate::emulator::{AppRegistration, EmulatorConfig};
+use graphgate::secret::Secret;
+use graphgate::telemetry::{self, OtlpConfig};
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use prost::Message;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+
+type Spans = Arc<Mutex<Vec<Span>>>;
+
+/// An OTLP/HTTP (protobuf) traces endpoint on 127.0.0.1:0.
+async fn otlp_receiver() -> (SocketAddr, Spans) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let spans: Spans = Arc::default();
+    let store = Arc::clone(&spans);
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let store = Arc::clone(&store);
+            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let store = Arc::clone(&store);
+                async move {
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let export = ExportTraceServiceRequest::decode(body).unwrap();
+                    let mut store = store.lock().unwrap();
+                    for rs in export.resource_spans {
+                        for ss in rs.scope_spans {
+                            store.extend(ss.spans);
+                        }
+                    }
+                    Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::new())))
+                }
+            });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, spans)
+}
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs (JSON, debug level, everything) into a buffer and spans to a fresh receiver, for
+/// this test's thread only.
+struct Observed {
+    logs: Buffer,
+    spans: Spans,
+    provider: Option<SdkTracerProvider>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+impl Drop for Observed {
+    /// The provider's shutdown blocks until its export task (on this test's runtime) answers,
+    /// so it must not run on the runtime's own thread.
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            std::thread::spawn(move || drop(provider));
+        }
+    }
+}
+
+async fn observe() -> Observed {
+    let (addr, spans) = otlp_receiver().await;
+    let provider = telemetry::tracer_provider(&OtlpConfig {
+        traces_endpoint: Some(format!("http://{addr}/v1/traces")),
+        service_name: "graphgate-test".into(),
+    })
+    .unwrap();
+    let logs = Buffer::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(true)
+                .with_writer(move || writer.clone())
+                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+        )
+        .with(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer("graphgate"))
+                .with_filter(telemetry::span_filter()),
+        );
+    let _guard = tracing::subscriber::set_default(subscriber);
+    Observed {
+        logs,
+        spans,
+        provider: Some(provider),
+        _guard,
+    }
+}
+
+impl Observed {
+    async fn flush(&self) -> Vec<Span> {
+        let provider = self.provider.clone().unwrap();
+        tokio::task::spawn_blocking(move || provider.force_flush())
+            .await
+            .unwrap()
+            .unwrap();
+        self.spans.lock().unwrap().clone()
+    }
+}
+
+fn attr(span: &Span, key: &str) -> Option<String> {
+    let kv = span.attributes.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        AnyValue::StringValue(s) => Some(s.clone()),
+        AnyValue::IntValue(i) => Some(i.to_string()),
+        AnyValue::BoolValue(b) => Some(b.to_string()),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+
+#[tokio::test]
+async fn request_spans_carry_semantic_attributes_and_continue_the_callers_trace() {
+    let obs = observe().await;
+    let h = start().await;
+    let req = h
+        .request(ACTION_PATH)
+        .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .body(Full::new(Bytes::from(body())))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 204);
+    let spans = obs.flush().await;
+    let span = spans
+        .iter()
+        .find(|s| s.name == "request")
+        .unwrap_or_else(|| panic!("no request span in {spans:?}"));
+    let hex = |b: &[u8]| graphgate::policy::hex(b);
+    assert_eq!(
+        hex(&span.trace_id),
+        TRACE_ID,
+        "the caller's trace continues"
+    );
+    assert_eq!(hex(&span.parent_span_id), "00f067aa0ba902b7");
+    let want = [
+        ("http.request.method", "POST"),
+        (
+            "http.route",
+            "/{version}/deviceManagement/managedDevices/{managedDeviceId}/{action}",
+        ),
+        ("http.response.status_code", "204"),
+        ("server.address", "graph.microsoft.com"),
+        ("caller.name", "rooms-rotator"),
+        (
+            "graph.operation",
+            "managedDevices.updateWindowsDeviceAccount",
+        ),
+        ("policy.rule", "rotator-updates-room-accounts"),
+        ("policy.decision", "allowed"),
+    ];
+    for (key, value) in want {
+        if key == "http.route" {
+            assert!(
+                attr(span, key).is_some_and(|r| r.contains("managedDevices")),
+                "{key}: {span:?}"
+            );
+            continue;
+        }
+        assert_eq!(attr(span, key).as_deref(), Some(value), "{key}: {span:?}");
+    }
+    assert!(attr(span, "graph.request_id").is_some(), "{span:?}");
+    // And on to Graph.
+    let graph = h.emulator.graph_requests();
+    let sent = graph[0]
+        .headers
+        .get("traceparent")
+        .expect("traceparent sent to Graph");
+    assert!(sent.starts_with(&format!("00-{TRACE_ID}-")), "{sent}");
+}
+
+const CLIENT_SECRET: &str = "Sentinel-Client-Secret-5d2e";
+const WRONG_SECRET: &str = "Sentinel-Wrong-Secret-a77c";
+const UNKNOWN_KEY: &str = "Sentinel-Unknown-Key-19fe";
+
+fn emulator(roles: Vec<String>) -> EmulatorConfig {
+    let mut config = EmulatorConfig::default();
+    config.apps = vec![AppRegistration {
+        client_id: config.apps[0].client_id.clone(),
+        client_secret: Secret::new(CLIENT_SECRET),
+        roles,
+    }];
+    config
+}
+
+/// Every path a request can take, each carrying the password (and keys where they fit).
+async fn drive_every_path() -> Vec<String> {
+    let mut audit_logs = Vec::new();
+    let all_roles = vec![graphgate::catalog::PRIV_OPS.to_owned()];
+    let h = start_with(Options {
+        emulator: emulator(all_roles.clone()),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(h.call().await.status, 204); // success
+    h.post(ACTION_PATH, Some(OTHER_KEY), &body())
+        .await
+        .assert_graph_error(403, "accessDenied");
+    h.post(ACTION_PATH, Some(UNKNOWN_KEY), &body())
+        .await
+        .assert_graph_error(401, "InvalidAuthenticationToken");
+    h.post(ACTION_PATH, None, &body())
+        .await
+        .assert_graph_error(401, "InvalidAuthenticationToken");
+    h.post(
+        &format!("{ACTION_PATH}?p={PASSWORD}"),
+        Some(ROTATOR_KEY),
+        &body(),
+    )
+    .await
+    .assert_graph_error(400, "invalidRequest");
+    let bad = body().replace(
+        "\"calendarSyncEnabled\":true",
+        &format!("\"calendarSyncEnabled\":\"{PASSWORD}\""),
+    );
+    h.post(ACTION_PATH, Some(ROTATOR_KEY), &bad)
+        .await
+        .assert_graph_error(400, "invalidRequest");
+    h.post(
+        ACTION_PATH,
+        Some(ROTATOR_KEY),
+        &format!("{{\"x\":\"{PASSWORD}\""),
+    )
+    .await
+    .assert_graph_error(400, "invalidRequest");
+    let big = format!("{{\"p\":\"{PASSWORD}{}\"}}", "x".repeat(70_000));
+    h.post(ACTION_PATH, Some(ROTATOR_KEY), &big)
+        .await
+        .assert_graph_error(413, "requestEntityTooLarge");
+    let other_device = ACTION_PATH.replace(DEVICE, "99999999-9999-4999-8999-999999999999");
+    let r = h.post(&other_device, Some(ROTATOR_KEY), &body()).await; // Graph's own error
+    assert!(r.status.is_client_error(), "{:?}", r.body);
+    audit_logs.push(h.audit_path.clone().unwrap());
+    h.audit.flush().await.unwrap();
+
+    // Graph refuses: the app lacks the permission.
+    let h2 = start_with(Options {
+        emulator: emulator(vec![]),
+        ..Options::default()
+    })
+    .await;
+    assert_eq!(h2.call().await.status, 403);
+    h2.audit.flush().await.unwrap();
+    audit_logs.push(h2.audit_path.clone().unwrap());
+
+    // Entra refuses the gateway's secret.
+    let h3 = start_with(Options {
+        emulator: emulator(all_roles),
+        client_secret_override: Some(WRONG_SECRET),
+        ..Options::default()
+    })
+    .await;
+    h3.call()
+        .await
+        .assert_graph_error(503, "tokenAcquisitionFailed");
+    h3.audit.flush().await.unwrap();
+    audit_logs.push(h3.audit_path.clone().unwrap());
+    audit_logs
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn no_secret_reaches_logs_spans_metrics_or_audit() {
+    let obs = observe().await;
+    let audits = drive_every_path().await;
+    let spans = obs.flush().await;
+    let logs = String::from_utf8(obs.logs.0.lock().unwrap().clone()).unwrap();
+    let spans_text = format!("{spans:?}");
+    let metrics = graphgate::metrics::encode();
+    assert!(logs.contains("request done"), "logs were captured");
+    assert!(spans.len() >= 10, "spans were exported: {}", spans.len());
+    assert!(
+        audits
+            .iter()
+            .all(|a| a.contains("\"kind\":\"request\"") || a.contains("\"kind\":\"outcome\""))
+    );
+    let secrets = [
+        PASSWORD,
+        ROTATOR_KEY,
+        OTHER_KEY,
+        UNKNOWN_KEY,
+        CLIENT_SECRET,
+        WRONG_SECRET,
+    ];
+    for (name, text) in [
+        ("logs", &logs),
+        ("spans", &spans_text),
+        ("metrics", &metrics),
+    ]
+    .into_iter()
+    .chain(audits.iter().map(|a| ("audit", a)))
+    {
+        for secret in secrets {
+            if let Some(i) = text.find(secret) {
+                panic!(
+                    "{secret} found in {name}: ...{}...",
+                    &text[i.saturating_sub(40)..(i + 300).min(text.len())]
+                );
+            }
+        }
+        assert!(
+            !text.contains("eyJ"),
+            "a bearer token (JWT) found in {name}"
+        );
+    }
+    // The failures are in the audit, as refusals with their codes.
+    assert!(
+        audits[2].contains("\"error_code\":\"tokenAcquisitionFailed\""),
+        "{}",
+        audits[2]
+    );
+    assert!(
+        audits[1].contains("\"upstream_status\":403"),
+        "{}",
+        audits[1]
+    );
+}
