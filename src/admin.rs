@@ -97,13 +97,26 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
         Ok(Err(_)) => "error: no token could be obtained".to_owned(),
         Err(_) => "error: timed out".to_owned(),
     };
-    let ready = !policy_hash.is_empty() && audit != "failing" && token == "ok";
+    // The app must hold every permission the policy's operations need; more is a warning.
+    let privilege = gateway.least_privilege();
+    let (missing, excess) = privilege.as_deref().map_or((Vec::new(), Vec::new()), |r| {
+        (r.missing.clone(), r.excess.clone())
+    });
+    crate::metrics::permissions(missing.len(), excess.len());
+    let reload_error = gateway.reload_error();
+    let ready =
+        !policy_hash.is_empty() && audit != "failing" && token == "ok" && missing.is_empty();
     let detail = json!({
         "ready": ready,
         "checks": {
-            "policy": {"ok": !policy_hash.is_empty(), "version": policy_hash},
+            "policy": {
+                "ok": !policy_hash.is_empty(),
+                "version": policy_hash,
+                "last_reload_error": reload_error.as_deref(),
+            },
             "audit": {"ok": audit != "failing", "status": audit},
             "token": {"ok": token == "ok", "status": token},
+            "permissions": {"ok": missing.is_empty(), "missing": missing, "excess": excess},
         }
     });
     (ready, detail)

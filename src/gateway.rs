@@ -99,6 +99,7 @@ pub struct Gateway {
     in_flight: Arc<Semaphore>,
     limits: Limits,
     audit: Audit,
+    reload_error: arc_swap::ArcSwapOption<String>,
 }
 
 impl Gateway {
@@ -134,6 +135,7 @@ impl Gateway {
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             limits,
             audit: Audit::disabled(),
+            reload_error: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -146,6 +148,19 @@ impl Gateway {
     /// The audit log (for readiness).
     pub fn audit(&self) -> &Audit {
         &self.audit
+    }
+
+    /// Records a policy reload attempt: the errors of a failed one stay visible (readiness
+    /// detail) until a later reload succeeds.
+    pub fn note_reload(&self, result: Result<(), &crate::policy::PolicyError>) {
+        crate::metrics::policy_reload(result.is_ok());
+        self.reload_error
+            .store(result.err().map(|e| Arc::new(e.to_string())));
+    }
+
+    /// The errors of the latest reload, if it failed (the previous policy is in force).
+    pub fn reload_error(&self) -> Option<Arc<String>> {
+        self.reload_error.load_full()
     }
 
     /// The loaded policy's version (its hash).
@@ -215,6 +230,9 @@ impl Gateway {
             };
             // The outcome is durable before a caller learns that an action ran.
             trail.finish(resp.status().as_u16(), error_code).await;
+            if let Some(code) = error_code {
+                metrics::error(code);
+            }
             set_ids(resp.headers_mut(), &ids);
             let status = resp.status().as_u16();
             let span = tracing::Span::current();

@@ -8,6 +8,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -27,6 +28,16 @@ struct ResultLabel {
 
 /// A label with one `operation`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StateLabel {
+    state: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: &'static str,
 }
@@ -43,6 +54,8 @@ struct Metrics {
     audit_records: Counter,
     audit_failures: Counter,
     policy_reloads: Family<ResultLabel, Counter>,
+    errors: Family<CodeLabel, Counter>,
+    permissions: Family<StateLabel, Gauge>,
 }
 
 fn latency() -> Histogram {
@@ -66,6 +79,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         audit_records: Counter::default(),
         audit_failures: Counter::default(),
         policy_reloads: Family::default(),
+        errors: Family::default(),
+        permissions: Family::default(),
         registry: Registry::default(),
     };
     let r = &mut registry;
@@ -118,6 +133,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_policy_reloads",
         "Policy reloads, by result",
         m.policy_reloads.clone(),
+    );
+    r.register(
+        "graphgate_errors",
+        "Requests the gateway refused or could not complete, by error code (e.g. tokenAcquisitionFailed: identity provider; upstreamUnavailable: Graph)",
+        m.errors.clone(),
+    );
+    r.register(
+        "graphgate_app_permissions",
+        "Application permissions of the gateway's own token against what the policy needs: missing (readiness fails) and excess (more privilege than used)",
+        m.permissions.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -214,6 +239,23 @@ pub fn policy_reload(ok: bool) {
         .policy_reloads
         .get_or_create(&ResultLabel { result })
         .inc();
+}
+
+/// The gateway answered with one of its own error codes (a static, bounded set).
+pub fn error(code: &'static str) {
+    METRICS.errors.get_or_create(&CodeLabel { code }).inc();
+}
+
+/// The latest least-privilege comparison.
+pub fn permissions(missing: usize, excess: usize) {
+    let set = |state, n: usize| {
+        METRICS
+            .permissions
+            .get_or_create(&StateLabel { state })
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    };
+    set("missing", missing);
+    set("excess", excess);
 }
 
 /// Every metric in the Prometheus/OpenMetrics text format.

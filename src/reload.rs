@@ -69,6 +69,7 @@ impl Reloader {
                 }
             }
         });
+        self.gateway.note_reload(result.as_ref().map(|_| ()));
         match result {
             Ok(policy) if policy.hash == self.gateway.installed().policy.hash => Ok(()),
             Ok(policy) => {

@@ -585,6 +585,17 @@ async fn a_missing_permission_is_named_and_an_excess_one_reported() {
     assert_eq!(report.missing, vec![PRIV_OPS]);
     assert_eq!(report.excess, vec!["User.Read.All"]);
     assert!(!report.is_sufficient());
+    // Readiness fails and names the missing role.
+    let (ready, detail) = graphgate::admin::readiness(&r.gw).await;
+    assert!(!ready, "{detail}");
+    assert_eq!(
+        detail["checks"]["permissions"]["missing"],
+        serde_json::json!([PRIV_OPS])
+    );
+    assert_eq!(
+        detail["checks"]["permissions"]["excess"],
+        serde_json::json!(["User.Read.All"])
+    );
     // Graph refuses the action, as Entra-issued tokens without the role would be.
     assert_eq!(r.call().await.0, 403);
 
@@ -602,6 +613,14 @@ async fn a_missing_permission_is_named_and_an_excess_one_reported() {
         report.excess,
         vec!["DeviceManagementConfiguration.ReadWrite.All"]
     );
+    // Excess privilege is a warning: still ready, and visible in the detail and the metric.
+    let (ready, detail) = graphgate::admin::readiness(&r.gw).await;
+    assert!(ready, "{detail}");
+    assert_eq!(
+        detail["checks"]["permissions"]["excess"],
+        serde_json::json!(["DeviceManagementConfiguration.ReadWrite.All"])
+    );
+    assert!(graphgate::metrics::encode().contains("graphgate_app_permissions{state=\"excess\"} 1"));
 
     // A policy reload that allows nothing makes every granted permission excess.
     r.gw.set_policy(Policy::from_yaml("version: 1\n", "empty").unwrap());

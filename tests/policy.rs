@@ -127,6 +127,11 @@ async fn deny_rules_win_and_name_themselves() {
         .await;
     r.assert_graph_error(403, "accessDenied");
     assert_eq!(message(&r), "denied by policy rule 'never-that-exchange'");
+    let record = h.audit_records().await.pop().unwrap();
+    assert_eq!(record["decision"], "denied");
+    assert_eq!(record["rule"], "never-that-exchange");
+    assert_eq!(record["params"]["exchangeServer"], "EVIL.example");
+    assert_eq!(record["params"]["deviceAccount.password"]["redacted"], true);
     assert_eq!(h.call().await.status, 204);
     // Another caller's refusal never mentions this caller's rules.
     let other = h.post(ACTION_PATH, Some(OTHER_KEY), &body()).await;
@@ -167,6 +172,13 @@ async fn shadow_rules_record_without_enforcing() {
         dry_run(&h, ACTION_PATH, ROTATOR_KEY, &body()).await.json()["shadow"],
         serde_json::Value::Null
     );
+    // The audit records the would-be denial of the forwarded call.
+    let records = h.audit_records().await;
+    let outcome = records.iter().find(|r| r["kind"] == "outcome").unwrap();
+    assert_eq!(outcome["decision"], "shadow_denied");
+    assert_eq!(outcome["rule"], "rotate-anything");
+    assert_eq!(outcome["shadow_rule"], "soon-require-rotation");
+    assert_eq!(outcome["status"], 204);
 }
 
 #[tokio::test]
@@ -207,6 +219,16 @@ async fn dry_runs_evaluate_everything_and_forward_nothing() {
         .assert_graph_error(400, "invalidRequest");
     assert!(h.emulator.graph_requests().is_empty());
     assert_eq!(h.emulator.token_request_count(), 0);
+    let records = h.audit_records().await;
+    let decisions: Vec<&str> = records
+        .iter()
+        .filter_map(|r| r["decision"].as_str())
+        .collect();
+    assert_eq!(decisions, vec!["dry_run", "dry_run", "denied", "invalid"]);
+    assert!(
+        records.iter().all(|r| r["kind"] == "request"),
+        "no intent: nothing was to be sent"
+    );
 }
 
 #[tokio::test]
@@ -244,6 +266,19 @@ async fn rate_limits_answer_429_with_retry_after() {
         .unwrap();
     assert!((1100..=1200).contains(&retry), "retry after {retry}");
     assert_eq!(h.emulator.graph_requests().len(), 3);
+    let records = h.audit_records().await;
+    let limited: Vec<_> = records
+        .iter()
+        .filter(|r| r["decision"] == "rate_limited")
+        .collect();
+    assert_eq!(limited.len(), 2);
+    assert_eq!(limited[0]["caller"], "rooms-rotator");
+    assert_eq!(limited[1]["rule"], "r");
+    assert!(
+        limited
+            .iter()
+            .all(|r| r["status"] == 429 && r["error_code"] == "activityLimitReached")
+    );
 }
 
 #[tokio::test]
@@ -468,6 +503,16 @@ async fn reloads_take_effect_without_failing_requests_and_bad_files_are_kept_out
     .clone();
     let err = seen.last_error.expect("the failed reload is visible");
     assert!(err.to_string().contains("calers"), "{err}");
+    let (ready, detail) = graphgate::admin::readiness(&h.gw).await;
+    assert!(ready, "the previous policy still serves: {detail}");
+    let shown = detail["checks"]["policy"]["last_reload_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(shown.contains("calers") && shown.contains(":4:"), "{shown}");
+    assert!(
+        graphgate::metrics::encode().contains("graphgate_policy_reloads_total{result=\"error\"}")
+    );
     assert_eq!(
         h.post(ACTION_PATH, Some(OTHER_KEY), &body()).await.status,
         204,

@@ -254,6 +254,29 @@ async fn outcome_unknown_is_never_retried_and_says_so() {
             "{status}: never retried"
         );
     }
+    // The audit tells ops to check the device: a distinct outcome, with the intent before it.
+    let h = faulted(
+        quick_retries(Duration::from_secs(5)),
+        Faults::default().with_graph(Fault::reset().times(1)),
+    )
+    .await;
+    h.call()
+        .await
+        .assert_graph_error(502, "upstreamOutcomeUnknown");
+    let records = h.audit_records().await;
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| {
+            (
+                r["kind"].as_str().unwrap_or(""),
+                r["decision"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![("intent", "allowed"), ("outcome", "outcome_unknown")]
+    );
     // Graph slower than the upstream timeout: the same, as 504.
     let limits = Limits {
         upstream_timeout: Duration::from_millis(300),
@@ -452,4 +475,66 @@ async fn overload_is_shed_with_503_and_retry_after() {
         ok,
         "shed requests never reached Graph"
     );
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests_refuses_new_ones_and_leaves_a_verified_log() {
+    let h = Arc::new(
+        faulted(
+            Limits::default(),
+            Faults::default().with_graph(Fault::slow(Duration::from_millis(700))),
+        )
+        .await,
+    );
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let h = Arc::clone(&h);
+            tokio::spawn(async move { h.call().await.status })
+        })
+        .collect();
+    // All three are past the audit intent, i.e. on their way to Graph.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while h
+        .audit_records()
+        .await
+        .iter()
+        .filter(|r| r["kind"] == "intent")
+        .count()
+        < 3
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "requests never got in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let shutdown = {
+        let h = Arc::clone(&h);
+        tokio::spawn(async move { h.shut_down().await })
+    };
+    // The listener closes at once: new connections are refused while the others drain.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(h.gateway).await.is_ok() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still accepting connections"
+        );
+        tokio::task::yield_now().await;
+    }
+    for t in in_flight {
+        assert_eq!(t.await.unwrap(), 204, "in-flight requests complete");
+    }
+    shutdown.await.unwrap();
+    let records = h.audit_records().await;
+    assert_eq!(
+        records
+            .iter()
+            .filter(|r| r["kind"] == "outcome" && r["status"] == 204)
+            .count(),
+        3
+    );
+    let report =
+        graphgate::audit::verify::verify(std::slice::from_ref(h.audit_path.as_ref().unwrap()))
+            .unwrap();
+    assert!(report.is_ok(), "{report:?}");
 }

@@ -109,6 +109,7 @@ pub struct Harness {
     pub gateway: SocketAddr,
     pub audit: Audit,
     pub audit_path: Option<PathBuf>,
+    server_task: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
     pub emulator: Arc<Emulator>,
     pub gw: Arc<graphgate::gateway::Gateway>,
     client: Client<HttpConnector, Full<Bytes>>,
@@ -207,7 +208,7 @@ pub async fn start_with(opts: Options) -> Harness {
     let gw = app::build(&settings, policy).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gateway = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(
+    let server_task = tokio::spawn(server::serve(
         listener,
         opts.tls.clone(),
         Arc::clone(&gw),
@@ -219,6 +220,7 @@ pub async fn start_with(opts: Options) -> Harness {
         gateway,
         audit,
         audit_path,
+        server_task: std::sync::Mutex::new(Some(server_task)),
         emulator: emu.emulator,
         gw,
         client,
@@ -267,6 +269,18 @@ impl Harness {
     /// The standard allowed call.
     pub async fn call(&self) -> Reply {
         self.post(ACTION_PATH, Some(ROTATOR_KEY), &body()).await
+    }
+}
+
+impl Harness {
+    /// Starts a graceful shutdown of the gateway's listener (the emulator stops too) and
+    /// returns when the server has drained.
+    pub async fn shut_down(&self) {
+        let _ = self.stop.send(true);
+        let task = self.server_task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.await.unwrap().unwrap();
+        }
     }
 }
 
