@@ -684,8 +684,11 @@ async fn emulate_flags_arm_the_faults() {
         .unwrap();
     let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
     let child = KillOnDrop(child);
-    let addr: SocketAddr = stderr
-        .lines()
+    // Keep reading stderr open for the emulator's whole life: it prints more after its
+    // address, and a closed pipe would end it.
+    let mut lines = stderr.lines();
+    let addr: SocketAddr = lines
+        .by_ref()
         .map(Result::unwrap)
         .find_map(|line| {
             line.strip_prefix("graphgate emulator listening on https://")
@@ -696,6 +699,7 @@ async fn emulate_flags_arm_the_faults() {
     let req = Harness::request(GRAPH, Method::GET, "/_emulator/faults", &[], "");
     let reply = send_to(addr, &ca_pem, GRAPH, req, false).await.unwrap();
     drop(child);
+    drop(lines);
     let _ = std::fs::remove_file(&ca);
     assert_eq!(
         reply.json(),
