@@ -228,7 +228,7 @@ impl Gateway {
                     (err.to_response(&ids.request_id, &ids.client_request_id), Some(err.code()))
                 }
             };
-            // The outcome is durable before a caller learns that an action ran.
+            // One record per request; for forwarded calls, the outcome after the durable intent.
             trail.finish(resp.status().as_u16(), error_code).await;
             if let Some(code) = error_code {
                 metrics::error(code);

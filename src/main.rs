@@ -388,7 +388,14 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         shutdown_signal().await;
         let _ = shutdown_tx.send(true);
     };
+    let audit = gateway.audit().clone();
     server::serve(listener, tls, gateway, args.bounds.server(), shutdown).await?;
+    // In-flight requests are done: make every queued audit record durable before exiting.
+    if let Err(e) = audit.flush().await {
+        tracing::error!(error = %e, "could not flush the audit log at shutdown");
+        return Ok(ExitCode::FAILURE);
+    }
+    tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 

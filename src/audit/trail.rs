@@ -143,8 +143,9 @@ impl AuditTrail {
         self.entry.decision.map_or("none", AuditDecision::as_str)
     }
 
-    /// Records the answer. For calls with an intent the outcome is made durable before
-    /// returning; other records are queued. Requests never recognised leave no record.
+    /// Records the answer, queued behind the intent (it shares the next group commit; the
+    /// caller does not wait for the disk twice). Requests never recognised leave no record.
+    /// A crash between the two leaves an intent without an outcome: "check the device".
     pub async fn finish(&mut self, status: u16, error_code: Option<&'static str>) {
         if !self.recognised {
             return;
@@ -164,13 +165,8 @@ impl AuditTrail {
             Some(AuditDecision::Allowed) if error_code.is_some() => AuditDecision::Failed,
             Some(d) => d,
         });
-        let result = if self.intent_written {
-            entry.kind = Some(Kind::Outcome);
-            self.audit.write_durable(entry.clone()).await
-        } else {
-            entry.kind = Some(Kind::Request);
-            self.audit.write(entry.clone()).await
-        };
+        entry.kind = Some(if self.intent_written { Kind::Outcome } else { Kind::Request });
+        let result = self.audit.write(entry.clone()).await;
         if let Err(e) = result {
             tracing::error!(error = %e, audit_id = %self.entry.audit_id, "audit record lost");
         }
