@@ -65,6 +65,9 @@ run() {
   local name=$1 url=$2 conns=$3; shift 3
   local before after out
   before=$(cpu_ticks "$@")
+  if [ -n "${PROFILE:-}" ] && [ "$name" = "$PROFILE" ] && [ "$conns" = 64 ]; then
+    perf record -e cpu-clock -F 499 -g -o "$DIR/perf.data" -p "$1" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
+  fi
   out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" -s "$here/post.lua" --latency "$url")
   after=$(cpu_ticks "$@")
   python3 "$here/report.py" parse "$name" "$conns" "$((after - before))" "$TICKS" "$(peak_rss_kib "$@")" <<<"$out" >> "$DIR/results.tsv"
@@ -86,9 +89,9 @@ for c in 1 64; do
   run nginx "http://127.0.0.1:18082$URL_PATH" "$c" $NGINX_PIDS
   run graphgate "http://127.0.0.1:18080$URL_PATH" "$c" "$GG_PID"
 done
-records=$(wc -l < "$DIR/audit.jsonl")
-"$BIN" audit verify "$DIR/audit.jsonl" > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
 stop_graphgate
+records=$(cat "$DIR"/audit.jsonl* | wc -l)
+"$BIN" audit verify "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
 
 # The same load with audit off, to show what durable audit costs.
 start_graphgate none
@@ -97,4 +100,8 @@ stop_graphgate
 
 python3 "$here/report.py" render "$DIR/results.tsv" "$here/results.md" "$here/latency.svg" "$records"
 cat "$here/results.md"
+if [ -n "${PROFILE:-}" ] && [ -f "$DIR/perf.data" ]; then
+  perf report -i "$DIR/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$' | head -60 > "$DIR/logs/profile.txt"
+  echo "profile of $PROFILE at 64 connections: $DIR/logs/profile.txt"
+fi
 echo "raw wrk output and logs: $DIR/logs"

@@ -85,5 +85,26 @@ fn evaluation(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, recognition, validation, evaluation);
+fn audit_sealing(c: &mut Criterion) {
+    let entry = graphgate::audit::Entry {
+        time: "2026-11-28T16:00:00.000000Z".into(),
+        audit_id: "5a6b7c8d-1111-2222-3333-444455556666".into(),
+        caller: Some("rooms-rotator".into()),
+        auth_method: Some("api_key".into()),
+        operation: Some("managedDevices.updateWindowsDeviceAccount".into()),
+        device_id: Some("0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into()),
+        params: Some(
+            serde_json::json!({"deviceAccountEmail": "room1@rooms.contoso.com", "deviceAccount.password": {"redacted": true, "hmac_sha256": "ab".repeat(32)}, "passwordRotationEnabled": true}),
+        ),
+        policy_version: Some("cd".repeat(32)),
+        rule: Some("rotator-updates-room-accounts".into()),
+        ..graphgate::audit::Entry::default()
+    };
+    let mut chain = graphgate::audit::chain::ChainState::default();
+    c.bench_function("audit/seal_record_with_hash_chain", |b| {
+        b.iter(|| chain.seal(black_box(&entry)).unwrap())
+    });
+}
+
+criterion_group!(benches, recognition, validation, evaluation, audit_sealing);
 criterion_main!(benches);

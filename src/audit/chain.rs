@@ -51,38 +51,35 @@ impl ChainState {
 /// The hash a record (as parsed JSON) should carry: SHA-256 of its canonical form
 /// without the `hash` member.
 pub fn hash_of(record: &Value) -> String {
-    let bytes = match record {
-        Value::Object(map) => {
-            let mut map = map.clone();
-            map.remove("hash");
-            canonical(&Value::Object(map))
-        }
-        other => canonical(other),
-    };
+    let mut bytes = Vec::with_capacity(1024);
+    write_canonical(record, &mut bytes, Some("hash"));
     hex(&Sha256::digest(&bytes))
 }
 
 /// Compact JSON with object keys sorted at every level, whatever the map type.
 pub fn canonical(value: &Value) -> Vec<u8> {
-    let mut out = Vec::with_capacity(512);
-    write_canonical(value, &mut out);
+    let mut out = Vec::with_capacity(1024);
+    write_canonical(value, &mut out, None);
     out
 }
 
-fn write_canonical(value: &Value, out: &mut Vec<u8>) {
+/// Writes `value` canonically, leaving out the top-level member `skip`. Keys and scalars are
+/// written by serde_json itself (its escaping), straight into `out`.
+fn write_canonical(value: &Value, out: &mut Vec<u8>, skip: Option<&str>) {
     match value {
         Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
+            let mut keys: Vec<&String> = map.keys().filter(|k| Some(k.as_str()) != skip).collect();
+            keys.sort_unstable();
             out.push(b'{');
             for (i, key) in keys.into_iter().enumerate() {
                 if i > 0 {
                     out.push(b',');
                 }
-                out.extend(Value::String(key.clone()).to_string().as_bytes());
+                // Writing JSON into a Vec cannot fail.
+                let _ = serde_json::to_writer(&mut *out, key);
                 out.push(b':');
                 if let Some(v) = map.get(key) {
-                    write_canonical(v, out);
+                    write_canonical(v, out, None);
                 }
             }
             out.push(b'}');
@@ -93,17 +90,25 @@ fn write_canonical(value: &Value, out: &mut Vec<u8>) {
                 if i > 0 {
                     out.push(b',');
                 }
-                write_canonical(v, out);
+                write_canonical(v, out, None);
             }
             out.push(b']');
         }
-        scalar => out.extend(scalar.to_string().as_bytes()),
+        scalar => {
+            let _ = serde_json::to_writer(&mut *out, scalar);
+        }
     }
 }
 
 /// Lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
-    crate::policy::hex(bytes)
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
 }
 
 #[cfg(test)]

@@ -165,7 +165,11 @@ impl AuditTrail {
             Some(AuditDecision::Allowed) if error_code.is_some() => AuditDecision::Failed,
             Some(d) => d,
         });
-        entry.kind = Some(if self.intent_written { Kind::Outcome } else { Kind::Request });
+        entry.kind = Some(if self.intent_written {
+            Kind::Outcome
+        } else {
+            Kind::Request
+        });
         let result = self.audit.write(entry.clone()).await;
         if let Err(e) = result {
             tracing::error!(error = %e, audit_id = %self.entry.audit_id, "audit record lost");
