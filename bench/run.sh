@@ -101,7 +101,7 @@ stop_graphgate
 python3 "$here/report.py" render "$DIR/results.tsv" "$here/results.md" "$here/latency.svg" "$records"
 cat "$here/results.md"
 if [ -n "${PROFILE:-}" ] && [ -f "$DIR/perf.data" ]; then
-  perf report -i "$DIR/perf.data" --no-children --percent-limit 1.5 --stdio 2>/dev/null | grep -v '^$' | head -60 > "$DIR/logs/profile.txt"
+  perf report -i "$DIR/perf.data" --no-children --sort comm,sym --percent-limit 1 --stdio -g none > "$DIR/logs/profile.txt" 2>/dev/null || true
   echo "profile of $PROFILE at 64 connections: $DIR/logs/profile.txt"
 fi
 echo "raw wrk output and logs: $DIR/logs"
