@@ -20,6 +20,7 @@
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
 //! - [`emulator`]: the Entra + Graph stand-in used by the tests and the demo.
 pub mod admin;
+pub mod answer;
 pub mod app;
 pub mod audit;
 pub mod breaker;

@@ -1,0 +1,112 @@
+//! How the gateway words its own answers: the ids on every response, the reason in a 403,
+//! the dry-run document, and the stored answers that idempotent replays get.
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::cloud::Cloud;
+use crate::error::GatewayError;
+use crate::forward::UpstreamReply;
+use crate::idempotency::{StoredResponse, Ticket};
+use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
+use crate::policy::Decision;
+use crate::route::Recognised;
+use crate::schema::Params;
+
+/// Records the answer for duplicates when the action may have run (including when the
+/// outcome is unknown); otherwise a dropped ticket lets a retry run it.
+pub fn settle(
+    ticket: Option<Ticket>,
+    result: Result<UpstreamReply, GatewayError>,
+    ids: &RequestIds,
+) -> Result<Response<Full<Bytes>>, GatewayError> {
+    match result {
+        Ok(reply) => {
+            if let Some(t) = ticket.filter(|_| reply.may_have_run()) {
+                let resp = reply.clone().into_response();
+                t.finish(StoredResponse::of(&resp, reply.body.clone()));
+            }
+            Ok(reply.into_response())
+        }
+        Err(err) if err.outcome_unknown() => {
+            if let Some(t) = ticket {
+                let resp = err.to_response(&ids.request_id, &ids.client_request_id);
+                let body = crate::graph_error::body(
+                    err.code(),
+                    &err.to_string(),
+                    &ids.request_id,
+                    &ids.client_request_id,
+                );
+                t.finish(StoredResponse::of(&resp, body));
+            }
+            Err(err)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Every response carries the gateway's request id and the client-request-id; Graph's own
+/// `request-id` (when Graph answered) is kept and the gateway's goes in `x-graphgate-request-id`.
+pub fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
+    if let Ok(v) = HeaderValue::try_from(ids.request_id.as_str()) {
+        headers.insert(HeaderName::from_static("x-graphgate-request-id"), v.clone());
+        headers.entry(REQUEST_ID).or_insert(v);
+    }
+    if let Ok(v) = HeaderValue::try_from(ids.client_request_id.as_str()) {
+        headers.insert(CLIENT_REQUEST_ID, v);
+    }
+}
+
+/// Why a request was refused, in the caller's terms, naming only the caller's own rules.
+pub fn forbidden_message(decision: &Decision<'_>, caller: &str, target: &Recognised) -> String {
+    match decision.rule_name() {
+        Some(rule) => format!("denied by policy rule '{rule}'"),
+        None => format!(
+            "no policy rule allows caller '{caller}' to run {} ({}) on device {} with these parameters",
+            target.op.name,
+            target.version.as_str(),
+            target.device_id
+        ),
+    }
+}
+
+pub fn dry_run_response(
+    cloud: Cloud,
+    caller: &str,
+    target: &Recognised,
+    decision: &Decision<'_>,
+    params: &Params,
+) -> Response<Full<Bytes>> {
+    let shadow = decision
+        .shadow
+        .map(|s| serde_json::json!({ "decision": if s.allowed { "allow" } else { "deny" }, "rule": s.rule }));
+    let doc = serde_json::json!({
+        "dryRun": true,
+        "decision": "allow",
+        "rule": decision.rule_name(),
+        "shadow": shadow,
+        "caller": caller,
+        "operation": target.op.name,
+        "apiVersion": target.version.as_str(),
+        "device": target.device_id,
+        "wouldSend": format!("POST https://{}{}", cloud.endpoints().graph_host, target.canonical_path),
+        "parameters": params.to_redacted_json(),
+    });
+    let mut resp = json_response(StatusCode::OK, &doc);
+    resp.headers_mut().insert(
+        HeaderName::from_static("preference-applied"),
+        HeaderValue::from_static("dry-run"),
+    );
+    resp
+}
+
+pub fn json_response(status: StatusCode, doc: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(doc).unwrap_or_default();
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
