@@ -71,6 +71,12 @@ def render(results, out_md, out_svg, audit_records):
         lines.append(f"- Durable audit (write-ahead intent + outcome, fsync'd, group commit): "
                      f"{g64['rps']:,.0f} requests/s with it, {noaudit['rps']:,.0f} without "
                      f"({g64['rps'] / noaudit['rps']:.2f}×); {audit_records} audit records written and verified.")
+    idle = os.path.join(os.path.dirname(results), "idle.tsv")
+    if os.path.exists(idle):
+        for line in open(idle):
+            n, ok, now, peak = line.split()
+            lines.append(f"- {int(n):,} idle keep-alive connections (each after one request, {int(ok):,} answered 204): "
+                         f"graphgate RSS {int(now) / 1024:.1f} MiB (peak {int(peak) / 1024:.1f} MiB).")
     bad = {k: v for k, v in r.items() if v["errors"] or v["sock"]}
     lines.append("- Non-2xx answers or socket errors: " + (", ".join(f"{k[0]} c{k[1]}: {v['errors']} {v['sock']}" for k, v in bad.items()) if bad else "none."))
     open(out_md, "w").write("\n".join(lines) + "\n")

@@ -46,7 +46,7 @@ start_graphgate() {
   AZURE_CLIENT_SECRET=demo-client-secret-not-for-production \
   GRAPHGATE_CONNECT_TO="graph.microsoft.com:443=127.0.0.1:18443,login.microsoftonline.com:443=127.0.0.1:18444" \
   GRAPHGATE_EXTRA_CA_FILE="$DIR/cas.pem" RUST_LOG=warn \
-  taskset -c "$PROXY_CPU" "$BIN" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 \
+  taskset -c "$PROXY_CPU" "$BIN" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 --max-connections 20000 \
     --policy "$policy" --audit-log "$audit" --audit-hmac-key-file "$DIR/hmac.key" \
     >"$DIR/logs/graphgate.out" 2>"$DIR/logs/graphgate.err" &
   GG_PID=$!
@@ -97,6 +97,16 @@ records=$(cat "$DIR"/audit.jsonl* | wc -l)
 start_graphgate none
 run graphgate-noaudit "http://127.0.0.1:18080$URL_PATH" 64 "$GG_PID"
 stop_graphgate
+
+# Idle keep-alive connections: memory with 1,000 and 10,000 open (after one request each).
+sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$here/post.lua" > "$DIR/body.json"
+start_graphgate "$DIR/audit-idle.jsonl"
+idle_rss=""
+for n in 1000 10000; do
+  idle_rss+="$(python3 "$here/idle.py" 127.0.0.1 18080 "$n" "$GG_PID" "$URL_PATH" "$KEY" "$DIR/body.json")"$'\n'
+done
+stop_graphgate
+printf '%s' "$idle_rss" > "$DIR/idle.tsv"
 
 python3 "$here/report.py" render "$DIR/results.tsv" "$here/results.md" "$here/latency.svg" "$records"
 cat "$here/results.md"
