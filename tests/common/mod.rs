@@ -114,6 +114,7 @@ pub struct Harness {
     pub gw: Arc<graphgate::gateway::Gateway>,
     client: Client<HttpConnector, Full<Bytes>>,
     stop: watch::Sender<bool>,
+    emulator_stop: watch::Sender<bool>,
 }
 
 pub struct Reply {
@@ -156,6 +157,8 @@ pub async fn start() -> Harness {
 
 pub async fn start_with(opts: Options) -> Harness {
     let (stop, stop_rx) = watch::channel(false);
+    // The emulator outlives a gateway shutdown (it stands for Microsoft, which does not stop).
+    let (emulator_stop, emulator_stop_rx) = watch::channel(false);
     let until_stop = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -163,7 +166,7 @@ pub async fn start_with(opts: Options) -> Harness {
         token_lifetime: opts.token_lifetime,
         ..opts.emulator
     };
-    let emu = graphgate::demo::start_emulator(emulator_config, until_stop(stop_rx.clone()))
+    let emu = graphgate::demo::start_emulator(emulator_config, until_stop(emulator_stop_rx))
         .await
         .unwrap();
     let (audit, audit_path) = match opts.audit {
@@ -225,6 +228,7 @@ pub async fn start_with(opts: Options) -> Harness {
         gw,
         client,
         stop,
+        emulator_stop,
     }
 }
 
@@ -273,7 +277,7 @@ impl Harness {
 }
 
 impl Harness {
-    /// Starts a graceful shutdown of the gateway's listener (the emulator stops too) and
+    /// Starts a graceful shutdown of the gateway's listener (the emulator keeps running) and
     /// returns when the server has drained.
     pub async fn shut_down(&self) {
         let _ = self.stop.send(true);
@@ -287,5 +291,6 @@ impl Harness {
 impl Drop for Harness {
     fn drop(&mut self) {
         let _ = self.stop.send(true);
+        let _ = self.emulator_stop.send(true);
     }
 }
