@@ -124,6 +124,15 @@ async fn observe() -> Observed {
 }
 
 impl Observed {
+    /// Shuts the exporter down off the runtime's thread, while the runtime still runs its
+    /// export task: otherwise the last tracer reference, dropped with the subscriber on this
+    /// thread, would block on a shutdown the (then blocked) runtime can never serve.
+    async fn shutdown(&mut self) {
+        if let Some(provider) = self.provider.take() {
+            let _ = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        }
+    }
+
     async fn flush(&self) -> Vec<Span> {
         let provider = self.provider.clone().unwrap();
         tokio::task::spawn_blocking(move || provider.force_flush())
@@ -148,7 +157,7 @@ const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
 #[tokio::test]
 async fn request_spans_carry_semantic_attributes_and_continue_the_callers_trace() {
-    let obs = observe().await;
+    let mut obs = observe().await;
     let h = start().await;
     let req = h
         .request(ACTION_PATH)
@@ -159,6 +168,7 @@ async fn request_spans_carry_semantic_attributes_and_continue_the_callers_trace(
         .unwrap();
     assert_eq!(h.send(req).await.status, 204);
     let spans = obs.flush().await;
+    obs.shutdown().await;
     let span = spans
         .iter()
         .find(|s| s.name == "request")
@@ -300,9 +310,10 @@ async fn drive_every_path() -> Vec<String> {
 
 #[tokio::test]
 async fn no_secret_reaches_logs_spans_metrics_or_audit() {
-    let obs = observe().await;
+    let mut obs = observe().await;
     let audits = drive_every_path().await;
     let spans = obs.flush().await;
+    obs.shutdown().await;
     let logs = String::from_utf8(obs.logs.0.lock().unwrap().clone()).unwrap();
     let spans_text = format!("{spans:?}");
     let metrics = graphgate::metrics::encode();
