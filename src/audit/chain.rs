@@ -4,7 +4,7 @@
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::record::{Entry, Record};
+use super::record::Entry;
 
 /// `prev_hash` of the very first record.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -30,11 +30,13 @@ impl Default for ChainState {
 impl ChainState {
     /// Appends `entry`: returns its JSON line (no newline) and advances the state.
     pub fn seal(&mut self, entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
-        let record = Record {
-            seq: self.seq + 1,
-            prev_hash: self.hash.clone(),
-            hash: String::new(),
-            entry: entry.clone(),
+        let seq = self.seq + 1;
+        // Serialised by reference: the same JSON as a `Record`, without cloning the entry.
+        let record = Sealing {
+            seq,
+            prev_hash: &self.hash,
+            hash: "",
+            entry,
         };
         let mut value = serde_json::to_value(&record)?;
         let hash = hash_of(&value);
@@ -42,10 +44,20 @@ impl ChainState {
             map.insert("hash".into(), Value::String(hash.clone()));
         }
         let line = canonical(&value);
-        self.seq = record.seq;
+        self.seq = seq;
         self.hash = hash;
         Ok(line)
     }
+}
+
+/// A [`Record`](super::record::Record) being sealed, borrowing its entry; serialises exactly as a `Record` does.
+#[derive(serde::Serialize)]
+struct Sealing<'a> {
+    seq: u64,
+    prev_hash: &'a str,
+    hash: &'a str,
+    #[serde(flatten)]
+    entry: &'a Entry,
 }
 
 /// The hash a record (as parsed JSON) should carry: SHA-256 of its canonical form
