@@ -288,16 +288,14 @@ impl CertificateFile {
             self.preferred
         };
         let now = jsonwebtoken::get_current_timestamp();
-        let jwt = cert.assertion(alg, client_id, token_url, self.send_chain, now)?;
-        let result = request_token(
-            http,
-            client_id,
-            token_url,
-            scope,
-            ClientAuth::Assertion(jwt),
-        )
-        .await;
-        match result {
+        let exchange = |alg| {
+            let jwt = cert.assertion(alg, client_id, token_url, self.send_chain, now);
+            async move {
+                let auth = ClientAuth::Assertion(jwt?);
+                request_token(http, client_id, token_url, scope, auth).await
+            }
+        };
+        match exchange(alg).await {
             Err(TokenError::Refused {
                 aadsts: Some(SIGNATURE_VALIDATION_FAILED),
                 ..
@@ -305,21 +303,7 @@ impl CertificateFile {
                 tracing::warn!(
                     "Entra refused the PS256 client assertion's signature; falling back to RS256 with x5t"
                 );
-                let jwt = cert.assertion(
-                    AssertionAlg::Rs256,
-                    client_id,
-                    token_url,
-                    self.send_chain,
-                    now,
-                )?;
-                let retried = request_token(
-                    http,
-                    client_id,
-                    token_url,
-                    scope,
-                    ClientAuth::Assertion(jwt),
-                )
-                .await;
+                let retried = exchange(AssertionAlg::Rs256).await;
                 if retried.is_ok() {
                     self.legacy.store(true, Ordering::Relaxed);
                 }
