@@ -29,35 +29,102 @@ impl Default for ChainState {
 
 impl ChainState {
     /// Appends `entry`: returns its JSON line (no newline) and advances the state.
+    ///
+    /// The line is written straight in canonical form (members in key order, absent fields
+    /// left out), so sealing is one direct serialisation (in two halves around `hash`) and one SHA-256: no JSON tree is
+    /// built. `verify` re-derives the same bytes from the parsed line with [`hash_of`].
     pub fn seal(&mut self, entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
         let seq = self.seq + 1;
-        // Serialised by reference: the same JSON as a `Record`, without cloning the entry.
-        let record = Sealing {
+        let part = |half| Sealing {
             seq,
             prev_hash: &self.hash,
-            hash: "",
             entry,
+            half,
         };
-        let mut value = serde_json::to_value(&record)?;
-        let hash = hash_of(&value);
-        if let Value::Object(map) = &mut value {
-            map.insert("hash".into(), Value::String(hash.clone()));
-        }
-        let line = canonical(&value);
+        // The members before and after `hash` in key order, each as its own object. Both
+        // are never empty: `audit_id` comes before `hash`, `seq` after it.
+        let mut line = serde_json::to_vec(&part(Half::BeforeHash))?;
+        let after = serde_json::to_vec(&part(Half::AfterHash))?;
+        line.pop(); // '}'
+        let joint = line.len();
+        line.push(b',');
+        line.extend_from_slice(after.get(1..).unwrap_or_default());
+        // `line` is now the record without `hash`: its canonical form.
+        let hash = hex(&Sha256::digest(&line));
+        let member = format!("\"hash\":\"{hash}\",");
+        line.splice(joint + 1..joint + 1, member.into_bytes());
         self.seq = seq;
         self.hash = hash;
         Ok(line)
     }
 }
 
-/// A [`Record`](super::record::Record) being sealed, borrowing its entry; serialises exactly as a `Record` does.
-#[derive(serde::Serialize)]
+/// Which members of a sealed record to write.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Half {
+    BeforeHash,
+    AfterHash,
+}
+
+/// A record being sealed, borrowing its entry: the members on one side of `hash`, in key
+/// order, so that the two halves joined are the canonical form [`canonical`] would write
+/// (a unit test holds the two to the same bytes).
 struct Sealing<'a> {
     seq: u64,
     prev_hash: &'a str,
-    hash: &'a str,
-    #[serde(flatten)]
     entry: &'a Entry,
+    half: Half,
+}
+
+impl serde::Serialize for Sealing<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        /// Writes a member unless it is absent.
+        fn some<M: SerializeMap, T: serde::Serialize>(
+            m: &mut M,
+            key: &'static str,
+            value: Option<&T>,
+        ) -> Result<(), M::Error> {
+            value.map_or(Ok(()), |v| m.serialize_entry(key, v))
+        }
+        let e = self.entry;
+        let mut m = s.serialize_map(None)?;
+        // Keep in byte order of the keys.
+        if self.half == Half::BeforeHash {
+            some(&mut m, "api_version", e.api_version.as_ref())?;
+            m.serialize_entry("audit_id", &e.audit_id)?;
+            some(&mut m, "auth_method", e.auth_method.as_ref())?;
+            some(&mut m, "caller", e.caller.as_ref())?;
+            some(&mut m, "client_request_id", e.client_request_id.as_ref())?;
+            some(&mut m, "cloud", e.cloud.as_ref())?;
+            some(&mut m, "decision", e.decision.as_ref())?;
+            some(&mut m, "detected_app_id", e.detected_app_id.as_ref())?;
+            some(&mut m, "device_id", e.device_id.as_ref())?;
+            some(&mut m, "error_code", e.error_code.as_ref())?;
+            some(&mut m, "graph_request_id", e.graph_request_id.as_ref())?;
+            return m.end();
+        }
+        // "hash" goes here.
+        some(&mut m, "kind", e.kind.as_ref())?;
+        some(&mut m, "latency_us", e.latency_us.as_ref())?;
+        some(&mut m, "note", e.note.as_ref())?;
+        some(&mut m, "operation", e.operation.as_ref())?;
+        some(&mut m, "params", e.params.as_ref())?;
+        some(&mut m, "policy_version", e.policy_version.as_ref())?;
+        m.serialize_entry("prev_hash", self.prev_hash)?;
+        some(&mut m, "rule", e.rule.as_ref())?;
+        m.serialize_entry("seq", &self.seq)?;
+        some(&mut m, "shadow_rule", e.shadow_rule.as_ref())?;
+        some(&mut m, "source", e.source.as_ref())?;
+        some(&mut m, "status", e.status.as_ref())?;
+        some(&mut m, "tenant", e.tenant.as_ref())?;
+        m.serialize_entry("time", &e.time)?;
+        some(&mut m, "token_app_id", e.token_app_id.as_ref())?;
+        some(&mut m, "upstream_latency_us", e.upstream_latency_us.as_ref())?;
+        some(&mut m, "upstream_status", e.upstream_status.as_ref())?;
+        some(&mut m, "user_id", e.user_id.as_ref())?;
+        m.end()
+    }
 }
 
 /// The hash a record (as parsed JSON) should carry: SHA-256 of its canonical form
@@ -148,5 +215,70 @@ mod tests {
             first,
             "re-serialising a line gives its bytes"
         );
+    }
+
+    /// Every field set, with map keys inserted out of order: the directly written line is
+    /// canonical, carries every field a `Record` has, and re-hashes to its own hash.
+    #[test]
+    fn a_full_record_is_sealed_canonically_with_every_field() {
+        let params = serde_json::json!({
+            "zeta": "\u{7f}<>&\\", "alpha": {"redacted": true, "hmac_sha256": "ab"}, "mid": null
+        });
+        let entry = Entry {
+            kind: Some(super::super::record::Kind::Outcome),
+            time: "2026-11-28T00:00:00.000000Z".into(),
+            audit_id: "id".into(),
+            caller: Some("c".into()),
+            auth_method: Some("api_key".into()),
+            source: Some("127.0.0.1:1".into()),
+            operation: Some("managedDevices.x".into()),
+            api_version: Some("v1.0".into()),
+            cloud: Some("global".into()),
+            tenant: Some("t".into()),
+            device_id: Some("d".into()),
+            user_id: Some("u".into()),
+            detected_app_id: Some("a".into()),
+            params: Some(params),
+            policy_version: Some("p".into()),
+            rule: Some("r".into()),
+            shadow_rule: Some("s".into()),
+            decision: Some(super::super::record::AuditDecision::OutcomeUnknown),
+            error_code: Some("e".into()),
+            status: Some(504),
+            upstream_status: Some(504),
+            client_request_id: Some("cr".into()),
+            graph_request_id: Some("g".into()),
+            latency_us: Some(u64::MAX),
+            upstream_latency_us: Some(0),
+            token_app_id: Some("app".into()),
+            note: Some("n\"\n".into()),
+        };
+        let line = ChainState::default().seal(&entry).unwrap();
+        let parsed: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(canonical(&parsed), line, "{}", String::from_utf8_lossy(&line));
+        assert_eq!(parsed["hash"], Value::String(hash_of(&parsed)));
+        let record = super::super::record::Record {
+            seq: 1,
+            prev_hash: GENESIS.into(),
+            hash: "h".into(),
+            entry,
+        };
+        let Value::Object(all) = serde_json::to_value(&record).unwrap() else {
+            panic!("a record is an object")
+        };
+        let Value::Object(sealed) = &parsed else {
+            panic!("a line is an object")
+        };
+        let missing: Vec<&String> = all.keys().filter(|k| !sealed.contains_key(*k)).collect();
+        assert!(missing.is_empty(), "fields the sealed line leaves out: {missing:?}");
+        assert_eq!(all.len(), sealed.len());
+    }
+
+    #[test]
+    fn absent_fields_are_left_out_of_the_line() {
+        let line = ChainState::default().seal(&Entry::default()).unwrap();
+        let text = String::from_utf8(line).unwrap();
+        assert!(!text.contains("null"), "{text}");
+        assert!(text.starts_with(r#"{"audit_id":"","hash":""#), "{text}");
     }
 }

@@ -61,58 +61,83 @@ impl AuditDecision {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
     /// Which phase.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Kind>,
     /// RFC 3339 UTC, microseconds.
     pub time: String,
     /// The gateway's request id (also `x-graphgate-request-id`); shared by intent and outcome.
     pub audit_id: String,
     /// The caller's name from the policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
     /// How the caller authenticated (`api_key`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_method: Option<String>,
     /// The caller's network address.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Catalog operation name.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// `v1.0` or `beta`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub api_version: Option<String>,
     /// National cloud.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cloud: Option<String>,
     /// Entra tenant the gateway acts in.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
     /// Target managed device.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub device_id: Option<String>,
     /// Target user, where the path has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
     /// Detected app, where the path has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub detected_app_id: Option<String>,
     /// Parameters; secrets as `{"redacted": true, "hmac_sha256": ...}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub params: Option<Value>,
     /// SHA-256 of the loaded policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,
     /// The rule that decided.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rule: Option<String>,
     /// A shadow rule that would have decided otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub shadow_rule: Option<String>,
     /// The decision.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub decision: Option<AuditDecision>,
     /// The gateway's error code when it refused or failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error_code: Option<String>,
     /// Status the gateway answered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
     /// Status Graph answered with.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,
     /// The caller's (or generated) client-request-id, as sent to Graph.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_request_id: Option<String>,
     /// Graph's `request-id`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub graph_request_id: Option<String>,
     /// Whole-request latency, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub latency_us: Option<u64>,
     /// Time spent waiting for Graph, microseconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_latency_us: Option<u64>,
     /// App id (`appid`) of the Entra token used; never the token.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_app_id: Option<String>,
     /// Free text for `start` records (version, reason).
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
 

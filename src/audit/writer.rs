@@ -1,10 +1,12 @@
 //! The audit writer: one thread owns the sink. Requests queue entries on a bounded channel;
-//! the thread takes everything queued, writes it, fsyncs once and acknowledges the whole
-//! batch (group commit). A failed write acknowledges every entry of the batch with an error.
+//! the thread takes everything queued, seals it, and when anybody waits (an intent, a
+//! flush) writes and fsyncs once for the whole batch (group commit). Records nobody waits
+//! for (outcomes) ride the next commit, or are synced within [`DEFER`]. A failed write
+//! acknowledges every waiting entry with an error.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -12,8 +14,13 @@ use super::chain::ChainState;
 use super::record::Entry;
 use super::sink::Sink;
 
-/// Most entries written per fsync.
+/// Most entries taken from the queue before they are written.
 const MAX_BATCH: usize = 4096;
+/// Longest a record nobody waits for (an outcome) stays in memory before it is written
+/// and synced; under load it rides the next intent's commit long before this.
+const DEFER: Duration = Duration::from_millis(20);
+/// Pending bytes that force a commit even if nobody waits.
+const DEFER_BYTES: usize = 256 * 1024;
 /// Entries that may wait for the writer before senders are held back.
 const QUEUE: usize = 8192;
 
@@ -106,59 +113,139 @@ impl Writer {
 fn run(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Job>,
-    mut state: ChainState,
+    state: ChainState,
     healthy: &AtomicBool,
 ) {
-    // The sink is dropped (file closed, lock released) when this returns.
-    while let Some(first) = rx.blocking_recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "the audit writer cannot start; privileged calls are refused");
+            healthy.store(false, Ordering::Relaxed);
+            return;
+        }
+    };
+    let mut log = Pending::new(state);
+    runtime.block_on(async {
+        loop {
+            // Records nobody waits for may sit in memory for at most `DEFER`.
+            let next = match log.deadline {
+                None => rx.recv().await,
+                Some(at) => match tokio::time::timeout_at(at.into(), rx.recv()).await {
+                    Ok(job) => job,
+                    Err(_elapsed) => {
+                        log.commit(sink.as_mut(), healthy);
+                        continue;
+                    }
+                },
+            };
+            let Some(first) = next else { break };
+            log.take(first);
+            while log.batched < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(job) => log.take(job),
+                    Err(_) => break,
+                }
+            }
+            if log.must_commit() {
+                log.commit(sink.as_mut(), healthy);
             }
         }
-        let started = Instant::now();
-        let result = commit(sink.as_mut(), &mut state, &batch);
-        let ok = result.is_ok();
-        let records = batch.iter().filter(|j| j.entry.is_some()).count();
-        if records > 0 {
-            healthy.store(ok, Ordering::Relaxed);
-            crate::metrics::audit_write(started.elapsed(), records, ok);
-        }
-        if let Err(e) = &result {
-            tracing::error!(error = %e, records = batch.len(), "audit write failed; privileged calls are refused until it succeeds");
-        }
-        let mut seq = result.clone();
-        for job in batch {
-            if let Some(ack) = job.ack {
-                let _ = ack.send(seq.clone());
-            }
-            if job.entry.is_some() {
-                seq = seq.map(|s| s + 1);
-            }
-        }
-    }
+    });
+    // Every sender is gone: whatever is still in memory goes to disk.
+    log.commit(sink.as_mut(), healthy);
 }
 
-/// Seals and writes a batch; the chain state advances only once it is durable.
-fn commit(sink: &mut dyn Sink, state: &mut ChainState, batch: &[Job]) -> Result<u64, WriteError> {
-    let mut next = state.clone();
-    let first = next.seq + 1;
-    let mut buf = Vec::with_capacity(batch.len() * 1024);
-    for entry in batch.iter().filter_map(|j| j.entry.as_ref()) {
-        let line = next
-            .seal(entry)
-            .map_err(|e| WriteError::Io(e.to_string()))?;
-        buf.extend_from_slice(&line);
-        buf.push(b'\n');
+/// Records sealed but not yet durable, and who waits for them.
+struct Pending {
+    /// The chain as it stands on disk.
+    durable: ChainState,
+    /// The chain including the sealed records in `bytes`.
+    sealed: ChainState,
+    bytes: Vec<u8>,
+    records: usize,
+    /// Entries taken since the last commit (records and flush markers).
+    batched: usize,
+    /// Acknowledgements owed once `bytes` is durable, with the sequence number each one gets.
+    acks: Vec<(oneshot::Sender<Result<u64, WriteError>>, u64)>,
+    /// When the oldest record nobody waits for must be on disk.
+    deadline: Option<Instant>,
+    /// A record could not be sealed; the batch fails.
+    error: Option<WriteError>,
+}
+
+impl Pending {
+    fn new(state: ChainState) -> Self {
+        Pending {
+            durable: state.clone(),
+            sealed: state,
+            bytes: Vec::with_capacity(64 * 1024),
+            records: 0,
+            batched: 0,
+            acks: Vec::new(),
+            deadline: None,
+            error: None,
+        }
     }
-    if buf.is_empty() {
-        return Ok(first);
+
+    /// Seals `job`'s record (if any) after those already pending.
+    fn take(&mut self, job: Job) {
+        self.batched += 1;
+        if let Some(entry) = &job.entry {
+            match self.sealed.seal(entry) {
+                Ok(line) => {
+                    self.bytes.extend_from_slice(&line);
+                    self.bytes.push(b'\n');
+                    self.records += 1;
+                }
+                Err(e) => self.error = Some(WriteError::Io(e.to_string())),
+            }
+        }
+        match job.ack {
+            Some(ack) => self.acks.push((ack, self.sealed.seq)),
+            None => {
+                self.deadline
+                    .get_or_insert_with(|| Instant::now() + DEFER);
+            }
+        }
     }
-    sink.append(&buf)
-        .and_then(|()| sink.sync())
-        .map_err(|e| WriteError::Io(e.to_string()))?;
-    *state = next;
-    Ok(first)
+
+    /// Somebody waits, or enough has piled up.
+    fn must_commit(&self) -> bool {
+        !self.acks.is_empty() || self.bytes.len() >= DEFER_BYTES || self.error.is_some()
+    }
+
+    /// Writes and syncs everything pending, then answers everyone waiting. On failure the
+    /// chain goes back to what is on disk and every pending record is reported lost.
+    fn commit(&mut self, sink: &mut dyn Sink, healthy: &AtomicBool) {
+        let started = Instant::now();
+        let result = match self.error.take() {
+            Some(e) => Err(e),
+            None if self.bytes.is_empty() => Ok(()),
+            None => sink
+                .append(&self.bytes)
+                .and_then(|()| sink.sync())
+                .map_err(|e| WriteError::Io(e.to_string())),
+        };
+        if self.records > 0 {
+            healthy.store(result.is_ok(), Ordering::Relaxed);
+            crate::metrics::audit_write(started.elapsed(), self.records, result.is_ok());
+        }
+        match &result {
+            Ok(()) => self.durable = self.sealed.clone(),
+            Err(e) => {
+                tracing::error!(error = %e, records = self.records, "audit write failed; privileged calls are refused until it succeeds");
+                self.sealed = self.durable.clone();
+            }
+        }
+        for (ack, seq) in self.acks.drain(..) {
+            let _ = ack.send(result.clone().map(|()| seq));
+        }
+        self.bytes.clear();
+        self.records = 0;
+        self.batched = 0;
+        self.deadline = None;
+    }
 }
