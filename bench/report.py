@@ -3,8 +3,13 @@
 
   report.py parse NAME CONNS CPU_TICKS TICKS_PER_SEC PEAK_RSS_KIB < wrk-output   -> one TSV row
   report.py render RESULTS.tsv OUT.md OUT.svg AUDIT_RECORDS
+
+render also reads, from RESULTS.tsv's directory when present: idle.tsv, idle-after-load.tsv,
+coldstart-{primed,inflight}.json (bench/coldstart.py), startup.json (bench/startup.py) and policy.tsv. Without
+the main comparison rows (a partial run), it writes only the sections it has, and no chart.
 """
 import datetime
+import json
 import os
 import re
 import sys
@@ -45,6 +50,106 @@ def fmt_us(us):
 
 def render(results, out_md, out_svg, audit_records):
     r = load(results)
+    here = os.path.dirname(results)
+    if ("graphgate", 64) in r:
+        lines = main_section(r, here, out_svg, audit_records)
+    else:
+        lines = [f"Run {datetime.date.today().isoformat()} on {os.cpu_count()} cores "
+                 f"(`bench/run.sh` with SCENARIOS={os.environ.get('SCENARIOS', '')}, "
+                 f"wrk {os.environ.get('DURATION', '10')} s per run)."]
+        bad = {k: v for k, v in r.items() if v["errors"] or v["sock"]}
+        idle = idle_lines(here)
+        if idle or r:
+            lines.append("")
+        lines += idle
+        if r:
+            lines.append("- Non-2xx answers or socket errors: " + (", ".join(f"{k[0]} c{k[1]}: {v['errors']} {v['sock']}" for k, v in bad.items()) if bad else "none."))
+    extra = new_scenarios(r, here)
+    if extra:
+        lines += [""] + extra
+    open(out_md, "w").write("\n".join(lines) + "\n")
+
+
+def mib(kib):
+    return f"{int(kib) / 1024:.1f} MiB"
+
+
+def new_scenarios(r, here):
+    """The cold start, start-up and policy-size sections, for whichever of them ran."""
+    lines = []
+    for variant, what in (("primed", "the first token fetched at start-up, before the burst"),
+                          ("inflight", "the emulator holding that first token answer back, so the burst meets an "
+                                       "empty cache with the fetch in flight")):
+        path = os.path.join(here, f"coldstart-{variant}.json")
+        if not os.path.exists(path):
+            continue
+        c = json.load(open(path))
+        met = c["token_requests_emulator"] == 1 and c["token_fetches_metric"] == 1
+        others = {k: v for k, v in c["statuses"].items() if k != "204"}
+        n = c["token_requests_emulator"]
+        caveat = ""
+        if variant == "inflight" and c["token_fetches_metric_before_burst"]:
+            caveat = " (but the token had already arrived before the burst: raise COLD_TOKEN_DELAY_MS)"
+        lines.append(
+            f"- Cold start, {what}{caveat}: fresh graphgate, {c['connections']:,} connections opened first, then one "
+            f"request on each released together; {c['answered_204']:,} answered 204"
+            + (f" (others: {', '.join(f'{k}: {v}' for k, v in others.items())})" if others else "")
+            + f"; latency p50 {fmt_us(c['p50_us'])}, p99 {fmt_us(c['p99_us'])}, max {fmt_us(c['max_us'])}; "
+            f"**{n} token request{'s' if n != 1 else ''}** to Entra since launch ({c['token_requests_during_burst']} "
+            f"during the burst; graphgate_token_fetches_total {c['token_fetches_metric']}), goal exactly 1: "
+            f"{'met' if met else '**not met**'}; {c['upstream_connections']:,} connections to the fake Graph open afterwards.")
+    path = os.path.join(here, "startup.json")
+    if os.path.exists(path):
+        s = json.load(open(path))
+        lines.append(
+            f"- Start-up: exec of `graphgate serve` to the first 200 from `/readyz` (policy loaded, audit writable, "
+            f"first token fetched; polled every 2 ms): **{s['ready_ms_median']:.0f} ms** (median of {len(s['runs'])} starts, "
+            f"{s['ready_ms_min']:.0f}–{s['ready_ms_max']:.0f} ms; the admin listener accepted connections after "
+            f"{s['listening_ms_median']:.0f} ms). Idle RSS right after start-up, no connections: "
+            f"**{mib(s['idle_rss_kib_median'])}** (goal under 20 MiB: {'met' if s['idle_rss_kib_max'] < 20 * 1024 else '**not met**'}).")
+    path = os.path.join(here, "idle-after-load.tsv")
+    if os.path.exists(path):
+        now, peak = open(path).read().split()
+        lines.append(f"- Idle again after the load runs above, wrk's connections closed: graphgate RSS **{mib(now)}** "
+                     f"(peak during the runs {mib(peak)}; goal under 20 MiB: {'met' if int(now) < 20 * 1024 else '**not met**'}).")
+    path = os.path.join(here, "policy.tsv")
+    if os.path.exists(path):
+        rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
+        base = None
+        table = ["| policy rules (callers) | requests/s, 64 connections | vs smallest | p99 latency | "
+                 "`policy check` time | RSS idle before → after load |", "|---|---|---|---|---|---|"]
+        reloads = []
+        for label, n, walk, check_ms, before, after, reloaded in rows:
+            if int(reloaded):
+                reloads.append(f"{label}: {reloaded}")
+            w = r.get((f"policy-{label}", 64))
+            if not w:
+                continue
+            base = base or w["rps"]
+            what = f"{int(n):,} ({int(n):,})" + (", every rule naming the bench caller" if walk == "walk" else "")
+            table.append(f"| {what} | {w['rps']:,.0f} | {w['rps'] / base:.2f}× | {fmt_us(w['p99'])} | {int(check_ms):,} ms | "
+                         f"{mib(before)} → {mib(after)} |")
+        lines += ["", "Requests/s as the policy grows (graphgate, durable audit; N−1 filler callers each with its own "
+                  "API key and rule, the bench caller's allowing rule last; rules are indexed by caller, so only "
+                  "the “every rule naming the bench caller” row makes the decision check all of them):", ""] + table
+        if reloads:
+            lines += ["", "- **Policy reloads during these runs** (the file did not change; each recompiles the policy): "
+                      + ", ".join(reloads) + "."]
+    return lines
+
+
+def idle_lines(here):
+    lines = []
+    idle = os.path.join(here, "idle.tsv")
+    if os.path.exists(idle):
+        for line in open(idle):
+            n, ok, now, peak = line.split()
+            lines.append(f"- {int(n):,} idle keep-alive connections (each after one request, {int(ok):,} answered 204): "
+                         f"graphgate RSS {int(now) / 1024:.1f} MiB (peak {int(peak) / 1024:.1f} MiB).")
+    return lines
+
+
+def main_section(r, here, out_svg, audit_records):
     g1, g64, n1, n64 = r[("graphgate", 1)], r[("graphgate", 64)], r[("nginx", 1)], r[("nginx", 64)]
     direct = r[("direct", 1)]
     noaudit = r.get(("graphgate-noaudit", 64))
@@ -71,17 +176,12 @@ def render(results, out_md, out_svg, audit_records):
         lines.append(f"- Durable audit (write-ahead intent + outcome, fsync'd, group commit): "
                      f"{g64['rps']:,.0f} requests/s with it, {noaudit['rps']:,.0f} without "
                      f"({g64['rps'] / noaudit['rps']:.2f}×); {audit_records} audit records written and verified.")
-    idle = os.path.join(os.path.dirname(results), "idle.tsv")
-    if os.path.exists(idle):
-        for line in open(idle):
-            n, ok, now, peak = line.split()
-            lines.append(f"- {int(n):,} idle keep-alive connections (each after one request, {int(ok):,} answered 204): "
-                         f"graphgate RSS {int(now) / 1024:.1f} MiB (peak {int(peak) / 1024:.1f} MiB).")
+    lines += idle_lines(here)
     bad = {k: v for k, v in r.items() if v["errors"] or v["sock"]}
     lines.append("- Non-2xx answers or socket errors: " + (", ".join(f"{k[0]} c{k[1]}: {v['errors']} {v['sock']}" for k, v in bad.items()) if bad else "none."))
-    open(out_md, "w").write("\n".join(lines) + "\n")
     svg(out_svg, [("p50, 1 conn", g1["p50"], n1["p50"]), ("p99, 1 conn", g1["p99"], n1["p99"]),
                   ("p50, 64 conns", g64["p50"], n64["p50"]), ("p99, 64 conns", g64["p99"], n64["p99"])])
+    return lines
 
 
 def svg(path, groups):

@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # graphgate against the nginx anchor, on the same machine, back to back.
-#   bench/run.sh            # the full run (about 4 minutes)
+#   bench/run.sh            # the full run (about 5 minutes)
 #   DURATION=5 bench/run.sh # shorter wrk runs
+#   SCENARIOS=cold,startup,policy bench/run.sh   # only some scenarios (results in the temp dir)
 # Starts a fake Graph (nginx, TLS, 204), the emulator (tokens only), graphgate (release,
 # full path: API key, policy, token broker, durable audit) and the nginx anchor, drives each
 # with the same wrk request, and writes bench/results.md and bench/latency.svg.
+# Scenarios (SCENARIOS, comma-separated; default all):
+#   main     graphgate vs the nginx anchor at 1 and 64 connections, and graphgate without audit
+#   idle     memory with 1,000 and 10,000 idle keep-alive connections
+#   cold     cold start: fresh graphgate, COLD_CONNECTIONS (1,000) requests released at once,
+#            with the first token already fetched and with it held back COLD_TOKEN_DELAY_MS
+#            (2000); fails the run unless graphgate made exactly one token request in each
+#   startup  exec to the first 200 from /readyz, and idle RSS right after (STARTUP_RUNS starts)
+#   policy   requests/s at 64 connections with POLICY_SIZES (10 1000 10000) rules, and with
+#            the largest size with every rule naming the bench caller (POLICY_WALK=1)
+# Ports (override to run beside another run): GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT.
+# A run without 'main' writes its results.md to the temp dir, not bench/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -13,6 +25,21 @@ PROXY_CPU=${PROXY_CPU:-1}       # the proxy under test (graphgate or the anchor)
 LOAD_CPUS=${LOAD_CPUS:-0}       # wrk, the fake Graph and the emulator run here
 URL_PATH=/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount
 KEY=bench-key-0123456789abcdef
+SCENARIOS=${SCENARIOS:-main,idle,cold,startup,policy}
+GRAPH_PORT=${GRAPH_PORT:-18443}       # the fake Graph
+EMULATOR_PORT=${EMULATOR_PORT:-18444} # the emulator (Entra tokens)
+GG_PORT=${GG_PORT:-18080}             # graphgate
+ADMIN_PORT=${ADMIN_PORT:-19090}       # graphgate's admin listener
+ANCHOR_PORT=${ANCHOR_PORT:-18082}     # the nginx anchor
+COLD_CONNECTIONS=${COLD_CONNECTIONS:-1000}
+COLD_TOKEN_DELAY_MS=${COLD_TOKEN_DELAY_MS:-2000}
+STARTUP_RUNS=${STARTUP_RUNS:-5}
+POLICY_SIZES=${POLICY_SIZES:-10 1000 10000}
+POLICY_WALK=${POLICY_WALK:-1}
+has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
+for s in ${SCENARIOS//,/ }; do
+  case $s in main|idle|cold|startup|policy) ;; *) echo "unknown scenario '$s' (main, idle, cold, startup, policy)" >&2; exit 2 ;; esac
+done
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need nginx || ! need wrk; then
@@ -29,31 +56,50 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 "$here/make-certs.sh" "$DIR" >/dev/null
+# The configs carry the default ports; move them to the ones asked for.
+sed -i "s/127\.0\.0\.1:18443/127.0.0.1:$GRAPH_PORT/" "$DIR/fake-graph.conf" "$DIR/nginx-anchor.conf"
+sed -i "s/127\.0\.0\.1:18082/127.0.0.1:$ANCHOR_PORT/" "$DIR/nginx-anchor.conf"
 mkdir -p "$DIR/logs"
 taskset -c "$LOAD_CPUS" nginx -p "$DIR" -c "$DIR/fake-graph.conf" & pids+=($!)
-taskset -c "$LOAD_CPUS" "$BIN" emulate --listen 127.0.0.1:18444 --ca-out "$DIR/emulator-ca.pem" \
+taskset -c "$LOAD_CPUS" "$BIN" emulate --listen 127.0.0.1:"$EMULATOR_PORT" --ca-out "$DIR/emulator-ca.pem" \
   --token-lifetime-secs 86400 2>"$DIR/logs/emulator.err" >/dev/null & pids+=($!)
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-wait_port 18443; wait_port 18444
+wait_port "$GRAPH_PORT"; wait_port "$EMULATOR_PORT"
 cat "$DIR/ca.pem" "$DIR/emulator-ca.pem" > "$DIR/cas.pem"
 head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/hmac.key"
+sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$here/post.lua" > "$DIR/body.json"
 
-# Starts graphgate with the given audit log; sets GG_PID.
-start_graphgate() {
+# graphgate's environment, and its command line for an audit log and a policy (sets GG_ARGS).
+GG_ENV=(
+  AZURE_TENANT_ID=6babcaad-604b-40ac-a9d7-9fd97c0b779f
+  AZURE_CLIENT_ID=3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f
+  AZURE_CLIENT_SECRET=demo-client-secret-not-for-production
+  GRAPHGATE_CONNECT_TO="graph.microsoft.com:443=127.0.0.1:$GRAPH_PORT,login.microsoftonline.com:443=127.0.0.1:$EMULATOR_PORT"
+  GRAPHGATE_EXTRA_CA_FILE="$DIR/cas.pem" RUST_LOG=warn
+)
+gg_args() {
   local audit=$1 policy=${2:-$here/policy.yaml}
-  AZURE_TENANT_ID=6babcaad-604b-40ac-a9d7-9fd97c0b779f \
-  AZURE_CLIENT_ID=3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f \
-  AZURE_CLIENT_SECRET=demo-client-secret-not-for-production \
-  GRAPHGATE_CONNECT_TO="graph.microsoft.com:443=127.0.0.1:18443,login.microsoftonline.com:443=127.0.0.1:18444" \
-  GRAPHGATE_EXTRA_CA_FILE="$DIR/cas.pem" RUST_LOG=warn \
-  taskset -c "$PROXY_CPU" "$BIN" serve --listen 127.0.0.1:18080 --admin-listen 127.0.0.1:19090 --max-connections 20000 \
-    --policy "$policy" --audit-log "$audit" --audit-hmac-key-file "$DIR/hmac.key" \
-    >"$DIR/logs/graphgate.out" 2>"$DIR/logs/graphgate.err" &
+  GG_ARGS=(serve --listen 127.0.0.1:"$GG_PORT" --admin-listen 127.0.0.1:"$ADMIN_PORT" --max-connections 20000
+    --policy "$policy" --audit-log "$audit" --audit-hmac-key-file "$DIR/hmac.key")
+}
+# Starts graphgate with the given audit log (and policy); sets GG_PID. Waits for the ports
+# only: a /readyz probe would fetch the first token.
+start_graphgate() {
+  gg_args "$@"
+  env "${GG_ENV[@]}" taskset -c "$PROXY_CPU" "$BIN" "${GG_ARGS[@]}" \
+    >>"$DIR/logs/graphgate.out" 2>>"$DIR/logs/graphgate.err" &
   GG_PID=$!
   pids+=("$GG_PID")
-  wait_port 18080
+  wait_port "$GG_PORT"; wait_port "$ADMIN_PORT"
 }
 stop_graphgate() { kill "$GG_PID"; wait "$GG_PID" 2>/dev/null || true; }
+# One allowed request through graphgate; fails the run unless it is answered 204.
+one_request() {
+  local code
+  code=$(curl -s -o /dev/null -w '%{http_code}' -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
+    --data-binary @"$DIR/body.json" "http://127.0.0.1:$GG_PORT$URL_PATH")
+  [ "$code" = 204 ] || { echo "graphgate answered $code to the warm-up request (logs: $DIR/logs)" >&2; exit 1; }
+}
 
 # cpu_ticks PID...: utime+stime of the processes, in clock ticks.
 cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo "$t"; }
@@ -74,44 +120,118 @@ run() {
   echo "$out" > "$DIR/logs/wrk-$name-c$conns.txt"
 }
 
-# Warm up: the first token, TLS sessions and pools, so the steady state is measured.
-start_graphgate "$DIR/audit.jsonl"
-curl -s -o /dev/null -X POST -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \
-  --data-binary @<(sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$here/post.lua") "http://127.0.0.1:18080$URL_PATH"
-taskset -c "$PROXY_CPU" nginx -p "$DIR" -c "$DIR/nginx-anchor.conf" & pids+=($!)
-wait_port 18082
-NGINX_PIDS=$(pgrep -f "nginx.*$DIR/nginx-anchor.conf" | tr '\n' ' ')
-# The worker is nginx's child; count master and worker.
-NGINX_PIDS="$NGINX_PIDS $(pgrep -P "${NGINX_PIDS%% *}" | tr '\n' ' ')"
+records=0
+if has main; then
+  # Warm up: the first token, TLS sessions and pools, so the steady state is measured.
+  start_graphgate "$DIR/audit.jsonl"
+  one_request
+  taskset -c "$PROXY_CPU" nginx -p "$DIR" -c "$DIR/nginx-anchor.conf" & pids+=($!)
+  wait_port "$ANCHOR_PORT"
+  NGINX_PIDS=$(pgrep -f "nginx.*$DIR/nginx-anchor.conf" | tr '\n' ' ')
+  # The worker is nginx's child; count master and worker.
+  NGINX_PIDS="$NGINX_PIDS $(pgrep -P "${NGINX_PIDS%% *}" | tr '\n' ' ')"
 
-run direct "https://127.0.0.1:18443$URL_PATH" 1 $(pgrep -f "nginx.*$DIR/fake-graph.conf" | head -1)
-for c in 1 64; do
-  run nginx "http://127.0.0.1:18082$URL_PATH" "$c" $NGINX_PIDS
-  run graphgate "http://127.0.0.1:18080$URL_PATH" "$c" "$GG_PID"
-done
-stop_graphgate
-records=$(cat "$DIR"/audit.jsonl* | wc -l)
-"$BIN" audit verify "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
+  run direct "https://127.0.0.1:$GRAPH_PORT$URL_PATH" 1 $(pgrep -f "nginx.*$DIR/fake-graph.conf" | head -1)
+  for c in 1 64; do
+    run nginx "http://127.0.0.1:$ANCHOR_PORT$URL_PATH" "$c" $NGINX_PIDS
+    run graphgate "http://127.0.0.1:$GG_PORT$URL_PATH" "$c" "$GG_PID"
+  done
+  # graphgate's memory once the load is over and wrk's connections are closed.
+  python3 "$here/startup.py" idle-rss "$GG_PID" "$GG_PORT" > "$DIR/idle-after-load.tsv"
+  stop_graphgate
+  records=$(cat "$DIR"/audit.jsonl* | wc -l)
+  "$BIN" audit verify "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
 
-# The same load with audit off, to show what durable audit costs.
-start_graphgate none
-run graphgate-noaudit "http://127.0.0.1:18080$URL_PATH" 64 "$GG_PID"
-stop_graphgate
+  # The same load with audit off, to show what durable audit costs.
+  start_graphgate none
+  run graphgate-noaudit "http://127.0.0.1:$GG_PORT$URL_PATH" 64 "$GG_PID"
+  stop_graphgate
+fi
 
-# Idle keep-alive connections: memory with 1,000 and 10,000 open (after one request each).
-sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$here/post.lua" > "$DIR/body.json"
-start_graphgate "$DIR/audit-idle.jsonl"
-idle_rss=""
-for n in 1000 10000; do
-  idle_rss+="$(python3 "$here/idle.py" 127.0.0.1 18080 "$n" "$GG_PID" "$URL_PATH" "$KEY" "$DIR/body.json")"$'\n'
-done
-stop_graphgate
-printf '%s' "$idle_rss" > "$DIR/idle.tsv"
+if has idle; then
+  # Idle keep-alive connections: memory with 1,000 and 10,000 open (after one request each).
+  start_graphgate "$DIR/audit-idle.jsonl"
+  idle_rss=""
+  for n in 1000 10000; do
+    idle_rss+="$(python3 "$here/idle.py" 127.0.0.1 "$GG_PORT" "$n" "$GG_PID" "$URL_PATH" "$KEY" "$DIR/body.json")"$'\n'
+  done
+  stop_graphgate
+  printf '%s' "$idle_rss" > "$DIR/idle.tsv"
+fi
 
-python3 "$here/report.py" render "$DIR/results.tsv" "$here/results.md" "$here/latency.svg" "$records"
-cat "$here/results.md"
+cold_failed=""
+if has cold; then
+  # Cold start: a fresh graphgate (empty token cache), COLD_CONNECTIONS connections opened
+  # first, then one request on each released together. Goal: exactly one token request.
+  # graphgate fetches its first token as it starts, so it is usually cached before the burst
+  # ('primed'); in the 'inflight' run the emulator holds that first token answer back for
+  # COLD_TOKEN_DELAY_MS, so the burst meets an empty cache with the fetch still in flight.
+  for variant in primed:0 inflight:"$COLD_TOKEN_DELAY_MS"; do
+    name=${variant%%:*} delay=${variant#*:}
+    baseline=$(python3 "$here/coldstart.py" prepare 127.0.0.1:"$EMULATOR_PORT" "$DIR/emulator-ca.pem" "$delay")
+    start_graphgate "$DIR/audit-cold-$name.jsonl"
+    python3 "$here/coldstart.py" burst 127.0.0.1 "$GG_PORT" "$COLD_CONNECTIONS" "$URL_PATH" "$KEY" "$DIR/body.json" \
+      127.0.0.1:"$EMULATOR_PORT" "$DIR/emulator-ca.pem" 127.0.0.1:"$ADMIN_PORT" "$baseline" "$GRAPH_PORT" > "$DIR/coldstart-$name.json"
+    stop_graphgate
+    python3 "$here/coldstart.py" prepare 127.0.0.1:"$EMULATOR_PORT" "$DIR/emulator-ca.pem" 0 >/dev/null  # clears the fault
+    read -r tokens metric < <(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(d["token_requests_emulator"], d["token_fetches_metric"])' "$DIR/coldstart-$name.json")
+    if [ "$tokens" = 1 ] && [ "$metric" = 1 ]; then
+      echo "COLD START ($name): graphgate made exactly 1 token request for $COLD_CONNECTIONS concurrent requests (goal met)" >&2
+    else
+      msg="COLD START ($name) FAILED: graphgate made $tokens token request(s) (emulator count; graphgate_token_fetches_total: $metric) for $COLD_CONNECTIONS concurrent requests; the goal is exactly 1"
+      echo "$msg" >&2
+      cold_failed+="$msg"$'\n'
+    fi
+  done
+fi
+
+if has startup; then
+  # Start-up: exec of 'graphgate serve' to the first 200 from /readyz, polled every 2 ms,
+  # and the RSS idle right after; STARTUP_RUNS fresh starts (each with a fresh audit log).
+  gg_args "$DIR/audit-startup-{run}.jsonl"
+  env "${GG_ENV[@]}" python3 "$here/startup.py" launch 127.0.0.1:"$ADMIN_PORT" "$STARTUP_RUNS" "$PROXY_CPU" "$DIR/logs" \
+    -- "$BIN" "${GG_ARGS[@]}" > "$DIR/startup.json"
+fi
+
+if has policy; then
+  # Requests/s as the policy grows; the bench caller's allowing rule is the last one.
+  : > "$DIR/policy.tsv"
+  # The policies get a directory of their own: graphgate watches its policy file's directory
+  # and recompiles the policy on any change there (an audit log written beside it would make
+  # it recompile every 200 ms under load).
+  mkdir -p "$DIR/policies"
+  sizes=()
+  for n in $POLICY_SIZES; do sizes+=("$n:"); done
+  if [ "$POLICY_WALK" = 1 ] && [ "${#sizes[@]}" -gt 0 ]; then sizes+=("${sizes[-1]%:}:walk"); fi
+  for size in "${sizes[@]}"; do
+    n=${size%%:*} walk=${size#*:}
+    label=$n${walk:+-$walk}
+    python3 "$here/gen-policy.py" "$n" "$DIR/policies/$label.yaml" ${walk:+"$walk"}
+    t0=${EPOCHREALTIME/,/.}
+    "$BIN" policy check "$DIR/policies/$label.yaml" > "$DIR/logs/policy-check-$label.txt" 2>&1 \
+      || { echo "generated policy $DIR/policies/$label.yaml does not check:" >&2; cat "$DIR/logs/policy-check-$label.txt" >&2; exit 1; }
+    t1=${EPOCHREALTIME/,/.}
+    check_ms=$(python3 -c 'import sys; print(round((float(sys.argv[2]) - float(sys.argv[1])) * 1000))' "$t0" "$t1")
+    start_graphgate "$DIR/audit-policy-$label.jsonl" "$DIR/policies/$label.yaml"
+    one_request
+    rss_before=$(awk '/VmRSS/{print $2}' "/proc/$GG_PID/status")
+    run "policy-$label" "http://127.0.0.1:$GG_PORT$URL_PATH" 64 "$GG_PID"
+    read -r rss_after _ < <(python3 "$here/startup.py" idle-rss "$GG_PID" "$GG_PORT")
+    # Policy reloads during the run (there should be none: the file did not change).
+    reloads=$(curl -s "http://127.0.0.1:$ADMIN_PORT/metrics" | awk '/^graphgate_policy_reloads_total/{n+=$2} END{print n+0}')
+    stop_graphgate
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "${walk:-0}" "$check_ms" "$rss_before" "$rss_after" "$reloads" >> "$DIR/policy.tsv"
+  done
+fi
+
+# A full run (with the main comparison) updates bench/; a partial one writes to the temp dir.
+if has main; then out_md=$here/results.md out_svg=$here/latency.svg; else out_md=$DIR/results.md out_svg=$DIR/latency.svg; fi
+touch "$DIR/results.tsv"
+python3 "$here/report.py" render "$DIR/results.tsv" "$out_md" "$out_svg" "$records"
+cat "$out_md"
 if [ -n "${PROFILE:-}" ] && [ -f "$DIR/perf.data" ]; then
   perf report -i "$DIR/perf.data" --no-children --sort comm,sym --percent-limit 1 --stdio -g none > "$DIR/logs/profile.txt" 2>/dev/null || true
   echo "profile of $PROFILE at 64 connections: $DIR/logs/profile.txt"
 fi
 echo "raw wrk output and logs: $DIR/logs"
+if [ -n "$cold_failed" ]; then printf '%s' "$cold_failed" >&2; exit 1; fi
