@@ -239,11 +239,6 @@ enum PolicyCommand {
     },
 }
 
-/// mimalloc: the request path allocates many small, short-lived buffers; glibc malloc
-/// cost about 9% of a request's CPU under load (see bench/results.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -149,8 +149,8 @@ async fn a_torn_tail_is_a_crash_not_tampering() {
 #[tokio::test]
 async fn the_chain_continues_across_rotation_and_restarts() {
     let path = temp_log();
-    write_log(&path, 12, 1500).await;
-    write_log(&path, 12, 1500).await;
+    write_log(&path, 12, 800).await;
+    write_log(&path, 12, 800).await;
     let mut files = rotated_files(&path).unwrap();
     assert!(files.len() >= 4, "{files:?}");
     files.push(path.clone());
@@ -276,4 +276,44 @@ async fn concurrent_writers_share_fsyncs() {
     assert!((1..=3).contains(&syncs), "200 records took {syncs} fsyncs");
     audit.close().await;
     assert!(verify(&[path]).unwrap().is_ok());
+}
+
+/// An outcome record nobody waits for reaches the disk (synced) on its own, without a flush
+/// or a later intent to carry it.
+#[tokio::test]
+async fn a_record_nobody_waits_for_is_written_on_its_own() {
+    let path = temp_log();
+    let audit = Audit::open(&path, 1 << 30, fp()).unwrap();
+    audit.write(entry(1)).await.unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let written = loop {
+        let text = std::fs::read_to_string(&path).unwrap();
+        if text.contains("\"req-1\"") {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not written within 10 s"
+        );
+        tokio::task::yield_now().await;
+    };
+    assert!(written.ends_with('\n'));
+    assert!(verify(std::slice::from_ref(&path)).unwrap().is_ok());
+    audit.close().await;
+}
+
+/// Records queued without waiting are all on disk, in the chain, once a flush returns.
+#[tokio::test]
+async fn a_flush_covers_every_record_queued_before_it() {
+    let path = temp_log();
+    let audit = Audit::open(&path, 1 << 30, fp()).unwrap();
+    for i in 0..3000 {
+        audit.write(entry(i)).await.unwrap();
+    }
+    audit.flush().await.unwrap();
+    let records = lines(&path);
+    assert_eq!(records.len(), 3000);
+    let report = verify(std::slice::from_ref(&path)).unwrap();
+    assert_eq!(report.seq_range, Some((1, 3000)));
+    audit.close().await;
 }

@@ -120,7 +120,11 @@ impl serde::Serialize for Sealing<'_> {
         some(&mut m, "tenant", e.tenant.as_ref())?;
         m.serialize_entry("time", &e.time)?;
         some(&mut m, "token_app_id", e.token_app_id.as_ref())?;
-        some(&mut m, "upstream_latency_us", e.upstream_latency_us.as_ref())?;
+        some(
+            &mut m,
+            "upstream_latency_us",
+            e.upstream_latency_us.as_ref(),
+        )?;
         some(&mut m, "upstream_status", e.upstream_status.as_ref())?;
         some(&mut m, "user_id", e.user_id.as_ref())?;
         m.end()
@@ -255,7 +259,12 @@ mod tests {
         };
         let line = ChainState::default().seal(&entry).unwrap();
         let parsed: Value = serde_json::from_slice(&line).unwrap();
-        assert_eq!(canonical(&parsed), line, "{}", String::from_utf8_lossy(&line));
+        assert_eq!(
+            canonical(&parsed),
+            line,
+            "{}",
+            String::from_utf8_lossy(&line)
+        );
         assert_eq!(parsed["hash"], Value::String(hash_of(&parsed)));
         let record = super::super::record::Record {
             seq: 1,
@@ -270,7 +279,10 @@ mod tests {
             panic!("a line is an object")
         };
         let missing: Vec<&String> = all.keys().filter(|k| !sealed.contains_key(*k)).collect();
-        assert!(missing.is_empty(), "fields the sealed line leaves out: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "fields the sealed line leaves out: {missing:?}"
+        );
         assert_eq!(all.len(), sealed.len());
     }
 

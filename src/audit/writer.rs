@@ -4,8 +4,8 @@
 //! for (outcomes) ride the next commit, or are synced within [`DEFER`]. A failed write
 //! acknowledges every waiting entry with an error.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
@@ -21,6 +21,8 @@ const MAX_BATCH: usize = 4096;
 const DEFER: Duration = Duration::from_millis(20);
 /// Pending bytes that force a commit even if nobody waits.
 const DEFER_BYTES: usize = 256 * 1024;
+/// Records nobody waits for that may be left for the writer before writers queue instead.
+const DEFER_MAX: usize = 1024;
 /// Entries that may wait for the writer before senders are held back.
 const QUEUE: usize = 8192;
 
@@ -45,7 +47,30 @@ struct Job {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<Job>,
+    deferred: Arc<Deferred>,
     healthy: Arc<AtomicBool>,
+}
+
+/// Records nobody waits for, left for the writer to pick up on its next wake (an intent, a
+/// flush, or its [`DEFER`] timer) without waking it: on a busy single core, waking the writer
+/// for every outcome cost a context switch pair per request.
+#[derive(Default)]
+struct Deferred(Mutex<Vec<Entry>>);
+
+impl Deferred {
+    /// Leaves `entry` for the writer, or hands it back when [`DEFER_MAX`] are already waiting.
+    fn push(&self, entry: Entry) -> Result<(), Entry> {
+        let mut queue = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if queue.len() >= DEFER_MAX {
+            return Err(entry);
+        }
+        queue.push(entry);
+        Ok(())
+    }
+
+    fn take(&self) -> Vec<Entry> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 impl Writer {
@@ -58,19 +83,28 @@ impl Writer {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stopped_tx, stopped) = oneshot::channel();
         let healthy = Arc::new(AtomicBool::new(true));
-        let flag = Arc::clone(&healthy);
+        let deferred = Arc::new(Deferred::default());
+        let (flag, left) = (Arc::clone(&healthy), Arc::clone(&deferred));
         std::thread::Builder::new()
             .name("graphgate-audit".into())
             .spawn(move || {
-                run(sink, rx, state, &flag);
+                run(sink, rx, &left, state, &flag);
                 let _ = stopped_tx.send(());
             })?;
-        Ok((Writer { tx, healthy }, stopped))
+        Ok((
+            Writer {
+                tx,
+                deferred,
+                healthy,
+            },
+            stopped,
+        ))
     }
 
     /// Entries waiting for the writer.
     pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        let deferred = self.deferred.0.lock().map_or(0, |q| q.len());
+        self.tx.max_capacity() - self.tx.capacity() + deferred
     }
 
     /// Writes `entry` and waits until it is durable; returns its sequence number.
@@ -84,8 +118,16 @@ impl Writer {
         done.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Queues `entry` without waiting for the disk (waits only if the queue is full).
+    /// Queues `entry` without waiting for the disk; it is durable within [`DEFER`] (sooner
+    /// under load). Waits only if the writer is that far behind.
     pub async fn write(&self, entry: Entry) -> Result<(), WriteError> {
+        if self.tx.is_closed() {
+            return Err(WriteError::Stopped);
+        }
+        let Err(entry) = self.deferred.push(entry) else {
+            return Ok(());
+        };
+        // Too many left waiting: go through the queue, which wakes the writer and holds us back.
         let job = Job {
             entry: Some(entry),
             ack: None,
@@ -113,6 +155,7 @@ impl Writer {
 fn run(
     mut sink: Box<dyn Sink>,
     mut rx: mpsc::Receiver<Job>,
+    deferred: &Deferred,
     state: ChainState,
     healthy: &AtomicBool,
 ) {
@@ -130,24 +173,41 @@ fn run(
     let mut log = Pending::new(state);
     runtime.block_on(async {
         loop {
-            // Records nobody waits for may sit in memory for at most `DEFER`.
-            let next = match log.deadline {
-                None => rx.recv().await,
-                Some(at) => match tokio::time::timeout_at(at.into(), rx.recv()).await {
-                    Ok(job) => job,
-                    Err(_elapsed) => {
-                        log.commit(sink.as_mut(), healthy);
-                        continue;
+            // Wake for a job, for the oldest unsynced record's deadline, or to look for
+            // deferred records every `DEFER` (they do not wake the writer themselves).
+            let wait = log
+                .deadline
+                .map_or(DEFER, |at| at.saturating_duration_since(Instant::now()));
+            match tokio::time::timeout(wait, rx.recv()).await {
+                Ok(Some(job)) => {
+                    log.take(job);
+                    while log.batched < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(job) => log.take(job),
+                            Err(_) => break,
+                        }
                     }
-                },
-            };
-            let Some(first) = next else { break };
-            log.take(first);
-            while log.batched < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(job) => log.take(job),
-                    Err(_) => break,
                 }
+                Ok(None) => break,
+                Err(_elapsed) => {}
+            }
+            if !log.acks.is_empty() && log.batched < MAX_BATCH {
+                // Group commit on a busy core: let the request threads run what is ready
+                // (and queue their intents) before paying for the fsync. Returns at once
+                // when nothing else wants this core.
+                std::thread::yield_now();
+                while log.batched < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(job) => log.take(job),
+                        Err(_) => break,
+                    }
+                }
+            }
+            for entry in deferred.take() {
+                log.take(Job {
+                    entry: Some(entry),
+                    ack: None,
+                });
             }
             if log.must_commit() {
                 log.commit(sink.as_mut(), healthy);
@@ -155,6 +215,12 @@ fn run(
         }
     });
     // Every sender is gone: whatever is still in memory goes to disk.
+    for entry in deferred.take() {
+        log.take(Job {
+            entry: Some(entry),
+            ack: None,
+        });
+    }
     log.commit(sink.as_mut(), healthy);
 }
 
@@ -206,15 +272,17 @@ impl Pending {
         match job.ack {
             Some(ack) => self.acks.push((ack, self.sealed.seq)),
             None => {
-                self.deadline
-                    .get_or_insert_with(|| Instant::now() + DEFER);
+                self.deadline.get_or_insert_with(|| Instant::now() + DEFER);
             }
         }
     }
 
-    /// Somebody waits, or enough has piled up.
+    /// Somebody waits, enough has piled up, or the oldest record has waited long enough.
     fn must_commit(&self) -> bool {
-        !self.acks.is_empty() || self.bytes.len() >= DEFER_BYTES || self.error.is_some()
+        !self.acks.is_empty()
+            || self.bytes.len() >= DEFER_BYTES
+            || self.error.is_some()
+            || self.deadline.is_some_and(|at| at <= Instant::now())
     }
 
     /// Writes and syncs everything pending, then answers everyone waiting. On failure the
