@@ -59,13 +59,13 @@ struct Deferred(Mutex<Vec<Entry>>);
 
 impl Deferred {
     /// Leaves `entry` for the writer, or hands it back when [`DEFER_MAX`] are already waiting.
-    fn push(&self, entry: Entry) -> Result<(), Entry> {
+    fn push(&self, entry: Entry) -> Option<Entry> {
         let mut queue = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         if queue.len() >= DEFER_MAX {
-            return Err(entry);
+            return Some(entry);
         }
         queue.push(entry);
-        Ok(())
+        None
     }
 
     fn take(&self) -> Vec<Entry> {
@@ -124,7 +124,7 @@ impl Writer {
         if self.tx.is_closed() {
             return Err(WriteError::Stopped);
         }
-        let Err(entry) = self.deferred.push(entry) else {
+        let Some(entry) = self.deferred.push(entry) else {
             return Ok(());
         };
         // Too many left waiting: go through the queue, which wakes the writer and holds us back.
