@@ -1,12 +1,13 @@
 //! Micro-benchmarks of the per-request hot path: path recognition, body validation with
-//! redaction, and policy evaluation as the policy grows.
+//! redaction, API-key lookup and policy evaluation as the policy grows, and compiling a
+//! large policy (what a reload costs).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use graphgate::catalog;
-use graphgate::identity::api_key_sha256;
+use graphgate::identity::{self, api_key_sha256};
 use graphgate::policy::{Facts, Policy};
 use graphgate::route;
 use graphgate::schema;
@@ -37,6 +38,55 @@ fn policy_of(n: usize) -> Policy {
         ));
     }
     Policy::from_yaml(&text, "bench").unwrap()
+}
+
+/// A policy of `n` callers, each with its own API key and one rule of its own.
+fn callers_policy(n: usize) -> String {
+    let mut text = String::from("version: 1\ncallers:\n");
+    for c in 0..n {
+        text.push_str(&format!(
+            "  - name: caller-{c}\n    api_key_sha256: \"{}\"\n",
+            api_key_sha256(&format!("key-{c}"))
+        ));
+    }
+    text.push_str("rules:\n");
+    for r in 0..n {
+        text.push_str(&format!(
+            "  - name: rule-{r}\n    callers: [caller-{r}]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: deviceAccountEmail\n        suffix: \"@rooms-{r}.contoso.com\"\n"
+        ));
+    }
+    text
+}
+
+fn api_key_lookup(c: &mut Criterion) {
+    let mut group = c.benchmark_group("identity/api_key");
+    for n in [10, 1_000, 10_000] {
+        let policy = Policy::from_yaml(&callers_policy(n), "bench").unwrap();
+        let mut headers = http::HeaderMap::new();
+        let key = format!("Bearer key-{}", n - 1);
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&key).unwrap(),
+        );
+        assert_eq!(
+            identity::authenticate(&policy, &headers, None).unwrap().index,
+            n - 1
+        );
+        group.bench_with_input(BenchmarkId::from_parameter(n), &policy, |b, p| {
+            b.iter(|| identity::authenticate(p, black_box(&headers), None).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn compilation(c: &mut Criterion) {
+    let text = callers_policy(10_000);
+    let mut group = c.benchmark_group("policy/compile");
+    group.sample_size(10);
+    group.bench_function("10000_callers_and_rules", |b| {
+        b.iter(|| Policy::from_yaml(black_box(&text), "bench").unwrap())
+    });
+    group.finish();
 }
 
 fn recognition(c: &mut Criterion) {
@@ -93,9 +143,9 @@ fn audit_sealing(c: &mut Criterion) {
         auth_method: Some("api_key".into()),
         operation: Some("managedDevices.updateWindowsDeviceAccount".into()),
         device_id: Some("0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into()),
-        params: Some(
+        params: Some(std::sync::Arc::new(
             serde_json::json!({"deviceAccountEmail": "room1@rooms.contoso.com", "deviceAccount.password": {"redacted": true, "hmac_sha256": "ab".repeat(32)}, "passwordRotationEnabled": true}),
-        ),
+        )),
         policy_version: Some("cd".repeat(32)),
         rule: Some("rotator-updates-room-accounts".into()),
         ..graphgate::audit::Entry::default()
@@ -106,5 +156,13 @@ fn audit_sealing(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, recognition, validation, evaluation, audit_sealing);
+criterion_group!(
+    benches,
+    recognition,
+    validation,
+    api_key_lookup,
+    evaluation,
+    compilation,
+    audit_sealing
+);
 criterion_main!(benches);

@@ -242,7 +242,7 @@ mod tests {
             device_id: Some("d".into()),
             user_id: Some("u".into()),
             detected_app_id: Some("a".into()),
-            params: Some(params),
+            params: Some(std::sync::Arc::new(params)),
             policy_version: Some("p".into()),
             rule: Some("r".into()),
             shadow_rule: Some("s".into()),

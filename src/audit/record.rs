@@ -2,6 +2,8 @@
 //! appears on one JSON line. Holds no secret type: parameters arrive already redacted.
 
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
 use serde_json::Value;
 
 /// Which phase of a request a record describes.
@@ -99,7 +101,7 @@ pub struct Entry {
     pub detected_app_id: Option<String>,
     /// Parameters; secrets as `{"redacted": true, "hmac_sha256": ...}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub params: Option<Value>,
+    pub params: Option<Arc<Value>>,
     /// SHA-256 of the loaded policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub policy_version: Option<String>,

@@ -78,7 +78,7 @@ impl AuditTrail {
         for (path, value) in &params.0 {
             map.insert(path.clone(), self.param_json(value));
         }
-        self.entry.params = Some(Value::Object(map));
+        self.entry.params = Some(std::sync::Arc::new(Value::Object(map)));
     }
 
     fn param_json(&self, value: &ParamValue) -> Value {
