@@ -175,7 +175,19 @@ def main_section(r, here, out_svg, audit_records):
     if noaudit:
         lines.append(f"- Durable audit (write-ahead intent + outcome, fsync'd, group commit): "
                      f"{g64['rps']:,.0f} requests/s with it, {noaudit['rps']:,.0f} without "
-                     f"({g64['rps'] / noaudit['rps']:.2f}×); {audit_records} audit records written and verified.")
+                     f"({g64['rps'] / noaudit['rps']:.2f}×; {noaudit['rps'] / n64['rps']:.2f}× nginx without audit), "
+                     f"CPU per 10,000 requests {cpu10k(g64):.3f} s with it, {cpu10k(noaudit):.3f} s without; "
+                     f"{audit_records} audit records written and verified.")
+    noaudit1 = r.get(("graphgate-noaudit", 1))
+    if noaudit1:
+        lines.append(f"- Added p50 latency at 1 connection with audit off: graphgate "
+                     f"**{fmt_us(noaudit1['p50'] - direct['p50'])}** (p99 {fmt_us(noaudit1['p99'])}); the difference "
+                     f"from the full path is the wait for the intent's fsync.")
+    fsync = os.path.join(here, "fsync.tsv")
+    if os.path.exists(fsync):
+        p50, p99 = (float(x) for x in open(fsync).read().split())
+        lines.append(f"- This disk's `fdatasync` after a 1 KiB append (the floor under every durable intent): "
+                     f"p50 {fmt_us(p50)}, p99 {fmt_us(p99)}.")
     lines += idle_lines(here)
     bad = {k: v for k, v in r.items() if v["errors"] or v["sock"]}
     lines.append("- Non-2xx answers or socket errors: " + (", ".join(f"{k[0]} c{k[1]}: {v['errors']} {v['sock']}" for k, v in bad.items()) if bad else "none."))

@@ -142,9 +142,23 @@ if has main; then
   records=$(cat "$DIR"/audit.jsonl* | wc -l)
   "$BIN" audit verify "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
 
+  # What one fdatasync costs on this disk, next to the audit log.
+  python3 - "$DIR/fsync-probe" > "$DIR/fsync.tsv" <<'PY'
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+took = []
+for _ in range(300):
+    os.write(fd, b"x" * 1023 + b"\n")
+    t = time.perf_counter(); os.fdatasync(fd); took.append((time.perf_counter() - t) * 1e6)
+took.sort()
+print(took[len(took) // 2], took[int(len(took) * 0.99)])
+PY
+
   # The same load with audit off, to show what durable audit costs.
   start_graphgate none
-  run graphgate-noaudit "http://127.0.0.1:$GG_PORT$URL_PATH" 64 "$GG_PID"
+  for c in 1 64; do
+    run graphgate-noaudit "http://127.0.0.1:$GG_PORT$URL_PATH" "$c" "$GG_PID"
+  done
   stop_graphgate
 fi
 
