@@ -69,7 +69,9 @@ fn api_key_lookup(c: &mut Criterion) {
             http::HeaderValue::from_str(&key).unwrap(),
         );
         assert_eq!(
-            identity::authenticate(&policy, &headers, None).unwrap().index,
+            identity::authenticate(&policy, &headers, None)
+                .unwrap()
+                .index,
             n - 1
         );
         group.bench_with_input(BenchmarkId::from_parameter(n), &policy, |b, p| {

@@ -1,6 +1,6 @@
 //! Caller identity: who is asking. Either an API key (`Authorization: Bearer <key>`, what
-//! Graph SDKs send; only SHA-256 hashes are kept, compared in constant time against every
-//! caller) or a verified client certificate (its URI SAN or subject CN). Never both.
+//! Graph SDKs send; only SHA-256 hashes are kept, looked up by the key's hash and confirmed
+//! in constant time) or a verified client certificate (its URI SAN or subject CN). Never both.
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
@@ -144,17 +144,20 @@ fn by_api_key(policy: &Policy, header: &str) -> Result<CallerId, AuthError> {
         return Err(AuthError::Malformed);
     }
     let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    // Compare against every caller without stopping early, so timing says nothing about
-    // which caller (if any) matched.
-    let mut found: Option<usize> = None;
-    for (i, caller) in policy.callers.iter().enumerate() {
-        if let Some(hash) = &caller.key_sha256
-            && bool::from(hash.ct_eq(&digest))
-        {
-            found = Some(i);
-        }
-    }
-    found
+    // One hash-map lookup by the digest, whatever the number of callers. Its timing depends
+    // on the digest, not on the key: a client cannot choose the bits of a SHA-256 output,
+    // and learning how far its digest agrees with a stored one gives no way to a key that
+    // hashes to it. The found caller's hash is then compared in full, in constant time, so
+    // the answer never rests on the map's own equality test.
+    policy
+        .api_key_caller(&digest)
+        .filter(|&index| {
+            policy
+                .callers
+                .get(index)
+                .and_then(|c| c.key_sha256.as_ref())
+                .is_some_and(|hash| bool::from(hash.ct_eq(&digest)))
+        })
         .map(|index| CallerId {
             index,
             method: AuthMethod::ApiKey,
@@ -232,6 +235,66 @@ mod tests {
             auth(Some("Bearer key-a"), Some(&spiffe)),
             Err(AuthError::Ambiguous)
         );
+    }
+
+    #[test]
+    fn keys_map_to_the_right_caller_among_many() {
+        let n = 2_000;
+        let mut text = String::from("version: 1\ncallers:\n");
+        for i in 0..n {
+            if i % 3 == 0 {
+                text.push_str(&format!(
+                    "  - name: c{i}\n    mtls:\n      subject_cn: c{i}.corp\n"
+                ));
+            } else {
+                text.push_str(&format!(
+                    "  - name: c{i}\n    api_key_sha256: \"{}\"\n",
+                    api_key_sha256(&format!("key-{i}"))
+                ));
+            }
+        }
+        let p = Policy::from_yaml(&text, "t").unwrap();
+        for i in 0..n {
+            let mut h = HeaderMap::new();
+            let value = format!("Bearer key-{i}");
+            h.insert(AUTHORIZATION, HeaderValue::from_str(&value).unwrap());
+            let got = authenticate(&p, &h, None);
+            if i % 3 == 0 {
+                assert_eq!(got, Err(AuthError::UnknownKey), "c{i} has no key");
+            } else {
+                assert_eq!(
+                    got,
+                    Ok(CallerId {
+                        index: i,
+                        method: AuthMethod::ApiKey
+                    }),
+                    "c{i}"
+                );
+                assert_eq!(p.callers[i].name, format!("c{i}"));
+            }
+        }
+        let cn = PeerCertificate {
+            uri_sans: vec![],
+            subject_cn: Some("c1500.corp".into()),
+        };
+        assert_eq!(
+            authenticate(&p, &HeaderMap::new(), Some(&cn))
+                .unwrap()
+                .index,
+            1500
+        );
+    }
+
+    #[test]
+    fn a_key_hash_given_twice_identifies_the_later_caller() {
+        let text = format!(
+            "version: 1\ncallers:\n  - name: first\n    api_key_sha256: \"{0}\"\n  - name: second\n    api_key_sha256: \"{0}\"\n",
+            api_key_sha256("shared")
+        );
+        let p = Policy::from_yaml(&text, "t").unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer shared"));
+        assert_eq!(authenticate(&p, &h, None).unwrap().index, 1);
     }
 
     #[test]

@@ -528,6 +528,180 @@ async fn reloads_take_effect_without_failing_requests_and_bad_files_are_kept_out
     let _ = stop.send(true);
 }
 
+fn temp_dir(what: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("graphgate-{what}-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn unchanged_content_is_never_recompiled_and_a_reverted_file_clears_the_error() {
+    use graphgate::reload::{Reloaded, Reloader, Trigger};
+    let dir = temp_dir("unchanged");
+    let path = dir.join("policy.yaml");
+    let before = policy(
+        "  - name: rotator\n    callers: [rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+    );
+    std::fs::write(&path, &before).unwrap();
+    let h = start_with(Options {
+        policy: Some(before.clone()),
+        ..Options::default()
+    })
+    .await;
+    let (mut reloader, status) = Reloader::new(path.clone(), Arc::clone(&h.gw));
+    let installed = h.gw.installed();
+
+    // Same bytes, rewritten or not, on SIGHUP or on a file event: nothing compiled or installed.
+    assert_eq!(
+        reloader.reload(Trigger::Hangup).await.unwrap(),
+        Reloaded::Unchanged
+    );
+    std::fs::write(&path, &before).unwrap();
+    assert_eq!(
+        reloader.reload(Trigger::FileChange).await.unwrap(),
+        Reloaded::Unchanged
+    );
+    assert!(
+        Arc::ptr_eq(&installed, &h.gw.installed()),
+        "the policy was not replaced"
+    );
+    assert_eq!(
+        (status.borrow().attempts, status.borrow().unchanged),
+        (0, 2)
+    );
+
+    // A new file is compiled once; reading it again is not another compile.
+    let after = policy(
+        "  - name: rotator\n    callers: [rooms-rotator, other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+    );
+    std::fs::write(&path, &after).unwrap();
+    assert_eq!(
+        reloader.reload(Trigger::FileChange).await.unwrap(),
+        Reloaded::Installed
+    );
+    let installed = h.gw.installed();
+    assert_eq!(
+        installed.policy.hash,
+        graphgate::policy::version_hash(after.as_bytes())
+    );
+    assert_eq!(
+        reloader.reload(Trigger::Hangup).await.unwrap(),
+        Reloaded::Unchanged
+    );
+    assert!(Arc::ptr_eq(&installed, &h.gw.installed()));
+
+    // A broken file fails once; the same broken bytes are not compiled again, and the
+    // failure stands until the file changes.
+    std::fs::write(
+        &path,
+        "version: 1\nrules:\n  - name: typo\n    calers: []\n",
+    )
+    .unwrap();
+    assert!(reloader.reload(Trigger::FileChange).await.is_err());
+    assert_eq!(
+        reloader.reload(Trigger::Hangup).await.unwrap(),
+        Reloaded::Unchanged
+    );
+    assert_eq!(status.borrow().failures, 1);
+    assert!(status.borrow().last_error.is_some());
+    assert!(h.gw.reload_error().is_some());
+
+    // Putting back the policy in force needs no compile, and clears the failure.
+    std::fs::write(&path, &after).unwrap();
+    assert_eq!(
+        reloader.reload(Trigger::FileChange).await.unwrap(),
+        Reloaded::InForce
+    );
+    assert!(Arc::ptr_eq(&installed, &h.gw.installed()));
+    assert!(status.borrow().last_error.is_none());
+    assert!(h.gw.reload_error().is_none());
+    assert_eq!(
+        (
+            status.borrow().attempts,
+            status.borrow().failures,
+            status.borrow().unchanged
+        ),
+        (3, 1, 4)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_configmap_symlink_swap_is_reloaded_amid_audit_writes() {
+    use std::os::unix::fs::symlink;
+    let dir = temp_dir("configmap");
+    let path = dir.join("policy.yaml");
+    let before = policy(
+        "  - name: rotator\n    callers: [rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+    );
+    // What kubelet mounts: policy.yaml -> ..data/policy.yaml, ..data -> ..<timestamp>.
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/policy.yaml"), &before).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/policy.yaml", &path).unwrap();
+    let h = start_with(Options {
+        policy: Some(before),
+        ..Options::default()
+    })
+    .await;
+    let (reloader, mut status) = graphgate::reload::Reloader::new(path.clone(), Arc::clone(&h.gw));
+    let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(reloader.run(async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+    // Wait until the watch is in place: a new `..` entry is seen (and the policy found unchanged).
+    let deadline = Duration::from_secs(10);
+    tokio::time::timeout(deadline, async {
+        loop {
+            std::fs::write(dir.join("..touch"), b"").unwrap();
+            if tokio::time::timeout(
+                Duration::from_millis(500),
+                status.wait_for(|s| s.unchanged >= 1),
+            )
+            .await
+            .is_ok()
+            {
+                break;
+            }
+        }
+    })
+    .await
+    .unwrap();
+
+    // An audit log next to the policy, written busily (the watch ignores it; see the
+    // reload module's unit tests for that in isolation).
+    for i in 0..50 {
+        std::fs::write(dir.join("audit.jsonl"), format!("{{\"n\":{i}}}\n")).unwrap();
+    }
+    // Then kubelet's atomic swap to new content.
+    let after = policy(
+        "  - name: rotator\n    callers: [rooms-rotator, other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+    );
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/policy.yaml"), &after).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    let seen = tokio::time::timeout(deadline, status.wait_for(|s| s.attempts >= 1))
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+    assert!(seen.last_error.is_none(), "{:?}", seen.last_error);
+    assert_eq!(
+        seen.policy_hash,
+        graphgate::policy::version_hash(after.as_bytes())
+    );
+    assert_eq!(h.gw.policy_hash(), seen.policy_hash);
+    assert_eq!(
+        h.post(ACTION_PATH, Some(OTHER_KEY), &body()).await.status,
+        204,
+        "the swapped-in rule is in force"
+    );
+    let _ = stop.send(true);
+    task.await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test]
 async fn the_simplified_api_sends_the_exact_graph_body_and_gets_the_same_decision() {
     let h = harness("  - name: rooms\n    callers: [rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: deviceAccount.@odata.type\n        equals: \"#microsoft.graph.windowsDeviceAzureADAccount\"\n").await;

@@ -1,6 +1,9 @@
 //! Validation: the parsed file becomes typed callers and rules, or a list of every problem
 //! found, each with its line and column.
 
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, HashSet};
+
 use serde_saphyr::Spanned;
 
 use super::file::{
@@ -14,6 +17,12 @@ use super::{
 use crate::catalog::{self, ApiVersion, Operation};
 use crate::route::is_guid;
 use crate::schema::{self, ParamPath};
+
+/// Caller names to their index (the first caller of each name).
+type CallerNames<'f> = HashMap<&'f str, usize>;
+
+/// Each operation's parameter paths, computed once per compile.
+type ParamPathCache = HashMap<&'static str, Vec<ParamPath>>;
 
 /// Collects issues while validating.
 #[derive(Default)]
@@ -40,40 +49,63 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
             ),
         );
     }
+    let mut names = CallerNames::with_capacity(file.callers.len());
     let callers: Vec<Caller> = file
         .callers
         .iter()
         .enumerate()
-        .map(|(i, c)| caller(c, &file.callers[..i], &mut issues))
+        .map(|(i, c)| caller(c, i, &mut names, &mut issues))
         .collect();
+    let mut rule_names = HashSet::with_capacity(file.rules.len());
+    let mut paths = ParamPathCache::new();
     let rules: Vec<Rule> = file
         .rules
         .iter()
         .enumerate()
-        .map(|(i, r)| rule(r, &file.rules[..i], &file.callers, &mut issues))
+        .map(|(i, r)| {
+            if !rule_names.insert(r.name.value.as_str()) {
+                issues.at(&r.name, format!("duplicate rule name {:?}", r.name.value));
+            }
+            rule(r, i, &names, &mut paths, &mut issues)
+        })
         .collect();
     let pacing = pacing(file.pacing.as_ref(), &mut issues);
     if !issues.0.is_empty() {
         issues.0.sort_by_key(|i| (i.line, i.column));
         return Err(issues.0);
     }
-    let by_caller = (0..callers.len())
-        .map(|c| {
-            rules
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| r.callers.contains(&c))
-                .map(|(i, _)| i)
-                .collect()
-        })
-        .collect();
     Ok(Policy {
+        by_caller: by_caller(callers.len(), &rules),
+        api_keys: api_keys(&callers),
         callers,
         rules,
-        by_caller,
         pacing,
         hash,
     })
+}
+
+/// For each caller, the rules naming it, in file order (once each).
+fn by_caller(callers: usize, rules: &[Rule]) -> Vec<Vec<usize>> {
+    let mut by_caller = vec![Vec::new(); callers];
+    for (i, rule) in rules.iter().enumerate() {
+        for &c in &rule.callers {
+            if let Some(list) = by_caller.get_mut(c)
+                && list.last() != Some(&i)
+            {
+                list.push(i);
+            }
+        }
+    }
+    by_caller
+}
+
+/// Callers by API-key hash; a hash given twice finds the later caller.
+fn api_keys(callers: &[Caller]) -> HashMap<[u8; 32], usize> {
+    callers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| c.key_sha256.map(|h| (h, i)))
+        .collect()
 }
 
 fn rate(text: &Option<Spanned<String>>, issues: &mut Issues) -> Option<Rate> {
@@ -83,10 +115,18 @@ fn rate(text: &Option<Spanned<String>>, issues: &mut Issues) -> Option<Rate> {
         .ok()
 }
 
-fn caller(entry: &CallerEntry, earlier: &[CallerEntry], issues: &mut Issues) -> Caller {
+fn caller<'f>(
+    entry: &'f CallerEntry,
+    index: usize,
+    names: &mut CallerNames<'f>,
+    issues: &mut Issues,
+) -> Caller {
     let name = &entry.name;
-    if earlier.iter().any(|c| c.name.value == name.value) {
-        issues.at(name, format!("duplicate caller name {:?}", name.value));
+    match names.entry(name.value.as_str()) {
+        Entry::Occupied(_) => issues.at(name, format!("duplicate caller name {:?}", name.value)),
+        Entry::Vacant(slot) => {
+            slot.insert(index);
+        }
     }
     let key_sha256 = entry.api_key_sha256.as_ref().and_then(|h| {
         let parsed = parse_sha256(&h.value);
@@ -128,18 +168,16 @@ fn caller(entry: &CallerEntry, earlier: &[CallerEntry], issues: &mut Issues) -> 
 
 fn rule(
     entry: &RuleEntry,
-    earlier: &[RuleEntry],
-    callers: &[CallerEntry],
+    index: usize,
+    callers: &CallerNames<'_>,
+    paths: &mut ParamPathCache,
     issues: &mut Issues,
 ) -> Rule {
     let name = &entry.name;
-    if earlier.iter().any(|r| r.name.value == name.value) {
-        issues.at(name, format!("duplicate rule name {:?}", name.value));
-    }
     let mut caller_ids = Vec::new();
     for c in &entry.callers.value {
-        match callers.iter().position(|k| k.name.value == c.value) {
-            Some(i) => caller_ids.push(i),
+        match callers.get(c.value.as_str()) {
+            Some(&i) => caller_ids.push(i),
             None => issues.at(c, format!("unknown caller {:?}", c.value)),
         }
     }
@@ -162,10 +200,10 @@ fn rule(
     let conditions = entry
         .when
         .iter()
-        .filter_map(|c| condition(c, &operations, issues))
+        .filter_map(|c| condition(c, &operations, paths, issues))
         .collect();
     let rule = Rule {
-        index: earlier.len(),
+        index,
         name: name.value.clone(),
         effect: match entry.effect.as_ref().map(|e| e.value) {
             Some(EffectEntry::Deny) => Effect::Deny,
@@ -234,6 +272,7 @@ fn devices(entry: &RuleEntry, issues: &mut Issues) -> Option<Vec<String>> {
 fn condition(
     entry: &Spanned<ConditionEntry>,
     ops: &[&'static Operation],
+    paths: &mut ParamPathCache,
     issues: &mut Issues,
 ) -> Option<Condition> {
     let c = &entry.value;
@@ -250,12 +289,12 @@ fn condition(
         return None;
     }
     // The parameter must exist on every operation the rule covers.
-    let mut known: Option<ParamPath> = None;
+    let mut known: Option<&ParamPath> = None;
     for op in ops {
-        match schema::param_paths(op.params, op.wrapper)
-            .into_iter()
-            .find(|p| p.path == c.param)
-        {
+        let op_paths = paths
+            .entry(op.name)
+            .or_insert_with(|| schema::param_paths(op.params, op.wrapper));
+        match op_paths.iter().find(|p| p.path == c.param) {
             Some(p) => known = Some(p),
             None => {
                 issues.at(entry, format!("{} has no parameter {:?}", op.name, c.param));

@@ -61,6 +61,27 @@ pub enum Mismatch {
     Condition(Condition),
 }
 
+/// [`Mismatch`] by reference: what [`Policy::decide`] works with, so that skipping a rule
+/// copies nothing.
+#[derive(Debug, Clone, Copy)]
+enum Miss<'r> {
+    Operation,
+    Version,
+    Device,
+    Condition(&'r Condition),
+}
+
+impl From<Miss<'_>> for Mismatch {
+    fn from(miss: Miss<'_>) -> Self {
+        match miss {
+            Miss::Operation => Mismatch::Operation,
+            Miss::Version => Mismatch::Version,
+            Miss::Device => Mismatch::Device,
+            Miss::Condition(c) => Mismatch::Condition(c.clone()),
+        }
+    }
+}
+
 /// Why the policy decided as it did, rule by rule (for `policy explain`).
 #[derive(Debug)]
 pub struct Explanation<'p> {
@@ -126,7 +147,7 @@ impl Policy {
             decision: self.decide(facts),
             rules: self
                 .rules_for(facts.caller)
-                .map(|r| (r, r.check(facts)))
+                .map(|r| (r, r.check(facts).map_err(Mismatch::from)))
                 .collect(),
         }
     }
@@ -142,22 +163,22 @@ impl Policy {
 
 impl Rule {
     /// Whether this rule covers the request; the first reason it does not, if not.
-    fn check(&self, f: &Facts<'_>) -> Result<(), Mismatch> {
+    fn check(&self, f: &Facts<'_>) -> Result<(), Miss<'_>> {
         if !self.operations.iter().any(|o| std::ptr::eq(*o, f.op)) {
-            return Err(Mismatch::Operation);
+            return Err(Miss::Operation);
         }
         if !self.versions.contains(&f.version) {
-            return Err(Mismatch::Version);
+            return Err(Miss::Version);
         }
         if let Some(devices) = &self.devices
             && devices
                 .binary_search_by(|d| d.as_str().cmp(f.device))
                 .is_err()
         {
-            return Err(Mismatch::Device);
+            return Err(Miss::Device);
         }
         match self.conditions.iter().find(|c| !c.holds(f.params)) {
-            Some(failed) => Err(Mismatch::Condition(failed.clone())),
+            Some(failed) => Err(Miss::Condition(failed)),
             None => Ok(()),
         }
     }

@@ -7,6 +7,7 @@ mod eval;
 mod file;
 pub mod rate;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
 
@@ -184,6 +185,8 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// For each caller, the indices of the rules naming it, in file order.
     by_caller: Vec<Vec<usize>>,
+    /// Callers by the SHA-256 of their API key (see [`Policy::api_key_caller`]).
+    api_keys: HashMap<[u8; 32], usize>,
     /// Tenant write pacing.
     pub pacing: Pacing,
     /// Hex SHA-256 of the file's bytes: the policy version recorded with each decision.
@@ -193,40 +196,93 @@ pub struct Policy {
 impl Policy {
     /// Parses and validates policy text; `source_name` labels errors.
     pub fn from_yaml(text: &str, source_name: &str) -> Result<Policy, PolicyError> {
-        let fail = |issues| PolicyError {
-            source_name: source_name.to_owned(),
-            issues,
-        };
-        let parsed: file::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            let message = e.to_string().lines().next().unwrap_or_default().to_owned();
-            fail(vec![PolicyIssue {
-                line,
-                column,
-                message,
-            }])
-        })?;
-        compile::compile(parsed, hex(&Sha256::digest(text.as_bytes()))).map_err(fail)
+        compile_text(text, source_name, version_hash(text.as_bytes()))
     }
 
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
-        let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
-            source_name: name.clone(),
-            issues: vec![PolicyIssue {
-                line: 0,
-                column: 0,
-                message: format!("cannot read: {e}"),
-            }],
-        })?;
-        Self::from_yaml(&text, &name)
+        PolicySource::read(path)?.compile()
     }
 
     /// The index of the caller named `name`.
     pub fn caller_index(&self, name: &str) -> Option<usize> {
         self.callers.iter().position(|c| c.name == name)
     }
+
+    /// The caller whose `api_key_sha256` is `digest`, if any: one hash-map lookup, built at
+    /// compile time. When two callers share a hash, the later one in the file is found.
+    ///
+    /// The lookup's timing depends only on the digest's bits. The digest is SHA-256 of
+    /// whatever key the client sent, so a client cannot steer it towards a stored hash, and
+    /// learning how much of a stored hash its own digest shares reveals nothing about the
+    /// key behind it (that would take a SHA-256 preimage). [`crate::identity`] still checks
+    /// the found caller's full hash in constant time.
+    pub fn api_key_caller(&self, digest: &[u8; 32]) -> Option<usize> {
+        self.api_keys.get(digest).copied()
+    }
+}
+
+/// A policy file's text and its version hash: read, not yet compiled. Reloads compare the
+/// hash with the policy in force before paying for a compile.
+#[derive(Debug, Clone)]
+pub struct PolicySource {
+    name: String,
+    text: String,
+    hash: String,
+}
+
+impl PolicySource {
+    /// Reads a policy file (no parsing yet).
+    pub fn read(path: &Path) -> Result<PolicySource, PolicyError> {
+        let name = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Ok(PolicySource {
+                hash: version_hash(text.as_bytes()),
+                name,
+                text,
+            }),
+            Err(e) => Err(PolicyError {
+                source_name: name,
+                issues: vec![PolicyIssue {
+                    line: 0,
+                    column: 0,
+                    message: format!("cannot read: {e}"),
+                }],
+            }),
+        }
+    }
+
+    /// The version the policy would have: [`Policy::hash`] once compiled.
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// Parses and validates the text (CPU-bound: seconds for a very large policy).
+    pub fn compile(&self) -> Result<Policy, PolicyError> {
+        compile_text(&self.text, &self.name, self.hash.clone())
+    }
+}
+
+/// A policy's version: the hex SHA-256 of the file's bytes.
+pub fn version_hash(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn compile_text(text: &str, source_name: &str, hash: String) -> Result<Policy, PolicyError> {
+    let fail = |issues| PolicyError {
+        source_name: source_name.to_owned(),
+        issues,
+    };
+    let parsed: file::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
+        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+        let message = e.to_string().lines().next().unwrap_or_default().to_owned();
+        fail(vec![PolicyIssue {
+            line,
+            column,
+            message,
+        }])
+    })?;
+    compile::compile(parsed, hash).map_err(fail)
 }
 
 /// Lower-case hex of `bytes`.

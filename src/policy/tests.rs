@@ -205,3 +205,75 @@ fn the_shipped_policy_is_valid() {
     )))
     .unwrap_or_else(|e| panic!("{e}"));
 }
+
+/// `rules` rules over `callers` callers, each with a condition; rule `r` names caller
+/// `r % callers` twice (which must not list the rule twice under that caller).
+fn large_policy(callers: usize, rules: usize) -> String {
+    let mut text = String::from("version: 1\ncallers:\n");
+    for c in 0..callers {
+        text.push_str(&format!(
+            "  - name: c{c}\n    api_key_sha256: \"{}\"\n",
+            crate::identity::api_key_sha256(&format!("k{c}"))
+        ));
+    }
+    text.push_str("rules:\n");
+    for r in 0..rules {
+        text.push_str(&format!(
+            "  - name: r{r}\n    callers: [c{}, c{}]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - param: deviceAccountEmail\n        suffix: \"@rooms-{r}.example.com\"\n",
+            r % callers,
+            r % callers
+        ));
+    }
+    text
+}
+
+#[test]
+fn a_10000_rule_policy_compiles_with_rules_indexed_by_caller() {
+    let p = policy_from(&large_policy(1_000, 10_000));
+    assert_eq!((p.callers.len(), p.rules.len()), (1_000, 10_000));
+    // Caller 7 is named (twice) by rules 7, 1007, ... 9007: each is listed once, in order.
+    let wanted: Vec<usize> = (0..10).map(|i| 7 + 1_000 * i).collect();
+    assert_eq!(p.by_caller[7], wanted);
+    assert_eq!(p.rules[9_007].callers, vec![7, 7]);
+    let email = params(&[(
+        "deviceAccountEmail",
+        ParamValue::String("room@rooms-5007.example.com".into()),
+    )]);
+    assert_eq!(
+        decide(&p, 7, ApiVersion::V1, DEV, &email),
+        (true, Some("r5007".into()), None)
+    );
+    assert_eq!(
+        decide(&p, 8, ApiVersion::V1, DEV, &email),
+        (false, None, None)
+    );
+}
+
+#[test]
+fn duplicates_in_a_large_policy_are_each_reported_where_they_repeat() {
+    let mut text = large_policy(1_000, 2_000);
+    let at = text.find("rules:\n").unwrap();
+    text.insert_str(
+        at,
+        &format!("  - name: c999\n    api_key_sha256: \"{H}\"\n"),
+    );
+    text.push_str("  - name: r1999\n    callers: [c999]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n  - name: r0\n    callers: [c0]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n");
+    let err = errors(&text);
+    let lines: Vec<(u64, &str)> = err
+        .issues
+        .iter()
+        .map(|i| (i.line, i.message.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (2_003, "duplicate caller name \"c999\""),
+            (2_006 + 6 * 2_000, "duplicate rule name \"r1999\""),
+            (2_006 + 6 * 2_000 + 3, "duplicate rule name \"r0\""),
+        ]
+    );
+}
+
+fn policy_from(text: &str) -> Policy {
+    Policy::from_yaml(text, "large.yaml").unwrap_or_else(|e| panic!("{e}"))
+}
