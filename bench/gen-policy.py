@@ -8,8 +8,8 @@ the bench caller and its allowing rule, placed last. The pacing block is bench/p
 With 'walk', every filler rule also names the bench caller but cannot match the bench
 request (a device list without its device, or a condition it fails), so deciding a bench
 request checks all N rules. Without it, graphgate only looks at the bench caller's own rule
-(rules are indexed by caller); what grows is the API-key lookup (every caller's hash is
-compared, in constant time) and the policy's size in memory.
+(rules are indexed by caller); what grows is the policy's size in memory (the API-key
+lookup is a hash-table lookup, the same at any number of callers).
 """
 import hashlib
 import sys

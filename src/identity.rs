@@ -286,15 +286,17 @@ mod tests {
     }
 
     #[test]
-    fn a_key_hash_given_twice_identifies_the_later_caller() {
+    fn a_key_hash_given_to_two_callers_is_refused_at_load() {
         let text = format!(
             "version: 1\ncallers:\n  - name: first\n    api_key_sha256: \"{0}\"\n  - name: second\n    api_key_sha256: \"{0}\"\n",
             api_key_sha256("shared")
         );
-        let p = Policy::from_yaml(&text, "t").unwrap();
-        let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer shared"));
-        assert_eq!(authenticate(&p, &h, None).unwrap().index, 1);
+        let err = Policy::from_yaml(&text, "t").unwrap_err().to_string();
+        assert!(err.contains("also caller \"first\"'s"), "{err}");
+        assert!(
+            err.contains("t:6:"),
+            "names the second caller's key line: {err}"
+        );
     }
 
     #[test]

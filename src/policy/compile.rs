@@ -56,6 +56,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         .enumerate()
         .map(|(i, c)| caller(c, i, &mut names, &mut issues))
         .collect();
+    shared_keys(&file.callers, &callers, &mut issues);
     let mut rule_names = HashSet::with_capacity(file.rules.len());
     let mut paths = ParamPathCache::new();
     let rules: Vec<Rule> = file
@@ -99,7 +100,24 @@ fn by_caller(callers: usize, rules: &[Rule]) -> Vec<Vec<usize>> {
     by_caller
 }
 
-/// Callers by API-key hash; a hash given twice finds the later caller.
+/// One key, one caller: a key hash given to two callers would make the caller (and every
+/// rule and audit record naming it) ambiguous, so it is refused rather than resolved.
+fn shared_keys(entries: &[CallerEntry], callers: &[Caller], issues: &mut Issues) {
+    let mut seen: HashMap<[u8; 32], &str> = HashMap::with_capacity(callers.len());
+    for (entry, caller) in entries.iter().zip(callers) {
+        let (Some(hash), Some(at)) = (caller.key_sha256, entry.api_key_sha256.as_ref()) else {
+            continue;
+        };
+        if let Some(first) = seen.insert(hash, entry.name.value.as_str()) {
+            issues.at(
+                at,
+                format!("api_key_sha256 is also caller {first:?}'s: each caller needs its own key"),
+            );
+        }
+    }
+}
+
+/// Callers by API-key hash (unique: [`shared_keys`] refuses a hash given twice).
 fn api_keys(callers: &[Caller]) -> HashMap<[u8; 32], usize> {
     callers
         .iter()
