@@ -20,7 +20,7 @@ struct RequestLabels {
     status_class: &'static str,
 }
 
-/// A label with one `result` (`ok` / `error`).
+/// A label with one `result` (`ok` / `error`; reloads also `unchanged`).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: &'static str,
@@ -234,7 +234,16 @@ pub fn audit_write(took: Duration, records: usize, ok: bool) {
 
 /// A policy reload was attempted (for the hot-reload watcher to call).
 pub fn policy_reload(ok: bool) {
-    let result = if ok { "ok" } else { "error" };
+    policy_reload_result(if ok { "ok" } else { "error" });
+}
+
+/// A reload was asked for (signal or file event) but the file's content had not changed, so
+/// nothing was compiled (`result="unchanged"`).
+pub fn policy_reload_unchanged() {
+    policy_reload_result("unchanged");
+}
+
+fn policy_reload_result(result: &'static str) {
     METRICS
         .policy_reloads
         .get_or_create(&ResultLabel { result })

@@ -93,6 +93,7 @@ impl Reloader {
         };
         if self.last_read.as_deref() == Some(source.hash()) {
             self.status.send_modify(|s| s.unchanged += 1);
+            crate::metrics::policy_reload_unchanged();
             let errors_stand = self.status.borrow().last_error.is_some();
             match trigger {
                 Trigger::Hangup => {

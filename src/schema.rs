@@ -225,6 +225,27 @@ pub enum SchemaError {
     Missing(String),
 }
 
+impl SchemaError {
+    /// An unknown member, named in the answer only if its name looks like a property name:
+    /// a key is caller-supplied text, and a client that put a secret where a name belongs
+    /// must not get it echoed back (and logged) in the error.
+    fn unknown_property(path: &str) -> SchemaError {
+        let plausible = path.len() <= 128
+            && path.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 64
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"_@#-".contains(&b))
+            });
+        SchemaError::UnknownProperty(if plausible {
+            path.to_owned()
+        } else {
+            "(a name that is not a property name, not shown)".to_owned()
+        })
+    }
+}
+
 /// Parses `bytes` as JSON, refusing duplicate keys and nesting deeper than [`MAX_DEPTH`].
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, SchemaError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -252,7 +273,7 @@ pub fn validate(
         let prop = params
             .iter()
             .find(|p| p.name == key)
-            .ok_or_else(|| SchemaError::UnknownProperty(key.clone()))?;
+            .ok_or_else(|| SchemaError::unknown_property(key))?;
         let path = if wrapper == Some(prop.name) {
             String::new()
         } else {
@@ -338,7 +359,7 @@ fn check_complex(
             .props
             .iter()
             .find(|p| p.name == key)
-            .ok_or_else(|| SchemaError::UnknownProperty(join(path, key)))?;
+            .ok_or_else(|| SchemaError::unknown_property(&join(path, key)))?;
         check(prop, value, &join(path, key), out)?;
     }
     Ok(())
@@ -479,6 +500,21 @@ mod tests {
             e,
             SchemaError::UnknownProperty("deviceAccount.userPrincipalName".into())
         );
+    }
+
+    #[test]
+    fn an_unknown_key_that_is_not_a_name_is_not_echoed() {
+        for body in [
+            r#"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":{"password":"p","Sup3r Secret!":1}}}"#,
+            r#"{"updateWindowsDeviceAccountActionParameter":{"hunter2 hunter2":true}}"#,
+        ] {
+            let e = op_validate(body).unwrap_err().to_string();
+            assert!(!e.contains("Secret") && !e.contains("hunter2"), "{e}");
+            assert!(e.contains("not shown"), "{e}");
+        }
+        let e = op_validate(r#"{"updateWindowsDeviceAccountActionParameter":{"bogusName":1}}"#)
+            .unwrap_err();
+        assert_eq!(e, SchemaError::UnknownProperty("bogusName".into()));
     }
 
     #[test]

@@ -569,6 +569,11 @@ async fn unchanged_content_is_never_recompiled_and_a_reverted_file_clears_the_er
         (status.borrow().attempts, status.borrow().unchanged),
         (0, 2)
     );
+    assert!(
+        graphgate::metrics::encode()
+            .contains("graphgate_policy_reloads_total{result=\"unchanged\"}"),
+        "an unchanged file is counted as such"
+    );
 
     // A new file is compiled once; reading it again is not another compile.
     let after = policy(
