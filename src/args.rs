@@ -1,0 +1,232 @@
+//! The command line's shape (binary only): every subcommand, flag and environment variable,
+//! as clap definitions, plus the conversion of the bound flags into the library's limits.
+//! `main.rs` acts on what is parsed here.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use graphgate::audit::cli::{AuditCommand, ServeAuditArgs};
+use graphgate::cloud::Cloud;
+use graphgate::gateway::Limits;
+use graphgate::server::ServerLimits;
+
+#[derive(Parser)]
+#[command(
+    name = "graphgate",
+    version,
+    about = "Authenticating gateway for privileged Microsoft Graph (Intune) actions"
+)]
+pub struct Cli {
+    /// Log format on stdout.
+    #[arg(long, global = true, value_enum, default_value = "json")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the gateway.
+    Serve(ServeArgs),
+    /// Run the Entra + Graph emulator on its own.
+    Emulate(EmulateArgs),
+    /// Work with policy files.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Verify and query audit logs.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Start the Entra + Graph emulator in-process and use it, with demo credentials.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Address to listen on.
+    #[arg(long, env = "GRAPHGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Policy file [default: ./policy.yaml; with --emulator, a built-in demo policy].
+    #[arg(long, env = "GRAPHGATE_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// National cloud: global, us-gov, us-dod or china.
+    #[arg(long, env = "GRAPHGATE_CLOUD", default_value = "global")]
+    pub cloud: Cloud,
+    /// Connection overrides, curl style: host:port=ip:port[,...] (tests and demos).
+    #[arg(long, env = "GRAPHGATE_CONNECT_TO")]
+    pub connect_to: Option<String>,
+    /// Extra PEM CA certificates to trust for outbound TLS.
+    #[arg(long, env = "GRAPHGATE_EXTRA_CA_FILE")]
+    pub extra_ca_file: Option<PathBuf>,
+    /// Never use a token this close to its expiry.
+    #[arg(long, default_value_t = 300)]
+    pub token_expiry_margin_secs: u64,
+    #[command(flatten)]
+    pub bounds: BoundArgs,
+    /// Token lifetime the in-process emulator issues (with --emulator).
+    #[arg(long, default_value_t = 3599)]
+    pub emulator_token_lifetime_secs: u64,
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "GRAPHGATE_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "GRAPHGATE_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Accept client certificates issued by these PEM CAs (mTLS callers; needs --tls-cert).
+    #[arg(long, env = "GRAPHGATE_CLIENT_CA", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
+    #[arg(long)]
+    pub allow_insecure_listener: bool,
+    /// Admin listener (/metrics, /healthz, /readyz); keep it off the callers' network.
+    #[arg(long, env = "GRAPHGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+    pub admin_listen: SocketAddr,
+    #[command(flatten)]
+    pub audit: ServeAuditArgs,
+}
+
+/// Sizes, timeouts and queue bounds.
+#[derive(Args)]
+pub struct BoundArgs {
+    /// Largest request body accepted.
+    #[arg(long, default_value_t = 64 * 1024)]
+    pub max_body_bytes: usize,
+    /// Longest time to receive a request's headers; also how long an idle keep-alive connection stays open.
+    #[arg(long, default_value_t = 20)]
+    pub header_read_timeout_secs: u64,
+    /// Longest time to receive a request body.
+    #[arg(long, default_value_t = 10)]
+    pub body_read_timeout_secs: u64,
+    /// Longest inbound TLS handshake.
+    #[arg(long, default_value_t = 10)]
+    pub tls_handshake_timeout_secs: u64,
+    /// Longest TCP connect to Entra or Graph.
+    #[arg(long, default_value_t = 5)]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for one complete Graph answer.
+    #[arg(long, default_value_t = 30)]
+    pub upstream_timeout_secs: u64,
+    /// Longest total wait when retrying throttled Graph calls (429, 503 with Retry-After).
+    #[arg(long, default_value_t = 10)]
+    pub upstream_retry_max_wait_secs: u64,
+    /// Most requests in flight; more are answered 503 with Retry-After.
+    #[arg(long, default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Most client connections; more wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// How long an Idempotency-Key (or client-request-id) is remembered.
+    #[arg(long, default_value_t = 600)]
+    pub idempotency_window_secs: u64,
+    /// Longest time in-flight requests get to finish on shutdown.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
+}
+
+impl BoundArgs {
+    pub fn limits(&self) -> Limits {
+        let secs = Duration::from_secs;
+        Limits {
+            max_body_bytes: self.max_body_bytes,
+            body_read_timeout: secs(self.body_read_timeout_secs),
+            upstream_timeout: secs(self.upstream_timeout_secs),
+            connect_timeout: secs(self.connect_timeout_secs),
+            retry: graphgate::forward::RetryPolicy {
+                max_total_wait: secs(self.upstream_retry_max_wait_secs),
+                ..Default::default()
+            },
+            max_in_flight: self.max_in_flight,
+            idempotency_window: secs(self.idempotency_window_secs),
+            ..Limits::default()
+        }
+    }
+
+    pub fn server(&self) -> ServerLimits {
+        let secs = Duration::from_secs;
+        ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout: secs(self.header_read_timeout_secs),
+            shutdown_grace: secs(self.shutdown_grace_secs),
+            tls_handshake_timeout: secs(self.tls_handshake_timeout_secs),
+            ..ServerLimits::default()
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct EmulateArgs {
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Write the emulator's CA certificate (PEM) here.
+    #[arg(long)]
+    pub ca_out: Option<PathBuf>,
+    /// Tenant id of the emulated directory.
+    #[arg(long, default_value = graphgate::emulator::DEMO_TENANT_ID)]
+    pub tenant_id: String,
+    /// Client id of the registered app.
+    #[arg(long, default_value = graphgate::emulator::DEMO_CLIENT_ID)]
+    pub client_id: String,
+    /// Client secret of the registered app.
+    #[arg(long, env = "GRAPHGATE_EMULATOR_CLIENT_SECRET", default_value = graphgate::emulator::DEMO_CLIENT_SECRET, hide_default_value = true)]
+    pub client_secret: String,
+    /// Application permissions granted to the app (repeatable).
+    #[arg(long = "role", default_value = graphgate::catalog::PRIV_OPS)]
+    pub roles: Vec<String>,
+    /// Lifetime of issued tokens.
+    #[arg(long, default_value_t = 3599)]
+    pub token_lifetime_secs: u64,
+    /// Managed-device ids in the inventory (repeatable) [default: the demo devices].
+    #[arg(long = "device")]
+    pub devices: Vec<String>,
+    /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
+    #[arg(long = "fault", value_name = "SPEC", long_help = graphgate::emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
+    pub faults: Vec<graphgate::emulator::FaultSpec>,
+}
+
+/// One `--fault` spec (clap reports the error with the flag).
+fn parse_fault(spec: &str) -> Result<graphgate::emulator::FaultSpec, String> {
+    spec.parse()
+}
+
+#[derive(Subcommand)]
+pub enum PolicyCommand {
+    /// Validate a policy file; exits non-zero on any error.
+    Check {
+        /// The file [default: ./policy.yaml].
+        #[arg(env = "GRAPHGATE_POLICY", default_value = "policy.yaml")]
+        file: PathBuf,
+    },
+    /// Print the api_key_sha256 value for an API key read from standard input.
+    HashKey,
+    /// Say what the policy decides for one request, and why. Exit 0 allow, 1 deny, 2 error.
+    Explain {
+        /// The caller's name.
+        #[arg(long)]
+        caller: String,
+        /// The request, e.g. 'POST /v1.0/deviceManagement/managedDevices/<id>/updateWindowsDeviceAccount'.
+        request: String,
+        /// A JSON file with the request body.
+        #[arg(long)]
+        body: Option<PathBuf>,
+        /// The policy file.
+        #[arg(long, env = "GRAPHGATE_POLICY", default_value = "policy.yaml")]
+        policy: PathBuf,
+    },
+    /// Run YAML fixtures (request + expected decision and rule); exits 1 on any mismatch.
+    Test {
+        /// The fixture file.
+        file: PathBuf,
+        /// The policy file [default: the fixture's 'policy:' entry].
+        #[arg(long)]
+        policy: Option<PathBuf>,
+    },
+}
