@@ -2,11 +2,10 @@
 //! with a tiny client that trusts only the emulator's CA and names the cloud host by SNI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failing loudly is the point
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use graphgate::catalog::PRIV_OPS;
 use graphgate::cloud::Cloud;
@@ -15,13 +14,11 @@ use graphgate::emulator::{
     EmulatorConfig,
 };
 use graphgate::secret::Secret;
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
 use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+
+use common::emu::{self, Harness, Reply, jwt_part};
 
 const GLOBAL_GRAPH: &str = "graph.microsoft.com";
 const GLOBAL_LOGIN: &str = "login.microsoftonline.com";
@@ -30,33 +27,6 @@ const UNKNOWN_DEVICE: &str = "99999999-8888-4777-8666-555555555555";
 const NO_ROLE_CLIENT: &str = "aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee";
 const NO_ROLE_SECRET: &str = "no-role-app-secret-value";
 const PASSWORD: &str = "Room-P@ssw0rd-never-recorded-in-clear?";
-
-struct Harness {
-    emu: Arc<Emulator>,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-    version: http::Version,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-    fn header(&self, name: &str) -> &str {
-        self.headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or_default()
-    }
-}
 
 fn config() -> EmulatorConfig {
     let mut config = EmulatorConfig::default();
@@ -68,87 +38,7 @@ fn config() -> EmulatorConfig {
     config
 }
 
-async fn start(config: EmulatorConfig) -> Harness {
-    let emu = Emulator::new(config).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(emu.clone().serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Harness {
-        emu,
-        addr,
-        stop: Some(stop),
-        server,
-    }
-}
-
 impl Harness {
-    async fn send_with(&self, sni: &str, req: Request<Full<Bytes>>, h2: bool) -> Reply {
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in graphgate::tls::certs_from_pem(self.emu.ca_pem()).unwrap() {
-            roots.add(cert).unwrap();
-        }
-        let mut tls = rustls::ClientConfig::builder_with_provider(graphgate::tls::provider())
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        tls.alpn_protocols = vec![if h2 {
-            b"h2".to_vec()
-        } else {
-            b"http/1.1".to_vec()
-        }];
-        let tcp = TcpStream::connect(self.addr).await.unwrap();
-        let name = ServerName::try_from(sni.to_owned()).unwrap();
-        let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-            .connect(name, tcp)
-            .await
-            .unwrap();
-        let io = TokioIo::new(stream);
-        let resp = if h2 {
-            let (mut sender, conn) =
-                hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-                    .await
-                    .unwrap();
-            tokio::spawn(conn);
-            sender.send_request(req).await.unwrap()
-        } else {
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-            tokio::spawn(conn);
-            sender.send_request(req).await.unwrap()
-        };
-        let (parts, body) = resp.into_parts();
-        let body = body.collect().await.unwrap().to_bytes();
-        Reply {
-            status: parts.status,
-            headers: parts.headers,
-            body,
-            version: parts.version,
-        }
-    }
-
-    /// HTTP/1.1 to `host` (SNI and Host header both `host`).
-    async fn send(
-        &self,
-        host: &str,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Reply {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
-        self.send_with(host, req, false).await
-    }
-
     async fn token_request(&self, login_host: &str, tenant: &str, form: &[(&str, &str)]) -> Reply {
         let body = form_urlencoded::Serializer::new(String::new())
             .extend_pairs(form)
@@ -188,16 +78,6 @@ impl Harness {
         }
         self.send(host, Method::POST, path, &headers, body).await
     }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap();
-    }
-}
-
-fn jwt_part(token: &str, index: usize) -> Value {
-    let part = token.split('.').nth(index).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
 fn action_path(device: &str) -> String {
@@ -219,7 +99,7 @@ fn action_body() -> String {
 
 #[tokio::test]
 async fn issues_a_token_for_each_cloud() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     for cloud in Cloud::ALL {
         let e = cloud.endpoints();
         let form = [
@@ -231,7 +111,7 @@ async fn issues_a_token_for_each_cloud() {
         let reply = h.token_request(e.login_host, DEMO_TENANT_ID, &form).await;
         assert_eq!(reply.status, StatusCode::OK, "{cloud}: {:?}", reply.body);
         assert_eq!(
-            reply.header("content-type"),
+            reply.text_header("content-type"),
             "application/json; charset=utf-8"
         );
         let body = reply.json();
@@ -272,7 +152,7 @@ async fn issues_a_token_for_each_cloud() {
 
 #[tokio::test]
 async fn accepts_http_basic_and_login_aliases() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let basic = format!(
         "Basic {}",
         STANDARD.encode(format!("{DEMO_CLIENT_ID}:{DEMO_CLIENT_SECRET}"))
@@ -336,7 +216,7 @@ impl Attempt {
 
 #[tokio::test]
 async fn entra_errors_have_entras_shape_and_never_echo_secrets() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let wrong_secret = "wrong-secret-value-1234";
     let cases = [
         (
@@ -418,7 +298,7 @@ async fn entra_errors_have_entras_shape_and_never_echo_secrets() {
         let what = format!("{error}/{code}");
         assert_eq!(reply.status.as_u16(), status, "{what}: {:?}", reply.body);
         assert_eq!(
-            reply.header("content-type"),
+            reply.text_header("content-type"),
             "application/json; charset=utf-8"
         );
         let body = reply.json();
@@ -458,7 +338,7 @@ async fn entra_errors_have_entras_shape_and_never_echo_secrets() {
 
 #[tokio::test]
 async fn graph_accepts_every_path_shape_with_a_valid_token() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let token = h
         .token(Cloud::Global, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
         .await;
@@ -496,10 +376,14 @@ async fn graph_accepts_every_path_shape_with_a_valid_token() {
             reply.body
         );
         assert!(reply.body.is_empty());
-        assert_eq!(reply.header("client-request-id"), crid);
-        assert!(graphgate::route::is_guid(reply.header("request-id")));
-        assert!(reply.header("x-ms-ags-diagnostic").contains("ServerInfo"));
-        assert!(!reply.header("date").is_empty());
+        assert_eq!(reply.text_header("client-request-id"), crid);
+        assert!(graphgate::route::is_guid(reply.text_header("request-id")));
+        assert!(
+            reply
+                .text_header("x-ms-ags-diagnostic")
+                .contains("ServerInfo")
+        );
+        assert!(!reply.text_header("date").is_empty());
     }
     let device = h
         .emu
@@ -534,7 +418,7 @@ async fn graph_accepts_every_path_shape_with_a_valid_token() {
 
 #[tokio::test]
 async fn graph_serves_h2_and_each_cloud_with_its_own_token() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     for cloud in Cloud::ALL {
         let token = h.token(cloud, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET).await;
         let host = cloud.endpoints().graph_host;
@@ -545,7 +429,7 @@ async fn graph_serves_h2_and_each_cloud_with_its_own_token() {
             .header("authorization", format!("Bearer {token}"))
             .body(Full::new(Bytes::from(action_body())))
             .unwrap();
-        let reply = h.send_with(host, req, true).await;
+        let reply = h.try_send(host, req, true).await.unwrap();
         assert_eq!(reply.version, http::Version::HTTP_2);
         assert_eq!(
             reply.status,
@@ -569,18 +453,18 @@ fn assert_graph_error(reply: &Reply, status: StatusCode, code: &str, message_par
     );
     assert_eq!(
         body["error"]["innerError"]["request-id"],
-        reply.header("request-id")
+        reply.text_header("request-id")
     );
     assert_eq!(
         body["error"]["innerError"]["client-request-id"],
-        reply.header("client-request-id")
+        reply.text_header("client-request-id")
     );
-    assert!(graphgate::route::is_guid(reply.header("request-id")));
+    assert!(graphgate::route::is_guid(reply.text_header("request-id")));
 }
 
 #[tokio::test]
 async fn graph_refuses_missing_garbage_foreign_forged_and_expired_tokens() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let path = action_path(DEVICE);
     let ct = "application/json";
     let body = action_body();
@@ -611,7 +495,7 @@ async fn graph_refuses_missing_garbage_foreign_forged_and_expired_tokens() {
             "InvalidAuthenticationToken",
             message,
         );
-        assert!(reply.header("www-authenticate").starts_with("Bearer "));
+        assert!(reply.text_header("www-authenticate").starts_with("Bearer "));
     }
     let records = h.emu.graph_requests();
     assert!(records.iter().all(|r| r.status == 401));
@@ -630,7 +514,7 @@ async fn graph_refuses_missing_garbage_foreign_forged_and_expired_tokens() {
 
 #[tokio::test]
 async fn graph_refuses_an_app_without_the_permission() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let token = h.token(Cloud::Global, NO_ROLE_CLIENT, NO_ROLE_SECRET).await;
     assert!(
         jwt_part(&token, 1).get("roles").is_none(),
@@ -652,7 +536,7 @@ async fn graph_refuses_an_app_without_the_permission() {
 
 #[tokio::test]
 async fn graph_checks_media_type_schema_device_and_path() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let t = h
         .token(Cloud::Global, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
         .await;
@@ -720,14 +604,14 @@ async fn graph_checks_media_type_schema_device_and_path() {
     );
     let reply = h.send(GLOBAL_GRAPH, Method::GET, &path, &[], "").await;
     assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
-    assert_eq!(reply.header("allow"), "POST");
+    assert_eq!(reply.text_header("allow"), "POST");
     assert!(h.emu.devices().iter().all(|d| d.update_count == 0));
     h.stop().await;
 }
 
 #[tokio::test]
 async fn records_and_introspection_hold_no_secret_or_token() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let token = h
         .token(Cloud::Global, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
         .await;
@@ -790,7 +674,7 @@ async fn records_and_introspection_hold_no_secret_or_token() {
 
 #[tokio::test]
 async fn unknown_hosts_are_misdirected_and_shutdown_drains() {
-    let h = start(config()).await;
+    let h = emu::start(config()).await;
     let path = format!("/{DEMO_TENANT_ID}/oauth2/v2.0/token");
     let reply = h
         .send(

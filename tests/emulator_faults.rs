@@ -3,110 +3,28 @@
 //! records of faulted requests, and `graphgate emulate --fault`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failing loudly is the point
 
+mod common;
+
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
 use graphgate::cloud::Cloud;
 use graphgate::emulator::{
-    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, Emulator, EmulatorConfig, Fault, Faults,
+    DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, EmulatorConfig, Fault, Faults,
 };
-use http::{HeaderMap, Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rustls_pki_types::ServerName;
-use serde_json::{Value, json};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::oneshot;
+use http::{Method, Request, StatusCode};
+use http_body_util::Full;
+use serde_json::json;
+
+use common::emu::{self, Harness, Reply, jwt_part, request, send_to};
 
 const GRAPH: &str = "graph.microsoft.com";
 const LOGIN: &str = "login.microsoftonline.com";
 const DEVICE: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
 const CORRELATION: &str = "5e3c9a8b-1d2f-4e6a-9b7c-0a1b2c3d4e5f";
 
-struct Harness {
-    emu: Arc<Emulator>,
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-#[derive(Debug)]
-struct Reply {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Bytes,
-}
-
-impl Reply {
-    fn json(&self) -> Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
-    }
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-}
-
-async fn start() -> Harness {
-    let emu = Emulator::new(EmulatorConfig::default()).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(emu.clone().serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    Harness {
-        emu,
-        addr,
-        stop: Some(stop),
-        server,
-    }
-}
-
 impl Harness {
-    /// One request on a fresh connection; `Err` if the connection ended without an answer.
-    async fn try_send(
-        &self,
-        host: &str,
-        req: Request<Full<Bytes>>,
-        h2: bool,
-    ) -> Result<Reply, hyper::Error> {
-        send_to(self.addr, self.emu.ca_pem(), host, req, h2).await
-    }
-
-    fn request(
-        host: &str,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Request<Full<Bytes>> {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", host);
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        req.body(Full::new(Bytes::from(body.to_owned()))).unwrap()
-    }
-
-    async fn send(
-        &self,
-        host: &str,
-        method: Method,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: &str,
-    ) -> Reply {
-        let req = Self::request(host, method, path, headers, body);
-        self.try_send(host, req, false).await.unwrap()
-    }
-
     fn token_form() -> String {
         form_urlencoded::Serializer::new(String::new())
             .extend_pairs([
@@ -124,7 +42,7 @@ impl Harness {
             ("content-type", "application/x-www-form-urlencoded"),
             ("client-request-id", CORRELATION),
         ];
-        let req = Self::request(LOGIN, Method::POST, &path, &headers, &Self::token_form());
+        let req = request(LOGIN, Method::POST, &path, &headers, &Self::token_form());
         self.try_send(LOGIN, req, false).await
     }
 
@@ -144,7 +62,7 @@ impl Harness {
             ("content-type", "application/json"),
             ("authorization", auth.as_str()),
         ];
-        Self::request(
+        request(
             GRAPH,
             Method::POST,
             &action_path(),
@@ -174,61 +92,6 @@ impl Harness {
     fn token_statuses(&self) -> Vec<u16> {
         self.emu.token_requests().iter().map(|r| r.status).collect()
     }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.server.await.unwrap().unwrap();
-    }
-}
-
-/// One request on a fresh TLS connection to `addr`, trusting only `ca_pem`; `Err` if the
-/// connection ended without an answer.
-async fn send_to(
-    addr: SocketAddr,
-    ca_pem: &str,
-    host: &str,
-    req: Request<Full<Bytes>>,
-    h2: bool,
-) -> Result<Reply, hyper::Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in graphgate::tls::certs_from_pem(ca_pem).unwrap() {
-        roots.add(cert).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder_with_provider(graphgate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![if h2 {
-        b"h2".to_vec()
-    } else {
-        b"http/1.1".to_vec()
-    }];
-    let tcp = TcpStream::connect(addr).await.unwrap();
-    let name = ServerName::try_from(host.to_owned()).unwrap();
-    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .unwrap();
-    let io = TokioIo::new(stream);
-    let resp = if h2 {
-        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
-            .await
-            .unwrap();
-        tokio::spawn(conn);
-        sender.send_request(req).await?
-    } else {
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
-        tokio::spawn(conn);
-        sender.send_request(req).await?
-    };
-    let (parts, body) = resp.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok(Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    })
 }
 
 fn action_path() -> String {
@@ -246,11 +109,6 @@ fn action_body() -> String {
         "sessionInitiationProtocalAddress": "sip:room1@contoso.com"
     }})
     .to_string()
-}
-
-fn jwt_part(token: &str, index: usize) -> Value {
-    let part = token.split('.').nth(index).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
 }
 
 /// The connection ended before any response: cut mid-TLS (no close_notify) or closed.
@@ -275,7 +133,7 @@ fn assert_graph_error(reply: &Reply, status: u16, code: &str) {
 
 #[tokio::test]
 async fn graph_429_with_retry_after_for_two_calls_then_normal() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let token = h.token().await;
     h.emu
         .set_faults(Faults::default().with_graph(Fault::status(429).retry_after(1).times(2)));
@@ -299,7 +157,7 @@ async fn graph_429_with_retry_after_for_two_calls_then_normal() {
 
 #[tokio::test]
 async fn graph_fault_script_429_without_retry_after_503_and_504() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let token = h.token().await;
     h.emu.set_faults(
         Faults::default()
@@ -335,7 +193,7 @@ async fn graph_fault_script_429_without_retry_after_503_and_504() {
 
 #[tokio::test]
 async fn graph_401_for_the_next_requests_even_with_a_valid_token() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let token = h.token().await;
     h.emu
         .set_faults(Faults::default().with_graph(Fault::status(401).times(2)));
@@ -351,7 +209,7 @@ async fn graph_401_for_the_next_requests_even_with_a_valid_token() {
 
 #[tokio::test]
 async fn graph_reset_reads_the_request_then_drops_the_connection() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let token = h.token().await;
     h.emu
         .set_faults(Faults::default().with_graph(Fault::reset().times(2)));
@@ -372,7 +230,7 @@ async fn graph_reset_reads_the_request_then_drops_the_connection() {
 
 #[tokio::test]
 async fn graph_latency_delays_the_normal_answer() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let token = h.token().await;
     let delay = Duration::from_millis(300);
     h.emu
@@ -387,7 +245,7 @@ async fn graph_latency_delays_the_normal_answer() {
 
 #[tokio::test]
 async fn token_down_closes_without_an_answer_then_recovers() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     h.emu
         .set_faults(Faults::default().with_token(Fault::reset().times(2)));
     for _ in 0..2 {
@@ -406,7 +264,7 @@ async fn token_down_closes_without_an_answer_then_recovers() {
 
 #[tokio::test]
 async fn token_temporarily_unavailable_has_entras_full_error_shape() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     h.emu.set_faults(
         Faults::default().with_token(Fault::temporarily_unavailable().retry_after(2).times(1)),
     );
@@ -444,7 +302,7 @@ async fn token_temporarily_unavailable_has_entras_full_error_shape() {
 
 #[tokio::test]
 async fn token_5xx_as_entra_json_or_html() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     h.emu.set_faults(
         Faults::default()
             .with_token(Fault::status(500).times(1))
@@ -480,7 +338,7 @@ async fn token_5xx_as_entra_json_or_html() {
 
 #[tokio::test]
 async fn token_slow_answers_late() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let delay = Duration::from_millis(300);
     h.emu
         .set_faults(Faults::default().with_token(Fault::slow(delay)));
@@ -496,7 +354,7 @@ async fn token_slow_answers_late() {
 
 #[tokio::test]
 async fn expired_token_claims_a_long_life_and_graph_refuses_it() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     h.emu
         .set_faults(Faults::default().with_token(Fault::expired_token().times(1)));
     let r = h.token_request().await;
@@ -524,7 +382,7 @@ async fn expired_token_claims_a_long_life_and_graph_refuses_it() {
 
 #[tokio::test]
 async fn bad_signature_token_looks_right_but_graph_refuses_it() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     h.emu
         .set_faults(Faults::default().with_token(Fault::bad_signature_token().times(1)));
     let token = h.token().await;
@@ -556,7 +414,7 @@ async fn bad_signature_token_looks_right_but_graph_refuses_it() {
 
 #[tokio::test]
 async fn control_endpoint_round_trips() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let empty = json!({"reject_ps256_assertions": false, "token": [], "graph": []});
     assert_eq!(h.control(Method::GET, "").await.json(), empty);
 
@@ -622,7 +480,7 @@ async fn control_endpoint_round_trips() {
 
 #[tokio::test]
 async fn setting_faults_restarts_their_counts() {
-    let h = start().await;
+    let h = emu::start(EmulatorConfig::default()).await;
     let token = h.token().await;
     let faults = Faults::default().with_graph(Fault::status(503).times(1));
     h.emu.set_faults(faults.clone());
@@ -696,7 +554,7 @@ async fn emulate_flags_arm_the_faults() {
         })
         .unwrap();
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
-    let req = Harness::request(GRAPH, Method::GET, "/_emulator/faults", &[], "");
+    let req = request(GRAPH, Method::GET, "/_emulator/faults", &[], "");
     let reply = send_to(addr, &ca_pem, GRAPH, req, false).await.unwrap();
     drop(child);
     drop(lines);

@@ -2,6 +2,7 @@
 //! production (real hostnames, TLS with certificate checks, connect-to overrides).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod emu;
 pub mod pki;
 
 use std::net::SocketAddr;
