@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # graphgate against the nginx anchor, on the same machine, back to back.
-#   bench/run.sh            # the full run (about 5 minutes)
-#   DURATION=5 bench/run.sh # shorter wrk runs
+#   bench/run.sh            # the full run (about 7 minutes, plus the release build)
+#   DURATION=5 bench/run.sh # shorter wrk runs; ROUNDS=1 for one round per comparison
 #   SCENARIOS=cold,startup,policy bench/run.sh   # only some scenarios (results in the temp dir)
 # Starts a fake Graph (nginx, TLS, 204), the emulator (tokens only), graphgate (release,
 # full path: API key, policy, token broker, durable audit) and the nginx anchor, drives each
@@ -21,6 +21,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
 DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-3}             # alternating graphgate/nginx rounds in the main comparison
 PROXY_CPU=${PROXY_CPU:-1}       # the proxy under test (graphgate or the anchor) runs here
 LOAD_CPUS=${LOAD_CPUS:-0}       # wrk, the fake Graph and the emulator run here
 URL_PATH=/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount
@@ -132,9 +133,13 @@ if has main; then
   NGINX_PIDS="$NGINX_PIDS $(pgrep -P "${NGINX_PIDS%% *}" | tr '\n' ' ')"
 
   run direct "https://127.0.0.1:$GRAPH_PORT$URL_PATH" 1 $(pgrep -f "nginx.*$DIR/fake-graph.conf" | head -1)
+  # ROUNDS alternating rounds per connection count; the report shows each proxy's median
+  # round (a shared VM drifts by tens of percent over minutes).
   for c in 1 64; do
-    run nginx "http://127.0.0.1:$ANCHOR_PORT$URL_PATH" "$c" $NGINX_PIDS
-    run graphgate "http://127.0.0.1:$GG_PORT$URL_PATH" "$c" "$GG_PID"
+    for _ in $(seq 1 "$ROUNDS"); do
+      run nginx "http://127.0.0.1:$ANCHOR_PORT$URL_PATH" "$c" $NGINX_PIDS
+      run graphgate "http://127.0.0.1:$GG_PORT$URL_PATH" "$c" "$GG_PID"
+    done
   done
   # graphgate's memory once the load is over and wrk's connections are closed.
   python3 "$here/startup.py" idle-rss "$GG_PID" "$GG_PORT" > "$DIR/idle-after-load.tsv"
