@@ -49,6 +49,14 @@ if ! need nginx || ! need wrk; then
 fi
 ulimit -n 65536 2>/dev/null || true
 
+# Another run (or a leftover fake) on these ports would be measured instead: refuse.
+for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_PORT"; do
+  if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
+    echo "port $port is already in use; stop what listens there or choose other ports (see the header)" >&2
+    exit 1
+  fi
+done
+
 cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
 BIN="$repo/target/release/graphgate"
 DIR=$(mktemp -d)
