@@ -7,7 +7,7 @@ use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::policy::{MtlsIdentity, Policy};
+use crate::policy::Policy;
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,13 +68,6 @@ impl PeerCertificate {
             subject_cn,
         })
     }
-
-    fn matches(&self, want: &MtlsIdentity) -> bool {
-        match want {
-            MtlsIdentity::UriSan(uri) => self.uri_sans.iter().any(|u| u == uri),
-            MtlsIdentity::SubjectCn(cn) => self.subject_cn.as_deref() == Some(cn.as_str()),
-        }
-    }
 }
 
 /// An authenticated caller: an index into the policy's callers.
@@ -123,9 +116,10 @@ pub fn authenticate(
         (Some(_), Some(_)) => Err(AuthError::Ambiguous),
         (None, None) => Err(AuthError::Missing),
         (None, Some(cert)) => policy
-            .callers
-            .iter()
-            .position(|c| c.mtls.as_ref().is_some_and(|m| cert.matches(m)))
+            .mtls_caller(
+                cert.uri_sans.iter().map(String::as_str),
+                cert.subject_cn.as_deref(),
+            )
             .map(|index| CallerId {
                 index,
                 method: AuthMethod::Mtls,
@@ -238,6 +232,40 @@ mod tests {
     }
 
     #[test]
+    fn certificates_map_to_their_caller_among_many() {
+        let mut text = String::from("version: 1\ncallers:\n");
+        for i in 0..1_000 {
+            text.push_str(&format!(
+                "  - name: c{i}\n    mtls:\n      uri_san: spiffe://corp/sa/c{i}\n"
+            ));
+        }
+        // A later caller by CN: a certificate may satisfy both it and a URI-SAN caller.
+        text.push_str("  - name: by-cn\n    mtls:\n      subject_cn: host.corp\n");
+        let p = Policy::from_yaml(&text, "t").unwrap();
+        let cert = |uris: &[&str], cn: Option<&str>| PeerCertificate {
+            uri_sans: uris.iter().map(|u| (*u).to_owned()).collect(),
+            subject_cn: cn.map(str::to_owned),
+        };
+        let who = |c: &PeerCertificate| {
+            authenticate(&p, &HeaderMap::new(), Some(c)).map(|id| p.callers[id.index].name.clone())
+        };
+        assert_eq!(
+            who(&cert(&["spiffe://corp/sa/c999"], None)),
+            Ok("c999".into())
+        );
+        assert_eq!(who(&cert(&[], Some("host.corp"))), Ok("by-cn".into()));
+        assert_eq!(
+            who(&cert(&["spiffe://corp/sa/c500"], Some("host.corp"))),
+            Ok("c500".into()),
+            "a certificate satisfying two callers is the earlier one's"
+        );
+        assert_eq!(
+            who(&cert(&["spiffe://corp/sa/nobody"], Some("other.corp"))),
+            Err(AuthError::UnknownCertificate)
+        );
+    }
+
+    #[test]
     fn keys_map_to_the_right_caller_among_many() {
         let n = 2_000;
         let mut text = String::from("version: 1\ncallers:\n");
@@ -283,6 +311,13 @@ mod tests {
                 .index,
             1500
         );
+    }
+
+    #[test]
+    fn a_certificate_identity_given_to_two_callers_is_refused_at_load() {
+        let text = "version: 1\ncallers:\n  - name: first\n    mtls:\n      uri_san: spiffe://corp/sa/x\n  - name: second\n    mtls:\n      uri_san: spiffe://corp/sa/x\n";
+        let err = Policy::from_yaml(text, "t").unwrap_err().to_string();
+        assert!(err.contains("also caller \"first\"'s"), "{err}");
     }
 
     #[test]

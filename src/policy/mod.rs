@@ -62,7 +62,7 @@ impl fmt::Display for PolicyError {
 }
 
 /// How a caller may prove its identity with a client certificate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum MtlsIdentity {
     /// A URI subject-alternative name (e.g. a SPIFFE id), matched exactly.
     UriSan(String),
@@ -187,6 +187,8 @@ pub struct Policy {
     by_caller: Vec<Vec<usize>>,
     /// Callers by the SHA-256 of their API key (see [`Policy::api_key_caller`]).
     api_keys: HashMap<[u8; 32], usize>,
+    /// Callers by client-certificate identity (see [`Policy::mtls_caller`]).
+    mtls: MtlsIndex,
     /// Tenant write pacing.
     pub pacing: Pacing,
     /// Hex SHA-256 of the file's bytes: the policy version recorded with each decision.
@@ -210,7 +212,7 @@ impl Policy {
     }
 
     /// The caller whose `api_key_sha256` is `digest`, if any: one hash-map lookup, built at
-    /// compile time. When two callers share a hash, the later one in the file is found.
+    /// compile time (a hash given to two callers is refused then).
     ///
     /// The lookup's timing depends only on the digest's bits. The digest is SHA-256 of
     /// whatever key the client sent, so a client cannot steer it towards a stored hash, and
@@ -220,6 +222,27 @@ impl Policy {
     pub fn api_key_caller(&self, digest: &[u8; 32]) -> Option<usize> {
         self.api_keys.get(digest).copied()
     }
+
+    /// The first caller (in file order) whose `mtls` identity a certificate with these URI
+    /// SANs and subject CN satisfies: hash-map lookups, whatever the number of callers.
+    pub fn mtls_caller<'a>(
+        &self,
+        uri_sans: impl IntoIterator<Item = &'a str>,
+        subject_cn: Option<&str>,
+    ) -> Option<usize> {
+        let by_uri = uri_sans
+            .into_iter()
+            .filter_map(|uri| self.mtls.uri_san.get(uri).copied());
+        let by_cn = subject_cn.and_then(|cn| self.mtls.subject_cn.get(cn).copied());
+        by_uri.chain(by_cn).min()
+    }
+}
+
+/// Callers by certificate identity (each identity belongs to one caller).
+#[derive(Debug, Default)]
+pub(crate) struct MtlsIndex {
+    pub(crate) uri_san: HashMap<String, usize>,
+    pub(crate) subject_cn: HashMap<String, usize>,
 }
 
 /// A policy file's text and its version hash: read, not yet compiled. Reloads compare the
