@@ -56,7 +56,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         .enumerate()
         .map(|(i, c)| caller(c, i, &mut names, &mut issues))
         .collect();
-    shared_credentials(&file.callers, &callers, &mut issues);
+    let (api_keys, mtls) = credentials(&file.callers, &callers, &mut issues);
     let mut rule_names = HashSet::with_capacity(file.rules.len());
     let mut paths = ParamPathCache::new();
     let rules: Vec<Rule> = file
@@ -77,8 +77,8 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
     }
     Ok(Policy {
         by_caller: by_caller(callers.len(), &rules),
-        api_keys: api_keys(&callers),
-        mtls: mtls_index(&callers),
+        api_keys,
+        mtls,
         callers,
         rules,
         pacing,
@@ -101,54 +101,41 @@ fn by_caller(callers: usize, rules: &[Rule]) -> Vec<Vec<usize>> {
     by_caller
 }
 
+/// The credential lookup tables: callers by API-key hash and by certificate identity.
 /// One credential, one caller: a key hash or certificate identity given to two callers
-/// would make the caller (and every rule and audit record naming it) ambiguous, so it is
-/// refused rather than resolved.
-fn shared_credentials(entries: &[CallerEntry], callers: &[Caller], issues: &mut Issues) {
-    let mut keys: HashMap<[u8; 32], &str> = HashMap::with_capacity(callers.len());
-    let mut certs: HashMap<&MtlsIdentity, &str> = HashMap::new();
-    for (entry, caller) in entries.iter().zip(callers) {
-        let name = entry.name.value.as_str();
+/// would make the caller (and every rule and audit record naming it) ambiguous, so the
+/// second is reported rather than resolved.
+fn credentials(
+    entries: &[CallerEntry],
+    callers: &[Caller],
+    issues: &mut Issues,
+) -> (HashMap<[u8; 32], usize>, MtlsIndex) {
+    let mut keys = HashMap::with_capacity(callers.len());
+    let mut certs = MtlsIndex::default();
+    for (i, (entry, caller)) in entries.iter().zip(callers).enumerate() {
         if let (Some(hash), Some(at)) = (caller.key_sha256, entry.api_key_sha256.as_ref())
-            && let Some(first) = keys.insert(hash, name)
+            && let Some(first) = keys.insert(hash, i)
         {
+            let first = &entries[first].name.value;
             issues.at(
                 at,
                 format!("api_key_sha256 is also caller {first:?}'s: each caller needs its own key"),
             );
         }
-        if let (Some(identity), Some(at)) = (caller.mtls.as_ref(), entry.mtls.as_ref())
-            && let Some(first) = certs.insert(identity, name)
-        {
+        let (map, key) = match &caller.mtls {
+            Some(MtlsIdentity::UriSan(uri)) => (&mut certs.uri_san, uri),
+            Some(MtlsIdentity::SubjectCn(cn)) => (&mut certs.subject_cn, cn),
+            None => continue,
+        };
+        if let (Some(first), Some(at)) = (map.insert(key.clone(), i), entry.mtls.as_ref()) {
+            let first = &entries[first].name.value;
             issues.at(
                 at,
                 format!("this mtls identity is also caller {first:?}'s: each caller needs its own"),
             );
         }
     }
-}
-
-/// Callers by API-key hash (unique: [`shared_credentials`] refuses a hash given twice).
-fn api_keys(callers: &[Caller]) -> HashMap<[u8; 32], usize> {
-    callers
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.key_sha256.map(|h| (h, i)))
-        .collect()
-}
-
-/// Callers by certificate identity (unique: [`shared_credentials`] refuses one given twice).
-fn mtls_index(callers: &[Caller]) -> MtlsIndex {
-    let mut index = MtlsIndex::default();
-    for (i, caller) in callers.iter().enumerate() {
-        let (map, key) = match &caller.mtls {
-            Some(MtlsIdentity::UriSan(uri)) => (&mut index.uri_san, uri),
-            Some(MtlsIdentity::SubjectCn(cn)) => (&mut index.subject_cn, cn),
-            None => continue,
-        };
-        map.entry(key.clone()).or_insert(i);
-    }
-    index
+    (keys, certs)
 }
 
 fn rate(text: &Option<Spanned<String>>, issues: &mut Issues) -> Option<Rate> {
