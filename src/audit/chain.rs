@@ -29,33 +29,55 @@ impl Default for ChainState {
 
 impl ChainState {
     /// Appends `entry`: returns its JSON line (no newline) and advances the state.
+    pub fn seal(&mut self, entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
+        let mut line = Vec::with_capacity(1024);
+        self.seal_into(entry, &mut line)?;
+        Ok(line)
+    }
+
+    /// Appends `entry`'s JSON line (no newline) to `out` and advances the state; on error
+    /// `out` and the state are as they were.
     ///
     /// The line is written straight in canonical form (members in key order, absent fields
-    /// left out), so sealing is one direct serialisation (in two halves around `hash`) and one SHA-256: no JSON tree is
-    /// built. `verify` re-derives the same bytes from the parsed line with [`hash_of`].
-    pub fn seal(&mut self, entry: &Entry) -> Result<Vec<u8>, serde_json::Error> {
-        let seq = self.seq + 1;
+    /// left out), so sealing is one direct serialisation (in two halves around `hash`) and
+    /// one SHA-256: no JSON tree is built. `verify` re-derives the same bytes from the parsed
+    /// line with [`hash_of`].
+    pub fn seal_into(&mut self, entry: &Entry, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        let start = out.len();
+        let written = self.write_unhashed(entry, out);
+        let joint = match written {
+            Ok(joint) => joint,
+            Err(e) => {
+                out.truncate(start);
+                return Err(e);
+            }
+        };
+        // `out[start..]` is now the record without `hash`: its canonical form.
+        let hash = hex(&Sha256::digest(&out[start..]));
+        let member = [b"\"hash\":\"", hash.as_bytes(), b"\","].concat();
+        out.splice(joint..joint, member);
+        self.seq += 1;
+        self.hash = hash;
+        Ok(())
+    }
+
+    /// Writes the next record without its `hash` member; returns where that member goes.
+    /// The members before and after `hash` in key order are serialised as two objects and
+    /// joined: both are never empty (`audit_id` comes before `hash`, `seq` after it).
+    fn write_unhashed(&self, entry: &Entry, out: &mut Vec<u8>) -> Result<usize, serde_json::Error> {
         let part = |half| Sealing {
-            seq,
+            seq: self.seq + 1,
             prev_hash: &self.hash,
             entry,
             half,
         };
-        // The members before and after `hash` in key order, each as its own object. Both
-        // are never empty: `audit_id` comes before `hash`, `seq` after it.
-        let mut line = serde_json::to_vec(&part(Half::BeforeHash))?;
-        let after = serde_json::to_vec(&part(Half::AfterHash))?;
-        line.pop(); // '}'
-        let joint = line.len();
-        line.push(b',');
-        line.extend_from_slice(after.get(1..).unwrap_or_default());
-        // `line` is now the record without `hash`: its canonical form.
-        let hash = hex(&Sha256::digest(&line));
-        let member = format!("\"hash\":\"{hash}\",");
-        line.splice(joint + 1..joint + 1, member.into_bytes());
-        self.seq = seq;
-        self.hash = hash;
-        Ok(line)
+        serde_json::to_writer(&mut *out, &part(Half::BeforeHash))?;
+        out.pop(); // '}'
+        out.push(b',');
+        let joint = out.len();
+        serde_json::to_writer(&mut *out, &part(Half::AfterHash))?;
+        out.remove(joint); // '{'
+        Ok(joint)
     }
 }
 

@@ -181,46 +181,26 @@ fn run(
             match tokio::time::timeout(wait, rx.recv()).await {
                 Ok(Some(job)) => {
                     log.take(job);
-                    while log.batched < MAX_BATCH {
-                        match rx.try_recv() {
-                            Ok(job) => log.take(job),
-                            Err(_) => break,
-                        }
-                    }
+                    log.take_queued(&mut rx);
                 }
                 Ok(None) => break,
                 Err(_elapsed) => {}
             }
-            if !log.acks.is_empty() && log.batched < MAX_BATCH {
+            if !log.acks.is_empty() {
                 // Group commit on a busy core: let the request threads run what is ready
                 // (and queue their intents) before paying for the fsync. Returns at once
                 // when nothing else wants this core.
                 std::thread::yield_now();
-                while log.batched < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(job) => log.take(job),
-                        Err(_) => break,
-                    }
-                }
+                log.take_queued(&mut rx);
             }
-            for entry in deferred.take() {
-                log.take(Job {
-                    entry: Some(entry),
-                    ack: None,
-                });
-            }
+            log.take_deferred(deferred);
             if log.must_commit() {
                 log.commit(sink.as_mut(), healthy);
             }
         }
     });
     // Every sender is gone: whatever is still in memory goes to disk.
-    for entry in deferred.take() {
-        log.take(Job {
-            entry: Some(entry),
-            ack: None,
-        });
-    }
+    log.take_deferred(deferred);
     log.commit(sink.as_mut(), healthy);
 }
 
@@ -260,21 +240,45 @@ impl Pending {
     fn take(&mut self, job: Job) {
         self.batched += 1;
         if let Some(entry) = &job.entry {
-            match self.sealed.seal(entry) {
-                Ok(line) => {
-                    self.bytes.extend_from_slice(&line);
-                    self.bytes.push(b'\n');
-                    self.records += 1;
-                }
-                Err(e) => self.error = Some(WriteError::Io(e.to_string())),
-            }
+            self.seal(entry);
         }
         match job.ack {
             Some(ack) => self.acks.push((ack, self.sealed.seq)),
-            None => {
-                self.deadline.get_or_insert_with(|| Instant::now() + DEFER);
+            None => self.unawaited(),
+        }
+    }
+
+    /// Takes whatever else is queued, up to [`MAX_BATCH`] since the last commit.
+    fn take_queued(&mut self, rx: &mut mpsc::Receiver<Job>) {
+        while self.batched < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => self.take(job),
+                Err(_) => break,
             }
         }
+    }
+
+    /// Seals the records left in `deferred`.
+    fn take_deferred(&mut self, deferred: &Deferred) {
+        for entry in deferred.take() {
+            self.seal(&entry);
+            self.unawaited();
+        }
+    }
+
+    fn seal(&mut self, entry: &Entry) {
+        match self.sealed.seal_into(entry, &mut self.bytes) {
+            Ok(()) => {
+                self.bytes.push(b'\n');
+                self.records += 1;
+            }
+            Err(e) => self.error = Some(WriteError::Io(e.to_string())),
+        }
+    }
+
+    /// A record nobody waits for is pending: it must be on disk within [`DEFER`].
+    fn unawaited(&mut self) {
+        self.deadline.get_or_insert_with(|| Instant::now() + DEFER);
     }
 
     /// Somebody waits, enough has piled up, or the oldest record has waited long enough.
