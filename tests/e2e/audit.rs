@@ -3,7 +3,7 @@
 //! log cannot be written, and the admin endpoints' view of it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::Arc;

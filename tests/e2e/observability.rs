@@ -3,7 +3,7 @@
 //! appear in no log line, span, metric or audit record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -93,6 +93,11 @@ impl Drop for Observed {
 }
 
 async fn observe() -> Observed {
+    // All end-to-end tests share this process, and tracing caches each callsite's interest
+    // process-wide: a callsite first met on a thread with no subscriber would stay "never"
+    // for this test's thread-local subscriber too. A global subscriber that wants everything
+    // (and writes nowhere) keeps every callsite's interest at "always".
+    let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
     let (addr, spans) = otlp_receiver().await;
     let provider = telemetry::tracer_provider(&OtlpConfig {
         traces_endpoint: Some(format!("http://{addr}/v1/traces")),

@@ -2,7 +2,7 @@
 //! rate limits and pacing, mTLS callers, hot reload under load, and the simplified API.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! with a tiny client that trusts only the emulator's CA and names the cloud host by SNI.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -3,7 +3,7 @@
 //! trick gets past the policy.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use bytes::Bytes;
 use common::*;

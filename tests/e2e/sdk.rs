@@ -2,7 +2,7 @@
 //! runs the action end to end and surfaces the gateway's errors as its usual ODataError.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use common::*;
 

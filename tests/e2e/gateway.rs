@@ -2,7 +2,7 @@
 //! plus every refusal the gateway makes before forwarding.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

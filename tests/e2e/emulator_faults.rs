@@ -3,7 +3,7 @@
 //! records of faulted requests, and `graphgate emulate --fault`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test crate: failing loudly is the point
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,12 +46,12 @@ impl Harness {
         self.try_send(LOGIN, req, false).await
     }
 
-    async fn token_request(&self) -> Reply {
+    async fn demo_token_request(&self) -> Reply {
         self.try_token_request().await.unwrap()
     }
 
-    async fn token(&self) -> String {
-        let reply = self.token_request().await;
+    async fn demo_token(&self) -> String {
+        let reply = self.demo_token_request().await;
         assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
         reply.json()["access_token"].as_str().unwrap().to_owned()
     }
@@ -75,7 +75,7 @@ impl Harness {
         self.try_send(GRAPH, Self::action(token), h2).await
     }
 
-    async fn graph(&self, token: &str) -> Reply {
+    async fn demo_action(&self, token: &str) -> Reply {
         self.try_graph(token, false).await.unwrap()
     }
 
@@ -134,15 +134,15 @@ fn assert_graph_error(reply: &Reply, status: u16, code: &str) {
 #[tokio::test]
 async fn graph_429_with_retry_after_for_two_calls_then_normal() {
     let h = emu::start(EmulatorConfig::default()).await;
-    let token = h.token().await;
+    let token = h.demo_token().await;
     h.emu
         .set_faults(Faults::default().with_graph(Fault::status(429).retry_after(1).times(2)));
     for _ in 0..2 {
-        let reply = h.graph(&token).await;
+        let reply = h.demo_action(&token).await;
         assert_graph_error(&reply, 429, "TooManyRequests");
         assert_eq!(reply.header("retry-after"), Some("1"));
     }
-    let reply = h.graph(&token).await;
+    let reply = h.demo_action(&token).await;
     assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
     assert_eq!(reply.header("retry-after"), None);
     // Every call reached Graph and was recorded; only the last one changed the device.
@@ -158,7 +158,7 @@ async fn graph_429_with_retry_after_for_two_calls_then_normal() {
 #[tokio::test]
 async fn graph_fault_script_429_without_retry_after_503_and_504() {
     let h = emu::start(EmulatorConfig::default()).await;
-    let token = h.token().await;
+    let token = h.demo_token().await;
     h.emu.set_faults(
         Faults::default()
             .with_graph(Fault::status(429).times(1))
@@ -167,26 +167,26 @@ async fn graph_fault_script_429_without_retry_after_503_and_504() {
             .with_graph(Fault::status(504).times(1))
             .with_graph(Fault::status(502).html().times(1)),
     );
-    let r = h.graph(&token).await;
+    let r = h.demo_action(&token).await;
     assert_graph_error(&r, 429, "TooManyRequests");
     assert_eq!(
         r.header("retry-after"),
         None,
         "Intune throttles without Retry-After"
     );
-    let r = h.graph(&token).await;
+    let r = h.demo_action(&token).await;
     assert_graph_error(&r, 503, "ServiceUnavailable");
     assert_eq!(r.header("retry-after"), Some("7"));
-    let r = h.graph(&token).await;
+    let r = h.demo_action(&token).await;
     assert_graph_error(&r, 503, "ServiceUnavailable");
     assert_eq!(r.header("retry-after"), None);
-    let r = h.graph(&token).await;
+    let r = h.demo_action(&token).await;
     assert_graph_error(&r, 504, "GatewayTimeout");
-    let r = h.graph(&token).await;
+    let r = h.demo_action(&token).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert!(String::from_utf8_lossy(&r.body).contains("<title>502 Bad Gateway</title>"));
-    assert_eq!(h.graph(&token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.demo_action(&token).await.status, StatusCode::NO_CONTENT);
     assert_eq!(h.graph_statuses(), [429, 503, 503, 504, 502, 204]);
     h.stop().await;
 }
@@ -194,15 +194,15 @@ async fn graph_fault_script_429_without_retry_after_503_and_504() {
 #[tokio::test]
 async fn graph_401_for_the_next_requests_even_with_a_valid_token() {
     let h = emu::start(EmulatorConfig::default()).await;
-    let token = h.token().await;
+    let token = h.demo_token().await;
     h.emu
         .set_faults(Faults::default().with_graph(Fault::status(401).times(2)));
     for _ in 0..2 {
-        let r = h.graph(&token).await;
+        let r = h.demo_action(&token).await;
         assert_graph_error(&r, 401, "InvalidAuthenticationToken");
         assert!(r.header("www-authenticate").unwrap().starts_with("Bearer "));
     }
-    assert_eq!(h.graph(&token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.demo_action(&token).await.status, StatusCode::NO_CONTENT);
     assert_eq!(h.graph_statuses(), [401, 401, 204]);
     h.stop().await;
 }
@@ -210,14 +210,14 @@ async fn graph_401_for_the_next_requests_even_with_a_valid_token() {
 #[tokio::test]
 async fn graph_reset_reads_the_request_then_drops_the_connection() {
     let h = emu::start(EmulatorConfig::default()).await;
-    let token = h.token().await;
+    let token = h.demo_token().await;
     h.emu
         .set_faults(Faults::default().with_graph(Fault::reset().times(2)));
     let err = h.try_graph(&token, false).await.unwrap_err();
     assert!(no_answer(&err), "{err:?}");
     // Over h2 the stream is reset instead.
     assert!(h.try_graph(&token, true).await.is_err());
-    assert_eq!(h.graph(&token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.demo_action(&token).await.status, StatusCode::NO_CONTENT);
     // The dropped requests were read in full and recorded with status 0.
     let records = h.emu.graph_requests();
     assert_eq!(h.graph_statuses(), [0, 0, 204]);
@@ -231,12 +231,12 @@ async fn graph_reset_reads_the_request_then_drops_the_connection() {
 #[tokio::test]
 async fn graph_latency_delays_the_normal_answer() {
     let h = emu::start(EmulatorConfig::default()).await;
-    let token = h.token().await;
+    let token = h.demo_token().await;
     let delay = Duration::from_millis(300);
     h.emu
         .set_faults(Faults::default().with_graph(Fault::slow(delay).times(1)));
     let started = Instant::now();
-    let r = h.graph(&token).await;
+    let r = h.demo_action(&token).await;
     assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(h.graph_statuses(), [204]);
@@ -252,7 +252,7 @@ async fn token_down_closes_without_an_answer_then_recovers() {
         let err = h.try_token_request().await.unwrap_err();
         assert!(no_answer(&err), "{err:?}");
     }
-    let _ = h.token().await;
+    let _ = h.demo_token().await;
     assert_eq!(h.emu.token_request_count(), 3);
     assert_eq!(h.token_statuses(), [0, 0, 200]);
     let first = &h.emu.token_requests()[0];
@@ -268,7 +268,7 @@ async fn token_temporarily_unavailable_has_entras_full_error_shape() {
     h.emu.set_faults(
         Faults::default().with_token(Fault::temporarily_unavailable().retry_after(2).times(1)),
     );
-    let r = h.token_request().await;
+    let r = h.demo_token_request().await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.header("retry-after"), Some("2"));
     assert_eq!(
@@ -293,7 +293,7 @@ async fn token_temporarily_unavailable_has_entras_full_error_shape() {
         format!("https://{LOGIN}/error?code=90033")
     );
     assert_eq!(r.header("x-ms-request-id"), Some(trace_id));
-    let _ = h.token().await;
+    let _ = h.demo_token().await;
     let records = h.emu.token_requests();
     assert_eq!(h.token_statuses(), [503, 200]);
     assert_eq!(records[0].error_code, Some(90033));
@@ -308,7 +308,7 @@ async fn token_5xx_as_entra_json_or_html() {
             .with_token(Fault::status(500).times(1))
             .with_token(Fault::status(503).html().retry_after(5).times(1)),
     );
-    let r = h.token_request().await;
+    let r = h.demo_token_request().await;
     assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR);
     let body = r.json();
     assert_eq!(body["error"], "server_error");
@@ -319,12 +319,12 @@ async fn token_5xx_as_entra_json_or_html() {
             .unwrap()
             .starts_with("AADSTS50000: ")
     );
-    let r = h.token_request().await;
+    let r = h.demo_token_request().await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
     assert_eq!(r.header("retry-after"), Some("5"));
     assert!(String::from_utf8_lossy(&r.body).starts_with("<!DOCTYPE html>"));
-    let _ = h.token().await;
+    let _ = h.demo_token().await;
     assert_eq!(h.token_statuses(), [500, 503, 200]);
     let codes: Vec<Option<u32>> = h
         .emu
@@ -343,7 +343,7 @@ async fn token_slow_answers_late() {
     h.emu
         .set_faults(Faults::default().with_token(Fault::slow(delay)));
     let started = Instant::now();
-    let _ = h.token().await;
+    let _ = h.demo_token().await;
     assert!(started.elapsed() >= delay, "{:?}", started.elapsed());
     // Until cleared: the fault is still there.
     assert_eq!(h.emu.faults().token[0].times, None);
@@ -357,7 +357,7 @@ async fn expired_token_claims_a_long_life_and_graph_refuses_it() {
     let h = emu::start(EmulatorConfig::default()).await;
     h.emu
         .set_faults(Faults::default().with_token(Fault::expired_token().times(1)));
-    let r = h.token_request().await;
+    let r = h.demo_token_request().await;
     assert_eq!(r.status, StatusCode::OK);
     let body = r.json();
     assert_eq!(body["expires_in"], 3599);
@@ -365,7 +365,7 @@ async fn expired_token_claims_a_long_life_and_graph_refuses_it() {
     let claims = jwt_part(token, 1);
     let now = chrono::Utc::now().timestamp();
     assert!(claims["exp"].as_i64().unwrap() < now, "{claims}");
-    let reply = h.graph(token).await;
+    let reply = h.demo_action(token).await;
     assert_graph_error(&reply, 401, "InvalidAuthenticationToken");
     assert!(
         reply.json()["error"]["message"]
@@ -374,8 +374,8 @@ async fn expired_token_claims_a_long_life_and_graph_refuses_it() {
             .contains("expired")
     );
     // The next token is a good one.
-    let good = h.token().await;
-    assert_eq!(h.graph(&good).await.status, StatusCode::NO_CONTENT);
+    let good = h.demo_token().await;
+    assert_eq!(h.demo_action(&good).await.status, StatusCode::NO_CONTENT);
     assert_eq!(h.graph_statuses(), [401, 204]);
     h.stop().await;
 }
@@ -385,7 +385,7 @@ async fn bad_signature_token_looks_right_but_graph_refuses_it() {
     let h = emu::start(EmulatorConfig::default()).await;
     h.emu
         .set_faults(Faults::default().with_token(Fault::bad_signature_token().times(1)));
-    let token = h.token().await;
+    let token = h.demo_token().await;
     let jwks = h
         .send(
             LOGIN,
@@ -398,7 +398,7 @@ async fn bad_signature_token_looks_right_but_graph_refuses_it() {
         .json();
     assert_eq!(jwt_part(&token, 0)["kid"], jwks["keys"][0]["kid"]);
     assert_eq!(jwt_part(&token, 1)["appid"], DEMO_CLIENT_ID);
-    let reply = h.graph(&token).await;
+    let reply = h.demo_action(&token).await;
     assert_graph_error(&reply, 401, "InvalidAuthenticationToken");
     assert!(
         reply.json()["error"]["message"]
@@ -407,8 +407,8 @@ async fn bad_signature_token_looks_right_but_graph_refuses_it() {
             .contains("signature")
     );
     assert!(h.emu.graph_requests()[0].token_claims.is_none());
-    let good = h.token().await;
-    assert_eq!(h.graph(&good).await.status, StatusCode::NO_CONTENT);
+    let good = h.demo_token().await;
+    assert_eq!(h.demo_action(&good).await.status, StatusCode::NO_CONTENT);
     h.stop().await;
 }
 
@@ -436,8 +436,11 @@ async fn control_endpoint_round_trips() {
 
     // The faults act, and GET shows what is left.
     assert!(h.try_token_request().await.is_err());
-    let token = h.token().await;
-    assert_eq!(h.graph(&token).await.status, StatusCode::TOO_MANY_REQUESTS);
+    let token = h.demo_token().await;
+    assert_eq!(
+        h.demo_action(&token).await.status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
     let left = h.control(Method::GET, "").await.json();
     assert_eq!(left["token"][0]["times"], 0);
     assert_eq!(left["graph"][0]["times"], 1);
@@ -474,28 +477,28 @@ async fn control_endpoint_round_trips() {
     let r = h.control(Method::DELETE, "").await;
     assert_eq!(r.json(), empty);
     assert_eq!(h.emu.faults(), Faults::default());
-    assert_eq!(h.graph(&token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.demo_action(&token).await.status, StatusCode::NO_CONTENT);
     h.stop().await;
 }
 
 #[tokio::test]
 async fn setting_faults_restarts_their_counts() {
     let h = emu::start(EmulatorConfig::default()).await;
-    let token = h.token().await;
+    let token = h.demo_token().await;
     let faults = Faults::default().with_graph(Fault::status(503).times(1));
     h.emu.set_faults(faults.clone());
     assert_eq!(
-        h.graph(&token).await.status,
+        h.demo_action(&token).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
-    assert_eq!(h.graph(&token).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(h.demo_action(&token).await.status, StatusCode::NO_CONTENT);
     h.emu.set_faults(faults);
     assert_eq!(
-        h.graph(&token).await.status,
+        h.demo_action(&token).await.status,
         StatusCode::SERVICE_UNAVAILABLE
     );
     // Graph faults leave the token endpoint alone, and the reverse.
-    let _ = h.token().await;
+    let _ = h.demo_token().await;
     assert_eq!(h.graph_statuses(), [503, 204, 503]);
     h.stop().await;
 }

@@ -2,7 +2,7 @@
 //! failures told apart, load shedding and graceful shutdown.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 

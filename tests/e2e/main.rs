@@ -1,0 +1,21 @@
+//! The end-to-end tests, linked into one binary so the crate is linked once: the gateway,
+//! the emulator, the CLI and the shipped deploy files, each against real processes and
+//! sockets on `127.0.0.1:0`. `common` is the shared harness.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+mod audit;
+mod audit_chain;
+mod cli;
+mod crash;
+mod credentials;
+mod deploy;
+mod emulator;
+mod emulator_faults;
+mod gateway;
+mod hostile;
+mod observability;
+mod policy;
+mod resilience;
+mod sdk;
