@@ -18,4 +18,5 @@ mod hostile;
 mod observability;
 mod policy;
 mod resilience;
+mod reload;
 mod sdk;
