@@ -102,6 +102,9 @@ pub struct Reloader {
     status: watch::Sender<ReloadStatus>,
     /// Version hash of the content read last (`None` after a read failed).
     last_read: Option<String>,
+    /// SIGHUP, taken over when the reloader is made: a hangup that arrived before
+    /// [`Reloader::run`] first ran would otherwise end the process (the default action).
+    hangups: Hangups,
 }
 
 impl Reloader {
@@ -119,6 +122,7 @@ impl Reloader {
             gateway,
             status,
             last_read: Some(hash),
+            hangups: hangup_signals(),
         };
         (reloader, rx)
     }
@@ -229,8 +233,9 @@ impl Reloader {
         .ok();
         self.status
             .send_modify(|s| s.watching = watcher.is_some());
+        tracing::info!(path = %self.path.display(), watching = watcher.is_some(), "the policy is reloaded on SIGHUP and when a complete new file is in place");
         let mut seen = FileEvents::default();
-        let mut hangups = hangup_signals();
+        let mut hangups = self.hangups.take();
         tokio::pin!(shutdown);
         loop {
             let trigger = tokio::select! {
@@ -384,12 +389,17 @@ fn classify(event: &notify::Event, policy: Option<&OsStr>) -> Change {
 }
 
 #[cfg(unix)]
-fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
+type Hangups = Option<tokio::signal::unix::Signal>;
+
+/// SIGHUP as a stream, if there is a runtime to deliver it.
+#[cfg(unix)]
+fn hangup_signals() -> Hangups {
+    tokio::runtime::Handle::try_current().ok()?;
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 #[cfg(unix)]
-async fn next_hangup(signals: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+async fn next_hangup(signals: &mut Hangups) -> Option<()> {
     match signals {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -397,12 +407,15 @@ async fn next_hangup(signals: &mut Option<tokio::signal::unix::Signal>) -> Optio
 }
 
 #[cfg(not(unix))]
-fn hangup_signals() -> Option<()> {
+type Hangups = Option<()>;
+
+#[cfg(not(unix))]
+fn hangup_signals() -> Hangups {
     None
 }
 
 #[cfg(not(unix))]
-async fn next_hangup(_: &mut Option<()>) -> Option<()> {
+async fn next_hangup(_: &mut Hangups) -> Option<()> {
     std::future::pending().await
 }
 

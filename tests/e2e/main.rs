@@ -16,6 +16,7 @@ mod emulator_faults;
 mod gateway;
 mod hostile;
 mod observability;
+mod operator;
 mod policy;
 mod resilience;
 mod reload;
