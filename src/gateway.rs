@@ -166,7 +166,10 @@ impl Gateway {
 
     /// Follows a policy reloader through its status (see [`crate::reload::Reloader::new`]),
     /// so readiness fails once it is gone.
-    pub fn follow_reloader(&self, status: tokio::sync::watch::Receiver<crate::reload::ReloadStatus>) {
+    pub fn follow_reloader(
+        &self,
+        status: tokio::sync::watch::Receiver<crate::reload::ReloadStatus>,
+    ) {
         self.reloader.store(Some(Arc::new(status)));
     }
 

@@ -12,9 +12,9 @@ use governor::middleware::NoOpMiddleware;
 use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
+use crate::policy::Policy;
 use crate::policy::Rate;
 use crate::policy::rate::{MAX_COUNT, MAX_WINDOW};
-use crate::policy::Policy;
 
 /// The request must wait this long before it would be admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -192,7 +192,11 @@ mod tests {
         let limits = LimiterRegistry::default().for_policy(&Policy::from_yaml(text, "t").unwrap());
         let start = tokio::time::Instant::now();
         assert!(limits.pace().await.is_ok());
-        assert_eq!(start.elapsed(), Duration::ZERO, "the first write goes at once");
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first write goes at once"
+        );
         tokio::time::advance(Duration::from_secs(6)).await;
         assert!(limits.pace().await.is_ok());
         assert_eq!(

@@ -153,7 +153,11 @@ impl Reloader {
         let gateway = Arc::clone(&self.gateway);
         let installed = off_runtime(&self.path, move || {
             let policy = source.compile()?;
-            let summary = (policy.hash.clone(), policy.callers.len(), policy.rules.len());
+            let summary = (
+                policy.hash.clone(),
+                policy.callers.len(),
+                policy.rules.len(),
+            );
             // Installed before the status says so: whoever follows the status sees it in force.
             gateway.set_policy(policy);
             Ok(summary)
@@ -231,8 +235,7 @@ impl Reloader {
         })
         .map_err(|e| tracing::warn!(error = %e, path = %self.path.display(), "cannot watch the policy file's directory; reload with SIGHUP"))
         .ok();
-        self.status
-            .send_modify(|s| s.watching = watcher.is_some());
+        self.status.send_modify(|s| s.watching = watcher.is_some());
         tracing::info!(path = %self.path.display(), watching = watcher.is_some(), "the policy is reloaded on SIGHUP and when a complete new file is in place");
         let mut seen = FileEvents::default();
         let mut hangups = self.hangups.take();
@@ -289,23 +292,21 @@ async fn off_runtime<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce() -> Result<T, PolicyError> + Send + 'static,
 ) -> Result<T, PolicyError> {
-    tokio::task::spawn_blocking(work)
-        .await
-        .unwrap_or_else(|e| {
-            let message = if e.is_panic() {
-                format!("the reload panicked: {}", panic_message(e.into_panic()))
-            } else {
-                format!("the reload task failed: {e}")
-            };
-            Err(PolicyError {
-                source_name: path.display().to_string(),
-                issues: vec![PolicyIssue {
-                    line: 0,
-                    column: 0,
-                    message,
-                }],
-            })
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        let message = if e.is_panic() {
+            format!("the reload panicked: {}", panic_message(e.into_panic()))
+        } else {
+            format!("the reload task failed: {e}")
+        };
+        Err(PolicyError {
+            source_name: path.display().to_string(),
+            issues: vec![PolicyIssue {
+                line: 0,
+                column: 0,
+                message,
+            }],
         })
+    })
 }
 
 /// The text a panic was raised with, if it was text.
@@ -372,11 +373,9 @@ fn classify(event: &notify::Event, policy: Option<&OsStr>) -> Change {
     let name = path.file_name();
     let is_policy = name.is_some() && name == policy;
     match event.kind {
-        EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both | RenameMode::Any))
-            if is_policy || name == Some(OsStr::new(CONFIGMAP_SWAP)) =>
-        {
-            Change::Complete
-        }
+        EventKind::Modify(ModifyKind::Name(
+            RenameMode::To | RenameMode::Both | RenameMode::Any,
+        )) if is_policy || name == Some(OsStr::new(CONFIGMAP_SWAP)) => Change::Complete,
         _ if !is_policy => Change::Unrelated,
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => Change::Complete,
         // A new symlink is complete when it appears; a new file is written after.
@@ -458,35 +457,60 @@ mod tests {
         // In-place edits: every write is incomplete until the writer closes the file.
         std::fs::write(&policy, "version: 1\n").unwrap();
         assert_eq!(change(WRITE, &[&policy]), Incomplete);
-        assert_eq!(change(EventKind::Create(CreateKind::File), &[&policy]), Incomplete);
+        assert_eq!(
+            change(EventKind::Create(CreateKind::File), &[&policy]),
+            Incomplete
+        );
         assert_eq!(change(CLOSE_WRITE, &[&policy]), Complete);
         // Renames onto the name, and kubelet's `..data` swap, put a whole file in place.
         assert_eq!(change(rename(RenameMode::To), &[&policy]), Complete);
         assert_eq!(change(rename(RenameMode::Both), &[&tmp, &policy]), Complete);
         assert_eq!(change(rename(RenameMode::To), &[&data]), Complete);
-        assert_eq!(change(rename(RenameMode::Both), &[&data_tmp, &data]), Complete);
+        assert_eq!(
+            change(rename(RenameMode::Both), &[&data_tmp, &data]),
+            Complete
+        );
         // A symlink is complete the moment it appears.
         std::fs::remove_file(&policy).unwrap();
         std::os::unix::fs::symlink(&audit, &policy).unwrap();
-        assert_eq!(change(EventKind::Create(CreateKind::File), &[&policy]), Complete);
+        assert_eq!(
+            change(EventKind::Create(CreateKind::File), &[&policy]),
+            Complete
+        );
         // Nothing else is read: moving or removing the file, reads, metadata, other files
         // (a log written beside the policy), a ConfigMap's new version before the swap.
         for unrelated in [
             change(rename(RenameMode::From), &[&policy]),
             change(rename(RenameMode::Both), &[&policy, &tmp]),
             change(EventKind::Remove(RemoveKind::File), &[&policy]),
-            change(EventKind::Access(AccessKind::Open(AccessMode::Any)), &[&policy]),
-            change(EventKind::Access(AccessKind::Close(AccessMode::Read)), &[&policy]),
-            change(EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)), &[&policy]),
+            change(
+                EventKind::Access(AccessKind::Open(AccessMode::Any)),
+                &[&policy],
+            ),
+            change(
+                EventKind::Access(AccessKind::Close(AccessMode::Read)),
+                &[&policy],
+            ),
+            change(
+                EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+                &[&policy],
+            ),
             change(WRITE, &[&audit]),
             change(CLOSE_WRITE, &[&audit]),
             change(CLOSE_WRITE, &[&dir.join("policy.yaml.bak")]),
-            change(EventKind::Create(CreateKind::Folder), &[&dir.join("..2026_11_28_16_00_00.1")]),
+            change(
+                EventKind::Create(CreateKind::Folder),
+                &[&dir.join("..2026_11_28_16_00_00.1")],
+            ),
             change(CLOSE_WRITE, &[&dir.join("..touch")]),
         ] {
             assert_eq!(unrelated, Unrelated);
         }
-        assert_eq!(change(EventKind::Any, &[]), Complete, "a lost watch may hide a change");
+        assert_eq!(
+            change(EventKind::Any, &[]),
+            Complete,
+            "a lost watch may hide a change"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -516,7 +540,12 @@ mod tests {
         while seen.last() != Some(&Change::Complete) {
             seen.push(next());
         }
-        assert!(seen[..seen.len() - 1].iter().all(|c| *c == Change::Incomplete), "{seen:?}");
+        assert!(
+            seen[..seen.len() - 1]
+                .iter()
+                .all(|c| *c == Change::Incomplete),
+            "{seen:?}"
+        );
         drop(watcher);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -531,7 +560,10 @@ mod tests {
         e.note(Change::Unrelated);
         assert!(e.settled, "other files do not unsettle it");
         e.note(Change::Incomplete);
-        assert!(!e.settled, "a write begun after the close waits for its own close");
+        assert!(
+            !e.settled,
+            "a write begun after the close waits for its own close"
+        );
         assert_eq!((e.complete, e.incomplete), (1, 2));
     }
 

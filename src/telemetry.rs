@@ -228,13 +228,20 @@ mod tests {
         assert!(!logs!(Some("warn"), "notify::inotify", INFO));
         assert!(logs!(Some("warn"), "notify::inotify", WARN));
         // A directive naming graphgate is the user's, not overridden by the bare level.
-        assert!(!logs!(Some("trace,graphgate=info"), "graphgate::reload", DEBUG));
+        assert!(!logs!(
+            Some("trace,graphgate=info"),
+            "graphgate::reload",
+            DEBUG
+        ));
     }
 
     #[test]
     fn colour_only_on_a_terminal_and_never_with_no_color() {
         assert!(use_colour(true, None));
-        assert!(use_colour(true, Some(OsStr::new(""))), "empty NO_COLOR is unset");
+        assert!(
+            use_colour(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is unset"
+        );
         assert!(!use_colour(true, Some(OsStr::new("1"))));
         assert!(!use_colour(false, None), "a file or a pipe gets plain text");
     }

@@ -208,7 +208,10 @@ fn every_number_out_of_range_is_reported_at_once_with_its_position() {
         (5, "longer than a day"),
         (10, "at most 1000000 requests per window"),
         (13, "over the 60000 ms limit"),
-        (14, "replicas 4 is more than tenant_writes allows per window (3)"),
+        (
+            14,
+            "replicas 4 is more than tenant_writes allows per window (3)",
+        ),
     ];
     for (line, text) in expect {
         assert!(

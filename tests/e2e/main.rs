@@ -18,6 +18,6 @@ mod hostile;
 mod observability;
 mod operator;
 mod policy;
-mod resilience;
 mod reload;
+mod resilience;
 mod sdk;

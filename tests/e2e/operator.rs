@@ -87,7 +87,10 @@ impl Served {
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.lines.recv_timeout(left).unwrap_or_else(|e| {
-                panic!("no log line with {text:?} ({e}); so far:\n{}", self.log.join("\n"))
+                panic!(
+                    "no log line with {text:?} ({e}); so far:\n{}",
+                    self.log.join("\n")
+                )
             });
             self.log.push(line.clone());
             if line.contains(text) {
@@ -197,7 +200,9 @@ fn a_trace_log_beside_the_policy_file_does_not_feed_on_itself() {
         Some(dir.join("graphgate.log")),
     );
     let addr = served.wait_listening();
-    served.wait_for_message("the policy is reloaded on SIGHUP and when a complete new file is in place");
+    served.wait_for_message(
+        "the policy is reloaded on SIGHUP and when a complete new file is in place",
+    );
     assert_eq!(post(&addr, ROTATOR_KEY), 204);
     let next = policy_allowing("other-service");
     replace_atomically(&path, &next);
@@ -215,7 +220,10 @@ fn a_trace_log_beside_the_policy_file_does_not_feed_on_itself() {
     let targets: Vec<(String, String)> = log.iter().map(target).collect();
     // The watcher saw every line written to graphgate.log; at trace it logged each one,
     // which was written to graphgate.log again.
-    let watcher_lines = targets.iter().filter(|(t, _)| t.starts_with("notify")).count();
+    let watcher_lines = targets
+        .iter()
+        .filter(|(t, _)| t.starts_with("notify"))
+        .count();
     assert_eq!(watcher_lines, 0, "{log:#?}");
     let third_party_below_info = targets
         .iter()

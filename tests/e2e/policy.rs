@@ -513,7 +513,10 @@ async fn reloads_take_effect_without_failing_requests_and_bad_files_are_kept_out
         "not the policy the operator wrote: not ready until it is fixed: {detail}"
     );
     assert_eq!(detail["checks"]["policy"]["ok"], false, "{detail}");
-    assert_eq!(detail["checks"]["policy"]["reloader"], "running", "{detail}");
+    assert_eq!(
+        detail["checks"]["policy"]["reloader"], "running",
+        "{detail}"
+    );
     let shown = detail["checks"]["policy"]["last_reload_error"]
         .as_str()
         .unwrap_or_default()

@@ -92,7 +92,9 @@ async fn a_policy_written_in_two_halves_never_lets_the_restricted_caller_through
     let (h, path) = gateway_with_policy_file(&before).await;
     let mut status = run_reloader(&h, &path).await;
     assert_eq!(
-        h.post(&on_device(DEVICE_B), Some(OTHER_KEY), &body()).await.status,
+        h.post(&on_device(DEVICE_B), Some(OTHER_KEY), &body())
+            .await
+            .status,
         403
     );
 
@@ -118,7 +120,9 @@ async fn a_policy_written_in_two_halves_never_lets_the_restricted_caller_through
     let r = h.post(&on_device(DEVICE_B), Some(OTHER_KEY), &body()).await;
     r.assert_graph_error(403, "accessDenied");
     assert_eq!(
-        h.post(&on_device(DEVICE), Some(OTHER_KEY), &body()).await.status,
+        h.post(&on_device(DEVICE), Some(OTHER_KEY), &body())
+            .await
+            .status,
         204
     );
     assert_eq!(
@@ -186,7 +190,10 @@ async fn a_huge_rate_window_is_refused_by_reload_and_fails_readiness_until_fixed
         .assert_graph_error(403, "accessDenied");
     let (ready, detail) = graphgate::admin::readiness(&h.gw).await;
     assert!(ready, "fixed: ready again: {detail}");
-    assert_eq!(detail["checks"]["policy"]["last_reload_error"], serde_json::Value::Null);
+    assert_eq!(
+        detail["checks"]["policy"]["last_reload_error"],
+        serde_json::Value::Null
+    );
 }
 
 #[tokio::test]
@@ -243,7 +250,11 @@ async fn requests_in_flight_finish_under_the_policy_they_started_with() {
         !in_flight.is_finished(),
         "the request is still in flight under the new policy"
     );
-    assert_eq!(in_flight.await.unwrap().status, 204, "it finishes as allowed");
+    assert_eq!(
+        in_flight.await.unwrap().status,
+        204,
+        "it finishes as allowed"
+    );
     h.call().await.assert_graph_error(403, "accessDenied");
     assert_eq!(h.emulator.graph_requests().len(), 1);
 
