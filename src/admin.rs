@@ -1,5 +1,6 @@
 //! The admin listener, apart from the callers' port: `/metrics` (Prometheus text),
-//! `/healthz` (alive) and `/readyz` (policy loaded, audit writable, token obtainable).
+//! `/healthz` (alive) and `/readyz` (policy loaded and its reloader alive with no failed
+//! reload, audit writable, token obtainable).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -103,16 +104,22 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
         (r.missing.clone(), r.excess.clone())
     });
     crate::metrics::permissions(missing.len(), excess.len());
+    // A failed reload leaves the old policy in force, but not the one the operator wrote;
+    // a stopped reloader would leave every later edit (a revocation, say) unapplied.
     let reload_error = gateway.reload_error();
-    let ready =
-        !policy_hash.is_empty() && audit != "failing" && token == "ok" && missing.is_empty();
+    let reloader = gateway.reloader_health();
+    let policy_ok = !policy_hash.is_empty()
+        && reload_error.is_none()
+        && reloader != crate::reload::ReloaderHealth::Stopped;
+    let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty();
     let detail = json!({
         "ready": ready,
         "checks": {
             "policy": {
-                "ok": !policy_hash.is_empty(),
+                "ok": policy_ok,
                 "version": policy_hash,
                 "last_reload_error": reload_error.as_deref(),
+                "reloader": reloader.as_str(),
             },
             "audit": {"ok": audit != "failing", "status": audit},
             "token": {"ok": token == "ok", "status": token},

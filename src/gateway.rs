@@ -98,6 +98,8 @@ pub struct Gateway {
     limits: Limits,
     audit: Audit,
     reload_error: arc_swap::ArcSwapOption<String>,
+    /// The policy reloader's status, if one follows the policy file (for readiness).
+    reloader: arc_swap::ArcSwapOption<tokio::sync::watch::Receiver<crate::reload::ReloadStatus>>,
 }
 
 impl Gateway {
@@ -134,6 +136,7 @@ impl Gateway {
             limits,
             audit: Audit::disabled(),
             reload_error: arc_swap::ArcSwapOption::empty(),
+            reloader: arc_swap::ArcSwapOption::empty(),
         }
     }
 
@@ -161,6 +164,20 @@ impl Gateway {
         self.reload_error.load_full()
     }
 
+    /// Follows a policy reloader through its status (see [`crate::reload::Reloader::new`]),
+    /// so readiness fails once it is gone.
+    pub fn follow_reloader(
+        &self,
+        status: tokio::sync::watch::Receiver<crate::reload::ReloadStatus>,
+    ) {
+        self.reloader.store(Some(Arc::new(status)));
+    }
+
+    /// Whether a reloader follows the policy file, and is alive.
+    pub fn reloader_health(&self) -> crate::reload::ReloaderHealth {
+        crate::reload::ReloaderHealth::of(self.reloader.load().as_deref())
+    }
+
     /// The loaded policy's version (its hash).
     pub fn policy_hash(&self) -> String {
         self.installed.load().policy.hash.clone()
@@ -168,9 +185,10 @@ impl Gateway {
 
     /// Replaces the policy; requests in flight keep the one they started with.
     pub fn set_policy(&self, policy: Policy) {
+        // Limiters first: if making them failed, nothing about the new policy is in force.
+        let limits = self.limiters.for_policy(&policy);
         self.broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
-        let limits = self.limiters.for_policy(&policy);
         self.installed.store(Arc::new(Installed { policy, limits }));
     }
 

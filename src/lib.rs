@@ -8,7 +8,8 @@
 //! - [`identity`]: who the caller is (API key).
 //! - [`route`] and [`catalog`]: which Graph operation a path is, on which device; the
 //!   operations themselves are data in the catalog. [`schema`] validates their bodies.
-//! - [`policy`]: the deny-by-default allow-list (`policy.yaml`).
+//! - [`policy`]: the deny-by-default allow-list (`policy.yaml`); [`reload`] replaces it on
+//!   SIGHUP or when a complete new file is in place.
 //! - [`audit`]: the durable, hash-chained audit log, its writer, `verify` and `query`.
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz` and `/readyz`.

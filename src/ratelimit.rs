@@ -1,16 +1,20 @@
 //! Rate limits from the policy (per caller, per rule) and the gateway-wide pacing of
-//! writes to the tenant, as GCRA limiters (governor). Limiters survive policy reloads
-//! whenever the owner's name and rate are unchanged.
+//! writes to the tenant, as GCRA limiters (governor) on Tokio's clock, so tests can pause
+//! time. Limiters survive policy reloads whenever the owner's name and rate are unchanged.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 
-use crate::policy::{Policy, Rate};
+use crate::policy::Policy;
+use crate::policy::Rate;
+use crate::policy::rate::{MAX_COUNT, MAX_WINDOW};
 
 /// The request must wait this long before it would be admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,23 +27,46 @@ impl RetryAfter {
     }
 }
 
-type Limiter = Arc<DefaultDirectRateLimiter>;
+/// Tokio's clock, as time since the limiter was made: `tokio::time::pause()` stops it, and
+/// the pacing wait sleeps on the same clock it measures with.
+#[derive(Debug, Clone, Copy)]
+struct TokioClock {
+    start: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        self.start.elapsed()
+    }
+}
+
+type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+type Limiter = Arc<DirectLimiter>;
 /// Limiters by (kind, owner name), with the rate each was made for.
 type Known = HashMap<(&'static str, String), (Rate, Limiter)>;
 
+/// A limiter for `rate`. Rates are range-checked when a policy is loaded
+/// ([`Rate::parse`]); a rate built in code is held to the same range here, so no value can
+/// overflow the limiter's nanosecond arithmetic.
 fn limiter(rate: Rate) -> Limiter {
-    let count = NonZeroU32::new(rate.count).unwrap_or(NonZeroU32::MIN);
-    let period = rate.per / rate.count.max(1);
+    let count = rate.count.clamp(1, MAX_COUNT);
+    let burst = NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN);
+    let period = rate.per.min(MAX_WINDOW) / count;
     let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_hour(count))
-        .allow_burst(count);
-    Arc::new(RateLimiter::direct(quota))
+        .unwrap_or_else(|| Quota::per_hour(burst))
+        .allow_burst(burst);
+    let clock = TokioClock {
+        start: tokio::time::Instant::now(),
+    };
+    Arc::new(RateLimiter::direct_with_clock(quota, clock))
 }
 
-fn check(limiter: &DefaultDirectRateLimiter) -> Result<(), RetryAfter> {
+fn check(limiter: &DirectLimiter) -> Result<(), RetryAfter> {
     limiter
         .check()
-        .map_err(|not_until| RetryAfter(not_until.wait_time_from(DefaultClock::default().now())))
+        .map_err(|not_until| RetryAfter(not_until.wait_time_from(limiter.clock().now())))
 }
 
 /// The limiters for one installed policy.
@@ -138,15 +165,62 @@ mod tests {
         Policy::from_yaml(&text, "t").unwrap()
     }
 
-    #[test]
-    fn budgets_run_out_and_say_when_to_retry() {
+    #[tokio::test(start_paused = true)]
+    async fn budgets_run_out_say_when_to_retry_and_refill_on_the_paused_clock() {
         let reg = LimiterRegistry::default();
         let limits = reg.for_policy(&policy("2 per minute"));
         assert!(limits.check_caller(0).is_ok());
         assert!(limits.check_caller(0).is_ok());
+        // Time stands still: the first slot comes back exactly 30 s after it was taken.
         let retry = limits.check_caller(0).unwrap_err();
-        assert!((25..=30).contains(&retry.secs()), "{retry:?}");
+        assert_eq!(retry, RetryAfter(Duration::from_secs(30)));
+        assert_eq!(retry.secs(), 30);
         assert!(limits.check_rule(0).is_ok(), "no rule limit configured");
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(
+            limits.check_caller(0).unwrap_err(),
+            RetryAfter(Duration::from_secs(1))
+        );
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(limits.check_caller(0).is_ok(), "one slot refilled");
+        assert!(limits.check_caller(0).is_err(), "only one");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
+        let text = "version: 1\npacing:\n  tenant_writes: 1 per 10s\n  max_wait_ms: 5000\n";
+        let limits = LimiterRegistry::default().for_policy(&Policy::from_yaml(text, "t").unwrap());
+        let start = tokio::time::Instant::now();
+        assert!(limits.pace().await.is_ok());
+        assert_eq!(
+            start.elapsed(),
+            Duration::ZERO,
+            "the first write goes at once"
+        );
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(limits.pace().await.is_ok());
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(10),
+            "the second waited 4 s for its slot on the paused clock"
+        );
+        // The next slot is 10 s away, past the 5 s limit: refused at once, nothing waited.
+        assert_eq!(
+            limits.pace().await.unwrap_err(),
+            RetryAfter(Duration::from_secs(10))
+        );
+        assert_eq!(start.elapsed(), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn rates_outside_the_policy_range_cannot_break_a_limiter() {
+        // What the issue's `1 per 18446744073709551615s` did inside governor, held off here
+        // even for a rate that did not come through the policy loader.
+        let limiter = limiter(Rate {
+            count: u32::MAX,
+            per: Duration::MAX,
+        });
+        assert!(check(&limiter).is_ok());
     }
 
     #[test]

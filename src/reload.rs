@@ -1,19 +1,22 @@
-//! Hot reload of the policy file on SIGHUP and on file change. A valid new file replaces
-//! the policy (requests in flight keep theirs); an invalid one leaves the old policy in
-//! force, is logged with every error, and stays visible in the reload status.
+//! Hot reload of the policy file on SIGHUP and when a complete new file is in place (the
+//! writer closed it, or a file or ConfigMap was swapped in by rename). A valid new file
+//! replaces the policy (requests in flight keep theirs); an invalid one, or a reload that
+//! fails in any other way, leaves the old policy in force and stays visible in the status.
 
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use notify::Watcher;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use crate::gateway::Gateway;
 use crate::policy::{PolicyError, PolicyIssue, PolicySource};
 
-/// How long file events are gathered before one reload (editors write in several steps).
+mod watch_file;
+use watch_file::FileEvents;
+pub use watch_file::{Change, watch_policy_file};
+
+/// How long file events are gathered before one reload (a rename arrives as several events).
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// The outcome of the latest reload attempt.
@@ -25,16 +28,54 @@ pub struct ReloadStatus {
     pub failures: u64,
     /// Checks that found the file's content unchanged, so nothing was compiled.
     pub unchanged: u64,
+    /// Writes to the policy file seen while its writer still had it open: not read, since
+    /// the file may be half-written (the reload waits for the writer to close it).
+    pub incomplete_writes: u64,
+    /// Whether the file's directory is watched (if not, only SIGHUP reloads).
+    pub watching: bool,
     /// Hash of the policy in force.
     pub policy_hash: String,
     /// The errors of the latest attempt, if it failed (the old policy stays in force).
     pub last_error: Option<PolicyError>,
 }
 
+/// Whether the reloader that follows a gateway's policy file is alive (for readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloaderHealth {
+    /// No reloader: the policy is fixed for the process's life (emulator demo, tests).
+    Off,
+    /// Running.
+    Running,
+    /// Gone (it panicked, or the process is shutting down): edits and revocations in the
+    /// policy file would no longer take effect.
+    Stopped,
+}
+
+impl ReloaderHealth {
+    /// The health of the reloader publishing `status`: stopped once it has dropped its end
+    /// (a task that panics or ends drops it, so nothing has to remember to report it).
+    pub fn of(status: Option<&watch::Receiver<ReloadStatus>>) -> ReloaderHealth {
+        match status {
+            None => ReloaderHealth::Off,
+            Some(rx) if rx.has_changed().is_err() => ReloaderHealth::Stopped,
+            Some(_) => ReloaderHealth::Running,
+        }
+    }
+
+    /// `off`, `running` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloaderHealth::Off => "off",
+            ReloaderHealth::Running => "running",
+            ReloaderHealth::Stopped => "stopped",
+        }
+    }
+}
+
 /// What set off a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// A change in the policy file's directory that can have changed the file.
+    /// A complete new file may be in place (see [`Change::Complete`]).
     FileChange,
     /// SIGHUP: an operator asked (an unchanged file is logged, not silently skipped).
     Hangup,
@@ -59,29 +100,35 @@ pub struct Reloader {
     status: watch::Sender<ReloadStatus>,
     /// Version hash of the content read last (`None` after a read failed).
     last_read: Option<String>,
+    /// SIGHUP, taken over when the reloader is made: a hangup that arrived before
+    /// [`Reloader::run`] first ran would otherwise end the process (the default action).
+    hangups: Hangups,
 }
 
 impl Reloader {
     /// A reloader for `path`, whose content is taken to be the policy in force; the
-    /// receiver follows every attempt.
+    /// receiver follows every attempt, and so does the gateway's readiness.
     pub fn new(path: PathBuf, gateway: Arc<Gateway>) -> (Reloader, watch::Receiver<ReloadStatus>) {
         let hash = gateway.installed().policy.hash.clone();
         let (status, rx) = watch::channel(ReloadStatus {
             policy_hash: hash.clone(),
             ..ReloadStatus::default()
         });
+        gateway.follow_reloader(rx.clone());
         let reloader = Reloader {
             path,
             gateway,
             status,
             last_read: Some(hash),
+            hangups: hangup_signals(),
         };
         (reloader, rx)
     }
 
-    /// Reads the file now and installs it if it is valid and changed. Reading, hashing and
-    /// compiling run on the blocking pool: a large policy takes seconds to compile, and
-    /// request handling must not wait for it.
+    /// Reads the file now and installs it if it is valid and changed. Reading, hashing,
+    /// compiling and installing run on the blocking pool: a large policy takes seconds to
+    /// compile, request handling must not wait for it, and a panic there becomes a failed
+    /// reload (the old policy in force) instead of the end of this task.
     pub async fn reload(&mut self, trigger: Trigger) -> Result<Reloaded, PolicyError> {
         let path = self.path.clone();
         let source = match off_runtime(&self.path, move || PolicySource::read(&path)).await {
@@ -92,17 +139,7 @@ impl Reloader {
             }
         };
         if self.last_read.as_deref() == Some(source.hash()) {
-            self.status.send_modify(|s| s.unchanged += 1);
-            crate::metrics::policy_reload_unchanged();
-            let errors_stand = self.status.borrow().last_error.is_some();
-            match trigger {
-                Trigger::Hangup => {
-                    tracing::info!(policy_hash = %source.hash(), errors_stand, "SIGHUP: the policy file is unchanged; nothing to reload")
-                }
-                Trigger::FileChange => {
-                    tracing::debug!(policy_hash = %source.hash(), "the policy file is unchanged")
-                }
-            }
+            self.unchanged(source.hash(), trigger);
             return Ok(Reloaded::Unchanged);
         }
         self.last_read = Some(source.hash().to_owned());
@@ -111,16 +148,39 @@ impl Reloader {
             tracing::info!(policy_hash = %source.hash(), "the policy file is back to the policy in force");
             return Ok(Reloaded::InForce);
         }
-        match off_runtime(&self.path, move || source.compile()).await {
-            Ok(policy) => {
-                tracing::info!(policy_hash = %policy.hash, callers = policy.callers.len(), rules = policy.rules.len(), "policy reloaded");
-                let hash = policy.hash.clone();
-                // Installed before the status says so: whoever follows the status sees it in force.
-                self.gateway.set_policy(policy);
+        let gateway = Arc::clone(&self.gateway);
+        let installed = off_runtime(&self.path, move || {
+            let policy = source.compile()?;
+            let summary = (
+                policy.hash.clone(),
+                policy.callers.len(),
+                policy.rules.len(),
+            );
+            // Installed before the status says so: whoever follows the status sees it in force.
+            gateway.set_policy(policy);
+            Ok(summary)
+        });
+        match installed.await {
+            Ok((hash, callers, rules)) => {
+                tracing::info!(policy_hash = %hash, callers, rules, "policy reloaded");
                 self.succeeded(&hash);
                 Ok(Reloaded::Installed)
             }
             Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    fn unchanged(&self, hash: &str, trigger: Trigger) {
+        self.status.send_modify(|s| s.unchanged += 1);
+        crate::metrics::policy_reload_unchanged();
+        let errors_stand = self.status.borrow().last_error.is_some();
+        match trigger {
+            Trigger::Hangup => {
+                tracing::info!(policy_hash = %hash, errors_stand, "SIGHUP: the policy file is unchanged; nothing to reload")
+            }
+            Trigger::FileChange => {
+                tracing::debug!(policy_hash = %hash, "the policy file is unchanged")
+            }
         }
     }
 
@@ -144,22 +204,54 @@ impl Reloader {
         e
     }
 
-    /// Reloads on SIGHUP and whenever the file may have changed, until `shutdown`.
+    /// Counts writes seen while the file was still open (nothing read for them).
+    fn note_incomplete(&self, writes: u64) {
+        if writes > 0 {
+            self.status.send_modify(|s| s.incomplete_writes += writes);
+            tracing::debug!(
+                writes,
+                "the policy file is being written; it is read when the writer closes it"
+            );
+        }
+    }
+
+    /// Takes in the file events since `seen`; true when the file is settled: a complete
+    /// file came in place and no write has started since.
+    fn absorb(&self, events: &mut watch::Receiver<FileEvents>, seen: &mut FileEvents) -> bool {
+        let now = *events.borrow_and_update();
+        self.note_incomplete(now.incomplete - seen.incomplete);
+        let settled = now.complete > seen.complete && now.settled;
+        *seen = now;
+        settled
+    }
+
+    /// Reloads on SIGHUP and whenever a complete new file is in place, until `shutdown`.
     pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
-        let (tx, mut events) = mpsc::channel::<()>(1);
-        let watcher = watch_policy_file(&self.path, move |_| {
-            let _ = tx.try_send(());
+        let (tx, mut events) = watch::channel(FileEvents::default());
+        let watcher = watch_policy_file(&self.path, move |change| {
+            tx.send_modify(|e| e.note(change));
         })
         .map_err(|e| tracing::warn!(error = %e, path = %self.path.display(), "cannot watch the policy file's directory; reload with SIGHUP"))
         .ok();
-        let mut hangups = hangup_signals();
+        self.status.send_modify(|s| s.watching = watcher.is_some());
+        tracing::info!(path = %self.path.display(), watching = watcher.is_some(), "the policy is reloaded on SIGHUP and when a complete new file is in place");
+        let mut seen = FileEvents::default();
+        let mut hangups = self.hangups.take();
         tokio::pin!(shutdown);
         loop {
             let trigger = tokio::select! {
                 () = &mut shutdown => break,
-                Some(()) = events.recv() => {
+                Ok(()) = events.changed() => {
+                    if !self.absorb(&mut events, &mut seen) {
+                        continue;
+                    }
                     tokio::time::sleep(DEBOUNCE).await;
-                    while events.try_recv().is_ok() {}
+                    // A write begun since (an in-place edit right after a close) waits
+                    // for its own close; the rest of a rename's events change nothing.
+                    self.absorb(&mut events, &mut seen);
+                    if !seen.settled {
+                        continue;
+                    }
                     Trigger::FileChange
                 }
                 Some(()) = next_hangup(&mut hangups) => {
@@ -173,73 +265,50 @@ impl Reloader {
     }
 }
 
-/// Runs `work` on the blocking pool; a task that dies becomes a reload error.
+/// Runs `work` on the blocking pool; a task that panics or dies becomes a reload error.
 async fn off_runtime<T: Send + 'static>(
     path: &Path,
     work: impl FnOnce() -> Result<T, PolicyError> + Send + 'static,
 ) -> Result<T, PolicyError> {
     tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        let message = if e.is_panic() {
+            format!("the reload panicked: {}", panic_message(e.into_panic()))
+        } else {
+            format!("the reload task failed: {e}")
+        };
         Err(PolicyError {
             source_name: path.display().to_string(),
             issues: vec![PolicyIssue {
                 line: 0,
                 column: 0,
-                message: format!("the reload task failed: {e}"),
+                message,
             }],
         })
     })
 }
 
-/// Watches the directory of the policy file at `path` (Kubernetes replaces ConfigMap files
-/// by swapping a symlink, which a watch on the file itself would miss) and calls
-/// `on_change` for each event that can have changed the file (see [`touches_policy`]).
-pub fn watch_policy_file(
-    path: &Path,
-    on_change: impl Fn(&notify::Event) + Send + 'static,
-) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
-    let name = path.file_name().map(OsStr::to_os_string);
-    let handler = move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event
-            && touches_policy(&event, name.as_deref())
-        {
-            on_change(&event);
-        }
-    };
-    let mut watcher = notify::recommended_watcher(handler)?;
-    watcher.watch(&dir, notify::RecursiveMode::NonRecursive)?;
-    Ok(watcher)
-}
-
-/// Whether an event in the policy file's directory can have changed the file named
-/// `policy`: one on that name (written, created, renamed over, removed), or on a
-/// ConfigMap's `..data` / `..<timestamp>` entries, whose swap changes what the name points
-/// to. Events on other files there (an audit log, say) cannot, and reads never do. An
-/// event naming no path (the watcher lost track) might.
-fn touches_policy(event: &notify::Event, policy: Option<&OsStr>) -> bool {
-    if event.kind.is_access() {
-        return false;
+/// The text a panic was raised with, if it was text.
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    match payload.downcast::<String>() {
+        Ok(s) => *s,
+        Err(payload) => payload
+            .downcast_ref::<&str>()
+            .map_or_else(|| "(no message)".to_owned(), |s| (*s).to_owned()),
     }
-    if event.paths.is_empty() || event.need_rescan() {
-        return true;
-    }
-    event
-        .paths
-        .iter()
-        .filter_map(|p| p.file_name())
-        .any(|n| Some(n) == policy || n.as_encoded_bytes().starts_with(b".."))
 }
 
 #[cfg(unix)]
-fn hangup_signals() -> Option<tokio::signal::unix::Signal> {
+type Hangups = Option<tokio::signal::unix::Signal>;
+
+/// SIGHUP as a stream, if there is a runtime to deliver it.
+#[cfg(unix)]
+fn hangup_signals() -> Hangups {
+    tokio::runtime::Handle::try_current().ok()?;
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
 }
 
 #[cfg(unix)]
-async fn next_hangup(signals: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+async fn next_hangup(signals: &mut Hangups) -> Option<()> {
     match signals {
         Some(s) => s.recv().await,
         None => std::future::pending().await,
@@ -247,84 +316,34 @@ async fn next_hangup(signals: &mut Option<tokio::signal::unix::Signal>) -> Optio
 }
 
 #[cfg(not(unix))]
-fn hangup_signals() -> Option<()> {
+type Hangups = Option<()>;
+
+#[cfg(not(unix))]
+fn hangup_signals() -> Hangups {
     None
 }
 
 #[cfg(not(unix))]
-async fn next_hangup(_: &mut Option<()>) -> Option<()> {
+async fn next_hangup(_: &mut Hangups) -> Option<()> {
     std::future::pending().await
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::{CreateKind, DataChange, EventKind, ModifyKind, RenameMode};
 
-    fn event(kind: EventKind, paths: &[&str]) -> notify::Event {
-        paths.iter().fold(notify::Event::new(kind), |e, p| {
-            e.add_path(PathBuf::from(p))
+    #[tokio::test]
+    async fn a_panic_while_reloading_becomes_a_reload_error() {
+        let err = off_runtime(Path::new("/etc/gg/policy.yaml"), || -> Result<(), _> {
+            panic!("Duration is longer than 584 years")
         })
-    }
-
-    fn touches(kind: EventKind, paths: &[&str]) -> bool {
-        touches_policy(&event(kind, paths), Some(OsStr::new("policy.yaml")))
-    }
-
-    const WRITE: EventKind = EventKind::Modify(ModifyKind::Data(DataChange::Any));
-
-    #[test]
-    fn only_events_that_can_change_the_policy_file_count() {
-        assert!(touches(WRITE, &["/etc/gg/policy.yaml"]));
-        assert!(touches(WRITE, &["policy.yaml"]));
-        assert!(!touches(WRITE, &["/etc/gg/audit.jsonl"]));
-        assert!(!touches(WRITE, &["/etc/gg/policy.yaml.bak"]));
-        assert!(!touches(
-            EventKind::Create(CreateKind::File),
-            &["/etc/gg/.policy.yaml.swp"]
-        ));
-        let rename = EventKind::Modify(ModifyKind::Name(RenameMode::Both));
-        assert!(touches(rename, &["/etc/gg/.p.tmp", "/etc/gg/policy.yaml"]));
-        assert!(touches(rename, &["/etc/gg/..data_tmp", "/etc/gg/..data"]));
-        assert!(touches(
-            EventKind::Create(CreateKind::Folder),
-            &["/etc/gg/..2026_11_28_16_00_00.123"]
-        ));
-        assert!(!touches(
-            EventKind::Access(notify::event::AccessKind::Any),
-            &["/etc/gg/policy.yaml"]
-        ));
+        .await
+        .unwrap_err();
+        let shown = err.to_string();
         assert!(
-            touches(EventKind::Any, &[]),
-            "a lost watch may hide a change"
+            shown.contains("/etc/gg/policy.yaml")
+                && shown.contains("the reload panicked: Duration is longer than 584 years"),
+            "{shown}"
         );
-    }
-
-    #[test]
-    fn a_watch_ignores_sibling_files_and_sees_the_policy_file() {
-        let dir = std::env::temp_dir().join(format!("graphgate-watch-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let policy = dir.join("policy.yaml");
-        std::fs::write(&policy, "version: 1\n").unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let watcher = watch_policy_file(&policy, move |e| {
-            let _ = tx.send(e.paths.clone());
-        })
-        .unwrap();
-        // Sibling writes first: the watch delivers events in order, so had any of them got
-        // through, it would be the first one seen.
-        for i in 0..20 {
-            std::fs::write(dir.join("audit.jsonl"), format!("{i}\n")).unwrap();
-        }
-        std::fs::write(&policy, "version: 1\n# changed\n").unwrap();
-        let first = rx.recv_timeout(Duration::from_secs(10)).unwrap();
-        assert!(
-            first
-                .iter()
-                .all(|p| p.file_name() == Some(OsStr::new("policy.yaml"))),
-            "{first:?}"
-        );
-        drop(watcher);
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }

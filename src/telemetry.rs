@@ -1,6 +1,10 @@
-//! Logs and traces: structured logs on stdout (JSON or text), one span per request exported
-//! to OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C `traceparent` carried
-//! from the caller to Graph.
+//! Logs and traces: structured logs on stdout (JSON or text; colour only on a terminal),
+//! levels from `RUST_LOG` with other crates kept at `info` unless named, one span per
+//! request exported to OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C
+//! `traceparent` carried from the caller to Graph.
+
+use std::ffi::OsStr;
+use std::io::IsTerminal;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -12,7 +16,7 @@ use opentelemetry_sdk::runtime;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use opentelemetry_sdk::trace::span_processor_with_async_runtime::BatchSpanProcessor;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::filter::{EnvFilter, LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
@@ -69,22 +73,68 @@ pub fn span_filter() -> Targets {
     Targets::new().with_target("graphgate", tracing::Level::INFO)
 }
 
+/// This crate's log target (every module's target starts with it).
+const OWN_TARGET: &str = "graphgate";
+
+/// The log filter for a `RUST_LOG` value. A bare level (`debug`, `trace`) is graphgate's
+/// own; other crates stay at `info` (or that level, if quieter) unless a directive names
+/// them (`RUST_LOG=trace,hyper=debug`). Without this, `RUST_LOG=trace` turned on the file
+/// watcher's trace line for every change in the policy's directory, so a log file written
+/// there fed on itself. An unusable value is reported and replaced by `info`.
+pub fn log_filter(rust_log: Option<&str>) -> EnvFilter {
+    let mut own = None;
+    let mut named = Vec::new();
+    for directive in rust_log.unwrap_or_default().split(',').map(str::trim) {
+        match directive.parse::<LevelFilter>() {
+            _ if directive.is_empty() => {}
+            Ok(level) => own = Some(level),
+            Err(_) => named.push(directive),
+        }
+    }
+    let others = own.map_or(LevelFilter::INFO, |l| l.min(LevelFilter::INFO));
+    let names_own = named
+        .iter()
+        .any(|d| d.split(['=', '[']).next() == Some(OWN_TARGET));
+    let mut directives = vec![others.to_string()];
+    if let (Some(level), false) = (own, names_own) {
+        directives.push(format!("{OWN_TARGET}={level}"));
+    }
+    directives.extend(named.iter().map(|d| (*d).to_owned()));
+    EnvFilter::try_new(directives.join(",")).unwrap_or_else(|e| {
+        eprintln!("graphgate: RUST_LOG is not usable ({e}); logging at info");
+        EnvFilter::new("info")
+    })
+}
+
+/// Whether text logs are coloured: only when they go to a terminal, and never with
+/// `NO_COLOR` set to anything but empty (<https://no-color.org>). A file or a log collector
+/// gets plain text.
+pub fn use_colour(stdout_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
+    stdout_is_terminal && no_color.is_none_or(OsStr::is_empty)
+}
+
 /// Installs logging (and tracing export, if configured) for the process.
 pub fn init(
     json: bool,
     otlp: Option<OtlpConfig>,
 ) -> Result<Telemetry, opentelemetry_otlp::ExporterBuildError> {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
+    let colour = use_colour(
+        std::io::stdout().is_terminal(),
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let logs = if json {
         fmt::layer()
             .json()
             .flatten_event(true)
             .with_current_span(true)
+            .with_ansi(false)
             .with_writer(std::io::stdout)
             .with_filter(filter)
             .boxed()
     } else {
         fmt::layer()
+            .with_ansi(colour)
             .with_writer(std::io::stdout)
             .with_filter(filter)
             .boxed()
@@ -140,4 +190,59 @@ pub fn continue_trace(span: &tracing::Span, headers: &HeaderMap) {
 pub fn inject_current(headers: &mut HeaderMap) {
     let cx = tracing::Span::current().context();
     TraceContextPropagator::new().inject_context(&cx, &mut HeaderInjector(headers));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whether an event at `$level` from `$target` would be logged under `$filter`.
+    macro_rules! logs {
+        ($filter:expr, $target:literal, $level:ident) => {{
+            let subscriber = tracing_subscriber::registry().with(log_filter($filter));
+            tracing::subscriber::with_default(subscriber, || {
+                tracing::enabled!(target: $target, tracing::Level::$level)
+            })
+        }};
+    }
+
+    #[test]
+    fn a_bare_level_is_graphgates_and_other_crates_stay_at_info_unless_named() {
+        for unset in [None, Some(""), Some("not a=directive=at all")] {
+            assert!(logs!(unset, "graphgate::reload", INFO));
+            assert!(!logs!(unset, "graphgate::reload", DEBUG));
+            assert!(logs!(unset, "notify::inotify", INFO));
+        }
+        // The case: trace for graphgate, and the watcher's trace lines stay off.
+        assert!(logs!(Some("trace"), "graphgate::reload", TRACE));
+        assert!(logs!(Some("TRACE"), "graphgate", TRACE));
+        assert!(!logs!(Some("trace"), "notify::inotify", DEBUG));
+        assert!(logs!(Some("trace"), "notify::inotify", INFO));
+        assert!(!logs!(Some("debug"), "hyper::proto", DEBUG));
+        // Named, a crate gets what it asks for.
+        assert!(logs!(Some("trace,notify=trace"), "notify::inotify", TRACE));
+        assert!(logs!(Some("hyper=debug"), "hyper::proto", DEBUG));
+        assert!(!logs!(Some("hyper=debug"), "graphgate", DEBUG));
+        // Quieter than info applies to everyone.
+        assert!(!logs!(Some("warn"), "graphgate", INFO));
+        assert!(!logs!(Some("warn"), "notify::inotify", INFO));
+        assert!(logs!(Some("warn"), "notify::inotify", WARN));
+        // A directive naming graphgate is the user's, not overridden by the bare level.
+        assert!(!logs!(
+            Some("trace,graphgate=info"),
+            "graphgate::reload",
+            DEBUG
+        ));
+    }
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_with_no_color() {
+        assert!(use_colour(true, None));
+        assert!(
+            use_colour(true, Some(OsStr::new(""))),
+            "empty NO_COLOR is unset"
+        );
+        assert!(!use_colour(true, Some(OsStr::new("1"))));
+        assert!(!use_colour(false, None), "a file or a pipe gets plain text");
+    }
 }

@@ -247,6 +247,12 @@ impl Emulator {
         self.state.graph_requests()
     }
 
+    /// Graph requests received so far, counted as each arrives (before an armed fault
+    /// delays it): a test can wait on it for a request to be in flight.
+    pub fn graph_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.graph_arrivals()
+    }
+
     /// The device inventory, by id.
     pub fn devices(&self) -> Vec<DeviceRecord> {
         self.state.devices()

@@ -437,6 +437,10 @@ fn contradict(a: &Test, b: &Test) -> bool {
     }
 }
 
+/// The longest `max_wait_ms`: a request held longer for a pacing slot would outlive its
+/// caller's patience (and a deadline of centuries would overflow the clock).
+const MAX_PACING_WAIT_MS: u64 = 60_000;
+
 fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
     let mut pacing = Pacing::default();
     let Some(entry) = entry else { return pacing };
@@ -444,11 +448,31 @@ fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
         pacing.tenant_writes = r;
     }
     if let Some(ms) = &entry.max_wait_ms {
-        pacing.max_wait = std::time::Duration::from_millis(ms.value);
+        if ms.value > MAX_PACING_WAIT_MS {
+            issues.at(
+                ms,
+                format!(
+                    "max_wait_ms {} is over the {MAX_PACING_WAIT_MS} ms limit",
+                    ms.value
+                ),
+            );
+        }
+        pacing.max_wait = std::time::Duration::from_millis(ms.value.min(MAX_PACING_WAIT_MS));
     }
     if let Some(replicas) = &entry.replicas {
+        let writes = pacing.tenant_writes.count;
         if replicas.value == 0 {
             issues.at(replicas, "replicas must be at least 1");
+        } else if replicas.value > writes {
+            // Each replica would still get one write per window, and together they would
+            // exceed the tenant's limit.
+            issues.at(
+                replicas,
+                format!(
+                    "replicas {} is more than tenant_writes allows per window ({writes}): each replica needs at least one write",
+                    replicas.value
+                ),
+            );
         }
         pacing.tenant_writes = pacing.tenant_writes.split(replicas.value);
     }

@@ -198,6 +198,33 @@ fn pacing_defaults_to_intunes_limit_and_splits_across_replicas() {
 }
 
 #[test]
+fn every_number_out_of_range_is_reported_at_once_with_its_position() {
+    // Each of these once passed validation and then panicked a limiter or the clock.
+    let err = errors(&format!(
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{H}\"\n    rate_limit: 1 per 18446744073709551615s\nrules:\n  - name: r\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    rate_limit: 2000000 per second\npacing:\n  tenant_writes: 3 per 20s\n  max_wait_ms: 18446744073709551615\n  replicas: 4\n"
+    ));
+    let shown = err.to_string();
+    let expect = [
+        (5, "longer than a day"),
+        (10, "at most 1000000 requests per window"),
+        (13, "over the 60000 ms limit"),
+        (
+            14,
+            "replicas 4 is more than tenant_writes allows per window (3)",
+        ),
+    ];
+    for (line, text) in expect {
+        assert!(
+            err.issues
+                .iter()
+                .any(|i| i.line == line && i.message.contains(text)),
+            "line {line}: {text}\n{shown}"
+        );
+    }
+    assert_eq!(err.issues.len(), expect.len(), "{shown}");
+}
+
+#[test]
 fn the_shipped_policy_is_valid() {
     Policy::load(std::path::Path::new(concat!(
         env!("CARGO_MANIFEST_DIR"),

@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_graphgate");
 
-fn graphgate(args: &[&str]) -> Command {
+pub(crate) fn graphgate(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("RUST_LOG")
@@ -19,7 +19,8 @@ fn graphgate(args: &[&str]) -> Command {
         .env_remove("GRAPHGATE_AUDIT_LOG")
         .env_remove("GRAPHGATE_AUDIT_HMAC_KEY_FILE")
         .env_remove("GRAPHGATE_ADMIN_LISTEN")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT");
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .env_remove("NO_COLOR");
     cmd
 }
 

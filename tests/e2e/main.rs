@@ -16,6 +16,8 @@ mod emulator_faults;
 mod gateway;
 mod hostile;
 mod observability;
+mod operator;
 mod policy;
+mod reload;
 mod resilience;
 mod sdk;
