@@ -48,13 +48,15 @@ fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// The operation a path names, on either surface.
+/// The operation a path names, on either surface, for one device only (a path naming two
+/// different devices is refused: see [`Recognised::one_device`]).
 pub fn recognise(method: &http::Method, path: &str) -> Result<Recognised, GatewayError> {
-    Ok(if path.starts_with(route::SIMPLE_PREFIX) {
-        route::recognise_simple(method, path)?
+    let recognised = if path.starts_with(route::SIMPLE_PREFIX) {
+        route::recognise_simple(method, path)
     } else {
-        route::recognise(method, path)?
-    })
+        route::recognise(method, path)
+    };
+    Ok(recognised.and_then(Recognised::one_device)?)
 }
 
 /// `Prefer: dry-run` or `?dry-run` (`=true`); any other query parameter is refused.
@@ -131,6 +133,6 @@ pub fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), 
         }
         _ => (body.clone(), parsed),
     };
-    let params = schema::validate(&parsed, target.op.params, target.op.wrapper)?;
+    let params = schema::validate_request(&parsed, target.op.params, target.op.wrapper)?;
     Ok((body, params))
 }

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::{CATALOG, Operation, SimpleApi};
 use crate::schema::SchemaError;
+use crate::schema::screen::shown_name;
 
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,14 +51,17 @@ pub fn to_graph_body(op: &Operation, api: &SimpleApi, flat: &Value) -> Result<Va
             expected: "a JSON object",
         }));
     };
-    let unknown: Vec<String> = members
+    // Unknown names are shown only if they look like names (a key is caller text).
+    let mut unknown: Vec<String> = members
         .keys()
         .filter(|k| {
             !api.fields.iter().any(|f| f.name == *k)
                 && api.variant.as_ref().is_none_or(|v| v.name != *k)
         })
-        .cloned()
+        .map(|k| shown_name(k))
         .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
     if !unknown.is_empty() {
         return Err(SimpleError::Unknown(unknown));
     }
@@ -282,6 +286,16 @@ mod tests {
                 "sessionInitiationProtocalAddress".into()
             ])
         );
+        // A key that is not a name is not echoed (in the answer or the log).
+        let e = translate(json!({"deviceAccountEmail": "a", "password": "p", "hunter2 Secret!": 1, "x\ny": 2, "colour": 3})).unwrap_err();
+        assert_eq!(
+            e,
+            SimpleError::Unknown(vec![
+                "(a name that is not a property name, not shown)".into(),
+                "colour".into(),
+            ])
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(
             translate(json!({"deviceAccountEmail": "a"})).unwrap_err(),
             SimpleError::Missing(vec!["password".into()])
