@@ -1,6 +1,6 @@
 //! The request pipeline, in one place, outer to inner: load shedding → request ids, span and
-//! audit trail → caller identity → operation recognition → body validation → policy → rate
-//! limits → (dry run) → idempotency → tenant pacing → token → durable audit intent → forward
+//! audit trail → caller identity → operation recognition → body validation → policy → (dry
+//! run) → rate limits → idempotency → tenant pacing → token → durable audit intent → forward
 //! to Graph → durable audit outcome. Each step can refuse; nothing reaches Graph until every
 //! step before it has passed and the intent is on disk.
 

@@ -160,9 +160,30 @@ fn no_secret_reaches_the_output() {
         "401"
     );
     assert_eq!(status(&ok.replace("\"password\"", "\"passwort\"")), "400");
+    // Caller-chosen JSON keys that are not names (a secret pasted in the wrong place) are
+    // echoed neither in the answer nor in the log: a duplicate key, and an unknown field
+    // of the simplified API.
+    let dup = ok.replace(
+        "\"password\"",
+        "\"Dup sentinel!5e0\":1,\"Dup sentinel!5e0\"",
+    );
+    assert_eq!(status(&dup), "400");
+    let cut = ok.find(" -d '").unwrap();
+    let flat = format!(
+        "{} -d '{{\"deviceAccountEmail\":\"room1@contoso.com\",\"password\":\"x\",\"Flat sentinel!77c\":1}}'",
+        &ok[..cut]
+    )
+    .replace("/v1.0/deviceManagement/managedDevices/", "/api/v1/managedDevices/");
+    assert_eq!(status(&flat), "400");
     let out = served.stop();
+    assert!(
+        out.contains("not a property name, not shown"),
+        "the refusals are logged: {out}"
+    );
     for secret in [
         password,
+        "Dup sentinel",
+        "Flat sentinel",
         "Key-sentinel-8d7a",
         "demo-api-key",
         graphgate::emulator::DEMO_CLIENT_SECRET,
