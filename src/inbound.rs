@@ -124,15 +124,19 @@ where
 /// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
 pub fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), GatewayError> {
     let parsed = schema::parse_strict(body)?;
-    let (body, parsed) = match (target.surface, target.op.simple) {
+    let op = target.op;
+    match (target.surface, op.simple) {
         (Surface::Simple, Some(api)) => {
-            let graph = simple::to_graph_body(target.op, api, &parsed)?;
+            let graph = simple::to_graph_body(op, api, &parsed)?;
+            let params = schema::validate_request(&graph, op.params, op.wrapper)
+                .map_err(|e| simple::in_flat_terms(api, e))?;
             let bytes =
                 serde_json::to_vec(&graph).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
-            (Bytes::from(bytes), graph)
+            Ok((Bytes::from(bytes), params))
         }
-        _ => (body.clone(), parsed),
-    };
-    let params = schema::validate_request(&parsed, target.op.params, target.op.wrapper)?;
-    Ok((body, params))
+        _ => Ok((
+            body.clone(),
+            schema::validate_request(&parsed, op.params, op.wrapper)?,
+        )),
+    }
 }

@@ -139,6 +139,22 @@ pub fn to_graph_body(op: &Operation, api: &SimpleApi, flat: &Value) -> Result<Va
     })
 }
 
+/// A refusal of the Graph body built from a flat one, naming the flat field the caller sent
+/// (`userPrincipalName`) rather than its Graph path (`deviceAccount.userPrincipalName`).
+pub fn in_flat_terms(api: &SimpleApi, err: SchemaError) -> SchemaError {
+    let flat = |path: String| {
+        api.fields
+            .iter()
+            .find(|f| f.target == path)
+            .map_or(path, |f| f.name.to_owned())
+    };
+    match err {
+        SchemaError::ControlCharacter(path) => SchemaError::ControlCharacter(flat(path)),
+        SchemaError::NotAnAddress(path) => SchemaError::NotAnAddress(flat(path)),
+        other => other,
+    }
+}
+
 /// Sets `value` at dotted `path` inside `root`, creating objects on the way.
 fn set(root: &mut Map<String, Value>, path: &str, value: Value) {
     match path.split_once('.') {

@@ -183,12 +183,33 @@ async fn string_parameters_carry_one_plain_value_each() {
         assert!(m.contains("control character"), "{m}");
         assert!(!m.contains(PASSWORD) && !m.contains("Injected"), "{m}");
     }
+    // The simplified API names the field the caller sent, not its Graph path.
+    let simple = format!("/api/v1/managedDevices/{DEVICE}/updateWindowsDeviceAccount");
+    let flat = [
+        (
+            r#""accountType":"azureAD","userPrincipalName":"ceo@evil.example@contoso.com""#,
+            "userPrincipalName",
+        ),
+        (
+            r#""sessionInitiationProtocolAddress":"sip:room1@contoso.com\r\n""#,
+            "sessionInitiationProtocolAddress",
+        ),
+    ];
+    for (fields, named) in flat {
+        let body = format!(
+            r#"{{"deviceAccountEmail":"room1@contoso.com","password":"{PASSWORD}",{fields}}}"#
+        );
+        let r = h.post(&simple, Some(ROTATOR_KEY), &body).await;
+        r.assert_graph_error(400, "invalidRequest");
+        let m = message(&r);
+        assert!(m.contains(&format!("the parameter '{named}'")), "{m}");
+    }
     assert!(
         h.emulator.graph_requests().is_empty(),
         "nothing reached Graph"
     );
     let records = h.audit_records().await;
-    assert_refusals_audited(&records, cases.len() + others.len());
+    assert_refusals_audited(&records, cases.len() + others.len() + flat.len());
 
     // The plain request still goes through.
     assert_eq!(h.call().await.status, 204);
