@@ -230,7 +230,7 @@ static WINDOWS_DEVICE_AZURE_AD_ACCOUNT: ComplexType = ComplexType {
     name: "microsoft.graph.windowsDeviceAzureADAccount",
     props: &[
         Prop::secret("password", Ty::String),
-        Prop::new("userPrincipalName", Ty::String),
+        Prop::new("userPrincipalName", Ty::String).address(),
     ],
     derived: &[],
 };
@@ -246,7 +246,7 @@ static UPDATE_WINDOWS_DEVICE_ACCOUNT_PARAMETER: ComplexType = ComplexType {
     props: &[
         Prop::new("calendarSyncEnabled", Ty::Bool),
         Prop::new("deviceAccount", Ty::Complex(&WINDOWS_DEVICE_ACCOUNT)),
-        Prop::new("deviceAccountEmail", Ty::String),
+        Prop::new("deviceAccountEmail", Ty::String).address(),
         Prop::new("exchangeServer", Ty::String),
         Prop::new("passwordRotationEnabled", Ty::Bool),
         // Graph's real wire name carries this misspelling.

@@ -1,16 +1,18 @@
 //! `graphgate policy explain` and `graphgate policy test`: requests written as text
-//! (`POST /v1.0/...` plus an optional body) evaluated against a policy exactly as the
+//! (`POST /v1.0/...` plus its body) evaluated against a policy exactly as the
 //! gateway evaluates them, with reasons, and YAML fixtures checked like `opa test`.
 
 use std::fmt::Write;
 use std::path::Path;
 
+use bytes::Bytes;
 use serde::Deserialize;
 
+use crate::error::GatewayError;
+use crate::inbound;
 use crate::policy::{Decision, Facts, Mismatch, Policy, Test};
-use crate::route::{self, Recognised, Surface};
-use crate::schema::{self, Params};
-use crate::simple;
+use crate::route::Recognised;
+use crate::schema::Params;
 
 /// What `rule` is reported as when no rule allows a request.
 pub const DEFAULT_DENY: &str = "(default deny)";
@@ -26,9 +28,19 @@ pub enum ExplainError {
         "the request must look like 'POST /v1.0/deviceManagement/managedDevices/<id>/<action>': {0}"
     )]
     Request(String),
-    /// The body is refused before policy, as the gateway would refuse it.
-    #[error("the body would be refused before policy: {0}")]
-    Body(String),
+    /// The request would be refused before policy, as the gateway would refuse it.
+    #[error("the gateway would refuse this request before policy ({status}): {message}")]
+    Refused {
+        /// The HTTP status the gateway would answer.
+        status: u16,
+        /// Its error message.
+        message: String,
+    },
+    /// No body: the gateway refuses a request without one, so there is nothing to decide.
+    #[error(
+        "no request body given: the gateway answers 400 to a request without a JSON body, so the policy is never asked; give the body (policy explain: --body FILE; policy test: the case's 'body')"
+    )]
+    NoBody,
 }
 
 /// One request evaluated.
@@ -41,12 +53,13 @@ pub struct Evaluation<'p> {
     pub decision: Decision<'p>,
 }
 
-/// Evaluates `request` ("POST /v1.0/...") with an optional JSON `body` for `caller`.
+/// Evaluates `request` ("POST /v1.0/...") with its JSON `body` for `caller`, exactly as the
+/// gateway would: the same path recognition, the same strict body checks, the same policy.
 pub fn evaluate<'p>(
     policy: &'p Policy,
     caller: &str,
     request: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
 ) -> Result<(Evaluation<'p>, usize), ExplainError> {
     let index = policy
         .caller_index(caller)
@@ -58,25 +71,9 @@ pub fn evaluate<'p>(
     let method: http::Method = method
         .parse()
         .map_err(|_| ExplainError::Request(request.to_owned()))?;
-    let path = path.trim();
-    let target = if path.starts_with(route::SIMPLE_PREFIX) {
-        route::recognise_simple(&method, path)
-    } else {
-        route::recognise(&method, path)
-    }
-    .map_err(|e| ExplainError::Request(e.to_string()))?;
-    let params = match body {
-        None => Params::default(),
-        Some(body) => {
-            let graph = match (target.surface, target.op.simple) {
-                (Surface::Simple, Some(api)) => simple::to_graph_body(target.op, api, body)
-                    .map_err(|e| ExplainError::Body(e.to_string()))?,
-                _ => body.clone(),
-            };
-            schema::validate(&graph, target.op.params, target.op.wrapper)
-                .map_err(|e| ExplainError::Body(e.to_string()))?
-        }
-    };
+    let target = inbound::recognise(&method, path.trim()).map_err(refused)?;
+    let body = Bytes::copy_from_slice(body.ok_or(ExplainError::NoBody)?);
+    let (_, params) = inbound::graph_body(&target, &body).map_err(refused)?;
     let facts = Facts {
         caller: index,
         op: target.op,
@@ -95,12 +92,19 @@ pub fn evaluate<'p>(
     ))
 }
 
+fn refused(e: GatewayError) -> ExplainError {
+    ExplainError::Refused {
+        status: e.status().as_u16(),
+        message: e.to_string(),
+    }
+}
+
 /// The text `policy explain` prints.
 pub fn explain(
     policy: &Policy,
     caller: &str,
     request: &str,
-    body: Option<&serde_json::Value>,
+    body: Option<&[u8]>,
 ) -> Result<(bool, String), ExplainError> {
     let (eval, index) = evaluate(policy, caller, request, body)?;
     let mut out = String::new();
@@ -259,7 +263,12 @@ pub fn run_fixtures(path: &Path, policy_override: Option<&Path>) -> Result<TestR
 }
 
 fn check_case(policy: &Policy, case: &Case) -> Option<String> {
-    let (eval, _) = match evaluate(policy, &case.caller, &case.request, case.body.as_ref()) {
+    // The fixture's body is YAML; the gateway would receive it as JSON text.
+    let body = case
+        .body
+        .as_ref()
+        .map(|b| serde_json::to_vec(b).unwrap_or_default());
+    let (eval, _) = match evaluate(policy, &case.caller, &case.request, body.as_deref()) {
         Ok(e) => e,
         Err(e) => return Some(e.to_string()),
     };

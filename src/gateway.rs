@@ -1,6 +1,6 @@
 //! The request pipeline, in one place, outer to inner: load shedding → request ids, span and
-//! audit trail → caller identity → operation recognition → body validation → policy → rate
-//! limits → (dry run) → idempotency → tenant pacing → token → durable audit intent → forward
+//! audit trail → caller identity → operation recognition → body validation → policy → (dry
+//! run) → rate limits → idempotency → tenant pacing → token → durable audit intent → forward
 //! to Graph → durable audit outcome. Each step can refuse; nothing reaches Graph until every
 //! step before it has passed and the intent is on disk.
 
@@ -329,6 +329,18 @@ impl Gateway {
                 )));
             }
         };
+        // A dry run answers the policy question only: it sends nothing, so it spends no
+        // budget (a rule's budget is shared, so one caller's checks would starve another).
+        if dry_run {
+            trail.decided(AuditDecision::DryRun, Some(&rule.name));
+            return Ok(dry_run_response(
+                self.cloud(),
+                caller_name,
+                &target,
+                &decision,
+                &params,
+            ));
+        }
         // Budgets: the caller's and the rule's, before anything costs the tenant.
         let budgets = installed
             .limits
@@ -343,16 +355,6 @@ impl Gateway {
         if let Err(limited) = budgets {
             trail.decided(AuditDecision::RateLimited, Some(&rule.name));
             return Err(limited);
-        }
-        if dry_run {
-            trail.decided(AuditDecision::DryRun, Some(&rule.name));
-            return Ok(dry_run_response(
-                self.cloud(),
-                caller_name,
-                &target,
-                &decision,
-                &params,
-            ));
         }
         // No double execution: a repeated key gets the first answer, a concurrent one waits.
         let ticket = match idempotency_key {

@@ -48,13 +48,15 @@ fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// The operation a path names, on either surface.
+/// The operation a path names, on either surface, for one device only (a path naming two
+/// different devices is refused: see [`Recognised::one_device`]).
 pub fn recognise(method: &http::Method, path: &str) -> Result<Recognised, GatewayError> {
-    Ok(if path.starts_with(route::SIMPLE_PREFIX) {
-        route::recognise_simple(method, path)?
+    let recognised = if path.starts_with(route::SIMPLE_PREFIX) {
+        route::recognise_simple(method, path)
     } else {
-        route::recognise(method, path)?
-    })
+        route::recognise(method, path)
+    };
+    Ok(recognised.and_then(Recognised::one_device)?)
 }
 
 /// `Prefer: dry-run` or `?dry-run` (`=true`); any other query parameter is refused.
@@ -122,15 +124,19 @@ where
 /// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
 pub fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), GatewayError> {
     let parsed = schema::parse_strict(body)?;
-    let (body, parsed) = match (target.surface, target.op.simple) {
+    let op = target.op;
+    match (target.surface, op.simple) {
         (Surface::Simple, Some(api)) => {
-            let graph = simple::to_graph_body(target.op, api, &parsed)?;
+            let graph = simple::to_graph_body(op, api, &parsed)?;
+            let params = schema::validate_request(&graph, op.params, op.wrapper)
+                .map_err(|e| simple::in_flat_terms(api, e))?;
             let bytes =
                 serde_json::to_vec(&graph).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
-            (Bytes::from(bytes), graph)
+            Ok((Bytes::from(bytes), params))
         }
-        _ => (body.clone(), parsed),
-    };
-    let params = schema::validate(&parsed, target.op.params, target.op.wrapper)?;
-    Ok((body, params))
+        _ => Ok((
+            body.clone(),
+            schema::validate_request(&parsed, op.params, op.wrapper)?,
+        )),
+    }
 }

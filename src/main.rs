@@ -262,82 +262,111 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
 
 fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
     match cmd {
-        PolicyCommand::Check { file } => match Policy::load(&file) {
-            Ok(p) => {
-                println!(
-                    "{}: OK ({} callers, {} rules, policy hash {})",
-                    file.display(),
-                    p.callers.len(),
-                    p.rules.len(),
-                    p.hash
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        PolicyCommand::Check { file } => Ok(policy_check(&file)),
         PolicyCommand::Explain {
             caller,
             request,
             body,
             policy,
-        } => {
-            let policy = match Policy::load(&policy) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::from(2));
-                }
-            };
-            let body = body
-                .map(|p| -> Fallible<serde_json::Value> {
-                    Ok(serde_json::from_str(&std::fs::read_to_string(&p)?)?)
-                })
-                .transpose()?;
-            match graphgate::explain::explain(&policy, &caller, &request, body.as_ref()) {
-                Ok((allowed, text)) => {
-                    print!("{text}");
-                    Ok(if allowed {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::from(1)
-                    })
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::from(2))
-                }
-            }
-        }
-        PolicyCommand::Test { file, policy } => {
-            match graphgate::explain::run_fixtures(&file, policy.as_deref()) {
-                Ok(report) => {
-                    for line in &report.lines {
-                        println!("{line}");
-                    }
-                    println!("{} passed, {} failed", report.passed, report.failed);
-                    Ok(if report.failed == 0 {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    })
-                }
-                Err(e) => {
-                    eprintln!("{e}");
-                    Ok(ExitCode::from(2))
-                }
-            }
-        }
-        PolicyCommand::HashKey => {
-            let mut key = String::new();
-            std::io::stdin().read_line(&mut key)?;
+        } => Ok(policy_explain(&policy, &caller, &request, body.as_deref())),
+        PolicyCommand::Test { file, policy } => Ok(policy_test(&file, policy.as_deref())),
+        PolicyCommand::HashKey => policy_hash_key(),
+    }
+}
+
+fn policy_check(file: &std::path::Path) -> ExitCode {
+    match Policy::load(file) {
+        Ok(p) => {
             println!(
-                "{}",
-                graphgate::identity::api_key_sha256(key.trim_end_matches(['\r', '\n']))
+                "{}: OK ({} callers, {} rules, policy hash {})",
+                file.display(),
+                p.callers.len(),
+                p.rules.len(),
+                p.hash
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
+}
+
+/// Exit 0 allow, 1 deny, 2 when there is nothing to decide (bad policy, request or body).
+fn policy_explain(
+    policy: &std::path::Path,
+    caller: &str,
+    request: &str,
+    body: Option<&std::path::Path>,
+) -> ExitCode {
+    let bad_input = |e: &dyn std::fmt::Display| {
+        eprintln!("{e}");
+        ExitCode::from(2)
+    };
+    let policy = match Policy::load(policy) {
+        Ok(p) => p,
+        Err(e) => return bad_input(&e),
+    };
+    // The file's bytes, as the gateway would receive them: the same strict parsing.
+    let body = match body.map(|p| std::fs::read(p).map_err(|e| format!("{}: {e}", p.display()))) {
+        Some(Err(e)) => return bad_input(&e),
+        Some(Ok(bytes)) => Some(bytes),
+        None => None,
+    };
+    match graphgate::explain::explain(&policy, caller, request, body.as_deref()) {
+        Ok((allowed, text)) => {
+            print!("{text}");
+            if allowed {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => bad_input(&e),
+    }
+}
+
+fn policy_test(file: &std::path::Path, policy: Option<&std::path::Path>) -> ExitCode {
+    match graphgate::explain::run_fixtures(file, policy) {
+        Ok(report) => {
+            for line in &report.lines {
+                println!("{line}");
+            }
+            println!("{} passed, {} failed", report.passed, report.failed);
+            if report.failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Hashes the first line of standard input. A key the gateway could never match is refused:
+/// an empty one, and one with leading or trailing whitespace (the gateway trims the key it
+/// reads from `Authorization: Bearer`), since either would print a valid-looking hash.
+fn policy_hash_key() -> Fallible<ExitCode> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let key = line.trim_end_matches(['\r', '\n']);
+    let problem = if key.trim().is_empty() {
+        Some("no API key on standard input")
+    } else if key.trim() != key {
+        Some(
+            "the API key has leading or trailing whitespace, which no Authorization header can carry",
+        )
+    } else {
+        None
+    };
+    if let Some(problem) = problem {
+        eprintln!("graphgate: {problem}; use: printf '%s' \"$KEY\" | graphgate policy hash-key");
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("{}", graphgate::identity::api_key_sha256(key));
+    Ok(ExitCode::SUCCESS)
 }

@@ -120,12 +120,38 @@ pub struct Recognised {
     pub shape: &'static Shape,
     /// The device the action applies to: the last `managedDevices/{id}` (lower-case GUID).
     pub device_id: String,
+    /// Another device the path names, when a shape with two `managedDevices/{id}` segments
+    /// carries two different ids (see [`Recognised::one_device`]).
+    pub other_device_id: Option<String>,
     /// The user id, where the shape has one.
     pub user_id: Option<String>,
     /// The detected-app id, where the shape has one.
     pub detected_app_id: Option<String>,
     /// The path to forward: `/{version}/{shape with ids}/{action}` in Graph's casing.
     pub canonical_path: String,
+}
+
+impl Recognised {
+    /// This request, if its path names one device only.
+    ///
+    /// Graph's own path template
+    /// `/detectedApps/{detectedAppId}/managedDevices/{managedDeviceId}/users/{userId}/managedDevices/{managedDeviceId}`
+    /// uses the same placeholder twice, yet nothing stops a caller from filling in two
+    /// different ids. The policy decides on the last one and the audit records it, but which
+    /// device Graph then acts on would be left to Graph's parsing of a path naming both. A
+    /// gateway for privileged actions refuses that instead of guessing (it does not rewrite
+    /// the path to the single-device shape either: that would silently drop the app and
+    /// user the caller scoped the request to). So the policy, the audit record and the
+    /// forwarded path always name one and the same device.
+    pub fn one_device(self) -> Result<Recognised, RouteError> {
+        match self.other_device_id {
+            Some(first) => Err(RouteError::TwoDevices {
+                first,
+                last: self.device_id,
+            }),
+            None => Ok(self),
+        }
+    }
 }
 
 /// Why a path was not recognised.
@@ -146,6 +172,16 @@ pub enum RouteError {
     /// An id in the path is not of its kind's form.
     #[error("'{0}' in the path is malformed")]
     BadId(&'static str),
+    /// The path names two different managed devices.
+    #[error(
+        "the path names two different managed devices ({first} and {last}); graphgate forwards a request for one device only: use the same id in both places, or /deviceManagement/managedDevices/{{id}}"
+    )]
+    TwoDevices {
+        /// The first `managedDevices/{id}` of the path.
+        first: String,
+        /// The last one, which the policy would have been asked about.
+        last: String,
+    },
 }
 
 /// Recognises `path` (without the query) under `/v1.0` or `/beta`.
@@ -243,6 +279,7 @@ fn build(
     canonical.push('/');
     canonical.push_str(version.as_str());
     let (mut device_id, mut user_id, mut detected_app_id) = (None, None, None);
+    let mut first_device_id = None;
     for (want, got) in shape.segs.iter().zip(segs) {
         canonical.push('/');
         match want {
@@ -251,7 +288,10 @@ fn build(
                 let id = parse_id(*kind, got)?;
                 canonical.push_str(&id);
                 match kind {
-                    ManagedDevice => device_id = Some(id),
+                    ManagedDevice => {
+                        first_device_id.get_or_insert_with(|| id.clone());
+                        device_id = Some(id);
+                    }
                     User => user_id = Some(id),
                     DetectedApp => detected_app_id = Some(id),
                 }
@@ -261,12 +301,14 @@ fn build(
     canonical.push('/');
     canonical.push_str(op.action);
     let device_id = device_id.ok_or(RouteError::NotFound)?;
+    let other_device_id = first_device_id.filter(|first| *first != device_id);
     Ok(Recognised {
         surface: Surface::Graph,
         op,
         version,
         shape,
         device_id,
+        other_device_id,
         user_id,
         detected_app_id,
         canonical_path: canonical,
@@ -370,6 +412,52 @@ mod tests {
         let r = post(&cases[2]).unwrap();
         assert_eq!(r.user_id.as_deref(), Some("room@contoso.com"));
         assert_eq!(r.detected_app_id.as_deref(), Some("app-1"));
+    }
+
+    #[test]
+    fn a_path_naming_two_devices_is_refused_and_one_device_twice_is_not() {
+        let shape3 = |first: &str, last: &str| {
+            format!(
+                "/v1.0/deviceManagement/detectedApps/app-1/managedDevices/{first}/users/room@contoso.com/managedDevices/{last}/updateWindowsDeviceAccount"
+            )
+        };
+        let two = post(&shape3(DEV2, DEV)).unwrap();
+        assert_eq!(two.device_id, DEV.to_ascii_lowercase());
+        assert_eq!(two.other_device_id.as_deref(), Some(DEV2));
+        let err = two.one_device().unwrap_err();
+        assert_eq!(
+            err,
+            RouteError::TwoDevices {
+                first: DEV2.to_owned(),
+                last: DEV.to_ascii_lowercase()
+            }
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains(DEV2) && text.contains(&DEV.to_ascii_lowercase()),
+            "{text}"
+        );
+
+        // The same device in both places (in any case) is one device: nothing is refused
+        // and the forwarded path names that device only.
+        let same = post(&shape3(&DEV.to_ascii_lowercase(), DEV))
+            .unwrap()
+            .one_device()
+            .unwrap();
+        assert_eq!(same.other_device_id, None);
+        let dev = DEV.to_ascii_lowercase();
+        assert_eq!(
+            same.canonical_path,
+            format!(
+                "/v1.0/deviceManagement/detectedApps/app-1/managedDevices/{dev}/users/room@contoso.com/managedDevices/{dev}/updateWindowsDeviceAccount"
+            )
+        );
+        for single in [
+            format!("/v1.0/deviceManagement/managedDevices/{DEV}/updateWindowsDeviceAccount"),
+            format!("/v1.0/users/{DEV2}/managedDevices/{DEV}/updateWindowsDeviceAccount"),
+        ] {
+            assert!(post(&single).unwrap().one_device().is_ok(), "{single}");
+        }
     }
 
     #[test]

@@ -1,6 +1,9 @@
 //! Request-body schemas and the strict validator for them: duplicate keys, deep nesting,
 //! unknown members, wrong types and unknown `@odata.type`s are refused. Errors name the
-//! offending member, never its value (values may be passwords).
+//! offending member, never its value (values may be passwords). What the gateway refuses
+//! on top of the CSDL (nulls, control characters, malformed addresses) is in [`screen`].
+
+pub mod screen;
 
 use std::fmt;
 
@@ -34,6 +37,9 @@ pub struct Prop {
     pub secret: bool,
     /// CSDL `Nullable="false"`: must be present and not null.
     pub required: bool,
+    /// An email address (`Edm.String` in the CSDL, an address in meaning): the gateway
+    /// accepts exactly one address (see [`screen::is_address`]).
+    pub address: bool,
 }
 
 impl Prop {
@@ -44,26 +50,31 @@ impl Prop {
             ty,
             secret: false,
             required: false,
+            address: false,
         }
     }
 
     /// An optional, nullable property whose value is a secret.
     pub const fn secret(name: &'static str, ty: Ty) -> Self {
         Prop {
-            name,
-            ty,
             secret: true,
-            required: false,
+            ..Prop::new(name, ty)
         }
     }
 
     /// A property that must be present and non-null.
     pub const fn required(name: &'static str, ty: Ty) -> Self {
         Prop {
-            name,
-            ty,
-            secret: false,
             required: true,
+            ..Prop::new(name, ty)
+        }
+    }
+
+    /// This string property, holding an email address.
+    pub const fn address(self) -> Self {
+        Prop {
+            address: true,
+            ..self
         }
     }
 }
@@ -142,6 +153,8 @@ pub struct ParamPath {
     pub secret: bool,
     /// Whether values are booleans (otherwise strings or type names).
     pub boolean: bool,
+    /// Whether values are email addresses.
+    pub address: bool,
 }
 
 /// Every parameter path an action's body can carry (derived types' members included).
@@ -170,6 +183,7 @@ fn leaf_paths(prop: &Prop, path: &str, out: &mut Vec<ParamPath>) {
                     path: path.to_owned(),
                     secret: prop.secret,
                     boolean: matches!(prop.ty, Ty::Bool),
+                    address: prop.address,
                 });
             }
         }
@@ -184,6 +198,7 @@ fn complex_paths(ty: &'static ComplexType, prefix: &str, out: &mut Vec<ParamPath
                 path,
                 secret: false,
                 boolean: false,
+                address: false,
             });
         }
     }
@@ -223,27 +238,52 @@ pub enum SchemaError {
     /// A non-nullable parameter was missing or null.
     #[error("the parameter '{0}' is required")]
     Missing(String),
+    /// An action whose parameters are wrapped in one member, sent without it.
+    #[error(
+        "the parameters must be wrapped in '{wrapper}': send {{\"{wrapper}\": {{...}}}}{}",
+        .found.as_ref().map(|m| format!(" ('{m}' belongs inside it)")).unwrap_or_default()
+    )]
+    MissingWrapper {
+        /// The wrapper member's name.
+        wrapper: &'static str,
+        /// A member of the wrapper that was sent at the top level instead.
+        found: Option<&'static str>,
+    },
+    /// An explicit `null` (gateway rule). Graph does not document what `null` does to an
+    /// action parameter (leave the setting, clear it, or take the type's default, such as
+    /// `false`), so no policy could say what such a request does. The Graph SDKs leave unset
+    /// properties out rather than sending `null`, so nothing legitimate is lost.
+    #[error(
+        "the parameter '{0}' is null: leave it out instead (graphgate does not forward null parameters)"
+    )]
+    Null(String),
+    /// A string with a control character (gateway rule).
+    #[error(
+        "the parameter '{0}' contains a control character (control, line-separator and bidirectional-formatting characters are refused)"
+    )]
+    ControlCharacter(String),
+    /// An email parameter that is not exactly one address (gateway rule).
+    #[error(
+        "the parameter '{0}' must be one email address: local-part@domain, exactly one '@', no spaces, commas, quotes or brackets, ASCII, no trailing dot"
+    )]
+    NotAnAddress(String),
 }
 
 impl SchemaError {
-    /// An unknown member, named in the answer only if its name looks like a property name:
-    /// a key is caller-supplied text, and a client that put a secret where a name belongs
-    /// must not get it echoed back (and logged) in the error.
+    /// An unknown member, named in the answer only if its name looks like a property name
+    /// (see [`screen::shown_name`]).
     fn unknown_property(path: &str) -> SchemaError {
-        let plausible = path.len() <= 128
-            && path.split('.').all(|part| {
-                !part.is_empty()
-                    && part.len() <= 64
-                    && part
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_@#-".contains(&b))
-            });
-        SchemaError::UnknownProperty(if plausible {
-            path.to_owned()
-        } else {
-            "(a name that is not a property name, not shown)".to_owned()
-        })
+        SchemaError::UnknownProperty(screen::shown_name(path))
     }
+}
+
+/// How strictly a body is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rules {
+    /// What the CSDL allows: what Graph accepts (the emulator checks this).
+    Csdl,
+    /// The CSDL and the gateway's own rules (see [`screen`]): what graphgate forwards.
+    Gateway,
 }
 
 /// Parses `bytes` as JSON, refusing duplicate keys and nesting deeper than [`MAX_DEPTH`].
@@ -256,8 +296,29 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, SchemaError> {
     Ok(value)
 }
 
-/// Validates a body (already parsed) against an action's parameters.
+/// Validates a body (already parsed) against an action's parameters, as Graph's CSDL
+/// defines them (what the emulator, standing for Graph, accepts).
 pub fn validate(
+    body: &Value,
+    params: &'static [Prop],
+    wrapper: Option<&'static str>,
+) -> Result<Params, SchemaError> {
+    validate_with(Rules::Csdl, body, params, wrapper)
+}
+
+/// Validates a body the gateway is asked to forward: the CSDL, and graphgate's own rules on
+/// values (no `null`s, no control characters, one address per email parameter) and a
+/// wrapped action's wrapper present, so that the policy decides on plain values.
+pub fn validate_request(
+    body: &Value,
+    params: &'static [Prop],
+    wrapper: Option<&'static str>,
+) -> Result<Params, SchemaError> {
+    validate_with(Rules::Gateway, body, params, wrapper)
+}
+
+fn validate_with(
+    rules: Rules,
     body: &Value,
     params: &'static [Prop],
     wrapper: Option<&'static str>,
@@ -273,20 +334,53 @@ pub fn validate(
         let prop = params
             .iter()
             .find(|p| p.name == key)
-            .ok_or_else(|| SchemaError::unknown_property(key))?;
+            .ok_or_else(|| unknown_top_level(key, params, wrapper))?;
         let path = if wrapper == Some(prop.name) {
             String::new()
         } else {
             key.clone()
         };
-        check(prop, value, &path, &mut out)?;
+        check(rules, prop, value, &path, &mut out)?;
     }
     for p in params.iter().filter(|p| p.required) {
         if members.get(p.name).is_none_or(Value::is_null) {
             return Err(SchemaError::Missing(p.name.to_owned()));
         }
     }
-    Ok(out)
+    match wrapper {
+        // Without its wrapper, a wrapped action carries no parameters at all: nothing a
+        // caller means to send through a gateway for privileged actions.
+        Some(w) if rules == Rules::Gateway && !members.contains_key(w) => {
+            Err(SchemaError::MissingWrapper {
+                wrapper: w,
+                found: None,
+            })
+        }
+        _ => Ok(out),
+    }
+}
+
+/// A top-level member that is no parameter: if it is a member of the wrapper, the caller
+/// left the wrapper out, so say that rather than naming the member as unknown.
+fn unknown_top_level(
+    key: &str,
+    params: &'static [Prop],
+    wrapper: Option<&'static str>,
+) -> SchemaError {
+    let wrapped = wrapper.and_then(|w| {
+        let Ty::Complex(ty) = params.iter().find(|p| p.name == w)?.ty else {
+            return None;
+        };
+        let inner = ty.props.iter().find(|p| p.name == key)?;
+        Some((w, inner.name))
+    });
+    match wrapped {
+        Some((wrapper, member)) => SchemaError::MissingWrapper {
+            wrapper,
+            found: Some(member),
+        },
+        None => SchemaError::unknown_property(key),
+    }
 }
 
 fn join(prefix: &str, name: &str) -> String {
@@ -297,19 +391,36 @@ fn join(prefix: &str, name: &str) -> String {
     }
 }
 
-fn check(prop: &Prop, value: &Value, path: &str, out: &mut Params) -> Result<(), SchemaError> {
+fn check(
+    rules: Rules,
+    prop: &Prop,
+    value: &Value,
+    path: &str,
+    out: &mut Params,
+) -> Result<(), SchemaError> {
     let wrong = |expected| SchemaError::WrongType {
         path: display_path(path, prop),
         expected,
     };
     let param = match (prop.ty, value) {
+        (_, Value::Null) if rules == Rules::Gateway => {
+            return Err(SchemaError::Null(display_path(path, prop)));
+        }
         (_, Value::Null) if !prop.required => ParamValue::Null,
         (Ty::Bool, Value::Bool(b)) => ParamValue::Bool(*b),
-        (Ty::String, Value::String(s)) if prop.secret => {
-            ParamValue::Secret(Secret::new(s.as_str()))
+        (Ty::String, Value::String(s)) => {
+            if rules == Rules::Gateway {
+                screen::string(prop, s, &display_path(path, prop))?;
+            }
+            if prop.secret {
+                ParamValue::Secret(Secret::new(s.as_str()))
+            } else {
+                ParamValue::String(s.clone())
+            }
         }
-        (Ty::String, Value::String(s)) => ParamValue::String(s.clone()),
-        (Ty::Complex(ty), Value::Object(members)) => return check_complex(ty, members, path, out),
+        (Ty::Complex(ty), Value::Object(members)) => {
+            return check_complex(rules, ty, members, path, out);
+        }
         (Ty::Bool, _) => return Err(wrong("a boolean")),
         (Ty::String, _) => return Err(wrong("a string")),
         (Ty::Complex(_), _) => return Err(wrong("an object")),
@@ -327,6 +438,7 @@ fn display_path(path: &str, prop: &Prop) -> String {
 }
 
 fn check_complex(
+    rules: Rules,
     declared: &'static ComplexType,
     members: &Map<String, Value>,
     path: &str,
@@ -360,7 +472,7 @@ fn check_complex(
             .iter()
             .find(|p| p.name == key)
             .ok_or_else(|| SchemaError::unknown_property(&join(path, key)))?;
-        check(prop, value, &join(path, key), out)?;
+        check(rules, prop, value, &join(path, key), out)?;
     }
     Ok(())
 }
@@ -438,7 +550,9 @@ impl<'de> Visitor<'de> for Strict {
         let mut members = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if members.contains_key(&key) {
-                return Err(de::Error::custom(format_args!("duplicate key {key:?}")));
+                // Named only if it looks like a property name, like an unknown member.
+                let shown = screen::shown_name(&key);
+                return Err(de::Error::custom(format_args!("duplicate key {shown:?}")));
             }
             let value = map.next_value_seed(self.nested()?)?;
             members.insert(key, value);

@@ -6,6 +6,7 @@ use serde_json::{Map, Value, json};
 
 use crate::catalog::{CATALOG, Operation, SimpleApi};
 use crate::schema::SchemaError;
+use crate::schema::screen::shown_name;
 
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,14 +51,17 @@ pub fn to_graph_body(op: &Operation, api: &SimpleApi, flat: &Value) -> Result<Va
             expected: "a JSON object",
         }));
     };
-    let unknown: Vec<String> = members
+    // Unknown names are shown only if they look like names (a key is caller text).
+    let mut unknown: Vec<String> = members
         .keys()
         .filter(|k| {
             !api.fields.iter().any(|f| f.name == *k)
                 && api.variant.as_ref().is_none_or(|v| v.name != *k)
         })
-        .cloned()
+        .map(|k| shown_name(k))
         .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
     if !unknown.is_empty() {
         return Err(SimpleError::Unknown(unknown));
     }
@@ -133,6 +137,22 @@ pub fn to_graph_body(op: &Operation, api: &SimpleApi, flat: &Value) -> Result<Va
         Some(w) => json!({ w: Value::Object(params) }),
         None => Value::Object(params),
     })
+}
+
+/// A refusal of the Graph body built from a flat one, naming the flat field the caller sent
+/// (`userPrincipalName`) rather than its Graph path (`deviceAccount.userPrincipalName`).
+pub fn in_flat_terms(api: &SimpleApi, err: SchemaError) -> SchemaError {
+    let flat = |path: String| {
+        api.fields
+            .iter()
+            .find(|f| f.target == path)
+            .map_or(path, |f| f.name.to_owned())
+    };
+    match err {
+        SchemaError::ControlCharacter(path) => SchemaError::ControlCharacter(flat(path)),
+        SchemaError::NotAnAddress(path) => SchemaError::NotAnAddress(flat(path)),
+        other => other,
+    }
 }
 
 /// Sets `value` at dotted `path` inside `root`, creating objects on the way.
@@ -282,6 +302,16 @@ mod tests {
                 "sessionInitiationProtocalAddress".into()
             ])
         );
+        // A key that is not a name is not echoed (in the answer or the log).
+        let e = translate(json!({"deviceAccountEmail": "a", "password": "p", "hunter2 Secret!": 1, "x\ny": 2, "colour": 3})).unwrap_err();
+        assert_eq!(
+            e,
+            SimpleError::Unknown(vec![
+                "(a name that is not a property name, not shown)".into(),
+                "colour".into(),
+            ])
+        );
+        assert!(!e.to_string().contains("hunter2"), "{e}");
         assert_eq!(
             translate(json!({"deviceAccountEmail": "a"})).unwrap_err(),
             SimpleError::Missing(vec!["password".into()])

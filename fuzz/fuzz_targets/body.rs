@@ -1,6 +1,7 @@
 //! Request bodies of every catalog operation: `schema::parse_strict` then `schema::validate`
-//! (the Graph body), and `simple::to_graph_body` (the flat simplified-API body) followed by
-//! `validate` of the body it builds.
+//! and `validate_request` (the Graph body: as Graph reads it, and with the gateway's own
+//! rules), and `simple::to_graph_body` (the flat simplified-API body) followed by
+//! `validate_request` of the body it builds.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,9 +12,10 @@ fuzz_target!(|data: &[u8]| {
     };
     for op in graphgate::catalog::CATALOG {
         let _ = graphgate::schema::validate(&value, op.params, op.wrapper);
+        let _ = graphgate::schema::validate_request(&value, op.params, op.wrapper);
         if let Some(simple) = op.simple {
             if let Ok(graph_body) = graphgate::simple::to_graph_body(op, simple, &value) {
-                let _ = graphgate::schema::validate(&graph_body, op.params, op.wrapper);
+                let _ = graphgate::schema::validate_request(&graph_body, op.params, op.wrapper);
             }
         }
     }

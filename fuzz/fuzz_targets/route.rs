@@ -1,4 +1,5 @@
-//! `route::recognise` and `recognise_simple` on an arbitrary method and path.
+//! `route::recognise` (and its one-device check) and `recognise_simple` on an arbitrary
+//! method and path.
 //! Input: one length byte, that many method bytes, then the path (lossy UTF-8).
 #![no_main]
 
@@ -12,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
     let (method, path) = rest.split_at(len);
     let method = http::Method::from_bytes(method).unwrap_or(http::Method::POST);
     let path = String::from_utf8_lossy(path);
-    let _ = graphgate::route::recognise(&method, &path);
+    let _ = graphgate::route::recognise(&method, &path).and_then(|r| r.one_device());
     let _ = graphgate::route::recognise_simple(&method, &path);
 });

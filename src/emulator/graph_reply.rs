@@ -57,11 +57,13 @@ impl GraphError {
                 "BadRequest",
                 format!("Invalid key value for the segment '{label}'."),
             ),
-            RouteError::Malformed(_) | RouteError::TooLong => Self::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "The request URI is not valid.",
-            ),
+            RouteError::Malformed(_) | RouteError::TooLong | RouteError::TwoDevices { .. } => {
+                Self::new(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "The request URI is not valid.",
+                )
+            }
         }
     }
 }

@@ -344,29 +344,45 @@ fn condition(
         (.., Some(a)) => Test::Present(!a),
         _ => return None,
     };
-    if let Some(p) = &known {
-        let value_test = !matches!(test, Test::Present(_));
-        if p.secret && value_test {
-            issues.at(
-                entry,
-                format!(
-                    "{:?} is a secret: a policy may only test that it is present or absent",
-                    c.param
-                ),
-            );
-        } else if value_test && p.boolean != matches!(test, Test::EqualsBool(_)) {
-            let want = if p.boolean {
-                "a boolean (equals: true|false)"
-            } else {
-                "a string test"
-            };
-            issues.at(entry, format!("{:?} needs {want}", c.param));
-        }
+    if let Some(p) = known {
+        test_fits(entry, p, &test, issues);
     }
     Some(Condition {
         param: c.param.clone(),
         test,
     })
+}
+
+/// Whether `test` suits what the parameter holds.
+fn test_fits(entry: &Spanned<ConditionEntry>, p: &ParamPath, test: &Test, issues: &mut Issues) {
+    let param = &entry.value.param;
+    let value_test = !matches!(test, Test::Present(_));
+    if p.secret && value_test {
+        issues.at(
+            entry,
+            format!("{param:?} is a secret: a policy may only test that it is present or absent"),
+        );
+    } else if value_test && p.boolean != matches!(test, Test::EqualsBool(_)) {
+        let want = if p.boolean {
+            "a boolean (equals: true|false)"
+        } else {
+            "a string test"
+        };
+        issues.at(entry, format!("{param:?} needs {want}"));
+    }
+    // `suffix: contoso.com` would also match `ceo@evilcontoso.com`: on an address, a
+    // suffix must start at a domain boundary.
+    if let Test::Suffix(suffix) = test
+        && p.address
+        && !suffix.starts_with(['@', '.'])
+    {
+        issues.at(
+            entry,
+            format!(
+                "the suffix {suffix:?} on the address {param:?} must start with '@' (exactly that domain) or '.' (its subdomains); as written it also matches other domains that end in it"
+            ),
+        );
+    }
 }
 
 /// Rules that cannot match any request are mistakes; say so.

@@ -214,3 +214,125 @@ impl Condition {
 fn eq_type_or_text(value: &str, wanted: &str) -> bool {
     value.eq_ignore_ascii_case(wanted.strip_prefix('#').unwrap_or(wanted))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+    use crate::schema::{self, Params};
+
+    const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+
+    /// The decision for caller 0 on a Graph body, read as the gateway reads it.
+    fn decide(p: &Policy, caller: &str, body: &str) -> (bool, Option<String>) {
+        let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();
+        let value = schema::parse_strict(body.as_bytes()).unwrap();
+        let params: Params = schema::validate_request(&value, op.params, op.wrapper).unwrap();
+        let d = p.decide(&Facts {
+            caller: p.caller_index(caller).unwrap(),
+            op,
+            version: ApiVersion::V1,
+            device: DEV,
+            params: &params,
+        });
+        (d.allowed, d.rule_name().map(str::to_owned))
+    }
+
+    fn wrapped(inner: &str) -> String {
+        format!(r#"{{"updateWindowsDeviceAccountActionParameter":{{{inner}}}}}"#)
+    }
+
+    #[test]
+    fn the_shipped_policy_allows_one_exchange_server_however_the_others_are_spelt() {
+        let p = Policy::from_yaml(include_str!("../../policy.yaml"), "policy.yaml").unwrap();
+        let with_exchange = |host: &str| {
+            wrapped(&format!(
+                r##""deviceAccountEmail":"room1@rooms.contoso.com","exchangeServer":"{host}","passwordRotationEnabled":true,"deviceAccount":{{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}"##
+            ))
+        };
+        assert_eq!(
+            decide(&p, "rooms-rotator", &with_exchange("OUTLOOK.office365.com")),
+            (true, Some("rotator-updates-room-accounts".into()))
+        );
+        for host in [
+            "exchange.attacker.example",
+            "mail.contoso.com",
+            "mail.contoso.com.",
+            "outlook.office365.com.",
+            "outlook.office365.com.attacker.example",
+            "exchange.contoso.local",
+        ] {
+            assert_eq!(
+                decide(&p, "rooms-rotator", &with_exchange(host)),
+                (false, None),
+                "{host}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_present_false_and_absent_true_through_a_compiled_policy() {
+        let p = Policy::from_yaml(
+            "version: 1\ncallers:\n  - name: c\n    api_key_sha256: \"1f2d3c4b5a69788796a5b4c3d2e1f0011223344556677889aabbccddeeff0011\"\nrules:\n  - name: rooms-without-exchange\n    callers: [c]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - { param: deviceAccountEmail, prefix: \"Room\" }\n      - { param: exchangeServer, absent: true }\n  - name: rotation-must-be-stated\n    effect: deny\n    callers: [c]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - { param: passwordRotationEnabled, present: false }\n",
+            "p.yaml",
+        )
+        .unwrap();
+        let allowed = (true, Some("rooms-without-exchange".to_owned()));
+        let default_deny = (false, None);
+        let cases = [
+            (
+                r#""deviceAccountEmail":"room1@contoso.com","passwordRotationEnabled":true"#,
+                &allowed,
+            ),
+            (
+                r#""deviceAccountEmail":"ROOM1@contoso.com","passwordRotationEnabled":false"#,
+                &allowed,
+            ),
+            (
+                r#""deviceAccountEmail":"ceo@contoso.com","passwordRotationEnabled":true"#,
+                &default_deny,
+            ),
+            (
+                r#""deviceAccountEmail":"ro@contoso.com","passwordRotationEnabled":true"#,
+                &default_deny,
+            ),
+            (
+                r#""deviceAccountEmail":"room1@contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true"#,
+                &default_deny,
+            ),
+        ];
+        for (inner, want) in cases {
+            assert_eq!(&decide(&p, "c", &wrapped(inner)), want, "{inner}");
+        }
+        assert_eq!(
+            decide(
+                &p,
+                "c",
+                &wrapped(r#""deviceAccountEmail":"room1@contoso.com""#)
+            ),
+            (false, Some("rotation-must-be-stated".into()))
+        );
+    }
+
+    #[test]
+    fn a_suffix_on_an_address_must_start_at_a_domain_boundary() {
+        let rule = |suffix: &str, param: &str| {
+            format!(
+                "version: 1\ncallers:\n  - name: c\n    api_key_sha256: \"1f2d3c4b5a69788796a5b4c3d2e1f0011223344556677889aabbccddeeff0011\"\nrules:\n  - name: r\n    callers: [c]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - {{ param: {param}, suffix: \"{suffix}\" }}\n"
+            )
+        };
+        for ok in ["@rooms.contoso.com", ".contoso.com"] {
+            assert!(Policy::from_yaml(&rule(ok, "deviceAccountEmail"), "p").is_ok());
+        }
+        let err = Policy::from_yaml(&rule("contoso.com", "deviceAccount.userPrincipalName"), "p")
+            .unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(err.issues[0].line, 10, "{err}");
+        assert!(
+            err.issues[0].message.contains("must start with '@'"),
+            "{err}"
+        );
+        // Not an address: any suffix is a plain text test.
+        assert!(Policy::from_yaml(&rule("office365.com", "exchangeServer"), "p").is_ok());
+    }
+}

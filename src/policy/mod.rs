@@ -5,6 +5,7 @@
 mod compile;
 mod eval;
 mod file;
+mod keys;
 pub mod rate;
 
 use std::collections::HashMap;
@@ -296,15 +297,8 @@ fn compile_text(text: &str, source_name: &str, hash: String) -> Result<Policy, P
         source_name: source_name.to_owned(),
         issues,
     };
-    let parsed: file::PolicyFile = serde_saphyr::from_str(text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = e.to_string().lines().next().unwrap_or_default().to_owned();
-        fail(vec![PolicyIssue {
-            line,
-            column,
-            message,
-        }])
-    })?;
+    let parsed: file::PolicyFile =
+        serde_saphyr::from_str(text).map_err(|e| fail(keys::parse_issues(text, &e)))?;
     compile::compile(parsed, hash).map_err(fail)
 }
 

@@ -161,9 +161,26 @@ fn no_secret_reaches_the_output() {
         "401"
     );
     assert_eq!(status(&ok.replace("\"password\"", "\"passwort\"")), "400");
+    // Caller-chosen JSON keys that are not names (a secret pasted in the wrong place) are
+    // echoed neither in the answer nor in the log: a duplicate key, and an unknown field
+    // of the simplified API.
+    let dup = ok.replace(
+        "\"password\"",
+        "\"Dup sentinel!5e0\":1,\"Dup sentinel!5e0\"",
+    );
+    assert_eq!(status(&dup), "400");
+    let cut = ok.find(" -d '").unwrap();
+    let flat = format!(
+        "{} -d '{{\"deviceAccountEmail\":\"room1@contoso.com\",\"password\":\"x\",\"Flat sentinel!77c\":1}}'",
+        &ok[..cut]
+    )
+    .replace("/v1.0/deviceManagement/managedDevices/", "/api/v1/managedDevices/");
+    assert_eq!(status(&flat), "400");
     let out = served.stop();
     for secret in [
         password,
+        "Dup sentinel",
+        "Flat sentinel",
         "Key-sentinel-8d7a",
         "demo-api-key",
         graphgate::emulator::DEMO_CLIENT_SECRET,
@@ -175,6 +192,10 @@ fn no_secret_reaches_the_output() {
         );
     }
     assert!(out.contains("\"status\":204"), "requests are logged: {out}");
+    assert!(
+        out.contains("not a property name, not shown"),
+        "the refusals are logged: {out}"
+    );
 }
 
 #[test]
@@ -251,6 +272,64 @@ fn policy_check_exit_codes() {
 }
 
 #[test]
+fn policy_check_lists_every_unknown_key_with_its_position_once() {
+    let dir = temp_dir("check-all");
+    let bad = dir.join("typos.yaml");
+    std::fs::write(
+        &bad,
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha25: x\nrules:\n  - name: r\n    calers: [a]\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - { param: exchangeServer, prefx: x }\nrulez: []\n",
+    )
+    .unwrap();
+    let out = graphgate(&["policy", "check", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("has 4 error(s)"), "{err}");
+    for (at, key) in [
+        (":4:5: ", "api_key_sha25"),
+        (":7:5: ", "calers"),
+        (":11:34: ", "prefx"),
+        (":12:1: ", "rulez"),
+    ] {
+        assert!(
+            err.lines()
+                .any(|l| l.contains(&format!("typos.yaml{at}unknown key `{key}`"))),
+            "{key}: {err}"
+        );
+    }
+    assert!(
+        !err.contains("line "),
+        "the position is printed once: {err}"
+    );
+}
+
+#[test]
+fn hash_key_refuses_a_key_no_caller_could_present() {
+    for (input, why) in [
+        (&b""[..], "no API key"),
+        (b"\n", "no API key"),
+        (b" demo-api-key\n", "whitespace"),
+    ] {
+        let mut child = graphgate(&["policy", "hash-key"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{input:?}");
+        assert!(out.stdout.is_empty(), "no hash printed for {input:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{input:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
 fn hash_key_matches_what_the_gateway_compares() {
     let mut child = graphgate(&["policy", "hash-key"])
         .stdin(Stdio::piped())
@@ -276,7 +355,15 @@ fn policy_test_runs_the_shipped_fixtures_and_fails_on_a_mismatch() {
         "{text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("8 passed, 0 failed"), "{text}");
+    assert!(text.contains("14 passed, 0 failed"), "{text}");
+    // The shipped policy keeps out every Exchange server but the allowed one, however it
+    // is spelt (it used to list two bad hosts in a deny rule, which let every other through).
+    for case in [
+        "ok   an attacker's Exchange is not on the allow-list either",
+        "ok   a trailing dot does not pass for the allowed Exchange",
+    ] {
+        assert!(text.contains(case), "{case}: {text}");
+    }
 
     let dir = std::env::temp_dir().join(format!("graphgate-fixtures-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -285,7 +372,7 @@ fn policy_test_runs_the_shipped_fixtures_and_fails_on_a_mismatch() {
     std::fs::write(
         &wrong,
         format!(
-            "policy: {}\ncases:\n  - name: helpdesk expected to be allowed\n    caller: helpdesk-portal\n    request: POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount\n    expect: {{ decision: allow, rule: nope }}\n",
+            "policy: {}\ncases:\n  - name: helpdesk expected to be allowed\n    caller: helpdesk-portal\n    request: POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount\n    body: {{ updateWindowsDeviceAccountActionParameter: {{ deviceAccountEmail: a@rooms.contoso.com }} }}\n    expect: {{ decision: allow, rule: nope }}\n  - name: no body\n    caller: rooms-rotator\n    request: POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount\n    expect: {{ decision: deny }}\n",
             policy.display()
         ),
     )
@@ -296,7 +383,12 @@ fn policy_test_runs_the_shipped_fixtures_and_fails_on_a_mismatch() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL helpdesk expected to be allowed: expected allow, got deny; expected rule 'nope', got '(default deny)'"), "{text}");
-    assert!(text.contains("0 passed, 1 failed"), "{text}");
+    // Without a body the gateway answers 400: a fixture cannot expect a decision for it.
+    assert!(
+        text.contains("FAIL no body: no request body given"),
+        "{text}"
+    );
+    assert!(text.contains("0 passed, 2 failed"), "{text}");
 }
 
 #[test]
@@ -305,7 +397,7 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
     let dir = std::env::temp_dir().join(format!("graphgate-explain-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let good = dir.join("good.json");
-    std::fs::write(&good, r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccountEmail":"room9@rooms.contoso.com","passwordRotationEnabled":true,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}}"##).unwrap();
+    std::fs::write(&good, r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccountEmail":"room9@rooms.contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}}"##).unwrap();
     let out = graphgate(&[
         "policy",
         "explain",
@@ -324,9 +416,18 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
         "{text}"
     );
 
-    let out = graphgate(&["policy", "explain", "--caller", "helpdesk-portal", path])
-        .output()
-        .unwrap();
+    let good_body = good.to_str().unwrap();
+    let out = graphgate(&[
+        "policy",
+        "explain",
+        "--caller",
+        "helpdesk-portal",
+        path,
+        "--body",
+        good_body,
+    ])
+    .output()
+    .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
@@ -336,7 +437,7 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
     );
 
     let bad = dir.join("bad.json");
-    std::fs::write(&bad, r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccountEmail":"room9@rooms.contoso.com","passwordRotationEnabled":false,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}}"##).unwrap();
+    std::fs::write(&bad, r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccountEmail":"room9@rooms.contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":false,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}}"##).unwrap();
     let out = graphgate(&[
         "policy",
         "explain",
@@ -359,6 +460,45 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown caller \"ghost\""));
+}
+
+#[test]
+fn policy_explain_refuses_what_the_gateway_would_refuse_before_policy() {
+    let path = "POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
+    let explain = |args: &[&str]| {
+        let mut all = vec!["policy", "explain", "--caller", "rooms-rotator"];
+        all.extend_from_slice(args);
+        let out = graphgate(&all).output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // No body: the gateway answers 400, so there is no decision to explain.
+    let (code, stdout, stderr) = explain(&[path]);
+    assert_eq!(code, Some(2), "{stdout}{stderr}");
+    assert!(stdout.is_empty(), "no decision printed: {stdout}");
+    assert!(
+        stderr.contains("no request body given") && stderr.contains("--body FILE"),
+        "{stderr}"
+    );
+    // A body the gateway refuses (here a duplicate key, which a lenient JSON reader would
+    // have taken) and a path naming two devices are refused the same way, with the status.
+    let dir = temp_dir("explain-refused");
+    let dup = dir.join("dup.json");
+    std::fs::write(&dup, r#"{"updateWindowsDeviceAccountActionParameter":{"exchangeServer":"outlook.office365.com","exchangeServer":"evil.example"}}"#).unwrap();
+    let (code, _, stderr) = explain(&[path, "--body", dup.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("refuse this request before policy (400)")
+            && stderr.contains("duplicate key"),
+        "{stderr}"
+    );
+    let two = "POST /v1.0/deviceManagement/detectedApps/app-1/managedDevices/11111111-2222-3333-4444-555555555555/users/room@contoso.com/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
+    let (code, _, stderr) = explain(&[two, "--body", dup.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("two different managed devices"), "{stderr}");
 }
 
 #[test]

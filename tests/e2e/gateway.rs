@@ -72,10 +72,10 @@ async fn every_path_shape_reaches_graph_as_one_canonical_path() {
         ),
         (
             format!(
-                "/beta/deviceManagement/detectedApps/app1/managedDevices/{other}/users/room1@contoso.com/managedDevices/{d}/updateWindowsDeviceAccount"
+                "/beta/deviceManagement/detectedApps/app1/managedDevices/{d}/users/room1@contoso.com/managedDevices/{d}/updateWindowsDeviceAccount"
             ),
             format!(
-                "/beta/deviceManagement/detectedApps/app1/managedDevices/{other}/users/room1@contoso.com/managedDevices/{d}/updateWindowsDeviceAccount"
+                "/beta/deviceManagement/detectedApps/app1/managedDevices/{d}/users/room1@contoso.com/managedDevices/{d}/updateWindowsDeviceAccount"
             ),
         ),
         (
