@@ -2,7 +2,9 @@
 //! the thread takes everything queued, seals it, and when anybody waits (an intent, a
 //! flush) writes and fsyncs once for the whole batch (group commit). Records nobody waits
 //! for (outcomes) ride the next commit, or are synced within [`DEFER`]. A failed write
-//! acknowledges every waiting entry with an error.
+//! acknowledges every waiting entry with an error, and logs and counts every record nobody
+//! waited for as lost. The thread also tells the sink how far the chain is durable (for its
+//! anchor), writes the sampler's `suppressed` counts, and on a stop closes the sink cleanly.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +13,8 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::ChainState;
-use super::record::Entry;
+use super::record::{Entry, Kind};
+use super::sampler::{self, Sampler};
 use super::sink::Sink;
 
 /// Most entries taken from the queue before they are written.
@@ -25,6 +28,8 @@ const DEFER_BYTES: usize = 256 * 1024;
 const DEFER_MAX: usize = 1024;
 /// Entries that may wait for the writer before senders are held back.
 const QUEUE: usize = 8192;
+/// How often the samplers are asked for the counts of callers that went quiet.
+const SWEEP: Duration = Duration::from_millis(250);
 
 /// The audit sink could not make a record durable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,10 +42,15 @@ pub enum WriteError {
     Stopped,
 }
 
-struct Job {
-    /// `None`: a flush marker, acknowledged once everything queued before it is durable.
-    entry: Option<Entry>,
-    ack: Option<oneshot::Sender<Result<u64, WriteError>>>,
+type Ack = oneshot::Sender<Result<u64, WriteError>>;
+
+enum Job {
+    /// A record, acknowledged with its sequence number once durable if anybody waits.
+    Record { entry: Entry, ack: Option<Ack> },
+    /// Acknowledged once everything queued before it is durable.
+    Flush(Ack),
+    /// Make everything durable, close the sink cleanly, and stop.
+    Stop(Ack),
 }
 
 /// A handle on the writer thread; cheap to clone.
@@ -74,11 +84,13 @@ impl Deferred {
 }
 
 impl Writer {
-    /// Starts the writer thread over `sink`, continuing the chain from `state`. The
-    /// receiver resolves once the thread has stopped and released the sink.
+    /// Starts the writer thread over `sink`, continuing the chain from `state`, writing the
+    /// counts `samplers` suppressed. The receiver resolves once the thread has stopped and
+    /// released the sink.
     pub fn spawn(
         sink: Box<dyn Sink>,
         state: ChainState,
+        samplers: Arc<[Sampler; 2]>,
     ) -> std::io::Result<(Writer, oneshot::Receiver<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stopped_tx, stopped) = oneshot::channel();
@@ -88,7 +100,12 @@ impl Writer {
         std::thread::Builder::new()
             .name("graphgate-audit".into())
             .spawn(move || {
-                run(sink, rx, &left, state, &flag);
+                let ends = Ends {
+                    deferred: &left,
+                    samplers: &samplers,
+                    healthy: &flag,
+                };
+                run(sink, rx, state, &ends);
                 let _ = stopped_tx.send(());
             })?;
         Ok((
@@ -110,8 +127,8 @@ impl Writer {
     /// Writes `entry` and waits until it is durable; returns its sequence number.
     pub async fn write_durable(&self, entry: Entry) -> Result<u64, WriteError> {
         let (ack, done) = oneshot::channel();
-        let job = Job {
-            entry: Some(entry),
+        let job = Job::Record {
+            entry,
             ack: Some(ack),
         };
         self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
@@ -128,21 +145,28 @@ impl Writer {
             return Ok(());
         };
         // Too many left waiting: go through the queue, which wakes the writer and holds us back.
-        let job = Job {
-            entry: Some(entry),
-            ack: None,
-        };
+        let job = Job::Record { entry, ack: None };
         self.tx.send(job).await.map_err(|_| WriteError::Stopped)
     }
 
     /// Waits until everything queued so far is durable.
     pub async fn flush(&self) -> Result<(), WriteError> {
         let (ack, done) = oneshot::channel();
-        let job = Job {
-            entry: None,
-            ack: Some(ack),
-        };
-        self.tx.send(job).await.map_err(|_| WriteError::Stopped)?;
+        self.tx
+            .send(Job::Flush(ack))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
+        done.await.map_err(|_| WriteError::Stopped)?.map(|_| ())
+    }
+
+    /// Makes everything queued so far durable, closes the sink cleanly (a file's anchor
+    /// then records a clean shutdown) and stops the writer; later writes fail.
+    pub async fn stop(&self) -> Result<(), WriteError> {
+        let (ack, done) = oneshot::channel();
+        self.tx
+            .send(Job::Stop(ack))
+            .await
+            .map_err(|_| WriteError::Stopped)?;
         done.await.map_err(|_| WriteError::Stopped)?.map(|_| ())
     }
 
@@ -152,13 +176,14 @@ impl Writer {
     }
 }
 
-fn run(
-    mut sink: Box<dyn Sink>,
-    mut rx: mpsc::Receiver<Job>,
-    deferred: &Deferred,
-    state: ChainState,
-    healthy: &AtomicBool,
-) {
+/// What the writer thread shares with the handles, besides the queue.
+struct Ends<'a> {
+    deferred: &'a Deferred,
+    samplers: &'a [Sampler; 2],
+    healthy: &'a AtomicBool,
+}
+
+fn run(mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Job>, state: ChainState, ends: &Ends<'_>) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .build()
@@ -166,12 +191,13 @@ fn run(
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "the audit writer cannot start; privileged calls are refused");
-            healthy.store(false, Ordering::Relaxed);
+            ends.healthy.store(false, Ordering::Relaxed);
             return;
         }
     };
     let mut log = Pending::new(state);
-    runtime.block_on(async {
+    let stop = runtime.block_on(async {
+        let mut next_sweep = Instant::now() + SWEEP;
         loop {
             // Wake for a job, for the oldest unsynced record's deadline, or to look for
             // deferred records every `DEFER` (they do not wake the writer themselves).
@@ -183,7 +209,7 @@ fn run(
                     log.take(job);
                     log.take_queued(&mut rx);
                 }
-                Ok(None) => break,
+                Ok(None) => return None,
                 Err(_elapsed) => {}
             }
             if !log.acks.is_empty() {
@@ -193,15 +219,41 @@ fn run(
                 std::thread::yield_now();
                 log.take_queued(&mut rx);
             }
-            log.take_deferred(deferred);
+            log.take_deferred(ends.deferred);
+            if Instant::now() >= next_sweep {
+                next_sweep = Instant::now() + SWEEP;
+                log.take_summaries(ends.samplers, false);
+            }
+            if log.stop.is_some() {
+                return log.stop.take();
+            }
             if log.must_commit() {
-                log.commit(sink.as_mut(), healthy);
+                let _ = log.commit(sink.as_mut(), ends.healthy);
+            }
+            if let Err(e) = sink.durable(&log.durable) {
+                tracing::error!(error = %e, "could not update the audit log's anchor");
             }
         }
     });
-    // Every sender is gone: whatever is still in memory goes to disk.
-    log.take_deferred(deferred);
-    log.commit(sink.as_mut(), healthy);
+    // Stopped, or every sender is gone: whatever is still in memory goes to disk, and the
+    // sink is closed cleanly if it all got there.
+    rx.close();
+    while let Ok(job) = rx.try_recv() {
+        log.take(job);
+    }
+    log.take_deferred(ends.deferred);
+    log.take_summaries(ends.samplers, true);
+    let result = log.commit(sink.as_mut(), ends.healthy);
+    let result = result.and_then(|()| {
+        sink.close(&log.durable)
+            .map_err(|e| WriteError::Io(format!("closing the audit log: {e}")))
+    });
+    if let Err(e) = &result {
+        tracing::error!(error = %e, "the audit log was not closed cleanly");
+    }
+    for ack in stop.into_iter().chain(log.stop.take()) {
+        let _ = ack.send(result.clone().map(|()| log.durable.seq));
+    }
 }
 
 /// Records sealed but not yet durable, and who waits for them.
@@ -216,10 +268,15 @@ struct Pending {
     batched: usize,
     /// Acknowledgements owed once `bytes` is durable, with the sequence number each one gets.
     acks: Vec<(oneshot::Sender<Result<u64, WriteError>>, u64)>,
+    /// Sequence numbers of the records somebody waits for (the rest are reported lost if
+    /// the batch fails).
+    awaited: Vec<u64>,
     /// When the oldest record nobody waits for must be on disk.
     deadline: Option<Instant>,
     /// A record could not be sealed; the batch fails.
     error: Option<WriteError>,
+    /// A stop was asked for; acknowledged once everything is durable and the sink closed.
+    stop: Option<Ack>,
 }
 
 impl Pending {
@@ -231,26 +288,49 @@ impl Pending {
             records: 0,
             batched: 0,
             acks: Vec::new(),
+            awaited: Vec::new(),
             deadline: None,
             error: None,
+            stop: None,
         }
     }
 
     /// Seals `job`'s record (if any) after those already pending.
     fn take(&mut self, job: Job) {
         self.batched += 1;
-        if let Some(entry) = &job.entry {
-            self.seal(entry);
-        }
-        match job.ack {
-            Some(ack) => self.acks.push((ack, self.sealed.seq)),
-            None => self.unawaited(),
+        match job {
+            Job::Record {
+                entry,
+                ack: Some(ack),
+            } => {
+                if self.seal(&entry) {
+                    self.awaited.push(self.sealed.seq);
+                }
+                self.acks.push((ack, self.sealed.seq));
+            }
+            Job::Record { entry, ack: None } => {
+                self.seal(&entry);
+                self.unawaited();
+            }
+            Job::Flush(ack) => self.acks.push((ack, self.sealed.seq)),
+            Job::Stop(ack) => self.stop = Some(ack),
         }
     }
 
-    /// Takes whatever else is queued, up to [`MAX_BATCH`] since the last commit.
+    /// Seals the `suppressed` records of the samplers' quiet callers (all, if `all`).
+    fn take_summaries(&mut self, samplers: &[Sampler; 2], all: bool) {
+        let now = Instant::now();
+        for s in samplers {
+            for (key, count) in s.sweep(now, all) {
+                self.seal(&sampler::summary(&key, count, s));
+                self.unawaited();
+            }
+        }
+    }
+
+    /// Takes whatever else is queued, up to [`MAX_BATCH`] since the last commit (or a stop).
     fn take_queued(&mut self, rx: &mut mpsc::Receiver<Job>) {
-        while self.batched < MAX_BATCH {
+        while self.batched < MAX_BATCH && self.stop.is_none() {
             match rx.try_recv() {
                 Ok(job) => self.take(job),
                 Err(_) => break,
@@ -266,13 +346,20 @@ impl Pending {
         }
     }
 
-    fn seal(&mut self, entry: &Entry) {
+    /// Seals `entry` into the batch; returns whether it was.
+    fn seal(&mut self, entry: &Entry) -> bool {
         match self.sealed.seal_into(entry, &mut self.bytes) {
             Ok(()) => {
                 self.bytes.push(b'\n');
                 self.records += 1;
+                true
             }
-            Err(e) => self.error = Some(WriteError::Io(e.to_string())),
+            Err(e) => {
+                tracing::error!(error = %e, audit_id = %entry.audit_id, "audit record lost: it could not be serialised");
+                crate::metrics::audit_records_lost(1);
+                self.error = Some(WriteError::Io(e.to_string()));
+                false
+            }
         }
     }
 
@@ -290,8 +377,9 @@ impl Pending {
     }
 
     /// Writes and syncs everything pending, then answers everyone waiting. On failure the
-    /// chain goes back to what is on disk and every pending record is reported lost.
-    fn commit(&mut self, sink: &mut dyn Sink, healthy: &AtomicBool) {
+    /// chain goes back to what is on disk, and every record nobody waited for is logged (by
+    /// audit id) and counted as lost.
+    fn commit(&mut self, sink: &mut dyn Sink, healthy: &AtomicBool) -> Result<(), WriteError> {
         let started = Instant::now();
         let result = match self.error.take() {
             Some(e) => Err(e),
@@ -309,6 +397,7 @@ impl Pending {
             Ok(()) => self.durable = self.sealed.clone(),
             Err(e) => {
                 tracing::error!(error = %e, records = self.records, "audit write failed; privileged calls are refused until it succeeds");
+                report_lost(&self.bytes, &self.awaited);
                 self.sealed = self.durable.clone();
             }
         }
@@ -316,8 +405,89 @@ impl Pending {
             let _ = ack.send(result.clone().map(|()| seq));
         }
         self.bytes.clear();
+        self.awaited.clear();
         self.records = 0;
         self.batched = 0;
         self.deadline = None;
+        result
+    }
+}
+
+/// The chain fields of a sealed line that say what was lost.
+#[derive(serde::Deserialize)]
+struct LostRecord {
+    seq: u64,
+    audit_id: String,
+    kind: Option<Kind>,
+}
+
+/// Logs each record of a failed batch that nobody waited for, and counts them. Returns how
+/// many there were. (Records somebody waited for were refused to their request instead.)
+fn report_lost(batch: &[u8], awaited: &[u64]) -> usize {
+    let mut lost = 0;
+    for line in batch.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(record) = serde_json::from_slice::<LostRecord>(line) else {
+            continue;
+        };
+        if awaited.contains(&record.seq) {
+            continue;
+        }
+        lost += 1;
+        let kind = record.kind.map_or("-", Kind::as_str);
+        tracing::error!(audit_id = %record.audit_id, kind, "audit record lost: its batch could not be written");
+    }
+    crate::metrics::audit_records_lost(lost);
+    lost
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink whose every write fails.
+    struct Full;
+
+    impl Sink for Full {
+        fn append(&mut self, _: &[u8]) -> std::io::Result<()> {
+            Err(std::io::Error::other("No space left on device"))
+        }
+        fn sync(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn entry(id: &str, kind: Kind) -> Entry {
+        Entry {
+            kind: Some(kind),
+            audit_id: id.into(),
+            ..Entry::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_batch_reports_exactly_the_records_nobody_waited_for() {
+        let mut log = Pending::new(ChainState::default());
+        let (ack, mut answer) = oneshot::channel();
+        log.take(Job::Record {
+            entry: entry("intent-1", Kind::Intent),
+            ack: Some(ack),
+        });
+        log.take(Job::Record {
+            entry: entry("outcome-0", Kind::Outcome),
+            ack: None,
+        });
+        log.take(Job::Record {
+            entry: entry("refusal-2", Kind::Request),
+            ack: None,
+        });
+        let batch = log.bytes.clone();
+        assert_eq!(report_lost(&batch, &log.awaited), 2);
+        let healthy = AtomicBool::new(true);
+        assert!(log.commit(&mut Full, &healthy).is_err());
+        assert!(!healthy.load(Ordering::Relaxed));
+        assert!(matches!(answer.try_recv(), Ok(Err(WriteError::Io(_)))));
+        // The chain is back where the disk is.
+        assert_eq!(log.sealed, ChainState::default());
+        assert!(log.awaited.is_empty() && log.bytes.is_empty());
     }
 }

@@ -7,6 +7,8 @@ mod common;
 
 mod audit;
 mod audit_chain;
+mod audit_ends;
+mod audit_volume;
 mod cli;
 mod crash;
 mod credentials;
