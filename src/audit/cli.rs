@@ -219,11 +219,14 @@ fn print_ends(report: &verify::Report, anchor: &Anchor, path: &Path) -> ExitCode
         return ExitCode::FAILURE;
     }
     let code = print_chain(report);
+    let reach = match anchor.head.seq {
+        0 => "the anchor was written before any record".to_owned(),
+        seq => format!("reaches seq {seq} as anchored"),
+    };
     println!(
-        "anchor {} ({written}): the log starts at seq {} and reaches seq {} as anchored",
+        "anchor {} ({written}): the log starts at seq {} and {reach}",
         path.display(),
         anchor.tail.seq,
-        anchor.head.seq
     );
     if let Some((from, to)) = ends.unanchored {
         println!(

@@ -281,3 +281,38 @@ async fn metrics_are_served_on_the_admin_listener_with_bounded_labels() {
         assert!(!text.contains(leak), "{leak} in metrics");
     }
 }
+
+/// The value of the metric sample `name`, 0 if not yet rendered.
+fn metric(name: &str) -> f64 {
+    graphgate::metrics::encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn records_lost_in_a_failed_batch_are_counted_not_silently_dropped() {
+    let path = temp_dir("lost").join("audit.jsonl");
+    let (audit, fail) = switchable(&path);
+    let before = metric("graphgate_audit_records_lost_total");
+    fail.store(true, Ordering::SeqCst);
+    for i in 0..3 {
+        let entry = graphgate::audit::Entry {
+            kind: Some(graphgate::audit::Kind::Outcome),
+            audit_id: format!("lost-{i}"),
+            ..Default::default()
+        };
+        // Nobody waits for an outcome: the caller already has its answer.
+        audit.write(entry).await.unwrap();
+    }
+    // Whether they fail with the flush or on their own deferred commit just before it,
+    // they are gone once the flush returns.
+    let _ = audit.flush().await;
+    assert_eq!(audit.status(), "failing");
+    let after = metric("graphgate_audit_records_lost_total");
+    assert!(after - before >= 3.0, "lost records counted: {before} -> {after}");
+    fail.store(false, Ordering::SeqCst);
+    audit.shutdown().await.unwrap();
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(!log.contains("lost-"), "{log}");
+}
