@@ -310,7 +310,10 @@ async fn records_lost_in_a_failed_batch_are_counted_not_silently_dropped() {
     let _ = audit.flush().await;
     assert_eq!(audit.status(), "failing");
     let after = metric("graphgate_audit_records_lost_total");
-    assert!(after - before >= 3.0, "lost records counted: {before} -> {after}");
+    assert!(
+        after - before >= 3.0,
+        "lost records counted: {before} -> {after}"
+    );
     fail.store(false, Ordering::SeqCst);
     audit.shutdown().await.unwrap();
     let log = std::fs::read_to_string(&path).unwrap();

@@ -67,15 +67,63 @@ fn rows() -> Vec<Row> {
     };
     vec![
         row("start-1", Kind::Start, None, None, None, None, 19),
-        row("id-1", Kind::Intent, Some("a"), Some(D1), Some(OP), Some(Allowed), 20),
+        row(
+            "id-1",
+            Kind::Intent,
+            Some("a"),
+            Some(D1),
+            Some(OP),
+            Some(Allowed),
+            20,
+        ),
         Row {
             graph_id: Some("9f0e8d7c-0000-4000-8000-000000000001"),
-            ..row("id-1", Kind::Outcome, Some("a"), Some(D1), Some(OP), Some(Allowed), 20)
+            ..row(
+                "id-1",
+                Kind::Outcome,
+                Some("a"),
+                Some(D1),
+                Some(OP),
+                Some(Allowed),
+                20,
+            )
         },
-        row("id-2", Kind::Request, Some("b"), Some(D2), Some(OP), Some(Denied), 21),
-        row("id-3", Kind::Request, Some("a"), Some(D2), Some("managedDevices.retire"), Some(Invalid), 22),
-        row("id-4", Kind::Intent, Some("a"), Some(D1), Some(OP), Some(Allowed), 23),
-        row("id-5", Kind::Request, None, None, None, Some(Unauthenticated), 24),
+        row(
+            "id-2",
+            Kind::Request,
+            Some("b"),
+            Some(D2),
+            Some(OP),
+            Some(Denied),
+            21,
+        ),
+        row(
+            "id-3",
+            Kind::Request,
+            Some("a"),
+            Some(D2),
+            Some("managedDevices.retire"),
+            Some(Invalid),
+            22,
+        ),
+        row(
+            "id-4",
+            Kind::Intent,
+            Some("a"),
+            Some(D1),
+            Some(OP),
+            Some(Allowed),
+            23,
+        ),
+        row(
+            "id-5",
+            Kind::Request,
+            None,
+            None,
+            None,
+            Some(Unauthenticated),
+            24,
+        ),
     ]
 }
 
@@ -114,7 +162,11 @@ fn query(log: &Path, filters: &[&str]) -> Vec<String> {
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            format!("{}:{}", v["audit_id"].as_str().unwrap(), v["kind"].as_str().unwrap())
+            format!(
+                "{}:{}",
+                v["audit_id"].as_str().unwrap(),
+                v["kind"].as_str().unwrap()
+            )
         })
         .collect()
 }
@@ -126,9 +178,18 @@ async fn every_query_filter_selects_exactly_its_rows() {
     // One row per request: the outcome, not its intent; an intent with no outcome; no start.
     assert_eq!(
         query(log, &[]),
-        ["id-1:outcome", "id-2:request", "id-3:request", "id-4:intent", "id-5:request"]
+        [
+            "id-1:outcome",
+            "id-2:request",
+            "id-3:request",
+            "id-4:intent",
+            "id-5:request"
+        ]
     );
-    assert_eq!(query(log, &["--device", D2]), ["id-2:request", "id-3:request"]);
+    assert_eq!(
+        query(log, &["--device", D2]),
+        ["id-2:request", "id-3:request"]
+    );
     // Device ids match whatever their case.
     assert_eq!(
         query(log, &["--device", &D1.to_uppercase()]),
@@ -138,25 +199,67 @@ async fn every_query_filter_selects_exactly_its_rows() {
         query(log, &["--operation", "updateWindowsDeviceAccount"]),
         ["id-1:outcome", "id-2:request", "id-4:intent"]
     );
-    assert_eq!(query(log, &["--operation", OP]), query(log, &["--operation", "UPDATEWINDOWSDEVICEACCOUNT"]));
-    assert_eq!(query(log, &["--since", "2026-11-21"]), ["id-2:request", "id-3:request", "id-4:intent", "id-5:request"]);
+    assert_eq!(
+        query(log, &["--operation", OP]),
+        query(log, &["--operation", "UPDATEWINDOWSDEVICEACCOUNT"])
+    );
+    assert_eq!(
+        query(log, &["--since", "2026-11-21"]),
+        [
+            "id-2:request",
+            "id-3:request",
+            "id-4:intent",
+            "id-5:request"
+        ]
+    );
     assert_eq!(query(log, &["--until", "2026-11-21"]), ["id-1:outcome"]);
     assert_eq!(
-        query(log, &["--since", "2026-11-21T10:00:00Z", "--until", "2026-11-23T10:00:00Z"]),
+        query(
+            log,
+            &[
+                "--since",
+                "2026-11-21T10:00:00Z",
+                "--until",
+                "2026-11-23T10:00:00Z"
+            ]
+        ),
         ["id-2:request", "id-3:request"]
     );
     assert_eq!(
         query(log, &["--all"]),
-        ["start-1:start", "id-1:intent", "id-1:outcome", "id-2:request", "id-3:request", "id-4:intent", "id-5:request"]
+        [
+            "start-1:start",
+            "id-1:intent",
+            "id-1:outcome",
+            "id-2:request",
+            "id-3:request",
+            "id-4:intent",
+            "id-5:request"
+        ]
     );
     assert_eq!(query(log, &["--decision", "deny"]), ["id-2:request"]);
-    assert_eq!(query(log, &["--decision", "unauthenticated"]), ["id-5:request"]);
-    assert_eq!(query(log, &["--request-id", "id-1", "--all"]), ["id-1:intent", "id-1:outcome"]);
     assert_eq!(
-        query(log, &["--graph-request-id", "9F0E8D7C-0000-4000-8000-000000000001"]),
+        query(log, &["--decision", "unauthenticated"]),
+        ["id-5:request"]
+    );
+    assert_eq!(
+        query(log, &["--request-id", "id-1", "--all"]),
+        ["id-1:intent", "id-1:outcome"]
+    );
+    assert_eq!(
+        query(
+            log,
+            &["--graph-request-id", "9F0E8D7C-0000-4000-8000-000000000001"]
+        ),
         ["id-1:outcome"]
     );
-    assert_eq!(query(log, &["--caller", "a", "--device", D1, "--until", "2026-11-22"]), ["id-1:outcome"]);
+    assert_eq!(
+        query(
+            log,
+            &["--caller", "a", "--device", D1, "--until", "2026-11-22"]
+        ),
+        ["id-1:outcome"]
+    );
 }
 
 #[tokio::test]
@@ -167,10 +270,22 @@ async fn the_query_table_shows_what_each_row_is() {
         .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = table.lines().collect();
-    assert!(lines[0].starts_with("TIME") && lines[0].ends_with("AUDIT ID"), "{table}");
-    assert!(lines[1].starts_with("2026-11-20 10:00:00  a") && lines[1].contains("allowed"), "{table}");
-    assert!(lines[1].contains("204") && lines[1].ends_with("id-1"), "{table}");
-    assert!(lines[2].starts_with("2026-11-23 10:00:00") && lines[2].contains("sent, no outcome"), "{table}");
+    assert!(
+        lines[0].starts_with("TIME") && lines[0].ends_with("AUDIT ID"),
+        "{table}"
+    );
+    assert!(
+        lines[1].starts_with("2026-11-20 10:00:00  a") && lines[1].contains("allowed"),
+        "{table}"
+    );
+    assert!(
+        lines[1].contains("204") && lines[1].ends_with("id-1"),
+        "{table}"
+    );
+    assert!(
+        lines[2].starts_with("2026-11-23 10:00:00") && lines[2].contains("sent, no outcome"),
+        "{table}"
+    );
     assert_eq!(lines[3], "(2 record(s))");
 }
 
@@ -178,16 +293,32 @@ async fn the_query_table_shows_what_each_row_is() {
 async fn bad_filter_values_are_refused_listing_the_valid_ones() {
     let (log, _) = log().await;
     let log = log.to_str().unwrap();
-    let out = graphgate(&["audit", "query", log, "--decision", "refused"]).output().unwrap();
+    let out = graphgate(&["audit", "query", log, "--decision", "refused"])
+        .output()
+        .unwrap();
     let err = text(&out);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    for valid in ["allowed", "denied", "shadow_denied", "dry_run", "rate_limited", "invalid", "failed", "outcome_unknown", "unauthenticated"] {
+    for valid in [
+        "allowed",
+        "denied",
+        "shadow_denied",
+        "dry_run",
+        "rate_limited",
+        "invalid",
+        "failed",
+        "outcome_unknown",
+        "unauthenticated",
+    ] {
         assert!(err.contains(valid), "{valid} missing from: {err}");
     }
-    let out = graphgate(&["audit", "query", log, "--operation", "wipe"]).output().unwrap();
+    let out = graphgate(&["audit", "query", log, "--operation", "wipe"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains(OP), "{}", text(&out));
-    let out = graphgate(&["audit", "query", log, "--device", "laptop-7"]).output().unwrap();
+    let out = graphgate(&["audit", "query", log, "--device", "laptop-7"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("GUID"), "{}", text(&out));
 }
@@ -208,15 +339,27 @@ async fn verify_needs_the_key_and_the_anchor_unless_told_to_check_the_chain_only
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        assert!(text(&out).contains("reaches seq 7 as anchored"), "{}", text(&out));
+        assert!(
+            text(&out).contains("reaches seq 7 as anchored"),
+            "{}",
+            text(&out)
+        );
     }
     std::fs::remove_file(&anchor).unwrap();
-    let out = graphgate(&["audit", "verify", "--hmac-key-file", key.to_str().unwrap(), logs])
-        .output()
-        .unwrap();
+    let out = graphgate(&[
+        "audit",
+        "verify",
+        "--hmac-key-file",
+        key.to_str().unwrap(),
+        logs,
+    ])
+    .output()
+    .unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("no anchor found"), "{}", text(&out));
-    let out = graphgate(&["audit", "verify", "--no-anchor", logs]).output().unwrap();
+    let out = graphgate(&["audit", "verify", "--no-anchor", logs])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("anchor not checked"), "{}", text(&out));
 }
@@ -234,14 +377,22 @@ fn a_key_file_others_can_read_or_a_weak_key_stops_start_up() {
     let log = dir.join("audit.jsonl");
     let out = serve_once(&log, &["--audit-hmac-key-file", key.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out).contains(&format!("chmod 600 {}", key.display())), "{}", text(&out));
+    assert!(
+        text(&out).contains(&format!("chmod 600 {}", key.display())),
+        "{}",
+        text(&out)
+    );
 
     let weak = dir.join("weak.key");
     std::fs::write(&weak, "a".repeat(64)).unwrap();
     std::fs::set_permissions(&weak, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let out = serve_once(&log, &["--audit-hmac-key-file", weak.to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(text(&out).contains("head -c 32 /dev/urandom"), "{}", text(&out));
+    assert!(
+        text(&out).contains("head -c 32 /dev/urandom"),
+        "{}",
+        text(&out)
+    );
     assert!(!log.exists(), "nothing was opened");
 }
 
@@ -254,9 +405,19 @@ fn no_start_record_is_written_unless_start_up_completes() {
     let key = key.to_str().unwrap();
     let out = serve_once(
         &log,
-        &["--audit-hmac-key-file", key, "--listen", &port, "--admin-listen", "127.0.0.1:0"],
+        &[
+            "--audit-hmac-key-file",
+            key,
+            "--listen",
+            &port,
+            "--admin-listen",
+            "127.0.0.1:0",
+        ],
     );
     assert!(!out.status.success(), "{}", text(&out));
     let records = std::fs::read_to_string(&log).unwrap_or_default();
-    assert!(!records.contains(r#""kind":"start""#), "a failed start-up was logged as a start: {records}");
+    assert!(
+        !records.contains(r#""kind":"start""#),
+        "a failed start-up was logged as a start: {records}"
+    );
 }

@@ -250,7 +250,13 @@ impl Served {
     /// SIGTERM: a clean shutdown, which must succeed.
     fn stop(mut self) {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args(["-TERM", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
         assert!(self.child.wait().unwrap().success());
     }
 }
@@ -270,13 +276,20 @@ fn a_log_written_up_to_a_crash_verifies_and_a_restart_continues_its_chain() {
         assert_eq!(gateway.call(), 204);
     }
     gateway.crash();
-    assert_eq!(anchor_of(&log)["clean"], false, "no clean shutdown was recorded");
+    assert_eq!(
+        anchor_of(&log)["clean"],
+        false,
+        "no clean shutdown was recorded"
+    );
     let (ok, text) = cli_verify(&key, &live_files(&log));
     assert!(ok, "an uncut log written up to a crash verifies: {text}");
     // start + 5 intents + 4 or 5 outcomes (the last one may not have reached the disk).
     let n = ids(&live_files(&log)).len() as u64;
     assert!((10..=11).contains(&n), "{text}");
-    assert!(text.contains(&format!("OK: {n} record(s), seq 1..={n}")), "{text}");
+    assert!(
+        text.contains(&format!("OK: {n} record(s), seq 1..={n}")),
+        "{text}"
+    );
 
     // A restart continues the same chain; a clean stop anchors its very last record.
     let gateway = serve(&log);
@@ -292,8 +305,14 @@ fn a_log_written_up_to_a_crash_verifies_and_a_restart_continues_its_chain() {
     );
     let (ok, text) = cli_verify(&key, &live_files(&log));
     assert!(ok, "{text}");
-    assert!(text.contains(&format!("OK: {last} record(s), seq 1..={last}")), "{text}");
-    assert!(text.contains(&format!("reaches seq {last} as anchored")), "{text}");
+    assert!(
+        text.contains(&format!("OK: {last} record(s), seq 1..={last}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("reaches seq {last} as anchored")),
+        "{text}"
+    );
     assert!(!text.contains("newer than the anchor"), "{text}");
 
     // Cut now, and both verify and the next start refuse it.
@@ -302,7 +321,10 @@ fn a_log_written_up_to_a_crash_verifies_and_a_restart_continues_its_chain() {
     std::fs::write(&log, kept.join("\n") + "\n").unwrap();
     let (ok, text) = cli_verify(&key, &live_files(&log));
     let cut = format!("seq {last}..={last}");
-    assert!(!ok && text.contains("missing head") && text.contains(&cut), "{text}");
+    assert!(
+        !ok && text.contains("missing head") && text.contains(&cut),
+        "{text}"
+    );
     let out = Command::new(BIN)
         .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
         .args(["--admin-listen", "127.0.0.1:0", "--audit-log"])
@@ -326,8 +348,7 @@ async fn retention_keeps_the_newest_rotated_files_and_moves_the_anchored_tail() 
         },
         ..Default::default()
     };
-    let audit =
-        Audit::open_with(&path, &config, Fingerprinter::from_file(&key).unwrap()).unwrap();
+    let audit = Audit::open_with(&path, &config, Fingerprinter::from_file(&key).unwrap()).unwrap();
     for i in 0..30 {
         audit.write_durable(entry(i)).await.unwrap();
     }
@@ -340,9 +361,12 @@ async fn retention_keeps_the_newest_rotated_files_and_moves_the_anchored_tail() 
     assert!(tail > 1);
     let (ok, text) = cli_verify(&key, &live_files(&path));
     assert!(ok, "{text}");
-    assert!(text.contains(&format!("the log starts at seq {tail} and reaches seq 30")), "{text}");
+    assert!(
+        text.contains(&format!("the log starts at seq {tail} and reaches seq 30")),
+        "{text}"
+    );
     // Anything below what retention kept is still noticed.
-    let (ok, text) = cli_verify(&key, &[path.clone()]);
+    let (ok, text) = cli_verify(&key, std::slice::from_ref(&path));
     assert!(!ok && text.contains("missing tail"), "{text}");
 }
 
@@ -359,17 +383,25 @@ async fn a_log_whose_anchored_records_were_rewritten_is_not_continued() {
     last["hash"] = graphgate::audit::chain::hash_of(&last).into();
     lines[4] = String::from_utf8(graphgate::audit::chain::canonical(&last)).unwrap();
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    assert!(verify(std::slice::from_ref(&path)).unwrap().is_ok(), "the chain alone passes");
-    let (ok, out) = cli_verify(&key, &[path.clone()]);
-    assert!(!ok && out.contains("head mismatch: the record at seq 5"), "{out}");
-    let err = Audit::open(&path, 1 << 30, Fingerprinter::from_file(&key).unwrap())
-        .err()
-        .expect("refused");
+    assert!(
+        verify(std::slice::from_ref(&path)).unwrap().is_ok(),
+        "the chain alone passes"
+    );
+    let (ok, out) = cli_verify(&key, std::slice::from_ref(&path));
+    assert!(
+        !ok && out.contains("head mismatch: the record at seq 5"),
+        "{out}"
+    );
+    let err =
+        Audit::open(&path, 1 << 30, Fingerprinter::from_file(&key).unwrap()).expect_err("refused");
     assert!(err.to_string().contains("the log was rewritten"), "{err}");
     // An anchor from another key is refused too.
     let (_, other_key) = dir_with_key();
-    let err = Audit::open(&path, 1 << 30, Fingerprinter::from_file(&other_key).unwrap())
-        .err()
-        .expect("refused");
+    let err = Audit::open(
+        &path,
+        1 << 30,
+        Fingerprinter::from_file(&other_key).unwrap(),
+    )
+    .expect_err("refused");
     assert!(err.to_string().contains("not authentic"), "{err}");
 }
