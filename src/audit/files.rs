@@ -168,6 +168,11 @@ pub fn find_link(files_newest_first: &[PathBuf], seq: u64) -> io::Result<Option<
     Ok(None)
 }
 
+/// Reads a whole log file; an error names the file.
+pub fn read(file: &Path) -> io::Result<Vec<u8>> {
+    std::fs::read(file).map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", file.display())))
+}
+
 /// Makes a rename or removal in `path`'s directory durable.
 pub fn sync_dir(path: &Path) -> io::Result<()> {
     match path.parent().filter(|d| !d.as_os_str().is_empty()) {

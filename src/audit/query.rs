@@ -83,7 +83,7 @@ impl Filter {
 pub fn read_records(files: &[PathBuf]) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file)?;
+        let text = String::from_utf8_lossy(&super::files::read(file)?).into_owned();
         out.extend(
             text.lines()
                 .filter_map(|l| serde_json::from_str::<Record>(l).ok()),

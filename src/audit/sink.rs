@@ -223,7 +223,13 @@ fn startup_anchor(
     state: ChainState,
 ) -> io::Result<(Anchor, ChainState)> {
     let highest = files::highest_rotation(path)?;
-    let Some(mut anchor) = Anchor::load(anchor_path, key).map_err(io::Error::other)? else {
+    let loaded = Anchor::load(anchor_path, key).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{e}. Check the key, or to start a new chain instead, move the log's files and its anchor aside"),
+        )
+    })?;
+    let Some(mut anchor) = loaded else {
         let tail = match oldest_link(path)? {
             Some(first) if state.seq > 0 => {
                 tracing::warn!(path = %path.display(), from_seq = first.seq, "the audit log has no anchor: anchoring it as it is now (records cut off before this start cannot be detected)");

@@ -93,7 +93,7 @@ pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Repo
     let mut report = Report::default();
     let mut lines = Vec::new();
     for file in order(files)? {
-        let text = std::fs::read(&file)?;
+        let text = super::files::read(&file)?;
         let torn = !text.is_empty() && !text.ends_with(b"\n");
         let mut parts: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
         if !torn {
@@ -128,7 +128,7 @@ fn order(files: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn first_seq(file: &Path) -> std::io::Result<u64> {
-    let text = std::fs::read(file)?;
+    let text = super::files::read(file)?;
     let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(serde_json::from_slice::<Value>(first)
         .ok()
