@@ -5,6 +5,7 @@
 //! and their [`anchor`], [`verify`] and [`query`] read logs.
 
 pub mod anchor;
+mod batch;
 pub mod chain;
 pub mod cli;
 pub mod ends;

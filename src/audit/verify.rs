@@ -184,22 +184,27 @@ fn walk(lines: &[Line], watch: &[u64], report: &mut Report) {
             report.problem = Some((at_pos, problem));
             return;
         }
-        let link = || super::files::Link {
-            seq: s,
-            prev_hash: text(v, "prev_hash").to_owned(),
-            hash: text(v, "hash").to_owned(),
-        };
-        if report.first.is_none() {
-            report.first = Some(link());
-        }
-        if watch.contains(&s) {
-            report.watched.push(link());
-        }
+        note_link(report, watch, v, s);
         prev2 = std::mem::replace(&mut prev, text(v, "hash").to_owned());
         expected = Some(s + 1);
         report.records += 1;
         let first = report.seq_range.map_or(s, |(f, _)| f);
         report.seq_range = Some((first, s));
+    }
+}
+
+/// Notes the chain fields of verified record `v` (seq `s`) if it is the first or watched.
+fn note_link(report: &mut Report, watch: &[u64], v: &Value, s: u64) {
+    let link = || super::files::Link {
+        seq: s,
+        prev_hash: text(v, "prev_hash").to_owned(),
+        hash: text(v, "hash").to_owned(),
+    };
+    if report.first.is_none() {
+        report.first = Some(link());
+    }
+    if watch.contains(&s) {
+        report.watched.push(link());
     }
 }
 
