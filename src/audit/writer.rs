@@ -1,7 +1,7 @@
 //! The audit writer: one thread owns the sink. Requests queue entries on a bounded channel;
 //! the thread takes everything queued, seals it, and when anybody waits (an intent, a
 //! flush) writes and fsyncs once for the whole batch (group commit). Records nobody waits
-//! for (outcomes) ride the next commit, or are synced within [`DEFER`]. A failed write
+//! for (outcomes) ride the next commit, or are synced within `DEFER` (20 ms). A failed write
 //! acknowledges every waiting entry with an error, and logs and counts every record nobody
 //! waited for as lost. The thread also tells the sink how far the chain is durable (for its
 //! anchor), writes the sampler's `suppressed` counts, and on a stop closes the sink cleanly.
@@ -139,7 +139,7 @@ impl Writer {
         done.await.map_err(|_| WriteError::Stopped)?
     }
 
-    /// Queues `entry` without waiting for the disk; it is durable within [`DEFER`] (sooner
+    /// Queues `entry` without waiting for the disk; it is durable within `DEFER` (20 ms; sooner
     /// under load). Waits only if the writer is that far behind.
     pub async fn write(&self, entry: Entry) -> Result<(), WriteError> {
         if self.tx.is_closed() {
