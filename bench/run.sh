@@ -75,7 +75,8 @@ taskset -c "$LOAD_CPUS" "$BIN" emulate --listen 127.0.0.1:"$EMULATOR_PORT" --ca-
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$GRAPH_PORT"; wait_port "$EMULATOR_PORT"
 cat "$DIR/ca.pem" "$DIR/emulator-ca.pem" > "$DIR/cas.pem"
-head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/hmac.key"
+# The key must be private to graphgate's user (graphgate refuses it otherwise).
+(umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$DIR/hmac.key")
 sed -n "s/^wrk.body = '\(.*\)'$/\1/p" "$here/post.lua" > "$DIR/body.json"
 
 # graphgate's environment, and its command line for an audit log and a policy (sets GG_ARGS).
@@ -152,8 +153,8 @@ if has main; then
   # graphgate's memory once the load is over and wrk's connections are closed.
   python3 "$here/startup.py" idle-rss "$GG_PID" "$GG_PORT" > "$DIR/idle-after-load.tsv"
   stop_graphgate
-  records=$(cat "$DIR"/audit.jsonl* | wc -l)
-  "$BIN" audit verify "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
+  records=$(cat "$DIR"/audit.jsonl "$DIR"/audit.jsonl.[0-9]* 2>/dev/null | wc -l)
+  "$BIN" audit verify --hmac-key-file "$DIR/hmac.key" "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }
 
   # What one fdatasync costs on this disk, next to the audit log.
   python3 - "$DIR/fsync-probe" > "$DIR/fsync.tsv" <<'PY'

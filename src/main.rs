@@ -148,6 +148,11 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     tracing::info!(listen = %addr, "graphgate listening");
     let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
     let admin_addr = admin.local_addr()?;
+    // Every start-up check has passed: only now does the audit log say the gateway started.
+    gateway
+        .audit()
+        .write_start(concat!("graphgate ", env!("CARGO_PKG_VERSION"), " started"))
+        .await?;
     tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz) listening");
     eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz)");
     let mut admin_stop = shutdown_rx.clone();
@@ -170,9 +175,10 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     };
     let audit = gateway.audit().clone();
     server::serve(listener, tls, gateway, args.bounds.server(), shutdown).await?;
-    // In-flight requests are done: make every queued audit record durable before exiting.
-    if let Err(e) = audit.flush().await {
-        tracing::error!(error = %e, "could not flush the audit log at shutdown");
+    // In-flight requests are done: make every queued audit record durable and close the log
+    // cleanly (its anchor records the final head) before exiting.
+    if let Err(e) = audit.shutdown().await {
+        tracing::error!(error = %e, "could not close the audit log cleanly at shutdown");
         return Ok(ExitCode::FAILURE);
     }
     tracing::info!("stopped");

@@ -37,6 +37,12 @@ struct StateLabel {
     state: &'static str,
 }
 
+/// Why audit records were left out (`refusal`, `unauthenticated`).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: &'static str,
@@ -53,6 +59,8 @@ struct Metrics {
     audit_write_duration: Histogram,
     audit_records: Counter,
     audit_failures: Counter,
+    audit_lost: Counter,
+    audit_suppressed: Family<ReasonLabel, Counter>,
     policy_reloads: Family<ResultLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
@@ -78,6 +86,8 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         audit_write_duration: latency(),
         audit_records: Counter::default(),
         audit_failures: Counter::default(),
+        audit_lost: Counter::default(),
+        audit_suppressed: Family::default(),
         policy_reloads: Family::default(),
         errors: Family::default(),
         permissions: Family::default(),
@@ -128,6 +138,16 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_audit_failures",
         "Audit write or fsync failures",
         m.audit_failures.clone(),
+    );
+    r.register(
+        "graphgate_audit_records_lost",
+        "Audit records that could not be written and that nobody waited for (outcomes, refusals); each one's audit id is logged",
+        m.audit_lost.clone(),
+    );
+    r.register(
+        "graphgate_audit_suppressed",
+        "Refusal records left out under the audit sampling limits, by reason (refusal: per caller; unauthenticated: per source); the log records their counts",
+        m.audit_suppressed.clone(),
     );
     r.register(
         "graphgate_policy_reloads",
@@ -230,6 +250,19 @@ pub fn audit_write(took: Duration, records: usize, ok: bool) {
     } else {
         METRICS.audit_failures.inc();
     }
+}
+
+/// `n` audit records nobody waited for could not be written.
+pub fn audit_records_lost(n: usize) {
+    METRICS.audit_lost.inc_by(n as u64);
+}
+
+/// One refusal record was left out under an audit sampling limit.
+pub fn audit_suppressed(reason: &'static str) {
+    METRICS
+        .audit_suppressed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// A policy reload was attempted (for the hot-reload watcher to call).

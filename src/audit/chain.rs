@@ -139,6 +139,7 @@ impl serde::Serialize for Sealing<'_> {
         some(&mut m, "shadow_rule", e.shadow_rule.as_ref())?;
         some(&mut m, "source", e.source.as_ref())?;
         some(&mut m, "status", e.status.as_ref())?;
+        some(&mut m, "suppressed", e.suppressed.as_ref())?;
         some(&mut m, "tenant", e.tenant.as_ref())?;
         m.serialize_entry("time", &e.time)?;
         some(&mut m, "token_app_id", e.token_app_id.as_ref())?;
@@ -271,6 +272,7 @@ mod tests {
             decision: Some(super::super::record::AuditDecision::OutcomeUnknown),
             error_code: Some("e".into()),
             status: Some(504),
+            suppressed: Some(3),
             upstream_status: Some(504),
             client_request_id: Some("cr".into()),
             graph_request_id: Some("g".into()),

@@ -1,44 +1,74 @@
 //! The `graphgate audit` subcommands, `verify` and `query`, as the binary exposes them.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 
+use super::anchor::{self, Anchor};
 use super::query::{self, Filter};
-use super::verify;
+use super::record::AuditDecision;
+use super::{Fingerprinter, ends, files, verify};
+
+pub use super::serve::{ServeAuditArgs, SetupError, emulator_default_log, open_for_serve};
 
 /// `graphgate audit ...`
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain of audit log files; exits non-zero at the first tampering.
-    Verify {
-        /// Log files, e.g. `audit.jsonl audit.jsonl.*` (any order: they are chained by seq).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    /// Check the hash chain of audit log files, and both its ends against the log's anchor;
+    /// exits 1 at the first tampering or missing record.
+    Verify(VerifyArgs),
     /// Show audit records, filtered.
     Query(QueryArgs),
+}
+
+/// What `audit verify` checks.
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Log files, e.g. `audit.jsonl*` (any order: they are chained by seq; the log's
+    /// `.anchor` file may be among them).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// The audit HMAC key file the gateway writes with; it authenticates the anchor.
+    #[arg(
+        long,
+        visible_alias = "audit-hmac-key-file",
+        env = "GRAPHGATE_AUDIT_HMAC_KEY_FILE"
+    )]
+    hmac_key_file: Option<PathBuf>,
+    /// The anchor file [default: `<log>.anchor` beside the files, or one among them].
+    #[arg(long, env = "GRAPHGATE_AUDIT_ANCHOR")]
+    anchor: Option<PathBuf>,
+    /// Check the hash chain only: records cut off at either end are then not noticed.
+    #[arg(long, conflicts_with = "anchor")]
+    no_anchor: bool,
 }
 
 /// Filters for `audit query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Log files.
+    /// Log files (a `.anchor` file among them is skipped).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Caller name.
     #[arg(long)]
     caller: Option<String>,
-    /// Managed-device id.
-    #[arg(long)]
+    /// Managed-device id (a GUID).
+    #[arg(long, value_parser = parse_device)]
     device: Option<String>,
     /// Operation (e.g. `managedDevices.updateWindowsDeviceAccount` or `updateWindowsDeviceAccount`).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_operation)]
     operation: Option<String>,
-    /// Decision: allowed, denied, shadow_denied, dry_run, rate_limited, invalid, failed, outcome_unknown.
-    #[arg(long)]
+    /// Decision.
+    #[arg(long, value_parser = decisions())]
     decision: Option<String>,
+    /// graphgate's request id (`x-graphgate-request-id`, the record's `audit_id`).
+    #[arg(long, visible_alias = "audit-id")]
+    request_id: Option<String>,
+    /// Graph's `request-id` for the call (the record's `graph_request_id`).
+    #[arg(long)]
+    graph_request_id: Option<String>,
     /// From this time (YYYY-MM-DD or RFC 3339), inclusive.
     #[arg(long)]
     since: Option<String>,
@@ -53,16 +83,106 @@ pub struct QueryArgs {
     json: bool,
 }
 
+/// The valid `--decision` values (and the policy words `allow` and `deny` for them).
+fn decisions() -> PossibleValuesParser {
+    PossibleValuesParser::new(AuditDecision::ALL.map(|d| {
+        let value = PossibleValue::new(d.as_str());
+        match d {
+            AuditDecision::Allowed => value.alias("allow"),
+            AuditDecision::Denied => value.alias("deny"),
+            _ => value,
+        }
+    }))
+}
+
+fn parse_device(text: &str) -> Result<String, String> {
+    if crate::route::is_guid(text) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err("a managed-device id is a GUID, e.g. 0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into())
+    }
+}
+
+fn parse_operation(text: &str) -> Result<String, String> {
+    let known = crate::catalog::CATALOG
+        .iter()
+        .any(|op| op.name.eq_ignore_ascii_case(text) || op.action.eq_ignore_ascii_case(text));
+    if known {
+        return Ok(text.to_owned());
+    }
+    let names: Vec<String> = crate::catalog::CATALOG
+        .iter()
+        .map(|op| format!("{} (or {})", op.name, op.action))
+        .collect();
+    Err(format!(
+        "not an operation graphgate offers; valid: {}",
+        names.join(", ")
+    ))
+}
+
 /// Runs an audit subcommand, printing to stdout/stderr.
 pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
     match cmd {
-        AuditCommand::Verify { files } => run_verify(&files),
+        AuditCommand::Verify(args) => run_verify(&args),
         AuditCommand::Query(args) => run_query(args),
     }
 }
 
-fn run_verify(files: &[PathBuf]) -> std::io::Result<ExitCode> {
-    let report = verify::verify(files)?;
+fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
+    let (anchors, logs): (Vec<PathBuf>, Vec<PathBuf>) = args
+        .files
+        .iter()
+        .cloned()
+        .partition(|f| anchor::is_anchor_file(f));
+    if args.no_anchor {
+        let report = verify::verify(&logs)?;
+        let code = print_chain(&report);
+        println!(
+            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
+        );
+        return Ok(code);
+    }
+    let anchor_path = match find_anchor(args.anchor.as_deref(), &anchors, &logs) {
+        Ok(found) => found,
+        Err(e) => {
+            println!("FAILED: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(key_file) = &args.hmac_key_file else {
+        eprintln!(
+            "graphgate: checking the anchor {} needs the audit HMAC key: give --hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE), or --no-anchor to check the hash chain only",
+            anchor_path.display()
+        );
+        return Ok(ExitCode::from(2));
+    };
+    let key = match Fingerprinter::from_file(key_file) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("graphgate: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let anchor = match Anchor::load(&anchor_path, &key) {
+        Ok(Some(a)) => a,
+        Ok(None) => {
+            println!("FAILED: the anchor {} is missing", anchor_path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let report = verify::verify_watching(&logs, &[anchor.tail.seq, anchor.head.seq])?;
+    if report.problem.is_some() {
+        return Ok(print_chain(&report));
+    }
+    Ok(print_ends(&report, &anchor, &anchor_path))
+}
+
+/// Prints the chain's verdict; fails on tampering.
+fn print_chain(report: &verify::Report) -> ExitCode {
     for torn in &report.torn {
         println!("{torn}: torn last line (a crash mid-write), not tampering; ignored");
     }
@@ -70,19 +190,93 @@ fn run_verify(files: &[PathBuf]) -> std::io::Result<ExitCode> {
         (Some((pos, problem)), _) => {
             println!("{pos}: {problem}");
             println!("FAILED after {} intact record(s)", report.records);
-            Ok(ExitCode::FAILURE)
+            ExitCode::FAILURE
         }
         (None, Some((first, last))) => {
             println!(
                 "OK: {} record(s), seq {first}..={last}, hash chain intact",
                 report.records
             );
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
         (None, None) => {
             println!("OK: no records");
-            Ok(ExitCode::SUCCESS)
+            ExitCode::SUCCESS
         }
+    }
+}
+
+/// Prints the ends' verdict after an intact chain; fails on a missing or rewritten end.
+fn print_ends(report: &verify::Report, anchor: &Anchor, path: &Path) -> ExitCode {
+    let ends = ends::check(anchor, report);
+    let written = format!("written {} at {}", anchor.written, anchor.reason);
+    if let Some(problem) = &ends.problem {
+        for torn in &report.torn {
+            println!("{torn}: torn last line (a crash mid-write), not tampering; ignored");
+        }
+        println!("{} ({written}): {problem}", path.display());
+        println!("FAILED after {} intact record(s)", report.records);
+        return ExitCode::FAILURE;
+    }
+    let code = print_chain(report);
+    let reach = match anchor.head.seq {
+        0 => "the anchor was written before any record".to_owned(),
+        seq => format!("reaches seq {seq} as anchored"),
+    };
+    println!(
+        "anchor {} ({written}): the log starts at seq {} and {reach}",
+        path.display(),
+        anchor.tail.seq,
+    );
+    if let Some((from, to)) = ends.unanchored {
+        println!(
+            "note: seq {from}..={to} are newer than the anchor (the gateway is running, or stopped without a clean shutdown); a cut among them would not be noticed"
+        );
+    }
+    code
+}
+
+/// The anchor to check against: named, given among the files, or `<log>.anchor` beside them.
+fn find_anchor(
+    named: Option<&Path>,
+    given: &[PathBuf],
+    logs: &[PathBuf],
+) -> Result<PathBuf, String> {
+    if let Some(path) = named {
+        return Ok(path.to_owned());
+    }
+    let mut candidates: Vec<PathBuf> = given.to_vec();
+    if candidates.is_empty() {
+        candidates = logs
+            .iter()
+            .map(|f| anchor::path_for(&files::base_log(f)))
+            .filter(|a| a.exists())
+            .collect();
+    }
+    candidates.sort();
+    candidates.dedup();
+    match candidates.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => {
+            let looked: Vec<String> = logs
+                .iter()
+                .map(|f| anchor::path_for(&files::base_log(f)).display().to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            Err(format!(
+                "no anchor found (looked for {}): cannot tell whether records are missing at either end; give --anchor FILE, or --no-anchor to check the hash chain only",
+                looked.join(", ")
+            ))
+        }
+        several => Err(format!(
+            "several anchors ({}): verify one log at a time, or name its anchor with --anchor",
+            several
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
     }
 }
 
@@ -95,16 +289,28 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    let decision = args.decision.as_deref().map(|d| match d {
+        "allow" => "allowed".to_owned(),
+        "deny" => "denied".to_owned(),
+        d => d.to_owned(),
+    });
     let filter = Filter {
         caller: args.caller,
         device: args.device,
         operation: args.operation,
-        decision: args.decision,
+        decision,
+        request_id: args.request_id,
+        graph_request_id: args.graph_request_id,
         since,
         until,
         all_kinds: args.all,
     };
-    let rows = query::select(&query::read_records(&args.files)?, &filter);
+    let files: Vec<PathBuf> = args
+        .files
+        .into_iter()
+        .filter(|f| !anchor::is_anchor_file(f))
+        .collect();
+    let rows = query::select(&query::read_records(&files)?, &filter);
     let mut out = std::io::stdout().lock();
     if args.json {
         query::print_json(&rows, &mut out)?;
@@ -112,96 +318,4 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         query::print_table(&rows, &mut out)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The audit flags of `graphgate serve`.
-#[derive(Debug, Args)]
-pub struct ServeAuditArgs {
-    /// Audit log (JSON Lines, hash-chained); `none` disables auditing (benchmarks only).
-    /// Required unless --emulator [with --emulator: $TMPDIR/graphgate-audit/emulator.jsonl].
-    #[arg(long, env = "GRAPHGATE_AUDIT_LOG")]
-    pub audit_log: Option<String>,
-    /// File holding the HMAC key (64+ hex characters) for fingerprints of redacted values.
-    /// Required with an audit log, except with --emulator (then created next to the log).
-    #[arg(long, env = "GRAPHGATE_AUDIT_HMAC_KEY_FILE")]
-    pub audit_hmac_key_file: Option<PathBuf>,
-    /// Rotate the audit log when it would grow past this size.
-    #[arg(long, default_value_t = super::DEFAULT_MAX_FILE_BYTES)]
-    pub audit_max_file_bytes: u64,
-}
-
-/// The audit log could not be set up; the gateway must not start.
-#[derive(Debug, thiserror::Error)]
-pub enum SetupError {
-    /// Neither a log nor an explicit `none`.
-    #[error(
-        "no audit log configured: set --audit-log PATH (or GRAPHGATE_AUDIT_LOG); graphgate does not run privileged calls unaudited (use --audit-log none only for benchmarks)"
-    )]
-    NotConfigured,
-    /// No key for fingerprints.
-    #[error(
-        "no audit HMAC key: set --audit-hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE); make one with: head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > FILE"
-    )]
-    NoKey,
-    /// The key file is unusable.
-    #[error(transparent)]
-    Key(#[from] super::fingerprint::KeyError),
-    /// The log cannot be opened or written.
-    #[error("audit log {path}: {reason}")]
-    Log {
-        /// The log.
-        path: String,
-        /// Why.
-        reason: String,
-    },
-}
-
-/// The default audit log of `serve --emulator`.
-pub fn emulator_default_log() -> PathBuf {
-    std::env::temp_dir()
-        .join("graphgate-audit")
-        .join("emulator.jsonl")
-}
-
-/// Opens the audit log `serve` was asked for and proves it writable with a `start` record.
-pub async fn open_for_serve(
-    args: &ServeAuditArgs,
-    emulator: bool,
-) -> Result<super::Audit, SetupError> {
-    let path = match (args.audit_log.as_deref(), emulator) {
-        (Some("none"), _) => {
-            tracing::warn!(
-                "auditing is DISABLED (--audit-log none): privileged calls leave no audit record"
-            );
-            return Ok(super::Audit::disabled());
-        }
-        (Some(p), _) => PathBuf::from(p),
-        (None, true) => emulator_default_log(),
-        (None, false) => return Err(SetupError::NotConfigured),
-    };
-    let log_err = |reason: String| SetupError::Log {
-        path: path.display().to_string(),
-        reason,
-    };
-    let fingerprinter = match (&args.audit_hmac_key_file, emulator) {
-        (Some(file), _) => super::Fingerprinter::from_file(file)?,
-        (None, true) => {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            let dir = dir.map_or_else(|| PathBuf::from("."), PathBuf::from);
-            std::fs::create_dir_all(&dir).map_err(|e| log_err(e.to_string()))?;
-            let key = dir.join("hmac.key");
-            let (fp, created) = super::Fingerprinter::from_file_or_create(&key)?;
-            let verb = if created { "generated" } else { "using" };
-            eprintln!("audit HMAC key: {verb} {}", key.display());
-            fp
-        }
-        (None, false) => return Err(SetupError::NoKey),
-    };
-    let audit = super::Audit::open(&path, args.audit_max_file_bytes, fingerprinter)
-        .map_err(|e| log_err(e.to_string()))?;
-    audit
-        .write_start(concat!("graphgate ", env!("CARGO_PKG_VERSION"), " started"))
-        .await
-        .map_err(|e| log_err(e.to_string()))?;
-    Ok(audit)
 }

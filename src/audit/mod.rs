@@ -1,12 +1,20 @@
 //! The audit log: a durable, hash-chained, secret-free JSON Lines record of every request
-//! that reaches operation recognition. [`trail`] collects one request's record,
-//! [`writer`] makes records durable with group commit, [`verify`] and [`query`] read logs.
+//! that reaches operation recognition (and a sample of failed authentications).
+//! [`trail`] collects one request's record, [`sampler`] bounds what refusals may write,
+//! [`writer`] makes records durable with group commit, [`sink`] and [`files`] keep the files
+//! and their [`anchor`], [`verify`] and [`query`] read logs.
 
+pub mod anchor;
+mod batch;
 pub mod chain;
 pub mod cli;
+pub mod ends;
+pub mod files;
 pub mod fingerprint;
 pub mod query;
 pub mod record;
+pub mod sampler;
+pub mod serve;
 pub mod sink;
 pub mod trail;
 pub mod verify;
@@ -21,11 +29,33 @@ pub use trail::AuditTrail;
 pub use writer::WriteError;
 
 use chain::ChainState;
-use sink::{FileSink, Sink};
+use sampler::{Sample, SampleKey, Sampler, SamplingLimits};
+use sink::{FileOptions, FileSink, Sink};
 use writer::Writer;
 
 /// Default largest size of one log file before it is rotated.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How the audit log is kept, and how much refusals may write to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditConfig {
+    /// The files: rotation size and retention.
+    pub files: FileOptions,
+    /// Sampling of refusal records.
+    pub sampling: SamplingLimits,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        AuditConfig {
+            files: FileOptions {
+                max_file_bytes: DEFAULT_MAX_FILE_BYTES,
+                retain_files: None,
+            },
+            sampling: SamplingLimits::default(),
+        }
+    }
+}
 
 /// The audit log, or its explicit absence; cheap to clone.
 #[derive(Clone)]
@@ -38,6 +68,9 @@ struct Enabled {
     stopped: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     fingerprinter: Fingerprinter,
     path: Option<PathBuf>,
+    /// Refusals per caller, failed authentications per source (shared with the writer,
+    /// which writes their counts).
+    samplers: Arc<[Sampler; 2]>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -55,34 +88,63 @@ impl Audit {
         Audit { inner: None }
     }
 
-    /// Opens (creating if needed) the log at `path`, continuing its chain, and starts the
-    /// writer. Fails if the file cannot be opened or another process holds it.
+    /// Opens (creating if needed) the log at `path` with the default configuration but this
+    /// rotation size; see [`Audit::open_with`].
     pub fn open(
         path: &Path,
         max_file_bytes: u64,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
-        let (sink, state) = FileSink::open(path, max_file_bytes)?;
-        let mut audit = Self::with_sink(Box::new(sink), state, fingerprinter)?;
+        let mut config = AuditConfig::default();
+        config.files.max_file_bytes = max_file_bytes;
+        Self::open_with(path, &config, fingerprinter)
+    }
+
+    /// Opens (creating if needed) the log at `path`, checks it against its anchor, continues
+    /// its chain, and starts the writer. Fails if the file cannot be opened, another process
+    /// holds it, or records its anchor vouches for are missing or rewritten.
+    pub fn open_with(
+        path: &Path,
+        config: &AuditConfig,
+        fingerprinter: Fingerprinter,
+    ) -> std::io::Result<Self> {
+        let (sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        let mut audit =
+            Self::with_sink_sampled(Box::new(sink), state, fingerprinter, config.sampling)?;
         if let Some(inner) = audit.inner.as_mut().and_then(Arc::get_mut) {
             inner.path = Some(path.to_owned());
         }
         Ok(audit)
     }
 
-    /// An audit log over any sink (tests inject failing ones).
+    /// An audit log over any sink (tests inject failing ones), with default sampling.
     pub fn with_sink(
         sink: Box<dyn Sink>,
         state: ChainState,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
-        let (writer, stopped) = Writer::spawn(sink, state)?;
+        Self::with_sink_sampled(sink, state, fingerprinter, SamplingLimits::default())
+    }
+
+    /// An audit log over any sink, sampling refusals within `limits`.
+    pub fn with_sink_sampled(
+        sink: Box<dyn Sink>,
+        state: ChainState,
+        fingerprinter: Fingerprinter,
+        limits: SamplingLimits,
+    ) -> std::io::Result<Self> {
+        let samplers = Arc::new([
+            Sampler::new(limits.refusals_per_sec, "refusal"),
+            Sampler::new(limits.auth_failures_per_sec, "unauthenticated"),
+        ]);
+        let (writer, stopped) = Writer::spawn(sink, state, Arc::clone(&samplers))?;
         Ok(Audit {
             inner: Some(Arc::new(Enabled {
                 writer,
                 stopped: std::sync::Mutex::new(Some(stopped)),
                 fingerprinter,
                 path: None,
+                samplers,
             })),
         })
     }
@@ -106,7 +168,8 @@ impl Audit {
         }
     }
 
-    /// Writes a durable `start` record (proves the log writable at start-up).
+    /// Writes a durable `start` record: the gateway passed every start-up check and is about
+    /// to serve.
     pub async fn write_start(&self, note: &str) -> Result<(), WriteError> {
         let entry = Entry {
             kind: Some(Kind::Start),
@@ -118,18 +181,34 @@ impl Audit {
         self.write_durable(entry).await.map(|_| ())
     }
 
-    /// Makes everything queued durable, then stops the writer and closes the file. Only
-    /// the last handle closes; others just drop.
-    pub async fn close(self) {
-        let Some(inner) = self.inner else { return };
-        let _ = inner.writer.flush().await;
-        let Ok(enabled) = Arc::try_unwrap(inner) else {
-            return;
+    /// Makes everything queued durable (with the counts of suppressed refusals), closes the
+    /// file cleanly (its anchor records the final head), and stops the writer; every handle
+    /// is stopped, and later writes fail. Returns once the file is released.
+    pub async fn shutdown(&self) -> Result<(), WriteError> {
+        let Some(inner) = &self.inner else {
+            return Ok(());
         };
-        let stopped = enabled.stopped.lock().ok().and_then(|mut s| s.take());
-        drop(enabled.writer);
+        let result = inner.writer.stop().await;
+        let stopped = inner.stopped.lock().ok().and_then(|mut s| s.take());
         if let Some(stopped) = stopped {
             let _ = stopped.await;
+        }
+        result
+    }
+
+    /// [`Audit::shutdown`], ignoring its result (tests, and paths that already failed).
+    pub async fn close(self) {
+        let _ = self.shutdown().await;
+    }
+
+    /// Whether a refusal record of `key` is written, and with how many of the same key
+    /// suppressed before it (see [`sampler`]); `unauthenticated` picks the per-source limit.
+    pub(crate) fn sample(&self, key: SampleKey, unauthenticated: bool) -> Sample {
+        match &self.inner {
+            None => Sample::Write { suppressed: 0 },
+            Some(i) => {
+                i.samplers[usize::from(unauthenticated)].admit(key, std::time::Instant::now())
+            }
         }
     }
 

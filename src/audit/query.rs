@@ -1,6 +1,7 @@
-//! `audit query`: filters records by caller, device, operation, decision and time, and
-//! prints a table (or JSON Lines). One row per request: outcomes and request records, plus
-//! intents whose outcome never arrived (a crash or a lost answer).
+//! `audit query`: filters records by caller, device, operation, decision, request ids and
+//! time, and prints a table (or JSON Lines). One row per request: outcomes and request
+//! records, intents whose outcome never arrived (a crash or a lost answer), and the counts
+//! of refusals left out by sampling (`suppressed`).
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -21,6 +22,10 @@ pub struct Filter {
     pub operation: Option<String>,
     /// Decision label (`allowed`, `denied`, ...).
     pub decision: Option<String>,
+    /// graphgate's request id (the record's `audit_id`), case-insensitive.
+    pub request_id: Option<String>,
+    /// Graph's `request-id`, case-insensitive.
+    pub graph_request_id: Option<String>,
     /// Records at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Records before this time.
@@ -68,6 +73,8 @@ impl Filter {
             && eq(&self.device, &e.device_id)
             && op_ok
             && eq(&self.decision, &decision)
+            && eq(&self.request_id, &Some(e.audit_id.clone()))
+            && eq(&self.graph_request_id, &e.graph_request_id)
             && time_ok
     }
 }
@@ -76,7 +83,7 @@ impl Filter {
 pub fn read_records(files: &[PathBuf]) -> std::io::Result<Vec<Record>> {
     let mut out = Vec::new();
     for file in files {
-        let text = std::fs::read_to_string(file)?;
+        let text = String::from_utf8_lossy(&super::files::read(file)?).into_owned();
         out.extend(
             text.lines()
                 .filter_map(|l| serde_json::from_str::<Record>(l).ok()),
@@ -96,7 +103,7 @@ pub fn select(records: &[Record], filter: &Filter) -> Vec<Record> {
     records
         .iter()
         .filter(|r| match r.entry.kind {
-            Some(Kind::Outcome | Kind::Request) => true,
+            Some(Kind::Outcome | Kind::Request | Kind::Suppressed) => true,
             Some(Kind::Intent) => filter.all_kinds || !finished.contains(r.entry.audit_id.as_str()),
             _ => filter.all_kinds,
         })
@@ -154,6 +161,7 @@ fn row(r: &Record) -> [String; 8] {
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let status = match (e.kind, e.status, e.upstream_status) {
         (Some(Kind::Intent), _, _) => "sent, no outcome".to_owned(),
+        (Some(Kind::Suppressed), _, _) => format!("{} suppressed", e.suppressed.unwrap_or(0)),
         (_, Some(s), Some(u)) => format!("{s} (graph {u})"),
         (_, Some(s), None) => s.to_string(),
         _ => "-".into(),
@@ -161,7 +169,10 @@ fn row(r: &Record) -> [String; 8] {
     let time = e.time.get(..19).unwrap_or(&e.time).replace('T', " ");
     [
         time,
-        dash(&e.caller),
+        e.caller
+            .clone()
+            .or_else(|| e.source.clone())
+            .unwrap_or_else(|| "-".into()),
         dash(&e.operation),
         dash(&e.device_id),
         e.decision.map_or("-", |d| d.as_str()).to_owned(),

@@ -18,6 +18,22 @@ pub enum Kind {
     Outcome,
     /// A request that was answered without calling Graph (denied, invalid, failed early).
     Request,
+    /// Refusals left out under the audit's sampling limit, counted (`suppressed`) once the
+    /// caller or source has gone quiet, or when the log is closed.
+    Suppressed,
+}
+
+impl Kind {
+    /// The label used in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Start => "start",
+            Kind::Intent => "intent",
+            Kind::Outcome => "outcome",
+            Kind::Request => "request",
+            Kind::Suppressed => "suppressed",
+        }
+    }
 }
 
 /// What was decided about a request, as the audit reports it.
@@ -41,6 +57,8 @@ pub enum AuditDecision {
     /// Allowed and sent, but no complete answer came back (502/504, timeout, connection lost
     /// after sending): the action may or may not have run; check the device.
     OutcomeUnknown,
+    /// No valid caller identity (401); sampled per source address.
+    Unauthenticated,
 }
 
 impl AuditDecision {
@@ -55,7 +73,32 @@ impl AuditDecision {
             AuditDecision::Invalid => "invalid",
             AuditDecision::Failed => "failed",
             AuditDecision::OutcomeUnknown => "outcome_unknown",
+            AuditDecision::Unauthenticated => "unauthenticated",
         }
+    }
+
+    /// Every decision, in the order the README lists them.
+    pub const ALL: [AuditDecision; 9] = [
+        AuditDecision::Allowed,
+        AuditDecision::Denied,
+        AuditDecision::ShadowDenied,
+        AuditDecision::DryRun,
+        AuditDecision::RateLimited,
+        AuditDecision::Invalid,
+        AuditDecision::Failed,
+        AuditDecision::OutcomeUnknown,
+        AuditDecision::Unauthenticated,
+    ];
+
+    /// A refusal the audit samples rather than records every time (see `sampler`).
+    pub fn is_sampled_refusal(self) -> bool {
+        matches!(
+            self,
+            AuditDecision::Denied
+                | AuditDecision::Invalid
+                | AuditDecision::RateLimited
+                | AuditDecision::Unauthenticated
+        )
     }
 }
 
@@ -120,6 +163,10 @@ pub struct Entry {
     /// Status the gateway answered with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// Refusal records of the same caller (or source) left out under the sampling limit
+    /// since the last record written for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppressed: Option<u64>,
     /// Status Graph answered with.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub upstream_status: Option<u16>,

@@ -1,12 +1,19 @@
 //! Where sealed records go: the append-only file, rotated by size, locked against a second
-//! writer. A failed write is rolled back to the last synced length before the next one.
+//! writer, with its anchor (see [`super::anchor`]) kept up to date. A failed write is rolled
+//! back to the last synced length before the next one.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
+use super::Fingerprinter;
+use super::anchor::{self, Anchor, Head, Tail};
 use super::chain::ChainState;
+use super::files;
 use super::record::Record;
+
+pub use super::files::rotated_files;
 
 /// Storage for the writer: append bytes, then make them durable.
 pub trait Sink: Send + 'static {
@@ -15,37 +22,70 @@ pub trait Sink: Send + 'static {
     fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// Makes everything appended durable (`fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
+    /// The chain is durable up to `head`. Called after every sync and whenever the writer
+    /// wakes; a file sink records it in its anchor at most once per [`anchor::INTERVAL`].
+    fn durable(&mut self, head: &ChainState) -> io::Result<()> {
+        let _ = head;
+        Ok(())
+    }
+    /// The writer stops cleanly, with the chain durable up to `head`.
+    fn close(&mut self, head: &ChainState) -> io::Result<()> {
+        let _ = head;
+        Ok(())
+    }
+}
+
+/// How the log's files are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileOptions {
+    /// Rotate a file when it would grow past this.
+    pub max_file_bytes: u64,
+    /// Keep at most this many rotated files, removing the oldest (`None`: keep all).
+    pub retain_files: Option<usize>,
 }
 
 /// The audit log file at `path`; full files become `path.000001`, `path.000002`, ...
+/// numbered past the highest ever used (a retention job may move old ones away).
 pub struct FileSink {
     path: PathBuf,
     file: File,
     len: u64,
     synced_len: u64,
     dirty: bool,
-    max_file_bytes: u64,
+    options: FileOptions,
+    key: Fingerprinter,
+    anchor_path: PathBuf,
+    /// The anchor as last stored.
+    anchor: Anchor,
+    /// The durable chain, as the writer last reported it.
+    head: ChainState,
+    anchored_at: Instant,
 }
 
 impl FileSink {
-    /// Opens (or creates) the log, locks it, and returns the chain state to continue from.
-    /// A torn last line (crash mid-write) is kept: that file is rotated aside as it is.
-    pub fn open(path: &Path, max_file_bytes: u64) -> io::Result<(FileSink, ChainState)> {
+    /// Opens (or creates) the log, locks it, checks it against its anchor (a log whose
+    /// anchored records are missing or rewritten is refused), and returns the chain state to
+    /// continue from. A torn last line (crash mid-write) is kept: that file is rotated aside.
+    pub fn open(
+        path: &Path,
+        options: FileOptions,
+        key: Fingerprinter,
+    ) -> io::Result<(FileSink, ChainState)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
-        let mut file = open_append(path)?;
-        file.try_lock().map_err(|_| {
-            io::Error::new(
-                io::ErrorKind::WouldBlock,
-                "the audit log is in use by another graphgate process",
-            )
-        })?;
+        let mut file = lock(open_append(path)?)?;
+        if files::finish_interrupted_rotation(path)? {
+            tracing::warn!(path = %path.display(), "finished a rotation interrupted by a crash");
+            file = lock(open_append(path)?)?;
+        }
         let (state, torn) = last_state(&mut file)?;
         let state = match state {
             Some(s) => s,
             None => newest_rotated_state(path)?.unwrap_or_default(),
         };
+        let anchor_path = anchor::path_for(path);
+        let (anchor, state) = startup_anchor(path, &anchor_path, &key, state)?;
         let len = file.metadata()?.len();
         let mut sink = FileSink {
             path: path.to_owned(),
@@ -53,8 +93,14 @@ impl FileSink {
             len,
             synced_len: len,
             dirty: false,
-            max_file_bytes,
+            options,
+            key,
+            anchor_path,
+            anchor,
+            head: state.clone(),
+            anchored_at: Instant::now(),
         };
+        sink.write_anchor("start", false)?;
         if torn {
             tracing::warn!(path = %path.display(), "the audit log ends in a torn line (a crash mid-write); rotating it aside");
             sink.rotate()?;
@@ -63,16 +109,67 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        let rotated = next_rotated_name(&self.path)?;
-        std::fs::rename(&self.path, &rotated)?;
-        let file = open_append(&self.path)?;
-        file.try_lock()
-            .map_err(|_| io::Error::other("cannot lock the new audit log file"))?;
-        sync_dir(&self.path)?;
+        let n = files::highest_rotation(&self.path)?.max(self.anchor.last_rotation) + 1;
+        let rotated = files::rotated_name(&self.path, n);
+        // Never over an existing file: a taken name fails this write (and so the request).
+        files::rename_no_replace(&self.path, &rotated)?;
+        let file = lock(open_append(&self.path)?)?;
+        files::sync_dir(&self.path)?;
         self.file = file;
         self.len = 0;
         self.synced_len = 0;
-        Ok(())
+        self.anchor.last_rotation = n;
+        self.write_anchor("rotation", false)?;
+        self.apply_retention()
+    }
+
+    /// Removes the oldest rotated files past the retention limit, after moving the anchor's
+    /// tail to the first record that stays (so `verify` expects the log to start there).
+    fn apply_retention(&mut self) -> io::Result<()> {
+        let Some(keep) = self.options.retain_files else {
+            return Ok(());
+        };
+        let rotated = files::rotated_files(&self.path)?;
+        let excess = rotated.len().saturating_sub(keep);
+        if excess == 0 {
+            return Ok(());
+        }
+        let (gone, kept) = rotated.split_at(excess);
+        let mut tail = Tail {
+            seq: self.head.seq + 1,
+            prev_hash: self.head.hash.clone(),
+        };
+        for file in kept {
+            if let Some(first) = files::first_link(file)? {
+                tail = Tail {
+                    seq: first.seq,
+                    prev_hash: first.prev_hash,
+                };
+                break;
+            }
+        }
+        if tail.seq > self.anchor.tail.seq {
+            self.anchor.tail = tail;
+        }
+        self.write_anchor("retention", false)?;
+        for file in gone {
+            std::fs::remove_file(file)?;
+            tracing::info!(file = %file.display(), "audit retention: removed the oldest rotated file");
+        }
+        files::sync_dir(&self.path)
+    }
+
+    /// Stores the anchor with the current head.
+    fn write_anchor(&mut self, reason: &str, clean: bool) -> io::Result<()> {
+        // Set first: a failing disk is retried once per interval, not at every wake.
+        self.anchored_at = Instant::now();
+        self.anchor.head = Head::from(&self.head);
+        self.anchor.clean = clean;
+        reason.clone_into(&mut self.anchor.reason);
+        self.anchor.written = super::record::now_rfc3339();
+        self.anchor
+            .store(&self.anchor_path, &self.key)
+            .map_err(io::Error::other)
     }
 }
 
@@ -83,7 +180,7 @@ impl Sink for FileSink {
             self.len = self.synced_len;
             self.dirty = false;
         }
-        if self.len > 0 && self.len + bytes.len() as u64 > self.max_file_bytes {
+        if self.len > 0 && self.len + bytes.len() as u64 > self.options.max_file_bytes {
             self.rotate()?;
         }
         self.dirty = true;
@@ -99,6 +196,122 @@ impl Sink for FileSink {
         self.dirty = false;
         Ok(())
     }
+
+    fn durable(&mut self, head: &ChainState) -> io::Result<()> {
+        if head.seq != self.head.seq {
+            self.head = head.clone();
+        }
+        if self.anchor.head.seq != self.head.seq && self.anchored_at.elapsed() >= anchor::INTERVAL {
+            self.write_anchor("interval", false)?;
+        }
+        Ok(())
+    }
+
+    fn close(&mut self, head: &ChainState) -> io::Result<()> {
+        self.head = head.clone();
+        self.write_anchor("shutdown", true)
+    }
+}
+
+/// The anchor and chain state to continue with: the stored anchor, once the log is shown to
+/// still hold what it anchored, or a new one for a log that has none. When every file was
+/// moved away after a clean shutdown, the chain continues from the anchored head.
+fn startup_anchor(
+    path: &Path,
+    anchor_path: &Path,
+    key: &Fingerprinter,
+    state: ChainState,
+) -> io::Result<(Anchor, ChainState)> {
+    let highest = files::highest_rotation(path)?;
+    let loaded = Anchor::load(anchor_path, key).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{e}. Check the key, or to start a new chain instead, move the log's files and its anchor aside"),
+        )
+    })?;
+    let Some(mut anchor) = loaded else {
+        let tail = match oldest_link(path)? {
+            Some(first) if state.seq > 0 => {
+                tracing::warn!(path = %path.display(), from_seq = first.seq, "the audit log has no anchor: anchoring it as it is now (records cut off before this start cannot be detected)");
+                Tail {
+                    seq: first.seq,
+                    prev_hash: first.prev_hash,
+                }
+            }
+            _ => Anchor::genesis_tail(),
+        };
+        let mut anchor = Anchor::new(path, &state, tail);
+        anchor.last_rotation = highest;
+        return Ok((anchor, state));
+    };
+    anchor.last_rotation = anchor.last_rotation.max(highest);
+    if state.seq == 0 && anchor.clean && oldest_link(path)?.is_none() {
+        tracing::info!(path = %path.display(), seq = anchor.head.seq, "the audit log's files were all moved away after a clean shutdown; continuing the chain from its anchor");
+        let state = ChainState {
+            seq: anchor.head.seq,
+            hash: anchor.head.hash.clone(),
+        };
+        return Ok((anchor, state));
+    }
+    check_continues(path, &anchor, &state)?;
+    Ok((anchor, state))
+}
+
+/// Refuses to continue a log whose anchored head is missing or was rewritten: starting would
+/// re-anchor the damage and hide it.
+fn check_continues(path: &Path, anchor: &Anchor, state: &ChainState) -> io::Result<()> {
+    let head = &anchor.head;
+    let refuse = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{what}. Check it with `graphgate audit verify`; to start a new chain instead, move the log's files and {} aside",
+                anchor::path_for(path).display()
+            ),
+        )
+    };
+    if head.seq == 0 {
+        return Ok(());
+    }
+    if state.seq < head.seq {
+        return Err(refuse(format!(
+            "the audit log ends at seq {} but its anchor records seq {}: records seq {}..={} are missing (cut off?)",
+            state.seq,
+            head.seq,
+            state.seq + 1,
+            head.seq
+        )));
+    }
+    let found = if state.seq == head.seq {
+        Some(state.hash.clone())
+    } else {
+        let mut newest_first = vec![path.to_owned()];
+        newest_first.extend(files::rotated_files(path)?.into_iter().rev());
+        files::find_link(&newest_first, head.seq)?.map(|l| l.hash)
+    };
+    match found {
+        Some(hash) if hash == head.hash => Ok(()),
+        Some(_) => Err(refuse(format!(
+            "the record at seq {} is not the one the audit log's anchor records: the log was rewritten",
+            head.seq
+        ))),
+        None => {
+            tracing::warn!(path = %path.display(), seq = head.seq, "the anchored head is not among the log's files (moved away?); continuing the chain");
+            Ok(())
+        }
+    }
+}
+
+/// The first record of the oldest file of the log present.
+fn oldest_link(path: &Path) -> io::Result<Option<files::Link>> {
+    let mut all = files::rotated_files(path)?;
+    all.push(path.to_owned());
+    for file in all {
+        if let Some(first) = files::first_link(&file)? {
+            return Ok(Some(first));
+        }
+    }
+    Ok(None)
 }
 
 fn open_append(path: &Path) -> io::Result<File> {
@@ -109,11 +322,14 @@ fn open_append(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
-fn sync_dir(path: &Path) -> io::Result<()> {
-    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => File::open(dir)?.sync_all(),
-        None => File::open(".")?.sync_all(),
-    }
+fn lock(file: File) -> io::Result<File> {
+    file.try_lock().map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::WouldBlock,
+            "the audit log is in use by another graphgate process",
+        )
+    })?;
+    Ok(file)
 }
 
 /// The chain state after the last complete record of `file`, and whether a torn line follows.
@@ -140,46 +356,6 @@ fn last_state(file: &mut File) -> io::Result<(Option<ChainState>, bool)> {
         }),
         torn,
     ))
-}
-
-/// Rotated files of `path`, oldest first.
-pub fn rotated_files(path: &Path) -> io::Result<Vec<PathBuf>> {
-    let (dir, name) = split(path);
-    let mut found: Vec<(u64, PathBuf)> = Vec::new();
-    for entry in std::fs::read_dir(&dir)? {
-        let entry = entry?;
-        let file_name = entry.file_name();
-        let Some(rest) = file_name
-            .to_str()
-            .and_then(|n| n.strip_prefix(name.as_str()))
-            .and_then(|n| n.strip_prefix('.'))
-        else {
-            continue;
-        };
-        if let Ok(n) = rest.parse::<u64>() {
-            found.push((n, entry.path()));
-        }
-    }
-    found.sort();
-    Ok(found.into_iter().map(|(_, p)| p).collect())
-}
-
-fn split(path: &Path) -> (PathBuf, String) {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), Path::to_owned);
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    (dir, name)
-}
-
-fn next_rotated_name(path: &Path) -> io::Result<PathBuf> {
-    let n = rotated_files(path)?.len() as u64 + 1;
-    let (dir, name) = split(path);
-    Ok(dir.join(format!("{name}.{n:06}")))
 }
 
 fn newest_rotated_state(path: &Path) -> io::Result<Option<ChainState>> {

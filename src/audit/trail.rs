@@ -1,20 +1,28 @@
 //! One request's audit trail: created when the request arrives, filled in as pipeline steps
-//! pass, written as an intent (durable, before Graph is called) and finished once.
+//! pass, written as an intent (durable, before Graph is called) and finished once. What a
+//! refusal may write is bounded: each parameter is capped at [`MAX_PARAM_BYTES`], and
+//! refusals (and failed authentications) are sampled (see [`super::sampler`]).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
 
 use super::record::{AuditDecision, Entry, Kind, now_rfc3339};
+use super::sampler::{Sample, SampleKey};
 use super::{Audit, WriteError};
 use crate::route::Recognised;
 use crate::schema::{ParamValue, Params};
+
+/// Longest string parameter recorded as it is; a longer one is recorded as its first bytes,
+/// its length and its fingerprint.
+pub const MAX_PARAM_BYTES: usize = 256;
 
 /// The record of one request under construction.
 pub struct AuditTrail {
     audit: Audit,
     entry: Entry,
+    source_ip: Option<IpAddr>,
     started: Instant,
     recognised: bool,
     intent_written: bool,
@@ -49,6 +57,7 @@ impl AuditTrail {
         AuditTrail {
             audit: audit.clone(),
             entry,
+            source_ip: origin.source.map(|s| s.ip()),
             started: Instant::now(),
             recognised: false,
             intent_written: false,
@@ -85,6 +94,7 @@ impl AuditTrail {
         match value {
             ParamValue::Null => Value::Null,
             ParamValue::Bool(b) => Value::Bool(*b),
+            ParamValue::String(s) if s.len() > MAX_PARAM_BYTES => self.capped(s),
             ParamValue::String(s) => Value::String(s.clone()),
             ParamValue::Type(t) => Value::String(format!("#{t}")),
             ParamValue::Secret(secret) => match self.audit.fingerprinter() {
@@ -92,6 +102,20 @@ impl AuditTrail {
                 None => json!({"redacted": true}),
             },
         }
+    }
+
+    /// A string too long to record whole: a truncation marker, its length, its first
+    /// [`MAX_PARAM_BYTES`] bytes (at a character boundary) and the full value's fingerprint.
+    fn capped(&self, s: &str) -> Value {
+        let mut end = MAX_PARAM_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut capped = json!({"truncated": true, "bytes": s.len(), "prefix": &s[..end]});
+        if let Some(fp) = self.audit.fingerprinter() {
+            capped["hmac_sha256"] = Value::String(fp.fingerprint_bytes(s.as_bytes()));
+        }
+        capped
     }
 
     /// What policy decided, and which rule (if any) decided it.
@@ -144,10 +168,14 @@ impl AuditTrail {
     }
 
     /// Records the answer, queued behind the intent (it shares the next group commit; the
-    /// caller does not wait for the disk twice). Requests never recognised leave no record.
-    /// A crash between the two leaves an intent without an outcome: "check the device".
+    /// caller does not wait for the disk twice). Requests never recognised leave no record,
+    /// except failed authentications, which are sampled per source. Refusals are sampled per
+    /// caller. A crash between intent and outcome leaves an intent alone: "check the device".
     pub async fn finish(&mut self, status: u16, error_code: Option<&'static str>) {
         if !self.recognised {
+            if error_code == Some(UNAUTHENTICATED) {
+                self.unauthenticated(status).await;
+            }
             return;
         }
         let entry = &mut self.entry;
@@ -170,12 +198,59 @@ impl AuditTrail {
         } else {
             Kind::Request
         });
-        let result = self.audit.write(entry.clone()).await;
-        if let Err(e) = result {
-            tracing::error!(error = %e, audit_id = %self.entry.audit_id, "audit record lost");
+        let refusal = !self.intent_written
+            && entry
+                .decision
+                .is_some_and(AuditDecision::is_sampled_refusal);
+        if refusal {
+            let key = match (&entry.caller, self.source_ip) {
+                (Some(name), _) => SampleKey::Caller(name.as_str().into()),
+                (None, Some(ip)) => SampleKey::source(ip),
+                (None, None) => SampleKey::Others,
+            };
+            match self.audit.sample(key, false) {
+                Sample::Write { suppressed } => {
+                    entry.suppressed = (suppressed > 0).then_some(suppressed)
+                }
+                Sample::Suppress => return,
+            }
+        }
+        let entry = entry.clone();
+        self.write(entry).await;
+    }
+
+    /// A request refused for want of a valid identity: recorded (sampled per source) with
+    /// what is known before identity, never what was presented.
+    async fn unauthenticated(&mut self, status: u16) {
+        let key = self.source_ip.map_or(SampleKey::Others, SampleKey::source);
+        let suppressed = match self.audit.sample(key, true) {
+            Sample::Write { suppressed } => (suppressed > 0).then_some(suppressed),
+            Sample::Suppress => return,
+        };
+        let entry = Entry {
+            kind: Some(Kind::Request),
+            time: now_rfc3339(),
+            decision: Some(AuditDecision::Unauthenticated),
+            error_code: Some(UNAUTHENTICATED.to_owned()),
+            status: Some(status),
+            latency_us: Some(micros(self.started.elapsed())),
+            suppressed,
+            ..self.entry.clone()
+        };
+        self.write(entry).await;
+    }
+
+    async fn write(&self, entry: Entry) {
+        let audit_id = entry.audit_id.clone();
+        if let Err(e) = self.audit.write(entry).await {
+            crate::metrics::audit_records_lost(1);
+            tracing::error!(error = %e, %audit_id, "audit record lost");
         }
     }
 }
+
+/// The error code of a request without a valid identity.
+const UNAUTHENTICATED: &str = "InvalidAuthenticationToken";
 
 fn micros(d: Duration) -> u64 {
     u64::try_from(d.as_micros()).unwrap_or(u64::MAX)

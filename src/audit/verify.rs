@@ -1,6 +1,6 @@
 //! `audit verify`: walks the hash chain across files and reports the first record that was
 //! altered, removed, reordered or inserted. A torn last line (a crash mid-write) is reported
-//! as such, not as tampering.
+//! as such, not as tampering. [`super::ends`] then checks both ends against the anchor.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -63,6 +63,10 @@ pub struct Report {
     pub torn: Vec<Position>,
     /// The first tampering found; verification stops there.
     pub problem: Option<(Position, Problem)>,
+    /// The chain fields of the first record verified.
+    pub first: Option<super::files::Link>,
+    /// The chain fields of the records asked for (by sequence number) that were verified.
+    pub watched: Vec<super::files::Link>,
 }
 
 impl Report {
@@ -80,10 +84,16 @@ struct Line {
 /// Verifies `files` as one chain. Files are taken in chain order (by their first record's
 /// sequence number), so a shell glob's order does not matter.
 pub fn verify(files: &[PathBuf]) -> std::io::Result<Report> {
+    verify_watching(files, &[])
+}
+
+/// [`verify`], also noting the chain fields of the records numbered `watch` (the anchor's
+/// ends) in [`Report::watched`].
+pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut lines = Vec::new();
     for file in order(files)? {
-        let text = std::fs::read(&file)?;
+        let text = super::files::read(&file)?;
         let torn = !text.is_empty() && !text.ends_with(b"\n");
         let mut parts: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
         if !torn {
@@ -104,7 +114,7 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Report> {
             lines.push(Line { pos, value });
         }
     }
-    walk(&lines, &mut report);
+    walk(&lines, watch, &mut report);
     Ok(report)
 }
 
@@ -118,7 +128,7 @@ fn order(files: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 }
 
 fn first_seq(file: &Path) -> std::io::Result<u64> {
-    let text = std::fs::read(file)?;
+    let text = super::files::read(file)?;
     let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
     Ok(serde_json::from_slice::<Value>(first)
         .ok()
@@ -135,7 +145,7 @@ fn text<'a>(v: &'a Value, key: &str) -> &'a str {
 }
 
 /// Walks the parsed lines in order, stopping at the first problem.
-fn walk(lines: &[Line], report: &mut Report) {
+fn walk(lines: &[Line], watch: &[u64], report: &mut Report) {
     // (expected next seq, hash of the last good record, hash of the one before it)
     let mut expected: Option<u64> = None;
     let mut prev = String::new();
@@ -174,11 +184,27 @@ fn walk(lines: &[Line], report: &mut Report) {
             report.problem = Some((at_pos, problem));
             return;
         }
+        note_link(report, watch, v, s);
         prev2 = std::mem::replace(&mut prev, text(v, "hash").to_owned());
         expected = Some(s + 1);
         report.records += 1;
         let first = report.seq_range.map_or(s, |(f, _)| f);
         report.seq_range = Some((first, s));
+    }
+}
+
+/// Notes the chain fields of verified record `v` (seq `s`) if it is the first or watched.
+fn note_link(report: &mut Report, watch: &[u64], v: &Value, s: u64) {
+    let link = || super::files::Link {
+        seq: s,
+        prev_hash: text(v, "prev_hash").to_owned(),
+        hash: text(v, "hash").to_owned(),
+    };
+    if report.first.is_none() {
+        report.first = Some(link());
+    }
+    if watch.contains(&s) {
+        report.watched.push(link());
     }
 }
 

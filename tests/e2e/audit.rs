@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
-use graphgate::audit::sink::{FileSink, Sink};
+use graphgate::audit::chain::ChainState;
+use graphgate::audit::sink::{FileOptions, FileSink, Sink};
 use graphgate::audit::{Audit, Fingerprinter};
 use graphgate::secret::Secret;
 use http::Request;
@@ -75,10 +76,19 @@ async fn an_allowed_call_has_a_durable_intent_then_an_outcome() {
 #[tokio::test]
 async fn refusals_past_recognition_are_audited_and_others_are_not() {
     let h = start().await;
-    // Unauthenticated: never reaches recognition, leaves no record.
+    // Unauthenticated: never reaches recognition; recorded (sampled per source) without
+    // anything the caller presented.
     h.post(ACTION_PATH, Some("wrong-key"), &body())
         .await
         .assert_graph_error(401, "InvalidAuthenticationToken");
+    // Authenticated, but no operation: no record.
+    h.post(
+        "/v1.0/deviceManagement/managedDevices",
+        Some(ROTATOR_KEY),
+        "{}",
+    )
+    .await
+    .assert_graph_error(404, "resourceNotFound");
     // Denied by policy.
     h.post(ACTION_PATH, Some(OTHER_KEY), &body())
         .await
@@ -101,7 +111,7 @@ async fn refusals_past_recognition_are_audited_and_others_are_not() {
         .iter()
         .map(|r| {
             (
-                r["caller"].as_str().unwrap(),
+                r["caller"].as_str().unwrap_or("-"),
                 r["decision"].as_str().unwrap(),
                 r["error_code"].as_str().unwrap(),
             )
@@ -110,13 +120,16 @@ async fn refusals_past_recognition_are_audited_and_others_are_not() {
     assert_eq!(
         got,
         [
+            ("-", "unauthenticated", "InvalidAuthenticationToken"),
             ("other-service", "denied", "accessDenied"),
             ("rooms-rotator", "invalid", "invalidRequest"),
             ("rooms-rotator", "invalid", "invalidRequest"),
         ]
     );
-    assert_eq!(requests[0]["status"], 403);
-    assert!(requests[0]["params"]["deviceAccount.password"]["hmac_sha256"].is_string());
+    assert_eq!(requests[0]["status"], 401);
+    assert!(requests[0]["params"].is_null() && requests[0]["operation"].is_null());
+    assert_eq!(requests[1]["status"], 403);
+    assert!(requests[1]["params"]["deviceAccount.password"]["hmac_sha256"].is_string());
     assert!(of_kind(&records, "intent").is_empty(), "nothing was sent");
     assert!(h.emulator.graph_requests().is_empty());
     let log = std::fs::read_to_string(h.audit_path.as_ref().unwrap()).unwrap();
@@ -141,10 +154,23 @@ impl Sink for Switchable {
     fn sync(&mut self) -> std::io::Result<()> {
         self.inner.sync()
     }
+    fn durable(&mut self, head: &ChainState) -> std::io::Result<()> {
+        self.inner.durable(head)
+    }
+    fn close(&mut self, head: &ChainState) -> std::io::Result<()> {
+        self.inner.close(head)
+    }
+}
+
+fn file_options() -> FileOptions {
+    FileOptions {
+        max_file_bytes: 1 << 30,
+        retain_files: None,
+    }
 }
 
 fn switchable(path: &Path) -> (Audit, Arc<AtomicBool>) {
-    let (inner, state) = FileSink::open(path, 1 << 30).unwrap();
+    let (inner, state) = FileSink::open(path, file_options(), fingerprinter()).unwrap();
     let fail = Arc::new(AtomicBool::new(false));
     let sink = Switchable {
         inner,
@@ -254,4 +280,42 @@ async fn metrics_are_served_on_the_admin_listener_with_bounded_labels() {
     ] {
         assert!(!text.contains(leak), "{leak} in metrics");
     }
+}
+
+/// The value of the metric sample `name`, 0 if not yet rendered.
+fn metric(name: &str) -> f64 {
+    graphgate::metrics::encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn records_lost_in_a_failed_batch_are_counted_not_silently_dropped() {
+    let path = temp_dir("lost").join("audit.jsonl");
+    let (audit, fail) = switchable(&path);
+    let before = metric("graphgate_audit_records_lost_total");
+    fail.store(true, Ordering::SeqCst);
+    for i in 0..3 {
+        let entry = graphgate::audit::Entry {
+            kind: Some(graphgate::audit::Kind::Outcome),
+            audit_id: format!("lost-{i}"),
+            ..Default::default()
+        };
+        // Nobody waits for an outcome: the caller already has its answer.
+        audit.write(entry).await.unwrap();
+    }
+    // Whether they fail with the flush or on their own deferred commit just before it,
+    // they are gone once the flush returns.
+    let _ = audit.flush().await;
+    assert_eq!(audit.status(), "failing");
+    let after = metric("graphgate_audit_records_lost_total");
+    assert!(
+        after - before >= 3.0,
+        "lost records counted: {before} -> {after}"
+    );
+    fail.store(false, Ordering::SeqCst);
+    audit.shutdown().await.unwrap();
+    let log = std::fs::read_to_string(&path).unwrap();
+    assert!(!log.contains("lost-"), "{log}");
 }

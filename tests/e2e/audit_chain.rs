@@ -6,8 +6,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use graphgate::audit::chain::ChainState;
 use graphgate::audit::chain::{canonical, hash_of};
-use graphgate::audit::sink::{FileSink, Sink, rotated_files};
+use graphgate::audit::sink::{FileOptions, FileSink, Sink, rotated_files};
 use graphgate::audit::verify::{Problem, Report, verify};
 use graphgate::audit::{Audit, Entry, Fingerprinter};
 use serde_json::Value;
@@ -204,12 +205,27 @@ impl Sink for Flaky {
         self.syncs.fetch_add(1, Ordering::SeqCst);
         self.inner.sync()
     }
+
+    fn durable(&mut self, head: &ChainState) -> std::io::Result<()> {
+        self.inner.durable(head)
+    }
+
+    fn close(&mut self, head: &ChainState) -> std::io::Result<()> {
+        self.inner.close(head)
+    }
+}
+
+fn file_options() -> FileOptions {
+    FileOptions {
+        max_file_bytes: 1 << 30,
+        retain_files: None,
+    }
 }
 
 type Switches = (Arc<AtomicBool>, Arc<AtomicUsize>, Arc<AtomicUsize>);
 
 fn flaky(path: &Path, gate: Option<std::sync::mpsc::Receiver<()>>) -> (Audit, Switches) {
-    let (inner, state) = FileSink::open(path, 1 << 30).unwrap();
+    let (inner, state) = FileSink::open(path, file_options(), fp()).unwrap();
     let fail = Arc::new(AtomicBool::new(false));
     let syncs = Arc::new(AtomicUsize::new(0));
     let first_batch = Arc::new(AtomicUsize::new(0));

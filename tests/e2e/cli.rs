@@ -526,8 +526,11 @@ fn audit_verify_and_query_on_a_served_log() {
     served.stop();
     let log = log.to_str().unwrap();
 
-    // The README's commands.
-    let out = graphgate(&["audit", "verify", log]).output().unwrap();
+    // The README's commands (the emulator made the key beside the log).
+    let key = served_key(log);
+    let out = graphgate(&["audit", "verify", "--hmac-key-file", &key, log])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("hash chain intact"), "{text}");
@@ -553,8 +556,16 @@ fn audit_verify_and_query_on_a_served_log() {
     // One altered byte: verify names the line and fails.
     let text = std::fs::read_to_string(log).unwrap();
     std::fs::write(log, text.replacen("demo-caller", "demo-callex", 1)).unwrap();
-    let out = graphgate(&["audit", "verify", log]).output().unwrap();
+    let out = graphgate(&["audit", "verify", "--hmac-key-file", &key, log])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains(":2 (seq 2): record altered"), "{text}");
+}
+
+/// The HMAC key `serve --emulator` generates beside its log.
+fn served_key(log: &str) -> String {
+    let dir = std::path::Path::new(log).parent().unwrap();
+    dir.join("hmac.key").to_str().unwrap().to_owned()
 }

@@ -109,7 +109,8 @@ async fn sigkill_under_load_loses_no_acknowledged_intent() {
     assert!(acked.len() >= 150);
 
     let out = Command::new(env!("CARGO_BIN_EXE_graphgate"))
-        .args(["audit", "verify"])
+        .args(["audit", "verify", "--hmac-key-file"])
+        .arg(dir.join("hmac.key"))
         .arg(&log)
         .output()
         .unwrap();

@@ -7,6 +7,9 @@ mod common;
 
 mod audit;
 mod audit_chain;
+mod audit_cli;
+mod audit_ends;
+mod audit_volume;
 mod cli;
 mod conditions;
 mod crash;
