@@ -295,4 +295,38 @@ mod tests {
         assert!(text.contains("graphgate_request_duration_seconds_bucket"));
         assert!(!text.contains("no-such-op"));
     }
+
+    #[test]
+    fn every_audit_decision_is_a_decision_label_of_its_own() {
+        use crate::audit::AuditDecision as D;
+        let all = [
+            D::Allowed,
+            D::Denied,
+            D::ShadowDenied,
+            D::DryRun,
+            D::RateLimited,
+            D::Invalid,
+            D::Failed,
+            D::OutcomeUnknown,
+        ];
+        for d in all {
+            // Exhaustive on purpose: a new decision does not compile here until it is listed
+            // above, and then this test asks for its label.
+            match d {
+                D::Allowed
+                | D::Denied
+                | D::ShadowDenied
+                | D::DryRun
+                | D::RateLimited
+                | D::Invalid
+                | D::Failed
+                | D::OutcomeUnknown => {}
+            }
+            assert_eq!(
+                decision(d.as_str()),
+                d.as_str(),
+                "{d:?} is counted as 'other'"
+            );
+        }
+    }
 }

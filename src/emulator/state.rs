@@ -20,6 +20,8 @@ pub(crate) struct State {
     token_log: Mutex<Bounded<TokenRequestRecord>>,
     graph_log: Mutex<Bounded<GraphRequestRecord>>,
     token_count: AtomicU64,
+    /// Graph requests received (fully read, before any fault acts), for tests to wait on.
+    graph_received: tokio::sync::watch::Sender<u64>,
     faults: ArcSwap<Armed>,
 }
 
@@ -43,6 +45,7 @@ impl State {
             token_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             graph_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             token_count: AtomicU64::new(0),
+            graph_received: tokio::sync::watch::Sender::new(0),
             faults: ArcSwap::from_pointee(Armed::default()),
         }
     }
@@ -65,6 +68,15 @@ impl State {
     pub(crate) fn record_token(&self, record: TokenRequestRecord) {
         self.token_count.fetch_add(1, Ordering::Relaxed);
         lock(&self.token_log).push(record);
+    }
+
+    /// A Graph request has been read in full and is now in the emulator's hands.
+    pub(crate) fn note_graph_received(&self) {
+        self.graph_received.send_modify(|n| *n += 1);
+    }
+
+    pub(crate) fn graph_received(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.graph_received.subscribe()
     }
 
     pub(crate) fn record_graph(&self, record: GraphRequestRecord) {

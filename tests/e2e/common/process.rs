@@ -1,0 +1,199 @@
+//! Child processes (the graphgate binary, external tools) with every wait bounded: each
+//! output pipe is read line by line on a thread of its own (so a child never blocks on a full
+//! pipe), waits for a line or for the exit have a deadline, and a child still running when
+//! the test ends (or fails) is killed.
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// The graphgate binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_graphgate");
+
+/// The lines of one output pipe, as they arrive.
+pub struct Lines {
+    rx: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Lines {
+    /// Reads `pipe` on a thread of its own until it closes.
+    pub fn new(pipe: impl Read + Send + 'static) -> Lines {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Lines {
+            rx,
+            seen: Vec::new(),
+        }
+    }
+
+    fn closed() -> Lines {
+        Lines {
+            rx: mpsc::channel().1,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The first line from now on for which `matches` holds; `None` if the pipe closed or
+    /// `timeout` passed first. Every line read is kept (see [`Lines::text`]).
+    pub fn wait_for(
+        &mut self,
+        timeout: Duration,
+        mut matches: impl FnMut(&str) -> bool,
+    ) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.rx.recv_timeout(left).ok()?;
+            self.seen.push(line.clone());
+            if matches(&line) {
+                return Some(line);
+            }
+        }
+    }
+
+    /// [`Lines::wait_for`] off the async runtime's thread, so the runtime keeps serving (an
+    /// in-test emulator or OTLP receiver the child talks to) while the test waits.
+    pub async fn wait_for_async(
+        &mut self,
+        timeout: Duration,
+        matches: impl FnMut(&str) -> bool + Send + 'static,
+    ) -> Option<String> {
+        let mut me = std::mem::replace(self, Lines::closed());
+        let (me, found) = tokio::task::spawn_blocking(move || {
+            let found = me.wait_for(timeout, matches);
+            (me, found)
+        })
+        .await
+        .unwrap();
+        *self = me;
+        found
+    }
+
+    /// Reads on until the pipe closes (the child and its children are gone), at most
+    /// `timeout`; returns everything read.
+    pub fn to_end(&mut self, timeout: Duration) -> String {
+        self.wait_for(timeout, |_| false);
+        self.text()
+    }
+
+    /// Every line read so far, each ending in a newline.
+    pub fn text(&self) -> String {
+        self.seen.iter().map(|l| format!("{l}\n")).collect()
+    }
+}
+
+/// A running child with both output pipes read; killed (SIGKILL) when dropped.
+pub struct Proc {
+    child: Option<Child>,
+    /// Its standard output.
+    pub stdout: Lines,
+    /// Its standard error.
+    pub stderr: Lines,
+}
+
+impl Proc {
+    /// Spawns `cmd` with its output piped (and stdin closed).
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        let stdout = Lines::new(child.stdout.take().unwrap());
+        let stderr = Lines::new(child.stderr.take().unwrap());
+        Proc {
+            child: Some(child),
+            stdout,
+            stderr,
+        }
+    }
+
+    /// The child's process id.
+    pub fn id(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Sends `signal` (e.g. `TERM`, `KILL`) to the child.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {}", self.id());
+    }
+
+    /// Waits for the child to exit, at most `timeout`; past it the child is killed and the
+    /// test fails, showing what the child wrote.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let mut child = self.child.take().expect("the child was already reaped");
+        let pid = child.id();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let status = child.wait();
+            let _ = tx.send((status, child));
+        });
+        let (status, child) = match rx.recv_timeout(timeout) {
+            Ok(done) => done,
+            Err(_) => {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+                let _ = rx.recv();
+                panic!(
+                    "process {pid} did not exit within {timeout:?}; it wrote:\n{}{}",
+                    self.stdout.to_end(Duration::from_secs(1)),
+                    self.stderr.to_end(Duration::from_secs(1))
+                );
+            }
+        };
+        self.child = Some(child);
+        status.unwrap()
+    }
+
+    /// [`Proc::wait_exit`] off the async runtime's thread.
+    pub async fn wait_exit_async(mut self, timeout: Duration) -> (ExitStatus, Proc) {
+        tokio::task::spawn_blocking(move || {
+            let status = self.wait_exit(timeout);
+            (status, self)
+        })
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs `cmd` to completion, at most `timeout` (then it is killed and the test fails);
+/// returns its exit status, standard output and standard error.
+pub fn run(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String) {
+    let mut proc = Proc::spawn(cmd);
+    let status = proc.wait_exit(timeout);
+    let out = proc.stdout.to_end(Duration::from_secs(5));
+    let err = proc.stderr.to_end(Duration::from_secs(5));
+    (status, out, err)
+}
+
+/// [`run`] off the async runtime's thread.
+pub async fn run_async(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
+    tokio::task::spawn_blocking(move || run(&mut cmd, timeout))
+        .await
+        .unwrap()
+}
