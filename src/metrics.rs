@@ -166,9 +166,10 @@ fn operation(name: &str) -> &'static str {
     }
 }
 
-/// Maps a decision label onto the known ones.
+/// Maps a decision label onto the known ones: every audit decision (see
+/// `AuditDecision::as_str`; a unit test keeps the two in step) and `none`.
 fn decision(label: &str) -> &'static str {
-    const KNOWN: [&str; 8] = [
+    const KNOWN: [&str; 9] = [
         "allowed",
         "denied",
         "shadow_denied",
@@ -176,6 +177,7 @@ fn decision(label: &str) -> &'static str {
         "rate_limited",
         "invalid",
         "failed",
+        "outcome_unknown",
         "none",
     ];
     KNOWN.into_iter().find(|k| *k == label).unwrap_or("other")

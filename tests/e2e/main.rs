@@ -15,6 +15,7 @@ mod emulator;
 mod emulator_faults;
 mod gateway;
 mod hostile;
+mod metrics;
 mod observability;
 mod policy;
 mod resilience;
