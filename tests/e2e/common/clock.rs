@@ -39,3 +39,22 @@ impl Drop for FrozenClock {
         tokio::time::resume();
     }
 }
+
+/// `work`'s output, or a failure naming `what` after `limit` of wall-clock time. Under a
+/// [`FrozenClock`] `tokio::time::timeout` never fires, so tests that freeze the clock bound
+/// their whole body with this (one timer thread per call: not for per-request use).
+pub async fn within_real_time<F: std::future::Future>(
+    what: &str,
+    limit: Duration,
+    work: F,
+) -> F::Output {
+    let (fire, fired) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        std::thread::sleep(limit);
+        let _ = fire.send(());
+    });
+    tokio::select! {
+        out = work => out,
+        _ = fired => panic!("{what}: not done within {limit:?} of real time"),
+    }
+}
