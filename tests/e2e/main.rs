@@ -7,6 +7,7 @@ mod common;
 
 mod audit;
 mod audit_chain;
+mod authority;
 mod cli;
 mod crash;
 mod credentials;

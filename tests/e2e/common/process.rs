@@ -68,12 +68,11 @@ impl Lines {
         matches: impl FnMut(&str) -> bool + Send + 'static,
     ) -> Option<String> {
         let mut me = std::mem::replace(self, Lines::closed());
-        let (me, found) = tokio::task::spawn_blocking(move || {
+        let (me, found) = blocking(move || {
             let found = me.wait_for(timeout, matches);
             (me, found)
         })
-        .await
-        .unwrap();
+        .await;
         *self = me;
         found
     }
@@ -163,12 +162,11 @@ impl Proc {
 
     /// [`Proc::wait_exit`] off the async runtime's thread.
     pub async fn wait_exit_async(mut self, timeout: Duration) -> (ExitStatus, Proc) {
-        tokio::task::spawn_blocking(move || {
+        blocking(move || {
             let status = self.wait_exit(timeout);
             (status, self)
         })
         .await
-        .unwrap()
     }
 }
 
@@ -193,7 +191,12 @@ pub fn run(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String)
 
 /// [`run`] off the async runtime's thread.
 pub async fn run_async(mut cmd: Command, timeout: Duration) -> (ExitStatus, String, String) {
-    tokio::task::spawn_blocking(move || run(&mut cmd, timeout))
+    blocking(move || run(&mut cmd, timeout)).await
+}
+
+/// Runs `work` on the blocking pool; its panic (a failed wait) is the test's.
+async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(work)
         .await
-        .unwrap()
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
 }
