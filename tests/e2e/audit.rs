@@ -225,7 +225,7 @@ async fn metrics_are_served_on_the_admin_listener_with_bounded_labels() {
     let url = format!("http://{addr}/metrics");
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
-            .args(["-sS", "-i", &url])
+            .args(["-sS", "-i", "--max-time", "30", &url])
             .output()
             .unwrap()
     })

@@ -22,10 +22,17 @@ impl Lines {
     pub fn new(pipe: impl Read + Send + 'static) -> Lines {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+            let mut pipe = BufReader::new(pipe);
+            loop {
+                // Lines keep their newline (the last may have none), so the text is exact.
+                let mut line = String::new();
+                match pipe.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if tx.send(line).is_err() {
+                            break;
+                        }
+                    }
                 }
             }
         });
@@ -52,8 +59,9 @@ impl Lines {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            let line = self.rx.recv_timeout(left).ok()?;
-            self.seen.push(line.clone());
+            let raw = self.rx.recv_timeout(left).ok()?;
+            let line = raw.trim_end_matches(['\r', '\n']).to_owned();
+            self.seen.push(raw);
             if matches(&line) {
                 return Some(line);
             }
@@ -84,9 +92,19 @@ impl Lines {
         self.text()
     }
 
-    /// Every line read so far, each ending in a newline.
+    /// Everything read so far, exactly as written.
     pub fn text(&self) -> String {
-        self.seen.iter().map(|l| format!("{l}\n")).collect()
+        self.text_from(0)
+    }
+
+    /// How many lines have been read so far.
+    pub fn count(&self) -> usize {
+        self.seen.len()
+    }
+
+    /// What was read so far from line `first` on (0-based), exactly as written.
+    pub fn text_from(&self, first: usize) -> String {
+        self.seen.iter().skip(first).map(String::as_str).collect()
     }
 }
 
@@ -102,12 +120,29 @@ pub struct Proc {
 impl Proc {
     /// Spawns `cmd` with its output piped (and stdin closed).
     pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc::spawn_with_input(cmd, None)
+    }
+
+    /// Spawns `cmd` with its output piped and `input` (if any) written to its stdin, which
+    /// is then closed.
+    pub fn spawn_with_input(cmd: &mut Command, input: Option<Vec<u8>>) -> Proc {
+        let stdin = if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
         let mut child = cmd
-            .stdin(Stdio::null())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+        if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+            // On a thread: a child that does not read must not block the test.
+            std::thread::spawn(move || {
+                let _ = std::io::Write::write_all(&mut pipe, &input);
+            });
+        }
         let stdout = Lines::new(child.stdout.take().unwrap());
         let stderr = Lines::new(child.stderr.take().unwrap());
         Proc {
@@ -182,7 +217,16 @@ impl Drop for Proc {
 /// Runs `cmd` to completion, at most `timeout` (then it is killed and the test fails);
 /// returns its exit status, standard output and standard error.
 pub fn run(cmd: &mut Command, timeout: Duration) -> (ExitStatus, String, String) {
-    let mut proc = Proc::spawn(cmd);
+    run_with_input(cmd, None, timeout)
+}
+
+/// [`run`], with `input` on the command's stdin.
+pub fn run_with_input(
+    cmd: &mut Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> (ExitStatus, String, String) {
+    let mut proc = Proc::spawn_with_input(cmd, input);
     let status = proc.wait_exit(timeout);
     let out = proc.stdout.to_end(Duration::from_secs(5));
     let err = proc.stderr.to_end(Duration::from_secs(5));
