@@ -112,8 +112,8 @@ impl Served {
     fn stop(mut self) -> String {
         self.proc.signal("TERM");
         let status = self.proc.wait_exit(LIMIT);
-        let mut out = self.proc.stdout.to_end(LIMIT);
-        self.proc.stderr.to_end(LIMIT);
+        let mut out = self.proc.stdout.read_to_end(LIMIT);
+        self.proc.stderr.read_to_end(LIMIT);
         out.push_str(&self.proc.stderr.text_from(self.banner.len()));
         assert!(
             status.success(),

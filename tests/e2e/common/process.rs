@@ -87,7 +87,7 @@ impl Lines {
 
     /// Reads on until the pipe closes (the child and its children are gone), at most
     /// `timeout`; returns everything read.
-    pub fn to_end(&mut self, timeout: Duration) -> String {
+    pub fn read_to_end(&mut self, timeout: Duration) -> String {
         self.wait_for(timeout, |_| false);
         self.text()
     }
@@ -186,8 +186,8 @@ impl Proc {
                 let _ = rx.recv();
                 panic!(
                     "process {pid} did not exit within {timeout:?}; it wrote:\n{}{}",
-                    self.stdout.to_end(Duration::from_secs(1)),
-                    self.stderr.to_end(Duration::from_secs(1))
+                    self.stdout.read_to_end(Duration::from_secs(1)),
+                    self.stderr.read_to_end(Duration::from_secs(1))
                 );
             }
         };
@@ -228,8 +228,8 @@ pub fn run_with_input(
 ) -> (ExitStatus, String, String) {
     let mut proc = Proc::spawn_with_input(cmd, input);
     let status = proc.wait_exit(timeout);
-    let out = proc.stdout.to_end(Duration::from_secs(5));
-    let err = proc.stderr.to_end(Duration::from_secs(5));
+    let out = proc.stdout.read_to_end(Duration::from_secs(5));
+    let err = proc.stderr.read_to_end(Duration::from_secs(5));
     (status, out, err)
 }
 

@@ -112,7 +112,7 @@ impl Backend {
                 let (status, mut proc) = proc.wait_exit_async(START_STOP).await;
                 panic!(
                     "graphgate did not log {message:?} ({status}):\n{out}{}",
-                    proc.stderr.to_end(Duration::from_secs(1))
+                    proc.stderr.read_to_end(Duration::from_secs(1))
                 );
             };
             let v: serde_json::Value = serde_json::from_str(&line).unwrap();
@@ -169,8 +169,8 @@ impl Served {
     pub async fn terminate(self) -> (ExitStatus, String) {
         self.proc.signal("TERM");
         let (status, mut proc) = self.proc.wait_exit_async(START_STOP).await;
-        let out = proc.stdout.to_end(Duration::from_secs(5));
-        let err = proc.stderr.to_end(Duration::from_secs(5));
+        let out = proc.stdout.read_to_end(Duration::from_secs(5));
+        let err = proc.stderr.read_to_end(Duration::from_secs(5));
         (status, format!("{out}{err}"))
     }
 }
