@@ -1,6 +1,7 @@
 //! Traces and redaction: an in-test OTLP/HTTP receiver decodes the exported spans and checks
-//! their attributes and the continued trace id; recognisable secrets sent through every path
-//! appear in no log line, span, metric or audit record.
+//! their attributes and the continued trace id (also from the real binary, configured by the
+//! `OTEL_*` variables); recognisable secrets sent through every path appear in no log line,
+//! span, metric or audit record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common;
