@@ -207,6 +207,11 @@ impl Gateway {
         self.forwarder.cloud
     }
 
+    /// The idempotency store (for tests: expiry and bound).
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.idempotency
+    }
+
     /// The token broker (for readiness and tests).
     pub fn broker(&self) -> &TokenBroker {
         &self.broker

@@ -105,6 +105,19 @@ impl IdempotencyStore {
         }
     }
 
+    /// Whether `caller`'s `key` is remembered (not yet expired or evicted).
+    pub fn holds(&self, caller: &str, key: &str) -> bool {
+        self.cache
+            .contains_key(&(caller.to_owned(), key.to_owned()))
+    }
+
+    /// How many keys are remembered, after the cache's pending evictions have run (the
+    /// bound is enforced by that housekeeping, so a count without it may briefly exceed it).
+    pub async fn key_count(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
+    }
+
     /// Claims `key` for `caller`'s request identified by `fingerprint` (what it asks for).
     pub async fn claim(&self, caller: &str, key: &str, fingerprint: [u8; 32]) -> Claim {
         loop {
@@ -227,6 +240,19 @@ mod tests {
         };
         drop(ticket);
         assert!(matches!(store.claim("a", "k", fp).await, Claim::Run(_)));
+    }
+
+    #[tokio::test]
+    async fn the_store_never_holds_more_than_its_capacity() {
+        let store = IdempotencyStore::new(10, Duration::from_secs(60));
+        for i in 0..100 {
+            let Claim::Run(ticket) = store.claim("a", &format!("k{i}"), [0; 32]).await else {
+                panic!("k{i} is new")
+            };
+            ticket.finish(stored(204));
+        }
+        let kept = store.key_count().await;
+        assert!((1..=10).contains(&kept), "{kept} keys kept");
     }
 
     #[test]

@@ -186,9 +186,10 @@ fn operation(name: &str) -> &'static str {
     }
 }
 
-/// Maps a decision label onto the known ones.
+/// Maps a decision label onto the known ones: every audit decision (see
+/// `AuditDecision::as_str`; a unit test keeps the two in step) and `none`.
 fn decision(label: &str) -> &'static str {
-    const KNOWN: [&str; 8] = [
+    const KNOWN: [&str; 10] = [
         "allowed",
         "denied",
         "shadow_denied",
@@ -196,6 +197,8 @@ fn decision(label: &str) -> &'static str {
         "rate_limited",
         "invalid",
         "failed",
+        "outcome_unknown",
+        "unauthenticated",
         "none",
     ];
     KNOWN.into_iter().find(|k| *k == label).unwrap_or("other")
@@ -327,5 +330,41 @@ mod tests {
         assert!(text.contains(r#"graphgate_policy_reloads_total{result="ok"}"#));
         assert!(text.contains("graphgate_request_duration_seconds_bucket"));
         assert!(!text.contains("no-such-op"));
+    }
+
+    #[test]
+    fn every_audit_decision_is_a_decision_label_of_its_own() {
+        use crate::audit::AuditDecision as D;
+        let all = [
+            D::Allowed,
+            D::Denied,
+            D::ShadowDenied,
+            D::DryRun,
+            D::RateLimited,
+            D::Invalid,
+            D::Failed,
+            D::OutcomeUnknown,
+            D::Unauthenticated,
+        ];
+        for d in all {
+            // Exhaustive on purpose: a new decision does not compile here until it is listed
+            // above, and then this test asks for its label.
+            match d {
+                D::Allowed
+                | D::Denied
+                | D::ShadowDenied
+                | D::DryRun
+                | D::RateLimited
+                | D::Invalid
+                | D::Failed
+                | D::OutcomeUnknown
+                | D::Unauthenticated => {}
+            }
+            assert_eq!(
+                decision(d.as_str()),
+                d.as_str(),
+                "{d:?} is counted as 'other'"
+            );
+        }
     }
 }

@@ -16,7 +16,7 @@ use crate::route::{self, Recognised};
 /// Handles one request to `cloud`'s Graph host: an injected fault if one is armed, else
 /// the real work. Either way the request is recorded (status 0 for a dropped connection).
 pub(crate) async fn handle(state: &State, req: &Request, cloud: Cloud) -> Outcome {
-    state.graph_arrived();
+    state.note_graph_received();
     let fault = state.take_fault(Target::Graph);
     faults::wait(fault.as_ref()).await;
     let ids = Ids::new(req.header("client-request-id"));

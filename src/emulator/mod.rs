@@ -247,10 +247,11 @@ impl Emulator {
         self.state.graph_requests()
     }
 
-    /// Graph requests received so far, counted as each arrives (before an armed fault
-    /// delays it): a test can wait on it for a request to be in flight.
-    pub fn graph_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.state.graph_arrivals()
+    /// Graph requests received so far, counted when a request has been read in full and
+    /// before any fault acts (a `slow` fault then holds it): tests wait on this to know a
+    /// request is in Graph's hands, e.g. `rx.wait_for(|n| *n >= 1)`.
+    pub fn graph_received(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.state.graph_received()
     }
 
     /// The device inventory, by id.

@@ -20,8 +20,8 @@ pub(crate) struct State {
     token_log: Mutex<Bounded<TokenRequestRecord>>,
     graph_log: Mutex<Bounded<GraphRequestRecord>>,
     token_count: AtomicU64,
-    /// Graph requests received, counted on arrival (before a fault's delay).
-    graph_arrivals: tokio::sync::watch::Sender<u64>,
+    /// Graph requests received (fully read, before any fault acts), for tests to wait on.
+    graph_received: tokio::sync::watch::Sender<u64>,
     faults: ArcSwap<Armed>,
 }
 
@@ -45,7 +45,7 @@ impl State {
             token_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             graph_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             token_count: AtomicU64::new(0),
-            graph_arrivals: tokio::sync::watch::Sender::new(0),
+            graph_received: tokio::sync::watch::Sender::new(0),
             faults: ArcSwap::from_pointee(Armed::default()),
         }
     }
@@ -70,12 +70,13 @@ impl State {
         lock(&self.token_log).push(record);
     }
 
-    pub(crate) fn graph_arrived(&self) {
-        self.graph_arrivals.send_modify(|n| *n += 1);
+    /// A Graph request has been read in full and is now in the emulator's hands.
+    pub(crate) fn note_graph_received(&self) {
+        self.graph_received.send_modify(|n| *n += 1);
     }
 
-    pub(crate) fn graph_arrivals(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.graph_arrivals.subscribe()
+    pub(crate) fn graph_received(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.graph_received.subscribe()
     }
 
     pub(crate) fn record_graph(&self, record: GraphRequestRecord) {

@@ -276,9 +276,14 @@ async fn concurrent_writers_share_fsyncs() {
         })
         .collect();
     // The first batch's fsync is held until every other writer is queued behind it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     while first_batch.load(Ordering::SeqCst) == 0
         || audit.queued() + first_batch.load(Ordering::SeqCst) < n
     {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writers never all queued behind the first batch"
+        );
         tokio::task::yield_now().await;
     }
     gate_tx.send(()).unwrap();

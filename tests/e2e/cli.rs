@@ -2,8 +2,10 @@
 //! start-up errors, `policy check`, and that no secret ever appears in its output.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::common::process::{Proc, run, run_with_input};
 
 const BIN: &str = env!("CARGO_BIN_EXE_graphgate");
 
@@ -38,9 +40,29 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
     dir
 }
 
+/// Longest any command here may take: one that should exit but serves (or hangs) fails the
+/// test instead of hanging the run.
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// `Command::output`, bounded by [`LIMIT`].
+trait OutputWithin {
+    fn output_within(&mut self) -> Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self) -> Output {
+        let (status, stdout, stderr) = run(self, LIMIT);
+        Output {
+            status,
+            stdout: stdout.into_bytes(),
+            stderr: stderr.into_bytes(),
+        }
+    }
+}
+
 /// A running `serve --emulator` and the lines it printed before it was ready.
 struct Served {
-    child: Child,
+    proc: Proc,
     banner: Vec<String>,
     audit_log: std::path::PathBuf,
 }
@@ -52,29 +74,20 @@ impl Served {
         let mut args = vec!["serve", "--emulator", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(&["--admin-listen", "127.0.0.1:0", "--audit-log", &audit_arg]);
         args.extend_from_slice(extra);
-        let mut child = graphgate(&args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut stderr = BufReader::new(child.stderr.take().unwrap());
-        let mut banner = Vec::new();
+        let mut proc = Proc::spawn(&mut graphgate(&args));
         // The banner ends with the curl example's last line, "(cloud: ...)".
-        loop {
-            let mut line = String::new();
-            assert!(
-                stderr.read_line(&mut line).unwrap() > 0,
-                "exited early: {banner:?}"
-            );
-            let done = line.starts_with("  (cloud:") || line.starts_with("(cloud:");
-            banner.push(line);
-            if done {
-                break;
-            }
-        }
-        child.stderr = Some(stderr.into_inner());
+        let end = proc.stderr.wait_for(LIMIT, |l| {
+            l.starts_with("  (cloud:") || l.starts_with("(cloud:")
+        });
+        assert!(end.is_some(), "no banner: {}", proc.stderr.text());
+        let banner = proc
+            .stderr
+            .text()
+            .split_inclusive('\n')
+            .map(str::to_owned)
+            .collect();
         Served {
-            child,
+            proc,
             banner,
             audit_log,
         }
@@ -98,24 +111,11 @@ impl Served {
     /// Stops the server and returns everything it wrote after the banner (the banner shows
     /// the demo key on purpose: it is the curl example).
     fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        self.child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
+        self.proc.signal("TERM");
+        let status = self.proc.wait_exit(LIMIT);
+        let mut out = self.proc.stdout.read_to_end(LIMIT);
+        self.proc.stderr.read_to_end(LIMIT);
+        out.push_str(&self.proc.stderr.text_from(self.banner.len()));
         assert!(
             status.success(),
             "graceful exit on SIGTERM, got {status}: {out}"
@@ -124,8 +124,8 @@ impl Served {
     }
 }
 
-fn sh(cmd: &str) -> std::process::Output {
-    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+fn sh(cmd: &str) -> Output {
+    Command::new("sh").arg("-c").arg(cmd).output_within()
 }
 
 #[test]
@@ -200,9 +200,7 @@ fn no_secret_reaches_the_output() {
 
 #[test]
 fn start_up_errors_name_the_problem() {
-    let out = graphgate(&["serve", "--cloud", "germany"])
-        .output()
-        .unwrap();
+    let out = graphgate(&["serve", "--cloud", "germany"]).output_within();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     for name in ["germany", "global", "us-gov", "us-dod", "china"] {
@@ -211,8 +209,7 @@ fn start_up_errors_name_the_problem() {
 
     let out = graphgate(&["serve", "--policy", "policy.yaml"])
         .env("AZURE_TENANT_ID", "t")
-        .output()
-        .unwrap();
+        .output_within();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -234,8 +231,7 @@ fn start_up_errors_name_the_problem() {
         "--policy",
         bad.to_str().unwrap(),
     ])
-    .output()
-    .unwrap();
+    .output_within();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a bad policy means no start");
     assert!(
@@ -246,9 +242,7 @@ fn start_up_errors_name_the_problem() {
 
 #[test]
 fn policy_check_exit_codes() {
-    let out = graphgate(&["policy", "check", "policy.yaml"])
-        .output()
-        .unwrap();
+    let out = graphgate(&["policy", "check", "policy.yaml"]).output_within();
     assert!(
         out.status.success(),
         "the shipped policy.yaml is valid: {}",
@@ -260,9 +254,7 @@ fn policy_check_exit_codes() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("typo.yaml");
     std::fs::write(&bad, "version: 1\ncallers: []\nrulez: []\n").unwrap();
-    let out = graphgate(&["policy", "check", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = graphgate(&["policy", "check", bad.to_str().unwrap()]).output_within();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -280,9 +272,7 @@ fn policy_check_lists_every_unknown_key_with_its_position_once() {
         "version: 1\ncallers:\n  - name: a\n    api_key_sha25: x\nrules:\n  - name: r\n    calers: [a]\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - { param: exchangeServer, prefx: x }\nrulez: []\n",
     )
     .unwrap();
-    let out = graphgate(&["policy", "check", bad.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = graphgate(&["policy", "check", bad.to_str().unwrap()]).output_within();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("has 4 error(s)"), "{err}");
@@ -311,44 +301,33 @@ fn hash_key_refuses_a_key_no_caller_could_present() {
         (b"\n", "no API key"),
         (b" demo-api-key\n", "whitespace"),
     ] {
-        let mut child = graphgate(&["policy", "hash-key"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        std::io::Write::write_all(child.stdin.as_mut().unwrap(), input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert_eq!(out.status.code(), Some(1), "{input:?}");
-        assert!(out.stdout.is_empty(), "no hash printed for {input:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(why),
-            "{input:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        let (status, stdout, stderr) = run_with_input(
+            &mut graphgate(&["policy", "hash-key"]),
+            Some(input.to_vec()),
+            LIMIT,
         );
+        assert_eq!(status.code(), Some(1), "{input:?}");
+        assert!(stdout.is_empty(), "no hash printed for {input:?}");
+        assert!(stderr.contains(why), "{input:?}: {stderr}");
     }
 }
 
 #[test]
 fn hash_key_matches_what_the_gateway_compares() {
-    let mut child = graphgate(&["policy", "hash-key"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"demo-api-key\n").unwrap();
-    let out = child.wait_with_output().unwrap();
+    let (_, stdout, _) = run_with_input(
+        &mut graphgate(&["policy", "hash-key"]),
+        Some(b"demo-api-key\n".to_vec()),
+        LIMIT,
+    );
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        stdout.trim(),
         graphgate::identity::api_key_sha256("demo-api-key")
     );
 }
 
 #[test]
 fn policy_test_runs_the_shipped_fixtures_and_fails_on_a_mismatch() {
-    let out = graphgate(&["policy", "test", "tests/policy-fixtures.yaml"])
-        .output()
-        .unwrap();
+    let out = graphgate(&["policy", "test", "tests/policy-fixtures.yaml"]).output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -377,9 +356,7 @@ fn policy_test_runs_the_shipped_fixtures_and_fails_on_a_mismatch() {
         ),
     )
     .unwrap();
-    let out = graphgate(&["policy", "test", wrong.to_str().unwrap()])
-        .output()
-        .unwrap();
+    let out = graphgate(&["policy", "test", wrong.to_str().unwrap()]).output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(text.contains("FAIL helpdesk expected to be allowed: expected allow, got deny; expected rule 'nope', got '(default deny)'"), "{text}");
@@ -407,8 +384,7 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
         "--body",
         good.to_str().unwrap(),
     ])
-    .output()
-    .unwrap();
+    .output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert!(
@@ -426,8 +402,7 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
         "--body",
         good_body,
     ])
-    .output()
-    .unwrap();
+    .output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
@@ -447,17 +422,14 @@ fn policy_explain_names_the_rule_or_why_none_matched() {
         "--body",
         bad.to_str().unwrap(),
     ])
-    .output()
-    .unwrap();
+    .output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.contains("condition 'passwordRotationEnabled equals true' does not hold"),
         "{text}"
     );
 
-    let out = graphgate(&["policy", "explain", "--caller", "ghost", path])
-        .output()
-        .unwrap();
+    let out = graphgate(&["policy", "explain", "--caller", "ghost", path]).output_within();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown caller \"ghost\""));
 }
@@ -468,7 +440,7 @@ fn policy_explain_refuses_what_the_gateway_would_refuse_before_policy() {
     let explain = |args: &[&str]| {
         let mut all = vec!["policy", "explain", "--caller", "rooms-rotator"];
         all.extend_from_slice(args);
-        let out = graphgate(&all).output().unwrap();
+        let out = graphgate(&all).output_within();
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -510,8 +482,7 @@ fn outside_emulator_mode_no_audit_log_means_no_start() {
         .env("AZURE_TENANT_ID", "72f988bf-86f1-41af-91ab-2d7cd011db47")
         .env("AZURE_CLIENT_ID", "11111111-2222-3333-4444-555555555555")
         .env("AZURE_CLIENT_SECRET", "not-used-secret")
-        .output()
-        .unwrap();
+        .output_within();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("no audit log configured"), "{err}");
@@ -528,16 +499,12 @@ fn audit_verify_and_query_on_a_served_log() {
 
     // The README's commands (the emulator made the key beside the log).
     let key = served_key(log);
-    let out = graphgate(&["audit", "verify", "--hmac-key-file", &key, log])
-        .output()
-        .unwrap();
+    let out = graphgate(&["audit", "verify", "--hmac-key-file", &key, log]).output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("hash chain intact"), "{text}");
 
-    let out = graphgate(&["audit", "query", log, "--caller", "demo-caller"])
-        .output()
-        .unwrap();
+    let out = graphgate(&["audit", "query", log, "--caller", "demo-caller"]).output_within();
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
     assert!(table.starts_with("TIME"), "{table}");
@@ -547,18 +514,14 @@ fn audit_verify_and_query_on_a_served_log() {
     );
     assert!(table.contains("(1 record(s))"), "{table}");
 
-    let out = graphgate(&["audit", "query", log, "--decision", "denied", "--json"])
-        .output()
-        .unwrap();
+    let out = graphgate(&["audit", "query", log, "--decision", "denied", "--json"]).output_within();
     assert!(out.status.success());
     assert!(out.stdout.is_empty(), "nothing was denied");
 
     // One altered byte: verify names the line and fails.
     let text = std::fs::read_to_string(log).unwrap();
     std::fs::write(log, text.replacen("demo-caller", "demo-callex", 1)).unwrap();
-    let out = graphgate(&["audit", "verify", "--hmac-key-file", &key, log])
-        .output()
-        .unwrap();
+    let out = graphgate(&["audit", "verify", "--hmac-key-file", &key, log]).output_within();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{text}");
     assert!(text.contains(":2 (seq 2): record altered"), "{text}");

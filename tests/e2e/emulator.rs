@@ -698,7 +698,51 @@ async fn unknown_hosts_are_misdirected_and_shutdown_drains() {
         .await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.json()["keys"][0]["kty"], "RSA");
-    h.stop().await;
+
+    // Shutdown drains: a call Graph holds when the stop is asked for is answered before the
+    // stop returns, and nothing new is accepted after it.
+    let hold = std::time::Duration::from_millis(500);
+    h.emu.set_faults(
+        graphgate::emulator::Faults::default()
+            .with_graph(graphgate::emulator::Fault::slow(hold).times(1)),
+    );
+    let token = h
+        .token(Cloud::Global, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)
+        .await;
+    let auth = format!("Bearer {token}");
+    let req = emu::request(
+        GLOBAL_GRAPH,
+        Method::POST,
+        &action_path(DEVICE),
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &auth),
+        ],
+        &action_body(),
+    );
+    let (addr, ca) = (h.addr, h.emu.ca_pem().to_owned());
+    let in_flight =
+        tokio::spawn(async move { emu::send_to(addr, &ca, GLOBAL_GRAPH, req, false).await });
+    common::graph_received(&h.emu, 1).await;
+    let emulator = std::sync::Arc::clone(&h.emu);
+    assert!(emulator.graph_requests().is_empty(), "still held");
+    tokio::time::timeout(std::time::Duration::from_secs(10), h.stop())
+        .await
+        .expect("the emulator stopped once drained");
+    assert_eq!(
+        emulator.graph_requests().len(),
+        1,
+        "the held call was finished before the stop returned"
+    );
+    let reply = in_flight
+        .await
+        .unwrap()
+        .expect("the held call was answered");
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "no new connections after the stop"
+    );
 }
 
 #[test]

@@ -505,22 +505,22 @@ async fn setting_faults_restarts_their_counts() {
 
 #[test]
 fn emulate_refuses_bad_fault_specs() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graphgate"))
-        .args(["emulate", "--fault", "graph-expired"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    use common::process::{BIN, run};
+    // Bounded: an emulator that accepted the spec would serve until killed.
+    let (status, _, stderr) = run(
+        std::process::Command::new(BIN).args(["emulate", "--fault", "graph-expired"]),
+        Duration::from_secs(30),
+    );
+    assert_eq!(status.code(), Some(2));
     assert!(
         stderr.contains("'expired_token' is a token-endpoint fault"),
         "{stderr}"
     );
 
-    let help = std::process::Command::new(env!("CARGO_BIN_EXE_graphgate"))
-        .args(["emulate", "--help"])
-        .output()
-        .unwrap();
-    let help = String::from_utf8_lossy(&help.stdout);
+    let (_, help, _) = run(
+        std::process::Command::new(BIN).args(["emulate", "--help"]),
+        Duration::from_secs(30),
+    );
     assert!(
         help.contains("--fault <SPEC>") && help.contains("retry-after=S"),
         "{help}"
@@ -529,39 +529,31 @@ fn emulate_refuses_bad_fault_specs() {
 
 #[tokio::test]
 async fn emulate_flags_arm_the_faults() {
-    use std::io::BufRead;
-    let ca = std::env::temp_dir().join(format!("graphgate-faults-ca-{}.pem", std::process::id()));
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_graphgate"))
-        .args(["emulate", "--listen", "127.0.0.1:0", "--ca-out"])
-        .arg(&ca)
-        .args([
-            "--fault",
-            "token-down:times=1",
-            "--fault",
-            "graph-429:retry-after=5,times=2",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-    let child = KillOnDrop(child);
-    // Keep reading stderr open for the emulator's whole life: it prints more after its
-    // address, and a closed pipe would end it.
-    let mut lines = stderr.lines();
-    let addr: SocketAddr = lines
-        .by_ref()
-        .map(Result::unwrap)
-        .find_map(|line| {
-            line.strip_prefix("graphgate emulator listening on https://")
-                .map(|a| a.parse().unwrap())
-        })
-        .unwrap();
+    let dir = common::temp_dir("faults-ca");
+    let ca = dir.join("ca.pem");
+    let mut child = common::process::Proc::spawn(
+        std::process::Command::new(common::process::BIN)
+            .args(["emulate", "--listen", "127.0.0.1:0", "--ca-out"])
+            .arg(&ca)
+            .args([
+                "--fault",
+                "token-down:times=1",
+                "--fault",
+                "graph-429:retry-after=5,times=2",
+            ]),
+    );
+    let prefix = "graphgate emulator listening on https://";
+    let line = child
+        .stderr
+        .wait_for_async(Duration::from_secs(30), move |l| l.starts_with(prefix))
+        .await
+        .unwrap_or_else(|| panic!("the emulator did not start:\n{}", child.stderr.text()));
+    let addr: SocketAddr = line.strip_prefix(prefix).unwrap().parse().unwrap();
     let ca_pem = std::fs::read_to_string(&ca).unwrap();
+    let send = async |host: &str, req| send_to(addr, &ca_pem, host, req, false).await;
+    // The control endpoint shows what the flags armed...
     let req = request(GRAPH, Method::GET, "/_emulator/faults", &[], "");
-    let reply = send_to(addr, &ca_pem, GRAPH, req, false).await.unwrap();
-    drop(child);
-    drop(lines);
-    let _ = std::fs::remove_file(&ca);
+    let reply = send(GRAPH, req).await.unwrap();
     assert_eq!(
         reply.json(),
         json!({
@@ -570,14 +562,24 @@ async fn emulate_flags_arm_the_faults() {
             "graph": [{"kind": "status", "status": 429, "retry_after_secs": 5, "times": 2}],
         })
     );
-}
-
-/// Ends the emulator process the test started, even when an assertion fails first.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+    // ...and they act, each for as many requests as it was given.
+    let token_request = || {
+        let path = format!("/{DEMO_TENANT_ID}/oauth2/v2.0/token");
+        let ct = [("content-type", "application/x-www-form-urlencoded")];
+        request(LOGIN, Method::POST, &path, &ct, &Harness::token_form())
+    };
+    let err = send(LOGIN, token_request()).await.unwrap_err();
+    assert!(no_answer(&err), "token-down: {err:?}");
+    let reply = send(LOGIN, token_request()).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{:?}", reply.body);
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    for _ in 0..2 {
+        let reply = send(GRAPH, Harness::action(&token)).await.unwrap();
+        assert_graph_error(&reply, 429, "TooManyRequests");
+        assert_eq!(reply.header("retry-after"), Some("5"));
     }
+    let reply = send(GRAPH, Harness::action(&token)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT, "{:?}", reply.body);
+    drop(child);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -17,8 +17,17 @@ async fn raw(addr: std::net::SocketAddr, request: &[u8]) -> (u16, String) {
     // Half-close: the server sees the end of the request (a truncated body ends here).
     tcp.shutdown().await.unwrap();
     let mut buf = Vec::new();
-    let _ =
-        tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut buf)).await;
+    // An answer, or the connection closed: a server that does neither within 5 s fails the
+    // case (it used to pass as "code 0").
+    tokio::time::timeout(std::time::Duration::from_secs(5), tcp.read_to_end(&mut buf))
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "no answer and no close within 5 s: {:?}",
+                String::from_utf8_lossy(&buf)
+            )
+        })
+        .unwrap_or_default();
     let text = String::from_utf8_lossy(&buf).into_owned();
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, text)

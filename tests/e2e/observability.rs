@@ -1,6 +1,7 @@
 //! Traces and redaction: an in-test OTLP/HTTP receiver decodes the exported spans and checks
-//! their attributes and the continued trace id; recognisable secrets sent through every path
-//! appear in no log line, span, metric or audit record.
+//! their attributes and the continued trace id (also from the real binary, configured by the
+//! `OTEL_*` variables); recognisable secrets sent through every path appear in no log line,
+//! span, metric or audit record.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common;
@@ -28,26 +29,52 @@ use tracing_subscriber::layer::SubscriberExt;
 type Spans = Arc<Mutex<Vec<Span>>>;
 
 /// An OTLP/HTTP (protobuf) traces endpoint on 127.0.0.1:0.
-async fn otlp_receiver() -> (SocketAddr, Spans) {
+struct Receiver {
+    addr: SocketAddr,
+    /// Every span received.
+    spans: Spans,
+    /// The `service.name` of every export request.
+    services: Arc<Mutex<Vec<String>>>,
+    /// How many spans have arrived (a signal to wait on).
+    arrived: tokio::sync::watch::Receiver<usize>,
+}
+
+async fn otlp_receiver() -> Receiver {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let spans: Spans = Arc::default();
-    let store = Arc::clone(&spans);
+    let services: Arc<Mutex<Vec<String>>> = Arc::default();
+    let (count, arrived) = tokio::sync::watch::channel(0usize);
+    let count = Arc::new(count);
+    let (store, names) = (Arc::clone(&spans), Arc::clone(&services));
     tokio::spawn(async move {
         loop {
             let (stream, _) = listener.accept().await.unwrap();
-            let store = Arc::clone(&store);
+            let (store, names, count) =
+                (Arc::clone(&store), Arc::clone(&names), Arc::clone(&count));
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let store = Arc::clone(&store);
+                let (store, names, count) =
+                    (Arc::clone(&store), Arc::clone(&names), Arc::clone(&count));
                 async move {
                     let body = req.into_body().collect().await?.to_bytes();
                     let export = ExportTraceServiceRequest::decode(body).unwrap();
                     let mut store = store.lock().unwrap();
                     for rs in export.resource_spans {
+                        let name = rs
+                            .resource
+                            .iter()
+                            .flat_map(|r| &r.attributes)
+                            .find(|kv| kv.key == "service.name");
+                        if let Some(AnyValue::StringValue(name)) =
+                            name.and_then(|kv| kv.value.as_ref()?.value.as_ref())
+                        {
+                            names.lock().unwrap().push(name.clone());
+                        }
                         for ss in rs.scope_spans {
                             store.extend(ss.spans);
                         }
                     }
+                    count.send_replace(store.len());
                     Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::new())))
                 }
             });
@@ -57,7 +84,12 @@ async fn otlp_receiver() -> (SocketAddr, Spans) {
             );
         }
     });
-    (addr, spans)
+    Receiver {
+        addr,
+        spans,
+        services,
+        arrived,
+    }
 }
 
 #[derive(Clone, Default)]
@@ -98,7 +130,7 @@ async fn observe() -> Observed {
     // for this test's thread-local subscriber too. A global subscriber that wants everything
     // (and writes nowhere) keeps every callsite's interest at "always".
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
-    let (addr, spans) = otlp_receiver().await;
+    let Receiver { addr, spans, .. } = otlp_receiver().await;
     let provider = telemetry::tracer_provider(&OtlpConfig {
         traces_endpoint: Some(format!("http://{addr}/v1/traces")),
         service_name: "graphgate-test".into(),
@@ -368,5 +400,54 @@ async fn no_secret_reaches_logs_spans_metrics_or_audit() {
         audits[1].contains("\"upstream_status\":403"),
         "{}",
         audits[1]
+    );
+}
+
+/// What an operator sets: the standard `OTEL_*` variables, read by the real binary's
+/// `telemetry::init` (the tests above build their own tracer provider).
+#[tokio::test]
+async fn otel_variables_turn_on_the_export_of_the_real_binary() {
+    let otlp = otlp_receiver().await;
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        format!("http://{}", otlp.addr),
+    )
+    .env("OTEL_SERVICE_NAME", "graphgate-otlp-e2e");
+    let gw = backend.serve(cmd).await;
+    let req = http::Request::post(format!("http://{}{ACTION_PATH}", gw.addr))
+        .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+        .header("content-type", "application/json")
+        .header("traceparent", format!("00-{TRACE_ID}-00f067aa0ba902b7-01"))
+        .body(Full::new(Bytes::from(body())))
+        .unwrap();
+    assert_eq!(send_to(req).await.status, 204);
+    // A clean stop exports what is buffered.
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    let mut arrived = otlp.arrived.clone();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        arrived.wait_for(|n| *n >= 1),
+    )
+    .await
+    .expect("no span reached the OTLP endpoint")
+    .unwrap();
+    let spans = otlp.spans.lock().unwrap().clone();
+    let span = spans
+        .iter()
+        .find(|s| s.name == "request")
+        .unwrap_or_else(|| panic!("no request span in {spans:?}"));
+    assert_eq!(graphgate::policy::hex(&span.trace_id), TRACE_ID);
+    assert_eq!(attr(span, "caller.name").as_deref(), Some("rooms-rotator"));
+    assert_eq!(
+        attr(span, "http.response.status_code").as_deref(),
+        Some("204")
+    );
+    let services = otlp.services.lock().unwrap().clone();
+    assert!(
+        !services.is_empty() && services.iter().all(|s| s == "graphgate-otlp-e2e"),
+        "OTEL_SERVICE_NAME names the service: {services:?}"
     );
 }

@@ -229,7 +229,7 @@ async fn requests_in_flight_finish_under_the_policy_they_started_with() {
     // Graph holds the first request long enough for the reload to land meanwhile.
     h.emulator
         .set_faults(Faults::default().with_graph(Fault::slow(Duration::from_secs(5)).times(1)));
-    let mut arrivals = h.emulator.graph_arrivals();
+    let mut arrivals = h.emulator.graph_received();
     let in_flight = {
         let h = Arc::clone(&h);
         tokio::spawn(async move { h.call().await })

@@ -1,5 +1,7 @@
-//! Resilience: no double execution, retries only where safe, identity-provider and Graph
-//! failures told apart, load shedding and graceful shutdown.
+//! Resilience: no double execution (idempotency keys, their window and bound), retries only
+//! where safe, identity-provider and Graph failures told apart (Graph unreachable, outcome
+//! unknown), a client's disconnect never cancelling a sent call, load shedding and graceful
+//! shutdown. Waits are on signals (the emulator's `graph_received`) or a frozen clock.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::common;
@@ -119,6 +121,8 @@ async fn refused_requests_do_not_burn_the_key() {
 
 use std::time::Duration;
 
+use common::clock::{FrozenClock, within_real_time};
+use common::metrics::{OP, Snapshot, errors, requests};
 use graphgate::emulator::{Fault, Faults};
 use graphgate::forward::RetryPolicy;
 use graphgate::gateway::Limits;
@@ -376,23 +380,36 @@ async fn the_breaker_spares_entra_during_an_outage_and_recovers() {
         Faults::default().with_token(Fault::temporarily_unavailable()),
     )
     .await;
-    for _ in 0..20 {
-        assert_eq!(h.call().await.status, 503);
-    }
-    assert_eq!(
-        h.emulator.token_request_count(),
-        2,
-        "two failures open the breaker; then Entra is left alone"
-    );
-    h.emulator.set_faults(Faults::default());
-    // The breaker's first interval is under a second; calls succeed once it half-opens.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut status = 503;
-    while status != 204 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        status = h.call().await.status.as_u16();
-    }
-    assert_eq!(status, 204);
+    // The breaker times its window (0.5 s, plus up to 25 % jitter) on Tokio's clock: frozen,
+    // the window lasts exactly as long as the test says, however slow the calls are.
+    let clock = FrozenClock::freeze();
+    within_real_time("the breaker test", Duration::from_secs(60), async {
+        for _ in 0..20 {
+            h.call()
+                .await
+                .assert_graph_error(503, "tokenAcquisitionFailed");
+        }
+        assert_eq!(
+            h.emulator.token_request_count(),
+            2,
+            "two failures open the breaker; then Entra is left alone"
+        );
+        h.emulator.set_faults(Faults::default());
+        // Still open just before the shortest first interval ends: answered at once.
+        clock.advance(Duration::from_millis(499)).await;
+        h.call()
+            .await
+            .assert_graph_error(503, "tokenAcquisitionFailed");
+        assert_eq!(h.emulator.token_request_count(), 2, "still open at 499 ms");
+        // Past the longest first interval (625 ms): half-open, one probe, which succeeds.
+        clock.advance(Duration::from_millis(127)).await;
+        assert_eq!(h.call().await.status, 204);
+        assert_eq!(h.emulator.token_request_count(), 3, "one probe");
+        // Closed again: the new token is cached.
+        assert_eq!(h.call().await.status, 204);
+        assert_eq!(h.emulator.token_request_count(), 3);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -446,35 +463,40 @@ async fn overload_is_shed_with_503_and_retry_after() {
         max_in_flight: 1,
         ..Limits::default()
     };
+    // Graph holds the first call until the (frozen) clock is moved on.
+    let hold = Duration::from_secs(2);
     let h = Arc::new(
         faulted(
             limits,
-            Faults::default().with_graph(Fault::slow(Duration::from_millis(800))),
+            Faults::default().with_graph(Fault::slow(hold).times(1)),
         )
         .await,
     );
-    let tasks: Vec<_> = (0..6)
-        .map(|_| {
+    let clock = FrozenClock::freeze();
+    within_real_time("the overload test", Duration::from_secs(60), async {
+        let first = {
             let h = Arc::clone(&h);
             tokio::spawn(async move { h.call().await })
-        })
-        .collect();
-    let mut statuses = Vec::new();
-    for t in tasks {
-        let r = t.await.unwrap();
-        if r.status == 503 {
+        };
+        // The only in-flight slot is taken: the call is in Graph's hands.
+        graph_received(&h.emulator, 1).await;
+        for _ in 0..5 {
+            let r = h.call().await;
             r.assert_graph_error(503, "serviceNotAvailable");
             assert_eq!(r.headers["retry-after"], "1");
         }
-        statuses.push(r.status.as_u16());
-    }
-    let ok = statuses.iter().filter(|s| **s == 204).count();
-    assert!(ok >= 1 && statuses.contains(&503), "{statuses:?}");
-    assert_eq!(
-        h.emulator.graph_requests().len(),
-        ok,
-        "shed requests never reached Graph"
-    );
+        // (Timers fire on whole-millisecond ticks: a little past the hold.)
+        clock.advance(hold + Duration::from_millis(5)).await;
+        assert_eq!(first.await.unwrap().status, 204);
+        assert_eq!(
+            h.emulator.graph_requests().len(),
+            1,
+            "shed requests never reached Graph"
+        );
+        // The slot is free again.
+        assert_eq!(h.call().await.status, 204);
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -492,22 +514,8 @@ async fn shutdown_drains_in_flight_requests_refuses_new_ones_and_leaves_a_verifi
             tokio::spawn(async move { h.call().await.status })
         })
         .collect();
-    // All three are past the audit intent, i.e. on their way to Graph.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while h
-        .audit_records()
-        .await
-        .iter()
-        .filter(|r| r["kind"] == "intent")
-        .count()
-        < 3
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "requests never got in flight"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // All three are in Graph's hands (so past their durable intent), held by the slow fault.
+    graph_received(&h.emulator, 3).await;
     let shutdown = {
         let h = Arc::clone(&h);
         tokio::spawn(async move { h.shut_down().await })
@@ -537,4 +545,223 @@ async fn shutdown_drains_in_flight_requests_refuses_new_ones_and_leaves_a_verifi
         graphgate::audit::verify::verify(std::slice::from_ref(h.audit_path.as_ref().unwrap()))
             .unwrap();
     assert!(report.is_ok(), "{report:?}");
+}
+
+/// A loopback port nothing listens on: connections to it are refused at once.
+async fn closed_port() -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+#[tokio::test]
+async fn graph_unreachable_is_502_upstream_unavailable_and_nothing_is_sent() {
+    let h = start_with(Options {
+        graph_addr: Some(closed_port().await),
+        ..Options::default()
+    })
+    .await;
+    let before = Snapshot::now();
+    let r = h.call().await;
+    r.assert_graph_error(502, "upstreamUnavailable");
+    let message = r.json()["error"]["message"].as_str().unwrap().to_owned();
+    assert!(
+        message.contains("could not be reached") && message.contains("not sent"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("may or may not have run"),
+        "not an unknown outcome: {message}"
+    );
+    // Entra answered; Graph never saw a byte.
+    assert_eq!(h.emulator.token_request_count(), 1);
+    assert!(h.emulator.graph_requests().is_empty());
+    assert_eq!(*h.emulator.graph_received().borrow(), 0);
+    // The intent was durable before the attempt; the outcome says what happened.
+    let records = h.audit_records().await;
+    let kinds: Vec<_> = records
+        .iter()
+        .map(|r| (r["kind"].as_str().unwrap(), r["decision"].as_str().unwrap()))
+        .collect();
+    assert_eq!(kinds, [("intent", "allowed"), ("outcome", "failed")]);
+    assert_eq!(records[1]["error_code"], "upstreamUnavailable");
+    assert_eq!(records[1]["status"], 502);
+    assert!(records[1]["upstream_status"].is_null(), "{}", records[1]);
+    // Counted (>=: the series is this test's, but the registry is the whole binary's).
+    let after = Snapshot::now();
+    assert!(before.delta(&after, &errors("upstreamUnavailable")) >= 1.0);
+    assert!(before.delta(&after, &requests(OP, "failed", "5xx")) >= 1.0);
+    // Not retried: a second call is a second attempt, not a replay.
+    h.call()
+        .await
+        .assert_graph_error(502, "upstreamUnavailable");
+    assert_eq!(
+        h.emulator.token_request_count(),
+        1,
+        "the token stays cached"
+    );
+}
+
+/// Sends the standard call over HTTP/1.1 or HTTP/2 (cleartext), waits until Graph holds it,
+/// then gives up: HTTP/1.1 resets the connection; HTTP/2 cancels the stream (RST_STREAM),
+/// then closes the connection.
+async fn give_up_mid_call(h: &Harness, h2: bool) {
+    let tcp = tokio::net::TcpStream::connect(h.gateway).await.unwrap();
+    if !h2 {
+        let request = format!(
+            "POST {ACTION_PATH} HTTP/1.1\r\nHost: gateway\r\nAuthorization: Bearer {ROTATOR_KEY}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{}",
+            body().len(),
+            body()
+        );
+        let mut tcp = tcp;
+        tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+            .await
+            .unwrap();
+        graph_received(&h.emulator, 1).await;
+        tcp.set_zero_linger().unwrap();
+        drop(tcp);
+        return;
+    }
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::post(format!("http://gateway{ACTION_PATH}"))
+        .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body())))
+        .unwrap();
+    let call = tokio::spawn(async move { sender.send_request(req).await.map(|_| ()) });
+    graph_received(&h.emulator, 1).await;
+    call.abort();
+    let _ = call.await;
+    conn.abort();
+    let _ = conn.await;
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_never_cancels_a_call_sent_to_graph() {
+    for h2 in [false, true] {
+        // Graph holds the answer until the (frozen) clock is moved on.
+        let hold = Duration::from_secs(1);
+        let h = faulted(
+            Limits::default(),
+            Faults::default().with_graph(Fault::slow(hold).times(1)),
+        )
+        .await;
+        let clock = FrozenClock::freeze();
+        within_real_time("the disconnect test", Duration::from_secs(60), async {
+            give_up_mid_call(&h, h2).await;
+            // Let the server see it (yield_now resumes after the I/O driver was polled).
+            for _ in 0..20 {
+                tokio::task::yield_now().await;
+            }
+            clock.advance(hold + Duration::from_millis(5)).await;
+        })
+        .await;
+        drop(clock);
+        // The call ran to its end: Graph answered once, and the audit has the outcome.
+        let records = eventually("the outcome record", Duration::from_secs(30), async || {
+            let records = h.audit_records().await;
+            records
+                .iter()
+                .any(|r| r["kind"] == "outcome")
+                .then_some(records)
+        })
+        .await;
+        let graph = h.emulator.graph_requests();
+        assert_eq!(graph.len(), 1, "h2={h2}: sent once, never again");
+        assert_eq!(graph[0].status, 204);
+        let device = h
+            .emulator
+            .devices()
+            .into_iter()
+            .find(|d| d.id.eq_ignore_ascii_case(DEVICE))
+            .unwrap();
+        assert_eq!(device.update_count, 1);
+        let kinds: Vec<_> = records
+            .iter()
+            .map(|r| r["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds, ["intent", "outcome"], "h2={h2}");
+        assert_eq!(records[1]["status"], 204);
+        assert_eq!(records[1]["upstream_status"], 204);
+        assert_eq!(records[1]["decision"], "allowed");
+        assert_eq!(records[0]["audit_id"], records[1]["audit_id"]);
+    }
+}
+
+#[tokio::test]
+async fn idempotency_keys_expire_after_their_window() {
+    let window = Duration::from_secs(1);
+    let h = start_with(Options {
+        limits: Limits {
+            idempotency_window: window,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let store = h.gw.idempotency();
+    // Within the window, a duplicate is replayed. (The store times keys on its own clock,
+    // not Tokio's, so real time passes here; a duplicate that arrives late on a loaded
+    // machine is retried with a fresh key rather than judged.)
+    let mut attempt = 0;
+    let (key, sent) = loop {
+        attempt += 1;
+        assert!(
+            attempt <= 5,
+            "no duplicate arrived within {window:?} in 5 tries"
+        );
+        let key = format!("expiry-{attempt}");
+        let sent = std::time::Instant::now();
+        assert_eq!(keyed(&h, &key, ROTATOR_KEY, &body()).await.status, 204);
+        let again = keyed(&h, &key, ROTATOR_KEY, &body()).await;
+        if sent.elapsed() < window {
+            assert_eq!(again.headers["idempotent-replayed"], "true");
+            break (key, sent);
+        }
+    };
+    let ran = h.emulator.graph_requests().len();
+    // Forgotten once the window has passed since it was stored (after `sent`), not before.
+    let forgotten = eventually(
+        "the key expires",
+        window + Duration::from_secs(10),
+        async || (!store.holds("rooms-rotator", &key)).then(std::time::Instant::now),
+    )
+    .await;
+    let kept_for = forgotten.duration_since(sent);
+    assert!(
+        kept_for >= window - Duration::from_millis(10),
+        "forgotten {kept_for:?} after it was sent"
+    );
+    let after = keyed(&h, &key, ROTATOR_KEY, &body()).await;
+    assert_eq!(after.status, 204);
+    assert!(!after.headers.contains_key("idempotent-replayed"));
+    assert_eq!(
+        h.emulator.graph_requests().len(),
+        ran + 1,
+        "an expired key runs again"
+    );
+}
+
+#[tokio::test]
+async fn the_idempotency_store_keeps_at_most_its_capacity() {
+    let h = start_with(Options {
+        limits: Limits {
+            idempotency_capacity: 3,
+            ..Limits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    for i in 0..20 {
+        let r = keyed(&h, &format!("bound-{i}"), ROTATOR_KEY, &body()).await;
+        assert_eq!(r.status, 204);
+    }
+    assert_eq!(h.emulator.graph_requests().len(), 20);
+    let kept = h.gw.idempotency().key_count().await;
+    assert!((1..=3).contains(&kept), "{kept} keys kept, capacity 3");
 }

@@ -1,9 +1,19 @@
 //! Test harness: the emulator and a gateway in-process on 127.0.0.1:0, wired exactly as in
 //! production (real hostnames, TLS with certificate checks, connect-to overrides).
+//! Beside it: `served` (the binary as an operator runs it), `process` (child processes
+//! with bounded waits), `tools` (external tools: skip, or fail under CI), `metrics`
+//! (metric values), `clock` (a paused clock over real sockets), `emu` and `pki`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod clock;
 pub mod emu;
+pub mod metrics;
 pub mod pki;
+pub mod process;
+pub mod served;
+pub mod tools;
+
+pub use tools::require_tool;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -87,6 +97,9 @@ pub struct Options {
     pub limits: Limits,
     /// Connection bounds.
     pub server: ServerLimits,
+    /// Send the Graph hosts' connections here instead of to the emulator (e.g. a closed
+    /// port: Graph unreachable while Entra answers).
+    pub graph_addr: Option<SocketAddr>,
 }
 
 impl Default for Options {
@@ -102,6 +115,7 @@ impl Default for Options {
             tls: None,
             limits: Limits::default(),
             server: ServerLimits::default(),
+            graph_addr: None,
         }
     }
 }
@@ -198,7 +212,7 @@ pub async fn start_with(opts: Options) -> Harness {
         cloud: opts.cloud,
         credential,
         authority_host: None,
-        connect_to: emu.connect_to.clone(),
+        connect_to: connect_to(emu.addr, opts.graph_addr),
         extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
         token_expiry_margin: opts.token_expiry_margin,
         limits: opts.limits.clone(),
@@ -233,15 +247,89 @@ pub async fn start_with(opts: Options) -> Harness {
     }
 }
 
-impl Harness {
-    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
-        let resp = self.client.request(req).await.unwrap();
+/// Connect-to rules sending every cloud host to the emulator at `emulator`, except the
+/// Graph hosts when `graph` is given.
+fn connect_to(
+    emulator: SocketAddr,
+    graph: Option<SocketAddr>,
+) -> Vec<graphgate::upstream::ConnectRule> {
+    let graph_hosts: Vec<String> = Cloud::ALL
+        .iter()
+        .map(|c| format!("{}:443=", c.endpoints().graph_host))
+        .collect();
+    let rules: Vec<String> = graphgate::emulator::Emulator::connect_to(emulator)
+        .split(',')
+        .map(|rule| match graph {
+            Some(to) if graph_hosts.iter().any(|g| rule.starts_with(g.as_str())) => {
+                format!("{}{to}", &rule[..=rule.find('=').unwrap()])
+            }
+            _ => rule.to_owned(),
+        })
+        .collect();
+    graphgate::upstream::parse_connect_to(&rules.join(",")).unwrap()
+}
+
+/// Longest a test waits for one answer from a gateway: every wait in these tests is bounded.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sends `req` on a connection of its own and collects the answer (at most [`ANSWER_TIMEOUT`]).
+pub async fn send_to(req: Request<Full<Bytes>>) -> Reply {
+    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    collect(&client, req).await
+}
+
+async fn collect(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Reply {
+    let what = format!("{} {}", req.method(), req.uri());
+    let exchange = async {
+        let resp = client.request(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         Reply {
             status: parts.status,
             headers: parts.headers,
             body: body.collect().await.unwrap().to_bytes(),
         }
+    };
+    tokio::time::timeout(ANSWER_TIMEOUT, exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {ANSWER_TIMEOUT:?}"))
+}
+
+/// Waits until `check` gives a value, looking again every 10 ms, at most `timeout`; panics
+/// naming `what` if it never does. For conditions nothing signals (a record reaching a
+/// file); where something does signal (a watch channel, the emulator's
+/// [`Emulator::graph_received`]), wait on that instead.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what}: not within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits (at most 30 s) until the emulator has received `n` Graph requests in all: each is
+/// then in Graph's hands (a `slow` fault holds its answer).
+pub async fn graph_received(emulator: &Emulator, n: u64) {
+    let mut rx = emulator.graph_received();
+    tokio::time::timeout(Duration::from_secs(30), rx.wait_for(|got| *got >= n))
+        .await
+        .unwrap_or_else(|_| panic!("the emulator did not receive {n} Graph request(s) within 30 s"))
+        .unwrap();
+}
+
+impl Harness {
+    /// Sends `req` (at most [`ANSWER_TIMEOUT`] for the answer).
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> Reply {
+        collect(&self.client, req).await
     }
 
     pub fn request(&self, path: &str) -> http::request::Builder {
