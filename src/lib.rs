@@ -46,6 +46,7 @@ pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod simple;
+pub mod slots;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -8,6 +8,7 @@ mod common;
 mod audit;
 mod audit_chain;
 mod cli;
+mod connections;
 mod crash;
 mod credentials;
 mod deploy;
