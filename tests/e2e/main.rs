@@ -16,6 +16,7 @@ mod emulator;
 mod emulator_faults;
 mod gateway;
 mod hostile;
+mod http2_abuse;
 mod observability;
 mod policy;
 mod resilience;
