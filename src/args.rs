@@ -121,6 +121,13 @@ pub struct BoundArgs {
     /// Most requests in flight; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight: usize,
+    /// Most requests in flight for one caller; more are answered 429 with Retry-After.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_IN_FLIGHT_PER_CALLER",
+        default_value_t = 256
+    )]
+    pub max_in_flight_per_caller: usize,
     /// Most client connections; more are refused at once (503 on plain HTTP, closed on TLS).
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
@@ -177,6 +184,7 @@ impl BoundArgs {
                 ..Default::default()
             },
             max_in_flight: self.max_in_flight,
+            max_in_flight_per_caller: self.max_in_flight_per_caller,
             idempotency_window: secs(self.idempotency_window_secs),
             ..Limits::default()
         }

@@ -17,6 +17,7 @@ mod emulator_faults;
 mod gateway;
 mod hostile;
 mod http2_abuse;
+mod inflight;
 mod observability;
 mod policy;
 mod resilience;
