@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// Accept client certificates issued by these PEM CAs (mTLS callers; needs --tls-cert).
     #[arg(long, env = "GRAPHGATE_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// PEM file of CRLs from the client CAs; re-read when it changes (needs --client-ca).
+    #[arg(long, env = "GRAPHGATE_CLIENT_CRL", requires = "client_ca")]
+    pub client_crl: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
     #[arg(long)]
     pub allow_insecure_listener: bool,

@@ -25,6 +25,7 @@ pub mod app;
 pub mod audit;
 pub mod breaker;
 pub mod catalog;
+pub mod client_crl;
 pub mod cloud;
 pub mod credential;
 pub mod demo;

@@ -189,6 +189,7 @@ fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
         cert_pem: read(cert)?,
         key_pem: Secret::new(read(key)?),
         client_ca_pem: args.client_ca.as_ref().map(read).transpose()?,
+        client_crl: args.client_crl.clone(),
     };
     Ok(Some(graphgate::tls::server_config(&tls)?))
 }

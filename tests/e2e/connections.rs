@@ -121,6 +121,7 @@ fn tls(ca: &Ca) -> Arc<rustls::ServerConfig> {
         cert_pem: server.cert_pem,
         key_pem: graphgate::secret::Secret::new(server.key_pem),
         client_ca_pem: None,
+        client_crl: None,
     })
     .unwrap()
 }

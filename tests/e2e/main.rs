@@ -18,6 +18,7 @@ mod gateway;
 mod hostile;
 mod http2_abuse;
 mod inflight;
+mod mtls;
 mod observability;
 mod policy;
 mod resilience;

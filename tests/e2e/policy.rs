@@ -316,6 +316,7 @@ async fn mtls_callers_are_identified_by_uri_san_or_cn() {
         cert_pem: server.cert_pem.clone(),
         key_pem: graphgate::secret::Secret::new(server.key_pem.clone()),
         client_ca_pem: Some(client_ca.pem.clone()),
+        client_crl: None,
     })
     .unwrap();
     let rules = "  - name: spiffe-may-rotate\n    callers: [spiffe-svc, cn-svc, rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n";
