@@ -217,3 +217,143 @@ async fn raw_request(gateway: std::net::SocketAddr, from: Ipv4Addr) -> (u16, Str
     let code = text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
     (code, text)
 }
+
+#[tokio::test]
+async fn past_the_per_source_cap_that_source_is_answered_at_once_and_others_are_served() {
+    let h = start_with(Options {
+        server: ServerLimits {
+            max_connections_per_source: 3,
+            header_read_timeout: Duration::from_secs(60),
+            ..ServerLimits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let greedy = Ipv4Addr::new(127, 0, 0, 2);
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect_from(greedy, h.gateway).await);
+    }
+    let (code, text) = raw_request(h.gateway, greedy).await;
+    assert_eq!(code, 503, "{text}");
+    assert!(text.contains("--max-connections-per-source"), "{text}");
+    // Another source is not affected.
+    let (code, text) = raw_request(h.gateway, Ipv4Addr::new(127, 0, 0, 3)).await;
+    assert_eq!(code, 204, "{text}");
+    // A closed connection frees its place: once the server has seen the close, the greedy
+    // source is served again (bounded wait; each try is a real request).
+    drop(held.pop());
+    let served = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            let (code, _) = raw_request(h.gateway, greedy).await;
+            if code == 204 {
+                return;
+            }
+            assert_eq!(code, 503);
+        }
+    })
+    .await;
+    assert!(served.is_ok(), "the freed place was never given back");
+}
+
+#[tokio::test]
+async fn idle_http2_connections_get_a_goaway_and_unanswered_pings_close_busy_ones() {
+    let h = start_with(Options {
+        server: ServerLimits {
+            idle_timeout: Duration::from_secs(2),
+            http2_keep_alive_interval: Duration::from_secs(1),
+            http2_keep_alive_timeout: Duration::from_secs(1),
+            ..ServerLimits::default()
+        },
+        limits: graphgate::gateway::Limits {
+            body_read_timeout: Duration::from_secs(60),
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    // Idle: one request, then nothing. The client answers pings (hyper does), so only the
+    // idle deadline can end it.
+    let tcp = TcpStream::connect(h.gateway).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::post(format!("http://gateway{ACTION_PATH}"))
+        .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+        .header("content-type", "application/json")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body())))
+        .unwrap();
+    assert_eq!(sender.send_request(req).await.unwrap().status(), 204);
+    let idle_from = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2 + 1 + 4), driver)
+        .await
+        .expect("the idle connection was closed")
+        .unwrap()
+        .ok();
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(1_800),
+        "{:?}",
+        idle_from.elapsed()
+    );
+
+    // Busy but deaf: a request in flight (its body never comes) on a client that never
+    // answers the server's pings. The ping timeout closes it long before the body timeout.
+    let mut tcp = TcpStream::connect(h.gateway).await.unwrap();
+    let mut opening = h2raw::opening();
+    let auth = format!("Bearer {ROTATOR_KEY}");
+    let block = h2raw::post_headers(
+        ACTION_PATH,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("content-length", "500"),
+        ],
+    );
+    opening.extend(h2raw::frame(h2raw::HEADERS, h2raw::END_HEADERS, 1, &block));
+    tcp.write_all(&opening).await.unwrap();
+    let got = h2raw::read_frames(tcp, Duration::from_secs(1 + 1 + 1 + 4)).await;
+    assert!(got.saw(h2raw::PING), "the server pinged");
+    assert!(got.closed, "closed for the unanswered ping");
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408_and_a_head_that_does_gets_closed() {
+    let h = start_with(Options {
+        limits: graphgate::gateway::Limits {
+            body_read_timeout: Duration::from_secs(1),
+            ..Default::default()
+        },
+        server: short_deadlines(),
+        ..Options::default()
+    })
+    .await;
+    let mut tcp = TcpStream::connect(h.gateway).await.unwrap();
+    let head = format!(
+        "POST {ACTION_PATH} HTTP/1.1\r\nHost: g\r\nAuthorization: Bearer {ROTATOR_KEY}\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n{{\"upd"
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (bytes, _) = read_until_closed(&mut tcp, Duration::from_secs(1 + 4)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("\"code\":\"requestTimeout\""), "{text}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(h.emulator.graph_requests().is_empty());
+
+    // A request head that stops half-way: closed by the header-read timeout, no answer.
+    let mut tcp = TcpStream::connect(h.gateway).await.unwrap();
+    tcp.write_all(b"POST /v1.0/x HTTP/1.1\r\nHost: g\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let (_, closed) = read_until_closed(&mut tcp, CLOSE_BOUND).await;
+    assert!(closed && started.elapsed() >= FIRST_REQUEST - Duration::from_millis(200));
+}
