@@ -71,8 +71,6 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     // Mistakes in the flags stop start-up before anything else is done.
     check_listen_addresses(&args)?;
     warn_about_overrides(&args);
-    let listener = bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?;
-    let admin = bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
     let mut extra_ca_pem = args
@@ -142,8 +140,10 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     }
     // Fetch the first token now, so the least-privilege report (readiness) is known early.
     tokio::spawn(app::prime_token(Arc::clone(&gateway)));
+    let listener = bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "graphgate listening");
+    let admin = bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?;
     let admin_addr = admin.local_addr()?;
     tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz) listening");
     eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz)");

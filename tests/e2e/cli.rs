@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_graphgate");
 
-fn graphgate(args: &[&str]) -> Command {
+pub(crate) fn graphgate(args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.args(args)
         .env_remove("RUST_LOG")
@@ -38,14 +38,14 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 }
 
 /// A running `serve --emulator` and the lines it printed before it was ready.
-struct Served {
+pub(crate) struct Served {
     child: Child,
-    banner: Vec<String>,
+    pub(crate) banner: Vec<String>,
     audit_log: std::path::PathBuf,
 }
 
 impl Served {
-    fn start(extra: &[&str]) -> Served {
+    pub(crate) fn start(extra: &[&str]) -> Served {
         let audit_log = temp_dir("served").join("audit.jsonl");
         let audit_arg = audit_log.to_str().unwrap().to_owned();
         let mut args = vec!["serve", "--emulator", "--listen", "127.0.0.1:0"];
@@ -79,7 +79,7 @@ impl Served {
         }
     }
 
-    fn curl(&self) -> String {
+    pub(crate) fn curl(&self) -> String {
         let start = self
             .banner
             .iter()
@@ -96,7 +96,7 @@ impl Served {
 
     /// Stops the server and returns everything it wrote after the banner (the banner shows
     /// the demo key on purpose: it is the curl example).
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string())

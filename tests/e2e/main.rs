@@ -20,6 +20,7 @@ mod http2_abuse;
 mod inflight;
 mod mtls;
 mod observability;
+mod operator;
 mod policy;
 mod resilience;
 mod sdk;
