@@ -166,6 +166,8 @@ where
             }
         }
     };
+    // Counted before the close, so whoever sees the close also sees the count.
+    crate::metrics::connection_closed(reason.as_str());
     // HTTP/2 gets a GOAWAY, an idle HTTP/1 connection closes at once, a connection still
     // detecting its protocol stops; whatever does not end within the grace is dropped.
     conn.as_mut().graceful_shutdown();

@@ -108,6 +108,7 @@ pub async fn serve(
         let admitted = match admission.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {
+                crate::metrics::connection_closed(why.as_str());
                 tracing::debug!(%peer, cap = why.as_str(), "connection refused");
                 refuser.refuse(stream, why);
                 continue;

@@ -229,6 +229,8 @@ async fn past_the_per_source_cap_that_source_is_answered_at_once_and_others_are_
         ..Options::default()
     })
     .await;
+    let refused = r#"graphgate_connections_closed_total{reason="max_connections_per_source"}"#;
+    let before = metric(refused);
     let greedy = Ipv4Addr::new(127, 0, 0, 2);
     let mut held = Vec::new();
     for _ in 0..3 {
@@ -237,6 +239,7 @@ async fn past_the_per_source_cap_that_source_is_answered_at_once_and_others_are_
     let (code, text) = raw_request(h.gateway, greedy).await;
     assert_eq!(code, 503, "{text}");
     assert!(text.contains("--max-connections-per-source"), "{text}");
+    assert_eq!(metric(refused), before + 1.0, "counted");
     // Another source is not affected.
     let (code, text) = raw_request(h.gateway, Ipv4Addr::new(127, 0, 0, 3)).await;
     assert_eq!(code, 204, "{text}");

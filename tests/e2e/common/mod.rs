@@ -384,3 +384,11 @@ pub async fn tls_call(
         .to_bytes();
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
+
+/// The value of one sample in the gateway's metrics (`name{labels}` exactly), 0 if absent.
+pub fn metric(sample: &str) -> f64 {
+    graphgate::metrics::encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
