@@ -35,7 +35,7 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the Entra + Graph emulator on its own.
     Emulate(EmulateArgs),
     /// Work with policy files.

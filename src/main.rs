@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             .flatten();
         let telemetry = telemetry::init(matches!(cli.log_format, LogFormat::Json), otlp)?;
         let result = match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Emulate(args) => emulate(args).await,
             Command::Policy(cmd) => policy(cmd),
             Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
