@@ -61,13 +61,14 @@ impl Refuser {
 
     /// Refuses `stream` without waiting for it.
     pub(super) fn refuse(&self, stream: TcpStream, why: Refusal) {
+        if self.tls {
+            // Closing is the answer: a handshake would cost what the cap protects.
+            return;
+        }
         let Ok(permit) = Arc::clone(&self.in_progress).try_acquire_owned() else {
             // Already answering many: dropping the socket is the quickest answer left.
             return;
         };
-        if self.tls {
-            return;
-        }
         tokio::spawn(async move {
             let _permit = permit;
             let _ = tokio::time::timeout(ANSWER_WITHIN, answer(stream, why)).await;

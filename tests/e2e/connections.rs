@@ -360,3 +360,27 @@ async fn a_body_that_stops_arriving_gets_408_and_a_head_that_does_gets_closed() 
     let (_, closed) = read_until_closed(&mut tcp, CLOSE_BOUND).await;
     assert!(closed && started.elapsed() >= FIRST_REQUEST - Duration::from_millis(200));
 }
+
+#[tokio::test]
+async fn past_the_cap_a_tls_connection_is_closed_at_once_without_a_handshake() {
+    let ca = Ca::new("server CA");
+    let h = start_with(Options {
+        tls: Some(tls(&ca)),
+        server: ServerLimits {
+            max_connections: 1,
+            header_read_timeout: Duration::from_secs(60),
+            ..ServerLimits::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let _held = TcpStream::connect(h.gateway).await.unwrap();
+    let mut over = TcpStream::connect(h.gateway).await.unwrap();
+    let started = Instant::now();
+    let (bytes, closed) = read_until_closed(&mut over, Duration::from_secs(3)).await;
+    assert!(
+        closed && bytes.is_empty(),
+        "closed, nothing sent: {bytes:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+}

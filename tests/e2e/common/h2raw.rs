@@ -82,7 +82,7 @@ pub fn post_headers(path: &str, extra: &[(&str, &str)]) -> Vec<u8> {
 
 /// What the server sent on a connection until it closed it (or `within` passed).
 pub struct Received {
-    /// Frame types in order (after the server's preface-less start: the server sends frames only).
+    /// The types of the frames the server sent, in order (a server sends no preface).
     pub kinds: Vec<u8>,
     /// Whether the connection was closed by the server within the bound.
     pub closed: bool,
