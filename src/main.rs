@@ -155,6 +155,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         },
     ));
+    let signal = shutdown_signal();
     if args.emulator {
         // Only suggest the demo key to a policy that accepts it.
         let key = match demo_key_accepted {
@@ -167,7 +168,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         );
     }
     let shutdown = async move {
-        shutdown_signal().await;
+        signal.await;
         let _ = shutdown_tx.send(true);
     };
     let audit = gateway.audit().clone();
@@ -243,19 +244,22 @@ fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
     Ok(Some(graphgate::tls::server_config(&tls)?))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not
+/// first polled): a supervisor may stop the process as soon as its banner is printed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
@@ -294,6 +298,7 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
         std::fs::write(path, emulator.ca_pem())?;
     }
     let listener = bind(args.listen, "emulate --listen").await?;
+    let signal = shutdown_signal();
     let addr = listener.local_addr()?;
     eprintln!(
         "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",
@@ -304,9 +309,7 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
                 .display()
                 .to_string()),
     );
-    Arc::clone(&emulator)
-        .serve(listener, shutdown_signal())
-        .await?;
+    Arc::clone(&emulator).serve(listener, signal).await?;
     Ok(ExitCode::SUCCESS)
 }
 
