@@ -90,6 +90,7 @@ GG_ENV=(
 gg_args() {
   local audit=$1 policy=${2:-$here/policy.yaml}
   GG_ARGS=(serve --listen 127.0.0.1:"$GG_PORT" --admin-listen 127.0.0.1:"$ADMIN_PORT" --max-connections 20000
+    --max-connections-per-source 20000
     --policy "$policy" --audit-log "$audit" --audit-hmac-key-file "$DIR/hmac.key")
 }
 # Starts graphgate with the given audit log (and policy); sets GG_PID. Waits for the ports

@@ -20,12 +20,32 @@ use crate::gateway::Gateway;
 /// Longest a readiness probe waits for a token.
 const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Who can reach the admin listener, which decides how much `/readyz` says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// A loopback address: the full detail.
+    Loopback,
+    /// Reachable from the network: no policy hash, no reload error text.
+    Network,
+}
+
+impl Exposure {
+    /// The exposure of a listener bound to `addr`.
+    pub fn of(addr: std::net::SocketAddr) -> Self {
+        match addr.ip().is_loopback() {
+            true => Exposure::Loopback,
+            false => Exposure::Network,
+        }
+    }
+}
+
 /// Serves the admin endpoints on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let exposure = Exposure::of(listener.local_addr()?);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -42,7 +62,7 @@ pub async fn serve(
         let gateway = Arc::clone(&gateway);
         let service = service_fn(move |req| {
             let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, std::convert::Infallible>(handle(&gateway, &req).await) }
+            async move { Ok::<_, std::convert::Infallible>(handle_as(&gateway, &req, exposure).await) }
         });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -56,8 +76,17 @@ pub async fn serve(
     }
 }
 
-/// Answers one admin request (no socket needed: tests call it directly).
+/// Answers one admin request as a loopback listener does (no socket needed: tests call it directly).
 pub async fn handle<B>(gateway: &Gateway, req: &Request<B>) -> Response<Full<Bytes>> {
+    handle_as(gateway, req, Exposure::Loopback).await
+}
+
+/// Answers one admin request for a listener with this exposure.
+pub async fn handle_as<B>(
+    gateway: &Gateway,
+    req: &Request<B>,
+    exposure: Exposure,
+) -> Response<Full<Bytes>> {
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -77,7 +106,10 @@ pub async fn handle<B>(gateway: &Gateway, req: &Request<B>) -> Response<Full<Byt
             json!({"alive": true}).to_string(),
         ),
         "/readyz" => {
-            let (ready, detail) = readiness(gateway).await;
+            let (ready, mut detail) = readiness(gateway).await;
+            if exposure == Exposure::Network {
+                redact(&mut detail);
+            }
             let status = if ready {
                 StatusCode::OK
             } else {
@@ -129,10 +161,51 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     (ready, detail)
 }
 
+/// Leaves out what a network observer should not learn: which policy is loaded (its hash)
+/// and the text of a failed reload (file paths, caller and rule names). Whether a reload
+/// failed stays.
+fn redact(detail: &mut serde_json::Value) {
+    if let Some(policy) = detail
+        .pointer_mut("/checks/policy")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        policy.remove("version");
+        let failed = policy
+            .remove("last_reload_error")
+            .is_some_and(|e| !e.is_null());
+        policy.insert("last_reload_failed".into(), failed.into());
+    }
+}
+
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_readiness_detail_has_no_policy_hash_or_reload_error() {
+        let mut detail = json!({"ready": false, "checks": {
+            "policy": {"ok": true, "version": "ab12", "last_reload_error": "/etc/p.yaml:3: caller \"x\""},
+            "audit": {"ok": true, "status": "ok"}}});
+        redact(&mut detail);
+        let text = detail.to_string();
+        assert!(!text.contains("ab12") && !text.contains("p.yaml"), "{text}");
+        assert_eq!(detail["checks"]["policy"]["last_reload_failed"], true);
+        assert_eq!(detail["checks"]["audit"]["status"], "ok", "the rest stays");
+        assert_eq!(
+            Exposure::of("0.0.0.0:9090".parse().unwrap()),
+            Exposure::Network
+        );
+        assert_eq!(
+            Exposure::of("[::1]:9090".parse().unwrap()),
+            Exposure::Loopback
+        );
+    }
 }

@@ -35,7 +35,7 @@ pub enum LogFormat {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the gateway.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the Entra + Graph emulator on its own.
     Emulate(EmulateArgs),
     /// Work with policy files.
@@ -83,6 +83,9 @@ pub struct ServeArgs {
     /// Accept client certificates issued by these PEM CAs (mTLS callers; needs --tls-cert).
     #[arg(long, env = "GRAPHGATE_CLIENT_CA", requires = "tls_cert")]
     pub client_ca: Option<PathBuf>,
+    /// PEM file of CRLs from the client CAs; re-read when it changes (needs --client-ca).
+    #[arg(long, env = "GRAPHGATE_CLIENT_CRL", requires = "client_ca")]
+    pub client_crl: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
     #[arg(long)]
     pub allow_insecure_listener: bool,
@@ -99,7 +102,8 @@ pub struct BoundArgs {
     /// Largest request body accepted.
     #[arg(long, default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
-    /// Longest time to receive a request's headers; also how long an idle keep-alive connection stays open.
+    /// Longest time to receive a request's headers; also the deadline for a new connection's
+    /// first request, and how long an idle HTTP/1.1 keep-alive connection stays open.
     #[arg(long, default_value_t = 20)]
     pub header_read_timeout_secs: u64,
     /// Longest time to receive a request body.
@@ -120,9 +124,48 @@ pub struct BoundArgs {
     /// Most requests in flight; more are answered 503 with Retry-After.
     #[arg(long, default_value_t = 1024)]
     pub max_in_flight: usize,
-    /// Most client connections; more wait in the listen backlog.
+    /// Most requests in flight for one caller; more are answered 429 with Retry-After.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_IN_FLIGHT_PER_CALLER",
+        default_value_t = 256
+    )]
+    pub max_in_flight_per_caller: usize,
+    /// Most client connections; more are refused at once (503 on plain HTTP, closed on TLS).
     #[arg(long, default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most connections from one source IP address; more are refused like --max-connections.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_CONNECTIONS_PER_SOURCE",
+        default_value_t = 1_000
+    )]
+    pub max_connections_per_source: usize,
+    /// Longest time a connection stays open with no request in flight (HTTP/2: then GOAWAY).
+    #[arg(long, env = "GRAPHGATE_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub idle_timeout_secs: u64,
+    /// How often an HTTP/2 connection is pinged to check the client is there (0: never).
+    #[arg(
+        long,
+        env = "GRAPHGATE_HTTP2_KEEP_ALIVE_INTERVAL_SECS",
+        default_value_t = 20
+    )]
+    pub http2_keep_alive_interval_secs: u64,
+    /// How long an HTTP/2 ping may go unanswered before the connection is closed.
+    #[arg(
+        long,
+        env = "GRAPHGATE_HTTP2_KEEP_ALIVE_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
+    pub http2_keep_alive_timeout_secs: u64,
+    /// HTTP/2 control frames (SETTINGS, PING, WINDOW_UPDATE...) one connection may send per
+    /// second; past that it is closed with GOAWAY.
+    #[arg(
+        long,
+        env = "GRAPHGATE_HTTP2_MAX_CONTROL_FRAMES_PER_SEC",
+        default_value_t = 1_000
+    )]
+    pub http2_max_control_frames_per_sec: u32,
     /// How long an Idempotency-Key (or client-request-id) is remembered.
     #[arg(long, default_value_t = 600)]
     pub idempotency_window_secs: u64,
@@ -144,6 +187,7 @@ impl BoundArgs {
                 ..Default::default()
             },
             max_in_flight: self.max_in_flight,
+            max_in_flight_per_caller: self.max_in_flight_per_caller,
             idempotency_window: secs(self.idempotency_window_secs),
             ..Limits::default()
         }
@@ -153,6 +197,11 @@ impl BoundArgs {
         let secs = Duration::from_secs;
         ServerLimits {
             max_connections: self.max_connections,
+            max_connections_per_source: self.max_connections_per_source,
+            idle_timeout: secs(self.idle_timeout_secs),
+            http2_keep_alive_interval: secs(self.http2_keep_alive_interval_secs),
+            http2_keep_alive_timeout: secs(self.http2_keep_alive_timeout_secs),
+            http2_max_control_frames_per_sec: self.http2_max_control_frames_per_sec,
             header_read_timeout: secs(self.header_read_timeout_secs),
             shutdown_grace: secs(self.shutdown_grace_secs),
             tls_handshake_timeout: secs(self.tls_handshake_timeout_secs),

@@ -69,15 +69,28 @@ pub async fn start_emulator(
     })
 }
 
+/// Whether `policy` has a caller with the demo API key (a `--policy` file may not).
+pub fn accepts_demo_key(policy: &Policy) -> bool {
+    use sha2::{Digest, Sha256};
+    policy
+        .api_key_caller(&Sha256::digest(DEMO_API_KEY.as_bytes()).into())
+        .is_some()
+}
+
 /// The ready-to-paste request a new user runs first.
 pub fn curl_example(gateway: SocketAddr, cloud: Cloud) -> String {
+    curl_example_with_key(gateway, cloud, DEMO_API_KEY)
+}
+
+/// The ready-to-paste request, with `key` as the API key.
+pub fn curl_example_with_key(gateway: SocketAddr, cloud: Cloud, key: &str) -> String {
     let device = emulator::DEMO_DEVICE_IDS
         .first()
         .copied()
         .unwrap_or_default();
     format!(
         "curl -i -X POST 'http://{gateway}/v1.0/deviceManagement/managedDevices/{device}/updateWindowsDeviceAccount' \\\n  \
-         -H 'Authorization: Bearer {DEMO_API_KEY}' -H 'Content-Type: application/json' \\\n  \
+         -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n  \
          -d '{{\"updateWindowsDeviceAccountActionParameter\":{{\"deviceAccount\":{{\"@odata.type\":\"#microsoft.graph.windowsDeviceAzureADAccount\",\"password\":\"Demo-Passw0rd!\",\"userPrincipalName\":\"room1@contoso.com\"}},\"deviceAccountEmail\":\"room1@contoso.com\",\"exchangeServer\":\"outlook.office365.com\",\"passwordRotationEnabled\":true,\"calendarSyncEnabled\":true,\"sessionInitiationProtocalAddress\":\"sip:room1@contoso.com\"}}}}'\n\
          (cloud: {cloud}; the emulator answers for {})",
         cloud.endpoints().graph_host

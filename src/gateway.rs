@@ -1,5 +1,6 @@
-//! The request pipeline, in one place, outer to inner: load shedding → request ids, span and
-//! audit trail → caller identity → operation recognition → body validation → policy → (dry
+//! The request pipeline, in one place, outer to inner: request ids, span and audit trail →
+//! caller identity → operation recognition → refusal of what no body could make allowed →
+//! in-flight bounds (the caller's, then the gateway's) → body validation → policy → (dry
 //! run) → rate limits → idempotency → tenant pacing → token → durable audit intent → forward
 //! to Graph → durable audit outcome. Each step can refuse; nothing reaches Graph until every
 //! step before it has passed and the intent is on disk.
@@ -24,9 +25,10 @@ use crate::forward::{Forwarder, RetryPolicy};
 use crate::idempotency::{self, Claim, IdempotencyStore};
 use crate::identity::{self, PeerCertificate};
 use crate::inbound::{self, RequestIds};
-use crate::policy::{Decision, Facts, Policy};
+use crate::policy::{Decision, Facts, Policy, Scope};
 use crate::ratelimit::{LimiterRegistry, PolicyLimits, RetryAfter};
 use crate::simple;
+use crate::slots::KeyedSlots;
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 use crate::{metrics, telemetry};
@@ -49,6 +51,8 @@ pub struct Limits {
     pub retry: RetryPolicy,
     /// Most requests in flight; more are shed with 503.
     pub max_in_flight: usize,
+    /// Most requests in flight for one caller; more get 429, so one caller cannot starve the rest.
+    pub max_in_flight_per_caller: usize,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
     /// Most idempotency keys remembered.
@@ -64,6 +68,7 @@ impl Default for Limits {
             connect_timeout: Duration::from_secs(5),
             retry: RetryPolicy::default(),
             max_in_flight: 1024,
+            max_in_flight_per_caller: 256,
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
         }
@@ -95,6 +100,7 @@ pub struct Gateway {
     forwarder: Forwarder,
     idempotency: IdempotencyStore,
     in_flight: Arc<Semaphore>,
+    caller_in_flight: KeyedSlots<String>,
     limits: Limits,
     audit: Audit,
     reload_error: arc_swap::ArcSwapOption<String>,
@@ -133,6 +139,7 @@ impl Gateway {
                 limits.idempotency_window,
             ),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
             limits,
             audit: Audit::disabled(),
             reload_error: arc_swap::ArcSwapOption::empty(),
@@ -217,6 +224,11 @@ impl Gateway {
         &self.broker
     }
 
+    /// How many requests of the caller named `caller` are in flight past the pre-body policy.
+    pub fn caller_in_flight(&self, caller: &str) -> usize {
+        self.caller_in_flight.held(&caller.to_owned())
+    }
+
     /// Answers one request. Never fails: every error becomes a Graph-shaped response.
     pub async fn handle<B>(&self, req: Request<B>) -> Response<Full<Bytes>>
     where
@@ -237,11 +249,7 @@ impl Gateway {
         };
         let mut trail = AuditTrail::begin(&self.audit, origin);
         async {
-            // Shed load before doing any work: a bounded number of requests are in flight.
-            let result = match Arc::clone(&self.in_flight).try_acquire_owned() {
-                Ok(_permit) => self.pipeline(&ids, req, &mut trail).await,
-                Err(_) => Err(GatewayError::Overloaded),
-            };
+            let result = self.pipeline(&ids, req, &mut trail).await;
             let (mut resp, error_code) = match result {
                 Ok(resp) => (resp, None),
                 Err(err) => {
@@ -304,8 +312,23 @@ impl Gateway {
         let idempotency_key = idempotency::key_of(req.headers())
             .transpose()
             .map_err(GatewayError::BadIdempotencyKey)?;
-        // The body is read within bounds and checked against the operation's schema.
         inbound::check_content_type(req.headers())?;
+        // What no body could make allowed is refused unread: a caller without permission
+        // cannot hold a slot by declaring a body it never sends.
+        self.refuse_before_body(policy, caller.index, caller_name, &target, trail)?;
+        // One caller cannot take every in-flight slot: its own bound comes first...
+        let _caller_slot = self
+            .caller_in_flight
+            .try_acquire(&caller_name.to_owned())
+            .ok_or(GatewayError::RateLimited {
+                scope: "the caller's requests in flight",
+                retry_after_secs: 1,
+            })?;
+        // ...then the gateway's: load is shed before the body is waited for.
+        let _permit = Arc::clone(&self.in_flight)
+            .try_acquire_owned()
+            .map_err(|_| GatewayError::Overloaded)?;
+        // The body is read within bounds and checked against the operation's schema.
         let body = inbound::read_body(
             req,
             self.limits.max_body_bytes,
@@ -393,6 +416,36 @@ impl Gateway {
             .send(ids, &target, &body, &self.broker, trail)
             .await;
         settle(ticket, result, ids)
+    }
+}
+
+impl Gateway {
+    /// Refuses (403) a request that the policy denies whatever its body (see
+    /// [`Policy::decide_before_body`]), recording the decision.
+    fn refuse_before_body(
+        &self,
+        policy: &Policy,
+        caller: usize,
+        caller_name: &str,
+        target: &crate::route::Recognised,
+        trail: &mut AuditTrail,
+    ) -> Result<(), GatewayError> {
+        let scope = Scope {
+            caller,
+            op: target.op,
+            version: target.version,
+            device: &target.device_id,
+        };
+        let Some(decision) = policy.decide_before_body(&scope) else {
+            return Ok(());
+        };
+        record_decision(&tracing::Span::current(), trail, &decision);
+        trail.note("refused before the body was read: no body could make it allowed");
+        Err(GatewayError::Forbidden(forbidden_message(
+            &decision,
+            caller_name,
+            target,
+        )))
     }
 }
 

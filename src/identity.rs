@@ -33,8 +33,10 @@ impl AuthMethod {
 pub struct PeerCertificate {
     /// URI subject-alternative names (SPIFFE ids and the like).
     pub uri_sans: Vec<String>,
-    /// The subject's common name.
+    /// The subject's common name (the first, when [`Self::several_cns`]).
     pub subject_cn: Option<String>,
+    /// The subject holds more than one common name: such a certificate identifies nobody.
+    pub several_cns: bool,
 }
 
 impl PeerCertificate {
@@ -57,15 +59,16 @@ impl PeerCertificate {
                     .collect()
             })
             .unwrap_or_default();
-        let subject_cn = cert
-            .subject()
-            .iter_common_name()
+        let mut cns = cert.subject().iter_common_name();
+        let subject_cn = cns
             .next()
             .and_then(|cn| cn.as_str().ok())
             .map(str::to_owned);
+        let several_cns = cns.next().is_some();
         Some(PeerCertificate {
             uri_sans,
             subject_cn,
+            several_cns,
         })
     }
 }
@@ -96,6 +99,11 @@ pub enum AuthError {
     /// A certificate (from a trusted CA) that names no caller.
     #[error("the client certificate does not identify any caller")]
     UnknownCertificate,
+    /// A certificate with several subject CNs: which one names the holder is ambiguous.
+    #[error(
+        "the client certificate holds several subject common names (CN); use a certificate with one CN or a URI SAN"
+    )]
+    SeveralCommonNames,
     /// Both a certificate and an API key: a request carries exactly one identity.
     #[error("the request carries both a client certificate and an API key; send exactly one")]
     Ambiguous,
@@ -115,20 +123,31 @@ pub fn authenticate(
     match (header, peer) {
         (Some(_), Some(_)) => Err(AuthError::Ambiguous),
         (None, None) => Err(AuthError::Missing),
-        (None, Some(cert)) => policy
-            .mtls_caller(
-                cert.uri_sans.iter().map(String::as_str),
-                cert.subject_cn.as_deref(),
-            )
-            .map(|index| CallerId {
-                index,
-                method: AuthMethod::Mtls,
-            })
-            .ok_or(AuthError::UnknownCertificate),
+        (None, Some(cert)) => by_certificate(policy, cert),
         (Some(value), None) => {
             by_api_key(policy, value.to_str().map_err(|_| AuthError::Malformed)?)
         }
     }
+}
+
+/// A certificate's caller. One with a URI SAN is matched on its URI SANs only: its CN may
+/// name another workload (a CA issuing SPIFFE ids need not police CNs). One with several CNs
+/// is refused rather than matched on whichever comes first.
+fn by_certificate(policy: &Policy, cert: &PeerCertificate) -> Result<CallerId, AuthError> {
+    if cert.several_cns {
+        return Err(AuthError::SeveralCommonNames);
+    }
+    let cn = match cert.uri_sans.is_empty() {
+        true => cert.subject_cn.as_deref(),
+        false => None,
+    };
+    policy
+        .mtls_caller(cert.uri_sans.iter().map(String::as_str), cn)
+        .map(|index| CallerId {
+            index,
+            method: AuthMethod::Mtls,
+        })
+        .ok_or(AuthError::UnknownCertificate)
 }
 
 fn by_api_key(policy: &Policy, header: &str) -> Result<CallerId, AuthError> {
@@ -204,6 +223,7 @@ mod tests {
         let spiffe = PeerCertificate {
             uri_sans: vec!["spiffe://corp/ns/x/sa/svc".into()],
             subject_cn: Some("whatever".into()),
+            ..Default::default()
         };
         assert_eq!(
             auth(None, Some(&spiffe)),
@@ -215,11 +235,13 @@ mod tests {
         let cn = PeerCertificate {
             uri_sans: vec![],
             subject_cn: Some("legacy.corp".into()),
+            ..Default::default()
         };
         assert_eq!(auth(None, Some(&cn)).unwrap().index, 3);
         let stranger = PeerCertificate {
             uri_sans: vec!["spiffe://corp/ns/x/sa/other".into()],
             subject_cn: Some("svc".into()),
+            ..Default::default()
         };
         assert_eq!(
             auth(None, Some(&stranger)),
@@ -245,6 +267,7 @@ mod tests {
         let cert = |uris: &[&str], cn: Option<&str>| PeerCertificate {
             uri_sans: uris.iter().map(|u| (*u).to_owned()).collect(),
             subject_cn: cn.map(str::to_owned),
+            ..Default::default()
         };
         let who = |c: &PeerCertificate| {
             authenticate(&p, &HeaderMap::new(), Some(c)).map(|id| p.callers[id.index].name.clone())
@@ -257,7 +280,7 @@ mod tests {
         assert_eq!(
             who(&cert(&["spiffe://corp/sa/c500"], Some("host.corp"))),
             Ok("c500".into()),
-            "a certificate satisfying two callers is the earlier one's"
+            "a certificate with a URI SAN is matched on it, not on its CN"
         );
         assert_eq!(
             who(&cert(&["spiffe://corp/sa/nobody"], Some("other.corp"))),
@@ -304,12 +327,36 @@ mod tests {
         let cn = PeerCertificate {
             uri_sans: vec![],
             subject_cn: Some("c1500.corp".into()),
+            ..Default::default()
         };
         assert_eq!(
             authenticate(&p, &HeaderMap::new(), Some(&cn))
                 .unwrap()
                 .index,
             1500
+        );
+    }
+
+    #[test]
+    fn a_uri_san_certificate_never_matches_on_its_cn_and_several_cns_match_nobody() {
+        let named_elsewhere = PeerCertificate {
+            uri_sans: vec!["spiffe://corp/ns/x/sa/unknown".into()],
+            subject_cn: Some("legacy.corp".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            auth(None, Some(&named_elsewhere)),
+            Err(AuthError::UnknownCertificate),
+            "its CN names the CN caller 'legacy', but its URI SAN names another workload"
+        );
+        let several = PeerCertificate {
+            subject_cn: Some("legacy.corp".into()),
+            several_cns: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            auth(None, Some(&several)),
+            Err(AuthError::SeveralCommonNames)
         );
     }
 

@@ -2,10 +2,13 @@
 //! Microsoft Graph, for privileged Intune device-management actions.
 //!
 //! The map, in the order a request meets it:
-//! - [`server`]: the listener (connection bounds, HTTP/1.1 + HTTP/2, graceful shutdown).
+//! - [`server`]: the listener (connection caps per source and in total, a deadline for every
+//!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, graceful shutdown).
+//!   [`slots`] holds the per-key caps it and the gateway use.
 //! - [`gateway`]: **the request pipeline, in one place**: ids → identity → recognition →
 //!   body validation → policy → token → audit intent → forward → audit outcome.
-//! - [`identity`]: who the caller is (API key).
+//! - [`identity`]: who the caller is (API key or client certificate; [`client_crl`] checks
+//!   certificates against a CRL file that follows its changes).
 //! - [`route`] and [`catalog`]: which Graph operation a path is, on which device; the
 //!   operations themselves are data in the catalog. [`schema`] validates their bodies.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`); [`reload`] replaces it on
@@ -26,6 +29,7 @@ pub mod app;
 pub mod audit;
 pub mod breaker;
 pub mod catalog;
+pub mod client_crl;
 pub mod cloud;
 pub mod credential;
 pub mod demo;
@@ -47,6 +51,7 @@ pub mod schema;
 pub mod secret;
 pub mod server;
 pub mod simple;
+pub mod slots;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

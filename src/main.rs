@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             .flatten();
         let telemetry = telemetry::init(matches!(cli.log_format, LogFormat::Json), otlp)?;
         let result = match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Emulate(args) => emulate(args).await,
             Command::Policy(cmd) => policy(cmd),
             Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
@@ -68,6 +68,9 @@ fn otlp_from_env() -> Option<OtlpConfig> {
 }
 
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
+    // Mistakes in the flags stop start-up before anything else is done.
+    check_listen_addresses(&args)?;
+    warn_about_overrides(&args);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
     let mut extra_ca_pem = args
@@ -121,13 +124,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         audit,
     };
     let tls = server_tls(&args)?;
-    if tls.is_none() && !args.listen.ip().is_loopback() && !args.allow_insecure_listener {
-        return Err(format!(
-            "refusing plain HTTP on {}: callers' API keys would cross the network in clear. Use --tls-cert/--tls-key, a loopback address, or --allow-insecure-listener",
-            args.listen
-        )
-        .into());
-    }
+    let demo_key_accepted = demo::accepts_demo_key(&policy);
     let gateway = app::build(&settings, policy)?;
     let reload_path = (args.policy.is_some() || !args.emulator).then(|| {
         args.policy
@@ -143,10 +140,10 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     }
     // Fetch the first token now, so the least-privilege report (readiness) is known early.
     tokio::spawn(app::prime_token(Arc::clone(&gateway)));
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?;
     let addr = listener.local_addr()?;
     tracing::info!(listen = %addr, "graphgate listening");
-    let admin = tokio::net::TcpListener::bind(args.admin_listen).await?;
+    let admin = bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?;
     let admin_addr = admin.local_addr()?;
     // Every start-up check has passed: only now does the audit log say the gateway started.
     gateway
@@ -163,14 +160,20 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         },
     ));
+    let signal = shutdown_signal();
     if args.emulator {
+        // Only suggest the demo key to a policy that accepts it.
+        let key = match demo_key_accepted {
+            true => demo::DEMO_API_KEY,
+            false => "<an API key of a caller in your policy>",
+        };
         eprintln!(
             "graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}",
-            demo::curl_example(addr, args.cloud)
+            demo::curl_example_with_key(addr, args.cloud, key)
         );
     }
     let shutdown = async move {
-        shutdown_signal().await;
+        signal.await;
         let _ = shutdown_tx.send(true);
     };
     let audit = gateway.audit().clone();
@@ -185,6 +188,53 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Listen addresses that would expose what must stay local are refused.
+fn check_listen_addresses(args: &ServeArgs) -> Fallible<()> {
+    if args.emulator && !args.listen.ip().is_loopback() {
+        return Err(format!(
+            "refusing --emulator on {}: emulator mode has a published demo API key and fake credentials, so it listens only on a loopback address (--listen / GRAPHGATE_LISTEN, e.g. 127.0.0.1:8080)",
+            args.listen
+        )
+        .into());
+    }
+    let tls = args.tls_cert.is_some();
+    if !tls && !args.listen.ip().is_loopback() && !args.allow_insecure_listener {
+        return Err(format!(
+            "refusing plain HTTP on {}: callers' API keys would cross the network in clear. Use --tls-cert/--tls-key, a loopback address, or --allow-insecure-listener",
+            args.listen
+        )
+        .into());
+    }
+    if !args.admin_listen.ip().is_loopback() {
+        tracing::warn!(
+            admin_listen = %args.admin_listen,
+            "the admin listener is not on a loopback address: /metrics and /readyz are reachable from the network (the policy hash and reload errors are left out of /readyz there)"
+        );
+    }
+    Ok(())
+}
+
+/// Overrides meant for the emulator and tests are loud in production: they redirect
+/// Graph and Entra traffic, or widen the CAs trusted for it.
+fn warn_about_overrides(args: &ServeArgs) {
+    if args.emulator {
+        return;
+    }
+    if let Some(rules) = &args.connect_to {
+        tracing::warn!(connect_to = %rules, "GRAPHGATE_CONNECT_TO / --connect-to is set outside --emulator: connections to Graph and Entra go to these addresses, not where DNS says");
+    }
+    if let Some(file) = &args.extra_ca_file {
+        tracing::warn!(extra_ca_file = %file.display(), "GRAPHGATE_EXTRA_CA_FILE / --extra-ca-file is set outside --emulator: certificates from these CAs are trusted for Graph and Entra");
+    }
+}
+
+/// Binds `addr`; an error names the address and the flag that set it.
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> Fallible<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (set by {flag}): {e}").into())
+}
+
 fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
@@ -195,23 +245,27 @@ fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
         cert_pem: read(cert)?,
         key_pem: Secret::new(read(key)?),
         client_ca_pem: args.client_ca.as_ref().map(read).transpose()?,
+        client_crl: args.client_crl.clone(),
     };
     Ok(Some(graphgate::tls::server_config(&tls)?))
 }
 
-async fn shutdown_signal() {
+/// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not
+/// first polled): a supervisor may stop the process as soon as its banner is printed.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
             tokio::select! {
                 _ = term.recv() => {},
                 _ = tokio::signal::ctrl_c() => {},
             }
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
@@ -249,7 +303,8 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
     if let Some(path) = &args.ca_out {
         std::fs::write(path, emulator.ca_pem())?;
     }
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = bind(args.listen, "emulate --listen").await?;
+    let signal = shutdown_signal();
     let addr = listener.local_addr()?;
     eprintln!(
         "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",
@@ -260,9 +315,7 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
                 .display()
                 .to_string()),
     );
-    Arc::clone(&emulator)
-        .serve(listener, shutdown_signal())
-        .await?;
+    Arc::clone(&emulator).serve(listener, signal).await?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -37,15 +37,15 @@ struct StateLabel {
     state: &'static str,
 }
 
-/// Why audit records were left out (`refusal`, `unauthenticated`).
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ReasonLabel {
-    reason: &'static str,
-}
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OperationLabel {
     operation: &'static str,
+}
+
+/// A label with one `reason` (why audit records were left out, why a connection closed).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
 }
 
 struct Metrics {
@@ -64,6 +64,7 @@ struct Metrics {
     policy_reloads: Family<ResultLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
+    connections_closed: Family<ReasonLabel, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -91,6 +92,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         policy_reloads: Family::default(),
         errors: Family::default(),
         permissions: Family::default(),
+        connections_closed: Family::default(),
         registry: Registry::default(),
     };
     let r = &mut registry;
@@ -163,6 +165,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_app_permissions",
         "Application permissions of the gateway's own token against what the policy needs: missing (readiness fails) and excess (more privilege than used)",
         m.permissions.clone(),
+    );
+    r.register(
+        "graphgate_connections_closed",
+        "Client connections the server closed or refused, by reason (a deadline, an HTTP/2 control-frame flood, a connection cap)",
+        m.connections_closed.clone(),
     );
     Metrics { registry, ..m }
 });
@@ -289,6 +296,14 @@ fn policy_reload_result(result: &'static str) {
 /// The gateway answered with one of its own error codes (a static, bounded set).
 pub fn error(code: &'static str) {
     METRICS.errors.get_or_create(&CodeLabel { code }).inc();
+}
+
+/// The server closed or refused a connection; `reason` is one of a static, bounded set.
+pub fn connection_closed(reason: &'static str) {
+    METRICS
+        .connections_closed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// The latest least-privilege comparison.

@@ -72,6 +72,8 @@ pub struct ServerTls {
     pub key_pem: crate::secret::Secret,
     /// PEM CA certificates whose client certificates are accepted; `None` turns mTLS off.
     pub client_ca_pem: Option<String>,
+    /// A PEM file of CRLs from those CAs; re-read when it changes (see [`crate::client_crl`]).
+    pub client_crl: Option<std::path::PathBuf>,
 }
 
 /// The server could not be given TLS.
@@ -86,10 +88,14 @@ pub enum ServerTlsError {
     /// The client CA set is unusable.
     #[error("client CA: {0}")]
     ClientCa(String),
+    /// The client CRL file is unusable.
+    #[error(transparent)]
+    ClientCrl(#[from] crate::client_crl::CrlError),
 }
 
 /// A rustls server config: HTTP/2 and HTTP/1.1 by ALPN; client certificates verified against
-/// the client CA when one is set, but optional, so API-key callers can use the same port.
+/// the client CA when one is set (and against the CRL file, when one is set: this needs a
+/// Tokio runtime, which watches the file), but optional, so API-key callers can use the same port.
 pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, ServerTlsError> {
     let certs = certs_from_pem(&tls.cert_pem)?;
     let key = key_from_pem(tls.key_pem.expose())?;
@@ -102,13 +108,13 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Serve
             for ca in certs_from_pem(pem)? {
                 roots.add(ca)?;
             }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider(),
-            )
-            .allow_unauthenticated()
-            .build()
-            .map_err(|e| ServerTlsError::ClientCa(e.to_string()))?;
+            let roots = Arc::new(roots);
+            let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
+                match &tls.client_crl {
+                    Some(path) => crate::client_crl::Reloading::start(roots, path.clone())?,
+                    None => crate::client_crl::verifier(&roots, None)
+                        .map_err(ServerTlsError::ClientCa)?,
+                };
             builder.with_client_cert_verifier(verifier)
         }
     };

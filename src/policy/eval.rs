@@ -152,7 +152,7 @@ impl Policy {
         }
     }
 
-    fn rules_for(&self, caller: usize) -> impl Iterator<Item = &Rule> {
+    pub(super) fn rules_for(&self, caller: usize) -> impl Iterator<Item = &Rule> {
         self.by_caller
             .get(caller)
             .into_iter()
@@ -164,23 +164,36 @@ impl Policy {
 impl Rule {
     /// Whether this rule covers the request; the first reason it does not, if not.
     fn check(&self, f: &Facts<'_>) -> Result<(), Miss<'_>> {
-        if !self.operations.iter().any(|o| std::ptr::eq(*o, f.op)) {
-            return Err(Miss::Operation);
-        }
-        if !self.versions.contains(&f.version) {
-            return Err(Miss::Version);
-        }
-        if let Some(devices) = &self.devices
-            && devices
-                .binary_search_by(|d| d.as_str().cmp(f.device))
-                .is_err()
-        {
-            return Err(Miss::Device);
-        }
+        self.covers(f.op, f.version, f.device)?;
         match self.conditions.iter().find(|c| !c.holds(f.params)) {
             Some(failed) => Err(Miss::Condition(failed)),
             None => Ok(()),
         }
+    }
+}
+
+impl Rule {
+    /// Whether this rule covers the operation, version and device, its conditions aside.
+    fn covers(&self, op: &Operation, version: ApiVersion, device: &str) -> Result<(), Miss<'_>> {
+        if !self.operations.iter().any(|o| std::ptr::eq(*o, op)) {
+            return Err(Miss::Operation);
+        }
+        if !self.versions.contains(&version) {
+            return Err(Miss::Version);
+        }
+        if let Some(devices) = &self.devices
+            && devices
+                .binary_search_by(|d| d.as_str().cmp(device))
+                .is_err()
+        {
+            return Err(Miss::Device);
+        }
+        Ok(())
+    }
+
+    /// Whether this rule covers the operation, version and device, its conditions aside.
+    pub(super) fn in_scope(&self, op: &Operation, version: ApiVersion, device: &str) -> bool {
+        self.covers(op, version, device).is_ok()
     }
 }
 

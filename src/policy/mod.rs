@@ -6,6 +6,7 @@ mod compile;
 mod eval;
 mod file;
 mod keys;
+mod prejudge;
 pub mod rate;
 
 use std::collections::HashMap;
@@ -16,6 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::catalog::{ApiVersion, Operation};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
+pub use prejudge::Scope;
 pub use rate::Rate;
 
 /// The policy-file format this build reads.

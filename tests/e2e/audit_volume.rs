@@ -34,7 +34,18 @@ fn suppressed(r: &Value) -> u64 {
 
 #[tokio::test]
 async fn a_huge_parameter_is_recorded_capped_with_its_fingerprint() {
-    let h = start().await;
+    // The other service may run the action only towards one Exchange server, so its request
+    // is read in full and refused by a condition (a caller no rule names is refused before
+    // its body is read, and its record carries no parameters at all).
+    let policy = format!(
+        "{}  - name: other-to-one-exchange\n    callers: [other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - {{ param: exchangeServer, equals: exchange.contoso.com }}\n",
+        policy_text()
+    );
+    let h = start_with(Options {
+        policy: Some(policy),
+        ..Options::default()
+    })
+    .await;
     // The SIP address has no length rule of its own (an email parameter would be refused
     // as an address before policy), so it carries the huge value.
     let long = format!("sip:{}@rooms.contoso.com", "a".repeat(60_000));

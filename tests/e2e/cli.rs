@@ -61,14 +61,14 @@ impl OutputWithin for Command {
 }
 
 /// A running `serve --emulator` and the lines it printed before it was ready.
-struct Served {
+pub(crate) struct Served {
     proc: Proc,
-    banner: Vec<String>,
+    pub(crate) banner: Vec<String>,
     audit_log: std::path::PathBuf,
 }
 
 impl Served {
-    fn start(extra: &[&str]) -> Served {
+    pub(crate) fn start(extra: &[&str]) -> Served {
         let audit_log = temp_dir("served").join("audit.jsonl");
         let audit_arg = audit_log.to_str().unwrap().to_owned();
         let mut args = vec!["serve", "--emulator", "--listen", "127.0.0.1:0"];
@@ -93,7 +93,7 @@ impl Served {
         }
     }
 
-    fn curl(&self) -> String {
+    pub(crate) fn curl(&self) -> String {
         let start = self
             .banner
             .iter()
@@ -110,7 +110,7 @@ impl Served {
 
     /// Stops the server and returns everything it wrote after the banner (the banner shows
     /// the demo key on purpose: it is the curl example).
-    fn stop(mut self) -> String {
+    pub(crate) fn stop(mut self) -> String {
         self.proc.signal("TERM");
         let status = self.proc.wait_exit(LIMIT);
         let mut out = self.proc.stdout.read_to_end(LIMIT);

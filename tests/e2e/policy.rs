@@ -11,7 +11,7 @@ use bytes::Bytes;
 use common::pki::{Ca, client_config};
 use common::*;
 use graphgate::identity::api_key_sha256;
-use http_body_util::{BodyExt, Full};
+use http_body_util::Full;
 
 const OTHER_DEVICE: &str = "1c7a3e2f-2b3c-4d4e-9fa0-112233445566";
 
@@ -307,43 +307,6 @@ async fn tenant_pacing_answers_429_before_graph_would() {
     assert_eq!(h.emulator.graph_requests().len(), 2);
 }
 
-/// Sends one request over TLS, optionally with a client certificate.
-async fn tls_call(
-    addr: std::net::SocketAddr,
-    config: Arc<rustls::ClientConfig>,
-    key: Option<&str>,
-) -> Result<(u16, String), String> {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let tls = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| e.to_string())?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
-            .await
-            .map_err(|e| e.to_string())?;
-    tokio::spawn(conn);
-    let mut req = http::Request::post(ACTION_PATH)
-        .header("host", "localhost")
-        .header("content-type", "application/json");
-    if let Some(key) = key {
-        req = req.header("authorization", format!("Bearer {key}"));
-    }
-    let resp = sender
-        .send_request(req.body(Full::new(Bytes::from(body()))).unwrap())
-        .await
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
-}
-
 #[tokio::test]
 async fn mtls_callers_are_identified_by_uri_san_or_cn() {
     let server_ca = Ca::new("server CA");
@@ -353,6 +316,7 @@ async fn mtls_callers_are_identified_by_uri_san_or_cn() {
         cert_pem: server.cert_pem.clone(),
         key_pem: graphgate::secret::Secret::new(server.key_pem.clone()),
         client_ca_pem: Some(client_ca.pem.clone()),
+        client_crl: None,
     })
     .unwrap();
     let rules = "  - name: spiffe-may-rotate\n    callers: [spiffe-svc, cn-svc, rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n";

@@ -7,6 +7,7 @@
 
 pub mod clock;
 pub mod emu;
+pub mod h2raw;
 pub mod metrics;
 pub mod pki;
 pub mod process;
@@ -382,4 +383,100 @@ impl Drop for Harness {
         let _ = self.stop.send(true);
         let _ = self.emulator_stop.send(true);
     }
+}
+
+/// Raises this process's soft limit on open files to at least `want` (up to the hard limit),
+/// for tests that hold thousands of sockets; fails naming both limits if it cannot.
+pub fn raise_fd_limit(want: u64) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let current = limit.current.unwrap_or(u64::MAX);
+    if current >= want {
+        return;
+    }
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    assert!(
+        hard >= want,
+        "this test holds {want} sockets, but the hard RLIMIT_NOFILE is {hard}: raise it (ulimit -Hn)"
+    );
+    let raised = rustix::process::Rlimit {
+        current: Some(want),
+        maximum: limit.maximum,
+    };
+    setrlimit(Resource::Nofile, raised).unwrap();
+}
+
+/// A TCP connection to `to` from the loopback address `from` (e.g. 127.0.0.2), so tests can
+/// stand for several client hosts.
+pub async fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from((from, 0))).unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Reads until the peer closes (EOF or reset) or `within` passes; what was read, and whether
+/// the close came.
+pub async fn read_until_closed(
+    stream: &mut (impl tokio::io::AsyncRead + Unpin),
+    within: Duration,
+) -> (Vec<u8>, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(within, async {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await
+    .is_ok();
+    (buf, closed)
+}
+
+/// Sends one request over TLS, optionally with a client certificate.
+pub async fn tls_call(
+    addr: SocketAddr,
+    config: Arc<rustls::ClientConfig>,
+    key: Option<&str>,
+) -> Result<(u16, String), String> {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let mut req = http::Request::post(ACTION_PATH)
+        .header("host", "localhost")
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("authorization", format!("Bearer {key}"));
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body()))).unwrap())
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// The value of one sample in the gateway's metrics (`name{labels}` exactly), 0 if absent.
+pub fn metric(sample: &str) -> f64 {
+    graphgate::metrics::encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(sample)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
 }

@@ -57,7 +57,8 @@ impl Ca {
         self.leaf(params)
     }
 
-    fn leaf(&self, params: CertificateParams) -> Leaf {
+    /// A leaf certificate with these parameters, signed by this CA.
+    pub fn leaf(&self, params: CertificateParams) -> Leaf {
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -66,6 +67,33 @@ impl Ca {
             chain: vec![cert.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
         }
+    }
+}
+
+impl Ca {
+    /// A PEM CRL from this CA revoking `revoked` (none: a CRL that revokes nothing).
+    pub fn crl(&self, revoked: &[&Leaf]) -> String {
+        let revoked_certs = revoked
+            .iter()
+            .map(|leaf| {
+                let (_, cert) = x509_parser::parse_x509_certificate(&leaf.chain[0]).unwrap();
+                rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                    revocation_time: rcgen::date_time_ymd(2025, 1, 1),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                }
+            })
+            .collect();
+        let params = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2025, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(revoked.len() as u64 + 1),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        };
+        params.signed_by(&self.issuer).unwrap().pem().unwrap()
     }
 }
 

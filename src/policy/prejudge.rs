@@ -1,0 +1,206 @@
+//! Deciding before the body is read. A request whose caller, operation, version and device
+//! no rule could allow is refused whatever its body says, so the gateway refuses it without
+//! reading (or waiting for) the body: a caller with no permission cannot hold a slot by
+//! declaring a body it never sends.
+
+use super::{Decision, Effect, Mode, Policy};
+use crate::catalog::{ApiVersion, Operation};
+
+/// What a request is decided on, apart from its body.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    /// Index into [`Policy::callers`].
+    pub caller: usize,
+    /// The operation.
+    pub op: &'static Operation,
+    /// The API version.
+    pub version: ApiVersion,
+    /// The target device (lower-case GUID).
+    pub device: &'a str,
+}
+
+impl Policy {
+    /// The decision for a request in `scope`, when no body could change it; `None` when it
+    /// depends on the body. `Some(d)` means [`Policy::decide`] answers exactly `d` for every
+    /// body, so the request can be refused unread.
+    ///
+    /// Looking at the rules naming the caller that cover the operation, version and device:
+    /// - if the first enforced deny among them has no conditions, it decides (deny wins);
+    /// - if that deny has conditions, which rule decides depends on the body;
+    /// - otherwise, if no allow rule (enforced, or shadow: its verdict is recorded) is among
+    ///   them, the request is denied by default; else the body decides.
+    pub fn decide_before_body(&self, scope: &Scope<'_>) -> Option<Decision<'_>> {
+        let mut could_allow = false;
+        for rule in self
+            .rules_for(scope.caller)
+            .filter(|r| r.in_scope(scope.op, scope.version, scope.device))
+        {
+            match (rule.effect, rule.mode) {
+                (Effect::Deny, Mode::Enforce) if rule.conditions.is_empty() => {
+                    return Some(Decision {
+                        allowed: false,
+                        rule: Some(rule),
+                        shadow: None,
+                    });
+                }
+                (Effect::Deny, Mode::Enforce) => return None,
+                (Effect::Allow, _) => could_allow = true,
+                (Effect::Deny, Mode::Shadow) => {}
+            }
+        }
+        (!could_allow).then_some(Decision {
+            allowed: false,
+            rule: None,
+            shadow: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+    use crate::policy::Facts;
+    use crate::schema::{ParamValue, Params};
+
+    const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+    const OTHER_DEV: &str = "11111111-2222-3333-4444-555555555555";
+    const OP: &str = "operations: [managedDevices.updateWindowsDeviceAccount]";
+
+    fn policy(rules: &str) -> Policy {
+        let text = format!(
+            "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{}\"\n  - name: b\n    api_key_sha256: \"{}\"\nrules:\n{rules}",
+            "1".repeat(64),
+            "2".repeat(64)
+        );
+        Policy::from_yaml(&text, "p").unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn rule(name: &str, extra: &str) -> String {
+        format!("  - name: {name}\n    callers: [a]\n    {OP}\n{extra}")
+    }
+
+    fn scope(version: ApiVersion, device: &str) -> Scope<'_> {
+        Scope {
+            caller: 0,
+            op: catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap(),
+            version,
+            device,
+        }
+    }
+
+    /// Bodies that satisfy or miss each condition the policies below use.
+    fn bodies() -> Vec<Params> {
+        let s = |v: &str| ParamValue::String(v.to_owned());
+        let mut out = vec![Params(vec![])];
+        for email in ["x@rooms.example", "x@evil.example"] {
+            for rotation in [true, false] {
+                out.push(Params(vec![
+                    ("deviceAccountEmail".into(), s(email)),
+                    ("passwordRotationEnabled".into(), ParamValue::Bool(rotation)),
+                ]));
+            }
+        }
+        out
+    }
+
+    /// `decide_before_body` is `Some` exactly when every body gets that same decision.
+    fn check(p: &Policy, version: ApiVersion, device: &str) -> Option<(bool, Option<String>)> {
+        let sc = scope(version, device);
+        let early = p.decide_before_body(&sc);
+        let outcomes: Vec<_> = bodies()
+            .iter()
+            .map(|params| {
+                let d = p.decide(&Facts {
+                    caller: sc.caller,
+                    op: sc.op,
+                    version,
+                    device,
+                    params,
+                });
+                (
+                    d.allowed,
+                    d.rule_name().map(str::to_owned),
+                    d.shadow.is_some(),
+                )
+            })
+            .collect();
+        if let Some(e) = early {
+            let expected = (e.allowed, e.rule_name().map(str::to_owned), false);
+            assert!(
+                outcomes.iter().all(|o| *o == expected),
+                "{outcomes:?} vs {expected:?}"
+            );
+        }
+        early.map(|e| (e.allowed, e.rule_name().map(str::to_owned)))
+    }
+
+    const COND: &str =
+        "    when:\n      - { param: deviceAccountEmail, suffix: \"@rooms.example\" }\n";
+
+    #[test]
+    fn no_rule_for_the_caller_or_scope_is_refused_unread() {
+        let p = policy(&rule(
+            "allow-dev",
+            &format!("    devices: [{DEV}]\n    api_versions: [v1.0]\n{COND}"),
+        ));
+        assert_eq!(
+            check(&p, ApiVersion::V1, OTHER_DEV),
+            Some((false, None)),
+            "other device"
+        );
+        assert_eq!(
+            check(&p, ApiVersion::Beta, DEV),
+            Some((false, None)),
+            "other version"
+        );
+        assert_eq!(check(&p, ApiVersion::V1, DEV), None, "the body decides");
+        let mut b = scope(ApiVersion::V1, DEV);
+        b.caller = 1;
+        assert!(
+            p.decide_before_body(&b).is_some_and(|d| !d.allowed),
+            "caller b has no rule"
+        );
+    }
+
+    #[test]
+    fn an_unconditional_deny_decides_and_a_conditional_one_needs_the_body() {
+        let deny = "    effect: deny\n";
+        let p = policy(&format!("{}{}", rule("allow", ""), rule("deny-all", deny)));
+        assert_eq!(
+            check(&p, ApiVersion::V1, DEV),
+            Some((false, Some("deny-all".into())))
+        );
+        let p = policy(&format!(
+            "{}{}{}",
+            rule("allow", ""),
+            rule("deny-some", &format!("{deny}{COND}")),
+            rule("deny-all", deny)
+        ));
+        assert_eq!(
+            check(&p, ApiVersion::V1, DEV),
+            None,
+            "which deny names the refusal"
+        );
+        let p = policy(&rule("deny-some", &format!("{deny}{COND}")));
+        assert_eq!(check(&p, ApiVersion::V1, DEV), None);
+    }
+
+    #[test]
+    fn shadow_allows_need_the_body_and_shadow_denies_do_not() {
+        let p = policy(&rule("trial", &format!("    mode: shadow\n{COND}")));
+        assert_eq!(
+            check(&p, ApiVersion::V1, DEV),
+            None,
+            "its verdict is recorded"
+        );
+        let p = policy(&rule("trial-deny", "    mode: shadow\n    effect: deny\n"));
+        assert_eq!(check(&p, ApiVersion::V1, DEV), Some((false, None)));
+        let p = policy(&rule("allow", ""));
+        assert_eq!(
+            check(&p, ApiVersion::V1, DEV),
+            None,
+            "an allow needs the body read"
+        );
+    }
+}

@@ -1,0 +1,189 @@
+//! What a new operator meets at start-up: listeners that would expose the gateway by
+//! mistake are refused, a busy port names its flag, overrides meant for tests are warned
+//! about, the emulator banner suggests only a key the policy accepts, and an admin listener
+//! off loopback keeps the policy hash and reload errors out of `/readyz`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::cli::{Served, graphgate};
+use crate::common;
+
+use common::*;
+
+fn fails_with(args: &[&str]) -> String {
+    let out = graphgate(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{args:?} must not start: {err}");
+    err
+}
+
+#[test]
+fn listeners_that_would_expose_the_gateway_are_refused() {
+    let admin = ["--admin-listen", "127.0.0.1:0"];
+    let err = fails_with(
+        &[
+            &["serve", "--emulator", "--listen", "0.0.0.0:0"][..],
+            &admin,
+        ]
+        .concat(),
+    );
+    assert!(
+        err.contains("refusing --emulator on 0.0.0.0:0") && err.contains("--listen"),
+        "{err}"
+    );
+    let err = fails_with(&[&["serve", "--listen", "0.0.0.0:0"][..], &admin].concat());
+    assert!(err.contains("refusing plain HTTP on 0.0.0.0:0"), "{err}");
+    // The flag that allows it does: start-up then stops at the next problem (no tenant).
+    let err = fails_with(
+        &[
+            &[
+                "serve",
+                "--listen",
+                "0.0.0.0:0",
+                "--allow-insecure-listener",
+            ][..],
+            &admin,
+        ]
+        .concat(),
+    );
+    assert!(err.contains("AZURE_TENANT_ID"), "{err}");
+}
+
+#[test]
+fn a_busy_port_names_the_address_and_the_flag() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = busy.local_addr().unwrap().to_string();
+    let audit = temp_dir("busy").join("audit.jsonl");
+    let audit = audit.to_str().unwrap();
+    let err = fails_with(&[
+        "serve",
+        "--emulator",
+        "--listen",
+        &addr,
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--audit-log",
+        audit,
+    ]);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr} (set by --listen / GRAPHGATE_LISTEN)"
+        )),
+        "{err}"
+    );
+    let err = fails_with(&[
+        "serve",
+        "--emulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        &addr,
+        "--audit-log",
+        audit,
+    ]);
+    assert!(
+        err.contains(&format!(
+            "cannot listen on {addr} (set by --admin-listen / GRAPHGATE_ADMIN_LISTEN)"
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn test_overrides_outside_the_emulator_are_warned_about() {
+    let ca = temp_dir("ca").join("extra-ca.pem");
+    std::fs::write(&ca, common::pki::Ca::new("extra").pem).unwrap();
+    let out = graphgate(&[
+        "serve",
+        "--connect-to",
+        "graph.microsoft.com:443=127.0.0.1:1",
+        "--extra-ca-file",
+        ca.to_str().unwrap(),
+    ])
+    .output()
+    .unwrap();
+    assert!(!out.status.success(), "no tenant configured");
+    let log = String::from_utf8_lossy(&out.stdout);
+    let warnings: Vec<&str> = log.lines().filter(|l| l.contains("\"WARN\"")).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("GRAPHGATE_CONNECT_TO") && l.contains("127.0.0.1:1")),
+        "{log}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|l| l.contains("GRAPHGATE_EXTRA_CA_FILE")),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
+    let dir = temp_dir("banner");
+    let mine = dir.join("mine.yaml");
+    std::fs::write(&mine, policy_text()).unwrap();
+    let served = Served::start(&["--policy", mine.to_str().unwrap()]);
+    let curl = served.curl();
+    served.stop();
+    assert!(!curl.contains(graphgate::demo::DEMO_API_KEY), "{curl}");
+    assert!(
+        curl.contains("<an API key of a caller in your policy>"),
+        "{curl}"
+    );
+
+    let with_demo = dir.join("with-demo.yaml");
+    std::fs::write(
+        &with_demo,
+        format!(
+            "{}  - name: demo\n    api_key_sha256: \"{}\"\n",
+            policy_text().split("rules:").next().unwrap(),
+            graphgate::identity::api_key_sha256(graphgate::demo::DEMO_API_KEY)
+        ),
+    )
+    .unwrap();
+    let served = Served::start(&["--policy", with_demo.to_str().unwrap()]);
+    let curl = served.curl();
+    served.stop();
+    assert!(curl.contains(graphgate::demo::DEMO_API_KEY), "{curl}");
+}
+
+#[tokio::test]
+async fn an_admin_listener_off_loopback_keeps_the_policy_hash_and_reload_errors_out() {
+    let h = start().await;
+    let admin = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
+    let port = admin.local_addr().unwrap().port();
+    tokio::spawn(graphgate::admin::serve(
+        admin,
+        h.gw.clone(),
+        std::future::pending(),
+    ));
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/readyz")
+        .header("host", "admin")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = sender.send_request(req).await.unwrap();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let detail: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let policy = &detail["checks"]["policy"];
+    assert_eq!(policy["last_reload_failed"], false, "{detail}");
+    assert!(
+        policy.get("version").is_none() && policy.get("last_reload_error").is_none(),
+        "{detail}"
+    );
+    assert!(!String::from_utf8_lossy(&body).contains(&h.gw.policy_hash()));
+    // On loopback, the full detail.
+    let (_, full) = graphgate::admin::readiness(&h.gw).await;
+    assert_eq!(full["checks"]["policy"]["version"], h.gw.policy_hash());
+}
