@@ -37,6 +37,9 @@ pub enum GatewayError {
     /// The body is not JSON.
     #[error("the request body must be sent as 'Content-Type: application/json'")]
     UnsupportedMediaType,
+    /// A body on an operation that takes none (a GET or DELETE).
+    #[error("this operation takes no request body ({0} without a body)")]
+    UnexpectedBody(&'static str),
     /// The body could not be read (client went away, or bad framing).
     #[error("the request body could not be read: {0}")]
     BodyRead(String),
@@ -116,12 +119,13 @@ impl GatewayError {
         match self {
             E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
             E::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
-            E::Route(RouteError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
+            E::Route(RouteError::MethodNotAllowed(_)) => StatusCode::METHOD_NOT_ALLOWED,
             E::Route(RouteError::TooLong) => StatusCode::URI_TOO_LONG,
             E::Route(_)
             | E::QueryNotAllowed
             | E::BadBody(_)
             | E::BadSimpleBody(_)
+            | E::UnexpectedBody(_)
             | E::BodyRead(_) => StatusCode::BAD_REQUEST,
             E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -143,9 +147,11 @@ impl GatewayError {
         match self {
             E::Unauthenticated(_) => "InvalidAuthenticationToken",
             E::Route(RouteError::NotFound) => "resourceNotFound",
-            E::Route(RouteError::MethodNotAllowed) => "methodNotAllowed",
+            E::Route(RouteError::MethodNotAllowed(_)) => "methodNotAllowed",
             E::Route(RouteError::TooLong) => "requestUriTooLong",
-            E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) => "invalidRequest",
+            E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) | E::UnexpectedBody(_) => {
+                "invalidRequest"
+            }
             E::BadBody(_) | E::BadSimpleBody(_) => "invalidRequest",
             E::RateLimited { .. } => "activityLimitReached",
             E::BodyTimeout(_) => "requestTimeout",
@@ -183,8 +189,8 @@ impl GatewayError {
                     HeaderValue::from_static(r#"Bearer realm="graphgate""#),
                 );
             }
-            GatewayError::Route(RouteError::MethodNotAllowed) => {
-                h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+            GatewayError::Route(RouteError::MethodNotAllowed(allow)) => {
+                h.insert(http::header::ALLOW, HeaderValue::from_static(allow));
             }
             GatewayError::Token(_) | GatewayError::AuditUnavailable(_) => {
                 h.insert(RETRY_AFTER, HeaderValue::from_static("5"));

@@ -72,7 +72,12 @@ pub fn evaluate<'p>(
         .parse()
         .map_err(|_| ExplainError::Request(request.to_owned()))?;
     let target = inbound::recognise(&method, path.trim()).map_err(refused)?;
-    let body = Bytes::copy_from_slice(body.ok_or(ExplainError::NoBody)?);
+    let needs_body = target.op.wrapper.is_some() || target.op.params.iter().any(|p| p.required);
+    let body = match body {
+        Some(b) => Bytes::copy_from_slice(b),
+        None if needs_body => return Err(ExplainError::NoBody),
+        None => Bytes::new(),
+    };
     let (_, params) = inbound::graph_body(&target, &body).map_err(refused)?;
     let facts = Facts {
         caller: index,
@@ -127,6 +132,7 @@ pub fn explain(
         eval.target.version.as_str(),
         eval.target.device_id
     );
+    let _ = writeln!(out, "tier: {}", eval.target.op.tier.as_str());
     let facts = Facts {
         caller: index,
         op: eval.target.op,

@@ -312,7 +312,7 @@ impl Gateway {
         let idempotency_key = idempotency::key_of(req.headers())
             .transpose()
             .map_err(GatewayError::BadIdempotencyKey)?;
-        inbound::check_content_type(req.headers())?;
+        inbound::check_content_type(req.headers(), target.op)?;
         // What no body could make allowed is refused unread: a caller without permission
         // cannot hold a slot by declaring a body it never sends.
         self.refuse_before_body(policy, caller.index, caller_name, &target, trail)?;
@@ -385,6 +385,8 @@ impl Gateway {
             return Err(limited);
         }
         // No double execution: a repeated key gets the first answer, a concurrent one waits.
+        // A secret read is never stored for replay: its answer goes to this caller only.
+        let idempotency_key = idempotency_key.filter(|_| !target.op.discloses_secret());
         let ticket = match idempotency_key {
             None => None,
             Some(key) => match self
@@ -415,6 +417,9 @@ impl Gateway {
             .forwarder
             .send(ids, &target, &body, &self.broker, trail)
             .await;
+        if target.op.discloses_secret() {
+            return Ok(crate::answer::disclosure(result?, trail));
+        }
         settle(ticket, result, ids)
     }
 }

@@ -10,6 +10,7 @@ use http::{HeaderMap, Request};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
+use crate::catalog::Operation;
 use crate::error::GatewayError;
 use crate::route::{self, Recognised, Surface};
 use crate::schema::{self, Params};
@@ -77,8 +78,20 @@ pub fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<boo
     Ok(by_header || by_query)
 }
 
-/// Only `application/json` bodies are accepted.
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+/// Only `application/json` bodies are accepted: required for an operation whose
+/// parameters are all in its body, and for any body a caller declares (a GET or DELETE
+/// declaring one is refused when the body turns out not to be empty).
+pub fn check_content_type(headers: &HeaderMap, op: &Operation) -> Result<(), GatewayError> {
+    let declares_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    let required =
+        op.takes_body() && (op.wrapper.is_some() || op.params.iter().any(|p| p.required));
+    if !op.takes_body() || (!declares_body && !required) {
+        return Ok(());
+    }
     let ok = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -120,23 +133,48 @@ where
     }
 }
 
-/// The Graph body to forward and its validated parameters. A simplified-API body is first
-/// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
+/// The Graph body to forward and its validated parameters. A GET or DELETE carries no
+/// body; an action without one is taken as `{}` (and forwarded without a body). A
+/// simplified-API body is first mapped to Graph's shape, then validated exactly as a
+/// Graph-shaped one.
 pub fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), GatewayError> {
-    let parsed = schema::parse_strict(body)?;
     let op = target.op;
+    if !op.takes_body() {
+        if !body.is_empty() {
+            return Err(GatewayError::UnexpectedBody(op.invocation.method_name()));
+        }
+        return Ok((Bytes::new(), Params::default()));
+    }
+    let params = op.params_for(target.version);
+    let parsed = match body.is_empty() {
+        true => serde_json::Value::Object(Default::default()),
+        false => schema::parse_strict(body)?,
+    };
     match (target.surface, op.simple) {
         (Surface::Simple, Some(api)) => {
             let graph = simple::to_graph_body(op, api, &parsed)?;
-            let params = schema::validate_request(&graph, op.params, op.wrapper)
+            let checked = schema::validate_request(&graph, params, op.wrapper)
                 .map_err(|e| simple::in_flat_terms(api, e))?;
             let bytes =
                 serde_json::to_vec(&graph).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
-            Ok((Bytes::from(bytes), params))
+            Ok((Bytes::from(bytes), checked))
         }
-        _ => Ok((
+        (Surface::Simple, None) => {
+            // The flat body is Graph's own; a null field means "not given" and is left out.
+            let graph = simple::without_nulls(&parsed)?;
+            let checked = schema::validate_request(&graph, params, op.wrapper)?;
+            let bytes = match graph.as_object().is_some_and(|m| m.is_empty()) {
+                true => Bytes::new(),
+                false => Bytes::from(
+                    serde_json::to_vec(&graph)
+                        .map_err(|e| GatewayError::BodyRead(e.to_string()))?,
+                ),
+            };
+            Ok((bytes, checked))
+        }
+        (Surface::Graph, _) => Ok((
             body.clone(),
-            schema::validate_request(&parsed, op.params, op.wrapper)?,
+            schema::validate_request(&parsed, params, op.wrapper)?,
         )),
     }
 }

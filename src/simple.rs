@@ -139,6 +139,24 @@ pub fn to_graph_body(op: &Operation, api: &SimpleApi, flat: &Value) -> Result<Va
     })
 }
 
+/// A flat body that is Graph's own (operations without a hand-made flat body), with the
+/// `null` fields left out: on the simplified API `null` means "not given".
+pub fn without_nulls(flat: &Value) -> Result<Value, SimpleError> {
+    let Value::Object(members) = flat else {
+        return Err(SimpleError::Syntax(SchemaError::WrongType {
+            path: "(body)".into(),
+            expected: "a JSON object",
+        }));
+    };
+    Ok(Value::Object(
+        members
+            .iter()
+            .filter(|(_, v)| !v.is_null())
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    ))
+}
+
 /// A refusal of the Graph body built from a flat one, naming the flat field the caller sent
 /// (`userPrincipalName`) rather than its Graph path (`deviceAccount.userPrincipalName`).
 pub fn in_flat_terms(api: &SimpleApi, err: SchemaError) -> SchemaError {

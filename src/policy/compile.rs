@@ -214,6 +214,13 @@ fn rule(
     let mut operations: Vec<&'static Operation> = Vec::new();
     for o in &entry.operations.value {
         match catalog::by_name(&o.value) {
+            Some(op) if op.binding == catalog::Binding::Devices => issues.at(
+                o,
+                format!(
+                    "{:?} is decided device by device as the operation its actionName names (executeAction with actionName wipe needs managedDevices.wipe): name those operations instead",
+                    o.value
+                ),
+            ),
             Some(op) => operations.push(op),
             None => issues.at(
                 o,
@@ -323,7 +330,7 @@ fn condition(
     for op in ops {
         let op_paths = paths
             .entry(op.name)
-            .or_insert_with(|| schema::param_paths(op.params, op.wrapper));
+            .or_insert_with(|| schema::param_paths(op.all_params(), op.wrapper));
         match op_paths.iter().find(|p| p.path == c.param) {
             Some(p) => known = Some(p),
             None => {
