@@ -37,6 +37,9 @@ pub enum GatewayError {
     /// The body is not JSON.
     #[error("the request body must be sent as 'Content-Type: application/json'")]
     UnsupportedMediaType,
+    /// A bulk request's devices or action refused before policy.
+    #[error(transparent)]
+    BadBulk(#[from] crate::bulk::BulkError),
     /// A body on an operation that takes none (a GET or DELETE).
     #[error("this operation takes no request body ({0} without a body)")]
     UnexpectedBody(&'static str),
@@ -126,6 +129,7 @@ impl GatewayError {
             | E::BadBody(_)
             | E::BadSimpleBody(_)
             | E::UnexpectedBody(_)
+            | E::BadBulk(_)
             | E::BodyRead(_) => StatusCode::BAD_REQUEST,
             E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -152,7 +156,7 @@ impl GatewayError {
             E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) | E::UnexpectedBody(_) => {
                 "invalidRequest"
             }
-            E::BadBody(_) | E::BadSimpleBody(_) => "invalidRequest",
+            E::BadBody(_) | E::BadSimpleBody(_) | E::BadBulk(_) => "invalidRequest",
             E::RateLimited { .. } => "activityLimitReached",
             E::BodyTimeout(_) => "requestTimeout",
             E::BadIdempotencyKey(_) => "invalidRequest",

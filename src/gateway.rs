@@ -57,6 +57,8 @@ pub struct Limits {
     pub idempotency_window: Duration,
     /// Most idempotency keys remembered.
     pub idempotency_capacity: u64,
+    /// Most devices one bulk `executeAction` may list.
+    pub max_bulk_devices: usize,
 }
 
 impl Default for Limits {
@@ -71,6 +73,7 @@ impl Default for Limits {
             max_in_flight_per_caller: 256,
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
+            max_bulk_devices: crate::bulk::DEFAULT_MAX_DEVICES,
         }
     }
 }
@@ -315,7 +318,10 @@ impl Gateway {
         inbound::check_content_type(req.headers(), target.op)?;
         // What no body could make allowed is refused unread: a caller without permission
         // cannot hold a slot by declaring a body it never sends.
-        self.refuse_before_body(policy, caller.index, caller_name, &target, trail)?;
+        // (A bulk request names its operation and devices in the body: decided after it.)
+        if target.op.binding != crate::catalog::Binding::Devices {
+            self.refuse_before_body(policy, caller.index, caller_name, &target, trail)?;
+        }
         // One caller cannot take every in-flight slot: its own bound comes first...
         let _caller_slot = self
             .caller_in_flight
@@ -337,15 +343,20 @@ impl Gateway {
         .await?;
         let (body, params) = inbound::graph_body(&target, &body)?;
         trail.params(&params);
-        // Deny by default: a matching deny wins, otherwise an allow rule must match.
-        let facts = Facts {
-            caller: caller.index,
-            op: target.op,
-            version: target.version,
-            device: &target.device_id,
-            params: &params,
+        // Deny by default: a matching deny wins, otherwise an allow rule must match; a bulk
+        // request must be allowed for every device it lists.
+        let decision = match target.op.binding {
+            crate::catalog::Binding::Devices => {
+                self.decide_bulk(policy, caller.index, caller_name, &target, &body, trail)?
+            }
+            _ => policy.decide(&Facts {
+                caller: caller.index,
+                op: target.op,
+                version: target.version,
+                device: &target.device_id,
+                params: &params,
+            }),
         };
-        let decision = policy.decide(&facts);
         record_decision(&span, trail, &decision);
         let rule = match decision.rule {
             Some(rule) if decision.allowed => rule,
@@ -420,11 +431,48 @@ impl Gateway {
         if target.op.discloses_secret() {
             return Ok(crate::answer::disclosure(result?, trail));
         }
+        if let Ok(reply) = &result
+            && target.op.binding == crate::catalog::Binding::Devices
+            && reply.status == StatusCode::OK
+        {
+            trail.device_outcomes(crate::bulk::outcomes(&reply.body));
+        }
         settle(ticket, result, ids)
     }
 }
 
 impl Gateway {
+    /// A bulk request's decision: the policy is asked about every device as if each were a
+    /// single request for the operation `actionName` names; one refused device refuses the
+    /// whole request (403 naming the refused devices), and nothing is sent.
+    fn decide_bulk<'p>(
+        &self,
+        policy: &'p Policy,
+        caller: usize,
+        caller_name: &str,
+        target: &crate::route::Recognised,
+        body: &Bytes,
+        trail: &mut AuditTrail,
+    ) -> Result<Decision<'p>, GatewayError> {
+        let parsed = crate::schema::parse_strict(body)?;
+        let plan = crate::bulk::plan(&parsed, target.version, self.limits.max_bulk_devices)?;
+        trail.device_ids(&plan.device_ids);
+        let (refused, allowed) =
+            crate::bulk::refused_devices(policy, caller, target.version, &plan);
+        match allowed {
+            Some(decision) if refused.is_empty() => Ok(decision),
+            _ => {
+                trail.decided(AuditDecision::Denied, None);
+                Err(GatewayError::Forbidden(format!(
+                    "no policy rule allows caller '{caller_name}' to run {} ({}) on device(s) {} with these parameters; nothing was sent",
+                    plan.op.name,
+                    target.version.as_str(),
+                    refused.join(", ")
+                )))
+            }
+        }
+    }
+
     /// Refuses (403) a request that the policy denies whatever its body (see
     /// [`Policy::decide_before_body`]), recording the decision.
     fn refuse_before_body(

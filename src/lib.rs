@@ -28,6 +28,7 @@ pub mod answer;
 pub mod app;
 pub mod audit;
 pub mod breaker;
+pub mod bulk;
 pub mod catalog;
 pub mod client_crl;
 pub mod cloud;

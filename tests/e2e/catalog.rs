@@ -64,7 +64,7 @@ fn all_operations_policy() -> String {
         .map(|op| op.name)
         .collect();
     format!(
-        "version: 1\ncallers:\n  - name: runner\n    api_key_sha256: \"{}\"\nrules:\n  - name: everything\n    callers: [runner]\n    operations: [{}]\n",
+        "version: 1\ncallers:\n  - name: runner\n    api_key_sha256: \"{}\"\nrules:\n  - name: everything\n    callers: [runner]\n    operations: [{}]\npacing:\n  tenant_writes: 100000 per 20s\n",
         api_key_sha256(KEY),
         ops.join(", ")
     )

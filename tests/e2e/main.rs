@@ -11,6 +11,7 @@ mod audit_cli;
 mod audit_ends;
 mod audit_volume;
 mod authority;
+mod bulk;
 mod catalog;
 mod cli;
 mod conditions;
