@@ -76,6 +76,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         return Err(issues.0);
     }
     Ok(Policy {
+        warnings: super::tiers::warnings(&rules),
         by_caller: by_caller(callers.len(), &rules),
         api_keys,
         mtls,
@@ -232,6 +233,13 @@ fn rule(
             ),
         }
     }
+    let tier = super::tiers::pinned(entry.tier.as_ref(), &operations).unwrap_or_else(|problem| {
+        match &entry.tier {
+            Some(at) => issues.at(at, problem),
+            None => issues.at(name, problem),
+        }
+        None
+    });
     let versions = versions(entry, issues);
     let devices = devices(entry, issues);
     let conditions = entry
@@ -256,6 +264,7 @@ fn rule(
         versions,
         conditions,
         rate_limit: rate(&entry.rate_limit, issues),
+        tier,
     };
     never_matches(entry, &rule, issues);
     rule
