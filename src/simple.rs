@@ -4,9 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::{CATALOG, Operation, SimpleApi};
-use crate::schema::SchemaError;
+use crate::catalog::{Binding, CATALOG, Invocation, Operation, SimpleApi};
 use crate::schema::screen::shown_name;
+use crate::schema::{SchemaError, Ty};
 
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -191,22 +191,29 @@ fn set(root: &mut Map<String, Value>, path: &str, value: Value) {
     }
 }
 
-/// The OpenAPI 3 document of the simplified API, from the catalog.
+/// The OpenAPI 3 document of the simplified API, from the catalog: every operation, its
+/// flat body (with which fields go with which account type), its risk tier, and every answer
+/// the gateway may give.
 pub fn openapi() -> Value {
     let mut paths = Map::new();
     for op in CATALOG {
-        let Some(api) = op.simple else { continue };
-        paths.insert(
-            format!("/api/v1/managedDevices/{{managedDeviceId}}/{}", op.action),
-            path_item(op, api),
-        );
+        let (path, params) = simple_path(op);
+        let item = paths
+            .entry(path)
+            .or_insert_with(|| json!({ "parameters": params }));
+        if let Value::Object(item) = item {
+            item.insert(
+                op.invocation.method_name().to_ascii_lowercase(),
+                operation_doc(op),
+            );
+        }
     }
     json!({
         "openapi": "3.0.3",
         "info": {
             "title": "graphgate simplified internal API",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Flat requests for privileged Intune actions. graphgate authenticates the caller, applies its policy and forwards the equivalent Microsoft Graph request."
+            "description": "Flat requests for privileged Intune operations. graphgate authenticates the caller, applies its policy and forwards the equivalent Microsoft Graph request (v1.0 where the operation exists there, else beta). A field sent as null counts as not given."
         },
         "paths": paths,
         "components": {
@@ -217,16 +224,152 @@ pub fn openapi() -> Value {
     })
 }
 
-fn path_item(op: &Operation, api: &SimpleApi) -> Value {
+/// An operation's simplified path and its path parameters.
+fn simple_path(op: &Operation) -> (String, Value) {
+    let id = |name: &str, format: Option<&str>| {
+        let mut schema = json!({ "type": "string" });
+        if let Some(f) = format {
+            schema["format"] = json!(f);
+        }
+        json!({ "name": name, "in": "path", "required": true, "schema": schema })
+    };
+    match (op.binding, op.invocation) {
+        (Binding::User, _) => (
+            format!("/api/v1/users/{{userId}}/{}", op.action),
+            json!([id("userId", None)]),
+        ),
+        (Binding::Devices, _) => (format!("/api/v1/managedDevices/{}", op.action), json!([])),
+        (_, Invocation::Delete) => (
+            "/api/v1/managedDevices/{managedDeviceId}".to_owned(),
+            json!([id("managedDeviceId", Some("uuid"))]),
+        ),
+        _ => (
+            format!("/api/v1/managedDevices/{{managedDeviceId}}/{}", op.action),
+            json!([id("managedDeviceId", Some("uuid"))]),
+        ),
+    }
+}
+
+fn operation_doc(op: &Operation) -> Value {
+    let error = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/GraphError" } } } });
+    let success = match (op.success_status, op.discloses_secret()) {
+        (200, true) => {
+            json!({ "description": "Graph's answer, carrying the secret; sent with Cache-Control: no-store.", "content": { "application/json": { "schema": { "type": "object" } } } })
+        }
+        (200, false) => {
+            json!({ "description": "Graph's answer.", "content": { "application/json": { "schema": { "type": "object" } } } })
+        }
+        _ => {
+            json!({ "description": "Graph accepted the operation (queued: see the device's deviceActionResults)." })
+        }
+    };
+    let mut doc = json!({
+        "operationId": op.name,
+        "summary": format!("Run Graph's {} ({} tier)", op.action, op.tier.as_str()),
+        "x-graphgate-tier": op.tier.as_str(),
+        "x-graphgate-permission": op.permission,
+        "responses": {
+            op.success_status.to_string(): success,
+            "400": error("Malformed id, unknown, missing or mistyped fields, a null or control character where refused, a bad device list."),
+            "401": error("Missing or unknown API key."),
+            "403": error("The policy does not allow this request."),
+            "404": error("No such operation, or Graph does not know the device."),
+            "405": error("The operation takes another method (see Allow)."),
+            "408": error("The body did not arrive in time."),
+            "413": error("Body too large."),
+            "414": error("Path too long."),
+            "415": error("Not application/json."),
+            "422": error("An Idempotency-Key reused for a different request."),
+            "429": error("Rate limited; see Retry-After."),
+            "500": error("Graph's own internal error, passed through."),
+            "502": error("Graph unreachable, or the outcome is unknown: check the device."),
+            "503": error("Overloaded, audit unavailable or no token from Entra; see Retry-After."),
+            "504": error("Graph did not answer in time: the outcome is unknown.")
+        }
+    });
+    if op.takes_body() {
+        let required = op.wrapper.is_some() || op.params.iter().any(|p| p.required);
+        doc["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": body_schema(op) } } });
+    }
+    doc
+}
+
+/// The flat body's schema: a hand-made one's fields, or the Graph parameters themselves.
+fn body_schema(op: &Operation) -> Value {
+    if let Some(api) = op.simple {
+        return simple_schema(api);
+    }
+    let params = op.all_params();
+    let mut properties = Map::new();
+    for p in params {
+        properties.insert(p.name.to_owned(), ty_schema(&p.ty));
+    }
+    let required: Vec<&str> = params
+        .iter()
+        .filter(|p| p.required)
+        .map(|p| p.name)
+        .collect();
+    let mut schema =
+        json!({ "type": "object", "additionalProperties": false, "properties": properties });
+    if !required.is_empty() {
+        schema["required"] = json!(required);
+    }
+    schema
+}
+
+fn ty_schema(ty: &Ty) -> Value {
+    let mut schema = match ty {
+        Ty::Bool => json!({ "type": "boolean" }),
+        Ty::String => json!({ "type": "string" }),
+        Ty::Enum(values) => json!({ "type": "string", "enum": values }),
+        Ty::StringList => {
+            json!({ "type": "array", "items": { "type": "string", "format": "uuid" }, "minItems": 1, "uniqueItems": true })
+        }
+        Ty::Complex(c) => {
+            let props: Map<String, Value> = c
+                .props
+                .iter()
+                .map(|p| (p.name.to_owned(), ty_schema(&p.ty)))
+                .collect();
+            let required: Vec<&str> = c
+                .props
+                .iter()
+                .filter(|p| p.required)
+                .map(|p| p.name)
+                .collect();
+            let mut object =
+                json!({ "type": "object", "additionalProperties": false, "properties": props });
+            if !required.is_empty() {
+                object["required"] = json!(required);
+            }
+            object
+        }
+    };
+    schema["nullable"] = json!(true);
+    schema
+}
+
+/// A hand-made flat body: its fields, and which go with which variant (`accountType`).
+fn simple_schema(api: &SimpleApi) -> Value {
     let mut properties = Map::new();
     for f in api.fields {
-        properties.insert(f.name.to_owned(), json!({ "type": if f.boolean { "boolean" } else { "string" }, "description": f.description }));
+        let mut field = json!({ "type": if f.boolean { "boolean" } else { "string" }, "description": f.description, "nullable": true });
+        if let (Some(needs), Some(v)) = (f.only_with, &api.variant) {
+            field["description"] =
+                json!(format!("{} Only with {} '{needs}'.", f.description, v.name));
+        }
+        properties.insert(f.name.to_owned(), field);
     }
     if let Some(v) = &api.variant {
         let values: Vec<&str> = v.values.iter().map(|(n, ..)| *n).collect();
+        let needs: Vec<String> = v
+            .values
+            .iter()
+            .map(|(n, _, req)| format!("{n} requires {}", req.join(" and ")))
+            .collect();
         properties.insert(
             v.name.to_owned(),
-            json!({ "type": "string", "enum": values, "description": v.description }),
+            json!({ "type": "string", "enum": values, "nullable": true, "description": format!("{} {}.", v.description, needs.join("; ")) }),
         );
     }
     let required: Vec<&str> = api
@@ -235,28 +378,7 @@ fn path_item(op: &Operation, api: &SimpleApi) -> Value {
         .filter(|f| f.required)
         .map(|f| f.name)
         .collect();
-    let error = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/GraphError" } } } });
-    json!({
-        "post": {
-            "operationId": op.name,
-            "summary": format!("Run Graph's {} on a managed device", op.action),
-            "parameters": [{ "name": "managedDeviceId", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
-            "requestBody": { "required": true, "content": { "application/json": { "schema": {
-                "type": "object", "additionalProperties": false, "properties": properties, "required": required
-            } } } },
-            "responses": {
-                op.success_status.to_string(): { "description": "Graph ran the action." },
-                "400": error("Malformed id, unknown or missing fields."),
-                "401": error("Missing or unknown API key."),
-                "403": error("The policy does not allow this request."),
-                "404": error("Graph does not know the device."),
-                "413": error("Body too large."),
-                "415": error("Not application/json."),
-                "429": error("Rate limited; see Retry-After."),
-                "503": error("No token could be obtained from Entra.")
-            }
-        }
-    })
+    json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required })
 }
 
 fn graph_error_schema() -> Value {
@@ -377,5 +499,42 @@ mod tests {
             json!(["azureAD", "activeDirectory"])
         );
         assert!(post["responses"]["204"].is_object());
+    }
+
+    #[test]
+    fn openapi_documents_every_operation_and_every_answer() {
+        let doc = openapi();
+        let mut documented = 0;
+        for item in doc["paths"].as_object().unwrap().values() {
+            for (method, op) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                documented += 1;
+                for status in [
+                    "400", "401", "403", "404", "405", "408", "413", "414", "415", "422", "429",
+                    "500", "502", "503", "504",
+                ] {
+                    assert!(op["responses"][status].is_object(), "{method} {status}");
+                }
+                assert!(op["x-graphgate-tier"].is_string());
+            }
+        }
+        assert_eq!(documented, CATALOG.len());
+        let wipe = &doc["paths"]["/api/v1/managedDevices/{managedDeviceId}/wipe"]["post"];
+        let props = &wipe["requestBody"]["content"]["application/json"]["schema"]["properties"];
+        assert_eq!(
+            props["keepUserData"],
+            json!({"type": "boolean", "nullable": true})
+        );
+        assert!(props["obliterationBehavior"]["enum"].is_array());
+        let read = &doc["paths"]["/api/v1/managedDevices/{managedDeviceId}/getFileVaultKey"]["get"];
+        assert!(read["requestBody"].is_null());
+        assert!(doc["paths"]["/api/v1/managedDevices/{managedDeviceId}"]["delete"].is_object());
+        assert!(
+            doc["paths"]["/api/v1/users/{userId}/removeAllDevicesFromManagement"]["post"]
+                .is_object()
+        );
+        assert!(doc["paths"]["/api/v1/managedDevices/executeAction"]["post"].is_object());
     }
 }

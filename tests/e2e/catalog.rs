@@ -317,3 +317,73 @@ fn csdl_type(ty: &Ty) -> String {
         Ty::Complex(c) => c.name.replace("microsoft.graph.", "graph."),
     }
 }
+
+#[tokio::test]
+async fn the_simplified_api_covers_every_kind_of_operation() {
+    let h = start().await;
+    let mac = device_for("getFileVaultKey");
+    let win = device_for("wipe");
+    // A flat body is Graph's own body; null means not given.
+    let reply = send(
+        &h,
+        Method::POST,
+        &format!("/api/v1/managedDevices/{win}/wipe"),
+        r#"{"keepUserData":true,"macOsUnlockCode":null}"#,
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{:?}", reply.body);
+    let last = h.emulator.graph_requests().pop().unwrap();
+    assert_eq!(
+        last.path,
+        format!("/v1.0/deviceManagement/managedDevices/{win}/wipe")
+    );
+    assert_eq!(last.body, r#"{"keepUserData":true}"#);
+    // A beta-only operation goes to beta; a secret read is a GET.
+    let reply = send(
+        &h,
+        Method::GET,
+        &format!("/api/v1/managedDevices/{mac}/getFileVaultKey"),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    let last = h.emulator.graph_requests().pop().unwrap();
+    assert_eq!(
+        (last.method.as_str(), last.path.as_str()),
+        (
+            "GET",
+            format!("/beta/deviceManagement/managedDevices/{mac}/getFileVaultKey()").as_str()
+        )
+    );
+    let reply = send(
+        &h,
+        Method::POST,
+        &format!("/api/v1/managedDevices/{mac}/getFileVaultKey"),
+        "",
+    )
+    .await;
+    reply.assert_graph_error(405, "methodNotAllowed");
+    assert_eq!(reply.headers["allow"], "GET");
+    let reply = send(
+        &h,
+        Method::POST,
+        &format!("/api/v1/users/{UPN}/removeAllDevicesFromManagement"),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{:?}", reply.body);
+    let reply = send(
+        &h,
+        Method::DELETE,
+        &format!("/api/v1/managedDevices/{}", delete_device(39)),
+        "",
+    )
+    .await;
+    assert_eq!(reply.status, 204, "{:?}", reply.body);
+    let doc = send(&h, Method::GET, "/api/v1/openapi.json", "")
+        .await
+        .json();
+    assert_eq!(doc["paths"].as_object().unwrap().len(), CATALOG.len());
+    h.shut_down().await;
+}
