@@ -387,3 +387,62 @@ async fn the_simplified_api_covers_every_kind_of_operation() {
     assert_eq!(doc["paths"].as_object().unwrap().len(), CATALOG.len());
     h.shut_down().await;
 }
+
+/// Each secret read: the secret reaches the caller, `no-store`, and is in no audit record
+/// (which records that a secret was disclosed, to whom, for which device, and its size).
+#[tokio::test]
+async fn secrets_reach_the_caller_and_not_the_audit() {
+    let h = start().await;
+    let reads = [
+        ("getFileVaultKey", "macOS"),
+        ("retrieveRecoveryLockPasscode", "macOS"),
+        ("retrieveDeviceLocalAdminAccountDetail", "Windows"),
+    ];
+    let mut secrets = Vec::new();
+    for (function, _) in reads {
+        let device = device_for(function);
+        let s = h.emulator.device_secrets(&device).unwrap();
+        let reply = send(
+            &h,
+            Method::GET,
+            &format!("/beta/deviceManagement/managedDevices/{device}/{function}()"),
+            "",
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert_eq!(reply.headers["cache-control"], "no-store");
+        let body = String::from_utf8(reply.body.to_vec()).unwrap();
+        let secret = match function {
+            "getFileVaultKey" => s.file_vault_key.expose().to_owned(),
+            "retrieveRecoveryLockPasscode" => s.recovery_lock_passcode.expose().to_owned(),
+            _ => reply.json()["value"]["passwordBase64"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        };
+        assert!(
+            body.contains(&secret),
+            "{function}: the caller gets the secret"
+        );
+        secrets.push((function, device, secret, reply.body.len()));
+    }
+    let records = h.audit_records().await;
+    let text = serde_json::to_string(&records).unwrap();
+    for (function, device, secret, size) in &secrets {
+        assert!(
+            !text.contains(secret.as_str()),
+            "{function}'s secret in the audit"
+        );
+        let outcome = records
+            .iter()
+            .find(|r| {
+                r["kind"] == "outcome" && r["operation"] == format!("managedDevices.{function}")
+            })
+            .unwrap();
+        assert_eq!(outcome["caller"], "runner");
+        assert_eq!(outcome["device_id"], device.as_str());
+        assert_eq!(outcome["tier"], "disclosure");
+        assert_eq!(outcome["disclosed_bytes"], *size as u64);
+    }
+    h.shut_down().await;
+}
