@@ -126,7 +126,7 @@ pub struct ServeAuditArgs {
     #[arg(long, env = "GRAPHGATE_AUDIT_HMAC_KEY_FILE")]
     pub audit_hmac_key_file: Option<PathBuf>,
     /// Rotate the audit log when it would grow past this size.
-    #[arg(long, default_value_t = super::DEFAULT_MAX_FILE_BYTES)]
+    #[arg(long, env = "GRAPHGATE_AUDIT_MAX_FILE_BYTES", default_value_t = super::DEFAULT_MAX_FILE_BYTES)]
     pub audit_max_file_bytes: u64,
 }
 
