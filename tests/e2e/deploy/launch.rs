@@ -187,22 +187,7 @@ pub async fn prove_all(runs: Vec<(Shipped, EmulatorConfig, Root)>, pki: Arc<Pki>
 pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     let tenant = config.tenant_id.clone();
     let client_id = config.apps[0].client_id.clone();
-    let emulator = Emulator::new(config).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let emulator_addr = listener.local_addr().unwrap();
-    let (stop_emulator, stopped) = oneshot::channel::<()>();
-    tokio::spawn(Arc::clone(&emulator).serve(listener, async move {
-        let _ = stopped.await;
-    }));
-    let ca_file = shipped.cwd.join("emulator-ca.pem");
-    std::fs::write(&ca_file, emulator.ca_pem()).unwrap();
-    shipped.env.push((
-        "GRAPHGATE_CONNECT_TO".into(),
-        Emulator::connect_to(emulator_addr),
-    ));
-    let ca = ca_file.display().to_string();
-    shipped.env.push(("GRAPHGATE_EXTRA_CA_FILE".into(), ca));
-
+    let (emulator, stop_emulator) = start_emulator(&mut shipped, config).await;
     let mut running = Running::spawn(&shipped);
     let (listen, admin) = running.addresses(&shipped.name).await;
     for probe in &shipped.probes {
@@ -232,6 +217,30 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     assert_eq!(claims["appid"], client_id.as_str(), "{}", shipped.name);
     assert_allowed_is_counted(&metrics, &shipped.name);
     assert_audited(&shipped, &caller);
+}
+
+/// Serves an emulator made from `config` on 127.0.0.1:0 and points `shipped` at it: the two
+/// variables that are the only additions to a shipped configuration.
+async fn start_emulator(
+    shipped: &mut Shipped,
+    config: EmulatorConfig,
+) -> (Arc<Emulator>, oneshot::Sender<()>) {
+    let emulator = Emulator::new(config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(Arc::clone(&emulator).serve(listener, async move {
+        let _ = stopped.await;
+    }));
+    let ca_file = shipped.cwd.join("emulator-ca.pem");
+    std::fs::write(&ca_file, emulator.ca_pem()).unwrap();
+    let connect_to = Emulator::connect_to(addr);
+    shipped
+        .env
+        .push(("GRAPHGATE_CONNECT_TO".into(), connect_to));
+    let ca = ca_file.display().to_string();
+    shipped.env.push(("GRAPHGATE_EXTRA_CA_FILE".into(), ca));
+    (emulator, stop)
 }
 
 /// The allowed request, over TLS, as the first mTLS caller the policy lets make it: that

@@ -165,7 +165,38 @@ fn the_unit_is_sandboxed_and_verifies_for_every_cloud() {
             "systemd-analyze verify graphgate@{cloud}: {stderr}"
         );
     }
+    assert_exposure_at_most(&dir.join("graphgate@us-gov.service"), 1.2);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `systemd-analyze security` rates the unit's exposure at most `limit` (deploy/README.md
+/// quotes the rating). Offline rating needs systemd 250 or newer.
+fn assert_exposure_at_most(unit: &std::path::Path, limit: f64) {
+    let version = Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout).into_owned();
+    let major: u32 = version.split_whitespace().nth(1).unwrap().parse().unwrap();
+    if major < 250 {
+        let note = format!("SKIPPED: systemd {major} cannot rate a unit offline\n");
+        let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+        return;
+    }
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rating = text
+        .lines()
+        .find_map(|l| l.split("Overall exposure level for ").nth(1))
+        .and_then(|l| l.split(": ").nth(1))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no rating in: {text}"));
+    let rating: f64 = rating.parse().unwrap();
+    assert!(rating <= limit, "exposure {rating} > {limit}: {text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
