@@ -139,3 +139,28 @@ fn the_readme_table_lists_every_serve_flag_with_its_variable() {
         );
     }
 }
+
+#[test]
+fn a_variable_sets_its_flag_and_is_checked_like_it() {
+    for (var, flag) in [
+        (
+            "GRAPHGATE_ALLOW_INSECURE_LISTENER",
+            "--allow-insecure-listener",
+        ),
+        ("GRAPHGATE_MAX_BODY_BYTES", "--max-body-bytes"),
+        ("GRAPHGATE_LOG_FORMAT", "--log-format"),
+    ] {
+        let out = std::process::Command::new(BIN)
+            .arg("serve")
+            .env_clear()
+            .env(var, "not-a-value")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}: {stderr}");
+        assert!(
+            stderr.contains(&format!("invalid value 'not-a-value' for '{flag}")),
+            "{var}: {stderr}"
+        );
+    }
+}
