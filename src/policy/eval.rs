@@ -257,7 +257,11 @@ mod tests {
 
     #[test]
     fn the_shipped_policy_allows_one_exchange_server_however_the_others_are_spelt() {
-        let p = Policy::from_yaml(include_str!("../../policy.yaml"), "policy.yaml").unwrap();
+        let p = Policy::from_yaml(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy.yaml")).unwrap(),
+            "policy.yaml",
+        )
+        .unwrap();
         let with_exchange = |host: &str| {
             wrapped(&format!(
                 r##""deviceAccountEmail":"room1@rooms.contoso.com","exchangeServer":"{host}","passwordRotationEnabled":true,"deviceAccount":{{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}"##
