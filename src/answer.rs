@@ -11,9 +11,9 @@ use crate::error::GatewayError;
 use crate::forward::UpstreamReply;
 use crate::idempotency::{StoredResponse, Ticket};
 use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
+use crate::operation::route::Recognised;
+use crate::operation::schema::Params;
 use crate::policy::Decision;
-use crate::route::Recognised;
-use crate::schema::Params;
 
 /// Records the answer for duplicates when the action may have run (including when the
 /// outcome is unknown); otherwise a dropped ticket lets a retry run it.

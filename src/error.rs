@@ -10,8 +10,8 @@ use http_body_util::Full;
 
 use crate::credential::TokenError;
 use crate::identity::AuthError;
-use crate::route::RouteError;
-use crate::schema::SchemaError;
+use crate::operation::route::RouteError;
+use crate::operation::schema::SchemaError;
 
 /// Why the gateway did not forward (or could not complete) a request.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +57,7 @@ pub enum GatewayError {
     BadBody(#[from] SchemaError),
     /// A simplified-API body that cannot be mapped to Graph's.
     #[error(transparent)]
-    BadSimpleBody(#[from] crate::simple::SimpleError),
+    BadSimpleBody(#[from] crate::operation::simple::SimpleError),
     /// A rate limit or the tenant pacing refused the request for now.
     #[error("rate limit reached ({scope}); retry after {retry_after_secs} s")]
     RateLimited {

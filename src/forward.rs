@@ -14,7 +14,7 @@ use crate::audit::AuditTrail;
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
-use crate::route::Recognised;
+use crate::operation::route::Recognised;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
 use crate::{metrics, telemetry};

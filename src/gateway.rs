@@ -5,6 +5,8 @@
 //! to Graph → durable audit outcome. Each step can refuse; nothing reaches Graph until every
 //! step before it has passed and the intent is on disk.
 
+pub mod explain;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,9 +27,9 @@ use crate::forward::{Forwarder, RetryPolicy};
 use crate::idempotency::{self, Claim, IdempotencyStore};
 use crate::identity::{self, PeerCertificate};
 use crate::inbound::{self, RequestIds};
+use crate::operation::simple;
 use crate::policy::{Decision, Facts, Policy, Scope};
 use crate::ratelimit::{LimiterRegistry, PolicyLimits, RetryAfter};
-use crate::simple;
 use crate::slots::KeyedSlots;
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
@@ -427,7 +429,7 @@ impl Gateway {
         policy: &Policy,
         caller: usize,
         caller_name: &str,
-        target: &crate::route::Recognised,
+        target: &crate::operation::route::Recognised,
         trail: &mut AuditTrail,
     ) -> Result<(), GatewayError> {
         let scope = Scope {

@@ -11,9 +11,9 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
 use crate::error::GatewayError;
-use crate::route::{self, Recognised, Surface};
-use crate::schema::{self, Params};
-use crate::simple;
+use crate::operation::route::{self, Recognised, Surface};
+use crate::operation::schema::{self, Params};
+use crate::operation::simple;
 
 /// Header carrying the caller's correlation id (Graph's convention).
 pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");

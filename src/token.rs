@@ -6,15 +6,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+mod breaker;
+
 use base64::Engine;
 use moka::Expiry;
 use tokio::time::Instant;
 
-use crate::breaker::Breaker;
 use crate::credential::privilege::PrivilegeWatch;
 use crate::credential::{IssuedToken, LeastPrivilegeReport, TokenError};
 use crate::secret::Secret;
 use crate::upstream::BoxFuture;
+use breaker::Breaker;
 
 /// Where tokens come from (Entra, or a fake in tests).
 pub trait TokenSource: Send + Sync + 'static {

@@ -11,8 +11,8 @@ use serde_json::{Map, Value, json};
 use super::record::{AuditDecision, Entry, Kind, now_rfc3339};
 use super::sampler::{Sample, SampleKey};
 use super::{Audit, WriteError};
-use crate::route::Recognised;
-use crate::schema::{ParamValue, Params};
+use crate::operation::route::Recognised;
+use crate::operation::schema::{ParamValue, Params};
 
 /// Longest string parameter recorded as it is; a longer one is recorded as its first bytes,
 /// its length and its fingerprint.

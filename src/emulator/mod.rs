@@ -39,8 +39,8 @@ pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRec
 pub use test_credentials::{FederatedIssuer, TestCertificate};
 pub use wire::MAX_BODY_BYTES;
 
-use crate::catalog::PRIV_OPS;
 use crate::cloud::Cloud;
+use crate::operation::catalog::PRIV_OPS;
 use crate::secret::Secret;
 
 /// The demo tenant the default configuration serves.
@@ -301,10 +301,14 @@ impl Emulator {
 /// Refuses configurations the emulator could not serve faithfully.
 fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
     let mut problems = Vec::new();
-    if !crate::route::is_guid(&config.tenant_id) {
+    if !crate::operation::route::is_guid(&config.tenant_id) {
         problems.push(format!("tenant_id '{}' is not a GUID", config.tenant_id));
     }
-    for d in config.devices.iter().filter(|d| !crate::route::is_guid(d)) {
+    for d in config
+        .devices
+        .iter()
+        .filter(|d| !crate::operation::route::is_guid(d))
+    {
         problems.push(format!("device id '{d}' is not a GUID"));
     }
     let known = |id: &str| {
@@ -364,7 +368,7 @@ mod tests {
         assert!(
             DEMO_DEVICE_IDS
                 .iter()
-                .all(|d| crate::route::is_guid(d) && *d == d.to_ascii_lowercase())
+                .all(|d| crate::operation::route::is_guid(d) && *d == d.to_ascii_lowercase())
         );
         assert!(validate(&c).is_ok());
         let bad = EmulatorConfig {

@@ -104,7 +104,7 @@ impl State {
         &self,
         id: &str,
         action: &str,
-        params: &crate::schema::Params,
+        params: &crate::operation::schema::Params,
     ) -> bool {
         match lock(&self.devices).get_mut(&id.to_ascii_lowercase()) {
             Some(device) => {

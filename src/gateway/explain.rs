@@ -10,9 +10,9 @@ use serde::Deserialize;
 
 use crate::error::GatewayError;
 use crate::inbound;
+use crate::operation::route::Recognised;
+use crate::operation::schema::Params;
 use crate::policy::{Decision, Facts, Mismatch, Policy, Test};
-use crate::route::Recognised;
-use crate::schema::Params;
 
 /// What `rule` is reported as when no rule allows a request.
 pub const DEFAULT_DENY: &str = "(default deny)";

@@ -3,8 +3,8 @@
 //! outcome. Only the rules naming the caller are looked at, and nothing is allocated.
 
 use super::{Condition, Effect, Mode, Policy, Rule, Test};
-use crate::catalog::{ApiVersion, Operation};
-use crate::schema::{ParamValue, Params};
+use crate::operation::catalog::{ApiVersion, Operation};
+use crate::operation::schema::{ParamValue, Params};
 
 /// What a decision is made on.
 #[derive(Debug, Clone, Copy)]
@@ -231,8 +231,8 @@ fn eq_type_or_text(value: &str, wanted: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog;
-    use crate::schema::{self, Params};
+    use crate::operation::catalog;
+    use crate::operation::schema::{self, Params};
 
     const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
 

@@ -270,7 +270,7 @@ fn emulator(roles: Vec<String>) -> EmulatorConfig {
 /// Every path a request can take, each carrying the password (and keys where they fit).
 async fn drive_every_path() -> Vec<String> {
     let mut audit_logs = Vec::new();
-    let all_roles = vec![graphgate::catalog::PRIV_OPS.to_owned()];
+    let all_roles = vec![graphgate::operation::catalog::PRIV_OPS.to_owned()];
     let h = start_with(Options {
         emulator: emulator(all_roles.clone()),
         ..Options::default()
