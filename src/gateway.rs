@@ -106,8 +106,34 @@ pub struct Gateway {
     limits: Limits,
     audit: Audit,
     reload_error: arc_swap::ArcSwapOption<String>,
-    /// The policy reloader's status, if one follows the policy file (for readiness).
-    reloader: arc_swap::ArcSwapOption<tokio::sync::watch::Receiver<crate::reload::ReloadStatus>>,
+    /// Whether the policy reloader is alive, if one follows the policy file (for readiness).
+    reloader: arc_swap::ArcSwapOption<ReloaderProbe>,
+}
+
+/// Asks whether the reloader following the policy file is still alive.
+type ReloaderProbe = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Whether the reloader that follows a gateway's policy file is alive (for readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloaderHealth {
+    /// No reloader: the policy is fixed for the process's life (emulator demo, tests).
+    Off,
+    /// Running.
+    Running,
+    /// Gone (it panicked, or the process is shutting down): edits and revocations in the
+    /// policy file would no longer take effect.
+    Stopped,
+}
+
+impl ReloaderHealth {
+    /// `off`, `running` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloaderHealth::Off => "off",
+            ReloaderHealth::Running => "running",
+            ReloaderHealth::Stopped => "stopped",
+        }
+    }
 }
 
 impl Gateway {
@@ -173,18 +199,20 @@ impl Gateway {
         self.reload_error.load_full()
     }
 
-    /// Follows a policy reloader through its status (see [`crate::reload::Reloader::new`]),
-    /// so readiness fails once it is gone.
-    pub fn follow_reloader(
-        &self,
-        status: tokio::sync::watch::Receiver<crate::reload::ReloadStatus>,
-    ) {
-        self.reloader.store(Some(Arc::new(status)));
+    /// Follows a policy reloader through `alive` (see `reload::Reloader::new`), so readiness
+    /// fails once it is gone. The gateway knows nothing else of the reloader: reloading
+    /// drives the gateway, never the other way round.
+    pub fn follow_reloader(&self, alive: impl Fn() -> bool + Send + Sync + 'static) {
+        self.reloader.store(Some(Arc::new(Box::new(alive))));
     }
 
     /// Whether a reloader follows the policy file, and is alive.
-    pub fn reloader_health(&self) -> crate::reload::ReloaderHealth {
-        crate::reload::ReloaderHealth::of(self.reloader.load().as_deref())
+    pub fn reloader_health(&self) -> ReloaderHealth {
+        match self.reloader.load().as_deref() {
+            None => ReloaderHealth::Off,
+            Some(alive) if alive() => ReloaderHealth::Running,
+            Some(_) => ReloaderHealth::Stopped,
+        }
     }
 
     /// The loaded policy's version (its hash).

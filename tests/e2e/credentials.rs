@@ -359,7 +359,7 @@ async fn the_certificate_chain_is_sent_on_request() {
         "login.microsoftonline.com".into(),
     )
     .unwrap();
-    use graphgate::token::TokenSource;
+    use graphgate::credential::TokenSource;
     source.fetch().await.unwrap();
     assert!(r.last_credential().ends_with(" x5c"));
 }
