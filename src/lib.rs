@@ -27,6 +27,7 @@ pub mod admin;
 pub mod answer;
 pub mod app;
 pub mod audit;
+pub mod clock;
 pub mod cloud;
 pub mod credential;
 pub mod demo;

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use fingerprint::Fingerprinter;
 pub use record::{AuditDecision, Entry, Kind, Record};
-pub use trail::AuditTrail;
+pub use trail::{AuditTrail, DurableIntent};
 pub use writer::WriteError;
 
 use chain::ChainState;

@@ -28,6 +28,13 @@ pub struct AuditTrail {
     intent_written: bool,
 }
 
+/// Proof that a request's intent record is durable: only [`AuditTrail::intent`] makes one,
+/// and sending to Graph takes one, so nothing is sent before its intent is on disk.
+#[derive(Debug)]
+pub struct DurableIntent {
+    _proof: (),
+}
+
 /// Where a request came from and what it is called, known before any step runs.
 #[derive(Debug, Clone)]
 pub struct Origin<'a> {
@@ -140,14 +147,14 @@ impl AuditTrail {
     }
 
     /// Writes the intent record and waits until it is durable. Graph must not be called
-    /// unless this succeeds.
-    pub async fn intent(&mut self) -> Result<(), WriteError> {
+    /// unless this succeeds: the forwarder asks for the [`DurableIntent`] it returns.
+    pub async fn intent(&mut self) -> Result<DurableIntent, WriteError> {
         let mut entry = self.entry.clone();
         entry.kind = Some(Kind::Intent);
         entry.time = now_rfc3339();
         self.audit.write_durable(entry).await?;
         self.intent_written = true;
-        Ok(())
+        Ok(DurableIntent { _proof: () })
     }
 
     /// Graph answered.

@@ -4,6 +4,7 @@
 
 use super::{Condition, Effect, Mode, Policy, Rule, Test};
 use crate::operation::catalog::{ApiVersion, Operation};
+use crate::operation::route::Recognised;
 use crate::operation::schema::{ParamValue, Params};
 
 /// What a decision is made on.
@@ -19,6 +20,21 @@ pub struct Facts<'a> {
     pub device: &'a str,
     /// The validated body parameters.
     pub params: &'a Params,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of request `target` from caller number `caller`, with these parameters:
+    /// built here only, so the gateway, `policy explain` and `policy test` decide on the
+    /// same facts.
+    pub fn of(caller: usize, target: &'a Recognised, params: &'a Params) -> Self {
+        Facts {
+            caller,
+            op: target.op,
+            version: target.version,
+            device: &target.device_id,
+            params,
+        }
+    }
 }
 
 /// What shadow rules would have decided, when that differs from the enforced decision.

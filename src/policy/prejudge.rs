@@ -5,6 +5,7 @@
 
 use super::{Decision, Effect, Mode, Policy};
 use crate::operation::catalog::{ApiVersion, Operation};
+use crate::operation::route::Recognised;
 
 /// What a request is decided on, apart from its body.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,18 @@ pub struct Scope<'a> {
     pub version: ApiVersion,
     /// The target device (lower-case GUID).
     pub device: &'a str,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of request `target` from caller number `caller`.
+    pub fn of(caller: usize, target: &'a Recognised) -> Self {
+        Scope {
+            caller,
+            op: target.op,
+            version: target.version,
+            device: &target.device_id,
+        }
+    }
 }
 
 impl Policy {
