@@ -456,7 +456,7 @@ async fn otel_variables_turn_on_the_export_of_the_real_binary() {
 /// the chain goes to the log, on the line that carries the request's id.
 #[tokio::test]
 async fn an_upstream_failure_is_told_in_fixed_words_and_logged_in_full() {
-    let obs = observe().await;
+    let mut obs = observe().await;
     // A loopback port nothing listens on: the connection is refused at once.
     let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -475,6 +475,7 @@ async fn an_upstream_failure_is_told_in_fixed_words_and_logged_in_full() {
         "Microsoft Graph could not be reached; the request was not sent"
     );
     let request_id = r.headers["x-graphgate-request-id"].to_str().unwrap();
+    obs.shutdown().await;
     let logs = String::from_utf8(obs.logs.0.lock().unwrap().clone()).unwrap();
     let line = logs
         .lines()
