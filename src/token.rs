@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::clock::Instant;
 use base64::Engine;
 use moka::Expiry;
-use tokio::time::Instant;
 
 use crate::credential::privilege::PrivilegeWatch;
 use crate::credential::{IssuedToken, LeastPrivilegeReport, TokenError, TokenSource};

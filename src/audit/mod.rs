@@ -207,7 +207,7 @@ impl Audit {
         match &self.inner {
             None => Sample::Write { suppressed: 0 },
             Some(i) => {
-                i.samplers[usize::from(unauthenticated)].admit(key, std::time::Instant::now())
+                i.samplers[usize::from(unauthenticated)].admit(key, crate::clock::Instant::now())
             }
         }
     }

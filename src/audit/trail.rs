@@ -4,7 +4,9 @@
 //! refusals (and failed authentications) are sampled (see [`super::sampler`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use serde_json::{Map, Value, json};
 

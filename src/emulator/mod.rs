@@ -285,7 +285,7 @@ impl Emulator {
             .iter()
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
             .ok_or_else(|| EmulatorError::Config(format!("no app registration '{client_id}'")))?;
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::utc_now().timestamp();
         claims::mint(
             self.state.key,
             &self.state.config.tenant_id,
