@@ -155,26 +155,10 @@ impl GatewayError {
         }
     }
 
-    /// The HTTP status for this failure.
-    pub fn status(&self) -> StatusCode {
-        self.answer().status
-    }
-
-    /// The Graph-style error code.
-    pub fn code(&self) -> &'static str {
-        self.answer().code
-    }
-
     /// Whether the request may have reached Graph and run: such failures are never retried,
     /// and a duplicate gets the same answer.
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, GatewayError::Upstream(e) if e.outcome_unknown())
-    }
-
-    /// The Graph-shaped response for this failure.
-    pub fn to_response(&self, request_id: &str, client_request_id: &str) -> Response<Full<Bytes>> {
-        let answer = self.answer();
-        answer.response(answer.body(request_id, client_request_id))
     }
 }
 
@@ -285,7 +269,8 @@ mod tests {
     /// What a caller sees: status, code, message, the extra header, and the body's JSON.
     fn seen(err: impl Into<GatewayError>) -> (u16, String, String, Header) {
         let err = err.into();
-        let resp = err.to_response("rid", "crid");
+        let answer = err.answer();
+        let resp = answer.response(answer.body("rid", "crid"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -297,7 +282,6 @@ mod tests {
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         assert_eq!(json["error"]["innerError"]["request-id"], "rid");
         assert_eq!(json["error"]["innerError"]["client-request-id"], "crid");
-        let answer = err.answer();
         assert_eq!(json["error"]["code"], answer.code, "body and answer agree");
         assert_eq!(json["error"]["message"], answer.message.as_ref());
         let header = answer.header.as_ref().map(|(name, value)| {

@@ -159,7 +159,7 @@ impl UpstreamReply {
 }
 
 /// Sends admitted requests to the deployment's Graph.
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     /// The shared outbound client.
     pub http: HttpClient,
     /// The deployment's cloud.
@@ -179,7 +179,7 @@ impl Forwarder {
     /// anything, so the same request goes again, once, with a new token. The intent stands
     /// for the request, not the token: it was written once, before the first attempt, and
     /// is not written again; the outcome record names the token actually used.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         ids: &RequestIds,
         request: &Admitted,

@@ -28,7 +28,7 @@ use crate::audit::trail::Origin;
 use crate::audit::{Audit, AuditDecision, AuditTrail};
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
-use crate::forward::{self, Forwarder};
+use crate::forward::{self, Forwarder, RetryPolicy};
 use crate::idempotency::{self, Claim, IdempotencyStore, Ticket};
 use crate::identity::{self, PeerCertificate};
 use crate::inbound::{self, Admitted, RequestIds};
@@ -40,8 +40,6 @@ use crate::slots::{KeyedSlot, KeyedSlots};
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 use crate::{clock, metrics, telemetry};
-
-pub use crate::forward::RetryPolicy;
 
 /// Where the simplified API's OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";

@@ -1,7 +1,7 @@
 //! The token broker: one cached app-only token per (authority, tenant, client, scope), held
 //! in moka. Cold starts are single-flight; tokens are refreshed ahead of expiry in the
 //! background while the cached one is served; a token inside the expiry margin is never used.
-//! Its circuit breaker ([`breaker`]) is its own: nothing else calls the token endpoint.
+//! Its circuit breaker (`breaker`) is its own: nothing else calls the token endpoint.
 
 mod breaker;
 

@@ -57,7 +57,7 @@ pub struct Evaluation<'p> {
 
 /// Evaluates `request` ("POST /v1.0/...") with its JSON `body` for `caller`, exactly as the
 /// gateway would: the same admission (recognition, query, headers, strict body checks; see
-/// [`inbound`]), the same facts, the same policy. The body is sent as the gateway receives
+/// `inbound`), the same facts, the same policy. The body is sent as the gateway receives
 /// it, with `Content-Type: application/json`.
 pub fn evaluate<'p>(
     policy: &'p Policy,
