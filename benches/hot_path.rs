@@ -119,13 +119,7 @@ fn evaluation(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy/decide");
     for n in [10, 1_000, 10_000] {
         let policy = policy_of(n);
-        let facts = Facts {
-            caller: 0,
-            op,
-            version: target.version,
-            device: &target.device_id,
-            params: &params,
-        };
+        let facts = Facts::of(0, &target, &params);
         assert!(
             policy.decide(&facts).allowed,
             "the benchmark must exercise a full walk to an allow"
