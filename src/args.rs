@@ -250,7 +250,7 @@ pub struct EmulateArgs {
     #[arg(long, env = "GRAPHGATE_EMULATOR_CLIENT_SECRET", default_value = graphgate::emulator::DEMO_CLIENT_SECRET, hide_default_value = true)]
     pub client_secret: String,
     /// Application permissions granted to the app (repeatable).
-    #[arg(long = "role", default_value = graphgate::catalog::PRIV_OPS)]
+    #[arg(long = "role", default_value = graphgate::operation::catalog::PRIV_OPS)]
     pub roles: Vec<String>,
     /// Lifetime of issued tokens.
     #[arg(long, default_value_t = 3599)]

@@ -122,7 +122,7 @@ impl Tenant {
             apps: vec![AppRegistration {
                 client_id: self.client_id.clone(),
                 client_secret: graphgate::secret::Secret::new(uuid::Uuid::new_v4().to_string()),
-                roles: vec![graphgate::catalog::PRIV_OPS.to_owned()],
+                roles: vec![graphgate::operation::catalog::PRIV_OPS.to_owned()],
             }],
             ..EmulatorConfig::default()
         }
@@ -253,7 +253,7 @@ async fn allowed_request(shipped: &Shipped, listen: SocketAddr, pki: &Pki) -> (S
         .iter()
         .filter(|c| c.mtls.is_some())
         .find(|c| {
-            graphgate::explain::explain(&policy, &c.name, SMOKE_REQUEST, Some(&body))
+            graphgate::gateway::explain::explain(&policy, &c.name, SMOKE_REQUEST, Some(&body))
                 .is_ok_and(|(allowed, _)| allowed)
         })
         .unwrap_or_else(|| {
