@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashSet};
 
 use serde_json::{Map, Value};
 
-use crate::catalog::{self, ApiVersion, Operation};
-use crate::policy::{Facts, Policy};
-use crate::route::is_guid;
-use crate::schema::{self, Params};
+use crate::operation::catalog::{self, ApiVersion, Operation};
+use crate::operation::route::is_guid;
+use crate::operation::schema::{self, Params};
+use crate::policy::{Decision, Facts, Policy};
 
 /// Intune's own bulk limit (the portal's bulk actions take at most 100 devices).
 pub const DEFAULT_MAX_DEVICES: usize = 100;
@@ -40,6 +40,9 @@ pub enum BulkError {
         "actionName '{0}' is not an operation graphgate offers in bulk (it offers: retire, delete, wipe, fullScan, quickScan, signatureUpdate, customTextNotification, rebootNow, setDeviceName, syncDevice, initiateOnDemandProactiveRemediation)"
     )]
     OutsideCatalog(String),
+    /// A parameter the single operation does not take, or of the wrong type.
+    #[error(transparent)]
+    Params(#[from] schema::SchemaError),
 }
 
 /// A bulk request, understood: the operation it runs, with its parameters, on each device.
@@ -84,7 +87,7 @@ pub fn plan(
     body: &Value,
     version: ApiVersion,
     max_devices: usize,
-) -> Result<BulkPlan, crate::error::GatewayError> {
+) -> Result<BulkPlan, BulkError> {
     let empty = Map::new();
     let members = body.as_object().unwrap_or(&empty);
     let device_ids = device_ids(members.get("deviceIds"), max_devices)?;
@@ -140,31 +143,48 @@ fn device_ids(value: Option<&Value>, max: usize) -> Result<Vec<String>, BulkErro
     Ok(out)
 }
 
-/// The policy's decision for every device; the devices it refuses, in request order.
-pub fn refused_devices<'p>(
+/// A bulk request's decision, taken device by device.
+#[derive(Debug)]
+pub struct BulkDecision<'p> {
+    /// The first refused device's decision if any device is refused (the request is then
+    /// refused whole), else the first device's.
+    pub decision: Decision<'p>,
+    /// The devices the policy refuses, in request order.
+    pub refused: Vec<String>,
+}
+
+/// Asks the policy about every device as if each were a single request for the operation
+/// `actionName` names, with the body's parameters.
+pub fn decide<'p>(
     policy: &'p Policy,
     caller: usize,
     version: ApiVersion,
     plan: &BulkPlan,
-) -> (Vec<String>, Option<crate::policy::Decision<'p>>) {
+) -> BulkDecision<'p> {
     let mut refused = Vec::new();
-    let mut first_allowed = None;
+    let (mut first_refused, mut first_allowed) = (None, None);
     for device in &plan.device_ids {
-        let facts = Facts {
+        let decision = policy.decide(&Facts {
             caller,
             op: plan.op,
             version,
             device,
             params: &plan.params,
-        };
-        let decision = policy.decide(&facts);
+        });
         if decision.allowed {
             first_allowed.get_or_insert(decision);
         } else {
             refused.push(device.clone());
+            first_refused.get_or_insert(decision);
         }
     }
-    (refused, first_allowed)
+    // A plan lists at least one device; were it empty, nothing would be allowed.
+    let decision = first_refused.or(first_allowed).unwrap_or(Decision {
+        allowed: false,
+        rule: None,
+        shadow: None,
+    });
+    BulkDecision { decision, refused }
 }
 
 /// Graph's per-device outcomes from its 200 answer (`value.successfulDeviceIds`, ...).
@@ -208,7 +228,7 @@ mod tests {
         assert_eq!(p.device_ids, [A, B]);
         assert_eq!(
             p.params.get("keepUserData"),
-            Some(&crate::schema::ParamValue::Bool(true))
+            Some(&crate::operation::schema::ParamValue::Bool(true))
         );
         let p = plan(
             &json!({"actionName": "quickScan", "deviceIds": [A]}),
@@ -218,7 +238,7 @@ mod tests {
         .unwrap();
         assert_eq!(
             p.params.get("quickScan"),
-            Some(&crate::schema::ParamValue::Bool(true))
+            Some(&crate::operation::schema::ParamValue::Bool(true))
         );
     }
 

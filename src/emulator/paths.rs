@@ -5,7 +5,7 @@
 
 use percent_encoding::percent_decode_str;
 
-use crate::catalog::ApiVersion;
+use crate::operation::catalog::ApiVersion;
 
 /// What the path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{ApiVersion, Operation};
+use crate::operation::catalog::{ApiVersion, Operation};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use prejudge::Scope;
 pub use rate::Rate;
@@ -125,7 +125,7 @@ pub enum Test {
 /// A condition: `param` must pass `test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
-    /// The parameter's dotted path (see [`crate::schema::Params`]).
+    /// The parameter's dotted path (see [`crate::operation::schema::Params`]).
     pub param: String,
     /// The test.
     pub test: Test,
@@ -155,7 +155,7 @@ pub struct Rule {
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
     /// The risk tier its operations list is pinned to (see [`tiers`]), if any.
-    pub tier: Option<crate::catalog::Tier>,
+    pub tier: Option<crate::operation::catalog::Tier>,
 }
 
 /// Gateway-wide pacing of writes to the tenant.

@@ -8,7 +8,7 @@
 use serde_saphyr::Spanned;
 
 use super::Rule;
-use crate::catalog::{Binding, CATALOG, Operation, Tier};
+use crate::operation::catalog::{Binding, CATALOG, Operation, Tier};
 
 /// The rule's pinned tier, checking that every listed operation belongs to it; `Err` holds
 /// the problems (the tier's name unknown, or operations of another tier).
@@ -75,9 +75,9 @@ pub fn operations_of(tier: Tier) -> impl Iterator<Item = &'static Operation> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::{self, ApiVersion};
+    use crate::operation::catalog::{self, ApiVersion};
     use crate::policy::{Facts, Policy};
-    use crate::schema::{self, Params};
+    use crate::operation::schema::{self, Params};
 
     const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
     const OTHER: &str = "1c7a3e2f-2b3c-4d4e-9fa0-112233445566";

@@ -9,13 +9,13 @@
 use crate::common;
 
 use bytes::Bytes;
-use graphgate::catalog::{ApiVersion, Binding, CATALOG, Invocation, Operation};
+use graphgate::operation::catalog::{ApiVersion, Binding, CATALOG, Invocation, Operation};
 use graphgate::emulator::csdl::Csdl;
 use graphgate::emulator::{
     EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports,
 };
 use graphgate::identity::api_key_sha256;
-use graphgate::schema::Ty;
+use graphgate::operation::schema::Ty;
 use http::{Method, Request};
 use http_body_util::Full;
 

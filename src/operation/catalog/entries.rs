@@ -8,7 +8,7 @@ use super::{
     ApiVersion, Binding, CONFIGURATION_READ, CONFIGURATION_RW, Invocation, MANAGED_DEVICES_RW,
     Operation, PRIV_OPS, Tier, UPDATE_WINDOWS_DEVICE_ACCOUNT_SIMPLE,
 };
-use crate::schema::{ComplexType, Prop, Ty};
+use crate::operation::schema::{ComplexType, Prop, Ty};
 
 const BOTH: &[ApiVersion] = &[ApiVersion::V1, ApiVersion::Beta];
 const BETA: &[ApiVersion] = &[ApiVersion::Beta];

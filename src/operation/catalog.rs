@@ -8,7 +8,7 @@ mod entries;
 
 pub use entries::CATALOG;
 
-use crate::schema::Prop;
+use crate::operation::schema::Prop;
 
 /// A Graph API version segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +189,12 @@ impl Operation {
     /// Whether the request carries a JSON body.
     pub fn takes_body(&self) -> bool {
         self.invocation == Invocation::Action
+    }
+
+    /// Whether a request without a body is refused: an action whose parameters are wrapped
+    /// in one, or that has a required one (the others take no body as `{}`).
+    pub fn needs_body(&self) -> bool {
+        self.takes_body() && (self.wrapper.is_some() || self.params.iter().any(|p| p.required))
     }
 }
 
