@@ -99,7 +99,7 @@ pub async fn start_audited(audit: common::AuditMode) -> Harness {
 }
 
 /// A device of the demo inventory whose platform offers `action`.
-fn device_for(action: &str) -> String {
+pub fn device_for(action: &str) -> String {
     demo_devices()
         .into_iter()
         .find(|d| supports(d.os, action))
@@ -147,7 +147,7 @@ fn paths(op: &Operation, version: ApiVersion, device: &str) -> Vec<(String, Stri
     out
 }
 
-async fn send(h: &Harness, method: Method, path: &str, body: &str) -> Reply {
+pub async fn send(h: &Harness, method: Method, path: &str, body: &str) -> Reply {
     let mut req = Request::builder()
         .method(method)
         .uri(format!("http://{}{}", h.gateway, path))
