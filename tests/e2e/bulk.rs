@@ -159,3 +159,29 @@ async fn bad_device_lists_and_actions_are_400s_with_nothing_sent() {
     reply.assert_graph_error(400, "invalidRequest");
     h.shut_down().await;
 }
+
+/// `GRAPHGATE_MAX_BULK_DEVICES` (`--max-bulk-devices`) sets the cap of the binary as an
+/// operator runs it: one device over it is a 400 naming the cap, with nothing sent; at the
+/// cap the request is decided and forwarded.
+#[tokio::test]
+async fn the_bulk_cap_is_the_operators() {
+    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    std::fs::write(backend.dir.join("policy.yaml"), policy()).unwrap();
+    let mut cmd = backend.serve_command();
+    cmd.env("GRAPHGATE_MAX_BULK_DEVICES", "2");
+    let gw = backend.serve(cmd).await;
+    let over = json!({"actionName": "wipe", "keepUserData": true, "deviceIds": [A, B, UNKNOWN]});
+    let reply = gw.post(PATH, KEY, &over.to_string()).await;
+    reply.assert_graph_error(400, "invalidRequest");
+    let message = reply.json()["error"]["message"].to_string();
+    assert!(message.contains("lists 3 devices; at most 2"), "{message}");
+    assert!(backend.emulator.graph_requests().is_empty(), "nothing sent");
+    let at_cap = json!({"actionName": "wipe", "keepUserData": true, "deviceIds": [A, B]});
+    let reply = gw.post(PATH, KEY, &at_cap.to_string()).await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    let sent = backend.emulator.graph_requests();
+    assert_eq!(sent.len(), 1);
+    assert!(sent[0].path.ends_with("/executeAction"), "{}", sent[0].path);
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+}
