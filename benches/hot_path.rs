@@ -179,7 +179,13 @@ fn every_param(props: &[Prop]) -> serde_json::Value {
 }
 
 /// Every catalog operation in every version it exists in: (method, path, body).
-fn whole_catalog() -> Vec<(&'static Operation, ApiVersion, http::Method, String, Vec<u8>)> {
+fn whole_catalog() -> Vec<(
+    &'static Operation,
+    ApiVersion,
+    http::Method,
+    String,
+    Vec<u8>,
+)> {
     let mut out = Vec::new();
     for op in catalog::CATALOG {
         for &version in op.versions {
@@ -212,7 +218,11 @@ fn whole_catalog_benches(c: &mut Criterion) {
     let all = whole_catalog();
     for (op, version, method, path, body) in &all {
         let found = route::recognise(method, path).unwrap();
-        assert_eq!((found.op.name, found.version), (op.name, *version), "{path}");
+        assert_eq!(
+            (found.op.name, found.version),
+            (op.name, *version),
+            "{path}"
+        );
         if op.takes_body() {
             let v = schema::parse_strict(body).unwrap();
             schema::validate(&v, op.params_for(*version), op.wrapper)

@@ -83,11 +83,7 @@ fn operation_of(action_name: &str) -> Option<(&'static str, Option<(&'static str
 }
 
 /// Understands a bulk body already checked against `executeAction`'s schema.
-pub fn plan(
-    body: &Value,
-    version: ApiVersion,
-    max_devices: usize,
-) -> Result<BulkPlan, BulkError> {
+pub fn plan(body: &Value, version: ApiVersion, max_devices: usize) -> Result<BulkPlan, BulkError> {
     let empty = Map::new();
     let members = body.as_object().unwrap_or(&empty);
     let device_ids = device_ids(members.get("deviceIds"), max_devices)?;

@@ -149,7 +149,11 @@ impl Head {
     /// Admission, second step: the body (already read within its bounds) as the Graph body
     /// to forward and its validated parameters; for a bulk request, also the operation it
     /// runs and its devices (at most `max_bulk_devices`).
-    pub fn admit_body(self, body: &Bytes, max_bulk_devices: usize) -> Result<Admitted, InboundError> {
+    pub fn admit_body(
+        self,
+        body: &Bytes,
+        max_bulk_devices: usize,
+    ) -> Result<Admitted, InboundError> {
         let (body, params) = graph_body(&self.target, body)?;
         let bulk = match self.target.op.binding {
             Binding::Devices => Some(bulk::plan(

@@ -76,8 +76,8 @@ pub fn operations_of(tier: Tier) -> impl Iterator<Item = &'static Operation> {
 mod tests {
     use super::*;
     use crate::operation::catalog::{self, ApiVersion};
-    use crate::policy::{Facts, Policy};
     use crate::operation::schema::{self, Params};
+    use crate::policy::{Facts, Policy};
 
     const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
     const OTHER: &str = "1c7a3e2f-2b3c-4d4e-9fa0-112233445566";

@@ -9,12 +9,12 @@
 use crate::common;
 
 use bytes::Bytes;
-use graphgate::operation::catalog::{ApiVersion, Binding, CATALOG, Invocation, Operation};
 use graphgate::emulator::csdl::Csdl;
 use graphgate::emulator::{
     EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports,
 };
 use graphgate::identity::api_key_sha256;
+use graphgate::operation::catalog::{ApiVersion, Binding, CATALOG, Invocation, Operation};
 use graphgate::operation::schema::Ty;
 use http::{Method, Request};
 use http_body_util::Full;

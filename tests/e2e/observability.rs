@@ -535,10 +535,15 @@ async fn a_secret_read_reaches_its_caller_and_nowhere_else() {
             assert_eq!(reply.headers["cache-control"], "no-store", "{path}");
             let body = String::from_utf8(reply.body.to_vec()).unwrap();
             let expected = shown.as_deref().unwrap_or(&secret);
-            assert!(body.contains(expected), "{path}: the caller gets the secret: {body}");
+            assert!(
+                body.contains(expected),
+                "{path}: the caller gets the secret: {body}"
+            );
         }
         // The secret whole, its random core (e.g. a lower-cased copy), and as Graph sent it.
-        let core = secret.split_once('-').map_or(secret.clone(), |(_, c)| c.to_owned());
+        let core = secret
+            .split_once('-')
+            .map_or(secret.clone(), |(_, c)| c.to_owned());
         secrets.extend([secret, core.to_ascii_lowercase(), core]);
         secrets.extend(shown);
     }
@@ -547,8 +552,15 @@ async fn a_secret_read_reaches_its_caller_and_nowhere_else() {
         .unwrap();
     let resp = graphgate::admin::handle(&h.gw, &scrape).await;
     assert_eq!(resp.status(), 200);
-    let metrics = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec())
-        .unwrap();
+    let metrics = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     let audit = serde_json::to_string(&h.audit_records().await).unwrap();
     h.shut_down().await;
     let spans = obs.flush().await;
@@ -557,14 +569,25 @@ async fn a_secret_read_reaches_its_caller_and_nowhere_else() {
     let spans_text = format!("{spans:?}");
     // What is searched was captured: the reads are in each of them.
     let read = "managedDevices.getFileVaultKey";
-    assert!(logs.contains("trace-level canary"), "trace-level logs were captured");
+    assert!(
+        logs.contains("trace-level canary"),
+        "trace-level logs were captured"
+    );
     assert!(logs.contains(read), "the requests' logs were captured");
     assert!(
-        spans.iter().any(|s| attr(s, "graph.operation").as_deref() == Some(read)),
+        spans
+            .iter()
+            .any(|s| attr(s, "graph.operation").as_deref() == Some(read)),
         "the requests' spans were exported"
     );
-    assert!(metrics.contains(read), "the requests are counted in /metrics");
-    assert!(audit.contains("\"disclosed_bytes\""), "the disclosures are audited");
+    assert!(
+        metrics.contains(read),
+        "the requests are counted in /metrics"
+    );
+    assert!(
+        audit.contains("\"disclosed_bytes\""),
+        "the disclosures are audited"
+    );
     for (name, text) in [
         ("logs", &logs),
         ("spans", &spans_text),
