@@ -155,6 +155,70 @@ mod tests {
         assert!(e.to_string().contains("decided device by device"), "{e}");
     }
 
+    /// A catalog entry no rule names is denied, whatever the other rules grant: a rule
+    /// naming every other operation (no device list, no condition), a rule pinned to each
+    /// tier listing the rest of that tier, in shadow mode too. So adding an entry to the
+    /// catalog never makes it allowed without the policy file being edited.
+    #[test]
+    fn an_operation_no_rule_names_is_denied_by_every_rule() {
+        let grantable: Vec<&Operation> = CATALOG
+            .iter()
+            .filter(|op| op.binding != Binding::Devices)
+            .collect();
+        for new in &grantable {
+            let others = |keep: &dyn Fn(&Operation) -> bool| -> Vec<&str> {
+                grantable
+                    .iter()
+                    .filter(|op| !std::ptr::eq(**op, *new) && keep(op))
+                    .map(|op| op.name)
+                    .collect()
+            };
+            let mut rules = format!(
+                "  - name: everything-else\n    callers: [ops]\n    operations: [{}]\n  - name: everything-else-shadow\n    mode: shadow\n    callers: [ops]\n    operations: [{0}]\n",
+                others(&|_| true).join(", ")
+            );
+            for tier in Tier::ALL {
+                let listed = others(&|op| op.tier == tier);
+                if !listed.is_empty() {
+                    rules.push_str(&format!(
+                        "  - name: pinned-{0}\n    callers: [ops]\n    tier: {0}\n    operations: [{1}]\n",
+                        tier.as_str(),
+                        listed.join(", ")
+                    ));
+                }
+            }
+            let p = policy(&rules).unwrap();
+            for &version in new.versions {
+                for device in [DEV, OTHER, ""] {
+                    let facts = Facts {
+                        caller: 0,
+                        op: new,
+                        version,
+                        device,
+                        params: &Params::default(),
+                    };
+                    let d = p.decide(&facts);
+                    assert!(!d.allowed, "{} allowed by {:?}", new.name, d.rule_name());
+                    assert_eq!(d.rule_name(), None, "{}: the default deny", new.name);
+                    assert!(d.shadow.is_none(), "{}: no shadow rule covers it", new.name);
+                }
+            }
+            // And every other operation is allowed by those same rules.
+            let other = grantable
+                .iter()
+                .find(|op| !std::ptr::eq(**op, *new))
+                .unwrap();
+            let facts = Facts {
+                caller: 0,
+                op: other,
+                version: other.versions[0],
+                device: DEV,
+                params: &Params::default(),
+            };
+            assert!(p.decide(&facts).allowed, "{} is granted", other.name);
+        }
+    }
+
     /// Device lists, parameter conditions and deny rules work for every operation.
     #[test]
     fn device_rules_conditions_and_denies_for_every_operation() {
