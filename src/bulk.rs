@@ -56,32 +56,6 @@ pub struct BulkPlan {
     pub device_ids: Vec<String>,
 }
 
-/// The catalog operation a bulk `actionName` runs, and the parameter it implies.
-fn operation_of(action_name: &str) -> Option<(&'static str, Option<(&'static str, bool)>)> {
-    Some(match action_name {
-        "retire" => ("managedDevices.retire", None),
-        "delete" => ("managedDevices.delete", None),
-        "wipe" => ("managedDevices.wipe", None),
-        "fullScan" => (
-            "managedDevices.windowsDefenderScan",
-            Some(("quickScan", false)),
-        ),
-        "quickScan" => (
-            "managedDevices.windowsDefenderScan",
-            Some(("quickScan", true)),
-        ),
-        "signatureUpdate" => ("managedDevices.windowsDefenderUpdateSignatures", None),
-        "customTextNotification" => ("managedDevices.sendCustomNotificationToCompanyPortal", None),
-        "rebootNow" => ("managedDevices.rebootNow", None),
-        "setDeviceName" => ("managedDevices.setDeviceName", None),
-        "syncDevice" => ("managedDevices.syncDevice", None),
-        "initiateOnDemandProactiveRemediation" => {
-            ("managedDevices.initiateOnDemandProactiveRemediation", None)
-        }
-        _ => return None,
-    })
-}
-
 /// Understands a bulk body already checked against `executeAction`'s schema.
 pub fn plan(body: &Value, version: ApiVersion, max_devices: usize) -> Result<BulkPlan, BulkError> {
     let empty = Map::new();
@@ -91,9 +65,9 @@ pub fn plan(body: &Value, version: ApiVersion, max_devices: usize) -> Result<Bul
         .get("actionName")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let (name, implied) =
-        operation_of(action).ok_or_else(|| BulkError::OutsideCatalog(action.to_owned()))?;
-    let op = catalog::by_name(name).ok_or_else(|| BulkError::OutsideCatalog(action.to_owned()))?;
+    let outside = || BulkError::OutsideCatalog(action.to_owned());
+    let bulk = catalog::bulk_action(action).ok_or_else(outside)?;
+    let (op, implied) = (bulk.op().ok_or_else(outside)?, bulk.implied);
     // The single operation's body: every other member, plus what actionName implies.
     let mut single: Map<String, Value> = members
         .iter()

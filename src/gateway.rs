@@ -111,7 +111,10 @@ impl Gateway {
     {
         // The API description is public; everything else needs a caller.
         if req.method() == http::Method::GET && req.uri().path() == OPENAPI_PATH {
-            return Ok(json_response(StatusCode::OK, &simple::openapi()));
+            return Ok(json_response(
+                StatusCode::OK,
+                &simple::openapi(self.limits.max_bulk_devices),
+            ));
         }
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let installed = self.installed.load_full();

@@ -6,7 +6,7 @@
 
 mod entries;
 
-pub use entries::CATALOG;
+pub use entries::{BULK_ACTIONS, CATALOG};
 
 use crate::operation::schema::Prop;
 
@@ -198,6 +198,42 @@ impl Operation {
     }
 }
 
+/// An `actionName` of the bulk `executeAction` that graphgate offers.
+#[derive(Debug)]
+pub struct BulkAction {
+    /// The `actionName` value.
+    pub action_name: &'static str,
+    /// The catalog operation it runs on each device (its name).
+    pub operation: &'static str,
+    /// A parameter of that operation the action name implies (`quickScan` → `quickScan:
+    /// true`), which the body may not give.
+    pub implied: Option<(&'static str, bool)>,
+}
+
+impl BulkAction {
+    const fn new(
+        action_name: &'static str,
+        operation: &'static str,
+        implied: Option<(&'static str, bool)>,
+    ) -> Self {
+        BulkAction {
+            action_name,
+            operation,
+            implied,
+        }
+    }
+
+    /// The catalog operation it runs.
+    pub fn op(&self) -> Option<&'static Operation> {
+        by_name(self.operation)
+    }
+}
+
+/// The bulk action named `action_name` (exactly, as Graph's enum matches it).
+pub fn bulk_action(action_name: &str) -> Option<&'static BulkAction> {
+    BULK_ACTIONS.iter().find(|a| a.action_name == action_name)
+}
+
 /// A field of a simplified-API body.
 #[derive(Debug)]
 pub struct SimpleField {
@@ -371,6 +407,20 @@ pub fn by_name(name: &str) -> Option<&'static Operation> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bulk_action_names_an_operation_and_a_graph_action_name() {
+        for bulk in BULK_ACTIONS {
+            assert!(entries::REMOTE_ACTIONS.contains(&bulk.action_name));
+            let op = bulk.op().unwrap();
+            assert_eq!(op.binding, Binding::Device, "{}", bulk.action_name);
+            if let Some((param, _)) = bulk.implied {
+                assert!(op.all_params().iter().any(|p| p.name == param));
+            }
+            assert!(std::ptr::eq(bulk_action(bulk.action_name).unwrap(), bulk));
+        }
+        assert!(bulk_action("deprovision").is_none());
+    }
 
     #[test]
     fn names_follow_the_scheme_and_are_unique() {

@@ -4,9 +4,11 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::operation::catalog::{Binding, CATALOG, Invocation, Operation, SimpleApi};
+use crate::operation::catalog::{
+    ApiVersion, BULK_ACTIONS, Binding, CATALOG, Invocation, Operation, SimpleApi, SimpleField,
+};
 use crate::operation::schema::screen::shown_name;
-use crate::operation::schema::{SchemaError, Ty};
+use crate::operation::schema::{self, Prop, SchemaError, Ty};
 
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -194,7 +196,8 @@ fn set(root: &mut Map<String, Value>, path: &str, value: Value) {
 /// The OpenAPI 3 document of the simplified API, from the catalog: every operation, its
 /// flat body (with which fields go with which account type), its risk tier, and every answer
 /// the gateway may give.
-pub fn openapi() -> Value {
+/// `max_bulk_devices` is the gateway's cap on a bulk request's `deviceIds`.
+pub fn openapi(max_bulk_devices: usize) -> Value {
     let mut paths = Map::new();
     for op in CATALOG {
         let (path, params) = simple_path(op);
@@ -204,7 +207,7 @@ pub fn openapi() -> Value {
         if let Value::Object(item) = item {
             item.insert(
                 op.invocation.method_name().to_ascii_lowercase(),
-                operation_doc(op),
+                operation_doc(op, max_bulk_devices),
             );
         }
     }
@@ -234,10 +237,16 @@ fn simple_path(op: &Operation) -> (String, Value) {
         json!({ "name": name, "in": "path", "required": true, "schema": schema })
     };
     match (op.binding, op.invocation) {
-        (Binding::User, _) => (
-            format!("/api/v1/users/{{userId}}/{}", op.action),
-            json!([id("userId", None)]),
-        ),
+        (Binding::User, _) => {
+            let mut user = id("userId", None);
+            user["schema"]["pattern"] = json!(USER_ID_PATTERN);
+            user["schema"]["maxLength"] = json!(256);
+            user["description"] = json!("The user's object id (a GUID) or user principal name.");
+            (
+                format!("/api/v1/users/{{userId}}/{}", op.action),
+                json!([user]),
+            )
+        }
         (Binding::Devices, _) => (format!("/api/v1/managedDevices/{}", op.action), json!([])),
         (_, Invocation::Delete) => (
             "/api/v1/managedDevices/{managedDeviceId}".to_owned(),
@@ -250,7 +259,7 @@ fn simple_path(op: &Operation) -> (String, Value) {
     }
 }
 
-fn operation_doc(op: &Operation) -> Value {
+fn operation_doc(op: &Operation, max_bulk_devices: usize) -> Value {
     let error = |d: &str| json!({ "description": d, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/GraphError" } } } });
     let success = match (op.success_status, op.discloses_secret()) {
         (200, true) => {
@@ -289,26 +298,37 @@ fn operation_doc(op: &Operation) -> Value {
     });
     if op.takes_body() {
         let required = op.wrapper.is_some() || op.params.iter().any(|p| p.required);
-        doc["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": body_schema(op) } } });
+        let schema = match op.binding {
+            Binding::Devices => bulk_schema(op, max_bulk_devices),
+            _ => body_schema(op),
+        };
+        doc["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": schema } } });
     }
     doc
 }
 
+/// What the route accepts as a user id: a GUID, or a user principal name.
+const USER_ID_PATTERN: &str = "^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|[A-Za-z0-9._+'-]+@[A-Za-z0-9-][A-Za-z0-9.-]*[.][A-Za-z0-9.-]*[A-Za-z0-9-])$";
+
 /// The flat body's schema: a hand-made one's fields, or the Graph parameters themselves.
 fn body_schema(op: &Operation) -> Value {
-    if let Some(api) = op.simple {
-        return simple_schema(api);
+    match op.simple {
+        Some(api) => simple_schema(op, api),
+        None => object_schema(op.all_params().iter(), Map::new()),
     }
-    let params = op.all_params();
-    let mut properties = Map::new();
+}
+
+/// An object of exactly `params` (with `extra` properties), required ones required and not
+/// nullable.
+fn object_schema<'a>(params: impl Iterator<Item = &'a Prop>, extra: Map<String, Value>) -> Value {
+    let mut required: Vec<String> = extra.keys().cloned().collect();
+    let mut properties = extra;
     for p in params {
-        properties.insert(p.name.to_owned(), ty_schema(&p.ty));
+        properties.insert(p.name.to_owned(), ty_schema(p));
+        if p.required {
+            required.push(p.name.to_owned());
+        }
     }
-    let required: Vec<&str> = params
-        .iter()
-        .filter(|p| p.required)
-        .map(|p| p.name)
-        .collect();
     let mut schema =
         json!({ "type": "object", "additionalProperties": false, "properties": properties });
     if !required.is_empty() {
@@ -317,10 +337,56 @@ fn body_schema(op: &Operation) -> Value {
     schema
 }
 
-fn ty_schema(ty: &Ty) -> Value {
-    let mut schema = match ty {
+/// A bulk `executeAction` body: one shape per `actionName` graphgate offers, each with the
+/// parameters that action's operation takes in bulk (those `executeAction` also has).
+fn bulk_schema(op: &Operation, max_devices: usize) -> Value {
+    let shapes: Vec<Value> = BULK_ACTIONS
+        .iter()
+        .filter_map(|bulk| {
+            let single = bulk.op()?;
+            let params = single.params_for(ApiVersion::Beta).iter().filter(|p| {
+                op.params.iter().any(|b| b.name == p.name)
+                    && bulk.implied.is_none_or(|(implied, _)| implied != p.name)
+            });
+            let mut fixed = Map::new();
+            fixed.insert(
+                "actionName".to_owned(),
+                json!({ "type": "string", "enum": [bulk.action_name] }),
+            );
+            fixed.insert(
+                "deviceIds".to_owned(),
+                json!({ "type": "array", "items": { "type": "string", "format": "uuid" }, "minItems": 1, "maxItems": max_devices, "uniqueItems": true }),
+            );
+            let mut shape = object_schema(params, fixed);
+            shape["description"] = json!(format!(
+                "Runs {} on every device; the policy is asked about each.",
+                single.name
+            ));
+            Some(shape)
+        })
+        .collect();
+    json!({ "oneOf": shapes })
+}
+
+/// What the gateway accepts in a string parameter: no control, line-separator or
+/// bidirectional-formatting character (see `schema::screen`).
+const PLAIN_TEXT_PATTERN: &str =
+    "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]*$";
+/// One email address as the gateway accepts it (see `schema::screen::is_address`).
+const ADDRESS_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:[.][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:[.][A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
+
+/// A string parameter's schema: plain text, or one email address.
+fn string_schema(address: bool) -> Value {
+    match address {
+        true => json!({ "type": "string", "pattern": ADDRESS_PATTERN, "maxLength": 254 }),
+        false => json!({ "type": "string", "pattern": PLAIN_TEXT_PATTERN }),
+    }
+}
+
+fn ty_schema(prop: &Prop) -> Value {
+    let mut schema = match &prop.ty {
         Ty::Bool => json!({ "type": "boolean" }),
-        Ty::String => json!({ "type": "string" }),
+        Ty::String => string_schema(prop.address),
         Ty::Enum(values) => json!({ "type": "string", "enum": values }),
         Ty::StringList => {
             json!({ "type": "array", "items": { "type": "string", "format": "uuid" }, "minItems": 1, "uniqueItems": true })
@@ -329,7 +395,7 @@ fn ty_schema(ty: &Ty) -> Value {
             let props: Map<String, Value> = c
                 .props
                 .iter()
-                .map(|p| (p.name.to_owned(), ty_schema(&p.ty)))
+                .map(|p| (p.name.to_owned(), ty_schema(p)))
                 .collect();
             let required: Vec<&str> = c
                 .props
@@ -345,40 +411,72 @@ fn ty_schema(ty: &Ty) -> Value {
             object
         }
     };
-    schema["nullable"] = json!(true);
+    if !prop.required {
+        schema["nullable"] = json!(true);
+    }
     schema
 }
 
 /// A hand-made flat body: its fields, and which go with which variant (`accountType`).
-fn simple_schema(api: &SimpleApi) -> Value {
-    let mut properties = Map::new();
-    for f in api.fields {
-        let mut field = json!({ "type": if f.boolean { "boolean" } else { "string" }, "description": f.description, "nullable": true });
-        if let (Some(needs), Some(v)) = (f.only_with, &api.variant) {
-            field["description"] =
-                json!(format!("{} Only with {} '{needs}'.", f.description, v.name));
+fn simple_schema(op: &Operation, api: &SimpleApi) -> Value {
+    let paths = schema::param_paths(op.all_params(), op.wrapper);
+    let field_schema = |f: &SimpleField, nullable: bool| {
+        let address = paths.iter().any(|p| p.path == f.target && p.address);
+        let mut field = match f.boolean {
+            true => json!({ "type": "boolean" }),
+            false => string_schema(address),
+        };
+        field["description"] = json!(f.description);
+        if nullable {
+            field["nullable"] = json!(true);
         }
-        properties.insert(f.name.to_owned(), field);
+        field
+    };
+    let mut common = Map::new();
+    let mut required: Vec<&str> = Vec::new();
+    for f in api.fields.iter().filter(|f| f.only_with.is_none()) {
+        common.insert(f.name.to_owned(), field_schema(f, !f.required));
+        if f.required {
+            required.push(f.name);
+        }
     }
-    if let Some(v) = &api.variant {
-        let values: Vec<&str> = v.values.iter().map(|(n, ..)| *n).collect();
-        let needs: Vec<String> = v
-            .values
-            .iter()
-            .map(|(n, _, req)| format!("{n} requires {}", req.join(" and ")))
-            .collect();
-        properties.insert(
-            v.name.to_owned(),
-            json!({ "type": "string", "enum": values, "nullable": true, "description": format!("{} {}.", v.description, needs.join("; ")) }),
-        );
-    }
-    let required: Vec<&str> = api
+    let object = |properties: Map<String, Value>, required: &[&str]| json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required });
+    let Some(v) = &api.variant else {
+        return object(common, &required);
+    };
+    // One shape per variant, and one without: a variant's fields only with it (null counts
+    // as not given), and the fields it needs required.
+    let absent = json!({ "nullable": true, "enum": [null] });
+    let only_with: Vec<&SimpleField> = api
         .fields
         .iter()
-        .filter(|f| f.required)
-        .map(|f| f.name)
+        .filter(|f| f.only_with.is_some())
         .collect();
-    json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required })
+    let mut plain = common.clone();
+    plain.insert(v.name.to_owned(), absent.clone());
+    for f in &only_with {
+        plain.insert(f.name.to_owned(), absent.clone());
+    }
+    let mut shapes = vec![object(plain, &required)];
+    for (value, _, needs) in v.values {
+        let mut props = common.clone();
+        props.insert(
+            v.name.to_owned(),
+            json!({ "type": "string", "enum": [value], "description": v.description }),
+        );
+        for f in &only_with {
+            let schema = match f.only_with == Some(*value) {
+                true => field_schema(f, !needs.contains(&f.name)),
+                false => absent.clone(),
+            };
+            props.insert(f.name.to_owned(), schema);
+        }
+        let mut needed = required.clone();
+        needed.push(v.name);
+        needed.extend_from_slice(needs);
+        shapes.push(object(props, &needed));
+    }
+    json!({ "oneOf": shapes })
 }
 
 fn graph_error_schema() -> Value {
@@ -482,28 +580,45 @@ mod tests {
 
     #[test]
     fn openapi_lists_every_simple_operation() {
-        let doc = openapi();
+        let doc = openapi(100);
         let post = &doc["paths"]["/api/v1/managedDevices/{managedDeviceId}/updateWindowsDeviceAccount"]
             ["post"];
         assert_eq!(
             post["operationId"],
             "managedDevices.updateWindowsDeviceAccount"
         );
-        let schema = &post["requestBody"]["content"]["application/json"]["schema"];
+        // One shape without an accountType, one per accountType with the fields it needs.
+        let shapes = &post["requestBody"]["content"]["application/json"]["schema"]["oneOf"];
         assert_eq!(
-            schema["required"],
+            shapes[0]["required"],
             json!(["deviceAccountEmail", "password"])
         );
+        assert_eq!(shapes[0]["properties"]["userName"]["enum"], json!([null]));
         assert_eq!(
-            schema["properties"]["accountType"]["enum"],
-            json!(["azureAD", "activeDirectory"])
+            shapes[1]["properties"]["accountType"]["enum"],
+            json!(["azureAD"])
         );
+        assert_eq!(
+            shapes[1]["required"],
+            json!([
+                "deviceAccountEmail",
+                "password",
+                "accountType",
+                "userPrincipalName"
+            ])
+        );
+        assert_eq!(shapes[1]["properties"]["domainName"]["enum"], json!([null]));
+        assert_eq!(
+            shapes[2]["properties"]["accountType"]["enum"],
+            json!(["activeDirectory"])
+        );
+        assert_eq!(shapes[2]["properties"]["domainName"]["type"], "string");
         assert!(post["responses"]["204"].is_object());
     }
 
     #[test]
     fn openapi_documents_every_operation_and_every_answer() {
-        let doc = openapi();
+        let doc = openapi(100);
         let mut documented = 0;
         for item in doc["paths"].as_object().unwrap().values() {
             for (method, op) in item.as_object().unwrap() {
@@ -536,5 +651,45 @@ mod tests {
                 .is_object()
         );
         assert!(doc["paths"]["/api/v1/managedDevices/executeAction"]["post"].is_object());
+    }
+
+    /// What the document says is what the gateway accepts: a required field is not
+    /// nullable (null counts as not given), a user id has the route's form, and a bulk body
+    /// has one shape per offered actionName, with that operation's bulk parameters and the
+    /// gateway's device cap.
+    #[test]
+    fn openapi_describes_exactly_what_is_accepted() {
+        let doc = openapi(7);
+        let body = |path: &str| {
+            doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+                .clone()
+        };
+        let seed = body("/api/v1/managedDevices/{managedDeviceId}/updateWindowsDeviceAccount");
+        let plain = &seed["oneOf"][0]["properties"];
+        assert!(plain["password"]["nullable"].is_null());
+        assert_eq!(plain["exchangeServer"]["nullable"], true);
+        assert!(plain["deviceAccountEmail"]["pattern"].is_string());
+        let user = &doc["paths"]["/api/v1/users/{userId}/removeAllDevicesFromManagement"]["parameters"]
+            [0]["schema"];
+        assert!(user["pattern"].as_str().unwrap().contains('@'));
+        let bulk = body("/api/v1/managedDevices/executeAction");
+        let shapes = bulk["oneOf"].as_array().unwrap();
+        assert_eq!(shapes.len(), BULK_ACTIONS.len());
+        let shape = |name: &str| {
+            shapes
+                .iter()
+                .find(|s| s["properties"]["actionName"]["enum"] == json!([name]))
+                .unwrap()
+                .clone()
+        };
+        let wipe = shape("wipe");
+        assert_eq!(wipe["properties"]["deviceIds"]["maxItems"], 7);
+        assert_eq!(wipe["required"], json!(["actionName", "deviceIds"]));
+        assert!(wipe["properties"]["keepUserData"].is_object());
+        // executeAction has it, wipe does not take it; beta's wipe has it, executeAction not.
+        assert!(wipe["properties"]["organizationalUnitPath"].is_null());
+        assert!(wipe["properties"]["obliterationBehavior"].is_null());
+        // quickScan's parameter is implied by the action name.
+        assert!(shape("quickScan")["properties"]["quickScan"].is_null());
     }
 }

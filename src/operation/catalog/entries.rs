@@ -5,8 +5,8 @@
 //! against the CSDL excerpt the emulator ships.
 
 use super::{
-    ApiVersion, Binding, CONFIGURATION_READ, CONFIGURATION_RW, Invocation, MANAGED_DEVICES_RW,
-    Operation, PRIV_OPS, Tier, UPDATE_WINDOWS_DEVICE_ACCOUNT_SIMPLE,
+    ApiVersion, Binding, BulkAction, CONFIGURATION_READ, CONFIGURATION_RW, Invocation,
+    MANAGED_DEVICES_RW, Operation, PRIV_OPS, Tier, UPDATE_WINDOWS_DEVICE_ACCOUNT_SIMPLE,
 };
 use crate::operation::schema::{ComplexType, Prop, Ty};
 
@@ -80,6 +80,42 @@ static DEVICE_LOG_COLLECTION_REQUEST: ComplexType = ComplexType {
     ],
     derived: &[],
 };
+
+/// The `actionName`s graphgate offers in a bulk `executeAction`: the catalog operation each
+/// runs on every listed device, and the parameter it implies.
+pub static BULK_ACTIONS: &[BulkAction] = &[
+    BulkAction::new("retire", "managedDevices.retire", None),
+    BulkAction::new("delete", "managedDevices.delete", None),
+    BulkAction::new("wipe", "managedDevices.wipe", None),
+    BulkAction::new(
+        "fullScan",
+        "managedDevices.windowsDefenderScan",
+        Some(("quickScan", false)),
+    ),
+    BulkAction::new(
+        "quickScan",
+        "managedDevices.windowsDefenderScan",
+        Some(("quickScan", true)),
+    ),
+    BulkAction::new(
+        "signatureUpdate",
+        "managedDevices.windowsDefenderUpdateSignatures",
+        None,
+    ),
+    BulkAction::new(
+        "customTextNotification",
+        "managedDevices.sendCustomNotificationToCompanyPortal",
+        None,
+    ),
+    BulkAction::new("rebootNow", "managedDevices.rebootNow", None),
+    BulkAction::new("setDeviceName", "managedDevices.setDeviceName", None),
+    BulkAction::new("syncDevice", "managedDevices.syncDevice", None),
+    BulkAction::new(
+        "initiateOnDemandProactiveRemediation",
+        "managedDevices.initiateOnDemandProactiveRemediation",
+        None,
+    ),
+];
 
 /// `executeAction`'s `actionName` values (`managedDeviceRemoteAction`, beta).
 pub(crate) const REMOTE_ACTIONS: &[&str] = &[
