@@ -314,7 +314,14 @@ const USER_ID_PATTERN: &str = "^(?:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-
 fn body_schema(op: &Operation) -> Value {
     match op.simple {
         Some(api) => simple_schema(op, api),
-        None => object_schema(op.all_params().iter(), Map::new()),
+        // The simplified API calls v1.0 where the operation exists there, else beta.
+        None => {
+            let version = match op.versions.contains(&ApiVersion::V1) {
+                true => ApiVersion::V1,
+                false => ApiVersion::Beta,
+            };
+            object_schema(op.params_for(version).iter(), Map::new())
+        }
     }
 }
 
@@ -324,7 +331,7 @@ fn object_schema<'a>(params: impl Iterator<Item = &'a Prop>, extra: Map<String, 
     let mut required: Vec<String> = extra.keys().cloned().collect();
     let mut properties = extra;
     for p in params {
-        properties.insert(p.name.to_owned(), ty_schema(p));
+        properties.insert(p.name.to_owned(), top_level_schema(p));
         if p.required {
             required.push(p.name.to_owned());
         }
@@ -383,8 +390,18 @@ fn string_schema(address: bool) -> Value {
     }
 }
 
+/// A body member's schema: null counts as not given there (the gateway leaves it out), so
+/// an optional member is nullable; inside an object a null is refused.
+fn top_level_schema(prop: &Prop) -> Value {
+    let mut schema = ty_schema(prop);
+    if !prop.required {
+        schema["nullable"] = json!(true);
+    }
+    schema
+}
+
 fn ty_schema(prop: &Prop) -> Value {
-    let mut schema = match &prop.ty {
+    match &prop.ty {
         Ty::Bool => json!({ "type": "boolean" }),
         Ty::String => string_schema(prop.address),
         Ty::Enum(values) => json!({ "type": "string", "enum": values }),
@@ -410,11 +427,7 @@ fn ty_schema(prop: &Prop) -> Value {
             }
             object
         }
-    };
-    if !prop.required {
-        schema["nullable"] = json!(true);
     }
-    schema
 }
 
 /// A hand-made flat body: its fields, and which go with which variant (`accountType`).
@@ -479,12 +492,14 @@ fn simple_schema(op: &Operation, api: &SimpleApi) -> Value {
     json!({ "oneOf": shapes })
 }
 
+/// Graph's error JSON, as the gateway answers it and passes Graph's own on.
 fn graph_error_schema() -> Value {
     json!({
         "type": "object",
-        "properties": { "error": { "type": "object", "properties": {
-            "code": { "type": "string" }, "message": { "type": "string" },
-            "innerError": { "type": "object", "properties": {
+        "required": ["error"],
+        "properties": { "error": { "type": "object", "required": ["code", "message"], "properties": {
+            "code": { "type": "string", "minLength": 1 }, "message": { "type": "string", "minLength": 1 },
+            "innerError": { "type": "object", "required": ["date", "request-id", "client-request-id"], "properties": {
                 "date": { "type": "string" }, "request-id": { "type": "string" }, "client-request-id": { "type": "string" }
             } }
         } } }
@@ -642,7 +657,14 @@ mod tests {
             props["keepUserData"],
             json!({"type": "boolean", "nullable": true})
         );
-        assert!(props["obliterationBehavior"]["enum"].is_array());
+        // The simplified API calls v1.0's wipe, which has no obliterationBehavior (beta's has).
+        assert!(props["obliterationBehavior"].is_null());
+        // A beta-only operation's parameters; inside an object a null is refused.
+        let logs = &doc["paths"]["/api/v1/managedDevices/{managedDeviceId}/createDeviceLogCollectionRequest"]
+            ["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"];
+        assert_eq!(logs["templateType"]["nullable"], true);
+        assert!(logs["templateType"]["properties"]["templateType"]["enum"].is_array());
+        assert!(logs["templateType"]["properties"]["id"]["nullable"].is_null());
         let read = &doc["paths"]["/api/v1/managedDevices/{managedDeviceId}/getFileVaultKey"]["get"];
         assert!(read["requestBody"].is_null());
         assert!(doc["paths"]["/api/v1/managedDevices/{managedDeviceId}"]["delete"].is_object());

@@ -21,7 +21,7 @@ use http_body_util::Full;
 
 use common::{Harness, Options, Reply};
 
-const KEY: &str = "catalog-runner-key-5e1f";
+pub const KEY: &str = "catalog-runner-key-5e1f";
 const DETECTED_APP: &str = "app-7";
 const UPN: &str = "room1@contoso.com";
 

@@ -38,5 +38,6 @@ mod operator;
 mod policy;
 mod reload;
 mod resilience;
+mod schemathesis;
 mod sdk;
 mod startup;
