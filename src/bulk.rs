@@ -245,6 +245,40 @@ mod tests {
         );
     }
 
+    /// `policy explain` decides a bulk request as the gateway does: device by device.
+    #[test]
+    fn policy_explain_decides_device_by_device() {
+        let policy = Policy::from_yaml(
+            &format!(
+                "version: 1\ncallers:\n  - name: ops\n    api_key_sha256: \"{}\"\nrules:\n  - name: wipe-a\n    callers: [ops]\n    operations: [managedDevices.wipe]\n    devices: [\"{A}\"]\n    when:\n      - {{ param: keepUserData, equals: true }}\n",
+                "0".repeat(64)
+            ),
+            "t",
+        )
+        .unwrap();
+        let explain = |devices: Value| {
+            let body = json!({"actionName": "wipe", "keepUserData": true, "deviceIds": devices});
+            crate::gateway::explain::explain(
+                &policy,
+                "ops",
+                "POST /beta/deviceManagement/managedDevices/executeAction",
+                Some(body.to_string().as_bytes()),
+            )
+            .unwrap()
+        };
+        let (allowed, text) = explain(json!([A]));
+        assert!(allowed, "{text}");
+        assert!(
+            text.contains(
+                "bulk: managedDevices.wipe on 1 device(s), decided device by device; refused: none"
+            ),
+            "{text}"
+        );
+        let (allowed, text) = explain(json!([A, B]));
+        assert!(!allowed, "{text}");
+        assert!(text.contains(&format!("refused: {B}")), "{text}");
+    }
+
     #[test]
     fn outcomes_come_from_graphs_answer() {
         let body = json!({"value": {"successfulDeviceIds": [A], "notFoundDeviceIds": [B], "failedDeviceIds": [], "notSupportedDeviceIds": ["not-a-guid"]}});
