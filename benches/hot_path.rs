@@ -229,6 +229,7 @@ fn whole_catalog_benches(c: &mut Criterion) {
                 .unwrap_or_else(|e| panic!("{path}: {e}"));
         }
     }
+    let bodies: Vec<_> = all.iter().filter(|e| e.0.takes_body()).collect();
     let mut group = c.benchmark_group("catalog");
     group.throughput(Throughput::Elements(all.len() as u64));
     group.bench_function(format!("recognise_every_operation_{}", all.len()), |b| {
@@ -238,9 +239,10 @@ fn whole_catalog_benches(c: &mut Criterion) {
             }
         })
     });
-    group.bench_function(format!("validate_every_body_{}", all.len()), |b| {
+    group.throughput(Throughput::Elements(bodies.len() as u64));
+    group.bench_function(format!("validate_every_body_{}", bodies.len()), |b| {
         b.iter(|| {
-            for (op, version, _, _, body) in all.iter().filter(|e| e.0.takes_body()) {
+            for (op, version, _, _, body) in &bodies {
                 let v = schema::parse_strict(black_box(body)).unwrap();
                 black_box(schema::validate(&v, op.params_for(*version), op.wrapper).unwrap());
             }

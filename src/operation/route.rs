@@ -252,14 +252,13 @@ pub fn recognise(method: &Method, path: &str) -> Result<Recognised, RouteError> 
             "empty path segment ('//' or a trailing '/')",
         ));
     }
-    let [version, middle @ .., action] = segs.as_slice() else {
+    // Everything after the version, borrowed: recognition allocates nothing but its result.
+    let [version, rest @ ..] = segs.as_slice() else {
         return Err(RouteError::NotFound);
     };
     let version = ApiVersion::parse(version).ok_or(RouteError::NotFound)?;
-    let mut rest = middle.to_vec();
-    rest.push(action);
-    let (op, shape, ids) = operation_path(version, &rest)
-        .or_else(|| entity_path(version, &rest))
+    let (op, shape, ids) = operation_path(version, rest)
+        .or_else(|| entity_path(version, rest))
         .ok_or(RouteError::NotFound)??;
     if *method != op.invocation.method() {
         return Err(RouteError::MethodNotAllowed(op.invocation.method_name()));
@@ -270,10 +269,10 @@ pub fn recognise(method: &Method, path: &str) -> Result<Recognised, RouteError> 
 /// `{shape}/{operation}`: the operation named by the last segment, bound to what the shape
 /// before it addresses; `None` when no such operation exists.
 #[allow(clippy::type_complexity)]
-fn operation_path<'s>(
+fn operation_path<'a, 's>(
     version: ApiVersion,
-    segs: &[&'s str],
-) -> Option<Result<(&'static Operation, &'static Shape, Vec<&'s str>), RouteError>> {
+    segs: &'a [&'s str],
+) -> Option<Result<(&'static Operation, &'static Shape, &'a [&'s str]), RouteError>> {
     let (last, middle) = segs.split_last()?;
     let shape = SHAPES.iter().find(|s| literal_match(s.segs, middle))?;
     let name = action_name(last)?;
@@ -286,15 +285,15 @@ fn operation_path<'s>(
     if call_syntax && op.invocation != Invocation::Function {
         return None;
     }
-    Some(in_version(op, shape, version).map(|()| (op, shape, middle.to_vec())))
+    Some(in_version(op, shape, version).map(|()| (op, shape, middle)))
 }
 
 /// A device shape on its own: the DELETE of that device.
 #[allow(clippy::type_complexity)]
-fn entity_path<'s>(
+fn entity_path<'a, 's>(
     version: ApiVersion,
-    segs: &[&'s str],
-) -> Option<Result<(&'static Operation, &'static Shape, Vec<&'s str>), RouteError>> {
+    segs: &'a [&'s str],
+) -> Option<Result<(&'static Operation, &'static Shape, &'a [&'s str]), RouteError>> {
     let shape = SHAPES
         .iter()
         .filter(|s| s.binding == Binding::Device)
@@ -311,7 +310,7 @@ fn entity_path<'s>(
     let op = catalog::CATALOG
         .iter()
         .find(|op| op.invocation == Invocation::Delete)?;
-    Some(in_version(op, shape, version).map(|()| (op, shape, segs.to_vec())))
+    Some(in_version(op, shape, version).map(|()| (op, shape, segs)))
 }
 
 /// The operation and the shape are both offered in `version`.
@@ -377,7 +376,7 @@ pub fn recognise_simple(method: &Method, path: &str) -> Result<Recognised, Route
         return Err(RouteError::MethodNotAllowed(op.invocation.method_name()));
     }
     let version = op.versions.first().copied().unwrap_or(ApiVersion::V1);
-    let mut recognised = build(op, version, shape, graph_segs)?;
+    let mut recognised = build(op, version, shape, &graph_segs)?;
     recognised.surface = Surface::Simple;
     Ok(recognised)
 }
@@ -403,14 +402,14 @@ fn build(
     op: &'static Operation,
     version: ApiVersion,
     shape: &'static Shape,
-    segs: Vec<&str>,
+    segs: &[&str],
 ) -> Result<Recognised, RouteError> {
     let mut canonical = String::with_capacity(160);
     canonical.push('/');
     canonical.push_str(version.as_str());
     let (mut device_id, mut user_id, mut detected_app_id) = (None, None, None);
     let mut first_device_id = None;
-    for (want, got) in shape.segs.iter().zip(&segs) {
+    for (want, got) in shape.segs.iter().zip(segs) {
         canonical.push('/');
         match want {
             Lit(lit) => canonical.push_str(lit),
