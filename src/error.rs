@@ -49,6 +49,26 @@ pub enum GatewayError {
     /// An idempotency key reused for a different request.
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    /// The first request with this idempotency key is still running (past the wait bound).
+    #[error(
+        "a request with this Idempotency-Key is still in progress; retry later to get its answer"
+    )]
+    IdempotencyInFlight,
+    /// A daily or hourly budget has no room for the request (see `ratelimit`).
+    #[error(
+        "the budget {budget} ({limit}) is used up; it renews in {retry_after_secs} s, when its next UTC window starts"
+    )]
+    BudgetExhausted {
+        /// `caller:<name>`, `rule:<name>` or `tenant:<operation>`.
+        budget: String,
+        /// Its limit, as the policy writes it.
+        limit: String,
+        /// Seconds until the next window.
+        retry_after_secs: u64,
+    },
+    /// The state store (idempotency, limits, budgets) did not answer: nothing was sent.
+    #[error("graphgate's state store did not answer ({}), so the request was not sent; retry shortly", .0.kind().as_str())]
+    StateUnavailable(crate::state::StoreError),
     /// Too many requests in flight: shed before doing any work.
     #[error("graphgate is at its in-flight request limit; retry shortly")]
     Overloaded,
@@ -123,7 +143,9 @@ impl GatewayError {
             | E::BadBody(_)
             | E::BadSimpleBody(_)
             | E::BodyRead(_) => StatusCode::BAD_REQUEST,
-            E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::RateLimited { .. } | E::BudgetExhausted { .. } => StatusCode::TOO_MANY_REQUESTS,
+            E::IdempotencyInFlight => StatusCode::CONFLICT,
+            E::StateUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             E::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             E::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
             E::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
@@ -148,6 +170,9 @@ impl GatewayError {
             E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) => "invalidRequest",
             E::BadBody(_) | E::BadSimpleBody(_) => "invalidRequest",
             E::RateLimited { .. } => "activityLimitReached",
+            E::BudgetExhausted { .. } => "budgetExhausted",
+            E::IdempotencyInFlight => "idempotencyKeyInFlight",
+            E::StateUnavailable(_) => "stateStoreUnavailable",
             E::BodyTimeout(_) => "requestTimeout",
             E::BadIdempotencyKey(_) => "invalidRequest",
             E::IdempotencyKeyReused => "idempotencyKeyReused",
@@ -194,8 +219,17 @@ impl GatewayError {
             }
             GatewayError::RateLimited {
                 retry_after_secs, ..
+            }
+            | GatewayError::BudgetExhausted {
+                retry_after_secs, ..
             } => {
                 h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            GatewayError::StateUnavailable(_) => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("2"));
+            }
+            GatewayError::IdempotencyInFlight => {
+                h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

@@ -22,13 +22,14 @@ use crate::audit::{Audit, AuditDecision, AuditTrail};
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{Forwarder, RetryPolicy};
-use crate::idempotency::{self, Claim, IdempotencyStore};
+use crate::idempotency;
 use crate::identity::{self, PeerCertificate};
 use crate::inbound::{self, RequestIds};
 use crate::policy::{Decision, Facts, Policy, Scope};
-use crate::ratelimit::{LimiterRegistry, PolicyLimits, RetryAfter};
+use crate::ratelimit::PolicyLimits;
 use crate::simple;
 use crate::slots::KeyedSlots;
+use crate::state::{Claim, ClaimSettings, IdempotencyStore, Namespace, StateStore};
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 use crate::{metrics, telemetry};
@@ -55,8 +56,10 @@ pub struct Limits {
     pub max_in_flight_per_caller: usize,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
-    /// Most idempotency keys remembered.
+    /// Most idempotency keys remembered (by the memory store).
     pub idempotency_capacity: u64,
+    /// Longest a duplicate waits for the first request with its key to finish (then 409).
+    pub idempotency_wait: Duration,
 }
 
 impl Default for Limits {
@@ -71,6 +74,7 @@ impl Default for Limits {
             max_in_flight_per_caller: 256,
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
+            idempotency_wait: Duration::from_secs(60),
         }
     }
 }
@@ -84,21 +88,32 @@ pub struct ConnInfo {
     pub certificate: Option<Arc<PeerCertificate>>,
 }
 
-/// A policy together with the rate limiters it configures.
+/// A policy together with the limits it configures.
 pub struct Installed {
     /// The policy.
     pub policy: Policy,
-    /// Its limiters.
+    /// Its rate limits, budgets and pacing.
     pub limits: PolicyLimits,
+}
+
+impl Limits {
+    /// The idempotency settings, whichever the state store.
+    pub fn claims(&self) -> ClaimSettings {
+        ClaimSettings {
+            capacity: self.idempotency_capacity,
+            window: self.idempotency_window,
+            wait: self.idempotency_wait,
+        }
+    }
 }
 
 /// Everything a request needs; shared by all connections.
 pub struct Gateway {
     installed: ArcSwap<Installed>,
-    limiters: LimiterRegistry,
     broker: TokenBroker,
     forwarder: Forwarder,
-    idempotency: IdempotencyStore,
+    /// Idempotency claims, limits, budgets and pacing: this process's or shared.
+    state: StateStore,
     in_flight: Arc<Semaphore>,
     caller_in_flight: KeyedSlots<String>,
     limits: Limits,
@@ -117,16 +132,30 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
+        let namespace = Namespace::new(cloud, &broker.key().tenant);
+        let state = StateStore::in_process(namespace, limits.claims());
+        Self::with_store(policy, cloud, broker, http, limits, state)
+    }
+
+    /// [`Gateway::new`] with `state` as its state store (idempotency claims, limits,
+    /// budgets, pacing) instead of this process's memory.
+    pub fn with_store(
+        policy: Policy,
+        cloud: Cloud,
+        broker: TokenBroker,
+        http: HttpClient,
+        limits: Limits,
+        state: StateStore,
+    ) -> Self {
         broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
-        let limiters = LimiterRegistry::default();
         let installed = Installed {
-            limits: limiters.for_policy(&policy),
+            limits: PolicyLimits::new(&policy, state.namespace()),
             policy,
         };
         Gateway {
             installed: ArcSwap::from_pointee(installed),
-            limiters,
+            state,
             broker,
             forwarder: Forwarder {
                 http,
@@ -134,10 +163,6 @@ impl Gateway {
                 retry: limits.retry.clone(),
                 timeout: limits.upstream_timeout,
             },
-            idempotency: IdempotencyStore::new(
-                limits.idempotency_capacity,
-                limits.idempotency_window,
-            ),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
             limits,
@@ -192,8 +217,7 @@ impl Gateway {
 
     /// Replaces the policy; requests in flight keep the one they started with.
     pub fn set_policy(&self, policy: Policy) {
-        // Limiters first: if making them failed, nothing about the new policy is in force.
-        let limits = self.limiters.for_policy(&policy);
+        let limits = PolicyLimits::new(&policy, self.state.namespace());
         self.broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         self.installed.store(Arc::new(Installed { policy, limits }));
@@ -214,9 +238,14 @@ impl Gateway {
         self.forwarder.cloud
     }
 
-    /// The idempotency store (for tests: expiry and bound).
-    pub fn idempotency(&self) -> &IdempotencyStore {
-        &self.idempotency
+    /// The in-process idempotency claims, with the memory store (for tests: expiry and bound).
+    pub fn idempotency(&self) -> Option<&IdempotencyStore> {
+        self.state.idempotency()
+    }
+
+    /// The state store (for readiness).
+    pub fn state(&self) -> &StateStore {
+        &self.state
     }
 
     /// The token broker (for readiness and tests).
@@ -369,53 +398,66 @@ impl Gateway {
                 &params,
             ));
         }
-        // Budgets: the caller's and the rule's, before anything costs the tenant.
-        let budgets = installed
+        // Rate limits: the caller's and the rule's, before anything costs the tenant. Like
+        // every step that counts, they live in the state store: shared by every replica on
+        // it, and a store that cannot answer refuses the request (fail closed).
+        if let Err(refused) = installed
             .limits
-            .check_caller(caller.index)
-            .map_err(limited("caller"));
-        let budgets = budgets.and_then(|()| {
-            installed
-                .limits
-                .check_rule(rule.index)
-                .map_err(limited("rule"))
-        });
-        if let Err(limited) = budgets {
-            trail.decided(AuditDecision::RateLimited, Some(&rule.name));
-            return Err(limited);
+            .check(&self.state, caller.index, rule.index)
+            .await
+        {
+            if refused.is_limit() {
+                trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+            }
+            return Err(refused.into());
         }
         // No double execution: a repeated key gets the first answer, a concurrent one waits.
         let ticket = match idempotency_key {
             None => None,
-            Some(key) => match self
-                .idempotency
-                .claim(
-                    caller_name,
-                    &key,
-                    idempotency::fingerprint(&target.canonical_path, &body),
-                )
-                .await
-            {
-                Claim::Run(ticket) => Some(ticket),
-                Claim::Replay(stored) => {
-                    trail.note("idempotent replay: the answer of an earlier request with the same key; not sent again");
-                    return Ok(stored.replay());
+            Some(key) => {
+                let fingerprint = idempotency::fingerprint(&target.canonical_path, &body);
+                match self
+                    .state
+                    .claim(caller_name, &key, fingerprint)
+                    .await
+                    .map_err(GatewayError::StateUnavailable)?
+                {
+                    Claim::Run(ticket) => Some(ticket),
+                    Claim::Replay(stored) => {
+                        trail.note("idempotent replay: the answer of an earlier request with the same key; not sent again");
+                        return Ok(stored.replay());
+                    }
+                    Claim::Mismatch => return Err(GatewayError::IdempotencyKeyReused),
+                    Claim::InFlight => return Err(GatewayError::IdempotencyInFlight),
                 }
-                Claim::Mismatch => return Err(GatewayError::IdempotencyKeyReused),
-            },
+            }
         };
-        // Gateway-wide pacing keeps the tenant under Intune's write limit.
-        installed
+        // Daily budgets (in devices; one per request until bulk actions pass their count)
+        // and the tenant write pacing, taken together: a write slot and the day's room.
+        let reservation = match installed
             .limits
-            .pace()
+            .admit(&self.state, caller.index, rule.index, target.op, 1)
             .await
-            .map_err(limited("tenant write pacing"))?;
+        {
+            Ok(reservation) => reservation,
+            Err(refused) => {
+                if matches!(refused, crate::ratelimit::Refusal::OverBudget { .. }) {
+                    trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+                }
+                return Err(refused.into());
+            }
+        };
         // Token, durable intent, then Graph (see `Forwarder::send`).
         let result = self
             .forwarder
             .send(ids, &target, &body, &self.broker, trail)
             .await;
-        settle(ticket, result, ids)
+        // Budgets count what was sent (or may have been).
+        let sent = result
+            .as_ref()
+            .map_or_else(GatewayError::outcome_unknown, |_| true);
+        reservation.settle(&self.state, sent).await;
+        settle(ticket, result, ids).await
     }
 }
 
@@ -484,12 +526,5 @@ fn record_decision(span: &tracing::Span, trail: &mut AuditTrail, decision: &Deci
             policy.shadow_decision = if shadow.allowed { "allow" } else { "deny" },
             "a shadow rule would change this decision"
         );
-    }
-}
-
-fn limited(scope: &'static str) -> impl Fn(RetryAfter) -> GatewayError {
-    move |retry| GatewayError::RateLimited {
-        scope,
-        retry_after_secs: retry.secs(),
     }
 }

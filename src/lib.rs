@@ -13,6 +13,8 @@
 //!   operations themselves are data in the catalog. [`schema`] validates their bodies.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`); [`reload`] replaces it on
 //!   SIGHUP or when a complete new file is in place.
+//! - [`ratelimit`], [`idempotency`] and [`state`]: rate limits, daily budgets, tenant pacing
+//!   and idempotency claims, kept in this process or in Redis shared by every replica.
 //! - [`audit`]: the durable, hash-chained audit log, its writer, `verify` and `query`.
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz` and `/readyz`.
@@ -52,6 +54,7 @@ pub mod secret;
 pub mod server;
 pub mod simple;
 pub mod slots;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

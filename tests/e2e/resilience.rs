@@ -704,7 +704,7 @@ async fn idempotency_keys_expire_after_their_window() {
         ..Options::default()
     })
     .await;
-    let store = h.gw.idempotency();
+    let store = h.gw.idempotency().unwrap();
     // Within the window, a duplicate is replayed. (The store times keys on its own clock,
     // not Tokio's, so real time passes here; a duplicate that arrives late on a loaded
     // machine is retried with a fresh key rather than judged.)
@@ -762,6 +762,6 @@ async fn the_idempotency_store_keeps_at_most_its_capacity() {
         assert_eq!(r.status, 204);
     }
     assert_eq!(h.emulator.graph_requests().len(), 20);
-    let kept = h.gw.idempotency().key_count().await;
+    let kept = h.gw.idempotency().unwrap().key_count().await;
     assert!((1..=3).contains(&kept), "{kept} keys kept, capacity 3");
 }
