@@ -32,4 +32,5 @@ mod policy;
 mod reload;
 mod resilience;
 mod sdk;
+mod shared_state;
 mod startup;
