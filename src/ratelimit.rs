@@ -12,8 +12,8 @@ use crate::catalog::Operation;
 use crate::error::GatewayError;
 use crate::policy::{Budget, Policy, Rate};
 use crate::state::{
-    Admission, Admit, BudgetCharge, Limiter, Namespace, StateStore, StoreError, budget_window,
-    wall_clock_secs,
+    Admission, Admit, BudgetCharge, Limiter, Namespace, Refund, StateStore, StoreError,
+    budget_window, wall_clock_secs,
 };
 
 /// Each pacing slot is held this much longer than the policy's window: the time a write
@@ -213,12 +213,14 @@ impl PolicyLimits {
         .flatten()
         .collect();
         let deadline = tokio::time::Instant::now() + self.max_wait;
+        let member = uuid::Uuid::new_v4().simple().to_string();
         loop {
             // Recomputed on every try: a wait may cross into the next window.
             let now = wall_clock_secs();
             let charges: Vec<BudgetCharge> = budgets.iter().map(|b| b.charge(now)).collect();
             let admission = Admission {
                 pacing_key: &self.pacing_key,
+                pacing_member: &member,
                 pacing_count: self.pacing.count,
                 pacing_window: self.pacing.per + PACING_MARGIN,
                 budgets: &charges,
@@ -229,7 +231,12 @@ impl PolicyLimits {
                     for ((b, c), used) in budgets.iter().zip(&charges).zip(used) {
                         crate::state::metrics::budget(&b.label, used, c.limit);
                     }
-                    return Ok(Reservation { charges, devices });
+                    return Ok(Reservation {
+                        pacing_key: self.pacing_key.clone(),
+                        member,
+                        charges,
+                        devices,
+                    });
                 }
                 Admit::OverBudget { index, used } => {
                     let (b, c) = (budgets[index], &charges[index]);
@@ -249,24 +256,33 @@ impl PolicyLimits {
     }
 }
 
-/// Budget room taken for one request.
+/// A write slot and budget room taken for one request.
 #[derive(Debug)]
-#[must_use = "settle it: a request that was not sent gives its budget back"]
+#[must_use = "settle it: a request that was not sent gives its slot and budget back"]
 pub struct Reservation {
+    pacing_key: String,
+    member: String,
     charges: Vec<BudgetCharge>,
     devices: u32,
 }
 
 impl Reservation {
-    /// Budgets count forwarded requests: when the request was not `sent` after all (no
-    /// token, the audit intent refused, Graph unreachable), its room is given back. A store
-    /// that cannot take it back leaves the count high (the safe side), logged.
+    /// Pacing and budgets count what reached Graph: when the request was not `sent` after
+    /// all (no token, the audit intent refused, Graph unreachable), its write slot and
+    /// budget room are given back, so an outage elsewhere does not use them up. A store
+    /// that cannot take them back leaves the counts high (the safe side), logged.
     pub async fn settle(self, store: &StateStore, sent: bool) {
-        if sent || self.charges.is_empty() {
+        if sent {
             return;
         }
-        if let Err(e) = store.refund(&self.charges, self.devices).await {
-            tracing::warn!(error = %e, "could not give budget back for a request that was not sent");
+        let refund = Refund {
+            pacing_key: &self.pacing_key,
+            pacing_member: &self.member,
+            budgets: &self.charges,
+            devices: self.devices,
+        };
+        if let Err(e) = store.refund(&refund).await {
+            tracing::warn!(error = %e, "could not give back the slot and budget of a request that was not sent");
         }
     }
 }

@@ -114,6 +114,34 @@ async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_write_that_was_not_sent_gives_its_pacing_slot_back() {
+    let s = store();
+    let l = limits(
+        &policy(
+            "",
+            "",
+            "pacing:\n  tenant_writes: 1 per 10s\n  max_wait_ms: 0\n",
+        ),
+        &s,
+    );
+    // No token, say: nothing reached Graph, so the slot is free again at once.
+    l.admit(&s, 0, 0, op(), 1)
+        .await
+        .unwrap()
+        .settle(&s, false)
+        .await;
+    l.admit(&s, 0, 0, op(), 1)
+        .await
+        .unwrap()
+        .settle(&s, true)
+        .await;
+    assert!(matches!(
+        l.admit(&s, 0, 0, op(), 1).await,
+        Err(Refusal::Paced(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
 async fn reloads_keep_budgets_unless_the_rate_changes() {
     let s = store();
     let first = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);

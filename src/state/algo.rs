@@ -33,16 +33,23 @@ pub fn gcra(tat: Option<u64>, now: u64, (interval, tolerance): (u64, u64)) -> Re
 }
 
 /// One sliding-window step: `taken` holds the admission times still in the window (oldest
-/// first). A slot taken at `t` is free again at `t + window`, so no window of that length
-/// ever holds more than `count`. Takes a slot at `now`, or says how long until one frees.
-pub fn slide(taken: &mut VecDeque<u64>, now: u64, count: u32, window: u64) -> Result<(), u64> {
-    while taken.front().is_some_and(|t| t + window <= now) {
+/// first), each with its admission's name. A slot taken at `t` is free again at
+/// `t + window`, so no window of that length ever holds more than `count`. Takes a slot at
+/// `now` for `member`, or says how long until one frees.
+pub fn slide(
+    taken: &mut VecDeque<(u64, String)>,
+    now: u64,
+    count: u32,
+    window: u64,
+    member: &str,
+) -> Result<(), u64> {
+    while taken.front().is_some_and(|(t, _)| t + window <= now) {
         taken.pop_front();
     }
     match taken.front() {
-        Some(oldest) if taken.len() >= count as usize => Err(oldest + window - now),
+        Some((oldest, _)) if taken.len() >= count as usize => Err(oldest + window - now),
         _ => {
-            taken.push_back(now);
+            taken.push_back((now, member.to_owned()));
             Ok(())
         }
     }
@@ -83,24 +90,24 @@ mod tests {
         let mut taken = VecDeque::new();
         let w = 10 * S;
         for t in [0, 1, 2] {
-            assert_eq!(slide(&mut taken, t * S, 3, w), Ok(()));
+            assert_eq!(slide(&mut taken, t * S, 3, w, "m"), Ok(()));
         }
         assert_eq!(
-            slide(&mut taken, 5 * S, 3, w),
+            slide(&mut taken, 5 * S, 3, w, "m"),
             Err(5 * S),
             "full until the first frees"
         );
         assert_eq!(
-            slide(&mut taken, 10 * S, 3, w),
+            slide(&mut taken, 10 * S, 3, w, "m"),
             Ok(()),
             "freed exactly at t + window"
         );
-        assert_eq!(slide(&mut taken, 10 * S, 3, w), Err(S));
+        assert_eq!(slide(&mut taken, 10 * S, 3, w, "m"), Err(S));
         // Admissions every 10 ms for 60 s: no 10 s window ever holds more than 3.
         let mut taken = VecDeque::new();
         let mut admitted = Vec::new();
         for i in 0..6_000u64 {
-            if slide(&mut taken, i * 10_000, 3, w).is_ok() {
+            if slide(&mut taken, i * 10_000, 3, w, "m").is_ok() {
                 admitted.push(i * 10_000);
             }
         }

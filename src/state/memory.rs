@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use super::algo::{self, micros};
 use super::budget_file::{BudgetFile, Count};
-use super::{Admission, Admit, BudgetCharge, Limiter, StoreError, StoreErrorKind};
+use super::{Admission, Admit, BudgetCharge, Limiter, Refund, StoreError, StoreErrorKind};
 
 /// Past this many limiter or window entries, those that no longer hold anything back are
 /// dropped (a fully refilled limiter is the same as a fresh one).
@@ -18,8 +18,8 @@ const PRUNE_AT: usize = 10_000;
 struct Tables {
     /// Rate limiters' theoretical arrival times (µs on the store's clock).
     tats: HashMap<String, u64>,
-    /// Pacing windows: admission times still in the window (µs).
-    windows: HashMap<String, VecDeque<u64>>,
+    /// Pacing windows: admission times still in the window (µs), with their names.
+    windows: HashMap<String, VecDeque<(u64, String)>>,
     /// Budget counters, by key (the key names the window).
     budgets: HashMap<String, Count>,
     /// Bumped on every budget change, to know what the file already holds.
@@ -119,10 +119,11 @@ impl MemoryStore {
         if t.windows.len() > PRUNE_AT {
             let window = micros(a.pacing_window);
             t.windows
-                .retain(|_, w| w.back().is_some_and(|last| last + window > now));
+                .retain(|_, w| w.back().is_some_and(|(last, _)| last + window > now));
         }
         let taken = t.windows.entry(a.pacing_key.to_owned()).or_default();
-        if let Err(wait) = algo::slide(taken, now, a.pacing_count, micros(a.pacing_window)) {
+        let window = micros(a.pacing_window);
+        if let Err(wait) = algo::slide(taken, now, a.pacing_count, window, a.pacing_member) {
             return Admit::Paced(std::time::Duration::from_micros(wait));
         }
         for (b, used) in a.budgets.iter().zip(&used) {
@@ -140,9 +141,16 @@ impl MemoryStore {
         Admit::Admitted { used }
     }
 
-    /// Gives back `devices` on each budget (never below zero), on disk too.
-    pub async fn refund(&self, budgets: &[BudgetCharge], devices: u32) -> Result<(), StoreError> {
-        self.take_back(budgets, devices);
+    /// Gives back the write slot, and `devices` on each budget (never below zero, on disk
+    /// too).
+    pub async fn refund(&self, r: &Refund<'_>) -> Result<(), StoreError> {
+        if let Some(taken) = self.tables().windows.get_mut(r.pacing_key) {
+            taken.retain(|(_, member)| member != r.pacing_member);
+        }
+        if r.budgets.is_empty() {
+            return Ok(());
+        }
+        self.take_back(r.budgets, r.devices);
         self.persist().await
     }
 
@@ -198,6 +206,7 @@ mod tests {
     fn pacing<'a>(budgets: &'a [BudgetCharge], devices: u32, count: u32) -> Admission<'a> {
         Admission {
             pacing_key: "pace",
+            pacing_member: "m",
             pacing_count: count,
             pacing_window: Duration::from_secs(10),
             budgets,
@@ -253,7 +262,13 @@ mod tests {
             store.admit(&pacing(&budgets, 3, 100), 0).await.unwrap(),
             Admit::Admitted { used: vec![10, 10] }
         );
-        store.refund(&budgets, 3).await.unwrap();
+        let refund = Refund {
+            pacing_key: "pace",
+            pacing_member: "m",
+            budgets: &budgets,
+            devices: 3,
+        };
+        store.refund(&refund).await.unwrap();
         assert_eq!((store.used("caller"), store.used("tenant")), (7, 7));
         // A window that has ended no longer counts.
         assert_eq!(

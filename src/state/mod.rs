@@ -104,6 +104,8 @@ pub struct BudgetCharge {
 pub struct Admission<'a> {
     /// The pacing window's key.
     pub pacing_key: &'a str,
+    /// This admission's name in the window (unique), so its slot can be given back.
+    pub pacing_member: &'a str,
     /// Writes allowed in any pacing window.
     pub pacing_count: u32,
     /// The pacing window.
@@ -111,6 +113,19 @@ pub struct Admission<'a> {
     /// The budgets that apply.
     pub budgets: &'a [BudgetCharge],
     /// How many devices the request acts on (each budget counts them all).
+    pub devices: u32,
+}
+
+/// What to give back for a request that was not sent after all.
+#[derive(Debug, Clone)]
+pub struct Refund<'a> {
+    /// The pacing window's key.
+    pub pacing_key: &'a str,
+    /// The admission's name in it.
+    pub pacing_member: &'a str,
+    /// The budgets it was counted on.
+    pub budgets: &'a [BudgetCharge],
+    /// Its devices.
     pub devices: u32,
 }
 
@@ -321,14 +336,12 @@ impl StateStore {
         }
     }
 
-    /// Gives back `devices` on each budget (the request was not sent after all).
-    pub async fn refund(&self, budgets: &[BudgetCharge], devices: u32) -> Result<(), StoreError> {
-        if budgets.is_empty() {
-            return Ok(());
-        }
+    /// Gives back a request's write slot and its devices on each budget: it was not sent
+    /// after all, so neither Graph nor the budgets saw it.
+    pub async fn refund(&self, refund: &Refund<'_>) -> Result<(), StoreError> {
         match &self.backend {
-            Backend::Memory(m, _) => metrics::timed("refund", m.refund(budgets, devices)).await,
-            Backend::Redis(r) => metrics::timed("refund", r.refund(budgets, devices)).await,
+            Backend::Memory(m, _) => metrics::timed("refund", m.refund(refund)).await,
+            Backend::Redis(r) => metrics::timed("refund", r.refund(refund)).await,
         }
     }
 }

@@ -14,8 +14,8 @@ use arc_swap::ArcSwap;
 use super::algo::{gcra_params, micros};
 use super::config::{RedisSettings, StateSetupError};
 use super::{
-    Admission, Admit, BudgetCharge, Claim, ClaimSettings, Limiter, StoreError, StoreErrorKind,
-    Ticket, TicketInner, metrics,
+    Admission, Admit, Claim, ClaimSettings, Limiter, Refund, StoreError, StoreErrorKind, Ticket,
+    TicketInner, metrics,
 };
 use crate::idempotency::StoredResponse;
 use crate::policy::hex;
@@ -192,7 +192,7 @@ impl RedisStore {
         inv.key(a.pacing_key)
             .arg(a.pacing_count)
             .arg(micros(a.pacing_window))
-            .arg(uuid::Uuid::new_v4().simple().to_string())
+            .arg(a.pacing_member)
             .arg(a.devices);
         for b in a.budgets {
             inv.key(&b.key).arg(b.limit).arg(b.window_end);
@@ -206,13 +206,14 @@ impl RedisStore {
         })
     }
 
-    /// Gives `devices` back to each budget.
-    pub async fn refund(&self, budgets: &[BudgetCharge], devices: u32) -> Result<(), StoreError> {
+    /// Gives back the write slot and `devices` on each budget.
+    pub async fn refund(&self, r: &Refund<'_>) -> Result<(), StoreError> {
         let mut inv = SCRIPTS.refund.prepare_invoke();
-        for b in budgets {
+        inv.key(r.pacing_key);
+        for b in r.budgets {
             inv.key(&b.key);
         }
-        inv.arg(devices);
+        inv.arg(r.devices).arg(r.pacing_member);
         let _: i64 = self.script(inv).await?;
         Ok(())
     }

@@ -34,3 +34,4 @@ mod resilience;
 mod sdk;
 mod shared_state;
 mod startup;
+mod state_store;
