@@ -196,7 +196,7 @@ pub struct ClaimSettings {
 }
 
 enum Backend {
-    Memory(memory::MemoryStore, IdempotencyStore),
+    Memory(Box<memory::MemoryStore>, IdempotencyStore),
     Redis(redis::RedisStore),
 }
 
@@ -211,7 +211,7 @@ impl StateStore {
     pub fn in_process(namespace: Namespace, claims: ClaimSettings) -> Self {
         StateStore {
             backend: Backend::Memory(
-                memory::MemoryStore::new(None, Default::default()),
+                Box::new(memory::MemoryStore::new(None, Default::default())),
                 IdempotencyStore::new(claims.capacity, claims.window, claims.wait),
             ),
             namespace,
@@ -230,7 +230,10 @@ impl StateStore {
         };
         let claims_store = IdempotencyStore::new(claims.capacity, claims.window, claims.wait);
         Ok(StateStore {
-            backend: Backend::Memory(memory::MemoryStore::new(file, counts), claims_store),
+            backend: Backend::Memory(
+                Box::new(memory::MemoryStore::new(file, counts)),
+                claims_store,
+            ),
             namespace,
         })
     }
