@@ -464,7 +464,7 @@ const MAX_PACING_WAIT_MS: u64 = 60_000;
 
 /// The most writes `tenant_writes` may allow per window: pacing remembers each write of the
 /// window (an exact sliding window), so the count bounds that memory.
-const MAX_PACING_WRITES: u32 = 10_000;
+const MAX_PACING_WRITES: u32 = 100_000;
 
 fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
     let mut pacing = Pacing::default();

@@ -206,11 +206,11 @@ fn pacing_defaults_to_intunes_limit_and_the_replicas_split_is_refused_with_the_w
             && message.contains("50 per 20s"),
         "{message}"
     );
-    let many = errors("version: 1\npacing:\n  tenant_writes: 10001 per 20s\n");
+    let many = errors("version: 1\npacing:\n  tenant_writes: 100001 per 1s\n");
     assert!(
         many.issues[0]
             .message
-            .contains("at most 10000 writes per window"),
+            .contains("at most 100000 writes per window"),
         "{many}"
     );
 }
