@@ -298,15 +298,13 @@ impl RedisStore {
     pub async fn claim(&self, key: &str, fingerprint: [u8; 32]) -> Result<Claim, StoreError> {
         let fp = hex(&fingerprint);
         let deadline = tokio::time::Instant::now() + self.0.claims.wait;
-        let mut poll = POLL_MIN;
         loop {
             let running = format!("R{fp}{}", uuid::Uuid::new_v4().simple());
             let mut inv = SCRIPTS.claim.prepare_invoke();
             inv.key(key)
                 .arg(&running)
                 .arg(self.0.claims.window.as_millis().max(1) as u64);
-            let taken: Value = metrics::timed("claim", self.script(inv)).await?;
-            let mut seen = match taken {
+            let held = match metrics::timed("claim", self.script(inv)).await? {
                 Value::Int(1) => {
                     return Ok(Claim::Run(Ticket(TicketInner::Redis(RedisTicket {
                         store: self.clone(),
@@ -317,33 +315,55 @@ impl RedisStore {
                         done: false,
                     }))));
                 }
-                Value::BulkString(v) => Some(v),
-                _ => None,
+                Value::BulkString(v) => v,
+                other => {
+                    return Err(StoreError::new(
+                        StoreErrorKind::Response,
+                        format!("unexpected claim answer {other:?}"),
+                    ));
+                }
             };
-            // Held by another request: wait for its answer, or for the key to be let go.
-            while let Some(value) = seen {
-                match judge(&value, &fp)? {
-                    Seen::Mismatch => return Ok(Claim::Mismatch),
-                    Seen::Done(stored) => return Ok(Claim::Replay(stored)),
-                    Seen::Running => {}
-                }
-                if tokio::time::Instant::now() + poll > deadline {
-                    return Ok(Claim::InFlight);
-                }
-                tokio::time::sleep(poll).await;
-                poll = (poll * 2).min(POLL_MAX);
-                let get = |mut conn: ConnectionManager| {
-                    let key = key.to_owned();
-                    async move {
-                        ::redis::cmd("GET")
-                            .arg(key)
-                            .query_async::<Option<Vec<u8>>>(&mut conn)
-                            .await
-                    }
-                };
-                seen = metrics::timed("poll", self.call(get)).await?;
+            if let Some(claim) = self.wait_for_first(key, &fp, held, deadline).await? {
+                return Ok(claim);
             }
+            // The first let its key go (its action did not run): claim it again.
         }
+    }
+
+    /// Waits for the request holding `key` (whose value is `held`) to finish, looking again
+    /// every 10 ms, doubling to 200 ms, until `deadline`. `None` when the key was let go.
+    async fn wait_for_first(
+        &self,
+        key: &str,
+        fp: &str,
+        held: Vec<u8>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Claim>, StoreError> {
+        let mut poll = POLL_MIN;
+        let mut seen = Some(held);
+        while let Some(value) = seen {
+            match judge(&value, fp)? {
+                Seen::Mismatch => return Ok(Some(Claim::Mismatch)),
+                Seen::Done(stored) => return Ok(Some(Claim::Replay(stored))),
+                Seen::Running => {}
+            }
+            if tokio::time::Instant::now() + poll > deadline {
+                return Ok(Some(Claim::InFlight));
+            }
+            tokio::time::sleep(poll).await;
+            poll = (poll * 2).min(POLL_MAX);
+            let get = |mut conn: ConnectionManager| {
+                let key = key.to_owned();
+                async move {
+                    ::redis::cmd("GET")
+                        .arg(key)
+                        .query_async::<Option<Vec<u8>>>(&mut conn)
+                        .await
+                }
+            };
+            seen = metrics::timed("poll", self.call(get)).await?;
+        }
+        Ok(None)
     }
 
     async fn settle_once(
