@@ -70,6 +70,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     // Mistakes in the flags stop start-up before anything else is done.
     check_listen_addresses(&args)?;
+    args.state.config(None)?;
     warn_about_overrides(&args);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;

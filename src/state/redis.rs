@@ -4,7 +4,8 @@
 //! The connection is rebuilt after failures, so the gateway recovers by itself once Redis
 //! is back.
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::time::Duration;
 
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -40,6 +41,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 
 /// The shortest time between two rebuilds of the connection.
 const REBUILD_EVERY: Duration = Duration::from_secs(1);
+/// How often a store that failed is probed until it answers again.
+const HEAL_EVERY: Duration = Duration::from_millis(250);
 /// How long a claim's answer or release keeps being retried in the background.
 const SETTLE_RETRY_FOR: Duration = Duration::from_secs(60);
 /// How often a duplicate looks again whether the first request has finished.
@@ -55,6 +58,8 @@ struct Inner {
     config: ConnectionManagerConfig,
     manager: ArcSwap<ConnectionManager>,
     rebuilt: Mutex<tokio::time::Instant>,
+    /// Whether a probe is running to bring the connection back.
+    healing: AtomicBool,
     timeout: Duration,
     shown: String,
     claims: ClaimSettings,
@@ -100,6 +105,7 @@ impl RedisStore {
             config,
             manager: ArcSwap::from_pointee(manager),
             rebuilt: Mutex::new(tokio::time::Instant::now()),
+            healing: AtomicBool::new(false),
             timeout: settings.timeout,
             shown: settings.shown().to_owned(),
             claims,
@@ -128,8 +134,35 @@ impl RedisStore {
         };
         if error.kind() != StoreErrorKind::Response {
             self.rebuild();
+            self.heal();
         }
         Err(error)
+    }
+
+    /// Probes the store in the background until it answers again, so the connection is
+    /// back before the next request needs it (rather than that request finding it down).
+    fn heal(&self) {
+        if self.0.healing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            self.0.healing.store(false, Ordering::Release);
+            return;
+        };
+        let weak: Weak<Inner> = Arc::downgrade(&self.0);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(HEAL_EVERY).await;
+                // Only a live store is probed; a dropped one ends the probe.
+                let Some(inner) = weak.upgrade() else { return };
+                let store = RedisStore(inner);
+                if store.ping().await.is_ok() {
+                    store.0.healing.store(false, Ordering::Release);
+                    tracing::info!(store = %store.0.shown, "the state store answers again");
+                    return;
+                }
+            }
+        });
     }
 
     async fn script<T: ::redis::FromRedisValue>(
