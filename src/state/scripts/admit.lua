@@ -4,7 +4,8 @@
 -- KEYS[1 + j]: budget j's counter for the current window.
 -- ARGV[1]: writes allowed per window. ARGV[2]: the window (us). ARGV[3]: a unique member
 -- for this admission. ARGV[4]: devices (what each budget counts).
--- ARGV[3 + 2j]: budget j's limit. ARGV[4 + 2j]: when its window ends (Unix s).
+-- ARGV[3 + 2j]: budget j's limit. ARGV[4 + 2j]: when its window ends (Unix s, by the
+-- gateway's clock, which also named the counter's window).
 -- Returns {'ok', used_1, ..}, {'budget', j, used_j} or {'pace', wait in us}.
 local n = tonumber(ARGV[4])
 local used = {}
@@ -30,7 +31,9 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(window / 1000) + 1000)
 local out = {'ok'}
 for j = 1, #KEYS - 1 do
   redis.call('INCRBY', KEYS[1 + j], n)
-  redis.call('EXPIREAT', KEYS[1 + j], ARGV[4 + 2 * j])
+  -- A minute past the window's end: a replica whose clock runs behind the server's must not
+  -- find its counter already gone (the key names its window, so nothing is counted twice).
+  redis.call('EXPIREAT', KEYS[1 + j], tonumber(ARGV[4 + 2 * j]) + 60)
   out[1 + j] = used[j] + n
 end
 return out
