@@ -136,14 +136,14 @@ async fn a_duplicate_waits_for_the_first_only_up_to_its_bound_then_gets_409() {
 }
 
 /// Records when each Graph request reaches the emulator.
-fn arrivals(
-    r: &Replicas,
+pub fn arrivals(
+    emulator: &graphgate::emulator::Emulator,
 ) -> (
     Arc<std::sync::Mutex<Vec<Instant>>>,
     tokio::task::JoinHandle<()>,
 ) {
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let mut rx = r.emulator.graph_received();
+    let mut rx = emulator.graph_received();
     let log = Arc::clone(&seen);
     let task = tokio::spawn(async move {
         let mut last = *rx.borrow_and_update();
@@ -158,7 +158,7 @@ fn arrivals(
 }
 
 /// No `window` holds more than `count` of `times` (sorted).
-fn assert_no_window_over(times: &[Instant], count: usize, window: Duration) {
+pub fn assert_no_window_over(times: &[Instant], count: usize, window: Duration) {
     for (i, w) in times.windows(count + 1).enumerate() {
         let span = w[count] - w[0];
         assert!(
@@ -179,7 +179,7 @@ async fn tenant_pacing_is_one_budget_across_three_replicas_under_load() {
         policy_text()
     );
     let r = Arc::new(three(&redis, &policy).await);
-    let (seen, recorder) = arrivals(&r);
+    let (seen, recorder) = arrivals(&r.emulator);
     let started = Instant::now();
     let mut calls = tokio::task::JoinSet::new();
     for i in 0..90 {
@@ -224,7 +224,7 @@ async fn pacing_holds_in_every_window_as_slots_free_under_load() {
         policy_text()
     );
     let r = Arc::new(three(&redis, &policy).await);
-    let (seen, recorder) = arrivals(&r);
+    let (seen, recorder) = arrivals(&r.emulator);
     let until = Instant::now() + Duration::from_secs(3);
     let mut workers = tokio::task::JoinSet::new();
     for w in 0..9 {
