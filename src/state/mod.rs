@@ -5,7 +5,7 @@
 //! there is no silent fallback from Redis to memory.
 //!
 //! Layout: `keys` (names), `algo` (the limits' arithmetic), `memory` + `memory_claims` +
-//! `budget_file` (one process), `redis` + `scripts/` (shared), `config` (the setting),
+//! `budget_file` (one process), `redis` + `redis_claims` + `scripts/` (shared), `config` (the setting),
 //! `metrics`.
 
 mod algo;
@@ -16,6 +16,7 @@ mod memory;
 mod memory_claims;
 pub(crate) mod metrics;
 mod redis;
+mod redis_claims;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -166,7 +167,7 @@ pub struct Ticket(TicketInner);
 
 enum TicketInner {
     Memory(memory_claims::MemoryTicket),
-    Redis(redis::RedisTicket),
+    Redis(redis_claims::RedisTicket),
 }
 
 impl Ticket {
