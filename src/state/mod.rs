@@ -5,8 +5,8 @@
 //! there is no silent fallback from Redis to memory.
 //!
 //! Layout: `keys` (names), `algo` (the limits' arithmetic), `memory` + `memory_claims` +
-//! `budget_file` (one process), `redis` + `redis_claims` + `scripts/` (shared), `config` (the setting),
-//! `metrics`.
+//! `budget_file` (one process), `redis` + `redis_claims` + `scripts/` (shared), `config`
+//! (the setting), `metrics`.
 
 mod algo;
 mod budget_file;
