@@ -172,7 +172,7 @@ def state_lines(r):
         table.append(f"| {c} | {fmt_us(m['p50'])} / {fmt_us(m['p99'])} | {fmt_us(rd['p50'])} / {fmt_us(rd['p99'])} | "
                      f"**{fmt_us(rd['p50'] - m['p50'])}** / {fmt_us(rd['p99'] - m['p99'])} | {m['rps']:,.0f} → {rd['rps']:,.0f} |")
     return ["", "State store (`--state memory` against `--state redis://`, a local redis-server; every request with its "
-            "own Idempotency-Key under a caller rate limit and a daily budget: 4 Redis round trips; durable audit on):",
+            "own Idempotency-Key under a caller rate limit: 4 Redis round trips; durable audit on):",
             ""] + table
 
 

@@ -17,7 +17,7 @@
 #            the largest size with every rule naming the bench caller (POLICY_WALK=1)
 #   state    --state memory against --state redis:// (a local redis-server, no persistence)
 #            at 1 and 64 connections, alternating rounds, every request with its own
-#            Idempotency-Key under a caller rate limit and a daily budget (bench/post-keyed.lua,
+#            Idempotency-Key under a caller rate limit (bench/post-keyed.lua,
 #            bench/policy-state.yaml): the latency the shared state store adds
 # Ports (override to run beside another run): GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT
 # REDIS_PORT STATE_PORT STATE_ADMIN_PORT.
