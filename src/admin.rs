@@ -142,7 +142,7 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     let reloader = gateway.reloader_health();
     let policy_ok = !policy_hash.is_empty()
         && reload_error.is_none()
-        && reloader != crate::reload::ReloaderHealth::Stopped;
+        && reloader != crate::gateway::ReloaderHealth::Stopped;
     // Privileged requests are refused while the state store does not answer (fail closed),
     // so a replica that cannot reach it is not ready.
     let state = gateway.state();

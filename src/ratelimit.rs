@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::catalog::Operation;
 use crate::error::GatewayError;
+use crate::operation::catalog::Operation;
 use crate::policy::{Budget, Policy, Rate};
 use crate::state::{
     Admission, Admit, BudgetCharge, Limiter, Namespace, Refund, StateStore, StoreError,
@@ -212,7 +212,7 @@ impl PolicyLimits {
         .into_iter()
         .flatten()
         .collect();
-        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let deadline = crate::clock::Instant::now() + self.max_wait;
         let member = uuid::Uuid::new_v4().simple().to_string();
         loop {
             // Recomputed on every try: a wait may cross into the next window.
@@ -247,7 +247,7 @@ impl PolicyLimits {
                         retry: RetryAfter(Duration::from_secs(c.window_end.saturating_sub(now))),
                     });
                 }
-                Admit::Paced(wait) if tokio::time::Instant::now() + wait <= deadline => {
+                Admit::Paced(wait) if crate::clock::Instant::now() + wait <= deadline => {
                     tokio::time::sleep(wait).await;
                 }
                 Admit::Paced(wait) => return Err(Refusal::Paced(RetryAfter(wait))),

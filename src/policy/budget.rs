@@ -8,7 +8,7 @@ use std::fmt;
 
 use serde_saphyr::Spanned;
 
-use crate::catalog::{self, Operation};
+use crate::operation::catalog::{self, Operation};
 
 /// The most devices a budget may allow per window (the same bound as a rate's count).
 pub const MAX_BUDGET: u32 = super::rate::MAX_COUNT;

@@ -28,7 +28,7 @@ fn limits(p: &Policy, s: &StateStore) -> PolicyLimits {
 }
 
 fn op() -> &'static Operation {
-    crate::catalog::by_name(OP).unwrap()
+    crate::operation::catalog::by_name(OP).unwrap()
 }
 
 #[tokio::test(start_paused = true)]
@@ -90,7 +90,7 @@ async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
         ),
         &s,
     );
-    let start = tokio::time::Instant::now();
+    let start = crate::clock::Instant::now();
     drop(l.admit(&s, 0, 0, op(), 1).await.unwrap());
     assert_eq!(
         start.elapsed(),

@@ -43,7 +43,7 @@ impl MemoryStore {
                 budgets,
                 ..Tables::default()
             }),
-            start: tokio::time::Instant::now(),
+            start: crate::clock::Instant::now(),
             file,
             persisted: tokio::sync::Mutex::new(0),
         }

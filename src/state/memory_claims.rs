@@ -79,7 +79,7 @@ impl IdempotencyStore {
 
     /// Claims `key` for `caller`'s request identified by `fingerprint` (what it asks for).
     pub(super) async fn claim(&self, caller: &str, key: &str, fingerprint: [u8; 32]) -> Claim {
-        let deadline = tokio::time::Instant::now() + self.wait;
+        let deadline = crate::clock::Instant::now() + self.wait;
         loop {
             let fresh = Arc::new(Entry {
                 fingerprint,
@@ -188,7 +188,7 @@ mod tests {
         let store = IdempotencyStore::new(100, Duration::from_secs(600), Duration::from_secs(5));
         let fp = fingerprint("/p", b"{}");
         let _first = run(&store, "a", "k", fp).await;
-        let start = tokio::time::Instant::now();
+        let start = crate::clock::Instant::now();
         assert!(matches!(store.claim("a", "k", fp).await, Claim::InFlight));
         assert_eq!(start.elapsed(), Duration::from_secs(5));
     }

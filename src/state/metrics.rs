@@ -79,7 +79,7 @@ pub(crate) async fn timed<T>(
     op: &'static str,
     fut: impl Future<Output = Result<T, StoreError>>,
 ) -> Result<T, StoreError> {
-    let started = tokio::time::Instant::now();
+    let started = crate::clock::Instant::now();
     let result = fut.await;
     observe(op, started.elapsed(), result.as_ref().err());
     result

@@ -349,7 +349,7 @@ impl StateStore {
 /// Seconds since the Unix epoch, for the calendar windows of budgets. (Budgets follow the
 /// wall clock, not Tokio's: a day is a UTC date, whatever the process did meanwhile.)
 pub fn wall_clock_secs() -> u64 {
-    std::time::SystemTime::now()
+    crate::clock::system_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }

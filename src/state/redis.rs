@@ -94,7 +94,7 @@ impl RedisStore {
             client,
             config,
             manager: ArcSwap::from_pointee(manager),
-            rebuilt: Mutex::new(tokio::time::Instant::now()),
+            rebuilt: Mutex::new(crate::clock::Instant::now()),
             healing: AtomicBool::new(false),
             timeout: settings.timeout,
             shown: settings.shown().to_owned(),
@@ -176,7 +176,7 @@ impl RedisStore {
         if last.elapsed() < REBUILD_EVERY {
             return;
         }
-        *last = tokio::time::Instant::now();
+        *last = crate::clock::Instant::now();
         match ConnectionManager::new_lazy_with_config(self.0.client.clone(), self.0.config.clone())
         {
             Ok(m) => self.0.manager.store(Arc::new(m)),

@@ -54,7 +54,7 @@ impl RedisStore {
     /// request that holds it and answers with its result.
     pub async fn claim(&self, key: &str, fingerprint: [u8; 32]) -> Result<Claim, StoreError> {
         let fp = hex(&fingerprint);
-        let deadline = tokio::time::Instant::now() + self.claims().wait;
+        let deadline = crate::clock::Instant::now() + self.claims().wait;
         loop {
             let running = format!("R{fp}{}", uuid::Uuid::new_v4().simple());
             let mut inv = SCRIPTS.claim.prepare_invoke();
@@ -68,7 +68,7 @@ impl RedisStore {
                         key: key.to_owned(),
                         running,
                         fingerprint: fp,
-                        claimed: tokio::time::Instant::now(),
+                        claimed: crate::clock::Instant::now(),
                         done: false,
                     }))));
                 }
@@ -104,7 +104,7 @@ impl RedisStore {
                 Seen::Done(stored) => return Ok(Some(Claim::Replay(stored))),
                 Seen::Running => {}
             }
-            if tokio::time::Instant::now() + poll > deadline {
+            if crate::clock::Instant::now() + poll > deadline {
                 return Ok(Some(Claim::InFlight));
             }
             tokio::time::sleep(poll).await;
@@ -193,12 +193,12 @@ fn spawn_retries(
         return;
     };
     runtime.spawn(async move {
-        let give_up = tokio::time::Instant::now() + SETTLE_RETRY_FOR;
+        let give_up = crate::clock::Instant::now() + SETTLE_RETRY_FOR;
         let mut pause = Duration::from_millis(100);
         loop {
             match store.settle_once(make(), op).await {
                 Ok(_) => return,
-                Err(e) if tokio::time::Instant::now() + pause > give_up => {
+                Err(e) if crate::clock::Instant::now() + pause > give_up => {
                     tracing::error!(error = %e, op, "gave up on an idempotency claim in the state store; duplicates of its key get 409 until the window ends");
                     return;
                 }

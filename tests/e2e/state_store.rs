@@ -72,7 +72,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     )
     .unwrap();
     let limits = PolicyLimits::new(&policy, &ns);
-    let op = graphgate::catalog::by_name(OP).unwrap();
+    let op = graphgate::operation::catalog::by_name(OP).unwrap();
     limits
         .admit(&a, 0, 0, op, 4)
         .await
