@@ -38,5 +38,4 @@ mod resilience;
 mod sdk;
 mod shared_state;
 mod startup;
-mod state_deploy;
 mod state_store;
