@@ -179,12 +179,17 @@ fn main() {
             "graphgate-bench-{}.budgets.json",
             std::process::id()
         ));
-        let memory = StateConfig::parse("memory", StateOptions::default()).unwrap();
+        // `serve`'s default store timeout (--state-timeout-ms).
+        let options = || StateOptions {
+            timeout: Duration::from_millis(500),
+            ..StateOptions::default()
+        };
+        let memory = StateConfig::parse("memory", options()).unwrap();
         let with_file = StateConfig::parse(
             "memory",
             StateOptions {
                 budget_file: Some(budget_file.clone()),
-                ..StateOptions::default()
+                ..options()
             },
         )
         .unwrap();
@@ -193,10 +198,7 @@ fn main() {
         match &redis {
             Some(r) => {
                 let url = format!("redis://127.0.0.1:{}", r.port);
-                stores.push((
-                    "redis",
-                    StateConfig::parse(&url, StateOptions::default()).unwrap(),
-                ));
+                stores.push(("redis", StateConfig::parse(&url, options()).unwrap()));
             }
             None => {
                 eprintln!("SKIPPED redis: redis-server not found (apt-get install redis-server)")

@@ -430,6 +430,20 @@ async fn redis_stopped_under_load_refuses_with_503_and_recovers_without_restarts
         );
     }
     let refused = outcomes.iter().filter(|s| s.status == 503).count();
+    let forwarded = |status: u16| {
+        (outcomes.iter())
+            .filter(|s| s.status == status)
+            .map(|s| at_graph(&s.crid))
+            .sum::<usize>()
+    };
+    // The figure for the report (printed with --nocapture); every number is asserted above.
+    eprintln!(
+        "redis stopped mid-run, 3 replicas under load: {} requests; {} answered 204, reaching Graph {} times; {refused} answered 503 stateStoreUnavailable, reaching Graph {} times",
+        outcomes.len(),
+        outcomes.len() - refused,
+        forwarded(204),
+        forwarded(503)
+    );
     let after = Snapshot::now();
     assert!(before.delta(&after, &errors("stateStoreUnavailable")) >= refused as f64);
     assert!(
