@@ -7,7 +7,7 @@
 //! on a free port without persistence (skipped with a note when there is none).
 //!
 //!     cargo bench --bench state_step
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
