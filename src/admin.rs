@@ -143,7 +143,14 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     let policy_ok = !policy_hash.is_empty()
         && reload_error.is_none()
         && reloader != crate::gateway::ReloaderHealth::Stopped;
-    let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty();
+    // Privileged requests are refused while the state store does not answer (fail closed),
+    // so a replica that cannot reach it is not ready.
+    let state = gateway.state();
+    let (state_ok, state_status, state_kind) = match state.ping().await {
+        Ok(()) => (true, "ok".to_owned(), None),
+        Err(e) => (false, format!("error: {e}"), Some(e.kind().as_str())),
+    };
+    let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty() && state_ok;
     let detail = json!({
         "ready": ready,
         "checks": {
@@ -156,6 +163,13 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
             "audit": {"ok": audit != "failing", "status": audit},
             "token": {"ok": token == "ok", "status": token},
             "permissions": {"ok": missing.is_empty(), "missing": missing, "excess": excess},
+            "state": {
+                "ok": state_ok,
+                "shared": state.is_shared(),
+                "store": state.describe(),
+                "status": state_status,
+                "error_kind": state_kind,
+            },
         }
     });
     (ready, detail)
@@ -175,6 +189,14 @@ fn redact(detail: &mut serde_json::Value) {
             .is_some_and(|e| !e.is_null());
         policy.insert("last_reload_failed".into(), failed.into());
     }
+    // The store's address and error text name internal hosts; whether it answers stays.
+    if let Some(state) = detail
+        .pointer_mut("/checks/state")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        state.remove("store");
+        state.remove("status");
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -193,10 +215,15 @@ mod tests {
     fn a_network_readiness_detail_has_no_policy_hash_or_reload_error() {
         let mut detail = json!({"ready": false, "checks": {
             "policy": {"ok": true, "version": "ab12", "last_reload_error": "/etc/p.yaml:3: caller \"x\""},
-            "audit": {"ok": true, "status": "ok"}}});
+            "audit": {"ok": true, "status": "ok"},
+            "state": {"ok": false, "shared": true, "store": "redis://cache.internal:6379/0",
+                      "status": "error: connection (refused by cache.internal)", "error_kind": "connection"}}});
         redact(&mut detail);
         let text = detail.to_string();
         assert!(!text.contains("ab12") && !text.contains("p.yaml"), "{text}");
+        assert!(!text.contains("cache.internal"), "{text}");
+        assert_eq!(detail["checks"]["state"]["error_kind"], "connection");
+        assert_eq!(detail["checks"]["state"]["ok"], false);
         assert_eq!(detail["checks"]["policy"]["last_reload_failed"], true);
         assert_eq!(detail["checks"]["audit"]["status"], "ok", "the rest stays");
         assert_eq!(

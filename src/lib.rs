@@ -19,8 +19,9 @@
 //!   and the [`operation::simple`] flat API.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`); [`reload`] replaces it on
 //!   SIGHUP or when a complete new file is in place.
-//! - `ratelimit` (*crate*): the policy's rate limits and the tenant write pacing;
-//!   [`idempotency`]: no double execution of a repeated request.
+//! - [`ratelimit`]: the policy's rate limits, daily budgets and the tenant write pacing;
+//!   [`idempotency`]: no double execution of a repeated request; [`state`]: where both
+//!   keep their counts and claims, in this process or in Redis shared by every replica.
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
@@ -58,11 +59,12 @@ pub(crate) mod inbound;
 pub mod metrics;
 pub mod operation;
 pub mod policy;
-pub(crate) mod ratelimit;
+pub mod ratelimit;
 pub mod reload;
 pub mod secret;
 pub mod server;
 pub(crate) mod slots;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -70,6 +70,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     // Mistakes in the flags stop start-up before anything else is done.
     check_listen_addresses(&args)?;
+    args.state.config(None)?;
     warn_about_overrides(&args);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
@@ -125,7 +126,9 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     };
     let tls = server_tls(&args)?;
     let demo_key_accepted = demo::accepts_demo_key(&policy);
-    let gateway = app::build(&settings, policy)?;
+    let state = args.state.config(settings.audit.path())?;
+    announce_state(&state);
+    let gateway = app::build_with_state(&settings, policy, &state)?;
     let reload_path = (args.policy.is_some() || !args.emulator).then(|| {
         args.policy
             .clone()
@@ -225,6 +228,23 @@ fn warn_about_overrides(args: &ServeArgs) {
     }
     if let Some(file) = &args.extra_ca_file {
         tracing::warn!(extra_ca_file = %file.display(), "GRAPHGATE_EXTRA_CA_FILE / --extra-ca-file is set outside --emulator: certificates from these CAs are trusted for Graph and Entra");
+    }
+}
+
+/// Says where the state lives, and warns when budgets would not survive a restart.
+fn announce_state(state: &graphgate::state::StateConfig) {
+    use graphgate::state::StateConfig;
+    match state {
+        StateConfig::Memory { budget_file: None } => tracing::warn!(
+            "--state memory without a budget file (no audit log, no GRAPHGATE_BUDGET_FILE): daily budgets start from zero at every restart"
+        ),
+        StateConfig::Memory {
+            budget_file: Some(f),
+        } => tracing::info!(
+            budget_file = %f.display(),
+            "state: memory (this process alone; replicas need --state redis://...)"
+        ),
+        StateConfig::Redis(r) => tracing::info!(state = r.shown(), "state: shared, in Redis"),
     }
 }
 

@@ -171,6 +171,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Client connections the server closed or refused, by reason (a deadline, an HTTP/2 control-frame flood, a connection cap)",
         m.connections_closed.clone(),
     );
+    crate::state::metrics::register(r);
     Metrics { registry, ..m }
 });
 

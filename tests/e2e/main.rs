@@ -36,4 +36,6 @@ mod policy;
 mod reload;
 mod resilience;
 mod sdk;
+mod shared_state;
 mod startup;
+mod state_store;

@@ -2,7 +2,8 @@
 //! production (real hostnames, TLS with certificate checks, connect-to overrides).
 //! Beside it: `served` (the binary as an operator runs it), `process` (child processes
 //! with bounded waits), `tools` (external tools: skip, or fail under CI), `metrics`
-//! (metric values), `clock` (a paused clock over real sockets), `emu` and `pki`.
+//! (metric values), `clock` (a paused clock over real sockets), `emu` and `pki`, `redis` (a
+//! real redis-server per test) and `replicas` (several gateways sharing one state store).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod clock;
@@ -11,6 +12,8 @@ pub mod h2raw;
 pub mod metrics;
 pub mod pki;
 pub mod process;
+pub mod redis;
+pub mod replicas;
 pub mod served;
 pub mod tools;
 

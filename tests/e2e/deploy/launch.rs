@@ -1,8 +1,11 @@
 //! Runs one shipped configuration: the real binary with exactly the arguments and environment
 //! a manifest gives it, against an in-process emulator standing in for Entra and Graph. The
-//! only changes: absolute paths live under a temporary root, listen ports become 0, and
-//! `GRAPHGATE_CONNECT_TO` / `GRAPHGATE_EXTRA_CA_FILE` point at the emulator. It must answer
-//! its probes with 200 and one allowed request, over mTLS, with 204; then stop on SIGTERM.
+//! only changes: absolute paths live under a temporary root, listen ports become 0,
+//! `GRAPHGATE_CONNECT_TO` / `GRAPHGATE_EXTRA_CA_FILE` point at the emulator, and (where the
+//! configuration shares its state in Redis over TLS) `GRAPHGATE_STATE_CA_FILE` trusts the
+//! test's redis-server. It must answer its probes with 200, say in `/readyz` whether its
+//! state is shared exactly as configured, and answer one allowed request, over mTLS, with
+//! 204; then stop on SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -193,6 +196,7 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     for probe in &shipped.probes {
         running.wait_for_200(admin, probe, &shipped.name).await;
     }
+    assert_state_as_configured(&shipped, admin).await;
     let (caller, status, body) = allowed_request(&shipped, listen, pki).await;
     assert_eq!(
         status,
@@ -309,6 +313,20 @@ async fn get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
         .unwrap();
     let (status, body) = send(TokioIo::new(tcp), req).await.ok()?;
     Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Ready, with the state store the configuration names: shared (Redis, answering) or this
+/// process's memory.
+async fn assert_state_as_configured(shipped: &Shipped, admin: SocketAddr) {
+    let shared = shipped
+        .var("GRAPHGATE_STATE")
+        .is_some_and(|s| s != "memory");
+    let (status, body) = get(admin, "/readyz").await.unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let state = &detail["checks"]["state"];
+    assert_eq!(status, 200, "{}: {detail}", shipped.name);
+    assert_eq!(state["ok"], true, "{}: {detail}", shipped.name);
+    assert_eq!(state["shared"], shared, "{}: {detail}", shipped.name);
 }
 
 fn assert_allowed_is_counted(metrics: &str, name: &str) {
