@@ -7,6 +7,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 
 use super::anchor::{self, Anchor};
+use super::checkpoint::{self, Checkpoint};
+use super::note::{NoteSigner, NoteVerifier};
 use super::query::{self, Filter};
 use super::record::AuditDecision;
 use super::{Fingerprinter, ends, files, verify};
@@ -21,6 +23,22 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Show audit records, filtered.
     Query(QueryArgs),
+    /// Make an Ed25519 key pair for signed checkpoints: writes the private key (mode 0600)
+    /// and prints the public key in the signed-note verifier-key form.
+    Keygen(KeygenArgs),
+}
+
+/// What `audit keygen` makes.
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The key's name, a schema-less URL naming this gateway's audit, e.g.
+    /// `graphgate.corp.example/audit` (no spaces or '+').
+    #[arg(long)]
+    name: String,
+    /// Where to write the private key (must not exist); give it to the gateway with
+    /// --audit-signing-key-file.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// What `audit verify` checks.
@@ -43,6 +61,15 @@ pub struct VerifyArgs {
     /// Check the hash chain only: records cut off at either end are then not noticed.
     #[arg(long, conflicts_with = "anchor")]
     no_anchor: bool,
+    /// Signed checkpoint files (repeatable) [default with --public-key: `<log>.checkpoints`
+    /// beside the files]; an off-host copy is the one to trust.
+    #[arg(long = "checkpoints", value_name = "FILE", requires = "public_key")]
+    checkpoints: Vec<PathBuf>,
+    /// The checkpoint signing key's public key (`<name>+<id>+<key>`, as `audit keygen`
+    /// printed it), or a file holding it. With it, the log is checked against its signed
+    /// checkpoints, which hold even against someone with the HMAC key.
+    #[arg(long, env = "GRAPHGATE_AUDIT_PUBLIC_KEY")]
+    public_key: Option<String>,
 }
 
 /// Filters for `audit query`.
@@ -125,60 +152,237 @@ pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
     match cmd {
         AuditCommand::Verify(args) => run_verify(&args),
         AuditCommand::Query(args) => run_query(args),
+        AuditCommand::Keygen(args) => run_keygen(&args),
     }
 }
 
+fn run_keygen(args: &KeygenArgs) -> std::io::Result<ExitCode> {
+    let (signer, encoded) = match NoteSigner::generate(&args.name) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("graphgate: --name {:?}: {e}", args.name);
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let mut text = encoded.expose().to_owned();
+    text.push('\n');
+    if let Err(e) = super::fingerprint::write_private(&args.out, text.as_bytes()) {
+        eprintln!("graphgate: {}: {e}", args.out.display());
+        return Ok(ExitCode::FAILURE);
+    }
+    eprintln!(
+        "private key written to {} (mode 0600): give it to the gateway with --audit-signing-key-file; the public key, for `audit verify --public-key`:",
+        args.out.display()
+    );
+    println!("{}", signer.verifier());
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
-    let (anchors, logs): (Vec<PathBuf>, Vec<PathBuf>) = args
+    let (anchors, rest): (Vec<PathBuf>, Vec<PathBuf>) = args
         .files
         .iter()
         .cloned()
         .partition(|f| anchor::is_anchor_file(f));
-    if args.no_anchor {
-        let report = verify::verify(&logs)?;
-        let code = print_chain(&report);
-        println!(
-            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
-        );
-        return Ok(code);
+    let (given_checkpoints, logs): (Vec<PathBuf>, Vec<PathBuf>) = rest
+        .into_iter()
+        .partition(|f| checkpoint::is_checkpoint_file(f));
+    let signed = match signed_checkpoints(args, &given_checkpoints, &logs) {
+        Ok(signed) => signed,
+        Err(code) => return Ok(code),
+    };
+    // With signed checkpoints, the anchor is checked only when its key is at hand.
+    let skip_anchor = args.no_anchor
+        || (signed.is_some() && args.hmac_key_file.is_none() && args.anchor.is_none());
+    let anchor = match skip_anchor {
+        true => None,
+        false => match load_anchor(args, &anchors, &logs) {
+            Ok(found) => Some(found),
+            Err(code) => return Ok(code),
+        },
+    };
+    let mut watch: Vec<u64> = signed.iter().flat_map(|s| s.sizes()).collect();
+    if let Some((a, _)) = &anchor {
+        watch.extend([a.tail.seq, a.head.seq]);
     }
-    let anchor_path = match find_anchor(args.anchor.as_deref(), &anchors, &logs) {
-        Ok(found) => found,
-        Err(e) => {
-            println!("FAILED: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let Some(key_file) = &args.hmac_key_file else {
-        eprintln!(
-            "graphgate: checking the anchor {} needs the audit HMAC key: give --hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE), or --no-anchor to check the hash chain only",
-            anchor_path.display()
-        );
-        return Ok(ExitCode::from(2));
-    };
-    let key = match Fingerprinter::from_file(key_file) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("graphgate: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let anchor = match Anchor::load(&anchor_path, &key) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("FAILED: the anchor {} is missing", anchor_path.display());
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(e) => {
-            println!("FAILED: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let report = verify::verify_watching(&logs, &[anchor.tail.seq, anchor.head.seq])?;
+    let report = verify::verify_watching(&logs, &watch)?;
     if report.problem.is_some() {
         return Ok(print_chain(&report));
     }
-    Ok(print_ends(&report, &anchor, &anchor_path))
+    if let Some(signed) = &signed
+        && let Err(problem) = signed.check(&report)
+    {
+        println!("{problem}");
+        println!("FAILED after {} intact record(s)", report.records);
+        return Ok(ExitCode::FAILURE);
+    }
+    let code = match &anchor {
+        Some((a, path)) => print_ends(&report, a, path),
+        None => print_chain(&report),
+    };
+    match &signed {
+        Some(signed) => signed.print_ok(&report),
+        None => println!(
+            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
+        ),
+    }
+    if signed.is_some() && anchor.is_none() && !args.no_anchor {
+        println!("(anchor not checked: no --hmac-key-file; the signed checkpoints stand for it)");
+    }
+    Ok(code)
+}
+
+/// The anchor (and where it is), authenticated with the HMAC key; or the exit code.
+fn load_anchor(
+    args: &VerifyArgs,
+    anchors: &[PathBuf],
+    logs: &[PathBuf],
+) -> Result<(Anchor, PathBuf), ExitCode> {
+    let anchor_path = find_anchor(args.anchor.as_deref(), anchors, logs).map_err(|e| {
+        println!("FAILED: {e}");
+        ExitCode::FAILURE
+    })?;
+    let Some(key_file) = &args.hmac_key_file else {
+        eprintln!(
+            "graphgate: checking the anchor {} needs the audit HMAC key: give --hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE), --public-key KEY to check the signed checkpoints instead, or --no-anchor to check the hash chain only",
+            anchor_path.display()
+        );
+        return Err(ExitCode::from(2));
+    };
+    let key = Fingerprinter::from_file(key_file).map_err(|e| {
+        eprintln!("graphgate: {e}");
+        ExitCode::from(2)
+    })?;
+    match Anchor::load(&anchor_path, &key) {
+        Ok(Some(a)) => Ok((a, anchor_path)),
+        Ok(None) => {
+            println!("FAILED: the anchor {} is missing", anchor_path.display());
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Signed checkpoints, each verified with the public key.
+struct Signed {
+    key: String,
+    origin: String,
+    files: Vec<PathBuf>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// Reads the checkpoints asked for (`None` without --public-key); a forged one, or one of
+/// another log, fails here with its verdict printed.
+fn signed_checkpoints(
+    args: &VerifyArgs,
+    given: &[PathBuf],
+    logs: &[PathBuf],
+) -> Result<Option<Signed>, ExitCode> {
+    let Some(key) = &args.public_key else {
+        if !given.is_empty() {
+            eprintln!("graphgate: checking checkpoint files needs --public-key KEY");
+            return Err(ExitCode::from(2));
+        }
+        return Ok(None);
+    };
+    let text = match std::path::Path::new(key).is_file() {
+        true => std::fs::read_to_string(key).unwrap_or_default(),
+        false => key.clone(),
+    };
+    let verifier = NoteVerifier::parse(&text).map_err(|e| {
+        eprintln!("graphgate: --public-key: {e}");
+        ExitCode::from(2)
+    })?;
+    let Some(base) = logs.first().map(|f| files::base_log(f)) else {
+        return Ok(None);
+    };
+    let mut paths: Vec<PathBuf> = args.checkpoints.iter().chain(given).cloned().collect();
+    if paths.is_empty() {
+        paths.push(checkpoint::path_for(&base));
+    }
+    let fail = |text: String| {
+        println!("FAILED: {text}");
+        ExitCode::FAILURE
+    };
+    let origin = checkpoint::origin_for(verifier.name(), &base);
+    let mut checkpoints = Vec::new();
+    for path in &paths {
+        let read = checkpoint::read_verified(path, &verifier).map_err(|e| match e {
+            checkpoint::ReadError::Io(_) => fail(format!("no signed checkpoints: {e}")),
+            _ => fail(format!("forged checkpoint: {e}")),
+        })?;
+        if let Some(other) = read.iter().find(|c| c.origin != origin) {
+            return Err(fail(format!(
+                "{}: a checkpoint of another log ({}), not of {origin}",
+                path.display(),
+                other.origin
+            )));
+        }
+        checkpoints.extend(read);
+    }
+    checkpoints.sort_by_key(|c| c.size);
+    Ok(Some(Signed {
+        key: verifier.label(),
+        origin,
+        files: paths,
+        checkpoints,
+    }))
+}
+
+impl Signed {
+    fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
+        self.checkpoints.iter().map(|c| c.size)
+    }
+
+    /// Every checkpoint the files reach must match them; none may reach past their end.
+    fn check(&self, report: &verify::Report) -> Result<(), String> {
+        let first = report.first.as_ref().map_or(1, |l| l.seq);
+        let last = report.seq_range.map_or(0, |(_, last)| last);
+        for c in self.checkpoints.iter().filter(|c| c.size >= first) {
+            if c.size > last {
+                return Err(format!(
+                    "truncated: a checkpoint signed by {} vouches for {} records, but the files end at seq {last}: seq {}..={} missing (the newest records cut off)",
+                    self.key,
+                    c.size,
+                    last + 1,
+                    c.size
+                ));
+            }
+            let found = report.watched.iter().find(|l| l.seq == c.size);
+            if found.is_some_and(|l| l.hash != c.hash) {
+                return Err(format!(
+                    "rewritten: the record at seq {} is not the one a checkpoint signed by {} vouches for (the log was rewritten with fresh hashes)",
+                    c.size, self.key
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn print_ok(&self, report: &verify::Report) {
+        let last = report.seq_range.map_or(0, |(_, last)| last);
+        let first = report.first.as_ref().map_or(1, |l| l.seq);
+        let checked: Vec<&Checkpoint> =
+            self.checkpoints.iter().filter(|c| c.size >= first).collect();
+        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
+        let newest = checked.last().map_or(0, |c| c.size);
+        println!(
+            "checkpoints ({}): {} signed by {} for {}, all verified; the log matches them up to seq {newest}",
+            files.join(", "),
+            checked.len(),
+            self.key,
+            self.origin
+        );
+        if newest < last {
+            println!(
+                "note: seq {}..={last} are newer than the last checkpoint (the gateway is running, or stopped without a clean shutdown); a cut among them would not be noticed",
+                newest + 1
+            );
+        }
+    }
 }
 
 /// Prints the chain's verdict; fails on tampering.

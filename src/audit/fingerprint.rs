@@ -124,7 +124,7 @@ impl Fingerprinter {
 }
 
 /// Refuses a key file that anyone but its owner may read or write.
-fn check_private(path: &Path) -> Result<(), String> {
+pub(crate) fn check_private(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -190,7 +190,7 @@ fn looks_random(key: &[u8]) -> Result<Vec<u8>, String> {
     Ok(key.to_vec())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -7,10 +7,13 @@
 pub mod anchor;
 mod batch;
 pub mod chain;
+pub mod checkpoint;
 pub mod cli;
 pub mod ends;
 pub mod files;
 pub mod fingerprint;
+pub mod note;
+pub mod push;
 pub mod query;
 pub mod record;
 pub mod sampler;
@@ -33,6 +36,9 @@ use sampler::{Sample, SampleKey, Sampler, SamplingLimits};
 use sink::{FileOptions, FileSink, Sink};
 use writer::Writer;
 
+/// Longest a shutdown waits for queued checkpoints to be pushed.
+const PUSH_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Default largest size of one log file before it is rotated.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -43,6 +49,8 @@ pub struct AuditConfig {
     pub files: FileOptions,
     /// Sampling of refusal records.
     pub sampling: SamplingLimits,
+    /// Signed checkpoints beside the log, if a signing key is configured.
+    pub checkpoints: Option<checkpoint::CheckpointConfig>,
 }
 
 impl Default for AuditConfig {
@@ -53,6 +61,7 @@ impl Default for AuditConfig {
                 retain_files: None,
             },
             sampling: SamplingLimits::default(),
+            checkpoints: None,
         }
     }
 }
@@ -71,6 +80,8 @@ struct Enabled {
     /// Refusals per caller, failed authentications per source (shared with the writer,
     /// which writes their counts).
     samplers: Arc<[Sampler; 2]>,
+    /// Checkpoints on their way off the host, drained (briefly) at shutdown.
+    push: Option<push::PushQueue>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -108,7 +119,11 @@ impl Audit {
         config: &AuditConfig,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
-        let (sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        let (mut sink, state) =
+            FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        if let Some(checkpoints) = &config.checkpoints {
+            sink.checkpoint_with(path, checkpoints.clone(), &state)?;
+        }
         let mut audit =
             Self::with_sink_sampled(Box::new(sink), state, fingerprinter, config.sampling)?;
         if let Some(inner) = audit.inner.as_mut().and_then(Arc::get_mut) {
@@ -145,8 +160,17 @@ impl Audit {
                 fingerprinter,
                 path: None,
                 samplers,
+                push: None,
             })),
         })
+    }
+
+    /// The log, with checkpoints pushed off the host through `push`.
+    pub fn with_push(mut self, push: Option<push::PushQueue>) -> Self {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
+            inner.push = push;
+        }
+        self
     }
 
     /// Whether records are written at all.
@@ -193,6 +217,13 @@ impl Audit {
         if let Some(stopped) = stopped {
             let _ = stopped.await;
         }
+        // The closing checkpoint gets a moment to leave the host; a down endpoint cannot
+        // hold the shutdown longer.
+        if let Some(push) = &inner.push
+            && !push.drain(PUSH_DRAIN).await
+        {
+            tracing::warn!(pending = push.pending(), "audit checkpoints not pushed at shutdown (they are in the checkpoint file)");
+        }
         result
     }
 
@@ -210,6 +241,11 @@ impl Audit {
                 i.samplers[usize::from(unauthenticated)].admit(key, std::time::Instant::now())
             }
         }
+    }
+
+    /// Follows the sequence number the chain is durable up to (`None` when disabled).
+    pub fn durable_seq(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.as_ref().map(|i| i.writer.durable())
     }
 
     /// Entries waiting for the writer (0 when disabled).

@@ -10,6 +10,7 @@ use std::time::Instant;
 use super::Fingerprinter;
 use super::anchor::{self, Anchor, Head, Tail};
 use super::chain::ChainState;
+use super::checkpoint::{self, CheckpointConfig, Checkpointer};
 use super::files;
 use super::record::Record;
 
@@ -60,9 +61,28 @@ pub struct FileSink {
     /// The durable chain, as the writer last reported it.
     head: ChainState,
     anchored_at: Instant,
+    /// Signed checkpoints, if a signing key is configured.
+    checkpoints: Option<Checkpointer>,
 }
 
 impl FileSink {
+    /// Signs checkpoints of the log at `path` from now on. Refuses a log whose newest
+    /// signed checkpoint no longer matches it (rewritten, or cut off), then checkpoints the
+    /// chain as it stands (`head`).
+    pub fn checkpoint_with(
+        &mut self,
+        path: &Path,
+        config: CheckpointConfig,
+        head: &ChainState,
+    ) -> io::Result<()> {
+        let verifier = config.signer.verifier();
+        check_last_checkpoint(path, &verifier, head)?;
+        let mut checkpointer = Checkpointer::open(path, config)?;
+        checkpointer.write(head);
+        self.checkpoints = Some(checkpointer);
+        Ok(())
+    }
+
     /// Opens (or creates) the log, locks it, checks it against its anchor (a log whose
     /// anchored records are missing or rewritten is refused), and returns the chain state to
     /// continue from. A torn last line (crash mid-write) is kept: that file is rotated aside.
@@ -99,6 +119,7 @@ impl FileSink {
             anchor,
             head: state.clone(),
             anchored_at: Instant::now(),
+            checkpoints: None,
         };
         sink.write_anchor("start", false)?;
         if torn {
@@ -109,6 +130,10 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        // The closed file's records are all durable: sign the head they reach.
+        if let Some(c) = &mut self.checkpoints {
+            c.write(&self.head);
+        }
         let n = files::highest_rotation(&self.path)?.max(self.anchor.last_rotation) + 1;
         let rotated = files::rotated_name(&self.path, n);
         // Never over an existing file: a taken name fails this write (and so the request).
@@ -201,6 +226,9 @@ impl Sink for FileSink {
         if head.seq != self.head.seq {
             self.head = head.clone();
         }
+        if let Some(c) = self.checkpoints.as_mut().filter(|c| c.due(&self.head)) {
+            c.write(&self.head);
+        }
         if self.anchor.head.seq != self.head.seq && self.anchored_at.elapsed() >= anchor::INTERVAL {
             self.write_anchor("interval", false)?;
         }
@@ -209,6 +237,9 @@ impl Sink for FileSink {
 
     fn close(&mut self, head: &ChainState) -> io::Result<()> {
         self.head = head.clone();
+        if let Some(c) = &mut self.checkpoints {
+            c.write(head);
+        }
         self.write_anchor("shutdown", true)
     }
 }
@@ -299,6 +330,53 @@ fn check_continues(path: &Path, anchor: &Anchor, state: &ChainState) -> io::Resu
             tracing::warn!(path = %path.display(), seq = head.seq, "the anchored head is not among the log's files (moved away?); continuing the chain");
             Ok(())
         }
+    }
+}
+
+/// Refuses to continue a log that no longer holds the head of its newest signed checkpoint
+/// (cut off, or rewritten with fresh hashes: what the anchor cannot show to someone who
+/// also holds the HMAC key).
+fn check_last_checkpoint(
+    path: &Path,
+    verifier: &super::note::NoteVerifier,
+    head: &ChainState,
+) -> io::Result<()> {
+    let file = checkpoint::path_for(path);
+    if !file.exists() {
+        return Ok(());
+    }
+    let refuse = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{what}. Check it with `graphgate audit verify --public-key ...`; to start a new chain instead, move the log's files, its anchor and {} aside",
+                file.display()
+            ),
+        )
+    };
+    let all = checkpoint::read_verified(&file, verifier).map_err(|e| refuse(e.to_string()))?;
+    let Some(last) = all.iter().max_by_key(|c| c.size) else {
+        return Ok(());
+    };
+    if head.seq < last.size {
+        return Err(refuse(format!(
+            "the audit log ends at seq {} but a signed checkpoint vouches for {} records (cut off?)",
+            head.seq, last.size
+        )));
+    }
+    let found = if head.seq == last.size {
+        Some(head.hash.clone())
+    } else {
+        let mut newest_first = vec![path.to_owned()];
+        newest_first.extend(files::rotated_files(path)?.into_iter().rev());
+        files::find_link(&newest_first, last.size)?.map(|l| l.hash)
+    };
+    match found {
+        Some(hash) if hash != last.hash => Err(refuse(format!(
+            "the record at seq {} is not the one a signed checkpoint vouches for: the log was rewritten",
+            last.size
+        ))),
+        _ => Ok(()),
     }
 }
 
