@@ -387,7 +387,9 @@ pub fn audit_checkpoint(ok: bool) {
 /// A checkpoint push ended: `ok`, `error` (retried) or `dropped`.
 pub fn audit_checkpoint_push(result: &'static str) {
     let t = &METRICS.audit_trust;
-    t.checkpoint_pushes.get_or_create(&ResultLabel { result }).inc();
+    t.checkpoint_pushes
+        .get_or_create(&ResultLabel { result })
+        .inc();
 }
 
 /// `n` audit records were exported (or the export failed).
@@ -410,7 +412,9 @@ pub fn reconcile_actions(pending: usize, overdue: usize) {
     let t = &METRICS.audit_trust;
     let set = |state, n: usize| {
         let n = i64::try_from(n).unwrap_or(i64::MAX);
-        t.reconcile_actions.get_or_create(&StateLabel { state }).set(n);
+        t.reconcile_actions
+            .get_or_create(&StateLabel { state })
+            .set(n);
     };
     set("pending", pending);
     set("overdue", overdue);
@@ -419,14 +423,18 @@ pub fn reconcile_actions(pending: usize, overdue: usize) {
 /// A completion record was written with this state.
 pub fn reconcile_completion(state: &'static str) {
     let t = &METRICS.audit_trust;
-    t.reconcile_completions.get_or_create(&StateLabel { state }).inc();
+    t.reconcile_completions
+        .get_or_create(&StateLabel { state })
+        .inc();
 }
 
 /// A deviceActionResults read ended: `ok` or `error`.
 pub fn reconcile_poll(ok: bool) {
     let result = if ok { "ok" } else { "error" };
     let t = &METRICS.audit_trust;
-    t.reconcile_polls.get_or_create(&ResultLabel { result }).inc();
+    t.reconcile_polls
+        .get_or_create(&ResultLabel { result })
+        .inc();
 }
 
 /// Every metric in the Prometheus/OpenMetrics text format.

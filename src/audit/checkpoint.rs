@@ -131,10 +131,7 @@ pub fn split_notes(text: &str) -> Vec<&str> {
 
 /// A checkpoint file's notes, each opened with `verifier` and parsed, in file order. The
 /// first note that is forged, signed by another key or malformed is an error naming it.
-pub fn read_verified(
-    path: &Path,
-    verifier: &NoteVerifier,
-) -> Result<Vec<Checkpoint>, ReadError> {
+pub fn read_verified(path: &Path, verifier: &NoteVerifier) -> Result<Vec<Checkpoint>, ReadError> {
     let file = File::open(path).map_err(|e| ReadError::Io(format!("{}: {e}", path.display())))?;
     let mut text = String::new();
     io::Read::read_to_string(&mut io::Read::take(file, MAX_FILE_BYTES), &mut text)
@@ -343,6 +340,9 @@ mod tests {
         std::fs::write(path_for(&log), forged).unwrap();
         let err = read_verified(&path_for(&log), &verifier).unwrap_err();
         assert!(err.to_string().contains("checkpoint #2"), "{err}");
-        assert!(matches!(err, ReadError::Note(_, NoteError::BadSignature(_))));
+        assert!(matches!(
+            err,
+            ReadError::Note(_, NoteError::BadSignature(_))
+        ));
     }
 }

@@ -365,8 +365,11 @@ impl Signed {
     fn print_ok(&self, report: &verify::Report) {
         let last = report.seq_range.map_or(0, |(_, last)| last);
         let first = report.first.as_ref().map_or(1, |l| l.seq);
-        let checked: Vec<&Checkpoint> =
-            self.checkpoints.iter().filter(|c| c.size >= first).collect();
+        let checked: Vec<&Checkpoint> = self
+            .checkpoints
+            .iter()
+            .filter(|c| c.size >= first)
+            .collect();
         let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
         let newest = checked.last().map_or(0, |c| c.size);
         println!(

@@ -119,8 +119,7 @@ impl Audit {
         config: &AuditConfig,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
-        let (mut sink, state) =
-            FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        let (mut sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
         if let Some(checkpoints) = &config.checkpoints {
             sink.checkpoint_with(path, checkpoints.clone(), &state)?;
         }
@@ -222,7 +221,10 @@ impl Audit {
         if let Some(push) = &inner.push
             && !push.drain(PUSH_DRAIN).await
         {
-            tracing::warn!(pending = push.pending(), "audit checkpoints not pushed at shutdown (they are in the checkpoint file)");
+            tracing::warn!(
+                pending = push.pending(),
+                "audit checkpoints not pushed at shutdown (they are in the checkpoint file)"
+            );
         }
         result
     }

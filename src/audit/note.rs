@@ -62,7 +62,9 @@ fn split_key(text: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
         return Err(NoteError::BadKey("expected <name>+<key id>+<key data>"));
     };
     if !valid_name(name) {
-        return Err(NoteError::BadKey("the key name is empty or has a space or '+'"));
+        return Err(NoteError::BadKey(
+            "the key name is empty or has a space or '+'",
+        ));
     }
     if id.len() != 8 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(NoteError::BadKey("the key id is not 8 hex digits"));
@@ -87,7 +89,11 @@ pub struct NoteSigner {
 
 impl fmt::Debug for NoteSigner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "NoteSigner({}+{:08x}, <redacted key>)", self.name, self.id)
+        write!(
+            f,
+            "NoteSigner({}+{:08x}, <redacted key>)",
+            self.name, self.id
+        )
     }
 }
 
@@ -110,7 +116,9 @@ impl NoteSigner {
     /// A signer named `name` from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: &[u8]) -> Result<Self, NoteError> {
         if !valid_name(name) {
-            return Err(NoteError::BadKey("the key name is empty or has a space or '+'"));
+            return Err(NoteError::BadKey(
+                "the key name is empty or has a space or '+'",
+            ));
         }
         let pair = Ed25519KeyPair::from_seed_unchecked(seed)
             .map_err(|_| NoteError::BadKey("not an Ed25519 seed"))?;
@@ -243,7 +251,9 @@ fn check_text(text: &str) -> Result<(), NoteError> {
         return Err(NoteError::Malformed("control characters in the text"));
     }
     if text.ends_with("\n\n") {
-        return Err(NoteError::Malformed("the text must not end with a blank line"));
+        return Err(NoteError::Malformed(
+            "the text must not end with a blank line",
+        ));
     }
     Ok(())
 }
@@ -263,12 +273,12 @@ fn split_note(note: &str) -> Result<(&str, Vec<(&str, Vec<u8>)>), NoteError> {
     let (text, sigs) = (&note[..=split], &body[split + 2..]);
     let mut out = Vec::new();
     for line in sigs.split('\n') {
-        let rest = line
-            .strip_prefix(SIG_PREFIX)
-            .ok_or(NoteError::Malformed("a signature line starts with an em dash"))?;
-        let (name, b64) = rest
-            .split_once(' ')
-            .ok_or(NoteError::Malformed("a signature line is '— <name> <signature>'"))?;
+        let rest = line.strip_prefix(SIG_PREFIX).ok_or(NoteError::Malformed(
+            "a signature line starts with an em dash",
+        ))?;
+        let (name, b64) = rest.split_once(' ').ok_or(NoteError::Malformed(
+            "a signature line is '— <name> <signature>'",
+        ))?;
         if !valid_name(name) {
             return Err(NoteError::Malformed("a bad key name in a signature line"));
         }
@@ -337,7 +347,9 @@ mod tests {
             format!("{TEXT}\n"),
             format!("{TEXT}\n{}", &PETER_SIG[..PETER_SIG.len() - 1]),
             format!("\x01{TEXT}\n{PETER_SIG}"),
-            format!("{TEXT}\n\u{2014} Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"),
+            format!(
+                "{TEXT}\n\u{2014} Bad Name x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+            ),
             format!("{TEXT}\n{PETER_SIG}Unexpected line.\n"),
             format!("{TEXT}\n{}", PETER_SIG.repeat(101)),
         ];

@@ -38,7 +38,11 @@ struct Shared {
 impl PushQueue {
     /// Queues `note` for the push (never blocks); drops the oldest when full.
     pub fn offer(&self, note: String) {
-        let mut notes = self.inner.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut notes = self
+            .inner
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if notes.len() >= QUEUE {
             notes.pop_front();
             crate::metrics::audit_checkpoint_push("dropped");
@@ -72,12 +76,20 @@ impl PushQueue {
     }
 
     fn front(&self) -> Option<String> {
-        let notes = self.inner.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        let notes = self
+            .inner
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         notes.front().cloned()
     }
 
     fn pop(&self, note: &str) {
-        let mut notes = self.inner.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut notes = self
+            .inner
+            .notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         // The front may have been dropped for a newer note meanwhile.
         if notes.front().is_some_and(|n| n == note) {
             notes.pop_front();

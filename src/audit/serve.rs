@@ -56,7 +56,11 @@ pub struct ServeAuditArgs {
     pub audit_checkpoint_interval_secs: u64,
     /// POST every signed checkpoint (the note text) to this http(s) URL, so a copy lives off
     /// the host; failures are retried and counted, never block requests.
-    #[arg(long, env = "GRAPHGATE_AUDIT_CHECKPOINT_URL", requires = "audit_signing_key_file")]
+    #[arg(
+        long,
+        env = "GRAPHGATE_AUDIT_CHECKPOINT_URL",
+        requires = "audit_signing_key_file"
+    )]
     pub audit_checkpoint_url: Option<http::Uri>,
 }
 
@@ -202,5 +206,6 @@ pub fn load_signer(path: &Path) -> Result<NoteSigner, SetupError> {
     };
     super::fingerprint::check_private(path).map_err(fail)?;
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    NoteSigner::parse(&text).map_err(|e| fail(format!("{e} (make one with `graphgate audit keygen`)")))
+    NoteSigner::parse(&text)
+        .map_err(|e| fail(format!("{e} (make one with `graphgate audit keygen`)")))
 }

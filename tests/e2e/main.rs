@@ -7,6 +7,7 @@ mod common;
 
 mod audit;
 mod audit_chain;
+mod audit_checkpoints;
 mod audit_cli;
 mod audit_ends;
 mod audit_volume;
