@@ -15,7 +15,7 @@
 //!   SIGHUP or when a complete new file is in place.
 //! - [`audit`]: the durable, hash-chained audit log, its writer, `verify` and `query`.
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
-//!   admin listener serving `/metrics`, `/healthz` and `/readyz`.
+//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`].
 //! - [`token`] and [`credential`]: the cached app-only Entra token and how it is obtained.
 //! - [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
 //! - [`cloud`]: the national-cloud table.
@@ -31,6 +31,7 @@ pub mod breaker;
 pub mod catalog;
 pub mod client_crl;
 pub mod cloud;
+pub mod console;
 pub mod credential;
 pub mod demo;
 pub mod emulator;

@@ -152,12 +152,14 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .audit()
         .write_start(concat!("graphgate ", env!("CARGO_PKG_VERSION"), " started"))
         .await?;
-    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz) listening");
-    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz)");
+    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
+    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz, /audit)");
     let mut admin_stop = shutdown_rx.clone();
-    tokio::spawn(graphgate::admin::serve(
+    let admin_options = admin_options(&args, &gateway)?;
+    tokio::spawn(graphgate::admin::serve_with(
         admin,
         Arc::clone(&gateway),
+        admin_options,
         async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         },
@@ -188,6 +190,32 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The admin token, and the audit console over the gateway's log (showing whether the log
+/// still matches its newest signed checkpoint, when checkpoints are signed).
+fn admin_options(
+    args: &ServeArgs,
+    gateway: &graphgate::gateway::Gateway,
+) -> Fallible<graphgate::admin::AdminOptions> {
+    use graphgate::console::{Console, auth::AdminToken};
+    let token = args
+        .admin_token_file
+        .as_deref()
+        .map(AdminToken::from_file)
+        .transpose()?;
+    if token.is_none() && !args.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin_listen = %args.admin_listen, "no --admin-token-file: off loopback, /metrics and the audit console answer 401 until one is set");
+    }
+    let verifier = match &args.audit.audit_signing_key_file {
+        Some(file) => Some(graphgate::audit::serve::load_signer(file)?.verifier()),
+        None => None,
+    };
+    let audit = gateway.audit();
+    let console = audit
+        .path()
+        .map(|log| Console::start(log, audit.durable_seq(), verifier));
+    Ok(graphgate::admin::AdminOptions { token, console })
 }
 
 /// Listen addresses that would expose what must stay local are refused.

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod ends;
 pub mod files;
 pub mod fingerprint;
+pub mod follow;
 pub mod note;
 pub mod push;
 pub mod query;
