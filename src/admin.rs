@@ -150,7 +150,11 @@ pub async fn handle_with<B>(
     }
     if path == "/audit" || path.starts_with("/audit/") {
         if req.method() != Method::GET {
-            return reply(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
         }
         return match &options.console {
             Some(console) => console.handle(path, req.uri().query()),
@@ -210,8 +214,12 @@ fn refuse_without_token<B>(
         return None;
     }
     let text = match token {
-        Some(_) => "this admin listener is not on loopback: send the admin token (Authorization: Bearer <token>)\n",
-        None => "this admin listener is not on loopback: /metrics and /audit need an admin token, and none is configured (--admin-token-file / GRAPHGATE_ADMIN_TOKEN_FILE)\n",
+        Some(_) => {
+            "this admin listener is not on loopback: send the admin token (Authorization: Bearer <token>)\n"
+        }
+        None => {
+            "this admin listener is not on loopback: /metrics and /audit need an admin token, and none is configured (--admin-token-file / GRAPHGATE_ADMIN_TOKEN_FILE)\n"
+        }
     };
     let challenge = match path {
         "/metrics" => "Bearer",

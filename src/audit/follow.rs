@@ -199,7 +199,12 @@ mod tests {
         let mut state = ChainState::default();
         write(&log, &mut state, 5);
         let mut f = Follower::new(&log, 3);
-        let got: Vec<u64> = f.read(u64::MAX, 100).unwrap().iter().map(|l| l.seq).collect();
+        let got: Vec<u64> = f
+            .read(u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|l| l.seq)
+            .collect();
         assert_eq!(got, [3, 4, 5]);
         // Rotated under it: the rest is in a new live file.
         std::fs::rename(&log, files::rotated_name(&log, 1)).unwrap();
@@ -214,7 +219,10 @@ mod tests {
         let got: Vec<u64> = lines.iter().map(|l| l.seq).collect();
         assert_eq!(got, [6, 7]);
         assert_eq!(lines[0].file, log);
-        assert_eq!(read_at(&lines[1].file, lines[1].offset).unwrap(), lines[1].bytes);
+        assert_eq!(
+            read_at(&lines[1].file, lines[1].offset).unwrap(),
+            lines[1].bytes
+        );
         assert!(f.read(u64::MAX, 100).unwrap().is_empty());
         // `until` and `max` bound what is read.
         let mut g = Follower::new(&log, 1);

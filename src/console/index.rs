@@ -223,11 +223,7 @@ impl Index {
             v.sort();
             v
         };
-        (
-            sorted(&st.callers),
-            sorted(&st.ops),
-            st.devices.names.len(),
-        )
+        (sorted(&st.callers), sorted(&st.ops), st.devices.names.len())
     }
 }
 
@@ -388,7 +384,10 @@ impl State {
             let Some(file) = self.span_file(seq) else {
                 continue;
             };
-            let completion = row.completion.checked_sub(1).map(|c| COMPLETIONS[c as usize]);
+            let completion = row
+                .completion
+                .checked_sub(1)
+                .map(|c| COMPLETIONS[c as usize]);
             hits.push(Hit {
                 seq,
                 file,

@@ -66,7 +66,10 @@ impl Console {
     pub fn handle(&self, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
         let filters = Filters::parse(query);
         match path.trim_end_matches('/') {
-            "/audit" => self.page("Recent privileged actions", &pages::list(&self.index, &filters)),
+            "/audit" => self.page(
+                "Recent privileged actions",
+                &pages::list(&self.index, &filters),
+            ),
             "/audit/static/console.css" => asset(CSS, "text/css; charset=utf-8"),
             "/audit/static/console.js" => asset(JS, "text/javascript; charset=utf-8"),
             p => match p.strip_prefix("/audit/device/") {
@@ -75,7 +78,11 @@ impl Console {
                     let body = pages::device(&self.index, &id, &filters);
                     self.page(&format!("Device {id}"), &body)
                 }
-                _ => respond(StatusCode::NOT_FOUND, "text/plain; charset=utf-8", "not found\n".into()),
+                _ => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain; charset=utf-8",
+                    "not found\n".into(),
+                ),
             },
         }
     }
@@ -141,7 +148,9 @@ async fn follow(
 ) {
     let mut follower = Some(Follower::new(&log, 1));
     loop {
-        let until = durable.as_mut().map_or(u64::MAX, |d| *d.borrow_and_update());
+        let until = durable
+            .as_mut()
+            .map_or(u64::MAX, |d| *d.borrow_and_update());
         let Some(mut f) = follower.take() else { return };
         let index2 = Arc::clone(&index);
         let step = tokio::task::spawn_blocking(move || {
@@ -177,18 +186,37 @@ fn asset(body: &'static str, content_type: &'static str) -> Response<Full<Bytes>
 }
 
 /// A console response with its security headers.
-pub fn respond(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+pub fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
     h.insert(
         http::header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(html::CSP),
     );
-    h.insert(http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(http::header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    h.insert(http::header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        http::header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        http::header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     resp
 }

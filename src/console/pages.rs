@@ -109,11 +109,39 @@ pub fn list(idx: &Index, f: &Filters) -> String {
         .collect();
     let mut out = String::from(r#"<form id="filters" method="get" action="/audit">"#);
     out.push_str(&select("caller", "Caller", &callers, f.caller.as_deref()));
-    out.push_str(&input("device", "Device", "search", f.device.as_deref(), "managed device id"));
-    out.push_str(&select("operation", "Operation", &ops, f.operation.as_deref()));
-    out.push_str(&select("decision", "Decision", &decisions, f.decision.as_deref()));
-    out.push_str(&input("since", "From", "text", f.since.as_deref(), "2026-11-28"));
-    out.push_str(&input("until", "Until", "text", f.until.as_deref(), "2026-11-29T12:00"));
+    out.push_str(&input(
+        "device",
+        "Device",
+        "search",
+        f.device.as_deref(),
+        "managed device id",
+    ));
+    out.push_str(&select(
+        "operation",
+        "Operation",
+        &ops,
+        f.operation.as_deref(),
+    ));
+    out.push_str(&select(
+        "decision",
+        "Decision",
+        &decisions,
+        f.decision.as_deref(),
+    ));
+    out.push_str(&input(
+        "since",
+        "From",
+        "text",
+        f.since.as_deref(),
+        "2026-11-28",
+    ));
+    out.push_str(&input(
+        "until",
+        "Until",
+        "text",
+        f.until.as_deref(),
+        "2026-11-29T12:00",
+    ));
     out.push_str(r#"<button type="submit">Filter</button> <a href="/audit">Clear</a></form>"#);
     out.push_str(&results(idx, f, "/audit"));
     out
@@ -129,7 +157,11 @@ pub fn device(idx: &Index, id: &str, f: &Filters) -> String {
         r#"<h2>Device <code id="device-id">{}</code></h2><p><a href="/audit">All actions</a></p>"#,
         esc(id)
     );
-    out.push_str(&results(idx, &f, &format!("/audit/device/{}", url_part(id))));
+    out.push_str(&results(
+        idx,
+        &f,
+        &format!("/audit/device/{}", url_part(id)),
+    ));
     out
 }
 
@@ -204,7 +236,11 @@ fn who(v: &Value) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str);
     let mut out = esc(s("caller").or(s("source")).unwrap_or("-"));
     if let Some(initiator) = s("initiator") {
-        let _ = write!(out, r#"<br><span class="initiator">for {}</span>"#, esc(initiator));
+        let _ = write!(
+            out,
+            r#"<br><span class="initiator">for {}</span>"#,
+            esc(initiator)
+        );
     }
     if let Some(reason) = s("reason") {
         let _ = write!(out, r#"<br><span class="reason">{}</span>"#, esc(reason));
@@ -214,7 +250,11 @@ fn who(v: &Value) -> String {
 
 fn status(v: &Value) -> String {
     let n = |k: &str| v.get(k).and_then(Value::as_u64);
-    match (v.get("kind").and_then(Value::as_str), n("status"), n("upstream_status")) {
+    match (
+        v.get("kind").and_then(Value::as_str),
+        n("status"),
+        n("upstream_status"),
+    ) {
         (Some("intent"), _, _) => "sent, no outcome".to_owned(),
         (Some("suppressed"), _, _) => format!("{} suppressed", n("suppressed").unwrap_or(0)),
         (_, Some(s), Some(u)) => format!("{s} (Graph {u})"),
@@ -226,7 +266,11 @@ fn status(v: &Value) -> String {
 fn completion(v: &Value, hit: &Hit) -> String {
     match hit.completion {
         Some(state) => esc(state),
-        None if v.get("upstream_status").and_then(Value::as_u64).is_some_and(|s| (200..300).contains(&s)) => {
+        None if v
+            .get("upstream_status")
+            .and_then(Value::as_u64)
+            .is_some_and(|s| (200..300).contains(&s)) =>
+        {
             "not reconciled".to_owned()
         }
         None => "-".to_owned(),
@@ -238,7 +282,11 @@ pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
     let chain = idx.chain();
     let (_, _, devices) = idx.names();
     let verdict = match &chain.broken {
-        Some(b) => format!(r#"<span class="bad">BROKEN</span> after seq {}: {}"#, chain.verified_to, esc(b)),
+        Some(b) => format!(
+            r#"<span class="bad">BROKEN</span> after seq {}: {}"#,
+            chain.verified_to,
+            esc(b)
+        ),
         None if chain.verified_to == 0 => "no records yet".to_owned(),
         None => format!(
             r#"<span class="good">intact</span>, verified seq {}..={}"#,

@@ -15,6 +15,7 @@ mod authority;
 mod cli;
 mod conditions;
 mod connections;
+mod console;
 mod crash;
 mod credentials;
 mod deploy;
