@@ -16,6 +16,7 @@ mod cli;
 mod conditions;
 mod connections;
 mod console;
+mod console_scale;
 mod crash;
 mod credentials;
 mod deploy;
