@@ -61,6 +61,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     set("OTEL_EXPORTER_OTLP_ENDPOINT")
         .or_else(|| set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| set("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
         .map(|_| OtlpConfig {
             traces_endpoint: None,
             service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| "graphgate".into()),
@@ -140,6 +141,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         }));
     }
+    start_shipping(&args, gateway.audit())?;
     // Fetch the first token now, so the least-privilege report (readiness) is known early.
     tokio::spawn(app::prime_token(Arc::clone(&gateway)));
     let listener = bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?;
@@ -190,6 +192,28 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ships the audit log's records as OTLP log records, when OTLP export is configured.
+fn start_shipping(args: &ServeArgs, audit: &graphgate::audit::Audit) -> Fallible<()> {
+    let (Some(otlp), Some(log), Some(durable)) =
+        (otlp_from_env(), audit.path(), audit.durable_seq())
+    else {
+        return Ok(());
+    };
+    if !args.audit.audit_ship {
+        return Ok(());
+    }
+    let config = graphgate::audit::ship::ShipConfig {
+        logs_endpoint: None,
+        service_name: otlp.service_name,
+    };
+    graphgate::audit::ship::spawn(log, durable, &config)?;
+    tracing::info!(
+        from_seq = graphgate::audit::ship::read_cursor(log) + 1,
+        "shipping audit records as OTLP log records"
+    );
+    Ok(())
 }
 
 /// The admin token, and the audit console over the gateway's log (showing whether the log

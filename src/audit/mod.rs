@@ -19,6 +19,7 @@ pub mod query;
 pub mod record;
 pub mod sampler;
 pub mod serve;
+pub mod ship;
 pub mod sink;
 pub mod trail;
 pub mod verify;

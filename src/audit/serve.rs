@@ -62,6 +62,10 @@ pub struct ServeAuditArgs {
         requires = "audit_signing_key_file"
     )]
     pub audit_checkpoint_url: Option<http::Uri>,
+    /// Export audit records as OTLP log records when OTLP export is configured
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); `false` keeps them local.
+    #[arg(long, env = "GRAPHGATE_AUDIT_SHIP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit_ship: bool,
 }
 
 impl ServeAuditArgs {

@@ -10,6 +10,7 @@ mod audit_chain;
 mod audit_checkpoints;
 mod audit_cli;
 mod audit_ends;
+mod audit_ship;
 mod audit_volume;
 mod authority;
 mod cli;

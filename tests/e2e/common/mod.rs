@@ -9,6 +9,7 @@ pub mod clock;
 pub mod emu;
 pub mod h2raw;
 pub mod metrics;
+pub mod otlp;
 pub mod pki;
 pub mod process;
 pub mod served;
