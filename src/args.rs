@@ -237,9 +237,14 @@ pub struct EmulateArgs {
     /// Lifetime of issued tokens.
     #[arg(long, default_value_t = 3599)]
     pub token_lifetime_secs: u64,
-    /// Managed-device ids in the inventory (repeatable) [default: the demo devices].
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
+    /// A managed device in the inventory, ID[:OS] with OS windows (the default), ios, macos
+    /// or android (repeatable) [default: the demo devices].
+    #[arg(long = "device", value_name = "ID[:OS]")]
+    pub devices: Vec<graphgate::emulator::EmulatedDevice>,
+    /// How long an accepted action stays pending in the device's deviceActionResults before
+    /// it is done.
+    #[arg(long, default_value_t = graphgate::emulator::DEFAULT_ACTION_COMPLETION.as_secs())]
+    pub action_completion_secs: u64,
     /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
     #[arg(long = "fault", value_name = "SPEC", long_help = graphgate::emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
     pub faults: Vec<graphgate::emulator::FaultSpec>,

@@ -337,6 +337,7 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
         } else {
             args.devices
         },
+        action_completion: Duration::from_secs(args.action_completion_secs),
         ..defaults
     };
     let emulator = Emulator::new(config)?;

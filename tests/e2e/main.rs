@@ -22,6 +22,7 @@ mod crash;
 mod credentials;
 mod deploy;
 mod emulator;
+mod emulator_devices;
 mod emulator_faults;
 mod gateway;
 mod hostile;
