@@ -125,6 +125,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         token_expiry_margin: Duration::from_secs(args.token_expiry_margin_secs),
         limits: args.bounds.limits(),
         audit,
+        reconcile: args.audit.reconcile(),
     };
     let tls = server_tls(&args)?;
     let demo_key_accepted = demo::accepts_demo_key(&policy);

@@ -16,6 +16,7 @@ pub mod follow;
 pub mod note;
 pub mod push;
 pub mod query;
+pub mod reconcile;
 pub mod record;
 pub mod sampler;
 pub mod serve;
@@ -84,6 +85,8 @@ struct Enabled {
     samplers: Arc<[Sampler; 2]>,
     /// Checkpoints on their way off the host, drained (briefly) at shutdown.
     push: Option<push::PushQueue>,
+    /// Follows up the device actions Graph accepts, when outcome reconciliation is on.
+    reconciler: std::sync::OnceLock<reconcile::Handle>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -162,6 +165,7 @@ impl Audit {
                 path: None,
                 samplers,
                 push: None,
+                reconciler: std::sync::OnceLock::new(),
             })),
         })
     }
@@ -172,6 +176,21 @@ impl Audit {
             inner.push = push;
         }
         self
+    }
+
+    /// Outcome reconciliation follows up this log's accepted device actions from now on.
+    pub fn set_reconciler(&self, handle: reconcile::Handle) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.reconciler.set(handle);
+        }
+    }
+
+    /// An outcome was recorded: a device action Graph accepted is followed up (when
+    /// reconciliation is on).
+    pub(crate) fn reconcile(&self, outcome: &Entry) {
+        if let Some(handle) = self.inner.as_ref().and_then(|i| i.reconciler.get()) {
+            handle.track(outcome);
+        }
     }
 
     /// Whether records are written at all.

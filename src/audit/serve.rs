@@ -66,9 +66,24 @@ pub struct ServeAuditArgs {
     /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); `false` keeps them local.
     #[arg(long, env = "GRAPHGATE_AUDIT_SHIP", default_value_t = true, action = clap::ArgAction::Set)]
     pub audit_ship: bool,
+    /// Follow up each device action Graph accepts (its deviceActionResults) and record its
+    /// final state as a `completion` record; needs DeviceManagementManagedDevices.Read.All.
+    #[arg(long, env = "GRAPHGATE_RECONCILE_OUTCOMES")]
+    pub reconcile_outcomes: bool,
+    /// How long an accepted action has to reach a final state before it counts as overdue.
+    #[arg(long, env = "GRAPHGATE_RECONCILE_DEADLINE_SECS", default_value_t = super::reconcile::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconcile_deadline_secs: u64,
 }
 
 impl ServeAuditArgs {
+    /// The reconciliation these flags ask for.
+    pub fn reconcile(&self) -> Option<super::reconcile::ReconcileConfig> {
+        self.reconcile_outcomes
+            .then(|| super::reconcile::ReconcileConfig {
+                deadline: Duration::from_secs(self.reconcile_deadline_secs),
+            })
+    }
+
     /// The configuration these flags give.
     pub fn config(&self) -> AuditConfig {
         AuditConfig {

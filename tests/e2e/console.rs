@@ -70,7 +70,7 @@ async fn dump_dom(url: &str) -> String {
 async fn console_gateway() -> (Harness, SocketAddr) {
     let h = start_with(Options {
         emulator: graphgate::emulator::EmulatorConfig {
-            devices: vec![DEVICE.into(), OTHER_DEVICE.into()],
+            devices: vec![DEVICE.parse().unwrap(), OTHER_DEVICE.parse().unwrap()],
             ..Default::default()
         },
         ..Options::default()

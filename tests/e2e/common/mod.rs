@@ -102,6 +102,8 @@ pub struct Options {
     /// Send the Graph hosts' connections here instead of to the emulator (e.g. a closed
     /// port: Graph unreachable while Entra answers).
     pub graph_addr: Option<SocketAddr>,
+    /// Follow up accepted device actions (outcome reconciliation).
+    pub reconcile: Option<graphgate::audit::reconcile::ReconcileConfig>,
 }
 
 impl Default for Options {
@@ -118,6 +120,7 @@ impl Default for Options {
             limits: Limits::default(),
             server: ServerLimits::default(),
             graph_addr: None,
+            reconcile: None,
         }
     }
 }
@@ -219,6 +222,7 @@ pub async fn start_with(opts: Options) -> Harness {
         token_expiry_margin: opts.token_expiry_margin,
         limits: opts.limits.clone(),
         audit: audit.clone(),
+        reconcile: opts.reconcile.clone(),
     };
     let policy = Policy::from_yaml(
         opts.policy.as_deref().unwrap_or(&policy_text()),
