@@ -517,12 +517,13 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         .into_iter()
         .filter(|f| !anchor::is_anchor_file(f))
         .collect();
-    let rows = query::select(&query::read_records(&files)?, &filter);
+    let records = query::read_records(&files)?;
+    let rows = query::select(&records, &filter);
     let mut out = std::io::stdout().lock();
     if args.json {
         query::print_json(&rows, &mut out)?;
     } else {
-        query::print_table(&rows, &mut out)?;
+        query::print_table(&rows, &query::completions(&records), &mut out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -34,6 +34,7 @@ mod mtls;
 mod observability;
 mod operator;
 mod policy;
+mod reconcile;
 mod reload;
 mod resilience;
 mod sdk;
