@@ -258,9 +258,12 @@ fn check_text(text: &str) -> Result<(), NoteError> {
     Ok(())
 }
 
+/// A signature line: the key name and the decoded key ID and signature.
+type SigLine<'a> = (&'a str, Vec<u8>);
+
 /// Splits a signed note at its last blank line into the text (with its final newline) and
 /// the decoded signature lines.
-fn split_note(note: &str) -> Result<(&str, Vec<(&str, Vec<u8>)>), NoteError> {
+fn split_note(note: &str) -> Result<(&str, Vec<SigLine<'_>>), NoteError> {
     if note.chars().any(|c| c < ' ' && c != '\n') {
         return Err(NoteError::Malformed("control characters in the note"));
     }

@@ -80,7 +80,7 @@ pub async fn otlp_receiver() -> Receiver {
             let shared = shared.clone();
             let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                 let shared = shared.clone();
-                async move { Ok::<_, hyper::Error>(handle(&shared, req).await?) }
+                async move { handle(&shared, req).await }
             });
             tokio::spawn(
                 hyper::server::conn::http1::Builder::new()
