@@ -75,7 +75,7 @@ pub struct VerifyArgs {
 /// Filters for `audit query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Log files (a `.anchor` file among them is skipped).
+    /// Log files (the `.anchor`, `.checkpoints` and `.ship-cursor` files among them are skipped).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Caller name.
@@ -156,6 +156,11 @@ pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
     }
 }
 
+/// The shipping cursor beside a log (a glob of the log's files picks it up).
+fn is_ship_cursor(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "ship-cursor")
+}
+
 fn run_keygen(args: &KeygenArgs) -> std::io::Result<ExitCode> {
     let (signer, encoded) = match NoteSigner::generate(&args.name) {
         Ok(k) => k,
@@ -186,6 +191,7 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
         .partition(|f| anchor::is_anchor_file(f));
     let (given_checkpoints, logs): (Vec<PathBuf>, Vec<PathBuf>) = rest
         .into_iter()
+        .filter(|f| !is_ship_cursor(f))
         .partition(|f| checkpoint::is_checkpoint_file(f));
     let signed = match signed_checkpoints(args, &given_checkpoints, &logs) {
         Ok(signed) => signed,
@@ -515,7 +521,9 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
     let files: Vec<PathBuf> = args
         .files
         .into_iter()
-        .filter(|f| !anchor::is_anchor_file(f))
+        .filter(|f| {
+            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_ship_cursor(f)
+        })
         .collect();
     let records = query::read_records(&files)?;
     let rows = query::select(&records, &filter);

@@ -217,12 +217,18 @@ fn row(hit: &Hit) -> String {
         t = esc(s("time")),
         time = esc(&time),
         who = who(&v),
-        op = esc(s("operation")),
+        op = operation(s("operation")),
         dec = esc(if decision.is_empty() { "-" } else { decision }),
         status = status(&v),
         completion = completion(&v, hit),
         id = esc(s("audit_id")),
     )
+}
+
+/// The operation's action (its full name on hover): the table stays narrow.
+fn operation(name: &str) -> String {
+    let short = name.rsplit('.').next().unwrap_or(name);
+    format!(r#"<span title="{}">{}</span>"#, esc(name), esc(short))
 }
 
 fn read_value(hit: &Hit) -> Option<Value> {
