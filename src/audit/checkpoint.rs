@@ -4,20 +4,19 @@
 //! cannot be re-made by someone who holds the HMAC key: rewriting the log with fresh hashes
 //! or cutting off its newest records no longer matches a checkpoint signed before.
 //!
-//! The [`Checkpointer`] lives in the file sink: it appends a checkpoint of the durable head
-//! to `<log>.checkpoints` every N records or T seconds, at rotation and at a clean close,
-//! and hands each one to the off-host [`super::push`]er.
+//! The [`super::checkpointer`] in the file sink appends a checkpoint of the durable head to
+//! `<log>.checkpoints` every N records or T seconds, at rotation and at a clean close, and
+//! hands each one to the off-host [`super::push`]er.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::fs::File;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::chain::ChainState;
 use super::note::{NoteError, NoteSigner, NoteVerifier};
 
 /// Default: a checkpoint at least every this many records ...
@@ -195,81 +194,7 @@ impl PartialEq for CheckpointConfig {
 
 impl Eq for CheckpointConfig {}
 
-/// Writes the checkpoints of one log (in the writer thread).
-pub struct Checkpointer {
-    config: CheckpointConfig,
-    origin: String,
-    path: PathBuf,
-    file: File,
-    /// The head of the last checkpoint written (or of the log at start).
-    last: u64,
-    last_at: Instant,
-}
-
-impl Checkpointer {
-    /// Opens (creating) the checkpoint file of the log at `log`, whose chain stands at `head`.
-    pub fn open(log: &Path, config: CheckpointConfig) -> io::Result<Self> {
-        let path = path_for(log);
-        let mut opts = OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o644);
-        let file = opts.open(&path)?;
-        Ok(Checkpointer {
-            origin: origin_for(config.signer.name(), log),
-            config,
-            path,
-            file,
-            last: 0,
-            last_at: Instant::now(),
-        })
-    }
-
-    /// Whether the chain at `head` is owed a checkpoint (enough records, or time, since the last).
-    pub fn due(&self, head: &ChainState) -> bool {
-        head.seq > self.last
-            && (head.seq - self.last >= self.config.every_records
-                || self.last_at.elapsed() >= self.config.interval)
-    }
-
-    /// Appends a signed checkpoint of `head` (durable on return) and queues it for the push;
-    /// nothing if `head` is already checkpointed. Failures are logged and counted, never
-    /// returned: the log itself stays writable.
-    pub fn write(&mut self, head: &ChainState) {
-        if head.seq == 0 || head.seq == self.last {
-            return;
-        }
-        self.last_at = Instant::now();
-        match self.sign_and_append(head) {
-            Ok(note) => {
-                self.last = head.seq;
-                crate::metrics::audit_checkpoint(true);
-                if let Some(push) = &self.config.push {
-                    push.offer(note);
-                }
-            }
-            Err(e) => {
-                crate::metrics::audit_checkpoint(false);
-                tracing::error!(error = %e, path = %self.path.display(), seq = head.seq, "could not write an audit checkpoint");
-            }
-        }
-    }
-
-    fn sign_and_append(&mut self, head: &ChainState) -> io::Result<String> {
-        let checkpoint = Checkpoint {
-            origin: self.origin.clone(),
-            size: head.seq,
-            hash: head.hash.clone(),
-        };
-        let text = checkpoint.text().map_err(io::Error::other)?;
-        let note = self.config.signer.sign(&text).map_err(io::Error::other)?;
-        self.file.write_all(note.as_bytes())?;
-        self.file.sync_data()?;
-        Ok(note)
-    }
-}
-
-fn hex_decode(text: &str) -> Option<Vec<u8>> {
+pub(super) fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
     }
@@ -281,6 +206,7 @@ fn hex_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::chain::ChainState;
 
     /// The example of the C2SP tlog-checkpoint specification.
     const SPEC_EXAMPLE: &str = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n";
@@ -318,7 +244,7 @@ mod tests {
             push: None,
         };
         let verifier = config.signer.verifier();
-        let mut cp = Checkpointer::open(&log, config).unwrap();
+        let mut cp = super::super::checkpointer::Checkpointer::open(&log, config).unwrap();
         let head = |seq: u64| ChainState {
             seq,
             hash: format!("{seq:064x}"),
@@ -328,6 +254,7 @@ mod tests {
         cp.write(&head(3));
         assert!(!cp.due(&head(5)));
         cp.write(&head(5));
+        cp.close(&head(5));
         let read = read_verified(&path_for(&log), &verifier).unwrap();
         assert_eq!(read.len(), 2, "an unchanged head is not checkpointed twice");
         assert_eq!(read[1].size, 5);

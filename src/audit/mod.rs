@@ -8,6 +8,7 @@ pub mod anchor;
 mod batch;
 pub mod chain;
 pub mod checkpoint;
+pub mod checkpointer;
 pub mod cli;
 pub mod ends;
 pub mod files;

@@ -10,7 +10,8 @@ use std::time::Instant;
 use super::Fingerprinter;
 use super::anchor::{self, Anchor, Head, Tail};
 use super::chain::ChainState;
-use super::checkpoint::{self, CheckpointConfig, Checkpointer};
+use super::checkpoint::{self, CheckpointConfig};
+use super::checkpointer::Checkpointer;
 use super::files;
 use super::record::Record;
 
@@ -238,7 +239,7 @@ impl Sink for FileSink {
     fn close(&mut self, head: &ChainState) -> io::Result<()> {
         self.head = head.clone();
         if let Some(c) = &mut self.checkpoints {
-            c.write(head);
+            c.close(head);
         }
         self.write_anchor("shutdown", true)
     }

@@ -170,7 +170,19 @@ async fn an_intact_log_verifies_against_its_signed_checkpoints() {
         notes.starts_with("graphgate.test/audit/audit.jsonl\n10\n"),
         "{notes}"
     );
-    let (ok, out) = verify(&s, &["--public-key", &s.public_key]);
+    // As a shell glob of the log's files gives them: the anchor, the checkpoints and a
+    // shipping cursor among the logs.
+    std::fs::write(s.dir.join("audit.jsonl.ship-cursor"), "{\"seq\":3}\n").unwrap();
+    let mut glob: Vec<String> = std::fs::read_dir(&s.dir)
+        .unwrap()
+        .map(|e| e.unwrap().path().display().to_string())
+        .filter(|p| p.contains("audit.jsonl"))
+        .collect();
+    glob.sort();
+    let mut args = vec!["audit", "verify", "--public-key", &s.public_key];
+    args.extend(glob.iter().map(String::as_str));
+    let out = graphgate(&args);
+    let (ok, out) = (out.status.success(), text(&out));
     assert!(ok, "{out}");
     assert!(out.contains("3 signed by graphgate.test/audit+"), "{out}");
     assert!(out.contains("up to seq 25"), "{out}");
@@ -354,4 +366,69 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
         .unwrap()
         .to_owned();
     assert_eq!((cp.size, cp.hash), (5, head));
+}
+
+/// What checkpoints cost (printed; run with --ignored --nocapture): one checkpoint (sign,
+/// append, fdatasync), and 100,000 records written with and without them.
+#[tokio::test]
+#[ignore = "a measurement: run with --ignored --nocapture"]
+async fn checkpoint_cost_per_record() {
+    const N: usize = 100_000;
+    const EVERY: u64 = 1000;
+    let s = setup();
+    let signer = Arc::new(graphgate::audit::serve::load_signer(&s.signing).unwrap());
+    let cp_config = CheckpointConfig {
+        signer,
+        every_records: EVERY,
+        interval: Duration::from_secs(3600),
+        push: None,
+    };
+    let log = s.dir.join("bench.jsonl");
+    let mut cp =
+        graphgate::audit::checkpointer::Checkpointer::open(&log, cp_config.clone()).unwrap();
+    let head = |seq: u64| graphgate::audit::chain::ChainState {
+        seq,
+        hash: format!("{seq:064x}"),
+    };
+    let started = std::time::Instant::now();
+    for seq in 1..=200u64 {
+        // Each waits until its checkpoint is signed, appended and synced.
+        cp.close(&head(seq));
+    }
+    let one = started.elapsed() / 200;
+    let started = std::time::Instant::now();
+    for _ in 0..200 {
+        cp_config
+            .signer
+            .sign("o\n1\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n")
+            .unwrap();
+    }
+    println!("signing alone: {:?}", started.elapsed() / 200);
+    let mut rates = Vec::new();
+    for with in [false, true] {
+        let log = s.dir.join(format!("rate-{with}.jsonl"));
+        let config = AuditConfig {
+            checkpoints: with.then(|| cp_config.clone()),
+            ..AuditConfig::default()
+        };
+        let audit =
+            Audit::open_with(&log, &config, Fingerprinter::from_file(&s.hmac).unwrap()).unwrap();
+        let started = std::time::Instant::now();
+        for i in 0..N {
+            audit.write(entry(i)).await.unwrap();
+        }
+        audit.flush().await.unwrap();
+        rates.push(started.elapsed());
+        audit.shutdown().await.unwrap();
+    }
+    let per = |d: Duration| d.as_secs_f64() * 1e6 / N as f64;
+    println!(
+        "one checkpoint (Ed25519 sign + append + fdatasync): {one:?}, i.e. {:.3} µs per record at one every {EVERY} records",
+        one.as_secs_f64() * 1e6 / EVERY as f64
+    );
+    println!(
+        "{N} records through the writer: {:.2} µs/record without checkpoints, {:.2} µs/record with one every {EVERY}",
+        per(rates[0]),
+        per(rates[1])
+    );
 }
