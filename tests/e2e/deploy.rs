@@ -341,12 +341,16 @@ fn the_collector_receives_otlp_http_on_4318_and_the_image_is_non_root() {
         .as_str()
         .unwrap();
     assert!(endpoint.ends_with(":4318"));
-    assert!(
-        otel["service"]["pipelines"]["traces"]["receivers"]
-            .as_array()
-            .unwrap()
-            .contains(&Value::from("otlp"))
-    );
+    for pipeline in ["traces", "logs"] {
+        // Traces, and the audit records shipped as OTLP log records.
+        assert!(
+            otel["service"]["pipelines"][pipeline]["receivers"]
+                .as_array()
+                .unwrap()
+                .contains(&Value::from("otlp")),
+            "{pipeline}"
+        );
+    }
     let docker = std::fs::read_to_string(deploy().join("Dockerfile")).unwrap();
     assert!(
         docker.lines().filter(|l| l.starts_with("FROM ")).count() >= 2,
