@@ -80,10 +80,17 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .map(upstream::read_extra_ca)
         .transpose()?;
     let (credential, authority_host, policy) = if args.emulator {
-        let config = EmulatorConfig {
+        let mut config = EmulatorConfig {
             token_lifetime: Duration::from_secs(args.emulator_token_lifetime_secs),
             ..EmulatorConfig::default()
         };
+        if args.audit.reconcile_outcomes {
+            // The demo app may read devices, as reconciliation needs.
+            for app in &mut config.apps {
+                app.roles
+                    .push(graphgate::audit::reconcile::READ_PERMISSION.to_owned());
+            }
+        }
         let mut rx = shutdown_rx.clone();
         let emu = demo::start_emulator(config, async move {
             let _ = rx.wait_for(|stop| *stop).await;

@@ -2,7 +2,10 @@
 //! that reaches operation recognition (and a sample of failed authentications).
 //! [`trail`] collects one request's record, [`sampler`] bounds what refusals may write,
 //! [`writer`] makes records durable with group commit, [`sink`] and [`files`] keep the files
-//! and their [`anchor`], [`verify`] and [`query`] read logs.
+//! and their [`anchor`], [`verify`] and [`query`] read logs. Off the host: signed
+//! [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed to an endpoint),
+//! [`ship`]ping to an OTLP collector, and [`reconcile`] (did the device action happen?);
+//! [`follow`] reads a live log in chain order for them and for the console.
 
 pub mod anchor;
 mod batch;

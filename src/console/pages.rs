@@ -309,3 +309,34 @@ pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
 pub fn completion_states() -> &'static [&'static str] {
     &index::COMPLETIONS
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initiator_and_reason_show_when_present_and_are_escaped() {
+        let v = serde_json::json!({
+            "caller": "ops-portal", "initiator": "alice@contoso.com",
+            "reason": "<b>INC-42</b> lost device"
+        });
+        let out = who(&v);
+        assert!(
+            out.contains("ops-portal") && out.contains("for alice@contoso.com"),
+            "{out}"
+        );
+        assert!(
+            out.contains("&lt;b&gt;INC-42&lt;/b&gt; lost device"),
+            "{out}"
+        );
+        let bare = who(&serde_json::json!({"source": "10.0.0.1:5000"}));
+        assert_eq!(bare, "10.0.0.1:5000");
+        let f = Filters::parse(Some("caller=a+b&device=&before=12&since=2026-11-28T10:00"));
+        assert_eq!(f.caller.as_deref(), Some("a b"));
+        assert_eq!(f.device, None);
+        let q = f.query().unwrap();
+        assert_eq!(q.before, Some(12));
+        assert_eq!(q.since, Some(1_795_860_000));
+        assert!(Filters::parse(Some("until=yesterday")).query().is_err());
+    }
+}
