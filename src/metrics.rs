@@ -407,17 +407,13 @@ pub fn audit_ship_lag(records: u64) {
     METRICS.audit_trust.ship_lag.set(lag);
 }
 
-/// Device actions being reconciled: still polling, and past the deadline.
-pub fn reconcile_actions(pending: usize, overdue: usize) {
+/// Device actions being reconciled changed: `pending` (still polling) and `overdue` (past
+/// the deadline) move by these amounts (deltas, so the gauges sum over reconcilers).
+pub fn reconcile_actions(pending: i64, overdue: i64) {
     let t = &METRICS.audit_trust;
-    let set = |state, n: usize| {
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        t.reconcile_actions
-            .get_or_create(&StateLabel { state })
-            .set(n);
-    };
-    set("pending", pending);
-    set("overdue", overdue);
+    let gauge = |state| t.reconcile_actions.get_or_create(&StateLabel { state });
+    gauge("pending").inc_by(pending);
+    gauge("overdue").inc_by(overdue);
 }
 
 /// A completion record was written with this state.

@@ -289,11 +289,11 @@ async fn run(
     let mut tracked: Vec<Tracked> = Vec::new();
     let mut last_read = Instant::now();
     loop {
-        publish(&tracked);
         let next = tracked.iter().map(|t| t.next).min();
         tokio::select! {
             got = rx.recv() => match got {
                 Some(action) if !tracked.iter().any(|t| t.action.audit_id == action.audit_id) => {
+                    count(&action, 1);
                     tracked.push(Tracked::new(action, config.deadline));
                 }
                 Some(_) => {}
@@ -308,9 +308,8 @@ async fn run(
             last_read = Instant::now();
             let done = step(&reader, &audit, &mut tracked[i], max_poll).await;
             if done {
-                tracked.swap_remove(i);
+                count(&tracked.swap_remove(i).action, -1);
             }
-            publish(&tracked);
         }
     }
 }
@@ -345,7 +344,9 @@ async fn step(reader: &Reader, audit: &Audit, t: &mut Tracked, max_poll: Duratio
     let now = Instant::now();
     if now >= t.deadline && !t.action.overdue {
         complete(audit, &t.action, "pending_past_deadline", found.as_ref()).await;
+        count(&t.action, -1);
         t.action.overdue = true;
+        count(&t.action, 1);
     }
     if now >= t.give_up {
         tracing::warn!(audit_id = %t.action.audit_id, "no final state for this device action; no longer followed up");
@@ -389,9 +390,12 @@ async fn complete(
     }
 }
 
-fn publish(tracked: &[Tracked]) {
-    let overdue = tracked.iter().filter(|t| t.action.overdue).count();
-    crate::metrics::reconcile_actions(tracked.len() - overdue, overdue);
+/// Counts `action` in (or, with -1, out of) its gauge: pending, or overdue.
+fn count(action: &Action, delta: i64) {
+    match action.overdue {
+        true => crate::metrics::reconcile_actions(0, delta),
+        false => crate::metrics::reconcile_actions(delta, 0),
+    }
 }
 
 /// The light view of a record the start-up scan reads.
