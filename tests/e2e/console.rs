@@ -283,8 +283,9 @@ async fn off_loopback_the_console_and_metrics_need_the_admin_token() {
     let path = h.audit_path.clone().unwrap();
     let serve_on = |token: Option<AdminToken>| {
         let console = Console::start(&path, h.audit.durable_seq(), None);
-        let gw = Arc::clone(&h.gw);
+        let (gw, log) = (Arc::clone(&h.gw), path.clone());
         async move {
+            wait_indexed(&console, &log).await;
             let admin = tokio::net::TcpListener::bind("0.0.0.0:0").await.unwrap();
             let port = admin.local_addr().unwrap().port();
             let options = AdminOptions {
