@@ -401,15 +401,25 @@ fn open_append(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
+/// Locks the log against a second writer. A lock still held for a moment is waited for (up
+/// to [`LOCK_WAIT`]): a process forked elsewhere in this one (a child being spawned) holds a
+/// copy of the descriptor, and so the lock, until it execs.
 fn lock(file: File) -> io::Result<File> {
-    file.try_lock().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::WouldBlock,
-            "the audit log is in use by another graphgate process",
-        )
-    })?;
+    let until = Instant::now() + LOCK_WAIT;
+    while file.try_lock().is_err() {
+        if Instant::now() >= until {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the audit log is in use by another graphgate process",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     Ok(file)
 }
+
+/// Longest a start waits for the log's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The chain state after the last complete record of `file`, and whether a torn line follows.
 fn last_state(file: &mut File) -> io::Result<(Option<ChainState>, bool)> {
