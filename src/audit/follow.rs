@@ -34,6 +34,8 @@ pub struct Follower {
 
 struct Open {
     path: PathBuf,
+    /// The first record of the file (a new live file under the same name has another).
+    first: u64,
     reader: BufReader<File>,
     offset: u64,
 }
@@ -74,8 +76,12 @@ impl Follower {
                 // The end of this file: the records go on in another one (a rotation), or
                 // are not written yet.
                 None if !relocated => {
-                    self.open = None;
+                    let left = self.open.take();
                     relocated = true;
+                    if !self.locate()? {
+                        break;
+                    }
+                    self.resume(left)?;
                 }
                 None => break,
             }
@@ -100,16 +106,30 @@ impl Follower {
             }
             chosen = Some((path, first));
         }
-        let Some((path, _)) = chosen else {
+        let Some((path, first)) = chosen else {
             return Ok(false);
         };
         let file = File::open(&path)?;
         self.open = Some(Open {
             path,
+            first: first.seq,
             reader: BufReader::with_capacity(256 * 1024, file),
             offset: 0,
         });
         Ok(true)
+    }
+
+    /// Found the same file again (nothing was rotated, the records are not written yet):
+    /// go on from where `left` stopped rather than reading it from the start.
+    fn resume(&mut self, left: Option<Open>) -> io::Result<()> {
+        if let (Some(open), Some(left)) = (&mut self.open, left)
+            && open.path == left.path
+            && open.first == left.first
+        {
+            open.reader.seek(SeekFrom::Start(left.offset))?;
+            open.offset = left.offset;
+        }
+        Ok(())
     }
 
     /// The next whole line of the open file, or `None` at its end (a partial last line is
