@@ -194,6 +194,53 @@ impl PartialEq for CheckpointConfig {
 
 impl Eq for CheckpointConfig {}
 
+/// Refuses to continue a log that no longer holds the head of its newest signed checkpoint
+/// (cut off, or rewritten with fresh hashes: what the anchor cannot show to someone who
+/// also holds the HMAC key).
+pub fn check_last(
+    path: &Path,
+    verifier: &NoteVerifier,
+    head: &super::chain::ChainState,
+) -> io::Result<()> {
+    let file = path_for(path);
+    if !file.exists() {
+        return Ok(());
+    }
+    let refuse = |what: String| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "{what}. Check it with `graphgate audit verify --public-key ...`; to start a new chain instead, move the log's files, its anchor and {} aside",
+                file.display()
+            ),
+        )
+    };
+    let all = read_verified(&file, verifier).map_err(|e| refuse(e.to_string()))?;
+    let Some(last) = all.iter().max_by_key(|c| c.size) else {
+        return Ok(());
+    };
+    if head.seq < last.size {
+        return Err(refuse(format!(
+            "the audit log ends at seq {} but a signed checkpoint vouches for {} records (cut off?)",
+            head.seq, last.size
+        )));
+    }
+    let found = if head.seq == last.size {
+        Some(head.hash.clone())
+    } else {
+        let mut newest_first = vec![path.to_owned()];
+        newest_first.extend(super::files::rotated_files(path)?.into_iter().rev());
+        super::files::find_link(&newest_first, last.size)?.map(|l| l.hash)
+    };
+    match found {
+        Some(hash) if hash != last.hash => Err(refuse(format!(
+            "the record at seq {} is not the one a signed checkpoint vouches for: the log was rewritten",
+            last.size
+        ))),
+        _ => Ok(()),
+    }
+}
+
 pub(super) fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;

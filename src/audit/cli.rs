@@ -7,8 +7,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 
 use super::anchor::{self, Anchor};
-use super::checkpoint::{self, Checkpoint};
-use super::note::{NoteSigner, NoteVerifier};
+use super::checkpoint;
+use super::checkpoint_cli::{KeygenArgs, run_keygen, signed_checkpoints};
 use super::query::{self, Filter};
 use super::record::AuditDecision;
 use super::{Fingerprinter, ends, files, verify};
@@ -26,19 +26,6 @@ pub enum AuditCommand {
     /// Make an Ed25519 key pair for signed checkpoints: writes the private key (mode 0600)
     /// and prints the public key in the signed-note verifier-key form.
     Keygen(KeygenArgs),
-}
-
-/// What `audit keygen` makes.
-#[derive(Debug, Args)]
-pub struct KeygenArgs {
-    /// The key's name, a schema-less URL naming this gateway's audit, e.g.
-    /// `graphgate.corp.example/audit` (no spaces or '+').
-    #[arg(long)]
-    name: String,
-    /// Where to write the private key (must not exist); give it to the gateway with
-    /// --audit-signing-key-file.
-    #[arg(long)]
-    out: PathBuf,
 }
 
 /// What `audit verify` checks.
@@ -161,28 +148,6 @@ fn is_ship_cursor(file: &Path) -> bool {
     file.extension().is_some_and(|e| e == "ship-cursor")
 }
 
-fn run_keygen(args: &KeygenArgs) -> std::io::Result<ExitCode> {
-    let (signer, encoded) = match NoteSigner::generate(&args.name) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("graphgate: --name {:?}: {e}", args.name);
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let mut text = encoded.expose().to_owned();
-    text.push('\n');
-    if let Err(e) = super::fingerprint::write_private(&args.out, text.as_bytes()) {
-        eprintln!("graphgate: {}: {e}", args.out.display());
-        return Ok(ExitCode::FAILURE);
-    }
-    eprintln!(
-        "private key written to {} (mode 0600): give it to the gateway with --audit-signing-key-file; the public key, for `audit verify --public-key`:",
-        args.out.display()
-    );
-    println!("{}", signer.verifier());
-    Ok(ExitCode::SUCCESS)
-}
-
 fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
     let (anchors, rest): (Vec<PathBuf>, Vec<PathBuf>) = args
         .files
@@ -193,7 +158,12 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
         .into_iter()
         .filter(|f| !is_ship_cursor(f))
         .partition(|f| checkpoint::is_checkpoint_file(f));
-    let signed = match signed_checkpoints(args, &given_checkpoints, &logs) {
+    let signed = match signed_checkpoints(
+        args.public_key.as_ref(),
+        &args.checkpoints,
+        &given_checkpoints,
+        &logs,
+    ) {
         Ok(signed) => signed,
         Err(code) => return Ok(code),
     };
@@ -268,128 +238,6 @@ fn load_anchor(
         Err(e) => {
             println!("FAILED: {e}");
             Err(ExitCode::FAILURE)
-        }
-    }
-}
-
-/// Signed checkpoints, each verified with the public key.
-struct Signed {
-    key: String,
-    origin: String,
-    files: Vec<PathBuf>,
-    checkpoints: Vec<Checkpoint>,
-}
-
-/// Reads the checkpoints asked for (`None` without --public-key); a forged one, or one of
-/// another log, fails here with its verdict printed.
-fn signed_checkpoints(
-    args: &VerifyArgs,
-    given: &[PathBuf],
-    logs: &[PathBuf],
-) -> Result<Option<Signed>, ExitCode> {
-    let Some(key) = &args.public_key else {
-        if !given.is_empty() {
-            eprintln!("graphgate: checking checkpoint files needs --public-key KEY");
-            return Err(ExitCode::from(2));
-        }
-        return Ok(None);
-    };
-    let text = match std::path::Path::new(key).is_file() {
-        true => std::fs::read_to_string(key).unwrap_or_default(),
-        false => key.clone(),
-    };
-    let verifier = NoteVerifier::parse(&text).map_err(|e| {
-        eprintln!("graphgate: --public-key: {e}");
-        ExitCode::from(2)
-    })?;
-    let Some(base) = logs.first().map(|f| files::base_log(f)) else {
-        return Ok(None);
-    };
-    let mut paths: Vec<PathBuf> = args.checkpoints.iter().chain(given).cloned().collect();
-    if paths.is_empty() {
-        paths.push(checkpoint::path_for(&base));
-    }
-    let fail = |text: String| {
-        println!("FAILED: {text}");
-        ExitCode::FAILURE
-    };
-    let origin = checkpoint::origin_for(verifier.name(), &base);
-    let mut checkpoints = Vec::new();
-    for path in &paths {
-        let read = checkpoint::read_verified(path, &verifier).map_err(|e| match e {
-            checkpoint::ReadError::Io(_) => fail(format!("no signed checkpoints: {e}")),
-            _ => fail(format!("forged checkpoint: {e}")),
-        })?;
-        if let Some(other) = read.iter().find(|c| c.origin != origin) {
-            return Err(fail(format!(
-                "{}: a checkpoint of another log ({}), not of {origin}",
-                path.display(),
-                other.origin
-            )));
-        }
-        checkpoints.extend(read);
-    }
-    checkpoints.sort_by_key(|c| c.size);
-    Ok(Some(Signed {
-        key: verifier.label(),
-        origin,
-        files: paths,
-        checkpoints,
-    }))
-}
-
-impl Signed {
-    fn sizes(&self) -> impl Iterator<Item = u64> + '_ {
-        self.checkpoints.iter().map(|c| c.size)
-    }
-
-    /// Every checkpoint the files reach must match them; none may reach past their end.
-    fn check(&self, report: &verify::Report) -> Result<(), String> {
-        let first = report.first.as_ref().map_or(1, |l| l.seq);
-        let last = report.seq_range.map_or(0, |(_, last)| last);
-        for c in self.checkpoints.iter().filter(|c| c.size >= first) {
-            if c.size > last {
-                return Err(format!(
-                    "truncated: a checkpoint signed by {} vouches for {} records, but the files end at seq {last}: seq {}..={} missing (the newest records cut off)",
-                    self.key,
-                    c.size,
-                    last + 1,
-                    c.size
-                ));
-            }
-            let found = report.watched.iter().find(|l| l.seq == c.size);
-            if found.is_some_and(|l| l.hash != c.hash) {
-                return Err(format!(
-                    "rewritten: the record at seq {} is not the one a checkpoint signed by {} vouches for (the log was rewritten with fresh hashes)",
-                    c.size, self.key
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn print_ok(&self, report: &verify::Report) {
-        let last = report.seq_range.map_or(0, |(_, last)| last);
-        let first = report.first.as_ref().map_or(1, |l| l.seq);
-        let checked: Vec<&Checkpoint> = self
-            .checkpoints
-            .iter()
-            .filter(|c| c.size >= first)
-            .collect();
-        let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
-        let newest = checked.last().map_or(0, |c| c.size);
-        println!(
-            "checkpoints ({}): {} signed by {} for {}, all verified; the log matches them up to seq {newest}",
-            files.join(", "),
-            checked.len(),
-            self.key,
-            self.origin
-        );
-        if newest < last {
-            println!(
-                "note: seq {}..={last} are newer than the last checkpoint (the gateway is running, or stopped without a clean shutdown); a cut among them would not be noticed",
-                newest + 1
-            );
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod anchor;
 mod batch;
 pub mod chain;
 pub mod checkpoint;
+pub mod checkpoint_cli;
 pub mod checkpointer;
 pub mod cli;
 pub mod ends;

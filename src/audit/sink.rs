@@ -77,7 +77,7 @@ impl FileSink {
         head: &ChainState,
     ) -> io::Result<()> {
         let verifier = config.signer.verifier();
-        check_last_checkpoint(path, &verifier, head)?;
+        checkpoint::check_last(path, &verifier, head)?;
         let mut checkpointer = Checkpointer::open(path, config)?;
         checkpointer.write(head);
         self.checkpoints = Some(checkpointer);
@@ -331,53 +331,6 @@ fn check_continues(path: &Path, anchor: &Anchor, state: &ChainState) -> io::Resu
             tracing::warn!(path = %path.display(), seq = head.seq, "the anchored head is not among the log's files (moved away?); continuing the chain");
             Ok(())
         }
-    }
-}
-
-/// Refuses to continue a log that no longer holds the head of its newest signed checkpoint
-/// (cut off, or rewritten with fresh hashes: what the anchor cannot show to someone who
-/// also holds the HMAC key).
-fn check_last_checkpoint(
-    path: &Path,
-    verifier: &super::note::NoteVerifier,
-    head: &ChainState,
-) -> io::Result<()> {
-    let file = checkpoint::path_for(path);
-    if !file.exists() {
-        return Ok(());
-    }
-    let refuse = |what: String| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!(
-                "{what}. Check it with `graphgate audit verify --public-key ...`; to start a new chain instead, move the log's files, its anchor and {} aside",
-                file.display()
-            ),
-        )
-    };
-    let all = checkpoint::read_verified(&file, verifier).map_err(|e| refuse(e.to_string()))?;
-    let Some(last) = all.iter().max_by_key(|c| c.size) else {
-        return Ok(());
-    };
-    if head.seq < last.size {
-        return Err(refuse(format!(
-            "the audit log ends at seq {} but a signed checkpoint vouches for {} records (cut off?)",
-            head.seq, last.size
-        )));
-    }
-    let found = if head.seq == last.size {
-        Some(head.hash.clone())
-    } else {
-        let mut newest_first = vec![path.to_owned()];
-        newest_first.extend(files::rotated_files(path)?.into_iter().rev());
-        files::find_link(&newest_first, last.size)?.map(|l| l.hash)
-    };
-    match found {
-        Some(hash) if hash != last.hash => Err(refuse(format!(
-            "the record at seq {} is not the one a signed checkpoint vouches for: the log was rewritten",
-            last.size
-        ))),
-        _ => Ok(()),
     }
 }
 

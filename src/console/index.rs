@@ -4,15 +4,14 @@
 //! filters the rows newest first in memory and reads only the records it shows from disk,
 //! so it answers in milliseconds however long the log is.
 
-use std::borrow::Cow;
-use std::collections::{HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 
-use sha2::{Digest, Sha256};
-
-use crate::audit::chain::{GENESIS, hash_of, hex};
+use crate::audit::chain::GENESIS;
 use crate::audit::follow::{self, Line};
+
+use super::record::{Interner, Light, hash_matches, id_hash, resolve};
 use crate::audit::record::{AuditDecision, Kind};
 
 /// Most rows kept (about 32 bytes each); older ones leave the index (`audit query` reads them).
@@ -35,30 +34,6 @@ struct Row {
     decision: u8,
     completion: u8,
     hidden: bool,
-}
-
-/// Strings seen in a field, numbered from 1 (0: absent).
-#[derive(Default)]
-struct Interner {
-    ids: HashMap<String, u32>,
-    names: Vec<String>,
-}
-
-impl Interner {
-    fn intern(&mut self, s: Option<&str>) -> u32 {
-        let Some(s) = s else { return 0 };
-        if let Some(id) = self.ids.get(s) {
-            return *id;
-        }
-        self.names.push(s.to_owned());
-        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
-        self.ids.insert(s.to_owned(), id);
-        id
-    }
-
-    fn get(&self, s: &str) -> Option<u32> {
-        self.ids.get(s).copied()
-    }
 }
 
 /// The completion states a completion record may carry, in flag order (from 1).
@@ -142,30 +117,6 @@ pub struct Hit {
     pub offset: u64,
     /// The action's completion state, if a completion record came.
     pub completion: Option<&'static str>,
-}
-
-/// The light view of a record the index reads.
-#[derive(serde::Deserialize)]
-struct Light<'a> {
-    seq: u64,
-    #[serde(borrow)]
-    prev_hash: Cow<'a, str>,
-    #[serde(borrow)]
-    hash: Cow<'a, str>,
-    kind: Option<Kind>,
-    #[serde(borrow)]
-    time: Cow<'a, str>,
-    #[serde(borrow)]
-    audit_id: Cow<'a, str>,
-    #[serde(borrow)]
-    caller: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    device_id: Option<Cow<'a, str>>,
-    #[serde(borrow)]
-    operation: Option<Cow<'a, str>>,
-    decision: Option<AuditDecision>,
-    #[serde(borrow)]
-    completion: Option<Cow<'a, str>>,
 }
 
 impl Index {
@@ -461,52 +412,6 @@ fn kind_of(r: &Row) -> Option<Kind> {
     r.kind.checked_sub(1).map(|k| KINDS[k as usize])
 }
 
-fn id_hash(id: &str) -> u32 {
-    let d = Sha256::digest(id.as_bytes());
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
-}
-
-/// Whether `line`'s hash is right: sealed lines are canonical, so the hash is the SHA-256
-/// of the line with its `hash` member cut out; any other line is re-serialised (slow path).
-fn hash_matches(line: &[u8], hash: &str) -> bool {
-    const MEMBER: &[u8] = b",\"hash\":\"";
-    let fast = line
-        .windows(MEMBER.len())
-        .position(|w| w == MEMBER)
-        .filter(|at| line.get(at + MEMBER.len() + 64..at + MEMBER.len() + 66) == Some(b"\","))
-        .map(|at| {
-            let mut h = Sha256::new();
-            h.update(&line[..=at]);
-            h.update(&line[at + MEMBER.len() + 66..]);
-            hex(&h.finalize())
-        });
-    if fast.as_deref() == Some(hash) {
-        return true;
-    }
-    serde_json::from_slice(line).is_ok_and(|v| hash_of(&v) == hash)
-}
-
-/// The current name of the file whose first record is `first`, read under `path` (a
-/// rotation renames the live file).
-fn resolve(path: &Path, first: u64) -> PathBuf {
-    let starts = |p: &Path| {
-        crate::audit::files::first_link(p)
-            .ok()
-            .flatten()
-            .is_some_and(|l| l.seq == first)
-    };
-    if starts(path) {
-        return path.to_owned();
-    }
-    let log = crate::audit::files::base_log(path);
-    crate::audit::files::rotated_files(&log)
-        .unwrap_or_default()
-        .into_iter()
-        .rev()
-        .find(|p| starts(p))
-        .unwrap_or_else(|| path.to_owned())
-}
-
 /// Reads the record a hit points at.
 pub fn read_hit(hit: &Hit) -> Option<crate::audit::Record> {
     let bytes = follow::read_at(&hit.file, hit.offset).ok()?;
@@ -514,106 +419,5 @@ pub fn read_hit(hit: &Hit) -> Option<crate::audit::Record> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::audit::chain::ChainState;
-    use crate::audit::record::Entry;
-
-    fn entry(kind: Kind, id: &str, device: &str, decision: AuditDecision) -> Entry {
-        Entry {
-            kind: Some(kind),
-            time: "2026-11-28T10:00:00.000000Z".into(),
-            audit_id: id.into(),
-            caller: Some("rooms-rotator".into()),
-            operation: Some("managedDevices.wipe".into()),
-            device_id: Some(device.into()),
-            decision: Some(decision),
-            ..Entry::default()
-        }
-    }
-
-    fn lines(entries: &[Entry]) -> Vec<Line> {
-        let mut state = ChainState::default();
-        let mut offset = 0;
-        entries
-            .iter()
-            .map(|e| {
-                let bytes = state.seal(e).unwrap();
-                let line = Line {
-                    seq: state.seq,
-                    file: PathBuf::from("audit.jsonl"),
-                    offset,
-                    bytes,
-                };
-                offset += line.bytes.len() as u64 + 1;
-                line
-            })
-            .collect()
-    }
-
-    #[test]
-    fn rows_fold_intents_and_completions_and_filters_select_newest_first() {
-        use AuditDecision::{Allowed, Denied};
-        let mut done = entry(Kind::Completion, "a", "D1", Allowed);
-        done.decision = None;
-        done.completion = Some("done".into());
-        let all = lines(&[
-            entry(Kind::Intent, "a", "D1", Allowed),
-            entry(Kind::Outcome, "a", "D1", Allowed),
-            entry(Kind::Intent, "b", "D2", Allowed), // no outcome: shown
-            entry(Kind::Request, "c", "D1", Denied),
-            done,
-        ]);
-        let idx = Index::default();
-        idx.ingest(&all);
-        assert_eq!(idx.chain().verified_to, 5);
-        let q = |f: fn(&mut Query)| {
-            let mut q = Query {
-                limit: 10,
-                ..Query::default()
-            };
-            f(&mut q);
-            idx.select(&q)
-                .0
-                .iter()
-                .map(|h| (h.seq, h.completion))
-                .collect::<Vec<_>>()
-        };
-        assert_eq!(q(|_| {}), [(4, None), (3, None), (2, Some("done"))]);
-        assert_eq!(
-            q(|q| q.device = Some("d1".into())),
-            [(4, None), (2, Some("done"))]
-        );
-        assert_eq!(q(|q| q.decision = Some("denied".into())), [(4, None)]);
-        assert_eq!(q(|q| q.operation = Some("WIPE".into())).len(), 3);
-        assert!(q(|q| q.caller = Some("nobody".into())).is_empty());
-        assert_eq!(q(|q| q.before = Some(4)), [(3, None), (2, Some("done"))]);
-        let (page, older) = idx.select(&Query {
-            limit: 1,
-            ..Query::default()
-        });
-        assert_eq!(
-            (page.len(), older),
-            (1, Some(4)),
-            "the next page starts before seq 4"
-        );
-        assert!(std::mem::size_of::<Row>() <= 32);
-    }
-
-    #[test]
-    fn an_altered_record_stops_the_verified_range() {
-        let mut all = lines(&[
-            entry(Kind::Request, "a", "D1", AuditDecision::Denied),
-            entry(Kind::Request, "b", "D1", AuditDecision::Denied),
-            entry(Kind::Request, "c", "D1", AuditDecision::Denied),
-        ]);
-        let text = String::from_utf8(all[1].bytes.clone()).unwrap();
-        all[1].bytes = text.replace("rooms-rotator", "someone-else").into_bytes();
-        let idx = Index::default();
-        idx.ingest(&all);
-        let chain = idx.chain();
-        assert_eq!(chain.verified_to, 1);
-        assert!(chain.broken.unwrap().contains("record altered"));
-        assert_eq!(idx.len(), 3, "still indexed, and shown");
-    }
-}
+#[path = "index_tests.rs"]
+mod tests;

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod html;
 pub mod index;
 pub mod pages;
+mod record;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

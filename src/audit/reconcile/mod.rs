@@ -11,14 +11,15 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Full};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::follow::Follower;
+mod graph;
+mod scan;
+
+use graph::{ActionResult, Reader, final_state, result_for};
+
 use super::record::{Entry, Kind, now_rfc3339};
 use super::{Audit, WriteError};
 use crate::cloud::Cloud;
@@ -41,9 +42,9 @@ const OVERDUE_HORIZON: u32 = 24;
 const QUEUE: usize = 4096;
 /// A device's clock and the gateway's may differ: results started this much before the
 /// call are still taken for it.
-const SKEW: chrono::Duration = chrono::Duration::minutes(5);
+pub(super) const SKEW: chrono::Duration = chrono::Duration::minutes(5);
 /// Longest one device read may take.
-const READ_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How actions are followed up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,16 +81,16 @@ impl Handle {
 
 /// An accepted device action being followed up.
 #[derive(Debug, Clone)]
-struct Action {
-    audit_id: String,
-    caller: Option<String>,
-    operation: String,
+pub(super) struct Action {
+    pub(super) audit_id: String,
+    pub(super) caller: Option<String>,
+    pub(super) operation: String,
     /// Graph's action name, as `deviceActionResults` spells it.
-    action: String,
-    device: String,
-    accepted: DateTime<Utc>,
+    pub(super) action: String,
+    pub(super) device: String,
+    pub(super) accepted: DateTime<Utc>,
     /// A `pending_past_deadline` completion was already written.
-    overdue: bool,
+    pub(super) overdue: bool,
 }
 
 impl Action {
@@ -109,7 +110,7 @@ impl Action {
         })
     }
 
-    fn from_parts(
+    pub(super) fn from_parts(
         kind: Kind,
         upstream: u16,
         operation: &str,
@@ -132,92 +133,6 @@ impl Action {
     }
 }
 
-/// What Graph says of the device's actions.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct DeviceResults {
-    #[serde(default)]
-    device_action_results: Vec<ActionResult>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ActionResult {
-    action_name: String,
-    action_state: String,
-    #[serde(default)]
-    start_date_time: Option<String>,
-    #[serde(default)]
-    last_updated_date_time: Option<String>,
-}
-
-/// The completion label of a final `actionState` (`None`: not final yet).
-fn final_state(action_state: &str) -> Option<&'static str> {
-    match action_state {
-        s if s.eq_ignore_ascii_case("done") => Some("done"),
-        s if s.eq_ignore_ascii_case("failed") => Some("failed"),
-        s if s.eq_ignore_ascii_case("notSupported") => Some("not_supported"),
-        s if s.eq_ignore_ascii_case("canceled") => Some("canceled"),
-        _ => None,
-    }
-}
-
-/// The newest result for `action` started no earlier than it was accepted (less the skew).
-fn result_for<'a>(results: &'a [ActionResult], action: &Action) -> Option<&'a ActionResult> {
-    let started = |r: &ActionResult| {
-        r.start_date_time
-            .as_deref()
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc))
-    };
-    results
-        .iter()
-        .filter(|r| r.action_name.eq_ignore_ascii_case(&action.action))
-        .filter(|r| started(r).is_none_or(|t| t >= action.accepted - SKEW))
-        .max_by_key(|r| started(r))
-}
-
-/// Reads devices from Graph.
-struct Reader {
-    http: HttpClient,
-    broker: TokenBroker,
-    cloud: Cloud,
-}
-
-impl Reader {
-    async fn results(&self, device: &str) -> Result<Vec<ActionResult>, String> {
-        let token = self.broker.token().await.map_err(|e| e.to_string())?;
-        let host = self.cloud.endpoints().graph_host;
-        let uri = format!(
-            "https://{host}/v1.0/deviceManagement/managedDevices/{device}?$select=deviceActionResults"
-        );
-        let mut bearer = http::HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
-            .map_err(|e| e.to_string())?;
-        bearer.set_sensitive(true);
-        let req = http::Request::get(uri)
-            .header(http::header::AUTHORIZATION, bearer)
-            .header(http::header::ACCEPT, "application/json")
-            .body(Full::new(Bytes::new()))
-            .map_err(|e| e.to_string())?;
-        let resp = tokio::time::timeout(READ_TIMEOUT, self.http.request(req))
-            .await
-            .map_err(|_| "no answer in time".to_owned())?
-            .map_err(|e| e.to_string())?;
-        let status = resp.status();
-        let body = tokio::time::timeout(READ_TIMEOUT, resp.into_body().collect())
-            .await
-            .map_err(|_| "no answer in time".to_owned())?
-            .map_err(|e| e.to_string())?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(format!("Graph answered {status}"));
-        }
-        serde_json::from_slice::<DeviceResults>(&body)
-            .map(|d| d.device_action_results)
-            .map_err(|e| format!("unreadable answer: {e}"))
-    }
-}
-
 /// Starts following up accepted actions of `audit` (and, first, those its log shows
 /// without a final completion). Call within a Tokio runtime.
 pub fn spawn(
@@ -234,7 +149,8 @@ pub fn spawn(
         let head = *durable.borrow();
         tokio::spawn(async move {
             let horizon = config_horizon(config.deadline);
-            let found = tokio::task::spawn_blocking(move || unfinished(&log, head, horizon)).await;
+            let found =
+                tokio::task::spawn_blocking(move || scan::unfinished(&log, head, horizon)).await;
             for action in found.unwrap_or_default() {
                 let _ = tx.send(action).await;
             }
@@ -398,75 +314,9 @@ fn count(action: &Action, delta: i64) {
     }
 }
 
-/// The light view of a record the start-up scan reads.
-#[derive(Deserialize)]
-struct Scanned {
-    kind: Option<Kind>,
-    audit_id: String,
-    time: String,
-    caller: Option<String>,
-    operation: Option<String>,
-    device_id: Option<String>,
-    upstream_status: Option<u16>,
-    completion: Option<String>,
-}
-
-/// Accepted device actions of the log (up to `head`) within `horizon` that have no final
-/// completion record yet, oldest first.
-fn unfinished(log: &Path, head: u64, horizon: chrono::Duration) -> Vec<Action> {
-    let since = Utc::now() - horizon;
-    let mut open: Vec<Action> = Vec::new();
-    let mut follower = Follower::new(log, 1);
-    loop {
-        let lines = match follower.read(head, 8192) {
-            Ok(lines) if !lines.is_empty() => lines,
-            _ => break,
-        };
-        for line in lines {
-            let Ok(r) = serde_json::from_slice::<Scanned>(&line.bytes) else {
-                continue;
-            };
-            note(&mut open, r, since);
-        }
-    }
-    open
-}
-
-fn note(open: &mut Vec<Action>, r: Scanned, since: DateTime<Utc>) {
-    match r.kind {
-        Some(Kind::Outcome) => {
-            let action = Action::from_parts(
-                Kind::Outcome,
-                r.upstream_status.unwrap_or(0),
-                r.operation.as_deref().unwrap_or(""),
-                r.device_id.as_deref().unwrap_or(""),
-                &r.audit_id,
-                &r.time,
-            );
-            if let Some(a) = action.filter(|a| a.accepted >= since) {
-                open.push(Action {
-                    caller: r.caller,
-                    ..a
-                });
-            }
-        }
-        Some(Kind::Completion) => {
-            let Some(i) = open.iter().position(|a| a.audit_id == r.audit_id) else {
-                return;
-            };
-            match r.completion.as_deref() {
-                Some("pending_past_deadline") => open[i].overdue = true,
-                _ => {
-                    open.remove(i);
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::graph::ActionResult;
     use super::*;
 
     fn action(accepted: &str) -> Action {
