@@ -436,7 +436,7 @@ fn policy_explain(
         Some(Ok(bytes)) => Some(bytes),
         None => None,
     };
-    match graphgate::explain::explain(&policy, caller, request, body.as_deref()) {
+    match graphgate::gateway::explain::explain(&policy, caller, request, body.as_deref()) {
         Ok((allowed, text)) => {
             print!("{text}");
             if allowed {
@@ -450,7 +450,7 @@ fn policy_explain(
 }
 
 fn policy_test(file: &std::path::Path, policy: Option<&std::path::Path>) -> ExitCode {
-    match graphgate::explain::run_fixtures(file, policy) {
+    match graphgate::gateway::explain::run_fixtures(file, policy) {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");

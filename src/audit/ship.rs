@@ -202,10 +202,10 @@ fn record(mut rec: SdkLogRecord, line: &Line) -> SdkLogRecord {
         .time
         .as_deref()
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-        .map_or_else(SystemTime::now, SystemTime::from);
+        .map_or_else(crate::clock::system_now, SystemTime::from);
     rec.set_event_name(SCOPE);
     rec.set_timestamp(time);
-    rec.set_observed_timestamp(SystemTime::now());
+    rec.set_observed_timestamp(crate::clock::system_now());
     let refused = matches!(
         f.decision.as_deref(),
         Some(

@@ -1,7 +1,7 @@
 //! HTML for the console, written by hand: every value from the log goes through [`esc`]
-//! (or [`attr`]), the only way text enters a page; the markup itself is constant. No
-//! template crate: the console is two pages, and one escaping function is easy to audit.
-
+//! (or [`url_part`] for a link's query), the only way text enters a page; the markup itself
+//! is constant. No template crate: the console is two pages, and one escaping function is
+//! easy to audit.
 use std::fmt::Write;
 
 /// Escapes text for an HTML element's content or a quoted attribute value.

@@ -85,7 +85,7 @@ impl FromStr for EmulatedDevice {
             Some((id, os)) => (id, os.parse()?),
             None => (spec, OperatingSystem::Windows),
         };
-        if !crate::route::is_guid(id) {
+        if !crate::operation::route::is_guid(id) {
             return Err(format!("device id {id:?} is not a GUID (ID[:OS])"));
         }
         Ok(EmulatedDevice::new(id.to_ascii_lowercase(), os))
@@ -175,7 +175,7 @@ pub(crate) struct Clock {
 impl Clock {
     pub(crate) fn start() -> Self {
         Clock {
-            wall: chrono::Utc::now(),
+            wall: crate::clock::utc_now(),
             base: Instant::now(),
         }
     }

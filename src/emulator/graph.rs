@@ -13,7 +13,7 @@ use super::records::GraphRequestRecord;
 use super::state::{Refusal, State};
 use super::wire::{Body, Dropped, Outcome, Request, html_page};
 use crate::cloud::Cloud;
-use crate::route::{self, Recognised};
+use crate::operation::route::{self, Recognised};
 
 /// Handles one request to `cloud`'s Graph host: an injected fault if one is armed, else
 /// the real work. Either way the request is recorded (status 0 for a dropped connection).
@@ -191,10 +191,13 @@ fn authorise(claims: &serde_json::Value, found: &Recognised) -> Result<(), Graph
 }
 
 /// The validated parameters: JSON content type, then the operation's strict schema.
-fn body_params(req: &Request, found: &Recognised) -> Result<crate::schema::Params, GraphError> {
+fn body_params(
+    req: &Request,
+    found: &Recognised,
+) -> Result<crate::operation::schema::Params, GraphError> {
     let op = found.op;
     if req.body.is_empty() && op.params.is_empty() {
-        return Ok(crate::schema::Params::default());
+        return Ok(crate::operation::schema::Params::default());
     }
     if !req.content_type_is("application/json") {
         let given = req.header(http::header::CONTENT_TYPE).unwrap_or("(none)");
@@ -207,9 +210,9 @@ fn body_params(req: &Request, found: &Recognised) -> Result<crate::schema::Param
             ),
         ));
     }
-    let bad = |e: crate::schema::SchemaError| {
+    let bad = |e: crate::operation::schema::SchemaError| {
         GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string())
     };
-    let body = crate::schema::parse_strict(&req.body).map_err(bad)?;
-    crate::schema::validate(&body, op.params, op.wrapper).map_err(bad)
+    let body = crate::operation::schema::parse_strict(&req.body).map_err(bad)?;
+    crate::operation::schema::validate(&body, op.params, op.wrapper).map_err(bad)
 }

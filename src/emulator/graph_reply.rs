@@ -7,8 +7,8 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::wire::{Body, http_date, respond, set_header};
-use crate::catalog::ApiVersion;
-use crate::route::RouteError;
+use crate::operation::catalog::ApiVersion;
+use crate::operation::route::RouteError;
 
 /// What every Graph response of the emulator reports in `x-ms-ags-diagnostic`.
 const AGS_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"5","ScaleUnit":"000","RoleInstance":"graphgate-emulator"}}"#;

@@ -46,8 +46,8 @@ pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRec
 pub use test_credentials::{FederatedIssuer, TestCertificate};
 pub use wire::MAX_BODY_BYTES;
 
-use crate::catalog::PRIV_OPS;
 use crate::cloud::Cloud;
+use crate::operation::catalog::PRIV_OPS;
 use crate::secret::Secret;
 
 /// The demo tenant the default configuration serves.
@@ -339,7 +339,7 @@ impl Emulator {
             .iter()
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
             .ok_or_else(|| EmulatorError::Config(format!("no app registration '{client_id}'")))?;
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::utc_now().timestamp();
         claims::mint(
             self.state.key,
             &self.state.config.tenant_id,
@@ -355,13 +355,13 @@ impl Emulator {
 /// Refuses configurations the emulator could not serve faithfully.
 fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
     let mut problems = Vec::new();
-    if !crate::route::is_guid(&config.tenant_id) {
+    if !crate::operation::route::is_guid(&config.tenant_id) {
         problems.push(format!("tenant_id '{}' is not a GUID", config.tenant_id));
     }
     for d in config
         .devices
         .iter()
-        .filter(|d| !crate::route::is_guid(&d.id))
+        .filter(|d| !crate::operation::route::is_guid(&d.id))
     {
         problems.push(format!("device id '{}' is not a GUID", d.id));
     }
@@ -431,7 +431,8 @@ mod tests {
         assert!(
             c.devices
                 .iter()
-                .all(|d| crate::route::is_guid(&d.id) && d.id == d.id.to_ascii_lowercase())
+                .all(|d| crate::operation::route::is_guid(&d.id)
+                    && d.id == d.id.to_ascii_lowercase())
         );
         let oses: Vec<OperatingSystem> = c.devices.iter().map(|d| d.os).collect();
         for os in OperatingSystem::ALL {

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, VecDeque};
 use serde::Serialize;
 
 use super::devices::{DeviceActionResult, OperatingSystem};
-use crate::schema::{ParamValue, Params};
+use crate::operation::schema::{ParamValue, Params};
 
 /// Most requests of each kind kept; older records are dropped first.
 pub const MAX_RECORDS: usize = 10_000;

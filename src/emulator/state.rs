@@ -167,7 +167,7 @@ impl State {
         &self,
         id: &str,
         action: &str,
-        params: &crate::schema::Params,
+        params: &crate::operation::schema::Params,
     ) -> Result<(), Refusal> {
         let id = id.to_ascii_lowercase();
         let mut inventory = lock(&self.devices);

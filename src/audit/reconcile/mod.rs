@@ -120,7 +120,7 @@ impl Action {
     ) -> Option<Action> {
         let action = operation.strip_prefix("managedDevices.")?;
         let accepted = DateTime::parse_from_rfc3339(time).ok()?.with_timezone(&Utc);
-        let device_action = action != "delete" && crate::route::is_guid(device);
+        let device_action = action != "delete" && crate::operation::route::is_guid(device);
         (kind == Kind::Outcome && (200..300).contains(&upstream) && device_action).then(|| Action {
             audit_id: audit_id.to_owned(),
             caller: None,
@@ -180,7 +180,9 @@ struct Tracked {
 
 impl Tracked {
     fn new(action: Action, deadline: Duration) -> Self {
-        let age = (Utc::now() - action.accepted).to_std().unwrap_or_default();
+        let age = (crate::clock::utc_now() - action.accepted)
+            .to_std()
+            .unwrap_or_default();
         let now = Instant::now();
         let left = deadline.saturating_sub(age);
         let give_up = (deadline * OVERDUE_HORIZON).saturating_sub(age);

@@ -26,7 +26,7 @@ struct Scanned {
 /// Accepted device actions of the log (up to `head`) within `horizon` that have no final
 /// completion record yet, oldest first.
 pub(super) fn unfinished(log: &Path, head: u64, horizon: chrono::Duration) -> Vec<Action> {
-    let since = Utc::now() - horizon;
+    let since = crate::clock::utc_now() - horizon;
     let mut open: Vec<Action> = Vec::new();
     let mut follower = Follower::new(log, 1);
     loop {

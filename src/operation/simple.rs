@@ -4,9 +4,9 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::{CATALOG, Operation, SimpleApi};
-use crate::schema::SchemaError;
-use crate::schema::screen::shown_name;
+use crate::operation::catalog::{CATALOG, Operation, SimpleApi};
+use crate::operation::schema::SchemaError;
+use crate::operation::schema::screen::shown_name;
 
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -256,7 +256,7 @@ fn graph_error_schema() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog;
+    use crate::operation::catalog;
 
     fn translate(flat: Value) -> Result<Value, SimpleError> {
         let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();
