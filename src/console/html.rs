@@ -2,6 +2,7 @@
 //! (or [`url_part`] for a link's query), the only way text enters a page; the markup itself
 //! is constant. No template crate: the console is two pages, and one escaping function is
 //! easy to audit.
+
 use std::fmt::Write;
 
 /// Escapes text for an HTML element's content or a quoted attribute value.
