@@ -27,8 +27,22 @@ fn chromium_present() -> bool {
     )
 }
 
+/// Kills a process group when dropped: Chromium's browser process, and the zygote,
+/// renderer and utility processes it starts, which would outlive a browser killed on a
+/// timeout (or a failed test) if only the browser were killed.
+struct ProcessGroup(rustix::process::Pid);
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        // ESRCH (the group already gone) is the normal case after a clean exit.
+        let _ = rustix::process::kill_process_group(self.0, rustix::process::Signal::KILL);
+    }
+}
+
 /// Runs headless Chromium on `url` with `extra` arguments (a fresh profile, no background
-/// networking), bounded; returns its standard output.
+/// networking, no DevTools port: the page's DOM or screenshot comes back on exit), in a
+/// process group of its own that is killed when it is done, bounded; returns its standard
+/// output.
 async fn chromium(url: &str, extra: &[String]) -> String {
     let profile = temp_dir("chromium-profile");
     let mut cmd = tokio::process::Command::new("chromium");
@@ -47,8 +61,16 @@ async fn chromium(url: &str, extra: &[String]) -> String {
     .args(extra)
     .arg(url)
     .stdin(std::process::Stdio::null())
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped())
+    .process_group(0)
     .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(90), cmd.output())
+    let child = cmd.spawn().expect("chromium starts");
+    let pid = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32));
+    let _group = ProcessGroup(pid.expect("chromium's pid"));
+    let out = tokio::time::timeout(Duration::from_secs(90), child.wait_with_output())
         .await
         .expect("chromium finished within 90 s")
         .unwrap();
