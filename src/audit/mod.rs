@@ -67,6 +67,7 @@ impl Default for AuditConfig {
             files: FileOptions {
                 max_file_bytes: DEFAULT_MAX_FILE_BYTES,
                 retain_files: None,
+                keep_unshipped: false,
             },
             sampling: SamplingLimits::default(),
             checkpoints: None,

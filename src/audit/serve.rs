@@ -90,6 +90,7 @@ impl ServeAuditArgs {
             files: FileOptions {
                 max_file_bytes: self.audit_max_file_bytes,
                 retain_files: self.audit_retain_files,
+                keep_unshipped: self.audit_ship && super::ship::otlp_configured(),
             },
             sampling: SamplingLimits {
                 refusals_per_sec: self.audit_refusals_per_sec,

@@ -45,6 +45,18 @@ pub fn cursor_path(log: &Path) -> PathBuf {
     log.with_file_name(name)
 }
 
+/// Whether OTLP export is configured in the environment (the variables the OpenTelemetry
+/// exporters read), so that records are shipped.
+pub fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+    ]
+    .iter()
+    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+}
+
 /// The last record the collector acknowledged (0: none).
 pub fn read_cursor(log: &Path) -> u64 {
     std::fs::read_to_string(cursor_path(log))

@@ -44,6 +44,9 @@ pub struct FileOptions {
     pub max_file_bytes: u64,
     /// Keep at most this many rotated files, removing the oldest (`None`: keep all).
     pub retain_files: Option<usize>,
+    /// Records are shipped off the host: retention never removes a file holding a record
+    /// past the shipping cursor (a collector that is down must not lose them).
+    pub keep_unshipped: bool,
 }
 
 /// The audit log file at `path`; full files become `path.000001`, `path.000002`, ...
@@ -156,7 +159,10 @@ impl FileSink {
             return Ok(());
         };
         let rotated = files::rotated_files(&self.path)?;
-        let excess = rotated.len().saturating_sub(keep);
+        let mut excess = rotated.len().saturating_sub(keep);
+        if self.options.keep_unshipped && excess > 0 {
+            excess = self.shipped_files(&rotated, excess)?;
+        }
         if excess == 0 {
             return Ok(());
         }
@@ -183,6 +189,24 @@ impl FileSink {
             tracing::info!(file = %file.display(), "audit retention: removed the oldest rotated file");
         }
         files::sync_dir(&self.path)
+    }
+
+    /// How many of the oldest `upto` rotated files hold only records the collector
+    /// acknowledged: a file's last record is the one before the next file's first (after the
+    /// newest rotated file comes the current one, which starts after the head).
+    fn shipped_files(&self, rotated: &[PathBuf], upto: usize) -> io::Result<usize> {
+        let acked = super::ship::read_cursor(&self.path);
+        for i in 0..upto {
+            let next_first = match rotated.get(i + 1) {
+                Some(next) => files::first_link(next)?.map(|first| first.seq),
+                None => Some(self.head.seq + 1),
+            };
+            // A file without a readable first record keeps everything before it.
+            if next_first.is_none_or(|first| first - 1 > acked) {
+                return Ok(i);
+            }
+        }
+        Ok(upto)
     }
 
     /// Stores the anchor with the current head.

@@ -1,7 +1,8 @@
 //! Shipping: audit records reach an OTLP collector (the in-test receiver decodes the log
 //! records) as log records whose body is the record's line; a collector that is down for a
 //! while, or hangs, gets every record at least once when it comes back and never holds a
-//! request; a restart resumes from the persisted cursor without a gap or a resend.
+//! request; a restart resumes from the persisted cursor without a gap or a resend; and
+//! retention keeps every rotated file holding a record not yet shipped.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -13,7 +14,8 @@ use crate::common::metrics::Snapshot;
 use crate::common::otlp::{Receiver, log_attr, log_body, otlp_receiver};
 use crate::common::*;
 use graphgate::audit::ship::{self, ShipConfig};
-use graphgate::audit::{Audit, Entry, Kind};
+use graphgate::audit::sink::FileOptions;
+use graphgate::audit::{Audit, AuditConfig, Entry, Kind, files};
 
 fn config(rx: &Receiver) -> ShipConfig {
     ShipConfig {
@@ -220,6 +222,51 @@ async fn a_backlog_is_shipped_whole_and_the_rate_is_printed() {
         "local writes: {N} records in {write:.2?} ({:.0}/s); shipped in {shipped:.2?} ({:.0}/s)",
         rate(write),
         rate(shipped)
+    );
+    audit.close().await;
+}
+
+/// With a one-file retention and the collector down, rotation keeps every file holding a
+/// record the collector has not acknowledged (the cursor stays put); when it is back, every
+/// record arrives, and retention goes back to removing the shipped files.
+#[tokio::test]
+async fn retention_keeps_unshipped_files_while_the_collector_is_down() {
+    let rx = otlp_receiver().await;
+    rx.up.store(false, Ordering::SeqCst);
+    let log = temp_dir("ship-retention").join("audit.jsonl");
+    let config = AuditConfig {
+        files: FileOptions {
+            max_file_bytes: 800,
+            retain_files: Some(1),
+            keep_unshipped: true,
+        },
+        ..AuditConfig::default()
+    };
+    let audit = Audit::open_with(&log, &config, fingerprinter()).unwrap();
+    ship::spawn(&log, audit.durable_seq().unwrap(), &self::config(&rx)).unwrap();
+    for i in 0..60 {
+        audit.write_durable(entry(i)).await.unwrap();
+    }
+    let held = files::rotated_files(&log).unwrap().len();
+    assert!(held > 5, "rotated files kept while down: {held}");
+    assert_eq!(
+        ship::read_cursor(&log),
+        0,
+        "nothing acknowledged while down"
+    );
+    rx.up.store(true, Ordering::SeqCst);
+    let seqs = wait_for_all(&rx, 60, Duration::from_secs(60)).await;
+    let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
+    assert_eq!(distinct, (1..=60).collect::<BTreeSet<u64>>());
+    wait_cursor(&log, 60).await;
+    // The next rotations remove what was shipped.
+    for i in 60..70 {
+        audit.write_durable(entry(i)).await.unwrap();
+    }
+    let after = files::rotated_files(&log).unwrap().len();
+    assert!(
+        after < held,
+        "retention resumed: {after} files, {held} while down"
     );
     audit.close().await;
 }
