@@ -33,6 +33,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The audit log (or, only when explicitly asked for, [`Audit::disabled`]).
     pub audit: Audit,
+    /// Follow up accepted device actions to their final state (`--reconcile-outcomes`).
+    pub reconcile: Option<crate::audit::reconcile::ReconcileConfig>,
 }
 
 /// The gateway could not start.
@@ -110,6 +112,16 @@ pub fn build_with_state(
         audit = settings.audit.path().map_or_else(|| settings.audit.status().to_owned(), |p| p.display().to_string()),
         "gateway configured"
     );
+    if let Some(config) = &settings.reconcile {
+        let handle = crate::audit::reconcile::spawn(
+            settings.audit.clone(),
+            broker.clone(),
+            http.clone(),
+            settings.cloud,
+            config.clone(),
+        );
+        settings.audit.set_reconciler(handle);
+    }
     Ok(Arc::new(
         Gateway::with_store(
             policy,

@@ -106,6 +106,10 @@ pub struct ServeArgs {
     /// Admin listener (/metrics, /healthz, /readyz); keep it off the callers' network.
     #[arg(long, env = "GRAPHGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// File holding the admin token (mode 0600, at least 16 characters) that /metrics and the
+    /// audit console need when the admin listener is not on loopback.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub audit: ServeAuditArgs,
     #[command(flatten)]

@@ -32,7 +32,7 @@
 //!   error code, message and headers; `graph_error` (*crate*) is Graph's error JSON;
 //!   `answer` (*crate*) words the gateway's own answers (ids, 403 reasons, dry runs).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
-//!   admin listener serving `/metrics`, `/healthz` and `/readyz`.
+//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`].
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place.
 //! - [`secret`] and [`tls`]: secret-bearing values and TLS plumbing.
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
@@ -46,6 +46,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod cloud;
+pub mod console;
 pub mod credential;
 pub mod demo;
 pub mod emulator;

@@ -63,6 +63,7 @@ impl Replicas {
             token_expiry_margin: std::time::Duration::from_secs(300),
             limits,
             audit: Audit::disabled(),
+            reconcile: None,
         };
         let mut all = Replicas {
             emulator: emu.emulator,

@@ -398,6 +398,13 @@ fn secret_data(name: &str, operator: &Operator) -> Option<BTreeMap<String, Vec<u
             vec![("hmac.key", key.into_bytes())]
         }
         "graphgate-state" => vec![("url", operator.state_url.clone().into_bytes())],
+        "graphgate-audit-signing" => {
+            vec![("signing.key", launch::audit_signing_key().private.clone())]
+        }
+        "graphgate-admin-token" => {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            vec![("token", token.into_bytes())]
+        }
         _ => return None,
     };
     Some(data.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
