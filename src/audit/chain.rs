@@ -119,6 +119,7 @@ impl serde::Serialize for Sealing<'_> {
             some(&mut m, "caller", e.caller.as_ref())?;
             some(&mut m, "client_request_id", e.client_request_id.as_ref())?;
             some(&mut m, "cloud", e.cloud.as_ref())?;
+            some(&mut m, "completion", e.completion.as_ref())?;
             some(&mut m, "decision", e.decision.as_ref())?;
             some(&mut m, "detected_app_id", e.detected_app_id.as_ref())?;
             some(&mut m, "device_id", e.device_id.as_ref())?;
@@ -288,6 +289,7 @@ mod tests {
             upstream_latency_us: Some(0),
             token_app_id: Some("app".into()),
             note: Some("n\"\n".into()),
+            completion: Some("done".into()),
         };
         let line = ChainState::default().seal(&entry).unwrap();
         let parsed: Value = serde_json::from_slice(&line).unwrap();

@@ -21,6 +21,9 @@ pub enum Kind {
     /// Refusals left out under the audit's sampling limit, counted (`suppressed`) once the
     /// caller or source has gone quiet, or when the log is closed.
     Suppressed,
+    /// What became of a device action Graph accepted (its `deviceActionResults` state), or
+    /// that it was still pending at the reconciliation deadline; same `audit_id` as its intent.
+    Completion,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::Outcome => "outcome",
             Kind::Request => "request",
             Kind::Suppressed => "suppressed",
+            Kind::Completion => "completion",
         }
     }
 }
@@ -202,6 +206,10 @@ pub struct Entry {
     /// "failed" | "notFound" | "notSupported"}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_outcomes: Option<std::collections::BTreeMap<String, String>>,
+    /// `completion` records: the action's final state (`done`, `failed`, `not_supported`,
+    /// `canceled`, or `pending_past_deadline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion: Option<String>,
 }
 
 /// A record as stored: the entry plus its place in the hash chain.

@@ -14,6 +14,9 @@ pub(super) struct PolicyFile {
     pub rules: Vec<RuleEntry>,
     #[serde(default)]
     pub pacing: Option<PacingEntry>,
+    /// Operation name to `N per day|hour` (see `budget`).
+    #[serde(default)]
+    pub tenant_budgets: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -26,6 +29,8 @@ pub(super) struct CallerEntry {
     pub mtls: Option<Spanned<MtlsEntry>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub budget: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -78,6 +83,8 @@ pub(super) struct RuleEntry {
     pub when: Vec<Spanned<ConditionEntry>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub budget: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

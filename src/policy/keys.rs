@@ -224,7 +224,7 @@ mod tests {
     fn field_lists_come_from_the_derives() {
         assert_eq!(
             fields_of::<PolicyFile>(),
-            &["version", "callers", "rules", "pacing"]
+            &["version", "callers", "rules", "pacing", "tenant_budgets"]
         );
         assert!(fields_of::<ConditionEntry>().contains(&"one_of"));
     }

@@ -2,6 +2,7 @@
 //! devices, with which parameters. Parsed strictly, validated with every error reported at
 //! once (each with line and column), and evaluated deny-by-default with deny rules winning.
 
+pub mod budget;
 mod compile;
 mod eval;
 mod file;
@@ -17,6 +18,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
+pub use budget::{Budget, BudgetWindow, TenantBudget};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use prejudge::Scope;
 pub use rate::Rate;
@@ -85,6 +87,8 @@ pub struct Caller {
     pub mtls: Option<MtlsIdentity>,
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
+    /// How many devices it may act on per day or hour, if capped.
+    pub budget: Option<Budget>,
 }
 
 /// Whether a matching rule lets the request through.
@@ -156,12 +160,15 @@ pub struct Rule {
     pub rate_limit: Option<Rate>,
     /// The risk tier its operations list is pinned to (see [`tiers`]), if any.
     pub tier: Option<crate::operation::catalog::Tier>,
+    /// How many devices the requests it admits may act on per day or hour, if capped.
+    pub budget: Option<Budget>,
 }
 
 /// Gateway-wide pacing of writes to the tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pacing {
-    /// Outgoing privileged writes allowed for this replica.
+    /// Outgoing privileged writes allowed to the tenant: never more than `count` in any
+    /// window of `per`, across every replica sharing the state store.
     pub tenant_writes: Rate,
     /// Longest a request waits for a pacing slot before getting 429.
     pub max_wait: std::time::Duration,
@@ -197,6 +204,8 @@ pub struct Policy {
     mtls: MtlsIndex,
     /// Tenant write pacing.
     pub pacing: Pacing,
+    /// Tenant-wide budgets per operation.
+    pub tenant_budgets: Vec<TenantBudget>,
     /// Hex SHA-256 of the file's bytes: the policy version recorded with each decision.
     pub hash: String,
     /// What is valid but worth a look (a pinned tier's list missing catalog operations).
