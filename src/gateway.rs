@@ -340,7 +340,10 @@ impl Gateway {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
         let (op, devices) = match &request.bulk {
-            Some(plan) => (plan.op, u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX)),
+            Some(plan) => (
+                plan.op,
+                u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX),
+            ),
             None => (request.target.op, 1),
         };
         let admit = installed
