@@ -1,7 +1,7 @@
 //! JSON as Graph's OData reader takes it: a duplicated property name is an error (serde_json
 //! alone keeps the last one), and nesting is bounded. Deliberately not the gateway's own
-//! `operation::schema::parse_strict` (which it resembles): the emulator is an independent
-//! witness, so a mistake in the gateway's reader cannot hide itself here.
+//! strict reader in `src/operation/schema.rs` (which it resembles): the emulator is an
+//! independent witness, so a mistake in the gateway's reader cannot hide itself here.
 
 use std::fmt;
 
