@@ -1,15 +1,18 @@
 //! Micro-benchmarks of the per-request hot path: path recognition, body validation with
 //! redaction, API-key lookup and policy evaluation as the policy grows, and compiling a
-//! large policy (what a reload costs).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! large policy (what a reload costs). Across the whole catalog: recognising and validating
+//! every operation in every version it exists in, and admitting and deciding a 100-device
+//! bulk `executeAction`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use graphgate::gateway::explain;
 use graphgate::identity::{self, api_key_sha256};
-use graphgate::operation::catalog;
+use graphgate::operation::catalog::{self, ApiVersion, Binding, Invocation, Operation};
 use graphgate::operation::route;
-use graphgate::operation::schema;
+use graphgate::operation::schema::{self, Prop, Ty};
 use graphgate::policy::{Facts, Policy};
 
 const PATH: &str = "/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
@@ -152,10 +155,140 @@ fn audit_sealing(c: &mut Criterion) {
     });
 }
 
+/// A JSON value of `ty` that the schema accepts (an address where one is expected).
+fn example_of(prop: &Prop) -> serde_json::Value {
+    use serde_json::Value;
+    match prop.ty {
+        Ty::Bool => Value::Bool(true),
+        Ty::String if prop.address => Value::from("room1@rooms.contoso.com"),
+        Ty::String => Value::from("bench value"),
+        Ty::Enum(members) => Value::from(members[0]),
+        Ty::StringList => Value::from(vec!["0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb"]),
+        Ty::Complex(t) => every_param(t.props),
+    }
+}
+
+/// A body giving every parameter (the most validation work an operation can take).
+fn every_param(props: &[Prop]) -> serde_json::Value {
+    serde_json::Value::Object(
+        props
+            .iter()
+            .map(|p| (p.name.to_owned(), example_of(p)))
+            .collect(),
+    )
+}
+
+/// Every catalog operation in every version it exists in: (method, path, body).
+fn whole_catalog() -> Vec<(
+    &'static Operation,
+    ApiVersion,
+    http::Method,
+    String,
+    Vec<u8>,
+)> {
+    let mut out = Vec::new();
+    for op in catalog::CATALOG {
+        for &version in op.versions {
+            let v = version.as_str();
+            let tail = match op.invocation {
+                Invocation::Action => format!("/{}", op.action),
+                Invocation::Function => format!("/{}()", op.action),
+                Invocation::Delete => String::new(),
+            };
+            let path = match op.binding {
+                Binding::Device => format!("/{v}/deviceManagement/managedDevices/{DEVICE}{tail}"),
+                Binding::User => format!("/{v}/users/room1@rooms.contoso.com{tail}"),
+                Binding::Devices => format!("/{v}/deviceManagement/managedDevices{tail}"),
+            };
+            let body = match op.takes_body() {
+                true => serde_json::to_vec(&every_param(op.params_for(version))).unwrap(),
+                false => Vec::new(),
+            };
+            out.push((op, version, op.invocation.method(), path, body));
+        }
+    }
+    out
+}
+
+const DEVICE: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+
+/// Recognition, then body validation, of every operation; time per iteration / operations
+/// = the cost per operation.
+fn whole_catalog_benches(c: &mut Criterion) {
+    let all = whole_catalog();
+    for (op, version, method, path, body) in &all {
+        let found = route::recognise(method, path).unwrap();
+        assert_eq!(
+            (found.op.name, found.version),
+            (op.name, *version),
+            "{path}"
+        );
+        if op.takes_body() {
+            let v = schema::parse_strict(body).unwrap();
+            schema::validate(&v, op.params_for(*version), op.wrapper)
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+        }
+    }
+    let bodies: Vec<_> = all.iter().filter(|e| e.0.takes_body()).collect();
+    let mut group = c.benchmark_group("catalog");
+    group.throughput(Throughput::Elements(all.len() as u64));
+    group.bench_function(format!("recognise_every_operation_{}", all.len()), |b| {
+        b.iter(|| {
+            for (_, _, method, path, _) in &all {
+                black_box(route::recognise(method, black_box(path)).unwrap());
+            }
+        })
+    });
+    group.throughput(Throughput::Elements(bodies.len() as u64));
+    group.bench_function(format!("validate_every_body_{}", bodies.len()), |b| {
+        b.iter(|| {
+            for (op, version, _, _, body) in &bodies {
+                let v = schema::parse_strict(black_box(body)).unwrap();
+                black_box(schema::validate(&v, op.params_for(*version), op.wrapper).unwrap());
+            }
+        })
+    });
+    group.finish();
+}
+
+/// A bulk wipe of 100 devices, admitted and decided as the gateway does it (the same path
+/// `policy explain` takes): recognition, strict body checks, the per-device plan, and the
+/// policy asked about every device (a rule listing the 100 devices, with a condition).
+fn bulk_admission(c: &mut Criterion) {
+    let devices: Vec<String> = (0..100)
+        .map(|n| format!("0b6f2f1e-1a2b-4c3d-8e9f-{n:012}"))
+        .collect();
+    let policy = Policy::from_yaml(
+        &format!(
+            "version: 1\ncallers:\n  - name: ops\n    api_key_sha256: \"{}\"\nrules:\n  - name: wipe-keeping-user-data\n    callers: [ops]\n    operations: [managedDevices.wipe]\n    devices: {}\n    when:\n      - {{ param: keepUserData, equals: true }}\n",
+            api_key_sha256("k"),
+            serde_json::to_string(&devices).unwrap()
+        ),
+        "bench",
+    )
+    .unwrap();
+    let body = serde_json::to_vec(
+        &serde_json::json!({"actionName": "wipe", "keepUserData": true, "deviceIds": devices}),
+    )
+    .unwrap();
+    let request = "POST /beta/deviceManagement/managedDevices/executeAction";
+    let (eval, _) = explain::evaluate(&policy, "ops", request, Some(&body)).unwrap();
+    assert!(eval.decision.allowed, "every device walks to an allow");
+    c.bench_function("bulk/admit_and_decide_100_devices", |b| {
+        b.iter(|| {
+            let (eval, _) =
+                explain::evaluate(&policy, "ops", request, Some(black_box(&body))).unwrap();
+            eval.decision.allowed
+        })
+    });
+}
+
 criterion_group!(
     benches,
     recognition,
     validation,
+    whole_catalog_benches,
+    bulk_admission,
     api_key_lookup,
     evaluation,
     compilation,

@@ -45,6 +45,40 @@ pub async fn settle(
     }
 }
 
+/// A refused bulk request's 403: the operation, and every device the policy refuses.
+pub fn bulk_forbidden_message(
+    caller: &str,
+    plan: &crate::bulk::BulkPlan,
+    version: crate::operation::catalog::ApiVersion,
+    refused: &[String],
+) -> String {
+    format!(
+        "no policy rule allows caller '{caller}' to run {} ({}) on device(s) {} with these parameters; nothing was sent",
+        plan.op.name,
+        version.as_str(),
+        refused.join(", ")
+    )
+}
+
+/// A secret read's answer: to the caller only, never cached (`Cache-Control: no-store`);
+/// the audit records that a secret was disclosed and its size, not its value.
+pub fn disclosure(
+    reply: UpstreamReply,
+    trail: &mut crate::audit::AuditTrail,
+) -> Response<Full<Bytes>> {
+    if reply.status.is_success() {
+        trail.disclosed(reply.body.len());
+    }
+    let mut resp = reply.into_response();
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp.headers_mut()
+        .insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}
+
 /// Every response carries the gateway's request id and the client-request-id; Graph's own
 /// `request-id` (when Graph answered) is kept and the gateway's goes in `x-graphgate-request-id`.
 pub fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
@@ -89,7 +123,7 @@ pub fn dry_run_response(
         "operation": target.op.name,
         "apiVersion": target.version.as_str(),
         "device": target.device_id,
-        "wouldSend": format!("POST https://{}{}", cloud.endpoints().graph_host, target.canonical_path),
+        "wouldSend": format!("{} https://{}{}", target.op.invocation.method_name(), cloud.endpoints().graph_host, target.canonical_path),
         "parameters": params.to_redacted_json(),
     });
     let mut resp = json_response(StatusCode::OK, &doc);

@@ -159,6 +159,15 @@ pub struct BoundArgs {
         default_value_t = 256
     )]
     pub max_in_flight_per_caller: usize,
+    /// Most devices one bulk executeAction may list (Intune's own bulk limit is 100); more
+    /// are answered 400 and nothing is sent.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_BULK_DEVICES",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    pub max_bulk_devices: u16,
     /// Most client connections; more are refused at once (503 on plain HTTP, closed on TLS).
     #[arg(long, env = "GRAPHGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -216,6 +225,7 @@ impl BoundArgs {
             },
             max_in_flight: self.max_in_flight,
             max_in_flight_per_caller: self.max_in_flight_per_caller,
+            max_bulk_devices: usize::from(self.max_bulk_devices),
             idempotency_window: secs(self.idempotency_window_secs),
             ..Limits::default()
         }

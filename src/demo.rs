@@ -17,10 +17,31 @@ pub const DEMO_API_KEY: &str = "demo-api-key";
 /// The demo caller's name.
 pub const DEMO_CALLER: &str = "demo-caller";
 
-/// The policy used by `serve --emulator` when no `--policy` is given.
+/// The device the demo policy lets the demo caller wipe (the last demo Windows device).
+pub const DEMO_WIPEABLE_DEVICE_ID: &str = "3e9c5041-4d5e-4f60-b1c2-334455667788";
+
+/// The policy used by `serve --emulator` when no `--policy` is given: the demo caller may
+/// update device accounts, and (a destructive action, guarded as a real policy would guard
+/// it) wipe one device, only keeping user data, a few times an hour. Nothing else: every
+/// other catalog operation is denied by default.
 pub fn demo_policy() -> Result<Policy, PolicyError> {
     let text = format!(
-        "version: 1\ncallers:\n  - name: {DEMO_CALLER}\n    api_key_sha256: \"{}\"\nrules:\n  - name: demo-may-update-device-accounts\n    callers: [{DEMO_CALLER}]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+        "version: 1
+callers:
+  - name: {DEMO_CALLER}
+    api_key_sha256: \"{}\"
+rules:
+  - name: demo-may-update-device-accounts
+    callers: [{DEMO_CALLER}]
+    operations: [managedDevices.updateWindowsDeviceAccount]
+  - name: demo-may-wipe-one-device-keeping-user-data
+    callers: [{DEMO_CALLER}]
+    operations: [managedDevices.wipe]
+    devices: [\"{DEMO_WIPEABLE_DEVICE_ID}\"]
+    when:
+      - {{ param: keepUserData, equals: true }}
+    rate_limit: 5 per hour
+",
         api_key_sha256(DEMO_API_KEY)
     );
     Policy::from_yaml(&text, "(built-in demo policy)")
@@ -95,4 +116,49 @@ pub fn curl_example_with_key(gateway: SocketAddr, cloud: Cloud, key: &str) -> St
          (cloud: {cloud}; the emulator answers for {})",
         cloud.endpoints().graph_host
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::explain::evaluate;
+
+    /// The demo's destructive rule: only its device, only keeping user data; the other
+    /// destructive operations stay denied.
+    #[test]
+    fn the_demo_policy_guards_its_one_destructive_action() {
+        let policy = demo_policy().unwrap();
+        assert!(policy.warnings.is_empty(), "{:?}", policy.warnings);
+        let wipe = |device: &str, body: &str| {
+            let request = format!("POST /v1.0/deviceManagement/managedDevices/{device}/wipe");
+            let (eval, _) =
+                evaluate(&policy, DEMO_CALLER, &request, Some(body.as_bytes())).unwrap();
+            (
+                eval.decision.allowed,
+                eval.decision.rule_name().map(str::to_owned),
+            )
+        };
+        let keep = r#"{"keepUserData":true}"#;
+        assert_eq!(
+            wipe(DEMO_WIPEABLE_DEVICE_ID, keep),
+            (
+                true,
+                Some("demo-may-wipe-one-device-keeping-user-data".into())
+            )
+        );
+        assert!(!wipe(DEMO_WIPEABLE_DEVICE_ID, r#"{"keepUserData":false}"#).0);
+        assert!(!wipe(DEMO_WIPEABLE_DEVICE_ID, "{}").0);
+        assert!(!wipe(emulator::DEMO_DEVICE_IDS[0], keep).0);
+        assert!(emulator::DEMO_DEVICE_IDS.contains(&DEMO_WIPEABLE_DEVICE_ID));
+        let device = format!("/v1.0/deviceManagement/managedDevices/{DEMO_WIPEABLE_DEVICE_ID}");
+        for (request, body) in [
+            (format!("POST {device}/retire"), None),
+            (format!("POST {device}/cleanWindowsDevice"), Some(keep)),
+            (format!("DELETE {device}"), None),
+        ] {
+            let body = body.map(str::as_bytes);
+            let (eval, _) = evaluate(&policy, DEMO_CALLER, &request, body).unwrap();
+            assert!(!eval.decision.allowed, "{request}");
+        }
+    }
 }

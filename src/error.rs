@@ -209,9 +209,9 @@ fn inbound(e: &InboundError) -> Answer {
     let says = |status, code| Answer::new(status, code, e.to_string());
     match e {
         I::Route(RouteError::NotFound) => says(StatusCode::NOT_FOUND, "resourceNotFound"),
-        I::Route(RouteError::MethodNotAllowed) => {
+        I::Route(RouteError::MethodNotAllowed(allow)) => {
             says(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed")
-                .with(ALLOW, HeaderValue::from_static("POST"))
+                .with(ALLOW, HeaderValue::from_static(allow))
         }
         I::Route(RouteError::TooLong) => says(StatusCode::URI_TOO_LONG, "requestUriTooLong"),
         I::BodyTooLarge { .. } => says(StatusCode::PAYLOAD_TOO_LARGE, "requestEntityTooLarge"),
@@ -222,7 +222,9 @@ fn inbound(e: &InboundError) -> Answer {
         | I::BadIdempotencyKey(_)
         | I::BodyRead(_)
         | I::BadBody(_)
-        | I::BadSimpleBody(_) => says(StatusCode::BAD_REQUEST, "invalidRequest"),
+        | I::BadSimpleBody(_)
+        | I::UnexpectedBody(_)
+        | I::BadBulk(_) => says(StatusCode::BAD_REQUEST, "invalidRequest"),
     }
 }
 
@@ -379,10 +381,32 @@ mod tests {
                 None,
             ),
             (
-                I::Route(RouteError::MethodNotAllowed),
+                I::Route(RouteError::MethodNotAllowed("POST")),
                 405,
                 "methodNotAllowed",
                 header("allow", "POST"),
+            ),
+            (
+                I::Route(RouteError::MethodNotAllowed("GET")),
+                405,
+                "methodNotAllowed",
+                header("allow", "GET"),
+            ),
+            (
+                I::Route(RouteError::NotInVersion {
+                    op: "managedDevices.enableLostMode",
+                    version: "v1.0",
+                }),
+                400,
+                "invalidRequest",
+                None,
+            ),
+            (I::UnexpectedBody("GET"), 400, "invalidRequest", None),
+            (
+                I::BadBulk(crate::bulk::BulkError::NoDevices),
+                400,
+                "invalidRequest",
+                None,
             ),
             (
                 I::Route(RouteError::TooLong),

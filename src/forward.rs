@@ -267,11 +267,16 @@ impl Forwarder {
             })?;
         bearer.set_sensitive(true);
         // Headers are built from scratch: nothing the caller sent is copied but the body.
-        let mut req = Request::post(uri)
+        let mut builder = Request::builder()
+            .method(target.op.invocation.method())
+            .uri(uri)
             .header(AUTHORIZATION, bearer)
-            .header(CONTENT_TYPE, "application/json")
             .header(CLIENT_REQUEST_ID, ids.client_request_id.as_str())
-            .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")))
+            .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")));
+        if !body.is_empty() {
+            builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        let mut req = builder
             .body(Full::new(body.clone()))
             .map_err(|e| UpstreamError::Unreachable(Box::new(e)))?;
         // The trace continues to Graph (W3C traceparent).

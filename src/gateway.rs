@@ -28,15 +28,20 @@ use hyper::body::Body;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::answer::{dry_run_response, forbidden_message, json_response, set_ids, settle};
+use crate::answer::{
+    bulk_forbidden_message, disclosure, dry_run_response, forbidden_message, json_response,
+    set_ids, settle,
+};
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
+use crate::bulk;
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::idempotency;
 use crate::identity;
 use crate::inbound::{self, Admitted, RequestIds};
+use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
 use crate::policy::{Decision, Facts, Policy, Scope};
@@ -111,7 +116,10 @@ impl Gateway {
     {
         // The API description is public; everything else needs a caller.
         if req.method() == http::Method::GET && req.uri().path() == OPENAPI_PATH {
-            return Ok(json_response(StatusCode::OK, &simple::openapi()));
+            return Ok(json_response(
+                StatusCode::OK,
+                &simple::openapi(self.limits.max_bulk_devices),
+            ));
         }
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let installed = self.installed.load_full();
@@ -172,7 +180,10 @@ impl Gateway {
             trail.recognised(target);
         })?;
         // A caller without permission cannot hold a slot by declaring a body it never sends.
-        refuse_before_body(policy, caller, &head.target, trail)?;
+        // (A bulk request names its operation and devices in its body: decided after it.)
+        if head.target.op.binding != Binding::Devices {
+            refuse_before_body(policy, caller, &head.target, trail)?;
+        }
         // One caller cannot take every in-flight slot: its own bound comes first...
         let caller_slot =
             self.caller_in_flight
@@ -191,8 +202,11 @@ impl Gateway {
             self.limits.body_read_timeout,
         )
         .await?;
-        let request = head.admit_body(&body)?;
+        let request = head.admit_body(&body, self.limits.max_bulk_devices)?;
         trail.params(&request.params);
+        if let Some(plan) = &request.bulk {
+            trail.device_ids(&plan.device_ids);
+        }
         let slots = InFlight {
             _caller: caller_slot,
             _gateway: permit,
@@ -212,11 +226,21 @@ impl Gateway {
         trail: &mut AuditTrail,
     ) -> Result<Verdict, GatewayError> {
         let policy = &installed.policy;
-        let decision = policy.decide(&Facts::of(caller.index, &request.target, &request.params));
+        // A bulk request must be allowed for every device it lists.
+        let (decision, refused) = match &request.bulk {
+            Some(plan) => {
+                let d = bulk::decide(policy, caller.index, request.target.version, plan);
+                (d.decision, d.refused)
+            }
+            None => (
+                policy.decide(&Facts::of(caller.index, &request.target, &request.params)),
+                Vec::new(),
+            ),
+        };
         record_decision(&tracing::Span::current(), trail, &decision);
         let rule = match decision.rule {
             Some(rule) if decision.allowed => rule,
-            _ => return Err(forbidden(&decision, caller, &request.target)),
+            _ => return Err(forbidden_for(&decision, caller, request, &refused)),
         };
         if request.dry_run {
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
@@ -253,6 +277,7 @@ impl Gateway {
         trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
         // No double execution: a repeated key gets the first answer, a concurrent one waits.
+        // A secret read is never stored for replay: its answer goes to this caller only.
         let ticket = match self.claim(caller, request, trail).await? {
             Claimed::Run(ticket) => ticket,
             Claimed::Replayed(resp) => return Ok(resp),
@@ -269,8 +294,17 @@ impl Gateway {
             Err(_) => false,
         };
         reservation.settle(&self.state, reached).await;
+        let sent = sent?;
+        if request.target.op.discloses_secret() {
+            return Ok(disclosure(sent?, trail));
+        }
+        if let (Ok(reply), Some(_)) = (&sent, &request.bulk)
+            && reply.status == StatusCode::OK
+        {
+            trail.device_outcomes(bulk::outcomes(&reply.body));
+        }
         // The answer (or an unknown outcome) is kept for duplicates of the same key.
-        settle(ticket, sent?, ids).await
+        settle(ticket, sent, ids).await
     }
 
     /// A token, the durable intent, then Graph. The outer error: nothing was sent.
@@ -303,10 +337,18 @@ impl Gateway {
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Reservation, GatewayError> {
-        // One device per request: every operation in the catalog acts on one device.
+        // One device per request, except a bulk one: as many as it lists, each counted
+        // against the operation its actionName runs.
+        let (op, devices) = match &request.bulk {
+            Some(plan) => (
+                plan.op,
+                u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX),
+            ),
+            None => (request.target.op, 1),
+        };
         let admit = installed
             .limits
-            .admit(&self.state, caller.index, rule, request.target.op, 1);
+            .admit(&self.state, caller.index, rule, op, devices);
         admit.await.map_err(|refused| {
             if matches!(refused, Refusal::OverBudget { .. }) {
                 let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
@@ -324,7 +366,11 @@ impl Gateway {
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Claimed, GatewayError> {
-        let Some(key) = &request.idempotency_key else {
+        let key = request
+            .idempotency_key
+            .as_ref()
+            .filter(|_| !request.target.op.discloses_secret());
+        let Some(key) = key else {
             return Ok(Claimed::Run(None));
         };
         let fingerprint = idempotency::fingerprint(&request.target.canonical_path, &request.body);
@@ -392,6 +438,24 @@ fn refuse_before_body(
 
 fn forbidden(decision: &Decision<'_>, caller: &Caller, target: &Recognised) -> GatewayError {
     GatewayError::Forbidden(forbidden_message(decision, &caller.name, target))
+}
+
+/// The 403 of a refused request; a bulk one names its refused devices.
+fn forbidden_for(
+    decision: &Decision<'_>,
+    caller: &Caller,
+    request: &Admitted,
+    refused: &[String],
+) -> GatewayError {
+    match &request.bulk {
+        Some(plan) => GatewayError::Forbidden(bulk_forbidden_message(
+            &caller.name,
+            plan,
+            request.target.version,
+            refused,
+        )),
+        None => forbidden(decision, caller, &request.target),
+    }
 }
 
 /// The response for a failure; its chain goes to the log with the request id.

@@ -12,7 +12,9 @@ use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
+use crate::bulk::{self, BulkError, BulkPlan};
 use crate::idempotency;
+use crate::operation::catalog::{Binding, Operation};
 use crate::operation::route::{self, Recognised, RouteError, Surface};
 use crate::operation::schema::{self, Params, SchemaError};
 use crate::operation::simple::{self, SimpleError};
@@ -32,6 +34,12 @@ pub enum InboundError {
     /// The body is not JSON.
     #[error("the request body must be sent as 'Content-Type: application/json'")]
     UnsupportedMediaType,
+    /// A body on an operation that takes none (a GET or DELETE).
+    #[error("this operation takes no request body ({0} without a body)")]
+    UnexpectedBody(&'static str),
+    /// A bulk request's devices or action, refused before policy.
+    #[error(transparent)]
+    BadBulk(#[from] BulkError),
     /// The body is larger than the limit.
     #[error("the request body is larger than {limit} bytes")]
     BodyTooLarge {
@@ -109,6 +117,9 @@ pub struct Admitted {
     pub dry_run: bool,
     /// The caller's idempotency key, if any.
     pub idempotency_key: Option<String>,
+    /// A bulk `executeAction`: the operation it runs on each of its devices (decided
+    /// device by device).
+    pub bulk: Option<BulkPlan>,
 }
 
 /// Admission, first step: the operation the path names (`recognised` is told it at once,
@@ -126,7 +137,7 @@ pub fn admit_head(
     let idempotency_key = idempotency::key_of(headers)
         .transpose()
         .map_err(InboundError::BadIdempotencyKey)?;
-    check_content_type(headers)?;
+    check_content_type(headers, target.op)?;
     Ok(Head {
         target,
         dry_run,
@@ -136,15 +147,29 @@ pub fn admit_head(
 
 impl Head {
     /// Admission, second step: the body (already read within its bounds) as the Graph body
-    /// to forward and its validated parameters.
-    pub fn admit_body(self, body: &Bytes) -> Result<Admitted, InboundError> {
+    /// to forward and its validated parameters; for a bulk request, also the operation it
+    /// runs and its devices (at most `max_bulk_devices`).
+    pub fn admit_body(
+        self,
+        body: &Bytes,
+        max_bulk_devices: usize,
+    ) -> Result<Admitted, InboundError> {
         let (body, params) = graph_body(&self.target, body)?;
+        let bulk = match self.target.op.binding {
+            Binding::Devices => Some(bulk::plan(
+                &schema::parse_strict(&body)?,
+                self.target.version,
+                max_bulk_devices,
+            )?),
+            _ => None,
+        };
         Ok(Admitted {
             target: self.target,
             body,
             params,
             dry_run: self.dry_run,
             idempotency_key: self.idempotency_key,
+            bulk,
         })
     }
 }
@@ -178,8 +203,18 @@ fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<bool, I
     Ok(by_header || by_query)
 }
 
-/// Only `application/json` bodies are accepted.
-fn check_content_type(headers: &HeaderMap) -> Result<(), InboundError> {
+/// Only `application/json` bodies are accepted: required for an operation whose
+/// parameters are all in its body, and for any body a caller declares (a GET or DELETE
+/// declaring one is refused when the body turns out not to be empty).
+fn check_content_type(headers: &HeaderMap, op: &Operation) -> Result<(), InboundError> {
+    let declares_body = headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if !op.takes_body() || (!declares_body && !op.needs_body()) {
+        return Ok(());
+    }
     let ok = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -221,23 +256,49 @@ where
     }
 }
 
-/// The Graph body to forward and its validated parameters. A simplified-API body is first
-/// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
+/// The Graph body to forward and its validated parameters. A GET or DELETE carries no
+/// body; an action without one is taken as `{}` (and forwarded without a body). A
+/// simplified-API body is first mapped to Graph's shape, then validated exactly as a
+/// Graph-shaped one.
 fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), InboundError> {
-    let parsed = schema::parse_strict(body)?;
     let op = target.op;
+    if !op.takes_body() {
+        if !body.is_empty() {
+            return Err(InboundError::UnexpectedBody(op.invocation.method_name()));
+        }
+        return Ok((Bytes::new(), Params::default()));
+    }
+    let params = op.params_for(target.version);
+    let parsed = match body.is_empty() {
+        true => serde_json::Value::Object(Default::default()),
+        false => schema::parse_strict(body)?,
+    };
     match (target.surface, op.simple) {
         (Surface::Simple, Some(api)) => {
             let graph = simple::to_graph_body(op, api, &parsed)?;
-            let params = schema::validate_request(&graph, op.params, op.wrapper)
+            let checked = schema::validate_request(&graph, params, op.wrapper)
                 .map_err(|e| simple::in_flat_terms(api, e))?;
-            let bytes =
-                serde_json::to_vec(&graph).map_err(|e| InboundError::BodyRead(Box::new(e)))?;
-            Ok((Bytes::from(bytes), params))
+            Ok((to_bytes(&graph)?, checked))
         }
-        _ => Ok((
+        (Surface::Simple, None) => {
+            // The flat body is Graph's own; a null field means "not given" and is left out.
+            let graph = simple::without_nulls(&parsed)?;
+            let checked = schema::validate_request(&graph, params, op.wrapper)?;
+            let bytes = match graph.as_object().is_some_and(|m| m.is_empty()) {
+                true => Bytes::new(),
+                false => to_bytes(&graph)?,
+            };
+            Ok((bytes, checked))
+        }
+        (Surface::Graph, _) => Ok((
             body.clone(),
-            schema::validate_request(&parsed, op.params, op.wrapper)?,
+            schema::validate_request(&parsed, params, op.wrapper)?,
         )),
     }
+}
+
+fn to_bytes(graph: &serde_json::Value) -> Result<Bytes, InboundError> {
+    serde_json::to_vec(graph)
+        .map(Bytes::from)
+        .map_err(|e| InboundError::BodyRead(Box::new(e)))
 }

@@ -13,7 +13,8 @@
 //!   checks certificates against a CRL file that follows its changes).
 //! - `inbound` (*crate*): admission, the one path shared by the gateway and `policy
 //!   explain`: request ids, the operation, query, idempotency key, content type, and the
-//!   body read within bounds and validated.
+//!   body read within bounds and validated. [`bulk`]: the bulk `executeAction`, decided per
+//!   device.
 //! - [`operation`]: the operation model: the [`operation::catalog`] of Graph operations (as
 //!   data), [`operation::route`] recognition of a path, [`operation::schema`] for bodies,
 //!   and the [`operation::simple`] flat API.
@@ -44,6 +45,7 @@ pub mod admin;
 pub(crate) mod answer;
 pub mod app;
 pub mod audit;
+pub mod bulk;
 pub mod clock;
 pub mod cloud;
 pub mod console;

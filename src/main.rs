@@ -426,6 +426,9 @@ fn policy_check(file: &std::path::Path) -> ExitCode {
                 p.rules.len(),
                 p.hash
             );
+            for warning in &p.warnings {
+                eprintln!("warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -123,6 +123,9 @@ impl serde::Serialize for Sealing<'_> {
             some(&mut m, "decision", e.decision.as_ref())?;
             some(&mut m, "detected_app_id", e.detected_app_id.as_ref())?;
             some(&mut m, "device_id", e.device_id.as_ref())?;
+            some(&mut m, "device_ids", e.device_ids.as_ref())?;
+            some(&mut m, "device_outcomes", e.device_outcomes.as_ref())?;
+            some(&mut m, "disclosed_bytes", e.disclosed_bytes.as_ref())?;
             some(&mut m, "error_code", e.error_code.as_ref())?;
             some(&mut m, "graph_request_id", e.graph_request_id.as_ref())?;
             return m.end();
@@ -142,6 +145,7 @@ impl serde::Serialize for Sealing<'_> {
         some(&mut m, "status", e.status.as_ref())?;
         some(&mut m, "suppressed", e.suppressed.as_ref())?;
         some(&mut m, "tenant", e.tenant.as_ref())?;
+        some(&mut m, "tier", e.tier.as_ref())?;
         m.serialize_entry("time", &e.time)?;
         some(&mut m, "token_app_id", e.token_app_id.as_ref())?;
         some(
@@ -253,6 +257,10 @@ mod tests {
             "zeta": "\u{7f}<>&\\", "alpha": {"redacted": true, "hmac_sha256": "ab"}, "mid": null
         });
         let entry = Entry {
+            tier: Some("destructive".into()),
+            disclosed_bytes: Some(42),
+            device_ids: Some(vec!["d1".into(), "d2".into()]),
+            device_outcomes: Some([("d1".to_owned(), "successful".to_owned())].into()),
             kind: Some(super::super::record::Kind::Outcome),
             time: "2026-11-28T00:00:00.000000Z".into(),
             audit_id: "id".into(),

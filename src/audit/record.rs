@@ -192,6 +192,20 @@ pub struct Entry {
     /// Free text for `start` records (version, reason).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The operation's risk tier (`destructive`, `disclosure`, `disruptive`, `routine`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// A secret-returning read answered: the size in bytes of Graph's answer that went to
+    /// the caller (never its value or a fingerprint of it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disclosed_bytes: Option<u64>,
+    /// A bulk action's devices, as the request listed them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_ids: Option<Vec<String>>,
+    /// A bulk action's outcome per device, from Graph's answer: `{id: "successful" |
+    /// "failed" | "notFound" | "notSupported"}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_outcomes: Option<std::collections::BTreeMap<String, String>>,
     /// `completion` records: the action's final state (`done`, `failed`, `not_supported`,
     /// `canceled`, or `pending_past_deadline`).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -85,7 +85,9 @@ impl AuditTrail {
         self.recognised = true;
         self.entry.operation = Some(op.op.name.to_owned());
         self.entry.api_version = Some(op.version.as_str().to_owned());
-        self.entry.device_id = Some(op.device_id.clone());
+        self.entry.tier = Some(op.op.tier.as_str().to_owned());
+        // Operations bound to a user or to the collection name no one device.
+        self.entry.device_id = Some(op.device_id.clone()).filter(|d| !d.is_empty());
         self.entry.user_id.clone_from(&op.user_id);
         self.entry.detected_app_id.clone_from(&op.detected_app_id);
     }
@@ -125,6 +127,21 @@ impl AuditTrail {
             capped["hmac_sha256"] = Value::String(fp.fingerprint_bytes(s.as_bytes()));
         }
         capped
+    }
+
+    /// A secret went to the caller: how many bytes (never the value).
+    pub fn disclosed(&mut self, bytes: usize) {
+        self.entry.disclosed_bytes = Some(bytes as u64);
+    }
+
+    /// A bulk action's devices.
+    pub fn device_ids(&mut self, ids: &[String]) {
+        self.entry.device_ids = Some(ids.to_vec());
+    }
+
+    /// A bulk action's outcome per device.
+    pub fn device_outcomes(&mut self, outcomes: std::collections::BTreeMap<String, String>) {
+        self.entry.device_outcomes = Some(outcomes);
     }
 
     /// What policy decided, and which rule (if any) decided it.

@@ -3,7 +3,7 @@
 //! a managed-device read permission. This is how a caller (or the gateway) learns whether a
 //! queued action was carried out.
 
-use http::{Method, StatusCode};
+use http::StatusCode;
 use percent_encoding::percent_decode_str;
 use serde_json::{Map, Value};
 
@@ -24,64 +24,17 @@ pub(crate) const READ_ROLES: [&str; 3] = [
 /// The properties of `managedDevice` the emulator models, in the order it answers them.
 const PROPERTIES: [&str; 3] = ["id", "operatingSystem", "deviceActionResults"];
 
-/// A recognised device read.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) struct DeviceRead {
-    version: ApiVersion,
-    /// The device id as sent (checked against the inventory, case-insensitively).
-    id: String,
-}
-
-/// The device read this request is, if it is `GET /{version}/deviceManagement/managedDevices/{id}`.
-pub(crate) fn recognise(req: &Request) -> Option<DeviceRead> {
-    if req.method != Method::GET {
-        return None;
-    }
-    let segs: Vec<&str> = req.uri.path().trim_start_matches('/').split('/').collect();
-    let [version, dm, md, id] = segs.as_slice() else {
-        return None;
-    };
-    let literal =
-        dm.eq_ignore_ascii_case("deviceManagement") && md.eq_ignore_ascii_case("managedDevices");
-    Some(DeviceRead {
-        version: ApiVersion::parse(version).filter(|_| literal)?,
-        id: (*id).to_owned(),
-    })
-}
-
-/// The app may read devices if its token holds one of [`READ_ROLES`].
-pub(crate) fn authorise(claims: &Value) -> Result<(), GraphError> {
-    let held = claims
-        .get("roles")
-        .and_then(Value::as_array)
-        .is_some_and(|roles| {
-            roles
-                .iter()
-                .any(|r| r.as_str().is_some_and(|r| READ_ROLES.contains(&r)))
-        });
-    if held {
-        return Ok(());
-    }
-    Err(GraphError::new(
-        StatusCode::FORBIDDEN,
-        "Forbidden",
-        format!(
-            "Application is not authorized to perform this operation. Application must have one of the following scopes: {}",
-            READ_ROLES.join(", ")
-        ),
-    ))
-}
-
 /// The device, with the properties `$select` names (all modelled ones without it).
 pub(crate) fn answer(
     state: &State,
     cloud: Cloud,
     req: &Request,
-    read: &DeviceRead,
+    version: ApiVersion,
+    id: &str,
 ) -> Result<Success, GraphError> {
     let select = selected(req.uri.query().unwrap_or(""))?;
     let host = cloud.endpoints().graph_host;
-    let Some(device) = state.device(&read.id) else {
+    let Some(device) = state.device(id) else {
         let url = format!("https://{host}{}", req.uri.path());
         return Err(GraphError::new(
             StatusCode::NOT_FOUND,
@@ -98,7 +51,7 @@ pub(crate) fn answer(
         "@odata.context".into(),
         Value::String(format!(
             "https://{host}/{}/$metadata#deviceManagement/managedDevices{context}/$entity",
-            read.version.as_str()
+            version.as_str()
         )),
     );
     let wanted = select.unwrap_or_else(|| PROPERTIES.iter().map(|p| (*p).to_owned()).collect());

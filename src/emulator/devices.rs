@@ -92,6 +92,51 @@ impl FromStr for EmulatedDevice {
     }
 }
 
+/// The secrets Graph discloses about a device (the beta secret-returning functions), made
+/// up per device when the emulator starts and renewed by the matching `rotate*` action.
+/// Tests read them with `Emulator::device_secrets` to look for them where they must not be.
+#[derive(Debug, Clone)]
+pub struct DeviceSecrets {
+    /// What `getFileVaultKey()` answers (macOS).
+    pub file_vault_key: crate::secret::Secret,
+    /// The local administrator password `retrieveDeviceLocalAdminAccountDetail()` answers,
+    /// base64-encoded there (Windows LAPS).
+    pub local_admin_password: crate::secret::Secret,
+    /// What `retrieveRecoveryLockPasscode()` answers (macOS).
+    pub recovery_lock_passcode: crate::secret::Secret,
+}
+
+impl DeviceSecrets {
+    /// Fresh, recognisable, random secrets.
+    pub(crate) fn generate() -> Self {
+        let fresh = |kind: &str| {
+            let id = uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .to_ascii_uppercase();
+            crate::secret::Secret::new(format!("{kind}-{id}"))
+        };
+        DeviceSecrets {
+            file_vault_key: fresh("FVK"),
+            local_admin_password: fresh("LAPS"),
+            recovery_lock_passcode: fresh("RLP"),
+        }
+    }
+
+    /// Renews the secret an action rotates, if it rotates one.
+    pub(crate) fn rotate(&mut self, action: &str) {
+        let fresh = Self::generate();
+        match action {
+            "rotateFileVaultKey" => self.file_vault_key = fresh.file_vault_key,
+            "rotateLocalAdminPassword" => self.local_admin_password = fresh.local_admin_password,
+            "rotateRecoveryLockPasscode" => {
+                self.recovery_lock_passcode = fresh.recovery_lock_passcode;
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Where an action's state goes, in Graph's `actionState` spelling.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -246,6 +291,24 @@ pub fn supports(os: OperatingSystem, action: &str) -> bool {
         _ => return true,
     };
     platforms.contains(&os)
+}
+
+/// The device action a bulk `executeAction`'s `actionName` runs on each device, if it is one
+/// the emulated platforms offer (`deprovision`, `disable`, ... are ChromeOS actions).
+pub(crate) fn bulk_action(action_name: &str) -> Option<&'static str> {
+    Some(match action_name {
+        "retire" => "retire",
+        "delete" => "delete",
+        "wipe" => "wipe",
+        "fullScan" | "quickScan" => "windowsDefenderScan",
+        "signatureUpdate" => "windowsDefenderUpdateSignatures",
+        "customTextNotification" => "sendCustomNotificationToCompanyPortal",
+        "rebootNow" => "rebootNow",
+        "setDeviceName" => "setDeviceName",
+        "syncDevice" => "syncDevice",
+        "initiateOnDemandProactiveRemediation" => "initiateOnDemandProactiveRemediation",
+        _ => return None,
+    })
 }
 
 #[cfg(test)]

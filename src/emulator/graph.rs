@@ -1,19 +1,19 @@
-//! The emulated Microsoft Graph: recognises an Intune device action, then checks token,
-//! permission, content type, body, device and platform in Graph's order, applies it to the
-//! device inventory and records the request. A device read (`device_read`) takes the same
-//! token check. An armed fault (see `faults`) comes first.
+//! The emulated Microsoft Graph: reads the path (`paths`) and finds the operation in
+//! Microsoft's CSDL (`csdl`), then checks token and permission (`permissions`), and has
+//! `operations` check the body against the CSDL and carry it out on the device inventory;
+//! every request is recorded. An armed fault (see `faults`) comes first.
 
 use http::{Response, StatusCode};
 
-use super::device_read;
+use super::csdl::Csdl;
 use super::faults::{self, Fault, FaultKind, Target};
-use super::graph_reply::{GraphError, Ids, Success, intune_message, intune_message_with_phrase};
+use super::graph_reply::{GraphError, Ids, Success};
 use super::keys::TokenCheck;
 use super::records::GraphRequestRecord;
-use super::state::{Refusal, State};
+use super::state::State;
 use super::wire::{Body, Dropped, Outcome, Request, html_page};
+use super::{operations, paths};
 use crate::cloud::Cloud;
-use crate::operation::route::{self, Recognised};
 
 /// Handles one request to `cloud`'s Graph host: an injected fault if one is armed, else
 /// the real work. Either way the request is recorded (status 0 for a dropped connection).
@@ -94,56 +94,24 @@ fn bearer(req: &Request) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
-/// The pipeline, in Graph's order. `token_claims` is filled once a signature verifies.
+/// The pipeline, in Graph's order: the path and method against the CSDL (Graph rejects
+/// unknown segments whoever asks), the token and its roles, then the operation itself (body,
+/// device, platform). `token_claims` is filled once a signature verifies.
 fn process(
     state: &State,
     req: &Request,
     cloud: Cloud,
     token_claims: &mut Option<serde_json::Value>,
 ) -> Result<Success, GraphError> {
-    if let Some(read) = device_read::recognise(req) {
-        let claims = authenticate(state, req, cloud, token_claims)?;
-        device_read::authorise(&claims)?;
-        return device_read::answer(state, cloud, req, &read);
-    }
-    // Routing first: Graph rejects unknown segments whoever asks.
-    let path = req.uri.path();
-    let found =
-        route::recognise(&req.method, path).map_err(|e| GraphError::from_route(&e, path))?;
-    // Then the caller: a valid token for this cloud, holding the operation's permission.
+    let path = paths::parse(req.uri.path())
+        .map_err(|e| GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.message()))?;
+    let csdl = Csdl::of(path.version).map_err(|e| {
+        GraphError::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", e)
+    })?;
+    let call = operations::resolve(csdl, &path, &req.method)?;
     let claims = authenticate(state, req, cloud, token_claims)?;
-    authorise(&claims, &found)?;
-    // Then the request body.
-    let params = body_params(req, &found)?;
-    // Finally the target device.
-    let url = format!(
-        "https://{}{}",
-        cloud.endpoints().graph_host,
-        found.canonical_path
-    );
-    let activity = uuid::Uuid::new_v4().to_string();
-    match state.update_device(&found.device_id, found.op.action, &params) {
-        Ok(()) => {}
-        Err(Refusal::UnknownDevice) => {
-            return Err(GraphError::new(
-                StatusCode::NOT_FOUND,
-                "ResourceNotFound",
-                intune_message(&activity, &url),
-            ));
-        }
-        // What Intune answers remoteLock on a Windows PC (docs-contrib#4523): a 400 whose
-        // message is its embedded JSON.
-        Err(Refusal::NotSupported(os)) => {
-            let phrase = format!("{} is not supported on {os} devices.", found.op.action);
-            return Err(GraphError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                intune_message_with_phrase(&activity, &url, &phrase),
-            ));
-        }
-    }
-    let status = StatusCode::from_u16(found.op.success_status).unwrap_or(StatusCode::NO_CONTENT);
-    Ok(Success::Empty(status))
+    authorise(&claims, call.roles())?;
+    operations::run(state, cloud, req, csdl, &path, call)
 }
 
 /// The bearer token, verified with the emulator's key and for `cloud`'s Graph resource.
@@ -171,13 +139,16 @@ fn authenticate(
     Ok(claims)
 }
 
-/// The app must hold the operation's application permission in `roles`.
-fn authorise(claims: &serde_json::Value, found: &Recognised) -> Result<(), GraphError> {
-    let permission = found.op.permission;
+/// The app must hold one of `accepted` in its token's `roles`.
+fn authorise(claims: &serde_json::Value, accepted: &[&str]) -> Result<(), GraphError> {
     let held = claims
         .get("roles")
         .and_then(|r| r.as_array())
-        .is_some_and(|roles| roles.iter().any(|r| r.as_str() == Some(permission)));
+        .is_some_and(|roles| {
+            roles
+                .iter()
+                .any(|r| r.as_str().is_some_and(|r| accepted.contains(&r)))
+        });
     if held {
         return Ok(());
     }
@@ -185,34 +156,8 @@ fn authorise(claims: &serde_json::Value, found: &Recognised) -> Result<(), Graph
         StatusCode::FORBIDDEN,
         "Forbidden",
         format!(
-            "Application is not authorized to perform this operation. Application must have one of the following scopes: {permission}"
+            "Application is not authorized to perform this operation. Application must have one of the following scopes: {}",
+            accepted.join(", ")
         ),
     ))
-}
-
-/// The validated parameters: JSON content type, then the operation's strict schema.
-fn body_params(
-    req: &Request,
-    found: &Recognised,
-) -> Result<crate::operation::schema::Params, GraphError> {
-    let op = found.op;
-    if req.body.is_empty() && op.params.is_empty() {
-        return Ok(crate::operation::schema::Params::default());
-    }
-    if !req.content_type_is("application/json") {
-        let given = req.header(http::header::CONTENT_TYPE).unwrap_or("(none)");
-        return Err(GraphError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "UnsupportedMediaType",
-            format!(
-                "The content type '{}' is not supported. Use 'application/json'.",
-                given.escape_debug()
-            ),
-        ));
-    }
-    let bad = |e: crate::operation::schema::SchemaError| {
-        GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string())
-    };
-    let body = crate::operation::schema::parse_strict(&req.body).map_err(bad)?;
-    crate::operation::schema::validate(&body, op.params, op.wrapper).map_err(bad)
 }

@@ -7,8 +7,6 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::wire::{Body, http_date, respond, set_header};
-use crate::operation::catalog::ApiVersion;
-use crate::operation::route::RouteError;
 
 /// What every Graph response of the emulator reports in `x-ms-ags-diagnostic`.
 const AGS_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"5","ScaleUnit":"000","RoleInstance":"graphgate-emulator"}}"#;
@@ -31,6 +29,8 @@ pub(crate) struct GraphError {
     pub(crate) status: StatusCode,
     pub(crate) code: &'static str,
     pub(crate) message: String,
+    /// The `Allow` header of a 405 (`POST` when not given).
+    pub(crate) allow: Option<&'static str>,
 }
 
 impl GraphError {
@@ -39,6 +39,7 @@ impl GraphError {
             status,
             code,
             message: message.into(),
+            allow: None,
         }
     }
 
@@ -50,62 +51,6 @@ impl GraphError {
             message,
         )
     }
-
-    /// Graph's answer to a path `route::recognise` refused.
-    pub(crate) fn from_route(err: &RouteError, path: &str) -> Self {
-        match err {
-            RouteError::MethodNotAllowed => Self::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "BadRequest",
-                "The action can only be invoked with the HTTP method POST.",
-            ),
-            RouteError::NotFound => Self::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                not_found_message(path),
-            ),
-            RouteError::BadId(label) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                format!("Invalid key value for the segment '{label}'."),
-            ),
-            RouteError::Malformed(_) | RouteError::TooLong | RouteError::TwoDevices { .. } => {
-                Self::new(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "The request URI is not valid.",
-                )
-            }
-        }
-    }
-}
-
-/// Graph's message for an unknown path: the version, else the first segment that is neither a
-/// known navigation nor an id following one.
-fn not_found_message(path: &str) -> String {
-    const NAVIGATIONS: [&str; 3] = ["managedDevices", "detectedApps", "users"];
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let Some((version, rest)) = segs.split_first() else {
-        return "Invalid version: ".to_owned();
-    };
-    if ApiVersion::parse(version).is_none() {
-        return format!("Invalid version: {}", clip(version));
-    }
-    let mut id_next = false;
-    for seg in rest {
-        if std::mem::take(&mut id_next) {
-            continue;
-        }
-        if NAVIGATIONS.iter().any(|n| n.eq_ignore_ascii_case(seg)) {
-            id_next = true;
-        } else if !seg.eq_ignore_ascii_case("deviceManagement") {
-            return format!("Resource not found for the segment '{}'.", clip(seg));
-        }
-    }
-    format!(
-        "Resource not found for the segment '{}'.",
-        clip(rest.last().copied().unwrap_or(""))
-    )
 }
 
 fn clip(s: &str) -> String {
@@ -166,7 +111,9 @@ impl Ids {
                 "www-authenticate",
                 "Bearer realm=\"\", authorization_uri=\"https://login.microsoftonline.com/common/oauth2/authorize\", client_id=\"00000003-0000-0000-c000-000000000000\"",
             ),
-            StatusCode::METHOD_NOT_ALLOWED => set_header(&mut resp, "allow", "POST"),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                set_header(&mut resp, "allow", err.allow.unwrap_or("POST"));
+            }
             _ => {}
         }
         self.tag(resp)
@@ -201,22 +148,6 @@ impl Ids {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn not_found_names_the_offending_segment() {
-        let dev = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
-        assert_eq!(
-            not_found_message(&format!(
-                "/v1.0/deviceManagement/managedDevices/{dev}/wipeAll"
-            )),
-            "Resource not found for the segment 'wipeAll'."
-        );
-        assert_eq!(
-            not_found_message("/v1.0/deviceManagment/managedDevices"),
-            "Resource not found for the segment 'deviceManagment'."
-        );
-        assert_eq!(not_found_message("/v2.0/x"), "Invalid version: v2.0");
-    }
 
     #[test]
     fn intune_message_is_embedded_json() {

@@ -4,14 +4,17 @@
 //!
 //! Layout: `pki` (CA and server certificate), `keys` and `claims` (token signing and
 //! contents), `entra` + `entra_error` (token endpoint), `graph` + `graph_reply` (Graph),
+//! `paths`, `csdl`, `permissions` and `operations` (how Graph reads, checks and carries out a
+//! request: Microsoft's CSDL, shipped as data, not the gateway's own route and schema code),
 //! `introspect` (`/_emulator/`), `faults` (injected misbehaviour), `devices` (each device's
-//! platform and action results), `device_read` (`GET .../managedDevices/{id}`), `records` and
-//! `state` (what it remembers), `server`
+//! platform, secrets and action results), `device_read` (`GET .../managedDevices/{id}`),
+//! `strict_json`, `records` and `state` (what it remembers), `server`
 //! (TLS listener and dispatch), `wire` (request/response plumbing); `entra_assertion`
 //! (certificate and federated client assertions), `imds` (the managed-identity endpoint, plain
 //! HTTP on a listener of its own), `test_credentials` (certificates and issuers for tests).
 
 mod claims;
+pub mod csdl;
 mod device_read;
 mod devices;
 mod entra;
@@ -23,10 +26,14 @@ mod graph_reply;
 mod imds;
 mod introspect;
 mod keys;
+mod operations;
+mod paths;
+mod permissions;
 mod pki;
 mod records;
 mod server;
 mod state;
+mod strict_json;
 mod test_credentials;
 mod wire;
 
@@ -36,7 +43,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use devices::{
-    ActionOutcome, ActionState, DeviceActionResult, EmulatedDevice, OperatingSystem, supports,
+    ActionOutcome, ActionState, DeviceActionResult, DeviceSecrets, EmulatedDevice, OperatingSystem,
+    supports,
 };
 pub use faults::{
     FAULT_SPEC_HELP, Fault, FaultKind, FaultSpec, Faults, FaultsError, MAX_FAULT_DELAY_MS, Target,
@@ -222,6 +230,12 @@ impl Emulator {
     /// Generates the CA, the server certificate and the token-signing key.
     pub fn new(config: EmulatorConfig) -> Result<Arc<Emulator>, EmulatorError> {
         validate(&config)?;
+        for version in [
+            crate::operation::catalog::ApiVersion::V1,
+            crate::operation::catalog::ApiVersion::Beta,
+        ] {
+            csdl::Csdl::of(version).map_err(EmulatorError::Config)?;
+        }
         let key = keys::signing_key().map_err(EmulatorError::Key)?;
         let pki = pki::generate()?;
         Ok(Arc::new(Emulator {
@@ -301,6 +315,12 @@ impl Emulator {
     /// One device as of now (`id` compared case-insensitively).
     pub fn device(&self, id: &str) -> Option<DeviceRecord> {
         self.state.device(id)
+    }
+
+    /// A device's current secrets (what the secret-returning functions disclose), for tests
+    /// that look for them where they must not be.
+    pub fn device_secrets(&self, id: &str) -> Option<DeviceSecrets> {
+        self.state.device_secrets(id)
     }
 
     /// Replaces the arranged action outcomes; they apply to actions accepted from now on.

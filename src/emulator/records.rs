@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
+use serde_json::Value;
+
 use super::devices::{DeviceActionResult, OperatingSystem};
-use crate::operation::schema::{ParamValue, Params};
 
 /// Most requests of each kind kept; older records are dropped first.
 pub const MAX_RECORDS: usize = 10_000;
@@ -100,38 +101,39 @@ impl DeviceRecord {
         }
     }
 
-    /// Counts one successful action; `updateWindowsDeviceAccount` also records its
-    /// validated settings (secrets only as "supplied").
-    pub(crate) fn apply(&mut self, action: &str, params: &Params) {
+    /// Counts one successful action; `updateWindowsDeviceAccount` also records the settings
+    /// of its (already checked) body, the password only as "supplied".
+    pub(crate) fn apply(&mut self, action: &str, body: &Value) {
         self.last_action = Some(action.to_owned());
         self.update_count += 1;
         if action == "updateWindowsDeviceAccount" {
-            self.apply_account(params);
+            self.apply_account(&body["updateWindowsDeviceAccountActionParameter"]);
         }
     }
 
-    fn apply_account(&mut self, params: &Params) {
-        let text = |path: &str| match params.get(path) {
-            Some(ParamValue::String(s)) => Some(s.clone()),
-            _ => None,
-        };
-        let flag = |path: &str| match params.get(path) {
-            Some(ParamValue::Bool(b)) => Some(*b),
-            _ => None,
-        };
+    fn apply_account(&mut self, params: &Value) {
+        let text = |name: &str| params[name].as_str().map(str::to_owned);
+        let flag = |name: &str| params[name].as_bool();
         self.device_account_email = text("deviceAccountEmail");
         self.exchange_server = text("exchangeServer");
         self.session_initiation_protocal_address = text("sessionInitiationProtocalAddress");
         self.calendar_sync_enabled = flag("calendarSyncEnabled");
         self.password_rotation_enabled = flag("passwordRotationEnabled");
-        self.device_account_type = match params.get("deviceAccount.@odata.type") {
-            Some(ParamValue::Type(t)) => Some((*t).to_owned()),
-            _ => None,
-        };
-        self.password_supplied = matches!(
-            params.get("deviceAccount.password"),
-            Some(ParamValue::Secret(_))
-        );
+        let account = &params["deviceAccount"];
+        // Recorded in one spelling, however the caller cased it and with or without '#'.
+        self.device_account_type = account["@odata.type"].as_str().map(|t| {
+            let t = t.trim_start_matches('#');
+            [
+                "windowsDeviceAccount",
+                "windowsDeviceADAccount",
+                "windowsDeviceAzureADAccount",
+            ]
+            .iter()
+            .map(|name| format!("microsoft.graph.{name}"))
+            .find(|known| known.eq_ignore_ascii_case(t))
+            .unwrap_or_else(|| t.to_owned())
+        });
+        self.password_supplied = account["password"].is_string();
     }
 }
 
@@ -165,7 +167,6 @@ impl<T: Clone> Bounded<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::Secret;
 
     #[test]
     fn bounded_keeps_the_newest() {
@@ -182,17 +183,11 @@ mod tests {
             "0B6F2F1E-1A2B-4C3D-8E9F-00112233AABB",
             OperatingSystem::Windows,
         );
-        let params = Params(vec![
-            (
-                "deviceAccountEmail".into(),
-                ParamValue::String("room@contoso.com".into()),
-            ),
-            (
-                "deviceAccount.password".into(),
-                ParamValue::Secret(Secret::new("hunter2")),
-            ),
-            ("calendarSyncEnabled".into(), ParamValue::Bool(true)),
-        ]);
+        let params = serde_json::json!({"updateWindowsDeviceAccountActionParameter": {
+            "deviceAccountEmail": "room@contoso.com",
+            "deviceAccount": {"@odata.type": "#Microsoft.Graph.WindowsDeviceAzureADAccount", "password": "hunter2"},
+            "calendarSyncEnabled": true
+        }});
         dev.apply("updateWindowsDeviceAccount", &params);
         assert_eq!(dev.id, "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb");
         assert_eq!(
@@ -201,6 +196,10 @@ mod tests {
         );
         assert_eq!(dev.calendar_sync_enabled, Some(true));
         assert!(dev.password_supplied);
+        assert_eq!(
+            dev.device_account_type.as_deref(),
+            Some("microsoft.graph.windowsDeviceAzureADAccount")
+        );
         assert_eq!(dev.update_count, 1);
         assert!(!serde_json::to_string(&dev).unwrap().contains("hunter2"));
     }

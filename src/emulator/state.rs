@@ -7,9 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
+use serde_json::Value;
 
 use super::EmulatorConfig;
-use super::devices::{self, ActionEntry, ActionOutcome, Clock, MAX_ACTION_RESULTS};
+use super::devices::{
+    self, ActionEntry, ActionOutcome, Clock, DeviceSecrets, MAX_ACTION_RESULTS, OperatingSystem,
+};
 use super::faults::{Armed, Fault, Faults, Target};
 use super::keys::SigningKey;
 use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
@@ -34,6 +37,16 @@ pub(crate) struct State {
 struct Device {
     record: DeviceRecord,
     actions: std::collections::VecDeque<ActionEntry>,
+    secrets: DeviceSecrets,
+}
+
+/// What a bulk action did, device by device (Graph's `bulkManagedDeviceActionResult`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct BulkOutcome {
+    pub(crate) successful: Vec<String>,
+    pub(crate) failed: Vec<String>,
+    pub(crate) not_found: Vec<String>,
+    pub(crate) not_supported: Vec<String>,
 }
 
 /// Why an action was not applied to a device.
@@ -42,7 +55,7 @@ pub(crate) enum Refusal {
     /// No such device.
     UnknownDevice,
     /// The device's platform does not offer the action.
-    NotSupported(devices::OperatingSystem),
+    NotSupported(OperatingSystem),
 }
 
 /// Locks `m`, carrying on if another thread panicked while holding it (the data is
@@ -60,6 +73,7 @@ impl State {
                 let device = Device {
                     record: DeviceRecord::new(&d.id, d.os),
                     actions: Default::default(),
+                    secrets: DeviceSecrets::generate(),
                 };
                 (d.id.to_ascii_lowercase(), device)
             })
@@ -162,29 +176,95 @@ impl State {
     }
 
     /// Applies an accepted action to a device: checks the device exists and its platform
-    /// offers the action, then counts it and appends a `pending` action result.
+    /// offers the action, then counts it, renews a secret it rotates and appends a
+    /// `pending` action result.
     pub(crate) fn update_device(
         &self,
         id: &str,
         action: &str,
-        params: &crate::operation::schema::Params,
+        body: &Value,
     ) -> Result<(), Refusal> {
         let id = id.to_ascii_lowercase();
         let mut inventory = lock(&self.devices);
         let device = inventory.get_mut(&id).ok_or(Refusal::UnknownDevice)?;
+        self.accept(device, &id, action, body)
+    }
+
+    fn accept(
+        &self,
+        device: &mut Device,
+        id: &str,
+        action: &str,
+        body: &Value,
+    ) -> Result<(), Refusal> {
         let os = device.record.operating_system;
         if !devices::supports(os, action) {
             return Err(Refusal::NotSupported(os));
         }
-        device.record.apply(action, params);
+        device.record.apply(action, body);
+        device.secrets.rotate(action);
         if device.actions.len() >= MAX_ACTION_RESULTS {
             device.actions.pop_front();
         }
         device.actions.push_back(ActionEntry {
             action: action.to_owned(),
             started: tokio::time::Instant::now(),
-            end: devices::planned_end(&self.outcomes.load(), &id, action),
+            end: devices::planned_end(&self.outcomes.load(), id, action),
         });
         Ok(())
+    }
+
+    /// Removes a device from the inventory (Graph's `DELETE .../managedDevices/{id}`).
+    pub(crate) fn delete_device(&self, id: &str) -> Result<(), Refusal> {
+        lock(&self.devices)
+            .remove(&id.to_ascii_lowercase())
+            .map(drop)
+            .ok_or(Refusal::UnknownDevice)
+    }
+
+    /// A device's secrets, for a secret-returning function its platform offers.
+    pub(crate) fn read_secrets(&self, id: &str, function: &str) -> Result<DeviceSecrets, Refusal> {
+        let inventory = lock(&self.devices);
+        let device = inventory
+            .get(&id.to_ascii_lowercase())
+            .ok_or(Refusal::UnknownDevice)?;
+        let os = device.record.operating_system;
+        if !devices::supports(os, function) {
+            return Err(Refusal::NotSupported(os));
+        }
+        Ok(device.secrets.clone())
+    }
+
+    /// A device's secrets (tests only look).
+    pub(crate) fn device_secrets(&self, id: &str) -> Option<DeviceSecrets> {
+        lock(&self.devices)
+            .get(&id.to_ascii_lowercase())
+            .map(|d| d.secrets.clone())
+    }
+
+    /// Runs the bulk action `action` (a `managedDeviceRemoteAction`) on each device,
+    /// sorting the ids by what came of it.
+    pub(crate) fn bulk(&self, action: &str, ids: &[String], body: &Value) -> BulkOutcome {
+        let mut out = BulkOutcome::default();
+        let mut inventory = lock(&self.devices);
+        for raw in ids {
+            let id = raw.to_ascii_lowercase();
+            let result = match (devices::bulk_action(action), inventory.get_mut(&id)) {
+                (_, None) => Err(Refusal::UnknownDevice),
+                (Some("delete"), Some(_)) => {
+                    inventory.remove(&id);
+                    Ok(())
+                }
+                (Some(single), Some(device)) => self.accept(device, &id, single, body),
+                (None, Some(device)) => Err(Refusal::NotSupported(device.record.operating_system)),
+            };
+            let list = match result {
+                Ok(()) => &mut out.successful,
+                Err(Refusal::UnknownDevice) => &mut out.not_found,
+                Err(Refusal::NotSupported(_)) => &mut out.not_supported,
+            };
+            list.push(raw.clone());
+        }
+        out
     }
 }

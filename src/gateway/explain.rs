@@ -53,6 +53,19 @@ pub struct Evaluation<'p> {
     pub params: Params,
     /// The decision.
     pub decision: Decision<'p>,
+    /// A bulk request: the operation it runs, how many devices it lists, and those the
+    /// policy refuses.
+    pub bulk: Option<BulkSummary>,
+}
+
+/// What a bulk request was decided on.
+pub struct BulkSummary {
+    /// The catalog operation its `actionName` runs.
+    pub operation: &'static str,
+    /// How many devices it lists.
+    pub devices: usize,
+    /// The devices the policy refuses (the request is refused if any is).
+    pub refused: Vec<String>,
 }
 
 /// Evaluates `request` ("POST /v1.0/...") with its JSON `body` for `caller`, exactly as the
@@ -73,14 +86,36 @@ pub fn evaluate<'p>(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     // The gateway's two admission steps; it would read the body between them.
     let head = inbound::admit_head(&method, &uri, &headers, |_| {}).map_err(refused)?;
-    let body = Bytes::copy_from_slice(body.ok_or(ExplainError::NoBody)?);
-    let admitted = head.admit_body(&body).map_err(refused)?;
-    let decision = policy.decide(&Facts::of(index, &admitted.target, &admitted.params));
+    let body = match body {
+        Some(b) => Bytes::copy_from_slice(b),
+        None if head.target.op.needs_body() => return Err(ExplainError::NoBody),
+        None => Bytes::new(),
+    };
+    let admitted = head
+        .admit_body(&body, crate::bulk::DEFAULT_MAX_DEVICES)
+        .map_err(refused)?;
+    // A bulk request is decided device by device, as the gateway decides it.
+    let (decision, bulk) = match &admitted.bulk {
+        Some(plan) => {
+            let d = crate::bulk::decide(policy, index, admitted.target.version, plan);
+            let summary = BulkSummary {
+                operation: plan.op.name,
+                devices: plan.device_ids.len(),
+                refused: d.refused,
+            };
+            (d.decision, Some(summary))
+        }
+        None => (
+            policy.decide(&Facts::of(index, &admitted.target, &admitted.params)),
+            None,
+        ),
+    };
     Ok((
         Evaluation {
             target: admitted.target,
             params: admitted.params,
             decision,
+            bulk,
         },
         index,
     ))
@@ -132,6 +167,21 @@ pub fn explain(
         eval.target.version.as_str(),
         eval.target.device_id
     );
+    let _ = writeln!(out, "tier: {}", eval.target.op.tier.as_str());
+    if let Some(bulk) = &eval.bulk {
+        // The rules below are about the bulk operation itself; each device was decided as
+        // the operation its actionName runs.
+        let _ = writeln!(
+            out,
+            "bulk: {} on {} device(s), decided device by device; refused: {}",
+            bulk.operation,
+            bulk.devices,
+            match bulk.refused.is_empty() {
+                true => "none".to_owned(),
+                false => bulk.refused.join(", "),
+            }
+        );
+    }
     let facts = Facts::of(index, &eval.target, &eval.params);
     let explanation = policy.explain(&facts);
     if explanation.rules.is_empty() {

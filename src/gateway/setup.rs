@@ -41,6 +41,8 @@ pub struct Limits {
     pub idempotency_capacity: u64,
     /// Longest a duplicate waits for the first request with its key to finish (then 409).
     pub idempotency_wait: Duration,
+    /// Most devices one bulk `executeAction` may list.
+    pub max_bulk_devices: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +58,7 @@ impl Default for Limits {
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
             idempotency_wait: Duration::from_secs(60),
+            max_bulk_devices: crate::bulk::DEFAULT_MAX_DEVICES,
         }
     }
 }

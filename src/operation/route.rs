@@ -5,7 +5,7 @@
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-use crate::operation::catalog::{self, ApiVersion, Operation};
+use crate::operation::catalog::{self, ApiVersion, Binding, Invocation, Operation};
 
 /// Longest request path considered.
 pub const MAX_PATH_BYTES: usize = 2048;
@@ -39,18 +39,23 @@ enum Seg {
     Id(IdKind),
 }
 
-/// A path shape binding an action to a managed device.
+/// A path shape binding an operation to what it acts on.
 #[derive(Debug)]
 pub struct Shape {
     /// The shape as a route template, for traces and docs.
     pub template: &'static str,
     segs: &'static [Seg],
+    /// What an operation after this shape is bound to.
+    pub binding: Binding,
+    /// Only beta has this navigation (`comanagedDevices`).
+    pub beta_only: bool,
 }
 
 use IdKind::*;
 use Seg::*;
 
-/// Every shape that binds a `managedDevice` action (graph-facts §7).
+/// Every shape that binds an operation (graph-facts §7): the device shapes first (the
+/// first is the canonical one), beta's `comanagedDevices`, the user, the collections.
 pub static SHAPES: &[Shape] = &[
     Shape {
         template: "/deviceManagement/managedDevices/{managedDeviceId}",
@@ -59,6 +64,8 @@ pub static SHAPES: &[Shape] = &[
             Lit("managedDevices"),
             Id(ManagedDevice),
         ],
+        binding: Binding::Device,
+        beta_only: false,
     },
     Shape {
         template: "/deviceManagement/detectedApps/{detectedAppId}/managedDevices/{managedDeviceId}",
@@ -69,6 +76,8 @@ pub static SHAPES: &[Shape] = &[
             Lit("managedDevices"),
             Id(ManagedDevice),
         ],
+        binding: Binding::Device,
+        beta_only: false,
     },
     Shape {
         template: "/deviceManagement/detectedApps/{detectedAppId}/managedDevices/{managedDeviceId}/users/{userId}/managedDevices/{managedDeviceId}",
@@ -83,6 +92,8 @@ pub static SHAPES: &[Shape] = &[
             Lit("managedDevices"),
             Id(ManagedDevice),
         ],
+        binding: Binding::Device,
+        beta_only: false,
     },
     Shape {
         template: "/users/{userId}/managedDevices/{managedDeviceId}",
@@ -92,6 +103,36 @@ pub static SHAPES: &[Shape] = &[
             Lit("managedDevices"),
             Id(ManagedDevice),
         ],
+        binding: Binding::Device,
+        beta_only: false,
+    },
+    Shape {
+        template: "/deviceManagement/comanagedDevices/{managedDeviceId}",
+        segs: &[
+            Lit("deviceManagement"),
+            Lit("comanagedDevices"),
+            Id(ManagedDevice),
+        ],
+        binding: Binding::Device,
+        beta_only: true,
+    },
+    Shape {
+        template: "/users/{userId}",
+        segs: &[Lit("users"), Id(User)],
+        binding: Binding::User,
+        beta_only: false,
+    },
+    Shape {
+        template: "/deviceManagement/managedDevices",
+        segs: &[Lit("deviceManagement"), Lit("managedDevices")],
+        binding: Binding::Devices,
+        beta_only: false,
+    },
+    Shape {
+        template: "/deviceManagement/comanagedDevices",
+        segs: &[Lit("deviceManagement"), Lit("comanagedDevices")],
+        binding: Binding::Devices,
+        beta_only: true,
     },
 ];
 
@@ -118,7 +159,8 @@ pub struct Recognised {
     pub version: ApiVersion,
     /// The path shape used.
     pub shape: &'static Shape,
-    /// The device the action applies to: the last `managedDevices/{id}` (lower-case GUID).
+    /// The device the action applies to: the last `managedDevices/{id}` (lower-case GUID);
+    /// empty for operations bound to a user or to the devices collection.
     pub device_id: String,
     /// Another device the path names, when a shape with two `managedDevices/{id}` segments
     /// carries two different ids (see [`Recognised::one_device`]).
@@ -160,9 +202,18 @@ pub enum RouteError {
     /// No catalog operation has this path.
     #[error("no operation graphgate offers matches this path")]
     NotFound,
-    /// The operation exists but takes another method.
-    #[error("this operation takes POST")]
-    MethodNotAllowed,
+    /// The operation exists but takes another method (named: `POST`, `GET`, `DELETE`).
+    #[error("this operation takes {0}")]
+    MethodNotAllowed(&'static str),
+    /// The operation exists, but not in the API version asked for (a beta-only operation
+    /// on `/v1.0`): Graph answers 400, so does graphgate, and nothing is forwarded.
+    #[error("{op} is not offered in API version {version}: use /beta")]
+    NotInVersion {
+        /// The operation's name.
+        op: &'static str,
+        /// The version asked for.
+        version: &'static str,
+    },
     /// Empty, encoded or over-long segments.
     #[error("malformed request path: {0}")]
     Malformed(&'static str),
@@ -201,26 +252,90 @@ pub fn recognise(method: &Method, path: &str) -> Result<Recognised, RouteError> 
             "empty path segment ('//' or a trailing '/')",
         ));
     }
-    let [version, middle @ .., action] = segs.as_slice() else {
+    // Everything after the version, borrowed: recognition allocates nothing but its result.
+    let [version, rest @ ..] = segs.as_slice() else {
         return Err(RouteError::NotFound);
     };
     let version = ApiVersion::parse(version).ok_or(RouteError::NotFound)?;
-    let shape = SHAPES
-        .iter()
-        .find(|s| literal_match(s.segs, middle))
-        .ok_or(RouteError::NotFound)?;
-    let op = action_name(action)
-        .and_then(catalog::by_action)
-        .filter(|op| op.versions.contains(&version))
-        .ok_or(RouteError::NotFound)?;
-    if method != Method::POST {
-        return Err(RouteError::MethodNotAllowed);
+    let (op, shape, ids) = operation_path(version, rest)
+        .or_else(|| entity_path(version, rest))
+        .ok_or(RouteError::NotFound)??;
+    if *method != op.invocation.method() {
+        return Err(RouteError::MethodNotAllowed(op.invocation.method_name()));
     }
-    build(op, version, shape, middle)
+    build(op, version, shape, ids)
 }
 
-/// Recognises a simplified-API path: `/api/v1/managedDevices/{managedDeviceId}/{action}`.
-/// It stands for the Graph v1.0 request on the first path shape.
+/// `{shape}/{operation}`: the operation named by the last segment, bound to what the shape
+/// before it addresses; `None` when no such operation exists.
+#[allow(clippy::type_complexity)]
+fn operation_path<'a, 's>(
+    version: ApiVersion,
+    segs: &'a [&'s str],
+) -> Option<Result<(&'static Operation, &'static Shape, &'a [&'s str]), RouteError>> {
+    let (last, middle) = segs.split_last()?;
+    let shape = SHAPES.iter().find(|s| literal_match(s.segs, middle))?;
+    let name = action_name(last)?;
+    let (name, call_syntax) = match name.strip_suffix("()") {
+        Some(bare) => (bare, true),
+        None => (name, false),
+    };
+    let op = catalog::by_action(shape.binding, name)?;
+    // `()` is a function call: an action written so is no operation Graph has.
+    if call_syntax && op.invocation != Invocation::Function {
+        return None;
+    }
+    Some(in_version(op, shape, version).map(|()| (op, shape, middle)))
+}
+
+/// A device shape on its own: the DELETE of that device.
+#[allow(clippy::type_complexity)]
+fn entity_path<'a, 's>(
+    version: ApiVersion,
+    segs: &'a [&'s str],
+) -> Option<Result<(&'static Operation, &'static Shape, &'a [&'s str]), RouteError>> {
+    let shape = SHAPES
+        .iter()
+        .filter(|s| s.binding == Binding::Device)
+        .find(|s| literal_match(s.segs, segs))?;
+    // A path ending in something that is not a device id is no entity: an unknown (or
+    // mangled) operation segment, answered 404 like any unknown path.
+    let ids_ok = shape.segs.iter().zip(segs).all(|(want, got)| match want {
+        Id(kind) => parse_id(*kind, got).is_ok(),
+        Lit(_) => true,
+    });
+    if !ids_ok {
+        return None;
+    }
+    let op = catalog::CATALOG
+        .iter()
+        .find(|op| op.invocation == Invocation::Delete)?;
+    Some(in_version(op, shape, version).map(|()| (op, shape, segs)))
+}
+
+/// The operation and the shape are both offered in `version`.
+fn in_version(
+    op: &'static Operation,
+    shape: &Shape,
+    version: ApiVersion,
+) -> Result<(), RouteError> {
+    if shape.beta_only && version != ApiVersion::Beta {
+        return Err(RouteError::NotFound);
+    }
+    if !op.versions.contains(&version) {
+        return Err(RouteError::NotInVersion {
+            op: op.name,
+            version: version.as_str(),
+        });
+    }
+    Ok(())
+}
+
+/// Recognises a simplified-API path: `/api/v1/managedDevices/{managedDeviceId}/{action}`
+/// (POST; GET for the secret reads), `/api/v1/managedDevices/{managedDeviceId}` (DELETE),
+/// `/api/v1/managedDevices/executeAction` and `/api/v1/users/{userId}/{action}`. Each stands
+/// for the Graph request on the first path shape of its binding, in v1.0 where the
+/// operation exists there, else in beta.
 pub fn recognise_simple(method: &Method, path: &str) -> Result<Recognised, RouteError> {
     if path.len() > MAX_PATH_BYTES {
         return Err(RouteError::TooLong);
@@ -229,25 +344,39 @@ pub fn recognise_simple(method: &Method, path: &str) -> Result<Recognised, Route
         .strip_prefix(SIMPLE_PREFIX)
         .ok_or(RouteError::NotFound)?;
     let segs: Vec<&str> = rest.split('/').take(4).collect();
-    let [collection, id, action] = segs.as_slice() else {
-        return Err(RouteError::NotFound);
+    let (graph_segs, name): (Vec<&str>, Option<&str>) = match segs.as_slice() {
+        [c, id, action] if c.eq_ignore_ascii_case("managedDevices") => {
+            (vec!["deviceManagement", "managedDevices", id], Some(action))
+        }
+        [c, id]
+            if c.eq_ignore_ascii_case("managedDevices")
+                && !id.eq_ignore_ascii_case("executeAction") =>
+        {
+            (vec!["deviceManagement", "managedDevices", id], None)
+        }
+        [c, action] if c.eq_ignore_ascii_case("managedDevices") => {
+            (vec!["deviceManagement", "managedDevices"], Some(action))
+        }
+        [c, id, action] if c.eq_ignore_ascii_case("users") => (vec!["users", id], Some(action)),
+        _ => return Err(RouteError::NotFound),
     };
-    if !collection.eq_ignore_ascii_case("managedDevices") {
-        return Err(RouteError::NotFound);
-    }
-    let op = catalog::by_action(action)
-        .filter(|op| op.simple.is_some())
+    let shape = SHAPES
+        .iter()
+        .find(|s| literal_match(s.segs, &graph_segs))
         .ok_or(RouteError::NotFound)?;
-    if method != Method::POST {
-        return Err(RouteError::MethodNotAllowed);
+    let op = match name {
+        Some(name) if !name.contains('(') => catalog::by_action(shape.binding, name),
+        Some(_) => None,
+        None => catalog::CATALOG
+            .iter()
+            .find(|op| op.invocation == Invocation::Delete),
     }
-    let shape = &SHAPES[0];
-    let mut recognised = build(
-        op,
-        ApiVersion::V1,
-        shape,
-        &["deviceManagement", "managedDevices", id],
-    )?;
+    .ok_or(RouteError::NotFound)?;
+    if *method != op.invocation.method() {
+        return Err(RouteError::MethodNotAllowed(op.invocation.method_name()));
+    }
+    let version = op.versions.first().copied().unwrap_or(ApiVersion::V1);
+    let mut recognised = build(op, version, shape, &graph_segs)?;
     recognised.surface = Surface::Simple;
     Ok(recognised)
 }
@@ -298,9 +427,23 @@ fn build(
             }
         }
     }
-    canonical.push('/');
-    canonical.push_str(op.action);
-    let device_id = device_id.ok_or(RouteError::NotFound)?;
+    match op.invocation {
+        Invocation::Action => {
+            canonical.push('/');
+            canonical.push_str(op.action);
+        }
+        Invocation::Function => {
+            canonical.push('/');
+            canonical.push_str(op.action);
+            canonical.push_str("()");
+        }
+        Invocation::Delete => {}
+    }
+    let device_id = match (op.binding, device_id) {
+        (Binding::Device, Some(id)) => id,
+        (Binding::Device, None) => return Err(RouteError::NotFound),
+        (_, _) => String::new(),
+    };
     let other_device_id = first_device_id.filter(|first| *first != device_id);
     Ok(Recognised {
         surface: Surface::Graph,
@@ -493,8 +636,11 @@ mod tests {
             RouteError::BadId("managedDeviceId")
         );
         assert_eq!(
-            recognise_simple(&Method::POST, &format!("/api/v1/managedDevices/{DEV}/wipe"))
-                .unwrap_err(),
+            recognise_simple(
+                &Method::POST,
+                &format!("/api/v1/managedDevices/{DEV}/wipeAll")
+            )
+            .unwrap_err(),
             RouteError::NotFound
         );
         assert_eq!(
@@ -511,7 +657,7 @@ mod tests {
                 &format!("/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount")
             )
             .unwrap_err(),
-            RouteError::MethodNotAllowed
+            RouteError::MethodNotAllowed("POST")
         );
     }
 
@@ -575,7 +721,7 @@ mod tests {
                 &format!("/v1.0/deviceManagement/managedDevices/{DEV}/{a}")
             )
             .unwrap_err(),
-            RouteError::MethodNotAllowed
+            RouteError::MethodNotAllowed("POST")
         );
         assert_eq!(
             post(&"/a".repeat(MAX_PATH_BYTES)).unwrap_err(),

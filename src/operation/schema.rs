@@ -22,6 +22,11 @@ pub enum Ty {
     Bool,
     /// `Edm.String`
     String,
+    /// A CSDL enum type: a string, one of these member names (exactly).
+    Enum(&'static [&'static str]),
+    /// `Collection(Edm.String)`: an array of strings (not a policy parameter: a bulk
+    /// action's device ids, decided device by device).
+    StringList,
     /// A complex type, possibly with derived types chosen by `@odata.type`.
     Complex(&'static ComplexType),
 }
@@ -177,7 +182,8 @@ pub fn param_paths(params: &'static [Prop], wrapper: Option<&'static str>) -> Ve
 fn leaf_paths(prop: &Prop, path: &str, out: &mut Vec<ParamPath>) {
     match prop.ty {
         Ty::Complex(ty) => complex_paths(ty, path, out),
-        Ty::Bool | Ty::String => {
+        Ty::StringList => {}
+        Ty::Bool | Ty::String | Ty::Enum(_) => {
             if !out.iter().any(|p| p.path == path) {
                 out.push(ParamPath {
                     path: path.to_owned(),
@@ -238,6 +244,14 @@ pub enum SchemaError {
     /// A non-nullable parameter was missing or null.
     #[error("the parameter '{0}' is required")]
     Missing(String),
+    /// An enum parameter whose value is not one of its members.
+    #[error("the parameter '{path}' must be one of: {allowed}")]
+    NotAMember {
+        /// Dotted path of the member.
+        path: String,
+        /// The members, comma-separated.
+        allowed: String,
+    },
     /// An action whose parameters are wrapped in one member, sent without it.
     #[error(
         "the parameters must be wrapped in '{wrapper}': send {{\"{wrapper}\": {{...}}}}{}",
@@ -418,11 +432,33 @@ fn check(
                 ParamValue::String(s.clone())
             }
         }
+        (Ty::Enum(members), Value::String(s)) => {
+            if !members.contains(&s.as_str()) {
+                return Err(SchemaError::NotAMember {
+                    path: display_path(path, prop),
+                    allowed: members.join(", "),
+                });
+            }
+            ParamValue::String(s.clone())
+        }
+        (Ty::StringList, Value::Array(items)) => {
+            for item in items {
+                match item {
+                    Value::String(s) if rules == Rules::Gateway => {
+                        screen::string(prop, s, &display_path(path, prop))?;
+                    }
+                    Value::String(_) => {}
+                    _ => return Err(wrong("an array of strings")),
+                }
+            }
+            return Ok(());
+        }
         (Ty::Complex(ty), Value::Object(members)) => {
             return check_complex(rules, ty, members, path, out);
         }
         (Ty::Bool, _) => return Err(wrong("a boolean")),
-        (Ty::String, _) => return Err(wrong("a string")),
+        (Ty::String | Ty::Enum(_), _) => return Err(wrong("a string")),
+        (Ty::StringList, _) => return Err(wrong("an array of strings")),
         (Ty::Complex(_), _) => return Err(wrong("an object")),
     };
     out.0.push((path.to_owned(), param));
@@ -473,6 +509,11 @@ fn check_complex(
             .find(|p| p.name == key)
             .ok_or_else(|| SchemaError::unknown_property(&join(path, key)))?;
         check(rules, prop, value, &join(path, key), out)?;
+    }
+    for p in ty.props.iter().filter(|p| p.required) {
+        if members.get(p.name).is_none_or(Value::is_null) {
+            return Err(SchemaError::Missing(join(path, p.name)));
+        }
     }
     Ok(())
 }

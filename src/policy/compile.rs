@@ -78,6 +78,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         return Err(issues.0);
     }
     Ok(Policy {
+        warnings: super::tiers::warnings(&rules),
         by_caller: by_caller(callers.len(), &rules),
         api_keys,
         mtls,
@@ -218,6 +219,13 @@ fn rule(
     let mut operations: Vec<&'static Operation> = Vec::new();
     for o in &entry.operations.value {
         match catalog::by_name(&o.value) {
+            Some(op) if op.binding == catalog::Binding::Devices => issues.at(
+                o,
+                format!(
+                    "{:?} is decided device by device as the operation its actionName names (executeAction with actionName wipe needs managedDevices.wipe): name those operations instead",
+                    o.value
+                ),
+            ),
             Some(op) => operations.push(op),
             None => issues.at(
                 o,
@@ -229,6 +237,13 @@ fn rule(
             ),
         }
     }
+    let tier = super::tiers::pinned(entry.tier.as_ref(), &operations).unwrap_or_else(|problem| {
+        match &entry.tier {
+            Some(at) => issues.at(at, problem),
+            None => issues.at(name, problem),
+        }
+        None
+    });
     let versions = versions(entry, issues);
     let devices = devices(entry, issues);
     let conditions = entry
@@ -253,6 +268,7 @@ fn rule(
         versions,
         conditions,
         rate_limit: rate(&entry.rate_limit, issues),
+        tier,
         budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),
     };
     never_matches(entry, &rule, issues);
@@ -328,7 +344,7 @@ fn condition(
     for op in ops {
         let op_paths = paths
             .entry(op.name)
-            .or_insert_with(|| schema::param_paths(op.params, op.wrapper));
+            .or_insert_with(|| schema::param_paths(op.all_params(), op.wrapper));
         match op_paths.iter().find(|p| p.path == c.param) {
             Some(p) => known = Some(p),
             None => {

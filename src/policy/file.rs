@@ -74,6 +74,8 @@ pub(super) struct RuleEntry {
     pub callers: Spanned<Vec<Spanned<String>>>,
     pub operations: Spanned<Vec<Spanned<String>>>,
     #[serde(default)]
+    pub tier: Option<Spanned<String>>,
+    #[serde(default)]
     pub devices: Option<Spanned<DevicesEntry>>,
     #[serde(default)]
     pub api_versions: Option<Spanned<Vec<Spanned<String>>>>,

@@ -9,6 +9,7 @@ mod file;
 mod keys;
 mod prejudge;
 pub mod rate;
+pub mod tiers;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -157,6 +158,8 @@ pub struct Rule {
     pub conditions: Vec<Condition>,
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
+    /// The risk tier its operations list is pinned to (see [`tiers`]), if any.
+    pub tier: Option<crate::operation::catalog::Tier>,
     /// How many devices the requests it admits may act on per day or hour, if capped.
     pub budget: Option<Budget>,
 }
@@ -205,6 +208,8 @@ pub struct Policy {
     pub tenant_budgets: Vec<TenantBudget>,
     /// Hex SHA-256 of the file's bytes: the policy version recorded with each decision.
     pub hash: String,
+    /// What is valid but worth a look (a pinned tier's list missing catalog operations).
+    pub warnings: Vec<String>,
 }
 
 impl Policy {
@@ -310,7 +315,11 @@ fn compile_text(text: &str, source_name: &str, hash: String) -> Result<Policy, P
     };
     let parsed: file::PolicyFile =
         serde_saphyr::from_str(text).map_err(|e| fail(keys::parse_issues(text, &e)))?;
-    compile::compile(parsed, hash).map_err(fail)
+    let policy = compile::compile(parsed, hash).map_err(fail)?;
+    for warning in &policy.warnings {
+        tracing::warn!(policy = source_name, "{warning}");
+    }
+    Ok(policy)
 }
 
 /// Lower-case hex of `bytes`.

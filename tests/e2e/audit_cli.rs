@@ -311,7 +311,7 @@ async fn bad_filter_values_are_refused_listing_the_valid_ones() {
     ] {
         assert!(err.contains(valid), "{valid} missing from: {err}");
     }
-    let out = graphgate(&["audit", "query", log, "--operation", "wipe"])
+    let out = graphgate(&["audit", "query", log, "--operation", "wipeEverything"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

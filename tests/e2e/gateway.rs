@@ -202,7 +202,7 @@ async fn refusals_are_graph_shaped_and_forward_nothing() {
     .await
     .assert_graph_error(404, "resourceNotFound");
     h.post(
-        &ACTION_PATH.replace("updateWindowsDeviceAccount", "wipe"),
+        &ACTION_PATH.replace("updateWindowsDeviceAccount", "wipeEverything"),
         Some(ROTATOR_KEY),
         "{}",
     )

@@ -56,6 +56,11 @@ impl Drop for Observed {
 }
 
 async fn observe() -> Observed {
+    observe_at(tracing_subscriber::filter::LevelFilter::DEBUG).await
+}
+
+/// As [`observe`], with logs kept from `level` up.
+async fn observe_at(level: tracing_subscriber::filter::LevelFilter) -> Observed {
     // All end-to-end tests share this process, and tracing caches each callsite's interest
     // process-wide: a callsite first met on a thread with no subscriber would stay "never"
     // for this test's thread-local subscriber too. A global subscriber that wants everything
@@ -75,7 +80,7 @@ async fn observe() -> Observed {
                 .json()
                 .with_current_span(true)
                 .with_writer(move || writer.clone())
-                .with_filter(tracing_subscriber::filter::LevelFilter::DEBUG),
+                .with_filter(level),
         )
         .with(
             tracing_opentelemetry::layer()
@@ -420,4 +425,112 @@ async fn an_upstream_failure_is_told_in_fixed_words_and_logged_in_full() {
         "the log carries the transport's chain: {chain}"
     );
     assert_eq!(logged["fields"]["request_id"], request_id);
+}
+
+/// The secret-returning reads: each secret reaches its caller, and appears in no log line
+/// (every crate, trace level), no exported span, no metric (the admin listener's
+/// `/metrics`) and no audit record, on the Graph path and on the simplified API alike.
+#[tokio::test]
+async fn a_secret_read_reaches_its_caller_and_nowhere_else() {
+    use crate::catalog;
+    let mut obs = observe_at(tracing_subscriber::filter::LevelFilter::TRACE).await;
+    // A canary: events of every level, trace included, are kept.
+    tracing::trace!("trace-level canary");
+    let h = catalog::start().await;
+    let mut secrets: Vec<String> = Vec::new();
+    for function in [
+        "getFileVaultKey",
+        "retrieveRecoveryLockPasscode",
+        "retrieveDeviceLocalAdminAccountDetail",
+    ] {
+        let device = catalog::device_for(function);
+        let kept = h.emulator.device_secrets(&device).unwrap();
+        let (secret, shown) = match function {
+            "getFileVaultKey" => (kept.file_vault_key.expose().to_owned(), None),
+            "retrieveRecoveryLockPasscode" => {
+                (kept.recovery_lock_passcode.expose().to_owned(), None)
+            }
+            _ => {
+                use base64::Engine as _;
+                let password = kept.local_admin_password.expose().to_owned();
+                let b64 = base64::engine::general_purpose::STANDARD.encode(&password);
+                (password, Some(b64))
+            }
+        };
+        for path in [
+            format!("/beta/deviceManagement/managedDevices/{device}/{function}()"),
+            format!("/api/v1/managedDevices/{device}/{function}"),
+        ] {
+            let reply = catalog::send(&h, http::Method::GET, &path, "").await;
+            assert_eq!(reply.status, 200, "{path}: {:?}", reply.body);
+            assert_eq!(reply.headers["cache-control"], "no-store", "{path}");
+            let body = String::from_utf8(reply.body.to_vec()).unwrap();
+            let expected = shown.as_deref().unwrap_or(&secret);
+            assert!(
+                body.contains(expected),
+                "{path}: the caller gets the secret: {body}"
+            );
+        }
+        // The secret whole, its random core (e.g. a lower-cased copy), and as Graph sent it.
+        let core = secret
+            .split_once('-')
+            .map_or(secret.clone(), |(_, c)| c.to_owned());
+        secrets.extend([secret, core.to_ascii_lowercase(), core]);
+        secrets.extend(shown);
+    }
+    let scrape = http::Request::get("/metrics")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = graphgate::admin::handle(&h.gw, &scrape).await;
+    assert_eq!(resp.status(), 200);
+    let metrics = String::from_utf8(
+        http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let audit = serde_json::to_string(&h.audit_records().await).unwrap();
+    h.shut_down().await;
+    let spans = obs.flush().await;
+    obs.shutdown().await;
+    let logs = String::from_utf8(obs.logs.0.lock().unwrap().clone()).unwrap();
+    let spans_text = format!("{spans:?}");
+    // What is searched was captured: the reads are in each of them.
+    let read = "managedDevices.getFileVaultKey";
+    assert!(
+        logs.contains("trace-level canary"),
+        "trace-level logs were captured"
+    );
+    assert!(logs.contains(read), "the requests' logs were captured");
+    assert!(
+        spans
+            .iter()
+            .any(|s| attr(s, "graph.operation").as_deref() == Some(read)),
+        "the requests' spans were exported"
+    );
+    assert!(
+        metrics.contains(read),
+        "the requests are counted in /metrics"
+    );
+    assert!(
+        audit.contains("\"disclosed_bytes\""),
+        "the disclosures are audited"
+    );
+    for (name, text) in [
+        ("logs", &logs),
+        ("spans", &spans_text),
+        ("metrics", &metrics),
+        ("audit", &audit),
+    ] {
+        for secret in &secrets {
+            if let Some(i) = text.find(secret.as_str()) {
+                panic!(
+                    "a secret ({secret}) found in {name}: ...{}...",
+                    &text[i.saturating_sub(80)..(i + 200).min(text.len())]
+                );
+            }
+        }
+    }
 }
