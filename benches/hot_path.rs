@@ -125,6 +125,7 @@ fn evaluation(c: &mut Criterion) {
             version: target.version,
             device: &target.device_id,
             params: &params,
+            initiator: None,
         };
         assert!(
             policy.decide(&facts).allowed,

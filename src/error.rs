@@ -58,6 +58,9 @@ pub enum GatewayError {
     /// A simplified-API body that cannot be mapped to Graph's.
     #[error(transparent)]
     BadSimpleBody(#[from] crate::simple::SimpleError),
+    /// The person or reason stated is unusable, or the allowing rule requires one not stated.
+    #[error(transparent)]
+    Context(#[from] crate::identity::context::ContextError),
     /// A rate limit or the tenant pacing refused the request for now.
     #[error("rate limit reached ({scope}); retry after {retry_after_secs} s")]
     RateLimited {
@@ -122,6 +125,7 @@ impl GatewayError {
             | E::QueryNotAllowed
             | E::BadBody(_)
             | E::BadSimpleBody(_)
+            | E::Context(_)
             | E::BodyRead(_) => StatusCode::BAD_REQUEST,
             E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             E::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
@@ -146,7 +150,7 @@ impl GatewayError {
             E::Route(RouteError::MethodNotAllowed) => "methodNotAllowed",
             E::Route(RouteError::TooLong) => "requestUriTooLong",
             E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) => "invalidRequest",
-            E::BadBody(_) | E::BadSimpleBody(_) => "invalidRequest",
+            E::BadBody(_) | E::BadSimpleBody(_) | E::Context(_) => "invalidRequest",
             E::RateLimited { .. } => "activityLimitReached",
             E::BodyTimeout(_) => "requestTimeout",
             E::BadIdempotencyKey(_) => "invalidRequest",
@@ -177,11 +181,8 @@ impl GatewayError {
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         match self {
-            GatewayError::Unauthenticated(_) => {
-                h.insert(
-                    WWW_AUTHENTICATE,
-                    HeaderValue::from_static(r#"Bearer realm="graphgate""#),
-                );
+            GatewayError::Unauthenticated(e) => {
+                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(e.challenge()));
             }
             GatewayError::Route(RouteError::MethodNotAllowed) => {
                 h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
@@ -239,6 +240,17 @@ mod tests {
         let r = GatewayError::Unauthenticated(AuthError::Missing).to_response("rid", "crid");
         assert_eq!(r.status(), 401);
         assert_eq!(r.headers()[WWW_AUTHENTICATE], r#"Bearer realm="graphgate""#);
+        let t =
+            GatewayError::Unauthenticated(AuthError::Token(crate::identity::TokenRefusal::Expired))
+                .to_response("rid", "crid");
+        assert_eq!(
+            t.headers()[WWW_AUTHENTICATE],
+            r#"Bearer realm="graphgate", error="invalid_token""#
+        );
+        assert_eq!(
+            json(&t)["error"]["message"],
+            "the token has expired (or has no 'exp')"
+        );
         assert_eq!(json(&r)["error"]["code"], "InvalidAuthenticationToken");
         assert_eq!(json(&r)["error"]["innerError"]["client-request-id"], "crid");
 

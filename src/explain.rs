@@ -9,8 +9,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 
 use crate::error::GatewayError;
+use crate::identity::context::{self as stated_context, Stated};
 use crate::inbound;
-use crate::policy::{Decision, Facts, Mismatch, Policy, Test};
+use crate::policy::{Decision, Facts, Mismatch, Missing, Policy, Test};
 use crate::route::Recognised;
 use crate::schema::Params;
 
@@ -49,17 +50,65 @@ pub struct Evaluation<'p> {
     pub target: Recognised,
     /// Its parameters.
     pub params: Params,
+    /// The person and reason it states.
+    pub stated: Stated,
     /// The decision.
     pub decision: Decision<'p>,
+    /// What the allowing rule requires and the request does not state (the gateway then
+    /// answers 400, so the request is not allowed).
+    pub missing: Missing,
+}
+
+impl Evaluation<'_> {
+    /// Whether the gateway would forward the request.
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed && self.missing.is_none()
+    }
+}
+
+/// The person and reason a request states, as `X-Graphgate-Initiator` and
+/// `X-Graphgate-Reason` would (the simplified API's body fields are read from the body).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Said<'a> {
+    /// The initiator header's value.
+    pub initiator: Option<&'a str>,
+    /// The reason header's value.
+    pub reason: Option<&'a str>,
+}
+
+impl Said<'_> {
+    /// What these headers state, checked as the gateway checks them.
+    fn stated(&self) -> Result<Stated, ExplainError> {
+        let mut headers = http::HeaderMap::new();
+        let pairs = [
+            (stated_context::INITIATOR_HEADER, self.initiator),
+            (stated_context::REASON_HEADER, self.reason),
+        ];
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                let value =
+                    http::HeaderValue::from_str(value).map_err(|_| ExplainError::Refused {
+                        status: 400,
+                        message: format!(
+                            "{name} cannot be sent as an HTTP header (control characters)"
+                        ),
+                    })?;
+                headers.insert(name, value);
+            }
+        }
+        stated_context::from_headers(&headers, None).map_err(|e| refused(e.into()))
+    }
 }
 
 /// Evaluates `request` ("POST /v1.0/...") with its JSON `body` for `caller`, exactly as the
-/// gateway would: the same path recognition, the same strict body checks, the same policy.
+/// gateway would: the same path recognition, the same strict body checks, the same policy,
+/// including the person and reason stated (`said`) and what the allowing rule requires.
 pub fn evaluate<'p>(
     policy: &'p Policy,
     caller: &str,
     request: &str,
     body: Option<&[u8]>,
+    said: Said<'_>,
 ) -> Result<(Evaluation<'p>, usize), ExplainError> {
     let index = policy
         .caller_index(caller)
@@ -72,7 +121,13 @@ pub fn evaluate<'p>(
         .parse()
         .map_err(|_| ExplainError::Request(request.to_owned()))?;
     let target = inbound::recognise(&method, path.trim()).map_err(refused)?;
-    let body = Bytes::copy_from_slice(body.ok_or(ExplainError::NoBody)?);
+    let mut stated = said.stated()?;
+    let mut body = Bytes::copy_from_slice(body.ok_or(ExplainError::NoBody)?);
+    if target.surface == crate::route::Surface::Simple {
+        let (rest, in_body) = stated_context::split_simple_body(&body).map_err(refused)?;
+        stated_context::add_body(&mut stated, in_body, None).map_err(|e| refused(e.into()))?;
+        body = rest;
+    }
     let (_, params) = inbound::graph_body(&target, &body).map_err(refused)?;
     let facts = Facts {
         caller: index,
@@ -80,13 +135,22 @@ pub fn evaluate<'p>(
         version: target.version,
         device: &target.device_id,
         params: &params,
+        initiator: stated.initiator(),
     };
     let decision = policy.decide(&facts);
+    let missing = match decision.rule {
+        Some(rule) if decision.allowed => rule
+            .require
+            .missing(stated.initiator.is_some(), stated.reason.is_some()),
+        _ => Missing::default(),
+    };
     Ok((
         Evaluation {
             target,
             params,
+            stated,
             decision,
+            missing,
         },
         index,
     ))
@@ -105,13 +169,27 @@ pub fn explain(
     caller: &str,
     request: &str,
     body: Option<&[u8]>,
+    said: Said<'_>,
 ) -> Result<(bool, String), ExplainError> {
-    let (eval, index) = evaluate(policy, caller, request, body)?;
+    let (eval, index) = evaluate(policy, caller, request, body, said)?;
     let mut out = String::new();
     let d = &eval.decision;
-    let verdict = if d.allowed { "allow" } else { "deny" };
+    let verdict = if eval.allowed() { "allow" } else { "deny" };
     let _ = writeln!(out, "decision: {verdict}");
     let _ = writeln!(out, "rule: {}", d.rule_name().unwrap_or(DEFAULT_DENY));
+    if !eval.missing.is_none() {
+        let _ = writeln!(
+            out,
+            "missing: {} (the rule requires it; the gateway answers 400 invalidRequest)",
+            eval.missing.names().join(", ")
+        );
+    }
+    if let Some((who, source)) = &eval.stated.initiator {
+        let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
+    }
+    if let Some(reason) = &eval.stated.reason {
+        let _ = writeln!(out, "reason: {reason}");
+    }
     if let Some(s) = d.shadow {
         let _ = writeln!(
             out,
@@ -133,6 +211,7 @@ pub fn explain(
         version: eval.target.version,
         device: &eval.target.device_id,
         params: &eval.params,
+        initiator: eval.stated.initiator(),
     };
     let explanation = policy.explain(&facts);
     if explanation.rules.is_empty() {
@@ -155,14 +234,31 @@ pub fn explain(
             Ok(()) => "matches".to_owned(),
             Err(m) => mismatch_text(m, &facts),
         };
+        let why = match requirement(rule) {
+            Some(needs) => format!("{why}; requires {needs}"),
+            None => why,
+        };
         let _ = writeln!(out, "  - {} ({effect}): {why}", rule.name);
     }
-    Ok((d.allowed, out))
+    Ok((eval.allowed(), out))
+}
+
+/// What a rule's `require` asks for, in words.
+fn requirement(rule: &crate::policy::Rule) -> Option<String> {
+    let all = crate::policy::Missing {
+        initiator: rule.require.initiator,
+        reason: rule.require.reason,
+    };
+    (!all.is_none()).then(|| all.names().join(" and "))
 }
 
 fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
     match m {
         Mismatch::Operation => format!("does not cover {}", f.op.name),
+        Mismatch::Initiator => match f.initiator {
+            Some(who) => format!("does not cover initiator {who}"),
+            None => "covers listed initiators only, and none is stated".to_owned(),
+        },
         Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),
         Mismatch::Device => format!("does not list device {}", f.device),
         Mismatch::Condition(c) => {
@@ -196,6 +292,10 @@ struct Case {
     request: String,
     #[serde(default)]
     body: Option<serde_json::Value>,
+    #[serde(default)]
+    initiator: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
     expect: Expect,
 }
 
@@ -207,6 +307,8 @@ struct Expect {
     rule: Option<String>,
     #[serde(default)]
     shadow_rule: Option<String>,
+    #[serde(default)]
+    missing: Option<Vec<String>>,
 }
 
 /// The result of `policy test`.
@@ -268,12 +370,17 @@ fn check_case(policy: &Policy, case: &Case) -> Option<String> {
         .body
         .as_ref()
         .map(|b| serde_json::to_vec(b).unwrap_or_default());
-    let (eval, _) = match evaluate(policy, &case.caller, &case.request, body.as_deref()) {
+    let said = Said {
+        initiator: case.initiator.as_deref(),
+        reason: case.reason.as_deref(),
+    };
+    let (eval, _) = match evaluate(policy, &case.caller, &case.request, body.as_deref(), said) {
         Ok(e) => e,
         Err(e) => return Some(e.to_string()),
     };
+    let got_decision = if eval.allowed() { "allow" } else { "deny" };
+    let got_missing = eval.missing.names();
     let d = eval.decision;
-    let got_decision = if d.allowed { "allow" } else { "deny" };
     let got_rule = d.rule_name().unwrap_or(DEFAULT_DENY);
     let got_shadow = d.shadow.map(|s| s.rule);
     let mut problems = Vec::new();
@@ -293,6 +400,9 @@ fn check_case(policy: &Policy, case: &Case) -> Option<String> {
         .filter(|r| Some(*r) != got_shadow)
     {
         problems.push(format!("expected shadow rule '{rule}', got {got_shadow:?}"));
+    }
+    if let Some(missing) = case.expect.missing.as_ref().filter(|m| **m != got_missing) {
+        problems.push(format!("expected missing {missing:?}, got {got_missing:?}"));
     }
     (!problems.is_empty()).then(|| problems.join("; "))
 }

@@ -302,7 +302,8 @@ fn with_retry_after(mut reply: UpstreamReply, delay: Duration) -> UpstreamReply 
     reply
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error and its sources, joined by ": ".
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -23,7 +23,9 @@ use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{Forwarder, RetryPolicy};
 use crate::idempotency::{self, Claim, IdempotencyStore};
-use crate::identity::{self, PeerCertificate};
+use crate::identity::context::{self as stated_context, Stated};
+use crate::identity::jwt::{IssuerRegistry, TokenIssuers, fetch::HttpLoader};
+use crate::identity::{self, AuthError, PeerCertificate};
 use crate::inbound::{self, RequestIds};
 use crate::policy::{Decision, Facts, Policy, Scope};
 use crate::ratelimit::{LimiterRegistry, PolicyLimits, RetryAfter};
@@ -84,18 +86,21 @@ pub struct ConnInfo {
     pub certificate: Option<Arc<PeerCertificate>>,
 }
 
-/// A policy together with the rate limiters it configures.
+/// A policy together with the rate limiters and token issuers' key stores it configures.
 pub struct Installed {
     /// The policy.
     pub policy: Policy,
     /// Its limiters.
     pub limits: PolicyLimits,
+    /// Its token issuers' keys.
+    pub tokens: TokenIssuers,
 }
 
 /// Everything a request needs; shared by all connections.
 pub struct Gateway {
     installed: ArcSwap<Installed>,
     limiters: LimiterRegistry,
+    issuers: IssuerRegistry,
     broker: TokenBroker,
     forwarder: Forwarder,
     idempotency: IdempotencyStore,
@@ -120,13 +125,17 @@ impl Gateway {
         broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         let limiters = LimiterRegistry::default();
+        let issuers = IssuerRegistry::new(Arc::new(HttpLoader::new(http.clone())));
         let installed = Installed {
             limits: limiters.for_policy(&policy),
+            tokens: issuers.for_policy(&policy),
             policy,
         };
+        installed.tokens.warm();
         Gateway {
             installed: ArcSwap::from_pointee(installed),
             limiters,
+            issuers,
             broker,
             forwarder: Forwarder {
                 http,
@@ -196,7 +205,13 @@ impl Gateway {
         let limits = self.limiters.for_policy(&policy);
         self.broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
-        self.installed.store(Arc::new(Installed { policy, limits }));
+        let tokens = self.issuers.for_policy(&policy);
+        tokens.warm();
+        self.installed.store(Arc::new(Installed {
+            policy,
+            limits,
+            tokens,
+        }));
     }
 
     /// The policy in force, with its limiters.
@@ -254,6 +269,7 @@ impl Gateway {
                 Ok(resp) => (resp, None),
                 Err(err) => {
                     tracing::info!(error.code = err.code(), error = %err, "request refused or failed");
+                    count_refusal(&err, &mut trail);
                     (err.to_response(&ids.request_id, &ids.client_request_id), Some(err.code()))
                 }
             };
@@ -262,6 +278,7 @@ impl Gateway {
             if let Some(code) = error_code {
                 metrics::error(code);
             }
+
             set_ids(resp.headers_mut(), &ids);
             let status = resp.status().as_u16();
             let span = tracing::Span::current();
@@ -298,10 +315,21 @@ impl Gateway {
             .extensions()
             .get::<ConnInfo>()
             .and_then(|c| c.certificate.clone());
-        let caller = identity::authenticate(policy, req.headers(), peer_cert.as_deref())?;
-        let caller_name = policy.callers[caller.index].name.as_str();
+        let caller = identity::authenticate(
+            policy,
+            &installed.tokens,
+            req.headers(),
+            peer_cert.as_deref(),
+        )
+        .await?;
+        let caller_name = policy.callers[caller.id.index].name.as_str();
         span.record("caller.name", caller_name);
-        trail.caller(caller_name, caller.method.as_str(), &policy.hash);
+        trail.caller(caller_name, caller.id.method.as_str(), &policy.hash);
+        if let Some(token) = &caller.token {
+            record_token(&span, trail, token);
+        }
+        let user = caller.token.as_ref().and_then(|t| t.user.as_ref());
+        let caller = caller.id;
         // What is being asked: a catalog operation, its device, its canonical path. From
         // here on, every outcome is audited.
         let target = inbound::recognise(req.method(), req.uri().path())?;
@@ -313,6 +341,9 @@ impl Gateway {
             .transpose()
             .map_err(GatewayError::BadIdempotencyKey)?;
         inbound::check_content_type(req.headers())?;
+        // The person and the reason, as the headers (or a delegated token) state them.
+        let mut stated = stated_context::from_headers(req.headers(), user)?;
+        record_stated(&span, trail, &stated);
         // What no body could make allowed is refused unread: a caller without permission
         // cannot hold a slot by declaring a body it never sends.
         self.refuse_before_body(policy, caller.index, caller_name, &target, trail)?;
@@ -335,6 +366,7 @@ impl Gateway {
             self.limits.body_read_timeout,
         )
         .await?;
+        let body = self.stated_in_body(&target, body, &mut stated, user, trail)?;
         let (body, params) = inbound::graph_body(&target, &body)?;
         trail.params(&params);
         // Deny by default: a matching deny wins, otherwise an allow rule must match.
@@ -344,6 +376,7 @@ impl Gateway {
             version: target.version,
             device: &target.device_id,
             params: &params,
+            initiator: stated.initiator(),
         };
         let decision = policy.decide(&facts);
         record_decision(&span, trail, &decision);
@@ -357,6 +390,8 @@ impl Gateway {
                 )));
             }
         };
+        // The allowing rule may demand the person and the reason.
+        required_stated(rule, &stated, trail)?;
         // A dry run answers the policy question only: it sends nothing, so it spends no
         // budget (a rule's budget is shared, so one caller's checks would starve another).
         if dry_run {
@@ -449,6 +484,76 @@ impl Gateway {
     }
 }
 
+impl Gateway {
+    /// A simplified-API body may state the person and reason as fields: they are taken out
+    /// (they are not Graph parameters) and added to what the headers state.
+    fn stated_in_body(
+        &self,
+        target: &crate::route::Recognised,
+        body: Bytes,
+        stated: &mut Stated,
+        user: Option<&identity::jwt::TokenUser>,
+        trail: &mut AuditTrail,
+    ) -> Result<Bytes, GatewayError> {
+        if target.surface != crate::route::Surface::Simple {
+            return Ok(body);
+        }
+        let (body, said) = stated_context::split_simple_body(&body)?;
+        stated_context::add_body(stated, said, user)?;
+        record_stated(&tracing::Span::current(), trail, stated);
+        Ok(body)
+    }
+}
+
+/// Refuses (400) an allowed request that does not state what its rule requires.
+fn required_stated(
+    rule: &crate::policy::Rule,
+    stated: &Stated,
+    trail: &mut AuditTrail,
+) -> Result<(), GatewayError> {
+    let missing = rule
+        .require
+        .missing(stated.initiator.is_some(), stated.reason.is_some());
+    if missing.is_none() {
+        return Ok(());
+    }
+    trail.decided(AuditDecision::Invalid, Some(&rule.name));
+    Err(stated_context::ContextError::Missing {
+        rule: rule.name.clone(),
+        missing,
+    }
+    .into())
+}
+
+fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::Verified) {
+    span.record("caller.issuer", token.issuer.as_str());
+    if let Some(subject) = &token.subject {
+        span.record("caller.subject", subject.as_str());
+    }
+    span.record("caller.token_sha256", token.fingerprint.as_str());
+    trail.token(token);
+}
+
+fn record_stated(span: &tracing::Span, trail: &mut AuditTrail, stated: &Stated) {
+    if let Some(who) = stated.initiator() {
+        span.record("caller.initiator", who);
+    }
+    trail.stated(stated);
+}
+
+/// Counts refusals that have a metric of their own (besides `graphgate_errors_total`), and
+/// notes why a token was refused in its audit record.
+fn count_refusal(err: &GatewayError, trail: &mut AuditTrail) {
+    match err {
+        GatewayError::Unauthenticated(AuthError::Token(refusal)) => {
+            metrics::jwt_refusal(refusal.label());
+            trail.note(&format!("token refused: {}", refusal.label()));
+        }
+        GatewayError::Context(e) => metrics::context_refusal(e.label()),
+        _ => {}
+    }
+}
+
 fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing::Span {
     tracing::info_span!(
         "request",
@@ -459,6 +564,10 @@ fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing:
         client_request_id = %ids.client_request_id,
         http.route = tracing::field::Empty,
         caller.name = tracing::field::Empty,
+        caller.issuer = tracing::field::Empty,
+        caller.subject = tracing::field::Empty,
+        caller.token_sha256 = tracing::field::Empty,
+        caller.initiator = tracing::field::Empty,
         graph.operation = tracing::field::Empty,
         policy.rule = tracing::field::Empty,
         policy.decision = tracing::field::Empty,

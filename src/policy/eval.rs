@@ -19,6 +19,8 @@ pub struct Facts<'a> {
     pub device: &'a str,
     /// The validated body parameters.
     pub params: &'a Params,
+    /// The person the request is made for (UPN or object id), if it states one.
+    pub initiator: Option<&'a str>,
 }
 
 /// What shadow rules would have decided, when that differs from the enforced decision.
@@ -57,6 +59,8 @@ pub enum Mismatch {
     Version,
     /// The rule does not cover the device.
     Device,
+    /// The rule's `initiators` do not cover the request's initiator (or it states none).
+    Initiator,
     /// A condition failed.
     Condition(Condition),
 }
@@ -68,6 +72,7 @@ enum Miss<'r> {
     Operation,
     Version,
     Device,
+    Initiator,
     Condition(&'r Condition),
 }
 
@@ -77,6 +82,7 @@ impl From<Miss<'_>> for Mismatch {
             Miss::Operation => Mismatch::Operation,
             Miss::Version => Mismatch::Version,
             Miss::Device => Mismatch::Device,
+            Miss::Initiator => Mismatch::Initiator,
             Miss::Condition(c) => Mismatch::Condition(c.clone()),
         }
     }
@@ -165,6 +171,13 @@ impl Rule {
     /// Whether this rule covers the request; the first reason it does not, if not.
     fn check(&self, f: &Facts<'_>) -> Result<(), Miss<'_>> {
         self.covers(f.op, f.version, f.device)?;
+        if let Some(people) = &self.initiators
+            && !f
+                .initiator
+                .is_some_and(|who| people.iter().any(|p| p.covers(who)))
+        {
+            return Err(Miss::Initiator);
+        }
         match self.conditions.iter().find(|c| !c.holds(f.params)) {
             Some(failed) => Err(Miss::Condition(failed)),
             None => Ok(()),
@@ -247,6 +260,7 @@ mod tests {
             version: ApiVersion::V1,
             device: DEV,
             params: &params,
+            initiator: None,
         });
         (d.allowed, d.rule_name().map(str::to_owned))
     }
