@@ -16,6 +16,8 @@ use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, Tok
 pub(crate) struct State {
     pub(crate) config: EmulatorConfig,
     pub(crate) key: &'static SigningKey,
+    /// The workload issuers of graphgate's callers (Kubernetes, SPIFFE).
+    pub(crate) workloads: super::workload::Workloads,
     devices: Mutex<BTreeMap<String, DeviceRecord>>,
     token_log: Mutex<Bounded<TokenRequestRecord>>,
     graph_log: Mutex<Bounded<GraphRequestRecord>>,
@@ -41,6 +43,7 @@ impl State {
         State {
             config,
             key,
+            workloads: super::workload::Workloads::default(),
             devices: Mutex::new(devices),
             token_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             graph_log: Mutex::new(Bounded::new(MAX_RECORDS)),
