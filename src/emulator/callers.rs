@@ -60,6 +60,11 @@ pub fn entra_issuer(cloud: Cloud, tenant: &str, version: u8) -> String {
     }
 }
 
+/// The object id of `client_id`'s service principal in `tenant`: a caller token's `oid`.
+pub fn service_principal_id(tenant: &str, client_id: &str) -> String {
+    claims::object_id(tenant, client_id)
+}
+
 /// The exposed API a client-credentials `scope` asks for (`{app id URI or client id}/.default`).
 pub(crate) fn api_for_scope<'s>(state: &'s State, scope: &str) -> Option<&'s ExposedApi> {
     let resource = scope.strip_suffix("/.default")?;

@@ -39,7 +39,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use callers::{DEMO_API_URI, DEMO_USER_OID, DEMO_USER_UPN, ExposedApi, TestUser, entra_issuer};
+pub use callers::{
+    DEMO_API_URI, DEMO_USER_OID, DEMO_USER_UPN, ExposedApi, TestUser, entra_issuer,
+    service_principal_id,
+};
 pub use faults::{
     FAULT_SPEC_HELP, Fault, FaultKind, FaultSpec, Faults, FaultsError, MAX_FAULT_DELAY_MS, Target,
 };

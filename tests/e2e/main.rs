@@ -24,6 +24,7 @@ mod hostile;
 mod http2_abuse;
 mod inflight;
 mod input;
+mod jwt_callers;
 mod metrics;
 mod mtls;
 mod observability;

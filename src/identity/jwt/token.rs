@@ -93,13 +93,15 @@ impl TokenRefusal {
     }
 }
 
-/// Whether a bearer value is shaped like a JWS compact token: three non-empty base64url
-/// parts. API keys made by `openssl rand -base64` (or hex) never are.
+/// Whether a bearer value is shaped like a JWS compact token: three base64url parts, the
+/// first two not empty (an unsigned `alg: none` token has an empty third part, and is
+/// refused as a token rather than looked up as a key). API keys made by
+/// `openssl rand -base64` (or hex) never are.
 pub fn looks_like_jwt(value: &str) -> bool {
     let mut parts = 0;
     for part in value.split('.') {
         parts += 1;
-        if part.is_empty() || !part.bytes().all(is_base64url) {
+        if (part.is_empty() && parts < 3) || !part.bytes().all(is_base64url) {
             return false;
         }
     }
@@ -292,6 +294,7 @@ mod tests {
         assert!(looks_like_jwt("eyJh.eyJi.c2ln"));
         assert!(!looks_like_jwt("eyJh.eyJi"));
         assert!(!looks_like_jwt("eyJh..c2ln"));
+        assert!(looks_like_jwt("eyJh.eyJi."), "unsigned");
         assert!(!looks_like_jwt("a.b.c.d"));
         assert!(!looks_like_jwt("abc+/=.b.c"));
         let token = format!(
