@@ -192,7 +192,7 @@ pub fn openapi() -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer", "description": "The caller's API key." } },
+            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer", "description": "The caller's API key, or a token from an issuer the policy trusts." } },
             "schemas": { "GraphError": graph_error_schema() }
         },
         "security": [{ "apiKey": [] }]
@@ -211,6 +211,15 @@ fn path_item(op: &Operation, api: &SimpleApi) -> Value {
             json!({ "type": "string", "enum": values, "description": v.description }),
         );
     }
+    // The person and the reason (see `identity::context`), on every operation.
+    properties.insert(
+        crate::identity::context::INITIATOR_FIELD.to_owned(),
+        json!({ "type": "string", "description": "The person the call is made for: a user principal name or an object id (like X-Graphgate-Initiator)." }),
+    );
+    properties.insert(
+        crate::identity::context::REASON_FIELD.to_owned(),
+        json!({ "type": "string", "maxLength": crate::identity::context::MAX_REASON_CHARS, "description": "Why, e.g. a ticket reference (like X-Graphgate-Reason); no control characters." }),
+    );
     let required: Vec<&str> = api
         .fields
         .iter()
@@ -229,7 +238,7 @@ fn path_item(op: &Operation, api: &SimpleApi) -> Value {
             "responses": {
                 op.success_status.to_string(): { "description": "Graph ran the action." },
                 "400": error("Malformed id, unknown or missing fields."),
-                "401": error("Missing or unknown API key."),
+                "401": error("Missing or unknown API key, or a refused token."),
                 "403": error("The policy does not allow this request."),
                 "404": error("Graph does not know the device."),
                 "413": error("Body too large."),
@@ -359,5 +368,7 @@ mod tests {
             json!(["azureAD", "activeDirectory"])
         );
         assert!(post["responses"]["204"].is_object());
+        assert_eq!(schema["properties"]["reason"]["maxLength"], 1024);
+        assert_eq!(schema["properties"]["initiator"]["type"], "string");
     }
 }

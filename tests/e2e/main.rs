@@ -35,3 +35,4 @@ mod reload;
 mod resilience;
 mod sdk;
 mod startup;
+mod stated;
