@@ -47,8 +47,11 @@ pub(crate) fn impostor_key() -> Result<&'static SigningKey, String> {
         .map_err(Clone::clone)
 }
 
+/// An RSA key's PKCS#1 DER, modulus and exponent.
+pub(crate) type RsaParts = (Vec<u8>, Vec<u8>, Vec<u8>);
+
 /// A fresh RSA-2048 key: its PKCS#1 DER (to sign with), modulus and exponent.
-pub(crate) fn rsa_key() -> Result<(Vec<u8>, Vec<u8>, Vec<u8>), String> {
+pub(crate) fn rsa_key() -> Result<RsaParts, String> {
     let private = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS)
         .map_err(|e| format!("generating the RSA signing key: {e}"))?;
     let der = private

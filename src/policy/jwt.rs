@@ -358,16 +358,15 @@ pub(super) fn identity(
             );
         }
     }
-    if let Some(subject) = &e.subject {
-        if claims
+    if let Some(subject) = &e.subject
+        && claims
             .insert("sub".to_owned(), normalise_claim(subject).into_owned())
             .is_some()
-        {
-            issues.at(
-                entry,
-                "give the subject once: as 'subject' or as claims.sub",
-            );
-        }
+    {
+        issues.at(
+            entry,
+            "give the subject once: as 'subject' or as claims.sub",
+        );
     }
     if claims.is_empty() {
         issues.at(entry, "jwt needs 'subject' or 'claims' (e.g. {azp: <app id>, oid: <object id>}) to say which tokens are this caller's");

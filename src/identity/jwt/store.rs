@@ -119,10 +119,11 @@ impl KeyStore {
     /// new policy does ahead of its first token.
     pub async fn warm(&self) {
         let mut state = self.refresh.lock().await;
-        if self.current.load().is_none() && self.cold_fetch_allowed(&state) {
-            if self.fetch().await.is_err() {
-                state.last_failure = Some(Instant::now());
-            }
+        if self.current.load().is_none()
+            && self.cold_fetch_allowed(&state)
+            && self.fetch().await.is_err()
+        {
+            state.last_failure = Some(Instant::now());
         }
     }
 
