@@ -25,6 +25,7 @@ mod http2_abuse;
 mod inflight;
 mod input;
 mod jwt_callers;
+mod jwt_deploy;
 mod jwt_hostile;
 mod metrics;
 mod mtls;
