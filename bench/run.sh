@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # graphgate against the nginx anchor, on the same machine, back to back.
-#   bench/run.sh            # the full run (about 7 minutes, plus the release build)
+#   bench/run.sh            # the full run (about 7 minutes, plus the dist-profile build)
 #   DURATION=5 bench/run.sh # shorter wrk runs; ROUNDS=1 for one round per comparison
 #   SCENARIOS=cold,startup,policy bench/run.sh   # only some scenarios (results in the temp dir)
-# Starts a fake Graph (nginx, TLS, 204), the emulator (tokens only), graphgate (release,
+# Starts a fake Graph (nginx, TLS, 204), the emulator (tokens only), graphgate (dist profile,
 # full path: API key, policy, token broker, durable audit) and the nginx anchor, drives each
 # with the same wrk request, and writes bench/results.md and bench/latency.svg.
 # Scenarios (SCENARIOS, comma-separated; default all):
@@ -57,8 +57,8 @@ for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_POR
   fi
 done
 
-cargo build --release --quiet --manifest-path "$repo/Cargo.toml"
-BIN="$repo/target/release/graphgate"
+cargo build --profile dist --quiet --manifest-path "$repo/Cargo.toml"
+BIN="$repo/target/dist/graphgate"
 DIR=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }

@@ -7,11 +7,11 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use graphgate::catalog;
 use graphgate::identity::{self, api_key_sha256};
+use graphgate::operation::catalog;
+use graphgate::operation::route;
+use graphgate::operation::schema;
 use graphgate::policy::{Facts, Policy};
-use graphgate::route;
-use graphgate::schema;
 
 const PATH: &str = "/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount";
 const BODY: &str = r##"{"updateWindowsDeviceAccountActionParameter":{"calendarSyncEnabled":true,"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"P@ss","userPrincipalName":"room1@rooms.contoso.com"},"deviceAccountEmail":"room1@rooms.contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true,"sessionInitiationProtocalAddress":"sip:room1@rooms.contoso.com"}}"##;
@@ -132,14 +132,7 @@ fn evaluation(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy/decide");
     for n in [10, 1_000, 10_000] {
         let policy = policy_of(n);
-        let facts = Facts {
-            caller: 0,
-            op,
-            version: target.version,
-            device: &target.device_id,
-            params: &params,
-            initiator: None,
-        };
+        let facts = Facts::of(0, &target, &params, None);
         assert!(
             policy.decide(&facts).allowed,
             "the benchmark must exercise a full walk to an allow"

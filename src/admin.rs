@@ -142,7 +142,7 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     let reloader = gateway.reloader_health();
     let policy_ok = !policy_hash.is_empty()
         && reload_error.is_none()
-        && reloader != crate::reload::ReloaderHealth::Stopped;
+        && reloader != crate::gateway::ReloaderHealth::Stopped;
     let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty();
     let detail = json!({
         "ready": ready,

@@ -8,18 +8,18 @@ use http_body_util::Full;
 
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
-use crate::forward::UpstreamReply;
+use crate::forward::{UpstreamError, UpstreamReply};
 use crate::idempotency::{StoredResponse, Ticket};
 use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
+use crate::operation::route::Recognised;
+use crate::operation::schema::Params;
 use crate::policy::Decision;
-use crate::route::Recognised;
-use crate::schema::Params;
 
 /// Records the answer for duplicates when the action may have run (including when the
 /// outcome is unknown); otherwise a dropped ticket lets a retry run it.
 pub fn settle(
     ticket: Option<Ticket>,
-    result: Result<UpstreamReply, GatewayError>,
+    result: Result<UpstreamReply, UpstreamError>,
     ids: &RequestIds,
 ) -> Result<Response<Full<Bytes>>, GatewayError> {
     match result {
@@ -30,20 +30,15 @@ pub fn settle(
             }
             Ok(reply.into_response())
         }
-        Err(err) if err.outcome_unknown() => {
-            if let Some(t) = ticket {
-                let resp = err.to_response(&ids.request_id, &ids.client_request_id);
-                let body = crate::graph_error::body(
-                    err.code(),
-                    &err.to_string(),
-                    &ids.request_id,
-                    &ids.client_request_id,
-                );
-                t.finish(StoredResponse::of(&resp, body));
+        Err(err) => {
+            let err = GatewayError::from(err);
+            if let Some(t) = ticket.filter(|_| err.outcome_unknown()) {
+                let answer = err.answer();
+                let body = answer.body(&ids.request_id, &ids.client_request_id);
+                t.finish(StoredResponse::of(&answer.response(body.clone()), body));
             }
             Err(err)
         }
-        Err(err) => Err(err),
     }
 }
 

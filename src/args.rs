@@ -20,7 +20,13 @@ use graphgate::server::ServerLimits;
 )]
 pub struct Cli {
     /// Log format on stdout.
-    #[arg(long, global = true, value_enum, default_value = "json")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        env = "GRAPHGATE_LOG_FORMAT",
+        default_value = "json"
+    )]
     pub log_format: LogFormat,
     #[command(subcommand)]
     pub command: Command,
@@ -67,12 +73,20 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAPHGATE_EXTRA_CA_FILE")]
     pub extra_ca_file: Option<PathBuf>,
     /// Never use a token this close to its expiry.
-    #[arg(long, default_value_t = 300)]
+    #[arg(
+        long,
+        env = "GRAPHGATE_TOKEN_EXPIRY_MARGIN_SECS",
+        default_value_t = 300
+    )]
     pub token_expiry_margin_secs: u64,
     #[command(flatten)]
     pub bounds: BoundArgs,
     /// Token lifetime the in-process emulator issues (with --emulator).
-    #[arg(long, default_value_t = 3599)]
+    #[arg(
+        long,
+        env = "GRAPHGATE_EMULATOR_TOKEN_LIFETIME_SECS",
+        default_value_t = 3599
+    )]
     pub emulator_token_lifetime_secs: u64,
     /// Serve TLS with this PEM certificate chain (with --tls-key).
     #[arg(long, env = "GRAPHGATE_TLS_CERT", requires = "tls_key")]
@@ -87,7 +101,7 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAPHGATE_CLIENT_CRL", requires = "client_ca")]
     pub client_crl: Option<PathBuf>,
     /// Allow plain HTTP on a non-loopback address (callers' API keys then cross the network in clear).
-    #[arg(long)]
+    #[arg(long, env = "GRAPHGATE_ALLOW_INSECURE_LISTENER")]
     pub allow_insecure_listener: bool,
     /// Admin listener (/metrics, /healthz, /readyz); keep it off the callers' network.
     #[arg(long, env = "GRAPHGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
@@ -100,29 +114,37 @@ pub struct ServeArgs {
 #[derive(Args)]
 pub struct BoundArgs {
     /// Largest request body accepted.
-    #[arg(long, default_value_t = 64 * 1024)]
+    #[arg(long, env = "GRAPHGATE_MAX_BODY_BYTES", default_value_t = 64 * 1024)]
     pub max_body_bytes: usize,
     /// Longest time to receive a request's headers; also the deadline for a new connection's
     /// first request, and how long an idle HTTP/1.1 keep-alive connection stays open.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, env = "GRAPHGATE_HEADER_READ_TIMEOUT_SECS", default_value_t = 20)]
     pub header_read_timeout_secs: u64,
     /// Longest time to receive a request body.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, env = "GRAPHGATE_BODY_READ_TIMEOUT_SECS", default_value_t = 10)]
     pub body_read_timeout_secs: u64,
     /// Longest inbound TLS handshake.
-    #[arg(long, default_value_t = 10)]
+    #[arg(
+        long,
+        env = "GRAPHGATE_TLS_HANDSHAKE_TIMEOUT_SECS",
+        default_value_t = 10
+    )]
     pub tls_handshake_timeout_secs: u64,
     /// Longest TCP connect to Entra or Graph.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, env = "GRAPHGATE_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub connect_timeout_secs: u64,
     /// Longest wait for one complete Graph answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "GRAPHGATE_UPSTREAM_TIMEOUT_SECS", default_value_t = 30)]
     pub upstream_timeout_secs: u64,
     /// Longest total wait when retrying throttled Graph calls (429, 503 with Retry-After).
-    #[arg(long, default_value_t = 10)]
+    #[arg(
+        long,
+        env = "GRAPHGATE_UPSTREAM_RETRY_MAX_WAIT_SECS",
+        default_value_t = 10
+    )]
     pub upstream_retry_max_wait_secs: u64,
     /// Most requests in flight; more are answered 503 with Retry-After.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "GRAPHGATE_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
     /// Most requests in flight for one caller; more are answered 429 with Retry-After.
     #[arg(
@@ -132,7 +154,7 @@ pub struct BoundArgs {
     )]
     pub max_in_flight_per_caller: usize,
     /// Most client connections; more are refused at once (503 on plain HTTP, closed on TLS).
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, env = "GRAPHGATE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
     /// Most connections from one source IP address; more are refused like --max-connections.
     #[arg(
@@ -167,10 +189,10 @@ pub struct BoundArgs {
     )]
     pub http2_max_control_frames_per_sec: u32,
     /// How long an Idempotency-Key (or client-request-id) is remembered.
-    #[arg(long, default_value_t = 600)]
+    #[arg(long, env = "GRAPHGATE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
     /// Longest time in-flight requests get to finish on shutdown.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
 }
 
@@ -228,14 +250,19 @@ pub struct EmulateArgs {
     #[arg(long, env = "GRAPHGATE_EMULATOR_CLIENT_SECRET", default_value = graphgate::emulator::DEMO_CLIENT_SECRET, hide_default_value = true)]
     pub client_secret: String,
     /// Application permissions granted to the app (repeatable).
-    #[arg(long = "role", default_value = graphgate::catalog::PRIV_OPS)]
+    #[arg(long = "role", default_value = graphgate::operation::catalog::PRIV_OPS)]
     pub roles: Vec<String>,
     /// Lifetime of issued tokens.
     #[arg(long, default_value_t = 3599)]
     pub token_lifetime_secs: u64,
-    /// Managed-device ids in the inventory (repeatable) [default: the demo devices].
-    #[arg(long = "device")]
-    pub devices: Vec<String>,
+    /// A managed device in the inventory, ID[:OS] with OS windows (the default), ios, macos
+    /// or android (repeatable) [default: the demo devices].
+    #[arg(long = "device", value_name = "ID[:OS]")]
+    pub devices: Vec<graphgate::emulator::EmulatedDevice>,
+    /// How long an accepted action stays pending in the device's deviceActionResults before
+    /// it is done.
+    #[arg(long, default_value_t = graphgate::emulator::DEFAULT_ACTION_COMPLETION.as_secs())]
+    pub action_completion_secs: u64,
     /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
     #[arg(long = "fault", value_name = "SPEC", long_help = graphgate::emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
     pub faults: Vec<graphgate::emulator::FaultSpec>,

@@ -1,17 +1,24 @@
-//! Every way a request can fail, and the one place that turns a failure into Graph's error
-//! JSON with the right status. Messages speak in the caller's terms and never carry secrets.
+//! Why a request was not forwarded (or could not be completed), and the one place that
+//! turns a failure into what the caller sees: status, Graph error code, message and headers
+//! ([`GatewayError::answer`]). Each stage has its own error type; this module sits above them
+//! all. Callers get fixed words for internal and upstream failures; the detail (the error's
+//! chain, see [`chain`]) goes to the log, with the request id.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use crate::audit::WriteError;
 use crate::credential::TokenError;
+use crate::forward::UpstreamError;
 use crate::identity::AuthError;
-use crate::route::RouteError;
-use crate::schema::SchemaError;
+use crate::identity::context::ContextError;
+use crate::inbound::InboundError;
+use crate::operation::route::RouteError;
 
 /// Why the gateway did not forward (or could not complete) a request.
 #[derive(Debug, thiserror::Error)]
@@ -19,49 +26,16 @@ pub enum GatewayError {
     /// No usable caller identity.
     #[error(transparent)]
     Unauthenticated(#[from] AuthError),
-    /// The path is no known operation, or is malformed.
+    /// The request could not be admitted: unknown path, bad query, header or body.
     #[error(transparent)]
-    Route(#[from] RouteError),
-    /// Query parameters are not part of any action.
-    #[error("query parameters are not accepted on this operation (only 'dry-run')")]
-    QueryNotAllowed,
+    Inbound(#[from] InboundError),
+    /// The person or reason stated is unusable, or the allowing rule requires one not stated.
+    #[error(transparent)]
+    Context(#[from] ContextError),
     /// The policy does not allow this request; the message is for the caller.
     #[error("{0}")]
     Forbidden(String),
-    /// The body is larger than the limit.
-    #[error("the request body is larger than {limit} bytes")]
-    BodyTooLarge {
-        /// The limit.
-        limit: usize,
-    },
-    /// The body is not JSON.
-    #[error("the request body must be sent as 'Content-Type: application/json'")]
-    UnsupportedMediaType,
-    /// The body could not be read (client went away, or bad framing).
-    #[error("the request body could not be read: {0}")]
-    BodyRead(String),
-    /// The body did not arrive in time.
-    #[error("the request body did not arrive within {0} s")]
-    BodyTimeout(u64),
-    /// An unusable `Idempotency-Key`.
-    #[error("{0}")]
-    BadIdempotencyKey(&'static str),
-    /// An idempotency key reused for a different request.
-    #[error("this Idempotency-Key was already used for a different request")]
-    IdempotencyKeyReused,
-    /// Too many requests in flight: shed before doing any work.
-    #[error("graphgate is at its in-flight request limit; retry shortly")]
-    Overloaded,
-    /// The body does not match the action's schema.
-    #[error(transparent)]
-    BadBody(#[from] SchemaError),
-    /// A simplified-API body that cannot be mapped to Graph's.
-    #[error(transparent)]
-    BadSimpleBody(#[from] crate::simple::SimpleError),
-    /// The person or reason stated is unusable, or the allowing rule requires one not stated.
-    #[error(transparent)]
-    Context(#[from] crate::identity::context::ContextError),
-    /// A rate limit or the tenant pacing refused the request for now.
+    /// A rate limit, the tenant pacing or the caller's in-flight bound refused it for now.
     #[error("rate limit reached ({scope}); retry after {retry_after_secs} s")]
     RateLimited {
         /// Which budget ran out: the caller's, the rule's, or the tenant's write pacing.
@@ -69,162 +43,236 @@ pub enum GatewayError {
         /// When to retry.
         retry_after_secs: u64,
     },
-    /// No usable token could be obtained from Entra.
-    #[error("graphgate could not obtain a token from Microsoft Entra: {0}")]
-    Token(Arc<TokenError>),
-    /// Graph could not be reached; nothing was sent.
-    #[error("Microsoft Graph could not be reached; the request was not sent: {0}")]
-    UpstreamUnavailable(String),
-    /// The request may have reached Graph, but no answer came back.
-    #[error(
-        "the request was sent to Microsoft Graph but no complete answer came back; the action may or may not have run, check the device: {0}"
-    )]
-    OutcomeUnknown(String),
-    /// Graph took longer than the upstream timeout; the action may have run.
-    #[error(
-        "Microsoft Graph did not answer within {0} s; the action may or may not have run, check the device"
-    )]
-    UpstreamTimeout(u64),
-    /// Graph itself answered 504: its back end may or may not have run the action.
-    #[error(
-        "Microsoft Graph answered 504 Gateway Timeout; the action may or may not have run, check the device ({0})"
-    )]
-    GraphTimedOut(String),
+    /// Too many requests in flight: shed before doing any work.
+    #[error("graphgate is at its in-flight request limit; retry shortly")]
+    Overloaded,
+    /// An idempotency key reused for a different request.
+    #[error("this Idempotency-Key was already used for a different request")]
+    IdempotencyKeyReused,
+    /// No usable token could be obtained from Entra; nothing was sent.
+    #[error("graphgate could not obtain a token from Microsoft Entra")]
+    Token(#[from] Arc<TokenError>),
     /// The audit log could not record the intent; nothing was sent (fail closed).
     #[error("the audit log is unavailable, so graphgate did not send the request")]
-    AuditUnavailable(#[source] crate::audit::WriteError),
+    AuditUnavailable(#[from] WriteError),
+    /// Graph gave no usable answer.
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
 }
 
-impl From<Arc<TokenError>> for GatewayError {
-    fn from(e: Arc<TokenError>) -> Self {
-        GatewayError::Token(e)
-    }
+/// Everything a caller is told about one failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The Graph-style error code: stable, for clients and the audit to branch on.
+    pub code: &'static str,
+    /// The message, in the caller's terms; never a secret, never an internal error chain.
+    pub message: Cow<'static, str>,
+    /// The one header the failure calls for, if any (`WWW-Authenticate`, `Allow`,
+    /// `Retry-After`); `Content-Type` is always set.
+    pub header: Option<(HeaderName, HeaderValue)>,
 }
 
-impl GatewayError {
-    /// Whether the request may have reached Graph and run: such failures are never retried,
-    /// and a duplicate gets the same answer.
-    pub fn outcome_unknown(&self) -> bool {
-        matches!(
-            self,
-            GatewayError::OutcomeUnknown(_)
-                | GatewayError::UpstreamTimeout(_)
-                | GatewayError::GraphTimedOut(_)
-        )
-    }
-
-    /// The HTTP status for this failure.
-    pub fn status(&self) -> StatusCode {
-        use GatewayError as E;
-        match self {
-            E::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
-            E::Route(RouteError::NotFound) => StatusCode::NOT_FOUND,
-            E::Route(RouteError::MethodNotAllowed) => StatusCode::METHOD_NOT_ALLOWED,
-            E::Route(RouteError::TooLong) => StatusCode::URI_TOO_LONG,
-            E::Route(_)
-            | E::QueryNotAllowed
-            | E::BadBody(_)
-            | E::BadSimpleBody(_)
-            | E::Context(_)
-            | E::BodyRead(_) => StatusCode::BAD_REQUEST,
-            E::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            E::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            E::BadIdempotencyKey(_) => StatusCode::BAD_REQUEST,
-            E::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            E::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
-            E::Forbidden(_) => StatusCode::FORBIDDEN,
-            E::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            E::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            E::Token(_) | E::AuditUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            E::UpstreamUnavailable(_) | E::OutcomeUnknown(_) => StatusCode::BAD_GATEWAY,
-            E::UpstreamTimeout(_) | E::GraphTimedOut(_) => StatusCode::GATEWAY_TIMEOUT,
+impl Answer {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<Cow<'static, str>>) -> Self {
+        Answer {
+            status,
+            code,
+            message: message.into(),
+            header: None,
         }
     }
 
-    /// The Graph-style error code; stable, for clients and the audit to branch on.
-    pub fn code(&self) -> &'static str {
-        use GatewayError as E;
-        match self {
-            E::Unauthenticated(_) => "InvalidAuthenticationToken",
-            E::Route(RouteError::NotFound) => "resourceNotFound",
-            E::Route(RouteError::MethodNotAllowed) => "methodNotAllowed",
-            E::Route(RouteError::TooLong) => "requestUriTooLong",
-            E::Route(_) | E::QueryNotAllowed | E::BodyRead(_) => "invalidRequest",
-            E::BadBody(_) | E::BadSimpleBody(_) | E::Context(_) => "invalidRequest",
-            E::RateLimited { .. } => "activityLimitReached",
-            E::BodyTimeout(_) => "requestTimeout",
-            E::BadIdempotencyKey(_) => "invalidRequest",
-            E::IdempotencyKeyReused => "idempotencyKeyReused",
-            E::Overloaded => "serviceNotAvailable",
-            E::Forbidden(_) => "accessDenied",
-            E::BodyTooLarge { .. } => "requestEntityTooLarge",
-            E::UnsupportedMediaType => "unsupportedMediaType",
-            E::Token(_) => "tokenAcquisitionFailed",
-            E::AuditUnavailable(_) => "auditUnavailable",
-            E::UpstreamUnavailable(_) => "upstreamUnavailable",
-            E::OutcomeUnknown(_) | E::UpstreamTimeout(_) | E::GraphTimedOut(_) => {
-                "upstreamOutcomeUnknown"
-            }
-        }
+    fn with(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.header = Some((name, value));
+        self
     }
 
-    /// The Graph-shaped response for this failure.
-    pub fn to_response(&self, request_id: &str, client_request_id: &str) -> Response<Full<Bytes>> {
-        let body = crate::graph_error::body(
-            self.code(),
-            &self.to_string(),
-            request_id,
-            client_request_id,
-        );
+    fn retry_after(self, secs: u64) -> Self {
+        self.with(RETRY_AFTER, HeaderValue::from(secs))
+    }
+
+    /// The Graph-shaped error body.
+    pub fn body(&self, request_id: &str, client_request_id: &str) -> Bytes {
+        crate::graph_error::body(self.code, &self.message, request_id, client_request_id)
+    }
+
+    /// The response carrying `body` (see [`Answer::body`]).
+    pub fn response(&self, body: Bytes) -> Response<Full<Bytes>> {
         let mut resp = Response::new(Full::new(body));
-        *resp.status_mut() = self.status();
+        *resp.status_mut() = self.status;
         let h = resp.headers_mut();
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        match self {
-            GatewayError::Unauthenticated(e) => {
-                h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(e.challenge()));
-            }
-            GatewayError::Route(RouteError::MethodNotAllowed) => {
-                h.insert(http::header::ALLOW, HeaderValue::from_static("POST"));
-            }
-            GatewayError::Token(_) | GatewayError::AuditUnavailable(_) => {
-                h.insert(RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            GatewayError::Overloaded => {
-                h.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            }
-            GatewayError::RateLimited {
-                retry_after_secs, ..
-            } => {
-                h.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-            }
-            _ => {}
+        if let Some((name, value)) = &self.header {
+            h.insert(name, value.clone());
         }
         resp
     }
 }
 
+impl GatewayError {
+    /// What the caller sees for this failure: the one place failures are mapped.
+    pub fn answer(&self) -> Answer {
+        use GatewayError as E;
+        match self {
+            E::Unauthenticated(e) => Answer::new(
+                StatusCode::UNAUTHORIZED,
+                "InvalidAuthenticationToken",
+                e.to_string(),
+            )
+            .with(WWW_AUTHENTICATE, HeaderValue::from_static(e.challenge())),
+            E::Inbound(e) => inbound(e),
+            E::Context(e) => Answer::new(StatusCode::BAD_REQUEST, "invalidRequest", e.to_string()),
+            E::Forbidden(message) => {
+                Answer::new(StatusCode::FORBIDDEN, "accessDenied", message.clone())
+            }
+            E::RateLimited {
+                retry_after_secs, ..
+            } => Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "activityLimitReached",
+                self.to_string(),
+            )
+            .retry_after(*retry_after_secs),
+            E::Overloaded => Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceNotAvailable",
+                self.to_string(),
+            )
+            .retry_after(1),
+            E::IdempotencyKeyReused => Answer::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotencyKeyReused",
+                self.to_string(),
+            ),
+            E::Token(e) => token(e),
+            E::AuditUnavailable(_) => Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "auditUnavailable",
+                self.to_string(),
+            )
+            .retry_after(5),
+            E::Upstream(e) => upstream(e),
+        }
+    }
+
+    /// Whether the request may have reached Graph and run: such failures are never retried,
+    /// and a duplicate gets the same answer.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, GatewayError::Upstream(e) if e.outcome_unknown())
+    }
+}
+
+/// A request that could not be admitted: the caller's to fix, so its message is shown.
+fn inbound(e: &InboundError) -> Answer {
+    use InboundError as I;
+    let says = |status, code| Answer::new(status, code, e.to_string());
+    match e {
+        I::Route(RouteError::NotFound) => says(StatusCode::NOT_FOUND, "resourceNotFound"),
+        I::Route(RouteError::MethodNotAllowed) => {
+            says(StatusCode::METHOD_NOT_ALLOWED, "methodNotAllowed")
+                .with(ALLOW, HeaderValue::from_static("POST"))
+        }
+        I::Route(RouteError::TooLong) => says(StatusCode::URI_TOO_LONG, "requestUriTooLong"),
+        I::BodyTooLarge { .. } => says(StatusCode::PAYLOAD_TOO_LARGE, "requestEntityTooLarge"),
+        I::UnsupportedMediaType => says(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupportedMediaType"),
+        I::BodyTimeout(_) => says(StatusCode::REQUEST_TIMEOUT, "requestTimeout"),
+        I::Route(_)
+        | I::QueryNotAllowed
+        | I::BadIdempotencyKey(_)
+        | I::BodyRead(_)
+        | I::BadBody(_)
+        | I::BadSimpleBody(_) => says(StatusCode::BAD_REQUEST, "invalidRequest"),
+    }
+}
+
+/// No token: the caller is told so and when to retry. Entra's own error code and trace id
+/// are passed on (the caller may quote them to whoever runs the app registration); any
+/// other detail (transport errors, file paths) stays in the log.
+fn token(e: &TokenError) -> Answer {
+    let message = match e {
+        TokenError::Refused { .. } => {
+            format!("graphgate could not obtain a token from Microsoft Entra: {e}").into()
+        }
+        _ => Cow::Borrowed("graphgate could not obtain a token from Microsoft Entra"),
+    };
+    Answer::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "tokenAcquisitionFailed",
+        message,
+    )
+    .retry_after(5)
+}
+
+/// Graph gave no usable answer: fixed words saying whether the action may have run (and
+/// Graph's request id when Graph answered); the transport's error chain stays in the log.
+fn upstream(e: &UpstreamError) -> Answer {
+    const MAY_HAVE_RUN: &str = "the action may or may not have run, check the device";
+    let unknown =
+        |message: String| Answer::new(StatusCode::BAD_GATEWAY, "upstreamOutcomeUnknown", message);
+    match e {
+        UpstreamError::Unreachable(_) => Answer::new(
+            StatusCode::BAD_GATEWAY,
+            "upstreamUnavailable",
+            "Microsoft Graph could not be reached; the request was not sent",
+        ),
+        UpstreamError::Lost(_) => unknown(format!(
+            "the request was sent to Microsoft Graph but no complete answer came back; {MAY_HAVE_RUN}"
+        )),
+        UpstreamError::GraphBadGateway { graph_request_id } => unknown(format!(
+            "Microsoft Graph answered 502 Bad Gateway; {MAY_HAVE_RUN} (Graph request-id {graph_request_id})"
+        )),
+        UpstreamError::Timeout(secs) => Answer {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            ..unknown(format!(
+                "Microsoft Graph did not answer within {secs} s; {MAY_HAVE_RUN}"
+            ))
+        },
+        UpstreamError::GraphTimedOut { graph_request_id } => Answer {
+            status: StatusCode::GATEWAY_TIMEOUT,
+            ..unknown(format!(
+                "Microsoft Graph answered 504 Gateway Timeout; {MAY_HAVE_RUN} (Graph request-id {graph_request_id})"
+            ))
+        },
+        UpstreamError::Token(e) => token(e),
+    }
+}
+
+/// An error and its sources, `: `-separated: what the log gets.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
 /// The answer when something unexpected went wrong: no detail for the client (it is logged).
 pub fn internal_error_response() -> Response<Full<Bytes>> {
     let id = uuid::Uuid::new_v4().to_string();
-    let body = crate::graph_error::body(
+    let answer = Answer::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
         "generalException",
         "something went wrong; the gateway logged the details",
-        &id,
-        &id,
     );
-    let mut resp = Response::new(Full::new(body));
-    *resp.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
+    answer.response(answer.body(&id, &id))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operation::schema::SchemaError;
+    use crate::operation::simple::SimpleError;
 
-    fn json(resp: &Response<Full<Bytes>>) -> serde_json::Value {
+    /// What a caller sees: status, code, message, the extra header, and the body's JSON.
+    fn seen(err: impl Into<GatewayError>) -> (u16, String, String, Header) {
+        let err = err.into();
+        let answer = err.answer();
+        let resp = answer.response(answer.body("rid", "crid"));
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
             .unwrap();
@@ -232,44 +280,299 @@ mod tests {
             .block_on(http_body_util::BodyExt::collect(resp.body().clone()))
             .unwrap()
             .to_bytes();
-        serde_json::from_slice(&bytes).unwrap()
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        assert_eq!(json["error"]["innerError"]["request-id"], "rid");
+        assert_eq!(json["error"]["innerError"]["client-request-id"], "crid");
+        assert_eq!(json["error"]["code"], answer.code, "body and answer agree");
+        assert_eq!(json["error"]["message"], answer.message.as_ref());
+        let header = answer.header.as_ref().map(|(name, value)| {
+            assert_eq!(resp.headers()[name], value, "the header is on the response");
+            (name.to_string(), value.to_str().unwrap().to_owned())
+        });
+        assert_eq!(resp.headers().len(), 1 + usize::from(header.is_some()));
+        (
+            resp.status().as_u16(),
+            answer.code.to_owned(),
+            answer.message.into_owned(),
+            header,
+        )
+    }
+
+    /// The extra header a failure carries, as (name, value).
+    type Header = Option<(String, String)>;
+
+    fn header(name: &str, value: &str) -> Header {
+        Some((name.to_owned(), value.to_owned()))
+    }
+
+    /// A transport error chain with details no caller may see.
+    fn transport(detail: &str) -> Box<dyn std::error::Error + Send + Sync> {
+        let inner = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, detail.to_owned());
+        Box::new(std::io::Error::other(inner))
     }
 
     #[test]
-    fn statuses_codes_and_headers() {
-        let r = GatewayError::Unauthenticated(AuthError::Missing).to_response("rid", "crid");
-        assert_eq!(r.status(), 401);
-        assert_eq!(r.headers()[WWW_AUTHENTICATE], r#"Bearer realm="graphgate""#);
-        let t =
-            GatewayError::Unauthenticated(AuthError::Token(crate::identity::TokenRefusal::Expired))
-                .to_response("rid", "crid");
+    fn identity_failures_are_401_with_a_bearer_challenge() {
+        for e in [
+            AuthError::Missing,
+            AuthError::Malformed,
+            AuthError::UnknownKey,
+            AuthError::UnknownCertificate,
+            AuthError::SeveralCommonNames,
+            AuthError::Ambiguous,
+        ] {
+            let (status, code, message, h) = seen(e);
+            assert_eq!((status, code.as_str()), (401, "InvalidAuthenticationToken"));
+            assert_eq!(message, e.to_string());
+            assert_eq!(h, header("www-authenticate", r#"Bearer realm="graphgate""#));
+        }
+        // A token presented and refused: RFC 6750's invalid_token, and why.
+        let refused = AuthError::Token(crate::identity::TokenRefusal::Expired);
+        let (status, code, message, h) = seen(refused);
+        assert_eq!((status, code.as_str()), (401, "InvalidAuthenticationToken"));
+        assert_eq!(message, "the token has expired (or has no 'exp')");
         assert_eq!(
-            t.headers()[WWW_AUTHENTICATE],
-            r#"Bearer realm="graphgate", error="invalid_token""#
+            h,
+            header(
+                "www-authenticate",
+                r#"Bearer realm="graphgate", error="invalid_token""#
+            )
         );
-        assert_eq!(
-            json(&t)["error"]["message"],
-            "the token has expired (or has no 'exp')"
-        );
-        assert_eq!(json(&r)["error"]["code"], "InvalidAuthenticationToken");
-        assert_eq!(json(&r)["error"]["innerError"]["client-request-id"], "crid");
+    }
 
-        assert_eq!(GatewayError::Route(RouteError::NotFound).status(), 404);
-        assert_eq!(GatewayError::Forbidden("x".into()).status(), 403);
-        assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
-        assert_eq!(GatewayError::UnsupportedMediaType.status(), 415);
+    #[test]
+    fn an_unusable_person_or_reason_is_the_callers_to_fix() {
+        let (status, code, message, h) = seen(ContextError::BadReason("X-Graphgate-Reason"));
+        assert_eq!((status, code.as_str(), h), (400, "invalidRequest", None));
+        assert!(
+            message.starts_with("X-Graphgate-Reason must be text"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn admission_failures_are_the_callers_to_fix_and_say_why() {
+        use InboundError as I;
+        let cases: Vec<(InboundError, u16, &str, Header)> = vec![
+            (
+                I::Route(RouteError::NotFound),
+                404,
+                "resourceNotFound",
+                None,
+            ),
+            (
+                I::Route(RouteError::MethodNotAllowed),
+                405,
+                "methodNotAllowed",
+                header("allow", "POST"),
+            ),
+            (
+                I::Route(RouteError::TooLong),
+                414,
+                "requestUriTooLong",
+                None,
+            ),
+            (
+                I::Route(RouteError::BadId("managedDeviceId")),
+                400,
+                "invalidRequest",
+                None,
+            ),
+            (
+                I::Route(RouteError::Malformed("x")),
+                400,
+                "invalidRequest",
+                None,
+            ),
+            (I::QueryNotAllowed, 400, "invalidRequest", None),
+            (I::BadIdempotencyKey("bad key"), 400, "invalidRequest", None),
+            (I::UnsupportedMediaType, 415, "unsupportedMediaType", None),
+            (
+                I::BodyTooLarge { limit: 10 },
+                413,
+                "requestEntityTooLarge",
+                None,
+            ),
+            (I::BodyTimeout(10), 408, "requestTimeout", None),
+            (
+                I::BadBody(SchemaError::UnknownProperty("x".into())),
+                400,
+                "invalidRequest",
+                None,
+            ),
+            (
+                I::BadSimpleBody(SimpleError::Unknown(vec!["x".into()])),
+                400,
+                "invalidRequest",
+                None,
+            ),
+        ];
+        for (e, status, code, h) in cases {
+            let display = e.to_string();
+            let got = seen(e);
+            assert_eq!(got, (status, code.to_owned(), display, h));
+        }
+        // The client's own broken body: said so, without the transport's words.
+        let (status, code, message, _) = seen(I::BodyRead(transport("peer 10.9.8.7 reset")));
+        assert_eq!((status, code.as_str()), (400, "invalidRequest"));
+        assert_eq!(message, "the request body could not be read");
+    }
+
+    #[test]
+    fn the_gateways_own_refusals_say_when_to_retry() {
+        let (status, code, message, h) =
+            seen(GatewayError::Forbidden("denied by policy rule 'r'".into()));
         assert_eq!(
-            GatewayError::Route(RouteError::BadId("managedDeviceId")).status(),
-            400
+            (status, code.as_str(), message.as_str(), h),
+            (403, "accessDenied", "denied by policy rule 'r'", None)
         );
-        let t = GatewayError::Token(Arc::new(TokenError::Unavailable("down".into())));
+        let limited = GatewayError::RateLimited {
+            scope: "caller",
+            retry_after_secs: 7,
+        };
+        let (status, code, _, h) = seen(limited);
         assert_eq!(
-            (t.status(), t.code()),
-            (StatusCode::SERVICE_UNAVAILABLE, "tokenAcquisitionFailed")
+            (status, code.as_str(), h),
+            (429, "activityLimitReached", header("retry-after", "7"))
         );
-        assert_ne!(
-            GatewayError::UpstreamUnavailable(String::new()).code(),
-            GatewayError::OutcomeUnknown(String::new()).code()
+        let (status, code, _, h) = seen(GatewayError::Overloaded);
+        assert_eq!(
+            (status, code.as_str(), h),
+            (503, "serviceNotAvailable", header("retry-after", "1"))
         );
+        let (status, code, _, h) = seen(GatewayError::IdempotencyKeyReused);
+        assert_eq!(
+            (status, code.as_str(), h),
+            (422, "idempotencyKeyReused", None)
+        );
+    }
+
+    #[test]
+    fn token_failures_are_503_passing_on_only_entras_code_and_trace_id() {
+        let refused = TokenError::Refused {
+            error: "invalid_client".into(),
+            aadsts: Some(7_000_215),
+            trace_id: Some("trace-1".into()),
+            correlation_id: Some("corr-1".into()),
+        };
+        let (status, code, message, h) = seen(Arc::new(refused.clone()));
+        assert_eq!(
+            (status, code.as_str(), h),
+            (503, "tokenAcquisitionFailed", header("retry-after", "5"))
+        );
+        assert!(
+            message.contains("AADSTS7000215") && message.contains("trace-1"),
+            "{message}"
+        );
+        for detail in [
+            TokenError::Unavailable("tcp connect error: 10.1.2.3:443".into()),
+            TokenError::Credential("/var/run/secrets/azure/token: cannot read".into()),
+        ] {
+            let (status, code, message, h) = seen(Arc::new(detail));
+            assert_eq!(
+                (status, code.as_str(), h),
+                (503, "tokenAcquisitionFailed", header("retry-after", "5"))
+            );
+            assert_eq!(
+                message,
+                "graphgate could not obtain a token from Microsoft Entra"
+            );
+        }
+        // A refreshed token that could not be had, inside the upstream stage: the same answer.
+        let inside = seen(UpstreamError::Token(Arc::new(refused)));
+        assert_eq!(inside.0, 503);
+        assert_eq!(inside.1, "tokenAcquisitionFailed");
+        assert!(
+            !GatewayError::from(UpstreamError::Token(Arc::new(TokenError::Unavailable(
+                String::new()
+            ))))
+            .outcome_unknown()
+        );
+    }
+
+    #[test]
+    fn an_unwritable_audit_log_is_503_and_nothing_was_sent() {
+        let (status, code, message, h) = seen(WriteError::Io("disk full at /var/log/x".into()));
+        assert_eq!(
+            (status, code.as_str(), h),
+            (503, "auditUnavailable", header("retry-after", "5"))
+        );
+        assert_eq!(
+            message,
+            "the audit log is unavailable, so graphgate did not send the request"
+        );
+    }
+
+    #[test]
+    fn upstream_failures_get_fixed_words_and_the_chain_goes_to_the_log() {
+        let secret_detail = "tcp connect error: Connection refused (os error 111) 10.1.2.3:443";
+        let unreachable = GatewayError::from(UpstreamError::Unreachable(transport(secret_detail)));
+        assert!(!unreachable.outcome_unknown());
+        assert!(
+            chain(&unreachable).contains(secret_detail),
+            "the log has it"
+        );
+        let (status, code, message, h) = seen(unreachable);
+        assert_eq!(
+            (status, code.as_str(), message.as_str(), h),
+            (
+                502,
+                "upstreamUnavailable",
+                "Microsoft Graph could not be reached; the request was not sent",
+                None
+            )
+        );
+        let unknown: Vec<(UpstreamError, u16, &str)> = vec![
+            (
+                UpstreamError::Lost(transport(secret_detail)),
+                502,
+                "no complete answer came back",
+            ),
+            (
+                UpstreamError::GraphBadGateway {
+                    graph_request_id: "g-1".into(),
+                },
+                502,
+                "502 Bad Gateway",
+            ),
+            (
+                UpstreamError::Timeout(30),
+                504,
+                "did not answer within 30 s",
+            ),
+            (
+                UpstreamError::GraphTimedOut {
+                    graph_request_id: "g-2".into(),
+                },
+                504,
+                "504 Gateway Timeout",
+            ),
+        ];
+        for (e, want_status, says) in unknown {
+            let e = GatewayError::from(e);
+            assert!(e.outcome_unknown(), "{e}");
+            let (status, code, message, h) = seen(e);
+            assert_eq!(
+                (status, code.as_str(), h),
+                (want_status, "upstreamOutcomeUnknown", None)
+            );
+            assert!(
+                message.contains(says) && message.contains("may or may not have run"),
+                "{message}"
+            );
+            assert!(!message.contains("os error"), "{message}");
+        }
+        let (_, _, message, _) = seen(UpstreamError::GraphBadGateway {
+            graph_request_id: "g-1".into(),
+        });
+        assert!(message.contains("Graph request-id g-1"), "{message}");
+    }
+
+    #[test]
+    fn an_internal_error_says_nothing_but_where_to_look() {
+        let resp = internal_error_response();
+        assert_eq!(resp.status(), 500);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
     }
 }

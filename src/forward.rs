@@ -3,6 +3,7 @@
 //! non-idempotent actions (a refused token once; 429, and 503 with Retry-After, within a
 //! bounded wait). Anything after which the action may have run is never retried.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -10,14 +11,60 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_A
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
-use crate::audit::AuditTrail;
+use crate::audit::{AuditTrail, DurableIntent};
 use crate::cloud::Cloud;
-use crate::error::GatewayError;
-use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
-use crate::route::Recognised;
+use crate::credential::TokenError;
+use crate::inbound::{Admitted, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
+use crate::operation::route::Recognised;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
-use crate::{metrics, telemetry};
+use crate::{clock, metrics, telemetry};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why Graph gave no usable answer. Each variant says whether the action may have run; the
+/// detail (the transport's error chain) is for the log, never for the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    /// Graph could not be reached, or the request could not be built: nothing was sent.
+    #[error("Microsoft Graph could not be reached; the request was not sent")]
+    Unreachable(#[source] BoxError),
+    /// The request may have reached Graph, but no complete answer came back.
+    #[error("the request was sent to Microsoft Graph but no complete answer came back")]
+    Lost(#[source] BoxError),
+    /// Graph itself answered 502: its back end may or may not have run the action.
+    #[error("Microsoft Graph answered 502 Bad Gateway (Graph request-id {graph_request_id})")]
+    GraphBadGateway {
+        /// Graph's `request-id`, or `none`.
+        graph_request_id: String,
+    },
+    /// No complete answer within the upstream timeout; the action may have run.
+    #[error("Microsoft Graph did not answer within {0} s")]
+    Timeout(u64),
+    /// Graph itself answered 504: its back end may or may not have run the action.
+    #[error("Microsoft Graph answered 504 Gateway Timeout (Graph request-id {graph_request_id})")]
+    GraphTimedOut {
+        /// Graph's `request-id`, or `none`.
+        graph_request_id: String,
+    },
+    /// Graph refused the token, and no new one could be obtained: nothing ran.
+    #[error(transparent)]
+    Token(Arc<TokenError>),
+}
+
+impl UpstreamError {
+    /// Whether the request may have reached Graph and run: such failures are never retried,
+    /// and a duplicate gets the same answer.
+    pub fn outcome_unknown(&self) -> bool {
+        match self {
+            UpstreamError::Lost(_)
+            | UpstreamError::GraphBadGateway { .. }
+            | UpstreamError::Timeout(_)
+            | UpstreamError::GraphTimedOut { .. } => true,
+            UpstreamError::Unreachable(_) | UpstreamError::Token(_) => false,
+        }
+    }
+}
 
 /// Graph response headers a caller gets back; all others are dropped.
 const RETURNED_HEADERS: [HeaderName; 4] =
@@ -73,7 +120,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(v).ok()?;
     Some(
-        at.duration_since(std::time::SystemTime::now())
+        at.duration_since(clock::system_now())
             .unwrap_or(Duration::ZERO),
     )
 }
@@ -112,7 +159,7 @@ impl UpstreamReply {
 }
 
 /// Sends admitted requests to the deployment's Graph.
-pub struct Forwarder {
+pub(crate) struct Forwarder {
     /// The shared outbound client.
     pub http: HttpClient,
     /// The deployment's cloud.
@@ -124,38 +171,38 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
-    /// Obtains a token, makes the audit intent durable, then sends the request, retrying
-    /// only where the action certainly did not run. Every Graph answer goes into the trail.
-    pub async fn send(
+    /// Sends the request under `token`, once its audit intent is durable (`intent` is the
+    /// proof: only [`AuditTrail::intent`] makes one), retrying only where the action
+    /// certainly did not run. Every Graph answer goes into the trail.
+    ///
+    /// A refused token is the one retry that needs the broker: Graph refused before running
+    /// anything, so the same request goes again, once, with a new token. The intent stands
+    /// for the request, not the token: it was written once, before the first attempt, and
+    /// is not written again; the outcome record names the token actually used.
+    pub(crate) async fn send(
         &self,
         ids: &RequestIds,
-        target: &Recognised,
-        body: &Bytes,
+        request: &Admitted,
+        mut token: Arc<CachedToken>,
+        _intent: &DurableIntent,
         broker: &TokenBroker,
         trail: &mut AuditTrail,
-    ) -> Result<UpstreamReply, GatewayError> {
-        let mut token = timed_token(broker).await?;
-        trail.token_app_id(token.claims.appid.as_deref());
-        // Write-ahead: the intent is durable before Graph is asked to act; if the audit log
-        // cannot take it, the gateway does not act (fail closed).
-        trail
-            .intent()
-            .await
-            .map_err(GatewayError::AuditUnavailable)?;
+    ) -> Result<UpstreamReply, UpstreamError> {
         let mut token_refreshed = false;
         let mut waited = Duration::ZERO;
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut reply = self.timed_once(ids, target, body, &token, trail).await?;
+            let mut reply = self
+                .timed_once(ids, &request.target, &request.body, &token, trail)
+                .await?;
             reply.attempts = attempt;
             if reply.status == StatusCode::UNAUTHORIZED && !token_refreshed {
-                // Graph refused the token before running anything: drop it, retry once.
                 tracing::warn!(
                     "Graph refused the cached token; fetching a new one and retrying once"
                 );
                 broker.forget(&token).await;
-                token = timed_token(broker).await?;
+                token = acquire_token(broker).await.map_err(UpstreamError::Token)?;
                 trail.token_app_id(token.claims.appid.as_deref());
                 token_refreshed = true;
                 continue;
@@ -188,8 +235,8 @@ impl Forwarder {
         body: &Bytes,
         token: &CachedToken,
         trail: &mut AuditTrail,
-    ) -> Result<UpstreamReply, GatewayError> {
-        let started = std::time::Instant::now();
+    ) -> Result<UpstreamReply, UpstreamError> {
+        let started = clock::Instant::now();
         let result = self.once(ids, target, body, token).await;
         metrics::upstream(started.elapsed());
         if let Ok(reply) = &result {
@@ -208,7 +255,7 @@ impl Forwarder {
         target: &Recognised,
         body: &Bytes,
         token: &CachedToken,
-    ) -> Result<UpstreamReply, GatewayError> {
+    ) -> Result<UpstreamReply, UpstreamError> {
         let uri = format!(
             "https://{}{}",
             self.cloud.endpoints().graph_host,
@@ -216,7 +263,7 @@ impl Forwarder {
         );
         let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
             .map_err(|_| {
-                GatewayError::UpstreamUnavailable("the token is not a valid header value".into())
+                UpstreamError::Unreachable("the token is not a valid header value".into())
             })?;
         bearer.set_sensitive(true);
         // Headers are built from scratch: nothing the caller sent is copied but the body.
@@ -226,28 +273,29 @@ impl Forwarder {
             .header(CLIENT_REQUEST_ID, ids.client_request_id.as_str())
             .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")))
             .body(Full::new(body.clone()))
-            .map_err(|e| GatewayError::UpstreamUnavailable(e.to_string()))?;
+            .map_err(|e| UpstreamError::Unreachable(Box::new(e)))?;
         // The trace continues to Graph (W3C traceparent).
         telemetry::inject_current(req.headers_mut());
         let exchange = async {
+            // Only a failed connect is sure to have sent nothing.
             let resp = self.http.request(req).await.map_err(|e| {
                 if e.is_connect() {
-                    GatewayError::UpstreamUnavailable(error_chain(&e))
+                    UpstreamError::Unreachable(Box::new(e))
                 } else {
-                    GatewayError::OutcomeUnknown(error_chain(&e))
+                    UpstreamError::Lost(Box::new(e))
                 }
             })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, MAX_UPSTREAM_BODY_BYTES)
                 .collect()
                 .await
-                .map_err(|e| GatewayError::OutcomeUnknown(e.to_string()))?
+                .map_err(UpstreamError::Lost)?
                 .to_bytes();
-            Ok::<_, GatewayError>((parts, body))
+            Ok::<_, UpstreamError>((parts, body))
         };
         let (parts, body) = tokio::time::timeout(self.timeout, exchange)
             .await
-            .map_err(|_| GatewayError::UpstreamTimeout(self.timeout.as_secs()))??;
+            .map_err(|_| UpstreamError::Timeout(self.timeout.as_secs()))??;
         let mut headers = HeaderMap::new();
         for name in RETURNED_HEADERS {
             if let Some(v) = parts.headers.get(&name) {
@@ -264,30 +312,31 @@ impl Forwarder {
 }
 
 /// A usable token, timed for the token-acquisition histogram.
-async fn timed_token(broker: &TokenBroker) -> Result<std::sync::Arc<CachedToken>, GatewayError> {
-    let started = std::time::Instant::now();
+pub async fn acquire_token(broker: &TokenBroker) -> Result<Arc<CachedToken>, Arc<TokenError>> {
+    let started = clock::Instant::now();
     let token = broker.token().await;
     metrics::token_acquired(started.elapsed());
-    Ok(token?)
+    token
 }
 
 /// Graph's own 502 and 504 say its back end may or may not have run the action: the caller
 /// gets graphgate's distinct "outcome unknown" answer (never retried), naming Graph's request id.
-fn outcome(reply: UpstreamReply) -> Result<UpstreamReply, GatewayError> {
-    let detail = || {
-        let id = reply
+fn outcome(reply: UpstreamReply) -> Result<UpstreamReply, UpstreamError> {
+    let graph_request_id = || {
+        reply
             .headers
             .get(REQUEST_ID)
             .and_then(|v| v.to_str().ok())
-            .unwrap_or("none");
-        format!("Graph request-id {id}")
+            .unwrap_or("none")
+            .to_owned()
     };
     match reply.status {
-        StatusCode::BAD_GATEWAY => Err(GatewayError::OutcomeUnknown(format!(
-            "Graph answered 502 Bad Gateway, {}",
-            detail()
-        ))),
-        StatusCode::GATEWAY_TIMEOUT => Err(GatewayError::GraphTimedOut(detail())),
+        StatusCode::BAD_GATEWAY => Err(UpstreamError::GraphBadGateway {
+            graph_request_id: graph_request_id(),
+        }),
+        StatusCode::GATEWAY_TIMEOUT => Err(UpstreamError::GraphTimedOut {
+            graph_request_id: graph_request_id(),
+        }),
         _ => Ok(reply),
     }
 }
@@ -300,18 +349,6 @@ fn with_retry_after(mut reply: UpstreamReply, delay: Duration) -> UpstreamReply 
             .insert(RETRY_AFTER, HeaderValue::from(delay.as_secs().max(1)));
     }
     reply
-}
-
-/// An error and its sources, joined by ": ".
-pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }
 
 #[cfg(test)]
@@ -369,8 +406,7 @@ mod tests {
             retry_after(&headers(Some("7"))),
             Some(Duration::from_secs(7))
         );
-        let later =
-            httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(120));
+        let later = httpdate::fmt_http_date(clock::system_now() + Duration::from_secs(120));
         let d = retry_after(&headers(Some(&later))).unwrap();
         assert!((118..=120).contains(&d.as_secs()), "{d:?}");
         assert_eq!(retry_after(&headers(Some("soon"))), None);

@@ -34,7 +34,9 @@ pub fn body(code: &str, message: &str, request_id: &str, client_request_id: &str
             message,
             inner_error: InnerError {
                 // Graph writes the date without a zone suffix: 2020-12-03T20:03:18
-                date: chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S").to_string(),
+                date: crate::clock::utc_now()
+                    .format("%Y-%m-%dT%H:%M:%S")
+                    .to_string(),
                 request_id,
                 client_request_id,
             },

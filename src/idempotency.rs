@@ -176,7 +176,7 @@ pub fn key_of(headers: &HeaderMap) -> Option<Result<String, &'static str>> {
     headers
         .get("client-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| crate::route::is_guid(v))
+        .filter(|v| crate::operation::route::is_guid(v))
         .map(|v| Ok(format!("crid:{}", v.to_ascii_lowercase())))
 }
 

@@ -1,19 +1,56 @@
-//! Reading what a caller sent: request ids, which surface and operation the path names, the
-//! dry-run preference, the content type, and the body within its size and time bounds, turned
-//! into the Graph body and its validated parameters.
+//! Admission: reading what a caller sent. Request ids; which surface and operation the path
+//! names; the dry-run preference and idempotency key; the content type; the body within its
+//! size and time bounds, turned into the Graph body and its validated parameters. The
+//! gateway, `policy explain` and `policy test` admit a request through the same two steps,
+//! [`admit_head`] then [`Head::admit_body`], so they cannot disagree.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName};
-use http::{HeaderMap, Request};
+use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
-use crate::error::GatewayError;
-use crate::route::{self, Recognised, Surface};
-use crate::schema::{self, Params};
-use crate::simple;
+use crate::idempotency;
+use crate::operation::route::{self, Recognised, RouteError, Surface};
+use crate::operation::schema::{self, Params, SchemaError};
+use crate::operation::simple::{self, SimpleError};
+
+/// Why a request was refused while it was read: the caller's to fix, and said so.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    /// The path is no known operation, or is malformed.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// Query parameters are not part of any action.
+    #[error("query parameters are not accepted on this operation (only 'dry-run')")]
+    QueryNotAllowed,
+    /// An unusable `Idempotency-Key`.
+    #[error("{0}")]
+    BadIdempotencyKey(&'static str),
+    /// The body is not JSON.
+    #[error("the request body must be sent as 'Content-Type: application/json'")]
+    UnsupportedMediaType,
+    /// The body is larger than the limit.
+    #[error("the request body is larger than {limit} bytes")]
+    BodyTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+    /// The body could not be read (the client went away, or bad framing).
+    #[error("the request body could not be read")]
+    BodyRead(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The body did not arrive in time.
+    #[error("the request body did not arrive within {0} s")]
+    BodyTimeout(u64),
+    /// The body does not match the action's schema.
+    #[error(transparent)]
+    BadBody(#[from] SchemaError),
+    /// A simplified-API body that cannot be mapped to Graph's.
+    #[error(transparent)]
+    BadSimpleBody(#[from] SimpleError),
+}
 
 /// Header carrying the caller's correlation id (Graph's convention).
 pub const CLIENT_REQUEST_ID: HeaderName = HeaderName::from_static("client-request-id");
@@ -48,9 +85,73 @@ fn new_guid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
+/// What a request's head asks for, checked before its body is read.
+#[derive(Debug)]
+pub struct Head {
+    /// The operation, its device and canonical path.
+    pub target: Recognised,
+    /// `Prefer: dry-run` or `?dry-run`: decide, send nothing.
+    pub dry_run: bool,
+    /// The caller's `Idempotency-Key` (or GUID `client-request-id`), if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// An admitted request: everything policy, the audit and the forwarder need.
+#[derive(Debug)]
+pub struct Admitted {
+    /// The operation, its device and canonical path.
+    pub target: Recognised,
+    /// The body to forward: Graph-shaped, validated against the operation's schema.
+    pub body: Bytes,
+    /// Its validated parameters (what policy conditions test).
+    pub params: Params,
+    /// Decide, send nothing.
+    pub dry_run: bool,
+    /// The caller's idempotency key, if any.
+    pub idempotency_key: Option<String>,
+}
+
+/// Admission, first step: the operation the path names (`recognised` is told it at once,
+/// before a later check can refuse the request: the gateway audits from recognition on),
+/// then the query, the idempotency key and the content type. Nothing here reads the body.
+pub fn admit_head(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    recognised: impl FnOnce(&Recognised),
+) -> Result<Head, InboundError> {
+    let target = recognise(method, uri.path())?;
+    recognised(&target);
+    let dry_run = dry_run_requested(headers, uri.query())?;
+    let idempotency_key = idempotency::key_of(headers)
+        .transpose()
+        .map_err(InboundError::BadIdempotencyKey)?;
+    check_content_type(headers)?;
+    Ok(Head {
+        target,
+        dry_run,
+        idempotency_key,
+    })
+}
+
+impl Head {
+    /// Admission, second step: the body (already read within its bounds) as the Graph body
+    /// to forward and its validated parameters.
+    pub fn admit_body(self, body: &Bytes) -> Result<Admitted, InboundError> {
+        let (body, params) = graph_body(&self.target, body)?;
+        Ok(Admitted {
+            target: self.target,
+            body,
+            params,
+            dry_run: self.dry_run,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
 /// The operation a path names, on either surface, for one device only (a path naming two
 /// different devices is refused: see [`Recognised::one_device`]).
-pub fn recognise(method: &http::Method, path: &str) -> Result<Recognised, GatewayError> {
+fn recognise(method: &Method, path: &str) -> Result<Recognised, InboundError> {
     let recognised = if path.starts_with(route::SIMPLE_PREFIX) {
         route::recognise_simple(method, path)
     } else {
@@ -60,7 +161,7 @@ pub fn recognise(method: &http::Method, path: &str) -> Result<Recognised, Gatewa
 }
 
 /// `Prefer: dry-run` or `?dry-run` (`=true`); any other query parameter is refused.
-pub fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<bool, GatewayError> {
+fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<bool, InboundError> {
     let by_header = headers
         .get_all(HeaderName::from_static("prefer"))
         .iter()
@@ -71,14 +172,14 @@ pub fn dry_run_requested(headers: &HeaderMap, query: Option<&str>) -> Result<boo
     for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match (key.as_ref(), value.as_ref()) {
             ("dry-run", "" | "true") => by_query = true,
-            _ => return Err(GatewayError::QueryNotAllowed),
+            _ => return Err(InboundError::QueryNotAllowed),
         }
     }
     Ok(by_header || by_query)
 }
 
 /// Only `application/json` bodies are accepted.
-pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
+fn check_content_type(headers: &HeaderMap) -> Result<(), InboundError> {
     let ok = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -87,7 +188,7 @@ pub fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
     if ok {
         Ok(())
     } else {
-        Err(GatewayError::UnsupportedMediaType)
+        Err(InboundError::UnsupportedMediaType)
     }
 }
 
@@ -96,7 +197,7 @@ pub async fn read_body<B>(
     req: Request<B>,
     limit: usize,
     timeout: Duration,
-) -> Result<Bytes, GatewayError>
+) -> Result<Bytes, InboundError>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -107,22 +208,22 @@ where
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
-        return Err(GatewayError::BodyTooLarge { limit });
+        return Err(InboundError::BodyTooLarge { limit });
     }
     let collect = Limited::new(req.into_body(), limit).collect();
     match tokio::time::timeout(timeout, collect).await {
-        Err(_) => Err(GatewayError::BodyTimeout(timeout.as_secs())),
+        Err(_) => Err(InboundError::BodyTimeout(timeout.as_secs())),
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::BodyTooLarge { limit })
+            Err(InboundError::BodyTooLarge { limit })
         }
-        Ok(Err(e)) => Err(GatewayError::BodyRead(e.to_string())),
+        Ok(Err(e)) => Err(InboundError::BodyRead(e)),
     }
 }
 
 /// The Graph body to forward and its validated parameters. A simplified-API body is first
 /// mapped to Graph's shape, then validated exactly as a Graph-shaped one.
-pub fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), GatewayError> {
+fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), InboundError> {
     let parsed = schema::parse_strict(body)?;
     let op = target.op;
     match (target.surface, op.simple) {
@@ -131,7 +232,7 @@ pub fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), 
             let params = schema::validate_request(&graph, op.params, op.wrapper)
                 .map_err(|e| simple::in_flat_terms(api, e))?;
             let bytes =
-                serde_json::to_vec(&graph).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
+                serde_json::to_vec(&graph).map_err(|e| InboundError::BodyRead(Box::new(e)))?;
             Ok((Bytes::from(bytes), params))
         }
         _ => Ok((

@@ -1,57 +1,68 @@
 //! graphgate: an authenticating reverse-proxy gateway between internal services and
 //! Microsoft Graph, for privileged Intune device-management actions.
 //!
-//! The map, in the order a request meets it:
+//! The map, in the order a request meets it (modules marked *crate* are private to it):
 //! - [`server`]: the listener (connection caps per source and in total, a deadline for every
 //!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, graceful shutdown).
-//!   [`slots`] holds the per-key caps it and the gateway use.
-//! - [`gateway`]: **the request pipeline, in one place**: ids → identity → recognition →
-//!   body validation → policy → token → audit intent → forward → audit outcome.
-//! - [`identity`]: who the caller is (API key or client certificate; [`client_crl`] checks
-//!   certificates against a CRL file that follows its changes).
-//! - [`route`] and [`catalog`]: which Graph operation a path is, on which device; the
-//!   operations themselves are data in the catalog. [`schema`] validates their bodies.
+//!   `slots` (*crate*) holds the per-key caps it and the gateway use.
+//! - [`gateway`]: **the request pipeline, in one place**, as four stages called in order:
+//!   identify → admit → decide → execute (idempotency → pacing → token → durable audit
+//!   intent → Graph). [`gateway::explain`] runs admission and decision offline for
+//!   `policy explain` and `policy test`.
+//! - [`identity`]: who the caller is (API key or client certificate; [`tls::client_crl`]
+//!   checks certificates against a CRL file that follows its changes).
+//! - `inbound` (*crate*): admission, the one path shared by the gateway and `policy
+//!   explain`: request ids, the operation, query, idempotency key, content type, and the
+//!   body read within bounds and validated.
+//! - [`operation`]: the operation model: the [`operation::catalog`] of Graph operations (as
+//!   data), [`operation::route`] recognition of a path, [`operation::schema`] for bodies,
+//!   and the [`operation::simple`] flat API.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`); [`reload`] replaces it on
 //!   SIGHUP or when a complete new file is in place.
-//! - [`audit`]: the durable, hash-chained audit log, its writer, `verify` and `query`.
+//! - `ratelimit` (*crate*): the policy's rate limits and the tenant write pacing;
+//!   [`idempotency`]: no double execution of a repeated request.
+//! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
+//!   breaker) and how it is obtained.
+//! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
+//!   durable before Graph is called, its writer, `verify` and `query`.
+//! - `forward` (*crate*): sending an admitted request to Graph and what may be retried;
+//!   [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
+//! - `error` (*crate*): every stage's failure and the one place it becomes status, Graph
+//!   error code, message and headers; `graph_error` (*crate*) is Graph's error JSON;
+//!   `answer` (*crate*) words the gateway's own answers (ids, 403 reasons, dry runs).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz` and `/readyz`.
-//! - [`token`] and [`credential`]: the cached app-only Entra token and how it is obtained.
-//! - [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
-//! - [`cloud`]: the national-cloud table.
-//! - [`error`] and [`graph_error`]: failures as Graph-shaped error responses.
+//! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place.
 //! - [`secret`] and [`tls`]: secret-bearing values and TLS plumbing.
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
 //! - [`emulator`]: the Entra + Graph stand-in used by the tests and the demo.
+//!
+//! Dependencies point one way: `.ci/modgraph.py` prints the module graph and fails CI on
+//! a cycle.
 pub mod admin;
-pub mod answer;
+pub(crate) mod answer;
 pub mod app;
 pub mod audit;
-pub mod breaker;
-pub mod catalog;
-pub mod client_crl;
+pub mod clock;
 pub mod cloud;
 pub mod credential;
 pub mod demo;
 pub mod emulator;
-pub mod error;
-pub mod explain;
+pub(crate) mod error;
 pub mod forward;
 pub mod gateway;
-pub mod graph_error;
+pub(crate) mod graph_error;
 pub mod idempotency;
 pub mod identity;
-pub mod inbound;
+pub(crate) mod inbound;
 pub mod metrics;
+pub mod operation;
 pub mod policy;
-pub mod ratelimit;
+pub(crate) mod ratelimit;
 pub mod reload;
-pub mod route;
-pub mod schema;
 pub mod secret;
 pub mod server;
-pub mod simple;
-pub mod slots;
+pub(crate) mod slots;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

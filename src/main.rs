@@ -283,6 +283,7 @@ async fn emulate(args: EmulateArgs) -> Fallible<ExitCode> {
         } else {
             args.devices
         },
+        action_completion: Duration::from_secs(args.action_completion_secs),
         ..defaults
     };
     let emulator = Emulator::new(config)?;
@@ -330,7 +331,7 @@ fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
             reason,
             policy,
         } => {
-            let said = graphgate::explain::Said {
+            let said = graphgate::gateway::explain::Said {
                 initiator: initiator.as_deref(),
                 reason: reason.as_deref(),
             };
@@ -372,7 +373,7 @@ fn policy_explain(
     caller: &str,
     request: &str,
     body: Option<&std::path::Path>,
-    said: graphgate::explain::Said<'_>,
+    said: graphgate::gateway::explain::Said<'_>,
 ) -> ExitCode {
     let bad_input = |e: &dyn std::fmt::Display| {
         eprintln!("{e}");
@@ -388,7 +389,7 @@ fn policy_explain(
         Some(Ok(bytes)) => Some(bytes),
         None => None,
     };
-    match graphgate::explain::explain(&policy, caller, request, body.as_deref(), said) {
+    match graphgate::gateway::explain::explain(&policy, caller, request, body.as_deref(), said) {
         Ok((allowed, text)) => {
             print!("{text}");
             if allowed {
@@ -402,7 +403,7 @@ fn policy_explain(
 }
 
 fn policy_test(file: &std::path::Path, policy: Option<&std::path::Path>) -> ExitCode {
-    match graphgate::explain::run_fixtures(file, policy) {
+    match graphgate::gateway::explain::run_fixtures(file, policy) {
         Ok(report) => {
             for line in &report.lines {
                 println!("{line}");

@@ -210,7 +210,7 @@ fn status_class(status: u16) -> &'static str {
 fn operation(name: &str) -> &'static str {
     match name {
         "none" => "none",
-        n => crate::catalog::by_name(n).map_or("other", |o| o.name),
+        n => crate::operation::catalog::by_name(n).map_or("other", |o| o.name),
     }
 }
 

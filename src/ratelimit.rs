@@ -31,7 +31,7 @@ impl RetryAfter {
 /// the pacing wait sleeps on the same clock it measures with.
 #[derive(Debug, Clone, Copy)]
 struct TokioClock {
-    start: tokio::time::Instant,
+    start: crate::clock::Instant,
 }
 
 impl Clock for TokioClock {
@@ -58,7 +58,7 @@ fn limiter(rate: Rate) -> Limiter {
         .unwrap_or_else(|| Quota::per_hour(burst))
         .allow_burst(burst);
     let clock = TokioClock {
-        start: tokio::time::Instant::now(),
+        start: crate::clock::Instant::now(),
     };
     Arc::new(RateLimiter::direct_with_clock(quota, clock))
 }
@@ -96,11 +96,11 @@ impl PolicyLimits {
 
     /// Waits (up to the configured maximum) for a tenant write slot.
     pub async fn pace(&self) -> Result<(), RetryAfter> {
-        let deadline = tokio::time::Instant::now() + self.max_wait;
+        let deadline = crate::clock::Instant::now() + self.max_wait;
         loop {
             match check(&self.pacing) {
                 Ok(()) => return Ok(()),
-                Err(RetryAfter(wait)) if tokio::time::Instant::now() + wait <= deadline => {
+                Err(RetryAfter(wait)) if crate::clock::Instant::now() + wait <= deadline => {
                     tokio::time::sleep(wait).await;
                 }
                 Err(retry) => return Err(retry),
@@ -190,7 +190,7 @@ mod tests {
     async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
         let text = "version: 1\npacing:\n  tenant_writes: 1 per 10s\n  max_wait_ms: 5000\n";
         let limits = LimiterRegistry::default().for_policy(&Policy::from_yaml(text, "t").unwrap());
-        let start = tokio::time::Instant::now();
+        let start = crate::clock::Instant::now();
         assert!(limits.pace().await.is_ok());
         assert_eq!(
             start.elapsed(),

@@ -39,39 +39,6 @@ pub struct ReloadStatus {
     pub last_error: Option<PolicyError>,
 }
 
-/// Whether the reloader that follows a gateway's policy file is alive (for readiness).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ReloaderHealth {
-    /// No reloader: the policy is fixed for the process's life (emulator demo, tests).
-    Off,
-    /// Running.
-    Running,
-    /// Gone (it panicked, or the process is shutting down): edits and revocations in the
-    /// policy file would no longer take effect.
-    Stopped,
-}
-
-impl ReloaderHealth {
-    /// The health of the reloader publishing `status`: stopped once it has dropped its end
-    /// (a task that panics or ends drops it, so nothing has to remember to report it).
-    pub fn of(status: Option<&watch::Receiver<ReloadStatus>>) -> ReloaderHealth {
-        match status {
-            None => ReloaderHealth::Off,
-            Some(rx) if rx.has_changed().is_err() => ReloaderHealth::Stopped,
-            Some(_) => ReloaderHealth::Running,
-        }
-    }
-
-    /// `off`, `running` or `stopped`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ReloaderHealth::Off => "off",
-            ReloaderHealth::Running => "running",
-            ReloaderHealth::Stopped => "stopped",
-        }
-    }
-}
-
 /// What set off a reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
@@ -114,7 +81,10 @@ impl Reloader {
             policy_hash: hash.clone(),
             ..ReloadStatus::default()
         });
-        gateway.follow_reloader(rx.clone());
+        // Readiness follows this reloader: alive while its end of the status channel is (a
+        // task that panics or ends drops it, so nothing has to remember to report it).
+        let alive = rx.clone();
+        gateway.follow_reloader(move || alive.has_changed().is_ok());
         let reloader = Reloader {
             path,
             gateway,

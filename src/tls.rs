@@ -1,5 +1,8 @@
 //! TLS plumbing shared by the gateway and the emulator: the one crypto provider (ring),
-//! and reading PEM certificates and keys.
+//! and reading PEM certificates and keys; [`client_crl`] checks client certificates against
+//! a CRL file.
+
+pub mod client_crl;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -72,7 +75,7 @@ pub struct ServerTls {
     pub key_pem: crate::secret::Secret,
     /// PEM CA certificates whose client certificates are accepted; `None` turns mTLS off.
     pub client_ca_pem: Option<String>,
-    /// A PEM file of CRLs from those CAs; re-read when it changes (see [`crate::client_crl`]).
+    /// A PEM file of CRLs from those CAs; re-read when it changes (see [`crate::tls::client_crl`]).
     pub client_crl: Option<std::path::PathBuf>,
 }
 
@@ -90,7 +93,7 @@ pub enum ServerTlsError {
     ClientCa(String),
     /// The client CRL file is unusable.
     #[error(transparent)]
-    ClientCrl(#[from] crate::client_crl::CrlError),
+    ClientCrl(#[from] crate::tls::client_crl::CrlError),
 }
 
 /// A rustls server config: HTTP/2 and HTTP/1.1 by ALPN; client certificates verified against
@@ -111,8 +114,8 @@ pub fn server_config(tls: &ServerTls) -> Result<Arc<rustls::ServerConfig>, Serve
             let roots = Arc::new(roots);
             let verifier: Arc<dyn rustls::server::danger::ClientCertVerifier> =
                 match &tls.client_crl {
-                    Some(path) => crate::client_crl::Reloading::start(roots, path.clone())?,
-                    None => crate::client_crl::verifier(&roots, None)
+                    Some(path) => crate::tls::client_crl::Reloading::start(roots, path.clone())?,
+                    None => crate::tls::client_crl::verifier(&roots, None)
                         .map_err(ServerTlsError::ClientCa)?,
                 };
             builder.with_client_cert_verifier(verifier)

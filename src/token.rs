@@ -1,26 +1,22 @@
 //! The token broker: one cached app-only token per (authority, tenant, client, scope), held
 //! in moka. Cold starts are single-flight; tokens are refreshed ahead of expiry in the
 //! background while the cached one is served; a token inside the expiry margin is never used.
+//! Its circuit breaker (`breaker`) is its own: nothing else calls the token endpoint.
+
+mod breaker;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::clock::Instant;
 use base64::Engine;
 use moka::Expiry;
-use tokio::time::Instant;
 
-use crate::breaker::Breaker;
 use crate::credential::privilege::PrivilegeWatch;
-use crate::credential::{IssuedToken, LeastPrivilegeReport, TokenError};
+use crate::credential::{IssuedToken, LeastPrivilegeReport, TokenError, TokenSource};
 use crate::secret::Secret;
-use crate::upstream::BoxFuture;
-
-/// Where tokens come from (Entra, or a fake in tests).
-pub trait TokenSource: Send + Sync + 'static {
-    /// Requests one new token.
-    fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, TokenError>>;
-}
+use breaker::Breaker;
 
 /// What a cached token is for.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -251,6 +247,7 @@ impl TokenBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::upstream::BoxFuture;
     use std::sync::atomic::AtomicUsize;
 
     struct Fake {

@@ -7,15 +7,15 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(value) = graphgate::schema::parse_strict(data) else {
+    let Ok(value) = graphgate::operation::schema::parse_strict(data) else {
         return;
     };
-    for op in graphgate::catalog::CATALOG {
-        let _ = graphgate::schema::validate(&value, op.params, op.wrapper);
-        let _ = graphgate::schema::validate_request(&value, op.params, op.wrapper);
+    for op in graphgate::operation::catalog::CATALOG {
+        let _ = graphgate::operation::schema::validate(&value, op.params, op.wrapper);
+        let _ = graphgate::operation::schema::validate_request(&value, op.params, op.wrapper);
         if let Some(simple) = op.simple {
-            if let Ok(graph_body) = graphgate::simple::to_graph_body(op, simple, &value) {
-                let _ = graphgate::schema::validate_request(&graph_body, op.params, op.wrapper);
+            if let Ok(graph_body) = graphgate::operation::simple::to_graph_body(op, simple, &value) {
+                let _ = graphgate::operation::schema::validate_request(&graph_body, op.params, op.wrapper);
             }
         }
     }

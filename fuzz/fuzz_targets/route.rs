@@ -13,6 +13,6 @@ fuzz_target!(|data: &[u8]| {
     let (method, path) = rest.split_at(len);
     let method = http::Method::from_bytes(method).unwrap_or(http::Method::POST);
     let path = String::from_utf8_lossy(path);
-    let _ = graphgate::route::recognise(&method, &path).and_then(|r| r.one_device());
-    let _ = graphgate::route::recognise_simple(&method, &path);
+    let _ = graphgate::operation::route::recognise(&method, &path).and_then(|r| r.one_device());
+    let _ = graphgate::operation::route::recognise_simple(&method, &path);
 });

@@ -2,8 +2,8 @@
 //! them, and committing them with one write and one fsync. A failed commit answers every
 //! waiter with the error, and logs (by audit id) and counts every record nobody waited for.
 
+use crate::clock::Instant;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 

@@ -100,7 +100,7 @@ fn decisions() -> PossibleValuesParser {
 }
 
 fn parse_device(text: &str) -> Result<String, String> {
-    if crate::route::is_guid(text) {
+    if crate::operation::route::is_guid(text) {
         Ok(text.to_ascii_lowercase())
     } else {
         Err("a managed-device id is a GUID, e.g. 0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into())
@@ -108,13 +108,13 @@ fn parse_device(text: &str) -> Result<String, String> {
 }
 
 fn parse_operation(text: &str) -> Result<String, String> {
-    let known = crate::catalog::CATALOG
+    let known = crate::operation::catalog::CATALOG
         .iter()
         .any(|op| op.name.eq_ignore_ascii_case(text) || op.action.eq_ignore_ascii_case(text));
     if known {
         return Ok(text.to_owned());
     }
-    let names: Vec<String> = crate::catalog::CATALOG
+    let names: Vec<String> = crate::operation::catalog::CATALOG
         .iter()
         .map(|op| format!("{} (or {})", op.name, op.action))
         .collect();

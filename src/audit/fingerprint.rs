@@ -123,18 +123,25 @@ impl Fingerprinter {
     }
 }
 
-/// Refuses a key file that anyone but its owner may read or write.
+/// Refuses a key file that anyone but its owner may read or write, with one exception
+/// PostgreSQL makes for its TLS key too: a file owned by root may also be readable by its
+/// group. That is how the kubelet mounts a Secret for a non-root pod (owner root, group the
+/// pod's `fsGroup`, mode 0440), and only root could have given the group that access.
 fn check_private(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path)
-            .map_err(|e| e.to_string())?
-            .permissions()
-            .mode();
-        if mode & 0o077 != 0 {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(path).map_err(|e| e.to_string())?;
+        let mode = meta.permissions().mode();
+        let allowed_group = if meta.uid() == 0 { 0o040 } else { 0 };
+        if mode & 0o077 & !allowed_group != 0 {
             return Err(format!(
-                "the key file is open to its group or others (mode {:04o}); it must be private to graphgate's user: chmod 600 {}",
+                "the key file is open to {} (mode {:04o}); it must be private to graphgate's user: chmod 600 {}",
+                if allowed_group == 0 {
+                    "its group or others"
+                } else {
+                    "others, or writable by its group"
+                },
                 mode & 0o7777,
                 path.display()
             ));
@@ -274,10 +281,21 @@ mod tests {
     #[test]
     fn a_key_file_open_to_others_or_weak_is_refused_saying_how_to_make_one() {
         let hex = random_hex();
-        for mode in [0o640, 0o604, 0o644, 0o660, 0o602] {
+        for mode in [0o604, 0o644, 0o660, 0o602, 0o620] {
             let err = Fingerprinter::from_file(&key_file("k", hex.as_bytes(), mode)).unwrap_err();
             assert!(err.reason.contains("chmod 600"), "{mode:o}: {err}");
         }
+        // Group-readable is refused unless root owns the file (as for a Kubernetes Secret).
+        let path = key_file("k", hex.as_bytes(), 0o440);
+        let owned_by_root =
+            std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&path).unwrap()) == 0;
+        let group_readable = Fingerprinter::from_file(&path);
+        assert_eq!(
+            group_readable.is_ok(),
+            owned_by_root,
+            "{:?}",
+            group_readable.err()
+        );
         let weak: [(&str, &[u8]); 5] = [
             ("short hex", b"00112233445566778899aabbccddeeff"),
             ("repeated", &[b'a'; 64]),

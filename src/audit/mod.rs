@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 pub use fingerprint::Fingerprinter;
 pub use record::{AuditDecision, Entry, Kind, Record};
-pub use trail::AuditTrail;
+pub use trail::{AuditTrail, DurableIntent};
 pub use writer::WriteError;
 
 use chain::ChainState;
@@ -207,7 +207,7 @@ impl Audit {
         match &self.inner {
             None => Sample::Write { suppressed: 0 },
             Some(i) => {
-                i.samplers[usize::from(unauthenticated)].admit(key, std::time::Instant::now())
+                i.samplers[usize::from(unauthenticated)].admit(key, crate::clock::Instant::now())
             }
         }
     }

@@ -225,5 +225,5 @@ pub struct Record {
 
 /// The current time as recorded.
 pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    crate::clock::utc_now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }

@@ -2,10 +2,10 @@
 //! writer, with its anchor (see [`super::anchor`]) kept up to date. A failed write is rolled
 //! back to the last synced length before the next one.
 
+use crate::clock::Instant;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use super::Fingerprinter;
 use super::anchor::{self, Anchor, Head, Tail};

@@ -4,15 +4,17 @@
 //! refusals (and failed authentications) are sampled (see [`super::sampler`]).
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use crate::clock::Instant;
 
 use serde_json::{Map, Value, json};
 
 use super::record::{AuditDecision, Entry, Kind, now_rfc3339};
 use super::sampler::{Sample, SampleKey};
 use super::{Audit, WriteError};
-use crate::route::Recognised;
-use crate::schema::{ParamValue, Params};
+use crate::operation::route::Recognised;
+use crate::operation::schema::{ParamValue, Params};
 
 /// Longest string parameter recorded as it is; a longer one is recorded as its first bytes,
 /// its length and its fingerprint.
@@ -26,6 +28,13 @@ pub struct AuditTrail {
     started: Instant,
     recognised: bool,
     intent_written: bool,
+}
+
+/// Proof that a request's intent record is durable: only [`AuditTrail::intent`] makes one,
+/// and sending to Graph takes one, so nothing is sent before its intent is on disk.
+#[derive(Debug)]
+pub struct DurableIntent {
+    _proof: (),
 }
 
 /// Where a request came from and what it is called, known before any step runs.
@@ -157,14 +166,14 @@ impl AuditTrail {
     }
 
     /// Writes the intent record and waits until it is durable. Graph must not be called
-    /// unless this succeeds.
-    pub async fn intent(&mut self) -> Result<(), WriteError> {
+    /// unless this succeeds: the forwarder asks for the [`DurableIntent`] it returns.
+    pub async fn intent(&mut self) -> Result<DurableIntent, WriteError> {
         let mut entry = self.entry.clone();
         entry.kind = Some(Kind::Intent);
         entry.time = now_rfc3339();
         self.audit.write_durable(entry).await?;
         self.intent_written = true;
-        Ok(())
+        Ok(DurableIntent { _proof: () })
     }
 
     /// Graph answered.

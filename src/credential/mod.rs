@@ -25,7 +25,7 @@ pub use privilege::LeastPrivilegeReport;
 
 use crate::cloud::Cloud;
 use crate::secret::Secret;
-use crate::upstream::HttpClient;
+use crate::upstream::{BoxFuture, HttpClient};
 
 /// Longest token-endpoint exchange before it counts as failed.
 pub const TOKEN_REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
@@ -227,6 +227,14 @@ pub struct IssuedToken {
     pub refresh_in: Option<Duration>,
 }
 
+/// Where the token broker gets new tokens: Entra (or IMDS) through [`EntraSource`], or a
+/// fake in tests. It lives here, with the token and the error it yields, so the broker
+/// depends on credentials and never the other way round.
+pub trait TokenSource: Send + Sync + 'static {
+    /// Requests one new token.
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, TokenError>>;
+}
+
 /// Entra refused, or could not be reached.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TokenError {
@@ -358,8 +366,8 @@ async fn read_file(path: &std::path::Path) -> Result<Secret, TokenError> {
         .map_err(|e| TokenError::Credential(format!("{}: {e}", path.display())))
 }
 
-impl crate::token::TokenSource for EntraSource {
-    fn fetch(&self) -> crate::upstream::BoxFuture<'_, Result<IssuedToken, TokenError>> {
+impl TokenSource for EntraSource {
+    fn fetch(&self) -> BoxFuture<'_, Result<IssuedToken, TokenError>> {
         Box::pin(self.fetch_token())
     }
 }

@@ -121,7 +121,7 @@ fn log(report: &LeastPrivilegeReport) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::PRIV_OPS;
+    use crate::operation::catalog::PRIV_OPS;
 
     #[test]
     fn missing_and_excess_are_named() {

@@ -122,7 +122,7 @@ pub(crate) fn mint(
     who: &Subject<'_>,
 ) -> Result<String, String> {
     let tenant = state.config.tenant_id.as_str();
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::utc_now().timestamp();
     let lifetime = i64::try_from(state.config.token_lifetime.as_secs()).unwrap_or(3599);
     let v1 = api.token_version == 1;
     let client = who.app.client_id.as_str();

@@ -89,7 +89,7 @@ mod tests {
         let a = object_id("t", "c");
         assert_eq!(a, object_id("T", "C"));
         assert_ne!(a, object_id("t", "d"));
-        assert!(crate::route::is_guid(&a));
+        assert!(crate::operation::route::is_guid(&a));
         assert_eq!(unique_token_id().len(), 22);
     }
 }

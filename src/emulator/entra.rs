@@ -259,7 +259,7 @@ fn success(
     fault: Option<FaultKind>,
 ) -> Response<Body> {
     let lifetime = i64::try_from(state.config.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4);
-    let mut issued = chrono::Utc::now().timestamp();
+    let mut issued = crate::clock::utc_now().timestamp();
     let key = match fault {
         Some(FaultKind::BadSignatureToken) => keys::impostor_key(),
         Some(FaultKind::ExpiredToken) => {

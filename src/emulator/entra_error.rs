@@ -194,9 +194,11 @@ impl EntraError {
     ) -> Response<Body> {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let correlation_id = correlation_id
-            .filter(|c| crate::route::is_guid(c))
+            .filter(|c| crate::operation::route::is_guid(c))
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_ascii_lowercase);
-        let timestamp = chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ").to_string();
+        let timestamp = crate::clock::utc_now()
+            .format("%Y-%m-%d %H:%M:%SZ")
+            .to_string();
         let description = format!(
             "AADSTS{}: {}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\nTimestamp: {timestamp}",
             self.code, self.message

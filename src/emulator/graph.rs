@@ -1,17 +1,19 @@
 //! The emulated Microsoft Graph: recognises an Intune device action, then checks token,
-//! permission, content type, body and device in Graph's order, applies it to the device
-//! inventory and records the request. An armed fault (see `faults`) comes first.
+//! permission, content type, body, device and platform in Graph's order, applies it to the
+//! device inventory and records the request. A device read (`device_read`) takes the same
+//! token check. An armed fault (see `faults`) comes first.
 
 use http::{Response, StatusCode};
 
+use super::device_read;
 use super::faults::{self, Fault, FaultKind, Target};
-use super::graph_reply::{GraphError, Ids, intune_message};
+use super::graph_reply::{GraphError, Ids, Success, intune_message, intune_message_with_phrase};
 use super::keys::TokenCheck;
 use super::records::GraphRequestRecord;
-use super::state::State;
+use super::state::{Refusal, State};
 use super::wire::{Body, Dropped, Outcome, Request, html_page};
 use crate::cloud::Cloud;
-use crate::route::{self, Recognised};
+use crate::operation::route::{self, Recognised};
 
 /// Handles one request to `cloud`'s Graph host: an injected fault if one is armed, else
 /// the real work. Either way the request is recorded (status 0 for a dropped connection).
@@ -28,7 +30,7 @@ pub(crate) async fn handle(state: &State, req: &Request, cloud: Cloud) -> Outcom
             Some(fault_reply(&ids, f))
         }
         _ => Some(match process(state, req, cloud, &mut token_claims) {
-            Ok(status) => ids.success(status),
+            Ok(success) => ids.success(success),
             Err(err) => ids.error(&err),
         }),
     };
@@ -98,7 +100,12 @@ fn process(
     req: &Request,
     cloud: Cloud,
     token_claims: &mut Option<serde_json::Value>,
-) -> Result<StatusCode, GraphError> {
+) -> Result<Success, GraphError> {
+    if let Some(read) = device_read::recognise(req) {
+        let claims = authenticate(state, req, cloud, token_claims)?;
+        device_read::authorise(&claims)?;
+        return device_read::answer(state, cloud, req, &read);
+    }
     // Routing first: Graph rejects unknown segments whoever asks.
     let path = req.uri.path();
     let found =
@@ -114,15 +121,29 @@ fn process(
         cloud.endpoints().graph_host,
         found.canonical_path
     );
-    if !state.update_device(&found.device_id, found.op.action, &params) {
-        let activity = uuid::Uuid::new_v4().to_string();
-        return Err(GraphError::new(
-            StatusCode::NOT_FOUND,
-            "ResourceNotFound",
-            intune_message(&activity, &url),
-        ));
+    let activity = uuid::Uuid::new_v4().to_string();
+    match state.update_device(&found.device_id, found.op.action, &params) {
+        Ok(()) => {}
+        Err(Refusal::UnknownDevice) => {
+            return Err(GraphError::new(
+                StatusCode::NOT_FOUND,
+                "ResourceNotFound",
+                intune_message(&activity, &url),
+            ));
+        }
+        // What Intune answers remoteLock on a Windows PC (docs-contrib#4523): a 400 whose
+        // message is its embedded JSON.
+        Err(Refusal::NotSupported(os)) => {
+            let phrase = format!("{} is not supported on {os} devices.", found.op.action);
+            return Err(GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                intune_message_with_phrase(&activity, &url, &phrase),
+            ));
+        }
     }
-    Ok(StatusCode::from_u16(found.op.success_status).unwrap_or(StatusCode::NO_CONTENT))
+    let status = StatusCode::from_u16(found.op.success_status).unwrap_or(StatusCode::NO_CONTENT);
+    Ok(Success::Empty(status))
 }
 
 /// The bearer token, verified with the emulator's key and for `cloud`'s Graph resource.
@@ -170,10 +191,13 @@ fn authorise(claims: &serde_json::Value, found: &Recognised) -> Result<(), Graph
 }
 
 /// The validated parameters: JSON content type, then the operation's strict schema.
-fn body_params(req: &Request, found: &Recognised) -> Result<crate::schema::Params, GraphError> {
+fn body_params(
+    req: &Request,
+    found: &Recognised,
+) -> Result<crate::operation::schema::Params, GraphError> {
     let op = found.op;
     if req.body.is_empty() && op.params.is_empty() {
-        return Ok(crate::schema::Params::default());
+        return Ok(crate::operation::schema::Params::default());
     }
     if !req.content_type_is("application/json") {
         let given = req.header(http::header::CONTENT_TYPE).unwrap_or("(none)");
@@ -186,9 +210,9 @@ fn body_params(req: &Request, found: &Recognised) -> Result<crate::schema::Param
             ),
         ));
     }
-    let bad = |e: crate::schema::SchemaError| {
+    let bad = |e: crate::operation::schema::SchemaError| {
         GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.to_string())
     };
-    let body = crate::schema::parse_strict(&req.body).map_err(bad)?;
-    crate::schema::validate(&body, op.params, op.wrapper).map_err(bad)
+    let body = crate::operation::schema::parse_strict(&req.body).map_err(bad)?;
+    crate::operation::schema::validate(&body, op.params, op.wrapper).map_err(bad)
 }

@@ -7,11 +7,23 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use super::wire::{Body, http_date, respond, set_header};
-use crate::catalog::ApiVersion;
-use crate::route::RouteError;
+use crate::operation::catalog::ApiVersion;
+use crate::operation::route::RouteError;
 
 /// What every Graph response of the emulator reports in `x-ms-ags-diagnostic`.
 const AGS_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"5","ScaleUnit":"000","RoleInstance":"graphgate-emulator"}}"#;
+
+/// The `Content-Type` of Graph's JSON answers.
+pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
+
+/// What the emulated Graph answers when a request succeeds.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Success {
+    /// No body (an action's 204).
+    Empty(StatusCode),
+    /// A JSON body.
+    Json(StatusCode, serde_json::Value),
+}
 
 /// One Graph refusal.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,12 +114,17 @@ fn clip(s: &str) -> String {
 
 /// Intune's way of wrapping a message: a JSON document inside the `message` string.
 pub(crate) fn intune_message(activity_id: &str, url: &str) -> String {
+    intune_message_with_phrase(activity_id, url, "")
+}
+
+/// [`intune_message`] with a `CustomApiErrorPhrase` saying what went wrong.
+pub(crate) fn intune_message_with_phrase(activity_id: &str, url: &str, phrase: &str) -> String {
     serde_json::json!({
         "_version": 3,
         "Message": format!(
             "An error has occurred - Operation ID (for customer support): 00000000-0000-0000-0000-000000000000 - Activity ID: {activity_id} - Url: {url}"
         ),
-        "CustomApiErrorPhrase": "",
+        "CustomApiErrorPhrase": phrase,
         "RetryAfter": null,
         "ErrorSourceService": "",
         "HttpHeaders": "{}",
@@ -155,10 +172,20 @@ impl Ids {
         self.tag(resp)
     }
 
-    /// An empty success response with `status`.
-    pub(crate) fn success(&self, status: StatusCode) -> Response<Body> {
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = status;
+    /// A success response: empty, or Graph's JSON.
+    pub(crate) fn success(&self, success: Success) -> Response<Body> {
+        let resp = match success {
+            Success::Empty(status) => {
+                let mut resp = Response::new(Full::new(Bytes::new()));
+                *resp.status_mut() = status;
+                resp
+            }
+            Success::Json(status, value) => respond(
+                status,
+                ODATA_JSON,
+                serde_json::to_vec(&value).unwrap_or_default(),
+            ),
+        };
         self.tag(resp)
     }
 

@@ -246,7 +246,7 @@ pub(crate) fn huge_document() -> String {
 
 /// Unix seconds now.
 pub(crate) fn now() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::clock::utc_now().timestamp()
 }
 
 #[cfg(test)]

@@ -171,7 +171,7 @@ fn answer<'q>(
     record.client_id = Some(app.client_id.clone());
     record.credential = Some("managed_identity".into());
     let lifetime = i64::try_from(state.config.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4);
-    let now = chrono::Utc::now().timestamp();
+    let now = crate::clock::utc_now().timestamp();
     match claims::mint(
         state.key,
         &state.config.tenant_id,

@@ -1,8 +1,10 @@
 //! The emulator's own endpoints under `/_emulator/` (any host): the device inventory and
-//! the request records, read-only, and the injected faults, read and written; all JSON.
+//! the request records, read-only; the injected faults and the arranged action outcomes,
+//! read and written; all JSON.
 
 use http::{Method, Response, StatusCode};
 
+use super::devices::ActionOutcome;
 use super::faults::Faults;
 use super::state::State;
 use super::wire::{Body, Request, json, set_header, text};
@@ -11,6 +13,9 @@ use super::wire::{Body, Request, json, set_header, text};
 pub(crate) fn handle(state: &State, req: &Request, rest: &str) -> Response<Body> {
     if rest == "faults" {
         return faults(state, req);
+    }
+    if rest == "action-outcomes" {
+        return action_outcomes(state, req);
     }
     if req.method != Method::GET {
         let mut resp = text(
@@ -30,7 +35,7 @@ pub(crate) fn handle(state: &State, req: &Request, rest: &str) -> Response<Body>
         _ => {
             return text(
                 StatusCode::NOT_FOUND,
-                "try /_emulator/devices, /_emulator/requests, /_emulator/token-requests or /_emulator/faults",
+                "try /_emulator/devices, /_emulator/requests, /_emulator/token-requests, /_emulator/faults or /_emulator/action-outcomes",
             );
         }
     };
@@ -78,4 +83,37 @@ fn faults(state: &State, req: &Request) -> Response<Body> {
     }
     let current = serde_json::to_value(state.faults().snapshot()).unwrap_or_default();
     json(StatusCode::OK, &current)
+}
+
+/// `GET` the arranged action outcomes, `PUT` a JSON list of [`ActionOutcome`]s
+/// (`[{"device": "<id>", "action": "wipe", "state": "failed"}]`) to replace them, `DELETE`
+/// to clear them (every action then ends `done`). Each answers with the list then in force.
+fn action_outcomes(state: &State, req: &Request) -> Response<Body> {
+    match req.method {
+        Method::GET => {}
+        Method::PUT => match serde_json::from_slice::<Vec<ActionOutcome>>(&req.body) {
+            Ok(outcomes) => {
+                tracing::info!(outcomes = ?outcomes, "emulator action outcomes set");
+                state.set_action_outcomes(outcomes);
+            }
+            Err(e) => {
+                let errors = [format!("not a list of action outcomes: {e}")];
+                return json(
+                    StatusCode::BAD_REQUEST,
+                    &serde_json::json!({ "errors": errors }),
+                );
+            }
+        },
+        Method::DELETE => state.set_action_outcomes(Vec::new()),
+        _ => {
+            let mut resp = text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "/_emulator/action-outcomes takes GET, PUT or DELETE",
+            );
+            set_header(&mut resp, "allow", "GET, PUT, DELETE");
+            return resp;
+        }
+    }
+    let current = serde_json::to_value(state.action_outcomes()).unwrap_or_default();
+    json(StatusCode::OK, &serde_json::json!({ "outcomes": current }))
 }

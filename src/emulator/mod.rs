@@ -4,7 +4,9 @@
 //!
 //! Layout: `pki` (CA and server certificate), `keys` and `claims` (token signing and
 //! contents), `entra` + `entra_error` (token endpoint), `graph` + `graph_reply` (Graph),
-//! `introspect` (`/_emulator/`), `faults` (injected misbehaviour), `records` and `state` (what it remembers), `server`
+//! `introspect` (`/_emulator/`), `faults` (injected misbehaviour), `devices` (each device's
+//! platform and action results), `device_read` (`GET .../managedDevices/{id}`), `records` and
+//! `state` (what it remembers), `server`
 //! (TLS listener and dispatch), `wire` (request/response plumbing); `entra_assertion`
 //! (certificate and federated client assertions), `imds` (the managed-identity endpoint, plain
 //! HTTP on a listener of its own), `test_credentials` (certificates and issuers for tests).
@@ -15,6 +17,8 @@
 
 mod callers;
 mod claims;
+mod device_read;
+mod devices;
 mod entra;
 mod entra_assertion;
 mod entra_error;
@@ -43,6 +47,9 @@ pub use callers::{
     DEMO_API_URI, DEMO_USER_OID, DEMO_USER_UPN, ExposedApi, TestUser, entra_issuer,
     service_principal_id,
 };
+pub use devices::{
+    ActionOutcome, ActionState, DeviceActionResult, EmulatedDevice, OperatingSystem, supports,
+};
 pub use faults::{
     FAULT_SPEC_HELP, Fault, FaultKind, FaultSpec, Faults, FaultsError, MAX_FAULT_DELAY_MS, Target,
 };
@@ -56,8 +63,8 @@ pub use workload::{
     service_account_claims, svid_claims,
 };
 
-use crate::catalog::PRIV_OPS;
 use crate::cloud::Cloud;
+use crate::operation::catalog::PRIV_OPS;
 use crate::secret::Secret;
 
 /// The demo tenant the default configuration serves.
@@ -66,13 +73,36 @@ pub const DEMO_TENANT_ID: &str = "6babcaad-604b-40ac-a9d7-9fd97c0b779f";
 pub const DEMO_CLIENT_ID: &str = "3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f";
 /// The demo app registration's client secret (it only opens the emulator).
 pub const DEMO_CLIENT_SECRET: &str = "demo-client-secret-not-for-production";
-/// The managed devices of the default inventory.
+/// The Windows devices of the default inventory.
 pub const DEMO_DEVICE_IDS: &[&str] = &[
     "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb",
     "1c7a3e2f-2b3c-4d4e-9fa0-112233445566",
     "2d8b4f30-3c4d-4e5f-a0b1-223344556677",
     "3e9c5041-4d5e-4f60-b1c2-334455667788",
 ];
+/// The iOS device of the default inventory.
+pub const DEMO_IOS_DEVICE_ID: &str = "4fa0d152-5e6f-4071-82d3-445566778899";
+/// The macOS device of the default inventory.
+pub const DEMO_MACOS_DEVICE_ID: &str = "5ab1e263-6f70-4182-93e4-5566778899aa";
+/// The Android device of the default inventory.
+pub const DEMO_ANDROID_DEVICE_ID: &str = "6bc2f374-7081-4293-a4f5-66778899aabb";
+
+/// How long an accepted action stays `pending` by default before it is `done`.
+pub const DEFAULT_ACTION_COMPLETION: Duration = Duration::from_secs(5);
+
+/// The default inventory: the Windows demo devices, then one iOS, one macOS and one Android.
+pub fn demo_devices() -> Vec<EmulatedDevice> {
+    let windows = DEMO_DEVICE_IDS
+        .iter()
+        .map(|id| EmulatedDevice::new(*id, OperatingSystem::Windows));
+    windows
+        .chain([
+            EmulatedDevice::new(DEMO_IOS_DEVICE_ID, OperatingSystem::Ios),
+            EmulatedDevice::new(DEMO_MACOS_DEVICE_ID, OperatingSystem::MacOs),
+            EmulatedDevice::new(DEMO_ANDROID_DEVICE_ID, OperatingSystem::Android),
+        ])
+        .collect()
+}
 
 /// Entra's default access-token lifetime as `expires_in` reports it.
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
@@ -97,8 +127,15 @@ pub struct EmulatorConfig {
     pub apps: Vec<AppRegistration>,
     /// Access-token lifetime (`expires_in`, and `exp` - `iat`).
     pub token_lifetime: Duration,
-    /// Managed-device inventory (GUIDs; compared case-insensitively).
-    pub devices: Vec<String>,
+    /// Managed-device inventory: ids (GUIDs; compared case-insensitively) and platforms.
+    pub devices: Vec<EmulatedDevice>,
+    /// How long an accepted action's `deviceActionResults` entry stays `pending` before it
+    /// reaches its end (tokio time: tests advance a paused clock instead of sleeping).
+    pub action_completion: Duration,
+    /// Arranged ends for actions (`failed`, or `pending` for ever) by device and action;
+    /// replaceable at run time with [`Emulator::set_action_outcomes`] or
+    /// `PUT /_emulator/action-outcomes`.
+    pub action_outcomes: Vec<ActionOutcome>,
     /// Further client secrets of registered apps (Entra holds several at once, which is
     /// how a rotation overlaps).
     pub additional_secrets: Vec<AdditionalSecret>,
@@ -163,7 +200,9 @@ impl Default for EmulatorConfig {
                 roles: vec![PRIV_OPS.to_owned()],
             }],
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
-            devices: DEMO_DEVICE_IDS.iter().map(|d| (*d).to_owned()).collect(),
+            devices: demo_devices(),
+            action_completion: DEFAULT_ACTION_COMPLETION,
+            action_outcomes: Vec::new(),
             additional_secrets: Vec::new(),
             certificates: Vec::new(),
             federated_credentials: Vec::new(),
@@ -286,9 +325,24 @@ impl Emulator {
         self.state.graph_received()
     }
 
-    /// The device inventory, by id.
+    /// The device inventory, by id, with each device's action results as of now.
     pub fn devices(&self) -> Vec<DeviceRecord> {
         self.state.devices()
+    }
+
+    /// One device as of now (`id` compared case-insensitively).
+    pub fn device(&self, id: &str) -> Option<DeviceRecord> {
+        self.state.device(id)
+    }
+
+    /// Replaces the arranged action outcomes; they apply to actions accepted from now on.
+    pub fn set_action_outcomes(&self, outcomes: Vec<ActionOutcome>) {
+        self.state.set_action_outcomes(outcomes);
+    }
+
+    /// The arranged action outcomes in force.
+    pub fn action_outcomes(&self) -> Vec<ActionOutcome> {
+        self.state.action_outcomes()
     }
 
     /// Replaces the injected faults (takes effect from the next request; counts start
@@ -317,7 +371,7 @@ impl Emulator {
             .iter()
             .find(|a| a.client_id.eq_ignore_ascii_case(client_id))
             .ok_or_else(|| EmulatorError::Config(format!("no app registration '{client_id}'")))?;
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::utc_now().timestamp();
         claims::mint(
             self.state.key,
             &self.state.config.tenant_id,
@@ -333,11 +387,24 @@ impl Emulator {
 /// Refuses configurations the emulator could not serve faithfully.
 fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
     let mut problems = Vec::new();
-    if !crate::route::is_guid(&config.tenant_id) {
+    if !crate::operation::route::is_guid(&config.tenant_id) {
         problems.push(format!("tenant_id '{}' is not a GUID", config.tenant_id));
     }
-    for d in config.devices.iter().filter(|d| !crate::route::is_guid(d)) {
-        problems.push(format!("device id '{d}' is not a GUID"));
+    for d in config
+        .devices
+        .iter()
+        .filter(|d| !crate::operation::route::is_guid(&d.id))
+    {
+        problems.push(format!("device id '{}' is not a GUID", d.id));
+    }
+    let mut ids: Vec<String> = config
+        .devices
+        .iter()
+        .map(|d| d.id.to_ascii_lowercase())
+        .collect();
+    ids.sort_unstable();
+    for pair in ids.windows(2).filter(|p| p[0] == p[1]) {
+        problems.push(format!("device id '{}' is listed twice", pair[0]));
     }
     let known = |id: &str| {
         config
@@ -394,19 +461,30 @@ mod tests {
         assert_eq!(c.apps[0].roles, vec![PRIV_OPS.to_owned()]);
         assert_eq!(c.token_lifetime.as_secs(), 3599);
         assert!(
-            DEMO_DEVICE_IDS
+            c.devices
                 .iter()
-                .all(|d| crate::route::is_guid(d) && *d == d.to_ascii_lowercase())
+                .all(|d| crate::operation::route::is_guid(&d.id)
+                    && d.id == d.id.to_ascii_lowercase())
         );
+        let oses: Vec<OperatingSystem> = c.devices.iter().map(|d| d.os).collect();
+        for os in OperatingSystem::ALL {
+            assert!(oses.contains(&os), "{os} in the demo inventory");
+        }
         assert!(validate(&c).is_ok());
         let bad = EmulatorConfig {
             tenant_id: "x".into(),
-            devices: vec!["y".into()],
+            devices: vec![
+                EmulatedDevice::new("y", OperatingSystem::Ios),
+                EmulatedDevice::new(DEMO_IOS_DEVICE_ID, OperatingSystem::Ios),
+                EmulatedDevice::new(DEMO_IOS_DEVICE_ID.to_uppercase(), OperatingSystem::MacOs),
+            ],
             ..c
         };
         let err = validate(&bad).unwrap_err().to_string();
         assert!(
-            err.contains("tenant_id 'x'") && err.contains("device id 'y'"),
+            err.contains("tenant_id 'x'")
+                && err.contains("device id 'y'")
+                && err.contains(&format!("'{DEMO_IOS_DEVICE_ID}' is listed twice")),
             "{err}"
         );
     }

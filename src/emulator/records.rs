@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, VecDeque};
 
 use serde::Serialize;
 
-use crate::schema::{ParamValue, Params};
+use super::devices::{DeviceActionResult, OperatingSystem};
+use crate::operation::schema::{ParamValue, Params};
 
 /// Most requests of each kind kept; older records are dropped first.
 pub const MAX_RECORDS: usize = 10_000;
@@ -59,11 +60,16 @@ pub struct GraphRequestRecord {
     pub status: u16,
 }
 
-/// One managed device and the last non-secret account settings applied to it.
+/// One managed device: its platform, the actions it was asked to carry out, and the last
+/// non-secret account settings applied to it.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct DeviceRecord {
     /// Managed-device id (lower-case GUID).
     pub id: String,
+    /// Its operating system (`Windows`, `iOS`, `macOS`, `Android`).
+    pub operating_system: OperatingSystem,
+    /// Graph's `deviceActionResults`, oldest first, as of the moment this record was read.
+    pub action_results: Vec<DeviceActionResult>,
     /// `deviceAccountEmail` last applied.
     pub device_account_email: Option<String>,
     /// `exchangeServer` last applied.
@@ -85,16 +91,26 @@ pub struct DeviceRecord {
 }
 
 impl DeviceRecord {
-    /// A device with nothing applied yet.
-    pub fn new(id: &str) -> Self {
+    /// A device running `os` with nothing applied yet.
+    pub fn new(id: &str, os: OperatingSystem) -> Self {
         DeviceRecord {
             id: id.to_ascii_lowercase(),
+            operating_system: os,
             ..Default::default()
         }
     }
 
-    /// Applies one successful action's validated parameters (secrets only as "supplied").
+    /// Counts one successful action; `updateWindowsDeviceAccount` also records its
+    /// validated settings (secrets only as "supplied").
     pub(crate) fn apply(&mut self, action: &str, params: &Params) {
+        self.last_action = Some(action.to_owned());
+        self.update_count += 1;
+        if action == "updateWindowsDeviceAccount" {
+            self.apply_account(params);
+        }
+    }
+
+    fn apply_account(&mut self, params: &Params) {
         let text = |path: &str| match params.get(path) {
             Some(ParamValue::String(s)) => Some(s.clone()),
             _ => None,
@@ -116,8 +132,6 @@ impl DeviceRecord {
             params.get("deviceAccount.password"),
             Some(ParamValue::Secret(_))
         );
-        self.last_action = Some(action.to_owned());
-        self.update_count += 1;
     }
 }
 
@@ -164,7 +178,10 @@ mod tests {
 
     #[test]
     fn apply_keeps_settings_but_not_the_password() {
-        let mut dev = DeviceRecord::new("0B6F2F1E-1A2B-4C3D-8E9F-00112233AABB");
+        let mut dev = DeviceRecord::new(
+            "0B6F2F1E-1A2B-4C3D-8E9F-00112233AABB",
+            OperatingSystem::Windows,
+        );
         let params = Params(vec![
             (
                 "deviceAccountEmail".into(),

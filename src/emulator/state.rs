@@ -1,5 +1,6 @@
-//! The emulator's shared state: its configuration, signing key, device inventory, request
-//! logs and the armed faults (see `faults`) that tests can flip while it runs.
+//! The emulator's shared state: its configuration, signing key, device inventory (with each
+//! device's action results, see `devices`), request logs and the armed faults (see `faults`)
+//! and arranged action outcomes that tests can flip while it runs.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +9,7 @@ use std::sync::{Mutex, MutexGuard};
 use arc_swap::ArcSwap;
 
 use super::EmulatorConfig;
+use super::devices::{self, ActionEntry, ActionOutcome, Clock, MAX_ACTION_RESULTS};
 use super::faults::{Armed, Fault, Faults, Target};
 use super::keys::SigningKey;
 use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
@@ -18,13 +20,31 @@ pub(crate) struct State {
     pub(crate) key: &'static SigningKey,
     /// The workload issuers of graphgate's callers (Kubernetes, SPIFFE).
     pub(crate) workloads: super::workload::Workloads,
-    devices: Mutex<BTreeMap<String, DeviceRecord>>,
+    devices: Mutex<BTreeMap<String, Device>>,
+    /// Arranged ends of actions (see [`ActionOutcome`]).
+    outcomes: ArcSwap<Vec<ActionOutcome>>,
+    clock: Clock,
     token_log: Mutex<Bounded<TokenRequestRecord>>,
     graph_log: Mutex<Bounded<GraphRequestRecord>>,
     token_count: AtomicU64,
     /// Graph requests received (fully read, before any fault acts), for tests to wait on.
     graph_received: tokio::sync::watch::Sender<u64>,
     faults: ArcSwap<Armed>,
+}
+
+/// One device of the inventory: its record and the actions accepted for it.
+struct Device {
+    record: DeviceRecord,
+    actions: std::collections::VecDeque<ActionEntry>,
+}
+
+/// Why an action was not applied to a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No such device.
+    UnknownDevice,
+    /// The device's platform does not offer the action.
+    NotSupported(devices::OperatingSystem),
 }
 
 /// Locks `m`, carrying on if another thread panicked while holding it (the data is
@@ -38,13 +58,21 @@ impl State {
         let devices = config
             .devices
             .iter()
-            .map(|id| (id.to_ascii_lowercase(), DeviceRecord::new(id)))
+            .map(|d| {
+                let device = Device {
+                    record: DeviceRecord::new(&d.id, d.os),
+                    actions: Default::default(),
+                };
+                (d.id.to_ascii_lowercase(), device)
+            })
             .collect();
         State {
+            outcomes: ArcSwap::from_pointee(config.action_outcomes.clone()),
             config,
             key,
             workloads: super::workload::Workloads::default(),
             devices: Mutex::new(devices),
+            clock: Clock::start(),
             token_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             graph_log: Mutex::new(Bounded::new(MAX_RECORDS)),
             token_count: AtomicU64::new(0),
@@ -98,23 +126,68 @@ impl State {
         lock(&self.graph_log).to_vec()
     }
 
+    /// Every device as of now, action results included.
     pub(crate) fn devices(&self) -> Vec<DeviceRecord> {
-        lock(&self.devices).values().cloned().collect()
+        let now = tokio::time::Instant::now();
+        lock(&self.devices)
+            .values()
+            .map(|d| self.snapshot(d, now))
+            .collect()
     }
 
-    /// Applies a successful action to a device; false if the device is unknown.
+    /// One device as of now, if it exists.
+    pub(crate) fn device(&self, id: &str) -> Option<DeviceRecord> {
+        let now = tokio::time::Instant::now();
+        lock(&self.devices)
+            .get(&id.to_ascii_lowercase())
+            .map(|d| self.snapshot(d, now))
+    }
+
+    fn snapshot(&self, device: &Device, now: tokio::time::Instant) -> DeviceRecord {
+        let delay = self.config.action_completion;
+        let mut record = device.record.clone();
+        record.action_results = device
+            .actions
+            .iter()
+            .map(|a| a.result(now, delay, &self.clock))
+            .collect();
+        record
+    }
+
+    /// Replaces the arranged action outcomes (for actions accepted from now on).
+    pub(crate) fn set_action_outcomes(&self, outcomes: Vec<ActionOutcome>) {
+        self.outcomes.store(std::sync::Arc::new(outcomes));
+    }
+
+    /// The arranged action outcomes in force.
+    pub(crate) fn action_outcomes(&self) -> Vec<ActionOutcome> {
+        self.outcomes.load().as_ref().clone()
+    }
+
+    /// Applies an accepted action to a device: checks the device exists and its platform
+    /// offers the action, then counts it and appends a `pending` action result.
     pub(crate) fn update_device(
         &self,
         id: &str,
         action: &str,
-        params: &crate::schema::Params,
-    ) -> bool {
-        match lock(&self.devices).get_mut(&id.to_ascii_lowercase()) {
-            Some(device) => {
-                device.apply(action, params);
-                true
-            }
-            None => false,
+        params: &crate::operation::schema::Params,
+    ) -> Result<(), Refusal> {
+        let id = id.to_ascii_lowercase();
+        let mut inventory = lock(&self.devices);
+        let device = inventory.get_mut(&id).ok_or(Refusal::UnknownDevice)?;
+        let os = device.record.operating_system;
+        if !devices::supports(os, action) {
+            return Err(Refusal::NotSupported(os));
         }
+        device.record.apply(action, params);
+        if device.actions.len() >= MAX_ACTION_RESULTS {
+            device.actions.pop_front();
+        }
+        device.actions.push_back(ActionEntry {
+            action: action.to_owned(),
+            started: tokio::time::Instant::now(),
+            end: devices::planned_end(&self.outcomes.load(), &id, action),
+        });
+        Ok(())
     }
 }

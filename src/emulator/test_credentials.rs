@@ -119,7 +119,7 @@ impl FederatedIssuer {
         audience: &str,
         lifetime_secs: i64,
     ) -> Result<String, EmulatorError> {
-        let now = chrono::Utc::now().timestamp();
+        let now = crate::clock::utc_now().timestamp();
         let claims = serde_json::json!({
             "iss": self.issuer,
             "sub": subject,

@@ -172,7 +172,7 @@ pub(crate) fn set_header(resp: &mut Response<Body>, name: &'static str, value: &
 
 /// The `Date` header value for now.
 pub(crate) fn http_date() -> String {
-    httpdate::fmt_http_date(std::time::SystemTime::now())
+    httpdate::fmt_http_date(crate::clock::system_now())
 }
 
 #[cfg(test)]

@@ -10,20 +10,15 @@ use http::header::HeaderName;
 use serde_json::Value;
 
 use super::jwt::TokenUser;
-use crate::error::GatewayError;
+use crate::operation::route::{Recognised, Surface};
+use crate::operation::schema::screen::{forbidden_char, is_address};
+pub use crate::operation::simple::{INITIATOR_FIELD, MAX_REASON_CHARS, REASON_FIELD};
 use crate::policy::Missing;
-use crate::schema::screen::{forbidden_char, is_address};
 
 /// The header naming the person a request is made for.
 pub const INITIATOR_HEADER: HeaderName = HeaderName::from_static("x-graphgate-initiator");
 /// The header saying why.
 pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-graphgate-reason");
-/// The simplified API's body field naming the person.
-pub const INITIATOR_FIELD: &str = "initiator";
-/// The simplified API's body field saying why.
-pub const REASON_FIELD: &str = "reason";
-/// Longest reason, in characters (what Intune's Multi Admin Approval justification takes).
-pub const MAX_REASON_CHARS: usize = 1024;
 
 /// Where an initiator came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,7 +166,7 @@ fn one_header<'h>(
 fn initiator(text: &str, shown: &'static str) -> Result<String, ContextError> {
     if is_address(text) {
         Ok(text.to_owned())
-    } else if crate::route::is_guid(text) {
+    } else if crate::operation::route::is_guid(text) {
         Ok(text.to_ascii_lowercase())
     } else {
         Err(ContextError::BadInitiator(shown))
@@ -196,9 +191,12 @@ pub struct BodyStated {
 
 /// Takes the `initiator` and `reason` fields out of a simplified-API body (they are not
 /// Graph parameters): the body without them, and what they state. A field sent as `null`
-/// counts as not given, like the simplified API's other fields.
-pub fn split_simple_body(body: &Bytes) -> Result<(Bytes, BodyStated), GatewayError> {
-    let mut value = crate::schema::parse_strict(body)?;
+/// counts as not given, like the simplified API's other fields. A body that is not strict
+/// JSON is returned as it is, for admission to refuse (400, saying why).
+pub fn split_simple_body(body: &Bytes) -> Result<(Bytes, BodyStated), ContextError> {
+    let Ok(mut value) = crate::operation::schema::parse_strict(body) else {
+        return Ok((body.clone(), BodyStated::default()));
+    };
     let Value::Object(members) = &mut value else {
         return Ok((body.clone(), BodyStated::default()));
     };
@@ -213,8 +211,25 @@ pub fn split_simple_body(body: &Bytes) -> Result<(Bytes, BodyStated), GatewayErr
         initiator: field(who, BODY_INITIATOR, initiator, ContextError::BadInitiator)?,
         reason: field(why, BODY_REASON, reason, ContextError::BadReason)?,
     };
-    let bytes = serde_json::to_vec(&value).map_err(|e| GatewayError::BodyRead(e.to_string()))?;
-    Ok((Bytes::from(bytes), stated))
+    Ok((Bytes::from(value.to_string()), stated))
+}
+
+/// The body the operation reads, and `stated` completed with what it states: a
+/// simplified-API body's `initiator` and `reason` fields are taken out (see
+/// [`split_simple_body`], [`add_body`]); a Graph body is left as it is. The gateway and
+/// `policy explain` both read a body through this.
+pub fn take_from_body(
+    target: &Recognised,
+    body: Bytes,
+    stated: &mut Stated,
+    user: Option<&TokenUser>,
+) -> Result<Bytes, ContextError> {
+    if target.surface != Surface::Simple {
+        return Ok(body);
+    }
+    let (body, said) = split_simple_body(&body)?;
+    add_body(stated, said, user)?;
+    Ok(body)
 }
 
 /// One optional text field, checked by `check`.
@@ -379,12 +394,12 @@ mod tests {
         let crlf = Bytes::from_static(br#"{"reason":"a\r\nX-Injected: 1"}"#);
         assert!(matches!(
             split_simple_body(&crlf),
-            Err(GatewayError::Context(ContextError::BadReason(_)))
+            Err(ContextError::BadReason(_))
         ));
         let number = Bytes::from_static(br#"{"initiator":42}"#);
         assert!(matches!(
             split_simple_body(&number),
-            Err(GatewayError::Context(ContextError::BadInitiator(_)))
+            Err(ContextError::BadInitiator(_))
         ));
         let mut header_said = Stated {
             initiator: Some(("bob@contoso.com".into(), Source::Header)),

@@ -14,9 +14,9 @@ use super::{
     Caller, Condition, Effect, Mode, MtlsIdentity, MtlsIndex, POLICY_VERSION, Pacing, Policy,
     PolicyIssue, Rate, Rule, Test,
 };
-use crate::catalog::{self, ApiVersion, Operation};
-use crate::route::is_guid;
-use crate::schema::{self, ParamPath};
+use crate::operation::catalog::{self, ApiVersion, Operation};
+use crate::operation::route::is_guid;
+use crate::operation::schema::{self, ParamPath};
 
 /// Caller names to their index (the first caller of each name).
 type CallerNames<'f> = HashMap<&'f str, usize>;

@@ -6,7 +6,7 @@
 use serde_saphyr::Spanned;
 
 use super::compile::Issues;
-use crate::schema::screen::is_address;
+use crate::operation::schema::screen::is_address;
 
 /// What an allowed request must state.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -126,7 +126,7 @@ pub(super) fn initiators(
             let domain = text.get(1..).unwrap_or_default();
             let pattern = if text.starts_with(['@', '.']) && is_address(&format!("x@{domain}")) {
                 InitiatorPattern::Suffix(text.to_ascii_lowercase())
-            } else if is_address(text) || crate::route::is_guid(text) {
+            } else if is_address(text) || crate::operation::route::is_guid(text) {
                 InitiatorPattern::Exact(text.to_ascii_lowercase())
             } else {
                 issues.at(item, format!("initiator {text:?} is not a user principal name (user@domain), an object id (GUID), or a domain suffix starting with '@' (that domain) or '.' (its subdomains)"));

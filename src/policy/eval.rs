@@ -3,8 +3,9 @@
 //! outcome. Only the rules naming the caller are looked at, and nothing is allocated.
 
 use super::{Condition, Effect, Mode, Policy, Rule, Test};
-use crate::catalog::{ApiVersion, Operation};
-use crate::schema::{ParamValue, Params};
+use crate::operation::catalog::{ApiVersion, Operation};
+use crate::operation::route::Recognised;
+use crate::operation::schema::{ParamValue, Params};
 
 /// What a decision is made on.
 #[derive(Debug, Clone, Copy)]
@@ -21,6 +22,27 @@ pub struct Facts<'a> {
     pub params: &'a Params,
     /// The person the request is made for (UPN or object id), if it states one.
     pub initiator: Option<&'a str>,
+}
+
+impl<'a> Facts<'a> {
+    /// The facts of request `target` from caller number `caller`, with these parameters,
+    /// made for `initiator` if it states one: built here only, so the gateway,
+    /// `policy explain` and `policy test` decide on the same facts.
+    pub fn of(
+        caller: usize,
+        target: &'a Recognised,
+        params: &'a Params,
+        initiator: Option<&'a str>,
+    ) -> Self {
+        Facts {
+            caller,
+            op: target.op,
+            version: target.version,
+            device: &target.device_id,
+            params,
+            initiator,
+        }
+    }
 }
 
 /// What shadow rules would have decided, when that differs from the enforced decision.
@@ -244,8 +266,8 @@ fn eq_type_or_text(value: &str, wanted: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog;
-    use crate::schema::{self, Params};
+    use crate::operation::catalog;
+    use crate::operation::schema::{self, Params};
 
     const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
 
@@ -271,7 +293,11 @@ mod tests {
 
     #[test]
     fn the_shipped_policy_allows_one_exchange_server_however_the_others_are_spelt() {
-        let p = Policy::from_yaml(include_str!("../../policy.yaml"), "policy.yaml").unwrap();
+        let p = Policy::from_yaml(
+            &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/policy.yaml")).unwrap(),
+            "policy.yaml",
+        )
+        .unwrap();
         let with_exchange = |host: &str| {
             wrapped(&format!(
                 r##""deviceAccountEmail":"room1@rooms.contoso.com","exchangeServer":"{host}","passwordRotationEnabled":true,"deviceAccount":{{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"x"}}"##

@@ -138,7 +138,7 @@ struct ClaimGroup {
 /// A claim value as compared: GUIDs in lower case (Entra's ids are GUIDs, written in
 /// either case), everything else exactly.
 pub fn normalise_claim(value: &str) -> std::borrow::Cow<'_, str> {
-    if crate::route::is_guid(value) {
+    if crate::operation::route::is_guid(value) {
         value.to_ascii_lowercase().into()
     } else {
         value.into()

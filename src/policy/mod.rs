@@ -17,7 +17,7 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
-use crate::catalog::{ApiVersion, Operation};
+use crate::operation::catalog::{ApiVersion, Operation};
 pub use context::{InitiatorPattern, Missing, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
@@ -130,7 +130,7 @@ pub enum Test {
 /// A condition: `param` must pass `test`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Condition {
-    /// The parameter's dotted path (see [`crate::schema::Params`]).
+    /// The parameter's dotted path (see [`crate::operation::schema::Params`]).
     pub param: String,
     /// The test.
     pub test: Test,

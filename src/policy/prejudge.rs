@@ -4,7 +4,8 @@
 //! declaring a body it never sends.
 
 use super::{Decision, Effect, Mode, Policy};
-use crate::catalog::{ApiVersion, Operation};
+use crate::operation::catalog::{ApiVersion, Operation};
+use crate::operation::route::Recognised;
 
 /// What a request is decided on, apart from its body.
 #[derive(Debug, Clone, Copy)]
@@ -17,6 +18,18 @@ pub struct Scope<'a> {
     pub version: ApiVersion,
     /// The target device (lower-case GUID).
     pub device: &'a str,
+}
+
+impl<'a> Scope<'a> {
+    /// The scope of request `target` from caller number `caller`.
+    pub fn of(caller: usize, target: &'a Recognised) -> Self {
+        Scope {
+            caller,
+            op: target.op,
+            version: target.version,
+            device: &target.device_id,
+        }
+    }
 }
 
 impl Policy {
@@ -62,9 +75,9 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog;
+    use crate::operation::catalog;
+    use crate::operation::schema::{ParamValue, Params};
     use crate::policy::Facts;
-    use crate::schema::{ParamValue, Params};
 
     const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
     const OTHER_DEV: &str = "11111111-2222-3333-4444-555555555555";

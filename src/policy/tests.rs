@@ -1,8 +1,8 @@
 //! Unit tests for loading and evaluating policies.
 
 use super::*;
-use crate::catalog;
-use crate::schema::{ParamValue, Params};
+use crate::operation::catalog;
+use crate::operation::schema::{ParamValue, Params};
 
 const H: &str = "1f2d3c4b5a69788796a5b4c3d2e1f0011223344556677889aabbccddeeff0011";
 const DEV: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";

@@ -1,6 +1,6 @@
 //! The listener: admits connections (capped in total and per source address, answered at
 //! once past a cap), serves HTTP/1.1 and HTTP/2 with hyper under per-state deadlines (see
-//! [`conn`]), hands each request to the [`Gateway`], and drains in-flight requests on shutdown.
+//! `conn`), hands each request to the [`Gateway`], and drains in-flight requests on shutdown.
 
 mod conn;
 mod h2guard;

@@ -15,7 +15,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::{ACTION_PATH, ROTATOR_KEY, body, policy_text};
 use graphgate::app::{self, Settings};
-use graphgate::catalog::PRIV_OPS;
 use graphgate::cloud::Cloud;
 use graphgate::credential::{
     AssertionAlg, ClientAuth, ClientCertificate, Credential, TokenError, request_token,
@@ -26,6 +25,7 @@ use graphgate::emulator::{
     TestCertificate,
 };
 use graphgate::gateway::{Gateway, Limits};
+use graphgate::operation::catalog::PRIV_OPS;
 use graphgate::policy::Policy;
 use graphgate::secret::Secret;
 use graphgate::server::{self, ServerLimits};
@@ -359,7 +359,7 @@ async fn the_certificate_chain_is_sent_on_request() {
         "login.microsoftonline.com".into(),
     )
     .unwrap();
-    use graphgate::token::TokenSource;
+    use graphgate::credential::TokenSource;
     source.fetch().await.unwrap();
     assert!(r.last_credential().ends_with(" x5c"));
 }

@@ -7,12 +7,12 @@ use crate::common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use graphgate::catalog::PRIV_OPS;
 use graphgate::cloud::Cloud;
 use graphgate::emulator::{
     AppRegistration, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_DEVICE_IDS, DEMO_TENANT_ID, Emulator,
     EmulatorConfig,
 };
+use graphgate::operation::catalog::PRIV_OPS;
 use graphgate::secret::Secret;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
@@ -377,7 +377,9 @@ async fn graph_accepts_every_path_shape_with_a_valid_token() {
         );
         assert!(reply.body.is_empty());
         assert_eq!(reply.text_header("client-request-id"), crid);
-        assert!(graphgate::route::is_guid(reply.text_header("request-id")));
+        assert!(graphgate::operation::route::is_guid(
+            reply.text_header("request-id")
+        ));
         assert!(
             reply
                 .text_header("x-ms-ags-diagnostic")
@@ -459,7 +461,9 @@ fn assert_graph_error(reply: &Reply, status: StatusCode, code: &str, message_par
         body["error"]["innerError"]["client-request-id"],
         reply.text_header("client-request-id")
     );
-    assert!(graphgate::route::is_guid(reply.text_header("request-id")));
+    assert!(graphgate::operation::route::is_guid(
+        reply.text_header("request-id")
+    ));
 }
 
 #[tokio::test]

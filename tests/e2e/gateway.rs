@@ -159,7 +159,7 @@ async fn forwarded_headers_are_built_not_copied() {
         .unwrap();
     let r = h.send(req).await;
     let given = r.headers["client-request-id"].to_str().unwrap().to_owned();
-    assert!(graphgate::route::is_guid(&given), "{given}");
+    assert!(graphgate::operation::route::is_guid(&given), "{given}");
     assert_eq!(
         h.emulator.graph_requests()[1].headers["client-request-id"],
         given

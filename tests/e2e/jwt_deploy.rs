@@ -24,7 +24,9 @@ fn yaml(path: &Path) -> Value {
 /// The ```yaml blocks of the README section headed `heading`, up to the next heading.
 fn yaml_blocks(heading: &str) -> Vec<String> {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
-    let start = readme.find(heading).unwrap_or_else(|| panic!("no {heading:?}"));
+    let start = readme
+        .find(heading)
+        .unwrap_or_else(|| panic!("no {heading:?}"));
     let rest = &readme[start + heading.len()..];
     let section = &rest[..rest.find("\n### ").unwrap_or(rest.len())];
     section
@@ -38,9 +40,18 @@ fn yaml_blocks(heading: &str) -> Vec<String> {
 fn concrete(block: &str) -> String {
     [
         ("<tenant id>", "6babcaad-604b-40ac-a9d7-9fd97c0b779f"),
-        ("<the caller app's client id>", "5b3f8a2c-9d1e-4f60-8a7b-c2d3e4f5a6b7"),
-        ("<its service principal's object id>", "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb"),
-        ("<the cluster's service-account issuer>", "https://kubernetes.default.svc.cluster.local"),
+        (
+            "<the caller app's client id>",
+            "5b3f8a2c-9d1e-4f60-8a7b-c2d3e4f5a6b7",
+        ),
+        (
+            "<its service principal's object id>",
+            "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb",
+        ),
+        (
+            "<the cluster's service-account issuer>",
+            "https://kubernetes.default.svc.cluster.local",
+        ),
         ("<issuer>", "https://kubernetes.default.svc.cluster.local"),
         ("<sub>", "x"),
     ]
@@ -51,15 +62,25 @@ fn concrete(block: &str) -> String {
 #[test]
 fn the_readme_policies_for_callers_with_tokens_compile() {
     let blocks = yaml_blocks("### Callers with tokens: Entra, Kubernetes, SPIFFE");
-    let policies: Vec<&String> = blocks.iter().filter(|b| b.contains("jwt_issuers:")).collect();
-    assert_eq!(policies.len(), 3, "Entra, Kubernetes and SPIFFE: {blocks:#?}");
+    let policies: Vec<&String> = blocks
+        .iter()
+        .filter(|b| b.contains("jwt_issuers:"))
+        .collect();
+    assert_eq!(
+        policies.len(),
+        3,
+        "Entra, Kubernetes and SPIFFE: {blocks:#?}"
+    );
     for block in policies {
         let text = format!("version: 1\n{}rules: []\n", concrete(block));
         let policy = Policy::from_yaml(&text, "README").unwrap_or_else(|e| panic!("{e}\n{text}"));
         assert_eq!(policy.callers.len(), 1);
         assert!(policy.callers[0].jwt.is_some());
     }
-    let projection = blocks.iter().find(|b| b.contains("serviceAccountToken")).unwrap();
+    let projection = blocks
+        .iter()
+        .find(|b| b.contains("serviceAccountToken"))
+        .unwrap();
     assert!(projection.contains("audience: graphgate"), "{projection}");
 
     let rules = yaml_blocks("### The person and the reason");
@@ -84,7 +105,10 @@ fn the_caller_example_projects_a_token_for_graphgate() {
     assert_eq!(spec["serviceAccountName"], "room-rotator");
     let source = &spec["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"];
     assert_eq!(source["audience"], "graphgate");
-    assert_eq!(spec["containers"][0]["volumeMounts"][0]["name"], spec["volumes"][0]["name"]);
+    assert_eq!(
+        spec["containers"][0]["volumeMounts"][0]["name"],
+        spec["volumes"][0]["name"]
+    );
     // The subject graphgate sees is the one the example's comment puts in the policy.
     assert!(
         std::fs::read_to_string(dir.join("kustomization.yaml"))
@@ -104,8 +128,15 @@ fn the_caller_example_projects_a_token_for_graphgate() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("audience: graphgate") && text.contains("namespace: rooms"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("audience: graphgate") && text.contains("namespace: rooms"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -146,9 +177,20 @@ fn the_jwt_issuer_keys_component_mounts_the_key_file_on_every_overlay() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        assert!(text.contains("mountPath: /etc/graphgate/jwks") && text.contains("name: graphgate-jwks"), "{text}");
-        assert!(text.contains("mountPath: /etc/graphgate/policy"), "the base's mounts stay");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains("mountPath: /etc/graphgate/jwks")
+                && text.contains("name: graphgate-jwks"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mountPath: /etc/graphgate/policy"),
+            "the base's mounts stay"
+        );
     }
 }
 

@@ -107,7 +107,7 @@ async fn a_certificate_revoked_in_the_crl_file_is_refused_from_the_next_handshak
     std::fs::rename(&next, &crl).unwrap();
     // The file is checked every few seconds: wait (bounded) for the first refused handshake,
     // trying again every 50 ms.
-    let wait = graphgate::client_crl::CHECK_INTERVAL * 3;
+    let wait = graphgate::tls::client_crl::CHECK_INTERVAL * 3;
     let mut every = tokio::time::interval(Duration::from_millis(50));
     let refused = tokio::time::timeout(wait, async {
         loop {

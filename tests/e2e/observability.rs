@@ -270,7 +270,7 @@ fn emulator(roles: Vec<String>) -> EmulatorConfig {
 /// Every path a request can take, each carrying the password (and keys where they fit).
 async fn drive_every_path() -> Vec<String> {
     let mut audit_logs = Vec::new();
-    let all_roles = vec![graphgate::catalog::PRIV_OPS.to_owned()];
+    let all_roles = vec![graphgate::operation::catalog::PRIV_OPS.to_owned()];
     let h = start_with(Options {
         emulator: emulator(all_roles.clone()),
         ..Options::default()
@@ -450,4 +450,43 @@ async fn otel_variables_turn_on_the_export_of_the_real_binary() {
         !services.is_empty() && services.iter().all(|s| s == "graphgate-otlp-e2e"),
         "OTEL_SERVICE_NAME names the service: {services:?}"
     );
+}
+
+/// An upstream failure reaches the caller in fixed words, never the transport's error chain;
+/// the chain goes to the log, on the line that carries the request's id.
+#[tokio::test]
+async fn an_upstream_failure_is_told_in_fixed_words_and_logged_in_full() {
+    let mut obs = observe().await;
+    // A loopback port nothing listens on: the connection is refused at once.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let h = start_with(Options {
+        graph_addr: Some(closed),
+        ..Options::default()
+    })
+    .await;
+    let r = h.call().await;
+    r.assert_graph_error(502, "upstreamUnavailable");
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Microsoft Graph could not be reached; the request was not sent"
+    );
+    let request_id = r.headers["x-graphgate-request-id"].to_str().unwrap();
+    obs.shutdown().await;
+    let logs = String::from_utf8(obs.logs.0.lock().unwrap().clone()).unwrap();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("request refused or failed") && l.contains(request_id))
+        .unwrap_or_else(|| panic!("no failure line with request id {request_id}:\n{logs}"));
+    let logged: serde_json::Value = serde_json::from_str(line).unwrap();
+    let chain = logged["fields"]["error"].as_str().unwrap();
+    assert!(
+        chain.starts_with("Microsoft Graph could not be reached; the request was not sent: ")
+            && chain.to_lowercase().contains("connect"),
+        "the log carries the transport's chain: {chain}"
+    );
+    assert_eq!(logged["fields"]["request_id"], request_id);
 }

@@ -162,7 +162,7 @@ impl HttpLoader {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| unreachable(crate::forward::error_chain(&e)))?;
+                .map_err(|e| unreachable(with_sources(&e)))?;
             if resp.status() != StatusCode::OK {
                 return Err(FetchError::Status {
                     url: url.to_owned(),
@@ -215,4 +215,12 @@ async fn read_file(path: &Path) -> Result<Bytes, FetchError> {
         });
     }
     Ok(Bytes::from(bytes))
+}
+
+/// An error and its sources, `: `-separated (the transport's reason is in a source).
+fn with_sources(e: &(dyn std::error::Error + 'static)) -> String {
+    std::iter::successors(Some(e), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ")
 }

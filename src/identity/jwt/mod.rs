@@ -62,11 +62,11 @@ impl TokenUser {
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
         let delegated =
             text("scp").is_some_and(|s| !s.trim().is_empty()) && text("idtyp") != Some("app");
-        let oid = text("oid").filter(|o| crate::route::is_guid(o))?;
+        let oid = text("oid").filter(|o| crate::operation::route::is_guid(o))?;
         let upn = ["upn", "preferred_username"]
             .into_iter()
             .filter_map(text)
-            .find(|u| crate::schema::screen::is_address(u));
+            .find(|u| crate::operation::schema::screen::is_address(u));
         delegated.then(|| TokenUser {
             oid: oid.to_ascii_lowercase(),
             upn: upn.map(str::to_owned),
@@ -225,5 +225,5 @@ fn finish(
 
 /// The current Unix time, in seconds, for token validation.
 pub fn unix_now() -> i64 {
-    chrono::Utc::now().timestamp()
+    crate::clock::utc_now().timestamp()
 }

@@ -8,8 +8,8 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use crate::clock::Instant;
 use arc_swap::ArcSwapOption;
-use tokio::time::Instant;
 
 use super::fetch::{FetchError, KeyLoader};
 use super::jwks::{KeyMap, VerifyingKey};

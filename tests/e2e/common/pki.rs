@@ -38,8 +38,13 @@ impl Ca {
 
     /// A server certificate for `localhost` / 127.0.0.1.
     pub fn server(&self) -> Leaf {
-        let mut params =
-            CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()]).unwrap();
+        self.server_named(&["localhost", "127.0.0.1"])
+    }
+
+    /// A server certificate for these DNS names (or IP addresses).
+    pub fn server_named(&self, names: &[&str]) -> Leaf {
+        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let mut params = CertificateParams::new(names).unwrap();
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         self.leaf(params)
     }

@@ -4,9 +4,17 @@
 
 use serde_json::{Map, Value, json};
 
-use crate::catalog::{CATALOG, Operation, SimpleApi};
-use crate::schema::SchemaError;
-use crate::schema::screen::shown_name;
+use crate::operation::catalog::{CATALOG, Operation, SimpleApi};
+use crate::operation::schema::SchemaError;
+use crate::operation::schema::screen::shown_name;
+
+/// The simplified API's body field naming the person a call is made for (read by
+/// `identity::context`, not a Graph parameter).
+pub const INITIATOR_FIELD: &str = "initiator";
+/// The simplified API's body field saying why.
+pub const REASON_FIELD: &str = "reason";
+/// Longest reason, in characters (what Intune's Multi Admin Approval justification takes).
+pub const MAX_REASON_CHARS: usize = 1024;
 
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -211,14 +219,14 @@ fn path_item(op: &Operation, api: &SimpleApi) -> Value {
             json!({ "type": "string", "enum": values, "description": v.description }),
         );
     }
-    // The person and the reason (see `identity::context`), on every operation.
+    // The person and the reason (read by `identity::context`), on every operation.
     properties.insert(
-        crate::identity::context::INITIATOR_FIELD.to_owned(),
+        INITIATOR_FIELD.to_owned(),
         json!({ "type": "string", "description": "The person the call is made for: a user principal name or an object id (like X-Graphgate-Initiator)." }),
     );
     properties.insert(
-        crate::identity::context::REASON_FIELD.to_owned(),
-        json!({ "type": "string", "maxLength": crate::identity::context::MAX_REASON_CHARS, "description": "Why, e.g. a ticket reference (like X-Graphgate-Reason); no control characters." }),
+        REASON_FIELD.to_owned(),
+        json!({ "type": "string", "maxLength": MAX_REASON_CHARS, "description": "Why, e.g. a ticket reference (like X-Graphgate-Reason); no control characters." }),
     );
     let required: Vec<&str> = api
         .fields
@@ -265,7 +273,7 @@ fn graph_error_schema() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog;
+    use crate::operation::catalog;
 
     fn translate(flat: Value) -> Result<Value, SimpleError> {
         let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();

@@ -2,7 +2,7 @@
 //! lists its name, required application permission, API versions, success status and body
 //! schema; adding an Intune action means adding an entry here, not a new code path.
 
-use crate::schema::{ComplexType, Prop, Ty};
+use crate::operation::schema::{ComplexType, Prop, Ty};
 
 /// A Graph API version segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -5,7 +5,7 @@
 use http::Method;
 use percent_encoding::percent_decode_str;
 
-use crate::catalog::{self, ApiVersion, Operation};
+use crate::operation::catalog::{self, ApiVersion, Operation};
 
 /// Longest request path considered.
 pub const MAX_PATH_BYTES: usize = 2048;

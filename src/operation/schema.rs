@@ -564,7 +564,7 @@ impl<'de> Visitor<'de> for Strict {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog;
+    use crate::operation::catalog;
 
     fn op_validate(body: &str) -> Result<Params, SchemaError> {
         let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();

@@ -1,0 +1,256 @@
+//! The gateway's parts: its per-request bounds ([`Limits`]), what it holds, how it is made,
+//! and what admin, reload and tests may ask of it. The pipeline itself is in `gateway.rs`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::Semaphore;
+
+use crate::audit::Audit;
+use crate::cloud::Cloud;
+use crate::forward::{Forwarder, RetryPolicy};
+use crate::idempotency::IdempotencyStore;
+use crate::identity::PeerCertificate;
+use crate::identity::jwt::{IssuerRegistry, TokenIssuers, fetch::HttpLoader};
+use crate::policy::Policy;
+use crate::ratelimit::{LimiterRegistry, PolicyLimits};
+use crate::slots::KeyedSlots;
+use crate::token::TokenBroker;
+use crate::upstream::HttpClient;
+
+/// Per-request bounds.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Longest time to receive the request body.
+    pub body_read_timeout: Duration,
+    /// Longest wait for one complete Graph answer.
+    pub upstream_timeout: Duration,
+    /// Longest TCP connect to Entra or Graph.
+    pub connect_timeout: Duration,
+    /// Retries of throttled Graph calls.
+    pub retry: RetryPolicy,
+    /// Most requests in flight; more are shed with 503.
+    pub max_in_flight: usize,
+    /// Most requests in flight for one caller; more get 429, so one caller cannot starve the rest.
+    pub max_in_flight_per_caller: usize,
+    /// How long an idempotency key is remembered.
+    pub idempotency_window: Duration,
+    /// Most idempotency keys remembered.
+    pub idempotency_capacity: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            body_read_timeout: Duration::from_secs(10),
+            upstream_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            retry: RetryPolicy::default(),
+            max_in_flight: 1024,
+            max_in_flight_per_caller: 256,
+            idempotency_window: Duration::from_secs(600),
+            idempotency_capacity: 100_000,
+        }
+    }
+}
+
+/// What the listener knows about a request's connection (a request extension).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: std::net::SocketAddr,
+    /// The verified client certificate, on mutual-TLS connections that presented one.
+    pub certificate: Option<Arc<PeerCertificate>>,
+}
+
+/// A policy together with the rate limiters and token issuers' key stores it configures.
+pub struct Installed {
+    /// The policy.
+    pub policy: Policy,
+    /// Its limiters.
+    pub limits: PolicyLimits,
+    /// Its token issuers' keys.
+    pub tokens: TokenIssuers,
+}
+
+/// Everything a request needs; shared by all connections.
+pub struct Gateway {
+    pub(super) installed: ArcSwap<Installed>,
+    limiters: LimiterRegistry,
+    issuers: IssuerRegistry,
+    pub(super) broker: TokenBroker,
+    pub(super) forwarder: Forwarder,
+    pub(super) idempotency: IdempotencyStore,
+    pub(super) in_flight: Arc<Semaphore>,
+    pub(super) caller_in_flight: KeyedSlots<String>,
+    pub(super) limits: Limits,
+    pub(super) audit: Audit,
+    reload_error: arc_swap::ArcSwapOption<String>,
+    /// Whether the policy reloader is alive, if one follows the policy file (for readiness).
+    reloader: arc_swap::ArcSwapOption<ReloaderProbe>,
+}
+
+/// Asks whether the reloader following the policy file is still alive.
+type ReloaderProbe = Box<dyn Fn() -> bool + Send + Sync>;
+
+/// Whether the reloader that follows a gateway's policy file is alive (for readiness).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloaderHealth {
+    /// No reloader: the policy is fixed for the process's life (emulator demo, tests).
+    Off,
+    /// Running.
+    Running,
+    /// Gone (it panicked, or the process is shutting down): edits and revocations in the
+    /// policy file would no longer take effect.
+    Stopped,
+}
+
+impl ReloaderHealth {
+    /// `off`, `running` or `stopped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReloaderHealth::Off => "off",
+            ReloaderHealth::Running => "running",
+            ReloaderHealth::Stopped => "stopped",
+        }
+    }
+}
+
+impl Gateway {
+    /// A gateway for `cloud`, enforcing `policy`, with tokens from `broker`.
+    pub fn new(
+        policy: Policy,
+        cloud: Cloud,
+        broker: TokenBroker,
+        http: HttpClient,
+        limits: Limits,
+    ) -> Self {
+        broker
+            .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
+        let limiters = LimiterRegistry::default();
+        let issuers = IssuerRegistry::new(Arc::new(HttpLoader::new(http.clone())));
+        let installed = Installed {
+            limits: limiters.for_policy(&policy),
+            tokens: issuers.for_policy(&policy),
+            policy,
+        };
+        // Issuers' keys are fetched ahead of the first token that needs them.
+        installed.tokens.warm();
+        Gateway {
+            installed: ArcSwap::from_pointee(installed),
+            limiters,
+            issuers,
+            broker,
+            forwarder: Forwarder {
+                http,
+                cloud,
+                retry: limits.retry.clone(),
+                timeout: limits.upstream_timeout,
+            },
+            idempotency: IdempotencyStore::new(
+                limits.idempotency_capacity,
+                limits.idempotency_window,
+            ),
+            in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
+            limits,
+            audit: Audit::disabled(),
+            reload_error: arc_swap::ArcSwapOption::empty(),
+            reloader: arc_swap::ArcSwapOption::empty(),
+        }
+    }
+
+    /// The gateway with `audit` as its audit log (without one, nothing is audited).
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+
+    /// The audit log (for readiness).
+    pub fn audit(&self) -> &Audit {
+        &self.audit
+    }
+
+    /// Records a policy reload attempt: the errors of a failed one stay visible (readiness
+    /// detail) until a later reload succeeds.
+    pub fn note_reload(&self, result: Result<(), &crate::policy::PolicyError>) {
+        crate::metrics::policy_reload(result.is_ok());
+        self.reload_error
+            .store(result.err().map(|e| Arc::new(e.to_string())));
+    }
+
+    /// The errors of the latest reload, if it failed (the previous policy is in force).
+    pub fn reload_error(&self) -> Option<Arc<String>> {
+        self.reload_error.load_full()
+    }
+
+    /// Follows a policy reloader through `alive` (see `reload::Reloader::new`), so readiness
+    /// fails once it is gone. The gateway knows nothing else of the reloader: reloading
+    /// drives the gateway, never the other way round.
+    pub fn follow_reloader(&self, alive: impl Fn() -> bool + Send + Sync + 'static) {
+        self.reloader.store(Some(Arc::new(Box::new(alive))));
+    }
+
+    /// Whether a reloader follows the policy file, and is alive.
+    pub fn reloader_health(&self) -> ReloaderHealth {
+        match self.reloader.load().as_deref() {
+            None => ReloaderHealth::Off,
+            Some(alive) if alive() => ReloaderHealth::Running,
+            Some(_) => ReloaderHealth::Stopped,
+        }
+    }
+
+    /// The loaded policy's version (its hash).
+    pub fn policy_hash(&self) -> String {
+        self.installed.load().policy.hash.clone()
+    }
+
+    /// Replaces the policy; requests in flight keep the one they started with.
+    pub fn set_policy(&self, policy: Policy) {
+        // Limiters first: if making them failed, nothing about the new policy is in force.
+        let limits = self.limiters.for_policy(&policy);
+        self.broker
+            .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
+        let tokens = self.issuers.for_policy(&policy);
+        tokens.warm();
+        self.installed.store(Arc::new(Installed {
+            policy,
+            limits,
+            tokens,
+        }));
+    }
+
+    /// The policy in force, with its limiters.
+    pub fn installed(&self) -> Arc<Installed> {
+        self.installed.load_full()
+    }
+
+    /// The latest least-privilege report (see [`TokenBroker::least_privilege`]).
+    pub fn least_privilege(&self) -> Option<Arc<crate::credential::LeastPrivilegeReport>> {
+        self.broker.least_privilege()
+    }
+
+    /// The deployment's cloud.
+    pub fn cloud(&self) -> Cloud {
+        self.forwarder.cloud
+    }
+
+    /// The idempotency store (for tests: expiry and bound).
+    pub fn idempotency(&self) -> &IdempotencyStore {
+        &self.idempotency
+    }
+
+    /// The token broker (for readiness and tests).
+    pub fn broker(&self) -> &TokenBroker {
+        &self.broker
+    }
+
+    /// How many requests of the caller named `caller` are in flight past the pre-body policy.
+    pub fn caller_in_flight(&self, caller: &str) -> usize {
+        self.caller_in_flight.held(&caller.to_owned())
+    }
+}

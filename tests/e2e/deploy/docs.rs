@@ -1,0 +1,78 @@
+//! The operator's documents say only true things that can be checked: every metric they name
+//! is one the gateway exports, and the operator's guide covers what it promises.
+
+use std::collections::BTreeSet;
+
+use super::{read, repo};
+
+/// Metric families the gateway registers: the names `src/metrics.rs` passes to `register`
+/// (its exposition leaves out families that have no sample yet, so the source is the list).
+fn exported_families() -> BTreeSet<String> {
+    let source = read(&repo().join("src/metrics.rs"));
+    let names: BTreeSet<String> = source
+        .split("r.register(")
+        .skip(1)
+        .map(|call| call.split('"').nth(1).unwrap().to_owned())
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    names
+}
+
+/// `graphgate_...` names in `text`, as families (sample suffixes removed).
+fn named_metrics(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (at, _) in text.match_indices("graphgate_") {
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        let family = ["_total", "_bucket", "_sum", "_count", "_created"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s))
+            .unwrap_or(&name);
+        out.insert(family.trim_end_matches('_').to_owned());
+    }
+    out
+}
+
+#[test]
+fn every_metric_the_docs_name_is_exported() {
+    let exported = exported_families();
+    for doc in [
+        "README.md",
+        "deploy/README.md",
+        "docs/operations.md",
+        "bench/README.md",
+    ] {
+        let named = named_metrics(&read(&repo().join(doc)));
+        let unknown: Vec<&String> = named.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{doc} names {unknown:?}; exported: {exported:?}"
+        );
+    }
+    let guide = named_metrics(&read(&repo().join("docs/operations.md")));
+    assert!(guide.len() >= 6, "the alerts name the metrics: {guide:?}");
+}
+
+#[test]
+fn the_operators_guide_covers_its_topics_and_the_readme_links_it() {
+    let guide = read(&repo().join("docs/operations.md"));
+    for heading in [
+        "## Keys and certificates",
+        "## Callers' network access",
+        "## Rotation",
+        "## Upgrades",
+        "## Backups of the audit log",
+        "## Alerts",
+    ] {
+        assert!(
+            guide.contains(heading),
+            "docs/operations.md lacks {heading}"
+        );
+    }
+    let readme = read(&repo().join("README.md"));
+    for link in ["docs/operations.md", "deploy/README.md", "bench/README.md"] {
+        assert!(readme.contains(link), "README does not link {link}");
+    }
+}
