@@ -29,7 +29,6 @@ mod http2_abuse;
 mod inflight;
 mod input;
 mod jwt_callers;
-mod jwt_deploy;
 mod jwt_hostile;
 mod metrics;
 mod mtls;

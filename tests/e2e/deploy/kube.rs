@@ -89,9 +89,15 @@ fn render_all() -> Vec<Rendered> {
 }
 
 fn render(overlay: String) -> Rendered {
+    let dir = k8s().join("overlays").join(&overlay);
+    render_dir(overlay, &dir)
+}
+
+/// The kustomization in `dir`, rendered by `kubectl kustomize`, named `overlay`.
+pub fn render_dir(overlay: String, dir: &std::path::Path) -> Rendered {
     let out = std::process::Command::new("kubectl")
         .arg("kustomize")
-        .arg(k8s().join("overlays").join(&overlay))
+        .arg(dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -129,7 +135,7 @@ async fn every_overlay_starts_a_ready_gateway_that_answers_an_allowed_mtls_reque
 }
 
 /// The overlay's pod as the kubelet would start it, with the webhook's injection.
-fn pod_as_shipped(
+pub fn pod_as_shipped(
     r: &Rendered,
     root: &Root,
     pki: &Pki,
@@ -159,6 +165,7 @@ fn pod_as_shipped(
             .as_str()
             .unwrap()
             .to_owned(),
+        token_caller: None,
     };
     (shipped, config)
 }
