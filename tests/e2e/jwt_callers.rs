@@ -352,39 +352,137 @@ async fn a_slow_key_endpoint_is_given_up_on_within_the_fetch_timeout() {
 }
 
 #[tokio::test]
-async fn a_key_endpoint_that_goes_down_keeps_the_cached_keys_in_use() {
+async fn a_key_endpoint_that_goes_down_slow_or_bad_keeps_the_cached_keys_in_use() {
+    let mut slow = JwksFault::new(JwksMode::Slow);
+    slow.delay_ms = 10_000;
+    let faults = [
+        JwksFault::new(JwksMode::Down),
+        JwksFault::new(JwksMode::Garbage),
+        JwksFault::new(JwksMode::Huge),
+        JwksFault::new(JwksMode::Status),
+        slow,
+    ];
+    for fault in faults {
+        let mode = fault.mode;
+        let j = start_jwt(60, "").await;
+        let h = &j.h;
+        let k8s = h.emulator.kubernetes();
+        let token = h
+            .emulator
+            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
+            .unwrap();
+        assert_eq!(h.post_token(&token, &[]).await.status, 204, "{mode:?}");
+        k8s.set_jwks_fault(Some(fault));
+        // A rotation graphgate cannot fetch: the new kid is refused (401, not allowed, and
+        // within the fetch timeout), the old keys keep working.
+        let fetches = k8s.key_fetches();
+        k8s.rotate(Algorithm::RS256, false).unwrap();
+        let rotated = h
+            .emulator
+            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
+            .unwrap();
+        let before = h.graph_count();
+        let started = std::time::Instant::now();
+        assert_token_refused(&h.post_token(&rotated, &[]).await, "no signing key");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{mode:?}: waited {:?} (fetch timeout 500 ms)",
+            started.elapsed()
+        );
+        assert_eq!(
+            k8s.key_fetches(),
+            fetches + 1,
+            "{mode:?}: it tried (the discovery fetch failed)"
+        );
+        assert_token_refused(&h.post_token(&rotated, &[]).await, "no signing key");
+        assert_eq!(
+            k8s.key_fetches(),
+            fetches + 1,
+            "{mode:?}: no second try within the interval"
+        );
+        assert_eq!(h.graph_count(), before, "{mode:?}: nothing forwarded");
+        let old_key = h.emulator.kubernetes().mint_with_kid(
+            &graphgate::emulator::service_account_claims(
+                NAMESPACE,
+                SERVICE_ACCOUNT,
+                &[AUDIENCE],
+                3600,
+            ),
+            emu::jwt_part(&token, 0)["kid"].as_str().unwrap(),
+        );
+        // (That token is signed by the new key under the old kid: a forgery, refused.)
+        assert_token_refused(&h.post_token(&old_key.unwrap(), &[]).await, "signature");
+        let reply = h.post_token(&token, &[]).await;
+        assert_eq!(
+            reply.status, 204,
+            "{mode:?}: the cached key still verifies: {:?}",
+            reply.body
+        );
+    }
+}
+
+/// Key fetches (discovery + JWKS documents served by the emulated cluster) while `n`
+/// requests, made by `token_for(i)`, are answered with `status` (dry runs: the policy's
+/// answer, nothing sent).
+async fn fetches_over(
+    h: &Harness,
+    n: usize,
+    status: u16,
+    token_for: impl Fn(usize) -> String,
+) -> u64 {
+    let k8s = h.emulator.kubernetes();
+    let before = k8s.key_fetches();
+    for i in 0..n {
+        let reply = h.post_token(&token_for(i), &[("prefer", "dry-run")]).await;
+        assert_eq!(reply.status, status, "request {i}: {:?}", reply.body);
+    }
+    k8s.key_fetches() - before
+}
+
+/// The JWKS cache's behaviour, per 1,000 requests: a warm cache fetches nothing; a key
+/// rotation costs one refresh (2 documents: discovery and JWKS); 1,000 tokens with invented
+/// key ids cost one refresh, not 1,000. The figures are printed (`--nocapture`).
+#[tokio::test]
+async fn key_fetches_per_thousand_requests_warm_rotated_and_flooded() {
     let j = start_jwt(60, "").await;
     let h = &j.h;
     let k8s = h.emulator.kubernetes();
-    let token = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
-    assert_eq!(h.post_token(&token, &[]).await.status, 204);
-    k8s.set_jwks_fault(Some(JwksFault::new(JwksMode::Down)));
-    // A rotation graphgate cannot fetch: the new kid is refused, the old keys keep working.
-    let fetches = k8s.key_fetches();
+    let mint = || {
+        h.emulator
+            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
+            .unwrap()
+    };
+    let token = mint();
+    // Cold start: the policy's warm-up (or the first token) loads the keys once.
+    fetches_over(h, 1, 200, |_| token.clone()).await;
+    let cold = k8s.key_fetches();
+    assert_eq!(cold, 2, "discovery and JWKS, once");
+    let warm = fetches_over(h, 1_000, 200, |_| token.clone()).await;
+    assert_eq!(warm, 0, "a warm cache fetches nothing");
+    // The cluster rotates its signing key (the old one stays published); new tokens name it.
     k8s.rotate(Algorithm::RS256, false).unwrap();
-    let rotated = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
-    assert_token_refused(&h.post_token(&rotated, &[]).await, "no signing key");
-    assert_eq!(
-        k8s.key_fetches(),
-        fetches + 1,
-        "it tried (the discovery fetch failed)"
+    let rotated = mint();
+    let rotation = fetches_over(h, 1_000, 200, |_| rotated.clone()).await;
+    assert_eq!(rotation, 2, "one refresh: discovery and JWKS");
+    // A flood of invented key ids, once the unknown-kid interval has passed (a fresh
+    // gateway, so the rotation's refresh does not hide it).
+    let f = start_jwt(60, "").await;
+    let good =
+        f.h.emulator
+            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600);
+    let good = good.unwrap();
+    fetches_over(&f.h, 1, 200, |_| good.clone()).await;
+    let claims =
+        graphgate::emulator::service_account_claims(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600);
+    let fk8s = f.h.emulator.kubernetes();
+    let flood = fetches_over(&f.h, 1_000, 401, |i| {
+        fk8s.mint_with_kid(&claims, &format!("invented-{i}"))
+            .unwrap()
+    })
+    .await;
+    assert_eq!(flood, 2, "exactly one refresh for 1,000 unknown kids");
+    let figures = format!(
+        "JWKS key-document fetches: cold start {cold} (discovery + JWKS), then per 1,000 requests: warm cache {warm}, after a key rotation {rotation}, 1,000 invented kids {flood}\n"
     );
-    let old_key = h.emulator.kubernetes().mint_with_kid(
-        &graphgate::emulator::service_account_claims(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600),
-        emu::jwt_part(&token, 0)["kid"].as_str().unwrap(),
-    );
-    // (That token is signed by the new key under the old kid: a forgery, refused.)
-    assert_token_refused(&h.post_token(&old_key.unwrap(), &[]).await, "signature");
-    let reply = h.post_token(&token, &[]).await;
-    assert_eq!(
-        reply.status, 204,
-        "the cached key still verifies: {:?}",
-        reply.body
-    );
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), figures.as_bytes());
 }
