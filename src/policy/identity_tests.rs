@@ -320,3 +320,48 @@ fn initiators_are_a_condition_of_their_rule() {
     };
     assert!(p.decide_before_body(&scope).is_none());
 }
+
+/// The names serde expects in `T`: from its refusal of an unknown field (`deny_unknown_fields`
+/// lists them), so a field added to the file format is found here without a list to keep.
+fn field_names<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String> {
+    let err = serde_saphyr::from_str::<T>("not_a_field_of_this: 1\n").unwrap_err();
+    let text = err.to_string();
+    // "...unknown field `not_a_field_of_this`, expected one of a, b, c" on its first line.
+    let first = text.lines().next().unwrap_or_default();
+    let (_, expected) = first
+        .split_once("expected one of ")
+        .unwrap_or_else(|| panic!("no field list in: {text}"));
+    let names: Vec<String> = expected.split(", ").map(|n| n.trim().to_owned()).collect();
+    assert!(names.len() > 1, "{text}");
+    names
+}
+
+/// The README section headed `heading`, up to the next heading.
+fn readme_section(heading: &str) -> &'static str {
+    let readme = include_str!("../../README.md");
+    let start = readme.find(heading).unwrap_or_else(|| panic!("{heading}"));
+    let rest = &readme[start + heading.len()..];
+    &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+}
+
+#[test]
+fn every_key_of_jwt_issuers_callers_and_rules_is_in_the_readme() {
+    let tokens = readme_section("### Callers with tokens: Entra, Kubernetes, SPIFFE");
+    let names = [
+        field_names::<jwt::JwtIssuerEntry>(),
+        field_names::<jwt::JwtKeysEntry>(),
+        field_names::<jwt::JwtCallerEntry>(),
+    ];
+    for name in names.iter().flatten() {
+        assert!(
+            tokens.contains(&format!("{name}:")),
+            "jwt_issuers / jwt key '{name}' is not in the README's example"
+        );
+    }
+    let person = readme_section("### The person and the reason");
+    let rule_keys = field_names::<file::RuleEntry>();
+    for name in ["require", "initiators"] {
+        assert!(rule_keys.iter().any(|k| k == name), "{rule_keys:?}");
+        assert!(person.contains(&format!("{name}:")), "rule key '{name}'");
+    }
+}
