@@ -437,7 +437,14 @@ callers:
     api_key_sha256: "{}"
   - name: nobody
     api_key_sha256: "{}"
+  - name: helpdesk
+    api_key_sha256: "{}"
 rules:
+  - name: helpdesk-with-a-ticket
+    callers: [helpdesk]
+    operations: [managedDevices.updateWindowsDeviceAccount]
+    require: [initiator, reason]
+    initiators: ["@contoso.com"]
   - name: rotator-updates-room-accounts
     callers: [rotator]
     operations: [managedDevices.updateWindowsDeviceAccount]
@@ -455,6 +462,7 @@ rules:
 "#,
             api_key_sha256("k-rotator"),
             api_key_sha256("k-nobody"),
+            api_key_sha256("k-helpdesk"),
         );
         Policy::from_yaml(&text, "table").unwrap()
     }
@@ -530,16 +538,25 @@ rules:
         method: &str,
         uri: &str,
         body: &str,
+        said: Said<'_>,
     ) -> Outcome {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
             // Allowed requests are answered with the decision instead of being sent.
-            .header("prefer", "dry-run")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
+            .header("prefer", "dry-run");
+        let headers = [
+            (stated_context::INITIATOR_HEADER, said.initiator),
+            (stated_context::REASON_HEADER, said.reason),
+        ];
+        for (name, value) in headers {
+            if let Some(value) = value {
+                req = req.header(name, value);
+            }
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         let resp = gw.handle(req).await;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -557,18 +574,22 @@ rules:
         method: &str,
         uri: &str,
         body: &str,
+        said: Said<'_>,
     ) -> Outcome {
         let request = format!("{method} {uri}");
-        match evaluate(
-            policy,
-            caller,
-            &request,
-            Some(body.as_bytes()),
-            Said::default(),
-        ) {
-            Ok((eval, _)) if eval.decision.allowed => Outcome {
+        match evaluate(policy, caller, &request, Some(body.as_bytes()), said) {
+            Ok((eval, _)) if eval.allowed() => Outcome {
                 status: 200,
                 said: eval.decision.rule_name().unwrap().to_owned(),
+            },
+            // Allowed by a rule whose requirement is not met: the gateway's 400.
+            Ok((eval, _)) if eval.decision.allowed => Outcome {
+                status: 400,
+                said: crate::identity::context::ContextError::Missing {
+                    rule: eval.decision.rule_name().unwrap().to_owned(),
+                    missing: eval.missing,
+                }
+                .to_string(),
             },
             Ok((eval, _)) => Outcome {
                 status: 403,
@@ -699,13 +720,84 @@ rules:
         let policy = policy();
         for (caller, method, path, body, status) in rows {
             let key = format!("k-{caller}");
-            let by_gateway = through_gateway(&gw, &key, method, &path, &body).await;
-            let by_explain = through_explain(&policy, caller, method, &path, &body);
+            let said = Said::default();
+            let by_gateway = through_gateway(&gw, &key, method, &path, &body, said).await;
+            let by_explain = through_explain(&policy, caller, method, &path, &body, said);
             assert_eq!(by_gateway, by_explain, "{caller} {method} {path}");
             assert_eq!(
                 by_gateway.status, status,
                 "{caller} {method} {path}: {by_gateway:?}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gateway_and_policy_explain_agree_on_the_person_and_the_reason() {
+        let graph =
+            format!("/v1.0/deviceManagement/managedDevices/{DEV}/updateWindowsDeviceAccount");
+        let simple = format!("/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount");
+        let good = graph_body("room1@rooms.contoso.com", true);
+        let with = |fields: &[(&str, &str)]| {
+            let mut body: serde_json::Value = serde_json::from_str(&flat_body(None)).unwrap();
+            for (k, v) in fields {
+                body[*k] = serde_json::Value::String((*v).into());
+            }
+            body.to_string()
+        };
+        let alice = Some("alice@contoso.com");
+        let ticket = Some("CHG-4711");
+        // (initiator header, reason header, path, body, the status both must give)
+        let rows: Vec<(Option<&str>, Option<&str>, &str, String, u16)> = vec![
+            (alice, ticket, &graph, good.clone(), 200),
+            (Some("ALICE@contoso.com"), ticket, &graph, good.clone(), 200),
+            (alice, None, &graph, good.clone(), 400),
+            (
+                Some("mallory@fabrikam.com"),
+                ticket,
+                &graph,
+                good.clone(),
+                403,
+            ),
+            (None, ticket, &graph, good.clone(), 403),
+            (Some("not an address"), ticket, &graph, good.clone(), 400),
+            (
+                None,
+                None,
+                &simple,
+                with(&[("initiator", "alice@contoso.com"), ("reason", "CHG-1")]),
+                200,
+            ),
+            (alice, None, &simple, with(&[("reason", "CHG-1")]), 200),
+            (
+                alice,
+                None,
+                &simple,
+                with(&[("initiator", "bob@contoso.com"), ("reason", "CHG-1")]),
+                400,
+            ),
+            (
+                None,
+                None,
+                &simple,
+                with(&[("initiator", "alice@contoso.com")]),
+                400,
+            ),
+            (
+                None,
+                None,
+                &simple,
+                with(&[("reason", "a\u{7}b"), ("initiator", "alice@contoso.com")]),
+                400,
+            ),
+        ];
+        let gw = gateway();
+        let policy = policy();
+        for (initiator, reason, path, body, status) in rows {
+            let said = Said { initiator, reason };
+            let by_gateway = through_gateway(&gw, "k-helpdesk", "POST", path, &body, said).await;
+            let by_explain = through_explain(&policy, "helpdesk", "POST", path, &body, said);
+            assert_eq!(by_gateway, by_explain, "{said:?} {path} {body}");
+            assert_eq!(by_gateway.status, status, "{said:?} {path}: {by_gateway:?}");
         }
     }
 }
