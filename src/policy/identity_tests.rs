@@ -336,12 +336,14 @@ fn field_names<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String
     names
 }
 
-/// The README section headed `heading`, up to the next heading.
-fn readme_section(heading: &str) -> &'static str {
-    let readme = include_str!("../../README.md");
+/// The README section headed `heading`, up to the next heading. (Read at run time: the
+/// image's build context has no README, see `tests/e2e/deploy/docker.rs`.)
+fn readme_section(heading: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+    let readme = std::fs::read_to_string(path).unwrap();
     let start = readme.find(heading).unwrap_or_else(|| panic!("{heading}"));
     let rest = &readme[start + heading.len()..];
-    &rest[..rest.find("\n### ").unwrap_or(rest.len())]
+    rest[..rest.find("\n### ").unwrap_or(rest.len())].to_owned()
 }
 
 #[test]
