@@ -57,7 +57,7 @@ def main():
     for i in range(1, n):
         lines += filler_rule(i, walk)
     lines += ["  - name: bench-may-update", "    callers: [bench]", f"    operations: [{OPERATION}]",
-              "pacing:", "  tenant_writes: 10000000 per second", "  max_wait_ms: 0"]
+              "pacing:", "  tenant_writes: 100000 per second", "  max_wait_ms: 0"]
     with open(out, "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -5,7 +5,8 @@
   report.py render RESULTS.tsv OUT.md OUT.svg AUDIT_RECORDS
 
 render also reads, from RESULTS.tsv's directory when present: idle.tsv, idle-after-load.tsv,
-coldstart-{primed,inflight}.json (bench/coldstart.py), startup.json (bench/startup.py) and policy.tsv. Without
+coldstart-{primed,inflight}.json (bench/coldstart.py), startup.json (bench/startup.py) and policy.tsv; the
+state-memory / state-redis rows make the state store section. Without
 the main comparison rows (a partial run), it writes only the sections it has, and no chart.
 """
 import datetime
@@ -131,6 +132,7 @@ def new_scenarios(r, here):
         now, peak = open(path).read().split()
         lines.append(f"- Idle again after the load runs above, wrk's connections closed: graphgate RSS **{mib(now)}** "
                      f"(peak during the runs {mib(peak)}; goal under 20 MiB: {'met' if int(now) < 20 * 1024 else '**not met**'}).")
+    lines += state_lines(r)
     path = os.path.join(here, "policy.tsv")
     if os.path.exists(path):
         rows = [line.rstrip("\n").split("\t") for line in open(path) if line.strip()]
@@ -155,6 +157,23 @@ def new_scenarios(r, here):
             lines += ["", "- **Policy reloads during these runs** (the file did not change; each recompiles the policy): "
                       + ", ".join(reloads) + "."]
     return lines
+
+
+def state_lines(r):
+    """The state store section: memory against Redis, the latency Redis adds."""
+    if ("state-redis", 1) not in r or ("state-memory", 1) not in r:
+        return []
+    table = ["| connections | memory p50 / p99 | Redis p50 / p99 | added by Redis, p50 / p99 | requests/s memory → Redis |",
+             "|---|---|---|---|---|"]
+    for c in (1, 64):
+        m, rd = r.get(("state-memory", c)), r.get(("state-redis", c))
+        if not m or not rd:
+            continue
+        table.append(f"| {c} | {fmt_us(m['p50'])} / {fmt_us(m['p99'])} | {fmt_us(rd['p50'])} / {fmt_us(rd['p99'])} | "
+                     f"**{fmt_us(rd['p50'] - m['p50'])}** / {fmt_us(rd['p99'] - m['p99'])} | {m['rps']:,.0f} → {rd['rps']:,.0f} |")
+    return ["", "State store (`--state memory` against `--state redis://`, a local redis-server; every request with its "
+            "own Idempotency-Key under a caller rate limit: 4 Redis round trips; durable audit on):",
+            ""] + table
 
 
 def idle_lines(here):

@@ -15,7 +15,12 @@
 #   startup  exec to the first 200 from /readyz, and idle RSS right after (STARTUP_RUNS starts)
 #   policy   requests/s at 64 connections with POLICY_SIZES (10 1000 10000) rules, and with
 #            the largest size with every rule naming the bench caller (POLICY_WALK=1)
-# Ports (override to run beside another run): GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT.
+#   state    --state memory against --state redis:// (a local redis-server, no persistence)
+#            at 1 and 64 connections, alternating rounds, every request with its own
+#            Idempotency-Key under a caller rate limit (bench/post-keyed.lua,
+#            bench/policy-state.yaml): the latency the shared state store adds
+# Ports (override to run beside another run): GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT
+# REDIS_PORT STATE_PORT STATE_ADMIN_PORT.
 # A run without 'main' writes its results.md to the temp dir, not bench/.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -26,12 +31,15 @@ PROXY_CPU=${PROXY_CPU:-1}       # the proxy under test (graphgate or the anchor)
 LOAD_CPUS=${LOAD_CPUS:-0}       # wrk, the fake Graph and the emulator run here
 URL_PATH=/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount
 KEY=bench-key-0123456789abcdef
-SCENARIOS=${SCENARIOS:-main,idle,cold,startup,policy}
+SCENARIOS=${SCENARIOS:-main,idle,cold,startup,policy,state}
 GRAPH_PORT=${GRAPH_PORT:-18443}       # the fake Graph
 EMULATOR_PORT=${EMULATOR_PORT:-18444} # the emulator (Entra tokens)
 GG_PORT=${GG_PORT:-18080}             # graphgate
 ADMIN_PORT=${ADMIN_PORT:-19090}       # graphgate's admin listener
 ANCHOR_PORT=${ANCHOR_PORT:-18082}     # the nginx anchor
+REDIS_PORT=${REDIS_PORT:-18379}       # the state scenario's redis-server
+STATE_PORT=${STATE_PORT:-18081}       # the state scenario's second graphgate (Redis)
+STATE_ADMIN_PORT=${STATE_ADMIN_PORT:-19091}
 COLD_CONNECTIONS=${COLD_CONNECTIONS:-1000}
 COLD_TOKEN_DELAY_MS=${COLD_TOKEN_DELAY_MS:-2000}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
@@ -39,7 +47,7 @@ POLICY_SIZES=${POLICY_SIZES:-10 1000 10000}
 POLICY_WALK=${POLICY_WALK:-1}
 has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
 for s in ${SCENARIOS//,/ }; do
-  case $s in main|idle|cold|startup|policy) ;; *) echo "unknown scenario '$s' (main, idle, cold, startup, policy)" >&2; exit 2 ;; esac
+  case $s in main|idle|cold|startup|policy|state) ;; *) echo "unknown scenario '$s' (main, idle, cold, startup, policy, state)" >&2; exit 2 ;; esac
 done
 
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -47,10 +55,14 @@ if ! need nginx || ! need wrk; then
   echo "installing nginx-light and wrk" >&2
   apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
 fi
+if has state && ! need redis-server; then
+  echo "installing redis-server (only the program: the state scenario starts its own)" >&2
+  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
+fi
 ulimit -n 65536 2>/dev/null || true
 
 # Another run (or a leftover fake) on these ports would be measured instead: refuse.
-for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_PORT"; do
+for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_PORT" "$REDIS_PORT" "$STATE_PORT" "$STATE_ADMIN_PORT"; do
   if (exec 3<>/dev/tcp/127.0.0.1/"$port") 2>/dev/null; then
     echo "port $port is already in use; stop what listens there or choose other ports (see the header)" >&2
     exit 1
@@ -125,7 +137,7 @@ run() {
   if [ -n "${PROFILE:-}" ] && [ "$name" = "$PROFILE" ] && [ "$conns" = 64 ]; then
     perf record -e cpu-clock -F 499 -g -o "$DIR/perf.data" -p "$1" -- sleep $((DURATION - 2)) >/dev/null 2>&1 &
   fi
-  out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" -s "$here/post.lua" --latency "$url")
+  out=$(taskset -c "$LOAD_CPUS" wrk -t1 -c"$conns" -d"${DURATION}s" -s "${WRK_SCRIPT:-$here/post.lua}" --latency "$url")
   after=$(cpu_ticks "$@")
   python3 "$here/report.py" parse "$name" "$conns" "$((after - before))" "$TICKS" "$(peak_rss_kib "$@")" <<<"$out" >> "$DIR/results.tsv"
   echo "$out" > "$DIR/logs/wrk-$name-c$conns.txt"
@@ -251,6 +263,37 @@ if has policy; then
     stop_graphgate
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$n" "${walk:-0}" "$check_ms" "$rss_before" "$rss_after" "$reloads" >> "$DIR/policy.tsv"
   done
+fi
+
+if has state; then
+  # The same graphgate twice, side by side: state in memory (GG_PORT) and in a local Redis
+  # (STATE_PORT), loaded in alternating rounds; Redis runs beside wrk, not on the proxy's core.
+  taskset -c "$LOAD_CPUS" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$DIR" --logfile "$DIR/logs/redis.log" & pids+=($!)
+  wait_port "$REDIS_PORT"
+  start_graphgate "$DIR/audit-state-memory.jsonl" "$here/policy-state.yaml"
+  MEMORY_PID=$GG_PID
+  one_request
+  # The second one on the state scenario's ports (gg_args and one_request use GG_PORT/ADMIN_PORT).
+  saved_ports=("$GG_PORT" "$ADMIN_PORT")
+  GG_PORT=$STATE_PORT ADMIN_PORT=$STATE_ADMIN_PORT
+  gg_args "$DIR/audit-state-redis.jsonl" "$here/policy-state.yaml"
+  GG_ARGS+=(--state redis://127.0.0.1:"$REDIS_PORT")
+  env "${GG_ENV[@]}" taskset -c "$PROXY_CPU" "$BIN" "${GG_ARGS[@]}" \
+    >>"$DIR/logs/graphgate-redis.out" 2>>"$DIR/logs/graphgate-redis.err" &
+  REDIS_GG_PID=$!
+  pids+=("$REDIS_GG_PID")
+  wait_port "$GG_PORT"; wait_port "$ADMIN_PORT"
+  one_request
+  GG_PORT=${saved_ports[0]} ADMIN_PORT=${saved_ports[1]}
+  for c in 1 64; do
+    for _ in $(seq 1 "$ROUNDS"); do
+      WRK_SCRIPT=$here/post-keyed.lua run state-memory "http://127.0.0.1:$GG_PORT$URL_PATH" "$c" "$MEMORY_PID"
+      WRK_SCRIPT=$here/post-keyed.lua run state-redis "http://127.0.0.1:$STATE_PORT$URL_PATH" "$c" "$REDIS_GG_PID"
+    done
+  done
+  curl -s "http://127.0.0.1:$STATE_ADMIN_PORT/metrics" > "$DIR/logs/state-redis-metrics.txt"
+  kill "$MEMORY_PID" "$REDIS_GG_PID"; wait "$MEMORY_PID" "$REDIS_GG_PID" 2>/dev/null || true
 fi
 
 # A full run (with the main comparison) updates bench/; a partial one writes to the temp dir.

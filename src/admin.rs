@@ -1,6 +1,7 @@
 //! The admin listener, apart from the callers' port: `/metrics` (Prometheus text),
-//! `/healthz` (alive) and `/readyz` (policy loaded and its reloader alive with no failed
-//! reload, audit writable, token obtainable).
+//! `/healthz` (alive), `/readyz` (policy loaded and its reloader alive with no failed
+//! reload, audit writable, token obtainable) and the audit console under `/audit` (see
+//! [`crate::console`]). Off loopback, `/metrics` and the console need the admin token.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use serde_json::json;
 use tokio::net::TcpListener;
 
+use crate::console::Console;
+use crate::console::auth::AdminToken;
 use crate::gateway::Gateway;
 
 /// Longest a readiness probe waits for a token.
@@ -39,13 +42,50 @@ impl Exposure {
     }
 }
 
-/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+/// What the admin listener serves besides health and readiness.
+#[derive(Clone, Default)]
+pub struct AdminOptions {
+    /// The token `/metrics` and the console need off loopback.
+    pub token: Option<AdminToken>,
+    /// The audit console, when there is an audit log.
+    pub console: Option<Arc<Console>>,
+}
+
+impl AdminOptions {
+    /// A console over `gateway`'s audit log (if it has one), without checkpoint status.
+    /// Call within a Tokio runtime.
+    pub fn for_gateway(gateway: &Gateway) -> Self {
+        let audit = gateway.audit();
+        let console = audit
+            .path()
+            .map(|log| Console::start(log, audit.durable_seq(), None));
+        AdminOptions {
+            token: None,
+            console,
+        }
+    }
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves, with the console
+/// over the gateway's audit log and no admin token.
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let options = AdminOptions::for_gateway(&gateway);
+    serve_with(listener, gateway, options, shutdown).await
+}
+
+/// Serves the admin endpoints on `listener` until `shutdown` resolves.
+pub async fn serve_with(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    options: AdminOptions,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let exposure = Exposure::of(listener.local_addr()?);
+    let options = Arc::new(options);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -59,10 +99,13 @@ pub async fn serve(
             },
             () = &mut shutdown => return Ok(()),
         };
-        let gateway = Arc::clone(&gateway);
+        let (gateway, options) = (Arc::clone(&gateway), Arc::clone(&options));
         let service = service_fn(move |req| {
-            let gateway = Arc::clone(&gateway);
-            async move { Ok::<_, std::convert::Infallible>(handle_as(&gateway, &req, exposure).await) }
+            let (gateway, options) = (Arc::clone(&gateway), Arc::clone(&options));
+            async move {
+                let resp = handle_with(&gateway, &req, exposure, &options).await;
+                Ok::<_, std::convert::Infallible>(resp)
+            }
         });
         tokio::spawn(async move {
             let conn = hyper::server::conn::http1::Builder::new()
@@ -81,12 +124,47 @@ pub async fn handle<B>(gateway: &Gateway, req: &Request<B>) -> Response<Full<Byt
     handle_as(gateway, req, Exposure::Loopback).await
 }
 
-/// Answers one admin request for a listener with this exposure.
+/// Answers one admin request for a listener with this exposure (no console, no token).
 pub async fn handle_as<B>(
     gateway: &Gateway,
     req: &Request<B>,
     exposure: Exposure,
 ) -> Response<Full<Bytes>> {
+    handle_with(gateway, req, exposure, &AdminOptions::default()).await
+}
+
+/// Answers one admin request: off loopback, `/metrics` and the console only with the token.
+pub async fn handle_with<B>(
+    gateway: &Gateway,
+    req: &Request<B>,
+    exposure: Exposure,
+    options: &AdminOptions,
+) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let guarded = path == "/metrics" || path == "/audit" || path.starts_with("/audit/");
+    if guarded
+        && exposure == Exposure::Network
+        && let Some(refusal) = refuse_without_token(req, path, options.token.as_ref())
+    {
+        return refusal;
+    }
+    if path == "/audit" || path.starts_with("/audit/") {
+        if req.method() != Method::GET {
+            return reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
+        }
+        return match &options.console {
+            Some(console) => console.handle(path, req.uri().query()),
+            None => reply(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "the audit console needs an audit log (--audit-log)\n".into(),
+            ),
+        };
+    }
     if req.method() != Method::GET {
         return reply(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -121,6 +199,40 @@ pub async fn handle_as<B>(
     }
 }
 
+/// A 401 unless the request carries the admin token (none configured: always a 401 that
+/// says how to set one). Browsers are asked for it with Basic (the token as password).
+fn refuse_without_token<B>(
+    req: &Request<B>,
+    path: &str,
+    token: Option<&AdminToken>,
+) -> Option<Response<Full<Bytes>>> {
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .map(http::HeaderValue::as_bytes);
+    if token.is_some_and(|t| t.admits(header)) {
+        return None;
+    }
+    let text = match token {
+        Some(_) => {
+            "this admin listener is not on loopback: send the admin token (Authorization: Bearer <token>)\n"
+        }
+        None => {
+            "this admin listener is not on loopback: /metrics and /audit need an admin token, and none is configured (--admin-token-file / GRAPHGATE_ADMIN_TOKEN_FILE)\n"
+        }
+    };
+    let challenge = match path {
+        "/metrics" => "Bearer",
+        _ => r#"Basic realm="graphgate admin", charset="UTF-8""#,
+    };
+    let mut resp = reply(StatusCode::UNAUTHORIZED, "text/plain", text.into());
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        http::HeaderValue::from_static(challenge),
+    );
+    Some(resp)
+}
+
 /// Whether the gateway can serve privileged calls, with a JSON detail.
 pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     let policy_hash = gateway.policy_hash();
@@ -143,7 +255,14 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     let policy_ok = !policy_hash.is_empty()
         && reload_error.is_none()
         && reloader != crate::gateway::ReloaderHealth::Stopped;
-    let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty();
+    // Privileged requests are refused while the state store does not answer (fail closed),
+    // so a replica that cannot reach it is not ready.
+    let state = gateway.state();
+    let (state_ok, state_status, state_kind) = match state.ping().await {
+        Ok(()) => (true, "ok".to_owned(), None),
+        Err(e) => (false, format!("error: {e}"), Some(e.kind().as_str())),
+    };
+    let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty() && state_ok;
     let detail = json!({
         "ready": ready,
         "checks": {
@@ -156,6 +275,13 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
             "audit": {"ok": audit != "failing", "status": audit},
             "token": {"ok": token == "ok", "status": token},
             "permissions": {"ok": missing.is_empty(), "missing": missing, "excess": excess},
+            "state": {
+                "ok": state_ok,
+                "shared": state.is_shared(),
+                "store": state.describe(),
+                "status": state_status,
+                "error_kind": state_kind,
+            },
         }
     });
     (ready, detail)
@@ -175,6 +301,14 @@ fn redact(detail: &mut serde_json::Value) {
             .is_some_and(|e| !e.is_null());
         policy.insert("last_reload_failed".into(), failed.into());
     }
+    // The store's address and error text name internal hosts; whether it answers stays.
+    if let Some(state) = detail
+        .pointer_mut("/checks/state")
+        .and_then(serde_json::Value::as_object_mut)
+    {
+        state.remove("store");
+        state.remove("status");
+    }
 }
 
 fn reply(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
@@ -193,10 +327,15 @@ mod tests {
     fn a_network_readiness_detail_has_no_policy_hash_or_reload_error() {
         let mut detail = json!({"ready": false, "checks": {
             "policy": {"ok": true, "version": "ab12", "last_reload_error": "/etc/p.yaml:3: caller \"x\""},
-            "audit": {"ok": true, "status": "ok"}}});
+            "audit": {"ok": true, "status": "ok"},
+            "state": {"ok": false, "shared": true, "store": "redis://cache.internal:6379/0",
+                      "status": "error: connection (refused by cache.internal)", "error_kind": "connection"}}});
         redact(&mut detail);
         let text = detail.to_string();
         assert!(!text.contains("ab12") && !text.contains("p.yaml"), "{text}");
+        assert!(!text.contains("cache.internal"), "{text}");
+        assert_eq!(detail["checks"]["state"]["error_kind"], "connection");
+        assert_eq!(detail["checks"]["state"]["ok"], false);
         assert_eq!(detail["checks"]["policy"]["last_reload_failed"], true);
         assert_eq!(detail["checks"]["audit"]["status"], "ok", "the rest stays");
         assert_eq!(

@@ -9,15 +9,16 @@ use http_body_util::Full;
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{UpstreamError, UpstreamReply};
-use crate::idempotency::{StoredResponse, Ticket};
+use crate::idempotency::StoredResponse;
 use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
 use crate::policy::Decision;
+use crate::state::Ticket;
 
 /// Records the answer for duplicates when the action may have run (including when the
 /// outcome is unknown); otherwise a dropped ticket lets a retry run it.
-pub fn settle(
+pub async fn settle(
     ticket: Option<Ticket>,
     result: Result<UpstreamReply, UpstreamError>,
     ids: &RequestIds,
@@ -26,7 +27,8 @@ pub fn settle(
         Ok(reply) => {
             if let Some(t) = ticket.filter(|_| reply.may_have_run()) {
                 let resp = reply.clone().into_response();
-                t.finish(StoredResponse::of(&resp, reply.body.clone()));
+                t.finish(StoredResponse::of(&resp, reply.body.clone()))
+                    .await;
             }
             Ok(reply.into_response())
         }
@@ -35,7 +37,8 @@ pub fn settle(
             if let Some(t) = ticket.filter(|_| err.outcome_unknown()) {
                 let answer = err.answer();
                 let body = answer.body(&ids.request_id, &ids.client_request_id);
-                t.finish(StoredResponse::of(&answer.response(body.clone()), body));
+                t.finish(StoredResponse::of(&answer.response(body.clone()), body))
+                    .await;
             }
             Err(err)
         }

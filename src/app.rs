@@ -10,6 +10,7 @@ use crate::cloud::Cloud;
 use crate::credential::{self, Credential};
 use crate::gateway::{Gateway, Limits};
 use crate::policy::Policy;
+use crate::state::{Namespace, StateConfig, StateStore};
 use crate::token::{TokenBroker, TokenKey};
 use crate::upstream::{self, ConnectRule, UpstreamConfig};
 
@@ -32,6 +33,8 @@ pub struct Settings {
     pub limits: Limits,
     /// The audit log (or, only when explicitly asked for, [`Audit::disabled`]).
     pub audit: Audit,
+    /// Follow up accepted device actions to their final state (`--reconcile-outcomes`).
+    pub reconcile: Option<crate::audit::reconcile::ReconcileConfig>,
 }
 
 /// The gateway could not start.
@@ -46,6 +49,9 @@ pub enum StartError {
     /// The policy file is invalid.
     #[error(transparent)]
     Policy(#[from] crate::policy::PolicyError),
+    /// The state store setting is unusable.
+    #[error(transparent)]
+    State(#[from] crate::state::StateSetupError),
     /// A file could not be read.
     #[error("{path}: {reason}")]
     File {
@@ -56,8 +62,18 @@ pub enum StartError {
     },
 }
 
-/// Builds the gateway: nothing is contacted until the first request.
+/// Builds the gateway with its state in this process: nothing is contacted until the first
+/// request.
 pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartError> {
+    build_with_state(settings, policy, &StateConfig::default())
+}
+
+/// Builds the gateway with the state store `state` names (Redis is connected to lazily).
+pub fn build_with_state(
+    settings: &Settings,
+    policy: Policy,
+    state: &StateConfig,
+) -> Result<Arc<Gateway>, StartError> {
     let http = upstream::build_client(&UpstreamConfig {
         connect_to: settings.connect_to.clone(),
         extra_ca_pem: settings.extra_ca_pem.clone(),
@@ -81,6 +97,8 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         authority_host,
     )?;
     let broker = TokenBroker::new(key, source, settings.token_expiry_margin);
+    let namespace = Namespace::new(settings.cloud, settings.credential.tenant_id());
+    let store = StateStore::open(state, namespace, settings.limits.claims())?;
     tracing::info!(
         cloud = %settings.cloud,
         graph_host = endpoints.graph_host,
@@ -90,16 +108,28 @@ pub fn build(settings: &Settings, policy: Policy) -> Result<Arc<Gateway>, StartE
         callers = policy.callers.len(),
         rules = policy.rules.len(),
         policy_hash = %policy.hash,
+        state = %store.describe(),
         audit = settings.audit.path().map_or_else(|| settings.audit.status().to_owned(), |p| p.display().to_string()),
         "gateway configured"
     );
+    if let Some(config) = &settings.reconcile {
+        let handle = crate::audit::reconcile::spawn(
+            settings.audit.clone(),
+            broker.clone(),
+            http.clone(),
+            settings.cloud,
+            config.clone(),
+        );
+        settings.audit.set_reconciler(handle);
+    }
     Ok(Arc::new(
-        Gateway::new(
+        Gateway::with_store(
             policy,
             settings.cloud,
             broker,
             http,
             settings.limits.clone(),
+            store,
         )
         .with_audit(settings.audit.clone()),
     ))

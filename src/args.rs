@@ -106,8 +106,14 @@ pub struct ServeArgs {
     /// Admin listener (/metrics, /healthz, /readyz); keep it off the callers' network.
     #[arg(long, env = "GRAPHGATE_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
     pub admin_listen: SocketAddr,
+    /// File holding the admin token (mode 0600, at least 16 characters) that /metrics and the
+    /// audit console need when the admin listener is not on loopback.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     #[command(flatten)]
     pub audit: ServeAuditArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
 }
 
 /// Sizes, timeouts and queue bounds.
@@ -311,4 +317,50 @@ pub enum PolicyCommand {
         #[arg(long)]
         policy: Option<PathBuf>,
     },
+}
+
+/// Where idempotency claims, rate limits, pacing and budgets are kept.
+#[derive(Args)]
+pub struct StateArgs {
+    /// 'memory' (this process alone) or a redis:// or rediss:// URL (Redis 6+ or Valkey),
+    /// shared by every replica pointed at it.
+    #[arg(long = "state", env = "GRAPHGATE_STATE", default_value = "memory")]
+    pub state: String,
+    /// A file holding the Redis password (instead of putting it in the URL).
+    #[arg(long, env = "GRAPHGATE_STATE_PASSWORD_FILE")]
+    pub state_password_file: Option<PathBuf>,
+    /// PEM CA certificates to trust for a rediss:// server [default: the system's roots].
+    #[arg(long, env = "GRAPHGATE_STATE_CA_FILE")]
+    pub state_ca_file: Option<PathBuf>,
+    /// Longest wait for the state store to answer; then the request is refused with 503.
+    #[arg(long, env = "GRAPHGATE_STATE_TIMEOUT_MS", default_value_t = 500)]
+    pub state_timeout_ms: u64,
+    /// With --state memory: where daily budget counts survive restarts [default: beside the
+    /// audit log, <log name>.budgets.json].
+    #[arg(long, env = "GRAPHGATE_BUDGET_FILE")]
+    pub budget_file: Option<PathBuf>,
+}
+
+impl StateArgs {
+    /// The state setting; the memory store's budget file defaults to one beside `audit_log`.
+    pub fn config(
+        &self,
+        audit_log: Option<&std::path::Path>,
+    ) -> Result<graphgate::state::StateConfig, graphgate::state::StateSetupError> {
+        let memory = self.state == "memory";
+        let budget_file = self.budget_file.clone().or_else(|| {
+            memory
+                .then(|| audit_log.map(|p| p.with_extension("budgets.json")))
+                .flatten()
+        });
+        graphgate::state::StateConfig::parse(
+            &self.state,
+            graphgate::state::config::StateOptions {
+                password_file: self.state_password_file.clone(),
+                ca_file: self.state_ca_file.clone(),
+                timeout: Duration::from_millis(self.state_timeout_ms.max(1)),
+                budget_file,
+            },
+        )
+    }
 }

@@ -49,6 +49,26 @@ pub enum GatewayError {
     /// An idempotency key reused for a different request.
     #[error("this Idempotency-Key was already used for a different request")]
     IdempotencyKeyReused,
+    /// The first request with this idempotency key is still running (past the wait bound).
+    #[error(
+        "a request with this Idempotency-Key is still in progress; retry later to get its answer"
+    )]
+    IdempotencyInFlight,
+    /// A daily or hourly budget has no room for the request (see `ratelimit`).
+    #[error(
+        "the budget {budget} ({limit}) is used up; it renews in {retry_after_secs} s, when its next UTC window starts"
+    )]
+    BudgetExhausted {
+        /// `caller:<name>`, `rule:<name>` or `tenant:<operation>`.
+        budget: String,
+        /// Its limit, as the policy writes it.
+        limit: String,
+        /// Seconds until the next window.
+        retry_after_secs: u64,
+    },
+    /// The state store (idempotency, limits, budgets) did not answer: nothing was sent.
+    #[error("graphgate's state store did not answer ({}), so the request was not sent; retry shortly", .0.kind().as_str())]
+    StateUnavailable(#[source] crate::state::StoreError),
     /// No usable token could be obtained from Entra; nothing was sent.
     #[error("graphgate could not obtain a token from Microsoft Entra")]
     Token(#[from] Arc<TokenError>),
@@ -146,6 +166,27 @@ impl GatewayError {
                 "idempotencyKeyReused",
                 self.to_string(),
             ),
+            E::IdempotencyInFlight => Answer::new(
+                StatusCode::CONFLICT,
+                "idempotencyKeyInFlight",
+                self.to_string(),
+            )
+            .retry_after(5),
+            E::BudgetExhausted {
+                retry_after_secs, ..
+            } => Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "budgetExhausted",
+                self.to_string(),
+            )
+            .retry_after(*retry_after_secs),
+            // The kind only (timeout, connection, ...): the store's address stays in the log.
+            E::StateUnavailable(_) => Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "stateStoreUnavailable",
+                self.to_string(),
+            )
+            .retry_after(2),
             E::Token(e) => token(e),
             E::AuditUnavailable(_) => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -446,6 +487,34 @@ mod tests {
             (status, code.as_str(), h),
             (422, "idempotencyKeyReused", None)
         );
+        let (status, code, _, h) = seen(GatewayError::IdempotencyInFlight);
+        assert_eq!(
+            (status, code.as_str(), h),
+            (409, "idempotencyKeyInFlight", header("retry-after", "5"))
+        );
+        let (status, code, message, h) = seen(GatewayError::BudgetExhausted {
+            budget: "caller:ops".into(),
+            limit: "5 per day".into(),
+            retry_after_secs: 3600,
+        });
+        assert_eq!(
+            (status, code.as_str(), h),
+            (429, "budgetExhausted", header("retry-after", "3600"))
+        );
+        assert!(message.contains("caller:ops (5 per day)"), "{message}");
+    }
+
+    #[test]
+    fn a_state_store_that_does_not_answer_is_503_naming_only_the_kind() {
+        use crate::state::{StoreError, StoreErrorKind};
+        let e = StoreError::new(StoreErrorKind::Connection, "refused by cache.internal:6380");
+        let (status, code, message, h) = seen(GatewayError::StateUnavailable(e));
+        assert_eq!(
+            (status, code.as_str(), h),
+            (503, "stateStoreUnavailable", header("retry-after", "2"))
+        );
+        assert!(message.contains("(connection)"), "{message}");
+        assert!(!message.contains("cache.internal"), "{message}");
     }
 
     #[test]

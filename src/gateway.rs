@@ -5,9 +5,13 @@
 //!    could make allowed → in-flight bounds (the caller's, then the gateway's) → the body,
 //!    read within bounds and validated;
 //! 3. decide: policy → what the allowing rule requires stated → (dry run: answered here) →
-//!    the caller's and the rule's budgets;
-//! 4. execute: idempotency → tenant pacing → token → **durable audit intent** → Graph, where
-//!    nothing that may have run is ever sent again.
+//!    the caller's and the rule's rate limits;
+//! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
+//!    intent** → Graph, where nothing that may have run is ever sent again.
+//!
+//! Rate limits, idempotency claims, budgets and pacing live in the state store
+//! ([`crate::state`]): in this process, or shared by every replica. A store that cannot
+//! answer refuses the request (503 `stateStoreUnavailable`): nothing is sent (fail closed).
 //!
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
 //! intent is on disk. [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
@@ -31,8 +35,8 @@ use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
-use crate::forward;
-use crate::idempotency::{self, Claim, Ticket};
+use crate::forward::{self, UpstreamError, UpstreamReply};
+use crate::idempotency;
 use crate::identity::context::{self as stated_context, ContextError, Stated};
 use crate::identity::jwt::TokenUser;
 use crate::identity::{self, AuthError};
@@ -40,8 +44,9 @@ use crate::inbound::{self, Admitted, RequestIds};
 use crate::operation::route::Recognised;
 use crate::operation::simple;
 use crate::policy::{Decision, Facts, Policy, Scope};
-use crate::ratelimit::RetryAfter;
+use crate::ratelimit::{Refusal, Reservation};
 use crate::slots::KeyedSlot;
+use crate::state::{Claim, Ticket};
 use crate::{clock, metrics, telemetry};
 
 /// Where the simplified API's OpenAPI document is served.
@@ -122,11 +127,12 @@ impl Gateway {
         // What is asked, read within bounds; the in-flight slots are held until the answer.
         let (asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
         // Deny by default; a dry run is answered here; budgets are spent only on sends.
-        if let Verdict::Answered(resp) = self.decide(&installed, &caller, &asked, trail)? {
-            return Ok(resp);
-        }
+        let rule = match self.decide(&installed, &caller, &asked, trail).await? {
+            Verdict::Answered(resp) => return Ok(resp),
+            Verdict::Send { rule } => rule,
+        };
         // At most once to Graph, after a token and the durable intent.
-        self.execute(ids, &installed, &caller, &asked.request, trail)
+        self.execute(ids, &installed, (&caller, rule), &asked.request, trail)
             .await
     }
 
@@ -224,9 +230,9 @@ impl Gateway {
     /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match, and the
     /// request must state what that rule requires. A dry run is answered here: it sends
     /// nothing, so it spends no budget (a rule's budget is shared, so one caller's checks
-    /// would starve another). Then the caller's and the rule's budgets, before anything
+    /// would starve another). Then the caller's and the rule's rate limits, before anything
     /// costs the tenant.
-    fn decide(
+    async fn decide(
         &self,
         installed: &Installed,
         caller: &Caller,
@@ -260,21 +266,18 @@ impl Gateway {
             );
             return Ok(Verdict::Answered(doc));
         }
-        let budgets = installed
+        // Like every step that counts, the limits live in the state store: shared by every
+        // replica on it, and a store that cannot answer refuses the request (fail closed).
+        let limits = installed
             .limits
-            .check_caller(caller.index)
-            .map_err(limited("caller"))
-            .and_then(|()| {
-                installed
-                    .limits
-                    .check_rule(rule.index)
-                    .map_err(limited("rule"))
-            });
-        if let Err(limited) = budgets {
-            trail.decided(AuditDecision::RateLimited, Some(&rule.name));
-            return Err(limited);
+            .check(&self.state, caller.index, rule.index);
+        if let Err(refused) = limits.await {
+            if refused.is_limit() {
+                trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+            }
+            return Err(refused.into());
         }
-        Ok(Verdict::Send)
+        Ok(Verdict::Send { rule: rule.index })
     }
 
     /// Stage 4, execution: the only way to Graph, in this order and nowhere else.
@@ -282,7 +285,7 @@ impl Gateway {
         &self,
         ids: &RequestIds,
         installed: &Installed,
-        caller: &Caller,
+        (caller, rule): (&Caller, usize),
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
@@ -291,12 +294,29 @@ impl Gateway {
             Claimed::Run(ticket) => ticket,
             Claimed::Replayed(resp) => return Ok(resp),
         };
-        // Gateway-wide pacing keeps the tenant under Intune's write limit.
-        installed
-            .limits
-            .pace()
-            .await
-            .map_err(limited("tenant write pacing"))?;
+        // The daily budgets and a tenant write slot (Intune's write limit), taken together.
+        let reservation = self
+            .reserve(installed, (caller, rule), request, trail)
+            .await?;
+        let sent = self.send(ids, request, trail).await;
+        // Budgets and pacing count what reached Graph (or may have): the rest is given back.
+        let reached = match &sent {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) => e.outcome_unknown(),
+            Err(_) => false,
+        };
+        reservation.settle(&self.state, reached).await;
+        // The answer (or an unknown outcome) is kept for duplicates of the same key.
+        settle(ticket, sent?, ids).await
+    }
+
+    /// A token, the durable intent, then Graph. The outer error: nothing was sent.
+    async fn send(
+        &self,
+        ids: &RequestIds,
+        request: &Admitted,
+        trail: &mut AuditTrail,
+    ) -> Result<Result<UpstreamReply, UpstreamError>, GatewayError> {
         // A token before the intent: without one nothing can be sent, so nothing is intended.
         let token = forward::acquire_token(&self.broker).await?;
         trail.token_app_id(token.claims.appid.as_deref());
@@ -305,12 +325,32 @@ impl Gateway {
         let intent = trail.intent().await?;
         // Then Graph, under that one intent. Only what certainly did not run is retried (a
         // refused token, once; throttling); nothing that may have run is ever sent again.
-        let sent = self
+        Ok(self
             .forwarder
             .send(ids, request, token, &intent, &self.broker, trail)
-            .await;
-        // The answer (or an unknown outcome) is kept for duplicates of the same key.
-        settle(ticket, sent, ids)
+            .await)
+    }
+
+    /// Room on every budget that applies (in devices) and a tenant write slot, waiting for
+    /// a slot up to the pacing's bound. A budget that has no room is audited as rate-limited.
+    async fn reserve(
+        &self,
+        installed: &Installed,
+        (caller, rule): (&Caller, usize),
+        request: &Admitted,
+        trail: &mut AuditTrail,
+    ) -> Result<Reservation, GatewayError> {
+        // One device per request: every operation in the catalog acts on one device.
+        let admit = installed
+            .limits
+            .admit(&self.state, caller.index, rule, request.target.op, 1);
+        admit.await.map_err(|refused| {
+            if matches!(refused, Refusal::OverBudget { .. }) {
+                let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
+                trail.decided(AuditDecision::RateLimited, name);
+            }
+            GatewayError::from(refused)
+        })
     }
 
     /// No double execution: the first request with a key runs (holding a ticket), a
@@ -325,13 +365,15 @@ impl Gateway {
             return Ok(Claimed::Run(None));
         };
         let fingerprint = idempotency::fingerprint(&request.target.canonical_path, &request.body);
-        match self.idempotency.claim(&caller.name, key, fingerprint).await {
+        let claim = self.state.claim(&caller.name, key, fingerprint).await;
+        match claim.map_err(GatewayError::StateUnavailable)? {
             Claim::Run(ticket) => Ok(Claimed::Run(Some(ticket))),
             Claim::Replay(stored) => {
                 trail.note("idempotent replay: the answer of an earlier request with the same key; not sent again");
                 Ok(Claimed::Replayed(stored.replay()))
             }
             Claim::Mismatch => Err(GatewayError::IdempotencyKeyReused),
+            Claim::InFlight => Err(GatewayError::IdempotencyInFlight),
         }
     }
 }
@@ -361,8 +403,11 @@ struct InFlight {
 
 /// What the decision stage leaves for execution.
 enum Verdict {
-    /// Allowed, within budget: send it.
-    Send,
+    /// Allowed, within its rate limits: send it under the policy's rule `rule`.
+    Send {
+        /// The allowing rule's index.
+        rule: usize,
+    },
     /// Answered without sending (a dry run).
     Answered(Response<Full<Bytes>>),
 }
@@ -500,12 +545,5 @@ fn count_refusal(err: &GatewayError, trail: &mut AuditTrail) {
         }
         GatewayError::Context(e) => metrics::context_refusal(e.label()),
         _ => {}
-    }
-}
-
-fn limited(scope: &'static str) -> impl Fn(RetryAfter) -> GatewayError {
-    move |retry| GatewayError::RateLimited {
-        scope,
-        retry_after_secs: retry.secs(),
     }
 }

@@ -1,26 +1,34 @@
-//! No double execution: a request carrying an `Idempotency-Key` (or a GUID
-//! `client-request-id`) that repeats one seen within the window gets the first request's
-//! answer instead of running the privileged action again. Keys are scoped per caller, a
-//! concurrent duplicate waits for the first, and the store is bounded (moka).
+//! No double execution, as callers see it: a request carrying an `Idempotency-Key` (or a
+//! GUID `client-request-id`) that repeats one seen within the window gets the first
+//! request's answer instead of running the privileged action again. This module reads the
+//! key, fingerprints what the request asks for, and holds the stored answer; the claims
+//! themselves live in the state store ([`crate::state`]), in one process or shared by every
+//! replica.
 
-use std::sync::Arc;
-use std::time::Duration;
-
+use base64::Engine;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio::sync::watch;
 
 /// Longest idempotency key accepted.
 pub const MAX_KEY_BYTES: usize = 255;
 
 /// A stored answer, replayed for duplicates.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
+}
+
+/// A stored answer as the shared store keeps it (JSON; the body in base64).
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
 }
 
 impl StoredResponse {
@@ -33,6 +41,11 @@ impl StoredResponse {
         }
     }
 
+    /// The status replayed.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
     /// The replayed answer, marked as such.
     pub fn replay(&self) -> Response<Full<Bytes>> {
         let mut resp = Response::new(Full::new(self.body.clone()));
@@ -42,126 +55,41 @@ impl StoredResponse {
             .insert("idempotent-replayed", HeaderValue::from_static("true"));
         resp
     }
-}
 
-#[derive(Debug, Clone)]
-enum Slot {
-    Running,
-    Done(Arc<StoredResponse>),
-    /// The first attempt ended without the action possibly running; a duplicate may run it.
-    Released,
-}
-
-struct Entry {
-    fingerprint: [u8; 32],
-    slot: watch::Sender<Slot>,
-}
-
-/// What the store says about a request.
-pub enum Claim {
-    /// First of its key: run it, then [`Ticket::finish`] or drop the ticket.
-    Run(Ticket),
-    /// A duplicate: answer with this.
-    Replay(Arc<StoredResponse>),
-    /// The key was used for a different request.
-    Mismatch,
-}
-
-/// The right to run a keyed request once. Dropping it without finishing releases the key.
-pub struct Ticket {
-    entry: Arc<Entry>,
-    done: bool,
-}
-
-impl Ticket {
-    /// Stores the answer for duplicates.
-    pub fn finish(mut self, stored: StoredResponse) {
-        self.done = true;
-        self.entry.slot.send_replace(Slot::Done(Arc::new(stored)));
+    /// The answer as bytes for a shared store. The headers are the few a caller gets back
+    /// (Graph's ids, `Retry-After`, `Content-Type`), all visible ASCII; one that is not would
+    /// be left out rather than stored altered.
+    pub fn encode(&self) -> Vec<u8> {
+        let wire = Wire {
+            status: self.status.as_u16(),
+            headers: self
+                .headers
+                .iter()
+                .filter_map(|(n, v)| Some((n.as_str().to_owned(), v.to_str().ok()?.to_owned())))
+                .collect(),
+            body: base64::engine::general_purpose::STANDARD.encode(&self.body),
+        };
+        serde_json::to_vec(&wire).unwrap_or_default()
     }
-}
 
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        if !self.done {
-            self.entry.slot.send_replace(Slot::Released);
+    /// An answer [`StoredResponse::encode`] wrote; `None` if the bytes are not one.
+    pub fn decode(bytes: &[u8]) -> Option<StoredResponse> {
+        let wire: Wire = serde_json::from_slice(bytes).ok()?;
+        let mut headers = HeaderMap::new();
+        for (name, value) in wire.headers {
+            headers.append(
+                HeaderName::try_from(name).ok()?,
+                HeaderValue::try_from(value).ok()?,
+            );
         }
-    }
-}
-
-/// The bounded idempotency store.
-pub struct IdempotencyStore {
-    cache: moka::future::Cache<(String, String), Arc<Entry>>,
-}
-
-impl IdempotencyStore {
-    /// Keeps up to `capacity` keys, each for `window`.
-    pub fn new(capacity: u64, window: Duration) -> Self {
-        IdempotencyStore {
-            cache: moka::future::Cache::builder()
-                .max_capacity(capacity)
-                .time_to_live(window)
-                .build(),
-        }
-    }
-
-    /// Whether `caller`'s `key` is remembered (not yet expired or evicted).
-    pub fn holds(&self, caller: &str, key: &str) -> bool {
-        self.cache
-            .contains_key(&(caller.to_owned(), key.to_owned()))
-    }
-
-    /// How many keys are remembered, after the cache's pending evictions have run (the
-    /// bound is enforced by that housekeeping, so a count without it may briefly exceed it).
-    pub async fn key_count(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
-        self.cache.entry_count()
-    }
-
-    /// Claims `key` for `caller`'s request identified by `fingerprint` (what it asks for).
-    pub async fn claim(&self, caller: &str, key: &str, fingerprint: [u8; 32]) -> Claim {
-        loop {
-            let fresh = Arc::new(Entry {
-                fingerprint,
-                slot: watch::channel(Slot::Running).0,
-            });
-            let entry = self
-                .cache
-                .entry((caller.to_owned(), key.to_owned()))
-                .or_insert_with(async { Arc::clone(&fresh) })
-                .await;
-            let (entry, is_new) = (entry.value().clone(), entry.is_fresh());
-            if entry.fingerprint != fingerprint {
-                return Claim::Mismatch;
-            }
-            if is_new {
-                return Claim::Run(Ticket { entry, done: false });
-            }
-            let mut rx = entry.slot.subscribe();
-            let settled = rx
-                .wait_for(|s| !matches!(s, Slot::Running))
-                .await
-                .map(|s| s.clone());
-            match settled {
-                Ok(Slot::Done(stored)) => return Claim::Replay(stored),
-                // Released: drop that entry (only that one: another duplicate may already
-                // have replaced it) and claim again.
-                _ => {
-                    let released = Arc::clone(&entry);
-                    self.cache
-                        .entry((caller.to_owned(), key.to_owned()))
-                        .and_compute_with(|current| async move {
-                            match current {
-                                Some(e) if Arc::ptr_eq(e.value(), &released) => {
-                                    moka::ops::compute::Op::Remove
-                                }
-                                _ => moka::ops::compute::Op::Nop,
-                            }
-                        })
-                        .await;
-                }
-            }
-        }
+        Some(StoredResponse {
+            status: StatusCode::from_u16(wire.status).ok()?,
+            headers,
+            body: base64::engine::general_purpose::STANDARD
+                .decode(wire.body)
+                .ok()?
+                .into(),
+        })
     }
 }
 
@@ -193,68 +121,6 @@ pub fn fingerprint(canonical_path: &str, body: &[u8]) -> [u8; 32] {
 mod tests {
     use super::*;
 
-    fn stored(status: u16) -> StoredResponse {
-        StoredResponse {
-            status: StatusCode::from_u16(status).unwrap(),
-            headers: HeaderMap::new(),
-            body: Bytes::new(),
-        }
-    }
-
-    #[tokio::test]
-    async fn duplicates_replay_and_concurrent_ones_wait() {
-        let store = Arc::new(IdempotencyStore::new(100, Duration::from_secs(60)));
-        let fp = fingerprint("/p", b"{}");
-        let Claim::Run(ticket) = store.claim("a", "k", fp).await else {
-            panic!("first runs")
-        };
-        let waiter = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                matches!(store.claim("a", "k", fp).await, Claim::Replay(s) if s.status == 204)
-            })
-        };
-        tokio::task::yield_now().await;
-        ticket.finish(stored(204));
-        assert!(
-            waiter.await.unwrap(),
-            "the concurrent duplicate got the first answer"
-        );
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::Replay(_)));
-        assert!(
-            matches!(store.claim("b", "k", fp).await, Claim::Run(_)),
-            "keys are per caller"
-        );
-        assert!(matches!(
-            store.claim("a", "k", fingerprint("/other", b"{}")).await,
-            Claim::Mismatch
-        ));
-    }
-
-    #[tokio::test]
-    async fn a_dropped_ticket_lets_the_next_attempt_run() {
-        let store = IdempotencyStore::new(100, Duration::from_secs(60));
-        let fp = fingerprint("/p", b"{}");
-        let Claim::Run(ticket) = store.claim("a", "k", fp).await else {
-            panic!()
-        };
-        drop(ticket);
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::Run(_)));
-    }
-
-    #[tokio::test]
-    async fn the_store_never_holds_more_than_its_capacity() {
-        let store = IdempotencyStore::new(10, Duration::from_secs(60));
-        for i in 0..100 {
-            let Claim::Run(ticket) = store.claim("a", &format!("k{i}"), [0; 32]).await else {
-                panic!("k{i} is new")
-            };
-            ticket.finish(stored(204));
-        }
-        let kept = store.key_count().await;
-        assert!((1..=10).contains(&kept), "{kept} keys kept");
-    }
-
     #[test]
     fn keys_come_from_the_header_or_a_guid_client_request_id() {
         let mut h = HeaderMap::new();
@@ -276,5 +142,22 @@ mod tests {
             HeaderValue::from_str(&"x".repeat(300)).unwrap(),
         );
         assert!(key_of(&h).unwrap().is_err());
+    }
+
+    #[test]
+    fn a_stored_answer_survives_the_shared_store_byte_for_byte() {
+        let mut resp = Response::new(Full::new(Bytes::new()));
+        *resp.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+        let h = resp.headers_mut();
+        h.insert("content-type", HeaderValue::from_static("application/json"));
+        h.insert("request-id", HeaderValue::from_static("r-1"));
+        h.append("retry-after", HeaderValue::from_static("5"));
+        let body = Bytes::from_static(b"{\"error\":{\"code\":\"x\"}}\n\x00\xff");
+        let stored = StoredResponse::of(&resp, body);
+        let back = StoredResponse::decode(&stored.encode()).unwrap();
+        assert_eq!(back, stored);
+        assert_eq!(back.replay().headers()["idempotent-replayed"], "true");
+        assert!(StoredResponse::decode(b"{\"status\":999}").is_none());
+        assert!(StoredResponse::decode(b"garbage").is_none());
     }
 }

@@ -21,8 +21,9 @@
 //!   and the [`operation::simple`] flat API.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`); [`reload`] replaces it on
 //!   SIGHUP or when a complete new file is in place.
-//! - `ratelimit` (*crate*): the policy's rate limits and the tenant write pacing;
-//!   [`idempotency`]: no double execution of a repeated request.
+//! - [`ratelimit`]: the policy's rate limits, daily budgets and the tenant write pacing;
+//!   [`idempotency`]: no double execution of a repeated request; [`state`]: where both
+//!   keep their counts and claims, in this process or in Redis shared by every replica.
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
@@ -33,7 +34,7 @@
 //!   error code, message and headers; `graph_error` (*crate*) is Graph's error JSON;
 //!   `answer` (*crate*) words the gateway's own answers (ids, 403 reasons, dry runs).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
-//!   admin listener serving `/metrics`, `/healthz` and `/readyz`.
+//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`].
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place.
 //! - [`secret`] and [`tls`]: secret-bearing values and TLS plumbing.
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
@@ -47,6 +48,7 @@ pub mod app;
 pub mod audit;
 pub mod clock;
 pub mod cloud;
+pub mod console;
 pub mod credential;
 pub mod demo;
 pub mod emulator;
@@ -60,11 +62,12 @@ pub(crate) mod inbound;
 pub mod metrics;
 pub mod operation;
 pub mod policy;
-pub(crate) mod ratelimit;
+pub mod ratelimit;
 pub mod reload;
 pub mod secret;
 pub mod server;
 pub(crate) mod slots;
+pub mod state;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

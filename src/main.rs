@@ -61,6 +61,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
     let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
     set("OTEL_EXPORTER_OTLP_ENDPOINT")
         .or_else(|| set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
+        .or_else(|| set("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
         .map(|_| OtlpConfig {
             traces_endpoint: None,
             service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| "graphgate".into()),
@@ -70,6 +71,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     // Mistakes in the flags stop start-up before anything else is done.
     check_listen_addresses(&args)?;
+    args.state.config(None)?;
     warn_about_overrides(&args);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
@@ -79,10 +81,17 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .map(upstream::read_extra_ca)
         .transpose()?;
     let (credential, authority_host, policy) = if args.emulator {
-        let config = EmulatorConfig {
+        let mut config = EmulatorConfig {
             token_lifetime: Duration::from_secs(args.emulator_token_lifetime_secs),
             ..EmulatorConfig::default()
         };
+        if args.audit.reconcile_outcomes {
+            // The demo app may read devices, as reconciliation needs.
+            for app in &mut config.apps {
+                app.roles
+                    .push(graphgate::audit::reconcile::READ_PERMISSION.to_owned());
+            }
+        }
         let mut rx = shutdown_rx.clone();
         let emu = demo::start_emulator(config, async move {
             let _ = rx.wait_for(|stop| *stop).await;
@@ -109,7 +118,9 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             Policy::load(&path)?,
         )
     };
-    let audit = graphgate::audit::cli::open_for_serve(&args.audit, args.emulator).await?;
+    let audit =
+        graphgate::audit::cli::open_for_serve(&args.audit, args.emulator, extra_ca_pem.as_deref())
+            .await?;
     if let Some(path) = audit.path() {
         eprintln!("audit log: {}", path.display());
     }
@@ -122,10 +133,13 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         token_expiry_margin: Duration::from_secs(args.token_expiry_margin_secs),
         limits: args.bounds.limits(),
         audit,
+        reconcile: args.audit.reconcile(),
     };
     let tls = server_tls(&args)?;
     let demo_key_accepted = demo::accepts_demo_key(&policy);
-    let gateway = app::build(&settings, policy)?;
+    let state = args.state.config(settings.audit.path())?;
+    announce_state(&state);
+    let gateway = app::build_with_state(&settings, policy, &state)?;
     let reload_path = (args.policy.is_some() || !args.emulator).then(|| {
         args.policy
             .clone()
@@ -138,6 +152,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             let _ = rx.wait_for(|stop| *stop).await;
         }));
     }
+    start_shipping(&args, gateway.audit())?;
     // Fetch the first token now, so the least-privilege report (readiness) is known early.
     tokio::spawn(app::prime_token(Arc::clone(&gateway)));
     let listener = bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?;
@@ -150,12 +165,14 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .audit()
         .write_start(concat!("graphgate ", env!("CARGO_PKG_VERSION"), " started"))
         .await?;
-    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz) listening");
-    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz)");
+    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
+    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz, /audit)");
     let mut admin_stop = shutdown_rx.clone();
-    tokio::spawn(graphgate::admin::serve(
+    let admin_options = admin_options(&args, &gateway)?;
+    tokio::spawn(graphgate::admin::serve_with(
         admin,
         Arc::clone(&gateway),
+        admin_options,
         async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         },
@@ -186,6 +203,54 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Ships the audit log's records as OTLP log records, when OTLP export is configured.
+fn start_shipping(args: &ServeArgs, audit: &graphgate::audit::Audit) -> Fallible<()> {
+    let (Some(otlp), Some(log), Some(durable)) =
+        (otlp_from_env(), audit.path(), audit.durable_seq())
+    else {
+        return Ok(());
+    };
+    if !args.audit.audit_ship {
+        return Ok(());
+    }
+    let config = graphgate::audit::ship::ShipConfig {
+        logs_endpoint: None,
+        service_name: otlp.service_name,
+    };
+    graphgate::audit::ship::spawn(log, durable, &config)?;
+    tracing::info!(
+        from_seq = graphgate::audit::ship::read_cursor(log) + 1,
+        "shipping audit records as OTLP log records"
+    );
+    Ok(())
+}
+
+/// The admin token, and the audit console over the gateway's log (showing whether the log
+/// still matches its newest signed checkpoint, when checkpoints are signed).
+fn admin_options(
+    args: &ServeArgs,
+    gateway: &graphgate::gateway::Gateway,
+) -> Fallible<graphgate::admin::AdminOptions> {
+    use graphgate::console::{Console, auth::AdminToken};
+    let token = args
+        .admin_token_file
+        .as_deref()
+        .map(AdminToken::from_file)
+        .transpose()?;
+    if token.is_none() && !args.admin_listen.ip().is_loopback() {
+        tracing::warn!(admin_listen = %args.admin_listen, "no --admin-token-file: off loopback, /metrics and the audit console answer 401 until one is set");
+    }
+    let verifier = match &args.audit.audit_signing_key_file {
+        Some(file) => Some(graphgate::audit::serve::load_signer(file)?.verifier()),
+        None => None,
+    };
+    let audit = gateway.audit();
+    let console = audit
+        .path()
+        .map(|log| Console::start(log, audit.durable_seq(), verifier));
+    Ok(graphgate::admin::AdminOptions { token, console })
 }
 
 /// Listen addresses that would expose what must stay local are refused.
@@ -225,6 +290,23 @@ fn warn_about_overrides(args: &ServeArgs) {
     }
     if let Some(file) = &args.extra_ca_file {
         tracing::warn!(extra_ca_file = %file.display(), "GRAPHGATE_EXTRA_CA_FILE / --extra-ca-file is set outside --emulator: certificates from these CAs are trusted for Graph and Entra");
+    }
+}
+
+/// Says where the state lives, and warns when budgets would not survive a restart.
+fn announce_state(state: &graphgate::state::StateConfig) {
+    use graphgate::state::StateConfig;
+    match state {
+        StateConfig::Memory { budget_file: None } => tracing::warn!(
+            "--state memory without a budget file (no audit log, no GRAPHGATE_BUDGET_FILE): daily budgets start from zero at every restart"
+        ),
+        StateConfig::Memory {
+            budget_file: Some(f),
+        } => tracing::info!(
+            budget_file = %f.display(),
+            "state: memory (this process alone; replicas need --state redis://...)"
+        ),
+        StateConfig::Redis(r) => tracing::info!(state = r.shown(), "state: shared, in Redis"),
     }
 }
 

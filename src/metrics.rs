@@ -68,6 +68,20 @@ struct Metrics {
     jwt_refusals: Family<ReasonLabel, Counter>,
     jwt_key_fetches: Family<ResultLabel, Counter>,
     context_refusals: Family<ReasonLabel, Counter>,
+    audit_trust: AuditTrust,
+}
+
+/// The audit's off-host trust: checkpoints, their push, shipping, outcome reconciliation.
+#[derive(Default)]
+struct AuditTrust {
+    checkpoints: Family<ResultLabel, Counter>,
+    checkpoint_pushes: Family<ResultLabel, Counter>,
+    shipped: Counter,
+    ship_failures: Counter,
+    ship_lag: Gauge,
+    reconcile_actions: Family<StateLabel, Gauge>,
+    reconcile_completions: Family<StateLabel, Counter>,
+    reconcile_polls: Family<ResultLabel, Counter>,
 }
 
 fn latency() -> Histogram {
@@ -99,6 +113,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         jwt_refusals: Family::default(),
         jwt_key_fetches: Family::default(),
         context_refusals: Family::default(),
+        audit_trust: AuditTrust::default(),
         registry: Registry::default(),
     };
     let r = &mut registry;
@@ -192,8 +207,53 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "Requests refused (400) over the person or reason they state, by reason (missing, bad_initiator, bad_reason, not_the_token_user, ...)",
         m.context_refusals.clone(),
     );
+    crate::state::metrics::register(r);
+    register_audit_trust(r, &m.audit_trust);
     Metrics { registry, ..m }
 });
+
+fn register_audit_trust(r: &mut Registry, t: &AuditTrust) {
+    r.register(
+        "graphgate_audit_checkpoints",
+        "Signed audit checkpoints written, by result",
+        t.checkpoints.clone(),
+    );
+    r.register(
+        "graphgate_audit_checkpoint_pushes",
+        "Checkpoint pushes to --audit-checkpoint-url, by result (ok, error: retried, dropped: the queue was full)",
+        t.checkpoint_pushes.clone(),
+    );
+    r.register(
+        "graphgate_audit_shipped_records",
+        "Audit records exported as OTLP log records (at least once: a retried batch counts again)",
+        t.shipped.clone(),
+    );
+    r.register(
+        "graphgate_audit_ship_failures",
+        "Failed OTLP exports of audit records (retried from the persisted cursor)",
+        t.ship_failures.clone(),
+    );
+    r.register(
+        "graphgate_audit_ship_lag_records",
+        "Durable audit records not yet shipped",
+        t.ship_lag.clone(),
+    );
+    r.register(
+        "graphgate_reconcile_actions",
+        "Device actions whose outcome is being reconciled: pending (polling) and overdue (still pending past the deadline)",
+        t.reconcile_actions.clone(),
+    );
+    r.register(
+        "graphgate_reconcile_completions",
+        "Completion records written, by state (done, failed, not_supported, canceled, pending_past_deadline)",
+        t.reconcile_completions.clone(),
+    );
+    r.register(
+        "graphgate_reconcile_polls",
+        "Reads of deviceActionResults, by result",
+        t.reconcile_polls.clone(),
+    );
+}
 
 /// Status class label for an HTTP status.
 fn status_class(status: u16) -> &'static str {
@@ -363,6 +423,62 @@ pub fn permissions(missing: usize, excess: usize) {
     };
     set("missing", missing);
     set("excess", excess);
+}
+
+/// A checkpoint was written (or failed).
+pub fn audit_checkpoint(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    let t = &METRICS.audit_trust;
+    t.checkpoints.get_or_create(&ResultLabel { result }).inc();
+}
+
+/// A checkpoint push ended: `ok`, `error` (retried) or `dropped`.
+pub fn audit_checkpoint_push(result: &'static str) {
+    let t = &METRICS.audit_trust;
+    t.checkpoint_pushes
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// `n` audit records were exported (or the export failed).
+pub fn audit_shipped(n: usize, ok: bool) {
+    let t = &METRICS.audit_trust;
+    match ok {
+        true => t.shipped.inc_by(n as u64),
+        false => t.ship_failures.inc(),
+    };
+}
+
+/// Durable records not yet shipped.
+pub fn audit_ship_lag(records: u64) {
+    let lag = i64::try_from(records).unwrap_or(i64::MAX);
+    METRICS.audit_trust.ship_lag.set(lag);
+}
+
+/// Device actions being reconciled changed: `pending` (still polling) and `overdue` (past
+/// the deadline) move by these amounts (deltas, so the gauges sum over reconcilers).
+pub fn reconcile_actions(pending: i64, overdue: i64) {
+    let t = &METRICS.audit_trust;
+    let gauge = |state| t.reconcile_actions.get_or_create(&StateLabel { state });
+    gauge("pending").inc_by(pending);
+    gauge("overdue").inc_by(overdue);
+}
+
+/// A completion record was written with this state.
+pub fn reconcile_completion(state: &'static str) {
+    let t = &METRICS.audit_trust;
+    t.reconcile_completions
+        .get_or_create(&StateLabel { state })
+        .inc();
+}
+
+/// A deviceActionResults read ended: `ok` or `error`.
+pub fn reconcile_poll(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    let t = &METRICS.audit_trust;
+    t.reconcile_polls
+        .get_or_create(&ResultLabel { result })
+        .inc();
 }
 
 /// Every metric in the Prometheus/OpenMetrics text format.

@@ -1,20 +1,25 @@
-//! Rate limits from the policy (per caller, per rule) and the gateway-wide pacing of
-//! writes to the tenant, as GCRA limiters (governor) on Tokio's clock, so tests can pause
-//! time. Limiters survive policy reloads whenever the owner's name and rate are unchanged.
+//! The policy's limits as the gateway applies them: rate limits per caller and per rule
+//! (GCRA: a full burst, then a steady refill), daily or hourly budgets (per caller, per rule,
+//! per operation for the whole tenant; counted in devices) and the tenant write pacing (an
+//! exact sliding window). The counting itself happens in the state store, so every replica
+//! sharing it shares one budget; keys carry the rate, so a reload that keeps a rate keeps
+//! its budget.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use governor::clock::Clock;
-use governor::middleware::NoOpMiddleware;
-use governor::state::{InMemoryState, NotKeyed};
-use governor::{Quota, RateLimiter};
+use crate::error::GatewayError;
+use crate::operation::catalog::Operation;
+use crate::policy::{Budget, Policy, Rate};
+use crate::state::{
+    Admission, Admit, BudgetCharge, Limiter, Namespace, Refund, StateStore, StoreError,
+    budget_window, wall_clock_secs,
+};
 
-use crate::policy::Policy;
-use crate::policy::Rate;
-use crate::policy::rate::{MAX_COUNT, MAX_WINDOW};
+/// Each pacing slot is held this much longer than the policy's window: the time a write
+/// takes from admission to Graph (token, audit intent, network), so that Graph, not just the
+/// gateway, never sees more than the count in any window.
+pub const PACING_MARGIN: Duration = Duration::from_millis(250);
 
 /// The request must wait this long before it would be admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,220 +28,264 @@ pub struct RetryAfter(pub Duration);
 impl RetryAfter {
     /// Whole seconds, rounded up, at least 1: the `Retry-After` header value.
     pub fn secs(self) -> u64 {
-        self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)
+        (self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)).max(1)
     }
 }
 
-/// Tokio's clock, as time since the limiter was made: `tokio::time::pause()` stops it, and
-/// the pacing wait sleeps on the same clock it measures with.
-#[derive(Debug, Clone, Copy)]
-struct TokioClock {
-    start: crate::clock::Instant,
+/// Why a request may not go now.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    /// A caller's or rule's rate limit.
+    #[error("rate limit reached ({scope})")]
+    RateLimited {
+        /// `caller` or `rule`.
+        scope: &'static str,
+        /// When a slot frees.
+        retry: RetryAfter,
+    },
+    /// A budget has no room for the request's devices.
+    #[error("budget {budget} ({limit}) is used up")]
+    OverBudget {
+        /// Its name: `caller:<name>`, `rule:<name>` or `tenant:<operation>`.
+        budget: String,
+        /// Its limit.
+        limit: Budget,
+        /// When its next window starts.
+        retry: RetryAfter,
+    },
+    /// No tenant write slot within the pacing wait.
+    #[error("tenant write pacing")]
+    Paced(RetryAfter),
+    /// The state store could not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
-impl Clock for TokioClock {
-    type Instant = Duration;
-
-    fn now(&self) -> Duration {
-        self.start.elapsed()
+impl Refusal {
+    /// Whether a limit refused (rather than the store failing).
+    pub fn is_limit(&self) -> bool {
+        !matches!(self, Refusal::Store(_))
     }
 }
 
-type DirectLimiter = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
-type Limiter = Arc<DirectLimiter>;
-/// Limiters by (kind, owner name), with the rate each was made for.
-type Known = HashMap<(&'static str, String), (Rate, Limiter)>;
-
-/// A limiter for `rate`. Rates are range-checked when a policy is loaded
-/// ([`Rate::parse`]); a rate built in code is held to the same range here, so no value can
-/// overflow the limiter's nanosecond arithmetic.
-fn limiter(rate: Rate) -> Limiter {
-    let count = rate.count.clamp(1, MAX_COUNT);
-    let burst = NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN);
-    let period = rate.per.min(MAX_WINDOW) / count;
-    let quota = Quota::with_period(period.max(Duration::from_nanos(1)))
-        .unwrap_or_else(|| Quota::per_hour(burst))
-        .allow_burst(burst);
-    let clock = TokioClock {
-        start: crate::clock::Instant::now(),
-    };
-    Arc::new(RateLimiter::direct_with_clock(quota, clock))
+impl From<Refusal> for GatewayError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::RateLimited { scope, retry } => GatewayError::RateLimited {
+                scope,
+                retry_after_secs: retry.secs(),
+            },
+            Refusal::Paced(retry) => GatewayError::RateLimited {
+                scope: "tenant write pacing",
+                retry_after_secs: retry.secs(),
+            },
+            Refusal::OverBudget {
+                budget,
+                limit,
+                retry,
+            } => GatewayError::BudgetExhausted {
+                budget,
+                limit: limit.to_string(),
+                retry_after_secs: retry.secs(),
+            },
+            Refusal::Store(e) => GatewayError::StateUnavailable(e),
+        }
+    }
 }
 
-fn check(limiter: &DirectLimiter) -> Result<(), RetryAfter> {
-    limiter
-        .check()
-        .map_err(|not_until| RetryAfter(not_until.wait_time_from(limiter.clock().now())))
+/// A budget of the policy, ready to charge.
+#[derive(Debug)]
+struct BudgetRef {
+    /// `caller:<name>` etc.: error messages and the metric label.
+    label: String,
+    /// Its counters' key prefix.
+    prefix: String,
+    budget: Budget,
 }
 
-/// The limiters for one installed policy.
+impl BudgetRef {
+    fn new(ns: &Namespace, kind: &str, name: &str, budget: Budget) -> Self {
+        BudgetRef {
+            label: format!("{kind}:{name}"),
+            prefix: ns.budget(kind, name, budget.window),
+            budget,
+        }
+    }
+
+    /// The counter of the window `now` (Unix seconds) falls in.
+    fn charge(&self, now: u64) -> BudgetCharge {
+        let secs = self.budget.window.secs();
+        let index = now / secs;
+        BudgetCharge {
+            key: budget_window(&self.prefix, index),
+            limit: self.budget.limit,
+            window_end: (index + 1) * secs,
+        }
+    }
+}
+
+/// The limits of one installed policy.
+#[derive(Debug)]
 pub struct PolicyLimits {
     callers: Vec<Option<Limiter>>,
     rules: Vec<Option<Limiter>>,
-    pacing: Limiter,
+    caller_budgets: Vec<Option<BudgetRef>>,
+    rule_budgets: Vec<Option<BudgetRef>>,
+    tenant_budgets: HashMap<&'static str, BudgetRef>,
+    pacing_key: String,
+    pacing: Rate,
     max_wait: Duration,
 }
 
 impl PolicyLimits {
-    /// Takes one slot from the caller's budget.
-    pub fn check_caller(&self, caller: usize) -> Result<(), RetryAfter> {
-        self.callers
-            .get(caller)
-            .and_then(Option::as_ref)
-            .map_or(Ok(()), |l| check(l))
+    /// The limits `policy` configures, with keys in `ns`.
+    pub fn new(policy: &Policy, ns: &Namespace) -> Self {
+        let limiter = |kind: &str, name: &str, rate: Option<Rate>| {
+            rate.map(|rate| Limiter {
+                key: ns.rate(kind, name, rate),
+                rate,
+            })
+        };
+        PolicyLimits {
+            callers: (policy.callers.iter())
+                .map(|c| limiter("caller", &c.name, c.rate_limit))
+                .collect(),
+            rules: (policy.rules.iter())
+                .map(|r| limiter("rule", &r.name, r.rate_limit))
+                .collect(),
+            caller_budgets: (policy.callers.iter())
+                .map(|c| c.budget.map(|b| BudgetRef::new(ns, "caller", &c.name, b)))
+                .collect(),
+            rule_budgets: (policy.rules.iter())
+                .map(|r| r.budget.map(|b| BudgetRef::new(ns, "rule", &r.name, b)))
+                .collect(),
+            tenant_budgets: (policy.tenant_budgets.iter())
+                .map(|t| (t.op.name, BudgetRef::new(ns, "tenant", t.op.name, t.budget)))
+                .collect(),
+            pacing_key: ns.pacing(),
+            pacing: policy.pacing.tenant_writes,
+            max_wait: policy.pacing.max_wait,
+        }
     }
 
-    /// Takes one slot from the rule's budget.
-    pub fn check_rule(&self, rule: usize) -> Result<(), RetryAfter> {
-        self.rules
-            .get(rule)
-            .and_then(Option::as_ref)
-            .map_or(Ok(()), |l| check(l))
+    /// Takes one slot from the caller's and the rule's rate limits, or from neither.
+    pub async fn check(
+        &self,
+        store: &StateStore,
+        caller: usize,
+        rule: usize,
+    ) -> Result<(), Refusal> {
+        let owners = [
+            ("caller", self.callers.get(caller).and_then(Option::as_ref)),
+            ("rule", self.rules.get(rule).and_then(Option::as_ref)),
+        ];
+        let (scopes, limiters): (Vec<&'static str>, Vec<Limiter>) = owners
+            .into_iter()
+            .filter_map(|(scope, l)| Some((scope, l?.clone())))
+            .unzip();
+        match store.limit(&limiters).await? {
+            None => Ok(()),
+            Some((i, wait)) => Err(Refusal::RateLimited {
+                scope: scopes.get(i).copied().unwrap_or("rule"),
+                retry: RetryAfter(wait),
+            }),
+        }
     }
 
-    /// Waits (up to the configured maximum) for a tenant write slot.
-    pub async fn pace(&self) -> Result<(), RetryAfter> {
+    /// Takes room for `devices` on every budget that applies (the caller's, the rule's, the
+    /// tenant's for `op`) together with a tenant write slot, waiting for a slot up to the
+    /// pacing's `max_wait_ms`. A bulk request passes its device count: it counts once per
+    /// device on each budget, and once on the pacing (one call to Graph).
+    pub async fn admit(
+        &self,
+        store: &StateStore,
+        caller: usize,
+        rule: usize,
+        op: &Operation,
+        devices: u32,
+    ) -> Result<Reservation, Refusal> {
+        let budgets: Vec<&BudgetRef> = [
+            self.caller_budgets.get(caller).and_then(Option::as_ref),
+            self.rule_budgets.get(rule).and_then(Option::as_ref),
+            self.tenant_budgets.get(op.name),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         let deadline = crate::clock::Instant::now() + self.max_wait;
+        let member = uuid::Uuid::new_v4().simple().to_string();
         loop {
-            match check(&self.pacing) {
-                Ok(()) => return Ok(()),
-                Err(RetryAfter(wait)) if crate::clock::Instant::now() + wait <= deadline => {
+            // Recomputed on every try: a wait may cross into the next window.
+            let now = wall_clock_secs();
+            let charges: Vec<BudgetCharge> = budgets.iter().map(|b| b.charge(now)).collect();
+            let admission = Admission {
+                pacing_key: &self.pacing_key,
+                pacing_member: &member,
+                pacing_count: self.pacing.count,
+                pacing_window: self.pacing.per + PACING_MARGIN,
+                budgets: &charges,
+                devices,
+            };
+            match store.admit(&admission).await? {
+                Admit::Admitted { used } => {
+                    for ((b, c), used) in budgets.iter().zip(&charges).zip(used) {
+                        crate::state::metrics::budget(&b.label, used, c.limit);
+                    }
+                    return Ok(Reservation {
+                        pacing_key: self.pacing_key.clone(),
+                        member,
+                        charges,
+                        devices,
+                    });
+                }
+                Admit::OverBudget { index, used } => {
+                    let (b, c) = (budgets[index], &charges[index]);
+                    crate::state::metrics::budget(&b.label, used, c.limit);
+                    return Err(Refusal::OverBudget {
+                        budget: b.label.clone(),
+                        limit: b.budget,
+                        retry: RetryAfter(Duration::from_secs(c.window_end.saturating_sub(now))),
+                    });
+                }
+                Admit::Paced(wait) if crate::clock::Instant::now() + wait <= deadline => {
                     tokio::time::sleep(wait).await;
                 }
-                Err(retry) => return Err(retry),
+                Admit::Paced(wait) => return Err(Refusal::Paced(RetryAfter(wait))),
             }
         }
     }
 }
 
-/// Keeps limiters across reloads.
-#[derive(Default)]
-pub struct LimiterRegistry {
-    known: Mutex<Known>,
+/// A write slot and budget room taken for one request.
+#[derive(Debug)]
+#[must_use = "settle it: a request that was not sent gives its slot and budget back"]
+pub struct Reservation {
+    pacing_key: String,
+    member: String,
+    charges: Vec<BudgetCharge>,
+    devices: u32,
 }
 
-impl LimiterRegistry {
-    /// The limiters `policy` needs, reusing those whose owner and rate are unchanged.
-    pub fn for_policy(&self, policy: &Policy) -> PolicyLimits {
-        let mut known = self
-            .known
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let mut next = Known::new();
-        let mut get = |kind: &'static str, name: &str, rate: Rate| {
-            let key = (kind, name.to_owned());
-            let l = match known.get(&key) {
-                Some((r, l)) if *r == rate => Arc::clone(l),
-                _ => limiter(rate),
-            };
-            next.insert(key, (rate, Arc::clone(&l)));
-            l
+impl Reservation {
+    /// Pacing and budgets count what reached Graph: when the request was not `sent` after
+    /// all (no token, the audit intent refused, Graph unreachable), its write slot and
+    /// budget room are given back, so an outage elsewhere does not use them up. A store
+    /// that cannot take them back leaves the counts high (the safe side), logged.
+    pub async fn settle(self, store: &StateStore, sent: bool) {
+        if sent {
+            return;
+        }
+        let refund = Refund {
+            pacing_key: &self.pacing_key,
+            pacing_member: &self.member,
+            budgets: &self.charges,
+            devices: self.devices,
         };
-        let callers = policy
-            .callers
-            .iter()
-            .map(|c| c.rate_limit.map(|r| get("caller", &c.name, r)))
-            .collect();
-        let rules = policy
-            .rules
-            .iter()
-            .map(|r| r.rate_limit.map(|rate| get("rule", &r.name, rate)))
-            .collect();
-        let pacing = get("pacing", "tenant", policy.pacing.tenant_writes);
-        *known = next;
-        PolicyLimits {
-            callers,
-            rules,
-            pacing,
-            max_wait: policy.pacing.max_wait,
+        if let Err(e) = store.refund(&refund).await {
+            tracing::warn!(error = %e, "could not give back the slot and budget of a request that was not sent");
         }
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(rate: &str) -> Policy {
-        let text = format!(
-            "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{}\"\n    rate_limit: {rate}\n",
-            "0".repeat(64)
-        );
-        Policy::from_yaml(&text, "t").unwrap()
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn budgets_run_out_say_when_to_retry_and_refill_on_the_paused_clock() {
-        let reg = LimiterRegistry::default();
-        let limits = reg.for_policy(&policy("2 per minute"));
-        assert!(limits.check_caller(0).is_ok());
-        assert!(limits.check_caller(0).is_ok());
-        // Time stands still: the first slot comes back exactly 30 s after it was taken.
-        let retry = limits.check_caller(0).unwrap_err();
-        assert_eq!(retry, RetryAfter(Duration::from_secs(30)));
-        assert_eq!(retry.secs(), 30);
-        assert!(limits.check_rule(0).is_ok(), "no rule limit configured");
-        tokio::time::advance(Duration::from_secs(29)).await;
-        assert_eq!(
-            limits.check_caller(0).unwrap_err(),
-            RetryAfter(Duration::from_secs(1))
-        );
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert!(limits.check_caller(0).is_ok(), "one slot refilled");
-        assert!(limits.check_caller(0).is_err(), "only one");
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
-        let text = "version: 1\npacing:\n  tenant_writes: 1 per 10s\n  max_wait_ms: 5000\n";
-        let limits = LimiterRegistry::default().for_policy(&Policy::from_yaml(text, "t").unwrap());
-        let start = crate::clock::Instant::now();
-        assert!(limits.pace().await.is_ok());
-        assert_eq!(
-            start.elapsed(),
-            Duration::ZERO,
-            "the first write goes at once"
-        );
-        tokio::time::advance(Duration::from_secs(6)).await;
-        assert!(limits.pace().await.is_ok());
-        assert_eq!(
-            start.elapsed(),
-            Duration::from_secs(10),
-            "the second waited 4 s for its slot on the paused clock"
-        );
-        // The next slot is 10 s away, past the 5 s limit: refused at once, nothing waited.
-        assert_eq!(
-            limits.pace().await.unwrap_err(),
-            RetryAfter(Duration::from_secs(10))
-        );
-        assert_eq!(start.elapsed(), Duration::from_secs(10));
-    }
-
-    #[test]
-    fn rates_outside_the_policy_range_cannot_break_a_limiter() {
-        // What the issue's `1 per 18446744073709551615s` did inside governor, held off here
-        // even for a rate that did not come through the policy loader.
-        let limiter = limiter(Rate {
-            count: u32::MAX,
-            per: Duration::MAX,
-        });
-        assert!(check(&limiter).is_ok());
-    }
-
-    #[test]
-    fn reloads_keep_budgets_unless_the_rate_changes() {
-        let reg = LimiterRegistry::default();
-        let first = reg.for_policy(&policy("1 per hour"));
-        assert!(first.check_caller(0).is_ok());
-        let same = reg.for_policy(&policy("1 per hour"));
-        assert!(
-            same.check_caller(0).is_err(),
-            "the spent budget survives a reload"
-        );
-        let changed = reg.for_policy(&policy("2 per hour"));
-        assert!(
-            changed.check_caller(0).is_ok(),
-            "a new rate starts a new budget"
-        );
-    }
-}
+mod tests;

@@ -149,6 +149,11 @@ impl TokenBroker {
         self.privilege.set_required(required);
     }
 
+    /// `permission` is needed whatever the policy (see [`crate::audit::reconcile`]).
+    pub fn require_also(&self, permission: &'static str) {
+        self.privilege.require_also(permission);
+    }
+
     /// The cache key this broker serves.
     pub fn key(&self) -> &TokenKey {
         &self.key

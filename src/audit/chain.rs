@@ -126,6 +126,7 @@ impl serde::Serialize for Sealing<'_> {
             )?;
             some(&mut m, "client_request_id", e.client_request_id.as_ref())?;
             some(&mut m, "cloud", e.cloud.as_ref())?;
+            some(&mut m, "completion", e.completion.as_ref())?;
             some(&mut m, "decision", e.decision.as_ref())?;
             some(&mut m, "detected_app_id", e.detected_app_id.as_ref())?;
             some(&mut m, "device_id", e.device_id.as_ref())?;
@@ -296,6 +297,7 @@ mod tests {
             initiator: Some("alice@contoso.com".into()),
             initiator_source: Some("header".into()),
             reason: Some("CHG-1 \u{e9}\u{2028}?".into()),
+            completion: Some("done".into()),
         };
         let line = ChainState::default().seal(&entry).unwrap();
         let parsed: Value = serde_json::from_slice(&line).unwrap();

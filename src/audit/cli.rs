@@ -7,6 +7,8 @@ use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 
 use super::anchor::{self, Anchor};
+use super::checkpoint;
+use super::checkpoint_cli::{KeygenArgs, run_keygen, signed_checkpoints};
 use super::query::{self, Filter};
 use super::record::AuditDecision;
 use super::{Fingerprinter, ends, files, verify};
@@ -21,6 +23,9 @@ pub enum AuditCommand {
     Verify(VerifyArgs),
     /// Show audit records, filtered.
     Query(QueryArgs),
+    /// Make an Ed25519 key pair for signed checkpoints: writes the private key (mode 0600)
+    /// and prints the public key in the signed-note verifier-key form.
+    Keygen(KeygenArgs),
 }
 
 /// What `audit verify` checks.
@@ -43,12 +48,21 @@ pub struct VerifyArgs {
     /// Check the hash chain only: records cut off at either end are then not noticed.
     #[arg(long, conflicts_with = "anchor")]
     no_anchor: bool,
+    /// Signed checkpoint files (repeatable) [default with --public-key: `<log>.checkpoints`
+    /// beside the files]; an off-host copy is the one to trust.
+    #[arg(long = "checkpoints", value_name = "FILE", requires = "public_key")]
+    checkpoints: Vec<PathBuf>,
+    /// The checkpoint signing key's public key (`<name>+<id>+<key>`, as `audit keygen`
+    /// printed it), or a file holding it. With it, the log is checked against its signed
+    /// checkpoints, which hold even against someone with the HMAC key.
+    #[arg(long, env = "GRAPHGATE_AUDIT_PUBLIC_KEY")]
+    public_key: Option<String>,
 }
 
 /// Filters for `audit query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Log files (a `.anchor` file among them is skipped).
+    /// Log files (the `.anchor`, `.checkpoints` and `.ship-cursor` files among them are skipped).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Caller name.
@@ -129,60 +143,107 @@ pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
     match cmd {
         AuditCommand::Verify(args) => run_verify(&args),
         AuditCommand::Query(args) => run_query(args),
+        AuditCommand::Keygen(args) => run_keygen(&args),
     }
 }
 
+/// The shipping cursor beside a log (a glob of the log's files picks it up).
+fn is_ship_cursor(file: &Path) -> bool {
+    file.extension().is_some_and(|e| e == "ship-cursor")
+}
+
 fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
-    let (anchors, logs): (Vec<PathBuf>, Vec<PathBuf>) = args
+    let (anchors, rest): (Vec<PathBuf>, Vec<PathBuf>) = args
         .files
         .iter()
         .cloned()
         .partition(|f| anchor::is_anchor_file(f));
-    if args.no_anchor {
-        let report = verify::verify(&logs)?;
-        let code = print_chain(&report);
-        println!(
-            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
-        );
-        return Ok(code);
+    let (given_checkpoints, logs): (Vec<PathBuf>, Vec<PathBuf>) = rest
+        .into_iter()
+        .filter(|f| !is_ship_cursor(f))
+        .partition(|f| checkpoint::is_checkpoint_file(f));
+    let signed = match signed_checkpoints(
+        args.public_key.as_ref(),
+        &args.checkpoints,
+        &given_checkpoints,
+        &logs,
+    ) {
+        Ok(signed) => signed,
+        Err(code) => return Ok(code),
+    };
+    // With signed checkpoints, the anchor is checked only when its key is at hand.
+    let skip_anchor = args.no_anchor
+        || (signed.is_some() && args.hmac_key_file.is_none() && args.anchor.is_none());
+    let anchor = match skip_anchor {
+        true => None,
+        false => match load_anchor(args, &anchors, &logs) {
+            Ok(found) => Some(found),
+            Err(code) => return Ok(code),
+        },
+    };
+    let mut watch: Vec<u64> = signed.iter().flat_map(|s| s.sizes()).collect();
+    if let Some((a, _)) = &anchor {
+        watch.extend([a.tail.seq, a.head.seq]);
     }
-    let anchor_path = match find_anchor(args.anchor.as_deref(), &anchors, &logs) {
-        Ok(found) => found,
-        Err(e) => {
-            println!("FAILED: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let Some(key_file) = &args.hmac_key_file else {
-        eprintln!(
-            "graphgate: checking the anchor {} needs the audit HMAC key: give --hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE), or --no-anchor to check the hash chain only",
-            anchor_path.display()
-        );
-        return Ok(ExitCode::from(2));
-    };
-    let key = match Fingerprinter::from_file(key_file) {
-        Ok(k) => k,
-        Err(e) => {
-            eprintln!("graphgate: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let anchor = match Anchor::load(&anchor_path, &key) {
-        Ok(Some(a)) => a,
-        Ok(None) => {
-            println!("FAILED: the anchor {} is missing", anchor_path.display());
-            return Ok(ExitCode::FAILURE);
-        }
-        Err(e) => {
-            println!("FAILED: {e}");
-            return Ok(ExitCode::FAILURE);
-        }
-    };
-    let report = verify::verify_watching(&logs, &[anchor.tail.seq, anchor.head.seq])?;
+    let report = verify::verify_watching(&logs, &watch)?;
     if report.problem.is_some() {
         return Ok(print_chain(&report));
     }
-    Ok(print_ends(&report, &anchor, &anchor_path))
+    if let Some(signed) = &signed
+        && let Err(problem) = signed.check(&report)
+    {
+        println!("{problem}");
+        println!("FAILED after {} intact record(s)", report.records);
+        return Ok(ExitCode::FAILURE);
+    }
+    let code = match &anchor {
+        Some((a, path)) => print_ends(&report, a, path),
+        None => print_chain(&report),
+    };
+    match &signed {
+        Some(signed) => signed.print_ok(&report),
+        None => println!(
+            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
+        ),
+    }
+    if signed.is_some() && anchor.is_none() && !args.no_anchor {
+        println!("(anchor not checked: no --hmac-key-file; the signed checkpoints stand for it)");
+    }
+    Ok(code)
+}
+
+/// The anchor (and where it is), authenticated with the HMAC key; or the exit code.
+fn load_anchor(
+    args: &VerifyArgs,
+    anchors: &[PathBuf],
+    logs: &[PathBuf],
+) -> Result<(Anchor, PathBuf), ExitCode> {
+    let anchor_path = find_anchor(args.anchor.as_deref(), anchors, logs).map_err(|e| {
+        println!("FAILED: {e}");
+        ExitCode::FAILURE
+    })?;
+    let Some(key_file) = &args.hmac_key_file else {
+        eprintln!(
+            "graphgate: checking the anchor {} needs the audit HMAC key: give --hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE), --public-key KEY to check the signed checkpoints instead, or --no-anchor to check the hash chain only",
+            anchor_path.display()
+        );
+        return Err(ExitCode::from(2));
+    };
+    let key = Fingerprinter::from_file(key_file).map_err(|e| {
+        eprintln!("graphgate: {e}");
+        ExitCode::from(2)
+    })?;
+    match Anchor::load(&anchor_path, &key) {
+        Ok(Some(a)) => Ok((a, anchor_path)),
+        Ok(None) => {
+            println!("FAILED: the anchor {} is missing", anchor_path.display());
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            println!("FAILED: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
 }
 
 /// Prints the chain's verdict; fails on tampering.
@@ -313,14 +374,17 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
     let files: Vec<PathBuf> = args
         .files
         .into_iter()
-        .filter(|f| !anchor::is_anchor_file(f))
+        .filter(|f| {
+            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_ship_cursor(f)
+        })
         .collect();
-    let rows = query::select(&query::read_records(&files)?, &filter);
+    let records = query::read_records(&files)?;
+    let rows = query::select(&records, &filter);
     let mut out = std::io::stdout().lock();
     if args.json {
         query::print_json(&rows, &mut out)?;
     } else {
-        query::print_table(&rows, &mut out)?;
+        query::print_table(&rows, &query::completions(&records), &mut out)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -127,7 +127,7 @@ impl Fingerprinter {
 /// PostgreSQL makes for its TLS key too: a file owned by root may also be readable by its
 /// group. That is how the kubelet mounts a Secret for a non-root pod (owner root, group the
 /// pod's `fsGroup`, mode 0440), and only root could have given the group that access.
-fn check_private(path: &Path) -> Result<(), String> {
+pub(crate) fn check_private(path: &Path) -> Result<(), String> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -197,7 +197,7 @@ fn looks_random(key: &[u8]) -> Result<Vec<u8>, String> {
     Ok(key.to_vec())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -2,19 +2,30 @@
 //! that reaches operation recognition (and a sample of failed authentications).
 //! [`trail`] collects one request's record, [`sampler`] bounds what refusals may write,
 //! [`writer`] makes records durable with group commit, [`sink`] and [`files`] keep the files
-//! and their [`anchor`], [`verify`] and [`query`] read logs.
+//! and their [`anchor`], [`verify`] and [`query`] read logs. Off the host: signed
+//! [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed to an endpoint),
+//! [`ship`]ping to an OTLP collector, and [`reconcile`] (did the device action happen?);
+//! [`follow`] reads a live log in chain order for them and for the console.
 
 pub mod anchor;
 mod batch;
 pub mod chain;
+pub mod checkpoint;
+pub mod checkpoint_cli;
+pub mod checkpointer;
 pub mod cli;
 pub mod ends;
 pub mod files;
 pub mod fingerprint;
+pub mod follow;
+pub mod note;
+pub mod push;
 pub mod query;
+pub mod reconcile;
 pub mod record;
 pub mod sampler;
 pub mod serve;
+pub mod ship;
 pub mod sink;
 pub mod trail;
 pub mod verify;
@@ -33,6 +44,9 @@ use sampler::{Sample, SampleKey, Sampler, SamplingLimits};
 use sink::{FileOptions, FileSink, Sink};
 use writer::Writer;
 
+/// Longest a shutdown waits for queued checkpoints to be pushed.
+const PUSH_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Default largest size of one log file before it is rotated.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -43,6 +57,8 @@ pub struct AuditConfig {
     pub files: FileOptions,
     /// Sampling of refusal records.
     pub sampling: SamplingLimits,
+    /// Signed checkpoints beside the log, if a signing key is configured.
+    pub checkpoints: Option<checkpoint::CheckpointConfig>,
 }
 
 impl Default for AuditConfig {
@@ -51,8 +67,10 @@ impl Default for AuditConfig {
             files: FileOptions {
                 max_file_bytes: DEFAULT_MAX_FILE_BYTES,
                 retain_files: None,
+                keep_unshipped: false,
             },
             sampling: SamplingLimits::default(),
+            checkpoints: None,
         }
     }
 }
@@ -71,6 +89,10 @@ struct Enabled {
     /// Refusals per caller, failed authentications per source (shared with the writer,
     /// which writes their counts).
     samplers: Arc<[Sampler; 2]>,
+    /// Checkpoints on their way off the host, drained (briefly) at shutdown.
+    push: Option<push::PushQueue>,
+    /// Follows up the device actions Graph accepts, when outcome reconciliation is on.
+    reconciler: std::sync::OnceLock<reconcile::Handle>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -108,7 +130,10 @@ impl Audit {
         config: &AuditConfig,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
-        let (sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        let (mut sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        if let Some(checkpoints) = &config.checkpoints {
+            sink.checkpoint_with(path, checkpoints.clone(), &state)?;
+        }
         let mut audit =
             Self::with_sink_sampled(Box::new(sink), state, fingerprinter, config.sampling)?;
         if let Some(inner) = audit.inner.as_mut().and_then(Arc::get_mut) {
@@ -145,8 +170,33 @@ impl Audit {
                 fingerprinter,
                 path: None,
                 samplers,
+                push: None,
+                reconciler: std::sync::OnceLock::new(),
             })),
         })
+    }
+
+    /// The log, with checkpoints pushed off the host through `push`.
+    pub fn with_push(mut self, push: Option<push::PushQueue>) -> Self {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
+            inner.push = push;
+        }
+        self
+    }
+
+    /// Outcome reconciliation follows up this log's accepted device actions from now on.
+    pub fn set_reconciler(&self, handle: reconcile::Handle) {
+        if let Some(inner) = &self.inner {
+            let _ = inner.reconciler.set(handle);
+        }
+    }
+
+    /// An outcome was recorded: a device action Graph accepted is followed up (when
+    /// reconciliation is on).
+    pub(crate) fn reconcile(&self, outcome: &Entry) {
+        if let Some(handle) = self.inner.as_ref().and_then(|i| i.reconciler.get()) {
+            handle.track(outcome);
+        }
     }
 
     /// Whether records are written at all.
@@ -193,6 +243,16 @@ impl Audit {
         if let Some(stopped) = stopped {
             let _ = stopped.await;
         }
+        // The closing checkpoint gets a moment to leave the host; a down endpoint cannot
+        // hold the shutdown longer.
+        if let Some(push) = &inner.push
+            && !push.drain(PUSH_DRAIN).await
+        {
+            tracing::warn!(
+                pending = push.pending(),
+                "audit checkpoints not pushed at shutdown (they are in the checkpoint file)"
+            );
+        }
         result
     }
 
@@ -210,6 +270,11 @@ impl Audit {
                 i.samplers[usize::from(unauthenticated)].admit(key, crate::clock::Instant::now())
             }
         }
+    }
+
+    /// Follows the sequence number the chain is durable up to (`None` when disabled).
+    pub fn durable_seq(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.as_ref().map(|i| i.writer.durable())
     }
 
     /// Entries waiting for the writer (0 when disabled).

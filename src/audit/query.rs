@@ -3,7 +3,7 @@
 //! records, intents whose outcome never arrived (a crash or a lost answer), and the counts
 //! of refusals left out by sampling (`suppressed`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -102,7 +102,17 @@ pub fn read_records(files: &[PathBuf]) -> std::io::Result<Vec<Record>> {
     Ok(out)
 }
 
-/// The rows `filter` selects, in log order.
+/// The newest completion state of each action (by audit id), from its `completion` records.
+pub fn completions(records: &[Record]) -> HashMap<&str, &str> {
+    records
+        .iter()
+        .filter(|r| r.entry.kind == Some(Kind::Completion))
+        .filter_map(|r| Some((r.entry.audit_id.as_str(), r.entry.completion.as_deref()?)))
+        .collect()
+}
+
+/// The rows `filter` selects, in log order. Completion records are rows of their own only
+/// with `all_kinds`; otherwise their state shows on the action's row ([`completions`]).
 pub fn select(records: &[Record], filter: &Filter) -> Vec<Record> {
     let finished: HashSet<&str> = records
         .iter()
@@ -130,8 +140,12 @@ pub fn print_json(rows: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Prints `rows` as an aligned table.
-pub fn print_table(rows: &[Record], out: &mut dyn Write) -> std::io::Result<()> {
+/// Prints `rows` as an aligned table, with each action's completion state.
+pub fn print_table(
+    rows: &[Record],
+    completed: &HashMap<&str, &str>,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let header = [
         "TIME",
         "CALLER",
@@ -142,9 +156,10 @@ pub fn print_table(rows: &[Record], out: &mut dyn Write) -> std::io::Result<()> 
         "RULE",
         "STATUS",
         "REASON",
+        "COMPLETION",
         "AUDIT ID",
     ];
-    let cells: Vec<[String; 10]> = rows.iter().map(row).collect();
+    let cells: Vec<[String; 11]> = rows.iter().map(|r| row(r, completed)).collect();
     let mut widths = header.map(str::len);
     for c in &cells {
         for (w, v) in widths.iter_mut().zip(c.iter()) {
@@ -178,8 +193,13 @@ fn reason_cell(reason: &str) -> String {
 /// Longest reason shown in a table cell; `--json` shows it whole.
 const REASON_CELL_CHARS: usize = 40;
 
-fn row(r: &Record) -> [String; 10] {
+fn row(r: &Record, completed: &HashMap<&str, &str>) -> [String; 11] {
     let e = &r.entry;
+    let completion = match (e.kind, completed.get(e.audit_id.as_str())) {
+        (Some(Kind::Completion), _) => e.completion.clone().unwrap_or_else(|| "-".into()),
+        (Some(Kind::Outcome), Some(state)) => (*state).to_owned(),
+        _ => "-".into(),
+    };
     let dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
     let status = match (e.kind, e.status, e.upstream_status) {
         (Some(Kind::Intent), _, _) => "sent, no outcome".to_owned(),
@@ -202,6 +222,7 @@ fn row(r: &Record) -> [String; 10] {
         dash(&e.rule),
         status,
         e.reason.as_deref().map_or_else(|| "-".into(), reason_cell),
+        completion,
         e.audit_id.clone(),
     ]
 }

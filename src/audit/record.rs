@@ -21,6 +21,9 @@ pub enum Kind {
     /// Refusals left out under the audit's sampling limit, counted (`suppressed`) once the
     /// caller or source has gone quiet, or when the log is closed.
     Suppressed,
+    /// What became of a device action Graph accepted (its `deviceActionResults` state), or
+    /// that it was still pending at the reconciliation deadline; same `audit_id` as its intent.
+    Completion,
 }
 
 impl Kind {
@@ -32,6 +35,7 @@ impl Kind {
             Kind::Outcome => "outcome",
             Kind::Request => "request",
             Kind::Suppressed => "suppressed",
+            Kind::Completion => "completion",
         }
     }
 }
@@ -206,6 +210,10 @@ pub struct Entry {
     /// Free text for `start` records (version, reason).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// `completion` records: the action's final state (`done`, `failed`, `not_supported`,
+    /// `canceled`, or `pending_past_deadline`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub completion: Option<String>,
 }
 
 /// A record as stored: the entry plus its place in the hash chain.

@@ -5,6 +5,13 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::checkpoint::{self, CheckpointConfig};
+use super::note::NoteSigner;
+use super::push::PushQueue;
 use super::sampler::SamplingLimits;
 use super::sink::FileOptions;
 use super::{Audit, AuditConfig, Fingerprinter};
@@ -37,20 +44,59 @@ pub struct ServeAuditArgs {
     /// counted (0: record every one).
     #[arg(long, env = "GRAPHGATE_AUDIT_AUTH_FAILURES_PER_SEC", default_value_t = SamplingLimits::default().auth_failures_per_sec)]
     pub audit_auth_failures_per_sec: u32,
+    /// Ed25519 signing key for the log's checkpoints (`graphgate audit keygen`), private to
+    /// graphgate's user (mode 0600) [default: no checkpoints].
+    #[arg(long, env = "GRAPHGATE_AUDIT_SIGNING_KEY_FILE")]
+    pub audit_signing_key_file: Option<PathBuf>,
+    /// Sign a checkpoint at least every this many records (with a signing key).
+    #[arg(long, env = "GRAPHGATE_AUDIT_CHECKPOINT_EVERY_RECORDS", default_value_t = checkpoint::DEFAULT_EVERY_RECORDS, value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_every_records: u64,
+    /// Sign a checkpoint at least this often while records are written (with a signing key).
+    #[arg(long, env = "GRAPHGATE_AUDIT_CHECKPOINT_INTERVAL_SECS", default_value_t = checkpoint::DEFAULT_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_checkpoint_interval_secs: u64,
+    /// POST every signed checkpoint (the note text) to this http(s) URL, so a copy lives off
+    /// the host; failures are retried and counted, never block requests.
+    #[arg(
+        long,
+        env = "GRAPHGATE_AUDIT_CHECKPOINT_URL",
+        requires = "audit_signing_key_file"
+    )]
+    pub audit_checkpoint_url: Option<http::Uri>,
+    /// Export audit records as OTLP log records when OTLP export is configured
+    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); `false` keeps them local.
+    #[arg(long, env = "GRAPHGATE_AUDIT_SHIP", default_value_t = true, action = clap::ArgAction::Set)]
+    pub audit_ship: bool,
+    /// Follow up each device action Graph accepts (its deviceActionResults) and record its
+    /// final state as a `completion` record; needs DeviceManagementManagedDevices.Read.All.
+    #[arg(long, env = "GRAPHGATE_RECONCILE_OUTCOMES")]
+    pub reconcile_outcomes: bool,
+    /// How long an accepted action has to reach a final state before it counts as overdue.
+    #[arg(long, env = "GRAPHGATE_RECONCILE_DEADLINE_SECS", default_value_t = super::reconcile::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
+    pub reconcile_deadline_secs: u64,
 }
 
 impl ServeAuditArgs {
+    /// The reconciliation these flags ask for.
+    pub fn reconcile(&self) -> Option<super::reconcile::ReconcileConfig> {
+        self.reconcile_outcomes
+            .then(|| super::reconcile::ReconcileConfig {
+                deadline: Duration::from_secs(self.reconcile_deadline_secs),
+            })
+    }
+
     /// The configuration these flags give.
     pub fn config(&self) -> AuditConfig {
         AuditConfig {
             files: FileOptions {
                 max_file_bytes: self.audit_max_file_bytes,
                 retain_files: self.audit_retain_files,
+                keep_unshipped: self.audit_ship && super::ship::otlp_configured(),
             },
             sampling: SamplingLimits {
                 refusals_per_sec: self.audit_refusals_per_sec,
                 auth_failures_per_sec: self.audit_auth_failures_per_sec,
             },
+            checkpoints: None,
         }
     }
 }
@@ -72,6 +118,17 @@ pub enum SetupError {
     /// The key file is unusable.
     #[error(transparent)]
     Key(#[from] super::fingerprint::KeyError),
+    /// The checkpoint signing key is unusable.
+    #[error("audit signing key {path}: {reason}")]
+    SigningKey {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The checkpoint push cannot be set up.
+    #[error("--audit-checkpoint-url: {0}")]
+    Push(String),
     /// The log cannot be opened or written.
     #[error("audit log {path}: {reason}")]
     Log {
@@ -91,7 +148,11 @@ pub fn emulator_default_log() -> PathBuf {
 
 /// Opens the audit log `serve` was asked for, checked against its anchor. The caller
 /// writes the `start` record ([`Audit::write_start`]) once every other check has passed.
-pub async fn open_for_serve(args: &ServeAuditArgs, emulator: bool) -> Result<Audit, SetupError> {
+pub async fn open_for_serve(
+    args: &ServeAuditArgs,
+    emulator: bool,
+    extra_ca_pem: Option<&str>,
+) -> Result<Audit, SetupError> {
     let path = match (args.audit_log.as_deref(), emulator) {
         (Some("none"), _) => {
             tracing::warn!(
@@ -121,5 +182,50 @@ pub async fn open_for_serve(args: &ServeAuditArgs, emulator: bool) -> Result<Aud
         }
         (None, false) => return Err(SetupError::NoKey),
     };
-    Audit::open_with(&path, &args.config(), fingerprinter).map_err(|e| log_err(e.to_string()))
+    let mut config = args.config();
+    config.checkpoints = checkpoints(args, extra_ca_pem)?;
+    let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
+    let audit =
+        Audit::open_with(&path, &config, fingerprinter).map_err(|e| log_err(e.to_string()))?;
+    Ok(audit.with_push(push))
+}
+
+/// The checkpoint configuration the flags ask for (and the push task, started).
+fn checkpoints(
+    args: &ServeAuditArgs,
+    extra_ca_pem: Option<&str>,
+) -> Result<Option<CheckpointConfig>, SetupError> {
+    let Some(file) = &args.audit_signing_key_file else {
+        return Ok(None);
+    };
+    let signer = load_signer(file)?;
+    tracing::info!(public_key = %signer.verifier(), "audit checkpoints are signed; verify with this public key");
+    let push = match &args.audit_checkpoint_url {
+        Some(url) => {
+            let queue = PushQueue::default();
+            super::push::spawn(queue.clone(), url.clone(), extra_ca_pem)
+                .map_err(|e| SetupError::Push(e.to_string()))?;
+            Some(queue)
+        }
+        None => None,
+    };
+    Ok(Some(CheckpointConfig {
+        signer: Arc::new(signer),
+        every_records: args.audit_checkpoint_every_records,
+        interval: Duration::from_secs(args.audit_checkpoint_interval_secs),
+        push,
+    }))
+}
+
+/// Reads a signing key written by `graphgate audit keygen`, refusing a file that its group
+/// or others may read.
+pub fn load_signer(path: &Path) -> Result<NoteSigner, SetupError> {
+    let fail = |reason: String| SetupError::SigningKey {
+        path: path.display().to_string(),
+        reason,
+    };
+    super::fingerprint::check_private(path).map_err(fail)?;
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    NoteSigner::parse(&text)
+        .map_err(|e| fail(format!("{e} (make one with `graphgate audit keygen`)")))
 }

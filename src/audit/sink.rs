@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use super::Fingerprinter;
 use super::anchor::{self, Anchor, Head, Tail};
 use super::chain::ChainState;
+use super::checkpoint::{self, CheckpointConfig};
+use super::checkpointer::Checkpointer;
 use super::files;
 use super::record::Record;
 
@@ -42,6 +44,9 @@ pub struct FileOptions {
     pub max_file_bytes: u64,
     /// Keep at most this many rotated files, removing the oldest (`None`: keep all).
     pub retain_files: Option<usize>,
+    /// Records are shipped off the host: retention never removes a file holding a record
+    /// past the shipping cursor (a collector that is down must not lose them).
+    pub keep_unshipped: bool,
 }
 
 /// The audit log file at `path`; full files become `path.000001`, `path.000002`, ...
@@ -60,9 +65,28 @@ pub struct FileSink {
     /// The durable chain, as the writer last reported it.
     head: ChainState,
     anchored_at: Instant,
+    /// Signed checkpoints, if a signing key is configured.
+    checkpoints: Option<Checkpointer>,
 }
 
 impl FileSink {
+    /// Signs checkpoints of the log at `path` from now on. Refuses a log whose newest
+    /// signed checkpoint no longer matches it (rewritten, or cut off), then checkpoints the
+    /// chain as it stands (`head`).
+    pub fn checkpoint_with(
+        &mut self,
+        path: &Path,
+        config: CheckpointConfig,
+        head: &ChainState,
+    ) -> io::Result<()> {
+        let verifier = config.signer.verifier();
+        checkpoint::check_last(path, &verifier, head)?;
+        let mut checkpointer = Checkpointer::open(path, config)?;
+        checkpointer.write(head);
+        self.checkpoints = Some(checkpointer);
+        Ok(())
+    }
+
     /// Opens (or creates) the log, locks it, checks it against its anchor (a log whose
     /// anchored records are missing or rewritten is refused), and returns the chain state to
     /// continue from. A torn last line (crash mid-write) is kept: that file is rotated aside.
@@ -99,6 +123,7 @@ impl FileSink {
             anchor,
             head: state.clone(),
             anchored_at: Instant::now(),
+            checkpoints: None,
         };
         sink.write_anchor("start", false)?;
         if torn {
@@ -109,6 +134,10 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
+        // The closed file's records are all durable: sign the head they reach.
+        if let Some(c) = &mut self.checkpoints {
+            c.write(&self.head);
+        }
         let n = files::highest_rotation(&self.path)?.max(self.anchor.last_rotation) + 1;
         let rotated = files::rotated_name(&self.path, n);
         // Never over an existing file: a taken name fails this write (and so the request).
@@ -130,7 +159,10 @@ impl FileSink {
             return Ok(());
         };
         let rotated = files::rotated_files(&self.path)?;
-        let excess = rotated.len().saturating_sub(keep);
+        let mut excess = rotated.len().saturating_sub(keep);
+        if self.options.keep_unshipped && excess > 0 {
+            excess = self.shipped_files(&rotated, excess)?;
+        }
         if excess == 0 {
             return Ok(());
         }
@@ -157,6 +189,24 @@ impl FileSink {
             tracing::info!(file = %file.display(), "audit retention: removed the oldest rotated file");
         }
         files::sync_dir(&self.path)
+    }
+
+    /// How many of the oldest `upto` rotated files hold only records the collector
+    /// acknowledged: a file's last record is the one before the next file's first (after the
+    /// newest rotated file comes the current one, which starts after the head).
+    fn shipped_files(&self, rotated: &[PathBuf], upto: usize) -> io::Result<usize> {
+        let acked = super::ship::read_cursor(&self.path);
+        for i in 0..upto {
+            let next_first = match rotated.get(i + 1) {
+                Some(next) => files::first_link(next)?.map(|first| first.seq),
+                None => Some(self.head.seq + 1),
+            };
+            // A file without a readable first record keeps everything before it.
+            if next_first.is_none_or(|first| first - 1 > acked) {
+                return Ok(i);
+            }
+        }
+        Ok(upto)
     }
 
     /// Stores the anchor with the current head.
@@ -201,6 +251,9 @@ impl Sink for FileSink {
         if head.seq != self.head.seq {
             self.head = head.clone();
         }
+        if let Some(c) = self.checkpoints.as_mut().filter(|c| c.due(&self.head)) {
+            c.write(&self.head);
+        }
         if self.anchor.head.seq != self.head.seq && self.anchored_at.elapsed() >= anchor::INTERVAL {
             self.write_anchor("interval", false)?;
         }
@@ -209,6 +262,9 @@ impl Sink for FileSink {
 
     fn close(&mut self, head: &ChainState) -> io::Result<()> {
         self.head = head.clone();
+        if let Some(c) = &mut self.checkpoints {
+            c.close(head);
+        }
         self.write_anchor("shutdown", true)
     }
 }
@@ -322,15 +378,25 @@ fn open_append(path: &Path) -> io::Result<File> {
     opts.open(path)
 }
 
+/// Locks the log against a second writer. A lock still held for a moment is waited for (up
+/// to [`LOCK_WAIT`]): a process forked elsewhere in this one (a child being spawned) holds a
+/// copy of the descriptor, and so the lock, until it execs.
 fn lock(file: File) -> io::Result<File> {
-    file.try_lock().map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::WouldBlock,
-            "the audit log is in use by another graphgate process",
-        )
-    })?;
+    let until = Instant::now() + LOCK_WAIT;
+    while file.try_lock().is_err() {
+        if Instant::now() >= until {
+            return Err(io::Error::new(
+                io::ErrorKind::WouldBlock,
+                "the audit log is in use by another graphgate process",
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     Ok(file)
 }
+
+/// Longest a start waits for the log's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The chain state after the last complete record of `file`, and whether a torn line follows.
 fn last_state(file: &mut File) -> io::Result<(Option<ChainState>, bool)> {

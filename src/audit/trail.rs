@@ -242,6 +242,10 @@ impl AuditTrail {
             }
         }
         let entry = entry.clone();
+        if entry.kind == Some(Kind::Outcome) {
+            // Graph accepted a device action? Follow it up to its final state.
+            self.audit.reconcile(&entry);
+        }
         self.write(entry).await;
     }
 

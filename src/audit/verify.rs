@@ -114,7 +114,11 @@ pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Repo
             lines.push(Line { pos, value });
         }
     }
-    walk(&lines, watch, &mut report);
+    // Sorted, so each record is looked up in it by binary search (checkpoints can be many).
+    let mut watch = watch.to_vec();
+    watch.sort_unstable();
+    watch.dedup();
+    walk(&lines, &watch, &mut report);
     Ok(report)
 }
 
@@ -203,7 +207,7 @@ fn note_link(report: &mut Report, watch: &[u64], v: &Value, s: u64) {
     if report.first.is_none() {
         report.first = Some(link());
     }
-    if watch.contains(&s) {
+    if watch.binary_search(&s).is_ok() {
         report.watched.push(link());
     }
 }

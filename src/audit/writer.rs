@@ -65,6 +65,8 @@ pub struct Writer {
     tx: mpsc::Sender<Job>,
     deferred: Arc<Deferred>,
     healthy: Arc<AtomicBool>,
+    /// The sequence number the chain is durable up to (followed by the shipper).
+    durable: tokio::sync::watch::Receiver<u64>,
 }
 
 /// Records nobody waits for, left for the writer to pick up on its next wake (an intent, a
@@ -100,6 +102,7 @@ impl Writer {
     ) -> std::io::Result<(Writer, oneshot::Receiver<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stopped_tx, stopped) = oneshot::channel();
+        let (durable_tx, durable) = tokio::sync::watch::channel(state.seq);
         let healthy = Arc::new(AtomicBool::new(true));
         let deferred = Arc::new(Deferred::default());
         let (flag, left) = (Arc::clone(&healthy), Arc::clone(&deferred));
@@ -110,6 +113,7 @@ impl Writer {
                     deferred: &left,
                     samplers: &samplers,
                     healthy: &flag,
+                    durable: &durable_tx,
                 };
                 run(sink, rx, state, &ends);
                 let _ = stopped_tx.send(());
@@ -119,6 +123,7 @@ impl Writer {
                 tx,
                 deferred,
                 healthy,
+                durable,
             },
             stopped,
         ))
@@ -176,6 +181,11 @@ impl Writer {
         done.await.map_err(|_| WriteError::Stopped)?.map(|_| ())
     }
 
+    /// Follows the sequence number the chain is durable up to.
+    pub fn durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.durable.clone()
+    }
+
     /// Whether the last write succeeded.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed) && !self.tx.is_closed()
@@ -187,6 +197,18 @@ struct Ends<'a> {
     deferred: &'a Deferred,
     samplers: &'a [Sampler; 2],
     healthy: &'a AtomicBool,
+    durable: &'a tokio::sync::watch::Sender<u64>,
+}
+
+impl Ends<'_> {
+    /// Tells followers (the shipper) how far the chain is durable.
+    fn durable_to(&self, seq: u64) {
+        self.durable.send_if_modified(|s| {
+            let changed = *s != seq;
+            *s = seq;
+            changed
+        });
+    }
 }
 
 fn run(mut sink: Box<dyn Sink>, mut rx: mpsc::Receiver<Job>, state: ChainState, ends: &Ends<'_>) {
@@ -249,6 +271,7 @@ async fn serve(
         if let Err(e) = sink.durable(&log.durable) {
             tracing::error!(error = %e, "could not update the audit log's anchor");
         }
+        ends.durable_to(log.durable.seq);
     }
 }
 
@@ -274,6 +297,7 @@ fn close(
     if let Err(e) = &result {
         tracing::error!(error = %e, "the audit log was not closed cleanly");
     }
+    ends.durable_to(log.durable.seq);
     for ack in stop.into_iter().chain(log.stop.take()) {
         let _ = ack.send(result.clone().map(|()| log.durable.seq));
     }

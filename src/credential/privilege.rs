@@ -60,6 +60,8 @@ pub fn required_permissions(policy: &Policy) -> BTreeSet<&'static str> {
 #[derive(Default)]
 pub struct PrivilegeWatch {
     required: Mutex<BTreeSet<&'static str>>,
+    /// Needed whatever the policy says (outcome reconciliation's read permission).
+    also: Mutex<BTreeSet<&'static str>>,
     granted: Mutex<Option<Vec<String>>>,
     report: ArcSwapOption<LeastPrivilegeReport>,
 }
@@ -78,6 +80,14 @@ impl PrivilegeWatch {
         self.recompute();
     }
 
+    /// `permission` is needed whatever the policy (a feature of the gateway uses it).
+    pub fn require_also(&self, permission: &'static str) {
+        if let Ok(mut a) = self.also.lock() {
+            a.insert(permission);
+        }
+        self.recompute();
+    }
+
     /// A new token arrived with these roles.
     pub fn observe_roles(&self, roles: &[String]) {
         if let Ok(mut g) = self.granted.lock() {
@@ -90,7 +100,8 @@ impl PrivilegeWatch {
         let Some(granted) = self.granted.lock().ok().and_then(|g| g.clone()) else {
             return;
         };
-        let required = self.required.lock().map(|r| r.clone()).unwrap_or_default();
+        let mut required = self.required.lock().map(|r| r.clone()).unwrap_or_default();
+        required.extend(self.also.lock().map(|a| a.clone()).unwrap_or_default());
         let report = compare(granted.iter().map(String::as_str), required);
         let changed = self.report.load().as_deref() != Some(&report);
         if changed {

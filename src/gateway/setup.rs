@@ -10,12 +10,12 @@ use tokio::sync::Semaphore;
 use crate::audit::Audit;
 use crate::cloud::Cloud;
 use crate::forward::{Forwarder, RetryPolicy};
-use crate::idempotency::IdempotencyStore;
 use crate::identity::PeerCertificate;
 use crate::identity::jwt::{IssuerRegistry, TokenIssuers, fetch::HttpLoader};
 use crate::policy::Policy;
-use crate::ratelimit::{LimiterRegistry, PolicyLimits};
+use crate::ratelimit::PolicyLimits;
 use crate::slots::KeyedSlots;
+use crate::state::{ClaimSettings, IdempotencyStore, Namespace, StateStore};
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 
@@ -38,8 +38,10 @@ pub struct Limits {
     pub max_in_flight_per_caller: usize,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
-    /// Most idempotency keys remembered.
+    /// Most idempotency keys remembered (by the memory store).
     pub idempotency_capacity: u64,
+    /// Longest a duplicate waits for the first request with its key to finish (then 409).
+    pub idempotency_wait: Duration,
 }
 
 impl Default for Limits {
@@ -54,6 +56,18 @@ impl Default for Limits {
             max_in_flight_per_caller: 256,
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
+            idempotency_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Limits {
+    /// The idempotency settings, whichever the state store.
+    pub fn claims(&self) -> ClaimSettings {
+        ClaimSettings {
+            capacity: self.idempotency_capacity,
+            window: self.idempotency_window,
+            wait: self.idempotency_wait,
         }
     }
 }
@@ -67,11 +81,11 @@ pub struct ConnInfo {
     pub certificate: Option<Arc<PeerCertificate>>,
 }
 
-/// A policy together with the rate limiters and token issuers' key stores it configures.
+/// A policy together with the limits and token issuers' key stores it configures.
 pub struct Installed {
     /// The policy.
     pub policy: Policy,
-    /// Its limiters.
+    /// Its rate limits, budgets and pacing.
     pub limits: PolicyLimits,
     /// Its token issuers' keys.
     pub tokens: TokenIssuers,
@@ -80,11 +94,11 @@ pub struct Installed {
 /// Everything a request needs; shared by all connections.
 pub struct Gateway {
     pub(super) installed: ArcSwap<Installed>,
-    limiters: LimiterRegistry,
     issuers: IssuerRegistry,
     pub(super) broker: TokenBroker,
     pub(super) forwarder: Forwarder,
-    pub(super) idempotency: IdempotencyStore,
+    /// Idempotency claims, limits, budgets and pacing: this process's or shared.
+    pub(super) state: StateStore,
     pub(super) in_flight: Arc<Semaphore>,
     pub(super) caller_in_flight: KeyedSlots<String>,
     pub(super) limits: Limits,
@@ -129,12 +143,26 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
+        let namespace = Namespace::new(cloud, &broker.key().tenant);
+        let state = StateStore::in_process(namespace, limits.claims());
+        Self::with_store(policy, cloud, broker, http, limits, state)
+    }
+
+    /// [`Gateway::new`] with `state` as its state store (idempotency claims, limits,
+    /// budgets, pacing) instead of this process's memory.
+    pub fn with_store(
+        policy: Policy,
+        cloud: Cloud,
+        broker: TokenBroker,
+        http: HttpClient,
+        limits: Limits,
+        state: StateStore,
+    ) -> Self {
         broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
-        let limiters = LimiterRegistry::default();
         let issuers = IssuerRegistry::new(Arc::new(HttpLoader::new(http.clone())));
         let installed = Installed {
-            limits: limiters.for_policy(&policy),
+            limits: PolicyLimits::new(&policy, state.namespace()),
             tokens: issuers.for_policy(&policy),
             policy,
         };
@@ -142,8 +170,8 @@ impl Gateway {
         installed.tokens.warm();
         Gateway {
             installed: ArcSwap::from_pointee(installed),
-            limiters,
             issuers,
+            state,
             broker,
             forwarder: Forwarder {
                 http,
@@ -151,10 +179,6 @@ impl Gateway {
                 retry: limits.retry.clone(),
                 timeout: limits.upstream_timeout,
             },
-            idempotency: IdempotencyStore::new(
-                limits.idempotency_capacity,
-                limits.idempotency_window,
-            ),
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
             caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
             limits,
@@ -211,8 +235,7 @@ impl Gateway {
 
     /// Replaces the policy; requests in flight keep the one they started with.
     pub fn set_policy(&self, policy: Policy) {
-        // Limiters first: if making them failed, nothing about the new policy is in force.
-        let limits = self.limiters.for_policy(&policy);
+        let limits = PolicyLimits::new(&policy, self.state.namespace());
         self.broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
         let tokens = self.issuers.for_policy(&policy);
@@ -239,9 +262,14 @@ impl Gateway {
         self.forwarder.cloud
     }
 
-    /// The idempotency store (for tests: expiry and bound).
-    pub fn idempotency(&self) -> &IdempotencyStore {
-        &self.idempotency
+    /// The in-process idempotency claims, with the memory store (for tests: expiry and bound).
+    pub fn idempotency(&self) -> Option<&IdempotencyStore> {
+        self.state.idempotency()
+    }
+
+    /// The state store (for readiness).
+    pub fn state(&self) -> &StateStore {
+        &self.state
     }
 
     /// The token broker (for readiness and tests).

@@ -73,6 +73,8 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         })
         .collect();
     let pacing = pacing(file.pacing.as_ref(), &mut issues);
+    let tenant_budgets =
+        super::budget::tenant_budgets(&file.tenant_budgets, &mut |at, m| issues.at(at, m));
     if !issues.0.is_empty() {
         issues.0.sort_by_key(|i| (i.line, i.column));
         return Err(issues.0);
@@ -86,6 +88,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         callers,
         rules,
         pacing,
+        tenant_budgets,
         hash,
     })
 }
@@ -220,6 +223,7 @@ fn caller<'f>(
         mtls,
         jwt,
         rate_limit: rate(&entry.rate_limit, issues),
+        budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),
     }
 }
 
@@ -279,6 +283,7 @@ fn rule(
         initiators: super::context::initiators(entry.initiators.as_ref(), issues),
         require: super::context::require(entry.require.as_ref(), effect == Effect::Deny, issues),
         rate_limit: rate(&entry.rate_limit, issues),
+        budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),
     };
     never_matches(entry, &rule, issues);
     rule
@@ -487,6 +492,10 @@ fn contradict(a: &Test, b: &Test) -> bool {
 /// caller's patience (and a deadline of centuries would overflow the clock).
 const MAX_PACING_WAIT_MS: u64 = 60_000;
 
+/// The most writes `tenant_writes` may allow per window: pacing remembers each write of the
+/// window (an exact sliding window), so the count bounds that memory.
+const MAX_PACING_WRITES: u32 = 100_000;
+
 fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
     let mut pacing = Pacing::default();
     let Some(entry) = entry else { return pacing };
@@ -505,22 +514,21 @@ fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
         }
         pacing.max_wait = std::time::Duration::from_millis(ms.value.min(MAX_PACING_WAIT_MS));
     }
+    if pacing.tenant_writes.count > MAX_PACING_WRITES
+        && let Some(at) = &entry.tenant_writes
+    {
+        issues.at(
+            at,
+            format!("tenant_writes allows at most {MAX_PACING_WRITES} writes per window (Intune's limit is 200 per 20s)"),
+        );
+    }
+    // The static split is gone: one shared budget replaces it (`--state redis://...`).
+    // Refused rather than ignored, so nobody upgrades into N times the tenant's limit.
     if let Some(replicas) = &entry.replicas {
-        let writes = pacing.tenant_writes.count;
-        if replicas.value == 0 {
-            issues.at(replicas, "replicas must be at least 1");
-        } else if replicas.value > writes {
-            // Each replica would still get one write per window, and together they would
-            // exceed the tenant's limit.
-            issues.at(
-                replicas,
-                format!(
-                    "replicas {} is more than tenant_writes allows per window ({writes}): each replica needs at least one write",
-                    replicas.value
-                ),
-            );
-        }
-        pacing.tenant_writes = pacing.tenant_writes.split(replicas.value);
+        issues.at(
+            replicas,
+            "'replicas' is no longer supported: replicas sharing a state store (--state redis://...) pace against one shared tenant_writes budget; a gateway with --state memory paces alone, so give it its share directly (e.g. tenant_writes: 50 per 20s for each of 4 replicas)",
+        );
     }
     pacing
 }

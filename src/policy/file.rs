@@ -16,6 +16,9 @@ pub(super) struct PolicyFile {
     pub pacing: Option<PacingEntry>,
     #[serde(default)]
     pub jwt_issuers: Vec<super::jwt::JwtIssuerEntry>,
+    /// Operation name to `N per day|hour` (see `budget`).
+    #[serde(default)]
+    pub tenant_budgets: std::collections::BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -30,6 +33,8 @@ pub(super) struct CallerEntry {
     pub jwt: Option<Spanned<super::jwt::JwtCallerEntry>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub budget: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +89,8 @@ pub(super) struct RuleEntry {
     pub initiators: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
+    #[serde(default)]
+    pub budget: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

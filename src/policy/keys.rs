@@ -242,7 +242,14 @@ mod tests {
     fn field_lists_come_from_the_derives() {
         assert_eq!(
             fields_of::<PolicyFile>(),
-            &["version", "callers", "rules", "pacing", "jwt_issuers"]
+            &[
+                "version",
+                "callers",
+                "rules",
+                "pacing",
+                "tenant_budgets",
+                "jwt_issuers"
+            ]
         );
         assert!(fields_of::<ConditionEntry>().contains(&"one_of"));
     }

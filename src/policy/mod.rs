@@ -2,6 +2,7 @@
 //! devices, with which parameters. Parsed strictly, validated with every error reported at
 //! once (each with line and column), and evaluated deny-by-default with deny rules winning.
 
+pub mod budget;
 mod compile;
 pub mod context;
 mod eval;
@@ -18,6 +19,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
+pub use budget::{Budget, BudgetWindow, TenantBudget};
 pub use context::{InitiatorPattern, Missing, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
@@ -90,6 +92,8 @@ pub struct Caller {
     pub jwt: Option<JwtIdentity>,
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
+    /// How many devices it may act on per day or hour, if capped.
+    pub budget: Option<Budget>,
 }
 
 /// Whether a matching rule lets the request through.
@@ -163,12 +167,15 @@ pub struct Rule {
     pub require: Require,
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
+    /// How many devices the requests it admits may act on per day or hour, if capped.
+    pub budget: Option<Budget>,
 }
 
 /// Gateway-wide pacing of writes to the tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pacing {
-    /// Outgoing privileged writes allowed for this replica.
+    /// Outgoing privileged writes allowed to the tenant: never more than `count` in any
+    /// window of `per`, across every replica sharing the state store.
     pub tenant_writes: Rate,
     /// Longest a request waits for a pacing slot before getting 429.
     pub max_wait: std::time::Duration,
@@ -208,6 +215,8 @@ pub struct Policy {
     jwt_callers: jwt::JwtCallers,
     /// Tenant write pacing.
     pub pacing: Pacing,
+    /// Tenant-wide budgets per operation.
+    pub tenant_budgets: Vec<TenantBudget>,
     /// Hex SHA-256 of the file's bytes: the policy version recorded with each decision.
     pub hash: String,
 }

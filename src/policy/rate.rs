@@ -66,14 +66,6 @@ impl Rate {
         }
         Ok(Rate { count, per })
     }
-
-    /// This rate divided among `replicas` (at least one request per window each).
-    pub fn split(self, replicas: u32) -> Rate {
-        Rate {
-            count: (self.count / replicas.max(1)).max(1),
-            per: self.per,
-        }
-    }
 }
 
 impl fmt::Display for Rate {
@@ -117,7 +109,6 @@ mod tests {
         ] {
             assert!(Rate::parse(bad).is_err(), "{bad}");
         }
-        assert_eq!(Rate::parse("200 per 20s").unwrap().split(3).count, 66);
     }
 
     #[test]

@@ -181,21 +181,87 @@ fn every_semantic_error_is_reported_at_once_with_its_position() {
 }
 
 #[test]
-fn pacing_defaults_to_intunes_limit_and_splits_across_replicas() {
+fn pacing_defaults_to_intunes_limit_and_the_replicas_split_is_refused_with_the_way_out() {
     assert_eq!(policy(ALLOW).pacing.tenant_writes, INTUNE_WRITE_LIMIT);
     let p = Policy::from_yaml(
-        "version: 1\npacing:\n  tenant_writes: 200 per 20s\n  replicas: 4\n  max_wait_ms: 500\n",
+        "version: 1\npacing:\n  tenant_writes: 150 per 20s\n  max_wait_ms: 500\n",
         "p",
     )
     .unwrap();
     assert_eq!(
         p.pacing.tenant_writes,
         Rate {
-            count: 50,
+            count: 150,
             per: std::time::Duration::from_secs(20)
         }
     );
     assert_eq!(p.pacing.max_wait, std::time::Duration::from_millis(500));
+    // An old file with the static split does not load into N times the tenant's limit.
+    let err = errors("version: 1\npacing:\n  tenant_writes: 200 per 20s\n  replicas: 4\n");
+    assert_eq!(err.issues.len(), 1, "{err}");
+    assert_eq!((err.issues[0].line, err.issues[0].column), (4, 13), "{err}");
+    let message = &err.issues[0].message;
+    assert!(
+        message.contains("'replicas' is no longer supported")
+            && message.contains("--state redis://")
+            && message.contains("50 per 20s"),
+        "{message}"
+    );
+    let many = errors("version: 1\npacing:\n  tenant_writes: 100001 per 1s\n");
+    assert!(
+        many.issues[0]
+            .message
+            .contains("at most 100000 writes per window"),
+        "{many}"
+    );
+}
+
+#[test]
+fn budgets_on_callers_rules_and_tenant_operations() {
+    let p = Policy::from_yaml(
+        &format!(
+            "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{H}\"\n    budget: 20 per day\nrules:\n  - name: r\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    budget: 5 per hour\ntenant_budgets:\n  managedDevices.updateWindowsDeviceAccount: 400 per day\n"
+        ),
+        "p",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        p.callers[0].budget,
+        Some(Budget {
+            limit: 20,
+            window: BudgetWindow::Day
+        })
+    );
+    assert_eq!(
+        p.rules[0].budget,
+        Some(Budget {
+            limit: 5,
+            window: BudgetWindow::Hour
+        })
+    );
+    assert_eq!(p.tenant_budgets.len(), 1);
+    assert_eq!(p.tenant_budgets[0].op.name, op().name);
+    assert_eq!(p.tenant_budgets[0].budget.limit, 400);
+    assert!(policy(ALLOW).tenant_budgets.is_empty() && policy(ALLOW).callers[0].budget.is_none());
+
+    let err = errors(&format!(
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{H}\"\n    budget: 20 per week\nrules:\n  - name: r\n    callers: [a]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    budget: 0 per day\ntenant_budgets:\n  managedDevices.selfDestruct: 400 per day\n  managedDevices.updateWindowsDeviceAccount: lots\n"
+    ));
+    let shown = err.to_string();
+    for (line, text) in [
+        (5, "is not a budget"),
+        (10, "allows nothing"),
+        (12, "unknown operation \"managedDevices.selfDestruct\""),
+        (13, "\"lots\" is not a budget"),
+    ] {
+        assert!(
+            err.issues
+                .iter()
+                .any(|i| i.line == line && i.message.contains(text)),
+            "line {line}: {text}\n{shown}"
+        );
+    }
+    assert_eq!(err.issues.len(), 4, "{shown}");
 }
 
 #[test]
@@ -209,10 +275,7 @@ fn every_number_out_of_range_is_reported_at_once_with_its_position() {
         (5, "longer than a day"),
         (10, "at most 1000000 requests per window"),
         (13, "over the 60000 ms limit"),
-        (
-            14,
-            "replicas 4 is more than tenant_writes allows per window (3)",
-        ),
+        (14, "'replicas' is no longer supported"),
     ];
     for (line, text) in expect {
         assert!(

@@ -219,6 +219,7 @@ fn file_options() -> FileOptions {
     FileOptions {
         max_file_bytes: 1 << 30,
         retain_files: None,
+        keep_unshipped: false,
     }
 }
 

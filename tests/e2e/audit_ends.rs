@@ -345,6 +345,7 @@ async fn retention_keeps_the_newest_rotated_files_and_moves_the_anchored_tail() 
         files: graphgate::audit::sink::FileOptions {
             max_file_bytes: 800,
             retain_files: Some(2),
+            keep_unshipped: false,
         },
         ..Default::default()
     };

@@ -192,6 +192,7 @@ async fn rig_with(cloud: Cloud, config: EmulatorConfig, kind: Kind, policy: &str
         token_expiry_margin: Duration::from_secs(300),
         audit: graphgate::audit::Audit::disabled(),
         limits: Limits::default(),
+        reconcile: None,
     };
     let http = upstream::build_client(&UpstreamConfig {
         connect_to: emu.connect_to.clone(),
@@ -725,6 +726,7 @@ async fn replicas_each_hold_their_own_token() {
         token_expiry_margin: Duration::from_secs(300),
         audit: graphgate::audit::Audit::disabled(),
         limits: Limits::default(),
+        reconcile: None,
     };
     let b = app::build(&b_settings, Policy::from_yaml(&policy_text(), "t").unwrap()).unwrap();
     for _ in 0..3 {

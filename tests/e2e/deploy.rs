@@ -3,8 +3,8 @@
 //! starts the real binary into a ready gateway that answers an allowed request over mTLS;
 //! the Dockerfile's COPY lines are enough for cargo; every `serve` flag has an environment
 //! variable, listed in the README. Submodules: `launch` (running one shipped
-//! configuration), `kube`, `jwt` (callers with tokens, as deployed), `systemd`, `docker`,
-//! `flags`, `docs`. Here: shared helpers and
+//! configuration), `kube`, `jwt` (callers with tokens, as deployed), `state` (the shared
+//! state store), `systemd`, `docker`, `flags`, `docs`. Here: shared helpers and
 //! the checks that need no external tool.
 
 mod docker;
@@ -13,6 +13,7 @@ mod flags;
 mod jwt;
 mod kube;
 mod launch;
+mod state;
 mod systemd;
 
 use std::collections::BTreeSet;
@@ -202,10 +203,22 @@ fn the_collector_receives_otlp_http_on_4318() {
         .as_str()
         .unwrap();
     assert!(endpoint.ends_with(":4318"));
-    let receivers = otel["service"]["pipelines"]["traces"]["receivers"]
-        .as_array()
-        .unwrap();
-    assert!(receivers.contains(&Value::from("otlp")));
+    let pipelines = &otel["service"]["pipelines"];
+    for pipeline in ["traces", "logs"] {
+        // Traces, and the audit records shipped as OTLP log records.
+        let receivers = pipelines[pipeline]["receivers"].as_array().unwrap();
+        assert!(receivers.contains(&Value::from("otlp")), "{pipeline}");
+        // Every exporter a pipeline names is defined.
+        let exporters = pipelines[pipeline]["exporters"].as_array().unwrap();
+        assert!(!exporters.is_empty(), "{pipeline}");
+        for exporter in exporters {
+            let name = exporter.as_str().unwrap();
+            assert!(!otel["exporters"][name].is_null(), "{pipeline}: {name}");
+        }
+    }
+    // The audit records are not scrubbed: a changed attribute or body would break the hash.
+    let processors = pipelines["logs"]["processors"].as_array().unwrap();
+    assert!(!processors.contains(&Value::from("attributes/scrub")));
 }
 
 #[test]

@@ -305,10 +305,15 @@ async fn cold_cache_concurrency_makes_exactly_one_token_request() {
 #[tokio::test]
 async fn short_lived_tokens_are_refreshed_without_a_failed_request() {
     // Tokens live 3 s and are never used in their last second; refresh-ahead starts at 1.5 s.
+    // The workers send far more than Intune's 200 writes per 20 s: pacing is lifted here.
     let h = std::sync::Arc::new(
         start_with(Options {
             token_lifetime: Duration::from_secs(3),
             token_expiry_margin: Duration::from_secs(1),
+            policy: Some(format!(
+                "{}pacing:\n  tenant_writes: 10000 per 1s\n",
+                policy_text()
+            )),
             ..Options::default()
         })
         .await,

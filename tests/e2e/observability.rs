@@ -6,7 +6,6 @@
 
 use crate::common;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -14,83 +13,15 @@ use common::*;
 use graphgate::emulator::{AppRegistration, EmulatorConfig};
 use graphgate::secret::Secret;
 use graphgate::telemetry::{self, OtlpConfig};
-use http_body_util::{BodyExt, Full};
-use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use prost::Message;
 use tracing_subscriber::Layer;
 use tracing_subscriber::layer::SubscriberExt;
 
-type Spans = Arc<Mutex<Vec<Span>>>;
-
-/// An OTLP/HTTP (protobuf) traces endpoint on 127.0.0.1:0.
-struct Receiver {
-    addr: SocketAddr,
-    /// Every span received.
-    spans: Spans,
-    /// The `service.name` of every export request.
-    services: Arc<Mutex<Vec<String>>>,
-    /// How many spans have arrived (a signal to wait on).
-    arrived: tokio::sync::watch::Receiver<usize>,
-}
-
-async fn otlp_receiver() -> Receiver {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let spans: Spans = Arc::default();
-    let services: Arc<Mutex<Vec<String>>> = Arc::default();
-    let (count, arrived) = tokio::sync::watch::channel(0usize);
-    let count = Arc::new(count);
-    let (store, names) = (Arc::clone(&spans), Arc::clone(&services));
-    tokio::spawn(async move {
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            let (store, names, count) =
-                (Arc::clone(&store), Arc::clone(&names), Arc::clone(&count));
-            let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                let (store, names, count) =
-                    (Arc::clone(&store), Arc::clone(&names), Arc::clone(&count));
-                async move {
-                    let body = req.into_body().collect().await?.to_bytes();
-                    let export = ExportTraceServiceRequest::decode(body).unwrap();
-                    let mut store = store.lock().unwrap();
-                    for rs in export.resource_spans {
-                        let name = rs
-                            .resource
-                            .iter()
-                            .flat_map(|r| &r.attributes)
-                            .find(|kv| kv.key == "service.name");
-                        if let Some(AnyValue::StringValue(name)) =
-                            name.and_then(|kv| kv.value.as_ref()?.value.as_ref())
-                        {
-                            names.lock().unwrap().push(name.clone());
-                        }
-                        for ss in rs.scope_spans {
-                            store.extend(ss.spans);
-                        }
-                    }
-                    count.send_replace(store.len());
-                    Ok::<_, hyper::Error>(http::Response::new(Full::new(Bytes::new())))
-                }
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
-        }
-    });
-    Receiver {
-        addr,
-        spans,
-        services,
-        arrived,
-    }
-}
+use common::otlp::{Spans, otlp_receiver};
 
 #[derive(Clone, Default)]
 struct Buffer(Arc<Mutex<Vec<u8>>>);
@@ -130,7 +61,7 @@ async fn observe() -> Observed {
     // for this test's thread-local subscriber too. A global subscriber that wants everything
     // (and writes nowhere) keeps every callsite's interest at "always".
     let _ = tracing::subscriber::set_global_default(tracing_subscriber::registry());
-    let Receiver { addr, spans, .. } = otlp_receiver().await;
+    let common::otlp::Receiver { addr, spans, .. } = otlp_receiver().await;
     let provider = telemetry::tracer_provider(&OtlpConfig {
         traces_endpoint: Some(format!("http://{addr}/v1/traces")),
         service_name: "graphgate-test".into(),

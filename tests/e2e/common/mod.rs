@@ -2,7 +2,8 @@
 //! production (real hostnames, TLS with certificate checks, connect-to overrides).
 //! Beside it: `served` (the binary as an operator runs it), `process` (child processes
 //! with bounded waits), `tools` (external tools: skip, or fail under CI), `metrics`
-//! (metric values), `clock` (a paused clock over real sockets), `emu` and `pki`.
+//! (metric values), `clock` (a paused clock over real sockets), `emu` and `pki`, `redis` (a
+//! real redis-server per test) and `replicas` (several gateways sharing one state store).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod clock;
@@ -10,8 +11,11 @@ pub mod emu;
 pub mod h2raw;
 pub mod jwt;
 pub mod metrics;
+pub mod otlp;
 pub mod pki;
 pub mod process;
+pub mod redis;
+pub mod replicas;
 pub mod served;
 pub mod tools;
 
@@ -102,6 +106,8 @@ pub struct Options {
     /// Send the Graph hosts' connections here instead of to the emulator (e.g. a closed
     /// port: Graph unreachable while Entra answers).
     pub graph_addr: Option<SocketAddr>,
+    /// Follow up accepted device actions (outcome reconciliation).
+    pub reconcile: Option<graphgate::audit::reconcile::ReconcileConfig>,
 }
 
 impl Default for Options {
@@ -118,6 +124,7 @@ impl Default for Options {
             limits: Limits::default(),
             server: ServerLimits::default(),
             graph_addr: None,
+            reconcile: None,
         }
     }
 }
@@ -221,6 +228,7 @@ pub async fn start_with(opts: Options) -> Harness {
         token_expiry_margin: opts.token_expiry_margin,
         limits: opts.limits.clone(),
         audit: audit.clone(),
+        reconcile: opts.reconcile.clone(),
     };
     let policy = Policy::from_yaml(
         opts.policy.as_deref().unwrap_or(&policy_text()),

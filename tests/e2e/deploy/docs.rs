@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 
 use super::{read, repo};
 
-/// Metric families the gateway registers: the names `src/metrics.rs` passes to `register`
-/// (its exposition leaves out families that have no sample yet, so the source is the list).
+/// Metric families the gateway registers: the names `src/metrics.rs` (and the state store's
+/// `src/state/metrics.rs`, which it calls) pass to `register` (the exposition leaves out
+/// families that have no sample yet, so the source is the list).
 fn exported_families() -> BTreeSet<String> {
-    let source = read(&repo().join("src/metrics.rs"));
+    let source = read(&repo().join("src/metrics.rs")) + &read(&repo().join("src/state/metrics.rs"));
     let names: BTreeSet<String> = source
         .split("r.register(")
         .skip(1)

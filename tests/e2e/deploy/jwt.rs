@@ -208,13 +208,21 @@ async fn the_overlay_with_the_issuer_keys_component_allows_the_caller_examples_t
     if !tool_available("kubectl", &["version", "--client"]) {
         return;
     }
+    // The overlays' replicas share their state in a Redis over TLS: one stands for it.
+    let Some(state) = kube::SharedRedis::start().await else {
+        return;
+    };
     let caller = caller_example();
     let root = Root::new("jwt-issuer-keys");
     let mut rendered = overlay_with_component(&root.dir.join("scratch"));
     operator_edits(&mut rendered, &root, &caller);
-    let pki = Pki::new();
+    let operator = kube::Operator {
+        pki: Pki::new(),
+        state_url: state.url(),
+    };
     let issuer = FederatedIssuer::generate("https://oidc.smoke.test/cluster").unwrap();
-    let (mut shipped, config) = kube::pod_as_shipped(&rendered, &root, &pki, &issuer);
+    let (mut shipped, config) = kube::pod_as_shipped(&rendered, &root, &operator, &issuer);
+    state.trust(&mut shipped);
     let key_file = root.path(&format!("{JWKS_DIR}/{JWKS_FILE}"));
     let policy = Policy::load(&shipped.policy).unwrap();
     assert_eq!(
@@ -239,7 +247,11 @@ async fn the_overlay_with_the_issuer_keys_component_allows_the_caller_examples_t
                 .unwrap()
         }),
     });
-    launch::prove_all(vec![(shipped, config, root)], std::sync::Arc::new(pki)).await;
+    launch::prove_all(
+        vec![(shipped, config, root)],
+        std::sync::Arc::new(operator.pki),
+    )
+    .await;
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! The Kubernetes overlays as a cluster would run them: `kubectl kustomize` renders each, and
 //! the Deployment's container (command, args, env, mounted ConfigMaps and Secrets, probes)
 //! starts as-is against the emulator (`launch`), the test playing the operator (the Secrets
-//! deploy/README.md says to create) and the workload-identity webhook (what it injects).
+//! deploy/README.md says to create, the shared state store among them: a real redis-server
+//! over TLS with a password) and the workload-identity webhook (what it injects).
 //! Also the rendered objects' shape: probes on the admin port, the pod locked down, the
 //! NetworkPolicy never trusting a pod label alone.
 
@@ -14,6 +15,8 @@ use serde_json::Value;
 
 use super::launch::{self, BIN, Pki, Root, Shipped, Tenant};
 use super::{deploy, docker, k8s, read, tool_available, yaml};
+use crate::common::redis::RedisServer;
+use crate::common::temp_dir;
 
 /// The pod name the test gives the `metadata.name` field reference.
 const POD_NAME: &str = "graphgate-5d8f7c9b6-smoke";
@@ -121,28 +124,101 @@ fn certificate() -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_overlay_starts_a_ready_gateway_that_answers_an_allowed_mtls_request() {
     let Some(rendered) = rendered() else { return };
-    let pki = Pki::new();
+    // The overlays' replicas share a Redis over TLS (the graphgate-state Secret): one real
+    // redis-server stands for it, shared by every overlay like one cache by several clouds.
+    let Some(state) = SharedRedis::start().await else {
+        return;
+    };
+    let operator = Operator {
+        pki: Pki::new(),
+        state_url: state.url(),
+    };
     let issuer = FederatedIssuer::generate("https://oidc.smoke.test/cluster").unwrap();
     let runs = rendered
         .iter()
         .map(|r| {
             let root = Root::new(&r.overlay);
-            let (shipped, config) = pod_as_shipped(r, &root, &pki, &issuer);
+            let (mut shipped, config) = pod_as_shipped(r, &root, &operator, &issuer);
+            state.trust(&mut shipped);
             (shipped, config, root)
         })
         .collect();
-    launch::prove_all(runs, std::sync::Arc::new(pki)).await;
+    launch::prove_all(runs, std::sync::Arc::new(operator.pki)).await;
+}
+
+/// What the operator provides: the certificate authorities and the state store's URL.
+pub(super) struct Operator {
+    pub(super) pki: Pki,
+    /// The `url` of the graphgate-state Secret.
+    pub(super) state_url: String,
+}
+
+/// The Redis the overlays' state URL names: a redis-server requiring a password and TLS,
+/// with a certificate from a CA of the test's own.
+pub(super) struct SharedRedis {
+    server: RedisServer,
+    password: String,
+    ca_file: std::path::PathBuf,
+}
+
+impl SharedRedis {
+    /// `None` (skipped, failing under `CI=true`) without redis-server.
+    pub(super) async fn start() -> Option<SharedRedis> {
+        let ca = crate::common::pki::Ca::new("deploy smoke state CA");
+        let leaf = ca.server();
+        let dir = temp_dir("deploy-state");
+        let file = |name: &str, pem: &str| {
+            std::fs::write(dir.join(name), pem).unwrap();
+            dir.join(name).display().to_string()
+        };
+        let (cert, key) = (
+            file("cert.pem", &leaf.cert_pem),
+            file("key.pem", &leaf.key_pem),
+        );
+        let ca_file = file("ca.pem", &ca.pem).into();
+        let password = uuid::Uuid::new_v4().simple().to_string();
+        let args = [
+            "--tls-port",
+            "{port}",
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            &password,
+        ];
+        let server = RedisServer::start_with(&args).await?;
+        Some(SharedRedis {
+            server,
+            password,
+            ca_file,
+        })
+    }
+
+    /// What the operator puts in the Secret: TLS, the password in the URL.
+    pub(super) fn url(&self) -> String {
+        format!("rediss://:{}@localhost:{}", self.password, self.server.port)
+    }
+
+    /// A managed cache's certificate chains to the system's roots; this one's to the test's
+    /// CA, which the gateway is told of like the emulator's (`launch`'s additions).
+    pub(super) fn trust(&self, shipped: &mut Shipped) {
+        let ca = self.ca_file.display().to_string();
+        shipped.env.push(("GRAPHGATE_STATE_CA_FILE".into(), ca));
+    }
 }
 
 /// The overlay's pod as the kubelet would start it, with the webhook's injection.
 pub fn pod_as_shipped(
     r: &Rendered,
     root: &Root,
-    pki: &Pki,
+    operator: &Operator,
     issuer: &FederatedIssuer,
 ) -> (Shipped, graphgate::emulator::EmulatorConfig) {
-    materialise_volumes(r, root, pki);
-    let mut env = container_env(r, root);
+    materialise_volumes(r, root, operator);
+    let mut env = container_env(r, root, operator);
     let (tenant, federated) = workload_identity(r, root, issuer, &mut env);
     let mut config = tenant.emulator_config();
     config.federated_credentials.push(federated);
@@ -195,22 +271,45 @@ fn argv(r: &Rendered, root: &Root) -> Vec<String> {
     argv
 }
 
-/// The container's env in order, `$(VAR)` references expanded as the kubelet does.
-fn container_env(r: &Rendered, root: &Root) -> Vec<(String, String)> {
+/// The container's env in order, `$(VAR)` references expanded as the kubelet does, and
+/// `secretKeyRef`s filled from the Secrets the operator created.
+fn container_env(r: &Rendered, root: &Root, operator: &Operator) -> Vec<(String, String)> {
     let mut raw: Vec<(String, String)> = Vec::new();
     for e in r.container()["env"].as_array().unwrap() {
         let name = e["name"].as_str().unwrap().to_owned();
-        let value = match (
-            e["value"].as_str(),
-            &e["valueFrom"]["fieldRef"]["fieldPath"],
-        ) {
+        let from = &e["valueFrom"];
+        let value = match (e["value"].as_str(), &from["fieldRef"]["fieldPath"]) {
             (Some(v), _) => expand(v, &raw),
             (None, f) if f == "metadata.name" => POD_NAME.to_owned(),
+            _ if from["secretKeyRef"].is_object() => secret_key(r, &from["secretKeyRef"], operator),
             _ => panic!("{}: env {name}: the test cannot provide {e}", r.overlay),
         };
         raw.push((name, value));
     }
     raw.into_iter().map(|(k, v)| (k, root.map(&v))).collect()
+}
+
+/// One key of a Secret the operator created, as text; a required one must exist.
+fn secret_key(r: &Rendered, reference: &Value, operator: &Operator) -> String {
+    let (name, key) = (
+        reference["name"].as_str().unwrap(),
+        reference["key"].as_str().unwrap(),
+    );
+    assert!(
+        reference["optional"] != true,
+        "{}: {name} is optional",
+        r.overlay
+    );
+    let data = secret_data(name, operator).unwrap_or_else(|| {
+        panic!(
+            "{}: env from Secret {name}, unknown to this test",
+            r.overlay
+        )
+    });
+    let bytes = data
+        .get(key)
+        .unwrap_or_else(|| panic!("{}: {name} has no key {key}", r.overlay));
+    String::from_utf8(bytes.clone()).unwrap()
 }
 
 /// Kubernetes' `$(VAR)` expansion against the variables defined before.
@@ -224,7 +323,7 @@ fn expand(value: &str, defined: &[(String, String)]) -> String {
 
 /// Each mounted volume's files under the root: ConfigMaps from the rendered objects, Secrets
 /// as the operator creates them (`secret_data`), claims and emptyDirs empty.
-fn materialise_volumes(r: &Rendered, root: &Root, pki: &Pki) {
+fn materialise_volumes(r: &Rendered, root: &Root, operator: &Operator) {
     for mount in r.container()["volumeMounts"].as_array().unwrap() {
         let dir = mount["mountPath"].as_str().unwrap();
         assert!(mount["subPath"].is_null(), "{}: subPath", r.overlay);
@@ -237,7 +336,7 @@ fn materialise_volumes(r: &Rendered, root: &Root, pki: &Pki) {
             (cm, data.collect())
         } else if let Some(secret) = volume.get("secret") {
             let name = secret["secretName"].as_str().unwrap();
-            match secret_data(name, pki) {
+            match secret_data(name, operator) {
                 Some(data) => (secret, data),
                 None if secret["optional"] == true => continue,
                 None => panic!("{}: mounts Secret {name}, unknown to this test", r.overlay),
@@ -283,7 +382,8 @@ fn projected<'a>(
 }
 
 /// The Secrets deploy/README.md tells the operator to create, as this test creates them.
-fn secret_data(name: &str, pki: &Pki) -> Option<BTreeMap<String, Vec<u8>>> {
+fn secret_data(name: &str, operator: &Operator) -> Option<BTreeMap<String, Vec<u8>>> {
+    let pki = &operator.pki;
     let data: Vec<(&str, Vec<u8>)> = match name {
         "graphgate-tls" => {
             let names = certificate()["spec"]["dnsNames"].clone();
@@ -303,6 +403,14 @@ fn secret_data(name: &str, pki: &Pki) -> Option<BTreeMap<String, Vec<u8>>> {
                 uuid::Uuid::new_v4().simple()
             );
             vec![("hmac.key", key.into_bytes())]
+        }
+        "graphgate-state" => vec![("url", operator.state_url.clone().into_bytes())],
+        "graphgate-audit-signing" => {
+            vec![("signing.key", launch::audit_signing_key().private.clone())]
+        }
+        "graphgate-admin-token" => {
+            let token = uuid::Uuid::new_v4().simple().to_string();
+            vec![("token", token.into_bytes())]
         }
         _ => return None,
     };
@@ -553,6 +661,17 @@ fn the_deploy_readme_creates_every_secret_the_deployment_needs() {
     let Some(rendered) = rendered() else { return };
     let created = readme_secrets();
     for r in rendered {
+        // Variables from a Secret's key (the state store's URL).
+        for e in r.container()["env"].as_array().unwrap() {
+            let from = &e["valueFrom"]["secretKeyRef"];
+            let Some(name) = from["name"].as_str() else {
+                continue;
+            };
+            let keys = created.get(name);
+            let keys = keys.unwrap_or_else(|| panic!("deploy/README.md never creates {name}"));
+            let key = from["key"].as_str().unwrap().to_owned();
+            assert!(keys.contains(&key), "{name}: no key {key}");
+        }
         for volume in r.pod()["spec"]["volumes"].as_array().unwrap() {
             let Some(secret) = volume.get("secret") else {
                 continue;

@@ -1,9 +1,11 @@
 //! Runs one shipped configuration: the real binary with exactly the arguments and environment
 //! a manifest gives it, against an in-process emulator standing in for Entra and Graph. The
-//! only changes: absolute paths live under a temporary root, listen ports become 0, and
-//! `GRAPHGATE_CONNECT_TO` / `GRAPHGATE_EXTRA_CA_FILE` point at the emulator. It must answer
-//! its probes with 200 and one allowed request, over mTLS (or, for a [`TokenCaller`], over
-//! TLS with the caller's token), with 204; then stop on SIGTERM.
+//! only changes: absolute paths live under a temporary root, listen ports become 0,
+//! `GRAPHGATE_CONNECT_TO` / `GRAPHGATE_EXTRA_CA_FILE` point at the emulator, and (where the
+//! configuration shares its state in Redis over TLS) `GRAPHGATE_STATE_CA_FILE` trusts the
+//! test's redis-server. It must answer its probes with 200, say in `/readyz` whether its
+//! state is shared exactly as configured, and answer one allowed request, over mTLS (or, for
+//! a [`TokenCaller`], over TLS with the caller's token), with 204; then stop on SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -50,6 +52,36 @@ pub fn smoke_body() -> serde_json::Value {
         "exchangeServer": "outlook.office365.com",
         "sessionInitiationProtocalAddress": "sip:room1@rooms.contoso.com"
     }})
+}
+
+/// A checkpoint signing key pair, made once by `graphgate audit keygen` as deploy/README.md
+/// says, for every configuration that signs its log's checkpoints.
+pub struct SigningKey {
+    /// The private key file's bytes (what the Secret holds).
+    pub private: Vec<u8>,
+    /// The public key keygen printed (what `audit verify --public-key` takes).
+    pub public: String,
+}
+
+/// The one signing key pair of this test run.
+pub fn audit_signing_key() -> &'static SigningKey {
+    static KEY: std::sync::OnceLock<SigningKey> = std::sync::OnceLock::new();
+    KEY.get_or_init(|| {
+        let dir = temp_dir("deploy-keygen");
+        let out = dir.join("signing.key");
+        let keygen = std::process::Command::new(BIN)
+            .args(["audit", "keygen", "--name", "graphgate.test/audit", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(keygen.status.success(), "{keygen:?}");
+        let key = SigningKey {
+            private: std::fs::read(&out).unwrap(),
+            public: String::from_utf8(keygen.stdout).unwrap().trim().to_owned(),
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        key
+    })
 }
 
 /// The certificate authorities the test plays operator with.
@@ -206,6 +238,7 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     for probe in &shipped.probes {
         running.wait_for_200(admin, probe, &shipped.name).await;
     }
+    assert_state_as_configured(&shipped, admin).await;
     let (caller, status, body) = match token {
         Some((name, token)) => {
             let bearer = format!("Bearer {token}");
@@ -221,7 +254,7 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
         shipped.name,
         running.output()
     );
-    let metrics = get(admin, "/metrics").await.unwrap().1;
+    let metrics = admin_get(&shipped, admin, "/metrics").await;
     running.stop(&shipped.name).await;
     let _ = stop_emulator.send(());
 
@@ -237,6 +270,46 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     assert_eq!(claims["appid"], client_id.as_str(), "{}", shipped.name);
     assert_allowed_is_counted(&metrics, &shipped.name);
     assert_audited(&shipped, &caller);
+    assert_checkpointed(&shipped);
+}
+
+/// `GET path` on the admin listener as Prometheus or an operator would: with the admin
+/// token when one is configured, after checking that without it the answer is 401 when
+/// the listener is off loopback.
+async fn admin_get(shipped: &Shipped, admin: SocketAddr, path: &str) -> String {
+    let name = &shipped.name;
+    let Some(file) = shipped.var("GRAPHGATE_ADMIN_TOKEN_FILE") else {
+        return get(admin, path, None).await.unwrap().1;
+    };
+    if !admin.ip().is_loopback() {
+        let (status, _) = get(admin, path, None).await.unwrap();
+        assert_eq!(status, 401, "{name}: {path} without the admin token");
+    }
+    let token = std::fs::read_to_string(file).unwrap();
+    let (status, body) = get(admin, path, Some(token.trim())).await.unwrap();
+    assert_eq!(status, 200, "{name}: {path} with the admin token: {body}");
+    body
+}
+
+/// With a signing key, the log has signed checkpoints (the last written at shutdown) that
+/// the key pair's public key verifies.
+fn assert_checkpointed(shipped: &Shipped) {
+    if shipped.var("GRAPHGATE_AUDIT_SIGNING_KEY_FILE").is_none() {
+        return;
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["audit", "verify", "--public-key"])
+        .arg(&audit_signing_key().public)
+        .arg(&shipped.audit_log)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout) + String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {text}", shipped.name);
+    assert!(
+        text.contains("signed by graphgate.test/audit+"),
+        "{}: {text}",
+        shipped.name
+    );
 }
 
 /// Serves an emulator made from `config` on 127.0.0.1:0 and points `shipped` at it: the two
@@ -341,15 +414,31 @@ where
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
-/// `GET path` on the admin listener; `None` if it cannot be reached (yet).
-async fn get(admin: SocketAddr, path: &str) -> Option<(u16, String)> {
+/// `GET path` on the admin listener (with a bearer token if given); `None` if it cannot be
+/// reached (yet).
+async fn get(admin: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     let tcp = TcpStream::connect(("127.0.0.1", admin.port())).await.ok()?;
-    let req = Request::get(path)
-        .header("host", "localhost")
-        .body(Full::new(Bytes::new()))
-        .unwrap();
+    let mut req = Request::get(path).header("host", "localhost");
+    if let Some(token) = token {
+        req = req.header("authorization", format!("Bearer {token}"));
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
     let (status, body) = send(TokioIo::new(tcp), req).await.ok()?;
     Some((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Ready, with the state store the configuration names: shared (Redis, answering) or this
+/// process's memory.
+async fn assert_state_as_configured(shipped: &Shipped, admin: SocketAddr) {
+    let shared = shipped
+        .var("GRAPHGATE_STATE")
+        .is_some_and(|s| s != "memory");
+    let (status, body) = get(admin, "/readyz", None).await.unwrap();
+    let detail: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let state = &detail["checks"]["state"];
+    assert_eq!(status, 200, "{}: {detail}", shipped.name);
+    assert_eq!(state["ok"], true, "{}: {detail}", shipped.name);
+    assert_eq!(state["shared"], shared, "{}: {detail}", shipped.name);
 }
 
 fn assert_allowed_is_counted(metrics: &str, name: &str) {
@@ -470,7 +559,7 @@ impl Running {
         let mut last = None;
         while tokio::time::Instant::now() < deadline {
             tick.tick().await;
-            last = get(admin, path).await;
+            last = get(admin, path, None).await;
             if last.as_ref().is_some_and(|(status, _)| *status == 200) {
                 return;
             }

@@ -1,0 +1,226 @@
+//! What audit trust costs, measured: a checkpoint (its signature alone, and signed, appended
+//! and synced), 10,000 records written with and without checkpoints, `audit verify`'s chain
+//! throughput on a large log, and the console's pages over that log (1,000,000 records by
+//! default; `GRAPHGATE_BENCH_RECORDS` sets another size).
+//!
+//!     cargo bench --bench audit_trust
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// A benchmark times real work: the monotonic clock, not a pausable one.
+#![allow(clippy::disallowed_methods)]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use graphgate::audit::chain::ChainState;
+use graphgate::audit::checkpoint::CheckpointConfig;
+use graphgate::audit::checkpointer::Checkpointer;
+use graphgate::audit::note::NoteSigner;
+use graphgate::audit::{Audit, AuditConfig, Entry, Fingerprinter, Kind};
+use graphgate::console::Console;
+
+#[path = "support/audit_log.rs"]
+mod audit_log;
+
+/// Records written per measured iteration of the write benchmarks.
+const WRITES: u64 = 10_000;
+/// The gateway's default rotation size.
+const FILE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A fresh directory under the system's temporary directory.
+fn scratch(tag: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("graphgate-bench-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn checkpoints(every_records: u64) -> CheckpointConfig {
+    let (signer, _) = NoteSigner::generate("graphgate.bench/audit").unwrap();
+    CheckpointConfig {
+        signer: Arc::new(signer),
+        every_records,
+        interval: Duration::from_secs(3600),
+        push: None,
+    }
+}
+
+/// One checkpoint: the Ed25519 signature alone, and signed, appended and fdatasynced.
+fn checkpoint(c: &mut Criterion) {
+    let config = checkpoints(1000);
+    let dir = scratch("checkpoint");
+    let mut g = c.benchmark_group("checkpoint");
+    g.bench_function("sign", |b| {
+        let body =
+            "graphgate.bench/audit/a.jsonl\n1000\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        b.iter(|| config.signer.sign(black_box(body)).unwrap())
+    });
+    let mut writer = Checkpointer::open(&dir.join("a.jsonl"), config.clone()).unwrap();
+    let mut seq = 0u64;
+    g.bench_function("sign_append_sync", |b| {
+        b.iter(|| {
+            seq += 1;
+            // Waits until the checkpoint is on disk.
+            writer.close(&ChainState {
+                seq,
+                hash: format!("{seq:064x}"),
+            });
+        })
+    });
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+fn request(i: u64) -> Entry {
+    Entry {
+        kind: Some(Kind::Request),
+        time: format!("2026-11-28T10:{:02}:{:02}.000000Z", i / 60 % 60, i % 60),
+        audit_id: format!("req-{i}"),
+        caller: Some("rooms-rotator".into()),
+        ..Entry::default()
+    }
+}
+
+/// `WRITES` records through the gateway's audit writer (group commit, fsync), with no
+/// checkpoints and with one every 1000 records (the default).
+fn audit_write(c: &mut Criterion) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = scratch("write");
+    let mut g = c.benchmark_group("audit_write");
+    g.sample_size(10).throughput(Throughput::Elements(WRITES));
+    for (name, config) in [
+        ("no_checkpoints", AuditConfig::default()),
+        (
+            "checkpoint_every_1000",
+            AuditConfig {
+                checkpoints: Some(checkpoints(1000)),
+                ..AuditConfig::default()
+            },
+        ),
+    ] {
+        let mut run = 0;
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    run += 1;
+                    let log = dir.join(format!("{name}-{run}.jsonl"));
+                    total += rt.block_on(write_log(&log, &config));
+                }
+                total
+            })
+        });
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Writes `WRITES` records to a new log and closes it; the time from open to closed.
+async fn write_log(log: &Path, config: &AuditConfig) -> Duration {
+    let fingerprinter = Fingerprinter::new(&[7; 32]).unwrap();
+    let started = Instant::now();
+    let audit = Audit::open_with(log, config, fingerprinter).unwrap();
+    for i in 0..WRITES {
+        audit.write(request(i)).await.unwrap();
+    }
+    audit.flush().await.unwrap();
+    audit.close().await;
+    started.elapsed()
+}
+
+/// The large log: `audit verify`'s chain check over every file, and the console's pages.
+fn large_log(c: &mut Criterion) {
+    let records = std::env::var("GRAPHGATE_BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000u64);
+    let dir = scratch("large");
+    let log = dir.join("audit.jsonl");
+    let started = Instant::now();
+    audit_log::generate(&log, records, FILE_BYTES);
+    let files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    let bytes: u64 = files.iter().map(|f| f.metadata().unwrap().len()).sum();
+    eprintln!(
+        "large log: {records} records, {} MB in {} files, generated in {:.1?}",
+        bytes / 1_000_000,
+        files.len(),
+        started.elapsed()
+    );
+    let mut g = c.benchmark_group("verify");
+    g.sample_size(10)
+        .measurement_time(Duration::from_secs(30))
+        .throughput(Throughput::Elements(records));
+    g.bench_function(format!("{records}_records"), |b| {
+        b.iter(|| {
+            let report = graphgate::audit::verify::verify(&files).unwrap();
+            assert!(report.problem.is_none());
+            report
+        })
+    });
+    g.finish();
+    console_pages(c, &log, records);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The console's pages over the log, once its index is built.
+fn console_pages(c: &mut Criterion, log: &Path, records: u64) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let console = rt.block_on(async {
+        let started = Instant::now();
+        let console = Console::start(log, None, None);
+        while console.index().last_seq() < records {
+            assert!(started.elapsed() < Duration::from_secs(900), "not indexed");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!(
+            "console index of {records} records built in {:.1?}",
+            started.elapsed()
+        );
+        console
+    });
+    let history = format!("/audit/device/{}", audit_log::device(4242));
+    let rare = format!("device={}", audit_log::RARE_DEVICE);
+    let pages: [(&str, &str, Option<&str>); 4] = [
+        ("first_page", "/audit", None),
+        ("rare_device_every_row_scanned", "/audit", Some(&rare)),
+        (
+            "caller_and_decision",
+            "/audit",
+            Some("caller=other-service&decision=denied"),
+        ),
+        ("device_history", &history, None),
+    ];
+    let mut g = c.benchmark_group(format!("console_{records}_records"));
+    for (name, path, query) in pages {
+        let rows = rt.block_on(rows(&console, path, query));
+        assert!(rows > 0, "{name}: no rows");
+        g.bench_function(name, |b| {
+            b.iter(|| rt.block_on(rows_of(console.handle(path, query))))
+        });
+    }
+    g.finish();
+    drop(console);
+}
+
+async fn rows(console: &Console, path: &str, query: Option<&str>) -> usize {
+    rows_of(console.handle(path, query)).await
+}
+
+/// The table rows of a console page (the whole response is read, as a browser would).
+async fn rows_of(resp: http::Response<http_body_util::Full<bytes::Bytes>>) -> usize {
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    String::from_utf8_lossy(&body)
+        .matches("<tr data-seq")
+        .count()
+}
+
+criterion_group!(benches, checkpoint, audit_write, large_log);
+criterion_main!(benches);

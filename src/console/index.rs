@@ -1,0 +1,423 @@
+//! The console's index of the audit log: one small fixed-size row per record (offset, time,
+//! interned caller, device and operation, kind, decision, completion), built by following
+//! the log (see [`crate::audit::follow`]), with the hash chain checked on the way. A page
+//! filters the rows newest first in memory and reads only the records it shows from disk,
+//! so it answers in milliseconds however long the log is.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{PoisonError, RwLock};
+
+use crate::audit::chain::GENESIS;
+use crate::audit::follow::{self, Line};
+
+use super::record::{Interner, Light, hash_matches, id_hash, resolve};
+use crate::audit::record::{AuditDecision, Kind};
+
+/// Most rows kept (about 32 bytes each); older ones leave the index (`audit query` reads them).
+pub const MAX_ROWS: usize = 2_000_000;
+/// How far back an outcome looks for its intent.
+const INTENT_LOOKBACK: usize = 65_536;
+/// Times are kept as seconds from 2020-01-01.
+const EPOCH: i64 = 1_577_836_800;
+
+/// One record, as the index keeps it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Row {
+    offset: u64,
+    time: u32,
+    caller: u32,
+    device: u32,
+    id: u32,
+    op: u16,
+    kind: u8,
+    decision: u8,
+    completion: u8,
+    hidden: bool,
+}
+
+/// The completion states a completion record may carry, in flag order (from 1).
+pub const COMPLETIONS: [&str; 5] = [
+    "done",
+    "failed",
+    "not_supported",
+    "canceled",
+    "pending_past_deadline",
+];
+
+const KINDS: [Kind; 6] = [
+    Kind::Start,
+    Kind::Intent,
+    Kind::Outcome,
+    Kind::Request,
+    Kind::Suppressed,
+    Kind::Completion,
+];
+
+/// Where the chain check stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChainStatus {
+    /// First record indexed.
+    pub first: u64,
+    /// Records up to here chain and hash correctly (from `first`).
+    pub verified_to: u64,
+    /// The first break found, if any.
+    pub broken: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    rows: VecDeque<Row>,
+    /// Sequence number of `rows[0]`.
+    base: u64,
+    /// Files by the first sequence number read from each, with the name it was read under.
+    spans: Vec<(u64, PathBuf)>,
+    callers: Interner,
+    devices: Interner,
+    ops: Interner,
+    chain: ChainStatus,
+    prev_hash: Option<String>,
+}
+
+/// The index; shared between the task that builds it and the pages that read it.
+#[derive(Default)]
+pub struct Index {
+    state: RwLock<State>,
+}
+
+/// What a page asks for.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    /// Caller name, exact.
+    pub caller: Option<String>,
+    /// Device id (any case).
+    pub device: Option<String>,
+    /// Operation: its full name or its action, any case.
+    pub operation: Option<String>,
+    /// Decision label.
+    pub decision: Option<String>,
+    /// From this time (seconds since the Unix epoch), inclusive.
+    pub since: Option<i64>,
+    /// Until this time, exclusive.
+    pub until: Option<i64>,
+    /// Only records before this sequence number (the next page).
+    pub before: Option<u64>,
+    /// Rows per page.
+    pub limit: usize,
+}
+
+/// A row a page shows: where its record is, and what the index folded into it.
+#[derive(Debug, Clone)]
+pub struct Hit {
+    /// The record's sequence number.
+    pub seq: u64,
+    /// Its file and offset.
+    pub file: PathBuf,
+    /// Where in that file.
+    pub offset: u64,
+    /// The action's completion state, if a completion record came.
+    pub completion: Option<&'static str>,
+}
+
+impl Index {
+    /// Adds lines read in chain order.
+    pub fn ingest(&self, lines: &[Line]) {
+        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        for line in lines {
+            st.ingest(line);
+        }
+    }
+
+    /// The sequence number of the last record indexed (0: none).
+    pub fn last_seq(&self) -> u64 {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.last_seq()
+    }
+
+    /// Records indexed.
+    pub fn len(&self) -> usize {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.rows.len()
+    }
+
+    /// Whether nothing is indexed yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Where the chain check stands.
+    pub fn chain(&self) -> ChainStatus {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.chain.clone()
+    }
+
+    /// Rows matching `q`, newest first, and the sequence number to ask `before` for the next
+    /// page (if there is one).
+    pub fn select(&self, q: &Query) -> (Vec<Hit>, Option<u64>) {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        st.select(q)
+    }
+
+    /// Where the record `seq` is (if indexed).
+    pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let i = usize::try_from(seq.checked_sub(st.base)?).ok()?;
+        let row = st.rows.get(i)?;
+        Some((st.span_file(seq)?, row.offset))
+    }
+
+    /// The callers, operations and devices seen, sorted (for the filter lists).
+    pub fn names(&self) -> (Vec<String>, Vec<String>, usize) {
+        let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        let sorted = |i: &Interner| {
+            let mut v = i.names.clone();
+            v.sort();
+            v
+        };
+        (sorted(&st.callers), sorted(&st.ops), st.devices.names.len())
+    }
+}
+
+impl State {
+    fn last_seq(&self) -> u64 {
+        match self.rows.len() {
+            0 => 0,
+            n => self.base + n as u64 - 1,
+        }
+    }
+
+    fn ingest(&mut self, line: &Line) {
+        let Ok(rec) = serde_json::from_slice::<Light>(&line.bytes) else {
+            self.broken(line, "not a valid audit record");
+            return;
+        };
+        if !self.rows.is_empty() && rec.seq != self.last_seq() + 1 {
+            // A gap (retention, or a cut): start over from here.
+            if rec.seq <= self.last_seq() {
+                return;
+            }
+            self.broken(line, "records missing before this one");
+            self.rows.clear();
+        }
+        if self.rows.is_empty() {
+            self.base = rec.seq;
+            self.spans.clear();
+        }
+        self.check_chain(line, &rec);
+        let new_file = self
+            .spans
+            .last()
+            .is_none_or(|(_, p)| *p != line.file || line.offset == 0);
+        if new_file {
+            self.spans.push((rec.seq, line.file.clone()));
+        }
+        let row = self.row(line.offset, &rec);
+        self.fold(&row);
+        self.rows.push_back(row);
+        if self.rows.len() > MAX_ROWS {
+            self.rows.pop_front();
+            self.base += 1;
+            while self.spans.len() > 1 && self.spans[1].0 <= self.base {
+                self.spans.remove(0);
+            }
+        }
+    }
+
+    fn row(&mut self, offset: u64, rec: &Light<'_>) -> Row {
+        let time = chrono::DateTime::parse_from_rfc3339(&rec.time)
+            .map_or(0, |t| t.timestamp() - EPOCH)
+            .clamp(0, i64::from(u32::MAX));
+        let device = rec.device_id.as_deref().map(str::to_ascii_lowercase);
+        let completion = rec
+            .completion
+            .as_deref()
+            .and_then(|c| COMPLETIONS.iter().position(|k| *k == c))
+            .map_or(0, |i| i as u8 + 1);
+        Row {
+            offset,
+            time: u32::try_from(time).unwrap_or(0),
+            caller: self.callers.intern(rec.caller.as_deref()),
+            device: self.devices.intern(device.as_deref()),
+            id: id_hash(&rec.audit_id),
+            op: u16::try_from(self.ops.intern(rec.operation.as_deref())).unwrap_or(u16::MAX),
+            kind: rec
+                .kind
+                .and_then(|k| KINDS.iter().position(|x| *x == k))
+                .map_or(0, |i| i as u8 + 1),
+            decision: rec
+                .decision
+                .and_then(|d| AuditDecision::ALL.iter().position(|x| *x == d))
+                .map_or(0, |i| i as u8 + 1),
+            completion,
+            hidden: matches!(rec.kind, Some(Kind::Start | Kind::Completion) | None),
+        }
+    }
+
+    /// An outcome hides its intent; a completion marks its outcome.
+    fn fold(&mut self, row: &Row) {
+        let (target, lookback) = match kind_of(row) {
+            Some(Kind::Outcome) => (Kind::Intent, INTENT_LOOKBACK),
+            Some(Kind::Completion) => (Kind::Outcome, usize::MAX),
+            _ => return,
+        };
+        let found = self
+            .rows
+            .iter_mut()
+            .rev()
+            .take(lookback)
+            .find(|r| r.id == row.id && kind_of(r) == Some(target));
+        match (found, target) {
+            (Some(r), Kind::Intent) => r.hidden = true,
+            (Some(r), _) => r.completion = row.completion,
+            (None, _) => {}
+        }
+    }
+
+    fn check_chain(&mut self, line: &Line, rec: &Light<'_>) {
+        if self.chain.broken.is_some() {
+            return;
+        }
+        if self.chain.first == 0 {
+            self.chain.first = rec.seq;
+        }
+        let chained = match &self.prev_hash {
+            None => rec.seq > 1 || rec.prev_hash == GENESIS,
+            Some(prev) => *prev == rec.prev_hash,
+        };
+        if !chained {
+            self.broken(line, "the hash chain breaks here");
+            return;
+        }
+        if !hash_matches(&line.bytes, &rec.hash) {
+            self.broken(line, "record altered: its content does not match its hash");
+            return;
+        }
+        self.prev_hash = Some(rec.hash.clone().into_owned());
+        self.chain.verified_to = rec.seq;
+    }
+
+    fn broken(&mut self, line: &Line, what: &str) {
+        if self.chain.broken.is_none() {
+            self.chain.broken = Some(format!(
+                "{}: {what} (seq {})",
+                line.file.display(),
+                line.seq
+            ));
+        }
+    }
+
+    fn span_file(&self, seq: u64) -> Option<PathBuf> {
+        let i = self.spans.partition_point(|(first, _)| *first <= seq);
+        let (first, path) = self.spans.get(i.checked_sub(1)?)?;
+        Some(resolve(path, *first))
+    }
+
+    fn select(&self, q: &Query) -> (Vec<Hit>, Option<u64>) {
+        let Some(filter) = self.compile(q) else {
+            return (Vec::new(), None);
+        };
+        let end = match q.before {
+            Some(before) => usize::try_from(before.saturating_sub(self.base))
+                .unwrap_or(usize::MAX)
+                .min(self.rows.len()),
+            None => self.rows.len(),
+        };
+        let mut hits = Vec::new();
+        for i in (0..end).rev() {
+            let row = &self.rows[i];
+            if !filter.matches(row) {
+                continue;
+            }
+            let seq = self.base + i as u64;
+            if hits.len() == q.limit {
+                return (hits, Some(seq + 1));
+            }
+            let Some(file) = self.span_file(seq) else {
+                continue;
+            };
+            let completion = row
+                .completion
+                .checked_sub(1)
+                .map(|c| COMPLETIONS[c as usize]);
+            hits.push(Hit {
+                seq,
+                file,
+                offset: row.offset,
+                completion,
+            });
+        }
+        (hits, None)
+    }
+
+    /// The filter as numbers; `None` when it names something never seen (nothing matches).
+    fn compile(&self, q: &Query) -> Option<Filter> {
+        let id = |i: &Interner, v: &Option<String>| match v {
+            None => Some(None),
+            Some(v) => i.get(v).map(Some),
+        };
+        let ops: Option<Vec<u16>> = q.operation.as_ref().map(|want| {
+            let want = want.to_ascii_lowercase();
+            (0..self.ops.names.len())
+                .filter(|i| {
+                    let name = self.ops.names[*i].to_ascii_lowercase();
+                    name == want || name.rsplit('.').next() == Some(want.as_str())
+                })
+                .filter_map(|i| u16::try_from(i + 1).ok())
+                .collect()
+        });
+        let decision = match &q.decision {
+            None => None,
+            Some(d) => Some(
+                AuditDecision::ALL
+                    .iter()
+                    .position(|x| x.as_str() == d)
+                    .map(|i| i as u8 + 1)?,
+            ),
+        };
+        let device = q.device.as_ref().map(|d| d.to_ascii_lowercase());
+        let secs = |t: i64| u32::try_from((t - EPOCH).max(0)).unwrap_or(u32::MAX);
+        Some(Filter {
+            caller: id(&self.callers, &q.caller)?,
+            device: id(&self.devices, &device)?,
+            ops,
+            decision,
+            since: q.since.map(secs),
+            until: q.until.map(secs),
+        })
+    }
+}
+
+struct Filter {
+    caller: Option<u32>,
+    device: Option<u32>,
+    ops: Option<Vec<u16>>,
+    decision: Option<u8>,
+    since: Option<u32>,
+    until: Option<u32>,
+}
+
+impl Filter {
+    fn matches(&self, r: &Row) -> bool {
+        !r.hidden
+            && self.caller.is_none_or(|c| r.caller == c)
+            && self.device.is_none_or(|d| r.device == d)
+            && self.ops.as_ref().is_none_or(|o| o.contains(&r.op))
+            && self.decision.is_none_or(|d| r.decision == d)
+            && self.since.is_none_or(|s| r.time >= s)
+            && self.until.is_none_or(|u| r.time < u)
+    }
+}
+
+fn kind_of(r: &Row) -> Option<Kind> {
+    r.kind.checked_sub(1).map(|k| KINDS[k as usize])
+}
+
+/// Reads the record a hit points at.
+pub fn read_hit(hit: &Hit) -> Option<crate::audit::Record> {
+    let bytes = follow::read_at(&hit.file, hit.offset).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+#[path = "index_tests.rs"]
+mod tests;

@@ -1,0 +1,105 @@
+//! How one log line becomes index material: the light view of a record (no JSON tree),
+//! the fast check of its hash, interned strings, and where a file went after a rotation.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::audit::chain::{hash_of, hex};
+use crate::audit::record::{AuditDecision, Kind};
+
+/// Strings seen in a field, numbered from 1 (0: absent).
+#[derive(Default)]
+pub(super) struct Interner {
+    ids: HashMap<String, u32>,
+    pub(super) names: Vec<String>,
+}
+
+impl Interner {
+    pub(super) fn intern(&mut self, s: Option<&str>) -> u32 {
+        let Some(s) = s else { return 0 };
+        if let Some(id) = self.ids.get(s) {
+            return *id;
+        }
+        self.names.push(s.to_owned());
+        let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        self.ids.insert(s.to_owned(), id);
+        id
+    }
+
+    pub(super) fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+}
+
+/// The light view of a record the index reads.
+#[derive(serde::Deserialize)]
+pub(super) struct Light<'a> {
+    pub(super) seq: u64,
+    #[serde(borrow)]
+    pub(super) prev_hash: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) hash: Cow<'a, str>,
+    pub(super) kind: Option<Kind>,
+    #[serde(borrow)]
+    pub(super) time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) audit_id: Cow<'a, str>,
+    #[serde(borrow)]
+    pub(super) caller: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) device_id: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    pub(super) operation: Option<Cow<'a, str>>,
+    pub(super) decision: Option<AuditDecision>,
+    #[serde(borrow)]
+    pub(super) completion: Option<Cow<'a, str>>,
+}
+
+pub(super) fn id_hash(id: &str) -> u32 {
+    let d = Sha256::digest(id.as_bytes());
+    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+}
+
+/// Whether `line`'s hash is right: sealed lines are canonical, so the hash is the SHA-256
+/// of the line with its `hash` member cut out; any other line is re-serialised (slow path).
+pub(super) fn hash_matches(line: &[u8], hash: &str) -> bool {
+    const MEMBER: &[u8] = b",\"hash\":\"";
+    let fast = line
+        .windows(MEMBER.len())
+        .position(|w| w == MEMBER)
+        .filter(|at| line.get(at + MEMBER.len() + 64..at + MEMBER.len() + 66) == Some(b"\","))
+        .map(|at| {
+            let mut h = Sha256::new();
+            h.update(&line[..=at]);
+            h.update(&line[at + MEMBER.len() + 66..]);
+            hex(&h.finalize())
+        });
+    if fast.as_deref() == Some(hash) {
+        return true;
+    }
+    serde_json::from_slice(line).is_ok_and(|v| hash_of(&v) == hash)
+}
+
+/// The current name of the file whose first record is `first`, read under `path` (a
+/// rotation renames the live file).
+pub(super) fn resolve(path: &Path, first: u64) -> PathBuf {
+    let starts = |p: &Path| {
+        crate::audit::files::first_link(p)
+            .ok()
+            .flatten()
+            .is_some_and(|l| l.seq == first)
+    };
+    if starts(path) {
+        return path.to_owned();
+    }
+    let log = crate::audit::files::base_log(path);
+    crate::audit::files::rotated_files(&log)
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find(|p| starts(p))
+        .unwrap_or_else(|| path.to_owned())
+}

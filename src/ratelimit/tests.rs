@@ -1,0 +1,215 @@
+//! Unit tests of the policy's limits on the memory store, on Tokio's paused clock.
+
+use super::*;
+use crate::cloud::Cloud;
+use crate::state::ClaimSettings;
+
+const H: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+const OP: &str = "managedDevices.updateWindowsDeviceAccount";
+
+fn store() -> StateStore {
+    let claims = ClaimSettings {
+        capacity: 10,
+        window: Duration::from_secs(60),
+        wait: Duration::from_secs(1),
+    };
+    StateStore::memory(Namespace::new(Cloud::Global, "t"), claims, None).unwrap()
+}
+
+fn policy(caller_extra: &str, rule_extra: &str, tail: &str) -> Policy {
+    let text = format!(
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{H}\"\n{caller_extra}rules:\n  - name: r\n    callers: [a]\n    operations: [{OP}]\n{rule_extra}{tail}"
+    );
+    Policy::from_yaml(&text, "t").unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn limits(p: &Policy, s: &StateStore) -> PolicyLimits {
+    PolicyLimits::new(p, s.namespace())
+}
+
+fn op() -> &'static Operation {
+    crate::operation::catalog::by_name(OP).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_run_out_say_when_to_retry_and_refill_on_the_paused_clock() {
+    let s = store();
+    let l = limits(&policy("    rate_limit: 2 per minute\n", "", ""), &s);
+    assert!(l.check(&s, 0, 0).await.is_ok());
+    assert!(l.check(&s, 0, 0).await.is_ok());
+    // Time stands still: the first slot comes back exactly 30 s after it was taken.
+    let Err(Refusal::RateLimited { scope, retry }) = l.check(&s, 0, 0).await else {
+        panic!("the third is refused")
+    };
+    assert_eq!(
+        (scope, retry),
+        ("caller", RetryAfter(Duration::from_secs(30)))
+    );
+    assert_eq!(retry.secs(), 30);
+    tokio::time::advance(Duration::from_secs(29)).await;
+    assert!(matches!(
+        l.check(&s, 0, 0).await,
+        Err(Refusal::RateLimited { retry: RetryAfter(d), .. }) if d == Duration::from_secs(1)
+    ));
+    tokio::time::advance(Duration::from_secs(1)).await;
+    assert!(l.check(&s, 0, 0).await.is_ok(), "one slot refilled");
+    assert!(l.check(&s, 0, 0).await.is_err(), "only one");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rule_refusal_costs_the_caller_nothing() {
+    let s = store();
+    let l = limits(
+        &policy(
+            "    rate_limit: 2 per hour\n",
+            "    rate_limit: 1 per hour\n",
+            "",
+        ),
+        &s,
+    );
+    assert!(l.check(&s, 0, 0).await.is_ok());
+    let refused = l.check(&s, 0, 0).await.unwrap_err();
+    assert!(
+        matches!(refused, Refusal::RateLimited { scope: "rule", .. }),
+        "{refused:?}"
+    );
+    // The caller still has its second slot: the rule's refusal took nothing.
+    let caller_only = limits(&policy("    rate_limit: 2 per hour\n", "", ""), &s);
+    assert!(caller_only.check(&s, 0, 0).await.is_ok());
+    assert!(caller_only.check(&s, 0, 0).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
+    let s = store();
+    let l = limits(
+        &policy(
+            "",
+            "",
+            "pacing:\n  tenant_writes: 1 per 10s\n  max_wait_ms: 5000\n",
+        ),
+        &s,
+    );
+    let start = crate::clock::Instant::now();
+    drop(l.admit(&s, 0, 0, op(), 1).await.unwrap());
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "the first write goes at once"
+    );
+    tokio::time::advance(Duration::from_secs(6)).await;
+    drop(l.admit(&s, 0, 0, op(), 1).await.unwrap());
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(10) + PACING_MARGIN,
+        "the second waited for the first slot to free (window plus margin) on the paused clock"
+    );
+    // The next slot is 10.25 s away, past the 5 s limit: refused at once, nothing waited.
+    let Err(Refusal::Paced(retry)) = l.admit(&s, 0, 0, op(), 1).await else {
+        panic!("refused")
+    };
+    assert_eq!(retry, RetryAfter(Duration::from_secs(10) + PACING_MARGIN));
+    assert_eq!(retry.secs(), 11);
+    assert_eq!(start.elapsed(), Duration::from_secs(10) + PACING_MARGIN);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_was_not_sent_gives_its_pacing_slot_back() {
+    let s = store();
+    let l = limits(
+        &policy(
+            "",
+            "",
+            "pacing:\n  tenant_writes: 1 per 10s\n  max_wait_ms: 0\n",
+        ),
+        &s,
+    );
+    // No token, say: nothing reached Graph, so the slot is free again at once.
+    l.admit(&s, 0, 0, op(), 1)
+        .await
+        .unwrap()
+        .settle(&s, false)
+        .await;
+    l.admit(&s, 0, 0, op(), 1)
+        .await
+        .unwrap()
+        .settle(&s, true)
+        .await;
+    assert!(matches!(
+        l.admit(&s, 0, 0, op(), 1).await,
+        Err(Refusal::Paced(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn reloads_keep_budgets_unless_the_rate_changes() {
+    let s = store();
+    let first = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);
+    assert!(first.check(&s, 0, 0).await.is_ok());
+    let same = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);
+    assert!(
+        same.check(&s, 0, 0).await.is_err(),
+        "the spent budget survives a reload"
+    );
+    let changed = limits(&policy("    rate_limit: 2 per hour\n", "", ""), &s);
+    assert!(
+        changed.check(&s, 0, 0).await.is_ok(),
+        "a new rate starts a new budget"
+    );
+}
+
+#[tokio::test]
+async fn budgets_count_devices_and_refuse_until_the_next_utc_window() {
+    let s = store();
+    let p = policy(
+        "    budget: 5 per day\n",
+        "    budget: 100 per hour\n",
+        &format!("tenant_budgets:\n  {OP}: 1000 per day\n"),
+    );
+    let l = limits(&p, &s);
+    // A bulk request of 3 devices counts 3 on each budget...
+    drop(l.admit(&s, 0, 0, op(), 3).await.unwrap());
+    let err = l.admit(&s, 0, 0, op(), 3).await.unwrap_err();
+    // ...so one of 3 more does not fit the caller's 5, whole: nothing is taken.
+    let Refusal::OverBudget {
+        budget,
+        limit,
+        retry,
+    } = err
+    else {
+        panic!("over budget: {err:?}")
+    };
+    assert_eq!(
+        (budget.as_str(), limit.to_string()),
+        ("caller:a", "5 per day".to_owned())
+    );
+    let to_midnight = 86_400 - wall_clock_secs() % 86_400;
+    assert!(
+        retry.0.as_secs().abs_diff(to_midnight) <= 2,
+        "retry after {retry:?}, midnight UTC is {to_midnight} s away"
+    );
+    drop(l.admit(&s, 0, 0, op(), 2).await.unwrap());
+    assert!(l.admit(&s, 0, 0, op(), 1).await.is_err(), "5 of 5 used");
+    let text = crate::metrics::encode();
+    assert!(
+        text.contains("graphgate_budget_used{budget=\"rule:r\"} 5"),
+        "{text}"
+    );
+    assert!(text.contains(
+        "graphgate_budget_limit{budget=\"tenant:managedDevices.updateWindowsDeviceAccount\"} 1000"
+    ));
+}
+
+#[tokio::test]
+async fn a_request_that_was_not_sent_gives_its_budget_back() {
+    let s = store();
+    let l = limits(&policy("    budget: 2 per hour\n", "", ""), &s);
+    let r = l.admit(&s, 0, 0, op(), 2).await.unwrap();
+    r.settle(&s, false).await;
+    let kept = l.admit(&s, 0, 0, op(), 2).await.unwrap();
+    kept.settle(&s, true).await;
+    assert!(matches!(
+        l.admit(&s, 0, 0, op(), 1).await,
+        Err(Refusal::OverBudget { .. })
+    ));
+}

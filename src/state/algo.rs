@@ -1,0 +1,117 @@
+//! The limits' arithmetic, in microseconds: a GCRA for rate limits and an exact sliding
+//! window for the tenant pacing. The memory store runs these functions; the Redis scripts
+//! (`scripts/gcra.lua`, `scripts/admit.lua`) do the same steps, line for line.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use crate::policy::Rate;
+use crate::policy::rate::{MAX_COUNT, MAX_WINDOW};
+
+/// Microseconds in `d` (saturating).
+pub fn micros(d: Duration) -> u64 {
+    u64::try_from(d.as_micros()).unwrap_or(u64::MAX)
+}
+
+/// A GCRA's emission interval and burst tolerance, in microseconds: `count` requests at
+/// once, then one more every `per / count`. A rate built in code is held to the policy's
+/// range here, so no value can overflow.
+pub fn gcra_params(rate: Rate) -> (u64, u64) {
+    let count = u64::from(rate.count.clamp(1, MAX_COUNT));
+    let interval = (micros(rate.per.min(MAX_WINDOW)) / count).max(1);
+    (interval, interval * (count - 1))
+}
+
+/// One GCRA step: with `tat` the limiter's theoretical arrival time (none when fresh), the
+/// new one if a request at `now` conforms, else how long until it would.
+pub fn gcra(tat: Option<u64>, now: u64, (interval, tolerance): (u64, u64)) -> Result<u64, u64> {
+    let tat = tat.unwrap_or(now).max(now);
+    if tat - now > tolerance {
+        return Err(tat - tolerance - now);
+    }
+    Ok(tat + interval)
+}
+
+/// One sliding-window step: `taken` holds the admission times still in the window (oldest
+/// first), each with its admission's name. A slot taken at `t` is free again at
+/// `t + window`, so no window of that length ever holds more than `count`. Takes a slot at
+/// `now` for `member`, or says how long until one frees.
+pub fn slide(
+    taken: &mut VecDeque<(u64, String)>,
+    now: u64,
+    count: u32,
+    window: u64,
+    member: &str,
+) -> Result<(), u64> {
+    while taken.front().is_some_and(|(t, _)| t + window <= now) {
+        taken.pop_front();
+    }
+    match taken.front() {
+        Some((oldest, _)) if taken.len() >= count as usize => Err(oldest + window - now),
+        _ => {
+            taken.push_back((now, member.to_owned()));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const S: u64 = 1_000_000;
+
+    #[test]
+    fn gcra_allows_the_burst_then_one_per_interval() {
+        let p = gcra_params(Rate {
+            count: 2,
+            per: Duration::from_secs(60),
+        });
+        assert_eq!(p, (30 * S, 30 * S));
+        let t = gcra(None, 0, p).unwrap();
+        let t = gcra(Some(t), 0, p).unwrap();
+        assert_eq!(gcra(Some(t), 0, p), Err(30 * S), "the third waits 30 s");
+        assert_eq!(gcra(Some(t), 29 * S, p), Err(S));
+        let t = gcra(Some(t), 30 * S, p).unwrap();
+        assert!(gcra(Some(t), 30 * S, p).is_err(), "only one refilled");
+    }
+
+    #[test]
+    fn gcra_parameters_stay_in_range() {
+        let (interval, tolerance) = gcra_params(Rate {
+            count: u32::MAX,
+            per: Duration::MAX,
+        });
+        assert!(interval >= 1 && tolerance < u64::MAX / 2);
+    }
+
+    #[test]
+    fn the_sliding_window_never_holds_more_than_its_count() {
+        let mut taken = VecDeque::new();
+        let w = 10 * S;
+        for t in [0, 1, 2] {
+            assert_eq!(slide(&mut taken, t * S, 3, w, "m"), Ok(()));
+        }
+        assert_eq!(
+            slide(&mut taken, 5 * S, 3, w, "m"),
+            Err(5 * S),
+            "full until the first frees"
+        );
+        assert_eq!(
+            slide(&mut taken, 10 * S, 3, w, "m"),
+            Ok(()),
+            "freed exactly at t + window"
+        );
+        assert_eq!(slide(&mut taken, 10 * S, 3, w, "m"), Err(S));
+        // Admissions every 10 ms for 60 s: no 10 s window ever holds more than 3.
+        let mut taken = VecDeque::new();
+        let mut admitted = Vec::new();
+        for i in 0..6_000u64 {
+            if slide(&mut taken, i * 10_000, 3, w, "m").is_ok() {
+                admitted.push(i * 10_000);
+            }
+        }
+        assert!(admitted.windows(4).all(|four| four[3] - four[0] >= w));
+        assert_eq!(admitted.len(), 18, "3 per 10 s for 60 s");
+    }
+}

@@ -1,0 +1,26 @@
+-- Rate limits (GCRA) on several limiters, all or nothing: the same steps as `gcra` in
+-- src/state/algo.rs, on the server's clock so every replica shares one.
+-- KEYS[i]: limiter i's theoretical arrival time (microseconds).
+-- ARGV[2i-1]: its emission interval (us). ARGV[2i]: its burst tolerance (us).
+-- Returns {0, 0} when all conform (all are charged), else {i, wait in us} for the first
+-- that does not (none is charged).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local next_tat = {}
+for i, key in ipairs(KEYS) do
+  local interval = tonumber(ARGV[2 * i - 1])
+  local tolerance = tonumber(ARGV[2 * i])
+  local tat = tonumber(redis.call('GET', key) or now)
+  if tat < now then
+    tat = now
+  end
+  if tat - now > tolerance then
+    return {i, tat - tolerance - now}
+  end
+  next_tat[i] = tat + interval
+end
+for i, key in ipairs(KEYS) do
+  local ttl_ms = math.ceil((next_tat[i] - now) / 1000) + 1
+  redis.call('SET', key, string.format('%.0f', next_tat[i]), 'PX', ttl_ms)
+end
+return {0, 0}

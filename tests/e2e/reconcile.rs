@@ -1,0 +1,254 @@
+//! Outcome reconciliation against the emulator's device model: an accepted action that
+//! completes, one that fails, one on a platform that does not offer it (Graph refuses it, so
+//! there is nothing to follow up), one still pending at the deadline, and a gateway restart
+//! between the call and its completion. Each ends in the audit log as a `completion` record
+//! carrying the call's audit id, and `audit query` shows the state.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::metrics::Snapshot;
+use crate::common::*;
+use graphgate::audit::reconcile::{READ_PERMISSION, ReconcileConfig};
+use graphgate::emulator::{ActionOutcome, ActionState, DEMO_IOS_DEVICE_ID, EmulatorConfig};
+use serde_json::Value;
+
+const ACTION: &str = "updateWindowsDeviceAccount";
+
+fn emulator(completion: Duration, outcomes: Vec<ActionOutcome>, read: bool) -> EmulatorConfig {
+    let mut config = EmulatorConfig {
+        action_completion: completion,
+        action_outcomes: outcomes,
+        ..EmulatorConfig::default()
+    };
+    if read {
+        config.apps[0].roles.push(READ_PERMISSION.into());
+    }
+    config
+}
+
+async fn gateway(emulator: EmulatorConfig, deadline: Duration) -> Harness {
+    start_with(Options {
+        emulator,
+        reconcile: Some(ReconcileConfig { deadline }),
+        ..Options::default()
+    })
+    .await
+}
+
+/// Calls the action on `device`; returns Graph's status and the call's audit id.
+async fn call_on(h: &Harness, device: &str) -> (u16, String) {
+    let r = h
+        .post(
+            &ACTION_PATH.replace(DEVICE, device),
+            Some(ROTATOR_KEY),
+            &body(),
+        )
+        .await;
+    let id = r.headers["x-graphgate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (r.status.as_u16(), id)
+}
+
+fn records(log: &Path) -> Vec<Value> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Waits (bounded) for the `completion` record of `audit_id` in `log`.
+async fn completion(log: &Path, audit_id: &str, within: Duration) -> Value {
+    let find = || {
+        records(log)
+            .into_iter()
+            .find(|r| r["kind"] == "completion" && r["audit_id"] == audit_id)
+    };
+    tokio::time::timeout(within, async {
+        loop {
+            if let Some(r) = find() {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no completion record for {audit_id}: {:#?}", records(log)))
+}
+
+fn device_reads(h: &Harness, device: &str) -> usize {
+    h.emulator
+        .graph_requests()
+        .iter()
+        .filter(|r| {
+            r.method == "GET" && r.path.contains(device) && r.path.contains("deviceActionResults")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn an_action_that_completes_gets_a_done_completion_shown_by_audit_query() {
+    let h = gateway(
+        emulator(Duration::from_secs(1), vec![], true),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (status, id) = call_on(&h, DEVICE).await;
+    assert_eq!(status, 204);
+    let log = h.audit_path.clone().unwrap();
+    let done = completion(&log, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["completion"], "done", "{done}");
+    assert_eq!(done["device_id"], DEVICE);
+    assert_eq!(done["operation"], format!("managedDevices.{ACTION}"));
+    assert_eq!(done["caller"], "rooms-rotator");
+    assert!(
+        done["note"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("{ACTION} done")),
+        "{done}"
+    );
+    assert!(
+        device_reads(&h, DEVICE) >= 1,
+        "it read the device's deviceActionResults"
+    );
+    // The read permission is part of what the gateway needs now, and it was granted.
+    let privilege = h.gw.least_privilege().unwrap();
+    assert!(
+        privilege.missing.is_empty() && privilege.excess.is_empty(),
+        "{privilege:?}"
+    );
+    // audit query shows the state on the action's row; the chain still verifies.
+    h.audit.flush().await.unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_graphgate"))
+        .args(["audit", "query", log.to_str().unwrap(), "--request-id", &id])
+        .output()
+        .unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        table.lines().next().unwrap().contains("COMPLETION"),
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.contains(&id)).unwrap();
+    assert!(row.contains(" done "), "{table}");
+    assert!(graphgate::audit::verify::verify(&[log]).unwrap().is_ok());
+}
+
+#[tokio::test]
+async fn an_action_that_fails_gets_a_failed_completion() {
+    let outcomes = vec![ActionOutcome {
+        device: Some(DEVICE.into()),
+        action: Some(ACTION.into()),
+        state: ActionState::Failed,
+    }];
+    let h = gateway(
+        emulator(Duration::from_secs(1), outcomes, true),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (status, id) = call_on(&h, DEVICE).await;
+    assert_eq!(status, 204);
+    let failed = completion(&h.audit_path.clone().unwrap(), &id, Duration::from_secs(30)).await;
+    assert_eq!(failed["completion"], "failed", "{failed}");
+    assert!(
+        failed["note"].as_str().unwrap().contains("failed"),
+        "{failed}"
+    );
+}
+
+#[tokio::test]
+async fn an_action_on_a_platform_without_it_is_refused_and_not_followed_up() {
+    let h = gateway(
+        emulator(Duration::from_secs(1), vec![], true),
+        Duration::from_secs(30),
+    )
+    .await;
+    let (status, refused) = call_on(&h, DEMO_IOS_DEVICE_ID).await;
+    assert_eq!(
+        status, 400,
+        "Graph refuses updateWindowsDeviceAccount on iOS"
+    );
+    // A later accepted call is followed up to its end; the refused one, queued before it if
+    // at all, never was.
+    let (_, accepted) = call_on(&h, DEVICE).await;
+    let log = h.audit_path.clone().unwrap();
+    completion(&log, &accepted, Duration::from_secs(30)).await;
+    assert!(
+        !records(&log)
+            .iter()
+            .any(|r| r["kind"] == "completion" && r["audit_id"] == refused.as_str())
+    );
+    assert_eq!(device_reads(&h, DEMO_IOS_DEVICE_ID), 0);
+    let outcome = records(&log)
+        .into_iter()
+        .find(|r| r["kind"] == "outcome" && r["audit_id"] == refused.as_str())
+        .unwrap();
+    assert_eq!(outcome["upstream_status"], 400);
+}
+
+#[tokio::test]
+async fn an_action_still_pending_at_the_deadline_is_recorded_and_counted_overdue() {
+    const OVERDUE: &str = r#"graphgate_reconcile_actions{state="overdue"}"#;
+    let outcomes = vec![ActionOutcome {
+        device: Some(DEVICE.into()),
+        action: None,
+        state: ActionState::Pending,
+    }];
+    // The app lacks the read permission: the least-privilege check names it.
+    let h = gateway(
+        emulator(Duration::from_secs(1), outcomes, false),
+        Duration::from_secs(2),
+    )
+    .await;
+    let (status, id) = call_on(&h, DEVICE).await;
+    assert_eq!(status, 204);
+    let late = completion(&h.audit_path.clone().unwrap(), &id, Duration::from_secs(30)).await;
+    assert_eq!(late["completion"], "pending_past_deadline", "{late}");
+    assert!(late["note"].as_str().unwrap().contains("pending"), "{late}");
+    assert!(Snapshot::now().get(OVERDUE) >= 1.0, "{}", Snapshot::now().0);
+    let privilege = h.gw.least_privilege().unwrap();
+    assert!(
+        privilege.missing.iter().any(|p| p == READ_PERMISSION),
+        "{privilege:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_between_the_call_and_its_completion_loses_nothing() {
+    let backend = served::backend(emulator(Duration::from_secs(3), vec![], true)).await;
+    let serve = || {
+        let mut cmd = backend.serve_command();
+        cmd.args(["--reconcile-outcomes", "--reconcile-deadline-secs", "60"]);
+        cmd
+    };
+    let gw = backend.serve(serve()).await;
+    let r = gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await;
+    assert_eq!(r.status, 204);
+    let id = r.headers["x-graphgate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    // Stopped before the device carried it out (3 s).
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    let log = backend.dir.join("audit.jsonl");
+    assert!(
+        !records(&log).iter().any(|r| r["kind"] == "completion"),
+        "not done yet"
+    );
+    // The next start finds the action in the log and follows it up.
+    let gw = backend.serve(serve()).await;
+    let done = completion(&log, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["completion"], "done", "{done}");
+    let starts = records(&log)
+        .iter()
+        .filter(|r| r["kind"] == "start")
+        .count();
+    assert_eq!(starts, 2, "written after the restart");
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+}

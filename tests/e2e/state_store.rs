@@ -1,0 +1,386 @@
+//! The state store as an operator meets it: `graphgate serve --state ...` from the
+//! environment, Redis AUTH and TLS, bulk requests counted per device on a shared budget,
+//! and the memory store, whose budgets survive a restart through their file and which fails
+//! closed when that file cannot be written.
+
+use std::time::Duration;
+
+use graphgate::cloud::Cloud;
+use graphgate::emulator::{DEMO_TENANT_ID, EmulatorConfig};
+use graphgate::gateway::Limits;
+use graphgate::policy::Policy;
+use graphgate::ratelimit::{PolicyLimits, Refusal};
+use graphgate::state::config::StateOptions;
+use graphgate::state::{ClaimSettings, Namespace, StateConfig, StateStore};
+
+use crate::common::pki::Ca;
+use crate::common::redis::RedisServer;
+use crate::common::replicas::Replicas;
+use crate::common::{policy_text, served, temp_dir};
+
+const OP: &str = "managedDevices.updateWindowsDeviceAccount";
+
+fn with_budget(budget: &str) -> String {
+    policy_text().replacen(
+        "    api_key_sha256",
+        &format!("    budget: {budget}\n    api_key_sha256"),
+        1,
+    )
+}
+
+fn state(url: &str, options: StateOptions) -> StateConfig {
+    StateConfig::parse(
+        url,
+        StateOptions {
+            timeout: Duration::from_secs(2),
+            ..options
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let policy = Policy::from_yaml(
+        &format!(
+            "{}tenant_budgets:\n  {OP}: 10 per day\n",
+            with_budget("100 per hour")
+        ),
+        "p",
+    )
+    .unwrap();
+    let claims = ClaimSettings {
+        capacity: 10,
+        window: Duration::from_secs(60),
+        wait: Duration::from_secs(1),
+    };
+    let ns = Namespace::new(Cloud::Global, "tenant-1");
+    // Two replicas' worth of stores on one Redis.
+    let a = StateStore::open(
+        &state(&redis.url(), StateOptions::default()),
+        ns.clone(),
+        claims,
+    )
+    .unwrap();
+    let b = StateStore::open(
+        &state(&redis.url(), StateOptions::default()),
+        ns.clone(),
+        claims,
+    )
+    .unwrap();
+    let limits = PolicyLimits::new(&policy, &ns);
+    let op = graphgate::operation::catalog::by_name(OP).unwrap();
+    limits
+        .admit(&a, 0, 0, op, 4)
+        .await
+        .unwrap()
+        .settle(&a, true)
+        .await;
+    limits
+        .admit(&b, 0, 0, op, 4)
+        .await
+        .unwrap()
+        .settle(&b, true)
+        .await;
+    // 8 of the tenant's 10 are used: 4 devices more do not fit, whole, on either replica.
+    let Err(Refusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
+        panic!("over budget")
+    };
+    assert_eq!(budget, format!("tenant:{OP}"));
+    // A request that was not sent after all gives its devices back.
+    limits
+        .admit(&b, 0, 0, op, 2)
+        .await
+        .unwrap()
+        .settle(&b, false)
+        .await;
+    limits
+        .admit(&a, 0, 0, op, 2)
+        .await
+        .unwrap()
+        .settle(&a, true)
+        .await;
+    assert!(limits.admit(&b, 0, 0, op, 1).await.is_err(), "10 of 10");
+    let mut conn = redis.connection().await;
+    let day = graphgate::state::wall_clock_secs() / 86_400;
+    let key = format!("graphgate:global:tenant-1:budget:tenant:{OP}:day:{day}");
+    let used: u64 = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(used, 10, "{key}");
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(&key)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let to_midnight = 86_400 - graphgate::state::wall_clock_secs() % 86_400;
+    assert!(
+        ttl.abs_diff(to_midnight as i64 + 60) <= 5,
+        "the count expires a minute after its day: {ttl} s left"
+    );
+}
+
+#[tokio::test]
+async fn the_redis_password_comes_from_a_file_and_a_wrong_one_fails_closed() {
+    let Some(redis) = RedisServer::start_with(&["--requirepass", "c0rrect-h0rse"]).await else {
+        return;
+    };
+    let dir = temp_dir("state-auth");
+    let (good, bad) = (dir.join("good"), dir.join("bad"));
+    std::fs::write(&good, "c0rrect-h0rse\n").unwrap();
+    std::fs::write(&bad, "battery-staple\n").unwrap();
+    let with = |file| {
+        state(
+            &redis.url(),
+            StateOptions {
+                password_file: Some(file),
+                ..StateOptions::default()
+            },
+        )
+    };
+    let r = Replicas::start(1, &policy_text(), with(good), Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204);
+    assert_eq!(r.readyz(0).await.0, 200);
+    let wrong = Replicas::start(1, &policy_text(), with(bad), Limits::default()).await;
+    wrong
+        .call(0, &[])
+        .await
+        .assert_graph_error(503, "stateStoreUnavailable");
+    assert!(
+        wrong.emulator.graph_requests().is_empty(),
+        "nothing was sent"
+    );
+    let (status, detail) = wrong.readyz(0).await;
+    assert_eq!(status, 503);
+    assert_eq!(detail["checks"]["state"]["error_kind"], "auth", "{detail}");
+    assert!(!detail.to_string().contains("staple"), "{detail}");
+}
+
+#[tokio::test]
+async fn rediss_is_verified_against_the_configured_ca() {
+    let ca = Ca::new("state CA");
+    let leaf = ca.server();
+    let dir = temp_dir("state-tls");
+    for (name, pem) in [
+        ("ca.pem", &ca.pem),
+        ("cert.pem", &leaf.cert_pem),
+        ("key.pem", &leaf.key_pem),
+    ] {
+        std::fs::write(dir.join(name), pem).unwrap();
+    }
+    let file = |name: &str| dir.join(name).display().to_string();
+    let tls_args = [
+        "--tls-port".to_owned(),
+        "{port}".to_owned(),
+        "--tls-cert-file".to_owned(),
+        file("cert.pem"),
+        "--tls-key-file".to_owned(),
+        file("key.pem"),
+        "--tls-auth-clients".to_owned(),
+        "no".to_owned(),
+    ];
+    let args: Vec<&str> = tls_args.iter().map(String::as_str).collect();
+    let Some(redis) = RedisServer::start_with(&args).await else {
+        return;
+    };
+    let url = format!("rediss://localhost:{}", redis.port);
+    let trusted = state(
+        &url,
+        StateOptions {
+            ca_file: Some(dir.join("ca.pem")),
+            ..StateOptions::default()
+        },
+    );
+    let r = Replicas::start(1, &policy_text(), trusted, Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204);
+    let (_, detail) = r.readyz(0).await;
+    assert_eq!(
+        detail["checks"]["state"]["store"],
+        format!("rediss://localhost:{}/0", redis.port)
+    );
+    // Without the CA, the server's certificate is not trusted: refused, never sent.
+    let untrusted = state(&url, StateOptions::default());
+    let r = Replicas::start(1, &policy_text(), untrusted, Limits::default()).await;
+    r.call(0, &[])
+        .await
+        .assert_graph_error(503, "stateStoreUnavailable");
+    assert!(r.emulator.graph_requests().is_empty());
+}
+
+#[tokio::test]
+async fn serve_keeps_its_state_in_redis_namespaced_by_cloud_and_tenant() {
+    let Some(mut redis) = RedisServer::start().await else {
+        return;
+    };
+    // Redis is down when the gateway starts: it starts, is not ready, and refuses.
+    redis.stop();
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env("GRAPHGATE_STATE", redis.url())
+        .env("GRAPHGATE_STATE_TIMEOUT_MS", "1000");
+    let gw = backend.serve(cmd).await;
+    let ready = gw.admin("/readyz").await;
+    assert_eq!(ready.status, 503);
+    let detail = ready.json();
+    assert_eq!(detail["checks"]["state"]["ok"], false, "{detail}");
+    assert_eq!(detail["checks"]["state"]["shared"], true);
+    assert_eq!(
+        detail["checks"]["state"]["store"],
+        format!("redis://127.0.0.1:{}/0", redis.port)
+    );
+    gw.post(
+        crate::common::ACTION_PATH,
+        crate::common::ROTATOR_KEY,
+        &crate::common::body(),
+    )
+    .await
+    .assert_graph_error(503, "stateStoreUnavailable");
+    let metrics = gw.metrics().await;
+    assert!(
+        crate::common::metrics::value(
+            &metrics,
+            "graphgate_errors_total{code=\"stateStoreUnavailable\"}"
+        ) == 1.0,
+        "{metrics}"
+    );
+    // Redis comes up: the same process serves.
+    redis.restart().await;
+    crate::common::eventually(
+        "the gateway uses Redis",
+        Duration::from_secs(30),
+        async || {
+            let r = gw
+                .post(
+                    crate::common::ACTION_PATH,
+                    crate::common::ROTATOR_KEY,
+                    &crate::common::body(),
+                )
+                .await;
+            (r.status == 204).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(gw.admin("/readyz").await.status, 200);
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let prefix = format!("graphgate:global:{DEMO_TENANT_ID}:");
+    assert!(
+        !keys.is_empty() && keys.iter().all(|k| k.starts_with(&prefix)),
+        "{keys:?}"
+    );
+    let metrics = gw.metrics().await;
+    assert!(
+        metrics.contains("graphgate_state_store_duration_seconds_bucket{le="),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("graphgate_state_store_errors_total{kind=\"connection\"}"),
+        "{metrics}"
+    );
+    gw.terminate().await;
+}
+
+#[tokio::test]
+async fn memory_budgets_survive_a_restart_through_the_file_beside_the_audit_log() {
+    let backend = served::backend(EmulatorConfig::default()).await;
+    std::fs::write(backend.dir.join("policy.yaml"), with_budget("2 per day")).unwrap();
+    let call = async |gw: &served::Served| {
+        gw.post(
+            crate::common::ACTION_PATH,
+            crate::common::ROTATOR_KEY,
+            &crate::common::body(),
+        )
+        .await
+    };
+    let gw = backend.serve(backend.serve_command()).await;
+    assert_eq!(call(&gw).await.status, 204);
+    assert_eq!(call(&gw).await.status, 204);
+    call(&gw).await.assert_graph_error(429, "budgetExhausted");
+    let (status, _) = gw.terminate().await;
+    assert!(status.success());
+    let file = backend.dir.join("audit.budgets.json");
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+    assert_eq!(saved["budgets"][0]["used"], 2, "{saved}");
+    // A new process reads today's count back: still used up.
+    let gw = backend.serve(backend.serve_command()).await;
+    let again = call(&gw).await;
+    again.assert_graph_error(429, "budgetExhausted");
+    assert!(
+        again.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("caller:rooms-rotator")
+    );
+    assert_eq!(backend.emulator.graph_requests().len(), 2);
+    gw.terminate().await;
+}
+
+#[tokio::test]
+async fn a_memory_budget_that_cannot_be_written_refuses_and_sends_nothing() {
+    let dir = temp_dir("budget-gone");
+    let file = dir.join("budgets.json");
+    let memory = StateConfig::Memory {
+        budget_file: Some(file),
+    };
+    let r = Replicas::start(1, &with_budget("5 per day"), memory, Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204);
+    std::fs::remove_dir_all(&dir).unwrap();
+    r.call(0, &[])
+        .await
+        .assert_graph_error(503, "stateStoreUnavailable");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "the second was not sent"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_pacing_holds_in_every_window_as_slots_free_under_load() {
+    use crate::shared_state::{arrivals, assert_no_window_over};
+    // One gateway in memory mode, 4 writes per second, callers waiting up to 1.5 s.
+    let policy = format!(
+        "{}pacing:\n  tenant_writes: 4 per 1s\n  max_wait_ms: 1500\n",
+        policy_text()
+    );
+    let h = std::sync::Arc::new(
+        crate::common::start_with(crate::common::Options {
+            policy: Some(policy),
+            ..crate::common::Options::default()
+        })
+        .await,
+    );
+    let (seen, recorder) = arrivals(&h.emulator);
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut workers = tokio::task::JoinSet::new();
+    for _ in 0..6 {
+        let h = std::sync::Arc::clone(&h);
+        workers.spawn(async move {
+            let mut sent = 0;
+            while std::time::Instant::now() < until {
+                let reply = h.call().await;
+                if reply.status == 204 {
+                    sent += 1;
+                } else {
+                    reply.assert_graph_error(429, "activityLimitReached");
+                }
+            }
+            sent
+        });
+    }
+    let sent: usize = workers.join_all().await.into_iter().sum();
+    recorder.abort();
+    let times = seen.lock().unwrap().clone();
+    assert_eq!(times.len(), sent);
+    assert!(sent >= 8, "slots freed and were used again: {sent} sent");
+    assert_no_window_over(&times, 4, Duration::from_secs(1));
+}
