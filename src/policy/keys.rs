@@ -247,8 +247,8 @@ mod tests {
                 "callers",
                 "rules",
                 "pacing",
-                "tenant_budgets",
-                "jwt_issuers"
+                "jwt_issuers",
+                "tenant_budgets"
             ]
         );
         assert!(fields_of::<ConditionEntry>().contains(&"one_of"));
