@@ -1,8 +1,9 @@
 //! Micro-benchmarks of the per-request hot path: path recognition, body validation with
-//! redaction, API-key lookup and policy evaluation as the policy grows, and compiling a
-//! large policy (what a reload costs). Across the whole catalog: recognising and validating
-//! every operation in every version it exists in, and admitting and deciding a 100-device
-//! bulk `executeAction`.
+//! redaction, caller identity (an API key as the policy grows; a JWT of each kind with its
+//! issuer's keys cached) and policy evaluation as the policy grows, and compiling a large
+//! policy (what a reload costs). Across the whole catalog: recognising and validating every
+//! operation in every version it exists in, and admitting and deciding a 100-device bulk
+//! `executeAction`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::hint::black_box;
@@ -61,24 +62,36 @@ fn callers_policy(n: usize) -> String {
     text
 }
 
+/// Polls a future that must not wait (an API key; a token whose issuer's keys are cached)
+/// to completion: what the gateway's authentication step costs, without a runtime's own.
+fn ready<F: std::future::Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("authentication waited"),
+    }
+}
+
+fn bearer(value: &str) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::AUTHORIZATION,
+        http::HeaderValue::from_str(&format!("Bearer {value}")).unwrap(),
+    );
+    headers
+}
+
 fn api_key_lookup(c: &mut Criterion) {
     let mut group = c.benchmark_group("identity/api_key");
     for n in [10, 1_000, 10_000] {
         let policy = Policy::from_yaml(&callers_policy(n), "bench").unwrap();
-        let mut headers = http::HeaderMap::new();
-        let key = format!("Bearer key-{}", n - 1);
-        headers.insert(
-            http::header::AUTHORIZATION,
-            http::HeaderValue::from_str(&key).unwrap(),
-        );
-        assert_eq!(
-            identity::authenticate(&policy, &headers, None)
-                .unwrap()
-                .index,
-            n - 1
-        );
+        let headers = bearer(&format!("key-{}", n - 1));
+        let none = identity::TokenIssuers::default();
+        let found = ready(identity::authenticate(&policy, &none, &headers, None));
+        assert_eq!(found.unwrap().id.index, n - 1);
         group.bench_with_input(BenchmarkId::from_parameter(n), &policy, |b, p| {
-            b.iter(|| identity::authenticate(p, black_box(&headers), None).unwrap())
+            b.iter(|| ready(identity::authenticate(p, &none, black_box(&headers), None)).unwrap())
         });
     }
     group.finish();
@@ -122,7 +135,7 @@ fn evaluation(c: &mut Criterion) {
     let mut group = c.benchmark_group("policy/decide");
     for n in [10, 1_000, 10_000] {
         let policy = policy_of(n);
-        let facts = Facts::of(0, &target, &params);
+        let facts = Facts::of(0, &target, &params, None);
         assert!(
             policy.decide(&facts).allowed,
             "the benchmark must exercise a full walk to an allow"
@@ -272,15 +285,106 @@ fn bulk_admission(c: &mut Criterion) {
     )
     .unwrap();
     let request = "POST /beta/deviceManagement/managedDevices/executeAction";
-    let (eval, _) = explain::evaluate(&policy, "ops", request, Some(&body)).unwrap();
+    let (eval, _) =
+        explain::evaluate(&policy, "ops", request, Some(&body), Default::default()).unwrap();
     assert!(eval.decision.allowed, "every device walks to an allow");
     c.bench_function("bulk/admit_and_decide_100_devices", |b| {
         b.iter(|| {
-            let (eval, _) =
-                explain::evaluate(&policy, "ops", request, Some(black_box(&body))).unwrap();
+            let (eval, _) = explain::evaluate(
+                &policy,
+                "ops",
+                request,
+                Some(black_box(&body)),
+                Default::default(),
+            )
+            .unwrap();
             eval.decision.allowed
         })
     });
+}
+
+/// A key loader serving the emulator's published keys (no I/O in the measurement).
+struct Published(serde_json::Value);
+
+impl graphgate::identity::jwt::fetch::KeyLoader for Published {
+    fn load<'a>(
+        &'a self,
+        _: &'a graphgate::policy::JwtIssuer,
+    ) -> graphgate::upstream::BoxFuture<
+        'a,
+        Result<graphgate::identity::jwt::jwks::KeyMap, graphgate::identity::jwt::fetch::FetchError>,
+    > {
+        let keys = graphgate::identity::jwt::jwks::parse(self.0.to_string().as_bytes()).unwrap();
+        Box::pin(async move { Ok(keys) })
+    }
+}
+
+/// A JWT caller's whole authentication step with its issuer's keys cached (parse, issuer,
+/// signature, audience and time, caller lookup, fingerprint), for an RS256 Kubernetes
+/// service-account token and an ES256 SPIFFE JWT-SVID, beside an API key's.
+fn jwt_callers(c: &mut Criterion) {
+    use graphgate::emulator::{Emulator, EmulatorConfig, KUBERNETES_ISSUER};
+    let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
+    let k8s = emulator
+        .service_account_token("rooms", "rotator", &["graphgate"], 3600)
+        .unwrap();
+    let svid = emulator
+        .jwt_svid(
+            "spiffe://corp.example/ns/rooms/sa/rotator",
+            &["graphgate"],
+            3600,
+        )
+        .unwrap();
+    let mut text = format!(
+        "version: 1\njwt_issuers:\n  - issuer: {KUBERNETES_ISSUER}\n    audiences: [graphgate]\n    keys: {{ jwks_url: {KUBERNETES_ISSUER}/openid/v1/jwks }}\n  - issuer: spiffe://corp.example\n    audiences: [graphgate]\n    keys: {{ file: /bundle.json }}\ncallers:\n  - name: k8s\n    jwt: {{ issuer: {KUBERNETES_ISSUER}, subject: \"system:serviceaccount:rooms:rotator\" }}\n  - name: svid\n    jwt: {{ issuer: spiffe://corp.example, subject: spiffe://corp.example/ns/rooms/sa/rotator }}\n"
+    );
+    for i in 0..1_000 {
+        text.push_str(&format!(
+            "  - name: sa-{i}\n    jwt: {{ issuer: {KUBERNETES_ISSUER}, subject: \"system:serviceaccount:other:sa-{i}\" }}\n"
+        ));
+    }
+    let policy = Policy::from_yaml(&text, "bench").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let stores = [
+        emulator.kubernetes().jwks().unwrap(),
+        emulator.spiffe_bundle().unwrap(),
+    ];
+    let issuers: Vec<_> = stores
+        .into_iter()
+        .map(|keys| {
+            graphgate::identity::jwt::IssuerRegistry::new(std::sync::Arc::new(Published(keys)))
+        })
+        .collect();
+    let mut group = c.benchmark_group("identity/jwt");
+    for (name, token, registry, caller) in [
+        ("rs256_kubernetes", &k8s, &issuers[0], 0),
+        ("es256_spiffe", &svid, &issuers[1], 1),
+    ] {
+        let tokens = registry.for_policy(&policy);
+        runtime.block_on(async {
+            for i in 0..policy.jwt_issuers.len() {
+                tokens.store(i).unwrap().warm().await;
+            }
+        });
+        let headers = bearer(token);
+        let found = ready(identity::authenticate(&policy, &tokens, &headers, None)).unwrap();
+        assert_eq!(found.id.index, caller);
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                ready(identity::authenticate(
+                    &policy,
+                    &tokens,
+                    black_box(&headers),
+                    None,
+                ))
+                .unwrap()
+            })
+        });
+    }
+    group.finish();
 }
 
 criterion_group!(
@@ -290,6 +394,7 @@ criterion_group!(
     whole_catalog_benches,
     bulk_admission,
     api_key_lookup,
+    jwt_callers,
     evaluation,
     compilation,
     audit_sealing

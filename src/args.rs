@@ -309,6 +309,12 @@ pub enum PolicyCommand {
         /// A JSON file with the request body.
         #[arg(long)]
         body: Option<PathBuf>,
+        /// The person the request is made for, as X-Graphgate-Initiator would state it.
+        #[arg(long)]
+        initiator: Option<String>,
+        /// Why, as X-Graphgate-Reason would state it.
+        #[arg(long)]
+        reason: Option<String>,
         /// The policy file.
         #[arg(long, env = "GRAPHGATE_POLICY", default_value = "policy.yaml")]
         policy: PathBuf,

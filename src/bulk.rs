@@ -124,12 +124,13 @@ pub struct BulkDecision<'p> {
 }
 
 /// Asks the policy about every device as if each were a single request for the operation
-/// `actionName` names, with the body's parameters.
+/// `actionName` names, with the body's parameters and the person it is done for.
 pub fn decide<'p>(
     policy: &'p Policy,
     caller: usize,
     version: ApiVersion,
     plan: &BulkPlan,
+    initiator: Option<&str>,
 ) -> BulkDecision<'p> {
     let mut refused = Vec::new();
     let (mut first_refused, mut first_allowed) = (None, None);
@@ -140,6 +141,7 @@ pub fn decide<'p>(
             version,
             device,
             params: &plan.params,
+            initiator,
         });
         if decision.allowed {
             first_allowed.get_or_insert(decision);
@@ -263,6 +265,7 @@ mod tests {
                 "ops",
                 "POST /beta/deviceManagement/managedDevices/executeAction",
                 Some(body.to_string().as_bytes()),
+                Default::default(),
             )
             .unwrap()
         };

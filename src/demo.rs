@@ -131,8 +131,14 @@ mod tests {
         assert!(policy.warnings.is_empty(), "{:?}", policy.warnings);
         let wipe = |device: &str, body: &str| {
             let request = format!("POST /v1.0/deviceManagement/managedDevices/{device}/wipe");
-            let (eval, _) =
-                evaluate(&policy, DEMO_CALLER, &request, Some(body.as_bytes())).unwrap();
+            let (eval, _) = evaluate(
+                &policy,
+                DEMO_CALLER,
+                &request,
+                Some(body.as_bytes()),
+                Default::default(),
+            )
+            .unwrap();
             (
                 eval.decision.allowed,
                 eval.decision.rule_name().map(str::to_owned),
@@ -157,7 +163,8 @@ mod tests {
             (format!("DELETE {device}"), None),
         ] {
             let body = body.map(str::as_bytes);
-            let (eval, _) = evaluate(&policy, DEMO_CALLER, &request, body).unwrap();
+            let (eval, _) =
+                evaluate(&policy, DEMO_CALLER, &request, body, Default::default()).unwrap();
             assert!(!eval.decision.allowed, "{request}");
         }
     }

@@ -16,6 +16,7 @@ use crate::audit::WriteError;
 use crate::credential::TokenError;
 use crate::forward::UpstreamError;
 use crate::identity::AuthError;
+use crate::identity::context::ContextError;
 use crate::inbound::InboundError;
 use crate::operation::route::RouteError;
 
@@ -28,6 +29,9 @@ pub enum GatewayError {
     /// The request could not be admitted: unknown path, bad query, header or body.
     #[error(transparent)]
     Inbound(#[from] InboundError),
+    /// The person or reason stated is unusable, or the allowing rule requires one not stated.
+    #[error(transparent)]
+    Context(#[from] ContextError),
     /// The policy does not allow this request; the message is for the caller.
     #[error("{0}")]
     Forbidden(String),
@@ -137,11 +141,9 @@ impl GatewayError {
                 "InvalidAuthenticationToken",
                 e.to_string(),
             )
-            .with(
-                WWW_AUTHENTICATE,
-                HeaderValue::from_static(r#"Bearer realm="graphgate""#),
-            ),
+            .with(WWW_AUTHENTICATE, HeaderValue::from_static(e.challenge())),
             E::Inbound(e) => inbound(e),
+            E::Context(e) => Answer::new(StatusCode::BAD_REQUEST, "invalidRequest", e.to_string()),
             E::Forbidden(message) => {
                 Answer::new(StatusCode::FORBIDDEN, "accessDenied", message.clone())
             }
@@ -368,6 +370,28 @@ mod tests {
             assert_eq!(message, e.to_string());
             assert_eq!(h, header("www-authenticate", r#"Bearer realm="graphgate""#));
         }
+        // A token presented and refused: RFC 6750's invalid_token, and why.
+        let refused = AuthError::Token(crate::identity::TokenRefusal::Expired);
+        let (status, code, message, h) = seen(refused);
+        assert_eq!((status, code.as_str()), (401, "InvalidAuthenticationToken"));
+        assert_eq!(message, "the token has expired (or has no 'exp')");
+        assert_eq!(
+            h,
+            header(
+                "www-authenticate",
+                r#"Bearer realm="graphgate", error="invalid_token""#
+            )
+        );
+    }
+
+    #[test]
+    fn an_unusable_person_or_reason_is_the_callers_to_fix() {
+        let (status, code, message, h) = seen(ContextError::BadReason("X-Graphgate-Reason"));
+        assert_eq!((status, code.as_str(), h), (400, "invalidRequest", None));
+        assert!(
+            message.starts_with("X-Graphgate-Reason must be text"),
+            "{message}"
+        );
     }
 
     #[test]

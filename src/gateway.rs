@@ -1,9 +1,11 @@
 //! The request pipeline, in one place, outer to inner. [`Gateway::handle`]: request ids,
 //! span and audit trail, then the stages of `pipeline`, then the audit outcome:
-//! 1. identify: the caller (API key or client certificate);
-//! 2. admit: operation recognition → refusal of what no body could make allowed → in-flight
-//!    bounds (the caller's, then the gateway's) → the body, read within bounds and validated;
-//! 3. decide: policy → (dry run: answered here) → the caller's and the rule's rate limits;
+//! 1. identify: the caller (API key, client certificate, or a JWT from a trusted issuer);
+//! 2. admit: operation recognition → the person and reason stated → refusal of what no body
+//!    could make allowed → in-flight bounds (the caller's, then the gateway's) → the body,
+//!    read within bounds and validated;
+//! 3. decide: policy → what the allowing rule requires stated → (dry run: answered here) →
+//!    the caller's and the rule's rate limits;
 //! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
 //!    intent** → Graph, where nothing that may have run is ever sent again.
 //!
@@ -39,7 +41,9 @@ use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::idempotency;
-use crate::identity;
+use crate::identity::context::{self as stated_context, ContextError, Stated};
+use crate::identity::jwt::TokenUser;
+use crate::identity::{self, AuthError};
 use crate::inbound::{self, Admitted, RequestIds};
 use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
@@ -77,7 +81,10 @@ impl Gateway {
             let result = self.pipeline(&ids, req, &mut trail).await;
             let (mut resp, error_code) = match result {
                 Ok(resp) => (resp, None),
-                Err(err) => answer_failure(&err, &ids),
+                Err(err) => {
+                    count_refusal(&err, &mut trail);
+                    answer_failure(&err, &ids)
+                }
             };
             // One record per request; for forwarded calls, the outcome after the durable intent.
             trail.finish(resp.status().as_u16(), error_code).await;
@@ -124,37 +131,50 @@ impl Gateway {
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let installed = self.installed.load_full();
         // Who is asking comes first: anonymous callers learn nothing about paths.
-        let caller = self.identify(&installed.policy, &req, trail)?;
+        let caller = self.identify(&installed, &req, trail).await?;
         // What is asked, read within bounds; the in-flight slots are held until the answer.
-        let (request, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
+        let (asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
         // Deny by default; a dry run is answered here; budgets are spent only on sends.
-        let rule = match self.decide(&installed, &caller, &request, trail).await? {
+        let rule = match self.decide(&installed, &caller, &asked, trail).await? {
             Verdict::Answered(resp) => return Ok(resp),
             Verdict::Send { rule } => rule,
         };
         // At most once to Graph, after a token and the durable intent.
-        self.execute(ids, &installed, (&caller, rule), &request, trail)
+        self.execute(ids, &installed, (&caller, rule), &asked.request, trail)
             .await
     }
 
-    /// Stage 1, identity: the caller, from its API key or client certificate.
-    fn identify<B>(
+    /// Stage 1, identity: the caller, from its API key, client certificate or token (whose
+    /// issuer's keys may have to be fetched: a bounded wait, see `identity::jwt`).
+    async fn identify<B>(
         &self,
-        policy: &Policy,
+        installed: &Installed,
         req: &Request<B>,
         trail: &mut AuditTrail,
     ) -> Result<Caller, GatewayError> {
+        let policy = &installed.policy;
         let peer_cert = req
             .extensions()
             .get::<ConnInfo>()
             .and_then(|c| c.certificate.clone());
-        let id = identity::authenticate(policy, req.headers(), peer_cert.as_deref())?;
-        let name = policy.callers[id.index].name.clone();
-        tracing::Span::current().record("caller.name", name.as_str());
-        trail.caller(&name, id.method.as_str(), &policy.hash);
+        let who = identity::authenticate(
+            policy,
+            &installed.tokens,
+            req.headers(),
+            peer_cert.as_deref(),
+        )
+        .await?;
+        let name = policy.callers[who.id.index].name.clone();
+        let span = tracing::Span::current();
+        span.record("caller.name", name.as_str());
+        trail.caller(&name, who.id.method.as_str(), &policy.hash);
+        if let Some(token) = &who.token {
+            record_token(&span, trail, token);
+        }
         Ok(Caller {
-            index: id.index,
+            index: who.id.index,
             name,
+            user: who.token.and_then(|t| t.user),
         })
     }
 
@@ -167,7 +187,7 @@ impl Gateway {
         caller: &Caller,
         req: Request<B>,
         trail: &mut AuditTrail,
-    ) -> Result<(Admitted, InFlight), GatewayError>
+    ) -> Result<(Asked, InFlight), GatewayError>
     where
         B: Body<Data = Bytes>,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -179,6 +199,9 @@ impl Gateway {
             span.record("http.route", target.shape.template);
             trail.recognised(target);
         })?;
+        // The person and the reason, as the headers (or a delegated token) state them.
+        let mut stated = stated_context::from_headers(req.headers(), caller.user.as_ref())?;
+        record_stated(trail, &stated);
         // A caller without permission cannot hold a slot by declaring a body it never sends.
         // (A bulk request names its operation and devices in its body: decided after it.)
         if head.target.op.binding != Binding::Devices {
@@ -202,6 +225,10 @@ impl Gateway {
             self.limits.body_read_timeout,
         )
         .await?;
+        // A simplified-API body may state them too (fields that are not Graph parameters).
+        let body =
+            stated_context::take_from_body(&head.target, body, &mut stated, caller.user.as_ref())?;
+        record_stated(trail, &stated);
         let request = head.admit_body(&body, self.limits.max_bulk_devices)?;
         trail.params(&request.params);
         if let Some(plan) = &request.bulk {
@@ -211,37 +238,43 @@ impl Gateway {
             _caller: caller_slot,
             _gateway: permit,
         };
-        Ok((request, slots))
+        Ok((Asked { request, stated }, slots))
     }
 
-    /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match. A dry run
-    /// is answered here: it sends nothing, so it spends no budget (a rule's budget is shared,
-    /// so one caller's checks would starve another). Then the caller's and the rule's
-    /// rate limits, before anything costs the tenant.
+    /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match, and the
+    /// request must state what that rule requires. A dry run is answered here: it sends
+    /// nothing, so it spends no budget (a rule's budget is shared, so one caller's checks
+    /// would starve another). Then the caller's and the rule's rate limits, before anything
+    /// costs the tenant.
     async fn decide(
         &self,
         installed: &Installed,
         caller: &Caller,
-        request: &Admitted,
+        asked: &Asked,
         trail: &mut AuditTrail,
     ) -> Result<Verdict, GatewayError> {
+        let (request, stated) = (&asked.request, &asked.stated);
         let policy = &installed.policy;
         // A bulk request must be allowed for every device it lists.
+        let initiator = stated.initiator();
         let (decision, refused) = match &request.bulk {
             Some(plan) => {
-                let d = bulk::decide(policy, caller.index, request.target.version, plan);
+                let version = request.target.version;
+                let d = bulk::decide(policy, caller.index, version, plan, initiator);
                 (d.decision, d.refused)
             }
-            None => (
-                policy.decide(&Facts::of(caller.index, &request.target, &request.params)),
-                Vec::new(),
-            ),
+            None => {
+                let facts = Facts::of(caller.index, &request.target, &request.params, initiator);
+                (policy.decide(&facts), Vec::new())
+            }
         };
         record_decision(&tracing::Span::current(), trail, &decision);
         let rule = match decision.rule {
             Some(rule) if decision.allowed => rule,
             _ => return Err(forbidden_for(&decision, caller, request, &refused)),
         };
+        // The allowing rule may demand the person and the reason: 400 before anything is sent.
+        required_stated(rule, stated, trail)?;
         if request.dry_run {
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
             let doc = dry_run_response(
@@ -393,6 +426,15 @@ struct Caller {
     index: usize,
     /// Its name (rules, audit, logs, the in-flight bound).
     name: String,
+    /// The signed-in user, when the caller's token is a delegated one.
+    user: Option<TokenUser>,
+}
+
+/// What a request asks, admitted: the operation and its body, and the person and reason
+/// it states.
+struct Asked {
+    request: Admitted,
+    stated: Stated,
 }
 
 /// The in-flight slots a request holds (the caller's and the gateway's) until it is answered.
@@ -484,6 +526,10 @@ fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing:
         client_request_id = %ids.client_request_id,
         http.route = tracing::field::Empty,
         caller.name = tracing::field::Empty,
+        caller.issuer = tracing::field::Empty,
+        caller.subject = tracing::field::Empty,
+        caller.token_sha256 = tracing::field::Empty,
+        caller.initiator = tracing::field::Empty,
         graph.operation = tracing::field::Empty,
         policy.rule = tracing::field::Empty,
         policy.decision = tracing::field::Empty,
@@ -509,5 +555,55 @@ fn record_decision(span: &tracing::Span, trail: &mut AuditTrail, decision: &Deci
             policy.shadow_decision = if shadow.allowed { "allow" } else { "deny" },
             "a shadow rule would change this decision"
         );
+    }
+}
+
+/// Refuses (400) an allowed request that does not state what its rule requires.
+fn required_stated(
+    rule: &crate::policy::Rule,
+    stated: &Stated,
+    trail: &mut AuditTrail,
+) -> Result<(), GatewayError> {
+    let missing = rule
+        .require
+        .missing(stated.initiator.is_some(), stated.reason.is_some());
+    if missing.is_none() {
+        return Ok(());
+    }
+    trail.decided(AuditDecision::Invalid, Some(&rule.name));
+    Err(ContextError::Missing {
+        rule: rule.name.clone(),
+        missing,
+    }
+    .into())
+}
+
+/// The token's issuer, subject and fingerprint (never the token) on the span and the audit.
+fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::Verified) {
+    span.record("caller.issuer", token.issuer.as_str());
+    if let Some(subject) = &token.subject {
+        span.record("caller.subject", subject.as_str());
+    }
+    span.record("caller.token_sha256", token.fingerprint.as_str());
+    trail.token(token);
+}
+
+fn record_stated(trail: &mut AuditTrail, stated: &Stated) {
+    if let Some(who) = stated.initiator() {
+        tracing::Span::current().record("caller.initiator", who);
+    }
+    trail.stated(stated);
+}
+
+/// Counts refusals that have a metric of their own (besides `graphgate_errors_total`), and
+/// notes why a token was refused in its audit record.
+fn count_refusal(err: &GatewayError, trail: &mut AuditTrail) {
+    match err {
+        GatewayError::Unauthenticated(AuthError::Token(refusal)) => {
+            metrics::jwt_refusal(refusal.label());
+            trail.note(&format!("token refused: {}", refusal.label()));
+        }
+        GatewayError::Context(e) => metrics::context_refusal(e.label()),
+        _ => {}
     }
 }

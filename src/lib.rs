@@ -9,8 +9,10 @@
 //!   identify → admit → decide → execute (idempotency → pacing → token → durable audit
 //!   intent → Graph). [`gateway::explain`] runs admission and decision offline for
 //!   `policy explain` and `policy test`.
-//! - [`identity`]: who the caller is (API key or client certificate; [`tls::client_crl`]
-//!   checks certificates against a CRL file that follows its changes).
+//! - [`identity`]: who the caller is (API key, client certificate, or a JWT from an issuer
+//!   the policy trusts, verified against its cached keys: [`identity::jwt`];
+//!   [`tls::client_crl`] checks certificates against a CRL file that follows its changes),
+//!   and the person and reason a request is made for ([`identity::context`]).
 //! - `inbound` (*crate*): admission, the one path shared by the gateway and `policy
 //!   explain`: request ids, the operation, query, idempotency key, content type, and the
 //!   body read within bounds and validated. [`bulk`]: the bulk `executeAction`, decided per

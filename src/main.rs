@@ -409,8 +409,22 @@ fn policy(cmd: PolicyCommand) -> Fallible<ExitCode> {
             caller,
             request,
             body,
+            initiator,
+            reason,
             policy,
-        } => Ok(policy_explain(&policy, &caller, &request, body.as_deref())),
+        } => {
+            let said = graphgate::gateway::explain::Said {
+                initiator: initiator.as_deref(),
+                reason: reason.as_deref(),
+            };
+            Ok(policy_explain(
+                &policy,
+                &caller,
+                &request,
+                body.as_deref(),
+                said,
+            ))
+        }
         PolicyCommand::Test { file, policy } => Ok(policy_test(&file, policy.as_deref())),
         PolicyCommand::HashKey => policy_hash_key(),
     }
@@ -444,6 +458,7 @@ fn policy_explain(
     caller: &str,
     request: &str,
     body: Option<&std::path::Path>,
+    said: graphgate::gateway::explain::Said<'_>,
 ) -> ExitCode {
     let bad_input = |e: &dyn std::fmt::Display| {
         eprintln!("{e}");
@@ -459,7 +474,7 @@ fn policy_explain(
         Some(Ok(bytes)) => Some(bytes),
         None => None,
     };
-    match graphgate::gateway::explain::explain(&policy, caller, request, body.as_deref()) {
+    match graphgate::gateway::explain::explain(&policy, caller, request, body.as_deref(), said) {
         Ok((allowed, text)) => {
             print!("{text}");
             if allowed {

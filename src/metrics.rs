@@ -65,6 +65,9 @@ struct Metrics {
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
     connections_closed: Family<ReasonLabel, Counter>,
+    jwt_refusals: Family<ReasonLabel, Counter>,
+    jwt_key_fetches: Family<ResultLabel, Counter>,
+    context_refusals: Family<ReasonLabel, Counter>,
     audit_trust: AuditTrust,
 }
 
@@ -107,6 +110,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         errors: Family::default(),
         permissions: Family::default(),
         connections_closed: Family::default(),
+        jwt_refusals: Family::default(),
+        jwt_key_fetches: Family::default(),
+        context_refusals: Family::default(),
         audit_trust: AuditTrust::default(),
         registry: Registry::default(),
     };
@@ -185,6 +191,21 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_connections_closed",
         "Client connections the server closed or refused, by reason (a deadline, an HTTP/2 control-frame flood, a connection cap)",
         m.connections_closed.clone(),
+    );
+    r.register(
+        "graphgate_jwt_refusals",
+        "Bearer tokens refused (401), by reason (expired, signature, audience, unknown_key, keys_unavailable, ...)",
+        m.jwt_refusals.clone(),
+    );
+    r.register(
+        "graphgate_jwt_key_fetches",
+        "Fetches of token issuers' keys (discovery, JWKS or file), by result; a failed one keeps the cached keys",
+        m.jwt_key_fetches.clone(),
+    );
+    r.register(
+        "graphgate_context_refusals",
+        "Requests refused (400) over the person or reason they state, by reason (missing, bad_initiator, bad_reason, not_the_token_user, ...)",
+        m.context_refusals.clone(),
     );
     crate::state::metrics::register(r);
     register_audit_trust(r, &m.audit_trust);
@@ -362,6 +383,32 @@ pub fn error(code: &'static str) {
 pub fn connection_closed(reason: &'static str) {
     METRICS
         .connections_closed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// A bearer token was refused; `reason` is a [`crate::identity::TokenRefusal`] label.
+pub fn jwt_refusal(reason: &'static str) {
+    METRICS
+        .jwt_refusals
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// A token issuer's keys were fetched (or the fetch failed).
+pub fn jwt_key_fetch(ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    METRICS
+        .jwt_key_fetches
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// A request was refused over its stated person or reason; `reason` is a
+/// [`crate::identity::context::ContextError`] label.
+pub fn context_refusal(reason: &'static str) {
+    METRICS
+        .context_refusals
         .get_or_create(&ReasonLabel { reason })
         .inc();
 }

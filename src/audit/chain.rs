@@ -117,6 +117,13 @@ impl serde::Serialize for Sealing<'_> {
             m.serialize_entry("audit_id", &e.audit_id)?;
             some(&mut m, "auth_method", e.auth_method.as_ref())?;
             some(&mut m, "caller", e.caller.as_ref())?;
+            some(&mut m, "caller_issuer", e.caller_issuer.as_ref())?;
+            some(&mut m, "caller_subject", e.caller_subject.as_ref())?;
+            some(
+                &mut m,
+                "caller_token_sha256",
+                e.caller_token_sha256.as_ref(),
+            )?;
             some(&mut m, "client_request_id", e.client_request_id.as_ref())?;
             some(&mut m, "cloud", e.cloud.as_ref())?;
             some(&mut m, "completion", e.completion.as_ref())?;
@@ -131,6 +138,8 @@ impl serde::Serialize for Sealing<'_> {
             return m.end();
         }
         // "hash" goes here.
+        some(&mut m, "initiator", e.initiator.as_ref())?;
+        some(&mut m, "initiator_source", e.initiator_source.as_ref())?;
         some(&mut m, "kind", e.kind.as_ref())?;
         some(&mut m, "latency_us", e.latency_us.as_ref())?;
         some(&mut m, "note", e.note.as_ref())?;
@@ -138,6 +147,7 @@ impl serde::Serialize for Sealing<'_> {
         some(&mut m, "params", e.params.as_ref())?;
         some(&mut m, "policy_version", e.policy_version.as_ref())?;
         m.serialize_entry("prev_hash", self.prev_hash)?;
+        some(&mut m, "reason", e.reason.as_ref())?;
         some(&mut m, "rule", e.rule.as_ref())?;
         m.serialize_entry("seq", &self.seq)?;
         some(&mut m, "shadow_rule", e.shadow_rule.as_ref())?;
@@ -289,6 +299,12 @@ mod tests {
             upstream_latency_us: Some(0),
             token_app_id: Some("app".into()),
             note: Some("n\"\n".into()),
+            caller_issuer: Some("https://issuer".into()),
+            caller_subject: Some("system:serviceaccount:a:b".into()),
+            caller_token_sha256: Some("f0".into()),
+            initiator: Some("alice@contoso.com".into()),
+            initiator_source: Some("header".into()),
+            reason: Some("CHG-1 \u{e9}\u{2028}?".into()),
             completion: Some("done".into()),
         };
         let line = ChainState::default().seal(&entry).unwrap();

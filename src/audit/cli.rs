@@ -83,6 +83,10 @@ pub struct QueryArgs {
     /// Graph's `request-id` for the call (the record's `graph_request_id`).
     #[arg(long)]
     graph_request_id: Option<String>,
+    /// The person the request was made for (a UPN or object id, case-insensitive; or
+    /// `@domain` for everyone of a domain).
+    #[arg(long)]
+    initiator: Option<String>,
     /// From this time (YYYY-MM-DD or RFC 3339), inclusive.
     #[arg(long)]
     since: Option<String>,
@@ -362,6 +366,7 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         decision,
         request_id: args.request_id,
         graph_request_id: args.graph_request_id,
+        initiator: args.initiator,
         since,
         until,
         all_kinds: args.all,

@@ -26,6 +26,8 @@ pub struct Filter {
     pub request_id: Option<String>,
     /// Graph's `request-id`, case-insensitive.
     pub graph_request_id: Option<String>,
+    /// The initiator, case-insensitive; `@domain` matches every initiator of that domain.
+    pub initiator: Option<String>,
     /// Records at or after this time.
     pub since: Option<DateTime<Utc>>,
     /// Records before this time.
@@ -62,6 +64,12 @@ impl Filter {
             })
         });
         let decision = e.decision.map(|d| d.as_str().to_owned());
+        let initiator_ok = self.initiator.as_ref().is_none_or(|want| {
+            e.initiator.as_ref().is_some_and(|who| {
+                let (who, want) = (who.to_ascii_lowercase(), want.to_ascii_lowercase());
+                who == want || (want.starts_with('@') && who.ends_with(&want))
+            })
+        });
         let time = DateTime::parse_from_rfc3339(&e.time)
             .ok()
             .map(|t| t.with_timezone(&Utc));
@@ -75,6 +83,7 @@ impl Filter {
             && eq(&self.decision, &decision)
             && eq(&self.request_id, &Some(e.audit_id.clone()))
             && eq(&self.graph_request_id, &e.graph_request_id)
+            && initiator_ok
             && time_ok
     }
 }
@@ -140,15 +149,17 @@ pub fn print_table(
     let header = [
         "TIME",
         "CALLER",
+        "INITIATOR",
         "OPERATION",
         "DEVICE",
         "DECISION",
         "RULE",
         "STATUS",
+        "REASON",
         "COMPLETION",
         "AUDIT ID",
     ];
-    let cells: Vec<[String; 9]> = rows.iter().map(|r| row(r, completed)).collect();
+    let cells: Vec<[String; 11]> = rows.iter().map(|r| row(r, completed)).collect();
     let mut widths = header.map(str::len);
     for c in &cells {
         for (w, v) in widths.iter_mut().zip(c.iter()) {
@@ -171,7 +182,18 @@ pub fn print_table(
     writeln!(out, "({} record(s))", rows.len())
 }
 
-fn row(r: &Record, completed: &HashMap<&str, &str>) -> [String; 9] {
+/// A reason in one table cell: at most [`REASON_CELL_CHARS`] characters.
+fn reason_cell(reason: &str) -> String {
+    match reason.char_indices().nth(REASON_CELL_CHARS) {
+        Some((cut, _)) => format!("{}…", &reason[..cut]),
+        None => reason.to_owned(),
+    }
+}
+
+/// Longest reason shown in a table cell; `--json` shows it whole.
+const REASON_CELL_CHARS: usize = 40;
+
+fn row(r: &Record, completed: &HashMap<&str, &str>) -> [String; 11] {
     let e = &r.entry;
     let completion = match (e.kind, completed.get(e.audit_id.as_str())) {
         (Some(Kind::Completion), _) => e.completion.clone().unwrap_or_else(|| "-".into()),
@@ -193,11 +215,13 @@ fn row(r: &Record, completed: &HashMap<&str, &str>) -> [String; 9] {
             .clone()
             .or_else(|| e.source.clone())
             .unwrap_or_else(|| "-".into()),
+        dash(&e.initiator),
         dash(&e.operation),
         dash(&e.device_id),
         e.decision.map_or("-", |d| d.as_str()).to_owned(),
         dash(&e.rule),
         status,
+        e.reason.as_deref().map_or_else(|| "-".into(), reason_cell),
         completion,
         e.audit_id.clone(),
     ]

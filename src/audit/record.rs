@@ -119,9 +119,27 @@ pub struct Entry {
     /// The caller's name from the policy.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub caller: Option<String>,
-    /// How the caller authenticated (`api_key`, ...).
+    /// How the caller authenticated (`api_key`, `mtls`, `jwt`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_method: Option<String>,
+    /// A JWT caller's token issuer (as the policy names it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_issuer: Option<String>,
+    /// A JWT caller's token subject (`sub`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_subject: Option<String>,
+    /// A JWT caller's token fingerprint: hex SHA-256 of the token, never the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_token_sha256: Option<String>,
+    /// The person the request was made for (a UPN or an object id), as stated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+    /// Where the initiator came from: `header`, `body` or `token` (a delegated token's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_source: Option<String>,
+    /// Why, as the caller stated it (at most 1,024 characters, no control characters).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
     /// The caller's network address.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,

@@ -80,6 +80,23 @@ impl AuditTrail {
         self.entry.policy_version = Some(policy_version.to_owned());
     }
 
+    /// The caller's verified token: its issuer, subject and fingerprint (never the token).
+    pub fn token(&mut self, token: &crate::identity::Verified) {
+        self.entry.caller_issuer = Some(token.issuer.clone());
+        self.entry.caller_subject.clone_from(&token.subject);
+        self.entry.caller_token_sha256 = Some(token.fingerprint.clone());
+    }
+
+    /// The person and reason the request states (already checked).
+    pub fn stated(&mut self, stated: &crate::identity::context::Stated) {
+        self.entry.initiator = stated.initiator.as_ref().map(|(who, _)| who.clone());
+        self.entry.initiator_source = stated
+            .initiator
+            .as_ref()
+            .map(|(_, source)| source.as_str().to_owned());
+        self.entry.reason.clone_from(&stated.reason);
+    }
+
     /// The operation is recognised: from here on, the request is audited.
     pub fn recognised(&mut self, op: &Recognised) {
         self.recognised = true;

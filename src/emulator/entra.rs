@@ -237,6 +237,11 @@ fn issue(
         }
     });
     let scope = form.get("scope").ok_or(EntraError::missing("scope"))?;
+    if let (Some(api), Some(&cloud)) = (super::callers::api_for_scope(state, scope), clouds.first())
+    {
+        // A caller app asking for a token for graphgate's own API.
+        return Ok(super::callers::token_response(state, app, api, cloud));
+    }
     let cloud = clouds
         .iter()
         .copied()

@@ -47,19 +47,30 @@ pub(crate) fn impostor_key() -> Result<&'static SigningKey, String> {
         .map_err(Clone::clone)
 }
 
-fn generate() -> Result<SigningKey, String> {
+/// An RSA key's PKCS#1 DER, modulus and exponent.
+pub(crate) type RsaParts = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+/// A fresh RSA-2048 key: its PKCS#1 DER (to sign with), modulus and exponent.
+pub(crate) fn rsa_key() -> Result<RsaParts, String> {
     let private = rsa::PrivateKey::new(&mut getrandom::SysRng, RSA_BITS)
         .map_err(|e| format!("generating the RSA signing key: {e}"))?;
     let der = private
         .to_pkcs1_der()
         .map_err(|e| format!("encoding the RSA signing key: {e}"))?;
-    let n = private.n_bytes();
-    let e = private.e_bytes();
+    Ok((
+        der.as_bytes().to_vec(),
+        private.n_bytes().to_vec(),
+        private.e_bytes().to_vec(),
+    ))
+}
+
+fn generate() -> Result<SigningKey, String> {
+    let (der, n, e) = rsa_key()?;
     // Entra's kids are short base64url thumbprints; a digest of the modulus is as stable.
     let digest = Sha256::digest(&n);
     let kid = URL_SAFE_NO_PAD.encode(&digest[..20]);
     Ok(SigningKey {
-        encoding: EncodingKey::from_rsa_der(der.as_bytes()),
+        encoding: EncodingKey::from_rsa_der(&der),
         decoding: DecodingKey::from_rsa_raw_components(&n, &e),
         kid,
         n: URL_SAFE_NO_PAD.encode(&n),

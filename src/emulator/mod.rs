@@ -12,7 +12,12 @@
 //! (TLS listener and dispatch), `wire` (request/response plumbing); `entra_assertion`
 //! (certificate and federated client assertions), `imds` (the managed-identity endpoint, plain
 //! HTTP on a listener of its own), `test_credentials` (certificates and issuers for tests).
+//! Caller tokens for graphgate itself: `callers` (Entra tokens for graphgate's API, app-only
+//! and delegated, and discovery documents), `workload` + `idp` (a Kubernetes service-account
+//! issuer and a SPIFFE trust domain, with key rotation and key-endpoint faults) and
+//! `idp_control` (their `/_emulator/` endpoints).
 
+mod callers;
 mod claims;
 pub mod csdl;
 mod device_read;
@@ -23,6 +28,8 @@ mod entra_error;
 mod faults;
 mod graph;
 mod graph_reply;
+mod idp;
+mod idp_control;
 mod imds;
 mod introspect;
 mod keys;
@@ -36,12 +43,17 @@ mod state;
 mod strict_json;
 mod test_credentials;
 mod wire;
+mod workload;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use callers::{
+    DEMO_API_URI, DEMO_USER_OID, DEMO_USER_UPN, ExposedApi, TestUser, entra_issuer,
+    service_principal_id,
+};
 pub use devices::{
     ActionOutcome, ActionState, DeviceActionResult, DeviceSecrets, EmulatedDevice, OperatingSystem,
     supports,
@@ -49,10 +61,15 @@ pub use devices::{
 pub use faults::{
     FAULT_SPEC_HELP, Fault, FaultKind, FaultSpec, Faults, FaultsError, MAX_FAULT_DELAY_MS, Target,
 };
+pub use idp::{JwksFault, JwksMode};
 pub use pki::CA_NAME;
 pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
 pub use test_credentials::{FederatedIssuer, TestCertificate};
 pub use wire::MAX_BODY_BYTES;
+pub use workload::{
+    KUBERNETES_HOST, KUBERNETES_ISSUER, KUBERNETES_JWKS_URL, SPIFFE_TRUST_DOMAIN, WorkloadIssuer,
+    service_account_claims, svid_claims,
+};
 
 use crate::cloud::Cloud;
 use crate::operation::catalog::PRIV_OPS;
@@ -137,6 +154,11 @@ pub struct EmulatorConfig {
     /// Client ids of apps that are managed identities, served by IMDS; the first is the
     /// system-assigned one (asked for without `client_id`).
     pub managed_identities: Vec<String>,
+    /// APIs exposed in the tenant (graphgate's own): a client-credentials request for
+    /// `{app id URI}/.default` gets a token for it, for graphgate's callers.
+    pub exposed_apis: Vec<ExposedApi>,
+    /// Users of the tenant, for delegated tokens.
+    pub users: Vec<TestUser>,
 }
 
 /// A further client secret of an app.
@@ -193,6 +215,16 @@ impl Default for EmulatorConfig {
             certificates: Vec::new(),
             federated_credentials: Vec::new(),
             managed_identities: Vec::new(),
+            exposed_apis: vec![ExposedApi {
+                app_id_uri: DEMO_API_URI.to_owned(),
+                client_id: DEMO_CLIENT_ID.to_owned(),
+                token_version: 1,
+            }],
+            users: vec![TestUser {
+                oid: DEMO_USER_OID.to_owned(),
+                upn: DEMO_USER_UPN.to_owned(),
+                name: "Adele Vance".to_owned(),
+            }],
         }
     }
 }

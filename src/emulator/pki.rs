@@ -37,6 +37,8 @@ pub(crate) fn served_hosts() -> Vec<&'static str> {
             }
         }
     }
+    // The emulated Kubernetes API server, issuer of service-account tokens.
+    hosts.push(super::workload::KUBERNETES_HOST);
     hosts
 }
 

@@ -16,7 +16,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::state::State;
 use super::wire::{Outcome, Request, text};
-use super::{entra, graph, introspect};
+use super::{callers, entra, graph, idp_control, introspect, workload};
 use crate::cloud::Cloud;
 
 /// How long a client may take to finish the TLS handshake.
@@ -95,7 +95,13 @@ async fn dispatch(state: &State, sni: Option<String>, req: http::Request<Incomin
 async fn route(state: &State, req: &Request) -> Outcome {
     let path = req.uri.path();
     if let Some(rest) = path.strip_prefix("/_emulator/") {
+        if let Some(outcome) = idp_control::handle(state, req, rest).await {
+            return outcome;
+        }
         return Ok(introspect::handle(state, req, rest));
+    }
+    if req.host_name() == workload::KUBERNETES_HOST {
+        return workload::kubernetes(&state.workloads.kubernetes, req).await;
     }
     if let Some(cloud) = Cloud::by_graph_host(&req.host_name()) {
         return graph::handle(state, req, cloud).await;
@@ -103,10 +109,18 @@ async fn route(state: &State, req: &Request) -> Outcome {
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     Ok(match segs.as_slice() {
         [tenant, "oauth2", "v2.0", "token"] => return entra::token(state, req, tenant).await,
-        [tenant, "discovery", "v2.0", "keys"] => entra::keys(state, req, tenant),
+        [tenant, "discovery", "v2.0", "keys"] | [tenant, "discovery", "keys"] => {
+            entra::keys(state, req, tenant)
+        }
+        [tenant, ".well-known", "openid-configuration"] => {
+            callers::discovery(state, req, tenant, 1)
+        }
+        [tenant, "v2.0", ".well-known", "openid-configuration"] => {
+            callers::discovery(state, req, tenant, 2)
+        }
         _ if Cloud::by_login_host(&req.host_name()).next().is_some() => text(
             StatusCode::NOT_FOUND,
-            "the emulated Entra serves only /{tenant}/oauth2/v2.0/token and /{tenant}/discovery/v2.0/keys",
+            "the emulated Entra serves only /{tenant}/oauth2/v2.0/token, /{tenant}/discovery/[v2.0/]keys and /{tenant}/[v2.0/].well-known/openid-configuration",
         ),
         _ => entra::misdirected(req),
     })

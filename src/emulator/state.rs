@@ -21,6 +21,8 @@ use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, Tok
 pub(crate) struct State {
     pub(crate) config: EmulatorConfig,
     pub(crate) key: &'static SigningKey,
+    /// The workload issuers of graphgate's callers (Kubernetes, SPIFFE).
+    pub(crate) workloads: super::workload::Workloads,
     devices: Mutex<BTreeMap<String, Device>>,
     /// Arranged ends of actions (see [`ActionOutcome`]).
     outcomes: ArcSwap<Vec<ActionOutcome>>,
@@ -82,6 +84,7 @@ impl State {
             outcomes: ArcSwap::from_pointee(config.action_outcomes.clone()),
             config,
             key,
+            workloads: super::workload::Workloads::default(),
             devices: Mutex::new(devices),
             clock: Clock::start(),
             token_log: Mutex::new(Bounded::new(MAX_RECORDS)),

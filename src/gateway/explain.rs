@@ -11,10 +11,11 @@ use http::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 
 use crate::error::GatewayError;
-use crate::inbound::{self, InboundError};
+use crate::identity::context::{self as stated_context, Stated};
+use crate::inbound;
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
-use crate::policy::{Decision, Facts, Mismatch, Policy, Test};
+use crate::policy::{Decision, Facts, Mismatch, Missing, Policy, Test};
 
 /// What `rule` is reported as when no rule allows a request.
 pub const DEFAULT_DENY: &str = "(default deny)";
@@ -51,11 +52,16 @@ pub struct Evaluation<'p> {
     pub target: Recognised,
     /// Its parameters.
     pub params: Params,
+    /// The person and reason it states.
+    pub stated: Stated,
     /// The decision.
     pub decision: Decision<'p>,
     /// A bulk request: the operation it runs, how many devices it lists, and those the
     /// policy refuses.
     pub bulk: Option<BulkSummary>,
+    /// What the allowing rule requires and the request does not state (the gateway then
+    /// answers 400, so the request is not allowed).
+    pub missing: Missing,
 }
 
 /// What a bulk request was decided on.
@@ -68,15 +74,56 @@ pub struct BulkSummary {
     pub refused: Vec<String>,
 }
 
+impl Evaluation<'_> {
+    /// Whether the gateway would forward the request.
+    pub fn allowed(&self) -> bool {
+        self.decision.allowed && self.missing.is_none()
+    }
+}
+
+/// The person and reason a request states, as `X-Graphgate-Initiator` and
+/// `X-Graphgate-Reason` would (the simplified API's body fields are read from the body).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Said<'a> {
+    /// The initiator header's value.
+    pub initiator: Option<&'a str>,
+    /// The reason header's value.
+    pub reason: Option<&'a str>,
+}
+
+impl Said<'_> {
+    /// Adds these as the headers the gateway would read them from.
+    fn to_headers(self, headers: &mut HeaderMap) -> Result<(), ExplainError> {
+        let pairs = [
+            (stated_context::INITIATOR_HEADER, self.initiator),
+            (stated_context::REASON_HEADER, self.reason),
+        ];
+        for (name, value) in pairs {
+            if let Some(value) = value {
+                let value = HeaderValue::from_str(value).map_err(|_| ExplainError::Refused {
+                    status: 400,
+                    message: format!(
+                        "{name} cannot be sent as an HTTP header (control characters)"
+                    ),
+                })?;
+                headers.insert(name, value);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Evaluates `request` ("POST /v1.0/...") with its JSON `body` for `caller`, exactly as the
-/// gateway would: the same admission (recognition, query, headers, strict body checks; see
-/// `inbound`), the same facts, the same policy. The body is sent as the gateway receives
-/// it, with `Content-Type: application/json`.
+/// gateway would: the same admission (recognition, query, headers, the person and reason
+/// stated (`said`), strict body checks; see `inbound`), the same facts, the same policy,
+/// and what the allowing rule requires. The body is sent as the gateway receives it, with
+/// `Content-Type: application/json`.
 pub fn evaluate<'p>(
     policy: &'p Policy,
     caller: &str,
     request: &str,
     body: Option<&[u8]>,
+    said: Said<'_>,
 ) -> Result<(Evaluation<'p>, usize), ExplainError> {
     let index = policy
         .caller_index(caller)
@@ -84,20 +131,26 @@ pub fn evaluate<'p>(
     let (method, uri) = request_line(request)?;
     let mut headers = HeaderMap::new();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    // The gateway's two admission steps; it would read the body between them.
+    said.to_headers(&mut headers)?;
+    // The gateway's admission steps, in its order; it would read the body before the last.
     let head = inbound::admit_head(&method, &uri, &headers, |_| {}).map_err(refused)?;
+    let mut stated = stated_context::from_headers(&headers, None).map_err(refused)?;
     let body = match body {
         Some(b) => Bytes::copy_from_slice(b),
         None if head.target.op.needs_body() => return Err(ExplainError::NoBody),
         None => Bytes::new(),
     };
+    let body =
+        stated_context::take_from_body(&head.target, body, &mut stated, None).map_err(refused)?;
     let admitted = head
         .admit_body(&body, crate::bulk::DEFAULT_MAX_DEVICES)
         .map_err(refused)?;
     // A bulk request is decided device by device, as the gateway decides it.
+    let initiator = stated.initiator();
     let (decision, bulk) = match &admitted.bulk {
         Some(plan) => {
-            let d = crate::bulk::decide(policy, index, admitted.target.version, plan);
+            let version = admitted.target.version;
+            let d = crate::bulk::decide(policy, index, version, plan, initiator);
             let summary = BulkSummary {
                 operation: plan.op.name,
                 devices: plan.device_ids.len(),
@@ -105,17 +158,25 @@ pub fn evaluate<'p>(
             };
             (d.decision, Some(summary))
         }
-        None => (
-            policy.decide(&Facts::of(index, &admitted.target, &admitted.params)),
-            None,
-        ),
+        None => {
+            let facts = Facts::of(index, &admitted.target, &admitted.params, initiator);
+            (policy.decide(&facts), None)
+        }
+    };
+    let missing = match decision.rule {
+        Some(rule) if decision.allowed => rule
+            .require
+            .missing(stated.initiator.is_some(), stated.reason.is_some()),
+        _ => Missing::default(),
     };
     Ok((
         Evaluation {
             target: admitted.target,
             params: admitted.params,
+            stated,
             decision,
             bulk,
+            missing,
         },
         index,
     ))
@@ -131,8 +192,8 @@ fn request_line(request: &str) -> Result<(Method, Uri), ExplainError> {
 }
 
 /// What the gateway would answer a request it refuses before policy.
-fn refused(e: InboundError) -> ExplainError {
-    let answer = GatewayError::from(e).answer();
+fn refused(e: impl Into<GatewayError>) -> ExplainError {
+    let answer = e.into().answer();
     ExplainError::Refused {
         status: answer.status.as_u16(),
         message: answer.message.into_owned(),
@@ -145,13 +206,27 @@ pub fn explain(
     caller: &str,
     request: &str,
     body: Option<&[u8]>,
+    said: Said<'_>,
 ) -> Result<(bool, String), ExplainError> {
-    let (eval, index) = evaluate(policy, caller, request, body)?;
+    let (eval, index) = evaluate(policy, caller, request, body, said)?;
     let mut out = String::new();
     let d = &eval.decision;
-    let verdict = if d.allowed { "allow" } else { "deny" };
+    let verdict = if eval.allowed() { "allow" } else { "deny" };
     let _ = writeln!(out, "decision: {verdict}");
     let _ = writeln!(out, "rule: {}", d.rule_name().unwrap_or(DEFAULT_DENY));
+    if !eval.missing.is_none() {
+        let _ = writeln!(
+            out,
+            "missing: {} (the rule requires it; the gateway answers 400 invalidRequest)",
+            eval.missing.names().join(", ")
+        );
+    }
+    if let Some((who, source)) = &eval.stated.initiator {
+        let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
+    }
+    if let Some(reason) = &eval.stated.reason {
+        let _ = writeln!(out, "reason: {reason}");
+    }
     if let Some(s) = d.shadow {
         let _ = writeln!(
             out,
@@ -182,7 +257,7 @@ pub fn explain(
             }
         );
     }
-    let facts = Facts::of(index, &eval.target, &eval.params);
+    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.initiator());
     let explanation = policy.explain(&facts);
     if explanation.rules.is_empty() {
         let _ = writeln!(out, "no rule names caller '{caller}'");
@@ -204,14 +279,31 @@ pub fn explain(
             Ok(()) => "matches".to_owned(),
             Err(m) => mismatch_text(m, &facts),
         };
+        let why = match requirement(rule) {
+            Some(needs) => format!("{why}; requires {needs}"),
+            None => why,
+        };
         let _ = writeln!(out, "  - {} ({effect}): {why}", rule.name);
     }
-    Ok((d.allowed, out))
+    Ok((eval.allowed(), out))
+}
+
+/// What a rule's `require` asks for, in words.
+fn requirement(rule: &crate::policy::Rule) -> Option<String> {
+    let all = Missing {
+        initiator: rule.require.initiator,
+        reason: rule.require.reason,
+    };
+    (!all.is_none()).then(|| all.names().join(" and "))
 }
 
 fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
     match m {
         Mismatch::Operation => format!("does not cover {}", f.op.name),
+        Mismatch::Initiator => match f.initiator {
+            Some(who) => format!("does not cover initiator {who}"),
+            None => "covers listed initiators only, and none is stated".to_owned(),
+        },
         Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),
         Mismatch::Device => format!("does not list device {}", f.device),
         Mismatch::Condition(c) => {
@@ -245,6 +337,10 @@ struct Case {
     request: String,
     #[serde(default)]
     body: Option<serde_json::Value>,
+    #[serde(default)]
+    initiator: Option<String>,
+    #[serde(default)]
+    reason: Option<String>,
     expect: Expect,
 }
 
@@ -256,6 +352,8 @@ struct Expect {
     rule: Option<String>,
     #[serde(default)]
     shadow_rule: Option<String>,
+    #[serde(default)]
+    missing: Option<Vec<String>>,
 }
 
 /// The result of `policy test`.
@@ -317,12 +415,17 @@ fn check_case(policy: &Policy, case: &Case) -> Option<String> {
         .body
         .as_ref()
         .map(|b| serde_json::to_vec(b).unwrap_or_default());
-    let (eval, _) = match evaluate(policy, &case.caller, &case.request, body.as_deref()) {
+    let said = Said {
+        initiator: case.initiator.as_deref(),
+        reason: case.reason.as_deref(),
+    };
+    let (eval, _) = match evaluate(policy, &case.caller, &case.request, body.as_deref(), said) {
         Ok(e) => e,
         Err(e) => return Some(e.to_string()),
     };
+    let got_decision = if eval.allowed() { "allow" } else { "deny" };
+    let got_missing = eval.missing.names();
     let d = eval.decision;
-    let got_decision = if d.allowed { "allow" } else { "deny" };
     let got_rule = d.rule_name().unwrap_or(DEFAULT_DENY);
     let got_shadow = d.shadow.map(|s| s.rule);
     let mut problems = Vec::new();
@@ -342,6 +445,9 @@ fn check_case(policy: &Policy, case: &Case) -> Option<String> {
         .filter(|r| Some(*r) != got_shadow)
     {
         problems.push(format!("expected shadow rule '{rule}', got {got_shadow:?}"));
+    }
+    if let Some(missing) = case.expect.missing.as_ref().filter(|m| **m != got_missing) {
+        problems.push(format!("expected missing {missing:?}, got {got_missing:?}"));
     }
     (!problems.is_empty()).then(|| problems.join("; "))
 }
@@ -377,7 +483,14 @@ callers:
     api_key_sha256: "{}"
   - name: nobody
     api_key_sha256: "{}"
+  - name: helpdesk
+    api_key_sha256: "{}"
 rules:
+  - name: helpdesk-with-a-ticket
+    callers: [helpdesk]
+    operations: [managedDevices.updateWindowsDeviceAccount]
+    require: [initiator, reason]
+    initiators: ["@contoso.com"]
   - name: rotator-updates-room-accounts
     callers: [rotator]
     operations: [managedDevices.updateWindowsDeviceAccount]
@@ -395,6 +508,7 @@ rules:
 "#,
             api_key_sha256("k-rotator"),
             api_key_sha256("k-nobody"),
+            api_key_sha256("k-helpdesk"),
         );
         Policy::from_yaml(&text, "table").unwrap()
     }
@@ -470,16 +584,25 @@ rules:
         method: &str,
         uri: &str,
         body: &str,
+        said: Said<'_>,
     ) -> Outcome {
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header("authorization", format!("Bearer {key}"))
             .header("content-type", "application/json")
             // Allowed requests are answered with the decision instead of being sent.
-            .header("prefer", "dry-run")
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
+            .header("prefer", "dry-run");
+        let headers = [
+            (stated_context::INITIATOR_HEADER, said.initiator),
+            (stated_context::REASON_HEADER, said.reason),
+        ];
+        for (name, value) in headers {
+            if let Some(value) = value {
+                req = req.header(name, value);
+            }
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
         let resp = gw.handle(req).await;
         let status = resp.status().as_u16();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
@@ -497,12 +620,22 @@ rules:
         method: &str,
         uri: &str,
         body: &str,
+        said: Said<'_>,
     ) -> Outcome {
         let request = format!("{method} {uri}");
-        match evaluate(policy, caller, &request, Some(body.as_bytes())) {
-            Ok((eval, _)) if eval.decision.allowed => Outcome {
+        match evaluate(policy, caller, &request, Some(body.as_bytes()), said) {
+            Ok((eval, _)) if eval.allowed() => Outcome {
                 status: 200,
                 said: eval.decision.rule_name().unwrap().to_owned(),
+            },
+            // Allowed by a rule whose requirement is not met: the gateway's 400.
+            Ok((eval, _)) if eval.decision.allowed => Outcome {
+                status: 400,
+                said: crate::identity::context::ContextError::Missing {
+                    rule: eval.decision.rule_name().unwrap().to_owned(),
+                    missing: eval.missing,
+                }
+                .to_string(),
             },
             Ok((eval, _)) => Outcome {
                 status: 403,
@@ -633,13 +766,85 @@ rules:
         let policy = policy();
         for (caller, method, path, body, status) in rows {
             let key = format!("k-{caller}");
-            let by_gateway = through_gateway(&gw, &key, method, &path, &body).await;
-            let by_explain = through_explain(&policy, caller, method, &path, &body);
+            let said = Said::default();
+            let by_gateway = through_gateway(&gw, &key, method, &path, &body, said).await;
+            let by_explain = through_explain(&policy, caller, method, &path, &body, said);
             assert_eq!(by_gateway, by_explain, "{caller} {method} {path}");
             assert_eq!(
                 by_gateway.status, status,
                 "{caller} {method} {path}: {by_gateway:?}"
             );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_gateway_and_policy_explain_agree_on_the_person_and_the_reason() {
+        let graph =
+            format!("/v1.0/deviceManagement/managedDevices/{DEV}/updateWindowsDeviceAccount");
+        let simple = format!("/api/v1/managedDevices/{DEV}/updateWindowsDeviceAccount");
+        let good = graph_body("room1@rooms.contoso.com", true);
+        let with = |fields: &[(&str, &str)]| {
+            let mut body: serde_json::Value = serde_json::from_str(&flat_body(None)).unwrap();
+            for (k, v) in fields {
+                body[*k] = serde_json::Value::String((*v).into());
+            }
+            body.to_string()
+        };
+        let said = |initiator, reason| Said { initiator, reason };
+        let alice = Some("alice@contoso.com");
+        let ticket = Some("CHG-4711");
+        let fields = |initiator: Option<&str>, reason: Option<&str>| {
+            let both = [("initiator", initiator), ("reason", reason)];
+            let given: Vec<(&str, &str)> =
+                both.iter().filter_map(|(k, v)| Some((*k, (*v)?))).collect();
+            with(&given)
+        };
+        // (headers stated, path, body, the status both must give)
+        let rows: Vec<(Said<'_>, &str, String, u16)> = vec![
+            (said(alice, ticket), &graph, good.clone(), 200),
+            (
+                said(Some("ALICE@contoso.com"), ticket),
+                &graph,
+                good.clone(),
+                200,
+            ),
+            (said(alice, None), &graph, good.clone(), 400),
+            (
+                said(Some("mallory@fabrikam.com"), ticket),
+                &graph,
+                good.clone(),
+                403,
+            ),
+            (said(None, ticket), &graph, good.clone(), 403),
+            (
+                said(Some("not an address"), ticket),
+                &graph,
+                good.clone(),
+                400,
+            ),
+            (said(None, None), &simple, fields(alice, Some("CHG-1")), 200),
+            (said(alice, None), &simple, fields(None, Some("CHG-1")), 200),
+            (
+                said(alice, None),
+                &simple,
+                fields(Some("bob@contoso.com"), Some("CHG-1")),
+                400,
+            ),
+            (said(None, None), &simple, fields(alice, None), 400),
+            (
+                said(None, None),
+                &simple,
+                fields(alice, Some("a\u{7}b")),
+                400,
+            ),
+        ];
+        let gw = gateway();
+        let policy = policy();
+        for (said, path, body, status) in rows {
+            let by_gateway = through_gateway(&gw, "k-helpdesk", "POST", path, &body, said).await;
+            let by_explain = through_explain(&policy, "helpdesk", "POST", path, &body, said);
+            assert_eq!(by_gateway, by_explain, "{said:?} {path} {body}");
+            assert_eq!(by_gateway.status, status, "{said:?} {path}: {by_gateway:?}");
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::audit::Audit;
 use crate::cloud::Cloud;
 use crate::forward::{Forwarder, RetryPolicy};
 use crate::identity::PeerCertificate;
+use crate::identity::jwt::{IssuerRegistry, TokenIssuers, fetch::HttpLoader};
 use crate::policy::Policy;
 use crate::ratelimit::PolicyLimits;
 use crate::slots::KeyedSlots;
@@ -83,17 +84,20 @@ pub struct ConnInfo {
     pub certificate: Option<Arc<PeerCertificate>>,
 }
 
-/// A policy together with the limits it configures.
+/// A policy together with the limits and token issuers' key stores it configures.
 pub struct Installed {
     /// The policy.
     pub policy: Policy,
     /// Its rate limits, budgets and pacing.
     pub limits: PolicyLimits,
+    /// Its token issuers' keys.
+    pub tokens: TokenIssuers,
 }
 
 /// Everything a request needs; shared by all connections.
 pub struct Gateway {
     pub(super) installed: ArcSwap<Installed>,
+    issuers: IssuerRegistry,
     pub(super) broker: TokenBroker,
     pub(super) forwarder: Forwarder,
     /// Idempotency claims, limits, budgets and pacing: this process's or shared.
@@ -159,12 +163,17 @@ impl Gateway {
     ) -> Self {
         broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
+        let issuers = IssuerRegistry::new(Arc::new(HttpLoader::new(http.clone())));
         let installed = Installed {
             limits: PolicyLimits::new(&policy, state.namespace()),
+            tokens: issuers.for_policy(&policy),
             policy,
         };
+        // Issuers' keys are fetched ahead of the first token that needs them.
+        installed.tokens.warm();
         Gateway {
             installed: ArcSwap::from_pointee(installed),
+            issuers,
             state,
             broker,
             forwarder: Forwarder {
@@ -232,7 +241,13 @@ impl Gateway {
         let limits = PolicyLimits::new(&policy, self.state.namespace());
         self.broker
             .set_required_permissions(crate::credential::privilege::required_permissions(&policy));
-        self.installed.store(Arc::new(Installed { policy, limits }));
+        let tokens = self.issuers.for_policy(&policy);
+        tokens.warm();
+        self.installed.store(Arc::new(Installed {
+            policy,
+            limits,
+            tokens,
+        }));
     }
 
     /// The policy in force, with its limiters.

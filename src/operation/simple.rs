@@ -10,6 +10,14 @@ use crate::operation::catalog::{
 use crate::operation::schema::screen::shown_name;
 use crate::operation::schema::{self, Prop, SchemaError, Ty};
 
+/// The simplified API's body field naming the person a call is made for (read by
+/// `identity::context`, not a Graph parameter).
+pub const INITIATOR_FIELD: &str = "initiator";
+/// The simplified API's body field saying why.
+pub const REASON_FIELD: &str = "reason";
+/// Longest reason, in characters (what Intune's Multi Admin Approval justification takes).
+pub const MAX_REASON_CHARS: usize = 1024;
+
 /// Why a flat body was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SimpleError {
@@ -220,7 +228,7 @@ pub fn openapi(max_bulk_devices: usize) -> Value {
         },
         "paths": paths,
         "components": {
-            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer", "description": "The caller's API key." } },
+            "securitySchemes": { "apiKey": { "type": "http", "scheme": "bearer", "description": "The caller's API key, or a token from an issuer the policy trusts." } },
             "schemas": { "GraphError": graph_error_schema() }
         },
         "security": [{ "apiKey": [] }]
@@ -280,7 +288,7 @@ fn operation_doc(op: &Operation, max_bulk_devices: usize) -> Value {
         "responses": {
             op.success_status.to_string(): success,
             "400": error("Malformed id, unknown, missing or mistyped fields, a null or control character where refused, a bad device list."),
-            "401": error("Missing or unknown API key."),
+            "401": error("Missing or unknown API key, or a refused token."),
             "403": error("The policy does not allow this request."),
             "404": error("No such operation, or Graph does not know the device."),
             "405": error("The operation takes another method (see Allow)."),
@@ -302,9 +310,32 @@ fn operation_doc(op: &Operation, max_bulk_devices: usize) -> Value {
             Binding::Devices => bulk_schema(op, max_bulk_devices),
             _ => body_schema(op),
         };
+        let schema = with_stated(schema);
         doc["requestBody"] = json!({ "required": required, "content": { "application/json": { "schema": schema } } });
     }
     doc
+}
+
+/// `schema` (an object, or a `oneOf` of objects) with the person and the reason every
+/// simplified body may state (read by `identity::context`, like the X-Graphgate-Initiator
+/// and X-Graphgate-Reason headers): optional, null counting as not given.
+fn with_stated(mut schema: Value) -> Value {
+    if let Some(shapes) = schema.get_mut("oneOf").and_then(Value::as_array_mut) {
+        for shape in shapes {
+            *shape = with_stated(std::mem::take(shape));
+        }
+    } else if let Some(properties) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        let guid = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
+        properties.insert(
+            INITIATOR_FIELD.to_owned(),
+            json!({ "type": "string", "nullable": true, "anyOf": [{ "pattern": guid }, { "pattern": ADDRESS_PATTERN, "maxLength": 254 }], "description": "The person the call is made for: a user principal name or an object id (like X-Graphgate-Initiator)." }),
+        );
+        properties.insert(
+            REASON_FIELD.to_owned(),
+            json!({ "type": "string", "nullable": true, "minLength": 1, "maxLength": MAX_REASON_CHARS, "allOf": [{ "pattern": PLAIN_TEXT_PATTERN }, { "pattern": "\\S" }], "description": "Why, e.g. a ticket reference (like X-Graphgate-Reason); not blank, no control characters." }),
+        );
+    }
+    schema
 }
 
 /// What the route accepts as a user id: a GUID, or a user principal name.
@@ -629,6 +660,12 @@ mod tests {
         );
         assert_eq!(shapes[2]["properties"]["domainName"]["type"], "string");
         assert!(post["responses"]["204"].is_object());
+        // Every shape takes the person and the reason the gateway reads from the body.
+        for shape in shapes.as_array().unwrap() {
+            assert_eq!(shape["properties"]["reason"]["maxLength"], 1024);
+            assert_eq!(shape["properties"]["initiator"]["type"], "string");
+            assert_eq!(shape["properties"]["initiator"]["nullable"], true);
+        }
     }
 
     #[test]

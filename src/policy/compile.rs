@@ -26,10 +26,10 @@ type ParamPathCache = HashMap<&'static str, Vec<ParamPath>>;
 
 /// Collects issues while validating.
 #[derive(Default)]
-struct Issues(Vec<PolicyIssue>);
+pub(super) struct Issues(Vec<PolicyIssue>);
 
 impl Issues {
-    fn at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
         self.0.push(PolicyIssue {
             line: at.referenced.line(),
             column: at.referenced.column(),
@@ -49,14 +49,16 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
             ),
         );
     }
+    let jwt_issuers = super::jwt::issuers(&file.jwt_issuers, &mut issues);
     let mut names = CallerNames::with_capacity(file.callers.len());
     let callers: Vec<Caller> = file
         .callers
         .iter()
         .enumerate()
-        .map(|(i, c)| caller(c, i, &mut names, &mut issues))
+        .map(|(i, c)| caller(c, i, &mut names, &jwt_issuers, &mut issues))
         .collect();
     let (api_keys, mtls) = credentials(&file.callers, &callers, &mut issues);
+    let jwt_callers = jwt_index(&file.callers, &callers, jwt_issuers.len(), &mut issues);
     let mut rule_names = HashSet::with_capacity(file.rules.len());
     let mut paths = ParamPathCache::new();
     let rules: Vec<Rule> = file
@@ -82,6 +84,8 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         by_caller: by_caller(callers.len(), &rules),
         api_keys,
         mtls,
+        jwt_issuers,
+        jwt_callers,
         callers,
         rules,
         pacing,
@@ -142,6 +146,23 @@ fn credentials(
     (keys, certs)
 }
 
+/// Callers by the claims of their tokens; callers one token could both be are refused.
+fn jwt_index(
+    entries: &[CallerEntry],
+    callers: &[Caller],
+    issuer_count: usize,
+    issues: &mut Issues,
+) -> super::jwt::JwtCallers {
+    let identities: Vec<_> = entries
+        .iter()
+        .zip(callers)
+        .enumerate()
+        .filter_map(|(i, (entry, caller))| Some((i, caller.jwt.as_ref()?, entry.jwt.as_ref()?)))
+        .collect();
+    let names: Vec<&str> = callers.iter().map(|c| c.name.as_str()).collect();
+    super::jwt::index(&identities, &names, issuer_count, issues)
+}
+
 fn rate(text: &Option<Spanned<String>>, issues: &mut Issues) -> Option<Rate> {
     let text = text.as_ref()?;
     Rate::parse(&text.value)
@@ -153,6 +174,7 @@ fn caller<'f>(
     entry: &'f CallerEntry,
     index: usize,
     names: &mut CallerNames<'f>,
+    jwt_issuers: &[super::JwtIssuer],
     issues: &mut Issues,
 ) -> Caller {
     let name = &entry.name;
@@ -183,11 +205,15 @@ fn caller<'f>(
                 None
             }
         });
-    if entry.api_key_sha256.is_none() && entry.mtls.is_none() {
+    let jwt = entry
+        .jwt
+        .as_ref()
+        .and_then(|j| super::jwt::identity(j, jwt_issuers, issues));
+    if entry.api_key_sha256.is_none() && entry.mtls.is_none() && entry.jwt.is_none() {
         issues.at(
             name,
             format!(
-                "caller {:?} has no credential: give it api_key_sha256 or mtls",
+                "caller {:?} has no credential: give it api_key_sha256, mtls or jwt",
                 name.value
             ),
         );
@@ -196,6 +222,7 @@ fn caller<'f>(
         name: name.value.clone(),
         key_sha256,
         mtls,
+        jwt,
         rate_limit: rate(&entry.rate_limit, issues),
         budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),
     }
@@ -251,13 +278,14 @@ fn rule(
         .iter()
         .filter_map(|c| condition(c, &operations, paths, issues))
         .collect();
+    let effect = match entry.effect.as_ref().map(|e| e.value) {
+        Some(EffectEntry::Deny) => Effect::Deny,
+        _ => Effect::Allow,
+    };
     let rule = Rule {
         index,
         name: name.value.clone(),
-        effect: match entry.effect.as_ref().map(|e| e.value) {
-            Some(EffectEntry::Deny) => Effect::Deny,
-            _ => Effect::Allow,
-        },
+        effect,
         mode: match entry.mode.as_ref().map(|m| m.value) {
             Some(ModeEntry::Shadow) => Mode::Shadow,
             _ => Mode::Enforce,
@@ -267,6 +295,8 @@ fn rule(
         devices,
         versions,
         conditions,
+        initiators: super::context::initiators(entry.initiators.as_ref(), issues),
+        require: super::context::require(entry.require.as_ref(), effect == Effect::Deny, issues),
         rate_limit: rate(&entry.rate_limit, issues),
         tier,
         budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),

@@ -20,19 +20,27 @@ pub struct Facts<'a> {
     pub device: &'a str,
     /// The validated body parameters.
     pub params: &'a Params,
+    /// The person the request is made for (UPN or object id), if it states one.
+    pub initiator: Option<&'a str>,
 }
 
 impl<'a> Facts<'a> {
-    /// The facts of request `target` from caller number `caller`, with these parameters:
-    /// built here only, so the gateway, `policy explain` and `policy test` decide on the
-    /// same facts.
-    pub fn of(caller: usize, target: &'a Recognised, params: &'a Params) -> Self {
+    /// The facts of request `target` from caller number `caller`, with these parameters,
+    /// made for `initiator` if it states one: built here only, so the gateway,
+    /// `policy explain` and `policy test` decide on the same facts.
+    pub fn of(
+        caller: usize,
+        target: &'a Recognised,
+        params: &'a Params,
+        initiator: Option<&'a str>,
+    ) -> Self {
         Facts {
             caller,
             op: target.op,
             version: target.version,
             device: &target.device_id,
             params,
+            initiator,
         }
     }
 }
@@ -73,6 +81,8 @@ pub enum Mismatch {
     Version,
     /// The rule does not cover the device.
     Device,
+    /// The rule's `initiators` do not cover the request's initiator (or it states none).
+    Initiator,
     /// A condition failed.
     Condition(Condition),
 }
@@ -84,6 +94,7 @@ enum Miss<'r> {
     Operation,
     Version,
     Device,
+    Initiator,
     Condition(&'r Condition),
 }
 
@@ -93,6 +104,7 @@ impl From<Miss<'_>> for Mismatch {
             Miss::Operation => Mismatch::Operation,
             Miss::Version => Mismatch::Version,
             Miss::Device => Mismatch::Device,
+            Miss::Initiator => Mismatch::Initiator,
             Miss::Condition(c) => Mismatch::Condition(c.clone()),
         }
     }
@@ -181,6 +193,13 @@ impl Rule {
     /// Whether this rule covers the request; the first reason it does not, if not.
     fn check(&self, f: &Facts<'_>) -> Result<(), Miss<'_>> {
         self.covers(f.op, f.version, f.device)?;
+        if let Some(people) = &self.initiators
+            && !f
+                .initiator
+                .is_some_and(|who| people.iter().any(|p| p.covers(who)))
+        {
+            return Err(Miss::Initiator);
+        }
         match self.conditions.iter().find(|c| !c.holds(f.params)) {
             Some(failed) => Err(Miss::Condition(failed)),
             None => Ok(()),
@@ -263,6 +282,7 @@ mod tests {
             version: ApiVersion::V1,
             device: DEV,
             params: &params,
+            initiator: None,
         });
         (d.allowed, d.rule_name().map(str::to_owned))
     }

@@ -14,6 +14,8 @@ pub(super) struct PolicyFile {
     pub rules: Vec<RuleEntry>,
     #[serde(default)]
     pub pacing: Option<PacingEntry>,
+    #[serde(default)]
+    pub jwt_issuers: Vec<super::jwt::JwtIssuerEntry>,
     /// Operation name to `N per day|hour` (see `budget`).
     #[serde(default)]
     pub tenant_budgets: std::collections::BTreeMap<String, Spanned<String>>,
@@ -27,6 +29,8 @@ pub(super) struct CallerEntry {
     pub api_key_sha256: Option<Spanned<String>>,
     #[serde(default)]
     pub mtls: Option<Spanned<MtlsEntry>>,
+    #[serde(default)]
+    pub jwt: Option<Spanned<super::jwt::JwtCallerEntry>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
     #[serde(default)]
@@ -81,6 +85,10 @@ pub(super) struct RuleEntry {
     pub api_versions: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub when: Vec<Spanned<ConditionEntry>>,
+    #[serde(default)]
+    pub require: Option<Spanned<Vec<Spanned<String>>>>,
+    #[serde(default)]
+    pub initiators: Option<Spanned<Vec<Spanned<String>>>>,
     #[serde(default)]
     pub rate_limit: Option<Spanned<String>>,
     #[serde(default)]

@@ -10,6 +10,7 @@ use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::PolicyIssue;
 use super::file::{CallerEntry, ConditionEntry, MtlsEntry, PacingEntry, PolicyFile, RuleEntry};
+use super::jwt::{JwtCallerEntry, JwtIssuerEntry, JwtKeysEntry};
 
 /// The issues of a file that serde refused with `error`: every unknown key, and the error
 /// itself unless it is one of those.
@@ -58,11 +59,28 @@ struct Shape {
 
 static POLICY_FILE: Shape = Shape {
     fields: fields_of::<PolicyFile>,
-    nested: &[("callers", &CALLER), ("rules", &RULE), ("pacing", &PACING)],
+    nested: &[
+        ("callers", &CALLER),
+        ("rules", &RULE),
+        ("pacing", &PACING),
+        ("jwt_issuers", &JWT_ISSUER),
+    ],
 };
 static CALLER: Shape = Shape {
     fields: fields_of::<CallerEntry>,
-    nested: &[("mtls", &MTLS)],
+    nested: &[("mtls", &MTLS), ("jwt", &JWT_CALLER)],
+};
+static JWT_CALLER: Shape = Shape {
+    fields: fields_of::<JwtCallerEntry>,
+    nested: &[],
+};
+static JWT_ISSUER: Shape = Shape {
+    fields: fields_of::<JwtIssuerEntry>,
+    nested: &[("keys", &JWT_KEYS)],
+};
+static JWT_KEYS: Shape = Shape {
+    fields: fields_of::<JwtKeysEntry>,
+    nested: &[],
 };
 static MTLS: Shape = Shape {
     fields: fields_of::<MtlsEntry>,
@@ -224,7 +242,14 @@ mod tests {
     fn field_lists_come_from_the_derives() {
         assert_eq!(
             fields_of::<PolicyFile>(),
-            &["version", "callers", "rules", "pacing", "tenant_budgets"]
+            &[
+                "version",
+                "callers",
+                "rules",
+                "pacing",
+                "jwt_issuers",
+                "tenant_budgets"
+            ]
         );
         assert!(fields_of::<ConditionEntry>().contains(&"one_of"));
     }
@@ -235,6 +260,19 @@ mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn unknown_keys_in_jwt_sections_are_reported_with_their_position() {
+        let text = "version: 1\njwt_issuers:\n  - issuer: https://i.example\n    audience: [x]\n    keys: { jwks: https://i.example/k }\ncallers:\n  - name: a\n    jwt: { issuer: https://i.example, subjet: s }\n";
+        let got = issues(text);
+        for (want_at, key) in [("4:5:", "audience"), ("5:13:", "jwks"), ("8:39:", "subjet")] {
+            assert!(
+                got.iter()
+                    .any(|i| i.starts_with(want_at) && i.contains(&format!("`{key}`"))),
+                "{key} at {want_at}: {got:#?}"
+            );
+        }
     }
 
     #[test]

@@ -4,8 +4,10 @@
 
 pub mod budget;
 mod compile;
+pub mod context;
 mod eval;
 mod file;
+pub mod jwt;
 mod keys;
 mod prejudge;
 pub mod rate;
@@ -19,7 +21,9 @@ use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
 pub use budget::{Budget, BudgetWindow, TenantBudget};
+pub use context::{InitiatorPattern, Missing, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
+pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;
 pub use rate::Rate;
 
@@ -85,6 +89,8 @@ pub struct Caller {
     pub key_sha256: Option<[u8; 32]>,
     /// Its client-certificate identity, if it may use mTLS.
     pub mtls: Option<MtlsIdentity>,
+    /// The tokens that are this caller's, if it may present a JWT.
+    pub jwt: Option<JwtIdentity>,
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
     /// How many devices it may act on per day or hour, if capped.
@@ -156,6 +162,10 @@ pub struct Rule {
     pub versions: Vec<ApiVersion>,
     /// All must hold.
     pub conditions: Vec<Condition>,
+    /// The people it covers (`initiators`); `None` covers any request, stated or not.
+    pub initiators: Option<Vec<InitiatorPattern>>,
+    /// What an allowed request must state (`require`).
+    pub require: Require,
     /// Its own request budget, if any.
     pub rate_limit: Option<Rate>,
     /// The risk tier its operations list is pinned to (see [`tiers`]), if any.
@@ -202,6 +212,10 @@ pub struct Policy {
     api_keys: HashMap<[u8; 32], usize>,
     /// Callers by client-certificate identity (see [`Policy::mtls_caller`]).
     mtls: MtlsIndex,
+    /// Trusted token issuers (`jwt_issuers`), in file order.
+    pub jwt_issuers: Vec<JwtIssuer>,
+    /// Callers by the claims of their tokens (see [`Policy::jwt_caller`]).
+    jwt_callers: jwt::JwtCallers,
     /// Tenant write pacing.
     pub pacing: Pacing,
     /// Tenant-wide budgets per operation.
@@ -252,6 +266,32 @@ impl Policy {
             .filter_map(|uri| self.mtls.uri_san.get(uri).copied());
         let by_cn = subject_cn.and_then(|cn| self.mtls.subject_cn.get(cn).copied());
         by_uri.chain(by_cn).min()
+    }
+}
+
+impl Policy {
+    /// The issuer that vouches for a token claiming `iss` and `sub`: the one whose `issuer`
+    /// is `iss` exactly; failing that, for a JWT-SVID (whose `iss` is optional), the SPIFFE
+    /// trust domain of `sub`.
+    pub fn jwt_issuer_for(&self, iss: Option<&str>, sub: Option<&str>) -> Option<usize> {
+        if let Some(i) = iss.and_then(|iss| self.jwt_issuers.iter().position(|i| i.issuer == iss)) {
+            return Some(i);
+        }
+        let domain = sub?.strip_prefix("spiffe://")?.split('/').next()?;
+        self.jwt_issuers
+            .iter()
+            .position(|i| i.spiffe_trust_domain() == Some(domain))
+    }
+
+    /// The one caller of `issuer` whose claims a verified token carries; `claim` looks a
+    /// claim up by name (see [`jwt::normalise_claim`]). Hash-map lookups, one per distinct
+    /// set of claim names the issuer's callers use.
+    pub fn jwt_caller<'c>(
+        &self,
+        issuer: usize,
+        claim: impl Fn(&str) -> Option<std::borrow::Cow<'c, str>>,
+    ) -> Option<usize> {
+        self.jwt_callers.find(issuer, claim)
     }
 }
 
@@ -333,5 +373,7 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;

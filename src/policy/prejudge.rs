@@ -39,7 +39,8 @@ impl Policy {
     ///
     /// Looking at the rules naming the caller that cover the operation, version and device:
     /// - if the first enforced deny among them has no conditions, it decides (deny wins);
-    /// - if that deny has conditions, which rule decides depends on the body;
+    /// - if that deny has conditions (`initiators` count as one: the simplified API states
+    ///   the initiator in its body), which rule decides depends on the body;
     /// - otherwise, if no allow rule (enforced, or shadow: its verdict is recorded) is among
     ///   them, the request is denied by default; else the body decides.
     pub fn decide_before_body(&self, scope: &Scope<'_>) -> Option<Decision<'_>> {
@@ -49,7 +50,9 @@ impl Policy {
             .filter(|r| r.in_scope(scope.op, scope.version, scope.device))
         {
             match (rule.effect, rule.mode) {
-                (Effect::Deny, Mode::Enforce) if rule.conditions.is_empty() => {
+                (Effect::Deny, Mode::Enforce)
+                    if rule.conditions.is_empty() && rule.initiators.is_none() =>
+                {
                     return Some(Decision {
                         allowed: false,
                         rule: Some(rule),
@@ -130,6 +133,7 @@ mod tests {
                     version,
                     device,
                     params,
+                    initiator: None,
                 });
                 (
                     d.allowed,

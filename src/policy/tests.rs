@@ -45,6 +45,7 @@ fn decide(
         version,
         device,
         params,
+        initiator: None,
     });
     (
         d.allowed,

@@ -109,6 +109,7 @@ mod tests {
             version: ApiVersion::Beta,
             device,
             params: &params,
+            initiator: None,
         };
         p.decide(&facts).allowed
     }
@@ -196,6 +197,7 @@ mod tests {
                         version,
                         device,
                         params: &Params::default(),
+                        initiator: None,
                     };
                     let d = p.decide(&facts);
                     assert!(!d.allowed, "{} allowed by {:?}", new.name, d.rule_name());
@@ -214,6 +216,7 @@ mod tests {
                 version: other.versions[0],
                 device: DEV,
                 params: &Params::default(),
+                initiator: None,
             };
             assert!(p.decide(&facts).allowed, "{} is granted", other.name);
         }

@@ -3,13 +3,14 @@
 //! starts the real binary into a ready gateway that answers an allowed request over mTLS;
 //! the Dockerfile's COPY lines are enough for cargo; every `serve` flag has an environment
 //! variable, listed in the README. Submodules: `launch` (running one shipped
-//! configuration), `kube`, `state` (the shared state store), `systemd`, `docker`, `flags`,
-//! `docs`. Here: shared helpers and
+//! configuration), `kube`, `jwt` (callers with tokens, as deployed), `state` (the shared
+//! state store), `systemd`, `docker`, `flags`, `docs`. Here: shared helpers and
 //! the checks that need no external tool.
 
 mod docker;
 mod docs;
 mod flags;
+mod jwt;
 mod kube;
 mod launch;
 mod state;

@@ -41,7 +41,7 @@ pub(super) fn string(prop: &Prop, value: &str, path: &str) -> Result<(), SchemaE
 /// Characters no string parameter may carry: C0 and C1 controls (NUL, CR, LF, tab...),
 /// the Unicode line and paragraph separators, and the bidirectional embedding, override
 /// and isolate controls (which make text read differently from what it is).
-fn forbidden_char(c: char) -> bool {
+pub(crate) fn forbidden_char(c: char) -> bool {
     c.is_control()
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }

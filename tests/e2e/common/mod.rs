@@ -9,6 +9,7 @@
 pub mod clock;
 pub mod emu;
 pub mod h2raw;
+pub mod jwt;
 pub mod metrics;
 pub mod otlp;
 pub mod pki;
@@ -130,6 +131,8 @@ impl Default for Options {
 
 pub struct Harness {
     pub gateway: SocketAddr,
+    /// The emulator's HTTPS address (every cloud host, and the Kubernetes API server).
+    pub emulator_addr: SocketAddr,
     pub audit: Audit,
     pub audit_path: Option<PathBuf>,
     server_task: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
@@ -245,6 +248,7 @@ pub async fn start_with(opts: Options) -> Harness {
     let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     Harness {
         gateway,
+        emulator_addr: emu.addr,
         audit,
         audit_path,
         server_task: std::sync::Mutex::new(Some(server_task)),

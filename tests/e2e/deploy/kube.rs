@@ -92,9 +92,15 @@ fn render_all() -> Vec<Rendered> {
 }
 
 fn render(overlay: String) -> Rendered {
+    let dir = k8s().join("overlays").join(&overlay);
+    render_dir(overlay, &dir)
+}
+
+/// The kustomization in `dir`, rendered by `kubectl kustomize`, named `overlay`.
+pub fn render_dir(overlay: String, dir: &std::path::Path) -> Rendered {
     let out = std::process::Command::new("kubectl")
         .arg("kustomize")
-        .arg(k8s().join("overlays").join(&overlay))
+        .arg(dir)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -141,15 +147,15 @@ async fn every_overlay_starts_a_ready_gateway_that_answers_an_allowed_mtls_reque
 }
 
 /// What the operator provides: the certificate authorities and the state store's URL.
-struct Operator {
-    pki: Pki,
+pub(super) struct Operator {
+    pub(super) pki: Pki,
     /// The `url` of the graphgate-state Secret.
-    state_url: String,
+    pub(super) state_url: String,
 }
 
 /// The Redis the overlays' state URL names: a redis-server requiring a password and TLS,
 /// with a certificate from a CA of the test's own.
-struct SharedRedis {
+pub(super) struct SharedRedis {
     server: RedisServer,
     password: String,
     ca_file: std::path::PathBuf,
@@ -157,7 +163,7 @@ struct SharedRedis {
 
 impl SharedRedis {
     /// `None` (skipped, failing under `CI=true`) without redis-server.
-    async fn start() -> Option<SharedRedis> {
+    pub(super) async fn start() -> Option<SharedRedis> {
         let ca = crate::common::pki::Ca::new("deploy smoke state CA");
         let leaf = ca.server();
         let dir = temp_dir("deploy-state");
@@ -192,20 +198,20 @@ impl SharedRedis {
     }
 
     /// What the operator puts in the Secret: TLS, the password in the URL.
-    fn url(&self) -> String {
+    pub(super) fn url(&self) -> String {
         format!("rediss://:{}@localhost:{}", self.password, self.server.port)
     }
 
     /// A managed cache's certificate chains to the system's roots; this one's to the test's
     /// CA, which the gateway is told of like the emulator's (`launch`'s additions).
-    fn trust(&self, shipped: &mut Shipped) {
+    pub(super) fn trust(&self, shipped: &mut Shipped) {
         let ca = self.ca_file.display().to_string();
         shipped.env.push(("GRAPHGATE_STATE_CA_FILE".into(), ca));
     }
 }
 
 /// The overlay's pod as the kubelet would start it, with the webhook's injection.
-fn pod_as_shipped(
+pub fn pod_as_shipped(
     r: &Rendered,
     root: &Root,
     operator: &Operator,
@@ -235,6 +241,7 @@ fn pod_as_shipped(
             .as_str()
             .unwrap()
             .to_owned(),
+        token_caller: None,
     };
     (shipped, config)
 }

@@ -4,8 +4,8 @@
 //! `GRAPHGATE_CONNECT_TO` / `GRAPHGATE_EXTRA_CA_FILE` point at the emulator, and (where the
 //! configuration shares its state in Redis over TLS) `GRAPHGATE_STATE_CA_FILE` trusts the
 //! test's redis-server. It must answer its probes with 200, say in `/readyz` whether its
-//! state is shared exactly as configured, and answer one allowed request, over mTLS, with
-//! 204; then stop on SIGTERM.
+//! state is shared exactly as configured, and answer one allowed request, over mTLS (or, for
+//! a [`TokenCaller`], over TLS with the caller's token), with 204; then stop on SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -180,6 +180,17 @@ pub struct Shipped {
     pub policy: PathBuf,
     /// The audit log it writes.
     pub audit_log: PathBuf,
+    /// The caller that makes the allowed request with a token instead of a certificate.
+    pub token_caller: Option<TokenCaller>,
+}
+
+/// A caller proving who it is with a token from an issuer the emulator plays.
+pub struct TokenCaller {
+    /// Its name in the policy.
+    pub name: String,
+    /// Run once the emulator exists, before the gateway starts: provides what the operator
+    /// would from the issuer (its keys file, say) and returns the caller's token.
+    pub prepare: Box<dyn FnOnce(&Emulator) -> String + Send + Sync>,
 }
 
 impl Shipped {
@@ -221,13 +232,21 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     let tenant = config.tenant_id.clone();
     let client_id = config.apps[0].client_id.clone();
     let (emulator, stop_emulator) = start_emulator(&mut shipped, config).await;
+    let token = (shipped.token_caller.take()).map(|c| (c.name, (c.prepare)(&emulator)));
     let mut running = Running::spawn(&shipped);
     let (listen, admin) = running.addresses(&shipped.name).await;
     for probe in &shipped.probes {
         running.wait_for_200(admin, probe, &shipped.name).await;
     }
     assert_state_as_configured(&shipped, admin).await;
-    let (caller, status, body) = allowed_request(&shipped, listen, pki).await;
+    let (caller, status, body) = match token {
+        Some((name, token)) => {
+            let bearer = format!("Bearer {token}");
+            let (status, body) = exchange(&shipped, listen, pki, None, Some(&bearer)).await;
+            (name, status, body)
+        }
+        None => allowed_request(&shipped, listen, pki).await,
+    };
     assert_eq!(
         status,
         204,
@@ -327,8 +346,14 @@ async fn allowed_request(shipped: &Shipped, listen: SocketAddr, pki: &Pki) -> (S
         .iter()
         .filter(|c| c.mtls.is_some())
         .find(|c| {
-            graphgate::gateway::explain::explain(&policy, &c.name, SMOKE_REQUEST, Some(&body))
-                .is_ok_and(|(allowed, _)| allowed)
+            graphgate::gateway::explain::explain(
+                &policy,
+                &c.name,
+                SMOKE_REQUEST,
+                Some(&body),
+                Default::default(),
+            )
+            .is_ok_and(|(allowed, _)| allowed)
         })
         .unwrap_or_else(|| {
             panic!(
@@ -340,7 +365,21 @@ async fn allowed_request(shipped: &Shipped, listen: SocketAddr, pki: &Pki) -> (S
         MtlsIdentity::UriSan(uri) => pki.client_ca.client(Some(uri), "deploy-smoke"),
         MtlsIdentity::SubjectCn(cn) => pki.client_ca.client(None, cn),
     };
-    let tls = pki::client_config(&pki.server_ca, Some(&leaf));
+    let (status, body) = exchange(shipped, listen, pki, Some(&leaf), None).await;
+    (caller.name.clone(), status, body)
+}
+
+/// The smoke request over TLS, with `leaf` as the client certificate and `authorization`
+/// as that header, if given: its status and body.
+async fn exchange(
+    shipped: &Shipped,
+    listen: SocketAddr,
+    pki: &Pki,
+    leaf: Option<&pki::Leaf>,
+    authorization: Option<&str>,
+) -> (u16, Bytes) {
+    let body = serde_json::to_vec(&smoke_body()).unwrap();
+    let tls = pki::client_config(&pki.server_ca, leaf);
     let tcp = TcpStream::connect(("127.0.0.1", listen.port()))
         .await
         .unwrap();
@@ -350,16 +389,17 @@ async fn allowed_request(shipped: &Shipped, listen: SocketAddr, pki: &Pki) -> (S
         .await
         .unwrap_or_else(|e| panic!("{}: TLS handshake: {e}", shipped.name));
     let path = SMOKE_REQUEST.trim_start_matches("POST ");
-    let req = Request::post(path)
+    let mut req = Request::post(path)
         .header("host", &shipped.server_name)
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body.clone())))
-        .unwrap();
+        .header("content-type", "application/json");
+    if let Some(value) = authorization {
+        req = req.header("authorization", value);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).unwrap();
     let response = tokio::time::timeout(DEADLINE, send(TokioIo::new(stream), req))
         .await
         .unwrap_or_else(|_| panic!("{}: no answer within {DEADLINE:?}", shipped.name));
-    let (status, body) = response.unwrap();
-    (caller.name.clone(), status, body)
+    response.unwrap()
 }
 
 /// One HTTP/1.1 exchange on `io`.

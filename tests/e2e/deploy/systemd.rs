@@ -246,6 +246,7 @@ async fn every_env_file_starts_a_ready_gateway_that_answers_an_allowed_mtls_requ
             cwd: root.dir.clone(),
             probes: vec!["/readyz".into(), "/healthz".into()],
             server_name: HOST_NAME.into(),
+            token_caller: None,
         };
         runs.push((shipped, config, root));
     }

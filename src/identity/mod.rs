@@ -1,13 +1,20 @@
-//! Caller identity: who is asking. Either an API key (`Authorization: Bearer <key>`, what
-//! Graph SDKs send; only SHA-256 hashes are kept, looked up by the key's hash and confirmed
-//! in constant time) or a verified client certificate (its URI SAN or subject CN). Never both.
+//! Caller identity: who is asking. An API key (`Authorization: Bearer <key>`, what Graph
+//! SDKs send; [`api_key`]), a verified client certificate ([`mtls`]), or a JWT from an issuer
+//! the policy trusts (`Authorization: Bearer <token>`; [`jwt`]). Exactly one per request.
+//! [`context`] reads the person and the reason a request is made for.
+
+pub mod api_key;
+pub mod context;
+pub mod jwt;
+pub mod mtls;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 
 use crate::policy::Policy;
+pub use api_key::api_key_sha256;
+pub use jwt::{TokenIssuers, TokenRefusal, Verified};
+pub use mtls::PeerCertificate;
 
 /// How a caller proved who it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,6 +23,8 @@ pub enum AuthMethod {
     ApiKey,
     /// A client certificate on a mutual-TLS connection.
     Mtls,
+    /// A bearer JWT from a trusted issuer.
+    Jwt,
 }
 
 impl AuthMethod {
@@ -24,52 +33,8 @@ impl AuthMethod {
         match self {
             AuthMethod::ApiKey => "api_key",
             AuthMethod::Mtls => "mtls",
+            AuthMethod::Jwt => "jwt",
         }
-    }
-}
-
-/// What a verified client certificate says about its holder (set per connection).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct PeerCertificate {
-    /// URI subject-alternative names (SPIFFE ids and the like).
-    pub uri_sans: Vec<String>,
-    /// The subject's common name (the first, when [`Self::several_cns`]).
-    pub subject_cn: Option<String>,
-    /// The subject holds more than one common name: such a certificate identifies nobody.
-    pub several_cns: bool,
-}
-
-impl PeerCertificate {
-    /// Reads the identity fields of a DER certificate (already verified by rustls).
-    pub fn from_der(der: &[u8]) -> Option<PeerCertificate> {
-        use x509_parser::prelude::{FromDer, GeneralName, X509Certificate};
-        let (_, cert) = X509Certificate::from_der(der).ok()?;
-        let uri_sans = cert
-            .subject_alternative_name()
-            .ok()
-            .flatten()
-            .map(|ext| {
-                ext.value
-                    .general_names
-                    .iter()
-                    .filter_map(|n| match n {
-                        GeneralName::URI(uri) => Some((*uri).to_owned()),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let mut cns = cert.subject().iter_common_name();
-        let subject_cn = cns
-            .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned);
-        let several_cns = cns.next().is_some();
-        Some(PeerCertificate {
-            uri_sans,
-            subject_cn,
-            several_cns,
-        })
     }
 }
 
@@ -82,16 +47,25 @@ pub struct CallerId {
     pub method: AuthMethod,
 }
 
+/// A caller, and what its token said when it presented one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authenticated {
+    /// The caller.
+    pub id: CallerId,
+    /// The verified token (issuer, subject, fingerprint, delegated user), for JWT callers.
+    pub token: Option<Verified>,
+}
+
 /// Why a request carries no usable identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No credential at all.
     #[error(
-        "the request carries no credentials: send 'Authorization: Bearer <api key>' or a client certificate"
+        "the request carries no credentials: send 'Authorization: Bearer <api key or token>' or a client certificate"
     )]
     Missing,
     /// Not a bearer credential, or several of them.
-    #[error("the Authorization header must be a single 'Bearer <api key>'")]
+    #[error("the Authorization header must be a single 'Bearer <api key or token>'")]
     Malformed,
     /// A key no caller has.
     #[error("the API key is not valid")]
@@ -104,89 +78,111 @@ pub enum AuthError {
         "the client certificate holds several subject common names (CN); use a certificate with one CN or a URI SAN"
     )]
     SeveralCommonNames,
-    /// Both a certificate and an API key: a request carries exactly one identity.
-    #[error("the request carries both a client certificate and an API key; send exactly one")]
+    /// A certificate and a bearer credential: a request carries exactly one identity.
+    #[error(
+        "the request carries both a client certificate and an Authorization header; send exactly one"
+    )]
     Ambiguous,
+    /// A token that does not verify or names no caller.
+    #[error(transparent)]
+    Token(#[from] TokenRefusal),
 }
 
-/// Identifies the caller of a request from its headers and its connection's certificate.
-pub fn authenticate(
-    policy: &Policy,
-    headers: &HeaderMap,
-    peer: Option<&PeerCertificate>,
-) -> Result<CallerId, AuthError> {
+impl AuthError {
+    /// The `WWW-Authenticate` challenge for this refusal (RFC 6750: `invalid_token` for a
+    /// token that was presented and refused).
+    pub fn challenge(self) -> &'static str {
+        match self {
+            AuthError::Token(_) => r#"Bearer realm="graphgate", error="invalid_token""#,
+            _ => r#"Bearer realm="graphgate""#,
+        }
+    }
+}
+
+/// What a request presents to prove who it is, not yet checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential<'r> {
+    /// A bearer value that is not shaped like a JWT.
+    ApiKey(&'r str),
+    /// A verified client certificate.
+    Certificate(&'r PeerCertificate),
+    /// A bearer JWT.
+    Token(&'r str),
+}
+
+/// The one credential a request presents: one `Authorization: Bearer` value (a JWT if it
+/// is shaped like one, an API key otherwise) or a client certificate, never both.
+pub fn credential<'r>(
+    headers: &'r HeaderMap,
+    peer: Option<&'r PeerCertificate>,
+) -> Result<Credential<'r>, AuthError> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let header = values.next();
     if values.next().is_some() {
         return Err(AuthError::Malformed);
     }
-    match (header, peer) {
-        (Some(_), Some(_)) => Err(AuthError::Ambiguous),
-        (None, None) => Err(AuthError::Missing),
-        (None, Some(cert)) => by_certificate(policy, cert),
-        (Some(value), None) => {
-            by_api_key(policy, value.to_str().map_err(|_| AuthError::Malformed)?)
-        }
-    }
-}
-
-/// A certificate's caller. One with a URI SAN is matched on its URI SANs only: its CN may
-/// name another workload (a CA issuing SPIFFE ids need not police CNs). One with several CNs
-/// is refused rather than matched on whichever comes first.
-fn by_certificate(policy: &Policy, cert: &PeerCertificate) -> Result<CallerId, AuthError> {
-    if cert.several_cns {
-        return Err(AuthError::SeveralCommonNames);
-    }
-    let cn = match cert.uri_sans.is_empty() {
-        true => cert.subject_cn.as_deref(),
-        false => None,
+    let value = match (header, peer) {
+        (Some(_), Some(_)) => return Err(AuthError::Ambiguous),
+        (None, None) => return Err(AuthError::Missing),
+        (None, Some(cert)) => return Ok(Credential::Certificate(cert)),
+        (Some(value), None) => value.to_str().map_err(|_| AuthError::Malformed)?,
     };
-    policy
-        .mtls_caller(cert.uri_sans.iter().map(String::as_str), cn)
-        .map(|index| CallerId {
-            index,
-            method: AuthMethod::Mtls,
-        })
-        .ok_or(AuthError::UnknownCertificate)
-}
-
-fn by_api_key(policy: &Policy, header: &str) -> Result<CallerId, AuthError> {
-    let (scheme, key) = header.split_once(' ').ok_or(AuthError::Malformed)?;
-    let key = key.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || key.is_empty() {
+    let (scheme, secret) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    let secret = secret.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || secret.is_empty() {
         return Err(AuthError::Malformed);
     }
-    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-    // One hash-map lookup by the digest, whatever the number of callers. Its timing depends
-    // on the digest, not on the key: a client cannot choose the bits of a SHA-256 output,
-    // and learning how far its digest agrees with a stored one gives no way to a key that
-    // hashes to it. The found caller's hash is then compared in full, in constant time, so
-    // the answer never rests on the map's own equality test.
-    policy
-        .api_key_caller(&digest)
-        .filter(|&index| {
-            policy
-                .callers
-                .get(index)
-                .and_then(|c| c.key_sha256.as_ref())
-                .is_some_and(|hash| bool::from(hash.ct_eq(&digest)))
-        })
-        .map(|index| CallerId {
-            index,
-            method: AuthMethod::ApiKey,
-        })
-        .ok_or(AuthError::UnknownKey)
+    Ok(if jwt::looks_like_jwt(secret) {
+        Credential::Token(secret)
+    } else {
+        Credential::ApiKey(secret)
+    })
 }
 
-/// Hex SHA-256 of an API key: what goes in `api_key_sha256`.
-pub fn api_key_sha256(key: &str) -> String {
-    crate::policy::hex(&Sha256::digest(key.as_bytes()))
+/// Identifies the caller of a request from its headers and its connection's certificate.
+/// A token is verified against `issuers`' keys (fetched if needed and allowed).
+pub async fn authenticate(
+    policy: &Policy,
+    issuers: &TokenIssuers,
+    headers: &HeaderMap,
+    peer: Option<&PeerCertificate>,
+) -> Result<Authenticated, AuthError> {
+    let plain = |id| Authenticated { id, token: None };
+    match credential(headers, peer)? {
+        Credential::ApiKey(key) => api_key::caller(policy, key).map(plain),
+        Credential::Certificate(cert) => mtls::caller(policy, cert).map(plain),
+        Credential::Token(token) => {
+            let verified = jwt::authenticate(policy, issuers, token, jwt::unix_now()).await?;
+            Ok(Authenticated {
+                id: CallerId {
+                    index: verified.caller,
+                    method: AuthMethod::Jwt,
+                },
+                token: Some(verified),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use http::HeaderValue;
+
+    /// The API-key and certificate paths never wait: their future is ready when first polled.
+    fn authenticate(
+        policy: &Policy,
+        headers: &HeaderMap,
+        peer: Option<&PeerCertificate>,
+    ) -> Result<CallerId, AuthError> {
+        let issuers = TokenIssuers::default();
+        let mut fut = std::pin::pin!(super::authenticate(policy, &issuers, headers, peer));
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match fut.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(result) => result.map(|a| a.id),
+            std::task::Poll::Pending => panic!("an API key or certificate must not wait"),
+        }
+    }
 
     fn policy() -> Policy {
         let text = format!(

@@ -1,0 +1,414 @@
+//! The person and the reason behind a request. A caller states the person it acts for
+//! (`X-Graphgate-Initiator`: a UPN or an object id) and why (`X-Graphgate-Reason`: text, at
+//! most 1,024 characters, e.g. a ticket); the simplified API also takes them as `initiator`
+//! and `reason` body fields. A delegated user token states its user itself, and a stated
+//! initiator that is someone else is refused. Both are recorded in the audit.
+
+use bytes::Bytes;
+use http::HeaderMap;
+use http::header::HeaderName;
+use serde_json::Value;
+
+use super::jwt::TokenUser;
+use crate::operation::route::{Recognised, Surface};
+use crate::operation::schema::screen::{forbidden_char, is_address};
+pub use crate::operation::simple::{INITIATOR_FIELD, MAX_REASON_CHARS, REASON_FIELD};
+use crate::policy::Missing;
+
+/// The header naming the person a request is made for.
+pub const INITIATOR_HEADER: HeaderName = HeaderName::from_static("x-graphgate-initiator");
+/// The header saying why.
+pub const REASON_HEADER: HeaderName = HeaderName::from_static("x-graphgate-reason");
+
+/// Where an initiator came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `X-Graphgate-Initiator`.
+    Header,
+    /// The simplified API's `initiator` field.
+    Body,
+    /// The user of a delegated token.
+    Token,
+}
+
+impl Source {
+    /// The label recorded in the audit (`initiator_source`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Header => "header",
+            Source::Body => "body",
+            Source::Token => "token",
+        }
+    }
+}
+
+/// What a request states about its person and reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stated {
+    /// The person (a UPN, or an object id in lower case), and where it came from.
+    pub initiator: Option<(String, Source)>,
+    /// Why.
+    pub reason: Option<String>,
+}
+
+impl Stated {
+    /// The initiator, if stated.
+    pub fn initiator(&self) -> Option<&str> {
+        self.initiator.as_ref().map(|(who, _)| who.as_str())
+    }
+}
+
+/// A person or reason that cannot be taken as stated, or a rule's requirement not met.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    /// Not a UPN or an object id.
+    #[error("{0} must be a user principal name (user@domain) or an object id (GUID)")]
+    BadInitiator(&'static str),
+    /// Empty, too long, or with control characters.
+    #[error(
+        "{0} must be text of 1 to 1024 characters without control characters (no CR, LF, tab, NUL, line separators or bidirectional controls)"
+    )]
+    BadReason(&'static str),
+    /// A header sent more than once.
+    #[error("{0} is sent more than once")]
+    Repeated(&'static str),
+    /// An initiator other than the delegated token's user.
+    #[error("{0} names someone other than the signed-in user of the delegated token")]
+    NotTheTokenUser(&'static str),
+    /// The same thing stated differently in a header and the body.
+    #[error("the {0} is stated twice, differently (header and body)")]
+    Conflict(&'static str),
+    /// The allowing rule requires what the request does not state.
+    #[error("policy rule '{rule}' requires {}: send {}", .missing.names().join(" and "), sent_as(*.missing))]
+    Missing {
+        /// The rule.
+        rule: String,
+        /// What is missing.
+        missing: Missing,
+    },
+}
+
+fn sent_as(missing: Missing) -> String {
+    let mut parts = Vec::new();
+    if missing.initiator {
+        parts.push("X-Graphgate-Initiator (or the 'initiator' field of the simplified API)");
+    }
+    if missing.reason {
+        parts.push("X-Graphgate-Reason (or the 'reason' field)");
+    }
+    parts.join(" and ")
+}
+
+impl ContextError {
+    /// The bounded label for `graphgate_context_refusals_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            ContextError::BadInitiator(_) => "bad_initiator",
+            ContextError::BadReason(_) => "bad_reason",
+            ContextError::Repeated(_) => "repeated",
+            ContextError::NotTheTokenUser(_) => "not_the_token_user",
+            ContextError::Conflict(_) => "conflict",
+            ContextError::Missing { .. } => "missing",
+        }
+    }
+}
+
+const HEADER_INITIATOR: &str = "X-Graphgate-Initiator";
+const HEADER_REASON: &str = "X-Graphgate-Reason";
+const BODY_INITIATOR: &str = "the 'initiator' field";
+const BODY_REASON: &str = "the 'reason' field";
+
+/// What the headers (and a delegated token) state.
+pub fn from_headers(headers: &HeaderMap, user: Option<&TokenUser>) -> Result<Stated, ContextError> {
+    let initiator = one_header(headers, &INITIATOR_HEADER, HEADER_INITIATOR)?
+        .map(|text| initiator(text, HEADER_INITIATOR))
+        .transpose()?;
+    let reason = one_header(headers, &REASON_HEADER, HEADER_REASON)?
+        .map(|text| reason(text, HEADER_REASON))
+        .transpose()?;
+    let mut stated = Stated {
+        initiator: initiator.map(|who| (who, Source::Header)),
+        reason,
+    };
+    if let Some(user) = user {
+        if stated.initiator().is_some_and(|who| !user.is(who)) {
+            return Err(ContextError::NotTheTokenUser(HEADER_INITIATOR));
+        }
+        stated.initiator = Some((user.initiator().to_owned(), Source::Token));
+    }
+    Ok(stated)
+}
+
+/// The value of a header sent at most once, as UTF-8 text (a header may carry UTF-8 in
+/// its bytes; `HeaderValue::to_str` would refuse it).
+fn one_header<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+    shown: &'static str,
+) -> Result<Option<&'h str>, ContextError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ContextError::Repeated(shown));
+    }
+    let bad = || match shown {
+        HEADER_INITIATOR => ContextError::BadInitiator(shown),
+        _ => ContextError::BadReason(shown),
+    };
+    std::str::from_utf8(value.as_bytes())
+        .map(Some)
+        .map_err(|_| bad())
+}
+
+/// A stated initiator: a UPN as written, or an object id in lower case.
+fn initiator(text: &str, shown: &'static str) -> Result<String, ContextError> {
+    if is_address(text) {
+        Ok(text.to_owned())
+    } else if crate::operation::route::is_guid(text) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(ContextError::BadInitiator(shown))
+    }
+}
+
+/// A stated reason: 1 to [`MAX_REASON_CHARS`] characters, not blank, no control characters.
+fn reason(text: &str, shown: &'static str) -> Result<String, ContextError> {
+    let fits = !text.trim().is_empty()
+        && text.chars().count() <= MAX_REASON_CHARS
+        && !text.chars().any(forbidden_char);
+    fits.then(|| text.to_owned())
+        .ok_or(ContextError::BadReason(shown))
+}
+
+/// What a simplified-API body states.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyStated {
+    initiator: Option<String>,
+    reason: Option<String>,
+}
+
+/// Takes the `initiator` and `reason` fields out of a simplified-API body (they are not
+/// Graph parameters): the body without them, and what they state. A field sent as `null`
+/// counts as not given, like the simplified API's other fields. A body that is not strict
+/// JSON is returned as it is, for admission to refuse (400, saying why).
+pub fn split_simple_body(body: &Bytes) -> Result<(Bytes, BodyStated), ContextError> {
+    let Ok(mut value) = crate::operation::schema::parse_strict(body) else {
+        return Ok((body.clone(), BodyStated::default()));
+    };
+    let Value::Object(members) = &mut value else {
+        return Ok((body.clone(), BodyStated::default()));
+    };
+    let (who, why) = (
+        members.remove(INITIATOR_FIELD),
+        members.remove(REASON_FIELD),
+    );
+    if who.is_none() && why.is_none() {
+        return Ok((body.clone(), BodyStated::default()));
+    }
+    let stated = BodyStated {
+        initiator: field(who, BODY_INITIATOR, initiator, ContextError::BadInitiator)?,
+        reason: field(why, BODY_REASON, reason, ContextError::BadReason)?,
+    };
+    Ok((Bytes::from(value.to_string()), stated))
+}
+
+/// The body the operation reads, and `stated` completed with what it states: a
+/// simplified-API body's `initiator` and `reason` fields are taken out (see
+/// [`split_simple_body`], [`add_body`]); a Graph body is left as it is. The gateway and
+/// `policy explain` both read a body through this.
+pub fn take_from_body(
+    target: &Recognised,
+    body: Bytes,
+    stated: &mut Stated,
+    user: Option<&TokenUser>,
+) -> Result<Bytes, ContextError> {
+    if target.surface != Surface::Simple {
+        return Ok(body);
+    }
+    let (body, said) = split_simple_body(&body)?;
+    add_body(stated, said, user)?;
+    Ok(body)
+}
+
+/// One optional text field, checked by `check`.
+fn field(
+    value: Option<Value>,
+    shown: &'static str,
+    check: fn(&str, &'static str) -> Result<String, ContextError>,
+    wrong_type: fn(&'static str) -> ContextError,
+) -> Result<Option<String>, ContextError> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => check(&text, shown).map(Some),
+        Some(_) => Err(wrong_type(shown)),
+    }
+}
+
+/// Adds what a simplified-API body states to what the headers (and a delegated token)
+/// state. Stating the same thing twice is fine; stating it differently is refused.
+pub fn add_body(
+    stated: &mut Stated,
+    body: BodyStated,
+    user: Option<&TokenUser>,
+) -> Result<(), ContextError> {
+    if let Some(who) = body.initiator {
+        if user.is_some_and(|u| !u.is(&who)) {
+            return Err(ContextError::NotTheTokenUser(BODY_INITIATOR));
+        }
+        match stated.initiator() {
+            Some(said) if !said.eq_ignore_ascii_case(&who) => {
+                return Err(ContextError::Conflict("initiator"));
+            }
+            Some(_) => {}
+            None => stated.initiator = Some((who, Source::Body)),
+        }
+    }
+    if let Some(why) = body.reason {
+        match &stated.reason {
+            Some(said) if *said != why => return Err(ContextError::Conflict("reason")),
+            Some(_) => {}
+            None => stated.reason = Some(why),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn headers(pairs: &[(&HeaderName, &[u8])]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (name, value) in pairs {
+            h.append((*name).clone(), HeaderValue::from_bytes(value).unwrap());
+        }
+        h
+    }
+
+    const OID: &str = "6c1f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+
+    #[test]
+    fn headers_state_a_upn_or_an_object_id_and_a_bounded_reason() {
+        let h = headers(&[
+            (&INITIATOR_HEADER, b"alice@contoso.com"),
+            (
+                &REASON_HEADER,
+                "Ticket CHG-1234: Raum f\u{fc}r Vorstand".as_bytes(),
+            ),
+        ]);
+        let s = from_headers(&h, None).unwrap();
+        assert_eq!(
+            s.initiator,
+            Some(("alice@contoso.com".into(), Source::Header))
+        );
+        assert!(s.reason.unwrap().starts_with("Ticket CHG-1234"));
+        let by_oid = from_headers(
+            &headers(&[(&INITIATOR_HEADER, OID.to_uppercase().as_bytes())]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(by_oid.initiator(), Some(OID));
+        assert_eq!(
+            from_headers(&HeaderMap::new(), None).unwrap(),
+            Stated::default()
+        );
+    }
+
+    #[test]
+    fn bad_statements_are_refused_without_echoing_them() {
+        let long = "x".repeat(10 * 1024);
+        let cases: [(&HeaderName, &[u8], &str); 8] = [
+            (&INITIATOR_HEADER, b"alice", "bad_initiator"),
+            (&INITIATOR_HEADER, long.as_bytes(), "bad_initiator"),
+            (
+                &INITIATOR_HEADER,
+                b"alice@contoso.com\tbob@contoso.com",
+                "bad_initiator",
+            ),
+            (&REASON_HEADER, "a\u{2028}b".as_bytes(), "bad_reason"),
+            (&REASON_HEADER, "\u{85}".as_bytes(), "bad_reason"),
+            (&REASON_HEADER, b"tab\there", "bad_reason"),
+            (&REASON_HEADER, b"   ", "bad_reason"),
+            (&REASON_HEADER, &[0xff, 0xfe], "bad_reason"),
+        ];
+        for (name, value, label) in cases {
+            let err = from_headers(&headers(&[(name, value)]), None).unwrap_err();
+            assert_eq!(err.label(), label, "{value:?}");
+            assert!(!err.to_string().contains("alice"), "{err}");
+        }
+        let reason = "r".repeat(MAX_REASON_CHARS);
+        assert!(from_headers(&headers(&[(&REASON_HEADER, reason.as_bytes())]), None).is_ok());
+        let over = "\u{e9}".repeat(MAX_REASON_CHARS + 1);
+        assert!(from_headers(&headers(&[(&REASON_HEADER, over.as_bytes())]), None).is_err());
+        let twice = headers(&[(&REASON_HEADER, b"a"), (&REASON_HEADER, b"b")]);
+        assert_eq!(
+            from_headers(&twice, None).unwrap_err(),
+            ContextError::Repeated("X-Graphgate-Reason")
+        );
+    }
+
+    #[test]
+    fn a_delegated_token_states_its_user_and_refuses_anyone_else() {
+        let user = TokenUser {
+            oid: OID.into(),
+            upn: Some("alice@contoso.com".into()),
+        };
+        let s = from_headers(&HeaderMap::new(), Some(&user)).unwrap();
+        assert_eq!(
+            s.initiator,
+            Some(("alice@contoso.com".into(), Source::Token))
+        );
+        for same in ["ALICE@contoso.com".as_bytes(), OID.as_bytes()] {
+            let s = from_headers(&headers(&[(&INITIATOR_HEADER, same)]), Some(&user)).unwrap();
+            assert_eq!(s.initiator(), Some("alice@contoso.com"));
+        }
+        let other = headers(&[(&INITIATOR_HEADER, b"mallory@contoso.com")]);
+        assert_eq!(
+            from_headers(&other, Some(&user)).unwrap_err().label(),
+            "not_the_token_user"
+        );
+    }
+
+    #[test]
+    fn simplified_bodies_state_them_as_fields() {
+        let body = Bytes::from_static(
+            br#"{"deviceAccountEmail":"a@b.co","initiator":"alice@contoso.com","reason":"CHG-1"}"#,
+        );
+        let (rest, said) = split_simple_body(&body).unwrap();
+        assert_eq!(
+            rest,
+            Bytes::from_static(br#"{"deviceAccountEmail":"a@b.co"}"#)
+        );
+        let mut stated = Stated::default();
+        add_body(&mut stated, said, None).unwrap();
+        assert_eq!(
+            stated.initiator,
+            Some(("alice@contoso.com".into(), Source::Body))
+        );
+        assert_eq!(stated.reason.as_deref(), Some("CHG-1"));
+        let plain = Bytes::from_static(br#"{"deviceAccountEmail":"a@b.co"}"#);
+        assert_eq!(split_simple_body(&plain).unwrap().0, plain, "untouched");
+        let crlf = Bytes::from_static(br#"{"reason":"a\r\nX-Injected: 1"}"#);
+        assert!(matches!(
+            split_simple_body(&crlf),
+            Err(ContextError::BadReason(_))
+        ));
+        let number = Bytes::from_static(br#"{"initiator":42}"#);
+        assert!(matches!(
+            split_simple_body(&number),
+            Err(ContextError::BadInitiator(_))
+        ));
+        let mut header_said = Stated {
+            initiator: Some(("bob@contoso.com".into(), Source::Header)),
+            reason: None,
+        };
+        let (_, said) = split_simple_body(&body).unwrap();
+        assert_eq!(
+            add_body(&mut header_said, said, None).unwrap_err(),
+            ContextError::Conflict("initiator")
+        );
+    }
+}

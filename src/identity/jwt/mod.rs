@@ -1,0 +1,229 @@
+//! Callers that present a JWT: an Entra access token, a Kubernetes service-account token or
+//! a SPIFFE JWT-SVID. The token's issuer must be one the policy trusts; its signature is
+//! checked with that issuer's keys only ([`store`], fetched by [`fetch`], read by [`jwks`]);
+//! then audience and time ([`token`]); then its claims must name exactly one policy caller.
+
+pub mod fetch;
+pub mod jwks;
+pub mod store;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+
+use serde_json::Value;
+
+use crate::policy::{JwtIssuer, Policy};
+use store::{KeyMiss, KeySet, KeyStore};
+pub use token::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
+
+/// A token that verified, and whose caller it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Index into [`Policy::callers`].
+    pub caller: usize,
+    /// The issuer that vouched for it (as the policy writes it).
+    pub issuer: String,
+    /// Its `sub`.
+    pub subject: Option<String>,
+    /// Hex SHA-256 of the token.
+    pub fingerprint: String,
+    /// The signed-in user, for a delegated token.
+    pub user: Option<TokenUser>,
+}
+
+/// The user of a delegated token (one with `scp` and the user's `oid`): the person the
+/// caller acts for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenUser {
+    /// The user's object id (lower case).
+    pub oid: String,
+    /// The user's principal name (`upn`, else `preferred_username`), if it is an address.
+    pub upn: Option<String>,
+}
+
+impl TokenUser {
+    /// The initiator recorded for this user: the UPN, else the object id.
+    pub fn initiator(&self) -> &str {
+        self.upn.as_deref().unwrap_or(&self.oid)
+    }
+
+    /// Whether a stated initiator (UPN or object id) names this user.
+    pub fn is(&self, stated: &str) -> bool {
+        stated.eq_ignore_ascii_case(&self.oid)
+            || self
+                .upn
+                .as_deref()
+                .is_some_and(|u| u.eq_ignore_ascii_case(stated))
+    }
+
+    /// The user of a delegated Entra token; `None` for an app-only token.
+    fn of(claims: &serde_json::Map<String, Value>) -> Option<TokenUser> {
+        let text = |name: &str| claims.get(name).and_then(Value::as_str);
+        let delegated =
+            text("scp").is_some_and(|s| !s.trim().is_empty()) && text("idtyp") != Some("app");
+        let oid = text("oid").filter(|o| crate::operation::route::is_guid(o))?;
+        let upn = ["upn", "preferred_username"]
+            .into_iter()
+            .filter_map(text)
+            .find(|u| crate::operation::schema::screen::is_address(u));
+        delegated.then(|| TokenUser {
+            oid: oid.to_ascii_lowercase(),
+            upn: upn.map(str::to_owned),
+        })
+    }
+}
+
+/// The key stores of one policy's issuers, in the order of [`Policy::jwt_issuers`].
+#[derive(Debug, Default, Clone)]
+pub struct TokenIssuers {
+    stores: Vec<Arc<KeyStore>>,
+}
+
+impl TokenIssuers {
+    /// The store of issuer `index`.
+    pub fn store(&self, index: usize) -> Option<&Arc<KeyStore>> {
+        self.stores.get(index)
+    }
+
+    /// Loads every issuer's keys that are not cached yet, in the background (when a tokio
+    /// runtime is running), so the first token does not wait for them.
+    pub fn warm(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        for store in &self.stores {
+            if store.cached().is_none() {
+                let store = Arc::clone(store);
+                runtime.spawn(async move { store.warm().await });
+            }
+        }
+    }
+}
+
+/// Key stores that outlive policy reloads: an issuer whose settings are unchanged keeps
+/// its store (and so its cached keys).
+pub struct IssuerRegistry {
+    loader: Arc<dyn fetch::KeyLoader>,
+    stores: Mutex<HashMap<JwtIssuer, Weak<KeyStore>>>,
+}
+
+impl IssuerRegistry {
+    /// A registry fetching keys through `loader`.
+    pub fn new(loader: Arc<dyn fetch::KeyLoader>) -> Self {
+        IssuerRegistry {
+            loader,
+            stores: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The stores for `policy`'s issuers: existing ones where the settings match.
+    pub fn for_policy(&self, policy: &Policy) -> TokenIssuers {
+        let mut stores = self
+            .stores
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        stores.retain(|_, store| store.strong_count() > 0);
+        let list = policy
+            .jwt_issuers
+            .iter()
+            .map(|issuer| {
+                if let Some(store) = stores.get(issuer).and_then(Weak::upgrade) {
+                    return store;
+                }
+                let store = KeyStore::new(issuer.clone(), Arc::clone(&self.loader));
+                stores.insert(issuer.clone(), Arc::downgrade(&store));
+                store
+            })
+            .collect();
+        TokenIssuers { stores: list }
+    }
+}
+
+/// Verifies `token` and finds its caller; `now` is the Unix time. Fetches the issuer's
+/// keys when the cache lacks the token's key id and a fetch is allowed (see [`store`]).
+pub async fn authenticate(
+    policy: &Policy,
+    issuers: &TokenIssuers,
+    token: &str,
+    now: i64,
+) -> Result<Verified, TokenRefusal> {
+    let (parsed, index, alg) = prepare(policy, token)?;
+    let kid = parsed.kid()?;
+    let store = issuers.store(index).ok_or(TokenRefusal::KeysUnavailable)?;
+    let keys = store.keys_for(kid).await.map_err(|miss| match miss {
+        KeyMiss::UnknownKey => TokenRefusal::UnknownKey,
+        KeyMiss::Unavailable => TokenRefusal::KeysUnavailable,
+    })?;
+    finish(policy, index, &parsed, &keys, alg, token, now)
+}
+
+/// [`authenticate`] with the cached keys only, never fetching: the hot path of a caller
+/// whose issuer's keys are warm (what the benchmark measures).
+pub fn authenticate_cached(
+    policy: &Policy,
+    issuers: &TokenIssuers,
+    token: &str,
+    now: i64,
+) -> Result<Verified, TokenRefusal> {
+    let (parsed, index, alg) = prepare(policy, token)?;
+    let keys = issuers
+        .store(index)
+        .and_then(|s| s.cached())
+        .ok_or(TokenRefusal::KeysUnavailable)?;
+    finish(policy, index, &parsed, &keys, alg, token, now)
+}
+
+/// Reads the token, picks its issuer, and checks its algorithm is one that issuer accepts.
+fn prepare<'t>(
+    policy: &Policy,
+    token: &'t str,
+) -> Result<(token::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
+    let parsed = token::parse(token)?;
+    let index = policy
+        .jwt_issuer_for(parsed.str_claim("iss"), parsed.str_claim("sub"))
+        .ok_or(TokenRefusal::UntrustedIssuer)?;
+    let issuer = policy
+        .jwt_issuers
+        .get(index)
+        .ok_or(TokenRefusal::UntrustedIssuer)?;
+    let alg = parsed.algorithm(&issuer.algorithms)?;
+    Ok((parsed, index, alg))
+}
+
+/// Signature, then the issuer's claim rules, then the one caller the claims name.
+fn finish(
+    policy: &Policy,
+    index: usize,
+    parsed: &token::Parsed<'_>,
+    keys: &KeySet,
+    alg: jsonwebtoken::Algorithm,
+    token: &str,
+    now: i64,
+) -> Result<Verified, TokenRefusal> {
+    let issuer = policy
+        .jwt_issuers
+        .get(index)
+        .ok_or(TokenRefusal::UntrustedIssuer)?;
+    let candidates = keys.get(parsed.kid()?);
+    if candidates.is_empty() {
+        return Err(TokenRefusal::UnknownKey);
+    }
+    parsed.verify(candidates, alg)?;
+    token::check_claims(&parsed.claims, issuer, now)?;
+    let caller = policy
+        .jwt_caller(index, |name| parsed.caller_claim(name))
+        .ok_or(TokenRefusal::NoCaller)?;
+    Ok(Verified {
+        caller,
+        issuer: issuer.issuer.clone(),
+        subject: parsed.str_claim("sub").map(str::to_owned),
+        fingerprint: fingerprint(token),
+        user: TokenUser::of(&parsed.claims),
+    })
+}
+
+/// The current Unix time, in seconds, for token validation.
+pub fn unix_now() -> i64 {
+    crate::clock::utc_now().timestamp()
+}
