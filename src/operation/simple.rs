@@ -328,7 +328,7 @@ fn with_stated(mut schema: Value) -> Value {
         let guid = "^[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}$";
         properties.insert(
             INITIATOR_FIELD.to_owned(),
-            json!({ "type": "string", "nullable": true, "anyOf": [{ "pattern": guid }, { "pattern": ADDRESS_PATTERN, "maxLength": 254 }], "description": "The person the call is made for: a user principal name or an object id (like X-Graphgate-Initiator)." }),
+            json!({ "type": "string", "nullable": true, "anyOf": [{ "pattern": guid }, address_schema()], "description": "The person the call is made for: a user principal name or an object id (like X-Graphgate-Initiator)." }),
         );
         properties.insert(
             REASON_FIELD.to_owned(),
@@ -413,10 +413,19 @@ const PLAIN_TEXT_PATTERN: &str =
 /// One email address as the gateway accepts it (see `schema::screen::is_address`).
 const ADDRESS_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:[.][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:[.][A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
 
+/// At most 64 characters before the `@` (RFC 5321's local-part limit, which the gateway
+/// keeps); a second pattern, as a regular expression cannot count the dot-atoms' length.
+const LOCAL_PART_LIMIT_PATTERN: &str = "^[^@]{1,64}@";
+
+/// One email address, exactly as `schema::screen::is_address` accepts it.
+fn address_schema() -> Value {
+    json!({ "type": "string", "pattern": ADDRESS_PATTERN, "maxLength": 254, "allOf": [{ "pattern": LOCAL_PART_LIMIT_PATTERN }] })
+}
+
 /// A string parameter's schema: plain text, or one email address.
 fn string_schema(address: bool) -> Value {
     match address {
-        true => json!({ "type": "string", "pattern": ADDRESS_PATTERN, "maxLength": 254 }),
+        true => address_schema(),
         false => json!({ "type": "string", "pattern": PLAIN_TEXT_PATTERN }),
     }
 }
