@@ -58,14 +58,14 @@ type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// Trace export is on when the standard OpenTelemetry variables ask for it.
 fn otlp_from_env() -> Option<OtlpConfig> {
-    let set = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    set("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .or_else(|| set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
-        .or_else(|| set("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT"))
-        .map(|_| OtlpConfig {
-            traces_endpoint: None,
-            service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| "graphgate".into()),
-        })
+    // One answer to "is OTLP configured" for traces and for audit shipping.
+    graphgate::audit::ship::otlp_configured().then(|| OtlpConfig {
+        traces_endpoint: None,
+        service_name: std::env::var("OTEL_SERVICE_NAME")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "graphgate".into()),
+    })
 }
 
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {

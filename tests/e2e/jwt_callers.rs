@@ -198,18 +198,12 @@ async fn a_rotated_key_is_picked_up_without_a_restart_and_a_removed_one_is_refus
     let j = start_jwt(60, "").await;
     let h = &j.h;
     let k8s = h.emulator.kubernetes();
-    let first = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
+    let first = sa_token(h);
     assert_eq!(h.post_token(&first, &[]).await.status, 204);
     let fetches = k8s.key_fetches();
     // The cluster rotates its signing key and stops publishing the old one.
     let new_kid = k8s.rotate(Algorithm::RS256, true).unwrap();
-    let second = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
+    let second = sa_token(h);
     assert_eq!(emu::jwt_part(&second, 0)["kid"], new_kid.as_str());
     let reply = h.post_token(&second, &[]).await;
     assert_eq!(
@@ -238,10 +232,7 @@ async fn a_flood_of_unknown_kids_refreshes_the_keys_at_most_once_per_interval() 
     let j = start_jwt(60, "").await;
     let h = &j.h;
     let k8s = h.emulator.kubernetes();
-    let good = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
+    let good = sa_token(h);
     assert_eq!(h.post_token(&good, &[]).await.status, 204);
     let fetches = k8s.key_fetches();
     let metrics = Snapshot::now();
@@ -294,10 +285,7 @@ async fn cold_with_fault(fault: JwksFault) -> (JwtHarness, String) {
         .replace("leeway_secs: 30", "leeway_secs: 31");
     j.h.gw
         .set_policy(graphgate::policy::Policy::from_yaml(&changed, "changed").unwrap());
-    let token =
-        j.h.emulator
-            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-            .unwrap();
+    let token = sa_token(&j.h);
     (j, token)
 }
 
@@ -367,20 +355,14 @@ async fn a_key_endpoint_that_goes_down_slow_or_bad_keeps_the_cached_keys_in_use(
         let j = start_jwt(60, "").await;
         let h = &j.h;
         let k8s = h.emulator.kubernetes();
-        let token = h
-            .emulator
-            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-            .unwrap();
+        let token = sa_token(h);
         assert_eq!(h.post_token(&token, &[]).await.status, 204, "{mode:?}");
         k8s.set_jwks_fault(Some(fault));
         // A rotation graphgate cannot fetch: the new kid is refused (401, not allowed, and
         // within the fetch timeout), the old keys keep working.
         let fetches = k8s.key_fetches();
         k8s.rotate(Algorithm::RS256, false).unwrap();
-        let rotated = h
-            .emulator
-            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-            .unwrap();
+        let rotated = sa_token(h);
         let before = h.graph_count();
         let started = std::time::Instant::now();
         assert_token_refused(&h.post_token(&rotated, &[]).await, "no signing key");
@@ -447,11 +429,7 @@ async fn key_fetches_per_thousand_requests_warm_rotated_and_flooded() {
     let j = start_jwt(60, "").await;
     let h = &j.h;
     let k8s = h.emulator.kubernetes();
-    let mint = || {
-        h.emulator
-            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-            .unwrap()
-    };
+    let mint = || sa_token(h);
     let token = mint();
     // Cold start: the policy's warm-up (or the first token) loads the keys once.
     fetches_over(h, 1, 200, |_| token.clone()).await;

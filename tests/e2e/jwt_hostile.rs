@@ -45,10 +45,7 @@ async fn forged_tokens_are_refused() {
     let j = start_jwt(60, "").await;
     let h = &j.h;
     let k8s = h.emulator.kubernetes();
-    let good = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
+    let good = sa_token(h);
     assert_eq!(h.post_token(&good, &[]).await.status, 204);
     let kid = emu::jwt_part(&good, 0)["kid"].as_str().unwrap().to_owned();
 
@@ -69,10 +66,7 @@ async fn forged_tokens_are_refused() {
     // Another issuer's key, under a kid the trusted issuer publishes: the cluster gets an
     // ES256 key, and the SPIFFE domain's key signs a token naming that kid and the cluster.
     let es_kid = k8s.rotate(Algorithm::ES256, false).unwrap();
-    let es_good = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
+    let es_good = sa_token(h);
     assert_eq!(
         h.post_token(&es_good, &[]).await.status,
         204,
@@ -177,10 +171,7 @@ async fn tokens_outside_their_lifetime_audience_or_size_are_refused() {
 async fn a_token_and_an_api_key_in_one_request_are_refused() {
     let j = start_jwt(60, "").await;
     let h = &j.h;
-    let token = h
-        .emulator
-        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
-        .unwrap();
+    let token = sa_token(h);
     let before = h.graph_count();
     let metrics = Snapshot::now();
     for (first, second) in [(token.as_str(), ROTATOR_KEY), (ROTATOR_KEY, token.as_str())] {

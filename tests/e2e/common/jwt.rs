@@ -134,6 +134,14 @@ pub fn policy(
     )
 }
 
+/// A fresh token of the policy's Kubernetes caller (its service account, graphgate's
+/// audience, an hour's lifetime), signed with the emulated cluster's current key.
+pub fn sa_token(h: &Harness) -> String {
+    h.emulator
+        .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
+        .unwrap()
+}
+
 /// A gateway trusting the emulator's issuers, its SPIFFE bundle written to a file first.
 pub struct JwtHarness {
     pub h: Harness,
