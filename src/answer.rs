@@ -10,7 +10,7 @@ use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{UpstreamError, UpstreamReply};
 use crate::idempotency::StoredResponse;
-use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
+use crate::admit::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
 use crate::policy::Decision;

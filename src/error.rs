@@ -16,8 +16,8 @@ use crate::audit::WriteError;
 use crate::credential::TokenError;
 use crate::forward::UpstreamError;
 use crate::identity::AuthError;
-use crate::identity::context::ContextError;
-use crate::inbound::InboundError;
+use crate::identity::stated::ContextError;
+use crate::admit::InboundError;
 use crate::operation::route::RouteError;
 
 /// Why the gateway did not forward (or could not complete) a request.

@@ -41,10 +41,10 @@ use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::idempotency;
-use crate::identity::context::{self as stated_context, ContextError, Stated};
+use crate::identity::stated::{self as stated_context, ContextError, Stated};
 use crate::identity::jwt::TokenUser;
 use crate::identity::{self, AuthError};
-use crate::inbound::{self, Admitted, RequestIds};
+use crate::admit::{self, Admitted, RequestIds};
 use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
@@ -179,7 +179,7 @@ impl Gateway {
     }
 
     /// Stage 2, admission: the operation, then what no body could make allowed is refused
-    /// unread, then the in-flight bounds, and only then the body (see [`inbound`]: the same
+    /// unread, then the in-flight bounds, and only then the body (see [`admit`]: the same
     /// two steps `policy explain` and `policy test` take).
     async fn admit<B>(
         &self,
@@ -193,7 +193,7 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // From recognition on, every outcome is audited.
-        let head = inbound::admit_head(req.method(), req.uri(), req.headers(), |target| {
+        let head = admit::admit_head(req.method(), req.uri(), req.headers(), |target| {
             let span = tracing::Span::current();
             span.record("graph.operation", target.op.name);
             span.record("http.route", target.shape.template);
@@ -219,7 +219,7 @@ impl Gateway {
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| GatewayError::Overloaded)?;
-        let body = inbound::read_body(
+        let body = admit::read_body(
             req,
             self.limits.max_body_bytes,
             self.limits.body_read_timeout,

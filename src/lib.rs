@@ -12,8 +12,8 @@
 //! - [`identity`]: who the caller is (API key, client certificate, or a JWT from an issuer
 //!   the policy trusts, verified against its cached keys: [`identity::jwt`];
 //!   [`tls::client_crl`] checks certificates against a CRL file that follows its changes),
-//!   and the person and reason a request is made for ([`identity::context`]).
-//! - `inbound` (*crate*): admission, the one path shared by the gateway and `policy
+//!   and the person and reason a request is made for ([`identity::stated`]).
+//! - `admit` (*crate*): admission, the one path shared by the gateway and `policy
 //!   explain`: request ids, the operation, query, idempotency key, content type, and the
 //!   body read within bounds and validated. [`bulk`]: the bulk `executeAction`, decided per
 //!   device.
@@ -60,7 +60,7 @@ pub mod gateway;
 pub(crate) mod graph_error;
 pub mod idempotency;
 pub mod identity;
-pub(crate) mod inbound;
+pub(crate) mod admit;
 pub mod metrics;
 pub mod operation;
 pub mod policy;

@@ -16,8 +16,8 @@ use graphgate::server;
 use graphgate::telemetry::{self, OtlpConfig};
 use graphgate::{demo, upstream};
 
-mod args;
-use args::{Cli, Command, EmulateArgs, LogFormat, PolicyCommand, ServeArgs};
+mod cli;
+use cli::args::{Cli, Command, EmulateArgs, LogFormat, PolicyCommand, ServeArgs};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,7 +40,7 @@ fn main() -> ExitCode {
             Command::Serve(args) => serve(*args).await,
             Command::Emulate(args) => emulate(args).await,
             Command::Policy(cmd) => policy(cmd),
-            Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
+            Command::Audit(cmd) => Ok(cli::audit::run(cmd)?),
         };
         telemetry.shutdown().await;
         result
@@ -119,7 +119,7 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         )
     };
     let audit =
-        graphgate::audit::cli::open_for_serve(&args.audit, args.emulator, extra_ca_pem.as_deref())
+        graphgate::audit::open::open_for_serve(&args.audit, args.emulator, extra_ca_pem.as_deref())
             .await?;
     if let Some(path) = audit.path() {
         eprintln!("audit log: {}", path.display());
@@ -243,7 +243,7 @@ fn admin_options(
         tracing::warn!(admin_listen = %args.admin_listen, "no --admin-token-file: off loopback, /metrics and the audit console answer 401 until one is set");
     }
     let verifier = match &args.audit.audit_signing_key_file {
-        Some(file) => Some(graphgate::audit::serve::load_signer(file)?.verifier()),
+        Some(file) => Some(graphgate::audit::open::load_signer(file)?.verifier()),
         None => None,
     };
     let audit = gateway.audit();

@@ -88,7 +88,7 @@ impl AuditTrail {
     }
 
     /// The person and reason the request states (already checked).
-    pub fn stated(&mut self, stated: &crate::identity::context::Stated) {
+    pub fn stated(&mut self, stated: &crate::identity::stated::Stated) {
         self.entry.initiator = stated.initiator.as_ref().map(|(who, _)| who.clone());
         self.entry.initiator_source = stated
             .initiator

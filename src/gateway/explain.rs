@@ -11,8 +11,8 @@ use http::{HeaderMap, Method, Uri};
 use serde::Deserialize;
 
 use crate::error::GatewayError;
-use crate::identity::context::{self as stated_context, Stated};
-use crate::inbound;
+use crate::identity::stated::{self as stated_context, Stated};
+use crate::admit;
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
 use crate::policy::{Decision, Facts, Mismatch, Missing, Policy, Test};
@@ -115,7 +115,7 @@ impl Said<'_> {
 
 /// Evaluates `request` ("POST /v1.0/...") with its JSON `body` for `caller`, exactly as the
 /// gateway would: the same admission (recognition, query, headers, the person and reason
-/// stated (`said`), strict body checks; see `inbound`), the same facts, the same policy,
+/// stated (`said`), strict body checks; see `admit`), the same facts, the same policy,
 /// and what the allowing rule requires. The body is sent as the gateway receives it, with
 /// `Content-Type: application/json`.
 pub fn evaluate<'p>(
@@ -133,7 +133,7 @@ pub fn evaluate<'p>(
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     said.to_headers(&mut headers)?;
     // The gateway's admission steps, in its order; it would read the body before the last.
-    let head = inbound::admit_head(&method, &uri, &headers, |_| {}).map_err(refused)?;
+    let head = admit::admit_head(&method, &uri, &headers, |_| {}).map_err(refused)?;
     let mut stated = stated_context::from_headers(&headers, None).map_err(refused)?;
     let body = match body {
         Some(b) => Bytes::copy_from_slice(b),
@@ -631,7 +631,7 @@ rules:
             // Allowed by a rule whose requirement is not met: the gateway's 400.
             Ok((eval, _)) if eval.decision.allowed => Outcome {
                 status: 400,
-                said: crate::identity::context::ContextError::Missing {
+                said: crate::identity::stated::ContextError::Missing {
                     rule: eval.decision.rule_name().unwrap().to_owned(),
                     missing: eval.missing,
                 }

@@ -4,11 +4,11 @@
 
 pub mod budget;
 mod compile;
-pub mod context;
+pub mod requirements;
 mod eval;
 mod file;
 pub mod jwt;
-mod keys;
+mod unknown_keys;
 mod prejudge;
 pub mod rate;
 pub mod tiers;
@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
 pub use budget::{Budget, BudgetWindow, TenantBudget};
-pub use context::{InitiatorPattern, Missing, Require};
+pub use requirements::{InitiatorPattern, Missing, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;
@@ -354,7 +354,7 @@ fn compile_text(text: &str, source_name: &str, hash: String) -> Result<Policy, P
         issues,
     };
     let parsed: file::PolicyFile =
-        serde_saphyr::from_str(text).map_err(|e| fail(keys::parse_issues(text, &e)))?;
+        serde_saphyr::from_str(text).map_err(|e| fail(unknown_keys::parse_issues(text, &e)))?;
     let policy = compile::compile(parsed, hash).map_err(fail)?;
     for warning in &policy.warnings {
         tracing::warn!(policy = source_name, "{warning}");
@@ -373,7 +373,5 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-#[cfg(test)]
-mod identity_tests;
 #[cfg(test)]
 mod tests;

@@ -4,14 +4,14 @@
 //! that cannot answer within its timeout is an error the gateway refuses on (fail closed);
 //! there is no silent fallback from Redis to memory.
 //!
-//! Layout: `keys` (names), `algo` (the limits' arithmetic), `memory` + `memory_claims` +
+//! Layout: `namespace` (key names), `algo` (the limits' arithmetic), `memory` + `memory_claims` +
 //! `budget_file` (one process), `redis` + `redis_claims` + `scripts/` (shared), `config`
 //! (the setting), `metrics`.
 
 mod algo;
 mod budget_file;
 pub mod config;
-mod keys;
+mod namespace;
 mod memory;
 mod memory_claims;
 pub(crate) mod metrics;
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use budget_file::{BudgetFile, BudgetFileError};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
-pub use keys::{Namespace, budget_window};
+pub use namespace::{Namespace, budget_window};
 pub use memory_claims::IdempotencyStore;
 
 use crate::idempotency::StoredResponse;

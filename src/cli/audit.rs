@@ -6,14 +6,13 @@ use std::process::ExitCode;
 use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 
-use super::anchor::{self, Anchor};
-use super::checkpoint;
-use super::checkpoint_cli::{KeygenArgs, run_keygen, signed_checkpoints};
-use super::query::{self, Filter};
-use super::record::AuditDecision;
-use super::{Fingerprinter, ends, files, verify};
+use graphgate::audit::anchor::{self, Anchor};
+use graphgate::audit::checkpoint;
+use graphgate::audit::query::{self, Filter};
+use graphgate::audit::record::AuditDecision;
+use graphgate::audit::{Fingerprinter, ends, files, verify};
 
-pub use super::serve::{ServeAuditArgs, SetupError, emulator_default_log, open_for_serve};
+use super::audit_checkpoints::{KeygenArgs, run_keygen, signed_checkpoints};
 
 /// `graphgate audit ...`
 #[derive(Debug, Subcommand)]
@@ -114,7 +113,7 @@ fn decisions() -> PossibleValuesParser {
 }
 
 fn parse_device(text: &str) -> Result<String, String> {
-    if crate::operation::route::is_guid(text) {
+    if graphgate::operation::route::is_guid(text) {
         Ok(text.to_ascii_lowercase())
     } else {
         Err("a managed-device id is a GUID, e.g. 0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into())
@@ -122,13 +121,13 @@ fn parse_device(text: &str) -> Result<String, String> {
 }
 
 fn parse_operation(text: &str) -> Result<String, String> {
-    let known = crate::operation::catalog::CATALOG
+    let known = graphgate::operation::catalog::CATALOG
         .iter()
         .any(|op| op.name.eq_ignore_ascii_case(text) || op.action.eq_ignore_ascii_case(text));
     if known {
         return Ok(text.to_owned());
     }
-    let names: Vec<String> = crate::operation::catalog::CATALOG
+    let names: Vec<String> = graphgate::operation::catalog::CATALOG
         .iter()
         .map(|op| format!("{} (or {})", op.name, op.action))
         .collect();

@@ -1,5 +1,7 @@
 //! Unit tests for loading and evaluating policies.
 
+mod identity;
+
 use super::*;
 use crate::operation::catalog;
 use crate::operation::schema::{ParamValue, Params};

@@ -2,7 +2,7 @@
 
 use std::borrow::Cow;
 
-use super::*;
+use crate::policy::*;
 use crate::operation::catalog::{self, ApiVersion};
 use crate::operation::schema::Params;
 

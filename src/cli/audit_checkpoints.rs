@@ -7,9 +7,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::checkpoint::{self, Checkpoint};
-use super::note::{NoteSigner, NoteVerifier};
-use super::{files, verify};
+use graphgate::audit::checkpoint::{self, Checkpoint};
+use graphgate::audit::note::{NoteSigner, NoteVerifier};
+use graphgate::audit::{files, verify};
 
 /// What `audit keygen` makes.
 #[derive(Debug, Args)]
@@ -34,7 +34,7 @@ pub(super) fn run_keygen(args: &KeygenArgs) -> std::io::Result<ExitCode> {
     };
     let mut text = encoded.expose().to_owned();
     text.push('\n');
-    if let Err(e) = super::fingerprint::write_private(&args.out, text.as_bytes()) {
+    if let Err(e) = graphgate::audit::fingerprint::write_private(&args.out, text.as_bytes()) {
         eprintln!("graphgate: {}: {e}", args.out.display());
         return Ok(ExitCode::FAILURE);
     }

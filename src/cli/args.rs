@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use graphgate::audit::cli::{AuditCommand, ServeAuditArgs};
+use graphgate::audit::open::ServeAuditArgs;
+
+use super::audit::AuditCommand;
 use graphgate::cloud::Cloud;
 use graphgate::gateway::Limits;
 use graphgate::server::ServerLimits;
