@@ -32,7 +32,7 @@ mod idp;
 mod idp_control;
 mod imds;
 mod introspect;
-mod keys;
+mod signing_key;
 mod operations;
 mod paths;
 mod permissions;
@@ -268,7 +268,7 @@ impl Emulator {
         ] {
             csdl::Csdl::of(version).map_err(EmulatorError::Config)?;
         }
-        let key = keys::signing_key().map_err(EmulatorError::Key)?;
+        let key = signing_key::signing_key().map_err(EmulatorError::Key)?;
         let pki = pki::generate()?;
         Ok(Arc::new(Emulator {
             state: Arc::new(state::State::new(config, key)),

@@ -5,7 +5,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use super::AppRegistration;
-use super::keys::SigningKey;
+use super::signing_key::SigningKey;
 use crate::cloud::Cloud;
 
 /// The claims of an app-only Graph token.

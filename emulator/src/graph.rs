@@ -8,7 +8,7 @@ use http::{Response, StatusCode};
 use super::csdl::Csdl;
 use super::faults::{self, Fault, FaultKind, Target};
 use super::graph_reply::{GraphError, Ids, Success};
-use super::keys::TokenCheck;
+use super::signing_key::TokenCheck;
 use super::records::GraphRequestRecord;
 use super::state::State;
 use super::wire::{Body, Dropped, Outcome, Request, html_page};

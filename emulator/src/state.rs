@@ -14,7 +14,7 @@ use super::devices::{
     self, ActionEntry, ActionOutcome, Clock, DeviceSecrets, MAX_ACTION_RESULTS, OperatingSystem,
 };
 use super::faults::{Armed, Fault, Faults, Target};
-use super::keys::SigningKey;
+use super::signing_key::SigningKey;
 use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
 
 /// Everything the request handlers share.

@@ -14,7 +14,7 @@ use super::AppRegistration;
 use super::claims;
 use super::entra_error::EntraError;
 use super::faults::{self, Fault, FaultKind, Target};
-use super::keys;
+use super::signing_key;
 use super::records::TokenRequestRecord;
 use super::state::State;
 use super::wire::{Body, Dropped, Outcome, Request, html_page, json, set_header, text};
@@ -261,7 +261,7 @@ fn success(
     let lifetime = i64::try_from(state.config.token_lifetime.as_secs()).unwrap_or(i64::MAX / 4);
     let mut issued = crate::clock::utc_now().timestamp();
     let key = match fault {
-        Some(FaultKind::BadSignatureToken) => keys::impostor_key(),
+        Some(FaultKind::BadSignatureToken) => signing_key::impostor_key(),
         Some(FaultKind::ExpiredToken) => {
             issued -= lifetime + 60;
             Ok(state.key)

@@ -86,7 +86,7 @@ impl IdpKey {
                 (EncodingKey::from_ec_der(&pair.serialize_der()), jwk)
             }
             Algorithm::RS256 | Algorithm::PS256 => {
-                let (der, n, e) = super::keys::rsa_key()?;
+                let (der, n, e) = super::signing_key::rsa_key()?;
                 let jwk = json!({"kty": "RSA", "n": URL_SAFE_NO_PAD.encode(n), "e": URL_SAFE_NO_PAD.encode(e)});
                 (EncodingKey::from_rsa_der(&der), jwk)
             }
