@@ -52,8 +52,6 @@ pub mod clock;
 pub mod cloud;
 pub mod console;
 pub mod credential;
-pub mod demo;
-pub mod emulator;
 pub(crate) mod error;
 pub mod forward;
 pub mod gateway;

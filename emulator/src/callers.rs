@@ -10,7 +10,7 @@ use serde_json::json;
 use super::state::State;
 use super::wire::{Body, Request, json};
 use super::{AppRegistration, claims};
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// The API graphgate exposes in the emulated tenant (an app registration's "Expose an
 /// API"): the audience of its callers' tokens.

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppRegistration;
 use super::signing_key::SigningKey;
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// The claims of an app-only Graph token.
 #[derive(Debug, Serialize)]
@@ -89,7 +89,7 @@ mod tests {
         let a = object_id("t", "c");
         assert_eq!(a, object_id("T", "C"));
         assert_ne!(a, object_id("t", "d"));
-        assert!(crate::operation::route::is_guid(&a));
+        assert!(crate::microsoft::is_guid(&a));
         assert_eq!(unique_token_id().len(), 22);
     }
 }

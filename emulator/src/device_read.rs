@@ -11,8 +11,8 @@ use super::graph_reply::{GraphError, Success, intune_message};
 use super::records::DeviceRecord;
 use super::state::State;
 use super::wire::Request;
-use crate::cloud::Cloud;
-use crate::operation::catalog::{ApiVersion, PRIV_OPS};
+use crate::microsoft::Cloud;
+use crate::microsoft::{ApiVersion, PRIV_OPS};
 
 /// Permissions that let an app read managed devices (any one will do).
 pub(crate) const READ_ROLES: [&str; 3] = [

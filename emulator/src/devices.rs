@@ -85,7 +85,7 @@ impl FromStr for EmulatedDevice {
             Some((id, os)) => (id, os.parse()?),
             None => (spec, OperatingSystem::Windows),
         };
-        if !crate::operation::route::is_guid(id) {
+        if !crate::microsoft::is_guid(id) {
             return Err(format!("device id {id:?} is not a GUID (ID[:OS])"));
         }
         Ok(EmulatedDevice::new(id.to_ascii_lowercase(), os))

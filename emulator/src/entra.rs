@@ -18,7 +18,7 @@ use super::signing_key;
 use super::records::TokenRequestRecord;
 use super::state::State;
 use super::wire::{Body, Dropped, Outcome, Request, html_page, json, set_header, text};
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 use crate::secret::Secret;
 
 /// The form parameters of one token request; the secret is kept only as long as the check.

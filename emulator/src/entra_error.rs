@@ -194,7 +194,7 @@ impl EntraError {
     ) -> Response<Body> {
         let trace_id = uuid::Uuid::new_v4().to_string();
         let correlation_id = correlation_id
-            .filter(|c| crate::operation::route::is_guid(c))
+            .filter(|c| crate::microsoft::is_guid(c))
             .map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_ascii_lowercase);
         let timestamp = crate::clock::utc_now()
             .format("%Y-%m-%d %H:%M:%SZ")

@@ -13,7 +13,7 @@ use super::records::GraphRequestRecord;
 use super::state::State;
 use super::wire::{Body, Dropped, Outcome, Request, html_page};
 use super::{operations, paths};
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// Handles one request to `cloud`'s Graph host: an injected fault if one is armed, else
 /// the real work. Either way the request is recorded (status 0 for a dropped connection).

@@ -98,7 +98,7 @@ impl Ids {
 
     /// The error response, Graph's JSON plus the usual headers.
     pub(crate) fn error(&self, err: &GraphError) -> Response<Body> {
-        let body = crate::graph_error::body(
+        let body = crate::microsoft::error_body(
             err.code,
             &err.message,
             &self.request_id,

@@ -59,7 +59,7 @@ impl JwksFault {
 
     /// The delay of a `slow` fault.
     pub fn delay(&self) -> Duration {
-        Duration::from_millis(self.delay_ms.min(crate::emulator::MAX_FAULT_DELAY_MS))
+        Duration::from_millis(self.delay_ms.min(crate::MAX_FAULT_DELAY_MS))
     }
 }
 

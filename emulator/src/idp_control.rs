@@ -21,7 +21,7 @@ use super::idp::{Idp, JwksFault};
 use super::state::State;
 use super::wire::{Body, Outcome, Request, json, text};
 use super::workload;
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// Handles `rest` (the path after `/_emulator/`) if it is one of these endpoints.
 pub(crate) async fn handle(state: &State, req: &Request, rest: &str) -> Option<Outcome> {

@@ -17,7 +17,7 @@ use super::claims;
 use super::records::TokenRequestRecord;
 use super::state::State;
 use super::wire::{Body, Request, json, text};
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// IMDS's token path.
 const TOKEN_PATH: &str = "/metadata/identity/oauth2/token";

@@ -1,25 +1,15 @@
-//! The embedded Entra + Graph emulator: a local HTTPS stand-in for Microsoft Entra's token
-//! endpoint and Graph's Intune device actions, in every national cloud, so no test or demo
-//! ever reaches Microsoft. This file is its public face; the work is in the submodules.
-//!
-//! Layout: `pki` (CA and server certificate), `keys` and `claims` (token signing and
-//! contents), `entra` + `entra_error` (token endpoint), `graph` + `graph_reply` (Graph),
-//! `paths`, `csdl`, `permissions` and `operations` (how Graph reads, checks and carries out a
-//! request: Microsoft's CSDL, shipped as data, not the gateway's own route and schema code),
-//! `introspect` (`/_emulator/`), `faults` (injected misbehaviour), `devices` (each device's
-//! platform, secrets and action results), `device_read` (`GET .../managedDevices/{id}`),
-//! `strict_json`, `records` and `state` (what it remembers), `server`
-//! (TLS listener and dispatch), `wire` (request/response plumbing); `entra_assertion`
-//! (certificate and federated client assertions), `imds` (the managed-identity endpoint, plain
-//! HTTP on a listener of its own), `test_credentials` (certificates and issuers for tests).
-//! Caller tokens for graphgate itself: `callers` (Entra tokens for graphgate's API, app-only
-//! and delegated, and discovery documents), `workload` + `idp` (a Kubernetes service-account
-//! issuer and a SPIFFE trust domain, with key rotation and key-endpoint faults) and
-//! `idp_control` (their `/_emulator/` endpoints).
+//! graphgate's independent witness of Microsoft: a local HTTPS stand-in for Microsoft
+//! Entra's token endpoint and Graph's Intune device actions, in every national cloud, so no
+//! test or demo ever reaches Microsoft. It checks requests against Microsoft's CSDL and its
+//! own reading of Microsoft's documentation ([`microsoft`]), never against the gateway's
+//! code, which it does not depend on. Test and demo builds only: graphgate's `emulator`
+//! feature, off in what ships. This file is its public face; the work is in the submodules.
 
 mod callers;
 mod claims;
+mod clock;
 pub mod csdl;
+pub mod demo;
 mod device_read;
 mod devices;
 mod entra;
@@ -32,12 +22,14 @@ mod idp;
 mod idp_control;
 mod imds;
 mod introspect;
+pub mod microsoft;
 mod signing_key;
 mod operations;
 mod paths;
 mod permissions;
 mod pki;
 mod records;
+mod secret;
 mod server;
 mod state;
 mod strict_json;
@@ -71,9 +63,10 @@ pub use workload::{
     service_account_claims, svid_claims,
 };
 
-use crate::cloud::Cloud;
-use crate::operation::catalog::PRIV_OPS;
-use crate::secret::Secret;
+pub use microsoft::{ApiVersion, Cloud};
+pub use secret::Secret;
+
+use crate::microsoft::PRIV_OPS;
 
 /// The demo tenant the default configuration serves.
 pub const DEMO_TENANT_ID: &str = "6babcaad-604b-40ac-a9d7-9fd97c0b779f";
@@ -263,8 +256,8 @@ impl Emulator {
     pub fn new(config: EmulatorConfig) -> Result<Arc<Emulator>, EmulatorError> {
         validate(&config)?;
         for version in [
-            crate::operation::catalog::ApiVersion::V1,
-            crate::operation::catalog::ApiVersion::Beta,
+            crate::microsoft::ApiVersion::V1,
+            crate::microsoft::ApiVersion::Beta,
         ] {
             csdl::Csdl::of(version).map_err(EmulatorError::Config)?;
         }
@@ -407,13 +400,13 @@ impl Emulator {
 /// Refuses configurations the emulator could not serve faithfully.
 fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
     let mut problems = Vec::new();
-    if !crate::operation::route::is_guid(&config.tenant_id) {
+    if !crate::microsoft::is_guid(&config.tenant_id) {
         problems.push(format!("tenant_id '{}' is not a GUID", config.tenant_id));
     }
     for d in config
         .devices
         .iter()
-        .filter(|d| !crate::operation::route::is_guid(&d.id))
+        .filter(|d| !crate::microsoft::is_guid(&d.id))
     {
         problems.push(format!("device id '{}' is not a GUID", d.id));
     }
@@ -483,7 +476,7 @@ mod tests {
         assert!(
             c.devices
                 .iter()
-                .all(|d| crate::operation::route::is_guid(&d.id)
+                .all(|d| crate::microsoft::is_guid(&d.id)
                     && d.id == d.id.to_ascii_lowercase())
         );
         let oses: Vec<OperatingSystem> = c.devices.iter().map(|d| d.os).collect();

@@ -15,7 +15,7 @@ use super::paths::{GraphPath, Target};
 use super::permissions::accepted_roles;
 use super::state::{Refusal, State};
 use super::wire::Request;
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// What a request asks Graph to do.
 #[derive(Debug, Clone, Copy)]

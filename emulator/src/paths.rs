@@ -5,7 +5,7 @@
 
 use percent_encoding::percent_decode_str;
 
-use crate::operation::catalog::ApiVersion;
+use crate::microsoft::ApiVersion;
 
 /// What the path addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]

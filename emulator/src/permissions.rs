@@ -3,7 +3,7 @@
 //! (wipe and rotateLocalAdminPassword need PrivilegedOperations.All; see the reference
 //! notes). The emulator's own table, not the gateway's catalog.
 
-use crate::operation::catalog::PRIV_OPS;
+use crate::microsoft::PRIV_OPS;
 
 const RW: &str = "DeviceManagementManagedDevices.ReadWrite.All";
 const CONFIG_RW: &str = "DeviceManagementConfiguration.ReadWrite.All";

@@ -11,7 +11,7 @@ use rustls::ServerConfig;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
 use super::EmulatorError;
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// The CA's common name.
 pub const CA_NAME: &str = "graphgate emulator CA";
@@ -87,7 +87,7 @@ fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, EmulatorError> {
-    let mut config = ServerConfig::builder_with_provider(crate::tls::provider())
+    let mut config = ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .map_err(|e| EmulatorError::Pki(format!("TLS versions: {e}")))?
         .with_no_client_auth()

@@ -17,7 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use super::state::State;
 use super::wire::{Outcome, Request, text};
 use super::{callers, entra, graph, idp_control, introspect, workload};
-use crate::cloud::Cloud;
+use crate::microsoft::Cloud;
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -145,7 +145,7 @@ mod tests {
 
     #[test]
     fn key_is_generated_once_and_round_trips() {
-        let started = crate::clock::Instant::now();
+        let started = tokio::time::Instant::now();
         let key = signing_key().unwrap();
         eprintln!("RSA-2048 key generation took {:?}", started.elapsed());
         assert!(std::ptr::eq(key, signing_key().unwrap()));

@@ -1,104 +1,49 @@
-//! The audit flags of `graphgate serve` and opening the log they describe. The `start`
-//! record is not written here: `serve` writes it once every start-up check has passed.
+//! Opening the audit log `graphgate serve` was configured with ([`AuditSettings`], typed;
+//! the flags are the binary's), checked against its anchor. The `start` record is not
+//! written here: `serve` writes it once every start-up check has passed.
 
-use std::path::PathBuf;
-
-use clap::Args;
-
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::checkpoint::{self, CheckpointConfig};
+use super::checkpoint::CheckpointConfig;
 use super::note::NoteSigner;
 use super::push::PushQueue;
-use super::sampler::SamplingLimits;
-use super::sink::FileOptions;
 use super::{Audit, AuditConfig, Fingerprinter};
 
-/// The audit flags of `graphgate serve`.
-#[derive(Debug, Args)]
-pub struct ServeAuditArgs {
-    /// Audit log (JSON Lines, hash-chained); `none` disables auditing (benchmarks only).
-    /// Required unless --emulator [with --emulator: $TMPDIR/graphgate-audit/emulator.jsonl].
-    #[arg(long, env = "GRAPHGATE_AUDIT_LOG")]
-    pub audit_log: Option<String>,
-    /// File holding the HMAC key (32 random bytes: 64 hex characters, base64 or binary),
-    /// private to graphgate's user (mode 0600), for fingerprints of redacted values and the
-    /// log's anchor. Required with an audit log, except with --emulator (then created next
-    /// to the log).
-    #[arg(long, env = "GRAPHGATE_AUDIT_HMAC_KEY_FILE")]
-    pub audit_hmac_key_file: Option<PathBuf>,
-    /// Rotate the audit log when it would grow past this size.
-    #[arg(long, env = "GRAPHGATE_AUDIT_MAX_FILE_BYTES", default_value_t = super::DEFAULT_MAX_FILE_BYTES)]
-    pub audit_max_file_bytes: u64,
-    /// Keep at most this many rotated audit files, removing the oldest (ship them off-host
-    /// first) [default: keep all].
-    #[arg(long, env = "GRAPHGATE_AUDIT_RETAIN_FILES")]
-    pub audit_retain_files: Option<usize>,
-    /// Refusal records (denied, invalid, rate limited) written per caller per second; the
-    /// rest are counted (0: record every one).
-    #[arg(long, env = "GRAPHGATE_AUDIT_REFUSALS_PER_SEC", default_value_t = SamplingLimits::default().refusals_per_sec)]
-    pub audit_refusals_per_sec: u32,
-    /// Failed-authentication records written per source address per second; the rest are
-    /// counted (0: record every one).
-    #[arg(long, env = "GRAPHGATE_AUDIT_AUTH_FAILURES_PER_SEC", default_value_t = SamplingLimits::default().auth_failures_per_sec)]
-    pub audit_auth_failures_per_sec: u32,
-    /// Ed25519 signing key for the log's checkpoints (`graphgate audit keygen`), private to
-    /// graphgate's user (mode 0600) [default: no checkpoints].
-    #[arg(long, env = "GRAPHGATE_AUDIT_SIGNING_KEY_FILE")]
-    pub audit_signing_key_file: Option<PathBuf>,
-    /// Sign a checkpoint at least every this many records (with a signing key).
-    #[arg(long, env = "GRAPHGATE_AUDIT_CHECKPOINT_EVERY_RECORDS", default_value_t = checkpoint::DEFAULT_EVERY_RECORDS, value_parser = clap::value_parser!(u64).range(1..))]
-    pub audit_checkpoint_every_records: u64,
-    /// Sign a checkpoint at least this often while records are written (with a signing key).
-    #[arg(long, env = "GRAPHGATE_AUDIT_CHECKPOINT_INTERVAL_SECS", default_value_t = checkpoint::DEFAULT_INTERVAL.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
-    pub audit_checkpoint_interval_secs: u64,
-    /// POST every signed checkpoint (the note text) to this http(s) URL, so a copy lives off
-    /// the host; failures are retried and counted, never block requests.
-    #[arg(
-        long,
-        env = "GRAPHGATE_AUDIT_CHECKPOINT_URL",
-        requires = "audit_signing_key_file"
-    )]
-    pub audit_checkpoint_url: Option<http::Uri>,
-    /// Export audit records as OTLP log records when OTLP export is configured
-    /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); `false` keeps them local.
-    #[arg(long, env = "GRAPHGATE_AUDIT_SHIP", default_value_t = true, action = clap::ArgAction::Set)]
-    pub audit_ship: bool,
-    /// Follow up each device action Graph accepts (its deviceActionResults) and record its
-    /// final state as a `completion` record; needs DeviceManagementManagedDevices.Read.All.
-    #[arg(long, env = "GRAPHGATE_RECONCILE_OUTCOMES")]
-    pub reconcile_outcomes: bool,
-    /// How long an accepted action has to reach a final state before it counts as overdue.
-    #[arg(long, env = "GRAPHGATE_RECONCILE_DEADLINE_SECS", default_value_t = super::reconcile::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
-    pub reconcile_deadline_secs: u64,
+/// Where the audit log's HMAC key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HmacKey {
+    /// This file (it must exist, private to graphgate's user).
+    File(PathBuf),
+    /// `hmac.key` beside the log, created if missing (`serve --emulator` only).
+    BesideLog,
 }
 
-impl ServeAuditArgs {
-    /// The reconciliation these flags ask for.
-    pub fn reconcile(&self) -> Option<super::reconcile::ReconcileConfig> {
-        self.reconcile_outcomes
-            .then(|| super::reconcile::ReconcileConfig {
-                deadline: Duration::from_secs(self.reconcile_deadline_secs),
-            })
-    }
+/// Signed checkpoints of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// The Ed25519 signing key (`graphgate audit keygen`).
+    pub signing_key_file: PathBuf,
+    /// A checkpoint at least every this many records.
+    pub every_records: u64,
+    /// A checkpoint at least this often while records are written.
+    pub interval: Duration,
+    /// Where every signed checkpoint is POSTed, if anywhere.
+    pub push_url: Option<http::Uri>,
+}
 
-    /// The configuration these flags give.
-    pub fn config(&self) -> AuditConfig {
-        AuditConfig {
-            files: FileOptions {
-                max_file_bytes: self.audit_max_file_bytes,
-                retain_files: self.audit_retain_files,
-                keep_unshipped: self.audit_ship && super::ship::otlp_configured(),
-            },
-            sampling: SamplingLimits {
-                refusals_per_sec: self.audit_refusals_per_sec,
-                auth_failures_per_sec: self.audit_auth_failures_per_sec,
-            },
-            checkpoints: None,
-        }
-    }
+/// An audit log, as `serve` is configured to keep it.
+#[derive(Debug, Clone)]
+pub struct AuditSettings {
+    /// The log file.
+    pub log: PathBuf,
+    /// Its HMAC key.
+    pub hmac_key: HmacKey,
+    /// Rotation, retention and sampling (`checkpoints` is filled from [`Self::checkpoints`]).
+    pub config: AuditConfig,
+    /// Signed checkpoints, if a signing key is given.
+    pub checkpoints: Option<CheckpointSettings>,
 }
 
 /// The audit log could not be set up; the gateway must not start.
@@ -146,75 +91,100 @@ pub fn emulator_default_log() -> PathBuf {
         .join("emulator.jsonl")
 }
 
-/// Opens the audit log `serve` was asked for, checked against its anchor. The caller
-/// writes the `start` record ([`Audit::write_start`]) once every other check has passed.
-pub async fn open_for_serve(
-    args: &ServeAuditArgs,
-    emulator: bool,
-    extra_ca_pem: Option<&str>,
-) -> Result<Audit, SetupError> {
-    let path = match (args.audit_log.as_deref(), emulator) {
-        (Some("none"), _) => {
-            tracing::warn!(
-                "auditing is DISABLED (--audit-log none): privileged calls leave no audit record"
-            );
-            return Ok(Audit::disabled());
+impl AuditSettings {
+    /// The HMAC key file, wherever it comes from.
+    pub fn hmac_key_path(&self) -> PathBuf {
+        match &self.hmac_key {
+            HmacKey::File(path) => path.clone(),
+            HmacKey::BesideLog => beside(&self.log).join("hmac.key"),
         }
-        (Some(p), _) => PathBuf::from(p),
-        (None, true) => emulator_default_log(),
-        (None, false) => return Err(SetupError::NotConfigured),
-    };
-    let log_err = |reason: String| SetupError::Log {
-        path: path.display().to_string(),
-        reason,
-    };
-    let fingerprinter = match (&args.audit_hmac_key_file, emulator) {
-        (Some(file), _) => Fingerprinter::from_file(file)?,
-        (None, true) => {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
-            let dir = dir.map_or_else(|| PathBuf::from("."), PathBuf::from);
-            std::fs::create_dir_all(&dir).map_err(|e| log_err(e.to_string()))?;
-            let key = dir.join("hmac.key");
-            let (fp, created) = Fingerprinter::from_file_or_create(&key)?;
-            let verb = if created { "generated" } else { "using" };
-            eprintln!("audit HMAC key: {verb} {}", key.display());
-            fp
+    }
+
+    /// Checks what opening the log needs without writing anything (`serve --check-config`):
+    /// the key files are usable and the log's directory exists.
+    pub fn check(&self) -> Vec<SetupError> {
+        let mut problems = Vec::new();
+        if let HmacKey::File(file) = &self.hmac_key
+            && let Err(e) = Fingerprinter::from_file(file)
+        {
+            problems.push(e.into());
         }
-        (None, false) => return Err(SetupError::NoKey),
-    };
-    let mut config = args.config();
-    config.checkpoints = checkpoints(args, extra_ca_pem)?;
-    let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
-    let audit =
-        Audit::open_with(&path, &config, fingerprinter).map_err(|e| log_err(e.to_string()))?;
-    Ok(audit.with_push(push))
+        if let Some(c) = &self.checkpoints
+            && let Err(e) = load_signer(&c.signing_key_file)
+        {
+            problems.push(e);
+        }
+        let dir = beside(&self.log);
+        if self.hmac_key != HmacKey::BesideLog && !dir.is_dir() {
+            problems.push(SetupError::Log {
+                path: self.log.display().to_string(),
+                reason: format!("its directory {} does not exist", dir.display()),
+            });
+        }
+        problems
+    }
+
+    /// Opens the log, checked against its anchor (and starts the checkpoint push, if any).
+    /// The caller writes the `start` record ([`Audit::write_start`]) once every other check
+    /// has passed.
+    pub async fn open(&self, extra_ca_pem: Option<&str>) -> Result<Audit, SetupError> {
+        let log_err = |reason: String| SetupError::Log {
+            path: self.log.display().to_string(),
+            reason,
+        };
+        let fingerprinter = match &self.hmac_key {
+            HmacKey::File(file) => Fingerprinter::from_file(file)?,
+            HmacKey::BesideLog => {
+                let dir = beside(&self.log);
+                std::fs::create_dir_all(&dir).map_err(|e| log_err(e.to_string()))?;
+                let key = dir.join("hmac.key");
+                let (fp, created) = Fingerprinter::from_file_or_create(&key)?;
+                let verb = if created { "generated" } else { "using" };
+                eprintln!("audit HMAC key: {verb} {}", key.display());
+                fp
+            }
+        };
+        let mut config = self.config.clone();
+        config.checkpoints = self.checkpoint_config(extra_ca_pem)?;
+        let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
+        let audit = Audit::open_with(&self.log, &config, fingerprinter)
+            .map_err(|e| log_err(e.to_string()))?;
+        Ok(audit.with_push(push))
+    }
+
+    /// The checkpoint configuration (and the push task, started).
+    fn checkpoint_config(
+        &self,
+        extra_ca_pem: Option<&str>,
+    ) -> Result<Option<CheckpointConfig>, SetupError> {
+        let Some(c) = &self.checkpoints else {
+            return Ok(None);
+        };
+        let signer = load_signer(&c.signing_key_file)?;
+        tracing::info!(public_key = %signer.verifier(), "audit checkpoints are signed; verify with this public key");
+        let push = match &c.push_url {
+            Some(url) => {
+                let queue = PushQueue::default();
+                super::push::spawn(queue.clone(), url.clone(), extra_ca_pem)
+                    .map_err(|e| SetupError::Push(e.to_string()))?;
+                Some(queue)
+            }
+            None => None,
+        };
+        Ok(Some(CheckpointConfig {
+            signer: Arc::new(signer),
+            every_records: c.every_records,
+            interval: c.interval,
+            push,
+        }))
+    }
 }
 
-/// The checkpoint configuration the flags ask for (and the push task, started).
-fn checkpoints(
-    args: &ServeAuditArgs,
-    extra_ca_pem: Option<&str>,
-) -> Result<Option<CheckpointConfig>, SetupError> {
-    let Some(file) = &args.audit_signing_key_file else {
-        return Ok(None);
-    };
-    let signer = load_signer(file)?;
-    tracing::info!(public_key = %signer.verifier(), "audit checkpoints are signed; verify with this public key");
-    let push = match &args.audit_checkpoint_url {
-        Some(url) => {
-            let queue = PushQueue::default();
-            super::push::spawn(queue.clone(), url.clone(), extra_ca_pem)
-                .map_err(|e| SetupError::Push(e.to_string()))?;
-            Some(queue)
-        }
-        None => None,
-    };
-    Ok(Some(CheckpointConfig {
-        signer: Arc::new(signer),
-        every_records: args.audit_checkpoint_every_records,
-        interval: Duration::from_secs(args.audit_checkpoint_interval_secs),
-        push,
-    }))
+/// The directory a file is in (`.` for a bare name).
+fn beside(file: &Path) -> PathBuf {
+    file.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
 /// Reads a signing key written by `graphgate audit keygen`, refusing a file that its group

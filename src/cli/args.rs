@@ -1,15 +1,14 @@
-//! The command line's shape (binary only): every subcommand, flag and environment variable,
-//! as clap definitions, plus the conversion of the bound flags into the library's limits.
-//! `main.rs` acts on what is parsed here.
+//! The command line's shape: every subcommand, flag and environment variable, as clap
+//! definitions (the audit flags of `serve` are in `serve_audit`, `emulate`'s in `emulate`),
+//! plus the conversion of the bound flags into the library's limits.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use graphgate::audit::open::ServeAuditArgs;
-
 use super::audit::AuditCommand;
+use super::serve_audit::ServeAuditArgs;
 use graphgate::cloud::Cloud;
 use graphgate::gateway::Limits;
 use graphgate::server::ServerLimits;
@@ -45,7 +44,8 @@ pub enum Command {
     /// Run the gateway.
     Serve(Box<ServeArgs>),
     /// Run the Entra + Graph emulator on its own.
-    Emulate(EmulateArgs),
+    #[cfg(feature = "emulator")]
+    Emulate(super::emulate::EmulateArgs),
     /// Work with policy files.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -59,6 +59,10 @@ pub struct ServeArgs {
     /// Start the Entra + Graph emulator in-process and use it, with demo credentials.
     #[arg(long)]
     pub emulator: bool,
+    /// Check the configuration (flags, environment, and the files they name) without
+    /// starting: print every problem and exit, non-zero if there is any.
+    #[arg(long)]
+    pub check_config: bool,
     /// Address to listen on.
     #[arg(long, env = "GRAPHGATE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -248,47 +252,6 @@ impl BoundArgs {
             ..ServerLimits::default()
         }
     }
-}
-
-#[derive(Args)]
-pub struct EmulateArgs {
-    /// Address to listen on (HTTPS).
-    #[arg(long, default_value = "127.0.0.1:8443")]
-    pub listen: SocketAddr,
-    /// Write the emulator's CA certificate (PEM) here.
-    #[arg(long)]
-    pub ca_out: Option<PathBuf>,
-    /// Tenant id of the emulated directory.
-    #[arg(long, default_value = graphgate::emulator::DEMO_TENANT_ID)]
-    pub tenant_id: String,
-    /// Client id of the registered app.
-    #[arg(long, default_value = graphgate::emulator::DEMO_CLIENT_ID)]
-    pub client_id: String,
-    /// Client secret of the registered app.
-    #[arg(long, env = "GRAPHGATE_EMULATOR_CLIENT_SECRET", default_value = graphgate::emulator::DEMO_CLIENT_SECRET, hide_default_value = true)]
-    pub client_secret: String,
-    /// Application permissions granted to the app (repeatable).
-    #[arg(long = "role", default_value = graphgate::operation::catalog::PRIV_OPS)]
-    pub roles: Vec<String>,
-    /// Lifetime of issued tokens.
-    #[arg(long, default_value_t = 3599)]
-    pub token_lifetime_secs: u64,
-    /// A managed device in the inventory, ID[:OS] with OS windows (the default), ios, macos
-    /// or android (repeatable) [default: the demo devices].
-    #[arg(long = "device", value_name = "ID[:OS]")]
-    pub devices: Vec<graphgate::emulator::EmulatedDevice>,
-    /// How long an accepted action stays pending in the device's deviceActionResults before
-    /// it is done.
-    #[arg(long, default_value_t = graphgate::emulator::DEFAULT_ACTION_COMPLETION.as_secs())]
-    pub action_completion_secs: u64,
-    /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
-    #[arg(long = "fault", value_name = "SPEC", long_help = graphgate::emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
-    pub faults: Vec<graphgate::emulator::FaultSpec>,
-}
-
-/// One `--fault` spec (clap reports the error with the flag).
-fn parse_fault(spec: &str) -> Result<graphgate::emulator::FaultSpec, String> {
-    spec.parse()
 }
 
 #[derive(Subcommand)]

@@ -1,5 +1,81 @@
-//! The command line (binary only): every command's flags, and what the commands print.
+//! The command line (binary only): every command's flags ([`args`], [`serve_audit`]), the
+//! environment (read once, [`Env`]), and what each command does and prints. The library
+//! does the work; nothing here is on the request path.
 
 pub mod args;
 pub mod audit;
 mod audit_checkpoints;
+#[cfg(feature = "emulator")]
+mod demo;
+#[cfg(feature = "emulator")]
+pub mod emulate;
+pub mod policy;
+pub mod serve;
+pub mod serve_audit;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+
+use graphgate::telemetry::{LogEnv, OtlpConfig};
+
+/// What a command returns when it cannot even start.
+pub type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// The process environment, read once at start-up (clap reads the flags' `GRAPHGATE_*` with
+/// the flags): the Azure SDK's `AZURE_*` and the credential's `GRAPHGATE_CREDENTIAL` and
+/// `GRAPHGATE_CLIENT_ASSERTION_ALG`, OpenTelemetry's `OTEL_*`, `RUST_LOG` and `NO_COLOR`.
+pub struct Env {
+    vars: HashMap<String, String>,
+    no_color: Option<OsString>,
+}
+
+impl Env {
+    /// Reads the environment.
+    pub fn read() -> Env {
+        Env {
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .filter(|(k, _)| {
+                    ["AZURE_", "OTEL_", "GRAPHGATE_"]
+                        .iter()
+                        .any(|p| k.starts_with(p))
+                        || k == "RUST_LOG"
+                })
+                .collect(),
+            no_color: std::env::var_os("NO_COLOR"),
+        }
+    }
+
+    /// One variable (unset or not UTF-8: `None`).
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.vars.get(name).cloned()
+    }
+
+    /// What logging reads.
+    pub fn log(&self) -> LogEnv {
+        LogEnv {
+            rust_log: self.var("RUST_LOG"),
+            no_color: self.no_color.clone(),
+        }
+    }
+
+    /// Whether OTLP export is configured (traces exported, audit records shipped).
+    pub fn otlp_configured(&self) -> bool {
+        graphgate::audit::ship::otlp_configured(|name| self.var(name))
+    }
+
+    /// Trace export, when the standard OpenTelemetry variables ask for it.
+    pub fn otlp(&self) -> Option<OtlpConfig> {
+        self.otlp_configured().then(|| OtlpConfig {
+            traces_endpoint: None,
+            service_name: self.service_name(),
+        })
+    }
+
+    /// `OTEL_SERVICE_NAME`, or `graphgate`.
+    pub fn service_name(&self) -> String {
+        self.var("OTEL_SERVICE_NAME")
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| "graphgate".into())
+    }
+}

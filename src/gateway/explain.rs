@@ -2,7 +2,6 @@
 //! (`POST /v1.0/...` plus its body) admitted and decided exactly as the gateway admits and
 //! decides them (the same functions), with reasons, and YAML fixtures checked like `opa test`.
 
-use std::fmt::Write;
 use std::path::Path;
 
 use bytes::Bytes;
@@ -15,7 +14,7 @@ use crate::identity::stated::{self as stated_context, Stated};
 use crate::admit;
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
-use crate::policy::{Decision, Facts, Mismatch, Missing, Policy, Test};
+use crate::policy::{Decision, Facts, Missing, Policy};
 
 /// What `rule` is reported as when no rule allows a request.
 pub const DEFAULT_DENY: &str = "(default deny)";
@@ -197,127 +196,6 @@ fn refused(e: impl Into<GatewayError>) -> ExplainError {
     ExplainError::Refused {
         status: answer.status.as_u16(),
         message: answer.message.into_owned(),
-    }
-}
-
-/// The text `policy explain` prints.
-pub fn explain(
-    policy: &Policy,
-    caller: &str,
-    request: &str,
-    body: Option<&[u8]>,
-    said: Said<'_>,
-) -> Result<(bool, String), ExplainError> {
-    let (eval, index) = evaluate(policy, caller, request, body, said)?;
-    let mut out = String::new();
-    let d = &eval.decision;
-    let verdict = if eval.allowed() { "allow" } else { "deny" };
-    let _ = writeln!(out, "decision: {verdict}");
-    let _ = writeln!(out, "rule: {}", d.rule_name().unwrap_or(DEFAULT_DENY));
-    if !eval.missing.is_none() {
-        let _ = writeln!(
-            out,
-            "missing: {} (the rule requires it; the gateway answers 400 invalidRequest)",
-            eval.missing.names().join(", ")
-        );
-    }
-    if let Some((who, source)) = &eval.stated.initiator {
-        let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
-    }
-    if let Some(reason) = &eval.stated.reason {
-        let _ = writeln!(out, "reason: {reason}");
-    }
-    if let Some(s) = d.shadow {
-        let _ = writeln!(
-            out,
-            "shadow: rule '{}' would {}",
-            s.rule,
-            if s.allowed { "allow" } else { "deny" }
-        );
-    }
-    let _ = writeln!(
-        out,
-        "operation: {} ({}) on device {}",
-        eval.target.op.name,
-        eval.target.version.as_str(),
-        eval.target.device_id
-    );
-    let _ = writeln!(out, "tier: {}", eval.target.op.tier.as_str());
-    if let Some(bulk) = &eval.bulk {
-        // The rules below are about the bulk operation itself; each device was decided as
-        // the operation its actionName runs.
-        let _ = writeln!(
-            out,
-            "bulk: {} on {} device(s), decided device by device; refused: {}",
-            bulk.operation,
-            bulk.devices,
-            match bulk.refused.is_empty() {
-                true => "none".to_owned(),
-                false => bulk.refused.join(", "),
-            }
-        );
-    }
-    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.initiator());
-    let explanation = policy.explain(&facts);
-    if explanation.rules.is_empty() {
-        let _ = writeln!(out, "no rule names caller '{caller}'");
-    } else {
-        let _ = writeln!(out, "rules naming caller '{caller}':");
-    }
-    for (rule, result) in &explanation.rules {
-        let effect = format!(
-            "{:?}{}",
-            rule.effect,
-            if rule.mode == crate::policy::Mode::Shadow {
-                ", shadow"
-            } else {
-                ""
-            }
-        )
-        .to_lowercase();
-        let why = match result {
-            Ok(()) => "matches".to_owned(),
-            Err(m) => mismatch_text(m, &facts),
-        };
-        let why = match requirement(rule) {
-            Some(needs) => format!("{why}; requires {needs}"),
-            None => why,
-        };
-        let _ = writeln!(out, "  - {} ({effect}): {why}", rule.name);
-    }
-    Ok((eval.allowed(), out))
-}
-
-/// What a rule's `require` asks for, in words.
-fn requirement(rule: &crate::policy::Rule) -> Option<String> {
-    let all = Missing {
-        initiator: rule.require.initiator,
-        reason: rule.require.reason,
-    };
-    (!all.is_none()).then(|| all.names().join(" and "))
-}
-
-fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
-    match m {
-        Mismatch::Operation => format!("does not cover {}", f.op.name),
-        Mismatch::Initiator => match f.initiator {
-            Some(who) => format!("does not cover initiator {who}"),
-            None => "covers listed initiators only, and none is stated".to_owned(),
-        },
-        Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),
-        Mismatch::Device => format!("does not list device {}", f.device),
-        Mismatch::Condition(c) => {
-            let test = match &c.test {
-                Test::EqualsStr(s) => format!("equals {s:?}"),
-                Test::EqualsBool(b) => format!("equals {b}"),
-                Test::OneOf(l) => format!("one of {l:?}"),
-                Test::Prefix(p) => format!("starts with {p:?}"),
-                Test::Suffix(s) => format!("ends with {s:?}"),
-                Test::Present(true) => "present".to_owned(),
-                Test::Present(false) => "absent".to_owned(),
-            };
-            format!("condition '{} {test}' does not hold", c.param)
-        }
     }
 }
 

@@ -180,7 +180,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::operation::catalog::ApiVersion;
+    use crate::microsoft::ApiVersion;
 
     fn check(version: ApiVersion, op: &str, body: Value) -> Result<(), CsdlViolation> {
         let csdl = Csdl::of(version).unwrap();

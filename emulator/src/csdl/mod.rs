@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 pub use check::CsdlViolation;
 
-use crate::operation::catalog::ApiVersion;
+use crate::microsoft::ApiVersion;
 
 /// Microsoft's v1.0 CSDL excerpt (every action bound to managedDevice or user), verbatim.
 pub const V1_XML: &str = include_str!("managedDevice-actions-v1.0.xml");

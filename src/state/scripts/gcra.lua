@@ -1,11 +1,11 @@
 -- Rate limits (GCRA) on several limiters, all or nothing: the same steps as `gcra` in
--- src/state/algo.rs, on the server's clock so every replica shares one.
+-- src/state/algo.rs (tests/e2e/state_contract.rs feeds both the same inputs), on the
+-- server's clock (`server_now`, clock.lua) so every replica shares one.
 -- KEYS[i]: limiter i's theoretical arrival time (microseconds).
 -- ARGV[2i-1]: its emission interval (us). ARGV[2i]: its burst tolerance (us).
 -- Returns {0, 0} when all conform (all are charged), else {i, wait in us} for the first
 -- that does not (none is charged).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = server_now()
 local next_tat = {}
 for i, key in ipairs(KEYS) do
   local interval = tonumber(ARGV[2 * i - 1])
