@@ -323,7 +323,7 @@ impl graphgate::identity::jwt::fetch::KeyLoader for Published {
 /// signature, audience and time, caller lookup, fingerprint), for an RS256 Kubernetes
 /// service-account token and an ES256 SPIFFE JWT-SVID, beside an API key's.
 fn jwt_callers(c: &mut Criterion) {
-    use graphgate::emulator::{Emulator, EmulatorConfig, KUBERNETES_ISSUER};
+    use graphgate_emulator::{Emulator, EmulatorConfig, KUBERNETES_ISSUER};
     let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
     let k8s = emulator
         .service_account_token("rooms", "rotator", &["graphgate"], 3600)

@@ -109,7 +109,7 @@ fn entry(i: usize) -> Entry {
 }
 
 fn config(s: &Setup, every: u64, push: Option<PushQueue>) -> AuditConfig {
-    let signer = graphgate::audit::serve::load_signer(&s.signing).unwrap();
+    let signer = graphgate::audit::open::load_signer(&s.signing).unwrap();
     AuditConfig {
         checkpoints: Some(CheckpointConfig {
             signer: Arc::new(signer),

@@ -6,7 +6,7 @@
 
 use crate::common;
 
-use graphgate::emulator::DEMO_IOS_DEVICE_ID;
+use graphgate_emulator::DEMO_IOS_DEVICE_ID;
 use graphgate::identity::api_key_sha256;
 use serde_json::json;
 
@@ -165,7 +165,7 @@ async fn bad_device_lists_and_actions_are_400s_with_nothing_sent() {
 /// cap the request is decided and forwarded.
 #[tokio::test]
 async fn the_bulk_cap_is_the_operators() {
-    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     std::fs::write(backend.dir.join("policy.yaml"), policy()).unwrap();
     let mut cmd = backend.serve_command();
     cmd.env("GRAPHGATE_MAX_BULK_DEVICES", "2");

@@ -9,8 +9,8 @@
 use crate::common;
 
 use bytes::Bytes;
-use graphgate::emulator::csdl::Csdl;
-use graphgate::emulator::{
+use graphgate_emulator::csdl::Csdl;
+use graphgate_emulator::{
     EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports,
 };
 use graphgate::identity::api_key_sha256;
@@ -248,7 +248,7 @@ async fn a_beta_only_operation_on_v1_is_refused_and_nothing_is_sent() {
 /// types and nullability, and the excerpt has no action the catalog lacks.
 #[test]
 fn the_catalog_and_the_v1_csdl_agree() {
-    let csdl = Csdl::of(ApiVersion::V1).unwrap();
+    let csdl = Csdl::of(graphgate_emulator::ApiVersion::V1).unwrap();
     let v1_ops: Vec<&Operation> = CATALOG
         .iter()
         .filter(|op| op.versions.contains(&ApiVersion::V1) && op.invocation == Invocation::Action)
@@ -271,8 +271,8 @@ fn the_catalog_and_the_v1_csdl_agree() {
             .collect();
         assert_eq!(ours, theirs, "{}", op.name);
         let binding = match op.binding {
-            Binding::User => graphgate::emulator::csdl::Binding::User,
-            _ => graphgate::emulator::csdl::Binding::Device,
+            Binding::User => graphgate_emulator::csdl::Binding::User,
+            _ => graphgate_emulator::csdl::Binding::Device,
         };
         assert_eq!(action.binding, binding, "{}", op.name);
     }

@@ -183,7 +183,7 @@ fn no_secret_reaches_the_output() {
         "Flat sentinel",
         "Key-sentinel-8d7a",
         "demo-api-key",
-        graphgate::emulator::DEMO_CLIENT_SECRET,
+        graphgate_emulator::DEMO_CLIENT_SECRET,
         "eyJ",
     ] {
         assert!(

@@ -9,8 +9,8 @@
 use crate::common;
 
 use base64::Engine;
-use graphgate::cloud::Cloud;
-use graphgate::emulator::{
+use graphgate_emulator::Cloud;
+use graphgate_emulator::{
     DEMO_ANDROID_DEVICE_ID, DEMO_CLIENT_ID, DEMO_IOS_DEVICE_ID, DEMO_MACOS_DEVICE_ID,
     EmulatorConfig,
 };

@@ -84,10 +84,15 @@ async fn one_permitted_caller_cannot_take_every_slot() {
             max_in_flight_per_caller: 2,
             ..slow_bodies()
         },
-        policy: Some(format!(
-            "{}  - name: other-too\n    callers: [other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
-            policy_text()
-        )),
+        policy: Some(
+            TestPolicy::standard()
+                .rule(
+                    Rule::allow("other-too")
+                        .callers(&["other-service"])
+                        .operations(&["managedDevices.updateWindowsDeviceAccount"]),
+                )
+                .yaml(),
+        ),
         ..Options::default()
     })
     .await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::metrics::{OP, errors, requests, value};
 use common::*;
-use graphgate::emulator::{EmulatorConfig, Fault, Faults};
+use graphgate_emulator::{EmulatorConfig, Fault, Faults};
 use graphgate::operation::catalog::PRIV_OPS;
 
 const EXTRA_ROLE: &str = "DeviceManagementConfiguration.ReadWrite.All";

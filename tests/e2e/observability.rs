@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use graphgate::emulator::{AppRegistration, EmulatorConfig};
-use graphgate::secret::Secret;
+use graphgate_emulator::{AppRegistration, EmulatorConfig};
+use graphgate_emulator::Secret;
 use graphgate::telemetry::{self, OtlpConfig};
 use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::metrics::Snapshot;
 use crate::common::*;
 use graphgate::audit::reconcile::{READ_PERMISSION, ReconcileConfig};
-use graphgate::emulator::{ActionOutcome, ActionState, DEMO_IOS_DEVICE_ID, EmulatorConfig};
+use graphgate_emulator::{ActionOutcome, ActionState, DEMO_IOS_DEVICE_ID, EmulatorConfig};
 use serde_json::Value;
 
 const ACTION: &str = "updateWindowsDeviceAccount";

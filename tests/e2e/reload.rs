@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use graphgate::emulator::{Fault, Faults};
+use graphgate_emulator::{Fault, Faults};
 use graphgate::identity::api_key_sha256;
 use graphgate::policy::version_hash;
 use graphgate::reload::{ReloadStatus, Reloaded, Reloader, Trigger};

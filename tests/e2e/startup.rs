@@ -126,7 +126,7 @@ fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
     let served = Served::start(&["--policy", mine.to_str().unwrap()]);
     let curl = served.curl();
     served.stop();
-    assert!(!curl.contains(graphgate::demo::DEMO_API_KEY), "{curl}");
+    assert!(!curl.contains(graphgate_emulator::demo::DEMO_API_KEY), "{curl}");
     assert!(
         curl.contains("<an API key of a caller in your policy>"),
         "{curl}"
@@ -135,17 +135,18 @@ fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
     let with_demo = dir.join("with-demo.yaml");
     std::fs::write(
         &with_demo,
-        format!(
-            "{}  - name: demo\n    api_key_sha256: \"{}\"\n",
-            policy_text().split("rules:").next().unwrap(),
-            graphgate::identity::api_key_sha256(graphgate::demo::DEMO_API_KEY)
-        ),
+        TestPolicy::standard()
+            .caller(Caller::api_key(
+                "demo",
+                graphgate_emulator::demo::DEMO_API_KEY,
+            ))
+            .yaml(),
     )
     .unwrap();
     let served = Served::start(&["--policy", with_demo.to_str().unwrap()]);
     let curl = served.curl();
     served.stop();
-    assert!(curl.contains(graphgate::demo::DEMO_API_KEY), "{curl}");
+    assert!(curl.contains(graphgate_emulator::demo::DEMO_API_KEY), "{curl}");
 }
 
 #[tokio::test]

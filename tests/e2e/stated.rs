@@ -274,7 +274,7 @@ fn jwt_policy_file() -> std::path::PathBuf {
     let dir = temp_dir("explain-jwt");
     let text = format!(
         "version: 1\njwt_issuers:\n  - issuer: {iss}\n    audiences: [graphgate]\n    keys: {{ jwks_url: {iss}/openid/v1/jwks }}\ncallers:\n  - name: k8s-rotator\n    jwt: {{ issuer: {iss}, subject: \"system:serviceaccount:rooms:rotator\" }}\nrules:\n  - name: rotator-with-ticket\n    callers: [k8s-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    require: [reason]\n    initiators: [\"@contoso.com\"]\n",
-        iss = graphgate::emulator::KUBERNETES_ISSUER
+        iss = graphgate_emulator::KUBERNETES_ISSUER
     );
     std::fs::write(dir.join("policy.yaml"), text).unwrap();
     std::fs::write(dir.join("body.json"), body()).unwrap();

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use graphgate::emulator::{FederatedIssuer, KUBERNETES_ISSUER};
+use graphgate_emulator::{FederatedIssuer, KUBERNETES_ISSUER};
 use graphgate::policy::Policy;
 use serde_json::{Value, json};
 
