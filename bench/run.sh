@@ -69,8 +69,12 @@ for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_POR
   fi
 done
 
-cargo build --profile dist --quiet --manifest-path "$repo/Cargo.toml"
+# What ships (the dist profile, without the emulator) is what is measured; the emulator
+# that issues the tokens runs from a build with it (release profile, default features).
+cargo build --profile dist --no-default-features --quiet --manifest-path "$repo/Cargo.toml" -p graphgate --bin graphgate
+cargo build --release --quiet --manifest-path "$repo/Cargo.toml" -p graphgate --bin graphgate
 BIN="$repo/target/dist/graphgate"
+EMULATOR_BIN="$repo/target/release/graphgate"
 DIR=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
@@ -82,7 +86,7 @@ sed -i "s/127\.0\.0\.1:18443/127.0.0.1:$GRAPH_PORT/" "$DIR/fake-graph.conf" "$DI
 sed -i "s/127\.0\.0\.1:18082/127.0.0.1:$ANCHOR_PORT/" "$DIR/nginx-anchor.conf"
 mkdir -p "$DIR/logs"
 taskset -c "$LOAD_CPUS" nginx -p "$DIR" -c "$DIR/fake-graph.conf" & pids+=($!)
-taskset -c "$LOAD_CPUS" "$BIN" emulate --listen 127.0.0.1:"$EMULATOR_PORT" --ca-out "$DIR/emulator-ca.pem" \
+taskset -c "$LOAD_CPUS" "$EMULATOR_BIN" emulate --listen 127.0.0.1:"$EMULATOR_PORT" --ca-out "$DIR/emulator-ca.pem" \
   --token-lifetime-secs 86400 2>"$DIR/logs/emulator.err" >/dev/null & pids+=($!)
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$GRAPH_PORT"; wait_port "$EMULATOR_PORT"

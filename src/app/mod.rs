@@ -23,6 +23,7 @@ use crate::audit::note::NoteVerifier;
 use crate::console::{Console, auth::AdminToken};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
+use crate::reload::Reloader;
 
 /// The two listeners a gateway serves, bound by the caller (tests bind `127.0.0.1:0`).
 pub struct Listeners {
@@ -38,6 +39,8 @@ pub struct App {
     config: ServeConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     admin: AdminOptions,
+    /// Follows the policy file, when there is one (readiness follows it from now on).
+    reloader: Option<Reloader>,
 }
 
 /// The gateway stopped with an error.
@@ -90,11 +93,16 @@ impl App {
         let console = audit
             .path()
             .map(|log| Console::start(log, audit.durable_seq(), verifier));
+        let reloader = match &config.policy {
+            PolicySource::File(path) => Some(Reloader::new(path.clone(), Arc::clone(&gateway)).0),
+            PolicySource::Fixed { .. } => None,
+        };
         Ok(App {
             gateway,
             config,
             tls,
             admin: AdminOptions { token, console },
+            reloader,
         })
     }
 
@@ -116,6 +124,7 @@ impl App {
             config,
             tls,
             admin,
+            reloader,
         } = self;
         let (stop_tx, stop) = watch::channel(false);
         let stopped = move || {
@@ -124,9 +133,7 @@ impl App {
                 let _ = stop.wait_for(|s| *s).await;
             }
         };
-        if let PolicySource::File(path) = &config.policy {
-            let (reloader, _status) =
-                crate::reload::Reloader::new(path.clone(), Arc::clone(&gateway));
+        if let Some(reloader) = reloader {
             tokio::spawn(reloader.run(stopped()));
         }
         // The first token now, so the least-privilege report (readiness) is known early.

@@ -67,8 +67,8 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
         .assert_graph_error(403, "accessDenied");
     h.audit.flush().await.unwrap();
     let lines = log_lines(&log);
-    assert_eq!(lines.len(), 3, "intent, outcome, refusal");
-    wait_for_all(&rx, 3, Duration::from_secs(20)).await;
+    assert_eq!(lines.len(), 4, "start, intent, outcome, refusal");
+    wait_for_all(&rx, 4, Duration::from_secs(20)).await;
     let records = rx.logs.lock().unwrap().clone();
     for (line, record) in lines.iter().zip(&records) {
         assert_eq!(&log_body(record), line, "the body is the record's line");
@@ -90,9 +90,9 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
         assert!(record.time_unix_nano > 0);
         assert!(!log_body(record).contains(PASSWORD), "no secret is shipped");
     }
-    assert_eq!(records[2].severity_text, "WARN", "a refusal");
-    assert_eq!(records[1].severity_text, "INFO");
-    wait_cursor(&log, 3).await;
+    assert_eq!(records[3].severity_text, "WARN", "a refusal");
+    assert_eq!(records[2].severity_text, "INFO");
+    wait_cursor(&log, 4).await;
 }
 
 /// Waits (bounded) until the persisted cursor says `seq` was acknowledged.
@@ -144,7 +144,7 @@ async fn a_collector_down_for_a_while_gets_every_record_at_least_once_and_never_
     rx.hang.store(false, Ordering::SeqCst);
     rx.up.store(true, Ordering::SeqCst);
     let last = log_lines(&log).len() as u64;
-    assert_eq!(last, 40);
+    assert_eq!(last, 41, "the start record and 40 of the calls");
     let seqs = wait_for_all(&rx, last, Duration::from_secs(60)).await;
     let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
     assert_eq!(distinct, (1..=last).collect::<BTreeSet<u64>>());

@@ -140,13 +140,12 @@ fn quick_retries(max_total_wait: Duration) -> Limits {
 }
 
 async fn faulted(limits: Limits, faults: Faults) -> Harness {
-    let h = start_with(Options {
+    start_with(Options {
         limits,
+        faults,
         ..Options::default()
     })
-    .await;
-    h.emulator.set_faults(faults);
-    h
+    .await
 }
 
 fn graph_statuses(h: &Harness) -> Vec<u16> {

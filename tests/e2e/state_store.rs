@@ -43,14 +43,11 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let policy = Policy::from_yaml(
-        &format!(
-            "{}tenant_budgets:\n  {OP}: 10 per day\n",
-            with_budget("100 per hour")
-        ),
-        "p",
-    )
-    .unwrap();
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!("100 per hour")))
+        .set("tenant_budgets", json!({ OP: "10 per day" }))
+        .yaml();
+    let policy = Policy::from_yaml(&policy, "p").unwrap();
     let claims = ClaimSettings {
         capacity: 10,
         window: Duration::from_secs(60),

@@ -146,6 +146,8 @@ pub struct Options {
     pub reconcile: Option<graphgate::audit::reconcile::ReconcileConfig>,
     /// Where the state lives [default: in the gateway's memory].
     pub state: StateConfig,
+    /// Faults the emulator injects from the start (before the gateway's first token).
+    pub faults: graphgate_emulator::Faults,
 }
 
 impl Default for Options {
@@ -165,6 +167,7 @@ impl Default for Options {
             graph_addr: None,
             reconcile: None,
             state: StateConfig::default(),
+            faults: graphgate_emulator::Faults::default(),
         }
     }
 }
@@ -405,6 +408,7 @@ pub async fn start_with(opts: Options) -> Harness {
         ..opts.emulator.clone()
     };
     let ms = Microsoft::start(emulator).await;
+    ms.emulator.set_faults(opts.faults.clone());
     let dir = temp_dir("gateway");
     let config = serve_config(&ms, &opts, &dir);
     let audit_path = matches!(opts.audit, AuditMode::File).then(|| dir.join("audit.jsonl"));
@@ -522,14 +526,20 @@ impl Harness {
             .await
     }
 
-    /// Every audit record so far (after everything queued is durable), as JSON.
+    /// Every audit record of a request so far (after everything queued is durable; after
+    /// a shutdown, everything is), as JSON: the log's `start` record, written as the gateway
+    /// started, is left out.
     pub async fn audit_records(&self) -> Vec<serde_json::Value> {
-        self.audit.flush().await.unwrap();
+        match self.audit.flush().await {
+            Ok(()) | Err(graphgate::audit::WriteError::Stopped) => {}
+            Err(e) => panic!("the audit log could not be flushed: {e}"),
+        }
         let path = self.audit_path.as_ref().expect("a file audit log");
         std::fs::read_to_string(path)
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["kind"] != "start")
             .collect()
     }
 
