@@ -49,5 +49,6 @@ mod schemathesis;
 mod sdk;
 mod shared_state;
 mod startup;
+mod state_contract;
 mod state_store;
 mod stated;
