@@ -287,7 +287,10 @@ fn bulk_admission(c: &mut Criterion) {
     let request = "POST /beta/deviceManagement/managedDevices/executeAction";
     let (eval, _) =
         explain::evaluate(&policy, "ops", request, Some(&body), Default::default()).unwrap();
-    assert!(eval.decision.allowed, "every device walks to an allow");
+    assert!(
+        eval.judgement.decision.allowed,
+        "every device walks to an allow"
+    );
     c.bench_function("bulk/admit_and_decide_100_devices", |b| {
         b.iter(|| {
             let (eval, _) = explain::evaluate(
@@ -298,7 +301,7 @@ fn bulk_admission(c: &mut Criterion) {
                 Default::default(),
             )
             .unwrap();
-            eval.decision.allowed
+            eval.judgement.decision.allowed
         })
     });
 }

@@ -1,8 +1,10 @@
 //! Admission: reading what a caller sent. Request ids; which surface and operation the path
 //! names; the dry-run preference and idempotency key; the content type; the body within its
-//! size and time bounds, turned into the Graph body and its validated parameters. The
-//! gateway, `policy explain` and `policy test` admit a request through the same two steps,
-//! [`admit_head`] then [`Head::admit_body`], so they cannot disagree.
+//! size and time bounds, parsed once into one value that becomes the Graph body (a
+//! simplified-API body mapped, its `initiator` and `reason` taken out), its validated
+//! parameters and, for a bulk request, its plan. The gateway, `policy explain` and `policy
+//! test` admit a request through the same two steps, [`admit_head`] then
+//! [`Head::admit_body`], so they cannot disagree.
 
 use std::time::Duration;
 
@@ -12,8 +14,12 @@ use http::{HeaderMap, Method, Request, Uri};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Body;
 
+use serde_json::Value;
+
 use crate::bulk::{self, BulkError, BulkPlan};
 use crate::idempotency;
+use crate::identity::jwt::TokenUser;
+use crate::identity::stated::{BODY_INITIATOR, BODY_REASON, ContextError, Stated, Statement};
 use crate::operation::catalog::{Binding, Operation};
 use crate::operation::route::{self, Recognised, RouteError, Surface};
 use crate::operation::schema::{self, Params, SchemaError};
@@ -58,6 +64,9 @@ pub enum InboundError {
     /// A simplified-API body that cannot be mapped to Graph's.
     #[error(transparent)]
     BadSimpleBody(#[from] SimpleError),
+    /// The person or reason a simplified-API body states is unusable.
+    #[error(transparent)]
+    Context(#[from] ContextError),
 }
 
 /// Header carrying the caller's correlation id (Graph's convention).
@@ -146,32 +155,107 @@ pub fn admit_head(
 }
 
 impl Head {
-    /// Admission, second step: the body (already read within its bounds) as the Graph body
-    /// to forward and its validated parameters; for a bulk request, also the operation it
-    /// runs and its devices (at most `max_bulk_devices`).
+    /// Admission, second step: the body (already read within its bounds), parsed once, as
+    /// the Graph body to forward and its validated parameters; for a bulk request, also the
+    /// operation it runs and its devices (at most `max_bulk_devices`). What a
+    /// simplified-API body states is added to `stated` (checked against the delegated
+    /// token's `user`).
     pub fn admit_body(
         self,
         body: &Bytes,
         max_bulk_devices: usize,
+        stated: &mut Stated,
+        user: Option<&TokenUser>,
     ) -> Result<Admitted, InboundError> {
-        let (body, params) = graph_body(&self.target, body)?;
-        let bulk = match self.target.op.binding {
-            Binding::Devices => Some(bulk::plan(
-                &schema::parse_strict(&body)?,
-                self.target.version,
-                max_bulk_devices,
-            )?),
+        let target = &self.target;
+        let op = target.op;
+        if !op.takes_body() {
+            if !body.is_empty() {
+                return Err(InboundError::UnexpectedBody(op.invocation.method_name()));
+            }
+            return Ok(self.admitted(Bytes::new(), Params::default(), None));
+        }
+        // The one parse; an empty body is taken as `{}` (and forwarded without a body).
+        let mut parsed = match body.is_empty() {
+            true => Value::Object(Default::default()),
+            false => schema::parse_strict(body)?,
+        };
+        let params = op.params_for(target.version);
+        let (graph, checked) = match (target.surface, op.simple) {
+            (Surface::Graph, _) => {
+                let checked = schema::validate_request(&parsed, params, op.wrapper)?;
+                (parsed, checked)
+            }
+            (Surface::Simple, api) => {
+                // The person and the reason are the gateway's, not Graph parameters.
+                take_statements(&mut parsed, stated, user)?;
+                let graph = match api {
+                    Some(api) => simple::to_graph_body(op, api, &parsed)?,
+                    // The flat body is Graph's own; a null field means "not given".
+                    None => simple::without_nulls(&parsed)?,
+                };
+                let checked = schema::validate_request(&graph, params, op.wrapper);
+                let checked = match api {
+                    Some(api) => checked.map_err(|e| simple::in_flat_terms(api, e))?,
+                    None => checked?,
+                };
+                (graph, checked)
+            }
+        };
+        let bulk = match op.binding {
+            Binding::Devices => Some(bulk::plan(&graph, target.version, max_bulk_devices)?),
             _ => None,
         };
-        Ok(Admitted {
+        // What Graph gets: a Graph-shaped body as it came; a mapped one serialised once.
+        let forward = match (target.surface, op.simple) {
+            (Surface::Graph, _) => body.clone(),
+            (Surface::Simple, None) if graph.as_object().is_some_and(|m| m.is_empty()) => {
+                Bytes::new()
+            }
+            (Surface::Simple, _) => to_bytes(&graph)?,
+        };
+        Ok(self.admitted(forward, checked, bulk))
+    }
+
+    fn admitted(self, body: Bytes, params: Params, bulk: Option<BulkPlan>) -> Admitted {
+        Admitted {
             target: self.target,
             body,
             params,
             dry_run: self.dry_run,
             idempotency_key: self.idempotency_key,
             bulk,
-        })
+        }
     }
+}
+
+/// Takes a simplified-API body's `initiator` and `reason` out of it and adds what they say
+/// to `stated`. A field sent as `null` counts as not given, like the simplified API's other
+/// fields; one that is not text is refused.
+fn take_statements(
+    body: &mut Value,
+    stated: &mut Stated,
+    user: Option<&TokenUser>,
+) -> Result<(), ContextError> {
+    let Value::Object(members) = body else {
+        return Ok(());
+    };
+    let (who, why) = (
+        members.remove(simple::INITIATOR_FIELD),
+        members.remove(simple::REASON_FIELD),
+    );
+    let text = |v: &Option<Value>, wrong: ContextError| match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(wrong),
+    };
+    let who = text(&who, ContextError::BadInitiator(BODY_INITIATOR))?;
+    let why = text(&why, ContextError::BadReason(BODY_REASON))?;
+    let said = Statement {
+        initiator: who.as_deref(),
+        reason: why.as_deref(),
+    };
+    stated.add_body(said, user)
 }
 
 /// The operation a path names, on either surface, for one device only (a path naming two
@@ -256,49 +340,111 @@ where
     }
 }
 
-/// The Graph body to forward and its validated parameters. A GET or DELETE carries no
-/// body; an action without one is taken as `{}` (and forwarded without a body). A
-/// simplified-API body is first mapped to Graph's shape, then validated exactly as a
-/// Graph-shaped one.
-fn graph_body(target: &Recognised, body: &Bytes) -> Result<(Bytes, Params), InboundError> {
-    let op = target.op;
-    if !op.takes_body() {
-        if !body.is_empty() {
-            return Err(InboundError::UnexpectedBody(op.invocation.method_name()));
-        }
-        return Ok((Bytes::new(), Params::default()));
-    }
-    let params = op.params_for(target.version);
-    let parsed = match body.is_empty() {
-        true => serde_json::Value::Object(Default::default()),
-        false => schema::parse_strict(body)?,
-    };
-    match (target.surface, op.simple) {
-        (Surface::Simple, Some(api)) => {
-            let graph = simple::to_graph_body(op, api, &parsed)?;
-            let checked = schema::validate_request(&graph, params, op.wrapper)
-                .map_err(|e| simple::in_flat_terms(api, e))?;
-            Ok((to_bytes(&graph)?, checked))
-        }
-        (Surface::Simple, None) => {
-            // The flat body is Graph's own; a null field means "not given" and is left out.
-            let graph = simple::without_nulls(&parsed)?;
-            let checked = schema::validate_request(&graph, params, op.wrapper)?;
-            let bytes = match graph.as_object().is_some_and(|m| m.is_empty()) {
-                true => Bytes::new(),
-                false => to_bytes(&graph)?,
-            };
-            Ok((bytes, checked))
-        }
-        (Surface::Graph, _) => Ok((
-            body.clone(),
-            schema::validate_request(&parsed, params, op.wrapper)?,
-        )),
-    }
-}
-
-fn to_bytes(graph: &serde_json::Value) -> Result<Bytes, InboundError> {
+/// The one serialisation of a mapped body.
+fn to_bytes(graph: &Value) -> Result<Bytes, InboundError> {
+    #[cfg(test)]
+    tests::SERIALISED.with(|n| n.set(n.get() + 1));
     serde_json::to_vec(graph)
         .map(Bytes::from)
         .map_err(|e| InboundError::BodyRead(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use http::header::HeaderValue;
+    use serde_json::json;
+
+    use super::*;
+
+    thread_local! {
+        /// Bodies serialised on this thread.
+        pub(super) static SERIALISED: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// (parsed, serialised) so far on this thread.
+    fn counts() -> (usize, usize) {
+        (schema::PARSED.with(Cell::get), SERIALISED.with(Cell::get))
+    }
+
+    fn admit(path: &str, body: &Bytes, stated: &mut Stated) -> Admitted {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let uri: Uri = path.parse().unwrap();
+        let head = admit_head(&Method::POST, &uri, &headers, |_| {}).unwrap();
+        head.admit_body(body, 100, stated, None).unwrap()
+    }
+
+    const A: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
+    const B: &str = "1c7a3e2f-2b3c-4d4e-9fa0-112233445566";
+
+    /// A simplified-API bulk body makes one trip: parsed once (the person and the reason
+    /// taken out, the plan made from the same value), serialised once for Graph.
+    #[test]
+    fn a_simplified_bulk_body_is_parsed_once_and_serialised_once() {
+        let body = Bytes::from(
+            json!({"actionName": "wipe", "deviceIds": [A, B], "keepUserData": true,
+                   "initiator": "alice@contoso.com", "reason": "CHG-1"})
+            .to_string(),
+        );
+        let before = counts();
+        let mut stated = Stated::default();
+        let admitted = admit("/api/v1/managedDevices/executeAction", &body, &mut stated);
+        let after = counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 1));
+        assert_eq!(stated.initiator(), Some("alice@contoso.com"));
+        assert_eq!(stated.reason.as_deref(), Some("CHG-1"));
+        let forwarded: Value = serde_json::from_slice(&admitted.body).unwrap();
+        assert_eq!(
+            forwarded,
+            json!({"actionName": "wipe", "deviceIds": [A, B], "keepUserData": true})
+        );
+        let plan = admitted.bulk.unwrap();
+        assert_eq!(
+            (plan.op.name, plan.device_ids.len()),
+            ("managedDevices.wipe", 2)
+        );
+    }
+
+    /// A Graph-shaped body is parsed once and forwarded as it came: never serialised.
+    #[test]
+    fn a_graph_body_is_parsed_once_and_forwarded_as_it_came() {
+        let body = Bytes::from(
+            json!({"actionName": "wipe", "deviceIds": [A], "keepUserData": true}).to_string(),
+        );
+        let before = counts();
+        let mut stated = Stated::default();
+        let admitted = admit(
+            "/beta/deviceManagement/managedDevices/executeAction",
+            &body,
+            &mut stated,
+        );
+        let after = counts();
+        assert_eq!((after.0 - before.0, after.1 - before.1), (1, 0));
+        assert_eq!(admitted.body, body);
+        assert_eq!(admitted.bulk.unwrap().device_ids, [A]);
+    }
+
+    /// The person and the reason in a simplified body must be text.
+    #[test]
+    fn a_stated_initiator_that_is_not_text_is_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        let uri: Uri = "/api/v1/managedDevices/executeAction".parse().unwrap();
+        let head = admit_head(&Method::POST, &uri, &headers, |_| {}).unwrap();
+        let body = Bytes::from(
+            json!({"actionName": "wipe", "deviceIds": [A], "initiator": 42}).to_string(),
+        );
+        let err = head
+            .admit_body(&body, 100, &mut Stated::default(), None)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                InboundError::Context(ContextError::BadInitiator(BODY_INITIATOR))
+            ),
+            "{err:?}"
+        );
+    }
 }

@@ -12,13 +12,14 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WW
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use crate::admit::InboundError;
 use crate::audit::WriteError;
 use crate::credential::TokenError;
 use crate::forward::UpstreamError;
 use crate::identity::AuthError;
 use crate::identity::stated::ContextError;
-use crate::admit::InboundError;
 use crate::operation::route::RouteError;
+use crate::policy::Forbidden;
 
 /// Why the gateway did not forward (or could not complete) a request.
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +29,13 @@ pub enum GatewayError {
     Unauthenticated(#[from] AuthError),
     /// The request could not be admitted: unknown path, bad query, header or body.
     #[error(transparent)]
-    Inbound(#[from] InboundError),
+    Inbound(InboundError),
     /// The person or reason stated is unusable, or the allowing rule requires one not stated.
     #[error(transparent)]
     Context(#[from] ContextError),
-    /// The policy does not allow this request; the message is for the caller.
-    #[error("{0}")]
-    Forbidden(String),
+    /// The policy does not allow this request.
+    #[error(transparent)]
+    Forbidden(Forbidden),
     /// A rate limit, the tenant pacing or the caller's in-flight bound refused it for now.
     #[error("rate limit reached ({scope}); retry after {retry_after_secs} s")]
     RateLimited {
@@ -144,8 +145,8 @@ impl GatewayError {
             .with(WWW_AUTHENTICATE, HeaderValue::from_static(e.challenge())),
             E::Inbound(e) => inbound(e),
             E::Context(e) => Answer::new(StatusCode::BAD_REQUEST, "invalidRequest", e.to_string()),
-            E::Forbidden(message) => {
-                Answer::new(StatusCode::FORBIDDEN, "accessDenied", message.clone())
+            E::Forbidden(refusal) => {
+                Answer::new(StatusCode::FORBIDDEN, "accessDenied", refusal.to_string())
             }
             E::RateLimited {
                 retry_after_secs, ..
@@ -205,6 +206,17 @@ impl GatewayError {
     }
 }
 
+/// A request that could not be admitted; what a simplified-API body states is judged like
+/// what the headers state.
+impl From<InboundError> for GatewayError {
+    fn from(e: InboundError) -> Self {
+        match e {
+            InboundError::Context(e) => GatewayError::Context(e),
+            e => GatewayError::Inbound(e),
+        }
+    }
+}
+
 /// A request that could not be admitted: the caller's to fix, so its message is shown.
 fn inbound(e: &InboundError) -> Answer {
     use InboundError as I;
@@ -219,7 +231,8 @@ fn inbound(e: &InboundError) -> Answer {
         I::BodyTooLarge { .. } => says(StatusCode::PAYLOAD_TOO_LARGE, "requestEntityTooLarge"),
         I::UnsupportedMediaType => says(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupportedMediaType"),
         I::BodyTimeout(_) => says(StatusCode::REQUEST_TIMEOUT, "requestTimeout"),
-        I::Route(_)
+        I::Context(_)
+        | I::Route(_)
         | I::QueryNotAllowed
         | I::BadIdempotencyKey(_)
         | I::BodyRead(_)
@@ -486,8 +499,8 @@ mod tests {
 
     #[test]
     fn the_gateways_own_refusals_say_when_to_retry() {
-        let (status, code, message, h) =
-            seen(GatewayError::Forbidden("denied by policy rule 'r'".into()));
+        let denied = Forbidden::DeniedBy { rule: "r".into() };
+        let (status, code, message, h) = seen(GatewayError::Forbidden(denied));
         assert_eq!(
             (status, code.as_str(), message.as_str(), h),
             (403, "accessDenied", "denied by policy rule 'r'", None)

@@ -16,6 +16,7 @@
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
 //! intent is on disk. [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
+pub mod decision;
 pub mod explain;
 mod setup;
 
@@ -30,10 +31,8 @@ use hyper::body::Body;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::answer::{
-    bulk_forbidden_message, disclosure, dry_run_response, forbidden_message, json_response,
-    set_ids, settle,
-};
+use crate::admit::{self, Admitted, RequestIds};
+use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -41,14 +40,13 @@ use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::idempotency;
-use crate::identity::stated::{self as stated_context, ContextError, Stated};
 use crate::identity::jwt::TokenUser;
+use crate::identity::stated::{self, Stated};
 use crate::identity::{self, AuthError};
-use crate::admit::{self, Admitted, RequestIds};
 use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
-use crate::policy::{Decision, Facts, Policy, Scope};
+use crate::policy::{Decision, Forbidden, Policy, Scope};
 use crate::ratelimit::{Refusal, Reservation};
 use crate::slots::KeyedSlot;
 use crate::state::{Claim, Ticket};
@@ -200,7 +198,7 @@ impl Gateway {
             trail.recognised(target);
         })?;
         // The person and the reason, as the headers (or a delegated token) state them.
-        let mut stated = stated_context::from_headers(req.headers(), caller.user.as_ref())?;
+        let mut stated = stated::from_headers(req.headers(), caller.user.as_ref())?;
         record_stated(trail, &stated);
         // A caller without permission cannot hold a slot by declaring a body it never sends.
         // (A bulk request names its operation and devices in its body: decided after it.)
@@ -225,11 +223,11 @@ impl Gateway {
             self.limits.body_read_timeout,
         )
         .await?;
-        // A simplified-API body may state them too (fields that are not Graph parameters).
-        let body =
-            stated_context::take_from_body(&head.target, body, &mut stated, caller.user.as_ref())?;
+        // Parsed once; a simplified-API body may state the person and reason too.
+        let max_bulk = self.limits.max_bulk_devices;
+        let admitted = head.admit_body(&body, max_bulk, &mut stated, caller.user.as_ref());
         record_stated(trail, &stated);
-        let request = head.admit_body(&body, self.limits.max_bulk_devices)?;
+        let request = admitted?;
         trail.params(&request.params);
         if let Some(plan) = &request.bulk {
             trail.device_ids(&plan.device_ids);
@@ -254,34 +252,32 @@ impl Gateway {
         trail: &mut AuditTrail,
     ) -> Result<Verdict, GatewayError> {
         let (request, stated) = (&asked.request, &asked.stated);
-        let policy = &installed.policy;
-        // A bulk request must be allowed for every device it lists.
-        let initiator = stated.initiator();
-        let (decision, refused) = match &request.bulk {
-            Some(plan) => {
-                let version = request.target.version;
-                let d = bulk::decide(policy, caller.index, version, plan, initiator);
-                (d.decision, d.refused)
-            }
-            None => {
-                let facts = Facts::of(caller.index, &request.target, &request.params, initiator);
-                (policy.decide(&facts), Vec::new())
-            }
-        };
-        record_decision(&tracing::Span::current(), trail, &decision);
-        let rule = match decision.rule {
-            Some(rule) if decision.allowed => rule,
-            _ => return Err(forbidden_for(&decision, caller, request, &refused)),
+        // The same question `policy explain` asks (a bulk request, device by device).
+        let judgement = decision::judge(&installed.policy, caller.index, request, stated);
+        let decision = &judgement.decision;
+        record_decision(&tracing::Span::current(), trail, decision);
+        if let Some(refusal) = judgement.forbidden(&caller.name, request) {
+            return Err(GatewayError::Forbidden(refusal));
+        }
+        let Some(rule) = decision.rule else {
+            return Err(GatewayError::Forbidden(Forbidden::of(
+                decision,
+                &caller.name,
+                &request.target,
+            )));
         };
         // The allowing rule may demand the person and the reason: 400 before anything is sent.
-        required_stated(rule, stated, trail)?;
+        if let Some(unstated) = judgement.unstated() {
+            trail.decided(AuditDecision::Invalid, Some(&rule.name));
+            return Err(unstated.into());
+        }
         if request.dry_run {
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
             let doc = dry_run_response(
                 self.cloud(),
                 &caller.name,
                 &request.target,
-                &decision,
+                decision,
                 &request.params,
             );
             return Ok(Verdict::Answered(doc));
@@ -475,29 +471,11 @@ fn refuse_before_body(
     };
     record_decision(&tracing::Span::current(), trail, &decision);
     trail.note("refused before the body was read: no body could make it allowed");
-    Err(forbidden(&decision, caller, target))
-}
-
-fn forbidden(decision: &Decision<'_>, caller: &Caller, target: &Recognised) -> GatewayError {
-    GatewayError::Forbidden(forbidden_message(decision, &caller.name, target))
-}
-
-/// The 403 of a refused request; a bulk one names its refused devices.
-fn forbidden_for(
-    decision: &Decision<'_>,
-    caller: &Caller,
-    request: &Admitted,
-    refused: &[String],
-) -> GatewayError {
-    match &request.bulk {
-        Some(plan) => GatewayError::Forbidden(bulk_forbidden_message(
-            &caller.name,
-            plan,
-            request.target.version,
-            refused,
-        )),
-        None => forbidden(decision, caller, &request.target),
-    }
+    Err(GatewayError::Forbidden(Forbidden::of(
+        &decision,
+        &caller.name,
+        target,
+    )))
 }
 
 /// The response for a failure; its chain goes to the log with the request id.
@@ -556,26 +534,6 @@ fn record_decision(span: &tracing::Span, trail: &mut AuditTrail, decision: &Deci
             "a shadow rule would change this decision"
         );
     }
-}
-
-/// Refuses (400) an allowed request that does not state what its rule requires.
-fn required_stated(
-    rule: &crate::policy::Rule,
-    stated: &Stated,
-    trail: &mut AuditTrail,
-) -> Result<(), GatewayError> {
-    let missing = rule
-        .require
-        .missing(stated.initiator.is_some(), stated.reason.is_some());
-    if missing.is_none() {
-        return Ok(());
-    }
-    trail.decided(AuditDecision::Invalid, Some(&rule.name));
-    Err(ContextError::Missing {
-        rule: rule.name.clone(),
-        missing,
-    }
-    .into())
 }
 
 /// The token's issuer, subject and fingerprint (never the token) on the span and the audit.

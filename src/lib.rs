@@ -44,6 +44,7 @@
 //! Dependencies point one way: `.ci/modgraph.py` prints the module graph and fails CI on
 //! a cycle.
 pub mod admin;
+pub(crate) mod admit;
 pub(crate) mod answer;
 pub mod app;
 pub mod audit;
@@ -58,7 +59,6 @@ pub mod gateway;
 pub(crate) mod graph_error;
 pub mod idempotency;
 pub mod identity;
-pub(crate) mod admit;
 pub mod metrics;
 pub mod operation;
 pub mod policy;

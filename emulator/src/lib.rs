@@ -23,7 +23,6 @@ mod idp_control;
 mod imds;
 mod introspect;
 pub mod microsoft;
-mod signing_key;
 mod operations;
 mod paths;
 mod permissions;
@@ -31,6 +30,7 @@ mod pki;
 mod records;
 mod secret;
 mod server;
+mod signing_key;
 mod state;
 mod strict_json;
 mod test_credentials;
@@ -476,8 +476,7 @@ mod tests {
         assert!(
             c.devices
                 .iter()
-                .all(|d| crate::microsoft::is_guid(&d.id)
-                    && d.id == d.id.to_ascii_lowercase())
+                .all(|d| crate::microsoft::is_guid(&d.id) && d.id == d.id.to_ascii_lowercase())
         );
         let oses: Vec<OperatingSystem> = c.devices.iter().map(|d| d.os).collect();
         for os in OperatingSystem::ALL {

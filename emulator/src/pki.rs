@@ -87,12 +87,14 @@ fn server_config(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
 ) -> Result<ServerConfig, EmulatorError> {
-    let mut config = ServerConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| EmulatorError::Pki(format!("TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(|e| EmulatorError::Pki(format!("TLS certificate: {e}")))?;
+    let mut config = ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| EmulatorError::Pki(format!("TLS versions: {e}")))?
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .map_err(|e| EmulatorError::Pki(format!("TLS certificate: {e}")))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }

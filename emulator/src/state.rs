@@ -14,8 +14,8 @@ use super::devices::{
     self, ActionEntry, ActionOutcome, Clock, DeviceSecrets, MAX_ACTION_RESULTS, OperatingSystem,
 };
 use super::faults::{Armed, Fault, Faults, Target};
-use super::signing_key::SigningKey;
 use super::records::{Bounded, DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
+use super::signing_key::SigningKey;
 
 /// Everything the request handlers share.
 pub(crate) struct State {

@@ -198,12 +198,14 @@ pub fn check(config: &ServeConfig) -> Problems {
         config.cloud,
         config.authority_host.as_deref(),
     ));
-    problems.take(crate::upstream::build_client(&crate::upstream::UpstreamConfig {
-        connect_to: config.connect_to.clone(),
-        extra_ca_pem: config.extra_ca_pem.clone(),
-        connect_timeout: config.limits.connect_timeout,
-        pool_idle_timeout: std::time::Duration::from_secs(90),
-    }));
+    problems.take(crate::upstream::build_client(
+        &crate::upstream::UpstreamConfig {
+            connect_to: config.connect_to.clone(),
+            extra_ca_pem: config.extra_ca_pem.clone(),
+            connect_timeout: config.limits.connect_timeout,
+            pool_idle_timeout: std::time::Duration::from_secs(90),
+        },
+    ));
     if let Some(policy) = policy {
         for warning in &policy.warnings {
             tracing::warn!(%warning, "policy");

@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::audit::AuditCommand;
 use super::serve_audit::ServeAuditArgs;
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use graphgate::cloud::Cloud;
 use graphgate::gateway::Limits;
 use graphgate::server::ServerLimits;

@@ -106,7 +106,7 @@ mod tests {
                 Default::default(),
             )
             .unwrap();
-            (eval.allowed(), eval.decision.rule_name().map(str::to_owned))
+            (eval.allowed(), eval.rule_name().map(str::to_owned))
         };
         let wipe = |device: &str, body: &str| {
             let request = format!("POST /v1.0/deviceManagement/managedDevices/{device}/wipe");

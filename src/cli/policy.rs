@@ -4,7 +4,8 @@
 use std::fmt::Write;
 use std::process::ExitCode;
 
-use graphgate::gateway::explain::{self, DEFAULT_DENY, Said};
+use graphgate::gateway::explain::{self, DEFAULT_DENY};
+use graphgate::identity::stated::Statement;
 use graphgate::policy::{Facts, Mismatch, Missing, Policy, Test};
 
 use super::Fallible;
@@ -22,7 +23,7 @@ pub fn run(cmd: PolicyCommand) -> Fallible<ExitCode> {
             reason,
             policy,
         } => {
-            let said = Said {
+            let said = Statement {
                 initiator: initiator.as_deref(),
                 reason: reason.as_deref(),
             };
@@ -67,7 +68,7 @@ fn policy_explain(
     caller: &str,
     request: &str,
     body: Option<&std::path::Path>,
-    said: Said<'_>,
+    said: Statement<'_>,
 ) -> ExitCode {
     let bad_input = |e: &dyn std::fmt::Display| {
         eprintln!("{e}");
@@ -146,20 +147,24 @@ fn explanation(
     caller: &str,
     request: &str,
     body: Option<&[u8]>,
-    said: Said<'_>,
+    said: Statement<'_>,
 ) -> Result<(bool, String), explain::ExplainError> {
     let (eval, index) = explain::evaluate(policy, caller, request, body, said)?;
     let mut out = String::new();
-    let d = &eval.decision;
+    let d = &eval.judgement.decision;
     let verdict = if eval.allowed() { "allow" } else { "deny" };
     let _ = writeln!(out, "decision: {verdict}");
     let _ = writeln!(out, "rule: {}", d.rule_name().unwrap_or(DEFAULT_DENY));
-    if !eval.missing.is_none() {
+    let missing = eval.judgement.missing;
+    if !missing.is_none() {
         let _ = writeln!(
             out,
             "missing: {} (the rule requires it; the gateway answers 400 invalidRequest)",
-            eval.missing.names().join(", ")
+            missing.names().join(", ")
         );
+    }
+    if let Some(refusal) = &eval.forbidden {
+        let _ = writeln!(out, "answer: 403 accessDenied: {refusal}");
     }
     if let Some((who, source)) = &eval.stated.initiator {
         let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
@@ -260,4 +265,3 @@ fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
         }
     }
 }
-

@@ -148,7 +148,11 @@ fn config(
             let default = PolicySource::File(PathBuf::from(DEFAULT_POLICY));
             let policy = policy_file.unwrap_or(default);
             let authority_host = env.var("AZURE_AUTHORITY_HOST");
-            (credential.unwrap_or_else(placeholder), authority_host, policy)
+            (
+                credential.unwrap_or_else(placeholder),
+                authority_host,
+                policy,
+            )
         }
     };
     let shipped = env.otlp_configured();

@@ -97,15 +97,15 @@ impl ServeAuditArgs {
             (None, true) => HmacKey::BesideLog,
             (None, false) => return Err(SetupError::NoKey),
         };
-        let checkpoints = self
-            .audit_signing_key_file
-            .clone()
-            .map(|signing_key_file| CheckpointSettings {
-                signing_key_file,
-                every_records: self.audit_checkpoint_every_records,
-                interval: Duration::from_secs(self.audit_checkpoint_interval_secs),
-                push_url: self.audit_checkpoint_url.clone(),
-            });
+        let checkpoints =
+            self.audit_signing_key_file
+                .clone()
+                .map(|signing_key_file| CheckpointSettings {
+                    signing_key_file,
+                    every_records: self.audit_checkpoint_every_records,
+                    interval: Duration::from_secs(self.audit_checkpoint_interval_secs),
+                    push_url: self.audit_checkpoint_url.clone(),
+                });
         Ok(Some(AuditSettings {
             log,
             hmac_key,

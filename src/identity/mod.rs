@@ -4,9 +4,9 @@
 //! [`stated`] reads the person and the reason a request is made for.
 
 pub mod api_key;
-pub mod stated;
 pub mod jwt;
 pub mod mtls;
+pub mod stated;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;

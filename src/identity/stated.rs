@@ -1,16 +1,15 @@
 //! The person and the reason behind a request. A caller states the person it acts for
 //! (`X-Graphgate-Initiator`: a UPN or an object id) and why (`X-Graphgate-Reason`: text, at
 //! most 1,024 characters, e.g. a ticket); the simplified API also takes them as `initiator`
-//! and `reason` body fields. A delegated user token states its user itself, and a stated
-//! initiator that is someone else is refused. Both are recorded in the audit.
+//! and `reason` body fields (admission takes them out of the body and hands over their text).
+//! A delegated user token states its user itself, and a stated initiator that is someone
+//! else is refused. What a request says ([`Statement`], text) is checked into what it states
+//! ([`Stated`]); both are recorded in the audit.
 
-use bytes::Bytes;
 use http::HeaderMap;
 use http::header::HeaderName;
-use serde_json::Value;
 
 use super::jwt::TokenUser;
-use crate::operation::route::{Recognised, Surface};
 use crate::operation::schema::screen::{forbidden_char, is_address};
 pub use crate::operation::simple::{INITIATOR_FIELD, MAX_REASON_CHARS, REASON_FIELD};
 use crate::policy::Missing;
@@ -115,8 +114,10 @@ impl ContextError {
 
 const HEADER_INITIATOR: &str = "X-Graphgate-Initiator";
 const HEADER_REASON: &str = "X-Graphgate-Reason";
-const BODY_INITIATOR: &str = "the 'initiator' field";
-const BODY_REASON: &str = "the 'reason' field";
+/// How errors name the simplified API's `initiator` field.
+pub const BODY_INITIATOR: &str = "the 'initiator' field";
+/// How errors name the simplified API's `reason` field.
+pub const BODY_REASON: &str = "the 'reason' field";
 
 /// What the headers (and a delegated token) state.
 pub fn from_headers(headers: &HeaderMap, user: Option<&TokenUser>) -> Result<Stated, ContextError> {
@@ -182,97 +183,48 @@ fn reason(text: &str, shown: &'static str) -> Result<String, ContextError> {
         .ok_or(ContextError::BadReason(shown))
 }
 
-/// What a simplified-API body states.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BodyStated {
-    initiator: Option<String>,
-    reason: Option<String>,
+/// What a request says about its person and reason, as text, before it is checked: the
+/// values of `X-Graphgate-Initiator` and `X-Graphgate-Reason`, or a simplified-API body's
+/// `initiator` and `reason` fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Statement<'a> {
+    /// The person.
+    pub initiator: Option<&'a str>,
+    /// Why.
+    pub reason: Option<&'a str>,
 }
 
-/// Takes the `initiator` and `reason` fields out of a simplified-API body (they are not
-/// Graph parameters): the body without them, and what they state. A field sent as `null`
-/// counts as not given, like the simplified API's other fields. A body that is not strict
-/// JSON is returned as it is, for admission to refuse (400, saying why).
-pub fn split_simple_body(body: &Bytes) -> Result<(Bytes, BodyStated), ContextError> {
-    let Ok(mut value) = crate::operation::schema::parse_strict(body) else {
-        return Ok((body.clone(), BodyStated::default()));
-    };
-    let Value::Object(members) = &mut value else {
-        return Ok((body.clone(), BodyStated::default()));
-    };
-    let (who, why) = (
-        members.remove(INITIATOR_FIELD),
-        members.remove(REASON_FIELD),
-    );
-    if who.is_none() && why.is_none() {
-        return Ok((body.clone(), BodyStated::default()));
-    }
-    let stated = BodyStated {
-        initiator: field(who, BODY_INITIATOR, initiator, ContextError::BadInitiator)?,
-        reason: field(why, BODY_REASON, reason, ContextError::BadReason)?,
-    };
-    Ok((Bytes::from(value.to_string()), stated))
-}
-
-/// The body the operation reads, and `stated` completed with what it states: a
-/// simplified-API body's `initiator` and `reason` fields are taken out (see
-/// [`split_simple_body`], [`add_body`]); a Graph body is left as it is. The gateway and
-/// `policy explain` both read a body through this.
-pub fn take_from_body(
-    target: &Recognised,
-    body: Bytes,
-    stated: &mut Stated,
-    user: Option<&TokenUser>,
-) -> Result<Bytes, ContextError> {
-    if target.surface != Surface::Simple {
-        return Ok(body);
-    }
-    let (body, said) = split_simple_body(&body)?;
-    add_body(stated, said, user)?;
-    Ok(body)
-}
-
-/// One optional text field, checked by `check`.
-fn field(
-    value: Option<Value>,
-    shown: &'static str,
-    check: fn(&str, &'static str) -> Result<String, ContextError>,
-    wrong_type: fn(&'static str) -> ContextError,
-) -> Result<Option<String>, ContextError> {
-    match value {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) => check(&text, shown).map(Some),
-        Some(_) => Err(wrong_type(shown)),
-    }
-}
-
-/// Adds what a simplified-API body states to what the headers (and a delegated token)
-/// state. Stating the same thing twice is fine; stating it differently is refused.
-pub fn add_body(
-    stated: &mut Stated,
-    body: BodyStated,
-    user: Option<&TokenUser>,
-) -> Result<(), ContextError> {
-    if let Some(who) = body.initiator {
-        if user.is_some_and(|u| !u.is(&who)) {
-            return Err(ContextError::NotTheTokenUser(BODY_INITIATOR));
-        }
-        match stated.initiator() {
-            Some(said) if !said.eq_ignore_ascii_case(&who) => {
-                return Err(ContextError::Conflict("initiator"));
+impl Stated {
+    /// Adds what a simplified-API body says to what the headers (and a delegated token)
+    /// state. Stating the same thing twice is fine; stating it differently is refused.
+    pub fn add_body(
+        &mut self,
+        said: Statement<'_>,
+        user: Option<&TokenUser>,
+    ) -> Result<(), ContextError> {
+        if let Some(who) = said.initiator {
+            let who = initiator(who, BODY_INITIATOR)?;
+            if user.is_some_and(|u| !u.is(&who)) {
+                return Err(ContextError::NotTheTokenUser(BODY_INITIATOR));
             }
-            Some(_) => {}
-            None => stated.initiator = Some((who, Source::Body)),
+            match self.initiator() {
+                Some(stated) if !stated.eq_ignore_ascii_case(&who) => {
+                    return Err(ContextError::Conflict("initiator"));
+                }
+                Some(_) => {}
+                None => self.initiator = Some((who, Source::Body)),
+            }
         }
-    }
-    if let Some(why) = body.reason {
-        match &stated.reason {
-            Some(said) if *said != why => return Err(ContextError::Conflict("reason")),
-            Some(_) => {}
-            None => stated.reason = Some(why),
+        if let Some(why) = said.reason {
+            let why = reason(why, BODY_REASON)?;
+            match &self.reason {
+                Some(stated) if *stated != why => return Err(ContextError::Conflict("reason")),
+                Some(_) => {}
+                None => self.reason = Some(why),
+            }
         }
+        Ok(())
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -373,42 +325,42 @@ mod tests {
     }
 
     #[test]
-    fn simplified_bodies_state_them_as_fields() {
-        let body = Bytes::from_static(
-            br#"{"deviceAccountEmail":"a@b.co","initiator":"alice@contoso.com","reason":"CHG-1"}"#,
-        );
-        let (rest, said) = split_simple_body(&body).unwrap();
-        assert_eq!(
-            rest,
-            Bytes::from_static(br#"{"deviceAccountEmail":"a@b.co"}"#)
-        );
+    fn a_body_states_them_as_text_checked_like_the_headers() {
+        let said = Statement {
+            initiator: Some("alice@contoso.com"),
+            reason: Some("CHG-1"),
+        };
         let mut stated = Stated::default();
-        add_body(&mut stated, said, None).unwrap();
+        stated.add_body(said, None).unwrap();
         assert_eq!(
             stated.initiator,
             Some(("alice@contoso.com".into(), Source::Body))
         );
         assert_eq!(stated.reason.as_deref(), Some("CHG-1"));
-        let plain = Bytes::from_static(br#"{"deviceAccountEmail":"a@b.co"}"#);
-        assert_eq!(split_simple_body(&plain).unwrap().0, plain, "untouched");
-        let crlf = Bytes::from_static(br#"{"reason":"a\r\nX-Injected: 1"}"#);
+        let crlf = Statement {
+            reason: Some("a\r\nX-Injected: 1"),
+            ..Statement::default()
+        };
         assert!(matches!(
-            split_simple_body(&crlf),
-            Err(ContextError::BadReason(_))
-        ));
-        let number = Bytes::from_static(br#"{"initiator":42}"#);
-        assert!(matches!(
-            split_simple_body(&number),
-            Err(ContextError::BadInitiator(_))
+            Stated::default().add_body(crlf, None),
+            Err(ContextError::BadReason(BODY_REASON))
         ));
         let mut header_said = Stated {
             initiator: Some(("bob@contoso.com".into(), Source::Header)),
             reason: None,
         };
-        let (_, said) = split_simple_body(&body).unwrap();
         assert_eq!(
-            add_body(&mut header_said, said, None).unwrap_err(),
+            header_said.add_body(said, None).unwrap_err(),
             ContextError::Conflict("initiator")
+        );
+        let mut same = Stated {
+            initiator: Some(("ALICE@contoso.com".into(), Source::Header)),
+            reason: Some("CHG-1".into()),
+        };
+        same.add_body(said, None).unwrap();
+        assert_eq!(
+            same.initiator().map(str::to_owned),
+            Some("ALICE@contoso.com".into())
         );
     }
 }

@@ -296,7 +296,11 @@ fn rule(
         versions,
         conditions,
         initiators: super::requirements::initiators(entry.initiators.as_ref(), issues),
-        require: super::requirements::require(entry.require.as_ref(), effect == Effect::Deny, issues),
+        require: super::requirements::require(
+            entry.require.as_ref(),
+            effect == Effect::Deny,
+            issues,
+        ),
         rate_limit: rate(&entry.rate_limit, issues),
         tier,
         budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),

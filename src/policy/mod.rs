@@ -4,14 +4,15 @@
 
 pub mod budget;
 mod compile;
-pub mod requirements;
 mod eval;
 mod file;
+mod forbidden;
 pub mod jwt;
-mod unknown_keys;
 mod prejudge;
 pub mod rate;
+pub mod requirements;
 pub mod tiers;
+mod unknown_keys;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,11 +22,12 @@ use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
 pub use budget::{Budget, BudgetWindow, TenantBudget};
-pub use requirements::{InitiatorPattern, Missing, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
+pub use forbidden::Forbidden;
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;
 pub use rate::Rate;
+pub use requirements::{InitiatorPattern, Missing, Require};
 
 /// The policy-file format this build reads.
 pub const POLICY_VERSION: u32 = 1;

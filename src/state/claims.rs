@@ -64,7 +64,10 @@ impl StateStore {
                 }
                 ClaimState::Held(held) => held,
             };
-            if let Some(claim) = self.wait_for_first(&key, fingerprint, held, deadline).await? {
+            if let Some(claim) = self
+                .wait_for_first(&key, fingerprint, held, deadline)
+                .await?
+            {
                 return Ok(claim);
             }
             // The first let its key go (its action did not run): claim it again.
@@ -123,7 +126,10 @@ impl Ticket {
             remaining: self.window.saturating_sub(self.claimed.elapsed()),
         };
         let (store, key, owner) = (Arc::clone(&self.store), &self.key, &self.owner);
-        if let Err(e) = settle.once(store.as_ref(), key, owner, self.fingerprint).await {
+        if let Err(e) = settle
+            .once(store.as_ref(), key, owner, self.fingerprint)
+            .await
+        {
             tracing::warn!(error = %e, "could not store an idempotent answer in the state store; retrying in the background");
             settle.retry(store, key.clone(), owner.clone(), self.fingerprint);
         }

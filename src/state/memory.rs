@@ -99,7 +99,11 @@ impl Store for MemoryStore {
 impl MemoryStore {
     /// A store whose budget counts start from `file` (if given; read by the caller),
     /// keeping at most `claim_capacity` idempotency claims.
-    pub fn new(file: Option<BudgetFile>, budgets: HashMap<String, Count>, claim_capacity: u64) -> Self {
+    pub fn new(
+        file: Option<BudgetFile>,
+        budgets: HashMap<String, Count>,
+        claim_capacity: u64,
+    ) -> Self {
         MemoryStore {
             tables: Mutex::new(Tables {
                 budgets,
@@ -329,7 +333,10 @@ mod tests {
         assert_eq!((store.used("caller"), store.used("tenant")), (7, 7));
         // A window that has ended no longer counts.
         assert_eq!(
-            store.admit_at(&pacing(&budgets, 1, 100), 1_000).await.unwrap(),
+            store
+                .admit_at(&pacing(&budgets, 1, 100), 1_000)
+                .await
+                .unwrap(),
             Admit::Admitted { used: vec![1, 1] }
         );
     }
@@ -360,7 +367,10 @@ mod tests {
         assert_eq!(file.load(0).unwrap()["caller"].used, 2);
         // The directory is gone: the count cannot be made durable, so it is not taken.
         std::fs::remove_dir_all(&dir).unwrap();
-        let err = store.admit_at(&pacing(&budgets, 1, 100), 0).await.unwrap_err();
+        let err = store
+            .admit_at(&pacing(&budgets, 1, 100), 0)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::File);
         assert_eq!(store.used("caller"), 2);
     }

@@ -28,10 +28,7 @@ fn judge(value: &[u8]) -> Result<Held, StoreError> {
         )
     };
     let (state, rest) = value.split_first().ok_or_else(bad)?;
-    let fingerprint = rest
-        .get(..64)
-        .and_then(unhex)
-        .ok_or_else(bad)?;
+    let fingerprint = rest.get(..64).and_then(unhex).ok_or_else(bad)?;
     match state {
         b'R' => Ok(Held::Running { fingerprint }),
         b'D' => StoredResponse::decode(&rest[64..])

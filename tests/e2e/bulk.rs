@@ -6,8 +6,8 @@
 
 use crate::common;
 
-use graphgate_emulator::DEMO_IOS_DEVICE_ID;
 use graphgate::identity::api_key_sha256;
+use graphgate_emulator::DEMO_IOS_DEVICE_ID;
 use serde_json::json;
 
 use common::{Options, Reply};

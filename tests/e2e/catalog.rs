@@ -9,13 +9,11 @@
 use crate::common;
 
 use bytes::Bytes;
-use graphgate_emulator::csdl::Csdl;
-use graphgate_emulator::{
-    EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports,
-};
 use graphgate::identity::api_key_sha256;
 use graphgate::operation::catalog::{ApiVersion, Binding, CATALOG, Invocation, Operation};
 use graphgate::operation::schema::Ty;
+use graphgate_emulator::csdl::Csdl;
+use graphgate_emulator::{EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports};
 use http::{Method, Request};
 use http_body_util::Full;
 

@@ -18,16 +18,16 @@ use graphgate::cloud::Cloud;
 use graphgate::credential::{
     AssertionAlg, ClientAuth, ClientCertificate, Credential, TokenError, request_token,
 };
-use graphgate_emulator::{
-    AdditionalSecret, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, Emulator, EmulatorConfig,
-    Faults, FederatedCredential, FederatedIssuer, RegisteredCertificate, TOKEN_EXCHANGE_AUDIENCE,
-    TestCertificate,
-};
 use graphgate::gateway::Gateway;
 use graphgate::operation::catalog::PRIV_OPS;
 use graphgate::policy::Policy;
 use graphgate::secret::Secret;
 use graphgate::upstream::{self, HttpClient, UpstreamConfig};
+use graphgate_emulator::{
+    AdditionalSecret, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, Emulator, EmulatorConfig,
+    Faults, FederatedCredential, FederatedIssuer, RegisteredCertificate, TOKEN_EXCHANGE_AUDIENCE,
+    TestCertificate,
+};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -695,7 +695,11 @@ async fn replicas_each_hold_their_own_token() {
     // Two gateways (replicas) against one Entra: each fetches and caches its own token.
     let a = rig(Cloud::Global, full_config(&[PRIV_OPS]), Kind::Secret).await;
     let opts = Options {
-        credential: Some(credential(Kind::Secret, &a.dir, "127.0.0.1:1".parse().unwrap())),
+        credential: Some(credential(
+            Kind::Secret,
+            &a.dir,
+            "127.0.0.1:1".parse().unwrap(),
+        )),
         audit: common::AuditMode::Disabled,
         ..Options::default()
     };

@@ -7,13 +7,13 @@ use crate::common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
+use graphgate::operation::catalog::PRIV_OPS;
 use graphgate_emulator::Cloud;
+use graphgate_emulator::Secret;
 use graphgate_emulator::{
     AppRegistration, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_DEVICE_IDS, DEMO_TENANT_ID, Emulator,
     EmulatorConfig,
 };
-use graphgate::operation::catalog::PRIV_OPS;
-use graphgate_emulator::Secret;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};

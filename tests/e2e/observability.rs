@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use graphgate_emulator::{AppRegistration, EmulatorConfig};
-use graphgate_emulator::Secret;
 use graphgate::telemetry::{self, OtlpConfig};
+use graphgate_emulator::Secret;
+use graphgate_emulator::{AppRegistration, EmulatorConfig};
 use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;

@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use graphgate_emulator::{Fault, Faults};
 use graphgate::identity::api_key_sha256;
 use graphgate::policy::version_hash;
 use graphgate::reload::{ReloadStatus, Reloaded, Reloader, Trigger};
+use graphgate_emulator::{Fault, Faults};
 use tokio::sync::watch;
 
 /// Every wait in this module ends by then.

@@ -124,9 +124,9 @@ use std::time::Duration;
 
 use common::clock::{FrozenClock, within_real_time};
 use common::metrics::{OP, Snapshot, errors, requests};
-use graphgate_emulator::{Fault, Faults};
 use graphgate::forward::RetryPolicy;
 use graphgate::gateway::Limits;
+use graphgate_emulator::{Fault, Faults};
 
 fn quick_retries(max_total_wait: Duration) -> Limits {
     Limits {
@@ -365,8 +365,7 @@ async fn identity_provider_failures_are_503_with_entras_code_and_forward_nothing
             );
         }
         assert!(
-            !message.contains("<html")
-                && !message.contains(graphgate_emulator::DEMO_CLIENT_SECRET),
+            !message.contains("<html") && !message.contains(graphgate_emulator::DEMO_CLIENT_SECRET),
             "{message}"
         );
         assert!(h.emulator.graph_requests().is_empty());
@@ -746,4 +745,3 @@ async fn idempotency_keys_expire_after_their_window() {
         "an expired key runs again, once"
     );
 }
-

@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use graphgate_emulator::{Fault, Faults};
 use graphgate::gateway::Limits;
 use graphgate::state::StateConfig;
 use graphgate::state::config::StateOptions;
+use graphgate_emulator::{Fault, Faults};
 
 use crate::common::metrics::{Snapshot, errors};
 use crate::common::redis::RedisServer;

@@ -126,7 +126,10 @@ fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
     let served = Served::start(&["--policy", mine.to_str().unwrap()]);
     let curl = served.curl();
     served.stop();
-    assert!(!curl.contains(graphgate_emulator::demo::DEMO_API_KEY), "{curl}");
+    assert!(
+        !curl.contains(graphgate_emulator::demo::DEMO_API_KEY),
+        "{curl}"
+    );
     assert!(
         curl.contains("<an API key of a caller in your policy>"),
         "{curl}"
@@ -146,7 +149,10 @@ fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
     let served = Served::start(&["--policy", with_demo.to_str().unwrap()]);
     let curl = served.curl();
     served.stop();
-    assert!(curl.contains(graphgate_emulator::demo::DEMO_API_KEY), "{curl}");
+    assert!(
+        curl.contains(graphgate_emulator::demo::DEMO_API_KEY),
+        "{curl}"
+    );
 }
 
 #[tokio::test]

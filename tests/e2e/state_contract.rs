@@ -121,8 +121,15 @@ async fn concurrent_claims_run_exactly_once(b: &Backend) {
         });
     }
     let kinds = tasks.join_all().await;
-    assert_eq!(kinds.iter().filter(|k| **k == "run").count(), 1, "{kinds:?}");
-    assert!(kinds.iter().all(|k| *k == "run" || *k == "replay"), "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "run").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().all(|k| *k == "run" || *k == "replay"),
+        "{kinds:?}"
+    );
 }
 
 /// A ticket dropped unfinished lets the key go (its action did not run): the next claim runs.
@@ -157,13 +164,15 @@ async fn a_claim_is_forgotten_after_its_window(b: &Backend) {
         panic!("the first claim runs")
     };
     ticket.finish(answer(204, "")).await;
-    let again = eventually("the claim is forgotten", Duration::from_secs(10), async || {
-        match store.claim("ops", "k4", FP).await.unwrap() {
+    let again = eventually(
+        "the claim is forgotten",
+        Duration::from_secs(10),
+        async || match store.claim("ops", "k4", FP).await.unwrap() {
             Claim::Run(_) => Some(tokio::time::Instant::now()),
             Claim::Replay(_) => None,
             other => panic!("{}", kind(&other)),
-        }
-    })
+        },
+    )
     .await;
     assert!(again - taken >= window - Duration::from_millis(10));
 }
@@ -187,14 +196,21 @@ async fn limiters_are_charged_all_or_nothing(b: &Backend) {
     assert_eq!(store.limit(&both).await.unwrap(), None);
     let (i, wait) = store.limit(&both).await.unwrap().unwrap();
     assert_eq!(i, 1, "the narrow one refuses");
-    assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1), "{wait:?}");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
     // The refusal took nothing from the wide one: 4 of its 5 are left.
     for _ in 0..4 {
         assert_eq!(store.limit(&both[..1]).await.unwrap(), None);
     }
     assert!(store.limit(&both[..1]).await.unwrap().is_some());
     tokio::time::sleep(wait).await;
-    assert_eq!(store.limit(&both[1..]).await.unwrap(), None, "free after its wait");
+    assert_eq!(
+        store.limit(&both[1..]).await.unwrap(),
+        None,
+        "free after its wait"
+    );
 }
 
 /// Budgets and a pacing slot are taken together or not at all, and a refund gives both back.
@@ -203,7 +219,10 @@ async fn admissions_take_budgets_and_a_slot_together_or_not_at_all(b: &Backend) 
     let ns = store.namespace().clone();
     let end = graphgate::state::wall_clock_secs() + 3_600;
     let charge = |name: &str, limit| BudgetCharge {
-        key: format!("{}:1", ns.budget("caller", name, graphgate::policy::BudgetWindow::Day)),
+        key: format!(
+            "{}:1",
+            ns.budget("caller", name, graphgate::policy::BudgetWindow::Day)
+        ),
         limit,
         window_end: end,
     };
@@ -221,14 +240,20 @@ async fn admissions_take_budgets_and_a_slot_together_or_not_at_all(b: &Backend) 
         Admit::Admitted { used } => used.clone(),
         other => panic!("{other:?}"),
     };
-    assert_eq!(used(&store.admit(&admission("m1", 7, 5, &budgets)).await.unwrap()), [7, 7]);
+    assert_eq!(
+        used(&store.admit(&admission("m1", 7, 5, &budgets)).await.unwrap()),
+        [7, 7]
+    );
     assert_eq!(
         store.admit(&admission("m2", 4, 5, &budgets)).await.unwrap(),
         Admit::OverBudget { index: 0, used: 7 },
         "7 + 4 devices would pass a's 10"
     );
     // Nothing was taken from b either: 3 more fit in both.
-    assert_eq!(used(&store.admit(&admission("m3", 3, 5, &budgets)).await.unwrap()), [10, 10]);
+    assert_eq!(
+        used(&store.admit(&admission("m3", 3, 5, &budgets)).await.unwrap()),
+        [10, 10]
+    );
     let refund = Refund {
         pacing_key: &pacing,
         pacing_member: "m3",
@@ -236,7 +261,10 @@ async fn admissions_take_budgets_and_a_slot_together_or_not_at_all(b: &Backend) 
         devices: 3,
     };
     store.refund(&refund).await.unwrap();
-    assert_eq!(used(&store.admit(&admission("m4", 3, 5, &budgets)).await.unwrap()), [10, 10]);
+    assert_eq!(
+        used(&store.admit(&admission("m4", 3, 5, &budgets)).await.unwrap()),
+        [10, 10]
+    );
     // Three slots taken of a window of three (m1, m4, m5: m3's was given back).
     assert!(matches!(
         store.admit(&admission("m5", 0, 3, &[])).await.unwrap(),
@@ -322,7 +350,10 @@ struct Steps(u64);
 
 impl Steps {
     fn next(&mut self, below: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % below
     }
 }

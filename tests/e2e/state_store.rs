@@ -6,12 +6,12 @@
 use std::time::Duration;
 
 use graphgate::cloud::Cloud;
-use graphgate_emulator::{DEMO_TENANT_ID, EmulatorConfig};
 use graphgate::gateway::Limits;
 use graphgate::policy::Policy;
 use graphgate::ratelimit::{PolicyLimits, Refusal};
 use graphgate::state::config::StateOptions;
 use graphgate::state::{ClaimSettings, Namespace, StateConfig, StateStore};
+use graphgate_emulator::{DEMO_TENANT_ID, EmulatorConfig};
 
 use crate::common::pki::Ca;
 use crate::common::redis::RedisServer;

@@ -2,9 +2,9 @@
 
 use std::borrow::Cow;
 
-use crate::policy::*;
 use crate::operation::catalog::{self, ApiVersion};
 use crate::operation::schema::Params;
+use crate::policy::*;
 
 const TENANT: &str = "6babcaad-604b-40ac-a9d7-9fd97c0b779f";
 const APP: &str = "3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f";

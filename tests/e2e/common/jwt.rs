@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use graphgate::cloud::Cloud;
+use graphgate_emulator::Secret;
 use graphgate_emulator::{
     self, AppRegistration, DEMO_TENANT_ID, EmulatorConfig, ExposedApi, KUBERNETES_ISSUER,
     entra_issuer,
 };
-use graphgate_emulator::Secret;
 use http::Method;
 use http_body_util::Full;
 

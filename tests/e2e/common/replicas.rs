@@ -115,4 +115,3 @@ impl Replicas {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 }
-
