@@ -12,7 +12,7 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_AFTER, WW
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use crate::admit::InboundError;
+use crate::admit::{InboundError, RequestIds};
 use crate::audit::WriteError;
 use crate::credential::TokenError;
 use crate::forward::UpstreamError;
@@ -20,6 +20,7 @@ use crate::identity::AuthError;
 use crate::identity::stated::ContextError;
 use crate::operation::route::RouteError;
 use crate::policy::Forbidden;
+use crate::ratelimit::LimitRefusal;
 
 /// Why the gateway did not forward (or could not complete) a request.
 #[derive(Debug, thiserror::Error)]
@@ -36,14 +37,13 @@ pub enum GatewayError {
     /// The policy does not allow this request.
     #[error(transparent)]
     Forbidden(Forbidden),
-    /// A rate limit, the tenant pacing or the caller's in-flight bound refused it for now.
-    #[error("rate limit reached ({scope}); retry after {retry_after_secs} s")]
-    RateLimited {
-        /// Which budget ran out: the caller's, the rule's, or the tenant's write pacing.
-        scope: &'static str,
-        /// When to retry.
-        retry_after_secs: u64,
-    },
+    /// The caller's bound on requests in flight refused it for now.
+    #[error("rate limit reached (the caller's requests in flight); retry after 1 s")]
+    CallerInFlight,
+    /// A rate limit, a budget or the tenant pacing refused it for now (or the state store
+    /// that keeps them could not answer).
+    #[error(transparent)]
+    Limit(#[from] LimitRefusal),
     /// Too many requests in flight: shed before doing any work.
     #[error("graphgate is at its in-flight request limit; retry shortly")]
     Overloaded,
@@ -55,18 +55,6 @@ pub enum GatewayError {
         "a request with this Idempotency-Key is still in progress; retry later to get its answer"
     )]
     IdempotencyInFlight,
-    /// A daily or hourly budget has no room for the request (see `ratelimit`).
-    #[error(
-        "the budget {budget} ({limit}) is used up; it renews in {retry_after_secs} s, when its next UTC window starts"
-    )]
-    BudgetExhausted {
-        /// `caller:<name>`, `rule:<name>` or `tenant:<operation>`.
-        budget: String,
-        /// Its limit, as the policy writes it.
-        limit: String,
-        /// Seconds until the next window.
-        retry_after_secs: u64,
-    },
     /// The state store (idempotency, limits, budgets) did not answer: nothing was sent.
     #[error("graphgate's state store did not answer ({}), so the request was not sent; retry shortly", .0.kind().as_str())]
     StateUnavailable(#[source] crate::state::StoreError),
@@ -148,14 +136,13 @@ impl GatewayError {
             E::Forbidden(refusal) => {
                 Answer::new(StatusCode::FORBIDDEN, "accessDenied", refusal.to_string())
             }
-            E::RateLimited {
-                retry_after_secs, ..
-            } => Answer::new(
+            E::CallerInFlight => Answer::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "activityLimitReached",
                 self.to_string(),
             )
-            .retry_after(*retry_after_secs),
+            .retry_after(1),
+            E::Limit(e) => limit(e),
             E::Overloaded => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "serviceNotAvailable",
@@ -173,21 +160,7 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(5),
-            E::BudgetExhausted {
-                retry_after_secs, ..
-            } => Answer::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "budgetExhausted",
-                self.to_string(),
-            )
-            .retry_after(*retry_after_secs),
-            // The kind only (timeout, connection, ...): the store's address stays in the log.
-            E::StateUnavailable(_) => Answer::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "stateStoreUnavailable",
-                self.to_string(),
-            )
-            .retry_after(2),
+            E::StateUnavailable(e) => state_unavailable(e),
             E::Token(e) => token(e),
             E::AuditUnavailable(_) => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -241,6 +214,57 @@ fn inbound(e: &InboundError) -> Answer {
         | I::UnexpectedBody(_)
         | I::BadBulk(_) => says(StatusCode::BAD_REQUEST, "invalidRequest"),
     }
+}
+
+/// A limit that refused a request for now: 429 and when to retry; a state store that could
+/// not answer for the limits is the store's 503.
+fn limit(e: &LimitRefusal) -> Answer {
+    let (code, message, retry) = match e {
+        LimitRefusal::RateLimited { scope, retry } => (
+            "activityLimitReached",
+            format!(
+                "rate limit reached ({scope}); retry after {} s",
+                retry.secs()
+            ),
+            retry.secs(),
+        ),
+        LimitRefusal::Paced(retry) => (
+            "activityLimitReached",
+            format!(
+                "rate limit reached (tenant write pacing); retry after {} s",
+                retry.secs()
+            ),
+            retry.secs(),
+        ),
+        LimitRefusal::OverBudget {
+            budget,
+            limit,
+            retry,
+        } => (
+            "budgetExhausted",
+            format!(
+                "the budget {budget} ({limit}) is used up; it renews in {} s, when its next UTC window starts",
+                retry.secs()
+            ),
+            retry.secs(),
+        ),
+        LimitRefusal::Store(e) => return state_unavailable(e),
+    };
+    Answer::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after(retry)
+}
+
+/// The state store did not answer: the kind only (timeout, connection, ...); the store's
+/// address stays in the log.
+fn state_unavailable(e: &crate::state::StoreError) -> Answer {
+    Answer::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "stateStoreUnavailable",
+        format!(
+            "graphgate's state store did not answer ({}), so the request was not sent; retry shortly",
+            e.kind().as_str()
+        ),
+    )
+    .retry_after(2)
 }
 
 /// No token: the caller is told so and when to retry. Entra's own error code and trace id
@@ -307,19 +331,21 @@ pub fn chain(e: &dyn std::error::Error) -> String {
     out
 }
 
-/// The answer when something unexpected went wrong: no detail for the client (it is logged).
-pub fn internal_error_response() -> Response<Full<Bytes>> {
-    let id = uuid::Uuid::new_v4().to_string();
+/// The answer when something unexpected went wrong with the request `ids` name: no detail
+/// for the client (it is logged, with the same request id).
+pub fn internal_error_response(ids: &RequestIds) -> Response<Full<Bytes>> {
     let answer = Answer::new(
         StatusCode::INTERNAL_SERVER_ERROR,
         "generalException",
         "something went wrong; the gateway logged the details",
     );
-    answer.response(answer.body(&id, &id))
+    answer.response(answer.body(&ids.request_id, &ids.client_request_id))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
     use crate::operation::schema::SchemaError;
     use crate::operation::simple::SimpleError;
@@ -505,15 +531,26 @@ mod tests {
             (status, code.as_str(), message.as_str(), h),
             (403, "accessDenied", "denied by policy rule 'r'", None)
         );
-        let limited = GatewayError::RateLimited {
+        let limited = LimitRefusal::RateLimited {
             scope: "caller",
-            retry_after_secs: 7,
+            retry: crate::ratelimit::RetryAfter(Duration::from_millis(6_500)),
         };
-        let (status, code, _, h) = seen(limited);
+        let (status, code, message, h) = seen(limited);
         assert_eq!(
             (status, code.as_str(), h),
             (429, "activityLimitReached", header("retry-after", "7"))
         );
+        assert_eq!(message, "rate limit reached (caller); retry after 7 s");
+        let (status, _, message, h) = seen(GatewayError::CallerInFlight);
+        assert_eq!((status, h), (429, header("retry-after", "1")));
+        assert!(
+            message.contains("the caller's requests in flight"),
+            "{message}"
+        );
+        let paced = LimitRefusal::Paced(crate::ratelimit::RetryAfter(Duration::from_secs(2)));
+        let (status, _, message, _) = seen(paced);
+        assert_eq!(status, 429);
+        assert!(message.contains("(tenant write pacing)"), "{message}");
         let (status, code, _, h) = seen(GatewayError::Overloaded);
         assert_eq!(
             (status, code.as_str(), h),
@@ -529,10 +566,13 @@ mod tests {
             (status, code.as_str(), h),
             (409, "idempotencyKeyInFlight", header("retry-after", "5"))
         );
-        let (status, code, message, h) = seen(GatewayError::BudgetExhausted {
+        let (status, code, message, h) = seen(LimitRefusal::OverBudget {
             budget: "caller:ops".into(),
-            limit: "5 per day".into(),
-            retry_after_secs: 3600,
+            limit: crate::policy::Budget {
+                limit: 5,
+                window: crate::policy::BudgetWindow::Day,
+            },
+            retry: crate::ratelimit::RetryAfter(Duration::from_secs(3600)),
         });
         assert_eq!(
             (status, code.as_str(), h),
@@ -545,13 +585,19 @@ mod tests {
     fn a_state_store_that_does_not_answer_is_503_naming_only_the_kind() {
         use crate::state::{StoreError, StoreErrorKind};
         let e = StoreError::new(StoreErrorKind::Connection, "refused by cache.internal:6380");
-        let (status, code, message, h) = seen(GatewayError::StateUnavailable(e));
+        let (status, code, message, h) = seen(GatewayError::StateUnavailable(e.clone()));
         assert_eq!(
             (status, code.as_str(), h),
             (503, "stateStoreUnavailable", header("retry-after", "2"))
         );
         assert!(message.contains("(connection)"), "{message}");
         assert!(!message.contains("cache.internal"), "{message}");
+        // The same answer when the limits' store fails.
+        let (status, code, other, _) = seen(LimitRefusal::Store(e));
+        assert_eq!(
+            (status, code.as_str(), other),
+            (503, "stateStoreUnavailable", message)
+        );
     }
 
     #[test]
@@ -676,9 +722,24 @@ mod tests {
     }
 
     #[test]
-    fn an_internal_error_says_nothing_but_where_to_look() {
-        let resp = internal_error_response();
+    fn an_internal_error_says_nothing_but_the_requests_own_ids() {
+        let ids = RequestIds {
+            request_id: "rid-1".into(),
+            client_request_id: "crid-1".into(),
+        };
+        let resp = internal_error_response(&ids);
         assert_eq!(resp.status(), 500);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let bytes = rt
+            .block_on(http_body_util::BodyExt::collect(resp.into_body()))
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(json["error"]["code"], "generalException");
+        assert_eq!(json["error"]["innerError"]["request-id"], "rid-1");
+        assert_eq!(json["error"]["innerError"]["client-request-id"], "crid-1");
     }
 }

@@ -47,7 +47,7 @@ use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
 use crate::policy::{Decision, Forbidden, Policy, Scope};
-use crate::ratelimit::{Refusal, Reservation};
+use crate::ratelimit::{LimitRefusal, Reservation};
 use crate::slots::KeyedSlot;
 use crate::state::{Claim, Ticket};
 use crate::{clock, metrics, telemetry};
@@ -63,7 +63,13 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = clock::Instant::now();
-        let ids = RequestIds::from_headers(req.headers());
+        // The listener makes the ids before the request's task (so even a task that fails
+        // is answered with them); a request handed over without them gets its own.
+        let ids = req
+            .extensions()
+            .get::<RequestIds>()
+            .cloned()
+            .unwrap_or_else(|| RequestIds::from_headers(req.headers()));
         let span = request_span(&req, &ids, self.cloud());
         // A caller's W3C trace continues through the gateway and on to Graph.
         telemetry::continue_trace(&span, req.headers());
@@ -206,13 +212,10 @@ impl Gateway {
             refuse_before_body(policy, caller, &head.target, trail)?;
         }
         // One caller cannot take every in-flight slot: its own bound comes first...
-        let caller_slot =
-            self.caller_in_flight
-                .try_acquire(&caller.name)
-                .ok_or(GatewayError::RateLimited {
-                    scope: "the caller's requests in flight",
-                    retry_after_secs: 1,
-                })?;
+        let caller_slot = self
+            .caller_in_flight
+            .try_acquire(&caller.name)
+            .ok_or(GatewayError::CallerInFlight)?;
         // ...then the gateway's: load is shed before the body is waited for.
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
@@ -379,7 +382,7 @@ impl Gateway {
             .limits
             .admit(&self.state, caller.index, rule, op, devices);
         admit.await.map_err(|refused| {
-            if matches!(refused, Refusal::OverBudget { .. }) {
+            if matches!(refused, LimitRefusal::OverBudget { .. }) {
                 let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
                 trail.decided(AuditDecision::RateLimited, name);
             }

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::error::GatewayError;
 use crate::operation::catalog::Operation;
 use crate::policy::{Budget, Policy, Rate};
 use crate::state::{
@@ -34,7 +33,7 @@ impl RetryAfter {
 
 /// Why a request may not go now.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum LimitRefusal {
     /// A caller's or rule's rate limit.
     #[error("rate limit reached ({scope})")]
     RateLimited {
@@ -61,35 +60,10 @@ pub enum Refusal {
     Store(#[from] StoreError),
 }
 
-impl Refusal {
+impl LimitRefusal {
     /// Whether a limit refused (rather than the store failing).
     pub fn is_limit(&self) -> bool {
-        !matches!(self, Refusal::Store(_))
-    }
-}
-
-impl From<Refusal> for GatewayError {
-    fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::RateLimited { scope, retry } => GatewayError::RateLimited {
-                scope,
-                retry_after_secs: retry.secs(),
-            },
-            Refusal::Paced(retry) => GatewayError::RateLimited {
-                scope: "tenant write pacing",
-                retry_after_secs: retry.secs(),
-            },
-            Refusal::OverBudget {
-                budget,
-                limit,
-                retry,
-            } => GatewayError::BudgetExhausted {
-                budget,
-                limit: limit.to_string(),
-                retry_after_secs: retry.secs(),
-            },
-            Refusal::Store(e) => GatewayError::StateUnavailable(e),
-        }
+        !matches!(self, LimitRefusal::Store(_))
     }
 }
 
@@ -174,7 +148,7 @@ impl PolicyLimits {
         store: &StateStore,
         caller: usize,
         rule: usize,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), LimitRefusal> {
         let owners = [
             ("caller", self.callers.get(caller).and_then(Option::as_ref)),
             ("rule", self.rules.get(rule).and_then(Option::as_ref)),
@@ -185,7 +159,7 @@ impl PolicyLimits {
             .unzip();
         match store.limit(&limiters).await? {
             None => Ok(()),
-            Some((i, wait)) => Err(Refusal::RateLimited {
+            Some((i, wait)) => Err(LimitRefusal::RateLimited {
                 scope: scopes.get(i).copied().unwrap_or("rule"),
                 retry: RetryAfter(wait),
             }),
@@ -203,7 +177,7 @@ impl PolicyLimits {
         rule: usize,
         op: &Operation,
         devices: u32,
-    ) -> Result<Reservation, Refusal> {
+    ) -> Result<Reservation, LimitRefusal> {
         let budgets: Vec<&BudgetRef> = [
             self.caller_budgets.get(caller).and_then(Option::as_ref),
             self.rule_budgets.get(rule).and_then(Option::as_ref),
@@ -241,7 +215,7 @@ impl PolicyLimits {
                 Admit::OverBudget { index, used } => {
                     let (b, c) = (budgets[index], &charges[index]);
                     crate::state::metrics::budget(&b.label, used, c.limit);
-                    return Err(Refusal::OverBudget {
+                    return Err(LimitRefusal::OverBudget {
                         budget: b.label.clone(),
                         limit: b.budget,
                         retry: RetryAfter(Duration::from_secs(c.window_end.saturating_sub(now))),
@@ -250,7 +224,7 @@ impl PolicyLimits {
                 Admit::Paced(wait) if crate::clock::Instant::now() + wait <= deadline => {
                     tokio::time::sleep(wait).await;
                 }
-                Admit::Paced(wait) => return Err(Refusal::Paced(RetryAfter(wait))),
+                Admit::Paced(wait) => return Err(LimitRefusal::Paced(RetryAfter(wait))),
             }
         }
     }

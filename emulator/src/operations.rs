@@ -13,7 +13,7 @@ use super::device_read::{self, READ_ROLES};
 use super::graph_reply::{GraphError, Success, intune_message, intune_message_with_phrase};
 use super::paths::{GraphPath, Target};
 use super::permissions::accepted_roles;
-use super::state::{Refusal, State};
+use super::state::{NotApplied, State};
 use super::wire::Request;
 use crate::microsoft::Cloud;
 
@@ -120,7 +120,7 @@ pub(crate) fn run(
         )));
     }
     let url = format!("https://{}{}", cloud.endpoints().graph_host, req.uri.path());
-    let refused = |r: Refusal, what: &str| refusal(r, what, &url);
+    let refused = |r: NotApplied, what: &str| refusal(r, what, &url);
     match (call, device) {
         (Call::DeleteDevice, Some(id)) => {
             no_body(req)?;
@@ -260,15 +260,15 @@ fn secret_answer(
 
 /// A device refused the call: unknown (404) or on a platform without it (400, as Intune
 /// answers remoteLock on a Windows PC, docs-contrib#4523).
-fn refusal(refusal: Refusal, what: &str, url: &str) -> GraphError {
+fn refusal(refusal: NotApplied, what: &str, url: &str) -> GraphError {
     let activity = uuid::Uuid::new_v4().to_string();
     match refusal {
-        Refusal::UnknownDevice => GraphError::new(
+        NotApplied::UnknownDevice => GraphError::new(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
             intune_message(&activity, url),
         ),
-        Refusal::NotSupported(os) => {
+        NotApplied::NotSupported(os) => {
             let phrase = format!("{what} is not supported on {os} devices.");
             bad_request(intune_message_with_phrase(&activity, url, &phrase))
         }

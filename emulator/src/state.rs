@@ -53,7 +53,7 @@ pub(crate) struct BulkOutcome {
 
 /// Why an action was not applied to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub(crate) enum NotApplied {
     /// No such device.
     UnknownDevice,
     /// The device's platform does not offer the action.
@@ -186,10 +186,10 @@ impl State {
         id: &str,
         action: &str,
         body: &Value,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), NotApplied> {
         let id = id.to_ascii_lowercase();
         let mut inventory = lock(&self.devices);
-        let device = inventory.get_mut(&id).ok_or(Refusal::UnknownDevice)?;
+        let device = inventory.get_mut(&id).ok_or(NotApplied::UnknownDevice)?;
         self.accept(device, &id, action, body)
     }
 
@@ -199,10 +199,10 @@ impl State {
         id: &str,
         action: &str,
         body: &Value,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), NotApplied> {
         let os = device.record.operating_system;
         if !devices::supports(os, action) {
-            return Err(Refusal::NotSupported(os));
+            return Err(NotApplied::NotSupported(os));
         }
         device.record.apply(action, body);
         device.secrets.rotate(action);
@@ -218,22 +218,26 @@ impl State {
     }
 
     /// Removes a device from the inventory (Graph's `DELETE .../managedDevices/{id}`).
-    pub(crate) fn delete_device(&self, id: &str) -> Result<(), Refusal> {
+    pub(crate) fn delete_device(&self, id: &str) -> Result<(), NotApplied> {
         lock(&self.devices)
             .remove(&id.to_ascii_lowercase())
             .map(drop)
-            .ok_or(Refusal::UnknownDevice)
+            .ok_or(NotApplied::UnknownDevice)
     }
 
     /// A device's secrets, for a secret-returning function its platform offers.
-    pub(crate) fn read_secrets(&self, id: &str, function: &str) -> Result<DeviceSecrets, Refusal> {
+    pub(crate) fn read_secrets(
+        &self,
+        id: &str,
+        function: &str,
+    ) -> Result<DeviceSecrets, NotApplied> {
         let inventory = lock(&self.devices);
         let device = inventory
             .get(&id.to_ascii_lowercase())
-            .ok_or(Refusal::UnknownDevice)?;
+            .ok_or(NotApplied::UnknownDevice)?;
         let os = device.record.operating_system;
         if !devices::supports(os, function) {
-            return Err(Refusal::NotSupported(os));
+            return Err(NotApplied::NotSupported(os));
         }
         Ok(device.secrets.clone())
     }
@@ -253,18 +257,20 @@ impl State {
         for raw in ids {
             let id = raw.to_ascii_lowercase();
             let result = match (devices::bulk_action(action), inventory.get_mut(&id)) {
-                (_, None) => Err(Refusal::UnknownDevice),
+                (_, None) => Err(NotApplied::UnknownDevice),
                 (Some("delete"), Some(_)) => {
                     inventory.remove(&id);
                     Ok(())
                 }
                 (Some(single), Some(device)) => self.accept(device, &id, single, body),
-                (None, Some(device)) => Err(Refusal::NotSupported(device.record.operating_system)),
+                (None, Some(device)) => {
+                    Err(NotApplied::NotSupported(device.record.operating_system))
+                }
             };
             let list = match result {
                 Ok(()) => &mut out.successful,
-                Err(Refusal::UnknownDevice) => &mut out.not_found,
-                Err(Refusal::NotSupported(_)) => &mut out.not_supported,
+                Err(NotApplied::UnknownDevice) => &mut out.not_found,
+                Err(NotApplied::NotSupported(_)) => &mut out.not_supported,
             };
             list.push(raw.clone());
         }

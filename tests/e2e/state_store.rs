@@ -8,7 +8,7 @@ use std::time::Duration;
 use graphgate::cloud::Cloud;
 use graphgate::gateway::Limits;
 use graphgate::policy::Policy;
-use graphgate::ratelimit::{PolicyLimits, Refusal};
+use graphgate::ratelimit::{LimitRefusal, PolicyLimits};
 use graphgate::state::config::StateOptions;
 use graphgate::state::{ClaimSettings, Namespace, StateConfig, StateStore};
 use graphgate_emulator::{DEMO_TENANT_ID, EmulatorConfig};
@@ -82,7 +82,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
         .settle(&b, true)
         .await;
     // 8 of the tenant's 10 are used: 4 devices more do not fit, whole, on either replica.
-    let Err(Refusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
+    let Err(LimitRefusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
         panic!("over budget")
     };
     assert_eq!(budget, format!("tenant:{OP}"));
