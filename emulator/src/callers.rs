@@ -185,7 +185,7 @@ pub(crate) fn token_response(
 pub(crate) fn discovery(state: &State, req: &Request, tenant: &str, version: u8) -> Response<Body> {
     let host = req.host_name();
     let Some(cloud) = Cloud::by_login_host(&host).next() else {
-        return super::entra::misdirected(req);
+        return super::wire::misdirected(req);
     };
     if !tenant.eq_ignore_ascii_case(&state.config.tenant_id) {
         return super::entra_error::EntraError::tenant_not_found(tenant).response(&host, None);

@@ -17,7 +17,9 @@ use super::faults::{self, Fault, FaultKind, Target};
 use super::records::TokenRequestRecord;
 use super::signing_key;
 use super::state::State;
-use super::wire::{Body, Dropped, Outcome, Request, html_page, json, set_header, text};
+use super::wire::{
+    Body, Dropped, Outcome, Request, html_page, json, misdirected, set_header, text,
+};
 use crate::microsoft::Cloud;
 use crate::secret::Secret;
 
@@ -304,15 +306,6 @@ pub(crate) fn keys(state: &State, req: &Request, tenant: &str) -> Response<Body>
         return EntraError::tenant_not_found(tenant).response(&req.host_name(), None);
     }
     json(StatusCode::OK, &state.key.jwks())
-}
-
-/// A request for a host the emulator does not play.
-pub(crate) fn misdirected(req: &Request) -> Response<Body> {
-    let msg = format!(
-        "the emulator does not serve host '{}' for this path",
-        req.host.escape_debug()
-    );
-    text(StatusCode::MISDIRECTED_REQUEST, &msg)
 }
 
 #[cfg(test)]

@@ -122,6 +122,6 @@ async fn route(state: &State, req: &Request) -> Outcome {
             StatusCode::NOT_FOUND,
             "the emulated Entra serves only /{tenant}/oauth2/v2.0/token, /{tenant}/discovery/[v2.0/]keys and /{tenant}/[v2.0/].well-known/openid-configuration",
         ),
-        _ => entra::misdirected(req),
+        _ => super::wire::misdirected(req),
     })
 }

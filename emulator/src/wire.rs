@@ -175,6 +175,15 @@ pub(crate) fn http_date() -> String {
     httpdate::fmt_http_date(crate::clock::system_now())
 }
 
+/// A request for a host the emulator does not play.
+pub(crate) fn misdirected(req: &Request) -> Response<Body> {
+    let msg = format!(
+        "the emulator does not serve host '{}' for this path",
+        req.host.escape_debug()
+    );
+    text(StatusCode::MISDIRECTED_REQUEST, &msg)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,7 +11,7 @@ use super::chain::ChainState;
 use super::record::{Entry, Kind};
 use super::sampler::{self, Sampler};
 use super::sink::Sink;
-use super::writer::{Ack, DEFER, DEFER_BYTES, Deferred, Job, MAX_BATCH, WriteError};
+use super::queue::{Ack, DEFER, DEFER_BYTES, Deferred, Job, MAX_BATCH, WriteError};
 
 /// Records sealed but not yet durable, and who waits for them.
 pub(super) struct Pending {

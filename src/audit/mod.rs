@@ -19,6 +19,7 @@ pub mod follow;
 pub mod note;
 pub mod open;
 pub mod push;
+mod queue;
 pub mod query;
 pub mod reconcile;
 pub mod record;
@@ -35,7 +36,7 @@ use std::sync::Arc;
 pub use fingerprint::Fingerprinter;
 pub use record::{AuditDecision, Entry, Kind, Record};
 pub use trail::{AuditTrail, DurableIntent};
-pub use writer::WriteError;
+pub use queue::WriteError;
 
 use chain::ChainState;
 use sampler::{Sample, SampleKey, Sampler, SamplingLimits};

@@ -92,8 +92,8 @@ pub async fn run(args: EmulateArgs) -> Fallible<ExitCode> {
     if let Some(path) = &args.ca_out {
         std::fs::write(path, emulator.ca_pem())?;
     }
-    let listener = super::serve::bind(args.listen, "emulate --listen").await?;
-    let signal = super::serve::shutdown_signal();
+    let listener = super::bind(args.listen, "emulate --listen").await?;
+    let signal = super::shutdown_signal();
     let addr = listener.local_addr()?;
     eprintln!(
         "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",

@@ -17,6 +17,7 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 
 use graphgate::telemetry::{LogEnv, OtlpConfig};
+use tokio::net::TcpListener;
 
 /// What a command returns when it cannot even start.
 pub type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -77,5 +78,30 @@ impl Env {
         self.var("OTEL_SERVICE_NAME")
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "graphgate".into())
+    }
+}
+
+/// Binds `addr`; an error names the address and the flag that set it.
+pub async fn bind(addr: std::net::SocketAddr, flag: &str) -> Fallible<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (set by {flag}): {e}").into())
+}
+
+/// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not
+/// first polled): a supervisor may stop the process as soon as its banner is printed.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    async move {
+        #[cfg(unix)]
+        if let Some(mut term) = term {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = tokio::signal::ctrl_c() => {},
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -11,11 +11,10 @@ use graphgate::credential::Credential;
 use graphgate::secret::Secret;
 use graphgate::state::StateConfig;
 use graphgate::upstream;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::args::ServeArgs;
-use super::{Env, Fallible};
+use super::{Env, Fallible, bind, shutdown_signal};
 
 /// The policy file when `--policy` is not given (and not `--emulator`).
 const DEFAULT_POLICY: &str = "policy.yaml";
@@ -286,28 +285,3 @@ fn print_demo(args: &ServeArgs, app: &App, addr: SocketAddr) {
 
 #[cfg(not(feature = "emulator"))]
 fn print_demo(_: &ServeArgs, _: &App, _: SocketAddr) {}
-
-/// Binds `addr`; an error names the address and the flag that set it.
-pub async fn bind(addr: SocketAddr, flag: &str) -> Fallible<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} (set by {flag}): {e}").into())
-}
-
-/// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not
-/// first polled): a supervisor may stop the process as soon as its banner is printed.
-pub fn shutdown_signal() -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    async move {
-        #[cfg(unix)]
-        if let Some(mut term) = term {
-            tokio::select! {
-                _ = term.recv() => {},
-                _ = tokio::signal::ctrl_c() => {},
-            }
-            return;
-        }
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}

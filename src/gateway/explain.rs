@@ -1,6 +1,6 @@
 //! `graphgate policy explain` and `graphgate policy test`: requests written as text
 //! (`POST /v1.0/...` plus its body) admitted and decided exactly as the gateway admits and
-//! decides them (the same functions: [`crate::admit`], [`super::decision::judge`]), and YAML
+//! decides them (the same functions: `admit`, [`super::decision::judge`]), and YAML
 //! fixtures checked like `opa test`. The words they print are the binary's.
 
 use std::path::Path;

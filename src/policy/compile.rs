@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_saphyr::Spanned;
 
+use super::issues::Issues;
 use super::file::{
     CallerEntry, ConditionEntry, DevicesEntry, EffectEntry, ModeEntry, PacingEntry, PolicyFile,
     RuleEntry, ScalarEntry,
@@ -23,20 +24,6 @@ type CallerNames<'f> = HashMap<&'f str, usize>;
 
 /// Each operation's parameter paths, computed once per compile.
 type ParamPathCache = HashMap<&'static str, Vec<ParamPath>>;
-
-/// Collects issues while validating.
-#[derive(Default)]
-pub(super) struct Issues(Vec<PolicyIssue>);
-
-impl Issues {
-    pub(super) fn at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.0.push(PolicyIssue {
-            line: at.referenced.line(),
-            column: at.referenced.column(),
-            message: message.into(),
-        });
-    }
-}
 
 pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<PolicyIssue>> {
     let mut issues = Issues::default();

@@ -7,6 +7,7 @@ mod compile;
 mod eval;
 mod file;
 mod forbidden;
+mod issues;
 pub mod jwt;
 mod prejudge;
 pub mod rate;

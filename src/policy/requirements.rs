@@ -5,7 +5,7 @@
 
 use serde_saphyr::Spanned;
 
-use super::compile::Issues;
+use super::issues::Issues;
 use crate::operation::schema::screen::is_address;
 
 /// What an allowed request must state.

@@ -425,10 +425,7 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
     for step in 0..300 {
         now += 50_000 * steps.next(window / 100_000);
         let member = format!("m{step}");
-        let expected = match algo::slide(&mut taken, now, count, window, &member) {
-            Ok(()) => None,
-            Err(wait) => Some(wait),
-        };
+        let expected = algo::slide(&mut taken, now, count, window, &member).err();
         paced += usize::from(expected.is_some());
         let reply: Vec<redis::Value> = redis::cmd("EVAL")
             .arg(scripts::admit_at(now))
