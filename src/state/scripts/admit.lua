@@ -1,5 +1,6 @@
 -- Budgets and one tenant write slot, taken together or not at all: the same steps as the
--- memory store's admission and `slide` in src/state/algo.rs (tests/e2e/state_contract.rs
+-- memory store's admission and `slide` in src/state/algo.rs (the_lua_scripts_and_algo_agree_step_by_step
+-- in tests/e2e/state_contract.rs
 -- feeds both the same inputs), on the server's clock (`server_now`, clock.lua).
 -- KEYS[1]: the pacing window (a sorted set of admission times, us).
 -- KEYS[1 + j]: budget j's counter for the current window.
