@@ -1,7 +1,8 @@
 -- Budgets and one tenant write slot, taken together or not at all: the same steps as the
--- memory store's admission and `slide` in src/state/algo.rs (the_lua_scripts_and_algo_agree_step_by_step
--- in tests/e2e/state_contract.rs
--- feeds both the same inputs), on the server's clock (`server_now`, clock.lua).
+-- memory store's admission and `slide` in src/state/algo.rs (the pacing:
+-- the_lua_scripts_and_algo_agree_step_by_step, in tests/e2e/state_contract.rs, feeds both
+-- the same inputs; the budgets: the contract suite there), on the server's clock
+-- (`server_now`, clock.lua).
 -- KEYS[1]: the pacing window (a sorted set of admission times, us).
 -- KEYS[1 + j]: budget j's counter for the current window.
 -- ARGV[1]: writes allowed per window. ARGV[2]: the window (us). ARGV[3]: a unique member
