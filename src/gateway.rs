@@ -19,6 +19,8 @@
 pub mod decision;
 pub mod explain;
 mod setup;
+#[cfg(test)]
+mod tests;
 
 pub use setup::{ConnInfo, Gateway, Installed, Limits, ReloaderHealth};
 

@@ -19,8 +19,8 @@ pub mod follow;
 pub mod note;
 pub mod open;
 pub mod push;
-mod queue;
 pub mod query;
+mod queue;
 pub mod reconcile;
 pub mod record;
 pub mod sampler;
@@ -34,9 +34,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use fingerprint::Fingerprinter;
+pub use queue::WriteError;
 pub use record::{AuditDecision, Entry, Kind, Record};
 pub use trail::{AuditTrail, DurableIntent};
-pub use queue::WriteError;
 
 use chain::ChainState;
 use sampler::{Sample, SampleKey, Sampler, SamplingLimits};

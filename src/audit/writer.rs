@@ -6,8 +6,8 @@
 //! waited for as lost. The thread also tells the sink how far the chain is durable (for its
 //! anchor), writes the sampler's `suppressed` counts, and on a stop closes the sink cleanly.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::clock::Instant;

@@ -586,7 +586,9 @@ mod tests {
             let documented = address.is_match(a) && local_limit.is_match(a) && a.len() <= 254;
             assert_eq!(documented, is_address(a), "{a:?}");
         }
-        for c in ['a', ' ', '\t', '\n', '\u{7f}', '\u{85}', '\u{2028}', '\u{202e}', '\u{2066}', 'é'] {
+        for c in [
+            'a', ' ', '\t', '\n', '\u{7f}', '\u{85}', '\u{2028}', '\u{202e}', '\u{2066}', 'é',
+        ] {
             let text = format!("x{c}y");
             assert_eq!(plain.is_match(&text), !forbidden_char(c), "{c:?}");
         }

@@ -6,11 +6,11 @@ use std::collections::{HashMap, HashSet};
 
 use serde_saphyr::Spanned;
 
-use super::issues::Issues;
 use super::file::{
     CallerEntry, ConditionEntry, DevicesEntry, EffectEntry, ModeEntry, PacingEntry, PolicyFile,
     RuleEntry, ScalarEntry,
 };
+use super::issues::Issues;
 use super::{
     Caller, Condition, Effect, Mode, MtlsIdentity, MtlsIndex, POLICY_VERSION, Pacing, Policy,
     PolicyIssue, Rate, Rule, Test,
