@@ -45,7 +45,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// `Command::output`, bounded by [`LIMIT`].
-trait OutputWithin {
+pub(crate) trait OutputWithin {
     fn output_within(&mut self) -> Output;
 }
 
