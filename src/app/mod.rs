@@ -71,8 +71,13 @@ impl App {
         };
         let audit = match &config.audit {
             AuditTarget::Log(settings) => {
-                let opened = settings.open(config.extra_ca_pem.as_deref()).await;
-                problems.take(opened).unwrap_or_else(Audit::disabled)
+                match settings.open(config.extra_ca_pem.as_deref()).await {
+                    Ok(audit) => audit,
+                    Err(e) => {
+                        problems.push(e);
+                        return Err(problems);
+                    }
+                }
             }
             AuditTarget::Opened(audit) => audit.clone(),
             AuditTarget::Disabled => {

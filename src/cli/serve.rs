@@ -116,54 +116,18 @@ fn config(
 ) -> ServeConfig {
     check_listen_addresses(args, problems);
     warn_about_overrides(args);
-    let connect_to = args.connect_to.as_deref().unwrap_or("");
-    // The emulator adds its own hosts and CA.
-    #[cfg_attr(not(feature = "emulator"), allow(unused_mut))]
-    let mut connect_to = problems
-        .take(upstream::parse_connect_to(connect_to))
-        .unwrap_or_default();
-    let read_ca = args.extra_ca_file.as_deref().map(upstream::read_extra_ca);
-    #[cfg_attr(not(feature = "emulator"), allow(unused_mut))]
-    let mut extra_ca_pem = problems.take(read_ca.transpose()).flatten();
-    let policy_file = args.policy.clone().map(PolicySource::File);
-    let (credential, authority_host, policy) = match emulated {
-        #[cfg(feature = "emulator")]
-        Some(emu) => {
-            connect_to.extend(emu.connect_to.iter().cloned());
-            extra_ca_pem = Some(match extra_ca_pem {
-                Some(mine) => format!("{mine}\n{}", emu.ca_pem),
-                None => emu.ca_pem.clone(),
-            });
-            let policy = policy_file.unwrap_or_else(|| PolicySource::Fixed {
-                yaml: graphgate_emulator::demo::policy_yaml(),
-                label: super::demo::DEMO_POLICY_LABEL.to_owned(),
-            });
-            (emu.credential.clone(), None, policy)
-        }
-        #[cfg(not(feature = "emulator"))]
-        Some(never) => match *never {},
-        None => {
-            let credential = problems.take(Credential::from_env(|name| env.var(name)));
-            let default = PolicySource::File(PathBuf::from(DEFAULT_POLICY));
-            let policy = policy_file.unwrap_or(default);
-            let authority_host = env.var("AZURE_AUTHORITY_HOST");
-            (
-                credential.unwrap_or_else(placeholder),
-                authority_host,
-                policy,
-            )
-        }
-    };
+    let (connect_to, extra_ca_pem) = outbound(args, emulated, problems);
+    let (credential, authority_host, policy) = app_and_policy(args, env, emulated, problems);
     let shipped = env.otlp_configured();
     let audit = match problems.take(args.audit.settings(args.emulator, shipped)) {
         Some(Some(settings)) => AuditTarget::Log(Box::new(settings)),
         _ => AuditTarget::Disabled,
     };
     let audit_log = match &audit {
-        AuditTarget::Log(settings) => Some(settings.log.clone()),
+        AuditTarget::Log(settings) => Some(settings.log.as_path()),
         _ => None,
     };
-    let state = problems.take(args.state.config(audit_log.as_deref()));
+    let state = problems.take(args.state.config(audit_log));
     let state = state.unwrap_or_default();
     announce_state(&state);
     ServeConfig {
@@ -182,6 +146,72 @@ fn config(
         state,
         admin_token_file: args.admin_token_file.clone(),
         ship_as: (shipped && args.audit.audit_ship).then(|| env.service_name()),
+    }
+}
+
+/// Where outbound connections go and which extra CAs they trust: the flags', and with the
+/// emulator its hosts and CA.
+fn outbound(
+    args: &ServeArgs,
+    emulated: Option<&Emulated>,
+    problems: &mut Problems,
+) -> (Vec<upstream::ConnectRule>, Option<String>) {
+    let rules = args.connect_to.as_deref().unwrap_or("");
+    #[cfg_attr(not(feature = "emulator"), allow(unused_mut))]
+    let mut connect_to = problems
+        .take(upstream::parse_connect_to(rules))
+        .unwrap_or_default();
+    let read_ca = args.extra_ca_file.as_deref().map(upstream::read_extra_ca);
+    #[cfg_attr(not(feature = "emulator"), allow(unused_mut))]
+    let mut extra_ca_pem = problems.take(read_ca.transpose()).flatten();
+    if let Some(emu) = emulated {
+        #[cfg(feature = "emulator")]
+        {
+            connect_to.extend(emu.connect_to.iter().cloned());
+            extra_ca_pem = Some(match extra_ca_pem {
+                Some(mine) => format!("{mine}\n{}", emu.ca_pem),
+                None => emu.ca_pem.clone(),
+            });
+        }
+        #[cfg(not(feature = "emulator"))]
+        match *emu {}
+    }
+    (connect_to, extra_ca_pem)
+}
+
+/// The app's credential and authority (the environment's, or the emulator's demo app) and
+/// the policy (`--policy`, else `./policy.yaml`, else with the emulator its demo policy).
+fn app_and_policy(
+    args: &ServeArgs,
+    env: &Env,
+    emulated: Option<&Emulated>,
+    problems: &mut Problems,
+) -> (Credential, Option<String>, PolicySource) {
+    let file = || {
+        let path = args.policy.clone();
+        PolicySource::File(path.unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY)))
+    };
+    match emulated {
+        #[cfg(feature = "emulator")]
+        Some(emu) => {
+            let policy = match &args.policy {
+                Some(path) => PolicySource::File(path.clone()),
+                None => PolicySource::Fixed {
+                    yaml: graphgate_emulator::demo::policy_yaml(),
+                    label: super::demo::DEMO_POLICY_LABEL.to_owned(),
+                },
+            };
+            (emu.credential.clone(), None, policy)
+        }
+        #[cfg(not(feature = "emulator"))]
+        Some(never) => match *never {},
+        // `--emulator` that could not start (or is not in this build): said already.
+        None if args.emulator => (placeholder(), None, file()),
+        None => {
+            let credential = problems.take(Credential::from_env(|name| env.var(name)));
+            let credential = credential.unwrap_or_else(placeholder);
+            (credential, env.var("AZURE_AUTHORITY_HOST"), file())
+        }
     }
 }
 

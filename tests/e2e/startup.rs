@@ -257,7 +257,11 @@ fn check_config_names_every_problem_at_once_and_starts_nothing() {
     ])
     .output_within();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("configuration OK"), "{stdout}");
     assert!(!dir.join("demo.jsonl").exists(), "nothing started");
 }
