@@ -12,7 +12,6 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 
 use super::StoreError;
 
@@ -51,7 +50,7 @@ static STATE: LazyLock<StateMetrics> = LazyLock::new(|| StateMetrics {
 });
 
 /// Adds the state metrics to the process registry.
-pub(crate) fn register(r: &mut Registry) {
+pub(crate) fn register(r: &mut crate::metrics::Registrar) {
     r.register(
         "graphgate_state_store_duration_seconds",
         "Time of one state store operation (claim, poll, finish, release, limit, admit, refund, ping), failed ones included",
