@@ -36,8 +36,8 @@ fn git(args: &[&str]) -> Option<String> {
 
 /// Asks cargo to rerun this script when `HEAD` moves: `HEAD` itself (a checkout) and the
 /// branch it names (a commit). Only existing paths are named (cargo reruns on every build
-/// for a missing one): a branch only in `packed-refs` is watched there and through its
-/// directory, where its first commit writes it as a file of its own.
+/// for a missing one): a branch only in `packed-refs` is watched there and through the
+/// nearest existing directory above it, where its next commit writes it as a file.
 fn watch_head() {
     let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let path = |name: &str| git(&["rev-parse", "--git-path", name]).map(|p| manifest_dir.join(p));
@@ -47,7 +47,7 @@ fn watch_head() {
             watched.push(Some(branch));
         } else {
             watched.push(path("packed-refs"));
-            watched.push(branch.parent().map(PathBuf::from));
+            watched.push(branch.ancestors().find(|d| d.is_dir()).map(PathBuf::from));
         }
     }
     for path in watched.into_iter().flatten().filter(|p| p.exists()) {
