@@ -13,6 +13,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::{Metric, Registry};
 
+use crate::state::metrics::Register as _;
+
 /// Labels of `graphgate_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -96,15 +98,15 @@ fn latency() -> Histogram {
 /// family without a sample yet is left out of `/metrics`, so this list, not the text, says
 /// what the gateway can export.
 #[derive(Default)]
-pub(crate) struct Registrar {
+struct Registrar {
     registry: Registry,
     names: Vec<String>,
 }
 
-impl Registrar {
+impl crate::state::metrics::Register for Registrar {
     /// Registers `metric` as `name` (a counter's samples are `<name>_total`, a histogram's
     /// `<name>_bucket`, `_sum` and `_count`).
-    pub(crate) fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
+    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
         let suffixes: &[&str] = match M::TYPE {
             MetricType::Counter => &["_total"],
             MetricType::Histogram => &["_bucket", "_sum", "_count"],

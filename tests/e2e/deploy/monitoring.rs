@@ -191,6 +191,26 @@ fn the_overlays_image_is_set_with_kubectl_alone() {
         let image = r.container()["image"].as_str().unwrap();
         assert_eq!(image, format!("graphgate:{version}"), "{}", r.overlay);
     }
+    // The README's check, as printed, from the repository's root.
+    let readme = read(&deploy().join("README.md"));
+    let check = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| {
+            l.starts_with("kubectl kustomize deploy/kubernetes/overlays/") && l.contains("image:")
+        })
+        .expect("deploy/README.md shows the image before applying");
+    let out = std::process::Command::new("sh")
+        .args(["-c", check])
+        .current_dir(super::repo())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{check}");
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        format!("image: graphgate:{version}"),
+        "{check}"
+    );
     let scratch = temp_dir("kustomize-image");
     let mine = "myregistry.azurecr.io/graphgate";
     for cloud in ["global", "us-gov", "us-dod", "china"] {
