@@ -288,9 +288,11 @@ impl Gateway {
         }
         // Like every step that counts, the limits live in the state store: shared by every
         // replica on it, and a store that cannot answer refuses the request (fail closed).
-        let limits = installed
-            .limits
-            .check(&self.state, caller.index, rule.index);
+        // They count devices, as budgets do: a bulk request costs one unit per device.
+        let limits =
+            installed
+                .limits
+                .check(&self.state, caller.index, rule.index, request.devices());
         if let Err(refused) = limits.await {
             if refused.is_limit() {
                 trail.decided(AuditDecision::RateLimited, Some(&rule.name));
@@ -372,13 +374,8 @@ impl Gateway {
     ) -> Result<Reservation, GatewayError> {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
-        let (op, devices) = match &request.bulk {
-            Some(plan) => (
-                plan.op,
-                u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX),
-            ),
-            None => (request.target.op, 1),
-        };
+        let op = request.bulk.as_ref().map_or(request.target.op, |plan| plan.op);
+        let devices = request.devices();
         let admit = installed
             .limits
             .admit(&self.state, caller.index, rule, op, devices);
