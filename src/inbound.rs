@@ -126,9 +126,9 @@ impl Admitted {
     /// How many devices the request acts on: a bulk request's listed devices, else one.
     /// Budgets and rate limits count this.
     pub fn devices(&self) -> u32 {
-        self.bulk
-            .as_ref()
-            .map_or(1, |plan| u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX))
+        self.bulk.as_ref().map_or(1, |plan| {
+            u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX)
+        })
     }
 }
 

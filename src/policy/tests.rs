@@ -279,7 +279,9 @@ fn a_device_list_on_remove_all_devices_from_management_is_refused_saying_how_it_
         assert!(issue.message.contains(text), "{text}: {err}");
     }
     // Without a list (or with 'any') it loads.
-    policy("  - name: offboard\n    callers: [rotator]\n    operations: [users.removeAllDevicesFromManagement]\n    devices: any\n");
+    policy(
+        "  - name: offboard\n    callers: [rotator]\n    operations: [users.removeAllDevicesFromManagement]\n    devices: any\n",
+    );
 }
 
 #[test]

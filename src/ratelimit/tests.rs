@@ -94,7 +94,10 @@ async fn rate_limits_count_devices_and_a_request_past_the_burst_is_refused_outri
         matches!(over, Refusal::OverRate { devices: 11, .. }),
         "{over:?}"
     );
-    assert!(over.to_string().contains("allows at most 10 at once"), "{over}");
+    assert!(
+        over.to_string().contains("allows at most 10 at once"),
+        "{over}"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -94,7 +94,11 @@ mod tests {
         // 7 devices, then 3: the burst of 10 is used up.
         let t = gcra(None, 0, p, 7).unwrap();
         let t = gcra(Some(t), 0, p, 3).unwrap();
-        assert_eq!(gcra(Some(t), 0, p, 1), Err(S), "one more waits one interval");
+        assert_eq!(
+            gcra(Some(t), 0, p, 1),
+            Err(S),
+            "one more waits one interval"
+        );
         assert_eq!(gcra(Some(t), 0, p, 4), Err(4 * S), "four wait four");
         // After 4 s, 4 devices fit again, 5 do not.
         assert_eq!(gcra(Some(t), 4 * S, p, 5), Err(S));

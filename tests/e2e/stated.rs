@@ -352,12 +352,12 @@ async fn a_reason_made_of_invisible_characters_does_not_satisfy_require_reason()
     let h = start_policy(policy_with("    require: [reason]\n")).await;
     let path = format!("/api/v1/managedDevices/{DEVICE}/updateWindowsDeviceAccount");
     for invisible in [
-        "\u{200e}\u{200f}\u{61c}",   // LRM, RLM, ALM
-        "\u{feff}",                  // byte-order mark
-        "\u{200b}\u{200c}\u{2060}",  // zero-width space, non-joiner, word joiner
+        "\u{200e}\u{200f}\u{61c}",     // LRM, RLM, ALM
+        "\u{feff}",                    // byte-order mark
+        "\u{200b}\u{200c}\u{2060}",    // zero-width space, non-joiner, word joiner
         "\u{e0043}\u{e0048}\u{e0047}", // tag characters
-        "\u{3164}\u{2800}",          // Hangul filler, Braille blank
-        "CHG-1\u{200f}",             // a visible reason carrying a mark
+        "\u{3164}\u{2800}",            // Hangul filler, Braille blank
+        "CHG-1\u{200f}",               // a visible reason carrying a mark
     ] {
         let reply = call(&h, &[("x-graphgate-reason", invisible)]).await;
         reply.assert_graph_error(400, "invalidRequest");

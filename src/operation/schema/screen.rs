@@ -171,7 +171,12 @@ mod tests {
 
     #[test]
     fn readable_text_refuses_format_and_invisible_characters_and_needs_something_visible() {
-        for ok in ["CHG-1234", "Raum f\u{fc}r Vorstand", "\u{5e9}\u{5dc}\u{5d5}\u{5dd} ok", "a b"] {
+        for ok in [
+            "CHG-1234",
+            "Raum f\u{fc}r Vorstand",
+            "\u{5e9}\u{5dc}\u{5d5}\u{5dd} ok",
+            "a b",
+        ] {
             assert!(is_readable_text(ok, 1024), "{ok:?}");
         }
         for bad in [
@@ -184,8 +189,8 @@ mod tests {
             "\u{feff}CHG-1",            // BOM
             "CHG\u{200b}-1",            // zero-width space
             "\u{200c}\u{200d}\u{2060}", // ZWNJ, ZWJ, word joiner
-            "ok\u{e0041}\u{e0042}",    // tag characters
-            "\u{3164}\u{3164}",        // Hangul filler
+            "ok\u{e0041}\u{e0042}",     // tag characters
+            "\u{3164}\u{3164}",         // Hangul filler
             "\u{2800}",                 // Braille blank
             "a\u{fe0f}",                // variation selector
             "\u{2064}",                 // invisible plus
