@@ -196,7 +196,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     r.register(
         "graphgate_connections_closed",
-        "Client connections the server closed or refused, by reason (a deadline, an HTTP/2 control-frame flood, a connection cap)",
+        "Client connections the server closed or refused, by reason (a deadline, a TLS handshake that failed or outlived its deadline, an HTTP/2 control-frame flood, a connection cap)",
         m.connections_closed.clone(),
     );
     r.register(

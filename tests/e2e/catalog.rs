@@ -481,7 +481,10 @@ async fn a_secret_read_with_an_idempotency_key_is_asked_of_graph_each_time() {
         .count();
     assert_eq!(asked, 2, "Graph was asked each time");
     let store = h.gw.idempotency().unwrap();
-    assert!(!store.holds("runner", "read-fv-0001"), "nothing stored for replay");
+    assert!(
+        !store.holds("runner", "read-fv-0001"),
+        "nothing stored for replay"
+    );
     assert_eq!(store.key_count().await, 0);
     let audit = serde_json::to_string(&h.audit_records().await).unwrap();
     assert!(!audit.contains(&secret));

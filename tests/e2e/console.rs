@@ -390,7 +390,12 @@ const HOSTILE: &str = r#"<b id="pwn">x</b><img src=x onerror="document.title='pw
 
 /// No element made from [`HOSTILE`] in a rendered DOM.
 fn assert_no_hostile_markup(dom: &str, page: &str) {
-    for markup in [r#"<b id="pwn">"#, "<img src=\"x\"", "<img src=x", "pwned</title>"] {
+    for markup in [
+        r#"<b id="pwn">"#,
+        "<img src=\"x\"",
+        "<img src=x",
+        "pwned</title>",
+    ] {
         assert!(!dom.contains(markup), "{page}: {markup} in the DOM:\n{dom}");
     }
 }
@@ -440,10 +445,7 @@ fn url_part(text: &str) -> String {
 
 /// Records at known times, one a second from 10:00:00, written through a real audit log
 /// with checkpoints every `every` records (signed by the returned key).
-async fn timed_log(
-    n: usize,
-    every: u64,
-) -> (PathBuf, graphgate::audit::note::NoteVerifier) {
+async fn timed_log(n: usize, every: u64) -> (PathBuf, graphgate::audit::note::NoteVerifier) {
     use graphgate::audit::checkpoint::CheckpointConfig;
     use graphgate::audit::note::NoteSigner;
     use graphgate::audit::{Audit, AuditConfig, Entry, Kind};
@@ -510,8 +512,15 @@ async fn the_time_filters_select_the_records_of_their_window() {
     let console = Console::start(&log, None, Some(verifier));
     wait_indexed(&console, &log).await;
     let count = |query: &str| rows(&page(&console, "/audit", Some(query))).len();
-    assert_eq!(count("since=2026-11-28T10:00:10Z&until=2026-11-28T10:00:20Z"), 10);
-    assert_eq!(count("since=2026-11-28T10%3A01"), 30, "datetime-local: from 10:01");
+    assert_eq!(
+        count("since=2026-11-28T10:00:10Z&until=2026-11-28T10:00:20Z"),
+        10
+    );
+    assert_eq!(
+        count("since=2026-11-28T10%3A01"),
+        30,
+        "datetime-local: from 10:01"
+    );
     assert_eq!(count("until=2026-11-28T10%3A00%3A05Z"), 5);
     assert_eq!(count("since=2026-11-29"), 0, "a date: from its midnight");
     assert_eq!(count("until=2026-11-29"), 50, "one page of all 90");
@@ -535,7 +544,11 @@ async fn the_console_says_when_the_log_no_longer_matches_its_checkpoint() {
     for line in text.lines() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let hash = v["hash"].as_str().unwrap();
-        let flipped = format!("{}{}", if hash.starts_with('0') { '1' } else { '0' }, &hash[1..]);
+        let flipped = format!(
+            "{}{}",
+            if hash.starts_with('0') { '1' } else { '0' },
+            &hash[1..]
+        );
         rewritten.push_str(&line.replace(hash, &flipped));
         rewritten.push('\n');
     }

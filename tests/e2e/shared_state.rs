@@ -543,14 +543,21 @@ async fn a_redis_rate_limit_refuses_across_two_replicas_with_its_retry_after() {
     for i in [0, 1] {
         let refused = r.call(i, &[]).await;
         refused.assert_graph_error(429, "activityLimitReached");
-        assert!(message(&refused).contains("caller"), "{}", message(&refused));
+        assert!(
+            message(&refused).contains("caller"),
+            "{}",
+            message(&refused)
+        );
         let retry: u64 = refused.headers["retry-after"]
             .to_str()
             .unwrap()
             .parse()
             .unwrap();
         // 2 per minute: a slot frees every 30 s.
-        assert!((1..=30).contains(&retry), "replica {i}: Retry-After {retry}");
+        assert!(
+            (1..=30).contains(&retry),
+            "replica {i}: Retry-After {retry}"
+        );
     }
     assert_eq!(r.emulator.graph_requests().len(), 2, "two calls, no more");
 }
@@ -585,7 +592,11 @@ async fn a_keyed_refusal_after_its_claim_releases_the_key_for_a_retry_on_another
     let retry = r.call(1, &key).await;
     retry.assert_graph_error(429, "budgetExhausted");
     assert!(!replayed(&retry), "decided again, not replayed");
-    assert_eq!(r.emulator.graph_requests().len(), 1, "nothing else was sent");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "nothing else was sent"
+    );
 }
 
 /// A Redis that hangs (paused by `CLIENT PAUSE`, as a frozen or overloaded server would be)
@@ -620,11 +631,19 @@ async fn a_hanging_redis_is_a_503_within_the_state_timeout_with_nothing_sent() {
     let refused = r.call(0, &[("idempotency-key", "hang-0001")]).await;
     let took = started.elapsed();
     refused.assert_graph_error(503, "stateStoreUnavailable");
-    assert!(message(&refused).contains("timeout"), "{}", message(&refused));
+    assert!(
+        message(&refused).contains("timeout"),
+        "{}",
+        message(&refused)
+    );
     assert!(refused.headers.contains_key("retry-after"));
     // Bounded by the timeout (a few of them on a loaded machine), not by the 30 s pause.
     assert!(took >= timeout, "{took:?}");
     assert!(took < Duration::from_secs(10), "{took:?}");
-    assert_eq!(r.emulator.graph_requests().len(), 1, "nothing more was sent");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "nothing more was sent"
+    );
     // (The server, still paused, is killed with the test.)
 }
