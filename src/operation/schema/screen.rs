@@ -47,9 +47,10 @@ pub(crate) fn forbidden_char(c: char) -> bool {
 }
 
 /// Free text a person writes and another reads back (a request's reason; an approval's
-/// review reason): 1 to `max_chars` characters, none of them [`forbidden_char`] or
-/// [`invisible_char`], and at least one visible (not only spaces). The one check for such
-/// text, wherever it arrives (header or body field).
+/// review reason): 1 to `max_chars` characters, none of them a control, line-separator or
+/// bidirectional control character (as for every string parameter) or [`invisible_char`],
+/// and at least one visible (not only spaces). The one check for such text, wherever it
+/// arrives (header or body field).
 pub fn is_readable_text(text: &str, max_chars: usize) -> bool {
     text.chars().count() <= max_chars
         && !text.chars().any(|c| forbidden_char(c) || invisible_char(c))
