@@ -70,7 +70,7 @@ impl Subject {
     /// takes them (`gateway.rs`: decide, then execute).
     async fn request(&self, key: &str, answer: &StoredResponse) {
         let op = graphgate::operation::catalog::by_name(OP).unwrap();
-        self.limits.check(&self.store, 0, 0).await.unwrap();
+        self.limits.check(&self.store, 0, 0, 1).await.unwrap();
         let fp = fingerprint("/v1.0/deviceManagement/managedDevices/x/y", key.as_bytes());
         let Claim::Run(ticket) = self.store.claim("bench", key, fp).await.unwrap() else {
             panic!("a fresh key runs")

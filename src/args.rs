@@ -160,6 +160,33 @@ pub struct BoundArgs {
         default_value_t = 256
     )]
     pub max_in_flight_per_caller: usize,
+    /// Most bulk executeAction requests in flight, all callers together (each within its
+    /// caller's bound too); more are answered 429 with Retry-After.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_BULK_IN_FLIGHT",
+        default_value_t = graphgate::gateway::DEFAULT_MAX_BULK_IN_FLIGHT,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_bulk_in_flight: u32,
+    /// Dry runs (Prefer: dry-run) one caller may make per second (also the burst); more are
+    /// answered 429 with Retry-After. Shared by the replicas on one state store.
+    #[arg(
+        long,
+        env = "GRAPHGATE_DRY_RUNS_PER_SEC",
+        default_value_t = graphgate::gateway::DEFAULT_DRY_RUNS_PER_SEC,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub dry_runs_per_sec: u32,
+    /// Log lines of refused requests written per caller per second, and of failed
+    /// authentications per source address; the rest are counted (`suppressed` on the next
+    /// line, and graphgate_log_suppressed_total). 0: log every one.
+    #[arg(
+        long,
+        env = "GRAPHGATE_LOG_REFUSALS_PER_SEC",
+        default_value_t = graphgate::gateway::DEFAULT_LOG_REFUSALS_PER_SEC
+    )]
+    pub log_refusals_per_sec: u32,
     /// Most devices one bulk executeAction may list (Intune's own bulk limit is 100); more
     /// are answered 400 and nothing is sent.
     #[arg(
@@ -226,6 +253,9 @@ impl BoundArgs {
             },
             max_in_flight: self.max_in_flight,
             max_in_flight_per_caller: self.max_in_flight_per_caller,
+            max_bulk_in_flight: self.max_bulk_in_flight as usize,
+            dry_runs_per_sec: self.dry_runs_per_sec,
+            log_refusals_per_sec: self.log_refusals_per_sec,
             max_bulk_devices: usize::from(self.max_bulk_devices),
             idempotency_window: secs(self.idempotency_window_secs),
             ..Limits::default()

@@ -43,6 +43,21 @@ pub enum GatewayError {
         /// When to retry.
         retry_after_secs: u64,
     },
+    /// A bulk request lists more devices than a rate limit allows in one window: it would
+    /// never be admitted as it is (rate limits count devices, like budgets).
+    #[error(
+        "the request lists {devices} devices, but the {scope}'s rate limit allows at most {count} per {window_secs} s: send at most {count} devices per request"
+    )]
+    OverRate {
+        /// `caller` or `rule`.
+        scope: &'static str,
+        /// Devices listed.
+        devices: u32,
+        /// The rate's count.
+        count: u32,
+        /// Its window.
+        window_secs: u64,
+    },
     /// Too many requests in flight: shed before doing any work.
     #[error("graphgate is at its in-flight request limit; retry shortly")]
     Overloaded,
@@ -155,6 +170,14 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(*retry_after_secs),
+            // Waiting does not help: the request must be split. The window is when a split
+            // request's first part certainly fits.
+            E::OverRate { window_secs, .. } => Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "activityLimitReached",
+                self.to_string(),
+            )
+            .retry_after((*window_secs).max(1)),
             E::Overloaded => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "serviceNotAvailable",
@@ -389,7 +412,7 @@ mod tests {
         let (status, code, message, h) = seen(ContextError::BadReason("X-Graphgate-Reason"));
         assert_eq!((status, code.as_str(), h), (400, "invalidRequest", None));
         assert!(
-            message.starts_with("X-Graphgate-Reason must be text"),
+            message.starts_with("X-Graphgate-Reason must be visible text"),
             "{message}"
         );
     }

@@ -17,9 +17,13 @@
 //! intent is on disk. [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
 pub mod explain;
+mod refusal_logs;
 mod setup;
 
-pub use setup::{ConnInfo, Gateway, Installed, Limits, ReloaderHealth};
+pub use setup::{
+    ConnInfo, DEFAULT_DRY_RUNS_PER_SEC, DEFAULT_LOG_REFUSALS_PER_SEC, DEFAULT_MAX_BULK_IN_FLIGHT,
+    Gateway, Installed, Limits, ReloaderHealth,
+};
 
 use std::sync::Arc;
 
@@ -48,11 +52,13 @@ use crate::inbound::{self, Admitted, RequestIds};
 use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
+use crate::policy::Rate;
 use crate::policy::{Decision, Facts, Policy, Scope};
-use crate::ratelimit::{Refusal, Reservation};
+use crate::ratelimit::{Refusal, Reservation, RetryAfter};
 use crate::slots::KeyedSlot;
-use crate::state::{Claim, Ticket};
+use crate::state::{Claim, Limiter, Ticket};
 use crate::{clock, metrics, telemetry};
+use refusal_logs::Lines;
 
 /// Where the simplified API's OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -76,14 +82,18 @@ impl Gateway {
             cloud: self.cloud().to_string(),
             tenant: &self.broker.key().tenant,
         };
+        let source = origin.source.map(|s| s.ip());
         let mut trail = AuditTrail::begin(&self.audit, origin);
         async {
             let result = self.pipeline(&ids, req, &mut trail).await;
-            let (mut resp, error_code) = match result {
-                Ok(resp) => (resp, None),
+            let (mut resp, error_code, lines) = match result {
+                Ok(resp) => (resp, None, Lines::Write { suppressed: 0 }),
                 Err(err) => {
                     count_refusal(&err, &mut trail);
-                    answer_failure(&err, &ids)
+                    // A refusal's log lines are sampled per caller (or source), like its record.
+                    let lines = self.refusal_lines(&err, &trail, source);
+                    let (resp, code) = answer_failure(&err, &ids, lines);
+                    (resp, code, lines)
                 }
             };
             // One record per request; for forwarded calls, the outcome after the durable intent.
@@ -102,7 +112,9 @@ impl Gateway {
                 status,
                 started.elapsed(),
             );
-            tracing::info!(status, "request done");
+            if lines != Lines::Skip {
+                tracing::info!(status, "request done");
+            }
             resp
         }
         .instrument(span)
@@ -202,11 +214,9 @@ impl Gateway {
         // The person and the reason, as the headers (or a delegated token) state them.
         let mut stated = stated_context::from_headers(req.headers(), caller.user.as_ref())?;
         record_stated(trail, &stated);
-        // A caller without permission cannot hold a slot by declaring a body it never sends.
-        // (A bulk request names its operation and devices in its body: decided after it.)
-        if head.target.op.binding != Binding::Devices {
-            refuse_before_body(policy, caller, &head.target, trail)?;
-        }
+        // A caller without permission cannot hold a slot by declaring a body it never sends
+        // (a bulk one: no rule lets it run any operation executeAction can run).
+        refuse_before_body(policy, caller, &head.target, trail)?;
         // One caller cannot take every in-flight slot: its own bound comes first...
         let caller_slot =
             self.caller_in_flight
@@ -215,6 +225,19 @@ impl Gateway {
                     scope: "the caller's requests in flight",
                     retry_after_secs: 1,
                 })?;
+        // ...bulk requests (up to 100 devices each, the largest bodies) have a smaller
+        // bound of their own, so they cannot crowd out single calls...
+        let bulk_permit = match head.target.op.binding {
+            Binding::Devices => Some(
+                Arc::clone(&self.bulk_in_flight)
+                    .try_acquire_owned()
+                    .map_err(|_| GatewayError::RateLimited {
+                        scope: "bulk requests in flight",
+                        retry_after_secs: 1,
+                    })?,
+            ),
+            _ => None,
+        };
         // ...then the gateway's: load is shed before the body is waited for.
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
@@ -236,6 +259,7 @@ impl Gateway {
         }
         let slots = InFlight {
             _caller: caller_slot,
+            _bulk: bulk_permit,
             _gateway: permit,
         };
         Ok((Asked { request, stated }, slots))
@@ -276,6 +300,12 @@ impl Gateway {
         // The allowing rule may demand the person and the reason: 400 before anything is sent.
         required_stated(rule, stated, trail)?;
         if request.dry_run {
+            // Dry runs cost nothing at Graph but are answered and audited: a per-caller rate.
+            self.dry_run_slot(caller).await.inspect_err(|e| {
+                if matches!(e, GatewayError::RateLimited { .. }) {
+                    trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+                }
+            })?;
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
             let doc = dry_run_response(
                 self.cloud(),
@@ -288,9 +318,11 @@ impl Gateway {
         }
         // Like every step that counts, the limits live in the state store: shared by every
         // replica on it, and a store that cannot answer refuses the request (fail closed).
-        let limits = installed
-            .limits
-            .check(&self.state, caller.index, rule.index);
+        // They count devices, as budgets do: a bulk request costs one unit per device.
+        let limits =
+            installed
+                .limits
+                .check(&self.state, caller.index, rule.index, request.devices());
         if let Err(refused) = limits.await {
             if refused.is_limit() {
                 trail.decided(AuditDecision::RateLimited, Some(&rule.name));
@@ -298,6 +330,27 @@ impl Gateway {
             return Err(refused.into());
         }
         Ok(Verdict::Send { rule: rule.index })
+    }
+
+    /// One of the caller's dry runs (`--dry-runs-per-sec`), from the state store like every
+    /// limit (shared by the replicas; a store that cannot answer refuses).
+    async fn dry_run_slot(&self, caller: &Caller) -> Result<(), GatewayError> {
+        let rate = Rate {
+            count: self.limits.dry_runs_per_sec.max(1),
+            per: std::time::Duration::from_secs(1),
+        };
+        let limiter = Limiter {
+            key: self.state.namespace().rate("dry-run", &caller.name, rate),
+            rate,
+        };
+        match self.state.limit(&[limiter], 1).await {
+            Ok(None) => Ok(()),
+            Ok(Some((_, wait))) => Err(GatewayError::RateLimited {
+                scope: "the caller's dry runs",
+                retry_after_secs: RetryAfter(wait).secs(),
+            }),
+            Err(e) => Err(GatewayError::StateUnavailable(e)),
+        }
     }
 
     /// Stage 4, execution: the only way to Graph, in this order and nowhere else.
@@ -372,13 +425,11 @@ impl Gateway {
     ) -> Result<Reservation, GatewayError> {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
-        let (op, devices) = match &request.bulk {
-            Some(plan) => (
-                plan.op,
-                u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX),
-            ),
-            None => (request.target.op, 1),
-        };
+        let op = request
+            .bulk
+            .as_ref()
+            .map_or(request.target.op, |plan| plan.op);
+        let devices = request.devices();
         let admit = installed
             .limits
             .admit(&self.state, caller.index, rule, op, devices);
@@ -437,9 +488,11 @@ struct Asked {
     stated: Stated,
 }
 
-/// The in-flight slots a request holds (the caller's and the gateway's) until it is answered.
+/// The in-flight slots a request holds (the caller's, a bulk one's, the gateway's) until it
+/// is answered.
 struct InFlight {
     _caller: KeyedSlot<String>,
+    _bulk: Option<OwnedSemaphorePermit>,
     _gateway: OwnedSemaphorePermit,
 }
 
@@ -500,18 +553,44 @@ fn forbidden_for(
     }
 }
 
-/// The response for a failure; its chain goes to the log with the request id.
+impl Gateway {
+    /// Whether a failed request's log lines are written: a refusal (4xx, or load shed) is
+    /// sampled per caller, a failed authentication per source; the gateway's own failures
+    /// are always written.
+    fn refusal_lines(
+        &self,
+        err: &GatewayError,
+        trail: &AuditTrail,
+        source: Option<std::net::IpAddr>,
+    ) -> Lines {
+        let refusal =
+            err.answer().status.is_client_error() || matches!(err, GatewayError::Overloaded);
+        if !refusal {
+            return Lines::Write { suppressed: 0 };
+        }
+        let unauthenticated = matches!(err, GatewayError::Unauthenticated(_));
+        self.refusal_logs
+            .admit(trail.caller_name(), source, unauthenticated)
+    }
+}
+
+/// The response for a failure; its chain goes to the log with the request id (unless its
+/// lines are sampled away).
 fn answer_failure(
     err: &GatewayError,
     ids: &RequestIds,
+    lines: Lines,
 ) -> (Response<Full<Bytes>>, Option<&'static str>) {
     let answer = err.answer();
-    tracing::info!(
-        error.code = answer.code,
-        error = %crate::error::chain(err),
-        request_id = %ids.request_id,
-        "request refused or failed"
-    );
+    if let Lines::Write { suppressed } = lines {
+        tracing::info!(
+            error.code = answer.code,
+            error = %crate::error::chain(err),
+            request_id = %ids.request_id,
+            log.suppressed = (suppressed > 0).then_some(suppressed),
+            "request refused or failed"
+        );
+    }
     let body = answer.body(&ids.request_id, &ids.client_request_id);
     (answer.response(body), Some(answer.code))
 }

@@ -66,6 +66,7 @@ struct Metrics {
     audit_failures: Counter,
     audit_lost: Counter,
     audit_suppressed: Family<ReasonLabel, Counter>,
+    log_suppressed: Family<ReasonLabel, Counter>,
     policy_reloads: Family<ResultLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
@@ -135,6 +136,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         audit_failures: Counter::default(),
         audit_lost: Counter::default(),
         audit_suppressed: Family::default(),
+        log_suppressed: Family::default(),
         policy_reloads: Family::default(),
         errors: Family::default(),
         permissions: Family::default(),
@@ -199,8 +201,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     r.register(
         "graphgate_audit_suppressed",
-        "Refusal records left out under the audit sampling limits, by reason (refusal: per caller; unauthenticated: per source); the log records their counts",
+        "Records left out under the audit sampling limits, by reason (refusal, dry_run: per caller; unauthenticated: per source); the log records their counts",
         m.audit_suppressed.clone(),
+    );
+    r.register(
+        "graphgate_log_suppressed",
+        "Log lines of refused requests left out under --log-refusals-per-sec, by reason (refusal: per caller; unauthenticated: per source); the next line written for the same caller or source carries their count",
+        m.log_suppressed.clone(),
     );
     r.register(
         "graphgate_policy_reloads",
@@ -219,7 +226,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     r.register(
         "graphgate_connections_closed",
-        "Client connections the server closed or refused, by reason (a deadline, an HTTP/2 control-frame flood, a connection cap)",
+        "Client connections the server closed or refused, by reason (a deadline, a TLS handshake that failed or outlived its deadline, an HTTP/2 control-frame flood, a connection cap)",
         m.connections_closed.clone(),
     );
     r.register(
@@ -380,6 +387,14 @@ pub fn audit_write(took: Duration, records: usize, ok: bool) {
 /// `n` audit records nobody waited for could not be written.
 pub fn audit_records_lost(n: usize) {
     METRICS.audit_lost.inc_by(n as u64);
+}
+
+/// One refused request's log lines were left out under the log sampling limit.
+pub fn log_suppressed(reason: &'static str) {
+    METRICS
+        .log_suppressed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
 }
 
 /// One refusal record was left out under an audit sampling limit.

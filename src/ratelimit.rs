@@ -43,6 +43,17 @@ pub enum Refusal {
         /// When a slot frees.
         retry: RetryAfter,
     },
+    /// A request lists more devices than a rate limit allows in a whole window: it would
+    /// never be admitted, however long it waited.
+    #[error("the request lists {devices} devices; the {scope}'s rate limit ({rate}) allows at most {} at once", .rate.count)]
+    OverRate {
+        /// `caller` or `rule`.
+        scope: &'static str,
+        /// The devices listed.
+        devices: u32,
+        /// The rate.
+        rate: Rate,
+    },
     /// A budget has no room for the request's devices.
     #[error("budget {budget} ({limit}) is used up")]
     OverBudget {
@@ -74,6 +85,16 @@ impl From<Refusal> for GatewayError {
             Refusal::RateLimited { scope, retry } => GatewayError::RateLimited {
                 scope,
                 retry_after_secs: retry.secs(),
+            },
+            Refusal::OverRate {
+                scope,
+                devices,
+                rate,
+            } => GatewayError::OverRate {
+                scope,
+                devices,
+                count: rate.count,
+                window_secs: rate.per.as_secs(),
             },
             Refusal::Paced(retry) => GatewayError::RateLimited {
                 scope: "tenant write pacing",
@@ -168,12 +189,15 @@ impl PolicyLimits {
         }
     }
 
-    /// Takes one slot from the caller's and the rule's rate limits, or from neither.
+    /// Takes `devices` slots (one per device the request acts on, as budgets count them)
+    /// from the caller's and the rule's rate limits, or from neither. A request listing more
+    /// devices than a rate allows in a window is refused outright ([`Refusal::OverRate`]).
     pub async fn check(
         &self,
         store: &StateStore,
         caller: usize,
         rule: usize,
+        devices: u32,
     ) -> Result<(), Refusal> {
         let owners = [
             ("caller", self.callers.get(caller).and_then(Option::as_ref)),
@@ -183,7 +207,19 @@ impl PolicyLimits {
             .into_iter()
             .filter_map(|(scope, l)| Some((scope, l?.clone())))
             .unzip();
-        match store.limit(&limiters).await? {
+        let devices = devices.max(1);
+        if let Some((scope, l)) = scopes
+            .iter()
+            .zip(&limiters)
+            .find(|(_, l)| devices > l.rate.count)
+        {
+            return Err(Refusal::OverRate {
+                scope,
+                devices,
+                rate: l.rate,
+            });
+        }
+        match store.limit(&limiters, devices).await? {
             None => Ok(()),
             Some((i, wait)) => Err(Refusal::RateLimited {
                 scope: scopes.get(i).copied().unwrap_or("rule"),

@@ -19,6 +19,16 @@ use crate::state::{ClaimSettings, IdempotencyStore, Namespace, StateStore};
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 
+/// Default bound on bulk requests in flight: each may carry up to 100 devices (the largest
+/// bodies, and up to 100 device decisions), so a handful of them is all one deployment needs.
+pub const DEFAULT_MAX_BULK_IN_FLIGHT: u32 = 32;
+
+/// Default dry runs per caller per second: a policy author's checks, never a flood.
+pub const DEFAULT_DRY_RUNS_PER_SEC: u32 = 10;
+
+/// Default log lines of refusals per caller (failed authentications: per source) per second.
+pub const DEFAULT_LOG_REFUSALS_PER_SEC: u32 = 10;
+
 /// Per-request bounds.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -36,6 +46,13 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Most requests in flight for one caller; more get 429, so one caller cannot starve the rest.
     pub max_in_flight_per_caller: usize,
+    /// Most bulk `executeAction` requests in flight (all callers together); more get 429.
+    pub max_bulk_in_flight: usize,
+    /// Dry runs one caller may make per second (a burst of as many); more get 429.
+    pub dry_runs_per_sec: u32,
+    /// Log lines of refusals per caller (failed authentications: per source) per second;
+    /// the rest are counted. 0: every one is logged.
+    pub log_refusals_per_sec: u32,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
     /// Most idempotency keys remembered (by the memory store).
@@ -56,6 +73,9 @@ impl Default for Limits {
             retry: RetryPolicy::default(),
             max_in_flight: 1024,
             max_in_flight_per_caller: 256,
+            max_bulk_in_flight: DEFAULT_MAX_BULK_IN_FLIGHT as usize,
+            dry_runs_per_sec: DEFAULT_DRY_RUNS_PER_SEC,
+            log_refusals_per_sec: DEFAULT_LOG_REFUSALS_PER_SEC,
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
             idempotency_wait: Duration::from_secs(60),
@@ -103,6 +123,8 @@ pub struct Gateway {
     /// Idempotency claims, limits, budgets and pacing: this process's or shared.
     pub(super) state: StateStore,
     pub(super) in_flight: Arc<Semaphore>,
+    pub(super) bulk_in_flight: Arc<Semaphore>,
+    pub(super) refusal_logs: super::refusal_logs::RefusalLogs,
     pub(super) caller_in_flight: KeyedSlots<String>,
     pub(super) limits: Limits,
     pub(super) audit: Audit,
@@ -183,6 +205,8 @@ impl Gateway {
                 timeout: limits.upstream_timeout,
             },
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            bulk_in_flight: Arc::new(Semaphore::new(limits.max_bulk_in_flight)),
+            refusal_logs: super::refusal_logs::RefusalLogs::new(limits.log_refusals_per_sec),
             caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
             limits,
             audit: Audit::disabled(),
@@ -278,6 +302,13 @@ impl Gateway {
     /// The token broker (for readiness and tests).
     pub fn broker(&self) -> &TokenBroker {
         &self.broker
+    }
+
+    /// How many bulk requests are in flight past the pre-body policy.
+    pub fn bulk_in_flight(&self) -> usize {
+        self.limits
+            .max_bulk_in_flight
+            .saturating_sub(self.bulk_in_flight.available_permits())
     }
 
     /// How many requests of the caller named `caller` are in flight past the pre-body policy.

@@ -11,7 +11,7 @@ use serde_json::Value;
 
 use super::jwt::TokenUser;
 use crate::operation::route::{Recognised, Surface};
-use crate::operation::schema::screen::{forbidden_char, is_address};
+use crate::operation::schema::screen::{is_address, is_readable_text};
 pub use crate::operation::simple::{INITIATOR_FIELD, MAX_REASON_CHARS, REASON_FIELD};
 use crate::policy::Missing;
 
@@ -66,7 +66,7 @@ pub enum ContextError {
     BadInitiator(&'static str),
     /// Empty, too long, or with control characters.
     #[error(
-        "{0} must be text of 1 to 1024 characters without control characters (no CR, LF, tab, NUL, line separators or bidirectional controls)"
+        "{0} must be visible text of 1 to 1024 characters without control, format or invisible characters (no CR, LF, tab, NUL, line separators, bidirectional controls or marks, zero-width or tag characters)"
     )]
     BadReason(&'static str),
     /// A header sent more than once.
@@ -173,12 +173,11 @@ fn initiator(text: &str, shown: &'static str) -> Result<String, ContextError> {
     }
 }
 
-/// A stated reason: 1 to [`MAX_REASON_CHARS`] characters, not blank, no control characters.
+/// A stated reason: readable text of at most [`MAX_REASON_CHARS`] characters (see
+/// [`is_readable_text`]: no control, format or other invisible characters, something visible).
 fn reason(text: &str, shown: &'static str) -> Result<String, ContextError> {
-    let fits = !text.trim().is_empty()
-        && text.chars().count() <= MAX_REASON_CHARS
-        && !text.chars().any(forbidden_char);
-    fits.then(|| text.to_owned())
+    is_readable_text(text, MAX_REASON_CHARS)
+        .then(|| text.to_owned())
         .ok_or(ContextError::BadReason(shown))
 }
 

@@ -473,6 +473,23 @@ fn never_matches(entry: &RuleEntry, rule: &Rule, issues: &mut Issues) {
             ),
         );
     }
+    // A user-bound operation names no device: a device list could never match it, and would
+    // read as a limit it is not. Its devices are whatever the user has enrolled.
+    if let (Some(d), Some(_), Some(op)) = (
+        &entry.devices,
+        &rule.devices,
+        rule.operations
+            .iter()
+            .find(|op| op.binding == catalog::Binding::User),
+    ) {
+        issues.at(
+            d,
+            format!(
+                "rule {:?}: a device list cannot apply to {} (it acts on all of a user's devices, named by the user, not by device id; budgets count it as one device): leave 'devices' out, or move the operation to a rule without one",
+                rule.name, op.name
+            ),
+        );
+    }
     if let (Some(d), Some([])) = (&entry.devices, rule.devices.as_deref()) {
         issues.at(
             d,

@@ -235,8 +235,14 @@ impl Accepted {
         let handshake = acceptor.accept(self.stream);
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                crate::metrics::connection_closed("tls_handshake_failed");
+                return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                crate::metrics::connection_closed("tls_handshake_timeout");
+                return tracing::debug!(%peer, "TLS handshake timed out");
+            }
         };
         let certificate = tls
             .get_ref()

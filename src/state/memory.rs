@@ -65,7 +65,7 @@ impl MemoryStore {
     }
 
     /// Charges every limiter, or none: the first that refuses, with its wait.
-    pub fn limit(&self, limiters: &[Limiter]) -> Option<(usize, std::time::Duration)> {
+    pub fn limit(&self, limiters: &[Limiter], cost: u32) -> Option<(usize, std::time::Duration)> {
         let now = self.now();
         let mut t = self.tables();
         if t.tats.len() > PRUNE_AT {
@@ -74,7 +74,7 @@ impl MemoryStore {
         let mut next = Vec::with_capacity(limiters.len());
         for (i, l) in limiters.iter().enumerate() {
             let params = algo::gcra_params(l.rate);
-            match algo::gcra(t.tats.get(&l.key).copied(), now, params) {
+            match algo::gcra(t.tats.get(&l.key).copied(), now, params, cost) {
                 Ok(tat) => next.push(tat),
                 Err(wait) => return Some((i, std::time::Duration::from_micros(wait))),
             }
@@ -233,13 +233,13 @@ mod tests {
             },
         };
         let both = [one("caller", 5), one("rule", 1)];
-        assert_eq!(store.limit(&both), None);
-        assert_eq!(store.limit(&both), Some((1, Duration::from_secs(60))));
+        assert_eq!(store.limit(&both, 1), None);
+        assert_eq!(store.limit(&both, 1), Some((1, Duration::from_secs(60))));
         // The refusal by the rule took nothing from the caller: 4 of its 5 are left.
         for _ in 0..4 {
-            assert_eq!(store.limit(&both[..1]), None);
+            assert_eq!(store.limit(&both[..1], 1), None);
         }
-        assert!(store.limit(&both[..1]).is_some());
+        assert!(store.limit(&both[..1], 1).is_some());
     }
 
     #[tokio::test(start_paused = true)]

@@ -312,17 +312,21 @@ impl StateStore {
         }
     }
 
-    /// Charges every limiter or none; `Some((i, wait))` when `limiters[i]` refuses.
+    /// Charges every limiter `cost` units (a request's devices) or none; `Some((i, wait))`
+    /// when `limiters[i]` refuses.
     pub async fn limit(
         &self,
         limiters: &[Limiter],
+        cost: u32,
     ) -> Result<Option<(usize, Duration)>, StoreError> {
         if limiters.is_empty() {
             return Ok(None);
         }
         match &self.backend {
-            Backend::Memory(m, _) => metrics::timed("limit", async { Ok(m.limit(limiters)) }).await,
-            Backend::Redis(r) => metrics::timed("limit", r.limit(limiters)).await,
+            Backend::Memory(m, _) => {
+                metrics::timed("limit", async { Ok(m.limit(limiters, cost)) }).await
+            }
+            Backend::Redis(r) => metrics::timed("limit", r.limit(limiters, cost)).await,
         }
     }
 

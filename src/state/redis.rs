@@ -202,12 +202,14 @@ impl RedisStore {
     pub async fn limit(
         &self,
         limiters: &[Limiter],
+        cost: u32,
     ) -> Result<Option<(usize, Duration)>, StoreError> {
         let mut inv = SCRIPTS.gcra.prepare_invoke();
         for l in limiters {
             let (interval, tolerance) = gcra_params(l.rate);
             inv.key(&l.key).arg(interval).arg(tolerance);
         }
+        inv.arg(cost.max(1));
         let (refused, wait): (usize, u64) = self.script(inv).await?;
         Ok(refused
             .checked_sub(1)

@@ -185,3 +185,109 @@ async fn the_bulk_cap_is_the_operators() {
     let (status, out) = gw.terminate().await;
     assert!(status.success(), "{out}");
 }
+
+/// A policy where `ops` may sync any device, with `caller_extra` on the caller, `rule_extra`
+/// on the rule and `tail` after the rules.
+fn counted_policy(caller_extra: &str, rule_extra: &str, tail: &str) -> String {
+    format!(
+        "version: 1\ncallers:\n  - name: ops\n    api_key_sha256: \"{}\"\n{caller_extra}rules:\n  - name: sync-anything\n    callers: [ops]\n    operations: [managedDevices.syncDevice]\n{rule_extra}{tail}",
+        api_key_sha256(KEY)
+    )
+}
+
+async fn counted(policy: String) -> common::Harness {
+    common::start_with(Options {
+        policy: Some(policy),
+        ..Options::default()
+    })
+    .await
+}
+
+/// A real bulk request counts once per device on each budget: four devices do not fit a
+/// caller's budget of 3, nor a tenant budget of 3, whatever the request count.
+#[tokio::test]
+async fn a_bulk_request_spends_one_unit_of_each_budget_per_device() {
+    let four =
+        json!({"actionName": "syncDevice", "deviceIds": [A, B, DEMO_IOS_DEVICE_ID, UNKNOWN]});
+    let three = json!({"actionName": "syncDevice", "deviceIds": [A, B, DEMO_IOS_DEVICE_ID]});
+    for (policy, budget) in [
+        (
+            counted_policy("    budget: 3 per day\n", "", ""),
+            "caller:ops",
+        ),
+        (
+            counted_policy(
+                "",
+                "",
+                "tenant_budgets:\n  managedDevices.syncDevice: 3 per day\n",
+            ),
+            "tenant:managedDevices.syncDevice",
+        ),
+    ] {
+        let h = counted(policy).await;
+        let reply = bulk(&h, four.clone()).await;
+        reply.assert_graph_error(429, "budgetExhausted");
+        let message = reply.json()["error"]["message"].to_string();
+        assert!(message.contains(budget), "{message}");
+        assert!(reply.headers.contains_key("retry-after"));
+        assert!(h.emulator.graph_requests().is_empty(), "nothing sent");
+        // Three devices fit exactly; then even one more does not.
+        assert_eq!(bulk(&h, three.clone()).await.status, 200);
+        let one = json!({"actionName": "syncDevice", "deviceIds": [A]});
+        bulk(&h, one)
+            .await
+            .assert_graph_error(429, "budgetExhausted");
+        assert_eq!(h.emulator.graph_requests().len(), 1, "{budget}");
+        let records = h.audit_records().await;
+        let limited = records
+            .iter()
+            .filter(|r| r["decision"] == "rate_limited")
+            .count();
+        assert_eq!(limited, 2, "both refusals audited as rate limited");
+        h.shut_down().await;
+    }
+}
+
+/// Rate limits count devices too: a rule's 5 per minute takes a bulk request of 4, then
+/// refuses one of 2 (with when to retry), and a request of 6 can never fit: it is refused
+/// saying to split it.
+#[tokio::test]
+async fn a_rate_limit_counts_a_bulk_requests_devices() {
+    let h = counted(counted_policy("", "    rate_limit: 5 per minute\n", "")).await;
+    let devices = |ids: &[&str]| json!({"actionName": "syncDevice", "deviceIds": ids});
+    assert_eq!(
+        bulk(&h, devices(&[A, B, DEMO_IOS_DEVICE_ID, UNKNOWN]))
+            .await
+            .status,
+        200
+    );
+    let two = bulk(&h, devices(&[A, B])).await;
+    two.assert_graph_error(429, "activityLimitReached");
+    let wait: u64 = two.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&wait), "one device's interval: {wait}");
+    let six = [
+        A,
+        B,
+        C,
+        DEMO_IOS_DEVICE_ID,
+        UNKNOWN,
+        "3e9c5041-4d5e-4f60-b1c2-334455667788",
+    ];
+    let over = bulk(&h, devices(&six)).await;
+    over.assert_graph_error(429, "activityLimitReached");
+    let message = over.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("lists 6 devices") && message.contains("at most 5 devices per request"),
+        "{message}"
+    );
+    assert_eq!(
+        h.emulator.graph_requests().len(),
+        1,
+        "only the first was sent"
+    );
+    h.shut_down().await;
+}

@@ -446,3 +446,47 @@ async fn secrets_reach_the_caller_and_not_the_audit() {
     }
     h.shut_down().await;
 }
+
+/// A secret read is never stored for replay, even with an `Idempotency-Key`: the same key
+/// twice asks Graph twice (a secret reaches its caller only, and is not kept in the
+/// gateway's store), and neither answer is marked replayed.
+#[tokio::test]
+async fn a_secret_read_with_an_idempotency_key_is_asked_of_graph_each_time() {
+    let h = start().await;
+    let mac = device_for("getFileVaultKey");
+    let path = format!("/beta/deviceManagement/managedDevices/{mac}/getFileVaultKey()");
+    let secret = h
+        .emulator
+        .device_secrets(&mac)
+        .unwrap()
+        .file_vault_key
+        .expose()
+        .to_owned();
+    for _ in 0..2 {
+        let req = Request::get(format!("http://{}{path}", h.gateway))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("idempotency-key", "read-fv-0001")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let reply = h.send(req).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert!(!reply.headers.contains_key("idempotent-replayed"));
+        assert!(String::from_utf8_lossy(&reply.body).contains(&secret));
+    }
+    let asked = h
+        .emulator
+        .graph_requests()
+        .iter()
+        .filter(|r| r.path.contains("getFileVaultKey"))
+        .count();
+    assert_eq!(asked, 2, "Graph was asked each time");
+    let store = h.gw.idempotency().unwrap();
+    assert!(
+        !store.holds("runner", "read-fv-0001"),
+        "nothing stored for replay"
+    );
+    assert_eq!(store.key_count().await, 0);
+    let audit = serde_json::to_string(&h.audit_records().await).unwrap();
+    assert!(!audit.contains(&secret));
+    h.shut_down().await;
+}

@@ -44,6 +44,7 @@ mod observability;
 mod operator;
 mod policy;
 mod reconcile;
+mod refusal_logs;
 mod reload;
 mod resilience;
 mod schemathesis;

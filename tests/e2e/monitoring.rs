@@ -388,6 +388,7 @@ fn the_rules_and_the_dashboard_use_only_metrics_graphgate_exports() {
         "graphgate_audit_ship_lag_records",
         "graphgate_audit_ship_failures_total",
         "graphgate_connections_closed_total",
+        "graphgate_log_suppressed_total",
     ] {
         assert!(used.contains(name), "the dashboard has no panel for {name}");
     }
