@@ -15,7 +15,8 @@ use graphgate::server::ServerLimits;
 #[derive(Parser)]
 #[command(
     name = "graphgate",
-    version,
+    // The commit comes from build.rs (git, or GRAPHGATE_BUILD_COMMIT for builds without .git).
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GRAPHGATE_BUILD_COMMIT"), ")"),
     about = "Authenticating gateway for privileged Microsoft Graph (Intune) actions"
 )]
 pub struct Cli {

@@ -10,7 +10,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::state::metrics::Register as _;
 
 /// Labels of `graphgate_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +53,8 @@ struct ReasonLabel {
 
 struct Metrics {
     registry: Registry,
+    /// Every sample name the registry can show (see [`exported_names`]).
+    names: Vec<String>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<OperationLabel, Histogram>,
     upstream_duration: Histogram,
@@ -90,8 +95,32 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// The process registry being built, noting each metric's sample names as it takes it: a
+/// family without a sample yet is left out of `/metrics`, so this list, not the text, says
+/// what the gateway can export.
+#[derive(Default)]
+struct Registrar {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl crate::state::metrics::Register for Registrar {
+    /// Registers `metric` as `name` (a counter's samples are `<name>_total`, a histogram's
+    /// `<name>_bucket`, `_sum` and `_count`).
+    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
+        let suffixes: &[&str] = match M::TYPE {
+            MetricType::Counter => &["_total"],
+            MetricType::Histogram => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        self.names
+            .extend(suffixes.iter().map(|suffix| format!("{name}{suffix}")));
+        self.registry.register(name, help, metric);
+    }
+}
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let mut registry = Registry::default();
+    let mut registrar = Registrar::default();
     let requests = Family::<RequestLabels, Counter>::default();
     let request_duration =
         Family::<OperationLabel, Histogram>::new_with_constructor(latency as fn() -> Histogram);
@@ -117,8 +146,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         context_refusals: Family::default(),
         audit_trust: AuditTrust::default(),
         registry: Registry::default(),
+        names: Vec::new(),
     };
-    let r = &mut registry;
+    let r = &mut registrar;
     r.register(
         "graphgate_requests",
         "Requests answered, by operation, decision and status class",
@@ -216,10 +246,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     crate::state::metrics::register(r);
     register_audit_trust(r, &m.audit_trust);
-    Metrics { registry, ..m }
+    Metrics {
+        registry: registrar.registry,
+        names: registrar.names,
+        ..m
+    }
 });
 
-fn register_audit_trust(r: &mut Registry, t: &AuditTrust) {
+fn register_audit_trust(r: &mut Registrar, t: &AuditTrust) {
     r.register(
         "graphgate_audit_checkpoints",
         "Signed audit checkpoints written, by result",
@@ -505,6 +539,13 @@ pub fn encode() -> String {
     out
 }
 
+/// Every sample name `/metrics` can show (`graphgate_requests_total`,
+/// `graphgate_request_duration_seconds_bucket`, `graphgate_audit_ship_lag_records`, ...),
+/// whether or not it has a sample yet: what dashboards and alert rules may select.
+pub fn exported_names() -> &'static [String] {
+    &METRICS.names
+}
+
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -523,6 +564,29 @@ mod tests {
         assert!(text.contains(r#"graphgate_policy_reloads_total{result="ok"}"#));
         assert!(text.contains("graphgate_request_duration_seconds_bucket"));
         assert!(!text.contains("no-such-op"));
+    }
+
+    #[test]
+    fn exported_names_list_every_sample_name_before_its_first_sample() {
+        let names = exported_names();
+        for name in [
+            "graphgate_requests_total",
+            "graphgate_request_duration_seconds_bucket",
+            "graphgate_request_duration_seconds_count",
+            "graphgate_audit_ship_lag_records",
+            "graphgate_reconcile_actions",
+            "graphgate_state_store_errors_total",
+            "graphgate_budget_limit",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        request_done("none", "none", 401, Duration::from_millis(1));
+        reconcile_actions(0, 0);
+        crate::state::metrics::budget("caller:exported-names-test", 0, 1);
+        for line in encode().lines().filter(|l| !l.starts_with('#')) {
+            let sample = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(names.iter().any(|n| n == sample), "{sample} is not listed");
+        }
     }
 
     #[test]

@@ -96,13 +96,32 @@ pub fn spawn(
         .with_service_name(config.service_name.clone())
         .build();
     exporter.set_resource(&resource);
+    let (acked, acked_rx) = watch::channel(read_cursor(log));
+    tokio::spawn(report_lag(durable.clone(), acked_rx));
     let shipper = Shipper {
         log: log.to_owned(),
         exporter,
         provider: SdkLoggerProvider::builder().with_resource(resource).build(),
         scope: InstrumentationScope::builder(SCOPE).build(),
+        acked,
     };
     Ok(tokio::spawn(shipper.run(durable)))
+}
+
+/// Keeps `graphgate_audit_ship_lag_records` at the durable head minus the last record the
+/// collector acknowledged, whenever either moves: so the gauge grows with every record
+/// written while the collector is down (the shipper is then stuck retrying one batch) and
+/// falls back to 0 once it has taken them. Ends with the shipper or the log.
+async fn report_lag(mut durable: watch::Receiver<u64>, mut acked: watch::Receiver<u64>) {
+    loop {
+        let head = *durable.borrow_and_update();
+        let shipped = *acked.borrow_and_update();
+        crate::metrics::audit_ship_lag(head.saturating_sub(shipped));
+        tokio::select! {
+            changed = durable.changed() => if changed.is_err() { return },
+            changed = acked.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 struct Shipper {
@@ -111,6 +130,8 @@ struct Shipper {
     /// Makes log records (nothing is emitted through it: the batches go to `exporter`).
     provider: SdkLoggerProvider,
     scope: InstrumentationScope,
+    /// The last record the collector acknowledged (for [`report_lag`]).
+    acked: watch::Sender<u64>,
 }
 
 impl Shipper {
@@ -128,12 +149,10 @@ impl Shipper {
             else {
                 return;
             };
-            let acked = f.next_seq().saturating_sub(1);
             follower = Some(f);
             let lines = match lines {
                 Ok(lines) if !lines.is_empty() => lines,
                 Ok(_) => {
-                    crate::metrics::audit_ship_lag(until.saturating_sub(acked));
                     if durable.changed().await.is_err() {
                         return;
                     }
@@ -146,7 +165,6 @@ impl Shipper {
                 }
             };
             self.ship(&lines).await;
-            crate::metrics::audit_ship_lag(until.saturating_sub(acked));
         }
     }
 
@@ -176,6 +194,7 @@ impl Shipper {
         if let Err(e) = write_cursor(&self.log, last) {
             tracing::warn!(error = %e, "could not save the audit shipping cursor (records may be shipped again after a restart)");
         }
+        self.acked.send_replace(last);
     }
 }
 

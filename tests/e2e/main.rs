@@ -38,6 +38,7 @@ mod input;
 mod jwt_callers;
 mod jwt_hostile;
 mod metrics;
+mod monitoring;
 mod mtls;
 mod observability;
 mod operator;

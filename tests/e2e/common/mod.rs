@@ -19,7 +19,7 @@ pub mod replicas;
 pub mod served;
 pub mod tools;
 
-pub use tools::require_tool;
+pub use tools::{PYTHON_INSTALL, python_tool, require_tool};
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
