@@ -256,7 +256,7 @@ impl Gateway {
         let (request, stated) = (&asked.request, &asked.stated);
         let policy = &installed.policy;
         // A bulk request must be allowed for every device it lists.
-        let initiator = stated.initiator();
+        let initiator = stated.person();
         let (decision, refused) = match &request.bulk {
             Some(plan) => {
                 let version = request.target.version;

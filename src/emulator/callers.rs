@@ -282,4 +282,16 @@ impl super::Emulator {
         mint_user_token(&self.state, client_id, upn, scp, api, cloud)
             .map_err(super::EmulatorError::Config)
     }
+
+    /// Test hook: `claims` as they are, signed with Entra's token-signing key (tokens Entra
+    /// would never issue, to show what graphgate makes of them). Records nothing.
+    pub fn sign_entra_claims(
+        &self,
+        claims: &serde_json::Value,
+    ) -> Result<String, super::EmulatorError> {
+        self.state
+            .key
+            .sign(claims)
+            .map_err(super::EmulatorError::Key)
+    }
 }

@@ -279,6 +279,10 @@ fn require_and_initiators_are_validated() {
 }
 
 fn decide(p: &Policy, initiator: Option<&str>) -> (bool, Option<String>) {
+    decide_for(p, initiator.map(Person::stated).as_ref())
+}
+
+fn decide_for(p: &Policy, initiator: Option<&Person>) -> (bool, Option<String>) {
     let params = Params(vec![]);
     let d = p.decide(&Facts {
         caller: p.caller_index("k8s-job").unwrap(),
@@ -319,6 +323,45 @@ fn initiators_are_a_condition_of_their_rule() {
         device: OID,
     };
     assert!(p.decide_before_body(&scope).is_none());
+}
+
+#[test]
+fn a_person_known_by_both_ids_is_matched_by_either() {
+    const USER_OID: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    let p = compile(
+        CALLERS,
+        &format!("{RULE}    initiators: [\"@contoso.com\"]\n  - name: not-bob\n    effect: deny\n    callers: [k8s-job]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    initiators: [{USER_OID}]\n"),
+    )
+    .unwrap();
+    let both = Person {
+        upn: Some("bob@contoso.com".into()),
+        oid: Some(USER_OID.into()),
+    };
+    assert_eq!(
+        decide_for(&p, Some(&both)),
+        (false, Some("not-bob".into())),
+        "the deny lists the object id; the person is stated by UPN and object id"
+    );
+    let upn_only = Person::stated("bob@contoso.com");
+    assert_eq!(decide_for(&p, Some(&upn_only)), (true, Some("r".into())));
+    let oid_only = Person::stated(&USER_OID.to_uppercase());
+    assert_eq!(oid_only.oid.as_deref(), Some(USER_OID));
+    assert_eq!(
+        decide_for(&p, Some(&oid_only)),
+        (false, Some("not-bob".into()))
+    );
+    assert_eq!(both.primary(), "bob@contoso.com");
+    assert!(both.is("BOB@contoso.com") && both.is(&USER_OID.to_uppercase()));
+    assert!(!both.is("alice@contoso.com"));
+    // The deny names bob by object id only: `policy check` says a UPN alone slips past it.
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("deny rule 'not-bob' names people by object ids only"));
+    let both_ids = compile(
+        CALLERS,
+        &format!("{RULE}  - name: not-bob\n    effect: deny\n    callers: [k8s-job]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    initiators: [{USER_OID}, bob@contoso.com]\n"),
+    )
+    .unwrap();
+    assert!(both_ids.warnings.is_empty(), "{:?}", both_ids.warnings);
 }
 
 /// The names serde expects in `T`: from its refusal of an unknown field (`deny_unknown_fields`

@@ -41,6 +41,7 @@ mod metrics;
 mod mtls;
 mod observability;
 mod operator;
+mod people;
 mod policy;
 mod reconcile;
 mod reload;
