@@ -262,9 +262,17 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
         Ok(()) => (true, "ok".to_owned(), None),
         Err(e) => (false, format!("error: {e}"), Some(e.kind().as_str())),
     };
-    let ready = policy_ok && audit != "failing" && token == "ok" && missing.is_empty() && state_ok;
+    // Shutting down: the load balancer should send nothing more here.
+    let draining = gateway.is_draining();
+    let ready = policy_ok
+        && audit != "failing"
+        && token == "ok"
+        && missing.is_empty()
+        && state_ok
+        && !draining;
     let detail = json!({
         "ready": ready,
+        "draining": draining,
         "checks": {
             "policy": {
                 "ok": policy_ok,

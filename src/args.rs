@@ -206,8 +206,11 @@ pub struct BoundArgs {
     /// How long an Idempotency-Key (or client-request-id) is remembered.
     #[arg(long, env = "GRAPHGATE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
-    /// Longest time in-flight requests get to finish on shutdown.
-    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    /// Longest time calls already sent to Graph get to finish after SIGTERM (duplicates
+    /// waiting on a claim are answered 409 at once, nothing new is sent); then the audit is
+    /// flushed and the process exits. Keep it below the pod's terminationGracePeriodSeconds
+    /// (30 in the Kubernetes base) and systemd's TimeoutStopSec, with room for the flush.
+    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 }
 

@@ -349,6 +349,10 @@ impl Gateway {
     ) -> Result<Result<UpstreamReply, UpstreamError>, GatewayError> {
         // A token before the intent: without one nothing can be sent, so nothing is intended.
         let token = forward::acquire_token(&self.broker).await?;
+        // Shutting down: what is not yet sent is not sent (another replica will take it).
+        if self.is_draining() {
+            return Err(GatewayError::ShuttingDown);
+        }
         trail.token_app_id(token.claims.appid.as_deref());
         // Write-ahead: the intent is durable before Graph is asked to act. If the audit log
         // cannot take it, nothing is sent (fail closed).

@@ -42,9 +42,17 @@ fn main() -> ExitCode {
             Command::Policy(cmd) => policy(cmd),
             Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
         };
-        telemetry.shutdown().await;
+        if tokio::time::timeout(TELEMETRY_FLUSH, telemetry.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!("graphgate: traces not exported within {TELEMETRY_FLUSH:?} at exit");
+        }
         result
     });
+    // Whatever is still running (a call past the grace period, a blocking export) does not
+    // hold the exit: the audit is flushed and the exporters were given their turn.
+    runtime.shutdown_timeout(EXIT_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -53,6 +61,13 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the exit waits for tasks still running once serving, the audit flush and the
+/// exporters' flush are done (or given up).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the trace exporter gets to send what it holds at exit (a collector that hangs
+/// must not hold the process past its grace period).
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(3);
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 

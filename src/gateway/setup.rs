@@ -109,6 +109,8 @@ pub struct Gateway {
     reload_error: arc_swap::ArcSwapOption<String>,
     /// Whether the policy reloader is alive, if one follows the policy file (for readiness).
     reloader: arc_swap::ArcSwapOption<ReloaderProbe>,
+    /// Set when shutdown begins: nothing more is sent to Graph (see [`Gateway::begin_drain`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Asks whether the reloader following the policy file is still alive.
@@ -188,6 +190,7 @@ impl Gateway {
             audit: Audit::disabled(),
             reload_error: arc_swap::ArcSwapOption::empty(),
             reloader: arc_swap::ArcSwapOption::empty(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -278,6 +281,21 @@ impl Gateway {
     /// The token broker (for readiness and tests).
     pub fn broker(&self) -> &TokenBroker {
         &self.broker
+    }
+
+    /// Shutdown has begun: requests not yet sent to Graph are refused (503 with
+    /// `Retry-After`, nothing sent, their idempotency keys let go), duplicates waiting for a
+    /// first request stop waiting (409 with `Retry-After`), and calls already sent to Graph
+    /// finish. Readiness fails from now on.
+    pub fn begin_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.stop_waiting();
+    }
+
+    /// Whether shutdown has begun (see [`Gateway::begin_drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many requests of the caller named `caller` are in flight past the pre-body policy.

@@ -52,7 +52,13 @@ fn judge(value: &[u8], fingerprint: &str) -> Result<Seen, StoreError> {
 impl RedisStore {
     /// Claims `key` for the request with `fingerprint`, or waits (up to the bound) for the
     /// request that holds it and answers with its result.
-    pub async fn claim(&self, key: &str, fingerprint: [u8; 32]) -> Result<Claim, StoreError> {
+    /// A duplicate stops waiting (answered [`Claim::InFlight`]) when `stop` turns true.
+    pub async fn claim(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Claim, StoreError> {
         let fp = hex(&fingerprint);
         let deadline = crate::clock::Instant::now() + self.claims().wait;
         loop {
@@ -80,7 +86,8 @@ impl RedisStore {
                     ));
                 }
             };
-            if let Some(claim) = self.wait_for_first(key, &fp, held, deadline).await? {
+            let waited = self.wait_for_first(key, &fp, held, deadline, &mut stop);
+            if let Some(claim) = waited.await? {
                 return Ok(claim);
             }
             // The first let its key go (its action did not run): claim it again.
@@ -95,6 +102,7 @@ impl RedisStore {
         fp: &str,
         held: Vec<u8>,
         deadline: tokio::time::Instant,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Option<Claim>, StoreError> {
         let mut poll = POLL_MIN;
         let mut seen = Some(held);
@@ -107,7 +115,11 @@ impl RedisStore {
             if crate::clock::Instant::now() + poll > deadline {
                 return Ok(Some(Claim::InFlight));
             }
-            tokio::time::sleep(poll).await;
+            // Only between looks: a look is a GET, nothing to leave half done.
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = super::stopped(stop) => return Ok(Some(Claim::InFlight)),
+            }
             poll = (poll * 2).min(POLL_MAX);
             let get = |mut conn: ConnectionManager| {
                 let key = key.to_owned();

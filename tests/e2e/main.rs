@@ -49,6 +49,7 @@ mod resilience;
 mod schemathesis;
 mod sdk;
 mod shared_state;
+mod shutdown;
 mod startup;
 mod state_store;
 mod stated;

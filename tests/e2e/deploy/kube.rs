@@ -569,7 +569,7 @@ fn the_pod_is_non_root_read_only_and_without_capabilities() {
             .as_u64()
             .unwrap();
         assert!(
-            pod_grace > grace.parse().unwrap(),
+            pod_grace >= grace.parse::<u64>().unwrap() + 5,
             "{}: {pod_grace}",
             r.overlay
         );
