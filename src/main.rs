@@ -10,6 +10,7 @@ use clap::Parser;
 use graphgate::app::{self, Settings};
 use graphgate::credential::Credential;
 use graphgate::emulator::{AppRegistration, Emulator, EmulatorConfig};
+use graphgate::otlp::{OtlpTls, Signal};
 use graphgate::policy::Policy;
 use graphgate::secret::Secret;
 use graphgate::server;
@@ -80,6 +81,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "graphgate".into()),
+        tls: OtlpTls::from_env(Signal::Traces, |name| std::env::var(name).ok()),
     })
 }
 
@@ -233,6 +235,7 @@ fn start_shipping(args: &ServeArgs, audit: &graphgate::audit::Audit) -> Fallible
     let config = graphgate::audit::ship::ShipConfig {
         logs_endpoint: None,
         service_name: otlp.service_name,
+        tls: OtlpTls::from_env(Signal::Logs, |name| std::env::var(name).ok()),
     };
     graphgate::audit::ship::spawn(log, durable, &config)?;
     tracing::info!(

@@ -21,6 +21,7 @@ fn config(rx: &Receiver) -> ShipConfig {
     ShipConfig {
         logs_endpoint: Some(format!("http://{}/v1/logs", rx.addr)),
         service_name: "graphgate-ship-test".into(),
+        tls: Default::default(),
     }
 }
 

@@ -41,6 +41,7 @@ mod metrics;
 mod mtls;
 mod observability;
 mod operator;
+mod otlp_tls;
 mod people;
 mod policy;
 mod reconcile;

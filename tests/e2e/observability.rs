@@ -70,6 +70,7 @@ async fn observe_at(level: tracing_subscriber::filter::LevelFilter) -> Observed 
     let provider = telemetry::tracer_provider(&OtlpConfig {
         traces_endpoint: Some(format!("http://{addr}/v1/traces")),
         service_name: "graphgate-test".into(),
+        tls: Default::default(),
     })
     .unwrap();
     let logs = Buffer::default();

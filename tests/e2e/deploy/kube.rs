@@ -408,6 +408,7 @@ fn secret_data(name: &str, operator: &Operator) -> Option<BTreeMap<String, Vec<u
         "graphgate-audit-signing" => {
             vec![("signing.key", launch::audit_signing_key().private.clone())]
         }
+        "graphgate-otlp-ca" => vec![("ca.crt", pki.server_ca.pem.clone().into_bytes())],
         "graphgate-admin-token" => {
             let token = uuid::Uuid::new_v4().simple().to_string();
             vec![("token", token.into_bytes())]
@@ -637,6 +638,37 @@ fn the_network_policy_admits_callers_by_namespace_and_label_never_by_label_alone
             }
         }
     }
+}
+
+#[test]
+fn traces_and_audit_records_go_to_the_collector_over_tls_checked_against_its_ca() {
+    let Some(rendered) = rendered() else { return };
+    for r in rendered {
+        let endpoint = r.env("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap();
+        assert!(
+            endpoint.starts_with("https://"),
+            "{}: {endpoint}",
+            r.overlay
+        );
+        let ca = r.env("OTEL_EXPORTER_OTLP_CERTIFICATE").unwrap();
+        let mounts = r.container()["volumeMounts"].as_array().unwrap();
+        let mount = mounts
+            .iter()
+            .find(|m| ca.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{}: {ca} is not mounted", r.overlay));
+        let volume = r.volume(mount["name"].as_str().unwrap());
+        assert_eq!(volume["secret"]["secretName"], "graphgate-otlp-ca");
+        assert!(
+            volume["secret"]["optional"] != true,
+            "required: never in clear"
+        );
+    }
+    // The collector's example configuration accepts TLS on the port graphgate sends to.
+    let collector = yaml(&deploy().join("otel-collector.yaml"));
+    let http = &collector["receivers"]["otlp"]["protocols"]["http"];
+    assert_eq!(http["endpoint"], "0.0.0.0:4318");
+    assert!(http["tls"]["cert_file"].is_string(), "{http}");
+    assert!(http["tls"]["key_file"].is_string(), "{http}");
 }
 
 #[test]
