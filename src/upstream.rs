@@ -21,6 +21,10 @@ use tower_service::Service;
 
 use crate::tls;
 
+/// Largest answer body read from Graph, by forwarding and by reconciliation alike: past it
+/// the answer is refused, never buffered whole.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// The pooled client every outbound request uses.
 pub type HttpClient = Client<HttpsConnector<ConnectTo>, Full<Bytes>>;
 

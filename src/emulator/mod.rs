@@ -360,6 +360,12 @@ impl Emulator {
         self.state.set_action_outcomes(outcomes);
     }
 
+    /// Test hook: every device read answers `deviceActionResults` with `answer`, whatever
+    /// it is (a hostile Graph: huge, or with long strings); `None` restores the devices' own.
+    pub fn set_action_results_answer(&self, answer: Option<serde_json::Value>) {
+        self.state.set_results_answer(answer);
+    }
+
     /// The arranged action outcomes in force.
     pub fn action_outcomes(&self) -> Vec<ActionOutcome> {
         self.state.action_outcomes()

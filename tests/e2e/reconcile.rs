@@ -252,3 +252,59 @@ async fn a_restart_between_the_call_and_its_completion_loses_nothing() {
     let (status, out) = gw.terminate().await;
     assert!(status.success(), "{out}");
 }
+
+/// A hostile Graph: an answer past the forwarding path's size cap is refused unread (the
+/// read fails, and is retried), and Graph's strings reach a completion's note clipped.
+#[tokio::test]
+async fn a_hostile_graph_answer_is_bounded_in_size_and_in_the_note() {
+    let backend = served::backend(emulator(Duration::from_secs(1), vec![], true)).await;
+    let result = |updated: String| {
+        serde_json::json!([{
+            "actionName": ACTION,
+            "actionState": "done",
+            "startDateTime": null,
+            "lastUpdatedDateTime": updated,
+        }])
+    };
+    // 2 MiB: over the 1 MiB every Graph answer is held to.
+    let huge = result("9".repeat(2 * 1024 * 1024));
+    backend.emulator.set_action_results_answer(Some(huge));
+    let mut cmd = backend.serve_command();
+    cmd.args(["--reconcile-outcomes", "--reconcile-deadline-secs", "60"]);
+    let mut gw = backend.serve(cmd).await;
+    let r = gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await;
+    assert_eq!(r.status, 204);
+    let id = r.headers["x-graphgate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let refused = gw
+        .proc
+        .stdout
+        .wait_for_async(Duration::from_secs(30), |l| {
+            l.contains("could not read the device's action results")
+                && l.contains("an answer larger than 1048576 bytes")
+        })
+        .await;
+    assert!(refused.is_some(), "{}", gw.proc.stdout.text());
+    let polls = gw.metrics().await;
+    assert!(
+        metrics::value(&polls, "graphgate_reconcile_polls_total{result=\"error\"}") >= 1.0,
+        "{polls}"
+    );
+    // 100 KB of text in one field: the completion is written, its note a short line.
+    backend
+        .emulator
+        .set_action_results_answer(Some(result("9".repeat(100_000))));
+    let log = backend.dir.join("audit.jsonl");
+    let done = completion(&log, &id, Duration::from_secs(30)).await;
+    assert_eq!(done["completion"], "done", "{done}");
+    let note = done["note"].as_str().unwrap();
+    assert!(note.chars().count() < 300, "{} chars", note.len());
+    assert!(
+        note.contains("updated 9999") && note.contains('…'),
+        "{note}"
+    );
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+}

@@ -60,7 +60,7 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
         Duration::from_secs(30),
         async || {
             let commands = monitor.client_commands().await;
-            commands.iter().any(|c| c == "GET").then_some(())
+            commands.iter().any(|c| c == "GETRANGE").then_some(())
         },
     )
     .await;

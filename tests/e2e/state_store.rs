@@ -384,3 +384,97 @@ async fn memory_pacing_holds_in_every_window_as_slots_free_under_load() {
     assert!(sent >= 8, "slots freed and were used again: {sent} sent");
     assert_no_window_over(&times, 4, Duration::from_secs(1));
 }
+
+/// A claim value in Redis longer than any graphgate writes (someone with access to the store
+/// replaced a stored answer with a 4 MiB one): it is not read whole, the request is refused
+/// (503, fail closed), and nothing is sent; whether met when claiming or while waiting.
+#[tokio::test]
+async fn a_hostile_claim_value_in_redis_is_refused_unread() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let r = Replicas::start(
+        1,
+        &policy_text(),
+        state(&redis.url(), StateOptions::default()),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(r.call(0, &[("idempotency-key", "k-1")]).await.status, 204);
+    let mut conn = redis.connection().await;
+    let namespace = r.replicas[0].gw.state().namespace().clone();
+    let claim = |key: &str| namespace.idempotency("rooms-rotator", key);
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(claim("k-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored[0], b'D', "a stored answer");
+    let fingerprint = &stored[1..65];
+    // A stored answer that decodes, with a 4 MiB body (no Graph answer is over 1 MiB).
+    let mut answer: serde_json::Value = serde_json::from_slice(&stored[65..]).unwrap();
+    answer["body"] = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(vec![b'x'; 4 << 20])
+            .into()
+    };
+    let hostile = [
+        b"D".as_slice(),
+        fingerprint,
+        &serde_json::to_vec(&answer).unwrap(),
+    ]
+    .concat();
+    let set = |key: String, value: Vec<u8>| {
+        let mut conn = conn.clone();
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    set(claim("k-1"), hostile.clone()).await;
+    let refused = r.call(0, &[("idempotency-key", "k-1")]).await;
+    refused.assert_graph_error(503, "stateStoreUnavailable");
+    assert!(refused.body.len() < 4096, "{} bytes", refused.body.len());
+    // Met while waiting: a first request 'running', then its answer turns hostile.
+    let running = [b"R".as_slice(), fingerprint, b"another-replica"].concat();
+    set(claim("k-2"), running).await;
+    let mut monitor = redis.monitor().await;
+    let waiting = {
+        let addr = r.replicas[0].addr;
+        tokio::spawn(async move { call_at(addr, "k-2").await })
+    };
+    crate::common::eventually(
+        "the duplicate polls the claim",
+        Duration::from_secs(30),
+        async || {
+            let seen = monitor.client_commands().await;
+            seen.iter().any(|c| c == "GETRANGE").then_some(())
+        },
+    )
+    .await;
+    set(claim("k-2"), hostile).await;
+    let refused = waiting.await.unwrap();
+    refused.assert_graph_error(503, "stateStoreUnavailable");
+    assert_eq!(r.emulator.graph_requests().len(), 1, "nothing sent");
+}
+
+/// The standard call to the gateway at `addr` with `Idempotency-Key: key`.
+async fn call_at(addr: std::net::SocketAddr, key: &str) -> crate::common::Reply {
+    let req = http::Request::post(format!("http://{addr}{}", crate::common::ACTION_PATH))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::common::ROTATOR_KEY),
+        )
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            crate::common::body(),
+        )))
+        .unwrap();
+    crate::common::send_to(req).await
+}
