@@ -110,6 +110,13 @@ pub struct ServeArgs {
     /// audit console need when the admin listener is not on loopback.
     #[arg(long, env = "GRAPHGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin listener over TLS with this PEM certificate chain (with
+    /// --admin-tls-key), so the admin token never crosses the network in clear.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub audit: ServeAuditArgs,
     #[command(flatten)]

@@ -182,14 +182,17 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .audit()
         .write_start(concat!("graphgate ", env!("CARGO_PKG_VERSION"), " started"))
         .await?;
-    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
-    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz, /audit)");
+    let admin_tls = admin_tls(&args)?;
+    let scheme = if admin_tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %admin_addr, scheme, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
+    eprintln!("admin endpoints on {scheme}://{admin_addr} (/metrics, /healthz, /readyz, /audit)");
     let mut admin_stop = shutdown_rx.clone();
     let admin_options = admin_options(&args, &gateway)?;
-    tokio::spawn(graphgate::admin::serve_with(
+    tokio::spawn(graphgate::admin::serve_with_tls(
         admin,
         Arc::clone(&gateway),
         admin_options,
+        admin_tls,
         async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         },
@@ -259,6 +262,9 @@ fn admin_options(
         .transpose()?;
     if token.is_none() && !args.admin_listen.ip().is_loopback() {
         tracing::warn!(admin_listen = %args.admin_listen, "no --admin-token-file: off loopback, /metrics and the audit console answer 401 until one is set");
+    }
+    if token.is_some() && !args.admin_listen.ip().is_loopback() && args.admin_tls_cert.is_none() {
+        tracing::warn!(admin_listen = %args.admin_listen, "the admin listener is off loopback without TLS: the admin token crosses the network in clear (set --admin-tls-cert and --admin-tls-key)");
     }
     let verifier = match &args.audit.audit_signing_key_file {
         Some(file) => Some(graphgate::audit::serve::load_signer(file)?.verifier()),
@@ -348,6 +354,22 @@ fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
         client_crl: args.client_crl.clone(),
     };
     Ok(Some(graphgate::tls::server_config(&tls)?))
+}
+
+/// The admin listener's TLS, from `--admin-tls-cert` and `--admin-tls-key`.
+fn admin_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&args.admin_tls_cert, &args.admin_tls_key) else {
+        return Ok(None);
+    };
+    let read =
+        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
+    let tls = graphgate::tls::ServerTls {
+        cert_pem: read(cert)?,
+        key_pem: Secret::new(read(key)?),
+        client_ca_pem: None,
+        client_crl: None,
+    };
+    Ok(Some(graphgate::admin::admin_tls(&tls)?))
 }
 
 /// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not

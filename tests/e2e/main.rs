@@ -8,6 +8,7 @@
 
 mod common;
 
+mod admin_listener;
 mod audit;
 mod audit_chain;
 mod audit_checkpoints;

@@ -483,6 +483,10 @@ fn probe_paths(r: &Rendered) -> Vec<String> {
     for probe in ["readinessProbe", "startupProbe", "livenessProbe"] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["port"], "admin", "{}: {probe}", r.overlay);
+        // The admin port serves TLS (the token never in clear): the kubelet probes it so.
+        if r.env("GRAPHGATE_ADMIN_TLS_CERT").is_some() {
+            assert_eq!(get["scheme"], "HTTPS", "{}: {probe}", r.overlay);
+        }
         paths.push(get["path"].as_str().unwrap().to_owned());
     }
     paths
