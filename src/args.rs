@@ -344,7 +344,13 @@ pub enum PolicyCommand {
 pub struct StateArgs {
     /// 'memory' (this process alone) or a redis:// or rediss:// URL (Redis 6+ or Valkey),
     /// shared by every replica pointed at it.
-    #[arg(long = "state", env = "GRAPHGATE_STATE", default_value = "memory")]
+    // The URL may carry the password: `--help` must not print the variable's value.
+    #[arg(
+        long = "state",
+        env = "GRAPHGATE_STATE",
+        default_value = "memory",
+        hide_env_values = true
+    )]
     pub state: String,
     /// A file holding the Redis password (instead of putting it in the URL).
     #[arg(long, env = "GRAPHGATE_STATE_PASSWORD_FILE")]

@@ -135,9 +135,13 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             Policy::load(&path)?,
         )
     };
-    let audit =
-        graphgate::audit::cli::open_for_serve(&args.audit, args.emulator, extra_ca_pem.as_deref())
-            .await?;
+    let audit = graphgate::audit::cli::open_for_serve(
+        &args.audit,
+        args.emulator,
+        &connect_to,
+        extra_ca_pem.as_deref(),
+    )
+    .await?;
     if let Some(path) = audit.path() {
         eprintln!("audit log: {}", path.display());
     }
