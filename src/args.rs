@@ -365,13 +365,21 @@ pub struct StateArgs {
     /// audit log, <log name>.budgets.json].
     #[arg(long, env = "GRAPHGATE_BUDGET_FILE")]
     pub budget_file: Option<PathBuf>,
+    /// The deployment's name in a shared store's keys (1 to 64 letters, digits, '.', '_',
+    /// '-'): the replicas of one deployment share it, other deployments of the tenant on the
+    /// same Redis keep their own counters and claims [default: derived from the app's client
+    /// id and the policy file's path].
+    #[arg(long, env = "GRAPHGATE_STATE_NAMESPACE")]
+    pub state_namespace: Option<String>,
 }
 
 impl StateArgs {
     /// The state setting; the memory store's budget file defaults to one beside `audit_log`.
+    /// `default_namespace` names the deployment when `--state-namespace` does not.
     pub fn config(
         &self,
         audit_log: Option<&std::path::Path>,
+        default_namespace: Option<String>,
     ) -> Result<graphgate::state::StateConfig, graphgate::state::StateSetupError> {
         let memory = self.state == "memory";
         let budget_file = self.budget_file.clone().or_else(|| {
@@ -386,6 +394,7 @@ impl StateArgs {
                 ca_file: self.state_ca_file.clone(),
                 timeout: Duration::from_millis(self.state_timeout_ms.max(1)),
                 budget_file,
+                namespace: self.state_namespace.clone().or(default_namespace),
             },
         )
     }

@@ -88,7 +88,7 @@ fn otlp_from_env() -> Option<OtlpConfig> {
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     // Mistakes in the flags stop start-up before anything else is done.
     check_listen_addresses(&args)?;
-    args.state.config(None)?;
+    args.state.config(None, None)?;
     warn_about_overrides(&args);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
@@ -158,14 +158,18 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     };
     let tls = server_tls(&args)?;
     let demo_key_accepted = demo::accepts_demo_key(&policy);
-    let state = args.state.config(settings.audit.path())?;
+    // Replicas of this deployment share its name; another deployment of the tenant (its own
+    // app or policy file) on the same Redis does not.
+    let default_namespace = graphgate::state::default_deployment(
+        settings.credential.client_id(),
+        reload_path_of(&args).as_deref(),
+    );
+    let state = args
+        .state
+        .config(settings.audit.path(), Some(default_namespace))?;
     announce_state(&state);
     let gateway = app::build_with_state(&settings, policy, &state)?;
-    let reload_path = (args.policy.is_some() || !args.emulator).then(|| {
-        args.policy
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("policy.yaml"))
-    });
+    let reload_path = reload_path_of(&args);
     if let Some(path) = reload_path {
         let (reloader, _status) = graphgate::reload::Reloader::new(path, Arc::clone(&gateway));
         let mut rx = shutdown_rx.clone();
@@ -227,6 +231,15 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     }
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// The policy file `serve` follows (none for the emulator's built-in demo policy).
+fn reload_path_of(args: &ServeArgs) -> Option<PathBuf> {
+    (args.policy.is_some() || !args.emulator).then(|| {
+        args.policy
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("policy.yaml"))
+    })
 }
 
 /// Ships the audit log's records as OTLP log records, when OTLP export is configured.

@@ -148,7 +148,9 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
-        let namespace = Namespace::new(cloud, &broker.key().tenant);
+        let key = broker.key();
+        let deployment = crate::state::default_deployment(&key.client, None);
+        let namespace = Namespace::new(cloud, &key.tenant, &key.client, &deployment);
         let state = StateStore::in_process(namespace, limits.claims());
         Self::with_store(policy, cloud, broker, http, limits, state)
     }

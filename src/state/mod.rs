@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use budget_file::{BudgetFile, BudgetFileError};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
-pub use keys::{Namespace, budget_window};
+pub use keys::{Namespace, budget_window, default_deployment, valid_deployment};
 pub use memory_claims::IdempotencyStore;
 
 use crate::idempotency::StoredResponse;

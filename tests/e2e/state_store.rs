@@ -57,7 +57,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    let ns = Namespace::new(Cloud::Global, "tenant-1");
+    let ns = Namespace::new(Cloud::Global, "tenant-1", "app", "test");
     // Two replicas' worth of stores on one Redis.
     let a = StateStore::open(
         &state(&redis.url(), StateOptions::default()),
@@ -477,4 +477,142 @@ async fn call_at(addr: std::net::SocketAddr, key: &str) -> crate::common::Reply 
         )))
         .unwrap();
     crate::common::send_to(req).await
+}
+
+/// Two deployments of one tenant on one Redis (`--state-namespace`): each has its own caller
+/// counters; the replicas of one deployment share theirs; every key is under its
+/// deployment's name (the tenant write pacing aside, which is the app's).
+#[tokio::test]
+async fn deployments_with_their_own_namespace_do_not_share_counters_and_replicas_do() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = served::backend(EmulatorConfig::default()).await;
+    // One call a minute for the caller.
+    let policy = policy_text().replacen(
+        "    api_key_sha256",
+        "    rate_limit: 1 per minute\n    api_key_sha256",
+        1,
+    );
+    std::fs::write(backend.dir.join("policy.yaml"), policy).unwrap();
+    let serve = async |replica: &str, namespace: &str| {
+        let mut cmd = backend.replica_command(replica);
+        cmd.env("GRAPHGATE_STATE", redis.url())
+            .env("GRAPHGATE_STATE_NAMESPACE", namespace);
+        backend.serve(cmd).await
+    };
+    let rooms = serve("rooms-1", "rooms").await;
+    let desks = serve("desks-1", "desks").await;
+    let rooms_again = serve("rooms-2", "rooms").await;
+    let call = async |gw: &served::Served| {
+        gw.post(
+            crate::common::ACTION_PATH,
+            crate::common::ROTATOR_KEY,
+            &crate::common::body(),
+        )
+        .await
+    };
+    assert_eq!(call(&rooms).await.status, 204);
+    assert_eq!(call(&desks).await.status, 204, "its own counter");
+    let limited = call(&rooms_again).await;
+    limited.assert_graph_error(429, "activityLimitReached");
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(backend.emulator.graph_requests().len(), 2);
+    let mut conn = redis.connection().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let tenant = format!("graphgate:global:{DEMO_TENANT_ID}:");
+    for key in &keys {
+        let rest = key.strip_prefix(&tenant).unwrap_or_else(|| panic!("{key}"));
+        assert!(
+            rest.starts_with("d:rooms:")
+                || rest.starts_with("d:desks:")
+                || rest.starts_with("pace:"),
+            "{key}"
+        );
+    }
+    assert!(
+        keys.iter().any(|k| k.contains(":d:desks:rate:caller:")),
+        "{keys:?}"
+    );
+    // A name that cannot be one stops start-up.
+    let mut bad = backend.replica_command("bad");
+    bad.env("GRAPHGATE_STATE", redis.url())
+        .env("GRAPHGATE_STATE_NAMESPACE", "rooms:desks");
+    let (status, _, err) = crate::common::process::run_async(bad, served::START_STOP).await;
+    assert!(!status.success());
+    assert!(err.contains("GRAPHGATE_STATE_NAMESPACE"), "{err}");
+    for gw in [rooms, desks, rooms_again] {
+        let (status, out) = gw.terminate().await;
+        assert!(status.success(), "{out}");
+    }
+}
+
+/// Without `--state-namespace`, replicas of a deployment (one app, one policy file) share
+/// their counters; a deployment with another policy file does not, and an edit of the
+/// policy keeps them.
+#[tokio::test]
+async fn the_default_namespace_is_shared_by_replicas_and_survives_a_policy_edit() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let limited = policy_text().replacen(
+        "    api_key_sha256",
+        "    rate_limit: 1 per minute\n    api_key_sha256",
+        1,
+    );
+    std::fs::write(backend.dir.join("policy.yaml"), &limited).unwrap();
+    let other_dir = crate::common::temp_dir("other-policy");
+    std::fs::write(other_dir.join("policy.yaml"), &limited).unwrap();
+    let serve = async |replica: &str, policy: &std::path::Path| {
+        let mut cmd = backend.replica_command(replica);
+        cmd.env("GRAPHGATE_STATE", redis.url());
+        // The same command with its --policy replaced.
+        let mut moved = std::process::Command::new(cmd.get_program());
+        let mut args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+        let at = args.iter().position(|a| a == "--policy").unwrap() + 1;
+        args[at] = policy.as_os_str().to_owned();
+        moved.args(args).env_clear();
+        for (name, value) in cmd.get_envs() {
+            if let Some(value) = value {
+                moved.env(name, value);
+            }
+        }
+        backend.serve(moved).await
+    };
+    let call = async |gw: &served::Served| {
+        gw.post(
+            crate::common::ACTION_PATH,
+            crate::common::ROTATOR_KEY,
+            &crate::common::body(),
+        )
+        .await
+        .status
+    };
+    let first = serve("one", &backend.dir.join("policy.yaml")).await;
+    assert_eq!(call(&first).await, 204);
+    // The same deployment's other replica: the caller's one call this minute is spent.
+    let second = serve("two", &backend.dir.join("policy.yaml")).await;
+    assert_eq!(call(&second).await, 429);
+    // Another policy file (another deployment): its own counter.
+    let elsewhere = serve("three", &other_dir.join("policy.yaml")).await;
+    assert_eq!(call(&elsewhere).await, 204);
+    for gw in [first, second, elsewhere] {
+        let (status, out) = gw.terminate().await;
+        assert!(status.success(), "{out}");
+    }
+    // An edit of the policy (a comment) and a restart: still the same counters.
+    std::fs::write(
+        backend.dir.join("policy.yaml"),
+        format!("# edited\n{limited}"),
+    )
+    .unwrap();
+    let restarted = serve("one", &backend.dir.join("policy.yaml")).await;
+    assert_eq!(call(&restarted).await, 429, "the edit kept the counter");
+    let (status, out) = restarted.terminate().await;
+    assert!(status.success(), "{out}");
 }
