@@ -35,6 +35,8 @@ pub(crate) struct State {
     faults: ArcSwap<Armed>,
     /// A `deviceActionResults` answer replacing every device's (a hostile Graph, in tests).
     results_answer: arc_swap::ArcSwapOption<serde_json::Value>,
+    /// Members replacing those of Entra's discovery documents (a forged one, in tests).
+    discovery_override: arc_swap::ArcSwapOption<serde_json::Value>,
 }
 
 /// One device of the inventory: its record and the actions accepted for it.
@@ -85,6 +87,7 @@ impl State {
         State {
             outcomes: ArcSwap::from_pointee(config.action_outcomes.clone()),
             results_answer: arc_swap::ArcSwapOption::empty(),
+            discovery_override: arc_swap::ArcSwapOption::empty(),
             config,
             key,
             workloads: super::workload::Workloads::default(),
@@ -180,6 +183,18 @@ impl State {
     /// The `deviceActionResults` answer set by [`State::set_results_answer`], if any.
     pub(crate) fn results_answer(&self) -> Option<std::sync::Arc<serde_json::Value>> {
         self.results_answer.load_full()
+    }
+
+    /// Makes Entra's discovery documents carry `members` instead of their own (`None`: the
+    /// true documents again).
+    pub(crate) fn set_discovery_override(&self, members: Option<serde_json::Value>) {
+        self.discovery_override
+            .store(members.map(std::sync::Arc::new));
+    }
+
+    /// The members set by [`State::set_discovery_override`], if any.
+    pub(crate) fn discovery_override(&self) -> Option<std::sync::Arc<serde_json::Value>> {
+        self.discovery_override.load_full()
     }
 
     /// Replaces the arranged action outcomes (for actions accepted from now on).

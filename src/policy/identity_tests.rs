@@ -410,3 +410,61 @@ fn every_key_of_jwt_issuers_callers_and_rules_is_in_the_readme() {
         assert!(person.contains(&format!("{name}:")), "rule key '{name}'");
     }
 }
+
+#[test]
+fn jwks_hosts_are_pinned_for_entra_issuers_by_default_and_on_request_for_others() {
+    let p = compile(CALLERS, "").unwrap_or_else(|e| panic!("{e}"));
+    let (entra, k8s) = (&p.jwt_issuers[0], &p.jwt_issuers[1]);
+    assert!(entra.pin_jwks_host, "on by default for Entra");
+    assert!(!k8s.pin_jwks_host, "off by default for other issuers");
+    let discovery =
+        format!("https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration");
+    assert!(entra.jwks_host_allowed(&discovery, "login.microsoftonline.com"));
+    assert!(entra.jwks_host_allowed(&discovery, "LOGIN.microsoftonline.com"));
+    for elsewhere in [
+        "evil.example",
+        "login.microsoftonline.com.evil.example",
+        "login.microsoftonline.us",
+    ] {
+        assert!(
+            !entra.jwks_host_allowed(&discovery, elsewhere),
+            "{elsewhere}"
+        );
+    }
+    assert!(k8s.jwks_host_allowed(
+        "https://k8s.example/.well-known/openid-configuration",
+        "anywhere.example"
+    ));
+    // v1 issuers are on sts.windows.net; their keys on the cloud's authority.
+    assert!(jwt::is_entra_issuer(&format!(
+        "https://sts.windows.net/{TENANT}/"
+    )));
+    assert!(jwt::is_entra_issuer(&format!(
+        "https://login.partner.microsoftonline.cn/{TENANT}/v2.0"
+    )));
+    assert!(!jwt::is_entra_issuer(
+        "https://kubernetes.default.svc.cluster.local"
+    ));
+    assert!(!jwt::is_entra_issuer(
+        "https://sts.windows.net.evil.example/x/"
+    ));
+    assert_eq!(
+        jwt::url_host("https://u@h.example:8443/p?q"),
+        Some("h.example")
+    );
+    // Turned on for another issuer, off for an Entra one.
+    let flipped = issuers()
+        .replacen(
+            "    algorithms: [RS256]\n",
+            "    algorithms: [RS256]\n    pin_jwks_host: false\n",
+            1,
+        )
+        .replacen(
+            "    leeway_secs: 10\n",
+            "    leeway_secs: 10\n    pin_jwks_host: true\n",
+            1,
+        );
+    let text = format!("version: 1\n{flipped}callers:\n{CALLERS}rules: []\n");
+    let p = Policy::from_yaml(&text, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!p.jwt_issuers[0].pin_jwks_host && p.jwt_issuers[1].pin_jwks_host);
+}

@@ -37,6 +37,7 @@ mod http2_abuse;
 mod inflight;
 mod input;
 mod jwt_callers;
+mod jwt_discovery;
 mod jwt_hostile;
 mod metrics;
 mod mtls;

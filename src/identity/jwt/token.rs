@@ -357,6 +357,7 @@ mod tests {
             refresh: std::time::Duration::from_secs(3600),
             unknown_kid_refresh: std::time::Duration::from_secs(60),
             fetch_timeout: std::time::Duration::from_secs(5),
+            pin_jwks_host: false,
         }
     }
 
