@@ -534,6 +534,7 @@ fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing:
         caller.subject = tracing::field::Empty,
         caller.token_sha256 = tracing::field::Empty,
         caller.initiator = tracing::field::Empty,
+        caller.initiator_oid = tracing::field::Empty,
         graph.operation = tracing::field::Empty,
         policy.rule = tracing::field::Empty,
         policy.decision = tracing::field::Empty,
@@ -593,8 +594,12 @@ fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::
 }
 
 fn record_stated(trail: &mut AuditTrail, stated: &Stated) {
-    if let Some(who) = stated.initiator() {
-        tracing::Span::current().record("caller.initiator", who);
+    let span = tracing::Span::current();
+    if let Some(who) = stated.person() {
+        span.record("caller.initiator", who.primary());
+        if let Some(oid) = &who.oid {
+            span.record("caller.initiator_oid", oid.as_str());
+        }
     }
     trail.stated(stated);
 }

@@ -308,3 +308,93 @@ async fn a_hostile_graph_answer_is_bounded_in_size_and_in_the_note() {
     let (status, out) = gw.terminate().await;
     assert!(status.success(), "{out}");
 }
+
+/// The documented pace (at most 5 device reads a second whatever is due; each device first
+/// read 1 s after the call, then at most every quarter of the deadline, here clamped to 1 s)
+/// and the late completion: an action past its deadline gets `pending_past_deadline`, is
+/// still read, and gets its final state when it comes.
+#[tokio::test]
+async fn reads_keep_the_documented_pace_and_a_late_action_gets_its_final_state() {
+    use graphgate::emulator::{DEMO_DEVICE_IDS, EmulatedDevice, OperatingSystem};
+    let mut config = emulator(Duration::from_secs(4), vec![], true);
+    let devices: Vec<String> = DEMO_DEVICE_IDS
+        .iter()
+        .map(|d| (*d).to_owned())
+        .chain([
+            "6bc2f374-7a81-4293-a4b5-66778899aabb".to_owned(),
+            "7cd3a485-8b92-43a4-b5c6-778899aabbcc".to_owned(),
+        ])
+        .collect();
+    for extra in &devices[DEMO_DEVICE_IDS.len()..] {
+        config
+            .devices
+            .push(EmulatedDevice::new(extra.clone(), OperatingSystem::Windows));
+    }
+    // Six devices due every second: more than the 5 reads a second allowed.
+    let h = gateway(config, Duration::from_secs(2)).await;
+    let mut ids = Vec::new();
+    for device in &devices {
+        let (status, id) = call_on(&h, device).await;
+        assert_eq!(status, 204);
+        ids.push(id);
+    }
+    let log = h.audit_path.clone().unwrap();
+    for id in &ids {
+        let done = completion_in(&log, id, "done", Duration::from_secs(60)).await;
+        assert!(done["note"].as_str().unwrap().contains(" done "), "{done}");
+    }
+    // Late: each action got pending_past_deadline first, then its final state.
+    let records = records(&log);
+    for id in &ids {
+        let states: Vec<&str> = records
+            .iter()
+            .filter(|r| r["kind"] == "completion" && r["audit_id"] == id.as_str())
+            .map(|r| r["completion"].as_str().unwrap())
+            .collect();
+        assert_eq!(states, ["pending_past_deadline", "done"], "{id}");
+    }
+    // The pace, as Graph saw it: no six reads within one second (a slow machine only
+    // spreads them further), and no device read before 1 s had passed since its call.
+    let requests = h.emulator.graph_requests();
+    let reads: Vec<_> = requests
+        .iter()
+        .filter(|r| r.method == "GET" && r.path.contains("deviceActionResults"))
+        .collect();
+    assert!(reads.len() >= 2 * devices.len(), "{} reads", reads.len());
+    let mut times: Vec<_> = reads.iter().map(|r| r.answered).collect();
+    times.sort();
+    for six in times.windows(6) {
+        let span = six[5] - six[0];
+        assert!(
+            span >= Duration::from_millis(900),
+            "six reads within {span:?}"
+        );
+    }
+    for device in &devices {
+        let call = requests
+            .iter()
+            .find(|r| r.method == "POST" && r.path.contains(device.as_str()))
+            .unwrap()
+            .answered;
+        let first = reads
+            .iter()
+            .find(|r| r.path.contains(device.as_str()))
+            .unwrap()
+            .answered;
+        assert!(
+            first - call >= Duration::from_millis(950),
+            "{device}: {:?}",
+            first - call
+        );
+    }
+}
+
+/// Waits (bounded) for the `completion` record of `audit_id` in `log` with this state.
+async fn completion_in(log: &Path, audit_id: &str, state: &str, within: Duration) -> Value {
+    let find = || {
+        records(log).into_iter().find(|r| {
+            r["kind"] == "completion" && r["audit_id"] == audit_id && r["completion"] == state
+        })
+    };
+    crate::common::eventually(&format!("{state} for {audit_id}"), within, async || find()).await
+}
