@@ -106,7 +106,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     assert!(limits.admit(&b, 0, 0, op, 1).await.is_err(), "10 of 10");
     let mut conn = redis.connection().await;
     let day = graphgate::state::wall_clock_secs() / 86_400;
-    let key = format!("graphgate:global:tenant-1:budget:tenant:{OP}:day:{day}");
+    let key = format!("graphgate:global:tenant-1:d:test:budget:tenant:{OP}:day:{day}");
     let used: u64 = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
