@@ -1,7 +1,8 @@
 //! Shutdown with a bound: on SIGTERM a replica stops accepting, answers the duplicates
-//! waiting on another replica's claim at once (409 with `Retry-After`), lets the call it has
-//! already sent to Graph finish and audits it, and exits within its grace period. Nothing is
-//! sent twice.
+//! waiting on another replica's claim at once (409 with `Retry-After`), sends nothing more
+//! (a request still waiting for a pacing slot gets 503 with `Retry-After`, its key let go),
+//! lets the call it has already sent to Graph finish and audits it, and exits within its
+//! grace period. Nothing is sent twice.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::time::Duration;
@@ -9,7 +10,9 @@ use std::time::Duration;
 use graphgate::emulator::{EmulatorConfig, Fault, Faults};
 
 use crate::common::redis::RedisServer;
-use crate::common::{ACTION_PATH, ROTATOR_KEY, body, eventually, graph_received, served};
+use crate::common::{
+    ACTION_PATH, ROTATOR_KEY, body, eventually, graph_received, metrics, policy_text, served,
+};
 
 /// The test's grace period: long enough for the delayed call, far shorter than the
 /// duplicate's own wait bound (60 s), so only an answer at once passes.
@@ -23,6 +26,12 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
         return;
     };
     let backend = served::backend(EmulatorConfig::default()).await;
+    // Two writes per 5 s: a third call waits (up to 8 s) for a slot.
+    let paced = format!(
+        "{}pacing:\n  tenant_writes: 2 per 5s\n  max_wait_ms: 8000\n",
+        policy_text()
+    );
+    std::fs::write(backend.dir.join("policy.yaml"), paced).unwrap();
     let replica = |name: &str| {
         let mut cmd = backend.replica_command(name);
         cmd.env("GRAPHGATE_STATE", redis.url())
@@ -52,17 +61,18 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
     // Replica B has sent a call of its own (key-2) to Graph...
     let in_flight = tokio::spawn(post(&b, "key-2"));
     graph_received(&backend.emulator, 2).await;
-    // ...and a retry of key-1 reached B, where it waits on A's claim (it looks in Redis).
-    let mut monitor = redis.monitor().await;
+    // ...a retry of key-1 reached B, where it waits on A's claim (it looks in Redis), and a
+    // third call (key-3) waits there for a pacing slot. B's own metrics say when.
     let duplicate = tokio::spawn(post(&b, "key-1"));
-    eventually(
-        "the duplicate waits on the claim",
-        Duration::from_secs(30),
-        async || {
-            let commands = monitor.client_commands().await;
-            commands.iter().any(|c| c == "GETRANGE").then_some(())
-        },
-    )
+    let paced = tokio::spawn(post(&b, "key-3"));
+    eventually("both wait on B", Duration::from_secs(30), async || {
+        let text = b.metrics().await;
+        let count = |op: &str| {
+            let series = format!("graphgate_state_store_duration_seconds_count{{op=\"{op}\"}}");
+            metrics::value(&text, &series)
+        };
+        (count("poll") >= 1.0 && count("admit") >= 2.0).then_some(())
+    })
     .await;
     b.proc.signal("TERM");
     // The duplicate is answered at once, while B's own call is still in Graph's hands.
@@ -73,9 +83,13 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
         !in_flight.is_finished(),
         "answered before the call in flight ended"
     );
-    // The call B had sent finishes and is answered; then B exits, within its grace period.
+    // The call B had sent finishes and is answered; the waiting one is not sent; then B
+    // exits, within its grace period.
     let finished = in_flight.await.unwrap();
     assert_eq!(finished.status, 204, "{:?}", finished.body);
+    let unsent = paced.await.unwrap();
+    unsent.assert_graph_error(503, "serviceNotAvailable");
+    assert_eq!(unsent.headers["retry-after"], "1");
     let (status, mut proc) = b
         .proc
         .wait_exit_async(Duration::from_secs(GRACE_SECS))
@@ -112,5 +126,10 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
         2,
         "nothing sent twice"
     );
+    // The call B did not send was let go: its retry runs, once.
+    let third = post(&a, "key-3").await;
+    assert_eq!(third.status, 204, "{:?}", third.body);
+    assert!(third.headers.get("idempotent-replayed").is_none());
+    assert_eq!(backend.emulator.graph_requests().len(), 3);
     a.terminate().await;
 }
