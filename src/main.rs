@@ -362,15 +362,26 @@ fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
     };
-    let read =
-        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let tls = graphgate::tls::ServerTls {
-        cert_pem: read(cert)?,
-        key_pem: Secret::new(read(key)?),
-        client_ca_pem: args.client_ca.as_ref().map(read).transpose()?,
+        client_ca_pem: args.client_ca.as_ref().map(read_text).transpose()?,
         client_crl: args.client_crl.clone(),
+        ..tls_files(cert, key)?
     };
     Ok(Some(graphgate::tls::server_config(&tls)?))
+}
+
+/// A certificate chain and its key, read from their PEM files (no client CA).
+fn tls_files(cert: &PathBuf, key: &PathBuf) -> Fallible<graphgate::tls::ServerTls> {
+    Ok(graphgate::tls::ServerTls {
+        cert_pem: read_text(cert)?,
+        key_pem: Secret::new(read_text(key)?),
+        client_ca_pem: None,
+        client_crl: None,
+    })
+}
+
+fn read_text(path: &PathBuf) -> Fallible<String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()).into())
 }
 
 /// The admin listener's TLS, from `--admin-tls-cert` and `--admin-tls-key`.
@@ -378,15 +389,7 @@ fn admin_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
     let (Some(cert), Some(key)) = (&args.admin_tls_cert, &args.admin_tls_key) else {
         return Ok(None);
     };
-    let read =
-        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
-    let tls = graphgate::tls::ServerTls {
-        cert_pem: read(cert)?,
-        key_pem: Secret::new(read(key)?),
-        client_ca_pem: None,
-        client_crl: None,
-    };
-    Ok(Some(graphgate::admin::admin_tls(&tls)?))
+    Ok(Some(graphgate::admin::admin_tls(&tls_files(cert, key)?)?))
 }
 
 /// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not

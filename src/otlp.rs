@@ -91,6 +91,17 @@ pub enum OtlpTlsError {
     Tls(#[from] rustls::Error),
 }
 
+/// An OTLP exporter (traces, or audit shipping) could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportSetupError {
+    /// The exporter refused its configuration.
+    #[error(transparent)]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    /// The collector's TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] OtlpTlsError),
+}
+
 /// The HTTP client an OTLP exporter sends with.
 pub type OtlpHttpClient = HyperClient<HttpsConnector<HttpConnector>>;
 

@@ -37,16 +37,7 @@ pub struct OtlpConfig {
 /// Longest one export of spans may take.
 const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Why trace export could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ExportSetupError {
-    /// The exporter refused its configuration.
-    #[error(transparent)]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
-    /// The collector's TLS files are unusable.
-    #[error(transparent)]
-    Tls(#[from] crate::otlp::OtlpTlsError),
-}
+pub use crate::otlp::ExportSetupError;
 
 /// Keeps the exporter alive; flush it on the way out.
 pub struct Telemetry {

@@ -41,17 +41,6 @@ pub struct ShipConfig {
     pub tls: crate::otlp::OtlpTls,
 }
 
-/// Why shipping could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum ShipSetupError {
-    /// The exporter refused its configuration.
-    #[error(transparent)]
-    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
-    /// The collector's TLS files are unusable.
-    #[error(transparent)]
-    Tls(#[from] crate::otlp::OtlpTlsError),
-}
-
 /// Where the shipping cursor of the log at `log` is kept.
 pub fn cursor_path(log: &Path) -> PathBuf {
     let mut name = log.file_name().unwrap_or_default().to_os_string();
@@ -97,7 +86,7 @@ pub fn spawn(
     log: &Path,
     durable: watch::Receiver<u64>,
     config: &ShipConfig,
-) -> Result<tokio::task::JoinHandle<()>, ShipSetupError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::otlp::ExportSetupError> {
     let client = crate::otlp::http_client(&config.tls, EXPORT_TIMEOUT)?;
     let mut builder = opentelemetry_otlp::LogExporter::builder()
         .with_http()

@@ -455,16 +455,7 @@ async fn the_push_authenticates_with_a_token_file_honours_connect_to_and_logs_no
         .env("GRAPHGATE_AUDIT_CHECKPOINT_TOKEN_FILE", &token_file)
         .env("GRAPHGATE_AUDIT_CHECKPOINT_INTERVAL_SECS", "1");
     let gw = backend.serve(cmd).await;
-    let call = async || {
-        let r = gw
-            .post(
-                crate::common::ACTION_PATH,
-                crate::common::ROTATOR_KEY,
-                &crate::common::body(),
-            )
-            .await;
-        assert_eq!(r.status, 204);
-    };
+    let call = async || assert_eq!(gw.call().await.status, 204);
     let pushed_with = async |rx: &mut tokio::sync::watch::Receiver<Vec<(String, String)>>,
                              bearer: &str| {
         let want = format!("Bearer {bearer}");

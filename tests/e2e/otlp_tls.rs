@@ -13,7 +13,7 @@ use rustls::server::WebPkiClientVerifier;
 
 use crate::common::otlp::{Receiver, log_attr, otlp_receiver_tls};
 use crate::common::pki::Ca;
-use crate::common::{ACTION_PATH, ROTATOR_KEY, body, served};
+use crate::common::served;
 
 /// The collector's TLS: its certificate from `ca`, client certificates from `clients` required.
 fn collector_tls(ca: &Ca, clients: Option<&Ca>) -> Arc<rustls::ServerConfig> {
@@ -62,9 +62,20 @@ async fn outcome_arrives(rx: &Receiver) -> String {
     .expect("an outcome record reached the collector")
 }
 
+/// A call through `gw`, its audit records and spans at the collector `rx` (spans are
+/// exported at the clean stop), and no refused handshake.
+async fn exports_arrive(gw: served::Served, rx: &Receiver) {
+    assert_eq!(gw.call().await.status, 204);
+    assert_eq!(outcome_arrives(rx).await, "allowed");
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    spans_arrive(rx).await;
+    assert_eq!(*rx.handshake_failures.borrow(), 0);
+}
+
 /// A call through `gw`, then a clean stop (which exports the spans held); returns its log.
 async fn call_and_stop(gw: served::Served) -> String {
-    assert_eq!(gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await.status, 204);
+    assert_eq!(gw.call().await.status, 204);
     let (status, out) = gw.terminate().await;
     assert!(status.success(), "{out}");
     out
@@ -91,13 +102,7 @@ async fn traces_and_audit_records_reach_an_https_collector_checked_against_its_c
     let mut cmd = backend.serve_command();
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
         .env("OTEL_EXPORTER_OTLP_CERTIFICATE", &ca_file);
-    let gw = backend.serve(cmd).await;
-    assert_eq!(gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await.status, 204);
-    assert_eq!(outcome_arrives(&rx).await, "allowed");
-    let (status, out) = gw.terminate().await;
-    assert!(status.success(), "{out}");
-    spans_arrive(&rx).await;
-    assert_eq!(*rx.handshake_failures.borrow(), 0);
+    exports_arrive(backend.serve(cmd).await, &rx).await;
 
     // Without the collector's CA, its certificate is not trusted: nothing is exported to it.
     let untrusting = otlp_receiver_tls(Some(collector_tls(&ca, None))).await;
@@ -146,13 +151,7 @@ async fn with_mutual_tls_the_gateway_presents_its_client_certificate_per_signal(
             d.join("client.key"),
         );
     }
-    let gw = backend.serve(cmd).await;
-    assert_eq!(gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await.status, 204);
-    assert_eq!(outcome_arrives(&rx).await, "allowed");
-    let (status, out) = gw.terminate().await;
-    assert!(status.success(), "{out}");
-    spans_arrive(&rx).await;
-    assert_eq!(*rx.handshake_failures.borrow(), 0);
+    exports_arrive(backend.serve(cmd).await, &rx).await;
 
     // Trusting the collector but without a client certificate: the collector refuses it.
     let strict = otlp_receiver_tls(Some(collector_tls(&ca, Some(&client_ca)))).await;

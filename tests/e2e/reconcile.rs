@@ -53,6 +53,16 @@ async fn call_on(h: &Harness, device: &str) -> (u16, String) {
     (r.status.as_u16(), id)
 }
 
+/// Makes the standard call through a served gateway; returns its audit id.
+async fn accepted_on(gw: &served::Served) -> String {
+    let r = gw.call().await;
+    assert_eq!(r.status, 204);
+    r.headers["x-graphgate-request-id"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn records(log: &Path) -> Vec<Value> {
     std::fs::read_to_string(log)
         .unwrap_or_default()
@@ -226,12 +236,7 @@ async fn a_restart_between_the_call_and_its_completion_loses_nothing() {
         cmd
     };
     let gw = backend.serve(serve()).await;
-    let r = gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await;
-    assert_eq!(r.status, 204);
-    let id = r.headers["x-graphgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = accepted_on(&gw).await;
     // Stopped before the device carried it out (3 s).
     let (status, out) = gw.terminate().await;
     assert!(status.success(), "{out}");
@@ -272,12 +277,7 @@ async fn a_hostile_graph_answer_is_bounded_in_size_and_in_the_note() {
     let mut cmd = backend.serve_command();
     cmd.args(["--reconcile-outcomes", "--reconcile-deadline-secs", "60"]);
     let mut gw = backend.serve(cmd).await;
-    let r = gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await;
-    assert_eq!(r.status, 204);
-    let id = r.headers["x-graphgate-request-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = accepted_on(&gw).await;
     let refused = gw
         .proc
         .stdout

@@ -266,12 +266,7 @@ async fn serve_keeps_its_state_in_redis_namespaced_by_cloud_and_tenant() {
     )
     .await;
     assert_eq!(gw.admin("/readyz").await.status, 200);
-    let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys().await;
     let prefix = format!("graphgate:global:{DEMO_TENANT_ID}:");
     assert!(
         !keys.is_empty() && keys.iter().all(|k| k.starts_with(&prefix)),
@@ -479,6 +474,15 @@ async fn call_at(addr: std::net::SocketAddr, key: &str) -> crate::common::Reply 
     crate::common::send_to(req).await
 }
 
+/// The standard policy, its caller limited to one call a minute.
+fn one_call_a_minute() -> String {
+    policy_text().replacen(
+        "    api_key_sha256",
+        "    rate_limit: 1 per minute\n    api_key_sha256",
+        1,
+    )
+}
+
 /// Two deployments of one tenant on one Redis (`--state-namespace`): each has its own caller
 /// counters; the replicas of one deployment share theirs; every key is under its
 /// deployment's name (the tenant write pacing aside, which is the app's).
@@ -488,13 +492,7 @@ async fn deployments_with_their_own_namespace_do_not_share_counters_and_replicas
         return;
     };
     let backend = served::backend(EmulatorConfig::default()).await;
-    // One call a minute for the caller.
-    let policy = policy_text().replacen(
-        "    api_key_sha256",
-        "    rate_limit: 1 per minute\n    api_key_sha256",
-        1,
-    );
-    std::fs::write(backend.dir.join("policy.yaml"), policy).unwrap();
+    std::fs::write(backend.dir.join("policy.yaml"), one_call_a_minute()).unwrap();
     let serve = async |replica: &str, namespace: &str| {
         let mut cmd = backend.replica_command(replica);
         cmd.env("GRAPHGATE_STATE", redis.url())
@@ -504,26 +502,13 @@ async fn deployments_with_their_own_namespace_do_not_share_counters_and_replicas
     let rooms = serve("rooms-1", "rooms").await;
     let desks = serve("desks-1", "desks").await;
     let rooms_again = serve("rooms-2", "rooms").await;
-    let call = async |gw: &served::Served| {
-        gw.post(
-            crate::common::ACTION_PATH,
-            crate::common::ROTATOR_KEY,
-            &crate::common::body(),
-        )
-        .await
-    };
-    assert_eq!(call(&rooms).await.status, 204);
-    assert_eq!(call(&desks).await.status, 204, "its own counter");
-    let limited = call(&rooms_again).await;
+    assert_eq!(rooms.call().await.status, 204);
+    assert_eq!(desks.call().await.status, 204, "its own counter");
+    let limited = rooms_again.call().await;
     limited.assert_graph_error(429, "activityLimitReached");
     assert!(limited.headers.contains_key("retry-after"));
     assert_eq!(backend.emulator.graph_requests().len(), 2);
-    let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys().await;
     let tenant = format!("graphgate:global:{DEMO_TENANT_ID}:");
     for key in &keys {
         let rest = key.strip_prefix(&tenant).unwrap_or_else(|| panic!("{key}"));
@@ -560,11 +545,7 @@ async fn the_default_namespace_is_shared_by_replicas_and_survives_a_policy_edit(
         return;
     };
     let backend = served::backend(EmulatorConfig::default()).await;
-    let limited = policy_text().replacen(
-        "    api_key_sha256",
-        "    rate_limit: 1 per minute\n    api_key_sha256",
-        1,
-    );
+    let limited = one_call_a_minute();
     std::fs::write(backend.dir.join("policy.yaml"), &limited).unwrap();
     let other_dir = crate::common::temp_dir("other-policy");
     std::fs::write(other_dir.join("policy.yaml"), &limited).unwrap();
@@ -584,15 +565,7 @@ async fn the_default_namespace_is_shared_by_replicas_and_survives_a_policy_edit(
         }
         backend.serve(moved).await
     };
-    let call = async |gw: &served::Served| {
-        gw.post(
-            crate::common::ACTION_PATH,
-            crate::common::ROTATOR_KEY,
-            &crate::common::body(),
-        )
-        .await
-        .status
-    };
+    let call = async |gw: &served::Served| gw.call().await.status;
     let first = serve("one", &backend.dir.join("policy.yaml")).await;
     assert_eq!(call(&first).await, 204);
     // The same deployment's other replica: the caller's one call this minute is spent.

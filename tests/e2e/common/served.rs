@@ -143,6 +143,12 @@ pub struct Served {
 }
 
 impl Served {
+    /// The standard allowed call (the rotator's key, the standard body).
+    pub async fn call(&self) -> super::Reply {
+        self.post(super::ACTION_PATH, super::ROTATOR_KEY, &super::body())
+            .await
+    }
+
     /// POSTs the standard body to `path` with API key `key`.
     pub async fn post(&self, path: &str, key: &str, body: &str) -> super::Reply {
         self.post_with(path, key, body, &[]).await
