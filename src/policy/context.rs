@@ -144,14 +144,20 @@ pub(super) fn warnings(rules: &[super::Rule]) -> Vec<String> {
                 true => (o + 1, u),
                 false => (o, u + 1),
             });
-            let (named, other) = match (oids, upns) {
+            let (named, slips) = match (oids, upns) {
                 (0, 0) => return None,
-                (_, 0) => ("object ids", "UPN"),
-                (0, _) => ("UPNs", "object id"),
+                (_, 0) => (
+                    "object ids",
+                    "a caller stating the same person by UPN (X-Graphgate-Initiator or the 'initiator' field)",
+                ),
+                (0, _) => (
+                    "UPNs",
+                    "a caller stating the same person by object id, or the person's delegated token without 'upn' (Entra v2)",
+                ),
                 _ => return None,
             };
             Some(format!(
-                "deny rule '{}' names people by {named} only: a request naming the same person by {other} alone (X-Graphgate-Initiator, or a delegated token without that id) is not stopped by it; list each person's UPN and object id",
+                "deny rule '{}' names people by {named} only: {slips} is not stopped by it; list each person's UPN and object id",
                 rule.name
             ))
         })
