@@ -53,7 +53,12 @@ struct Subject {
 
 impl Subject {
     fn new(config: &StateConfig) -> Subject {
-        let ns = Namespace::new(Cloud::Global, &uuid::Uuid::new_v4().to_string());
+        let ns = Namespace::new(
+            Cloud::Global,
+            &uuid::Uuid::new_v4().to_string(),
+            "bench",
+            "bench",
+        );
         let claims = ClaimSettings {
             capacity: 1_000_000,
             window: Duration::from_secs(600),

@@ -97,7 +97,19 @@ pub fn build_with_state(
         authority_host,
     )?;
     let broker = TokenBroker::new(key, source, settings.token_expiry_margin);
-    let namespace = Namespace::new(settings.cloud, settings.credential.tenant_id());
+    // The deployment's name in shared keys: given, or derived from the app (and, as `serve`
+    // passes it, the policy file's path).
+    let client_id = settings.credential.client_id();
+    let deployment = state.deployment().map_or_else(
+        || crate::state::default_deployment(client_id, None),
+        str::to_owned,
+    );
+    let namespace = Namespace::new(
+        settings.cloud,
+        settings.credential.tenant_id(),
+        client_id,
+        &deployment,
+    );
     let store = StateStore::open(state, namespace, settings.limits.claims())?;
     tracing::info!(
         cloud = %settings.cloud,
@@ -109,6 +121,7 @@ pub fn build_with_state(
         rules = policy.rules.len(),
         policy_hash = %policy.hash,
         state = %store.describe(),
+        state_namespace = %deployment,
         audit = settings.audit.path().map_or_else(|| settings.audit.status().to_owned(), |p| p.display().to_string()),
         "gateway configured"
     );

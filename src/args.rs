@@ -111,6 +111,13 @@ pub struct ServeArgs {
     /// audit console need when the admin listener is not on loopback.
     #[arg(long, env = "GRAPHGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin listener over TLS with this PEM certificate chain (with
+    /// --admin-tls-key), so the admin token never crosses the network in clear.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub audit: ServeAuditArgs,
     #[command(flatten)]
@@ -234,8 +241,11 @@ pub struct BoundArgs {
     /// How long an Idempotency-Key (or client-request-id) is remembered.
     #[arg(long, env = "GRAPHGATE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
-    /// Longest time in-flight requests get to finish on shutdown.
-    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    /// Longest time calls already sent to Graph get to finish after SIGTERM (duplicates
+    /// waiting on a claim are answered 409 at once, nothing new is sent); then the audit is
+    /// flushed and the process exits. Keep it below the pod's terminationGracePeriodSeconds
+    /// (30 in the Kubernetes base) and systemd's TimeoutStopSec, with room for the flush.
+    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
 }
 
@@ -365,7 +375,13 @@ pub enum PolicyCommand {
 pub struct StateArgs {
     /// 'memory' (this process alone) or a redis:// or rediss:// URL (Redis 6+ or Valkey),
     /// shared by every replica pointed at it.
-    #[arg(long = "state", env = "GRAPHGATE_STATE", default_value = "memory")]
+    // The URL may carry the password: `--help` must not print the variable's value.
+    #[arg(
+        long = "state",
+        env = "GRAPHGATE_STATE",
+        default_value = "memory",
+        hide_env_values = true
+    )]
     pub state: String,
     /// A file holding the Redis password (instead of putting it in the URL).
     #[arg(long, env = "GRAPHGATE_STATE_PASSWORD_FILE")]
@@ -380,13 +396,21 @@ pub struct StateArgs {
     /// audit log, <log name>.budgets.json].
     #[arg(long, env = "GRAPHGATE_BUDGET_FILE")]
     pub budget_file: Option<PathBuf>,
+    /// The deployment's name in a shared store's keys (1 to 64 letters, digits, '.', '_',
+    /// '-'): the replicas of one deployment share it, other deployments of the tenant on the
+    /// same Redis keep their own counters and claims [default: derived from the app's client
+    /// id and the policy file's path].
+    #[arg(long, env = "GRAPHGATE_STATE_NAMESPACE")]
+    pub state_namespace: Option<String>,
 }
 
 impl StateArgs {
     /// The state setting; the memory store's budget file defaults to one beside `audit_log`.
+    /// `default_namespace` names the deployment when `--state-namespace` does not.
     pub fn config(
         &self,
         audit_log: Option<&std::path::Path>,
+        default_namespace: Option<String>,
     ) -> Result<graphgate::state::StateConfig, graphgate::state::StateSetupError> {
         let memory = self.state == "memory";
         let budget_file = self.budget_file.clone().or_else(|| {
@@ -401,6 +425,7 @@ impl StateArgs {
                 ca_file: self.state_ca_file.clone(),
                 timeout: Duration::from_millis(self.state_timeout_ms.max(1)),
                 budget_file,
+                namespace: self.state_namespace.clone().or(default_namespace),
             },
         )
     }

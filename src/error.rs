@@ -81,6 +81,11 @@ pub enum GatewayError {
         /// Seconds until the next window.
         retry_after_secs: u64,
     },
+    /// The gateway is shutting down: the request was not sent (another replica takes it).
+    #[error(
+        "graphgate is shutting down and did not send the request; retry (another replica will take it)"
+    )]
+    ShuttingDown,
     /// The state store (idempotency, limits, budgets) did not answer: nothing was sent.
     #[error("graphgate's state store did not answer ({}), so the request was not sent; retry shortly", .0.kind().as_str())]
     StateUnavailable(#[source] crate::state::StoreError),
@@ -203,6 +208,12 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(*retry_after_secs),
+            E::ShuttingDown => Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceNotAvailable",
+                self.to_string(),
+            )
+            .retry_after(1),
             // The kind only (timeout, connection, ...): the store's address stays in the log.
             E::StateUnavailable(_) => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,

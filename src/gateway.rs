@@ -280,7 +280,7 @@ impl Gateway {
         let (request, stated) = (&asked.request, &asked.stated);
         let policy = &installed.policy;
         // A bulk request must be allowed for every device it lists.
-        let initiator = stated.initiator();
+        let initiator = stated.person();
         let (decision, refused) = match &request.bulk {
             Some(plan) => {
                 let version = request.target.version;
@@ -402,6 +402,10 @@ impl Gateway {
     ) -> Result<Result<UpstreamReply, UpstreamError>, GatewayError> {
         // A token before the intent: without one nothing can be sent, so nothing is intended.
         let token = forward::acquire_token(&self.broker).await?;
+        // Shutting down: what is not yet sent is not sent (another replica will take it).
+        if self.is_draining() {
+            return Err(GatewayError::ShuttingDown);
+        }
         trail.token_app_id(token.claims.appid.as_deref());
         // Write-ahead: the intent is durable before Graph is asked to act. If the audit log
         // cannot take it, nothing is sent (fail closed).
@@ -609,6 +613,7 @@ fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing:
         caller.subject = tracing::field::Empty,
         caller.token_sha256 = tracing::field::Empty,
         caller.initiator = tracing::field::Empty,
+        caller.initiator_oid = tracing::field::Empty,
         graph.operation = tracing::field::Empty,
         policy.rule = tracing::field::Empty,
         policy.decision = tracing::field::Empty,
@@ -668,8 +673,12 @@ fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::
 }
 
 fn record_stated(trail: &mut AuditTrail, stated: &Stated) {
-    if let Some(who) = stated.initiator() {
-        tracing::Span::current().record("caller.initiator", who);
+    let span = tracing::Span::current();
+    if let Some(who) = stated.person() {
+        span.record("caller.initiator", who.primary());
+        if let Some(oid) = &who.oid {
+            span.record("caller.initiator_oid", oid.as_str());
+        }
     }
     trail.stated(stated);
 }

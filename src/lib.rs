@@ -35,7 +35,8 @@
 //!   error code, message and headers; `graph_error` (*crate*) is Graph's error JSON;
 //!   `answer` (*crate*) words the gateway's own answers (ids, 403 reasons, dry runs).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
-//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`].
+//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`];
+//!   [`otlp`]: the OTLP exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place.
 //! - [`secret`] and [`tls`]: secret-bearing values and TLS plumbing.
 //! - [`app`]: assembling a gateway from typed settings; [`demo`]: `serve --emulator`.
@@ -63,6 +64,7 @@ pub mod identity;
 pub(crate) mod inbound;
 pub mod metrics;
 pub mod operation;
+pub mod otlp;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;

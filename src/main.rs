@@ -10,6 +10,7 @@ use clap::Parser;
 use graphgate::app::{self, Settings};
 use graphgate::credential::Credential;
 use graphgate::emulator::{AppRegistration, Emulator, EmulatorConfig};
+use graphgate::otlp::{OtlpTls, Signal};
 use graphgate::policy::Policy;
 use graphgate::secret::Secret;
 use graphgate::server;
@@ -42,9 +43,17 @@ fn main() -> ExitCode {
             Command::Policy(cmd) => policy(cmd),
             Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
         };
-        telemetry.shutdown().await;
+        if tokio::time::timeout(TELEMETRY_FLUSH, telemetry.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!("graphgate: traces not exported within {TELEMETRY_FLUSH:?} at exit");
+        }
         result
     });
+    // Whatever is still running (a call past the grace period, a blocking export) does not
+    // hold the exit: the audit is flushed and the exporters were given their turn.
+    runtime.shutdown_timeout(EXIT_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -53,6 +62,13 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// How long the exit waits for tasks still running once serving, the audit flush and the
+/// exporters' flush are done (or given up).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the trace exporter gets to send what it holds at exit (a collector that hangs
+/// must not hold the process past its grace period).
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(3);
 
 type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -65,13 +81,14 @@ fn otlp_from_env() -> Option<OtlpConfig> {
             .ok()
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "graphgate".into()),
+        tls: OtlpTls::from_env(Signal::Traces, |name| std::env::var(name).ok()),
     })
 }
 
 async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     // Mistakes in the flags stop start-up before anything else is done.
     check_listen_addresses(&args)?;
-    args.state.config(None)?;
+    args.state.config(None, None)?;
     warn_about_overrides(&args);
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
     let mut connect_to = upstream::parse_connect_to(args.connect_to.as_deref().unwrap_or(""))?;
@@ -118,9 +135,13 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
             Policy::load(&path)?,
         )
     };
-    let audit =
-        graphgate::audit::cli::open_for_serve(&args.audit, args.emulator, extra_ca_pem.as_deref())
-            .await?;
+    let audit = graphgate::audit::cli::open_for_serve(
+        &args.audit,
+        args.emulator,
+        &connect_to,
+        extra_ca_pem.as_deref(),
+    )
+    .await?;
     if let Some(path) = audit.path() {
         eprintln!("audit log: {}", path.display());
     }
@@ -137,14 +158,18 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     };
     let tls = server_tls(&args)?;
     let demo_key_accepted = demo::accepts_demo_key(&policy);
-    let state = args.state.config(settings.audit.path())?;
+    // Replicas of this deployment share its name; another deployment of the tenant (its own
+    // app or policy file) on the same Redis does not.
+    let default_namespace = graphgate::state::default_deployment(
+        settings.credential.client_id(),
+        reload_path_of(&args).as_deref(),
+    );
+    let state = args
+        .state
+        .config(settings.audit.path(), Some(default_namespace))?;
     announce_state(&state);
     let gateway = app::build_with_state(&settings, policy, &state)?;
-    let reload_path = (args.policy.is_some() || !args.emulator).then(|| {
-        args.policy
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("policy.yaml"))
-    });
+    let reload_path = reload_path_of(&args);
     if let Some(path) = reload_path {
         let (reloader, _status) = graphgate::reload::Reloader::new(path, Arc::clone(&gateway));
         let mut rx = shutdown_rx.clone();
@@ -165,14 +190,17 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
         .audit()
         .write_start(concat!("graphgate ", env!("CARGO_PKG_VERSION"), " started"))
         .await?;
-    tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
-    eprintln!("admin endpoints on http://{admin_addr} (/metrics, /healthz, /readyz, /audit)");
+    let admin_tls = admin_tls(&args)?;
+    let scheme = if admin_tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %admin_addr, scheme, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
+    eprintln!("admin endpoints on {scheme}://{admin_addr} (/metrics, /healthz, /readyz, /audit)");
     let mut admin_stop = shutdown_rx.clone();
     let admin_options = admin_options(&args, &gateway)?;
-    tokio::spawn(graphgate::admin::serve_with(
+    tokio::spawn(graphgate::admin::serve_with_tls(
         admin,
         Arc::clone(&gateway),
         admin_options,
+        admin_tls,
         async move {
             let _ = admin_stop.wait_for(|stop| *stop).await;
         },
@@ -205,6 +233,15 @@ async fn serve(args: ServeArgs) -> Fallible<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The policy file `serve` follows (none for the emulator's built-in demo policy).
+fn reload_path_of(args: &ServeArgs) -> Option<PathBuf> {
+    (args.policy.is_some() || !args.emulator).then(|| {
+        args.policy
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("policy.yaml"))
+    })
+}
+
 /// Ships the audit log's records as OTLP log records, when OTLP export is configured.
 fn start_shipping(args: &ServeArgs, audit: &graphgate::audit::Audit) -> Fallible<()> {
     let (Some(otlp), Some(log), Some(durable)) =
@@ -218,6 +255,7 @@ fn start_shipping(args: &ServeArgs, audit: &graphgate::audit::Audit) -> Fallible
     let config = graphgate::audit::ship::ShipConfig {
         logs_endpoint: None,
         service_name: otlp.service_name,
+        tls: OtlpTls::from_env(Signal::Logs, |name| std::env::var(name).ok()),
     };
     graphgate::audit::ship::spawn(log, durable, &config)?;
     tracing::info!(
@@ -241,6 +279,9 @@ fn admin_options(
         .transpose()?;
     if token.is_none() && !args.admin_listen.ip().is_loopback() {
         tracing::warn!(admin_listen = %args.admin_listen, "no --admin-token-file: off loopback, /metrics and the audit console answer 401 until one is set");
+    }
+    if token.is_some() && !args.admin_listen.ip().is_loopback() && args.admin_tls_cert.is_none() {
+        tracing::warn!(admin_listen = %args.admin_listen, "the admin listener is off loopback without TLS: the admin token crosses the network in clear (set --admin-tls-cert and --admin-tls-key)");
     }
     let verifier = match &args.audit.audit_signing_key_file {
         Some(file) => Some(graphgate::audit::serve::load_signer(file)?.verifier()),
@@ -321,15 +362,34 @@ fn server_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
     let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) else {
         return Ok(None);
     };
-    let read =
-        |p: &PathBuf| std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()));
     let tls = graphgate::tls::ServerTls {
-        cert_pem: read(cert)?,
-        key_pem: Secret::new(read(key)?),
-        client_ca_pem: args.client_ca.as_ref().map(read).transpose()?,
+        client_ca_pem: args.client_ca.as_ref().map(read_text).transpose()?,
         client_crl: args.client_crl.clone(),
+        ..tls_files(cert, key)?
     };
     Ok(Some(graphgate::tls::server_config(&tls)?))
+}
+
+/// A certificate chain and its key, read from their PEM files (no client CA).
+fn tls_files(cert: &PathBuf, key: &PathBuf) -> Fallible<graphgate::tls::ServerTls> {
+    Ok(graphgate::tls::ServerTls {
+        cert_pem: read_text(cert)?,
+        key_pem: Secret::new(read_text(key)?),
+        client_ca_pem: None,
+        client_crl: None,
+    })
+}
+
+fn read_text(path: &PathBuf) -> Fallible<String> {
+    std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()).into())
+}
+
+/// The admin listener's TLS, from `--admin-tls-cert` and `--admin-tls-key`.
+fn admin_tls(args: &ServeArgs) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
+    let (Some(cert), Some(key)) = (&args.admin_tls_cert, &args.admin_tls_key) else {
+        return Ok(None);
+    };
+    Ok(Some(graphgate::admin::admin_tls(&tls_files(cert, key)?)?))
 }
 
 /// Resolves on SIGTERM or Ctrl-C. SIGTERM is caught from the moment this is called (not

@@ -59,9 +59,19 @@ pub struct ServeAuditArgs {
     #[arg(
         long,
         env = "GRAPHGATE_AUDIT_CHECKPOINT_URL",
+        // Its user info or query may hold a credential: `--help` must not print it.
+        hide_env_values = true,
         requires = "audit_signing_key_file"
     )]
     pub audit_checkpoint_url: Option<http::Uri>,
+    /// File holding a bearer token sent with every checkpoint push (private to graphgate's
+    /// user; re-read for every push, so it can be rotated in place).
+    #[arg(
+        long,
+        env = "GRAPHGATE_AUDIT_CHECKPOINT_TOKEN_FILE",
+        requires = "audit_checkpoint_url"
+    )]
+    pub audit_checkpoint_token_file: Option<PathBuf>,
     /// Export audit records as OTLP log records when OTLP export is configured
     /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); `false` keeps them local.
     #[arg(long, env = "GRAPHGATE_AUDIT_SHIP", default_value_t = true, action = clap::ArgAction::Set)]
@@ -148,9 +158,11 @@ pub fn emulator_default_log() -> PathBuf {
 
 /// Opens the audit log `serve` was asked for, checked against its anchor. The caller
 /// writes the `start` record ([`Audit::write_start`]) once every other check has passed.
+/// `connect_to` and `extra_ca_pem` apply to the checkpoint push as to every outbound client.
 pub async fn open_for_serve(
     args: &ServeAuditArgs,
     emulator: bool,
+    connect_to: &[crate::upstream::ConnectRule],
     extra_ca_pem: Option<&str>,
 ) -> Result<Audit, SetupError> {
     let path = match (args.audit_log.as_deref(), emulator) {
@@ -183,7 +195,7 @@ pub async fn open_for_serve(
         (None, false) => return Err(SetupError::NoKey),
     };
     let mut config = args.config();
-    config.checkpoints = checkpoints(args, extra_ca_pem)?;
+    config.checkpoints = checkpoints(args, connect_to, extra_ca_pem)?;
     let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
     let audit =
         Audit::open_with(&path, &config, fingerprinter).map_err(|e| log_err(e.to_string()))?;
@@ -193,6 +205,7 @@ pub async fn open_for_serve(
 /// The checkpoint configuration the flags ask for (and the push task, started).
 fn checkpoints(
     args: &ServeAuditArgs,
+    connect_to: &[crate::upstream::ConnectRule],
     extra_ca_pem: Option<&str>,
 ) -> Result<Option<CheckpointConfig>, SetupError> {
     let Some(file) = &args.audit_signing_key_file else {
@@ -203,8 +216,14 @@ fn checkpoints(
     let push = match &args.audit_checkpoint_url {
         Some(url) => {
             let queue = PushQueue::default();
-            super::push::spawn(queue.clone(), url.clone(), extra_ca_pem)
+            let target = super::push::PushTarget {
+                url: url.clone(),
+                token_file: args.audit_checkpoint_token_file.clone(),
+                connect_to: connect_to.to_vec(),
+            };
+            super::push::spawn(queue.clone(), &target, extra_ca_pem)
                 .map_err(|e| SetupError::Push(e.to_string()))?;
+            tracing::info!(url = %super::push::shown(url), "audit checkpoints are pushed off the host");
             Some(queue)
         }
         None => None,

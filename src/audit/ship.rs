@@ -1,5 +1,6 @@
 //! Shipping: audit records exported as OpenTelemetry log records over the same OTLP/HTTP
-//! configuration as traces, so a collector can fan them out (SIEM, Kafka, object storage).
+//! configuration as traces (TLS to the collector included, see [`crate::otlp`]), so a
+//! collector can fan them out (SIEM, Kafka, object storage).
 //! The local log stays the source of truth: a task follows it from a persisted cursor
 //! (`<log>.ship-cursor`, the last record the collector acknowledged), exports only durable
 //! records, and moves the cursor only after an export succeeded. So delivery is at least
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
 use serde_json::Value;
@@ -36,6 +37,8 @@ pub struct ShipConfig {
     pub logs_endpoint: Option<String>,
     /// `service.name`.
     pub service_name: String,
+    /// TLS to the collector (an `https://` endpoint): its CAs and a client certificate.
+    pub tls: crate::otlp::OtlpTls,
 }
 
 /// Where the shipping cursor of the log at `log` is kept.
@@ -83,9 +86,11 @@ pub fn spawn(
     log: &Path,
     durable: watch::Receiver<u64>,
     config: &ShipConfig,
-) -> Result<tokio::task::JoinHandle<()>, opentelemetry_otlp::ExporterBuildError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::otlp::ExportSetupError> {
+    let client = crate::otlp::http_client(&config.tls, EXPORT_TIMEOUT)?;
     let mut builder = opentelemetry_otlp::LogExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(EXPORT_TIMEOUT);
     if let Some(endpoint) = &config.logs_endpoint {

@@ -94,7 +94,8 @@ impl AuditTrail {
 
     /// The person and reason the request states (already checked).
     pub fn stated(&mut self, stated: &crate::identity::context::Stated) {
-        self.entry.initiator = stated.initiator.as_ref().map(|(who, _)| who.clone());
+        self.entry.initiator = stated.initiator().map(str::to_owned);
+        self.entry.initiator_oid = stated.person().and_then(|who| who.oid.clone());
         self.entry.initiator_source = stated
             .initiator
             .as_ref()

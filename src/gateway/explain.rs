@@ -146,7 +146,7 @@ pub fn evaluate<'p>(
         .admit_body(&body, crate::bulk::DEFAULT_MAX_DEVICES)
         .map_err(refused)?;
     // A bulk request is decided device by device, as the gateway decides it.
-    let initiator = stated.initiator();
+    let initiator = stated.person();
     let (decision, bulk) = match &admitted.bulk {
         Some(plan) => {
             let version = admitted.target.version;
@@ -222,7 +222,7 @@ pub fn explain(
         );
     }
     if let Some((who, source)) = &eval.stated.initiator {
-        let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
+        let _ = writeln!(out, "initiator: {} ({})", who.primary(), source.as_str());
     }
     if let Some(reason) = &eval.stated.reason {
         let _ = writeln!(out, "reason: {reason}");
@@ -257,7 +257,7 @@ pub fn explain(
             }
         );
     }
-    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.initiator());
+    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.person());
     let explanation = policy.explain(&facts);
     if explanation.rules.is_empty() {
         let _ = writeln!(out, "no rule names caller '{caller}'");
@@ -301,7 +301,7 @@ fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
     match m {
         Mismatch::Operation => format!("does not cover {}", f.op.name),
         Mismatch::Initiator => match f.initiator {
-            Some(who) => format!("does not cover initiator {who}"),
+            Some(who) => format!("does not cover initiator {}", who.primary()),
             None => "covers listed initiators only, and none is stated".to_owned(),
         },
         Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),

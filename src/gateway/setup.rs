@@ -131,6 +131,8 @@ pub struct Gateway {
     reload_error: arc_swap::ArcSwapOption<String>,
     /// Whether the policy reloader is alive, if one follows the policy file (for readiness).
     reloader: arc_swap::ArcSwapOption<ReloaderProbe>,
+    /// Set when shutdown begins: nothing more is sent to Graph (see [`Gateway::begin_drain`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Asks whether the reloader following the policy file is still alive.
@@ -168,7 +170,9 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
-        let namespace = Namespace::new(cloud, &broker.key().tenant);
+        let key = broker.key();
+        let deployment = crate::state::default_deployment(&key.client, None);
+        let namespace = Namespace::new(cloud, &key.tenant, &key.client, &deployment);
         let state = StateStore::in_process(namespace, limits.claims());
         Self::with_store(policy, cloud, broker, http, limits, state)
     }
@@ -212,6 +216,7 @@ impl Gateway {
             audit: Audit::disabled(),
             reload_error: arc_swap::ArcSwapOption::empty(),
             reloader: arc_swap::ArcSwapOption::empty(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -309,6 +314,21 @@ impl Gateway {
         self.limits
             .max_bulk_in_flight
             .saturating_sub(self.bulk_in_flight.available_permits())
+    }
+
+    /// Shutdown has begun: requests not yet sent to Graph are refused (503 with
+    /// `Retry-After`, nothing sent, their idempotency keys let go), duplicates waiting for a
+    /// first request stop waiting (409 with `Retry-After`), and calls already sent to Graph
+    /// finish. Readiness fails from now on.
+    pub fn begin_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.stop_waiting();
+    }
+
+    /// Whether shutdown has begun (see [`Gateway::begin_drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many requests of the caller named `caller` are in flight past the pre-body policy.

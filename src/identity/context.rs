@@ -1,8 +1,9 @@
 //! The person and the reason behind a request. A caller states the person it acts for
 //! (`X-Graphgate-Initiator`: a UPN or an object id) and why (`X-Graphgate-Reason`: text, at
 //! most 1,024 characters, e.g. a ticket); the simplified API also takes them as `initiator`
-//! and `reason` body fields. A delegated user token states its user itself, and a stated
-//! initiator that is someone else is refused. Both are recorded in the audit.
+//! and `reason` body fields. A delegated user token states its user itself (by object id,
+//! and by UPN when the token has `upn`), and a stated initiator that is not one of its ids is
+//! refused. Both are recorded in the audit.
 
 use bytes::Bytes;
 use http::HeaderMap;
@@ -13,7 +14,7 @@ use super::jwt::TokenUser;
 use crate::operation::route::{Recognised, Surface};
 use crate::operation::schema::screen::{is_address, is_readable_text};
 pub use crate::operation::simple::{INITIATOR_FIELD, MAX_REASON_CHARS, REASON_FIELD};
-use crate::policy::Missing;
+use crate::policy::{Missing, Person};
 
 /// The header naming the person a request is made for.
 pub const INITIATOR_HEADER: HeaderName = HeaderName::from_static("x-graphgate-initiator");
@@ -45,16 +46,21 @@ impl Source {
 /// What a request states about its person and reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stated {
-    /// The person (a UPN, or an object id in lower case), and where it came from.
-    pub initiator: Option<(String, Source)>,
+    /// The person (by a UPN, an object id in lower case, or both), and where it came from.
+    pub initiator: Option<(Person, Source)>,
     /// Why.
     pub reason: Option<String>,
 }
 
 impl Stated {
-    /// The initiator, if stated.
+    /// The initiator as recorded (the UPN, else the object id), if stated.
     pub fn initiator(&self) -> Option<&str> {
-        self.initiator.as_ref().map(|(who, _)| who.as_str())
+        self.initiator.as_ref().map(|(who, _)| who.primary())
+    }
+
+    /// The person, if stated.
+    pub fn person(&self) -> Option<&Person> {
+        self.initiator.as_ref().map(|(who, _)| who)
     }
 }
 
@@ -127,14 +133,14 @@ pub fn from_headers(headers: &HeaderMap, user: Option<&TokenUser>) -> Result<Sta
         .map(|text| reason(text, HEADER_REASON))
         .transpose()?;
     let mut stated = Stated {
-        initiator: initiator.map(|who| (who, Source::Header)),
+        initiator: initiator.map(|who| (Person::stated(&who), Source::Header)),
         reason,
     };
     if let Some(user) = user {
         if stated.initiator().is_some_and(|who| !user.is(who)) {
             return Err(ContextError::NotTheTokenUser(HEADER_INITIATOR));
         }
-        stated.initiator = Some((user.initiator().to_owned(), Source::Token));
+        stated.initiator = Some((user.person(), Source::Token));
     }
     Ok(stated)
 }
@@ -164,10 +170,8 @@ fn one_header<'h>(
 
 /// A stated initiator: a UPN as written, or an object id in lower case.
 fn initiator(text: &str, shown: &'static str) -> Result<String, ContextError> {
-    if is_address(text) {
-        Ok(text.to_owned())
-    } else if crate::operation::route::is_guid(text) {
-        Ok(text.to_ascii_lowercase())
+    if is_address(text) || crate::operation::route::is_guid(text) {
+        Ok(Person::stated(text).primary().to_owned())
     } else {
         Err(ContextError::BadInitiator(shown))
     }
@@ -256,12 +260,12 @@ pub fn add_body(
         if user.is_some_and(|u| !u.is(&who)) {
             return Err(ContextError::NotTheTokenUser(BODY_INITIATOR));
         }
-        match stated.initiator() {
-            Some(said) if !said.eq_ignore_ascii_case(&who) => {
+        match stated.person() {
+            Some(said) if !said.is(&who) => {
                 return Err(ContextError::Conflict("initiator"));
             }
             Some(_) => {}
-            None => stated.initiator = Some((who, Source::Body)),
+            None => stated.initiator = Some((Person::stated(&who), Source::Body)),
         }
     }
     if let Some(why) = body.reason {
@@ -301,7 +305,7 @@ mod tests {
         let s = from_headers(&h, None).unwrap();
         assert_eq!(
             s.initiator,
-            Some(("alice@contoso.com".into(), Source::Header))
+            Some((Person::stated("alice@contoso.com"), Source::Header))
         );
         assert!(s.reason.unwrap().starts_with("Ticket CHG-1234"));
         let by_oid = from_headers(
@@ -358,7 +362,13 @@ mod tests {
         let s = from_headers(&HeaderMap::new(), Some(&user)).unwrap();
         assert_eq!(
             s.initiator,
-            Some(("alice@contoso.com".into(), Source::Token))
+            Some((
+                Person {
+                    upn: Some("alice@contoso.com".into()),
+                    oid: Some(OID.into())
+                },
+                Source::Token
+            ))
         );
         for same in ["ALICE@contoso.com".as_bytes(), OID.as_bytes()] {
             let s = from_headers(&headers(&[(&INITIATOR_HEADER, same)]), Some(&user)).unwrap();
@@ -369,6 +379,12 @@ mod tests {
             from_headers(&other, Some(&user)).unwrap_err().label(),
             "not_the_token_user"
         );
+        // The body naming the user by the other id is the same person, not a conflict.
+        let mut stated = from_headers(&HeaderMap::new(), Some(&user)).unwrap();
+        let body = Bytes::from(format!(r#"{{"initiator":"{}"}}"#, OID.to_uppercase()));
+        let (_, said) = split_simple_body(&body).unwrap();
+        add_body(&mut stated, said, Some(&user)).unwrap();
+        assert_eq!(stated.initiator(), Some("alice@contoso.com"));
     }
 
     #[test]
@@ -385,7 +401,7 @@ mod tests {
         add_body(&mut stated, said, None).unwrap();
         assert_eq!(
             stated.initiator,
-            Some(("alice@contoso.com".into(), Source::Body))
+            Some((Person::stated("alice@contoso.com"), Source::Body))
         );
         assert_eq!(stated.reason.as_deref(), Some("CHG-1"));
         let plain = Bytes::from_static(br#"{"deviceAccountEmail":"a@b.co"}"#);
@@ -401,7 +417,7 @@ mod tests {
             Err(ContextError::BadInitiator(_))
         ));
         let mut header_said = Stated {
-            initiator: Some(("bob@contoso.com".into(), Source::Header)),
+            initiator: Some((Person::stated("bob@contoso.com"), Source::Header)),
             reason: None,
         };
         let (_, said) = split_simple_body(&body).unwrap();

@@ -80,7 +80,11 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         return Err(issues.0);
     }
     Ok(Policy {
-        warnings: super::tiers::warnings(&rules),
+        warnings: [
+            super::tiers::warnings(&rules),
+            super::context::warnings(&rules),
+        ]
+        .concat(),
         by_caller: by_caller(callers.len(), &rules),
         api_keys,
         mtls,

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
 pub use budget::{Budget, BudgetWindow, TenantBudget};
-pub use context::{InitiatorPattern, Missing, Require};
+pub use context::{InitiatorPattern, Missing, Person, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;

@@ -77,8 +77,15 @@ impl IdempotencyStore {
         self.cache.entry_count()
     }
 
-    /// Claims `key` for `caller`'s request identified by `fingerprint` (what it asks for).
-    pub(super) async fn claim(&self, caller: &str, key: &str, fingerprint: [u8; 32]) -> Claim {
+    /// Claims `key` for `caller`'s request identified by `fingerprint` (what it asks for). A
+    /// duplicate waits for the first up to the bound, or until `stop` turns true.
+    pub(super) async fn claim(
+        &self,
+        caller: &str,
+        key: &str,
+        fingerprint: [u8; 32],
+        mut stop: watch::Receiver<bool>,
+    ) -> Claim {
         let deadline = crate::clock::Instant::now() + self.wait;
         loop {
             let fresh = Arc::new(Entry {
@@ -98,10 +105,16 @@ impl IdempotencyStore {
                 return Claim::Run(super::Ticket::memory(MemoryTicket { entry, done: false }));
             }
             let mut rx = entry.slot.subscribe();
-            let settled =
-                tokio::time::timeout_at(deadline, rx.wait_for(|s| !matches!(s, Slot::Running)))
-                    .await;
-            match settled.map(|s| s.map(|s| s.clone())) {
+            let settled = tokio::select! {
+                // An answer already there wins over a shutdown that is also under way.
+                biased;
+                settled = tokio::time::timeout_at(
+                    deadline,
+                    rx.wait_for(|s| !matches!(s, Slot::Running)),
+                ) => settled.map(|s| s.map(|s| s.clone())),
+                () = super::stopped(&mut stop) => return Claim::InFlight,
+            };
+            match settled {
                 Err(_elapsed) => return Claim::InFlight,
                 Ok(Ok(Slot::Done(stored))) => return Claim::Replay(stored),
                 // Released: drop that entry (only that one: another duplicate may already
@@ -139,6 +152,11 @@ mod tests {
         StoredResponse::of(&resp, Bytes::new())
     }
 
+    /// A wait nothing stops.
+    fn go() -> watch::Receiver<bool> {
+        watch::channel(false).1
+    }
+
     fn store() -> IdempotencyStore {
         IdempotencyStore::new(100, Duration::from_secs(60), Duration::from_secs(60))
     }
@@ -149,7 +167,7 @@ mod tests {
         key: &str,
         fp: [u8; 32],
     ) -> super::super::Ticket {
-        match store.claim(caller, key, fp).await {
+        match store.claim(caller, key, fp, go()).await {
             Claim::Run(t) => t,
             _ => panic!("{caller}/{key} is new"),
         }
@@ -163,7 +181,7 @@ mod tests {
         let waiter = {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
-                matches!(store.claim("a", "k", fp).await, Claim::Replay(s) if s.status() == 204)
+                matches!(store.claim("a", "k", fp, go()).await, Claim::Replay(s) if s.status() == 204)
             })
         };
         tokio::task::yield_now().await;
@@ -172,13 +190,18 @@ mod tests {
             waiter.await.unwrap(),
             "the concurrent duplicate got the first answer"
         );
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::Replay(_)));
+        assert!(matches!(
+            store.claim("a", "k", fp, go()).await,
+            Claim::Replay(_)
+        ));
         assert!(
-            matches!(store.claim("b", "k", fp).await, Claim::Run(_)),
+            matches!(store.claim("b", "k", fp, go()).await, Claim::Run(_)),
             "keys are per caller"
         );
         assert!(matches!(
-            store.claim("a", "k", fingerprint("/other", b"{}")).await,
+            store
+                .claim("a", "k", fingerprint("/other", b"{}"), go())
+                .await,
             Claim::Mismatch
         ));
     }
@@ -189,8 +212,34 @@ mod tests {
         let fp = fingerprint("/p", b"{}");
         let _first = run(&store, "a", "k", fp).await;
         let start = crate::clock::Instant::now();
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::InFlight));
+        assert!(matches!(
+            store.claim("a", "k", fp, go()).await,
+            Claim::InFlight
+        ));
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_duplicate_stops_at_once_when_told_and_the_key_stays_claimed() {
+        let store = Arc::new(store());
+        let fp = fingerprint("/p", b"{}");
+        let first = run(&store, "a", "k", fp).await;
+        let (stop, stopping) = watch::channel(false);
+        let start = crate::clock::Instant::now();
+        let waiter = {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.claim("a", "k", fp, stopping).await })
+        };
+        tokio::task::yield_now().await;
+        stop.send_replace(true);
+        assert!(matches!(waiter.await.unwrap(), Claim::InFlight));
+        assert_eq!(start.elapsed(), Duration::ZERO, "not after the 60 s bound");
+        // The first still holds its key and its answer is kept for the next duplicate.
+        first.finish(stored(204)).await;
+        assert!(matches!(
+            store.claim("a", "k", fp, go()).await,
+            Claim::Replay(_)
+        ));
     }
 
     #[tokio::test]
@@ -198,7 +247,10 @@ mod tests {
         let store = store();
         let fp = fingerprint("/p", b"{}");
         drop(run(&store, "a", "k", fp).await);
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::Run(_)));
+        assert!(matches!(
+            store.claim("a", "k", fp, go()).await,
+            Claim::Run(_)
+        ));
     }
 
     #[tokio::test]

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 pub use budget_file::{BudgetFile, BudgetFileError};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
-pub use keys::{Namespace, budget_window};
+pub use keys::{Namespace, budget_window, default_deployment, valid_deployment};
 pub use memory_claims::IdempotencyStore;
 
 use crate::idempotency::StoredResponse;
@@ -205,6 +205,8 @@ enum Backend {
 pub struct StateStore {
     backend: Backend,
     namespace: Namespace,
+    /// Turned true at shutdown: duplicates stop waiting for their first request (409).
+    stop_waiting: tokio::sync::watch::Sender<bool>,
 }
 
 impl StateStore {
@@ -216,6 +218,7 @@ impl StateStore {
                 IdempotencyStore::new(claims.capacity, claims.window, claims.wait),
             ),
             namespace,
+            stop_waiting: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -236,6 +239,7 @@ impl StateStore {
                 claims_store,
             ),
             namespace,
+            stop_waiting: tokio::sync::watch::Sender::new(false),
         })
     }
 
@@ -253,6 +257,7 @@ impl StateStore {
             StateConfig::Redis(settings) => Ok(StateStore {
                 backend: Backend::Redis(redis::RedisStore::new(settings, claims)?),
                 namespace,
+                stop_waiting: tokio::sync::watch::Sender::new(false),
             }),
         }
     }
@@ -295,21 +300,29 @@ impl StateStore {
     }
 
     /// Claims `caller`'s `key` for the request with `fingerprint`; a duplicate waits for the
-    /// first (up to the bound) and gets its answer.
+    /// first (up to the bound, or until [`StateStore::stop_waiting`]) and gets its answer.
     pub async fn claim(
         &self,
         caller: &str,
         key: &str,
         fingerprint: [u8; 32],
     ) -> Result<Claim, StoreError> {
+        let stop = self.stop_waiting.subscribe();
         match &self.backend {
             // In-process: nothing to time or fail (a duplicate's wait is not a store's latency).
-            Backend::Memory(_, claims) => Ok(claims.claim(caller, key, fingerprint).await),
+            Backend::Memory(_, claims) => Ok(claims.claim(caller, key, fingerprint, stop).await),
             Backend::Redis(r) => {
-                r.claim(&self.namespace.idempotency(caller, key), fingerprint)
+                r.claim(&self.namespace.idempotency(caller, key), fingerprint, stop)
                     .await
             }
         }
+    }
+
+    /// Shutdown: every duplicate waiting for its first request stops waiting now, answered
+    /// [`Claim::InFlight`] (its caller gets 409 with `Retry-After`, and retries elsewhere).
+    /// Claims themselves are untouched: a first request still running keeps its key.
+    pub fn stop_waiting(&self) {
+        self.stop_waiting.send_replace(true);
     }
 
     /// Charges every limiter `cost` units (a request's devices) or none; `Some((i, wait))`
@@ -356,4 +369,11 @@ pub fn wall_clock_secs() -> u64 {
     crate::clock::system_now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Resolves once `stop` turns true; never if its sender is gone (nothing will stop the wait).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }

@@ -17,6 +17,11 @@ use crate::policy::hex;
 
 /// How long a claim's answer or release keeps being retried in the background.
 const SETTLE_RETRY_FOR: Duration = Duration::from_secs(60);
+/// Longest claim value read: a kind byte, the fingerprint (hex), then the owner or the
+/// stored answer. A longer one (no gateway writes one) is refused without being read whole:
+/// the store is not trusted to bound what it sends.
+const MAX_CLAIM_BYTES: usize = 1 + 64 + crate::idempotency::MAX_STORED_BYTES;
+
 /// How often a duplicate looks again whether the first request has finished.
 const POLL_MIN: Duration = Duration::from_millis(10);
 const POLL_MAX: Duration = Duration::from_millis(200);
@@ -26,6 +31,17 @@ enum Seen {
     Mismatch,
     Running,
     Done(Arc<StoredResponse>),
+}
+
+/// `value`, if no longer than any claim a gateway writes.
+fn bounded(value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    if value.len() > MAX_CLAIM_BYTES {
+        return Err(StoreError::new(
+            StoreErrorKind::Response,
+            "an idempotency claim longer than any graphgate writes",
+        ));
+    }
+    Ok(value)
 }
 
 fn judge(value: &[u8], fingerprint: &str) -> Result<Seen, StoreError> {
@@ -52,7 +68,13 @@ fn judge(value: &[u8], fingerprint: &str) -> Result<Seen, StoreError> {
 impl RedisStore {
     /// Claims `key` for the request with `fingerprint`, or waits (up to the bound) for the
     /// request that holds it and answers with its result.
-    pub async fn claim(&self, key: &str, fingerprint: [u8; 32]) -> Result<Claim, StoreError> {
+    /// A duplicate stops waiting (answered [`Claim::InFlight`]) when `stop` turns true.
+    pub async fn claim(
+        &self,
+        key: &str,
+        fingerprint: [u8; 32],
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Result<Claim, StoreError> {
         let fp = hex(&fingerprint);
         let deadline = crate::clock::Instant::now() + self.claims().wait;
         loop {
@@ -60,7 +82,8 @@ impl RedisStore {
             let mut inv = SCRIPTS.claim.prepare_invoke();
             inv.key(key)
                 .arg(&running)
-                .arg(self.claims().window.as_millis().max(1) as u64);
+                .arg(self.claims().window.as_millis().max(1) as u64)
+                .arg(MAX_CLAIM_BYTES);
             let held = match metrics::timed("claim", self.script(inv)).await? {
                 Value::Int(1) => {
                     return Ok(Claim::Run(Ticket(TicketInner::Redis(RedisTicket {
@@ -72,7 +95,7 @@ impl RedisStore {
                         done: false,
                     }))));
                 }
-                Value::BulkString(v) => v,
+                Value::BulkString(v) => bounded(v)?,
                 other => {
                     return Err(StoreError::new(
                         StoreErrorKind::Response,
@@ -80,7 +103,8 @@ impl RedisStore {
                     ));
                 }
             };
-            if let Some(claim) = self.wait_for_first(key, &fp, held, deadline).await? {
+            let waited = self.wait_for_first(key, &fp, held, deadline, &mut stop);
+            if let Some(claim) = waited.await? {
                 return Ok(claim);
             }
             // The first let its key go (its action did not run): claim it again.
@@ -95,6 +119,7 @@ impl RedisStore {
         fp: &str,
         held: Vec<u8>,
         deadline: tokio::time::Instant,
+        stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> Result<Option<Claim>, StoreError> {
         let mut poll = POLL_MIN;
         let mut seen = Some(held);
@@ -107,18 +132,29 @@ impl RedisStore {
             if crate::clock::Instant::now() + poll > deadline {
                 return Ok(Some(Claim::InFlight));
             }
-            tokio::time::sleep(poll).await;
+            // Only between looks: a look is a GET, nothing to leave half done.
+            tokio::select! {
+                () = tokio::time::sleep(poll) => {}
+                () = super::stopped(stop) => return Ok(Some(Claim::InFlight)),
+            }
             poll = (poll * 2).min(POLL_MAX);
+            // At most one byte past the bound is read; a missing key reads as empty.
             let get = |mut conn: ConnectionManager| {
                 let key = key.to_owned();
                 async move {
-                    ::redis::cmd("GET")
+                    ::redis::cmd("GETRANGE")
                         .arg(key)
-                        .query_async::<Option<Vec<u8>>>(&mut conn)
+                        .arg(0)
+                        .arg(MAX_CLAIM_BYTES)
+                        .query_async::<Vec<u8>>(&mut conn)
                         .await
                 }
             };
-            seen = metrics::timed("poll", self.call(get)).await?;
+            let value = metrics::timed("poll", self.call(get)).await?;
+            seen = match value.is_empty() {
+                true => None,
+                false => Some(bounded(value)?),
+            };
         }
         Ok(None)
     }

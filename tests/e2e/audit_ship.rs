@@ -23,6 +23,7 @@ fn config(rx: &Receiver) -> ShipConfig {
     ShipConfig {
         logs_endpoint: Some(format!("http://{}/v1/logs", rx.addr)),
         service_name: "graphgate-ship-test".into(),
+        tls: Default::default(),
     }
 }
 
@@ -320,4 +321,40 @@ async fn the_ship_lag_grows_during_a_collector_outage_and_returns_to_zero() {
         async || (value(&gw.metrics().await, LAG) == 0.0).then_some(()),
     )
     .await;
+}
+
+/// `--audit-ship false` with OTLP export on: traces go to the collector, audit records do
+/// not (nothing shipped, no cursor), and nothing waits on shipping: with a one-file
+/// retention, rotated files are removed as usual though no collector acknowledged them.
+#[tokio::test]
+async fn audit_ship_false_ships_nothing_and_keeps_nothing_for_shipping() {
+    let rx = otlp_receiver().await;
+    let backend =
+        crate::common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", rx.addr))
+        .env("GRAPHGATE_AUDIT_SHIP", "false")
+        .env("GRAPHGATE_AUDIT_MAX_FILE_BYTES", "2048")
+        .env("GRAPHGATE_AUDIT_RETAIN_FILES", "1");
+    let gw = backend.serve(cmd).await;
+    for _ in 0..12 {
+        assert_eq!(gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await.status, 204);
+    }
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    // Export was on: the spans arrived (a clean stop exports them).
+    let mut arrived = rx.arrived.clone();
+    tokio::time::timeout(Duration::from_secs(30), arrived.wait_for(|n| *n >= 12))
+        .await
+        .expect("the request spans reached the collector")
+        .unwrap();
+    assert!(
+        rx.logs.lock().unwrap().is_empty(),
+        "no audit record shipped"
+    );
+    let log = backend.dir.join("audit.jsonl");
+    assert!(!ship::cursor_path(&log).exists(), "no shipping cursor");
+    let rotated = files::rotated_files(&log).unwrap();
+    assert!(rotated.len() <= 1, "retention as usual: {rotated:?}");
+    assert!(!out.contains("shipping audit records"), "{out}");
 }

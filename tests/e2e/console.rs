@@ -274,7 +274,7 @@ async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, 
             .await
             .unwrap();
     tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", "admin");
+    let mut req = http::Request::get(path).header("host", "localhost");
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
     }
@@ -375,7 +375,7 @@ async fn reqwest_like_headers(addr: SocketAddr, path: &str) -> String {
             .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get(path)
-        .header("host", "admin")
+        .header("host", "localhost")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
