@@ -39,7 +39,9 @@
 //!   error code, message and headers; `graph_error` (*crate*) is Graph's error JSON;
 //!   `answer` (*crate*) words the gateway's own answers (ids, dry runs, disclosures).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
-//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`].
+//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`]
+//!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
+//!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
 //!   [`tls`]: secret-bearing values and TLS plumbing.
 //!
@@ -67,6 +69,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod metrics;
 pub mod operation;
+pub mod otlp;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;

@@ -167,7 +167,7 @@ fn explanation(
         let _ = writeln!(out, "answer: 403 accessDenied: {refusal}");
     }
     if let Some((who, source)) = &eval.stated.initiator {
-        let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
+        let _ = writeln!(out, "initiator: {} ({})", who.primary(), source.as_str());
     }
     if let Some(reason) = &eval.stated.reason {
         let _ = writeln!(out, "reason: {reason}");
@@ -202,7 +202,7 @@ fn explanation(
             }
         );
     }
-    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.initiator());
+    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.person());
     let explanation = policy.explain(&facts);
     if explanation.rules.is_empty() {
         let _ = writeln!(out, "no rule names caller '{caller}'");
@@ -246,7 +246,7 @@ fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
     match m {
         Mismatch::Operation => format!("does not cover {}", f.op.name),
         Mismatch::Initiator => match f.initiator {
-            Some(who) => format!("does not cover initiator {who}"),
+            Some(who) => format!("does not cover initiator {}", who.primary()),
             None => "covers listed initiators only, and none is stated".to_owned(),
         },
         Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),

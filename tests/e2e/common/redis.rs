@@ -163,6 +163,16 @@ impl RedisServer {
             .unwrap()
     }
 
+    /// Every key the server holds (`KEYS *`).
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection().await;
+        redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+
     /// Starts watching every command the server runs (`MONITOR`).
     pub async fn monitor(&self) -> Monitor {
         use tokio::io::{AsyncBufReadExt, AsyncWriteExt};

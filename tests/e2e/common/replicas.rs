@@ -1,6 +1,8 @@
 //! Several gateway replicas in this process, as a load balancer sees them: each its own
-//! gateway, listener and audit log, all in front of one emulator (one Microsoft) and one
-//! state store setting (e.g. one redis-server). `restart_all` stops every replica and starts
+//! gateway, listener and audit log, all in front of one emulator (one Microsoft), one state
+//! store setting (e.g. one redis-server) and one policy file path (as every pod of a
+//! deployment mounts its policy at one path; the path and the app name the deployment's
+//! keys in a shared store). `restart_all` stops every replica and starts
 //! fresh ones with the same settings, as a rolling restart ends.
 
 use std::net::SocketAddr;
@@ -40,8 +42,10 @@ impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
         let ms = Microsoft::start(EmulatorConfig::default()).await;
+        let dir = temp_dir("replicas");
         let opts = Options {
             policy: Some(policy.to_owned()),
+            policy_file: Some(dir.join("policy.yaml")),
             state,
             limits,
             ..Options::default()
@@ -50,7 +54,7 @@ impl Replicas {
             emulator: Arc::clone(&ms.emulator),
             replicas: Vec::new(),
             opts,
-            dir: temp_dir("replicas"),
+            dir,
             ms,
         };
         for i in 0..n {
