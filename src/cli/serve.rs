@@ -125,8 +125,11 @@ fn config(
     let (credential, authority_host, policy) = app_and_policy(args, env, emulated, problems);
     let shipped = env.otlp_configured();
     // The collector's TLS files are checked with everything else (traces are not exported
-    // while they are unusable, see main).
-    if let Some(traces) = env.otlp() {
+    // while they are unusable, see main); shipping's, when they are others, by the app.
+    let ship = env.ship().filter(|_| args.audit.audit_ship);
+    if let Some(traces) = env.otlp()
+        && ship.as_ref().is_none_or(|s| s.tls != traces.tls)
+    {
         problems.take(graphgate::otlp::client_config(&traces.tls));
     }
     let audit = match problems.take(args.audit.settings(args.emulator, shipped)) {
@@ -138,8 +141,11 @@ fn config(
         _ => None,
     };
     let state = problems.take(args.state.config(audit_log));
+    // A setting with a problem is not announced as the memory store it falls back to.
+    if let Some(state) = &state {
+        announce_state(state);
+    }
     let state = state.unwrap_or_default();
-    announce_state(&state);
     ServeConfig {
         cloud: args.cloud,
         credential,
@@ -156,7 +162,7 @@ fn config(
         state,
         admin_token_file: args.admin_token_file.clone(),
         admin_tls: admin_tls_files(args),
-        ship: env.ship().filter(|_| args.audit.audit_ship),
+        ship,
     }
 }
 
