@@ -11,7 +11,7 @@ RATE=${RATE:-1000}
 RATE_CONNECTIONS=${RATE_CONNECTIONS:-16}
 RATE_DURATION=${RATE_DURATION:-15}
 RATE_WARMUP=${RATE_WARMUP:-2}
-RATE_ROUNDS=${RATE_ROUNDS:-1}
+RATE_ROUNDS=${RATE_ROUNDS:-3}
 # The load generator: examples/rate.rs, or oha (`cargo install oha --locked` if missing) to
 # cross-check it on every row but redis-keyed (oha sends the same headers on every request,
 # so it cannot give each request an Idempotency-Key of its own).

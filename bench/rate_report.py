@@ -141,7 +141,8 @@ def section(rate_dir):
         BEGIN,
         "## Constant rate: the production path's latency and CPU (issue 26)",
         "",
-        f"Run {meta['started']} at commit {meta['commit']} on {meta['cores']} cores (`SCENARIOS=rate bench/run.sh`): "
+        f"Run {meta['started']} at commit {meta['commit']} on {meta['cores']} cores (`SCENARIOS=rate bench/run.sh`"
+        + (f"; measured binary: `{meta['graphgate']}`" if meta.get("graphgate") else "") + "): "
         f"{any_row['rate']:,.0f} requests/s released at a constant rate over {any_row['connections']} keep-alive "
         f"connections, {any_row['duration_s']:g} s per row after {meta['warmup']} s of warm-up, latency measured from "
         f"each request's release to the end of its answer (corrected for coordinated omission; "
@@ -262,7 +263,8 @@ def meta(rate_dir, repo, phase):
              "commit": git_commit(repo), "cores": os.cpu_count(), "load_start": load,
              "proxy_cpu": os.environ.get("PROXY_CPU", ""), "load_cpus": os.environ.get("LOAD_CPUS", ""),
              "warmup": os.environ.get("RATE_WARMUP", ""), "note": os.environ.get("RATE_NOTE", ""),
-             "loadgen": os.environ.get("LOADGEN", "rate"), "loadgen_version": os.environ.get("LOADGEN_VERSION", "")}
+             "loadgen": os.environ.get("LOADGEN", "rate"), "loadgen_version": os.environ.get("LOADGEN_VERSION", ""),
+             "graphgate": os.environ.get("GRAPHGATE_VERSION", "")}
     else:
         m = json.load(open(path))
         m["load_end"] = load

@@ -24,7 +24,7 @@
 #            (examples/rate.rs): the nginx anchor; graphgate with state in memory, on Redis,
 #            on Redis with Idempotency-Key + rate limit + budget, in memory with a budget,
 #            with mTLS callers, with a JWT caller (RATE_ROWS picks rows; RATE_WARMUP (2) s of
-#            warm-up, RATE_ROUNDS (1) rounds); p50, p99, achieved rate, CPU per 1,000
+#            warm-up, RATE_ROUNDS (3) rounds); p50, p99, achieved rate, CPU per 1,000
 #            requests, RSS, the machine's load (bench/rate.sh, bench/rate_report.py)
 # Ports: each one not set in the environment is a free port picked at the start. Set them to
 # run on fixed ones: GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT REDIS_PORT
@@ -368,6 +368,7 @@ if has rate; then
   mkdir -p "$DIR/rate"
   PROXY_CPU=$PROXY_CPU LOAD_CPUS=$LOAD_CPUS RATE_WARMUP=$RATE_WARMUP RATE_NOTE=${RATE_NOTE:-} \
     LOADGEN=$LOADGEN LOADGEN_VERSION="$("$LOADGEN_BIN" --version 2>/dev/null | head -1)" \
+    GRAPHGATE_VERSION="$("$GRAPHGATE_BIN" --version 2>/dev/null | head -1)" \
     python3 "$here/rate_report.py" meta "$DIR/rate" "$repo" start
   rate_scenario
   python3 "$here/rate_report.py" meta "$DIR/rate" "$repo" end
@@ -382,7 +383,7 @@ if [ "$SCENARIOS" != rate ]; then
 fi
 # The rate scenario's section of bench/results.md, whichever other scenarios ran.
 if has rate; then
-  python3 "$here/rate_report.py" render "$DIR/rate" "$here/results.md" || rate_failed=1
+  python3 "$here/rate_report.py" render "$DIR/rate" "${RATE_RESULTS:-$here/results.md}" || rate_failed=1
 fi
 if [ -n "${PROFILE:-}" ] && [ -f "$DIR/perf.data" ]; then
   perf report -i "$DIR/perf.data" --no-children --sort comm,sym --percent-limit 1 --stdio -g none > "$DIR/logs/profile.txt" 2>/dev/null || true
