@@ -155,7 +155,7 @@ def section(rate_dir):
         "",
         f"**Machine load** (1, 5, 15 min load average; {meta['cores']} cores): {meta['load_start']} at the start, "
         f"{meta['load_end']} at the end"
-        + (f". {meta['note']}" if meta.get("note") else "."),
+        + (f". {meta['note'].rstrip('.')}." if meta.get("note") else "."),
         "",
     ]
     anchor = chosen.get("nginx")
