@@ -88,10 +88,11 @@ rate_check() {
   }
 }
 
-# rate_run ROUND ROW LABEL URL PIDS -- GENERATOR_ARGS...: warm-up, then the measured run;
-# writes $DIR/rate/ROUND-ROW.json. PIDS is a space-separated list (the proxy's processes).
+# rate_run ROUND ROW LABEL URL PROCS -- GENERATOR_ARGS...: warm-up, then the measured run;
+# writes $DIR/rate/ROUND-ROW.json. PROCS is a space-separated list (the proxy's processes).
+# (Not named pids: a local of that name would hide run.sh's list from the exit trap.)
 rate_run() {
-  local round=$1 row=$2 label=$3 url=$4 pids=$5; shift 6
+  local round=$1 row=$2 label=$3 url=$4 procs=$5; shift 6
   if [ "$RATE_WARMUP" != 0 ]; then
     rate_loadgen "$RATE_WARMUP" "$@" "$url" > "$DIR/logs/rate-$round-$row-warmup.json" \
       || { echo "rate: the load generator failed on $row (warm-up)" >&2; exit 1; }
@@ -104,18 +105,18 @@ rate_run() {
     metrics=(--metrics-before "$DIR/logs/rate-$round-$row-metrics-before.txt" --metrics-after "$DIR/logs/rate-$round-$row-metrics-after.txt")
   fi
   # shellcheck disable=SC2086
-  before=$(cpu_ticks $pids)
+  before=$(cpu_ticks $procs)
   redis_before=$( [ -n "${RATE_REDIS_PID:-}" ] && cpu_ticks "$RATE_REDIS_PID" || echo 0)
   out=$(rate_loadgen "$RATE_DURATION" "$@" "$url") \
     || { echo "rate: the load generator failed on $row" >&2; exit 1; }
   # shellcheck disable=SC2086
-  local after=$(cpu_ticks $pids)
+  local after=$(cpu_ticks $procs)
   local redis_after=$( [ -n "${RATE_REDIS_PID:-}" ] && cpu_ticks "$RATE_REDIS_PID" || echo 0)
   if [ "$row" != nginx ]; then
     curl -sf "http://127.0.0.1:$ADMIN_PORT/metrics" > "$DIR/logs/rate-$round-$row-metrics-after.txt"
   fi
   local rss=0 hwm=0 p
-  for p in $pids; do
+  for p in $procs; do
     rss=$((rss + $(awk '/VmRSS/{print $2}' "/proc/$p/status")))
     hwm=$((hwm + $(awk '/VmHWM/{print $2}' "/proc/$p/status")))
   done
