@@ -66,6 +66,7 @@ impl App {
         let policy = problems.take(load_policy(&config.policy));
         let tls = problems.take(load_tls(config.tls.as_ref())).flatten();
         let admin_tls = problems.take(load_admin_tls(config.admin_tls.as_ref()));
+        check_shipping(&config, &mut problems);
         let token = load_admin_token(&config, &mut problems);
         let verifier = load_verifier(&config.audit, &mut problems);
         let (Some(policy), true) = (policy, problems.is_empty()) else {
@@ -73,8 +74,8 @@ impl App {
         };
         let audit = match &config.audit {
             AuditTarget::Log(settings) => {
-                let outbound = (&config.connect_to, config.extra_ca_pem.as_deref());
-                match settings.open(outbound.0, outbound.1).await {
+                let extra_ca = config.extra_ca_pem.as_deref();
+                match settings.open(&config.connect_to, extra_ca).await {
                     Ok(audit) => audit,
                     Err(e) => {
                         problems.push(e);
@@ -206,10 +207,8 @@ pub fn check(config: &ServeConfig) -> Problems {
     let policy = problems.take(load_policy(&config.policy));
     problems.take(load_tls(config.tls.as_ref()));
     problems.take(load_admin_tls(config.admin_tls.as_ref()));
+    check_shipping(config, &mut problems);
     load_admin_token(config, &mut problems);
-    if let Some(ship) = &config.ship {
-        problems.take(crate::otlp::client_config(&ship.tls));
-    }
     if let AuditTarget::Log(settings) = &config.audit {
         for problem in settings.check() {
             problems.push(problem);
@@ -309,6 +308,14 @@ fn load_verifier(audit: &AuditTarget, problems: &mut Problems) -> Option<NoteVer
     let checkpoints = settings.checkpoints.as_ref()?;
     let signer = crate::audit::open::load_signer(&checkpoints.signing_key_file);
     problems.take(signer).map(|s| s.verifier())
+}
+
+/// Whether the collector's TLS files for shipping are usable (nothing is shipped in clear or
+/// unchecked instead).
+fn check_shipping(config: &ServeConfig, problems: &mut Problems) {
+    if let Some(ship) = &config.ship {
+        problems.take(crate::otlp::client_config(&ship.tls));
+    }
 }
 
 /// Ships the audit log's records as OTLP log records as `config` says, when asked and the
