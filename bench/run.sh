@@ -97,12 +97,13 @@ for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_POR
   fi
 done
 
-# The binary measured, the emulator's (they may be different builds: the emulator can live
-# behind a cargo feature the shipped build leaves out), and the rate scenario's generator.
+# The binary measured, the emulator's (different builds: what ships, the dist profile
+# without the `emulator` feature, is what is measured; the emulator that issues the tokens
+# runs from a build with it), and the rate scenario's generator.
 if [ -z "${GRAPHGATE_BIN:-}" ]; then
   need cargo || { echo "bench/run.sh builds graphgate with cargo (or set GRAPHGATE_BIN)" >&2; exit 1; }
   # shellcheck disable=SC2086
-  cargo build --profile dist --locked --quiet --manifest-path "$repo/Cargo.toml" --bin graphgate ${GRAPHGATE_BUILD_ARGS:-}
+  cargo build --profile dist --no-default-features --locked --quiet --manifest-path "$repo/Cargo.toml" -p graphgate --bin graphgate ${GRAPHGATE_BUILD_ARGS:-}
   GRAPHGATE_BIN=$repo/target/dist/graphgate
 fi
 if [ -z "${EMULATOR_BIN:-}" ]; then
@@ -110,7 +111,7 @@ if [ -z "${EMULATOR_BIN:-}" ]; then
     EMULATOR_BIN=$GRAPHGATE_BIN
   else
     echo "$GRAPHGATE_BIN has no emulator; building one (cargo build --release --features emulator)" >&2
-    cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml" --bin graphgate --features emulator
+    cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml" -p graphgate --bin graphgate --features emulator
     EMULATOR_BIN=$repo/target/release/graphgate
   fi
 fi

@@ -11,10 +11,10 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_A
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
+use crate::admit::{Admitted, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::audit::{AuditTrail, DurableIntent};
 use crate::cloud::Cloud;
 use crate::credential::TokenError;
-use crate::inbound::{Admitted, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::operation::route::Recognised;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;

@@ -2,10 +2,10 @@
 //! span and audit trail, then the stages of `pipeline`, then the audit outcome:
 //! 1. identify: the caller (API key, client certificate, or a JWT from a trusted issuer);
 //! 2. admit: operation recognition → the person and reason stated → refusal of what no body
-//!    could make allowed → in-flight bounds (the caller's, then the gateway's) → the body,
-//!    read within bounds and validated;
-//! 3. decide: policy → what the allowing rule requires stated → (dry run: answered here) →
-//!    the caller's and the rule's rate limits;
+//!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
+//!    gateway's) → the body, read within bounds and validated;
+//! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
+//!    rate, then answered here) → the caller's and the rule's rate limits, in devices;
 //! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
 //!    intent** → Graph, where nothing that may have run is ever sent again.
 //!
@@ -14,11 +14,16 @@
 //! answer refuses the request (503 `stateStoreUnavailable`): nothing is sent (fail closed).
 //!
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
-//! intent is on disk. [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
+//! intent is on disk (and nothing more once shutdown has begun, see
+//! [`Gateway::begin_drain`]). A refusal's log lines are sampled per caller like its audit
+//! record (`refusal_logs`). [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
+pub mod decision;
 pub mod explain;
 mod refusal_logs;
 mod setup;
+#[cfg(test)]
+mod tests;
 
 pub use setup::{
     ConnInfo, DEFAULT_DRY_RUNS_PER_SEC, DEFAULT_LOG_REFUSALS_PER_SEC, DEFAULT_MAX_BULK_IN_FLIGHT,
@@ -34,10 +39,8 @@ use hyper::body::Body;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::answer::{
-    bulk_forbidden_message, disclosure, dry_run_response, forbidden_message, json_response,
-    set_ids, settle,
-};
+use crate::admit::{self, Admitted, RequestIds};
+use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -45,18 +48,16 @@ use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::idempotency;
-use crate::identity::context::{self as stated_context, ContextError, Stated};
 use crate::identity::jwt::TokenUser;
+use crate::identity::stated::{self, Stated};
 use crate::identity::{self, AuthError};
-use crate::inbound::{self, Admitted, RequestIds};
 use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
-use crate::policy::Rate;
-use crate::policy::{Decision, Facts, Policy, Scope};
-use crate::ratelimit::{Refusal, Reservation, RetryAfter};
+use crate::policy::{Decision, Forbidden, Policy, Scope};
+use crate::ratelimit::{self, LimitRefusal, Reservation};
 use crate::slots::KeyedSlot;
-use crate::state::{Claim, Limiter, Ticket};
+use crate::state::{Claim, Ticket};
 use crate::{clock, metrics, telemetry};
 use refusal_logs::Lines;
 
@@ -71,7 +72,13 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = clock::Instant::now();
-        let ids = RequestIds::from_headers(req.headers());
+        // The listener makes the ids before the request's task (so even a task that fails
+        // is answered with them); a request handed over without them gets its own.
+        let ids = req
+            .extensions()
+            .get::<RequestIds>()
+            .cloned()
+            .unwrap_or_else(|| RequestIds::from_headers(req.headers()));
         let span = request_span(&req, &ids, self.cloud());
         // A caller's W3C trace continues through the gateway and on to Graph.
         telemetry::continue_trace(&span, req.headers());
@@ -191,7 +198,7 @@ impl Gateway {
     }
 
     /// Stage 2, admission: the operation, then what no body could make allowed is refused
-    /// unread, then the in-flight bounds, and only then the body (see [`inbound`]: the same
+    /// unread, then the in-flight bounds, and only then the body (see [`admit`]: the same
     /// two steps `policy explain` and `policy test` take).
     async fn admit<B>(
         &self,
@@ -205,36 +212,30 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // From recognition on, every outcome is audited.
-        let head = inbound::admit_head(req.method(), req.uri(), req.headers(), |target| {
+        let head = admit::admit_head(req.method(), req.uri(), req.headers(), |target| {
             let span = tracing::Span::current();
             span.record("graph.operation", target.op.name);
             span.record("http.route", target.shape.template);
             trail.recognised(target);
         })?;
         // The person and the reason, as the headers (or a delegated token) state them.
-        let mut stated = stated_context::from_headers(req.headers(), caller.user.as_ref())?;
+        let mut stated = stated::from_headers(req.headers(), caller.user.as_ref())?;
         record_stated(trail, &stated);
         // A caller without permission cannot hold a slot by declaring a body it never sends
         // (a bulk one: no rule lets it run any operation executeAction can run).
         refuse_before_body(policy, caller, &head.target, trail)?;
         // One caller cannot take every in-flight slot: its own bound comes first...
-        let caller_slot =
-            self.caller_in_flight
-                .try_acquire(&caller.name)
-                .ok_or(GatewayError::RateLimited {
-                    scope: "the caller's requests in flight",
-                    retry_after_secs: 1,
-                })?;
+        let caller_slot = self
+            .caller_in_flight
+            .try_acquire(&caller.name)
+            .ok_or(GatewayError::CallerInFlight)?;
         // ...bulk requests (up to 100 devices each, the largest bodies) have a smaller
         // bound of their own, so they cannot crowd out single calls...
         let bulk_permit = match head.target.op.binding {
             Binding::Devices => Some(
                 Arc::clone(&self.bulk_in_flight)
                     .try_acquire_owned()
-                    .map_err(|_| GatewayError::RateLimited {
-                        scope: "bulk requests in flight",
-                        retry_after_secs: 1,
-                    })?,
+                    .map_err(|_| GatewayError::BulkInFlight)?,
             ),
             _ => None,
         };
@@ -242,17 +243,17 @@ impl Gateway {
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| GatewayError::Overloaded)?;
-        let body = inbound::read_body(
+        let body = admit::read_body(
             req,
             self.limits.max_body_bytes,
             self.limits.body_read_timeout,
         )
         .await?;
-        // A simplified-API body may state them too (fields that are not Graph parameters).
-        let body =
-            stated_context::take_from_body(&head.target, body, &mut stated, caller.user.as_ref())?;
+        // Parsed once; a simplified-API body may state the person and reason too.
+        let max_bulk = self.limits.max_bulk_devices;
+        let admitted = head.admit_body(&body, max_bulk, &mut stated, caller.user.as_ref());
         record_stated(trail, &stated);
-        let request = head.admit_body(&body, self.limits.max_bulk_devices)?;
+        let request = admitted?;
         trail.params(&request.params);
         if let Some(plan) = &request.bulk {
             trail.device_ids(&plan.device_ids);
@@ -278,40 +279,40 @@ impl Gateway {
         trail: &mut AuditTrail,
     ) -> Result<Verdict, GatewayError> {
         let (request, stated) = (&asked.request, &asked.stated);
-        let policy = &installed.policy;
-        // A bulk request must be allowed for every device it lists.
-        let initiator = stated.person();
-        let (decision, refused) = match &request.bulk {
-            Some(plan) => {
-                let version = request.target.version;
-                let d = bulk::decide(policy, caller.index, version, plan, initiator);
-                (d.decision, d.refused)
-            }
-            None => {
-                let facts = Facts::of(caller.index, &request.target, &request.params, initiator);
-                (policy.decide(&facts), Vec::new())
-            }
-        };
-        record_decision(&tracing::Span::current(), trail, &decision);
-        let rule = match decision.rule {
-            Some(rule) if decision.allowed => rule,
-            _ => return Err(forbidden_for(&decision, caller, request, &refused)),
+        // The same question `policy explain` asks (a bulk request, device by device).
+        let judgement = decision::judge(&installed.policy, caller.index, request, stated);
+        let decision = &judgement.decision;
+        record_decision(&tracing::Span::current(), trail, decision);
+        if let Some(refusal) = judgement.forbidden(&caller.name, request) {
+            return Err(GatewayError::Forbidden(refusal));
+        }
+        let Some(rule) = decision.rule else {
+            return Err(GatewayError::Forbidden(Forbidden::of(
+                decision,
+                &caller.name,
+                &request.target,
+            )));
         };
         // The allowing rule may demand the person and the reason: 400 before anything is sent.
-        required_stated(rule, stated, trail)?;
+        if let Some(unstated) = judgement.unstated() {
+            trail.decided(AuditDecision::Invalid, Some(&rule.name));
+            return Err(unstated.into());
+        }
         if request.dry_run {
             // Dry runs cost nothing at Graph but are answered and audited: a per-caller rate.
-            self.dry_run_slot(caller).await.inspect_err(|e| {
-                if matches!(e, GatewayError::RateLimited { .. }) {
+            let per_sec = self.limits.dry_runs_per_sec;
+            if let Err(refused) = ratelimit::dry_run(&self.state, &caller.name, per_sec).await {
+                if refused.is_limit() {
                     trail.decided(AuditDecision::RateLimited, Some(&rule.name));
                 }
-            })?;
+                return Err(refused.into());
+            }
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
             let doc = dry_run_response(
                 self.cloud(),
                 &caller.name,
                 &request.target,
-                &decision,
+                decision,
                 &request.params,
             );
             return Ok(Verdict::Answered(doc));
@@ -330,27 +331,6 @@ impl Gateway {
             return Err(refused.into());
         }
         Ok(Verdict::Send { rule: rule.index })
-    }
-
-    /// One of the caller's dry runs (`--dry-runs-per-sec`), from the state store like every
-    /// limit (shared by the replicas; a store that cannot answer refuses).
-    async fn dry_run_slot(&self, caller: &Caller) -> Result<(), GatewayError> {
-        let rate = Rate {
-            count: self.limits.dry_runs_per_sec.max(1),
-            per: std::time::Duration::from_secs(1),
-        };
-        let limiter = Limiter {
-            key: self.state.namespace().rate("dry-run", &caller.name, rate),
-            rate,
-        };
-        match self.state.limit(&[limiter], 1).await {
-            Ok(None) => Ok(()),
-            Ok(Some((_, wait))) => Err(GatewayError::RateLimited {
-                scope: "the caller's dry runs",
-                retry_after_secs: RetryAfter(wait).secs(),
-            }),
-            Err(e) => Err(GatewayError::StateUnavailable(e)),
-        }
     }
 
     /// Stage 4, execution: the only way to Graph, in this order and nowhere else.
@@ -438,7 +418,7 @@ impl Gateway {
             .limits
             .admit(&self.state, caller.index, rule, op, devices);
         admit.await.map_err(|refused| {
-            if matches!(refused, Refusal::OverBudget { .. }) {
+            if matches!(refused, LimitRefusal::OverBudget { .. }) {
                 let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
                 trail.decided(AuditDecision::RateLimited, name);
             }
@@ -532,29 +512,11 @@ fn refuse_before_body(
     };
     record_decision(&tracing::Span::current(), trail, &decision);
     trail.note("refused before the body was read: no body could make it allowed");
-    Err(forbidden(&decision, caller, target))
-}
-
-fn forbidden(decision: &Decision<'_>, caller: &Caller, target: &Recognised) -> GatewayError {
-    GatewayError::Forbidden(forbidden_message(decision, &caller.name, target))
-}
-
-/// The 403 of a refused request; a bulk one names its refused devices.
-fn forbidden_for(
-    decision: &Decision<'_>,
-    caller: &Caller,
-    request: &Admitted,
-    refused: &[String],
-) -> GatewayError {
-    match &request.bulk {
-        Some(plan) => GatewayError::Forbidden(bulk_forbidden_message(
-            &caller.name,
-            plan,
-            request.target.version,
-            refused,
-        )),
-        None => forbidden(decision, caller, &request.target),
-    }
+    Err(GatewayError::Forbidden(Forbidden::of(
+        &decision,
+        &caller.name,
+        target,
+    )))
 }
 
 impl Gateway {
@@ -640,26 +602,6 @@ fn record_decision(span: &tracing::Span, trail: &mut AuditTrail, decision: &Deci
             "a shadow rule would change this decision"
         );
     }
-}
-
-/// Refuses (400) an allowed request that does not state what its rule requires.
-fn required_stated(
-    rule: &crate::policy::Rule,
-    stated: &Stated,
-    trail: &mut AuditTrail,
-) -> Result<(), GatewayError> {
-    let missing = rule
-        .require
-        .missing(stated.initiator.is_some(), stated.reason.is_some());
-    if missing.is_none() {
-        return Ok(());
-    }
-    trail.decided(AuditDecision::Invalid, Some(&rule.name));
-    Err(ContextError::Missing {
-        rule: rule.name.clone(),
-        missing,
-    }
-    .into())
 }
 
 /// The token's issuer, subject and fingerprint (never the token) on the span and the audit.

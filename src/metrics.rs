@@ -454,7 +454,7 @@ pub fn jwt_key_fetch(ok: bool) {
 }
 
 /// A request was refused over its stated person or reason; `reason` is a
-/// [`crate::identity::context::ContextError`] label.
+/// [`crate::identity::stated::ContextError`] label.
 pub fn context_refusal(reason: &'static str) {
     METRICS
         .context_refusals

@@ -121,13 +121,23 @@ pub fn use_colour(stdout_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
     stdout_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
+/// What logging reads from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct LogEnv {
+    /// `RUST_LOG`.
+    pub rust_log: Option<String>,
+    /// `NO_COLOR`.
+    pub no_color: Option<std::ffi::OsString>,
+}
+
 /// Installs logging (and tracing export, if configured) for the process.
-pub fn init(json: bool, otlp: Option<OtlpConfig>) -> Result<Telemetry, ExportSetupError> {
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let colour = use_colour(
-        std::io::stdout().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
+pub fn init(
+    json: bool,
+    env: &LogEnv,
+    otlp: Option<OtlpConfig>,
+) -> Result<Telemetry, ExportSetupError> {
+    let filter = log_filter(env.rust_log.as_deref());
+    let colour = use_colour(std::io::stdout().is_terminal(), env.no_color.as_deref());
     let logs = if json {
         fmt::layer()
             .json()

@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::ChainState;
+use super::queue::{Ack, DEFER, DEFER_BYTES, Deferred, Job, MAX_BATCH, WriteError};
 use super::record::{Entry, Kind};
 use super::sampler::{self, Sampler};
 use super::sink::Sink;
-use super::writer::{Ack, DEFER, DEFER_BYTES, Deferred, Job, MAX_BATCH, WriteError};
 
 /// Records sealed but not yet durable, and who waits for them.
 pub(super) struct Pending {

@@ -259,6 +259,12 @@ fn read_token(file: &std::path::Path) -> Result<String, String> {
     Ok(token.to_owned())
 }
 
+/// Checks that a push to `target` can be set up (the URL, the credential, a readable token
+/// file) without starting it: `serve --check-config`.
+pub fn check(target: &PushTarget) -> Result<(), PushSetupError> {
+    Endpoint::new(target).map(|_| ())
+}
+
 /// Starts the task pushing `queue`'s notes to `target` (http or https; `extra_ca_pem` adds
 /// trusted CAs). Call within a Tokio runtime.
 pub fn spawn(

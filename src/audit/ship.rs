@@ -48,16 +48,16 @@ pub fn cursor_path(log: &Path) -> PathBuf {
     log.with_file_name(name)
 }
 
-/// Whether OTLP export is configured in the environment (the variables the OpenTelemetry
-/// exporters read), so that records are shipped.
-pub fn otlp_configured() -> bool {
+/// Whether OTLP export is configured in an environment (`var` reads it): the variables the
+/// OpenTelemetry exporters read, so that traces are exported and records shipped.
+pub fn otlp_configured(var: impl Fn(&str) -> Option<String>) -> bool {
     [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
     ]
     .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
+    .any(|name| var(name).is_some_and(|v| !v.is_empty()))
 }
 
 /// The last record the collector acknowledged (0: none).

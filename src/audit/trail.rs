@@ -93,7 +93,7 @@ impl AuditTrail {
     }
 
     /// The person and reason the request states (already checked).
-    pub fn stated(&mut self, stated: &crate::identity::context::Stated) {
+    pub fn stated(&mut self, stated: &crate::identity::stated::Stated) {
         self.entry.initiator = stated.initiator().map(str::to_owned);
         self.entry.initiator_oid = stated.person().and_then(|who| who.oid.clone());
         self.entry.initiator_source = stated

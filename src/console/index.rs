@@ -471,5 +471,4 @@ pub fn read_hit(hit: &Hit) -> Option<crate::audit::Record> {
 }
 
 #[cfg(test)]
-#[path = "index_tests.rs"]
 mod tests;

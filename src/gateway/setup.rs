@@ -15,7 +15,7 @@ use crate::identity::jwt::{IssuerRegistry, TokenIssuers, fetch::HttpLoader};
 use crate::policy::Policy;
 use crate::ratelimit::PolicyLimits;
 use crate::slots::KeyedSlots;
-use crate::state::{ClaimSettings, IdempotencyStore, Namespace, StateStore};
+use crate::state::{ClaimSettings, Namespace, StateStore};
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
 
@@ -292,11 +292,6 @@ impl Gateway {
     /// The deployment's cloud.
     pub fn cloud(&self) -> Cloud {
         self.forwarder.cloud
-    }
-
-    /// The in-process idempotency claims, with the memory store (for tests: expiry and bound).
-    pub fn idempotency(&self) -> Option<&IdempotencyStore> {
-        self.state.idempotency()
     }
 
     /// The state store (for readiness).

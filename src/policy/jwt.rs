@@ -11,7 +11,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::compile::Issues;
+use super::issues::Issues;
 
 /// One `jwt_issuers` entry as written.
 #[derive(Debug, Deserialize)]

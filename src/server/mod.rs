@@ -20,7 +20,7 @@ use crate::gateway::{ConnInfo, Gateway};
 use crate::identity::PeerCertificate;
 use crate::slots::{KeyedSlot, KeyedSlots};
 use conn::Deadlines;
-use refuse::{Refusal, Refuser};
+use refuse::{ConnectionRefusal, Refuser};
 
 /// Connection-level bounds.
 #[derive(Debug, Clone)]
@@ -191,15 +191,15 @@ impl Admission {
         }
     }
 
-    fn admit(&self, source: IpAddr) -> Result<Admitted, Refusal> {
+    fn admit(&self, source: IpAddr) -> Result<Admitted, ConnectionRefusal> {
         // The per-source cap first: one client at its cap must not use up global slots.
         let source = self
             .per_source
             .try_acquire(&source.to_canonical())
-            .ok_or(Refusal::PerSource)?;
+            .ok_or(ConnectionRefusal::PerSource)?;
         let total = Arc::clone(&self.total)
             .try_acquire_owned()
-            .map_err(|_| Refusal::MaxConnections)?;
+            .map_err(|_| ConnectionRefusal::MaxConnections)?;
         Ok(Admitted {
             _total: total,
             _source: source,

@@ -1,6 +1,8 @@
 //! The limits' arithmetic, in microseconds: a GCRA for rate limits and an exact sliding
 //! window for the tenant pacing. The memory store runs these functions; the Redis scripts
-//! (`scripts/gcra.lua`, `scripts/admit.lua`) do the same steps, line for line.
+//! (`scripts/gcra.lua`, `scripts/admit.lua`) do the same steps, and
+//! `tests/e2e/state_contract.rs` (`the_lua_scripts_and_algo_agree_step_by_step`) feeds both
+//! the same inputs.
 
 use std::collections::VecDeque;
 use std::time::Duration;

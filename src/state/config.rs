@@ -42,7 +42,7 @@ pub struct RedisSettings {
     /// `redis[s]://host:port/db`, without credentials.
     pub(super) shown: String,
     /// The deployment's name in the store's keys (`--state-namespace`); `None`: derived
-    /// from the app registration (see [`super::keys::default_deployment`]).
+    /// from the app registration (see [`super::namespace::default_deployment`]).
     pub(super) deployment: Option<String>,
 }
 
@@ -153,7 +153,7 @@ impl StateConfig {
         );
         let ca_pem = options.ca_file.as_deref().map(read_ca).transpose()?;
         if let Some(name) = &options.namespace
-            && !super::keys::valid_deployment(name)
+            && !super::namespace::valid_deployment(name)
         {
             return bad(
                 "--state-namespace / GRAPHGATE_STATE_NAMESPACE must be 1 to 64 letters, digits, '.', '_' or '-'",

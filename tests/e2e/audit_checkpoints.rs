@@ -109,7 +109,7 @@ fn entry(i: usize) -> Entry {
 }
 
 fn config(s: &Setup, every: u64, push: Option<PushQueue>) -> AuditConfig {
-    let signer = graphgate::audit::serve::load_signer(&s.signing).unwrap();
+    let signer = graphgate::audit::open::load_signer(&s.signing).unwrap();
     AuditConfig {
         checkpoints: Some(CheckpointConfig {
             signer: Arc::new(signer),
@@ -438,7 +438,7 @@ async fn the_push_authenticates_with_a_token_file_honours_connect_to_and_logs_no
     let s = setup();
     let (addr, mut pushed) = guarded_endpoint(1).await;
     let backend =
-        crate::common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+        crate::common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let token_file = s.dir.join("push-token");
     write_token(&token_file, "push-token-one-7f3a");
     // A name only GRAPHGATE_CONNECT_TO resolves, and a key in the query.
@@ -446,7 +446,7 @@ async fn the_push_authenticates_with_a_token_file_honours_connect_to_and_logs_no
     let url = format!("http://checkpoints.example:{port}/in?code=SECRET-IN-QUERY");
     let connect_to = format!(
         "{},checkpoints.example:{port}=127.0.0.1:{port}",
-        graphgate::emulator::Emulator::connect_to(backend.addr)
+        graphgate_emulator::Emulator::connect_to(backend.addr)
     );
     let mut cmd = backend.serve_command();
     cmd.env("GRAPHGATE_CONNECT_TO", connect_to)

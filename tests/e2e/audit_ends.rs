@@ -226,10 +226,10 @@ impl Served {
     fn call(&self) -> u16 {
         use std::io::{Read, Write};
         let body = r##"{"updateWindowsDeviceAccountActionParameter":{"deviceAccount":{"@odata.type":"#microsoft.graph.windowsDeviceAzureADAccount","password":"Ends-Passw0rd-1","userPrincipalName":"room1@contoso.com"},"deviceAccountEmail":"room1@contoso.com","exchangeServer":"outlook.office365.com","passwordRotationEnabled":true,"calendarSyncEnabled":true,"sessionInitiationProtocalAddress":"sip:room1@contoso.com"}}"##;
-        let device = graphgate::emulator::DEMO_DEVICE_IDS[0];
+        let device = graphgate_emulator::DEMO_DEVICE_IDS[0];
         let request = format!(
             "POST /v1.0/deviceManagement/managedDevices/{device}/updateWindowsDeviceAccount HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-            graphgate::demo::DEMO_API_KEY,
+            graphgate_emulator::demo::DEMO_API_KEY,
             body.len()
         );
         let mut tcp = std::net::TcpStream::connect(&self.addr).unwrap();

@@ -70,8 +70,8 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
         .assert_graph_error(403, "accessDenied");
     h.audit.flush().await.unwrap();
     let lines = log_lines(&log);
-    assert_eq!(lines.len(), 3, "intent, outcome, refusal");
-    wait_for_all(&rx, 3, Duration::from_secs(20)).await;
+    assert_eq!(lines.len(), 4, "start, intent, outcome, refusal");
+    wait_for_all(&rx, 4, Duration::from_secs(20)).await;
     let records = rx.logs.lock().unwrap().clone();
     for (line, record) in lines.iter().zip(&records) {
         assert_eq!(&log_body(record), line, "the body is the record's line");
@@ -93,9 +93,9 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
         assert!(record.time_unix_nano > 0);
         assert!(!log_body(record).contains(PASSWORD), "no secret is shipped");
     }
-    assert_eq!(records[2].severity_text, "WARN", "a refusal");
-    assert_eq!(records[1].severity_text, "INFO");
-    wait_cursor(&log, 3).await;
+    assert_eq!(records[3].severity_text, "WARN", "a refusal");
+    assert_eq!(records[2].severity_text, "INFO");
+    wait_cursor(&log, 4).await;
 }
 
 /// Waits (bounded) until the persisted cursor says `seq` was acknowledged.
@@ -147,7 +147,7 @@ async fn a_collector_down_for_a_while_gets_every_record_at_least_once_and_never_
     rx.hang.store(false, Ordering::SeqCst);
     rx.up.store(true, Ordering::SeqCst);
     let last = log_lines(&log).len() as u64;
-    assert_eq!(last, 40);
+    assert_eq!(last, 41, "the start record and 40 of the calls");
     let seqs = wait_for_all(&rx, last, Duration::from_secs(60)).await;
     let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
     assert_eq!(distinct, (1..=last).collect::<BTreeSet<u64>>());
@@ -282,7 +282,7 @@ async fn the_ship_lag_grows_during_a_collector_outage_and_returns_to_zero() {
     const LAG: &str = "graphgate_audit_ship_lag_records";
     let rx = otlp_receiver().await;
     rx.up.store(false, Ordering::SeqCst);
-    let backend = served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let mut cmd = backend.serve_command();
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", rx.addr));
     let gw = backend.serve(cmd).await;
@@ -330,7 +330,7 @@ async fn the_ship_lag_grows_during_a_collector_outage_and_returns_to_zero() {
 async fn audit_ship_false_ships_nothing_and_keeps_nothing_for_shipping() {
     let rx = otlp_receiver().await;
     let backend =
-        crate::common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+        crate::common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let mut cmd = backend.serve_command();
     cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", rx.addr))
         .env("GRAPHGATE_AUDIT_SHIP", "false")

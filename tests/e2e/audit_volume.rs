@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::*;
 use graphgate::secret::Secret;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The value of the metric sample `name` (with its labels), 0 if not yet rendered.
 fn metric(name: &str) -> f64 {
@@ -37,10 +37,17 @@ async fn a_huge_parameter_is_recorded_capped_with_its_fingerprint() {
     // The other service may run the action only towards one Exchange server, so its request
     // is read in full and refused by a condition (a caller no rule names is refused before
     // its body is read, and its record carries no parameters at all).
-    let policy = format!(
-        "{}  - name: other-to-one-exchange\n    callers: [other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - {{ param: exchangeServer, equals: exchange.contoso.com }}\n",
-        policy_text()
-    );
+    let policy = TestPolicy::standard()
+        .rule(
+            Rule::allow("other-to-one-exchange")
+                .callers(&["other-service"])
+                .operations(&["managedDevices.updateWindowsDeviceAccount"])
+                .set(
+                    "when",
+                    json!([{"param": "exchangeServer", "equals": "exchange.contoso.com"}]),
+                ),
+        )
+        .yaml();
     let h = start_with(Options {
         policy: Some(policy),
         ..Options::default()

@@ -6,11 +6,11 @@
 
 use crate::common;
 
-use graphgate::emulator::DEMO_IOS_DEVICE_ID;
 use graphgate::identity::api_key_sha256;
+use graphgate_emulator::DEMO_IOS_DEVICE_ID;
 use serde_json::json;
 
-use common::{Options, Reply};
+use common::{Caller, Options, Reply, Rule, TestPolicy};
 
 const KEY: &str = "bulk-operator-key-1a2b";
 const A: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
@@ -165,7 +165,7 @@ async fn bad_device_lists_and_actions_are_400s_with_nothing_sent() {
 /// cap the request is decided and forwarded.
 #[tokio::test]
 async fn the_bulk_cap_is_the_operators() {
-    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     std::fs::write(backend.dir.join("policy.yaml"), policy()).unwrap();
     let mut cmd = backend.serve_command();
     cmd.env("GRAPHGATE_MAX_BULK_DEVICES", "2");
@@ -186,18 +186,20 @@ async fn the_bulk_cap_is_the_operators() {
     assert!(status.success(), "{out}");
 }
 
-/// A policy where `ops` may sync any device, with `caller_extra` on the caller, `rule_extra`
-/// on the rule and `tail` after the rules.
-fn counted_policy(caller_extra: &str, rule_extra: &str, tail: &str) -> String {
-    format!(
-        "version: 1\ncallers:\n  - name: ops\n    api_key_sha256: \"{}\"\n{caller_extra}rules:\n  - name: sync-anything\n    callers: [ops]\n    operations: [managedDevices.syncDevice]\n{rule_extra}{tail}",
-        api_key_sha256(KEY)
-    )
+/// A policy where `ops` may sync any device (rule `sync-anything`).
+fn counted_policy() -> TestPolicy {
+    TestPolicy::empty()
+        .caller(Caller::api_key("ops", KEY))
+        .rule(
+            Rule::allow("sync-anything")
+                .callers(&["ops"])
+                .operations(&["managedDevices.syncDevice"]),
+        )
 }
 
-async fn counted(policy: String) -> common::Harness {
+async fn counted(policy: TestPolicy) -> common::Harness {
     common::start_with(Options {
-        policy: Some(policy),
+        policy: Some(policy.yaml()),
         ..Options::default()
     })
     .await
@@ -212,14 +214,13 @@ async fn a_bulk_request_spends_one_unit_of_each_budget_per_device() {
     let three = json!({"actionName": "syncDevice", "deviceIds": [A, B, DEMO_IOS_DEVICE_ID]});
     for (policy, budget) in [
         (
-            counted_policy("    budget: 3 per day\n", "", ""),
+            counted_policy().with_caller("ops", |c| c.set("budget", json!("3 per day"))),
             "caller:ops",
         ),
         (
-            counted_policy(
-                "",
-                "",
-                "tenant_budgets:\n  managedDevices.syncDevice: 3 per day\n",
+            counted_policy().set(
+                "tenant_budgets",
+                json!({"managedDevices.syncDevice": "3 per day"}),
             ),
             "tenant:managedDevices.syncDevice",
         ),
@@ -253,7 +254,10 @@ async fn a_bulk_request_spends_one_unit_of_each_budget_per_device() {
 /// saying to split it.
 #[tokio::test]
 async fn a_rate_limit_counts_a_bulk_requests_devices() {
-    let h = counted(counted_policy("", "    rate_limit: 5 per minute\n", "")).await;
+    let policy = counted_policy().with_rule("sync-anything", |r| {
+        r.set("rate_limit", json!("5 per minute"))
+    });
+    let h = counted(policy).await;
     let devices = |ids: &[&str]| json!({"actionName": "syncDevice", "deviceIds": ids});
     assert_eq!(
         bulk(&h, devices(&[A, B, DEMO_IOS_DEVICE_ID, UNKNOWN]))

@@ -45,7 +45,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// `Command::output`, bounded by [`LIMIT`].
-trait OutputWithin {
+pub(crate) trait OutputWithin {
     fn output_within(&mut self) -> Output;
 }
 
@@ -225,7 +225,7 @@ fn no_secret_reaches_the_output() {
         "Flat sentinel",
         "Key-sentinel-8d7a",
         "demo-api-key",
-        graphgate::emulator::DEMO_CLIENT_SECRET,
+        graphgate_emulator::DEMO_CLIENT_SECRET,
         "eyJ",
     ] {
         assert!(

@@ -390,7 +390,7 @@ async fn past_the_cap_a_tls_connection_is_closed_at_once_without_a_handshake() {
 /// metrics of the gateway process this test runs.
 #[tokio::test]
 async fn a_tls_handshake_stalled_midway_is_closed_at_its_deadline_with_its_reason() {
-    let backend = served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let ca = Ca::new("server CA");
     let leaf = ca.server();
     let (cert, key) = (backend.dir.join("tls.crt"), backend.dir.join("tls.key"));

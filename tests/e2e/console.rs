@@ -91,7 +91,7 @@ async fn dump_dom(url: &str) -> String {
 /// listener on `127.0.0.1:0` serving the console over it.
 async fn console_gateway() -> (Harness, SocketAddr) {
     let h = start_with(Options {
-        emulator: graphgate::emulator::EmulatorConfig {
+        emulator: graphgate_emulator::EmulatorConfig {
             devices: vec![DEVICE.parse().unwrap(), OTHER_DEVICE.parse().unwrap()],
             ..Default::default()
         },

@@ -84,10 +84,15 @@ async fn one_permitted_caller_cannot_take_every_slot() {
             max_in_flight_per_caller: 2,
             ..slow_bodies()
         },
-        policy: Some(format!(
-            "{}  - name: other-too\n    callers: [other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
-            policy_text()
-        )),
+        policy: Some(
+            TestPolicy::standard()
+                .rule(
+                    Rule::allow("other-too")
+                        .callers(&["other-service"])
+                        .operations(&["managedDevices.updateWindowsDeviceAccount"]),
+                )
+                .yaml(),
+        ),
         ..Options::default()
     })
     .await;
@@ -132,10 +137,11 @@ async fn stalled_bulk(h: &Harness, key: &str) -> TcpStream {
 
 /// The rotator may update room accounts (no operation a bulk request can run); the other
 /// service may sync any device (which `executeAction` can run).
-fn bulk_policy() -> String {
-    format!(
-        "{}  - name: other-syncs\n    callers: [other-service]\n    operations: [managedDevices.syncDevice]\n",
-        policy_text()
+fn bulk_policy() -> TestPolicy {
+    TestPolicy::standard().rule(
+        Rule::allow("other-syncs")
+            .callers(&["other-service"])
+            .operations(&["managedDevices.syncDevice"]),
     )
 }
 
@@ -146,7 +152,7 @@ async fn callers_without_bulk_rights_cannot_hold_bulk_slots() {
             max_bulk_in_flight: 2,
             ..slow_bodies()
         },
-        policy: Some(bulk_policy()),
+        policy: Some(bulk_policy().yaml()),
         ..Options::default()
     })
     .await;
@@ -188,10 +194,15 @@ async fn bulk_requests_have_their_own_smaller_in_flight_bound() {
             max_bulk_in_flight: 2,
             ..slow_bodies()
         },
-        policy: Some(format!(
-            "{}  - name: other-updates\n    callers: [other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
+        policy: Some(
             bulk_policy()
-        )),
+                .rule(
+                    Rule::allow("other-updates")
+                        .callers(&["other-service"])
+                        .operations(&["managedDevices.updateWindowsDeviceAccount"]),
+                )
+                .yaml(),
+        ),
         ..Options::default()
     })
     .await;

@@ -12,18 +12,25 @@ use crate::common;
 
 use common::jwt::*;
 use graphgate::cloud::Cloud;
-use graphgate::emulator::KUBERNETES_JWKS_URL;
 use graphgate::policy::Policy;
+use graphgate_emulator::KUBERNETES_JWKS_URL;
 
-/// `text` with every Entra issuer given `extra` settings: new settings, new key stores, so
-/// their keys are fetched again (through whatever the discovery documents now say).
-fn entra_issuers_with(text: &str, extra: &str) -> String {
-    let changed = text.replace(
-        "    algorithms: [RS256]\n",
-        &format!("    algorithms: [RS256]\n{extra}"),
-    );
-    assert_ne!(changed, text);
-    changed
+/// `text` with every Entra issuer given the settings of `extra` (a map): new settings, new
+/// key stores, so their keys are fetched again (through whatever the discovery documents
+/// now say).
+fn entra_issuers_with(text: &str, extra: serde_json::Value) -> String {
+    let mut changed = 0;
+    let policy = common::TestPolicy::parse(text).with_each("jwt_issuers", |issuer| {
+        let is_entra = issuer["issuer"]
+            .as_str()
+            .is_some_and(graphgate::policy::jwt::is_entra_issuer);
+        if is_entra {
+            issuer.extend(extra.as_object().unwrap().clone());
+            changed += 1;
+        }
+    });
+    assert!(changed > 0, "no Entra issuer in {text}");
+    policy.yaml()
 }
 
 async fn refused_unsent(h: &common::Harness, token: &str) {
@@ -42,7 +49,7 @@ async fn a_discovery_document_naming_another_issuer_gives_no_keys() {
     let other = "https://login.microsoftonline.com/00000000-0000-4000-8000-000000000bad/v2.0";
     h.emulator
         .set_entra_discovery_override(Some(json!({ "issuer": other })));
-    let policy = entra_issuers_with(&j.policy(60, ""), "    fetch_timeout_ms: 4000\n");
+    let policy = entra_issuers_with(&j.policy(60, ""), json!({"fetch_timeout_ms": 4000}));
     h.gw.set_policy(Policy::from_yaml(&policy, "forged").unwrap());
     refused_unsent(h, &token).await;
     let record = h.last_record().await;
@@ -50,7 +57,7 @@ async fn a_discovery_document_naming_another_issuer_gives_no_keys() {
     assert_eq!(record["note"], "token refused: keys_unavailable");
     // The issuer's own document again: its keys, and the token is taken.
     h.emulator.set_entra_discovery_override(None);
-    let policy = entra_issuers_with(&j.policy(60, ""), "    fetch_timeout_ms: 4500\n");
+    let policy = entra_issuers_with(&j.policy(60, ""), json!({"fetch_timeout_ms": 4500}));
     h.gw.set_policy(Policy::from_yaml(&policy, "true").unwrap());
     assert_eq!(h.post_token(&token, &[]).await.status, 204);
 }
@@ -67,7 +74,7 @@ async fn a_discovery_document_sending_key_fetches_elsewhere_is_not_followed_whil
         .set_entra_discovery_override(Some(json!({ "jwks_uri": KUBERNETES_JWKS_URL })));
     // Pinned (the default for Entra): the other host is never asked.
     let before = elsewhere();
-    let pinned = entra_issuers_with(&j.policy(60, ""), "    fetch_timeout_ms: 4000\n");
+    let pinned = entra_issuers_with(&j.policy(60, ""), json!({"fetch_timeout_ms": 4000}));
     h.gw.set_policy(Policy::from_yaml(&pinned, "pinned").unwrap());
     refused_unsent(h, &token).await;
     assert_eq!(elsewhere(), before, "no key fetch from another host");
@@ -75,7 +82,7 @@ async fn a_discovery_document_sending_key_fetches_elsewhere_is_not_followed_whil
     // token's key is not among them).
     let unpinned = entra_issuers_with(
         &j.policy(60, ""),
-        "    fetch_timeout_ms: 4000\n    pin_jwks_host: false\n",
+        json!({"fetch_timeout_ms": 4000, "pin_jwks_host": false}),
     );
     h.gw.set_policy(Policy::from_yaml(&unpinned, "unpinned").unwrap());
     refused_unsent(h, &token).await;

@@ -56,5 +56,6 @@ mod sdk;
 mod shared_state;
 mod shutdown;
 mod startup;
+mod state_contract;
 mod state_store;
 mod stated;

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use graphgate::emulator::{AppRegistration, EmulatorConfig};
-use graphgate::secret::Secret;
 use graphgate::telemetry::{self, OtlpConfig};
+use graphgate_emulator::Secret;
+use graphgate_emulator::{AppRegistration, EmulatorConfig};
 use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -541,7 +541,7 @@ async fn a_secret_read_reaches_its_caller_and_nowhere_else() {
 #[tokio::test]
 async fn a_jwt_callers_span_carries_its_issuer_subject_fingerprint_and_person() {
     use common::jwt::{HELPDESK_APP, sha256_hex, start_jwt};
-    use graphgate::emulator::{DEMO_USER_OID, DEMO_USER_UPN};
+    use graphgate_emulator::{DEMO_USER_OID, DEMO_USER_UPN};
     let mut obs = observe().await;
     let j = start_jwt(60, "").await;
     let h = &j.h;
@@ -552,7 +552,7 @@ async fn a_jwt_callers_span_carries_its_issuer_subject_fingerprint_and_person() 
             DEMO_USER_UPN,
             "Devices.Manage",
             None,
-            graphgate::cloud::Cloud::Global,
+            graphgate_emulator::Cloud::Global,
         )
         .unwrap();
     assert_eq!(h.post_token(&token, &[]).await.status, 204);

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use graphgate::emulator::EmulatorConfig;
+use graphgate_emulator::EmulatorConfig;
 use rustls::server::WebPkiClientVerifier;
 
 use crate::common::otlp::{Receiver, log_attr, otlp_receiver_tls};

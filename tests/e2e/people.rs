@@ -8,31 +8,23 @@ use serde_json::{Value, json};
 
 use crate::common;
 
-use common::ROTATOR_KEY;
 use common::jwt::*;
-use graphgate::cloud::Cloud;
-use graphgate::emulator::{DEMO_TENANT_ID, DEMO_USER_OID, DEMO_USER_UPN, entra_issuer};
+use common::{Caller, ROTATOR_KEY, TestPolicy};
+use graphgate_emulator::{Cloud, DEMO_TENANT_ID, DEMO_USER_OID, DEMO_USER_UPN, entra_issuer};
 
 /// The helpdesk portal's v2 caller (its v2 tokens name the app by `azp`).
 const V2_CALLER: &str = "helpdesk-portal-v2";
 
 /// [`policy`] with the helpdesk portal (v1 and v2 tokens) allowed only by `people_rules`.
 fn helpdesk_policy(people_rules: &str) -> String {
-    let text = policy(None, 60, people_rules);
     let v2_issuer = entra_issuer(Cloud::Global, DEMO_TENANT_ID, 2);
-    let v2_caller = format!(
-        "callers:\n  - name: {V2_CALLER}\n    jwt: {{ issuer: \"{v2_issuer}\", claims: {{ azp: \"{HELPDESK_APP}\" }} }}\n"
-    );
-    let narrowed =
-        text.replacen("callers:\n", &v2_caller, 1)
-            .replacen(", helpdesk-portal, ", ", ", 1);
-    let listed = |t: &str| t.matches(", helpdesk-portal, ").count();
-    assert_eq!(
-        listed(&narrowed) + 1,
-        listed(&text),
-        "taken out of the workloads' rule"
-    );
-    narrowed
+    let v2_jwt = json!({"issuer": v2_issuer, "claims": {"azp": HELPDESK_APP}});
+    TestPolicy::parse(&policy(None, 60, people_rules))
+        .caller(Caller::named(V2_CALLER).set("jwt", v2_jwt))
+        .with_rule("workloads-update-room-accounts", |r| {
+            r.without_caller("helpdesk-portal")
+        })
+        .yaml()
 }
 
 /// A delegated token for the demo user through the helpdesk app: v1 (`upn`) or v2

@@ -11,7 +11,7 @@ use std::time::Duration;
 use crate::common::metrics::Snapshot;
 use crate::common::*;
 use graphgate::audit::reconcile::{READ_PERMISSION, ReconcileConfig};
-use graphgate::emulator::{ActionOutcome, ActionState, DEMO_IOS_DEVICE_ID, EmulatorConfig};
+use graphgate_emulator::{ActionOutcome, ActionState, DEMO_IOS_DEVICE_ID, EmulatorConfig};
 use serde_json::Value;
 
 const ACTION: &str = "updateWindowsDeviceAccount";
@@ -315,7 +315,7 @@ async fn a_hostile_graph_answer_is_bounded_in_size_and_in_the_note() {
 /// still read, and gets its final state when it comes.
 #[tokio::test]
 async fn reads_keep_the_documented_pace_and_a_late_action_gets_its_final_state() {
-    use graphgate::emulator::{DEMO_DEVICE_IDS, EmulatedDevice, OperatingSystem};
+    use graphgate_emulator::{DEMO_DEVICE_IDS, EmulatedDevice, OperatingSystem};
     let mut config = emulator(Duration::from_secs(4), vec![], true);
     let devices: Vec<String> = DEMO_DEVICE_IDS
         .iter()

@@ -38,7 +38,7 @@ fn refusal_lines(out: &str, code: &str) -> (usize, u64) {
 
 #[tokio::test]
 async fn a_flood_of_refusals_logs_a_bounded_number_of_lines_counting_the_rest() {
-    let backend = served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let mut cmd = backend.serve_command();
     cmd.env("GRAPHGATE_LOG_REFUSALS_PER_SEC", "5");
     let gw = backend.serve(cmd).await;

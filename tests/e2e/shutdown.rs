@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use graphgate::emulator::{EmulatorConfig, Fault, Faults};
+use graphgate_emulator::{EmulatorConfig, Fault, Faults};
 
 use crate::common::redis::RedisServer;
 use crate::common::{
-    ACTION_PATH, ROTATOR_KEY, body, eventually, graph_received, metrics, policy_text, served,
+    ACTION_PATH, ROTATOR_KEY, TestPolicy, body, eventually, graph_received, metrics, served,
 };
 
 /// The test's grace period: long enough for the delayed call, far shorter than the
@@ -27,10 +27,12 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
     };
     let backend = served::backend(EmulatorConfig::default()).await;
     // Two writes per 5 s: a third call waits (up to 8 s) for a slot.
-    let paced = format!(
-        "{}pacing:\n  tenant_writes: 2 per 5s\n  max_wait_ms: 8000\n",
-        policy_text()
-    );
+    let paced = TestPolicy::standard()
+        .set(
+            "pacing",
+            serde_json::json!({"tenant_writes": "2 per 5s", "max_wait_ms": 8000}),
+        )
+        .yaml();
     std::fs::write(backend.dir.join("policy.yaml"), paced).unwrap();
     let replica = |name: &str| {
         let mut cmd = backend.replica_command(name);

@@ -6,26 +6,25 @@
 use std::time::Duration;
 
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{DEMO_TENANT_ID, EmulatorConfig};
 use graphgate::gateway::Limits;
 use graphgate::policy::Policy;
-use graphgate::ratelimit::{PolicyLimits, Refusal};
+use graphgate::ratelimit::{LimitRefusal, PolicyLimits};
 use graphgate::state::config::StateOptions;
 use graphgate::state::{ClaimSettings, Namespace, StateConfig, StateStore};
+use graphgate_emulator::{DEMO_TENANT_ID, EmulatorConfig};
 
 use crate::common::pki::Ca;
 use crate::common::redis::RedisServer;
 use crate::common::replicas::Replicas;
-use crate::common::{policy_text, served, temp_dir};
+use crate::common::{TestPolicy, policy_text, served, temp_dir};
+use serde_json::json;
 
 const OP: &str = "managedDevices.updateWindowsDeviceAccount";
 
 fn with_budget(budget: &str) -> String {
-    policy_text().replacen(
-        "    api_key_sha256",
-        &format!("    budget: {budget}\n    api_key_sha256"),
-        1,
-    )
+    TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!(budget)))
+        .yaml()
 }
 
 fn state(url: &str, options: StateOptions) -> StateConfig {
@@ -44,14 +43,11 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let policy = Policy::from_yaml(
-        &format!(
-            "{}tenant_budgets:\n  {OP}: 10 per day\n",
-            with_budget("100 per hour")
-        ),
-        "p",
-    )
-    .unwrap();
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!("100 per hour")))
+        .set("tenant_budgets", json!({ OP: "10 per day" }))
+        .yaml();
+    let policy = Policy::from_yaml(&policy, "p").unwrap();
     let claims = ClaimSettings {
         capacity: 10,
         window: Duration::from_secs(60),
@@ -86,7 +82,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
         .settle(&b, true)
         .await;
     // 8 of the tenant's 10 are used: 4 devices more do not fit, whole, on either replica.
-    let Err(Refusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
+    let Err(LimitRefusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
         panic!("over budget")
     };
     assert_eq!(budget, format!("tenant:{OP}"));
@@ -341,43 +337,9 @@ async fn a_memory_budget_that_cannot_be_written_refuses_and_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_pacing_holds_in_every_window_as_slots_free_under_load() {
-    use crate::shared_state::{arrivals, assert_no_window_over};
-    // One gateway in memory mode, 4 writes per second, callers waiting up to 1.5 s.
-    let policy = format!(
-        "{}pacing:\n  tenant_writes: 4 per 1s\n  max_wait_ms: 1500\n",
-        policy_text()
-    );
-    let h = std::sync::Arc::new(
-        crate::common::start_with(crate::common::Options {
-            policy: Some(policy),
-            ..crate::common::Options::default()
-        })
-        .await,
-    );
-    let (seen, recorder) = arrivals(&h.emulator);
-    let until = std::time::Instant::now() + Duration::from_secs(3);
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let h = std::sync::Arc::clone(&h);
-        workers.spawn(async move {
-            let mut sent = 0;
-            while std::time::Instant::now() < until {
-                let reply = h.call().await;
-                if reply.status == 204 {
-                    sent += 1;
-                } else {
-                    reply.assert_graph_error(429, "activityLimitReached");
-                }
-            }
-            sent
-        });
-    }
-    let sent: usize = workers.join_all().await.into_iter().sum();
-    recorder.abort();
-    let times = seen.lock().unwrap().clone();
-    assert_eq!(times.len(), sent);
-    assert!(sent >= 8, "slots freed and were used again: {sent} sent");
-    assert_no_window_over(&times, 4, Duration::from_secs(1));
+    // One gateway in memory mode: the same test as the shared store's.
+    crate::shared_state::pacing_holds_in_every_window_as_slots_free(1, StateConfig::default())
+        .await;
 }
 
 /// A claim value in Redis longer than any graphgate writes (someone with access to the store
@@ -476,11 +438,11 @@ async fn call_at(addr: std::net::SocketAddr, key: &str) -> crate::common::Reply 
 
 /// The standard policy, its caller limited to one call a minute.
 fn one_call_a_minute() -> String {
-    policy_text().replacen(
-        "    api_key_sha256",
-        "    rate_limit: 1 per minute\n    api_key_sha256",
-        1,
-    )
+    TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| {
+            c.set("rate_limit", json!("1 per minute"))
+        })
+        .yaml()
 }
 
 /// Two deployments of one tenant on one Redis (`--state-namespace`): each has its own caller

@@ -1,12 +1,12 @@
 //! Callers that present a JWT: an Entra access token, a Kubernetes service-account token or
 //! a SPIFFE JWT-SVID. The token's issuer must be one the policy trusts; its signature is
 //! checked with that issuer's keys only ([`store`], fetched by [`fetch`], read by [`jwks`]);
-//! then audience and time ([`token`]); then its claims must name exactly one policy caller.
+//! then audience and time ([`verify`]); then its claims must name exactly one policy caller.
 
 pub mod fetch;
 pub mod jwks;
 pub mod store;
-pub mod token;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::policy::{JwtIssuer, Person, Policy};
 use store::{KeyMiss, KeySet, KeyStore};
-pub use token::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
+pub use verify::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
 
 /// A token that verified, and whose caller it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -193,8 +193,8 @@ pub fn authenticate_cached(
 fn prepare<'t>(
     policy: &Policy,
     token: &'t str,
-) -> Result<(token::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
-    let parsed = token::parse(token)?;
+) -> Result<(verify::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
+    let parsed = verify::parse(token)?;
     let index = policy
         .jwt_issuer_for(parsed.str_claim("iss"), parsed.str_claim("sub"))
         .ok_or(TokenRefusal::UntrustedIssuer)?;
@@ -210,7 +210,7 @@ fn prepare<'t>(
 fn finish(
     policy: &Policy,
     index: usize,
-    parsed: &token::Parsed<'_>,
+    parsed: &verify::Parsed<'_>,
     keys: &KeySet,
     alg: jsonwebtoken::Algorithm,
     token: &str,
@@ -225,7 +225,7 @@ fn finish(
         return Err(TokenRefusal::UnknownKey);
     }
     parsed.verify(candidates, alg)?;
-    token::check_claims(&parsed.claims, issuer, now)?;
+    verify::check_claims(&parsed.claims, issuer, now)?;
     let user = TokenUser::of(&parsed.claims)?;
     let caller = policy
         .jwt_caller(index, |name| parsed.caller_claim(name))

@@ -10,10 +10,9 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
-use graphgate::emulator::{
+use graphgate_emulator::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, Emulator, EmulatorConfig,
 };
-use tokio::sync::watch;
 
 use super::process::{BIN, Proc};
 
@@ -28,41 +27,25 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// A directory for the gateway's files: `ca.pem`, `policy.yaml`, `hmac.key`, the audit log.
     pub dir: PathBuf,
-    _stop: watch::Sender<bool>,
+    _ms: super::Microsoft,
 }
 
 /// Starts an emulator with `config` and writes its CA certificate for the gateway.
 pub async fn backend(config: EmulatorConfig) -> Backend {
-    let (stop, mut stopped) = watch::channel(false);
-    let emu = graphgate::demo::start_emulator(config, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    })
-    .await
-    .unwrap();
+    let ms = super::Microsoft::start(config).await;
     let dir = super::temp_dir("served");
-    std::fs::write(dir.join("ca.pem"), emu.emulator.ca_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ms.emulator.ca_pem()).unwrap();
     std::fs::write(dir.join("policy.yaml"), super::policy_text()).unwrap();
     let key: String = (0..2)
         .map(|_| uuid::Uuid::new_v4().simple().to_string())
         .collect();
-    write_private(&dir.join("hmac.key"), &key);
+    super::write_private(&dir.join("hmac.key"), key.as_bytes());
     Backend {
-        emulator: emu.emulator,
-        addr: emu.addr,
+        emulator: Arc::clone(&ms.emulator),
+        addr: ms.addr,
         dir,
-        _stop: stop,
+        _ms: ms,
     }
-}
-
-fn write_private(path: &Path, contents: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
 }
 
 impl Backend {

@@ -8,8 +8,8 @@
 
 use std::path::Path;
 
-use graphgate::emulator::{FederatedIssuer, KUBERNETES_ISSUER};
 use graphgate::policy::Policy;
+use graphgate_emulator::{FederatedIssuer, KUBERNETES_ISSUER};
 use serde_json::{Value, json};
 
 use super::kube::{self, Rendered};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{FederatedCredential, FederatedIssuer, TOKEN_EXCHANGE_AUDIENCE};
+use graphgate_emulator::{FederatedCredential, FederatedIssuer, TOKEN_EXCHANGE_AUDIENCE};
 use serde_json::Value;
 
 use super::launch::{self, BIN, Pki, Root, Shipped, Tenant};
@@ -216,7 +216,7 @@ pub fn pod_as_shipped(
     root: &Root,
     operator: &Operator,
     issuer: &FederatedIssuer,
-) -> (Shipped, graphgate::emulator::EmulatorConfig) {
+) -> (Shipped, graphgate_emulator::EmulatorConfig) {
     materialise_volumes(r, root, operator);
     let mut env = container_env(r, root, operator);
     let (tenant, federated) = workload_identity(r, root, issuer, &mut env);

@@ -15,9 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use graphgate::audit::Fingerprinter;
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{AppRegistration, Emulator, EmulatorConfig};
 use graphgate::policy::{MtlsIdentity, Policy};
 use graphgate::secret::Secret;
+use graphgate_emulator::{AppRegistration, Emulator, EmulatorConfig};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -154,7 +154,7 @@ impl Tenant {
             tenant_id: self.tenant_id.clone(),
             apps: vec![AppRegistration {
                 client_id: self.client_id.clone(),
-                client_secret: graphgate::secret::Secret::new(uuid::Uuid::new_v4().to_string()),
+                client_secret: graphgate_emulator::Secret::new(uuid::Uuid::new_v4().to_string()),
                 roles: vec![graphgate::operation::catalog::PRIV_OPS.to_owned()],
             }],
             ..EmulatorConfig::default()
@@ -357,14 +357,14 @@ async fn allowed_request(shipped: &Shipped, listen: SocketAddr, pki: &Pki) -> (S
         .iter()
         .filter(|c| c.mtls.is_some())
         .find(|c| {
-            graphgate::gateway::explain::explain(
+            graphgate::gateway::explain::evaluate(
                 &policy,
                 &c.name,
                 SMOKE_REQUEST,
                 Some(&body),
                 Default::default(),
             )
-            .is_ok_and(|(allowed, _)| allowed)
+            .is_ok_and(|(eval, _)| eval.allowed())
         })
         .unwrap_or_else(|| {
             panic!(

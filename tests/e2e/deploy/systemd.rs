@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{RegisteredCertificate, TestCertificate};
+use graphgate_emulator::{RegisteredCertificate, TestCertificate};
 
 use super::launch::{self, BIN, Pki, Root, Shipped, Tenant};
 use super::{deploy, read, repo, tool_available};
