@@ -10,6 +10,8 @@ mod demo;
 #[cfg(feature = "emulator")]
 pub mod emulate;
 pub mod policy;
+#[cfg(test)]
+mod reference;
 pub mod serve;
 pub mod serve_audit;
 

@@ -27,6 +27,7 @@ mod console_scale;
 mod crash;
 mod credentials;
 mod deploy;
+mod docs;
 mod emulator;
 mod emulator_csdl;
 mod emulator_devices;

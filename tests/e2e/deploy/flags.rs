@@ -100,55 +100,6 @@ fn every_serve_flag_has_an_environment_variable_named_after_it() {
     );
 }
 
-/// The README's configuration table: each row's flag (backticked `--flag` in the second
-/// column) and variable (third column).
-fn readme_table() -> BTreeMap<String, String> {
-    let readme = read(&repo().join("README.md"));
-    let section = readme.split("\n## Configuration\n").nth(1).unwrap();
-    let section = section.split("\n## ").next().unwrap();
-    let mut rows = BTreeMap::new();
-    for line in section.lines().filter(|l| l.starts_with('|')) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // Rows of the settings table name one flag, alone in backticks; other tables of the
-        // section (timeouts, caps) mention flags in prose.
-        let Some(flag) = cells
-            .get(2)
-            .and_then(|c| c.strip_prefix("`--")?.strip_suffix('`'))
-            .filter(|f| {
-                f.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            })
-        else {
-            continue;
-        };
-        let flag = format!("--{flag}");
-        let env = cells[3].trim_matches('`').to_owned();
-        assert!(rows.insert(flag.clone(), env).is_none(), "{flag} twice");
-    }
-    rows
-}
-
-#[test]
-fn the_readme_table_lists_every_serve_flag_with_its_variable() {
-    let table = readme_table();
-    let flags = serve_flags();
-    for (flag, env) in &flags {
-        if ["--help", "--version"].contains(&flag.as_str()) {
-            continue;
-        }
-        let row = table.get(flag);
-        let row = row.unwrap_or_else(|| panic!("README configuration table: no row for {flag}"));
-        let expected = env.clone().unwrap_or_else(|| "(none)".into());
-        assert_eq!(*row, expected, "README row for {flag}");
-    }
-    for flag in table.keys() {
-        assert!(
-            flags.contains_key(flag),
-            "README lists {flag}, which serve does not have"
-        );
-    }
-}
-
 #[test]
 fn a_variable_sets_its_flag_and_is_checked_like_it() {
     for (var, flag) in [
