@@ -161,16 +161,17 @@ fn table(out: &mut String, cmd: &Command, root: bool) {
         let flag = match (arg.get_long(), arg.is_positional()) {
             (Some(long), _) => format!("`--{long}`"),
             (None, _) => {
-                let name = arg
-                    .get_value_names()
-                    .and_then(|n| n.first())
-                    .map_or_else(|| arg.get_id().to_string().to_uppercase(), ToString::to_string);
+                let name = arg.get_value_names().and_then(|n| n.first()).map_or_else(
+                    || arg.get_id().to_string().to_uppercase(),
+                    ToString::to_string,
+                );
                 format!("`<{name}>`")
             }
         };
-        let env = arg
-            .get_env()
-            .map_or_else(|| "(none)".to_owned(), |e| format!("`{}`", e.to_string_lossy()));
+        let env = arg.get_env().map_or_else(
+            || "(none)".to_owned(),
+            |e| format!("`{}`", e.to_string_lossy()),
+        );
         let defaults: Vec<String> = arg
             .get_default_values()
             .iter()
@@ -231,7 +232,10 @@ mod tests {
                 .lines()
                 .zip(fresh.lines())
                 .position(|(a, b)| a != b)
-                .map_or(checked_in.lines().count().min(fresh.lines().count()) + 1, |n| n + 1);
+                .map_or(
+                    checked_in.lines().count().min(fresh.lines().count()) + 1,
+                    |n| n + 1,
+                );
             panic!(
                 "{path} is stale (first difference at line {line}): rewrite it with \
                  UPDATE_DOCS=1 cargo test --bin graphgate reference, and commit it"
@@ -260,9 +264,16 @@ mod tests {
     fn the_operations_reference_is_the_catalogs() {
         let fresh = operations_markdown();
         for op in graphgate::operation::catalog::CATALOG {
-            assert!(fresh.contains(&format!("\n## {}\n", op.name)), "{}", op.name);
+            assert!(
+                fresh.contains(&format!("\n## {}\n", op.name)),
+                "{}",
+                op.name
+            );
         }
-        assert!(fresh.contains("| `keepUserData` | boolean |"), "wipe's parameter");
+        assert!(
+            fresh.contains("| `keepUserData` | boolean |"),
+            "wipe's parameter"
+        );
         check_generated(OPERATIONS_PATH, &fresh);
     }
 }

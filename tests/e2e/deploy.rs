@@ -240,7 +240,8 @@ fn the_collector_receives_otlp_http_on_4318() {
 
 #[test]
 fn the_deployment_chapter_deploys_every_cloud() {
-    let readme = read(&repo().join("docs/deployment.md")) + &read(&repo().join("docs/configuration.md"));
+    let readme =
+        read(&repo().join("docs/deployment.md")) + &read(&repo().join("docs/configuration.md"));
     for cloud in Cloud::ALL {
         let e = cloud.endpoints();
         let overlay = format!("deploy/kubernetes/overlays/{cloud}");
@@ -261,6 +262,9 @@ fn the_deployment_chapter_deploys_every_cloud() {
         "(deploy.md)",
         "(operations.md)",
     ] {
-        assert!(readme.contains(var), "docs/deployment.md does not mention {var}");
+        assert!(
+            readme.contains(var),
+            "docs/deployment.md does not mention {var}"
+        );
     }
 }

@@ -104,7 +104,9 @@ fn every_relative_link_leads_somewhere() {
         let dir = Path::new(&page).parent().unwrap().to_owned();
         for (at, _) in text.match_indices("](") {
             let target = &text[at + 2..];
-            let Some(end) = target.find(')') else { continue };
+            let Some(end) = target.find(')') else {
+                continue;
+            };
             let target = &target[..end];
             if target.contains("://") || target.starts_with("mailto:") || target.contains(' ') {
                 continue;

@@ -77,8 +77,14 @@ fn the_operators_guide_covers_its_topics_and_the_docs_link_it() {
     }
     let readme = read(&repo().join("README.md"));
     for link in ["docs/operations.md", "docs/deploy.md", "bench/README.md"] {
-        assert!(readme.contains(&format!("]({link})")), "README does not link {link}");
+        assert!(
+            readme.contains(&format!("]({link})")),
+            "README does not link {link}"
+        );
     }
     let summary = read(&repo().join("docs/SUMMARY.md"));
-    assert!(summary.contains("](operations.md)"), "the book lacks the guide");
+    assert!(
+        summary.contains("](operations.md)"),
+        "the book lacks the guide"
+    );
 }

@@ -6,7 +6,6 @@
 use std::collections::BTreeMap;
 
 use super::launch::BIN;
-use super::{read, repo};
 
 /// `--emulator` has no variable on purpose: no environment can turn a production gateway
 /// into a demo that answers 204 without reaching Microsoft (README, "Configuration").

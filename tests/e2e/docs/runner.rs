@@ -65,11 +65,12 @@ impl Page {
     pub fn run(mut self, items: &[Item]) {
         for item in items {
             match item {
-                Item::Directive { words, line } if words == "stop" => {
-                    self.stop_background(*line)
-                }
+                Item::Directive { words, line } if words == "stop" => self.stop_background(*line),
                 Item::Directive { words, line } => {
-                    panic!("{}:{line}: unknown docs-test directive {words:?}", self.name)
+                    panic!(
+                        "{}:{line}: unknown docs-test directive {words:?}",
+                        self.name
+                    )
                 }
                 Item::Block(b) if !b.is_shell() => {}
                 Item::Block(b) if b.attrs.contains_key("norun") => {}
@@ -139,7 +140,9 @@ impl Page {
         let mut cmd = Command::new("bash");
         cmd.arg("-c").arg(script).current_dir(&self.sandbox);
         for (key, _) in std::env::vars() {
-            if key.starts_with("GRAPHGATE_") || key.starts_with("AZURE_") || key.starts_with("OTEL_")
+            if key.starts_with("GRAPHGATE_")
+                || key.starts_with("AZURE_")
+                || key.starts_with("OTEL_")
             {
                 cmd.env_remove(key);
             }
@@ -147,7 +150,10 @@ impl Page {
         cmd.env("PATH", path)
             .env("TMPDIR", self.state.join("tmp"))
             .env("NO_COLOR", "1")
-            .env("GRAPHGATE_LISTEN", format!("127.0.0.1:{}", self.ports[&8080]))
+            .env(
+                "GRAPHGATE_LISTEN",
+                format!("127.0.0.1:{}", self.ports[&8080]),
+            )
             .env(
                 "GRAPHGATE_ADMIN_LISTEN",
                 format!("127.0.0.1:{}", self.ports[&9090]),
@@ -166,7 +172,12 @@ impl Page {
         std::thread::spawn(move || tx.send(child.wait_with_output()));
         let out = rx
             .recv_timeout(DEADLINE)
-            .unwrap_or_else(|_| panic!("{}:{}: still running after {DEADLINE:?}", self.name, block.line))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}:{}: still running after {DEADLINE:?}",
+                    self.name, block.line
+                )
+            })
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         let code = out.status.code().unwrap_or(-1);
@@ -188,7 +199,10 @@ impl Page {
 
     fn start(&mut self, block: &Block) {
         let ready = block.attr("ready").unwrap_or_else(|| {
-            panic!("{}:{}: a background block names its ready=\"text\"", self.name, block.line)
+            panic!(
+                "{}:{}: a background block names its ready=\"text\"",
+                self.name, block.line
+            )
         });
         let script = self.script(&block.code, false);
         let mut cmd = self.command(script);
