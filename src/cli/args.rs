@@ -314,6 +314,10 @@ pub struct StateArgs {
     /// audit log, <log name>.budgets.json].
     #[arg(long, env = "GRAPHGATE_BUDGET_FILE")]
     pub budget_file: Option<PathBuf>,
+    /// With --state memory: where approvals (pending, approved, decided) survive restarts
+    /// [default: beside the audit log, <log name>.approvals.json].
+    #[arg(long, env = "GRAPHGATE_APPROVALS_FILE")]
+    pub approvals_file: Option<PathBuf>,
 }
 
 impl StateArgs {
@@ -323,11 +327,19 @@ impl StateArgs {
         audit_log: Option<&std::path::Path>,
     ) -> Result<graphgate::state::StateConfig, graphgate::state::StateSetupError> {
         let memory = self.state == "memory";
-        let budget_file = self.budget_file.clone().or_else(|| {
+        let beside_log = |extension: &str| {
             memory
-                .then(|| audit_log.map(|p| p.with_extension("budgets.json")))
+                .then(|| audit_log.map(|p| p.with_extension(extension)))
                 .flatten()
-        });
+        };
+        let budget_file = self
+            .budget_file
+            .clone()
+            .or_else(|| beside_log("budgets.json"));
+        let approvals_file = self
+            .approvals_file
+            .clone()
+            .or_else(|| beside_log("approvals.json"));
         graphgate::state::StateConfig::parse(
             &self.state,
             graphgate::state::config::StateOptions {
@@ -335,6 +347,7 @@ impl StateArgs {
                 ca_file: self.state_ca_file.clone(),
                 timeout: Duration::from_millis(self.state_timeout_ms.max(1)),
                 budget_file,
+                approvals_file,
             },
         )
     }

@@ -13,7 +13,7 @@ fn store() -> StateStore {
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    StateStore::memory(Namespace::new(Cloud::Global, "t"), claims, None).unwrap()
+    StateStore::memory(Namespace::new(Cloud::Global, "t"), claims, None, None).unwrap()
 }
 
 fn policy(caller_extra: &str, rule_extra: &str, tail: &str) -> Policy {
