@@ -53,6 +53,7 @@ pub mod admin;
 pub(crate) mod admit;
 pub(crate) mod answer;
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod bulk;
 pub mod clock;

@@ -172,6 +172,26 @@ impl AuditTrail {
         self.entry.shadow_rule = Some(rule.to_owned());
     }
 
+    /// The approval this request concerns: held by it, redeemed by it, reviewed, or run
+    /// (`event` says which; `break_glass` flags a request run at once, unreviewed).
+    pub fn approval(&mut self, id: &str, request_sha256: &str, event: &str, break_glass: bool) {
+        self.entry.approval_id = Some(id.to_owned());
+        self.entry.request_sha256 = Some(request_sha256.to_owned());
+        self.entry.approval_event = Some(event.to_owned());
+        self.entry.break_glass = break_glass.then_some(true);
+    }
+
+    /// An approval API request names what it acts on: audited from here on, as the
+    /// approval's operation and devices.
+    pub fn approval_target(&mut self, operation: &str, devices: &[String]) {
+        self.recognised = true;
+        self.entry.operation = Some(operation.to_owned());
+        match devices {
+            [one] => self.entry.device_id = Some(one.clone()),
+            many => self.entry.device_ids = Some(many.to_vec()),
+        }
+    }
+
     /// A remark on how the request was answered (e.g. an idempotent replay).
     pub fn note(&mut self, text: &str) {
         self.entry.note = Some(text.to_owned());

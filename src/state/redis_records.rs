@@ -178,7 +178,7 @@ impl RedisStore {
         if reply.first().and_then(text) == Some(b"big") {
             return Err(too_big("record"));
         }
-        if reply.len() % 3 != 0 || reply.len() / 3 > max {
+        if !reply.len().is_multiple_of(3) || reply.len() / 3 > max {
             return Err(wrong());
         }
         reply
