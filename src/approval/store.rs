@@ -144,7 +144,7 @@ impl Approvals {
     }
 
     /// Approval `id` and its version, if the store has it.
-    pub(super) async fn load(
+    pub async fn load(
         &self,
         state: &StateStore,
         id: &str,

@@ -215,6 +215,14 @@ pub struct BoundArgs {
     /// Longest time in-flight requests get to finish on shutdown.
     #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Most requests one caller may have waiting for approval; more are answered 429.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_PENDING_APPROVALS_PER_CALLER",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    pub max_pending_approvals_per_caller: u16,
 }
 
 impl BoundArgs {
@@ -233,6 +241,7 @@ impl BoundArgs {
             max_in_flight_per_caller: self.max_in_flight_per_caller,
             max_bulk_devices: usize::from(self.max_bulk_devices),
             idempotency_window: secs(self.idempotency_window_secs),
+            max_pending_approvals_per_caller: usize::from(self.max_pending_approvals_per_caller),
             ..Limits::default()
         }
     }
