@@ -39,10 +39,14 @@ pub enum ApprovalError {
     )]
     HashMismatch(String),
     /// A second pending request for the same action.
-    #[error("approval {0} already holds the same operation on the same devices with the same parameters: review or cancel it first")]
+    #[error(
+        "approval {0} already holds the same operation on the same devices with the same parameters: review or cancel it first"
+    )]
     Duplicate(String),
     /// The caller has as many pending approvals as it may.
-    #[error("this caller has {0} pending approvals, the most it may have: wait for reviews or cancel one")]
+    #[error(
+        "this caller has {0} pending approvals, the most it may have: wait for reviews or cancel one"
+    )]
     TooManyPending(usize),
     /// The request's Idempotency-Key was used for a different approval request.
     #[error("this Idempotency-Key was already used for a different request (approval {0})")]
@@ -54,13 +58,19 @@ pub enum ApprovalError {
     #[error("break glass acts on one device: send the devices one by one")]
     BreakGlassBulk,
     /// The caller's last break glass still waits for review.
-    #[error("this caller's break glass {0} still waits for an approver's review: no other until then")]
+    #[error(
+        "this caller's break glass {0} still waits for an approver's review: no other until then"
+    )]
     BreakGlassUnreviewed(String),
     /// A redemption header on a request the gateway runs itself.
-    #[error("X-Graphgate-Approval redeems an approved secret read; graphgate runs other approved requests itself")]
+    #[error(
+        "X-Graphgate-Approval redeems an approved secret read; graphgate runs other approved requests itself"
+    )]
     NothingToRedeem,
     /// A redeemed approval held for another request, or another caller.
-    #[error("approval {0} is for a different request (or another caller): repeat the request it holds, as it was made")]
+    #[error(
+        "approval {0} is for a different request (or another caller): repeat the request it holds, as it was made"
+    )]
     NotThisRequest(String),
     /// A header or body of the approval API that cannot be used.
     #[error("{0}")]

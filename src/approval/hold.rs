@@ -56,7 +56,9 @@ pub fn ask(headers: &HeaderMap) -> Result<Ask, ApprovalError> {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(ApprovalError::BadInput(format!("{shown} is sent more than once")));
+            return Err(ApprovalError::BadInput(format!(
+                "{shown} is sent more than once"
+            )));
         }
         std::str::from_utf8(value.as_bytes())
             .map(|v| Some(v.to_owned()))
@@ -187,7 +189,10 @@ impl Asking<'_> {
             Some(plan) => plan.device_ids.clone(),
             None => {
                 let device = &self.request.target.device_id;
-                (!device.is_empty()).then(|| device.clone()).into_iter().collect()
+                (!device.is_empty())
+                    .then(|| device.clone())
+                    .into_iter()
+                    .collect()
             }
         }
     }
@@ -224,7 +229,9 @@ impl Approvals {
             let claim = state.namespace().idempotency(asking.caller, key);
             claim.rsplit(':').next().unwrap_or_default().to_owned()
         });
-        let made = self.make(state, stored, idem.as_deref(), "requested").await?;
+        let made = self
+            .make(state, stored, idem.as_deref(), "requested")
+            .await?;
         let resource = match made {
             Made::New(s) | Made::Again(s) => s.resource,
         };
@@ -391,10 +398,7 @@ impl Approvals {
             open_claim: None,
             break_glass_claim: None,
         };
-        Stored {
-            resource,
-            held,
-        }
+        Stored { resource, held }
     }
 }
 

@@ -78,7 +78,8 @@ impl Clock {
 
     /// Now, in ms since the Unix epoch.
     pub fn now_ms(&self) -> u64 {
-        self.wall_at_start_ms.saturating_add(ms(self.start.elapsed()))
+        self.wall_at_start_ms
+            .saturating_add(ms(self.start.elapsed()))
     }
 }
 

@@ -158,9 +158,17 @@ pub const TRANSITIONS: &[(State, Step, State)] = &[
     (S::NeedsReview, Step::Settle(F::Succeeded), S::NeedsReview),
     (S::NeedsReview, Step::Settle(F::Failed), S::NeedsReview),
     (S::NeedsReview, Step::Settle(F::Unknown), S::NeedsReview),
-    (S::NeedsReview, Step::CloseReview(F::Succeeded), S::Succeeded),
+    (
+        S::NeedsReview,
+        Step::CloseReview(F::Succeeded),
+        S::Succeeded,
+    ),
     (S::NeedsReview, Step::CloseReview(F::Failed), S::Failed),
-    (S::NeedsReview, Step::CloseReview(F::Unknown), S::OutcomeUnknown),
+    (
+        S::NeedsReview,
+        Step::CloseReview(F::Unknown),
+        S::OutcomeUnknown,
+    ),
 ];
 
 /// Where `step` takes an approval in state `from`; `None` when it cannot be taken from there.

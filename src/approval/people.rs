@@ -89,7 +89,12 @@ pub fn may_review(stored: &Stored, reviewer: &Identity) -> Result<(), NotCounted
     if !stored.is_approver(&reviewer.caller) {
         return Err(NotCounted::NotAnApprover);
     }
-    if stored.held.reviewers.iter().any(|r| r.same_person(reviewer)) {
+    if stored
+        .held
+        .reviewers
+        .iter()
+        .any(|r| r.same_person(reviewer))
+    {
         return Err(NotCounted::AlreadyReviewed);
     }
     Ok(())

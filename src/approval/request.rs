@@ -128,12 +128,18 @@ mod tests {
     #[test]
     fn the_hash_is_of_the_request_not_of_its_spelling() {
         let a = request_sha256(&facts(br#"{"keepUserData":true,"b":{"y":1,"x":2}}"#, None));
-        let b = request_sha256(&facts(br#"{ "b": {"x":2,"y":1}, "keepUserData": true }"#, None));
+        let b = request_sha256(&facts(
+            br#"{ "b": {"x":2,"y":1}, "keepUserData": true }"#,
+            None,
+        ));
         assert_eq!(a, b, "member order and spaces do not matter");
         let other = request_sha256(&facts(br#"{"keepUserData":false}"#, None));
         assert_ne!(a, other);
         let for_alice = request_sha256(&facts(br#"{"keepUserData":true}"#, Some("alice@x.com")));
-        assert_ne!(for_alice, request_sha256(&facts(br#"{"keepUserData":true}"#, None)));
+        assert_ne!(
+            for_alice,
+            request_sha256(&facts(br#"{"keepUserData":true}"#, None))
+        );
         assert_eq!(
             canonical(&serde_json::json!({"b": [1, {"d": "\"", "c": null}], "a": 1})),
             r#"{"a":1,"b":[1,{"c":null,"d":"\""}]}"#

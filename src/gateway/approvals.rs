@@ -53,11 +53,14 @@ impl Gateway {
         let rule = need.rule.name.as_str();
         let (state, approvals) = (&self.state, &self.approvals);
         let gate = match &asked.ask {
-            Ask::Hold => approvals.hold(state, &asking, &need).await.map(|(resp, r)| {
-                trail.decided(AuditDecision::Held, Some(rule));
-                trail.approval(&r.id, &r.request_sha256, "requested", false);
-                Gate::Held(resp)
-            }),
+            Ask::Hold => approvals
+                .hold(state, &asking, &need)
+                .await
+                .map(|(resp, r)| {
+                    trail.decided(AuditDecision::Held, Some(rule));
+                    trail.approval(&r.id, &r.request_sha256, "requested", false);
+                    Gate::Held(resp)
+                }),
             Ask::Redeem(id) => approvals.redeem(state, &asking, id).await.map(|run| {
                 trail.approval(&run.id, &run.request_sha256, "redeemed", false);
                 Gate::Run(Some(run))
@@ -112,7 +115,11 @@ impl Gateway {
                     .list_for(state, &caller.name, query.as_deref())
                     .await?);
             }
-            Route::Show(id) => return Ok(api::show(&approvals.visible(state, &caller.name, &id).await?)),
+            Route::Show(id) => {
+                return Ok(api::show(
+                    &approvals.visible(state, &caller.name, &id).await?,
+                ));
+            }
             Route::Act(id, action) => (id, action),
         };
         // From here on audited, as the approval's operation and devices.
@@ -184,9 +191,8 @@ impl Gateway {
         let installed = self.installed.load_full();
         let policy = &installed.policy;
         let r = &approval.resource;
-        let revoked = |why: String| {
-            GatewayError::Forbidden(crate::policy::Forbidden::Approval(why))
-        };
+        let revoked =
+            |why: String| GatewayError::Forbidden(crate::policy::Forbidden::Approval(why));
         let index = policy
             .caller_index(&r.caller)
             .ok_or_else(|| revoked(format!("caller '{}' is no longer in the policy", r.caller)))?;
@@ -197,8 +203,14 @@ impl Gateway {
             user: None,
             subject: None,
         };
-        let method: Method = r.method.parse().map_err(|_| ApprovalError::Damaged(r.id.clone()))?;
-        let uri: Uri = r.path.parse().map_err(|_| ApprovalError::Damaged(r.id.clone()))?;
+        let method: Method = r
+            .method
+            .parse()
+            .map_err(|_| ApprovalError::Damaged(r.id.clone()))?;
+        let uri: Uri = r
+            .path
+            .parse()
+            .map_err(|_| ApprovalError::Damaged(r.id.clone()))?;
         let head = admit::admit_head(&method, &uri, &HeaderMap::new(), |t| trail.recognised(t))?;
         let source = match approval.held.initiator_source.as_deref() {
             Some("body") => Source::Body,
@@ -211,7 +223,8 @@ impl Gateway {
         };
         record_stated(trail, &stated);
         let body = Bytes::from(approval.held.body.0.clone());
-        let mut request = head.admit_body(&body, self.limits.max_bulk_devices, &mut stated, None)?;
+        let mut request =
+            head.admit_body(&body, self.limits.max_bulk_devices, &mut stated, None)?;
         // A second run of this approval (there is none: the store gave it to one replica)
         // would get the first one's answer.
         request.idempotency_key = Some(format!("approval-{}", r.id));
@@ -257,7 +270,12 @@ impl Runner for Gateway {
 /// Whether `approval`'s reviews meet `need` (the approval the policy in force asks for).
 fn reviews_meet(approval: &Stored, need: &Need<'_>) -> bool {
     let mut now = approval.clone();
-    now.held.approvers = need.approval.groups.iter().map(|g| g.approvers.clone()).collect();
+    now.held.approvers = need
+        .approval
+        .groups
+        .iter()
+        .map(|g| g.approvers.clone())
+        .collect();
     now.resource.groups = need
         .approval
         .groups
@@ -281,7 +299,10 @@ fn identity_of(caller: &Caller, stated: &Stated) -> Identity {
     }
     ids.extend(stated.initiator());
     let names = Names {
-        subject: caller.subject.as_ref().map(|(i, s)| (i.as_str(), s.as_str())),
+        subject: caller
+            .subject
+            .as_ref()
+            .map(|(i, s)| (i.as_str(), s.as_str())),
         person_ids: &ids,
         person: stated.initiator(),
     };
@@ -292,9 +313,9 @@ fn identity_of(caller: &Caller, stated: &Stated) -> Identity {
 fn refused_as(e: &ApprovalError) -> AuditDecision {
     match e {
         ApprovalError::TooManyPending(_) => AuditDecision::RateLimited,
-        ApprovalError::BadInput(_) | ApprovalError::BreakGlassBulk | ApprovalError::NothingToRedeem => {
-            AuditDecision::Invalid
-        }
+        ApprovalError::BadInput(_)
+        | ApprovalError::BreakGlassBulk
+        | ApprovalError::NothingToRedeem => AuditDecision::Invalid,
         ApprovalError::Store(_) | ApprovalError::Damaged(_) => AuditDecision::Failed,
         _ => AuditDecision::Denied,
     }

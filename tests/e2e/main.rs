@@ -8,6 +8,7 @@
 
 mod common;
 
+mod approvals;
 mod audit;
 mod audit_chain;
 mod audit_checkpoints;

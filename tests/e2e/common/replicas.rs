@@ -24,6 +24,8 @@ pub struct Replica {
     pub gw: Arc<Gateway>,
     /// Its audit log.
     pub audit_path: PathBuf,
+    /// Its policy file (its reloader follows it).
+    pub policy_path: PathBuf,
     running: Running,
 }
 
@@ -69,6 +71,7 @@ impl Replicas {
             addr: running.addr,
             gw: Arc::clone(&running.gw),
             audit_path: dir.join("audit.jsonl"),
+            policy_path: dir.join("policy.yaml"),
             running,
         }
     }
@@ -85,6 +88,25 @@ impl Replicas {
             let replica = self.replica(i).await;
             self.replicas.push(replica);
         }
+    }
+
+    /// Every audit record of every replica so far (after what each has queued is durable),
+    /// `start` records left out.
+    pub async fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        for r in &self.replicas {
+            match r.gw.audit().flush().await {
+                Ok(()) | Err(graphgate::audit::WriteError::Stopped) => {}
+                Err(e) => panic!("the audit log could not be flushed: {e}"),
+            }
+            let text = std::fs::read_to_string(&r.audit_path).unwrap_or_default();
+            all.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .filter(|r| r["kind"] != "start"),
+            );
+        }
+        all
     }
 
     /// POSTs the standard allowed call to replica `i`, with `headers` added.
