@@ -181,10 +181,16 @@ impl AuditTrail {
         self.entry.break_glass = break_glass.then_some(true);
     }
 
-    /// An approval API request names what it acts on: audited from here on, as the
-    /// approval's operation and devices.
-    pub fn approval_target(&mut self, operation: &str, devices: &[String]) {
+    /// An approval API request names the approval it acts on, and what it asks
+    /// (`approve`, `reject`, `cancel`, `review`): audited from here on.
+    pub fn approval_request(&mut self, id: &str, action: &str) {
         self.recognised = true;
+        self.entry.approval_id = Some(id.to_owned());
+        self.entry.approval_event = Some(action.to_owned());
+    }
+
+    /// What an approval API request acts on: the approval's operation and devices.
+    pub fn approval_target(&mut self, operation: &str, devices: &[String]) {
         self.entry.operation = Some(operation.to_owned());
         match devices {
             [one] => self.entry.device_id = Some(one.clone()),

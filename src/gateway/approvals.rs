@@ -122,8 +122,10 @@ impl Gateway {
             }
             Route::Act(id, action) => (id, action),
         };
-        // From here on audited, as the approval's operation and devices.
+        // From here on audited, as the approval's operation and devices (when the store
+        // can say what they are).
         record_stated(trail, &stated);
+        trail.approval_request(&id, action.as_str());
         if let Ok(Some((_, s))) = approvals.load(state, &id).await {
             let r = &s.resource;
             trail.approval_target(&r.operation, &r.devices);

@@ -589,3 +589,244 @@ async fn break_glass_runs_at_once_flagged_and_waits_for_its_review() {
     assert_eq!(ran_again.status, 204, "{:?}", ran_again.body);
     assert_eq!(wipes(&r).len(), 2);
 }
+
+/// Asserts `reply` is Graph's error JSON with `status` and `code`, that an audit record of
+/// it exists, and returns nothing else: callers assert that nothing reached Graph.
+async fn refused(r: &Replicas, reply: &Reply, status: u16, code: &str) {
+    reply.assert_graph_error(status, code);
+    let id = reply.headers["x-graphgate-request-id"].to_str().unwrap();
+    let records = r.audit_records().await;
+    let rec = records
+        .iter()
+        .find(|rec| rec["audit_id"] == id)
+        .unwrap_or_else(|| panic!("no audit record of the {status} {code}"));
+    assert_eq!(rec["status"], status);
+    assert_eq!(rec["error_code"], code);
+}
+
+#[tokio::test]
+async fn reviews_that_cannot_count_are_refused_audited_and_run_nothing() {
+    let r = one(&policy(two_groups())).await;
+    let addr = r.replicas[0].addr;
+    let (id, sha) = held(&wipe(addr, &[]).await);
+    // Not an approver: 403, though the id is known.
+    let mallory = review(addr, MALLORY, &id, "approve", &sha).await;
+    refused(&r, &mallory, 403, "accessDenied").await;
+    // Reading it is for its requester and approvers: anyone else learns nothing (404).
+    show(addr, MALLORY, &id)
+        .await
+        .assert_graph_error(404, "resourceNotFound");
+    assert_eq!(show(addr, CAROL, &id).await.status, 200);
+    // A review for another request than the one held.
+    let other = "0".repeat(64);
+    let mismatch = review(addr, ALICE, &id, "approve", &other).await;
+    refused(&r, &mismatch, 409, "approvalRequestMismatch").await;
+    // Twice by one person.
+    assert_eq!(review(addr, ALICE, &id, "approve", &sha).await.status, 200);
+    let twice = review(addr, ALICE, &id, "approve", &sha).await;
+    refused(&r, &twice, 409, "approvalAlreadyReviewed").await;
+    // Reasons a person cannot read back as written.
+    let long = "x".repeat(1_025);
+    for reason in [
+        "",
+        "   ",
+        "line\nbreak",
+        "\u{200b}\u{2060}",
+        "rtl \u{202e}",
+        long.as_str(),
+    ] {
+        let body = json!({"reason": reason, "request_sha256": sha}).to_string();
+        let path = format!("/api/v1/approvals/{id}/approve");
+        let bad = call(addr, (Method::POST, &path), CAROL, &[], &body).await;
+        refused(&r, &bad, 400, "invalidRequest").await;
+    }
+    let path = format!("/api/v1/approvals/{id}/approve");
+    let extra = json!({"reason": "ok", "request_sha256": sha, "approve": true}).to_string();
+    let bad = call(addr, (Method::POST, &path), CAROL, &[], &extra).await;
+    refused(&r, &bad, 400, "invalidRequest").await;
+    assert!(wipes(&r).is_empty(), "nothing reached Graph");
+    // Canceled: no review moves it.
+    let cancel = format!("/api/v1/approvals/{id}/cancel");
+    assert_eq!(
+        call(addr, (Method::POST, &cancel), OPS, &[], "")
+            .await
+            .status,
+        200
+    );
+    let late = review(addr, CAROL, &id, "approve", &sha).await;
+    refused(&r, &late, 409, "approvalNotInThatState").await;
+    let again = call(addr, (Method::POST, &cancel), OPS, &[], "").await;
+    refused(&r, &again, 409, "approvalNotInThatState").await;
+    assert!(wipes(&r).is_empty());
+    // Unknown routes and methods are Graph's errors too.
+    let missing = format!("/api/v1/approvals/{}", uuid::Uuid::new_v4());
+    show(
+        addr,
+        CAROL,
+        missing.trim_start_matches("/api/v1/approvals/"),
+    )
+    .await
+    .assert_graph_error(404, "resourceNotFound");
+    let wrong = call(addr, (Method::DELETE, &missing), CAROL, &[], "").await;
+    wrong.assert_graph_error(405, "methodNotAllowed");
+    let anonymous = send_to(
+        Request::get(format!("http://{addr}/api/v1/approvals"))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    anonymous.assert_graph_error(401, "InvalidAuthenticationToken");
+}
+
+#[tokio::test]
+async fn a_caller_has_a_bounded_number_of_pending_requests() {
+    let limits = Limits {
+        max_pending_approvals_per_caller: 2,
+        ..Limits::default()
+    };
+    let yaml = policy(two_groups()).yaml();
+    let r = Replicas::start(1, &yaml, StateConfig::default(), limits).await;
+    let addr = r.replicas[0].addr;
+    let path = wipe_path(DEVICE);
+    let ask = async |body: &str| call(addr, (Method::POST, &path), OPS, &[], body).await;
+    let (first, _) = held(&ask(r#"{"keepUserData":true}"#).await);
+    held(&ask(r#"{"keepUserData":false}"#).await);
+    let third = ask(r#"{"keepEnrollmentData":true}"#).await;
+    refused(&r, &third, 429, "tooManyPendingApprovals").await;
+    assert!(third.headers.contains_key("retry-after"));
+    // One fewer pending (canceled): room for one more.
+    let cancel = format!("/api/v1/approvals/{first}/cancel");
+    assert_eq!(
+        call(addr, (Method::POST, &cancel), OPS, &[], "")
+            .await
+            .status,
+        200
+    );
+    held(&ask(r#"{"keepEnrollmentData":true}"#).await);
+    assert!(wipes(&r).is_empty());
+}
+
+#[tokio::test]
+async fn a_store_that_is_down_holds_nothing_and_runs_nothing() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let state = crate::shared_state::redis_state(&redis);
+    let r = Replicas::start(1, &policy(two_groups()).yaml(), state, Limits::default()).await;
+    let addr = r.replicas[0].addr;
+    let (id, sha) = held(&wipe(addr, &[]).await);
+    assert_eq!(review(addr, ALICE, &id, "approve", &sha).await.status, 200);
+    // Redis stops answering (and keeps what it holds).
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(5_000)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let down = wipe(addr, &[("idempotency-key", "another-wipe")]).await;
+    refused(&r, &down, 503, "stateStoreUnavailable").await;
+    let last = review(addr, CAROL, &id, "approve", &sha).await;
+    refused(&r, &last, 503, "stateStoreUnavailable").await;
+    assert!(wipes(&r).is_empty(), "a store that is down runs nothing");
+    let doc = eventually(
+        "the store answers again",
+        Duration::from_secs(30),
+        async || {
+            let reply = show(addr, OPS, &id).await;
+            (reply.status == 200).then(|| reply.json())
+        },
+    )
+    .await;
+    assert_eq!(doc["state"], "pending", "the refused review did not count");
+}
+
+#[tokio::test]
+async fn one_approval_per_request_keyed_deduplicated_dry_run_and_bulk() {
+    let p = policy(two_groups()).with_rule("wipes-need-approval", |rule| {
+        rule.operations(&["managedDevices.wipe", "managedDevices.retire"])
+    });
+    let r = one(&p).await;
+    let addr = r.replicas[0].addr;
+    // A dry run says what approval it would need, and holds nothing.
+    let dry = wipe(addr, &[("prefer", "dry-run")]).await;
+    assert_eq!(dry.status, 200, "{:?}", dry.body);
+    let doc = dry.json();
+    assert_eq!(doc["approval"]["required"], true, "{doc}");
+    assert_eq!(doc["approval"]["groups"][1]["approvers"], json!(["carol"]));
+    let listed = call(addr, (Method::GET, "/api/v1/approvals"), OPS, &[], "").await;
+    assert_eq!(listed.json()["value"], json!([]), "a dry run holds nothing");
+    // A repeated Idempotency-Key gets the same approval.
+    let key = [("idempotency-key", "wipe-lost-laptop-1")];
+    let (id, _) = held(&wipe(addr, &key).await);
+    let again = wipe(addr, &key).await;
+    assert_eq!(again.status, 202);
+    assert_eq!(again.json()["id"], id.as_str());
+    // The same key for another request is refused; the same request without it is a
+    // duplicate of the pending one, named.
+    let other = call(
+        addr,
+        (Method::POST, &wipe_path(DEVICE)),
+        OPS,
+        &key,
+        r#"{"keepUserData":false}"#,
+    )
+    .await;
+    other.assert_graph_error(422, "idempotencyKeyReused");
+    let duplicate = wipe(addr, &[]).await;
+    duplicate.assert_graph_error(409, "approvalAlreadyPending");
+    assert!(
+        duplicate.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&id)
+    );
+    // A bulk request is one approval listing its devices.
+    let devices = &graphgate_emulator::DEMO_DEVICE_IDS[1..3];
+    let bulk = json!({"actionName": "retire", "deviceIds": devices}).to_string();
+    let path = "/beta/deviceManagement/managedDevices/executeAction";
+    let held_bulk = call(addr, (Method::POST, path), OPS, &[], &bulk).await;
+    let (bulk_id, _) = held(&held_bulk);
+    assert_eq!(held_bulk.json()["devices"], json!(devices));
+    // Lists: the requester sees both, an approver too, filtered by state.
+    let mine = call(
+        addr,
+        (Method::GET, "/api/v1/approvals?state=pending"),
+        OPS,
+        &[],
+        "",
+    )
+    .await;
+    let ids: Vec<&str> = mine.json()["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["id"].as_str().unwrap().to_owned().leak() as &str)
+        .collect();
+    assert_eq!(ids, [bulk_id.as_str(), id.as_str()], "newest first");
+    let approved = call(
+        addr,
+        (Method::GET, "/api/v1/approvals?state=approved"),
+        CAROL,
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(approved.json()["value"], json!([]));
+    call(
+        addr,
+        (Method::GET, "/api/v1/approvals?state=maybe"),
+        CAROL,
+        &[],
+        "",
+    )
+    .await
+    .assert_graph_error(400, "invalidRequest");
+    assert!(
+        r.emulator
+            .graph_requests()
+            .iter()
+            .all(|g| !g.path.contains("deviceManagement"))
+    );
+}
