@@ -136,3 +136,6 @@ impl Approvals {
         &self.settings
     }
 }
+
+#[cfg(test)]
+mod tests;
