@@ -137,10 +137,9 @@ impl Gateway {
     {
         // The API description is public; everything else needs a caller.
         if req.method() == http::Method::GET && req.uri().path() == OPENAPI_PATH {
-            return Ok(json_response(
-                StatusCode::OK,
-                &simple::openapi(self.limits.max_bulk_devices),
-            ));
+            let mut doc = simple::openapi(self.limits.max_bulk_devices);
+            crate::approval::openapi::document(&mut doc);
+            return Ok(json_response(StatusCode::OK, &doc));
         }
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let installed = self.installed.load_full();

@@ -11,7 +11,8 @@
 //! - [`events`]: every change, recorded in the audit chain and announced to subscribers;
 //! - [`api`]: the approval API, `/api/v1/approvals`, `/api/v1/approvals/{id}` and its
 //!   `approve`, `reject`, `cancel` and `review`;
-//! - [`run`]: running what was approved, exactly once across replicas, and the deadlines.
+//! - [`run`]: running what was approved, exactly once across replicas, and the deadlines;
+//! - [`openapi`]: the approval API in the OpenAPI document.
 //!
 //! The rules themselves (`approval:`, `approver_groups:`, `break_glass:`) are the policy's:
 //! [`crate::policy::approval`].
@@ -21,6 +22,7 @@ pub mod error;
 pub mod events;
 pub mod hold;
 pub mod model;
+pub mod openapi;
 pub mod people;
 pub mod request;
 pub mod run;

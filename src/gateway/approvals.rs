@@ -133,6 +133,24 @@ impl Gateway {
             trail.approval(&r.id, &r.request_sha256, action.as_str(), glass);
             trail.decided(AuditDecision::Allowed, Some(&r.rule));
         }
+        let json = req
+            .headers()
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+            });
+        let declared = req.headers().contains_key(http::header::CONTENT_TYPE)
+            || req
+                .headers()
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v != "0");
+        if declared && !json {
+            trail.decided(AuditDecision::Invalid, None);
+            return Err(admit::InboundError::UnsupportedMediaType.into());
+        }
         let body = admit::read_body(req, api::MAX_BODY_BYTES, self.limits.body_read_timeout)
             .await
             .inspect_err(|_| trail.decided(AuditDecision::Invalid, None))?;

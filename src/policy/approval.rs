@@ -41,7 +41,7 @@ pub(super) struct ApprovalEntry {
 /// One group as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct GroupEntry {
+pub(super) struct GroupEntry {
     approvers: Spanned<Vec<Spanned<String>>>,
     required: Spanned<u32>,
 }

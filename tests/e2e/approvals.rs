@@ -720,7 +720,7 @@ async fn a_store_that_is_down_holds_nothing_and_runs_nothing() {
     let mut conn = redis.connection().await;
     let _: () = redis::cmd("CLIENT")
         .arg("PAUSE")
-        .arg(5_000)
+        .arg(8_000)
         .arg("ALL")
         .query_async(&mut conn)
         .await
