@@ -11,8 +11,8 @@
 //!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, graceful shutdown).
 //!   `slots` (*crate*) holds the per-key caps it and the gateway use.
 //! - [`gateway`]: **the request pipeline, in one place**, as four stages called in order:
-//!   identify → admit → decide → execute (idempotency → pacing → token → durable audit
-//!   intent → Graph). [`gateway::decision`] is the policy question it shares with
+//!   identify → admit → decide (ending with the approval gate) → execute (idempotency →
+//!   pacing → token → durable audit intent → Graph). [`gateway::decision`] is the policy question it shares with
 //!   [`gateway::explain`] (`policy explain`, `policy test`).
 //! - [`identity`]: who the caller is (API key, client certificate, or a JWT from an issuer
 //!   the policy trusts: [`identity::jwt`]; [`tls::client_crl`] checks certificates against
@@ -25,10 +25,14 @@
 //!   and the [`operation::simple`] flat API.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`) and its typed refusal
 //!   ([`policy::Forbidden`]); [`reload`] replaces it on SIGHUP or when a new file is in place.
+//! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
+//!   and the approval resource) until distinct people from every group approve its exact
+//!   content, then run once across replicas; the approval API; break glass; the events every
+//!   change emits (the rules themselves are [`policy::approval`]).
 //! - [`ratelimit`]: the policy's rate limits, daily budgets and the tenant write pacing;
 //!   [`idempotency`]: no double execution of a repeated request; [`state`]: where both keep
-//!   their counts and claims, behind one contract ([`state::Store`]) kept in this process
-//!   or in Redis shared by every replica.
+//!   their counts and claims (and approvals, as versioned records), behind one contract
+//!   ([`state::Store`]) kept in this process or in Redis shared by every replica.
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is

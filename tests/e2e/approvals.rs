@@ -830,3 +830,71 @@ async fn one_approval_per_request_keyed_deduplicated_dry_run_and_bulk() {
             .all(|g| !g.path.contains("deviceManagement"))
     );
 }
+
+/// The code block after `marker` in `text`.
+fn block_after(text: &str, marker: &str) -> String {
+    let after = &text[text.find(marker).expect("the marker is in the README")..];
+    let start = after.find("```").unwrap();
+    let body = &after[start..];
+    let body = &body[body.find('\n').unwrap() + 1..];
+    body[..body.find("```").unwrap()].to_owned()
+}
+
+/// The README's worked example: its policy checked by `graphgate policy check`, then its
+/// commands run as printed (only the address changed) against `graphgate serve` (the
+/// binary) in front of the emulator.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_worked_example_runs_as_printed() {
+    use crate::common::process::{BIN, run_async};
+    let readme = include_str!("../../README.md");
+    let policy = block_after(readme, "<!-- approvals-example-policy -->");
+    let commands = block_after(readme, "<!-- approvals-example-commands -->");
+    let backend = crate::common::served::backend(Default::default()).await;
+    let file = backend.dir.join("policy.yaml");
+    std::fs::write(&file, &policy).unwrap();
+    let mut check = std::process::Command::new(BIN);
+    check.args(["policy", "check"]).arg(&file);
+    let (status, stdout, stderr) = run_async(check, Duration::from_secs(30)).await;
+    assert!(status.success(), "{stdout}{stderr}");
+    assert!(
+        stdout.contains("rule 'wipes-need-two-people' holds its requests for approval: 1 of [secops] and 1 of [carol]"),
+        "{stdout}"
+    );
+    let served = backend.serve(backend.serve_command()).await;
+    let script = commands.replace("http://127.0.0.1:8080", &format!("http://{}", served.addr));
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-ec").arg(&script).current_dir(&backend.dir);
+    let (status, out, err) = run_async(sh, Duration::from_secs(60)).await;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.starts_with("HTTP/1.1 202 Accepted"), "{out}");
+    assert!(
+        out.to_ascii_lowercase()
+            .contains("location: /api/v1/approvals/"),
+        "{out}"
+    );
+    let answers: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let states: Vec<&str> = answers
+        .iter()
+        .map(|a| a["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        states,
+        ["pending", "pending", "pending", "succeeded"],
+        "{out}"
+    );
+    assert_eq!(answers[2]["groups"][0]["approvals"], json!(["alice"]));
+    assert_eq!(answers[3]["outcome"]["status"], 204);
+    let sent: Vec<_> = backend
+        .emulator
+        .graph_requests()
+        .into_iter()
+        .filter(|g| g.path.ends_with("/wipe"))
+        .collect();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].body, r#"{"keepUserData":false}"#);
+    drop(served);
+}
