@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Body;
+use tracing::Instrument;
 
 use super::{Asked, Caller, Gate, Gateway, Installed, decision, record_decision, record_stated};
 use crate::admit::{self, RequestIds};
@@ -175,9 +176,30 @@ impl Gateway {
             .await;
     }
 
-    /// Runs `approval`'s stored request, audited under a request id of its own.
+    /// Runs `approval`'s stored request, audited under a request id of its own, in a span
+    /// of its own (a child of the request whose review ran it, if any).
     async fn run_stored(&self, approval: &Stored) -> (Finish, Outcome) {
         let ids = RequestIds::from_headers(&HeaderMap::new());
+        let span = tracing::info_span!(
+            "approved_run",
+            otel.kind = "internal",
+            server.address = self.cloud().endpoints().graph_host,
+            request_id = %ids.request_id,
+            client_request_id = %ids.client_request_id,
+            approval.id = %approval.resource.id,
+            caller.name = %approval.resource.caller,
+            caller.initiator = tracing::field::Empty,
+            graph.operation = %approval.resource.operation,
+            http.route = tracing::field::Empty,
+            policy.rule = tracing::field::Empty,
+            policy.decision = tracing::field::Empty,
+            graph.request_id = tracing::field::Empty,
+            http.response.status_code = tracing::field::Empty,
+        );
+        self.run_in(&ids, approval).instrument(span).await
+    }
+
+    async fn run_in(&self, ids: &RequestIds, approval: &Stored) -> (Finish, Outcome) {
         let origin = Origin {
             audit_id: &ids.request_id,
             client_request_id: &ids.client_request_id,
@@ -188,16 +210,20 @@ impl Gateway {
         let mut trail = AuditTrail::begin(&self.audit, origin);
         let r = &approval.resource;
         trail.approval(&r.id, &r.request_sha256, "run", false);
-        let sent = self.rerun(&ids, approval, &mut trail).await;
+        let sent = self.rerun(ids, approval, &mut trail).await;
         let (status, code) = match &sent {
             Ok(resp) => (resp.status().as_u16(), None),
             Err(e) => {
                 let answer = e.answer();
+                tracing::info!(error = %crate::error::chain(e), "an approved request failed");
                 (answer.status.as_u16(), Some(answer.code))
             }
         };
         trail.finish(status, code).await;
-        outcome_of(&sent, &ids)
+        let span = tracing::Span::current();
+        span.record("http.response.status_code", status);
+        span.record("policy.decision", trail.decision_label());
+        outcome_of(&sent, ids)
     }
 
     /// The stored request, admitted again as it was held, judged by the policy in force
