@@ -131,6 +131,16 @@ pub struct Admitted {
     pub bulk: Option<BulkPlan>,
 }
 
+impl Admitted {
+    /// How many devices the request acts on: a bulk request's listed devices, else one.
+    /// Budgets and rate limits count this.
+    pub fn devices(&self) -> u32 {
+        self.bulk.as_ref().map_or(1, |plan| {
+            u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX)
+        })
+    }
+}
+
 /// Admission, first step: the operation the path names (`recognised` is told it at once,
 /// before a later check can refuse the request: the gateway audits from recognition on),
 /// then the query, the idempotency key and the content type. Nothing here reads the body.

@@ -130,7 +130,7 @@ pub fn decide<'p>(
     caller: usize,
     version: ApiVersion,
     plan: &BulkPlan,
-    initiator: Option<&str>,
+    initiator: Option<&crate::policy::Person>,
 ) -> BulkDecision<'p> {
     let mut refused = Vec::new();
     let (mut first_refused, mut first_allowed) = (None, None);

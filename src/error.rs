@@ -41,6 +41,9 @@ pub enum GatewayError {
     /// The caller's bound on requests in flight refused it for now.
     #[error("rate limit reached (the caller's requests in flight); retry after 1 s")]
     CallerInFlight,
+    /// The bound on bulk requests in flight (all callers together) refused it for now.
+    #[error("rate limit reached (bulk requests in flight); retry after 1 s")]
+    BulkInFlight,
     /// A rate limit, a budget or the tenant pacing refused it for now (or the state store
     /// that keeps them could not answer).
     #[error(transparent)]
@@ -56,6 +59,11 @@ pub enum GatewayError {
         "a request with this Idempotency-Key is still in progress; retry later to get its answer"
     )]
     IdempotencyInFlight,
+    /// The gateway is shutting down: the request was not sent (another replica takes it).
+    #[error(
+        "graphgate is shutting down and did not send the request; retry (another replica will take it)"
+    )]
+    ShuttingDown,
     /// The state store (idempotency, limits, budgets) did not answer: nothing was sent.
     #[error("graphgate's state store did not answer ({}), so the request was not sent; retry shortly", .0.kind().as_str())]
     StateUnavailable(#[source] crate::state::StoreError),
@@ -146,6 +154,12 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(1),
+            E::BulkInFlight => Answer::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "activityLimitReached",
+                self.to_string(),
+            )
+            .retry_after(1),
             E::Limit(e) => limit(e),
             E::Overloaded => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -164,6 +178,12 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(5),
+            E::ShuttingDown => Answer::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "serviceNotAvailable",
+                self.to_string(),
+            )
+            .retry_after(1),
             E::StateUnavailable(e) => state_unavailable(e),
             E::Token(e) => token(e),
             E::AuditUnavailable(_) => Answer::new(
@@ -232,6 +252,21 @@ fn limit(e: &LimitRefusal) -> Answer {
                 retry.secs()
             ),
             retry.secs(),
+        ),
+        // Waiting does not help: the request must be split. The window is when a split
+        // request's first part certainly fits.
+        LimitRefusal::OverRate {
+            scope,
+            devices,
+            rate,
+        } => (
+            "activityLimitReached",
+            format!(
+                "the request lists {devices} devices, but the {scope}'s rate limit allows at most {count} per {window} s: send at most {count} devices per request",
+                count = rate.count,
+                window = rate.per.as_secs(),
+            ),
+            rate.per.as_secs().max(1),
         ),
         LimitRefusal::Paced(retry) => (
             "activityLimitReached",

@@ -70,7 +70,7 @@ impl UpstreamError {
 const RETURNED_HEADERS: [HeaderName; 4] =
     [REQUEST_ID, CLIENT_REQUEST_ID, RETRY_AFTER, CONTENT_TYPE];
 /// Largest Graph response body relayed.
-const MAX_UPSTREAM_BODY_BYTES: usize = 1024 * 1024;
+const MAX_UPSTREAM_BODY_BYTES: usize = crate::upstream::MAX_ANSWER_BYTES;
 
 /// When Graph may be asked again.
 #[derive(Debug, Clone)]

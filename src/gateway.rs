@@ -2,12 +2,13 @@
 //! span and audit trail, then the stages of `pipeline`, then the audit outcome:
 //! 1. identify: the caller (API key, client certificate, or a JWT from a trusted issuer);
 //! 2. admit: operation recognition → the person and reason stated → refusal of what no body
-//!    could make allowed → in-flight bounds (the caller's, then the gateway's) → the body,
-//!    read within bounds and validated;
-//! 3. decide: policy → what the allowing rule requires stated → (dry run: answered here) →
-//!    the caller's and the rule's rate limits → **approval**: a rule that needs others'
-//!    approval holds the request (202 and the approval resource; [`crate::approval`]), unless
-//!    it redeems an approved secret read or breaks glass;
+//!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
+//!    gateway's) → the body, read within bounds and validated;
+//! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
+//!    rate, then answered here) → the caller's and the rule's rate limits, in devices →
+//!    **approval**: a rule that needs others' approval holds the request (202 and the
+//!    approval resource; [`crate::approval`]), unless it redeems an approved secret read or
+//!    breaks glass;
 //! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
 //!    intent** → Graph, where nothing that may have run is ever sent again.
 //!
@@ -20,16 +21,22 @@
 //! answer refuses the request (503 `stateStoreUnavailable`): nothing is sent (fail closed).
 //!
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
-//! intent is on disk. [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
+//! intent is on disk (and nothing more once shutdown has begun, see
+//! [`Gateway::begin_drain`]). A refusal's log lines are sampled per caller like its audit
+//! record (`refusal_logs`). [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
 mod approvals;
 pub mod decision;
 pub mod explain;
+mod refusal_logs;
 mod setup;
 #[cfg(test)]
 mod tests;
 
-pub use setup::{ConnInfo, Gateway, Installed, Limits, ReloaderHealth};
+pub use setup::{
+    ConnInfo, DEFAULT_DRY_RUNS_PER_SEC, DEFAULT_LOG_REFUSALS_PER_SEC, DEFAULT_MAX_BULK_IN_FLIGHT,
+    Gateway, Installed, Limits, ReloaderHealth,
+};
 
 use std::sync::Arc;
 
@@ -57,10 +64,11 @@ use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
 use crate::policy::{Decision, Forbidden, Policy, Scope};
-use crate::ratelimit::{LimitRefusal, Reservation};
+use crate::ratelimit::{self, LimitRefusal, Reservation};
 use crate::slots::KeyedSlot;
 use crate::state::{Claim, Ticket};
 use crate::{clock, metrics, telemetry};
+use refusal_logs::Lines;
 
 /// Where the simplified API's OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -90,14 +98,18 @@ impl Gateway {
             cloud: self.cloud().to_string(),
             tenant: &self.broker.key().tenant,
         };
+        let source = origin.source.map(|s| s.ip());
         let mut trail = AuditTrail::begin(&self.audit, origin);
         async {
             let result = self.pipeline(&ids, req, &mut trail).await;
-            let (mut resp, error_code) = match result {
-                Ok(resp) => (resp, None),
+            let (mut resp, error_code, lines) = match result {
+                Ok(resp) => (resp, None, Lines::Write { suppressed: 0 }),
                 Err(err) => {
                     count_refusal(&err, &mut trail);
-                    answer_failure(&err, &ids)
+                    // A refusal's log lines are sampled per caller (or source), like its record.
+                    let lines = self.refusal_lines(&err, &trail, source);
+                    let (resp, code) = answer_failure(&err, &ids, lines);
+                    (resp, code, lines)
                 }
             };
             // One record per request; for forwarded calls, the outcome after the durable intent.
@@ -116,7 +128,9 @@ impl Gateway {
                 status,
                 started.elapsed(),
             );
-            tracing::info!(status, "request done");
+            if lines != Lines::Skip {
+                tracing::info!(status, "request done");
+            }
             resp
         }
         .instrument(span)
@@ -239,16 +253,24 @@ impl Gateway {
         record_stated(trail, &stated);
         // An approval it redeems, or break glass.
         let ask = crate::approval::hold::ask(req.headers())?;
-        // A caller without permission cannot hold a slot by declaring a body it never sends.
-        // (A bulk request names its operation and devices in its body: decided after it.)
-        if head.target.op.binding != Binding::Devices {
-            refuse_before_body(policy, caller, &head.target, trail)?;
-        }
+        // A caller without permission cannot hold a slot by declaring a body it never sends
+        // (a bulk one: no rule lets it run any operation executeAction can run).
+        refuse_before_body(policy, caller, &head.target, trail)?;
         // One caller cannot take every in-flight slot: its own bound comes first...
         let caller_slot = self
             .caller_in_flight
             .try_acquire(&caller.name)
             .ok_or(GatewayError::CallerInFlight)?;
+        // ...bulk requests (up to 100 devices each, the largest bodies) have a smaller
+        // bound of their own, so they cannot crowd out single calls...
+        let bulk_permit = match head.target.op.binding {
+            Binding::Devices => Some(
+                Arc::clone(&self.bulk_in_flight)
+                    .try_acquire_owned()
+                    .map_err(|_| GatewayError::BulkInFlight)?,
+            ),
+            _ => None,
+        };
         // ...then the gateway's: load is shed before the body is waited for.
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
@@ -270,6 +292,7 @@ impl Gateway {
         }
         let slots = InFlight {
             _caller: caller_slot,
+            _bulk: bulk_permit,
             _gateway: permit,
         };
         Ok((
@@ -317,6 +340,14 @@ impl Gateway {
         // Whether others must approve it first (a dry run says so, and holds nothing).
         let need = hold::need(&installed.policy, caller.index, request, stated, decision);
         if request.dry_run {
+            // Dry runs cost nothing at Graph but are answered and audited: a per-caller rate.
+            let per_sec = self.limits.dry_runs_per_sec;
+            if let Err(refused) = ratelimit::dry_run(&self.state, &caller.name, per_sec).await {
+                if refused.is_limit() {
+                    trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+                }
+                return Err(refused.into());
+            }
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
             let doc = dry_run_response(
                 self.cloud(),
@@ -329,9 +360,11 @@ impl Gateway {
         }
         // Like every step that counts, the limits live in the state store: shared by every
         // replica on it, and a store that cannot answer refuses the request (fail closed).
-        let limits = installed
-            .limits
-            .check(&self.state, caller.index, rule.index);
+        // They count devices, as budgets do: a bulk request costs one unit per device.
+        let limits =
+            installed
+                .limits
+                .check(&self.state, caller.index, rule.index, request.devices());
         if let Err(refused) = limits.await {
             if refused.is_limit() {
                 trail.decided(AuditDecision::RateLimited, Some(&rule.name));
@@ -393,6 +426,10 @@ impl Gateway {
     ) -> Result<Result<UpstreamReply, UpstreamError>, GatewayError> {
         // A token before the intent: without one nothing can be sent, so nothing is intended.
         let token = forward::acquire_token(&self.broker).await?;
+        // Shutting down: what is not yet sent is not sent (another replica will take it).
+        if self.is_draining() {
+            return Err(GatewayError::ShuttingDown);
+        }
         trail.token_app_id(token.claims.appid.as_deref());
         // Write-ahead: the intent is durable before Graph is asked to act. If the audit log
         // cannot take it, nothing is sent (fail closed).
@@ -416,13 +453,11 @@ impl Gateway {
     ) -> Result<Reservation, GatewayError> {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
-        let (op, devices) = match &request.bulk {
-            Some(plan) => (
-                plan.op,
-                u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX),
-            ),
-            None => (request.target.op, 1),
-        };
+        let op = request
+            .bulk
+            .as_ref()
+            .map_or(request.target.op, |plan| plan.op);
+        let devices = request.devices();
         let admit = installed
             .limits
             .admit(&self.state, caller.index, rule, op, devices);
@@ -484,9 +519,11 @@ struct Asked {
     ask: hold::Ask,
 }
 
-/// The in-flight slots a request holds (the caller's and the gateway's) until it is answered.
+/// The in-flight slots a request holds (the caller's, a bulk one's, the gateway's) until it
+/// is answered.
 struct InFlight {
     _caller: KeyedSlot<String>,
+    _bulk: Option<OwnedSemaphorePermit>,
     _gateway: OwnedSemaphorePermit,
 }
 
@@ -509,7 +546,7 @@ enum Gate {
     /// Held: answered 202 with the approval resource, nothing sent.
     Held(Response<Full<Bytes>>),
     /// Send it (under this approval, when it redeems one or breaks glass).
-    Run(Option<hold::Running>),
+    Run(Option<crate::approval::run::Running>),
 }
 
 /// What the idempotency store says about a request.
@@ -540,18 +577,44 @@ fn refuse_before_body(
     )))
 }
 
-/// The response for a failure; its chain goes to the log with the request id.
+impl Gateway {
+    /// Whether a failed request's log lines are written: a refusal (4xx, or load shed) is
+    /// sampled per caller, a failed authentication per source; the gateway's own failures
+    /// are always written.
+    fn refusal_lines(
+        &self,
+        err: &GatewayError,
+        trail: &AuditTrail,
+        source: Option<std::net::IpAddr>,
+    ) -> Lines {
+        let refusal =
+            err.answer().status.is_client_error() || matches!(err, GatewayError::Overloaded);
+        if !refusal {
+            return Lines::Write { suppressed: 0 };
+        }
+        let unauthenticated = matches!(err, GatewayError::Unauthenticated(_));
+        self.refusal_logs
+            .admit(trail.caller_name(), source, unauthenticated)
+    }
+}
+
+/// The response for a failure; its chain goes to the log with the request id (unless its
+/// lines are sampled away).
 fn answer_failure(
     err: &GatewayError,
     ids: &RequestIds,
+    lines: Lines,
 ) -> (Response<Full<Bytes>>, Option<&'static str>) {
     let answer = err.answer();
-    tracing::info!(
-        error.code = answer.code,
-        error = %crate::error::chain(err),
-        request_id = %ids.request_id,
-        "request refused or failed"
-    );
+    if let Lines::Write { suppressed } = lines {
+        tracing::info!(
+            error.code = answer.code,
+            error = %crate::error::chain(err),
+            request_id = %ids.request_id,
+            log.suppressed = (suppressed > 0).then_some(suppressed),
+            "request refused or failed"
+        );
+    }
     let body = answer.body(&ids.request_id, &ids.client_request_id);
     (answer.response(body), Some(answer.code))
 }
@@ -570,6 +633,7 @@ fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing:
         caller.subject = tracing::field::Empty,
         caller.token_sha256 = tracing::field::Empty,
         caller.initiator = tracing::field::Empty,
+        caller.initiator_oid = tracing::field::Empty,
         graph.operation = tracing::field::Empty,
         policy.rule = tracing::field::Empty,
         policy.decision = tracing::field::Empty,
@@ -609,8 +673,12 @@ fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::
 }
 
 fn record_stated(trail: &mut AuditTrail, stated: &Stated) {
-    if let Some(who) = stated.initiator() {
-        tracing::Span::current().record("caller.initiator", who);
+    let span = tracing::Span::current();
+    if let Some(who) = stated.person() {
+        span.record("caller.initiator", who.primary());
+        if let Some(oid) = &who.oid {
+            span.record("caller.initiator_oid", oid.as_str());
+        }
     }
     trail.stated(stated);
 }

@@ -12,7 +12,9 @@
 //!   `slots` (*crate*) holds the per-key caps it and the gateway use.
 //! - [`gateway`]: **the request pipeline, in one place**, as four stages called in order:
 //!   identify → admit → decide (ending with the approval gate) → execute (idempotency →
-//!   pacing → token → durable audit intent → Graph). [`gateway::decision`] is the policy question it shares with
+//!   pacing → token → durable audit intent → Graph), stopping what is not yet sent once
+//!   shutdown begins, and sampling refusals' log lines. [`gateway::decision`] is the policy
+//!   question it shares with
 //!   [`gateway::explain`] (`policy explain`, `policy test`).
 //! - [`identity`]: who the caller is (API key, client certificate, or a JWT from an issuer
 //!   the policy trusts: [`identity::jwt`]; [`tls::client_crl`] checks certificates against
@@ -29,10 +31,11 @@
 //!   and the approval resource) until distinct people from every group approve its exact
 //!   content, then run once across replicas; the approval API; break glass; the events every
 //!   change emits (the rules themselves are [`policy::approval`]).
-//! - [`ratelimit`]: the policy's rate limits, daily budgets and the tenant write pacing;
-//!   [`idempotency`]: no double execution of a repeated request; [`state`]: where both keep
-//!   their counts and claims (and approvals, as versioned records), behind one contract
-//!   ([`state::Store`]) kept in this process or in Redis shared by every replica.
+//! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
+//!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
+//!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned
+//!   records), behind one contract ([`state::Store`]) kept in this process or in Redis shared
+//!   by every replica, under the deployment's name ([`state::Namespace`]).
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
@@ -43,7 +46,9 @@
 //!   error code, message and headers; `graph_error` (*crate*) is Graph's error JSON;
 //!   `answer` (*crate*) words the gateway's own answers (ids, dry runs, disclosures).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
-//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`].
+//!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`]
+//!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
+//!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
 //!   [`tls`]: secret-bearing values and TLS plumbing.
 //!
@@ -72,6 +77,7 @@ pub mod idempotency;
 pub mod identity;
 pub mod metrics;
 pub mod operation;
+pub mod otlp;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;

@@ -2,12 +2,20 @@
 //! and run the command (`serve`, `emulate`, `policy`, `audit`; see `cli`).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use graphgate::telemetry;
 
 mod cli;
 use cli::args::{Cli, Command, LogFormat};
+
+/// How long the exit waits for tasks still running once serving, the audit flush and the
+/// exporters' flush are done (or given up).
+const EXIT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long the trace exporter gets to send what it holds at exit (a collector that hangs
+/// must not hold the process past its grace period).
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -23,10 +31,14 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        // Traces are exported by a gateway only; the other commands log locally.
-        let otlp = matches!(cli.command, Command::Serve(_))
-            .then(|| env.otlp())
-            .flatten();
+        // Traces are exported by a gateway only; the other commands log locally. Unusable
+        // collector TLS files export nothing: `serve` reports them with every other problem
+        // and stops (nothing is ever exported in clear or unchecked instead).
+        let otlp = match &cli.command {
+            Command::Serve(args) if !args.check_config => env.otlp(),
+            _ => None,
+        };
+        let otlp = otlp.filter(|o| graphgate::otlp::client_config(&o.tls).is_ok());
         let json = matches!(cli.log_format, LogFormat::Json);
         let telemetry = telemetry::init(json, &env.log(), otlp)?;
         let result = match cli.command {
@@ -36,9 +48,17 @@ fn main() -> ExitCode {
             Command::Policy(cmd) => cli::policy::run(cmd),
             Command::Audit(cmd) => Ok(cli::audit::run(cmd)?),
         };
-        telemetry.shutdown().await;
+        if tokio::time::timeout(TELEMETRY_FLUSH, telemetry.shutdown())
+            .await
+            .is_err()
+        {
+            eprintln!("graphgate: traces not exported within {TELEMETRY_FLUSH:?} at exit");
+        }
         result
     });
+    // Whatever is still running (a call past the grace period, a blocking export) does not
+    // hold the exit: the audit is flushed and the exporters were given their turn.
+    runtime.shutdown_timeout(EXIT_TIMEOUT);
     match result {
         Ok(code) => code,
         Err(e) => {

@@ -42,6 +42,17 @@ pub enum LimitRefusal {
         /// When a slot frees.
         retry: RetryAfter,
     },
+    /// A request lists more devices than a rate limit allows in a whole window: it would
+    /// never be admitted, however long it waited.
+    #[error("the request lists {devices} devices; the {scope}'s rate limit ({rate}) allows at most {} at once", .rate.count)]
+    OverRate {
+        /// `caller` or `rule`.
+        scope: &'static str,
+        /// The devices listed.
+        devices: u32,
+        /// The rate.
+        rate: Rate,
+    },
     /// A budget has no room for the request's devices.
     #[error("budget {budget} ({limit}) is used up")]
     OverBudget {
@@ -64,6 +75,27 @@ impl LimitRefusal {
     /// Whether a limit refused (rather than the store failing).
     pub fn is_limit(&self) -> bool {
         !matches!(self, LimitRefusal::Store(_))
+    }
+}
+
+/// Takes one of `caller`'s dry runs (`--dry-runs-per-sec`: `per_sec` a second, also the
+/// burst). Not the policy's: dry runs cost nothing at Graph, but each is answered and
+/// audited. Kept in the state store like every limit, so the replicas on it share it.
+pub async fn dry_run(store: &StateStore, caller: &str, per_sec: u32) -> Result<(), LimitRefusal> {
+    let rate = Rate {
+        count: per_sec.max(1),
+        per: Duration::from_secs(1),
+    };
+    let limiter = Limiter {
+        key: store.namespace().rate("dry-run", caller, rate),
+        rate,
+    };
+    match store.limit(&[limiter], 1).await? {
+        None => Ok(()),
+        Some((_, wait)) => Err(LimitRefusal::RateLimited {
+            scope: "the caller's dry runs",
+            retry: RetryAfter(wait),
+        }),
     }
 }
 
@@ -142,12 +174,15 @@ impl PolicyLimits {
         }
     }
 
-    /// Takes one slot from the caller's and the rule's rate limits, or from neither.
+    /// Takes `devices` slots (one per device the request acts on, as budgets count them)
+    /// from the caller's and the rule's rate limits, or from neither. A request listing more
+    /// devices than a rate allows in a window is refused outright ([`LimitRefusal::OverRate`]).
     pub async fn check(
         &self,
         store: &StateStore,
         caller: usize,
         rule: usize,
+        devices: u32,
     ) -> Result<(), LimitRefusal> {
         let owners = [
             ("caller", self.callers.get(caller).and_then(Option::as_ref)),
@@ -157,7 +192,19 @@ impl PolicyLimits {
             .into_iter()
             .filter_map(|(scope, l)| Some((scope, l?.clone())))
             .unzip();
-        match store.limit(&limiters).await? {
+        let devices = devices.max(1);
+        if let Some((scope, l)) = scopes
+            .iter()
+            .zip(&limiters)
+            .find(|(_, l)| devices > l.rate.count)
+        {
+            return Err(LimitRefusal::OverRate {
+                scope,
+                devices,
+                rate: l.rate,
+            });
+        }
+        match store.limit(&limiters, devices).await? {
             None => Ok(()),
             Some((i, wait)) => Err(LimitRefusal::RateLimited {
                 scope: scopes.get(i).copied().unwrap_or("rule"),

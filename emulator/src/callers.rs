@@ -195,19 +195,22 @@ pub(crate) fn discovery(state: &State, req: &Request, tenant: &str, version: u8)
         1 => ("discovery/keys", "oauth2/token"),
         _ => ("discovery/v2.0/keys", "oauth2/v2.0/token"),
     };
-    json(
-        StatusCode::OK,
-        &json!({
-            "issuer": entra_issuer(cloud, tenant, version),
-            "jwks_uri": format!("https://{host}/{tenant}/{keys}"),
-            "token_endpoint": format!("https://{host}/{tenant}/{token}"),
-            "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
-            "subject_types_supported": ["pairwise"],
-            "id_token_signing_alg_values_supported": ["RS256"],
-            "tenant_region_scope": "NA",
-            "cloud_instance_name": cloud.endpoints().login_host,
-        }),
-    )
+    let mut doc = json!({
+        "issuer": entra_issuer(cloud, tenant, version),
+        "jwks_uri": format!("https://{host}/{tenant}/{keys}"),
+        "token_endpoint": format!("https://{host}/{tenant}/{token}"),
+        "response_types_supported": ["code", "id_token", "code id_token", "token id_token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "tenant_region_scope": "NA",
+        "cloud_instance_name": cloud.endpoints().login_host,
+    });
+    if let (Some(forged), Some(members)) = (state.discovery_override(), doc.as_object_mut()) {
+        for (name, value) in forged.as_object().into_iter().flatten() {
+            members.insert(name.clone(), value.clone());
+        }
+    }
+    json(StatusCode::OK, &doc)
 }
 
 fn exposed_api<'s>(state: &'s State, api: Option<&str>) -> Result<&'s ExposedApi, String> {
@@ -281,5 +284,17 @@ impl super::Emulator {
     ) -> Result<String, super::EmulatorError> {
         mint_user_token(&self.state, client_id, upn, scp, api, cloud)
             .map_err(super::EmulatorError::Config)
+    }
+
+    /// Test hook: `claims` as they are, signed with Entra's token-signing key (tokens Entra
+    /// would never issue, to show what graphgate makes of them). Records nothing.
+    pub fn sign_entra_claims(
+        &self,
+        claims: &serde_json::Value,
+    ) -> Result<String, super::EmulatorError> {
+        self.state
+            .key
+            .sign(claims)
+            .map_err(super::EmulatorError::Key)
     }
 }

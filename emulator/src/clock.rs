@@ -5,6 +5,9 @@ use std::time::SystemTime;
 
 use chrono::{DateTime, Utc};
 
+/// Monotonic time on Tokio's clock: paused and advanced in tests like every timer.
+pub use tokio::time::Instant;
+
 /// The wall-clock time now.
 #[allow(clippy::disallowed_methods)] // The one place the emulator reads the wall clock.
 pub fn utc_now() -> DateTime<Utc> {

@@ -55,8 +55,13 @@ pub(crate) fn answer(
         )),
     );
     let wanted = select.unwrap_or_else(|| PROPERTIES.iter().map(|p| (*p).to_owned()).collect());
+    let arranged = state.results_answer();
     for name in &wanted {
-        body.insert(name.clone(), property(&device, name));
+        let value = match (&arranged, name.as_str()) {
+            (Some(results), "deviceActionResults") => results.as_ref().clone(),
+            _ => property(&device, name),
+        };
+        body.insert(name.clone(), value);
     }
     Ok(Success::Json(StatusCode::OK, Value::Object(body)))
 }

@@ -48,6 +48,7 @@ pub(crate) async fn handle(state: &State, req: &Request, cloud: Cloud) -> Outcom
         body: String::from_utf8_lossy(&req.body).into_owned(),
         token_claims,
         status,
+        answered: crate::clock::Instant::now(),
     });
     resp.ok_or(Dropped)
 }

@@ -353,6 +353,18 @@ impl Emulator {
         self.state.set_action_outcomes(outcomes);
     }
 
+    /// Test hook: Entra's discovery documents carry these members (e.g. another `issuer`,
+    /// a `jwks_uri` on another host) instead of their own; `None` restores them.
+    pub fn set_entra_discovery_override(&self, members: Option<serde_json::Value>) {
+        self.state.set_discovery_override(members);
+    }
+
+    /// Test hook: every device read answers `deviceActionResults` with `answer`, whatever
+    /// it is (a hostile Graph: huge, or with long strings); `None` restores the devices' own.
+    pub fn set_action_results_answer(&self, answer: Option<serde_json::Value>) {
+        self.state.set_results_answer(answer);
+    }
+
     /// The arranged action outcomes in force.
     pub fn action_outcomes(&self) -> Vec<ActionOutcome> {
         self.state.action_outcomes()

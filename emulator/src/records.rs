@@ -59,6 +59,9 @@ pub struct GraphRequestRecord {
     pub token_claims: Option<serde_json::Value>,
     /// HTTP status answered.
     pub status: u16,
+    /// When it was answered (Tokio's clock: a paused clock in a test shows there).
+    #[serde(skip)]
+    pub answered: crate::clock::Instant,
 }
 
 /// One managed device: its platform, the actions it was asked to carry out, and the last

@@ -33,6 +33,10 @@ pub(crate) struct State {
     /// Graph requests received (fully read, before any fault acts), for tests to wait on.
     graph_received: tokio::sync::watch::Sender<u64>,
     faults: ArcSwap<Armed>,
+    /// A `deviceActionResults` answer replacing every device's (a hostile Graph, in tests).
+    results_answer: arc_swap::ArcSwapOption<serde_json::Value>,
+    /// Members replacing those of Entra's discovery documents (a forged one, in tests).
+    discovery_override: arc_swap::ArcSwapOption<serde_json::Value>,
 }
 
 /// One device of the inventory: its record and the actions accepted for it.
@@ -82,6 +86,8 @@ impl State {
             .collect();
         State {
             outcomes: ArcSwap::from_pointee(config.action_outcomes.clone()),
+            results_answer: arc_swap::ArcSwapOption::empty(),
+            discovery_override: arc_swap::ArcSwapOption::empty(),
             config,
             key,
             workloads: super::workload::Workloads::default(),
@@ -166,6 +172,29 @@ impl State {
             .map(|a| a.result(now, delay, &self.clock))
             .collect();
         record
+    }
+
+    /// Makes every device read answer `deviceActionResults` with `answer` (`None`: the
+    /// devices' own results again).
+    pub(crate) fn set_results_answer(&self, answer: Option<serde_json::Value>) {
+        self.results_answer.store(answer.map(std::sync::Arc::new));
+    }
+
+    /// The `deviceActionResults` answer set by [`State::set_results_answer`], if any.
+    pub(crate) fn results_answer(&self) -> Option<std::sync::Arc<serde_json::Value>> {
+        self.results_answer.load_full()
+    }
+
+    /// Makes Entra's discovery documents carry `members` instead of their own (`None`: the
+    /// true documents again).
+    pub(crate) fn set_discovery_override(&self, members: Option<serde_json::Value>) {
+        self.discovery_override
+            .store(members.map(std::sync::Arc::new));
+    }
+
+    /// The members set by [`State::set_discovery_override`], if any.
+    pub(crate) fn discovery_override(&self) -> Option<std::sync::Arc<serde_json::Value>> {
+        self.discovery_override.load_full()
     }
 
     /// Replaces the arranged action outcomes (for actions accepted from now on).

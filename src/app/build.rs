@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ServeConfig;
+use super::{PolicySource, ServeConfig};
 use crate::audit::Audit;
 use crate::credential;
 use crate::gateway::Gateway;
@@ -69,7 +69,20 @@ pub(super) fn gateway(
         authority_host,
     )?;
     let broker = TokenBroker::new(key, source, config.token_expiry_margin);
-    let namespace = Namespace::new(config.cloud, config.credential.tenant_id());
+    // The deployment's name in shared keys: given, or derived from the app and the policy
+    // file's path, so replicas of one deployment share their counters and claims and another
+    // deployment of the tenant on the same Redis does not.
+    let client_id = config.credential.client_id();
+    let policy_path = match &config.policy {
+        PolicySource::File(path) => Some(path.as_path()),
+        PolicySource::Fixed { .. } => None,
+    };
+    let deployment = config.state.deployment().map_or_else(
+        || crate::state::default_deployment(client_id, policy_path),
+        str::to_owned,
+    );
+    let tenant = config.credential.tenant_id();
+    let namespace = Namespace::new(config.cloud, tenant, client_id, &deployment);
     let store = StateStore::open(&config.state, namespace, config.limits.claims())?;
     tracing::info!(
         cloud = %config.cloud,
@@ -81,6 +94,7 @@ pub(super) fn gateway(
         rules = policy.rules.len(),
         policy_hash = %policy.hash,
         state = %store.describe(),
+        state_namespace = %deployment,
         audit = audit.path().map_or_else(|| audit.status().to_owned(), |p| p.display().to_string()),
         "gateway configured"
     );

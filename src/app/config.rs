@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::audit::Audit;
 use crate::audit::open::AuditSettings;
 use crate::audit::reconcile::ReconcileConfig;
+use crate::audit::ship::ShipConfig;
 use crate::cloud::Cloud;
 use crate::credential::Credential;
 use crate::gateway::Limits;
@@ -45,13 +46,18 @@ pub struct ServeConfig {
     pub audit: AuditTarget,
     /// Follow up accepted device actions to their final state (`--reconcile-outcomes`).
     pub reconcile: Option<ReconcileConfig>,
-    /// Where idempotency claims, limits, budgets and pacing live.
+    /// Where idempotency claims, limits, budgets and pacing live, and under which deployment
+    /// name (`--state-namespace`; by default derived from the app and the policy file, see
+    /// [`crate::state::default_deployment`]).
     pub state: StateConfig,
     /// The admin token file (`/metrics` and the console off loopback).
     pub admin_token_file: Option<PathBuf>,
-    /// Ship audit records as OTLP log records under this service name (OTLP export is
-    /// configured and `--audit-ship` is on).
-    pub ship_as: Option<String>,
+    /// TLS on the admin listener (`--admin-tls-cert`/`--admin-tls-key`; plain HTTP without),
+    /// so the admin token never crosses the network in clear. No client certificates.
+    pub admin_tls: Option<TlsSource>,
+    /// Ship audit records as OTLP log records (OTLP export is configured and `--audit-ship`
+    /// is on): the service name and the collector's TLS.
+    pub ship: Option<ShipConfig>,
 }
 
 /// Where the policy comes from.

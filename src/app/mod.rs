@@ -39,6 +39,7 @@ pub struct App {
     config: ServeConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
     admin: AdminOptions,
+    admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// Follows the policy file, when there is one (readiness follows it from now on).
     reloader: Option<Reloader>,
 }
@@ -64,6 +65,8 @@ impl App {
         let mut problems = Problems::default();
         let policy = problems.take(load_policy(&config.policy));
         let tls = problems.take(load_tls(config.tls.as_ref())).flatten();
+        let admin_tls = problems.take(load_admin_tls(config.admin_tls.as_ref()));
+        check_shipping(&config, &mut problems);
         let token = load_admin_token(&config, &mut problems);
         let verifier = load_verifier(&config.audit, &mut problems);
         let (Some(policy), true) = (policy, problems.is_empty()) else {
@@ -71,7 +74,8 @@ impl App {
         };
         let audit = match &config.audit {
             AuditTarget::Log(settings) => {
-                match settings.open(config.extra_ca_pem.as_deref()).await {
+                let extra_ca = config.extra_ca_pem.as_deref();
+                match settings.open(&config.connect_to, extra_ca).await {
                     Ok(audit) => audit,
                     Err(e) => {
                         problems.push(e);
@@ -91,7 +95,7 @@ impl App {
         let Some(gateway) = gateway.filter(|_| problems.is_empty()) else {
             return Err(problems);
         };
-        problems.take(start_shipping(config.ship_as.as_deref(), &audit));
+        problems.take(start_shipping(config.ship.as_ref(), &audit));
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -107,6 +111,7 @@ impl App {
             config,
             tls,
             admin: AdminOptions { token, console },
+            admin_tls: admin_tls.flatten(),
             reloader,
         })
     }
@@ -116,9 +121,11 @@ impl App {
         &self.gateway
     }
 
-    /// Serves until `shutdown` resolves, then lets requests in flight finish and closes the
-    /// audit log cleanly. The `start` record is written first: only a gateway that passed
-    /// every start-up check says it started.
+    /// Serves until `shutdown` resolves, then drains (duplicates waiting on a claim are
+    /// answered at once, nothing more is sent to Graph, readiness fails, calls already sent
+    /// get the grace period to finish; see [`Gateway::begin_drain`]) and closes the audit log
+    /// cleanly. The `start` record is written first: only a gateway that passed every
+    /// start-up check says it started.
     pub async fn run(
         self,
         listeners: Listeners,
@@ -129,6 +136,7 @@ impl App {
             config,
             tls,
             admin,
+            admin_tls,
             reloader,
         } = self;
         let (stop_tx, stop) = watch::channel(false);
@@ -153,14 +161,20 @@ impl App {
             .await
             .map_err(RunError::Start)?;
         let admin_addr = listeners.admin.local_addr()?;
-        if admin.token.is_none() && !admin_addr.ip().is_loopback() {
+        let on_loopback = admin_addr.ip().is_loopback();
+        if admin.token.is_none() && !on_loopback {
             tracing::warn!(admin_listen = %admin_addr, "no --admin-token-file: off loopback, /metrics and the audit console answer 401 until one is set");
         }
-        tracing::info!(listen = %admin_addr, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
-        tokio::spawn(crate::admin::serve_with(
+        if admin.token.is_some() && !on_loopback && admin_tls.is_none() {
+            tracing::warn!(admin_listen = %admin_addr, "the admin listener is off loopback without TLS: the admin token crosses the network in clear (set --admin-tls-cert and --admin-tls-key)");
+        }
+        let scheme = if admin_tls.is_some() { "https" } else { "http" };
+        tracing::info!(listen = %admin_addr, scheme, "admin endpoints (/metrics, /healthz, /readyz, /audit) listening");
+        tokio::spawn(crate::admin::serve_with_tls(
             listeners.admin,
             Arc::clone(&gateway),
             admin,
+            admin_tls,
             stopped(),
         ));
         let audit = gateway.audit().clone();
@@ -194,6 +208,8 @@ pub fn check(config: &ServeConfig) -> Problems {
     let mut problems = Problems::default();
     let policy = problems.take(load_policy(&config.policy));
     problems.take(load_tls(config.tls.as_ref()));
+    problems.take(load_admin_tls(config.admin_tls.as_ref()));
+    check_shipping(config, &mut problems);
     load_admin_token(config, &mut problems);
     if let AuditTarget::Log(settings) = &config.audit {
         for problem in settings.check() {
@@ -228,13 +244,40 @@ fn load_policy(source: &PolicySource) -> Result<Policy, crate::policy::PolicyErr
     }
 }
 
+type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
 /// The callers' listener's TLS configuration, read from its files.
-fn load_tls(
-    source: Option<&TlsSource>,
-) -> Result<Option<Arc<rustls::ServerConfig>>, Box<dyn std::error::Error + Send + Sync>> {
+fn load_tls(source: Option<&TlsSource>) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match read_tls(source)? {
+        None => None,
+        Some(ListenerTls::Ready(config)) => Some(config),
+        Some(ListenerTls::Pem(tls)) => Some(crate::tls::server_config(&tls)?),
+    })
+}
+
+/// The admin listener's TLS configuration (HTTP/1.1, no client certificates).
+fn load_admin_tls(source: Option<&TlsSource>) -> Fallible<Option<Arc<rustls::ServerConfig>>> {
+    let named = |e: &dyn std::fmt::Display| format!("--admin-tls-cert/--admin-tls-key: {e}");
+    Ok(match read_tls(source).map_err(|e| named(&e))? {
+        None => None,
+        Some(ListenerTls::Ready(config)) => Some(config),
+        Some(ListenerTls::Pem(tls)) => Some(crate::admin::admin_tls(&tls).map_err(|e| named(&e))?),
+    })
+}
+
+/// A listener's TLS, as its source gives it.
+enum ListenerTls {
+    /// Built already (tests).
+    Ready(Arc<rustls::ServerConfig>),
+    /// Read from its PEM files, to be built.
+    Pem(crate::tls::ServerTls),
+}
+
+/// Reads the PEM files `source` names (the one place listener TLS files are read).
+fn read_tls(source: Option<&TlsSource>) -> Fallible<Option<ListenerTls>> {
     let (cert, key, client_ca, client_crl) = match source {
         None => return Ok(None),
-        Some(TlsSource::Ready(config)) => return Ok(Some(Arc::clone(config))),
+        Some(TlsSource::Ready(config)) => return Ok(Some(ListenerTls::Ready(Arc::clone(config)))),
         Some(TlsSource::Files {
             cert,
             key,
@@ -245,13 +288,12 @@ fn load_tls(
     let read = |p: &std::path::PathBuf| {
         std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))
     };
-    let tls = crate::tls::ServerTls {
+    Ok(Some(ListenerTls::Pem(crate::tls::ServerTls {
         cert_pem: read(cert)?,
         key_pem: crate::secret::Secret::new(read(key)?),
         client_ca_pem: client_ca.as_ref().map(read).transpose()?,
         client_crl: client_crl.clone(),
-    };
-    Ok(Some(crate::tls::server_config(&tls)?))
+    })))
 }
 
 fn load_admin_token(config: &ServeConfig, problems: &mut Problems) -> Option<AdminToken> {
@@ -270,22 +312,25 @@ fn load_verifier(audit: &AuditTarget, problems: &mut Problems) -> Option<NoteVer
     problems.take(signer).map(|s| s.verifier())
 }
 
-/// Ships the audit log's records as OTLP log records under `service_name`, when asked and
-/// the log is a file.
+/// Whether the collector's TLS files for shipping are usable (nothing is shipped in clear or
+/// unchecked instead).
+fn check_shipping(config: &ServeConfig, problems: &mut Problems) {
+    if let Some(ship) = &config.ship {
+        problems.take(crate::otlp::client_config(&ship.tls));
+    }
+}
+
+/// Ships the audit log's records as OTLP log records as `config` says, when asked and the
+/// log is a file.
 fn start_shipping(
-    service_name: Option<&str>,
+    config: Option<&crate::audit::ship::ShipConfig>,
     audit: &Audit,
-) -> Result<(), opentelemetry_otlp::ExporterBuildError> {
-    let (Some(service_name), Some(log), Some(durable)) =
-        (service_name, audit.path(), audit.durable_seq())
+) -> Result<(), crate::otlp::ExportSetupError> {
+    let (Some(config), Some(log), Some(durable)) = (config, audit.path(), audit.durable_seq())
     else {
         return Ok(());
     };
-    let config = crate::audit::ship::ShipConfig {
-        logs_endpoint: None,
-        service_name: service_name.to_owned(),
-    };
-    crate::audit::ship::spawn(log, durable, &config)?;
+    crate::audit::ship::spawn(log, durable, config)?;
     tracing::info!(
         from_seq = crate::audit::ship::read_cursor(log) + 1,
         "shipping audit records as OTLP log records"

@@ -9,14 +9,13 @@
 //! - `POST .../{id}/review` with `{"reason", "request_sha256"}`: an approver's review of what
 //!   break glass ran.
 
-use bytes::Bytes;
-use http::{Method, Response, StatusCode};
-use http_body_util::Full;
+use http::Method;
 use serde::Deserialize;
 
 use super::error::ApprovalError;
 use super::model::{Finish, Review, RunBy, State, Step, Stored, Verdict};
-use super::people::{Identity, may_review, tally};
+use super::people::Identity;
+use super::review::{may_review, readable_reason, tally};
 use super::run::Runner;
 use super::store::Change;
 use super::{Approvals, rfc3339};
@@ -26,8 +25,6 @@ use crate::state::StateStore;
 pub const PREFIX: &str = "/api/v1/approvals";
 /// The longest review (or cancel) body.
 pub const MAX_BODY_BYTES: usize = 4 * 1024;
-/// The longest reason, in characters.
-pub const MAX_REASON_CHARS: usize = 1_024;
 
 /// What a POST does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,38 +101,6 @@ pub fn route(method: &Method, path: &str) -> Option<Result<Route, RouteError>> {
     })
 }
 
-/// Whether `text` can be a reason: visible text of 1 to [`MAX_REASON_CHARS`] characters,
-/// without control, line-separator, bidirectional or invisible characters.
-pub fn readable_reason(text: &str) -> bool {
-    text.chars().count() <= MAX_REASON_CHARS
-        && !text
-            .chars()
-            .any(|c| crate::operation::schema::screen::forbidden_char(c) || invisible(c))
-        && text.chars().any(|c| !c.is_whitespace())
-}
-
-fn invisible(c: char) -> bool {
-    matches!(
-        c,
-        '\u{00ad}'
-            | '\u{034f}'
-            | '\u{061c}'
-            | '\u{115f}'
-            | '\u{1160}'
-            | '\u{17b4}'
-            | '\u{17b5}'
-            | '\u{180b}'..='\u{180f}'
-            | '\u{200b}'..='\u{200f}'
-            | '\u{2060}'..='\u{206f}'
-            | '\u{2800}'
-            | '\u{3164}'
-            | '\u{fe00}'..='\u{fe0f}'
-            | '\u{feff}'
-            | '\u{ffa0}'
-            | '\u{e0000}'..='\u{e007f}'
-    )
-}
-
 /// A review's body.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -178,20 +143,15 @@ fn review_body(body: &[u8]) -> Result<ReviewBody, ApprovalError> {
     Ok(parsed)
 }
 
-/// The resource as a `200` answer.
-pub fn show(stored: &Stored) -> Response<Full<Bytes>> {
-    let doc = serde_json::to_value(&stored.resource).unwrap_or_default();
-    crate::answer::json_response(StatusCode::OK, &doc)
-}
-
 impl Approvals {
-    /// What `caller` requested or may review, newest first (`state` narrows it).
+    /// What `caller` requested or may review, newest first (`state` narrows it), as the
+    /// list's JSON.
     pub async fn list_for(
         &self,
         state: &StateStore,
         caller: &str,
         query: Option<&str>,
-    ) -> Result<Response<Full<Bytes>>, ApprovalError> {
+    ) -> Result<serde_json::Value, ApprovalError> {
         let mut wanted: Option<State> = None;
         for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             match (name.as_ref(), State::parse(&value)) {
@@ -215,8 +175,7 @@ impl Approvals {
             .filter(|s| wanted.is_none_or(|w| s.resource.state == w))
             .filter_map(|s| serde_json::to_value(&s.resource).ok())
             .collect();
-        let doc = serde_json::json!({ "value": value });
-        Ok(crate::answer::json_response(StatusCode::OK, &doc))
+        Ok(serde_json::json!({ "value": value }))
     }
 
     /// Approval `id`, if `caller` may see it (its deadlines applied first).

@@ -2,7 +2,7 @@
 //! glass and the approval API. `crate::error` maps it to the caller's answer.
 
 use super::model::State;
-use super::people::NotCounted;
+use super::review::NotCounted;
 use crate::state::StoreError;
 
 /// An approval step the gateway refused (or could not take).

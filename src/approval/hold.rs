@@ -11,17 +11,14 @@
 //! A bulk request is one approval listing its devices, under every rule that allows one of
 //! them (their groups together, the shortest deadlines).
 
-use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, LOCATION};
-use http::{HeaderMap, Response, StatusCode};
-use http_body_util::Full;
+use http::HeaderMap;
+use http::header::HeaderName;
 
 use super::error::ApprovalError;
-use super::model::{
-    BreakGlass, Finish, Group, Held, HeldBody, Outcome, Resource, RunBy, State, Step, Stored,
-};
+use super::model::{BreakGlass, Group, Held, HeldBody, Resource, RunBy, State, Step, Stored};
 use super::people::Identity;
 use super::request::{self, Facts};
+use super::run::Running;
 use super::store::{Change, Made};
 use super::{Approvals, ms, rfc3339};
 use crate::admit::Admitted;
@@ -77,7 +74,7 @@ pub fn ask(headers: &HeaderMap) -> Result<Ask, ApprovalError> {
         (Some(_), None) => Err(ApprovalError::BadInput(
             "X-Graphgate-Approval must be an approval id (a GUID)".into(),
         )),
-        (None, Some(reason)) => match super::api::readable_reason(&reason) {
+        (None, Some(reason)) => match super::review::readable_reason(&reason) {
             true => Ok(Ask::BreakGlass(reason)),
             false => Err(ApprovalError::BadInput(
                 "X-Graphgate-Break-Glass must be the reason: visible text of 1 to 1024 characters without control or invisible characters".into(),
@@ -119,7 +116,7 @@ pub fn need<'p>(
                     version: request.target.version,
                     device,
                     params: &plan.params,
-                    initiator: stated.initiator(),
+                    initiator: stated.person(),
                 };
                 if let Some(rule) = policy.decide(&facts).rule
                     && !rules.iter().any(|r| r.index == rule.index)
@@ -198,26 +195,15 @@ impl Asking<'_> {
     }
 }
 
-/// A request the gate lets run under an approval: its outcome is recorded there.
-#[derive(Debug, Clone)]
-pub struct Running {
-    /// The approval.
-    pub id: String,
-    /// What it binds.
-    pub request_sha256: String,
-    /// Run at once, unreviewed.
-    pub break_glass: bool,
-}
-
 impl Approvals {
     /// Holds the request: a new approval (or, for a repeated idempotency key, the one it
-    /// made), answered `202` with its `Location`.
+    /// made), which the gateway answers `202` with its `Location`.
     pub async fn hold(
         &self,
         state: &StateStore,
         asking: &Asking<'_>,
         need: &Need<'_>,
-    ) -> Result<(Response<Full<Bytes>>, Resource), ApprovalError> {
+    ) -> Result<Resource, ApprovalError> {
         let mut stored = self.new_approval(asking, need, State::Pending);
         stored.held.open_claim = Some(
             state
@@ -235,7 +221,7 @@ impl Approvals {
         let resource = match made {
             Made::New(s) | Made::Again(s) => s.resource,
         };
-        Ok((accepted(&resource), resource))
+        Ok(resource)
     }
 
     /// Takes approval `id` for this request to run now: a secret read its requester
@@ -315,27 +301,6 @@ impl Approvals {
         })
     }
 
-    /// Records how a run under approval `running` ended.
-    pub async fn settle(&self, state: &StateStore, running: &Running, ended: (Finish, Outcome)) {
-        let (finish, outcome) = ended;
-        let settled = self
-            .change(state, &running.id, |s, _| {
-                if !matches!(s.resource.state, State::Executing | State::NeedsReview)
-                    || s.resource.outcome.is_some()
-                {
-                    return Ok(None);
-                }
-                s.resource.outcome = Some(outcome.clone());
-                Ok(Some(Change::of(Step::Settle(finish))))
-            })
-            .await;
-        if let Err(e) = settled {
-            // The run's own audit records say what happened; the approval stays `executing`
-            // until its lease ends, then says `outcome_unknown`.
-            tracing::error!(error = %e, approval_id = %running.id, "could not record a run's outcome on its approval");
-        }
-    }
-
     /// A new approval of `asking` under `need`, in `state`.
     fn new_approval(&self, asking: &Asking<'_>, need: &Need<'_>, state: State) -> Stored {
         let now = self.clock.now_ms();
@@ -386,6 +351,8 @@ impl Approvals {
                 .initiator
                 .as_ref()
                 .map(|(_, source)| source.as_str().to_owned()),
+            initiator_upn: asking.stated.person().and_then(|p| p.upn.clone()),
+            initiator_oid: asking.stated.person().and_then(|p| p.oid.clone()),
             requester: asking.requester.clone(),
             reviewers: Vec::new(),
             approvers: a.groups.iter().map(|g| g.approvers.clone()).collect(),
@@ -400,14 +367,4 @@ impl Approvals {
         };
         Stored { resource, held }
     }
-}
-
-/// `202 Accepted` with the approval's `Location` and the resource.
-pub fn accepted(resource: &Resource) -> Response<Full<Bytes>> {
-    let doc = serde_json::to_value(resource).unwrap_or_default();
-    let mut resp = crate::answer::json_response(StatusCode::ACCEPTED, &doc);
-    if let Ok(at) = HeaderValue::try_from(format!("/api/v1/approvals/{}", resource.id)) {
-        resp.headers_mut().insert(LOCATION, at);
-    }
-    resp
 }

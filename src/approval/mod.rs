@@ -5,7 +5,8 @@
 //! - [`hold`]: the pipeline's gate: hold a request (202 and the resource), let a requester
 //!   redeem an approved secret read, or run a break glass at once;
 //! - [`model`]: the resource and its state machine (the transitions as data);
-//! - [`people`]: who a requester or reviewer is, and who counts toward which group;
+//! - [`people`]: who a requester or reviewer is (the same person behind two identities);
+//! - [`review`]: who may review, and how reviews count toward the groups;
 //! - [`request`]: `request_sha256`, what a review is bound to;
 //! - `store` (*private*): approvals in the state store, changed only by compare-and-swap;
 //! - [`events`]: every change, recorded in the audit chain and announced to subscribers;
@@ -25,6 +26,7 @@ pub mod model;
 pub mod openapi;
 pub mod people;
 pub mod request;
+pub mod review;
 pub mod run;
 mod store;
 

@@ -332,6 +332,12 @@ pub struct Held {
     pub body: HeldBody,
     /// Where the initiator was stated (`header`, `body`, `token`).
     pub initiator_source: Option<String>,
+    /// The initiator's UPN, when known.
+    #[serde(default)]
+    pub initiator_upn: Option<String>,
+    /// The initiator's object id, when known.
+    #[serde(default)]
+    pub initiator_oid: Option<String>,
     /// Who asked.
     pub requester: Identity,
     /// Who reviewed, in the order of the resource's reviews.

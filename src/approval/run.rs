@@ -13,7 +13,6 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::error::ApprovalError;
-use super::hold::Running;
 use super::model::{Finish, Outcome, RunBy, State, Step, Stored};
 use super::store::Change;
 use super::{Approvals, ms};
@@ -32,6 +31,17 @@ pub trait Runner: Send + Sync {
     fn run<'a>(&'a self, approval: &'a Stored) -> Ran<'a>;
 }
 
+/// A request the gate lets run under an approval: its outcome is recorded there.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// The approval.
+    pub id: String,
+    /// What it binds.
+    pub request_sha256: String,
+    /// Run at once, unreviewed.
+    pub break_glass: bool,
+}
+
 /// The deadline that has passed for `s` at `now`, as the step it takes.
 pub fn due(s: &Stored, now: u64) -> Option<Step> {
     let h = &s.held;
@@ -44,6 +54,27 @@ pub fn due(s: &Stored, now: u64) -> Option<Step> {
 }
 
 impl Approvals {
+    /// Records how a run under approval `running` ended.
+    pub async fn settle(&self, state: &StateStore, running: &Running, ended: (Finish, Outcome)) {
+        let (finish, outcome) = ended;
+        let settled = self
+            .change(state, &running.id, |s, _| {
+                if !matches!(s.resource.state, State::Executing | State::NeedsReview)
+                    || s.resource.outcome.is_some()
+                {
+                    return Ok(None);
+                }
+                s.resource.outcome = Some(outcome.clone());
+                Ok(Some(Change::of(Step::Settle(finish))))
+            })
+            .await;
+        if let Err(e) = settled {
+            // The run's own audit records say what happened; the approval stays `executing`
+            // until its lease ends, then says `outcome_unknown`.
+            tracing::error!(error = %e, approval_id = %running.id, "could not record a run's outcome on its approval");
+        }
+    }
+
     /// Takes whichever deadline of approval `id` has passed.
     pub async fn expire_if_due(&self, state: &StateStore, id: &str) -> Result<(), ApprovalError> {
         self.change(state, id, |s, now| Ok(due(s, now).map(Change::of)))

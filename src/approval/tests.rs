@@ -7,10 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use super::hold::Running;
 use super::model::*;
 use super::people::{Identity, Names};
-use super::run::{Ran, Runner, START_GRACE};
+use super::run::{Ran, Runner, Running, START_GRACE};
 use super::store::{Change, Made};
 use super::{Approvals, Settings, rfc3339};
 use crate::audit::Audit;
@@ -45,7 +44,7 @@ fn store() -> StateStore {
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    StateStore::in_process(Namespace::new(Cloud::Global, "t"), claims)
+    StateStore::in_process(Namespace::new(Cloud::Global, "t", "app", "test"), claims)
 }
 
 fn approvals() -> Approvals {
@@ -93,6 +92,8 @@ fn approved(a: &Approvals, run_by: RunBy) -> Stored {
     let held = Held {
         body: HeldBody("{}".into()),
         initiator_source: None,
+        initiator_upn: None,
+        initiator_oid: None,
         requester,
         reviewers: Vec::new(),
         approvers: vec![vec!["carol".into()]],

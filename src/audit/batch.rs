@@ -75,7 +75,7 @@ impl Pending {
     }
 
     /// Seals the `suppressed` records of the samplers' quiet callers (all, if `all`).
-    pub(super) fn take_summaries(&mut self, samplers: &[Sampler; 2], all: bool) {
+    pub(super) fn take_summaries(&mut self, samplers: &[Sampler; 3], all: bool) {
         let now = Instant::now();
         for s in samplers {
             for (key, count) in s.sweep(now, all) {

@@ -143,6 +143,7 @@ impl serde::Serialize for Sealing<'_> {
         }
         // "hash" goes here.
         some(&mut m, "initiator", e.initiator.as_ref())?;
+        some(&mut m, "initiator_oid", e.initiator_oid.as_ref())?;
         some(&mut m, "initiator_source", e.initiator_source.as_ref())?;
         some(&mut m, "kind", e.kind.as_ref())?;
         some(&mut m, "latency_us", e.latency_us.as_ref())?;
@@ -309,7 +310,8 @@ mod tests {
             caller_subject: Some("system:serviceaccount:a:b".into()),
             caller_token_sha256: Some("f0".into()),
             initiator: Some("alice@contoso.com".into()),
-            initiator_source: Some("header".into()),
+            initiator_oid: Some("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".into()),
+            initiator_source: Some("token".into()),
             reason: Some("CHG-1 \u{e9}\u{2028}?".into()),
             completion: Some("done".into()),
             approval_id: Some("ap".into()),

@@ -39,7 +39,7 @@ pub use record::{AuditDecision, Entry, Kind, Record};
 pub use trail::{AuditTrail, DurableIntent};
 
 use chain::ChainState;
-use sampler::{Sample, SampleKey, Sampler, SamplingLimits};
+use sampler::{Sample, SampleKey, Sampled, Sampler, SamplingLimits};
 use sink::{FileOptions, FileSink, Sink};
 use writer::Writer;
 
@@ -85,9 +85,9 @@ struct Enabled {
     stopped: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     fingerprinter: Fingerprinter,
     path: Option<PathBuf>,
-    /// Refusals per caller, failed authentications per source (shared with the writer,
-    /// which writes their counts).
-    samplers: Arc<[Sampler; 2]>,
+    /// Refusals per caller, failed authentications per source, dry runs per caller, in
+    /// [`Sampled`] order (shared with the writer, which writes their counts).
+    samplers: Arc<[Sampler; 3]>,
     /// Checkpoints on their way off the host, drained (briefly) at shutdown.
     push: Option<push::PushQueue>,
     /// Follows up the device actions Graph accepts, when outcome reconciliation is on.
@@ -160,6 +160,7 @@ impl Audit {
         let samplers = Arc::new([
             Sampler::new(limits.refusals_per_sec, "refusal"),
             Sampler::new(limits.auth_failures_per_sec, "unauthenticated"),
+            Sampler::new(limits.refusals_per_sec, "dry_run"),
         ]);
         let (writer, stopped) = Writer::spawn(sink, state, Arc::clone(&samplers))?;
         Ok(Audit {
@@ -260,14 +261,12 @@ impl Audit {
         let _ = self.shutdown().await;
     }
 
-    /// Whether a refusal record of `key` is written, and with how many of the same key
-    /// suppressed before it (see [`sampler`]); `unauthenticated` picks the per-source limit.
-    pub(crate) fn sample(&self, key: SampleKey, unauthenticated: bool) -> Sample {
+    /// Whether a sampled record (a refusal, failed authentication or dry run) of `key` is
+    /// written, and with how many of the same key suppressed before it (see [`sampler`]).
+    pub(crate) fn sample(&self, key: SampleKey, what: Sampled) -> Sample {
         match &self.inner {
             None => Sample::Write { suppressed: 0 },
-            Some(i) => {
-                i.samplers[usize::from(unauthenticated)].admit(key, crate::clock::Instant::now())
-            }
+            Some(i) => i.samplers[what as usize].admit(key, crate::clock::Instant::now()),
         }
     }
 

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::checkpoint::CheckpointConfig;
 use super::note::NoteSigner;
-use super::push::PushQueue;
+use super::push::{PushQueue, PushTarget};
 use super::{Audit, AuditConfig, Fingerprinter};
+use crate::upstream::ConnectRule;
 
 /// Where the audit log's HMAC key comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +30,11 @@ pub struct CheckpointSettings {
     pub every_records: u64,
     /// A checkpoint at least this often while records are written.
     pub interval: Duration,
-    /// Where every signed checkpoint is POSTed, if anywhere.
+    /// Where every signed checkpoint is POSTed, if anywhere (user info in it is sent as
+    /// HTTP Basic, never logged).
     pub push_url: Option<http::Uri>,
+    /// A bearer token file sent with every push (re-read for each).
+    pub push_token_file: Option<PathBuf>,
 }
 
 /// An audit log, as `serve` is configured to keep it.
@@ -109,10 +113,15 @@ impl AuditSettings {
         {
             problems.push(e.into());
         }
-        if let Some(c) = &self.checkpoints
-            && let Err(e) = load_signer(&c.signing_key_file)
-        {
-            problems.push(e);
+        if let Some(c) = &self.checkpoints {
+            if let Err(e) = load_signer(&c.signing_key_file) {
+                problems.push(e);
+            }
+            if let Some(target) = c.push_target(&[])
+                && let Err(e) = super::push::check(&target)
+            {
+                problems.push(SetupError::Push(e.to_string()));
+            }
         }
         let dir = beside(&self.log);
         if self.hmac_key != HmacKey::BesideLog && !dir.is_dir() {
@@ -124,10 +133,15 @@ impl AuditSettings {
         problems
     }
 
-    /// Opens the log, checked against its anchor (and starts the checkpoint push, if any).
-    /// The caller writes the `start` record ([`Audit::write_start`]) once every other check
-    /// has passed.
-    pub async fn open(&self, extra_ca_pem: Option<&str>) -> Result<Audit, SetupError> {
+    /// Opens the log, checked against its anchor (and starts the checkpoint push, if any,
+    /// through `connect_to` and trusting `extra_ca_pem` besides the public roots, as every
+    /// outbound client). The caller writes the `start` record ([`Audit::write_start`]) once
+    /// every other check has passed.
+    pub async fn open(
+        &self,
+        connect_to: &[ConnectRule],
+        extra_ca_pem: Option<&str>,
+    ) -> Result<Audit, SetupError> {
         let log_err = |reason: String| SetupError::Log {
             path: self.log.display().to_string(),
             reason,
@@ -145,7 +159,7 @@ impl AuditSettings {
             }
         };
         let mut config = self.config.clone();
-        config.checkpoints = self.checkpoint_config(extra_ca_pem)?;
+        config.checkpoints = self.checkpoint_config(connect_to, extra_ca_pem)?;
         let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
         let audit = Audit::open_with(&self.log, &config, fingerprinter)
             .map_err(|e| log_err(e.to_string()))?;
@@ -155,6 +169,7 @@ impl AuditSettings {
     /// The checkpoint configuration (and the push task, started).
     fn checkpoint_config(
         &self,
+        connect_to: &[ConnectRule],
         extra_ca_pem: Option<&str>,
     ) -> Result<Option<CheckpointConfig>, SetupError> {
         let Some(c) = &self.checkpoints else {
@@ -162,11 +177,13 @@ impl AuditSettings {
         };
         let signer = load_signer(&c.signing_key_file)?;
         tracing::info!(public_key = %signer.verifier(), "audit checkpoints are signed; verify with this public key");
-        let push = match &c.push_url {
-            Some(url) => {
+        let push = match c.push_target(connect_to) {
+            Some(target) => {
                 let queue = PushQueue::default();
-                super::push::spawn(queue.clone(), url.clone(), extra_ca_pem)
+                super::push::spawn(queue.clone(), &target, extra_ca_pem)
                     .map_err(|e| SetupError::Push(e.to_string()))?;
+                let url = super::push::shown(&target.url);
+                tracing::info!(%url, "audit checkpoints are pushed off the host");
                 Some(queue)
             }
             None => None,
@@ -177,6 +194,17 @@ impl AuditSettings {
             interval: c.interval,
             push,
         }))
+    }
+}
+
+impl CheckpointSettings {
+    /// Where checkpoints are pushed, if anywhere.
+    fn push_target(&self, connect_to: &[ConnectRule]) -> Option<PushTarget> {
+        Some(PushTarget {
+            url: self.push_url.clone()?,
+            token_file: self.push_token_file.clone(),
+            connect_to: connect_to.to_vec(),
+        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! Shipping: audit records exported as OpenTelemetry log records over the same OTLP/HTTP
-//! configuration as traces, so a collector can fan them out (SIEM, Kafka, object storage).
+//! configuration as traces (TLS to the collector included, see [`crate::otlp`]), so a
+//! collector can fan them out (SIEM, Kafka, object storage).
 //! The local log stays the source of truth: a task follows it from a persisted cursor
 //! (`<log>.ship-cursor`, the last record the collector acknowledged), exports only durable
 //! records, and moves the cursor only after an export succeeded. So delivery is at least
@@ -11,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
 use serde_json::Value;
@@ -36,6 +37,8 @@ pub struct ShipConfig {
     pub logs_endpoint: Option<String>,
     /// `service.name`.
     pub service_name: String,
+    /// TLS to the collector (an `https://` endpoint): its CAs and a client certificate.
+    pub tls: crate::otlp::OtlpTls,
 }
 
 /// Where the shipping cursor of the log at `log` is kept.
@@ -83,9 +86,11 @@ pub fn spawn(
     log: &Path,
     durable: watch::Receiver<u64>,
     config: &ShipConfig,
-) -> Result<tokio::task::JoinHandle<()>, opentelemetry_otlp::ExporterBuildError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::otlp::ExportSetupError> {
+    let client = crate::otlp::http_client(&config.tls, EXPORT_TIMEOUT)?;
     let mut builder = opentelemetry_otlp::LogExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(EXPORT_TIMEOUT);
     if let Some(endpoint) = &config.logs_endpoint {
@@ -96,13 +101,32 @@ pub fn spawn(
         .with_service_name(config.service_name.clone())
         .build();
     exporter.set_resource(&resource);
+    let (acked, acked_rx) = watch::channel(read_cursor(log));
+    tokio::spawn(report_lag(durable.clone(), acked_rx));
     let shipper = Shipper {
         log: log.to_owned(),
         exporter,
         provider: SdkLoggerProvider::builder().with_resource(resource).build(),
         scope: InstrumentationScope::builder(SCOPE).build(),
+        acked,
     };
     Ok(tokio::spawn(shipper.run(durable)))
+}
+
+/// Keeps `graphgate_audit_ship_lag_records` at the durable head minus the last record the
+/// collector acknowledged, whenever either moves: so the gauge grows with every record
+/// written while the collector is down (the shipper is then stuck retrying one batch) and
+/// falls back to 0 once it has taken them. Ends with the shipper or the log.
+async fn report_lag(mut durable: watch::Receiver<u64>, mut acked: watch::Receiver<u64>) {
+    loop {
+        let head = *durable.borrow_and_update();
+        let shipped = *acked.borrow_and_update();
+        crate::metrics::audit_ship_lag(head.saturating_sub(shipped));
+        tokio::select! {
+            changed = durable.changed() => if changed.is_err() { return },
+            changed = acked.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 struct Shipper {
@@ -111,6 +135,8 @@ struct Shipper {
     /// Makes log records (nothing is emitted through it: the batches go to `exporter`).
     provider: SdkLoggerProvider,
     scope: InstrumentationScope,
+    /// The last record the collector acknowledged (for [`report_lag`]).
+    acked: watch::Sender<u64>,
 }
 
 impl Shipper {
@@ -128,12 +154,10 @@ impl Shipper {
             else {
                 return;
             };
-            let acked = f.next_seq().saturating_sub(1);
             follower = Some(f);
             let lines = match lines {
                 Ok(lines) if !lines.is_empty() => lines,
                 Ok(_) => {
-                    crate::metrics::audit_ship_lag(until.saturating_sub(acked));
                     if durable.changed().await.is_err() {
                         return;
                     }
@@ -146,7 +170,6 @@ impl Shipper {
                 }
             };
             self.ship(&lines).await;
-            crate::metrics::audit_ship_lag(until.saturating_sub(acked));
         }
     }
 
@@ -176,6 +199,7 @@ impl Shipper {
         if let Err(e) = write_cursor(&self.log, last) {
             tracing::warn!(error = %e, "could not save the audit shipping cursor (records may be shipped again after a restart)");
         }
+        self.acked.send_replace(last);
     }
 }
 

@@ -43,7 +43,7 @@ impl Writer {
     pub fn spawn(
         sink: Box<dyn Sink>,
         state: ChainState,
-        samplers: Arc<[Sampler; 2]>,
+        samplers: Arc<[Sampler; 3]>,
     ) -> std::io::Result<(Writer, oneshot::Receiver<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stopped_tx, stopped) = oneshot::channel();
@@ -140,7 +140,7 @@ impl Writer {
 /// What the writer thread shares with the handles, besides the queue.
 struct Ends<'a> {
     deferred: &'a Deferred,
-    samplers: &'a [Sampler; 2],
+    samplers: &'a [Sampler; 3],
     healthy: &'a AtomicBool,
     durable: &'a tokio::sync::watch::Sender<u64>,
 }

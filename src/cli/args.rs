@@ -16,7 +16,8 @@ use graphgate::server::ServerLimits;
 #[derive(Parser)]
 #[command(
     name = "graphgate",
-    version,
+    // The commit comes from build.rs (git, or GRAPHGATE_BUILD_COMMIT for builds without .git).
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("GRAPHGATE_BUILD_COMMIT"), ")"),
     about = "Authenticating gateway for privileged Microsoft Graph (Intune) actions"
 )]
 pub struct Cli {
@@ -116,6 +117,13 @@ pub struct ServeArgs {
     /// audit console need when the admin listener is not on loopback.
     #[arg(long, env = "GRAPHGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve the admin listener over TLS with this PEM certificate chain (with
+    /// --admin-tls-key), so the admin token never crosses the network in clear.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TLS_CERT", requires = "admin_tls_key")]
+    pub admin_tls_cert: Option<PathBuf>,
+    /// The PEM private key of --admin-tls-cert.
+    #[arg(long, env = "GRAPHGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
+    pub admin_tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub audit: ServeAuditArgs,
     #[command(flatten)]
@@ -165,6 +173,33 @@ pub struct BoundArgs {
         default_value_t = 256
     )]
     pub max_in_flight_per_caller: usize,
+    /// Most bulk executeAction requests in flight, all callers together (each within its
+    /// caller's bound too); more are answered 429 with Retry-After.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_BULK_IN_FLIGHT",
+        default_value_t = graphgate::gateway::DEFAULT_MAX_BULK_IN_FLIGHT,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_bulk_in_flight: u32,
+    /// Dry runs (Prefer: dry-run) one caller may make per second (also the burst); more are
+    /// answered 429 with Retry-After. Shared by the replicas on one state store.
+    #[arg(
+        long,
+        env = "GRAPHGATE_DRY_RUNS_PER_SEC",
+        default_value_t = graphgate::gateway::DEFAULT_DRY_RUNS_PER_SEC,
+        value_parser = clap::value_parser!(u32).range(1..=1_000_000)
+    )]
+    pub dry_runs_per_sec: u32,
+    /// Log lines of refused requests written per caller per second, and of failed
+    /// authentications per source address; the rest are counted (`suppressed` on the next
+    /// line, and graphgate_log_suppressed_total). 0: log every one.
+    #[arg(
+        long,
+        env = "GRAPHGATE_LOG_REFUSALS_PER_SEC",
+        default_value_t = graphgate::gateway::DEFAULT_LOG_REFUSALS_PER_SEC
+    )]
+    pub log_refusals_per_sec: u32,
     /// Most devices one bulk executeAction may list (Intune's own bulk limit is 100); more
     /// are answered 400 and nothing is sent.
     #[arg(
@@ -212,8 +247,11 @@ pub struct BoundArgs {
     /// How long an Idempotency-Key (or client-request-id) is remembered.
     #[arg(long, env = "GRAPHGATE_IDEMPOTENCY_WINDOW_SECS", default_value_t = 600)]
     pub idempotency_window_secs: u64,
-    /// Longest time in-flight requests get to finish on shutdown.
-    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    /// Longest time calls already sent to Graph get to finish after SIGTERM (duplicates
+    /// waiting on a claim are answered 409 at once, nothing new is sent); then the audit is
+    /// flushed and the process exits. Keep it below the pod's terminationGracePeriodSeconds
+    /// (30 in the Kubernetes base) and systemd's TimeoutStopSec, with room for the flush.
+    #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
     /// Most requests one caller may have waiting for approval; more are answered 429.
     #[arg(
@@ -239,6 +277,9 @@ impl BoundArgs {
             },
             max_in_flight: self.max_in_flight,
             max_in_flight_per_caller: self.max_in_flight_per_caller,
+            max_bulk_in_flight: self.max_bulk_in_flight as usize,
+            dry_runs_per_sec: self.dry_runs_per_sec,
+            log_refusals_per_sec: self.log_refusals_per_sec,
             max_bulk_devices: usize::from(self.max_bulk_devices),
             idempotency_window: secs(self.idempotency_window_secs),
             max_pending_approvals_per_caller: usize::from(self.max_pending_approvals_per_caller),
@@ -308,7 +349,13 @@ pub enum PolicyCommand {
 pub struct StateArgs {
     /// 'memory' (this process alone) or a redis:// or rediss:// URL (Redis 6+ or Valkey),
     /// shared by every replica pointed at it.
-    #[arg(long = "state", env = "GRAPHGATE_STATE", default_value = "memory")]
+    // The URL may carry the password: `--help` must not print the variable's value.
+    #[arg(
+        long = "state",
+        env = "GRAPHGATE_STATE",
+        default_value = "memory",
+        hide_env_values = true
+    )]
     pub state: String,
     /// A file holding the Redis password (instead of putting it in the URL).
     #[arg(long, env = "GRAPHGATE_STATE_PASSWORD_FILE")]
@@ -327,10 +374,18 @@ pub struct StateArgs {
     /// [default: beside the audit log, <log name>.approvals.json].
     #[arg(long, env = "GRAPHGATE_APPROVALS_FILE")]
     pub approvals_file: Option<PathBuf>,
+    /// The deployment's name in a shared store's keys (1 to 64 letters, digits, '.', '_',
+    /// '-'): the replicas of one deployment share it, other deployments of the tenant on the
+    /// same Redis keep their own counters and claims [default: derived from the app's client
+    /// id and the policy file's path].
+    #[arg(long, env = "GRAPHGATE_STATE_NAMESPACE")]
+    pub state_namespace: Option<String>,
 }
 
 impl StateArgs {
     /// The state setting; the memory store's budget file defaults to one beside `audit_log`.
+    /// Without `--state-namespace`, the gateway derives the deployment's name from its app and
+    /// policy file (see `graphgate::state::default_deployment`).
     pub fn config(
         &self,
         audit_log: Option<&std::path::Path>,
@@ -357,6 +412,7 @@ impl StateArgs {
                 timeout: Duration::from_millis(self.state_timeout_ms.max(1)),
                 budget_file,
                 approvals_file,
+                namespace: self.state_namespace.clone(),
             },
         )
     }

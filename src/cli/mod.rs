@@ -16,6 +16,8 @@ pub mod serve_audit;
 use std::collections::HashMap;
 use std::ffi::OsString;
 
+use graphgate::audit::ship::ShipConfig;
+use graphgate::otlp::{OtlpTls, Signal};
 use graphgate::telemetry::{LogEnv, OtlpConfig};
 use tokio::net::TcpListener;
 
@@ -24,7 +26,8 @@ pub type Fallible<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 /// The process environment, read once at start-up (clap reads the flags' `GRAPHGATE_*` with
 /// the flags): the Azure SDK's `AZURE_*` and the credential's `GRAPHGATE_CREDENTIAL` and
-/// `GRAPHGATE_CLIENT_ASSERTION_ALG`, OpenTelemetry's `OTEL_*`, `RUST_LOG` and `NO_COLOR`.
+/// `GRAPHGATE_CLIENT_ASSERTION_ALG`, OpenTelemetry's `OTEL_*` (the collector's TLS files
+/// among them), `RUST_LOG` and `NO_COLOR`.
 pub struct Env {
     vars: HashMap<String, String>,
     no_color: Option<OsString>,
@@ -70,7 +73,23 @@ impl Env {
         self.otlp_configured().then(|| OtlpConfig {
             traces_endpoint: None,
             service_name: self.service_name(),
+            tls: self.otlp_tls(Signal::Traces),
         })
+    }
+
+    /// Audit shipping as OTLP log records, when OTLP export is configured.
+    pub fn ship(&self) -> Option<ShipConfig> {
+        self.otlp_configured().then(|| ShipConfig {
+            logs_endpoint: None,
+            service_name: self.service_name(),
+            tls: self.otlp_tls(Signal::Logs),
+        })
+    }
+
+    /// The collector's TLS files for `signal` (`OTEL_EXPORTER_OTLP_[TRACES_|LOGS_]CERTIFICATE`,
+    /// `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
+    fn otlp_tls(&self, signal: Signal) -> OtlpTls {
+        OtlpTls::from_env(signal, |name| self.var(name))
     }
 
     /// `OTEL_SERVICE_NAME`, or `graphgate`.

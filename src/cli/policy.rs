@@ -193,7 +193,7 @@ fn explanation(
         }
     }
     if let Some((who, source)) = &eval.stated.initiator {
-        let _ = writeln!(out, "initiator: {who} ({})", source.as_str());
+        let _ = writeln!(out, "initiator: {} ({})", who.primary(), source.as_str());
     }
     if let Some(reason) = &eval.stated.reason {
         let _ = writeln!(out, "reason: {reason}");
@@ -228,7 +228,7 @@ fn explanation(
             }
         );
     }
-    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.initiator());
+    let facts = Facts::of(index, &eval.target, &eval.params, eval.stated.person());
     let explanation = policy.explain(&facts);
     if explanation.rules.is_empty() {
         let _ = writeln!(out, "no rule names caller '{caller}'");
@@ -272,7 +272,7 @@ fn mismatch_text(m: &Mismatch, f: &Facts<'_>) -> String {
     match m {
         Mismatch::Operation => format!("does not cover {}", f.op.name),
         Mismatch::Initiator => match f.initiator {
-            Some(who) => format!("does not cover initiator {who}"),
+            Some(who) => format!("does not cover initiator {}", who.primary()),
             None => "covers listed initiators only, and none is stated".to_owned(),
         },
         Mismatch::Version => format!("does not cover API version {}", f.version.as_str()),

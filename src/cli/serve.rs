@@ -43,7 +43,12 @@ pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
         admin: bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?,
     };
     let admin = listeners.admin.local_addr()?;
-    eprintln!("admin endpoints on http://{admin} (/metrics, /healthz, /readyz, /audit)");
+    let scheme = if args.admin_tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("admin endpoints on {scheme}://{admin} (/metrics, /healthz, /readyz, /audit)");
     if emulated.is_some() {
         print_demo(&args, &app, listeners.main.local_addr()?);
     }
@@ -119,6 +124,14 @@ fn config(
     let (connect_to, extra_ca_pem) = outbound(args, emulated, problems);
     let (credential, authority_host, policy) = app_and_policy(args, env, emulated, problems);
     let shipped = env.otlp_configured();
+    // The collector's TLS files are checked with everything else (traces are not exported
+    // while they are unusable, see main); shipping's, when they are others, by the app.
+    let ship = env.ship().filter(|_| args.audit.audit_ship);
+    if let Some(traces) = env.otlp()
+        && ship.as_ref().is_none_or(|s| s.tls != traces.tls)
+    {
+        problems.take(graphgate::otlp::client_config(&traces.tls));
+    }
     let audit = match problems.take(args.audit.settings(args.emulator, shipped)) {
         Some(Some(settings)) => AuditTarget::Log(Box::new(settings)),
         _ => AuditTarget::Disabled,
@@ -128,8 +141,11 @@ fn config(
         _ => None,
     };
     let state = problems.take(args.state.config(audit_log));
+    // A setting with a problem is not announced as the memory store it falls back to.
+    if let Some(state) = &state {
+        announce_state(state);
+    }
     let state = state.unwrap_or_default();
-    announce_state(&state);
     ServeConfig {
         cloud: args.cloud,
         credential,
@@ -145,7 +161,8 @@ fn config(
         reconcile: args.audit.reconcile(),
         state,
         admin_token_file: args.admin_token_file.clone(),
-        ship_as: (shipped && args.audit.audit_ship).then(|| env.service_name()),
+        admin_tls: admin_tls_files(args),
+        ship,
     }
 }
 
@@ -231,6 +248,17 @@ fn tls_files(args: &ServeArgs) -> Option<TlsSource> {
         key,
         client_ca: args.client_ca.clone(),
         client_crl: args.client_crl.clone(),
+    })
+}
+
+/// `--admin-tls-cert` and `--admin-tls-key` (clap requires both or neither).
+fn admin_tls_files(args: &ServeArgs) -> Option<TlsSource> {
+    let (cert, key) = (args.admin_tls_cert.clone()?, args.admin_tls_key.clone()?);
+    Some(TlsSource::Files {
+        cert,
+        key,
+        client_ca: None,
+        client_crl: None,
     })
 }
 

@@ -54,9 +54,19 @@ pub struct ServeAuditArgs {
     #[arg(
         long,
         env = "GRAPHGATE_AUDIT_CHECKPOINT_URL",
+        // Its user info or query may hold a credential: `--help` must not print it.
+        hide_env_values = true,
         requires = "audit_signing_key_file"
     )]
     pub audit_checkpoint_url: Option<http::Uri>,
+    /// File holding a bearer token sent with every checkpoint push (private to graphgate's
+    /// user; re-read for every push, so it can be rotated in place).
+    #[arg(
+        long,
+        env = "GRAPHGATE_AUDIT_CHECKPOINT_TOKEN_FILE",
+        requires = "audit_checkpoint_url"
+    )]
+    pub audit_checkpoint_token_file: Option<PathBuf>,
     /// Export audit records as OTLP log records when OTLP export is configured
     /// (`OTEL_EXPORTER_OTLP_ENDPOINT`); `false` keeps them local.
     #[arg(long, env = "GRAPHGATE_AUDIT_SHIP", default_value_t = true, action = clap::ArgAction::Set)]
@@ -105,6 +115,7 @@ impl ServeAuditArgs {
                     every_records: self.audit_checkpoint_every_records,
                     interval: Duration::from_secs(self.audit_checkpoint_interval_secs),
                     push_url: self.audit_checkpoint_url.clone(),
+                    push_token_file: self.audit_checkpoint_token_file.clone(),
                 });
         Ok(Some(AuditSettings {
             log,

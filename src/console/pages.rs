@@ -286,7 +286,10 @@ fn completion(v: &Value, hit: &Hit) -> String {
 /// The header's chain and checkpoint status.
 pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
     let chain = idx.chain();
-    let (_, _, devices) = idx.names();
+    let devices = match idx.names().2 {
+        (n, false) => n.to_string(),
+        (n, true) => format!("more than {n}"),
+    };
     let verdict = match &chain.broken {
         Some(b) => format!(
             r#"<span class="bad">BROKEN</span> after seq {}: {}"#,

@@ -84,7 +84,7 @@ fn an_unusable_person_or_reason_is_the_callers_to_fix() {
     let (status, code, message, h) = seen(ContextError::BadReason("X-Graphgate-Reason"));
     assert_eq!((status, code.as_str(), h), (400, "invalidRequest", None));
     assert!(
-        message.starts_with("X-Graphgate-Reason must be text"),
+        message.starts_with("X-Graphgate-Reason must be visible text"),
         "{message}"
     );
 }
@@ -202,6 +202,32 @@ fn the_gateways_own_refusals_say_when_to_retry() {
     assert!(
         message.contains("the caller's requests in flight"),
         "{message}"
+    );
+    let (status, _, message, h) = seen(GatewayError::BulkInFlight);
+    assert_eq!((status, h), (429, header("retry-after", "1")));
+    assert!(message.contains("bulk requests in flight"), "{message}");
+    // A bulk request past a rate's burst: split it (retry once a window has passed).
+    let over = LimitRefusal::OverRate {
+        scope: "caller",
+        devices: 11,
+        rate: crate::policy::Rate {
+            count: 10,
+            per: Duration::from_secs(60),
+        },
+    };
+    let (status, code, message, h) = seen(over);
+    assert_eq!(
+        (status, code.as_str(), h),
+        (429, "activityLimitReached", header("retry-after", "60"))
+    );
+    assert!(
+        message.contains("lists 11 devices") && message.contains("send at most 10 devices"),
+        "{message}"
+    );
+    let (status, code, _, h) = seen(GatewayError::ShuttingDown);
+    assert_eq!(
+        (status, code.as_str(), h),
+        (503, "serviceNotAvailable", header("retry-after", "1"))
     );
     let paced = LimitRefusal::Paced(crate::ratelimit::RetryAfter(Duration::from_secs(2)));
     let (status, _, message, _) = seen(paced);

@@ -6,17 +6,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, Uri};
+use http::header::{HeaderValue, LOCATION};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::Full;
 use hyper::body::Body;
 use tracing::Instrument;
 
 use super::{Asked, Caller, Gate, Gateway, Installed, decision, record_decision, record_stated};
 use crate::admit::{self, RequestIds};
+use crate::answer::json_response;
 use crate::approval::api::{self, Route, RouteError};
 use crate::approval::hold::{Ask, Asking, Need};
-use crate::approval::model::{Finish, Outcome, Stored};
-use crate::approval::people::{Identity, Names, tally};
+use crate::approval::model::{Finish, Outcome, Resource, Stored};
+use crate::approval::people::{Identity, Names};
+use crate::approval::review::tally;
 use crate::approval::run::{Ran, Runner};
 use crate::approval::{ApprovalError, rfc3339};
 use crate::audit::trail::Origin;
@@ -24,6 +27,7 @@ use crate::audit::{AuditDecision, AuditTrail};
 use crate::error::GatewayError;
 use crate::identity::stated::{self, Source, Stated};
 use crate::operation::route::RouteError as PathError;
+use crate::policy::Person;
 
 impl Gateway {
     /// The approval gate: a request whose rule needs approval is held (202), redeems an
@@ -54,14 +58,11 @@ impl Gateway {
         let rule = need.rule.name.as_str();
         let (state, approvals) = (&self.state, &self.approvals);
         let gate = match &asked.ask {
-            Ask::Hold => approvals
-                .hold(state, &asking, &need)
-                .await
-                .map(|(resp, r)| {
-                    trail.decided(AuditDecision::Held, Some(rule));
-                    trail.approval(&r.id, &r.request_sha256, "requested", false);
-                    Gate::Held(resp)
-                }),
+            Ask::Hold => approvals.hold(state, &asking, &need).await.map(|r| {
+                trail.decided(AuditDecision::Held, Some(rule));
+                trail.approval(&r.id, &r.request_sha256, "requested", false);
+                Gate::Held(accepted(&r))
+            }),
             Ask::Redeem(id) => approvals.redeem(state, &asking, id).await.map(|run| {
                 trail.approval(&run.id, &run.request_sha256, "redeemed", false);
                 Gate::Run(Some(run))
@@ -112,14 +113,12 @@ impl Gateway {
         let (id, action) = match route {
             Route::List => {
                 let query = req.uri().query().map(str::to_owned);
-                return Ok(approvals
-                    .list_for(state, &caller.name, query.as_deref())
-                    .await?);
+                let list = approvals.list_for(state, &caller.name, query.as_deref());
+                return Ok(json_response(StatusCode::OK, &list.await?));
             }
             Route::Show(id) => {
-                return Ok(api::show(
-                    &approvals.visible(state, &caller.name, &id).await?,
-                ));
+                let one = approvals.visible(state, &caller.name, &id).await?;
+                return Ok(show(&one.resource));
             }
             Route::Act(id, action) => (id, action),
         };
@@ -157,7 +156,7 @@ impl Gateway {
             .inspect_err(|_| trail.decided(AuditDecision::Invalid, None))?;
         let who = identity_of(caller, &stated);
         match approvals.act(state, self, &who, (&id, action), &body).await {
-            Ok(after) => Ok(api::show(&after)),
+            Ok(after) => Ok(show(&after.resource)),
             Err(e) => {
                 trail.decided(refused_as(&e), None);
                 Err(e.into())
@@ -263,8 +262,17 @@ impl Gateway {
             Some("token") => Source::Token,
             _ => Source::Header,
         };
+        let held = &approval.held;
+        let person = match (&held.initiator_upn, &held.initiator_oid, &r.initiator) {
+            (None, None, None) => None,
+            (None, None, Some(who)) => Some(Person::stated(who)),
+            (upn, oid, _) => Some(Person {
+                upn: upn.clone(),
+                oid: oid.clone(),
+            }),
+        };
         let mut stated = Stated {
-            initiator: r.initiator.clone().map(|who| (who, source)),
+            initiator: person.map(|who| (who, source)),
             reason: r.reason.clone(),
         };
         record_stated(trail, &stated);
@@ -313,6 +321,22 @@ impl Runner for Gateway {
     }
 }
 
+/// `202 Accepted` with the approval's `Location` and the resource.
+fn accepted(resource: &Resource) -> Response<Full<Bytes>> {
+    let doc = serde_json::to_value(resource).unwrap_or_default();
+    let mut resp = json_response(StatusCode::ACCEPTED, &doc);
+    if let Ok(at) = HeaderValue::try_from(format!("{}/{}", api::PREFIX, resource.id)) {
+        resp.headers_mut().insert(LOCATION, at);
+    }
+    resp
+}
+
+/// The approval as a `200` answer.
+fn show(resource: &Resource) -> Response<Full<Bytes>> {
+    let doc = serde_json::to_value(resource).unwrap_or_default();
+    json_response(StatusCode::OK, &doc)
+}
+
 /// Whether `approval`'s reviews meet `need` (the approval the policy in force asks for).
 fn reviews_meet(approval: &Stored, need: &Need<'_>) -> bool {
     let mut now = approval.clone();
@@ -336,14 +360,14 @@ fn reviews_meet(approval: &Stored, need: &Need<'_>) -> bool {
     t.met && t.rejections < need.approval.deny
 }
 
-/// Who `caller` is, with the person it states (or its token's user).
+/// Who `caller` is, with the person it states (or its token's user), by every id known.
 fn identity_of(caller: &Caller, stated: &Stated) -> Identity {
     let mut ids: Vec<&str> = Vec::new();
     if let Some(user) = &caller.user {
         ids.push(&user.oid);
         ids.extend(user.upn.as_deref());
     }
-    ids.extend(stated.initiator());
+    ids.extend(stated.person().into_iter().flat_map(|p| p.ids()));
     let names = Names {
         subject: caller
             .subject

@@ -26,7 +26,7 @@ pub fn judge<'p>(
     request: &Admitted,
     stated: &Stated,
 ) -> Judgement<'p> {
-    let initiator = stated.initiator();
+    let initiator = stated.person();
     let (decision, refused) = match &request.bulk {
         Some(plan) => {
             let version = request.target.version;

@@ -92,7 +92,10 @@ fn gateway_with(limits: Limits, state: Option<StateStore>) -> (Gateway, Audit, s
     let log = dir.join("audit.jsonl");
     let audit = Audit::open(&log, 1 << 30, Fingerprinter::new(&[0x5a; 32]).unwrap()).unwrap();
     let state = state.unwrap_or_else(|| {
-        StateStore::in_process(Namespace::new(Cloud::Global, "t"), limits.claims())
+        StateStore::in_process(
+            Namespace::new(Cloud::Global, "t", "app", "test"),
+            limits.claims(),
+        )
     });
     let gw = Gateway::with_store(policy(), Cloud::Global, broker, http, limits, state)
         .with_audit(audit.clone());
@@ -410,7 +413,12 @@ async fn a_state_store_that_does_not_answer_refuses_with_503() {
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    let store = StateStore::open(&config, Namespace::new(Cloud::Global, "t"), claims).unwrap();
+    let store = StateStore::open(
+        &config,
+        Namespace::new(Cloud::Global, "t", "app", "test"),
+        claims,
+    )
+    .unwrap();
     let (gw, audit, log) = gateway_with(Limits::default(), Some(store));
     let ok = update_body("a@rooms.contoso.com", true);
     // The limited caller's rate limit lives in the store: it cannot be checked, so no.

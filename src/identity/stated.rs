@@ -2,17 +2,18 @@
 //! (`X-Graphgate-Initiator`: a UPN or an object id) and why (`X-Graphgate-Reason`: text, at
 //! most 1,024 characters, e.g. a ticket); the simplified API also takes them as `initiator`
 //! and `reason` body fields (admission takes them out of the body and hands over their text).
-//! A delegated user token states its user itself, and a stated initiator that is someone
-//! else is refused. What a request says ([`Statement`], text) is checked into what it states
-//! ([`Stated`]); both are recorded in the audit.
+//! A delegated user token states its user itself (by object id, and by UPN when the token
+//! has `upn`), and a stated initiator that is not one of its ids is refused. What a request
+//! says ([`Statement`], text) is checked into what it states ([`Stated`]); both are recorded
+//! in the audit.
 
 use http::HeaderMap;
 use http::header::HeaderName;
 
 use super::jwt::TokenUser;
-use crate::operation::schema::screen::{forbidden_char, is_address};
+use crate::operation::schema::screen::{is_address, is_readable_text};
 pub use crate::operation::simple::{INITIATOR_FIELD, MAX_REASON_CHARS, REASON_FIELD};
-use crate::policy::Missing;
+use crate::policy::{Missing, Person};
 
 /// The header naming the person a request is made for.
 pub const INITIATOR_HEADER: HeaderName = HeaderName::from_static("x-graphgate-initiator");
@@ -44,16 +45,21 @@ impl Source {
 /// What a request states about its person and reason.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stated {
-    /// The person (a UPN, or an object id in lower case), and where it came from.
-    pub initiator: Option<(String, Source)>,
+    /// The person (by a UPN, an object id in lower case, or both), and where it came from.
+    pub initiator: Option<(Person, Source)>,
     /// Why.
     pub reason: Option<String>,
 }
 
 impl Stated {
-    /// The initiator, if stated.
+    /// The initiator as recorded (the UPN, else the object id), if stated.
     pub fn initiator(&self) -> Option<&str> {
-        self.initiator.as_ref().map(|(who, _)| who.as_str())
+        self.initiator.as_ref().map(|(who, _)| who.primary())
+    }
+
+    /// The person, if stated.
+    pub fn person(&self) -> Option<&Person> {
+        self.initiator.as_ref().map(|(who, _)| who)
     }
 }
 
@@ -65,7 +71,7 @@ pub enum ContextError {
     BadInitiator(&'static str),
     /// Empty, too long, or with control characters.
     #[error(
-        "{0} must be text of 1 to 1024 characters without control characters (no CR, LF, tab, NUL, line separators or bidirectional controls)"
+        "{0} must be visible text of 1 to 1024 characters without control, format or invisible characters (no CR, LF, tab, NUL, line separators, bidirectional controls or marks, zero-width or tag characters)"
     )]
     BadReason(&'static str),
     /// A header sent more than once.
@@ -128,14 +134,14 @@ pub fn from_headers(headers: &HeaderMap, user: Option<&TokenUser>) -> Result<Sta
         .map(|text| reason(text, HEADER_REASON))
         .transpose()?;
     let mut stated = Stated {
-        initiator: initiator.map(|who| (who, Source::Header)),
+        initiator: initiator.map(|who| (Person::stated(&who), Source::Header)),
         reason,
     };
     if let Some(user) = user {
         if stated.initiator().is_some_and(|who| !user.is(who)) {
             return Err(ContextError::NotTheTokenUser(HEADER_INITIATOR));
         }
-        stated.initiator = Some((user.initiator().to_owned(), Source::Token));
+        stated.initiator = Some((user.person(), Source::Token));
     }
     Ok(stated)
 }
@@ -165,21 +171,18 @@ fn one_header<'h>(
 
 /// A stated initiator: a UPN as written, or an object id in lower case.
 fn initiator(text: &str, shown: &'static str) -> Result<String, ContextError> {
-    if is_address(text) {
-        Ok(text.to_owned())
-    } else if crate::operation::route::is_guid(text) {
-        Ok(text.to_ascii_lowercase())
+    if is_address(text) || crate::operation::route::is_guid(text) {
+        Ok(Person::stated(text).primary().to_owned())
     } else {
         Err(ContextError::BadInitiator(shown))
     }
 }
 
-/// A stated reason: 1 to [`MAX_REASON_CHARS`] characters, not blank, no control characters.
+/// A stated reason: readable text of at most [`MAX_REASON_CHARS`] characters (see
+/// [`is_readable_text`]: no control, format or other invisible characters, something visible).
 fn reason(text: &str, shown: &'static str) -> Result<String, ContextError> {
-    let fits = !text.trim().is_empty()
-        && text.chars().count() <= MAX_REASON_CHARS
-        && !text.chars().any(forbidden_char);
-    fits.then(|| text.to_owned())
+    is_readable_text(text, MAX_REASON_CHARS)
+        .then(|| text.to_owned())
         .ok_or(ContextError::BadReason(shown))
 }
 
@@ -207,12 +210,14 @@ impl Stated {
             if user.is_some_and(|u| !u.is(&who)) {
                 return Err(ContextError::NotTheTokenUser(BODY_INITIATOR));
             }
-            match self.initiator() {
-                Some(stated) if !stated.eq_ignore_ascii_case(&who) => {
+            // The same person named by the other id (a token's user by object id) is no
+            // conflict.
+            match self.person() {
+                Some(stated) if !stated.is(&who) => {
                     return Err(ContextError::Conflict("initiator"));
                 }
                 Some(_) => {}
-                None => self.initiator = Some((who, Source::Body)),
+                None => self.initiator = Some((Person::stated(&who), Source::Body)),
             }
         }
         if let Some(why) = said.reason {
@@ -254,7 +259,7 @@ mod tests {
         let s = from_headers(&h, None).unwrap();
         assert_eq!(
             s.initiator,
-            Some(("alice@contoso.com".into(), Source::Header))
+            Some((Person::stated("alice@contoso.com"), Source::Header))
         );
         assert!(s.reason.unwrap().starts_with("Ticket CHG-1234"));
         let by_oid = from_headers(
@@ -311,7 +316,13 @@ mod tests {
         let s = from_headers(&HeaderMap::new(), Some(&user)).unwrap();
         assert_eq!(
             s.initiator,
-            Some(("alice@contoso.com".into(), Source::Token))
+            Some((
+                Person {
+                    upn: Some("alice@contoso.com".into()),
+                    oid: Some(OID.into())
+                },
+                Source::Token
+            ))
         );
         for same in ["ALICE@contoso.com".as_bytes(), OID.as_bytes()] {
             let s = from_headers(&headers(&[(&INITIATOR_HEADER, same)]), Some(&user)).unwrap();
@@ -322,6 +333,15 @@ mod tests {
             from_headers(&other, Some(&user)).unwrap_err().label(),
             "not_the_token_user"
         );
+        // The body naming the user by the other id is the same person, not a conflict.
+        let mut stated = from_headers(&HeaderMap::new(), Some(&user)).unwrap();
+        let upper = OID.to_uppercase();
+        let said = Statement {
+            initiator: Some(&upper),
+            reason: None,
+        };
+        stated.add_body(said, Some(&user)).unwrap();
+        assert_eq!(stated.initiator(), Some("alice@contoso.com"));
     }
 
     #[test]
@@ -334,7 +354,7 @@ mod tests {
         stated.add_body(said, None).unwrap();
         assert_eq!(
             stated.initiator,
-            Some(("alice@contoso.com".into(), Source::Body))
+            Some((Person::stated("alice@contoso.com"), Source::Body))
         );
         assert_eq!(stated.reason.as_deref(), Some("CHG-1"));
         let crlf = Statement {
@@ -346,7 +366,7 @@ mod tests {
             Err(ContextError::BadReason(BODY_REASON))
         ));
         let mut header_said = Stated {
-            initiator: Some(("bob@contoso.com".into(), Source::Header)),
+            initiator: Some((Person::stated("bob@contoso.com"), Source::Header)),
             reason: None,
         };
         assert_eq!(
@@ -354,7 +374,7 @@ mod tests {
             ContextError::Conflict("initiator")
         );
         let mut same = Stated {
-            initiator: Some(("ALICE@contoso.com".into(), Source::Header)),
+            initiator: Some((Person::stated("ALICE@contoso.com"), Source::Header)),
             reason: Some("CHG-1".into()),
         };
         same.add_body(said, None).unwrap();

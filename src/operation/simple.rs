@@ -11,7 +11,7 @@ use crate::operation::schema::screen::shown_name;
 use crate::operation::schema::{self, Prop, SchemaError, Ty};
 
 /// The simplified API's body field naming the person a call is made for (read by
-/// `identity::context`, not a Graph parameter).
+/// `identity::stated`, not a Graph parameter).
 pub const INITIATOR_FIELD: &str = "initiator";
 /// The simplified API's body field saying why.
 pub const REASON_FIELD: &str = "reason";
@@ -317,7 +317,7 @@ fn operation_doc(op: &Operation, max_bulk_devices: usize) -> Value {
 }
 
 /// `schema` (an object, or a `oneOf` of objects) with the person and the reason every
-/// simplified body may state (read by `identity::context`, like the X-Graphgate-Initiator
+/// simplified body may state (read by `identity::stated`, like the X-Graphgate-Initiator
 /// and X-Graphgate-Reason headers): optional, null counting as not given.
 fn with_stated(mut schema: Value) -> Value {
     if let Some(shapes) = schema.get_mut("oneOf").and_then(Value::as_array_mut) {

@@ -73,7 +73,11 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         return Err(issues.0);
     }
     Ok(Policy {
-        warnings: super::tiers::warnings(&rules),
+        warnings: [
+            super::tiers::warnings(&rules),
+            super::requirements::warnings(&rules),
+        ]
+        .concat(),
         approver_groups,
         any_approval: rules.iter().any(|r| r.approval.is_some()),
         by_caller: by_caller(callers.len(), &rules),
@@ -486,6 +490,23 @@ fn never_matches(entry: &RuleEntry, rule: &Rule, issues: &mut Issues) {
             &entry.name,
             format!(
                 "rule {:?} can never match: {} is not offered in the listed API versions",
+                rule.name, op.name
+            ),
+        );
+    }
+    // A user-bound operation names no device: a device list could never match it, and would
+    // read as a limit it is not. Its devices are whatever the user has enrolled.
+    if let (Some(d), Some(_), Some(op)) = (
+        &entry.devices,
+        &rule.devices,
+        rule.operations
+            .iter()
+            .find(|op| op.binding == catalog::Binding::User),
+    ) {
+        issues.at(
+            d,
+            format!(
+                "rule {:?}: a device list cannot apply to {} (it acts on all of a user's devices, named by the user, not by device id; budgets count it as one device): leave 'devices' out, or move the operation to a rule without one",
                 rule.name, op.name
             ),
         );

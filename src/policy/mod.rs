@@ -30,7 +30,7 @@ pub use forbidden::Forbidden;
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;
 pub use rate::Rate;
-pub use requirements::{InitiatorPattern, Missing, Require};
+pub use requirements::{InitiatorPattern, Missing, Person, Require};
 
 /// The policy-file format this build reads.
 pub const POLICY_VERSION: u32 = 1;

@@ -1,7 +1,9 @@
 //! The person and the reason on rules: `require: [initiator, reason]` (an allowed request
 //! must state them, or gets 400 naming what is missing) and `initiators: [...]` (the rule
 //! covers only requests made for these people: exact UPNs or object ids, or a domain
-//! suffix). Parsed and validated here; what a request states is read in `identity::context`.
+//! suffix). Parsed and validated here; what a request states is read in `identity::stated`.
+//! A [`Person`] is known by a UPN, an object id, or both (a delegated token names its user
+//! by both): a rule's `initiators` cover the person if they cover either.
 
 use serde_saphyr::Spanned;
 
@@ -51,6 +53,56 @@ impl Require {
     }
 }
 
+/// The person a request is made for, by the ids that are known: a UPN, an object id (lower
+/// case), or both. At least one is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Person {
+    /// The user principal name, when known.
+    pub upn: Option<String>,
+    /// The object id (lower case), when known.
+    pub oid: Option<String>,
+}
+
+impl Person {
+    /// A person stated by one id: an object id (a GUID, kept in lower case) or a UPN.
+    pub fn stated(id: &str) -> Self {
+        if crate::operation::route::is_guid(id) {
+            Person {
+                upn: None,
+                oid: Some(id.to_ascii_lowercase()),
+            }
+        } else {
+            Person {
+                upn: Some(id.to_owned()),
+                oid: None,
+            }
+        }
+    }
+
+    /// The id recorded as the initiator: the UPN, else the object id.
+    pub fn primary(&self) -> &str {
+        self.upn
+            .as_deref()
+            .or(self.oid.as_deref())
+            .unwrap_or_default()
+    }
+
+    /// Every known id.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.upn.as_deref().into_iter().chain(self.oid.as_deref())
+    }
+
+    /// Whether `id` (a UPN or an object id, any ASCII case) is one of this person's ids.
+    pub fn is(&self, id: &str) -> bool {
+        self.ids().any(|mine| mine.eq_ignore_ascii_case(id))
+    }
+
+    /// Whether one of `patterns` covers one of this person's ids.
+    pub fn covered_by(&self, patterns: &[InitiatorPattern]) -> bool {
+        self.ids().any(|id| patterns.iter().any(|p| p.covers(id)))
+    }
+}
+
 /// One entry of a rule's `initiators`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InitiatorPattern {
@@ -73,6 +125,43 @@ impl InitiatorPattern {
             }
         }
     }
+}
+
+/// One warning per deny rule that names people by one kind of id only (all object ids, or
+/// all UPNs): a request makes known only the ids it has (a stated initiator is one id; a
+/// delegated token without `upn` is its object id only), so such a deny does not stop the
+/// same person named the other way.
+pub(super) fn warnings(rules: &[super::Rule]) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|rule| rule.effect == super::Effect::Deny)
+        .filter_map(|rule| {
+            let exact = rule.initiators.as_deref()?.iter().filter_map(|p| match p {
+                InitiatorPattern::Exact(id) => Some(crate::operation::route::is_guid(id)),
+                InitiatorPattern::Suffix(_) => None,
+            });
+            let (oids, upns) = exact.fold((0, 0), |(o, u), is_oid| match is_oid {
+                true => (o + 1, u),
+                false => (o, u + 1),
+            });
+            let (named, slips) = match (oids, upns) {
+                (0, 0) => return None,
+                (_, 0) => (
+                    "object ids",
+                    "a caller stating the same person by UPN (X-Graphgate-Initiator or the 'initiator' field)",
+                ),
+                (0, _) => (
+                    "UPNs",
+                    "a caller stating the same person by object id, or the person's delegated token without 'upn' (Entra v2)",
+                ),
+                _ => return None,
+            };
+            Some(format!(
+                "deny rule '{}' names people by {named} only: {slips} is not stopped by it; list each person's UPN and object id",
+                rule.name
+            ))
+        })
+        .collect()
 }
 
 /// Compiles a rule's `require`. It belongs on allow rules: a deny refuses whatever is stated.

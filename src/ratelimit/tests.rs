@@ -13,7 +13,13 @@ fn store() -> StateStore {
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    StateStore::memory(Namespace::new(Cloud::Global, "t"), claims, None, None).unwrap()
+    StateStore::memory(
+        Namespace::new(Cloud::Global, "t", "app", "test"),
+        claims,
+        None,
+        None,
+    )
+    .unwrap()
 }
 
 fn policy(caller_extra: &str, rule_extra: &str, tail: &str) -> Policy {
@@ -35,10 +41,10 @@ fn op() -> &'static Operation {
 async fn rate_limits_run_out_say_when_to_retry_and_refill_on_the_paused_clock() {
     let s = store();
     let l = limits(&policy("    rate_limit: 2 per minute\n", "", ""), &s);
-    assert!(l.check(&s, 0, 0).await.is_ok());
-    assert!(l.check(&s, 0, 0).await.is_ok());
+    assert!(l.check(&s, 0, 0, 1).await.is_ok());
+    assert!(l.check(&s, 0, 0, 1).await.is_ok());
     // Time stands still: the first slot comes back exactly 30 s after it was taken.
-    let Err(LimitRefusal::RateLimited { scope, retry }) = l.check(&s, 0, 0).await else {
+    let Err(LimitRefusal::RateLimited { scope, retry }) = l.check(&s, 0, 0, 1).await else {
         panic!("the third is refused")
     };
     assert_eq!(
@@ -48,12 +54,12 @@ async fn rate_limits_run_out_say_when_to_retry_and_refill_on_the_paused_clock() 
     assert_eq!(retry.secs(), 30);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert!(matches!(
-        l.check(&s, 0, 0).await,
+        l.check(&s, 0, 0, 1).await,
         Err(LimitRefusal::RateLimited { retry: RetryAfter(d), .. }) if d == Duration::from_secs(1)
     ));
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert!(l.check(&s, 0, 0).await.is_ok(), "one slot refilled");
-    assert!(l.check(&s, 0, 0).await.is_err(), "only one");
+    assert!(l.check(&s, 0, 0, 1).await.is_ok(), "one slot refilled");
+    assert!(l.check(&s, 0, 0, 1).await.is_err(), "only one");
 }
 
 #[tokio::test(start_paused = true)]
@@ -67,16 +73,37 @@ async fn a_rule_refusal_costs_the_caller_nothing() {
         ),
         &s,
     );
-    assert!(l.check(&s, 0, 0).await.is_ok());
-    let refused = l.check(&s, 0, 0).await.unwrap_err();
+    assert!(l.check(&s, 0, 0, 1).await.is_ok());
+    let refused = l.check(&s, 0, 0, 1).await.unwrap_err();
     assert!(
         matches!(refused, LimitRefusal::RateLimited { scope: "rule", .. }),
         "{refused:?}"
     );
     // The caller still has its second slot: the rule's refusal took nothing.
     let caller_only = limits(&policy("    rate_limit: 2 per hour\n", "", ""), &s);
-    assert!(caller_only.check(&s, 0, 0).await.is_ok());
-    assert!(caller_only.check(&s, 0, 0).await.is_err());
+    assert!(caller_only.check(&s, 0, 0, 1).await.is_ok());
+    assert!(caller_only.check(&s, 0, 0, 1).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_count_devices_and_a_request_past_the_burst_is_refused_outright() {
+    let s = store();
+    let l = limits(&policy("    rate_limit: 10 per 10s\n", "", ""), &s);
+    assert!(l.check(&s, 0, 0, 7).await.is_ok(), "7 devices of 10");
+    let Err(LimitRefusal::RateLimited { scope, retry }) = l.check(&s, 0, 0, 4).await else {
+        panic!("4 more devices do not fit")
+    };
+    assert_eq!((scope, retry.0), ("caller", Duration::from_secs(1)));
+    assert!(l.check(&s, 0, 0, 3).await.is_ok(), "3 do");
+    let over = l.check(&s, 0, 0, 11).await.unwrap_err();
+    assert!(
+        matches!(over, LimitRefusal::OverRate { devices: 11, .. }),
+        "{over:?}"
+    );
+    assert!(
+        over.to_string().contains("allows at most 10 at once"),
+        "{over}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -145,15 +172,15 @@ async fn a_write_that_was_not_sent_gives_its_pacing_slot_back() {
 async fn reloads_keep_budgets_unless_the_rate_changes() {
     let s = store();
     let first = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);
-    assert!(first.check(&s, 0, 0).await.is_ok());
+    assert!(first.check(&s, 0, 0, 1).await.is_ok());
     let same = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);
     assert!(
-        same.check(&s, 0, 0).await.is_err(),
+        same.check(&s, 0, 0, 1).await.is_err(),
         "the spent budget survives a reload"
     );
     let changed = limits(&policy("    rate_limit: 2 per hour\n", "", ""), &s);
     assert!(
-        changed.check(&s, 0, 0).await.is_ok(),
+        changed.check(&s, 0, 0, 1).await.is_ok(),
         "a new rate starts a new budget"
     );
 }

@@ -62,7 +62,7 @@ impl Default for ServerLimits {
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(10),
             http2_max_control_frames_per_sec: 1_000,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
             max_header_bytes: 32 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
         }
@@ -73,7 +73,8 @@ impl Default for ServerLimits {
 const CONCURRENT_REFUSALS: usize = 256;
 
 /// Serves `gateway` on `listener` (plain HTTP, or TLS when `tls` is given) until `shutdown`
-/// resolves, then lets in-flight requests finish (up to the grace period).
+/// resolves, then drains: the gateway stops sending (see [`Gateway::begin_drain`]) and the
+/// calls already sent to Graph get up to the grace period to finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -130,7 +131,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    tracing::info!(
+        grace_secs = limits.shutdown_grace.as_secs(),
+        "shutting down: no new connections; duplicates stop waiting (409), nothing more is sent to Graph, calls already sent finish within the grace period"
+    );
+    gateway.begin_drain();
     let _ = stop.send(true);
     if tokio::time::timeout(limits.shutdown_grace, admission.drained())
         .await
@@ -235,8 +240,14 @@ impl Accepted {
         let handshake = acceptor.accept(self.stream);
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                crate::metrics::connection_closed("tls_handshake_failed");
+                return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                crate::metrics::connection_closed("tls_handshake_timeout");
+                return tracing::debug!(%peer, "TLS handshake timed out");
+            }
         };
         let certificate = tls
             .get_ref()

@@ -1,12 +1,14 @@
 //! No double execution, on top of the store's claims (the same protocol for every backend):
 //! the first request with a key takes its claim and runs, holding a [`Ticket`]; a
 //! duplicate waits for the first's answer (looking again every 10 ms, doubling to 200 ms),
-//! up to the wait bound; a ticket dropped without an answer releases the key (the action
-//! certainly did not run). An answer or release the store cannot take now is retried in the
+//! up to the wait bound, or until shutdown ([`StateStore::stop_waiting`]); a ticket dropped
+//! without an answer releases the key (the action certainly did not run). An answer or release the store cannot take now is retried in the
 //! background; until then duplicates wait, and are never run again.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 use super::store::{ClaimId, ClaimState, Held, Store};
 use super::{StateStore, StoreError, metrics};
@@ -33,7 +35,7 @@ pub enum Claim {
 
 impl StateStore {
     /// Claims `caller`'s `key` for the request with `fingerprint`; a duplicate waits for the
-    /// first (up to the bound) and gets its answer.
+    /// first (up to the bound, or until [`StateStore::stop_waiting`]) and gets its answer.
     pub async fn claim(
         &self,
         caller: &str,
@@ -41,6 +43,7 @@ impl StateStore {
         fingerprint: [u8; 32],
     ) -> Result<Claim, StoreError> {
         let key = self.namespace.idempotency(caller, key);
+        let mut stop = self.stop_waiting.subscribe();
         let deadline = Instant::now() + self.claims.wait;
         loop {
             let owner = uuid::Uuid::new_v4().simple().to_string();
@@ -65,7 +68,7 @@ impl StateStore {
                 ClaimState::Held(held) => held,
             };
             if let Some(claim) = self
-                .wait_for_first(&key, fingerprint, held, deadline)
+                .wait_for_first(&key, fingerprint, held, deadline, &mut stop)
                 .await?
             {
                 return Ok(claim);
@@ -75,13 +78,15 @@ impl StateStore {
     }
 
     /// Waits for the request holding `key` (which holds `held` now) to finish, until
-    /// `deadline`. `None` when the key was let go.
+    /// `deadline` or until `stop` turns true (shutdown: answered [`Claim::InFlight`]). An
+    /// answer already there wins over a shutdown under way. `None` when the key was let go.
     async fn wait_for_first(
         &self,
         key: &str,
         fingerprint: [u8; 32],
         held: Held,
         deadline: Instant,
+        stop: &mut watch::Receiver<bool>,
     ) -> Result<Option<Claim>, StoreError> {
         let mut poll = POLL_MIN;
         let mut seen = Some(held);
@@ -96,11 +101,22 @@ impl StateStore {
             if now >= deadline {
                 return Ok(Some(Claim::InFlight));
             }
-            tokio::time::sleep(poll.min(deadline - now)).await;
+            // Only between looks: a look is a read, nothing to leave half done.
+            tokio::select! {
+                () = tokio::time::sleep(poll.min(deadline - now)) => {}
+                () = stopped(stop) => return Ok(Some(Claim::InFlight)),
+            }
             poll = (poll * 2).min(POLL_MAX);
             seen = metrics::timed("poll", self.backend.peek(key)).await?;
         }
         Ok(None)
+    }
+}
+
+/// Resolves once `stop` turns true; never if its sender is gone (nothing will stop the wait).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -94,8 +94,12 @@ impl Store for MemoryStore {
         })
     }
 
-    fn limit<'a>(&'a self, limiters: &'a [Limiter]) -> StoreFuture<'a, Option<(usize, Duration)>> {
-        Box::pin(async move { Ok(self.charge(limiters)) })
+    fn limit<'a>(
+        &'a self,
+        limiters: &'a [Limiter],
+        cost: u32,
+    ) -> StoreFuture<'a, Option<(usize, Duration)>> {
+        Box::pin(async move { Ok(self.charge(limiters, cost)) })
     }
 
     fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit> {
@@ -168,8 +172,8 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Charges every limiter, or none: the first that refuses, with its wait.
-    fn charge(&self, limiters: &[Limiter]) -> Option<(usize, Duration)> {
+    /// Charges every limiter `cost` units, or none: the first that refuses, with its wait.
+    fn charge(&self, limiters: &[Limiter], cost: u32) -> Option<(usize, Duration)> {
         let now = self.now();
         let mut t = self.tables();
         if t.tats.len() > PRUNE_AT {
@@ -178,7 +182,7 @@ impl MemoryStore {
         let mut next = Vec::with_capacity(limiters.len());
         for (i, l) in limiters.iter().enumerate() {
             let params = algo::gcra_params(l.rate);
-            match algo::gcra(t.tats.get(&l.key).copied(), now, params) {
+            match algo::gcra(t.tats.get(&l.key).copied(), now, params, cost) {
                 Ok(tat) => next.push(tat),
                 Err(wait) => return Some((i, Duration::from_micros(wait))),
             }
@@ -336,13 +340,13 @@ mod tests {
             },
         };
         let both = [one("caller", 5), one("rule", 1)];
-        assert_eq!(store.charge(&both), None);
-        assert_eq!(store.charge(&both), Some((1, Duration::from_secs(60))));
+        assert_eq!(store.charge(&both, 1), None);
+        assert_eq!(store.charge(&both, 1), Some((1, Duration::from_secs(60))));
         // The refusal by the rule took nothing from the caller: 4 of its 5 are left.
         for _ in 0..4 {
-            assert_eq!(store.charge(&both[..1]), None);
+            assert_eq!(store.charge(&both[..1], 1), None);
         }
-        assert!(store.charge(&both[..1]).is_some());
+        assert!(store.charge(&both[..1], 1).is_some());
     }
 
     #[tokio::test(start_paused = true)]

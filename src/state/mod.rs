@@ -28,7 +28,7 @@ use std::time::Duration;
 pub use budget_file::{BudgetFile, BudgetFileError};
 pub use claims::{Claim, Ticket};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
-pub use namespace::{Namespace, budget_window};
+pub use namespace::{Namespace, budget_window, default_deployment, valid_deployment};
 pub use record_file::{RecordFile, RecordFileError};
 pub use records::{Created, IndexEntry, NewRecord, Swap, Swapped, Versioned};
 pub use store::{ClaimId, ClaimState, Held, Store, StoreFuture};
@@ -172,6 +172,8 @@ pub struct StateStore {
     backend: Arc<dyn Store>,
     namespace: Namespace,
     claims: ClaimSettings,
+    /// Turned true at shutdown: duplicates stop waiting for their first request (409).
+    stop_waiting: tokio::sync::watch::Sender<bool>,
 }
 
 impl StateStore {
@@ -181,6 +183,7 @@ impl StateStore {
             backend,
             namespace,
             claims,
+            stop_waiting: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -251,15 +254,24 @@ impl StateStore {
         metrics::timed("ping", self.backend.ping()).await
     }
 
-    /// Charges every limiter or none; `Some((i, wait))` when `limiters[i]` refuses.
+    /// Shutdown: every duplicate waiting for its first request stops waiting now, answered
+    /// [`Claim::InFlight`] (its caller gets 409 with `Retry-After`, and retries elsewhere).
+    /// Claims themselves are untouched: a first request still running keeps its key.
+    pub fn stop_waiting(&self) {
+        self.stop_waiting.send_replace(true);
+    }
+
+    /// Charges every limiter `cost` units (a request's devices) or none; `Some((i, wait))`
+    /// when `limiters[i]` refuses.
     pub async fn limit(
         &self,
         limiters: &[Limiter],
+        cost: u32,
     ) -> Result<Option<(usize, Duration)>, StoreError> {
         if limiters.is_empty() {
             return Ok(None);
         }
-        metrics::timed("limit", self.backend.limit(limiters)).await
+        metrics::timed("limit", self.backend.limit(limiters, cost.max(1))).await
     }
 
     /// Takes the budgets and a write slot together, or neither.

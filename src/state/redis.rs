@@ -102,8 +102,12 @@ impl Store for RedisStore {
         Box::pin(self.release_claim(id))
     }
 
-    fn limit<'a>(&'a self, limiters: &'a [Limiter]) -> StoreFuture<'a, Option<(usize, Duration)>> {
-        Box::pin(self.charge(limiters))
+    fn limit<'a>(
+        &'a self,
+        limiters: &'a [Limiter],
+        cost: u32,
+    ) -> StoreFuture<'a, Option<(usize, Duration)>> {
+        Box::pin(self.charge(limiters, cost))
     }
 
     fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit> {
@@ -271,13 +275,18 @@ impl RedisStore {
         }
     }
 
-    /// GCRA on every limiter, all or nothing.
-    async fn charge(&self, limiters: &[Limiter]) -> Result<Option<(usize, Duration)>, StoreError> {
+    /// GCRA on every limiter, `cost` units each, all or nothing.
+    async fn charge(
+        &self,
+        limiters: &[Limiter],
+        cost: u32,
+    ) -> Result<Option<(usize, Duration)>, StoreError> {
         let mut inv = SCRIPTS.gcra.prepare_invoke();
         for l in limiters {
             let (interval, tolerance) = gcra_params(l.rate);
             inv.key(&l.key).arg(interval).arg(tolerance);
         }
+        inv.arg(cost.max(1));
         let (refused, wait): (usize, u64) = self.script(inv).await?;
         Ok(refused
             .checked_sub(1)

@@ -14,6 +14,22 @@ use super::{StoreError, StoreErrorKind};
 use crate::idempotency::StoredResponse;
 use crate::policy::hex;
 
+/// Longest claim value read: a kind byte, the fingerprint (hex), then the owner or the
+/// stored answer. A longer one (no gateway writes one) is refused without being read whole:
+/// the store is not trusted to bound what it sends.
+const MAX_CLAIM_BYTES: usize = 1 + 64 + crate::idempotency::MAX_STORED_BYTES;
+
+/// `value`, if no longer than any claim a gateway writes.
+fn bounded(value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+    if value.len() > MAX_CLAIM_BYTES {
+        return Err(StoreError::new(
+            StoreErrorKind::Response,
+            "an idempotency claim longer than any graphgate writes",
+        ));
+    }
+    Ok(value)
+}
+
 /// The value of a claim `id` took, while its request runs.
 fn running(id: ClaimId<'_>) -> String {
     format!("R{}{}", hex(&id.fingerprint), id.owner)
@@ -52,7 +68,8 @@ fn unhex(text: &[u8]) -> Option<[u8; 32]> {
 }
 
 impl RedisStore {
-    /// Takes `id.key` (SET NX with the window), or reads what holds it.
+    /// Takes `id.key` (SET NX with the window), or reads what holds it (refused unread when
+    /// longer than any claim a gateway writes).
     pub(super) async fn take_claim(
         &self,
         id: ClaimId<'_>,
@@ -61,10 +78,11 @@ impl RedisStore {
         let mut inv = SCRIPTS.claim.prepare_invoke();
         inv.key(id.key)
             .arg(running(id))
-            .arg(window.as_millis().max(1) as u64);
+            .arg(window.as_millis().max(1) as u64)
+            .arg(MAX_CLAIM_BYTES);
         match self.script(inv).await? {
             Value::Int(1) => Ok(ClaimState::Taken),
-            Value::BulkString(v) => judge(&v).map(ClaimState::Held),
+            Value::BulkString(v) => judge(&bounded(v)?).map(ClaimState::Held),
             other => Err(StoreError::new(
                 StoreErrorKind::Response,
                 format!("unexpected claim answer {other:?}"),
@@ -72,19 +90,25 @@ impl RedisStore {
         }
     }
 
-    /// What `key` holds now.
+    /// What `key` holds now: at most one byte past the bound is read (a longer value is
+    /// refused), and a missing key reads as empty.
     pub(super) async fn read_claim(&self, key: &str) -> Result<Option<Held>, StoreError> {
         let get = |mut conn: ConnectionManager| {
             let key = key.to_owned();
             async move {
-                ::redis::cmd("GET")
+                ::redis::cmd("GETRANGE")
                     .arg(key)
-                    .query_async::<Option<Vec<u8>>>(&mut conn)
+                    .arg(0)
+                    .arg(MAX_CLAIM_BYTES)
+                    .query_async::<Vec<u8>>(&mut conn)
                     .await
             }
         };
         let value = self.call(get).await?;
-        value.as_deref().map(judge).transpose()
+        match value.is_empty() {
+            true => Ok(None),
+            false => judge(&bounded(value)?).map(Some),
+        }
     }
 
     /// Stores the answer against the claim `id` took (keeping its expiry), or afresh for

@@ -116,10 +116,16 @@ pub trait Store: Send + Sync + 'static {
     /// duplicate may run it; a key another owner holds now is left alone.
     fn release<'a>(&'a self, id: ClaimId<'a>) -> StoreFuture<'a, ()>;
 
-    /// Charges one request to every limiter (a GCRA: `rate.count` at once, then one more
-    /// every `rate.per / rate.count`), or to none: `Some((i, wait))` when `limiters[i]` is
-    /// the first that refuses, and how long until it would not.
-    fn limit<'a>(&'a self, limiters: &'a [Limiter]) -> StoreFuture<'a, Option<(usize, Duration)>>;
+    /// Charges a request of `cost` units (its devices; at least 1) to every limiter (a GCRA:
+    /// `rate.count` units at once, then one more every `rate.per / rate.count`), or to none:
+    /// `Some((i, wait))` when `limiters[i]` is the first that refuses, and how long until it
+    /// would not. A cost past a limiter's burst never conforms (the caller refuses such a
+    /// request before asking).
+    fn limit<'a>(
+        &'a self,
+        limiters: &'a [Limiter],
+        cost: u32,
+    ) -> StoreFuture<'a, Option<(usize, Duration)>>;
 
     /// Takes room for `admission.devices` on every budget and one tenant write slot
     /// together, or nothing: [`Admit::OverBudget`] names the first budget without room,

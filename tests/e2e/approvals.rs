@@ -438,7 +438,7 @@ async fn a_rule_revoked_before_the_last_approval_fails_it_unsent() {
     });
     let gw = &r.replicas[0].gw;
     let before = gw.policy_hash();
-    std::fs::write(&r.replicas[0].policy_path, revoked.yaml()).unwrap();
+    std::fs::write(r.policy_path(), revoked.yaml()).unwrap();
     eventually(
         "the new policy is in force",
         Duration::from_secs(20),

@@ -244,8 +244,9 @@ async fn an_unwritable_audit_log_fails_closed_and_readiness_says_so() {
 
 #[tokio::test]
 async fn metrics_are_served_on_the_admin_listener_with_bounded_labels() {
-    let h = start().await;
+    // Before the start: a gateway fetches its first token as it starts.
     let before = common::metrics::Snapshot::now();
+    let h = start().await;
     assert_eq!(h.call().await.status, 204);
     h.post(ACTION_PATH, Some(OTHER_KEY), &body()).await;
     h.audit.flush().await.unwrap();

@@ -426,7 +426,15 @@ async fn fetches_over(
 /// key ids cost one refresh, not 1,000. The figures are printed (`--nocapture`).
 #[tokio::test]
 async fn key_fetches_per_thousand_requests_warm_rotated_and_flooded() {
-    let j = start_jwt(60, "").await;
+    // Thousands of dry runs from one caller: its dry-run rate raised out of the way.
+    let fast_dry_runs = || Options {
+        limits: graphgate::gateway::Limits {
+            dry_runs_per_sec: 1_000_000,
+            ..Default::default()
+        },
+        ..Options::default()
+    };
+    let j = start_jwt_with(60, "", fast_dry_runs()).await;
     let h = &j.h;
     let k8s = h.emulator.kubernetes();
     let mint = || sa_token(h);
@@ -444,7 +452,7 @@ async fn key_fetches_per_thousand_requests_warm_rotated_and_flooded() {
     assert_eq!(rotation, 2, "one refresh: discovery and JWKS");
     // A flood of invented key ids, once the unknown-kid interval has passed (a fresh
     // gateway, so the rotation's refresh does not hide it).
-    let f = start_jwt(60, "").await;
+    let f = start_jwt_with(60, "", fast_dry_runs()).await;
     let good =
         f.h.emulator
             .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600);

@@ -534,3 +534,124 @@ async fn a_privileged_request_costs_one_to_four_redis_round_trips() {
         figures.join("; ")
     );
 }
+
+/// A caller's rate limit lives in Redis: two replicas share it, and the one that refuses
+/// says when a slot frees (`Retry-After`), whichever replica the call reached.
+#[tokio::test]
+async fn a_redis_rate_limit_refuses_across_two_replicas_with_its_retry_after() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| {
+            c.set("rate_limit", json!("2 per minute"))
+        })
+        .yaml();
+    let r = Replicas::start(2, &policy, redis_state(&redis), Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204);
+    assert_eq!(r.call(1, &[]).await.status, 204);
+    for i in [0, 1] {
+        let refused = r.call(i, &[]).await;
+        refused.assert_graph_error(429, "activityLimitReached");
+        assert!(
+            message(&refused).contains("caller"),
+            "{}",
+            message(&refused)
+        );
+        let retry: u64 = refused.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // 2 per minute: a slot frees every 30 s.
+        assert!(
+            (1..=30).contains(&retry),
+            "replica {i}: Retry-After {retry}"
+        );
+    }
+    assert_eq!(r.emulator.graph_requests().len(), 2, "two calls, no more");
+}
+
+/// A keyed request refused after it claimed its key (here: its budget is used up) lets the
+/// key go: the client's retry on another replica gets the same refusal, not a 409 for a key
+/// "still in progress", and nothing is sent.
+#[tokio::test]
+async fn a_keyed_refusal_after_its_claim_releases_the_key_for_a_retry_on_another_replica() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    away_from_midnight().await;
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!("1 per day")))
+        .yaml();
+    let limits = Limits {
+        idempotency_wait: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let r = Replicas::start(2, &policy, redis_state(&redis), limits).await;
+    assert_eq!(
+        r.call(0, &[("idempotency-key", "first-0001")]).await.status,
+        204
+    );
+    let key = [("idempotency-key", "second-0002")];
+    r.call(0, &key)
+        .await
+        .assert_graph_error(429, "budgetExhausted");
+    let retry = r.call(1, &key).await;
+    retry.assert_graph_error(429, "budgetExhausted");
+    assert!(!replayed(&retry), "decided again, not replayed");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "nothing else was sent"
+    );
+}
+
+/// A Redis that hangs (paused by `CLIENT PAUSE`, as a frozen or overloaded server would be)
+/// is waited for no longer than the state timeout: the request is refused with 503 and
+/// nothing is sent.
+#[tokio::test]
+async fn a_hanging_redis_is_a_503_within_the_state_timeout_with_nothing_sent() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let timeout = Duration::from_millis(500);
+    let state = StateConfig::parse(
+        &redis.url(),
+        StateOptions {
+            timeout,
+            ..StateOptions::default()
+        },
+    )
+    .unwrap();
+    let r = Replicas::start(1, &policy_text(), state, Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204, "connected and working");
+    let mut conn = redis.connection().await;
+    // Every client's commands now wait 30 s: far past the timeout.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let refused = r.call(0, &[("idempotency-key", "hang-0001")]).await;
+    let took = started.elapsed();
+    refused.assert_graph_error(503, "stateStoreUnavailable");
+    assert!(
+        message(&refused).contains("timeout"),
+        "{}",
+        message(&refused)
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    // Bounded by the timeout (a few of them on a loaded machine), not by the 30 s pause.
+    assert!(took >= timeout, "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "nothing more was sent"
+    );
+    // (The server, still paused, is killed with the test.)
+}

@@ -222,7 +222,26 @@ fn check_config_names_every_problem_at_once_and_starts_nothing() {
         dir.join("no-cert.pem").to_str().unwrap(),
         "--tls-key",
         dir.join("no-key.pem").to_str().unwrap(),
+        "--admin-tls-cert",
+        dir.join("no-admin-cert.pem").to_str().unwrap(),
+        "--admin-tls-key",
+        dir.join("no-admin-key.pem").to_str().unwrap(),
+        "--state",
+        "redis://127.0.0.1:1",
+        "--state-namespace",
+        "rooms:desks",
+        "--audit-signing-key-file",
+        dir.join("no-signing.key").to_str().unwrap(),
+        "--audit-checkpoint-url",
+        "https://checkpoints.example/in",
+        "--audit-checkpoint-token-file",
+        dir.join("no-push-token").to_str().unwrap(),
     ])
+    .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:1")
+    .env(
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        dir.join("no-collector-ca.pem"),
+    )
     .output_within();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -235,6 +254,11 @@ fn check_config_names_every_problem_at_once_and_starts_nothing() {
         "unknown caller \"ghost\"",
         "no-such-hmac.key",
         "no-cert.pem",
+        "no-admin-cert.pem",
+        "GRAPHGATE_STATE_NAMESPACE",
+        "no-signing.key",
+        "no-push-token",
+        "no-collector-ca.pem",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(needle)),

@@ -52,7 +52,7 @@ impl Backend {
             wait,
         };
         let tenant = uuid::Uuid::new_v4().to_string();
-        let ns = Namespace::new(Cloud::Global, &tenant);
+        let ns = Namespace::new(Cloud::Global, &tenant, "app", "contract");
         Arc::new(StateStore::open(&self.config, ns, claims).unwrap())
     }
 
@@ -193,8 +193,8 @@ async fn limiters_are_charged_all_or_nothing(b: &Backend) {
         }
     };
     let both = [limiter("wide", 5, 60), limiter("narrow", 1, 1)];
-    assert_eq!(store.limit(&both).await.unwrap(), None);
-    let (i, wait) = store.limit(&both).await.unwrap().unwrap();
+    assert_eq!(store.limit(&both, 1).await.unwrap(), None);
+    let (i, wait) = store.limit(&both, 1).await.unwrap().unwrap();
     assert_eq!(i, 1, "the narrow one refuses");
     assert!(
         wait > Duration::ZERO && wait <= Duration::from_secs(1),
@@ -202,15 +202,67 @@ async fn limiters_are_charged_all_or_nothing(b: &Backend) {
     );
     // The refusal took nothing from the wide one: 4 of its 5 are left.
     for _ in 0..4 {
-        assert_eq!(store.limit(&both[..1]).await.unwrap(), None);
+        assert_eq!(store.limit(&both[..1], 1).await.unwrap(), None);
     }
-    assert!(store.limit(&both[..1]).await.unwrap().is_some());
+    assert!(store.limit(&both[..1], 1).await.unwrap().is_some());
     tokio::time::sleep(wait).await;
     assert_eq!(
-        store.limit(&both[1..]).await.unwrap(),
+        store.limit(&both[1..], 1).await.unwrap(),
         None,
         "free after its wait"
     );
+}
+
+/// A request of several units (a bulk request's devices) takes them all or none: past what
+/// is left it waits for as many units as it lacks, and its refusal takes nothing.
+async fn a_request_of_several_units_takes_them_all_or_none(b: &Backend) {
+    let store = b.plain();
+    let rate = Rate {
+        count: 10,
+        per: Duration::from_secs(600),
+    };
+    let bulk = [Limiter {
+        key: store.namespace().rate("caller", "bulk", rate),
+        rate,
+    }];
+    assert_eq!(store.limit(&bulk, 7).await.unwrap(), None, "7 of 10");
+    let (i, wait) = store.limit(&bulk, 4).await.unwrap().unwrap();
+    // One unit lacks: it comes back one interval (60 s) after the burst was taken.
+    assert_eq!(i, 0);
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    assert_eq!(store.limit(&bulk, 3).await.unwrap(), None, "3 still fit");
+    let (_, wait) = store.limit(&bulk, 2).await.unwrap().unwrap();
+    assert!(wait > Duration::from_secs(115), "two intervals: {wait:?}");
+}
+
+/// At shutdown (`stop_waiting`) a duplicate waiting for the first request stops at once
+/// (in flight: its caller retries elsewhere), while the first keeps its key: a claim made
+/// after that still does not run, and once the first finishes its answer is replayed.
+async fn a_waiting_duplicate_stops_at_shutdown_and_the_key_stays_claimed(b: &Backend) {
+    let store = b.store(Duration::from_secs(60), Duration::from_secs(60));
+    let Claim::Run(first) = store.claim("ops", "k5", FP).await.unwrap() else {
+        panic!("the first claim runs")
+    };
+    let waiting = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.claim("ops", "k5", FP).await.unwrap() })
+    };
+    let started = tokio::time::Instant::now();
+    store.stop_waiting();
+    assert_eq!(kind(&waiting.await.unwrap()), "in flight");
+    assert_eq!(
+        kind(&store.claim("ops", "k5", FP).await.unwrap()),
+        "in flight"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not after the 60 s bound"
+    );
+    first.finish(answer(204, "")).await;
+    assert_eq!(kind(&store.claim("ops", "k5", FP).await.unwrap()), "replay");
 }
 
 /// Budgets and a pacing slot are taken together or not at all, and a refund gives both back.
@@ -502,6 +554,8 @@ async fn contract(b: &Backend) {
     a_duplicate_waits_only_up_to_its_bound(b).await;
     a_claim_is_forgotten_after_its_window(b).await;
     limiters_are_charged_all_or_nothing(b).await;
+    a_request_of_several_units_takes_them_all_or_none(b).await;
+    a_waiting_duplicate_stops_at_shutdown_and_the_key_stays_claimed(b).await;
     admissions_take_budgets_and_a_slot_together_or_not_at_all(b).await;
     b.plain().ping().await.unwrap();
 }
@@ -550,7 +604,7 @@ async fn a_redis_store_that_does_not_answer_fails_every_step_closed() {
             per: Duration::from_secs(1),
         },
     };
-    assert!(store.limit(&[limiter]).await.is_err());
+    assert!(store.limit(&[limiter], 1).await.is_err());
     let admission = Admission {
         pacing_key: "p",
         pacing_member: "m",
@@ -586,7 +640,8 @@ impl Steps {
 }
 
 /// `algo.rs` and the Lua scripts, fed the same steps at the same times: every answer the
-/// same. GCRA over two limiters (all or nothing), then the pacing's sliding window.
+/// same. GCRA over two limiters (all or nothing) for requests of 1 to 6 units (a bulk
+/// request's devices, past a burst too), then the pacing's sliding window.
 #[tokio::test]
 async fn the_lua_scripts_and_algo_agree_step_by_step() {
     let Some(redis) = RedisServer::start().await else {
@@ -600,8 +655,8 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
     let rates: Vec<(u64, u64)> = (0..2)
         .map(|_| {
             let rate = Rate {
-                count: 1 + steps.next(5) as u32,
-                per: Duration::from_secs(1 + steps.next(10)),
+                count: 4 + steps.next(6) as u32,
+                per: Duration::from_secs(1 + steps.next(5)),
             };
             algo::gcra_params(rate)
         })
@@ -610,13 +665,19 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
     let mut tats: HashMap<usize, u64> = HashMap::new();
     let mut now = 1_000_000_000_000u64;
     let mut refusals = 0;
+    let mut several = 0;
     for step in 0..300 {
         now += 50_000 * steps.next(20);
+        // Mostly single units, some several.
+        let cost = match steps.next(3) {
+            0 => 2 + steps.next(4) as u32,
+            _ => 1,
+        };
         // algo.rs: every limiter or none.
         let mut next = Vec::new();
         let mut expected = (0u64, 0u64);
         for (i, params) in rates.iter().enumerate() {
-            match algo::gcra(tats.get(&i).copied(), now, *params) {
+            match algo::gcra(tats.get(&i).copied(), now, *params, cost) {
                 Ok(tat) => next.push(tat),
                 Err(wait) => {
                     expected = (i as u64 + 1, wait);
@@ -626,6 +687,7 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
         }
         if expected.0 == 0 {
             tats.extend(next.into_iter().enumerate());
+            several += usize::from(cost > 1);
         } else {
             refusals += 1;
         }
@@ -638,10 +700,16 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
         for (interval, tolerance) in &rates {
             cmd.arg(interval).arg(tolerance);
         }
+        cmd.arg(cost);
         let got: (u64, u64) = cmd.query_async(&mut conn).await.unwrap();
-        assert_eq!(got, expected, "gcra step {step} at {now}");
+        assert_eq!(got, expected, "gcra step {step} at {now}, cost {cost}");
     }
     assert!(refusals > 10, "the steps tested refusals too: {refusals}");
+    assert!(
+        several > 10,
+        "and admitted several units at once: {several}"
+    );
+    eprintln!("gcra: {rates:?}: {refusals} refused, {several} of several units admitted");
 
     // The pacing's sliding window: admissions at increasing times.
     let count = 3 + steps.next(3) as u32;

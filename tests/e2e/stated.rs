@@ -346,3 +346,43 @@ fn policy_explain_and_test_handle_jwt_callers_initiators_and_reasons() {
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("2 passed, 0 failed"), "{text}");
 }
+
+/// A reason of invisible characters alone (marks, zero-width and tag characters, fillers) is
+/// no reason: it is refused as a header and as the simplified API's field, so it can never
+/// satisfy `require: [reason]`, and nothing is sent.
+#[tokio::test]
+async fn a_reason_made_of_invisible_characters_does_not_satisfy_require_reason() {
+    let h = start_policy(policy_with("    require: [reason]\n")).await;
+    let path = format!("/api/v1/managedDevices/{DEVICE}/updateWindowsDeviceAccount");
+    for invisible in [
+        "\u{200e}\u{200f}\u{61c}",     // LRM, RLM, ALM
+        "\u{feff}",                    // byte-order mark
+        "\u{200b}\u{200c}\u{2060}",    // zero-width space, non-joiner, word joiner
+        "\u{e0043}\u{e0048}\u{e0047}", // tag characters
+        "\u{3164}\u{2800}",            // Hangul filler, Braille blank
+        "CHG-1\u{200f}",               // a visible reason carrying a mark
+    ] {
+        let reply = call(&h, &[("x-graphgate-reason", invisible)]).await;
+        reply.assert_graph_error(400, "invalidRequest");
+        assert!(
+            message(&reply).contains("X-Graphgate-Reason must be visible text"),
+            "{invisible:?}: {}",
+            message(&reply)
+        );
+        let field = serde_json::json!({
+            "deviceAccountEmail": "room1@contoso.com",
+            "password": PASSWORD,
+            "reason": invisible,
+        });
+        let reply = h.post(&path, Some(ROTATOR_KEY), &field.to_string()).await;
+        reply.assert_graph_error(400, "invalidRequest");
+        assert!(
+            message(&reply).contains("'reason' field must be visible text"),
+            "{invisible:?}: {}",
+            message(&reply)
+        );
+    }
+    assert!(h.emulator.graph_requests().is_empty(), "nothing was sent");
+    // A visible reason still passes.
+    assert_eq!(call(&h, &[WHY]).await.status, 204);
+}

@@ -82,7 +82,7 @@ fn rows_fold_intents_and_completions_and_filters_select_newest_first() {
         (1, Some(4)),
         "the next page starts before seq 4"
     );
-    assert!(std::mem::size_of::<Row>() <= 32);
+    assert!(std::mem::size_of::<Row>() <= 48);
 }
 
 #[test]
@@ -100,4 +100,34 @@ fn an_altered_record_stops_the_verified_range() {
     assert_eq!(chain.verified_to, 1);
     assert!(chain.broken.unwrap().contains("record altered"));
     assert_eq!(idx.len(), 3, "still indexed, and shown");
+}
+
+/// Refusals naming a million random device ids leave no string behind: a device is a
+/// number in its row, and the distinct-device count stops at its cap.
+#[test]
+fn random_device_ids_grow_no_table() {
+    let mut st = State::default();
+    let n = MAX_COUNTED_DEVICES + 10;
+    for i in 0..n {
+        let row = Row {
+            device: device_key(&uuid::Uuid::from_u128(i as u128 + 1).to_string()),
+            ..Row::default()
+        };
+        st.count_device(row.device);
+    }
+    assert_eq!(st.devices.len(), MAX_COUNTED_DEVICES);
+    assert!(st.devices_overflow);
+    assert!(st.callers.names.is_empty() && st.ops.names.is_empty());
+    // A GUID is found in any case; other ids by their lower case.
+    let g = "0B6F2F1E-1A2B-4C3D-8E9F-00112233AABB";
+    assert_eq!(device_key(g), device_key(&g.to_ascii_lowercase()));
+    assert_eq!(device_key("D1"), device_key("d1"));
+    assert_ne!(device_key("d1"), 0);
+    // The string tables are capped too.
+    let mut names = super::super::record::Interner::default();
+    for i in 0..super::super::record::MAX_NAMES + 5 {
+        names.intern(Some(&format!("caller-{i}")));
+    }
+    assert_eq!(names.names.len(), super::super::record::MAX_NAMES);
+    assert_eq!(names.intern(Some("one-more")), super::super::record::OTHER);
 }

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
 
-use crate::policy::{JwtIssuer, Policy};
+use crate::policy::{JwtIssuer, Person, Policy};
 use store::{KeyMiss, KeySet, KeyStore};
 pub use verify::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
 
@@ -33,12 +33,14 @@ pub struct Verified {
 }
 
 /// The user of a delegated token (one with `scp` and the user's `oid`): the person the
-/// caller acts for.
+/// caller acts for, known by its object id and, when the token has one, its `upn`.
+/// `preferred_username` is never taken: the user may change it, and Microsoft says it is
+/// not for authorisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenUser {
     /// The user's object id (lower case).
     pub oid: String,
-    /// The user's principal name (`upn`, else `preferred_username`), if it is an address.
+    /// The user's principal name (`upn`), if the token has one that is an address.
     pub upn: Option<String>,
 }
 
@@ -46,6 +48,14 @@ impl TokenUser {
     /// The initiator recorded for this user: the UPN, else the object id.
     pub fn initiator(&self) -> &str {
         self.upn.as_deref().unwrap_or(&self.oid)
+    }
+
+    /// The person, by both ids where the token names both.
+    pub fn person(&self) -> Person {
+        Person {
+            upn: self.upn.clone(),
+            oid: Some(self.oid.clone()),
+        }
     }
 
     /// Whether a stated initiator (UPN or object id) names this user.
@@ -57,20 +67,25 @@ impl TokenUser {
                 .is_some_and(|u| u.eq_ignore_ascii_case(stated))
     }
 
-    /// The user of a delegated Entra token; `None` for an app-only token.
-    fn of(claims: &serde_json::Map<String, Value>) -> Option<TokenUser> {
+    /// The user of a token: `None` for an app-only token. A token that says it is delegated
+    /// (it has `scp`, or `idtyp: user`) must name its user by a GUID `oid` and must not also
+    /// say it is an app's: one that does not is refused, never taken as app-only.
+    fn of(claims: &serde_json::Map<String, Value>) -> Result<Option<TokenUser>, TokenRefusal> {
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
-        let delegated =
-            text("scp").is_some_and(|s| !s.trim().is_empty()) && text("idtyp") != Some("app");
-        let oid = text("oid").filter(|o| crate::operation::route::is_guid(o))?;
-        let upn = ["upn", "preferred_username"]
-            .into_iter()
-            .filter_map(text)
-            .find(|u| crate::operation::schema::screen::is_address(u));
-        delegated.then(|| TokenUser {
+        let idtyp = claims.get("idtyp");
+        let delegated = claims.contains_key("scp") || idtyp.is_some_and(|t| t == "user");
+        if !delegated {
+            return Ok(None);
+        }
+        let oid = text("oid").filter(|o| crate::operation::route::is_guid(o));
+        let (Some(oid), false) = (oid, idtyp.is_some_and(|t| t == "app")) else {
+            return Err(TokenRefusal::DelegatedWithoutUser);
+        };
+        let upn = text("upn").filter(|u| crate::operation::schema::screen::is_address(u));
+        Ok(Some(TokenUser {
             oid: oid.to_ascii_lowercase(),
             upn: upn.map(str::to_owned),
-        })
+        }))
     }
 }
 
@@ -211,6 +226,7 @@ fn finish(
     }
     parsed.verify(candidates, alg)?;
     verify::check_claims(&parsed.claims, issuer, now)?;
+    let user = TokenUser::of(&parsed.claims)?;
     let caller = policy
         .jwt_caller(index, |name| parsed.caller_claim(name))
         .ok_or(TokenRefusal::NoCaller)?;
@@ -219,7 +235,7 @@ fn finish(
         issuer: issuer.issuer.clone(),
         subject: parsed.str_claim("sub").map(str::to_owned),
         fingerprint: fingerprint(token),
-        user: TokenUser::of(&parsed.claims),
+        user,
     })
 }
 

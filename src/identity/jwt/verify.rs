@@ -65,6 +65,12 @@ pub enum TokenRefusal {
     /// A JWT-SVID whose `sub` is not a SPIFFE id of the trust domain.
     #[error("the token's subject is not a SPIFFE id of its trust domain")]
     Subject,
+    /// A delegated (user) token (`scp`, or `idtyp: user`) that names no user by a GUID
+    /// `oid`, or also says it is an app's (`idtyp: app`).
+    #[error(
+        "the token is a delegated (user) token without the user's object id ('oid'); it is not taken as an app's"
+    )]
+    DelegatedWithoutUser,
     /// Valid, but no policy caller is its subject.
     #[error("the token is valid but names no caller in the policy")]
     NoCaller,
@@ -88,6 +94,7 @@ impl TokenRefusal {
             R::NotYetValid => "not_yet_valid",
             R::IssuedInFuture => "issued_in_future",
             R::Subject => "subject",
+            R::DelegatedWithoutUser => "delegated_without_user",
             R::NoCaller => "no_caller",
         }
     }
@@ -350,6 +357,7 @@ mod tests {
             refresh: std::time::Duration::from_secs(3600),
             unknown_kid_refresh: std::time::Duration::from_secs(60),
             fetch_timeout: std::time::Duration::from_secs(5),
+            pin_jwks_host: false,
         }
     }
 

@@ -279,6 +279,10 @@ fn require_and_initiators_are_validated() {
 }
 
 fn decide(p: &Policy, initiator: Option<&str>) -> (bool, Option<String>) {
+    decide_for(p, initiator.map(Person::stated).as_ref())
+}
+
+fn decide_for(p: &Policy, initiator: Option<&Person>) -> (bool, Option<String>) {
     let params = Params(vec![]);
     let d = p.decide(&Facts {
         caller: p.caller_index("k8s-job").unwrap(),
@@ -319,6 +323,45 @@ fn initiators_are_a_condition_of_their_rule() {
         device: OID,
     };
     assert!(p.decide_before_body(&scope).is_none());
+}
+
+#[test]
+fn a_person_known_by_both_ids_is_matched_by_either() {
+    const USER_OID: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+    let p = compile(
+        CALLERS,
+        &format!("{RULE}    initiators: [\"@contoso.com\"]\n  - name: not-bob\n    effect: deny\n    callers: [k8s-job]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    initiators: [{USER_OID}]\n"),
+    )
+    .unwrap();
+    let both = Person {
+        upn: Some("bob@contoso.com".into()),
+        oid: Some(USER_OID.into()),
+    };
+    assert_eq!(
+        decide_for(&p, Some(&both)),
+        (false, Some("not-bob".into())),
+        "the deny lists the object id; the person is stated by UPN and object id"
+    );
+    let upn_only = Person::stated("bob@contoso.com");
+    assert_eq!(decide_for(&p, Some(&upn_only)), (true, Some("r".into())));
+    let oid_only = Person::stated(&USER_OID.to_uppercase());
+    assert_eq!(oid_only.oid.as_deref(), Some(USER_OID));
+    assert_eq!(
+        decide_for(&p, Some(&oid_only)),
+        (false, Some("not-bob".into()))
+    );
+    assert_eq!(both.primary(), "bob@contoso.com");
+    assert!(both.is("BOB@contoso.com") && both.is(&USER_OID.to_uppercase()));
+    assert!(!both.is("alice@contoso.com"));
+    // The deny names bob by object id only: `policy check` says a UPN alone slips past it.
+    assert_eq!(p.warnings.len(), 1, "{:?}", p.warnings);
+    assert!(p.warnings[0].contains("deny rule 'not-bob' names people by object ids only"));
+    let both_ids = compile(
+        CALLERS,
+        &format!("{RULE}  - name: not-bob\n    effect: deny\n    callers: [k8s-job]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    initiators: [{USER_OID}, bob@contoso.com]\n"),
+    )
+    .unwrap();
+    assert!(both_ids.warnings.is_empty(), "{:?}", both_ids.warnings);
 }
 
 /// The names serde expects in `T`: from its refusal of an unknown field (`deny_unknown_fields`
@@ -366,4 +409,62 @@ fn every_key_of_jwt_issuers_callers_and_rules_is_in_the_readme() {
         assert!(rule_keys.iter().any(|k| k == name), "{rule_keys:?}");
         assert!(person.contains(&format!("{name}:")), "rule key '{name}'");
     }
+}
+
+#[test]
+fn jwks_hosts_are_pinned_for_entra_issuers_by_default_and_on_request_for_others() {
+    let p = compile(CALLERS, "").unwrap_or_else(|e| panic!("{e}"));
+    let (entra, k8s) = (&p.jwt_issuers[0], &p.jwt_issuers[1]);
+    assert!(entra.pin_jwks_host, "on by default for Entra");
+    assert!(!k8s.pin_jwks_host, "off by default for other issuers");
+    let discovery =
+        format!("https://login.microsoftonline.com/{TENANT}/v2.0/.well-known/openid-configuration");
+    assert!(entra.jwks_host_allowed(&discovery, "login.microsoftonline.com"));
+    assert!(entra.jwks_host_allowed(&discovery, "LOGIN.microsoftonline.com"));
+    for elsewhere in [
+        "evil.example",
+        "login.microsoftonline.com.evil.example",
+        "login.microsoftonline.us",
+    ] {
+        assert!(
+            !entra.jwks_host_allowed(&discovery, elsewhere),
+            "{elsewhere}"
+        );
+    }
+    assert!(k8s.jwks_host_allowed(
+        "https://k8s.example/.well-known/openid-configuration",
+        "anywhere.example"
+    ));
+    // v1 issuers are on sts.windows.net; their keys on the cloud's authority.
+    assert!(jwt::is_entra_issuer(&format!(
+        "https://sts.windows.net/{TENANT}/"
+    )));
+    assert!(jwt::is_entra_issuer(&format!(
+        "https://login.partner.microsoftonline.cn/{TENANT}/v2.0"
+    )));
+    assert!(!jwt::is_entra_issuer(
+        "https://kubernetes.default.svc.cluster.local"
+    ));
+    assert!(!jwt::is_entra_issuer(
+        "https://sts.windows.net.evil.example/x/"
+    ));
+    assert_eq!(
+        jwt::url_host("https://u@h.example:8443/p?q"),
+        Some("h.example")
+    );
+    // Turned on for another issuer, off for an Entra one.
+    let flipped = issuers()
+        .replacen(
+            "    algorithms: [RS256]\n",
+            "    algorithms: [RS256]\n    pin_jwks_host: false\n",
+            1,
+        )
+        .replacen(
+            "    leeway_secs: 10\n",
+            "    leeway_secs: 10\n    pin_jwks_host: true\n",
+            1,
+        );
+    let text = format!("version: 1\n{flipped}callers:\n{CALLERS}rules: []\n");
+    let p = Policy::from_yaml(&text, "p.yaml").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!p.jwt_issuers[0].pin_jwks_host && p.jwt_issuers[1].pin_jwks_host);
 }

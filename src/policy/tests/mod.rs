@@ -268,6 +268,26 @@ fn budgets_on_callers_rules_and_tenant_operations() {
 }
 
 #[test]
+fn a_device_list_on_remove_all_devices_from_management_is_refused_saying_how_it_is_budgeted() {
+    let err = errors(&format!(
+        "version: 1\ncallers:\n  - name: a\n    api_key_sha256: \"{H}\"\nrules:\n  - name: offboard\n    callers: [a]\n    operations: [users.removeAllDevicesFromManagement, managedDevices.retire]\n    devices: [{DEV}]\n"
+    ));
+    assert_eq!(err.issues.len(), 1, "{err}");
+    let issue = &err.issues[0];
+    assert_eq!(issue.line, 9, "{err}");
+    for text in [
+        "a device list cannot apply to users.removeAllDevicesFromManagement",
+        "budgets count it as one device",
+    ] {
+        assert!(issue.message.contains(text), "{text}: {err}");
+    }
+    // Without a list (or with 'any') it loads.
+    policy(
+        "  - name: offboard\n    callers: [rotator]\n    operations: [users.removeAllDevicesFromManagement]\n    devices: any\n",
+    );
+}
+
+#[test]
 fn every_number_out_of_range_is_reported_at_once_with_its_position() {
     // Each of these once passed validation and then panicked a limiter or the clock.
     let err = errors(&format!(

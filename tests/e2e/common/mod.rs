@@ -24,7 +24,7 @@ pub mod served;
 pub mod tools;
 
 pub use policy::{Caller, Rule, TestPolicy};
-pub use tools::require_tool;
+pub use tools::{PYTHON_INSTALL, python_tool, require_tool};
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -137,6 +137,10 @@ pub struct Options {
     /// Policy text; [`TestPolicy::standard`] when `None`. Written to the gateway's policy
     /// file, which its reloader follows.
     pub policy: Option<String>,
+    /// Where that file is [default: `policy.yaml` in the gateway's own directory]. Replicas
+    /// of one deployment read one path, as pods mount one: the path names the deployment in
+    /// a shared store's keys (see `graphgate::state::default_deployment`).
+    pub policy_file: Option<PathBuf>,
     /// Serve TLS (and mTLS) with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Request bounds.
@@ -165,6 +169,7 @@ impl Default for Options {
             token_expiry_margin: Duration::from_secs(300),
             emulator: EmulatorConfig::default(),
             policy: None,
+            policy_file: None,
             tls: None,
             limits: Limits::default(),
             server: ServerLimits::default(),
@@ -230,9 +235,13 @@ impl Drop for Microsoft {
 }
 
 /// The one settings builder: the configuration of a gateway in front of `ms`, as `opts`
-/// describe it, with its files (policy, audit log and key) in `dir`.
+/// describe it, with its files (policy unless `opts` puts it elsewhere, audit log and key)
+/// in `dir`.
 pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
-    let policy_file = dir.join("policy.yaml");
+    let policy_file = opts
+        .policy_file
+        .clone()
+        .unwrap_or_else(|| dir.join("policy.yaml"));
     let text = opts.policy.clone().unwrap_or_else(policy_text);
     std::fs::write(&policy_file, text).unwrap();
     let credential = match (&opts.credential, opts.client_secret_override) {
@@ -290,7 +299,8 @@ pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
         reconcile: opts.reconcile.clone(),
         state: opts.state.clone(),
         admin_token_file: None,
-        ship_as: None,
+        admin_tls: None,
+        ship: None,
     }
 }
 
@@ -423,7 +433,10 @@ pub async fn start_with(opts: Options) -> Harness {
         emulator_addr: ms.addr,
         audit: running.gw.audit().clone(),
         audit_path,
-        policy_path: dir.join("policy.yaml"),
+        policy_path: opts
+            .policy_file
+            .clone()
+            .unwrap_or_else(|| dir.join("policy.yaml")),
         emulator: Arc::clone(&ms.emulator),
         gw: Arc::clone(&running.gw),
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),

@@ -47,6 +47,43 @@ impl TestPolicy {
             )
     }
 
+    /// A policy file's text (YAML), to change by name: for policies a helper writes as text
+    /// (the JWT harness's issuers and callers).
+    pub fn parse(text: &str) -> Self {
+        let doc: Value = serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("{e}"));
+        let Value::Object(mut top) = doc else {
+            panic!("not a policy: {text}")
+        };
+        let mut list = |key: &str| match top.remove(key) {
+            Some(Value::Array(entries)) => entries
+                .into_iter()
+                .map(|e| match e {
+                    Value::Object(m) => m,
+                    other => panic!("a {key} entry that is not a map: {other}"),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let callers = list("callers").into_iter().map(Caller).collect();
+        let rules = list("rules").into_iter().map(Rule).collect();
+        TestPolicy {
+            top,
+            callers,
+            rules,
+        }
+    }
+
+    /// Changes every entry of the top-level list `key` (e.g. each of `jwt_issuers`).
+    pub fn with_each(mut self, key: &str, mut change: impl FnMut(&mut Map<String, Value>)) -> Self {
+        let entries = self.top.get_mut(key).and_then(Value::as_array_mut);
+        for entry in entries.into_iter().flatten() {
+            if let Value::Object(m) = entry {
+                change(m);
+            }
+        }
+        self
+    }
+
     /// Adds a caller.
     pub fn caller(mut self, caller: Caller) -> Self {
         self.callers.push(caller);
@@ -137,6 +174,23 @@ impl Rule {
     /// The callers it names.
     pub fn callers(self, callers: &[&str]) -> Self {
         self.set("callers", json!(callers))
+    }
+
+    /// The callers it names, but `name`.
+    pub fn without_caller(self, name: &str) -> Self {
+        let kept: Vec<Value> = self.0["callers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| *c != name)
+            .cloned()
+            .collect();
+        assert_ne!(
+            Some(kept.len()),
+            self.0["callers"].as_array().map(Vec::len),
+            "the rule names no caller {name}"
+        );
+        self.set("callers", Value::Array(kept))
     }
 
     /// The operations it covers.

@@ -1,6 +1,8 @@
 //! Several gateway replicas in this process, as a load balancer sees them: each its own
-//! gateway, listener and audit log, all in front of one emulator (one Microsoft) and one
-//! state store setting (e.g. one redis-server). `restart_all` stops every replica and starts
+//! gateway, listener and audit log, all in front of one emulator (one Microsoft), one state
+//! store setting (e.g. one redis-server) and one policy file path (as every pod of a
+//! deployment mounts its policy at one path; the path and the app name the deployment's
+//! keys in a shared store). `restart_all` stops every replica and starts
 //! fresh ones with the same settings, as a rolling restart ends.
 
 use std::net::SocketAddr;
@@ -24,8 +26,6 @@ pub struct Replica {
     pub gw: Arc<Gateway>,
     /// Its audit log.
     pub audit_path: PathBuf,
-    /// Its policy file (its reloader follows it).
-    pub policy_path: PathBuf,
     running: Running,
 }
 
@@ -42,8 +42,10 @@ impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
         let ms = Microsoft::start(EmulatorConfig::default()).await;
+        let dir = temp_dir("replicas");
         let opts = Options {
             policy: Some(policy.to_owned()),
+            policy_file: Some(dir.join("policy.yaml")),
             state,
             limits,
             ..Options::default()
@@ -52,7 +54,7 @@ impl Replicas {
             emulator: Arc::clone(&ms.emulator),
             replicas: Vec::new(),
             opts,
-            dir: temp_dir("replicas"),
+            dir,
             ms,
         };
         for i in 0..n {
@@ -71,7 +73,6 @@ impl Replicas {
             addr: running.addr,
             gw: Arc::clone(&running.gw),
             audit_path: dir.join("audit.jsonl"),
-            policy_path: dir.join("policy.yaml"),
             running,
         }
     }
@@ -88,6 +89,11 @@ impl Replicas {
             let replica = self.replica(i).await;
             self.replicas.push(replica);
         }
+    }
+
+    /// The policy file every replica's reloader follows.
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.join("policy.yaml")
     }
 
     /// Every audit record of every replica so far (after what each has queued is durable),

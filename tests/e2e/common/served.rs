@@ -5,7 +5,7 @@
 //! `/metrics` values are exact.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +53,12 @@ impl Backend {
     /// and admin), with a clean environment: nothing of the test runner's leaks in. Add
     /// variables with `.env(..)` before spawning.
     pub fn serve_command(&self) -> Command {
+        self.replica_command("audit")
+    }
+
+    /// [`Backend::serve_command`] for one of several replicas: its audit log is
+    /// `<name>.jsonl` in the backend's directory (one file per replica, as one per pod).
+    pub fn replica_command(&self, name: &str) -> Command {
         let d = &self.dir;
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
@@ -73,7 +79,7 @@ impl Backend {
             .arg("--policy")
             .arg(d.join("policy.yaml"))
             .arg("--audit-log")
-            .arg(d.join("audit.jsonl"))
+            .arg(d.join(format!("{name}.jsonl")))
             .arg("--audit-hmac-key-file")
             .arg(d.join("hmac.key"));
         cmd
@@ -120,11 +126,32 @@ pub struct Served {
 }
 
 impl Served {
+    /// The standard allowed call (the rotator's key, the standard body).
+    pub async fn call(&self) -> super::Reply {
+        self.post(super::ACTION_PATH, super::ROTATOR_KEY, &super::body())
+            .await
+    }
+
     /// POSTs the standard body to `path` with API key `key`.
     pub async fn post(&self, path: &str, key: &str, body: &str) -> super::Reply {
-        let req = http::Request::post(format!("http://{}{path}", self.addr))
+        self.post_with(path, key, body, &[]).await
+    }
+
+    /// [`Served::post`] with `headers` added.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        key: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> super::Reply {
+        let mut req = http::Request::post(format!("http://{}{path}", self.addr))
             .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(http_body_util::Full::new(bytes::Bytes::from(
                 body.to_owned(),
             )))
@@ -156,4 +183,13 @@ impl Served {
         let err = proc.stderr.read_to_end(Duration::from_secs(5));
         (status, format!("{out}{err}"))
     }
+}
+
+/// The records of the audit log at `path`, parsed.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
