@@ -898,3 +898,57 @@ async fn the_readme_worked_example_runs_as_printed() {
     assert_eq!(sent[0].body, r#"{"keepUserData":false}"#);
     drop(served);
 }
+
+/// One person behind a delegated token (her object id and UPN) and behind an API key stating
+/// her object id is one person: her second review does not count. The requester is a
+/// workload (a Kubernetes service-account token).
+#[tokio::test]
+async fn a_delegated_users_object_id_makes_her_one_person_across_callers() {
+    use crate::common::jwt::{HELPDESK_APP, start_jwt};
+    use graphgate_emulator::{DEMO_USER_OID, DEMO_USER_UPN};
+    let rule = "  - name: workload-wipes-need-two\n    callers: [k8s-rotator]\n    operations: [managedDevices.wipe]\n    approval:\n      groups:\n        - { approvers: [helpdesk-portal, rooms-rotator], required: 2 }\n";
+    let j = start_jwt(60, rule).await;
+    let h = &j.h;
+    let workload = h
+        .service_account_token(&[crate::common::jwt::AUDIENCE])
+        .await;
+    let asked = h
+        .post_token_to(&wipe_path(DEVICE), &workload, &[], WIPE_BODY)
+        .await;
+    let (id, sha) = held(&asked);
+    let user = serde_json::json!({"client_id": HELPDESK_APP, "upn": DEMO_USER_UPN, "scp": "Devices.Manage", "cloud": "global"});
+    let reply = h
+        .to_emulator(
+            "login.microsoftonline.com",
+            Method::POST,
+            "/_emulator/entra/user-token",
+            &[],
+            &user.to_string(),
+        )
+        .await;
+    let token = reply.json()["access_token"].as_str().unwrap().to_owned();
+    let path = format!("/api/v1/approvals/{id}/approve");
+    let body = json!({"reason": "checked", "request_sha256": sha}).to_string();
+    let first = h.post_token_to(&path, &token, &[], &body).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    let doc = first.json();
+    assert_eq!(doc["state"], "pending");
+    assert_eq!(doc["reviews"][0]["person"], DEMO_USER_UPN);
+    // The same user, named by object id only, through an API-key caller.
+    let again = call(
+        h.gateway,
+        (Method::POST, &path),
+        crate::common::ROTATOR_KEY,
+        &[("x-graphgate-initiator", DEMO_USER_OID)],
+        &body,
+    )
+    .await;
+    again.assert_graph_error(409, "approvalAlreadyReviewed");
+    assert!(
+        h.emulator
+            .graph_requests()
+            .iter()
+            .all(|g| !g.path.ends_with("/wipe")),
+        "one person is one approval"
+    );
+}
