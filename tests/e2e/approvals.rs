@@ -833,7 +833,9 @@ async fn one_approval_per_request_keyed_deduplicated_dry_run_and_bulk() {
 
 /// The code block after `marker` in `text`.
 fn block_after(text: &str, marker: &str) -> String {
-    let after = &text[text.find(marker).expect("the marker is in docs/approvals.md")..];
+    let after = &text[text
+        .find(marker)
+        .expect("the marker is in docs/approvals.md")..];
     let start = after.find("```").unwrap();
     let body = &after[start..];
     let body = &body[body.find('\n').unwrap() + 1..];
