@@ -10,6 +10,7 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -18,6 +19,22 @@ use super::blocks::{Block, Item};
 /// How long a background command may take to print its ready text, and a foreground block
 /// to finish (a debug build, on a loaded 2-core machine).
 const DEADLINE: Duration = Duration::from_secs(120);
+
+/// A port nothing listens on, below Linux's ephemeral range (32768 and up): the other tests
+/// bind port 0, which the kernel picks from that range, so a port found free here is not
+/// taken by one of them between this check and the page's server binding it (as a port 0
+/// found free and let go could be). Each call of this process gets another port.
+fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let base = std::process::id() % 997 * 11;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + ((base + n) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
 
 /// A page being run.
 pub struct Page {
@@ -83,10 +100,7 @@ impl Page {
     }
 
     fn port(&mut self, port: u16) -> u16 {
-        *self.ports.entry(port).or_insert_with(|| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            listener.local_addr().unwrap().port()
-        })
+        *self.ports.entry(port).or_insert_with(free_port)
     }
 
     /// `code` with the page's ports moved to free ones.
@@ -232,7 +246,7 @@ impl Page {
                 Err(_) => {
                     let _ = child.kill();
                     panic!(
-                        "{}:{}: never printed {ready:?}\n--- block\n{}--- output\n{seen}",
+                        "{}:{}: exited or timed out before printing {ready:?}\n--- block\n{}--- output\n{seen}",
                         self.name, block.line, block.code
                     );
                 }
