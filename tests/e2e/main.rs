@@ -60,3 +60,4 @@ mod startup;
 mod state_contract;
 mod state_store;
 mod stated;
+mod webhooks;
