@@ -1,5 +1,5 @@
 //! The `graphgate` command line: parse the flags, read the environment once, start logging,
-//! and run the command (`serve`, `emulate`, `policy`, `audit`; see `cli`).
+//! and run the command (`serve`, `emulate`, `policy`, `audit`, `approvals`; see `cli`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             Command::Emulate(args) => cli::emulate::run(args).await,
             Command::Policy(cmd) => cli::policy::run(cmd),
             Command::Audit(cmd) => Ok(cli::audit::run(cmd)?),
+            Command::Approvals(args) => cli::approvals::run(args).await,
         };
         if tokio::time::timeout(TELEMETRY_FLUSH, telemetry.shutdown())
             .await

@@ -53,6 +53,8 @@ pub enum Command {
     /// Verify and query audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List, show, approve, reject or cancel four-eyes approvals on a running gateway.
+    Approvals(super::approvals::ApprovalsArgs),
 }
 
 #[derive(Args)]

@@ -2,6 +2,7 @@
 //! environment (read once, [`Env`]), and what each command does and prints. The library
 //! does the work; nothing here is on the request path.
 
+pub mod approvals;
 pub mod args;
 pub mod audit;
 mod audit_checkpoints;

@@ -10,6 +10,7 @@ mod common;
 
 mod admin_listener;
 mod approvals;
+mod approvals_cli;
 mod audit;
 mod audit_chain;
 mod audit_checkpoints;
