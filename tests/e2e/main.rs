@@ -25,6 +25,7 @@ mod cli;
 mod conditions;
 mod connections;
 mod console;
+mod console_approvals;
 mod console_scale;
 mod crash;
 mod credentials;
