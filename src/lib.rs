@@ -48,6 +48,7 @@
 //!   `answer` (*crate*) words the gateway's own answers (ids, dry runs, disclosures).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`]
+//!   (with its read-only approvals pages)
 //!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
 //!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and

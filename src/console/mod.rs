@@ -2,7 +2,9 @@
 //! team's question, "what was done to this device, by whom, and did it complete". Server
 //! rendered ([`html`], [`pages`]) from an in-memory [`index`] of the log, with its own
 //! stylesheet and script (no CDN, works offline) under a strict Content-Security-Policy.
-//! [`auth`] guards it (and `/metrics`) with an admin token off loopback.
+//! [`approvals`] renders the approvals pages (`/audit/approvals`) from what the admin
+//! listener reads in the state store. [`auth`] guards it (and `/metrics`) with an admin token
+//! off loopback.
 
 pub mod approvals;
 pub mod auth;

@@ -21,11 +21,7 @@ use crate::common::{DEVICE, Options, temp_dir, write_private};
 
 /// The code block after `marker` in the README.
 fn readme_block(marker: &str) -> String {
-    let text = include_str!("../../README.md");
-    let after = &text[text.find(marker).expect("the marker is in the README")..];
-    let body = &after[after.find("```").unwrap()..];
-    let body = &body[body.find('\n').unwrap() + 1..];
-    body[..body.find("```").unwrap()].to_owned()
+    crate::approvals::block_after(include_str!("../../README.md"), marker)
 }
 
 /// The directory holding the binary, first on `PATH`.
