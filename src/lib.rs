@@ -45,7 +45,8 @@
 //!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
 //!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
-//!   [`tls`]: secret-bearing values and TLS plumbing.
+//!   [`tls`]: secret-bearing values and TLS plumbing; [`words`]: counted nouns and "did you
+//!   mean" in messages.
 //!
 //! Not here: the Entra + Graph emulator that stands for Microsoft in the tests and in
 //! `serve --emulator` is a crate of its own (`emulator/`), which this library does not
@@ -83,3 +84,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod words;

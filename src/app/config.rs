@@ -60,6 +60,18 @@ pub struct ServeConfig {
     pub ship: Option<ShipConfig>,
 }
 
+impl ServeConfig {
+    /// What is wrong with the configuration itself, before any file is read: every
+    /// problem (the app's tenant and client ids so far).
+    pub fn validate(&self) -> Problems {
+        let mut problems = Problems::default();
+        for problem in self.credential.id_problems() {
+            problems.push(problem);
+        }
+        problems
+    }
+}
+
 /// Where the policy comes from.
 #[derive(Debug, Clone)]
 pub enum PolicySource {

@@ -62,7 +62,7 @@ impl App {
     /// Reads the files `config` names and assembles the gateway. Nothing listens yet; the
     /// audit log is opened only when everything else is usable.
     pub async fn build(config: ServeConfig) -> Result<App, Problems> {
-        let mut problems = Problems::default();
+        let mut problems = config.validate();
         let policy = problems.take(load_policy(&config.policy));
         let tls = problems.take(load_tls(config.tls.as_ref())).flatten();
         let admin_tls = problems.take(load_admin_tls(config.admin_tls.as_ref()));
@@ -203,7 +203,7 @@ pub async fn run(
 /// --check-config`): the policy, TLS files, the admin token, the audit keys and log
 /// directory, the credential, the outbound client's CAs.
 pub fn check(config: &ServeConfig) -> Problems {
-    let mut problems = Problems::default();
+    let mut problems = config.validate();
     let policy = problems.take(load_policy(&config.policy));
     problems.take(load_tls(config.tls.as_ref()));
     problems.take(load_admin_tls(config.admin_tls.as_ref()));

@@ -53,6 +53,12 @@ pub enum Command {
     /// Verify and query audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The operations graphgate gates: paths, parameters, tier, permissions (offline).
+    Operations(super::operations::OperationsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(super::manual::CompletionsArgs),
+    /// Print the man page, graphgate(1) (or write every page with --out-dir).
+    Man(super::manual::ManArgs),
 }
 
 #[derive(Args)]

@@ -11,6 +11,7 @@ use graphgate::audit::checkpoint;
 use graphgate::audit::query::{self, Filter};
 use graphgate::audit::record::AuditDecision;
 use graphgate::audit::{Fingerprinter, ends, files, verify};
+use graphgate::words::count;
 
 use super::audit_checkpoints::{KeygenArgs, run_keygen, signed_checkpoints};
 
@@ -192,7 +193,7 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
         && let Err(problem) = signed.check(&report)
     {
         println!("{problem}");
-        println!("FAILED after {} intact record(s)", report.records);
+        println!("FAILED after {}", count(report.records, "intact record"));
         return Ok(ExitCode::FAILURE);
     }
     let code = match &anchor {
@@ -253,13 +254,13 @@ fn print_chain(report: &verify::Report) -> ExitCode {
     match (&report.problem, report.seq_range) {
         (Some((pos, problem)), _) => {
             println!("{pos}: {problem}");
-            println!("FAILED after {} intact record(s)", report.records);
+            println!("FAILED after {}", count(report.records, "intact record"));
             ExitCode::FAILURE
         }
         (None, Some((first, last))) => {
             println!(
-                "OK: {} record(s), seq {first}..={last}, hash chain intact",
-                report.records
+                "OK: {}, seq {first}..={last}, hash chain intact",
+                count(report.records, "record")
             );
             ExitCode::SUCCESS
         }
@@ -279,7 +280,7 @@ fn print_ends(report: &verify::Report, anchor: &Anchor, path: &Path) -> ExitCode
             println!("{torn}: torn last line (a crash mid-write), not tampering; ignored");
         }
         println!("{} ({written}): {problem}", path.display());
-        println!("FAILED after {} intact record(s)", report.records);
+        println!("FAILED after {}", count(report.records, "intact record"));
         return ExitCode::FAILURE;
     }
     let code = print_chain(report);

@@ -10,6 +10,7 @@ use clap::Args;
 use graphgate::audit::checkpoint::{self, Checkpoint};
 use graphgate::audit::note::{NoteSigner, NoteVerifier};
 use graphgate::audit::{files, verify};
+use graphgate::words::count;
 
 /// What `audit keygen` makes.
 #[derive(Debug, Args)]
@@ -126,9 +127,9 @@ impl Signed {
         for c in self.checkpoints.iter().filter(|c| c.size >= first) {
             if c.size > last {
                 return Err(format!(
-                    "truncated: a checkpoint signed by {} vouches for {} records, but the files end at seq {last}: seq {}..={} missing (the newest records cut off)",
+                    "truncated: a checkpoint signed by {} vouches for {}, but the files end at seq {last}: seq {}..={} missing (the newest records cut off)",
                     self.key,
-                    c.size,
+                    count(c.size, "record"),
                     last + 1,
                     c.size
                 ));
@@ -157,7 +158,7 @@ impl Signed {
         println!(
             "checkpoints ({}): {} signed by {} for {}, all verified; the log matches them up to seq {newest}",
             files.join(", "),
-            checked.len(),
+            count(checked.len(), "checkpoint"),
             self.key,
             self.origin
         );

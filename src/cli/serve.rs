@@ -226,6 +226,16 @@ fn app_and_policy(
         None if args.emulator => (placeholder(), None, file()),
         None => {
             let credential = problems.take(Credential::from_env(|name| env.var(name)));
+            // Without a credential its ids are judged here (ServeConfig::validate judges a
+            // credential's own), so every problem is reported at once.
+            if credential.is_none() {
+                let (tenant, client) = (env.var("AZURE_TENANT_ID"), env.var("AZURE_CLIENT_ID"));
+                for problem in
+                    graphgate::credential::id_problems(tenant.as_deref(), client.as_deref())
+                {
+                    problems.push(problem);
+                }
+            }
             let credential = credential.unwrap_or_else(placeholder);
             (credential, env.var("AZURE_AUTHORITY_HOST"), file())
         }
