@@ -68,7 +68,7 @@ pub struct QueryArgs {
     /// Caller name.
     #[arg(long)]
     caller: Option<String>,
-    /// Managed-device id (a GUID).
+    /// Managed-device id (a GUID, or its first 8 or more characters as the table shows them).
     #[arg(long, value_parser = parse_device)]
     device: Option<String>,
     /// Operation (e.g. `managedDevices.updateWindowsDeviceAccount` or `updateWindowsDeviceAccount`).
@@ -77,7 +77,8 @@ pub struct QueryArgs {
     /// Decision.
     #[arg(long, value_parser = decisions())]
     decision: Option<String>,
-    /// graphgate's request id (`x-graphgate-request-id`, the record's `audit_id`).
+    /// graphgate's request id (`x-graphgate-request-id`, the record's `audit_id`), or its
+    /// first 8 or more characters as the table's ID column shows them.
     #[arg(long, visible_alias = "audit-id")]
     request_id: Option<String>,
     /// Graph's `request-id` for the call (the record's `graph_request_id`).
@@ -93,13 +94,42 @@ pub struct QueryArgs {
     /// Until this time (YYYY-MM-DD or RFC 3339), exclusive.
     #[arg(long)]
     until: Option<String>,
-    /// Also list intent and start records as rows.
+    /// Also list intent, start and completion records (every kind) as rows.
     #[arg(long)]
     all: bool,
-    /// JSON Lines instead of a table.
-    #[arg(long)]
+    /// How to print: `table` fits 120 columns (long cells cut with …, ids shortened to 8
+    /// characters), `wide` shows every column in full, `json` one record per line.
+    #[arg(long, value_enum, default_value = "table")]
+    format: QueryFormat,
+    /// Same as --format json.
+    #[arg(long, hide = true, conflicts_with = "format")]
     json: bool,
+    /// At most N rows, the newest [default: 100 in a table; every row in JSON]; 0: no limit.
+    /// With --follow, the rows printed before following.
+    #[arg(long, value_name = "N")]
+    limit: Option<usize>,
+    /// Keep printing matching records as they are written (across rotation), until
+    /// interrupted.
+    #[arg(long, short = 'f')]
+    follow: bool,
 }
+
+/// How `audit query` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum QueryFormat {
+    /// Aligned columns that fit 120 characters.
+    Table,
+    /// Every column, nothing cut.
+    Wide,
+    /// JSON Lines: the records themselves.
+    Json,
+}
+
+/// Rows a table shows when `--limit` is not given.
+const DEFAULT_TABLE_ROWS: usize = 100;
+
+/// How often `--follow` looks for new records.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The valid `--decision` values (and the policy words `allow` and `deny` for them).
 fn decisions() -> PossibleValuesParser {
@@ -114,11 +144,24 @@ fn decisions() -> PossibleValuesParser {
 }
 
 fn parse_device(text: &str) -> Result<String, String> {
-    if graphgate::operation::route::is_guid(text) {
-        Ok(text.to_ascii_lowercase())
-    } else {
-        Err("a managed-device id is a GUID, e.g. 0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into())
+    match graphgate::operation::route::is_guid(text) || is_id_prefix(text) {
+        true => Ok(text.to_ascii_lowercase()),
+        false => Err(format!(
+            "a managed-device id is a GUID, e.g. 0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb, or its first {} or more characters",
+            query::SHORT_ID
+        )),
     }
+}
+
+/// The start of a hyphenated GUID, at least a table's short id long.
+fn is_id_prefix(text: &str) -> bool {
+    let template = "00000000-0000-0000-0000-000000000000";
+    text.len() >= query::SHORT_ID
+        && text.len() <= template.len()
+        && text.chars().zip(template.chars()).all(|(c, t)| match t {
+            '-' => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        })
 }
 
 fn parse_operation(text: &str) -> Result<String, String> {
@@ -378,13 +421,93 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
             !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_ship_cursor(f)
         })
         .collect();
+    let format = match args.json {
+        true => QueryFormat::Json,
+        false => args.format,
+    };
+    // A follower reads one log: the live file the given ones belong to.
+    let followed = match files
+        .iter()
+        .map(|f| files::base_log(f))
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        logs if !args.follow => logs.into_iter().next(),
+        logs if logs.len() == 1 => logs.into_iter().next(),
+        logs => {
+            eprintln!(
+                "graphgate: --follow follows one log; these files belong to {}",
+                count(logs.len(), "log")
+            );
+            return Ok(ExitCode::from(2));
+        }
+    };
     let records = query::read_records(&files)?;
-    let rows = query::select(&records, &filter);
+    let selected = query::select(&records, &filter);
+    let limit = match (args.limit, format) {
+        (Some(0), _) | (None, QueryFormat::Json) => usize::MAX,
+        (Some(n), _) => n,
+        (None, _) => DEFAULT_TABLE_ROWS,
+    };
+    let rows = &selected[selected.len().saturating_sub(limit)..];
+    let completed = query::completions(&records);
     let mut out = std::io::stdout().lock();
-    if args.json {
-        query::print_json(&rows, &mut out)?;
-    } else {
-        query::print_table(&rows, &query::completions(&records), &mut out)?;
+    let layout = match format {
+        QueryFormat::Json => {
+            query::print_json(rows, &mut out)?;
+            None
+        }
+        QueryFormat::Table => Some(query::Layout::Table),
+        QueryFormat::Wide => Some(query::Layout::Wide),
+    };
+    if !args.follow {
+        if let Some(layout) = layout {
+            query::print_table(rows, selected.len(), &completed, layout, &mut out)?;
+        }
+        return Ok(ExitCode::SUCCESS);
     }
-    Ok(ExitCode::SUCCESS)
+    let next = records.last().map_or(1, |r| r.seq + 1);
+    let Some(log) = followed else {
+        return Ok(ExitCode::SUCCESS);
+    };
+    follow(&log, next, rows, &completed, &filter, layout, &mut out)
+}
+
+/// `--follow`: the rows so far, then each matching record as it is written, until the
+/// process is stopped.
+fn follow(
+    log: &Path,
+    next: u64,
+    rows: &[graphgate::audit::Record],
+    completed: &std::collections::HashMap<&str, &str>,
+    filter: &Filter,
+    layout: Option<query::Layout>,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<ExitCode> {
+    let table = layout.map(query::Table::fixed);
+    if let Some(table) = &table {
+        writeln!(out, "{}", table.header())?;
+        for r in rows {
+            writeln!(out, "{}", table.line(&table.cells(r, completed)))?;
+        }
+    }
+    let mut follower = graphgate::audit::follow::Follower::new(log, next);
+    let none = std::collections::HashMap::new();
+    loop {
+        let lines = follower.read(u64::MAX, 1000)?;
+        if lines.is_empty() {
+            std::thread::sleep(FOLLOW_POLL);
+            continue;
+        }
+        let records = query::parse_lines(lines.iter().map(|l| l.bytes.as_slice()));
+        let rows = query::select_new(&records, filter);
+        match &table {
+            Some(table) => {
+                for r in &rows {
+                    writeln!(out, "{}", table.line(&table.cells(r, &none)))?;
+                }
+            }
+            None => query::print_json(&rows, out)?,
+        }
+        out.flush()?;
+    }
 }

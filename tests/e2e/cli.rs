@@ -551,10 +551,12 @@ fn audit_verify_and_query_on_a_served_log() {
     assert!(out.status.success(), "{table}");
     assert!(table.starts_with("TIME"), "{table}");
     assert!(
-        table.contains("managedDevices.updateWindowsDeviceAccount") && table.contains("allowed"),
+        table.contains(" outcome ")
+            && table.contains("updateWindowsDeviceAc…")
+            && table.contains("allowed"),
         "{table}"
     );
-    assert!(table.contains("(1 record(s))"), "{table}");
+    assert!(table.contains("(1 row)"), "{table}");
 
     let out = graphgate(&["audit", "query", log, "--decision", "denied", "--json"]).output_within();
     assert!(out.status.success());

@@ -20,6 +20,7 @@ mod authority;
 mod bulk;
 mod catalog;
 mod cli;
+mod cli_comforts;
 mod conditions;
 mod connections;
 mod console;
