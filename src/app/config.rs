@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub server: ServerLimits,
     /// TLS on the callers' listener (plain HTTP without).
     pub tls: Option<TlsSource>,
+    /// A second callers' listener, serving TLS (client certificates: mTLS callers) beside
+    /// the main one (`serve --emulator` serves its mTLS demo caller there); bound by the
+    /// caller as [`super::Listeners::extra_tls`].
+    pub extra_tls: Option<TlsSource>,
     /// The policy.
     pub policy: PolicySource,
     /// The audit log.

@@ -127,17 +127,36 @@ pub fn read_records(files: &[PathBuf]) -> std::io::Result<Vec<Record>> {
     Ok(out)
 }
 
-/// The newest completion state of each action (by audit id), from its `completion` records.
-pub fn completions(records: &[Record]) -> HashMap<&str, &str> {
-    records
-        .iter()
-        .filter(|r| r.entry.kind == Some(Kind::Completion))
-        .filter_map(|r| Some((r.entry.audit_id.as_str(), r.entry.completion.as_deref()?)))
-        .collect()
+/// What later records say of earlier ones: each action's newest completion state (from its
+/// `completion` records) and which intents have their outcome.
+#[derive(Debug, Default)]
+pub struct Outcomes<'a> {
+    completions: HashMap<&'a str, &'a str>,
+    finished: HashSet<&'a str>,
+}
+
+/// What `records` say of each action's outcome and completion.
+pub fn outcomes(records: &[Record]) -> Outcomes<'_> {
+    let mut out = Outcomes::default();
+    for r in records {
+        let id = r.entry.audit_id.as_str();
+        match r.entry.kind {
+            Some(Kind::Completion) => {
+                if let Some(state) = r.entry.completion.as_deref() {
+                    out.completions.insert(id, state);
+                }
+            }
+            Some(Kind::Outcome) => {
+                out.finished.insert(id);
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// The rows `filter` selects, in log order. Completion records are rows of their own only
-/// with `all_kinds`; otherwise their state shows on the action's row ([`completions`]).
+/// with `all_kinds`; otherwise their state shows on the action's row ([`outcomes`]).
 pub fn select(records: &[Record], filter: &Filter) -> Vec<Record> {
     let finished: HashSet<&str> = records
         .iter()
@@ -210,8 +229,8 @@ pub const SHORT_ID: usize = 8;
 const TABLE: [(&str, usize); 8] = [
     ("TIME", 19),
     ("KIND", 10),
-    ("CALLER", 13),
-    ("OPERATION", 22),
+    ("CALLER", 16),
+    ("OPERATION", 19),
     ("DEVICE", SHORT_ID),
     ("DECISION", 15),
     ("STATUS", 11),
@@ -294,8 +313,8 @@ impl Table {
     }
 
     /// A record's cells, in this table's columns.
-    pub fn cells(&self, r: &Record, completed: &HashMap<&str, &str>) -> Vec<String> {
-        cells(r, completed, self.layout)
+    pub fn cells(&self, r: &Record, later: &Outcomes<'_>) -> Vec<String> {
+        cells(r, later, self.layout)
     }
 }
 
@@ -319,11 +338,11 @@ fn cut(text: &str, width: usize) -> String {
 pub fn print_table(
     rows: &[Record],
     total: usize,
-    completed: &HashMap<&str, &str>,
+    later: &Outcomes<'_>,
     layout: Layout,
     out: &mut dyn Write,
 ) -> std::io::Result<()> {
-    let cells: Vec<Vec<String>> = rows.iter().map(|r| cells(r, completed, layout)).collect();
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| cells(r, later, layout)).collect();
     let table = Table::fitted(layout, &cells);
     writeln!(out, "{}", table.header())?;
     for c in &cells {
@@ -342,9 +361,10 @@ pub fn print_table(
 
 /// A record's cells in `layout`'s columns. KIND is the record's own `kind`, whatever kinds
 /// the log holds.
-fn cells(r: &Record, completed: &HashMap<&str, &str>, layout: Layout) -> Vec<String> {
+fn cells(r: &Record, later: &Outcomes<'_>, layout: Layout) -> Vec<String> {
     let e = &r.entry;
-    let completion = match (e.kind, completed.get(e.audit_id.as_str())) {
+    let finished = later.finished.contains(e.audit_id.as_str());
+    let completion = match (e.kind, later.completions.get(e.audit_id.as_str())) {
         (Some(Kind::Completion), _) => e.completion.clone(),
         (Some(Kind::Outcome), Some(state)) => Some((*state).to_owned()),
         _ => None,
@@ -368,7 +388,7 @@ fn cells(r: &Record, completed: &HashMap<&str, &str>, layout: Layout) -> Vec<Str
             dash(&e.device_id),
             decision,
             dash(&e.rule),
-            status(r, false),
+            status(r, finished, false),
             dash(&e.reason),
             completion.unwrap_or_else(|| "-".into()),
             e.audit_id.clone(),
@@ -380,8 +400,8 @@ fn cells(r: &Record, completed: &HashMap<&str, &str>, layout: Layout) -> Vec<Str
                 .map_or("-", |op| op.strip_prefix("managedDevices.").unwrap_or(op));
             let status = match completion {
                 Some(state) if e.kind == Some(Kind::Completion) => state,
-                Some(state) => format!("{} {state}", status(r, true)),
-                None => status(r, true),
+                Some(state) => format!("{} {state}", status(r, finished, true)),
+                None => status(r, finished, true),
             };
             vec![
                 time,
@@ -403,10 +423,12 @@ fn short(id: &str) -> String {
 }
 
 /// What came of the request: the gateway's status and Graph's (`short`: Graph's only where
-/// it differs), that an intent has no outcome, or how many refusals a record counts.
-fn status(r: &Record, short: bool) -> String {
+/// it differs), whether an intent's outcome was recorded (`finished`), or how many refusals
+/// a record counts.
+fn status(r: &Record, finished: bool, short: bool) -> String {
     let e = &r.entry;
     match (e.kind, e.status, e.upstream_status) {
+        (Some(Kind::Intent), _, _) if finished => "sent".to_owned(),
         (Some(Kind::Intent), _, _) if short => "no outcome".to_owned(),
         (Some(Kind::Intent), _, _) => "sent, no outcome".to_owned(),
         (Some(Kind::Suppressed), _, _) if short => format!("{} refused", e.suppressed.unwrap_or(0)),

@@ -449,7 +449,7 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         (None, _) => DEFAULT_TABLE_ROWS,
     };
     let rows = &selected[selected.len().saturating_sub(limit)..];
-    let completed = query::completions(&records);
+    let later = query::outcomes(&records);
     let mut out = std::io::stdout().lock();
     let layout = match format {
         QueryFormat::Json => {
@@ -461,7 +461,7 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
     };
     if !args.follow {
         if let Some(layout) = layout {
-            query::print_table(rows, selected.len(), &completed, layout, &mut out)?;
+            query::print_table(rows, selected.len(), &later, layout, &mut out)?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -469,7 +469,7 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
     let Some(log) = followed else {
         return Ok(ExitCode::SUCCESS);
     };
-    follow(&log, next, rows, &completed, &filter, layout, &mut out)
+    follow(&log, next, rows, &later, &filter, layout, &mut out)
 }
 
 /// `--follow`: the rows so far, then each matching record as it is written, until the
@@ -478,7 +478,7 @@ fn follow(
     log: &Path,
     next: u64,
     rows: &[graphgate::audit::Record],
-    completed: &std::collections::HashMap<&str, &str>,
+    later: &query::Outcomes<'_>,
     filter: &Filter,
     layout: Option<query::Layout>,
     out: &mut dyn std::io::Write,
@@ -487,11 +487,11 @@ fn follow(
     if let Some(table) = &table {
         writeln!(out, "{}", table.header())?;
         for r in rows {
-            writeln!(out, "{}", table.line(&table.cells(r, completed)))?;
+            writeln!(out, "{}", table.line(&table.cells(r, later)))?;
         }
     }
     let mut follower = graphgate::audit::follow::Follower::new(log, next);
-    let none = std::collections::HashMap::new();
+    let none = query::Outcomes::default();
     loop {
         let lines = follower.read(u64::MAX, 1000)?;
         if lines.is_empty() {

@@ -3,34 +3,11 @@
 //! clap_mangen), so neither can drift from the flags.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory};
-use clap_complete::Shell;
+use clap::CommandFactory;
 
-use super::args::Cli;
-
-/// `graphgate completions SHELL`
-#[derive(Debug, Args)]
-#[command(after_help = "Install, for example:
-  bash:  graphgate completions bash > /etc/bash_completion.d/graphgate   (or: source <(graphgate completions bash))
-  zsh:   graphgate completions zsh > \"${fpath[1]}/_graphgate\"
-  fish:  graphgate completions fish > ~/.config/fish/completions/graphgate.fish")]
-pub struct CompletionsArgs {
-    /// The shell.
-    #[arg(value_enum)]
-    shell: Shell,
-}
-
-/// `graphgate man`
-#[derive(Debug, Args)]
-pub struct ManArgs {
-    /// Write graphgate.1 and a page per command (graphgate-serve.1, ...) into this
-    /// directory instead of printing graphgate(1).
-    #[arg(long, value_name = "DIR")]
-    out_dir: Option<PathBuf>,
-}
+use super::args::{Cli, CompletionsArgs, ManArgs};
 
 /// The binary's name, as completions and man pages call it.
 const NAME: &str = "graphgate";

@@ -5,6 +5,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+#[cfg(feature = "emulator")]
+use std::sync::Arc;
 
 use graphgate::app::{App, AuditTarget, Listeners, PolicySource, Problems, ServeConfig, TlsSource};
 use graphgate::credential::Credential;
@@ -19,14 +21,21 @@ use super::{Env, Fallible, bind, shutdown_signal};
 /// The policy file when `--policy` is not given (and not `--emulator`).
 const DEFAULT_POLICY: &str = "policy.yaml";
 
+/// Where `--emulator`'s TLS listener binds: loopback, a free port.
+const LOOPBACK_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// Runs `graphgate serve`: parse → config → bind → run.
 pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
+    if args.print_policy {
+        return print_demo_policy();
+    }
     // SIGTERM is caught from here on: a supervisor may stop the process at any point.
     let signal = shutdown_signal();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut problems = Problems::default();
     let emulated = emulated(&args, stop_rx, &mut problems).await;
-    let config = config(&args, env, emulated.as_ref(), &mut problems);
+    let mut config = config(&args, env, emulated.as_ref(), &mut problems);
     if args.check_config {
         problems.extend(graphgate::app::check(&config));
         return Ok(report_check(&problems));
@@ -34,13 +43,23 @@ pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
     if !problems.is_empty() {
         return Err(Box::new(problems));
     }
+    let demo = demo_files(&args, emulated.as_ref(), &mut config)?;
+    let policy_path = match &config.policy {
+        PolicySource::File(path) => Some(path.clone()),
+        PolicySource::Fixed { .. } => None,
+    };
     let app = App::build(config).await?;
     if let Some(path) = app.gateway().audit().path() {
         eprintln!("audit log: {}", path.display());
     }
+    let extra_tls = match demo {
+        Some(_) => Some(bind(LOOPBACK_ANY_PORT, "--emulator's TLS listener").await?),
+        None => None,
+    };
     let listeners = Listeners {
         main: bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?,
         admin: bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?,
+        extra_tls,
     };
     let admin = listeners.admin.local_addr()?;
     let scheme = if args.admin_tls_cert.is_some() {
@@ -49,8 +68,9 @@ pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
         "http"
     };
     eprintln!("admin endpoints on {scheme}://{admin} (/metrics, /healthz, /readyz, /audit)");
-    if emulated.is_some() {
-        print_demo(&args, &app, listeners.main.local_addr()?);
+    if let (Some(emu), Some(files)) = (&emulated, &demo) {
+        print_demo(&args, &app, &listeners, emu, files, policy_path.as_deref())?;
+        start_token_renewal(emu, files, stop_tx.subscribe());
     }
     let shutdown = async move {
         signal.await;
@@ -156,6 +176,8 @@ fn config(
         limits: args.bounds.limits(),
         server: args.bounds.server(),
         tls: tls_files(args),
+        // `--emulator`'s TLS listener is added once its files are written (not by a check).
+        extra_tls: None,
         policy,
         audit,
         reconcile: args.audit.reconcile(),
@@ -337,19 +359,125 @@ fn announce_state(state: &StateConfig) {
     }
 }
 
-/// The demo's first request, with the demo key when the policy accepts it.
+/// `--print-policy`: the demo policy, as `--emulator` writes it.
 #[cfg(feature = "emulator")]
-fn print_demo(args: &ServeArgs, app: &App, addr: SocketAddr) {
-    let policy = &app.gateway().installed().policy;
-    let key = match super::demo::accepts_demo_key(policy) {
-        true => graphgate_emulator::demo::DEMO_API_KEY,
-        false => "<an API key of a caller in your policy>",
-    };
-    eprintln!(
-        "graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}",
-        super::demo::curl_example(addr, args.cloud, key)
-    );
+fn print_demo_policy() -> Fallible<ExitCode> {
+    Ok(super::print_out(&graphgate_emulator::demo::policy_yaml())?)
 }
 
 #[cfg(not(feature = "emulator"))]
-fn print_demo(_: &ServeArgs, _: &App, _: SocketAddr) {}
+fn print_demo_policy() -> Fallible<ExitCode> {
+    Err("--print-policy: this build has no emulator, so no demo policy (built without the `emulator` feature)".into())
+}
+
+/// What `--emulator` writes for its demo callers (beside the audit log): certificates, the
+/// service account's token, and the demo policy unless `--policy` names one, which the
+/// gateway then reads from there (and follows). A second callers' listener serves TLS with
+/// the demo CA for the mTLS caller.
+#[cfg(feature = "emulator")]
+fn demo_files(
+    args: &ServeArgs,
+    emulated: Option<&Emulated>,
+    config: &mut ServeConfig,
+) -> Fallible<Option<super::demo::files::DemoFiles>> {
+    let Some(emu) = emulated else {
+        return Ok(None);
+    };
+    let log = match &config.audit {
+        AuditTarget::Log(settings) => Some(settings.log.clone()),
+        _ => None,
+    };
+    let dir = super::demo::files::demo_dir(log.as_deref());
+    let yaml = args
+        .policy
+        .is_none()
+        .then(graphgate_emulator::demo::policy_yaml);
+    let files = super::demo::files::write(&dir, yaml.as_deref(), &emu.emulator)?;
+    if args.policy.is_none() {
+        config.policy = PolicySource::File(files.policy.clone());
+    }
+    config.extra_tls = Some(TlsSource::Files {
+        cert: files.server_cert.clone(),
+        key: files.server_key.clone(),
+        client_ca: Some(files.ca.clone()),
+        client_crl: None,
+    });
+    Ok(Some(files))
+}
+
+#[cfg(not(feature = "emulator"))]
+fn demo_files(
+    _: &ServeArgs,
+    _: Option<&Emulated>,
+    _: &mut ServeConfig,
+) -> Fallible<Option<std::convert::Infallible>> {
+    Ok(None)
+}
+
+/// The banner: where everything is, and a ready-made request of each demo caller kind.
+#[cfg(feature = "emulator")]
+fn print_demo(
+    args: &ServeArgs,
+    app: &App,
+    listeners: &Listeners,
+    emu: &Emulated,
+    files: &super::demo::files::DemoFiles,
+    policy_path: Option<&std::path::Path>,
+) -> Fallible<()> {
+    let policy = &app.gateway().installed().policy;
+    let tls = match &listeners.extra_tls {
+        Some(l) => l.local_addr()?,
+        None => return Ok(()),
+    };
+    let at = super::demo::Addresses {
+        gateway: listeners.main.local_addr()?,
+        tls,
+        emulator: emu.addr,
+    };
+    let path = policy_path.unwrap_or(&files.policy);
+    eprintln!(
+        "{}",
+        super::demo::banner(
+            policy,
+            path,
+            args.policy.is_none(),
+            &at,
+            files,
+            args.cloud,
+            &emu.credential
+        )
+    );
+    Ok(())
+}
+
+#[cfg(not(feature = "emulator"))]
+fn print_demo(
+    _: &ServeArgs,
+    _: &App,
+    _: &Listeners,
+    _: &Emulated,
+    _: &std::convert::Infallible,
+    _: Option<&std::path::Path>,
+) -> Fallible<()> {
+    Ok(())
+}
+
+/// Renews the demo service account's token file until the gateway stops.
+#[cfg(feature = "emulator")]
+fn start_token_renewal(
+    emu: &Emulated,
+    files: &super::demo::files::DemoFiles,
+    mut stop: watch::Receiver<bool>,
+) {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::spawn(super::demo::files::renew_token(
+        Arc::clone(&emu.emulator),
+        files.token.clone(),
+        stopped,
+    ));
+}
+
+#[cfg(not(feature = "emulator"))]
+fn start_token_renewal(_: &Emulated, _: &std::convert::Infallible, _: watch::Receiver<bool>) {}

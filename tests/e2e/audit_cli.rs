@@ -302,7 +302,7 @@ async fn the_query_table_shows_what_each_row_is() {
             "10:00:00",
             "outcome",
             "a",
-            "updateWindowsDeviceAc…",
+            "updateWindowsDevic…",
             "0b6f2f1e",
             "allowed",
             "204",
@@ -316,7 +316,7 @@ async fn the_query_table_shows_what_each_row_is() {
             "10:00:00",
             "intent",
             "a",
-            "updateWindowsDeviceAc…",
+            "updateWindowsDevic…",
             "0b6f2f1e",
             "allowed",
             "no",
@@ -365,6 +365,16 @@ async fn the_query_table_shows_what_each_row_is() {
         [
             "start", "intent", "outcome", "request", "request", "intent", "request"
         ]
+    );
+    // An intent whose outcome is recorded was sent; the other never got one.
+    let intents: Vec<&str> = all.lines().filter(|l| l.contains(" intent ")).collect();
+    assert!(
+        intents[0].contains(" sent ") && intents[0].ends_with("id-1"),
+        "{all}"
+    );
+    assert!(
+        intents[1].contains(" no outcome ") && intents[1].ends_with("id-4"),
+        "{all}"
     );
 }
 
@@ -503,7 +513,7 @@ async fn the_table_fits_120_columns_with_the_longest_values() {
         );
     }
     assert!(
-        table.contains("a-caller-nam…")
+        table.contains("a-caller-name-f…")
             && table.contains("outcome_unknown")
             && table.contains("502 (g 503)"),
         "{table}"

@@ -64,7 +64,7 @@ impl OutputWithin for Command {
 pub(crate) struct Served {
     proc: Proc,
     pub(crate) banner: Vec<String>,
-    audit_log: std::path::PathBuf,
+    pub(crate) audit_log: std::path::PathBuf,
 }
 
 impl Served {
@@ -93,17 +93,22 @@ impl Served {
         }
     }
 
+    /// The first printed command (the API-key caller's).
     pub(crate) fn curl(&self) -> String {
-        let start = self
-            .banner
+        self.commands().into_iter().next().expect("a curl example")
+    }
+
+    /// Every printed command, exactly as printed (continuation lines included).
+    pub(crate) fn commands(&self) -> Vec<String> {
+        commands(&self.banner.concat())
+    }
+
+    /// The printed line that starts with `prefix`, without it.
+    pub(crate) fn line(&self, prefix: &str) -> String {
+        self.banner
             .iter()
-            .position(|l| l.starts_with("curl "))
-            .expect("a curl example");
-        self.banner[start..]
-            .iter()
-            .take_while(|l| !l.trim_start().starts_with("(cloud:"))
-            .map(String::as_str)
-            .collect::<String>()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {}", self.banner.concat()))
             .trim_end()
             .to_owned()
     }
@@ -124,7 +129,26 @@ impl Served {
     }
 }
 
-fn sh(cmd: &str) -> Output {
+/// The commands in `text`: each from a line starting with `curl ` through its last line
+/// continued with a backslash.
+pub(crate) fn commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl ") {
+            continue;
+        }
+        let mut command = line.to_owned();
+        while command.ends_with('\\') {
+            command.push('\n');
+            command.push_str(lines.next().unwrap_or_default());
+        }
+        out.push(command);
+    }
+    out
+}
+
+pub(crate) fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output_within()
 }
 
@@ -552,7 +576,7 @@ fn audit_verify_and_query_on_a_served_log() {
     assert!(table.starts_with("TIME"), "{table}");
     assert!(
         table.contains(" outcome ")
-            && table.contains("updateWindowsDeviceAc…")
+            && table.contains("updateWindowsDevic…")
             && table.contains("allowed"),
         "{table}"
     );

@@ -27,6 +27,7 @@ mod console;
 mod console_scale;
 mod crash;
 mod credentials;
+mod demo_callers;
 mod deploy;
 mod emulator;
 mod emulator_csdl;
