@@ -103,6 +103,14 @@ impl Served {
         commands(&self.banner.concat())
     }
 
+    /// The first log line (standard output) from now on containing `text`.
+    pub(crate) fn wait_log(&mut self, text: &str) -> String {
+        self.proc
+            .stdout
+            .wait_for(LIMIT, |l| l.contains(text))
+            .unwrap_or_else(|| panic!("no log line with {text:?}: {}", self.proc.stdout.text()))
+    }
+
     /// The printed line that starts with `prefix`, without it.
     pub(crate) fn line(&self, prefix: &str) -> String {
         self.banner

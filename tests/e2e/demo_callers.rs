@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use crate::cli::{OutputWithin, Served, commands, graphgate, sh};
+use crate::cli::{OutputWithin, Served, graphgate, sh};
 use crate::common::process::Proc;
 
 /// The status line of a `curl -i` answer (HTTP/1.1 or HTTP/2).
@@ -24,7 +24,7 @@ fn is_204(line: &str) -> bool {
 
 #[test]
 fn every_printed_command_runs_as_printed_and_is_allowed() {
-    let served = Served::start(&[]);
+    let mut served = Served::start(&[]);
     let commands = served.commands();
     assert_eq!(commands.len(), 3, "{}", served.banner.concat());
     let banner = served.banner.concat();
@@ -64,11 +64,42 @@ fn every_printed_command_runs_as_printed_and_is_allowed() {
         String::from_utf8_lossy(&check.stdout).contains("OK (3 callers, 4 rules"),
         "{check:?}"
     );
+    // The gateway follows that file: without the certificate's rule, its call is refused.
+    let text = std::fs::read_to_string(path).unwrap();
+    let cut = text.replace("  - name: demo-mtls-may-sync-devices\n    callers: [demo-mtls-caller]\n    operations: [managedDevices.syncDevice]\n", "");
+    assert_ne!(cut, text);
+    let tmp = format!("{path}.new");
+    std::fs::write(&tmp, cut).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+    served.wait_log("policy reloaded");
+    let status = status_line(&sh(&commands[1]));
+    assert_eq!(status, "HTTP/2 403", "{}", commands[1]);
     let log = served.audit_log.clone();
     served.stop();
     // Each call was audited as its own caller's, answered 204 by Graph.
-    let out =
-        graphgate(&["audit", "query", log.to_str().unwrap(), "--format", "json"]).output_within();
+    let log = log.to_str().unwrap();
+    let denied = graphgate(&[
+        "audit",
+        "query",
+        log,
+        "--decision",
+        "denied",
+        "--format",
+        "json",
+    ])
+    .output_within();
+    let denied: serde_json::Value = serde_json::from_slice(&denied.stdout).unwrap();
+    assert_eq!(denied["caller"], "demo-mtls-caller");
+    let out = graphgate(&[
+        "audit",
+        "query",
+        log,
+        "--decision",
+        "allowed",
+        "--format",
+        "json",
+    ])
+    .output_within();
     let records: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -257,12 +288,12 @@ fn emulate_prints_the_app_and_the_way_to_reach_it() {
         });
     let line: serde_json::Value = serde_json::from_str(&listening).unwrap();
     let addr = line["listen"].as_str().unwrap().to_owned();
-    let banner = format!(
+    let sync = format!(
         "curl -i -X POST 'http://{addr}/v1.0/deviceManagement/managedDevices/{}/syncDevice' -H 'Authorization: Bearer demo-api-key'",
         graphgate_emulator::DEMO_DEVICE_IDS[0]
     );
     // The demo key's caller may not sync devices: the gateway, not Entra, answers 403.
-    let status = status_line(&sh(&commands(&banner)[0]));
+    let status = status_line(&sh(&sync));
     assert!(status.contains(" 403"), "{status}");
     let update = format!(
         "curl -i -X POST 'http://{addr}/v1.0/deviceManagement/managedDevices/{}/updateWindowsDeviceAccount' -H 'Authorization: Bearer demo-api-key' -H 'Content-Type: application/json' -d '{}'",
