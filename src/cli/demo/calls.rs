@@ -389,6 +389,17 @@ rules:
         );
     }
 
+    /// The service account's token carries the demo audience: an issuer accepting another
+    /// one would refuse it, so no request is suggested for it.
+    #[test]
+    fn a_token_the_issuer_would_refuse_gets_no_request() {
+        let demo = graphgate_emulator::demo::policy_yaml();
+        assert!(find(&policy(&demo), Identity::ServiceAccount).is_some());
+        let other = demo.replace("audiences: [graphgate]", "audiences: [api://another]");
+        assert_ne!(other, demo);
+        assert!(find(&policy(&other), Identity::ServiceAccount).is_none());
+    }
+
     fn policy_text_for(key: &str, device: &str) -> String {
         format!(
             "version: 1\ncallers:\n  - name: me\n    api_key_sha256: \"{key}\"\nrules:\n  - name: r\n    callers: [me]\n    operations: [managedDevices.syncDevice]\n    devices: [\"{device}\"]\n"
