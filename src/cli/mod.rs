@@ -6,6 +6,7 @@
 pub mod args;
 pub mod audit;
 mod audit_checkpoints;
+mod audit_query;
 #[cfg(feature = "emulator")]
 mod demo;
 #[cfg(feature = "emulator")]
@@ -15,6 +16,7 @@ pub mod operations;
 pub mod policy;
 pub mod serve;
 pub mod serve_audit;
+mod serve_demo;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
