@@ -23,7 +23,8 @@
 //!   parsed once and validated. [`bulk`]: the bulk `executeAction`, decided per device.
 //! - [`operation`]: the operation model: the [`operation::catalog`] of Graph operations (as
 //!   data), [`operation::route`] recognition of a path, [`operation::schema`] for bodies,
-//!   and the [`operation::simple`] flat API.
+//!   the [`operation::simple`] flat API, and [`operation::reference`], the catalog as
+//!   `graphgate operations` and the operations reference describe it.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`) and its typed refusal
 //!   ([`policy::Forbidden`]); [`reload`] replaces it on SIGHUP or when a new file is in place.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write

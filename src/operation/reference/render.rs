@@ -138,16 +138,21 @@ fn parameters_text(op: &OperationRef, out: &mut String) {
         "NAME", "TYPE", "REQUIRED", "VERSIONS"
     );
     for p in &op.parameters {
-        let line = format!(
-            "    {:<name_w$}  {:<11}  {:<8}  {:<10}  {}",
-            p.name,
-            p.ty,
-            if p.required { "yes" } else { "no" },
-            p.versions.join(", "),
-            notes(p)
-        );
+        let [name, ty, required, versions, notes] = param_cells(p);
+        let line = format!("    {name:<name_w$}  {ty:<11}  {required:<8}  {versions:<10}  {notes}");
         let _ = writeln!(out, "{}", line.trim_end());
     }
+}
+
+/// A parameter's cells: name, type, required, versions, notes.
+fn param_cells(p: &ParamRef) -> [String; 5] {
+    [
+        p.name.clone(),
+        p.ty.to_owned(),
+        if p.required { "yes" } else { "no" }.to_owned(),
+        p.versions.join(", "),
+        notes(p),
+    ]
 }
 
 fn notes(p: &ParamRef) -> String {
@@ -306,14 +311,10 @@ pub fn markdown_one(op: &OperationRef) -> String {
     }
     out.push_str("\n| Parameter | Type | Required | Versions | Notes |\n|---|---|---|---|---|\n");
     for p in &op.parameters {
+        let [name, ty, required, versions, notes] = param_cells(p);
         let _ = writeln!(
             out,
-            "| `{}` | {} | {} | {} | {} |",
-            p.name,
-            p.ty,
-            if p.required { "yes" } else { "no" },
-            p.versions.join(", "),
-            notes(p)
+            "| `{name}` | {ty} | {required} | {versions} | {notes} |"
         );
     }
     out
