@@ -1,7 +1,7 @@
 //! `audit query`: filters records by caller, device, operation, decision, request ids and
 //! time, and prints a table (or JSON Lines). One row per request: outcomes and request
-//! records, intents whose outcome never arrived (a crash or a lost answer), and the counts
-//! of refusals left out by sampling (`suppressed`).
+//! records, intents whose outcome never arrived (a crash or a lost answer), the counts
+//! of refusals left out by sampling (`suppressed`), and each change of an approval.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -166,7 +166,7 @@ pub fn select(records: &[Record], filter: &Filter) -> Vec<Record> {
     records
         .iter()
         .filter(|r| match r.entry.kind {
-            Some(Kind::Outcome | Kind::Request | Kind::Suppressed) => true,
+            Some(Kind::Outcome | Kind::Request | Kind::Suppressed | Kind::Approval) => true,
             Some(Kind::Intent) => filter.all_kinds || !finished.contains(r.entry.audit_id.as_str()),
             _ => filter.all_kinds,
         })
@@ -182,7 +182,13 @@ pub fn select_new(records: &[Record], filter: &Filter) -> Vec<Record> {
     records
         .iter()
         .filter(|r| match r.entry.kind {
-            Some(Kind::Outcome | Kind::Request | Kind::Suppressed | Kind::Completion) => true,
+            Some(
+                Kind::Outcome
+                | Kind::Request
+                | Kind::Suppressed
+                | Kind::Completion
+                | Kind::Approval,
+            ) => true,
             _ => filter.all_kinds,
         })
         .filter(|r| filter.matches(r))
@@ -433,10 +439,29 @@ fn status(r: &Record, finished: bool, short: bool) -> String {
         (Some(Kind::Intent), _, _) => "sent, no outcome".to_owned(),
         (Some(Kind::Suppressed), _, _) if short => format!("{} refused", e.suppressed.unwrap_or(0)),
         (Some(Kind::Suppressed), _, _) => format!("{} suppressed", e.suppressed.unwrap_or(0)),
+        (Some(Kind::Approval), _, _) => approval_status(e, short),
         (_, Some(s), Some(u)) if short && s == u => s.to_string(),
         (_, Some(s), Some(u)) if short => format!("{s} (g {u})"),
         (_, Some(s), Some(u)) => format!("{s} (graph {u})"),
         (_, Some(s), None) => s.to_string(),
         _ => "-".into(),
+    }
+}
+
+/// What an approval record says happened: its event (`requested`, `approved`, ...); in
+/// full, who moved it and the approval's state after (`approved by carol (approved)`).
+fn approval_status(e: &super::record::Entry, short: bool) -> String {
+    let event = e.approval_event.as_deref().unwrap_or("-");
+    if short {
+        return event.to_owned();
+    }
+    let by = e
+        .reviewer
+        .as_deref()
+        .map(|r| format!(" by {r}"))
+        .unwrap_or_default();
+    match e.approval_state.as_deref() {
+        Some(state) => format!("{event}{by} ({state})"),
+        None => format!("{event}{by}"),
     }
 }

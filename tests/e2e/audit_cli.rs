@@ -262,6 +262,105 @@ async fn every_query_filter_selects_exactly_its_rows() {
     );
 }
 
+/// Four-eyes approvals in the audit: each change of an approval (requested, a review
+/// counted, approved, started, settled) is a row of its own, KIND `approval`, between the
+/// held request and the run it allowed; the table names the event, wide also who moved it
+/// and the state it left.
+#[tokio::test]
+async fn approval_changes_are_rows_of_their_own() {
+    let (dir, key) = dir_with_key(0o600);
+    let path = dir.join("audit.jsonl");
+    let audit = Audit::open(&path, 1 << 30, Fingerprinter::from_file(&key).unwrap()).unwrap();
+    let base = Entry {
+        time: "2026-11-20T10:00:00.000000Z".into(),
+        caller: Some("ops".into()),
+        operation: Some(OP.into()),
+        device_id: Some(D1.into()),
+        approval_id: Some("appr-1".into()),
+        ..Entry::default()
+    };
+    let held = Entry {
+        kind: Some(Kind::Request),
+        audit_id: "held-1".into(),
+        decision: Some(AuditDecision::Held),
+        status: Some(202),
+        ..base.clone()
+    };
+    let change = |n: usize, event: &str, state: &str, by: Option<&str>| Entry {
+        kind: Some(Kind::Approval),
+        audit_id: format!("chg-{n}"),
+        approval_event: Some(event.into()),
+        approval_state: Some(state.into()),
+        reviewer: by.map(Into::into),
+        ..base.clone()
+    };
+    let ran = |kind| Entry {
+        kind: Some(kind),
+        audit_id: "run-1".into(),
+        decision: Some(AuditDecision::Allowed),
+        status: (kind == Kind::Outcome).then_some(204),
+        upstream_status: (kind == Kind::Outcome).then_some(204),
+        ..base.clone()
+    };
+    for entry in [
+        held,
+        change(1, "requested", "pending", None),
+        change(2, "review_counted", "pending", Some("alice")),
+        change(3, "approved", "approved", Some("carol")),
+        change(4, "started", "running", None),
+        ran(Kind::Intent),
+        ran(Kind::Outcome),
+        change(5, "settled", "succeeded", None),
+    ] {
+        audit.write_durable(entry).await.unwrap();
+    }
+    audit.shutdown().await.unwrap();
+    let log = path.to_str().unwrap();
+    let rows = |format: &str| -> Vec<String> {
+        let out = graphgate(&["audit", "query", log, "--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("2026"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let table = rows("table");
+    let kind_and_status: Vec<(&str, &str)> = table
+        .iter()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            (w[2], w[w.len() - 2])
+        })
+        .collect();
+    assert_eq!(
+        kind_and_status,
+        [
+            ("request", "202"),
+            ("approval", "requested"),
+            ("approval", "review_cou…"),
+            ("approval", "approved"),
+            ("approval", "started"),
+            ("outcome", "204"),
+            ("approval", "settled"),
+        ],
+        "{table:#?}"
+    );
+    let wide = rows("wide");
+    assert!(
+        wide[2].contains(" review_counted by alice (pending) "),
+        "{wide:#?}"
+    );
+    assert!(
+        wide[3].contains(" approved by carol (approved) "),
+        "{wide:#?}"
+    );
+    assert!(wide[6].contains(" settled (succeeded) "), "{wide:#?}");
+}
+
 #[tokio::test]
 async fn the_query_table_shows_what_each_row_is() {
     let (log, _) = log().await;
