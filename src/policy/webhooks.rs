@@ -148,6 +148,7 @@ fn is_loopback(host: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{Policy, WebhookFormat};
 
     #[test]
     fn urls_are_https_or_loopback_http() {
@@ -160,5 +161,43 @@ mod tests {
         assert!(check_url("ftp://hooks.example.com/x").is_err());
         assert!(check_url("https://user:pw@hooks.example.com/x").is_err());
         assert!(check_url("hooks.example.com/x").is_err());
+    }
+
+    const BASE: &str = "version: 1\ncallers: []\nrules: []\n";
+
+    #[test]
+    fn webhooks_compile_and_every_problem_is_reported_at_its_line() {
+        let good = format!(
+            "{BASE}approvals:\n  webhooks:\n    - {{ url: \"https://hooks.example.com/x\", format: teams, secret_file: /s }}\n    - {{ url: \"http://127.0.0.1:9/x\", secret_file: /t }}\n"
+        );
+        let p = Policy::from_yaml(&good, "t").unwrap();
+        assert_eq!(p.webhooks.len(), 2);
+        assert_eq!(p.webhooks[0].format, WebhookFormat::Teams);
+        assert_eq!(p.webhooks[1].format, WebhookFormat::Json, "json by default");
+        let bad = format!(
+            "{BASE}approvals:\n  webhooks:\n    - {{ url: \"http://hooks.example.com/x\", format: teams, secret_file: /s }}\n    - {{ url: \"https://h.example\", format: email, secret_file: \" \" }}\n"
+        );
+        let err = Policy::from_yaml(&bad, "t").unwrap_err();
+        let got: Vec<String> = err.issues.iter().map(ToString::to_string).collect();
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert!(
+            got[0].starts_with("6:") && got[0].contains("http is allowed to loopback only"),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("7:") && i.contains("one of json, teams, slack")),
+            "{got:#?}"
+        );
+        assert!(
+            got.iter()
+                .any(|i| i.starts_with("7:") && i.contains("secret_file is empty")),
+            "{got:#?}"
+        );
+        let unknown = format!(
+            "{BASE}approvals:\n  webhooks:\n    - {{ url: \"https://h.example\", secret: /s }}\n"
+        );
+        let err = Policy::from_yaml(&unknown, "t").unwrap_err();
+        assert!(err.to_string().contains("secret"), "{err}");
     }
 }
