@@ -578,3 +578,43 @@ async fn a_full_queue_drops_the_oldest_notification_and_counts_it() {
     assert!(after.get("graphgate_webhook_queue_depth") >= 1.0);
     assert_eq!(rx.at("/hang").len(), 1, "the sender is still on the first");
 }
+
+#[tokio::test]
+async fn a_policy_reload_moves_notifications_to_its_webhooks() {
+    let rx = Receiver::start(&[]).await;
+    let dir = temp_dir("webhooks-reload");
+    let (first_file, first_secret) = secret(&dir, "first");
+    let (second_file, second_secret) = secret(&dir, "second");
+    let r = gateway(
+        vec![webhook(rx.url("/first"), "json", &first_file)],
+        quick(64, Duration::from_secs(5)),
+    )
+    .await;
+    let addr = r.replicas[0].addr;
+    let (id, _) = held(&wipe(addr, &[]).await);
+    assert_signed(&rx.wait_for("/first", 1).await[0], &first_secret);
+    // The policy file now names another webhook: the reloader installs it.
+    let before = r.replicas[0].gw.policy_hash();
+    let p = policy(two_groups()).set(
+        "approvals",
+        json!({"webhooks": [webhook(rx.url("/second"), "slack", &second_file)]}),
+    );
+    std::fs::write(r.policy_path(), p.yaml()).unwrap();
+    eventually(
+        "the new policy in force",
+        Duration::from_secs(30),
+        async || (r.replicas[0].gw.policy_hash() != before).then_some(()),
+    )
+    .await;
+    let cancel = format!("/api/v1/approvals/{id}/cancel");
+    let canceled = call(addr, (Method::POST, &cancel), OPS, &[], "").await;
+    assert_eq!(canceled.json()["state"], "canceled");
+    let got = rx.wait_for("/second", 1).await;
+    assert_signed(&got[0], &second_secret);
+    assert_eq!(got[0].header("graphgate-event"), "canceled");
+    assert!(
+        got[0].json()["blocks"].is_array(),
+        "in the new webhook's format"
+    );
+    assert_eq!(rx.at("/first").len(), 1, "the old webhook hears no more");
+}
