@@ -5,13 +5,16 @@
 //!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
 //!    gateway's) → the body, read within bounds and validated;
 //! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
-//!    rate, then answered here) → the caller's and the rule's rate limits, in devices;
-//! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
-//!    intent** → Graph, where nothing that may have run is ever sent again.
+//!    rate, then answered here);
+//! 4. execute: the caller's and the rule's rate limits (in devices) → idempotency → daily
+//!    budgets and tenant pacing, taken in one step of the state store → token → **durable
+//!    audit intent** → Graph, where nothing that may have run is ever sent again → one step
+//!    to settle (the answer kept for duplicates, what was not sent given back).
 //!
 //! Rate limits, idempotency claims, budgets and pacing live in the state store
-//! ([`crate::state`]): in this process, or shared by every replica. A store that cannot
-//! answer refuses the request (503 `stateStoreUnavailable`): nothing is sent (fail closed).
+//! ([`crate::state`]): in this process, or shared by every replica, one round trip before
+//! Graph and one after. A store that cannot answer refuses the request (503
+//! `stateStoreUnavailable`): nothing is sent (fail closed).
 //!
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
 //! intent is on disk (and nothing more once shutdown has begun, see
@@ -40,7 +43,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::admit::{self, Admitted, RequestIds};
-use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
+use crate::answer::{disclosure, dry_run_response, json_response, kept, set_ids};
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -55,9 +58,9 @@ use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
 use crate::policy::{Decision, Forbidden, Policy, Scope};
-use crate::ratelimit::{self, LimitRefusal, Reservation};
+use crate::ratelimit::{self, LimitRefusal, Reservation, Taken};
 use crate::slots::KeyedSlot;
-use crate::state::{Claim, Ticket};
+use crate::state::{Duplicate, Idempotency};
 use crate::{clock, metrics, telemetry};
 use refusal_logs::Lines;
 
@@ -269,8 +272,7 @@ impl Gateway {
     /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match, and the
     /// request must state what that rule requires. A dry run is answered here: it sends
     /// nothing, so it spends no budget (a rule's budget is shared, so one caller's checks
-    /// would starve another). Then the caller's and the rule's rate limits, before anything
-    /// costs the tenant.
+    /// would starve another), only the caller's dry-run rate.
     async fn decide(
         &self,
         installed: &Installed,
@@ -317,19 +319,6 @@ impl Gateway {
             );
             return Ok(Verdict::Answered(doc));
         }
-        // Like every step that counts, the limits live in the state store: shared by every
-        // replica on it, and a store that cannot answer refuses the request (fail closed).
-        // They count devices, as budgets do: a bulk request costs one unit per device.
-        let limits =
-            installed
-                .limits
-                .check(&self.state, caller.index, rule.index, request.devices());
-        if let Err(refused) = limits.await {
-            if refused.is_limit() {
-                trail.decided(AuditDecision::RateLimited, Some(&rule.name));
-            }
-            return Err(refused.into());
-        }
         Ok(Verdict::Send { rule: rule.index })
     }
 
@@ -342,16 +331,19 @@ impl Gateway {
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        // No double execution: a repeated key gets the first answer, a concurrent one waits.
-        // A secret read is never stored for replay: its answer goes to this caller only.
-        let ticket = match self.claim(caller, request, trail).await? {
-            Claimed::Run(ticket) => ticket,
-            Claimed::Replayed(resp) => return Ok(resp),
-        };
-        // The daily budgets and a tenant write slot (Intune's write limit), taken together.
-        let reservation = self
+        // One step in the store: the rate limits, the idempotency claim (a repeated key gets
+        // the first answer, a concurrent one waits for it), the daily budgets and a tenant
+        // write slot (Intune's write limit).
+        let reservation = match self
             .reserve(installed, (caller, rule), request, trail)
-            .await?;
+            .await?
+        {
+            Reserved::Run(reservation) => reservation,
+            Reserved::Replayed(resp) => return Ok(resp),
+        };
+        for (budget, window, window_end, devices) in reservation.counted() {
+            trail.budget(budget, window.as_str(), window_end, devices);
+        }
         let sent = self.send(ids, request, trail).await;
         // Budgets and pacing count what reached Graph (or may have): the rest is given back.
         let reached = match &sent {
@@ -359,7 +351,16 @@ impl Gateway {
             Ok(Err(e)) => e.outcome_unknown(),
             Err(_) => false,
         };
-        reservation.settle(&self.state, reached).await;
+        if !reached {
+            trail.budgets_refunded();
+        }
+        // The answer (or an unknown outcome) is kept for duplicates of the same key, in the
+        // same step of the store.
+        let kept = match &sent {
+            Ok(result) if reservation.is_keyed() => kept(result, ids),
+            _ => None,
+        };
+        reservation.settle(&self.state, reached, kept).await;
         let sent = sent?;
         if request.target.op.discloses_secret() {
             return Ok(disclosure(sent?, trail));
@@ -369,8 +370,7 @@ impl Gateway {
         {
             trail.device_outcomes(bulk::outcomes(&reply.body));
         }
-        // The answer (or an unknown outcome) is kept for duplicates of the same key.
-        settle(ticket, sent, ids).await
+        Ok(sent?.into_response())
     }
 
     /// A token, the durable intent, then Graph. The outer error: nothing was sent.
@@ -398,60 +398,65 @@ impl Gateway {
             .await)
     }
 
-    /// Room on every budget that applies (in devices) and a tenant write slot, waiting for
-    /// a slot up to the pacing's bound. A budget that has no room is audited as rate-limited.
-    async fn reserve(
+    /// Everything the request takes from the state store, in one step (see
+    /// [`crate::ratelimit::PolicyLimits::take`]): the caller's and the rule's rate limits
+    /// (in devices), the idempotency claim (a secret read is never stored for replay: its
+    /// answer goes to this caller only), room on every budget that applies and a tenant
+    /// write slot, waiting for a slot up to the pacing's bound. A limit or budget that
+    /// refuses is audited as rate-limited.
+    async fn reserve<'p>(
         &self,
-        installed: &Installed,
+        installed: &'p Installed,
         (caller, rule): (&Caller, usize),
         request: &Admitted,
         trail: &mut AuditTrail,
-    ) -> Result<Reservation, GatewayError> {
+    ) -> Result<Reserved<'p>, GatewayError> {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
         let op = request
             .bulk
             .as_ref()
             .map_or(request.target.op, |plan| plan.op);
-        let devices = request.devices();
-        let admit = installed
-            .limits
-            .admit(&self.state, caller.index, rule, op, devices);
-        admit.await.map_err(|refused| {
-            if matches!(refused, LimitRefusal::OverBudget { .. }) {
-                let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
-                trail.decided(AuditDecision::RateLimited, name);
-            }
-            GatewayError::from(refused)
-        })
-    }
-
-    /// No double execution: the first request with a key runs (holding a ticket), a
-    /// repeated one gets the first answer, a concurrent one waits for it.
-    async fn claim(
-        &self,
-        caller: &Caller,
-        request: &Admitted,
-        trail: &mut AuditTrail,
-    ) -> Result<Claimed, GatewayError> {
         let key = request
             .idempotency_key
             .as_ref()
             .filter(|_| !request.target.op.discloses_secret());
-        let Some(key) = key else {
-            return Ok(Claimed::Run(None));
-        };
-        let fingerprint = idempotency::fingerprint(&request.target.canonical_path, &request.body);
-        let claim = self.state.claim(&caller.name, key, fingerprint).await;
-        match claim.map_err(GatewayError::StateUnavailable)? {
-            Claim::Run(ticket) => Ok(Claimed::Run(Some(ticket))),
-            Claim::Replay(stored) => {
+        let idempotency = key.map(|key| Idempotency {
+            caller: &caller.name,
+            key,
+            fingerprint: idempotency::fingerprint(&request.target.canonical_path, &request.body),
+        });
+        let take = installed.limits.take(
+            &self.state,
+            (caller.index, rule),
+            op,
+            request.devices(),
+            idempotency,
+        );
+        let refused = match take.await {
+            Ok(Taken::Run(reservation)) => return Ok(Reserved::Run(reservation)),
+            Ok(Taken::Duplicate(Duplicate::Replay(stored))) => {
                 trail.note("idempotent replay: the answer of an earlier request with the same key; not sent again");
-                Ok(Claimed::Replayed(stored.replay()))
+                return Ok(Reserved::Replayed(stored.replay()));
             }
-            Claim::Mismatch => Err(GatewayError::IdempotencyKeyReused),
-            Claim::InFlight => Err(GatewayError::IdempotencyInFlight),
+            Ok(Taken::Duplicate(Duplicate::Mismatch)) => {
+                return Err(GatewayError::IdempotencyKeyReused);
+            }
+            Ok(Taken::Duplicate(Duplicate::InFlight)) => {
+                return Err(GatewayError::IdempotencyInFlight);
+            }
+            Err(refused) => refused,
+        };
+        if matches!(
+            refused,
+            LimitRefusal::RateLimited { .. }
+                | LimitRefusal::OverRate { .. }
+                | LimitRefusal::OverBudget { .. }
+        ) {
+            let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
+            trail.decided(AuditDecision::RateLimited, name);
         }
+        Err(GatewayError::from(refused))
     }
 }
 
@@ -491,10 +496,10 @@ enum Verdict {
     Answered(Response<Full<Bytes>>),
 }
 
-/// What the idempotency store says about a request.
-enum Claimed {
-    /// Run it; the ticket (if keyed) keeps its answer for duplicates.
-    Run(Option<Ticket>),
+/// What the state store says about a request.
+enum Reserved<'p> {
+    /// Run it; the reservation is settled once it is answered.
+    Run(Reservation<'p>),
     /// A duplicate, answered with the first request's answer.
     Replayed(Response<Full<Bytes>>),
 }
