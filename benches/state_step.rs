@@ -84,7 +84,7 @@ impl Subject {
         };
         let taken = self
             .limits
-            .take(&self.store, (0, 0), op, 1, Some(idempotency));
+            .take(&self.store, (0, 0), op, (1, false), Some(idempotency));
         let Taken::Run(reservation) = taken.await.unwrap() else {
             panic!("a fresh key runs")
         };

@@ -5,11 +5,19 @@
 //!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
 //!    gateway's) → the body, read within bounds and validated;
 //! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
-//!    rate, then answered here);
-//! 4. execute: the caller's and the rule's rate limits (in devices) → idempotency → daily
-//!    budgets and tenant pacing, taken in one step of the state store → token → **durable
-//!    audit intent** → Graph, where nothing that may have run is ever sent again → one step
-//!    to settle (the answer kept for duplicates, what was not sent given back).
+//!    rate, then answered here) → **approval**: a rule that needs others' approval holds the
+//!    request (202 and the approval resource; [`crate::approval`]) once it is within the
+//!    caller's and the rule's rate limits, unless it redeems an approved secret read or
+//!    breaks glass;
+//! 4. execute: the caller's and the rule's rate limits, in devices (unless charged at the
+//!    approval step) → idempotency → daily budgets and tenant pacing, taken in one step of
+//!    the state store → token → **durable audit intent** → Graph, where nothing that may
+//!    have run is ever sent again → one step to settle (the answer kept for duplicates,
+//!    what was not sent given back).
+//!
+//! The approval API (`/api/v1/approvals`) is answered right after identity; an approved
+//! request is run by stage 4 from the stored request, after the policy in force has judged
+//! it again (`approvals.rs`).
 //!
 //! Rate limits, idempotency claims, budgets and pacing live in the state store
 //! ([`crate::state`]): in this process, or shared by every replica, one round trip before
@@ -21,6 +29,7 @@
 //! [`Gateway::begin_drain`]). A refusal's log lines are sampled per caller like its audit
 //! record (`refusal_logs`). [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
+mod approvals;
 pub mod decision;
 pub mod explain;
 mod refusal_logs;
@@ -44,6 +53,7 @@ use tracing::Instrument;
 
 use crate::admit::{self, Admitted, RequestIds};
 use crate::answer::{disclosure, dry_run_response, json_response, kept, set_ids};
+use crate::approval::hold;
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -145,25 +155,42 @@ impl Gateway {
     {
         // The API description is public; everything else needs a caller.
         if req.method() == http::Method::GET && req.uri().path() == OPENAPI_PATH {
-            return Ok(json_response(
-                StatusCode::OK,
-                &simple::openapi(self.limits.max_bulk_devices),
-            ));
+            let mut doc = simple::openapi(self.limits.max_bulk_devices);
+            crate::approval::openapi::document(&mut doc);
+            return Ok(json_response(StatusCode::OK, &doc));
         }
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let installed = self.installed.load_full();
         // Who is asking comes first: anonymous callers learn nothing about paths.
         let caller = self.identify(&installed, &req, trail).await?;
+        // The approval API: for any authenticated caller, answered here.
+        if let Some(route) = crate::approval::api::route(req.method(), req.uri().path()) {
+            return self.approval_api(&caller, route, req, trail).await;
+        }
         // What is asked, read within bounds; the in-flight slots are held until the answer.
         let (asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
         // Deny by default; a dry run is answered here; budgets are spent only on sends.
-        let rule = match self.decide(&installed, &caller, &asked, trail).await? {
+        let (rule, need) = match self.decide(&installed, &caller, &asked, trail).await? {
             Verdict::Answered(resp) => return Ok(resp),
-            Verdict::Send { rule } => rule,
+            Verdict::Send { rule, need } => (rule, need),
+        };
+        // A rule that needs others' approval holds the request here: 202, nothing sent.
+        let charged = need.is_some();
+        let gate = self.approval_gate(&installed, &caller, &asked, need, trail);
+        let approval = match gate.await? {
+            Gate::Held(resp) => return Ok(resp),
+            Gate::Run(approval) => approval,
         };
         // At most once to Graph, after a token and the durable intent.
-        self.execute(ids, &installed, (&caller, rule), &asked.request, trail)
-            .await
+        let sent = self
+            .execute(ids, &installed, (&caller, rule, charged), &asked.request, trail)
+            .await;
+        // A redeemed secret read or a break glass: its approval records how it ended.
+        if let Some(approval) = &approval {
+            let ended = approvals::outcome_of(&sent, ids);
+            self.approvals.settle(&self.state, approval, ended).await;
+        }
+        sent
     }
 
     /// Stage 1, identity: the caller, from its API key, client certificate or token (whose
@@ -193,10 +220,15 @@ impl Gateway {
         if let Some(token) = &who.token {
             record_token(&span, trail, token);
         }
+        let subject = who.token.as_ref().and_then(|t| {
+            let subject = t.subject.clone()?;
+            Some((t.issuer.clone(), subject))
+        });
         Ok(Caller {
             index: who.id.index,
             name,
             user: who.token.and_then(|t| t.user),
+            subject,
         })
     }
 
@@ -224,6 +256,8 @@ impl Gateway {
         // The person and the reason, as the headers (or a delegated token) state them.
         let mut stated = stated::from_headers(req.headers(), caller.user.as_ref())?;
         record_stated(trail, &stated);
+        // An approval it redeems, or break glass.
+        let ask = crate::approval::hold::ask(req.headers())?;
         // A caller without permission cannot hold a slot by declaring a body it never sends
         // (a bulk one: no rule lets it run any operation executeAction can run).
         refuse_before_body(policy, caller, &head.target, trail)?;
@@ -266,20 +300,28 @@ impl Gateway {
             _bulk: bulk_permit,
             _gateway: permit,
         };
-        Ok((Asked { request, stated }, slots))
+        Ok((
+            Asked {
+                request,
+                stated,
+                ask,
+            },
+            slots,
+        ))
     }
 
     /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match, and the
     /// request must state what that rule requires. A dry run is answered here: it sends
     /// nothing, so it spends no budget (a rule's budget is shared, so one caller's checks
-    /// would starve another), only the caller's dry-run rate.
-    async fn decide(
+    /// would starve another). A request that needs approval is then charged the caller's and
+    /// the rule's rate limits, before it is held; any other takes them in stage 4.
+    async fn decide<'p>(
         &self,
-        installed: &Installed,
+        installed: &'p Installed,
         caller: &Caller,
         asked: &Asked,
         trail: &mut AuditTrail,
-    ) -> Result<Verdict, GatewayError> {
+    ) -> Result<Verdict<'p>, GatewayError> {
         let (request, stated) = (&asked.request, &asked.stated);
         // The same question `policy explain` asks (a bulk request, device by device).
         let judgement = decision::judge(&installed.policy, caller.index, request, stated);
@@ -300,6 +342,8 @@ impl Gateway {
             trail.decided(AuditDecision::Invalid, Some(&rule.name));
             return Err(unstated.into());
         }
+        // Whether others must approve it first (a dry run says so, and holds nothing).
+        let need = hold::need(&installed.policy, caller.index, request, stated, decision);
         if request.dry_run {
             // Dry runs cost nothing at Graph but are answered and audited: a per-caller rate.
             let per_sec = self.limits.dry_runs_per_sec;
@@ -314,20 +358,42 @@ impl Gateway {
                 self.cloud(),
                 &caller.name,
                 &request.target,
-                decision,
+                (decision, need.as_ref().map(|n| &n.approval)),
                 &request.params,
             );
             return Ok(Verdict::Answered(doc));
         }
-        Ok(Verdict::Send { rule: rule.index })
+        // A request that needs approval is held, not sent: its rate limits are charged here,
+        // before it is held (its approved run does not charge them again). Any other request
+        // takes them in stage 4, in the one step of the state store before Graph. Like every
+        // step that counts, they live in the state store (a store that cannot answer refuses
+        // the request: fail closed) and count devices, as budgets do.
+        if need.is_some() {
+            let limits = installed.limits.check(
+                &self.state,
+                (caller.index, rule.index),
+                request.devices(),
+            );
+            if let Err(refused) = limits.await {
+                if refused.is_limit() {
+                    trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+                }
+                return Err(refused.into());
+            }
+        }
+        Ok(Verdict::Send {
+            rule: rule.index,
+            need,
+        })
     }
 
-    /// Stage 4, execution: the only way to Graph, in this order and nowhere else.
+    /// Stage 4, execution: the only way to Graph, in this order and nowhere else. `charged`:
+    /// the request's rate limits were charged already (it needed approval).
     async fn execute(
         &self,
         ids: &RequestIds,
         installed: &Installed,
-        (caller, rule): (&Caller, usize),
+        (caller, rule, charged): (&Caller, usize, bool),
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
@@ -335,7 +401,7 @@ impl Gateway {
         // the first answer, a concurrent one waits for it), the daily budgets and a tenant
         // write slot (Intune's write limit).
         let reservation = match self
-            .reserve(installed, (caller, rule), request, trail)
+            .reserve(installed, (caller, rule, charged), request, trail)
             .await?
         {
             Reserved::Run(reservation) => reservation,
@@ -400,14 +466,14 @@ impl Gateway {
 
     /// Everything the request takes from the state store, in one step (see
     /// [`crate::ratelimit::PolicyLimits::take`]): the caller's and the rule's rate limits
-    /// (in devices), the idempotency claim (a secret read is never stored for replay: its
-    /// answer goes to this caller only), room on every budget that applies and a tenant
-    /// write slot, waiting for a slot up to the pacing's bound. A limit or budget that
-    /// refuses is audited as rate-limited.
+    /// (in devices; not when `charged` already), the idempotency claim (a secret read is
+    /// never stored for replay: its answer goes to this caller only), room on every budget
+    /// that applies and a tenant write slot, waiting for a slot up to the pacing's bound. A
+    /// limit or budget that refuses is audited as rate-limited.
     async fn reserve<'p>(
         &self,
         installed: &'p Installed,
-        (caller, rule): (&Caller, usize),
+        (caller, rule, charged): (&Caller, usize, bool),
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Reserved<'p>, GatewayError> {
@@ -430,7 +496,7 @@ impl Gateway {
             &self.state,
             (caller.index, rule),
             op,
-            request.devices(),
+            (request.devices(), charged),
             idempotency,
         );
         let refused = match take.await {
@@ -468,13 +534,16 @@ struct Caller {
     name: String,
     /// The signed-in user, when the caller's token is a delegated one.
     user: Option<TokenUser>,
+    /// Its token's issuer and subject, for JWT callers.
+    subject: Option<(String, String)>,
 }
 
-/// What a request asks, admitted: the operation and its body, and the person and reason
-/// it states.
+/// What a request asks, admitted: the operation and its body, the person and reason it
+/// states, and what it asks of an approval.
 struct Asked {
     request: Admitted,
     stated: Stated,
+    ask: hold::Ask,
 }
 
 /// The in-flight slots a request holds (the caller's, a bulk one's, the gateway's) until it
@@ -486,14 +555,25 @@ struct InFlight {
 }
 
 /// What the decision stage leaves for execution.
-enum Verdict {
-    /// Allowed, within its rate limits: send it under the policy's rule `rule`.
+enum Verdict<'p> {
+    /// Allowed, within its rate limits: send it under the policy's rule `rule`, once the
+    /// approval it needs (if any) lets it.
     Send {
         /// The allowing rule's index.
         rule: usize,
+        /// The approval its rule needs.
+        need: Option<hold::Need<'p>>,
     },
     /// Answered without sending (a dry run).
     Answered(Response<Full<Bytes>>),
+}
+
+/// What the approval gate says.
+enum Gate {
+    /// Held: answered 202 with the approval resource, nothing sent.
+    Held(Response<Full<Bytes>>),
+    /// Send it (under this approval, when it redeems one or breaks glass).
+    Run(Option<crate::approval::run::Running>),
 }
 
 /// What the state store says about a request.

@@ -318,7 +318,7 @@ fn operation(name: &str) -> &'static str {
 /// Maps a decision label onto the known ones: every audit decision (see
 /// `AuditDecision::as_str`; a unit test keeps the two in step) and `none`.
 fn decision(label: &str) -> &'static str {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 11] = [
         "allowed",
         "denied",
         "shadow_denied",
@@ -328,6 +328,7 @@ fn decision(label: &str) -> &'static str {
         "failed",
         "outcome_unknown",
         "unauthenticated",
+        "held",
         "none",
     ];
     KNOWN.into_iter().find(|k| *k == label).unwrap_or("other")
@@ -602,6 +603,7 @@ mod tests {
             D::Failed,
             D::OutcomeUnknown,
             D::Unauthenticated,
+            D::Held,
         ];
         for d in all {
             // Exhaustive on purpose: a new decision does not compile here until it is listed
@@ -615,7 +617,8 @@ mod tests {
                 | D::Invalid
                 | D::Failed
                 | D::OutcomeUnknown
-                | D::Unauthenticated => {}
+                | D::Unauthenticated
+                | D::Held => {}
             }
             assert_eq!(
                 decision(d.as_str()),

@@ -178,24 +178,42 @@ impl PolicyLimits {
         }
     }
 
-    /// Everything a request sent under `rule` takes from the store, in one step of it:
-    /// `devices` units of the caller's and the rule's rate limits (one per device the
-    /// request acts on, as budgets count them), the idempotency claim, room for `devices` on
-    /// every budget that applies (the caller's, the rule's, the tenant's for `op`) and a
-    /// tenant write slot, waiting for a slot up to the pacing's `max_wait_ms` (then the
-    /// claim and the admission are taken again; the rate limits are charged once). A
-    /// request listing more devices than a rate allows in a window is refused before
-    /// anything is asked ([`LimitRefusal::OverRate`]). A bulk request passes its device
-    /// count: it counts once per device on each budget, and once on the pacing (one call to
-    /// Graph).
-    pub async fn take<'p>(
-        &'p self,
+    /// Charges a request held for approval `devices` units of the caller's and the rule's
+    /// rate limits, in one step of the store (its run later takes the rest with
+    /// `charged`).
+    pub async fn check(
+        &self,
         store: &StateStore,
         (caller, rule): (usize, usize),
-        op: &Operation,
         devices: u32,
-        idempotency: Option<Idempotency<'_>>,
-    ) -> Result<Taken<'p>, LimitRefusal> {
+    ) -> Result<(), LimitRefusal> {
+        let devices = devices.max(1);
+        let (scopes, limiters) = self.limiters((caller, rule), devices)?;
+        if limiters.is_empty() {
+            return Ok(());
+        }
+        let ask = Ask {
+            limiters: &limiters,
+            cost: devices,
+            idempotency: None,
+            admission: None,
+        };
+        match store.take(&ask).await? {
+            Step::Limited { index, wait } => Err(LimitRefusal::RateLimited {
+                scope: scopes.get(index).copied().unwrap_or("rule"),
+                retry: RetryAfter(wait),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's and the rule's rate limiters, with their scopes; a request of more
+    /// `devices` than one allows in a window is refused outright.
+    fn limiters(
+        &self,
+        (caller, rule): (usize, usize),
+        devices: u32,
+    ) -> Result<(Vec<&'static str>, Vec<&Limiter>), LimitRefusal> {
         let owners = [
             ("caller", self.callers.get(caller).and_then(Option::as_ref)),
             ("rule", self.rules.get(rule).and_then(Option::as_ref)),
@@ -204,7 +222,6 @@ impl PolicyLimits {
             .into_iter()
             .filter_map(|(scope, l)| Some((scope, l?)))
             .unzip();
-        let devices = devices.max(1);
         if let Some((scope, l)) = scopes
             .iter()
             .zip(&limiters)
@@ -216,6 +233,33 @@ impl PolicyLimits {
                 rate: l.rate,
             });
         }
+        Ok((scopes, limiters))
+    }
+
+    /// Everything a request sent under `rule` takes from the store, in one step of it:
+    /// `devices` units of the caller's and the rule's rate limits (one per device the
+    /// request acts on, as budgets count them), the idempotency claim, room for `devices` on
+    /// every budget that applies (the caller's, the rule's, the tenant's for `op`) and a
+    /// tenant write slot, waiting for a slot up to the pacing's `max_wait_ms` (then the
+    /// claim and the admission are taken again; the rate limits are charged once). A
+    /// request listing more devices than a rate allows in a window is refused before
+    /// anything is asked ([`LimitRefusal::OverRate`]). A bulk request passes its device
+    /// count: it counts once per device on each budget, and once on the pacing (one call to
+    /// Graph). With `charged`, the rate limits were charged already ([`Self::check`], for a
+    /// request held for approval) and are left alone.
+    pub async fn take<'p>(
+        &'p self,
+        store: &StateStore,
+        (caller, rule): (usize, usize),
+        op: &Operation,
+        (devices, charged): (u32, bool),
+        idempotency: Option<Idempotency<'_>>,
+    ) -> Result<Taken<'p>, LimitRefusal> {
+        let devices = devices.max(1);
+        let (scopes, limiters) = match charged {
+            true => (Vec::new(), Vec::new()),
+            false => self.limiters((caller, rule), devices)?,
+        };
         let budgets: Vec<&BudgetRef> = [
             self.caller_budgets.get(caller).and_then(Option::as_ref),
             self.rule_budgets.get(rule).and_then(Option::as_ref),

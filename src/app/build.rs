@@ -11,7 +11,7 @@ use crate::credential;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
 use crate::ratelimit::ledger;
-use crate::state::{BudgetFile, Namespace, StateConfig, StateStore};
+use crate::state::{BudgetFile, Namespace, RecordFile, StateConfig, StateStore};
 use crate::token::{TokenBroker, TokenKey};
 use crate::upstream::{self, UpstreamConfig};
 
@@ -89,7 +89,12 @@ pub(super) fn gateway(
         // The memory store's budget counts: its snapshot, and the audit log's intents since.
         StateConfig::Memory {
             budget_file: Some(file),
-        } => ledger::restore(&BudgetFile::new(file.clone()), &audit, namespace, claims)?,
+            approvals_file,
+        } => {
+            let records = approvals_file.clone().map(RecordFile::new);
+            let file = BudgetFile::new(file.clone());
+            ledger::restore(&file, records, &audit, namespace, claims)?
+        }
         state => StateStore::open(state, namespace, claims)?,
     };
     tracing::info!(

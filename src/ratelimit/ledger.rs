@@ -24,7 +24,8 @@ use crate::audit::record::BudgetMark;
 use crate::audit::{Audit, Kind};
 use crate::policy::BudgetWindow;
 use crate::state::{
-    BudgetFile, ClaimSettings, Count, Namespace, StateSetupError, StateStore, budget_window,
+    BudgetFile, ClaimSettings, Count, Namespace, RecordFile, StateSetupError, StateStore,
+    budget_window,
     wall_clock_secs,
 };
 
@@ -37,9 +38,11 @@ const BATCH: usize = 4_096;
 /// after it; the file is written at once with the result, so the next start reads from
 /// here. Without an audit log the snapshot alone is read (a crash loses the counts since
 /// the last one). A log or file that cannot be read stops start-up: today's counts would be
-/// unknown, and a gateway that guessed zero would reopen every spent budget.
+/// unknown, and a gateway that guessed zero would reopen every spent budget. Its approvals
+/// are read from `records`, if given.
 pub fn restore(
     file: &BudgetFile,
+    records: Option<RecordFile>,
     audit: &Audit,
     namespace: Namespace,
     claims: ClaimSettings,
@@ -74,8 +77,7 @@ pub fn restore(
             "no audit log: budget counts survive a restart through their snapshot alone (a crash loses the counts of the last seconds)"
         ),
     }
-    let shown = format!("memory (budgets in {})", file.path().display());
-    Ok(StateStore::memory(namespace, claims, counts, shown))
+    StateStore::memory(namespace, claims, counts, Some(file), records)
 }
 
 /// Adds to `counts` the budget marks of the intents with sequence numbers `from..=head`

@@ -22,7 +22,7 @@ async fn reserve<'p>(
     s: &StateStore,
     devices: u32,
 ) -> Result<Reservation<'p>, LimitRefusal> {
-    match l.take(s, (0, 0), op(), devices, None).await? {
+    match l.take(s, (0, 0), op(), (devices, false), None).await? {
         Taken::Run(reservation) => Ok(reservation),
         Taken::Duplicate(d) => panic!("an unkeyed request is no duplicate: {d:?}"),
     }

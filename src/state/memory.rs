@@ -1,14 +1,18 @@
 //! The single-process store (`--state memory`): limiters, pacing windows and budget counts
 //! ([`Counters`]) on Tokio's clock (so tests can pause it), idempotency claims in a bounded
 //! map (`memory_claims`), every step under one lock. Budget counts survive a restart by the
-//! audit log (see `budget_log`). Nothing here is shared with another process.
+//! audit log (see [`crate::ratelimit::ledger`]); versioned records (approvals) live in
+//! `memory_records`, on disk in their own file. Nothing here is shared with another process.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::algo::{Counters, micros};
 use super::budget_file::Count;
 use super::memory_claims::MemoryClaims;
+use super::memory_records::MemoryRecords;
+use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 use super::store::{Held, Store, StoreFuture};
 use super::{Settle, Take, Taken};
 
@@ -18,12 +22,24 @@ pub struct MemoryStore {
     counters: Mutex<Counters>,
     claims: MemoryClaims,
     start: tokio::time::Instant,
-    shown: String,
+    /// The budget file whose snapshots this store's counts go to, if any (for `describe`).
+    budget_file: Option<PathBuf>,
+    records: MemoryRecords,
 }
 
 impl Store for MemoryStore {
     fn describe(&self) -> String {
-        self.shown.clone()
+        let mut files = Vec::new();
+        if let Some(path) = &self.budget_file {
+            files.push(format!("budgets in {}", path.display()));
+        }
+        if let Some(f) = self.records.file() {
+            files.push(format!("approvals in {}", f.path().display()));
+        }
+        match files.is_empty() {
+            true => "memory".to_owned(),
+            false => format!("memory ({})", files.join(", ")),
+        }
     }
 
     fn is_shared(&self) -> bool {
@@ -48,18 +64,54 @@ impl Store for MemoryStore {
         self.settle_now(settle);
         Box::pin(async { Ok(()) })
     }
+
+    fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(async move { Ok(self.records.get(key)) })
+    }
+
+    fn record_claimed<'a>(&'a self, claim: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move { Ok(self.records.claimed(claim)) })
+    }
+
+    fn record_create<'a>(&'a self, new: &'a NewRecord<'a>) -> StoreFuture<'a, Created> {
+        Box::pin(self.records.create(new))
+    }
+
+    fn record_swap<'a>(&'a self, swap: &'a Swap<'a>) -> StoreFuture<'a, Swapped> {
+        Box::pin(self.records.swap(swap))
+    }
+
+    fn record_list<'a>(
+        &'a self,
+        index: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<(String, Versioned)>> {
+        Box::pin(async move { Ok(self.records.list(index, max)) })
+    }
 }
 
 impl MemoryStore {
     /// A store whose budget counts start from `budgets`, keeping at most `claim_capacity`
-    /// idempotency claims; `shown` describes it (logs, readiness).
-    pub fn new(budgets: HashMap<String, Count>, claim_capacity: u64, shown: String) -> Self {
+    /// idempotency claims; `budget_file` is where their snapshots go (named in logs and
+    /// readiness).
+    pub fn new(
+        budgets: HashMap<String, Count>,
+        claim_capacity: u64,
+        budget_file: Option<PathBuf>,
+    ) -> Self {
         MemoryStore {
             counters: Mutex::new(Counters::with_budgets(budgets)),
             claims: MemoryClaims::new(claim_capacity),
             start: crate::clock::Instant::now(),
-            shown,
+            budget_file,
+            records: MemoryRecords::in_memory(),
         }
+    }
+
+    /// The store with `records` as its versioned records (read from their file).
+    pub fn with_records(mut self, records: MemoryRecords) -> Self {
+        self.records = records;
+        self
     }
 
     fn now(&self) -> u64 {
@@ -148,7 +200,7 @@ mod tests {
     }
 
     fn store() -> MemoryStore {
-        MemoryStore::new(HashMap::new(), 100, "memory".into())
+        MemoryStore::new(HashMap::new(), 100, None)
     }
 
     #[tokio::test(start_paused = true)]

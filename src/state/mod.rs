@@ -11,10 +11,14 @@ mod claims;
 pub mod config;
 mod memory;
 mod memory_claims;
+mod memory_records;
 pub(crate) mod metrics;
 mod namespace;
+mod record_file;
+pub mod records;
 mod redis;
 mod redis_claims;
+mod redis_records;
 pub mod scripts;
 mod store;
 
@@ -26,6 +30,8 @@ pub use budget_file::{BudgetFile, BudgetFileError, Count, Snapshot};
 pub use claims::{Ask, Claim, Duplicate, Idempotency, Step, Ticket};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
 pub use namespace::{Namespace, budget_window, default_deployment, valid_deployment};
+pub use record_file::{RecordFile, RecordFileError};
+pub use records::{Created, IndexEntry, NewRecord, Swap, Swapped, Versioned};
 pub use store::{ClaimId, Held, Store, StoreFuture};
 
 use crate::idempotency::StoredResponse;
@@ -281,20 +287,34 @@ impl StateStore {
         }
     }
 
-    /// A store in this process whose budgets do not survive a restart.
+    /// A store in this process whose budgets and approvals do not survive a restart.
     pub fn in_process(namespace: Namespace, claims: ClaimSettings) -> Self {
-        Self::memory(namespace, claims, HashMap::new(), "memory".to_owned())
+        let backend = memory::MemoryStore::new(HashMap::new(), claims.capacity, None);
+        Self::on_memory(Arc::new(backend), namespace, claims)
     }
 
-    /// A store in this process whose budget counts start from `budgets`; `shown` describes
-    /// it (logs and readiness).
+    /// A store in this process whose budget counts start from `budgets` (their snapshots
+    /// go to `budget_file`, if given) and whose approvals are kept in `records` (read now),
+    /// if given.
     pub fn memory(
         namespace: Namespace,
         claims: ClaimSettings,
         budgets: HashMap<String, Count>,
-        shown: String,
+        budget_file: Option<&BudgetFile>,
+        records: Option<RecordFile>,
+    ) -> Result<Self, StateSetupError> {
+        let records = memory_records::MemoryRecords::open(records)?;
+        let path = budget_file.map(|f| f.path().to_path_buf());
+        let backend = memory::MemoryStore::new(budgets, claims.capacity, path);
+        let backend = Arc::new(backend.with_records(records));
+        Ok(Self::on_memory(backend, namespace, claims))
+    }
+
+    fn on_memory(
+        backend: Arc<memory::MemoryStore>,
+        namespace: Namespace,
+        claims: ClaimSettings,
     ) -> Self {
-        let backend = Arc::new(memory::MemoryStore::new(budgets, claims.capacity, shown));
         let mut store = Self::new(Arc::clone(&backend) as Arc<dyn Store>, namespace, claims);
         store.memory = Some(backend);
         store
@@ -308,14 +328,17 @@ impl StateStore {
         claims: ClaimSettings,
     ) -> Result<Self, StateSetupError> {
         match config {
-            StateConfig::Memory { budget_file } => {
-                let Some(path) = budget_file else {
-                    return Ok(Self::in_process(namespace, claims));
+            StateConfig::Memory {
+                budget_file,
+                approvals_file,
+            } => {
+                let file = budget_file.clone().map(BudgetFile::new);
+                let counts = match &file {
+                    Some(f) => f.load(wall_clock_secs())?.counts,
+                    None => HashMap::new(),
                 };
-                let file = BudgetFile::new(path.clone());
-                let snapshot = file.load(wall_clock_secs())?;
-                let shown = format!("memory (budgets in {})", path.display());
-                Ok(Self::memory(namespace, claims, snapshot.counts, shown))
+                let records = approvals_file.clone().map(RecordFile::new);
+                Self::memory(namespace, claims, counts, file.as_ref(), records)
             }
             StateConfig::Redis(settings) => {
                 let backend = redis::RedisStore::new(settings)?;
@@ -404,6 +427,14 @@ impl StateStore {
         };
         metrics::timed("settle", self.backend.settle(&settle)).await
     }
+}
+
+/// Milliseconds since the Unix epoch (the memory store's records keep wall-clock expiries,
+/// so its file means the same after a restart).
+pub(crate) fn wall_clock_ms() -> u64 {
+    crate::clock::system_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Seconds since the Unix epoch, for the calendar windows of budgets. (Budgets follow the

@@ -14,19 +14,30 @@ use ::redis::{Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
 use arc_swap::ArcSwap;
 
 use super::config::{RedisSettings, StateSetupError};
+use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 use super::redis_claims::{done, running};
 use super::scripts;
 use super::store::{Held, Store, StoreFuture};
 use super::{ClaimEnd, Settle, StoreError, StoreErrorKind, Take, Taken};
 
-struct Scripts {
-    take: Script,
-    settle: Script,
+pub(super) struct Scripts {
+    pub(super) take: Script,
+    pub(super) settle: Script,
+    pub(super) record_create: Script,
+    pub(super) record_swap: Script,
+    pub(super) record_get: Script,
+    pub(super) record_list: Script,
+    pub(super) record_claimed: Script,
 }
 
-static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     take: Script::new(&scripts::take()),
     settle: Script::new(scripts::SETTLE),
+    record_create: Script::new(scripts::RECORD_CREATE),
+    record_swap: Script::new(scripts::RECORD_SWAP),
+    record_get: Script::new(scripts::RECORD_GET),
+    record_list: Script::new(scripts::RECORD_LIST),
+    record_claimed: Script::new(scripts::RECORD_CLAIMED),
 });
 
 /// The shortest time between two rebuilds of the connection.
@@ -72,6 +83,30 @@ impl Store for RedisStore {
 
     fn settle<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()> {
         Box::pin(self.settle_all(settle))
+    }
+
+    fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(self.get_record(key))
+    }
+
+    fn record_claimed<'a>(&'a self, claim: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(self.claim_holder(claim))
+    }
+
+    fn record_create<'a>(&'a self, new: &'a NewRecord<'a>) -> StoreFuture<'a, Created> {
+        Box::pin(self.create_record(new))
+    }
+
+    fn record_swap<'a>(&'a self, swap: &'a Swap<'a>) -> StoreFuture<'a, Swapped> {
+        Box::pin(self.swap_record(swap))
+    }
+
+    fn record_list<'a>(
+        &'a self,
+        index: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<(String, Versioned)>> {
+        Box::pin(self.list_records(index, max))
     }
 }
 
