@@ -183,7 +183,13 @@ impl Gateway {
         };
         // At most once to Graph, after a token and the durable intent.
         let sent = self
-            .execute(ids, &installed, (&caller, rule, charged), &asked.request, trail)
+            .execute(
+                ids,
+                &installed,
+                (&caller, rule, charged),
+                &asked.request,
+                trail,
+            )
             .await;
         // A redeemed secret read or a break glass: its approval records how it ended.
         if let Some(approval) = &approval {
@@ -369,11 +375,10 @@ impl Gateway {
         // step that counts, they live in the state store (a store that cannot answer refuses
         // the request: fail closed) and count devices, as budgets do.
         if need.is_some() {
-            let limits = installed.limits.check(
-                &self.state,
-                (caller.index, rule.index),
-                request.devices(),
-            );
+            let limits =
+                installed
+                    .limits
+                    .check(&self.state, (caller.index, rule.index), request.devices());
             if let Err(refused) = limits.await {
                 if refused.is_limit() {
                     trail.decided(AuditDecision::RateLimited, Some(&rule.name));

@@ -312,8 +312,14 @@ impl Gateway {
         }
         // Its rate limits were charged when it was asked for.
         let charged = true;
-        self.execute(ids, &installed, (&caller, rule.index, charged), &request, trail)
-            .await
+        self.execute(
+            ids,
+            &installed,
+            (&caller, rule.index, charged),
+            &request,
+            trail,
+        )
+        .await
     }
 }
 

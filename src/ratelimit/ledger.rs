@@ -25,8 +25,7 @@ use crate::audit::{Audit, Kind};
 use crate::policy::BudgetWindow;
 use crate::state::{
     BudgetFile, ClaimSettings, Count, Namespace, RecordFile, StateSetupError, StateStore,
-    budget_window,
-    wall_clock_secs,
+    budget_window, wall_clock_secs,
 };
 
 /// How often the counts are written to the budget file while they change.

@@ -20,9 +20,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 #[cfg(doc)]
 use super::{ClaimEnd, Refused};
-use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 use super::{Settle, StoreError, Take, Taken};
 use crate::idempotency::StoredResponse;
 

@@ -959,13 +959,20 @@ async fn a_delegated_users_object_id_makes_her_one_person_across_callers() {
 /// first is not charged again, so it runs although the limit is spent.
 #[tokio::test]
 async fn a_held_request_is_charged_its_rate_limit_and_its_approved_run_is_not() {
-    let limited = policy(two_groups())
-        .with_caller("ops-bot", |c| c.set("rate_limit", json!("1 per minute")));
+    let limited =
+        policy(two_groups()).with_caller("ops-bot", |c| c.set("rate_limit", json!("1 per minute")));
     let r = one(&limited).await;
     let addr = r.replicas[0].addr;
     let (id, sha) = held(&wipe(addr, &[]).await);
     let path = wipe_path(DEVICE);
-    let second = call(addr, (Method::POST, &path), OPS, &[], r#"{"keepUserData":false}"#).await;
+    let second = call(
+        addr,
+        (Method::POST, &path),
+        OPS,
+        &[],
+        r#"{"keepUserData":false}"#,
+    )
+    .await;
     refused(&r, &second, 429, "activityLimitReached").await;
     assert!(second.headers.contains_key("retry-after"));
     let records = r.audit_records().await;

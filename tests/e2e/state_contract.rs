@@ -16,8 +16,8 @@ use graphgate::policy::Rate;
 use graphgate::state::algo::micros;
 use graphgate::state::config::StateOptions;
 use graphgate::state::{
-    Admission, Admit, Ask, BudgetCharge, Claim, ClaimId, ClaimSettings, Created, Duplicate,
-    Held, Idempotency, IndexEntry, Limiter, Namespace, NewRecord, Refund, Refused, StateConfig,
+    Admission, Admit, Ask, BudgetCharge, Claim, ClaimId, ClaimSettings, Created, Duplicate, Held,
+    Idempotency, IndexEntry, Limiter, Namespace, NewRecord, Refund, Refused, StateConfig,
     StateStore, Step, Swap, Swapped, Take, Taken, Versioned, algo, scripts,
 };
 use http_body_util::Full;

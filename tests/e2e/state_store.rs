@@ -34,7 +34,10 @@ async fn reserve<'p>(
     devices: u32,
 ) -> Result<Reservation<'p>, LimitRefusal> {
     let op = graphgate::operation::catalog::by_name(OP).unwrap();
-    match limits.take(store, (0, 0), op, (devices, false), None).await? {
+    match limits
+        .take(store, (0, 0), op, (devices, false), None)
+        .await?
+    {
         Taken::Run(reservation) => Ok(reservation),
         Taken::Duplicate(_) => panic!("an unkeyed request is no duplicate"),
     }
