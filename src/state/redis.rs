@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 
 use super::config::{RedisSettings, StateSetupError};
 use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
-use super::redis_claims::{done, running};
+use super::redis_claims::{MAX_CLAIM_BYTES, done, held, running};
 use super::scripts;
 use super::store::{Held, Store, StoreFuture};
 use super::{ClaimEnd, Settle, StoreError, StoreErrorKind, Take, Taken};
@@ -280,6 +280,29 @@ impl RedisStore {
         }
         let _: i64 = self.script(inv).await?;
         Ok(())
+    }
+}
+
+impl RedisStore {
+    /// What `key` holds now: at most one byte past the bound is read (a longer value is
+    /// refused), and a missing key reads as empty.
+    async fn read_claim(&self, key: &str) -> Result<Option<Held>, StoreError> {
+        let get = |mut conn: ConnectionManager| {
+            let key = key.to_owned();
+            async move {
+                ::redis::cmd("GETRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(MAX_CLAIM_BYTES)
+                    .query_async::<Vec<u8>>(&mut conn)
+                    .await
+            }
+        };
+        let value = self.call(get).await?;
+        match value.is_empty() {
+            true => Ok(None),
+            false => held(&value).map(Some),
+        }
     }
 }
 

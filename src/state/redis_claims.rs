@@ -1,12 +1,9 @@
 //! Idempotency claims in Redis: a claim's value is 'R' + fingerprint (hex) + owner while the
 //! first request runs, then 'D' + fingerprint + the stored answer. The take and settle
-//! scripts write them; a duplicate waiting for the first reads them here.
+//! scripts write them; a duplicate waiting for the first reads them with [`held`].
 
 use std::sync::Arc;
 
-use ::redis::aio::ConnectionManager;
-
-use super::redis::RedisStore;
 use super::store::{ClaimId, Held};
 use super::{StoreError, StoreErrorKind};
 use crate::idempotency::StoredResponse;
@@ -71,29 +68,6 @@ fn unhex(text: &[u8]) -> Option<[u8; 32]> {
         *out.get_mut(i)? = u8::from_str_radix(digits, 16).ok()?;
     }
     (text.len() == 64).then_some(out)
-}
-
-impl RedisStore {
-    /// What `key` holds now: at most one byte past the bound is read (a longer value is
-    /// refused), and a missing key reads as empty.
-    pub(super) async fn read_claim(&self, key: &str) -> Result<Option<Held>, StoreError> {
-        let get = |mut conn: ConnectionManager| {
-            let key = key.to_owned();
-            async move {
-                ::redis::cmd("GETRANGE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(MAX_CLAIM_BYTES)
-                    .query_async::<Vec<u8>>(&mut conn)
-                    .await
-            }
-        };
-        let value = self.call(get).await?;
-        match value.is_empty() {
-            true => Ok(None),
-            false => held(&value).map(Some),
-        }
-    }
 }
 
 #[cfg(test)]
