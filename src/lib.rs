@@ -24,13 +24,15 @@
 //!   parsed once and validated. [`bulk`]: the bulk `executeAction`, decided per device.
 //! - [`operation`]: the operation model: the [`operation::catalog`] of Graph operations (as
 //!   data), [`operation::route`] recognition of a path, [`operation::schema`] for bodies,
-//!   and the [`operation::simple`] flat API.
+//!   the [`operation::simple`] flat API, and [`operation::reference`], the catalog as
+//!   `graphgate operations` and the operations reference describe it.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`) and its typed refusal
 //!   ([`policy::Forbidden`]); [`reload`] replaces it on SIGHUP or when a new file is in place.
 //! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
 //!   and the approval resource) until distinct people from every group approve its exact
 //!   content, then run once across replicas; the approval API; break glass; the events every
-//!   change emits (the rules themselves are [`policy::approval`]).
+//!   change emits (the rules themselves are [`policy::approval`]); [`notify`] sends those
+//!   changes to the policy's webhooks (JSON, Teams, Slack), signed, from bounded queues.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
 //!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
 //!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned
@@ -47,10 +49,12 @@
 //!   `answer` (*crate*) words the gateway's own answers (ids, dry runs, disclosures).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`]
+//!   (with its read-only approvals pages)
 //!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
 //!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
-//!   [`tls`]: secret-bearing values and TLS plumbing.
+//!   [`tls`]: secret-bearing values and TLS plumbing; [`words`]: counted nouns and "did you
+//!   mean" in messages.
 //!
 //! Not here: the Entra + Graph emulator that stands for Microsoft in the tests and in
 //! `serve --emulator` is a crate of its own (`emulator/`), which this library does not
@@ -76,6 +80,7 @@ pub(crate) mod graph_error;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod operation;
 pub mod otlp;
 pub mod policy;
@@ -89,3 +94,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod words;

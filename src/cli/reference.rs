@@ -1,8 +1,9 @@
 //! The generated references: the command-line reference (`docs/reference/configuration.md`:
 //! every command, flag and argument of the clap definition, with its environment variable,
-//! default and help) and the operations reference (`docs/reference/operations.md`, from the
-//! operation catalog). A test compares each checked-in file with a fresh one;
-//! `UPDATE_DOCS=1` rewrites them.
+//! default and help) and the operations reference (`docs/reference/operations.md`: the
+//! catalog as `graphgate operations show --all --format markdown` prints it, rendered by
+//! `operation::reference::render::markdown`). A test compares each checked-in file with a
+//! fresh one; `UPDATE_DOCS=1` rewrites them.
 
 use std::fmt::Write as _;
 
@@ -13,107 +14,6 @@ use super::args::Cli;
 /// Where the references are checked in, from the repository's root.
 const PATH: &str = "docs/reference/configuration.md";
 const OPERATIONS_PATH: &str = "docs/reference/operations.md";
-
-/// The operations reference, as Markdown: every catalog operation, its versions, how Graph
-/// invokes it, its tier, the permissions, and its parameters with their types.
-fn operations_markdown() -> String {
-    use graphgate::operation::catalog::{Binding, CATALOG, Invocation};
-    let mut out = String::from(
-        "# Operations reference\n\n\
-         <!-- Generated from the operation catalog (src/operation/catalog/entries.rs) by \
-         `UPDATE_DOCS=1 cargo test --bin graphgate reference`; do not edit. -->\n\n\
-         Every operation graphgate gates, by the name a policy rule lists in `operations:`. \
-         Parameters are the names a rule's `when:` conditions test (dotted for properties of \
-         an object, without Graph's wrapper object); a secret parameter may only be tested \
-         for presence.\n\n\
-         | Operation | Versions | Request | Tier | Permission graphgate requires |\n|---|---|---|---|---|\n",
-    );
-    for op in CATALOG {
-        let versions: Vec<&str> = op.versions.iter().map(|v| v.as_str()).collect();
-        let target = match op.binding {
-            Binding::Device => "managedDevices/{id}",
-            Binding::User => "users/{id}",
-            Binding::Devices => "managedDevices",
-        };
-        let request = match op.invocation {
-            Invocation::Action => format!("`POST .../{target}/{}`", op.action),
-            Invocation::Function => format!("`GET .../{target}/{}()`", op.action),
-            Invocation::Delete => format!("`DELETE .../{target}`"),
-        };
-        let _ = writeln!(
-            out,
-            "| [`{}`](#{}) | {} | {request} | {} | `{}` |",
-            op.name,
-            op.name.to_lowercase().replace('.', ""),
-            versions.join(", "),
-            op.tier.as_str(),
-            op.permission
-        );
-    }
-    for op in CATALOG {
-        let _ = write!(out, "\n## {}\n\n", op.name);
-        let documented = op.documented_permission.unwrap_or("(none documented)");
-        let _ = writeln!(
-            out,
-            "Tier `{}`; Microsoft documents `{documented}`, graphgate requires `{}`.\n",
-            op.tier.as_str(),
-            op.permission
-        );
-        let params = op.all_params();
-        if params.is_empty() {
-            out.push_str("No parameters.\n");
-            continue;
-        }
-        out.push_str("| Parameter | Type | Notes |\n|---|---|---|\n");
-        for p in params {
-            // Conditions name a wrapped action's parameters without Graph's wrapper object.
-            match p.ty {
-                graphgate::operation::schema::Ty::Complex(c) if op.wrapper == Some(p.name) => {
-                    for inner in c.props {
-                        param_rows(&mut out, "", inner);
-                    }
-                }
-                _ => param_rows(&mut out, "", p),
-            }
-        }
-    }
-    out
-}
-
-/// The rows of one parameter, and of the properties of an object parameter (dotted).
-fn param_rows(out: &mut String, prefix: &str, p: &graphgate::operation::schema::Prop) {
-    use graphgate::operation::schema::Ty;
-    let name = format!("{prefix}{}", p.name);
-    let ty = match p.ty {
-        Ty::Bool => "boolean".to_owned(),
-        Ty::String => "string".to_owned(),
-        Ty::Enum(values) => format!("one of {}", values.join(", ")),
-        Ty::StringList => "list of strings".to_owned(),
-        Ty::Complex(c) => format!("object `{}`", c.name),
-    };
-    let mut notes = Vec::new();
-    if p.required {
-        notes.push("required");
-    }
-    if p.secret {
-        notes.push("secret: presence only");
-    }
-    if p.address {
-        notes.push("one email address");
-    }
-    let _ = writeln!(out, "| `{name}` | {} | {} |", cell(&ty), notes.join("; "));
-    if let Ty::Complex(c) = p.ty {
-        let mut seen: Vec<&str> = Vec::new();
-        for t in std::iter::once(c).chain(c.derived.iter().copied()) {
-            for inner in t.props {
-                if !seen.contains(&inner.name) {
-                    seen.push(inner.name);
-                    param_rows(out, &format!("{name}."), inner);
-                }
-            }
-        }
-    }
-}
 
 /// The whole reference, as Markdown.
 fn configuration_markdown() -> String {
@@ -262,7 +162,8 @@ mod tests {
 
     #[test]
     fn the_operations_reference_is_the_catalogs() {
-        let fresh = operations_markdown();
+        use graphgate::operation::reference;
+        let fresh = reference::render::markdown(&reference::all());
         for op in graphgate::operation::catalog::CATALOG {
             assert!(
                 fresh.contains(&format!("\n## {}\n", op.name)),

@@ -832,7 +832,7 @@ async fn one_approval_per_request_keyed_deduplicated_dry_run_and_bulk() {
 }
 
 /// The code block after `marker` in `text`.
-fn block_after(text: &str, marker: &str) -> String {
+pub(crate) fn block_after(text: &str, marker: &str) -> String {
     let after = &text[text
         .find(marker)
         .expect("the marker is in docs/approvals.md")..];
@@ -846,7 +846,7 @@ fn block_after(text: &str, marker: &str) -> String {
 /// commands run as printed (only the address changed) against `graphgate serve` (the
 /// binary) in front of the emulator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_worked_example_runs_as_printed() {
+async fn the_books_worked_example_runs_as_printed() {
     use crate::common::process::{BIN, run_async};
     let readme = include_str!("../../docs/approvals.md");
     let policy = block_after(readme, "<!-- approvals-example-policy -->");
@@ -953,4 +953,38 @@ async fn a_delegated_users_object_id_makes_her_one_person_across_callers() {
             .all(|g| !g.path.ends_with("/wipe")),
         "one person is one approval"
     );
+}
+
+/// A request that needs approval is charged its caller's rate limit before it is held (in
+/// one step of the store; the rest is taken when it runs): a second within the window is
+/// refused 429 with Retry-After and audited, nothing held for it; the approved run of the
+/// first is not charged again, so it runs although the limit is spent.
+#[tokio::test]
+async fn a_held_request_is_charged_its_rate_limit_and_its_approved_run_is_not() {
+    let limited =
+        policy(two_groups()).with_caller("ops-bot", |c| c.set("rate_limit", json!("1 per minute")));
+    let r = one(&limited).await;
+    let addr = r.replicas[0].addr;
+    let (id, sha) = held(&wipe(addr, &[]).await);
+    let path = wipe_path(DEVICE);
+    let second = call(
+        addr,
+        (Method::POST, &path),
+        OPS,
+        &[],
+        r#"{"keepUserData":false}"#,
+    )
+    .await;
+    refused(&r, &second, 429, "activityLimitReached").await;
+    assert!(second.headers.contains_key("retry-after"));
+    let records = r.audit_records().await;
+    let requested = records
+        .iter()
+        .filter(|rec| rec["kind"] == "approval" && rec["approval_event"] == "requested")
+        .count();
+    assert_eq!(requested, 1, "nothing held for the refused one");
+    assert_eq!(review(addr, ALICE, &id, "approve", &sha).await.status, 200);
+    let ran = review(addr, CAROL, &id, "approve", &sha).await;
+    assert_eq!(ran.json()["state"], "succeeded", "{:?}", ran.body);
+    assert_eq!(wipes(&r).len(), 1);
 }

@@ -2,7 +2,7 @@
 //! kustomize` renders it) and every systemd environment file (with the unit's ExecStart)
 //! starts the real binary into a ready gateway that answers an allowed request over mTLS;
 //! the Dockerfile's COPY lines are enough for cargo; every `serve` flag has an environment
-//! variable, listed in the README. Submodules: `launch` (running one shipped
+//! variable (the generated command-line reference lists them). Submodules: `launch` (running one shipped
 //! configuration), `kube`, `jwt` (callers with tokens, as deployed), `state` (the shared
 //! state store), `monitoring` (the Prometheus Operator component), `systemd`, `docker`,
 //! `flags`, `docs`. Here: shared helpers and

@@ -156,6 +156,8 @@ pub struct Options {
     pub state: StateConfig,
     /// Faults the emulator injects from the start (before the gateway's first token).
     pub faults: graphgate_emulator::Faults,
+    /// How approval notifications are sent.
+    pub notify: graphgate::notify::Settings,
 }
 
 impl Default for Options {
@@ -177,6 +179,7 @@ impl Default for Options {
             reconcile: None,
             state: StateConfig::default(),
             faults: graphgate_emulator::Faults::default(),
+            notify: graphgate::notify::Settings::default(),
         }
     }
 }
@@ -301,6 +304,8 @@ pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
         admin_token_file: None,
         admin_tls: None,
         ship: None,
+        extra_tls: None,
+        notify: opts.notify.clone(),
     }
 }
 
@@ -327,6 +332,7 @@ impl Running {
         let listeners = Listeners {
             main: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            extra_tls: None,
         };
         let addr = listeners.main.local_addr().unwrap();
         let admin = listeners.admin.local_addr().unwrap();

@@ -1,15 +1,21 @@
 //! Every flag of `graphgate serve` (global flags included) has an environment variable named
-//! after it, and the README's configuration table lists each flag with exactly that variable.
-//! Both are read from the binary's own `serve --help` (clap renders `[env: NAME=]` from the
-//! definitions), so a new flag without a variable, or a table row out of date, fails here.
+//! after it (read from the binary's own `serve --help`: clap renders `[env: NAME=]` from the
+//! definitions), so a new flag without a variable fails here. The command-line reference
+//! (docs/reference/configuration.md) is generated from the same definitions.
 
 use std::collections::BTreeMap;
 
 use super::launch::BIN;
 
 /// `--emulator` has no variable on purpose: no environment can turn a production gateway
-/// into a demo that answers 204 without reaching Microsoft (README, "Configuration").
-const COMMAND_LINE_ONLY: &[&str] = &["--emulator", "--check-config", "--help", "--version"];
+/// into a demo that answers 204 without reaching Microsoft (docs/configuration.md).
+const COMMAND_LINE_ONLY: &[&str] = &[
+    "--emulator",
+    "--check-config",
+    "--print-policy",
+    "--help",
+    "--version",
+];
 
 /// Each long flag in `help` (clap's long help) with its help text.
 fn flag_blocks(help: &str) -> BTreeMap<String, String> {

@@ -3,7 +3,7 @@
 //! overlay with the component starts as-is against the emulator (`launch`), its policy
 //! trusting the emulated cluster's service-account issuer through the mounted key file (the
 //! ConfigMap the component's comment says to make), and the example's projected token
-//! (its namespace, service account and audience) must be allowed. Also: the README's policy
+//! (its namespace, service account and audience) must be allowed. Also: the book's policy (docs/callers.md)
 //! examples for each kind, and for the person and the reason, load.
 
 use std::path::Path;
