@@ -107,10 +107,23 @@ fn table(out: &mut String, cmd: &Command, root: bool) {
 
 /// Text fit for one table cell: one line, `|` escaped.
 fn cell(text: &str) -> String {
-    text.split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .replace('|', "\\|")
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // Outside code spans `<id>` would be read as an HTML tag (and hidden): write it as text.
+    let mut out = String::with_capacity(text.len());
+    let mut in_code = false;
+    for c in text.chars() {
+        match c {
+            '`' => {
+                in_code = !in_code;
+                out.push(c);
+            }
+            '|' => out.push_str("\\|"),
+            '<' if !in_code => out.push_str("&lt;"),
+            '>' if !in_code => out.push_str("&gt;"),
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -158,6 +171,14 @@ mod tests {
             assert!(row.contains(&env), "{row}");
         }
         check_generated(PATH, &fresh);
+    }
+
+    #[test]
+    fn a_cell_shows_placeholders_as_text_and_keeps_code_spans() {
+        assert_eq!(
+            cell("links to <URL>/a/<id>, `<log>.anchor` | x"),
+            "links to &lt;URL&gt;/a/&lt;id&gt;, `<log>.anchor` \\| x"
+        );
     }
 
     #[test]
