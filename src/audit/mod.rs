@@ -28,6 +28,7 @@ pub mod serve;
 pub mod ship;
 pub mod sink;
 pub mod trail;
+pub mod tree;
 pub mod verify;
 pub mod writer;
 
