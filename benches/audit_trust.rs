@@ -44,6 +44,7 @@ fn checkpoints(every_records: u64) -> CheckpointConfig {
         every_records,
         interval: Duration::from_secs(3600),
         push: None,
+        latest: Default::default(),
     }
 }
 
@@ -57,16 +58,20 @@ fn checkpoint(c: &mut Criterion) {
             "graphgate.bench/audit/a.jsonl\n1000\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
         b.iter(|| config.signer.sign(black_box(body)).unwrap())
     });
-    let mut writer = Checkpointer::open(&dir.join("a.jsonl"), config.clone()).unwrap();
-    let mut seq = 0u64;
+    let log = dir.join("a.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let tree = graphgate::audit::leaves::open_for(&log, 0).unwrap();
+    let mut writer = Checkpointer::open(&log, config.clone(), tree).unwrap();
+    let mut state = ChainState::default();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     g.bench_function("sign_append_sync", |b| {
         b.iter(|| {
-            seq += 1;
-            // Waits until the checkpoint is on disk.
-            writer.close(&ChainState {
-                seq,
-                hash: format!("{seq:064x}"),
-            });
+            // One new record, taken into the tree, then the checkpoint: waits until it is
+            // on disk.
+            let mut line = state.seal(&request(state.seq)).unwrap();
+            line.push(b'\n');
+            std::io::Write::write_all(&mut file, &line).unwrap();
+            writer.close(&state);
         })
     });
     g.finish();

@@ -170,6 +170,57 @@ pub struct CheckpointConfig {
     pub interval: Duration,
     /// Where each checkpoint's note goes to be pushed off the host, if anywhere.
     pub push: Option<super::push::PushQueue>,
+    /// The newest checkpoint, for the witnesses, the tiles and receipts.
+    pub latest: Latest,
+}
+
+/// A checkpoint as signed: the tree's size and root, and the signed note.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedCheckpoint {
+    /// Records in the tree.
+    pub size: u64,
+    /// The tree's root hash.
+    pub root: super::tree::Hash,
+    /// The signed note (text, blank line, the log's signature line).
+    pub note: String,
+    /// When it was signed (POSIX seconds).
+    pub signed_at: u64,
+}
+
+impl SignedCheckpoint {
+    /// The note's text (without the signature lines).
+    pub fn text(&self) -> &str {
+        match self.note.find("\n\n") {
+            Some(i) => &self.note[..=i],
+            None => &self.note,
+        }
+    }
+}
+
+/// The newest signed checkpoint, published by the checkpoint thread; cheap to clone.
+#[derive(Clone)]
+pub struct Latest(Arc<tokio::sync::watch::Sender<Option<Arc<SignedCheckpoint>>>>);
+
+impl Default for Latest {
+    fn default() -> Self {
+        Latest(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Latest {
+    /// The newest checkpoint, if one was signed since start.
+    pub fn get(&self) -> Option<Arc<SignedCheckpoint>> {
+        self.0.borrow().clone()
+    }
+
+    /// Follows new checkpoints.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<Arc<SignedCheckpoint>>> {
+        self.0.subscribe()
+    }
+
+    pub(super) fn publish(&self, checkpoint: SignedCheckpoint) {
+        self.0.send_replace(Some(Arc::new(checkpoint)));
+    }
 }
 
 impl std::fmt::Debug for CheckpointConfig {
@@ -201,6 +252,7 @@ pub fn check_last(
     path: &Path,
     verifier: &NoteVerifier,
     head: &super::chain::ChainState,
+    tree: &super::tree::TreeView,
 ) -> io::Result<()> {
     let file = path_for(path);
     if !file.exists() {
@@ -232,6 +284,15 @@ pub fn check_last(
         newest_first.extend(super::files::rotated_files(path)?.into_iter().rev());
         super::files::find_link(&newest_first, last.size)?.map(|l| l.hash)
     };
+    // A checkpoint signs the tree's root; one written before the log was a tree signs the
+    // hash chain's head.
+    let root = tree
+        .root_at(last.size)
+        .ok()
+        .map(|r| super::chain::hex(&r.0));
+    if root.as_deref() == Some(last.hash.as_str()) {
+        return Ok(());
+    }
     match found {
         Some(hash) if hash != last.hash => Err(refuse(format!(
             "the record at seq {} is not the one a signed checkpoint vouches for: the log was rewritten",
@@ -289,13 +350,30 @@ mod tests {
             every_records: 3,
             interval: Duration::from_secs(3600),
             push: None,
+            latest: Latest::default(),
         };
         let verifier = config.signer.verifier();
-        let mut cp = super::super::checkpointer::Checkpointer::open(&log, config).unwrap();
-        let head = |seq: u64| ChainState {
-            seq,
-            hash: format!("{seq:064x}"),
-        };
+        // Five records on disk; the tree takes them in as checkpoints are asked for.
+        let mut state = ChainState::default();
+        let mut text = Vec::new();
+        let mut heads = vec![state.clone()];
+        let mut lines = Vec::new();
+        for i in 0..5 {
+            let entry = crate::audit::Entry {
+                audit_id: format!("r{i}"),
+                ..Default::default()
+            };
+            let line = state.seal(&entry).unwrap();
+            text.extend(&line);
+            text.push(b'\n');
+            lines.push(line);
+            heads.push(state.clone());
+        }
+        std::fs::write(&log, &text).unwrap();
+        let tree = super::super::leaves::open_for(&log, 0).unwrap();
+        let latest = config.latest.clone();
+        let mut cp = super::super::checkpointer::Checkpointer::open(&log, config, tree).unwrap();
+        let head = |seq: usize| heads[seq].clone();
         assert!(!cp.due(&head(2)) && cp.due(&head(3)));
         cp.write(&head(3));
         cp.write(&head(3));
@@ -305,7 +383,17 @@ mod tests {
         let read = read_verified(&path_for(&log), &verifier).unwrap();
         assert_eq!(read.len(), 2, "an unchanged head is not checkpointed twice");
         assert_eq!(read[1].size, 5);
-        assert_eq!(read[1].hash, head(5).hash);
+        // The checkpoint signs the Merkle tree's root of the five records.
+        let mut tree = super::super::tree::Tree::open(&dir.join("check.tree")).unwrap();
+        for line in &lines {
+            tree.push(line).unwrap();
+        }
+        assert_eq!(
+            read[1].hash,
+            crate::audit::chain::hex(&tree.root().unwrap().0)
+        );
+        let published = latest.get().unwrap();
+        assert_eq!((published.size, published.root), (5, tree.root().unwrap()));
         assert_eq!(read[0].origin, "graphgate.test/audit.jsonl");
         assert!(is_checkpoint_file(&path_for(&log)));
         // A changed digit in the second checkpoint is a forgery, and named.

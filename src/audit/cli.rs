@@ -57,6 +57,9 @@ pub struct VerifyArgs {
     /// checkpoints, which hold even against someone with the HMAC key.
     #[arg(long, env = "GRAPHGATE_AUDIT_PUBLIC_KEY")]
     public_key: Option<String>,
+    /// Witness cosignatures to require.
+    #[command(flatten)]
+    witnesses: super::verify_witness::WitnessVerifyArgs,
 }
 
 /// Filters for `audit query`.
@@ -152,6 +155,13 @@ fn is_ship_cursor(file: &Path) -> bool {
     file.extension().is_some_and(|e| e == "ship-cursor")
 }
 
+/// Files beside a log that a glob of its files picks up and that are not records.
+fn is_beside_log(file: &Path) -> bool {
+    is_ship_cursor(file)
+        || super::tree::is_tree_file(file)
+        || super::cosigned::is_cosigned_file(file)
+}
+
 fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
     let (anchors, rest): (Vec<PathBuf>, Vec<PathBuf>) = args
         .files
@@ -160,8 +170,15 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
         .partition(|f| anchor::is_anchor_file(f));
     let (given_checkpoints, logs): (Vec<PathBuf>, Vec<PathBuf>) = rest
         .into_iter()
-        .filter(|f| !is_ship_cursor(f))
+        .filter(|f| !is_beside_log(f))
         .partition(|f| checkpoint::is_checkpoint_file(f));
+    let witness_keys = match args.witnesses.keys() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("graphgate: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let signed = match signed_checkpoints(
         args.public_key.as_ref(),
         &args.checkpoints,
@@ -185,31 +202,112 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
     if let Some((a, _)) = &anchor {
         watch.extend([a.tail.seq, a.head.seq]);
     }
-    let report = verify::verify_watching(&logs, &watch)?;
+    let (report, leaves) = verify::verify_with_leaves(&logs, &watch, signed.is_some())?;
     if report.problem.is_some() {
         return Ok(print_chain(&report));
     }
-    if let Some(signed) = &signed
-        && let Err(problem) = signed.check(&report)
-    {
+    let failed = |problem: String| {
         println!("{problem}");
         println!("FAILED after {} intact record(s)", report.records);
-        return Ok(ExitCode::FAILURE);
+        ExitCode::FAILURE
+    };
+    let mut checks = Vec::new();
+    let mut witnessed = None;
+    if let Some(signed) = &signed {
+        let mut sizes = signed.tree_sizes();
+        sizes.extend(super::verify_witness::sizes(&args.witnesses, &logs));
+        let roots = match super::checkpoint_cli::tree_roots(&report, leaves, &logs, &sizes) {
+            Ok(roots) => roots,
+            Err(problem) => return Ok(failed(problem)),
+        };
+        let matched = match signed.check(&report, &roots) {
+            Ok(matched) => matched,
+            Err(problem) => return Ok(failed(problem)),
+        };
+        if !witness_keys.is_empty() {
+            match super::verify_witness::check(
+                &args.witnesses,
+                &signed.verifier,
+                &witness_keys,
+                &logs,
+                &report,
+                &roots,
+            ) {
+                Ok(w) => witnessed = Some(w),
+                Err(problem) => return Ok(failed(problem)),
+            }
+        }
+        checks.push(format!(
+            "signed checkpoints ({} of the Merkle tree, {} of the hash chain)",
+            matched.tree, matched.chain
+        ));
+        let code = match &anchor {
+            Some((a, path)) => print_ends(&report, a, path),
+            None => print_chain(&report),
+        };
+        signed.print_ok(&report, matched);
+        if let Some(w) = &witnessed {
+            let names: Vec<&str> = w.by.iter().map(|(n, _)| n.as_str()).collect();
+            println!(
+                "witnesses: the checkpoint of {} records is cosigned by {} of {} ({}); the log matches it",
+                w.checkpoint.size,
+                w.by.len(),
+                witness_keys.len(),
+                names.join(", ")
+            );
+            checks.push(format!(
+                "witness cosignatures ({} of {})",
+                w.by.len(),
+                witness_keys.len()
+            ));
+        }
+        print_checks(
+            &report,
+            anchor.is_some(),
+            args.no_anchor,
+            &checks,
+            witness_keys.is_empty(),
+        );
+        return Ok(code);
     }
     let code = match &anchor {
         Some((a, path)) => print_ends(&report, a, path),
         None => print_chain(&report),
     };
-    match &signed {
-        Some(signed) => signed.print_ok(&report),
-        None => println!(
-            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
-        ),
-    }
-    if signed.is_some() && anchor.is_none() && !args.no_anchor {
-        println!("(anchor not checked: no --hmac-key-file; the signed checkpoints stand for it)");
-    }
+    print_checks(&report, anchor.is_some(), args.no_anchor, &checks, true);
     Ok(code)
+}
+
+/// States which checks were made, and which were not and why.
+fn print_checks(
+    report: &verify::Report,
+    anchored: bool,
+    no_anchor: bool,
+    signed: &[String],
+    no_witnesses: bool,
+) {
+    let mut made = vec![format!("hash chain ({} records)", report.records)];
+    if anchored {
+        made.push("anchor (both ends)".into());
+    }
+    made.extend(signed.iter().cloned());
+    println!("checked: {}", made.join("; "));
+    let mut not = Vec::new();
+    if !anchored {
+        not.push(match no_anchor {
+            true => "anchor not checked (--no-anchor): records cut off at either end would not be noticed by it",
+            false => "anchor not checked (no --hmac-key-file): the signed checkpoints stand for it",
+        });
+    }
+    if signed.is_empty() {
+        not.push("signed checkpoints not checked (no --public-key)");
+    }
+    if no_witnesses {
+        not.push("witness cosignatures not checked (no --witness-key)");
+    }
+    if !not.is_empty() {
+        println!("not checked: {}", not.join("; "));
+    }
 }
 
 /// The anchor (and where it is), authenticated with the HMAC key; or the exit code.
@@ -375,7 +473,7 @@ fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         .files
         .into_iter()
         .filter(|f| {
-            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_ship_cursor(f)
+            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_beside_log(f)
         })
         .collect();
     let records = query::read_records(&files)?;

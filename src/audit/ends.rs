@@ -157,6 +157,7 @@ mod tests {
             },
             last_rotation: 0,
             clean,
+            checkpoints: false,
             reason: "test".into(),
             written: String::new(),
         }

@@ -14,10 +14,13 @@ pub mod checkpoint;
 pub mod checkpoint_cli;
 pub mod checkpointer;
 pub mod cli;
+pub mod cosigned;
 pub mod ends;
 pub mod files;
 pub mod fingerprint;
 pub mod follow;
+pub mod launder;
+pub mod leaves;
 pub mod note;
 pub mod push;
 pub mod query;
@@ -27,9 +30,11 @@ pub mod sampler;
 pub mod serve;
 pub mod ship;
 pub mod sink;
+pub mod sweep;
 pub mod trail;
 pub mod tree;
 pub mod verify;
+pub mod verify_witness;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -131,6 +136,7 @@ impl Audit {
         config: &AuditConfig,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
+        launder::check(path, &fingerprinter, config.checkpoints.is_some())?;
         let (mut sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
         if let Some(checkpoints) = &config.checkpoints {
             sink.checkpoint_with(path, checkpoints.clone(), &state)?;

@@ -214,6 +214,7 @@ fn checkpoints(
         every_records: args.audit_checkpoint_every_records,
         interval: Duration::from_secs(args.audit_checkpoint_interval_secs),
         push,
+        latest: checkpoint::Latest::default(),
     }))
 }
 

@@ -70,9 +70,9 @@ pub struct FileSink {
 }
 
 impl FileSink {
-    /// Signs checkpoints of the log at `path` from now on. Refuses a log whose newest
-    /// signed checkpoint no longer matches it (rewritten, or cut off), then checkpoints the
-    /// chain as it stands (`head`).
+    /// Signs checkpoints of the log at `path` from now on. Brings its Merkle tree up to the
+    /// durable records, refuses a log whose tree or newest signed checkpoint no longer
+    /// matches it (rewritten, or cut off), then checkpoints the log as it stands (`head`).
     pub fn checkpoint_with(
         &mut self,
         path: &Path,
@@ -80,8 +80,14 @@ impl FileSink {
         head: &ChainState,
     ) -> io::Result<()> {
         let verifier = config.signer.verifier();
-        checkpoint::check_last(path, &verifier, head)?;
-        let mut checkpointer = Checkpointer::open(path, config)?;
+        let tree = super::leaves::open_for(path, head.seq)?;
+        let view = tree.view().map_err(io::Error::other)?;
+        checkpoint::check_last(path, &verifier, head, &view)?;
+        let mut checkpointer = Checkpointer::open(path, config, tree)?;
+        if !self.anchor.checkpoints {
+            self.anchor.checkpoints = true;
+            self.write_anchor("start", false)?;
+        }
         checkpointer.write(head);
         self.checkpoints = Some(checkpointer);
         Ok(())
@@ -134,9 +140,13 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        // The closed file's records are all durable: sign the head they reach.
+        // The closed file's records are all durable: sign the head they reach (and, when
+        // retention may remove files, wait until the tree has taken them in).
         if let Some(c) = &mut self.checkpoints {
-            c.write(&self.head);
+            match self.options.retain_files {
+                Some(_) => c.sync_to(&self.head),
+                None => c.write(&self.head),
+            }
         }
         let n = files::highest_rotation(&self.path)?.max(self.anchor.last_rotation) + 1;
         let rotated = files::rotated_name(&self.path, n);

@@ -5,7 +5,7 @@
 //! derived data: it can be rebuilt from a log that still starts at seq 1.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -311,6 +311,53 @@ impl HashReader for TreeView {
     }
 }
 
+/// The right edge of a tree in memory: enough to append leaves and compute the root at any
+/// size reached (what `audit verify` needs, without a file).
+#[derive(Debug, Clone)]
+pub struct Roots {
+    last: [Hash; LEVELS],
+    size: u64,
+}
+
+impl Default for Roots {
+    fn default() -> Self {
+        Roots {
+            last: [Hash::default(); LEVELS],
+            size: 0,
+        }
+    }
+}
+
+impl Roots {
+    /// Appends a leaf by its hash.
+    pub fn push(&mut self, leaf: Hash) -> Result<(), TreeError> {
+        let reader = Frontier {
+            last: &self.last,
+            size: self.size,
+        };
+        let hashes = tlog_tiles::stored_hashes_for_record_hash(self.size, leaf, &reader)?;
+        for (level, h) in hashes.iter().enumerate() {
+            self.last[level] = *h;
+        }
+        self.size += 1;
+        Ok(())
+    }
+
+    /// Leaves appended.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// The root hash of the leaves appended so far.
+    pub fn root(&self) -> Result<Hash, TreeError> {
+        let reader = Frontier {
+            last: &self.last,
+            size: self.size,
+        };
+        Ok(tlog_tiles::tree_hash(self.size, &reader)?)
+    }
+}
+
 /// Reads the right edge of a tree of `size` leaves from memory: appending leaf `size` and the
 /// root of `size` leaves only ask for the newest completed node of a level.
 struct Frontier<'a> {
@@ -470,7 +517,7 @@ mod tests {
         // A torn append is cut back; the frontier is read back from the file.
         let len = std::fs::metadata(&path).unwrap().len();
         let f = OpenOptions::new().append(true).open(&path).unwrap();
-        (&f).write_all(&[7u8; 20]).unwrap();
+        std::io::Write::write_all(&mut &f, &[7u8; 20]).unwrap();
         drop(tree);
         let mut again = Tree::open(&path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len(), len);

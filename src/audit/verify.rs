@@ -3,7 +3,7 @@
 //! as such, not as tampering. [`super::ends`] then checks both ends against the anchor.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
@@ -88,8 +88,30 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Report> {
 }
 
 /// [`verify`], also noting the chain fields of the records numbered `watch` (the anchor's
-/// ends) in [`Report::watched`].
+/// ends) in [`Report::watched`]. Intact files are checked in parallel ([`super::sweep`]);
+/// anything amiss is then walked record by record to name it.
 pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Report> {
+    Ok(verify_with_leaves(files, watch, false)?.0)
+}
+
+/// [`verify_watching`], also returning the records' Merkle leaf hashes in seq order (when
+/// `leaves` is asked for and the files are intact).
+pub fn verify_with_leaves(
+    files: &[PathBuf],
+    watch: &[u64],
+    leaves: bool,
+) -> std::io::Result<(Report, Vec<super::tree::Hash>)> {
+    let mut sorted = watch.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if let Some(done) = super::sweep::sweep(files, &sorted, leaves)? {
+        return Ok(done);
+    }
+    Ok((walk_precisely(files, &sorted)?, Vec::new()))
+}
+
+/// The record-by-record walk that names the first problem.
+fn walk_precisely(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut lines = Vec::new();
     for file in order(files)? {
@@ -123,21 +145,7 @@ pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Repo
 }
 
 fn order(files: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let mut keyed = Vec::with_capacity(files.len());
-    for f in files {
-        keyed.push((first_seq(f)?, f.clone()));
-    }
-    keyed.sort_by_key(|(seq, _)| *seq);
-    Ok(keyed.into_iter().map(|(_, f)| f).collect())
-}
-
-fn first_seq(file: &Path) -> std::io::Result<u64> {
-    let text = super::files::read(file)?;
-    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
-    Ok(serde_json::from_slice::<Value>(first)
-        .ok()
-        .and_then(|v| v["seq"].as_u64())
-        .unwrap_or(u64::MAX))
+    super::sweep::order(files)
 }
 
 fn seq(v: &Value) -> Option<u64> {

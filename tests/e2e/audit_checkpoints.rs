@@ -116,6 +116,7 @@ fn config(s: &Setup, every: u64, push: Option<PushQueue>) -> AuditConfig {
             every_records: every,
             interval: Duration::from_secs(3600),
             push,
+            latest: Default::default(),
         }),
         ..AuditConfig::default()
     }
@@ -234,7 +235,7 @@ async fn a_log_rewritten_with_fresh_hashes_and_a_remade_anchor_fails_only_agains
     // And a gateway refuses to continue it.
     let fp = Fingerprinter::from_file(&s.hmac).unwrap();
     let err = Audit::open_with(&s.log, &config(&s, 10, None), fp).unwrap_err();
-    assert!(err.to_string().contains("the log was rewritten"), "{err}");
+    assert!(err.to_string().contains("was rewritten"), "{err}");
 }
 
 #[tokio::test]
@@ -252,10 +253,52 @@ async fn a_log_with_its_last_10_records_dropped_is_named_truncated() {
             ),
         "{out}"
     );
+    // A gateway refuses to continue it: its anchor, its Merkle tree (which took in 25
+    // records) and, without both, the checkpoint vouching for 25 records each stand against it.
     let fp = Fingerprinter::from_file(&s.hmac).unwrap();
-    std::fs::remove_file(graphgate::audit::anchor::path_for(&s.log)).unwrap();
-    let err = Audit::open_with(&s.log, &config(&s, 10, None), fp).unwrap_err();
-    assert!(err.to_string().contains("vouches for 25 records"), "{err}");
+    let open = || Audit::open_with(&s.log, &config(&s, 10, None), fp.clone()).unwrap_err();
+    assert!(
+        open()
+            .to_string()
+            .contains("records seq 16..=25 are missing"),
+        "anchor"
+    );
+    let anchor = graphgate::audit::anchor::path_for(&s.log);
+    let kept = std::fs::read(&anchor).unwrap();
+    std::fs::remove_file(&anchor).unwrap();
+    let err = open().to_string();
+    assert!(
+        err.contains("but its anchor") && err.contains("is missing"),
+        "{err}"
+    );
+    // (An anchor re-made with the HMAC key for the 15 records left: only the tree and the
+    // checkpoint remain.)
+    std::fs::write(&anchor, &kept).unwrap();
+    let tree = graphgate::audit::tree::path_for(&s.log);
+    let mut anchored = graphgate::audit::anchor::Anchor::load(&anchor, &fp)
+        .unwrap()
+        .unwrap();
+    anchored.head = graphgate::audit::anchor::Head {
+        seq: 15,
+        hash: lines(&s.log)[14]["hash"].as_str().unwrap().into(),
+    };
+    anchored.clean = false;
+    anchored.store(&anchor, &fp).unwrap();
+    let err = open().to_string();
+    assert!(
+        err.contains("holds 25 records: seq 16..=25 are missing"),
+        "{err}"
+    );
+    std::fs::remove_file(&tree).unwrap();
+    let err = open().to_string();
+    assert!(
+        err.contains("its ") && err.contains(".tree is missing"),
+        "{err}"
+    );
+    // A tree rebuilt from what is left still does not match the checkpoint of 25 records.
+    std::fs::write(&tree, "").unwrap();
+    let err = open().to_string();
+    assert!(err.contains("vouches for 25 records"), "{err}");
 }
 
 #[tokio::test]
@@ -361,9 +404,18 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
     let verifier = graphgate::audit::note::NoteVerifier::parse(&s.public_key).unwrap();
     let last = verifier.open(pushed.last().unwrap()).unwrap();
     let cp = checkpoint::Checkpoint::parse(last).unwrap();
+    // It signs the Merkle tree's root of the five records, not the chain's head.
     let head = lines(&s.log).last().unwrap()["hash"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!((cp.size, cp.hash), (5, head));
+    assert_eq!(cp.size, 5);
+    assert_ne!(cp.hash, head);
+    let raw: Vec<Vec<u8>> = std::fs::read(&s.log)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(cp.hash, crate::rfc6962::hex(&crate::rfc6962::root(&raw)));
 }

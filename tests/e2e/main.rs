@@ -45,6 +45,7 @@ mod policy;
 mod reconcile;
 mod reload;
 mod resilience;
+mod rfc6962;
 mod schemathesis;
 mod sdk;
 mod shared_state;
