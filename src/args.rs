@@ -50,6 +50,9 @@ pub enum Command {
     /// Verify and query audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a witness that cosigns audit checkpoints (on infrastructure of its own).
+    #[command(subcommand)]
+    Witness(graphgate::witness::WitnessCommand),
 }
 
 #[derive(Args)]

@@ -41,6 +41,7 @@ fn main() -> ExitCode {
             Command::Emulate(args) => emulate(args).await,
             Command::Policy(cmd) => policy(cmd),
             Command::Audit(cmd) => Ok(graphgate::audit::cli::run(cmd)?),
+            Command::Witness(cmd) => Ok(graphgate::witness::run(cmd).await?),
         };
         telemetry.shutdown().await;
         result

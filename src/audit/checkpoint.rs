@@ -302,7 +302,8 @@ pub fn check_last(
     }
 }
 
-pub(super) fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// The 32 bytes of a lower-case hex hash.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
     }

@@ -26,6 +26,11 @@ pub enum AuditCommand {
     /// Make an Ed25519 key pair for signed checkpoints: writes the private key (mode 0600)
     /// and prints the public key in the signed-note verifier-key form.
     Keygen(KeygenArgs),
+    /// Write a receipt: a request's records, their inclusion proofs and the newest signed
+    /// and cosigned checkpoint, checkable offline with `audit verify-receipt`.
+    Prove(super::receipt_cli::ProveArgs),
+    /// Check a receipt with the log's public key (and witnesses' keys), nothing else.
+    VerifyReceipt(super::receipt_cli::VerifyReceiptArgs),
 }
 
 /// What `audit verify` checks.
@@ -147,6 +152,8 @@ pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
         AuditCommand::Verify(args) => run_verify(&args),
         AuditCommand::Query(args) => run_query(args),
         AuditCommand::Keygen(args) => run_keygen(&args),
+        AuditCommand::Prove(args) => super::receipt_cli::run_prove(&args),
+        AuditCommand::VerifyReceipt(args) => super::receipt_cli::run_verify(&args),
     }
 }
 

@@ -24,6 +24,8 @@ pub mod leaves;
 pub mod note;
 pub mod push;
 pub mod query;
+pub mod receipt;
+pub mod receipt_cli;
 pub mod reconcile;
 pub mod record;
 pub mod sampler;
@@ -31,10 +33,15 @@ pub mod serve;
 pub mod ship;
 pub mod sink;
 pub mod sweep;
+pub mod tiles;
 pub mod trail;
 pub mod tree;
 pub mod verify;
 pub mod verify_witness;
+pub mod witness;
+pub mod witness_args;
+pub mod witness_protocol;
+pub mod witness_start;
 pub mod writer;
 
 use std::path::{Path, PathBuf};
@@ -99,6 +106,10 @@ struct Enabled {
     push: Option<push::PushQueue>,
     /// Follows up the device actions Graph accepts, when outcome reconciliation is on.
     reconciler: std::sync::OnceLock<reconcile::Handle>,
+    /// The witnesses cosigning its checkpoints, if any.
+    witnesses: Option<witness::Witnesses>,
+    /// The newest signed checkpoint (with a signing key).
+    latest: Option<checkpoint::Latest>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -145,6 +156,7 @@ impl Audit {
             Self::with_sink_sampled(Box::new(sink), state, fingerprinter, config.sampling)?;
         if let Some(inner) = audit.inner.as_mut().and_then(Arc::get_mut) {
             inner.path = Some(path.to_owned());
+            inner.latest = config.checkpoints.as_ref().map(|c| c.latest.clone());
         }
         Ok(audit)
     }
@@ -179,6 +191,8 @@ impl Audit {
                 samplers,
                 push: None,
                 reconciler: std::sync::OnceLock::new(),
+                witnesses: None,
+                latest: None,
             })),
         })
     }
@@ -189,6 +203,24 @@ impl Audit {
             inner.push = push;
         }
         self
+    }
+
+    /// The log, with its checkpoints cosigned by `witnesses`.
+    pub fn with_witnesses(mut self, witnesses: witness::Witnesses) -> Self {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
+            inner.witnesses = Some(witnesses);
+        }
+        self
+    }
+
+    /// The witnesses cosigning the log's checkpoints, if any.
+    pub fn witnesses(&self) -> Option<&witness::Witnesses> {
+        self.inner.as_ref().and_then(|i| i.witnesses.as_ref())
+    }
+
+    /// The newest signed checkpoint, when checkpoints are signed.
+    pub fn latest_checkpoint(&self) -> Option<&checkpoint::Latest> {
+        self.inner.as_ref().and_then(|i| i.latest.as_ref())
     }
 
     /// Outcome reconciliation follows up this log's accepted device actions from now on.

@@ -111,7 +111,7 @@ enum PushError {
     Timeout(Duration),
 }
 
-type PushClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(super) type PushClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Starts the task pushing `queue`'s notes to `url` (http or https; `extra_ca_pem` adds
 /// trusted CAs). Call within a Tokio runtime.
@@ -124,7 +124,9 @@ pub fn spawn(
     Ok(tokio::spawn(run(queue, url, client)))
 }
 
-fn client(extra_ca_pem: Option<&str>) -> Result<PushClient, crate::upstream::UpstreamSetupError> {
+pub(super) fn client(
+    extra_ca_pem: Option<&str>,
+) -> Result<PushClient, crate::upstream::UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     for cert in extra_ca_pem

@@ -73,6 +73,9 @@ pub struct ServeAuditArgs {
     /// How long an accepted action has to reach a final state before it counts as overdue.
     #[arg(long, env = "GRAPHGATE_RECONCILE_DEADLINE_SECS", default_value_t = super::reconcile::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub reconcile_deadline_secs: u64,
+    /// Witnesses, and starting a new tree on purpose.
+    #[command(flatten)]
+    pub witness: super::witness_args::WitnessArgs,
 }
 
 impl ServeAuditArgs {
@@ -129,6 +132,9 @@ pub enum SetupError {
     /// The checkpoint push cannot be set up.
     #[error("--audit-checkpoint-url: {0}")]
     Push(String),
+    /// The witnesses cannot be set up, or one has cosigned more than the log holds.
+    #[error("{0}")]
+    Witness(String),
     /// The log cannot be opened or written.
     #[error("audit log {path}: {reason}")]
     Log {
@@ -182,12 +188,58 @@ pub async fn open_for_serve(
         }
         (None, false) => return Err(SetupError::NoKey),
     };
+    let (witnesses, quorum) = args.witness.witnesses().map_err(SetupError::Witness)?;
     let mut config = args.config();
     config.checkpoints = checkpoints(args, extra_ca_pem)?;
     let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
+    let set_aside = match args.witness.audit_new_tree {
+        true => Some(super::launder::set_aside(&path).map_err(|e| log_err(e.to_string()))?),
+        false => None,
+    };
     let audit =
         Audit::open_with(&path, &config, fingerprinter).map_err(|e| log_err(e.to_string()))?;
-    Ok(audit.with_push(push))
+    if let Some((folder, moved)) = &set_aside {
+        let note = format!(
+            "a new audit tree was started on purpose (--audit-new-tree): the previous log's {moved} file(s) were moved to {}",
+            folder.display()
+        );
+        tracing::warn!(folder = %folder.display(), "{note}");
+        let entry = super::Entry {
+            kind: Some(super::Kind::Start),
+            time: super::record::now_rfc3339(),
+            audit_id: uuid::Uuid::new_v4().to_string(),
+            note: Some(note),
+            ..super::Entry::default()
+        };
+        audit
+            .write_durable(entry)
+            .await
+            .map_err(|e| log_err(e.to_string()))?;
+    }
+    let audit = audit.with_push(push);
+    let Some(checkpoints) = config
+        .checkpoints
+        .as_ref()
+        .filter(|_| !witnesses.is_empty())
+    else {
+        return Ok(audit);
+    };
+    if set_aside.is_none()
+        && let Err(e) =
+            super::witness_start::check(&audit, &path, checkpoints, &witnesses, extra_ca_pem).await
+    {
+        audit.close().await;
+        return Err(SetupError::Witness(e));
+    }
+    let handle = super::witness::Witnesses::spawn(
+        witnesses,
+        quorum,
+        &checkpoints.latest,
+        &path,
+        extra_ca_pem,
+    )
+    .map_err(|e| SetupError::Witness(e.to_string()))?;
+    Ok(audit.with_witnesses(handle))
 }
 
 /// The checkpoint configuration the flags ask for (and the push task, started).

@@ -89,14 +89,14 @@ fn join(done: Vec<FileResult>) -> Option<(Report, Vec<Hash>)> {
             report.torn.push(torn);
         }
         if let Some(first) = &f.first {
-            match prev {
-                None if first.seq == 1 && first.prev_hash != GENESIS => return None,
-                None => {}
+            let joined = match prev {
+                None => first.seq > 1 || first.prev_hash == GENESIS,
                 Some((seq, hash)) => {
-                    if first.seq != seq + 1 || first.prev_hash != super::chain::hex(&hash) {
-                        return None;
-                    }
+                    first.seq == seq + 1 && first.prev_hash == super::chain::hex(&hash)
                 }
+            };
+            if !joined {
+                return None;
             }
             if report.first.is_none() {
                 report.first = Some(first.clone());
@@ -150,13 +150,10 @@ fn check_file(
         let Some((link, hash)) = check_line(line) else {
             return Ok(None);
         };
-        match out.last {
-            None => {}
-            Some((seq, prev)) => {
-                if link.seq != seq + 1 || !hex_eq(link.prev_hash.as_bytes(), &prev) {
-                    return Ok(None);
-                }
-            }
+        if let Some((seq, prev)) = out.last
+            && (link.seq != seq + 1 || !hex_eq(link.prev_hash.as_bytes(), &prev))
+        {
+            return Ok(None);
         }
         if want_leaves {
             out.leaves.push(tree::leaf_hash(line));
