@@ -15,6 +15,7 @@ mod audit_cli;
 mod audit_ends;
 mod audit_ship;
 mod audit_volume;
+mod audit_witness;
 mod authority;
 mod bulk;
 mod catalog;
