@@ -1,6 +1,6 @@
 //! What audit trust costs, measured: a checkpoint (its signature alone, and signed, appended
-//! and synced), 10,000 records written with and without checkpoints, `audit verify`'s chain
-//! throughput on a large log, and the console's pages over that log (1,000,000 records by
+//! and synced), 10,000 records written with and without checkpoints, `audit verify`'s
+//! throughput on a large log (the hash chain, and with the Merkle tree's root), and the console's pages over that log (1,000,000 records by
 //! default; `GRAPHGATE_BENCH_RECORDS` sets another size).
 //!
 //!     cargo bench --bench audit_trust
@@ -167,9 +167,30 @@ fn large_log(c: &mut Criterion) {
             report
         })
     });
+    // What `audit verify --public-key` does: also each record's Merkle leaf hash, folded
+    // into the tree's root.
+    g.bench_function(format!("{records}_records_and_merkle_root"), |b| {
+        b.iter(|| {
+            let (report, leaves) =
+                graphgate::audit::verify::verify_with_leaves(&files, &[], true).unwrap();
+            assert!(report.problem.is_none());
+            assert_eq!(leaves.len() as u64, records);
+            let mut roots = graphgate::audit::tree::Roots::default();
+            for leaf in leaves {
+                roots.push(leaf).unwrap();
+            }
+            roots.root().unwrap()
+        })
+    });
     g.finish();
     console_pages(c, &log, records);
-    let _ = std::fs::remove_dir_all(&dir);
+    // GRAPHGATE_BENCH_KEEP=1 keeps the log, to time `graphgate audit verify` on it.
+    match std::env::var_os("GRAPHGATE_BENCH_KEEP") {
+        Some(_) => eprintln!("kept the large log in {}", dir.display()),
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// The console's pages over the log, once its index is built.

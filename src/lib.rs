@@ -28,7 +28,11 @@
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
-//!   durable before Graph is called, its writer, `verify` and `query`.
+//!   durable before Graph is called, its writer, `verify` and `query`; the log as an RFC 6962
+//!   Merkle tree ([`audit::tree`]) whose signed checkpoints witnesses cosign
+//!   ([`audit::witness`]), receipts, tiles, and the refusal to launder a cut log at start.
+//! - [`witness`]: `graphgate witness serve`, the C2SP tlog-witness a security team runs
+//!   apart from the gateway.
 //! - `forward` (*crate*): sending an admitted request to Graph and what may be retried;
 //!   [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
 //! - `error` (*crate*): every stage's failure and the one place it becomes status, Graph

@@ -2,10 +2,14 @@
 //! that reaches operation recognition (and a sample of failed authentications).
 //! [`trail`] collects one request's record, [`sampler`] bounds what refusals may write,
 //! [`writer`] makes records durable with group commit, [`sink`] and [`files`] keep the files
-//! and their [`anchor`], [`verify`] and [`query`] read logs. Off the host: signed
+//! and their [`anchor`], [`verify`] (with [`sweep`]: files in parallel) and [`query`] read
+//! logs. Off the host: the log as an RFC 6962 Merkle [`tree`] fed by [`leaves`], its signed
 //! [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed to an endpoint),
-//! [`ship`]ping to an OTLP collector, and [`reconcile`] (did the device action happen?);
-//! [`follow`] reads a live log in chain order for them and for the console.
+//! cosigned by [`witness`]es ([`witness_protocol`], [`cosigned`], checked at start by
+//! [`witness_start`]), [`receipt`]s, [`tiles`] for auditors, and [`launder`] (no cut log
+//! continued as if whole); [`ship`]ping to an OTLP collector, and [`reconcile`] (did the
+//! device action happen?); [`follow`] reads a live log in chain order for them and for the
+//! console.
 
 pub mod anchor;
 mod batch;

@@ -48,6 +48,8 @@ pub fn sweep(
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| {
+                // One buffer per worker, reused from file to file (fewer page faults).
+                let mut buf = Vec::new();
                 loop {
                     let i = {
                         let mut n = next.lock().unwrap_or_else(|e| e.into_inner());
@@ -58,7 +60,7 @@ pub fn sweep(
                     let Some(file) = ordered.get(i) else {
                         return;
                     };
-                    let result = check_file(file, i, watch, leaves);
+                    let result = check_file(file, &mut buf, i, watch, leaves);
                     results
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -116,13 +118,26 @@ fn join(done: Vec<FileResult>) -> Option<(Report, Vec<Hash>)> {
 
 fn check_file(
     file: &Path,
+    buf: &mut Vec<u8>,
     order: usize,
     watch: &[u64],
     want_leaves: bool,
 ) -> std::io::Result<Option<FileResult>> {
-    let text = files::read(file)?;
+    buf.clear();
+    std::io::Read::read_to_end(
+        &mut std::fs::File::open(file)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", file.display())))?,
+        buf,
+    )?;
+    let text = &buf[..];
     let torn = !text.is_empty() && !text.ends_with(b"\n");
-    let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+    let mut lines: Vec<&[u8]> = Vec::with_capacity(text.len() / 512);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', text) {
+        lines.push(&text[start..end]);
+        start = end + 1;
+    }
+    lines.push(&text[start..]);
     let torn_pos = match torn {
         true => {
             lines.pop();
@@ -178,16 +193,19 @@ fn check_file(
 }
 
 /// The chain fields of a line, borrowed.
-#[derive(serde::Deserialize)]
 struct LinkRef<'a> {
     seq: u64,
-    #[serde(borrow)]
     prev_hash: &'a str,
 }
 
 /// The record's chain fields and hash when the line hashes to the hash it carries.
+///
+/// Once the hash matches, the line is exactly what the gateway sealed: canonical JSON,
+/// members in key order. `prev_hash` and `seq` are then read without parsing: every member
+/// after them (`reason` .. `user_id`) is a string or a number, so their keys' last
+/// occurrences are theirs (inside a string a quote is escaped, and no nested object follows).
 fn check_line(line: &[u8]) -> Option<(LinkRef<'_>, [u8; 32])> {
-    let at = find(line, MEMBER)?;
+    let at = memchr::memmem::find(line, MEMBER)?;
     let end = at + MEMBER_LEN;
     let member = line.get(at..end)?;
     if &member[MEMBER_LEN - 2..] != b"\"," {
@@ -201,12 +219,20 @@ fn check_line(line: &[u8]) -> Option<(LinkRef<'_>, [u8; 32])> {
     if digest != claimed {
         return None;
     }
-    let link: LinkRef<'_> = serde_json::from_slice(line).ok()?;
-    Some((link, digest))
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    const PREV: &[u8] = b",\"prev_hash\":\"";
+    const SEQ: &[u8] = b",\"seq\":";
+    let p = memchr::memmem::rfind(line, PREV)? + PREV.len();
+    let prev_hash = std::str::from_utf8(line.get(p..p + 64)?).ok()?;
+    if line.get(p + 64) != Some(&b'"') {
+        return None;
+    }
+    let s = memchr::memmem::rfind(line, SEQ)? + SEQ.len();
+    let digits = line[s..].iter().take_while(|b| b.is_ascii_digit()).count();
+    let seq = std::str::from_utf8(&line[s..s + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((LinkRef { seq, prev_hash }, digest))
 }
 
 fn decode_hex(hex: &[u8]) -> Option<[u8; 32]> {

@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 pub use tlog_tiles::Hash;
-use tlog_tiles::{HashReader, split_stored_hash_index, stored_hash_count, stored_hash_index};
+use tlog_tiles::{HashReader, stored_hash_count, stored_hash_index};
 
 /// Bytes of one hash.
 pub const HASH_BYTES: u64 = 32;
@@ -140,16 +140,10 @@ impl Tree {
 
     /// Appends a leaf by its hash.
     pub fn push_hash(&mut self, leaf: Hash) -> Result<(), TreeError> {
-        let n = self.size;
-        let reader = Frontier {
-            last: &self.last,
-            size: n,
-        };
-        let hashes = tlog_tiles::stored_hashes_for_record_hash(n, leaf, &reader)?;
-        for (level, h) in hashes.iter().enumerate() {
-            self.last[level] = *h;
-            self.pending.extend_from_slice(&h.0);
-        }
+        let pending = &mut self.pending;
+        append(&mut self.last, self.size, leaf, |h| {
+            pending.extend_from_slice(&h.0)
+        });
         self.size += 1;
         Ok(())
     }
@@ -161,11 +155,7 @@ impl Tree {
 
     /// The root hash of the tree as it stands.
     pub fn root(&self) -> Result<Hash, TreeError> {
-        let reader = Frontier {
-            last: &self.last,
-            size: self.size,
-        };
-        Ok(tlog_tiles::tree_hash(self.size, &reader)?)
+        Ok(root_of(&self.last, self.size))
     }
 
     /// Writes the appended hashes to the file (not synced).
@@ -331,14 +321,7 @@ impl Default for Roots {
 impl Roots {
     /// Appends a leaf by its hash.
     pub fn push(&mut self, leaf: Hash) -> Result<(), TreeError> {
-        let reader = Frontier {
-            last: &self.last,
-            size: self.size,
-        };
-        let hashes = tlog_tiles::stored_hashes_for_record_hash(self.size, leaf, &reader)?;
-        for (level, h) in hashes.iter().enumerate() {
-            self.last[level] = *h;
-        }
+        append(&mut self.last, self.size, leaf, |_| {});
         self.size += 1;
         Ok(())
     }
@@ -350,35 +333,40 @@ impl Roots {
 
     /// The root hash of the leaves appended so far.
     pub fn root(&self) -> Result<Hash, TreeError> {
-        let reader = Frontier {
-            last: &self.last,
-            size: self.size,
-        };
-        Ok(tlog_tiles::tree_hash(self.size, &reader)?)
+        Ok(root_of(&self.last, self.size))
     }
 }
 
-/// Reads the right edge of a tree of `size` leaves from memory: appending leaf `size` and the
-/// root of `size` leaves only ask for the newest completed node of a level.
-struct Frontier<'a> {
-    last: &'a [Hash; LEVELS],
-    size: u64,
+/// Appends leaf `n` (`size` before it) to the right edge `last`, handing each hash that
+/// completes (the leaf, then each subtree it closes, as stored in the Go layout) to `out`.
+/// The same hashes as `tlog_tiles::stored_hashes`, without a reader: the left neighbour of
+/// each closed subtree is the newest completed node of its level.
+fn append(last: &mut [Hash; LEVELS], n: u64, leaf: Hash, mut out: impl FnMut(Hash)) {
+    let closes = (n + 1).trailing_zeros() as usize;
+    let mut h = leaf;
+    for level in 0..closes.min(LEVELS - 1) {
+        out(h);
+        let left = last[level];
+        last[level] = h;
+        h = tlog_tiles::node_hash(left, h);
+    }
+    out(h);
+    last[closes.min(LEVELS - 1)] = h;
 }
 
-impl HashReader for Frontier<'_> {
-    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
-        indexes
-            .iter()
-            .map(|&i| {
-                let (level, n) = split_stored_hash_index(i);
-                let newest = (self.size >> level).checked_sub(1);
-                match newest == Some(n) {
-                    true => Ok(self.last[usize::from(level)]),
-                    false => Err(tlog_tiles::Error::IndexesNotInTree),
-                }
-            })
-            .collect()
+/// The root of a tree of `size` leaves from its right edge: the complete subtrees of
+/// `size`'s set bits, the smaller ones folded in on the right (RFC 6962 §2.1).
+fn root_of(last: &[Hash; LEVELS], size: u64) -> Hash {
+    let mut acc: Option<Hash> = None;
+    for (level, node) in last.iter().enumerate().take(LEVELS) {
+        if size >> level & 1 == 1 {
+            acc = Some(match acc {
+                None => *node,
+                Some(right) => tlog_tiles::node_hash(*node, right),
+            });
+        }
     }
+    acc.unwrap_or(EMPTY_ROOT)
 }
 
 fn read_hash(file: &File, index: u64) -> io::Result<Hash> {
@@ -505,9 +493,12 @@ mod tests {
             .collect();
         let mut tree = Tree::open(&path).unwrap();
         assert_eq!(tree.root().unwrap(), EMPTY_ROOT);
+        let mut roots = Roots::default();
         for (i, leaf) in leaves.iter().enumerate() {
             tree.push(leaf).unwrap();
+            roots.push(leaf_hash(leaf)).unwrap();
             assert_eq!(tree.root().unwrap().0, mth(&leaves[..=i]), "size {}", i + 1);
+            assert_eq!(roots.root().unwrap(), tree.root().unwrap());
         }
         tree.sync().unwrap();
         let view = tree.view().unwrap();

@@ -524,7 +524,7 @@ async fn receipts_verify_offline_and_fail_on_any_changed_byte_and_tiles_match_an
                 ));
             }
         }
-        for i in 0..new {
+        for (i, entry) in entries[..new].iter().enumerate() {
             let proof: Vec<rfc6962::H> = view
                 .inclusion(i as u64, new as u64)
                 .unwrap()
@@ -534,7 +534,7 @@ async fn receipts_verify_offline_and_fail_on_any_changed_byte_and_tiles_match_an
             assert!(rfc6962::verify_inclusion(
                 i as u64,
                 new as u64,
-                &rfc6962::leaf(&entries[i]),
+                &rfc6962::leaf(entry),
                 &proof,
                 &new_root
             ));
