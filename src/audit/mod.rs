@@ -11,42 +11,22 @@
 //! device action happen?); [`follow`] reads a live log in chain order for them and for the
 //! console.
 
-pub mod anchor;
-mod batch;
-pub mod chain;
-pub mod checkpoint;
-pub mod checkpoint_cli;
-pub mod checkpointer;
-pub mod cli;
-pub mod cosigned;
-pub mod ends;
-pub mod files;
-pub mod fingerprint;
-pub mod follow;
-pub mod launder;
-pub mod leaves;
-pub mod note;
-pub mod push;
-pub mod query;
-pub mod receipt;
-pub mod receipt_cli;
+pub mod checkpoints;
+pub mod commands;
+pub mod read;
 pub mod reconcile;
-pub mod record;
-pub mod sampler;
-pub mod serve;
+pub mod records;
 pub mod ship;
-pub mod sink;
-pub mod sweep;
-pub mod tiles;
-pub mod trail;
-pub mod tree;
-pub mod verify;
-pub mod verify_witness;
-pub mod witness;
-pub mod witness_args;
-pub mod witness_protocol;
-pub mod witness_start;
-pub mod writer;
+pub mod store;
+pub mod witnessing;
+
+// The parts, by their old flat names (every path into `audit` stays as it was).
+pub use checkpoints::{checkpoint, checkpointer, leaves, note, push, tree};
+pub use commands::{checkpoint_cli, cli, receipt_cli, serve, verify_witness};
+pub use read::{ends, follow, query, receipt, sweep, tiles, verify};
+pub use records::{chain, fingerprint, record, sampler, trail};
+pub use store::{anchor, files, launder, sink, writer};
+pub use witnessing::{cosigned, witness, witness_args, witness_protocol, witness_start};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -111,7 +111,7 @@ enum PushError {
     Timeout(Duration),
 }
 
-pub(super) type PushClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(in crate::audit) type PushClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Starts the task pushing `queue`'s notes to `url` (http or https; `extra_ca_pem` adds
 /// trusted CAs). Call within a Tokio runtime.
@@ -124,7 +124,7 @@ pub fn spawn(
     Ok(tokio::spawn(run(queue, url, client)))
 }
 
-pub(super) fn client(
+pub(in crate::audit) fn client(
     extra_ca_pem: Option<&str>,
 ) -> Result<PushClient, crate::upstream::UpstreamSetupError> {
     let mut roots = rustls::RootCertStore::empty();
