@@ -1,15 +1,21 @@
 //! The audit log: a durable, hash-chained, secret-free JSON Lines record of every request
-//! that reaches operation recognition (and a sample of failed authentications).
-//! [`trail`] collects one request's record, [`sampler`] bounds what refusals may write,
-//! [`writer`] makes records durable with group commit, [`sink`] and [`files`] keep the files
-//! and their [`anchor`], [`verify`] (with [`sweep`]: files in parallel) and [`query`] read
-//! logs. Off the host: the log as an RFC 6962 Merkle [`tree`] fed by [`leaves`], its signed
-//! [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed to an endpoint),
-//! cosigned by [`witness`]es ([`witness_protocol`], [`cosigned`], checked at start by
-//! [`witness_start`]), [`receipt`]s, [`tiles`] for auditors, and [`launder`] (no cut log
-//! continued as if whole); [`ship`]ping to an OTLP collector, and [`reconcile`] (did the
-//! device action happen?); [`follow`] reads a live log in chain order for them and for the
-//! console.
+//! that reaches operation recognition (and a sample of failed authentications), and what
+//! makes its history one the host cannot rewrite. Its parts, in the order a record meets them:
+//! - [`records`]: one request's [`trail`], the [`sampler`] bounding what refusals may write,
+//!   keyed [`fingerprint`]s, the [`record`] and its place in the hash [`chain`];
+//! - [`store`]: the [`writer`] thread's group commit, the [`sink`] and [`files`], the
+//!   [`anchor`], and [`launder`] (a log whose evidence is missing is not continued);
+//! - [`checkpoints`]: the log as an RFC 6962 Merkle [`tree`] fed by [`leaves`], signed
+//!   [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed off the host);
+//! - [`witnessing`]: [`witness`]es cosigning them ([`witness_protocol`], [`cosigned`],
+//!   [`witness_start`], [`witness_args`]);
+//! - [`read`]: [`follow`] a live log, [`verify`] it ([`sweep`], [`ends`]), [`query`] it,
+//!   [`receipt`]s and [`tiles`];
+//! - [`commands`]: `graphgate audit ...` ([`cli`]) and `serve`'s audit flags ([`serve`]);
+//! - off the host besides: [`ship`]ping to an OTLP collector and [`reconcile`] (did the
+//!   device action happen?).
+//!
+//! Every part keeps its flat path (`audit::writer`, `audit::tree`, ...).
 
 pub mod checkpoints;
 pub mod commands;

@@ -342,16 +342,15 @@ impl Roots {
 /// The same hashes as `tlog_tiles::stored_hashes`, without a reader: the left neighbour of
 /// each closed subtree is the newest completed node of its level.
 fn append(last: &mut [Hash; LEVELS], n: u64, leaf: Hash, mut out: impl FnMut(Hash)) {
-    let closes = (n + 1).trailing_zeros() as usize;
+    let closes = ((n + 1).trailing_zeros() as usize).min(LEVELS - 1);
     let mut h = leaf;
-    for level in 0..closes.min(LEVELS - 1) {
+    for node in last.iter_mut().take(closes) {
         out(h);
-        let left = last[level];
-        last[level] = h;
+        let left = std::mem::replace(node, h);
         h = tlog_tiles::node_hash(left, h);
     }
     out(h);
-    last[closes.min(LEVELS - 1)] = h;
+    last[closes] = h;
 }
 
 /// The root of a tree of `size` leaves from its right edge: the complete subtrees of

@@ -24,7 +24,7 @@ pub struct WitnessVerifyArgs {
     /// How many of the --witness-key witnesses must have cosigned [default: all of them].
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..), requires = "witness_keys")]
     pub witness_quorum: Option<u64>,
-    /// Files of cosigned checkpoints (repeatable) [default: `<log>.cosigned` beside the files].
+    /// Files of cosigned checkpoints (repeatable); by default `<log>.cosigned` beside the files.
     #[arg(long = "cosigned", value_name = "FILE", requires = "witness_keys")]
     pub cosigned: Vec<PathBuf>,
 }
