@@ -111,7 +111,8 @@ enum PushError {
     Timeout(Duration),
 }
 
-pub(in crate::audit) type PushClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(in crate::audit) type PushClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// Starts the task pushing `queue`'s notes to `url` (http or https; `extra_ca_pem` adds
 /// trusted CAs). Call within a Tokio runtime.

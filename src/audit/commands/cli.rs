@@ -162,9 +162,11 @@ fn is_ship_cursor(file: &Path) -> bool {
     file.extension().is_some_and(|e| e == "ship-cursor")
 }
 
-/// Files beside a log that a glob of its files picks up and that are not records.
+/// Files beside a log that a glob of its files picks up and that are not records (a folder
+/// is one whose files `--audit-new-tree` set aside).
 fn is_beside_log(file: &Path) -> bool {
-    is_ship_cursor(file)
+    file.is_dir()
+        || is_ship_cursor(file)
         || super::tree::is_tree_file(file)
         || super::cosigned::is_cosigned_file(file)
 }
