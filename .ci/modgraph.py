@@ -1,26 +1,29 @@
 #!/usr/bin/env python3
-"""The import graph of the crate's top-level modules (src/<module>.rs and src/<module>/):
-which module names which (`crate::x` paths and `use crate::{x, ...}` groups), its cycles, the
-depth-first back-edges, and the layers (each module above everything it imports).
+"""The import graph of a crate's modules, at every depth: which module names which
+(`crate::`, `super::` and `self::` paths, and `use ...::{x, ...}` groups), the cycles, the
+depth-first back-edges, and the layers of the top level (each module above everything it
+imports).
 
-Comments, `#[cfg(test)]` modules (inline or in their own file) and `#[cfg(test)] use` lines
-are ignored: they are not part of the built crate's structure. `super::` and `self::` paths
-stay inside one top-level module. src/lib.rs and the binary (main.rs, args.rs) are left out.
+The modules are found from the crate root by following its `mod x;` declarations (so a
+library and a binary sharing src/ are told apart). Every folder is checked on its own: an
+import from a/b/c.rs of a/d/e is an edge b -> d inside folder a; a folder's own file
+(a/mod.rs or a.rs) and the items it defines are the folder itself, not a node. Comments,
+`#[cfg(test)]` modules (inline or in their own file) and `#[cfg(test)] use` lines are ignored:
+they are not part of the built crate's structure.
 
-usage: modgraph.py [SRC_DIR] [--check]   (--check: exit 1 if there is any cycle)
+usage: modgraph.py [CRATE_ROOT ...] [--check]
+  CRATE_ROOT: a crate's root file (src/lib.rs, src/main.rs) or a directory holding lib.rs
+  [default: src/lib.rs]. --check: exit 1 if there is a cycle at any depth.
 """
 import os
 import re
 import sys
 
-args = [a for a in sys.argv[1:] if not a.startswith('--')]
-check = '--check' in sys.argv
-root = args[0] if args else 'src'
-SKIP = {'lib', 'main', 'args'}
-
 TEST_MOD_FILE = re.compile(r'#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;')
 TEST_MOD_INLINE = re.compile(r'#\[cfg\(test\)\]\s*(?:pub(?:\([^)]*\))?\s+)?mod\s+\w+\s*\{')
 TEST_USE = re.compile(r'#\[cfg\(test\)\]\s*use\s[^;]*;')
+MOD_DECL = re.compile(r'(?:^|[;}\]\s])(?:pub(?:\([^)]*\))?\s+)?mod\s+(\w+)\s*;')
+PATH = re.compile(r'\b(crate|super|self)((?:::\w+)+)(::\{)?')
 
 
 def strip_comments(text):
@@ -66,66 +69,107 @@ def drop_inline_test_modules(text):
         text = text[:m.start()] + text[end:]
 
 
-def group_heads(group):
-    """The first path segment of each item in a `use crate::{...}` group (depth 0 only)."""
-    heads, depth, item = [], 0, ''
+def source(path):
+    """A file's text as the built crate sees it: no comments, no test modules or uses."""
+    text = strip_comments(open(path, encoding='utf-8').read())
+    text = TEST_MOD_FILE.sub('', text)
+    return TEST_USE.sub('', drop_inline_test_modules(text))
+
+
+def modules(root):
+    """Every module reachable from the crate root: {module path (a tuple): file}."""
+    found = {(): root}
+    todo = [((), root)]
+    while todo:
+        path, file = todo.pop()
+        name = os.path.basename(file)
+        here = os.path.dirname(file)
+        if name not in ('mod.rs', 'lib.rs', 'main.rs'):
+            here = os.path.join(here, name[:-3])
+        for child in MOD_DECL.findall(source(file)):
+            for candidate in (os.path.join(here, child + '.rs'),
+                              os.path.join(here, child, 'mod.rs')):
+                if os.path.isfile(candidate):
+                    found[path + (child,)] = candidate
+                    todo.append((path + (child,), candidate))
+                    break
+    return found
+
+
+def group_items(group):
+    """The paths of a `{...}` group's items (depth 0 only; nested groups keep their head)."""
+    items, depth, item = [], 0, ''
     for c in group + ',':
         if c == '{':
             depth += 1
         elif c == '}':
             depth -= 1
         if depth == 0 and c == ',':
-            name = re.match(r'\s*(\w+)', item)
-            if name:
-                heads.append(name.group(1))
+            path = re.match(r'\s*(\w+(?:::\w+)*)', item)
+            if path:
+                items.append(tuple(path.group(1).split('::')))
             item = ''
         else:
             item += c
-    return heads
+    return items
 
 
-def top_module(path):
-    first = os.path.relpath(path, root).split(os.sep)[0]
-    return first[:-3] if first.endswith('.rs') else first
+def group_at(text, start):
+    """The text of the brace group opening at `start` (just past its `{`)."""
+    depth = 1
+    for j in range(start, len(text)):
+        if text[j] == '{':
+            depth += 1
+        elif text[j] == '}':
+            depth -= 1
+            if depth == 0:
+                return text[start:j]
+    return ''
 
 
-def test_only_files():
-    """Files that are `#[cfg(test)] mod x;` of the module file that declares them."""
-    skipped = set()
-    for dp, _, fs in os.walk(root):
-        for f in fs:
-            if not f.endswith('.rs'):
+def references(path, text):
+    """The absolute module paths the file of module `path` names (may end in an item)."""
+    out = []
+    for m in PATH.finditer(text):
+        head, rest, brace = m.group(1), m.group(2), m.group(3)
+        segs = tuple(s for s in rest.split('::') if s)
+        base = ()
+        if head == 'self':
+            base = path
+        elif head == 'super':
+            base = path[:-1]
+            # `super::super::x`
+            while segs and segs[0] == 'super':
+                base, segs = base[:-1], segs[1:]
+        tails = [()]
+        if brace:
+            tails = group_items(group_at(text, m.end()))
+        for tail in tails:
+            out.append(base + segs + tail)
+    return out
+
+
+def graphs(mods):
+    """For every folder (a module with children): its children and the edges between them."""
+    folders = {}
+    for path in mods:
+        if path:
+            folders.setdefault(path[:-1], set()).add(path[-1])
+    edges = {folder: {} for folder in folders}
+    for path, file in mods.items():
+        for target in references(path, source(file)):
+            # The deepest folder holding both ends; the edge joins its two children.
+            common = 0
+            while common < min(len(path), len(target)) and path[common] == target[common]:
+                common += 1
+            folder = path[:common]
+            if folder not in folders or common >= len(path) or common >= len(target):
                 continue
-            p = os.path.join(dp, f)
-            text = open(p, encoding='utf-8').read()
-            # `mod x;` in a/mod.rs or in a.rs (next to a/) names a/x.rs or a/x/mod.rs.
-            here = dp if f in ('mod.rs', 'lib.rs', 'main.rs') else os.path.join(dp, f[:-3])
-            for name in TEST_MOD_FILE.findall(text):
-                skipped.add(os.path.join(here, name + '.rs'))
-                skipped.add(os.path.join(here, name, 'mod.rs'))
-    return skipped
-
-
-def graph():
-    mods = set()
-    edges = {}
-    skipped = test_only_files()
-    for dp, _, fs in os.walk(root):
-        for f in fs:
-            p = os.path.join(dp, f)
-            if not f.endswith('.rs') or p in skipped:
+            a, b = path[common], target[common]
+            if b not in folders[folder] or a == b:
                 continue
-            m = top_module(p)
-            if m in SKIP:
-                continue
-            mods.add(m)
-            text = strip_comments(open(p, encoding='utf-8').read())
-            text = TEST_USE.sub('', drop_inline_test_modules(text))
-            named = set(re.findall(r'\bcrate::(\w+)', text))
-            for group in re.findall(r'\bcrate::\{(.*?)\};', text, re.S):
-                named.update(group_heads(group))
-            edges.setdefault(m, set()).update(n for n in named if n != m)
-    return mods, {m: {t for t in ts if t in mods} for m, ts in edges.items()}
+            edges[folder].setdefault(a, set()).add(b)
+    return folders, edges
 
 
 def cycles_and_back_edges(mods, edges):
@@ -182,19 +226,46 @@ def layers(mods, edges):
     return by
 
 
-def main():
-    mods, edges = graph()
-    cycles, back = cycles_and_back_edges(mods, edges)
-    print(f"modules: {len(mods)}, edges: {sum(len(v) for v in edges.values())}")
+def report(root):
+    """Prints one crate's graph; returns its cycles as (folder, members) pairs."""
+    mods = modules(root)
+    folders, edges = graphs(mods)
+    top = folders.get((), set())
+    top_edges = edges.get((), {})
+    cycles, back = cycles_and_back_edges(top, top_edges)
+    print(f"crate {root}: modules: {len(mods) - 1}, top-level modules: {len(top)}, "
+          f"top-level edges: {sum(len(v) for v in top_edges.values())}")
     print("cycles:", cycles if cycles else "none")
     print("back-edges:", ', '.join(f"{a} -> {b}" for a, b in back) if back else "none")
+    found = [((), c) for c in cycles]
+    inner = []
+    for folder in sorted(f for f in folders if f):
+        c, b = cycles_and_back_edges(folders[folder], edges[folder])
+        name = '::'.join(folder)
+        inner.extend(f"{name}: {cycle}" for cycle in c)
+        found.extend((folder, cycle) for cycle in c)
+    print("cycles inside folders:", '; '.join(inner) if inner else "none")
     print("layers (each module imports only from layers below it):")
-    for n, ms in sorted(layers(mods, edges).items()):
+    for n, ms in sorted(layers(top, top_edges).items()):
         print(f"  {n}: {', '.join(sorted(ms))}")
     print("edges:")
-    for m in sorted(mods):
-        print(f"  {m} -> {', '.join(sorted(edges.get(m, ())))}")
-    if check and cycles:
+    for m in sorted(top):
+        print(f"  {m} -> {', '.join(sorted(top_edges.get(m, ())))}")
+    for folder in sorted(f for f in folders if f and any(edges[f].values())):
+        name = '::'.join(folder)
+        for m in sorted(folders[folder]):
+            if edges[folder].get(m):
+                print(f"  {name}::{m} -> {', '.join(sorted(edges[folder][m]))}")
+    return found
+
+
+def main():
+    roots = [a for a in sys.argv[1:] if not a.startswith('--')] or ['src/lib.rs']
+    roots = [os.path.join(r, 'lib.rs') if os.path.isdir(r) else r for r in roots]
+    found = []
+    for root in roots:
+        found.extend(report(root))
+    if '--check' in sys.argv and found:
         sys.exit(1)
 
 

@@ -8,6 +8,7 @@ render also reads, from RESULTS.tsv's directory when present: idle.tsv, idle-aft
 coldstart-{primed,inflight}.json (bench/coldstart.py), startup.json (bench/startup.py) and policy.tsv; the
 state-memory / state-redis rows make the state store section. Without
 the main comparison rows (a partial run), it writes only the sections it has, and no chart.
+The rate scenario's section of OUT.md (bench/rate_report.py) is kept as it was.
 """
 import datetime
 import json
@@ -87,7 +88,17 @@ def render(results, out_md, out_svg, audit_records):
     extra = new_scenarios(r, here)
     if extra:
         lines += [""] + extra
+    lines += rate_section(out_md)
     open(out_md, "w").write("\n".join(lines) + "\n")
+
+
+def rate_section(out_md):
+    """The rate scenario's section of the file being replaced (bench/rate_report.py writes
+    it), kept as it is: a run without that scenario does not erase its figures."""
+    if not os.path.exists(out_md):
+        return []
+    m = re.search(r"<!-- rate:begin -->.*?<!-- rate:end -->", open(out_md).read(), re.S)
+    return ["", m.group(0)] if m else []
 
 
 def mib(kib):

@@ -19,9 +19,23 @@
 #            at 1 and 64 connections, alternating rounds, every request with its own
 #            Idempotency-Key under a caller rate limit (bench/post-keyed.lua,
 #            bench/policy-state.yaml): the latency the shared state store adds
-# Ports (override to run beside another run): GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT
-# REDIS_PORT STATE_PORT STATE_ADMIN_PORT.
-# A run without 'main' writes its results.md to the temp dir, not bench/.
+#   rate     every path at a constant RATE (1000) requests/s over RATE_CONNECTIONS (16)
+#            connections for RATE_DURATION (15) s, latency corrected for coordinated omission
+#            (examples/rate.rs): the nginx anchor; graphgate with state in memory, on Redis,
+#            on Redis with Idempotency-Key + rate limit + budget, in memory with a budget,
+#            with mTLS callers, with a JWT caller (RATE_ROWS picks rows; RATE_WARMUP (2) s of
+#            warm-up, RATE_ROUNDS (3) rounds); p50, p99, achieved rate, CPU per 1,000
+#            requests, RSS, the machine's load (bench/rate.sh, bench/rate_report.py)
+# Ports: each one not set in the environment is a free port picked at the start. Set them to
+# run on fixed ones: GRAPH_PORT EMULATOR_PORT GG_PORT ADMIN_PORT ANCHOR_PORT REDIS_PORT
+# STATE_PORT STATE_ADMIN_PORT.
+# Binaries: GRAPHGATE_BIN, the one measured (default: built here with `cargo build --profile
+# dist`, plus GRAPHGATE_BUILD_ARGS, e.g. --no-default-features); EMULATOR_BIN, the one running
+# `emulate` (default: GRAPHGATE_BIN if it has the emulator, else a release build with
+# `--features emulator`); LOADGEN_BIN, the rate scenario's load generator (default: built
+# from examples/rate.rs).
+# A run without 'main' writes its results.md to the temp dir, not bench/; the rate scenario
+# always writes its own section of bench/results.md (other runs keep that section).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/.." && pwd)
@@ -31,15 +45,25 @@ PROXY_CPU=${PROXY_CPU:-1}       # the proxy under test (graphgate or the anchor)
 LOAD_CPUS=${LOAD_CPUS:-0}       # wrk, the fake Graph and the emulator run here
 URL_PATH=/v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/updateWindowsDeviceAccount
 KEY=bench-key-0123456789abcdef
-SCENARIOS=${SCENARIOS:-main,idle,cold,startup,policy,state}
-GRAPH_PORT=${GRAPH_PORT:-18443}       # the fake Graph
-EMULATOR_PORT=${EMULATOR_PORT:-18444} # the emulator (Entra tokens)
-GG_PORT=${GG_PORT:-18080}             # graphgate
-ADMIN_PORT=${ADMIN_PORT:-19090}       # graphgate's admin listener
-ANCHOR_PORT=${ANCHOR_PORT:-18082}     # the nginx anchor
-REDIS_PORT=${REDIS_PORT:-18379}       # the state scenario's redis-server
-STATE_PORT=${STATE_PORT:-18081}       # the state scenario's second graphgate (Redis)
-STATE_ADMIN_PORT=${STATE_ADMIN_PORT:-19091}
+SCENARIOS=${SCENARIOS:-main,idle,cold,startup,policy,state,rate}
+need() { command -v "$1" >/dev/null 2>&1; }
+for tool in python3 openssl curl taskset; do
+  need "$tool" || { echo "bench/run.sh needs $tool on PATH (Debian: apt-get install python3 openssl curl util-linux)" >&2; exit 1; }
+done
+# Free ports, picked together (so they differ) for every port not set in the environment.
+read -r -a free < <(python3 -c '
+import socket
+socks = [socket.socket() for _ in range(8)]
+for s in socks: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in socks))')
+GRAPH_PORT=${GRAPH_PORT:-${free[0]}}       # the fake Graph
+EMULATOR_PORT=${EMULATOR_PORT:-${free[1]}} # the emulator (Entra tokens, caller-token issuers)
+GG_PORT=${GG_PORT:-${free[2]}}             # graphgate
+ADMIN_PORT=${ADMIN_PORT:-${free[3]}}       # graphgate's admin listener
+ANCHOR_PORT=${ANCHOR_PORT:-${free[4]}}     # the nginx anchor
+REDIS_PORT=${REDIS_PORT:-${free[5]}}       # the state and rate scenarios' redis-server
+STATE_PORT=${STATE_PORT:-${free[6]}}       # the state scenario's second graphgate (Redis)
+STATE_ADMIN_PORT=${STATE_ADMIN_PORT:-${free[7]}}
 COLD_CONNECTIONS=${COLD_CONNECTIONS:-1000}
 COLD_TOKEN_DELAY_MS=${COLD_TOKEN_DELAY_MS:-2000}
 STARTUP_RUNS=${STARTUP_RUNS:-5}
@@ -47,18 +71,22 @@ POLICY_SIZES=${POLICY_SIZES:-10 1000 10000}
 POLICY_WALK=${POLICY_WALK:-1}
 has() { [[ ",$SCENARIOS," == *",$1,"* ]]; }
 for s in ${SCENARIOS//,/ }; do
-  case $s in main|idle|cold|startup|policy|state) ;; *) echo "unknown scenario '$s' (main, idle, cold, startup, policy, state)" >&2; exit 2 ;; esac
+  case $s in main|idle|cold|startup|policy|state|rate) ;; *) echo "unknown scenario '$s' (main, idle, cold, startup, policy, state, rate)" >&2; exit 2 ;; esac
 done
+if has rate; then source "$here/rate.sh"; fi
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need nginx || ! need wrk; then
-  echo "installing nginx-light and wrk" >&2
-  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
-fi
-if has state && ! need redis-server; then
-  echo "installing redis-server (only the program: the state scenario starts its own)" >&2
-  apt-get update -qq && apt-get install -y -qq redis-server >/dev/null
-fi
+# install TOOL PACKAGE...: the Debian packages, unless TOOL is already on PATH.
+install() {
+  local tool=$1; shift
+  need "$tool" && return 0
+  echo "installing $* (for $tool)" >&2
+  { apt-get update -qq && apt-get install -y -qq "$@" >/dev/null; } || true
+  need "$tool" || { echo "bench/run.sh needs $tool: install the Debian package(s) $* (apt-get install $*)" >&2; exit 1; }
+}
+install nginx nginx-light
+if has main || has policy || has state; then install wrk wrk; fi
+# Only the program: the state and rate scenarios start their own, without persistence.
+if has state || has rate; then install redis-server redis-server; fi
 ulimit -n 65536 2>/dev/null || true
 
 # Another run (or a leftover fake) on these ports would be measured instead: refuse.
@@ -69,12 +97,47 @@ for port in "$GRAPH_PORT" "$EMULATOR_PORT" "$GG_PORT" "$ADMIN_PORT" "$ANCHOR_POR
   fi
 done
 
-cargo build --profile dist --quiet --manifest-path "$repo/Cargo.toml"
-BIN="$repo/target/dist/graphgate"
+# The binary measured, the emulator's (different builds: what ships, the dist profile
+# without the `emulator` feature, is what is measured; the emulator that issues the tokens
+# runs from a build with it), and the rate scenario's generator.
+if [ -z "${GRAPHGATE_BIN:-}" ]; then
+  need cargo || { echo "bench/run.sh builds graphgate with cargo (or set GRAPHGATE_BIN)" >&2; exit 1; }
+  # shellcheck disable=SC2086
+  cargo build --profile dist --no-default-features --locked --quiet --manifest-path "$repo/Cargo.toml" -p graphgate --bin graphgate ${GRAPHGATE_BUILD_ARGS:-}
+  GRAPHGATE_BIN=$repo/target/dist/graphgate
+fi
+if [ -z "${EMULATOR_BIN:-}" ]; then
+  if "$GRAPHGATE_BIN" emulate --help >/dev/null 2>&1; then
+    EMULATOR_BIN=$GRAPHGATE_BIN
+  else
+    echo "$GRAPHGATE_BIN has no emulator; building one (cargo build --release --features emulator)" >&2
+    cargo build --release --locked --quiet --manifest-path "$repo/Cargo.toml" -p graphgate --bin graphgate --features emulator
+    EMULATOR_BIN=$repo/target/release/graphgate
+  fi
+fi
+if has rate && [ -z "${LOADGEN_BIN:-}" ]; then
+  if [ "$LOADGEN" = oha ]; then
+    if ! need oha; then
+      echo "installing oha (cargo install oha --locked)" >&2
+      cargo install oha --locked --quiet || { echo "LOADGEN=oha needs oha: cargo install oha --locked" >&2; exit 1; }
+    fi
+    LOADGEN_BIN=$(command -v oha || echo "${CARGO_HOME:-$HOME/.cargo}/bin/oha")
+  else
+    cargo build --profile dist --locked --quiet --manifest-path "$repo/Cargo.toml" --example rate
+    LOADGEN_BIN=$repo/target/dist/examples/rate
+  fi
+fi
+for b in "$GRAPHGATE_BIN" "$EMULATOR_BIN" ${LOADGEN_BIN:+"$LOADGEN_BIN"}; do
+  [ -x "$b" ] || { echo "not an executable: $b" >&2; exit 1; }
+done
+BIN=$GRAPHGATE_BIN
 DIR=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+# Every process started here is stopped however the run ends (an interrupt too).
 trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM HUP
 
 "$here/make-certs.sh" "$DIR" >/dev/null
 # The configs carry the default ports; move them to the ones asked for.
@@ -82,7 +145,7 @@ sed -i "s/127\.0\.0\.1:18443/127.0.0.1:$GRAPH_PORT/" "$DIR/fake-graph.conf" "$DI
 sed -i "s/127\.0\.0\.1:18082/127.0.0.1:$ANCHOR_PORT/" "$DIR/nginx-anchor.conf"
 mkdir -p "$DIR/logs"
 taskset -c "$LOAD_CPUS" nginx -p "$DIR" -c "$DIR/fake-graph.conf" & pids+=($!)
-taskset -c "$LOAD_CPUS" "$BIN" emulate --listen 127.0.0.1:"$EMULATOR_PORT" --ca-out "$DIR/emulator-ca.pem" \
+taskset -c "$LOAD_CPUS" "$EMULATOR_BIN" emulate --listen 127.0.0.1:"$EMULATOR_PORT" --ca-out "$DIR/emulator-ca.pem" \
   --token-lifetime-secs 86400 2>"$DIR/logs/emulator.err" >/dev/null & pids+=($!)
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 wait_port "$GRAPH_PORT"; wait_port "$EMULATOR_PORT"
@@ -96,7 +159,7 @@ GG_ENV=(
   AZURE_TENANT_ID=6babcaad-604b-40ac-a9d7-9fd97c0b779f
   AZURE_CLIENT_ID=3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f
   AZURE_CLIENT_SECRET=demo-client-secret-not-for-production
-  GRAPHGATE_CONNECT_TO="graph.microsoft.com:443=127.0.0.1:$GRAPH_PORT,login.microsoftonline.com:443=127.0.0.1:$EMULATOR_PORT"
+  GRAPHGATE_CONNECT_TO="graph.microsoft.com:443=127.0.0.1:$GRAPH_PORT,login.microsoftonline.com:443=127.0.0.1:$EMULATOR_PORT,kubernetes.default.svc.cluster.local:443=127.0.0.1:$EMULATOR_PORT"
   GRAPHGATE_EXTRA_CA_FILE="$DIR/cas.pem" RUST_LOG=warn
 )
 gg_args() {
@@ -116,6 +179,15 @@ start_graphgate() {
   wait_port "$GG_PORT"; wait_port "$ADMIN_PORT"
 }
 stop_graphgate() { kill "$GG_PID"; wait "$GG_PID" 2>/dev/null || true; }
+# The nginx anchor on the proxy's core (once); sets NGINX_PIDS (master and worker).
+start_anchor() {
+  [ -n "${NGINX_PIDS:-}" ] && return 0
+  taskset -c "$PROXY_CPU" nginx -p "$DIR" -c "$DIR/nginx-anchor.conf" & pids+=($!)
+  wait_port "$ANCHOR_PORT"
+  NGINX_PIDS=$(pgrep -f "nginx.*$DIR/nginx-anchor.conf" | tr '\n' ' ')
+  # The worker is nginx's child; count master and worker.
+  NGINX_PIDS="$NGINX_PIDS $(pgrep -P "${NGINX_PIDS%% *}" | tr '\n' ' ')"
+}
 # One allowed request through graphgate; fails the run unless it is answered 204.
 one_request() {
   local code
@@ -148,11 +220,7 @@ if has main; then
   # Warm up: the first token, TLS sessions and pools, so the steady state is measured.
   start_graphgate "$DIR/audit.jsonl"
   one_request
-  taskset -c "$PROXY_CPU" nginx -p "$DIR" -c "$DIR/nginx-anchor.conf" & pids+=($!)
-  wait_port "$ANCHOR_PORT"
-  NGINX_PIDS=$(pgrep -f "nginx.*$DIR/nginx-anchor.conf" | tr '\n' ' ')
-  # The worker is nginx's child; count master and worker.
-  NGINX_PIDS="$NGINX_PIDS $(pgrep -P "${NGINX_PIDS%% *}" | tr '\n' ' ')"
+  start_anchor
 
   run direct "https://127.0.0.1:$GRAPH_PORT$URL_PATH" 1 $(pgrep -f "nginx.*$DIR/fake-graph.conf" | head -1)
   # ROUNDS alternating rounds per connection count; the report shows each proxy's median
@@ -296,14 +364,32 @@ if has state; then
   kill "$MEMORY_PID" "$REDIS_GG_PID"; wait "$MEMORY_PID" "$REDIS_GG_PID" 2>/dev/null || true
 fi
 
+rate_failed=""
+if has rate; then
+  mkdir -p "$DIR/rate"
+  PROXY_CPU=$PROXY_CPU LOAD_CPUS=$LOAD_CPUS RATE_WARMUP=$RATE_WARMUP RATE_NOTE=${RATE_NOTE:-} \
+    LOADGEN=$LOADGEN LOADGEN_VERSION="$("$LOADGEN_BIN" --version 2>/dev/null | head -1)" \
+    GRAPHGATE_VERSION="$("$GRAPHGATE_BIN" --version 2>/dev/null | head -1)" \
+    python3 "$here/rate_report.py" meta "$DIR/rate" "$repo" start
+  rate_scenario
+  python3 "$here/rate_report.py" meta "$DIR/rate" "$repo" end
+fi
+
 # A full run (with the main comparison) updates bench/; a partial one writes to the temp dir.
 if has main; then out_md=$here/results.md out_svg=$here/latency.svg; else out_md=$DIR/results.md out_svg=$DIR/latency.svg; fi
-touch "$DIR/results.tsv"
-python3 "$here/report.py" render "$DIR/results.tsv" "$out_md" "$out_svg" "$records"
-cat "$out_md"
+if [ "$SCENARIOS" != rate ]; then
+  touch "$DIR/results.tsv"
+  python3 "$here/report.py" render "$DIR/results.tsv" "$out_md" "$out_svg" "$records"
+  cat "$out_md"
+fi
+# The rate scenario's section of bench/results.md, whichever other scenarios ran.
+if has rate; then
+  python3 "$here/rate_report.py" render "$DIR/rate" "${RATE_RESULTS:-$here/results.md}" || rate_failed=1
+fi
 if [ -n "${PROFILE:-}" ] && [ -f "$DIR/perf.data" ]; then
   perf report -i "$DIR/perf.data" --no-children --sort comm,sym --percent-limit 1 --stdio -g none > "$DIR/logs/profile.txt" 2>/dev/null || true
   echo "profile of $PROFILE at 64 connections: $DIR/logs/profile.txt"
 fi
 echo "raw wrk output and logs: $DIR/logs"
 if [ -n "$cold_failed" ]; then printf '%s' "$cold_failed" >&2; exit 1; fi
+if [ -n "$rate_failed" ]; then exit 1; fi

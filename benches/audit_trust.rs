@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use graphgate::audit::chain::ChainState;
-use graphgate::audit::checkpoint::CheckpointConfig;
-use graphgate::audit::checkpointer::Checkpointer;
-use graphgate::audit::note::NoteSigner;
+use graphgate::audit::checkpoints::checkpoint::CheckpointConfig;
+use graphgate::audit::checkpoints::checkpointer::Checkpointer;
+use graphgate::audit::checkpoints::note::NoteSigner;
+use graphgate::audit::records::chain::ChainState;
+use graphgate::audit::store::sink::Checkpoints;
 use graphgate::audit::{Audit, AuditConfig, Entry, Fingerprinter, Kind};
 use graphgate::console::Console;
 
@@ -60,7 +61,7 @@ fn checkpoint(c: &mut Criterion) {
     });
     let log = dir.join("a.jsonl");
     std::fs::write(&log, "").unwrap();
-    let tree = graphgate::audit::leaves::open_for(&log, 0).unwrap();
+    let tree = graphgate::audit::checkpoints::leaves::open_for(&log, 0).unwrap();
     let mut writer = Checkpointer::open(&log, config.clone(), tree).unwrap();
     let mut state = ChainState::default();
     let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
@@ -162,7 +163,7 @@ fn large_log(c: &mut Criterion) {
         .throughput(Throughput::Elements(records));
     g.bench_function(format!("{records}_records"), |b| {
         b.iter(|| {
-            let report = graphgate::audit::verify::verify(&files).unwrap();
+            let report = graphgate::audit::read::verify::verify(&files).unwrap();
             assert!(report.problem.is_none());
             report
         })
@@ -172,10 +173,10 @@ fn large_log(c: &mut Criterion) {
     g.bench_function(format!("{records}_records_and_merkle_root"), |b| {
         b.iter(|| {
             let (report, leaves) =
-                graphgate::audit::verify::verify_with_leaves(&files, &[], true).unwrap();
+                graphgate::audit::read::verify::verify_with_leaves(&files, &[], true).unwrap();
             assert!(report.problem.is_none());
             assert_eq!(leaves.len() as u64, records);
-            let mut roots = graphgate::audit::tree::Roots::default();
+            let mut roots = graphgate::audit::checkpoints::tree::Roots::default();
             for leaf in leaves {
                 roots.push(leaf).unwrap();
             }

@@ -162,7 +162,7 @@ fn audit_sealing(c: &mut Criterion) {
         rule: Some("rotator-updates-room-accounts".into()),
         ..graphgate::audit::Entry::default()
     };
-    let mut chain = graphgate::audit::chain::ChainState::default();
+    let mut chain = graphgate::audit::records::chain::ChainState::default();
     c.bench_function("audit/seal_record_with_hash_chain", |b| {
         b.iter(|| chain.seal(black_box(&entry)).unwrap())
     });
@@ -287,7 +287,10 @@ fn bulk_admission(c: &mut Criterion) {
     let request = "POST /beta/deviceManagement/managedDevices/executeAction";
     let (eval, _) =
         explain::evaluate(&policy, "ops", request, Some(&body), Default::default()).unwrap();
-    assert!(eval.decision.allowed, "every device walks to an allow");
+    assert!(
+        eval.judgement.decision.allowed,
+        "every device walks to an allow"
+    );
     c.bench_function("bulk/admit_and_decide_100_devices", |b| {
         b.iter(|| {
             let (eval, _) = explain::evaluate(
@@ -298,7 +301,7 @@ fn bulk_admission(c: &mut Criterion) {
                 Default::default(),
             )
             .unwrap();
-            eval.decision.allowed
+            eval.judgement.decision.allowed
         })
     });
 }
@@ -323,7 +326,7 @@ impl graphgate::identity::jwt::fetch::KeyLoader for Published {
 /// signature, audience and time, caller lookup, fingerprint), for an RS256 Kubernetes
 /// service-account token and an ES256 SPIFFE JWT-SVID, beside an API key's.
 fn jwt_callers(c: &mut Criterion) {
-    use graphgate::emulator::{Emulator, EmulatorConfig, KUBERNETES_ISSUER};
+    use graphgate_emulator::{Emulator, EmulatorConfig, KUBERNETES_ISSUER};
     let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
     let k8s = emulator
         .service_account_token("rooms", "rotator", &["graphgate"], 3600)

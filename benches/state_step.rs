@@ -53,7 +53,12 @@ struct Subject {
 
 impl Subject {
     fn new(config: &StateConfig) -> Subject {
-        let ns = Namespace::new(Cloud::Global, &uuid::Uuid::new_v4().to_string());
+        let ns = Namespace::new(
+            Cloud::Global,
+            &uuid::Uuid::new_v4().to_string(),
+            "bench",
+            "bench",
+        );
         let claims = ClaimSettings {
             capacity: 1_000_000,
             window: Duration::from_secs(600),
@@ -70,7 +75,7 @@ impl Subject {
     /// takes them (`gateway.rs`: decide, then execute).
     async fn request(&self, key: &str, answer: &StoredResponse) {
         let op = graphgate::operation::catalog::by_name(OP).unwrap();
-        self.limits.check(&self.store, 0, 0).await.unwrap();
+        self.limits.check(&self.store, 0, 0, 1).await.unwrap();
         let fp = fingerprint("/v1.0/deviceManagement/managedDevices/x/y", key.as_bytes());
         let Claim::Run(ticket) = self.store.claim("bench", key, fp).await.unwrap() else {
             panic!("a fresh key runs")

@@ -1,7 +1,10 @@
 //! The admin listener, apart from the callers' port: `/metrics` (Prometheus text),
 //! `/healthz` (alive), `/readyz` (policy loaded and its reloader alive with no failed
 //! reload, audit writable, token obtainable) and the audit console under `/audit` (see
-//! [`crate::console`]). Off loopback, `/metrics` and the console need the admin token.
+//! [`crate::console`]). Off loopback, `/metrics` and the console need the admin token. On
+//! loopback, only requests addressed to the loopback (`Host: localhost`, `127.0.0.1`,
+//! `[::1]`) are answered, so a web page cannot reach it by DNS rebinding. The listener may
+//! serve TLS (`--admin-tls-cert`), so the token never crosses the network in clear.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -84,8 +87,20 @@ pub async fn serve_with(
     options: AdminOptions,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    serve_with_tls(listener, gateway, options, None, shutdown).await
+}
+
+/// [`serve_with`], over TLS when `tls` is given (see [`admin_tls`]).
+pub async fn serve_with_tls(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    options: AdminOptions,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
     let exposure = Exposure::of(listener.local_addr()?);
     let options = Arc::new(options);
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -103,20 +118,84 @@ pub async fn serve_with(
         let service = service_fn(move |req| {
             let (gateway, options) = (Arc::clone(&gateway), Arc::clone(&options));
             async move {
+                // DNS rebinding: a page of another site, its name resolved to 127.0.0.1,
+                // still names its own host.
+                if exposure == Exposure::Loopback && !addressed_to_loopback(&req) {
+                    return Ok::<_, std::convert::Infallible>(misdirected());
+                }
                 let resp = handle_with(&gateway, &req, exposure, &options).await;
-                Ok::<_, std::convert::Infallible>(resp)
+                Ok(resp)
             }
         });
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10));
+            let ended = match acceptor {
+                None => http.serve_connection(TokioIo::new(stream), service).await,
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(tls)) => http.serve_connection(TokioIo::new(tls), service).await,
+                        Ok(Err(e)) => {
+                            return tracing::debug!(error = %e, "admin TLS handshake failed");
+                        }
+                        Err(_) => return tracing::debug!("admin TLS handshake timed out"),
+                    }
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "admin connection ended with an error");
             }
         });
     }
+}
+
+/// Longest TLS handshake on the admin listener.
+const ADMIN_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The admin listener's TLS: the certificate and key as `tls` holds them (no client
+/// certificates: the admin token authenticates), HTTP/1.1 only.
+pub fn admin_tls(
+    tls: &crate::tls::ServerTls,
+) -> Result<Arc<rustls::ServerConfig>, crate::tls::ServerTlsError> {
+    let mut config = crate::tls::server_config(tls)?.as_ref().clone();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Whether the request names a loopback host (`localhost`, a loopback address; any port):
+/// what a browser sends for a page it loaded from this listener, never for another site's.
+pub fn addressed_to_loopback<B>(req: &Request<B>) -> bool {
+    let Some(host) = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+    else {
+        return false;
+    };
+    let Ok(authority) = host.parse::<http::uri::Authority>() else {
+        return false;
+    };
+    let name = authority.host();
+    let name = name
+        .strip_prefix('[')
+        .and_then(|n| n.strip_suffix(']'))
+        .unwrap_or(name);
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// 421 for a request to the loopback listener that names another host.
+fn misdirected() -> Response<Full<Bytes>> {
+    reply(
+        StatusCode::MISDIRECTED_REQUEST,
+        "text/plain",
+        "this admin listener is on loopback and answers requests for localhost, 127.0.0.1 or [::1] only (the Host header names another host)\n".into(),
+    )
 }
 
 /// Answers one admin request as a loopback listener does (no socket needed: tests call it directly).
@@ -202,7 +281,7 @@ pub async fn handle_with<B>(
     }
 }
 
-/// The log as C2SP tiles (see [`crate::audit::tiles`]), read off the async runtime.
+/// The log as C2SP tiles (see [`crate::audit::read::tiles`]), read off the async runtime.
 async fn tlog(gateway: &Gateway, method: &Method, path: &str) -> Response<Full<Bytes>> {
     if method != Method::GET {
         return reply(
@@ -220,9 +299,10 @@ async fn tlog(gateway: &Gateway, method: &Method, path: &str) -> Response<Full<B
         );
     };
     let (log, latest, path) = (log.to_owned(), latest.clone(), path.to_owned());
-    let answer =
-        tokio::task::spawn_blocking(move || crate::audit::tiles::answer(&log, &latest, &path))
-            .await;
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::audit::read::tiles::answer(&log, &latest, &path)
+    })
+    .await;
     let (status, content_type, body) = match answer {
         Ok(a) => a,
         Err(_) => (
@@ -321,14 +401,18 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     // reason (its quorum's age grows instead).
     let witnesses = gateway.audit().witnesses();
     let witnesses_ok = witnesses.is_none_or(|w| w.is_ready());
+    // Shutting down: the load balancer should send nothing more here.
+    let draining = gateway.is_draining();
     let ready = policy_ok
         && audit != "failing"
         && token == "ok"
         && missing.is_empty()
         && state_ok
-        && witnesses_ok;
+        && witnesses_ok
+        && !draining;
     let detail = json!({
         "ready": ready,
+        "draining": draining,
         "checks": {
             "policy": {
                 "ok": policy_ok,

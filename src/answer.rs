@@ -1,16 +1,16 @@
-//! How the gateway words its own answers: the ids on every response, the reason in a 403,
-//! the dry-run document, and the stored answers that idempotent replays get.
+//! How the gateway words its own answers: the ids on every response, the dry-run document,
+//! a secret's disclosure, and the stored answers that idempotent replays get.
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
 
+use crate::admit::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{UpstreamError, UpstreamReply};
 use crate::idempotency::StoredResponse;
-use crate::inbound::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
 use crate::policy::Decision;
@@ -45,21 +45,6 @@ pub async fn settle(
     }
 }
 
-/// A refused bulk request's 403: the operation, and every device the policy refuses.
-pub fn bulk_forbidden_message(
-    caller: &str,
-    plan: &crate::bulk::BulkPlan,
-    version: crate::operation::catalog::ApiVersion,
-    refused: &[String],
-) -> String {
-    format!(
-        "no policy rule allows caller '{caller}' to run {} ({}) on device(s) {} with these parameters; nothing was sent",
-        plan.op.name,
-        version.as_str(),
-        refused.join(", ")
-    )
-}
-
 /// A secret read's answer: to the caller only, never cached (`Cache-Control: no-store`);
 /// the audit records that a secret was disclosed and its size, not its value.
 pub fn disclosure(
@@ -88,19 +73,6 @@ pub fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
     }
     if let Ok(v) = HeaderValue::try_from(ids.client_request_id.as_str()) {
         headers.insert(CLIENT_REQUEST_ID, v);
-    }
-}
-
-/// Why a request was refused, in the caller's terms, naming only the caller's own rules.
-pub fn forbidden_message(decision: &Decision<'_>, caller: &str, target: &Recognised) -> String {
-    match decision.rule_name() {
-        Some(rule) => format!("denied by policy rule '{rule}'"),
-        None => format!(
-            "no policy rule allows caller '{caller}' to run {} ({}) on device {} with these parameters",
-            target.op.name,
-            target.version.as_str(),
-            target.device_id
-        ),
     }
 }
 

@@ -11,10 +11,10 @@ use http::header::{AUTHORIZATION, CONTENT_TYPE, HeaderName, HeaderValue, RETRY_A
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 
+use crate::admit::{Admitted, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::audit::{AuditTrail, DurableIntent};
 use crate::cloud::Cloud;
 use crate::credential::TokenError;
-use crate::inbound::{Admitted, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::operation::route::Recognised;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
@@ -70,7 +70,7 @@ impl UpstreamError {
 const RETURNED_HEADERS: [HeaderName; 4] =
     [REQUEST_ID, CLIENT_REQUEST_ID, RETRY_AFTER, CONTENT_TYPE];
 /// Largest Graph response body relayed.
-const MAX_UPSTREAM_BODY_BYTES: usize = 1024 * 1024;
+const MAX_UPSTREAM_BODY_BYTES: usize = crate::upstream::MAX_ANSWER_BYTES;
 
 /// When Graph may be asked again.
 #[derive(Debug, Clone)]

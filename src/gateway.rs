@@ -2,10 +2,10 @@
 //! span and audit trail, then the stages of `pipeline`, then the audit outcome:
 //! 1. identify: the caller (API key, client certificate, or a JWT from a trusted issuer);
 //! 2. admit: operation recognition → the person and reason stated → refusal of what no body
-//!    could make allowed → in-flight bounds (the caller's, then the gateway's) → the body,
-//!    read within bounds and validated;
-//! 3. decide: policy → what the allowing rule requires stated → (dry run: answered here) →
-//!    the caller's and the rule's rate limits;
+//!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
+//!    gateway's) → the body, read within bounds and validated;
+//! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
+//!    rate, then answered here) → the caller's and the rule's rate limits, in devices;
 //! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
 //!    intent** → Graph, where nothing that may have run is ever sent again.
 //!
@@ -14,12 +14,21 @@
 //! answer refuses the request (503 `stateStoreUnavailable`): nothing is sent (fail closed).
 //!
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
-//! intent is on disk. [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
+//! intent is on disk (and nothing more once shutdown has begun, see
+//! [`Gateway::begin_drain`]). A refusal's log lines are sampled per caller like its audit
+//! record (`refusal_logs`). [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
+pub mod decision;
 pub mod explain;
+mod refusal_logs;
 mod setup;
+#[cfg(test)]
+mod tests;
 
-pub use setup::{ConnInfo, Gateway, Installed, Limits, ReloaderHealth};
+pub use setup::{
+    ConnInfo, DEFAULT_DRY_RUNS_PER_SEC, DEFAULT_LOG_REFUSALS_PER_SEC, DEFAULT_MAX_BULK_IN_FLIGHT,
+    Gateway, Installed, Limits, ReloaderHealth,
+};
 
 use std::sync::Arc;
 
@@ -30,29 +39,27 @@ use hyper::body::Body;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
-use crate::answer::{
-    bulk_forbidden_message, disclosure, dry_run_response, forbidden_message, json_response,
-    set_ids, settle,
-};
-use crate::audit::trail::Origin;
+use crate::admit::{self, Admitted, RequestIds};
+use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
+use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
 use crate::cloud::Cloud;
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::idempotency;
-use crate::identity::context::{self as stated_context, ContextError, Stated};
 use crate::identity::jwt::TokenUser;
+use crate::identity::stated::{self, Stated};
 use crate::identity::{self, AuthError};
-use crate::inbound::{self, Admitted, RequestIds};
 use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
-use crate::policy::{Decision, Facts, Policy, Scope};
-use crate::ratelimit::{Refusal, Reservation};
+use crate::policy::{Decision, Forbidden, Policy, Scope};
+use crate::ratelimit::{self, LimitRefusal, Reservation};
 use crate::slots::KeyedSlot;
 use crate::state::{Claim, Ticket};
 use crate::{clock, metrics, telemetry};
+use refusal_logs::Lines;
 
 /// Where the simplified API's OpenAPI document is served.
 pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
@@ -65,7 +72,13 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let started = clock::Instant::now();
-        let ids = RequestIds::from_headers(req.headers());
+        // The listener makes the ids before the request's task (so even a task that fails
+        // is answered with them); a request handed over without them gets its own.
+        let ids = req
+            .extensions()
+            .get::<RequestIds>()
+            .cloned()
+            .unwrap_or_else(|| RequestIds::from_headers(req.headers()));
         let span = request_span(&req, &ids, self.cloud());
         // A caller's W3C trace continues through the gateway and on to Graph.
         telemetry::continue_trace(&span, req.headers());
@@ -76,14 +89,18 @@ impl Gateway {
             cloud: self.cloud().to_string(),
             tenant: &self.broker.key().tenant,
         };
+        let source = origin.source.map(|s| s.ip());
         let mut trail = AuditTrail::begin(&self.audit, origin);
         async {
             let result = self.pipeline(&ids, req, &mut trail).await;
-            let (mut resp, error_code) = match result {
-                Ok(resp) => (resp, None),
+            let (mut resp, error_code, lines) = match result {
+                Ok(resp) => (resp, None, Lines::Write { suppressed: 0 }),
                 Err(err) => {
                     count_refusal(&err, &mut trail);
-                    answer_failure(&err, &ids)
+                    // A refusal's log lines are sampled per caller (or source), like its record.
+                    let lines = self.refusal_lines(&err, &trail, source);
+                    let (resp, code) = answer_failure(&err, &ids, lines);
+                    (resp, code, lines)
                 }
             };
             // One record per request; for forwarded calls, the outcome after the durable intent.
@@ -102,7 +119,9 @@ impl Gateway {
                 status,
                 started.elapsed(),
             );
-            tracing::info!(status, "request done");
+            if lines != Lines::Skip {
+                tracing::info!(status, "request done");
+            }
             resp
         }
         .instrument(span)
@@ -179,7 +198,7 @@ impl Gateway {
     }
 
     /// Stage 2, admission: the operation, then what no body could make allowed is refused
-    /// unread, then the in-flight bounds, and only then the body (see [`inbound`]: the same
+    /// unread, then the in-flight bounds, and only then the body (see [`admit`]: the same
     /// two steps `policy explain` and `policy test` take).
     async fn admit<B>(
         &self,
@@ -193,49 +212,55 @@ impl Gateway {
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         // From recognition on, every outcome is audited.
-        let head = inbound::admit_head(req.method(), req.uri(), req.headers(), |target| {
+        let head = admit::admit_head(req.method(), req.uri(), req.headers(), |target| {
             let span = tracing::Span::current();
             span.record("graph.operation", target.op.name);
             span.record("http.route", target.shape.template);
             trail.recognised(target);
         })?;
         // The person and the reason, as the headers (or a delegated token) state them.
-        let mut stated = stated_context::from_headers(req.headers(), caller.user.as_ref())?;
+        let mut stated = stated::from_headers(req.headers(), caller.user.as_ref())?;
         record_stated(trail, &stated);
-        // A caller without permission cannot hold a slot by declaring a body it never sends.
-        // (A bulk request names its operation and devices in its body: decided after it.)
-        if head.target.op.binding != Binding::Devices {
-            refuse_before_body(policy, caller, &head.target, trail)?;
-        }
+        // A caller without permission cannot hold a slot by declaring a body it never sends
+        // (a bulk one: no rule lets it run any operation executeAction can run).
+        refuse_before_body(policy, caller, &head.target, trail)?;
         // One caller cannot take every in-flight slot: its own bound comes first...
-        let caller_slot =
-            self.caller_in_flight
-                .try_acquire(&caller.name)
-                .ok_or(GatewayError::RateLimited {
-                    scope: "the caller's requests in flight",
-                    retry_after_secs: 1,
-                })?;
+        let caller_slot = self
+            .caller_in_flight
+            .try_acquire(&caller.name)
+            .ok_or(GatewayError::CallerInFlight)?;
+        // ...bulk requests (up to 100 devices each, the largest bodies) have a smaller
+        // bound of their own, so they cannot crowd out single calls...
+        let bulk_permit = match head.target.op.binding {
+            Binding::Devices => Some(
+                Arc::clone(&self.bulk_in_flight)
+                    .try_acquire_owned()
+                    .map_err(|_| GatewayError::BulkInFlight)?,
+            ),
+            _ => None,
+        };
         // ...then the gateway's: load is shed before the body is waited for.
         let permit = Arc::clone(&self.in_flight)
             .try_acquire_owned()
             .map_err(|_| GatewayError::Overloaded)?;
-        let body = inbound::read_body(
+        let body = admit::read_body(
             req,
             self.limits.max_body_bytes,
             self.limits.body_read_timeout,
         )
         .await?;
-        // A simplified-API body may state them too (fields that are not Graph parameters).
-        let body =
-            stated_context::take_from_body(&head.target, body, &mut stated, caller.user.as_ref())?;
+        // Parsed once; a simplified-API body may state the person and reason too.
+        let max_bulk = self.limits.max_bulk_devices;
+        let admitted = head.admit_body(&body, max_bulk, &mut stated, caller.user.as_ref());
         record_stated(trail, &stated);
-        let request = head.admit_body(&body, self.limits.max_bulk_devices)?;
+        let request = admitted?;
         trail.params(&request.params);
         if let Some(plan) = &request.bulk {
             trail.device_ids(&plan.device_ids);
         }
         let slots = InFlight {
             _caller: caller_slot,
+            _bulk: bulk_permit,
             _gateway: permit,
         };
         Ok((Asked { request, stated }, slots))
@@ -254,43 +279,51 @@ impl Gateway {
         trail: &mut AuditTrail,
     ) -> Result<Verdict, GatewayError> {
         let (request, stated) = (&asked.request, &asked.stated);
-        let policy = &installed.policy;
-        // A bulk request must be allowed for every device it lists.
-        let initiator = stated.initiator();
-        let (decision, refused) = match &request.bulk {
-            Some(plan) => {
-                let version = request.target.version;
-                let d = bulk::decide(policy, caller.index, version, plan, initiator);
-                (d.decision, d.refused)
-            }
-            None => {
-                let facts = Facts::of(caller.index, &request.target, &request.params, initiator);
-                (policy.decide(&facts), Vec::new())
-            }
-        };
-        record_decision(&tracing::Span::current(), trail, &decision);
-        let rule = match decision.rule {
-            Some(rule) if decision.allowed => rule,
-            _ => return Err(forbidden_for(&decision, caller, request, &refused)),
+        // The same question `policy explain` asks (a bulk request, device by device).
+        let judgement = decision::judge(&installed.policy, caller.index, request, stated);
+        let decision = &judgement.decision;
+        record_decision(&tracing::Span::current(), trail, decision);
+        if let Some(refusal) = judgement.forbidden(&caller.name, request) {
+            return Err(GatewayError::Forbidden(refusal));
+        }
+        let Some(rule) = decision.rule else {
+            return Err(GatewayError::Forbidden(Forbidden::of(
+                decision,
+                &caller.name,
+                &request.target,
+            )));
         };
         // The allowing rule may demand the person and the reason: 400 before anything is sent.
-        required_stated(rule, stated, trail)?;
+        if let Some(unstated) = judgement.unstated() {
+            trail.decided(AuditDecision::Invalid, Some(&rule.name));
+            return Err(unstated.into());
+        }
         if request.dry_run {
+            // Dry runs cost nothing at Graph but are answered and audited: a per-caller rate.
+            let per_sec = self.limits.dry_runs_per_sec;
+            if let Err(refused) = ratelimit::dry_run(&self.state, &caller.name, per_sec).await {
+                if refused.is_limit() {
+                    trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+                }
+                return Err(refused.into());
+            }
             trail.decided(AuditDecision::DryRun, Some(&rule.name));
             let doc = dry_run_response(
                 self.cloud(),
                 &caller.name,
                 &request.target,
-                &decision,
+                decision,
                 &request.params,
             );
             return Ok(Verdict::Answered(doc));
         }
         // Like every step that counts, the limits live in the state store: shared by every
         // replica on it, and a store that cannot answer refuses the request (fail closed).
-        let limits = installed
-            .limits
-            .check(&self.state, caller.index, rule.index);
+        // They count devices, as budgets do: a bulk request costs one unit per device.
+        let limits =
+            installed
+                .limits
+                .check(&self.state, caller.index, rule.index, request.devices());
         if let Err(refused) = limits.await {
             if refused.is_limit() {
                 trail.decided(AuditDecision::RateLimited, Some(&rule.name));
@@ -349,6 +382,10 @@ impl Gateway {
     ) -> Result<Result<UpstreamReply, UpstreamError>, GatewayError> {
         // A token before the intent: without one nothing can be sent, so nothing is intended.
         let token = forward::acquire_token(&self.broker).await?;
+        // Shutting down: what is not yet sent is not sent (another replica will take it).
+        if self.is_draining() {
+            return Err(GatewayError::ShuttingDown);
+        }
         trail.token_app_id(token.claims.appid.as_deref());
         // Write-ahead: the intent is durable before Graph is asked to act. If the audit log
         // cannot take it, nothing is sent (fail closed).
@@ -372,18 +409,16 @@ impl Gateway {
     ) -> Result<Reservation, GatewayError> {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
-        let (op, devices) = match &request.bulk {
-            Some(plan) => (
-                plan.op,
-                u32::try_from(plan.device_ids.len()).unwrap_or(u32::MAX),
-            ),
-            None => (request.target.op, 1),
-        };
+        let op = request
+            .bulk
+            .as_ref()
+            .map_or(request.target.op, |plan| plan.op);
+        let devices = request.devices();
         let admit = installed
             .limits
             .admit(&self.state, caller.index, rule, op, devices);
         admit.await.map_err(|refused| {
-            if matches!(refused, Refusal::OverBudget { .. }) {
+            if matches!(refused, LimitRefusal::OverBudget { .. }) {
                 let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
                 trail.decided(AuditDecision::RateLimited, name);
             }
@@ -437,9 +472,11 @@ struct Asked {
     stated: Stated,
 }
 
-/// The in-flight slots a request holds (the caller's and the gateway's) until it is answered.
+/// The in-flight slots a request holds (the caller's, a bulk one's, the gateway's) until it
+/// is answered.
 struct InFlight {
     _caller: KeyedSlot<String>,
+    _bulk: Option<OwnedSemaphorePermit>,
     _gateway: OwnedSemaphorePermit,
 }
 
@@ -475,43 +512,51 @@ fn refuse_before_body(
     };
     record_decision(&tracing::Span::current(), trail, &decision);
     trail.note("refused before the body was read: no body could make it allowed");
-    Err(forbidden(&decision, caller, target))
+    Err(GatewayError::Forbidden(Forbidden::of(
+        &decision,
+        &caller.name,
+        target,
+    )))
 }
 
-fn forbidden(decision: &Decision<'_>, caller: &Caller, target: &Recognised) -> GatewayError {
-    GatewayError::Forbidden(forbidden_message(decision, &caller.name, target))
-}
-
-/// The 403 of a refused request; a bulk one names its refused devices.
-fn forbidden_for(
-    decision: &Decision<'_>,
-    caller: &Caller,
-    request: &Admitted,
-    refused: &[String],
-) -> GatewayError {
-    match &request.bulk {
-        Some(plan) => GatewayError::Forbidden(bulk_forbidden_message(
-            &caller.name,
-            plan,
-            request.target.version,
-            refused,
-        )),
-        None => forbidden(decision, caller, &request.target),
+impl Gateway {
+    /// Whether a failed request's log lines are written: a refusal (4xx, or load shed) is
+    /// sampled per caller, a failed authentication per source; the gateway's own failures
+    /// are always written.
+    fn refusal_lines(
+        &self,
+        err: &GatewayError,
+        trail: &AuditTrail,
+        source: Option<std::net::IpAddr>,
+    ) -> Lines {
+        let refusal =
+            err.answer().status.is_client_error() || matches!(err, GatewayError::Overloaded);
+        if !refusal {
+            return Lines::Write { suppressed: 0 };
+        }
+        let unauthenticated = matches!(err, GatewayError::Unauthenticated(_));
+        self.refusal_logs
+            .admit(trail.caller_name(), source, unauthenticated)
     }
 }
 
-/// The response for a failure; its chain goes to the log with the request id.
+/// The response for a failure; its chain goes to the log with the request id (unless its
+/// lines are sampled away).
 fn answer_failure(
     err: &GatewayError,
     ids: &RequestIds,
+    lines: Lines,
 ) -> (Response<Full<Bytes>>, Option<&'static str>) {
     let answer = err.answer();
-    tracing::info!(
-        error.code = answer.code,
-        error = %crate::error::chain(err),
-        request_id = %ids.request_id,
-        "request refused or failed"
-    );
+    if let Lines::Write { suppressed } = lines {
+        tracing::info!(
+            error.code = answer.code,
+            error = %crate::error::chain(err),
+            request_id = %ids.request_id,
+            log.suppressed = (suppressed > 0).then_some(suppressed),
+            "request refused or failed"
+        );
+    }
     let body = answer.body(&ids.request_id, &ids.client_request_id);
     (answer.response(body), Some(answer.code))
 }
@@ -530,6 +575,7 @@ fn request_span<B>(req: &Request<B>, ids: &RequestIds, cloud: Cloud) -> tracing:
         caller.subject = tracing::field::Empty,
         caller.token_sha256 = tracing::field::Empty,
         caller.initiator = tracing::field::Empty,
+        caller.initiator_oid = tracing::field::Empty,
         graph.operation = tracing::field::Empty,
         policy.rule = tracing::field::Empty,
         policy.decision = tracing::field::Empty,
@@ -558,26 +604,6 @@ fn record_decision(span: &tracing::Span, trail: &mut AuditTrail, decision: &Deci
     }
 }
 
-/// Refuses (400) an allowed request that does not state what its rule requires.
-fn required_stated(
-    rule: &crate::policy::Rule,
-    stated: &Stated,
-    trail: &mut AuditTrail,
-) -> Result<(), GatewayError> {
-    let missing = rule
-        .require
-        .missing(stated.initiator.is_some(), stated.reason.is_some());
-    if missing.is_none() {
-        return Ok(());
-    }
-    trail.decided(AuditDecision::Invalid, Some(&rule.name));
-    Err(ContextError::Missing {
-        rule: rule.name.clone(),
-        missing,
-    }
-    .into())
-}
-
 /// The token's issuer, subject and fingerprint (never the token) on the span and the audit.
 fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::Verified) {
     span.record("caller.issuer", token.issuer.as_str());
@@ -589,8 +615,12 @@ fn record_token(span: &tracing::Span, trail: &mut AuditTrail, token: &identity::
 }
 
 fn record_stated(trail: &mut AuditTrail, stated: &Stated) {
-    if let Some(who) = stated.initiator() {
-        tracing::Span::current().record("caller.initiator", who);
+    let span = tracing::Span::current();
+    if let Some(who) = stated.person() {
+        span.record("caller.initiator", who.primary());
+        if let Some(oid) = &who.oid {
+            span.record("caller.initiator_oid", oid.as_str());
+        }
     }
     trail.stated(stated);
 }

@@ -14,6 +14,10 @@ use sha2::{Digest, Sha256};
 
 /// Longest idempotency key accepted.
 pub const MAX_KEY_BYTES: usize = 255;
+/// Longest stored answer as [`StoredResponse::encode`] writes it: Graph's largest answer in
+/// base64, with room for the status and the few headers kept. A shared store holding a
+/// longer one is not read (see `state`).
+pub const MAX_STORED_BYTES: usize = crate::upstream::MAX_ANSWER_BYTES / 3 * 4 + 64 * 1024;
 
 /// A stored answer, replayed for duplicates.
 #[derive(Debug, Clone, PartialEq, Eq)]

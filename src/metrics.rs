@@ -10,7 +10,10 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::metrics::{MetricType, TypedMetric};
+use prometheus_client::registry::{Metric, Registry};
+
+use crate::state::metrics::Register as _;
 
 /// Labels of `graphgate_requests_total`.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +53,8 @@ struct ReasonLabel {
 
 struct Metrics {
     registry: Registry,
+    /// Every sample name the registry can show (see [`exported_names`]).
+    names: Vec<String>,
     requests: Family<RequestLabels, Counter>,
     request_duration: Family<OperationLabel, Histogram>,
     upstream_duration: Histogram,
@@ -61,6 +66,7 @@ struct Metrics {
     audit_failures: Counter,
     audit_lost: Counter,
     audit_suppressed: Family<ReasonLabel, Counter>,
+    log_suppressed: Family<ReasonLabel, Counter>,
     policy_reloads: Family<ResultLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
@@ -91,8 +97,32 @@ fn latency() -> Histogram {
     Histogram::new(exponential_buckets(0.0005, 2.0, 18))
 }
 
+/// The process registry being built, noting each metric's sample names as it takes it: a
+/// family without a sample yet is left out of `/metrics`, so this list, not the text, says
+/// what the gateway can export.
+#[derive(Default)]
+struct Registrar {
+    registry: Registry,
+    names: Vec<String>,
+}
+
+impl crate::state::metrics::Register for Registrar {
+    /// Registers `metric` as `name` (a counter's samples are `<name>_total`, a histogram's
+    /// `<name>_bucket`, `_sum` and `_count`).
+    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M) {
+        let suffixes: &[&str] = match M::TYPE {
+            MetricType::Counter => &["_total"],
+            MetricType::Histogram => &["_bucket", "_sum", "_count"],
+            _ => &[""],
+        };
+        self.names
+            .extend(suffixes.iter().map(|suffix| format!("{name}{suffix}")));
+        self.registry.register(name, help, metric);
+    }
+}
+
 static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
-    let mut registry = Registry::default();
+    let mut registrar = Registrar::default();
     let requests = Family::<RequestLabels, Counter>::default();
     let request_duration =
         Family::<OperationLabel, Histogram>::new_with_constructor(latency as fn() -> Histogram);
@@ -108,6 +138,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         audit_failures: Counter::default(),
         audit_lost: Counter::default(),
         audit_suppressed: Family::default(),
+        log_suppressed: Family::default(),
         policy_reloads: Family::default(),
         errors: Family::default(),
         permissions: Family::default(),
@@ -117,8 +148,9 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         context_refusals: Family::default(),
         audit_trust: AuditTrust::default(),
         registry: Registry::default(),
+        names: Vec::new(),
     };
-    let r = &mut registry;
+    let r = &mut registrar;
     r.register(
         "graphgate_requests",
         "Requests answered, by operation, decision and status class",
@@ -171,8 +203,13 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     r.register(
         "graphgate_audit_suppressed",
-        "Refusal records left out under the audit sampling limits, by reason (refusal: per caller; unauthenticated: per source); the log records their counts",
+        "Records left out under the audit sampling limits, by reason (refusal, dry_run: per caller; unauthenticated: per source); the log records their counts",
         m.audit_suppressed.clone(),
+    );
+    r.register(
+        "graphgate_log_suppressed",
+        "Log lines of refused requests left out under --log-refusals-per-sec, by reason (refusal: per caller; unauthenticated: per source); the next line written for the same caller or source carries their count",
+        m.log_suppressed.clone(),
     );
     r.register(
         "graphgate_policy_reloads",
@@ -191,7 +228,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     r.register(
         "graphgate_connections_closed",
-        "Client connections the server closed or refused, by reason (a deadline, an HTTP/2 control-frame flood, a connection cap)",
+        "Client connections the server closed or refused, by reason (a deadline, a TLS handshake that failed or outlived its deadline, an HTTP/2 control-frame flood, a connection cap)",
         m.connections_closed.clone(),
     );
     r.register(
@@ -211,10 +248,14 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     crate::state::metrics::register(r);
     register_audit_trust(r, &m.audit_trust);
-    Metrics { registry, ..m }
+    Metrics {
+        registry: registrar.registry,
+        names: registrar.names,
+        ..m
+    }
 });
 
-fn register_audit_trust(r: &mut Registry, t: &AuditTrust) {
+fn register_audit_trust(r: &mut Registrar, t: &AuditTrust) {
     r.register(
         "graphgate_audit_checkpoints",
         "Signed audit checkpoints written, by result",
@@ -377,6 +418,14 @@ pub fn audit_records_lost(n: usize) {
     METRICS.audit_lost.inc_by(n as u64);
 }
 
+/// One refused request's log lines were left out under the log sampling limit.
+pub fn log_suppressed(reason: &'static str) {
+    METRICS
+        .log_suppressed
+        .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
 /// One refusal record was left out under an audit sampling limit.
 pub fn audit_suppressed(reason: &'static str) {
     METRICS
@@ -434,7 +483,7 @@ pub fn jwt_key_fetch(ok: bool) {
 }
 
 /// A request was refused over its stated person or reason; `reason` is a
-/// [`crate::identity::context::ContextError`] label.
+/// [`crate::identity::stated::ContextError`] label.
 pub fn context_refusal(reason: &'static str) {
     METRICS
         .context_refusals
@@ -519,6 +568,13 @@ pub fn encode() -> String {
     out
 }
 
+/// Every sample name `/metrics` can show (`graphgate_requests_total`,
+/// `graphgate_request_duration_seconds_bucket`, `graphgate_audit_ship_lag_records`, ...),
+/// whether or not it has a sample yet: what dashboards and alert rules may select.
+pub fn exported_names() -> &'static [String] {
+    &METRICS.names
+}
+
 /// The content type of [`encode`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -537,6 +593,29 @@ mod tests {
         assert!(text.contains(r#"graphgate_policy_reloads_total{result="ok"}"#));
         assert!(text.contains("graphgate_request_duration_seconds_bucket"));
         assert!(!text.contains("no-such-op"));
+    }
+
+    #[test]
+    fn exported_names_list_every_sample_name_before_its_first_sample() {
+        let names = exported_names();
+        for name in [
+            "graphgate_requests_total",
+            "graphgate_request_duration_seconds_bucket",
+            "graphgate_request_duration_seconds_count",
+            "graphgate_audit_ship_lag_records",
+            "graphgate_reconcile_actions",
+            "graphgate_state_store_errors_total",
+            "graphgate_budget_limit",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name} not in {names:?}");
+        }
+        request_done("none", "none", 401, Duration::from_millis(1));
+        reconcile_actions(0, 0);
+        crate::state::metrics::budget("caller:exported-names-test", 0, 1);
+        for line in encode().lines().filter(|l| !l.starts_with('#')) {
+            let sample = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(names.iter().any(|n| n == sample), "{sample} is not listed");
+        }
     }
 
     #[test]

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use crate::error::GatewayError;
 use crate::operation::catalog::Operation;
 use crate::policy::{Budget, Policy, Rate};
 use crate::state::{
@@ -34,7 +33,7 @@ impl RetryAfter {
 
 /// Why a request may not go now.
 #[derive(Debug, thiserror::Error)]
-pub enum Refusal {
+pub enum LimitRefusal {
     /// A caller's or rule's rate limit.
     #[error("rate limit reached ({scope})")]
     RateLimited {
@@ -42,6 +41,17 @@ pub enum Refusal {
         scope: &'static str,
         /// When a slot frees.
         retry: RetryAfter,
+    },
+    /// A request lists more devices than a rate limit allows in a whole window: it would
+    /// never be admitted, however long it waited.
+    #[error("the request lists {devices} devices; the {scope}'s rate limit ({rate}) allows at most {} at once", .rate.count)]
+    OverRate {
+        /// `caller` or `rule`.
+        scope: &'static str,
+        /// The devices listed.
+        devices: u32,
+        /// The rate.
+        rate: Rate,
     },
     /// A budget has no room for the request's devices.
     #[error("budget {budget} ({limit}) is used up")]
@@ -61,35 +71,31 @@ pub enum Refusal {
     Store(#[from] StoreError),
 }
 
-impl Refusal {
+impl LimitRefusal {
     /// Whether a limit refused (rather than the store failing).
     pub fn is_limit(&self) -> bool {
-        !matches!(self, Refusal::Store(_))
+        !matches!(self, LimitRefusal::Store(_))
     }
 }
 
-impl From<Refusal> for GatewayError {
-    fn from(r: Refusal) -> Self {
-        match r {
-            Refusal::RateLimited { scope, retry } => GatewayError::RateLimited {
-                scope,
-                retry_after_secs: retry.secs(),
-            },
-            Refusal::Paced(retry) => GatewayError::RateLimited {
-                scope: "tenant write pacing",
-                retry_after_secs: retry.secs(),
-            },
-            Refusal::OverBudget {
-                budget,
-                limit,
-                retry,
-            } => GatewayError::BudgetExhausted {
-                budget,
-                limit: limit.to_string(),
-                retry_after_secs: retry.secs(),
-            },
-            Refusal::Store(e) => GatewayError::StateUnavailable(e),
-        }
+/// Takes one of `caller`'s dry runs (`--dry-runs-per-sec`: `per_sec` a second, also the
+/// burst). Not the policy's: dry runs cost nothing at Graph, but each is answered and
+/// audited. Kept in the state store like every limit, so the replicas on it share it.
+pub async fn dry_run(store: &StateStore, caller: &str, per_sec: u32) -> Result<(), LimitRefusal> {
+    let rate = Rate {
+        count: per_sec.max(1),
+        per: Duration::from_secs(1),
+    };
+    let limiter = Limiter {
+        key: store.namespace().rate("dry-run", caller, rate),
+        rate,
+    };
+    match store.limit(&[limiter], 1).await? {
+        None => Ok(()),
+        Some((_, wait)) => Err(LimitRefusal::RateLimited {
+            scope: "the caller's dry runs",
+            retry: RetryAfter(wait),
+        }),
     }
 }
 
@@ -168,13 +174,16 @@ impl PolicyLimits {
         }
     }
 
-    /// Takes one slot from the caller's and the rule's rate limits, or from neither.
+    /// Takes `devices` slots (one per device the request acts on, as budgets count them)
+    /// from the caller's and the rule's rate limits, or from neither. A request listing more
+    /// devices than a rate allows in a window is refused outright ([`LimitRefusal::OverRate`]).
     pub async fn check(
         &self,
         store: &StateStore,
         caller: usize,
         rule: usize,
-    ) -> Result<(), Refusal> {
+        devices: u32,
+    ) -> Result<(), LimitRefusal> {
         let owners = [
             ("caller", self.callers.get(caller).and_then(Option::as_ref)),
             ("rule", self.rules.get(rule).and_then(Option::as_ref)),
@@ -183,9 +192,21 @@ impl PolicyLimits {
             .into_iter()
             .filter_map(|(scope, l)| Some((scope, l?.clone())))
             .unzip();
-        match store.limit(&limiters).await? {
+        let devices = devices.max(1);
+        if let Some((scope, l)) = scopes
+            .iter()
+            .zip(&limiters)
+            .find(|(_, l)| devices > l.rate.count)
+        {
+            return Err(LimitRefusal::OverRate {
+                scope,
+                devices,
+                rate: l.rate,
+            });
+        }
+        match store.limit(&limiters, devices).await? {
             None => Ok(()),
-            Some((i, wait)) => Err(Refusal::RateLimited {
+            Some((i, wait)) => Err(LimitRefusal::RateLimited {
                 scope: scopes.get(i).copied().unwrap_or("rule"),
                 retry: RetryAfter(wait),
             }),
@@ -203,7 +224,7 @@ impl PolicyLimits {
         rule: usize,
         op: &Operation,
         devices: u32,
-    ) -> Result<Reservation, Refusal> {
+    ) -> Result<Reservation, LimitRefusal> {
         let budgets: Vec<&BudgetRef> = [
             self.caller_budgets.get(caller).and_then(Option::as_ref),
             self.rule_budgets.get(rule).and_then(Option::as_ref),
@@ -241,7 +262,7 @@ impl PolicyLimits {
                 Admit::OverBudget { index, used } => {
                     let (b, c) = (budgets[index], &charges[index]);
                     crate::state::metrics::budget(&b.label, used, c.limit);
-                    return Err(Refusal::OverBudget {
+                    return Err(LimitRefusal::OverBudget {
                         budget: b.label.clone(),
                         limit: b.budget,
                         retry: RetryAfter(Duration::from_secs(c.window_end.saturating_sub(now))),
@@ -250,7 +271,7 @@ impl PolicyLimits {
                 Admit::Paced(wait) if crate::clock::Instant::now() + wait <= deadline => {
                     tokio::time::sleep(wait).await;
                 }
-                Admit::Paced(wait) => return Err(Refusal::Paced(RetryAfter(wait))),
+                Admit::Paced(wait) => return Err(LimitRefusal::Paced(RetryAfter(wait))),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! Logs and traces: structured logs on stdout (JSON or text; colour only on a terminal),
 //! levels from `RUST_LOG` with other crates kept at `info` unless named, one span per
-//! request exported to OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C
+//! request exported to OTLP/HTTP (plain or TLS, see [`crate::otlp`]) when
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` is set, and W3C
 //! `traceparent` carried from the caller to Graph.
 
 use std::ffi::OsStr;
@@ -9,7 +10,7 @@ use std::io::IsTerminal;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::runtime;
@@ -29,7 +30,14 @@ pub struct OtlpConfig {
     pub traces_endpoint: Option<String>,
     /// `service.name` (from `OTEL_SERVICE_NAME`, default `graphgate`).
     pub service_name: String,
+    /// TLS to the collector (an `https://` endpoint): its CAs and a client certificate.
+    pub tls: crate::otlp::OtlpTls,
 }
+
+/// Longest one export of spans may take.
+const EXPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub use crate::otlp::ExportSetupError;
 
 /// Keeps the exporter alive; flush it on the way out.
 pub struct Telemetry {
@@ -47,11 +55,11 @@ impl Telemetry {
 
 /// A tracer provider exporting OTLP/HTTP protobuf with the Tokio batch processor.
 /// Call within a Tokio runtime.
-pub fn tracer_provider(
-    config: &OtlpConfig,
-) -> Result<SdkTracerProvider, opentelemetry_otlp::ExporterBuildError> {
+pub fn tracer_provider(config: &OtlpConfig) -> Result<SdkTracerProvider, ExportSetupError> {
+    let client = crate::otlp::http_client(&config.tls, EXPORT_TIMEOUT)?;
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary);
     if let Some(endpoint) = &config.traces_endpoint {
         builder = builder.with_endpoint(endpoint.clone());
@@ -113,16 +121,23 @@ pub fn use_colour(stdout_is_terminal: bool, no_color: Option<&OsStr>) -> bool {
     stdout_is_terminal && no_color.is_none_or(OsStr::is_empty)
 }
 
+/// What logging reads from the environment.
+#[derive(Debug, Clone, Default)]
+pub struct LogEnv {
+    /// `RUST_LOG`.
+    pub rust_log: Option<String>,
+    /// `NO_COLOR`.
+    pub no_color: Option<std::ffi::OsString>,
+}
+
 /// Installs logging (and tracing export, if configured) for the process.
 pub fn init(
     json: bool,
+    env: &LogEnv,
     otlp: Option<OtlpConfig>,
-) -> Result<Telemetry, opentelemetry_otlp::ExporterBuildError> {
-    let filter = log_filter(std::env::var("RUST_LOG").ok().as_deref());
-    let colour = use_colour(
-        std::io::stdout().is_terminal(),
-        std::env::var_os("NO_COLOR").as_deref(),
-    );
+) -> Result<Telemetry, ExportSetupError> {
+    let filter = log_filter(env.rust_log.as_deref());
+    let colour = use_colour(std::io::stdout().is_terminal(), env.no_color.as_deref());
     let logs = if json {
         fmt::layer()
             .json()

@@ -21,6 +21,10 @@ use tower_service::Service;
 
 use crate::tls;
 
+/// Largest answer body read from Graph, by forwarding and by reconciliation alike: past it
+/// the answer is refused, never buffered whole.
+pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
+
 /// The pooled client every outbound request uses.
 pub type HttpClient = Client<HttpsConnector<ConnectTo>, Full<Bytes>>;
 
@@ -63,6 +67,20 @@ pub struct ConnectTo {
 }
 
 impl ConnectTo {
+    /// A TCP connector (plain `http://` allowed; TLS is the caller's layer) applying `rules`,
+    /// giving up a connect after `connect_timeout`: for the gateway's other outbound
+    /// clients (the checkpoint push), so `GRAPHGATE_CONNECT_TO` applies to them too.
+    pub fn new(rules: &[ConnectRule], connect_timeout: Duration) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(connect_timeout));
+        http.set_nodelay(true);
+        ConnectTo {
+            inner: http,
+            rules: rules.to_vec().into(),
+        }
+    }
+
     fn target(&self, dst: &Uri) -> Option<Uri> {
         let host = dst.host()?;
         let port = dst

@@ -1,24 +1,60 @@
 //! The audit log: a durable, hash-chained, secret-free JSON Lines record of every request
 //! that reaches operation recognition (and a sample of failed authentications), and what
-//! makes its history one the host cannot rewrite. Its parts, in the order a record meets them:
+//! makes its history one the host cannot rewrite. Its parts, in the order a record meets
+//! them (each folder imports only from those before it):
 //! - [`records`]: one request's [`trail`], the [`sampler`] bounding what refusals may write,
 //!   keyed [`fingerprint`]s, the [`record`] and its place in the hash [`chain`];
-//! - [`store`]: the [`writer`] thread's group commit, the [`sink`] and [`files`], the
-//!   [`anchor`], and [`launder`] (a log whose evidence is missing is not continued);
+//! - [`store`]: the writer's [`queue`], the [`writer`] thread's group commit, the [`sink`]
+//!   and the log's [`files`] (and [`follow`]ing them as they grow), the [`anchor`], and the
+//!   [`ship_cursor`] retention respects;
 //! - [`checkpoints`]: the log as an RFC 6962 Merkle [`tree`] fed by [`leaves`], signed
-//!   [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed off the host);
-//! - [`witnessing`]: [`witness`]es cosigning them ([`witness_protocol`], [`cosigned`],
-//!   [`witness_start`], [`witness_args`]);
-//! - [`read`]: [`follow`] a live log, [`verify`] it ([`sweep`], [`ends`]), [`query`] it,
-//!   [`receipt`]s and [`tiles`];
-//! - [`commands`]: `graphgate audit ...` ([`cli`]) and `serve`'s audit flags ([`serve`]);
+//!   [`checkpoint`]s ([`note`], written by the [`checkpointer`] the sink drives, [`push`]ed
+//!   off the host);
+//! - [`witnessing`]: [`witness`]es cosigning them ([`witness_protocol`], [`cosigned`]) and
+//!   the start-up check against them ([`witness_start`]);
+//! - [`read`]: [`verify`] a log ([`sweep`], its parallel pass; a [`report`]; the [`ends`]
+//!   against the anchor), [`query`] it, [`receipt`]s and [`tiles`];
+//! - at start: [`launder`] (a log whose evidence is missing is not continued) and [`open`]
+//!   (the log as `serve` is configured to keep it, [`open::AuditSettings`], opened from
+//!   those parts with its push and witnesses started);
 //! - off the host besides: [`ship`]ping to an OTLP collector and [`reconcile`] (did the
 //!   device action happen?).
 //!
-//! Every part keeps its flat path (`audit::writer`, `audit::tree`, ...).
+//! The `graphgate audit` commands and `serve`'s audit flags are the binary's (`src/cli/`).
+//!
+//! [`trail`]: records::trail
+//! [`sampler`]: records::sampler
+//! [`fingerprint`]: records::fingerprint
+//! [`record`]: records::record
+//! [`chain`]: records::chain
+//! [`queue`]: store::queue
+//! [`writer`]: store::writer
+//! [`sink`]: store::sink
+//! [`files`]: store::files
+//! [`follow`]: store::follow
+//! [`anchor`]: store::anchor
+//! [`ship_cursor`]: store::ship_cursor
+//! [`tree`]: checkpoints::tree
+//! [`leaves`]: checkpoints::leaves
+//! [`checkpoint`]: checkpoints::checkpoint
+//! [`note`]: checkpoints::note
+//! [`checkpointer`]: checkpoints::checkpointer
+//! [`push`]: checkpoints::push
+//! [`witness`]: witnessing::witness
+//! [`witness_protocol`]: witnessing::witness_protocol
+//! [`cosigned`]: witnessing::cosigned
+//! [`witness_start`]: witnessing::witness_start
+//! [`verify`]: read::verify
+//! [`sweep`]: read::sweep
+//! [`report`]: read::report
+//! [`ends`]: read::ends
+//! [`query`]: read::query
+//! [`receipt`]: read::receipt
+//! [`tiles`]: read::tiles
 
 pub mod checkpoints;
-pub mod commands;
+pub mod launder;
+pub mod open;
 pub mod read;
 pub mod reconcile;
 pub mod records;
@@ -26,26 +62,22 @@ pub mod ship;
 pub mod store;
 pub mod witnessing;
 
-// The parts, by their old flat names (every path into `audit` stays as it was).
-pub use checkpoints::{checkpoint, checkpointer, leaves, note, push, tree};
-pub use commands::{checkpoint_cli, cli, receipt_cli, serve, verify_witness};
-pub use read::{ends, follow, query, receipt, sweep, tiles, verify};
-pub use records::{chain, fingerprint, record, sampler, trail};
-pub use store::{anchor, files, launder, sink, writer};
-pub use witnessing::{cosigned, witness, witness_args, witness_protocol, witness_start};
-
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use fingerprint::Fingerprinter;
-pub use record::{AuditDecision, Entry, Kind, Record};
-pub use trail::{AuditTrail, DurableIntent};
-pub use writer::WriteError;
+pub use records::fingerprint::Fingerprinter;
+pub use records::record::{AuditDecision, Entry, Kind, Record};
+pub use records::trail::{AuditTrail, DurableIntent};
+pub use store::queue::WriteError;
 
-use chain::ChainState;
-use sampler::{Sample, SampleKey, Sampler, SamplingLimits};
-use sink::{FileOptions, FileSink, Sink};
-use writer::Writer;
+use checkpoints::checkpoint::{CheckpointConfig, Latest};
+use checkpoints::checkpointer::Checkpointer;
+use checkpoints::push::PushQueue;
+use records::chain::ChainState;
+use records::sampler::{Sample, SampleKey, Sampled, Sampler, SamplingLimits};
+use store::sink::{FileOptions, FileSink, Sink};
+use store::writer::Writer;
+use witnessing::witness::Witnesses;
 
 /// Longest a shutdown waits for queued checkpoints to be pushed.
 const PUSH_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -61,7 +93,7 @@ pub struct AuditConfig {
     /// Sampling of refusal records.
     pub sampling: SamplingLimits,
     /// Signed checkpoints beside the log, if a signing key is configured.
-    pub checkpoints: Option<checkpoint::CheckpointConfig>,
+    pub checkpoints: Option<CheckpointConfig>,
 }
 
 impl Default for AuditConfig {
@@ -89,17 +121,17 @@ struct Enabled {
     stopped: std::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
     fingerprinter: Fingerprinter,
     path: Option<PathBuf>,
-    /// Refusals per caller, failed authentications per source (shared with the writer,
-    /// which writes their counts).
-    samplers: Arc<[Sampler; 2]>,
+    /// Refusals per caller, failed authentications per source, dry runs per caller, in
+    /// [`Sampled`] order (shared with the writer, which writes their counts).
+    samplers: Arc<[Sampler; 3]>,
     /// Checkpoints on their way off the host, drained (briefly) at shutdown.
-    push: Option<push::PushQueue>,
+    push: Option<PushQueue>,
     /// Follows up the device actions Graph accepts, when outcome reconciliation is on.
     reconciler: std::sync::OnceLock<reconcile::Handle>,
     /// The witnesses cosigning its checkpoints, if any.
-    witnesses: Option<witness::Witnesses>,
+    witnesses: Option<Witnesses>,
     /// The newest signed checkpoint (with a signing key).
-    latest: Option<checkpoint::Latest>,
+    latest: Option<Latest>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -140,7 +172,8 @@ impl Audit {
         launder::check(path, &fingerprinter, config.checkpoints.is_some())?;
         let (mut sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
         if let Some(checkpoints) = &config.checkpoints {
-            sink.checkpoint_with(path, checkpoints.clone(), &state)?;
+            let checkpointer = Checkpointer::start(path, checkpoints.clone(), &state)?;
+            sink.checkpoint_with(Box::new(checkpointer), &state)?;
         }
         let mut audit =
             Self::with_sink_sampled(Box::new(sink), state, fingerprinter, config.sampling)?;
@@ -170,6 +203,7 @@ impl Audit {
         let samplers = Arc::new([
             Sampler::new(limits.refusals_per_sec, "refusal"),
             Sampler::new(limits.auth_failures_per_sec, "unauthenticated"),
+            Sampler::new(limits.refusals_per_sec, "dry_run"),
         ]);
         let (writer, stopped) = Writer::spawn(sink, state, Arc::clone(&samplers))?;
         Ok(Audit {
@@ -188,7 +222,7 @@ impl Audit {
     }
 
     /// The log, with checkpoints pushed off the host through `push`.
-    pub fn with_push(mut self, push: Option<push::PushQueue>) -> Self {
+    pub fn with_push(mut self, push: Option<PushQueue>) -> Self {
         if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
             inner.push = push;
         }
@@ -196,7 +230,7 @@ impl Audit {
     }
 
     /// The log, with its checkpoints cosigned by `witnesses`.
-    pub fn with_witnesses(mut self, witnesses: witness::Witnesses) -> Self {
+    pub fn with_witnesses(mut self, witnesses: Witnesses) -> Self {
         if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
             inner.witnesses = Some(witnesses);
         }
@@ -204,12 +238,12 @@ impl Audit {
     }
 
     /// The witnesses cosigning the log's checkpoints, if any.
-    pub fn witnesses(&self) -> Option<&witness::Witnesses> {
+    pub fn witnesses(&self) -> Option<&Witnesses> {
         self.inner.as_ref().and_then(|i| i.witnesses.as_ref())
     }
 
     /// The newest signed checkpoint, when checkpoints are signed.
-    pub fn latest_checkpoint(&self) -> Option<&checkpoint::Latest> {
+    pub fn latest_checkpoint(&self) -> Option<&Latest> {
         self.inner.as_ref().and_then(|i| i.latest.as_ref())
     }
 
@@ -252,7 +286,7 @@ impl Audit {
     pub async fn write_start(&self, note: &str) -> Result<(), WriteError> {
         let entry = Entry {
             kind: Some(Kind::Start),
-            time: record::now_rfc3339(),
+            time: records::record::now_rfc3339(),
             audit_id: uuid::Uuid::new_v4().to_string(),
             note: Some(note.to_owned()),
             ..Entry::default()
@@ -290,14 +324,12 @@ impl Audit {
         let _ = self.shutdown().await;
     }
 
-    /// Whether a refusal record of `key` is written, and with how many of the same key
-    /// suppressed before it (see [`sampler`]); `unauthenticated` picks the per-source limit.
-    pub(crate) fn sample(&self, key: SampleKey, unauthenticated: bool) -> Sample {
+    /// Whether a sampled record (a refusal, failed authentication or dry run) of `key` is
+    /// written, and with how many of the same key suppressed before it (see [`sampler`]).
+    pub(crate) fn sample(&self, key: SampleKey, what: Sampled) -> Sample {
         match &self.inner {
             None => Sample::Write { suppressed: 0 },
-            Some(i) => {
-                i.samplers[usize::from(unauthenticated)].admit(key, crate::clock::Instant::now())
-            }
+            Some(i) => i.samplers[what as usize].admit(key, crate::clock::Instant::now()),
         }
     }
 

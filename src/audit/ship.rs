@@ -1,5 +1,6 @@
 //! Shipping: audit records exported as OpenTelemetry log records over the same OTLP/HTTP
-//! configuration as traces, so a collector can fan them out (SIEM, Kafka, object storage).
+//! configuration as traces (TLS to the collector included, see [`crate::otlp`]), so a
+//! collector can fan them out (SIEM, Kafka, object storage).
 //! The local log stays the source of truth: a task follows it from a persisted cursor
 //! (`<log>.ship-cursor`, the last record the collector acknowledged), exports only durable
 //! records, and moves the cursor only after an export succeeded. So delivery is at least
@@ -11,13 +12,13 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::InstrumentationScope;
 use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider as _, Severity};
-use opentelemetry_otlp::{Protocol, WithExportConfig};
+use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
-use serde_json::Value;
 use tokio::sync::watch;
 
-use super::follow::{Follower, Line};
+use super::store::follow::{Follower, Line};
+use super::store::ship_cursor;
 
 /// Records per export.
 const BATCH: usize = 2048;
@@ -36,45 +37,20 @@ pub struct ShipConfig {
     pub logs_endpoint: Option<String>,
     /// `service.name`.
     pub service_name: String,
+    /// TLS to the collector (an `https://` endpoint): its CAs and a client certificate.
+    pub tls: crate::otlp::OtlpTls,
 }
 
-/// Where the shipping cursor of the log at `log` is kept.
-pub fn cursor_path(log: &Path) -> PathBuf {
-    let mut name = log.file_name().unwrap_or_default().to_os_string();
-    name.push(".ship-cursor");
-    log.with_file_name(name)
-}
-
-/// Whether OTLP export is configured in the environment (the variables the OpenTelemetry
-/// exporters read), so that records are shipped.
-pub fn otlp_configured() -> bool {
+/// Whether OTLP export is configured in an environment (`var` reads it): the variables the
+/// OpenTelemetry exporters read, so that traces are exported and records shipped.
+pub fn otlp_configured(var: impl Fn(&str) -> Option<String>) -> bool {
     [
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
         "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
     ]
     .iter()
-    .any(|name| std::env::var_os(name).is_some_and(|v| !v.is_empty()))
-}
-
-/// The last record the collector acknowledged (0: none).
-pub fn read_cursor(log: &Path) -> u64 {
-    std::fs::read_to_string(cursor_path(log))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["seq"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Records that `seq` was acknowledged (atomically: a temporary file renamed over the cursor).
-fn write_cursor(log: &Path, seq: u64) -> std::io::Result<()> {
-    let path = cursor_path(log);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, format!("{{\"seq\":{seq}}}\n"))?;
-    std::fs::rename(&tmp, &path)
+    .any(|name| var(name).is_some_and(|v| !v.is_empty()))
 }
 
 /// Starts shipping the log at `log`, following `durable` (the writer's durable head). Call
@@ -83,9 +59,11 @@ pub fn spawn(
     log: &Path,
     durable: watch::Receiver<u64>,
     config: &ShipConfig,
-) -> Result<tokio::task::JoinHandle<()>, opentelemetry_otlp::ExporterBuildError> {
+) -> Result<tokio::task::JoinHandle<()>, crate::otlp::ExportSetupError> {
+    let client = crate::otlp::http_client(&config.tls, EXPORT_TIMEOUT)?;
     let mut builder = opentelemetry_otlp::LogExporter::builder()
         .with_http()
+        .with_http_client(client)
         .with_protocol(Protocol::HttpBinary)
         .with_timeout(EXPORT_TIMEOUT);
     if let Some(endpoint) = &config.logs_endpoint {
@@ -96,13 +74,32 @@ pub fn spawn(
         .with_service_name(config.service_name.clone())
         .build();
     exporter.set_resource(&resource);
+    let (acked, acked_rx) = watch::channel(ship_cursor::read(log));
+    tokio::spawn(report_lag(durable.clone(), acked_rx));
     let shipper = Shipper {
         log: log.to_owned(),
         exporter,
         provider: SdkLoggerProvider::builder().with_resource(resource).build(),
         scope: InstrumentationScope::builder(SCOPE).build(),
+        acked,
     };
     Ok(tokio::spawn(shipper.run(durable)))
+}
+
+/// Keeps `graphgate_audit_ship_lag_records` at the durable head minus the last record the
+/// collector acknowledged, whenever either moves: so the gauge grows with every record
+/// written while the collector is down (the shipper is then stuck retrying one batch) and
+/// falls back to 0 once it has taken them. Ends with the shipper or the log.
+async fn report_lag(mut durable: watch::Receiver<u64>, mut acked: watch::Receiver<u64>) {
+    loop {
+        let head = *durable.borrow_and_update();
+        let shipped = *acked.borrow_and_update();
+        crate::metrics::audit_ship_lag(head.saturating_sub(shipped));
+        tokio::select! {
+            changed = durable.changed() => if changed.is_err() { return },
+            changed = acked.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 struct Shipper {
@@ -111,11 +108,13 @@ struct Shipper {
     /// Makes log records (nothing is emitted through it: the batches go to `exporter`).
     provider: SdkLoggerProvider,
     scope: InstrumentationScope,
+    /// The last record the collector acknowledged (for [`report_lag`]).
+    acked: watch::Sender<u64>,
 }
 
 impl Shipper {
     async fn run(self, mut durable: watch::Receiver<u64>) {
-        let mut follower = Some(Follower::new(&self.log, read_cursor(&self.log) + 1));
+        let mut follower = Some(Follower::new(&self.log, ship_cursor::read(&self.log) + 1));
         loop {
             let until = *durable.borrow_and_update();
             let Some(f) = follower.take() else { return };
@@ -128,12 +127,10 @@ impl Shipper {
             else {
                 return;
             };
-            let acked = f.next_seq().saturating_sub(1);
             follower = Some(f);
             let lines = match lines {
                 Ok(lines) if !lines.is_empty() => lines,
                 Ok(_) => {
-                    crate::metrics::audit_ship_lag(until.saturating_sub(acked));
                     if durable.changed().await.is_err() {
                         return;
                     }
@@ -146,7 +143,6 @@ impl Shipper {
                 }
             };
             self.ship(&lines).await;
-            crate::metrics::audit_ship_lag(until.saturating_sub(acked));
         }
     }
 
@@ -173,9 +169,10 @@ impl Shipper {
         }
         crate::metrics::audit_shipped(lines.len(), true);
         let last = lines.last().map_or(0, |l| l.seq);
-        if let Err(e) = write_cursor(&self.log, last) {
+        if let Err(e) = ship_cursor::write(&self.log, last) {
             tracing::warn!(error = %e, "could not save the audit shipping cursor (records may be shipped again after a restart)");
         }
+        self.acked.send_replace(last);
     }
 }
 

@@ -1,6 +1,8 @@
 //! The console's index of the audit log: one small fixed-size row per record (offset, time,
-//! interned caller, device and operation, kind, decision, completion), built by following
-//! the log (see [`crate::audit::follow`]), with the hash chain checked on the way. A page
+//! interned caller and operation, the device id as a number, kind, decision, completion),
+//! so its memory is bounded by its row count: device ids (which refusals may carry by the
+//! million) are never kept as strings, and the string tables are capped. Built by following
+//! the log (see [`crate::audit::store::follow`]), with the hash chain checked on the way. A page
 //! filters the rows newest first in memory and reads only the records it shows from disk,
 //! so it answers in milliseconds however long the log is.
 
@@ -8,14 +10,20 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::{PoisonError, RwLock};
 
-use crate::audit::chain::GENESIS;
-use crate::audit::follow::{self, Line};
+use sha2::Digest;
 
+use crate::audit::checkpoints::tree::{self, Hash};
+use crate::audit::records::chain::GENESIS;
+use crate::audit::store::follow::{self, Line};
+
+use super::edge::Edge;
 use super::record::{Interner, Light, hash_matches, id_hash, resolve};
-use crate::audit::record::{AuditDecision, Kind};
+use crate::audit::records::record::{AuditDecision, Kind};
 
-/// Most rows kept (about 32 bytes each); older ones leave the index (`audit query` reads them).
+/// Most rows kept (48 bytes each); older ones leave the index (`audit query` reads them).
 pub const MAX_ROWS: usize = 2_000_000;
+/// Most distinct devices counted for the status line; past it, "more than" this many.
+pub const MAX_COUNTED_DEVICES: usize = 100_000;
 /// How far back an outcome looks for its intent.
 const INTENT_LOOKBACK: usize = 65_536;
 /// Times are kept as seconds from 2020-01-01.
@@ -25,9 +33,10 @@ const EPOCH: i64 = 1_577_836_800;
 #[derive(Debug, Clone, Copy, Default)]
 struct Row {
     offset: u64,
+    /// The device id as a number (see [`device_key`]); 0: none.
+    device: u128,
     time: u32,
     caller: u32,
-    device: u32,
     id: u32,
     op: u16,
     kind: u8,
@@ -73,10 +82,15 @@ struct State {
     /// Files by the first sequence number read from each, with the name it was read under.
     spans: Vec<(u64, PathBuf)>,
     callers: Interner,
-    devices: Interner,
     ops: Interner,
+    /// Rows per device, for the distinct-device count (at most [`MAX_COUNTED_DEVICES`]).
+    devices: std::collections::HashMap<u128, u32>,
+    /// A device past [`MAX_COUNTED_DEVICES`] was seen: the count is a lower bound.
+    devices_overflow: bool,
     chain: ChainStatus,
     prev_hash: Option<String>,
+    /// The Merkle tree of the records indexed (checkpoints sign its root).
+    edge: Edge,
 }
 
 /// The index; shared between the task that builds it and the pages that read it.
@@ -158,6 +172,27 @@ impl Index {
         st.select(q)
     }
 
+    /// The Merkle root of the log's first `size` records (what a checkpoint of that size
+    /// signs), the records since the nearest mark read again from disk; `None` when they
+    /// are not indexed, or the tree before the first record indexed is not known.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        let (mut roots, spots) = {
+            let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            if size > st.last_seq() {
+                return None;
+            }
+            let mark = st.edge.mark_at_or_below(size)?;
+            let spots = st.spots(mark.size() + 1, size)?;
+            (mark, spots)
+        };
+        for (file, offsets) in spots {
+            for line in follow::read_lines_at(&file, &offsets).ok()? {
+                roots.push(tree::leaf_hash(&line)).ok()?;
+            }
+        }
+        roots.root().ok()
+    }
+
     /// Where the record `seq` is (if indexed).
     pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
         let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -166,15 +201,17 @@ impl Index {
         Some((st.span_file(seq)?, row.offset))
     }
 
-    /// The callers, operations and devices seen, sorted (for the filter lists).
-    pub fn names(&self) -> (Vec<String>, Vec<String>, usize) {
+    /// The callers and operations seen, sorted (for the filter lists), and how many
+    /// distinct devices the rows name (`true`: at least that many, the count is capped).
+    pub fn names(&self) -> (Vec<String>, Vec<String>, (usize, bool)) {
         let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
         let sorted = |i: &Interner| {
             let mut v = i.names.clone();
             v.sort();
             v
         };
-        (sorted(&st.callers), sorted(&st.ops), st.devices.names.len())
+        let devices = (st.devices.len(), st.devices_overflow);
+        (sorted(&st.callers), sorted(&st.ops), devices)
     }
 }
 
@@ -202,6 +239,8 @@ impl State {
         if self.rows.is_empty() {
             self.base = rec.seq;
             self.spans.clear();
+            let log = crate::audit::store::files::base_log(&line.file);
+            self.edge.start(&log, rec.seq);
         }
         self.check_chain(line, &rec);
         let new_file = self
@@ -213,13 +252,18 @@ impl State {
         }
         let row = self.row(line.offset, &rec);
         self.fold(&row);
+        self.count_device(row.device);
         self.rows.push_back(row);
-        if self.rows.len() > MAX_ROWS {
-            self.rows.pop_front();
+        self.edge.push(tree::leaf_hash(&line.bytes));
+        if self.rows.len() > MAX_ROWS
+            && let Some(old) = self.rows.pop_front()
+        {
+            self.uncount_device(old.device);
             self.base += 1;
             while self.spans.len() > 1 && self.spans[1].0 <= self.base {
                 self.spans.remove(0);
             }
+            self.edge.forget_before(self.base);
         }
     }
 
@@ -227,7 +271,6 @@ impl State {
         let time = chrono::DateTime::parse_from_rfc3339(&rec.time)
             .map_or(0, |t| t.timestamp() - EPOCH)
             .clamp(0, i64::from(u32::MAX));
-        let device = rec.device_id.as_deref().map(str::to_ascii_lowercase);
         let completion = rec
             .completion
             .as_deref()
@@ -237,7 +280,7 @@ impl State {
             offset,
             time: u32::try_from(time).unwrap_or(0),
             caller: self.callers.intern(rec.caller.as_deref()),
-            device: self.devices.intern(device.as_deref()),
+            device: rec.device_id.as_deref().map_or(0, device_key),
             id: id_hash(&rec.audit_id),
             op: u16::try_from(self.ops.intern(rec.operation.as_deref())).unwrap_or(u16::MAX),
             kind: rec
@@ -250,6 +293,29 @@ impl State {
                 .map_or(0, |i| i as u8 + 1),
             completion,
             hidden: matches!(rec.kind, Some(Kind::Start | Kind::Completion) | None),
+        }
+    }
+
+    fn count_device(&mut self, device: u128) {
+        if device == 0 {
+            return;
+        }
+        let room = self.devices.len() < MAX_COUNTED_DEVICES;
+        match self.devices.get_mut(&device) {
+            Some(n) => *n += 1,
+            None if room => {
+                self.devices.insert(device, 1);
+            }
+            None => self.devices_overflow = true,
+        }
+    }
+
+    fn uncount_device(&mut self, device: u128) {
+        if let Some(n) = self.devices.get_mut(&device) {
+            *n -= 1;
+            if *n == 0 {
+                self.devices.remove(&device);
+            }
         }
     }
 
@@ -304,6 +370,24 @@ impl State {
                 line.seq
             ));
         }
+    }
+
+    /// Where the records `from..=to` are: each file (resolved once) with their offsets.
+    fn spots(&self, from: u64, to: u64) -> Option<Vec<(PathBuf, Vec<u64>)>> {
+        let mut out: Vec<(usize, PathBuf, Vec<u64>)> = Vec::new();
+        for seq in from..=to {
+            let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+            let offset = self.rows.get(i)?.offset;
+            let span = self.spans.partition_point(|(first, _)| *first <= seq);
+            match out.last_mut() {
+                Some((s, _, offsets)) if *s == span => offsets.push(offset),
+                _ => {
+                    let (first, path) = self.spans.get(span.checked_sub(1)?)?;
+                    out.push((span, resolve(path, *first), vec![offset]));
+                }
+            }
+        }
+        Some(out.into_iter().map(|(_, f, o)| (f, o)).collect())
     }
 
     fn span_file(&self, seq: u64) -> Option<PathBuf> {
@@ -374,11 +458,10 @@ impl State {
                     .map(|i| i as u8 + 1)?,
             ),
         };
-        let device = q.device.as_ref().map(|d| d.to_ascii_lowercase());
         let secs = |t: i64| u32::try_from((t - EPOCH).max(0)).unwrap_or(u32::MAX);
         Some(Filter {
             caller: id(&self.callers, &q.caller)?,
-            device: id(&self.devices, &device)?,
+            device: q.device.as_deref().map(device_key),
             ops,
             decision,
             since: q.since.map(secs),
@@ -389,7 +472,7 @@ impl State {
 
 struct Filter {
     caller: Option<u32>,
-    device: Option<u32>,
+    device: Option<u128>,
     ops: Option<Vec<u16>>,
     decision: Option<u8>,
     since: Option<u32>,
@@ -408,6 +491,22 @@ impl Filter {
     }
 }
 
+/// A device id as the index keeps it: a managed-device id (a GUID, any case) is its 128
+/// bits; anything else (never written by the gateway) a 128-bit digest of its lower case.
+/// Never 0, which means "no device".
+fn device_key(id: &str) -> u128 {
+    let key = uuid::Uuid::try_parse(id).map_or_else(
+        |_| {
+            let d = sha2::Sha256::digest(id.to_ascii_lowercase().as_bytes());
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&d[..16]);
+            u128::from_be_bytes(b)
+        },
+        |u| u.as_u128(),
+    );
+    key.max(1)
+}
+
 fn kind_of(r: &Row) -> Option<Kind> {
     r.kind.checked_sub(1).map(|k| KINDS[k as usize])
 }
@@ -419,5 +518,4 @@ pub fn read_hit(hit: &Hit) -> Option<crate::audit::Record> {
 }
 
 #[cfg(test)]
-#[path = "index_tests.rs"]
 mod tests;

@@ -7,10 +7,17 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::chain::{hash_of, hex};
-use crate::audit::record::{AuditDecision, Kind};
+use crate::audit::records::chain::{hash_of, hex};
+use crate::audit::records::record::{AuditDecision, Kind};
 
-/// Strings seen in a field, numbered from 1 (0: absent).
+/// Most strings one field's table keeps: callers and operations come from the policy and the
+/// catalog, so this is only a backstop; a string past it is numbered [`OTHER`] (shown from
+/// its record as usual, but not offered as a filter).
+pub(super) const MAX_NAMES: usize = 65_536;
+/// The number of every string past [`MAX_NAMES`].
+pub(super) const OTHER: u32 = u32::MAX;
+
+/// Strings seen in a field, numbered from 1 (0: absent), at most [`MAX_NAMES`].
 #[derive(Default)]
 pub(super) struct Interner {
     ids: HashMap<String, u32>,
@@ -22,6 +29,9 @@ impl Interner {
         let Some(s) = s else { return 0 };
         if let Some(id) = self.ids.get(s) {
             return *id;
+        }
+        if self.names.len() >= MAX_NAMES {
+            return OTHER;
         }
         self.names.push(s.to_owned());
         let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
@@ -87,7 +97,7 @@ pub(super) fn hash_matches(line: &[u8], hash: &str) -> bool {
 /// rotation renames the live file).
 pub(super) fn resolve(path: &Path, first: u64) -> PathBuf {
     let starts = |p: &Path| {
-        crate::audit::files::first_link(p)
+        crate::audit::store::files::first_link(p)
             .ok()
             .flatten()
             .is_some_and(|l| l.seq == first)
@@ -95,8 +105,8 @@ pub(super) fn resolve(path: &Path, first: u64) -> PathBuf {
     if starts(path) {
         return path.to_owned();
     }
-    let log = crate::audit::files::base_log(path);
-    crate::audit::files::rotated_files(&log)
+    let log = crate::audit::store::files::base_log(path);
+    crate::audit::store::files::rotated_files(&log)
         .unwrap_or_default()
         .into_iter()
         .rev()

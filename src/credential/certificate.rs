@@ -317,7 +317,7 @@ impl CertificateFile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::emulator::TestCertificate;
+    use graphgate_emulator::TestCertificate;
 
     fn parts(jwt: &str) -> (serde_json::Value, serde_json::Value) {
         let mut it = jwt.split('.').map(|p| {

@@ -15,9 +15,19 @@ use crate::identity::jwt::{IssuerRegistry, TokenIssuers, fetch::HttpLoader};
 use crate::policy::Policy;
 use crate::ratelimit::PolicyLimits;
 use crate::slots::KeyedSlots;
-use crate::state::{ClaimSettings, IdempotencyStore, Namespace, StateStore};
+use crate::state::{ClaimSettings, Namespace, StateStore};
 use crate::token::TokenBroker;
 use crate::upstream::HttpClient;
+
+/// Default bound on bulk requests in flight: each may carry up to 100 devices (the largest
+/// bodies, and up to 100 device decisions), so a handful of them is all one deployment needs.
+pub const DEFAULT_MAX_BULK_IN_FLIGHT: u32 = 32;
+
+/// Default dry runs per caller per second: a policy author's checks, never a flood.
+pub const DEFAULT_DRY_RUNS_PER_SEC: u32 = 10;
+
+/// Default log lines of refusals per caller (failed authentications: per source) per second.
+pub const DEFAULT_LOG_REFUSALS_PER_SEC: u32 = 10;
 
 /// Per-request bounds.
 #[derive(Debug, Clone)]
@@ -36,6 +46,13 @@ pub struct Limits {
     pub max_in_flight: usize,
     /// Most requests in flight for one caller; more get 429, so one caller cannot starve the rest.
     pub max_in_flight_per_caller: usize,
+    /// Most bulk `executeAction` requests in flight (all callers together); more get 429.
+    pub max_bulk_in_flight: usize,
+    /// Dry runs one caller may make per second (a burst of as many); more get 429.
+    pub dry_runs_per_sec: u32,
+    /// Log lines of refusals per caller (failed authentications: per source) per second;
+    /// the rest are counted. 0: every one is logged.
+    pub log_refusals_per_sec: u32,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
     /// Most idempotency keys remembered (by the memory store).
@@ -56,6 +73,9 @@ impl Default for Limits {
             retry: RetryPolicy::default(),
             max_in_flight: 1024,
             max_in_flight_per_caller: 256,
+            max_bulk_in_flight: DEFAULT_MAX_BULK_IN_FLIGHT as usize,
+            dry_runs_per_sec: DEFAULT_DRY_RUNS_PER_SEC,
+            log_refusals_per_sec: DEFAULT_LOG_REFUSALS_PER_SEC,
             idempotency_window: Duration::from_secs(600),
             idempotency_capacity: 100_000,
             idempotency_wait: Duration::from_secs(60),
@@ -103,12 +123,16 @@ pub struct Gateway {
     /// Idempotency claims, limits, budgets and pacing: this process's or shared.
     pub(super) state: StateStore,
     pub(super) in_flight: Arc<Semaphore>,
+    pub(super) bulk_in_flight: Arc<Semaphore>,
+    pub(super) refusal_logs: super::refusal_logs::RefusalLogs,
     pub(super) caller_in_flight: KeyedSlots<String>,
     pub(super) limits: Limits,
     pub(super) audit: Audit,
     reload_error: arc_swap::ArcSwapOption<String>,
     /// Whether the policy reloader is alive, if one follows the policy file (for readiness).
     reloader: arc_swap::ArcSwapOption<ReloaderProbe>,
+    /// Set when shutdown begins: nothing more is sent to Graph (see [`Gateway::begin_drain`]).
+    draining: std::sync::atomic::AtomicBool,
 }
 
 /// Asks whether the reloader following the policy file is still alive.
@@ -146,7 +170,9 @@ impl Gateway {
         http: HttpClient,
         limits: Limits,
     ) -> Self {
-        let namespace = Namespace::new(cloud, &broker.key().tenant);
+        let key = broker.key();
+        let deployment = crate::state::default_deployment(&key.client, None);
+        let namespace = Namespace::new(cloud, &key.tenant, &key.client, &deployment);
         let state = StateStore::in_process(namespace, limits.claims());
         Self::with_store(policy, cloud, broker, http, limits, state)
     }
@@ -183,11 +209,14 @@ impl Gateway {
                 timeout: limits.upstream_timeout,
             },
             in_flight: Arc::new(Semaphore::new(limits.max_in_flight)),
+            bulk_in_flight: Arc::new(Semaphore::new(limits.max_bulk_in_flight)),
+            refusal_logs: super::refusal_logs::RefusalLogs::new(limits.log_refusals_per_sec),
             caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
             limits,
             audit: Audit::disabled(),
             reload_error: arc_swap::ArcSwapOption::empty(),
             reloader: arc_swap::ArcSwapOption::empty(),
+            draining: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -265,11 +294,6 @@ impl Gateway {
         self.forwarder.cloud
     }
 
-    /// The in-process idempotency claims, with the memory store (for tests: expiry and bound).
-    pub fn idempotency(&self) -> Option<&IdempotencyStore> {
-        self.state.idempotency()
-    }
-
     /// The state store (for readiness).
     pub fn state(&self) -> &StateStore {
         &self.state
@@ -278,6 +302,28 @@ impl Gateway {
     /// The token broker (for readiness and tests).
     pub fn broker(&self) -> &TokenBroker {
         &self.broker
+    }
+
+    /// How many bulk requests are in flight past the pre-body policy.
+    pub fn bulk_in_flight(&self) -> usize {
+        self.limits
+            .max_bulk_in_flight
+            .saturating_sub(self.bulk_in_flight.available_permits())
+    }
+
+    /// Shutdown has begun: requests not yet sent to Graph are refused (503 with
+    /// `Retry-After`, nothing sent, their idempotency keys let go), duplicates waiting for a
+    /// first request stop waiting (409 with `Retry-After`), and calls already sent to Graph
+    /// finish. Readiness fails from now on.
+    pub fn begin_drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.state.stop_waiting();
+    }
+
+    /// Whether shutdown has begun (see [`Gateway::begin_drain`]).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// How many requests of the caller named `caller` are in flight past the pre-body policy.

@@ -1,12 +1,12 @@
 //! Caller identity: who is asking. An API key (`Authorization: Bearer <key>`, what Graph
 //! SDKs send; [`api_key`]), a verified client certificate ([`mtls`]), or a JWT from an issuer
 //! the policy trusts (`Authorization: Bearer <token>`; [`jwt`]). Exactly one per request.
-//! [`context`] reads the person and the reason a request is made for.
+//! [`stated`] reads the person and the reason a request is made for.
 
 pub mod api_key;
-pub mod context;
 pub mod jwt;
 pub mod mtls;
+pub mod stated;
 
 use http::HeaderMap;
 use http::header::AUTHORIZATION;

@@ -302,12 +302,20 @@ enum Rules {
 
 /// Parses `bytes` as JSON, refusing duplicate keys and nesting deeper than [`MAX_DEPTH`].
 pub fn parse_strict(bytes: &[u8]) -> Result<Value, SchemaError> {
+    #[cfg(test)]
+    PARSED.with(|n| n.set(n.get() + 1));
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = Strict { depth: 0 }
         .deserialize(&mut de)
         .map_err(|e| SchemaError::Syntax(e.to_string()))?;
     de.end().map_err(|e| SchemaError::Syntax(e.to_string()))?;
     Ok(value)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Bodies parsed on this thread, for tests that count them (`admit`'s).
+    pub(crate) static PARSED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Validates a body (already parsed) against an action's parameters, as Graph's CSDL

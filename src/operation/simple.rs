@@ -11,7 +11,7 @@ use crate::operation::schema::screen::shown_name;
 use crate::operation::schema::{self, Prop, SchemaError, Ty};
 
 /// The simplified API's body field naming the person a call is made for (read by
-/// `identity::context`, not a Graph parameter).
+/// `identity::stated`, not a Graph parameter).
 pub const INITIATOR_FIELD: &str = "initiator";
 /// The simplified API's body field saying why.
 pub const REASON_FIELD: &str = "reason";
@@ -317,7 +317,7 @@ fn operation_doc(op: &Operation, max_bulk_devices: usize) -> Value {
 }
 
 /// `schema` (an object, or a `oneOf` of objects) with the person and the reason every
-/// simplified body may state (read by `identity::context`, like the X-Graphgate-Initiator
+/// simplified body may state (read by `identity::stated`, like the X-Graphgate-Initiator
 /// and X-Graphgate-Reason headers): optional, null counting as not given.
 fn with_stated(mut schema: Value) -> Value {
     if let Some(shapes) = schema.get_mut("oneOf").and_then(Value::as_array_mut) {
@@ -407,17 +407,20 @@ fn bulk_schema(op: &Operation, max_devices: usize) -> Value {
 }
 
 /// What the gateway accepts in a string parameter: no control, line-separator or
-/// bidirectional-formatting character (see `schema::screen`).
+/// bidirectional-formatting character (`schema::screen::forbidden_char`; see
+/// `the_documents_patterns_accept_what_the_gateway_accepts`).
 const PLAIN_TEXT_PATTERN: &str =
     "^[^\\u0000-\\u001f\\u007f-\\u009f\\u2028\\u2029\\u202a-\\u202e\\u2066-\\u2069]*$";
-/// One email address as the gateway accepts it (see `schema::screen::is_address`).
+/// One email address as the gateway accepts it (`schema::screen::is_address`; the test
+/// `the_documents_patterns_accept_what_the_gateway_accepts` holds them together).
 const ADDRESS_PATTERN: &str = "^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:[.][A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:[.][A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$";
 
 /// At most 64 characters before the `@` (RFC 5321's local-part limit, which the gateway
 /// keeps); a second pattern, as a regular expression cannot count the dot-atoms' length.
 const LOCAL_PART_LIMIT_PATTERN: &str = "^[^@]{1,64}@";
 
-/// One email address, exactly as `schema::screen::is_address` accepts it.
+/// One email address, exactly as `schema::screen::is_address` accepts it (see
+/// `the_documents_patterns_accept_what_the_gateway_accepts`).
 fn address_schema() -> Value {
     json!({ "type": "string", "pattern": ADDRESS_PATTERN, "maxLength": 254, "allOf": [{ "pattern": LOCAL_PART_LIMIT_PATTERN }] })
 }
@@ -550,6 +553,46 @@ fn graph_error_schema() -> Value {
 mod tests {
     use super::*;
     use crate::operation::catalog;
+    use crate::operation::schema::screen::{forbidden_char, is_address};
+
+    /// The OpenAPI document's patterns accept exactly what the gateway's own checks accept,
+    /// on addresses and text at and around every limit.
+    #[test]
+    fn the_documents_patterns_accept_what_the_gateway_accepts() {
+        let address = regex::Regex::new(ADDRESS_PATTERN).unwrap();
+        let local_limit = regex::Regex::new(LOCAL_PART_LIMIT_PATTERN).unwrap();
+        let plain = regex::Regex::new(PLAIN_TEXT_PATTERN).unwrap();
+        let long_label = "a".repeat(63);
+        let too_long_label = "a".repeat(64);
+        let addresses = [
+            "room1@contoso.com".to_owned(),
+            "first.last+tag@sub.contoso.co.uk".to_owned(),
+            format!("{}@contoso.com", "l".repeat(64)),
+            format!("{}@contoso.com", "l".repeat(65)),
+            format!("a@{long_label}.com"),
+            format!("a@{too_long_label}.com"),
+            "a@-contoso.com".into(),
+            "a@contoso-.com".into(),
+            "a@contoso".into(),
+            ".a@contoso.com".into(),
+            "a..b@contoso.com".into(),
+            "a@@contoso.com".into(),
+            "a b@contoso.com".into(),
+            "a@contoso.com ".into(),
+            "@contoso.com".into(),
+            "ä@contoso.com".into(),
+        ];
+        for a in &addresses {
+            let documented = address.is_match(a) && local_limit.is_match(a) && a.len() <= 254;
+            assert_eq!(documented, is_address(a), "{a:?}");
+        }
+        for c in [
+            'a', ' ', '\t', '\n', '\u{7f}', '\u{85}', '\u{2028}', '\u{202e}', '\u{2066}', 'é',
+        ] {
+            let text = format!("x{c}y");
+            assert_eq!(plain.is_match(&text), !forbidden_char(c), "{c:?}");
+        }
+    }
 
     fn translate(flat: Value) -> Result<Value, SimpleError> {
         let op = catalog::by_name("managedDevices.updateWindowsDeviceAccount").unwrap();

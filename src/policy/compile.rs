@@ -10,6 +10,7 @@ use super::file::{
     CallerEntry, ConditionEntry, DevicesEntry, EffectEntry, ModeEntry, PacingEntry, PolicyFile,
     RuleEntry, ScalarEntry,
 };
+use super::issues::Issues;
 use super::{
     Caller, Condition, Effect, Mode, MtlsIdentity, MtlsIndex, POLICY_VERSION, Pacing, Policy,
     PolicyIssue, Rate, Rule, Test,
@@ -23,20 +24,6 @@ type CallerNames<'f> = HashMap<&'f str, usize>;
 
 /// Each operation's parameter paths, computed once per compile.
 type ParamPathCache = HashMap<&'static str, Vec<ParamPath>>;
-
-/// Collects issues while validating.
-#[derive(Default)]
-pub(super) struct Issues(Vec<PolicyIssue>);
-
-impl Issues {
-    pub(super) fn at<T>(&mut self, at: &Spanned<T>, message: impl Into<String>) {
-        self.0.push(PolicyIssue {
-            line: at.referenced.line(),
-            column: at.referenced.column(),
-            message: message.into(),
-        });
-    }
-}
 
 pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<PolicyIssue>> {
     let mut issues = Issues::default();
@@ -80,7 +67,11 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         return Err(issues.0);
     }
     Ok(Policy {
-        warnings: super::tiers::warnings(&rules),
+        warnings: [
+            super::tiers::warnings(&rules),
+            super::requirements::warnings(&rules),
+        ]
+        .concat(),
         by_caller: by_caller(callers.len(), &rules),
         api_keys,
         mtls,
@@ -295,8 +286,12 @@ fn rule(
         devices,
         versions,
         conditions,
-        initiators: super::context::initiators(entry.initiators.as_ref(), issues),
-        require: super::context::require(entry.require.as_ref(), effect == Effect::Deny, issues),
+        initiators: super::requirements::initiators(entry.initiators.as_ref(), issues),
+        require: super::requirements::require(
+            entry.require.as_ref(),
+            effect == Effect::Deny,
+            issues,
+        ),
         rate_limit: rate(&entry.rate_limit, issues),
         tier,
         budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),
@@ -469,6 +464,23 @@ fn never_matches(entry: &RuleEntry, rule: &Rule, issues: &mut Issues) {
             &entry.name,
             format!(
                 "rule {:?} can never match: {} is not offered in the listed API versions",
+                rule.name, op.name
+            ),
+        );
+    }
+    // A user-bound operation names no device: a device list could never match it, and would
+    // read as a limit it is not. Its devices are whatever the user has enrolled.
+    if let (Some(d), Some(_), Some(op)) = (
+        &entry.devices,
+        &rule.devices,
+        rule.operations
+            .iter()
+            .find(|op| op.binding == catalog::Binding::User),
+    ) {
+        issues.at(
+            d,
+            format!(
+                "rule {:?}: a device list cannot apply to {} (it acts on all of a user's devices, named by the user, not by device id; budgets count it as one device): leave 'devices' out, or move the operation to a rule without one",
                 rule.name, op.name
             ),
         );

@@ -2,7 +2,7 @@
 //! enforced allow. Shadow rules are evaluated too and reported when they would change the
 //! outcome. Only the rules naming the caller are looked at, and nothing is allocated.
 
-use super::{Condition, Effect, Mode, Policy, Rule, Test};
+use super::{Condition, Effect, Mode, Person, Policy, Rule, Test};
 use crate::operation::catalog::{ApiVersion, Operation};
 use crate::operation::route::Recognised;
 use crate::operation::schema::{ParamValue, Params};
@@ -20,8 +20,8 @@ pub struct Facts<'a> {
     pub device: &'a str,
     /// The validated body parameters.
     pub params: &'a Params,
-    /// The person the request is made for (UPN or object id), if it states one.
-    pub initiator: Option<&'a str>,
+    /// The person the request is made for (by UPN, object id or both), if it states one.
+    pub initiator: Option<&'a Person>,
 }
 
 impl<'a> Facts<'a> {
@@ -32,7 +32,7 @@ impl<'a> Facts<'a> {
         caller: usize,
         target: &'a Recognised,
         params: &'a Params,
-        initiator: Option<&'a str>,
+        initiator: Option<&'a Person>,
     ) -> Self {
         Facts {
             caller,
@@ -194,9 +194,7 @@ impl Rule {
     fn check(&self, f: &Facts<'_>) -> Result<(), Miss<'_>> {
         self.covers(f.op, f.version, f.device)?;
         if let Some(people) = &self.initiators
-            && !f
-                .initiator
-                .is_some_and(|who| people.iter().any(|p| p.covers(who)))
+            && !f.initiator.is_some_and(|who| who.covered_by(people))
         {
             return Err(Miss::Initiator);
         }

@@ -11,7 +11,7 @@ use jsonwebtoken::Algorithm;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::compile::Issues;
+use super::issues::Issues;
 
 /// One `jwt_issuers` entry as written.
 #[derive(Debug, Deserialize)]
@@ -30,6 +30,8 @@ pub(super) struct JwtIssuerEntry {
     pub unknown_kid_refresh_secs: Option<Spanned<u64>>,
     #[serde(default)]
     pub fetch_timeout_ms: Option<Spanned<u64>>,
+    #[serde(default)]
+    pub pin_jwks_host: Option<bool>,
 }
 
 /// Where an issuer's keys come from, as written: exactly one of the three.
@@ -87,9 +89,34 @@ pub struct JwtIssuer {
     pub unknown_kid_refresh: Duration,
     /// Longest a key fetch (each HTTP exchange) may take.
     pub fetch_timeout: Duration,
+    /// Whether the `jwks_uri` a discovery document names must be on the issuer's host or
+    /// the discovery document's (for Entra, any authority host of the same cloud): on by
+    /// default for Entra issuers (`pin_jwks_host`).
+    pub pin_jwks_host: bool,
 }
 
 impl JwtIssuer {
+    /// Whether a `jwks_uri` on `host`, named by the discovery document at `discovery`, may
+    /// be fetched: always when unpinned; pinned, only on the issuer's host, the discovery
+    /// document's, or (for Entra) an authority host of the same cloud.
+    pub fn jwks_host_allowed(&self, discovery: &str, host: &str) -> bool {
+        if !self.pin_jwks_host {
+            return true;
+        }
+        let mut allowed: Vec<&str> = [url_host(&self.issuer), url_host(discovery)]
+            .into_iter()
+            .flatten()
+            .collect();
+        for known in allowed.clone() {
+            for cloud in crate::cloud::Cloud::by_login_host(known) {
+                let e = cloud.endpoints();
+                allowed.push(e.login_host);
+                allowed.extend(e.login_aliases);
+            }
+        }
+        allowed.iter().any(|a| a.eq_ignore_ascii_case(host))
+    }
+
     /// The SPIFFE trust domain, if this issuer is one (`spiffe://<domain>`): its tokens are
     /// JWT-SVIDs, identified by their `sub` (the SPIFFE id) rather than by `iss`.
     pub fn spiffe_trust_domain(&self) -> Option<&str> {
@@ -98,6 +125,34 @@ impl JwtIssuer {
 }
 
 const SPIFFE_SCHEME: &str = "spiffe://";
+
+/// Hosts of Entra's v1 token issuers (`https://sts.windows.net/{tenant}/`); v2 issuers are on
+/// the clouds' authority hosts (see [`crate::cloud`]).
+const ENTRA_V1_ISSUER_HOSTS: [&str; 2] = ["sts.windows.net", "sts.chinacloudapi.cn"];
+
+/// The host of an `https://` URL (without port or user info).
+pub fn url_host(url: &str) -> Option<&str> {
+    let authority = url
+        .strip_prefix("https://")?
+        .split(['/', '?', '#'])
+        .next()?;
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next()?,
+        None => host.split(':').next()?,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// Whether `issuer` is Microsoft Entra's (v1 or v2, any cloud).
+pub fn is_entra_issuer(issuer: &str) -> bool {
+    url_host(issuer).is_some_and(|host| {
+        ENTRA_V1_ISSUER_HOSTS
+            .iter()
+            .any(|h| h.eq_ignore_ascii_case(host))
+            || crate::cloud::Cloud::by_login_host(host).next().is_some()
+    })
+}
 
 /// The algorithms an issuer may allow: asymmetric signatures whose key type the key set
 /// pins (never `none`, never HMAC, whose "key" would be public).
@@ -221,6 +276,11 @@ fn issuer(e: &JwtIssuerEntry, issues: &mut Issues) -> JwtIssuer {
             FETCH_TIMEOUT_MS,
             issues,
         )),
+        // Entra publishes its keys on its own authority: a discovery document sending key
+        // fetches elsewhere is not Entra's, so pinning is on for it unless turned off.
+        pin_jwks_host: e
+            .pin_jwks_host
+            .unwrap_or_else(|| is_entra_issuer(&e.issuer.value)),
     }
 }
 

@@ -4,14 +4,16 @@
 
 pub mod budget;
 mod compile;
-pub mod context;
 mod eval;
 mod file;
+mod forbidden;
+mod issues;
 pub mod jwt;
-mod keys;
 mod prejudge;
 pub mod rate;
+pub mod requirements;
 pub mod tiers;
+mod unknown_keys;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -21,11 +23,12 @@ use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
 pub use budget::{Budget, BudgetWindow, TenantBudget};
-pub use context::{InitiatorPattern, Missing, Require};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
+pub use forbidden::Forbidden;
 pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;
 pub use rate::Rate;
+pub use requirements::{InitiatorPattern, Missing, Person, Require};
 
 /// The policy-file format this build reads.
 pub const POLICY_VERSION: u32 = 1;
@@ -354,7 +357,7 @@ fn compile_text(text: &str, source_name: &str, hash: String) -> Result<Policy, P
         issues,
     };
     let parsed: file::PolicyFile =
-        serde_saphyr::from_str(text).map_err(|e| fail(keys::parse_issues(text, &e)))?;
+        serde_saphyr::from_str(text).map_err(|e| fail(unknown_keys::parse_issues(text, &e)))?;
     let policy = compile::compile(parsed, hash).map_err(fail)?;
     for warning in &policy.warnings {
         tracing::warn!(policy = source_name, "{warning}");
@@ -373,7 +376,5 @@ pub fn hex(bytes: &[u8]) -> String {
         })
 }
 
-#[cfg(test)]
-mod identity_tests;
 #[cfg(test)]
 mod tests;

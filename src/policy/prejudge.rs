@@ -1,10 +1,12 @@
 //! Deciding before the body is read. A request whose caller, operation, version and device
 //! no rule could allow is refused whatever its body says, so the gateway refuses it without
 //! reading (or waiting for) the body: a caller with no permission cannot hold a slot by
-//! declaring a body it never sends.
+//! declaring a body it never sends. A bulk `executeAction` names its operation and devices
+//! in its body: it is refused unread when no rule lets its caller run any operation
+//! `executeAction` can run, on any device.
 
 use super::{Decision, Effect, Mode, Policy};
-use crate::operation::catalog::{ApiVersion, Operation};
+use crate::operation::catalog::{self, ApiVersion, Binding, Operation};
 use crate::operation::route::Recognised;
 
 /// What a request is decided on, apart from its body.
@@ -43,7 +45,20 @@ impl Policy {
     ///   the initiator in its body), which rule decides depends on the body;
     /// - otherwise, if no allow rule (enforced, or shadow: its verdict is recorded) is among
     ///   them, the request is denied by default; else the body decides.
+    ///
+    /// A bulk `executeAction` (whose operation and devices are in its body) is denied by
+    /// default when no allow rule naming the caller covers any operation its `actionName`
+    /// can name, at its version, on any device; else its body decides.
     pub fn decide_before_body(&self, scope: &Scope<'_>) -> Option<Decision<'_>> {
+        if scope.op.binding == Binding::Devices {
+            return (!self.may_run_some_bulk_action(scope.caller, scope.version)).then_some(
+                Decision {
+                    allowed: false,
+                    rule: None,
+                    shadow: None,
+                },
+            );
+        }
         let mut could_allow = false;
         for rule in self
             .rules_for(scope.caller)
@@ -69,6 +84,22 @@ impl Policy {
             rule: None,
             shadow: None,
         })
+    }
+}
+
+impl Policy {
+    /// Whether some allow rule (enforced or shadow) naming `caller` covers an operation a
+    /// bulk `executeAction` can run, at `version`, on some device.
+    fn may_run_some_bulk_action(&self, caller: usize, version: ApiVersion) -> bool {
+        self.rules_for(caller)
+            .filter(|r| r.effect == Effect::Allow && r.versions.contains(&version))
+            .filter(|r| r.devices.as_ref().is_none_or(|d| !d.is_empty()))
+            .any(|r| {
+                catalog::BULK_ACTIONS
+                    .iter()
+                    .filter_map(|a| a.op())
+                    .any(|op| r.operations.iter().any(|o| std::ptr::eq(*o, op)))
+            })
     }
 }
 
@@ -201,6 +232,44 @@ mod tests {
         );
         let p = policy(&rule("deny-some", &format!("{deny}{COND}")));
         assert_eq!(check(&p, ApiVersion::V1, DEV), None);
+    }
+
+    #[test]
+    fn a_bulk_request_is_refused_unread_when_no_rule_allows_any_bulk_operation() {
+        let bulk = catalog::by_name("managedDevices.executeAction").unwrap();
+        let scope = |caller, version| Scope {
+            caller,
+            op: bulk,
+            version,
+            device: "",
+        };
+        let wipe = "  - name: wipe-one\n    callers: [a]\n    operations: [managedDevices.wipe]\n";
+        let p = policy(&format!(
+            "{wipe}    devices: [{DEV}]\n    api_versions: [beta]\n{}",
+            rule("update", "")
+        ));
+        assert_eq!(
+            p.decide_before_body(&scope(0, ApiVersion::Beta))
+                .map(|d| d.allowed),
+            None,
+            "a rule covers wipe on some device: the body decides"
+        );
+        let denied = p.decide_before_body(&scope(1, ApiVersion::Beta));
+        assert!(
+            denied.is_some_and(|d| !d.allowed && d.rule.is_none()),
+            "caller b: no rule"
+        );
+        // Caller a's other rule names an operation executeAction cannot run.
+        let p = policy(&rule("update", ""));
+        assert!(p.decide_before_body(&scope(0, ApiVersion::Beta)).is_some());
+        // A deny rule on wipe gives no bulk right; a shadow allow does (its verdict is
+        // recorded); a wipe rule for v1.0 only does not cover the beta bulk action.
+        let p = policy(&format!("{wipe}    effect: deny\n"));
+        assert!(p.decide_before_body(&scope(0, ApiVersion::Beta)).is_some());
+        let p = policy(&format!("{wipe}    mode: shadow\n"));
+        assert!(p.decide_before_body(&scope(0, ApiVersion::Beta)).is_none());
+        let p = policy(&format!("{wipe}    api_versions: [v1.0]\n"));
+        assert!(p.decide_before_body(&scope(0, ApiVersion::Beta)).is_some());
     }
 
     #[test]

@@ -13,7 +13,12 @@ fn store() -> StateStore {
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    StateStore::memory(Namespace::new(Cloud::Global, "t"), claims, None).unwrap()
+    StateStore::memory(
+        Namespace::new(Cloud::Global, "t", "app", "test"),
+        claims,
+        None,
+    )
+    .unwrap()
 }
 
 fn policy(caller_extra: &str, rule_extra: &str, tail: &str) -> Policy {
@@ -35,10 +40,10 @@ fn op() -> &'static Operation {
 async fn rate_limits_run_out_say_when_to_retry_and_refill_on_the_paused_clock() {
     let s = store();
     let l = limits(&policy("    rate_limit: 2 per minute\n", "", ""), &s);
-    assert!(l.check(&s, 0, 0).await.is_ok());
-    assert!(l.check(&s, 0, 0).await.is_ok());
+    assert!(l.check(&s, 0, 0, 1).await.is_ok());
+    assert!(l.check(&s, 0, 0, 1).await.is_ok());
     // Time stands still: the first slot comes back exactly 30 s after it was taken.
-    let Err(Refusal::RateLimited { scope, retry }) = l.check(&s, 0, 0).await else {
+    let Err(LimitRefusal::RateLimited { scope, retry }) = l.check(&s, 0, 0, 1).await else {
         panic!("the third is refused")
     };
     assert_eq!(
@@ -48,12 +53,12 @@ async fn rate_limits_run_out_say_when_to_retry_and_refill_on_the_paused_clock() 
     assert_eq!(retry.secs(), 30);
     tokio::time::advance(Duration::from_secs(29)).await;
     assert!(matches!(
-        l.check(&s, 0, 0).await,
-        Err(Refusal::RateLimited { retry: RetryAfter(d), .. }) if d == Duration::from_secs(1)
+        l.check(&s, 0, 0, 1).await,
+        Err(LimitRefusal::RateLimited { retry: RetryAfter(d), .. }) if d == Duration::from_secs(1)
     ));
     tokio::time::advance(Duration::from_secs(1)).await;
-    assert!(l.check(&s, 0, 0).await.is_ok(), "one slot refilled");
-    assert!(l.check(&s, 0, 0).await.is_err(), "only one");
+    assert!(l.check(&s, 0, 0, 1).await.is_ok(), "one slot refilled");
+    assert!(l.check(&s, 0, 0, 1).await.is_err(), "only one");
 }
 
 #[tokio::test(start_paused = true)]
@@ -67,16 +72,37 @@ async fn a_rule_refusal_costs_the_caller_nothing() {
         ),
         &s,
     );
-    assert!(l.check(&s, 0, 0).await.is_ok());
-    let refused = l.check(&s, 0, 0).await.unwrap_err();
+    assert!(l.check(&s, 0, 0, 1).await.is_ok());
+    let refused = l.check(&s, 0, 0, 1).await.unwrap_err();
     assert!(
-        matches!(refused, Refusal::RateLimited { scope: "rule", .. }),
+        matches!(refused, LimitRefusal::RateLimited { scope: "rule", .. }),
         "{refused:?}"
     );
     // The caller still has its second slot: the rule's refusal took nothing.
     let caller_only = limits(&policy("    rate_limit: 2 per hour\n", "", ""), &s);
-    assert!(caller_only.check(&s, 0, 0).await.is_ok());
-    assert!(caller_only.check(&s, 0, 0).await.is_err());
+    assert!(caller_only.check(&s, 0, 0, 1).await.is_ok());
+    assert!(caller_only.check(&s, 0, 0, 1).await.is_err());
+}
+
+#[tokio::test(start_paused = true)]
+async fn rate_limits_count_devices_and_a_request_past_the_burst_is_refused_outright() {
+    let s = store();
+    let l = limits(&policy("    rate_limit: 10 per 10s\n", "", ""), &s);
+    assert!(l.check(&s, 0, 0, 7).await.is_ok(), "7 devices of 10");
+    let Err(LimitRefusal::RateLimited { scope, retry }) = l.check(&s, 0, 0, 4).await else {
+        panic!("4 more devices do not fit")
+    };
+    assert_eq!((scope, retry.0), ("caller", Duration::from_secs(1)));
+    assert!(l.check(&s, 0, 0, 3).await.is_ok(), "3 do");
+    let over = l.check(&s, 0, 0, 11).await.unwrap_err();
+    assert!(
+        matches!(over, LimitRefusal::OverRate { devices: 11, .. }),
+        "{over:?}"
+    );
+    assert!(
+        over.to_string().contains("allows at most 10 at once"),
+        "{over}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -105,7 +131,7 @@ async fn pacing_waits_for_a_slot_up_to_its_limit_then_refuses() {
         "the second waited for the first slot to free (window plus margin) on the paused clock"
     );
     // The next slot is 10.25 s away, past the 5 s limit: refused at once, nothing waited.
-    let Err(Refusal::Paced(retry)) = l.admit(&s, 0, 0, op(), 1).await else {
+    let Err(LimitRefusal::Paced(retry)) = l.admit(&s, 0, 0, op(), 1).await else {
         panic!("refused")
     };
     assert_eq!(retry, RetryAfter(Duration::from_secs(10) + PACING_MARGIN));
@@ -137,7 +163,7 @@ async fn a_write_that_was_not_sent_gives_its_pacing_slot_back() {
         .await;
     assert!(matches!(
         l.admit(&s, 0, 0, op(), 1).await,
-        Err(Refusal::Paced(_))
+        Err(LimitRefusal::Paced(_))
     ));
 }
 
@@ -145,15 +171,15 @@ async fn a_write_that_was_not_sent_gives_its_pacing_slot_back() {
 async fn reloads_keep_budgets_unless_the_rate_changes() {
     let s = store();
     let first = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);
-    assert!(first.check(&s, 0, 0).await.is_ok());
+    assert!(first.check(&s, 0, 0, 1).await.is_ok());
     let same = limits(&policy("    rate_limit: 1 per hour\n", "", ""), &s);
     assert!(
-        same.check(&s, 0, 0).await.is_err(),
+        same.check(&s, 0, 0, 1).await.is_err(),
         "the spent budget survives a reload"
     );
     let changed = limits(&policy("    rate_limit: 2 per hour\n", "", ""), &s);
     assert!(
-        changed.check(&s, 0, 0).await.is_ok(),
+        changed.check(&s, 0, 0, 1).await.is_ok(),
         "a new rate starts a new budget"
     );
 }
@@ -171,7 +197,7 @@ async fn budgets_count_devices_and_refuse_until_the_next_utc_window() {
     drop(l.admit(&s, 0, 0, op(), 3).await.unwrap());
     let err = l.admit(&s, 0, 0, op(), 3).await.unwrap_err();
     // ...so one of 3 more does not fit the caller's 5, whole: nothing is taken.
-    let Refusal::OverBudget {
+    let LimitRefusal::OverBudget {
         budget,
         limit,
         retry,
@@ -210,6 +236,6 @@ async fn a_request_that_was_not_sent_gives_its_budget_back() {
     kept.settle(&s, true).await;
     assert!(matches!(
         l.admit(&s, 0, 0, op(), 1).await,
-        Err(Refusal::OverBudget { .. })
+        Err(LimitRefusal::OverBudget { .. })
     ));
 }

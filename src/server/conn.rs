@@ -16,7 +16,12 @@ use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use bytes::Bytes;
+use http::Response;
+use http_body_util::Full;
+
 use super::h2guard::{Alarm, FrameGuard};
+use crate::admit::RequestIds;
 use crate::gateway::{ConnInfo, Gateway};
 
 /// How long a connection closed for a deadline or abuse gets to say goodbye (HTTP/2 GOAWAY,
@@ -76,17 +81,18 @@ pub(super) async fn serve<I>(
     let activity_tx = Arc::new(activity_tx);
     let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let gateway = Arc::clone(&gateway);
+        // The request's ids are made here, before its task: a task that fails is answered
+        // with them, so the caller's id matches the log line.
+        let ids = RequestIds::from_headers(req.headers());
         req.extensions_mut().insert(conn.clone());
+        req.extensions_mut().insert(ids.clone());
         let busy = InFlight::start(Arc::clone(&activity_tx));
         // The request runs in its own task: a client that disconnects mid-request cannot
         // cancel a privileged call between forwarding it and recording its outcome.
         let task = tokio::spawn(async move { gateway.handle(req).await });
         async move {
             let _busy = busy;
-            Ok::<_, std::convert::Infallible>(task.await.unwrap_or_else(|e| {
-                tracing::error!(error = %e, "request task failed");
-                crate::error::internal_error_response()
-            }))
+            Ok::<_, std::convert::Infallible>(answer(task.await, &ids))
         }
     });
     let connection = builder
@@ -100,6 +106,20 @@ pub(super) async fn serve<I>(
         }
         Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
     }
+}
+
+/// The answer of a request's task; a task that failed (it panicked) gets the generic 500,
+/// carrying the request's own ids, and the log line names them.
+fn answer(
+    done: Result<Response<Full<Bytes>>, tokio::task::JoinError>,
+    ids: &RequestIds,
+) -> Response<Full<Bytes>> {
+    done.unwrap_or_else(|e| {
+        tracing::error!(error = %e, request_id = %ids.request_id, "request task failed");
+        let mut resp = crate::error::internal_error_response(ids);
+        crate::answer::set_ids(resp.headers_mut(), ids);
+        resp
+    })
 }
 
 /// Marks one request in flight on a connection until dropped.
@@ -185,5 +205,41 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request whose task fails (it panicked) is answered 500 with its own ids: the ids
+    /// the log line names.
+    #[tokio::test]
+    async fn a_failed_task_is_answered_with_the_requests_own_ids() {
+        let ids = RequestIds {
+            request_id: "3c7f7ff9-52d4-4c5e-9f50-5d2a5e4b8a11".into(),
+            client_request_id: "0d6b2a4e-1f1e-4d0a-9a62-1b5d2b1f0c33".into(),
+        };
+        #[allow(clippy::panic)]
+        let failed = tokio::spawn(async { panic!("a bug") }).await;
+        let resp = answer(failed, &ids);
+        assert_eq!(resp.status(), 500);
+        assert_eq!(
+            resp.headers()["x-graphgate-request-id"],
+            ids.request_id.as_str()
+        );
+        assert_eq!(
+            resp.headers()["client-request-id"],
+            ids.client_request_id.as_str()
+        );
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            json["error"]["innerError"]["request-id"],
+            ids.request_id.as_str()
+        );
     }
 }

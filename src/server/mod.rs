@@ -20,7 +20,7 @@ use crate::gateway::{ConnInfo, Gateway};
 use crate::identity::PeerCertificate;
 use crate::slots::{KeyedSlot, KeyedSlots};
 use conn::Deadlines;
-use refuse::{Refusal, Refuser};
+use refuse::{ConnectionRefusal, Refuser};
 
 /// Connection-level bounds.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ impl Default for ServerLimits {
             http2_keep_alive_interval: Duration::from_secs(20),
             http2_keep_alive_timeout: Duration::from_secs(10),
             http2_max_control_frames_per_sec: 1_000,
-            shutdown_grace: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(20),
             max_header_bytes: 32 * 1024,
             tls_handshake_timeout: Duration::from_secs(10),
         }
@@ -73,7 +73,8 @@ impl Default for ServerLimits {
 const CONCURRENT_REFUSALS: usize = 256;
 
 /// Serves `gateway` on `listener` (plain HTTP, or TLS when `tls` is given) until `shutdown`
-/// resolves, then lets in-flight requests finish (up to the grace period).
+/// resolves, then drains: the gateway stops sending (see [`Gateway::begin_drain`]) and the
+/// calls already sent to Graph get up to the grace period to finish.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<Arc<rustls::ServerConfig>>,
@@ -130,7 +131,11 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!("shutting down: no new connections, draining in-flight requests");
+    tracing::info!(
+        grace_secs = limits.shutdown_grace.as_secs(),
+        "shutting down: no new connections; duplicates stop waiting (409), nothing more is sent to Graph, calls already sent finish within the grace period"
+    );
+    gateway.begin_drain();
     let _ = stop.send(true);
     if tokio::time::timeout(limits.shutdown_grace, admission.drained())
         .await
@@ -186,15 +191,15 @@ impl Admission {
         }
     }
 
-    fn admit(&self, source: IpAddr) -> Result<Admitted, Refusal> {
+    fn admit(&self, source: IpAddr) -> Result<Admitted, ConnectionRefusal> {
         // The per-source cap first: one client at its cap must not use up global slots.
         let source = self
             .per_source
             .try_acquire(&source.to_canonical())
-            .ok_or(Refusal::PerSource)?;
+            .ok_or(ConnectionRefusal::PerSource)?;
         let total = Arc::clone(&self.total)
             .try_acquire_owned()
-            .map_err(|_| Refusal::MaxConnections)?;
+            .map_err(|_| ConnectionRefusal::MaxConnections)?;
         Ok(Admitted {
             _total: total,
             _source: source,
@@ -235,8 +240,14 @@ impl Accepted {
         let handshake = acceptor.accept(self.stream);
         let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
             Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            Ok(Err(e)) => {
+                crate::metrics::connection_closed("tls_handshake_failed");
+                return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            }
+            Err(_) => {
+                crate::metrics::connection_closed("tls_handshake_timeout");
+                return tracing::debug!(%peer, "TLS handshake timed out");
+            }
         };
         let certificate = tls
             .get_ref()

@@ -12,20 +12,20 @@ use tokio::sync::Semaphore;
 
 /// Why a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Refusal {
+pub(super) enum ConnectionRefusal {
     /// The server's connection cap (`--max-connections`).
     MaxConnections,
     /// The cap on connections from one source address.
     PerSource,
 }
 
-impl Refusal {
+impl ConnectionRefusal {
     fn message(self) -> &'static str {
         match self {
-            Refusal::MaxConnections => {
+            ConnectionRefusal::MaxConnections => {
                 "graphgate is at its connection limit (--max-connections); retry shortly"
             }
-            Refusal::PerSource => {
+            ConnectionRefusal::PerSource => {
                 "too many connections from this address (--max-connections-per-source); close idle ones or retry shortly"
             }
         }
@@ -34,8 +34,8 @@ impl Refusal {
     /// Label for logs.
     pub(super) fn as_str(self) -> &'static str {
         match self {
-            Refusal::MaxConnections => "max_connections",
-            Refusal::PerSource => "max_connections_per_source",
+            ConnectionRefusal::MaxConnections => "max_connections",
+            ConnectionRefusal::PerSource => "max_connections_per_source",
         }
     }
 }
@@ -60,7 +60,7 @@ impl Refuser {
     }
 
     /// Refuses `stream` without waiting for it.
-    pub(super) fn refuse(&self, stream: TcpStream, why: Refusal) {
+    pub(super) fn refuse(&self, stream: TcpStream, why: ConnectionRefusal) {
         if self.tls {
             // Closing is the answer: a handshake would cost what the cap protects.
             return;
@@ -78,7 +78,7 @@ impl Refuser {
 
 /// Writes the 503, closes the sending side, and reads (discarding) until the client closes,
 /// so that the answer is not lost to a reset caused by unread request bytes.
-async fn answer(mut stream: TcpStream, why: Refusal) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, why: ConnectionRefusal) -> std::io::Result<()> {
     let id = uuid::Uuid::new_v4().to_string();
     let body = crate::graph_error::body("serviceNotAvailable", why.message(), &id, &id);
     let head = format!(

@@ -1,6 +1,8 @@
 //! The limits' arithmetic, in microseconds: a GCRA for rate limits and an exact sliding
 //! window for the tenant pacing. The memory store runs these functions; the Redis scripts
-//! (`scripts/gcra.lua`, `scripts/admit.lua`) do the same steps, line for line.
+//! (`scripts/gcra.lua`, `scripts/admit.lua`) do the same steps, and
+//! `tests/e2e/state_contract.rs` (`the_lua_scripts_and_algo_agree_step_by_step`) feeds both
+//! the same inputs.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -22,14 +24,23 @@ pub fn gcra_params(rate: Rate) -> (u64, u64) {
     (interval, interval * (count - 1))
 }
 
-/// One GCRA step: with `tat` the limiter's theoretical arrival time (none when fresh), the
-/// new one if a request at `now` conforms, else how long until it would.
-pub fn gcra(tat: Option<u64>, now: u64, (interval, tolerance): (u64, u64)) -> Result<u64, u64> {
+/// One GCRA step for a request of `cost` units (a bulk request's devices; at least 1):
+/// with `tat` the limiter's theoretical arrival time (none when fresh), the new one if the
+/// request at `now` conforms, else how long until it would. A cost past the burst never
+/// conforms (the caller checks that first: waiting would not help).
+pub fn gcra(
+    tat: Option<u64>,
+    now: u64,
+    (interval, tolerance): (u64, u64),
+    cost: u32,
+) -> Result<u64, u64> {
     let tat = tat.unwrap_or(now).max(now);
-    if tat - now > tolerance {
-        return Err(tat - tolerance - now);
+    let extra = interval.saturating_mul(u64::from(cost.max(1)) - 1);
+    let due = tat.saturating_add(extra) - now;
+    if due > tolerance {
+        return Err(due - tolerance);
     }
-    Ok(tat + interval)
+    Ok(tat.saturating_add(extra).saturating_add(interval))
 }
 
 /// One sliding-window step: `taken` holds the admission times still in the window (oldest
@@ -68,12 +79,35 @@ mod tests {
             per: Duration::from_secs(60),
         });
         assert_eq!(p, (30 * S, 30 * S));
-        let t = gcra(None, 0, p).unwrap();
-        let t = gcra(Some(t), 0, p).unwrap();
-        assert_eq!(gcra(Some(t), 0, p), Err(30 * S), "the third waits 30 s");
-        assert_eq!(gcra(Some(t), 29 * S, p), Err(S));
-        let t = gcra(Some(t), 30 * S, p).unwrap();
-        assert!(gcra(Some(t), 30 * S, p).is_err(), "only one refilled");
+        let t = gcra(None, 0, p, 1).unwrap();
+        let t = gcra(Some(t), 0, p, 1).unwrap();
+        assert_eq!(gcra(Some(t), 0, p, 1), Err(30 * S), "the third waits 30 s");
+        assert_eq!(gcra(Some(t), 29 * S, p, 1), Err(S));
+        let t = gcra(Some(t), 30 * S, p, 1).unwrap();
+        assert!(gcra(Some(t), 30 * S, p, 1).is_err(), "only one refilled");
+    }
+
+    #[test]
+    fn a_request_of_several_units_takes_them_all_or_waits_for_them_all() {
+        let p = gcra_params(Rate {
+            count: 10,
+            per: Duration::from_secs(10),
+        });
+        // 7 devices, then 3: the burst of 10 is used up.
+        let t = gcra(None, 0, p, 7).unwrap();
+        let t = gcra(Some(t), 0, p, 3).unwrap();
+        assert_eq!(
+            gcra(Some(t), 0, p, 1),
+            Err(S),
+            "one more waits one interval"
+        );
+        assert_eq!(gcra(Some(t), 0, p, 4), Err(4 * S), "four wait four");
+        // After 4 s, 4 devices fit again, 5 do not.
+        assert_eq!(gcra(Some(t), 4 * S, p, 5), Err(S));
+        assert!(gcra(Some(t), 4 * S, p, 4).is_ok());
+        // The whole burst at once, from fresh; one past it never conforms.
+        assert!(gcra(None, 0, p, 10).is_ok());
+        assert!(gcra(None, 0, p, 11).is_err());
     }
 
     #[test]

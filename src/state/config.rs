@@ -41,6 +41,9 @@ pub struct RedisSettings {
     pub timeout: Duration,
     /// `redis[s]://host:port/db`, without credentials.
     pub(super) shown: String,
+    /// The deployment's name in the store's keys (`--state-namespace`); `None`: derived
+    /// from the app registration (see [`super::namespace::default_deployment`]).
+    pub(super) deployment: Option<String>,
 }
 
 impl RedisSettings {
@@ -61,6 +64,9 @@ pub struct StateOptions {
     pub timeout: Duration,
     /// `GRAPHGATE_BUDGET_FILE` (memory only).
     pub budget_file: Option<PathBuf>,
+    /// `GRAPHGATE_STATE_NAMESPACE` (or the default `serve` derives): the deployment's name
+    /// in a shared store's keys.
+    pub namespace: Option<String>,
 }
 
 /// The state store cannot be set up; start-up stops.
@@ -83,6 +89,15 @@ pub enum StateSetupError {
 }
 
 impl StateConfig {
+    /// The deployment's name in a shared store's keys, when one was given (`None` for the
+    /// memory store, whose keys no other deployment sees).
+    pub fn deployment(&self) -> Option<&str> {
+        match self {
+            StateConfig::Redis(r) => r.deployment.as_deref(),
+            StateConfig::Memory { .. } => None,
+        }
+    }
+
     /// Parses `--state` with its companions.
     pub fn parse(value: &str, options: StateOptions) -> Result<StateConfig, StateSetupError> {
         let bad = |m: &str| Err(StateSetupError::Setting(m.to_owned()));
@@ -137,12 +152,20 @@ impl StateConfig {
             settings.db()
         );
         let ca_pem = options.ca_file.as_deref().map(read_ca).transpose()?;
+        if let Some(name) = &options.namespace
+            && !super::namespace::valid_deployment(name)
+        {
+            return bad(
+                "--state-namespace / GRAPHGATE_STATE_NAMESPACE must be 1 to 64 letters, digits, '.', '_' or '-'",
+            );
+        }
         Ok(StateConfig::Redis(RedisSettings {
             url: Secret::new(value),
             password,
             ca_pem,
             timeout: options.timeout,
             shown,
+            deployment: options.namespace,
         }))
     }
 }

@@ -1,14 +1,18 @@
 //! The single-process store (`--state memory`): limiters and pacing windows in a map on
 //! Tokio's clock (so tests can pause it), budget counts in a map kept on disk by
-//! [`BudgetFile`], idempotency claims in [`IdempotencyStore`]. Nothing here is shared with
-//! another process.
+//! [`BudgetFile`], idempotency claims in a bounded map (`memory_claims`). Nothing here is
+//! shared with another process.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
+use std::time::Duration;
 
 use super::algo::{self, micros};
 use super::budget_file::{BudgetFile, Count};
+use super::memory_claims::MemoryClaims;
+use super::store::{ClaimId, ClaimState, Held, Store, StoreFuture};
 use super::{Admission, Admit, BudgetCharge, Limiter, Refund, StoreError, StoreErrorKind};
+use crate::idempotency::StoredResponse;
 
 /// Past this many limiter or window entries, those that no longer hold anything back are
 /// dropped (a fully refilled limiter is the same as a fresh one).
@@ -29,29 +33,91 @@ struct Tables {
 /// The single-process store.
 pub struct MemoryStore {
     tables: Mutex<Tables>,
+    claims: MemoryClaims,
     start: tokio::time::Instant,
     file: Option<BudgetFile>,
     /// The generation the file holds; writes are serialised by the lock.
     persisted: tokio::sync::Mutex<u64>,
 }
 
+impl Store for MemoryStore {
+    fn describe(&self) -> String {
+        match &self.file {
+            Some(f) => format!("memory (budgets in {})", f.path().display()),
+            None => "memory".to_owned(),
+        }
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn claim<'a>(&'a self, id: ClaimId<'a>, window: Duration) -> StoreFuture<'a, ClaimState> {
+        Box::pin(async move { Ok(self.claims.claim(id, window).await) })
+    }
+
+    fn peek<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Held>> {
+        Box::pin(async move { Ok(self.claims.peek(key).await) })
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: ClaimId<'a>,
+        answer: &'a StoredResponse,
+        remaining: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.claims.finish(id, answer, remaining).await;
+            Ok(())
+        })
+    }
+
+    fn release<'a>(&'a self, id: ClaimId<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.claims.release(id).await;
+            Ok(())
+        })
+    }
+
+    fn limit<'a>(
+        &'a self,
+        limiters: &'a [Limiter],
+        cost: u32,
+    ) -> StoreFuture<'a, Option<(usize, Duration)>> {
+        Box::pin(async move { Ok(self.charge(limiters, cost)) })
+    }
+
+    fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit> {
+        Box::pin(self.admit_at(admission, super::wall_clock_secs()))
+    }
+
+    fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(self.give_back(refund))
+    }
+}
+
 impl MemoryStore {
-    /// A store whose budget counts start from `file` (if given; read by the caller).
-    pub fn new(file: Option<BudgetFile>, budgets: HashMap<String, Count>) -> Self {
+    /// A store whose budget counts start from `file` (if given; read by the caller),
+    /// keeping at most `claim_capacity` idempotency claims.
+    pub fn new(
+        file: Option<BudgetFile>,
+        budgets: HashMap<String, Count>,
+        claim_capacity: u64,
+    ) -> Self {
         MemoryStore {
             tables: Mutex::new(Tables {
                 budgets,
                 ..Tables::default()
             }),
+            claims: MemoryClaims::new(claim_capacity),
             start: crate::clock::Instant::now(),
             file,
             persisted: tokio::sync::Mutex::new(0),
         }
-    }
-
-    /// The budget file, if counts are kept on disk.
-    pub fn file(&self) -> Option<&BudgetFile> {
-        self.file.as_ref()
     }
 
     fn now(&self) -> u64 {
@@ -64,8 +130,8 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Charges every limiter, or none: the first that refuses, with its wait.
-    pub fn limit(&self, limiters: &[Limiter]) -> Option<(usize, std::time::Duration)> {
+    /// Charges every limiter `cost` units, or none: the first that refuses, with its wait.
+    fn charge(&self, limiters: &[Limiter], cost: u32) -> Option<(usize, Duration)> {
         let now = self.now();
         let mut t = self.tables();
         if t.tats.len() > PRUNE_AT {
@@ -74,9 +140,9 @@ impl MemoryStore {
         let mut next = Vec::with_capacity(limiters.len());
         for (i, l) in limiters.iter().enumerate() {
             let params = algo::gcra_params(l.rate);
-            match algo::gcra(t.tats.get(&l.key).copied(), now, params) {
+            match algo::gcra(t.tats.get(&l.key).copied(), now, params, cost) {
                 Ok(tat) => next.push(tat),
-                Err(wait) => return Some((i, std::time::Duration::from_micros(wait))),
+                Err(wait) => return Some((i, Duration::from_micros(wait))),
             }
         }
         for (l, tat) in limiters.iter().zip(next) {
@@ -85,9 +151,9 @@ impl MemoryStore {
         None
     }
 
-    /// Budgets and a pacing slot, together or not at all; counts go to the file before the
-    /// answer (so before the request is forwarded).
-    pub async fn admit(&self, a: &Admission<'_>, wall: u64) -> Result<Admit, StoreError> {
+    /// Budgets and a pacing slot, together or not at all, at `wall` (Unix seconds); counts go
+    /// to the file before the answer (so before the request is forwarded).
+    async fn admit_at(&self, a: &Admission<'_>, wall: u64) -> Result<Admit, StoreError> {
         let admitted = self.admit_in_memory(a, wall);
         let (Admit::Admitted { .. }, false) = (&admitted, a.budgets.is_empty()) else {
             return Ok(admitted);
@@ -124,7 +190,7 @@ impl MemoryStore {
         let taken = t.windows.entry(a.pacing_key.to_owned()).or_default();
         let window = micros(a.pacing_window);
         if let Err(wait) = algo::slide(taken, now, a.pacing_count, window, a.pacing_member) {
-            return Admit::Paced(std::time::Duration::from_micros(wait));
+            return Admit::Paced(Duration::from_micros(wait));
         }
         for (b, used) in a.budgets.iter().zip(&used) {
             t.budgets.insert(
@@ -143,7 +209,7 @@ impl MemoryStore {
 
     /// Gives back the write slot, and `devices` on each budget (never below zero, on disk
     /// too).
-    pub async fn refund(&self, r: &Refund<'_>) -> Result<(), StoreError> {
+    async fn give_back(&self, r: &Refund<'_>) -> Result<(), StoreError> {
         if let Some(taken) = self.tables().windows.get_mut(r.pacing_key) {
             taken.retain(|(_, member)| member != r.pacing_member);
         }
@@ -201,7 +267,6 @@ impl MemoryStore {
 mod tests {
     use super::*;
     use crate::policy::Rate;
-    use std::time::Duration;
 
     fn pacing<'a>(budgets: &'a [BudgetCharge], devices: u32, count: u32) -> Admission<'a> {
         Admission {
@@ -224,7 +289,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn limiters_are_charged_all_or_nothing() {
-        let store = MemoryStore::new(None, HashMap::new());
+        let store = MemoryStore::new(None, HashMap::new(), 100);
         let one = |key: &str, count| Limiter {
             key: key.into(),
             rate: Rate {
@@ -233,23 +298,23 @@ mod tests {
             },
         };
         let both = [one("caller", 5), one("rule", 1)];
-        assert_eq!(store.limit(&both), None);
-        assert_eq!(store.limit(&both), Some((1, Duration::from_secs(60))));
+        assert_eq!(store.charge(&both, 1), None);
+        assert_eq!(store.charge(&both, 1), Some((1, Duration::from_secs(60))));
         // The refusal by the rule took nothing from the caller: 4 of its 5 are left.
         for _ in 0..4 {
-            assert_eq!(store.limit(&both[..1]), None);
+            assert_eq!(store.charge(&both[..1], 1), None);
         }
-        assert!(store.limit(&both[..1]).is_some());
+        assert!(store.charge(&both[..1], 1).is_some());
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_bulk_request_counts_once_per_device_and_fits_whole_or_not_at_all() {
-        let store = MemoryStore::new(None, HashMap::new());
+        let store = MemoryStore::new(None, HashMap::new(), 100);
         let budgets = [charge("caller", 10), charge("tenant", 100)];
-        let a = store.admit(&pacing(&budgets, 7, 100), 0).await.unwrap();
+        let a = store.admit_at(&pacing(&budgets, 7, 100), 0).await.unwrap();
         assert_eq!(a, Admit::Admitted { used: vec![7, 7] });
         assert_eq!(
-            store.admit(&pacing(&budgets, 4, 100), 0).await.unwrap(),
+            store.admit_at(&pacing(&budgets, 4, 100), 0).await.unwrap(),
             Admit::OverBudget { index: 0, used: 7 },
             "7 + 4 devices would pass the caller's 10"
         );
@@ -259,7 +324,7 @@ mod tests {
             "nothing was taken from the tenant either"
         );
         assert_eq!(
-            store.admit(&pacing(&budgets, 3, 100), 0).await.unwrap(),
+            store.admit_at(&pacing(&budgets, 3, 100), 0).await.unwrap(),
             Admit::Admitted { used: vec![10, 10] }
         );
         let refund = Refund {
@@ -268,25 +333,28 @@ mod tests {
             budgets: &budgets,
             devices: 3,
         };
-        store.refund(&refund).await.unwrap();
+        store.give_back(&refund).await.unwrap();
         assert_eq!((store.used("caller"), store.used("tenant")), (7, 7));
         // A window that has ended no longer counts.
         assert_eq!(
-            store.admit(&pacing(&budgets, 1, 100), 1_000).await.unwrap(),
+            store
+                .admit_at(&pacing(&budgets, 1, 100), 1_000)
+                .await
+                .unwrap(),
             Admit::Admitted { used: vec![1, 1] }
         );
     }
 
     #[tokio::test(start_paused = true)]
     async fn pacing_refusals_take_no_budget() {
-        let store = MemoryStore::new(None, HashMap::new());
+        let store = MemoryStore::new(None, HashMap::new(), 100);
         let budgets = [charge("caller", 10)];
         assert!(matches!(
-            store.admit(&pacing(&budgets, 1, 1), 0).await.unwrap(),
+            store.admit_at(&pacing(&budgets, 1, 1), 0).await.unwrap(),
             Admit::Admitted { .. }
         ));
         assert_eq!(
-            store.admit(&pacing(&budgets, 1, 1), 0).await.unwrap(),
+            store.admit_at(&pacing(&budgets, 1, 1), 0).await.unwrap(),
             Admit::Paced(Duration::from_secs(10))
         );
         assert_eq!(store.used("caller"), 1);
@@ -297,13 +365,16 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("gg-mem-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = BudgetFile::new(dir.join("b.json"));
-        let store = MemoryStore::new(Some(file.clone()), HashMap::new());
+        let store = MemoryStore::new(Some(file.clone()), HashMap::new(), 100);
         let budgets = [charge("caller", 10)];
-        store.admit(&pacing(&budgets, 2, 100), 0).await.unwrap();
+        store.admit_at(&pacing(&budgets, 2, 100), 0).await.unwrap();
         assert_eq!(file.load(0).unwrap()["caller"].used, 2);
         // The directory is gone: the count cannot be made durable, so it is not taken.
         std::fs::remove_dir_all(&dir).unwrap();
-        let err = store.admit(&pacing(&budgets, 1, 100), 0).await.unwrap_err();
+        let err = store
+            .admit_at(&pacing(&budgets, 1, 100), 0)
+            .await
+            .unwrap_err();
         assert_eq!(err.kind(), StoreErrorKind::File);
         assert_eq!(store.used("caller"), 2);
     }

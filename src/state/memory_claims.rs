@@ -1,216 +1,149 @@
-//! Idempotency claims in one process: a bounded map (moka) from (caller, key) to the request
-//! it was first used for and what became of it. A concurrent duplicate waits on the first
-//! (a watch channel), up to a bound.
+//! The memory store's idempotency claims: a bounded map (moka) from a claim's key to who
+//! holds it and what it holds, each entry forgotten its window after it was taken (an answer
+//! stored later keeps that expiry).
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
-
-use super::Claim;
+use super::store::{ClaimId, ClaimState, Held};
 use crate::idempotency::StoredResponse;
 
-#[derive(Debug, Clone)]
-enum Slot {
-    Running,
-    Done(Arc<StoredResponse>),
-    /// The first attempt ended without the action possibly running; a duplicate may run it.
-    Released,
-}
-
+/// One claim: its owner and what it holds, changed in place (so its expiry stays).
 struct Entry {
-    fingerprint: [u8; 32],
-    slot: watch::Sender<Slot>,
+    window: Duration,
+    slot: Mutex<(String, Held)>,
 }
 
-/// The right to run a keyed request once. Dropping it without finishing releases the key.
-pub struct MemoryTicket {
-    entry: Arc<Entry>,
-    done: bool,
-}
+impl Entry {
+    fn new(owner: &str, held: Held, window: Duration) -> Arc<Self> {
+        Arc::new(Entry {
+            window,
+            slot: Mutex::new((owner.to_owned(), held)),
+        })
+    }
 
-impl MemoryTicket {
-    /// Stores the answer for duplicates.
-    pub fn finish(mut self, stored: StoredResponse) {
-        self.done = true;
-        self.entry.slot.send_replace(Slot::Done(Arc::new(stored)));
+    fn slot(&self) -> std::sync::MutexGuard<'_, (String, Held)> {
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
-impl Drop for MemoryTicket {
-    fn drop(&mut self) {
-        if !self.done {
-            self.entry.slot.send_replace(Slot::Released);
-        }
+/// Each entry expires its own window after it was created.
+struct PerEntryWindow;
+
+impl moka::Expiry<String, Arc<Entry>> for PerEntryWindow {
+    fn expire_after_create(&self, _: &String, entry: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(entry.window)
     }
 }
 
-/// The bounded idempotency store of one process.
-pub struct IdempotencyStore {
-    cache: moka::future::Cache<(String, String), Arc<Entry>>,
-    wait: Duration,
+/// The claims of one process, at most `capacity` of them.
+pub(super) struct MemoryClaims {
+    cache: moka::future::Cache<String, Arc<Entry>>,
 }
 
-impl IdempotencyStore {
-    /// Keeps up to `capacity` keys, each for `window`; a duplicate waits up to `wait` for the
-    /// first to finish.
-    pub fn new(capacity: u64, window: Duration, wait: Duration) -> Self {
-        IdempotencyStore {
+impl MemoryClaims {
+    pub(super) fn new(capacity: u64) -> Self {
+        MemoryClaims {
             cache: moka::future::Cache::builder()
                 .max_capacity(capacity)
-                .time_to_live(window)
+                .expire_after(PerEntryWindow)
                 .build(),
-            wait,
         }
     }
 
-    /// Whether `caller`'s `key` is remembered (not yet expired or evicted).
-    pub fn holds(&self, caller: &str, key: &str) -> bool {
-        self.cache
-            .contains_key(&(caller.to_owned(), key.to_owned()))
+    pub(super) async fn claim(&self, id: ClaimId<'_>, window: Duration) -> ClaimState {
+        let running = Held::Running {
+            fingerprint: id.fingerprint,
+        };
+        let fresh = Entry::new(id.owner, running, window);
+        let entry = self
+            .cache
+            .entry(id.key.to_owned())
+            .or_insert_with(async { fresh })
+            .await;
+        if entry.is_fresh() {
+            return ClaimState::Taken;
+        }
+        ClaimState::Held(entry.value().slot().1.clone())
     }
 
-    /// How many keys are remembered, after the cache's pending evictions have run (the
-    /// bound is enforced by that housekeeping, so a count without it may briefly exceed it).
-    pub async fn key_count(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
-        self.cache.entry_count()
+    pub(super) async fn peek(&self, key: &str) -> Option<Held> {
+        let entry = self.cache.get(key).await?;
+        Some(entry.slot().1.clone())
     }
 
-    /// Claims `key` for `caller`'s request identified by `fingerprint` (what it asks for).
-    pub(super) async fn claim(&self, caller: &str, key: &str, fingerprint: [u8; 32]) -> Claim {
-        let deadline = crate::clock::Instant::now() + self.wait;
-        loop {
-            let fresh = Arc::new(Entry {
-                fingerprint,
-                slot: watch::channel(Slot::Running).0,
-            });
-            let entry = self
-                .cache
-                .entry((caller.to_owned(), key.to_owned()))
-                .or_insert_with(async { Arc::clone(&fresh) })
-                .await;
-            let (entry, is_new) = (entry.value().clone(), entry.is_fresh());
-            if entry.fingerprint != fingerprint {
-                return Claim::Mismatch;
+    pub(super) async fn finish(
+        &self,
+        id: ClaimId<'_>,
+        answer: &StoredResponse,
+        remaining: Duration,
+    ) {
+        let done = Held::Done {
+            fingerprint: id.fingerprint,
+            answer: Arc::new(answer.clone()),
+        };
+        match self.cache.get(id.key).await {
+            Some(entry) => {
+                let mut slot = entry.slot();
+                if slot.0 == id.owner {
+                    slot.1 = done;
+                }
             }
-            if is_new {
-                return Claim::Run(super::Ticket::memory(MemoryTicket { entry, done: false }));
+            None if !remaining.is_zero() => {
+                let fresh = Entry::new(id.owner, done, remaining);
+                self.cache.insert(id.key.to_owned(), fresh).await;
             }
-            let mut rx = entry.slot.subscribe();
-            let settled =
-                tokio::time::timeout_at(deadline, rx.wait_for(|s| !matches!(s, Slot::Running)))
-                    .await;
-            match settled.map(|s| s.map(|s| s.clone())) {
-                Err(_elapsed) => return Claim::InFlight,
-                Ok(Ok(Slot::Done(stored))) => return Claim::Replay(stored),
-                // Released: drop that entry (only that one: another duplicate may already
-                // have replaced it) and claim again.
-                Ok(_) => self.forget(caller, key, &entry).await,
-            }
+            None => {}
         }
     }
 
-    async fn forget(&self, caller: &str, key: &str, released: &Arc<Entry>) {
-        let released = Arc::clone(released);
+    pub(super) async fn release(&self, id: ClaimId<'_>) {
+        let owner = id.owner.to_owned();
         self.cache
-            .entry((caller.to_owned(), key.to_owned()))
+            .entry(id.key.to_owned())
             .and_compute_with(|current| async move {
                 match current {
-                    Some(e) if Arc::ptr_eq(e.value(), &released) => moka::ops::compute::Op::Remove,
+                    Some(e) if e.value().slot().0 == owner => moka::ops::compute::Op::Remove,
                     _ => moka::ops::compute::Op::Nop,
                 }
             })
             .await;
+    }
+
+    /// How many claims are kept, after the cache's pending evictions (its bound is enforced
+    /// by that housekeeping).
+    #[cfg(test)]
+    pub(super) async fn len(&self) -> u64 {
+        self.cache.run_pending_tasks().await;
+        self.cache.entry_count()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::idempotency::fingerprint;
-    use bytes::Bytes;
-    use http::Response;
-    use http_body_util::Full;
 
-    fn stored(status: u16) -> StoredResponse {
-        let mut resp = Response::new(Full::new(Bytes::new()));
-        *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-        StoredResponse::of(&resp, Bytes::new())
+    fn answer() -> StoredResponse {
+        let resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+        StoredResponse::of(&resp, bytes::Bytes::new())
     }
 
-    fn store() -> IdempotencyStore {
-        IdempotencyStore::new(100, Duration::from_secs(60), Duration::from_secs(60))
-    }
-
-    async fn run(
-        store: &IdempotencyStore,
-        caller: &str,
-        key: &str,
-        fp: [u8; 32],
-    ) -> super::super::Ticket {
-        match store.claim(caller, key, fp).await {
-            Claim::Run(t) => t,
-            _ => panic!("{caller}/{key} is new"),
-        }
-    }
-
+    /// The bound holds however many keys arrive (contract: the memory store's capacity).
     #[tokio::test]
-    async fn duplicates_replay_and_concurrent_ones_wait() {
-        let store = Arc::new(store());
-        let fp = fingerprint("/p", b"{}");
-        let ticket = run(&store, "a", "k", fp).await;
-        let waiter = {
-            let store = Arc::clone(&store);
-            tokio::spawn(async move {
-                matches!(store.claim("a", "k", fp).await, Claim::Replay(s) if s.status() == 204)
-            })
-        };
-        tokio::task::yield_now().await;
-        ticket.finish(stored(204)).await;
-        assert!(
-            waiter.await.unwrap(),
-            "the concurrent duplicate got the first answer"
-        );
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::Replay(_)));
-        assert!(
-            matches!(store.claim("b", "k", fp).await, Claim::Run(_)),
-            "keys are per caller"
-        );
-        assert!(matches!(
-            store.claim("a", "k", fingerprint("/other", b"{}")).await,
-            Claim::Mismatch
-        ));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_duplicate_waits_for_the_first_only_up_to_its_bound() {
-        let store = IdempotencyStore::new(100, Duration::from_secs(600), Duration::from_secs(5));
-        let fp = fingerprint("/p", b"{}");
-        let _first = run(&store, "a", "k", fp).await;
-        let start = crate::clock::Instant::now();
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::InFlight));
-        assert_eq!(start.elapsed(), Duration::from_secs(5));
-    }
-
-    #[tokio::test]
-    async fn a_dropped_ticket_lets_the_next_attempt_run() {
-        let store = store();
-        let fp = fingerprint("/p", b"{}");
-        drop(run(&store, "a", "k", fp).await);
-        assert!(matches!(store.claim("a", "k", fp).await, Claim::Run(_)));
-    }
-
-    #[tokio::test]
-    async fn the_store_never_holds_more_than_its_capacity() {
-        let store = IdempotencyStore::new(10, Duration::from_secs(60), Duration::from_secs(1));
+    async fn the_claims_never_outnumber_their_capacity() {
+        let claims = MemoryClaims::new(10);
         for i in 0..100 {
-            run(&store, "a", &format!("k{i}"), [0; 32])
-                .await
-                .finish(stored(204))
-                .await;
+            let key = format!("k{i}");
+            let id = ClaimId {
+                key: &key,
+                owner: "o",
+                fingerprint: [0; 32],
+            };
+            let window = Duration::from_secs(60);
+            assert!(matches!(claims.claim(id, window).await, ClaimState::Taken));
+            claims.finish(id, &answer(), window).await;
         }
-        let kept = store.key_count().await;
+        let kept = claims.len().await;
         assert!((1..=10).contains(&kept), "{kept} keys kept");
     }
 }

@@ -8,11 +8,12 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::Metric;
 
 use super::StoreError;
 
@@ -50,8 +51,16 @@ static STATE: LazyLock<StateMetrics> = LazyLock::new(|| StateMetrics {
     budget_limit: Family::default(),
 });
 
+/// What the state metrics are registered with: the process registry, which notes each
+/// metric's sample names (`crate::metrics` implements it; the trait keeps this module from
+/// depending on that one, which calls it).
+pub(crate) trait Register {
+    /// Registers `metric` as `name`.
+    fn register<M: Metric + TypedMetric>(&mut self, name: &str, help: &str, metric: M);
+}
+
 /// Adds the state metrics to the process registry.
-pub(crate) fn register(r: &mut Registry) {
+pub(crate) fn register(r: &mut impl Register) {
     r.register(
         "graphgate_state_store_duration_seconds",
         "Time of one state store operation (claim, poll, finish, release, limit, admit, refund, ping), failed ones included",

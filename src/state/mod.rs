@@ -1,32 +1,32 @@
 //! Shared state: idempotency claims, rate limiters, the tenant write pacing and the daily
 //! budgets, kept either in this process (`--state memory`) or in Redis/Valkey shared by every
-//! replica (`--state redis://...`). The gateway calls one [`StateStore`] either way. A store
-//! that cannot answer within its timeout is an error the gateway refuses on (fail closed);
-//! there is no silent fallback from Redis to memory.
-//!
-//! Layout: `keys` (names), `algo` (the limits' arithmetic), `memory` + `memory_claims` +
-//! `budget_file` (one process), `redis` + `redis_claims` + `scripts/` (shared), `config`
-//! (the setting), `metrics`.
+//! replica (`--state redis://...`). The gateway calls one [`StateStore`] either way; the
+//! backends implement one contract, the [`Store`] trait. A store that cannot answer within
+//! its timeout is an error the gateway refuses on (fail closed); there is no silent fallback
+//! from Redis to memory.
 
-mod algo;
+pub mod algo;
 mod budget_file;
+mod claims;
 pub mod config;
-mod keys;
 mod memory;
 mod memory_claims;
 pub(crate) mod metrics;
+mod namespace;
 mod redis;
 mod redis_claims;
+pub mod scripts;
+mod store;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use budget_file::{BudgetFile, BudgetFileError};
+pub use claims::{Claim, Ticket};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
-pub use keys::{Namespace, budget_window};
-pub use memory_claims::IdempotencyStore;
+pub use namespace::{Namespace, budget_window, default_deployment, valid_deployment};
+pub use store::{ClaimId, ClaimState, Held, Store, StoreFuture};
 
-use crate::idempotency::StoredResponse;
 use crate::policy::Rate;
 
 /// What kind of failure kept the store from answering (a metric label).
@@ -149,42 +149,6 @@ pub enum Admit {
     Paced(Duration),
 }
 
-/// What the store says about an idempotent request.
-pub enum Claim {
-    /// First of its key: run it, then [`Ticket::finish`] or drop the ticket.
-    Run(Ticket),
-    /// A duplicate: answer with this.
-    Replay(Arc<StoredResponse>),
-    /// The key was used for a different request.
-    Mismatch,
-    /// The first request with this key is still running past the wait bound.
-    InFlight,
-}
-
-/// The right to run a keyed request once. Dropping it without finishing releases the key
-/// (the action certainly did not run), so a retry may run it.
-pub struct Ticket(TicketInner);
-
-enum TicketInner {
-    Memory(memory_claims::MemoryTicket),
-    Redis(redis_claims::RedisTicket),
-}
-
-impl Ticket {
-    fn memory(t: memory_claims::MemoryTicket) -> Self {
-        Ticket(TicketInner::Memory(t))
-    }
-
-    /// Stores the answer for duplicates. A shared store that cannot take it now gets it
-    /// in the background; until then duplicates wait, and are never run again.
-    pub async fn finish(self, stored: StoredResponse) {
-        match self.0 {
-            TicketInner::Memory(t) => t.finish(stored),
-            TicketInner::Redis(t) => t.finish(stored).await,
-        }
-    }
-}
-
 /// Settings of the idempotency claims, whichever the store.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimSettings {
@@ -196,27 +160,31 @@ pub struct ClaimSettings {
     pub wait: Duration,
 }
 
-enum Backend {
-    Memory(Box<memory::MemoryStore>, IdempotencyStore),
-    Redis(redis::RedisStore),
-}
-
-/// The gateway's state store.
+/// The gateway's state store: one [`Store`] backend, the key names of this deployment, and
+/// the idempotency settings. Every call to the backend is timed here, once, by operation.
 pub struct StateStore {
-    backend: Backend,
+    backend: Arc<dyn Store>,
     namespace: Namespace,
+    claims: ClaimSettings,
+    /// Turned true at shutdown: duplicates stop waiting for their first request (409).
+    stop_waiting: tokio::sync::watch::Sender<bool>,
 }
 
 impl StateStore {
+    /// A store over `backend`.
+    pub fn new(backend: Arc<dyn Store>, namespace: Namespace, claims: ClaimSettings) -> Self {
+        StateStore {
+            backend,
+            namespace,
+            claims,
+            stop_waiting: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
     /// A store in this process whose budgets do not survive a restart.
     pub fn in_process(namespace: Namespace, claims: ClaimSettings) -> Self {
-        StateStore {
-            backend: Backend::Memory(
-                Box::new(memory::MemoryStore::new(None, Default::default())),
-                IdempotencyStore::new(claims.capacity, claims.window, claims.wait),
-            ),
-            namespace,
-        }
+        let backend = memory::MemoryStore::new(None, Default::default(), claims.capacity);
+        Self::new(Arc::new(backend), namespace, claims)
     }
 
     /// A store in this process, its budgets kept in `file` (read now) if given.
@@ -229,14 +197,8 @@ impl StateStore {
             Some(f) => f.load(wall_clock_secs())?,
             None => Default::default(),
         };
-        let claims_store = IdempotencyStore::new(claims.capacity, claims.window, claims.wait);
-        Ok(StateStore {
-            backend: Backend::Memory(
-                Box::new(memory::MemoryStore::new(file, counts)),
-                claims_store,
-            ),
-            namespace,
-        })
+        let backend = memory::MemoryStore::new(file, counts, claims.capacity);
+        Ok(Self::new(Arc::new(backend), namespace, claims))
     }
 
     /// The store `config` names. Redis is connected to lazily: a gateway starts while Redis
@@ -250,27 +212,21 @@ impl StateStore {
             StateConfig::Memory { budget_file } => {
                 Self::memory(namespace, claims, budget_file.clone().map(BudgetFile::new))
             }
-            StateConfig::Redis(settings) => Ok(StateStore {
-                backend: Backend::Redis(redis::RedisStore::new(settings, claims)?),
-                namespace,
-            }),
+            StateConfig::Redis(settings) => {
+                let backend = redis::RedisStore::new(settings)?;
+                Ok(Self::new(Arc::new(backend), namespace, claims))
+            }
         }
     }
 
     /// `memory` or the Redis address (never a password): for logs and readiness.
     pub fn describe(&self) -> String {
-        match &self.backend {
-            Backend::Memory(m, _) => match m.file() {
-                Some(f) => format!("memory (budgets in {})", f.path().display()),
-                None => "memory".to_owned(),
-            },
-            Backend::Redis(r) => r.describe().to_owned(),
-        }
+        self.backend.describe()
     }
 
     /// Whether replicas share this store.
     pub fn is_shared(&self) -> bool {
-        matches!(self.backend, Backend::Redis(_))
+        self.backend.is_shared()
     }
 
     /// The key names of this deployment.
@@ -278,71 +234,40 @@ impl StateStore {
         &self.namespace
     }
 
-    /// The in-process idempotency claims (memory store only; for tests).
-    pub fn idempotency(&self) -> Option<&IdempotencyStore> {
-        match &self.backend {
-            Backend::Memory(_, claims) => Some(claims),
-            Backend::Redis(_) => None,
-        }
-    }
-
     /// Whether the store answers (readiness).
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Memory(..) => Ok(()),
-            Backend::Redis(r) => metrics::timed("ping", r.ping()).await,
-        }
+        metrics::timed("ping", self.backend.ping()).await
     }
 
-    /// Claims `caller`'s `key` for the request with `fingerprint`; a duplicate waits for the
-    /// first (up to the bound) and gets its answer.
-    pub async fn claim(
-        &self,
-        caller: &str,
-        key: &str,
-        fingerprint: [u8; 32],
-    ) -> Result<Claim, StoreError> {
-        match &self.backend {
-            // In-process: nothing to time or fail (a duplicate's wait is not a store's latency).
-            Backend::Memory(_, claims) => Ok(claims.claim(caller, key, fingerprint).await),
-            Backend::Redis(r) => {
-                r.claim(&self.namespace.idempotency(caller, key), fingerprint)
-                    .await
-            }
-        }
+    /// Shutdown: every duplicate waiting for its first request stops waiting now, answered
+    /// [`Claim::InFlight`] (its caller gets 409 with `Retry-After`, and retries elsewhere).
+    /// Claims themselves are untouched: a first request still running keeps its key.
+    pub fn stop_waiting(&self) {
+        self.stop_waiting.send_replace(true);
     }
 
-    /// Charges every limiter or none; `Some((i, wait))` when `limiters[i]` refuses.
+    /// Charges every limiter `cost` units (a request's devices) or none; `Some((i, wait))`
+    /// when `limiters[i]` refuses.
     pub async fn limit(
         &self,
         limiters: &[Limiter],
+        cost: u32,
     ) -> Result<Option<(usize, Duration)>, StoreError> {
         if limiters.is_empty() {
             return Ok(None);
         }
-        match &self.backend {
-            Backend::Memory(m, _) => metrics::timed("limit", async { Ok(m.limit(limiters)) }).await,
-            Backend::Redis(r) => metrics::timed("limit", r.limit(limiters)).await,
-        }
+        metrics::timed("limit", self.backend.limit(limiters, cost.max(1))).await
     }
 
     /// Takes the budgets and a write slot together, or neither.
     pub async fn admit(&self, admission: &Admission<'_>) -> Result<Admit, StoreError> {
-        match &self.backend {
-            Backend::Memory(m, _) => {
-                metrics::timed("admit", m.admit(admission, wall_clock_secs())).await
-            }
-            Backend::Redis(r) => metrics::timed("admit", r.admit(admission)).await,
-        }
+        metrics::timed("admit", self.backend.admit(admission)).await
     }
 
     /// Gives back a request's write slot and its devices on each budget: it was not sent
     /// after all, so neither Graph nor the budgets saw it.
     pub async fn refund(&self, refund: &Refund<'_>) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Memory(m, _) => metrics::timed("refund", m.refund(refund)).await,
-            Backend::Redis(r) => metrics::timed("refund", r.refund(refund)).await,
-        }
+        metrics::timed("refund", self.backend.refund(refund)).await
     }
 }
 

@@ -14,7 +14,10 @@ use arc_swap::ArcSwap;
 
 use super::algo::{gcra_params, micros};
 use super::config::{RedisSettings, StateSetupError};
-use super::{Admission, Admit, ClaimSettings, Limiter, Refund, StoreError, StoreErrorKind};
+use super::scripts;
+use super::store::{ClaimId, ClaimState, Held, Store, StoreFuture};
+use super::{Admission, Admit, Limiter, Refund, StoreError, StoreErrorKind};
+use crate::idempotency::StoredResponse;
 
 pub(super) struct Scripts {
     pub(super) claim: Script,
@@ -26,12 +29,12 @@ pub(super) struct Scripts {
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    claim: Script::new(include_str!("scripts/claim.lua")),
-    finish: Script::new(include_str!("scripts/finish.lua")),
-    release: Script::new(include_str!("scripts/release.lua")),
-    gcra: Script::new(include_str!("scripts/gcra.lua")),
-    admit: Script::new(include_str!("scripts/admit.lua")),
-    refund: Script::new(include_str!("scripts/refund.lua")),
+    claim: Script::new(scripts::CLAIM),
+    finish: Script::new(scripts::FINISH),
+    release: Script::new(scripts::RELEASE),
+    gcra: Script::new(&scripts::gcra()),
+    admit: Script::new(&scripts::admit()),
+    refund: Script::new(scripts::REFUND),
 });
 
 /// The shortest time between two rebuilds of the connection.
@@ -52,12 +55,62 @@ struct Inner {
     healing: AtomicBool,
     timeout: Duration,
     shown: String,
-    claims: ClaimSettings,
+}
+
+impl Store for RedisStore {
+    fn describe(&self) -> String {
+        self.0.shown.clone()
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(self.probe())
+    }
+
+    fn claim<'a>(&'a self, id: ClaimId<'a>, window: Duration) -> StoreFuture<'a, ClaimState> {
+        Box::pin(self.take_claim(id, window))
+    }
+
+    fn peek<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Held>> {
+        Box::pin(self.read_claim(key))
+    }
+
+    fn finish<'a>(
+        &'a self,
+        id: ClaimId<'a>,
+        answer: &'a StoredResponse,
+        remaining: Duration,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.finish_claim(id, answer, remaining))
+    }
+
+    fn release<'a>(&'a self, id: ClaimId<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(self.release_claim(id))
+    }
+
+    fn limit<'a>(
+        &'a self,
+        limiters: &'a [Limiter],
+        cost: u32,
+    ) -> StoreFuture<'a, Option<(usize, Duration)>> {
+        Box::pin(self.charge(limiters, cost))
+    }
+
+    fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit> {
+        Box::pin(self.take(admission))
+    }
+
+    fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(self.give_back(refund))
+    }
 }
 
 impl RedisStore {
     /// A store for `settings`; nothing is contacted until the first call.
-    pub fn new(settings: &RedisSettings, claims: ClaimSettings) -> Result<Self, StateSetupError> {
+    pub fn new(settings: &RedisSettings) -> Result<Self, StateSetupError> {
         let setup = |e: RedisError| StateSetupError::Setting(format!("{:?}", e.kind()));
         // redis-rs builds its rustls config from the process default provider: make it
         // ring, the provider of the whole tree (a no-op if one is installed already).
@@ -98,18 +151,7 @@ impl RedisStore {
             healing: AtomicBool::new(false),
             timeout: settings.timeout,
             shown: settings.shown().to_owned(),
-            claims,
         })))
-    }
-
-    /// The idempotency settings.
-    pub(super) fn claims(&self) -> ClaimSettings {
-        self.0.claims
-    }
-
-    /// `redis[s]://host:port/db`.
-    pub fn describe(&self) -> &str {
-        &self.0.shown
     }
 
     /// One call on the current connection, within the timeout.
@@ -151,7 +193,7 @@ impl RedisStore {
                 // Only a live store is probed; a dropped one ends the probe.
                 let Some(inner) = weak.upgrade() else { return };
                 let store = RedisStore(inner);
-                if store.ping().await.is_ok() {
+                if store.probe().await.is_ok() {
                     store.0.healing.store(false, Ordering::Release);
                     tracing::info!(store = %store.0.shown, "the state store answers again");
                     return;
@@ -185,7 +227,7 @@ impl RedisStore {
     }
 
     /// Whether Redis answers.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    async fn probe(&self) -> Result<(), StoreError> {
         let pong: String = self
             .call(|mut conn| async move { ::redis::cmd("PING").query_async(&mut conn).await })
             .await?;
@@ -198,16 +240,18 @@ impl RedisStore {
         }
     }
 
-    /// GCRA on every limiter, all or nothing.
-    pub async fn limit(
+    /// GCRA on every limiter, `cost` units each, all or nothing.
+    async fn charge(
         &self,
         limiters: &[Limiter],
+        cost: u32,
     ) -> Result<Option<(usize, Duration)>, StoreError> {
         let mut inv = SCRIPTS.gcra.prepare_invoke();
         for l in limiters {
             let (interval, tolerance) = gcra_params(l.rate);
             inv.key(&l.key).arg(interval).arg(tolerance);
         }
+        inv.arg(cost.max(1));
         let (refused, wait): (usize, u64) = self.script(inv).await?;
         Ok(refused
             .checked_sub(1)
@@ -215,7 +259,7 @@ impl RedisStore {
     }
 
     /// Budgets and a write slot, together or not at all.
-    pub async fn admit(&self, a: &Admission<'_>) -> Result<Admit, StoreError> {
+    async fn take(&self, a: &Admission<'_>) -> Result<Admit, StoreError> {
         let mut inv = SCRIPTS.admit.prepare_invoke();
         inv.key(a.pacing_key)
             .arg(a.pacing_count)
@@ -235,7 +279,7 @@ impl RedisStore {
     }
 
     /// Gives back the write slot and `devices` on each budget.
-    pub async fn refund(&self, r: &Refund<'_>) -> Result<(), StoreError> {
+    async fn give_back(&self, r: &Refund<'_>) -> Result<(), StoreError> {
         let mut inv = SCRIPTS.refund.prepare_invoke();
         inv.key(r.pacing_key);
         for b in r.budgets {

@@ -22,10 +22,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Mutex, Semaphore};
 
 use super::state::{LogState, States};
-use crate::audit::checkpoint::Checkpoint;
-use crate::audit::note::{NoteError, NoteSigner, NoteVerifier};
-use crate::audit::tree::{self, Hash};
-use crate::audit::witness_protocol::{self as protocol, SIZE_CONTENT_TYPE};
+use crate::audit::checkpoints::checkpoint::Checkpoint;
+use crate::audit::checkpoints::note::{NoteError, NoteSigner, NoteVerifier};
+use crate::audit::checkpoints::tree::{self, Hash};
+use crate::audit::witnessing::witness_protocol::{self as protocol, SIZE_CONTENT_TYPE};
 
 /// Largest request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -57,6 +57,18 @@ impl Witness {
             logs,
             states: Mutex::new(states),
         }
+    }
+
+    /// Its cosignature public key (what gateways and verifiers are given).
+    pub fn public_key(&self) -> NoteVerifier {
+        self.signer.verifier()
+    }
+
+    /// The origins of the logs it witnesses.
+    pub fn origins(&self) -> Vec<&str> {
+        let mut origins: Vec<&str> = self.logs.keys().map(String::as_str).collect();
+        origins.sort_unstable();
+        origins
     }
 
     /// Handles an `add-checkpoint` body.
@@ -203,7 +215,7 @@ fn own_signatures_only(note: &str, key: &NoteVerifier) -> String {
 }
 
 fn hex32(hex: &str) -> Option<[u8; 32]> {
-    let bytes = crate::audit::checkpoint::hex_decode(hex)?;
+    let bytes = crate::audit::checkpoints::checkpoint::hex_decode(hex)?;
     bytes.try_into().ok()
 }
 

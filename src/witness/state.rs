@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::witness_protocol::origin_hash;
+use crate::audit::witnessing::witness_protocol::origin_hash;
 
 /// The newest checkpoint cosigned for one log.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

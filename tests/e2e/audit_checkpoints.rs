@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use crate::common::metrics::Snapshot;
 use bytes::Bytes;
-use graphgate::audit::chain::hash_of;
-use graphgate::audit::checkpoint::{self, CheckpointConfig};
-use graphgate::audit::note::NoteSigner;
-use graphgate::audit::push::PushQueue;
+use graphgate::audit::checkpoints::checkpoint::{self, CheckpointConfig};
+use graphgate::audit::checkpoints::note::NoteSigner;
+use graphgate::audit::checkpoints::push::PushQueue;
+use graphgate::audit::records::chain::hash_of;
 use graphgate::audit::{Audit, AuditConfig, Entry, Fingerprinter, Kind};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
@@ -109,7 +109,7 @@ fn entry(i: usize) -> Entry {
 }
 
 fn config(s: &Setup, every: u64, push: Option<PushQueue>) -> AuditConfig {
-    let signer = graphgate::audit::serve::load_signer(&s.signing).unwrap();
+    let signer = graphgate::audit::open::load_signer(&s.signing).unwrap();
     AuditConfig {
         checkpoints: Some(CheckpointConfig {
             signer: Arc::new(signer),
@@ -151,7 +151,7 @@ fn lines(log: &Path) -> Vec<Value> {
 fn write_lines(log: &Path, lines: &[Value]) {
     let text: String = lines
         .iter()
-        .map(|v| String::from_utf8(graphgate::audit::chain::canonical(v)).unwrap() + "\n")
+        .map(|v| String::from_utf8(graphgate::audit::records::chain::canonical(v)).unwrap() + "\n")
         .collect();
     std::fs::write(log, text).unwrap();
 }
@@ -218,8 +218,8 @@ async fn a_log_rewritten_with_fresh_hashes_and_a_remade_anchor_fails_only_agains
     }
     write_lines(&s.log, &all);
     let key = Fingerprinter::from_file(&s.hmac).unwrap();
-    let anchor_path = graphgate::audit::anchor::path_for(&s.log);
-    let mut anchor = graphgate::audit::anchor::Anchor::load(&anchor_path, &key)
+    let anchor_path = graphgate::audit::store::anchor::path_for(&s.log);
+    let mut anchor = graphgate::audit::store::anchor::Anchor::load(&anchor_path, &key)
         .unwrap()
         .unwrap();
     anchor.head.hash = prev;
@@ -263,7 +263,7 @@ async fn a_log_with_its_last_10_records_dropped_is_named_truncated() {
             .contains("records seq 16..=25 are missing"),
         "anchor"
     );
-    let anchor = graphgate::audit::anchor::path_for(&s.log);
+    let anchor = graphgate::audit::store::anchor::path_for(&s.log);
     let kept = std::fs::read(&anchor).unwrap();
     std::fs::remove_file(&anchor).unwrap();
     let err = open().to_string();
@@ -274,11 +274,11 @@ async fn a_log_with_its_last_10_records_dropped_is_named_truncated() {
     // (An anchor re-made with the HMAC key for the 15 records left: only the tree and the
     // checkpoint remain.)
     std::fs::write(&anchor, &kept).unwrap();
-    let tree = graphgate::audit::tree::path_for(&s.log);
-    let mut anchored = graphgate::audit::anchor::Anchor::load(&anchor, &fp)
+    let tree = graphgate::audit::checkpoints::tree::path_for(&s.log);
+    let mut anchored = graphgate::audit::store::anchor::Anchor::load(&anchor, &fp)
         .unwrap()
         .unwrap();
-    anchored.head = graphgate::audit::anchor::Head {
+    anchored.head = graphgate::audit::store::anchor::Head {
         seq: 15,
         hash: lines(&s.log)[14]["hash"].as_str().unwrap().into(),
     };
@@ -380,7 +380,12 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
     let before = Snapshot::now();
     let queue = PushQueue::default();
     let url: http::Uri = format!("http://{addr}/checkpoints").parse().unwrap();
-    graphgate::audit::push::spawn(queue.clone(), url, None).unwrap();
+    let target = graphgate::audit::checkpoints::push::PushTarget {
+        url,
+        token_file: None,
+        connect_to: Vec::new(),
+    };
+    graphgate::audit::checkpoints::push::spawn(queue.clone(), &target, None).unwrap();
     let fp = Fingerprinter::from_file(&s.hmac).unwrap();
     let audit = Audit::open_with(&s.log, &config(&s, 5, Some(queue.clone())), fp)
         .unwrap()
@@ -401,7 +406,7 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
         on_disk,
         "every checkpoint, in order, exactly as written"
     );
-    let verifier = graphgate::audit::note::NoteVerifier::parse(&s.public_key).unwrap();
+    let verifier = graphgate::audit::checkpoints::note::NoteVerifier::parse(&s.public_key).unwrap();
     let last = verifier.open(pushed.last().unwrap()).unwrap();
     let cp = checkpoint::Checkpoint::parse(last).unwrap();
     // It signs the Merkle tree's root of the five records, not the chain's head.
@@ -418,4 +423,141 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
         .map(<[u8]>::to_vec)
         .collect();
     assert_eq!(cp.hash, crate::rfc6962::hex(&crate::rfc6962::root(&raw)));
+}
+
+/// An endpoint that answers the first `refuse` pushes 401, then keeps each push's
+/// `Authorization` header and note.
+async fn guarded_endpoint(
+    refuse: usize,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::watch::Receiver<Vec<(String, String)>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(Vec::new());
+    let tx = Arc::new(tx);
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (tx, seen) = (Arc::clone(&tx), Arc::clone(&seen));
+            let service =
+                hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                    let (tx, seen) = (Arc::clone(&tx), Arc::clone(&seen));
+                    async move {
+                        let auth = req
+                            .headers()
+                            .get("authorization")
+                            .map(|v| v.to_str().unwrap().to_owned())
+                            .unwrap_or_default();
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let mut resp = http::Response::new(Full::new(Bytes::new()));
+                        if seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < refuse {
+                            *resp.status_mut() = http::StatusCode::UNAUTHORIZED;
+                        } else {
+                            let note = String::from_utf8(body.to_vec()).unwrap();
+                            tx.send_modify(|kept| kept.push((auth, note)));
+                        }
+                        Ok::<_, hyper::Error>(resp)
+                    }
+                });
+            tokio::spawn(
+                hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service),
+            );
+        }
+    });
+    (addr, rx)
+}
+
+/// Writes `token` to `path` as a rotation does: a private file renamed into place.
+fn write_token(path: &Path, token: &str) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("new");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .unwrap();
+    std::io::Write::write_all(&mut f, format!("{token}\n").as_bytes()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test]
+async fn the_push_authenticates_with_a_token_file_honours_connect_to_and_logs_no_credential() {
+    let s = setup();
+    let (addr, mut pushed) = guarded_endpoint(1).await;
+    let backend =
+        crate::common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
+    let token_file = s.dir.join("push-token");
+    write_token(&token_file, "push-token-one-7f3a");
+    // A name only GRAPHGATE_CONNECT_TO resolves, and a key in the query.
+    let port = addr.port();
+    let url = format!("http://checkpoints.example:{port}/in?code=SECRET-IN-QUERY");
+    let connect_to = format!(
+        "{},checkpoints.example:{port}=127.0.0.1:{port}",
+        graphgate_emulator::Emulator::connect_to(backend.addr)
+    );
+    let mut cmd = backend.serve_command();
+    cmd.env("GRAPHGATE_CONNECT_TO", connect_to)
+        .env("GRAPHGATE_AUDIT_SIGNING_KEY_FILE", &s.signing)
+        .env("GRAPHGATE_AUDIT_CHECKPOINT_URL", &url)
+        .env("GRAPHGATE_AUDIT_CHECKPOINT_TOKEN_FILE", &token_file)
+        .env("GRAPHGATE_AUDIT_CHECKPOINT_INTERVAL_SECS", "1");
+    let gw = backend.serve(cmd).await;
+    let call = async || assert_eq!(gw.call().await.status, 204);
+    let pushed_with = async |rx: &mut tokio::sync::watch::Receiver<Vec<(String, String)>>,
+                             bearer: &str| {
+        let want = format!("Bearer {bearer}");
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            rx.wait_for(|kept| kept.iter().any(|(auth, _)| *auth == want)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no push with {want}"))
+        .unwrap();
+    };
+    call().await;
+    // The first push is refused (401) and retried; the retry carries the token.
+    pushed_with(&mut pushed, "push-token-one-7f3a").await;
+    // Rotated in place: the next checkpoint's push carries the new token.
+    write_token(&token_file, "push-token-two-9c1e");
+    call().await;
+    pushed_with(&mut pushed, "push-token-two-9c1e").await;
+    let notes = pushed.borrow().clone();
+    assert!(
+        notes
+            .iter()
+            .all(|(_, note)| note.contains("graphgate.test/audit"))
+    );
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    let shown = format!("http://checkpoints.example:{port}/in?…");
+    assert!(
+        out.contains("could not push an audit checkpoint") && out.contains(&shown),
+        "{out}"
+    );
+    for secret in ["SECRET-IN-QUERY", "push-token-one", "push-token-two"] {
+        assert!(!out.contains(secret), "{secret} logged:\n{out}");
+    }
+}
+
+#[test]
+fn credentials_in_the_checkpoint_url_never_reach_help_or_logs() {
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env(
+            "GRAPHGATE_AUDIT_CHECKPOINT_URL",
+            "https://ops:hunter2@h.example/in?sig=s3",
+        )
+        .env("GRAPHGATE_STATE", "rediss://:hunter3@cache.example:6380")
+        .output()
+        .unwrap();
+    let help = text(&out);
+    assert!(help.contains("GRAPHGATE_AUDIT_CHECKPOINT_URL"), "{help}");
+    for secret in ["hunter2", "sig=s3", "hunter3"] {
+        assert!(!help.contains(secret), "{secret} in --help");
+    }
 }

@@ -2,7 +2,9 @@
 //! records) as log records whose body is the record's line; a collector that is down for a
 //! while, or hangs, gets every record at least once when it comes back and never holds a
 //! request; a restart resumes from the persisted cursor without a gap or a resend; and
-//! retention keeps every rotated file holding a record not yet shipped.
+//! retention keeps every rotated file holding a record not yet shipped; and the ship-lag
+//! gauge of a `graphgate serve` of the test's own counts the records the collector has not
+//! taken, during an outage too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeSet;
@@ -10,17 +12,19 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::common::metrics::Snapshot;
+use crate::common::metrics::{Snapshot, value};
 use crate::common::otlp::{Receiver, log_attr, log_body, otlp_receiver};
 use crate::common::*;
 use graphgate::audit::ship::{self, ShipConfig};
-use graphgate::audit::sink::FileOptions;
-use graphgate::audit::{Audit, AuditConfig, Entry, Kind, files};
+use graphgate::audit::store::sink::FileOptions;
+use graphgate::audit::store::{files, ship_cursor};
+use graphgate::audit::{Audit, AuditConfig, Entry, Kind};
 
 fn config(rx: &Receiver) -> ShipConfig {
     ShipConfig {
         logs_endpoint: Some(format!("http://{}/v1/logs", rx.addr)),
         service_name: "graphgate-ship-test".into(),
+        tls: Default::default(),
     }
 }
 
@@ -67,8 +71,8 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
         .assert_graph_error(403, "accessDenied");
     h.audit.flush().await.unwrap();
     let lines = log_lines(&log);
-    assert_eq!(lines.len(), 3, "intent, outcome, refusal");
-    wait_for_all(&rx, 3, Duration::from_secs(20)).await;
+    assert_eq!(lines.len(), 4, "start, intent, outcome, refusal");
+    wait_for_all(&rx, 4, Duration::from_secs(20)).await;
     let records = rx.logs.lock().unwrap().clone();
     for (line, record) in lines.iter().zip(&records) {
         assert_eq!(&log_body(record), line, "the body is the record's line");
@@ -90,20 +94,20 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
         assert!(record.time_unix_nano > 0);
         assert!(!log_body(record).contains(PASSWORD), "no secret is shipped");
     }
-    assert_eq!(records[2].severity_text, "WARN", "a refusal");
-    assert_eq!(records[1].severity_text, "INFO");
-    wait_cursor(&log, 3).await;
+    assert_eq!(records[3].severity_text, "WARN", "a refusal");
+    assert_eq!(records[2].severity_text, "INFO");
+    wait_cursor(&log, 4).await;
 }
 
 /// Waits (bounded) until the persisted cursor says `seq` was acknowledged.
 async fn wait_cursor(log: &Path, seq: u64) {
     tokio::time::timeout(Duration::from_secs(20), async {
-        while ship::read_cursor(log) < seq {
+        while ship_cursor::read(log) < seq {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the cursor stayed at {}", ship::read_cursor(log)));
+    .unwrap_or_else(|_| panic!("the cursor stayed at {}", ship_cursor::read(log)));
 }
 
 #[tokio::test]
@@ -144,7 +148,7 @@ async fn a_collector_down_for_a_while_gets_every_record_at_least_once_and_never_
     rx.hang.store(false, Ordering::SeqCst);
     rx.up.store(true, Ordering::SeqCst);
     let last = log_lines(&log).len() as u64;
-    assert_eq!(last, 40);
+    assert_eq!(last, 41, "the start record and 40 of the calls");
     let seqs = wait_for_all(&rx, last, Duration::from_secs(60)).await;
     let distinct: BTreeSet<u64> = seqs.iter().copied().collect();
     assert_eq!(distinct, (1..=last).collect::<BTreeSet<u64>>());
@@ -250,7 +254,7 @@ async fn retention_keeps_unshipped_files_while_the_collector_is_down() {
     let held = files::rotated_files(&log).unwrap().len();
     assert!(held > 5, "rotated files kept while down: {held}");
     assert_eq!(
-        ship::read_cursor(&log),
+        ship_cursor::read(&log),
         0,
         "nothing acknowledged while down"
     );
@@ -269,4 +273,89 @@ async fn retention_keeps_unshipped_files_while_the_collector_is_down() {
         "retention resumed: {after} files, {held} while down"
     );
     audit.close().await;
+}
+
+/// `graphgate_audit_ship_lag_records` of a gateway process of the test's own: with the
+/// collector down it grows with every record made durable (it equals the log's length,
+/// since nothing was acknowledged), and once the collector is back it returns to 0.
+#[tokio::test]
+async fn the_ship_lag_grows_during_a_collector_outage_and_returns_to_zero() {
+    const LAG: &str = "graphgate_audit_ship_lag_records";
+    let rx = otlp_receiver().await;
+    rx.up.store(false, Ordering::SeqCst);
+    let backend = served::backend(graphgate_emulator::EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", rx.addr));
+    let gw = backend.serve(cmd).await;
+    let log = backend.dir.join("audit.jsonl");
+    let lines = || std::fs::read_to_string(&log).map_or(0, |t| t.lines().count()) as f64;
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        assert_eq!(gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await.status, 204);
+        let written = seen.last().copied().unwrap_or(0.0) + 2.0;
+        // The intent and the outcome: the gauge counts both once they are durable.
+        let lag = eventually(
+            "the lag counts every record",
+            Duration::from_secs(20),
+            async || {
+                let lag = value(&gw.metrics().await, LAG);
+                (lag >= written && lag == lines()).then_some(lag)
+            },
+        )
+        .await;
+        seen.push(lag);
+    }
+    assert!(
+        rx.logs.lock().unwrap().is_empty(),
+        "the collector took nothing while down"
+    );
+    assert!(
+        seen.windows(2).all(|w| w[1] > w[0]),
+        "the lag grows with each record: {seen:?}"
+    );
+    rx.up.store(true, Ordering::SeqCst);
+    let last = lines() as u64;
+    wait_for_all(&rx, last, Duration::from_secs(60)).await;
+    eventually(
+        "the lag is back to 0",
+        Duration::from_secs(20),
+        async || (value(&gw.metrics().await, LAG) == 0.0).then_some(()),
+    )
+    .await;
+}
+
+/// `--audit-ship false` with OTLP export on: traces go to the collector, audit records do
+/// not (nothing shipped, no cursor), and nothing waits on shipping: with a one-file
+/// retention, rotated files are removed as usual though no collector acknowledged them.
+#[tokio::test]
+async fn audit_ship_false_ships_nothing_and_keeps_nothing_for_shipping() {
+    let rx = otlp_receiver().await;
+    let backend =
+        crate::common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{}", rx.addr))
+        .env("GRAPHGATE_AUDIT_SHIP", "false")
+        .env("GRAPHGATE_AUDIT_MAX_FILE_BYTES", "2048")
+        .env("GRAPHGATE_AUDIT_RETAIN_FILES", "1");
+    let gw = backend.serve(cmd).await;
+    for _ in 0..12 {
+        assert_eq!(gw.post(ACTION_PATH, ROTATOR_KEY, &body()).await.status, 204);
+    }
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    // Export was on: the spans arrived (a clean stop exports them).
+    let mut arrived = rx.arrived.clone();
+    tokio::time::timeout(Duration::from_secs(30), arrived.wait_for(|n| *n >= 12))
+        .await
+        .expect("the request spans reached the collector")
+        .unwrap();
+    assert!(
+        rx.logs.lock().unwrap().is_empty(),
+        "no audit record shipped"
+    );
+    let log = backend.dir.join("audit.jsonl");
+    assert!(!ship_cursor::path_for(&log).exists(), "no shipping cursor");
+    let rotated = files::rotated_files(&log).unwrap();
+    assert!(rotated.len() <= 1, "retention as usual: {rotated:?}");
+    assert!(!out.contains("shipping audit records"), "{out}");
 }

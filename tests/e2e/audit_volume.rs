@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use common::*;
 use graphgate::secret::Secret;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// The value of the metric sample `name` (with its labels), 0 if not yet rendered.
 fn metric(name: &str) -> f64 {
@@ -37,10 +37,17 @@ async fn a_huge_parameter_is_recorded_capped_with_its_fingerprint() {
     // The other service may run the action only towards one Exchange server, so its request
     // is read in full and refused by a condition (a caller no rule names is refused before
     // its body is read, and its record carries no parameters at all).
-    let policy = format!(
-        "{}  - name: other-to-one-exchange\n    callers: [other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    when:\n      - {{ param: exchangeServer, equals: exchange.contoso.com }}\n",
-        policy_text()
-    );
+    let policy = TestPolicy::standard()
+        .rule(
+            Rule::allow("other-to-one-exchange")
+                .callers(&["other-service"])
+                .operations(&["managedDevices.updateWindowsDeviceAccount"])
+                .set(
+                    "when",
+                    json!([{"param": "exchangeServer", "equals": "exchange.contoso.com"}]),
+                ),
+        )
+        .yaml();
     let h = start_with(Options {
         policy: Some(policy),
         ..Options::default()
@@ -199,4 +206,100 @@ async fn failed_authentications_are_sampled_into_the_audit_per_source() {
     );
     let log = std::fs::read_to_string(h.audit_path.as_ref().unwrap()).unwrap();
     assert!(!log.contains("wrong-key"));
+}
+
+/// Dry runs are bounded like refusals: each caller may make `--dry-runs-per-sec` of them
+/// (429 with Retry-After past it), and their records are sampled per caller with the count
+/// of the rest carried by the next one written. On Tokio's paused clock: exact.
+#[tokio::test]
+async fn dry_runs_are_rate_limited_per_caller_and_their_records_sampled() {
+    use common::clock::{FrozenClock, within_real_time};
+    use graphgate::audit::records::sampler::SamplingLimits;
+    use graphgate::audit::{Audit, AuditConfig};
+    use std::time::Duration;
+
+    let path = temp_dir("dry-runs").join("audit.jsonl");
+    let config = AuditConfig {
+        sampling: SamplingLimits {
+            refusals_per_sec: 2,
+            auth_failures_per_sec: 5,
+        },
+        ..AuditConfig::default()
+    };
+    let audit = Audit::open_with(&path, &config, fingerprinter()).unwrap();
+    let h = start_with(Options {
+        audit: AuditMode::Custom(audit.clone()),
+        limits: graphgate::gateway::Limits {
+            dry_runs_per_sec: 5,
+            ..Default::default()
+        },
+        ..Options::default()
+    })
+    .await;
+    let clock = FrozenClock::freeze();
+    let dry_run = || async {
+        let req = h
+            .request(ACTION_PATH)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+            .header("prefer", "dry-run")
+            .body(http_body_util::Full::new(bytes::Bytes::from(body())))
+            .unwrap();
+        h.send(req).await
+    };
+    within_real_time("the dry-run test", Duration::from_secs(60), async {
+        for i in 0..5 {
+            let reply = dry_run().await;
+            assert_eq!(reply.status, 200, "dry run {i}: {:?}", reply.body);
+            assert_eq!(reply.json()["dryRun"], true);
+        }
+        let over = dry_run().await;
+        over.assert_graph_error(429, "activityLimitReached");
+        assert_eq!(over.headers["retry-after"], "1");
+        assert!(
+            over.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("dry runs"),
+            "{:?}",
+            over.body
+        );
+        // A fifth of a second later one more is allowed: the rate refills, it is not a ban.
+        clock.advance(Duration::from_millis(200)).await;
+        assert_eq!(dry_run().await.status, 200);
+        assert!(
+            h.emulator.graph_requests().is_empty(),
+            "a dry run sends nothing"
+        );
+    })
+    .await;
+    audit.shutdown().await.unwrap();
+    let records: Vec<Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let dry: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["kind"] == "request" && r["decision"] == "dry_run")
+        .collect();
+    // Six dry runs answered 200: two written at once, three suppressed, and the one after
+    // the refill (a fifth of a second: 0.4 of a record at 2 a second) suppressed too; so two
+    // records, and every other dry run counted in the closing `suppressed` record.
+    assert_eq!(dry.len(), 2, "{dry:?}");
+    let counted: u64 = records
+        .iter()
+        .filter(|r| r["kind"] == "suppressed" && r["decision"] == "dry_run")
+        .map(suppressed)
+        .sum::<u64>()
+        + dry.iter().map(|r| suppressed(r)).sum::<u64>();
+    assert_eq!(counted, 4, "{records:?}");
+    let limited = records
+        .iter()
+        .filter(|r| r["decision"] == "rate_limited" && r["caller"] == "rooms-rotator")
+        .count();
+    assert_eq!(
+        limited, 1,
+        "the refused dry run is a rate-limited refusal record"
+    );
 }

@@ -173,7 +173,7 @@ async fn forging_witness(public: &str) -> String {
 
 #[tokio::test]
 async fn two_witnesses_give_a_quorum_and_with_one_down_the_age_grows_while_requests_go_on() {
-    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let dir = &backend.dir;
     let (signing, log_key) = keygen("audit", "graphgate.test/audit", dir);
     let w1 = witness(dir, "witness-1.test", &log_key).await;
@@ -311,7 +311,7 @@ async fn two_witnesses_give_a_quorum_and_with_one_down_the_age_grows_while_reque
 #[tokio::test]
 async fn receipts_verify_offline_and_fail_on_any_changed_byte_and_tiles_match_an_independent_verifier()
  {
-    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let dir = &backend.dir;
     let (signing, log_key) = keygen("audit", "graphgate.test/audit", dir);
     let w1 = witness(dir, "witness-1.test", &log_key).await;
@@ -421,17 +421,17 @@ async fn receipts_verify_offline_and_fail_on_any_changed_byte_and_tiles_match_an
     assert_eq!(rfc6962::root(&all[..tree_size as usize]), root);
 
     // Any changed byte fails: every position, one bit.
-    let log_v = graphgate::audit::note::NoteVerifier::parse(&log_key).unwrap();
+    let log_v = graphgate::audit::checkpoints::note::NoteVerifier::parse(&log_key).unwrap();
     let ws = [
-        graphgate::audit::note::NoteVerifier::parse(&w1.public).unwrap(),
-        graphgate::audit::note::NoteVerifier::parse(&w2.public).unwrap(),
+        graphgate::audit::checkpoints::note::NoteVerifier::parse(&w1.public).unwrap(),
+        graphgate::audit::checkpoints::note::NoteVerifier::parse(&w2.public).unwrap(),
     ];
-    graphgate::audit::receipt::check(&bytes, &log_v, &ws, 2).unwrap();
+    graphgate::audit::read::receipt::check(&bytes, &log_v, &ws, 2).unwrap();
     for i in 0..bytes.len() {
         let mut changed = bytes.clone();
         changed[i] ^= 0x01;
         assert!(
-            graphgate::audit::receipt::check(&changed, &log_v, &ws, 2).is_err(),
+            graphgate::audit::read::receipt::check(&changed, &log_v, &ws, 2).is_err(),
             "a receipt with byte {i} changed ({:?}) passed",
             char::from(bytes[i])
         );
@@ -498,8 +498,8 @@ async fn receipts_verify_offline_and_fail_on_any_changed_byte_and_tiles_match_an
 
     // Every consistency and inclusion proof the gateway's tree gives (what it sends the
     // witnesses) checks out with the independent verifier.
-    let view = graphgate::audit::tree::TreeView::open(
-        &graphgate::audit::tree::path_for(&log),
+    let view = graphgate::audit::checkpoints::tree::TreeView::open(
+        &graphgate::audit::checkpoints::tree::path_for(&log),
         served_size,
     )
     .unwrap();
@@ -547,7 +547,7 @@ async fn receipts_verify_offline_and_fail_on_any_changed_byte_and_tiles_match_an
 /// 28 records, delete the anchor and the checkpoints, restart.
 #[tokio::test]
 async fn a_cut_log_is_refused_at_start_and_a_rollback_is_caught_by_a_witness() {
-    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     let dir = &backend.dir;
     let (signing, log_key) = keygen("audit", "graphgate.test/audit", dir);
     let w = witness(dir, "witness-1.test", &log_key).await;
@@ -601,17 +601,17 @@ async fn a_cut_log_is_refused_at_start_and_a_rollback_is_caught_by_a_witness() {
     // if no checkpoint had ever been signed): only the witness still knows better.
     let fp = graphgate::audit::Fingerprinter::from_file(&dir.join("hmac.key")).unwrap();
     let last: serde_json::Value = serde_json::from_slice(&lines[14]).unwrap();
-    let state = graphgate::audit::chain::ChainState {
+    let state = graphgate::audit::records::chain::ChainState {
         seq: 15,
         hash: last["hash"].as_str().unwrap().into(),
     };
-    let anchor = graphgate::audit::anchor::Anchor::new(
+    let anchor = graphgate::audit::store::anchor::Anchor::new(
         &log,
         &state,
-        graphgate::audit::anchor::Anchor::genesis_tail(),
+        graphgate::audit::store::anchor::Anchor::genesis_tail(),
     );
     anchor
-        .store(&graphgate::audit::anchor::path_for(&log), &fp)
+        .store(&graphgate::audit::store::anchor::path_for(&log), &fp)
         .unwrap();
     let mut proc = Proc::spawn(&mut cmd);
     let exit = proc.wait_exit(Duration::from_secs(30));
@@ -685,11 +685,11 @@ async fn a_cut_log_is_refused_at_start_and_a_rollback_is_caught_by_a_witness() {
 /// state kept across a restart.
 #[tokio::test]
 async fn a_witness_answers_as_the_specification_says_and_keeps_its_state() {
-    use graphgate::audit::note::{NoteSigner, NoteVerifier};
-    use graphgate::audit::tree::Tree;
+    use graphgate::audit::checkpoints::note::{NoteSigner, NoteVerifier};
+    use graphgate::audit::checkpoints::tree::Tree;
     let dir = common::temp_dir("witness");
     let (signing, log_key) = keygen("audit", "graphgate.test/audit", &dir);
-    let signer = graphgate::audit::serve::load_signer(&signing).unwrap();
+    let signer = graphgate::audit::open::load_signer(&signing).unwrap();
     let w = witness(&dir, "witness-1.test", &log_key).await;
     let mut tree = Tree::open(&dir.join("t.tree")).unwrap();
     let leaves: Vec<Vec<u8>> = (0..20)
@@ -724,7 +724,7 @@ async fn a_witness_answers_as_the_specification_says_and_keeps_its_state() {
     };
     let body = |old: u64, new: usize| {
         let proof = view.consistency(old, new as u64).unwrap();
-        graphgate::audit::witness_protocol::request_body(old, &proof, &notes[new])
+        graphgate::audit::witnessing::witness_protocol::request_body(old, &proof, &notes[new])
     };
     let wkey = NoteVerifier::parse(&w.public).unwrap();
     // First checkpoint: from 0, cosigned.
@@ -741,20 +741,15 @@ async fn a_witness_answers_as_the_specification_says_and_keeps_its_state() {
     // A proof from the right size that does not verify: 422.
     let mut bad = view.consistency(5, 8).unwrap();
     bad[0].0[0] ^= 1;
-    let (status, _, _) = post(graphgate::audit::witness_protocol::request_body(
-        5, &bad, &notes[8],
-    ))
-    .await;
+    let (status, _, _) =
+        post(graphgate::audit::witnessing::witness_protocol::request_body(5, &bad, &notes[8]))
+            .await;
     assert_eq!(status, 422);
     // The right proof: cosigned.
     assert_eq!(post(body(5, 8)).await.0, 200);
     // Old larger than the checkpoint: 400. Garbage: 400. Another origin: 404.
-    let (status, _, _) = post(graphgate::audit::witness_protocol::request_body(
-        9,
-        &[],
-        &notes[8],
-    ))
-    .await;
+    let (status, _, _) =
+        post(graphgate::audit::witnessing::witness_protocol::request_body(9, &[], &notes[8])).await;
     assert_eq!(status, 400);
     assert_eq!(post("old x\n\nnonsense".into()).await.0, 400);
     let other = signer
@@ -776,7 +771,7 @@ async fn a_witness_answers_as_the_specification_says_and_keeps_its_state() {
     let (status, _, size) = post(body(5, 6)).await;
     assert_eq!((status, size.as_str()), (409, "8\n"));
     // Its monitoring endpoint serves what it cosigned.
-    let hash = graphgate::audit::witness_protocol::origin_hash(ORIGIN);
+    let hash = graphgate::audit::witnessing::witness_protocol::origin_hash(ORIGIN);
     let r = common::send_to(
         http::Request::get(format!("{}/{hash}/checkpoint", w.url))
             .body(http_body_util::Full::new(bytes::Bytes::new()))

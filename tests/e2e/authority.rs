@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::*;
 use graphgate::cloud::Cloud;
-use graphgate::emulator::EmulatorConfig;
+use graphgate_emulator::EmulatorConfig;
 
 #[tokio::test]
 async fn the_token_comes_from_the_authority_host_given() {

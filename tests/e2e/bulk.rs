@@ -6,11 +6,11 @@
 
 use crate::common;
 
-use graphgate::emulator::DEMO_IOS_DEVICE_ID;
 use graphgate::identity::api_key_sha256;
+use graphgate_emulator::DEMO_IOS_DEVICE_ID;
 use serde_json::json;
 
-use common::{Options, Reply};
+use common::{Caller, Options, Reply, Rule, TestPolicy};
 
 const KEY: &str = "bulk-operator-key-1a2b";
 const A: &str = "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb";
@@ -165,7 +165,7 @@ async fn bad_device_lists_and_actions_are_400s_with_nothing_sent() {
 /// cap the request is decided and forwarded.
 #[tokio::test]
 async fn the_bulk_cap_is_the_operators() {
-    let backend = common::served::backend(graphgate::emulator::EmulatorConfig::default()).await;
+    let backend = common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
     std::fs::write(backend.dir.join("policy.yaml"), policy()).unwrap();
     let mut cmd = backend.serve_command();
     cmd.env("GRAPHGATE_MAX_BULK_DEVICES", "2");
@@ -184,4 +184,114 @@ async fn the_bulk_cap_is_the_operators() {
     assert!(sent[0].path.ends_with("/executeAction"), "{}", sent[0].path);
     let (status, out) = gw.terminate().await;
     assert!(status.success(), "{out}");
+}
+
+/// A policy where `ops` may sync any device (rule `sync-anything`).
+fn counted_policy() -> TestPolicy {
+    TestPolicy::empty()
+        .caller(Caller::api_key("ops", KEY))
+        .rule(
+            Rule::allow("sync-anything")
+                .callers(&["ops"])
+                .operations(&["managedDevices.syncDevice"]),
+        )
+}
+
+async fn counted(policy: TestPolicy) -> common::Harness {
+    common::start_with(Options {
+        policy: Some(policy.yaml()),
+        ..Options::default()
+    })
+    .await
+}
+
+/// A real bulk request counts once per device on each budget: four devices do not fit a
+/// caller's budget of 3, nor a tenant budget of 3, whatever the request count.
+#[tokio::test]
+async fn a_bulk_request_spends_one_unit_of_each_budget_per_device() {
+    let four =
+        json!({"actionName": "syncDevice", "deviceIds": [A, B, DEMO_IOS_DEVICE_ID, UNKNOWN]});
+    let three = json!({"actionName": "syncDevice", "deviceIds": [A, B, DEMO_IOS_DEVICE_ID]});
+    for (policy, budget) in [
+        (
+            counted_policy().with_caller("ops", |c| c.set("budget", json!("3 per day"))),
+            "caller:ops",
+        ),
+        (
+            counted_policy().set(
+                "tenant_budgets",
+                json!({"managedDevices.syncDevice": "3 per day"}),
+            ),
+            "tenant:managedDevices.syncDevice",
+        ),
+    ] {
+        let h = counted(policy).await;
+        let reply = bulk(&h, four.clone()).await;
+        reply.assert_graph_error(429, "budgetExhausted");
+        let message = reply.json()["error"]["message"].to_string();
+        assert!(message.contains(budget), "{message}");
+        assert!(reply.headers.contains_key("retry-after"));
+        assert!(h.emulator.graph_requests().is_empty(), "nothing sent");
+        // Three devices fit exactly; then even one more does not.
+        assert_eq!(bulk(&h, three.clone()).await.status, 200);
+        let one = json!({"actionName": "syncDevice", "deviceIds": [A]});
+        bulk(&h, one)
+            .await
+            .assert_graph_error(429, "budgetExhausted");
+        assert_eq!(h.emulator.graph_requests().len(), 1, "{budget}");
+        let records = h.audit_records().await;
+        let limited = records
+            .iter()
+            .filter(|r| r["decision"] == "rate_limited")
+            .count();
+        assert_eq!(limited, 2, "both refusals audited as rate limited");
+        h.shut_down().await;
+    }
+}
+
+/// Rate limits count devices too: a rule's 5 per minute takes a bulk request of 4, then
+/// refuses one of 2 (with when to retry), and a request of 6 can never fit: it is refused
+/// saying to split it.
+#[tokio::test]
+async fn a_rate_limit_counts_a_bulk_requests_devices() {
+    let policy = counted_policy().with_rule("sync-anything", |r| {
+        r.set("rate_limit", json!("5 per minute"))
+    });
+    let h = counted(policy).await;
+    let devices = |ids: &[&str]| json!({"actionName": "syncDevice", "deviceIds": ids});
+    assert_eq!(
+        bulk(&h, devices(&[A, B, DEMO_IOS_DEVICE_ID, UNKNOWN]))
+            .await
+            .status,
+        200
+    );
+    let two = bulk(&h, devices(&[A, B])).await;
+    two.assert_graph_error(429, "activityLimitReached");
+    let wait: u64 = two.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=12).contains(&wait), "one device's interval: {wait}");
+    let six = [
+        A,
+        B,
+        C,
+        DEMO_IOS_DEVICE_ID,
+        UNKNOWN,
+        "3e9c5041-4d5e-4f60-b1c2-334455667788",
+    ];
+    let over = bulk(&h, devices(&six)).await;
+    over.assert_graph_error(429, "activityLimitReached");
+    let message = over.json()["error"]["message"].to_string();
+    assert!(
+        message.contains("lists 6 devices") && message.contains("at most 5 devices per request"),
+        "{message}"
+    );
+    assert_eq!(
+        h.emulator.graph_requests().len(),
+        1,
+        "only the first was sent"
+    );
+    h.shut_down().await;
 }

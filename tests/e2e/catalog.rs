@@ -9,13 +9,11 @@
 use crate::common;
 
 use bytes::Bytes;
-use graphgate::emulator::csdl::Csdl;
-use graphgate::emulator::{
-    EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports,
-};
 use graphgate::identity::api_key_sha256;
 use graphgate::operation::catalog::{ApiVersion, Binding, CATALOG, Invocation, Operation};
 use graphgate::operation::schema::Ty;
+use graphgate_emulator::csdl::Csdl;
+use graphgate_emulator::{EmulatedDevice, EmulatorConfig, OperatingSystem, demo_devices, supports};
 use http::{Method, Request};
 use http_body_util::Full;
 
@@ -248,7 +246,7 @@ async fn a_beta_only_operation_on_v1_is_refused_and_nothing_is_sent() {
 /// types and nullability, and the excerpt has no action the catalog lacks.
 #[test]
 fn the_catalog_and_the_v1_csdl_agree() {
-    let csdl = Csdl::of(ApiVersion::V1).unwrap();
+    let csdl = Csdl::of(graphgate_emulator::ApiVersion::V1).unwrap();
     let v1_ops: Vec<&Operation> = CATALOG
         .iter()
         .filter(|op| op.versions.contains(&ApiVersion::V1) && op.invocation == Invocation::Action)
@@ -271,8 +269,8 @@ fn the_catalog_and_the_v1_csdl_agree() {
             .collect();
         assert_eq!(ours, theirs, "{}", op.name);
         let binding = match op.binding {
-            Binding::User => graphgate::emulator::csdl::Binding::User,
-            _ => graphgate::emulator::csdl::Binding::Device,
+            Binding::User => graphgate_emulator::csdl::Binding::User,
+            _ => graphgate_emulator::csdl::Binding::Device,
         };
         assert_eq!(action.binding, binding, "{}", op.name);
     }
@@ -444,5 +442,68 @@ async fn secrets_reach_the_caller_and_not_the_audit() {
         assert_eq!(outcome["tier"], "disclosure");
         assert_eq!(outcome["disclosed_bytes"], *size as u64);
     }
+    h.shut_down().await;
+}
+
+/// A secret read is never stored for replay, even with an `Idempotency-Key`: the same key
+/// twice asks Graph twice (a secret reaches its caller only, and is not kept in the
+/// gateway's store: the shared store holds no claim of it), and neither answer is marked
+/// replayed.
+#[tokio::test]
+async fn a_secret_read_with_an_idempotency_key_is_asked_of_graph_each_time() {
+    let Some(redis) = common::redis::RedisServer::start().await else {
+        return;
+    };
+    let h = common::start_with(Options {
+        policy: Some(all_operations_policy()),
+        emulator: emulator(),
+        state: crate::shared_state::redis_state(&redis),
+        ..Options::default()
+    })
+    .await;
+    let mac = device_for("getFileVaultKey");
+    let path = format!("/beta/deviceManagement/managedDevices/{mac}/getFileVaultKey()");
+    let secret = h
+        .emulator
+        .device_secrets(&mac)
+        .unwrap()
+        .file_vault_key
+        .expose()
+        .to_owned();
+    for _ in 0..2 {
+        let req = Request::get(format!("http://{}{path}", h.gateway))
+            .header("authorization", format!("Bearer {KEY}"))
+            .header("idempotency-key", "read-fv-0001")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let reply = h.send(req).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        assert!(!reply.headers.contains_key("idempotent-replayed"));
+        assert!(String::from_utf8_lossy(&reply.body).contains(&secret));
+    }
+    let asked = h
+        .emulator
+        .graph_requests()
+        .iter()
+        .filter(|r| r.path.contains("getFileVaultKey"))
+        .count();
+    assert_eq!(asked, 2, "Graph was asked each time");
+    // A keyed write beside them is kept for replay: the one claim in the store is its.
+    let sync = format!(
+        "http://{}/v1.0/deviceManagement/managedDevices/{}/syncDevice",
+        h.gateway,
+        device_for("syncDevice")
+    );
+    let req = Request::post(sync)
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("idempotency-key", "sync-0001")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 204);
+    let keys = redis.keys().await;
+    let claims: Vec<_> = keys.iter().filter(|k| k.contains(":idem:")).collect();
+    assert_eq!(claims.len(), 1, "the write's claim only: {keys:?}");
+    let audit = serde_json::to_string(&h.audit_records().await).unwrap();
+    assert!(!audit.contains(&secret));
     h.shut_down().await;
 }

@@ -45,7 +45,7 @@ fn temp_dir(tag: &str) -> std::path::PathBuf {
 const LIMIT: Duration = Duration::from_secs(60);
 
 /// `Command::output`, bounded by [`LIMIT`].
-trait OutputWithin {
+pub(crate) trait OutputWithin {
     fn output_within(&mut self) -> Output;
 }
 
@@ -128,6 +128,48 @@ fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output_within()
 }
 
+/// `graphgate --version` names the version and the commit it was built from: in a git
+/// checkout (CI's clean clone), what `git rev-parse --short HEAD` says now, since cargo
+/// rebuilds the binary when HEAD moves.
+#[test]
+fn version_names_the_version_and_the_commit() {
+    if std::env::var_os("GRAPHGATE_BUILD_COMMIT").is_some() {
+        // The build took its commit from the variable instead (build.rs).
+        return;
+    }
+    if !crate::common::require_tool(
+        "git and a checkout",
+        &["git", "-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"],
+        "run the tests in a git clone of graphgate",
+    ) {
+        return;
+    }
+    let head = Command::new("git")
+        .args([
+            "-C",
+            env!("CARGO_MANIFEST_DIR"),
+            "rev-parse",
+            "--short",
+            "HEAD",
+        ])
+        .output()
+        .unwrap();
+    let head = String::from_utf8(head.stdout).unwrap();
+    for flag in ["--version", "-V"] {
+        let out = graphgate(&[flag]).output_within();
+        assert!(out.status.success(), "{flag}");
+        assert_eq!(
+            String::from_utf8(out.stdout).unwrap(),
+            format!(
+                "graphgate {} (commit {})\n",
+                env!("CARGO_PKG_VERSION"),
+                head.trim()
+            ),
+            "{flag}"
+        );
+    }
+}
+
 #[test]
 fn the_printed_curl_example_returns_204() {
     let served = Served::start(&[]);
@@ -183,7 +225,7 @@ fn no_secret_reaches_the_output() {
         "Flat sentinel",
         "Key-sentinel-8d7a",
         "demo-api-key",
-        graphgate::emulator::DEMO_CLIENT_SECRET,
+        graphgate_emulator::DEMO_CLIENT_SECRET,
         "eyJ",
     ] {
         assert!(

@@ -384,3 +384,46 @@ async fn past_the_cap_a_tls_connection_is_closed_at_once_without_a_handshake() {
     );
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+/// A TLS handshake that stalls midway (a ClientHello announced, a few of its bytes sent) is
+/// closed at `--tls-handshake-timeout-secs`, counted under its own close reason in the
+/// metrics of the gateway process this test runs.
+#[tokio::test]
+async fn a_tls_handshake_stalled_midway_is_closed_at_its_deadline_with_its_reason() {
+    let backend = served::backend(graphgate_emulator::EmulatorConfig::default()).await;
+    let ca = Ca::new("server CA");
+    let leaf = ca.server();
+    let (cert, key) = (backend.dir.join("tls.crt"), backend.dir.join("tls.key"));
+    std::fs::write(&cert, &leaf.cert_pem).unwrap();
+    std::fs::write(&key, &leaf.key_pem).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let mut cmd = backend.serve_command();
+    cmd.arg("--tls-cert")
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("GRAPHGATE_TLS_HANDSHAKE_TIMEOUT_SECS", "1");
+    let gw = backend.serve(cmd).await;
+    let series = r#"graphgate_connections_closed_total{reason="tls_handshake_timeout"}"#;
+    let before = metrics::value(&gw.metrics().await, series);
+    let mut tcp = TcpStream::connect(gw.addr).await.unwrap();
+    // A handshake record of 512 bytes is announced; its first 6 bytes follow, then nothing.
+    tcp.write_all(&[
+        0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03,
+    ])
+    .await
+    .unwrap();
+    let opened = Instant::now();
+    let (_, closed) = read_until_closed(&mut tcp, Duration::from_secs(10)).await;
+    let lived = opened.elapsed();
+    assert!(closed, "still open after {lived:?}");
+    assert!(
+        lived >= Duration::from_millis(800),
+        "closed at its deadline: {lived:?}"
+    );
+    let after = metrics::value(&gw.metrics().await, series);
+    assert_eq!(after - before, 1.0, "{series}: {before} -> {after}");
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+}

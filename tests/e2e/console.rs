@@ -91,7 +91,7 @@ async fn dump_dom(url: &str) -> String {
 /// listener on `127.0.0.1:0` serving the console over it.
 async fn console_gateway() -> (Harness, SocketAddr) {
     let h = start_with(Options {
-        emulator: graphgate::emulator::EmulatorConfig {
+        emulator: graphgate_emulator::EmulatorConfig {
             devices: vec![DEVICE.parse().unwrap(), OTHER_DEVICE.parse().unwrap()],
             ..Default::default()
         },
@@ -274,7 +274,7 @@ async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, 
             .await
             .unwrap();
     tokio::spawn(conn);
-    let mut req = http::Request::get(path).header("host", "admin");
+    let mut req = http::Request::get(path).header("host", "localhost");
     if let Some(auth) = auth {
         req = req.header("authorization", auth);
     }
@@ -375,7 +375,7 @@ async fn reqwest_like_headers(addr: SocketAddr, path: &str) -> String {
             .unwrap();
     tokio::spawn(conn);
     let req = http::Request::get(path)
-        .header("host", "admin")
+        .header("host", "localhost")
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
     let resp = sender.send_request(req).await.unwrap();
@@ -383,4 +383,182 @@ async fn reqwest_like_headers(addr: SocketAddr, path: &str) -> String {
         .iter()
         .map(|(k, v)| format!("{}: {}\n", k.as_str(), v.to_str().unwrap_or("")))
         .collect()
+}
+
+/// Text a hostile caller controls, as markup: it must reach the page as text only.
+const HOSTILE: &str = r#"<b id="pwn">x</b><img src=x onerror="document.title='pwned'">"#;
+
+/// No element made from [`HOSTILE`] in a rendered DOM.
+fn assert_no_hostile_markup(dom: &str, page: &str) {
+    for markup in [
+        r#"<b id="pwn">"#,
+        "<img src=\"x\"",
+        "<img src=x",
+        "pwned</title>",
+    ] {
+        assert!(!dom.contains(markup), "{page}: {markup} in the DOM:\n{dom}");
+    }
+}
+
+/// A hostile filter value, device id and reason, rendered by Chromium: the DOM holds them
+/// as text, never as elements (and the page's script did not run them).
+#[tokio::test]
+async fn hostile_filters_device_ids_and_reasons_stay_text_in_the_browser() {
+    if !chromium_present() {
+        return;
+    }
+    let (h, addr) = console_gateway().await;
+    // A reason is free text: a caller may state markup (it is visible text, so allowed).
+    let req = h
+        .request(ACTION_PATH)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+        .header("x-graphgate-reason", HOSTILE)
+        .body(http_body_util::Full::new(bytes::Bytes::from(body())))
+        .unwrap();
+    assert_eq!(h.send(req).await.status, 204);
+    h.audit.flush().await.unwrap();
+    let base = format!("http://{addr}");
+    let q = url_part(HOSTILE);
+    let list = dump_dom(&format!("{base}/audit")).await;
+    assert_no_hostile_markup(&list, "/audit");
+    assert!(
+        list.contains("&lt;b id=\"pwn\"&gt;x&lt;/b&gt;"),
+        "the reason is shown, as text: {list}"
+    );
+    for page in [
+        format!("/audit?caller={q}&device={q}&operation={q}&decision={q}&since={q}&until={q}"),
+        format!("/audit?device={q}&before=9"),
+        format!("/audit/device/{}", q.replace('+', "%20")),
+    ] {
+        let dom = dump_dom(&format!("{base}{page}")).await;
+        assert_no_hostile_markup(&dom, &page);
+        // As text, or as an attribute's value (where the serialiser writes &quot;).
+        assert!(dom.contains("&lt;b id="), "{page}: shown as text:\n{dom}");
+    }
+    drop(h);
+}
+
+fn url_part(text: &str) -> String {
+    form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}
+
+/// Records at known times, one a second from 10:00:00, written through a real audit log
+/// with checkpoints every `every` records (signed by the returned key).
+async fn timed_log(
+    n: usize,
+    every: u64,
+) -> (PathBuf, graphgate::audit::checkpoints::note::NoteVerifier) {
+    use graphgate::audit::checkpoints::checkpoint::CheckpointConfig;
+    use graphgate::audit::checkpoints::note::NoteSigner;
+    use graphgate::audit::{Audit, AuditConfig, Entry, Kind};
+    let log = temp_dir("console-timed").join("audit.jsonl");
+    let (signer, _) = NoteSigner::generate("graphgate.test/console").unwrap();
+    let verifier = signer.verifier();
+    let config = AuditConfig {
+        checkpoints: Some(CheckpointConfig {
+            signer: Arc::new(signer),
+            every_records: every,
+            interval: Duration::from_secs(3600),
+            push: None,
+            latest: Default::default(),
+        }),
+        ..AuditConfig::default()
+    };
+    let audit = Audit::open_with(&log, &config, fingerprinter()).unwrap();
+    for i in 0..n {
+        let entry = Entry {
+            kind: Some(Kind::Request),
+            time: format!("2026-11-28T10:{:02}:{:02}.000000Z", i / 60, i % 60),
+            audit_id: format!("req-{i}"),
+            caller: Some("rooms-rotator".into()),
+            operation: Some("managedDevices.wipe".into()),
+            device_id: Some(DEVICE.into()),
+            decision: Some(graphgate::audit::AuditDecision::Denied),
+            ..Entry::default()
+        };
+        audit.write_durable(entry).await.unwrap();
+    }
+    audit.shutdown().await.unwrap();
+    (log, verifier)
+}
+
+/// A console page's body, rendered by the console itself.
+fn page(console: &Console, path: &str, query: Option<&str>) -> String {
+    let resp = console.handle(path, query);
+    assert_eq!(resp.status(), 200);
+    let body = futures_body(resp);
+    String::from_utf8(body).unwrap()
+}
+
+fn futures_body(resp: http::Response<http_body_util::Full<bytes::Bytes>>) -> Vec<u8> {
+    use http_body_util::BodyExt;
+    let collected = futures_block(resp.into_body().collect());
+    collected.unwrap().to_bytes().to_vec()
+}
+
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    // A Full body is ready at once: one poll completes it.
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(out) => out,
+        std::task::Poll::Pending => panic!("a full body is ready at once"),
+    }
+}
+
+/// The console's time filters: from (inclusive) and until (exclusive), as RFC 3339, a date,
+/// or a browser's `datetime-local` value; an unreadable time is said, not ignored.
+#[tokio::test]
+async fn the_time_filters_select_the_records_of_their_window() {
+    let (log, verifier) = timed_log(90, 1000).await;
+    let console = Console::start(&log, None, Some(verifier));
+    wait_indexed(&console, &log).await;
+    let count = |query: &str| rows(&page(&console, "/audit", Some(query))).len();
+    assert_eq!(
+        count("since=2026-11-28T10:00:10Z&until=2026-11-28T10:00:20Z"),
+        10
+    );
+    assert_eq!(
+        count("since=2026-11-28T10%3A01"),
+        30,
+        "datetime-local: from 10:01"
+    );
+    assert_eq!(count("until=2026-11-28T10%3A00%3A05Z"), 5);
+    assert_eq!(count("since=2026-11-29"), 0, "a date: from its midnight");
+    assert_eq!(count("until=2026-11-29"), 50, "one page of all 90");
+    let bad = page(&console, "/audit", Some("since=yesterday"));
+    assert!(bad.contains("is not a date"), "{bad}");
+    assert!(rows(&bad).is_empty(), "an unreadable time selects nothing");
+}
+
+/// Given the checkpoint verifier, the console says whether the log still matches its newest
+/// checkpoint: it does when written, and after a record is rewritten in place it does not.
+#[tokio::test]
+async fn the_console_says_when_the_log_no_longer_matches_its_checkpoint() {
+    let (log, verifier) = timed_log(6, 3).await;
+    let console = Console::start(&log, None, Some(verifier));
+    wait_indexed(&console, &log).await;
+    let before = page(&console, "/audit", None);
+    assert!(before.contains("the log matches it"), "{before}");
+    // Rewrite every record's hash in place (same length: the index's offsets still hold).
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut rewritten = String::new();
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let hash = v["hash"].as_str().unwrap();
+        let flipped = format!(
+            "{}{}",
+            if hash.starts_with('0') { '1' } else { '0' },
+            &hash[1..]
+        );
+        rewritten.push_str(&line.replace(hash, &flipped));
+        rewritten.push('\n');
+    }
+    assert_eq!(rewritten.len(), text.len());
+    std::fs::write(&log, rewritten).unwrap();
+    let after = page(&console, "/audit", None);
+    assert!(after.contains("THE LOG DOES NOT MATCH IT"), "{after}");
+    assert!(!after.contains("the log matches it"), "{after}");
 }

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use graphgate::demo::DEMO_API_KEY;
-use graphgate::emulator::DEMO_DEVICE_IDS;
+use graphgate_emulator::DEMO_DEVICE_IDS;
+use graphgate_emulator::demo::DEMO_API_KEY;
 use http::Request;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;

@@ -13,28 +13,25 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{ACTION_PATH, ROTATOR_KEY, body, policy_text};
-use graphgate::app::{self, Settings};
+use common::{ACTION_PATH, Options, ROTATOR_KEY, body, policy_text};
 use graphgate::cloud::Cloud;
 use graphgate::credential::{
     AssertionAlg, ClientAuth, ClientCertificate, Credential, TokenError, request_token,
 };
-use graphgate::emulator::{
+use graphgate::gateway::Gateway;
+use graphgate::operation::catalog::PRIV_OPS;
+use graphgate::policy::Policy;
+use graphgate::secret::Secret;
+use graphgate::upstream::{self, HttpClient, UpstreamConfig};
+use graphgate_emulator::{
     AdditionalSecret, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, Emulator, EmulatorConfig,
     Faults, FederatedCredential, FederatedIssuer, RegisteredCertificate, TOKEN_EXCHANGE_AUDIENCE,
     TestCertificate,
 };
-use graphgate::gateway::{Gateway, Limits};
-use graphgate::operation::catalog::PRIV_OPS;
-use graphgate::policy::Policy;
-use graphgate::secret::Secret;
-use graphgate::server::{self, ServerLimits};
-use graphgate::upstream::{self, HttpClient, UpstreamConfig};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tokio::sync::watch;
 
 const ISSUER: &str = "https://oidc.aks.example/11111111-2222-3333-4444-555555555555/";
 const SUBJECT: &str = "system:serviceaccount:graphgate:graphgate";
@@ -61,12 +58,12 @@ fn full_config(roles: &[&str]) -> EmulatorConfig {
     config.apps[0].roles = roles.iter().map(|r| (*r).to_owned()).collect();
     let mut mi = config.apps[0].clone();
     mi.client_id = MI_CLIENT_ID.into();
-    mi.client_secret = Secret::new(uuid::Uuid::new_v4().to_string());
+    mi.client_secret = graphgate_emulator::Secret::new(uuid::Uuid::new_v4().to_string());
     config.apps.push(mi);
     config.managed_identities = vec![MI_CLIENT_ID.into()];
     config.additional_secrets = vec![AdditionalSecret {
         client_id: DEMO_CLIENT_ID.into(),
-        secret: Secret::new("rotated-secret-2"),
+        secret: graphgate_emulator::Secret::new("rotated-secret-2"),
     }];
     config.certificates = [cert_a(), cert_b()]
         .iter()
@@ -158,13 +155,13 @@ fn credential(kind: Kind, dir: &TempDir, imds: SocketAddr) -> Credential {
 /// The emulator (TLS + IMDS) and a gateway using `kind`, on loopback ports.
 struct Rig {
     emulator: Arc<Emulator>,
-    emulator_addr: SocketAddr,
     gw: Arc<Gateway>,
     addr: SocketAddr,
     http: HttpClient,
     client: Client<HttpConnector, Full<Bytes>>,
     dir: TempDir,
-    _stop: watch::Sender<bool>,
+    ms: common::Microsoft,
+    _running: common::Running,
 }
 
 async fn rig(cloud: Cloud, config: EmulatorConfig, kind: Kind) -> Rig {
@@ -172,54 +169,35 @@ async fn rig(cloud: Cloud, config: EmulatorConfig, kind: Kind) -> Rig {
 }
 
 async fn rig_with(cloud: Cloud, config: EmulatorConfig, kind: Kind, policy: &str) -> Rig {
-    let (stop, rx) = watch::channel(false);
-    let until = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let emu = graphgate::demo::start_emulator(config, until(rx.clone()))
-        .await
-        .unwrap();
+    let ms = common::Microsoft::start(config).await;
     let imds = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let imds_addr = imds.local_addr().unwrap();
-    tokio::spawn(Arc::clone(&emu.emulator).serve_imds(imds, until(rx.clone())));
+    tokio::spawn(Arc::clone(&ms.emulator).serve_imds(imds, ms.until_stopped()));
     let dir = TempDir::new();
-    let settings = Settings {
+    let opts = Options {
         cloud,
-        credential: credential(kind, &dir, imds_addr),
-        authority_host: None,
-        connect_to: emu.connect_to.clone(),
-        extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
-        token_expiry_margin: Duration::from_secs(300),
-        audit: graphgate::audit::Audit::disabled(),
-        limits: Limits::default(),
-        reconcile: None,
+        credential: Some(credential(kind, &dir, imds_addr)),
+        policy: Some(policy.to_owned()),
+        audit: common::AuditMode::Disabled,
+        ..Options::default()
     };
+    let running = common::Running::start(common::serve_config(&ms, &opts, &dir.0)).await;
     let http = upstream::build_client(&UpstreamConfig {
-        connect_to: emu.connect_to.clone(),
-        extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
+        connect_to: ms.connect_to(None),
+        extra_ca_pem: Some(ms.emulator.ca_pem().to_owned()),
         connect_timeout: Duration::from_secs(5),
         pool_idle_timeout: Duration::from_secs(30),
     })
     .unwrap();
-    let gw = app::build(&settings, Policy::from_yaml(policy, "test").unwrap()).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(server::serve(
-        listener,
-        None,
-        Arc::clone(&gw),
-        ServerLimits::default(),
-        until(rx),
-    ));
     Rig {
-        emulator: emu.emulator,
-        emulator_addr: emu.addr,
-        gw,
-        addr,
+        emulator: Arc::clone(&ms.emulator),
+        gw: Arc::clone(&running.gw),
+        addr: running.addr,
         http,
         client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
         dir,
-        _stop: stop,
+        ms,
+        _running: running,
     }
 }
 
@@ -322,16 +300,19 @@ async fn ps256_refused_falls_back_to_rs256_and_stays_there() {
         Kind::Certificate(AssertionAlg::Ps256),
     )
     .await;
+    // The token fetched at start was a PS256 one; from now on Entra refuses PS256.
     r.emulator.set_faults(Faults::rs256_only());
+    r.expire_token().await;
+    let before = r.emulator.token_requests().len();
     assert_eq!(r.call().await.0, 204);
     let tokens = r.emulator.token_requests();
-    assert_eq!(tokens.len(), 2);
-    assert_eq!(tokens[0].error_code, Some(700027));
+    assert_eq!(tokens.len() - before, 2);
+    assert_eq!(tokens[before].error_code, Some(700027));
     assert!(r.last_credential().starts_with("certificate RS256 x5t="));
     r.expire_token().await;
     assert_eq!(r.call().await.0, 204);
     assert_eq!(
-        r.emulator.token_requests().len(),
+        r.emulator.token_requests().len() - before,
         3,
         "no second PS256 attempt"
     );
@@ -577,11 +558,7 @@ async fn the_federated_token_file_is_read_for_every_token_request() {
 async fn a_missing_permission_is_named_and_an_excess_one_reported() {
     // Under-consent: the app holds nothing the policy needs.
     let r = rig(Cloud::Global, full_config(&["User.Read.All"]), Kind::Secret).await;
-    assert!(
-        r.gw.least_privilege().is_none(),
-        "no report before the first token"
-    );
-    app::prime_token(Arc::clone(&r.gw)).await;
+    // The gateway fetched its first token at start: the report is known before any request.
     let report = r.gw.least_privilege().unwrap();
     assert_eq!(report.missing, vec![PRIV_OPS]);
     assert_eq!(report.excess, vec!["User.Read.All"]);
@@ -637,7 +614,7 @@ async fn exact_consent_reports_nothing() {
         Kind::Certificate(AssertionAlg::Ps256),
     )
     .await;
-    app::prime_token(Arc::clone(&r.gw)).await;
+    r.gw.broker().token().await.ok();
     let report = r.gw.least_privilege().unwrap();
     assert!(
         report.missing.is_empty() && report.excess.is_empty(),
@@ -717,18 +694,18 @@ async fn imds_insists_on_the_metadata_header_and_a_known_identity() {
 async fn replicas_each_hold_their_own_token() {
     // Two gateways (replicas) against one Entra: each fetches and caches its own token.
     let a = rig(Cloud::Global, full_config(&[PRIV_OPS]), Kind::Secret).await;
-    let b_settings = Settings {
-        cloud: Cloud::Global,
-        credential: credential(Kind::Secret, &a.dir, "127.0.0.1:1".parse().unwrap()),
-        authority_host: None,
-        connect_to: upstream::parse_connect_to(&Emulator::connect_to(a.emulator_addr)).unwrap(),
-        extra_ca_pem: Some(a.emulator.ca_pem().to_owned()),
-        token_expiry_margin: Duration::from_secs(300),
-        audit: graphgate::audit::Audit::disabled(),
-        limits: Limits::default(),
-        reconcile: None,
+    let opts = Options {
+        credential: Some(credential(
+            Kind::Secret,
+            &a.dir,
+            "127.0.0.1:1".parse().unwrap(),
+        )),
+        audit: common::AuditMode::Disabled,
+        ..Options::default()
     };
-    let b = app::build(&b_settings, Policy::from_yaml(&policy_text(), "t").unwrap()).unwrap();
+    let b_dir = common::temp_dir("replica-b");
+    let b = common::Running::start(common::serve_config(&a.ms, &opts, &b_dir)).await;
+    let b = &b.gw;
     for _ in 0..3 {
         assert_eq!(a.call().await.0, 204);
         b.broker().token().await.unwrap();

@@ -4,7 +4,8 @@
 //! the Dockerfile's COPY lines are enough for cargo; every `serve` flag has an environment
 //! variable, listed in the README. Submodules: `launch` (running one shipped
 //! configuration), `kube`, `jwt` (callers with tokens, as deployed), `state` (the shared
-//! state store), `systemd`, `docker`, `flags`, `docs`. Here: shared helpers and
+//! state store), `monitoring` (the Prometheus Operator component), `systemd`, `docker`,
+//! `flags`, `docs`. Here: shared helpers and
 //! the checks that need no external tool.
 
 mod docker;
@@ -13,6 +14,7 @@ mod flags;
 mod jwt;
 mod kube;
 mod launch;
+mod monitoring;
 mod state;
 mod systemd;
 
@@ -62,6 +64,21 @@ fn tool_available(tool: &str, version_args: &[&str]) -> bool {
         let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
     }
     found
+}
+
+/// Copies the tree at `from` to `to` (kustomize takes relative paths only, so a test's
+/// kustomization lives beside a copy of what it includes).
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
 }
 
 fn files(dir: &Path, out: &mut Vec<PathBuf>) {

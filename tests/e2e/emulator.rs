@@ -7,13 +7,13 @@ use crate::common;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
-use graphgate::cloud::Cloud;
-use graphgate::emulator::{
+use graphgate::operation::catalog::PRIV_OPS;
+use graphgate_emulator::Cloud;
+use graphgate_emulator::Secret;
+use graphgate_emulator::{
     AppRegistration, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_DEVICE_IDS, DEMO_TENANT_ID, Emulator,
     EmulatorConfig,
 };
-use graphgate::operation::catalog::PRIV_OPS;
-use graphgate::secret::Secret;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::{Value, json};
@@ -707,8 +707,8 @@ async fn unknown_hosts_are_misdirected_and_shutdown_drains() {
     // stop returns, and nothing new is accepted after it.
     let hold = std::time::Duration::from_millis(500);
     h.emu.set_faults(
-        graphgate::emulator::Faults::default()
-            .with_graph(graphgate::emulator::Fault::slow(hold).times(1)),
+        graphgate_emulator::Faults::default()
+            .with_graph(graphgate_emulator::Fault::slow(hold).times(1)),
     );
     let token = h
         .token(Cloud::Global, DEMO_CLIENT_ID, DEMO_CLIENT_SECRET)

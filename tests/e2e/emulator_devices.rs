@@ -10,12 +10,12 @@ use crate::common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use graphgate::cloud::Cloud;
-use graphgate::emulator::{
+use graphgate_emulator::Cloud;
+use graphgate_emulator::Secret;
+use graphgate_emulator::{
     ActionOutcome, ActionState, AppRegistration, DEMO_CLIENT_ID, DEMO_IOS_DEVICE_ID,
     EmulatedDevice, EmulatorConfig, OperatingSystem,
 };
-use graphgate::secret::Secret;
 use http::{Method, StatusCode};
 use serde_json::{Value, json};
 

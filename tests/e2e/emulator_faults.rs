@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use graphgate::cloud::Cloud;
-use graphgate::emulator::{
+use graphgate_emulator::Cloud;
+use graphgate_emulator::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, EmulatorConfig, Fault, Faults,
 };
 use http::{Method, Request, StatusCode};

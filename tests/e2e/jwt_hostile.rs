@@ -14,7 +14,7 @@ use crate::common;
 use common::jwt::*;
 use common::metrics::Snapshot;
 use common::*;
-use graphgate::emulator::service_account_claims;
+use graphgate_emulator::service_account_claims;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 fn b64(value: &Value) -> String {

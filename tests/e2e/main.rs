@@ -8,6 +8,7 @@
 
 mod common;
 
+mod admin_listener;
 mod audit;
 mod audit_chain;
 mod audit_checkpoints;
@@ -37,19 +38,26 @@ mod http2_abuse;
 mod inflight;
 mod input;
 mod jwt_callers;
+mod jwt_discovery;
 mod jwt_hostile;
 mod metrics;
+mod monitoring;
 mod mtls;
 mod observability;
 mod operator;
+mod otlp_tls;
+mod people;
 mod policy;
 mod reconcile;
+mod refusal_logs;
 mod reload;
 mod resilience;
 mod rfc6962;
 mod schemathesis;
 mod sdk;
 mod shared_state;
+mod shutdown;
 mod startup;
+mod state_contract;
 mod state_store;
 mod stated;

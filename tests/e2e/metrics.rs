@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use common::metrics::{OP, errors, requests, value};
 use common::*;
-use graphgate::emulator::{EmulatorConfig, Fault, Faults};
 use graphgate::operation::catalog::PRIV_OPS;
+use graphgate_emulator::{EmulatorConfig, Fault, Faults};
 
 const EXTRA_ROLE: &str = "DeviceManagementConfiguration.ReadWrite.All";
 

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use common::*;
-use graphgate::emulator::{AppRegistration, EmulatorConfig};
-use graphgate::secret::Secret;
 use graphgate::telemetry::{self, OtlpConfig};
+use graphgate_emulator::Secret;
+use graphgate_emulator::{AppRegistration, EmulatorConfig};
 use http_body_util::Full;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
@@ -70,6 +70,7 @@ async fn observe_at(level: tracing_subscriber::filter::LevelFilter) -> Observed 
     let provider = telemetry::tracer_provider(&OtlpConfig {
         traces_endpoint: Some(format!("http://{addr}/v1/traces")),
         service_name: "graphgate-test".into(),
+        tls: Default::default(),
     })
     .unwrap();
     let logs = Buffer::default();
@@ -532,5 +533,64 @@ async fn a_secret_read_reaches_its_caller_and_nowhere_else() {
                 );
             }
         }
+    }
+}
+
+/// A JWT caller's request span names the caller, the token's issuer, subject and
+/// fingerprint (never the token), and the person by both ids.
+#[tokio::test]
+async fn a_jwt_callers_span_carries_its_issuer_subject_fingerprint_and_person() {
+    use common::jwt::{HELPDESK_APP, sha256_hex, start_jwt};
+    use graphgate_emulator::{DEMO_USER_OID, DEMO_USER_UPN};
+    let mut obs = observe().await;
+    let j = start_jwt(60, "").await;
+    let h = &j.h;
+    let token = h
+        .emulator
+        .user_token(
+            HELPDESK_APP,
+            DEMO_USER_UPN,
+            "Devices.Manage",
+            None,
+            graphgate_emulator::Cloud::Global,
+        )
+        .unwrap();
+    assert_eq!(h.post_token(&token, &[]).await.status, 204);
+    let spans = obs.flush().await;
+    obs.shutdown().await;
+    let span = spans
+        .iter()
+        .find(|s| {
+            s.name == "request" && attr(s, "caller.name").as_deref() == Some("helpdesk-portal")
+        })
+        .unwrap_or_else(|| panic!("no request span of the token's caller in {spans:?}"));
+    let claims = common::emu::jwt_part(&token, 1);
+    assert_eq!(
+        attr(span, "caller.issuer").as_deref(),
+        claims["iss"].as_str()
+    );
+    assert_eq!(
+        attr(span, "caller.subject").as_deref(),
+        claims["sub"].as_str()
+    );
+    assert_eq!(attr(span, "caller.token_sha256"), Some(sha256_hex(&token)));
+    assert_eq!(
+        attr(span, "caller.initiator").as_deref(),
+        Some(DEMO_USER_UPN)
+    );
+    assert_eq!(
+        attr(span, "caller.initiator_oid").as_deref(),
+        Some(DEMO_USER_OID)
+    );
+    assert_eq!(
+        attr(span, "http.response.status_code").as_deref(),
+        Some("204")
+    );
+    for kv in &span.attributes {
+        assert!(
+            !format!("{:?}", kv.value).contains(&token),
+            "{} holds the token",
+            kv.key
+        );
     }
 }

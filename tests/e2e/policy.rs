@@ -16,10 +16,14 @@ use http_body_util::Full;
 const OTHER_DEVICE: &str = "1c7a3e2f-2b3c-4d4e-9fa0-112233445566";
 
 fn policy(rules: &str) -> String {
+    policy_with_rotator_rate(rules, "1000 per second")
+}
+
+/// [`policy`], the rotator's own rate limit being `rate`.
+fn policy_with_rotator_rate(rules: &str, rate: &str) -> String {
     format!(
-        "version: 1\ncallers:\n  - name: rooms-rotator\n    api_key_sha256: \"{}\"\n    rate_limit: {}\n  - name: other-service\n    api_key_sha256: \"{}\"\n  - name: spiffe-svc\n    mtls:\n      uri_san: spiffe://corp.example/ns/rooms/sa/rotator\n  - name: cn-svc\n    mtls:\n      subject_cn: legacy-rotator.corp.example\nrules:\n{rules}",
+        "version: 1\ncallers:\n  - name: rooms-rotator\n    api_key_sha256: \"{}\"\n    rate_limit: {rate}\n  - name: other-service\n    api_key_sha256: \"{}\"\n  - name: spiffe-svc\n    mtls:\n      uri_san: spiffe://corp.example/ns/rooms/sa/rotator\n  - name: cn-svc\n    mtls:\n      subject_cn: legacy-rotator.corp.example\nrules:\n{rules}",
         api_key_sha256(ROTATOR_KEY),
-        "1000 per second",
         api_key_sha256(OTHER_KEY)
     )
 }
@@ -218,7 +222,11 @@ async fn dry_runs_evaluate_everything_and_forward_nothing() {
         .await
         .assert_graph_error(400, "invalidRequest");
     assert!(h.emulator.graph_requests().is_empty());
-    assert_eq!(h.emulator.token_request_count(), 0);
+    assert_eq!(
+        h.emulator.token_request_count(),
+        1,
+        "dry runs fetch no token beyond the one at start"
+    );
     let records = h.audit_records().await;
     let decisions: Vec<&str> = records
         .iter()
@@ -233,8 +241,10 @@ async fn dry_runs_evaluate_everything_and_forward_nothing() {
 
 #[tokio::test]
 async fn rate_limits_answer_429_with_retry_after() {
-    let text = policy("  - name: r\n    callers: [rooms-rotator, other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    rate_limit: 3 per hour\n")
-        .replace("1000 per second", "2 per minute");
+    let text = policy_with_rotator_rate(
+        "  - name: r\n    callers: [rooms-rotator, other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    rate_limit: 3 per hour\n",
+        "2 per minute",
+    );
     let h = start_with(Options {
         policy: Some(text),
         ..Options::default()

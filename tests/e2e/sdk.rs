@@ -8,17 +8,19 @@ use common::*;
 
 #[tokio::test]
 async fn the_python_graph_sdk_works_through_the_gateway() {
-    // CI installs the SDK (.ci/run): there, a missing SDK fails this test.
+    // CI installs the SDK (.ci/run, into .ci/venv): there, a missing SDK fails this test.
+    let python = python_tool("python3");
+    let python = python.to_str().unwrap();
     if !require_tool(
         "Microsoft's Python Graph SDK (msgraph-sdk)",
-        &["python3", "-c", "import msgraph, kiota_abstractions"],
-        "python3 -m pip install msgraph-sdk==1.65.0",
+        &[python, "-c", "import msgraph, kiota_abstractions"],
+        PYTHON_INSTALL,
     ) {
         return;
     }
     let h = start().await;
     let base_url = format!("http://{}/v1.0", h.gateway);
-    let mut sdk = std::process::Command::new("python3");
+    let mut sdk = std::process::Command::new(python);
     sdk.args([
         "tests/sdk/update_device_account.py",
         &base_url,

@@ -8,15 +8,16 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use graphgate::emulator::{Fault, Faults};
 use graphgate::gateway::Limits;
 use graphgate::state::StateConfig;
 use graphgate::state::config::StateOptions;
+use graphgate_emulator::{Fault, Faults};
 
 use crate::common::metrics::{Snapshot, errors};
 use crate::common::redis::RedisServer;
 use crate::common::replicas::Replicas;
-use crate::common::{Reply, body, eventually, graph_received, policy_text};
+use crate::common::{Reply, TestPolicy, body, eventually, graph_received, policy_text};
+use serde_json::json;
 
 /// A Redis state with a timeout generous enough for a loaded CI machine.
 pub fn redis_state(redis: &RedisServer) -> StateConfig {
@@ -137,7 +138,7 @@ async fn a_duplicate_waits_for_the_first_only_up_to_its_bound_then_gets_409() {
 
 /// Records when each Graph request reaches the emulator.
 pub fn arrivals(
-    emulator: &graphgate::emulator::Emulator,
+    emulator: &graphgate_emulator::Emulator,
 ) -> (
     Arc<std::sync::Mutex<Vec<Instant>>>,
     tokio::task::JoinHandle<()>,
@@ -174,10 +175,12 @@ async fn tenant_pacing_is_one_budget_across_three_replicas_under_load() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let policy = format!(
-        "{}pacing:\n  tenant_writes: 30 per 10s\n  max_wait_ms: 0\n",
-        policy_text()
-    );
+    let policy = TestPolicy::standard()
+        .set(
+            "pacing",
+            json!({"tenant_writes": "30 per 10s", "max_wait_ms": 0}),
+        )
+        .yaml();
     let r = Arc::new(three(&redis, &policy).await);
     let (seen, recorder) = arrivals(&r.emulator);
     let started = Instant::now();
@@ -212,18 +215,18 @@ async fn tenant_pacing_is_one_budget_across_three_replicas_under_load() {
     assert_eq!(seen.lock().unwrap().len(), 30);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pacing_holds_in_every_window_as_slots_free_under_load() {
-    let Some(redis) = RedisServer::start().await else {
-        return;
-    };
-    // A short window, so refills happen within the test: 4 writes per second, callers
-    // waiting up to 1.5 s for a slot.
-    let policy = format!(
-        "{}pacing:\n  tenant_writes: 4 per 1s\n  max_wait_ms: 1500\n",
-        policy_text()
-    );
-    let r = Arc::new(three(&redis, &policy).await);
+/// The tenant pacing with a short window, so refills happen within the test (4 writes per
+/// second, callers waiting up to 1.5 s for a slot), under load from nine workers across
+/// `replicas` gateways sharing `state`: no second ever holds more than 4 writes, and slots
+/// that free are used again.
+pub async fn pacing_holds_in_every_window_as_slots_free(replicas: usize, state: StateConfig) {
+    let policy = TestPolicy::standard()
+        .set(
+            "pacing",
+            json!({"tenant_writes": "4 per 1s", "max_wait_ms": 1500}),
+        )
+        .yaml();
+    let r = Arc::new(Replicas::start(replicas, &policy, state, Limits::default()).await);
     let (seen, recorder) = arrivals(&r.emulator);
     let until = Instant::now() + Duration::from_secs(3);
     let mut workers = tokio::task::JoinSet::new();
@@ -235,7 +238,7 @@ async fn pacing_holds_in_every_window_as_slots_free_under_load() {
                 if Instant::now() > until {
                     break;
                 }
-                let reply = r.call(w % 3, &[]).await;
+                let reply = r.call(w % replicas, &[]).await;
                 if reply.status != 204 {
                     reply.assert_graph_error(429, "activityLimitReached");
                     assert!(reply.headers.contains_key("retry-after"));
@@ -255,6 +258,14 @@ async fn pacing_holds_in_every_window_as_slots_free_under_load() {
     assert_no_window_over(&times, 4, Duration::from_secs(1));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pacing_holds_in_every_window_as_slots_free_under_load() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    pacing_holds_in_every_window_as_slots_free(3, redis_state(&redis)).await;
+}
+
 /// Waits, if the UTC day ends within a minute, until it has: a daily budget test must not
 /// straddle midnight (at most 61 s; in practice never).
 async fn away_from_midnight() {
@@ -270,11 +281,9 @@ async fn a_caller_budget_is_one_across_replicas_and_survives_restarting_them_all
         return;
     };
     away_from_midnight().await;
-    let policy = policy_text().replacen(
-        "    api_key_sha256",
-        "    budget: 5 per day\n    api_key_sha256",
-        1,
-    );
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!("5 per day")))
+        .yaml();
     let mut r = three(&redis, &policy).await;
     for i in 0..5 {
         assert_eq!(r.call(i % 3, &[]).await.status, 204, "call {i}");
@@ -483,11 +492,12 @@ async fn a_privileged_request_costs_one_to_four_redis_round_trips() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let limited = policy_text().replacen(
-        "    api_key_sha256",
-        "    rate_limit: 1000 per second\n    budget: 1000 per day\n    api_key_sha256",
-        1,
-    );
+    let limited = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| {
+            c.set("rate_limit", json!("1000 per second"))
+                .set("budget", json!("1000 per day"))
+        })
+        .yaml();
     let mut figures = Vec::new();
     for (what, policy, key, expected) in [
         ("no key, no limits", policy_text(), false, 1),
@@ -523,4 +533,125 @@ async fn a_privileged_request_costs_one_to_four_redis_round_trips() {
         "redis round trips per privileged request: {}",
         figures.join("; ")
     );
+}
+
+/// A caller's rate limit lives in Redis: two replicas share it, and the one that refuses
+/// says when a slot frees (`Retry-After`), whichever replica the call reached.
+#[tokio::test]
+async fn a_redis_rate_limit_refuses_across_two_replicas_with_its_retry_after() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| {
+            c.set("rate_limit", json!("2 per minute"))
+        })
+        .yaml();
+    let r = Replicas::start(2, &policy, redis_state(&redis), Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204);
+    assert_eq!(r.call(1, &[]).await.status, 204);
+    for i in [0, 1] {
+        let refused = r.call(i, &[]).await;
+        refused.assert_graph_error(429, "activityLimitReached");
+        assert!(
+            message(&refused).contains("caller"),
+            "{}",
+            message(&refused)
+        );
+        let retry: u64 = refused.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        // 2 per minute: a slot frees every 30 s.
+        assert!(
+            (1..=30).contains(&retry),
+            "replica {i}: Retry-After {retry}"
+        );
+    }
+    assert_eq!(r.emulator.graph_requests().len(), 2, "two calls, no more");
+}
+
+/// A keyed request refused after it claimed its key (here: its budget is used up) lets the
+/// key go: the client's retry on another replica gets the same refusal, not a 409 for a key
+/// "still in progress", and nothing is sent.
+#[tokio::test]
+async fn a_keyed_refusal_after_its_claim_releases_the_key_for_a_retry_on_another_replica() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    away_from_midnight().await;
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!("1 per day")))
+        .yaml();
+    let limits = Limits {
+        idempotency_wait: Duration::from_secs(2),
+        ..Limits::default()
+    };
+    let r = Replicas::start(2, &policy, redis_state(&redis), limits).await;
+    assert_eq!(
+        r.call(0, &[("idempotency-key", "first-0001")]).await.status,
+        204
+    );
+    let key = [("idempotency-key", "second-0002")];
+    r.call(0, &key)
+        .await
+        .assert_graph_error(429, "budgetExhausted");
+    let retry = r.call(1, &key).await;
+    retry.assert_graph_error(429, "budgetExhausted");
+    assert!(!replayed(&retry), "decided again, not replayed");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "nothing else was sent"
+    );
+}
+
+/// A Redis that hangs (paused by `CLIENT PAUSE`, as a frozen or overloaded server would be)
+/// is waited for no longer than the state timeout: the request is refused with 503 and
+/// nothing is sent.
+#[tokio::test]
+async fn a_hanging_redis_is_a_503_within_the_state_timeout_with_nothing_sent() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let timeout = Duration::from_millis(500);
+    let state = StateConfig::parse(
+        &redis.url(),
+        StateOptions {
+            timeout,
+            ..StateOptions::default()
+        },
+    )
+    .unwrap();
+    let r = Replicas::start(1, &policy_text(), state, Limits::default()).await;
+    assert_eq!(r.call(0, &[]).await.status, 204, "connected and working");
+    let mut conn = redis.connection().await;
+    // Every client's commands now wait 30 s: far past the timeout.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(30_000)
+        .arg("ALL")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let refused = r.call(0, &[("idempotency-key", "hang-0001")]).await;
+    let took = started.elapsed();
+    refused.assert_graph_error(503, "stateStoreUnavailable");
+    assert!(
+        message(&refused).contains("timeout"),
+        "{}",
+        message(&refused)
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+    // Bounded by the timeout (a few of them on a loaded machine), not by the 30 s pause.
+    assert!(took >= timeout, "{took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        1,
+        "nothing more was sent"
+    );
+    // (The server, still paused, is killed with the test.)
 }

@@ -1,7 +1,8 @@
 //! What a new operator meets at start-up: listeners that would expose the gateway by
 //! mistake are refused, a busy port names its flag, overrides meant for tests are warned
-//! about, the emulator banner suggests only a key the policy accepts, and an admin listener
-//! off loopback keeps the policy hash and reload errors out of `/readyz`.
+//! about, the emulator banner suggests only a key the policy accepts, an admin listener off
+//! loopback keeps the policy hash and reload errors out of `/readyz`, and `serve
+//! --check-config` names every problem at once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::cli::{Served, graphgate};
@@ -126,7 +127,10 @@ fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
     let served = Served::start(&["--policy", mine.to_str().unwrap()]);
     let curl = served.curl();
     served.stop();
-    assert!(!curl.contains(graphgate::demo::DEMO_API_KEY), "{curl}");
+    assert!(
+        !curl.contains(graphgate_emulator::demo::DEMO_API_KEY),
+        "{curl}"
+    );
     assert!(
         curl.contains("<an API key of a caller in your policy>"),
         "{curl}"
@@ -135,17 +139,21 @@ fn the_emulator_banner_suggests_only_a_key_the_policy_accepts() {
     let with_demo = dir.join("with-demo.yaml");
     std::fs::write(
         &with_demo,
-        format!(
-            "{}  - name: demo\n    api_key_sha256: \"{}\"\n",
-            policy_text().split("rules:").next().unwrap(),
-            graphgate::identity::api_key_sha256(graphgate::demo::DEMO_API_KEY)
-        ),
+        TestPolicy::standard()
+            .caller(Caller::api_key(
+                "demo",
+                graphgate_emulator::demo::DEMO_API_KEY,
+            ))
+            .yaml(),
     )
     .unwrap();
     let served = Served::start(&["--policy", with_demo.to_str().unwrap()]);
     let curl = served.curl();
     served.stop();
-    assert!(curl.contains(graphgate::demo::DEMO_API_KEY), "{curl}");
+    assert!(
+        curl.contains(graphgate_emulator::demo::DEMO_API_KEY),
+        "{curl}"
+    );
 }
 
 #[tokio::test]
@@ -186,4 +194,174 @@ async fn an_admin_listener_off_loopback_keeps_the_policy_hash_and_reload_errors_
     // On loopback, the full detail.
     let (_, full) = graphgate::admin::readiness(&h.gw).await;
     assert_eq!(full["checks"]["policy"]["version"], h.gw.policy_hash());
+}
+
+/// `serve --check-config` prints every problem of the flags, the environment and the files
+/// they name at once, and exits 1; a sound configuration exits 0 and nothing starts.
+#[test]
+fn check_config_names_every_problem_at_once_and_starts_nothing() {
+    use crate::cli::OutputWithin;
+    let dir = temp_dir("check-config");
+    let missing_key = dir.join("no-such-hmac.key");
+    let bad_policy = dir.join("policy.yaml");
+    std::fs::write(&bad_policy, "version: 1\ncallers: []\nrules:\n  - name: r\n    callers: [ghost]\n    operations: [managedDevices.wipe]\n").unwrap();
+    let out = graphgate(&[
+        "serve",
+        "--check-config",
+        "--listen",
+        "0.0.0.0:8080",
+        "--connect-to",
+        "not-a-rule",
+        "--policy",
+        bad_policy.to_str().unwrap(),
+        "--audit-log",
+        dir.join("audit.jsonl").to_str().unwrap(),
+        "--audit-hmac-key-file",
+        missing_key.to_str().unwrap(),
+        "--tls-cert",
+        dir.join("no-cert.pem").to_str().unwrap(),
+        "--tls-key",
+        dir.join("no-key.pem").to_str().unwrap(),
+        "--admin-tls-cert",
+        dir.join("no-admin-cert.pem").to_str().unwrap(),
+        "--admin-tls-key",
+        dir.join("no-admin-key.pem").to_str().unwrap(),
+        "--state",
+        "redis://127.0.0.1:1",
+        "--state-namespace",
+        "rooms:desks",
+        "--audit-signing-key-file",
+        dir.join("no-signing.key").to_str().unwrap(),
+        "--audit-checkpoint-url",
+        "https://checkpoints.example/in",
+        "--audit-checkpoint-token-file",
+        dir.join("no-push-token").to_str().unwrap(),
+        "--audit-witness",
+        "not-a-witness",
+        "--audit-witness",
+        "https://witness.example=graphgate.test/audit+4a1c7b2e+AZ2bDkKeXXkGt0OJf2ZQkE2OXt3pDh9K+0W1oJkVwrFp",
+        "--audit-witness-quorum",
+        "5",
+    ])
+    .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:1")
+    .env(
+        "OTEL_EXPORTER_OTLP_CERTIFICATE",
+        dir.join("no-collector-ca.pem"),
+    )
+    .output_within();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // Each problem starts a line with `problem: ` (a policy's own list follows, indented).
+    let lines = format!("\n{stdout}");
+    let problems: Vec<&str> = lines.split("\nproblem: ").skip(1).collect();
+    for needle in [
+        "AZURE_TENANT_ID",
+        "not-a-rule",
+        "unknown caller \"ghost\"",
+        "no-such-hmac.key",
+        "no-cert.pem",
+        "no-admin-cert.pem",
+        "GRAPHGATE_STATE_NAMESPACE",
+        "no-signing.key",
+        "no-push-token",
+        "no-collector-ca.pem",
+        "--audit-witness not-a-witness: expected URL=PUBLIC_KEY",
+        "--audit-witness https://witness.example/: malformed key",
+        "--audit-witness-quorum 5 is more than the 2 witness(es) given",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.contains(needle)),
+            "no problem names {needle}: {stdout}"
+        );
+    }
+    assert!(!dir.join("audit.jsonl").exists(), "a check writes nothing");
+
+    // The same settings, sound: a demo configuration checks clean and does not start.
+    let out = graphgate(&[
+        "serve",
+        "--check-config",
+        "--emulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--audit-log",
+        dir.join("demo.jsonl").to_str().unwrap(),
+    ])
+    .output_within();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("configuration OK"), "{stdout}");
+    assert!(!dir.join("demo.jsonl").exists(), "nothing started");
+}
+
+/// `serve --check-config` names a log a start would refuse as laundered (records, but no
+/// anchor), reading it without writing; `--audit-new-tree` is the way past it.
+#[test]
+fn check_config_names_a_log_a_start_would_refuse_as_laundered() {
+    use crate::cli::OutputWithin;
+    use graphgate::audit::Entry;
+    use graphgate::audit::records::chain::ChainState;
+    let dir = temp_dir("check-laundered");
+    let log = dir.join("audit.jsonl");
+    let mut chain = ChainState::default();
+    let mut text = Vec::new();
+    for i in 0..3 {
+        let entry = Entry {
+            audit_id: format!("r{i}"),
+            ..Entry::default()
+        };
+        text.extend(chain.seal(&entry).unwrap());
+        text.push(b'\n');
+    }
+    std::fs::write(&log, &text).unwrap();
+    let key = dir.join("hmac.key");
+    let hex: String = HMAC_KEY.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&key, hex.as_bytes());
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--check-config",
+            "--emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--audit-hmac-key-file",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = graphgate(&args).output_within();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = check(&[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("problem: audit log")
+            && stdout.contains("holds records (from seq 1) but its anchor")
+            && stdout.contains("--audit-new-tree"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        text,
+        "the check wrote nothing"
+    );
+    assert!(!dir.join("audit.jsonl.anchor").exists());
+    let (code, stdout) = check(&["--audit-new-tree"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        text,
+        "nothing set aside by a check"
+    );
 }

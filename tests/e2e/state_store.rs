@@ -6,26 +6,25 @@
 use std::time::Duration;
 
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{DEMO_TENANT_ID, EmulatorConfig};
 use graphgate::gateway::Limits;
 use graphgate::policy::Policy;
-use graphgate::ratelimit::{PolicyLimits, Refusal};
+use graphgate::ratelimit::{LimitRefusal, PolicyLimits};
 use graphgate::state::config::StateOptions;
 use graphgate::state::{ClaimSettings, Namespace, StateConfig, StateStore};
+use graphgate_emulator::{DEMO_TENANT_ID, EmulatorConfig};
 
 use crate::common::pki::Ca;
 use crate::common::redis::RedisServer;
 use crate::common::replicas::Replicas;
-use crate::common::{policy_text, served, temp_dir};
+use crate::common::{TestPolicy, policy_text, served, temp_dir};
+use serde_json::json;
 
 const OP: &str = "managedDevices.updateWindowsDeviceAccount";
 
 fn with_budget(budget: &str) -> String {
-    policy_text().replacen(
-        "    api_key_sha256",
-        &format!("    budget: {budget}\n    api_key_sha256"),
-        1,
-    )
+    TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!(budget)))
+        .yaml()
 }
 
 fn state(url: &str, options: StateOptions) -> StateConfig {
@@ -44,20 +43,17 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     let Some(redis) = RedisServer::start().await else {
         return;
     };
-    let policy = Policy::from_yaml(
-        &format!(
-            "{}tenant_budgets:\n  {OP}: 10 per day\n",
-            with_budget("100 per hour")
-        ),
-        "p",
-    )
-    .unwrap();
+    let policy = TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| c.set("budget", json!("100 per hour")))
+        .set("tenant_budgets", json!({ OP: "10 per day" }))
+        .yaml();
+    let policy = Policy::from_yaml(&policy, "p").unwrap();
     let claims = ClaimSettings {
         capacity: 10,
         window: Duration::from_secs(60),
         wait: Duration::from_secs(1),
     };
-    let ns = Namespace::new(Cloud::Global, "tenant-1");
+    let ns = Namespace::new(Cloud::Global, "tenant-1", "app", "test");
     // Two replicas' worth of stores on one Redis.
     let a = StateStore::open(
         &state(&redis.url(), StateOptions::default()),
@@ -86,7 +82,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
         .settle(&b, true)
         .await;
     // 8 of the tenant's 10 are used: 4 devices more do not fit, whole, on either replica.
-    let Err(Refusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
+    let Err(LimitRefusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
         panic!("over budget")
     };
     assert_eq!(budget, format!("tenant:{OP}"));
@@ -106,7 +102,7 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     assert!(limits.admit(&b, 0, 0, op, 1).await.is_err(), "10 of 10");
     let mut conn = redis.connection().await;
     let day = graphgate::state::wall_clock_secs() / 86_400;
-    let key = format!("graphgate:global:tenant-1:budget:tenant:{OP}:day:{day}");
+    let key = format!("graphgate:global:tenant-1:d:test:budget:tenant:{OP}:day:{day}");
     let used: u64 = redis::cmd("GET")
         .arg(&key)
         .query_async(&mut conn)
@@ -266,12 +262,7 @@ async fn serve_keeps_its_state_in_redis_namespaced_by_cloud_and_tenant() {
     )
     .await;
     assert_eq!(gw.admin("/readyz").await.status, 200);
-    let mut conn = redis.connection().await;
-    let keys: Vec<String> = redis::cmd("KEYS")
-        .arg("*")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let keys = redis.keys().await;
     let prefix = format!("graphgate:global:{DEMO_TENANT_ID}:");
     assert!(
         !keys.is_empty() && keys.iter().all(|k| k.starts_with(&prefix)),
@@ -346,41 +337,217 @@ async fn a_memory_budget_that_cannot_be_written_refuses_and_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_pacing_holds_in_every_window_as_slots_free_under_load() {
-    use crate::shared_state::{arrivals, assert_no_window_over};
-    // One gateway in memory mode, 4 writes per second, callers waiting up to 1.5 s.
-    let policy = format!(
-        "{}pacing:\n  tenant_writes: 4 per 1s\n  max_wait_ms: 1500\n",
-        policy_text()
-    );
-    let h = std::sync::Arc::new(
-        crate::common::start_with(crate::common::Options {
-            policy: Some(policy),
-            ..crate::common::Options::default()
+    // One gateway in memory mode: the same test as the shared store's.
+    crate::shared_state::pacing_holds_in_every_window_as_slots_free(1, StateConfig::default())
+        .await;
+}
+
+/// A claim value in Redis longer than any graphgate writes (someone with access to the store
+/// replaced a stored answer with a 4 MiB one): it is not read whole, the request is refused
+/// (503, fail closed), and nothing is sent; whether met when claiming or while waiting.
+#[tokio::test]
+async fn a_hostile_claim_value_in_redis_is_refused_unread() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let r = Replicas::start(
+        1,
+        &policy_text(),
+        state(&redis.url(), StateOptions::default()),
+        Limits::default(),
+    )
+    .await;
+    assert_eq!(r.call(0, &[("idempotency-key", "k-1")]).await.status, 204);
+    let mut conn = redis.connection().await;
+    let namespace = r.replicas[0].gw.state().namespace().clone();
+    let claim = |key: &str| namespace.idempotency("rooms-rotator", key);
+    let stored: Vec<u8> = redis::cmd("GET")
+        .arg(claim("k-1"))
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(stored[0], b'D', "a stored answer");
+    let fingerprint = &stored[1..65];
+    // A stored answer that decodes, with a 4 MiB body (no Graph answer is over 1 MiB).
+    let mut answer: serde_json::Value = serde_json::from_slice(&stored[65..]).unwrap();
+    answer["body"] = {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .encode(vec![b'x'; 4 << 20])
+            .into()
+    };
+    let hostile = [
+        b"D".as_slice(),
+        fingerprint,
+        &serde_json::to_vec(&answer).unwrap(),
+    ]
+    .concat();
+    let set = |key: String, value: Vec<u8>| {
+        let mut conn = conn.clone();
+        async move {
+            let _: () = redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+    };
+    set(claim("k-1"), hostile.clone()).await;
+    let refused = r.call(0, &[("idempotency-key", "k-1")]).await;
+    refused.assert_graph_error(503, "stateStoreUnavailable");
+    assert!(refused.body.len() < 4096, "{} bytes", refused.body.len());
+    // Met while waiting: a first request 'running', then its answer turns hostile.
+    let running = [b"R".as_slice(), fingerprint, b"another-replica"].concat();
+    set(claim("k-2"), running).await;
+    let mut monitor = redis.monitor().await;
+    let waiting = {
+        let addr = r.replicas[0].addr;
+        tokio::spawn(async move { call_at(addr, "k-2").await })
+    };
+    crate::common::eventually(
+        "the duplicate polls the claim",
+        Duration::from_secs(30),
+        async || {
+            let seen = monitor.client_commands().await;
+            seen.iter().any(|c| c == "GETRANGE").then_some(())
+        },
+    )
+    .await;
+    set(claim("k-2"), hostile).await;
+    let refused = waiting.await.unwrap();
+    refused.assert_graph_error(503, "stateStoreUnavailable");
+    assert_eq!(r.emulator.graph_requests().len(), 1, "nothing sent");
+}
+
+/// The standard call to the gateway at `addr` with `Idempotency-Key: key`.
+async fn call_at(addr: std::net::SocketAddr, key: &str) -> crate::common::Reply {
+    let req = http::Request::post(format!("http://{addr}{}", crate::common::ACTION_PATH))
+        .header(
+            "authorization",
+            format!("Bearer {}", crate::common::ROTATOR_KEY),
+        )
+        .header("content-type", "application/json")
+        .header("idempotency-key", key)
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            crate::common::body(),
+        )))
+        .unwrap();
+    crate::common::send_to(req).await
+}
+
+/// The standard policy, its caller limited to one call a minute.
+fn one_call_a_minute() -> String {
+    TestPolicy::standard()
+        .with_caller("rooms-rotator", |c| {
+            c.set("rate_limit", json!("1 per minute"))
         })
-        .await,
-    );
-    let (seen, recorder) = arrivals(&h.emulator);
-    let until = std::time::Instant::now() + Duration::from_secs(3);
-    let mut workers = tokio::task::JoinSet::new();
-    for _ in 0..6 {
-        let h = std::sync::Arc::clone(&h);
-        workers.spawn(async move {
-            let mut sent = 0;
-            while std::time::Instant::now() < until {
-                let reply = h.call().await;
-                if reply.status == 204 {
-                    sent += 1;
-                } else {
-                    reply.assert_graph_error(429, "activityLimitReached");
-                }
-            }
-            sent
-        });
+        .yaml()
+}
+
+/// Two deployments of one tenant on one Redis (`--state-namespace`): each has its own caller
+/// counters; the replicas of one deployment share theirs; every key is under its
+/// deployment's name (the tenant write pacing aside, which is the app's).
+#[tokio::test]
+async fn deployments_with_their_own_namespace_do_not_share_counters_and_replicas_do() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = served::backend(EmulatorConfig::default()).await;
+    std::fs::write(backend.dir.join("policy.yaml"), one_call_a_minute()).unwrap();
+    let serve = async |replica: &str, namespace: &str| {
+        let mut cmd = backend.replica_command(replica);
+        cmd.env("GRAPHGATE_STATE", redis.url())
+            .env("GRAPHGATE_STATE_NAMESPACE", namespace);
+        backend.serve(cmd).await
+    };
+    let rooms = serve("rooms-1", "rooms").await;
+    let desks = serve("desks-1", "desks").await;
+    let rooms_again = serve("rooms-2", "rooms").await;
+    assert_eq!(rooms.call().await.status, 204);
+    assert_eq!(desks.call().await.status, 204, "its own counter");
+    let limited = rooms_again.call().await;
+    limited.assert_graph_error(429, "activityLimitReached");
+    assert!(limited.headers.contains_key("retry-after"));
+    assert_eq!(backend.emulator.graph_requests().len(), 2);
+    let keys = redis.keys().await;
+    let tenant = format!("graphgate:global:{DEMO_TENANT_ID}:");
+    for key in &keys {
+        let rest = key.strip_prefix(&tenant).unwrap_or_else(|| panic!("{key}"));
+        assert!(
+            rest.starts_with("d:rooms:")
+                || rest.starts_with("d:desks:")
+                || rest.starts_with("pace:"),
+            "{key}"
+        );
     }
-    let sent: usize = workers.join_all().await.into_iter().sum();
-    recorder.abort();
-    let times = seen.lock().unwrap().clone();
-    assert_eq!(times.len(), sent);
-    assert!(sent >= 8, "slots freed and were used again: {sent} sent");
-    assert_no_window_over(&times, 4, Duration::from_secs(1));
+    assert!(
+        keys.iter().any(|k| k.contains(":d:desks:rate:caller:")),
+        "{keys:?}"
+    );
+    // A name that cannot be one stops start-up.
+    let mut bad = backend.replica_command("bad");
+    bad.env("GRAPHGATE_STATE", redis.url())
+        .env("GRAPHGATE_STATE_NAMESPACE", "rooms:desks");
+    let (status, _, err) = crate::common::process::run_async(bad, served::START_STOP).await;
+    assert!(!status.success());
+    assert!(err.contains("GRAPHGATE_STATE_NAMESPACE"), "{err}");
+    for gw in [rooms, desks, rooms_again] {
+        let (status, out) = gw.terminate().await;
+        assert!(status.success(), "{out}");
+    }
+}
+
+/// Without `--state-namespace`, replicas of a deployment (one app, one policy file) share
+/// their counters; a deployment with another policy file does not, and an edit of the
+/// policy keeps them.
+#[tokio::test]
+async fn the_default_namespace_is_shared_by_replicas_and_survives_a_policy_edit() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let limited = one_call_a_minute();
+    std::fs::write(backend.dir.join("policy.yaml"), &limited).unwrap();
+    let other_dir = crate::common::temp_dir("other-policy");
+    std::fs::write(other_dir.join("policy.yaml"), &limited).unwrap();
+    let serve = async |replica: &str, policy: &std::path::Path| {
+        let mut cmd = backend.replica_command(replica);
+        cmd.env("GRAPHGATE_STATE", redis.url());
+        // The same command with its --policy replaced.
+        let mut moved = std::process::Command::new(cmd.get_program());
+        let mut args: Vec<_> = cmd.get_args().map(ToOwned::to_owned).collect();
+        let at = args.iter().position(|a| a == "--policy").unwrap() + 1;
+        args[at] = policy.as_os_str().to_owned();
+        moved.args(args).env_clear();
+        for (name, value) in cmd.get_envs() {
+            if let Some(value) = value {
+                moved.env(name, value);
+            }
+        }
+        backend.serve(moved).await
+    };
+    let call = async |gw: &served::Served| gw.call().await.status;
+    let first = serve("one", &backend.dir.join("policy.yaml")).await;
+    assert_eq!(call(&first).await, 204);
+    // The same deployment's other replica: the caller's one call this minute is spent.
+    let second = serve("two", &backend.dir.join("policy.yaml")).await;
+    assert_eq!(call(&second).await, 429);
+    // Another policy file (another deployment): its own counter.
+    let elsewhere = serve("three", &other_dir.join("policy.yaml")).await;
+    assert_eq!(call(&elsewhere).await, 204);
+    for gw in [first, second, elsewhere] {
+        let (status, out) = gw.terminate().await;
+        assert!(status.success(), "{out}");
+    }
+    // An edit of the policy (a comment) and a restart: still the same counters.
+    std::fs::write(
+        backend.dir.join("policy.yaml"),
+        format!("# edited\n{limited}"),
+    )
+    .unwrap();
+    let restarted = serve("one", &backend.dir.join("policy.yaml")).await;
+    assert_eq!(call(&restarted).await, 429, "the edit kept the counter");
+    let (status, out) = restarted.terminate().await;
+    assert!(status.success(), "{out}");
 }

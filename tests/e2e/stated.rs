@@ -106,7 +106,10 @@ async fn a_rule_can_demand_the_person_and_the_reason() {
     assert_eq!(both.status, 204, "{:?}", both.body);
     assert_eq!(h.emulator.graph_requests().len(), before + 1);
     let records = h.audit_records().await;
-    let (intent, outcome) = (&records[records.len() - 2], &records[records.len() - 1]);
+    // Refusal records are written as they come; the allowed call's two are found by kind.
+    let last = |kind: &str| records.iter().rfind(|r| r["kind"] == kind).unwrap();
+    let (intent, outcome) = (last("intent"), last("outcome"));
+    assert_eq!(intent["audit_id"], outcome["audit_id"]);
     for r in [intent, outcome] {
         assert_eq!(r["initiator"], "alice@contoso.com");
         assert_eq!(r["initiator_source"], "header");
@@ -274,7 +277,7 @@ fn jwt_policy_file() -> std::path::PathBuf {
     let dir = temp_dir("explain-jwt");
     let text = format!(
         "version: 1\njwt_issuers:\n  - issuer: {iss}\n    audiences: [graphgate]\n    keys: {{ jwks_url: {iss}/openid/v1/jwks }}\ncallers:\n  - name: k8s-rotator\n    jwt: {{ issuer: {iss}, subject: \"system:serviceaccount:rooms:rotator\" }}\nrules:\n  - name: rotator-with-ticket\n    callers: [k8s-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n    require: [reason]\n    initiators: [\"@contoso.com\"]\n",
-        iss = graphgate::emulator::KUBERNETES_ISSUER
+        iss = graphgate_emulator::KUBERNETES_ISSUER
     );
     std::fs::write(dir.join("policy.yaml"), text).unwrap();
     std::fs::write(dir.join("body.json"), body()).unwrap();
@@ -342,4 +345,44 @@ fn policy_explain_and_test_handle_jwt_callers_initiators_and_reasons() {
     let (code, text) = run(&["policy", "test", fixtures.to_str().unwrap()]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("2 passed, 0 failed"), "{text}");
+}
+
+/// A reason of invisible characters alone (marks, zero-width and tag characters, fillers) is
+/// no reason: it is refused as a header and as the simplified API's field, so it can never
+/// satisfy `require: [reason]`, and nothing is sent.
+#[tokio::test]
+async fn a_reason_made_of_invisible_characters_does_not_satisfy_require_reason() {
+    let h = start_policy(policy_with("    require: [reason]\n")).await;
+    let path = format!("/api/v1/managedDevices/{DEVICE}/updateWindowsDeviceAccount");
+    for invisible in [
+        "\u{200e}\u{200f}\u{61c}",     // LRM, RLM, ALM
+        "\u{feff}",                    // byte-order mark
+        "\u{200b}\u{200c}\u{2060}",    // zero-width space, non-joiner, word joiner
+        "\u{e0043}\u{e0048}\u{e0047}", // tag characters
+        "\u{3164}\u{2800}",            // Hangul filler, Braille blank
+        "CHG-1\u{200f}",               // a visible reason carrying a mark
+    ] {
+        let reply = call(&h, &[("x-graphgate-reason", invisible)]).await;
+        reply.assert_graph_error(400, "invalidRequest");
+        assert!(
+            message(&reply).contains("X-Graphgate-Reason must be visible text"),
+            "{invisible:?}: {}",
+            message(&reply)
+        );
+        let field = serde_json::json!({
+            "deviceAccountEmail": "room1@contoso.com",
+            "password": PASSWORD,
+            "reason": invisible,
+        });
+        let reply = h.post(&path, Some(ROTATOR_KEY), &field.to_string()).await;
+        reply.assert_graph_error(400, "invalidRequest");
+        assert!(
+            message(&reply).contains("'reason' field must be visible text"),
+            "{invisible:?}: {}",
+            message(&reply)
+        );
+    }
+    assert!(h.emulator.graph_requests().is_empty(), "nothing was sent");
+    // A visible reason still passes.
+    assert_eq!(call(&h, &[WHY]).await.status, 204);
 }

@@ -315,7 +315,8 @@ pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::ChainState;
+    use crate::audit::records::chain::ChainState;
+    use crate::audit::store::sink::Checkpoints;
 
     /// The example of the C2SP tlog-checkpoint specification.
     const SPEC_EXAMPLE: &str = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n";
@@ -371,9 +372,11 @@ mod tests {
             heads.push(state.clone());
         }
         std::fs::write(&log, &text).unwrap();
-        let tree = super::super::leaves::open_for(&log, 0).unwrap();
+        let tree = crate::audit::checkpoints::leaves::open_for(&log, 0).unwrap();
         let latest = config.latest.clone();
-        let mut cp = super::super::checkpointer::Checkpointer::open(&log, config, tree).unwrap();
+        let mut cp =
+            crate::audit::checkpoints::checkpointer::Checkpointer::open(&log, config, tree)
+                .unwrap();
         let head = |seq: usize| heads[seq].clone();
         assert!(!cp.due(&head(2)) && cp.due(&head(3)));
         cp.write(&head(3));
@@ -385,13 +388,14 @@ mod tests {
         assert_eq!(read.len(), 2, "an unchanged head is not checkpointed twice");
         assert_eq!(read[1].size, 5);
         // The checkpoint signs the Merkle tree's root of the five records.
-        let mut tree = super::super::tree::Tree::open(&dir.join("check.tree")).unwrap();
+        let mut tree =
+            crate::audit::checkpoints::tree::Tree::open(&dir.join("check.tree")).unwrap();
         for line in &lines {
             tree.push(line).unwrap();
         }
         assert_eq!(
             read[1].hash,
-            crate::audit::chain::hex(&tree.root().unwrap().0)
+            crate::audit::records::chain::hex(&tree.root().unwrap().0)
         );
         let published = latest.get().unwrap();
         assert_eq!((published.size, published.root), (5, tree.root().unwrap()));

@@ -14,8 +14,11 @@ use std::time::Duration;
 use crate::clock::Instant;
 
 use super::chain::ChainState;
-use super::checkpoint::{Checkpoint, CheckpointConfig, SignedCheckpoint, origin_for, path_for};
+use super::checkpoint::{
+    self, Checkpoint, CheckpointConfig, SignedCheckpoint, origin_for, path_for,
+};
 use super::follow::Follower;
+use super::sink::Checkpoints;
 use super::tree::Tree;
 
 /// Checkpoints waiting for the thread.
@@ -40,6 +43,17 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
+    /// Signs checkpoints of the log at `log`, durable up to `head`, from now on. Brings its
+    /// Merkle tree up to the durable records and refuses a log whose tree or newest signed
+    /// checkpoint no longer matches it (rewritten, or cut off).
+    pub fn start(log: &Path, config: CheckpointConfig, head: &ChainState) -> io::Result<Self> {
+        let verifier = config.signer.verifier();
+        let tree = super::leaves::open_for(log, head.seq)?;
+        let view = tree.view().map_err(io::Error::other)?;
+        checkpoint::check_last(log, &verifier, head, &view)?;
+        Self::open(log, config, tree)
+    }
+
     /// Opens (creating) the checkpoint file of the log at `log` and starts its thread, which
     /// grows `tree` (already up to date with the log's durable records).
     pub fn open(log: &Path, config: CheckpointConfig, tree: Tree) -> io::Result<Self> {
@@ -72,22 +86,24 @@ impl Checkpointer {
             last_at: Instant::now(),
         })
     }
+}
 
+impl Checkpoints for Checkpointer {
     /// Checkpoints `head` and waits (bounded) until it is on disk (before a rotation may
     /// let retention remove records the tree has not taken in yet).
-    pub fn sync_to(&mut self, head: &ChainState) {
+    fn sync_to(&mut self, head: &ChainState) {
         self.close(head);
     }
 
     /// Whether the chain at `head` is owed a checkpoint (enough records, or time, since the last).
-    pub fn due(&self, head: &ChainState) -> bool {
+    fn due(&self, head: &ChainState) -> bool {
         head.seq > self.last
             && (head.seq - self.last >= self.every_records
                 || self.last_at.elapsed() >= self.interval)
     }
 
     /// Asks for a checkpoint of `head` (nothing if it is already checkpointed); never waits.
-    pub fn write(&mut self, head: &ChainState) {
+    fn write(&mut self, head: &ChainState) {
         if head.seq == 0 || head.seq == self.last {
             return;
         }
@@ -105,7 +121,7 @@ impl Checkpointer {
     }
 
     /// Checkpoints `head` and waits (bounded) until every checkpoint asked for is on disk.
-    pub fn close(&mut self, head: &ChainState) {
+    fn close(&mut self, head: &ChainState) {
         let (ack, done) = mpsc::channel();
         if self.tx.send(Job::Close(head.clone(), ack)).is_ok()
             && done.recv_timeout(CLOSE_WAIT).is_err()

@@ -8,4 +8,5 @@ pub mod note;
 pub mod push;
 pub mod tree;
 
-use super::{chain, files, follow};
+use super::records::chain;
+use super::store::{files, follow, sink};

@@ -319,6 +319,22 @@ impl Default for Roots {
 }
 
 impl Roots {
+    /// The right edge of the tree `view` holds, at its `size` leaves (to continue from a
+    /// tree whose first leaves are no longer at hand).
+    pub fn at(view: &TreeView, size: u64) -> Result<Roots, TreeError> {
+        view.within(size)?;
+        let mut last = [Hash::default(); LEVELS];
+        for (level, node) in last.iter_mut().enumerate() {
+            let complete = size >> level;
+            if complete == 0 {
+                break;
+            }
+            // The newest complete node of each level: the right edge `append` keeps.
+            *node = view.hashes_at_level(level_u8(level), complete - 1, 1)?[0];
+        }
+        Ok(Roots { last, size })
+    }
+
     /// Appends a leaf by its hash.
     pub fn push(&mut self, leaf: Hash) -> Result<(), TreeError> {
         append(&mut self.last, self.size, leaf, |_| {});
@@ -517,6 +533,28 @@ mod tests {
         let mut all = leaves.clone();
         all.push(b"more".to_vec());
         assert_eq!(again.root().unwrap().0, mth(&all));
+    }
+
+    #[test]
+    fn a_right_edge_read_from_the_file_continues_as_if_every_leaf_had_been_pushed() {
+        let path = temp();
+        let mut tree = Tree::open(&path).unwrap();
+        let leaves: Vec<Vec<u8>> = (0..100).map(|i| vec![i as u8; 5]).collect();
+        for leaf in &leaves {
+            tree.push(leaf).unwrap();
+        }
+        tree.sync().unwrap();
+        let view = tree.view().unwrap();
+        for start in [0u64, 1, 2, 3, 7, 8, 63, 64, 65, 99] {
+            let mut roots = Roots::at(&view, start).unwrap();
+            assert_eq!(roots.size(), start);
+            for leaf in &leaves[start as usize..] {
+                roots.push(leaf_hash(leaf)).unwrap();
+                let n = roots.size() as usize;
+                assert_eq!(roots.root().unwrap().0, mth(&leaves[..n]), "from {start}");
+            }
+        }
+        assert!(Roots::at(&view, 101).is_err());
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub struct Filter {
     pub request_id: Option<String>,
     /// Graph's `request-id`, case-insensitive.
     pub graph_request_id: Option<String>,
-    /// The initiator, case-insensitive; `@domain` matches every initiator of that domain.
+    /// The initiator (its UPN or object id), case-insensitive; `@domain` matches every
+    /// initiator of that domain.
     pub initiator: Option<String>,
     /// Records at or after this time.
     pub since: Option<DateTime<Utc>>,
@@ -64,11 +65,15 @@ impl Filter {
             })
         });
         let decision = e.decision.map(|d| d.as_str().to_owned());
+        // The person is matched by either id recorded (UPN or object id).
         let initiator_ok = self.initiator.as_ref().is_none_or(|want| {
-            e.initiator.as_ref().is_some_and(|who| {
-                let (who, want) = (who.to_ascii_lowercase(), want.to_ascii_lowercase());
-                who == want || (want.starts_with('@') && who.ends_with(&want))
-            })
+            [&e.initiator, &e.initiator_oid]
+                .into_iter()
+                .flatten()
+                .any(|who| {
+                    let (who, want) = (who.to_ascii_lowercase(), want.to_ascii_lowercase());
+                    who == want || (want.starts_with('@') && who.ends_with(&want))
+                })
         });
         let time = DateTime::parse_from_rfc3339(&e.time)
             .ok()

@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::chain::GENESIS;
 use super::files::{self, Link};
+use super::report::{Position, Report};
 use super::tree::{self, Hash};
-use super::verify::{Position, Report};
 
 /// `"hash":"` + 64 hex digits + `",`.
 const MEMBER: &[u8] = b"\"hash\":\"";
@@ -272,8 +272,8 @@ pub fn order(files: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::ChainState;
-    use crate::audit::record::Entry;
+    use crate::audit::records::chain::ChainState;
+    use crate::audit::records::record::Entry;
 
     #[test]
     fn a_sealed_line_checks_out_and_any_change_or_a_non_canonical_form_does_not() {
@@ -286,7 +286,7 @@ mod tests {
         let line = state.seal(&entry).unwrap();
         let (link, hash) = check_line(&line).unwrap();
         assert_eq!((link.seq, link.prev_hash), (1, GENESIS));
-        assert_eq!(super::super::chain::hex(&hash), state.hash);
+        assert_eq!(crate::audit::records::chain::hex(&hash), state.hash);
         let mut altered = line.clone();
         let i = altered.len() - 5;
         altered[i] ^= 1;

@@ -3,13 +3,13 @@
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use serde::Deserialize;
 
 use super::{Action, READ_TIMEOUT, SKEW};
 use crate::cloud::Cloud;
 use crate::token::TokenBroker;
-use crate::upstream::HttpClient;
+use crate::upstream::{HttpClient, MAX_ANSWER_BYTES};
 
 /// What Graph says of the device's actions.
 #[derive(Debug, Deserialize)]
@@ -86,10 +86,17 @@ impl Reader {
             .map_err(|_| "no answer in time".to_owned())?
             .map_err(|e| e.to_string())?;
         let status = resp.status();
-        let body = tokio::time::timeout(READ_TIMEOUT, resp.into_body().collect())
+        // Bounded like a forwarded answer: a larger one is refused, never buffered whole.
+        let body = Limited::new(resp.into_body(), MAX_ANSWER_BYTES).collect();
+        let body = tokio::time::timeout(READ_TIMEOUT, body)
             .await
             .map_err(|_| "no answer in time".to_owned())?
-            .map_err(|e| e.to_string())?
+            .map_err(
+                |e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                    Some(_) => format!("an answer larger than {MAX_ANSWER_BYTES} bytes"),
+                    None => e.to_string(),
+                },
+            )?
             .to_bytes();
         if !status.is_success() {
             return Err(format!("Graph answered {status}"));

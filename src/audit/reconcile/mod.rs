@@ -20,7 +20,7 @@ mod scan;
 
 use graph::{ActionResult, Reader, final_state, result_for};
 
-use super::record::{Entry, Kind, now_rfc3339};
+use super::records::record::{Entry, Kind, now_rfc3339};
 use super::{Audit, WriteError};
 use crate::cloud::Cloud;
 use crate::token::TokenBroker;
@@ -45,6 +45,9 @@ const QUEUE: usize = 4096;
 pub(super) const SKEW: chrono::Duration = chrono::Duration::minutes(5);
 /// Longest one device read may take.
 pub(super) const READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest text of Graph's copied into a completion's note, per field (an action name, a
+/// state, a time are far shorter): the note stays a line, whatever Graph answers.
+const MAX_NOTE_FIELD_CHARS: usize = 64;
 
 /// How actions are followed up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -285,10 +288,10 @@ async fn complete(
     let note = result.map(|r| {
         format!(
             "deviceActionResults: {} {} (started {}, updated {})",
-            r.action_name,
-            r.action_state,
-            r.start_date_time.as_deref().unwrap_or("-"),
-            r.last_updated_date_time.as_deref().unwrap_or("-")
+            clip(&r.action_name),
+            clip(&r.action_state),
+            clip(r.start_date_time.as_deref().unwrap_or("-")),
+            clip(r.last_updated_date_time.as_deref().unwrap_or("-"))
         )
     });
     let entry = Entry {
@@ -305,6 +308,14 @@ async fn complete(
     crate::metrics::reconcile_completion(state);
     if let Err(e @ (WriteError::Io(_) | WriteError::Stopped)) = audit.write(entry).await {
         tracing::error!(error = %e, audit_id = %action.audit_id, state, "could not write a completion record");
+    }
+}
+
+/// `text` cut to [`MAX_NOTE_FIELD_CHARS`] characters (marked with '…' when cut).
+fn clip(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(MAX_NOTE_FIELD_CHARS) {
+        Some((end, _)) => format!("{}…", &text[..end]).into(),
+        None => text.into(),
     }
 }
 
@@ -342,6 +353,17 @@ mod tests {
             start_date_time: Some(started.into()),
             last_updated_date_time: None,
         }
+    }
+
+    #[test]
+    fn graphs_text_in_a_note_is_clipped_on_a_character_boundary() {
+        assert_eq!(clip("done"), "done");
+        let long = "\u{e9}".repeat(MAX_NOTE_FIELD_CHARS + 10);
+        let cut = clip(&long);
+        assert_eq!(cut.chars().count(), MAX_NOTE_FIELD_CHARS + 1);
+        assert!(cut.ends_with('…'));
+        let exact = "x".repeat(MAX_NOTE_FIELD_CHARS);
+        assert_eq!(clip(&exact), exact, "not cut at the bound");
     }
 
     #[test]

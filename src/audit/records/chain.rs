@@ -139,6 +139,7 @@ impl serde::Serialize for Sealing<'_> {
         }
         // "hash" goes here.
         some(&mut m, "initiator", e.initiator.as_ref())?;
+        some(&mut m, "initiator_oid", e.initiator_oid.as_ref())?;
         some(&mut m, "initiator_source", e.initiator_source.as_ref())?;
         some(&mut m, "kind", e.kind.as_ref())?;
         some(&mut m, "latency_us", e.latency_us.as_ref())?;
@@ -271,7 +272,7 @@ mod tests {
             disclosed_bytes: Some(42),
             device_ids: Some(vec!["d1".into(), "d2".into()]),
             device_outcomes: Some([("d1".to_owned(), "successful".to_owned())].into()),
-            kind: Some(super::super::record::Kind::Outcome),
+            kind: Some(crate::audit::records::record::Kind::Outcome),
             time: "2026-11-28T00:00:00.000000Z".into(),
             audit_id: "id".into(),
             caller: Some("c".into()),
@@ -288,7 +289,7 @@ mod tests {
             policy_version: Some("p".into()),
             rule: Some("r".into()),
             shadow_rule: Some("s".into()),
-            decision: Some(super::super::record::AuditDecision::OutcomeUnknown),
+            decision: Some(crate::audit::records::record::AuditDecision::OutcomeUnknown),
             error_code: Some("e".into()),
             status: Some(504),
             suppressed: Some(3),
@@ -303,7 +304,8 @@ mod tests {
             caller_subject: Some("system:serviceaccount:a:b".into()),
             caller_token_sha256: Some("f0".into()),
             initiator: Some("alice@contoso.com".into()),
-            initiator_source: Some("header".into()),
+            initiator_oid: Some("9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d".into()),
+            initiator_source: Some("token".into()),
             reason: Some("CHG-1 \u{e9}\u{2028}?".into()),
             completion: Some("done".into()),
         };
@@ -316,7 +318,7 @@ mod tests {
             String::from_utf8_lossy(&line)
         );
         assert_eq!(parsed["hash"], Value::String(hash_of(&parsed)));
-        let record = super::super::record::Record {
+        let record = crate::audit::records::record::Record {
             seq: 1,
             prev_hash: GENESIS.into(),
             hash: "h".into(),

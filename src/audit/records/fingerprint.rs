@@ -197,7 +197,7 @@ fn looks_random(key: &[u8]) -> Result<Vec<u8>, String> {
     Ok(key.to_vec())
 }
 
-pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut opts = std::fs::OpenOptions::new();
     opts.write(true).create_new(true);

@@ -134,6 +134,10 @@ pub struct Entry {
     /// The person the request was made for (a UPN or an object id), as stated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator: Option<String>,
+    /// The person's object id, when it is known: stated as the initiator, or the user of a
+    /// delegated token (whose `initiator` is then its UPN, when the token has one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator_oid: Option<String>,
     /// Where the initiator came from: `header`, `body` or `token` (a delegated token's user).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initiator_source: Option<String>,

@@ -1,6 +1,6 @@
 //! Sampling of refusal records, so a hostile caller cannot fill the disk with them: each
-//! caller's refusals (and each source address's failed authentications) are written up to a
-//! rate, and all keys together up to [`GLOBAL_FACTOR`] times it; the rest are counted (a
+//! caller's refusals and dry runs (and each source address's failed authentications) are
+//! written up to a rate, and all keys together up to [`GLOBAL_FACTOR`] times it; the rest are counted (a
 //! metric, and the `suppressed` count of the next record written for that key, or of a
 //! `suppressed` record once it has been quiet for [`QUIET`] or the log closes). Memory is
 //! bounded: past [`TABLE_CAPACITY`] keys, new ones share one entry.
@@ -38,6 +38,17 @@ impl Default for SamplingLimits {
             auth_failures_per_sec: 5,
         }
     }
+}
+
+/// What a sampled record is: each kind has its own sampler (in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sampled {
+    /// A refusal of an authenticated caller (denied, invalid, rate limited), per caller.
+    Refusal = 0,
+    /// A failed authentication, per source address.
+    Unauthenticated = 1,
+    /// A dry run (allowed, nothing sent), per caller.
+    DryRun = 2,
 }
 
 /// Whose refusals a record counts against.
@@ -115,19 +126,28 @@ struct Table {
 pub struct Sampler {
     /// Records per second per key (also the burst); 0: no sampling.
     rate: f64,
-    /// The metric label (`refusal`, `unauthenticated`).
+    /// The metric label (`refusal`, `unauthenticated`, `dry_run`).
     reason: &'static str,
+    /// Counts one suppressed record (or log line) under `reason`.
+    count: fn(&'static str),
     table: Mutex<Table>,
 }
 
 impl Sampler {
     /// A sampler letting `per_sec` records per key through each second; 0 lets all through.
+    /// What it leaves out counts in `graphgate_audit_suppressed_total{reason}`.
     pub fn new(per_sec: u32, reason: &'static str) -> Self {
+        Self::counted(per_sec, reason, crate::metrics::audit_suppressed)
+    }
+
+    /// [`Sampler::new`], counting what it leaves out with `count` (e.g. log lines).
+    pub fn counted(per_sec: u32, reason: &'static str, count: fn(&'static str)) -> Self {
         let rate = f64::from(per_sec);
         let now = Instant::now();
         Sampler {
             rate,
             reason,
+            count,
             table: Mutex::new(Table {
                 keys: HashMap::new(),
                 global: Bucket::full(rate * GLOBAL_FACTOR, now),
@@ -162,7 +182,7 @@ impl Sampler {
         }
         bucket.suppressed += 1;
         bucket.last_suppressed = Some(now);
-        crate::metrics::audit_suppressed(self.reason);
+        (self.count)(self.reason);
         Sample::Suppress
     }
 
@@ -225,6 +245,7 @@ impl Table {
 /// The `suppressed` record for `count` refusals of `key` left out by `sampler`.
 pub fn summary(key: &SampleKey, count: u64, sampler: &Sampler) -> Entry {
     let unauthenticated = sampler.reason == "unauthenticated";
+    let dry_run = sampler.reason == "dry_run";
     let (caller, source) = match key {
         SampleKey::Caller(name) => (Some(name.to_string()), None),
         SampleKey::Source(IpAddr::V6(v6)) => (None, Some(format!("{v6}/64"))),
@@ -238,6 +259,8 @@ pub fn summary(key: &SampleKey, count: u64, sampler: &Sampler) -> Entry {
     };
     let what = if unauthenticated {
         "failed authentication"
+    } else if dry_run {
+        "dry-run"
     } else {
         "refusal"
     };
@@ -247,7 +270,13 @@ pub fn summary(key: &SampleKey, count: u64, sampler: &Sampler) -> Entry {
         audit_id: uuid::Uuid::new_v4().to_string(),
         caller,
         source,
-        decision: unauthenticated.then_some(AuditDecision::Unauthenticated),
+        decision: if unauthenticated {
+            Some(AuditDecision::Unauthenticated)
+        } else if dry_run {
+            Some(AuditDecision::DryRun)
+        } else {
+            None
+        },
         suppressed: Some(count),
         note: Some(format!(
             "{count} {what} record(s) of {whom} not written: over the audit sampling limit"

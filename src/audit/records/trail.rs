@@ -11,7 +11,7 @@ use crate::clock::Instant;
 use serde_json::{Map, Value, json};
 
 use super::record::{AuditDecision, Entry, Kind, now_rfc3339};
-use super::sampler::{Sample, SampleKey};
+use super::sampler::{Sample, SampleKey, Sampled};
 use super::{Audit, WriteError};
 use crate::operation::route::Recognised;
 use crate::operation::schema::{ParamValue, Params};
@@ -80,6 +80,11 @@ impl AuditTrail {
         self.entry.policy_version = Some(policy_version.to_owned());
     }
 
+    /// The caller's name, once known.
+    pub fn caller_name(&self) -> Option<&str> {
+        self.entry.caller.as_deref()
+    }
+
     /// The caller's verified token: its issuer, subject and fingerprint (never the token).
     pub fn token(&mut self, token: &crate::identity::Verified) {
         self.entry.caller_issuer = Some(token.issuer.clone());
@@ -88,8 +93,9 @@ impl AuditTrail {
     }
 
     /// The person and reason the request states (already checked).
-    pub fn stated(&mut self, stated: &crate::identity::context::Stated) {
-        self.entry.initiator = stated.initiator.as_ref().map(|(who, _)| who.clone());
+    pub fn stated(&mut self, stated: &crate::identity::stated::Stated) {
+        self.entry.initiator = stated.initiator().map(str::to_owned);
+        self.entry.initiator_oid = stated.person().and_then(|who| who.oid.clone());
         self.entry.initiator_source = stated
             .initiator
             .as_ref()
@@ -241,17 +247,20 @@ impl AuditTrail {
         } else {
             Kind::Request
         });
-        let refusal = !self.intent_written
-            && entry
-                .decision
-                .is_some_and(AuditDecision::is_sampled_refusal);
-        if refusal {
+        // Refusals and dry runs (neither sends anything) are sampled per caller.
+        let sampled = match entry.decision {
+            _ if self.intent_written => None,
+            Some(AuditDecision::DryRun) => Some(Sampled::DryRun),
+            Some(d) if d.is_sampled_refusal() => Some(Sampled::Refusal),
+            _ => None,
+        };
+        if let Some(what) = sampled {
             let key = match (&entry.caller, self.source_ip) {
                 (Some(name), _) => SampleKey::Caller(name.as_str().into()),
                 (None, Some(ip)) => SampleKey::source(ip),
                 (None, None) => SampleKey::Others,
             };
-            match self.audit.sample(key, false) {
+            match self.audit.sample(key, what) {
                 Sample::Write { suppressed } => {
                     entry.suppressed = (suppressed > 0).then_some(suppressed)
                 }
@@ -270,7 +279,7 @@ impl AuditTrail {
     /// what is known before identity, never what was presented.
     async fn unauthenticated(&mut self, status: u16) {
         let key = self.source_ip.map_or(SampleKey::Others, SampleKey::source);
-        let suppressed = match self.audit.sample(key, true) {
+        let suppressed = match self.audit.sample(key, Sampled::Unauthenticated) {
             Sample::Write { suppressed } => (suppressed > 0).then_some(suppressed),
             Sample::Suppress => return,
         };

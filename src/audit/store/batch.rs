@@ -8,10 +8,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain::ChainState;
+use super::queue::{Ack, DEFER, DEFER_BYTES, Deferred, Job, MAX_BATCH, WriteError};
 use super::record::{Entry, Kind};
 use super::sampler::{self, Sampler};
 use super::sink::Sink;
-use super::writer::{Ack, DEFER, DEFER_BYTES, Deferred, Job, MAX_BATCH, WriteError};
 
 /// Records sealed but not yet durable, and who waits for them.
 pub(super) struct Pending {
@@ -75,7 +75,7 @@ impl Pending {
     }
 
     /// Seals the `suppressed` records of the samplers' quiet callers (all, if `all`).
-    pub(super) fn take_summaries(&mut self, samplers: &[Sampler; 2], all: bool) {
+    pub(super) fn take_summaries(&mut self, samplers: &[Sampler; 3], all: bool) {
         let now = Instant::now();
         for s in samplers {
             for (key, count) in s.sweep(now, all) {

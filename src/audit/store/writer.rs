@@ -6,8 +6,8 @@
 //! waited for as lost. The thread also tells the sink how far the chain is durable (for its
 //! anchor), writes the sampler's `suppressed` counts, and on a stop closes the sink cleanly.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use crate::clock::Instant;
@@ -16,48 +16,15 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::batch::Pending;
 use super::chain::ChainState;
+use super::queue::{Ack, DEFER, Deferred, Job, WriteError};
 use super::record::Entry;
 use super::sampler::Sampler;
 use super::sink::Sink;
 
-/// Most entries taken from the queue before they are written.
-pub(super) const MAX_BATCH: usize = 4096;
-/// Longest a record nobody waits for (an outcome) stays in memory before it is written
-/// and synced; under load it rides the next intent's commit long before this.
-pub(super) const DEFER: Duration = Duration::from_millis(20);
-/// Pending bytes that force a commit even if nobody waits.
-pub(super) const DEFER_BYTES: usize = 256 * 1024;
-/// Records nobody waits for that may be left for the writer before writers queue instead.
-const DEFER_MAX: usize = 1024;
 /// Entries that may wait for the writer before senders are held back.
 const QUEUE: usize = 8192;
 /// How often the samplers are asked for the counts of callers that went quiet.
 const SWEEP: Duration = Duration::from_millis(250);
-
-/// The audit sink could not make a record durable.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum WriteError {
-    /// Writing or syncing failed.
-    #[error("the audit log could not be written: {0}")]
-    Io(String),
-    /// The writer has stopped.
-    #[error("the audit writer has stopped")]
-    Stopped,
-}
-
-pub(super) type Ack = oneshot::Sender<Result<u64, WriteError>>;
-
-// Records are the common case and travel inline, as before (no allocation per record);
-// flushes and stops are rare, so their slack in a queue slot costs nothing.
-#[allow(clippy::large_enum_variant)]
-pub(super) enum Job {
-    /// A record, acknowledged with its sequence number once durable if anybody waits.
-    Record { entry: Entry, ack: Option<Ack> },
-    /// Acknowledged once everything queued before it is durable.
-    Flush(Ack),
-    /// Make everything durable, close the sink cleanly, and stop.
-    Stop(Ack),
-}
 
 /// A handle on the writer thread; cheap to clone.
 #[derive(Clone)]
@@ -69,28 +36,6 @@ pub struct Writer {
     durable: tokio::sync::watch::Receiver<u64>,
 }
 
-/// Records nobody waits for, left for the writer to pick up on its next wake (an intent, a
-/// flush, or its [`DEFER`] timer) without waking it: on a busy single core, waking the writer
-/// for every outcome cost a context switch pair per request.
-#[derive(Default)]
-pub(super) struct Deferred(Mutex<Vec<Entry>>);
-
-impl Deferred {
-    /// Leaves `entry` for the writer, or hands it back when [`DEFER_MAX`] are already waiting.
-    fn push(&self, entry: Entry) -> Option<Entry> {
-        let mut queue = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if queue.len() >= DEFER_MAX {
-            return Some(entry);
-        }
-        queue.push(entry);
-        None
-    }
-
-    pub(super) fn take(&self) -> Vec<Entry> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
 impl Writer {
     /// Starts the writer thread over `sink`, continuing the chain from `state`, writing the
     /// counts `samplers` suppressed. The receiver resolves once the thread has stopped and
@@ -98,7 +43,7 @@ impl Writer {
     pub fn spawn(
         sink: Box<dyn Sink>,
         state: ChainState,
-        samplers: Arc<[Sampler; 2]>,
+        samplers: Arc<[Sampler; 3]>,
     ) -> std::io::Result<(Writer, oneshot::Receiver<()>)> {
         let (tx, rx) = mpsc::channel(QUEUE);
         let (stopped_tx, stopped) = oneshot::channel();
@@ -131,7 +76,7 @@ impl Writer {
 
     /// Entries waiting for the writer.
     pub fn queued(&self) -> usize {
-        let deferred = self.deferred.0.lock().map_or(0, |q| q.len());
+        let deferred = self.deferred.len();
         self.tx.max_capacity() - self.tx.capacity() + deferred
     }
 
@@ -195,7 +140,7 @@ impl Writer {
 /// What the writer thread shares with the handles, besides the queue.
 struct Ends<'a> {
     deferred: &'a Deferred,
-    samplers: &'a [Sampler; 2],
+    samplers: &'a [Sampler; 3],
     healthy: &'a AtomicBool,
     durable: &'a tokio::sync::watch::Sender<u64>,
 }

@@ -136,9 +136,10 @@ impl Witnesses {
         quorum: usize,
         latest: &Latest,
         log: &Path,
+        connect_to: &[crate::upstream::ConnectRule],
         extra_ca_pem: Option<&str>,
     ) -> Result<Witnesses, crate::upstream::UpstreamSetupError> {
-        let client = super::push::client(extra_ca_pem)?;
+        let client = super::push::client(connect_to, extra_ca_pem)?;
         let file = super::cosigned::path_for(log);
         let shared = Arc::new(Shared {
             quorum,

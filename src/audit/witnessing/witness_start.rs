@@ -11,9 +11,11 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 
 use super::Audit;
-use super::checkpoint::{self, CheckpointConfig};
+use super::checkpoint;
+use super::note::NoteVerifier;
 use super::witness::WitnessConfig;
 use super::witness_protocol::origin_hash;
+use crate::upstream::ConnectRule;
 
 /// Longest a witness gets to answer at start.
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -23,12 +25,12 @@ const TIMEOUT: Duration = Duration::from_secs(3);
 pub async fn check(
     audit: &Audit,
     log: &Path,
-    config: &CheckpointConfig,
+    log_key: &NoteVerifier,
     witnesses: &[WitnessConfig],
+    connect_to: &[ConnectRule],
     extra_ca_pem: Option<&str>,
 ) -> Result<(), String> {
     let head = audit.durable_seq().map_or(0, |s| *s.borrow());
-    let log_key = config.signer.verifier();
     let origin = checkpoint::origin_for(log_key.name(), log);
     let refuse = |who: String, size: u64| {
         format!(
@@ -39,7 +41,7 @@ pub async fn check(
         )
     };
     for note in super::cosigned::read(&super::cosigned::path_for(log)).unwrap_or_default() {
-        if let Ok(w) = super::cosigned::check(&note, &log_key, &[])
+        if let Ok(w) = super::cosigned::check(&note, log_key, &[])
             && w.checkpoint.size > head
         {
             return Err(refuse(
@@ -51,7 +53,7 @@ pub async fn check(
             ));
         }
     }
-    let client = super::push::client(extra_ca_pem).map_err(|e| e.to_string())?;
+    let client = super::push::client(connect_to, extra_ca_pem).map_err(|e| e.to_string())?;
     for w in witnesses {
         let url = format!(
             "{}/{}/checkpoint",
@@ -73,7 +75,7 @@ pub async fn check(
         };
         match tokio::time::timeout(TIMEOUT, fetched).await {
             Ok(Ok((status, note))) if status.is_success() => {
-                let checked = super::cosigned::check(&note, &log_key, std::slice::from_ref(&w.key));
+                let checked = super::cosigned::check(&note, log_key, std::slice::from_ref(&w.key));
                 match checked {
                     Ok(c) if !c.by.is_empty() && c.checkpoint.size > head => {
                         return Err(refuse(

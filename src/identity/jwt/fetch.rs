@@ -66,6 +66,16 @@ pub enum FetchError {
         /// The configured issuer.
         expected: String,
     },
+    /// A discovery document naming a `jwks_uri` on a host the issuer is not pinned to.
+    #[error(
+        "{url}: its jwks_uri is on {host}, not the issuer's host (pin_jwks_host is on for this issuer)"
+    )]
+    JwksHostNotPinned {
+        /// The discovery document.
+        url: String,
+        /// The host it named.
+        host: String,
+    },
     /// A document that is not a usable key set.
     #[error("{url}: {error}")]
     Keys {
@@ -109,6 +119,15 @@ impl HttpLoader {
             KeySource::JwksUrl(url) => (url.clone(), self.get(url, timeout).await?),
             KeySource::Discovery(url) => {
                 let jwks_uri = self.discover(url, &issuer.issuer, timeout).await?;
+                // Pinned: keys only from the issuer's own host, never wherever a (forged
+                // or redirected) discovery document points.
+                let host = crate::policy::jwt::url_host(&jwks_uri).unwrap_or_default();
+                if !issuer.jwks_host_allowed(url, host) {
+                    return Err(FetchError::JwksHostNotPinned {
+                        url: url.clone(),
+                        host: host.to_owned(),
+                    });
+                }
                 let bytes = self.get(&jwks_uri, timeout).await?;
                 (jwks_uri, bytes)
             }

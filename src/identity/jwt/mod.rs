@@ -1,21 +1,21 @@
 //! Callers that present a JWT: an Entra access token, a Kubernetes service-account token or
 //! a SPIFFE JWT-SVID. The token's issuer must be one the policy trusts; its signature is
 //! checked with that issuer's keys only ([`store`], fetched by [`fetch`], read by [`jwks`]);
-//! then audience and time ([`token`]); then its claims must name exactly one policy caller.
+//! then audience and time ([`verify`]); then its claims must name exactly one policy caller.
 
 pub mod fetch;
 pub mod jwks;
 pub mod store;
-pub mod token;
+pub mod verify;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
 use serde_json::Value;
 
-use crate::policy::{JwtIssuer, Policy};
+use crate::policy::{JwtIssuer, Person, Policy};
 use store::{KeyMiss, KeySet, KeyStore};
-pub use token::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
+pub use verify::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
 
 /// A token that verified, and whose caller it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,12 +33,14 @@ pub struct Verified {
 }
 
 /// The user of a delegated token (one with `scp` and the user's `oid`): the person the
-/// caller acts for.
+/// caller acts for, known by its object id and, when the token has one, its `upn`.
+/// `preferred_username` is never taken: the user may change it, and Microsoft says it is
+/// not for authorisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenUser {
     /// The user's object id (lower case).
     pub oid: String,
-    /// The user's principal name (`upn`, else `preferred_username`), if it is an address.
+    /// The user's principal name (`upn`), if the token has one that is an address.
     pub upn: Option<String>,
 }
 
@@ -46,6 +48,14 @@ impl TokenUser {
     /// The initiator recorded for this user: the UPN, else the object id.
     pub fn initiator(&self) -> &str {
         self.upn.as_deref().unwrap_or(&self.oid)
+    }
+
+    /// The person, by both ids where the token names both.
+    pub fn person(&self) -> Person {
+        Person {
+            upn: self.upn.clone(),
+            oid: Some(self.oid.clone()),
+        }
     }
 
     /// Whether a stated initiator (UPN or object id) names this user.
@@ -57,20 +67,25 @@ impl TokenUser {
                 .is_some_and(|u| u.eq_ignore_ascii_case(stated))
     }
 
-    /// The user of a delegated Entra token; `None` for an app-only token.
-    fn of(claims: &serde_json::Map<String, Value>) -> Option<TokenUser> {
+    /// The user of a token: `None` for an app-only token. A token that says it is delegated
+    /// (it has `scp`, or `idtyp: user`) must name its user by a GUID `oid` and must not also
+    /// say it is an app's: one that does not is refused, never taken as app-only.
+    fn of(claims: &serde_json::Map<String, Value>) -> Result<Option<TokenUser>, TokenRefusal> {
         let text = |name: &str| claims.get(name).and_then(Value::as_str);
-        let delegated =
-            text("scp").is_some_and(|s| !s.trim().is_empty()) && text("idtyp") != Some("app");
-        let oid = text("oid").filter(|o| crate::operation::route::is_guid(o))?;
-        let upn = ["upn", "preferred_username"]
-            .into_iter()
-            .filter_map(text)
-            .find(|u| crate::operation::schema::screen::is_address(u));
-        delegated.then(|| TokenUser {
+        let idtyp = claims.get("idtyp");
+        let delegated = claims.contains_key("scp") || idtyp.is_some_and(|t| t == "user");
+        if !delegated {
+            return Ok(None);
+        }
+        let oid = text("oid").filter(|o| crate::operation::route::is_guid(o));
+        let (Some(oid), false) = (oid, idtyp.is_some_and(|t| t == "app")) else {
+            return Err(TokenRefusal::DelegatedWithoutUser);
+        };
+        let upn = text("upn").filter(|u| crate::operation::schema::screen::is_address(u));
+        Ok(Some(TokenUser {
             oid: oid.to_ascii_lowercase(),
             upn: upn.map(str::to_owned),
-        })
+        }))
     }
 }
 
@@ -178,8 +193,8 @@ pub fn authenticate_cached(
 fn prepare<'t>(
     policy: &Policy,
     token: &'t str,
-) -> Result<(token::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
-    let parsed = token::parse(token)?;
+) -> Result<(verify::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
+    let parsed = verify::parse(token)?;
     let index = policy
         .jwt_issuer_for(parsed.str_claim("iss"), parsed.str_claim("sub"))
         .ok_or(TokenRefusal::UntrustedIssuer)?;
@@ -195,7 +210,7 @@ fn prepare<'t>(
 fn finish(
     policy: &Policy,
     index: usize,
-    parsed: &token::Parsed<'_>,
+    parsed: &verify::Parsed<'_>,
     keys: &KeySet,
     alg: jsonwebtoken::Algorithm,
     token: &str,
@@ -210,7 +225,8 @@ fn finish(
         return Err(TokenRefusal::UnknownKey);
     }
     parsed.verify(candidates, alg)?;
-    token::check_claims(&parsed.claims, issuer, now)?;
+    verify::check_claims(&parsed.claims, issuer, now)?;
+    let user = TokenUser::of(&parsed.claims)?;
     let caller = policy
         .jwt_caller(index, |name| parsed.caller_claim(name))
         .ok_or(TokenRefusal::NoCaller)?;
@@ -219,7 +235,7 @@ fn finish(
         issuer: issuer.issuer.clone(),
         subject: parsed.str_claim("sub").map(str::to_owned),
         fingerprint: fingerprint(token),
-        user: TokenUser::of(&parsed.claims),
+        user,
     })
 }
 

@@ -275,6 +275,7 @@ mod tests {
             refresh: Duration::from_secs(3600),
             unknown_kid_refresh: Duration::from_secs(60),
             fetch_timeout: Duration::from_secs(5),
+            pin_jwks_host: false,
         }
     }
 

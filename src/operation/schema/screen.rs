@@ -46,6 +46,41 @@ pub(crate) fn forbidden_char(c: char) -> bool {
         || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
+/// Free text a person writes and another reads back (a request's reason; an approval's
+/// review reason): 1 to `max_chars` characters, none of them a control, line-separator or
+/// bidirectional control character (as for every string parameter) or [`invisible_char`],
+/// and at least one visible (not only spaces). The one check for such text, wherever it
+/// arrives (header or body field).
+pub fn is_readable_text(text: &str, max_chars: usize) -> bool {
+    text.chars().count() <= max_chars
+        && !text.chars().any(|c| forbidden_char(c) || invisible_char(c))
+        && text.chars().any(|c| !c.is_whitespace())
+}
+
+/// Characters that show nothing yet are not spaces: Unicode format characters (category
+/// Cf: the bidirectional marks LRM, RLM and ALM, zero-width space, joiner and non-joiner,
+/// word joiner, the byte-order mark, invisible operators, tag characters...), variation
+/// selectors, the combining grapheme joiner, and the fillers Hangul and Braille draw as
+/// blanks. A reason made of them would read as empty, or differently from what it is.
+pub fn invisible_char(c: char) -> bool {
+    use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+    c.general_category() == GeneralCategory::Format
+        || matches!(
+            c,
+            '\u{034f}'
+                | '\u{115f}'
+                | '\u{1160}'
+                | '\u{17b4}'
+                | '\u{17b5}'
+                | '\u{180b}'..='\u{180f}'
+                | '\u{2800}'
+                | '\u{3164}'
+                | '\u{fe00}'..='\u{fe0f}'
+                | '\u{ffa0}'
+                | '\u{e0100}'..='\u{e01ef}'
+        )
+}
+
 /// One email address, `local@domain`: exactly one `@`; a local part of dot-separated
 /// RFC 5322 atoms (letters, digits and ``!#$%&'*+-/=?^_`{|}~``; no spaces, commas, quotes
 /// or angle brackets); a domain of at least two dot-separated labels of letters, digits and
@@ -133,6 +168,40 @@ mod tests {
         for c in ['a', ' ', ',', '@', 'é', '\u{200d}'] {
             assert!(!forbidden_char(c), "{c:?}");
         }
+    }
+
+    #[test]
+    fn readable_text_refuses_format_and_invisible_characters_and_needs_something_visible() {
+        for ok in [
+            "CHG-1234",
+            "Raum f\u{fc}r Vorstand",
+            "\u{5e9}\u{5dc}\u{5d5}\u{5dd} ok",
+            "a b",
+        ] {
+            assert!(is_readable_text(ok, 1024), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "   ",
+            "\u{a0}\u{2003}",
+            "\u{200e}",                 // LRM
+            "CHG-1\u{200f}",            // RLM
+            "\u{61c}CHG-1",             // ALM
+            "\u{feff}CHG-1",            // BOM
+            "CHG\u{200b}-1",            // zero-width space
+            "\u{200c}\u{200d}\u{2060}", // ZWNJ, ZWJ, word joiner
+            "ok\u{e0041}\u{e0042}",     // tag characters
+            "\u{3164}\u{3164}",         // Hangul filler
+            "\u{2800}",                 // Braille blank
+            "a\u{fe0f}",                // variation selector
+            "\u{2064}",                 // invisible plus
+            "a\u{202e}b",               // bidi override (a control already)
+            "tab\there",
+        ] {
+            assert!(!is_readable_text(bad, 1024), "{bad:?}");
+        }
+        assert!(is_readable_text(&"r".repeat(8), 8));
+        assert!(!is_readable_text(&"r".repeat(9), 8));
     }
 
     #[test]

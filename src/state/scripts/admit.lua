@@ -1,5 +1,8 @@
--- Budgets and one tenant write slot, taken together or not at all: the same steps as
--- `MemoryStore::admit` and `slide` in src/state/, on the server's clock.
+-- Budgets and one tenant write slot, taken together or not at all: the same steps as the
+-- memory store's admission and `slide` in src/state/algo.rs (the pacing:
+-- the_lua_scripts_and_algo_agree_step_by_step, in tests/e2e/state_contract.rs, feeds both
+-- the same inputs; the budgets: the contract suite there), on the server's clock
+-- (`server_now`, clock.lua).
 -- KEYS[1]: the pacing window (a sorted set of admission times, us).
 -- KEYS[1 + j]: budget j's counter for the current window.
 -- ARGV[1]: writes allowed per window. ARGV[2]: the window (us). ARGV[3]: a unique member
@@ -16,8 +19,7 @@ for j = 1, #KEYS - 1 do
   end
   used[j] = u
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = server_now()
 local count = tonumber(ARGV[1])
 local window = tonumber(ARGV[2])
 -- A slot taken at s is free again at s + window.

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 
 use bytes::Bytes;
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{
+use graphgate_emulator::Secret;
+use graphgate_emulator::{
     self, AppRegistration, DEMO_TENANT_ID, EmulatorConfig, ExposedApi, KUBERNETES_ISSUER,
     entra_issuer,
 };
-use graphgate::secret::Secret;
 use http::Method;
 use http_body_util::Full;
 
@@ -65,7 +65,7 @@ fn entra_issuer_yaml(cloud: Cloud, version: u8) -> String {
     let host = cloud.endpoints().login_host;
     let (audience, discovery) = match version {
         1 => (
-            emulator::DEMO_API_URI,
+            graphgate_emulator::DEMO_API_URI,
             format!("https://{host}/{DEMO_TENANT_ID}/.well-known/openid-configuration"),
         ),
         _ => (
@@ -75,7 +75,7 @@ fn entra_issuer_yaml(cloud: Cloud, version: u8) -> String {
     };
     format!(
         "  - issuer: \"{}\"\n    audiences: [\"{audience}\"]\n    keys: {{ discovery: \"{discovery}\" }}\n    algorithms: [RS256]\n",
-        entra_issuer(cloud, DEMO_TENANT_ID, version)
+        entra_issuer(super::ms_cloud(cloud), DEMO_TENANT_ID, version)
     )
 }
 
@@ -93,7 +93,7 @@ pub fn policy(
         "  - name: rooms-rotator\n    api_key_sha256: \"{}\"\n",
         graphgate::identity::api_key_sha256(super::ROTATOR_KEY)
     );
-    let oid = emulator::service_principal_id(DEMO_TENANT_ID, CALLER_APP);
+    let oid = graphgate_emulator::service_principal_id(DEMO_TENANT_ID, CALLER_APP);
     let mut names = vec!["rooms-rotator".to_owned()];
     for cloud in ENTRA_CLOUDS {
         for version in [1, 2] {
@@ -101,7 +101,7 @@ pub fn policy(
             let name = entra_caller(cloud, version);
             callers.push_str(&format!(
                 "  - name: {name}\n    jwt: {{ issuer: \"{}\", claims: {{ azp: \"{CALLER_APP}\", oid: \"{oid}\" }} }}\n",
-                entra_issuer(cloud, DEMO_TENANT_ID, version)
+                entra_issuer(super::ms_cloud(cloud), DEMO_TENANT_ID, version)
             ));
             names.push(name);
         }
@@ -121,7 +121,7 @@ pub fn policy(
     }
     callers.push_str(&format!(
         "  - name: helpdesk-portal\n    jwt: {{ issuer: \"{}\", claims: {{ appid: \"{HELPDESK_APP}\" }} }}\n",
-        entra_issuer(Cloud::Global, DEMO_TENANT_ID, 1)
+        entra_issuer(graphgate_emulator::Cloud::Global, DEMO_TENANT_ID, 1)
     ));
     names.push("helpdesk-portal".to_owned());
     callers.push_str(&format!(
@@ -253,7 +253,7 @@ impl Harness {
         let body = serde_json::json!({"spec": {"audiences": audiences, "expirationSeconds": 3600}});
         let reply = self
             .to_emulator(
-                graphgate::emulator::KUBERNETES_HOST,
+                graphgate_emulator::KUBERNETES_HOST,
                 Method::POST,
                 &format!(
                     "/_emulator/kubernetes/serviceaccounts/{NAMESPACE}/{SERVICE_ACCOUNT}/token"

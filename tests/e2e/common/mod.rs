@@ -1,5 +1,8 @@
-//! Test harness: the emulator and a gateway in-process on 127.0.0.1:0, wired exactly as in
-//! production (real hostnames, TLS with certificate checks, connect-to overrides).
+//! Test harness: the gateway started in-process exactly as `graphgate serve` starts it
+//! (`graphgate::app::App`: policy file and its reloader, audit log, admin listener) on
+//! 127.0.0.1:0, in front of the emulator standing for Microsoft (real hostnames, TLS with
+//! certificate checks, connect-to overrides). [`Options`] and [`serve_config`] are the one
+//! way a test configures a gateway; [`policy::TestPolicy`] the one way it writes a policy.
 //! Beside it: `served` (the binary as an operator runs it), `process` (child processes
 //! with bounded waits), `tools` (external tools: skip, or fail under CI), `metrics`
 //! (metric values), `clock` (a paused clock over real sockets), `emu` and `pki`, `redis` (a
@@ -13,28 +16,32 @@ pub mod jwt;
 pub mod metrics;
 pub mod otlp;
 pub mod pki;
+pub mod policy;
 pub mod process;
 pub mod redis;
 pub mod replicas;
 pub mod served;
 pub mod tools;
 
-pub use tools::require_tool;
+pub use policy::{Caller, Rule, TestPolicy};
+pub use tools::{PYTHON_INSTALL, python_tool, require_tool};
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use graphgate::app::{self, Settings};
-use graphgate::audit::{Audit, Fingerprinter};
+use graphgate::app::{App, AuditTarget, Listeners, PolicySource, ServeConfig, TlsSource};
+use graphgate::audit::open::{AuditSettings, HmacKey};
+use graphgate::audit::{Audit, AuditConfig, Fingerprinter};
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{Emulator, EmulatorConfig};
-use graphgate::gateway::Limits;
-use graphgate::identity::api_key_sha256;
-use graphgate::policy::Policy;
-use graphgate::server::{self, ServerLimits};
+use graphgate::credential::Credential;
+use graphgate::gateway::{Gateway, Limits};
+use graphgate::server::ServerLimits;
+use graphgate::state::StateConfig;
+use graphgate::upstream::ConnectRule;
+use graphgate_emulator::{Emulator, EmulatorConfig};
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -55,17 +62,25 @@ pub fn body() -> String {
     )
 }
 
+/// The standard policy's text ([`TestPolicy::standard`]).
 pub fn policy_text() -> String {
-    format!(
-        "version: 1\ncallers:\n  - name: rooms-rotator\n    api_key_sha256: \"{}\"\n  - name: other-service\n    api_key_sha256: \"{}\"\nrules:\n  - name: rotator-updates-room-accounts\n    callers: [rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
-        api_key_sha256(ROTATOR_KEY),
-        api_key_sha256(OTHER_KEY)
-    )
+    TestPolicy::standard().yaml()
+}
+
+/// The standard policy without the tenant write pacing to speak of (10,000 writes a second),
+/// for tests that send far more than Intune's 200 writes per 20 s.
+pub fn unpaced() -> String {
+    TestPolicy::standard()
+        .set(
+            "pacing",
+            serde_json::json!({"tenant_writes": "10000 per 1s"}),
+        )
+        .yaml()
 }
 
 /// How the harness's gateway audits.
 pub enum AuditMode {
-    /// A fresh log file in a temporary directory (the default).
+    /// A fresh log file in the harness's directory, opened as `serve` opens it (the default).
     File,
     /// This audit log (e.g. over a failing sink).
     Custom(Audit),
@@ -73,11 +88,19 @@ pub enum AuditMode {
     Disabled,
 }
 
-/// The HMAC key the harness's audit uses.
-pub const HMAC_KEY: [u8; 32] = [0x42; 32];
+/// The HMAC key the harness's audit uses (fixed, so tests can compute fingerprints).
+pub const HMAC_KEY: [u8; 32] = [
+    0x47, 0x7c, 0x0c, 0xe4, 0x5e, 0x3d, 0xb0, 0x28, 0x76, 0x89, 0x19, 0xa3, 0x5b, 0xdc, 0x18, 0x0a,
+    0x87, 0x9f, 0xd7, 0x61, 0x5c, 0x39, 0x1f, 0xa7, 0xab, 0x84, 0x5e, 0xc9, 0x9f, 0x48, 0x8f, 0x8a,
+];
 
 pub fn fingerprinter() -> Fingerprinter {
     Fingerprinter::new(&HMAC_KEY).unwrap()
+}
+
+/// The emulator's name for `cloud`.
+pub fn ms_cloud(cloud: Cloud) -> graphgate_emulator::Cloud {
+    cloud.name().parse().unwrap()
 }
 
 /// A fresh temporary directory.
@@ -87,16 +110,37 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// Writes `contents` to a new file only its owner may read (as key files must be).
+pub fn write_private(path: &Path, contents: &[u8]) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    std::io::Write::write_all(&mut f, contents).unwrap();
+}
+
+/// What a test changes about the gateway it starts; everything else is as `serve` would
+/// have it by default.
 pub struct Options {
     pub audit: AuditMode,
     /// Replace the client secret the gateway presents (to make Entra refuse it).
     pub client_secret_override: Option<&'static str>,
+    /// The gateway's credential [default: the emulator's demo app, by client secret].
+    pub credential: Option<Credential>,
     pub cloud: Cloud,
     pub token_lifetime: Duration,
     pub token_expiry_margin: Duration,
     pub emulator: EmulatorConfig,
-    /// Policy text; the default policy when `None`.
+    /// Policy text; [`TestPolicy::standard`] when `None`. Written to the gateway's policy
+    /// file, which its reloader follows.
     pub policy: Option<String>,
+    /// Where that file is [default: `policy.yaml` in the gateway's own directory]. Replicas
+    /// of one deployment read one path, as pods mount one: the path names the deployment in
+    /// a shared store's keys (see `graphgate::state::default_deployment`).
+    pub policy_file: Option<PathBuf>,
     /// Serve TLS (and mTLS) with this config.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Request bounds.
@@ -108,6 +152,10 @@ pub struct Options {
     pub graph_addr: Option<SocketAddr>,
     /// Follow up accepted device actions (outcome reconciliation).
     pub reconcile: Option<graphgate::audit::reconcile::ReconcileConfig>,
+    /// Where the state lives [default: in the gateway's memory].
+    pub state: StateConfig,
+    /// Faults the emulator injects from the start (before the gateway's first token).
+    pub faults: graphgate_emulator::Faults,
 }
 
 impl Default for Options {
@@ -115,32 +163,220 @@ impl Default for Options {
         Options {
             audit: AuditMode::File,
             client_secret_override: None,
+            credential: None,
             cloud: Cloud::Global,
             token_lifetime: Duration::from_secs(3599),
             token_expiry_margin: Duration::from_secs(300),
             emulator: EmulatorConfig::default(),
             policy: None,
+            policy_file: None,
             tls: None,
             limits: Limits::default(),
             server: ServerLimits::default(),
             graph_addr: None,
             reconcile: None,
+            state: StateConfig::default(),
+            faults: graphgate_emulator::Faults::default(),
         }
     }
 }
 
+/// Microsoft, as the tests have it: one emulator on 127.0.0.1:0, until dropped.
+pub struct Microsoft {
+    pub emulator: Arc<Emulator>,
+    pub addr: SocketAddr,
+    /// The demo app's credential (a client secret).
+    pub credential: Credential,
+    stop: watch::Sender<bool>,
+}
+
+impl Microsoft {
+    /// Starts an emulator with `config`.
+    pub async fn start(config: EmulatorConfig) -> Microsoft {
+        let app = config.apps.first().unwrap();
+        let credential = Credential::ClientSecret {
+            tenant_id: config.tenant_id.clone(),
+            client_id: app.client_id.clone(),
+            secret: graphgate::secret::Secret::new(app.client_secret.expose()),
+        };
+        let emulator = Emulator::new(config).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, _) = watch::channel(false);
+        let ms = Microsoft {
+            emulator,
+            addr,
+            credential,
+            stop,
+        };
+        tokio::spawn(Arc::clone(&ms.emulator).serve(listener, ms.until_stopped()));
+        ms
+    }
+
+    /// Resolves when this Microsoft is dropped (for listeners beside it, e.g. IMDS).
+    pub fn until_stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.stop.subscribe();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Connect-to rules sending every cloud host here, except the Graph hosts when `graph`
+    /// is given.
+    pub fn connect_to(&self, graph: Option<SocketAddr>) -> Vec<ConnectRule> {
+        connect_to(self.addr, graph)
+    }
+}
+
+impl Drop for Microsoft {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// The one settings builder: the configuration of a gateway in front of `ms`, as `opts`
+/// describe it, with its files (policy unless `opts` puts it elsewhere, audit log and key)
+/// in `dir`.
+pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
+    let policy_file = opts
+        .policy_file
+        .clone()
+        .unwrap_or_else(|| dir.join("policy.yaml"));
+    let text = opts.policy.clone().unwrap_or_else(policy_text);
+    std::fs::write(&policy_file, text).unwrap();
+    let credential = match (&opts.credential, opts.client_secret_override) {
+        (Some(c), _) => c.clone(),
+        (None, Some(wrong)) => match &ms.credential {
+            Credential::ClientSecret {
+                tenant_id,
+                client_id,
+                ..
+            } => Credential::ClientSecret {
+                tenant_id: tenant_id.clone(),
+                client_id: client_id.clone(),
+                secret: graphgate::secret::Secret::new(wrong),
+            },
+            other => other.clone(),
+        },
+        (None, None) => ms.credential.clone(),
+    };
+    let audit = match &opts.audit {
+        AuditMode::File => {
+            let key = dir.join("hmac.key");
+            if !key.exists() {
+                let hex: String = HMAC_KEY.iter().map(|b| format!("{b:02x}")).collect();
+                write_private(&key, hex.as_bytes());
+            }
+            let config = AuditConfig {
+                files: graphgate::audit::store::sink::FileOptions {
+                    max_file_bytes: 1 << 30,
+                    ..AuditConfig::default().files
+                },
+                ..AuditConfig::default()
+            };
+            AuditTarget::Log(Box::new(AuditSettings {
+                log: dir.join("audit.jsonl"),
+                hmac_key: HmacKey::File(key),
+                new_tree: false,
+                config,
+                checkpoints: None,
+            }))
+        }
+        AuditMode::Custom(audit) => AuditTarget::Opened(audit.clone()),
+        AuditMode::Disabled => AuditTarget::Disabled,
+    };
+    ServeConfig {
+        cloud: opts.cloud,
+        credential,
+        authority_host: None,
+        connect_to: ms.connect_to(opts.graph_addr),
+        extra_ca_pem: Some(ms.emulator.ca_pem().to_owned()),
+        token_expiry_margin: opts.token_expiry_margin,
+        limits: opts.limits.clone(),
+        server: opts.server.clone(),
+        tls: opts.tls.clone().map(TlsSource::Ready),
+        policy: PolicySource::File(policy_file),
+        audit,
+        reconcile: opts.reconcile.clone(),
+        state: opts.state.clone(),
+        admin_token_file: None,
+        admin_tls: None,
+        ship: None,
+    }
+}
+
+/// A gateway running from a [`ServeConfig`], on 127.0.0.1:0 (callers and admin).
+pub struct Running {
+    pub gw: Arc<Gateway>,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<Result<(), graphgate::app::RunError>>>>,
+}
+
+impl Running {
+    /// Builds and starts the gateway `config` describes.
+    pub async fn start(config: ServeConfig) -> Running {
+        let app = App::build(config)
+            .await
+            .unwrap_or_else(|problems| panic!("the gateway did not start:\n{problems}"));
+        let gw = Arc::clone(app.gateway());
+        // `run` fetches the first token in the background, as in production; fetched here
+        // first, so a test knows how many token requests it made (one, or, when Entra
+        // refuses, as many as the breaker lets through).
+        let _ = gw.broker().token().await;
+        let listeners = Listeners {
+            main: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        };
+        let addr = listeners.main.local_addr().unwrap();
+        let admin = listeners.admin.local_addr().unwrap();
+        let (stop, mut stopped) = watch::channel(false);
+        let task = tokio::spawn(app.run(listeners, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        Running {
+            gw,
+            addr,
+            admin,
+            stop,
+            task: std::sync::Mutex::new(Some(task)),
+        }
+    }
+
+    /// Shuts the gateway down as SIGTERM does (in-flight requests finish, the audit log is
+    /// closed cleanly) and returns when it has stopped.
+    pub async fn shut_down(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().unwrap().take();
+        if let Some(task) = task {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+    }
+}
+
+/// One gateway and the emulator in front of which it runs.
 pub struct Harness {
     pub gateway: SocketAddr,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/audit`).
+    pub admin: SocketAddr,
     /// The emulator's HTTPS address (every cloud host, and the Kubernetes API server).
     pub emulator_addr: SocketAddr,
     pub audit: Audit,
     pub audit_path: Option<PathBuf>,
-    server_task: std::sync::Mutex<Option<tokio::task::JoinHandle<std::io::Result<()>>>>,
+    /// The gateway's policy file (its reloader follows it).
+    pub policy_path: PathBuf,
     pub emulator: Arc<Emulator>,
-    pub gw: Arc<graphgate::gateway::Gateway>,
+    pub gw: Arc<Gateway>,
     client: Client<HttpConnector, Full<Bytes>>,
-    stop: watch::Sender<bool>,
-    emulator_stop: watch::Sender<bool>,
+    running: Running,
+    ms: Microsoft,
 }
 
 pub struct Reply {
@@ -182,95 +418,42 @@ pub async fn start() -> Harness {
 }
 
 pub async fn start_with(opts: Options) -> Harness {
-    let (stop, stop_rx) = watch::channel(false);
-    // The emulator outlives a gateway shutdown (it stands for Microsoft, which does not stop).
-    let (emulator_stop, emulator_stop_rx) = watch::channel(false);
-    let until_stop = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let emulator_config = EmulatorConfig {
+    let emulator = EmulatorConfig {
         token_lifetime: opts.token_lifetime,
-        ..opts.emulator
+        ..opts.emulator.clone()
     };
-    let emu = graphgate::demo::start_emulator(emulator_config, until_stop(emulator_stop_rx))
-        .await
-        .unwrap();
-    let (audit, audit_path) = match opts.audit {
-        AuditMode::File => {
-            let path = temp_dir("audit").join("audit.jsonl");
-            let audit = Audit::open(&path, 1 << 30, fingerprinter()).unwrap();
-            (audit, Some(path))
-        }
-        AuditMode::Custom(audit) => (audit, None),
-        AuditMode::Disabled => (Audit::disabled(), None),
-    };
-    let credential = match (opts.client_secret_override, &emu.credential) {
-        (
-            Some(wrong),
-            graphgate::credential::Credential::ClientSecret {
-                tenant_id,
-                client_id,
-                ..
-            },
-        ) => graphgate::credential::Credential::ClientSecret {
-            tenant_id: tenant_id.clone(),
-            client_id: client_id.clone(),
-            secret: graphgate::secret::Secret::new(wrong),
-        },
-        (_, c) => c.clone(),
-    };
-    let settings = Settings {
-        cloud: opts.cloud,
-        credential,
-        authority_host: None,
-        connect_to: connect_to(emu.addr, opts.graph_addr),
-        extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
-        token_expiry_margin: opts.token_expiry_margin,
-        limits: opts.limits.clone(),
-        audit: audit.clone(),
-        reconcile: opts.reconcile.clone(),
-    };
-    let policy = Policy::from_yaml(
-        opts.policy.as_deref().unwrap_or(&policy_text()),
-        "test-policy",
-    )
-    .unwrap();
-    let gw = app::build(&settings, policy).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let gateway = listener.local_addr().unwrap();
-    let server_task = tokio::spawn(server::serve(
-        listener,
-        opts.tls.clone(),
-        Arc::clone(&gw),
-        opts.server.clone(),
-        until_stop(stop_rx),
-    ));
-    let client = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let ms = Microsoft::start(emulator).await;
+    ms.emulator.set_faults(opts.faults.clone());
+    let dir = temp_dir("gateway");
+    let config = serve_config(&ms, &opts, &dir);
+    let audit_path = matches!(opts.audit, AuditMode::File).then(|| dir.join("audit.jsonl"));
+    let running = Running::start(config).await;
     Harness {
-        gateway,
-        emulator_addr: emu.addr,
-        audit,
+        gateway: running.addr,
+        admin: running.admin,
+        emulator_addr: ms.addr,
+        audit: running.gw.audit().clone(),
         audit_path,
-        server_task: std::sync::Mutex::new(Some(server_task)),
-        emulator: emu.emulator,
-        gw,
-        client,
-        stop,
-        emulator_stop,
+        policy_path: opts
+            .policy_file
+            .clone()
+            .unwrap_or_else(|| dir.join("policy.yaml")),
+        emulator: Arc::clone(&ms.emulator),
+        gw: Arc::clone(&running.gw),
+        client: Client::builder(TokioExecutor::new()).build(HttpConnector::new()),
+        running,
+        ms,
     }
 }
 
 /// Connect-to rules sending every cloud host to the emulator at `emulator`, except the
 /// Graph hosts when `graph` is given.
-fn connect_to(
-    emulator: SocketAddr,
-    graph: Option<SocketAddr>,
-) -> Vec<graphgate::upstream::ConnectRule> {
+fn connect_to(emulator: SocketAddr, graph: Option<SocketAddr>) -> Vec<ConnectRule> {
     let graph_hosts: Vec<String> = Cloud::ALL
         .iter()
         .map(|c| format!("{}:443=", c.endpoints().graph_host))
         .collect();
-    let rules: Vec<String> = graphgate::emulator::Emulator::connect_to(emulator)
+    let rules: Vec<String> = Emulator::connect_to(emulator)
         .split(',')
         .map(|rule| match graph {
             Some(to) if graph_hosts.iter().any(|g| rule.starts_with(g.as_str())) => {
@@ -361,14 +544,20 @@ impl Harness {
             .await
     }
 
-    /// Every audit record so far (after everything queued is durable), as JSON.
+    /// Every audit record of a request so far (after everything queued is durable; after
+    /// a shutdown, everything is), as JSON: the log's `start` record, written as the gateway
+    /// started, is left out.
     pub async fn audit_records(&self) -> Vec<serde_json::Value> {
-        self.audit.flush().await.unwrap();
+        match self.audit.flush().await {
+            Ok(()) | Err(graphgate::audit::WriteError::Stopped) => {}
+            Err(e) => panic!("the audit log could not be flushed: {e}"),
+        }
         let path = self.audit_path.as_ref().expect("a file audit log");
         std::fs::read_to_string(path)
             .unwrap()
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|r| r["kind"] != "start")
             .collect()
     }
 
@@ -379,21 +568,15 @@ impl Harness {
 }
 
 impl Harness {
-    /// Starts a graceful shutdown of the gateway's listener (the emulator keeps running) and
-    /// returns when the server has drained.
+    /// Shuts the gateway down as SIGTERM does (in-flight requests finish, the audit log is
+    /// closed cleanly; the emulator keeps running) and returns when it has stopped.
     pub async fn shut_down(&self) {
-        let _ = self.stop.send(true);
-        let task = self.server_task.lock().unwrap().take();
-        if let Some(task) = task {
-            task.await.unwrap().unwrap();
-        }
+        self.running.shut_down().await;
     }
-}
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        let _ = self.stop.send(true);
-        let _ = self.emulator_stop.send(true);
+    /// The emulator's clouds' lookups, for listeners beside it (IMDS).
+    pub fn microsoft(&self) -> &Microsoft {
+        &self.ms
     }
 }
 

@@ -1,6 +1,7 @@
 //! An OTLP/HTTP (protobuf) collector on 127.0.0.1:0 for the tests: it decodes exported
 //! spans (`/v1/traces`) and log records (`/v1/logs`), and can be taken down (it answers
-//! 503) or made to hang (it never answers) to show what a collector outage does.
+//! 503) or made to hang (it never answers) to show what a collector outage does. It may
+//! serve TLS (and require client certificates) behind rustls, counting failed handshakes.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
@@ -37,6 +38,9 @@ pub struct Receiver {
     pub up: Arc<AtomicBool>,
     /// While true, exports are held without an answer.
     pub hang: Arc<AtomicBool>,
+    /// How many TLS handshakes failed (a client that does not trust the receiver, or
+    /// presents no certificate it accepts).
+    pub handshake_failures: tokio::sync::watch::Receiver<usize>,
 }
 
 #[derive(Clone)]
@@ -51,6 +55,13 @@ struct Shared {
 }
 
 pub async fn otlp_receiver() -> Receiver {
+    otlp_receiver_tls(None).await
+}
+
+/// The receiver serving TLS with `tls` (plain HTTP with `None`).
+pub async fn otlp_receiver_tls(tls: Option<Arc<rustls::ServerConfig>>) -> Receiver {
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    let (failed_tx, handshake_failures) = tokio::sync::watch::channel(0usize);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (count, arrived) = tokio::sync::watch::channel(0usize);
@@ -73,6 +84,7 @@ pub async fn otlp_receiver() -> Receiver {
         logs_arrived,
         up: Arc::clone(&shared.up),
         hang: Arc::clone(&shared.hang),
+        handshake_failures,
     };
     tokio::spawn(async move {
         loop {
@@ -82,10 +94,22 @@ pub async fn otlp_receiver() -> Receiver {
                 let shared = shared.clone();
                 async move { handle(&shared, req).await }
             });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service),
-            );
+            let http = hyper::server::conn::http1::Builder::new();
+            let Some(acceptor) = acceptor.clone() else {
+                tokio::spawn(http.serve_connection(TokioIo::new(stream), service));
+                continue;
+            };
+            let failed = failed_tx.clone();
+            tokio::spawn(async move {
+                match acceptor.accept(stream).await {
+                    Ok(tls) => {
+                        let _ = http.serve_connection(TokioIo::new(tls), service).await;
+                    }
+                    Err(_) => {
+                        failed.send_modify(|n| *n += 1);
+                    }
+                }
+            });
         }
     });
     receiver

@@ -9,6 +9,8 @@ use std::time::Duration;
 
 /// How long a redis-server gets to accept connections.
 const START: Duration = Duration::from_secs(10);
+/// Longest a test's own command to the server may take.
+const TEST_COMMAND: Duration = Duration::from_secs(30);
 
 /// A running (or stopped, to be restarted) redis-server.
 pub struct RedisServer {
@@ -154,12 +156,26 @@ impl RedisServer {
         }
     }
 
-    /// A connection for the test's own commands (plain TCP only).
+    /// A connection for the test's own commands (plain TCP only). Each answer may take up
+    /// to [`TEST_COMMAND`] (redis-rs's own default, 500 ms, is short for writing megabytes
+    /// on a loaded machine).
     pub async fn connection(&self) -> redis::aio::MultiplexedConnection {
         let client = redis::Client::open(self.url()).unwrap();
-        tokio::time::timeout(START, client.get_multiplexed_async_connection())
+        let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(TEST_COMMAND));
+        let connect = client.get_multiplexed_async_connection_with_config(&config);
+        tokio::time::timeout(START, connect)
             .await
             .expect("connected in time")
+            .unwrap()
+    }
+
+    /// Every key the server holds (`KEYS *`).
+    pub async fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection().await;
+        redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
             .unwrap()
     }
 

@@ -1,6 +1,8 @@
 //! Several gateway replicas in this process, as a load balancer sees them: each its own
-//! gateway, listener and audit log, all in front of one emulator (one Microsoft) and one
-//! state store setting (e.g. one redis-server). `restart_all` stops every replica and starts
+//! gateway, listener and audit log, all in front of one emulator (one Microsoft), one state
+//! store setting (e.g. one redis-server) and one policy file path (as every pod of a
+//! deployment mounts its policy at one path; the path and the app name the deployment's
+//! keys in a shared store). `restart_all` stops every replica and starts
 //! fresh ones with the same settings, as a rolling restart ends.
 
 use std::net::SocketAddr;
@@ -8,21 +10,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use graphgate::app::{self, Settings};
-use graphgate::audit::Audit;
-use graphgate::cloud::Cloud;
-use graphgate::emulator::{Emulator, EmulatorConfig};
 use graphgate::gateway::{Gateway, Limits};
-use graphgate::policy::Policy;
-use graphgate::server::{self, ServerLimits};
 use graphgate::state::StateConfig;
+use graphgate_emulator::{Emulator, EmulatorConfig};
 use http::Request;
 use http_body_util::Full;
-use tokio::sync::watch;
 
-use super::{ACTION_PATH, ROTATOR_KEY, Reply, body, fingerprinter, temp_dir};
+use super::{ACTION_PATH, Microsoft, Options, ROTATOR_KEY, Reply, Running, body, temp_dir};
 
-/// One replica: a gateway and its listener.
+/// One replica: a gateway and its listeners.
 pub struct Replica {
     /// Its callers' address.
     pub addr: SocketAddr,
@@ -30,49 +26,36 @@ pub struct Replica {
     pub gw: Arc<Gateway>,
     /// Its audit log.
     pub audit_path: PathBuf,
-    stop: watch::Sender<bool>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    running: Running,
 }
 
 /// N replicas, one emulator.
 pub struct Replicas {
     pub emulator: Arc<Emulator>,
     pub replicas: Vec<Replica>,
-    settings: Settings,
-    policy: String,
-    state: StateConfig,
+    opts: Options,
     dir: PathBuf,
-    _emulator_stop: watch::Sender<bool>,
+    ms: Microsoft,
 }
 
 impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
-        let (emulator_stop, mut stopped) = watch::channel(false);
-        let emu = graphgate::demo::start_emulator(EmulatorConfig::default(), async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        })
-        .await
-        .unwrap();
-        let settings = Settings {
-            cloud: Cloud::Global,
-            credential: emu.credential.clone(),
-            authority_host: None,
-            connect_to: super::connect_to(emu.addr, None),
-            extra_ca_pem: Some(emu.emulator.ca_pem().to_owned()),
-            token_expiry_margin: std::time::Duration::from_secs(300),
+        let ms = Microsoft::start(EmulatorConfig::default()).await;
+        let dir = temp_dir("replicas");
+        let opts = Options {
+            policy: Some(policy.to_owned()),
+            policy_file: Some(dir.join("policy.yaml")),
+            state,
             limits,
-            audit: Audit::disabled(),
-            reconcile: None,
+            ..Options::default()
         };
         let mut all = Replicas {
-            emulator: emu.emulator,
+            emulator: Arc::clone(&ms.emulator),
             replicas: Vec::new(),
-            settings,
-            policy: policy.to_owned(),
-            state,
-            dir: temp_dir("replicas"),
-            _emulator_stop: emulator_stop,
+            opts,
+            dir,
+            ms,
         };
         for i in 0..n {
             let replica = all.replica(i).await;
@@ -82,45 +65,23 @@ impl Replicas {
     }
 
     async fn replica(&self, i: usize) -> Replica {
-        // Each replica its own audit log (like one file per pod), continued across restarts.
-        let audit_path = self.dir.join(format!("replica-{i}.jsonl"));
-        let audit = Audit::open(&audit_path, 1 << 30, fingerprinter()).unwrap();
-        let settings = Settings {
-            audit,
-            ..self.settings.clone()
-        };
-        let policy = Policy::from_yaml(&self.policy, "replicas-policy").unwrap();
-        let gw = app::build_with_state(&settings, policy, &self.state).unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, mut stopped) = watch::channel(false);
-        let task = tokio::spawn(server::serve(
-            listener,
-            None,
-            Arc::clone(&gw),
-            ServerLimits::default(),
-            async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            },
-        ));
+        // Each replica its own files (its audit log, like one per pod), kept across restarts.
+        let dir = self.dir.join(format!("replica-{i}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let running = Running::start(super::serve_config(&self.ms, &self.opts, &dir)).await;
         Replica {
-            addr,
-            gw,
-            audit_path,
-            stop,
-            task: Some(task),
+            addr: running.addr,
+            gw: Arc::clone(&running.gw),
+            audit_path: dir.join("audit.jsonl"),
+            running,
         }
     }
 
     /// Stops every replica (draining each, closing its audit log) and starts new ones with
     /// the same settings: nothing in any process's memory survives.
     pub async fn restart_all(&mut self) {
-        for r in &mut self.replicas {
-            let _ = r.stop.send(true);
-            if let Some(task) = r.task.take() {
-                task.await.unwrap().unwrap();
-            }
-            r.gw.audit().shutdown().await.unwrap();
+        for r in &self.replicas {
+            r.running.shut_down().await;
         }
         let n = self.replicas.len();
         self.replicas.clear();
@@ -156,13 +117,5 @@ impl Replicas {
             .unwrap()
             .to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
-    }
-}
-
-impl Drop for Replicas {
-    fn drop(&mut self) {
-        for r in &self.replicas {
-            let _ = r.stop.send(true);
-        }
     }
 }

@@ -10,10 +10,9 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::Duration;
 
-use graphgate::emulator::{
+use graphgate_emulator::{
     DEMO_CLIENT_ID, DEMO_CLIENT_SECRET, DEMO_TENANT_ID, Emulator, EmulatorConfig,
 };
-use tokio::sync::watch;
 
 use super::process::{BIN, Proc};
 
@@ -28,41 +27,25 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// A directory for the gateway's files: `ca.pem`, `policy.yaml`, `hmac.key`, the audit log.
     pub dir: PathBuf,
-    _stop: watch::Sender<bool>,
+    _ms: super::Microsoft,
 }
 
 /// Starts an emulator with `config` and writes its CA certificate for the gateway.
 pub async fn backend(config: EmulatorConfig) -> Backend {
-    let (stop, mut stopped) = watch::channel(false);
-    let emu = graphgate::demo::start_emulator(config, async move {
-        let _ = stopped.wait_for(|s| *s).await;
-    })
-    .await
-    .unwrap();
+    let ms = super::Microsoft::start(config).await;
     let dir = super::temp_dir("served");
-    std::fs::write(dir.join("ca.pem"), emu.emulator.ca_pem()).unwrap();
+    std::fs::write(dir.join("ca.pem"), ms.emulator.ca_pem()).unwrap();
     std::fs::write(dir.join("policy.yaml"), super::policy_text()).unwrap();
     let key: String = (0..2)
         .map(|_| uuid::Uuid::new_v4().simple().to_string())
         .collect();
-    write_private(&dir.join("hmac.key"), &key);
+    super::write_private(&dir.join("hmac.key"), key.as_bytes());
     Backend {
-        emulator: emu.emulator,
-        addr: emu.addr,
+        emulator: Arc::clone(&ms.emulator),
+        addr: ms.addr,
         dir,
-        _stop: stop,
+        _ms: ms,
     }
-}
-
-fn write_private(path: &Path, contents: &str) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .unwrap();
-    std::io::Write::write_all(&mut f, contents.as_bytes()).unwrap();
 }
 
 impl Backend {
@@ -70,6 +53,12 @@ impl Backend {
     /// and admin), with a clean environment: nothing of the test runner's leaks in. Add
     /// variables with `.env(..)` before spawning.
     pub fn serve_command(&self) -> Command {
+        self.replica_command("audit")
+    }
+
+    /// [`Backend::serve_command`] for one of several replicas: its audit log is
+    /// `<name>.jsonl` in the backend's directory (one file per replica, as one per pod).
+    pub fn replica_command(&self, name: &str) -> Command {
         let d = &self.dir;
         let mut cmd = Command::new(BIN);
         cmd.env_clear()
@@ -90,7 +79,7 @@ impl Backend {
             .arg("--policy")
             .arg(d.join("policy.yaml"))
             .arg("--audit-log")
-            .arg(d.join("audit.jsonl"))
+            .arg(d.join(format!("{name}.jsonl")))
             .arg("--audit-hmac-key-file")
             .arg(d.join("hmac.key"));
         cmd
@@ -137,11 +126,32 @@ pub struct Served {
 }
 
 impl Served {
+    /// The standard allowed call (the rotator's key, the standard body).
+    pub async fn call(&self) -> super::Reply {
+        self.post(super::ACTION_PATH, super::ROTATOR_KEY, &super::body())
+            .await
+    }
+
     /// POSTs the standard body to `path` with API key `key`.
     pub async fn post(&self, path: &str, key: &str, body: &str) -> super::Reply {
-        let req = http::Request::post(format!("http://{}{path}", self.addr))
+        self.post_with(path, key, body, &[]).await
+    }
+
+    /// [`Served::post`] with `headers` added.
+    pub async fn post_with(
+        &self,
+        path: &str,
+        key: &str,
+        body: &str,
+        headers: &[(&str, &str)],
+    ) -> super::Reply {
+        let mut req = http::Request::post(format!("http://{}{path}", self.addr))
             .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
+            .header("content-type", "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
             .body(http_body_util::Full::new(bytes::Bytes::from(
                 body.to_owned(),
             )))
@@ -173,4 +183,13 @@ impl Served {
         let err = proc.stderr.read_to_end(Duration::from_secs(5));
         (status, format!("{out}{err}"))
     }
+}
+
+/// The records of the audit log at `path`, parsed.
+pub fn audit_records(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }

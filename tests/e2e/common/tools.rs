@@ -1,10 +1,30 @@
 //! External tools some tests need (Python's Graph SDK, kubectl, systemd-analyze...): a
 //! test asks [`require_tool`] first and returns at once when it says no. Off CI that is a
 //! skip with a note on the terminal; with `CI=true` a missing tool fails the test, because
-//! CI installs every tool (`.ci/run`) and a skip there would hide a broken check.
+//! CI installs every tool (`.ci/run`) and a skip there would hide a broken check. Python
+//! tools are found by [`python_tool`]: in `.ci/venv`, where `.ci/run` installs them.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+/// The virtual environment `.ci/run` installs the tests' Python tools into
+/// (`.ci/requirements.txt`).
+const VENV: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.ci/venv");
+
+/// How the tests' Python tools are installed, for skip and failure messages.
+pub const PYTHON_INSTALL: &str = "python3 -m venv .ci/venv && .ci/venv/bin/pip install -r .ci/requirements.txt (.ci/run does it)";
+
+/// The program to run for the Python tool `name` (`python3`, `schemathesis`): the one in
+/// `.ci/venv/bin` when it is there, else `name` itself, looked up on `PATH`.
+pub fn python_tool(name: &str) -> PathBuf {
+    let in_venv = PathBuf::from(VENV).join("bin").join(name);
+    if in_venv.is_file() {
+        in_venv
+    } else {
+        PathBuf::from(name)
+    }
+}
 
 /// Whether this run is CI's: `CI=true` (or `CI=1`), as CI services set it.
 pub fn in_ci() -> bool {
@@ -21,8 +41,8 @@ pub fn in_ci() -> bool {
 ///   in a plain `cargo test` run next to the test's `ok`.
 ///
 /// ```ignore
-/// if !common::require_tool("msgraph-sdk", &["python3", "-c", "import msgraph"],
-///     "python3 -m pip install msgraph-sdk==1.65.0") {
+/// if !common::require_tool("kubectl", &["kubectl", "version", "--client"],
+///     "https://kubernetes.io/docs/tasks/tools/#kubectl") {
 ///     return;
 /// }
 /// ```

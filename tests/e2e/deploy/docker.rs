@@ -83,6 +83,7 @@ fn copy_tree(from: &Path, to: &Path) {
             copy_tree(&entry.path(), &to.join(entry.file_name()));
         }
     } else {
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
         std::fs::copy(from, to).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
     }
 }
@@ -118,6 +119,12 @@ fn cargo_gets_past_the_manifest_with_exactly_the_copied_files() {
         "with the Dockerfile's COPY lines: {stderr}"
     );
     assert_includes_resolve(&dir.join("src"));
+    // Cargo runs build.rs when it is beside Cargo.toml (and the crate needs what it sets).
+    assert_eq!(
+        dir.join("build.rs").exists(),
+        repo().join("build.rs").exists(),
+        "the Dockerfile copies build.rs"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -170,9 +177,23 @@ fn the_image_builds_the_dist_profile_locked_and_runs_non_root() {
         .iter()
         .find(|(k, rest)| k == "RUN" && rest.contains("cargo build"))
         .unwrap();
-    for needed in ["--locked", "--profile dist", "--bin graphgate"] {
+    for needed in [
+        "--locked",
+        "--profile dist",
+        "--no-default-features",
+        "--bin graphgate",
+    ] {
         assert!(build.1.contains(needed), "cargo build without {needed}");
     }
+    // The context has no .git: the commit `--version` prints is a build argument, declared
+    // before the build in its stage.
+    let at = |wanted: &dyn Fn(&(String, String)) -> bool| all.iter().position(wanted);
+    let arg = at(&|(k, rest)| k == "ARG" && rest == "GRAPHGATE_BUILD_COMMIT");
+    let run = at(&|(k, rest)| k == "RUN" && rest.contains("cargo build"));
+    assert!(
+        arg.is_some() && arg < run,
+        "ARG GRAPHGATE_BUILD_COMMIT before the build"
+    );
     assert!(manifest.contains("[profile.dist]"));
     let stage = final_stage();
     let copy = stage

@@ -5,18 +5,22 @@ use std::collections::BTreeSet;
 
 use super::{read, repo};
 
-/// Metric families the gateway registers: the names `src/metrics.rs` (and the state store's
-/// `src/state/metrics.rs`, which it calls) pass to `register` (the exposition leaves out
-/// families that have no sample yet, so the source is the list).
+/// Metric families the gateway registers (samples or not yet), from its registry.
 fn exported_families() -> BTreeSet<String> {
-    let source = read(&repo().join("src/metrics.rs")) + &read(&repo().join("src/state/metrics.rs"));
-    let names: BTreeSet<String> = source
-        .split("r.register(")
-        .skip(1)
-        .map(|call| call.split('"').nth(1).unwrap().to_owned())
+    let names: BTreeSet<String> = graphgate::metrics::exported_names()
+        .iter()
+        .map(|name| family(name).to_owned())
         .collect();
     assert!(names.len() >= 10, "{names:?}");
     names
+}
+
+/// The family of a sample name (its sample suffix removed).
+fn family(name: &str) -> &str {
+    ["_total", "_bucket", "_sum", "_count", "_created"]
+        .iter()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(name)
 }
 
 /// `graphgate_...` names in `text`, as families (sample suffixes removed).
@@ -27,11 +31,7 @@ fn named_metrics(text: &str) -> BTreeSet<String> {
             .chars()
             .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
             .collect();
-        let family = ["_total", "_bucket", "_sum", "_count", "_created"]
-            .iter()
-            .find_map(|s| name.strip_suffix(s))
-            .unwrap_or(&name);
-        out.insert(family.trim_end_matches('_').to_owned());
+        out.insert(family(&name).trim_end_matches('_').to_owned());
     }
     out
 }

@@ -8,13 +8,13 @@
 
 use std::path::Path;
 
-use graphgate::emulator::{FederatedIssuer, KUBERNETES_ISSUER};
 use graphgate::policy::Policy;
+use graphgate_emulator::{FederatedIssuer, KUBERNETES_ISSUER};
 use serde_json::{Value, json};
 
 use super::kube::{self, Rendered};
 use super::launch::{self, Pki, Root, TokenCaller};
-use super::{k8s, read, repo, tool_available, yaml};
+use super::{copy_dir, k8s, read, repo, tool_available, yaml};
 
 /// Where the component mounts the issuer's keys, and the file the ConfigMap holds.
 const JWKS_DIR: &str = "/etc/graphgate/jwks";
@@ -299,17 +299,4 @@ fn the_jwt_issuer_keys_component_mounts_the_key_file_on_every_overlay() {
         assert_eq!(volume["configMap"]["name"], "graphgate-jwks");
     }
     let _ = std::fs::remove_dir_all(&scratch);
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let path = entry.unwrap().path();
-        let target = to.join(path.file_name().unwrap());
-        if path.is_dir() {
-            copy_dir(&path, &target);
-        } else {
-            std::fs::copy(&path, &target).unwrap();
-        }
-    }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::OnceLock;
 
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{FederatedCredential, FederatedIssuer, TOKEN_EXCHANGE_AUDIENCE};
+use graphgate_emulator::{FederatedCredential, FederatedIssuer, TOKEN_EXCHANGE_AUDIENCE};
 use serde_json::Value;
 
 use super::launch::{self, BIN, Pki, Root, Shipped, Tenant};
@@ -216,7 +216,7 @@ pub fn pod_as_shipped(
     root: &Root,
     operator: &Operator,
     issuer: &FederatedIssuer,
-) -> (Shipped, graphgate::emulator::EmulatorConfig) {
+) -> (Shipped, graphgate_emulator::EmulatorConfig) {
     materialise_volumes(r, root, operator);
     let mut env = container_env(r, root, operator);
     let (tenant, federated) = workload_identity(r, root, issuer, &mut env);
@@ -408,6 +408,7 @@ fn secret_data(name: &str, operator: &Operator) -> Option<BTreeMap<String, Vec<u
         "graphgate-audit-signing" => {
             vec![("signing.key", launch::audit_signing_key().private.clone())]
         }
+        "graphgate-otlp-ca" => vec![("ca.crt", pki.server_ca.pem.clone().into_bytes())],
         "graphgate-admin-token" => {
             let token = uuid::Uuid::new_v4().simple().to_string();
             vec![("token", token.into_bytes())]
@@ -482,6 +483,10 @@ fn probe_paths(r: &Rendered) -> Vec<String> {
     for probe in ["readinessProbe", "startupProbe", "livenessProbe"] {
         let get = &c[probe]["httpGet"];
         assert_eq!(get["port"], "admin", "{}: {probe}", r.overlay);
+        // The admin port serves TLS (the token never in clear): the kubelet probes it so.
+        if r.env("GRAPHGATE_ADMIN_TLS_CERT").is_some() {
+            assert_eq!(get["scheme"], "HTTPS", "{}: {probe}", r.overlay);
+        }
         paths.push(get["path"].as_str().unwrap().to_owned());
     }
     paths
@@ -569,7 +574,7 @@ fn the_pod_is_non_root_read_only_and_without_capabilities() {
             .as_u64()
             .unwrap();
         assert!(
-            pod_grace > grace.parse().unwrap(),
+            pod_grace >= grace.parse::<u64>().unwrap() + 5,
             "{}: {pod_grace}",
             r.overlay
         );
@@ -637,6 +642,37 @@ fn the_network_policy_admits_callers_by_namespace_and_label_never_by_label_alone
             }
         }
     }
+}
+
+#[test]
+fn traces_and_audit_records_go_to_the_collector_over_tls_checked_against_its_ca() {
+    let Some(rendered) = rendered() else { return };
+    for r in rendered {
+        let endpoint = r.env("OTEL_EXPORTER_OTLP_ENDPOINT").unwrap();
+        assert!(
+            endpoint.starts_with("https://"),
+            "{}: {endpoint}",
+            r.overlay
+        );
+        let ca = r.env("OTEL_EXPORTER_OTLP_CERTIFICATE").unwrap();
+        let mounts = r.container()["volumeMounts"].as_array().unwrap();
+        let mount = mounts
+            .iter()
+            .find(|m| ca.starts_with(m["mountPath"].as_str().unwrap()))
+            .unwrap_or_else(|| panic!("{}: {ca} is not mounted", r.overlay));
+        let volume = r.volume(mount["name"].as_str().unwrap());
+        assert_eq!(volume["secret"]["secretName"], "graphgate-otlp-ca");
+        assert!(
+            volume["secret"]["optional"] != true,
+            "required: never in clear"
+        );
+    }
+    // The collector's example configuration accepts TLS on the port graphgate sends to.
+    let collector = yaml(&deploy().join("otel-collector.yaml"));
+    let http = &collector["receivers"]["otlp"]["protocols"]["http"];
+    assert_eq!(http["endpoint"], "0.0.0.0:4318");
+    assert!(http["tls"]["cert_file"].is_string(), "{http}");
+    assert!(http["tls"]["key_file"].is_string(), "{http}");
 }
 
 #[test]

@@ -15,9 +15,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use graphgate::audit::Fingerprinter;
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{AppRegistration, Emulator, EmulatorConfig};
 use graphgate::policy::{MtlsIdentity, Policy};
 use graphgate::secret::Secret;
+use graphgate_emulator::{AppRegistration, Emulator, EmulatorConfig};
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
@@ -154,7 +154,7 @@ impl Tenant {
             tenant_id: self.tenant_id.clone(),
             apps: vec![AppRegistration {
                 client_id: self.client_id.clone(),
-                client_secret: graphgate::secret::Secret::new(uuid::Uuid::new_v4().to_string()),
+                client_secret: graphgate_emulator::Secret::new(uuid::Uuid::new_v4().to_string()),
                 roles: vec![graphgate::operation::catalog::PRIV_OPS.to_owned()],
             }],
             ..EmulatorConfig::default()
@@ -234,11 +234,22 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
     let (emulator, stop_emulator) = start_emulator(&mut shipped, config).await;
     let token = (shipped.token_caller.take()).map(|c| (c.name, (c.prepare)(&emulator)));
     let mut running = Running::spawn(&shipped);
-    let (listen, admin) = running.addresses(&shipped.name).await;
+    let (listen, (admin, https)) = running.addresses(&shipped.name).await;
+    // An admin listener on TLS (the pod's certificate): probed and scraped over TLS, the
+    // certificate checked as Prometheus would.
+    let admin = Admin {
+        addr: admin,
+        tls: https.then(|| {
+            (
+                pki::client_config(&pki.server_ca, None),
+                shipped.server_name.clone(),
+            )
+        }),
+    };
     for probe in &shipped.probes {
-        running.wait_for_200(admin, probe, &shipped.name).await;
+        running.wait_for_200(&admin, probe, &shipped.name).await;
     }
-    assert_state_as_configured(&shipped, admin).await;
+    assert_state_as_configured(&shipped, &admin).await;
     let (caller, status, body) = match token {
         Some((name, token)) => {
             let bearer = format!("Bearer {token}");
@@ -254,7 +265,7 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
         shipped.name,
         running.output()
     );
-    let metrics = admin_get(&shipped, admin, "/metrics").await;
+    let metrics = admin_get(&shipped, &admin, "/metrics").await;
     running.stop(&shipped.name).await;
     let _ = stop_emulator.send(());
 
@@ -276,12 +287,12 @@ pub async fn prove(mut shipped: Shipped, config: EmulatorConfig, pki: &Pki) {
 /// `GET path` on the admin listener as Prometheus or an operator would: with the admin
 /// token when one is configured, after checking that without it the answer is 401 when
 /// the listener is off loopback.
-async fn admin_get(shipped: &Shipped, admin: SocketAddr, path: &str) -> String {
+async fn admin_get(shipped: &Shipped, admin: &Admin, path: &str) -> String {
     let name = &shipped.name;
     let Some(file) = shipped.var("GRAPHGATE_ADMIN_TOKEN_FILE") else {
         return get(admin, path, None).await.unwrap().1;
     };
-    if !admin.ip().is_loopback() {
+    if !admin.addr.ip().is_loopback() {
         let (status, _) = get(admin, path, None).await.unwrap();
         assert_eq!(status, 401, "{name}: {path} without the admin token");
     }
@@ -346,14 +357,14 @@ async fn allowed_request(shipped: &Shipped, listen: SocketAddr, pki: &Pki) -> (S
         .iter()
         .filter(|c| c.mtls.is_some())
         .find(|c| {
-            graphgate::gateway::explain::explain(
+            graphgate::gateway::explain::evaluate(
                 &policy,
                 &c.name,
                 SMOKE_REQUEST,
                 Some(&body),
                 Default::default(),
             )
-            .is_ok_and(|(allowed, _)| allowed)
+            .is_ok_and(|(eval, _)| eval.allowed())
         })
         .unwrap_or_else(|| {
             panic!(
@@ -414,22 +425,40 @@ where
     Ok((status, resp.into_body().collect().await?.to_bytes()))
 }
 
+/// The admin listener: its address, and the client TLS and server name when it serves TLS.
+struct Admin {
+    addr: SocketAddr,
+    tls: Option<(Arc<rustls::ClientConfig>, String)>,
+}
+
 /// `GET path` on the admin listener (with a bearer token if given); `None` if it cannot be
 /// reached (yet).
-async fn get(admin: SocketAddr, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-    let tcp = TcpStream::connect(("127.0.0.1", admin.port())).await.ok()?;
+async fn get(admin: &Admin, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+    let tcp = TcpStream::connect(("127.0.0.1", admin.addr.port()))
+        .await
+        .ok()?;
     let mut req = Request::get(path).header("host", "localhost");
     if let Some(token) = token {
         req = req.header("authorization", format!("Bearer {token}"));
     }
     let req = req.body(Full::new(Bytes::new())).unwrap();
-    let (status, body) = send(TokioIo::new(tcp), req).await.ok()?;
+    let (status, body) = match &admin.tls {
+        None => send(TokioIo::new(tcp), req).await.ok()?,
+        Some((config, name)) => {
+            let name = ServerName::try_from(name.clone()).ok()?;
+            let tls = tokio_rustls::TlsConnector::from(Arc::clone(config))
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            send(TokioIo::new(tls), req).await.ok()?
+        }
+    };
     Some((status, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Ready, with the state store the configuration names: shared (Redis, answering) or this
 /// process's memory.
-async fn assert_state_as_configured(shipped: &Shipped, admin: SocketAddr) {
+async fn assert_state_as_configured(shipped: &Shipped, admin: &Admin) {
     let shared = shipped
         .var("GRAPHGATE_STATE")
         .is_some_and(|s| s != "memory");
@@ -486,7 +515,7 @@ fn assert_audited(shipped: &Shipped, caller: &str) {
         recorded, &expected,
         "{name}: fingerprinted with the key file"
     );
-    let report = graphgate::audit::verify::verify(std::slice::from_ref(&shipped.audit_log));
+    let report = graphgate::audit::read::verify::verify(std::slice::from_ref(&shipped.audit_log));
     let report = report.unwrap();
     assert!(report.problem.is_none(), "{name}: {text}");
 }
@@ -527,8 +556,9 @@ impl Running {
         self.lines.lock().unwrap().join("\n")
     }
 
-    /// The callers' and the admin listener's addresses, from the start-up lines.
-    async fn addresses(&mut self, name: &str) -> (SocketAddr, SocketAddr) {
+    /// The callers' and the admin listener's addresses (and whether the admin listener
+    /// serves TLS), from the start-up lines.
+    async fn addresses(&mut self, name: &str) -> (SocketAddr, (SocketAddr, bool)) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
             let found = {
@@ -553,7 +583,7 @@ impl Running {
     }
 
     /// Polls `path` on the admin listener, like the kubelet's probe, until it answers 200.
-    async fn wait_for_200(&self, admin: SocketAddr, path: &str, name: &str) {
+    async fn wait_for_200(&self, admin: &Admin, path: &str, name: &str) {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         let mut tick = tokio::time::interval(Duration::from_millis(50));
         let mut last = None;
@@ -618,8 +648,12 @@ fn listen_addr(line: &str) -> Option<SocketAddr> {
     rest.split_whitespace().next()?.parse().ok()
 }
 
-/// The address in the "admin endpoints on http://ADDR" line.
-fn admin_addr(line: &str) -> Option<SocketAddr> {
-    let rest = &line[line.find("admin endpoints on http://")? + 26..];
-    rest.split_whitespace().next()?.parse().ok()
+/// The address in the "admin endpoints on http[s]://ADDR" line, and whether it is https.
+fn admin_addr(line: &str) -> Option<(SocketAddr, bool)> {
+    let rest = &line[line.find("admin endpoints on ")? + 19..];
+    let (https, rest) = match rest.strip_prefix("https://") {
+        Some(rest) => (true, rest),
+        None => (false, rest.strip_prefix("http://")?),
+    };
+    Some((rest.split_whitespace().next()?.parse().ok()?, https))
 }

@@ -7,7 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
 use graphgate::cloud::Cloud;
-use graphgate::emulator::{RegisteredCertificate, TestCertificate};
+use graphgate_emulator::{RegisteredCertificate, TestCertificate};
 
 use super::launch::{self, BIN, Pki, Root, Shipped, Tenant};
 use super::{deploy, read, repo, tool_available};
@@ -130,14 +130,15 @@ fn the_unit_is_sandboxed_and_verifies_for_every_cloud() {
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line}");
     }
-    // systemd's SIGKILL comes after the gateway's own shutdown grace and flush.
+    // systemd's SIGKILL comes after the gateway's own shutdown grace and flush (the audit
+    // flush and the exporters' turn take up to a few seconds more).
     let grace: u64 = super::flags::serve_default("--shutdown-grace-secs")
         .unwrap()
         .parse()
         .unwrap();
     let stop = service("TimeoutStopSec", "x");
     let stop: u64 = stop[0].trim_end_matches('s').parse().unwrap();
-    assert!(stop > grace, "TimeoutStopSec={stop}s");
+    assert!(stop >= grace + 5, "TimeoutStopSec={stop}s, grace {grace}s");
     // Writable: the state directories only (the audit log and the key), nothing else.
     assert!(!text.contains("ReadWritePaths="));
     let state = service("StateDirectory", "x").join(" ");
@@ -333,5 +334,56 @@ fn the_install_steps_provide_every_file_the_env_files_name() {
                 "{cloud}.env: {name}={value}: deploy/README.md never installs it"
             );
         }
+    }
+}
+
+/// The unit's `Documentation=` names graphgate's own documents, each installed by
+/// deploy/README.md's steps from a file in the repository.
+#[test]
+fn the_units_documentation_is_graphgates_and_the_install_steps_put_it_there() {
+    let text = unit();
+    let unit_section = text.split("[Unit]").nth(1).unwrap();
+    let unit_section = unit_section.split("\n[").next().unwrap();
+    let documented: Vec<&str> = unit_section
+        .lines()
+        .filter_map(|l| l.strip_prefix("Documentation="))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(documented.len() >= 3, "{documented:?}");
+    // (installed path, source) of every `install` line writing under /usr/share/doc.
+    let readme = read(&deploy().join("README.md"));
+    let mut installed: Vec<(String, String)> = Vec::new();
+    for line in readme.lines().map(str::trim) {
+        let words: Vec<&str> = line.split('#').next().unwrap().split_whitespace().collect();
+        if words.first() != Some(&"install") || !line.contains("/usr/share/doc/") {
+            continue;
+        }
+        let args: Vec<&str> = words[1..]
+            .iter()
+            .copied()
+            .filter(|w| !w.starts_with('-') && !w.starts_with("0"))
+            .collect();
+        if let Some(t) = words.iter().position(|w| *w == "-t") {
+            let dir = words[t + 1];
+            for source in args.iter().filter(|a| **a != dir) {
+                let name = source.rsplit('/').next().unwrap();
+                installed.push((format!("{dir}/{name}"), (*source).to_owned()));
+            }
+        } else {
+            installed.push((args[1].to_owned(), args[0].to_owned()));
+        }
+    }
+    for uri in documented {
+        let path = uri
+            .strip_prefix("file:")
+            .unwrap_or_else(|| panic!("{uri}: not one of graphgate's installed documents"));
+        let (_, source) = installed
+            .iter()
+            .find(|(to, _)| to == path)
+            .unwrap_or_else(|| panic!("{path}: deploy/README.md never installs it"));
+        assert!(
+            repo().join(source).is_file(),
+            "{source} is not in the repository"
+        );
     }
 }

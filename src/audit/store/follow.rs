@@ -1,0 +1,275 @@
+//! Reading a live log in chain order from a sequence number on, across rotation: the
+//! shipper, the console's index and the reconciler's restart scan all follow the log this
+//! way. A follower finds the file holding the next record by the files' first records, reads
+//! whole lines only, and finds its place again when the live file is rotated under it.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use super::files::{self, Link};
+
+/// Longest line read; a longer one is skipped as not a record.
+const MAX_LINE: usize = 4 * 1024 * 1024;
+
+/// One line of the log, as read.
+#[derive(Debug, Clone)]
+pub struct Line {
+    /// Its sequence number.
+    pub seq: u64,
+    /// The file it was read from (its name when read: a rotation renames the live file).
+    pub file: PathBuf,
+    /// Where the line starts in that file.
+    pub offset: u64,
+    /// The line, without its newline.
+    pub bytes: Vec<u8>,
+}
+
+/// Follows the log at `log` from a sequence number on.
+pub struct Follower {
+    log: PathBuf,
+    next: u64,
+    open: Option<Open>,
+}
+
+struct Open {
+    path: PathBuf,
+    /// The first record of the file (a new live file under the same name has another).
+    first: u64,
+    reader: BufReader<File>,
+    offset: u64,
+}
+
+impl Follower {
+    /// A follower whose first record read will be `next` (or the oldest one present after
+    /// it, if `next` is gone).
+    pub fn new(log: &Path, next: u64) -> Self {
+        Follower {
+            log: log.to_owned(),
+            next: next.max(1),
+            open: None,
+        }
+    }
+
+    /// The sequence number of the next record to read.
+    pub fn next_seq(&self) -> u64 {
+        self.next
+    }
+
+    /// Reads records from the next one up to `until` (inclusive), at most `max` of them.
+    /// Returns fewer when the files hold no more yet. A gap (records removed by retention)
+    /// is skipped: the next line read says where the log goes on.
+    pub fn read(&mut self, until: u64, max: usize) -> io::Result<Vec<Line>> {
+        let mut out = Vec::new();
+        let mut relocated = false;
+        while self.next <= until && out.len() < max {
+            if self.open.is_none() && !self.locate()? {
+                break;
+            }
+            match self.read_line()? {
+                Some(line) if line.seq < self.next => continue,
+                Some(line) => {
+                    self.next = line.seq + 1;
+                    relocated = false;
+                    out.push(line);
+                }
+                // The end of this file: the records go on in another one (a rotation), or
+                // are not written yet.
+                None if !relocated => {
+                    let left = self.open.take();
+                    relocated = true;
+                    if !self.locate()? {
+                        break;
+                    }
+                    self.resume(left)?;
+                }
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the newest file whose first record is at or before the next one (or the oldest
+    /// file, if every file starts after it). Returns false when there is none yet.
+    fn locate(&mut self) -> io::Result<bool> {
+        let mut all = files::rotated_files(&self.log)?;
+        if self.log.exists() {
+            all.push(self.log.clone());
+        }
+        let mut chosen: Option<(PathBuf, Link)> = None;
+        for path in all {
+            let Some(first) = files::first_link(&path)? else {
+                continue;
+            };
+            if chosen.is_some() && first.seq > self.next {
+                break;
+            }
+            chosen = Some((path, first));
+        }
+        let Some((path, first)) = chosen else {
+            return Ok(false);
+        };
+        let file = File::open(&path)?;
+        self.open = Some(Open {
+            path,
+            first: first.seq,
+            reader: BufReader::with_capacity(256 * 1024, file),
+            offset: 0,
+        });
+        Ok(true)
+    }
+
+    /// Found the same file again (nothing was rotated, the records are not written yet):
+    /// go on from where `left` stopped rather than reading it from the start.
+    fn resume(&mut self, left: Option<Open>) -> io::Result<()> {
+        if let (Some(open), Some(left)) = (&mut self.open, left)
+            && open.path == left.path
+            && open.first == left.first
+        {
+            open.reader.seek(SeekFrom::Start(left.offset))?;
+            open.offset = left.offset;
+        }
+        Ok(())
+    }
+
+    /// The next whole line of the open file, or `None` at its end (a partial last line is
+    /// left to be read again once it is complete).
+    fn read_line(&mut self) -> io::Result<Option<Line>> {
+        let Some(open) = &mut self.open else {
+            return Ok(None);
+        };
+        loop {
+            let mut bytes = Vec::with_capacity(1024);
+            let n = (&mut open.reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut bytes)?;
+            if n == 0 || bytes.last() != Some(&b'\n') {
+                // Not complete yet: read it again from its start next time.
+                open.reader.seek(SeekFrom::Start(open.offset))?;
+                return Ok(None);
+            }
+            let offset = open.offset;
+            open.offset += n as u64;
+            bytes.pop();
+            let Some(seq) = seq_of(&bytes) else {
+                continue;
+            };
+            return Ok(Some(Line {
+                seq,
+                file: open.path.clone(),
+                offset,
+                bytes,
+            }));
+        }
+    }
+}
+
+/// The `seq` of a record line, read without parsing the rest.
+pub fn seq_of(line: &[u8]) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Seq {
+        seq: u64,
+    }
+    serde_json::from_slice::<Seq>(line).ok().map(|s| s.seq)
+}
+
+/// Reads the line starting at `offset` of `file` (for a record found through an index).
+pub fn read_at(file: &Path, offset: u64) -> io::Result<Vec<u8>> {
+    let mut reader = BufReader::new(File::open(file)?);
+    reader.seek(SeekFrom::Start(offset))?;
+    let mut bytes = Vec::new();
+    (&mut reader)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', &mut bytes)?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    Ok(bytes)
+}
+
+/// Reads the lines starting at `offsets` of `file`, in order (ascending offsets: one pass).
+pub fn read_lines_at(file: &Path, offsets: &[u64]) -> io::Result<Vec<Vec<u8>>> {
+    let mut reader = BufReader::new(File::open(file)?);
+    let mut at = None;
+    let mut out = Vec::with_capacity(offsets.len());
+    for &offset in offsets {
+        if at != Some(offset) {
+            reader.seek(SeekFrom::Start(offset))?;
+        }
+        let mut bytes = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut bytes)?;
+        at = Some(offset + read as u64);
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::records::chain::ChainState;
+    use crate::audit::records::record::Entry;
+
+    fn write(path: &Path, state: &mut ChainState, n: usize) {
+        let mut text = Vec::new();
+        for i in 0..n {
+            let entry = Entry {
+                audit_id: format!("r{}", state.seq + 1 + i as u64),
+                ..Entry::default()
+            };
+            text.extend(state.seal(&entry).unwrap());
+            text.push(b'\n');
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
+        io::Write::write_all(&mut f, &text).unwrap();
+    }
+
+    #[test]
+    fn a_follower_reads_in_order_across_a_rotation_and_waits_for_whole_lines() {
+        let dir = std::env::temp_dir().join(format!("graphgate-follow-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.jsonl");
+        let mut state = ChainState::default();
+        write(&log, &mut state, 5);
+        let mut f = Follower::new(&log, 3);
+        let got: Vec<u64> = f
+            .read(u64::MAX, 100)
+            .unwrap()
+            .iter()
+            .map(|l| l.seq)
+            .collect();
+        assert_eq!(got, [3, 4, 5]);
+        // Rotated under it: the rest is in a new live file.
+        std::fs::rename(&log, files::rotated_name(&log, 1)).unwrap();
+        write(&log, &mut state, 2);
+        // A partial line is not read until it is whole.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| io::Write::write_all(&mut f, b"{\"seq\":8"))
+            .unwrap();
+        let lines = f.read(u64::MAX, 100).unwrap();
+        let got: Vec<u64> = lines.iter().map(|l| l.seq).collect();
+        assert_eq!(got, [6, 7]);
+        assert_eq!(lines[0].file, log);
+        assert_eq!(
+            read_at(&lines[1].file, lines[1].offset).unwrap(),
+            lines[1].bytes
+        );
+        assert!(f.read(u64::MAX, 100).unwrap().is_empty());
+        // `until` and `max` bound what is read.
+        let mut g = Follower::new(&log, 1);
+        assert_eq!(g.read(2, 100).unwrap().len(), 2);
+        assert_eq!(g.read(u64::MAX, 3).unwrap().len(), 3);
+        assert_eq!(g.next_seq(), 6);
+    }
+}

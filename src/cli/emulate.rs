@@ -1,0 +1,109 @@
+//! `graphgate emulate`: the Entra + Graph emulator on its own, for a gateway in another process
+//! (its flags, and the lines that say how to point a gateway at it).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use graphgate_emulator::{
+    AppRegistration, EmulatedDevice, Emulator, EmulatorConfig, FaultSpec, Faults, Secret, Target,
+};
+
+use super::Fallible;
+
+#[derive(Args)]
+pub struct EmulateArgs {
+    /// Address to listen on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: SocketAddr,
+    /// Write the emulator's CA certificate (PEM) here.
+    #[arg(long)]
+    pub ca_out: Option<PathBuf>,
+    /// Tenant id of the emulated directory.
+    #[arg(long, default_value = graphgate_emulator::DEMO_TENANT_ID)]
+    pub tenant_id: String,
+    /// Client id of the registered app.
+    #[arg(long, default_value = graphgate_emulator::DEMO_CLIENT_ID)]
+    pub client_id: String,
+    /// Client secret of the registered app.
+    #[arg(long, env = "GRAPHGATE_EMULATOR_CLIENT_SECRET", default_value = graphgate_emulator::DEMO_CLIENT_SECRET, hide_default_value = true)]
+    pub client_secret: String,
+    /// Application permissions granted to the app (repeatable).
+    #[arg(long = "role", default_value = graphgate_emulator::microsoft::PRIV_OPS)]
+    pub roles: Vec<String>,
+    /// Lifetime of issued tokens.
+    #[arg(long, default_value_t = 3599)]
+    pub token_lifetime_secs: u64,
+    /// A managed device in the inventory, ID[:OS] with OS windows (the default), ios, macos
+    /// or android (repeatable) [default: the demo devices].
+    #[arg(long = "device", value_name = "ID[:OS]")]
+    pub devices: Vec<EmulatedDevice>,
+    /// How long an accepted action stays pending in the device's deviceActionResults before
+    /// it is done.
+    #[arg(long, default_value_t = graphgate_emulator::DEFAULT_ACTION_COMPLETION.as_secs())]
+    pub action_completion_secs: u64,
+    /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
+    #[arg(long = "fault", value_name = "SPEC", long_help = graphgate_emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
+    pub faults: Vec<FaultSpec>,
+}
+
+/// One `--fault` spec (clap reports the error with the flag).
+fn parse_fault(spec: &str) -> Result<FaultSpec, String> {
+    spec.parse()
+}
+
+/// Runs the emulator until SIGTERM or Ctrl-C.
+pub async fn run(args: EmulateArgs) -> Fallible<ExitCode> {
+    let defaults = EmulatorConfig::default();
+    let config = EmulatorConfig {
+        tenant_id: args.tenant_id,
+        apps: vec![AppRegistration {
+            client_id: args.client_id,
+            client_secret: Secret::new(args.client_secret),
+            roles: args.roles,
+        }],
+        token_lifetime: Duration::from_secs(args.token_lifetime_secs),
+        devices: if args.devices.is_empty() {
+            defaults.devices
+        } else {
+            args.devices
+        },
+        action_completion: Duration::from_secs(args.action_completion_secs),
+        ..defaults
+    };
+    let emulator = Emulator::new(config)?;
+    let mut faults = Faults::default();
+    for FaultSpec(target, fault) in args.faults {
+        match target {
+            Target::Token => faults.token.push(fault),
+            Target::Graph => faults.graph.push(fault),
+        }
+    }
+    if faults != Faults::default() {
+        eprintln!(
+            "injecting faults: {}",
+            serde_json::to_string(&faults).unwrap_or_default()
+        );
+    }
+    emulator.set_faults(faults);
+    if let Some(path) = &args.ca_out {
+        std::fs::write(path, emulator.ca_pem())?;
+    }
+    let listener = super::bind(args.listen, "emulate --listen").await?;
+    let signal = super::shutdown_signal();
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",
+        Emulator::connect_to(addr),
+        args.ca_out
+            .as_ref()
+            .map_or("<write it with --ca-out FILE>".into(), |p| p
+                .display()
+                .to_string()),
+    );
+    Arc::clone(&emulator).serve(listener, signal).await?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,345 @@
+//! `graphgate serve`: flags and the environment become a [`ServeConfig`] (every problem
+//! reported at once), then the listeners are bound and [`App::run`] serves until SIGTERM or
+//! Ctrl-C. `--check-config` stops after checking, printing what it found.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use graphgate::app::{App, AuditTarget, Listeners, PolicySource, Problems, ServeConfig, TlsSource};
+use graphgate::credential::Credential;
+use graphgate::secret::Secret;
+use graphgate::state::StateConfig;
+use graphgate::upstream;
+use tokio::sync::watch;
+
+use super::args::ServeArgs;
+use super::{Env, Fallible, bind, shutdown_signal};
+
+/// The policy file when `--policy` is not given (and not `--emulator`).
+const DEFAULT_POLICY: &str = "policy.yaml";
+
+/// Runs `graphgate serve`: parse → config → bind → run.
+pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
+    // SIGTERM is caught from here on: a supervisor may stop the process at any point.
+    let signal = shutdown_signal();
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut problems = Problems::default();
+    let emulated = emulated(&args, stop_rx, &mut problems).await;
+    let config = config(&args, env, emulated.as_ref(), &mut problems);
+    if args.check_config {
+        problems.extend(graphgate::app::check(&config));
+        return Ok(report_check(&problems));
+    }
+    if !problems.is_empty() {
+        return Err(Box::new(problems));
+    }
+    let app = App::build(config).await?;
+    if let Some(path) = app.gateway().audit().path() {
+        eprintln!("audit log: {}", path.display());
+    }
+    let listeners = Listeners {
+        main: bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?,
+        admin: bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?,
+    };
+    let admin = listeners.admin.local_addr()?;
+    let scheme = if args.admin_tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    eprintln!("admin endpoints on {scheme}://{admin} (/metrics, /healthz, /readyz, /audit)");
+    if emulated.is_some() {
+        print_demo(&args, &app, listeners.main.local_addr()?);
+    }
+    let shutdown = async move {
+        signal.await;
+        let _ = stop_tx.send(true);
+    };
+    match app.run(listeners, shutdown).await {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e @ graphgate::app::RunError::Close(_)) => {
+            tracing::error!(error = %e, "stopped");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// What `--emulator` contributes: the emulator's address, CA and demo credential.
+#[cfg(feature = "emulator")]
+type Emulated = super::demo::RunningEmulator;
+#[cfg(not(feature = "emulator"))]
+type Emulated = std::convert::Infallible;
+
+/// Starts the in-process emulator when `--emulator` asks for it (until `stop`).
+#[cfg(feature = "emulator")]
+async fn emulated(
+    args: &ServeArgs,
+    mut stop: watch::Receiver<bool>,
+    problems: &mut Problems,
+) -> Option<Emulated> {
+    if !args.emulator {
+        return None;
+    }
+    let mut config = graphgate_emulator::EmulatorConfig {
+        token_lifetime: std::time::Duration::from_secs(args.emulator_token_lifetime_secs),
+        ..Default::default()
+    };
+    if args.audit.reconcile_outcomes {
+        // The demo app may read devices, as reconciliation needs.
+        for app in &mut config.apps {
+            app.roles
+                .push(graphgate::audit::reconcile::READ_PERMISSION.to_owned());
+        }
+    }
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    problems.take(super::demo::start_emulator(config, stopped).await)
+}
+
+#[cfg(not(feature = "emulator"))]
+async fn emulated(
+    args: &ServeArgs,
+    _stop: watch::Receiver<bool>,
+    problems: &mut Problems,
+) -> Option<Emulated> {
+    if args.emulator {
+        problems.push("--emulator: this build has no emulator (built without the `emulator` feature, as production builds are)");
+    }
+    None
+}
+
+/// The configuration the flags and environment describe; every problem goes to `problems`
+/// (a piece with a problem is left at a harmless default, never used: start-up stops).
+fn config(
+    args: &ServeArgs,
+    env: &Env,
+    emulated: Option<&Emulated>,
+    problems: &mut Problems,
+) -> ServeConfig {
+    check_listen_addresses(args, problems);
+    warn_about_overrides(args);
+    let (connect_to, extra_ca_pem) = outbound(args, emulated, problems);
+    let (credential, authority_host, policy) = app_and_policy(args, env, emulated, problems);
+    let shipped = env.otlp_configured();
+    // The collector's TLS files are checked with everything else (traces are not exported
+    // while they are unusable, see main); shipping's, when they are others, by the app.
+    let ship = env.ship().filter(|_| args.audit.audit_ship);
+    if let Some(traces) = env.otlp()
+        && ship.as_ref().is_none_or(|s| s.tls != traces.tls)
+    {
+        problems.take(graphgate::otlp::client_config(&traces.tls));
+    }
+    let audit = match args.audit.settings(args.emulator, shipped, problems) {
+        Some(settings) => AuditTarget::Log(Box::new(settings)),
+        None => AuditTarget::Disabled,
+    };
+    let audit_log = match &audit {
+        AuditTarget::Log(settings) => Some(settings.log.as_path()),
+        _ => None,
+    };
+    let state = problems.take(args.state.config(audit_log));
+    // A setting with a problem is not announced as the memory store it falls back to.
+    if let Some(state) = &state {
+        announce_state(state);
+    }
+    let state = state.unwrap_or_default();
+    ServeConfig {
+        cloud: args.cloud,
+        credential,
+        authority_host,
+        connect_to,
+        extra_ca_pem,
+        token_expiry_margin: std::time::Duration::from_secs(args.token_expiry_margin_secs),
+        limits: args.bounds.limits(),
+        server: args.bounds.server(),
+        tls: tls_files(args),
+        policy,
+        audit,
+        reconcile: args.audit.reconcile(),
+        state,
+        admin_token_file: args.admin_token_file.clone(),
+        admin_tls: admin_tls_files(args),
+        ship,
+    }
+}
+
+/// Where outbound connections go and which extra CAs they trust: the flags', and with the
+/// emulator its hosts and CA.
+fn outbound(
+    args: &ServeArgs,
+    emulated: Option<&Emulated>,
+    problems: &mut Problems,
+) -> (Vec<upstream::ConnectRule>, Option<String>) {
+    let rules = args.connect_to.as_deref().unwrap_or("");
+    #[cfg_attr(not(feature = "emulator"), allow(unused_mut))]
+    let mut connect_to = problems
+        .take(upstream::parse_connect_to(rules))
+        .unwrap_or_default();
+    let read_ca = args.extra_ca_file.as_deref().map(upstream::read_extra_ca);
+    #[cfg_attr(not(feature = "emulator"), allow(unused_mut))]
+    let mut extra_ca_pem = problems.take(read_ca.transpose()).flatten();
+    if let Some(emu) = emulated {
+        #[cfg(feature = "emulator")]
+        {
+            connect_to.extend(emu.connect_to.iter().cloned());
+            extra_ca_pem = Some(match extra_ca_pem {
+                Some(mine) => format!("{mine}\n{}", emu.ca_pem),
+                None => emu.ca_pem.clone(),
+            });
+        }
+        #[cfg(not(feature = "emulator"))]
+        match *emu {}
+    }
+    (connect_to, extra_ca_pem)
+}
+
+/// The app's credential and authority (the environment's, or the emulator's demo app) and
+/// the policy (`--policy`, else `./policy.yaml`, else with the emulator its demo policy).
+fn app_and_policy(
+    args: &ServeArgs,
+    env: &Env,
+    emulated: Option<&Emulated>,
+    problems: &mut Problems,
+) -> (Credential, Option<String>, PolicySource) {
+    let file = || {
+        let path = args.policy.clone();
+        PolicySource::File(path.unwrap_or_else(|| PathBuf::from(DEFAULT_POLICY)))
+    };
+    match emulated {
+        #[cfg(feature = "emulator")]
+        Some(emu) => {
+            let policy = match &args.policy {
+                Some(path) => PolicySource::File(path.clone()),
+                None => PolicySource::Fixed {
+                    yaml: graphgate_emulator::demo::policy_yaml(),
+                    label: super::demo::DEMO_POLICY_LABEL.to_owned(),
+                },
+            };
+            (emu.credential.clone(), None, policy)
+        }
+        #[cfg(not(feature = "emulator"))]
+        Some(never) => match *never {},
+        // `--emulator` that could not start (or is not in this build): said already.
+        None if args.emulator => (placeholder(), None, file()),
+        None => {
+            let credential = problems.take(Credential::from_env(|name| env.var(name)));
+            let credential = credential.unwrap_or_else(placeholder);
+            (credential, env.var("AZURE_AUTHORITY_HOST"), file())
+        }
+    }
+}
+
+/// A credential standing in for one the environment did not give (start-up stops anyway).
+fn placeholder() -> Credential {
+    Credential::ClientSecret {
+        tenant_id: String::new(),
+        client_id: String::new(),
+        secret: Secret::new(""),
+    }
+}
+
+fn tls_files(args: &ServeArgs) -> Option<TlsSource> {
+    let (cert, key) = (args.tls_cert.clone()?, args.tls_key.clone()?);
+    Some(TlsSource::Files {
+        cert,
+        key,
+        client_ca: args.client_ca.clone(),
+        client_crl: args.client_crl.clone(),
+    })
+}
+
+/// `--admin-tls-cert` and `--admin-tls-key` (clap requires both or neither).
+fn admin_tls_files(args: &ServeArgs) -> Option<TlsSource> {
+    let (cert, key) = (args.admin_tls_cert.clone()?, args.admin_tls_key.clone()?);
+    Some(TlsSource::Files {
+        cert,
+        key,
+        client_ca: None,
+        client_crl: None,
+    })
+}
+
+/// `--check-config`'s verdict: every problem, or that there is none.
+fn report_check(problems: &Problems) -> ExitCode {
+    if problems.is_empty() {
+        println!("configuration OK");
+        return ExitCode::SUCCESS;
+    }
+    for problem in problems.iter() {
+        println!("problem: {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+/// Listen addresses that would expose what must stay local are refused.
+fn check_listen_addresses(args: &ServeArgs, problems: &mut Problems) {
+    if args.emulator && !args.listen.ip().is_loopback() {
+        problems.push(format!(
+            "refusing --emulator on {}: emulator mode has a published demo API key and fake credentials, so it listens only on a loopback address (--listen / GRAPHGATE_LISTEN, e.g. 127.0.0.1:8080)",
+            args.listen
+        ));
+    }
+    let tls = args.tls_cert.is_some();
+    if !tls && !args.listen.ip().is_loopback() && !args.allow_insecure_listener {
+        problems.push(format!(
+            "refusing plain HTTP on {}: callers' API keys would cross the network in clear. Use --tls-cert/--tls-key, a loopback address, or --allow-insecure-listener",
+            args.listen
+        ));
+    }
+    if !args.admin_listen.ip().is_loopback() {
+        tracing::warn!(
+            admin_listen = %args.admin_listen,
+            "the admin listener is not on a loopback address: /metrics and /readyz are reachable from the network (the policy hash and reload errors are left out of /readyz there)"
+        );
+    }
+}
+
+/// Overrides meant for the emulator and tests are loud in production: they redirect
+/// Graph and Entra traffic, or widen the CAs trusted for it.
+fn warn_about_overrides(args: &ServeArgs) {
+    if args.emulator {
+        return;
+    }
+    if let Some(rules) = &args.connect_to {
+        tracing::warn!(connect_to = %rules, "GRAPHGATE_CONNECT_TO / --connect-to is set outside --emulator: connections to Graph and Entra go to these addresses, not where DNS says");
+    }
+    if let Some(file) = &args.extra_ca_file {
+        tracing::warn!(extra_ca_file = %file.display(), "GRAPHGATE_EXTRA_CA_FILE / --extra-ca-file is set outside --emulator: certificates from these CAs are trusted for Graph and Entra");
+    }
+}
+
+/// Says where the state lives, and warns when budgets would not survive a restart.
+fn announce_state(state: &StateConfig) {
+    match state {
+        StateConfig::Memory { budget_file: None } => tracing::warn!(
+            "--state memory without a budget file (no audit log, no GRAPHGATE_BUDGET_FILE): daily budgets start from zero at every restart"
+        ),
+        StateConfig::Memory {
+            budget_file: Some(f),
+        } => tracing::info!(
+            budget_file = %f.display(),
+            "state: memory (this process alone; replicas need --state redis://...)"
+        ),
+        StateConfig::Redis(r) => tracing::info!(state = r.shown(), "state: shared, in Redis"),
+    }
+}
+
+/// The demo's first request, with the demo key when the policy accepts it.
+#[cfg(feature = "emulator")]
+fn print_demo(args: &ServeArgs, app: &App, addr: SocketAddr) {
+    let policy = &app.gateway().installed().policy;
+    let key = match super::demo::accepts_demo_key(policy) {
+        true => graphgate_emulator::demo::DEMO_API_KEY,
+        false => "<an API key of a caller in your policy>",
+    };
+    eprintln!(
+        "graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}",
+        super::demo::curl_example(addr, args.cloud, key)
+    );
+}
+
+#[cfg(not(feature = "emulator"))]
+fn print_demo(_: &ServeArgs, _: &App, _: SocketAddr) {}

@@ -1,0 +1,139 @@
+//! The state store's contract: what a backend (this process's memory, or Redis shared by
+//! every replica) guarantees, method by method. The gateway calls it only through the
+//! [`super::StateStore`] facade, which names the keys, times every call once and runs the
+//! protocols built on these steps (a duplicate waiting for the first request's answer).
+//! `tests/e2e/state_contract.rs` holds both backends to it.
+//!
+//! Common to every method:
+//! - **One atomic step.** Each call is all or nothing on the store, whatever other callers
+//!   (tasks, replicas) do at the same time; no call leaves a partial change.
+//! - **Fail closed.** A store that cannot answer within its timeout returns [`StoreError`];
+//!   nothing was changed, and the gateway refuses the request (503 `stateStoreUnavailable`)
+//!   rather than guess. A backend never falls back to another.
+//! - **Keys are the caller's**: the facade passes names from [`super::Namespace`], the same
+//!   for both backends; a backend neither invents nor rewrites them.
+//! - **Time** is the store's own: Redis's server clock, Tokio's clock in memory (so tests
+//!   can pause it). Nothing a caller sends names a time, except the budget windows' ends
+//!   (calendar windows the caller names in the key).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Admission, Admit, Limiter, Refund, StoreError};
+use crate::idempotency::StoredResponse;
+
+/// What a store call returns, later.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+/// What an idempotency claim holds.
+#[derive(Debug, Clone)]
+pub enum Held {
+    /// The request that took it is running.
+    Running {
+        /// What that request asks for (see [`crate::idempotency::fingerprint`]).
+        fingerprint: [u8; 32],
+    },
+    /// The request finished; duplicates get its answer.
+    Done {
+        /// What that request asked for.
+        fingerprint: [u8; 32],
+        /// Its answer.
+        answer: Arc<StoredResponse>,
+    },
+}
+
+impl Held {
+    /// What the request holding the claim asks for.
+    pub fn fingerprint(&self) -> &[u8; 32] {
+        match self {
+            Held::Running { fingerprint } | Held::Done { fingerprint, .. } => fingerprint,
+        }
+    }
+}
+
+/// One attempt's claim of a key.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimId<'a> {
+    /// The claim's key (see [`super::Namespace::idempotency`]).
+    pub key: &'a str,
+    /// Who takes it: unique per attempt, so only its taker can finish or release it.
+    pub owner: &'a str,
+    /// What the request asks for (see [`crate::idempotency::fingerprint`]).
+    pub fingerprint: [u8; 32],
+}
+
+/// The outcome of [`Store::claim`].
+#[derive(Debug, Clone)]
+pub enum ClaimState {
+    /// Taken: the caller may run the request, then [`Store::finish`] or [`Store::release`].
+    Taken,
+    /// Someone holds it already.
+    Held(Held),
+}
+
+/// A state store backend. See the module documentation for what every method guarantees;
+/// each method adds its own guarantees below. New users of the store (pending approvals and
+/// their state transitions, per-caller counts, leases) add their steps here, implemented
+/// once per backend, and are held to them by the same contract suite.
+pub trait Store: Send + Sync + 'static {
+    /// `memory` (and its budget file) or the Redis address, never a password: for logs and
+    /// readiness.
+    fn describe(&self) -> String;
+
+    /// Whether several replicas share this store.
+    fn is_shared(&self) -> bool;
+
+    /// Whether the store answers now.
+    fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Takes the idempotency claim `id.key` for `id.owner`, or reports what holds it.
+    /// Of any number of concurrent claims of one key, exactly one is [`ClaimState::Taken`]
+    /// (across replicas, for a shared store). A claim, and later its answer, is forgotten
+    /// `window` after it was taken. The memory store also holds at most its capacity
+    /// of claims: when full, it forgets the least used first (the price of a bound in one
+    /// process; size the capacity to the traffic of one window).
+    fn claim<'a>(&'a self, id: ClaimId<'a>, window: Duration) -> StoreFuture<'a, ClaimState>;
+
+    /// What the claim `key` holds now; `None` when there is none (never taken, released, or
+    /// forgotten).
+    fn peek<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Held>>;
+
+    /// Stores `answer` in the claim `id` took, keeping the claim's expiry: duplicates get it
+    /// from now on. If the claim is gone (a Redis that restarted empty), the answer is
+    /// stored afresh for `remaining` (zero: not at all); if another owner holds the key
+    /// now, nothing is stored.
+    fn finish<'a>(
+        &'a self,
+        id: ClaimId<'a>,
+        answer: &'a StoredResponse,
+        remaining: Duration,
+    ) -> StoreFuture<'a, ()>;
+
+    /// Lets go of the claim `id` took (its request certainly did not run), so that a
+    /// duplicate may run it; a key another owner holds now is left alone.
+    fn release<'a>(&'a self, id: ClaimId<'a>) -> StoreFuture<'a, ()>;
+
+    /// Charges a request of `cost` units (its devices; at least 1) to every limiter (a GCRA:
+    /// `rate.count` units at once, then one more every `rate.per / rate.count`), or to none:
+    /// `Some((i, wait))` when `limiters[i]` is the first that refuses, and how long until it
+    /// would not. A cost past a limiter's burst never conforms (the caller refuses such a
+    /// request before asking).
+    fn limit<'a>(
+        &'a self,
+        limiters: &'a [Limiter],
+        cost: u32,
+    ) -> StoreFuture<'a, Option<(usize, Duration)>>;
+
+    /// Takes room for `admission.devices` on every budget and one tenant write slot
+    /// together, or nothing: [`Admit::OverBudget`] names the first budget without room,
+    /// [`Admit::Paced`] says when a slot frees. A budget counter is kept until its window's
+    /// end (plus a minute); a pacing slot for its window. Counts taken are durable before
+    /// the answer (the memory store's budget file is written first).
+    fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit>;
+
+    /// Gives back an admission's write slot and its devices on each budget (never below
+    /// zero; expiries unchanged), for a request that was not sent after all.
+    fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()>;
+}

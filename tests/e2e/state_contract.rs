@@ -1,0 +1,519 @@
+//! The state store's contract (`graphgate::state::Store`), held against both backends: one
+//! suite of cases runs on the memory store and on a real redis-server (skipped visibly
+//! without one, failing under `CI=true`). And the vector test: `algo.rs` and the Lua scripts
+//! are fed the same steps at the same times and must give the same answers.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use graphgate::cloud::Cloud;
+use graphgate::idempotency::StoredResponse;
+use graphgate::policy::Rate;
+use graphgate::state::config::StateOptions;
+use graphgate::state::{
+    Admission, Admit, BudgetCharge, Claim, ClaimSettings, Limiter, Namespace, Refund, StateConfig,
+    StateStore, algo, scripts,
+};
+use http_body_util::Full;
+
+use crate::common::eventually;
+use crate::common::redis::RedisServer;
+
+/// Fresh stores of one backend, each in a namespace of its own.
+struct Backend {
+    config: StateConfig,
+}
+
+impl Backend {
+    fn memory() -> Self {
+        Backend {
+            config: StateConfig::default(),
+        }
+    }
+
+    fn redis(url: &str) -> Self {
+        let options = StateOptions {
+            timeout: Duration::from_secs(2),
+            ..StateOptions::default()
+        };
+        Backend {
+            config: StateConfig::parse(url, options).unwrap(),
+        }
+    }
+
+    /// A store whose claims are kept for `window`, duplicates waiting up to `wait`.
+    fn store(&self, window: Duration, wait: Duration) -> Arc<StateStore> {
+        let claims = ClaimSettings {
+            capacity: 1_000,
+            window,
+            wait,
+        };
+        let tenant = uuid::Uuid::new_v4().to_string();
+        let ns = Namespace::new(Cloud::Global, &tenant, "app", "contract");
+        Arc::new(StateStore::open(&self.config, ns, claims).unwrap())
+    }
+
+    fn plain(&self) -> Arc<StateStore> {
+        self.store(Duration::from_secs(60), Duration::from_secs(10))
+    }
+}
+
+fn answer(status: u16, body: &'static str) -> StoredResponse {
+    let mut resp = http::Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
+    StoredResponse::of(&resp, Bytes::from_static(body.as_bytes()))
+}
+
+const FP: [u8; 32] = [7; 32];
+const OTHER_FP: [u8; 32] = [8; 32];
+
+/// What a claim came to, for comparing.
+fn kind(claim: &Claim) -> &'static str {
+    match claim {
+        Claim::Run(_) => "run",
+        Claim::Replay(_) => "replay",
+        Claim::Mismatch => "mismatch",
+        Claim::InFlight => "in flight",
+    }
+}
+
+/// The first claim of a key runs; once finished, a duplicate gets its answer; the same key
+/// for another request is refused; keys are per caller.
+async fn a_claim_runs_once_and_its_answer_is_replayed(b: &Backend) {
+    let store = b.plain();
+    let Claim::Run(ticket) = store.claim("ops", "k1", FP).await.unwrap() else {
+        panic!("the first claim runs")
+    };
+    ticket.finish(answer(202, "{\"first\":true}")).await;
+    match store.claim("ops", "k1", FP).await.unwrap() {
+        Claim::Replay(stored) => {
+            let replayed = stored.replay();
+            assert_eq!(replayed.status(), 202);
+            assert_eq!(replayed.headers()["idempotent-replayed"], "true");
+        }
+        other => panic!("a duplicate is replayed, not {}", kind(&other)),
+    }
+    let other = store.claim("ops", "k1", OTHER_FP).await.unwrap();
+    assert_eq!(kind(&other), "mismatch");
+    let another_caller = store.claim("helpdesk", "k1", FP).await.unwrap();
+    assert_eq!(kind(&another_caller), "run", "keys are per caller");
+}
+
+/// Of many concurrent claims of one key exactly one runs; the others wait for its answer.
+async fn concurrent_claims_run_exactly_once(b: &Backend) {
+    let store = b.plain();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..16 {
+        let store = Arc::clone(&store);
+        tasks.spawn(async move {
+            match store.claim("ops", "race", FP).await.unwrap() {
+                Claim::Run(ticket) => {
+                    // Hold the key a moment, as a call to Graph would.
+                    tokio::task::yield_now().await;
+                    ticket.finish(answer(204, "")).await;
+                    "run"
+                }
+                other => kind(&other),
+            }
+        });
+    }
+    let kinds = tasks.join_all().await;
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "run").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().all(|k| *k == "run" || *k == "replay"),
+        "{kinds:?}"
+    );
+}
+
+/// A ticket dropped unfinished lets the key go (its action did not run): the next claim runs.
+async fn a_dropped_ticket_lets_the_next_claim_run(b: &Backend) {
+    let store = b.plain();
+    let Claim::Run(ticket) = store.claim("ops", "k2", FP).await.unwrap() else {
+        panic!("the first claim runs")
+    };
+    drop(ticket);
+    let next = store.claim("ops", "k2", FP).await.unwrap();
+    assert_eq!(kind(&next), "run");
+}
+
+/// A duplicate of a request still running waits for it only up to the bound.
+async fn a_duplicate_waits_only_up_to_its_bound(b: &Backend) {
+    let store = b.store(Duration::from_secs(60), Duration::from_millis(300));
+    let Claim::Run(_held) = store.claim("ops", "k3", FP).await.unwrap() else {
+        panic!("the first claim runs")
+    };
+    let started = tokio::time::Instant::now();
+    let duplicate = store.claim("ops", "k3", FP).await.unwrap();
+    assert_eq!(kind(&duplicate), "in flight");
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+/// A claim, and its answer, is forgotten once its window has passed: the key runs again.
+async fn a_claim_is_forgotten_after_its_window(b: &Backend) {
+    let window = Duration::from_millis(400);
+    let store = b.store(window, Duration::from_secs(1));
+    let taken = tokio::time::Instant::now();
+    let Claim::Run(ticket) = store.claim("ops", "k4", FP).await.unwrap() else {
+        panic!("the first claim runs")
+    };
+    ticket.finish(answer(204, "")).await;
+    let again = eventually(
+        "the claim is forgotten",
+        Duration::from_secs(10),
+        async || match store.claim("ops", "k4", FP).await.unwrap() {
+            Claim::Run(_) => Some(tokio::time::Instant::now()),
+            Claim::Replay(_) => None,
+            other => panic!("{}", kind(&other)),
+        },
+    )
+    .await;
+    assert!(again - taken >= window - Duration::from_millis(10));
+}
+
+/// The rate limiters are charged all or nothing, and a refusal's wait is the truth: after
+/// it, the request passes.
+async fn limiters_are_charged_all_or_nothing(b: &Backend) {
+    let store = b.plain();
+    let ns = store.namespace().clone();
+    let limiter = |name: &str, count: u32, secs: u64| {
+        let rate = Rate {
+            count,
+            per: Duration::from_secs(secs),
+        };
+        Limiter {
+            key: ns.rate("caller", name, rate),
+            rate,
+        }
+    };
+    let both = [limiter("wide", 5, 60), limiter("narrow", 1, 1)];
+    assert_eq!(store.limit(&both, 1).await.unwrap(), None);
+    let (i, wait) = store.limit(&both, 1).await.unwrap().unwrap();
+    assert_eq!(i, 1, "the narrow one refuses");
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(1),
+        "{wait:?}"
+    );
+    // The refusal took nothing from the wide one: 4 of its 5 are left.
+    for _ in 0..4 {
+        assert_eq!(store.limit(&both[..1], 1).await.unwrap(), None);
+    }
+    assert!(store.limit(&both[..1], 1).await.unwrap().is_some());
+    tokio::time::sleep(wait).await;
+    assert_eq!(
+        store.limit(&both[1..], 1).await.unwrap(),
+        None,
+        "free after its wait"
+    );
+}
+
+/// A request of several units (a bulk request's devices) takes them all or none: past what
+/// is left it waits for as many units as it lacks, and its refusal takes nothing.
+async fn a_request_of_several_units_takes_them_all_or_none(b: &Backend) {
+    let store = b.plain();
+    let rate = Rate {
+        count: 10,
+        per: Duration::from_secs(600),
+    };
+    let bulk = [Limiter {
+        key: store.namespace().rate("caller", "bulk", rate),
+        rate,
+    }];
+    assert_eq!(store.limit(&bulk, 7).await.unwrap(), None, "7 of 10");
+    let (i, wait) = store.limit(&bulk, 4).await.unwrap().unwrap();
+    // One unit lacks: it comes back one interval (60 s) after the burst was taken.
+    assert_eq!(i, 0);
+    assert!(
+        wait > Duration::from_secs(55) && wait <= Duration::from_secs(60),
+        "{wait:?}"
+    );
+    assert_eq!(store.limit(&bulk, 3).await.unwrap(), None, "3 still fit");
+    let (_, wait) = store.limit(&bulk, 2).await.unwrap().unwrap();
+    assert!(wait > Duration::from_secs(115), "two intervals: {wait:?}");
+}
+
+/// At shutdown (`stop_waiting`) a duplicate waiting for the first request stops at once
+/// (in flight: its caller retries elsewhere), while the first keeps its key: a claim made
+/// after that still does not run, and once the first finishes its answer is replayed.
+async fn a_waiting_duplicate_stops_at_shutdown_and_the_key_stays_claimed(b: &Backend) {
+    let store = b.store(Duration::from_secs(60), Duration::from_secs(60));
+    let Claim::Run(first) = store.claim("ops", "k5", FP).await.unwrap() else {
+        panic!("the first claim runs")
+    };
+    let waiting = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.claim("ops", "k5", FP).await.unwrap() })
+    };
+    let started = tokio::time::Instant::now();
+    store.stop_waiting();
+    assert_eq!(kind(&waiting.await.unwrap()), "in flight");
+    assert_eq!(
+        kind(&store.claim("ops", "k5", FP).await.unwrap()),
+        "in flight"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "not after the 60 s bound"
+    );
+    first.finish(answer(204, "")).await;
+    assert_eq!(kind(&store.claim("ops", "k5", FP).await.unwrap()), "replay");
+}
+
+/// Budgets and a pacing slot are taken together or not at all, and a refund gives both back.
+async fn admissions_take_budgets_and_a_slot_together_or_not_at_all(b: &Backend) {
+    let store = b.plain();
+    let ns = store.namespace().clone();
+    let end = graphgate::state::wall_clock_secs() + 3_600;
+    let charge = |name: &str, limit| BudgetCharge {
+        key: format!(
+            "{}:1",
+            ns.budget("caller", name, graphgate::policy::BudgetWindow::Day)
+        ),
+        limit,
+        window_end: end,
+    };
+    let budgets = [charge("a", 10), charge("b", 100)];
+    let pacing = ns.pacing();
+    let admission = |member: &'static str, devices, count, budgets| Admission {
+        pacing_key: &pacing,
+        pacing_member: member,
+        pacing_count: count,
+        pacing_window: Duration::from_secs(60),
+        budgets,
+        devices,
+    };
+    let used = |a: &Admit| match a {
+        Admit::Admitted { used } => used.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        used(&store.admit(&admission("m1", 7, 5, &budgets)).await.unwrap()),
+        [7, 7]
+    );
+    assert_eq!(
+        store.admit(&admission("m2", 4, 5, &budgets)).await.unwrap(),
+        Admit::OverBudget { index: 0, used: 7 },
+        "7 + 4 devices would pass a's 10"
+    );
+    // Nothing was taken from b either: 3 more fit in both.
+    assert_eq!(
+        used(&store.admit(&admission("m3", 3, 5, &budgets)).await.unwrap()),
+        [10, 10]
+    );
+    let refund = Refund {
+        pacing_key: &pacing,
+        pacing_member: "m3",
+        budgets: &budgets,
+        devices: 3,
+    };
+    store.refund(&refund).await.unwrap();
+    assert_eq!(
+        used(&store.admit(&admission("m4", 3, 5, &budgets)).await.unwrap()),
+        [10, 10]
+    );
+    // Three slots taken of a window of three (m1, m4, m5: m3's was given back).
+    assert!(matches!(
+        store.admit(&admission("m5", 0, 3, &[])).await.unwrap(),
+        Admit::Admitted { .. }
+    ));
+    match store.admit(&admission("m6", 0, 3, &[])).await.unwrap() {
+        Admit::Paced(wait) => assert!(wait > Duration::from_secs(50), "{wait:?}"),
+        other => panic!("paced, not {other:?}"),
+    }
+}
+
+/// Every case, in order, on one backend.
+async fn contract(b: &Backend) {
+    a_claim_runs_once_and_its_answer_is_replayed(b).await;
+    concurrent_claims_run_exactly_once(b).await;
+    a_dropped_ticket_lets_the_next_claim_run(b).await;
+    a_duplicate_waits_only_up_to_its_bound(b).await;
+    a_claim_is_forgotten_after_its_window(b).await;
+    limiters_are_charged_all_or_nothing(b).await;
+    a_request_of_several_units_takes_them_all_or_none(b).await;
+    a_waiting_duplicate_stops_at_shutdown_and_the_key_stays_claimed(b).await;
+    admissions_take_budgets_and_a_slot_together_or_not_at_all(b).await;
+    b.plain().ping().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_store_keeps_the_contract() {
+    let b = Backend::memory();
+    assert!(!b.plain().is_shared());
+    contract(&b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_redis_store_keeps_the_contract() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let b = Backend::redis(&redis.url());
+    assert!(b.plain().is_shared());
+    contract(&b).await;
+}
+
+/// A store that cannot answer fails every step (fail closed), within its timeout.
+#[tokio::test]
+async fn a_redis_store_that_does_not_answer_fails_every_step_closed() {
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let b = Backend {
+        config: StateConfig::parse(
+            &url,
+            StateOptions {
+                timeout: Duration::from_millis(300),
+                ..StateOptions::default()
+            },
+        )
+        .unwrap(),
+    };
+    let store = b.plain();
+    let started = tokio::time::Instant::now();
+    assert!(store.ping().await.is_err());
+    assert!(store.claim("ops", "k", FP).await.is_err());
+    let limiter = Limiter {
+        key: "l".into(),
+        rate: Rate {
+            count: 1,
+            per: Duration::from_secs(1),
+        },
+    };
+    assert!(store.limit(&[limiter], 1).await.is_err());
+    let admission = Admission {
+        pacing_key: "p",
+        pacing_member: "m",
+        pacing_count: 1,
+        pacing_window: Duration::from_secs(1),
+        budgets: &[],
+        devices: 1,
+    };
+    assert!(store.admit(&admission).await.is_err());
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+/// A small deterministic generator of test steps.
+struct Steps(u64);
+
+impl Steps {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % below
+    }
+}
+
+/// `algo.rs` and the Lua scripts, fed the same steps at the same times: every answer the
+/// same. GCRA over two limiters (all or nothing) for requests of 1 to 6 units (a bulk
+/// request's devices, past a burst too), then the pacing's sliding window.
+#[tokio::test]
+async fn the_lua_scripts_and_algo_agree_step_by_step() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut conn = redis.connection().await;
+    let mut steps = Steps(22);
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    // GCRA: two limiters with rates drawn once, requests at increasing times. Times fall on
+    // 50 ms steps, so requests land exactly on the limiters' boundaries too.
+    let rates: Vec<(u64, u64)> = (0..2)
+        .map(|_| {
+            let rate = Rate {
+                count: 4 + steps.next(6) as u32,
+                per: Duration::from_secs(1 + steps.next(5)),
+            };
+            algo::gcra_params(rate)
+        })
+        .collect();
+    let keys: Vec<String> = (0..2).map(|i| format!("{prefix}:gcra:{i}")).collect();
+    let mut tats: HashMap<usize, u64> = HashMap::new();
+    let mut now = 1_000_000_000_000u64;
+    let mut refusals = 0;
+    let mut several = 0;
+    for step in 0..300 {
+        now += 50_000 * steps.next(20);
+        // Mostly single units, some several.
+        let cost = match steps.next(3) {
+            0 => 2 + steps.next(4) as u32,
+            _ => 1,
+        };
+        // algo.rs: every limiter or none.
+        let mut next = Vec::new();
+        let mut expected = (0u64, 0u64);
+        for (i, params) in rates.iter().enumerate() {
+            match algo::gcra(tats.get(&i).copied(), now, *params, cost) {
+                Ok(tat) => next.push(tat),
+                Err(wait) => {
+                    expected = (i as u64 + 1, wait);
+                    break;
+                }
+            }
+        }
+        if expected.0 == 0 {
+            tats.extend(next.into_iter().enumerate());
+            several += usize::from(cost > 1);
+        } else {
+            refusals += 1;
+        }
+        // The script, at the same time.
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(scripts::gcra_at(now)).arg(2);
+        for key in &keys {
+            cmd.arg(key);
+        }
+        for (interval, tolerance) in &rates {
+            cmd.arg(interval).arg(tolerance);
+        }
+        cmd.arg(cost);
+        let got: (u64, u64) = cmd.query_async(&mut conn).await.unwrap();
+        assert_eq!(got, expected, "gcra step {step} at {now}, cost {cost}");
+    }
+    assert!(refusals > 10, "the steps tested refusals too: {refusals}");
+    assert!(
+        several > 10,
+        "and admitted several units at once: {several}"
+    );
+    eprintln!("gcra: {rates:?}: {refusals} refused, {several} of several units admitted");
+
+    // The pacing's sliding window: admissions at increasing times.
+    let count = 3 + steps.next(3) as u32;
+    let window = 1_000_000 * (1 + steps.next(5));
+    let key = format!("{prefix}:pace");
+    let mut taken = VecDeque::new();
+    let mut paced = 0;
+    for step in 0..300 {
+        now += 50_000 * steps.next(window / 100_000);
+        let member = format!("m{step}");
+        let expected = algo::slide(&mut taken, now, count, window, &member).err();
+        paced += usize::from(expected.is_some());
+        let reply: Vec<redis::Value> = redis::cmd("EVAL")
+            .arg(scripts::admit_at(now))
+            .arg(1)
+            .arg(&key)
+            .arg(count)
+            .arg(window)
+            .arg(&member)
+            .arg(1)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let got = match reply.as_slice() {
+            [redis::Value::BulkString(ok)] if ok == b"ok" => None,
+            [redis::Value::BulkString(pace), redis::Value::Int(wait)] if pace == b"pace" => {
+                Some(u64::try_from(*wait).unwrap())
+            }
+            other => panic!("unexpected answer {other:?}"),
+        };
+        assert_eq!(got, expected, "pacing step {step} at {now}");
+    }
+    assert!(paced > 10, "the steps tested waits too: {paced}");
+}
