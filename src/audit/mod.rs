@@ -132,6 +132,8 @@ struct Enabled {
     witnesses: Option<Witnesses>,
     /// The newest signed checkpoint (with a signing key).
     latest: Option<Latest>,
+    /// What opening the log repaired (a torn checkpoint cut back), for its own records.
+    notices: Vec<String>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -171,7 +173,9 @@ impl Audit {
     ) -> std::io::Result<Self> {
         launder::check(path, &fingerprinter, config.checkpoints.is_some())?;
         let (mut sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        let mut notices = Vec::new();
         if let Some(checkpoints) = &config.checkpoints {
+            notices.extend(checkpoints::checkpoint::recover_torn(path)?);
             let checkpointer = Checkpointer::start(path, checkpoints.clone(), &state)?;
             sink.checkpoint_with(Box::new(checkpointer), &state)?;
         }
@@ -180,6 +184,7 @@ impl Audit {
         if let Some(inner) = audit.inner.as_mut().and_then(Arc::get_mut) {
             inner.path = Some(path.to_owned());
             inner.latest = config.checkpoints.as_ref().map(|c| c.latest.clone());
+            inner.notices = notices;
         }
         Ok(audit)
     }
@@ -217,6 +222,7 @@ impl Audit {
                 reconciler: std::sync::OnceLock::new(),
                 witnesses: None,
                 latest: None,
+                notices: Vec::new(),
             })),
         })
     }
@@ -281,17 +287,34 @@ impl Audit {
         }
     }
 
-    /// Writes a durable `start` record: the gateway passed every start-up check and is about
-    /// to serve.
-    pub async fn write_start(&self, note: &str) -> Result<(), WriteError> {
-        let entry = Entry {
+    /// What opening the log repaired (see [`checkpoints::checkpoint::recover_torn`]); each is
+    /// written as a record of its own by [`Audit::write_notices`].
+    pub fn notices(&self) -> &[String] {
+        self.inner.as_ref().map_or(&[], |i| i.notices.as_slice())
+    }
+
+    /// Writes what opening the log repaired as durable `start` records with the note.
+    pub async fn write_notices(&self) -> Result<(), WriteError> {
+        for note in self.notices() {
+            self.write_durable(Self::start_entry(note)).await?;
+        }
+        Ok(())
+    }
+
+    fn start_entry(note: &str) -> Entry {
+        Entry {
             kind: Some(Kind::Start),
             time: records::record::now_rfc3339(),
             audit_id: uuid::Uuid::new_v4().to_string(),
             note: Some(note.to_owned()),
             ..Entry::default()
-        };
-        self.write_durable(entry).await.map(|_| ())
+        }
+    }
+
+    /// Writes a durable `start` record: the gateway passed every start-up check and is about
+    /// to serve.
+    pub async fn write_start(&self, note: &str) -> Result<(), WriteError> {
+        self.write_durable(Self::start_entry(note)).await
     }
 
     /// Makes everything queued durable (with the counts of suppressed refusals), closes the

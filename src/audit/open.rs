@@ -197,6 +197,11 @@ impl AuditSettings {
         };
         let audit = Audit::open_with(&self.log, &config, fingerprinter)
             .map_err(|e| log_err(e.to_string()))?;
+        // What opening repaired (a torn checkpoint cut back) is said in the log itself.
+        audit
+            .write_notices()
+            .await
+            .map_err(|e| log_err(e.to_string()))?;
         if let Some((folder, moved)) = &set_aside {
             let note = format!(
                 "a new audit tree was started on purpose (--audit-new-tree): the previous log's {moved} file(s) were moved to {}",

@@ -561,3 +561,66 @@ fn credentials_in_the_checkpoint_url_never_reach_help_or_logs() {
         assert!(!help.contains(secret), "{secret} in --help");
     }
 }
+
+/// A crash mid-append leaves part of a checkpoint at the end of the checkpoint file: the
+/// next start cuts it back to the last whole checkpoint (saying so in a WARN and in an audit
+/// record of its own) instead of refusing a log that is intact, and the log verifies after.
+#[tokio::test]
+async fn a_torn_last_checkpoint_is_cut_back_at_start_with_a_warning_and_a_record() {
+    let s = setup();
+    let backend =
+        crate::common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
+    let log = backend.dir.join("audit.jsonl");
+    let checkpoints = backend.dir.join("audit.jsonl.checkpoints");
+    let start = || {
+        let mut cmd = backend.serve_command();
+        cmd.env("GRAPHGATE_AUDIT_SIGNING_KEY_FILE", &s.signing);
+        cmd
+    };
+    let gw = backend.serve(start()).await;
+    assert_eq!(gw.call().await.status, 204);
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    let whole = std::fs::read(&checkpoints).unwrap();
+    // The crash: the next note written up to the middle of its signature line.
+    let torn = "graphgate.test/audit/audit.jsonl\n9\nq5o1b0mYtNnTRjYQ3M3Q8+dB1yP0d5cK6YqI0pZQdA0=\n\n\u{2014} graphgate.test/audit AbCd";
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&checkpoints)
+        .unwrap();
+    std::io::Write::write_all(&mut file, torn.as_bytes()).unwrap();
+    drop(file);
+
+    let gw = backend.serve(start()).await;
+    let ready = gw.admin("/readyz").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    let now = std::fs::read(&checkpoints).unwrap();
+    assert!(now.starts_with(&whole), "whole checkpoints are kept");
+    assert!(now.ends_with(b"\n"), "no partial note is left");
+    assert!(
+        !String::from_utf8_lossy(&now).contains("AbCd\n") && !now.ends_with(b"AbCd"),
+        "the torn tail is gone"
+    );
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("\"level\":\"WARN\"") && out.contains("ended in a torn checkpoint"),
+        "{out}"
+    );
+    let records = crate::common::served::audit_records(&log);
+    let said = records.iter().find(|r| {
+        r["kind"] == "start"
+            && r["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("torn checkpoint") && n.contains("cut back"))
+    });
+    assert!(said.is_some(), "no record says so: {records:?}");
+    let out = graphgate(&[
+        "audit",
+        "verify",
+        "--public-key",
+        &s.public_key,
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+}

@@ -128,6 +128,54 @@ pub fn split_notes(text: &str) -> Vec<&str> {
     notes
 }
 
+/// Largest torn tail cut from a checkpoint file: one note (origin, size, root and a
+/// signature line) is a few hundred bytes; more after the last whole note is not a torn
+/// append, and is left for the checks to name.
+const MAX_TORN_BYTES: usize = 4096;
+
+/// After a crash mid-append, the checkpoint file of the log at `log` may end in part of a
+/// note (no signature line yet, or one cut short). That tail is cut back to the last whole
+/// note (synced), as a torn last line of the log is set aside: it was never a signed
+/// checkpoint. Returns what was done, for the log's own record (and says it with a WARN);
+/// `None` when the file ends in a whole note, or is absent.
+pub fn recover_torn(log: &Path) -> io::Result<Option<String>> {
+    let path = path_for(log);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let whole = whole_notes_len(&bytes);
+    let torn = bytes.len() - whole;
+    if torn == 0 || torn > MAX_TORN_BYTES {
+        return Ok(None);
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.set_len(whole as u64)?;
+    file.sync_all()?;
+    let note = format!(
+        "the checkpoint file {} ended in a torn checkpoint ({torn} bytes after the last whole one: a crash mid-append); it was cut back to the last whole checkpoint",
+        path.display()
+    );
+    tracing::warn!(file = %path.display(), torn_bytes = torn, "{note}");
+    Ok(Some(note))
+}
+
+/// The length of the whole notes at the start of a checkpoint file: up to the end of its
+/// last signature line that ends in a newline.
+fn whole_notes_len(bytes: &[u8]) -> usize {
+    const SIGNATURE: &[u8] = "\u{2014} ".as_bytes();
+    let mut whole = 0;
+    let mut at = 0;
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        at += line.len();
+        if line.ends_with(b"\n") && line.starts_with(SIGNATURE) {
+            whole = at;
+        }
+    }
+    whole
+}
+
 /// A checkpoint file's notes, each opened with `verifier` and parsed, in file order. The
 /// first note that is forged, signed by another key or malformed is an error naming it.
 pub fn read_verified(path: &Path, verifier: &NoteVerifier) -> Result<Vec<Checkpoint>, ReadError> {
@@ -320,6 +368,37 @@ mod tests {
 
     /// The example of the C2SP tlog-checkpoint specification.
     const SPEC_EXAMPLE: &str = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n";
+
+    #[test]
+    fn only_a_torn_tail_of_one_note_is_cut_back() {
+        let dir = std::env::temp_dir().join(format!("graphgate-torn-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("a.jsonl");
+        let file = path_for(&log);
+        assert_eq!(recover_torn(&log).unwrap(), None, "no file");
+        std::fs::write(&file, SPEC_EXAMPLE).unwrap();
+        assert_eq!(recover_torn(&log).unwrap(), None, "a whole note");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), SPEC_EXAMPLE);
+        // Cut inside the signature line's dash (a multi-byte character), and after the body.
+        for cut in [SPEC_EXAMPLE.find('\u{2014}').unwrap() + 1, 60] {
+            let mut text = SPEC_EXAMPLE.as_bytes().to_vec();
+            text.extend_from_slice(&SPEC_EXAMPLE.as_bytes()[..cut]);
+            std::fs::write(&file, &text).unwrap();
+            let said = recover_torn(&log).unwrap().unwrap();
+            assert!(said.contains(&format!("({cut} bytes")), "{said}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), SPEC_EXAMPLE);
+        }
+        // More than one note's worth after the last whole one is not a torn append.
+        let mut text = SPEC_EXAMPLE.as_bytes().to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_TORN_BYTES + 1));
+        std::fs::write(&file, &text).unwrap();
+        assert_eq!(recover_torn(&log).unwrap(), None);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            text,
+            "left for the checks to name"
+        );
+    }
 
     #[test]
     fn the_specifications_example_parses_and_ours_reads_the_same_way() {
