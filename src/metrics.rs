@@ -303,7 +303,7 @@ fn register_audit_trust(r: &mut Registrar, t: &AuditTrust) {
     );
     r.register(
         "graphgate_audit_witness_quorum_age_seconds",
-        "Age of the newest checkpoint cosigned by a quorum of witnesses (since start while there is none)",
+        "How long the newest signed audit checkpoint has waited for a quorum of witnesses to cosign it (0 while it is cosigned, or when none is signed yet)",
         t.witness_quorum_age.clone(),
     );
 }

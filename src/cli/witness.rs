@@ -34,8 +34,9 @@ pub struct ServeArgs {
     #[arg(long, env = "GRAPHGATE_WITNESS_STATE")]
     pub state: PathBuf,
     /// A log to witness: `ORIGIN=PUBLIC_KEY`, its checkpoints' origin line and the public
-    /// key that signs them (as `graphgate audit keygen` printed it); repeatable (in the
-    /// environment, comma-separated).
+    /// key that signs them (as `graphgate audit keygen` printed it), or `PREFIX*=PUBLIC_KEY`
+    /// for every log whose origin starts with PREFIX (one log per Kubernetes pod, say);
+    /// repeatable (in the environment, comma-separated).
     #[arg(
         long = "log",
         value_name = "ORIGIN=KEY",

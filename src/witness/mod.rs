@@ -22,7 +22,8 @@ pub struct WitnessSettings {
     pub key_file: PathBuf,
     /// The folder holding the newest cosigned checkpoint of each log.
     pub state_dir: PathBuf,
-    /// The logs it witnesses: each one's origin line and the public key signing it.
+    /// The logs it witnesses: each one's origin line (or a prefix of origins, ending in
+    /// `*`) and the public key signing it.
     pub logs: HashMap<String, NoteVerifier>,
 }
 
@@ -74,7 +75,14 @@ pub fn parse_logs(values: &[String]) -> Result<HashMap<String, NoteVerifier>, Ve
             Ok(k) if k.is_cosigner() => problems.push(format!(
                 "--log {origin}: a witness's key, not the log's signing key"
             )),
-            Ok(k) if origin.is_empty() => problems.push(format!("--log ={k}: no origin")),
+            Ok(k) if origin.trim_end_matches('*').is_empty() => {
+                problems.push(format!("--log {origin}={k}: no origin"))
+            }
+            Ok(_) if origin.trim_end_matches('*').contains('*') || origin.ends_with("**") => {
+                problems.push(format!(
+                    "--log {origin}: `*` may only end an origin prefix (ORIGIN_PREFIX*=KEY)"
+                ))
+            }
             Ok(k) => {
                 logs.insert(origin.to_owned(), k);
             }
@@ -86,3 +94,6 @@ pub fn parse_logs(values: &[String]) -> Result<HashMap<String, NoteVerifier>, Ve
         false => Err(problems),
     }
 }
+
+#[cfg(test)]
+mod tests;

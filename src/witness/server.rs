@@ -33,8 +33,12 @@ const MAX_BODY: usize = 64 * 1024;
 const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 512;
+/// Most logs one witness keeps a state for (logs named by an origin prefix are taken as
+/// they come: this bounds the state folder).
+pub const MAX_LOGS: usize = 10_000;
 
-/// A witness: its key, the logs it knows, and their state.
+/// A witness: its key, the logs it knows (by origin, or by an origin prefix ending in `*`:
+/// every log whose origin starts with it, such as one per Kubernetes pod), and their state.
 pub struct Witness {
     signer: NoteSigner,
     logs: HashMap<String, NoteVerifier>,
@@ -49,8 +53,8 @@ fn answer(status: StatusCode, text: impl Into<String>) -> Answer {
 }
 
 impl Witness {
-    /// A witness cosigning with `signer` the logs in `logs` (origin → the log's key), its
-    /// state in `states`.
+    /// A witness cosigning with `signer` the logs in `logs` (origin, or a prefix ending in
+    /// `*`, → the log's key), its state in `states`.
     pub fn new(signer: NoteSigner, logs: HashMap<String, NoteVerifier>, states: States) -> Self {
         Witness {
             signer,
@@ -81,7 +85,7 @@ impl Witness {
             Err(e) => return answer(StatusCode::BAD_REQUEST, format!("{e}\n")),
         };
         let origin = request.note.split('\n').next().unwrap_or_default();
-        let Some(key) = self.logs.get(origin) else {
+        let Some(key) = self.key_for(origin) else {
             return answer(
                 StatusCode::NOT_FOUND,
                 format!("unknown log origin {origin:?}\n"),
@@ -110,6 +114,12 @@ impl Witness {
             None => return answer(StatusCode::BAD_REQUEST, "bad root hash\n"),
         };
         let mut states = self.states.lock().await;
+        if states.get(origin).is_none() && states.len() >= MAX_LOGS {
+            return answer(
+                StatusCode::FORBIDDEN,
+                format!("this witness keeps at most {MAX_LOGS} logs\n"),
+            );
+        }
         let (known_size, known_root) = match states.get(origin) {
             Some(s) => (s.size, b64_hash(&s.root).unwrap_or_default()),
             None => (0, tree::EMPTY_ROOT),
@@ -176,9 +186,25 @@ impl Witness {
         }
     }
 
+    /// The key of the log `origin`: its own entry, else the longest prefix entry it
+    /// starts with.
+    fn key_for(&self, origin: &str) -> Option<&NoteVerifier> {
+        if let Some(key) = self.logs.get(origin) {
+            return Some(key);
+        }
+        self.logs
+            .iter()
+            .filter_map(|(pattern, key)| Some((pattern.strip_suffix('*')?, key)))
+            .filter(|(prefix, _)| origin.starts_with(prefix) && origin.len() > prefix.len())
+            .max_by_key(|(prefix, _)| prefix.len())
+            .map(|(_, key)| key)
+    }
+
     async fn handle(&self, req: Request<Incoming>) -> Answer {
         let path = req.uri().path().to_owned();
         match (req.method(), path.as_str()) {
+            // For probes: the process serves (its state loaded at start).
+            (&Method::GET, "/healthz") => answer(StatusCode::OK, "ok\n"),
             (&Method::POST, "/add-checkpoint") => {
                 let limited = Limited::new(req.into_body(), MAX_BODY);
                 match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {

@@ -63,6 +63,16 @@ impl States {
         })
     }
 
+    /// How many logs have a state.
+    pub fn len(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Whether no log has a state yet.
+    pub fn is_empty(&self) -> bool {
+        self.logs.is_empty()
+    }
+
     /// The newest cosigned checkpoint of `origin`.
     pub fn get(&self, origin: &str) -> Option<&LogState> {
         self.logs.get(origin)

@@ -5,7 +5,7 @@
 //! fails readiness), a 422 a proof the witness refuses (a fork: also fails readiness); a
 //! witness that is down, slow or answers garbage is retried with jittered backoff. Nothing
 //! here is on a request's path. Cosignatures are kept beside the log
-//! ([`super::cosigned`]); the age of the newest checkpoint a quorum cosigned is a metric and
+//! ([`super::cosigned`]); how long signed checkpoints have waited for a quorum is a metric and
 //! part of `/readyz`.
 
 use std::collections::BTreeMap;
@@ -115,7 +115,41 @@ struct Shared {
     witnesses: Vec<Mutex<WitnessState>>,
     cosigned: Mutex<BTreeMap<u64, Cosigs>>,
     file: PathBuf,
-    started: u64,
+    /// Held while `file` is written.
+    storing: Mutex<()>,
+    /// The newest checkpoint a quorum cosigned, once it is in `file` (size, signing time).
+    stored_quorum: Mutex<Option<(u64, u64)>>,
+    /// The newest signed checkpoint.
+    latest: tokio::sync::watch::Receiver<Option<Arc<SignedCheckpoint>>>,
+    /// The signed checkpoints no quorum has cosigned yet.
+    waiting: Mutex<Waiting>,
+}
+
+/// Most uncosigned checkpoints remembered for the quorum's age (the oldest are kept: they
+/// are the ones the age is measured from).
+const MAX_WAITING: usize = 1024;
+
+/// The signed checkpoints (size, signing time) seen that no quorum has cosigned yet, oldest
+/// first: how long records have gone without a quorum vouching for them.
+#[derive(Debug, Default)]
+struct Waiting(std::collections::VecDeque<(u64, u64)>);
+
+impl Waiting {
+    /// Takes in the newest signed checkpoint `latest` (size, signing time) and the size a
+    /// quorum covers, and returns the seconds since the oldest checkpoint still waiting was
+    /// signed: 0 when every one is cosigned (an idle log is not a stale one).
+    fn age(&mut self, latest: Option<(u64, u64)>, covered: u64, now: u64) -> u64 {
+        if let Some((size, signed_at)) = latest {
+            let newer = self.0.back().is_none_or(|&(last, _)| size > last);
+            if newer && self.0.len() < MAX_WAITING {
+                self.0.push_back((size, signed_at.min(now)));
+            }
+        }
+        while self.0.front().is_some_and(|&(size, _)| size <= covered) {
+            self.0.pop_front();
+        }
+        self.0.front().map_or(0, |&(_, at)| now.saturating_sub(at))
+    }
 }
 
 /// The witnesses of a log; cheap to clone.
@@ -156,7 +190,10 @@ impl Witnesses {
                 .collect(),
             cosigned: Mutex::new(BTreeMap::new()),
             file,
-            started: now_secs(),
+            storing: Mutex::new(()),
+            stored_quorum: Mutex::new(None),
+            latest: latest.subscribe(),
+            waiting: Mutex::new(Waiting::default()),
         });
         let witnesses = Witnesses { shared };
         for (i, config) in configs.into_iter().enumerate() {
@@ -180,23 +217,24 @@ impl Witnesses {
         Ok(witnesses)
     }
 
-    /// Seconds since the newest checkpoint a quorum cosigned was signed (since start while
-    /// there is none).
+    /// Seconds the oldest signed checkpoint that no quorum has cosigned has waited: 0 while
+    /// every one is cosigned (or none is signed yet), so a log that is merely idle never
+    /// looks stale.
     pub fn quorum_age(&self) -> u64 {
-        let since = self
-            .newest_quorum()
-            .map_or(self.shared.started, |(_, at)| at);
-        now_secs().saturating_sub(since)
+        let covered = self.newest_quorum().map_or(0, |(size, _)| size);
+        let latest = self
+            .shared
+            .latest
+            .borrow()
+            .as_ref()
+            .map(|cp| (cp.size, cp.signed_at));
+        lock(&self.shared.waiting).age(latest, covered, now_secs())
     }
 
-    /// The size and signing time of the newest checkpoint a quorum cosigned.
+    /// The size and signing time of the newest checkpoint a quorum cosigned, as kept on
+    /// disk (what `graphgate audit prove` finds).
     fn newest_quorum(&self) -> Option<(u64, u64)> {
-        let cosigned = lock(&self.shared.cosigned);
-        cosigned
-            .iter()
-            .rev()
-            .find(|(_, c)| c.lines.len() >= self.shared.quorum)
-            .map(|(size, c)| (*size, c.signed_at))
+        *lock(&self.shared.stored_quorum)
     }
 
     /// Whether no witness reports a rollback or an inconsistent log.
@@ -422,9 +460,11 @@ impl Task {
         }
     }
 
-    /// Keeps the cosignature beside the log.
+    /// Keeps the cosignature beside the log. The file is written by one writer at a time,
+    /// each writing the cosignatures as they are then (a writer that started earlier never
+    /// puts back an older set), and a quorum counts once it is on disk.
     fn cosigned(&self, cp: &SignedCheckpoint, line: String) {
-        let notes: Vec<String> = {
+        {
             let mut all = lock(&self.shared.cosigned);
             let entry = all.entry(cp.size).or_insert_with(|| Cosigs {
                 note: cp.note.clone(),
@@ -435,23 +475,41 @@ impl Task {
             while all.len() > super::cosigned::KEEP {
                 all.pop_first();
             }
-            all.values()
-                .map(|c| {
-                    format!(
-                        "{}{}",
-                        c.note,
-                        c.lines.values().cloned().collect::<String>()
-                    )
-                })
-                .collect()
-        };
-        let file = self.shared.file.clone();
+        }
+        let shared = Arc::clone(&self.shared);
         tokio::task::spawn_blocking(move || {
-            if let Err(e) = super::cosigned::store(&file, &notes) {
-                tracing::error!(file = %file.display(), error = %e, "could not keep the witnesses' cosignatures");
+            let _writer = lock(&shared.storing);
+            let (notes, quorum) = {
+                let all = lock(&shared.cosigned);
+                let notes: Vec<String> = all
+                    .values()
+                    .map(|c| {
+                        format!(
+                            "{}{}",
+                            c.note,
+                            c.lines.values().cloned().collect::<String>()
+                        )
+                    })
+                    .collect();
+                (notes, newest_quorum(&all, shared.quorum))
+            };
+            match super::cosigned::store(&shared.file, &notes) {
+                Ok(()) => *lock(&shared.stored_quorum) = quorum,
+                Err(e) => {
+                    tracing::error!(file = %shared.file.display(), error = %e, "could not keep the witnesses' cosignatures")
+                }
             }
         });
     }
+}
+
+/// The size and signing time of the newest checkpoint in `all` that `quorum` witnesses
+/// cosigned.
+fn newest_quorum(all: &BTreeMap<u64, Cosigs>, quorum: usize) -> Option<(u64, u64)> {
+    all.iter()
+        .rev()
+        .find(|(_, c)| c.lines.len() >= quorum)
+        .map(|(size, c)| (*size, c.signed_at))
 }
 
 /// `base` ± up to a half, at random.
@@ -463,4 +521,25 @@ fn jitter(base: Duration) -> Duration {
     };
     let ms = base.as_millis() as u64;
     Duration::from_millis(ms / 2 + (ms * u64::from(r)) / u64::from(u16::MAX))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Waiting;
+
+    #[test]
+    fn the_quorum_age_counts_from_the_oldest_checkpoint_no_quorum_covers() {
+        let mut w = Waiting::default();
+        assert_eq!(w.age(None, 0, 100), 0, "nothing signed yet");
+        assert_eq!(w.age(Some((10, 100)), 0, 105), 5);
+        // Newer checkpoints while the witnesses lag: still from the oldest waiting.
+        assert_eq!(w.age(Some((20, 110)), 0, 115), 15);
+        // The first is cosigned: from the second.
+        assert_eq!(w.age(Some((30, 120)), 10, 125), 15);
+        // All cosigned: 0, and stays 0 while the log is idle.
+        assert_eq!(w.age(Some((30, 120)), 30, 130), 0);
+        assert_eq!(w.age(Some((30, 120)), 30, 5000), 0);
+        // A record after an idle hour: counted from its checkpoint, not the last cosigned.
+        assert_eq!(w.age(Some((31, 5000)), 30, 5002), 2);
+    }
 }
