@@ -184,7 +184,7 @@ fn large_log(c: &mut Criterion) {
         })
     });
     g.finish();
-    console_pages(c, &log, records);
+    console_pages(c, &log, &files, records);
     // GRAPHGATE_BENCH_KEEP=1 keeps the log, to time `graphgate audit verify` on it.
     match std::env::var_os("GRAPHGATE_BENCH_KEEP") {
         Some(_) => eprintln!("kept the large log in {}", dir.display()),
@@ -194,19 +194,50 @@ fn large_log(c: &mut Criterion) {
     }
 }
 
-/// The console's pages over the log, once its index is built.
-fn console_pages(c: &mut Criterion, log: &Path, records: u64) {
+/// CPU seconds this process has used (user and system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // Clock ticks: 100 a second on Linux.
+    fields.iter().sum::<f64>() / 100.0
+}
+
+/// The console's pages over the log, once its index is built. The index build is timed
+/// (wall and CPU) beside one run of what `audit verify --public-key` does over the same
+/// files (the chain and the Merkle root), so the two compare under the same load.
+fn console_pages(c: &mut Criterion, log: &Path, files: &[PathBuf], records: u64) {
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let (report, leaves) =
+        graphgate::audit::read::verify::verify_with_leaves(files, &[], true).unwrap();
+    assert!(report.problem.is_none());
+    let mut roots = graphgate::audit::checkpoints::tree::Roots::default();
+    for leaf in leaves {
+        roots.push(leaf).unwrap();
+    }
+    black_box(roots.root().unwrap());
+    eprintln!(
+        "audit verify with the Merkle root over {records} records: {:.1?} ({:.1} s CPU)",
+        started.elapsed(),
+        cpu_seconds() - cpu
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let console = rt.block_on(async {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         let console = Console::start(log, None, None);
         while console.index().last_seq() < records {
             assert!(started.elapsed() < Duration::from_secs(900), "not indexed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!(
-            "console index of {records} records built in {:.1?}",
-            started.elapsed()
+            "console index of {records} records built in {:.1?} ({:.1} s CPU)",
+            started.elapsed(),
+            cpu_seconds() - cpu
         );
         console
     });
