@@ -306,6 +306,52 @@ fn bulk_admission(c: &mut Criterion) {
     });
 }
 
+/// Admission and decision of one wipe (as the gateway and `policy explain` run them, the
+/// approval question included) under a rule without approval: in a policy with no
+/// approval at all, and in one where another rule needs approval (so the question is
+/// asked). Neither may cost more than the policy without approvals did before them.
+fn approval_question(c: &mut Criterion) {
+    let policy_with = |approval: &str| {
+        Policy::from_yaml(
+            &format!(
+                "version: 1\ncallers:\n  - name: ops\n    api_key_sha256: \"{}\"\n  - name: lead\n    api_key_sha256: \"{}\"\nrules:\n  - name: wipes\n    callers: [ops]\n    operations: [managedDevices.wipe]\n  - name: retires\n    callers: [ops]\n    operations: [managedDevices.retire]\n{approval}",
+                api_key_sha256("k"),
+                api_key_sha256("l")
+            ),
+            "bench",
+        )
+        .unwrap()
+    };
+    let held_elsewhere =
+        "    approval:\n      groups:\n        - { approvers: [lead], required: 1 }\n";
+    let request =
+        "POST /v1.0/deviceManagement/managedDevices/0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb/wipe";
+    let body = br#"{"keepUserData":true}"#;
+    let mut group = c.benchmark_group("approval/admit_and_decide_one_wipe");
+    for (name, policy) in [
+        ("no_approval_rules", policy_with("")),
+        ("approval_on_another_rule", policy_with(held_elsewhere)),
+    ] {
+        let (eval, _) =
+            explain::evaluate(&policy, "ops", request, Some(body), Default::default()).unwrap();
+        assert!(eval.allowed() && eval.approval.is_none(), "{name}");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let (eval, _) = explain::evaluate(
+                    &policy,
+                    "ops",
+                    request,
+                    Some(black_box(body)),
+                    Default::default(),
+                )
+                .unwrap();
+                eval.allowed()
+            })
+        });
+    }
+    group.finish();
+}
+
 /// A key loader serving the emulator's published keys (no I/O in the measurement).
 struct Published(serde_json::Value);
 
@@ -396,6 +442,7 @@ criterion_group!(
     validation,
     whole_catalog_benches,
     bulk_admission,
+    approval_question,
     api_key_lookup,
     jwt_callers,
     evaluation,

@@ -76,17 +76,34 @@ pub fn set_ids(headers: &mut HeaderMap, ids: &RequestIds) {
     }
 }
 
+/// A dry run's answer: what the policy decided and what would be sent; when others must
+/// approve it first, what approval (and that nothing would be sent until then).
 pub fn dry_run_response(
     cloud: Cloud,
     caller: &str,
     target: &Recognised,
-    decision: &Decision<'_>,
+    (decision, approval): (&Decision<'_>, Option<&crate::policy::Approval>),
     params: &Params,
 ) -> Response<Full<Bytes>> {
     let shadow = decision
         .shadow
         .map(|s| serde_json::json!({ "decision": if s.allowed { "allow" } else { "deny" }, "rule": s.rule }));
-    let doc = serde_json::json!({
+    let approval = approval.map(|a| {
+        let groups: Vec<serde_json::Value> = a
+            .groups
+            .iter()
+            .map(|g| serde_json::json!({ "approvers": g.named, "required": g.required }))
+            .collect();
+        serde_json::json!({
+            "required": true,
+            "groups": groups,
+            "deny": a.deny,
+            "ttlSeconds": a.ttl.as_secs(),
+            "executeWithinSeconds": a.execute_within.as_secs(),
+            "summary": a.describe(),
+        })
+    });
+    let mut doc = serde_json::json!({
         "dryRun": true,
         "decision": "allow",
         "rule": decision.rule_name(),
@@ -98,6 +115,9 @@ pub fn dry_run_response(
         "wouldSend": format!("{} https://{}{}", target.op.invocation.method_name(), cloud.endpoints().graph_host, target.canonical_path),
         "parameters": params.to_redacted_json(),
     });
+    if let Some(approval) = approval {
+        doc["approval"] = approval;
+    }
     let mut resp = json_response(StatusCode::OK, &doc);
     resp.headers_mut().insert(
         HeaderName::from_static("preference-applied"),

@@ -13,6 +13,7 @@ use http::{Response, StatusCode};
 use http_body_util::Full;
 
 use crate::admit::{InboundError, RequestIds};
+use crate::approval::ApprovalError;
 use crate::audit::WriteError;
 use crate::credential::TokenError;
 use crate::forward::UpstreamError;
@@ -75,6 +76,9 @@ pub enum GatewayError {
     /// Graph gave no usable answer.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
+    /// An approval step was refused (or its store did not answer).
+    #[error(transparent)]
+    Approval(#[from] ApprovalError),
 }
 
 /// Everything a caller is told about one failure.
@@ -189,6 +193,7 @@ impl GatewayError {
             )
             .retry_after(5),
             E::Upstream(e) => upstream(e),
+            E::Approval(e) => approval(e),
         }
     }
 
@@ -286,6 +291,40 @@ fn limit(e: &LimitRefusal) -> Answer {
         LimitRefusal::Store(e) => return state_unavailable(e),
     };
     Answer::new(StatusCode::TOO_MANY_REQUESTS, code, message).retry_after(retry)
+}
+
+/// An approval step refused: 404 for what the caller may not see, 403 for who may not do
+/// it, 409 for a request or an approval not in a state to take it, 429 past the pending
+/// bound; the store's 503.
+fn approval(e: &ApprovalError) -> Answer {
+    use ApprovalError as A;
+    let says = |status, code| Answer::new(status, code, e.to_string());
+    match e {
+        A::NotFound(_) => says(StatusCode::NOT_FOUND, "resourceNotFound"),
+        A::NotAnApprover(_) | A::OwnRequest(_) | A::NotTheRequester(_) | A::NoBreakGlass(_) => {
+            says(StatusCode::FORBIDDEN, "accessDenied")
+        }
+        A::AlreadyReviewed(_) => says(StatusCode::CONFLICT, "approvalAlreadyReviewed"),
+        A::NotNow { .. } => says(StatusCode::CONFLICT, "approvalNotInThatState"),
+        A::HashMismatch(_) | A::NotThisRequest(_) => {
+            says(StatusCode::CONFLICT, "approvalRequestMismatch")
+        }
+        A::Duplicate(_) => says(StatusCode::CONFLICT, "approvalAlreadyPending"),
+        A::BreakGlassUnreviewed(_) => says(StatusCode::CONFLICT, "breakGlassUnreviewed"),
+        A::TooManyPending(_) => {
+            says(StatusCode::TOO_MANY_REQUESTS, "tooManyPendingApprovals").retry_after(60)
+        }
+        A::KeyReused(_) => says(StatusCode::UNPROCESSABLE_ENTITY, "idempotencyKeyReused"),
+        A::BreakGlassBulk | A::NothingToRedeem | A::BadInput(_) => {
+            says(StatusCode::BAD_REQUEST, "invalidRequest")
+        }
+        A::Store(e) => state_unavailable(e),
+        A::Damaged(_) => Answer::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "generalException",
+            "something went wrong; the gateway logged the details",
+        ),
+    }
 }
 
 /// The state store did not answer: the kind only (timeout, connection, ...); the store's

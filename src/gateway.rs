@@ -5,9 +5,16 @@
 //!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
 //!    gateway's) → the body, read within bounds and validated;
 //! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
-//!    rate, then answered here) → the caller's and the rule's rate limits, in devices;
+//!    rate, then answered here) → the caller's and the rule's rate limits, in devices →
+//!    **approval**: a rule that needs others' approval holds the request (202 and the
+//!    approval resource; [`crate::approval`]), unless it redeems an approved secret read or
+//!    breaks glass;
 //! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
 //!    intent** → Graph, where nothing that may have run is ever sent again.
+//!
+//! The approval API (`/api/v1/approvals`) is answered right after identity; an approved
+//! request is run by stage 4 from the stored request, after the policy in force has judged
+//! it again (`approvals.rs`).
 //!
 //! Rate limits, idempotency claims, budgets and pacing live in the state store
 //! ([`crate::state`]): in this process, or shared by every replica. A store that cannot
@@ -18,6 +25,7 @@
 //! [`Gateway::begin_drain`]). A refusal's log lines are sampled per caller like its audit
 //! record (`refusal_logs`). [`explain`] runs stages 2 and 3 offline (`policy explain`, `policy test`).
 
+mod approvals;
 pub mod decision;
 pub mod explain;
 mod refusal_logs;
@@ -41,6 +49,7 @@ use tracing::Instrument;
 
 use crate::admit::{self, Admitted, RequestIds};
 use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
+use crate::approval::hold;
 use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -142,25 +151,41 @@ impl Gateway {
     {
         // The API description is public; everything else needs a caller.
         if req.method() == http::Method::GET && req.uri().path() == OPENAPI_PATH {
-            return Ok(json_response(
-                StatusCode::OK,
-                &simple::openapi(self.limits.max_bulk_devices),
-            ));
+            let mut doc = simple::openapi(self.limits.max_bulk_devices);
+            crate::approval::openapi::document(&mut doc);
+            return Ok(json_response(StatusCode::OK, &doc));
         }
         // One policy snapshot for the whole request, even if a reload lands meanwhile.
         let installed = self.installed.load_full();
         // Who is asking comes first: anonymous callers learn nothing about paths.
         let caller = self.identify(&installed, &req, trail).await?;
+        // The approval API: for any authenticated caller, answered here.
+        if let Some(route) = crate::approval::api::route(req.method(), req.uri().path()) {
+            return self.approval_api(&caller, route, req, trail).await;
+        }
         // What is asked, read within bounds; the in-flight slots are held until the answer.
         let (asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
         // Deny by default; a dry run is answered here; budgets are spent only on sends.
-        let rule = match self.decide(&installed, &caller, &asked, trail).await? {
+        let (rule, need) = match self.decide(&installed, &caller, &asked, trail).await? {
             Verdict::Answered(resp) => return Ok(resp),
-            Verdict::Send { rule } => rule,
+            Verdict::Send { rule, need } => (rule, need),
+        };
+        // A rule that needs others' approval holds the request here: 202, nothing sent.
+        let gate = self.approval_gate(&installed, &caller, &asked, need, trail);
+        let approval = match gate.await? {
+            Gate::Held(resp) => return Ok(resp),
+            Gate::Run(approval) => approval,
         };
         // At most once to Graph, after a token and the durable intent.
-        self.execute(ids, &installed, (&caller, rule), &asked.request, trail)
-            .await
+        let sent = self
+            .execute(ids, &installed, (&caller, rule), &asked.request, trail)
+            .await;
+        // A redeemed secret read or a break glass: its approval records how it ended.
+        if let Some(approval) = &approval {
+            let ended = approvals::outcome_of(&sent, ids);
+            self.approvals.settle(&self.state, approval, ended).await;
+        }
+        sent
     }
 
     /// Stage 1, identity: the caller, from its API key, client certificate or token (whose
@@ -190,10 +215,15 @@ impl Gateway {
         if let Some(token) = &who.token {
             record_token(&span, trail, token);
         }
+        let subject = who.token.as_ref().and_then(|t| {
+            let subject = t.subject.clone()?;
+            Some((t.issuer.clone(), subject))
+        });
         Ok(Caller {
             index: who.id.index,
             name,
             user: who.token.and_then(|t| t.user),
+            subject,
         })
     }
 
@@ -221,6 +251,8 @@ impl Gateway {
         // The person and the reason, as the headers (or a delegated token) state them.
         let mut stated = stated::from_headers(req.headers(), caller.user.as_ref())?;
         record_stated(trail, &stated);
+        // An approval it redeems, or break glass.
+        let ask = crate::approval::hold::ask(req.headers())?;
         // A caller without permission cannot hold a slot by declaring a body it never sends
         // (a bulk one: no rule lets it run any operation executeAction can run).
         refuse_before_body(policy, caller, &head.target, trail)?;
@@ -263,7 +295,14 @@ impl Gateway {
             _bulk: bulk_permit,
             _gateway: permit,
         };
-        Ok((Asked { request, stated }, slots))
+        Ok((
+            Asked {
+                request,
+                stated,
+                ask,
+            },
+            slots,
+        ))
     }
 
     /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match, and the
@@ -271,13 +310,13 @@ impl Gateway {
     /// nothing, so it spends no budget (a rule's budget is shared, so one caller's checks
     /// would starve another). Then the caller's and the rule's rate limits, before anything
     /// costs the tenant.
-    async fn decide(
+    async fn decide<'p>(
         &self,
-        installed: &Installed,
+        installed: &'p Installed,
         caller: &Caller,
         asked: &Asked,
         trail: &mut AuditTrail,
-    ) -> Result<Verdict, GatewayError> {
+    ) -> Result<Verdict<'p>, GatewayError> {
         let (request, stated) = (&asked.request, &asked.stated);
         // The same question `policy explain` asks (a bulk request, device by device).
         let judgement = decision::judge(&installed.policy, caller.index, request, stated);
@@ -298,6 +337,8 @@ impl Gateway {
             trail.decided(AuditDecision::Invalid, Some(&rule.name));
             return Err(unstated.into());
         }
+        // Whether others must approve it first (a dry run says so, and holds nothing).
+        let need = hold::need(&installed.policy, caller.index, request, stated, decision);
         if request.dry_run {
             // Dry runs cost nothing at Graph but are answered and audited: a per-caller rate.
             let per_sec = self.limits.dry_runs_per_sec;
@@ -312,7 +353,7 @@ impl Gateway {
                 self.cloud(),
                 &caller.name,
                 &request.target,
-                decision,
+                (decision, need.as_ref().map(|n| &n.approval)),
                 &request.params,
             );
             return Ok(Verdict::Answered(doc));
@@ -330,7 +371,10 @@ impl Gateway {
             }
             return Err(refused.into());
         }
-        Ok(Verdict::Send { rule: rule.index })
+        Ok(Verdict::Send {
+            rule: rule.index,
+            need,
+        })
     }
 
     /// Stage 4, execution: the only way to Graph, in this order and nowhere else.
@@ -463,13 +507,16 @@ struct Caller {
     name: String,
     /// The signed-in user, when the caller's token is a delegated one.
     user: Option<TokenUser>,
+    /// Its token's issuer and subject, for JWT callers.
+    subject: Option<(String, String)>,
 }
 
-/// What a request asks, admitted: the operation and its body, and the person and reason
-/// it states.
+/// What a request asks, admitted: the operation and its body, the person and reason it
+/// states, and what it asks of an approval.
 struct Asked {
     request: Admitted,
     stated: Stated,
+    ask: hold::Ask,
 }
 
 /// The in-flight slots a request holds (the caller's, a bulk one's, the gateway's) until it
@@ -481,14 +528,25 @@ struct InFlight {
 }
 
 /// What the decision stage leaves for execution.
-enum Verdict {
-    /// Allowed, within its rate limits: send it under the policy's rule `rule`.
+enum Verdict<'p> {
+    /// Allowed, within its rate limits: send it under the policy's rule `rule`, once the
+    /// approval it needs (if any) lets it.
     Send {
         /// The allowing rule's index.
         rule: usize,
+        /// The approval its rule needs.
+        need: Option<hold::Need<'p>>,
     },
     /// Answered without sending (a dry run).
     Answered(Response<Full<Bytes>>),
+}
+
+/// What the approval gate says.
+enum Gate {
+    /// Held: answered 202 with the approval resource, nothing sent.
+    Held(Response<Full<Bytes>>),
+    /// Send it (under this approval, when it redeems one or breaks glass).
+    Run(Option<crate::approval::run::Running>),
 }
 
 /// What the idempotency store says about a request.

@@ -11,9 +11,10 @@
 //!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, graceful shutdown).
 //!   `slots` (*crate*) holds the per-key caps it and the gateway use.
 //! - [`gateway`]: **the request pipeline, in one place**, as four stages called in order:
-//!   identify → admit → decide → execute (idempotency → pacing → token → durable audit
-//!   intent → Graph), stopping what is not yet sent once shutdown begins, and sampling
-//!   refusals' log lines. [`gateway::decision`] is the policy question it shares with
+//!   identify → admit → decide (ending with the approval gate) → execute (idempotency →
+//!   pacing → token → durable audit intent → Graph), stopping what is not yet sent once
+//!   shutdown begins, and sampling refusals' log lines. [`gateway::decision`] is the policy
+//!   question it shares with
 //!   [`gateway::explain`] (`policy explain`, `policy test`).
 //! - [`identity`]: who the caller is (API key, client certificate, or a JWT from an issuer
 //!   the policy trusts: [`identity::jwt`]; [`tls::client_crl`] checks certificates against
@@ -26,11 +27,15 @@
 //!   and the [`operation::simple`] flat API.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`) and its typed refusal
 //!   ([`policy::Forbidden`]); [`reload`] replaces it on SIGHUP or when a new file is in place.
+//! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
+//!   and the approval resource) until distinct people from every group approve its exact
+//!   content, then run once across replicas; the approval API; break glass; the events every
+//!   change emits (the rules themselves are [`policy::approval`]).
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
 //!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
-//!   request; [`state`]: where both keep their counts and claims, behind one contract
-//!   ([`state::Store`]) kept in this process or in Redis shared by every replica, under
-//!   the deployment's name ([`state::Namespace`]).
+//!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned
+//!   records), behind one contract ([`state::Store`]) kept in this process or in Redis shared
+//!   by every replica, under the deployment's name ([`state::Namespace`]).
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
@@ -61,6 +66,7 @@ pub mod admin;
 pub(crate) mod admit;
 pub(crate) mod answer;
 pub mod app;
+pub mod approval;
 pub mod audit;
 pub mod bulk;
 pub mod clock;

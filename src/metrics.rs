@@ -347,7 +347,7 @@ fn operation(name: &str) -> &'static str {
 /// Maps a decision label onto the known ones: every audit decision (see
 /// `AuditDecision::as_str`; a unit test keeps the two in step) and `none`.
 fn decision(label: &str) -> &'static str {
-    const KNOWN: [&str; 10] = [
+    const KNOWN: [&str; 11] = [
         "allowed",
         "denied",
         "shadow_denied",
@@ -357,6 +357,7 @@ fn decision(label: &str) -> &'static str {
         "failed",
         "outcome_unknown",
         "unauthenticated",
+        "held",
         "none",
     ];
     KNOWN.into_iter().find(|k| *k == label).unwrap_or("other")
@@ -631,6 +632,7 @@ mod tests {
             D::Failed,
             D::OutcomeUnknown,
             D::Unauthenticated,
+            D::Held,
         ];
         for d in all {
             // Exhaustive on purpose: a new decision does not compile here until it is listed
@@ -644,7 +646,8 @@ mod tests {
                 | D::Invalid
                 | D::Failed
                 | D::OutcomeUnknown
-                | D::Unauthenticated => {}
+                | D::Unauthenticated
+                | D::Held => {}
             }
             assert_eq!(
                 decision(d.as_str()),

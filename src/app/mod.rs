@@ -158,6 +158,8 @@ impl App {
         }
         // The first token now, so the least-privilege report (readiness) is known early.
         tokio::spawn(build::prime_token(Arc::clone(&gateway)));
+        // Approvals' deadlines (ttl, execute_within, run leases), on every replica.
+        tokio::spawn(Arc::clone(&gateway).keep_approvals_on_time(stopped()));
         let main_addr = listeners.main.local_addr()?;
         tracing::info!(listen = %main_addr, "graphgate listening");
         gateway

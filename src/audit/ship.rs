@@ -201,6 +201,10 @@ struct Fields<'a> {
     initiator: Option<std::borrow::Cow<'a, str>>,
     #[serde(borrow, default)]
     reason: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    approval_id: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    approval_state: Option<std::borrow::Cow<'a, str>>,
 }
 
 /// One audit record as a log record: the record's JSON line as the body (its `hash` lets a
@@ -247,6 +251,8 @@ fn record(mut rec: SdkLogRecord, line: &Line) -> SdkLogRecord {
         ("graphgate.audit.completion", &f.completion),
         ("graphgate.audit.initiator", &f.initiator),
         ("graphgate.audit.reason", &f.reason),
+        ("graphgate.audit.approval_id", &f.approval_id),
+        ("graphgate.audit.approval_state", &f.approval_state),
     ];
     for (key, value) in attrs {
         if let Some(v) = value {

@@ -256,6 +256,14 @@ pub struct BoundArgs {
     /// (30 in the Kubernetes base) and systemd's TimeoutStopSec, with room for the flush.
     #[arg(long, env = "GRAPHGATE_SHUTDOWN_GRACE_SECS", default_value_t = 20)]
     pub shutdown_grace_secs: u64,
+    /// Most requests one caller may have waiting for approval; more are answered 429.
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAX_PENDING_APPROVALS_PER_CALLER",
+        default_value_t = 20,
+        value_parser = clap::value_parser!(u16).range(1..=1000)
+    )]
+    pub max_pending_approvals_per_caller: u16,
 }
 
 impl BoundArgs {
@@ -277,6 +285,7 @@ impl BoundArgs {
             log_refusals_per_sec: self.log_refusals_per_sec,
             max_bulk_devices: usize::from(self.max_bulk_devices),
             idempotency_window: secs(self.idempotency_window_secs),
+            max_pending_approvals_per_caller: usize::from(self.max_pending_approvals_per_caller),
             ..Limits::default()
         }
     }
@@ -364,6 +373,10 @@ pub struct StateArgs {
     /// audit log, <log name>.budgets.json].
     #[arg(long, env = "GRAPHGATE_BUDGET_FILE")]
     pub budget_file: Option<PathBuf>,
+    /// With --state memory: where approvals (pending, approved, decided) survive restarts
+    /// [default: beside the audit log, <log name>.approvals.json].
+    #[arg(long, env = "GRAPHGATE_APPROVALS_FILE")]
+    pub approvals_file: Option<PathBuf>,
     /// The deployment's name in a shared store's keys (1 to 64 letters, digits, '.', '_',
     /// '-'): the replicas of one deployment share it, other deployments of the tenant on the
     /// same Redis keep their own counters and claims [default: derived from the app's client
@@ -381,11 +394,19 @@ impl StateArgs {
         audit_log: Option<&std::path::Path>,
     ) -> Result<graphgate::state::StateConfig, graphgate::state::StateSetupError> {
         let memory = self.state == "memory";
-        let budget_file = self.budget_file.clone().or_else(|| {
+        let beside_log = |extension: &str| {
             memory
-                .then(|| audit_log.map(|p| p.with_extension("budgets.json")))
+                .then(|| audit_log.map(|p| p.with_extension(extension)))
                 .flatten()
-        });
+        };
+        let budget_file = self
+            .budget_file
+            .clone()
+            .or_else(|| beside_log("budgets.json"));
+        let approvals_file = self
+            .approvals_file
+            .clone()
+            .or_else(|| beside_log("approvals.json"));
         graphgate::state::StateConfig::parse(
             &self.state,
             graphgate::state::config::StateOptions {
@@ -393,6 +414,7 @@ impl StateArgs {
                 ca_file: self.state_ca_file.clone(),
                 timeout: Duration::from_millis(self.state_timeout_ms.max(1)),
                 budget_file,
+                approvals_file,
                 namespace: self.state_namespace.clone(),
             },
         )

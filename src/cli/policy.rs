@@ -50,6 +50,19 @@ fn policy_check(file: &std::path::Path) -> ExitCode {
                 p.rules.len(),
                 p.hash
             );
+            for rule in &p.rules {
+                if let Some(approval) = &rule.approval {
+                    let glass = match rule.break_glass {
+                        true => "; break glass allowed",
+                        false => "",
+                    };
+                    println!(
+                        "rule '{}' holds its requests for approval: {}{glass}",
+                        rule.name,
+                        approval.describe()
+                    );
+                }
+            }
             for warning in &p.warnings {
                 eprintln!("warning: {warning}");
             }
@@ -165,6 +178,19 @@ fn explanation(
     }
     if let Some(refusal) = &eval.forbidden {
         let _ = writeln!(out, "answer: 403 accessDenied: {refusal}");
+    }
+    if let Some((approval, break_glass)) = eval.approval.as_ref().filter(|_| eval.allowed()) {
+        let _ = writeln!(out, "approval: {}", approval.describe());
+        let _ = writeln!(
+            out,
+            "answer: 202 Accepted: held for approval (GET /api/v1/approvals/{{id}}); nothing is sent until it is approved"
+        );
+        if *break_glass {
+            let _ = writeln!(
+                out,
+                "break glass: allowed (X-Graphgate-Break-Glass: <reason> runs it at once, for one device, flagged, reviewed afterwards)"
+            );
+        }
     }
     if let Some((who, source)) = &eval.stated.initiator {
         let _ = writeln!(out, "initiator: {} ({})", who.primary(), source.as_str());

@@ -314,13 +314,17 @@ fn warn_about_overrides(args: &ServeArgs) {
 /// Says where the state lives, and warns when budgets would not survive a restart.
 fn announce_state(state: &StateConfig) {
     match state {
-        StateConfig::Memory { budget_file: None } => tracing::warn!(
+        StateConfig::Memory {
+            budget_file: None, ..
+        } => tracing::warn!(
             "--state memory without a budget file (no audit log, no GRAPHGATE_BUDGET_FILE): daily budgets start from zero at every restart"
         ),
         StateConfig::Memory {
             budget_file: Some(f),
+            approvals_file,
         } => tracing::info!(
             budget_file = %f.display(),
+            approvals_file = %approvals_file.as_deref().map(|a| a.display().to_string()).unwrap_or_default(),
             "state: memory (this process alone; replicas need --state redis://...)"
         ),
         StateConfig::Redis(r) => tracing::info!(state = r.shown(), "state: shared, in Redis"),

@@ -61,6 +61,9 @@ pub struct Evaluation<'p> {
     pub bulk: Option<BulkSummary>,
     /// The refusal the gateway would answer (403), if the policy does not allow it.
     pub forbidden: Option<Forbidden>,
+    /// The approval its rule needs before it runs (the gateway holds it: 202), if any, and
+    /// whether break glass may run it at once.
+    pub approval: Option<(crate::policy::Approval, bool)>,
 }
 
 /// What a bulk request was decided on.
@@ -135,6 +138,9 @@ pub fn evaluate<'p>(
         .map_err(refused)?;
     let judgement = decision::judge(policy, index, &admitted, &stated);
     let forbidden = judgement.forbidden(caller, &admitted);
+    let approval =
+        crate::approval::hold::need(policy, index, &admitted, &stated, &judgement.decision)
+            .map(|need| (need.approval, need.break_glass));
     let bulk = admitted.bulk.as_ref().map(|plan| BulkSummary {
         operation: plan.op.name,
         devices: plan.device_ids.len(),
@@ -148,6 +154,7 @@ pub fn evaluate<'p>(
             judgement,
             bulk,
             forbidden,
+            approval,
         },
         index,
     ))

@@ -7,6 +7,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::Semaphore;
 
+use crate::approval::Approvals;
 use crate::audit::Audit;
 use crate::cloud::Cloud;
 use crate::forward::{Forwarder, RetryPolicy};
@@ -61,6 +62,8 @@ pub struct Limits {
     pub idempotency_wait: Duration,
     /// Most devices one bulk `executeAction` may list.
     pub max_bulk_devices: usize,
+    /// Most approvals one caller may have pending (more are refused with 429).
+    pub max_pending_approvals_per_caller: usize,
 }
 
 impl Default for Limits {
@@ -80,11 +83,24 @@ impl Default for Limits {
             idempotency_capacity: 100_000,
             idempotency_wait: Duration::from_secs(60),
             max_bulk_devices: crate::bulk::DEFAULT_MAX_DEVICES,
+            max_pending_approvals_per_caller: 20,
         }
     }
 }
 
 impl Limits {
+    /// The approvals' bounds. A run's lease outlasts everything a run may wait for (a
+    /// token, a pacing slot, Graph with its retries, twice over): a replica still
+    /// `executing` past it is presumed gone.
+    pub fn approvals(&self) -> crate::approval::Settings {
+        let run = self.connect_timeout + self.upstream_timeout + self.retry.max_total_wait;
+        crate::approval::Settings {
+            max_pending_per_caller: self.max_pending_approvals_per_caller,
+            lease: 2 * run + Duration::from_secs(60),
+            ..crate::approval::Settings::default()
+        }
+    }
+
     /// The idempotency settings, whichever the state store.
     pub fn claims(&self) -> ClaimSettings {
         ClaimSettings {
@@ -128,6 +144,8 @@ pub struct Gateway {
     pub(super) caller_in_flight: KeyedSlots<String>,
     pub(super) limits: Limits,
     pub(super) audit: Audit,
+    /// Requests held for approval: their bounds, clock and events.
+    pub(super) approvals: Approvals,
     reload_error: arc_swap::ArcSwapOption<String>,
     /// Whether the policy reloader is alive, if one follows the policy file (for readiness).
     reloader: arc_swap::ArcSwapOption<ReloaderProbe>,
@@ -212,6 +230,7 @@ impl Gateway {
             bulk_in_flight: Arc::new(Semaphore::new(limits.max_bulk_in_flight)),
             refusal_logs: super::refusal_logs::RefusalLogs::new(limits.log_refusals_per_sec),
             caller_in_flight: KeyedSlots::new(limits.max_in_flight_per_caller),
+            approvals: Approvals::new(limits.approvals(), Audit::disabled()),
             limits,
             audit: Audit::disabled(),
             reload_error: arc_swap::ArcSwapOption::empty(),
@@ -222,8 +241,14 @@ impl Gateway {
 
     /// The gateway with `audit` as its audit log (without one, nothing is audited).
     pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.approvals = self.approvals.with_audit(audit.clone());
         self.audit = audit;
         self
+    }
+
+    /// The approvals (their events, for notifiers).
+    pub fn approvals(&self) -> &Approvals {
+        &self.approvals
     }
 
     /// The audit log (for readiness).

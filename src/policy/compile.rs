@@ -46,6 +46,12 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         .collect();
     let (api_keys, mtls) = credentials(&file.callers, &callers, &mut issues);
     let jwt_callers = jwt_index(&file.callers, &callers, jwt_issuers.len(), &mut issues);
+    let approver_groups =
+        super::approval::approver_groups(&file.approver_groups, &names, &mut issues);
+    let approvals = super::approval::Context {
+        callers: &names,
+        groups: &approver_groups,
+    };
     let mut rule_names = HashSet::with_capacity(file.rules.len());
     let mut paths = ParamPathCache::new();
     let rules: Vec<Rule> = file
@@ -56,7 +62,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
             if !rule_names.insert(r.name.value.as_str()) {
                 issues.at(&r.name, format!("duplicate rule name {:?}", r.name.value));
             }
-            rule(r, i, &names, &mut paths, &mut issues)
+            rule(r, i, &approvals, &mut paths, &mut issues)
         })
         .collect();
     let pacing = pacing(file.pacing.as_ref(), &mut issues);
@@ -72,6 +78,8 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
             super::requirements::warnings(&rules),
         ]
         .concat(),
+        approver_groups,
+        any_approval: rules.iter().any(|r| r.approval.is_some()),
         by_caller: by_caller(callers.len(), &rules),
         api_keys,
         mtls,
@@ -222,10 +230,11 @@ fn caller<'f>(
 fn rule(
     entry: &RuleEntry,
     index: usize,
-    callers: &CallerNames<'_>,
+    approvals: &super::approval::Context<'_>,
     paths: &mut ParamPathCache,
     issues: &mut Issues,
 ) -> Rule {
+    let callers = approvals.callers;
     let name = &entry.name;
     let mut caller_ids = Vec::new();
     for c in &entry.callers.value {
@@ -273,14 +282,29 @@ fn rule(
         Some(EffectEntry::Deny) => Effect::Deny,
         _ => Effect::Allow,
     };
+    let mode = match entry.mode.as_ref().map(|m| m.value) {
+        Some(ModeEntry::Shadow) => Mode::Shadow,
+        _ => Mode::Enforce,
+    };
+    let requesters: Vec<&str> = entry
+        .callers
+        .value
+        .iter()
+        .map(|c| c.value.as_str())
+        .collect();
+    let (approval, break_glass) = super::approval::rule_approval(
+        entry.approval.as_ref(),
+        entry.break_glass.as_ref(),
+        (effect == Effect::Deny, mode == Mode::Shadow),
+        &requesters,
+        approvals,
+        issues,
+    );
     let rule = Rule {
         index,
         name: name.value.clone(),
         effect,
-        mode: match entry.mode.as_ref().map(|m| m.value) {
-            Some(ModeEntry::Shadow) => Mode::Shadow,
-            _ => Mode::Enforce,
-        },
+        mode,
         callers: caller_ids,
         operations,
         devices,
@@ -295,6 +319,8 @@ fn rule(
         rate_limit: rate(&entry.rate_limit, issues),
         tier,
         budget: super::budget::budget_of(&entry.budget, &mut |at, m| issues.at(at, m)),
+        approval,
+        break_glass,
     };
     never_matches(entry, &rule, issues);
     rule

@@ -19,6 +19,9 @@ pub(super) struct PolicyFile {
     /// Operation name to `N per day|hour` (see `budget`).
     #[serde(default)]
     pub tenant_budgets: std::collections::BTreeMap<String, Spanned<String>>,
+    /// Named lists of callers that rules' approval groups may name (see `approval`).
+    #[serde(default)]
+    pub approver_groups: std::collections::BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -93,6 +96,12 @@ pub(super) struct RuleEntry {
     pub rate_limit: Option<Spanned<String>>,
     #[serde(default)]
     pub budget: Option<Spanned<String>>,
+    /// Others must approve its requests first (see `approval`).
+    #[serde(default)]
+    pub approval: Option<Spanned<super::approval::ApprovalEntry>>,
+    /// A request may run at once with `X-Graphgate-Break-Glass`, reviewed afterwards.
+    #[serde(default)]
+    pub break_glass: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -43,6 +43,10 @@ pub enum Forbidden {
         /// The devices refused, in request order.
         devices: Vec<String>,
     },
+    /// An approved request the policy in force no longer allows as it was approved (its
+    /// caller gone, its rule revoked, or other approvals needed now); nothing was sent.
+    #[error("the policy in force no longer allows this approved request: {0}; nothing was sent")]
+    Approval(String),
 }
 
 impl Forbidden {

@@ -2,6 +2,7 @@
 //! devices, with which parameters. Parsed strictly, validated with every error reported at
 //! once (each with line and column), and evaluated deny-by-default with deny rules winning.
 
+pub mod approval;
 pub mod budget;
 mod compile;
 mod eval;
@@ -22,6 +23,7 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use crate::operation::catalog::{ApiVersion, Operation};
+pub use approval::{Approval, ApproverGroup};
 pub use budget::{Budget, BudgetWindow, TenantBudget};
 pub use eval::{Decision, Explanation, Facts, Mismatch, ShadowVerdict};
 pub use forbidden::Forbidden;
@@ -175,6 +177,11 @@ pub struct Rule {
     pub tier: Option<crate::operation::catalog::Tier>,
     /// How many devices the requests it admits may act on per day or hour, if capped.
     pub budget: Option<Budget>,
+    /// Who must approve its requests before they run (`approval`), if anyone.
+    pub approval: Option<Approval>,
+    /// Whether a request may run at once with `X-Graphgate-Break-Glass` and be reviewed
+    /// afterwards (`break_glass: true`; only with an approval).
+    pub break_glass: bool,
 }
 
 /// Gateway-wide pacing of writes to the tenant.
@@ -227,6 +234,10 @@ pub struct Policy {
     pub hash: String,
     /// What is valid but worth a look (a pinned tier's list missing catalog operations).
     pub warnings: Vec<String>,
+    /// Named lists of callers that approval groups may name (`approver_groups`).
+    pub approver_groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Whether any rule has an approval.
+    any_approval: bool,
 }
 
 impl Policy {
@@ -238,6 +249,12 @@ impl Policy {
     /// Reads and validates a policy file.
     pub fn load(path: &Path) -> Result<Policy, PolicyError> {
         PolicySource::read(path)?.compile()
+    }
+
+    /// Whether any rule holds its requests for approval (so the gateway asks nothing more
+    /// of a policy without one).
+    pub fn has_approvals(&self) -> bool {
+        self.any_approval
     }
 
     /// The index of the caller named `name`.

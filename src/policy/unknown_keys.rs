@@ -9,6 +9,7 @@ use serde::de::{self, Deserialize, DeserializeOwned, Deserializer, MapAccess, Se
 use serde_saphyr::{MessageFormatter, Spanned};
 
 use super::PolicyIssue;
+use super::approval::{ApprovalEntry, GroupEntry};
 use super::file::{CallerEntry, ConditionEntry, MtlsEntry, PacingEntry, PolicyFile, RuleEntry};
 use super::jwt::{JwtCallerEntry, JwtIssuerEntry, JwtKeysEntry};
 
@@ -88,7 +89,15 @@ static MTLS: Shape = Shape {
 };
 static RULE: Shape = Shape {
     fields: fields_of::<RuleEntry>,
-    nested: &[("when", &CONDITION)],
+    nested: &[("when", &CONDITION), ("approval", &APPROVAL)],
+};
+static APPROVAL: Shape = Shape {
+    fields: fields_of::<ApprovalEntry>,
+    nested: &[("groups", &GROUP)],
+};
+static GROUP: Shape = Shape {
+    fields: fields_of::<GroupEntry>,
+    nested: &[],
 };
 static CONDITION: Shape = Shape {
     fields: fields_of::<ConditionEntry>,
@@ -248,8 +257,13 @@ mod tests {
                 "rules",
                 "pacing",
                 "jwt_issuers",
-                "tenant_budgets"
+                "tenant_budgets",
+                "approver_groups"
             ]
+        );
+        assert_eq!(
+            fields_of::<ApprovalEntry>(),
+            &["groups", "deny", "ttl", "execute_within"]
         );
         assert!(fields_of::<ConditionEntry>().contains(&"one_of"));
     }

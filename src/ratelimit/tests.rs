@@ -17,6 +17,7 @@ fn store() -> StateStore {
         Namespace::new(Cloud::Global, "t", "app", "test"),
         claims,
         None,
+        None,
     )
     .unwrap()
 }

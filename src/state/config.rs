@@ -13,10 +13,13 @@ use crate::secret::Secret;
 /// Where the state lives.
 #[derive(Debug, Clone)]
 pub enum StateConfig {
-    /// In this process; budget counts in `budget_file` (if any) across restarts.
+    /// In this process; budget counts in `budget_file` and pending approvals in
+    /// `approvals_file` (if any) across restarts.
     Memory {
         /// The file keeping budget counts.
         budget_file: Option<PathBuf>,
+        /// The file keeping approvals (the store's versioned records).
+        approvals_file: Option<PathBuf>,
     },
     /// In Redis or Valkey, shared by every replica pointed at it.
     Redis(RedisSettings),
@@ -24,7 +27,10 @@ pub enum StateConfig {
 
 impl Default for StateConfig {
     fn default() -> Self {
-        StateConfig::Memory { budget_file: None }
+        StateConfig::Memory {
+            budget_file: None,
+            approvals_file: None,
+        }
     }
 }
 
@@ -64,6 +70,8 @@ pub struct StateOptions {
     pub timeout: Duration,
     /// `GRAPHGATE_BUDGET_FILE` (memory only).
     pub budget_file: Option<PathBuf>,
+    /// `GRAPHGATE_APPROVALS_FILE` (memory only).
+    pub approvals_file: Option<PathBuf>,
     /// `GRAPHGATE_STATE_NAMESPACE` (or the default `serve` derives): the deployment's name
     /// in a shared store's keys.
     pub namespace: Option<String>,
@@ -86,6 +94,9 @@ pub enum StateSetupError {
     /// The memory store's budget file is unreadable or damaged.
     #[error(transparent)]
     BudgetFile(#[from] BudgetFileError),
+    /// The memory store's approvals file is unreadable or damaged.
+    #[error(transparent)]
+    RecordFile(#[from] super::RecordFileError),
 }
 
 impl StateConfig {
@@ -109,6 +120,7 @@ impl StateConfig {
             }
             return Ok(StateConfig::Memory {
                 budget_file: options.budget_file,
+                approvals_file: options.approvals_file,
             });
         }
         let tls = if value.starts_with("rediss://") {
@@ -121,6 +133,11 @@ impl StateConfig {
         if options.budget_file.is_some() {
             return bad(
                 "GRAPHGATE_BUDGET_FILE is for --state memory; with Redis, budgets live in Redis",
+            );
+        }
+        if options.approvals_file.is_some() {
+            return bad(
+                "GRAPHGATE_APPROVALS_FILE is for --state memory; with Redis, approvals live in Redis",
             );
         }
         if value.contains('#') {

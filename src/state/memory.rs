@@ -1,7 +1,8 @@
 //! The single-process store (`--state memory`): limiters and pacing windows in a map on
 //! Tokio's clock (so tests can pause it), budget counts in a map kept on disk by
-//! [`BudgetFile`], idempotency claims in a bounded map (`memory_claims`). Nothing here is
-//! shared with another process.
+//! [`BudgetFile`], idempotency claims in a bounded map (`memory_claims`), versioned records
+//! (approvals) in `memory_records`, on disk in their own file. Nothing here is shared with
+//! another process.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -10,6 +11,8 @@ use std::time::Duration;
 use super::algo::{self, micros};
 use super::budget_file::{BudgetFile, Count};
 use super::memory_claims::MemoryClaims;
+use super::memory_records::MemoryRecords;
+use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 use super::store::{ClaimId, ClaimState, Held, Store, StoreFuture};
 use super::{Admission, Admit, BudgetCharge, Limiter, Refund, StoreError, StoreErrorKind};
 use crate::idempotency::StoredResponse;
@@ -38,13 +41,21 @@ pub struct MemoryStore {
     file: Option<BudgetFile>,
     /// The generation the file holds; writes are serialised by the lock.
     persisted: tokio::sync::Mutex<u64>,
+    records: MemoryRecords,
 }
 
 impl Store for MemoryStore {
     fn describe(&self) -> String {
-        match &self.file {
-            Some(f) => format!("memory (budgets in {})", f.path().display()),
-            None => "memory".to_owned(),
+        let mut files = Vec::new();
+        if let Some(f) = &self.file {
+            files.push(format!("budgets in {}", f.path().display()));
+        }
+        if let Some(f) = self.records.file() {
+            files.push(format!("approvals in {}", f.path().display()));
+        }
+        match files.is_empty() {
+            true => "memory".to_owned(),
+            false => format!("memory ({})", files.join(", ")),
         }
     }
 
@@ -98,6 +109,30 @@ impl Store for MemoryStore {
     fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()> {
         Box::pin(self.give_back(refund))
     }
+
+    fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(async move { Ok(self.records.get(key)) })
+    }
+
+    fn record_claimed<'a>(&'a self, claim: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(async move { Ok(self.records.claimed(claim)) })
+    }
+
+    fn record_create<'a>(&'a self, new: &'a NewRecord<'a>) -> StoreFuture<'a, Created> {
+        Box::pin(self.records.create(new))
+    }
+
+    fn record_swap<'a>(&'a self, swap: &'a Swap<'a>) -> StoreFuture<'a, Swapped> {
+        Box::pin(self.records.swap(swap))
+    }
+
+    fn record_list<'a>(
+        &'a self,
+        index: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<(String, Versioned)>> {
+        Box::pin(async move { Ok(self.records.list(index, max)) })
+    }
 }
 
 impl MemoryStore {
@@ -117,7 +152,14 @@ impl MemoryStore {
             start: crate::clock::Instant::now(),
             file,
             persisted: tokio::sync::Mutex::new(0),
+            records: MemoryRecords::in_memory(),
         }
+    }
+
+    /// The store with `records` as its versioned records (read from their file).
+    pub fn with_records(mut self, records: MemoryRecords) -> Self {
+        self.records = records;
+        self
     }
 
     fn now(&self) -> u64 {

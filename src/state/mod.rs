@@ -11,10 +11,14 @@ mod claims;
 pub mod config;
 mod memory;
 mod memory_claims;
+mod memory_records;
 pub(crate) mod metrics;
 mod namespace;
+mod record_file;
+pub mod records;
 mod redis;
 mod redis_claims;
+mod redis_records;
 pub mod scripts;
 mod store;
 
@@ -25,6 +29,8 @@ pub use budget_file::{BudgetFile, BudgetFileError};
 pub use claims::{Claim, Ticket};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
 pub use namespace::{Namespace, budget_window, default_deployment, valid_deployment};
+pub use record_file::{RecordFile, RecordFileError};
+pub use records::{Created, IndexEntry, NewRecord, Swap, Swapped, Versioned};
 pub use store::{ClaimId, ClaimState, Held, Store, StoreFuture};
 
 use crate::policy::Rate;
@@ -181,23 +187,26 @@ impl StateStore {
         }
     }
 
-    /// A store in this process whose budgets do not survive a restart.
+    /// A store in this process whose budgets and approvals do not survive a restart.
     pub fn in_process(namespace: Namespace, claims: ClaimSettings) -> Self {
         let backend = memory::MemoryStore::new(None, Default::default(), claims.capacity);
         Self::new(Arc::new(backend), namespace, claims)
     }
 
-    /// A store in this process, its budgets kept in `file` (read now) if given.
+    /// A store in this process, its budgets kept in `file` and its approvals in `records`
+    /// (both read now) if given.
     pub fn memory(
         namespace: Namespace,
         claims: ClaimSettings,
         file: Option<BudgetFile>,
+        records: Option<RecordFile>,
     ) -> Result<Self, StateSetupError> {
         let counts = match &file {
             Some(f) => f.load(wall_clock_secs())?,
             None => Default::default(),
         };
-        let backend = memory::MemoryStore::new(file, counts, claims.capacity);
+        let records = memory_records::MemoryRecords::open(records)?;
+        let backend = memory::MemoryStore::new(file, counts, claims.capacity).with_records(records);
         Ok(Self::new(Arc::new(backend), namespace, claims))
     }
 
@@ -209,9 +218,15 @@ impl StateStore {
         claims: ClaimSettings,
     ) -> Result<Self, StateSetupError> {
         match config {
-            StateConfig::Memory { budget_file } => {
-                Self::memory(namespace, claims, budget_file.clone().map(BudgetFile::new))
-            }
+            StateConfig::Memory {
+                budget_file,
+                approvals_file,
+            } => Self::memory(
+                namespace,
+                claims,
+                budget_file.clone().map(BudgetFile::new),
+                approvals_file.clone().map(RecordFile::new),
+            ),
             StateConfig::Redis(settings) => {
                 let backend = redis::RedisStore::new(settings)?;
                 Ok(Self::new(Arc::new(backend), namespace, claims))
@@ -269,6 +284,14 @@ impl StateStore {
     pub async fn refund(&self, refund: &Refund<'_>) -> Result<(), StoreError> {
         metrics::timed("refund", self.backend.refund(refund)).await
     }
+}
+
+/// Milliseconds since the Unix epoch (the memory store's records keep wall-clock expiries,
+/// so its file means the same after a restart).
+pub(crate) fn wall_clock_ms() -> u64 {
+    crate::clock::system_now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Seconds since the Unix epoch, for the calendar windows of budgets. (Budgets follow the

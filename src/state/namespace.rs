@@ -108,6 +108,29 @@ impl Namespace {
     }
 }
 
+impl Namespace {
+    /// An approval (a versioned record), by its id (a GUID the gateway made).
+    pub fn approval(&self, id: &str) -> String {
+        format!("{}approval:{}", self.prefix, escape(id))
+    }
+
+    /// A claim an approval takes: its kind (`idem`, `open`, `glass`) and a hex digest of
+    /// what it claims (a caller's idempotency key, an action, a caller).
+    pub fn approval_claim(&self, kind: &str, digest: &str) -> String {
+        format!("{}approval-claim:{kind}:{digest}", self.prefix)
+    }
+
+    /// An index of approvals: `all` (every one kept) or `open` (not yet final).
+    pub fn approval_index(&self, which: &str) -> String {
+        format!("{}approvals:{which}", self.prefix)
+    }
+
+    /// The set of `caller`'s pending approvals (bounded per caller).
+    pub fn approvals_pending(&self, caller: &str) -> String {
+        format!("{}approvals:pending:{}", self.prefix, escape(caller))
+    }
+}
+
 /// The counter of one window of a budget whose prefix is `prefix`.
 pub fn budget_window(prefix: &str, window_index: u64) -> String {
     format!("{prefix}:{window_index}")

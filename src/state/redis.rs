@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 
 use super::algo::{gcra_params, micros};
 use super::config::{RedisSettings, StateSetupError};
+use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 use super::scripts;
 use super::store::{ClaimId, ClaimState, Held, Store, StoreFuture};
 use super::{Admission, Admit, Limiter, Refund, StoreError, StoreErrorKind};
@@ -26,6 +27,11 @@ pub(super) struct Scripts {
     pub(super) gcra: Script,
     pub(super) admit: Script,
     pub(super) refund: Script,
+    pub(super) record_create: Script,
+    pub(super) record_swap: Script,
+    pub(super) record_get: Script,
+    pub(super) record_list: Script,
+    pub(super) record_claimed: Script,
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -35,6 +41,11 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     gcra: Script::new(&scripts::gcra()),
     admit: Script::new(&scripts::admit()),
     refund: Script::new(scripts::REFUND),
+    record_create: Script::new(scripts::RECORD_CREATE),
+    record_swap: Script::new(scripts::RECORD_SWAP),
+    record_get: Script::new(scripts::RECORD_GET),
+    record_list: Script::new(scripts::RECORD_LIST),
+    record_claimed: Script::new(scripts::RECORD_CLAIMED),
 });
 
 /// The shortest time between two rebuilds of the connection.
@@ -105,6 +116,30 @@ impl Store for RedisStore {
 
     fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()> {
         Box::pin(self.give_back(refund))
+    }
+
+    fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
+        Box::pin(self.get_record(key))
+    }
+
+    fn record_claimed<'a>(&'a self, claim: &'a str) -> StoreFuture<'a, Option<String>> {
+        Box::pin(self.claim_holder(claim))
+    }
+
+    fn record_create<'a>(&'a self, new: &'a NewRecord<'a>) -> StoreFuture<'a, Created> {
+        Box::pin(self.create_record(new))
+    }
+
+    fn record_swap<'a>(&'a self, swap: &'a Swap<'a>) -> StoreFuture<'a, Swapped> {
+        Box::pin(self.swap_record(swap))
+    }
+
+    fn record_list<'a>(
+        &'a self,
+        index: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<(String, Versioned)>> {
+        Box::pin(self.list_records(index, max))
     }
 }
 

@@ -11,6 +11,16 @@ pub const FINISH: &str = include_str!("scripts/finish.lua");
 pub const RELEASE: &str = include_str!("scripts/release.lua");
 /// Gives back an admission.
 pub const REFUND: &str = include_str!("scripts/refund.lua");
+/// Creates a versioned record with its claims, indexes and set.
+pub const RECORD_CREATE: &str = include_str!("scripts/record_create.lua");
+/// Changes a versioned record at a known version.
+pub const RECORD_SWAP: &str = include_str!("scripts/record_swap.lua");
+/// Reads a versioned record.
+pub const RECORD_GET: &str = include_str!("scripts/record_get.lua");
+/// Lists an index's records.
+pub const RECORD_LIST: &str = include_str!("scripts/record_list.lua");
+/// Reads which record a claim points at.
+pub const RECORD_CLAIMED: &str = include_str!("scripts/record_claimed.lua");
 
 const CLOCK: &str = include_str!("scripts/clock.lua");
 const GCRA: &str = include_str!("scripts/gcra.lua");

@@ -21,6 +21,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
 use super::{Admission, Admit, Limiter, Refund, StoreError};
 use crate::idempotency::StoredResponse;
 
@@ -74,9 +75,9 @@ pub enum ClaimState {
 }
 
 /// A state store backend. See the module documentation for what every method guarantees;
-/// each method adds its own guarantees below. New users of the store (pending approvals and
-/// their state transitions, per-caller counts, leases) add their steps here, implemented
-/// once per backend, and are held to them by the same contract suite.
+/// each method adds its own guarantees below. New users of the store add their steps here,
+/// implemented once per backend, and are held to them by the same contract suite (pending
+/// approvals use the versioned records, [`super::records`]).
 pub trait Store: Send + Sync + 'static {
     /// `memory` (and its budget file) or the Redis address, never a password: for logs and
     /// readiness.
@@ -136,4 +137,36 @@ pub trait Store: Send + Sync + 'static {
     /// Gives back an admission's write slot and its devices on each budget (never below
     /// zero; expiries unchanged), for a request that was not sent after all.
     fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()>;
+
+    /// The record `key` and its version; `None` when there is none (never created, or
+    /// past its time to live).
+    fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;
+
+    /// The key of the record the claim `claim` points at; `None` when it is not taken.
+    fn record_claimed<'a>(&'a self, claim: &'a str) -> StoreFuture<'a, Option<String>>;
+
+    /// Creates a record (version 1) with its claims, indexes and set membership, or
+    /// nothing: [`Created::Claimed`] names the first claim taken and the record holding it,
+    /// [`Created::Full`] says the bounded set holds its maximum of members whose records
+    /// still exist (members whose records are gone are dropped first). Of any number of
+    /// concurrent creations taking one claim, exactly one succeeds. Claims live as long as
+    /// the record's first time to live. Changes are durable before the answer (the memory
+    /// store's record file is written first).
+    fn record_create<'a>(&'a self, new: &'a NewRecord<'a>) -> StoreFuture<'a, Created>;
+
+    /// Replaces a record's document if its version is still `swap.version` (then the
+    /// version goes up by one and the time to live starts again), letting go of the claims
+    /// named (those still pointing at it), leaving the indexes and set named; otherwise
+    /// changes nothing and answers what is there now. Of concurrent swaps from one version,
+    /// exactly one succeeds (across replicas, for a shared store). Durable before the
+    /// answer, like creation.
+    fn record_swap<'a>(&'a self, swap: &'a Swap<'a>) -> StoreFuture<'a, Swapped>;
+
+    /// At most `max` records of the index `index`, highest score first, skipping (and
+    /// dropping from the index) those whose record is gone.
+    fn record_list<'a>(
+        &'a self,
+        index: &'a str,
+        max: usize,
+    ) -> StoreFuture<'a, Vec<(String, Versioned)>>;
 }

@@ -9,6 +9,7 @@
 mod common;
 
 mod admin_listener;
+mod approvals;
 mod audit;
 mod audit_chain;
 mod audit_checkpoints;

@@ -14,8 +14,8 @@ use graphgate::idempotency::StoredResponse;
 use graphgate::policy::Rate;
 use graphgate::state::config::StateOptions;
 use graphgate::state::{
-    Admission, Admit, BudgetCharge, Claim, ClaimSettings, Limiter, Namespace, Refund, StateConfig,
-    StateStore, algo, scripts,
+    Admission, Admit, BudgetCharge, Claim, ClaimSettings, Created, IndexEntry, Limiter, Namespace,
+    NewRecord, Refund, StateConfig, StateStore, Swap, Swapped, Versioned, algo, scripts,
 };
 use http_body_util::Full;
 
@@ -328,8 +328,226 @@ async fn admissions_take_budgets_and_a_slot_together_or_not_at_all(b: &Backend) 
     }
 }
 
+/// A record to create under `key`, for the record cases.
+fn new_record<'a>(key: &'a str, value: &'a [u8], claims: &'a [&'a str]) -> NewRecord<'a> {
+    NewRecord {
+        key,
+        value,
+        ttl: Duration::from_secs(60),
+        claims,
+        indexes: &[],
+        bounded: None,
+    }
+}
+
+/// A swap of `key` from `version`, releasing nothing.
+fn swap<'a>(key: &'a str, version: u64, value: &'a [u8]) -> Swap<'a> {
+    Swap {
+        key,
+        version,
+        value,
+        ttl: Duration::from_secs(60),
+        release: &[],
+        unindex: &[],
+        leave: None,
+    }
+}
+
+/// A record is created once with version 1; a claim points at it and refuses a second
+/// record; a swap from the current version wins and one from an old version sees what is
+/// there; a released claim is free again, one pointing elsewhere is left alone.
+async fn records_change_only_from_the_version_they_were_read_at(b: &Backend) {
+    let store = b.plain();
+    let ns = uuid::Uuid::new_v4().simple().to_string();
+    let (a, other, claim) = (format!("{ns}:a"), format!("{ns}:b"), format!("{ns}:c"));
+    assert_eq!(store.record_get(&a).await.unwrap(), None);
+    let created = store
+        .record_create(&new_record(&a, b"one", &[&claim]))
+        .await;
+    assert_eq!(created.unwrap(), Created::Created);
+    assert_eq!(
+        store.record_get(&a).await.unwrap(),
+        Some(Versioned {
+            version: 1,
+            value: b"one".to_vec()
+        })
+    );
+    assert_eq!(store.record_claimed(&claim).await.unwrap(), Some(a.clone()));
+    let free = format!("{ns}:free");
+    assert_eq!(
+        store
+            .record_create(&new_record(&other, b"x", &[&free, &claim]))
+            .await
+            .unwrap(),
+        Created::Claimed {
+            index: 1,
+            holder: a.clone()
+        }
+    );
+    assert_eq!(
+        store.record_get(&other).await.unwrap(),
+        None,
+        "nothing made"
+    );
+    assert_eq!(
+        store.record_claimed(&free).await.unwrap(),
+        None,
+        "nor claimed"
+    );
+    assert_eq!(
+        store
+            .record_create(&new_record(&a, b"again", &[]))
+            .await
+            .unwrap(),
+        Created::Exists
+    );
+    assert_eq!(
+        store.record_swap(&swap(&a, 1, b"two")).await.unwrap(),
+        Swapped::Swapped(2)
+    );
+    assert_eq!(
+        store.record_swap(&swap(&a, 1, b"lost")).await.unwrap(),
+        Swapped::Stale(Some(Versioned {
+            version: 2,
+            value: b"two".to_vec()
+        })),
+        "a change from an old version sees what won"
+    );
+    let gone = format!("{ns}:gone");
+    assert_eq!(
+        store.record_swap(&swap(&gone, 1, b"x")).await.unwrap(),
+        Swapped::Stale(None)
+    );
+    // Released: the claim is free for another record.
+    let release = [claim.as_str()];
+    let letting_go = Swap {
+        release: &release,
+        ..swap(&a, 2, b"three")
+    };
+    assert_eq!(
+        store.record_swap(&letting_go).await.unwrap(),
+        Swapped::Swapped(3)
+    );
+    assert_eq!(store.record_claimed(&claim).await.unwrap(), None);
+    let taken = store
+        .record_create(&new_record(&other, b"b", &[&claim]))
+        .await;
+    assert_eq!(taken.unwrap(), Created::Created);
+    // a no longer holds it: letting go again leaves b's claim alone.
+    let again = Swap {
+        release: &release,
+        ..swap(&a, 3, b"four")
+    };
+    store.record_swap(&again).await.unwrap();
+    assert_eq!(store.record_claimed(&claim).await.unwrap(), Some(other));
+}
+
+/// Of many concurrent creations taking one claim exactly one succeeds, and of many
+/// concurrent swaps from one version exactly one wins.
+async fn concurrent_record_changes_have_one_winner(b: &Backend) {
+    let store = b.plain();
+    let ns = uuid::Uuid::new_v4().simple().to_string();
+    let claim = format!("{ns}:claim");
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        let (store, claim, key) = (Arc::clone(&store), claim.clone(), format!("{ns}:{i}"));
+        tasks.spawn(async move {
+            let claims = [claim.as_str()];
+            store
+                .record_create(&new_record(&key, b"v", &claims))
+                .await
+                .unwrap()
+        });
+    }
+    let outcomes = tasks.join_all().await;
+    let won = outcomes.iter().filter(|c| **c == Created::Created).count();
+    assert_eq!(won, 1, "{outcomes:?}");
+    let key = store.record_claimed(&claim).await.unwrap().unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12u8 {
+        let (store, key) = (Arc::clone(&store), key.clone());
+        tasks.spawn(async move { store.record_swap(&swap(&key, 1, &[i])).await.unwrap() });
+    }
+    let outcomes = tasks.join_all().await;
+    let won: Vec<_> = outcomes
+        .iter()
+        .filter(|s| matches!(s, Swapped::Swapped(2)))
+        .collect();
+    assert_eq!(won.len(), 1, "{outcomes:?}");
+    assert_eq!(store.record_get(&key).await.unwrap().unwrap().version, 2);
+}
+
+/// A bounded set refuses a record past its bound, counts only members whose records
+/// exist, and has room again once a member leaves; an index lists newest first, at most as
+/// many as asked, without records that are gone.
+async fn bounded_sets_and_indexes(b: &Backend) {
+    let store = b.plain();
+    let ns = uuid::Uuid::new_v4().simple().to_string();
+    let (set, index) = (format!("{ns}:set"), format!("{ns}:index"));
+    let keys: Vec<String> = (0..4).map(|i| format!("{ns}:r{i}")).collect();
+    let make = |i: usize, ttl: Duration| {
+        let entry = [IndexEntry {
+            key: &index,
+            score: 1_000 + i as u64,
+            keep: 1_000_000,
+        }];
+        let store = Arc::clone(&store);
+        let (key, set) = (keys[i].clone(), set.clone());
+        async move {
+            let new = NewRecord {
+                ttl,
+                indexes: &entry,
+                bounded: Some((&set, 2)),
+                ..new_record(&key, key.as_bytes(), &[])
+            };
+            store.record_create(&new).await.unwrap()
+        }
+    };
+    let short = Duration::from_millis(300);
+    assert_eq!(make(0, short).await, Created::Created);
+    assert_eq!(make(1, Duration::from_secs(60)).await, Created::Created);
+    assert_eq!(make(2, Duration::from_secs(60)).await, Created::Full);
+    // r0's record expires: it no longer counts toward the bound.
+    let r2 = eventually("r0 expires", Duration::from_secs(10), async || {
+        let made = make(2, Duration::from_secs(60)).await;
+        (made == Created::Created).then_some(())
+    });
+    r2.await;
+    assert_eq!(make(3, Duration::from_secs(60)).await, Created::Full);
+    let leave = Swap {
+        leave: Some(&set),
+        ..swap(&keys[1], 1, b"left")
+    };
+    store.record_swap(&leave).await.unwrap();
+    assert_eq!(make(3, Duration::from_secs(60)).await, Created::Created);
+    let listed = store.record_list(&index, 2).await.unwrap();
+    let names: Vec<&str> = listed.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, [&keys[3], &keys[2]], "newest first, two of them");
+    let all = store.record_list(&index, 10).await.unwrap();
+    let names: Vec<&str> = all.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(names, [&keys[3], &keys[2], &keys[1]], "r0 is gone");
+    assert_eq!(all[2].1.value, b"left");
+    let unindex = [index.as_str()];
+    let out = Swap {
+        unindex: &unindex,
+        ..swap(&keys[2], 1, b"out")
+    };
+    store.record_swap(&out).await.unwrap();
+    let names: Vec<String> = store
+        .record_list(&index, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(names, [keys[3].clone(), keys[1].clone()]);
+}
+
 /// Every case, in order, on one backend.
 async fn contract(b: &Backend) {
+    records_change_only_from_the_version_they_were_read_at(b).await;
+    concurrent_record_changes_have_one_winner(b).await;
+    bounded_sets_and_indexes(b).await;
     a_claim_runs_once_and_its_answer_is_replayed(b).await;
     concurrent_claims_run_exactly_once(b).await;
     a_dropped_ticket_lets_the_next_claim_run(b).await;
@@ -396,6 +614,15 @@ async fn a_redis_store_that_does_not_answer_fails_every_step_closed() {
         devices: 1,
     };
     assert!(store.admit(&admission).await.is_err());
+    assert!(store.record_get("r").await.is_err());
+    assert!(
+        store
+            .record_create(&new_record("r", b"v", &[]))
+            .await
+            .is_err()
+    );
+    assert!(store.record_swap(&swap("r", 1, b"v")).await.is_err());
+    assert!(store.record_list("i", 1).await.is_err());
     assert!(started.elapsed() < Duration::from_secs(10));
 }
 

@@ -321,6 +321,7 @@ async fn a_memory_budget_that_cannot_be_written_refuses_and_sends_nothing() {
     let file = dir.join("budgets.json");
     let memory = StateConfig::Memory {
         budget_file: Some(file),
+        approvals_file: None,
     };
     let r = Replicas::start(1, &with_budget("5 per day"), memory, Limits::default()).await;
     assert_eq!(r.call(0, &[]).await.status, 204);

@@ -114,8 +114,12 @@ impl serde::Serialize for Sealing<'_> {
         // Keep in byte order of the keys.
         if self.half == Half::BeforeHash {
             some(&mut m, "api_version", e.api_version.as_ref())?;
+            some(&mut m, "approval_event", e.approval_event.as_ref())?;
+            some(&mut m, "approval_id", e.approval_id.as_ref())?;
+            some(&mut m, "approval_state", e.approval_state.as_ref())?;
             m.serialize_entry("audit_id", &e.audit_id)?;
             some(&mut m, "auth_method", e.auth_method.as_ref())?;
+            some(&mut m, "break_glass", e.break_glass.as_ref())?;
             some(&mut m, "caller", e.caller.as_ref())?;
             some(&mut m, "caller_issuer", e.caller_issuer.as_ref())?;
             some(&mut m, "caller_subject", e.caller_subject.as_ref())?;
@@ -149,6 +153,8 @@ impl serde::Serialize for Sealing<'_> {
         some(&mut m, "policy_version", e.policy_version.as_ref())?;
         m.serialize_entry("prev_hash", self.prev_hash)?;
         some(&mut m, "reason", e.reason.as_ref())?;
+        some(&mut m, "request_sha256", e.request_sha256.as_ref())?;
+        some(&mut m, "reviewer", e.reviewer.as_ref())?;
         some(&mut m, "rule", e.rule.as_ref())?;
         m.serialize_entry("seq", &self.seq)?;
         some(&mut m, "shadow_rule", e.shadow_rule.as_ref())?;
@@ -308,6 +314,12 @@ mod tests {
             initiator_source: Some("token".into()),
             reason: Some("CHG-1 \u{e9}\u{2028}?".into()),
             completion: Some("done".into()),
+            approval_id: Some("ap".into()),
+            request_sha256: Some("rs".into()),
+            approval_state: Some("pending".into()),
+            approval_event: Some("requested".into()),
+            reviewer: Some("carol".into()),
+            break_glass: Some(true),
         };
         let line = ChainState::default().seal(&entry).unwrap();
         let parsed: Value = serde_json::from_slice(&line).unwrap();

@@ -24,6 +24,9 @@ pub enum Kind {
     /// What became of a device action Graph accepted (its `deviceActionResults` state), or
     /// that it was still pending at the reconciliation deadline; same `audit_id` as its intent.
     Completion,
+    /// An approval changed state (`approval_event`, `approval_state`), whatever moved it: a
+    /// request, a review, a deadline, a run.
+    Approval,
 }
 
 impl Kind {
@@ -36,6 +39,7 @@ impl Kind {
             Kind::Request => "request",
             Kind::Suppressed => "suppressed",
             Kind::Completion => "completion",
+            Kind::Approval => "approval",
         }
     }
 }
@@ -63,6 +67,8 @@ pub enum AuditDecision {
     OutcomeUnknown,
     /// No valid caller identity (401); sampled per source address.
     Unauthenticated,
+    /// Allowed by a rule that needs others' approval: held (202), nothing sent.
+    Held,
 }
 
 impl AuditDecision {
@@ -78,11 +84,12 @@ impl AuditDecision {
             AuditDecision::Failed => "failed",
             AuditDecision::OutcomeUnknown => "outcome_unknown",
             AuditDecision::Unauthenticated => "unauthenticated",
+            AuditDecision::Held => "held",
         }
     }
 
     /// Every decision, in the order the README lists them.
-    pub const ALL: [AuditDecision; 9] = [
+    pub const ALL: [AuditDecision; 10] = [
         AuditDecision::Allowed,
         AuditDecision::Denied,
         AuditDecision::ShadowDenied,
@@ -92,6 +99,7 @@ impl AuditDecision {
         AuditDecision::Failed,
         AuditDecision::OutcomeUnknown,
         AuditDecision::Unauthenticated,
+        AuditDecision::Held,
     ];
 
     /// A refusal the audit samples rather than records every time (see `sampler`).
@@ -232,6 +240,26 @@ pub struct Entry {
     /// `canceled`, or `pending_past_deadline`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub completion: Option<String>,
+    /// The approval a record is about (a held request, a review, a run, a transition).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_id: Option<String>,
+    /// That approval's `request_sha256`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_sha256: Option<String>,
+    /// `approval` records: the approval's state after the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_state: Option<String>,
+    /// `approval` records and approval API requests: what happened (`requested`,
+    /// `review_counted`, `approved`, `rejected`, `canceled`, `expired`, `started`,
+    /// `settled`, `lease_lost`, `reviewed`, `break_glass`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_event: Option<String>,
+    /// Who moved the approval: the reviewing (or canceling) caller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reviewer: Option<String>,
+    /// The request ran at once under break glass, unreviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<bool>,
 }
 
 /// A record as stored: the entry plus its place in the hash chain.

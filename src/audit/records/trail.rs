@@ -178,6 +178,32 @@ impl AuditTrail {
         self.entry.shadow_rule = Some(rule.to_owned());
     }
 
+    /// The approval this request concerns: held by it, redeemed by it, reviewed, or run
+    /// (`event` says which; `break_glass` flags a request run at once, unreviewed).
+    pub fn approval(&mut self, id: &str, request_sha256: &str, event: &str, break_glass: bool) {
+        self.entry.approval_id = Some(id.to_owned());
+        self.entry.request_sha256 = Some(request_sha256.to_owned());
+        self.entry.approval_event = Some(event.to_owned());
+        self.entry.break_glass = break_glass.then_some(true);
+    }
+
+    /// An approval API request names the approval it acts on, and what it asks
+    /// (`approve`, `reject`, `cancel`, `review`): audited from here on.
+    pub fn approval_request(&mut self, id: &str, action: &str) {
+        self.recognised = true;
+        self.entry.approval_id = Some(id.to_owned());
+        self.entry.approval_event = Some(action.to_owned());
+    }
+
+    /// What an approval API request acts on: the approval's operation and devices.
+    pub fn approval_target(&mut self, operation: &str, devices: &[String]) {
+        self.entry.operation = Some(operation.to_owned());
+        match devices {
+            [one] => self.entry.device_id = Some(one.clone()),
+            many => self.entry.device_ids = Some(many.to_vec()),
+        }
+    }
+
     /// A remark on how the request was answered (e.g. an idempotent replay).
     pub fn note(&mut self, text: &str) {
         self.entry.note = Some(text.to_owned());

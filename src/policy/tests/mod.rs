@@ -1,5 +1,6 @@
 //! Unit tests for loading and evaluating policies.
 
+mod approval;
 mod identity;
 
 use super::*;

@@ -91,6 +91,30 @@ impl Replicas {
         }
     }
 
+    /// The policy file every replica's reloader follows.
+    pub fn policy_path(&self) -> PathBuf {
+        self.dir.join("policy.yaml")
+    }
+
+    /// Every audit record of every replica so far (after what each has queued is durable),
+    /// `start` records left out.
+    pub async fn audit_records(&self) -> Vec<serde_json::Value> {
+        let mut all = Vec::new();
+        for r in &self.replicas {
+            match r.gw.audit().flush().await {
+                Ok(()) | Err(graphgate::audit::WriteError::Stopped) => {}
+                Err(e) => panic!("the audit log could not be flushed: {e}"),
+            }
+            let text = std::fs::read_to_string(&r.audit_path).unwrap_or_default();
+            all.extend(
+                text.lines()
+                    .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                    .filter(|r| r["kind"] != "start"),
+            );
+        }
+        all
+    }
+
     /// POSTs the standard allowed call to replica `i`, with `headers` added.
     pub async fn call(&self, i: usize, headers: &[(&str, &str)]) -> Reply {
         self.post(i, &body(), headers).await

@@ -1,0 +1,172 @@
+//! Running what was approved, exactly once across replicas, and keeping the deadlines. The
+//! replica whose review met the last group takes the run: a compare-and-swap from
+//! `approved` to `executing` in the store, which one replica wins, under a lease; then the
+//! gateway's [`Runner`] sends it (the policy in force checked again, budgets, pacing,
+//! idempotency, the durable audit intent, Graph) and the outcome is recorded. A replica that
+//! dies while executing leaves the approval `executing`: once the lease ends it becomes
+//! `outcome_unknown`, and is never sent again. Every replica looks at the open approvals
+//! every [`super::Settings::sweep_every`]: deadlines, leases, and approved requests nobody
+//! has started within [`START_GRACE`].
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use super::error::ApprovalError;
+use super::model::{Finish, Outcome, RunBy, State, Step, Stored};
+use super::store::Change;
+use super::{Approvals, ms};
+use crate::state::StateStore;
+
+/// How long an approved request waits for the replica that approved it before any replica
+/// starts it.
+pub const START_GRACE: Duration = Duration::from_secs(10);
+
+/// A run's end: how it finished and what the resource records.
+pub type Ran<'a> = Pin<Box<dyn Future<Output = (Finish, Outcome)> + Send + 'a>>;
+
+/// Runs an approved request through the pipeline's later stages: the gateway.
+pub trait Runner: Send + Sync {
+    /// Runs `approval`'s stored request once (under the policy in force now).
+    fn run<'a>(&'a self, approval: &'a Stored) -> Ran<'a>;
+}
+
+/// A request the gate lets run under an approval: its outcome is recorded there.
+#[derive(Debug, Clone)]
+pub struct Running {
+    /// The approval.
+    pub id: String,
+    /// What it binds.
+    pub request_sha256: String,
+    /// Run at once, unreviewed.
+    pub break_glass: bool,
+}
+
+/// The deadline that has passed for `s` at `now`, as the step it takes.
+pub fn due(s: &Stored, now: u64) -> Option<Step> {
+    let h = &s.held;
+    match s.resource.state {
+        State::Pending if now >= h.expires_ms => Some(Step::Expire),
+        State::Approved if h.execute_by_ms.is_some_and(|by| now >= by) => Some(Step::Expire),
+        State::Executing if h.lease_ms.is_some_and(|lease| now >= lease) => Some(Step::LeaseLost),
+        _ => None,
+    }
+}
+
+impl Approvals {
+    /// Records how a run under approval `running` ended.
+    pub async fn settle(&self, state: &StateStore, running: &Running, ended: (Finish, Outcome)) {
+        let (finish, outcome) = ended;
+        let settled = self
+            .change(state, &running.id, |s, _| {
+                if !matches!(s.resource.state, State::Executing | State::NeedsReview)
+                    || s.resource.outcome.is_some()
+                {
+                    return Ok(None);
+                }
+                s.resource.outcome = Some(outcome.clone());
+                Ok(Some(Change::of(Step::Settle(finish))))
+            })
+            .await;
+        if let Err(e) = settled {
+            // The run's own audit records say what happened; the approval stays `executing`
+            // until its lease ends, then says `outcome_unknown`.
+            tracing::error!(error = %e, approval_id = %running.id, "could not record a run's outcome on its approval");
+        }
+    }
+
+    /// Takes whichever deadline of approval `id` has passed.
+    pub async fn expire_if_due(&self, state: &StateStore, id: &str) -> Result<(), ApprovalError> {
+        self.change(state, id, |s, now| Ok(due(s, now).map(Change::of)))
+            .await
+            .map(drop)
+    }
+
+    /// Runs approval `id` if it is approved, run by the gateway, and this replica wins the
+    /// start; returns the approval as it is afterwards.
+    pub async fn run_approved(
+        &self,
+        state: &StateStore,
+        runner: &dyn Runner,
+        id: &str,
+    ) -> Result<Stored, ApprovalError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        let lease = self.settings.lease;
+        let started = self
+            .change(state, id, |s, now| {
+                if s.resource.state != State::Approved || s.resource.run_by != RunBy::Gateway {
+                    return Ok(None);
+                }
+                if let Some(step) = due(s, now) {
+                    return Ok(Some(Change::of(step)));
+                }
+                s.held.lease_ms = Some(now + ms(lease));
+                s.held.run_token = Some(token.clone());
+                Ok(Some(Change::of(Step::Start)))
+            })
+            .await?;
+        let won = started.resource.state == State::Executing
+            && started.held.run_token.as_deref() == Some(token.as_str());
+        if !won {
+            return Ok(started);
+        }
+        let ended = runner.run(&started).await;
+        let running = Running {
+            id: id.to_owned(),
+            request_sha256: started.resource.request_sha256.clone(),
+            break_glass: false,
+        };
+        self.settle(state, &running, ended).await;
+        Ok(self.load(state, id).await?.map_or(started, |(_, s)| s))
+    }
+
+    /// One look at every open approval: deadlines and leases, and approved requests no
+    /// replica has started within [`START_GRACE`].
+    pub async fn sweep(&self, state: &StateStore, runner: &dyn Runner) {
+        let open = match self.list(state, "open").await {
+            Ok(open) => open,
+            Err(e) => {
+                tracing::warn!(error = %e, "could not look at open approvals");
+                return;
+            }
+        };
+        for s in open {
+            let id = &s.resource.id;
+            let now = self.clock.now_ms();
+            let result = if due(&s, now).is_some() {
+                self.expire_if_due(state, id).await
+            } else if s.resource.state == State::Approved
+                && s.resource.run_by == RunBy::Gateway
+                && s.held.execute_by_ms.is_some_and(|by| {
+                    let approved = by.saturating_sub(s.held.execute_within_ms);
+                    now >= approved + ms(START_GRACE)
+                })
+            {
+                self.run_approved(state, runner, id).await.map(drop)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                tracing::warn!(error = %e, approval_id = %id, "could not move an approval past its deadline");
+            }
+        }
+    }
+
+    /// Sweeps every [`super::Settings::sweep_every`] until `shutdown` resolves.
+    pub async fn keep_time(
+        &self,
+        state: &StateStore,
+        runner: &dyn Runner,
+        shutdown: impl Future<Output = ()>,
+    ) {
+        let mut every = tokio::time::interval(self.settings.sweep_every);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => return,
+                _ = every.tick() => self.sweep(state, runner).await,
+            }
+        }
+    }
+}
