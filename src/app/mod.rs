@@ -31,6 +31,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/audit`).
     pub admin: TcpListener,
+    /// A second callers' listener serving TLS, when [`ServeConfig::extra_tls`] asks for one.
+    pub extra_tls: Option<TcpListener>,
 }
 
 /// A gateway ready to serve: configured, its files read, its audit log open.
@@ -38,6 +40,7 @@ pub struct App {
     gateway: Arc<Gateway>,
     config: ServeConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+    extra_tls: Option<Arc<rustls::ServerConfig>>,
     admin: AdminOptions,
     admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// Follows the policy file, when there is one (readiness follows it from now on).
@@ -62,9 +65,10 @@ impl App {
     /// Reads the files `config` names and assembles the gateway. Nothing listens yet; the
     /// audit log is opened only when everything else is usable.
     pub async fn build(config: ServeConfig) -> Result<App, Problems> {
-        let mut problems = Problems::default();
+        let mut problems = config.validate();
         let policy = problems.take(load_policy(&config.policy));
         let tls = problems.take(load_tls(config.tls.as_ref())).flatten();
+        let extra_tls = problems.take(load_tls(config.extra_tls.as_ref())).flatten();
         let admin_tls = problems.take(load_admin_tls(config.admin_tls.as_ref()));
         check_shipping(&config, &mut problems);
         let token = load_admin_token(&config, &mut problems);
@@ -117,6 +121,7 @@ impl App {
             gateway,
             config,
             tls,
+            extra_tls,
             admin: AdminOptions { token, console },
             admin_tls: admin_tls.flatten(),
             reloader,
@@ -142,6 +147,7 @@ impl App {
             gateway,
             config,
             tls,
+            extra_tls,
             admin,
             admin_tls,
             reloader,
@@ -189,7 +195,27 @@ impl App {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
+        // The second (TLS) listener drains with the main one: both stop on the same signal.
+        let extra = match (listeners.extra_tls, extra_tls) {
+            (Some(listener), Some(extra_tls)) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(listen = %addr, "graphgate listening (TLS, client certificates)");
+                Some(tokio::spawn(crate::server::serve(
+                    listener,
+                    Some(extra_tls),
+                    Arc::clone(&gateway),
+                    config.server.clone(),
+                    stopped(),
+                )))
+            }
+            _ => None,
+        };
         crate::server::serve(listeners.main, tls, gateway, config.server, shutdown).await?;
+        if let Some(extra) = extra {
+            extra
+                .await
+                .map_err(|e| RunError::Listener(std::io::Error::other(e)))??;
+        }
         // In-flight requests are done: make every queued record durable and close the log
         // (its anchor records the final head).
         audit.shutdown().await.map_err(RunError::Close)?;
@@ -212,9 +238,10 @@ pub async fn run(
 /// --check-config`): the policy, TLS files, the admin token, the audit keys and log
 /// directory, the credential, the outbound client's CAs.
 pub fn check(config: &ServeConfig) -> Problems {
-    let mut problems = Problems::default();
+    let mut problems = config.validate();
     let policy = problems.take(load_policy(&config.policy));
     problems.take(load_tls(config.tls.as_ref()));
+    problems.take(load_tls(config.extra_tls.as_ref()));
     problems.take(load_admin_tls(config.admin_tls.as_ref()));
     check_shipping(config, &mut problems);
     load_admin_token(config, &mut problems);

@@ -204,7 +204,8 @@ impl AuditSettings {
             .map_err(|e| log_err(e.to_string()))?;
         if let Some((folder, moved)) = &set_aside {
             let note = format!(
-                "a new audit tree was started on purpose (--audit-new-tree): the previous log's {moved} file(s) were moved to {}",
+                "a new audit tree was started on purpose (--audit-new-tree): the previous log's files ({}) were moved to {}",
+                crate::words::count(*moved, "file"),
                 folder.display()
             );
             tracing::warn!(folder = %folder.display(), "{note}");

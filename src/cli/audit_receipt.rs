@@ -75,8 +75,8 @@ pub fn run_verify(args: &VerifyReceiptArgs) -> std::io::Result<ExitCode> {
     let quorum = args.witness_quorum.unwrap_or(witnesses.len());
     if quorum > witnesses.len() {
         return usage(format!(
-            "--witness-quorum {quorum} is more than the {} witness key(s) given",
-            witnesses.len()
+            "--witness-quorum {quorum} is more than the {} given",
+            graphgate::words::count(witnesses.len(), "witness key")
         ));
     }
     let text = read_bounded(&args.receipt)?;
@@ -169,9 +169,9 @@ pub fn run_prove(args: &ProveArgs) -> std::io::Result<ExitCode> {
         None => print!("{}", receipt.to_text()),
     }
     eprintln!(
-        "receipt of {} record(s) against the checkpoint of {} records{}",
-        records.len(),
-        cp.size,
+        "receipt of {} against the checkpoint of {}{}",
+        graphgate::words::count(records.len(), "record"),
+        graphgate::words::count(cp.size, "record"),
         match cosigned {
             true => ", cosigned by the witnesses",
             false => " (not cosigned by a witness yet)",

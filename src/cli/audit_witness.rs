@@ -75,8 +75,8 @@ pub fn check(
     let quorum = args.quorum();
     if quorum > witnesses.len() {
         return Err(format!(
-            "--witness-quorum {quorum} is more than the {} witness key(s) given",
-            witnesses.len()
+            "--witness-quorum {quorum} is more than the {} given",
+            graphgate::words::count(witnesses.len(), "witness key")
         ));
     }
     let mut paths = args.cosigned.clone();

@@ -54,13 +54,14 @@ pub const COMPLETIONS: [&str; 5] = [
     "pending_past_deadline",
 ];
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Start,
     Kind::Intent,
     Kind::Outcome,
     Kind::Request,
     Kind::Suppressed,
     Kind::Completion,
+    Kind::Approval,
 ];
 
 /// Where the chain check stands.

@@ -228,3 +228,25 @@ fn roots_at_any_size_match_the_tree_and_see_a_rewrite_on_disk() {
         leaf_hash(&changed[last.offset as usize..at + 3])
     );
 }
+
+#[test]
+fn every_kind_of_record_keeps_its_kind_in_the_index() {
+    let kinds = [
+        Kind::Start,
+        Kind::Intent,
+        Kind::Outcome,
+        Kind::Request,
+        Kind::Suppressed,
+        Kind::Completion,
+        Kind::Approval,
+    ];
+    let entries: Vec<Entry> = kinds
+        .iter()
+        .map(|k| entry(*k, k.as_str(), "D1", AuditDecision::Allowed))
+        .collect();
+    let idx = Index::default();
+    idx.ingest(&lines(&entries));
+    let st = idx.state.read().unwrap();
+    let indexed: Vec<Option<Kind>> = st.rows.iter().map(kind_of).collect();
+    assert_eq!(indexed, kinds.map(Some));
+}
