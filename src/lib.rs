@@ -33,10 +33,11 @@
 //!   content, then run once across replicas; the approval API; break glass; the events every
 //!   change emits (the rules themselves are [`policy::approval`]).
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
-//!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
-//!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned
-//!   records), behind one contract ([`state::Store`]) kept in this process or in Redis shared
-//!   by every replica, under the deployment's name ([`state::Namespace`]).
+//!   pacing and the dry-run rate ([`ratelimit::ledger`]: the memory store's budgets kept
+//!   across restarts through the audit intents); [`idempotency`]: no double execution of a
+//!   repeated request; [`state`]: where both keep their counts and claims (and approvals, as
+//!   versioned records), behind one contract ([`state::Store`]) kept in this process or in
+//!   Redis shared by every replica, under the deployment's name ([`state::Namespace`]).
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is

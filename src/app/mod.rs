@@ -23,7 +23,9 @@ use crate::audit::checkpoints::note::NoteVerifier;
 use crate::console::{Console, auth::AdminToken};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
+use crate::ratelimit::ledger::Snapshots;
 use crate::reload::Reloader;
+use crate::state::{BudgetFile, StateConfig};
 
 /// The two listeners a gateway serves, bound by the caller (tests bind `127.0.0.1:0`).
 pub struct Listeners {
@@ -45,6 +47,8 @@ pub struct App {
     admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// Follows the policy file, when there is one (readiness follows it from now on).
     reloader: Option<Reloader>,
+    /// Writes the memory store's budget counts to their file, when it has one.
+    snapshots: Option<Snapshots>,
 }
 
 /// The gateway stopped with an error.
@@ -117,6 +121,13 @@ impl App {
             PolicySource::File(path) => Some(Reloader::new(path.clone(), Arc::clone(&gateway)).0),
             PolicySource::Fixed { .. } => None,
         };
+        let snapshots = match &config.state {
+            StateConfig::Memory {
+                budget_file: Some(file),
+                ..
+            } => Some(Snapshots::new(BudgetFile::new(file.clone()), &audit)),
+            _ => None,
+        };
         Ok(App {
             gateway,
             config,
@@ -125,6 +136,7 @@ impl App {
             admin: AdminOptions { token, console },
             admin_tls: admin_tls.flatten(),
             reloader,
+            snapshots,
         })
     }
 
@@ -151,6 +163,7 @@ impl App {
             admin,
             admin_tls,
             reloader,
+            snapshots,
         } = self;
         let (stop_tx, stop) = watch::channel(false);
         let stopped = move || {
@@ -191,6 +204,12 @@ impl App {
             stopped(),
         ));
         let audit = gateway.audit().clone();
+        // The memory store's budget counts, written off the request path while serving.
+        let snapshots = snapshots.map(|s| {
+            let (gateway, stop) = (Arc::clone(&gateway), stopped());
+            tokio::spawn(async move { s.run(gateway.state(), stop).await })
+        });
+        let state = Arc::clone(&gateway);
         let shutdown = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
@@ -219,6 +238,12 @@ impl App {
         // In-flight requests are done: make every queued record durable and close the log
         // (its anchor records the final head).
         audit.shutdown().await.map_err(RunError::Close)?;
+        // Then the budget counts, exact now that nothing is in flight.
+        if let Some(task) = snapshots
+            && let Ok(snapshots) = task.await
+        {
+            snapshots.finish(state.state());
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -310,8 +310,16 @@ impl Gateway {
                 need.approval.describe()
             )));
         }
-        self.execute(ids, &installed, (&caller, rule.index), &request, trail)
-            .await
+        // Its rate limits were charged when it was asked for.
+        let charged = true;
+        self.execute(
+            ids,
+            &installed,
+            (&caller, rule.index, charged),
+            &request,
+            trail,
+        )
+        .await
     }
 }
 
