@@ -31,7 +31,8 @@
 //! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
 //!   and the approval resource) until distinct people from every group approve its exact
 //!   content, then run once across replicas; the approval API; break glass; the events every
-//!   change emits (the rules themselves are [`policy::approval`]).
+//!   change emits (the rules themselves are [`policy::approval`]); [`notify`] sends those
+//!   changes to the policy's webhooks (JSON, Teams, Slack), signed, from bounded queues.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
 //!   pacing and the dry-run rate ([`ratelimit::ledger`]: the memory store's budgets kept
 //!   across restarts through the audit intents); [`idempotency`]: no double execution of a
@@ -53,6 +54,7 @@
 //!   `answer` (*crate*) words the gateway's own answers (ids, dry runs, disclosures).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`]
+//!   (with its read-only approvals pages)
 //!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
 //!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
@@ -83,6 +85,7 @@ pub(crate) mod graph_error;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod operation;
 pub mod otlp;
 pub mod policy;

@@ -41,14 +41,22 @@ pub struct Replicas {
 impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
+        let opts = Options {
+            state,
+            limits,
+            ..Options::default()
+        };
+        Replicas::start_with(n, policy, opts).await
+    }
+
+    /// `n` replicas enforcing `policy`, otherwise set up as `opts` says.
+    pub async fn start_with(n: usize, policy: &str, opts: Options) -> Replicas {
         let ms = Microsoft::start(EmulatorConfig::default()).await;
         let dir = temp_dir("replicas");
         let opts = Options {
             policy: Some(policy.to_owned()),
             policy_file: Some(dir.join("policy.yaml")),
-            state,
-            limits,
-            ..Options::default()
+            ..opts
         };
         let mut all = Replicas {
             emulator: Arc::clone(&ms.emulator),
