@@ -8,6 +8,8 @@ pub mod args;
 pub mod audit;
 mod audit_checkpoints;
 mod audit_query;
+mod audit_receipt;
+mod audit_witness;
 #[cfg(feature = "emulator")]
 mod demo;
 #[cfg(feature = "emulator")]
@@ -20,6 +22,7 @@ mod reference;
 pub mod serve;
 pub mod serve_audit;
 mod serve_demo;
+pub mod witness;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

@@ -22,7 +22,7 @@ use crate::approval::people::{Identity, Names};
 use crate::approval::review::tally;
 use crate::approval::run::{Ran, Runner};
 use crate::approval::{ApprovalError, rfc3339};
-use crate::audit::trail::Origin;
+use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::error::GatewayError;
 use crate::identity::stated::{self, Source, Stated};
