@@ -49,7 +49,7 @@ use tracing::Instrument;
 
 use crate::admit::{self, Admitted, RequestIds};
 use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
-use crate::approval::hold;
+use crate::approval::{hold, maa};
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -164,7 +164,7 @@ impl Gateway {
             return self.approval_api(&caller, route, req, trail).await;
         }
         // What is asked, read within bounds; the in-flight slots are held until the answer.
-        let (asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
+        let (mut asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
         // Deny by default; a dry run is answered here; budgets are spent only on sends.
         let (rule, need) = match self.decide(&installed, &caller, &asked, trail).await? {
             Verdict::Answered(resp) => return Ok(resp),
@@ -176,10 +176,24 @@ impl Gateway {
             Gate::Held(resp) => return Ok(resp),
             Gate::Run(approval) => approval,
         };
+        // A write Intune's Multi Admin Approval may hold says who asks and why.
+        let justify = maa::Justify {
+            request_id: &ids.request_id,
+            approval: approval.as_ref().map(|a| (a.id.as_str(), Vec::new())),
+            caller: &caller.name,
+            initiator: asked.stated.initiator(),
+            reason: asked.stated.reason.as_deref(),
+        };
+        asked.request.maa.justification = self.justification(&asked.request, &justify);
         // At most once to Graph, after a token and the durable intent.
         let sent = self
             .execute(ids, &installed, (&caller, rule), &asked.request, trail)
             .await;
+        // Intune held it (it did not run): the caller gets an approval to watch.
+        if let (Err(GatewayError::IntuneHold(hold)), None) = (&sent, &approval) {
+            let held = self.intune_held(&installed, &caller, &asked, rule, hold, trail);
+            return held.await;
+        }
         // A redeemed secret read or a break glass: its approval records how it ended.
         if let Some(approval) = &approval {
             let ended = approvals::outcome_of(&sent, ids);
@@ -397,13 +411,21 @@ impl Gateway {
             .reserve(installed, (caller, rule), request, trail)
             .await?;
         let sent = self.send(ids, request, trail).await;
+        // Intune's Multi Admin Approval held it: it did not run.
+        let held = self.intune_hold(&sent, trail);
         // Budgets and pacing count what reached Graph (or may have): the rest is given back.
         let reached = match &sent {
+            _ if held.is_some() => false,
             Ok(Ok(_)) => true,
             Ok(Err(e)) => e.outcome_unknown(),
             Err(_) => false,
         };
         reservation.settle(&self.state, reached).await;
+        if let Some(hold) = held {
+            // Not run, so nothing is kept for its idempotency key (the ticket is let go): a
+            // repeat is sent, and Graph's 409 attaches it to this hold.
+            return Err(GatewayError::IntuneHold(hold));
+        }
         let sent = sent?;
         if request.target.op.discloses_secret() {
             return Ok(disclosure(sent?, trail));

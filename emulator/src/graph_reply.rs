@@ -31,6 +31,8 @@ pub(crate) struct GraphError {
     pub(crate) message: String,
     /// The `Allow` header of a 405 (`POST` when not given).
     pub(crate) allow: Option<&'static str>,
+    /// The `x-msft-approval-code` of a write Multi Admin Approval holds.
+    pub(crate) approval_code: Option<String>,
 }
 
 impl GraphError {
@@ -40,6 +42,7 @@ impl GraphError {
             code,
             message: message.into(),
             allow: None,
+            approval_code: None,
         }
     }
 
@@ -115,6 +118,9 @@ impl Ids {
                 set_header(&mut resp, "allow", err.allow.unwrap_or("POST"));
             }
             _ => {}
+        }
+        if let Some(code) = &err.approval_code {
+            set_header(&mut resp, super::maa::CODE_HEADER, code);
         }
         self.tag(resp)
     }

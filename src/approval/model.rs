@@ -33,11 +33,14 @@ pub enum State {
     Expired,
     /// Ran at once under break glass; waits for an approver's review.
     NeedsReview,
+    /// Graph answered that Intune's Multi Admin Approval holds it (it did not run): waits
+    /// for a person to approve it in Intune, then is sent again once with Intune's code.
+    ExternalApprovalPending,
 }
 
 impl State {
     /// Every state, in the order the README lists them.
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Pending,
         State::Approved,
         State::Executing,
@@ -48,6 +51,7 @@ impl State {
         State::Canceled,
         State::Expired,
         State::NeedsReview,
+        State::ExternalApprovalPending,
     ];
 
     /// The name the API and the audit use.
@@ -63,6 +67,7 @@ impl State {
             State::Canceled => "canceled",
             State::Expired => "expired",
             State::NeedsReview => "needs_review",
+            State::ExternalApprovalPending => "external_approval_pending",
         }
     }
 
@@ -75,7 +80,11 @@ impl State {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            State::Pending | State::Approved | State::Executing | State::NeedsReview
+            State::Pending
+                | State::Approved
+                | State::Executing
+                | State::NeedsReview
+                | State::ExternalApprovalPending
         )
     }
 
@@ -95,6 +104,8 @@ pub enum Finish {
     Failed,
     /// May have run.
     Unknown,
+    /// Did not run: Intune's Multi Admin Approval holds it.
+    Held,
 }
 
 /// What moves an approval.
@@ -118,6 +129,8 @@ pub enum Step {
     LeaseLost,
     /// An approver reviewed what break glass ran.
     CloseReview(Finish),
+    /// Intune's approval request was read again; nothing decided yet.
+    Poll,
 }
 
 impl Step {
@@ -133,6 +146,7 @@ impl Step {
             Step::Settle(_) => "settled",
             Step::LeaseLost => "lease_lost",
             Step::CloseReview(_) => "reviewed",
+            Step::Poll => "intune_polled",
         }
     }
 }
@@ -154,6 +168,21 @@ pub const TRANSITIONS: &[(State, Step, State)] = &[
     (S::Executing, Step::Settle(F::Failed), S::Failed),
     (S::Executing, Step::Settle(F::Unknown), S::OutcomeUnknown),
     (S::Executing, Step::LeaseLost, S::OutcomeUnknown),
+    // Intune's Multi Admin Approval held the send: it did not run, and waits for a person
+    // in Intune; approved there, it is started (sent again, once, with Intune's code).
+    (S::Executing, Step::Settle(F::Held), S::ExternalApprovalPending),
+    (S::ExternalApprovalPending, Step::Poll, S::ExternalApprovalPending),
+    (S::ExternalApprovalPending, Step::Start, S::Executing),
+    (S::ExternalApprovalPending, Step::Reject, S::Rejected),
+    (S::ExternalApprovalPending, Step::Cancel, S::Canceled),
+    (S::ExternalApprovalPending, Step::Expire, S::Expired),
+    // Intune says `completed` before graphgate sent it again: someone else did; it may have
+    // run, and is never sent from here.
+    (
+        S::ExternalApprovalPending,
+        Step::Settle(F::Unknown),
+        S::OutcomeUnknown,
+    ),
     // Break glass ran at once: its outcome is recorded while it waits for review.
     (S::NeedsReview, Step::Settle(F::Succeeded), S::NeedsReview),
     (S::NeedsReview, Step::Settle(F::Failed), S::NeedsReview),
@@ -311,6 +340,9 @@ pub struct Resource {
     pub break_glass: Option<BreakGlass>,
     /// What came of running it.
     pub outcome: Option<Outcome>,
+    /// Set when Intune's Multi Admin Approval held it: its code and Intune's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maa: Option<super::maa::Maa>,
 }
 
 /// A request body held to run later. Its Debug never prints it (it may carry secret
@@ -361,6 +393,9 @@ pub struct Held {
     pub open_claim: Option<String>,
     /// The claim that keeps the requester's next break glass out until this is reviewed.
     pub break_glass_claim: Option<String>,
+    /// Intune's hold: when its request is read next, and how long after that.
+    #[serde(default)]
+    pub maa_poll: Option<super::maa::Polling>,
 }
 
 /// An approval as the store keeps it.

@@ -15,6 +15,7 @@ use std::time::Duration;
 use super::error::ApprovalError;
 use super::model::{Finish, Outcome, RunBy, State, Step, Stored};
 use super::store::Change;
+use super::maa::{Hold, Read};
 use super::{Approvals, ms};
 use crate::state::StateStore;
 
@@ -22,13 +23,21 @@ use crate::state::StateStore;
 /// starts it.
 pub const START_GRACE: Duration = Duration::from_secs(10);
 
-/// A run's end: how it finished and what the resource records.
-pub type Ran<'a> = Pin<Box<dyn Future<Output = (Finish, Outcome)> + Send + 'a>>;
+/// How a run ended: how it finished, what the resource records, and Intune's hold if
+/// Graph answered with one (then it did not run).
+pub type Ended = (Finish, Outcome, Option<Hold>);
+
+/// A run's end.
+pub type Ran<'a> = Pin<Box<dyn Future<Output = Ended> + Send + 'a>>;
 
 /// Runs an approved request through the pipeline's later stages: the gateway.
 pub trait Runner: Send + Sync {
-    /// Runs `approval`'s stored request once (under the policy in force now).
+    /// Runs `approval`'s stored request once (under the policy in force now; with Intune's
+    /// code when Intune approved it).
     fn run<'a>(&'a self, approval: &'a Stored) -> Ran<'a>;
+
+    /// Reads Intune's approval request `code` from Graph.
+    fn read_intune<'a>(&'a self, code: &'a str) -> Read<'a>;
 }
 
 /// A request the gate lets run under an approval: its outcome is recorded there.
@@ -49,20 +58,43 @@ pub fn due(s: &Stored, now: u64) -> Option<Step> {
         State::Pending if now >= h.expires_ms => Some(Step::Expire),
         State::Approved if h.execute_by_ms.is_some_and(|by| now >= by) => Some(Step::Expire),
         State::Executing if h.lease_ms.is_some_and(|lease| now >= lease) => Some(Step::LeaseLost),
+        State::ExternalApprovalPending if now >= h.expires_ms => Some(Step::Expire),
         _ => None,
     }
 }
 
 impl Approvals {
     /// Records how a run under approval `running` ended.
-    pub async fn settle(&self, state: &StateStore, running: &Running, ended: (Finish, Outcome)) {
-        let (finish, outcome) = ended;
+    pub async fn settle(&self, state: &StateStore, running: &Running, ended: Ended) {
+        let (finish, outcome, hold) = ended;
         let settled = self
-            .change(state, &running.id, |s, _| {
+            .change(state, &running.id, |s, now| {
                 if !matches!(s.resource.state, State::Executing | State::NeedsReview)
                     || s.resource.outcome.is_some()
                 {
                     return Ok(None);
+                }
+                let resent = s.resource.maa.as_ref().is_some_and(|m| m.resent);
+                match &hold {
+                    // Held by Intune: it did not run; it waits for a person there.
+                    Some(hold) if s.resource.state == State::Executing && !resent => {
+                        let attached = hold.status == 409;
+                        self.mark_held(s, hold, attached, now);
+                        return Ok(Some(Change {
+                            what: Some("held_by_intune"),
+                            note: Some(format!(
+                                "Intune's Multi Admin Approval holds it (Graph answered {} with approval code {})",
+                                hold.status, hold.code
+                            )),
+                            ..Change::of(Step::Settle(Finish::Held))
+                        }));
+                    }
+                    // Held again (the re-send, or break glass): it did not run; it ends.
+                    Some(_) => {
+                        s.resource.outcome = Some(outcome.clone());
+                        return Ok(Some(Change::of(Step::Settle(Finish::Failed))));
+                    }
+                    None => {}
                 }
                 s.resource.outcome = Some(outcome.clone());
                 Ok(Some(Change::of(Step::Settle(finish))))
@@ -110,14 +142,28 @@ impl Approvals {
         if !won {
             return Ok(started);
         }
+        Ok(self.run_started(state, runner, started).await)
+    }
+
+    /// Runs `started` (this replica won its start) and records how it ended; returns the
+    /// approval as it is afterwards.
+    pub(super) async fn run_started(
+        &self,
+        state: &StateStore,
+        runner: &dyn Runner,
+        started: Stored,
+    ) -> Stored {
         let ended = runner.run(&started).await;
         let running = Running {
-            id: id.to_owned(),
+            id: started.resource.id.clone(),
             request_sha256: started.resource.request_sha256.clone(),
             break_glass: false,
         };
         self.settle(state, &running, ended).await;
-        Ok(self.load(state, id).await?.map_or(started, |(_, s)| s))
+        match self.load(state, &running.id).await {
+            Ok(Some((_, s))) => s,
+            _ => started,
+        }
     }
 
     /// One look at every open approval: deadlines and leases, and approved requests no
@@ -130,11 +176,18 @@ impl Approvals {
                 return;
             }
         };
+        let mut polls = self.settings.maa.polls_per_sweep;
         for s in open {
             let id = &s.resource.id;
             let now = self.clock.now_ms();
+            let poll_due = s.resource.state == State::ExternalApprovalPending
+                && s.held.maa_poll.as_ref().is_some_and(|p| now >= p.next_ms);
             let result = if due(&s, now).is_some() {
                 self.expire_if_due(state, id).await
+            } else if poll_due && polls > 0 {
+                // Paced: a few reads per sweep; the rest wait for the next one.
+                polls -= 1;
+                self.poll_intune(state, runner, id).await
             } else if s.resource.state == State::Approved
                 && s.resource.run_by == RunBy::Gateway
                 && s.held.execute_by_ms.is_some_and(|by| {
