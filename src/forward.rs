@@ -197,9 +197,7 @@ impl Forwarder {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut reply = self
-                .timed_once(ids, request, &token, trail)
-                .await?;
+            let mut reply = self.timed_once(ids, request, &token, trail).await?;
             reply.attempts = attempt;
             if reply.status == StatusCode::UNAUTHORIZED && !token_refreshed {
                 tracing::warn!(

@@ -248,13 +248,13 @@ impl Book {
 impl Inner {
     /// An approved request sent again with its code: once, identical.
     fn resend(&mut self, req: &Request, code: &str) -> Result<(), GraphError> {
-        let refuse = |status, code_name, message: String| {
-            Err(GraphError::new(status, code_name, message))
-        };
+        let refuse =
+            |status, code_name, message: String| Err(GraphError::new(status, code_name, message));
         let Some(r) = self.requests.get_mut(&code.to_ascii_lowercase()) else {
             let shown: String = code.chars().filter(|c| !c.is_control()).take(64).collect();
-            self.violations
-                .push(format!("a re-send names an unknown approval code '{shown}'"));
+            self.violations.push(format!(
+                "a re-send names an unknown approval code '{shown}'"
+            ));
             return refuse(
                 StatusCode::BAD_REQUEST,
                 "BadRequest",
@@ -298,7 +298,9 @@ fn justification(req: &Request) -> Result<String, GraphError> {
         GraphError::new(
             StatusCode::BAD_REQUEST,
             "BadRequest",
-            format!("The header '{JUSTIFICATION_HEADER}' is required for this operation (Multi Admin Approval)."),
+            format!(
+                "The header '{JUSTIFICATION_HEADER}' is required for this operation (Multi Admin Approval)."
+            ),
         )
     };
     let value = req.header(JUSTIFICATION_HEADER).ok_or_else(required)?;

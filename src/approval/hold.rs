@@ -302,7 +302,12 @@ impl Approvals {
     }
 
     /// A new approval of `asking` under `need`, in `state`.
-    pub(super) fn new_approval(&self, asking: &Asking<'_>, need: &Need<'_>, state: State) -> Stored {
+    pub(super) fn new_approval(
+        &self,
+        asking: &Asking<'_>,
+        need: &Need<'_>,
+        state: State,
+    ) -> Stored {
         let now = self.clock.now_ms();
         let a = &need.approval;
         let target = &asking.request.target;

@@ -235,13 +235,18 @@ pub fn read_document(code: &str, body: &[u8]) -> Result<Polled, String> {
         #[serde(default)]
         expiration_date_time: Option<String>,
     }
-    let doc: Doc = serde_json::from_slice(body)
-        .map_err(|e| format!("an unreadable approval request: {e}"))?;
+    let doc: Doc =
+        serde_json::from_slice(body).map_err(|e| format!("an unreadable approval request: {e}"))?;
     if !doc.id.eq_ignore_ascii_case(code) {
         return Err("an approval request with another id".into());
     }
     let status = IntuneStatus::parse(&doc.status).ok_or_else(|| {
-        let shown: String = doc.status.chars().filter(|c| !c.is_control()).take(32).collect();
+        let shown: String = doc
+            .status
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(32)
+            .collect();
         format!("an approval request in unknown status '{shown}'")
     })?;
     let expires_ms = doc
@@ -384,7 +389,11 @@ impl Approvals {
                 }))
             })
             .await?;
-        let ours = taken.held.maa_poll.as_ref().and_then(|p| p.token.as_deref())
+        let ours = taken
+            .held
+            .maa_poll
+            .as_ref()
+            .and_then(|p| p.token.as_deref())
             == Some(token.as_str());
         let Some(code) = taken.resource.maa.as_ref().map(|m| m.code.clone()) else {
             return Ok(());
@@ -541,7 +550,10 @@ mod tests {
             reason: Some(&long),
             ..j
         };
-        assert_eq!(justification_text(&j).chars().count(), MAX_JUSTIFICATION_CHARS);
+        assert_eq!(
+            justification_text(&j).chars().count(),
+            MAX_JUSTIFICATION_CHARS
+        );
         let v = justification("é ok");
         let decoded = base64::engine::general_purpose::STANDARD
             .decode(v.as_bytes())

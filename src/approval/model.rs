@@ -170,8 +170,16 @@ pub const TRANSITIONS: &[(State, Step, State)] = &[
     (S::Executing, Step::LeaseLost, S::OutcomeUnknown),
     // Intune's Multi Admin Approval held the send: it did not run, and waits for a person
     // in Intune; approved there, it is started (sent again, once, with Intune's code).
-    (S::Executing, Step::Settle(F::Held), S::ExternalApprovalPending),
-    (S::ExternalApprovalPending, Step::Poll, S::ExternalApprovalPending),
+    (
+        S::Executing,
+        Step::Settle(F::Held),
+        S::ExternalApprovalPending,
+    ),
+    (
+        S::ExternalApprovalPending,
+        Step::Poll,
+        S::ExternalApprovalPending,
+    ),
     (S::ExternalApprovalPending, Step::Start, S::Executing),
     (S::ExternalApprovalPending, Step::Reject, S::Rejected),
     (S::ExternalApprovalPending, Step::Cancel, S::Canceled),

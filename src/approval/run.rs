@@ -13,9 +13,9 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use super::error::ApprovalError;
+use super::maa::{Hold, Read};
 use super::model::{Finish, Outcome, RunBy, State, Step, Stored};
 use super::store::Change;
-use super::maa::{Hold, Read};
 use super::{Approvals, ms};
 use crate::state::StateStore;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use clap::Args;
 use graphgate_emulator::{
-    AppRegistration, EmulatedDevice, Emulator, EmulatorConfig, FaultSpec, Faults, MaaConfig, Secret,
-    Target,
+    AppRegistration, EmulatedDevice, Emulator, EmulatorConfig, FaultSpec, Faults, MaaConfig,
+    Secret, Target,
 };
 
 /// The permission reading Multi Admin Approval's requests needs (granted with `--maa`).

@@ -41,7 +41,18 @@ pub struct Replicas {
 impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
-        let ms = Microsoft::start(EmulatorConfig::default()).await;
+        Self::start_with(n, policy, state, limits, EmulatorConfig::default()).await
+    }
+
+    /// [`Replicas::start`] in front of an emulator configured by `emulator`.
+    pub async fn start_with(
+        n: usize,
+        policy: &str,
+        state: StateConfig,
+        limits: Limits,
+        emulator: EmulatorConfig,
+    ) -> Replicas {
+        let ms = Microsoft::start(emulator).await;
         let dir = temp_dir("replicas");
         let opts = Options {
             policy: Some(policy.to_owned()),
@@ -89,6 +100,11 @@ impl Replicas {
             let replica = self.replica(i).await;
             self.replicas.push(replica);
         }
+    }
+
+    /// Where the emulator (Microsoft) listens.
+    pub fn emulator_addr(&self) -> std::net::SocketAddr {
+        self.ms.addr
     }
 
     /// The policy file every replica's reloader follows.

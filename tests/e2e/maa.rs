@@ -1,0 +1,292 @@
+//! Intune's Multi Admin Approval handled for callers, end to end against the emulator
+//! playing it (`--maa`): a held write (400, 403 or 412 with `x-msft-approval-code`) becomes
+//! an approval in `external_approval_pending` (202); approved by a person through the
+//! emulator's control endpoint, it is sent again once with the code and the identical body;
+//! rejected or expired, never; a repeat's 409 attaches; a restart resumes the polling; two
+//! replicas send it once; a four-eyes rule and MAA in sequence. Every test asserts what the
+//! emulator (Graph, and its MAA book) received.
+
+use std::time::Duration;
+
+use base64::Engine;
+use graphgate::approval::maa;
+use graphgate::gateway::Limits;
+use graphgate::state::StateConfig;
+use graphgate_emulator::{EmulatorConfig, GraphRequestRecord, MaaConfig};
+use http::Method;
+use serde_json::Value;
+
+use crate::approvals::{ALICE, CAROL, OPS, WIPE_BODY, review, show, two_groups, wipe, wipe_path};
+use crate::common::redis::RedisServer;
+use crate::common::replicas::Replicas;
+use crate::common::{Caller, DEVICE, Rule, TestPolicy, emu, eventually, temp_dir};
+
+/// `ops-bot` may wipe and retire, without graphgate approval.
+fn direct_policy() -> TestPolicy {
+    TestPolicy::empty()
+        .caller(Caller::api_key("ops-bot", OPS))
+        .rule(
+            Rule::allow("wipes")
+                .callers(&["ops-bot"])
+                .operations(&["managedDevices.wipe", "managedDevices.retire"]),
+        )
+}
+
+/// An emulated tenant whose MAA holds wipe, retire and delete, answering `status`; the app
+/// may read approval requests.
+fn tenant(status: u16) -> EmulatorConfig {
+    let mut config = EmulatorConfig {
+        maa: Some(MaaConfig {
+            operations: vec!["wipe".into(), "retire".into(), "delete".into()],
+            status,
+        }),
+        ..EmulatorConfig::default()
+    };
+    config.apps[0]
+        .roles
+        .push("DeviceManagementRBAC.Read.All".to_owned());
+    config
+}
+
+/// MAA handling on, Intune's requests read at once and then often (the sweep, once a
+/// second, paces it in real time).
+fn limits() -> Limits {
+    Limits {
+        maa: Some(maa::Settings {
+            first_poll: Duration::from_millis(1),
+            max_poll: Duration::from_millis(1),
+            ..maa::Settings::default()
+        }),
+        ..Limits::default()
+    }
+}
+
+async fn start(n: usize, policy: &TestPolicy, state: StateConfig, status: u16) -> Replicas {
+    Replicas::start_with(n, &policy.yaml(), state, limits(), tenant(status)).await
+}
+
+/// The wipes Graph received.
+fn wipes(r: &Replicas) -> Vec<GraphRequestRecord> {
+    r.emulator
+        .graph_requests()
+        .into_iter()
+        .filter(|g| g.path.ends_with("/wipe"))
+        .collect()
+}
+
+/// A person's decision in the (emulated) Intune portal, through the control endpoint.
+async fn intune(r: &Replicas, code: &str, decision: &str) -> Value {
+    let path = format!("/_emulator/maa/{code}/{decision}");
+    let req = emu::request("graph.microsoft.com", Method::POST, &path, &[], "");
+    let reply = emu::send_to(
+        r.emulator_addr(),
+        r.emulator.ca_pem(),
+        "graph.microsoft.com",
+        req,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.json()
+}
+
+/// A request held by Intune: 202, Location, `external_approval_pending`; (id, code).
+fn held_by_intune(reply: &crate::common::Reply, status: u16) -> (String, String) {
+    assert_eq!(reply.status, 202, "{:?}", reply.body);
+    let doc = reply.json();
+    let id = doc["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        reply.headers["location"],
+        format!("/api/v1/approvals/{id}").as_str()
+    );
+    assert_eq!(doc["state"], "external_approval_pending", "{doc}");
+    assert_eq!(doc["maa"]["status"], "needsApproval", "{doc}");
+    assert_eq!(doc["maa"]["held_status"], status, "{doc}");
+    (id, doc["maa"]["code"].as_str().unwrap().to_owned())
+}
+
+/// Waits until approval `id` (read through replica 0) is in `state`.
+async fn until_state(r: &Replicas, id: &str, state: &str) -> Value {
+    let addr = r.replicas[0].addr;
+    eventually(state, Duration::from_secs(20), async || {
+        let doc = show(addr, OPS, id).await.json();
+        (doc["state"] == state).then_some(doc)
+    })
+    .await
+}
+
+/// The decoded justification a Graph request carried.
+fn justification(g: &GraphRequestRecord) -> String {
+    let v = &g.headers["x-msft-approval-justification"];
+    let bytes = base64::engine::general_purpose::STANDARD.decode(v).unwrap();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn held_under_400_403_and_412_becomes_an_approval_and_once_approved_in_intune_is_sent_again_once_identically()
+ {
+    for status in maa_statuses() {
+        let r = start(1, &direct_policy(), StateConfig::default(), status).await;
+        let addr = r.replicas[0].addr;
+        let reason = ("x-graphgate-reason", "INC-4711 stolen laptop");
+        let (id, code) = held_by_intune(&wipe(addr, &[reason]).await, status);
+        // Graph got it once, justified; Intune keeps one request for it, and nothing ran.
+        let sent = wipes(&r);
+        assert_eq!(sent.len(), 1);
+        assert!(!sent[0].headers.contains_key("x-msft-approval-code"));
+        let why = justification(&sent[0]);
+        assert!(
+            why.contains("caller ops-bot") && why.contains("INC-4711 stolen laptop"),
+            "{why}"
+        );
+        let book = r.emulator.maa_requests();
+        assert_eq!(book.len(), 1);
+        assert_eq!(book[0].id, code);
+        assert_eq!(book[0].request_justification, why);
+        let device = r.emulator.device(DEVICE).unwrap();
+        assert!(
+            !serde_json::to_string(&device).unwrap().contains("wipe"),
+            "held: the wipe did not run"
+        );
+
+        // A person approves it in Intune: graphgate sends it again, once, with the code.
+        intune(&r, &code, "approve").await;
+        let doc = until_state(&r, &id, "succeeded").await;
+        assert_eq!(doc["outcome"]["status"], 204, "{doc}");
+        assert_eq!(doc["maa"]["resent"], true, "{doc}");
+        let sent = wipes(&r);
+        assert_eq!(sent.len(), 2, "held once, sent again once");
+        assert_eq!(sent[1].headers["x-msft-approval-code"], code);
+        assert_eq!(sent[1].body, sent[0].body, "the identical body");
+        assert_eq!(sent[1].body, WIPE_BODY);
+        assert_eq!(sent[1].path, wipe_path(DEVICE));
+        assert!(
+            r.emulator.maa_violations().is_empty(),
+            "{:?}",
+            r.emulator.maa_violations()
+        );
+        assert_eq!(r.emulator.maa_requests()[0].status, "completed");
+        let device = serde_json::to_value(r.emulator.device(DEVICE).unwrap()).unwrap();
+        let results = device["action_results"].as_array().unwrap();
+        assert_eq!(results.len(), 1, "ran once: {device}");
+        assert_eq!(results[0]["actionName"], "wipe");
+
+        // The audit: the hold, Intune's approval, the run with the code.
+        let records = r.audit_records().await;
+        let events: Vec<&str> = records
+            .iter()
+            .filter(|rec| rec["kind"] == "approval" && rec["approval_id"] == id)
+            .filter_map(|rec| rec["approval_event"].as_str())
+            .collect();
+        assert_eq!(
+            events,
+            ["held_by_intune", "intune_approved", "settled"],
+            "{status}"
+        );
+        // Nothing more is sent, however long it waits.
+        assert_eq!(wipes(&r).len(), 2);
+    }
+}
+
+fn maa_statuses() -> [u16; 3] {
+    MaaConfig::STATUSES
+}
+
+#[tokio::test]
+async fn rejected_or_expired_in_intune_is_never_sent_again() {
+    for (decision, state) in [("reject", "rejected"), ("expire", "expired")] {
+        let r = start(1, &direct_policy(), StateConfig::default(), 403).await;
+        let (id, code) = held_by_intune(&wipe(r.replicas[0].addr, &[]).await, 403);
+        intune(&r, &code, decision).await;
+        let doc = until_state(&r, &id, state).await;
+        assert!(doc["outcome"].is_null(), "{doc}");
+        assert_eq!(wipes(&r).len(), 1, "{decision}: never sent again");
+        assert!(r.emulator.maa_violations().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_repeat_while_intune_holds_it_gets_409_and_attaches_to_the_same_approval() {
+    let r = start(1, &direct_policy(), StateConfig::default(), 412).await;
+    let addr = r.replicas[0].addr;
+    let (id, code) = held_by_intune(&wipe(addr, &[]).await, 412);
+    let again = wipe(addr, &[]).await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    assert_eq!(again.json()["id"], id.as_str(), "attached, not duplicated");
+    assert_eq!(again.json()["maa"]["code"], code.as_str());
+    let book = r.emulator.maa_requests();
+    assert_eq!(
+        (book.len(), book[0].repeats),
+        (1, 1),
+        "Intune answered 409 once"
+    );
+    intune(&r, &code, "approve").await;
+    until_state(&r, &id, "succeeded").await;
+    assert_eq!(wipes(&r).len(), 3, "held, repeated (409), sent again once");
+    assert!(r.emulator.maa_violations().is_empty());
+}
+
+#[tokio::test]
+async fn a_restart_while_intune_holds_it_resumes_polling_from_the_store() {
+    let dir = temp_dir("maa-restart");
+    let state = StateConfig::Memory {
+        budget_file: None,
+        approvals_file: Some(dir.join("approvals.json")),
+    };
+    let mut r = start(1, &direct_policy(), state, 400).await;
+    let (id, code) = held_by_intune(&wipe(r.replicas[0].addr, &[]).await, 400);
+    r.restart_all().await;
+    intune(&r, &code, "approve").await;
+    until_state(&r, &id, "succeeded").await;
+    assert_eq!(wipes(&r).len(), 2);
+    assert!(r.emulator.maa_violations().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_send_the_approved_request_once() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let state = crate::shared_state::redis_state(&redis);
+    let r = start(2, &direct_policy(), state, 403).await;
+    let (id, code) = held_by_intune(&wipe(r.replicas[1].addr, &[]).await, 403);
+    intune(&r, &code, "approve").await;
+    until_state(&r, &id, "succeeded").await;
+    let sent = wipes(&r);
+    assert_eq!(sent.len(), 2, "held once, sent again once across replicas");
+    assert_eq!(r.emulator.maa_requests()[0].resends, 1);
+    assert!(r.emulator.maa_violations().is_empty());
+}
+
+#[tokio::test]
+async fn a_four_eyes_rule_then_intune_approved_then_held_then_sent_once() {
+    let policy = crate::approvals::policy(two_groups());
+    let r = start(1, &policy, StateConfig::default(), 403).await;
+    let addr = r.replicas[0].addr;
+    let reply = wipe(addr, &[("x-graphgate-reason", "INC-9 lost")]).await;
+    let (id, sha) = crate::approvals::held(&reply);
+    assert!(wipes(&r).is_empty(), "graphgate holds it first");
+    review(addr, ALICE, &id, "approve", &sha).await;
+    let after = review(addr, CAROL, &id, "approve", &sha).await.json();
+    // Approved by graphgate's groups, sent, held by Intune.
+    assert_eq!(after["state"], "external_approval_pending", "{after}");
+    let code = after["maa"]["code"].as_str().unwrap().to_owned();
+    let sent = wipes(&r);
+    assert_eq!(sent.len(), 1);
+    let why = justification(&sent[0]);
+    assert!(
+        why.contains(&format!(
+            "graphgate approval {id}, approved by alice, carol"
+        )) && why.contains("INC-9 lost"),
+        "Intune's approver sees graphgate's approvals: {why}"
+    );
+    intune(&r, &code, "approve").await;
+    let doc = until_state(&r, &id, "succeeded").await;
+    assert_eq!(doc["outcome"]["status"], 204);
+    let sent = wipes(&r);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].headers["x-msft-approval-code"], code);
+    assert_eq!(sent[1].body, sent[0].body);
+    assert!(r.emulator.maa_violations().is_empty());
+}
