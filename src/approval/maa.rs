@@ -473,6 +473,7 @@ impl Approvals {
                             graph_request_id: None,
                             audit_id: String::new(),
                             time: rfc3339(now),
+                            device_action: None,
                         });
                         intune(Step::Settle(Finish::Unknown), "intune_completed", "completed in Intune without graphgate's re-send: never sent from here")
                     }

@@ -131,6 +131,8 @@ pub enum Step {
     CloseReview(Finish),
     /// Intune's approval request was read again; nothing decided yet.
     Poll,
+    /// The device's own account of the action that ran is recorded on the outcome.
+    Reconciled,
 }
 
 impl Step {
@@ -147,6 +149,7 @@ impl Step {
             Step::LeaseLost => "lease_lost",
             Step::CloseReview(_) => "reviewed",
             Step::Poll => "intune_polled",
+            Step::Reconciled => "device_action_result",
         }
     }
 }
@@ -184,6 +187,8 @@ pub const TRANSITIONS: &[(State, Step, State)] = &[
     (S::ExternalApprovalPending, Step::Reject, S::Rejected),
     (S::ExternalApprovalPending, Step::Cancel, S::Canceled),
     (S::ExternalApprovalPending, Step::Expire, S::Expired),
+    // Ran: the device's action result is recorded on the outcome (the state stays).
+    (S::Succeeded, Step::Reconciled, S::Succeeded),
     // Intune says `completed` before graphgate sent it again: someone else did; it may have
     // run, and is never sent from here.
     (
@@ -275,6 +280,20 @@ pub struct Outcome {
     pub audit_id: String,
     /// When it ended (RFC 3339).
     pub time: String,
+    /// What the device says became of the action (its `deviceActionResults`, read by
+    /// outcome reconciliation): Graph's 2xx only says Intune queued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_action: Option<DeviceAction>,
+}
+
+/// The action's final state on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAction {
+    /// `done`, `failed`, `not_supported`, `canceled`, or `pending_past_deadline`.
+    pub state: String,
+    /// What `deviceActionResults` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Break glass: why the requester ran it at once.
@@ -446,12 +465,17 @@ mod tests {
             Some(State::OutcomeUnknown),
             "a run whose replica died is never sent again"
         );
-        for (from, step, to) in TRANSITIONS {
-            assert!(!from.is_final(), "{from:?} --{step:?}--> {to:?}");
+        // A final state only gains the device's account of what ran; it never leaves.
+        let annotation = |(f, s, t): &(State, Step, State)| *s == Step::Reconciled && f == t;
+        for t @ (from, step, to) in TRANSITIONS {
+            assert!(
+                !from.is_final() || annotation(t),
+                "{from:?} --{step:?}--> {to:?}"
+            );
         }
         for state in State::ALL {
             assert_eq!(State::parse(state.as_str()), Some(state));
-            let leaves = TRANSITIONS.iter().any(|(f, _, _)| *f == state);
+            let leaves = TRANSITIONS.iter().any(|t| t.0 == state && !annotation(t));
             assert_eq!(leaves, !state.is_final(), "{state:?}");
         }
     }

@@ -107,6 +107,38 @@ impl Approvals {
         }
     }
 
+    /// Records what the device says became of the action approval `id` ran (its run's
+    /// audit id `audit_id`), from outcome reconciliation.
+    pub async fn record_device_action(
+        &self,
+        state: &StateStore,
+        done: &crate::audit::reconcile::Completed,
+    ) -> Result<(), ApprovalError> {
+        let action = super::model::DeviceAction {
+            state: done.state.clone(),
+            detail: done.note.clone(),
+        };
+        self.change(state, &done.approval_id, |s, _| {
+            let Some(outcome) = s.resource.outcome.as_mut() else {
+                return Ok(None);
+            };
+            let ours = outcome.audit_id == done.audit_id;
+            if !ours
+                || s.resource.state != State::Succeeded
+                || outcome.device_action.as_ref() == Some(&action)
+            {
+                return Ok(None);
+            }
+            outcome.device_action = Some(action.clone());
+            Ok(Some(Change {
+                note: done.note.clone(),
+                ..Change::of(Step::Reconciled)
+            }))
+        })
+        .await
+        .map(drop)
+    }
+
     /// Takes whichever deadline of approval `id` has passed.
     pub async fn expire_if_due(&self, state: &StateStore, id: &str) -> Result<(), ApprovalError> {
         self.change(state, id, |s, now| Ok(due(s, now).map(Change::of)))

@@ -32,6 +32,7 @@ impl Runner for Counting {
                 graph_request_id: None,
                 audit_id: "run".into(),
                 time: rfc3339(0),
+                device_action: None,
             };
             (Finish::Succeeded, outcome)
         })

@@ -177,6 +177,32 @@ impl Gateway {
             .await;
     }
 
+    /// Records on each approval what its device says became of the action it ran (from
+    /// outcome reconciliation), until the reconciler stops.
+    pub async fn record_device_actions(
+        self: Arc<Self>,
+        mut completions: tokio::sync::broadcast::Receiver<crate::audit::reconcile::Completed>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match completions.recv().await {
+                Ok(done) => {
+                    let recorded = self.approvals.record_device_action(&self.state, &done);
+                    if let Err(e) = recorded.await {
+                        tracing::warn!(error = %e, approval_id = %done.approval_id, "could not record the device's action result on its approval (the audit log has it)");
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "device action results missed by approvals (the audit log has them)"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// Runs `approval`'s stored request, audited under a request id of its own, in a span
     /// of its own (a child of the request whose review ran it, if any).
     async fn run_stored(&self, approval: &Stored) -> Ended {
@@ -587,6 +613,7 @@ pub(super) fn outcome_of(
                 graph_request_id,
                 audit_id: ids.request_id.clone(),
                 time,
+                device_action: None,
             };
             (finish, outcome)
         }
@@ -603,6 +630,7 @@ pub(super) fn outcome_of(
                 graph_request_id: None,
                 audit_id: ids.request_id.clone(),
                 time,
+                device_action: None,
             };
             (finish, outcome)
         }

@@ -33,18 +33,20 @@ fn direct_policy() -> TestPolicy {
 }
 
 /// An emulated tenant whose MAA holds wipe, retire and delete, answering `status`; the app
-/// may read approval requests.
+/// may read approval requests and devices; an accepted action is `done` shortly after.
 fn tenant(status: u16) -> EmulatorConfig {
     let mut config = EmulatorConfig {
         maa: Some(MaaConfig {
             operations: vec!["wipe".into(), "retire".into(), "delete".into()],
             status,
         }),
+        action_completion: Duration::from_millis(200),
         ..EmulatorConfig::default()
     };
-    config.apps[0]
-        .roles
-        .push("DeviceManagementRBAC.Read.All".to_owned());
+    config.apps[0].roles.extend([
+        "DeviceManagementRBAC.Read.All".to_owned(),
+        graphgate::audit::reconcile::READ_PERMISSION.to_owned(),
+    ]);
     config
 }
 
@@ -62,7 +64,15 @@ fn limits() -> Limits {
 }
 
 async fn start(n: usize, policy: &TestPolicy, state: StateConfig, status: u16) -> Replicas {
-    Replicas::start_with(n, &policy.yaml(), state, limits(), tenant(status)).await
+    let reconcile = graphgate::audit::reconcile::ReconcileConfig::default();
+    Replicas::start_with(
+        n,
+        &policy.yaml(),
+        (state, limits()),
+        tenant(status),
+        Some(reconcile),
+    )
+    .await
 }
 
 /// The wipes Graph received.
@@ -171,6 +181,14 @@ async fn held_under_400_403_and_412_becomes_an_approval_and_once_approved_in_int
         let results = device["action_results"].as_array().unwrap();
         assert_eq!(results.len(), 1, "ran once: {device}");
         assert_eq!(results[0]["actionName"], "wipe");
+        // Graph's 204 only says Intune queued it: the device's own account is recorded.
+        let done = eventually("the device's result", Duration::from_secs(20), async || {
+            let doc = show(addr, OPS, &id).await.json();
+            let action = doc["outcome"]["device_action"].clone();
+            (!action.is_null()).then_some(action)
+        })
+        .await;
+        assert_eq!(done["state"], "done", "{done}");
 
         // The audit: the hold, Intune's approval, the run with the code.
         let records = r.audit_records().await;
@@ -181,7 +199,12 @@ async fn held_under_400_403_and_412_becomes_an_approval_and_once_approved_in_int
             .collect();
         assert_eq!(
             events,
-            ["held_by_intune", "intune_approved", "settled"],
+            [
+                "held_by_intune",
+                "intune_approved",
+                "settled",
+                "device_action_result"
+            ],
             "{status}"
         );
         // Nothing more is sent, however long it waits.

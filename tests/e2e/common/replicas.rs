@@ -41,16 +41,17 @@ pub struct Replicas {
 impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
-        Self::start_with(n, policy, state, limits, EmulatorConfig::default()).await
+        Self::start_with(n, policy, (state, limits), EmulatorConfig::default(), None).await
     }
 
-    /// [`Replicas::start`] in front of an emulator configured by `emulator`.
+    /// [`Replicas::start`] in front of an emulator configured by `emulator`, following up
+    /// accepted device actions with `reconcile`.
     pub async fn start_with(
         n: usize,
         policy: &str,
-        state: StateConfig,
-        limits: Limits,
+        (state, limits): (StateConfig, Limits),
         emulator: EmulatorConfig,
+        reconcile: Option<graphgate::audit::reconcile::ReconcileConfig>,
     ) -> Replicas {
         let ms = Microsoft::start(emulator).await;
         let dir = temp_dir("replicas");
@@ -59,6 +60,7 @@ impl Replicas {
             policy_file: Some(dir.join("policy.yaml")),
             state,
             limits,
+            reconcile,
             ..Options::default()
         };
         let mut all = Replicas {
