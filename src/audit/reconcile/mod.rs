@@ -384,6 +384,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             overdue: false,
+            approval_id: None,
         }
     }
 
