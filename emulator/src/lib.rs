@@ -381,6 +381,18 @@ impl Emulator {
         self.state.maa.violations()
     }
 
+    /// Test hook (a hostile Graph): Multi Admin Approval's holds carry `code` as their
+    /// `x-msft-approval-code`; `None` restores their own.
+    pub fn set_maa_code_override(&self, code: Option<String>) {
+        self.state.maa.set_code_override(code);
+    }
+
+    /// Test hook (a hostile Graph): every read of an `operationApprovalRequest` answers
+    /// `doc`; `None` restores the requests' own.
+    pub fn set_maa_document_override(&self, doc: Option<serde_json::Value>) {
+        self.state.maa.set_document_override(doc);
+    }
+
     /// A person's decision on approval request `code` in the Intune portal: `approve`,
     /// `reject`, `expire` or `cancel`.
     pub fn maa_decide(&self, code: &str, decision: &str) -> Result<ApprovalRequest, String> {

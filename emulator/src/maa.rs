@@ -123,6 +123,10 @@ pub(crate) struct Book {
 struct Inner {
     requests: BTreeMap<String, ApprovalRequest>,
     violations: Vec<String>,
+    /// A hostile Graph (tests): holds carry this code header instead of theirs...
+    code_override: Option<String>,
+    /// ...and requests are read as this document.
+    document_override: Option<Value>,
 }
 
 impl Book {
@@ -140,6 +144,18 @@ impl Book {
     /// The violations seen (a second re-send, a changed body, a re-send before approval).
     pub(crate) fn violations(&self) -> Vec<String> {
         self.lock().violations.clone()
+    }
+
+    /// Test hook: holds answer with `code` as their `x-msft-approval-code` (garbage, say);
+    /// `None` restores their own.
+    pub(crate) fn set_code_override(&self, code: Option<String>) {
+        self.lock().code_override = code;
+    }
+
+    /// Test hook: every read of a request answers `doc` (huge, malformed, another id);
+    /// `None` restores the requests' own.
+    pub(crate) fn set_document_override(&self, doc: Option<Value>) {
+        self.lock().document_override = doc;
     }
 
     /// A person's decision in the portal: `approve`, `reject` or `expire`.
@@ -240,7 +256,7 @@ impl Book {
             ),
         };
         let mut e = GraphError::new(status, code_name, format!("{message} ({name})"));
-        e.approval_code = Some(code);
+        e.approval_code = Some(inner.code_override.clone().unwrap_or(code));
         Err(e)
     }
 }
@@ -367,6 +383,9 @@ impl Book {
             return Err(e);
         }
         let mut inner = self.lock();
+        if let Some(doc) = &inner.document_override {
+            return Ok(Success::Json(StatusCode::OK, doc.clone()));
+        }
         let found = inner.requests.get_mut(&id.to_ascii_lowercase());
         match found {
             Some(r) => {

@@ -16,7 +16,9 @@ use graphgate_emulator::{EmulatorConfig, GraphRequestRecord, MaaConfig};
 use http::Method;
 use serde_json::Value;
 
-use crate::approvals::{ALICE, CAROL, OPS, WIPE_BODY, review, show, two_groups, wipe, wipe_path};
+use crate::approvals::{
+    ALICE, CAROL, OPS, WIPE_BODY, call, review, show, two_groups, wipe, wipe_path,
+};
 use crate::common::redis::RedisServer;
 use crate::common::replicas::Replicas;
 use crate::common::{Caller, DEVICE, Rule, TestPolicy, emu, eventually, temp_dir};
@@ -312,4 +314,263 @@ async fn a_four_eyes_rule_then_intune_approved_then_held_then_sent_once() {
     assert_eq!(sent[1].headers["x-msft-approval-code"], code);
     assert_eq!(sent[1].body, sent[0].body);
     assert!(r.emulator.maa_violations().is_empty());
+}
+
+#[tokio::test]
+async fn a_malformed_approval_code_is_audited_and_answered_as_graph_s_error_and_nothing_is_sent_again()
+ {
+    let r = start(1, &direct_policy(), StateConfig::default(), 403).await;
+    r.emulator
+        .set_maa_code_override(Some("../../not-a-code".to_owned()));
+    let addr = r.replicas[0].addr;
+    let reply = wipe(addr, &[]).await;
+    reply.assert_graph_error(403, "ApprovalRequired");
+    let list = call(addr, (Method::GET, "/api/v1/approvals"), OPS, &[], "").await;
+    assert_eq!(
+        list.json()["value"],
+        serde_json::json!([]),
+        "no approval made"
+    );
+    let records = r.audit_records().await;
+    let held = records
+        .iter()
+        .find(|rec| rec["kind"] == "outcome" && rec["operation"] == "managedDevices.wipe")
+        .expect("the wipe's outcome record");
+    assert_eq!(held["status"], 403);
+    assert!(
+        held["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("malformed x-msft-approval-code '../../not-a-code'"),
+        "{held}"
+    );
+    assert_eq!(wipes(&r).len(), 1, "nothing sent again");
+}
+
+#[tokio::test]
+async fn a_huge_or_malformed_intune_request_is_read_again_later_and_sends_nothing_meanwhile() {
+    for doc in [
+        serde_json::json!({"id": "x".repeat(70_000), "status": "approved"}),
+        serde_json::json!({"id": "another", "status": "approved"}),
+        serde_json::json!(["not", "a", "request"]),
+    ] {
+        let r = start(1, &direct_policy(), StateConfig::default(), 403).await;
+        let (id, code) = held_by_intune(&wipe(r.replicas[0].addr, &[]).await, 403);
+        intune(&r, &code, "approve").await;
+        r.emulator.set_maa_document_override(Some(doc.clone()));
+        let addr = r.replicas[0].addr;
+        let failed = eventually("a failed read", Duration::from_secs(20), async || {
+            let doc = show(addr, OPS, &id).await.json();
+            (!doc["maa"]["last_error"].is_null()).then_some(doc)
+        })
+        .await;
+        assert_eq!(failed["state"], "external_approval_pending", "{failed}");
+        assert_eq!(
+            wipes(&r).len(),
+            1,
+            "nothing sent on a document it cannot trust"
+        );
+        let records = r.audit_records().await;
+        assert!(
+            records.iter().any(|rec| rec["approval_id"] == id.as_str()
+                && rec["approval_event"] == "intune_poll_failed"),
+            "the failed read is audited"
+        );
+        // Intune's true answer again: sent once.
+        r.emulator.set_maa_document_override(None);
+        until_state(&r, &id, "succeeded").await;
+        assert_eq!(wipes(&r).len(), 2);
+        assert!(r.emulator.maa_violations().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn with_maa_handling_readiness_expects_the_permission_that_reads_intune_s_requests() {
+    let mut config = tenant(403);
+    config.apps[0]
+        .roles
+        .retain(|r| r != "DeviceManagementRBAC.Read.All");
+    let r = Replicas::start_with(
+        1,
+        &direct_policy().yaml(),
+        (StateConfig::default(), limits()),
+        config,
+        None,
+    )
+    .await;
+    let (status, detail) = r.readyz(0).await;
+    assert_eq!(status, 503, "{detail}");
+    let missing = detail["checks"]["permissions"]["missing"].to_string();
+    assert!(
+        missing
+            .contains("DeviceManagementRBAC.Read.All (or DeviceManagementConfiguration.Read.All)"),
+        "{missing}"
+    );
+    // Granted: ready, and the permission is not called excess.
+    let r = start(1, &direct_policy(), StateConfig::default(), 403).await;
+    let (status, detail) = r.readyz(0).await;
+    assert_eq!(status, 200, "{detail}");
+    let excess = detail["checks"]["permissions"]["excess"].to_string();
+    assert!(!excess.contains("RBAC"), "{excess}");
+}
+
+/// The emulator on its own plays MAA as documented: the justification required, the hold,
+/// 409 to a repeat, the request readable, the re-send checked once (violations recorded).
+#[tokio::test]
+async fn the_emulator_plays_multi_admin_approval() {
+    let h = emu::start(tenant(412)).await;
+    let token = h
+        .emu
+        .mint_token(
+            graphgate_emulator::Cloud::Global,
+            graphgate_emulator::DEMO_CLIENT_ID,
+            600,
+        )
+        .unwrap();
+    let bearer = format!("Bearer {token}");
+    let host = "graph.microsoft.com";
+    let path = wipe_path(DEVICE);
+    let why = base64::engine::general_purpose::STANDARD.encode("INC-1");
+    let json = ("content-type", "application/json");
+    let auth = ("authorization", bearer.as_str());
+    let justified = ("x-msft-approval-justification", why.as_str());
+
+    let bare = h
+        .send(host, Method::POST, &path, &[auth, json], WIPE_BODY)
+        .await;
+    assert_eq!(bare.status, 400);
+    assert!(
+        bare.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("x-msft-approval-justification' is required")
+    );
+    let held = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(held.status, 412);
+    let code = held.text_header("x-msft-approval-code").to_owned();
+    assert!(graphgate_emulator::microsoft::is_guid(&code), "{code}");
+    let again = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(again.status, 409);
+    assert_eq!(again.text_header("x-msft-approval-code"), code);
+    let read_path = format!("/beta/deviceManagement/operationApprovalRequests/{code}");
+    let read = h.send(host, Method::GET, &read_path, &[auth], "").await;
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json()["status"], "needsApproval");
+    assert_eq!(read.json()["requestJustification"], "INC-1");
+
+    let with_code = ("x-msft-approval-code", code.as_str());
+    let early = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified, with_code],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(early.status, 409, "not approved yet");
+    h.emu.maa_decide(&code, "approve").unwrap();
+    let resent = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified, with_code],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(resent.status, 409, "the early re-send used it up");
+    assert_eq!(
+        h.emu.maa_violations().len(),
+        2,
+        "{:?}",
+        h.emu.maa_violations()
+    );
+    h.stop().await;
+
+    // Approved, then re-sent once with the identical body: it runs; a second is a violation.
+    let h = emu::start(tenant(403)).await;
+    let held = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified],
+            WIPE_BODY,
+        )
+        .await;
+    let code = held.text_header("x-msft-approval-code").to_owned();
+    let with_code = ("x-msft-approval-code", code.as_str());
+    h.emu.maa_decide(&code, "approve").unwrap();
+    let other_body = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified, with_code],
+            "{}",
+        )
+        .await;
+    assert_eq!(other_body.status, 409);
+    assert_eq!(
+        h.emu.maa_violations(),
+        [format!("approval {code} re-sent with another body")]
+    );
+    h.stop().await;
+    let h = emu::start(tenant(400)).await;
+    let held = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(held.status, 400);
+    let code = held.text_header("x-msft-approval-code").to_owned();
+    let with_code = ("x-msft-approval-code", code.as_str());
+    h.emu.maa_decide(&code, "approve").unwrap();
+    let once = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified, with_code],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(once.status, 204);
+    assert!(h.emu.maa_violations().is_empty());
+    let twice = h
+        .send(
+            host,
+            Method::POST,
+            &path,
+            &[auth, json, justified, with_code],
+            WIPE_BODY,
+        )
+        .await;
+    assert_eq!(twice.status, 409);
+    assert_eq!(
+        h.emu.maa_violations(),
+        [format!("approval {code} re-sent a second time")]
+    );
+    h.stop().await;
 }
