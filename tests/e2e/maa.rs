@@ -121,9 +121,15 @@ fn held_by_intune(reply: &crate::common::Reply, status: u16) -> (String, String)
 /// Waits until approval `id` (read through replica 0) is in `state`.
 async fn until_state(r: &Replicas, id: &str, state: &str) -> Value {
     let addr = r.replicas[0].addr;
+    let finals = ["succeeded", "failed", "outcome_unknown", "rejected", "canceled", "expired"];
     eventually(state, Duration::from_secs(20), async || {
         let doc = show(addr, OPS, id).await.json();
-        (doc["state"] == state).then_some(doc)
+        let now = doc["state"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            now == state || !finals.contains(&now.as_str()),
+            "ended {now}, not {state}: {doc}"
+        );
+        (now == state).then_some(doc)
     })
     .await
 }
