@@ -10,7 +10,9 @@
 //!    approval resource; [`crate::approval`]), unless it redeems an approved secret read or
 //!    breaks glass;
 //! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
-//!    intent** → Graph, where nothing that may have run is ever sent again.
+//!    intent** → Graph, where nothing that may have run is ever sent again. A write that
+//!    Intune's Multi Admin Approval holds (a 4xx with `x-msft-approval-code`) did not run:
+//!    it becomes an approval (202), sent again once when a person approves it in Intune.
 //!
 //! The approval API (`/api/v1/approvals`) is answered right after identity; an approved
 //! request is run by stage 4 from the stored request, after the policy in force has judged

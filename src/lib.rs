@@ -30,7 +30,9 @@
 //! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
 //!   and the approval resource) until distinct people from every group approve its exact
 //!   content, then run once across replicas; the approval API; break glass; the events every
-//!   change emits (the rules themselves are [`policy::approval`]).
+//!   change emits (the rules themselves are [`policy::approval`]); Intune's Multi Admin
+//!   Approval handled for callers ([`approval::maa`]): a write Intune holds becomes an
+//!   approval, sent again once with Intune's code when a person approves it there.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
 //!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
 //!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned

@@ -416,6 +416,9 @@ pub(crate) fn control(book: &Book, req: &Request, rest: &str) -> Option<http::Re
         )),
         (["maa", code, decision], &Method::POST) => Some(match book.decide(code, decision) {
             Ok(r) => json_reply(StatusCode::OK, &r.document()),
+            Err(e) if e.starts_with("no approval request") => {
+                json_reply(StatusCode::NOT_FOUND, &json!({"errors": [e]}))
+            }
             Err(e) => json_reply(StatusCode::CONFLICT, &json!({"errors": [e]})),
         }),
         (["maa", ..], _) => Some(json_reply(

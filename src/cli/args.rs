@@ -277,6 +277,13 @@ pub struct BoundArgs {
         default_value = "managedDevices.wipe,managedDevices.retire,managedDevices.delete"
     )]
     pub maa_justify: Vec<String>,
+    /// With --maa-handling, the first wait before Intune's approval request is read, doubled
+    /// after each read up to --maa-poll-max-secs.
+    #[arg(long, env = "GRAPHGATE_MAA_POLL_MIN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub maa_poll_min_secs: u64,
+    /// With --maa-handling, the longest wait between two reads of Intune's approval request.
+    #[arg(long, env = "GRAPHGATE_MAA_POLL_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub maa_poll_max_secs: u64,
 }
 
 impl BoundArgs {
@@ -303,6 +310,8 @@ impl BoundArgs {
                 .maa_handling
                 .then(|| graphgate::approval::maa::Settings {
                     justify: self.maa_justify.clone(),
+                    first_poll: secs(self.maa_poll_min_secs),
+                    max_poll: secs(self.maa_poll_max_secs.max(self.maa_poll_min_secs)),
                     ..Default::default()
                 }),
             ..Limits::default()

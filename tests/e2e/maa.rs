@@ -121,7 +121,14 @@ fn held_by_intune(reply: &crate::common::Reply, status: u16) -> (String, String)
 /// Waits until approval `id` (read through replica 0) is in `state`.
 async fn until_state(r: &Replicas, id: &str, state: &str) -> Value {
     let addr = r.replicas[0].addr;
-    let finals = ["succeeded", "failed", "outcome_unknown", "rejected", "canceled", "expired"];
+    let finals = [
+        "succeeded",
+        "failed",
+        "outcome_unknown",
+        "rejected",
+        "canceled",
+        "expired",
+    ];
     eventually(state, Duration::from_secs(20), async || {
         let doc = show(addr, OPS, id).await.json();
         let now = doc["state"].as_str().unwrap_or_default().to_owned();
@@ -579,4 +586,58 @@ async fn the_emulator_plays_multi_admin_approval() {
         [format!("approval {code} re-sent a second time")]
     );
     h.stop().await;
+}
+
+/// The README's worked example: its commands run as printed (only the addresses changed)
+/// against `graphgate serve --maa-handling` (the binary) in front of the emulator playing
+/// MAA as `emulate --maa wipe,retire,delete --maa-status 403` does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readme_maa_example_runs_as_printed() {
+    use crate::common::process::run_async;
+    let readme = include_str!("../../README.md");
+    let policy = crate::approvals::block_after(readme, "<!-- maa-example-policy -->");
+    let commands = crate::approvals::block_after(readme, "<!-- maa-example-commands -->");
+    let backend = crate::common::served::backend(tenant(403)).await;
+    std::fs::write(backend.dir.join("policy.yaml"), &policy).unwrap();
+    let mut serve = backend.serve_command();
+    // Intune read every second instead of after 30 s, so the example ends soon.
+    serve.args([
+        "--maa-handling",
+        "--maa-poll-min-secs",
+        "1",
+        "--maa-poll-max-secs",
+        "1",
+    ]);
+    let served = backend.serve(serve).await;
+    let script = commands
+        .replace("http://127.0.0.1:8080", &format!("http://{}", served.addr))
+        .replace(":8443", &format!(":{}", backend.addr.port()));
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-ec").arg(&script).current_dir(&backend.dir);
+    let (status, out, err) = run_async(sh, Duration::from_secs(60)).await;
+    assert!(status.success(), "{out}{err}");
+    assert!(out.starts_with("HTTP/1.1 202 Accepted"), "{out}");
+    let answers: Vec<Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = &answers[0];
+    assert_eq!(first["state"], "external_approval_pending", "{out}");
+    assert_eq!(first["maa"]["held_status"], 403);
+    let last = answers.last().unwrap();
+    assert_eq!(last["state"], "succeeded", "{out}");
+    assert_eq!(last["outcome"]["status"], 204);
+    assert_eq!(last["maa"]["resent"], true);
+    let sent: Vec<_> = backend
+        .emulator
+        .graph_requests()
+        .into_iter()
+        .filter(|g| g.path.ends_with("/wipe"))
+        .collect();
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[1].body, r#"{"keepUserData":false}"#);
+    assert_eq!(sent[1].body, sent[0].body);
+    assert!(backend.emulator.maa_violations().is_empty());
+    drop(served);
 }
