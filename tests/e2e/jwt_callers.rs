@@ -331,9 +331,9 @@ async fn a_slow_key_endpoint_is_given_up_on_within_the_fetch_timeout() {
     let (j, token) = cold_with_fault(fault).await;
     let started = std::time::Instant::now();
     assert_token_refused(&j.h.post_token(&token, &[]).await, "not available");
-    // Both the warm-up fetch and this request's waited at most the 500 ms fetch timeout.
+    // Both the warm-up fetch and this request's waited at most the 2 s fetch timeout (the endpoint takes 10 s).
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(8),
         "{:?}",
         started.elapsed()
     );
@@ -367,8 +367,8 @@ async fn a_key_endpoint_that_goes_down_slow_or_bad_keeps_the_cached_keys_in_use(
         let started = std::time::Instant::now();
         assert_token_refused(&h.post_token(&rotated, &[]).await, "no signing key");
         assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "{mode:?}: waited {:?} (fetch timeout 500 ms)",
+            started.elapsed() < Duration::from_secs(8),
+            "{mode:?}: waited {:?} (fetch timeout 2 s)",
             started.elapsed()
         );
         assert_eq!(

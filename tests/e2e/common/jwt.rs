@@ -107,7 +107,7 @@ pub fn policy(
         }
     }
     issuers.push_str(&format!(
-        "  - issuer: {KUBERNETES_ISSUER}\n    audiences: [{AUDIENCE}]\n    keys: {{ discovery: {KUBERNETES_ISSUER}/.well-known/openid-configuration }}\n    unknown_kid_refresh_secs: {kid_refresh_secs}\n    fetch_timeout_ms: 500\n    leeway_secs: 30\n"
+        "  - issuer: {KUBERNETES_ISSUER}\n    audiences: [{AUDIENCE}]\n    keys: {{ discovery: {KUBERNETES_ISSUER}/.well-known/openid-configuration }}\n    unknown_kid_refresh_secs: {kid_refresh_secs}\n    fetch_timeout_ms: 2000\n    leeway_secs: 30\n"
     ));
     if let Some(bundle) = bundle {
         issuers.push_str(&format!(
