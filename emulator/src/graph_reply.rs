@@ -11,6 +11,9 @@ use super::wire::{Body, http_date, respond, set_header};
 /// What every Graph response of the emulator reports in `x-ms-ags-diagnostic`.
 const AGS_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"5","ScaleUnit":"000","RoleInstance":"graphgate-emulator"}}"#;
 
+/// The header of a write Multi Admin Approval holds (see `maa`).
+pub(crate) const APPROVAL_CODE_HEADER: &str = "x-msft-approval-code";
+
 /// The `Content-Type` of Graph's JSON answers.
 pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
 
@@ -120,7 +123,7 @@ impl Ids {
             _ => {}
         }
         if let Some(code) = &err.approval_code {
-            set_header(&mut resp, super::maa::CODE_HEADER, code);
+            set_header(&mut resp, APPROVAL_CODE_HEADER, code);
         }
         self.tag(resp)
     }

@@ -29,7 +29,7 @@ use super::graph_reply::{GraphError, Success};
 use super::wire::{Body, Request, json as json_reply};
 
 /// The header carrying the approval code (Graph's answer, and the approved re-send).
-pub const CODE_HEADER: &str = "x-msft-approval-code";
+pub const CODE_HEADER: &str = super::graph_reply::APPROVAL_CODE_HEADER;
 /// The header carrying the requester's justification (base64).
 pub const JUSTIFICATION_HEADER: &str = "x-msft-approval-justification";
 /// Longest justification, in characters once decoded.

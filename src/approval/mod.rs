@@ -13,7 +13,9 @@
 //! - [`api`]: the approval API, `/api/v1/approvals`, `/api/v1/approvals/{id}` and its
 //!   `approve`, `reject`, `cancel` and `review`;
 //! - [`run`]: running what was approved, exactly once across replicas, and the deadlines;
-//! - [`maa`]: Intune's Multi Admin Approval handled for callers: a write Intune holds
+//!   `sweep` (*private*): every replica's look at the open approvals, once a second;
+//! - [`maa`]: Intune's Multi Admin Approval handled for callers, its facts (headers, the
+//!   request document, the justification); `intune` (*private*): a write Intune holds
 //!   becomes an approval in `external_approval_pending`, Intune's request is read with
 //!   backoff, and once a person approves it there the request is sent again once;
 //! - [`openapi`]: the approval API in the OpenAPI document.
@@ -25,6 +27,7 @@ pub mod api;
 pub mod error;
 pub mod events;
 pub mod hold;
+mod intune;
 pub mod maa;
 pub mod model;
 pub mod openapi;
@@ -33,6 +36,7 @@ pub mod request;
 pub mod review;
 pub mod run;
 mod store;
+mod sweep;
 
 use std::time::Duration;
 

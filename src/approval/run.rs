@@ -4,19 +4,19 @@
 //! gateway's [`Runner`] sends it (the policy in force checked again, budgets, pacing,
 //! idempotency, the durable audit intent, Graph) and the outcome is recorded. A replica that
 //! dies while executing leaves the approval `executing`: once the lease ends it becomes
-//! `outcome_unknown`, and is never sent again. Every replica looks at the open approvals
-//! every [`super::Settings::sweep_every`]: deadlines, leases, and approved requests nobody
-//! has started within [`START_GRACE`].
+//! `outcome_unknown`, and is never sent again. A run that Intune's Multi Admin Approval
+//! holds settles in `external_approval_pending` instead. The deadlines are kept by every
+//! replica's sweep (`sweep.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use super::error::ApprovalError;
-use super::maa::{Hold, Read};
+use super::maa::{Hold, INTUNE_EXPIRY, IntuneStatus, Maa, Polling, Read};
 use super::model::{Finish, Outcome, RunBy, State, Step, Stored};
 use super::store::Change;
-use super::{Approvals, ms};
+use super::{Approvals, ms, rfc3339};
 use crate::state::StateStore;
 
 /// How long an approved request waits for the replica that approved it before any replica
@@ -64,6 +64,29 @@ pub fn due(s: &Stored, now: u64) -> Option<Step> {
 }
 
 impl Approvals {
+    /// Records Intune's hold on `s` (made now, or the four-eyes approval that ran it).
+    pub(super) fn mark_held(&self, s: &mut Stored, hold: &Hold, attached: bool, now: u64) {
+        let settings = &self.settings.maa;
+        let expires_ms = now + ms(INTUNE_EXPIRY);
+        s.held.expires_ms = expires_ms;
+        s.resource.expires = rfc3339(expires_ms);
+        s.resource.maa = Some(Maa {
+            code: hold.code.clone(),
+            status: IntuneStatus::NeedsApproval.as_str().to_owned(),
+            expires: rfc3339(expires_ms),
+            held_status: hold.status,
+            attached,
+            polls: 0,
+            last_error: None,
+            resent: false,
+        });
+        s.held.maa_poll = Some(Polling {
+            next_ms: now + ms(settings.first_poll),
+            backoff_ms: ms(settings.first_poll),
+            token: None,
+        });
+    }
+
     /// Records how a run under approval `running` ended.
     pub async fn settle(&self, state: &StateStore, running: &Running, ended: Ended) {
         let (finish, outcome, hold) = ended;
@@ -195,63 +218,6 @@ impl Approvals {
         match self.load(state, &running.id).await {
             Ok(Some((_, s))) => s,
             _ => started,
-        }
-    }
-
-    /// One look at every open approval: deadlines and leases, and approved requests no
-    /// replica has started within [`START_GRACE`].
-    pub async fn sweep(&self, state: &StateStore, runner: &dyn Runner) {
-        let open = match self.list(state, "open").await {
-            Ok(open) => open,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not look at open approvals");
-                return;
-            }
-        };
-        let mut polls = self.settings.maa.polls_per_sweep;
-        for s in open {
-            let id = &s.resource.id;
-            let now = self.clock.now_ms();
-            let poll_due = s.resource.state == State::ExternalApprovalPending
-                && s.held.maa_poll.as_ref().is_some_and(|p| now >= p.next_ms);
-            let result = if due(&s, now).is_some() {
-                self.expire_if_due(state, id).await
-            } else if poll_due && polls > 0 {
-                // Paced: a few reads per sweep; the rest wait for the next one.
-                polls -= 1;
-                self.poll_intune(state, runner, id).await
-            } else if s.resource.state == State::Approved
-                && s.resource.run_by == RunBy::Gateway
-                && s.held.execute_by_ms.is_some_and(|by| {
-                    let approved = by.saturating_sub(s.held.execute_within_ms);
-                    now >= approved + ms(START_GRACE)
-                })
-            {
-                self.run_approved(state, runner, id).await.map(drop)
-            } else {
-                Ok(())
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, approval_id = %id, "could not move an approval past its deadline");
-            }
-        }
-    }
-
-    /// Sweeps every [`super::Settings::sweep_every`] until `shutdown` resolves.
-    pub async fn keep_time(
-        &self,
-        state: &StateStore,
-        runner: &dyn Runner,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let mut every = tokio::time::interval(self.settings.sweep_every);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = every.tick() => self.sweep(state, runner).await,
-            }
         }
     }
 }
