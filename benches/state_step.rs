@@ -1,10 +1,11 @@
 //! What the state step adds to a privileged request, with Redis against memory: the steps the
 //! gateway takes in the state store for a keyed request under a rate limit and a budget
-//! (the rate limit, the idempotency claim, the budget and a pacing slot, the stored answer;
-//! 4 round trips to Redis), timed one by one at 1 and at 64 requests in flight, as p50 and
-//! p99. The stores: memory in this process alone, memory with its budget file (what `serve`
-//! runs with an audit log: an fsync per admission), and a local `redis-server` started here
-//! on a free port without persistence (skipped with a note when there is none).
+//! (one step takes the rate limit, the idempotency claim, the budget and a pacing slot; one
+//! keeps the answer: 2 round trips to Redis), timed one by one at 1 and at 64 requests in
+//! flight, as p50 and p99. The stores: memory in this process alone, memory with its budget
+//! file (what `serve` runs with an audit log: its counts are snapshotted off the request
+//! path, so the step is the same), and a local `redis-server` started here on a free port
+//! without persistence (skipped with a note when there is none).
 //!
 //!     cargo bench --bench state_step
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -18,9 +19,9 @@ use graphgate::clock::Instant;
 use graphgate::cloud::Cloud;
 use graphgate::idempotency::{StoredResponse, fingerprint};
 use graphgate::policy::Policy;
-use graphgate::ratelimit::PolicyLimits;
+use graphgate::ratelimit::{PolicyLimits, Taken};
 use graphgate::state::config::StateOptions;
-use graphgate::state::{Claim, ClaimSettings, Namespace, StateConfig, StateStore};
+use graphgate::state::{ClaimSettings, Idempotency, Namespace, StateConfig, StateStore};
 use http_body_util::Full;
 
 const OP: &str = "managedDevices.updateWindowsDeviceAccount";
@@ -72,17 +73,24 @@ impl Subject {
     }
 
     /// The state steps of one keyed, allowed request that reached Graph, as the gateway
-    /// takes them (`gateway.rs`: decide, then execute).
+    /// takes them (`gateway.rs`: execute).
     async fn request(&self, key: &str, answer: &StoredResponse) {
         let op = graphgate::operation::catalog::by_name(OP).unwrap();
-        self.limits.check(&self.store, 0, 0, 1).await.unwrap();
-        let fp = fingerprint("/v1.0/deviceManagement/managedDevices/x/y", key.as_bytes());
-        let Claim::Run(ticket) = self.store.claim("bench", key, fp).await.unwrap() else {
+        let fingerprint = fingerprint("/v1.0/deviceManagement/managedDevices/x/y", key.as_bytes());
+        let idempotency = Idempotency {
+            caller: "bench",
+            key,
+            fingerprint,
+        };
+        let taken = self
+            .limits
+            .take(&self.store, (0, 0), op, (1, false), Some(idempotency));
+        let Taken::Run(reservation) = taken.await.unwrap() else {
             panic!("a fresh key runs")
         };
-        let reservation = self.limits.admit(&self.store, 0, 0, op, 1).await.unwrap();
-        reservation.settle(&self.store, true).await;
-        ticket.finish(answer.clone()).await;
+        reservation
+            .settle(&self.store, true, Some(answer.clone()))
+            .await;
     }
 }
 
@@ -210,7 +218,7 @@ fn main() {
             }
         }
         println!(
-            "state step of one keyed request under a rate limit and a budget (4 Redis round trips)"
+            "state step of one keyed request under a rate limit and a budget (2 Redis round trips)"
         );
         println!("| store | in flight | requests | p50 | p99 |");
         println!("|---|---|---|---|---|");

@@ -8,40 +8,31 @@ use http_body_util::Full;
 
 use crate::admit::{CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::cloud::Cloud;
-use crate::error::GatewayError;
 use crate::forward::{UpstreamError, UpstreamReply};
 use crate::idempotency::StoredResponse;
 use crate::operation::route::Recognised;
 use crate::operation::schema::Params;
 use crate::policy::Decision;
-use crate::state::Ticket;
 
-/// Records the answer for duplicates when the action may have run (including when the
-/// outcome is unknown); otherwise a dropped ticket lets a retry run it.
-pub async fn settle(
-    ticket: Option<Ticket>,
-    result: Result<UpstreamReply, UpstreamError>,
+/// The answer kept for duplicates of a keyed request: Graph's, when the action may have run
+/// (an unknown outcome included, as the error its caller gets); `None` when it certainly did
+/// not run, so a retry may run it.
+pub fn kept(
+    result: &Result<UpstreamReply, UpstreamError>,
     ids: &RequestIds,
-) -> Result<Response<Full<Bytes>>, GatewayError> {
+) -> Option<StoredResponse> {
     match result {
-        Ok(reply) => {
-            if let Some(t) = ticket.filter(|_| reply.may_have_run()) {
-                let resp = reply.clone().into_response();
-                t.finish(StoredResponse::of(&resp, reply.body.clone()))
-                    .await;
-            }
-            Ok(reply.into_response())
+        Ok(reply) if reply.may_have_run() => {
+            let resp = reply.clone().into_response();
+            Some(StoredResponse::of(&resp, reply.body.clone()))
         }
-        Err(err) => {
-            let err = GatewayError::from(err);
-            if let Some(t) = ticket.filter(|_| err.outcome_unknown()) {
-                let answer = err.answer();
-                let body = answer.body(&ids.request_id, &ids.client_request_id);
-                t.finish(StoredResponse::of(&answer.response(body.clone()), body))
-                    .await;
-            }
-            Err(err)
+        Ok(_) => None,
+        Err(err) if err.outcome_unknown() => {
+            let answer = crate::error::upstream_answer(err);
+            let body = answer.body(&ids.request_id, &ids.client_request_id);
+            Some(StoredResponse::of(&answer.response(body.clone()), body))
         }
+        Err(_) => None,
     }
 }
 

@@ -64,9 +64,6 @@ pub enum GatewayError {
         "graphgate is shutting down and did not send the request; retry (another replica will take it)"
     )]
     ShuttingDown,
-    /// The state store (idempotency, limits, budgets) did not answer: nothing was sent.
-    #[error("graphgate's state store did not answer ({}), so the request was not sent; retry shortly", .0.kind().as_str())]
-    StateUnavailable(#[source] crate::state::StoreError),
     /// No usable token could be obtained from Entra; nothing was sent.
     #[error("graphgate could not obtain a token from Microsoft Entra")]
     Token(#[from] Arc<TokenError>),
@@ -189,7 +186,6 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(1),
-            E::StateUnavailable(e) => state_unavailable(e),
             E::Token(e) => token(e),
             E::AuditUnavailable(_) => Answer::new(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -197,7 +193,7 @@ impl GatewayError {
                 self.to_string(),
             )
             .retry_after(5),
-            E::Upstream(e) => upstream(e),
+            E::Upstream(e) => upstream_answer(e),
             E::Approval(e) => approval(e),
             E::IntuneHold(_) => Answer::new(
                 StatusCode::CONFLICT,
@@ -371,7 +367,7 @@ fn token(e: &TokenError) -> Answer {
 
 /// Graph gave no usable answer: fixed words saying whether the action may have run (and
 /// Graph's request id when Graph answered); the transport's error chain stays in the log.
-fn upstream(e: &UpstreamError) -> Answer {
+pub fn upstream_answer(e: &UpstreamError) -> Answer {
     const MAY_HAVE_RUN: &str = "the action may or may not have run, check the device";
     let unknown =
         |message: String| Answer::new(StatusCode::BAD_GATEWAY, "upstreamOutcomeUnknown", message);

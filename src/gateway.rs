@@ -5,22 +5,26 @@
 //!    could make allowed → in-flight bounds (the caller's, a bulk request's, then the
 //!    gateway's) → the body, read within bounds and validated;
 //! 3. decide: policy → what the allowing rule requires stated → (dry run: the caller's dry-run
-//!    rate, then answered here) → the caller's and the rule's rate limits, in devices →
-//!    **approval**: a rule that needs others' approval holds the request (202 and the
-//!    approval resource; [`crate::approval`]), unless it redeems an approved secret read or
+//!    rate, then answered here) → **approval**: a rule that needs others' approval holds the
+//!    request (202 and the approval resource; [`crate::approval`]) once it is within the
+//!    caller's and the rule's rate limits, unless it redeems an approved secret read or
 //!    breaks glass;
-//! 4. execute: idempotency → daily budgets and tenant pacing → token → **durable audit
-//!    intent** → Graph, where nothing that may have run is ever sent again. A write that
-//!    Intune's Multi Admin Approval holds (a 4xx with `x-msft-approval-code`) did not run:
-//!    it becomes an approval (202), sent again once when a person approves it in Intune.
+//! 4. execute: the caller's and the rule's rate limits, in devices (unless charged at the
+//!    approval step) → idempotency → daily budgets and tenant pacing, taken in one step of
+//!    the state store → token → **durable audit intent** → Graph, where nothing that may
+//!    have run is ever sent again → one step to settle (the answer kept for duplicates,
+//!    what was not sent given back). A write that Intune's Multi Admin Approval holds (a 4xx
+//!    with `x-msft-approval-code`) did not run: its budgets are given back and it becomes an
+//!    approval (202), sent again once when a person approves it in Intune.
 //!
 //! The approval API (`/api/v1/approvals`) is answered right after identity; an approved
 //! request is run by stage 4 from the stored request, after the policy in force has judged
 //! it again (`approvals.rs`).
 //!
 //! Rate limits, idempotency claims, budgets and pacing live in the state store
-//! ([`crate::state`]): in this process, or shared by every replica. A store that cannot
-//! answer refuses the request (503 `stateStoreUnavailable`): nothing is sent (fail closed).
+//! ([`crate::state`]): in this process, or shared by every replica, one round trip before
+//! Graph and one after. A store that cannot answer refuses the request (503
+//! `stateStoreUnavailable`): nothing is sent (fail closed).
 //!
 //! Each step can refuse; nothing reaches Graph until every step before it has passed and the
 //! intent is on disk (and nothing more once shutdown has begun, see
@@ -50,7 +54,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::admit::{self, Admitted, RequestIds};
-use crate::answer::{disclosure, dry_run_response, json_response, set_ids, settle};
+use crate::answer::{disclosure, dry_run_response, json_response, kept, set_ids};
 use crate::approval::{hold, maa};
 use crate::audit::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
@@ -66,9 +70,9 @@ use crate::operation::catalog::Binding;
 use crate::operation::route::Recognised;
 use crate::operation::simple;
 use crate::policy::{Decision, Forbidden, Policy, Scope};
-use crate::ratelimit::{self, LimitRefusal, Reservation};
+use crate::ratelimit::{self, LimitRefusal, Reservation, Taken};
 use crate::slots::KeyedSlot;
-use crate::state::{Claim, Ticket};
+use crate::state::{Duplicate, Idempotency};
 use crate::{clock, metrics, telemetry};
 use refusal_logs::Lines;
 
@@ -173,6 +177,7 @@ impl Gateway {
             Verdict::Send { rule, need } => (rule, need),
         };
         // A rule that needs others' approval holds the request here: 202, nothing sent.
+        let charged = need.is_some();
         let gate = self.approval_gate(&installed, &caller, &asked, need, trail);
         let approval = match gate.await? {
             Gate::Held(resp) => return Ok(resp),
@@ -189,7 +194,13 @@ impl Gateway {
         asked.request.maa.justification = self.justification(&asked.request, &justify);
         // At most once to Graph, after a token and the durable intent.
         let sent = self
-            .execute(ids, &installed, (&caller, rule), &asked.request, trail)
+            .execute(
+                ids,
+                &installed,
+                (&caller, rule, charged),
+                &asked.request,
+                trail,
+            )
             .await;
         // Intune held it (it did not run): the caller gets an approval to watch.
         if let (Err(GatewayError::IntuneHold(hold)), None) = (&sent, &approval) {
@@ -324,8 +335,8 @@ impl Gateway {
     /// Stage 3, decision: a matching deny wins, otherwise an allow rule must match, and the
     /// request must state what that rule requires. A dry run is answered here: it sends
     /// nothing, so it spends no budget (a rule's budget is shared, so one caller's checks
-    /// would starve another). Then the caller's and the rule's rate limits, before anything
-    /// costs the tenant.
+    /// would starve another). A request that needs approval is then charged the caller's and
+    /// the rule's rate limits, before it is held; any other takes them in stage 4.
     async fn decide<'p>(
         &self,
         installed: &'p Installed,
@@ -374,18 +385,22 @@ impl Gateway {
             );
             return Ok(Verdict::Answered(doc));
         }
-        // Like every step that counts, the limits live in the state store: shared by every
-        // replica on it, and a store that cannot answer refuses the request (fail closed).
-        // They count devices, as budgets do: a bulk request costs one unit per device.
-        let limits =
-            installed
-                .limits
-                .check(&self.state, caller.index, rule.index, request.devices());
-        if let Err(refused) = limits.await {
-            if refused.is_limit() {
-                trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+        // A request that needs approval is held, not sent: its rate limits are charged here,
+        // before it is held (its approved run does not charge them again). Any other request
+        // takes them in stage 4, in the one step of the state store before Graph. Like every
+        // step that counts, they live in the state store (a store that cannot answer refuses
+        // the request: fail closed) and count devices, as budgets do.
+        if need.is_some() {
+            let limits =
+                installed
+                    .limits
+                    .check(&self.state, (caller.index, rule.index), request.devices());
+            if let Err(refused) = limits.await {
+                if refused.is_limit() {
+                    trail.decided(AuditDecision::RateLimited, Some(&rule.name));
+                }
+                return Err(refused.into());
             }
-            return Err(refused.into());
         }
         Ok(Verdict::Send {
             rule: rule.index,
@@ -393,25 +408,29 @@ impl Gateway {
         })
     }
 
-    /// Stage 4, execution: the only way to Graph, in this order and nowhere else.
+    /// Stage 4, execution: the only way to Graph, in this order and nowhere else. `charged`:
+    /// the request's rate limits were charged already (it needed approval).
     async fn execute(
         &self,
         ids: &RequestIds,
         installed: &Installed,
-        (caller, rule): (&Caller, usize),
+        (caller, rule, charged): (&Caller, usize, bool),
         request: &Admitted,
         trail: &mut AuditTrail,
     ) -> Result<Response<Full<Bytes>>, GatewayError> {
-        // No double execution: a repeated key gets the first answer, a concurrent one waits.
-        // A secret read is never stored for replay: its answer goes to this caller only.
-        let ticket = match self.claim(caller, request, trail).await? {
-            Claimed::Run(ticket) => ticket,
-            Claimed::Replayed(resp) => return Ok(resp),
+        // One step in the store: the rate limits, the idempotency claim (a repeated key gets
+        // the first answer, a concurrent one waits for it), the daily budgets and a tenant
+        // write slot (Intune's write limit).
+        let reservation = match self
+            .reserve(installed, (caller, rule, charged), request, trail)
+            .await?
+        {
+            Reserved::Run(reservation) => reservation,
+            Reserved::Replayed(resp) => return Ok(resp),
         };
-        // The daily budgets and a tenant write slot (Intune's write limit), taken together.
-        let reservation = self
-            .reserve(installed, (caller, rule), request, trail)
-            .await?;
+        for (budget, window, window_end, devices) in reservation.counted() {
+            trail.budget(budget, window.as_str(), window_end, devices);
+        }
         let sent = self.send(ids, request, trail).await;
         // Intune's Multi Admin Approval held it: it did not run.
         let held = self.intune_hold(&sent, trail);
@@ -422,10 +441,20 @@ impl Gateway {
             Ok(Err(e)) => e.outcome_unknown(),
             Err(_) => false,
         };
-        reservation.settle(&self.state, reached).await;
+        if !reached {
+            trail.budgets_refunded();
+        }
+        // The answer (or an unknown outcome) is kept for duplicates of the same key, in the
+        // same step of the store. A request Intune held did not run: nothing is kept for its
+        // key (the claim is let go), so a repeat is sent, and Graph's 409 attaches it to the
+        // hold.
+        let kept = match &sent {
+            _ if held.is_some() => None,
+            Ok(result) if reservation.is_keyed() => kept(result, ids),
+            _ => None,
+        };
+        reservation.settle(&self.state, reached, kept).await;
         if let Some(hold) = held {
-            // Not run, so nothing is kept for its idempotency key (the ticket is let go): a
-            // repeat is sent, and Graph's 409 attaches it to this hold.
             return Err(GatewayError::IntuneHold(hold));
         }
         let sent = sent?;
@@ -437,8 +466,7 @@ impl Gateway {
         {
             trail.device_outcomes(bulk::outcomes(&reply.body));
         }
-        // The answer (or an unknown outcome) is kept for duplicates of the same key.
-        settle(ticket, sent, ids).await
+        Ok(sent?.into_response())
     }
 
     /// A token, the durable intent, then Graph. The outer error: nothing was sent.
@@ -466,60 +494,65 @@ impl Gateway {
             .await)
     }
 
-    /// Room on every budget that applies (in devices) and a tenant write slot, waiting for
-    /// a slot up to the pacing's bound. A budget that has no room is audited as rate-limited.
-    async fn reserve(
+    /// Everything the request takes from the state store, in one step (see
+    /// [`crate::ratelimit::PolicyLimits::take`]): the caller's and the rule's rate limits
+    /// (in devices; not when `charged` already), the idempotency claim (a secret read is
+    /// never stored for replay: its answer goes to this caller only), room on every budget
+    /// that applies and a tenant write slot, waiting for a slot up to the pacing's bound. A
+    /// limit or budget that refuses is audited as rate-limited.
+    async fn reserve<'p>(
         &self,
-        installed: &Installed,
-        (caller, rule): (&Caller, usize),
+        installed: &'p Installed,
+        (caller, rule, charged): (&Caller, usize, bool),
         request: &Admitted,
         trail: &mut AuditTrail,
-    ) -> Result<Reservation, GatewayError> {
+    ) -> Result<Reserved<'p>, GatewayError> {
         // One device per request, except a bulk one: as many as it lists, each counted
         // against the operation its actionName runs.
         let op = request
             .bulk
             .as_ref()
             .map_or(request.target.op, |plan| plan.op);
-        let devices = request.devices();
-        let admit = installed
-            .limits
-            .admit(&self.state, caller.index, rule, op, devices);
-        admit.await.map_err(|refused| {
-            if matches!(refused, LimitRefusal::OverBudget { .. }) {
-                let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
-                trail.decided(AuditDecision::RateLimited, name);
-            }
-            GatewayError::from(refused)
-        })
-    }
-
-    /// No double execution: the first request with a key runs (holding a ticket), a
-    /// repeated one gets the first answer, a concurrent one waits for it.
-    async fn claim(
-        &self,
-        caller: &Caller,
-        request: &Admitted,
-        trail: &mut AuditTrail,
-    ) -> Result<Claimed, GatewayError> {
         let key = request
             .idempotency_key
             .as_ref()
             .filter(|_| !request.target.op.discloses_secret());
-        let Some(key) = key else {
-            return Ok(Claimed::Run(None));
-        };
-        let fingerprint = idempotency::fingerprint(&request.target.canonical_path, &request.body);
-        let claim = self.state.claim(&caller.name, key, fingerprint).await;
-        match claim.map_err(GatewayError::StateUnavailable)? {
-            Claim::Run(ticket) => Ok(Claimed::Run(Some(ticket))),
-            Claim::Replay(stored) => {
+        let idempotency = key.map(|key| Idempotency {
+            caller: &caller.name,
+            key,
+            fingerprint: idempotency::fingerprint(&request.target.canonical_path, &request.body),
+        });
+        let take = installed.limits.take(
+            &self.state,
+            (caller.index, rule),
+            op,
+            (request.devices(), charged),
+            idempotency,
+        );
+        let refused = match take.await {
+            Ok(Taken::Run(reservation)) => return Ok(Reserved::Run(reservation)),
+            Ok(Taken::Duplicate(Duplicate::Replay(stored))) => {
                 trail.note("idempotent replay: the answer of an earlier request with the same key; not sent again");
-                Ok(Claimed::Replayed(stored.replay()))
+                return Ok(Reserved::Replayed(stored.replay()));
             }
-            Claim::Mismatch => Err(GatewayError::IdempotencyKeyReused),
-            Claim::InFlight => Err(GatewayError::IdempotencyInFlight),
+            Ok(Taken::Duplicate(Duplicate::Mismatch)) => {
+                return Err(GatewayError::IdempotencyKeyReused);
+            }
+            Ok(Taken::Duplicate(Duplicate::InFlight)) => {
+                return Err(GatewayError::IdempotencyInFlight);
+            }
+            Err(refused) => refused,
+        };
+        if matches!(
+            refused,
+            LimitRefusal::RateLimited { .. }
+                | LimitRefusal::OverRate { .. }
+                | LimitRefusal::OverBudget { .. }
+        ) {
+            let name = installed.policy.rules.get(rule).map(|r| r.name.as_str());
+            trail.decided(AuditDecision::RateLimited, name);
         }
+        Err(GatewayError::from(refused))
     }
 }
 
@@ -573,10 +606,10 @@ enum Gate {
     Run(Option<crate::approval::run::Running>),
 }
 
-/// What the idempotency store says about a request.
-enum Claimed {
-    /// Run it; the ticket (if keyed) keeps its answer for duplicates.
-    Run(Option<Ticket>),
+/// What the state store says about a request.
+enum Reserved<'p> {
+    /// Run it; the reservation is settled once it is answered.
+    Run(Reservation<'p>),
     /// A duplicate, answered with the first request's answer.
     Replayed(Response<Full<Bytes>>),
 }

@@ -24,7 +24,8 @@
 //!   parsed once and validated. [`bulk`]: the bulk `executeAction`, decided per device.
 //! - [`operation`]: the operation model: the [`operation::catalog`] of Graph operations (as
 //!   data), [`operation::route`] recognition of a path, [`operation::schema`] for bodies,
-//!   and the [`operation::simple`] flat API.
+//!   the [`operation::simple`] flat API, and [`operation::reference`], the catalog as
+//!   `graphgate operations` and the operations reference describe it.
 //! - [`policy`]: the deny-by-default allow-list (`policy.yaml`) and its typed refusal
 //!   ([`policy::Forbidden`]); [`reload`] replaces it on SIGHUP or when a new file is in place.
 //! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
@@ -52,7 +53,8 @@
 //!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
 //!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
-//!   [`tls`]: secret-bearing values and TLS plumbing.
+//!   [`tls`]: secret-bearing values and TLS plumbing; [`words`]: counted nouns and "did you
+//!   mean" in messages.
 //!
 //! Not here: the Entra + Graph emulator that stands for Microsoft in the tests and in
 //! `serve --emulator` is a crate of its own (`emulator/`), which this library does not
@@ -91,3 +93,4 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod words;

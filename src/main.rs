@@ -1,5 +1,6 @@
 //! The `graphgate` command line: parse the flags, read the environment once, start logging,
-//! and run the command (`serve`, `emulate`, `policy`, `audit`; see `cli`).
+//! and run the command (`serve`, `emulate`, `policy`, `audit`, `operations`, `completions`,
+//! `man`; see `cli`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -46,7 +47,10 @@ fn main() -> ExitCode {
             #[cfg(feature = "emulator")]
             Command::Emulate(args) => cli::emulate::run(args).await,
             Command::Policy(cmd) => cli::policy::run(cmd),
-            Command::Audit(cmd) => Ok(cli::audit::run(cmd)?),
+            Command::Audit(cmd) => Ok(cli::reader_gone_is_fine(cli::audit::run(cmd))?),
+            Command::Operations(args) => Ok(cli::operations::run(args)),
+            Command::Completions(args) => Ok(cli::manual::completions(&args)),
+            Command::Man(args) => Ok(cli::reader_gone_is_fine(cli::manual::man(&args))?),
         };
         if tokio::time::timeout(TELEMETRY_FLUSH, telemetry.shutdown())
             .await

@@ -3,16 +3,20 @@
 //! per operation for the whole tenant; counted in devices) and the tenant write pacing (an
 //! exact sliding window). The counting itself happens in the state store, so every replica
 //! sharing it shares one budget; keys carry the rate, so a reload that keeps a rate keeps
-//! its budget.
+//! its budget. A request takes all of them in one step of the store ([`PolicyLimits::take`]);
+//! [`ledger`] keeps the memory store's budget counts across restarts through the audit log.
+
+pub mod ledger;
 
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::idempotency::StoredResponse;
 use crate::operation::catalog::Operation;
 use crate::policy::{Budget, Policy, Rate};
 use crate::state::{
-    Admission, Admit, BudgetCharge, Limiter, Namespace, Refund, StateStore, StoreError,
-    budget_window, wall_clock_secs,
+    Admission, Ask, BudgetCharge, Duplicate, Idempotency, Limiter, Namespace, Refund, Refused,
+    StateStore, Step, StoreError, Ticket, budget_window, wall_clock_secs,
 };
 
 /// Each pacing slot is held this much longer than the policy's window: the time a write
@@ -174,25 +178,50 @@ impl PolicyLimits {
         }
     }
 
-    /// Takes `devices` slots (one per device the request acts on, as budgets count them)
-    /// from the caller's and the rule's rate limits, or from neither. A request listing more
-    /// devices than a rate allows in a window is refused outright ([`LimitRefusal::OverRate`]).
+    /// Charges a request held for approval `devices` units of the caller's and the rule's
+    /// rate limits, in one step of the store (its run later takes the rest with
+    /// `charged`).
     pub async fn check(
         &self,
         store: &StateStore,
-        caller: usize,
-        rule: usize,
+        (caller, rule): (usize, usize),
         devices: u32,
     ) -> Result<(), LimitRefusal> {
+        let devices = devices.max(1);
+        let (scopes, limiters) = self.limiters((caller, rule), devices)?;
+        if limiters.is_empty() {
+            return Ok(());
+        }
+        let ask = Ask {
+            limiters: &limiters,
+            cost: devices,
+            idempotency: None,
+            admission: None,
+        };
+        match store.take(&ask).await? {
+            Step::Limited { index, wait } => Err(LimitRefusal::RateLimited {
+                scope: scopes.get(index).copied().unwrap_or("rule"),
+                retry: RetryAfter(wait),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The caller's and the rule's rate limiters, with their scopes; a request of more
+    /// `devices` than one allows in a window is refused outright.
+    fn limiters(
+        &self,
+        (caller, rule): (usize, usize),
+        devices: u32,
+    ) -> Result<(Vec<&'static str>, Vec<&Limiter>), LimitRefusal> {
         let owners = [
             ("caller", self.callers.get(caller).and_then(Option::as_ref)),
             ("rule", self.rules.get(rule).and_then(Option::as_ref)),
         ];
-        let (scopes, limiters): (Vec<&'static str>, Vec<Limiter>) = owners
+        let (scopes, limiters): (Vec<&'static str>, Vec<&Limiter>) = owners
             .into_iter()
-            .filter_map(|(scope, l)| Some((scope, l?.clone())))
+            .filter_map(|(scope, l)| Some((scope, l?)))
             .unzip();
-        let devices = devices.max(1);
         if let Some((scope, l)) = scopes
             .iter()
             .zip(&limiters)
@@ -204,27 +233,33 @@ impl PolicyLimits {
                 rate: l.rate,
             });
         }
-        match store.limit(&limiters, devices).await? {
-            None => Ok(()),
-            Some((i, wait)) => Err(LimitRefusal::RateLimited {
-                scope: scopes.get(i).copied().unwrap_or("rule"),
-                retry: RetryAfter(wait),
-            }),
-        }
+        Ok((scopes, limiters))
     }
 
-    /// Takes room for `devices` on every budget that applies (the caller's, the rule's, the
-    /// tenant's for `op`) together with a tenant write slot, waiting for a slot up to the
-    /// pacing's `max_wait_ms`. A bulk request passes its device count: it counts once per
-    /// device on each budget, and once on the pacing (one call to Graph).
-    pub async fn admit(
-        &self,
+    /// Everything a request sent under `rule` takes from the store, in one step of it:
+    /// `devices` units of the caller's and the rule's rate limits (one per device the
+    /// request acts on, as budgets count them), the idempotency claim, room for `devices` on
+    /// every budget that applies (the caller's, the rule's, the tenant's for `op`) and a
+    /// tenant write slot, waiting for a slot up to the pacing's `max_wait_ms` (then the
+    /// claim and the admission are taken again; the rate limits are charged once). A
+    /// request listing more devices than a rate allows in a window is refused before
+    /// anything is asked ([`LimitRefusal::OverRate`]). A bulk request passes its device
+    /// count: it counts once per device on each budget, and once on the pacing (one call to
+    /// Graph). With `charged`, the rate limits were charged already ([`Self::check`], for a
+    /// request held for approval) and are left alone.
+    pub async fn take<'p>(
+        &'p self,
         store: &StateStore,
-        caller: usize,
-        rule: usize,
+        (caller, rule): (usize, usize),
         op: &Operation,
-        devices: u32,
-    ) -> Result<Reservation, LimitRefusal> {
+        (devices, charged): (u32, bool),
+        idempotency: Option<Idempotency<'_>>,
+    ) -> Result<Taken<'p>, LimitRefusal> {
+        let devices = devices.max(1);
+        let (scopes, limiters) = match charged {
+            true => (Vec::new(), Vec::new()),
+            false => self.limiters((caller, rule), devices)?,
+        };
         let budgets: Vec<&BudgetRef> = [
             self.caller_budgets.get(caller).and_then(Option::as_ref),
             self.rule_budgets.get(rule).and_then(Option::as_ref),
@@ -235,32 +270,53 @@ impl PolicyLimits {
         .collect();
         let deadline = crate::clock::Instant::now() + self.max_wait;
         let member = uuid::Uuid::new_v4().simple().to_string();
+        let mut limiters = &limiters[..];
         loop {
             // Recomputed on every try: a wait may cross into the next window.
             let now = wall_clock_secs();
             let charges: Vec<BudgetCharge> = budgets.iter().map(|b| b.charge(now)).collect();
-            let admission = Admission {
-                pacing_key: &self.pacing_key,
-                pacing_member: &member,
-                pacing_count: self.pacing.count,
-                pacing_window: self.pacing.per + PACING_MARGIN,
-                budgets: &charges,
-                devices,
+            let ask = Ask {
+                limiters,
+                cost: devices,
+                idempotency,
+                admission: Some(Admission {
+                    pacing_key: &self.pacing_key,
+                    pacing_member: &member,
+                    pacing_count: self.pacing.count,
+                    pacing_window: self.pacing.per + PACING_MARGIN,
+                    budgets: &charges,
+                    devices,
+                }),
             };
-            match store.admit(&admission).await? {
-                Admit::Admitted { used } => {
+            match store.take(&ask).await? {
+                Step::Taken { ticket, used } => {
                     for ((b, c), used) in budgets.iter().zip(&charges).zip(used) {
                         crate::state::metrics::budget(&b.label, used, c.limit);
                     }
-                    return Ok(Reservation {
-                        pacing_key: self.pacing_key.clone(),
+                    return Ok(Taken::Run(Reservation {
+                        limits: self,
+                        ticket,
                         member,
+                        budgets,
                         charges,
                         devices,
+                    }));
+                }
+                Step::Duplicate(duplicate) => return Ok(Taken::Duplicate(duplicate)),
+                Step::Limited { index, wait } => {
+                    return Err(LimitRefusal::RateLimited {
+                        scope: scopes.get(index).copied().unwrap_or("rule"),
+                        retry: RetryAfter(wait),
                     });
                 }
-                Admit::OverBudget { index, used } => {
-                    let (b, c) = (budgets[index], &charges[index]);
+                Step::Refused(Refused::OverBudget { index, used }) => {
+                    let (Some(b), Some(c)) = (budgets.get(index), charges.get(index)) else {
+                        return Err(StoreError::new(
+                            crate::state::StoreErrorKind::Response,
+                            format!("a budget {index} of {} refused", budgets.len()),
+                        )
+                        .into());
+                    };
                     crate::state::metrics::budget(&b.label, used, c.limit);
                     return Err(LimitRefusal::OverBudget {
                         budget: b.label.clone(),
@@ -268,43 +324,87 @@ impl PolicyLimits {
                         retry: RetryAfter(Duration::from_secs(c.window_end.saturating_sub(now))),
                     });
                 }
-                Admit::Paced(wait) if crate::clock::Instant::now() + wait <= deadline => {
+                Step::Refused(Refused::Paced(wait))
+                    if crate::clock::Instant::now() + wait <= deadline =>
+                {
                     tokio::time::sleep(wait).await;
+                    // Charged on the first try.
+                    limiters = &[];
                 }
-                Admit::Paced(wait) => return Err(LimitRefusal::Paced(RetryAfter(wait))),
+                Step::Refused(Refused::Paced(wait)) => {
+                    return Err(LimitRefusal::Paced(RetryAfter(wait)));
+                }
             }
         }
     }
 }
 
-/// A write slot and budget room taken for one request.
-#[derive(Debug)]
+/// What a request takes from the store comes to.
+// Moved once per request, where boxing would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
+pub enum Taken<'p> {
+    /// Everything was taken: send the request, then settle the reservation.
+    Run(Reservation<'p>),
+    /// A duplicate of a keyed request: answered from the first, nothing taken but its rate.
+    Duplicate(Duplicate),
+}
+
+/// What one request took: its idempotency claim (when keyed), a write slot and budget room.
 #[must_use = "settle it: a request that was not sent gives its slot and budget back"]
-pub struct Reservation {
-    pacing_key: String,
+pub struct Reservation<'p> {
+    limits: &'p PolicyLimits,
+    ticket: Option<Ticket>,
     member: String,
+    budgets: Vec<&'p BudgetRef>,
     charges: Vec<BudgetCharge>,
     devices: u32,
 }
 
-impl Reservation {
-    /// Pacing and budgets count what reached Graph: when the request was not `sent` after
-    /// all (no token, the audit intent refused, Graph unreachable), its write slot and
-    /// budget room are given back, so an outage elsewhere does not use them up. A store
-    /// that cannot take them back leaves the counts high (the safe side), logged.
-    pub async fn settle(self, store: &StateStore, sent: bool) {
-        if sent {
-            return;
-        }
-        let refund = Refund {
-            pacing_key: &self.pacing_key,
+impl std::fmt::Debug for Reservation<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("keyed", &self.ticket.is_some())
+            .field("member", &self.member)
+            .field("charges", &self.charges)
+            .field("devices", &self.devices)
+            .finish()
+    }
+}
+
+impl Reservation<'_> {
+    /// Whether the request holds an idempotency claim (its answer is kept for duplicates).
+    pub fn is_keyed(&self) -> bool {
+        self.ticket.is_some()
+    }
+
+    /// The budgets it was counted on: `(label, window, window end, devices)`.
+    pub fn counted(&self) -> impl Iterator<Item = (&str, crate::policy::BudgetWindow, u64, u32)> {
+        let budgets = self.budgets.iter().zip(&self.charges);
+        budgets.map(|(b, c)| {
+            (
+                b.label.as_str(),
+                b.budget.window,
+                c.window_end,
+                self.devices,
+            )
+        })
+    }
+
+    /// Settles the request in one step of the store (none when there is nothing to
+    /// settle). Pacing and budgets count what reached Graph: when the request was not
+    /// `sent` after all (no token, the audit intent refused, Graph unreachable), its write
+    /// slot and budget room are given back, so an outage elsewhere does not use them up. Its
+    /// claim keeps `answer` for duplicates, or without one lets the key go (the action
+    /// certainly did not run). A store that cannot take the refund leaves the counts high
+    /// (the safe side), logged.
+    pub async fn settle(self, store: &StateStore, sent: bool, answer: Option<StoredResponse>) {
+        let refund = (!sent).then(|| Refund {
+            pacing_key: &self.limits.pacing_key,
             pacing_member: &self.member,
             budgets: &self.charges,
             devices: self.devices,
-        };
-        if let Err(e) = store.refund(&refund).await {
-            tracing::warn!(error = %e, "could not give back the slot and budget of a request that was not sent");
-        }
+        });
+        store.settle(self.ticket, answer, refund).await;
     }
 }
 

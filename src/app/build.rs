@@ -10,7 +10,8 @@ use crate::audit::Audit;
 use crate::credential;
 use crate::gateway::Gateway;
 use crate::policy::Policy;
-use crate::state::{Namespace, StateStore};
+use crate::ratelimit::ledger;
+use crate::state::{BudgetFile, Namespace, RecordFile, StateConfig, StateStore};
 use crate::token::{TokenBroker, TokenKey};
 use crate::upstream::{self, UpstreamConfig};
 
@@ -83,7 +84,19 @@ pub(super) fn gateway(
     );
     let tenant = config.credential.tenant_id();
     let namespace = Namespace::new(config.cloud, tenant, client_id, &deployment);
-    let store = StateStore::open(&config.state, namespace, config.limits.claims())?;
+    let claims = config.limits.claims();
+    let store = match &config.state {
+        // The memory store's budget counts: its snapshot, and the audit log's intents since.
+        StateConfig::Memory {
+            budget_file: Some(file),
+            approvals_file,
+        } => {
+            let records = approvals_file.clone().map(RecordFile::new);
+            let file = BudgetFile::new(file.clone());
+            ledger::restore(&file, records, &audit, namespace, claims)?
+        }
+        state => StateStore::open(state, namespace, claims)?,
+    };
     tracing::info!(
         cloud = %config.cloud,
         graph_host = endpoints.graph_host,

@@ -40,6 +40,10 @@ pub struct ServeConfig {
     pub server: ServerLimits,
     /// TLS on the callers' listener (plain HTTP without).
     pub tls: Option<TlsSource>,
+    /// A second callers' listener, serving TLS (client certificates: mTLS callers) beside
+    /// the main one (`serve --emulator` serves its mTLS demo caller there); bound by the
+    /// caller as [`super::Listeners::extra_tls`].
+    pub extra_tls: Option<TlsSource>,
     /// The policy.
     pub policy: PolicySource,
     /// The audit log.
@@ -58,6 +62,18 @@ pub struct ServeConfig {
     /// Ship audit records as OTLP log records (OTLP export is configured and `--audit-ship`
     /// is on): the service name and the collector's TLS.
     pub ship: Option<ShipConfig>,
+}
+
+impl ServeConfig {
+    /// What is wrong with the configuration itself, before any file is read: every
+    /// problem (the app's tenant and client ids so far).
+    pub fn validate(&self) -> Problems {
+        let mut problems = Problems::default();
+        for problem in self.credential.id_problems() {
+            problems.push(problem);
+        }
+        problems
+    }
 }
 
 /// Where the policy comes from.

@@ -23,7 +23,9 @@ use crate::audit::note::NoteVerifier;
 use crate::console::{Console, auth::AdminToken};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
+use crate::ratelimit::ledger::Snapshots;
 use crate::reload::Reloader;
+use crate::state::{BudgetFile, StateConfig};
 
 /// The two listeners a gateway serves, bound by the caller (tests bind `127.0.0.1:0`).
 pub struct Listeners {
@@ -31,6 +33,8 @@ pub struct Listeners {
     pub main: TcpListener,
     /// The admin listener (`/healthz`, `/readyz`, `/metrics`, `/audit`).
     pub admin: TcpListener,
+    /// A second callers' listener serving TLS, when [`ServeConfig::extra_tls`] asks for one.
+    pub extra_tls: Option<TcpListener>,
 }
 
 /// A gateway ready to serve: configured, its files read, its audit log open.
@@ -38,10 +42,13 @@ pub struct App {
     gateway: Arc<Gateway>,
     config: ServeConfig,
     tls: Option<Arc<rustls::ServerConfig>>,
+    extra_tls: Option<Arc<rustls::ServerConfig>>,
     admin: AdminOptions,
     admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// Follows the policy file, when there is one (readiness follows it from now on).
     reloader: Option<Reloader>,
+    /// Writes the memory store's budget counts to their file, when it has one.
+    snapshots: Option<Snapshots>,
 }
 
 /// The gateway stopped with an error.
@@ -62,9 +69,10 @@ impl App {
     /// Reads the files `config` names and assembles the gateway. Nothing listens yet; the
     /// audit log is opened only when everything else is usable.
     pub async fn build(config: ServeConfig) -> Result<App, Problems> {
-        let mut problems = Problems::default();
+        let mut problems = config.validate();
         let policy = problems.take(load_policy(&config.policy));
         let tls = problems.take(load_tls(config.tls.as_ref())).flatten();
+        let extra_tls = problems.take(load_tls(config.extra_tls.as_ref())).flatten();
         let admin_tls = problems.take(load_admin_tls(config.admin_tls.as_ref()));
         check_shipping(&config, &mut problems);
         let token = load_admin_token(&config, &mut problems);
@@ -106,13 +114,22 @@ impl App {
             PolicySource::File(path) => Some(Reloader::new(path.clone(), Arc::clone(&gateway)).0),
             PolicySource::Fixed { .. } => None,
         };
+        let snapshots = match &config.state {
+            StateConfig::Memory {
+                budget_file: Some(file),
+                ..
+            } => Some(Snapshots::new(BudgetFile::new(file.clone()), &audit)),
+            _ => None,
+        };
         Ok(App {
             gateway,
             config,
             tls,
+            extra_tls,
             admin: AdminOptions { token, console },
             admin_tls: admin_tls.flatten(),
             reloader,
+            snapshots,
         })
     }
 
@@ -135,9 +152,11 @@ impl App {
             gateway,
             config,
             tls,
+            extra_tls,
             admin,
             admin_tls,
             reloader,
+            snapshots,
         } = self;
         let (stop_tx, stop) = watch::channel(false);
         let stopped = move || {
@@ -178,14 +197,46 @@ impl App {
             stopped(),
         ));
         let audit = gateway.audit().clone();
+        // The memory store's budget counts, written off the request path while serving.
+        let snapshots = snapshots.map(|s| {
+            let (gateway, stop) = (Arc::clone(&gateway), stopped());
+            tokio::spawn(async move { s.run(gateway.state(), stop).await })
+        });
+        let state = Arc::clone(&gateway);
         let shutdown = async move {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
+        // The second (TLS) listener drains with the main one: both stop on the same signal.
+        let extra = match (listeners.extra_tls, extra_tls) {
+            (Some(listener), Some(extra_tls)) => {
+                let addr = listener.local_addr()?;
+                tracing::info!(listen = %addr, "graphgate listening (TLS, client certificates)");
+                Some(tokio::spawn(crate::server::serve(
+                    listener,
+                    Some(extra_tls),
+                    Arc::clone(&gateway),
+                    config.server.clone(),
+                    stopped(),
+                )))
+            }
+            _ => None,
+        };
         crate::server::serve(listeners.main, tls, gateway, config.server, shutdown).await?;
+        if let Some(extra) = extra {
+            extra
+                .await
+                .map_err(|e| RunError::Listener(std::io::Error::other(e)))??;
+        }
         // In-flight requests are done: make every queued record durable and close the log
         // (its anchor records the final head).
         audit.shutdown().await.map_err(RunError::Close)?;
+        // Then the budget counts, exact now that nothing is in flight.
+        if let Some(task) = snapshots
+            && let Ok(snapshots) = task.await
+        {
+            snapshots.finish(state.state());
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -205,9 +256,10 @@ pub async fn run(
 /// --check-config`): the policy, TLS files, the admin token, the audit keys and log
 /// directory, the credential, the outbound client's CAs.
 pub fn check(config: &ServeConfig) -> Problems {
-    let mut problems = Problems::default();
+    let mut problems = config.validate();
     let policy = problems.take(load_policy(&config.policy));
     problems.take(load_tls(config.tls.as_ref()));
+    problems.take(load_tls(config.extra_tls.as_ref()));
     problems.take(load_admin_tls(config.admin_tls.as_ref()));
     check_shipping(config, &mut problems);
     load_admin_token(config, &mut problems);

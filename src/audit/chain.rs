@@ -120,6 +120,8 @@ impl serde::Serialize for Sealing<'_> {
             m.serialize_entry("audit_id", &e.audit_id)?;
             some(&mut m, "auth_method", e.auth_method.as_ref())?;
             some(&mut m, "break_glass", e.break_glass.as_ref())?;
+            some(&mut m, "budgets", e.budgets.as_ref())?;
+            some(&mut m, "budgets_refunded", e.budgets_refunded.as_ref())?;
             some(&mut m, "caller", e.caller.as_ref())?;
             some(&mut m, "caller_issuer", e.caller_issuer.as_ref())?;
             some(&mut m, "caller_subject", e.caller_subject.as_ref())?;
@@ -314,6 +316,13 @@ mod tests {
             initiator_source: Some("token".into()),
             reason: Some("CHG-1 \u{e9}\u{2028}?".into()),
             completion: Some("done".into()),
+            budgets: Some(vec![super::super::record::BudgetMark {
+                budget: "caller:c".into(),
+                devices: 3,
+                window: "day".into(),
+                window_end: 1_765_238_400,
+            }]),
+            budgets_refunded: Some(true),
             approval_id: Some("ap".into()),
             request_sha256: Some("rs".into()),
             approval_state: Some("pending".into()),

@@ -221,8 +221,9 @@ pub fn check_last(
     };
     if head.seq < last.size {
         return Err(refuse(format!(
-            "the audit log ends at seq {} but a signed checkpoint vouches for {} records (cut off?)",
-            head.seq, last.size
+            "the audit log ends at seq {} but a signed checkpoint vouches for {} (cut off?)",
+            head.seq,
+            crate::words::count(last.size, "record")
         )));
     }
     let found = if head.seq == last.size {

@@ -260,6 +260,26 @@ pub struct Entry {
     /// The request ran at once under break glass, unreviewed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<bool>,
+    /// The budgets the request was counted on (from its intent on): with the state in
+    /// memory, the day's counts are rebuilt from these at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets: Option<Vec<BudgetMark>>,
+    /// The request was not sent after all: its counts on `budgets` were given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budgets_refunded: Option<bool>,
+}
+
+/// One budget a request was counted on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetMark {
+    /// The budget: `caller:<name>`, `rule:<name>` or `tenant:<operation>`.
+    pub budget: String,
+    /// The devices counted.
+    pub devices: u32,
+    /// `hour` or `day`.
+    pub window: String,
+    /// When the window counted in ends (Unix seconds).
+    pub window_end: u64,
 }
 
 /// A record as stored: the entry plus its place in the hash chain.

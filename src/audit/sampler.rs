@@ -279,7 +279,8 @@ pub fn summary(key: &SampleKey, count: u64, sampler: &Sampler) -> Entry {
         },
         suppressed: Some(count),
         note: Some(format!(
-            "{count} {what} record(s) of {whom} not written: over the audit sampling limit"
+            "{} of {whom} not written: over the audit sampling limit",
+            crate::words::count(count, &format!("{what} record"))
         )),
         ..Entry::default()
     }

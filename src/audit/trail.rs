@@ -209,6 +209,25 @@ impl AuditTrail {
         self.entry.note = Some(text.to_owned());
     }
 
+    /// A budget the request is counted on (written with its intent: with the state in
+    /// memory, the day's counts are rebuilt from intents at start).
+    pub fn budget(&mut self, budget: &str, window: &str, window_end: u64, devices: u32) {
+        let mark = super::record::BudgetMark {
+            budget: budget.to_owned(),
+            devices,
+            window: window.to_owned(),
+            window_end,
+        };
+        self.entry.budgets.get_or_insert_with(Vec::new).push(mark);
+    }
+
+    /// The request was not sent after all: what it was counted on was given back.
+    pub fn budgets_refunded(&mut self) {
+        if self.entry.budgets.is_some() {
+            self.entry.budgets_refunded = Some(true);
+        }
+    }
+
     /// The Entra token about to be used: its app id only.
     pub fn token_app_id(&mut self, app_id: Option<&str>) {
         self.entry.token_app_id = app_id.map(str::to_owned);

@@ -248,7 +248,11 @@ impl fmt::Display for Problem {
             Problem::Rehashed => {
                 f.write_str("record altered and re-hashed: the next record does not chain to it")
             }
-            Problem::Removed { count } => write!(f, "{count} record(s) removed before this one"),
+            Problem::Removed { count } => write!(
+                f,
+                "{} removed before this one",
+                crate::words::count(*count, "record")
+            ),
             Problem::Reordered => {
                 f.write_str("records reordered: this one and the next are swapped")
             }

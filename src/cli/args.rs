@@ -53,13 +53,45 @@ pub enum Command {
     /// Verify and query audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// The operations graphgate gates: paths, parameters, tier, permissions (offline).
+    Operations(super::operations::OperationsArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(CompletionsArgs),
+    /// Print the man page, graphgate(1) (or write every page with --out-dir).
+    Man(ManArgs),
+}
+
+/// `graphgate completions SHELL`
+#[derive(Debug, Args)]
+#[command(after_help = "Install, for example:
+  bash:  graphgate completions bash > /etc/bash_completion.d/graphgate   (or: source <(graphgate completions bash))
+  zsh:   graphgate completions zsh > \"${fpath[1]}/_graphgate\"
+  fish:  graphgate completions fish > ~/.config/fish/completions/graphgate.fish")]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// `graphgate man`
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write graphgate.1 and a page per command (graphgate-serve.1, ...) into this
+    /// directory instead of printing graphgate(1).
+    #[arg(long, value_name = "DIR")]
+    pub out_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]
 pub struct ServeArgs {
-    /// Start the Entra + Graph emulator in-process and use it, with demo credentials.
+    /// Start the Entra + Graph emulator in-process and use it, with demo credentials and
+    /// demo callers of every kind (an API key, a client certificate, a Kubernetes service
+    /// account), whose ready-made requests it prints.
     #[arg(long)]
     pub emulator: bool,
+    /// Print the demo policy `--emulator` uses (its callers and rules) and exit.
+    #[arg(long)]
+    pub print_policy: bool,
     /// Check the configuration (flags, environment, and the files they name) without
     /// starting: print every problem and exit, non-zero if there is any.
     #[arg(long)]

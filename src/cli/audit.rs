@@ -1,18 +1,18 @@
-//! The `graphgate audit` subcommands, `verify` and `query`, as the binary exposes them.
+//! The `graphgate audit` subcommands as the binary exposes them, and `verify` (`query` is in
+//! `audit_query`, `keygen` and the checkpoint side of `verify` in `audit_checkpoints`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::builder::{PossibleValue, PossibleValuesParser};
 use clap::{Args, Subcommand};
 
 use graphgate::audit::anchor::{self, Anchor};
 use graphgate::audit::checkpoint;
-use graphgate::audit::query::{self, Filter};
-use graphgate::audit::record::AuditDecision;
 use graphgate::audit::{Fingerprinter, ends, files, verify};
+use graphgate::words::count;
 
 use super::audit_checkpoints::{KeygenArgs, run_keygen, signed_checkpoints};
+use super::audit_query::{QueryArgs, is_ship_cursor, run_query};
 
 /// `graphgate audit ...`
 #[derive(Debug, Subcommand)]
@@ -58,85 +58,6 @@ pub struct VerifyArgs {
     public_key: Option<String>,
 }
 
-/// Filters for `audit query`.
-#[derive(Debug, Args)]
-pub struct QueryArgs {
-    /// Log files (the `.anchor`, `.checkpoints` and `.ship-cursor` files among them are skipped).
-    #[arg(required = true)]
-    files: Vec<PathBuf>,
-    /// Caller name.
-    #[arg(long)]
-    caller: Option<String>,
-    /// Managed-device id (a GUID).
-    #[arg(long, value_parser = parse_device)]
-    device: Option<String>,
-    /// Operation (e.g. `managedDevices.updateWindowsDeviceAccount` or `updateWindowsDeviceAccount`).
-    #[arg(long, value_parser = parse_operation)]
-    operation: Option<String>,
-    /// Decision.
-    #[arg(long, value_parser = decisions())]
-    decision: Option<String>,
-    /// graphgate's request id (`x-graphgate-request-id`, the record's `audit_id`).
-    #[arg(long, visible_alias = "audit-id")]
-    request_id: Option<String>,
-    /// Graph's `request-id` for the call (the record's `graph_request_id`).
-    #[arg(long)]
-    graph_request_id: Option<String>,
-    /// The person the request was made for (a UPN or object id, case-insensitive; or
-    /// `@domain` for everyone of a domain).
-    #[arg(long)]
-    initiator: Option<String>,
-    /// From this time (YYYY-MM-DD or RFC 3339), inclusive.
-    #[arg(long)]
-    since: Option<String>,
-    /// Until this time (YYYY-MM-DD or RFC 3339), exclusive.
-    #[arg(long)]
-    until: Option<String>,
-    /// Also list intent and start records as rows.
-    #[arg(long)]
-    all: bool,
-    /// JSON Lines instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-/// The valid `--decision` values (and the policy words `allow` and `deny` for them).
-fn decisions() -> PossibleValuesParser {
-    PossibleValuesParser::new(AuditDecision::ALL.map(|d| {
-        let value = PossibleValue::new(d.as_str());
-        match d {
-            AuditDecision::Allowed => value.alias("allow"),
-            AuditDecision::Denied => value.alias("deny"),
-            _ => value,
-        }
-    }))
-}
-
-fn parse_device(text: &str) -> Result<String, String> {
-    if graphgate::operation::route::is_guid(text) {
-        Ok(text.to_ascii_lowercase())
-    } else {
-        Err("a managed-device id is a GUID, e.g. 0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into())
-    }
-}
-
-fn parse_operation(text: &str) -> Result<String, String> {
-    let known = graphgate::operation::catalog::CATALOG
-        .iter()
-        .any(|op| op.name.eq_ignore_ascii_case(text) || op.action.eq_ignore_ascii_case(text));
-    if known {
-        return Ok(text.to_owned());
-    }
-    let names: Vec<String> = graphgate::operation::catalog::CATALOG
-        .iter()
-        .map(|op| format!("{} (or {})", op.name, op.action))
-        .collect();
-    Err(format!(
-        "not an operation graphgate offers; valid: {}",
-        names.join(", ")
-    ))
-}
-
 /// Runs an audit subcommand, printing to stdout/stderr.
 pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
     match cmd {
@@ -144,11 +65,6 @@ pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
         AuditCommand::Query(args) => run_query(args),
         AuditCommand::Keygen(args) => run_keygen(&args),
     }
-}
-
-/// The shipping cursor beside a log (a glob of the log's files picks it up).
-fn is_ship_cursor(file: &Path) -> bool {
-    file.extension().is_some_and(|e| e == "ship-cursor")
 }
 
 fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
@@ -192,7 +108,7 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
         && let Err(problem) = signed.check(&report)
     {
         println!("{problem}");
-        println!("FAILED after {} intact record(s)", report.records);
+        println!("FAILED after {}", count(report.records, "intact record"));
         return Ok(ExitCode::FAILURE);
     }
     let code = match &anchor {
@@ -253,13 +169,13 @@ fn print_chain(report: &verify::Report) -> ExitCode {
     match (&report.problem, report.seq_range) {
         (Some((pos, problem)), _) => {
             println!("{pos}: {problem}");
-            println!("FAILED after {} intact record(s)", report.records);
+            println!("FAILED after {}", count(report.records, "intact record"));
             ExitCode::FAILURE
         }
         (None, Some((first, last))) => {
             println!(
-                "OK: {} record(s), seq {first}..={last}, hash chain intact",
-                report.records
+                "OK: {}, seq {first}..={last}, hash chain intact",
+                count(report.records, "record")
             );
             ExitCode::SUCCESS
         }
@@ -279,7 +195,7 @@ fn print_ends(report: &verify::Report, anchor: &Anchor, path: &Path) -> ExitCode
             println!("{torn}: torn last line (a crash mid-write), not tampering; ignored");
         }
         println!("{} ({written}): {problem}", path.display());
-        println!("FAILED after {} intact record(s)", report.records);
+        println!("FAILED after {}", count(report.records, "intact record"));
         return ExitCode::FAILURE;
     }
     let code = print_chain(report);
@@ -342,48 +258,4 @@ fn find_anchor(
                 .join(", ")
         )),
     }
-}
-
-fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
-    let time = |t: &Option<String>| t.as_deref().map(query::parse_time).transpose();
-    let (since, until) = match (time(&args.since), time(&args.until)) {
-        (Ok(s), Ok(u)) => (s, u),
-        (Err(e), _) | (_, Err(e)) => {
-            eprintln!("graphgate: {e}");
-            return Ok(ExitCode::from(2));
-        }
-    };
-    let decision = args.decision.as_deref().map(|d| match d {
-        "allow" => "allowed".to_owned(),
-        "deny" => "denied".to_owned(),
-        d => d.to_owned(),
-    });
-    let filter = Filter {
-        caller: args.caller,
-        device: args.device,
-        operation: args.operation,
-        decision,
-        request_id: args.request_id,
-        graph_request_id: args.graph_request_id,
-        initiator: args.initiator,
-        since,
-        until,
-        all_kinds: args.all,
-    };
-    let files: Vec<PathBuf> = args
-        .files
-        .into_iter()
-        .filter(|f| {
-            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_ship_cursor(f)
-        })
-        .collect();
-    let records = query::read_records(&files)?;
-    let rows = query::select(&records, &filter);
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        query::print_json(&rows, &mut out)?;
-    } else {
-        query::print_table(&rows, &query::completions(&records), &mut out)?;
-    }
-    Ok(ExitCode::SUCCESS)
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use graphgate::audit::checkpoint::{self, Checkpoint};
 use graphgate::audit::note::{NoteSigner, NoteVerifier};
 use graphgate::audit::{files, verify};
+use graphgate::words::count;
 
 /// What `audit keygen` makes.
 #[derive(Debug, Args)]
@@ -81,7 +82,15 @@ pub(super) fn signed_checkpoints(
     let Some(base) = logs.first().map(|f| files::base_log(f)) else {
         return Ok(None);
     };
-    let mut paths: Vec<PathBuf> = named.iter().chain(given).cloned().collect();
+    // A file named with --checkpoints and also among the files (a glob of the log's) is
+    // read once.
+    let mut paths: Vec<PathBuf> = Vec::new();
+    for path in named.iter().chain(given) {
+        let same = |p: &PathBuf| p == path || same_file(p, path);
+        if !paths.iter().any(same) {
+            paths.push(path.clone());
+        }
+    }
     if paths.is_empty() {
         paths.push(checkpoint::path_for(&base));
     }
@@ -105,13 +114,23 @@ pub(super) fn signed_checkpoints(
         }
         checkpoints.extend(read);
     }
-    checkpoints.sort_by_key(|c| c.size);
+    // Copies of one checkpoint (an off-host copy beside the log's own) count once.
+    checkpoints.sort_by(|a, b| (a.size, &a.hash).cmp(&(b.size, &b.hash)));
+    checkpoints.dedup_by(|a, b| a.size == b.size && a.hash == b.hash);
     Ok(Some(Signed {
         key: verifier.label(),
         origin,
         files: paths,
         checkpoints,
     }))
+}
+
+/// Whether two paths name one file.
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 impl Signed {
@@ -126,9 +145,9 @@ impl Signed {
         for c in self.checkpoints.iter().filter(|c| c.size >= first) {
             if c.size > last {
                 return Err(format!(
-                    "truncated: a checkpoint signed by {} vouches for {} records, but the files end at seq {last}: seq {}..={} missing (the newest records cut off)",
+                    "truncated: a checkpoint signed by {} vouches for {}, but the files end at seq {last}: seq {}..={} missing (the newest records cut off)",
                     self.key,
-                    c.size,
+                    count(c.size, "record"),
                     last + 1,
                     c.size
                 ));
@@ -157,7 +176,7 @@ impl Signed {
         println!(
             "checkpoints ({}): {} signed by {} for {}, all verified; the log matches them up to seq {newest}",
             files.join(", "),
-            checked.len(),
+            count(checked.len(), "checkpoint"),
             self.key,
             self.origin
         );

@@ -70,6 +70,11 @@ fn parse_maa_status(s: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("'{s}': a hold is answered 400, 403 or 412"))
 }
 
+/// `text` quoted for a POSIX shell.
+fn quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
 /// One `--fault` spec (clap reports the error with the flag).
 fn parse_fault(spec: &str) -> Result<FaultSpec, String> {
     spec.parse()
@@ -86,6 +91,18 @@ pub async fn run(args: EmulateArgs) -> Fallible<ExitCode> {
             status: args.maa_status,
         }
     });
+    // The secret is printed only when it is the published demo one.
+    let secret_shown = match args.client_secret == graphgate_emulator::DEMO_CLIENT_SECRET {
+        true => quote(&args.client_secret),
+        false => {
+            "<the secret given with --client-secret or GRAPHGATE_EMULATOR_CLIENT_SECRET>".to_owned()
+        }
+    };
+    let app_lines = format!(
+        "  export AZURE_TENANT_ID={}\n  export AZURE_CLIENT_ID={}\n  export AZURE_CLIENT_SECRET={secret_shown}",
+        quote(&args.tenant_id),
+        quote(&args.client_id),
+    );
     let config = EmulatorConfig {
         tenant_id: args.tenant_id,
         apps: vec![AppRegistration {
@@ -125,13 +142,13 @@ pub async fn run(args: EmulateArgs) -> Fallible<ExitCode> {
     let signal = super::shutdown_signal();
     let addr = listener.local_addr()?;
     eprintln!(
-        "graphgate emulator listening on https://{addr}\nPoint a gateway at it with:\n  GRAPHGATE_CONNECT_TO='{}'\n  GRAPHGATE_EXTRA_CA_FILE={}",
-        Emulator::connect_to(addr),
+        "graphgate emulator listening on https://{addr}\nIt expects this tenant and app (a gateway's credential, as a real tenant's would be):\n{app_lines}\nPoint a gateway at it with:\n  export GRAPHGATE_CONNECT_TO={}\n  export GRAPHGATE_EXTRA_CA_FILE={}",
+        quote(&Emulator::connect_to(addr)),
         args.ca_out
             .as_ref()
-            .map_or("<write it with --ca-out FILE>".into(), |p| p
-                .display()
-                .to_string()),
+            .map_or("<write it with --ca-out FILE>".into(), |p| quote(
+                &p.display().to_string()
+            )),
     );
     Arc::clone(&emulator).serve(listener, signal).await?;
     Ok(ExitCode::SUCCESS)

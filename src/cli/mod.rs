@@ -1,20 +1,26 @@
 //! The command line (binary only): every command's flags ([`args`], [`serve_audit`]), the
-//! environment (read once, [`Env`]), and what each command does and prints. The library
-//! does the work; nothing here is on the request path.
+//! environment (read once, [`Env`]), and what each command does and prints ([`operations`]
+//! prints the catalog, [`manual`] the completions and man pages). The library does the
+//! work; nothing here is on the request path.
 
 pub mod args;
 pub mod audit;
 mod audit_checkpoints;
+mod audit_query;
 #[cfg(feature = "emulator")]
 mod demo;
 #[cfg(feature = "emulator")]
 pub mod emulate;
+pub mod manual;
+pub mod operations;
 pub mod policy;
 pub mod serve;
 pub mod serve_audit;
+mod serve_demo;
 
 use std::collections::HashMap;
 use std::ffi::OsString;
+use std::process::ExitCode;
 
 use graphgate::audit::ship::ShipConfig;
 use graphgate::otlp::{OtlpTls, Signal};
@@ -98,6 +104,26 @@ impl Env {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "graphgate".into())
     }
+}
+
+/// A command's result, where a reader that went away (`graphgate ... | head`) is not an
+/// error: what it wanted it got.
+pub fn reader_gone_is_fine(result: std::io::Result<ExitCode>) -> std::io::Result<ExitCode> {
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        other => other,
+    }
+}
+
+/// Writes `text` to standard output (a reader that went away is not an error).
+pub fn print_out(text: &str) -> std::io::Result<ExitCode> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    reader_gone_is_fine(
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map(|()| ExitCode::SUCCESS),
+    )
 }
 
 /// Binds `addr`; an error names the address and the flag that set it.

@@ -8,6 +8,8 @@ use graphgate::gateway::explain::{self, DEFAULT_DENY};
 use graphgate::identity::stated::Statement;
 use graphgate::policy::{Facts, Mismatch, Missing, Policy, Test};
 
+use graphgate::words::count;
+
 use super::Fallible;
 use super::args::PolicyCommand;
 
@@ -44,10 +46,10 @@ fn policy_check(file: &std::path::Path) -> ExitCode {
     match Policy::load(file) {
         Ok(p) => {
             println!(
-                "{}: OK ({} callers, {} rules, policy hash {})",
+                "{}: OK ({}, {}, policy hash {})",
                 file.display(),
-                p.callers.len(),
-                p.rules.len(),
+                count(p.callers.len(), "caller"),
+                count(p.rules.len(), "rule"),
                 p.hash
             );
             for rule in &p.rules {
@@ -219,9 +221,9 @@ fn explanation(
         // the operation its actionName runs.
         let _ = writeln!(
             out,
-            "bulk: {} on {} device(s), decided device by device; refused: {}",
+            "bulk: {} on {}, decided device by device; refused: {}",
             bulk.operation,
-            bulk.devices,
+            count(bulk.devices, "device"),
             match bulk.refused.is_empty() {
                 true => "none".to_owned(),
                 false => bulk.refused.join(", "),

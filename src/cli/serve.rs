@@ -14,19 +14,29 @@ use graphgate::upstream;
 use tokio::sync::watch;
 
 use super::args::ServeArgs;
+use super::serve_demo::{
+    Emulated, demo_files, emulated, print_demo, print_demo_policy, start_token_renewal,
+};
 use super::{Env, Fallible, bind, shutdown_signal};
 
 /// The policy file when `--policy` is not given (and not `--emulator`).
 const DEFAULT_POLICY: &str = "policy.yaml";
 
+/// Where `--emulator`'s TLS listener binds: loopback, a free port.
+const LOOPBACK_ANY_PORT: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
 /// Runs `graphgate serve`: parse → config → bind → run.
 pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
+    if args.print_policy {
+        return print_demo_policy();
+    }
     // SIGTERM is caught from here on: a supervisor may stop the process at any point.
     let signal = shutdown_signal();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut problems = Problems::default();
     let emulated = emulated(&args, stop_rx, &mut problems).await;
-    let config = config(&args, env, emulated.as_ref(), &mut problems);
+    let mut config = config(&args, env, emulated.as_ref(), &mut problems);
     if args.check_config {
         problems.extend(graphgate::app::check(&config));
         return Ok(report_check(&problems));
@@ -34,13 +44,23 @@ pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
     if !problems.is_empty() {
         return Err(Box::new(problems));
     }
+    let demo = demo_files(&args, emulated.as_ref(), &mut config)?;
+    let policy_path = match &config.policy {
+        PolicySource::File(path) => Some(path.clone()),
+        PolicySource::Fixed { .. } => None,
+    };
     let app = App::build(config).await?;
     if let Some(path) = app.gateway().audit().path() {
         eprintln!("audit log: {}", path.display());
     }
+    let extra_tls = match demo {
+        Some(_) => Some(bind(LOOPBACK_ANY_PORT, "--emulator's TLS listener").await?),
+        None => None,
+    };
     let listeners = Listeners {
         main: bind(args.listen, "--listen / GRAPHGATE_LISTEN").await?,
         admin: bind(args.admin_listen, "--admin-listen / GRAPHGATE_ADMIN_LISTEN").await?,
+        extra_tls,
     };
     let admin = listeners.admin.local_addr()?;
     let scheme = if args.admin_tls_cert.is_some() {
@@ -49,8 +69,9 @@ pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
         "http"
     };
     eprintln!("admin endpoints on {scheme}://{admin} (/metrics, /healthz, /readyz, /audit)");
-    if emulated.is_some() {
-        print_demo(&args, &app, listeners.main.local_addr()?);
+    if let (Some(emu), Some(files)) = (&emulated, &demo) {
+        print_demo(&args, &app, &listeners, emu, files, policy_path.as_deref())?;
+        start_token_renewal(emu, files, stop_tx.subscribe());
     }
     let shutdown = async move {
         signal.await;
@@ -64,58 +85,6 @@ pub async fn run(args: ServeArgs, env: &Env) -> Fallible<ExitCode> {
         }
         Err(e) => Err(e.into()),
     }
-}
-
-/// What `--emulator` contributes: the emulator's address, CA and demo credential.
-#[cfg(feature = "emulator")]
-type Emulated = super::demo::RunningEmulator;
-#[cfg(not(feature = "emulator"))]
-type Emulated = std::convert::Infallible;
-
-/// Starts the in-process emulator when `--emulator` asks for it (until `stop`).
-#[cfg(feature = "emulator")]
-async fn emulated(
-    args: &ServeArgs,
-    mut stop: watch::Receiver<bool>,
-    problems: &mut Problems,
-) -> Option<Emulated> {
-    if !args.emulator {
-        return None;
-    }
-    let mut config = graphgate_emulator::EmulatorConfig {
-        token_lifetime: std::time::Duration::from_secs(args.emulator_token_lifetime_secs),
-        ..Default::default()
-    };
-    if args.bounds.maa_handling {
-        // The demo app may read Intune's approval requests, as MAA handling needs.
-        for app in &mut config.apps {
-            app.roles
-                .push(graphgate::approval::maa::READ_PERMISSIONS[0].to_owned());
-        }
-    }
-    if args.audit.reconcile_outcomes {
-        // The demo app may read devices, as reconciliation needs.
-        for app in &mut config.apps {
-            app.roles
-                .push(graphgate::audit::reconcile::READ_PERMISSION.to_owned());
-        }
-    }
-    let stopped = async move {
-        let _ = stop.wait_for(|s| *s).await;
-    };
-    problems.take(super::demo::start_emulator(config, stopped).await)
-}
-
-#[cfg(not(feature = "emulator"))]
-async fn emulated(
-    args: &ServeArgs,
-    _stop: watch::Receiver<bool>,
-    problems: &mut Problems,
-) -> Option<Emulated> {
-    if args.emulator {
-        problems.push("--emulator: this build has no emulator (built without the `emulator` feature, as production builds are)");
-    }
-    None
 }
 
 /// The configuration the flags and environment describe; every problem goes to `problems`
@@ -163,6 +132,8 @@ fn config(
         limits: args.bounds.limits(),
         server: args.bounds.server(),
         tls: tls_files(args),
+        // `--emulator`'s TLS listener is added once its files are written (not by a check).
+        extra_tls: None,
         policy,
         audit,
         reconcile: args.audit.reconcile(),
@@ -233,6 +204,16 @@ fn app_and_policy(
         None if args.emulator => (placeholder(), None, file()),
         None => {
             let credential = problems.take(Credential::from_env(|name| env.var(name)));
+            // Without a credential its ids are judged here (ServeConfig::validate judges a
+            // credential's own), so every problem is reported at once.
+            if credential.is_none() {
+                let (tenant, client) = (env.var("AZURE_TENANT_ID"), env.var("AZURE_CLIENT_ID"));
+                for problem in
+                    graphgate::credential::id_problems(tenant.as_deref(), client.as_deref())
+                {
+                    problems.push(problem);
+                }
+            }
             let credential = credential.unwrap_or_else(placeholder);
             (credential, env.var("AZURE_AUTHORITY_HOST"), file())
         }
@@ -337,20 +318,3 @@ fn announce_state(state: &StateConfig) {
         StateConfig::Redis(r) => tracing::info!(state = r.shown(), "state: shared, in Redis"),
     }
 }
-
-/// The demo's first request, with the demo key when the policy accepts it.
-#[cfg(feature = "emulator")]
-fn print_demo(args: &ServeArgs, app: &App, addr: SocketAddr) {
-    let policy = &app.gateway().installed().policy;
-    let key = match super::demo::accepts_demo_key(policy) {
-        true => graphgate_emulator::demo::DEMO_API_KEY,
-        false => "<an API key of a caller in your policy>",
-    };
-    eprintln!(
-        "graphgate is listening on http://{addr} (emulator mode: Entra and Graph are emulated in-process)\nTry:\n{}",
-        super::demo::curl_example(addr, args.cloud, key)
-    );
-}
-
-#[cfg(not(feature = "emulator"))]
-fn print_demo(_: &ServeArgs, _: &App, _: SocketAddr) {}

@@ -287,8 +287,8 @@ fn completion(v: &Value, hit: &Hit) -> String {
 pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
     let chain = idx.chain();
     let devices = match idx.names().2 {
-        (n, false) => n.to_string(),
-        (n, true) => format!("more than {n}"),
+        (n, false) => crate::words::count(n, "device").to_string(),
+        (n, true) => format!("more than {}", crate::words::count(n, "device")),
     };
     let verdict = match &chain.broken {
         Some(b) => format!(
@@ -303,8 +303,9 @@ pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
         ),
     };
     format!(
-        r#"<section id="status"><p id="chain-status">Hash chain: {verdict}</p><p id="checkpoint-status">{checkpoint}</p><p class="counts">{} records indexed, {devices} devices</p></section>"#,
-        idx.len()
+        r#"<section id="status"><p id="chain-status">Hash chain: {verdict}</p><p id="checkpoint-status">{checkpoint}</p><p class="counts">{} indexed, {}</p></section>"#,
+        crate::words::count(idx.len(), "record"),
+        devices
     )
 }
 

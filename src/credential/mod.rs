@@ -24,6 +24,7 @@ pub use imds::{DEFAULT_IMDS_ENDPOINT, IMDS_API_VERSION};
 pub use privilege::LeastPrivilegeReport;
 
 use crate::cloud::Cloud;
+use crate::operation::route::is_guid;
 use crate::secret::Secret;
 use crate::upstream::{BoxFuture, HttpClient};
 
@@ -162,6 +163,18 @@ impl Credential {
         }
     }
 
+    /// What is wrong with its tenant and client ids (see [`id_problems`]).
+    pub fn id_problems(&self) -> Vec<String> {
+        match self {
+            Credential::ManagedIdentity {
+                client_id,
+                tenant_id,
+                ..
+            } => id_problems(tenant_id.as_deref(), client_id.as_deref()),
+            _ => id_problems(Some(self.tenant_id()), Some(self.client_id())),
+        }
+    }
+
     /// Checks at start-up that the credential's files can be used now (they are read again
     /// for every token request).
     pub fn check(&self) -> Result<(), CredentialError> {
@@ -182,6 +195,58 @@ impl Credential {
             Credential::ClientSecret { .. } | Credential::ManagedIdentity { .. } => Ok(()),
         }
     }
+}
+
+/// What is wrong with the app's ids, every problem: `AZURE_TENANT_ID` must be the tenant's
+/// id (a GUID) or one of its domain names (`contoso.onmicrosoft.com`), `AZURE_CLIENT_ID` the
+/// app's client id (a GUID). An absent or empty one is not judged here (its absence is
+/// reported where it is needed).
+pub fn id_problems(tenant_id: Option<&str>, client_id: Option<&str>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(tenant) = given(tenant_id)
+        && !is_guid(tenant)
+        && !is_domain_name(tenant)
+    {
+        let why = match tenant.to_ascii_lowercase().as_str() {
+            "common" | "organizations" | "consumers" => {
+                " (an app-only token is issued by one tenant: give its own id)"
+            }
+            _ => "",
+        };
+        problems.push(format!(
+            "AZURE_TENANT_ID {tenant:?} is neither a tenant id (a GUID, e.g. 72f988bf-86f1-41af-91ab-2d7cd011db47) nor a domain name of the tenant (e.g. contoso.onmicrosoft.com){why}"
+        ));
+    }
+    if let Some(client) = given(client_id)
+        && !is_guid(client)
+    {
+        problems.push(format!(
+            "AZURE_CLIENT_ID {client:?} is not a client id: the app registration's Application (client) ID is a GUID, e.g. 3f0c1d8e-5a4b-4c2d-9e8f-7a6b5c4d3e2f"
+        ));
+    }
+    problems
+}
+
+/// A value that was given: trimmed, not empty.
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|v| !v.is_empty())
+}
+
+/// A DNS name of at least two labels (letters, digits, inner hyphens; at most 63 each, 253
+/// in all), as a tenant's verified domains are.
+fn is_domain_name(name: &str) -> bool {
+    let labels: Vec<&str> = name.split('.').collect();
+    name.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            (1..=63).contains(&l.len())
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()))
 }
 
 /// Reads a secret-bearing file (a client secret or a federated token), trimmed; an empty
@@ -385,6 +450,50 @@ pub fn source(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tenant_is_a_guid_or_a_domain_and_a_client_a_guid() {
+        const GUID: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
+        for tenant in [
+            GUID,
+            "contoso.onmicrosoft.com",
+            "CONTOSO.com",
+            "corp.contoso.co.uk",
+        ] {
+            assert!(id_problems(Some(tenant), Some(GUID)).is_empty(), "{tenant}");
+        }
+        assert!(
+            id_problems(None, Some("")).is_empty(),
+            "absent ones are not judged"
+        );
+        for tenant in [
+            "contoso",
+            "common",
+            "72f988bf86f141af91ab2d7cd011db47",
+            "-a.com",
+            "a..com",
+            "a.123",
+            "contoso.onmicrosoft.com/",
+        ] {
+            let problems = id_problems(Some(tenant), Some(GUID));
+            assert_eq!(problems.len(), 1, "{tenant}: {problems:?}");
+            assert!(
+                problems[0].starts_with(&format!("AZURE_TENANT_ID {tenant:?}")),
+                "{problems:?}"
+            );
+        }
+        assert!(id_problems(Some("common"), None)[0].contains("one tenant"));
+        // Both at once, each named.
+        let both = id_problems(Some("contoso"), Some("my-app"));
+        assert_eq!(both.len(), 2, "{both:?}");
+        assert!(both[1].starts_with("AZURE_CLIENT_ID \"my-app\" is not a client id"));
+        let managed = Credential::ManagedIdentity {
+            client_id: Some("system".into()),
+            tenant_id: None,
+            endpoint: DEFAULT_IMDS_ENDPOINT.into(),
+        };
+        assert_eq!(managed.id_problems().len(), 1);
+    }
 
     #[test]
     fn authority_host_must_belong_to_the_cloud() {

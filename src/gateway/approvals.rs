@@ -363,8 +363,18 @@ impl Gateway {
                 need.approval.describe()
             )));
         }
-        self.execute(ids, &installed, (&caller, rule.index), &request, trail)
-            .await
+        // Its rate limits were charged when it was asked for (held for approval here, or
+        // sent and held by Intune): this run, or Intune's approved re-send, is not charged
+        // again. Budgets and pacing are taken for it (a hold by Intune gave them back).
+        let charged = true;
+        self.execute(
+            ids,
+            &installed,
+            (&caller, rule.index, charged),
+            &request,
+            trail,
+        )
+        .await
     }
 }
 

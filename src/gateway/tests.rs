@@ -292,7 +292,7 @@ async fn a_bulk_request_is_refused_whole_naming_the_refused_devices() {
     let seen = send(&gw, request("POST", path, Some("k-wiper"), bulk)).await;
     assert_eq!((seen.status, seen.code.as_str()), (403, "accessDenied"));
     assert!(
-        seen.message.contains(&format!("on device(s) {DEV2} ")),
+        seen.message.contains(&format!("on device {DEV2} ")),
         "{}",
         seen.message
     );

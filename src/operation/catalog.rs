@@ -165,6 +165,47 @@ pub struct Operation {
     /// A hand-made flat body for the simplified internal API (`/api/v1/...`); without one the
     /// flat body is the Graph body itself (every operation is offered there).
     pub simple: Option<&'static SimpleApi>,
+    /// The Intune Multi Admin Approval policy type that holds it as a device action
+    /// (`deviceWipe`, `deviceRetire`, `deviceDelete`), where one does (see [`Operation::maa`]).
+    pub maa_policy_type: Option<&'static str>,
+}
+
+/// What Intune's own Multi Admin Approval (MAA) holds of an operation, as of 2026
+/// (`shared/reference/intune-actions.md`): a device-action access policy covers wipe,
+/// retire and delete; since 2026 an access policy for app-only Graph writes holds every
+/// other POST and DELETE in tenants that use one; a GET is never held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaaCoverage {
+    /// Held by a device-action access policy of this type (and as an app-only write).
+    DeviceAction(&'static str),
+    /// Held only in tenants whose access policies hold app-only Graph writes.
+    AppWrite,
+    /// Never held: MAA does not hold reads (the secret reads are never gated by it).
+    Never,
+}
+
+impl MaaCoverage {
+    /// A short name: `device-action`, `app-write` or `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MaaCoverage::DeviceAction(_) => "device-action",
+            MaaCoverage::AppWrite => "app-write",
+            MaaCoverage::Never => "never",
+        }
+    }
+
+    /// In words, for a reader.
+    pub fn describe(self) -> String {
+        match self {
+            MaaCoverage::DeviceAction(policy) => format!(
+                "held by a device-action access policy ({policy}), and by one for app-only Graph writes"
+            ),
+            MaaCoverage::AppWrite => {
+                "held only where an access policy holds app-only Graph writes (no device-action policy covers it)".to_owned()
+            }
+            MaaCoverage::Never => "never held (Multi Admin Approval does not hold reads)".to_owned(),
+        }
+    }
 }
 
 impl Operation {
@@ -179,6 +220,15 @@ impl Operation {
     /// Every parameter in any version (policy conditions may name these).
     pub fn all_params(&self) -> &'static [Prop] {
         self.beta_params.unwrap_or(self.params)
+    }
+
+    /// What Intune's Multi Admin Approval holds of it.
+    pub fn maa(&self) -> MaaCoverage {
+        match (self.maa_policy_type, self.invocation) {
+            (Some(policy), _) => MaaCoverage::DeviceAction(policy),
+            (None, Invocation::Function) => MaaCoverage::Never,
+            (None, _) => MaaCoverage::AppWrite,
+        }
     }
 
     /// Whether the answer carries a secret (the disclosure reads).

@@ -25,10 +25,10 @@ pub enum SimpleError {
     #[error(transparent)]
     Syntax(#[from] SchemaError),
     /// Fields this operation does not have.
-    #[error("unknown field(s): {}", .0.join(", "))]
+    #[error("unknown {}: {}", crate::words::noun(.0.len(), "field"), .0.join(", "))]
     Unknown(Vec<String>),
     /// Required fields missing or null.
-    #[error("missing required field(s): {}", .0.join(", "))]
+    #[error("missing required {}: {}", crate::words::noun(.0.len(), "field"), .0.join(", "))]
     Missing(Vec<String>),
     /// A field of the wrong JSON type.
     #[error("field '{0}' must be {1}")]
@@ -236,7 +236,7 @@ pub fn openapi(max_bulk_devices: usize) -> Value {
 }
 
 /// An operation's simplified path and its path parameters.
-fn simple_path(op: &Operation) -> (String, Value) {
+pub fn simple_path(op: &Operation) -> (String, Value) {
     let id = |name: &str, format: Option<&str>| {
         let mut schema = json!({ "type": "string" });
         if let Some(f) = format {

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::issues::Issues;
+use crate::words::count;
 
 /// How long a pending request waits for its reviews by default (`ttl`).
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3_600);
@@ -94,9 +95,10 @@ impl Approval {
             .map(|g| format!("{} of [{}]", g.required, g.named.join(", ")))
             .collect();
         format!(
-            "{} (distinct people, each counted toward one group); {} rejection(s) end it; a pending request expires after {}; an approved one runs within {}",
+            "{} (distinct people, each counted toward one group); {} {} it; a pending request expires after {}; an approved one runs within {}",
             groups.join(" and "),
-            self.deny,
+            count(self.deny, "rejection"),
+            if self.deny == 1 { "ends" } else { "end" },
             show_duration(self.ttl),
             show_duration(self.execute_within)
         )
@@ -316,8 +318,8 @@ fn group(entry: &Spanned<GroupEntry>, cx: &Context<'_>, issues: &mut Issues) -> 
         issues.at(
             &g.required,
             format!(
-                "this group requires {required} approvals but names {} approver(s)",
-                approvers.len()
+                "this group requires {required} approvals but names {}",
+                count(approvers.len(), "approver")
             ),
         );
     }
@@ -361,7 +363,9 @@ fn satisfiable(
         issues.at(
             at,
             format!(
-                "these approval groups cannot be met by distinct people{whose}: they need {need} approvals, but at most {got} distinct approvers can give them (one person counts toward one group only)"
+                "these approval groups cannot be met by distinct people{whose}: they need {}, but at most {} can give them (one person counts toward one group only)",
+                count(need, "approval"),
+                count(got, "distinct approver")
             ),
         );
         return;

@@ -18,6 +18,7 @@ use super::{
 use crate::operation::catalog::{self, ApiVersion, Operation};
 use crate::operation::route::is_guid;
 use crate::operation::schema::{self, ParamPath};
+use crate::words::did_you_mean;
 
 /// Caller names to their index (the first caller of each name).
 type CallerNames<'f> = HashMap<&'f str, usize>;
@@ -240,7 +241,7 @@ fn rule(
     for c in &entry.callers.value {
         match callers.get(c.value.as_str()) {
             Some(&i) => caller_ids.push(i),
-            None => issues.at(c, format!("unknown caller {:?}", c.value)),
+            None => issues.at(c, unknown_caller(&c.value, callers)),
         }
     }
     let mut operations: Vec<&'static Operation> = Vec::new();
@@ -257,8 +258,9 @@ fn rule(
             None => issues.at(
                 o,
                 format!(
-                    "unknown operation {:?}; known operations: {}",
+                    "unknown operation {:?}{}; known operations: {}",
                     o.value,
+                    did_you_mean(&o.value, catalog::CATALOG.iter().map(|op| op.name)),
                     known_operations()
                 ),
             ),
@@ -399,7 +401,7 @@ fn condition(
         match op_paths.iter().find(|p| p.path == c.param) {
             Some(p) => known = Some(p),
             None => {
-                issues.at(entry, format!("{} has no parameter {:?}", op.name, c.param));
+                issues.at(entry, no_such_parameter(op, &c.param, op_paths));
                 return None;
             }
         }
@@ -585,6 +587,38 @@ fn pacing(entry: Option<&PacingEntry>, issues: &mut Issues) -> Pacing {
         );
     }
     pacing
+}
+
+/// A rule naming a caller the file does not define: the closest name, and every one.
+fn unknown_caller(name: &str, callers: &CallerNames<'_>) -> String {
+    let mut known: Vec<&str> = callers.keys().copied().collect();
+    known.sort_unstable();
+    let listed = match known.is_empty() {
+        true => "the file defines no caller".to_owned(),
+        false => format!("callers: {}", known.join(", ")),
+    };
+    format!(
+        "unknown caller {name:?}{}; {listed}",
+        did_you_mean(name, known.iter().copied())
+    )
+}
+
+/// A condition on a parameter `op` does not have: the closest one, and every one it has.
+fn no_such_parameter(op: &Operation, param: &str, paths: &[ParamPath]) -> String {
+    let names = paths.iter().map(|p| p.path.as_str());
+    let listed = match paths.is_empty() {
+        true => "it takes no parameters".to_owned(),
+        false => format!(
+            "its parameters: {}",
+            names.clone().collect::<Vec<_>>().join(", ")
+        ),
+    };
+    format!(
+        "{} has no parameter {param:?}{}; {listed} (graphgate operations show {})",
+        op.name,
+        did_you_mean(param, names),
+        op.name
+    )
 }
 
 fn known_operations() -> String {

@@ -30,7 +30,8 @@ pub enum Forbidden {
     },
     /// A bulk request with devices the policy refuses (the request is refused whole).
     #[error(
-        "no policy rule allows caller '{caller}' to run {operation} ({version}) on device(s) {} with these parameters; nothing was sent",
+        "no policy rule allows caller '{caller}' to run {operation} ({version}) on {} {} with these parameters; nothing was sent",
+        crate::words::noun(.devices.len(), "device"),
         .devices.join(", ")
     )]
     Devices {

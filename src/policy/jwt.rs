@@ -395,7 +395,11 @@ pub(super) fn identity(
     let Some(index) = issuers.iter().position(|i| i.issuer == e.issuer) else {
         issues.at(
             entry,
-            format!("jwt issuer {:?} is not listed in jwt_issuers", e.issuer),
+            format!(
+                "jwt issuer {:?} is not listed in jwt_issuers{}",
+                e.issuer,
+                crate::words::did_you_mean(&e.issuer, issuers.iter().map(|i| i.issuer.as_str()))
+            ),
         );
         return None;
     };

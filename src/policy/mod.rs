@@ -65,9 +65,9 @@ impl fmt::Display for PolicyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} has {} error(s):",
+            "{} has {}:",
             self.source_name,
-            self.issues.len()
+            crate::words::count(self.issues.len(), "error")
         )?;
         for issue in &self.issues {
             write!(f, "\n  {}:{issue}", self.source_name)?;

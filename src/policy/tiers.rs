@@ -20,8 +20,9 @@ pub(super) fn pinned(
     let Some(parsed) = Tier::parse(&tier.value) else {
         let known: Vec<&str> = Tier::ALL.iter().map(|t| t.as_str()).collect();
         return Err(format!(
-            "unknown tier {:?}; tiers: {}",
+            "unknown tier {:?}{}; tiers: {}",
             tier.value,
+            crate::words::did_you_mean(&tier.value, known.iter().copied()),
             known.join(", ")
         ));
     };

@@ -120,7 +120,8 @@ fn walk(node: &Node, shape: &Shape, out: &mut Vec<PolicyIssue>) {
                         line: key.referenced.line(),
                         column: key.referenced.column(),
                         message: format!(
-                            "unknown key `{name}`; expected one of: {}",
+                            "unknown key `{name}`{}; expected one of: {}",
+                            crate::words::did_you_mean(name, fields.iter().copied()),
                             fields.join(", ")
                         ),
                     });

@@ -1,14 +1,181 @@
-//! The limits' arithmetic, in microseconds: a GCRA for rate limits and an exact sliding
-//! window for the tenant pacing. The memory store runs these functions; the Redis scripts
-//! (`scripts/gcra.lua`, `scripts/admit.lua`) do the same steps, and
-//! `tests/e2e/state_contract.rs` (`the_lua_scripts_and_algo_agree_step_by_step`) feeds both
-//! the same inputs.
+//! The limits' arithmetic, in microseconds: a GCRA for rate limits, an exact sliding window
+//! for the tenant pacing, budget counts, and [`Counters::take`], the order a take checks
+//! them in. The memory store runs these; the Redis script (`scripts/take.lua`) does the same
+//! steps, and `tests/e2e/state_contract.rs` (`the_lua_scripts_and_algo_agree_step_by_step`)
+//! feeds both the same inputs.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
+use super::budget_file::Count;
+use super::store::Held;
+use super::{Admission, Limiter, Refund, Refused, Take, Taken};
 use crate::policy::Rate;
 use crate::policy::rate::{MAX_COUNT, MAX_WINDOW};
+
+/// Past this many limiter or window entries, those that no longer hold anything back are
+/// dropped (a fully refilled limiter is the same as a fresh one).
+const PRUNE_AT: usize = 10_000;
+
+/// What the memory store counts: rate limiters, pacing windows and budgets (the claims are
+/// kept beside them, see `memory_claims`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Rate limiters' theoretical arrival times (µs on the store's clock).
+    tats: HashMap<String, u64>,
+    /// Pacing windows: admission times still in the window (µs), with their names.
+    windows: HashMap<String, VecDeque<(u64, String)>>,
+    /// Budget counters, by key (the key names the window).
+    budgets: HashMap<String, Count>,
+    /// Bumped on every budget change.
+    generation: u64,
+}
+
+impl Counters {
+    /// Counters starting from these budget counts.
+    pub fn with_budgets(budgets: HashMap<String, Count>) -> Self {
+        Counters {
+            budgets,
+            ..Counters::default()
+        }
+    }
+
+    /// One take at `now` (µs, the store's clock) and `wall` (Unix seconds, for budget
+    /// windows), in the order of [`super::Store::take`]: the limiters, then the claim
+    /// (`held` says what holds it, when another attempt does), then the admission. On
+    /// [`Taken::All`] the caller takes the claim, in the same critical section.
+    pub fn take(
+        &mut self,
+        take: &Take<'_>,
+        held: impl FnOnce() -> Option<Held>,
+        now: u64,
+        wall: u64,
+    ) -> Taken {
+        let next = match self.conform(take.limiters, take.cost, now) {
+            Ok(next) => next,
+            Err((index, wait)) => {
+                return Taken::Limited {
+                    index,
+                    wait: Duration::from_micros(wait),
+                };
+            }
+        };
+        if let Some(held) = take.claim.as_ref().and_then(|_| held()) {
+            self.charge(take.limiters, next, now);
+            return Taken::Held(held);
+        }
+        let admitted = match &take.admission {
+            Some(a) => self.admit(a, now, wall),
+            None => Ok(Vec::new()),
+        };
+        self.charge(take.limiters, next, now);
+        match admitted {
+            Ok(used) => Taken::All { used },
+            Err(refused) => Taken::Refused(refused),
+        }
+    }
+
+    /// Each limiter's new theoretical arrival time if a request of `cost` units conforms to
+    /// all at `now`; else the first that refuses, with its wait (µs).
+    fn conform(
+        &self,
+        limiters: &[&Limiter],
+        cost: u32,
+        now: u64,
+    ) -> Result<Vec<u64>, (usize, u64)> {
+        let mut next = Vec::with_capacity(limiters.len());
+        for (i, l) in limiters.iter().enumerate() {
+            match gcra(
+                self.tats.get(&l.key).copied(),
+                now,
+                gcra_params(l.rate),
+                cost,
+            ) {
+                Ok(tat) => next.push(tat),
+                Err(wait) => return Err((i, wait)),
+            }
+        }
+        Ok(next)
+    }
+
+    fn charge(&mut self, limiters: &[&Limiter], next: Vec<u64>, now: u64) {
+        if self.tats.len() > PRUNE_AT {
+            self.tats.retain(|_, tat| *tat > now);
+        }
+        for (l, tat) in limiters.iter().zip(next) {
+            match self.tats.get_mut(&l.key) {
+                Some(t) => *t = tat,
+                None => {
+                    self.tats.insert(l.key.clone(), tat);
+                }
+            }
+        }
+    }
+
+    /// Budgets and a pacing slot, together or not at all: each budget's count now.
+    fn admit(&mut self, a: &Admission<'_>, now: u64, wall: u64) -> Result<Vec<u64>, Refused> {
+        let n = u64::from(a.devices);
+        self.budgets.retain(|_, c| c.window_end > wall);
+        let mut used = Vec::with_capacity(a.budgets.len());
+        for (index, b) in a.budgets.iter().enumerate() {
+            let so_far = self.budgets.get(&b.key).map_or(0, |c| c.used);
+            if so_far + n > u64::from(b.limit) {
+                return Err(Refused::OverBudget {
+                    index,
+                    used: so_far,
+                });
+            }
+            used.push(so_far + n);
+        }
+        let window = micros(a.pacing_window);
+        if self.windows.len() > PRUNE_AT {
+            self.windows
+                .retain(|_, w| w.back().is_some_and(|(last, _)| last + window > now));
+        }
+        let taken = self.windows.entry(a.pacing_key.to_owned()).or_default();
+        if let Err(wait) = slide(taken, now, a.pacing_count, window, a.pacing_member) {
+            return Err(Refused::Paced(Duration::from_micros(wait)));
+        }
+        for (b, used) in a.budgets.iter().zip(&used) {
+            let count = Count {
+                window_end: b.window_end,
+                used: *used,
+            };
+            self.budgets.insert(b.key.clone(), count);
+        }
+        if !a.budgets.is_empty() {
+            self.generation += 1;
+        }
+        Ok(used)
+    }
+
+    /// Gives back a write slot, and `devices` on each budget (never below zero).
+    pub fn refund(&mut self, r: &Refund<'_>) {
+        if let Some(taken) = self.windows.get_mut(r.pacing_key) {
+            taken.retain(|(_, member)| member != r.pacing_member);
+        }
+        for b in r.budgets {
+            if let Some(c) = self.budgets.get_mut(&b.key) {
+                c.used = c.used.saturating_sub(u64::from(r.devices));
+            }
+        }
+        if !r.budgets.is_empty() {
+            self.generation += 1;
+        }
+    }
+
+    /// The budget counts of windows not over at `wall`, and the generation they are of.
+    pub fn budgets(&self, wall: u64) -> (u64, HashMap<String, Count>) {
+        let open = self.budgets.iter().filter(|(_, c)| c.window_end > wall);
+        let counts = open.map(|(k, c)| (k.clone(), *c)).collect();
+        (self.generation, counts)
+    }
+
+    /// The count a budget key holds now.
+    pub fn used(&self, key: &str) -> u64 {
+        self.budgets.get(key).map_or(0, |c| c.used)
+    }
+}
 
 /// Microseconds in `d` (saturating).
 pub fn micros(d: Duration) -> u64 {

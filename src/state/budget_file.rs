@@ -1,6 +1,7 @@
-//! The memory store's budget counts on disk, so a restart does not reset today's counts:
-//! one small JSON file, replaced atomically (written beside it, fsynced, renamed, the
-//! directory fsynced) before the request that changed it is forwarded.
+//! The memory store's budget counts on disk: a snapshot of the counts and the audit record
+//! they reach (`audit_seq`), one small JSON file replaced atomically (written beside it,
+//! fsynced, renamed, the directory fsynced) off the request path. The audit log's intents
+//! say what came after, so a start adds those (see `crate::ratelimit::ledger`).
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -27,7 +28,21 @@ struct FileEntry {
 #[derive(Serialize, Deserialize)]
 struct FileBody {
     version: u32,
+    /// The audit record the counts include every intent up to (version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    audit_seq: Option<u64>,
     budgets: Vec<FileEntry>,
+}
+
+/// The counts as a snapshot left them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// The audit record whose intents the counts include, all of them up to it; `None` for
+    /// a file written before counts came from the audit log (each admission was written
+    /// then: the counts are complete).
+    pub audit_seq: Option<u64>,
+    /// The counts of windows not yet over, by key.
+    pub counts: HashMap<String, Count>,
 }
 
 /// The budget file could not be read or written.
@@ -64,13 +79,14 @@ impl BudgetFile {
         }
     }
 
-    /// The counts of windows not yet over at `now` (Unix seconds); none if there is no file
-    /// yet. A file that cannot be read or understood is an error: today's counts would be
-    /// unknown, and a gateway that guessed zero would reopen every spent budget.
-    pub fn load(&self, now: u64) -> Result<HashMap<String, Count>, BudgetFileError> {
+    /// The counts of windows not yet over at `now` (Unix seconds), and the audit record they
+    /// reach; none if there is no file yet. A file that cannot be read or understood is an
+    /// error: today's counts would be unknown, and a gateway that guessed zero would reopen
+    /// every spent budget.
+    pub fn load(&self, now: u64) -> Result<Snapshot, BudgetFileError> {
         let text = match std::fs::read(&self.path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(HashMap::new()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Snapshot::default()),
             Err(e) => return Err(self.error(e)),
         };
         let body: FileBody = serde_json::from_slice(&text).map_err(|e| {
@@ -78,10 +94,12 @@ impl BudgetFile {
                 "not a budget file ({e}); move it away to start today's counts from zero"
             ))
         })?;
-        if body.version != 1 {
-            return Err(self.error(format!("unknown version {}", body.version)));
-        }
-        Ok(body
+        let audit_seq = match (body.version, body.audit_seq) {
+            (1, None) => None,
+            (2, Some(seq)) => Some(seq),
+            (version, _) => return Err(self.error(format!("unknown version {version}"))),
+        };
+        let counts = body
             .budgets
             .into_iter()
             .filter(|e| e.window_end > now)
@@ -92,11 +110,17 @@ impl BudgetFile {
                 };
                 (e.key, count)
             })
-            .collect())
+            .collect();
+        Ok(Snapshot { audit_seq, counts })
     }
 
-    /// Replaces the file with `counts` (blocking: call it off the request threads).
-    pub fn store(&self, counts: &HashMap<String, Count>) -> Result<(), BudgetFileError> {
+    /// Replaces the file with `counts`, which include every audit intent up to `audit_seq`
+    /// (blocking: call it off the request threads).
+    pub fn store(
+        &self,
+        audit_seq: u64,
+        counts: &HashMap<String, Count>,
+    ) -> Result<(), BudgetFileError> {
         let mut budgets: Vec<FileEntry> = counts
             .iter()
             .map(|(key, c)| FileEntry {
@@ -107,7 +131,8 @@ impl BudgetFile {
             .collect();
         budgets.sort_by(|a, b| a.key.cmp(&b.key));
         let body = serde_json::to_vec_pretty(&FileBody {
-            version: 1,
+            version: 2,
+            audit_seq: Some(audit_seq),
             budgets,
         })
         .map_err(|e| self.error(e))?;
@@ -141,7 +166,11 @@ mod tests {
     #[test]
     fn counts_survive_and_finished_windows_are_dropped() {
         let f = file();
-        assert!(f.load(100).unwrap().is_empty(), "no file yet: no counts");
+        assert_eq!(
+            f.load(100).unwrap(),
+            Snapshot::default(),
+            "no file yet: no counts"
+        );
         let mut counts = HashMap::new();
         counts.insert(
             "today".to_owned(),
@@ -157,16 +186,31 @@ mod tests {
                 used: 9,
             },
         );
-        f.store(&counts).unwrap();
+        f.store(42, &counts).unwrap();
         let back = f.load(100).unwrap();
-        assert_eq!(back.len(), 1);
+        assert_eq!(back.audit_seq, Some(42));
+        assert_eq!(back.counts.len(), 1);
         assert_eq!(
-            back["today"],
+            back.counts["today"],
             Count {
                 window_end: 200,
                 used: 5
             }
         );
+    }
+
+    /// A file of the release before counts came from the audit log: its counts, complete
+    /// (each admission was written), with no audit record named.
+    #[test]
+    fn a_file_of_the_first_version_is_read_as_complete_counts() {
+        let f = file();
+        let v1 = r#"{"version":1,"budgets":[{"key":"k","window_end":200,"used":3}]}"#;
+        std::fs::write(f.path(), v1).unwrap();
+        let back = f.load(100).unwrap();
+        assert_eq!(back.audit_seq, None);
+        assert_eq!(back.counts["k"].used, 3);
+        std::fs::write(f.path(), r#"{"version":2,"budgets":[]}"#).unwrap();
+        assert!(f.load(100).is_err(), "version 2 names its audit record");
     }
 
     #[test]

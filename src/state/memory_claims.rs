@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::store::{ClaimId, ClaimState, Held};
-use crate::idempotency::StoredResponse;
+use super::ClaimEnd;
+use super::store::{ClaimId, Held};
 
 /// One claim: its owner and what it holds, changed in place (so its expiry stays).
 struct Entry {
@@ -36,85 +36,73 @@ impl moka::Expiry<String, Arc<Entry>> for PerEntryWindow {
     }
 }
 
-/// The claims of one process, at most `capacity` of them.
+/// The claims of one process, at most `capacity` of them. Its callers serialise every
+/// change (the memory store holds its lock around each step), so a look and the change it
+/// decides on are one step.
 pub(super) struct MemoryClaims {
-    cache: moka::future::Cache<String, Arc<Entry>>,
+    cache: moka::sync::Cache<String, Arc<Entry>>,
 }
 
 impl MemoryClaims {
     pub(super) fn new(capacity: u64) -> Self {
         MemoryClaims {
-            cache: moka::future::Cache::builder()
+            cache: moka::sync::Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(PerEntryWindow)
                 .build(),
         }
     }
 
-    pub(super) async fn claim(&self, id: ClaimId<'_>, window: Duration) -> ClaimState {
+    /// What holds `key`, if anything.
+    pub(super) fn held(&self, key: &str) -> Option<Held> {
+        let entry = self.cache.get(key)?;
+        Some(entry.slot().1.clone())
+    }
+
+    /// Takes `id.key` (nothing holds it: the caller looked, in the same step).
+    pub(super) fn take(&self, id: ClaimId<'_>, window: Duration) {
         let running = Held::Running {
             fingerprint: id.fingerprint,
         };
         let fresh = Entry::new(id.owner, running, window);
-        let entry = self
-            .cache
-            .entry(id.key.to_owned())
-            .or_insert_with(async { fresh })
-            .await;
-        if entry.is_fresh() {
-            return ClaimState::Taken;
-        }
-        ClaimState::Held(entry.value().slot().1.clone())
+        self.cache.insert(id.key.to_owned(), fresh);
     }
 
-    pub(super) async fn peek(&self, key: &str) -> Option<Held> {
-        let entry = self.cache.get(key).await?;
-        Some(entry.slot().1.clone())
-    }
-
-    pub(super) async fn finish(
-        &self,
-        id: ClaimId<'_>,
-        answer: &StoredResponse,
-        remaining: Duration,
-    ) {
-        let done = Held::Done {
-            fingerprint: id.fingerprint,
-            answer: Arc::new(answer.clone()),
-        };
-        match self.cache.get(id.key).await {
-            Some(entry) => {
+    /// Ends the claim `id` took: its answer kept (with the claim's expiry, or afresh for
+    /// `remaining` when the claim is gone), or the key let go; a key another owner holds
+    /// now is left alone.
+    pub(super) fn end(&self, id: ClaimId<'_>, end: ClaimEnd<'_>) {
+        let entry = self.cache.get(id.key);
+        match (end, entry) {
+            (ClaimEnd::Finish { answer, .. }, Some(entry)) => {
                 let mut slot = entry.slot();
                 if slot.0 == id.owner {
-                    slot.1 = done;
+                    slot.1 = Held::Done {
+                        fingerprint: id.fingerprint,
+                        answer: Arc::new(answer.clone()),
+                    };
                 }
             }
-            None if !remaining.is_zero() => {
+            (ClaimEnd::Finish { answer, remaining }, None) if !remaining.is_zero() => {
+                let done = Held::Done {
+                    fingerprint: id.fingerprint,
+                    answer: Arc::new(answer.clone()),
+                };
                 let fresh = Entry::new(id.owner, done, remaining);
-                self.cache.insert(id.key.to_owned(), fresh).await;
+                self.cache.insert(id.key.to_owned(), fresh);
             }
-            None => {}
+            (ClaimEnd::Release, Some(entry)) if entry.slot().0 == id.owner => {
+                self.cache.invalidate(id.key);
+            }
+            _ => {}
         }
-    }
-
-    pub(super) async fn release(&self, id: ClaimId<'_>) {
-        let owner = id.owner.to_owned();
-        self.cache
-            .entry(id.key.to_owned())
-            .and_compute_with(|current| async move {
-                match current {
-                    Some(e) if e.value().slot().0 == owner => moka::ops::compute::Op::Remove,
-                    _ => moka::ops::compute::Op::Nop,
-                }
-            })
-            .await;
     }
 
     /// How many claims are kept, after the cache's pending evictions (its bound is enforced
     /// by that housekeeping).
     #[cfg(test)]
-    pub(super) async fn len(&self) -> u64 {
-        self.cache.run_pending_tasks().await;
+    pub(super) fn len(&self) -> u64 {
+        self.cache.run_pending_tasks();
         self.cache.entry_count()
     }
 }
@@ -123,14 +111,14 @@ impl MemoryClaims {
 mod tests {
     use super::*;
 
-    fn answer() -> StoredResponse {
+    fn answer() -> crate::idempotency::StoredResponse {
         let resp = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-        StoredResponse::of(&resp, bytes::Bytes::new())
+        crate::idempotency::StoredResponse::of(&resp, bytes::Bytes::new())
     }
 
     /// The bound holds however many keys arrive (contract: the memory store's capacity).
-    #[tokio::test]
-    async fn the_claims_never_outnumber_their_capacity() {
+    #[test]
+    fn the_claims_never_outnumber_their_capacity() {
         let claims = MemoryClaims::new(10);
         for i in 0..100 {
             let key = format!("k{i}");
@@ -140,10 +128,16 @@ mod tests {
                 fingerprint: [0; 32],
             };
             let window = Duration::from_secs(60);
-            assert!(matches!(claims.claim(id, window).await, ClaimState::Taken));
-            claims.finish(id, &answer(), window).await;
+            assert!(claims.held(&key).is_none());
+            claims.take(id, window);
+            let answer = answer();
+            let finish = ClaimEnd::Finish {
+                answer: &answer,
+                remaining: window,
+            };
+            claims.end(id, finish);
         }
-        let kept = claims.len().await;
+        let kept = claims.len();
         assert!((1..=10).contains(&kept), "{kept} keys kept");
     }
 }

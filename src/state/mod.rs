@@ -22,17 +22,19 @@ mod redis_records;
 pub mod scripts;
 mod store;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-pub use budget_file::{BudgetFile, BudgetFileError};
-pub use claims::{Claim, Ticket};
+pub use budget_file::{BudgetFile, BudgetFileError, Count, Snapshot};
+pub use claims::{Ask, Claim, Duplicate, Idempotency, Step, Ticket};
 pub use config::{RedisSettings, StateConfig, StateSetupError};
 pub use namespace::{Namespace, budget_window, default_deployment, valid_deployment};
 pub use record_file::{RecordFile, RecordFileError};
 pub use records::{Created, IndexEntry, NewRecord, Swap, Swapped, Versioned};
-pub use store::{ClaimId, ClaimState, Held, Store, StoreFuture};
+pub use store::{ClaimId, Held, Store, StoreFuture};
 
+use crate::idempotency::StoredResponse;
 use crate::policy::Rate;
 
 /// What kind of failure kept the store from answering (a metric label).
@@ -46,7 +48,7 @@ pub enum StoreErrorKind {
     Auth,
     /// The store answered with an error or something unexpected.
     Response,
-    /// The memory store's budget file could not be written.
+    /// A file the store keeps could not be read or written.
     File,
 }
 
@@ -106,7 +108,7 @@ pub struct BudgetCharge {
     pub window_end: u64,
 }
 
-/// One admission: budgets and a tenant write slot, taken together or not at all.
+/// Budgets and a tenant write slot, taken together or not at all.
 #[derive(Debug, Clone)]
 pub struct Admission<'a> {
     /// The pacing window's key.
@@ -155,6 +157,100 @@ pub enum Admit {
     Paced(Duration),
 }
 
+/// Why an admission was refused; nothing of it was taken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refused {
+    /// `budgets[index]` has no room for the devices.
+    OverBudget {
+        /// Which budget.
+        index: usize,
+        /// Its count.
+        used: u64,
+    },
+    /// No write slot free for this long.
+    Paced(Duration),
+}
+
+impl From<Refused> for Admit {
+    fn from(refused: Refused) -> Admit {
+        match refused {
+            Refused::OverBudget { index, used } => Admit::OverBudget { index, used },
+            Refused::Paced(wait) => Admit::Paced(wait),
+        }
+    }
+}
+
+/// Everything a request takes from the store before it is sent, in one atomic step
+/// ([`Store::take`]), in this order: its rate limits, its idempotency claim, its budgets and
+/// a tenant write slot. Each part is optional.
+#[derive(Debug, Clone, Default)]
+pub struct Take<'a> {
+    /// Limiters to charge `cost` units each.
+    pub limiters: &'a [&'a Limiter],
+    /// The request's units on the limiters (its devices; at least 1).
+    pub cost: u32,
+    /// The idempotency claim to take, and how long it is kept.
+    pub claim: Option<(ClaimId<'a>, Duration)>,
+    /// Budgets and a write slot to take.
+    pub admission: Option<Admission<'a>>,
+}
+
+/// What [`Store::take`] came to. Limiters that conform are charged whatever follows (they
+/// count the attempts that pass them); the claim, the budgets and the slot are taken only
+/// together, when nothing refuses.
+#[derive(Debug, Clone)]
+pub enum Taken {
+    /// Everything asked for was taken; each budget's count now (in order).
+    All {
+        /// Devices used per budget, this request included.
+        used: Vec<u64>,
+    },
+    /// `limiters[index]` refuses for this long; nothing was taken.
+    Limited {
+        /// Which limiter.
+        index: usize,
+        /// How long until it would not.
+        wait: Duration,
+    },
+    /// Another request holds the claim: the limiters were charged, nothing else taken.
+    Held(Held),
+    /// The admission refused: the limiters were charged, the claim was not taken.
+    Refused(Refused),
+}
+
+/// How a request's claim ends.
+#[derive(Debug, Clone, Copy)]
+pub enum ClaimEnd<'a> {
+    /// The action may have run: duplicates get `answer` from now on. If the claim is gone
+    /// (a Redis that restarted empty), the answer is stored afresh for `remaining` (zero:
+    /// not at all).
+    Finish {
+        /// The answer kept for duplicates.
+        answer: &'a StoredResponse,
+        /// What is left of the claim's window.
+        remaining: Duration,
+    },
+    /// The action certainly did not run: the key is let go, so a retry may run it.
+    Release,
+}
+
+/// Everything a request leaves in the store once it is answered, in one atomic step
+/// ([`Store::settle`]): how its claim ends, and what it gives back when it was not sent.
+#[derive(Debug, Clone, Default)]
+pub struct Settle<'a> {
+    /// The claim it took, and how that ends.
+    pub claim: Option<(ClaimId<'a>, ClaimEnd<'a>)>,
+    /// Its write slot and budget room, given back (it was not sent after all).
+    pub refund: Option<Refund<'a>>,
+}
+
+impl Settle<'_> {
+    /// Whether there is anything to settle.
+    pub fn is_empty(&self) -> bool {
+        self.claim.is_none() && self.refund.is_none()
+    }
+}
+
 /// Settings of the idempotency claims, whichever the store.
 #[derive(Debug, Clone, Copy)]
 pub struct ClaimSettings {
@@ -170,6 +266,9 @@ pub struct ClaimSettings {
 /// the idempotency settings. Every call to the backend is timed here, once, by operation.
 pub struct StateStore {
     backend: Arc<dyn Store>,
+    /// The same backend when it is this process's memory (its budget counts are read for
+    /// snapshots).
+    memory: Option<Arc<memory::MemoryStore>>,
     namespace: Namespace,
     claims: ClaimSettings,
     /// Turned true at shutdown: duplicates stop waiting for their first request (409).
@@ -181,6 +280,7 @@ impl StateStore {
     pub fn new(backend: Arc<dyn Store>, namespace: Namespace, claims: ClaimSettings) -> Self {
         StateStore {
             backend,
+            memory: None,
             namespace,
             claims,
             stop_waiting: tokio::sync::watch::Sender::new(false),
@@ -189,25 +289,35 @@ impl StateStore {
 
     /// A store in this process whose budgets and approvals do not survive a restart.
     pub fn in_process(namespace: Namespace, claims: ClaimSettings) -> Self {
-        let backend = memory::MemoryStore::new(None, Default::default(), claims.capacity);
-        Self::new(Arc::new(backend), namespace, claims)
+        let backend = memory::MemoryStore::new(HashMap::new(), claims.capacity, None);
+        Self::on_memory(Arc::new(backend), namespace, claims)
     }
 
-    /// A store in this process, its budgets kept in `file` and its approvals in `records`
-    /// (both read now) if given.
+    /// A store in this process whose budget counts start from `budgets` (their snapshots
+    /// go to `budget_file`, if given) and whose approvals are kept in `records` (read now),
+    /// if given.
     pub fn memory(
         namespace: Namespace,
         claims: ClaimSettings,
-        file: Option<BudgetFile>,
+        budgets: HashMap<String, Count>,
+        budget_file: Option<&BudgetFile>,
         records: Option<RecordFile>,
     ) -> Result<Self, StateSetupError> {
-        let counts = match &file {
-            Some(f) => f.load(wall_clock_secs())?,
-            None => Default::default(),
-        };
         let records = memory_records::MemoryRecords::open(records)?;
-        let backend = memory::MemoryStore::new(file, counts, claims.capacity).with_records(records);
-        Ok(Self::new(Arc::new(backend), namespace, claims))
+        let path = budget_file.map(|f| f.path().to_path_buf());
+        let backend = memory::MemoryStore::new(budgets, claims.capacity, path);
+        let backend = Arc::new(backend.with_records(records));
+        Ok(Self::on_memory(backend, namespace, claims))
+    }
+
+    fn on_memory(
+        backend: Arc<memory::MemoryStore>,
+        namespace: Namespace,
+        claims: ClaimSettings,
+    ) -> Self {
+        let mut store = Self::new(Arc::clone(&backend) as Arc<dyn Store>, namespace, claims);
+        store.memory = Some(backend);
+        store
     }
 
     /// The store `config` names. Redis is connected to lazily: a gateway starts while Redis
@@ -221,17 +331,27 @@ impl StateStore {
             StateConfig::Memory {
                 budget_file,
                 approvals_file,
-            } => Self::memory(
-                namespace,
-                claims,
-                budget_file.clone().map(BudgetFile::new),
-                approvals_file.clone().map(RecordFile::new),
-            ),
+            } => {
+                let file = budget_file.clone().map(BudgetFile::new);
+                let counts = match &file {
+                    Some(f) => f.load(wall_clock_secs())?.counts,
+                    None => HashMap::new(),
+                };
+                let records = approvals_file.clone().map(RecordFile::new);
+                Self::memory(namespace, claims, counts, file.as_ref(), records)
+            }
             StateConfig::Redis(settings) => {
                 let backend = redis::RedisStore::new(settings)?;
                 Ok(Self::new(Arc::new(backend), namespace, claims))
             }
         }
+    }
+
+    /// The memory store's budget counts of windows not over yet, and the generation they are
+    /// of (it changes with every count); `None` for a shared store, which keeps its own.
+    pub fn budget_counts(&self) -> Option<(u64, HashMap<String, Count>)> {
+        let memory = self.memory.as_ref()?;
+        Some(memory.budgets(wall_clock_secs()))
     }
 
     /// `memory` or the Redis address (never a password): for logs and readiness.
@@ -262,7 +382,8 @@ impl StateStore {
     }
 
     /// Charges every limiter `cost` units (a request's devices) or none; `Some((i, wait))`
-    /// when `limiters[i]` refuses.
+    /// when `limiters[i]` refuses. (A request that is sent takes its limits with everything
+    /// else: [`StateStore::take`].)
     pub async fn limit(
         &self,
         limiters: &[Limiter],
@@ -271,18 +392,40 @@ impl StateStore {
         if limiters.is_empty() {
             return Ok(None);
         }
-        metrics::timed("limit", self.backend.limit(limiters, cost.max(1))).await
+        let limiters: Vec<&Limiter> = limiters.iter().collect();
+        let ask = Ask {
+            limiters: &limiters,
+            cost: cost.max(1),
+            ..Ask::default()
+        };
+        Ok(match self.take(&ask).await? {
+            Step::Limited { index, wait } => Some((index, wait)),
+            _ => None,
+        })
     }
 
     /// Takes the budgets and a write slot together, or neither.
     pub async fn admit(&self, admission: &Admission<'_>) -> Result<Admit, StoreError> {
-        metrics::timed("admit", self.backend.admit(admission)).await
+        let ask = Ask {
+            admission: Some(admission.clone()),
+            ..Ask::default()
+        };
+        Ok(match self.take(&ask).await? {
+            Step::Taken { used, .. } => Admit::Admitted { used },
+            Step::Refused(refused) => refused.into(),
+            // Nothing else was asked for.
+            Step::Limited { .. } | Step::Duplicate(_) => Admit::Admitted { used: Vec::new() },
+        })
     }
 
     /// Gives back a request's write slot and its devices on each budget: it was not sent
     /// after all, so neither Graph nor the budgets saw it.
     pub async fn refund(&self, refund: &Refund<'_>) -> Result<(), StoreError> {
-        metrics::timed("refund", self.backend.refund(refund)).await
+        let settle = Settle {
+            claim: None,
+            refund: Some(refund.clone()),
+        };
+        metrics::timed("settle", self.backend.settle(&settle)).await
     }
 }
 

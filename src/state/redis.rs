@@ -1,5 +1,6 @@
-//! The shared store (`--state redis://...`): every operation is one Lua script (EVALSHA),
-//! atomic on the server and timed on its clock, so replicas share one truth. Each call has a
+//! The shared store (`--state redis://...`): every step is one Lua script (EVALSHA), atomic
+//! on the server and timed on its clock, so replicas share one truth: a request costs one
+//! round trip before it is sent (`take`) and one after (`settle`). Each call has a
 //! timeout; a failed or slow call is a [`StoreError`] (the gateway refuses, fail closed).
 //! The connection is rebuilt after failures, so the gateway recovers by itself once Redis
 //! is back.
@@ -12,21 +13,16 @@ use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
 use arc_swap::ArcSwap;
 
-use super::algo::{gcra_params, micros};
 use super::config::{RedisSettings, StateSetupError};
 use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
+use super::redis_claims::{MAX_CLAIM_BYTES, done, held, running};
 use super::scripts;
-use super::store::{ClaimId, ClaimState, Held, Store, StoreFuture};
-use super::{Admission, Admit, Limiter, Refund, StoreError, StoreErrorKind};
-use crate::idempotency::StoredResponse;
+use super::store::{Held, Store, StoreFuture};
+use super::{ClaimEnd, Settle, StoreError, StoreErrorKind, Take, Taken};
 
 pub(super) struct Scripts {
-    pub(super) claim: Script,
-    pub(super) finish: Script,
-    pub(super) release: Script,
-    pub(super) gcra: Script,
-    pub(super) admit: Script,
-    pub(super) refund: Script,
+    pub(super) take: Script,
+    pub(super) settle: Script,
     pub(super) record_create: Script,
     pub(super) record_swap: Script,
     pub(super) record_get: Script,
@@ -35,12 +31,8 @@ pub(super) struct Scripts {
 }
 
 pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
-    claim: Script::new(scripts::CLAIM),
-    finish: Script::new(scripts::FINISH),
-    release: Script::new(scripts::RELEASE),
-    gcra: Script::new(&scripts::gcra()),
-    admit: Script::new(&scripts::admit()),
-    refund: Script::new(scripts::REFUND),
+    take: Script::new(&scripts::take()),
+    settle: Script::new(scripts::SETTLE),
     record_create: Script::new(scripts::RECORD_CREATE),
     record_swap: Script::new(scripts::RECORD_SWAP),
     record_get: Script::new(scripts::RECORD_GET),
@@ -81,41 +73,16 @@ impl Store for RedisStore {
         Box::pin(self.probe())
     }
 
-    fn claim<'a>(&'a self, id: ClaimId<'a>, window: Duration) -> StoreFuture<'a, ClaimState> {
-        Box::pin(self.take_claim(id, window))
+    fn take<'a>(&'a self, take: &'a Take<'a>) -> StoreFuture<'a, Taken> {
+        Box::pin(self.take_all(take))
     }
 
     fn peek<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Held>> {
         Box::pin(self.read_claim(key))
     }
 
-    fn finish<'a>(
-        &'a self,
-        id: ClaimId<'a>,
-        answer: &'a StoredResponse,
-        remaining: Duration,
-    ) -> StoreFuture<'a, ()> {
-        Box::pin(self.finish_claim(id, answer, remaining))
-    }
-
-    fn release<'a>(&'a self, id: ClaimId<'a>) -> StoreFuture<'a, ()> {
-        Box::pin(self.release_claim(id))
-    }
-
-    fn limit<'a>(
-        &'a self,
-        limiters: &'a [Limiter],
-        cost: u32,
-    ) -> StoreFuture<'a, Option<(usize, Duration)>> {
-        Box::pin(self.charge(limiters, cost))
-    }
-
-    fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit> {
-        Box::pin(self.take(admission))
-    }
-
-    fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()> {
-        Box::pin(self.give_back(refund))
+    fn settle<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(self.settle_all(settle))
     }
 
     fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
@@ -275,54 +242,67 @@ impl RedisStore {
         }
     }
 
-    /// GCRA on every limiter, `cost` units each, all or nothing.
-    async fn charge(
-        &self,
-        limiters: &[Limiter],
-        cost: u32,
-    ) -> Result<Option<(usize, Duration)>, StoreError> {
-        let mut inv = SCRIPTS.gcra.prepare_invoke();
-        for l in limiters {
-            let (interval, tolerance) = gcra_params(l.rate);
-            inv.key(&l.key).arg(interval).arg(tolerance);
+    /// Everything `t` asks for, in one script.
+    async fn take_all(&self, t: &Take<'_>) -> Result<Taken, StoreError> {
+        let mut inv = SCRIPTS.take.prepare_invoke();
+        let (keys, args) = scripts::take_args(t);
+        for key in keys {
+            inv.key(key);
         }
-        inv.arg(cost.max(1));
-        let (refused, wait): (usize, u64) = self.script(inv).await?;
-        Ok(refused
-            .checked_sub(1)
-            .map(|i| (i, Duration::from_micros(wait))))
-    }
-
-    /// Budgets and a write slot, together or not at all.
-    async fn take(&self, a: &Admission<'_>) -> Result<Admit, StoreError> {
-        let mut inv = SCRIPTS.admit.prepare_invoke();
-        inv.key(a.pacing_key)
-            .arg(a.pacing_count)
-            .arg(micros(a.pacing_window))
-            .arg(a.pacing_member)
-            .arg(a.devices);
-        for b in a.budgets {
-            inv.key(&b.key).arg(b.limit).arg(b.window_end);
+        for arg in args {
+            inv.arg(arg);
         }
         let reply: Vec<Value> = self.script(inv).await?;
-        parse_admit(&reply).ok_or_else(|| {
-            StoreError::new(
-                StoreErrorKind::Response,
-                format!("unexpected answer {reply:?}"),
-            )
-        })
+        scripts::parse_take(reply)
     }
 
-    /// Gives back the write slot and `devices` on each budget.
-    async fn give_back(&self, r: &Refund<'_>) -> Result<(), StoreError> {
-        let mut inv = SCRIPTS.refund.prepare_invoke();
-        inv.key(r.pacing_key);
-        for b in r.budgets {
-            inv.key(&b.key);
+    /// How a claim ends and what a request gives back, in one script.
+    async fn settle_all(&self, s: &Settle<'_>) -> Result<(), StoreError> {
+        let mut inv = SCRIPTS.settle.prepare_invoke();
+        inv.arg(match &s.claim {
+            None => "none",
+            Some((_, ClaimEnd::Finish { .. })) => "finish",
+            Some((_, ClaimEnd::Release)) => "release",
+        })
+        .arg(u8::from(s.refund.is_some()));
+        if let Some((id, end)) = &s.claim {
+            inv.key(id.key).arg(running(*id));
+            if let ClaimEnd::Finish { answer, remaining } = end {
+                inv.arg(done(*id, answer)).arg(remaining.as_millis() as u64);
+            }
         }
-        inv.arg(r.devices).arg(r.pacing_member);
+        if let Some(r) = &s.refund {
+            inv.key(r.pacing_key);
+            for b in r.budgets {
+                inv.key(&b.key);
+            }
+            inv.arg(r.devices).arg(r.pacing_member);
+        }
         let _: i64 = self.script(inv).await?;
         Ok(())
+    }
+}
+
+impl RedisStore {
+    /// What `key` holds now: at most one byte past the bound is read (a longer value is
+    /// refused), and a missing key reads as empty.
+    async fn read_claim(&self, key: &str) -> Result<Option<Held>, StoreError> {
+        let get = |mut conn: ConnectionManager| {
+            let key = key.to_owned();
+            async move {
+                ::redis::cmd("GETRANGE")
+                    .arg(key)
+                    .arg(0)
+                    .arg(MAX_CLAIM_BYTES)
+                    .query_async::<Vec<u8>>(&mut conn)
+                    .await
+            }
+        };
+        let value = self.call(get).await?;
+        match value.is_empty() {
+            true => Ok(None),
+            false => held(&value).map(Some),
+        }
     }
 }
 
@@ -341,57 +321,5 @@ fn classify(e: &RedisError) -> StoreErrorKind {
         StoreErrorKind::Connection
     } else {
         StoreErrorKind::Response
-    }
-}
-
-fn int(v: &Value) -> Option<u64> {
-    match v {
-        Value::Int(i) => u64::try_from(*i).ok(),
-        _ => None,
-    }
-}
-
-fn parse_admit(reply: &[Value]) -> Option<Admit> {
-    let (Value::BulkString(status), rest) = reply.split_first()? else {
-        return None;
-    };
-    match (status.as_slice(), rest) {
-        (b"ok", used) => Some(Admit::Admitted {
-            used: used.iter().map(int).collect::<Option<_>>()?,
-        }),
-        (b"budget", [index, used]) => Some(Admit::OverBudget {
-            index: usize::try_from(int(index)?).ok()?.checked_sub(1)?,
-            used: int(used)?,
-        }),
-        (b"pace", [wait]) => Some(Admit::Paced(Duration::from_micros(int(wait)?))),
-        _ => None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admission_answers_are_read_strictly() {
-        let s = |t: &str| Value::BulkString(t.as_bytes().to_vec());
-        assert_eq!(
-            parse_admit(&[s("ok"), Value::Int(3), Value::Int(7)]),
-            Some(Admit::Admitted { used: vec![3, 7] })
-        );
-        assert_eq!(
-            parse_admit(&[s("budget"), Value::Int(2), Value::Int(20)]),
-            Some(Admit::OverBudget { index: 1, used: 20 })
-        );
-        assert_eq!(
-            parse_admit(&[s("pace"), Value::Int(1_500_000)]),
-            Some(Admit::Paced(Duration::from_millis(1500)))
-        );
-        assert_eq!(
-            parse_admit(&[s("budget"), Value::Int(0), Value::Int(1)]),
-            None
-        );
-        assert_eq!(parse_admit(&[s("pace")]), None);
-        assert_eq!(parse_admit(&[]), None);
     }
 }

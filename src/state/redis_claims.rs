@@ -1,15 +1,10 @@
-//! Idempotency claims in Redis, each step one atomic script: a claim's value is 'R' +
-//! fingerprint (hex) + owner while the first request runs, then 'D' + fingerprint + the
-//! stored answer.
+//! Idempotency claims in Redis: a claim's value is 'R' + fingerprint (hex) + owner while the
+//! first request runs, then 'D' + fingerprint + the stored answer. The take and settle
+//! scripts write them; a duplicate waiting for the first reads them with [`held`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use ::redis::Value;
-use ::redis::aio::ConnectionManager;
-
-use super::redis::{RedisStore, SCRIPTS};
-use super::store::{ClaimId, ClaimState, Held};
+use super::store::{ClaimId, Held};
 use super::{StoreError, StoreErrorKind};
 use crate::idempotency::StoredResponse;
 use crate::policy::hex;
@@ -17,22 +12,30 @@ use crate::policy::hex;
 /// Longest claim value read: a kind byte, the fingerprint (hex), then the owner or the
 /// stored answer. A longer one (no gateway writes one) is refused without being read whole:
 /// the store is not trusted to bound what it sends.
-const MAX_CLAIM_BYTES: usize = 1 + 64 + crate::idempotency::MAX_STORED_BYTES;
+pub(super) const MAX_CLAIM_BYTES: usize = 1 + 64 + crate::idempotency::MAX_STORED_BYTES;
 
-/// `value`, if no longer than any claim a gateway writes.
-fn bounded(value: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+/// The value of a claim `id` took, while its request runs.
+pub(super) fn running(id: ClaimId<'_>) -> String {
+    format!("R{}{}", hex(&id.fingerprint), id.owner)
+}
+
+/// The value of a claim `id` took, once its request has `answer`.
+pub(super) fn done(id: ClaimId<'_>, answer: &StoredResponse) -> Vec<u8> {
+    let mut done = format!("D{}", hex(&id.fingerprint)).into_bytes();
+    done.extend_from_slice(&answer.encode());
+    done
+}
+
+/// What a claim's value says holds it (refused when longer than any claim a gateway
+/// writes).
+pub(super) fn held(value: &[u8]) -> Result<Held, StoreError> {
     if value.len() > MAX_CLAIM_BYTES {
         return Err(StoreError::new(
             StoreErrorKind::Response,
             "an idempotency claim longer than any graphgate writes",
         ));
     }
-    Ok(value)
-}
-
-/// The value of a claim `id` took, while its request runs.
-fn running(id: ClaimId<'_>) -> String {
-    format!("R{}{}", hex(&id.fingerprint), id.owner)
+    judge(value)
 }
 
 /// Reads a claim's value.
@@ -65,78 +68,6 @@ fn unhex(text: &[u8]) -> Option<[u8; 32]> {
         *out.get_mut(i)? = u8::from_str_radix(digits, 16).ok()?;
     }
     (text.len() == 64).then_some(out)
-}
-
-impl RedisStore {
-    /// Takes `id.key` (SET NX with the window), or reads what holds it (refused unread when
-    /// longer than any claim a gateway writes).
-    pub(super) async fn take_claim(
-        &self,
-        id: ClaimId<'_>,
-        window: Duration,
-    ) -> Result<ClaimState, StoreError> {
-        let mut inv = SCRIPTS.claim.prepare_invoke();
-        inv.key(id.key)
-            .arg(running(id))
-            .arg(window.as_millis().max(1) as u64)
-            .arg(MAX_CLAIM_BYTES);
-        match self.script(inv).await? {
-            Value::Int(1) => Ok(ClaimState::Taken),
-            Value::BulkString(v) => judge(&bounded(v)?).map(ClaimState::Held),
-            other => Err(StoreError::new(
-                StoreErrorKind::Response,
-                format!("unexpected claim answer {other:?}"),
-            )),
-        }
-    }
-
-    /// What `key` holds now: at most one byte past the bound is read (a longer value is
-    /// refused), and a missing key reads as empty.
-    pub(super) async fn read_claim(&self, key: &str) -> Result<Option<Held>, StoreError> {
-        let get = |mut conn: ConnectionManager| {
-            let key = key.to_owned();
-            async move {
-                ::redis::cmd("GETRANGE")
-                    .arg(key)
-                    .arg(0)
-                    .arg(MAX_CLAIM_BYTES)
-                    .query_async::<Vec<u8>>(&mut conn)
-                    .await
-            }
-        };
-        let value = self.call(get).await?;
-        match value.is_empty() {
-            true => Ok(None),
-            false => judge(&bounded(value)?).map(Some),
-        }
-    }
-
-    /// Stores the answer against the claim `id` took (keeping its expiry), or afresh for
-    /// `remaining` when the claim is gone.
-    pub(super) async fn finish_claim(
-        &self,
-        id: ClaimId<'_>,
-        answer: &StoredResponse,
-        remaining: Duration,
-    ) -> Result<(), StoreError> {
-        let mut done = format!("D{}", hex(&id.fingerprint)).into_bytes();
-        done.extend_from_slice(&answer.encode());
-        let mut inv = SCRIPTS.finish.prepare_invoke();
-        inv.key(id.key)
-            .arg(running(id))
-            .arg(done)
-            .arg(remaining.as_millis() as u64);
-        let _: i64 = self.script(inv).await?;
-        Ok(())
-    }
-
-    /// Lets go of the claim `id` took, if it still holds the key.
-    pub(super) async fn release_claim(&self, id: ClaimId<'_>) -> Result<(), StoreError> {
-        let mut inv = SCRIPTS.release.prepare_invoke();
-        inv.key(id.key).arg(running(id));
-        let _: i64 = self.script(inv).await?;
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -19,10 +19,11 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
-use super::{Admission, Admit, Limiter, Refund, StoreError};
+#[cfg(doc)]
+use super::{ClaimEnd, Refused};
+use super::{Settle, StoreError, Take, Taken};
 use crate::idempotency::StoredResponse;
 
 /// What a store call returns, later.
@@ -65,22 +66,14 @@ pub struct ClaimId<'a> {
     pub fingerprint: [u8; 32],
 }
 
-/// The outcome of [`Store::claim`].
-#[derive(Debug, Clone)]
-pub enum ClaimState {
-    /// Taken: the caller may run the request, then [`Store::finish`] or [`Store::release`].
-    Taken,
-    /// Someone holds it already.
-    Held(Held),
-}
-
 /// A state store backend. See the module documentation for what every method guarantees;
-/// each method adds its own guarantees below. New users of the store add their steps here,
+/// each method adds its own guarantees below. A request takes what it needs in one step
+/// before it is sent ([`Store::take`]) and settles in one step after ([`Store::settle`]):
+/// one round trip each to a shared store. New users of the store add their steps here,
 /// implemented once per backend, and are held to them by the same contract suite (pending
 /// approvals use the versioned records, [`super::records`]).
 pub trait Store: Send + Sync + 'static {
-    /// `memory` (and its budget file) or the Redis address, never a password: for logs and
-    /// readiness.
+    /// `memory` or the Redis address, never a password: for logs and readiness.
     fn describe(&self) -> String;
 
     /// Whether several replicas share this store.
@@ -89,54 +82,39 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store answers now.
     fn ping(&self) -> StoreFuture<'_, ()>;
 
-    /// Takes the idempotency claim `id.key` for `id.owner`, or reports what holds it.
-    /// Of any number of concurrent claims of one key, exactly one is [`ClaimState::Taken`]
-    /// (across replicas, for a shared store). A claim, and later its answer, is forgotten
-    /// `window` after it was taken. The memory store also holds at most its capacity
-    /// of claims: when full, it forgets the least used first (the price of a bound in one
-    /// process; size the capacity to the traffic of one window).
-    fn claim<'a>(&'a self, id: ClaimId<'a>, window: Duration) -> StoreFuture<'a, ClaimState>;
+    /// Takes what `take` asks for, in one atomic step, checking in this order:
+    /// - **Rate limits**: charges a request of `take.cost` units (its devices; at least 1)
+    ///   to every limiter (a GCRA: `rate.count` units at once, then one more every
+    ///   `rate.per / rate.count`), or to none: [`Taken::Limited`] names the first that
+    ///   refuses and how long until it would not. A cost past a limiter's burst never
+    ///   conforms (the caller refuses such a request before asking). Limiters that conform
+    ///   stay charged whatever follows.
+    /// - **The idempotency claim** `id.key` for `id.owner`: when another attempt holds it,
+    ///   [`Taken::Held`] says what it holds. Of any number of concurrent takes of one key,
+    ///   exactly one takes it (across replicas, for a shared store). A claim, and later its
+    ///   answer, is forgotten its window after it was taken. The memory store also holds at
+    ///   most its capacity of claims: when full, it forgets the least used first (the price
+    ///   of a bound in one process; size the capacity to the traffic of one window).
+    /// - **The admission**: room for `devices` on every budget and one tenant write slot:
+    ///   [`Refused::OverBudget`] names the first budget without room, [`Refused::Paced`]
+    ///   says when a slot frees. A budget counter is kept until its
+    ///   window's end (plus a minute); a pacing slot for its window.
+    ///
+    /// The claim, the budgets and the slot are taken together or not at all
+    /// ([`Taken::All`]). Budget counts are made durable with the request's audit intent, not
+    /// by this step (Redis keeps them; the memory store rebuilds them from the audit log:
+    /// see `budget_log`).
+    fn take<'a>(&'a self, take: &'a Take<'a>) -> StoreFuture<'a, Taken>;
 
     /// What the claim `key` holds now; `None` when there is none (never taken, released, or
     /// forgotten).
     fn peek<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Held>>;
 
-    /// Stores `answer` in the claim `id` took, keeping the claim's expiry: duplicates get it
-    /// from now on. If the claim is gone (a Redis that restarted empty), the answer is
-    /// stored afresh for `remaining` (zero: not at all); if another owner holds the key
-    /// now, nothing is stored.
-    fn finish<'a>(
-        &'a self,
-        id: ClaimId<'a>,
-        answer: &'a StoredResponse,
-        remaining: Duration,
-    ) -> StoreFuture<'a, ()>;
-
-    /// Lets go of the claim `id` took (its request certainly did not run), so that a
-    /// duplicate may run it; a key another owner holds now is left alone.
-    fn release<'a>(&'a self, id: ClaimId<'a>) -> StoreFuture<'a, ()>;
-
-    /// Charges a request of `cost` units (its devices; at least 1) to every limiter (a GCRA:
-    /// `rate.count` units at once, then one more every `rate.per / rate.count`), or to none:
-    /// `Some((i, wait))` when `limiters[i]` is the first that refuses, and how long until it
-    /// would not. A cost past a limiter's burst never conforms (the caller refuses such a
-    /// request before asking).
-    fn limit<'a>(
-        &'a self,
-        limiters: &'a [Limiter],
-        cost: u32,
-    ) -> StoreFuture<'a, Option<(usize, Duration)>>;
-
-    /// Takes room for `admission.devices` on every budget and one tenant write slot
-    /// together, or nothing: [`Admit::OverBudget`] names the first budget without room,
-    /// [`Admit::Paced`] says when a slot frees. A budget counter is kept until its window's
-    /// end (plus a minute); a pacing slot for its window. Counts taken are durable before
-    /// the answer (the memory store's budget file is written first).
-    fn admit<'a>(&'a self, admission: &'a Admission<'a>) -> StoreFuture<'a, Admit>;
-
-    /// Gives back an admission's write slot and its devices on each budget (never below
-    /// zero; expiries unchanged), for a request that was not sent after all.
-    fn refund<'a>(&'a self, refund: &'a Refund<'a>) -> StoreFuture<'a, ()>;
+    /// Settles a request in one atomic step: its claim ends ([`ClaimEnd::Finish`] keeps the
+    /// answer with the claim's expiry, [`ClaimEnd::Release`] lets the key go; either leaves
+    /// alone a key another owner holds now), and a refund gives back its write slot and
+    /// its devices on each budget (never below zero; expiries unchanged).
+    fn settle<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()>;
 
     /// The record `key` and its version; `None` when there is none (never created, or
     /// past its time to live).

@@ -952,3 +952,37 @@ async fn a_delegated_users_object_id_makes_her_one_person_across_callers() {
         "one person is one approval"
     );
 }
+
+/// A request that needs approval is charged its caller's rate limit before it is held (in
+/// one step of the store; the rest is taken when it runs): a second within the window is
+/// refused 429 with Retry-After and audited, nothing held for it; the approved run of the
+/// first is not charged again, so it runs although the limit is spent.
+#[tokio::test]
+async fn a_held_request_is_charged_its_rate_limit_and_its_approved_run_is_not() {
+    let limited =
+        policy(two_groups()).with_caller("ops-bot", |c| c.set("rate_limit", json!("1 per minute")));
+    let r = one(&limited).await;
+    let addr = r.replicas[0].addr;
+    let (id, sha) = held(&wipe(addr, &[]).await);
+    let path = wipe_path(DEVICE);
+    let second = call(
+        addr,
+        (Method::POST, &path),
+        OPS,
+        &[],
+        r#"{"keepUserData":false}"#,
+    )
+    .await;
+    refused(&r, &second, 429, "activityLimitReached").await;
+    assert!(second.headers.contains_key("retry-after"));
+    let records = r.audit_records().await;
+    let requested = records
+        .iter()
+        .filter(|rec| rec["kind"] == "approval" && rec["approval_event"] == "requested")
+        .count();
+    assert_eq!(requested, 1, "nothing held for the refused one");
+    assert_eq!(review(addr, ALICE, &id, "approve", &sha).await.status, 200);
+    let ran = review(addr, CAROL, &id, "approve", &sha).await;
+    assert_eq!(ran.json()["state"], "succeeded", "{:?}", ran.body);
+    assert_eq!(wipes(&r).len(), 1);
+}

@@ -184,8 +184,31 @@ async fn an_intact_log_verifies_against_its_signed_checkpoints() {
     let out = graphgate(&args);
     let (ok, out) = (out.status.success(), text(&out));
     assert!(ok, "{out}");
-    assert!(out.contains("3 signed by graphgate.test/audit+"), "{out}");
+    assert!(
+        out.contains("3 checkpoints signed by graphgate.test/audit+"),
+        "{out}"
+    );
     assert!(out.contains("up to seq 25"), "{out}");
+    // The checkpoint file named with --checkpoints as well (and an off-host copy of it):
+    // each checkpoint counts once, each file is listed once.
+    let file = checkpoint::path_for(&s.log).display().to_string();
+    let copy = s.dir.join("off-host.checkpoints");
+    std::fs::copy(&file, &copy).unwrap();
+    for named in [
+        vec![file.as_str()],
+        vec![file.as_str(), copy.to_str().unwrap()],
+    ] {
+        let mut again = args.clone();
+        for n in &named {
+            again.extend(["--checkpoints", n]);
+        }
+        let out = text(&graphgate(&again));
+        assert!(
+            out.contains("3 checkpoints signed by graphgate.test/audit+"),
+            "{out}"
+        );
+        assert_eq!(out.matches(&file).count(), 1, "{out}");
+    }
     // The public key may also be given as a file, with the HMAC key for the anchor too.
     let key_file = s.dir.join("audit.pub");
     std::fs::write(&key_file, format!("{}\n", s.public_key)).unwrap();

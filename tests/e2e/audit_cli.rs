@@ -262,31 +262,373 @@ async fn every_query_filter_selects_exactly_its_rows() {
     );
 }
 
+/// Four-eyes approvals in the audit: each change of an approval (requested, a review
+/// counted, approved, started, settled) is a row of its own, KIND `approval`, between the
+/// held request and the run it allowed; the table names the event, wide also who moved it
+/// and the state it left.
+#[tokio::test]
+async fn approval_changes_are_rows_of_their_own() {
+    let (dir, key) = dir_with_key(0o600);
+    let path = dir.join("audit.jsonl");
+    let audit = Audit::open(&path, 1 << 30, Fingerprinter::from_file(&key).unwrap()).unwrap();
+    let base = Entry {
+        time: "2026-11-20T10:00:00.000000Z".into(),
+        caller: Some("ops".into()),
+        operation: Some(OP.into()),
+        device_id: Some(D1.into()),
+        approval_id: Some("appr-1".into()),
+        ..Entry::default()
+    };
+    let held = Entry {
+        kind: Some(Kind::Request),
+        audit_id: "held-1".into(),
+        decision: Some(AuditDecision::Held),
+        status: Some(202),
+        ..base.clone()
+    };
+    let change = |n: usize, event: &str, state: &str, by: Option<&str>| Entry {
+        kind: Some(Kind::Approval),
+        audit_id: format!("chg-{n}"),
+        approval_event: Some(event.into()),
+        approval_state: Some(state.into()),
+        reviewer: by.map(Into::into),
+        ..base.clone()
+    };
+    let ran = |kind| Entry {
+        kind: Some(kind),
+        audit_id: "run-1".into(),
+        decision: Some(AuditDecision::Allowed),
+        status: (kind == Kind::Outcome).then_some(204),
+        upstream_status: (kind == Kind::Outcome).then_some(204),
+        ..base.clone()
+    };
+    for entry in [
+        held,
+        change(1, "requested", "pending", None),
+        change(2, "review_counted", "pending", Some("alice")),
+        change(3, "approved", "approved", Some("carol")),
+        change(4, "started", "running", None),
+        ran(Kind::Intent),
+        ran(Kind::Outcome),
+        change(5, "settled", "succeeded", None),
+    ] {
+        audit.write_durable(entry).await.unwrap();
+    }
+    audit.shutdown().await.unwrap();
+    let log = path.to_str().unwrap();
+    let rows = |format: &str| -> Vec<String> {
+        let out = graphgate(&["audit", "query", log, "--format", format])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("2026"))
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    let table = rows("table");
+    let kind_and_status: Vec<(&str, &str)> = table
+        .iter()
+        .map(|l| {
+            let w: Vec<&str> = l.split(' ').collect();
+            (w[2], w[w.len() - 2])
+        })
+        .collect();
+    assert_eq!(
+        kind_and_status,
+        [
+            ("request", "202"),
+            ("approval", "requested"),
+            ("approval", "review_cou…"),
+            ("approval", "approved"),
+            ("approval", "started"),
+            ("outcome", "204"),
+            ("approval", "settled"),
+        ],
+        "{table:#?}"
+    );
+    let wide = rows("wide");
+    assert!(
+        wide[2].contains(" review_counted by alice (pending) "),
+        "{wide:#?}"
+    );
+    assert!(
+        wide[3].contains(" approved by carol (approved) "),
+        "{wide:#?}"
+    );
+    assert!(wide[6].contains(" settled (succeeded) "), "{wide:#?}");
+}
+
 #[tokio::test]
 async fn the_query_table_shows_what_each_row_is() {
     let (log, _) = log().await;
-    let out = graphgate(&["audit", "query", log.to_str().unwrap(), "--device", D1])
-        .output()
-        .unwrap();
-    let table = String::from_utf8(out.stdout).unwrap();
-    let lines: Vec<&str> = table.lines().collect();
+    let log = log.to_str().unwrap();
+    let table = |extra: &[&str]| {
+        let mut args = vec!["audit", "query", log];
+        args.extend_from_slice(extra);
+        let out = graphgate(&args).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    // The table: the record's kind, the operation without its prefix, ids shortened to the
+    // prefix the filters take.
+    let short = table(&["--device", D1]);
+    let lines: Vec<&str> = short.lines().collect();
+    let words = |line: &str| {
+        line.split_whitespace()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        words(lines[0]),
+        [
+            "TIME",
+            "KIND",
+            "CALLER",
+            "OPERATION",
+            "DEVICE",
+            "DECISION",
+            "STATUS",
+            "ID"
+        ]
+    );
+    assert_eq!(
+        words(lines[1]),
+        [
+            "2026-11-20",
+            "10:00:00",
+            "outcome",
+            "a",
+            "updateWindowsDevic…",
+            "0b6f2f1e",
+            "allowed",
+            "204",
+            "id-1"
+        ]
+    );
+    assert_eq!(
+        words(lines[2]),
+        [
+            "2026-11-23",
+            "10:00:00",
+            "intent",
+            "a",
+            "updateWindowsDevic…",
+            "0b6f2f1e",
+            "allowed",
+            "no",
+            "outcome",
+            "id-4"
+        ]
+    );
+    assert_eq!(lines[3], "(2 rows)");
+    assert_eq!(
+        table(&["--device", &D1[..8]]),
+        short,
+        "the short id filters"
+    );
+    // Wide: every column, nothing cut.
+    let wide = table(&["--device", D1, "--format", "wide"]);
+    let lines: Vec<&str> = wide.lines().collect();
     assert!(
         lines[0].starts_with("TIME") && lines[0].ends_with("AUDIT ID"),
-        "{table}"
+        "{wide}"
     );
     assert!(
-        lines[1].starts_with("2026-11-20 10:00:00  a") && lines[1].contains("allowed"),
-        "{table}"
+        lines[1].contains(OP) && lines[1].contains(D1) && lines[1].ends_with("id-1"),
+        "{wide}"
+    );
+    assert!(lines[2].contains("sent, no outcome"), "{wide}");
+    // --limit keeps the newest rows and says how many it left out.
+    let limited = table(&["--device", D1, "--limit", "1"]);
+    let lines: Vec<&str> = limited.lines().collect();
+    assert_eq!(lines.len(), 3, "{limited}");
+    assert!(lines[1].ends_with("id-4"), "{limited}");
+    assert_eq!(
+        lines[2],
+        "(1 shown, the newest, of 2 rows; --limit N shows more, --limit 0 all)"
+    );
+    // One row: singular; every kind with --all, each named in KIND.
+    assert!(table(&["--request-id", "id-2"]).ends_with("(1 row)\n"));
+    let all = table(&["--all"]);
+    let kinds: Vec<String> = all
+        .lines()
+        .skip(1)
+        .filter(|l| l.starts_with("2026"))
+        .map(|l| words(l)[2].clone())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "start", "intent", "outcome", "request", "request", "intent", "request"
+        ]
+    );
+    // An intent whose outcome is recorded was sent; the other never got one.
+    let intents: Vec<&str> = all.lines().filter(|l| l.contains(" intent ")).collect();
+    assert!(
+        intents[0].contains(" sent ") && intents[0].ends_with("id-1"),
+        "{all}"
     );
     assert!(
-        lines[1].contains("204") && lines[1].ends_with("id-1"),
-        "{table}"
+        intents[1].contains(" no outcome ") && intents[1].ends_with("id-4"),
+        "{all}"
     );
+}
+
+/// `--follow` prints the newest rows, then each matching record as it is written, across
+/// the log's rotation; an intent waits for its outcome, a completion is a row of its own.
+#[tokio::test]
+async fn follow_prints_records_as_they_are_written_across_rotation() {
+    use crate::common::process::Proc;
+    let (dir, key) = dir_with_key(0o600);
+    let path = dir.join("audit.jsonl");
+    // Small files: the log rotates every few records.
+    let audit = Audit::open(&path, 700, Fingerprinter::from_file(&key).unwrap()).unwrap();
+    let record = |id: &str, kind: Kind, decision: AuditDecision, caller: &str| Entry {
+        kind: Some(kind),
+        time: "2026-11-20T10:00:00.000000Z".into(),
+        audit_id: id.into(),
+        caller: Some(caller.into()),
+        device_id: Some(D1.into()),
+        operation: Some(OP.into()),
+        decision: Some(decision),
+        status: (kind != Kind::Intent).then_some(204),
+        completion: (kind == Kind::Completion).then(|| "done".into()),
+        ..Entry::default()
+    };
+    for i in 0..3 {
+        let id = format!("old-{i}");
+        audit
+            .write_durable(record(&id, Kind::Request, AuditDecision::Denied, "a"))
+            .await
+            .unwrap();
+    }
+    let log = path.to_str().unwrap().to_owned();
+    let mut follow = Proc::spawn(&mut graphgate(&[
+        "audit", "query", &log, "--follow", "--limit", "1", "--caller", "a",
+    ]));
+    let wait = |follow: &mut Proc, what: &str| {
+        follow
+            .stdout
+            .wait_for(std::time::Duration::from_secs(30), |l| l.contains(what))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no line with {what:?}: {}{}",
+                    follow.stdout.text(),
+                    follow.stderr.text()
+                )
+            })
+    };
+    let header = wait(&mut follow, "TIME");
+    assert!(header.contains("KIND"), "{header}");
+    wait(&mut follow, "old-2");
+    for (id, kind, decision, caller) in [
+        ("new-b", Kind::Request, AuditDecision::Denied, "b"),
+        ("new-1", Kind::Intent, AuditDecision::Allowed, "a"),
+        ("new-1", Kind::Outcome, AuditDecision::Allowed, "a"),
+        ("new-1", Kind::Completion, AuditDecision::Allowed, "a"),
+        ("new-2", Kind::Request, AuditDecision::Denied, "a"),
+    ] {
+        audit
+            .write_durable(record(id, kind, decision, caller))
+            .await
+            .unwrap();
+    }
     assert!(
-        lines[2].starts_with("2026-11-23 10:00:00") && lines[2].contains("sent, no outcome"),
+        !graphgate::audit::files::rotated_files(&path)
+            .unwrap()
+            .is_empty(),
+        "the log rotated while followed"
+    );
+    let last = wait(&mut follow, "new-2");
+    assert!(
+        last.contains(" request ") && last.contains("denied"),
+        "{last}"
+    );
+    let rows: Vec<String> = follow
+        .stdout
+        .text()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
+    let kinds: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            let w: Vec<&str> = r.split(' ').collect();
+            (w[2], *w.last().unwrap())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("request", "old-2"),
+            ("outcome", "new-1"),
+            ("completion", "new-1"),
+            ("request", "new-2")
+        ],
+        "{rows:?}"
+    );
+    assert!(rows[2].contains(" done "), "{rows:?}");
+    audit.shutdown().await.unwrap();
+}
+
+/// A table fits 120 columns whatever the records hold; wide shows them whole.
+#[tokio::test]
+async fn the_table_fits_120_columns_with_the_longest_values() {
+    let (dir, key) = dir_with_key(0o600);
+    let path = dir.join("audit.jsonl");
+    let audit = Audit::open(&path, 1 << 30, Fingerprinter::from_file(&key).unwrap()).unwrap();
+    let long = "a-caller-name-far-longer-than-any-column-holds";
+    audit
+        .write_durable(Entry {
+            kind: Some(Kind::Outcome),
+            time: "2026-11-20T10:00:00.000000Z".into(),
+            audit_id: uuid::Uuid::new_v4().to_string(),
+            caller: Some(long.into()),
+            initiator: Some("someone.with.a.long.name@subsidiary.contoso.example.com".into()),
+            device_id: Some(D1.into()),
+            operation: Some("managedDevices.sendCustomNotificationToCompanyPortal".into()),
+            decision: Some(AuditDecision::OutcomeUnknown),
+            rule: Some("a-rule-with-a-long-name-as-people-write-them".into()),
+            reason: Some("CHG-4711: ".repeat(20)),
+            status: Some(502),
+            upstream_status: Some(503),
+            ..Entry::default()
+        })
+        .await
+        .unwrap();
+    audit.shutdown().await.unwrap();
+    let log = path.to_str().unwrap();
+    let out = graphgate(&["audit", "query", log]).output().unwrap();
+    let table = String::from_utf8(out.stdout).unwrap();
+    for line in table.lines() {
+        assert!(
+            line.chars().count() <= 120,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    assert!(
+        table.contains("a-caller-name-f…")
+            && table.contains("outcome_unknown")
+            && table.contains("502 (g 503)"),
         "{table}"
     );
-    assert_eq!(lines[3], "(2 record(s))");
+    let out = graphgate(&["audit", "query", log, "--format", "wide"])
+        .output()
+        .unwrap();
+    let wide = String::from_utf8(out.stdout).unwrap();
+    for whole in [
+        long,
+        "CHG-4711: CHG-4711",
+        "managedDevices.sendCustomNotificationToCompanyPortal",
+        "502 (graph 503)",
+    ] {
+        assert!(wide.contains(whole), "{whole}: {wide}");
+    }
 }
 
 #[tokio::test]

@@ -115,7 +115,7 @@ async fn rotation_after_a_retention_job_moved_a_file_loses_nothing() {
     // The same with the command, anchored at both ends.
     let (ok, text) = cli_verify(&key, &files);
     assert!(ok, "{text}");
-    assert!(text.contains("OK: 30 record(s), seq 1..=30"), "{text}");
+    assert!(text.contains("OK: 30 records, seq 1..=30"), "{text}");
     // Without the archive the oldest records are missing, and verify says so.
     let (ok, text) = cli_verify(&key, &live_files(&path));
     assert!(!ok, "{text}");
@@ -287,7 +287,7 @@ fn a_log_written_up_to_a_crash_verifies_and_a_restart_continues_its_chain() {
     let n = ids(&live_files(&log)).len() as u64;
     assert!((10..=11).contains(&n), "{text}");
     assert!(
-        text.contains(&format!("OK: {n} record(s), seq 1..={n}")),
+        text.contains(&format!("OK: {n} records, seq 1..={n}")),
         "{text}"
     );
 
@@ -306,7 +306,7 @@ fn a_log_written_up_to_a_crash_verifies_and_a_restart_continues_its_chain() {
     let (ok, text) = cli_verify(&key, &live_files(&log));
     assert!(ok, "{text}");
     assert!(
-        text.contains(&format!("OK: {last} record(s), seq 1..={last}")),
+        text.contains(&format!("OK: {last} records, seq 1..={last}")),
         "{text}"
     );
     assert!(

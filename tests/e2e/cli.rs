@@ -64,7 +64,7 @@ impl OutputWithin for Command {
 pub(crate) struct Served {
     proc: Proc,
     pub(crate) banner: Vec<String>,
-    audit_log: std::path::PathBuf,
+    pub(crate) audit_log: std::path::PathBuf,
 }
 
 impl Served {
@@ -93,17 +93,30 @@ impl Served {
         }
     }
 
+    /// The first printed command (the API-key caller's).
     pub(crate) fn curl(&self) -> String {
-        let start = self
-            .banner
+        self.commands().into_iter().next().expect("a curl example")
+    }
+
+    /// Every printed command, exactly as printed (continuation lines included).
+    pub(crate) fn commands(&self) -> Vec<String> {
+        commands(&self.banner.concat())
+    }
+
+    /// The first log line (standard output) from now on containing `text`.
+    pub(crate) fn wait_log(&mut self, text: &str) -> String {
+        self.proc
+            .stdout
+            .wait_for(LIMIT, |l| l.contains(text))
+            .unwrap_or_else(|| panic!("no log line with {text:?}: {}", self.proc.stdout.text()))
+    }
+
+    /// The printed line that starts with `prefix`, without it.
+    pub(crate) fn line(&self, prefix: &str) -> String {
+        self.banner
             .iter()
-            .position(|l| l.starts_with("curl "))
-            .expect("a curl example");
-        self.banner[start..]
-            .iter()
-            .take_while(|l| !l.trim_start().starts_with("(cloud:"))
-            .map(String::as_str)
-            .collect::<String>()
+            .find_map(|l| l.trim_start().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no line {prefix:?} in {}", self.banner.concat()))
             .trim_end()
             .to_owned()
     }
@@ -124,7 +137,26 @@ impl Served {
     }
 }
 
-fn sh(cmd: &str) -> Output {
+/// The commands in `text`: each from a line starting with `curl ` through its last line
+/// continued with a backslash.
+pub(crate) fn commands(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        if !line.starts_with("curl ") {
+            continue;
+        }
+        let mut command = line.to_owned();
+        while command.ends_with('\\') {
+            command.push('\n');
+            command.push_str(lines.next().unwrap_or_default());
+        }
+        out.push(command);
+    }
+    out
+}
+
+pub(crate) fn sh(cmd: &str) -> Output {
     Command::new("sh").arg("-c").arg(cmd).output_within()
 }
 
@@ -317,7 +349,7 @@ fn policy_check_lists_every_unknown_key_with_its_position_once() {
     let out = graphgate(&["policy", "check", bad.to_str().unwrap()]).output_within();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("has 4 error(s)"), "{err}");
+    assert!(err.contains("has 4 errors"), "{err}");
     for (at, key) in [
         (":4:5: ", "api_key_sha25"),
         (":7:5: ", "calers"),
@@ -551,10 +583,12 @@ fn audit_verify_and_query_on_a_served_log() {
     assert!(out.status.success(), "{table}");
     assert!(table.starts_with("TIME"), "{table}");
     assert!(
-        table.contains("managedDevices.updateWindowsDeviceAccount") && table.contains("allowed"),
+        table.contains(" outcome ")
+            && table.contains("updateWindowsDevic…")
+            && table.contains("allowed"),
         "{table}"
     );
-    assert!(table.contains("(1 record(s))"), "{table}");
+    assert!(table.contains("(1 row)"), "{table}");
 
     let out = graphgate(&["audit", "query", log, "--decision", "denied", "--json"]).output_within();
     assert!(out.status.success());

@@ -246,23 +246,28 @@ async fn rejected_or_expired_in_intune_is_never_sent_again() {
 
 #[tokio::test]
 async fn a_repeat_while_intune_holds_it_gets_409_and_attaches_to_the_same_approval() {
-    let r = start(1, &direct_policy(), StateConfig::default(), 412).await;
-    let addr = r.replicas[0].addr;
-    let (id, code) = held_by_intune(&wipe(addr, &[]).await, 412);
-    let again = wipe(addr, &[]).await;
-    assert_eq!(again.status, 202, "{:?}", again.body);
-    assert_eq!(again.json()["id"], id.as_str(), "attached, not duplicated");
-    assert_eq!(again.json()["maa"]["code"], code.as_str());
-    let book = r.emulator.maa_requests();
-    assert_eq!(
-        (book.len(), book[0].repeats),
-        (1, 1),
-        "Intune answered 409 once"
-    );
-    intune(&r, &code, "approve").await;
-    until_state(&r, &id, "succeeded").await;
-    assert_eq!(wipes(&r).len(), 3, "held, repeated (409), sent again once");
-    assert!(r.emulator.maa_violations().is_empty());
+    // With or without an Idempotency-Key: a held request did not run, so nothing is kept
+    // under its key and the repeat reaches Graph, whose 409 attaches it.
+    let keyed = [("idempotency-key", "wipe-stolen-laptop-1")];
+    for headers in [&[][..], &keyed[..]] {
+        let r = start(1, &direct_policy(), StateConfig::default(), 412).await;
+        let addr = r.replicas[0].addr;
+        let (id, code) = held_by_intune(&wipe(addr, headers).await, 412);
+        let again = wipe(addr, headers).await;
+        assert_eq!(again.status, 202, "{headers:?}: {:?}", again.body);
+        assert_eq!(again.json()["id"], id.as_str(), "attached, not duplicated");
+        assert_eq!(again.json()["maa"]["code"], code.as_str());
+        let book = r.emulator.maa_requests();
+        assert_eq!(
+            (book.len(), book[0].repeats),
+            (1, 1),
+            "Intune answered 409 once"
+        );
+        intune(&r, &code, "approve").await;
+        until_state(&r, &id, "succeeded").await;
+        assert_eq!(wipes(&r).len(), 3, "held, repeated (409), sent again once");
+        assert!(r.emulator.maa_violations().is_empty());
+    }
 }
 
 #[tokio::test]
@@ -279,6 +284,40 @@ async fn a_restart_while_intune_holds_it_resumes_polling_from_the_store() {
     until_state(&r, &id, "succeeded").await;
     assert_eq!(wipes(&r).len(), 2);
     assert!(r.emulator.maa_violations().is_empty());
+}
+
+#[tokio::test]
+async fn a_hold_by_intune_gives_its_budget_back_and_the_approved_resend_is_not_charged_its_rate_limit_again()
+ {
+    // One wipe a minute and one a day for ops-bot: the held wipe is charged the rate limit
+    // and its budget is given back; Intune's approved re-send must fit in both.
+    let limited = direct_policy().with_caller("ops-bot", |c| {
+        c.set("rate_limit", serde_json::json!("1 per minute"))
+            .set("budget", serde_json::json!("1 per day"))
+    });
+    let r = start(1, &limited, StateConfig::default(), 403).await;
+    let addr = r.replicas[0].addr;
+    let (id, code) = held_by_intune(&wipe(addr, &[]).await, 403);
+    intune(&r, &code, "approve").await;
+    let doc = until_state(&r, &id, "succeeded").await;
+    assert_eq!(doc["outcome"]["status"], 204, "{doc}");
+    assert_eq!(wipes(&r).len(), 2, "held once, sent again once");
+    // The limits are in force: another wipe is refused, nothing sent.
+    let another = wipe(addr, &[]).await;
+    assert_eq!(another.status, 429, "{:?}", another.body);
+    assert_eq!(wipes(&r).len(), 2);
+    // The audit: the held send counted on the budget and gave it back; the re-send counted.
+    let records = r.audit_records().await;
+    let counted: Vec<bool> = records
+        .iter()
+        .filter(|rec| rec["kind"] == "outcome")
+        .map(|rec| rec["budgets"].is_array() && rec["budgets_refunded"] != true)
+        .collect();
+    assert_eq!(
+        counted,
+        [false, true],
+        "held (given back), re-sent (counted)"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -266,7 +266,7 @@ fn policy_check_refuses_numbers_a_limiter_cannot_hold() {
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("has 2 error(s)"), "{err}");
+    assert!(err.contains("has 2 errors"), "{err}");
     assert!(
         err.contains("policy.yaml:6:17:") && err.contains("the window is longer than a day"),
         "{err}"

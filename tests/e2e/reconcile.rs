@@ -136,6 +136,7 @@ async fn an_action_that_completes_gets_a_done_completion_shown_by_audit_query() 
     h.audit.flush().await.unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_graphgate"))
         .args(["audit", "query", log.to_str().unwrap(), "--request-id", &id])
+        .args(["--format", "wide"])
         .output()
         .unwrap();
     let table = String::from_utf8(out.stdout).unwrap();

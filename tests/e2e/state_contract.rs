@@ -1,7 +1,8 @@
 //! The state store's contract (`graphgate::state::Store`), held against both backends: one
 //! suite of cases runs on the memory store and on a real redis-server (skipped visibly
-//! without one, failing under `CI=true`). And the vector test: `algo.rs` and the Lua scripts
-//! are fed the same steps at the same times and must give the same answers.
+//! without one, failing under `CI=true`). And the vector tests: `algo.rs` and the take script
+//! are fed the same steps at the same times (rate limits, pacing, then whole requests) and
+//! must give the same answers.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{HashMap, VecDeque};
@@ -12,10 +13,12 @@ use bytes::Bytes;
 use graphgate::cloud::Cloud;
 use graphgate::idempotency::StoredResponse;
 use graphgate::policy::Rate;
+use graphgate::state::algo::micros;
 use graphgate::state::config::StateOptions;
 use graphgate::state::{
-    Admission, Admit, BudgetCharge, Claim, ClaimSettings, Created, IndexEntry, Limiter, Namespace,
-    NewRecord, Refund, StateConfig, StateStore, Swap, Swapped, Versioned, algo, scripts,
+    Admission, Admit, Ask, BudgetCharge, Claim, ClaimId, ClaimSettings, Created, Duplicate, Held,
+    Idempotency, IndexEntry, Limiter, Namespace, NewRecord, Refund, Refused, StateConfig,
+    StateStore, Step, Swap, Swapped, Take, Taken, Versioned, algo, scripts,
 };
 use http_body_util::Full;
 
@@ -328,6 +331,120 @@ async fn admissions_take_budgets_and_a_slot_together_or_not_at_all(b: &Backend) 
     }
 }
 
+/// A request's whole step: its rate limit, its idempotency claim, its budget and a write
+/// slot are taken in one; a refusal by any part takes neither the claim nor the admission
+/// (the limiter that passed stays charged); settling ends the claim and gives back the
+/// admission in one.
+async fn a_request_takes_everything_in_one_step_and_settles_in_one(b: &Backend) {
+    let store = b.store(Duration::from_secs(60), Duration::from_millis(200));
+    let ns = store.namespace().clone();
+    let rate = Rate {
+        count: 3,
+        per: Duration::from_secs(600),
+    };
+    let limiter = Limiter {
+        key: ns.rate("caller", "whole", rate),
+        rate,
+    };
+    let limiters = [&limiter];
+    let end = graphgate::state::wall_clock_secs() + 3_600;
+    let budget = |limit| BudgetCharge {
+        key: format!(
+            "{}:1",
+            ns.budget("caller", "whole", graphgate::policy::BudgetWindow::Day)
+        ),
+        limit,
+        window_end: end,
+    };
+    let (roomy, full) = ([budget(10)], [budget(1)]);
+    let pacing = ns.pacing();
+    let ask = |key: &'static str, member: &'static str, budgets| Ask {
+        limiters: &limiters,
+        cost: 1,
+        idempotency: Some(Idempotency {
+            caller: "ops",
+            key,
+            fingerprint: FP,
+        }),
+        admission: Some(Admission {
+            pacing_key: &pacing,
+            pacing_member: member,
+            pacing_count: 10,
+            pacing_window: Duration::from_secs(60),
+            budgets,
+            devices: 1,
+        }),
+    };
+    let Step::Taken {
+        ticket: Some(ticket),
+        used,
+    } = store.take(&ask("w1", "m1", &roomy)).await.unwrap()
+    else {
+        panic!("the first request takes everything")
+    };
+    assert_eq!(used, [1]);
+    // A duplicate while the first runs: it waits (up to the bound), takes nothing but its
+    // rate, and is not run.
+    let duplicate = store.take(&ask("w1", "m2", &roomy)).await.unwrap();
+    assert!(matches!(duplicate, Step::Duplicate(Duplicate::InFlight)));
+    // Over budget (a budget of 1, used once): refused, the claim of w2 not taken...
+    let over = store.take(&ask("w2", "m3", &full)).await.unwrap();
+    assert!(
+        matches!(
+            over,
+            Step::Refused(Refused::OverBudget { index: 0, used: 1 })
+        ),
+        "over budget"
+    );
+    // ...and the limiter, charged three times now, refuses the next with nothing taken.
+    let limited = store.take(&ask("w2", "m4", &roomy)).await.unwrap();
+    let Step::Limited { index: 0, wait } = limited else {
+        panic!("the rate limit refuses")
+    };
+    assert!(wait > Duration::from_secs(100), "{wait:?}");
+    // w2 was never claimed: without the limiter it runs, with the budget counting 2.
+    let unlimited = Ask {
+        limiters: &[],
+        ..ask("w2", "m5", &roomy)
+    };
+    let Step::Taken {
+        ticket: Some(second),
+        used,
+    } = store.take(&unlimited).await.unwrap()
+    else {
+        panic!("w2 was free")
+    };
+    assert_eq!(used, [2]);
+    // Settling: the first finished (its answer kept), the second not sent (its key let go,
+    // its budget and slot given back), one step each.
+    store
+        .settle(Some(ticket), Some(answer(202, "{\"first\":true}")), None)
+        .await;
+    let refund = Refund {
+        pacing_key: &pacing,
+        pacing_member: "m5",
+        budgets: &roomy,
+        devices: 1,
+    };
+    store.settle(Some(second), None, Some(refund)).await;
+    let replayed = Ask {
+        limiters: &[],
+        ..ask("w1", "m6", &roomy)
+    };
+    match store.take(&replayed).await.unwrap() {
+        Step::Duplicate(Duplicate::Replay(stored)) => assert_eq!(stored.replay().status(), 202),
+        _ => panic!("the finished request's answer is replayed"),
+    }
+    let again = Ask {
+        limiters: &[],
+        ..ask("w2", "m7", &roomy)
+    };
+    let Step::Taken { used, .. } = store.take(&again).await.unwrap() else {
+        panic!("the released key runs again")
+    };
+    assert_eq!(used, [2], "the refund gave the second's device back");
+}
+
 /// A record to create under `key`, for the record cases.
 fn new_record<'a>(key: &'a str, value: &'a [u8], claims: &'a [&'a str]) -> NewRecord<'a> {
     NewRecord {
@@ -557,6 +674,7 @@ async fn contract(b: &Backend) {
     a_request_of_several_units_takes_them_all_or_none(b).await;
     a_waiting_duplicate_stops_at_shutdown_and_the_key_stays_claimed(b).await;
     admissions_take_budgets_and_a_slot_together_or_not_at_all(b).await;
+    a_request_takes_everything_in_one_step_and_settles_in_one(b).await;
     b.plain().ping().await.unwrap();
 }
 
@@ -652,16 +770,23 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
     let prefix = uuid::Uuid::new_v4().simple().to_string();
     // GCRA: two limiters with rates drawn once, requests at increasing times. Times fall on
     // 50 ms steps, so requests land exactly on the limiters' boundaries too.
-    let rates: Vec<(u64, u64)> = (0..2)
-        .map(|_| {
-            let rate = Rate {
-                count: 4 + steps.next(6) as u32,
-                per: Duration::from_secs(1 + steps.next(5)),
-            };
-            algo::gcra_params(rate)
+    let rate_pairs: Vec<Rate> = (0..2)
+        .map(|_| Rate {
+            count: 4 + steps.next(6) as u32,
+            per: Duration::from_secs(1 + steps.next(5)),
         })
         .collect();
-    let keys: Vec<String> = (0..2).map(|i| format!("{prefix}:gcra:{i}")).collect();
+    let rates: Vec<(u64, u64)> = rate_pairs.iter().map(|r| algo::gcra_params(*r)).collect();
+    // The same rates as limiters (gcra_params of a Rate is what the script is given).
+    let limiters: Vec<Limiter> = rate_pairs
+        .iter()
+        .enumerate()
+        .map(|(i, rate)| Limiter {
+            key: format!("{prefix}:gcra:{i}"),
+            rate: *rate,
+        })
+        .collect();
+    let limiter_refs: Vec<&Limiter> = limiters.iter().collect();
     let mut tats: HashMap<usize, u64> = HashMap::new();
     let mut now = 1_000_000_000_000u64;
     let mut refusals = 0;
@@ -692,16 +817,16 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
             refusals += 1;
         }
         // The script, at the same time.
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(scripts::gcra_at(now)).arg(2);
-        for key in &keys {
-            cmd.arg(key);
-        }
-        for (interval, tolerance) in &rates {
-            cmd.arg(interval).arg(tolerance);
-        }
-        cmd.arg(cost);
-        let got: (u64, u64) = cmd.query_async(&mut conn).await.unwrap();
+        let take = Take {
+            limiters: &limiter_refs,
+            cost,
+            ..Take::default()
+        };
+        let got = match eval_take(&mut conn, now, &take).await {
+            Taken::All { used } if used.is_empty() => (0, 0),
+            Taken::Limited { index, wait } => (index as u64 + 1, micros(wait)),
+            other => panic!("{other:?}"),
+        };
         assert_eq!(got, expected, "gcra step {step} at {now}, cost {cost}");
     }
     assert!(refusals > 10, "the steps tested refusals too: {refusals}");
@@ -722,25 +847,136 @@ async fn the_lua_scripts_and_algo_agree_step_by_step() {
         let member = format!("m{step}");
         let expected = algo::slide(&mut taken, now, count, window, &member).err();
         paced += usize::from(expected.is_some());
-        let reply: Vec<redis::Value> = redis::cmd("EVAL")
-            .arg(scripts::admit_at(now))
-            .arg(1)
-            .arg(&key)
-            .arg(count)
-            .arg(window)
-            .arg(&member)
-            .arg(1)
-            .query_async(&mut conn)
-            .await
-            .unwrap();
-        let got = match reply.as_slice() {
-            [redis::Value::BulkString(ok)] if ok == b"ok" => None,
-            [redis::Value::BulkString(pace), redis::Value::Int(wait)] if pace == b"pace" => {
-                Some(u64::try_from(*wait).unwrap())
-            }
+        let take = Take {
+            admission: Some(Admission {
+                pacing_key: &key,
+                pacing_member: &member,
+                pacing_count: count,
+                pacing_window: Duration::from_micros(window),
+                budgets: &[],
+                devices: 1,
+            }),
+            ..Take::default()
+        };
+        let got = match eval_take(&mut conn, now, &take).await {
+            Taken::All { .. } => None,
+            Taken::Refused(Refused::Paced(wait)) => Some(micros(wait)),
             other => panic!("unexpected answer {other:?}"),
         };
         assert_eq!(got, expected, "pacing step {step} at {now}");
     }
     assert!(paced > 10, "the steps tested waits too: {paced}");
+}
+
+/// The take script at a fixed time, its answer read as the store reads it.
+async fn eval_take(
+    conn: &mut redis::aio::MultiplexedConnection,
+    now: u64,
+    take: &Take<'_>,
+) -> Taken {
+    let (keys, args) = scripts::take_args(take);
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(scripts::take_at(now)).arg(keys.len());
+    for key in keys {
+        cmd.arg(key);
+    }
+    for arg in args {
+        cmd.arg(arg);
+    }
+    let reply: Vec<redis::Value> = cmd.query_async(conn).await.unwrap();
+    scripts::parse_take(reply).unwrap()
+}
+
+/// The whole take, step by step: random requests with a limiter, an idempotency key from a
+/// small set (so some find it held), two budgets and the pacing, against the memory store's
+/// `Counters::take` and a map of claims at the same times. Every answer the same: which
+/// part refused, its wait or count, and what was taken (the counts the next steps see).
+#[tokio::test]
+async fn the_take_script_and_algo_agree_on_whole_requests() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let mut conn = redis.connection().await;
+    let mut steps = Steps(26);
+    let prefix = uuid::Uuid::new_v4().simple().to_string();
+    let limiter = Limiter {
+        key: format!("{prefix}:rate"),
+        rate: Rate {
+            count: 8,
+            per: Duration::from_secs(1),
+        },
+    };
+    let limiters = [&limiter];
+    let window_end = graphgate::state::wall_clock_secs() + 86_400;
+    let budget = |name: &str, limit| BudgetCharge {
+        key: format!("{prefix}:budget:{name}"),
+        limit,
+        window_end,
+    };
+    let budgets = [budget("caller", 150), budget("tenant", 200)];
+    let pacing = format!("{prefix}:pace");
+    let keys: Vec<String> = (0..200).map(|i| format!("{prefix}:idem:{i}")).collect();
+    let mut model = algo::Counters::default();
+    let mut claims: HashMap<String, [u8; 32]> = HashMap::new();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    let mut now = 1_000_000_000_000u64;
+    for step in 0..400 {
+        now += 20_000 * steps.next(20);
+        let devices = 1 + steps.next(3) as u32;
+        let fingerprint = [steps.next(2) as u8; 32];
+        let key = &keys[steps.next(keys.len() as u64) as usize];
+        let owner = format!("o{step}");
+        let member = format!("m{step}");
+        let with_limiter = steps.next(4) > 0;
+        let take = Take {
+            limiters: if with_limiter { &limiters } else { &[] },
+            cost: devices,
+            claim: (steps.next(3) > 0).then(|| {
+                let id = ClaimId {
+                    key,
+                    owner: &owner,
+                    fingerprint,
+                };
+                (id, Duration::from_secs(60))
+            }),
+            admission: (steps.next(5) > 0).then(|| Admission {
+                pacing_key: &pacing,
+                pacing_member: &member,
+                pacing_count: 2,
+                pacing_window: Duration::from_secs(1),
+                budgets: &budgets[..1 + steps.next(2) as usize],
+                devices,
+            }),
+        };
+        let held = || {
+            let (id, _) = take.claim.as_ref()?;
+            let fingerprint = *claims.get(id.key)?;
+            Some(Held::Running { fingerprint })
+        };
+        let expected = model.take(&take, held, now, window_end - 86_400);
+        if let (Taken::All { .. }, Some((id, _))) = (&expected, &take.claim) {
+            claims.insert(id.key.to_owned(), id.fingerprint);
+        }
+        let got = eval_take(&mut conn, now, &take).await;
+        assert_eq!(
+            format!("{got:?}"),
+            format!("{expected:?}"),
+            "take step {step} at {now}: {take:?}"
+        );
+        let outcome = match expected {
+            Taken::All { .. } => "all",
+            Taken::Limited { .. } => "limited",
+            Taken::Held(_) => "held",
+            Taken::Refused(Refused::OverBudget { .. }) => "over budget",
+            Taken::Refused(Refused::Paced(_)) => "paced",
+        };
+        *seen.entry(outcome).or_default() += 1;
+    }
+    eprintln!("whole takes: {seen:?}");
+    for outcome in ["all", "limited", "held", "over budget", "paced"] {
+        assert!(
+            seen.get(outcome).copied().unwrap_or(0) >= 5,
+            "the steps tested {outcome} too: {seen:?}"
+        );
+    }
 }

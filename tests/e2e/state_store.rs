@@ -1,14 +1,14 @@
 //! The state store as an operator meets it: `graphgate serve --state ...` from the
 //! environment, Redis AUTH and TLS, bulk requests counted per device on a shared budget,
-//! and the memory store, whose budgets survive a restart through their file and which fails
-//! closed when that file cannot be written.
+//! and the memory store, whose budgets survive a restart (and a crash) through their
+//! snapshot and the audit log's intents.
 
 use std::time::Duration;
 
 use graphgate::cloud::Cloud;
 use graphgate::gateway::Limits;
 use graphgate::policy::Policy;
-use graphgate::ratelimit::{LimitRefusal, PolicyLimits};
+use graphgate::ratelimit::{LimitRefusal, PolicyLimits, Reservation, Taken};
 use graphgate::state::config::StateOptions;
 use graphgate::state::{ClaimSettings, Namespace, StateConfig, StateStore};
 use graphgate_emulator::{DEMO_TENANT_ID, EmulatorConfig};
@@ -25,6 +25,22 @@ fn with_budget(budget: &str) -> String {
     TestPolicy::standard()
         .with_caller("rooms-rotator", |c| c.set("budget", json!(budget)))
         .yaml()
+}
+
+/// What one unkeyed (bulk) request of `devices` takes from `store`, not yet settled.
+async fn reserve<'p>(
+    limits: &'p PolicyLimits,
+    store: &StateStore,
+    devices: u32,
+) -> Result<Reservation<'p>, LimitRefusal> {
+    let op = graphgate::operation::catalog::by_name(OP).unwrap();
+    match limits
+        .take(store, (0, 0), op, (devices, false), None)
+        .await?
+    {
+        Taken::Run(reservation) => Ok(reservation),
+        Taken::Duplicate(_) => panic!("an unkeyed request is no duplicate"),
+    }
 }
 
 fn state(url: &str, options: StateOptions) -> StateConfig {
@@ -68,38 +84,33 @@ async fn a_bulk_request_counts_once_per_device_on_a_shared_budget() {
     )
     .unwrap();
     let limits = PolicyLimits::new(&policy, &ns);
-    let op = graphgate::operation::catalog::by_name(OP).unwrap();
-    limits
-        .admit(&a, 0, 0, op, 4)
+    reserve(&limits, &a, 4)
         .await
         .unwrap()
-        .settle(&a, true)
+        .settle(&a, true, None)
         .await;
-    limits
-        .admit(&b, 0, 0, op, 4)
+    reserve(&limits, &b, 4)
         .await
         .unwrap()
-        .settle(&b, true)
+        .settle(&b, true, None)
         .await;
     // 8 of the tenant's 10 are used: 4 devices more do not fit, whole, on either replica.
-    let Err(LimitRefusal::OverBudget { budget, .. }) = limits.admit(&a, 0, 0, op, 4).await else {
+    let Err(LimitRefusal::OverBudget { budget, .. }) = reserve(&limits, &a, 4).await else {
         panic!("over budget")
     };
     assert_eq!(budget, format!("tenant:{OP}"));
     // A request that was not sent after all gives its devices back.
-    limits
-        .admit(&b, 0, 0, op, 2)
+    reserve(&limits, &b, 2)
         .await
         .unwrap()
-        .settle(&b, false)
+        .settle(&b, false, None)
         .await;
-    limits
-        .admit(&a, 0, 0, op, 2)
+    reserve(&limits, &a, 2)
         .await
         .unwrap()
-        .settle(&a, true)
+        .settle(&a, true, None)
         .await;
-    assert!(limits.admit(&b, 0, 0, op, 1).await.is_err(), "10 of 10");
+    assert!(reserve(&limits, &b, 1).await.is_err(), "10 of 10");
     let mut conn = redis.connection().await;
     let day = graphgate::state::wall_clock_secs() / 86_400;
     let key = format!("graphgate:global:tenant-1:d:test:budget:tenant:{OP}:day:{day}");
@@ -284,26 +295,20 @@ async fn serve_keeps_its_state_in_redis_namespaced_by_cloud_and_tenant() {
 async fn memory_budgets_survive_a_restart_through_the_file_beside_the_audit_log() {
     let backend = served::backend(EmulatorConfig::default()).await;
     std::fs::write(backend.dir.join("policy.yaml"), with_budget("2 per day")).unwrap();
-    let call = async |gw: &served::Served| {
-        gw.post(
-            crate::common::ACTION_PATH,
-            crate::common::ROTATOR_KEY,
-            &crate::common::body(),
-        )
-        .await
-    };
     let gw = backend.serve(backend.serve_command()).await;
-    assert_eq!(call(&gw).await.status, 204);
-    assert_eq!(call(&gw).await.status, 204);
-    call(&gw).await.assert_graph_error(429, "budgetExhausted");
+    assert_eq!(gw.call().await.status, 204);
+    assert_eq!(gw.call().await.status, 204);
+    gw.call().await.assert_graph_error(429, "budgetExhausted");
     let (status, _) = gw.terminate().await;
     assert!(status.success());
+    // The snapshot written at shutdown, naming the audit record it covers.
     let file = backend.dir.join("audit.budgets.json");
     let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
     assert_eq!(saved["budgets"][0]["used"], 2, "{saved}");
+    assert!(saved["audit_seq"].as_u64().unwrap() > 0, "{saved}");
     // A new process reads today's count back: still used up.
     let gw = backend.serve(backend.serve_command()).await;
-    let again = call(&gw).await;
+    let again = gw.call().await;
     again.assert_graph_error(429, "budgetExhausted");
     assert!(
         again.json()["error"]["message"]
@@ -315,25 +320,45 @@ async fn memory_budgets_survive_a_restart_through_the_file_beside_the_audit_log(
     gw.terminate().await;
 }
 
+/// No write of its own per admission: a budget's count is durable with the request's audit
+/// intent (written before Graph is called), which names the budget. A gateway killed with
+/// SIGKILL (no snapshot at shutdown) whose last snapshot is the one from its start comes back
+/// with the day's count from its audit log.
 #[tokio::test]
-async fn a_memory_budget_that_cannot_be_written_refuses_and_sends_nothing() {
-    let dir = temp_dir("budget-gone");
-    let file = dir.join("budgets.json");
-    let memory = StateConfig::Memory {
-        budget_file: Some(file),
-        approvals_file: None,
-    };
-    let r = Replicas::start(1, &with_budget("5 per day"), memory, Limits::default()).await;
-    assert_eq!(r.call(0, &[]).await.status, 204);
-    std::fs::remove_dir_all(&dir).unwrap();
-    r.call(0, &[])
-        .await
-        .assert_graph_error(503, "stateStoreUnavailable");
+async fn a_memory_budget_survives_sigkill_through_the_intents_in_the_audit_log() {
+    let backend = served::backend(EmulatorConfig::default()).await;
+    std::fs::write(backend.dir.join("policy.yaml"), with_budget("3 per day")).unwrap();
+    let gw = backend.serve(backend.serve_command()).await;
+    // The snapshot written at start (before the listener): nothing counted yet.
+    let file = backend.dir.join("audit.budgets.json");
+    let at_start = std::fs::read(&file).unwrap();
+    let saved: serde_json::Value = serde_json::from_slice(&at_start).unwrap();
+    assert_eq!(saved["budgets"], json!([]), "{saved}");
+    assert_eq!(gw.call().await.status, 204);
+    assert_eq!(gw.call().await.status, 204);
+    let records = served::audit_records(&backend.dir.join("audit.jsonl"));
+    let intents: Vec<&serde_json::Value> =
+        records.iter().filter(|r| r["kind"] == "intent").collect();
+    assert_eq!(intents.len(), 2, "{records:#?}");
+    let window_end = intents[0]["budgets"][0]["window_end"].as_u64().unwrap();
     assert_eq!(
-        r.emulator.graph_requests().len(),
-        1,
-        "the second was not sent"
+        intents[0]["budgets"],
+        json!([{"budget": "caller:rooms-rotator", "devices": 1, "window": "day", "window_end": window_end}])
     );
+    assert_eq!(window_end % 86_400, 0, "the window ends at midnight UTC");
+    gw.proc.signal("KILL");
+    let _ = gw.proc.wait_exit_async(served::START_STOP).await;
+    // Killed before a snapshot took the two (one may have, every 5 s): only the log knows.
+    std::fs::write(&file, &at_start).unwrap();
+    let gw = backend.serve(backend.serve_command()).await;
+    assert_eq!(gw.call().await.status, 204, "two counted, one left");
+    gw.call().await.assert_graph_error(429, "budgetExhausted");
+    assert_eq!(
+        backend.emulator.graph_requests().len(),
+        3,
+        "the two before the crash and the one left"
+    );
+    gw.terminate().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -240,7 +240,7 @@ async fn audit_query_shows_and_filters_by_the_person_and_the_reason() {
     h.audit.flush().await.unwrap();
     let log = h.audit_path.clone().unwrap();
     let log = log.to_str().unwrap();
-    let (code, table) = run(&["audit", "query", log]);
+    let (code, table) = run(&["audit", "query", log, "--format", "wide"]);
     assert_eq!(code, Some(0), "{table}");
     let header = table.lines().next().unwrap();
     assert!(
@@ -265,9 +265,17 @@ async fn audit_query_shows_and_filters_by_the_person_and_the_reason() {
         .collect();
     assert_eq!(rows.len(), 1, "{alice}");
     assert_eq!(rows[0]["reason"], WHY.1);
-    let (_, domain) = run(&["audit", "query", log, "--initiator", "@fabrikam.com"]);
+    let (_, domain) = run(&[
+        "audit",
+        "query",
+        log,
+        "--initiator",
+        "@fabrikam.com",
+        "--format",
+        "wide",
+    ]);
     assert!(
-        domain.contains("bob@fabrikam.com") && domain.contains("(1 record(s))"),
+        domain.contains("bob@fabrikam.com") && domain.contains("(1 row)"),
         "{domain}"
     );
 }

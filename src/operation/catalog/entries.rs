@@ -182,6 +182,15 @@ const fn device_action(name: &'static str, action: &'static str, tier: Tier) -> 
         beta_params: None,
         wrapper: None,
         simple: None,
+        maa_policy_type: None,
+    }
+}
+
+/// `op`, which Intune's Multi Admin Approval holds as the device action `policy_type`.
+const fn maa(op: Operation, policy_type: &'static str) -> Operation {
+    Operation {
+        maa_policy_type: Some(policy_type),
+        ..op
     }
 }
 
@@ -230,25 +239,34 @@ use Tier::{Destructive, Disruptive, Routine};
 /// Every operation graphgate knows.
 pub static CATALOG: &[Operation] = &[
     // v1.0 (and beta): the 18 actions bound to managedDevice, the DELETE, the user action.
-    device_action("managedDevices.retire", "retire", Destructive),
+    maa(
+        device_action("managedDevices.retire", "retire", Destructive),
+        "deviceRetire",
+    ),
     // Documented as ReadWrite.All; refused with it on Windows (docs-contrib#2079).
     Operation {
         beta_params: Some(WIPE_BETA),
-        ..permission(
-            with_params(
-                device_action("managedDevices.wipe", "wipe", Destructive),
-                WIPE_V1,
+        ..maa(
+            permission(
+                with_params(
+                    device_action("managedDevices.wipe", "wipe", Destructive),
+                    WIPE_V1,
+                ),
+                Some(MANAGED_DEVICES_RW),
+                PRIV_OPS,
             ),
-            Some(MANAGED_DEVICES_RW),
-            PRIV_OPS,
+            "deviceWipe",
         )
     },
     Operation {
         invocation: Invocation::Delete,
-        ..permission(
-            device_action("managedDevices.delete", "delete", Destructive),
-            Some(MANAGED_DEVICES_RW),
-            MANAGED_DEVICES_RW,
+        ..maa(
+            permission(
+                device_action("managedDevices.delete", "delete", Destructive),
+                Some(MANAGED_DEVICES_RW),
+                MANAGED_DEVICES_RW,
+            ),
+            "deviceDelete",
         )
     },
     device_action("managedDevices.resetPasscode", "resetPasscode", Disruptive),

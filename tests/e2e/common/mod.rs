@@ -301,6 +301,7 @@ pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
         admin_token_file: None,
         admin_tls: None,
         ship: None,
+        extra_tls: None,
     }
 }
 
@@ -327,6 +328,7 @@ impl Running {
         let listeners = Listeners {
             main: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
             admin: tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+            extra_tls: None,
         };
         let addr = listeners.main.local_addr().unwrap();
         let admin = listeners.admin.local_addr().unwrap();

@@ -10,7 +10,13 @@ use super::{read, repo};
 
 /// `--emulator` has no variable on purpose: no environment can turn a production gateway
 /// into a demo that answers 204 without reaching Microsoft (README, "Configuration").
-const COMMAND_LINE_ONLY: &[&str] = &["--emulator", "--check-config", "--help", "--version"];
+const COMMAND_LINE_ONLY: &[&str] = &[
+    "--emulator",
+    "--check-config",
+    "--print-policy",
+    "--help",
+    "--version",
+];
 
 /// Each long flag in `help` (clap's long help) with its help text.
 fn flag_blocks(help: &str) -> BTreeMap<String, String> {

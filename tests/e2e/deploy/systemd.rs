@@ -338,7 +338,9 @@ fn the_install_steps_provide_every_file_the_env_files_name() {
 }
 
 /// The unit's `Documentation=` names graphgate's own documents, each installed by
-/// deploy/README.md's steps from a file in the repository.
+/// deploy/README.md's steps from a file in the repository, and its man page, which the steps
+/// generate with `graphgate man --out-dir` into a directory `man` searches, and which `man`
+/// renders without a warning.
 #[test]
 fn the_units_documentation_is_graphgates_and_the_install_steps_put_it_there() {
     let text = unit();
@@ -373,7 +375,46 @@ fn the_units_documentation_is_graphgates_and_the_install_steps_put_it_there() {
             installed.push((args[1].to_owned(), args[0].to_owned()));
         }
     }
-    for uri in documented {
+    let (pages, files): (Vec<&str>, Vec<&str>) =
+        documented.into_iter().partition(|u| u.starts_with("man:"));
+    assert_eq!(pages, ["man:graphgate(1)"]);
+    let man_dir = readme
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("graphgate man --out-dir "))
+        .map(|rest| rest.split_whitespace().next().unwrap())
+        .next()
+        .expect("deploy/README.md installs the man pages with `graphgate man --out-dir DIR`");
+    assert!(
+        man_dir.ends_with("/share/man/man1"),
+        "{man_dir}: not where man looks for section 1"
+    );
+    let dir = std::env::temp_dir().join(format!("graphgate-man-{}", std::process::id()));
+    let out = std::process::Command::new(crate::common::process::BIN)
+        .args(["man", "--out-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let page = dir.join("graphgate.1");
+    assert!(read(&page).contains(".TH graphgate 1"), "not graphgate(1)");
+    assert!(dir.join("graphgate-serve.1").is_file());
+    let usable = crate::common::require_tool(
+        "man",
+        &["man", "--version"],
+        "Debian's man-db (.ci/run installs it)",
+    );
+    if usable {
+        let man = std::process::Command::new("man")
+            .args(["--warnings", "-l"])
+            .arg(&page)
+            .env("MANWIDTH", "100")
+            .output()
+            .unwrap();
+        let rendered = String::from_utf8_lossy(&man.stdout);
+        assert!(man.status.success() && man.stderr.is_empty(), "{man:?}");
+        assert!(rendered.contains("graphgate-serve(1)"), "{rendered}");
+    }
+    for uri in files {
         let path = uri
             .strip_prefix("file:")
             .unwrap_or_else(|| panic!("{uri}: not one of graphgate's installed documents"));
