@@ -212,6 +212,26 @@ pub async fn handle_as<B>(
     handle_with(gateway, req, exposure, &AdminOptions::default()).await
 }
 
+/// The console's approvals pages (`/audit/approvals`, `/audit/approvals/{id}`), read from
+/// the state store (every replica shows the same).
+async fn approvals_page(gateway: &Gateway, console: &Console, path: &str) -> Response<Full<Bytes>> {
+    let approvals = gateway.approvals();
+    match path.trim_end_matches('/').strip_prefix("/audit/approvals") {
+        Some("") => {
+            let all = approvals.all(gateway.state()).await;
+            console.approvals(all.map_err(|e| e.to_string()))
+        }
+        Some(rest) => match rest.strip_prefix('/') {
+            Some(id) if !id.is_empty() && !id.contains('/') => {
+                let one = approvals.resource(gateway.state(), id).await;
+                console.approval(id, one.map_err(|e| e.to_string()))
+            }
+            _ => console.handle(path, None),
+        },
+        None => console.handle(path, None),
+    }
+}
+
 /// Answers one admin request: off loopback, `/metrics` and the console only with the token.
 pub async fn handle_with<B>(
     gateway: &Gateway,
@@ -236,6 +256,9 @@ pub async fn handle_with<B>(
             );
         }
         return match &options.console {
+            Some(console) if path.starts_with("/audit/approvals") => {
+                approvals_page(gateway, console, path).await
+            }
             Some(console) => console.handle(path, req.uri().query()),
             None => reply(
                 StatusCode::NOT_FOUND,

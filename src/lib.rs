@@ -33,7 +33,9 @@
 //!   content, then run once across replicas; the approval API; break glass; the events every
 //!   change emits (the rules themselves are [`policy::approval`]); Intune's Multi Admin
 //!   Approval handled for callers ([`approval::maa`]): a write Intune holds becomes an
-//!   approval, sent again once with Intune's code when a person approves it there.
+//!   approval, sent again once with Intune's code when a person approves it there;
+//!   [`notify`] sends every change to the policy's webhooks (JSON, Teams, Slack), signed,
+//!   from bounded queues.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
 //!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
 //!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned
@@ -50,6 +52,7 @@
 //!   `answer` (*crate*) words the gateway's own answers (ids, dry runs, disclosures).
 //! - [`telemetry`], [`metrics`] and [`admin`]: logs, OTLP traces, Prometheus metrics, and the
 //!   admin listener serving `/metrics`, `/healthz`, `/readyz` and the audit [`console`]
+//!   (with its read-only approvals pages)
 //!   (over TLS if asked; on loopback only to requests addressed there); [`otlp`]: the OTLP
 //!   exporters' transport (TLS to the collector, client certificates).
 //! - [`cloud`]: the national-cloud table; [`clock`]: time, read in one place; [`secret`] and
@@ -80,6 +83,7 @@ pub(crate) mod graph_error;
 pub mod idempotency;
 pub mod identity;
 pub mod metrics;
+pub mod notify;
 pub mod operation;
 pub mod otlp;
 pub mod policy;

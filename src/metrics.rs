@@ -75,6 +75,15 @@ struct Metrics {
     jwt_key_fetches: Family<ResultLabel, Counter>,
     context_refusals: Family<ReasonLabel, Counter>,
     audit_trust: AuditTrust,
+    webhooks: Webhooks,
+}
+
+/// Approval notifications: deliveries by result, the queues' depth, drops.
+#[derive(Default)]
+struct Webhooks {
+    deliveries: Family<ResultLabel, Counter>,
+    queued: Gauge,
+    dropped: Counter,
 }
 
 /// The audit's off-host trust: checkpoints, their push, shipping, outcome reconciliation.
@@ -145,6 +154,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         jwt_key_fetches: Family::default(),
         context_refusals: Family::default(),
         audit_trust: AuditTrust::default(),
+        webhooks: Webhooks::default(),
         registry: Registry::default(),
         names: Vec::new(),
     };
@@ -246,6 +256,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
     );
     crate::state::metrics::register(r);
     register_audit_trust(r, &m.audit_trust);
+    register_webhooks(r, &m.webhooks);
     Metrics {
         registry: registrar.registry,
         names: registrar.names,
@@ -293,6 +304,24 @@ fn register_audit_trust(r: &mut Registrar, t: &AuditTrust) {
         "graphgate_reconcile_polls",
         "Reads of deviceActionResults, by result",
         t.reconcile_polls.clone(),
+    );
+}
+
+fn register_webhooks(r: &mut Registrar, w: &Webhooks) {
+    r.register(
+        "graphgate_webhook_deliveries",
+        "Attempts to deliver approval notifications to webhooks, by result (ok; retried: timeout, connect, status; final: gave_up, refused (a 4xx other than 408/429), no_secret)",
+        w.deliveries.clone(),
+    );
+    r.register(
+        "graphgate_webhook_queue_depth",
+        "Approval notifications waiting in the webhooks' queues",
+        w.queued.clone(),
+    );
+    r.register(
+        "graphgate_webhook_dropped",
+        "Approval notifications dropped unsent: a webhook's queue was full (the oldest goes), the notifier fell behind the events, or the webhook left the policy",
+        w.dropped.clone(),
     );
 }
 
@@ -529,6 +558,25 @@ pub fn reconcile_poll(ok: bool) {
     t.reconcile_polls
         .get_or_create(&ResultLabel { result })
         .inc();
+}
+
+/// One attempt to deliver an approval notification ended with `result` (a static set).
+pub fn webhook_delivery(result: &'static str) {
+    METRICS
+        .webhooks
+        .deliveries
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// `n` notifications were queued (positive) or left a queue (negative).
+pub fn webhook_queued(n: i64) {
+    METRICS.webhooks.queued.inc_by(n);
+}
+
+/// `n` notifications were dropped unsent.
+pub fn webhook_dropped(n: u64) {
+    METRICS.webhooks.dropped.inc_by(n);
 }
 
 /// Every metric in the Prometheus/OpenMetrics text format.

@@ -36,6 +36,17 @@ impl fmt::Display for Secret {
     }
 }
 
+/// Reads a secret-bearing file (a client secret, a federated token, a webhook's signing
+/// secret), trimmed; an empty file is an error. The message never contains the contents.
+pub fn read_file(path: &std::path::Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
+    let value = text.trim();
+    if value.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(Secret::new(value))
+}
+
 impl From<String> for Secret {
     fn from(value: String) -> Self {
         Self::new(value)

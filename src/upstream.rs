@@ -180,6 +180,35 @@ pub fn build_client(config: &UpstreamConfig) -> Result<HttpClient, UpstreamSetup
         .build(https))
 }
 
+/// A client for the gateway's other outbound calls (checkpoint pushes, approval webhooks):
+/// `https://` verified against the public roots and `extra_ca_pem`, plain `http://` where
+/// the caller allowed it (its URL check decides), HTTP/1.1, connect-to overrides applied.
+pub fn side_client(
+    connect_to: &[ConnectRule],
+    extra_ca_pem: Option<&str>,
+    connect_timeout: Duration,
+) -> Result<HttpClient, UpstreamSetupError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra_ca_pem
+        .map(tls::certs_from_pem)
+        .transpose()?
+        .unwrap_or_default()
+    {
+        roots.add(cert)?;
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(tls::provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(ConnectTo::new(connect_to, connect_timeout));
+    Ok(Client::builder(TokioExecutor::new()).build(https))
+}
+
 /// A boxed future, for trait objects that return futures.
 pub type BoxFuture<'a, T> = Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 

@@ -62,6 +62,9 @@ pub struct ServeConfig {
     /// Ship audit records as OTLP log records (OTLP export is configured and `--audit-ship`
     /// is on): the service name and the collector's TLS.
     pub ship: Option<ShipConfig>,
+    /// How approval notifications go to the policy's webhooks (`--console-url`,
+    /// `--webhook-queue`, `--webhook-timeout-secs`).
+    pub notify: crate::notify::Settings,
 }
 
 impl ServeConfig {

@@ -47,6 +47,8 @@ pub struct App {
     admin_tls: Option<Arc<rustls::ServerConfig>>,
     /// Follows the policy file, when there is one (readiness follows it from now on).
     reloader: Option<Reloader>,
+    /// The client approval notifications are sent with.
+    notify_client: crate::upstream::HttpClient,
     /// Writes the memory store's budget counts to their file, when it has one.
     snapshots: Option<Snapshots>,
 }
@@ -77,7 +79,13 @@ impl App {
         check_shipping(&config, &mut problems);
         let token = load_admin_token(&config, &mut problems);
         let verifier = load_verifier(&config.audit, &mut problems);
-        let (Some(policy), true) = (policy, problems.is_empty()) else {
+        if let Some(policy) = &policy {
+            check_webhook_secrets(policy, &mut problems);
+        }
+        let notify_client = problems.take(notify_client(&config));
+        let (Some(policy), Some(notify_client), true) =
+            (policy, notify_client, problems.is_empty())
+        else {
             return Err(problems);
         };
         let audit = match &config.audit {
@@ -129,6 +137,7 @@ impl App {
             admin: AdminOptions { token, console },
             admin_tls: admin_tls.flatten(),
             reloader,
+            notify_client,
             snapshots,
         })
     }
@@ -156,6 +165,7 @@ impl App {
             admin,
             admin_tls,
             reloader,
+            notify_client,
             snapshots,
         } = self;
         let (stop_tx, stop) = watch::channel(false);
@@ -172,6 +182,24 @@ impl App {
         tokio::spawn(build::prime_token(Arc::clone(&gateway)));
         // Approvals' deadlines (ttl, execute_within, run leases), on every replica.
         tokio::spawn(Arc::clone(&gateway).keep_approvals_on_time(stopped()));
+        // Approvals' changes to the webhooks of the policy in force.
+        let in_force = {
+            let gateway = Arc::clone(&gateway);
+            move || {
+                let installed = gateway.installed();
+                (
+                    installed.policy.hash.clone(),
+                    installed.policy.webhooks.clone(),
+                )
+            }
+        };
+        tokio::spawn(crate::notify::run(
+            gateway.approvals().subscribe(),
+            in_force,
+            config.notify.clone(),
+            notify_client,
+            stopped(),
+        ));
         let main_addr = listeners.main.local_addr()?;
         tracing::info!(listen = %main_addr, "graphgate listening");
         gateway
@@ -281,12 +309,38 @@ pub fn check(config: &ServeConfig) -> Problems {
             pool_idle_timeout: std::time::Duration::from_secs(90),
         },
     ));
+    problems.take(notify_client(config));
     if let Some(policy) = policy {
+        check_webhook_secrets(&policy, &mut problems);
         for warning in &policy.warnings {
             tracing::warn!(%warning, "policy");
         }
     }
     problems
+}
+
+/// Every webhook's secret file must be readable at start-up (a reload that names an
+/// unreadable one is sent unsigned never: its deliveries fail, counted and logged).
+fn check_webhook_secrets(policy: &Policy, problems: &mut Problems) {
+    for webhook in &policy.webhooks {
+        if let Err(e) = crate::secret::read_file(&webhook.secret_file) {
+            problems.push(format!(
+                "approvals.webhooks secret_file {}: {e}",
+                webhook.secret_file.display()
+            ));
+        }
+    }
+}
+
+/// The client approval notifications go out with (the outbound CAs and connect-to rules).
+fn notify_client(
+    config: &ServeConfig,
+) -> Result<crate::upstream::HttpClient, crate::upstream::UpstreamSetupError> {
+    crate::upstream::side_client(
+        &config.connect_to,
+        config.extra_ca_pem.as_deref(),
+        config.limits.connect_timeout,
+    )
 }
 
 fn load_policy(source: &PolicySource) -> Result<Policy, crate::policy::PolicyError> {

@@ -178,6 +178,22 @@ impl Approvals {
         Ok(serde_json::json!({ "value": value }))
     }
 
+    /// Every approval the store lists (the newest, at most its listing bound), for the
+    /// admin console: the operators' view, not a caller's.
+    pub async fn all(&self, state: &StateStore) -> Result<Vec<super::Resource>, ApprovalError> {
+        let listed = self.list(state, "all").await?;
+        Ok(listed.into_iter().map(|s| s.resource).collect())
+    }
+
+    /// Approval `id` as the store holds it, for the admin console.
+    pub async fn resource(
+        &self,
+        state: &StateStore,
+        id: &str,
+    ) -> Result<Option<super::Resource>, ApprovalError> {
+        Ok(self.load(state, id).await?.map(|(_, s)| s.resource))
+    }
+
     /// Approval `id`, if `caller` may see it (its deadlines applied first).
     pub async fn visible(
         &self,

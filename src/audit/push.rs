@@ -16,7 +16,6 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
 use crate::secret::Secret;
@@ -281,25 +280,7 @@ fn client(
     connect_to: &[ConnectRule],
     extra_ca_pem: Option<&str>,
 ) -> Result<PushClient, crate::upstream::UpstreamSetupError> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    for cert in extra_ca_pem
-        .map(crate::tls::certs_from_pem)
-        .transpose()?
-        .unwrap_or_default()
-    {
-        roots.add(cert)?;
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(ConnectTo::new(connect_to, CONNECT_TIMEOUT));
-    Ok(Client::builder(TokioExecutor::new()).build(https))
+    crate::upstream::side_client(connect_to, extra_ca_pem, CONNECT_TIMEOUT)
 }
 
 async fn run(queue: PushQueue, endpoint: Endpoint, client: PushClient) {

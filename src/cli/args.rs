@@ -53,6 +53,8 @@ pub enum Command {
     /// Verify and query audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// List, show, approve, reject or cancel four-eyes approvals on a running gateway.
+    Approvals(super::approvals::ApprovalsArgs),
     /// The operations graphgate gates: paths, parameters, tier, permissions (offline).
     Operations(super::operations::OperationsArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -156,6 +158,20 @@ pub struct ServeArgs {
     /// The PEM private key of --admin-tls-cert.
     #[arg(long, env = "GRAPHGATE_ADMIN_TLS_KEY", requires = "admin_tls_cert")]
     pub admin_tls_key: Option<PathBuf>,
+    /// The audit console's base URL as people reach it (e.g. https://graphgate-admin.example.com,
+    /// behind whatever proxy fronts the admin listener): approval notifications link to
+    /// <URL>/audit/approvals/<id>. Without it they carry no link.
+    #[arg(long, env = "GRAPHGATE_CONSOLE_URL")]
+    pub console_url: Option<String>,
+    /// Approval notifications each webhook's queue holds; past it the oldest is dropped
+    /// (graphgate_webhook_dropped_total).
+    #[arg(long, env = "GRAPHGATE_WEBHOOK_QUEUE", default_value_t = 256,
+          value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub webhook_queue: u32,
+    /// Longest one webhook delivery attempt may take, in seconds (then it is retried).
+    #[arg(long, env = "GRAPHGATE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
     #[command(flatten)]
     pub audit: ServeAuditArgs,
     #[command(flatten)]

@@ -3,6 +3,7 @@
 //! prints the catalog, [`manual`] the completions and man pages). The library does the
 //! work; nothing here is on the request path.
 
+pub mod approvals;
 pub mod args;
 pub mod audit;
 mod audit_checkpoints;

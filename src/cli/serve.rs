@@ -141,6 +141,32 @@ fn config(
         admin_token_file: args.admin_token_file.clone(),
         admin_tls: admin_tls_files(args),
         ship,
+        notify: notify_settings(args, problems),
+    }
+}
+
+/// How approval notifications are sent: `--console-url` must be an absolute http(s) URL.
+fn notify_settings(args: &ServeArgs, problems: &mut Problems) -> graphgate::notify::Settings {
+    let console_url = args
+        .console_url
+        .as_deref()
+        .map(str::trim)
+        .filter(|u| !u.is_empty());
+    if let Some(url) = console_url {
+        let ok = url
+            .parse::<http::Uri>()
+            .is_ok_and(|u| matches!(u.scheme_str(), Some("https" | "http")) && u.host().is_some());
+        if !ok {
+            problems.push(format!(
+                "--console-url {url:?}: an absolute http(s) URL, e.g. https://graphgate-admin.example.com"
+            ));
+        }
+    }
+    graphgate::notify::Settings {
+        console_url: console_url.map(str::to_owned),
+        queue: args.webhook_queue as usize,
+        timeout: std::time::Duration::from_secs(args.webhook_timeout_secs),
+        ..graphgate::notify::Settings::default()
     }
 }
 

@@ -48,6 +48,7 @@ pub fn page(title: &str, status: &str, body: &str) -> String {
 <body>
 <header>
 <h1><a href="/audit">graphgate audit</a></h1>
+<nav id="sections"><a href="/audit">Actions</a> <a href="/audit/approvals">Approvals</a></nav>
 {status}
 </header>
 <main>

@@ -2,8 +2,11 @@
 //! team's question, "what was done to this device, by whom, and did it complete". Server
 //! rendered ([`html`], [`pages`]) from an in-memory [`index`] of the log, with its own
 //! stylesheet and script (no CDN, works offline) under a strict Content-Security-Policy.
-//! [`auth`] guards it (and `/metrics`) with an admin token off loopback.
+//! [`approvals`] renders the approvals pages (`/audit/approvals`) from what the admin
+//! listener reads in the state store. [`auth`] guards it (and `/metrics`) with an admin token
+//! off loopback.
 
+pub mod approvals;
 pub mod auth;
 pub mod html;
 pub mod index;
@@ -88,6 +91,34 @@ impl Console {
         }
     }
 
+    /// The approvals page: `all` as the state store listed them, or why it could not.
+    pub fn approvals(
+        &self,
+        all: Result<Vec<crate::approval::Resource>, String>,
+    ) -> Response<Full<Bytes>> {
+        match all {
+            Ok(all) => self.page("Approvals", &approvals::list(&all)),
+            Err(e) => unavailable(&e),
+        }
+    }
+
+    /// Approval `id`'s page.
+    pub fn approval(
+        &self,
+        id: &str,
+        found: Result<Option<crate::approval::Resource>, String>,
+    ) -> Response<Full<Bytes>> {
+        match found {
+            Ok(Some(a)) => self.page(&format!("Approval {id}"), &approvals::one(&a)),
+            Ok(None) => respond(
+                StatusCode::NOT_FOUND,
+                "text/plain; charset=utf-8",
+                "no such approval\n".into(),
+            ),
+            Err(e) => unavailable(&e),
+        }
+    }
+
     fn page(&self, title: &str, body: &str) -> Response<Full<Bytes>> {
         let status = pages::status_panel(&self.index, &self.checkpoint_status());
         let html = html::page(title, &status, body);
@@ -120,6 +151,15 @@ impl Console {
             html::esc(&verifier.label())
         )
     }
+}
+
+/// The state store did not answer: 503, saying why (the store's error names no secret).
+fn unavailable(why: &str) -> Response<Full<Bytes>> {
+    respond(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "text/plain; charset=utf-8",
+        format!("approvals are unavailable: {why}\n"),
+    )
 }
 
 /// The newest verified checkpoint in `path` and its file's modification time.

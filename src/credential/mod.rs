@@ -249,15 +249,10 @@ fn is_domain_name(name: &str) -> bool {
             .is_some_and(|tld| tld.chars().any(|c| c.is_ascii_alphabetic()))
 }
 
-/// Reads a secret-bearing file (a client secret or a federated token), trimmed; an empty
-/// file is an error. The message never contains the contents.
+/// Reads a secret-bearing file (a client secret or a federated token): see
+/// [`crate::secret::read_file`].
 fn read_secret_file(path: &std::path::Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read: {e}"))?;
-    let value = text.trim();
-    if value.is_empty() {
-        return Err("the file is empty".into());
-    }
-    Ok(Secret::new(value))
+    crate::secret::read_file(path)
 }
 
 /// The authority host to use: `AZURE_AUTHORITY_HOST` if set (it must belong to `cloud`),

@@ -67,6 +67,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         })
         .collect();
     let pacing = pacing(file.pacing.as_ref(), &mut issues);
+    let webhooks = super::webhooks::webhooks(file.approvals.as_ref(), &mut issues);
     let tenant_budgets =
         super::budget::tenant_budgets(&file.tenant_budgets, &mut |at, m| issues.at(at, m));
     if !issues.0.is_empty() {
@@ -80,6 +81,7 @@ pub(super) fn compile(file: PolicyFile, hash: String) -> Result<Policy, Vec<Poli
         ]
         .concat(),
         approver_groups,
+        webhooks,
         any_approval: rules.iter().any(|r| r.approval.is_some()),
         by_caller: by_caller(callers.len(), &rules),
         api_keys,

@@ -22,6 +22,9 @@ pub(super) struct PolicyFile {
     /// Named lists of callers that rules' approval groups may name (see `approval`).
     #[serde(default)]
     pub approver_groups: std::collections::BTreeMap<String, Spanned<Vec<Spanned<String>>>>,
+    /// Where approvals' notifications go (see `webhooks`).
+    #[serde(default)]
+    pub approvals: Option<super::webhooks::ApprovalsEntry>,
 }
 
 #[derive(Debug, Deserialize)]

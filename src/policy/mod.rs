@@ -15,6 +15,7 @@ pub mod rate;
 pub mod requirements;
 pub mod tiers;
 mod unknown_keys;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,6 +32,7 @@ pub use jwt::{JwtIdentity, JwtIssuer, KeySource};
 pub use prejudge::Scope;
 pub use rate::Rate;
 pub use requirements::{InitiatorPattern, Missing, Person, Require};
+pub use webhooks::{Format as WebhookFormat, Webhook};
 
 /// The policy-file format this build reads.
 pub const POLICY_VERSION: u32 = 1;
@@ -236,6 +238,8 @@ pub struct Policy {
     pub warnings: Vec<String>,
     /// Named lists of callers that approval groups may name (`approver_groups`).
     pub approver_groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// Where approvals' notifications go (`approvals: {webhooks}`).
+    pub webhooks: Vec<Webhook>,
     /// Whether any rule has an approval.
     any_approval: bool,
 }

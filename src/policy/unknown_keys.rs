@@ -12,6 +12,7 @@ use super::PolicyIssue;
 use super::approval::{ApprovalEntry, GroupEntry};
 use super::file::{CallerEntry, ConditionEntry, MtlsEntry, PacingEntry, PolicyFile, RuleEntry};
 use super::jwt::{JwtCallerEntry, JwtIssuerEntry, JwtKeysEntry};
+use super::webhooks::{ApprovalsEntry, WebhookEntry};
 
 /// The issues of a file that serde refused with `error`: every unknown key, and the error
 /// itself unless it is one of those.
@@ -65,7 +66,16 @@ static POLICY_FILE: Shape = Shape {
         ("rules", &RULE),
         ("pacing", &PACING),
         ("jwt_issuers", &JWT_ISSUER),
+        ("approvals", &APPROVALS),
     ],
+};
+static APPROVALS: Shape = Shape {
+    fields: fields_of::<ApprovalsEntry>,
+    nested: &[("webhooks", &WEBHOOK)],
+};
+static WEBHOOK: Shape = Shape {
+    fields: fields_of::<WebhookEntry>,
+    nested: &[],
 };
 static CALLER: Shape = Shape {
     fields: fields_of::<CallerEntry>,
@@ -259,7 +269,8 @@ mod tests {
                 "pacing",
                 "jwt_issuers",
                 "tenant_budgets",
-                "approver_groups"
+                "approver_groups",
+                "approvals"
             ]
         );
         assert_eq!(

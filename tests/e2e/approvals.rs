@@ -832,7 +832,7 @@ async fn one_approval_per_request_keyed_deduplicated_dry_run_and_bulk() {
 }
 
 /// The code block after `marker` in `text`.
-pub fn block_after(text: &str, marker: &str) -> String {
+pub(crate) fn block_after(text: &str, marker: &str) -> String {
     let after = &text[text.find(marker).expect("the marker is in the README")..];
     let start = after.find("```").unwrap();
     let body = &after[start..];

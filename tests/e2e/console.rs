@@ -19,7 +19,7 @@ use graphgate::console::auth::AdminToken;
 const OTHER_DEVICE: &str = "1c7a3e2f-2b3c-4d5e-9f00-112233445566";
 const ADMIN_TOKEN: &str = "admin-token-Sentinel-7f3e9a21";
 
-fn chromium_present() -> bool {
+pub(crate) fn chromium_present() -> bool {
     require_tool(
         "chromium",
         &["chromium", "--version"],
@@ -83,7 +83,7 @@ async fn chromium(url: &str, extra: &[String]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-async fn dump_dom(url: &str) -> String {
+pub(crate) async fn dump_dom(url: &str) -> String {
     chromium(url, &["--dump-dom".to_owned()]).await
 }
 
@@ -267,7 +267,7 @@ fn screenshot_path() -> PathBuf {
 }
 
 /// One GET on `addr` with an optional Authorization header: status, a header, body.
-async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, String) {
+pub(crate) async fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String, String) {
     let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
@@ -386,10 +386,10 @@ async fn reqwest_like_headers(addr: SocketAddr, path: &str) -> String {
 }
 
 /// Text a hostile caller controls, as markup: it must reach the page as text only.
-const HOSTILE: &str = r#"<b id="pwn">x</b><img src=x onerror="document.title='pwned'">"#;
+pub(crate) const HOSTILE: &str = r#"<b id="pwn">x</b><img src=x onerror="document.title='pwned'">"#;
 
 /// No element made from [`HOSTILE`] in a rendered DOM.
-fn assert_no_hostile_markup(dom: &str, page: &str) {
+pub(crate) fn assert_no_hostile_markup(dom: &str, page: &str) {
     for markup in [
         r#"<b id="pwn">"#,
         "<img src=\"x\"",

@@ -21,7 +21,7 @@ use crate::approvals::{
 };
 use crate::common::redis::RedisServer;
 use crate::common::replicas::Replicas;
-use crate::common::{Caller, DEVICE, Rule, TestPolicy, emu, eventually, temp_dir};
+use crate::common::{Caller, DEVICE, Options, Rule, TestPolicy, emu, eventually, temp_dir};
 
 /// `ops-bot` may wipe and retire, without graphgate approval.
 fn direct_policy() -> TestPolicy {
@@ -66,15 +66,14 @@ fn limits() -> Limits {
 }
 
 async fn start(n: usize, policy: &TestPolicy, state: StateConfig, status: u16) -> Replicas {
-    let reconcile = graphgate::audit::reconcile::ReconcileConfig::default();
-    Replicas::start_with(
-        n,
-        &policy.yaml(),
-        (state, limits()),
-        tenant(status),
-        Some(reconcile),
-    )
-    .await
+    let opts = Options {
+        state,
+        limits: limits(),
+        emulator: tenant(status),
+        reconcile: Some(graphgate::audit::reconcile::ReconcileConfig::default()),
+        ..Options::default()
+    };
+    Replicas::start_with(n, &policy.yaml(), opts).await
 }
 
 /// The wipes Graph received.
@@ -442,14 +441,12 @@ async fn with_maa_handling_readiness_expects_the_permission_that_reads_intune_s_
     config.apps[0]
         .roles
         .retain(|r| r != "DeviceManagementRBAC.Read.All");
-    let r = Replicas::start_with(
-        1,
-        &direct_policy().yaml(),
-        (StateConfig::default(), limits()),
-        config,
-        None,
-    )
-    .await;
+    let opts = Options {
+        limits: limits(),
+        emulator: config,
+        ..Options::default()
+    };
+    let r = Replicas::start_with(1, &direct_policy().yaml(), opts).await;
     let (status, detail) = r.readyz(0).await;
     assert_eq!(status, 503, "{detail}");
     let missing = detail["checks"]["permissions"]["missing"].to_string();

@@ -156,6 +156,8 @@ pub struct Options {
     pub state: StateConfig,
     /// Faults the emulator injects from the start (before the gateway's first token).
     pub faults: graphgate_emulator::Faults,
+    /// How approval notifications are sent.
+    pub notify: graphgate::notify::Settings,
 }
 
 impl Default for Options {
@@ -177,6 +179,7 @@ impl Default for Options {
             reconcile: None,
             state: StateConfig::default(),
             faults: graphgate_emulator::Faults::default(),
+            notify: graphgate::notify::Settings::default(),
         }
     }
 }
@@ -302,6 +305,7 @@ pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
         admin_tls: None,
         ship: None,
         extra_tls: None,
+        notify: opts.notify.clone(),
     }
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use graphgate::gateway::{Gateway, Limits};
 use graphgate::state::StateConfig;
-use graphgate_emulator::{Emulator, EmulatorConfig};
+use graphgate_emulator::Emulator;
 use http::Request;
 use http_body_util::Full;
 
@@ -41,27 +41,22 @@ pub struct Replicas {
 impl Replicas {
     /// `n` replicas enforcing `policy`, with state in `state`, and `limits`.
     pub async fn start(n: usize, policy: &str, state: StateConfig, limits: Limits) -> Replicas {
-        Self::start_with(n, policy, (state, limits), EmulatorConfig::default(), None).await
+        let opts = Options {
+            state,
+            limits,
+            ..Options::default()
+        };
+        Replicas::start_with(n, policy, opts).await
     }
 
-    /// [`Replicas::start`] in front of an emulator configured by `emulator`, following up
-    /// accepted device actions with `reconcile`.
-    pub async fn start_with(
-        n: usize,
-        policy: &str,
-        (state, limits): (StateConfig, Limits),
-        emulator: EmulatorConfig,
-        reconcile: Option<graphgate::audit::reconcile::ReconcileConfig>,
-    ) -> Replicas {
-        let ms = Microsoft::start(emulator).await;
+    /// `n` replicas enforcing `policy`, otherwise set up as `opts` says (the emulator too).
+    pub async fn start_with(n: usize, policy: &str, opts: Options) -> Replicas {
+        let ms = Microsoft::start(opts.emulator.clone()).await;
         let dir = temp_dir("replicas");
         let opts = Options {
             policy: Some(policy.to_owned()),
             policy_file: Some(dir.join("policy.yaml")),
-            state,
-            limits,
-            reconcile,
-            ..Options::default()
+            ..opts
         };
         let mut all = Replicas {
             emulator: Arc::clone(&ms.emulator),
