@@ -1,6 +1,6 @@
 //! What audit trust costs, measured: a checkpoint (its signature alone, and signed, appended
-//! and synced), 10,000 records written with and without checkpoints, `audit verify`'s chain
-//! throughput on a large log, and the console's pages over that log (1,000,000 records by
+//! and synced), 10,000 records written with and without checkpoints, `audit verify`'s
+//! throughput on a large log (the hash chain, and with the Merkle tree's root), and the console's pages over that log (1,000,000 records by
 //! default; `GRAPHGATE_BENCH_RECORDS` sets another size).
 //!
 //!     cargo bench --bench audit_trust
@@ -14,10 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use graphgate::audit::chain::ChainState;
-use graphgate::audit::checkpoint::CheckpointConfig;
-use graphgate::audit::checkpointer::Checkpointer;
-use graphgate::audit::note::NoteSigner;
+use graphgate::audit::checkpoints::checkpoint::CheckpointConfig;
+use graphgate::audit::checkpoints::checkpointer::Checkpointer;
+use graphgate::audit::checkpoints::note::NoteSigner;
+use graphgate::audit::records::chain::ChainState;
+use graphgate::audit::store::sink::Checkpoints;
 use graphgate::audit::{Audit, AuditConfig, Entry, Fingerprinter, Kind};
 use graphgate::console::Console;
 
@@ -44,6 +45,7 @@ fn checkpoints(every_records: u64) -> CheckpointConfig {
         every_records,
         interval: Duration::from_secs(3600),
         push: None,
+        latest: Default::default(),
     }
 }
 
@@ -57,16 +59,20 @@ fn checkpoint(c: &mut Criterion) {
             "graphgate.bench/audit/a.jsonl\n1000\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
         b.iter(|| config.signer.sign(black_box(body)).unwrap())
     });
-    let mut writer = Checkpointer::open(&dir.join("a.jsonl"), config.clone()).unwrap();
-    let mut seq = 0u64;
+    let log = dir.join("a.jsonl");
+    std::fs::write(&log, "").unwrap();
+    let tree = graphgate::audit::checkpoints::leaves::open_for(&log, 0).unwrap();
+    let mut writer = Checkpointer::open(&log, config.clone(), tree).unwrap();
+    let mut state = ChainState::default();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
     g.bench_function("sign_append_sync", |b| {
         b.iter(|| {
-            seq += 1;
-            // Waits until the checkpoint is on disk.
-            writer.close(&ChainState {
-                seq,
-                hash: format!("{seq:064x}"),
-            });
+            // One new record, taken into the tree, then the checkpoint: waits until it is
+            // on disk.
+            let mut line = state.seal(&request(state.seq)).unwrap();
+            line.push(b'\n');
+            std::io::Write::write_all(&mut file, &line).unwrap();
+            writer.close(&state);
         })
     });
     g.finish();
@@ -157,29 +163,81 @@ fn large_log(c: &mut Criterion) {
         .throughput(Throughput::Elements(records));
     g.bench_function(format!("{records}_records"), |b| {
         b.iter(|| {
-            let report = graphgate::audit::verify::verify(&files).unwrap();
+            let report = graphgate::audit::read::verify::verify(&files).unwrap();
             assert!(report.problem.is_none());
             report
         })
     });
+    // What `audit verify --public-key` does: also each record's Merkle leaf hash, folded
+    // into the tree's root.
+    g.bench_function(format!("{records}_records_and_merkle_root"), |b| {
+        b.iter(|| {
+            let (report, leaves) =
+                graphgate::audit::read::verify::verify_with_leaves(&files, &[], true).unwrap();
+            assert!(report.problem.is_none());
+            assert_eq!(leaves.len() as u64, records);
+            let mut roots = graphgate::audit::checkpoints::tree::Roots::default();
+            for leaf in leaves {
+                roots.push(leaf).unwrap();
+            }
+            roots.root().unwrap()
+        })
+    });
     g.finish();
-    console_pages(c, &log, records);
-    let _ = std::fs::remove_dir_all(&dir);
+    console_pages(c, &log, &files, records);
+    // GRAPHGATE_BENCH_KEEP=1 keeps the log, to time `graphgate audit verify` on it.
+    match std::env::var_os("GRAPHGATE_BENCH_KEEP") {
+        Some(_) => eprintln!("kept the large log in {}", dir.display()),
+        None => {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+    }
 }
 
-/// The console's pages over the log, once its index is built.
-fn console_pages(c: &mut Criterion, log: &Path, records: u64) {
+/// CPU seconds this process has used (user and system), from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<f64> = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    // Clock ticks: 100 a second on Linux.
+    fields.iter().sum::<f64>() / 100.0
+}
+
+/// The console's pages over the log, once its index is built. The index build is timed
+/// (wall and CPU) beside one run of what `audit verify --public-key` does over the same
+/// files (the chain and the Merkle root), so the two compare under the same load.
+fn console_pages(c: &mut Criterion, log: &Path, files: &[PathBuf], records: u64) {
+    let (started, cpu) = (Instant::now(), cpu_seconds());
+    let (report, leaves) =
+        graphgate::audit::read::verify::verify_with_leaves(files, &[], true).unwrap();
+    assert!(report.problem.is_none());
+    let mut roots = graphgate::audit::checkpoints::tree::Roots::default();
+    for leaf in leaves {
+        roots.push(leaf).unwrap();
+    }
+    black_box(roots.root().unwrap());
+    eprintln!(
+        "audit verify with the Merkle root over {records} records: {:.1?} ({:.1} s CPU)",
+        started.elapsed(),
+        cpu_seconds() - cpu
+    );
     let rt = tokio::runtime::Runtime::new().unwrap();
     let console = rt.block_on(async {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         let console = Console::start(log, None, None);
         while console.index().last_seq() < records {
             assert!(started.elapsed() < Duration::from_secs(900), "not indexed");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         eprintln!(
-            "console index of {records} records built in {:.1?}",
-            started.elapsed()
+            "console index of {records} records built in {:.1?} ({:.1} s CPU)",
+            started.elapsed(),
+            cpu_seconds() - cpu
         );
         console
     });

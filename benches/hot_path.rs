@@ -162,7 +162,7 @@ fn audit_sealing(c: &mut Criterion) {
         rule: Some("rotator-updates-room-accounts".into()),
         ..graphgate::audit::Entry::default()
     };
-    let mut chain = graphgate::audit::chain::ChainState::default();
+    let mut chain = graphgate::audit::records::chain::ChainState::default();
     c.bench_function("audit/seal_record_with_hash_chain", |b| {
         b.iter(|| chain.seal(black_box(&entry)).unwrap())
     });

@@ -247,6 +247,9 @@ pub async fn handle_with<B>(
     {
         return refusal;
     }
+    if let Some(tile) = path.strip_prefix("/audit/tlog/") {
+        return tlog(gateway, req.method(), tile).await;
+    }
     if path == "/audit" || path.starts_with("/audit/") {
         if req.method() != Method::GET {
             return reply(
@@ -299,6 +302,58 @@ pub async fn handle_with<B>(
         }
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
     }
+}
+
+/// The log as C2SP tiles (see [`crate::audit::read::tiles`]), read off the async runtime.
+async fn tlog(gateway: &Gateway, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET {
+        return reply(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain",
+            "GET only\n".into(),
+        );
+    }
+    let audit = gateway.audit();
+    let (Some(log), Some(latest)) = (audit.path(), audit.latest_checkpoint()) else {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "the log's tiles need signed checkpoints (--audit-signing-key-file)\n".into(),
+        );
+    };
+    let (log, latest, path) = (log.to_owned(), latest.clone(), path.to_owned());
+    let answer = tokio::task::spawn_blocking(move || {
+        crate::audit::read::tiles::answer(&log, &latest, &path)
+    })
+    .await;
+    let (status, content_type, body) = match answer {
+        Ok(a) => a,
+        Err(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "text/plain",
+            b"failed\n".to_vec(),
+        ),
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    // The checkpoint changes; a tile or bundle at a path never does.
+    let cache = match status == StatusCode::OK && !path_is_checkpoint(&resp) {
+        true => "public, max-age=31536000, immutable",
+        false => "no-store",
+    };
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static(cache),
+    );
+    resp
+}
+
+fn path_is_checkpoint(resp: &Response<Full<Bytes>>) -> bool {
+    resp.headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/plain"))
 }
 
 /// A 401 unless the request carries the admin token (none configured: always a 401 that
@@ -379,6 +434,11 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
         Ok(()) => (true, "ok".to_owned(), None),
         Err(e) => (false, format!("error: {e}"), Some(e.kind().as_str())),
     };
+    // A witness that has cosigned more than the log holds (or refuses its history) means
+    // records were cut off or rewritten: not ready. A witness that is merely down is not a
+    // reason (its quorum's age grows instead).
+    let witnesses = gateway.audit().witnesses();
+    let witnesses_ok = witnesses.is_none_or(|w| w.is_ready());
     // Shutting down: the load balancer should send nothing more here.
     let draining = gateway.is_draining();
     let ready = policy_ok
@@ -386,6 +446,7 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
         && token == "ok"
         && missing.is_empty()
         && state_ok
+        && witnesses_ok
         && !draining;
     let detail = json!({
         "ready": ready,
@@ -398,6 +459,7 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
                 "reloader": reloader.as_str(),
             },
             "audit": {"ok": audit != "failing", "status": audit},
+            "witnesses": witnesses.map(|w| w.detail()),
             "token": {"ok": token == "ok", "status": token},
             "permissions": {"ok": missing.is_empty(), "missing": missing, "excess": excess},
             "state": {

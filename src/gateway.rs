@@ -56,7 +56,7 @@ use tracing::Instrument;
 use crate::admit::{self, Admitted, RequestIds};
 use crate::answer::{disclosure, dry_run_response, json_response, kept, set_ids};
 use crate::approval::{hold, maa};
-use crate::audit::trail::Origin;
+use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
 use crate::cloud::Cloud;

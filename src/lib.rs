@@ -37,14 +37,19 @@
 //!   [`notify`] sends every change to the policy's webhooks (JSON, Teams, Slack), signed,
 //!   from bounded queues.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
-//!   pacing and the dry-run rate; [`idempotency`]: no double execution of a repeated
-//!   request; [`state`]: where both keep their counts and claims (and approvals, as versioned
-//!   records), behind one contract ([`state::Store`]) kept in this process or in Redis shared
-//!   by every replica, under the deployment's name ([`state::Namespace`]).
+//!   pacing and the dry-run rate ([`ratelimit::ledger`]: the memory store's budgets kept
+//!   across restarts through the audit intents); [`idempotency`]: no double execution of a
+//!   repeated request; [`state`]: where both keep their counts and claims (and approvals, as
+//!   versioned records), behind one contract ([`state::Store`]) kept in this process or in
+//!   Redis shared by every replica, under the deployment's name ([`state::Namespace`]).
 //! - [`token`] and [`credential`]: the cached app-only Entra token (with its own circuit
 //!   breaker) and how it is obtained.
 //! - [`audit`]: the durable, hash-chained audit log: the per-request trail whose intent is
-//!   durable before Graph is called, its writer, `verify` and `query`.
+//!   durable before Graph is called, its writer, `verify` and `query`; the log as an RFC 6962
+//!   Merkle tree ([`audit::checkpoints::tree`]) whose signed checkpoints witnesses cosign
+//!   ([`audit::witnessing`]), receipts, tiles, and the refusal to launder a cut log at start.
+//! - [`witness`]: `graphgate witness serve`, the C2SP tlog-witness a security team runs
+//!   apart from the gateway.
 //! - [`forward`]: sending an admitted request to Graph and what may be retried;
 //!   [`upstream`]: the outbound HTTPS client (and connect-to overrides for tests).
 //! - `error` (*crate*): every stage's failure and the one place it becomes status, Graph
@@ -97,4 +102,5 @@ pub mod telemetry;
 pub mod tls;
 pub mod token;
 pub mod upstream;
+pub mod witness;
 pub mod words;

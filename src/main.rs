@@ -1,6 +1,6 @@
 //! The `graphgate` command line: parse the flags, read the environment once, start logging,
-//! and run the command (`serve`, `emulate`, `policy`, `audit`, `approvals`, `operations`,
-//! `completions`, `man`; see `cli`).
+//! and run the command (`serve`, `emulate`, `policy`, `audit`, `witness`, `approvals`,
+//! `operations`, `completions`, `man`; see `cli`).
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +48,7 @@ fn main() -> ExitCode {
             Command::Emulate(args) => cli::emulate::run(args).await,
             Command::Policy(cmd) => cli::policy::run(cmd),
             Command::Audit(cmd) => Ok(cli::reader_gone_is_fine(cli::audit::run(cmd))?),
+            Command::Witness(cmd) => cli::witness::run(cmd).await,
             Command::Approvals(args) => cli::approvals::run(args).await,
             Command::Operations(args) => Ok(cli::operations::run(args)),
             Command::Completions(args) => Ok(cli::manual::completions(&args)),

@@ -97,6 +97,8 @@ struct AuditTrust {
     reconcile_actions: Family<StateLabel, Gauge>,
     reconcile_completions: Family<StateLabel, Counter>,
     reconcile_polls: Family<ResultLabel, Counter>,
+    witness_submissions: Family<ResultLabel, Counter>,
+    witness_quorum_age: Gauge,
 }
 
 fn latency() -> Histogram {
@@ -305,6 +307,33 @@ fn register_audit_trust(r: &mut Registrar, t: &AuditTrust) {
         "Reads of deviceActionResults, by result",
         t.reconcile_polls.clone(),
     );
+    r.register(
+        "graphgate_audit_witness_submissions",
+        "Checkpoints submitted to witnesses, by result (ok, conflict: the witness had another size, rollback, inconsistent, refused, error)",
+        t.witness_submissions.clone(),
+    );
+    r.register(
+        "graphgate_audit_witness_quorum_age_seconds",
+        "How long the newest signed audit checkpoint has waited for a quorum of witnesses to cosign it (0 while it is cosigned, or when none is signed yet)",
+        t.witness_quorum_age.clone(),
+    );
+}
+
+/// A checkpoint submission to a witness ended with `result`.
+pub fn audit_witness_submission(result: &'static str) {
+    METRICS
+        .audit_trust
+        .witness_submissions
+        .get_or_create(&ResultLabel { result })
+        .inc();
+}
+
+/// The newest quorum-cosigned checkpoint is `age_secs` old.
+pub fn audit_witness_quorum_age(age_secs: u64) {
+    METRICS
+        .audit_trust
+        .witness_quorum_age
+        .set(i64::try_from(age_secs).unwrap_or(i64::MAX));
 }
 
 fn register_webhooks(r: &mut Registrar, w: &Webhooks) {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use graphgate::audit::chain::ChainState;
+use graphgate::audit::records::chain::ChainState;
 use graphgate::audit::{AuditDecision, Entry, Kind};
 
 /// A device seen once, in the log's second record (a filter on it scans every row).
@@ -73,7 +73,11 @@ pub fn generate(log: &Path, records: u64, file_bytes: usize) {
         out.push(b'\n');
         if out.len() >= file_bytes {
             file_no += 1;
-            std::fs::write(graphgate::audit::files::rotated_name(log, file_no), &out).unwrap();
+            std::fs::write(
+                graphgate::audit::store::files::rotated_name(log, file_no),
+                &out,
+            )
+            .unwrap();
             out.clear();
         }
     }

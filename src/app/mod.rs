@@ -19,7 +19,7 @@ pub use config::{AuditTarget, PolicySource, Problems, ServeConfig, TlsSource};
 
 use crate::admin::AdminOptions;
 use crate::audit::Audit;
-use crate::audit::note::NoteVerifier;
+use crate::audit::checkpoints::note::NoteVerifier;
 use crate::console::{Console, auth::AdminToken};
 use crate::gateway::Gateway;
 use crate::policy::Policy;
@@ -90,8 +90,15 @@ impl App {
         };
         let audit = match &config.audit {
             AuditTarget::Log(settings) => {
-                let extra_ca = config.extra_ca_pem.as_deref();
-                match settings.open(&config.connect_to, extra_ca).await {
+                // Opening refuses a log whose evidence is missing (anchor, checkpoints, tree)
+                // unless a new tree is asked for; the witnesses then refuse a log shorter
+                // than they cosigned, and their submission tasks start.
+                let (connect_to, extra_ca) = (&config.connect_to, config.extra_ca_pem.as_deref());
+                let opened = match settings.open(connect_to, extra_ca).await {
+                    Ok(audit) => settings.witness(audit, connect_to, extra_ca).await,
+                    Err(e) => Err(e),
+                };
+                match opened {
                     Ok(audit) => audit,
                     Err(e) => {
                         problems.push(e);
@@ -438,7 +445,7 @@ fn start_shipping(
     };
     crate::audit::ship::spawn(log, durable, config)?;
     tracing::info!(
-        from_seq = crate::audit::ship::read_cursor(log) + 1,
+        from_seq = crate::audit::store::ship_cursor::read(log) + 1,
         "shipping audit records as OTLP log records"
     );
     Ok(())

@@ -9,7 +9,7 @@ use tokio::sync::broadcast;
 
 use super::model::{Resource, State};
 use crate::audit::Audit;
-use crate::audit::record::{AuditDecision, Entry, Kind, now_rfc3339};
+use crate::audit::records::record::{AuditDecision, Entry, Kind, now_rfc3339};
 
 /// How many events a slow subscriber may fall behind before it misses some (it is told how
 /// many it missed; the state machine never waits for it).

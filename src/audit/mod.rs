@@ -1,47 +1,83 @@
 //! The audit log: a durable, hash-chained, secret-free JSON Lines record of every request
-//! that reaches operation recognition (and a sample of failed authentications).
-//! [`trail`] collects one request's record, [`sampler`] bounds what refusals may write,
-//! [`writer`] makes records durable with group commit, [`sink`] and [`files`] keep the files
-//! and their [`anchor`], [`verify`] and [`query`] read logs. Off the host: signed
-//! [`checkpoint`]s ([`note`], written by the [`checkpointer`], [`push`]ed to an endpoint),
-//! [`ship`]ping to an OTLP collector, and [`reconcile`] (did the device action happen?);
-//! [`follow`] reads a live log in chain order for them and for the console.
+//! that reaches operation recognition (and a sample of failed authentications), and what
+//! makes its history one the host cannot rewrite. Its parts, in the order a record meets
+//! them (each folder imports only from those before it):
+//! - [`records`]: one request's [`trail`], the [`sampler`] bounding what refusals may write,
+//!   keyed [`fingerprint`]s, the [`record`] and its place in the hash [`chain`];
+//! - [`store`]: the writer's [`queue`], the [`writer`] thread's group commit, the [`sink`]
+//!   and the log's [`files`] (and [`follow`]ing them as they grow), the [`anchor`], and the
+//!   [`ship_cursor`] retention respects;
+//! - [`checkpoints`]: the log as an RFC 6962 Merkle [`tree`] fed by [`leaves`], signed
+//!   [`checkpoint`]s ([`note`], written by the [`checkpointer`] the sink drives, [`push`]ed
+//!   off the host);
+//! - [`witnessing`]: [`witness`]es cosigning them ([`witness_protocol`], [`cosigned`]) and
+//!   the start-up check against them ([`witness_start`]);
+//! - [`read`]: [`verify`] a log ([`sweep`], its parallel pass; a [`report`]; the [`ends`]
+//!   against the anchor), [`query`] it, [`receipt`]s and [`tiles`];
+//! - at start: [`launder`] (a log whose evidence is missing is not continued) and [`open`]
+//!   (the log as `serve` is configured to keep it, [`open::AuditSettings`], opened from
+//!   those parts with its push and witnesses started);
+//! - off the host besides: [`ship`]ping to an OTLP collector and [`reconcile`] (did the
+//!   device action happen?).
+//!
+//! The `graphgate audit` commands and `serve`'s audit flags are the binary's (`src/cli/`).
+//!
+//! [`trail`]: records::trail
+//! [`sampler`]: records::sampler
+//! [`fingerprint`]: records::fingerprint
+//! [`record`]: records::record
+//! [`chain`]: records::chain
+//! [`queue`]: store::queue
+//! [`writer`]: store::writer
+//! [`sink`]: store::sink
+//! [`files`]: store::files
+//! [`follow`]: store::follow
+//! [`anchor`]: store::anchor
+//! [`ship_cursor`]: store::ship_cursor
+//! [`tree`]: checkpoints::tree
+//! [`leaves`]: checkpoints::leaves
+//! [`checkpoint`]: checkpoints::checkpoint
+//! [`note`]: checkpoints::note
+//! [`checkpointer`]: checkpoints::checkpointer
+//! [`push`]: checkpoints::push
+//! [`witness`]: witnessing::witness
+//! [`witness_protocol`]: witnessing::witness_protocol
+//! [`cosigned`]: witnessing::cosigned
+//! [`witness_start`]: witnessing::witness_start
+//! [`verify`]: read::verify
+//! [`sweep`]: read::sweep
+//! [`report`]: read::report
+//! [`ends`]: read::ends
+//! [`query`]: read::query
+//! [`receipt`]: read::receipt
+//! [`tiles`]: read::tiles
 
-pub mod anchor;
-mod batch;
-pub mod chain;
-pub mod checkpoint;
-pub mod checkpointer;
-pub mod ends;
-pub mod files;
-pub mod fingerprint;
-pub mod follow;
-pub mod note;
+pub mod checkpoints;
+pub mod launder;
 pub mod open;
-pub mod push;
-pub mod query;
-mod queue;
+pub mod read;
 pub mod reconcile;
-pub mod record;
-pub mod sampler;
+pub mod records;
 pub mod ship;
-pub mod sink;
-pub mod trail;
-pub mod verify;
-pub mod writer;
+pub mod store;
+pub mod witnessing;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use fingerprint::Fingerprinter;
-pub use queue::WriteError;
-pub use record::{AuditDecision, Entry, Kind, Record};
-pub use trail::{AuditTrail, DurableIntent};
+pub use records::fingerprint::Fingerprinter;
+pub use records::record::{AuditDecision, Entry, Kind, Record};
+pub use records::trail::{AuditTrail, DurableIntent};
+pub use store::queue::WriteError;
 
-use chain::ChainState;
-use sampler::{Sample, SampleKey, Sampled, Sampler, SamplingLimits};
-use sink::{FileOptions, FileSink, Sink};
-use writer::Writer;
+use checkpoints::checkpoint::{CheckpointConfig, Latest};
+use checkpoints::checkpointer::Checkpointer;
+use checkpoints::push::PushQueue;
+use records::chain::ChainState;
+use records::sampler::{Sample, SampleKey, Sampled, Sampler, SamplingLimits};
+use store::sink::{FileOptions, FileSink, Sink};
+use store::writer::Writer;
+use witnessing::witness::Witnesses;
 
 /// Longest a shutdown waits for queued checkpoints to be pushed.
 const PUSH_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
@@ -57,7 +93,7 @@ pub struct AuditConfig {
     /// Sampling of refusal records.
     pub sampling: SamplingLimits,
     /// Signed checkpoints beside the log, if a signing key is configured.
-    pub checkpoints: Option<checkpoint::CheckpointConfig>,
+    pub checkpoints: Option<CheckpointConfig>,
 }
 
 impl Default for AuditConfig {
@@ -89,9 +125,15 @@ struct Enabled {
     /// [`Sampled`] order (shared with the writer, which writes their counts).
     samplers: Arc<[Sampler; 3]>,
     /// Checkpoints on their way off the host, drained (briefly) at shutdown.
-    push: Option<push::PushQueue>,
+    push: Option<PushQueue>,
     /// Follows up the device actions Graph accepts, when outcome reconciliation is on.
     reconciler: std::sync::OnceLock<reconcile::Handle>,
+    /// The witnesses cosigning its checkpoints, if any.
+    witnesses: Option<Witnesses>,
+    /// The newest signed checkpoint (with a signing key).
+    latest: Option<Latest>,
+    /// What opening the log repaired (a torn checkpoint cut back), for its own records.
+    notices: Vec<String>,
 }
 
 impl std::fmt::Debug for Audit {
@@ -129,14 +171,20 @@ impl Audit {
         config: &AuditConfig,
         fingerprinter: Fingerprinter,
     ) -> std::io::Result<Self> {
+        launder::check(path, &fingerprinter, config.checkpoints.is_some())?;
         let (mut sink, state) = FileSink::open(path, config.files.clone(), fingerprinter.clone())?;
+        let mut notices = Vec::new();
         if let Some(checkpoints) = &config.checkpoints {
-            sink.checkpoint_with(path, checkpoints.clone(), &state)?;
+            notices.extend(checkpoints::checkpoint::recover_torn(path)?);
+            let checkpointer = Checkpointer::start(path, checkpoints.clone(), &state)?;
+            sink.checkpoint_with(Box::new(checkpointer), &state)?;
         }
         let mut audit =
             Self::with_sink_sampled(Box::new(sink), state, fingerprinter, config.sampling)?;
         if let Some(inner) = audit.inner.as_mut().and_then(Arc::get_mut) {
             inner.path = Some(path.to_owned());
+            inner.latest = config.checkpoints.as_ref().map(|c| c.latest.clone());
+            inner.notices = notices;
         }
         Ok(audit)
     }
@@ -172,16 +220,37 @@ impl Audit {
                 samplers,
                 push: None,
                 reconciler: std::sync::OnceLock::new(),
+                witnesses: None,
+                latest: None,
+                notices: Vec::new(),
             })),
         })
     }
 
     /// The log, with checkpoints pushed off the host through `push`.
-    pub fn with_push(mut self, push: Option<push::PushQueue>) -> Self {
+    pub fn with_push(mut self, push: Option<PushQueue>) -> Self {
         if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
             inner.push = push;
         }
         self
+    }
+
+    /// The log, with its checkpoints cosigned by `witnesses`.
+    pub fn with_witnesses(mut self, witnesses: Witnesses) -> Self {
+        if let Some(inner) = self.inner.as_mut().and_then(Arc::get_mut) {
+            inner.witnesses = Some(witnesses);
+        }
+        self
+    }
+
+    /// The witnesses cosigning the log's checkpoints, if any.
+    pub fn witnesses(&self) -> Option<&Witnesses> {
+        self.inner.as_ref().and_then(|i| i.witnesses.as_ref())
+    }
+
+    /// The newest signed checkpoint, when checkpoints are signed.
+    pub fn latest_checkpoint(&self) -> Option<&Latest> {
+        self.inner.as_ref().and_then(|i| i.latest.as_ref())
     }
 
     /// Outcome reconciliation follows up this log's accepted device actions from now on.
@@ -218,17 +287,34 @@ impl Audit {
         }
     }
 
-    /// Writes a durable `start` record: the gateway passed every start-up check and is about
-    /// to serve.
-    pub async fn write_start(&self, note: &str) -> Result<(), WriteError> {
-        let entry = Entry {
+    /// What opening the log repaired (see [`checkpoints::checkpoint::recover_torn`]); each is
+    /// written as a record of its own by [`Audit::write_notices`].
+    pub fn notices(&self) -> &[String] {
+        self.inner.as_ref().map_or(&[], |i| i.notices.as_slice())
+    }
+
+    /// Writes what opening the log repaired as durable `start` records with the note.
+    pub async fn write_notices(&self) -> Result<(), WriteError> {
+        for note in self.notices() {
+            self.write_durable(Self::start_entry(note)).await?;
+        }
+        Ok(())
+    }
+
+    fn start_entry(note: &str) -> Entry {
+        Entry {
             kind: Some(Kind::Start),
-            time: record::now_rfc3339(),
+            time: records::record::now_rfc3339(),
             audit_id: uuid::Uuid::new_v4().to_string(),
             note: Some(note.to_owned()),
             ..Entry::default()
-        };
-        self.write_durable(entry).await.map(|_| ())
+        }
+    }
+
+    /// Writes a durable `start` record: the gateway passed every start-up check and is about
+    /// to serve.
+    pub async fn write_start(&self, note: &str) -> Result<(), WriteError> {
+        self.write_durable(Self::start_entry(note)).await
     }
 
     /// Makes everything queued durable (with the counts of suppressed refusals), closes the

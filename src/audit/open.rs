@@ -1,15 +1,21 @@
 //! Opening the audit log `graphgate serve` was configured with ([`AuditSettings`], typed;
-//! the flags are the binary's), checked against its anchor. The `start` record is not
-//! written here: `serve` writes it once every start-up check has passed.
+//! the flags are the binary's): checked against its anchor and refused if evidence of its
+//! history is missing ([`super::launder`]), or set aside on purpose for a new tree;
+//! then checked against what its witnesses cosigned, and their tasks started
+//! ([`AuditSettings::witness`]). The `start` record is not written here: `serve` writes it
+//! once every start-up check has passed.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::checkpoint::CheckpointConfig;
-use super::note::NoteSigner;
-use super::push::{PushQueue, PushTarget};
-use super::{Audit, AuditConfig, Fingerprinter};
+use super::checkpoints::checkpoint::{CheckpointConfig, Latest};
+use super::checkpoints::note::NoteSigner;
+use super::checkpoints::push::{self, PushQueue, PushTarget};
+use super::launder;
+use super::witnessing::witness::{WitnessConfig, Witnesses};
+use super::witnessing::witness_start;
+use super::{Audit, AuditConfig, Entry, Fingerprinter, Kind};
 use crate::upstream::ConnectRule;
 
 /// Where the audit log's HMAC key comes from.
@@ -22,7 +28,7 @@ pub enum HmacKey {
 }
 
 /// Signed checkpoints of the log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CheckpointSettings {
     /// The Ed25519 signing key (`graphgate audit keygen`).
     pub signing_key_file: PathBuf,
@@ -35,6 +41,10 @@ pub struct CheckpointSettings {
     pub push_url: Option<http::Uri>,
     /// A bearer token file sent with every push (re-read for each).
     pub push_token_file: Option<PathBuf>,
+    /// Witnesses that cosign the checkpoints (`--audit-witness`), if any.
+    pub witnesses: Vec<WitnessConfig>,
+    /// How many of them must cosign a checkpoint for it to count as witnessed.
+    pub witness_quorum: usize,
 }
 
 /// An audit log, as `serve` is configured to keep it.
@@ -44,6 +54,9 @@ pub struct AuditSettings {
     pub log: PathBuf,
     /// Its HMAC key.
     pub hmac_key: HmacKey,
+    /// Start a new tree on purpose (`--audit-new-tree`): the log's files are moved aside
+    /// first, and the new log's first record says so.
+    pub new_tree: bool,
     /// Rotation, retention and sampling (`checkpoints` is filled from [`Self::checkpoints`]).
     pub config: AuditConfig,
     /// Signed checkpoints, if a signing key is given.
@@ -61,12 +74,12 @@ pub enum SetupError {
     /// No key for fingerprints.
     #[error(
         "no audit HMAC key: set --audit-hmac-key-file FILE (or GRAPHGATE_AUDIT_HMAC_KEY_FILE); {}",
-        super::fingerprint::KEY_RECIPE
+        super::records::fingerprint::KEY_RECIPE
     )]
     NoKey,
     /// The key file is unusable.
     #[error(transparent)]
-    Key(#[from] super::fingerprint::KeyError),
+    Key(#[from] super::records::fingerprint::KeyError),
     /// The checkpoint signing key is unusable.
     #[error("audit signing key {path}: {reason}")]
     SigningKey {
@@ -78,6 +91,9 @@ pub enum SetupError {
     /// The checkpoint push cannot be set up.
     #[error("--audit-checkpoint-url: {0}")]
     Push(String),
+    /// The witnesses cannot be set up, or one has cosigned more than the log holds.
+    #[error("{0}")]
+    Witness(String),
     /// The log cannot be opened or written.
     #[error("audit log {path}: {reason}")]
     Log {
@@ -105,20 +121,32 @@ impl AuditSettings {
     }
 
     /// Checks what opening the log needs without writing anything (`serve --check-config`):
-    /// the key files are usable and the log's directory exists.
+    /// the key files are usable, the log's directory exists, and the log is not one a start
+    /// would refuse for missing evidence (unless a new tree is asked for). What witnesses
+    /// cosigned is not asked: nothing is contacted.
     pub fn check(&self) -> Vec<SetupError> {
         let mut problems = Vec::new();
-        if let HmacKey::File(file) = &self.hmac_key
-            && let Err(e) = Fingerprinter::from_file(file)
+        let key = match &self.hmac_key {
+            HmacKey::File(file) => Fingerprinter::from_file(file)
+                .map_err(|e| problems.push(e.into()))
+                .ok(),
+            // Made at the first start: none yet means no log to continue either.
+            HmacKey::BesideLog => Fingerprinter::from_file(&self.hmac_key_path()).ok(),
+        };
+        if let Some(key) = key.filter(|_| !self.new_tree)
+            && let Err(e) = launder::check(&self.log, &key, self.checkpoints.is_some())
         {
-            problems.push(e.into());
+            problems.push(SetupError::Log {
+                path: self.log.display().to_string(),
+                reason: e.to_string(),
+            });
         }
         if let Some(c) = &self.checkpoints {
             if let Err(e) = load_signer(&c.signing_key_file) {
                 problems.push(e);
             }
             if let Some(target) = c.push_target(&[])
-                && let Err(e) = super::push::check(&target)
+                && let Err(e) = push::check(&target)
             {
                 problems.push(SetupError::Push(e.to_string()));
             }
@@ -133,9 +161,11 @@ impl AuditSettings {
         problems
     }
 
-    /// Opens the log, checked against its anchor (and starts the checkpoint push, if any,
-    /// through `connect_to` and trusting `extra_ca_pem` besides the public roots, as every
-    /// outbound client). The caller writes the `start` record ([`Audit::write_start`]) once
+    /// Opens the log, checked against its anchor and refused if evidence is missing (with
+    /// `new_tree`, its files are first moved aside and the new log's first record says so),
+    /// and starts the checkpoint push, if any, through `connect_to` and trusting
+    /// `extra_ca_pem` besides the public roots, as every outbound client. Then
+    /// [`Self::witness`]; the caller writes the `start` record ([`Audit::write_start`]) once
     /// every other check has passed.
     pub async fn open(
         &self,
@@ -161,9 +191,85 @@ impl AuditSettings {
         let mut config = self.config.clone();
         config.checkpoints = self.checkpoint_config(connect_to, extra_ca_pem)?;
         let push = config.checkpoints.as_ref().and_then(|c| c.push.clone());
+        let set_aside = match self.new_tree {
+            true => Some(launder::set_aside(&self.log).map_err(|e| log_err(e.to_string()))?),
+            false => None,
+        };
         let audit = Audit::open_with(&self.log, &config, fingerprinter)
             .map_err(|e| log_err(e.to_string()))?;
+        // What opening repaired (a torn checkpoint cut back) is said in the log itself.
+        audit
+            .write_notices()
+            .await
+            .map_err(|e| log_err(e.to_string()))?;
+        if let Some((folder, moved)) = &set_aside {
+            let note = format!(
+                "a new audit tree was started on purpose (--audit-new-tree): the previous log's files ({}) were moved to {}",
+                crate::words::count(*moved, "file"),
+                folder.display()
+            );
+            tracing::warn!(folder = %folder.display(), "{note}");
+            let entry = Entry {
+                kind: Some(Kind::Start),
+                time: super::records::record::now_rfc3339(),
+                audit_id: uuid::Uuid::new_v4().to_string(),
+                note: Some(note),
+                ..Entry::default()
+            };
+            audit
+                .write_durable(entry)
+                .await
+                .map_err(|e| log_err(e.to_string()))?;
+        }
         Ok(audit.with_push(push))
+    }
+
+    /// With witnesses configured: refuses a log below what a witness (or the cosigned
+    /// checkpoints kept beside it) vouch for, unless a new tree was started on purpose, and
+    /// starts one task per witness submitting the log's checkpoints (through `connect_to`,
+    /// trusting `extra_ca_pem` besides the public roots). Nothing here waits on a witness
+    /// once started; an unreachable witness does not stop the start.
+    pub async fn witness(
+        &self,
+        audit: Audit,
+        connect_to: &[ConnectRule],
+        extra_ca_pem: Option<&str>,
+    ) -> Result<Audit, SetupError> {
+        let Some(c) = self
+            .checkpoints
+            .as_ref()
+            .filter(|c| !c.witnesses.is_empty())
+        else {
+            return Ok(audit);
+        };
+        let Some(latest) = audit.latest_checkpoint().cloned() else {
+            return Ok(audit);
+        };
+        let signer = load_signer(&c.signing_key_file)?;
+        if !self.new_tree
+            && let Err(e) = witness_start::check(
+                &audit,
+                &self.log,
+                &signer.verifier(),
+                &c.witnesses,
+                connect_to,
+                extra_ca_pem,
+            )
+            .await
+        {
+            audit.close().await;
+            return Err(SetupError::Witness(e));
+        }
+        let witnesses = Witnesses::spawn(
+            c.witnesses.clone(),
+            c.witness_quorum,
+            &latest,
+            &self.log,
+            connect_to,
+            extra_ca_pem,
+        )
+        .map_err(|e| SetupError::Witness(e.to_string()))?;
+        Ok(audit.with_witnesses(witnesses))
     }
 
     /// The checkpoint configuration (and the push task, started).
@@ -180,9 +286,9 @@ impl AuditSettings {
         let push = match c.push_target(connect_to) {
             Some(target) => {
                 let queue = PushQueue::default();
-                super::push::spawn(queue.clone(), &target, extra_ca_pem)
+                push::spawn(queue.clone(), &target, extra_ca_pem)
                     .map_err(|e| SetupError::Push(e.to_string()))?;
-                let url = super::push::shown(&target.url);
+                let url = push::shown(&target.url);
                 tracing::info!(%url, "audit checkpoints are pushed off the host");
                 Some(queue)
             }
@@ -193,6 +299,7 @@ impl AuditSettings {
             every_records: c.every_records,
             interval: c.interval,
             push,
+            latest: Latest::default(),
         }))
     }
 }
@@ -222,7 +329,7 @@ pub fn load_signer(path: &Path) -> Result<NoteSigner, SetupError> {
         path: path.display().to_string(),
         reason,
     };
-    super::fingerprint::check_private(path).map_err(fail)?;
+    super::records::fingerprint::check_private(path).map_err(fail)?;
     let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
     NoteSigner::parse(&text)
         .map_err(|e| fail(format!("{e} (make one with `graphgate audit keygen`)")))

@@ -15,10 +15,10 @@ use opentelemetry::logs::{AnyValue, LogRecord as _, Logger as _, LoggerProvider 
 use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::logs::{LogBatch, LogExporter as _, SdkLogRecord, SdkLoggerProvider};
-use serde_json::Value;
 use tokio::sync::watch;
 
-use super::follow::{Follower, Line};
+use super::store::follow::{Follower, Line};
+use super::store::ship_cursor;
 
 /// Records per export.
 const BATCH: usize = 2048;
@@ -41,13 +41,6 @@ pub struct ShipConfig {
     pub tls: crate::otlp::OtlpTls,
 }
 
-/// Where the shipping cursor of the log at `log` is kept.
-pub fn cursor_path(log: &Path) -> PathBuf {
-    let mut name = log.file_name().unwrap_or_default().to_os_string();
-    name.push(".ship-cursor");
-    log.with_file_name(name)
-}
-
 /// Whether OTLP export is configured in an environment (`var` reads it): the variables the
 /// OpenTelemetry exporters read, so that traces are exported and records shipped.
 pub fn otlp_configured(var: impl Fn(&str) -> Option<String>) -> bool {
@@ -58,26 +51,6 @@ pub fn otlp_configured(var: impl Fn(&str) -> Option<String>) -> bool {
     ]
     .iter()
     .any(|name| var(name).is_some_and(|v| !v.is_empty()))
-}
-
-/// The last record the collector acknowledged (0: none).
-pub fn read_cursor(log: &Path) -> u64 {
-    std::fs::read_to_string(cursor_path(log))
-        .ok()
-        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
-        .and_then(|v| v["seq"].as_u64())
-        .unwrap_or(0)
-}
-
-/// Records that `seq` was acknowledged (atomically: a temporary file renamed over the cursor).
-fn write_cursor(log: &Path, seq: u64) -> std::io::Result<()> {
-    let path = cursor_path(log);
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(path.file_name().unwrap_or_default());
-    tmp_name.push(".tmp");
-    let tmp = path.with_file_name(tmp_name);
-    std::fs::write(&tmp, format!("{{\"seq\":{seq}}}\n"))?;
-    std::fs::rename(&tmp, &path)
 }
 
 /// Starts shipping the log at `log`, following `durable` (the writer's durable head). Call
@@ -101,7 +74,7 @@ pub fn spawn(
         .with_service_name(config.service_name.clone())
         .build();
     exporter.set_resource(&resource);
-    let (acked, acked_rx) = watch::channel(read_cursor(log));
+    let (acked, acked_rx) = watch::channel(ship_cursor::read(log));
     tokio::spawn(report_lag(durable.clone(), acked_rx));
     let shipper = Shipper {
         log: log.to_owned(),
@@ -141,7 +114,7 @@ struct Shipper {
 
 impl Shipper {
     async fn run(self, mut durable: watch::Receiver<u64>) {
-        let mut follower = Some(Follower::new(&self.log, read_cursor(&self.log) + 1));
+        let mut follower = Some(Follower::new(&self.log, ship_cursor::read(&self.log) + 1));
         loop {
             let until = *durable.borrow_and_update();
             let Some(f) = follower.take() else { return };
@@ -196,7 +169,7 @@ impl Shipper {
         }
         crate::metrics::audit_shipped(lines.len(), true);
         let last = lines.last().map_or(0, |l| l.seq);
-        if let Err(e) = write_cursor(&self.log, last) {
+        if let Err(e) = ship_cursor::write(&self.log, last) {
             tracing::warn!(error = %e, "could not save the audit shipping cursor (records may be shipped again after a restart)");
         }
         self.acked.send_replace(last);

@@ -53,6 +53,9 @@ pub enum Command {
     /// Verify and query audit logs.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a witness that cosigns audit checkpoints (on infrastructure of its own).
+    #[command(subcommand)]
+    Witness(super::witness::WitnessCommand),
     /// List, show, approve, reject or cancel four-eyes approvals on a running gateway.
     Approvals(super::approvals::ApprovalsArgs),
     /// The operations graphgate gates: paths, parameters, tier, permissions (offline).

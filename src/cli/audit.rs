@@ -1,18 +1,21 @@
 //! The `graphgate audit` subcommands as the binary exposes them, and `verify` (`query` is in
-//! `audit_query`, `keygen` and the checkpoint side of `verify` in `audit_checkpoints`).
+//! `audit_query`, `keygen` and the checkpoint side of `verify` in `audit_checkpoints`, its
+//! witnesses' side in `audit_witness`, `prove` and `verify-receipt` in `audit_receipt`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use graphgate::audit::anchor::{self, Anchor};
-use graphgate::audit::checkpoint;
-use graphgate::audit::{Fingerprinter, ends, files, verify};
+use graphgate::audit::Fingerprinter;
+use graphgate::audit::checkpoints::checkpoint;
+use graphgate::audit::read::{ends, report, verify};
+use graphgate::audit::store::anchor::{self, Anchor};
+use graphgate::audit::store::files;
 use graphgate::words::count;
 
 use super::audit_checkpoints::{KeygenArgs, run_keygen, signed_checkpoints};
-use super::audit_query::{QueryArgs, is_ship_cursor, run_query};
+use super::audit_query::{QueryArgs, is_beside_log, run_query};
 
 /// `graphgate audit ...`
 #[derive(Debug, Subcommand)]
@@ -25,6 +28,11 @@ pub enum AuditCommand {
     /// Make an Ed25519 key pair for signed checkpoints: writes the private key (mode 0600)
     /// and prints the public key in the signed-note verifier-key form.
     Keygen(KeygenArgs),
+    /// Write a receipt: a request's records, their inclusion proofs and the newest signed
+    /// and cosigned checkpoint, checkable offline with `audit verify-receipt`.
+    Prove(super::audit_receipt::ProveArgs),
+    /// Check a receipt with the log's public key (and witnesses' keys), nothing else.
+    VerifyReceipt(super::audit_receipt::VerifyReceiptArgs),
 }
 
 /// What `audit verify` checks.
@@ -56,6 +64,9 @@ pub struct VerifyArgs {
     /// checkpoints, which hold even against someone with the HMAC key.
     #[arg(long, env = "GRAPHGATE_AUDIT_PUBLIC_KEY")]
     public_key: Option<String>,
+    /// Witness cosignatures to require.
+    #[command(flatten)]
+    witnesses: super::audit_witness::WitnessVerifyArgs,
 }
 
 /// Runs an audit subcommand, printing to stdout/stderr.
@@ -64,6 +75,8 @@ pub fn run(cmd: AuditCommand) -> std::io::Result<ExitCode> {
         AuditCommand::Verify(args) => run_verify(&args),
         AuditCommand::Query(args) => run_query(args),
         AuditCommand::Keygen(args) => run_keygen(&args),
+        AuditCommand::Prove(args) => super::audit_receipt::run_prove(&args),
+        AuditCommand::VerifyReceipt(args) => super::audit_receipt::run_verify(&args),
     }
 }
 
@@ -75,8 +88,15 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
         .partition(|f| anchor::is_anchor_file(f));
     let (given_checkpoints, logs): (Vec<PathBuf>, Vec<PathBuf>) = rest
         .into_iter()
-        .filter(|f| !is_ship_cursor(f))
+        .filter(|f| !is_beside_log(f))
         .partition(|f| checkpoint::is_checkpoint_file(f));
+    let witness_keys = match args.witnesses.keys() {
+        Ok(keys) => keys,
+        Err(e) => {
+            eprintln!("graphgate: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let signed = match signed_checkpoints(
         args.public_key.as_ref(),
         &args.checkpoints,
@@ -100,31 +120,112 @@ fn run_verify(args: &VerifyArgs) -> std::io::Result<ExitCode> {
     if let Some((a, _)) = &anchor {
         watch.extend([a.tail.seq, a.head.seq]);
     }
-    let report = verify::verify_watching(&logs, &watch)?;
+    let (report, leaves) = verify::verify_with_leaves(&logs, &watch, signed.is_some())?;
     if report.problem.is_some() {
         return Ok(print_chain(&report));
     }
-    if let Some(signed) = &signed
-        && let Err(problem) = signed.check(&report)
-    {
+    let failed = |problem: String| {
         println!("{problem}");
         println!("FAILED after {}", count(report.records, "intact record"));
-        return Ok(ExitCode::FAILURE);
+        ExitCode::FAILURE
+    };
+    let mut checks = Vec::new();
+    let mut witnessed = None;
+    if let Some(signed) = &signed {
+        let mut sizes = signed.tree_sizes();
+        sizes.extend(super::audit_witness::sizes(&args.witnesses, &logs));
+        let roots = match super::audit_checkpoints::tree_roots(&report, leaves, &logs, &sizes) {
+            Ok(roots) => roots,
+            Err(problem) => return Ok(failed(problem)),
+        };
+        let matched = match signed.check(&report, &roots) {
+            Ok(matched) => matched,
+            Err(problem) => return Ok(failed(problem)),
+        };
+        if !witness_keys.is_empty() {
+            match super::audit_witness::check(
+                &args.witnesses,
+                &signed.verifier,
+                &witness_keys,
+                &logs,
+                &report,
+                &roots,
+            ) {
+                Ok(w) => witnessed = Some(w),
+                Err(problem) => return Ok(failed(problem)),
+            }
+        }
+        checks.push(format!(
+            "signed checkpoints ({} of the Merkle tree, {} of the hash chain)",
+            matched.tree, matched.chain
+        ));
+        let code = match &anchor {
+            Some((a, path)) => print_ends(&report, a, path),
+            None => print_chain(&report),
+        };
+        signed.print_ok(&report, matched);
+        if let Some(w) = &witnessed {
+            let names: Vec<&str> = w.by.iter().map(|(n, _)| n.as_str()).collect();
+            println!(
+                "witnesses: the checkpoint of {} records is cosigned by {} of {} ({}); the log matches it",
+                w.checkpoint.size,
+                w.by.len(),
+                witness_keys.len(),
+                names.join(", ")
+            );
+            checks.push(format!(
+                "witness cosignatures ({} of {})",
+                w.by.len(),
+                witness_keys.len()
+            ));
+        }
+        print_checks(
+            &report,
+            anchor.is_some(),
+            args.no_anchor,
+            &checks,
+            witness_keys.is_empty(),
+        );
+        return Ok(code);
     }
     let code = match &anchor {
         Some((a, path)) => print_ends(&report, a, path),
         None => print_chain(&report),
     };
-    match &signed {
-        Some(signed) => signed.print_ok(&report),
-        None => println!(
-            "(anchor not checked: --no-anchor; records cut off at either end would not be noticed)"
-        ),
-    }
-    if signed.is_some() && anchor.is_none() && !args.no_anchor {
-        println!("(anchor not checked: no --hmac-key-file; the signed checkpoints stand for it)");
-    }
+    print_checks(&report, anchor.is_some(), args.no_anchor, &checks, true);
     Ok(code)
+}
+
+/// States which checks were made, and which were not and why.
+fn print_checks(
+    report: &report::Report,
+    anchored: bool,
+    no_anchor: bool,
+    signed: &[String],
+    no_witnesses: bool,
+) {
+    let mut made = vec![format!("hash chain ({})", count(report.records, "record"))];
+    if anchored {
+        made.push("anchor (both ends)".into());
+    }
+    made.extend(signed.iter().cloned());
+    println!("checked: {}", made.join("; "));
+    let mut not = Vec::new();
+    if !anchored {
+        not.push(match no_anchor {
+            true => "anchor not checked (--no-anchor): records cut off at either end would not be noticed by it",
+            false => "anchor not checked (no --hmac-key-file): the signed checkpoints stand for it",
+        });
+    }
+    if signed.is_empty() {
+        not.push("signed checkpoints not checked (no --public-key)");
+    }
+    if no_witnesses {
+        not.push("witness cosignatures not checked (no --witness-key)");
+    }
+    if !not.is_empty() {
+        println!("not checked: {}", not.join("; "));
+    }
 }
 
 /// The anchor (and where it is), authenticated with the HMAC key; or the exit code.
@@ -162,7 +263,7 @@ fn load_anchor(
 }
 
 /// Prints the chain's verdict; fails on tampering.
-fn print_chain(report: &verify::Report) -> ExitCode {
+fn print_chain(report: &report::Report) -> ExitCode {
     for torn in &report.torn {
         println!("{torn}: torn last line (a crash mid-write), not tampering; ignored");
     }
@@ -187,7 +288,7 @@ fn print_chain(report: &verify::Report) -> ExitCode {
 }
 
 /// Prints the ends' verdict after an intact chain; fails on a missing or rewritten end.
-fn print_ends(report: &verify::Report, anchor: &Anchor, path: &Path) -> ExitCode {
+fn print_ends(report: &report::Report, anchor: &Anchor, path: &Path) -> ExitCode {
     let ends = ends::check(anchor, report);
     let written = format!("written {} at {}", anchor.written, anchor.reason);
     if let Some(problem) = &ends.problem {

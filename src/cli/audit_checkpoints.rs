@@ -7,9 +7,14 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use graphgate::audit::checkpoint::{self, Checkpoint};
-use graphgate::audit::note::{NoteSigner, NoteVerifier};
-use graphgate::audit::{files, verify};
+use std::collections::BTreeMap;
+
+use graphgate::audit::checkpoints::checkpoint::{self, Checkpoint};
+use graphgate::audit::checkpoints::note::{NoteSigner, NoteVerifier};
+use graphgate::audit::checkpoints::tree::{self, Hash, Roots, TreeView};
+use graphgate::audit::read::{report, sweep};
+use graphgate::audit::records::chain;
+use graphgate::audit::store::files;
 use graphgate::words::count;
 
 /// What `audit keygen` makes.
@@ -35,7 +40,9 @@ pub(super) fn run_keygen(args: &KeygenArgs) -> std::io::Result<ExitCode> {
     };
     let mut text = encoded.expose().to_owned();
     text.push('\n');
-    if let Err(e) = graphgate::audit::fingerprint::write_private(&args.out, text.as_bytes()) {
+    if let Err(e) =
+        graphgate::audit::records::fingerprint::write_private(&args.out, text.as_bytes())
+    {
         eprintln!("graphgate: {}: {e}", args.out.display());
         return Ok(ExitCode::FAILURE);
     }
@@ -50,9 +57,19 @@ pub(super) fn run_keygen(args: &KeygenArgs) -> std::io::Result<ExitCode> {
 /// Signed checkpoints, each verified with the public key.
 pub(super) struct Signed {
     key: String,
+    pub(super) verifier: NoteVerifier,
     origin: String,
     files: Vec<PathBuf>,
     checkpoints: Vec<Checkpoint>,
+}
+
+/// How many checkpoints matched the log, by what they sign.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Matched {
+    /// Checkpoints of the Merkle tree's root.
+    pub(super) tree: usize,
+    /// Checkpoints written before the log was a tree (of the hash chain's head).
+    pub(super) chain: usize,
 }
 
 /// Reads the checkpoints asked for (`named`, those `given` among the files, or the log's
@@ -119,6 +136,7 @@ pub(super) fn signed_checkpoints(
     checkpoints.dedup_by(|a, b| a.size == b.size && a.hash == b.hash);
     Ok(Some(Signed {
         key: verifier.label(),
+        verifier,
         origin,
         files: paths,
         checkpoints,
@@ -138,10 +156,17 @@ impl Signed {
         self.checkpoints.iter().map(|c| c.size)
     }
 
-    /// Every checkpoint the files reach must match them; none may reach past their end.
-    pub(super) fn check(&self, report: &verify::Report) -> Result<(), String> {
+    /// Every checkpoint the files reach must match them (the Merkle root at its size, in
+    /// `roots`, or for one written before the log was a tree, the chain's head); none may
+    /// reach past their end.
+    pub(super) fn check(
+        &self,
+        report: &report::Report,
+        roots: &BTreeMap<u64, Hash>,
+    ) -> Result<Matched, String> {
         let first = report.first.as_ref().map_or(1, |l| l.seq);
         let last = report.seq_range.map_or(0, |(_, last)| last);
+        let mut matched = Matched::default();
         for c in self.checkpoints.iter().filter(|c| c.size >= first) {
             if c.size > last {
                 return Err(format!(
@@ -152,18 +177,32 @@ impl Signed {
                     c.size
                 ));
             }
-            let found = report.watched.iter().find(|l| l.seq == c.size);
-            if found.is_some_and(|l| l.hash != c.hash) {
-                return Err(format!(
-                    "rewritten: the record at seq {} is not the one a checkpoint signed by {} vouches for (the log was rewritten with fresh hashes)",
-                    c.size, self.key
-                ));
+            if roots
+                .get(&c.size)
+                .is_some_and(|r| chain::hex(&r.0) == c.hash)
+            {
+                matched.tree += 1;
+                continue;
             }
+            let found = report.watched.iter().find(|l| l.seq == c.size);
+            if found.is_some_and(|l| l.hash == c.hash) {
+                matched.chain += 1;
+                continue;
+            }
+            return Err(format!(
+                "rewritten: the record at seq {} is not the one a checkpoint signed by {} vouches for (the log was rewritten with fresh hashes)",
+                c.size, self.key
+            ));
         }
-        Ok(())
+        Ok(matched)
     }
 
-    pub(super) fn print_ok(&self, report: &verify::Report) {
+    /// The sizes the roots are needed at.
+    pub(super) fn tree_sizes(&self) -> Vec<u64> {
+        self.checkpoints.iter().map(|c| c.size).collect()
+    }
+
+    pub(super) fn print_ok(&self, report: &report::Report, matched: Matched) {
         let last = report.seq_range.map_or(0, |(_, last)| last);
         let first = report.first.as_ref().map_or(1, |l| l.seq);
         let checked: Vec<&Checkpoint> = self
@@ -173,8 +212,15 @@ impl Signed {
             .collect();
         let files: Vec<String> = self.files.iter().map(|f| f.display().to_string()).collect();
         let newest = checked.last().map_or(0, |c| c.size);
+        let kinds = match matched.chain {
+            0 => "of the Merkle tree's root".to_owned(),
+            n => format!(
+                "{} of the Merkle tree's root, {n} of the hash chain's head (written before the log was a tree)",
+                matched.tree
+            ),
+        };
         println!(
-            "checkpoints ({}): {} signed by {} for {}, all verified; the log matches them up to seq {newest}",
+            "checkpoints ({}): {} signed by {} for {} ({kinds}), all verified; the log matches them up to seq {newest}",
             files.join(", "),
             count(checked.len(), "checkpoint"),
             self.key,
@@ -187,4 +233,76 @@ impl Signed {
             );
         }
     }
+}
+
+/// The Merkle tree's roots at `sizes` (those the verified records reach): folded from the
+/// records' leaves when the files start at seq 1, or else read from the log's tree file once
+/// its leaves are shown to be the records present.
+pub(super) fn tree_roots(
+    report: &report::Report,
+    leaves: Vec<Hash>,
+    logs: &[PathBuf],
+    sizes: &[u64],
+) -> Result<BTreeMap<u64, Hash>, String> {
+    let (Some(first), Some((_, last))) = (report.first.as_ref().map(|l| l.seq), report.seq_range)
+    else {
+        return Ok(BTreeMap::new());
+    };
+    let leaves = match leaves.len() as u64 == report.records {
+        true => leaves,
+        false => leaves_of(logs).map_err(|e| e.to_string())?,
+    };
+    let mut wanted: Vec<u64> = sizes
+        .iter()
+        .copied()
+        .filter(|s| (first..=last).contains(s))
+        .collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    let mut roots = BTreeMap::new();
+    if first == 1 {
+        let mut fold = Roots::default();
+        let mut next = wanted.iter().peekable();
+        for leaf in leaves {
+            fold.push(leaf).map_err(|e| e.to_string())?;
+            if next.peek() == Some(&&fold.size()) {
+                roots.insert(fold.size(), fold.root().map_err(|e| e.to_string())?);
+                next.next();
+            }
+        }
+        return Ok(roots);
+    }
+    let Some(base) = logs.first().map(|f| files::base_log(f)) else {
+        return Ok(roots);
+    };
+    let path = tree::path_for(&base);
+    let view = TreeView::open(&path, last).map_err(|e| {
+        format!("the files start at seq {first}: checking the checkpoints needs the log from seq 1, or its Merkle tree file reaching seq {last} ({e})")
+    })?;
+    let stored = view
+        .hashes_at_level(0, first - 1, last - first + 1)
+        .map_err(|e| e.to_string())?;
+    if stored != leaves {
+        return Err(format!(
+            "the Merkle tree file {} does not hold the records present (seq {first}..={last}): the log or the tree was rewritten",
+            path.display()
+        ));
+    }
+    for size in wanted {
+        roots.insert(size, view.root_at(size).map_err(|e| e.to_string())?);
+    }
+    Ok(roots)
+}
+
+/// The leaf hashes of every whole line of `logs`, in chain order (the slow way, for files
+/// the parallel check could not take).
+fn leaves_of(logs: &[PathBuf]) -> std::io::Result<Vec<Hash>> {
+    let mut out = Vec::new();
+    for file in sweep::order(logs)? {
+        let text = files::read(&file)?;
+        let mut lines: Vec<&[u8]> = text.split(|b| *b == b'\n').collect();
+        lines.pop();
+        out.extend(lines.into_iter().map(tree::leaf_hash));
+    }
+    Ok(out)
 }

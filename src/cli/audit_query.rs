@@ -1,5 +1,5 @@
 //! `graphgate audit query`: its filters and formats, and `--follow`; the selection and the
-//! table are the library's (`audit::query`).
+//! table are the library's (`audit::read::query`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use clap::Args;
 use clap::builder::{PossibleValue, PossibleValuesParser};
 
-use graphgate::audit::query::{self, Filter};
-use graphgate::audit::record::AuditDecision;
-use graphgate::audit::{anchor, checkpoint, files};
+use graphgate::audit::AuditDecision;
+use graphgate::audit::checkpoints::checkpoint;
+use graphgate::audit::read::query::{self, Filter};
+use graphgate::audit::store::{anchor, files};
 use graphgate::words::count;
 
 /// Filters for `audit query`.
 #[derive(Debug, Args)]
 pub struct QueryArgs {
-    /// Log files (the `.anchor`, `.checkpoints` and `.ship-cursor` files among them are skipped).
+    /// Log files (the `.anchor`, `.checkpoints`, `.tree`, `.cosigned` and `.ship-cursor` files
+    /// among them are skipped, and folders: a set-aside tree's).
     #[arg(required = true)]
     files: Vec<PathBuf>,
     /// Caller name.
@@ -81,6 +83,15 @@ enum QueryFormat {
 /// The shipping cursor beside a log (a glob of the log's files picks it up).
 pub(super) fn is_ship_cursor(file: &Path) -> bool {
     file.extension().is_some_and(|e| e == "ship-cursor")
+}
+
+/// Files beside a log that a glob of its files picks up and that are not records (a folder
+/// is one whose files `--audit-new-tree` set aside).
+pub(super) fn is_beside_log(file: &Path) -> bool {
+    file.is_dir()
+        || is_ship_cursor(file)
+        || graphgate::audit::checkpoints::tree::is_tree_file(file)
+        || graphgate::audit::witnessing::cosigned::is_cosigned_file(file)
 }
 
 /// Rows a table shows when `--limit` is not given.
@@ -170,7 +181,7 @@ pub(super) fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         .files
         .into_iter()
         .filter(|f| {
-            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_ship_cursor(f)
+            !anchor::is_anchor_file(f) && !checkpoint::is_checkpoint_file(f) && !is_beside_log(f)
         })
         .collect();
     let format = match args.json {
@@ -242,7 +253,7 @@ fn follow(
             writeln!(out, "{}", table.line(&table.cells(r, later)))?;
         }
     }
-    let mut follower = graphgate::audit::follow::Follower::new(log, next);
+    let mut follower = graphgate::audit::store::follow::Follower::new(log, next);
     let none = query::Outcomes::default();
     loop {
         let lines = follower.read(u64::MAX, 1000)?;

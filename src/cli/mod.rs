@@ -8,6 +8,8 @@ pub mod args;
 pub mod audit;
 mod audit_checkpoints;
 mod audit_query;
+mod audit_receipt;
+mod audit_witness;
 #[cfg(feature = "emulator")]
 mod demo;
 #[cfg(feature = "emulator")]
@@ -18,6 +20,7 @@ pub mod policy;
 pub mod serve;
 pub mod serve_audit;
 mod serve_demo;
+pub mod witness;
 
 use std::collections::HashMap;
 use std::ffi::OsString;

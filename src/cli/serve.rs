@@ -108,9 +108,9 @@ fn config(
     {
         problems.take(graphgate::otlp::client_config(&traces.tls));
     }
-    let audit = match problems.take(args.audit.settings(args.emulator, shipped)) {
-        Some(Some(settings)) => AuditTarget::Log(Box::new(settings)),
-        _ => AuditTarget::Disabled,
+    let audit = match args.audit.settings(args.emulator, shipped, problems) {
+        Some(settings) => AuditTarget::Log(Box::new(settings)),
+        None => AuditTarget::Disabled,
     };
     let audit_log = match &audit {
         AuditTarget::Log(settings) => Some(settings.log.as_path()),

@@ -1,14 +1,17 @@
-//! The audit flags of `graphgate serve`, and the audit settings they give.
+//! The audit flags of `graphgate serve` (witnesses and a new tree on purpose among them), and
+//! the audit settings they give.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use graphgate::audit::checkpoint;
+use graphgate::app::Problems;
+use graphgate::audit::checkpoints::checkpoint;
 use graphgate::audit::open::{AuditSettings, CheckpointSettings, HmacKey, SetupError};
 use graphgate::audit::reconcile::{self, ReconcileConfig};
-use graphgate::audit::sampler::SamplingLimits;
-use graphgate::audit::sink::FileOptions;
+use graphgate::audit::records::sampler::SamplingLimits;
+use graphgate::audit::store::sink::FileOptions;
+use graphgate::audit::witnessing::witness::WitnessConfig;
 use graphgate::audit::{AuditConfig, DEFAULT_MAX_FILE_BYTES};
 
 /// The audit flags of `graphgate serve`.
@@ -78,6 +81,60 @@ pub struct ServeAuditArgs {
     /// How long an accepted action has to reach a final state before it counts as overdue.
     #[arg(long, env = "GRAPHGATE_RECONCILE_DEADLINE_SECS", default_value_t = reconcile::DEFAULT_DEADLINE.as_secs(), value_parser = clap::value_parser!(u64).range(1..))]
     pub reconcile_deadline_secs: u64,
+    /// Witnesses, and starting a new tree on purpose.
+    #[command(flatten)]
+    pub witness: WitnessArgs,
+}
+
+/// The witness flags of `graphgate serve` (`--audit-witness`, `--audit-witness-quorum`) and
+/// `--audit-new-tree`, the deliberate start of a new log.
+#[derive(Debug, Args)]
+pub struct WitnessArgs {
+    /// A witness to cosign the audit checkpoints: `URL=PUBLIC_KEY`, its submission prefix
+    /// and its cosignature key (as `graphgate witness keygen` printed it); repeatable (in
+    /// the environment, comma-separated). Needs --audit-signing-key-file.
+    #[arg(
+        long = "audit-witness",
+        env = "GRAPHGATE_AUDIT_WITNESS",
+        value_name = "URL=KEY",
+        value_delimiter = ',',
+        requires = "audit_signing_key_file"
+    )]
+    pub audit_witness: Vec<String>,
+    /// How many witnesses must cosign a checkpoint for it to count as witnessed (the
+    /// quorum whose age is reported) [default: all of them].
+    #[arg(long, env = "GRAPHGATE_AUDIT_WITNESS_QUORUM", requires = "audit_witness", value_parser = clap::value_parser!(u64).range(1..))]
+    pub audit_witness_quorum: Option<u64>,
+    /// Start a new audit log on purpose: the current log's files (records, anchor,
+    /// checkpoints, tree, cosignatures) are moved into a folder beside it, and the new log's
+    /// first record says so. Witnesses of the old log refuse the new one until their
+    /// operators reset it.
+    #[arg(long, env = "GRAPHGATE_AUDIT_NEW_TREE")]
+    pub audit_new_tree: bool,
+}
+
+impl WitnessArgs {
+    /// The witnesses and the quorum; every bad value goes to `problems`.
+    fn witnesses(&self, problems: &mut Problems) -> (Vec<WitnessConfig>, usize) {
+        let mut configs = Vec::new();
+        for value in &self.audit_witness {
+            if let Some(c) = problems
+                .take(WitnessConfig::parse(value).map_err(|e| format!("--audit-witness {e}")))
+            {
+                configs.push(c);
+            }
+        }
+        let quorum = self
+            .audit_witness_quorum
+            .map_or(configs.len(), |q| usize::try_from(q).unwrap_or(usize::MAX));
+        if quorum > self.audit_witness.len() {
+            problems.push(format!(
+                "--audit-witness-quorum {quorum} is more than the {} witness(es) given",
+                self.audit_witness.len()
+            ));
+        }
+        (configs, quorum)
+    }
 }
 
 impl ServeAuditArgs {
@@ -90,23 +147,33 @@ impl ServeAuditArgs {
 
     /// The audit log these flags describe (`None`: `--audit-log none`); with `emulator`, a
     /// log and key beside it by default. `shipped`: records are shipped off the host, so
-    /// retention keeps what is not shipped yet.
+    /// retention keeps what is not shipped yet. Every problem goes to `problems` (the
+    /// settings are still given when only a witness value is wrong, so the files they name
+    /// are checked too).
     pub fn settings(
         &self,
         emulator: bool,
         shipped: bool,
-    ) -> Result<Option<AuditSettings>, SetupError> {
+        problems: &mut Problems,
+    ) -> Option<AuditSettings> {
         let log = match (self.audit_log.as_deref(), emulator) {
-            (Some("none"), _) => return Ok(None),
-            (Some(p), _) => PathBuf::from(p),
-            (None, true) => graphgate::audit::open::emulator_default_log(),
-            (None, false) => return Err(SetupError::NotConfigured),
+            (Some("none"), _) => return None,
+            (Some(p), _) => Some(PathBuf::from(p)),
+            (None, true) => Some(graphgate::audit::open::emulator_default_log()),
+            (None, false) => {
+                problems.push(SetupError::NotConfigured);
+                None
+            }
         };
         let hmac_key = match (&self.audit_hmac_key_file, emulator) {
-            (Some(file), _) => HmacKey::File(file.clone()),
-            (None, true) => HmacKey::BesideLog,
-            (None, false) => return Err(SetupError::NoKey),
+            (Some(file), _) => Some(HmacKey::File(file.clone())),
+            (None, true) => Some(HmacKey::BesideLog),
+            (None, false) => {
+                problems.push(SetupError::NoKey);
+                None
+            }
         };
+        let (witnesses, witness_quorum) = self.witness.witnesses(problems);
         let checkpoints =
             self.audit_signing_key_file
                 .clone()
@@ -116,10 +183,13 @@ impl ServeAuditArgs {
                     interval: Duration::from_secs(self.audit_checkpoint_interval_secs),
                     push_url: self.audit_checkpoint_url.clone(),
                     push_token_file: self.audit_checkpoint_token_file.clone(),
+                    witnesses,
+                    witness_quorum,
                 });
-        Ok(Some(AuditSettings {
-            log,
-            hmac_key,
+        Some(AuditSettings {
+            log: log?,
+            hmac_key: hmac_key?,
+            new_tree: self.witness.audit_new_tree,
             config: AuditConfig {
                 files: FileOptions {
                     max_file_bytes: self.audit_max_file_bytes,
@@ -133,6 +203,6 @@ impl ServeAuditArgs {
                 checkpoints: None,
             },
             checkpoints,
-        }))
+        })
     }
 }

@@ -54,7 +54,7 @@ impl AdminToken {
             path: path.display().to_string(),
             reason,
         };
-        crate::audit::fingerprint::check_private(path).map_err(fail)?;
+        crate::audit::records::fingerprint::check_private(path).map_err(fail)?;
         let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
         Self::new(&text).map_err(fail)
     }

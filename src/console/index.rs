@@ -2,7 +2,7 @@
 //! interned caller and operation, the device id as a number, kind, decision, completion),
 //! so its memory is bounded by its row count: device ids (which refusals may carry by the
 //! million) are never kept as strings, and the string tables are capped. Built by following
-//! the log (see [`crate::audit::follow`]), with the hash chain checked on the way. A page
+//! the log (see [`crate::audit::store::follow`]), with the hash chain checked on the way. A page
 //! filters the rows newest first in memory and reads only the records it shows from disk,
 //! so it answers in milliseconds however long the log is.
 
@@ -12,11 +12,13 @@ use std::sync::{PoisonError, RwLock};
 
 use sha2::Digest;
 
-use crate::audit::chain::GENESIS;
-use crate::audit::follow::{self, Line};
+use crate::audit::checkpoints::tree::{self, Hash};
+use crate::audit::records::chain::GENESIS;
+use crate::audit::store::follow::{self, Line};
 
+use super::edge::Edge;
 use super::record::{Interner, Light, hash_matches, id_hash, resolve};
-use crate::audit::record::{AuditDecision, Kind};
+use crate::audit::records::record::{AuditDecision, Kind};
 
 /// Most rows kept (48 bytes each); older ones leave the index (`audit query` reads them).
 pub const MAX_ROWS: usize = 2_000_000;
@@ -52,13 +54,14 @@ pub const COMPLETIONS: [&str; 5] = [
     "pending_past_deadline",
 ];
 
-const KINDS: [Kind; 6] = [
+const KINDS: [Kind; 7] = [
     Kind::Start,
     Kind::Intent,
     Kind::Outcome,
     Kind::Request,
     Kind::Suppressed,
     Kind::Completion,
+    Kind::Approval,
 ];
 
 /// Where the chain check stands.
@@ -87,6 +90,8 @@ struct State {
     devices_overflow: bool,
     chain: ChainStatus,
     prev_hash: Option<String>,
+    /// The Merkle tree of the records indexed (checkpoints sign its root).
+    edge: Edge,
 }
 
 /// The index; shared between the task that builds it and the pages that read it.
@@ -168,6 +173,27 @@ impl Index {
         st.select(q)
     }
 
+    /// The Merkle root of the log's first `size` records (what a checkpoint of that size
+    /// signs), the records since the nearest mark read again from disk; `None` when they
+    /// are not indexed, or the tree before the first record indexed is not known.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        let (mut roots, spots) = {
+            let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            if size > st.last_seq() {
+                return None;
+            }
+            let mark = st.edge.mark_at_or_below(size)?;
+            let spots = st.spots(mark.size() + 1, size)?;
+            (mark, spots)
+        };
+        for (file, offsets) in spots {
+            for line in follow::read_lines_at(&file, &offsets).ok()? {
+                roots.push(tree::leaf_hash(&line)).ok()?;
+            }
+        }
+        roots.root().ok()
+    }
+
     /// Where the record `seq` is (if indexed).
     pub fn locate(&self, seq: u64) -> Option<(PathBuf, u64)> {
         let st = self.state.read().unwrap_or_else(PoisonError::into_inner);
@@ -214,6 +240,8 @@ impl State {
         if self.rows.is_empty() {
             self.base = rec.seq;
             self.spans.clear();
+            let log = crate::audit::store::files::base_log(&line.file);
+            self.edge.start(&log, rec.seq);
         }
         self.check_chain(line, &rec);
         let new_file = self
@@ -227,6 +255,7 @@ impl State {
         self.fold(&row);
         self.count_device(row.device);
         self.rows.push_back(row);
+        self.edge.push(tree::leaf_hash(&line.bytes));
         if self.rows.len() > MAX_ROWS
             && let Some(old) = self.rows.pop_front()
         {
@@ -235,6 +264,7 @@ impl State {
             while self.spans.len() > 1 && self.spans[1].0 <= self.base {
                 self.spans.remove(0);
             }
+            self.edge.forget_before(self.base);
         }
     }
 
@@ -341,6 +371,24 @@ impl State {
                 line.seq
             ));
         }
+    }
+
+    /// Where the records `from..=to` are: each file (resolved once) with their offsets.
+    fn spots(&self, from: u64, to: u64) -> Option<Vec<(PathBuf, Vec<u64>)>> {
+        let mut out: Vec<(usize, PathBuf, Vec<u64>)> = Vec::new();
+        for seq in from..=to {
+            let i = usize::try_from(seq.checked_sub(self.base)?).ok()?;
+            let offset = self.rows.get(i)?.offset;
+            let span = self.spans.partition_point(|(first, _)| *first <= seq);
+            match out.last_mut() {
+                Some((s, _, offsets)) if *s == span => offsets.push(offset),
+                _ => {
+                    let (first, path) = self.spans.get(span.checked_sub(1)?)?;
+                    out.push((span, resolve(path, *first), vec![offset]));
+                }
+            }
+        }
+        Some(out.into_iter().map(|(_, f, o)| (f, o)).collect())
     }
 
     fn span_file(&self, seq: u64) -> Option<PathBuf> {

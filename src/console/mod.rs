@@ -8,6 +8,7 @@
 
 pub mod approvals;
 pub mod auth;
+mod edge;
 pub mod html;
 pub mod index;
 pub mod pages;
@@ -21,9 +22,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::audit::checkpoint::{self, Checkpoint};
-use crate::audit::follow::Follower;
-use crate::audit::note::NoteVerifier;
+use crate::audit::checkpoints::checkpoint::{self, Checkpoint};
+use crate::audit::checkpoints::note::NoteVerifier;
+use crate::audit::store::follow::Follower;
 use index::Index;
 use pages::Filters;
 
@@ -135,15 +136,27 @@ impl Console {
         let Some((cp, written)) = newest_checkpoint(&path, verifier) else {
             return "Checkpoints: none yet".to_owned();
         };
-        let matches = self.index.locate(cp.size).and_then(|(file, offset)| {
-            let line = crate::audit::follow::read_at(&file, offset).ok()?;
-            let link: crate::audit::files::Link = serde_json::from_slice(&line).ok()?;
+        // A checkpoint signs the Merkle root of the first `size` records (one written
+        // before the log was a tree: the chain's head at that record).
+        let of_chain = self.index.locate(cp.size).and_then(|(file, offset)| {
+            let line = crate::audit::store::follow::read_at(&file, offset).ok()?;
+            let link: crate::audit::store::files::Link = serde_json::from_slice(&line).ok()?;
             Some(link.hash == cp.hash)
         });
+        let matches = match of_chain {
+            Some(true) => Some(true),
+            _ => self
+                .index
+                .root_at(cp.size)
+                .map(|root| crate::audit::records::chain::hex(&root.0) == cp.hash),
+        };
         let verdict = match matches {
             Some(true) => r#"<span class="good">the log matches it</span>"#,
             Some(false) => r#"<span class="bad">THE LOG DOES NOT MATCH IT</span>"#,
-            None => "not indexed yet",
+            None if cp.size > self.index.last_seq() => "not indexed yet",
+            None => {
+                "not checked here (the Merkle tree before the records indexed is not at hand: `graphgate audit verify --public-key` checks it)"
+            }
         };
         format!(
             "Last checkpoint: seq {}, signed by {}, written {written}; {verdict}",

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::html::{esc, input, select, url_part};
 use super::index::{self, Hit, Index, Query};
-use crate::audit::record::AuditDecision;
+use crate::audit::records::record::AuditDecision;
 
 /// Rows per page.
 pub const PAGE_ROWS: usize = 50;
@@ -97,7 +97,7 @@ fn parse_time(text: &str) -> Result<i64, String> {
     if let Ok(t) = chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M") {
         return Ok(t.and_utc().timestamp());
     }
-    crate::audit::query::parse_time(text).map(|t| t.timestamp())
+    crate::audit::read::query::parse_time(text).map(|t| t.timestamp())
 }
 
 /// The list page's body: the filter form, the table, the link to older rows.
@@ -232,7 +232,7 @@ fn operation(name: &str) -> String {
 }
 
 fn read_value(hit: &Hit) -> Option<Value> {
-    let bytes = crate::audit::follow::read_at(&hit.file, hit.offset).ok()?;
+    let bytes = crate::audit::store::follow::read_at(&hit.file, hit.offset).ok()?;
     serde_json::from_slice(&bytes).ok()
 }
 

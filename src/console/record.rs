@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::chain::{hash_of, hex};
-use crate::audit::record::{AuditDecision, Kind};
+use crate::audit::records::chain::{hash_of, hex};
+use crate::audit::records::record::{AuditDecision, Kind};
 
 /// Most strings one field's table keeps: callers and operations come from the policy and the
 /// catalog, so this is only a backstop; a string past it is numbered [`OTHER`] (shown from
@@ -97,7 +97,7 @@ pub(super) fn hash_matches(line: &[u8], hash: &str) -> bool {
 /// rotation renames the live file).
 pub(super) fn resolve(path: &Path, first: u64) -> PathBuf {
     let starts = |p: &Path| {
-        crate::audit::files::first_link(p)
+        crate::audit::store::files::first_link(p)
             .ok()
             .flatten()
             .is_some_and(|l| l.seq == first)
@@ -105,8 +105,8 @@ pub(super) fn resolve(path: &Path, first: u64) -> PathBuf {
     if starts(path) {
         return path.to_owned();
     }
-    let log = crate::audit::files::base_log(path);
-    crate::audit::files::rotated_files(&log)
+    let log = crate::audit::store::files::base_log(path);
+    crate::audit::store::files::rotated_files(&log)
         .unwrap_or_default()
         .into_iter()
         .rev()

@@ -23,7 +23,7 @@ use crate::approval::people::{Identity, Names};
 use crate::approval::review::tally;
 use crate::approval::run::{Ended, Ran, Runner};
 use crate::approval::{ApprovalError, rfc3339};
-use crate::audit::trail::Origin;
+use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::error::GatewayError;
 use crate::forward::{self, UpstreamError, UpstreamReply};

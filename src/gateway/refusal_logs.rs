@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 use std::sync::{Mutex, PoisonError};
 
-use crate::audit::sampler::{QUIET, Sample, SampleKey, Sampler};
+use crate::audit::records::sampler::{QUIET, Sample, SampleKey, Sampler};
 use crate::clock::Instant;
 
 /// The refusal log samplers of one gateway.

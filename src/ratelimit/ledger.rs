@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::audit::follow::Follower;
-use crate::audit::record::BudgetMark;
+use crate::audit::records::record::BudgetMark;
+use crate::audit::store::follow::Follower;
 use crate::audit::{Audit, Kind};
 use crate::policy::BudgetWindow;
 use crate::state::{
@@ -235,8 +235,8 @@ impl Snapshots {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::ChainState;
-    use crate::audit::record::Entry;
+    use crate::audit::records::chain::ChainState;
+    use crate::audit::records::record::Entry;
     use crate::cloud::Cloud;
 
     const DAY: u64 = 86_400;

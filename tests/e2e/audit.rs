@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use common::*;
-use graphgate::audit::chain::ChainState;
-use graphgate::audit::sink::{FileOptions, FileSink, Sink};
+use graphgate::audit::records::chain::ChainState;
+use graphgate::audit::store::sink::{FileOptions, FileSink, Sink};
 use graphgate::audit::{Audit, Fingerprinter};
 use graphgate::secret::Secret;
 use http::Request;
@@ -141,7 +141,7 @@ async fn refusals_past_recognition_are_audited_and_others_are_not() {
     assert!(h.emulator.graph_requests().is_empty());
     let log = std::fs::read_to_string(h.audit_path.as_ref().unwrap()).unwrap();
     assert!(!log.contains(PASSWORD) && !log.contains(OTHER_KEY) && !log.contains("wrong-key"));
-    let report = graphgate::audit::verify::verify(&[h.audit_path.clone().unwrap()]).unwrap();
+    let report = graphgate::audit::read::verify::verify(&[h.audit_path.clone().unwrap()]).unwrap();
     assert!(report.is_ok());
 }
 
@@ -239,7 +239,11 @@ async fn an_unwritable_audit_log_fails_closed_and_readiness_says_so() {
     assert_eq!(admin(&h, "/readyz").await.0, 200);
     assert_eq!(admin(&h, "/healthz").await.0, 200);
     h.audit.flush().await.unwrap();
-    assert!(graphgate::audit::verify::verify(&[path]).unwrap().is_ok());
+    assert!(
+        graphgate::audit::read::verify::verify(&[path])
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[tokio::test]

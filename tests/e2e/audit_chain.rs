@@ -6,10 +6,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use graphgate::audit::chain::ChainState;
-use graphgate::audit::chain::{canonical, hash_of};
-use graphgate::audit::sink::{FileOptions, FileSink, Sink, rotated_files};
-use graphgate::audit::verify::{Problem, Report, verify};
+use graphgate::audit::read::report::{Problem, Report};
+use graphgate::audit::read::verify::verify;
+use graphgate::audit::records::chain::ChainState;
+use graphgate::audit::records::chain::{canonical, hash_of};
+use graphgate::audit::store::sink::{FileOptions, FileSink, Sink, rotated_files};
 use graphgate::audit::{Audit, Entry, Fingerprinter};
 use serde_json::Value;
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 
 use crate::common::metrics::Snapshot;
 use bytes::Bytes;
-use graphgate::audit::chain::hash_of;
-use graphgate::audit::checkpoint::{self, CheckpointConfig};
-use graphgate::audit::note::NoteSigner;
-use graphgate::audit::push::PushQueue;
+use graphgate::audit::checkpoints::checkpoint::{self, CheckpointConfig};
+use graphgate::audit::checkpoints::note::NoteSigner;
+use graphgate::audit::checkpoints::push::PushQueue;
+use graphgate::audit::records::chain::hash_of;
 use graphgate::audit::{Audit, AuditConfig, Entry, Fingerprinter, Kind};
 use http_body_util::{BodyExt, Full};
 use serde_json::Value;
@@ -116,6 +116,7 @@ fn config(s: &Setup, every: u64, push: Option<PushQueue>) -> AuditConfig {
             every_records: every,
             interval: Duration::from_secs(3600),
             push,
+            latest: Default::default(),
         }),
         ..AuditConfig::default()
     }
@@ -150,7 +151,7 @@ fn lines(log: &Path) -> Vec<Value> {
 fn write_lines(log: &Path, lines: &[Value]) {
     let text: String = lines
         .iter()
-        .map(|v| String::from_utf8(graphgate::audit::chain::canonical(v)).unwrap() + "\n")
+        .map(|v| String::from_utf8(graphgate::audit::records::chain::canonical(v)).unwrap() + "\n")
         .collect();
     std::fs::write(log, text).unwrap();
 }
@@ -240,8 +241,8 @@ async fn a_log_rewritten_with_fresh_hashes_and_a_remade_anchor_fails_only_agains
     }
     write_lines(&s.log, &all);
     let key = Fingerprinter::from_file(&s.hmac).unwrap();
-    let anchor_path = graphgate::audit::anchor::path_for(&s.log);
-    let mut anchor = graphgate::audit::anchor::Anchor::load(&anchor_path, &key)
+    let anchor_path = graphgate::audit::store::anchor::path_for(&s.log);
+    let mut anchor = graphgate::audit::store::anchor::Anchor::load(&anchor_path, &key)
         .unwrap()
         .unwrap();
     anchor.head.hash = prev;
@@ -257,7 +258,7 @@ async fn a_log_rewritten_with_fresh_hashes_and_a_remade_anchor_fails_only_agains
     // And a gateway refuses to continue it.
     let fp = Fingerprinter::from_file(&s.hmac).unwrap();
     let err = Audit::open_with(&s.log, &config(&s, 10, None), fp).unwrap_err();
-    assert!(err.to_string().contains("the log was rewritten"), "{err}");
+    assert!(err.to_string().contains("was rewritten"), "{err}");
 }
 
 #[tokio::test]
@@ -275,10 +276,52 @@ async fn a_log_with_its_last_10_records_dropped_is_named_truncated() {
             ),
         "{out}"
     );
+    // A gateway refuses to continue it: its anchor, its Merkle tree (which took in 25
+    // records) and, without both, the checkpoint vouching for 25 records each stand against it.
     let fp = Fingerprinter::from_file(&s.hmac).unwrap();
-    std::fs::remove_file(graphgate::audit::anchor::path_for(&s.log)).unwrap();
-    let err = Audit::open_with(&s.log, &config(&s, 10, None), fp).unwrap_err();
-    assert!(err.to_string().contains("vouches for 25 records"), "{err}");
+    let open = || Audit::open_with(&s.log, &config(&s, 10, None), fp.clone()).unwrap_err();
+    assert!(
+        open()
+            .to_string()
+            .contains("records seq 16..=25 are missing"),
+        "anchor"
+    );
+    let anchor = graphgate::audit::store::anchor::path_for(&s.log);
+    let kept = std::fs::read(&anchor).unwrap();
+    std::fs::remove_file(&anchor).unwrap();
+    let err = open().to_string();
+    assert!(
+        err.contains("but its anchor") && err.contains("is missing"),
+        "{err}"
+    );
+    // (An anchor re-made with the HMAC key for the 15 records left: only the tree and the
+    // checkpoint remain.)
+    std::fs::write(&anchor, &kept).unwrap();
+    let tree = graphgate::audit::checkpoints::tree::path_for(&s.log);
+    let mut anchored = graphgate::audit::store::anchor::Anchor::load(&anchor, &fp)
+        .unwrap()
+        .unwrap();
+    anchored.head = graphgate::audit::store::anchor::Head {
+        seq: 15,
+        hash: lines(&s.log)[14]["hash"].as_str().unwrap().into(),
+    };
+    anchored.clean = false;
+    anchored.store(&anchor, &fp).unwrap();
+    let err = open().to_string();
+    assert!(
+        err.contains("holds 25 records: seq 16..=25 are missing"),
+        "{err}"
+    );
+    std::fs::remove_file(&tree).unwrap();
+    let err = open().to_string();
+    assert!(
+        err.contains("its ") && err.contains(".tree is missing"),
+        "{err}"
+    );
+    // A tree rebuilt from what is left still does not match the checkpoint of 25 records.
+    std::fs::write(&tree, "").unwrap();
+    let err = open().to_string();
+    assert!(err.contains("vouches for 25 records"), "{err}");
 }
 
 #[tokio::test]
@@ -360,12 +403,12 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
     let before = Snapshot::now();
     let queue = PushQueue::default();
     let url: http::Uri = format!("http://{addr}/checkpoints").parse().unwrap();
-    let target = graphgate::audit::push::PushTarget {
+    let target = graphgate::audit::checkpoints::push::PushTarget {
         url,
         token_file: None,
         connect_to: Vec::new(),
     };
-    graphgate::audit::push::spawn(queue.clone(), &target, None).unwrap();
+    graphgate::audit::checkpoints::push::spawn(queue.clone(), &target, None).unwrap();
     let fp = Fingerprinter::from_file(&s.hmac).unwrap();
     let audit = Audit::open_with(&s.log, &config(&s, 5, Some(queue.clone())), fp)
         .unwrap()
@@ -386,14 +429,23 @@ async fn checkpoints_are_pushed_off_the_host_and_a_failed_push_is_retried() {
         on_disk,
         "every checkpoint, in order, exactly as written"
     );
-    let verifier = graphgate::audit::note::NoteVerifier::parse(&s.public_key).unwrap();
+    let verifier = graphgate::audit::checkpoints::note::NoteVerifier::parse(&s.public_key).unwrap();
     let last = verifier.open(pushed.last().unwrap()).unwrap();
     let cp = checkpoint::Checkpoint::parse(last).unwrap();
+    // It signs the Merkle tree's root of the five records, not the chain's head.
     let head = lines(&s.log).last().unwrap()["hash"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_eq!((cp.size, cp.hash), (5, head));
+    assert_eq!(cp.size, 5);
+    assert_ne!(cp.hash, head);
+    let raw: Vec<Vec<u8>> = std::fs::read(&s.log)
+        .unwrap()
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(<[u8]>::to_vec)
+        .collect();
+    assert_eq!(cp.hash, crate::rfc6962::hex(&crate::rfc6962::root(&raw)));
 }
 
 /// An endpoint that answers the first `refuse` pushes 401, then keeps each push's
@@ -531,4 +583,67 @@ fn credentials_in_the_checkpoint_url_never_reach_help_or_logs() {
     for secret in ["hunter2", "sig=s3", "hunter3"] {
         assert!(!help.contains(secret), "{secret} in --help");
     }
+}
+
+/// A crash mid-append leaves part of a checkpoint at the end of the checkpoint file: the
+/// next start cuts it back to the last whole checkpoint (saying so in a WARN and in an audit
+/// record of its own) instead of refusing a log that is intact, and the log verifies after.
+#[tokio::test]
+async fn a_torn_last_checkpoint_is_cut_back_at_start_with_a_warning_and_a_record() {
+    let s = setup();
+    let backend =
+        crate::common::served::backend(graphgate_emulator::EmulatorConfig::default()).await;
+    let log = backend.dir.join("audit.jsonl");
+    let checkpoints = backend.dir.join("audit.jsonl.checkpoints");
+    let start = || {
+        let mut cmd = backend.serve_command();
+        cmd.env("GRAPHGATE_AUDIT_SIGNING_KEY_FILE", &s.signing);
+        cmd
+    };
+    let gw = backend.serve(start()).await;
+    assert_eq!(gw.call().await.status, 204);
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    let whole = std::fs::read(&checkpoints).unwrap();
+    // The crash: the next note written up to the middle of its signature line.
+    let torn = "graphgate.test/audit/audit.jsonl\n9\nq5o1b0mYtNnTRjYQ3M3Q8+dB1yP0d5cK6YqI0pZQdA0=\n\n\u{2014} graphgate.test/audit AbCd";
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&checkpoints)
+        .unwrap();
+    std::io::Write::write_all(&mut file, torn.as_bytes()).unwrap();
+    drop(file);
+
+    let gw = backend.serve(start()).await;
+    let ready = gw.admin("/readyz").await;
+    assert_eq!(ready.status, 200, "{:?}", ready.body);
+    let now = std::fs::read(&checkpoints).unwrap();
+    assert!(now.starts_with(&whole), "whole checkpoints are kept");
+    assert!(now.ends_with(b"\n"), "no partial note is left");
+    assert!(
+        !String::from_utf8_lossy(&now).contains("AbCd\n") && !now.ends_with(b"AbCd"),
+        "the torn tail is gone"
+    );
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+    assert!(
+        out.contains("\"level\":\"WARN\"") && out.contains("ended in a torn checkpoint"),
+        "{out}"
+    );
+    let records = crate::common::served::audit_records(&log);
+    let said = records.iter().find(|r| {
+        r["kind"] == "start"
+            && r["note"]
+                .as_str()
+                .is_some_and(|n| n.contains("torn checkpoint") && n.contains("cut back"))
+    });
+    assert!(said.is_some(), "no record says so: {records:?}");
+    let out = graphgate(&[
+        "audit",
+        "verify",
+        "--public-key",
+        &s.public_key,
+        log.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
 }

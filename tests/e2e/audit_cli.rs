@@ -537,7 +537,7 @@ async fn follow_prints_records_as_they_are_written_across_rotation() {
             .unwrap();
     }
     assert!(
-        !graphgate::audit::files::rotated_files(&path)
+        !graphgate::audit::store::files::rotated_files(&path)
             .unwrap()
             .is_empty(),
         "the log rotated while followed"
@@ -674,7 +674,7 @@ async fn verify_needs_the_key_and_the_anchor_unless_told_to_check_the_chain_only
     assert!(text(&out).contains("--hmac-key-file"), "{}", text(&out));
     // With the key from the environment, the anchor found beside the log (or given among
     // the files, as a shell glob does) is checked.
-    let anchor = graphgate::audit::anchor::path_for(&log);
+    let anchor = graphgate::audit::store::anchor::path_for(&log);
     for files in [vec![logs], vec![logs, anchor.to_str().unwrap()]] {
         let out = graphgate(&[&["audit", "verify"], files.as_slice()].concat())
             .env("GRAPHGATE_AUDIT_HMAC_KEY_FILE", &key)

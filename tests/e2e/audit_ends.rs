@@ -7,8 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use graphgate::audit::sink::rotated_files;
-use graphgate::audit::verify::verify;
+use graphgate::audit::read::verify::verify;
+use graphgate::audit::store::sink::rotated_files;
 use graphgate::audit::{Audit, Entry, Fingerprinter};
 
 const BIN: &str = env!("CARGO_BIN_EXE_graphgate");
@@ -262,7 +262,7 @@ impl Served {
 }
 
 fn anchor_of(log: &Path) -> serde_json::Value {
-    let text = std::fs::read_to_string(graphgate::audit::anchor::path_for(log)).unwrap();
+    let text = std::fs::read_to_string(graphgate::audit::store::anchor::path_for(log)).unwrap();
     serde_json::from_str::<serde_json::Value>(&text).unwrap()["anchor"].clone()
 }
 
@@ -342,7 +342,7 @@ async fn retention_keeps_the_newest_rotated_files_and_moves_the_anchored_tail() 
     let (dir, key) = dir_with_key();
     let path = dir.join("audit.jsonl");
     let config = graphgate::audit::AuditConfig {
-        files: graphgate::audit::sink::FileOptions {
+        files: graphgate::audit::store::sink::FileOptions {
             max_file_bytes: 800,
             retain_files: Some(2),
             keep_unshipped: false,
@@ -381,8 +381,8 @@ async fn a_log_whose_anchored_records_were_rewritten_is_not_continued() {
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let mut last: serde_json::Value = serde_json::from_str(&lines[4]).unwrap();
     last["caller"] = "someone-else".into();
-    last["hash"] = graphgate::audit::chain::hash_of(&last).into();
-    lines[4] = String::from_utf8(graphgate::audit::chain::canonical(&last)).unwrap();
+    last["hash"] = graphgate::audit::records::chain::hash_of(&last).into();
+    lines[4] = String::from_utf8(graphgate::audit::records::chain::canonical(&last)).unwrap();
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     assert!(
         verify(std::slice::from_ref(&path)).unwrap().is_ok(),

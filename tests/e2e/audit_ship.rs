@@ -16,8 +16,9 @@ use crate::common::metrics::{Snapshot, value};
 use crate::common::otlp::{Receiver, log_attr, log_body, otlp_receiver};
 use crate::common::*;
 use graphgate::audit::ship::{self, ShipConfig};
-use graphgate::audit::sink::FileOptions;
-use graphgate::audit::{Audit, AuditConfig, Entry, Kind, files};
+use graphgate::audit::store::sink::FileOptions;
+use graphgate::audit::store::{files, ship_cursor};
+use graphgate::audit::{Audit, AuditConfig, Entry, Kind};
 
 fn config(rx: &Receiver) -> ShipConfig {
     ShipConfig {
@@ -101,12 +102,12 @@ async fn audit_records_reach_the_collector_as_otlp_log_records() {
 /// Waits (bounded) until the persisted cursor says `seq` was acknowledged.
 async fn wait_cursor(log: &Path, seq: u64) {
     tokio::time::timeout(Duration::from_secs(20), async {
-        while ship::read_cursor(log) < seq {
+        while ship_cursor::read(log) < seq {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
     .await
-    .unwrap_or_else(|_| panic!("the cursor stayed at {}", ship::read_cursor(log)));
+    .unwrap_or_else(|_| panic!("the cursor stayed at {}", ship_cursor::read(log)));
 }
 
 #[tokio::test]
@@ -253,7 +254,7 @@ async fn retention_keeps_unshipped_files_while_the_collector_is_down() {
     let held = files::rotated_files(&log).unwrap().len();
     assert!(held > 5, "rotated files kept while down: {held}");
     assert_eq!(
-        ship::read_cursor(&log),
+        ship_cursor::read(&log),
         0,
         "nothing acknowledged while down"
     );
@@ -353,7 +354,7 @@ async fn audit_ship_false_ships_nothing_and_keeps_nothing_for_shipping() {
         "no audit record shipped"
     );
     let log = backend.dir.join("audit.jsonl");
-    assert!(!ship::cursor_path(&log).exists(), "no shipping cursor");
+    assert!(!ship_cursor::path_for(&log).exists(), "no shipping cursor");
     let rotated = files::rotated_files(&log).unwrap();
     assert!(rotated.len() <= 1, "retention as usual: {rotated:?}");
     assert!(!out.contains("shipping audit records"), "{out}");

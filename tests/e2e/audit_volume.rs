@@ -214,7 +214,7 @@ async fn failed_authentications_are_sampled_into_the_audit_per_source() {
 #[tokio::test]
 async fn dry_runs_are_rate_limited_per_caller_and_their_records_sampled() {
     use common::clock::{FrozenClock, within_real_time};
-    use graphgate::audit::sampler::SamplingLimits;
+    use graphgate::audit::records::sampler::SamplingLimits;
     use graphgate::audit::{Audit, AuditConfig};
     use std::time::Duration;
 

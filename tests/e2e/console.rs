@@ -445,9 +445,12 @@ fn url_part(text: &str) -> String {
 
 /// Records at known times, one a second from 10:00:00, written through a real audit log
 /// with checkpoints every `every` records (signed by the returned key).
-async fn timed_log(n: usize, every: u64) -> (PathBuf, graphgate::audit::note::NoteVerifier) {
-    use graphgate::audit::checkpoint::CheckpointConfig;
-    use graphgate::audit::note::NoteSigner;
+async fn timed_log(
+    n: usize,
+    every: u64,
+) -> (PathBuf, graphgate::audit::checkpoints::note::NoteVerifier) {
+    use graphgate::audit::checkpoints::checkpoint::CheckpointConfig;
+    use graphgate::audit::checkpoints::note::NoteSigner;
     use graphgate::audit::{Audit, AuditConfig, Entry, Kind};
     let log = temp_dir("console-timed").join("audit.jsonl");
     let (signer, _) = NoteSigner::generate("graphgate.test/console").unwrap();
@@ -458,6 +461,7 @@ async fn timed_log(n: usize, every: u64) -> (PathBuf, graphgate::audit::note::No
             every_records: every,
             interval: Duration::from_secs(3600),
             push: None,
+            latest: Default::default(),
         }),
         ..AuditConfig::default()
     };

@@ -4,7 +4,8 @@
 //! the Dockerfile's COPY lines are enough for cargo; every `serve` flag has an environment
 //! variable, listed in the README. Submodules: `launch` (running one shipped
 //! configuration), `kube`, `jwt` (callers with tokens, as deployed), `state` (the shared
-//! state store), `monitoring` (the Prometheus Operator component), `systemd`, `docker`,
+//! state store), `monitoring` (the Prometheus Operator component), `systemd`, `witness`
+//! (the witness's unit and manifest), `docker`,
 //! `flags`, `docs`. Here: shared helpers and
 //! the checks that need no external tool.
 
@@ -17,6 +18,7 @@ mod launch;
 mod monitoring;
 mod state;
 mod systemd;
+mod witness;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -146,7 +146,11 @@ async fn an_action_that_completes_gets_a_done_completion_shown_by_audit_query() 
     );
     let row = table.lines().find(|l| l.contains(&id)).unwrap();
     assert!(row.contains(" done "), "{table}");
-    assert!(graphgate::audit::verify::verify(&[log]).unwrap().is_ok());
+    assert!(
+        graphgate::audit::read::verify::verify(&[log])
+            .unwrap()
+            .is_ok()
+    );
 }
 
 #[tokio::test]

@@ -542,9 +542,10 @@ async fn shutdown_drains_in_flight_requests_refuses_new_ones_and_leaves_a_verifi
             .count(),
         3
     );
-    let report =
-        graphgate::audit::verify::verify(std::slice::from_ref(h.audit_path.as_ref().unwrap()))
-            .unwrap();
+    let report = graphgate::audit::read::verify::verify(std::slice::from_ref(
+        h.audit_path.as_ref().unwrap(),
+    ))
+    .unwrap();
     assert!(report.is_ok(), "{report:?}");
 }
 

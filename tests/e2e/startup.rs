@@ -237,6 +237,12 @@ fn check_config_names_every_problem_at_once_and_starts_nothing() {
         "https://checkpoints.example/in",
         "--audit-checkpoint-token-file",
         dir.join("no-push-token").to_str().unwrap(),
+        "--audit-witness",
+        "not-a-witness",
+        "--audit-witness",
+        "https://witness.example=graphgate.test/audit+4a1c7b2e+AZ2bDkKeXXkGt0OJf2ZQkE2OXt3pDh9K+0W1oJkVwrFp",
+        "--audit-witness-quorum",
+        "5",
     ])
     .env("OTEL_EXPORTER_OTLP_ENDPOINT", "https://127.0.0.1:1")
     .env(
@@ -260,6 +266,9 @@ fn check_config_names_every_problem_at_once_and_starts_nothing() {
         "no-signing.key",
         "no-push-token",
         "no-collector-ca.pem",
+        "--audit-witness not-a-witness: expected URL=PUBLIC_KEY",
+        "--audit-witness https://witness.example/: malformed key",
+        "--audit-witness-quorum 5 is more than the 2 witness(es) given",
     ] {
         assert!(
             problems.iter().any(|p| p.contains(needle)),
@@ -289,4 +298,71 @@ fn check_config_names_every_problem_at_once_and_starts_nothing() {
     );
     assert!(stdout.contains("configuration OK"), "{stdout}");
     assert!(!dir.join("demo.jsonl").exists(), "nothing started");
+}
+
+/// `serve --check-config` names a log a start would refuse as laundered (records, but no
+/// anchor), reading it without writing; `--audit-new-tree` is the way past it.
+#[test]
+fn check_config_names_a_log_a_start_would_refuse_as_laundered() {
+    use crate::cli::OutputWithin;
+    use graphgate::audit::Entry;
+    use graphgate::audit::records::chain::ChainState;
+    let dir = temp_dir("check-laundered");
+    let log = dir.join("audit.jsonl");
+    let mut chain = ChainState::default();
+    let mut text = Vec::new();
+    for i in 0..3 {
+        let entry = Entry {
+            audit_id: format!("r{i}"),
+            ..Entry::default()
+        };
+        text.extend(chain.seal(&entry).unwrap());
+        text.push(b'\n');
+    }
+    std::fs::write(&log, &text).unwrap();
+    let key = dir.join("hmac.key");
+    let hex: String = HMAC_KEY.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&key, hex.as_bytes());
+    let check = |extra: &[&str]| {
+        let mut args = vec![
+            "serve",
+            "--check-config",
+            "--emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--audit-log",
+            log.to_str().unwrap(),
+            "--audit-hmac-key-file",
+            key.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = graphgate(&args).output_within();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, stdout) = check(&[]);
+    assert_eq!(code, Some(1), "{stdout}");
+    assert!(
+        stdout.contains("problem: audit log")
+            && stdout.contains("holds records (from seq 1) but its anchor")
+            && stdout.contains("--audit-new-tree"),
+        "{stdout}"
+    );
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        text,
+        "the check wrote nothing"
+    );
+    assert!(!dir.join("audit.jsonl.anchor").exists());
+    let (code, stdout) = check(&["--audit-new-tree"]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        text,
+        "nothing set aside by a check"
+    );
 }

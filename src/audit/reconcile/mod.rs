@@ -20,7 +20,7 @@ mod scan;
 
 use graph::{ActionResult, Reader, final_state, result_for};
 
-use super::record::{Entry, Kind, now_rfc3339};
+use super::records::record::{Entry, Kind, now_rfc3339};
 use super::{Audit, WriteError};
 use crate::cloud::Cloud;
 use crate::token::TokenBroker;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::Action;
-use crate::audit::follow::Follower;
-use crate::audit::record::Kind;
+use crate::audit::records::record::Kind;
+use crate::audit::store::follow::Follower;
 
 /// The light view of a record the start-up scan reads.
 #[derive(Deserialize)]

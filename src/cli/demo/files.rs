@@ -129,7 +129,7 @@ pub async fn renew_token(
 fn replace(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let _ = std::fs::remove_file(&tmp);
-    graphgate::audit::fingerprint::write_private(&tmp, bytes)?;
+    graphgate::audit::records::fingerprint::write_private(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
 

@@ -1,8 +1,8 @@
 //! Unit tests of the console's index: folding, filters, pages, the chain check.
 
 use super::*;
-use crate::audit::chain::ChainState;
-use crate::audit::record::Entry;
+use crate::audit::records::chain::ChainState;
+use crate::audit::records::record::Entry;
 
 fn entry(kind: Kind, id: &str, device: &str, decision: AuditDecision) -> Entry {
     Entry {
@@ -102,6 +102,50 @@ fn an_altered_record_stops_the_verified_range() {
     assert_eq!(idx.len(), 3, "still indexed, and shown");
 }
 
+/// A batch large enough to be prepared on several cores meets the index in chain order:
+/// each row is its own record's, and the chain check stops at the altered one.
+#[test]
+fn a_large_batch_is_indexed_in_order_and_checked_record_by_record() {
+    let n = 5000;
+    let entries: Vec<Entry> = (0..n)
+        .map(|i| {
+            let mut e = entry(Kind::Request, &format!("r{i}"), "D1", AuditDecision::Denied);
+            e.device_id = Some(format!("{:08x}-0000-4000-8000-000000000000", i));
+            e.time = format!("2026-11-28T10:{:02}:{:02}.000000Z", i / 60 % 60, i % 60);
+            e
+        })
+        .collect();
+    let mut all = lines(&entries);
+    let text = String::from_utf8(all[3500].bytes.clone()).unwrap();
+    all[3500].bytes = text.replace("rooms-rotator", "someone-else").into_bytes();
+    let idx = Index::default();
+    idx.ingest(&all);
+    assert_eq!(idx.len(), n);
+    assert_eq!(idx.chain().verified_to, 3500, "seq 3501 is the altered one");
+    for i in [0usize, 1234, 2499, 2500, 2501, 4999] {
+        let q = Query {
+            device: Some(format!("{:08x}-0000-4000-8000-000000000000", i)),
+            limit: 10,
+            ..Query::default()
+        };
+        let (hits, _) = idx.select(&q);
+        assert_eq!(hits.len(), 1, "device of record {i}");
+        assert_eq!(hits[0].seq, i as u64 + 1);
+        assert_eq!(hits[0].offset, all[i].offset);
+        let at = 1_795_860_000 + (i as i64 / 60 % 60) * 60 + i as i64 % 60;
+        let q = Query {
+            since: Some(at),
+            until: Some(at + 1),
+            limit: 100,
+            ..Query::default()
+        };
+        assert!(
+            idx.select(&q).0.iter().any(|h| h.seq == i as u64 + 1),
+            "time of record {i}"
+        );
+    }
+}
+
 /// Refusals naming a million random device ids leave no string behind: a device is a
 /// number in its row, and the distinct-device count stops at its cap.
 #[test]
@@ -130,4 +174,79 @@ fn random_device_ids_grow_no_table() {
     }
     assert_eq!(names.names.len(), super::super::record::MAX_NAMES);
     assert_eq!(names.intern(Some("one-more")), super::super::record::OTHER);
+}
+
+/// The index's Merkle roots are RFC 6962's at every size (across marks), see a record
+/// rewritten on disk after it was indexed, and start from the tree file when the index
+/// starts past seq 1.
+#[test]
+fn roots_at_any_size_match_the_tree_and_see_a_rewrite_on_disk() {
+    use crate::audit::checkpoints::tree::{Tree, leaf_hash};
+    let dir = std::env::temp_dir().join(format!("graphgate-edge-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("audit.jsonl");
+    let n = super::super::edge::MARK as usize * 2 + 37;
+    let entries: Vec<Entry> = (0..n)
+        .map(|i| entry(Kind::Request, &format!("r{i}"), "D1", AuditDecision::Denied))
+        .collect();
+    let mut all = lines(&entries);
+    let mut text = Vec::new();
+    let mut tree = Tree::open(&crate::audit::checkpoints::tree::path_for(&log)).unwrap();
+    for line in &mut all {
+        line.file = log.clone();
+        text.extend_from_slice(&line.bytes);
+        text.push(b'\n');
+        tree.push(&line.bytes).unwrap();
+    }
+    tree.sync().unwrap();
+    std::fs::write(&log, &text).unwrap();
+    let view = tree.view().unwrap();
+    let idx = Index::default();
+    idx.ingest(&all);
+    for size in [1u64, 2, 1023, 1024, 1025, 2048, 2049, n as u64] {
+        assert_eq!(
+            idx.root_at(size),
+            Some(view.root_at(size).unwrap()),
+            "size {size}"
+        );
+    }
+    assert_eq!(idx.root_at(n as u64 + 1), None, "not indexed yet");
+    // Started past seq 1 (the oldest records removed): the tree file gives the edge.
+    let late = Index::default();
+    late.ingest(&all[1500..]);
+    assert_eq!(late.root_at(1700), Some(view.root_at(1700).unwrap()));
+    assert_eq!(late.root_at(1400), None, "before the records indexed");
+    // A record rewritten in place after it was indexed (same length) changes the root.
+    let last = all.last().unwrap();
+    let mut changed = text.clone();
+    let at = last.offset as usize + last.bytes.len() - 3;
+    changed[at] ^= 1;
+    std::fs::write(&log, &changed).unwrap();
+    assert_ne!(idx.root_at(n as u64), Some(view.root_at(n as u64).unwrap()));
+    assert_ne!(
+        leaf_hash(&last.bytes),
+        leaf_hash(&changed[last.offset as usize..at + 3])
+    );
+}
+
+#[test]
+fn every_kind_of_record_keeps_its_kind_in_the_index() {
+    let kinds = [
+        Kind::Start,
+        Kind::Intent,
+        Kind::Outcome,
+        Kind::Request,
+        Kind::Suppressed,
+        Kind::Completion,
+        Kind::Approval,
+    ];
+    let entries: Vec<Entry> = kinds
+        .iter()
+        .map(|k| entry(*k, k.as_str(), "D1", AuditDecision::Allowed))
+        .collect();
+    let idx = Index::default();
+    idx.ingest(&lines(&entries));
+    let st = idx.state.read().unwrap();
+    let indexed: Vec<Option<Kind>> = st.rows.iter().map(kind_of).collect();
+    assert_eq!(indexed, kinds.map(Some));
 }

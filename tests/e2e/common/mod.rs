@@ -271,7 +271,7 @@ pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
                 write_private(&key, hex.as_bytes());
             }
             let config = AuditConfig {
-                files: graphgate::audit::sink::FileOptions {
+                files: graphgate::audit::store::sink::FileOptions {
                     max_file_bytes: 1 << 30,
                     ..AuditConfig::default().files
                 },
@@ -280,6 +280,7 @@ pub fn serve_config(ms: &Microsoft, opts: &Options, dir: &Path) -> ServeConfig {
             AuditTarget::Log(Box::new(AuditSettings {
                 log: dir.join("audit.jsonl"),
                 hmac_key: HmacKey::File(key),
+                new_tree: false,
                 config,
                 checkpoints: None,
             }))

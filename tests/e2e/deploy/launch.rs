@@ -515,7 +515,7 @@ fn assert_audited(shipped: &Shipped, caller: &str) {
         recorded, &expected,
         "{name}: fingerprinted with the key file"
     );
-    let report = graphgate::audit::verify::verify(std::slice::from_ref(&shipped.audit_log));
+    let report = graphgate::audit::read::verify::verify(std::slice::from_ref(&shipped.audit_log));
     let report = report.unwrap();
     assert!(report.problem.is_none(), "{name}: {text}");
 }

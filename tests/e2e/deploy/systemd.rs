@@ -67,7 +67,7 @@ pub fn env_file(cloud: Cloud) -> Vec<(String, String)> {
 
 /// A command line as systemd splits it: quotes group words, the `-+@!:` prefixes are
 /// dropped, then `$$` is a dollar and `${VAR}` / `$VAR` are taken from `env`.
-fn command_line(line: &str, env: &[(String, String)]) -> Vec<String> {
+pub(super) fn command_line(line: &str, env: &[(String, String)]) -> Vec<String> {
     let line = line.trim_start_matches(['-', '+', '@', '!', ':']);
     let mut words = Vec::new();
     let mut word: Option<String> = None;
@@ -172,7 +172,7 @@ fn the_unit_is_sandboxed_and_verifies_for_every_cloud() {
 
 /// `systemd-analyze security` rates the unit's exposure at most `limit` (deploy/README.md
 /// quotes the rating). Offline rating needs systemd 250 or newer.
-fn assert_exposure_at_most(unit: &std::path::Path, limit: f64) {
+pub(super) fn assert_exposure_at_most(unit: &std::path::Path, limit: f64) {
     let version = Command::new("systemd-analyze")
         .arg("--version")
         .output()

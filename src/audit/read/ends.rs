@@ -8,7 +8,7 @@
 use std::fmt;
 
 use super::anchor::Anchor;
-use super::verify::Report;
+use super::report::Report;
 
 /// What is wrong with an end.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,9 +135,9 @@ impl fmt::Display for EndProblem {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::anchor::{Head, Tail};
-    use crate::audit::chain::GENESIS;
-    use crate::audit::files::Link;
+    use crate::audit::records::chain::GENESIS;
+    use crate::audit::store::anchor::{Head, Tail};
+    use crate::audit::store::files::Link;
 
     fn anchor(tail: u64, head: u64, clean: bool) -> Anchor {
         Anchor {
@@ -157,6 +157,7 @@ mod tests {
             },
             last_rotation: 0,
             clean,
+            checkpoints: false,
             reason: "test".into(),
             written: String::new(),
         }

@@ -280,7 +280,7 @@ mod tests {
             disclosed_bytes: Some(42),
             device_ids: Some(vec!["d1".into(), "d2".into()]),
             device_outcomes: Some([("d1".to_owned(), "successful".to_owned())].into()),
-            kind: Some(super::super::record::Kind::Outcome),
+            kind: Some(crate::audit::records::record::Kind::Outcome),
             time: "2026-11-28T00:00:00.000000Z".into(),
             audit_id: "id".into(),
             caller: Some("c".into()),
@@ -297,7 +297,7 @@ mod tests {
             policy_version: Some("p".into()),
             rule: Some("r".into()),
             shadow_rule: Some("s".into()),
-            decision: Some(super::super::record::AuditDecision::OutcomeUnknown),
+            decision: Some(crate::audit::records::record::AuditDecision::OutcomeUnknown),
             error_code: Some("e".into()),
             status: Some(504),
             suppressed: Some(3),
@@ -339,7 +339,7 @@ mod tests {
             String::from_utf8_lossy(&line)
         );
         assert_eq!(parsed["hash"], Value::String(hash_of(&parsed)));
-        let record = super::super::record::Record {
+        let record = crate::audit::records::record::Record {
             seq: 1,
             prev_hash: GENESIS.into(),
             hash: "h".into(),

@@ -66,6 +66,10 @@ pub struct Anchor {
     pub last_rotation: u64,
     /// Written at a clean shutdown: no record follows `head`.
     pub clean: bool,
+    /// The log has signed checkpoints (and a Merkle tree) beside it: a start that finds
+    /// them missing refuses to go on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub checkpoints: bool,
     /// Why it was written: `start`, `rotation`, `retention`, `interval` or `shutdown`.
     pub reason: String,
     /// When (RFC 3339).
@@ -129,6 +133,7 @@ impl Anchor {
             head: Head::from(head),
             last_rotation: 0,
             clean: false,
+            checkpoints: false,
             reason: "start".into(),
             written: super::record::now_rfc3339(),
         }

@@ -128,6 +128,54 @@ pub fn split_notes(text: &str) -> Vec<&str> {
     notes
 }
 
+/// Largest torn tail cut from a checkpoint file: one note (origin, size, root and a
+/// signature line) is a few hundred bytes; more after the last whole note is not a torn
+/// append, and is left for the checks to name.
+const MAX_TORN_BYTES: usize = 4096;
+
+/// After a crash mid-append, the checkpoint file of the log at `log` may end in part of a
+/// note (no signature line yet, or one cut short). That tail is cut back to the last whole
+/// note (synced), as a torn last line of the log is set aside: it was never a signed
+/// checkpoint. Returns what was done, for the log's own record (and says it with a WARN);
+/// `None` when the file ends in a whole note, or is absent.
+pub fn recover_torn(log: &Path) -> io::Result<Option<String>> {
+    let path = path_for(log);
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", path.display()))),
+    };
+    let whole = whole_notes_len(&bytes);
+    let torn = bytes.len() - whole;
+    if torn == 0 || torn > MAX_TORN_BYTES {
+        return Ok(None);
+    }
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.set_len(whole as u64)?;
+    file.sync_all()?;
+    let note = format!(
+        "the checkpoint file {} ended in a torn checkpoint ({torn} bytes after the last whole one: a crash mid-append); it was cut back to the last whole checkpoint",
+        path.display()
+    );
+    tracing::warn!(file = %path.display(), torn_bytes = torn, "{note}");
+    Ok(Some(note))
+}
+
+/// The length of the whole notes at the start of a checkpoint file: up to the end of its
+/// last signature line that ends in a newline.
+fn whole_notes_len(bytes: &[u8]) -> usize {
+    const SIGNATURE: &[u8] = "\u{2014} ".as_bytes();
+    let mut whole = 0;
+    let mut at = 0;
+    for line in bytes.split_inclusive(|b| *b == b'\n') {
+        at += line.len();
+        if line.ends_with(b"\n") && line.starts_with(SIGNATURE) {
+            whole = at;
+        }
+    }
+    whole
+}
+
 /// A checkpoint file's notes, each opened with `verifier` and parsed, in file order. The
 /// first note that is forged, signed by another key or malformed is an error naming it.
 pub fn read_verified(path: &Path, verifier: &NoteVerifier) -> Result<Vec<Checkpoint>, ReadError> {
@@ -170,6 +218,57 @@ pub struct CheckpointConfig {
     pub interval: Duration,
     /// Where each checkpoint's note goes to be pushed off the host, if anywhere.
     pub push: Option<super::push::PushQueue>,
+    /// The newest checkpoint, for the witnesses, the tiles and receipts.
+    pub latest: Latest,
+}
+
+/// A checkpoint as signed: the tree's size and root, and the signed note.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SignedCheckpoint {
+    /// Records in the tree.
+    pub size: u64,
+    /// The tree's root hash.
+    pub root: super::tree::Hash,
+    /// The signed note (text, blank line, the log's signature line).
+    pub note: String,
+    /// When it was signed (POSIX seconds).
+    pub signed_at: u64,
+}
+
+impl SignedCheckpoint {
+    /// The note's text (without the signature lines).
+    pub fn text(&self) -> &str {
+        match self.note.find("\n\n") {
+            Some(i) => &self.note[..=i],
+            None => &self.note,
+        }
+    }
+}
+
+/// The newest signed checkpoint, published by the checkpoint thread; cheap to clone.
+#[derive(Clone)]
+pub struct Latest(Arc<tokio::sync::watch::Sender<Option<Arc<SignedCheckpoint>>>>);
+
+impl Default for Latest {
+    fn default() -> Self {
+        Latest(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Latest {
+    /// The newest checkpoint, if one was signed since start.
+    pub fn get(&self) -> Option<Arc<SignedCheckpoint>> {
+        self.0.borrow().clone()
+    }
+
+    /// Follows new checkpoints.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<Option<Arc<SignedCheckpoint>>> {
+        self.0.subscribe()
+    }
+
+    pub(super) fn publish(&self, checkpoint: SignedCheckpoint) {
+        self.0.send_replace(Some(Arc::new(checkpoint)));
+    }
 }
 
 impl std::fmt::Debug for CheckpointConfig {
@@ -201,6 +300,7 @@ pub fn check_last(
     path: &Path,
     verifier: &NoteVerifier,
     head: &super::chain::ChainState,
+    tree: &super::tree::TreeView,
 ) -> io::Result<()> {
     let file = path_for(path);
     if !file.exists() {
@@ -233,6 +333,15 @@ pub fn check_last(
         newest_first.extend(super::files::rotated_files(path)?.into_iter().rev());
         super::files::find_link(&newest_first, last.size)?.map(|l| l.hash)
     };
+    // A checkpoint signs the tree's root; one written before the log was a tree signs the
+    // hash chain's head.
+    let root = tree
+        .root_at(last.size)
+        .ok()
+        .map(|r| super::chain::hex(&r.0));
+    if root.as_deref() == Some(last.hash.as_str()) {
+        return Ok(());
+    }
     match found {
         Some(hash) if hash != last.hash => Err(refuse(format!(
             "the record at seq {} is not the one a signed checkpoint vouches for: the log was rewritten",
@@ -242,7 +351,8 @@ pub fn check_last(
     }
 }
 
-pub(super) fn hex_decode(text: &str) -> Option<Vec<u8>> {
+/// The 32 bytes of a lower-case hex hash.
+pub fn hex_decode(text: &str) -> Option<Vec<u8>> {
     if text.len() != 64 {
         return None;
     }
@@ -254,10 +364,42 @@ pub(super) fn hex_decode(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::ChainState;
+    use crate::audit::records::chain::ChainState;
+    use crate::audit::store::sink::Checkpoints;
 
     /// The example of the C2SP tlog-checkpoint specification.
     const SPEC_EXAMPLE: &str = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n\n\u{2014} example.com/behind-the-sofa Az3grlgtzPICa5OS8npVmf1Myq/5IZniMp+ZJurmRDeOoRDe4URYN7u5/Zhcyv2q1gGzGku9nTo+zyWE+xeMcTOAYQ8=\n";
+
+    #[test]
+    fn only_a_torn_tail_of_one_note_is_cut_back() {
+        let dir = std::env::temp_dir().join(format!("graphgate-torn-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("a.jsonl");
+        let file = path_for(&log);
+        assert_eq!(recover_torn(&log).unwrap(), None, "no file");
+        std::fs::write(&file, SPEC_EXAMPLE).unwrap();
+        assert_eq!(recover_torn(&log).unwrap(), None, "a whole note");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), SPEC_EXAMPLE);
+        // Cut inside the signature line's dash (a multi-byte character), and after the body.
+        for cut in [SPEC_EXAMPLE.find('\u{2014}').unwrap() + 1, 60] {
+            let mut text = SPEC_EXAMPLE.as_bytes().to_vec();
+            text.extend_from_slice(&SPEC_EXAMPLE.as_bytes()[..cut]);
+            std::fs::write(&file, &text).unwrap();
+            let said = recover_torn(&log).unwrap().unwrap();
+            assert!(said.contains(&format!("({cut} bytes")), "{said}");
+            assert_eq!(std::fs::read_to_string(&file).unwrap(), SPEC_EXAMPLE);
+        }
+        // More than one note's worth after the last whole one is not a torn append.
+        let mut text = SPEC_EXAMPLE.as_bytes().to_vec();
+        text.extend(std::iter::repeat_n(b'x', MAX_TORN_BYTES + 1));
+        std::fs::write(&file, &text).unwrap();
+        assert_eq!(recover_torn(&log).unwrap(), None);
+        assert_eq!(
+            std::fs::read(&file).unwrap(),
+            text,
+            "left for the checks to name"
+        );
+    }
 
     #[test]
     fn the_specifications_example_parses_and_ours_reads_the_same_way() {
@@ -290,13 +432,32 @@ mod tests {
             every_records: 3,
             interval: Duration::from_secs(3600),
             push: None,
+            latest: Latest::default(),
         };
         let verifier = config.signer.verifier();
-        let mut cp = super::super::checkpointer::Checkpointer::open(&log, config).unwrap();
-        let head = |seq: u64| ChainState {
-            seq,
-            hash: format!("{seq:064x}"),
-        };
+        // Five records on disk; the tree takes them in as checkpoints are asked for.
+        let mut state = ChainState::default();
+        let mut text = Vec::new();
+        let mut heads = vec![state.clone()];
+        let mut lines = Vec::new();
+        for i in 0..5 {
+            let entry = crate::audit::Entry {
+                audit_id: format!("r{i}"),
+                ..Default::default()
+            };
+            let line = state.seal(&entry).unwrap();
+            text.extend(&line);
+            text.push(b'\n');
+            lines.push(line);
+            heads.push(state.clone());
+        }
+        std::fs::write(&log, &text).unwrap();
+        let tree = crate::audit::checkpoints::leaves::open_for(&log, 0).unwrap();
+        let latest = config.latest.clone();
+        let mut cp =
+            crate::audit::checkpoints::checkpointer::Checkpointer::open(&log, config, tree)
+                .unwrap();
+        let head = |seq: usize| heads[seq].clone();
         assert!(!cp.due(&head(2)) && cp.due(&head(3)));
         cp.write(&head(3));
         cp.write(&head(3));
@@ -306,7 +467,18 @@ mod tests {
         let read = read_verified(&path_for(&log), &verifier).unwrap();
         assert_eq!(read.len(), 2, "an unchanged head is not checkpointed twice");
         assert_eq!(read[1].size, 5);
-        assert_eq!(read[1].hash, head(5).hash);
+        // The checkpoint signs the Merkle tree's root of the five records.
+        let mut tree =
+            crate::audit::checkpoints::tree::Tree::open(&dir.join("check.tree")).unwrap();
+        for line in &lines {
+            tree.push(line).unwrap();
+        }
+        assert_eq!(
+            read[1].hash,
+            crate::audit::records::chain::hex(&tree.root().unwrap().0)
+        );
+        let published = latest.get().unwrap();
+        assert_eq!((published.size, published.root), (5, tree.root().unwrap()));
         assert_eq!(read[0].origin, "graphgate.test/audit.jsonl");
         assert!(is_checkpoint_file(&path_for(&log)));
         // A changed digit in the second checkpoint is a forgery, and named.

@@ -10,8 +10,6 @@ use std::path::{Path, PathBuf};
 use super::Fingerprinter;
 use super::anchor::{self, Anchor, Head, Tail};
 use super::chain::ChainState;
-use super::checkpoint::{self, CheckpointConfig};
-use super::checkpointer::Checkpointer;
 use super::files;
 use super::record::Record;
 
@@ -35,6 +33,20 @@ pub trait Sink: Send + 'static {
         let _ = head;
         Ok(())
     }
+}
+
+/// Signed checkpoints beside the log, driven by the file sink on the writer thread as the
+/// chain becomes durable (the checkpointer, `crate::audit::checkpoints::checkpointer`).
+pub trait Checkpoints: Send + 'static {
+    /// Whether a checkpoint of `head` is due.
+    fn due(&self, head: &ChainState) -> bool;
+    /// Asks for a checkpoint of `head` (never waits for it).
+    fn write(&mut self, head: &ChainState);
+    /// Asks for a checkpoint of `head` and waits until the tree has taken every record up to
+    /// it (before retention may remove a file).
+    fn sync_to(&mut self, head: &ChainState);
+    /// The log closes at `head`: its last checkpoint is written.
+    fn close(&mut self, head: &ChainState);
 }
 
 /// How the log's files are kept.
@@ -66,24 +78,23 @@ pub struct FileSink {
     head: ChainState,
     anchored_at: Instant,
     /// Signed checkpoints, if a signing key is configured.
-    checkpoints: Option<Checkpointer>,
+    checkpoints: Option<Box<dyn Checkpoints>>,
 }
 
 impl FileSink {
-    /// Signs checkpoints of the log at `path` from now on. Refuses a log whose newest
-    /// signed checkpoint no longer matches it (rewritten, or cut off), then checkpoints the
-    /// chain as it stands (`head`).
+    /// Has `checkpoints` sign the log from now on (the anchor notes that the log has them),
+    /// starting with the log as it stands (`head`).
     pub fn checkpoint_with(
         &mut self,
-        path: &Path,
-        config: CheckpointConfig,
+        mut checkpoints: Box<dyn Checkpoints>,
         head: &ChainState,
     ) -> io::Result<()> {
-        let verifier = config.signer.verifier();
-        checkpoint::check_last(path, &verifier, head)?;
-        let mut checkpointer = Checkpointer::open(path, config)?;
-        checkpointer.write(head);
-        self.checkpoints = Some(checkpointer);
+        if !self.anchor.checkpoints {
+            self.anchor.checkpoints = true;
+            self.write_anchor("start", false)?;
+        }
+        checkpoints.write(head);
+        self.checkpoints = Some(checkpoints);
         Ok(())
     }
 
@@ -134,9 +145,13 @@ impl FileSink {
     }
 
     fn rotate(&mut self) -> io::Result<()> {
-        // The closed file's records are all durable: sign the head they reach.
+        // The closed file's records are all durable: sign the head they reach (and, when
+        // retention may remove files, wait until the tree has taken them in).
         if let Some(c) = &mut self.checkpoints {
-            c.write(&self.head);
+            match self.options.retain_files {
+                Some(_) => c.sync_to(&self.head),
+                None => c.write(&self.head),
+            }
         }
         let n = files::highest_rotation(&self.path)?.max(self.anchor.last_rotation) + 1;
         let rotated = files::rotated_name(&self.path, n);
@@ -195,7 +210,7 @@ impl FileSink {
     /// acknowledged: a file's last record is the one before the next file's first (after the
     /// newest rotated file comes the current one, which starts after the head).
     fn shipped_files(&self, rotated: &[PathBuf], upto: usize) -> io::Result<usize> {
-        let acked = super::ship::read_cursor(&self.path);
+        let acked = super::ship_cursor::read(&self.path);
         for i in 0..upto {
             let next_first = match rotated.get(i + 1) {
                 Some(next) => files::first_link(next)?.map(|first| first.seq),

@@ -1,8 +1,9 @@
 //! Writing checkpoints off the writer thread: the file sink asks for a checkpoint of the
 //! durable head (every N records or T seconds, at rotation, at close); a thread of its own
-//! signs it, appends it to `<log>.checkpoints`, syncs it and offers it to the push, so the
-//! group commit never waits for a signature or a second fsync. A request dropped because
-//! the thread is behind is harmless: the next checkpoint covers more.
+//! takes the new records into the Merkle tree ([`super::leaves`]), signs its root, appends
+//! the checkpoint to `<log>.checkpoints`, syncs both and offers it to the push and the
+//! witnesses, so the group commit never waits for a hash, a signature or a second fsync. A
+//! request dropped because the thread is behind is harmless: the next checkpoint covers more.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
@@ -13,7 +14,12 @@ use std::time::Duration;
 use crate::clock::Instant;
 
 use super::chain::ChainState;
-use super::checkpoint::{Checkpoint, CheckpointConfig, origin_for, path_for};
+use super::checkpoint::{
+    self, Checkpoint, CheckpointConfig, SignedCheckpoint, origin_for, path_for,
+};
+use super::follow::Follower;
+use super::sink::Checkpoints;
+use super::tree::Tree;
 
 /// Checkpoints waiting for the thread.
 const QUEUE: usize = 64;
@@ -37,8 +43,20 @@ pub struct Checkpointer {
 }
 
 impl Checkpointer {
-    /// Opens (creating) the checkpoint file of the log at `log` and starts its thread.
-    pub fn open(log: &Path, config: CheckpointConfig) -> io::Result<Self> {
+    /// Signs checkpoints of the log at `log`, durable up to `head`, from now on. Brings its
+    /// Merkle tree up to the durable records and refuses a log whose tree or newest signed
+    /// checkpoint no longer matches it (rewritten, or cut off).
+    pub fn start(log: &Path, config: CheckpointConfig, head: &ChainState) -> io::Result<Self> {
+        let verifier = config.signer.verifier();
+        let tree = super::leaves::open_for(log, head.seq)?;
+        let view = tree.view().map_err(io::Error::other)?;
+        checkpoint::check_last(log, &verifier, head, &view)?;
+        Self::open(log, config, tree)
+    }
+
+    /// Opens (creating) the checkpoint file of the log at `log` and starts its thread, which
+    /// grows `tree` (already up to date with the log's durable records).
+    pub fn open(log: &Path, config: CheckpointConfig, tree: Tree) -> io::Result<Self> {
         let path = path_for(log);
         let mut opts = OpenOptions::new();
         opts.create(true).append(true);
@@ -47,12 +65,15 @@ impl Checkpointer {
         let file = opts.open(&path)?;
         let (tx, rx) = mpsc::sync_channel(QUEUE);
         let (every_records, interval) = (config.every_records, config.interval);
+        let last = tree.size();
         let writer = Writer {
             origin: origin_for(config.signer.name(), log),
             config,
             path,
             file,
             last: 0,
+            follower: Follower::new(log, last + 1),
+            tree,
         };
         std::thread::Builder::new()
             .name("graphgate-checkpoint".into())
@@ -65,16 +86,24 @@ impl Checkpointer {
             last_at: Instant::now(),
         })
     }
+}
+
+impl Checkpoints for Checkpointer {
+    /// Checkpoints `head` and waits (bounded) until it is on disk (before a rotation may
+    /// let retention remove records the tree has not taken in yet).
+    fn sync_to(&mut self, head: &ChainState) {
+        self.close(head);
+    }
 
     /// Whether the chain at `head` is owed a checkpoint (enough records, or time, since the last).
-    pub fn due(&self, head: &ChainState) -> bool {
+    fn due(&self, head: &ChainState) -> bool {
         head.seq > self.last
             && (head.seq - self.last >= self.every_records
                 || self.last_at.elapsed() >= self.interval)
     }
 
     /// Asks for a checkpoint of `head` (nothing if it is already checkpointed); never waits.
-    pub fn write(&mut self, head: &ChainState) {
+    fn write(&mut self, head: &ChainState) {
         if head.seq == 0 || head.seq == self.last {
             return;
         }
@@ -92,7 +121,7 @@ impl Checkpointer {
     }
 
     /// Checkpoints `head` and waits (bounded) until every checkpoint asked for is on disk.
-    pub fn close(&mut self, head: &ChainState) {
+    fn close(&mut self, head: &ChainState) {
         let (ack, done) = mpsc::channel();
         if self.tx.send(Job::Close(head.clone(), ack)).is_ok()
             && done.recv_timeout(CLOSE_WAIT).is_err()
@@ -110,6 +139,8 @@ struct Writer {
     path: PathBuf,
     file: File,
     last: u64,
+    tree: Tree,
+    follower: Follower,
 }
 
 impl Writer {
@@ -132,12 +163,13 @@ impl Writer {
             return;
         }
         match self.sign_and_append(head) {
-            Ok(note) => {
+            Ok(signed) => {
                 self.last = head.seq;
                 crate::metrics::audit_checkpoint(true);
                 if let Some(push) = &self.config.push {
-                    push.offer(note);
+                    push.offer(signed.note.clone());
                 }
+                self.config.latest.publish(signed);
             }
             Err(e) => {
                 crate::metrics::audit_checkpoint(false);
@@ -146,16 +178,24 @@ impl Writer {
         }
     }
 
-    fn sign_and_append(&mut self, head: &ChainState) -> io::Result<String> {
+    fn sign_and_append(&mut self, head: &ChainState) -> io::Result<SignedCheckpoint> {
+        super::leaves::extend(&mut self.tree, &mut self.follower, head.seq)?;
+        self.tree.sync().map_err(io::Error::other)?;
+        let root = self.tree.root().map_err(io::Error::other)?;
         let checkpoint = Checkpoint {
             origin: self.origin.clone(),
             size: head.seq,
-            hash: head.hash.clone(),
+            hash: super::chain::hex(&root.0),
         };
         let text = checkpoint.text().map_err(io::Error::other)?;
         let note = self.config.signer.sign(&text).map_err(io::Error::other)?;
         self.file.write_all(note.as_bytes())?;
         self.file.sync_data()?;
-        Ok(note)
+        Ok(SignedCheckpoint {
+            size: head.seq,
+            root,
+            note,
+            signed_at: crate::clock::utc_now().timestamp().max(0).unsigned_abs(),
+        })
     }
 }

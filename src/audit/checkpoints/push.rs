@@ -157,7 +157,7 @@ enum PushError {
     Token(String),
 }
 
-type PushClient = Client<hyper_rustls::HttpsConnector<ConnectTo>, Full<Bytes>>;
+pub(in crate::audit) type PushClient = Client<hyper_rustls::HttpsConnector<ConnectTo>, Full<Bytes>>;
 
 /// The endpoint as requests go to it: its URL without user info, the credential, and the
 /// URL as logs show it.
@@ -244,7 +244,7 @@ pub fn shown(url: &http::Uri) -> String {
 
 /// The bearer token in `file`: private to graphgate's user, one line of visible ASCII.
 fn read_token(file: &std::path::Path) -> Result<String, String> {
-    crate::audit::fingerprint::check_private(file)?;
+    crate::audit::records::fingerprint::check_private(file)?;
     let text = std::fs::read(file).map_err(|e| e.to_string())?;
     if text.len() > MAX_TOKEN_BYTES {
         return Err(format!("longer than {MAX_TOKEN_BYTES} bytes"));
@@ -276,7 +276,9 @@ pub fn spawn(
     Ok(tokio::spawn(run(queue, endpoint, client)))
 }
 
-fn client(
+/// The HTTP(S) client pushes (and witness submissions) go out on: the public roots and
+/// `extra_ca_pem`, through `connect_to`.
+pub(in crate::audit) fn client(
     connect_to: &[ConnectRule],
     extra_ca_pem: Option<&str>,
 ) -> Result<PushClient, crate::upstream::UpstreamSetupError> {

@@ -2,7 +2,9 @@
 //! verifier key encodings (`PRIVATE+KEY+<name>+<id>+<base64>` and `<name>+<id>+<base64>`),
 //! the key ID, signing a note text and opening a signed note with one trusted key. Unknown
 //! signatures are ignored, as the specification asks; a known key's bad signature refuses
-//! the note.
+//! the note. Witnesses' keys are C2SP `tlog-cosignature` Ed25519 keys (type 0x04): their
+//! signature is a timestamp and an Ed25519 signature of `cosignature/v1`, `time <T>` and the
+//! checkpoint text.
 
 use std::fmt;
 
@@ -13,6 +15,8 @@ use sha2::{Digest, Sha256};
 
 /// Signature type byte of Ed25519 in the key ID and key encodings.
 const ALG_ED25519: u8 = 0x01;
+/// Signature type byte of an Ed25519 `cosignature/v1` key (a witness's).
+const ALG_COSIGNATURE_V1: u8 = 0x04;
 /// The em dash (U+2014) and space opening each signature line.
 const SIG_PREFIX: &str = "\u{2014} ";
 /// Most signature lines read from one note (the specification asks for at least 16).
@@ -37,6 +41,9 @@ pub enum NoteError {
         "the signature by {0} does not verify: the checkpoint was altered or forged after signing"
     )]
     BadSignature(String),
+    /// A key of the other kind (a log's key where a witness's is needed, or the reverse).
+    #[error("{0}")]
+    WrongKind(&'static str),
 }
 
 /// A key name: non-empty, no Unicode spaces, no `+`.
@@ -44,18 +51,24 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && !name.chars().any(|c| c.is_whitespace() || c == '+')
 }
 
-/// The key ID: the first four bytes of SHA-256(name || `\n` || 0x01 || public key).
+/// The key ID of an Ed25519 note key: the first four bytes of SHA-256(name || `\n` || 0x01
+/// || public key).
 pub fn key_id(name: &str, public_key: &[u8]) -> u32 {
+    key_id_of(name, ALG_ED25519, public_key)
+}
+
+/// The key ID of a key of type `alg`.
+fn key_id_of(name: &str, alg: u8, public_key: &[u8]) -> u32 {
     let mut h = Sha256::new();
     h.update(name.as_bytes());
-    h.update([b'\n', ALG_ED25519]);
+    h.update([b'\n', alg]);
     h.update(public_key);
     let d = h.finalize();
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-/// Splits `<name>+<8 hex>+<base64(0x01 || key)>` into its name, id and key bytes.
-fn split_key(text: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
+/// Splits `<name>+<8 hex>+<base64(type || key)>` into its name, id, type and key bytes.
+fn split_key(text: &str) -> Result<(&str, u32, u8, Vec<u8>), NoteError> {
     // Names hold no '+', base64 may: split from the left.
     let mut parts = text.splitn(3, '+');
     let (Some(name), Some(id), Some(data)) = (parts.next(), parts.next(), parts.next()) else {
@@ -74,9 +87,15 @@ fn split_key(text: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
         .decode(data)
         .map_err(|_| NoteError::BadKey("the key data is not base64"))?;
     match data.split_first() {
-        Some((&ALG_ED25519, key)) if key.len() == 32 => Ok((name, id, key.to_vec())),
-        Some((&ALG_ED25519, _)) => Err(NoteError::BadKey("an Ed25519 key is 32 bytes")),
-        _ => Err(NoteError::BadKey("not an Ed25519 key (type 0x01)")),
+        Some((&alg, key)) if key.len() == 32 && matches!(alg, ALG_ED25519 | ALG_COSIGNATURE_V1) => {
+            Ok((name, id, alg, key.to_vec()))
+        }
+        Some((&(ALG_ED25519 | ALG_COSIGNATURE_V1), _)) => {
+            Err(NoteError::BadKey("an Ed25519 key is 32 bytes"))
+        }
+        _ => Err(NoteError::BadKey(
+            "not an Ed25519 key (type 0x01) or an Ed25519 cosignature key (type 0x04)",
+        )),
     }
 }
 
@@ -84,6 +103,7 @@ fn split_key(text: &str) -> Result<(&str, u32, Vec<u8>), NoteError> {
 pub struct NoteSigner {
     name: String,
     id: u32,
+    alg: u8,
     pair: Ed25519KeyPair,
 }
 
@@ -105,8 +125,8 @@ impl NoteSigner {
             .trim_end_matches(['\n', '\r'])
             .strip_prefix(PRIVATE_PREFIX)
             .ok_or(NoteError::BadKey("a signer key starts with PRIVATE+KEY+"))?;
-        let (name, id, seed) = split_key(rest)?;
-        let signer = Self::from_seed(name, &seed)?;
+        let (name, id, alg, seed) = split_key(rest)?;
+        let signer = Self::from_seed_of(name, alg, &seed)?;
         if signer.id != id {
             return Err(NoteError::BadKey("the key id does not match the key"));
         }
@@ -115,6 +135,10 @@ impl NoteSigner {
 
     /// A signer named `name` from a 32-byte Ed25519 seed.
     pub fn from_seed(name: &str, seed: &[u8]) -> Result<Self, NoteError> {
+        Self::from_seed_of(name, ALG_ED25519, seed)
+    }
+
+    fn from_seed_of(name: &str, alg: u8, seed: &[u8]) -> Result<Self, NoteError> {
         if !valid_name(name) {
             return Err(NoteError::BadKey(
                 "the key name is empty or has a space or '+'",
@@ -122,26 +146,55 @@ impl NoteSigner {
         }
         let pair = Ed25519KeyPair::from_seed_unchecked(seed)
             .map_err(|_| NoteError::BadKey("not an Ed25519 seed"))?;
-        let id = key_id(name, pair.public_key().as_ref());
+        let id = key_id_of(name, alg, pair.public_key().as_ref());
         Ok(NoteSigner {
             name: name.to_owned(),
             id,
+            alg,
             pair,
         })
     }
 
     /// A new random key named `name`, with its encoded signer key (to store privately).
     pub fn generate(name: &str) -> Result<(Self, crate::secret::Secret), NoteError> {
+        Self::generate_of(name, ALG_ED25519)
+    }
+
+    /// A new random witness (cosigner) key named `name`, with its encoded signer key.
+    pub fn generate_cosigner(name: &str) -> Result<(Self, crate::secret::Secret), NoteError> {
+        Self::generate_of(name, ALG_COSIGNATURE_V1)
+    }
+
+    fn generate_of(name: &str, alg: u8) -> Result<(Self, crate::secret::Secret), NoteError> {
         let mut seed = [0u8; 32];
         getrandom::fill(&mut seed).map_err(|_| NoteError::BadKey("no randomness"))?;
-        let signer = Self::from_seed(name, &seed)?;
+        let signer = Self::from_seed_of(name, alg, &seed)?;
         let encoded = format!(
             "{PRIVATE_PREFIX}{}+{:08x}+{}",
             signer.name,
             signer.id,
-            B64.encode([&[ALG_ED25519][..], &seed].concat())
+            B64.encode([&[alg][..], &seed].concat())
         );
         Ok((signer, crate::secret::Secret::new(encoded)))
+    }
+
+    /// Whether this is a witness's (cosignature) key.
+    pub fn is_cosigner(&self) -> bool {
+        self.alg == ALG_COSIGNATURE_V1
+    }
+
+    /// A `cosignature/v1` signature line over the checkpoint `text` as of `timestamp` (POSIX
+    /// seconds), as a witness answers it.
+    pub fn cosign(&self, text: &str, timestamp: u64) -> Result<String, NoteError> {
+        if !self.is_cosigner() {
+            return Err(NoteError::WrongKind("a log key cannot cosign"));
+        }
+        check_text(text)?;
+        let sig = self.pair.sign(cosigned_message(text, timestamp).as_bytes());
+        let mut blob = self.id.to_be_bytes().to_vec();
+        blob.extend_from_slice(&timestamp.to_be_bytes());
+        blob.extend_from_slice(sig.as_ref());
+        Ok(format!("{SIG_PREFIX}{} {}\n", self.name, B64.encode(blob)))
     }
 
     /// The key name.
@@ -156,6 +209,7 @@ impl NoteSigner {
         NoteVerifier {
             name: self.name.clone(),
             id: self.id,
+            alg: self.alg,
             key,
         }
     }
@@ -163,6 +217,11 @@ impl NoteSigner {
     /// Signs `text` (which must end in a newline and hold no blank line at its end): the
     /// signed note, text, blank line and signature line.
     pub fn sign(&self, text: &str) -> Result<String, NoteError> {
+        if self.is_cosigner() {
+            return Err(NoteError::WrongKind(
+                "a witness key cosigns checkpoints; it does not sign notes",
+            ));
+        }
         check_text(text)?;
         let sig = self.pair.sign(text.as_bytes());
         let mut blob = self.id.to_be_bytes().to_vec();
@@ -180,14 +239,15 @@ impl NoteSigner {
 pub struct NoteVerifier {
     name: String,
     id: u32,
+    alg: u8,
     key: [u8; 32],
 }
 
 impl NoteVerifier {
     /// Parses a verifier key `<name>+<id>+<base64(0x01 || public key)>`.
     pub fn parse(text: &str) -> Result<Self, NoteError> {
-        let (name, id, key) = split_key(text.trim())?;
-        if key_id(name, &key) != id {
+        let (name, id, alg, key) = split_key(text.trim())?;
+        if key_id_of(name, alg, &key) != id {
             return Err(NoteError::BadKey("the key id does not match the key"));
         }
         let mut bytes = [0u8; 32];
@@ -195,6 +255,7 @@ impl NoteVerifier {
         Ok(NoteVerifier {
             name: name.to_owned(),
             id,
+            alg,
             key: bytes,
         })
     }
@@ -212,6 +273,11 @@ impl NoteVerifier {
     /// Opens a signed note: returns its text once the trusted key's signature verifies.
     /// Signatures by other keys are ignored.
     pub fn open<'a>(&self, note: &'a str) -> Result<&'a str, NoteError> {
+        if self.is_cosigner() {
+            return Err(NoteError::WrongKind(
+                "a witness key: give the log's public key (type 0x01) to open its notes",
+            ));
+        }
         let (text, sigs) = split_note(note)?;
         let mut found = false;
         for (name, blob) in sigs {
@@ -234,10 +300,51 @@ impl NoteVerifier {
     }
 }
 
+impl NoteVerifier {
+    /// Whether this is a witness's (cosignature) key.
+    pub fn is_cosigner(&self) -> bool {
+        self.alg == ALG_COSIGNATURE_V1
+    }
+
+    /// The timestamp of this witness's valid `cosignature/v1` on the signed note `note`
+    /// (any other signature is ignored). A cosignature by this key that does not verify is
+    /// an error, as is none at all.
+    pub fn cosigned_at(&self, note: &str) -> Result<u64, NoteError> {
+        if !self.is_cosigner() {
+            return Err(NoteError::WrongKind(
+                "not a witness key (a cosignature key has type 0x04)",
+            ));
+        }
+        let (text, sigs) = split_note(note)?;
+        let mut newest = None;
+        for (name, blob) in sigs {
+            if name != self.name || blob.len() != 4 + 8 + 64 {
+                continue;
+            }
+            if u32::from_be_bytes([blob[0], blob[1], blob[2], blob[3]]) != self.id {
+                continue;
+            }
+            let mut t = [0u8; 8];
+            t.copy_from_slice(&blob[4..12]);
+            let timestamp = u64::from_be_bytes(t);
+            UnparsedPublicKey::new(&ED25519, &self.key)
+                .verify(cosigned_message(text, timestamp).as_bytes(), &blob[12..])
+                .map_err(|_| NoteError::BadSignature(self.label()))?;
+            newest = newest.max(Some(timestamp));
+        }
+        newest.ok_or_else(|| NoteError::NotSignedByKey(self.label()))
+    }
+}
+
+/// What a `cosignature/v1` signs: its header and time lines, then the checkpoint text.
+fn cosigned_message(text: &str, timestamp: u64) -> String {
+    format!("cosignature/v1\ntime {timestamp}\n{text}")
+}
+
 impl fmt::Display for NoteVerifier {
-    /// The verifier key encoding, `<name>+<id>+<base64(0x01 || key)>`.
+    /// The verifier key encoding, `<name>+<id>+<base64(type || key)>`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let data = B64.encode([&[ALG_ED25519][..], &self.key].concat());
+        let data = B64.encode([&[self.alg][..], &self.key].concat());
         write!(f, "{}+{:08x}+{data}", self.name, self.id)
     }
 }
@@ -376,6 +483,54 @@ mod tests {
         let signer = NoteSigner::parse(PETER_SKEY).unwrap();
         assert!(signer.sign("no newline").is_err());
         assert!(signer.sign("blank at end\n\n").is_err());
+    }
+
+    #[test]
+    fn a_witness_cosigns_with_a_timestamp_and_its_key_is_of_its_own_kind() {
+        let (log, _) = NoteSigner::generate("log.example/audit").unwrap();
+        let (witness, encoded) = NoteSigner::generate_cosigner("witness.example/w1").unwrap();
+        let again = NoteSigner::parse(encoded.expose()).unwrap();
+        assert!(again.is_cosigner());
+        let vkey = witness.verifier();
+        assert!(vkey.is_cosigner());
+        assert_eq!(NoteVerifier::parse(&vkey.to_string()).unwrap(), vkey);
+        let text =
+            "log.example/audit/audit.jsonl\n3\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n";
+        let signed = log.sign(text).unwrap();
+        let line = witness.cosign(text, 1_679_315_147).unwrap();
+        let cosigned = format!("{signed}{line}");
+        assert_eq!(vkey.cosigned_at(&cosigned).unwrap(), 1_679_315_147);
+        // The log's signature still opens; the witness's key is not a log key, nor the reverse.
+        assert_eq!(log.verifier().open(&cosigned).unwrap(), text);
+        assert!(matches!(vkey.open(&cosigned), Err(NoteError::WrongKind(_))));
+        assert!(matches!(
+            log.verifier().cosigned_at(&cosigned),
+            Err(NoteError::WrongKind(_))
+        ));
+        assert!(witness.sign(text).is_err() && log.cosign(text, 1).is_err());
+        // Another time or text under the same signature does not verify.
+        let later = cosigned.replace("\n3\n", "\n4\n");
+        assert!(matches!(
+            vkey.cosigned_at(&later),
+            Err(NoteError::BadSignature(_))
+        ));
+        assert!(matches!(
+            vkey.cosigned_at(&signed),
+            Err(NoteError::NotSignedByKey(_))
+        ));
+        // The message signed is the specification's: header, time line, checkpoint text.
+        let blob = B64
+            .decode(line.trim_end().rsplit(' ').next().unwrap())
+            .unwrap();
+        let message = format!("cosignature/v1\ntime 1679315147\n{text}");
+        let public = witness.pair.public_key().as_ref().to_vec();
+        UnparsedPublicKey::new(&ED25519, &public)
+            .verify(message.as_bytes(), &blob[12..])
+            .unwrap();
+        assert_eq!(
+            &blob[..4],
+            &key_id_of("witness.example/w1", 0x04, &public).to_be_bytes()
+        );
     }
 
     #[test]

@@ -187,11 +187,33 @@ pub fn read_at(file: &Path, offset: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// Reads the lines starting at `offsets` of `file`, in order (ascending offsets: one pass).
+pub fn read_lines_at(file: &Path, offsets: &[u64]) -> io::Result<Vec<Vec<u8>>> {
+    let mut reader = BufReader::new(File::open(file)?);
+    let mut at = None;
+    let mut out = Vec::with_capacity(offsets.len());
+    for &offset in offsets {
+        if at != Some(offset) {
+            reader.seek(SeekFrom::Start(offset))?;
+        }
+        let mut bytes = Vec::new();
+        let read = (&mut reader)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', &mut bytes)?;
+        at = Some(offset + read as u64);
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+        }
+        out.push(bytes);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::chain::ChainState;
-    use crate::audit::record::Entry;
+    use crate::audit::records::chain::ChainState;
+    use crate::audit::records::record::Entry;
 
     fn write(path: &Path, state: &mut ChainState, n: usize) {
         let mut text = Vec::new();

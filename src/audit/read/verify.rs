@@ -2,79 +2,12 @@
 //! altered, removed, reordered or inserted. A torn last line (a crash mid-write) is reported
 //! as such, not as tampering. [`super::ends`] then checks both ends against the anchor.
 
-use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::Value;
 
 use super::chain::{GENESIS, hash_of};
-
-/// What is wrong at a position.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    /// The line is not a record.
-    Malformed,
-    /// The record's content does not match its hash.
-    Altered,
-    /// The record was rewritten with a fresh hash: its successor no longer chains to it.
-    Rehashed,
-    /// Records are missing before this one.
-    Removed {
-        /// How many sequence numbers are missing.
-        count: u64,
-    },
-    /// This record and the next are out of order.
-    Reordered,
-    /// This record does not belong in the chain.
-    Inserted,
-    /// The chain breaks here in some other way.
-    Broken,
-}
-
-/// Where a problem or a torn line is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Position {
-    /// The file.
-    pub file: PathBuf,
-    /// Line number, from 1.
-    pub line: usize,
-    /// The record's sequence number, when readable.
-    pub seq: Option<u64>,
-}
-
-impl fmt::Display for Position {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file.display(), self.line)?;
-        if let Some(seq) = self.seq {
-            write!(f, " (seq {seq})")?;
-        }
-        Ok(())
-    }
-}
-
-/// The result of verifying a set of files.
-#[derive(Debug, Default)]
-pub struct Report {
-    /// Records whose chain checked out.
-    pub records: u64,
-    /// First and last sequence numbers verified.
-    pub seq_range: Option<(u64, u64)>,
-    /// Torn last lines (crash remnants), not counted as tampering.
-    pub torn: Vec<Position>,
-    /// The first tampering found; verification stops there.
-    pub problem: Option<(Position, Problem)>,
-    /// The chain fields of the first record verified.
-    pub first: Option<super::files::Link>,
-    /// The chain fields of the records asked for (by sequence number) that were verified.
-    pub watched: Vec<super::files::Link>,
-}
-
-impl Report {
-    /// Whether the chain is intact (torn tails allowed).
-    pub fn is_ok(&self) -> bool {
-        self.problem.is_none()
-    }
-}
+use super::report::{Position, Problem, Report};
 
 struct Line {
     pos: Position,
@@ -88,8 +21,30 @@ pub fn verify(files: &[PathBuf]) -> std::io::Result<Report> {
 }
 
 /// [`verify`], also noting the chain fields of the records numbered `watch` (the anchor's
-/// ends) in [`Report::watched`].
+/// ends) in [`Report::watched`]. Intact files are checked in parallel ([`super::sweep`]);
+/// anything amiss is then walked record by record to name it.
 pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Report> {
+    Ok(verify_with_leaves(files, watch, false)?.0)
+}
+
+/// [`verify_watching`], also returning the records' Merkle leaf hashes in seq order (when
+/// `leaves` is asked for and the files are intact).
+pub fn verify_with_leaves(
+    files: &[PathBuf],
+    watch: &[u64],
+    leaves: bool,
+) -> std::io::Result<(Report, Vec<super::tree::Hash>)> {
+    let mut sorted = watch.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if let Some(done) = super::sweep::sweep(files, &sorted, leaves)? {
+        return Ok(done);
+    }
+    Ok((walk_precisely(files, &sorted)?, Vec::new()))
+}
+
+/// The record-by-record walk that names the first problem.
+fn walk_precisely(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Report> {
     let mut report = Report::default();
     let mut lines = Vec::new();
     for file in order(files)? {
@@ -123,21 +78,7 @@ pub fn verify_watching(files: &[PathBuf], watch: &[u64]) -> std::io::Result<Repo
 }
 
 fn order(files: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
-    let mut keyed = Vec::with_capacity(files.len());
-    for f in files {
-        keyed.push((first_seq(f)?, f.clone()));
-    }
-    keyed.sort_by_key(|(seq, _)| *seq);
-    Ok(keyed.into_iter().map(|(_, f)| f).collect())
-}
-
-fn first_seq(file: &Path) -> std::io::Result<u64> {
-    let text = super::files::read(file)?;
-    let first = text.split(|b| *b == b'\n').next().unwrap_or_default();
-    Ok(serde_json::from_slice::<Value>(first)
-        .ok()
-        .and_then(|v| v["seq"].as_u64())
-        .unwrap_or(u64::MAX))
+    super::sweep::order(files)
 }
 
 fn seq(v: &Value) -> Option<u64> {
@@ -237,29 +178,5 @@ fn classify(
         (0, Problem::Removed { count: s - want })
     } else {
         (0, Problem::Broken)
-    }
-}
-
-impl fmt::Display for Problem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Problem::Malformed => f.write_str("not a valid audit record"),
-            Problem::Altered => f.write_str("record altered: its content does not match its hash"),
-            Problem::Rehashed => {
-                f.write_str("record altered and re-hashed: the next record does not chain to it")
-            }
-            Problem::Removed { count } => write!(
-                f,
-                "{} removed before this one",
-                crate::words::count(*count, "record")
-            ),
-            Problem::Reordered => {
-                f.write_str("records reordered: this one and the next are swapped")
-            }
-            Problem::Inserted => f.write_str("record inserted: the chain continues without it"),
-            Problem::Broken => {
-                f.write_str("hash chain broken (records inserted, removed or reordered)")
-            }
-        }
     }
 }
