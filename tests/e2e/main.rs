@@ -45,6 +45,7 @@ mod input;
 mod jwt_callers;
 mod jwt_discovery;
 mod jwt_hostile;
+mod maa;
 mod metrics;
 mod monitoring;
 mod mtls;
