@@ -401,9 +401,24 @@ pub async fn readiness(gateway: &Gateway) -> (bool, serde_json::Value) {
     };
     // The app must hold every permission the policy's operations need; more is a warning.
     let privilege = gateway.least_privilege();
-    let (missing, excess) = privilege.as_deref().map_or((Vec::new(), Vec::new()), |r| {
+    let (mut missing, mut excess) = privilege.as_deref().map_or((Vec::new(), Vec::new()), |r| {
         (r.missing.clone(), r.excess.clone())
     });
+    // Multi Admin Approval handling reads Intune's approval requests: one read permission.
+    if gateway.maa_handling() {
+        let read = crate::approval::maa::READ_PERMISSIONS;
+        excess.retain(|p| !read.contains(&p.as_str()));
+        let granted = match gateway.broker().token().await {
+            Ok(t) => t.claims.roles.iter().any(|r| read.contains(&r.as_str())),
+            Err(_) => true, // the token check says what is wrong
+        };
+        if !granted {
+            missing.push(format!(
+                "{} (or {}): --maa-handling reads Intune's approval requests",
+                read[0], read[1]
+            ));
+        }
+    }
     crate::metrics::permissions(missing.len(), excess.len());
     // A failed reload leaves the old policy in force, but not the one the operator wrote;
     // a stopped reloader would leave every later edit (a revocation, say) unapplied.

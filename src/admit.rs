@@ -129,6 +129,18 @@ pub struct Admitted {
     /// A bulk `executeAction`: the operation it runs on each of its devices (decided
     /// device by device).
     pub bulk: Option<BulkPlan>,
+    /// Intune's Multi Admin Approval: the justification sent with it, and the code of the
+    /// approval it is the approved re-send of (see [`crate::approval::maa`]).
+    pub maa: MaaHeaders,
+}
+
+/// The Multi Admin Approval headers a request to Graph carries, when it carries them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MaaHeaders {
+    /// `x-msft-approval-justification` (base64).
+    pub justification: Option<http::HeaderValue>,
+    /// `x-msft-approval-code`: Intune approved it; this is the one re-send.
+    pub code: Option<http::HeaderValue>,
 }
 
 impl Admitted {
@@ -235,6 +247,7 @@ impl Head {
             dry_run: self.dry_run,
             idempotency_key: self.idempotency_key,
             bulk,
+            maa: MaaHeaders::default(),
         }
     }
 }

@@ -76,6 +76,11 @@ pub enum GatewayError {
     /// An approval step was refused (or its store did not answer).
     #[error(transparent)]
     Approval(#[from] ApprovalError),
+    /// Graph answered that Intune's Multi Admin Approval holds the write: it did not run.
+    /// (A direct call becomes an approval instead; this answers what cannot, e.g. a break
+    /// glass.)
+    #[error("Intune's Multi Admin Approval holds this request (approval code {}); it did not run", .0.code)]
+    IntuneHold(crate::approval::maa::Hold),
 }
 
 /// Everything a caller is told about one failure.
@@ -190,6 +195,11 @@ impl GatewayError {
             .retry_after(5),
             E::Upstream(e) => upstream_answer(e),
             E::Approval(e) => approval(e),
+            E::IntuneHold(_) => Answer::new(
+                StatusCode::CONFLICT,
+                "intuneApprovalPending",
+                self.to_string(),
+            ),
         }
     }
 

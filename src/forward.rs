@@ -15,7 +15,6 @@ use crate::admit::{Admitted, CLIENT_REQUEST_ID, REQUEST_ID, RequestIds};
 use crate::audit::{AuditTrail, DurableIntent};
 use crate::cloud::Cloud;
 use crate::credential::TokenError;
-use crate::operation::route::Recognised;
 use crate::token::{CachedToken, TokenBroker};
 use crate::upstream::HttpClient;
 use crate::{clock, metrics, telemetry};
@@ -69,6 +68,9 @@ impl UpstreamError {
 /// Graph response headers a caller gets back; all others are dropped.
 const RETURNED_HEADERS: [HeaderName; 4] =
     [REQUEST_ID, CLIENT_REQUEST_ID, RETRY_AFTER, CONTENT_TYPE];
+/// Intune's Multi Admin Approval code on a held write's answer: kept apart (not returned
+/// to the caller as it is; the gateway makes the hold an approval).
+pub const APPROVAL_CODE: HeaderName = HeaderName::from_static("x-msft-approval-code");
 /// Largest Graph response body relayed.
 const MAX_UPSTREAM_BODY_BYTES: usize = crate::upstream::MAX_ANSWER_BYTES;
 
@@ -136,6 +138,8 @@ pub struct UpstreamReply {
     pub body: Bytes,
     /// How many requests reached Graph for this call.
     pub attempts: u32,
+    /// Graph's `x-msft-approval-code` values, if any (Intune's Multi Admin Approval).
+    pub approval_code: HeaderMap,
 }
 
 impl UpstreamReply {
@@ -193,9 +197,7 @@ impl Forwarder {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut reply = self
-                .timed_once(ids, &request.target, &request.body, &token, trail)
-                .await?;
+            let mut reply = self.timed_once(ids, request, &token, trail).await?;
             reply.attempts = attempt;
             if reply.status == StatusCode::UNAUTHORIZED && !token_refreshed {
                 tracing::warn!(
@@ -231,13 +233,12 @@ impl Forwarder {
     async fn timed_once(
         &self,
         ids: &RequestIds,
-        target: &Recognised,
-        body: &Bytes,
+        request: &Admitted,
         token: &CachedToken,
         trail: &mut AuditTrail,
     ) -> Result<UpstreamReply, UpstreamError> {
         let started = clock::Instant::now();
-        let result = self.once(ids, target, body, token).await;
+        let result = self.once(ids, request, token).await;
         metrics::upstream(started.elapsed());
         if let Ok(reply) = &result {
             let graph_request_id = reply.headers.get(&REQUEST_ID).and_then(|v| v.to_str().ok());
@@ -252,10 +253,10 @@ impl Forwarder {
     async fn once(
         &self,
         ids: &RequestIds,
-        target: &Recognised,
-        body: &Bytes,
+        request: &Admitted,
         token: &CachedToken,
     ) -> Result<UpstreamReply, UpstreamError> {
+        let (target, body, maa) = (&request.target, &request.body, &request.maa);
         let uri = format!(
             "https://{}{}",
             self.cloud.endpoints().graph_host,
@@ -275,6 +276,12 @@ impl Forwarder {
             .header(USER_AGENT, concat!("graphgate/", env!("CARGO_PKG_VERSION")));
         if !body.is_empty() {
             builder = builder.header(CONTENT_TYPE, "application/json");
+        }
+        if let Some(justification) = &maa.justification {
+            builder = builder.header(&crate::approval::maa::JUSTIFICATION_HEADER, justification);
+        }
+        if let Some(code) = &maa.code {
+            builder = builder.header(&APPROVAL_CODE, code);
         }
         let mut req = builder
             .body(Full::new(body.clone()))
@@ -307,11 +314,16 @@ impl Forwarder {
                 headers.insert(name, v.clone());
             }
         }
+        let mut approval_code = HeaderMap::new();
+        for v in parts.headers.get_all(&APPROVAL_CODE).iter().take(4) {
+            approval_code.append(APPROVAL_CODE, v.clone());
+        }
         Ok(UpstreamReply {
             status: parts.status,
             headers,
             body,
             attempts: 1,
+            approval_code,
         })
     }
 }

@@ -13,7 +13,9 @@
 //!    approval step) → idempotency → daily budgets and tenant pacing, taken in one step of
 //!    the state store → token → **durable audit intent** → Graph, where nothing that may
 //!    have run is ever sent again → one step to settle (the answer kept for duplicates,
-//!    what was not sent given back).
+//!    what was not sent given back). A write that Intune's Multi Admin Approval holds (a 4xx
+//!    with `x-msft-approval-code`) did not run: its budgets are given back and it becomes an
+//!    approval (202), sent again once when a person approves it in Intune.
 //!
 //! The approval API (`/api/v1/approvals`) is answered right after identity; an approved
 //! request is run by stage 4 from the stored request, after the policy in force has judged
@@ -53,7 +55,7 @@ use tracing::Instrument;
 
 use crate::admit::{self, Admitted, RequestIds};
 use crate::answer::{disclosure, dry_run_response, json_response, kept, set_ids};
-use crate::approval::hold;
+use crate::approval::{hold, maa};
 use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::bulk;
@@ -168,7 +170,7 @@ impl Gateway {
             return self.approval_api(&caller, route, req, trail).await;
         }
         // What is asked, read within bounds; the in-flight slots are held until the answer.
-        let (asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
+        let (mut asked, _slots) = self.admit(&installed.policy, &caller, req, trail).await?;
         // Deny by default; a dry run is answered here; budgets are spent only on sends.
         let (rule, need) = match self.decide(&installed, &caller, &asked, trail).await? {
             Verdict::Answered(resp) => return Ok(resp),
@@ -181,6 +183,15 @@ impl Gateway {
             Gate::Held(resp) => return Ok(resp),
             Gate::Run(approval) => approval,
         };
+        // A write Intune's Multi Admin Approval may hold says who asks and why.
+        let justify = maa::Justify {
+            request_id: &ids.request_id,
+            approval: approval.as_ref().map(|a| (a.id.as_str(), Vec::new())),
+            caller: &caller.name,
+            initiator: asked.stated.initiator(),
+            reason: asked.stated.reason.as_deref(),
+        };
+        asked.request.maa.justification = self.justification(&asked.request, &justify);
         // At most once to Graph, after a token and the durable intent.
         let sent = self
             .execute(
@@ -191,6 +202,11 @@ impl Gateway {
                 trail,
             )
             .await;
+        // Intune held it (it did not run): the caller gets an approval to watch.
+        if let (Err(GatewayError::IntuneHold(hold)), None) = (&sent, &approval) {
+            let held = self.intune_held(&installed, &caller, &asked, rule, hold, trail);
+            return held.await;
+        }
         // A redeemed secret read or a break glass: its approval records how it ended.
         if let Some(approval) = &approval {
             let ended = approvals::outcome_of(&sent, ids);
@@ -416,8 +432,11 @@ impl Gateway {
             trail.budget(budget, window.as_str(), window_end, devices);
         }
         let sent = self.send(ids, request, trail).await;
+        // Intune's Multi Admin Approval held it: it did not run.
+        let held = self.intune_hold(&sent, trail);
         // Budgets and pacing count what reached Graph (or may have): the rest is given back.
         let reached = match &sent {
+            _ if held.is_some() => false,
             Ok(Ok(_)) => true,
             Ok(Err(e)) => e.outcome_unknown(),
             Err(_) => false,
@@ -426,12 +445,18 @@ impl Gateway {
             trail.budgets_refunded();
         }
         // The answer (or an unknown outcome) is kept for duplicates of the same key, in the
-        // same step of the store.
+        // same step of the store. A request Intune held did not run: nothing is kept for its
+        // key (the claim is let go), so a repeat is sent, and Graph's 409 attaches it to the
+        // hold.
         let kept = match &sent {
+            _ if held.is_some() => None,
             Ok(result) if reservation.is_keyed() => kept(result, ids),
             _ => None,
         };
         reservation.settle(&self.state, reached, kept).await;
+        if let Some(hold) = held {
+            return Err(GatewayError::IntuneHold(hold));
+        }
         let sent = sent?;
         if request.target.op.discloses_secret() {
             return Ok(disclosure(sent?, trail));

@@ -31,8 +31,11 @@
 //! - [`approval`]: four-eyes approvals: a request under a rule with `approval:` is held (202
 //!   and the approval resource) until distinct people from every group approve its exact
 //!   content, then run once across replicas; the approval API; break glass; the events every
-//!   change emits (the rules themselves are [`policy::approval`]); [`notify`] sends those
-//!   changes to the policy's webhooks (JSON, Teams, Slack), signed, from bounded queues.
+//!   change emits (the rules themselves are [`policy::approval`]); Intune's Multi Admin
+//!   Approval handled for callers ([`approval::maa`]): a write Intune holds becomes an
+//!   approval, sent again once with Intune's code when a person approves it there;
+//!   [`notify`] sends every change to the policy's webhooks (JSON, Teams, Slack), signed,
+//!   from bounded queues.
 //! - [`ratelimit`]: the policy's rate limits (in devices), daily budgets, the tenant write
 //!   pacing and the dry-run rate ([`ratelimit::ledger`]: the memory store's budgets kept
 //!   across restarts through the audit intents); [`idempotency`]: no double execution of a

@@ -104,6 +104,11 @@ fn process(
     cloud: Cloud,
     token_claims: &mut Option<serde_json::Value>,
 ) -> Result<Success, GraphError> {
+    if let Some(code) = super::maa::request_path(req.uri.path()) {
+        let claims = authenticate(state, req, cloud, token_claims)?;
+        authorise(&claims, &super::maa::READ_ROLES)?;
+        return state.maa.read(req, code);
+    }
     let path = paths::parse(req.uri.path())
         .map_err(|e| GraphError::new(StatusCode::BAD_REQUEST, "BadRequest", e.message()))?;
     let csdl = Csdl::of(path.version).map_err(|e| {
@@ -112,6 +117,12 @@ fn process(
     let call = operations::resolve(csdl, &path, &req.method)?;
     let claims = authenticate(state, req, cloud, token_claims)?;
     authorise(&claims, call.roles())?;
+    // Multi Admin Approval holds the writes it covers until a person approves.
+    if let (Some(maa), Some(name)) = (&state.config.maa, call.held_name())
+        && maa.holds(name)
+    {
+        state.maa.gate(maa, req, name)?;
+    }
     operations::run(state, cloud, req, csdl, &path, call)
 }
 

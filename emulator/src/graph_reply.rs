@@ -11,6 +11,9 @@ use super::wire::{Body, http_date, respond, set_header};
 /// What every Graph response of the emulator reports in `x-ms-ags-diagnostic`.
 const AGS_DIAGNOSTIC: &str = r#"{"ServerInfo":{"DataCenter":"Emulator","Slice":"E","Ring":"5","ScaleUnit":"000","RoleInstance":"graphgate-emulator"}}"#;
 
+/// The header of a write Multi Admin Approval holds (see `maa`).
+pub(crate) const APPROVAL_CODE_HEADER: &str = "x-msft-approval-code";
+
 /// The `Content-Type` of Graph's JSON answers.
 pub(crate) const ODATA_JSON: &str = "application/json; odata.metadata=minimal; odata.streaming=true; IEEE754Compatible=false; charset=utf-8";
 
@@ -31,6 +34,8 @@ pub(crate) struct GraphError {
     pub(crate) message: String,
     /// The `Allow` header of a 405 (`POST` when not given).
     pub(crate) allow: Option<&'static str>,
+    /// The `x-msft-approval-code` of a write Multi Admin Approval holds.
+    pub(crate) approval_code: Option<String>,
 }
 
 impl GraphError {
@@ -40,6 +45,7 @@ impl GraphError {
             code,
             message: message.into(),
             allow: None,
+            approval_code: None,
         }
     }
 
@@ -115,6 +121,9 @@ impl Ids {
                 set_header(&mut resp, "allow", err.allow.unwrap_or("POST"));
             }
             _ => {}
+        }
+        if let Some(code) = &err.approval_code {
+            set_header(&mut resp, APPROVAL_CODE_HEADER, code);
         }
         self.tag(resp)
     }

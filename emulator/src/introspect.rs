@@ -14,6 +14,9 @@ pub(crate) fn handle(state: &State, req: &Request, rest: &str) -> Response<Body>
     if rest == "faults" {
         return faults(state, req);
     }
+    if let Some(resp) = super::maa::control(&state.maa, req, rest) {
+        return resp;
+    }
     if rest == "action-outcomes" {
         return action_outcomes(state, req);
     }

@@ -22,6 +22,7 @@ mod idp;
 mod idp_control;
 mod imds;
 mod introspect;
+mod maa;
 pub mod microsoft;
 mod operations;
 mod paths;
@@ -54,6 +55,7 @@ pub use faults::{
     FAULT_SPEC_HELP, Fault, FaultKind, FaultSpec, Faults, FaultsError, MAX_FAULT_DELAY_MS, Target,
 };
 pub use idp::{JwksFault, JwksMode};
+pub use maa::{ApprovalRequest, MaaConfig};
 pub use pki::CA_NAME;
 pub use records::{DeviceRecord, GraphRequestRecord, MAX_RECORDS, TokenRequestRecord};
 pub use test_credentials::{FederatedIssuer, TestCertificate};
@@ -152,6 +154,8 @@ pub struct EmulatorConfig {
     pub exposed_apis: Vec<ExposedApi>,
     /// Users of the tenant, for delegated tokens.
     pub users: Vec<TestUser>,
+    /// Intune's Multi Admin Approval, holding these writes (`--maa`); off when `None`.
+    pub maa: Option<MaaConfig>,
 }
 
 /// A further client secret of an app.
@@ -218,6 +222,7 @@ impl Default for EmulatorConfig {
                 upn: DEMO_USER_UPN.to_owned(),
                 name: "Adele Vance".to_owned(),
             }],
+            maa: None,
         }
     }
 }
@@ -365,6 +370,35 @@ impl Emulator {
         self.state.set_results_answer(answer);
     }
 
+    /// Multi Admin Approval's requests so far, oldest first.
+    pub fn maa_requests(&self) -> Vec<ApprovalRequest> {
+        self.state.maa.requests()
+    }
+
+    /// What Multi Admin Approval saw go wrong: a re-send twice, with another body, before
+    /// approval, or with an unknown code. Tests assert it is empty.
+    pub fn maa_violations(&self) -> Vec<String> {
+        self.state.maa.violations()
+    }
+
+    /// Test hook (a hostile Graph): Multi Admin Approval's holds carry `code` as their
+    /// `x-msft-approval-code`; `None` restores their own.
+    pub fn set_maa_code_override(&self, code: Option<String>) {
+        self.state.maa.set_code_override(code);
+    }
+
+    /// Test hook (a hostile Graph): every read of an `operationApprovalRequest` answers
+    /// `doc`; `None` restores the requests' own.
+    pub fn set_maa_document_override(&self, doc: Option<serde_json::Value>) {
+        self.state.maa.set_document_override(doc);
+    }
+
+    /// A person's decision on approval request `code` in the Intune portal: `approve`,
+    /// `reject`, `expire` or `cancel`.
+    pub fn maa_decide(&self, code: &str, decision: &str) -> Result<ApprovalRequest, String> {
+        self.state.maa.decide(code, decision)
+    }
+
     /// The arranged action outcomes in force.
     pub fn action_outcomes(&self) -> Vec<ActionOutcome> {
         self.state.action_outcomes()
@@ -451,6 +485,14 @@ fn validate(config: &EmulatorConfig) -> Result<(), EmulatorError> {
         problems.push(format!(
             "an app registration has an empty client_id (roles {:?})",
             app.roles
+        ));
+    }
+    if let Some(maa) = &config.maa
+        && !MaaConfig::STATUSES.contains(&maa.status)
+    {
+        problems.push(format!(
+            "MAA status {} is not one a hold is answered with (400, 403 or 412)",
+            maa.status
         ));
     }
     if problems.is_empty() {

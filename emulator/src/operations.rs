@@ -29,6 +29,17 @@ pub(crate) enum Call {
 }
 
 impl Call {
+    /// The name Multi Admin Approval knows a write by (`delete` for a device's DELETE);
+    /// `None` for reads, which it never holds.
+    pub(crate) fn held_name(self) -> Option<&'static str> {
+        match self {
+            Call::ReadDevice => None,
+            Call::DeleteDevice => Some("delete"),
+            Call::Operation(op) if op.kind == Kind::Action => Some(op.name.as_str()),
+            Call::Operation(_) => None,
+        }
+    }
+
     /// The roles any one of which lets an app make this call.
     pub(crate) fn roles(self) -> &'static [&'static str] {
         match self {

@@ -37,6 +37,8 @@ pub(crate) struct State {
     results_answer: arc_swap::ArcSwapOption<serde_json::Value>,
     /// Members replacing those of Entra's discovery documents (a forged one, in tests).
     discovery_override: arc_swap::ArcSwapOption<serde_json::Value>,
+    /// Multi Admin Approval's requests (when `config.maa` is set).
+    pub(crate) maa: super::maa::Book,
 }
 
 /// One device of the inventory: its record and the actions accepted for it.
@@ -88,6 +90,7 @@ impl State {
             outcomes: ArcSwap::from_pointee(config.action_outcomes.clone()),
             results_answer: arc_swap::ArcSwapOption::empty(),
             discovery_override: arc_swap::ArcSwapOption::empty(),
+            maa: Default::default(),
             config,
             key,
             workloads: super::workload::Workloads::default(),

@@ -111,7 +111,7 @@ pub(super) fn gateway(
         audit = audit.path().map_or_else(|| audit.status().to_owned(), |p| p.display().to_string()),
         "gateway configured"
     );
-    if let Some(reconcile) = &config.reconcile {
+    let reconciler = config.reconcile.as_ref().map(|reconcile| {
         let handle = crate::audit::reconcile::spawn(
             audit.clone(),
             broker.clone(),
@@ -119,9 +119,10 @@ pub(super) fn gateway(
             config.cloud,
             reconcile.clone(),
         );
-        audit.set_reconciler(handle);
-    }
-    Ok(Arc::new(
+        audit.set_reconciler(handle.clone());
+        handle
+    });
+    let gateway = Arc::new(
         Gateway::with_store(
             policy,
             config.cloud,
@@ -131,7 +132,12 @@ pub(super) fn gateway(
             store,
         )
         .with_audit(audit),
-    ))
+    );
+    // An action run under an approval: what the device says of it is recorded there.
+    if let Some(handle) = reconciler {
+        tokio::spawn(Arc::clone(&gateway).record_device_actions(handle.completions()));
+    }
+    Ok(gateway)
 }
 
 /// Obtains the first token ahead of any request and logs the outcome, so the

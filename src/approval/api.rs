@@ -306,6 +306,7 @@ impl Approvals {
                 by: Some(who.caller.clone()),
                 note: Some(format!("{}: {}", action.as_str(), body.reason)),
                 what: None,
+                quiet: false,
             }))
         })
         .await

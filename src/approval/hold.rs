@@ -302,7 +302,12 @@ impl Approvals {
     }
 
     /// A new approval of `asking` under `need`, in `state`.
-    fn new_approval(&self, asking: &Asking<'_>, need: &Need<'_>, state: State) -> Stored {
+    pub(super) fn new_approval(
+        &self,
+        asking: &Asking<'_>,
+        need: &Need<'_>,
+        state: State,
+    ) -> Stored {
         let now = self.clock.now_ms();
         let a = &need.approval;
         let target = &asking.request.target;
@@ -343,6 +348,7 @@ impl Approvals {
             reviews: Vec::new(),
             break_glass: None,
             outcome: None,
+            maa: None,
         };
         let held = Held {
             body: HeldBody(String::from_utf8_lossy(&asking.request.body).into_owned()),
@@ -364,6 +370,7 @@ impl Approvals {
             run_token: None,
             open_claim: None,
             break_glass_claim: None,
+            maa_poll: None,
         };
         Stored { resource, held }
     }

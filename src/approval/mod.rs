@@ -13,6 +13,11 @@
 //! - [`api`]: the approval API, `/api/v1/approvals`, `/api/v1/approvals/{id}` and its
 //!   `approve`, `reject`, `cancel` and `review`;
 //! - [`run`]: running what was approved, exactly once across replicas, and the deadlines;
+//!   `sweep` (*private*): every replica's look at the open approvals, once a second;
+//! - [`maa`]: Intune's Multi Admin Approval handled for callers, its facts (headers, the
+//!   request document, the justification); `intune` (*private*): a write Intune holds
+//!   becomes an approval in `external_approval_pending`, Intune's request is read with
+//!   backoff, and once a person approves it there the request is sent again once;
 //! - [`openapi`]: the approval API in the OpenAPI document.
 //!
 //! The rules themselves (`approval:`, `approver_groups:`, `break_glass:`) are the policy's:
@@ -22,6 +27,8 @@ pub mod api;
 pub mod error;
 pub mod events;
 pub mod hold;
+mod intune;
+pub mod maa;
 pub mod model;
 pub mod openapi;
 pub mod people;
@@ -29,6 +36,7 @@ pub mod request;
 pub mod review;
 pub mod run;
 mod store;
+mod sweep;
 
 use std::time::Duration;
 
@@ -50,6 +58,8 @@ pub struct Settings {
     /// How often deadlines (`ttl`, `execute_within`, leases) are looked at, and approved
     /// requests no replica has started are started.
     pub sweep_every: Duration,
+    /// How Intune's Multi Admin Approval is handled.
+    pub maa: maa::Settings,
 }
 
 impl Default for Settings {
@@ -58,6 +68,7 @@ impl Default for Settings {
             max_pending_per_caller: 20,
             lease: Duration::from_secs(300),
             sweep_every: Duration::from_secs(1),
+            maa: maa::Settings::default(),
         }
     }
 }

@@ -33,11 +33,14 @@ pub enum State {
     Expired,
     /// Ran at once under break glass; waits for an approver's review.
     NeedsReview,
+    /// Graph answered that Intune's Multi Admin Approval holds it (it did not run): waits
+    /// for a person to approve it in Intune, then is sent again once with Intune's code.
+    ExternalApprovalPending,
 }
 
 impl State {
     /// Every state, in the order docs/approvals.md lists them.
-    pub const ALL: [State; 10] = [
+    pub const ALL: [State; 11] = [
         State::Pending,
         State::Approved,
         State::Executing,
@@ -48,6 +51,7 @@ impl State {
         State::Canceled,
         State::Expired,
         State::NeedsReview,
+        State::ExternalApprovalPending,
     ];
 
     /// The name the API and the audit use.
@@ -63,6 +67,7 @@ impl State {
             State::Canceled => "canceled",
             State::Expired => "expired",
             State::NeedsReview => "needs_review",
+            State::ExternalApprovalPending => "external_approval_pending",
         }
     }
 
@@ -75,7 +80,11 @@ impl State {
     pub fn is_final(self) -> bool {
         !matches!(
             self,
-            State::Pending | State::Approved | State::Executing | State::NeedsReview
+            State::Pending
+                | State::Approved
+                | State::Executing
+                | State::NeedsReview
+                | State::ExternalApprovalPending
         )
     }
 
@@ -95,6 +104,8 @@ pub enum Finish {
     Failed,
     /// May have run.
     Unknown,
+    /// Did not run: Intune's Multi Admin Approval holds it.
+    Held,
 }
 
 /// What moves an approval.
@@ -118,6 +129,10 @@ pub enum Step {
     LeaseLost,
     /// An approver reviewed what break glass ran.
     CloseReview(Finish),
+    /// Intune's approval request was read again; nothing decided yet.
+    Poll,
+    /// The device's own account of the action that ran is recorded on the outcome.
+    Reconciled,
 }
 
 impl Step {
@@ -133,6 +148,8 @@ impl Step {
             Step::Settle(_) => "settled",
             Step::LeaseLost => "lease_lost",
             Step::CloseReview(_) => "reviewed",
+            Step::Poll => "intune_polled",
+            Step::Reconciled => "device_action_result",
         }
     }
 }
@@ -154,6 +171,31 @@ pub const TRANSITIONS: &[(State, Step, State)] = &[
     (S::Executing, Step::Settle(F::Failed), S::Failed),
     (S::Executing, Step::Settle(F::Unknown), S::OutcomeUnknown),
     (S::Executing, Step::LeaseLost, S::OutcomeUnknown),
+    // Intune's Multi Admin Approval held the send: it did not run, and waits for a person
+    // in Intune; approved there, it is started (sent again, once, with Intune's code).
+    (
+        S::Executing,
+        Step::Settle(F::Held),
+        S::ExternalApprovalPending,
+    ),
+    (
+        S::ExternalApprovalPending,
+        Step::Poll,
+        S::ExternalApprovalPending,
+    ),
+    (S::ExternalApprovalPending, Step::Start, S::Executing),
+    (S::ExternalApprovalPending, Step::Reject, S::Rejected),
+    (S::ExternalApprovalPending, Step::Cancel, S::Canceled),
+    (S::ExternalApprovalPending, Step::Expire, S::Expired),
+    // Ran: the device's action result is recorded on the outcome (the state stays).
+    (S::Succeeded, Step::Reconciled, S::Succeeded),
+    // Intune says `completed` before graphgate sent it again: someone else did; it may have
+    // run, and is never sent from here.
+    (
+        S::ExternalApprovalPending,
+        Step::Settle(F::Unknown),
+        S::OutcomeUnknown,
+    ),
     // Break glass ran at once: its outcome is recorded while it waits for review.
     (S::NeedsReview, Step::Settle(F::Succeeded), S::NeedsReview),
     (S::NeedsReview, Step::Settle(F::Failed), S::NeedsReview),
@@ -238,6 +280,20 @@ pub struct Outcome {
     pub audit_id: String,
     /// When it ended (RFC 3339).
     pub time: String,
+    /// What the device says became of the action (its `deviceActionResults`, read by
+    /// outcome reconciliation): Graph's 2xx only says Intune queued it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_action: Option<DeviceAction>,
+}
+
+/// The action's final state on the device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceAction {
+    /// `done`, `failed`, `not_supported`, `canceled`, or `pending_past_deadline`.
+    pub state: String,
+    /// What `deviceActionResults` said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Break glass: why the requester ran it at once.
@@ -311,6 +367,9 @@ pub struct Resource {
     pub break_glass: Option<BreakGlass>,
     /// What came of running it.
     pub outcome: Option<Outcome>,
+    /// Set when Intune's Multi Admin Approval held it: its code and Intune's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maa: Option<super::maa::Maa>,
 }
 
 /// A request body held to run later. Its Debug never prints it (it may carry secret
@@ -361,6 +420,9 @@ pub struct Held {
     pub open_claim: Option<String>,
     /// The claim that keeps the requester's next break glass out until this is reviewed.
     pub break_glass_claim: Option<String>,
+    /// Intune's hold: when its request is read next, and how long after that.
+    #[serde(default)]
+    pub maa_poll: Option<super::maa::Polling>,
 }
 
 /// An approval as the store keeps it.
@@ -403,12 +465,17 @@ mod tests {
             Some(State::OutcomeUnknown),
             "a run whose replica died is never sent again"
         );
-        for (from, step, to) in TRANSITIONS {
-            assert!(!from.is_final(), "{from:?} --{step:?}--> {to:?}");
+        // A final state only gains the device's account of what ran; it never leaves.
+        let annotation = |(f, s, t): &(State, Step, State)| *s == Step::Reconciled && f == t;
+        for t @ (from, step, to) in TRANSITIONS {
+            assert!(
+                !from.is_final() || annotation(t),
+                "{from:?} --{step:?}--> {to:?}"
+            );
         }
         for state in State::ALL {
             assert_eq!(State::parse(state.as_str()), Some(state));
-            let leaves = TRANSITIONS.iter().any(|(f, _, _)| *f == state);
+            let leaves = TRANSITIONS.iter().any(|t| t.0 == state && !annotation(t));
             assert_eq!(leaves, !state.is_final(), "{state:?}");
         }
     }

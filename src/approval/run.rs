@@ -4,31 +4,40 @@
 //! gateway's [`Runner`] sends it (the policy in force checked again, budgets, pacing,
 //! idempotency, the durable audit intent, Graph) and the outcome is recorded. A replica that
 //! dies while executing leaves the approval `executing`: once the lease ends it becomes
-//! `outcome_unknown`, and is never sent again. Every replica looks at the open approvals
-//! every [`super::Settings::sweep_every`]: deadlines, leases, and approved requests nobody
-//! has started within [`START_GRACE`].
+//! `outcome_unknown`, and is never sent again. A run that Intune's Multi Admin Approval
+//! holds settles in `external_approval_pending` instead. The deadlines are kept by every
+//! replica's sweep (`sweep.rs`).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
 use super::error::ApprovalError;
+use super::maa::{Hold, INTUNE_EXPIRY, IntuneStatus, Maa, Polling, Read};
 use super::model::{Finish, Outcome, RunBy, State, Step, Stored};
 use super::store::Change;
-use super::{Approvals, ms};
+use super::{Approvals, ms, rfc3339};
 use crate::state::StateStore;
 
 /// How long an approved request waits for the replica that approved it before any replica
 /// starts it.
 pub const START_GRACE: Duration = Duration::from_secs(10);
 
-/// A run's end: how it finished and what the resource records.
-pub type Ran<'a> = Pin<Box<dyn Future<Output = (Finish, Outcome)> + Send + 'a>>;
+/// How a run ended: how it finished, what the resource records, and Intune's hold if
+/// Graph answered with one (then it did not run).
+pub type Ended = (Finish, Outcome, Option<Hold>);
+
+/// A run's end.
+pub type Ran<'a> = Pin<Box<dyn Future<Output = Ended> + Send + 'a>>;
 
 /// Runs an approved request through the pipeline's later stages: the gateway.
 pub trait Runner: Send + Sync {
-    /// Runs `approval`'s stored request once (under the policy in force now).
+    /// Runs `approval`'s stored request once (under the policy in force now; with Intune's
+    /// code when Intune approved it).
     fn run<'a>(&'a self, approval: &'a Stored) -> Ran<'a>;
+
+    /// Reads Intune's approval request `code` from Graph.
+    fn read_intune<'a>(&'a self, code: &'a str) -> Read<'a>;
 }
 
 /// A request the gate lets run under an approval: its outcome is recorded there.
@@ -49,20 +58,66 @@ pub fn due(s: &Stored, now: u64) -> Option<Step> {
         State::Pending if now >= h.expires_ms => Some(Step::Expire),
         State::Approved if h.execute_by_ms.is_some_and(|by| now >= by) => Some(Step::Expire),
         State::Executing if h.lease_ms.is_some_and(|lease| now >= lease) => Some(Step::LeaseLost),
+        State::ExternalApprovalPending if now >= h.expires_ms => Some(Step::Expire),
         _ => None,
     }
 }
 
 impl Approvals {
+    /// Records Intune's hold on `s` (made now, or the four-eyes approval that ran it).
+    pub(super) fn mark_held(&self, s: &mut Stored, hold: &Hold, attached: bool, now: u64) {
+        let settings = &self.settings.maa;
+        let expires_ms = now + ms(INTUNE_EXPIRY);
+        s.held.expires_ms = expires_ms;
+        s.resource.expires = rfc3339(expires_ms);
+        s.resource.maa = Some(Maa {
+            code: hold.code.clone(),
+            status: IntuneStatus::NeedsApproval.as_str().to_owned(),
+            expires: rfc3339(expires_ms),
+            held_status: hold.status,
+            attached,
+            polls: 0,
+            last_error: None,
+            resent: false,
+        });
+        s.held.maa_poll = Some(Polling {
+            next_ms: now + ms(settings.first_poll),
+            backoff_ms: ms(settings.first_poll),
+            token: None,
+        });
+    }
+
     /// Records how a run under approval `running` ended.
-    pub async fn settle(&self, state: &StateStore, running: &Running, ended: (Finish, Outcome)) {
-        let (finish, outcome) = ended;
+    pub async fn settle(&self, state: &StateStore, running: &Running, ended: Ended) {
+        let (finish, outcome, hold) = ended;
         let settled = self
-            .change(state, &running.id, |s, _| {
+            .change(state, &running.id, |s, now| {
                 if !matches!(s.resource.state, State::Executing | State::NeedsReview)
                     || s.resource.outcome.is_some()
                 {
                     return Ok(None);
+                }
+                let resent = s.resource.maa.as_ref().is_some_and(|m| m.resent);
+                match &hold {
+                    // Held by Intune: it did not run; it waits for a person there.
+                    Some(hold) if s.resource.state == State::Executing && !resent => {
+                        let attached = hold.status == 409;
+                        self.mark_held(s, hold, attached, now);
+                        return Ok(Some(Change {
+                            what: Some("held_by_intune"),
+                            note: Some(format!(
+                                "Intune's Multi Admin Approval holds it (Graph answered {} with approval code {})",
+                                hold.status, hold.code
+                            )),
+                            ..Change::of(Step::Settle(Finish::Held))
+                        }));
+                    }
+                    // Held again (the re-send, or break glass): it did not run; it ends.
+                    Some(_) => {
+                        s.resource.outcome = Some(outcome.clone());
+                        return Ok(Some(Change::of(Step::Settle(Finish::Failed))));
+                    }
+                    None => {}
                 }
                 s.resource.outcome = Some(outcome.clone());
                 Ok(Some(Change::of(Step::Settle(finish))))
@@ -73,6 +128,38 @@ impl Approvals {
             // until its lease ends, then says `outcome_unknown`.
             tracing::error!(error = %e, approval_id = %running.id, "could not record a run's outcome on its approval");
         }
+    }
+
+    /// Records what the device says became of the action approval `id` ran (its run's
+    /// audit id `audit_id`), from outcome reconciliation.
+    pub async fn record_device_action(
+        &self,
+        state: &StateStore,
+        done: &crate::audit::reconcile::Completed,
+    ) -> Result<(), ApprovalError> {
+        let action = super::model::DeviceAction {
+            state: done.state.clone(),
+            detail: done.note.clone(),
+        };
+        self.change(state, &done.approval_id, |s, _| {
+            let Some(outcome) = s.resource.outcome.as_mut() else {
+                return Ok(None);
+            };
+            let ours = outcome.audit_id == done.audit_id;
+            if !ours
+                || s.resource.state != State::Succeeded
+                || outcome.device_action.as_ref() == Some(&action)
+            {
+                return Ok(None);
+            }
+            outcome.device_action = Some(action.clone());
+            Ok(Some(Change {
+                note: done.note.clone(),
+                ..Change::of(Step::Reconciled)
+            }))
+        })
+        .await
+        .map(drop)
     }
 
     /// Takes whichever deadline of approval `id` has passed.
@@ -110,63 +197,27 @@ impl Approvals {
         if !won {
             return Ok(started);
         }
+        Ok(self.run_started(state, runner, started).await)
+    }
+
+    /// Runs `started` (this replica won its start) and records how it ended; returns the
+    /// approval as it is afterwards.
+    pub(super) async fn run_started(
+        &self,
+        state: &StateStore,
+        runner: &dyn Runner,
+        started: Stored,
+    ) -> Stored {
         let ended = runner.run(&started).await;
         let running = Running {
-            id: id.to_owned(),
+            id: started.resource.id.clone(),
             request_sha256: started.resource.request_sha256.clone(),
             break_glass: false,
         };
         self.settle(state, &running, ended).await;
-        Ok(self.load(state, id).await?.map_or(started, |(_, s)| s))
-    }
-
-    /// One look at every open approval: deadlines and leases, and approved requests no
-    /// replica has started within [`START_GRACE`].
-    pub async fn sweep(&self, state: &StateStore, runner: &dyn Runner) {
-        let open = match self.list(state, "open").await {
-            Ok(open) => open,
-            Err(e) => {
-                tracing::warn!(error = %e, "could not look at open approvals");
-                return;
-            }
-        };
-        for s in open {
-            let id = &s.resource.id;
-            let now = self.clock.now_ms();
-            let result = if due(&s, now).is_some() {
-                self.expire_if_due(state, id).await
-            } else if s.resource.state == State::Approved
-                && s.resource.run_by == RunBy::Gateway
-                && s.held.execute_by_ms.is_some_and(|by| {
-                    let approved = by.saturating_sub(s.held.execute_within_ms);
-                    now >= approved + ms(START_GRACE)
-                })
-            {
-                self.run_approved(state, runner, id).await.map(drop)
-            } else {
-                Ok(())
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, approval_id = %id, "could not move an approval past its deadline");
-            }
-        }
-    }
-
-    /// Sweeps every [`super::Settings::sweep_every`] until `shutdown` resolves.
-    pub async fn keep_time(
-        &self,
-        state: &StateStore,
-        runner: &dyn Runner,
-        shutdown: impl Future<Output = ()>,
-    ) {
-        let mut every = tokio::time::interval(self.settings.sweep_every);
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = every.tick() => self.sweep(state, runner).await,
-            }
+        match self.load(state, &running.id).await {
+            Ok(Some((_, s))) => s,
+            _ => started,
         }
     }
 }

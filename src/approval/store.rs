@@ -31,6 +31,8 @@ pub(super) struct Change {
     pub note: Option<String>,
     /// The audit's name for what happened, when it says more than the step's.
     pub what: Option<&'static str>,
+    /// Nothing worth announcing (a read of Intune's request that changed nothing).
+    pub quiet: bool,
 }
 
 impl Change {
@@ -41,6 +43,7 @@ impl Change {
             by: None,
             note: None,
             what: None,
+            quiet: false,
         }
     }
 }
@@ -137,6 +140,13 @@ impl Approvals {
                     Some(c) if Some(c) == stored.held.break_glass_claim.as_deref() => {
                         Err(ApprovalError::BreakGlassUnreviewed(id))
                     }
+                    // Intune's hold is already an approval: this one joins it.
+                    Some(c) if stored.resource.state == State::ExternalApprovalPending => {
+                        tracing::debug!(claim = c, "an Intune hold attached to its approval");
+                        existing
+                            .map(|(_, s)| Made::Again(s))
+                            .ok_or(ApprovalError::Duplicate(id))
+                    }
                     _ => Err(ApprovalError::Duplicate(id)),
                 }
             }
@@ -190,6 +200,7 @@ impl Approvals {
             })?;
             after.resource.state = to;
             match self.swap(state, &key, version, &before, &after).await? {
+                Swapped::Swapped(_) if change.quiet => return Ok(after),
                 Swapped::Swapped(_) => {
                     let event = Event {
                         approval: after.resource.clone().into(),

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use super::maa::{Hold, IntuneStatus, Polled, Read};
 use super::model::*;
 use super::people::{Identity, Names};
 use super::run::{Ran, Runner, Running, START_GRACE};
@@ -32,9 +33,14 @@ impl Runner for Counting {
                 graph_request_id: None,
                 audit_id: "run".into(),
                 time: rfc3339(0),
+                device_action: None,
             };
-            (Finish::Succeeded, outcome)
+            (Finish::Succeeded, outcome, None)
         })
+    }
+
+    fn read_intune<'a>(&'a self, _: &'a str) -> Read<'a> {
+        Box::pin(async { Err("no Intune here".to_owned()) })
     }
 }
 
@@ -88,6 +94,7 @@ fn approved(a: &Approvals, run_by: RunBy) -> Stored {
         reviews: Vec::new(),
         break_glass: None,
         outcome: None,
+        maa: None,
     };
     let held = Held {
         body: HeldBody("{}".into()),
@@ -105,6 +112,7 @@ fn approved(a: &Approvals, run_by: RunBy) -> Stored {
         run_token: None,
         open_claim: None,
         break_glass_claim: None,
+        maa_poll: None,
     };
     Stored { resource, held }
 }
@@ -172,8 +180,8 @@ async fn a_run_whose_replica_died_becomes_outcome_unknown_and_is_never_sent_agai
         request_sha256: after.resource.request_sha256.clone(),
         break_glass: false,
     };
-    let (finish, outcome) = runner.run(&after).await;
-    a.settle(&state, &running, (finish, outcome)).await;
+    let ended = runner.run(&after).await;
+    a.settle(&state, &running, ended).await;
     assert_eq!(
         state_of(&a, &state, &id).await.resource.state,
         State::OutcomeUnknown
@@ -217,4 +225,176 @@ async fn an_approved_request_nobody_started_is_started_by_the_sweeper_after_its_
         state_of(&a, &state, &id).await.resource.state,
         State::Succeeded
     );
+}
+
+/// Intune, as the gateway reads it: a scripted answer; counts reads and re-sends.
+struct Intune {
+    answer: std::sync::Mutex<Result<Polled, String>>,
+    reads: AtomicUsize,
+    runs: Counting,
+}
+
+impl Intune {
+    fn saying(answer: Result<Polled, String>) -> Self {
+        Intune {
+            answer: std::sync::Mutex::new(answer),
+            reads: AtomicUsize::new(0),
+            runs: Counting::default(),
+        }
+    }
+
+    fn say(&self, answer: Result<Polled, String>) {
+        *self.answer.lock().unwrap() = answer;
+    }
+
+    fn reads(&self) -> usize {
+        self.reads.load(Ordering::SeqCst)
+    }
+
+    fn runs(&self) -> usize {
+        self.runs.0.load(Ordering::SeqCst)
+    }
+}
+
+impl Runner for Intune {
+    fn run<'a>(&'a self, approval: &'a Stored) -> Ran<'a> {
+        self.runs.run(approval)
+    }
+
+    fn read_intune<'a>(&'a self, _: &'a str) -> Read<'a> {
+        self.reads.fetch_add(1, Ordering::SeqCst);
+        let answer = self.answer.lock().unwrap().clone();
+        Box::pin(async move { answer })
+    }
+}
+
+fn status(status: IntuneStatus) -> Result<Polled, String> {
+    Ok(Polled {
+        status,
+        expires_ms: None,
+    })
+}
+
+/// An approval Intune holds (as a direct call's would be), read first after 30 s.
+async fn held_by_intune(a: &Approvals, state: &StateStore) -> String {
+    let mut s = approved(a, RunBy::Gateway);
+    s.resource.state = State::ExternalApprovalPending;
+    let hold = Hold {
+        code: "0b6f2f1e-1a2b-4c3d-8e9f-00112233aabb".into(),
+        status: 403,
+    };
+    a.mark_held(&mut s, &hold, false, a.clock.now_ms());
+    made(a, state, s).await
+}
+
+#[tokio::test(start_paused = true)]
+async fn intune_is_read_with_backoff_from_30_s_to_15_min_and_a_graph_that_is_down_is_read_again_later()
+ {
+    let (a, state) = (approvals(), store());
+    let intune = Intune::saying(Err("Graph could not be reached".into()));
+    let id = held_by_intune(&a, &state).await;
+    let mut reads_at = Vec::new();
+    for second in 1..=3_600u64 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let before = intune.reads();
+        a.sweep(&state, &intune).await;
+        if intune.reads() > before {
+            reads_at.push(second);
+        }
+    }
+    // After 30 s, then waits of 30, 60, 120, 240, 480 s, then every 900 s.
+    assert_eq!(reads_at[..6], [30, 60, 120, 240, 480, 960]);
+    assert_eq!(reads_at[6] - reads_at[5], 900);
+    let s = state_of(&a, &state, &id).await;
+    assert_eq!(s.resource.state, State::ExternalApprovalPending);
+    let maa = s.resource.maa.unwrap();
+    assert_eq!(maa.polls as usize, reads_at.len());
+    assert_eq!(
+        maa.last_error.as_deref(),
+        Some("Graph could not be reached")
+    );
+    // Graph back, the request approved: sent again once.
+    intune.say(status(IntuneStatus::Approved));
+    tokio::time::advance(Duration::from_secs(900)).await;
+    a.sweep(&state, &intune).await;
+    assert_eq!(intune.runs(), 1);
+    let s = state_of(&a, &state, &id).await;
+    assert_eq!(s.resource.state, State::Succeeded);
+    assert!(s.resource.maa.unwrap().resent);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_that_never_changes_ends_at_intune_s_expiry_and_nothing_is_sent() {
+    let (a, state) = (approvals(), store());
+    let intune = Intune::saying(status(IntuneStatus::NeedsApproval));
+    let id = held_by_intune(&a, &state).await;
+    for _ in 0..(72 * 4) {
+        tokio::time::advance(Duration::from_secs(900)).await;
+        a.sweep(&state, &intune).await;
+    }
+    let s = state_of(&a, &state, &id).await;
+    assert_eq!(s.resource.state, State::Expired);
+    assert!(intune.reads() < 72 * 4 + 10, "paced: {}", intune.reads());
+    let reads = intune.reads();
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    a.sweep(&state, &intune).await;
+    assert_eq!(intune.reads(), reads, "no longer read");
+    assert_eq!(intune.runs(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn approved_in_intune_after_graphgate_s_deadline_is_not_sent() {
+    let (a, state) = (approvals(), store());
+    let id = held_by_intune(&a, &state).await;
+    // Intune's request says it expired a while ago, yet "approved".
+    let intune = Intune::saying(Ok(Polled {
+        status: IntuneStatus::Approved,
+        expires_ms: Some(a.clock.now_ms()),
+    }));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    a.sweep(&state, &intune).await;
+    assert_eq!(intune.reads(), 1);
+    assert_eq!(
+        state_of(&a, &state, &id).await.resource.state,
+        State::Expired
+    );
+    assert_eq!(intune.runs(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn completed_in_intune_without_graphgate_s_re_send_is_outcome_unknown_and_never_sent() {
+    let (a, state) = (approvals(), store());
+    let id = held_by_intune(&a, &state).await;
+    let intune = Intune::saying(status(IntuneStatus::Completed));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    a.sweep(&state, &intune).await;
+    let s = state_of(&a, &state, &id).await;
+    assert_eq!(s.resource.state, State::OutcomeUnknown);
+    assert_eq!(intune.runs(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_many_replicas_reading_one_approved_hold_exactly_one_sends_it_again() {
+    let (a, state) = (Arc::new(approvals()), Arc::new(store()));
+    let intune = Arc::new(Intune::saying(status(IntuneStatus::Approved)));
+    let id = held_by_intune(&a, &state).await;
+    // Its read is due now.
+    a.change(&state, &id, |s, now| {
+        if let Some(p) = s.held.maa_poll.as_mut() {
+            p.next_ms = now;
+        }
+        Ok(Some(Change::of(Step::Poll)))
+    })
+    .await
+    .unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..8 {
+        let (a, state, intune, id) = (a.clone(), state.clone(), intune.clone(), id.clone());
+        tasks.spawn(async move { a.poll_intune(&state, intune.as_ref(), &id).await.unwrap() });
+    }
+    tasks.join_all().await;
+    assert_eq!(intune.reads(), 1, "one replica reads each due time");
+    assert_eq!(intune.runs(), 1, "and one sends it again");
+    let after = state_of(&a, &state, &id).await;
+    assert_eq!(after.resource.state, State::Succeeded);
 }

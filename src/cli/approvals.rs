@@ -336,7 +336,8 @@ fn table(items: &[Value], now: u64) -> String {
                 None => text(&a["caller"]),
             };
             let state = text(&a["state"]);
-            let expires = if matches!(state.as_str(), "pending" | "approved") {
+            let open = ["pending", "approved", "external_approval_pending"];
+            let expires = if open.contains(&state.as_str()) {
                 let at = a["execute_by"].as_str().or(a["expires"].as_str());
                 at.and_then(ms_of)
                     .map_or("-".into(), |t| format!("in {}", age(t.saturating_sub(now))))
@@ -444,6 +445,9 @@ fn details(a: &Value) -> String {
     if let Some(bg) = a["break_glass"]["reason"].as_str() {
         field("break glass", bg.to_owned());
     }
+    if a["maa"].is_object() {
+        field("intune", intune(&a["maa"]));
+    }
     field("request_sha256", text(&a["request_sha256"]));
     field("policy_sha256", text(&a["policy_sha256"]));
     out.push("groups:".into());
@@ -510,6 +514,34 @@ fn details(a: &Value) -> String {
         None => out.push("outcome: not yet".into()),
     }
     out.iter().map(|l| clean(l)).collect::<Vec<_>>().join("\n")
+}
+
+/// Intune's Multi Admin Approval on it: `code 5c1e...: needsApproval (held with 403), read
+/// 2 times, last error: ...`.
+fn intune(m: &Value) -> String {
+    let mut line = format!(
+        "code {}: {} (held with {}{})",
+        text(&m["code"]),
+        text(&m["status"]),
+        text(&m["held_status"]),
+        if m["attached"] == true {
+            ", attached to a hold already pending"
+        } else {
+            ""
+        }
+    );
+    let polls = m["polls"].as_u64().unwrap_or(0);
+    line += &format!(
+        ", read {polls} {}",
+        if polls == 1 { "time" } else { "times" }
+    );
+    if let Some(e) = m["last_error"].as_str() {
+        line += &format!(", last error: {e}");
+    }
+    if m["resent"] == true {
+        line += ", sent again once with the code";
+    }
+    line
 }
 
 fn text(v: &Value) -> String {
@@ -587,5 +619,23 @@ mod tests {
         assert!(lines[1].contains("10m"), "{t}");
         assert!(lines[1].contains("in 50m"), "{t}");
         assert!(lines[1].ends_with("1/1 0/2"), "{t}");
+    }
+
+    #[test]
+    fn an_approval_intune_holds_shows_its_code_status_and_expiry() {
+        let a = json!({"id": "i-2", "state": "external_approval_pending",
+            "operation": "managedDevices.wipe", "devices": ["d1"], "caller": "ops",
+            "created": "1970-01-01T00:00:00Z", "expires": "1970-01-01T01:00:00Z", "groups": [],
+            "maa": {"code": "c0de", "status": "needsApproval", "held_status": 403,
+                "polls": 1, "last_error": "Graph answered 503", "resent": false}});
+        let t = table(std::slice::from_ref(&a), 600_000);
+        assert!(t.lines().nth(1).unwrap().contains("in 50m"), "{t}");
+        let d = details(&a);
+        assert!(
+            d.contains(
+                "intune          code c0de: needsApproval (held with 403), read 1 time, last error: Graph answered 503"
+            ),
+            "{d}"
+        );
     }
 }

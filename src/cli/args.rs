@@ -312,6 +312,29 @@ pub struct BoundArgs {
         value_parser = clap::value_parser!(u16).range(1..=1000)
     )]
     pub max_pending_approvals_per_caller: u16,
+    /// Handle Intune's Multi Admin Approval for callers: writes it can hold carry a
+    /// justification; a write Graph answers with `x-msft-approval-code` becomes an approval
+    /// in `external_approval_pending`, sent again once when a person approves it in Intune.
+    /// Needs DeviceManagementRBAC.Read.All (or DeviceManagementConfiguration.Read.All).
+    #[arg(long, env = "GRAPHGATE_MAA_HANDLING")]
+    pub maa_handling: bool,
+    /// With --maa-handling, the operations whose writes carry `x-msft-approval-justification`
+    /// (the tenant's access policies decide which Intune holds; wipe, retire and delete are
+    /// the device actions MAA covers).
+    #[arg(
+        long,
+        env = "GRAPHGATE_MAA_JUSTIFY",
+        value_delimiter = ',',
+        default_value = "managedDevices.wipe,managedDevices.retire,managedDevices.delete"
+    )]
+    pub maa_justify: Vec<String>,
+    /// With --maa-handling, the first wait before Intune's approval request is read, doubled
+    /// after each read up to --maa-poll-max-secs.
+    #[arg(long, env = "GRAPHGATE_MAA_POLL_MIN_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub maa_poll_min_secs: u64,
+    /// With --maa-handling, the longest wait between two reads of Intune's approval request.
+    #[arg(long, env = "GRAPHGATE_MAA_POLL_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub maa_poll_max_secs: u64,
 }
 
 impl BoundArgs {
@@ -334,6 +357,14 @@ impl BoundArgs {
             max_bulk_devices: usize::from(self.max_bulk_devices),
             idempotency_window: secs(self.idempotency_window_secs),
             max_pending_approvals_per_caller: usize::from(self.max_pending_approvals_per_caller),
+            maa: self
+                .maa_handling
+                .then(|| graphgate::approval::maa::Settings {
+                    justify: self.maa_justify.clone(),
+                    first_poll: secs(self.maa_poll_min_secs),
+                    max_poll: secs(self.maa_poll_max_secs.max(self.maa_poll_min_secs)),
+                    ..Default::default()
+                }),
             ..Limits::default()
         }
     }

@@ -9,8 +9,12 @@ use std::time::Duration;
 
 use clap::Args;
 use graphgate_emulator::{
-    AppRegistration, EmulatedDevice, Emulator, EmulatorConfig, FaultSpec, Faults, Secret, Target,
+    AppRegistration, EmulatedDevice, Emulator, EmulatorConfig, FaultSpec, Faults, MaaConfig,
+    Secret, Target,
 };
+
+/// The permission reading Multi Admin Approval's requests needs (granted with `--maa`).
+const MAA_READ_ROLE: &str = "DeviceManagementRBAC.Read.All";
 
 use super::Fallible;
 
@@ -48,6 +52,22 @@ pub struct EmulateArgs {
     /// Inject a fault, e.g. token-down, graph-429:retry-after=5,times=2 (repeatable; see --help).
     #[arg(long = "fault", value_name = "SPEC", long_help = graphgate_emulator::FAULT_SPEC_HELP, value_parser = parse_fault)]
     pub faults: Vec<FaultSpec>,
+    /// Play Intune's Multi Admin Approval for these operations (e.g. wipe,retire,delete):
+    /// they are held until approved at POST /_emulator/maa/{code}/approve (the app is also
+    /// granted DeviceManagementRBAC.Read.All, to read the approval requests).
+    #[arg(long, value_name = "OPERATIONS", value_delimiter = ',')]
+    pub maa: Vec<String>,
+    /// The status a Multi Admin Approval hold is answered with: 400, 403 or 412.
+    #[arg(long, default_value_t = 403, value_parser = parse_maa_status)]
+    pub maa_status: u16,
+}
+
+/// `--maa-status`: one of the statuses a hold has been seen with.
+fn parse_maa_status(s: &str) -> Result<u16, String> {
+    s.parse::<u16>()
+        .ok()
+        .filter(|v| MaaConfig::STATUSES.contains(v))
+        .ok_or_else(|| format!("'{s}': a hold is answered 400, 403 or 412"))
 }
 
 /// `text` quoted for a POSIX shell.
@@ -63,6 +83,14 @@ fn parse_fault(spec: &str) -> Result<FaultSpec, String> {
 /// Runs the emulator until SIGTERM or Ctrl-C.
 pub async fn run(args: EmulateArgs) -> Fallible<ExitCode> {
     let defaults = EmulatorConfig::default();
+    let mut roles = args.roles;
+    let maa = (!args.maa.is_empty()).then(|| {
+        roles.push(MAA_READ_ROLE.to_owned());
+        MaaConfig {
+            operations: args.maa,
+            status: args.maa_status,
+        }
+    });
     // The secret is printed only when it is the published demo one.
     let secret_shown = match args.client_secret == graphgate_emulator::DEMO_CLIENT_SECRET {
         true => quote(&args.client_secret),
@@ -80,8 +108,9 @@ pub async fn run(args: EmulateArgs) -> Fallible<ExitCode> {
         apps: vec![AppRegistration {
             client_id: args.client_id,
             client_secret: Secret::new(args.client_secret),
-            roles: args.roles,
+            roles,
         }],
+        maa,
         token_lifetime: Duration::from_secs(args.token_lifetime_secs),
         devices: if args.devices.is_empty() {
             defaults.devices

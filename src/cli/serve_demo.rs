@@ -35,6 +35,13 @@ pub(super) async fn emulated(
         token_lifetime: std::time::Duration::from_secs(args.emulator_token_lifetime_secs),
         ..Default::default()
     };
+    if args.bounds.maa_handling {
+        // The demo app may read Intune's approval requests, as MAA handling needs.
+        for app in &mut config.apps {
+            app.roles
+                .push(graphgate::approval::maa::READ_PERMISSIONS[0].to_owned());
+        }
+    }
     if args.audit.reconcile_outcomes {
         // The demo app may read devices, as reconciliation needs.
         for app in &mut config.apps {

@@ -8,23 +8,25 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::header::{HeaderValue, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Body;
 use tracing::Instrument;
 
 use super::{Asked, Caller, Gate, Gateway, Installed, decision, record_decision, record_stated};
-use crate::admit::{self, RequestIds};
+use crate::admit::{self, Admitted, RequestIds};
 use crate::answer::json_response;
 use crate::approval::api::{self, Route, RouteError};
 use crate::approval::hold::{Ask, Asking, Need};
+use crate::approval::maa::{self, Hold};
 use crate::approval::model::{Finish, Outcome, Resource, Stored};
 use crate::approval::people::{Identity, Names};
 use crate::approval::review::tally;
-use crate::approval::run::{Ran, Runner};
+use crate::approval::run::{Ended, Ran, Runner};
 use crate::approval::{ApprovalError, rfc3339};
 use crate::audit::records::trail::Origin;
 use crate::audit::{AuditDecision, AuditTrail};
 use crate::error::GatewayError;
+use crate::forward::{self, UpstreamError, UpstreamReply};
 use crate::identity::stated::{self, Source, Stated};
 use crate::operation::route::RouteError as PathError;
 use crate::policy::Person;
@@ -175,9 +177,35 @@ impl Gateway {
             .await;
     }
 
+    /// Records on each approval what its device says became of the action it ran (from
+    /// outcome reconciliation), until the reconciler stops.
+    pub async fn record_device_actions(
+        self: Arc<Self>,
+        mut completions: tokio::sync::broadcast::Receiver<crate::audit::reconcile::Completed>,
+    ) {
+        use tokio::sync::broadcast::error::RecvError;
+        loop {
+            match completions.recv().await {
+                Ok(done) => {
+                    let recorded = self.approvals.record_device_action(&self.state, &done);
+                    if let Err(e) = recorded.await {
+                        tracing::warn!(error = %e, approval_id = %done.approval_id, "could not record the device's action result on its approval (the audit log has it)");
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "device action results missed by approvals (the audit log has them)"
+                    );
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+
     /// Runs `approval`'s stored request, audited under a request id of its own, in a span
     /// of its own (a child of the request whose review ran it, if any).
-    async fn run_stored(&self, approval: &Stored) -> (Finish, Outcome) {
+    async fn run_stored(&self, approval: &Stored) -> Ended {
         let ids = RequestIds::from_headers(&HeaderMap::new());
         let span = tracing::info_span!(
             "approved_run",
@@ -198,7 +226,7 @@ impl Gateway {
         self.run_in(&ids, approval).instrument(span).await
     }
 
-    async fn run_in(&self, ids: &RequestIds, approval: &Stored) -> (Finish, Outcome) {
+    async fn run_in(&self, ids: &RequestIds, approval: &Stored) -> Ended {
         let origin = Origin {
             audit_id: &ids.request_id,
             client_request_id: &ids.client_request_id,
@@ -280,8 +308,33 @@ impl Gateway {
         let mut request =
             head.admit_body(&body, self.limits.max_bulk_devices, &mut stated, None)?;
         // A second run of this approval (there is none: the store gave it to one replica)
-        // would get the first one's answer.
-        request.idempotency_key = Some(format!("approval-{}", r.id));
+        // would get the first one's answer. Intune's approved re-send is a run of its own.
+        let resend = r.maa.as_ref().filter(|m| m.resent);
+        request.idempotency_key = Some(match resend {
+            Some(m) => format!("approval-{}-intune-{}", r.id, m.code),
+            None => format!("approval-{}", r.id),
+        });
+        if let Some(m) = resend {
+            trail.note(&format!(
+                "approved in Intune (Multi Admin Approval code {}): sent again, once, with the code",
+                m.code
+            ));
+            request.maa.code = http::HeaderValue::try_from(m.code.as_str()).ok();
+        }
+        let approvers: Vec<&str> = r
+            .reviews
+            .iter()
+            .filter(|v| v.decision == crate::approval::model::Verdict::Approve)
+            .map(|v| v.reviewer.as_str())
+            .collect();
+        let justify = maa::Justify {
+            request_id: &ids.request_id,
+            approval: Some((r.id.as_str(), approvers)),
+            caller: &r.caller,
+            initiator: r.initiator.as_deref(),
+            reason: r.reason.as_deref(),
+        };
+        request.maa.justification = self.justification(&request, &justify);
         trail.params(&request.params);
         if let Some(plan) = &request.bulk {
             trail.device_ids(&plan.device_ids);
@@ -310,7 +363,9 @@ impl Gateway {
                 need.approval.describe()
             )));
         }
-        // Its rate limits were charged when it was asked for.
+        // Its rate limits were charged when it was asked for (held for approval here, or
+        // sent and held by Intune): this run, or Intune's approved re-send, is not charged
+        // again. Budgets and pacing are taken for it (a hold by Intune gave them back).
         let charged = true;
         self.execute(
             ids,
@@ -326,6 +381,145 @@ impl Gateway {
 impl Runner for Gateway {
     fn run<'a>(&'a self, approval: &'a Stored) -> Ran<'a> {
         Box::pin(self.run_stored(approval))
+    }
+
+    fn read_intune<'a>(&'a self, code: &'a str) -> maa::Read<'a> {
+        Box::pin(self.read_intune_request(code))
+    }
+}
+
+impl Gateway {
+    /// The `x-msft-approval-justification` a write of `request` carries: with Multi Admin
+    /// Approval handling on, for the operations it justifies (a bulk request by the
+    /// operation it runs).
+    pub(super) fn justification(
+        &self,
+        request: &Admitted,
+        justify: &maa::Justify<'_>,
+    ) -> Option<HeaderValue> {
+        let settings = self.limits.maa.as_ref()?;
+        let op = request.bulk.as_ref().map_or(request.target.op, |p| p.op);
+        let write = request.target.op.invocation.method() != Method::GET;
+        (write && settings.justifies(op.name))
+            .then(|| maa::justification(&maa::justification_text(justify)))
+    }
+
+    /// Intune's hold in Graph's answer `sent`, when Multi Admin Approval handling is on: a
+    /// 4xx carrying a well-formed `x-msft-approval-code` (whatever the status). A malformed
+    /// code is noted and the answer stays Graph's.
+    pub(super) fn intune_hold(
+        &self,
+        sent: &Result<Result<UpstreamReply, UpstreamError>, GatewayError>,
+        trail: &mut AuditTrail,
+    ) -> Option<Hold> {
+        let Ok(Ok(reply)) = sent else {
+            return None;
+        };
+        if self.limits.maa.is_none() || !reply.status.is_client_error() {
+            return None;
+        }
+        match maa::code_of(&reply.approval_code) {
+            maa::Code::Absent => None,
+            maa::Code::Valid(code) => Some(Hold {
+                code,
+                status: reply.status.as_u16(),
+            }),
+            maa::Code::Garbage(shown) => {
+                trail.note(&format!(
+                    "Graph's answer carried a malformed x-msft-approval-code '{shown}': not taken for an Intune hold; answered as Graph's error, nothing sent again"
+                ));
+                None
+            }
+        }
+    }
+
+    /// A direct call Intune held: the approval the caller watches (new, or the one this
+    /// code already has), answered `202`.
+    pub(super) async fn intune_held(
+        &self,
+        installed: &Installed,
+        caller: &Caller,
+        asked: &Asked,
+        rule: usize,
+        hold: &Hold,
+        trail: &mut AuditTrail,
+    ) -> Result<Response<Full<Bytes>>, GatewayError> {
+        let asking = Asking {
+            cloud: self.cloud(),
+            tenant: &self.broker.key().tenant,
+            policy_sha256: &installed.policy.hash,
+            caller: &caller.name,
+            requester: identity_of(caller, &asked.stated),
+            request: &asked.request,
+            stated: &asked.stated,
+        };
+        let rule = installed
+            .policy
+            .rules
+            .get(rule)
+            .ok_or_else(|| GatewayError::IntuneHold(hold.clone()))?;
+        let attached = hold.status == 409;
+        let made = self
+            .approvals
+            .intune_hold(&self.state, &asking, rule, hold, attached)
+            .await;
+        let r = made.map_err(|e| {
+            trail.decided(refused_as(&e), Some(&rule.name));
+            GatewayError::Approval(e)
+        })?;
+        trail.decided(AuditDecision::Held, Some(&rule.name));
+        trail.approval(&r.id, &r.request_sha256, "held_by_intune", false);
+        trail.note(&format!(
+            "Intune's Multi Admin Approval holds it (Graph answered {} with approval code {}{}); it did not run",
+            hold.status,
+            hold.code,
+            if attached { ", attached to the pending request" } else { "" }
+        ));
+        Ok(accepted(&r))
+    }
+
+    /// Reads Intune's approval request `code` from Graph (its own token; bounded in time
+    /// and size).
+    async fn read_intune_request(&self, code: &str) -> Result<maa::Polled, String> {
+        let token = forward::acquire_token(&self.broker)
+            .await
+            .map_err(|e| format!("no token: {e}"))?;
+        let host = self.cloud().endpoints().graph_host;
+        let uri = format!("https://{host}/beta/deviceManagement/operationApprovalRequests/{code}");
+        let mut bearer = HeaderValue::try_from(format!("Bearer {}", token.token.expose()))
+            .map_err(|e| e.to_string())?;
+        bearer.set_sensitive(true);
+        let req = Request::get(uri)
+            .header(http::header::AUTHORIZATION, bearer)
+            .header(http::header::ACCEPT, "application/json")
+            .body(Full::new(Bytes::new()))
+            .map_err(|e| e.to_string())?;
+        let read = async {
+            let resp = self
+                .forwarder
+                .http
+                .request(req)
+                .await
+                .map_err(|e| format!("Graph could not be reached: {e}"))?;
+            let status = resp.status();
+            let body = Limited::new(resp.into_body(), maa::MAX_DOCUMENT_BYTES)
+                .collect()
+                .await
+                .map_err(|_| {
+                    format!(
+                        "an answer larger than {} bytes, or cut short",
+                        maa::MAX_DOCUMENT_BYTES
+                    )
+                })?
+                .to_bytes();
+            if !status.is_success() {
+                return Err(format!("Graph answered {status}"));
+            }
+            maa::read_document(code, &body)
+        };
+        tokio::time::timeout(maa::READ_TIMEOUT, read)
+            .await
+            .map_err(|_| "no answer in time".to_owned())?
     }
 }
 
@@ -404,9 +598,13 @@ fn refused_as(e: &ApprovalError) -> AuditDecision {
 pub(super) fn outcome_of(
     sent: &Result<Response<Full<Bytes>>, GatewayError>,
     ids: &RequestIds,
-) -> (Finish, Outcome) {
+) -> Ended {
     let time = rfc3339(crate::state::wall_clock_ms());
-    match sent {
+    let hold = match sent {
+        Err(GatewayError::IntuneHold(hold)) => Some(hold.clone()),
+        _ => None,
+    };
+    let (finish, outcome) = match sent {
         Ok(resp) => {
             let status = resp.status();
             let finish = match status.is_success() {
@@ -425,6 +623,7 @@ pub(super) fn outcome_of(
                 graph_request_id,
                 audit_id: ids.request_id.clone(),
                 time,
+                device_action: None,
             };
             (finish, outcome)
         }
@@ -441,8 +640,10 @@ pub(super) fn outcome_of(
                 graph_request_id: None,
                 audit_id: ids.request_id.clone(),
                 time,
+                device_action: None,
             };
             (finish, outcome)
         }
-    }
+    };
+    (finish, outcome, hold)
 }

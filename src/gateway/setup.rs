@@ -64,6 +64,9 @@ pub struct Limits {
     pub max_bulk_devices: usize,
     /// Most approvals one caller may have pending (more are refused with 429).
     pub max_pending_approvals_per_caller: usize,
+    /// Intune's Multi Admin Approval handled for callers (`--maa-handling`): justified
+    /// writes, holds made approvals; off when `None`.
+    pub maa: Option<crate::approval::maa::Settings>,
 }
 
 impl Default for Limits {
@@ -84,6 +87,7 @@ impl Default for Limits {
             idempotency_wait: Duration::from_secs(60),
             max_bulk_devices: crate::bulk::DEFAULT_MAX_DEVICES,
             max_pending_approvals_per_caller: 20,
+            maa: None,
         }
     }
 }
@@ -97,6 +101,7 @@ impl Limits {
         crate::approval::Settings {
             max_pending_per_caller: self.max_pending_approvals_per_caller,
             lease: 2 * run + Duration::from_secs(60),
+            maa: self.maa.clone().unwrap_or_default(),
             ..crate::approval::Settings::default()
         }
     }
@@ -312,6 +317,11 @@ impl Gateway {
     /// The latest least-privilege report (see [`TokenBroker::least_privilege`]).
     pub fn least_privilege(&self) -> Option<Arc<crate::credential::LeastPrivilegeReport>> {
         self.broker.least_privilege()
+    }
+
+    /// Whether Intune's Multi Admin Approval is handled for callers (`--maa-handling`).
+    pub fn maa_handling(&self) -> bool {
+        self.limits.maa.is_some()
     }
 
     /// The deployment's cloud.

@@ -46,6 +46,7 @@ mod input;
 mod jwt_callers;
 mod jwt_discovery;
 mod jwt_hostile;
+mod maa;
 mod metrics;
 mod monitoring;
 mod mtls;

@@ -68,9 +68,29 @@ impl Default for ReconcileConfig {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Action>,
+    done: tokio::sync::broadcast::Sender<Completed>,
+}
+
+/// A final state found for an action run under an approval (which records it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    /// The approval it ran under.
+    pub approval_id: String,
+    /// The audit id of the run (its intent and outcome records).
+    pub audit_id: String,
+    /// `done`, `failed`, `not_supported`, `canceled`, or `pending_past_deadline`.
+    pub state: String,
+    /// What `deviceActionResults` said, in words.
+    pub note: Option<String>,
 }
 
 impl Handle {
+    /// Final states of actions run under approvals, from now on (the approvals record
+    /// them; a lagging receiver misses some, which the audit log still has).
+    pub fn completions(&self) -> tokio::sync::broadcast::Receiver<Completed> {
+        self.done.subscribe()
+    }
+
     /// Follows up an outcome record, if it is a device action Graph accepted.
     pub fn track(&self, outcome: &Entry) {
         let Some(action) = Action::of(outcome) else {
@@ -94,6 +114,8 @@ pub(super) struct Action {
     pub(super) accepted: DateTime<Utc>,
     /// A `pending_past_deadline` completion was already written.
     pub(super) overdue: bool,
+    /// The approval it ran under, if any.
+    pub(super) approval_id: Option<String>,
 }
 
 impl Action {
@@ -109,6 +131,7 @@ impl Action {
         )
         .map(|a| Action {
             caller: e.caller.clone(),
+            approval_id: e.approval_id.clone(),
             ..a
         })
     }
@@ -132,6 +155,7 @@ impl Action {
             device: device.to_owned(),
             accepted,
             overdue: false,
+            approval_id: None,
         })
     }
 }
@@ -147,7 +171,11 @@ pub fn spawn(
 ) -> Handle {
     broker.require_also(READ_PERMISSION);
     let (tx, rx) = mpsc::channel(QUEUE);
-    let handle = Handle { tx: tx.clone() };
+    let (done, _) = tokio::sync::broadcast::channel(QUEUE);
+    let handle = Handle {
+        tx: tx.clone(),
+        done: done.clone(),
+    };
     if let (Some(log), Some(durable)) = (audit.path().map(Path::to_owned), audit.durable_seq()) {
         let head = *durable.borrow();
         tokio::spawn(async move {
@@ -164,7 +192,7 @@ pub fn spawn(
         broker,
         cloud,
     };
-    tokio::spawn(run(rx, Arc::new(reader), audit, config));
+    tokio::spawn(run(rx, Arc::new(reader), (audit, done), config));
     handle
 }
 
@@ -199,10 +227,13 @@ impl Tracked {
     }
 }
 
+/// Where completions go: the audit log, and the approvals' listeners.
+type Sinks = (Audit, tokio::sync::broadcast::Sender<Completed>);
+
 async fn run(
     mut rx: mpsc::Receiver<Action>,
     reader: Arc<Reader>,
-    audit: Audit,
+    audit: Sinks,
     config: ReconcileConfig,
 ) {
     let max_poll = (config.deadline / 4).clamp(FIRST_POLL, MAX_POLL);
@@ -243,7 +274,7 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Reads one device; returns whether its action is finished with.
-async fn step(reader: &Reader, audit: &Audit, t: &mut Tracked, max_poll: Duration) -> bool {
+async fn step(reader: &Reader, audit: &Sinks, t: &mut Tracked, max_poll: Duration) -> bool {
     let found = match reader.results(&t.action.device).await {
         Ok(results) => {
             crate::metrics::reconcile_poll(true);
@@ -280,7 +311,7 @@ async fn step(reader: &Reader, audit: &Audit, t: &mut Tracked, max_poll: Duratio
 
 /// Writes the `completion` record of `action`.
 async fn complete(
-    audit: &Audit,
+    (audit, done): &Sinks,
     action: &Action,
     state: &'static str,
     result: Option<&ActionResult>,
@@ -303,8 +334,18 @@ async fn complete(
         device_id: Some(action.device.clone()),
         completion: Some(state.to_owned()),
         note: note.or_else(|| Some("no result for this action yet".to_owned())),
+        approval_id: action.approval_id.clone(),
         ..Entry::default()
     };
+    if let Some(approval_id) = &action.approval_id {
+        // Nobody listening is fine: the record says it.
+        let _ = done.send(Completed {
+            approval_id: approval_id.clone(),
+            audit_id: action.audit_id.clone(),
+            state: state.to_owned(),
+            note: entry.note.clone(),
+        });
+    }
     crate::metrics::reconcile_completion(state);
     if let Err(e @ (WriteError::Io(_) | WriteError::Stopped)) = audit.write(entry).await {
         tracing::error!(error = %e, audit_id = %action.audit_id, state, "could not write a completion record");
@@ -343,6 +384,7 @@ mod tests {
                 .unwrap()
                 .with_timezone(&Utc),
             overdue: false,
+            approval_id: None,
         }
     }
 

@@ -21,6 +21,8 @@ struct Scanned {
     device_id: Option<String>,
     upstream_status: Option<u16>,
     completion: Option<String>,
+    #[serde(default)]
+    approval_id: Option<String>,
 }
 
 /// Accepted device actions of the log (up to `head`) within `horizon` that have no final
@@ -58,6 +60,7 @@ fn note(open: &mut Vec<Action>, r: Scanned, since: DateTime<Utc>) {
             if let Some(a) = action.filter(|a| a.accepted >= since) {
                 open.push(Action {
                     caller: r.caller,
+                    approval_id: r.approval_id,
                     ..a
                 });
             }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use graphgate::gateway::{Gateway, Limits};
 use graphgate::state::StateConfig;
-use graphgate_emulator::{Emulator, EmulatorConfig};
+use graphgate_emulator::Emulator;
 use http::Request;
 use http_body_util::Full;
 
@@ -49,9 +49,9 @@ impl Replicas {
         Replicas::start_with(n, policy, opts).await
     }
 
-    /// `n` replicas enforcing `policy`, otherwise set up as `opts` says.
+    /// `n` replicas enforcing `policy`, otherwise set up as `opts` says (the emulator too).
     pub async fn start_with(n: usize, policy: &str, opts: Options) -> Replicas {
-        let ms = Microsoft::start(EmulatorConfig::default()).await;
+        let ms = Microsoft::start(opts.emulator.clone()).await;
         let dir = temp_dir("replicas");
         let opts = Options {
             policy: Some(policy.to_owned()),
@@ -97,6 +97,11 @@ impl Replicas {
             let replica = self.replica(i).await;
             self.replicas.push(replica);
         }
+    }
+
+    /// Where the emulator (Microsoft) listens.
+    pub fn emulator_addr(&self) -> std::net::SocketAddr {
+        self.ms.addr
     }
 
     /// The policy file every replica's reloader follows.
