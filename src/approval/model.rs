@@ -39,7 +39,7 @@ pub enum State {
 }
 
 impl State {
-    /// Every state, in the order the README lists them.
+    /// Every state, in the order docs/approvals.md lists them.
     pub const ALL: [State; 11] = [
         State::Pending,
         State::Approved,

@@ -151,7 +151,7 @@ mod tests {
         );
     }
 
-    /// The recipe the README gives, computed independently: a reviewer can check it.
+    /// The recipe docs/approvals.md gives, computed independently: a reviewer can check it.
     #[test]
     fn the_documented_recipe_gives_the_hash() {
         let text = r#"["graphgate-approval-v1","global","t","POST","/v1.0/deviceManagement/managedDevices/x/wipe","{\"keepUserData\":true}","ops",null]"#;

@@ -17,6 +17,8 @@ pub mod emulate;
 pub mod manual;
 pub mod operations;
 pub mod policy;
+#[cfg(test)]
+mod reference;
 pub mod serve;
 pub mod serve_audit;
 mod serve_demo;

@@ -833,20 +833,22 @@ async fn one_approval_per_request_keyed_deduplicated_dry_run_and_bulk() {
 
 /// The code block after `marker` in `text`.
 pub(crate) fn block_after(text: &str, marker: &str) -> String {
-    let after = &text[text.find(marker).expect("the marker is in the README")..];
+    let after = &text[text
+        .find(marker)
+        .expect("the marker is in docs/approvals.md")..];
     let start = after.find("```").unwrap();
     let body = &after[start..];
     let body = &body[body.find('\n').unwrap() + 1..];
     body[..body.find("```").unwrap()].to_owned()
 }
 
-/// The README's worked example: its policy checked by `graphgate policy check`, then its
+/// The worked example of docs/approvals.md: its policy checked by `graphgate policy check`, then its
 /// commands run as printed (only the address changed) against `graphgate serve` (the
 /// binary) in front of the emulator.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_worked_example_runs_as_printed() {
+async fn the_books_worked_example_runs_as_printed() {
     use crate::common::process::{BIN, run_async};
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/approvals.md");
     let policy = block_after(readme, "<!-- approvals-example-policy -->");
     let commands = block_after(readme, "<!-- approvals-example-commands -->");
     let backend = crate::common::served::backend(Default::default()).await;

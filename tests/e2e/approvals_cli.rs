@@ -1,5 +1,5 @@
 //! `graphgate approvals` (the binary) against a gateway in front of the emulator: the
-//! README's commands as printed against `graphgate serve`, then each command's refusals:
+//! book's commands (docs/approvals.md) as printed against `graphgate serve`, then each command's refusals:
 //! no review without the reason and the hash the person saw, a hash that is not the
 //! request's, someone who may not see it, a cancel, a rejection. What Graph received is
 //! asserted each time.
@@ -19,9 +19,9 @@ use crate::common::process::{BIN, run_async};
 use crate::common::replicas::Replicas;
 use crate::common::{DEVICE, Options, temp_dir, write_private};
 
-/// The code block after `marker` in the README.
-fn readme_block(marker: &str) -> String {
-    crate::approvals::block_after(include_str!("../../README.md"), marker)
+/// The code block after `marker` in the book's approvals chapter.
+fn book_block(marker: &str) -> String {
+    crate::approvals::block_after(include_str!("../../docs/approvals.md"), marker)
 }
 
 /// The directory holding the binary, first on `PATH`.
@@ -31,9 +31,9 @@ fn path_with_binary() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_cli_commands_run_as_printed_and_approve_what_was_shown() {
-    let policy = readme_block("<!-- approvals-example-policy -->");
-    let commands = readme_block("<!-- approvals-cli-example -->");
+async fn the_books_cli_commands_run_as_printed_and_approve_what_was_shown() {
+    let policy = book_block("<!-- approvals-example-policy -->");
+    let commands = book_block("<!-- approvals-cli-example -->");
     let backend = crate::common::served::backend(Default::default()).await;
     std::fs::write(backend.dir.join("policy.yaml"), &policy).unwrap();
     let served = backend.serve(backend.serve_command()).await;

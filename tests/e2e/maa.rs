@@ -624,13 +624,13 @@ async fn the_emulator_plays_multi_admin_approval() {
     h.stop().await;
 }
 
-/// The README's worked example: its commands run as printed (only the addresses changed)
+/// The book's worked example (docs/approvals.md): its commands run as printed (only the addresses changed)
 /// against `graphgate serve --maa-handling` (the binary) in front of the emulator playing
 /// MAA as `emulate --maa wipe,retire,delete --maa-status 403` does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_maa_example_runs_as_printed() {
+async fn the_books_maa_example_runs_as_printed() {
     use crate::common::process::run_async;
-    let readme = include_str!("../../README.md");
+    let readme = include_str!("../../docs/approvals.md");
     let policy = crate::approvals::block_after(readme, "<!-- maa-example-policy -->");
     let commands = crate::approvals::block_after(readme, "<!-- maa-example-commands -->");
     let backend = crate::common::served::backend(tenant(403)).await;

@@ -33,6 +33,7 @@ mod crash;
 mod credentials;
 mod demo_callers;
 mod deploy;
+mod docs;
 mod emulator;
 mod emulator_csdl;
 mod emulator_devices;

@@ -88,7 +88,7 @@ impl AuditDecision {
         }
     }
 
-    /// Every decision, in the order the README lists them.
+    /// Every decision, in the order docs/audit.md lists them.
     pub const ALL: [AuditDecision; 10] = [
         AuditDecision::Allowed,
         AuditDecision::Denied,

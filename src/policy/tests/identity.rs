@@ -379,19 +379,19 @@ fn field_names<T: serde::de::DeserializeOwned + std::fmt::Debug>() -> Vec<String
     names
 }
 
-/// The README section headed `heading`, up to the next heading. (Read at run time: the
-/// image's build context has no README, see `tests/e2e/deploy/docker.rs`.)
-fn readme_section(heading: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/README.md");
+/// The section of the book's callers page headed `heading`, up to the next section. (Read at
+/// run time: the image's build context has no docs, see `tests/e2e/deploy/docker.rs`.)
+fn callers_section(heading: &str) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/callers.md");
     let readme = std::fs::read_to_string(path).unwrap();
     let start = readme.find(heading).unwrap_or_else(|| panic!("{heading}"));
     let rest = &readme[start + heading.len()..];
-    rest[..rest.find("\n### ").unwrap_or(rest.len())].to_owned()
+    rest[..rest.find("\n## ").unwrap_or(rest.len())].to_owned()
 }
 
 #[test]
 fn every_key_of_jwt_issuers_callers_and_rules_is_in_the_readme() {
-    let tokens = readme_section("### Callers with tokens: Entra, Kubernetes, SPIFFE");
+    let tokens = callers_section("## Callers with tokens: Entra, Kubernetes, SPIFFE");
     let names = [
         field_names::<jwt::JwtIssuerEntry>(),
         field_names::<jwt::JwtKeysEntry>(),
@@ -400,10 +400,10 @@ fn every_key_of_jwt_issuers_callers_and_rules_is_in_the_readme() {
     for name in names.iter().flatten() {
         assert!(
             tokens.contains(&format!("{name}:")),
-            "jwt_issuers / jwt key '{name}' is not in the README's example"
+            "jwt_issuers / jwt key '{name}' is not in docs/callers.md's example"
         );
     }
-    let person = readme_section("### The person and the reason");
+    let person = callers_section("## The person and the reason");
     let rule_keys = field_names::<file::RuleEntry>();
     for name in ["require", "initiators"] {
         assert!(rule_keys.iter().any(|k| k == name), "{rule_keys:?}");

@@ -39,12 +39,15 @@ fn named_metrics(text: &str) -> BTreeSet<String> {
 #[test]
 fn every_metric_the_docs_name_is_exported() {
     let exported = exported_families();
-    for doc in [
-        "README.md",
-        "deploy/README.md",
-        "docs/operations.md",
-        "bench/README.md",
-    ] {
+    let mut docs = vec!["README.md".to_owned(), "bench/README.md".to_owned()];
+    for entry in std::fs::read_dir(repo().join("docs")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        if name.ends_with(".md") {
+            docs.push(format!("docs/{name}"));
+        }
+    }
+    docs.push("docs/reference/configuration.md".to_owned());
+    for doc in &docs {
         let named = named_metrics(&read(&repo().join(doc)));
         let unknown: Vec<&String> = named.difference(&exported).collect();
         assert!(
@@ -57,7 +60,7 @@ fn every_metric_the_docs_name_is_exported() {
 }
 
 #[test]
-fn the_operators_guide_covers_its_topics_and_the_readme_links_it() {
+fn the_operators_guide_covers_its_topics_and_the_docs_link_it() {
     let guide = read(&repo().join("docs/operations.md"));
     for heading in [
         "## Keys and certificates",
@@ -73,7 +76,15 @@ fn the_operators_guide_covers_its_topics_and_the_readme_links_it() {
         );
     }
     let readme = read(&repo().join("README.md"));
-    for link in ["docs/operations.md", "deploy/README.md", "bench/README.md"] {
-        assert!(readme.contains(link), "README does not link {link}");
+    for link in ["docs/operations.md", "docs/deploy.md", "bench/README.md"] {
+        assert!(
+            readme.contains(&format!("]({link})")),
+            "README does not link {link}"
+        );
     }
+    let summary = read(&repo().join("docs/SUMMARY.md"));
+    assert!(
+        summary.contains("](operations.md)"),
+        "the book lacks the guide"
+    );
 }

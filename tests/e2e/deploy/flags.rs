@@ -1,15 +1,14 @@
 //! Every flag of `graphgate serve` (global flags included) has an environment variable named
-//! after it, and the README's configuration table lists each flag with exactly that variable.
-//! Both are read from the binary's own `serve --help` (clap renders `[env: NAME=]` from the
-//! definitions), so a new flag without a variable, or a table row out of date, fails here.
+//! after it (read from the binary's own `serve --help`: clap renders `[env: NAME=]` from the
+//! definitions), so a new flag without a variable fails here. The command-line reference
+//! (docs/reference/configuration.md) is generated from the same definitions.
 
 use std::collections::BTreeMap;
 
 use super::launch::BIN;
-use super::{read, repo};
 
 /// `--emulator` has no variable on purpose: no environment can turn a production gateway
-/// into a demo that answers 204 without reaching Microsoft (README, "Configuration").
+/// into a demo that answers 204 without reaching Microsoft (docs/configuration.md).
 const COMMAND_LINE_ONLY: &[&str] = &[
     "--emulator",
     "--check-config",
@@ -104,55 +103,6 @@ fn every_serve_flag_has_an_environment_variable_named_after_it() {
         missing.is_empty(),
         "add `env = ...` in src/cli/args.rs: {missing:#?}"
     );
-}
-
-/// The README's configuration table: each row's flag (backticked `--flag` in the second
-/// column) and variable (third column).
-fn readme_table() -> BTreeMap<String, String> {
-    let readme = read(&repo().join("README.md"));
-    let section = readme.split("\n## Configuration\n").nth(1).unwrap();
-    let section = section.split("\n## ").next().unwrap();
-    let mut rows = BTreeMap::new();
-    for line in section.lines().filter(|l| l.starts_with('|')) {
-        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        // Rows of the settings table name one flag, alone in backticks; other tables of the
-        // section (timeouts, caps) mention flags in prose.
-        let Some(flag) = cells
-            .get(2)
-            .and_then(|c| c.strip_prefix("`--")?.strip_suffix('`'))
-            .filter(|f| {
-                f.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            })
-        else {
-            continue;
-        };
-        let flag = format!("--{flag}");
-        let env = cells[3].trim_matches('`').to_owned();
-        assert!(rows.insert(flag.clone(), env).is_none(), "{flag} twice");
-    }
-    rows
-}
-
-#[test]
-fn the_readme_table_lists_every_serve_flag_with_its_variable() {
-    let table = readme_table();
-    let flags = serve_flags();
-    for (flag, env) in &flags {
-        if ["--help", "--version"].contains(&flag.as_str()) {
-            continue;
-        }
-        let row = table.get(flag);
-        let row = row.unwrap_or_else(|| panic!("README configuration table: no row for {flag}"));
-        let expected = env.clone().unwrap_or_else(|| "(none)".into());
-        assert_eq!(*row, expected, "README row for {flag}");
-    }
-    for flag in table.keys() {
-        assert!(
-            flags.contains_key(flag),
-            "README lists {flag}, which serve does not have"
-        );
-    }
 }
 
 #[test]

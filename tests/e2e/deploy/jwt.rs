@@ -3,7 +3,7 @@
 //! overlay with the component starts as-is against the emulator (`launch`), its policy
 //! trusting the emulated cluster's service-account issuer through the mounted key file (the
 //! ConfigMap the component's comment says to make), and the example's projected token
-//! (its namespace, service account and audience) must be allowed. Also: the README's policy
+//! (its namespace, service account and audience) must be allowed. Also: the book's policy (docs/callers.md)
 //! examples for each kind, and for the person and the reason, load.
 
 use std::path::Path;
@@ -20,14 +20,14 @@ use super::{copy_dir, k8s, read, repo, tool_available, yaml};
 const JWKS_DIR: &str = "/etc/graphgate/jwks";
 const JWKS_FILE: &str = "jwks.json";
 
-/// The ```yaml blocks of the README section headed `heading`, up to the next heading.
+/// The ```yaml blocks of the book's callers page, section `heading`, up to the next section.
 fn yaml_blocks(heading: &str) -> Vec<String> {
-    let readme = read(&repo().join("README.md"));
+    let readme = read(&repo().join("docs/callers.md"));
     let start = readme
         .find(heading)
         .unwrap_or_else(|| panic!("no {heading:?}"));
     let rest = &readme[start + heading.len()..];
-    let section = &rest[..rest.find("\n### ").unwrap_or(rest.len())];
+    let section = &rest[..rest.find("\n## ").unwrap_or(rest.len())];
     section
         .split("```yaml\n")
         .skip(1)
@@ -56,8 +56,8 @@ fn concrete(block: &str) -> String {
 }
 
 #[test]
-fn the_readme_policies_for_callers_with_tokens_load() {
-    let blocks = yaml_blocks("### Callers with tokens: Entra, Kubernetes, SPIFFE");
+fn the_documented_policies_for_callers_with_tokens_load() {
+    let blocks = yaml_blocks("## Callers with tokens: Entra, Kubernetes, SPIFFE");
     let policies: Vec<&String> = blocks
         .iter()
         .filter(|b| b.contains("jwt_issuers:"))
@@ -80,7 +80,7 @@ fn the_readme_policies_for_callers_with_tokens_load() {
         .unwrap();
     assert!(projection.contains("audience: graphgate"), "{projection}");
 
-    let rules = yaml_blocks("### The person and the reason");
+    let rules = yaml_blocks("## The person and the reason");
     assert_eq!(rules.len(), 1);
     let text = format!(
         "version: 1\ncallers:\n  - name: helpdesk-portal\n    api_key_sha256: \"{}\"\n{}",

@@ -1,7 +1,7 @@
 //! The Kubernetes overlays as a cluster would run them: `kubectl kustomize` renders each, and
 //! the Deployment's container (command, args, env, mounted ConfigMaps and Secrets, probes)
 //! starts as-is against the emulator (`launch`), the test playing the operator (the Secrets
-//! deploy/README.md says to create, the shared state store among them: a real redis-server
+//! docs/deploy.md says to create, the shared state store among them: a real redis-server
 //! over TLS with a password) and the workload-identity webhook (what it injects).
 //! Also the rendered objects' shape: probes on the admin port, the pod locked down, the
 //! NetworkPolicy never trusting a pod label alone.
@@ -14,7 +14,7 @@ use graphgate_emulator::{FederatedCredential, FederatedIssuer, TOKEN_EXCHANGE_AU
 use serde_json::Value;
 
 use super::launch::{self, BIN, Pki, Root, Shipped, Tenant};
-use super::{deploy, docker, k8s, read, tool_available, yaml};
+use super::{deploy, docker, k8s, read, repo, tool_available, yaml};
 use crate::common::redis::RedisServer;
 use crate::common::temp_dir;
 
@@ -381,7 +381,7 @@ fn projected<'a>(
         .collect()
 }
 
-/// The Secrets deploy/README.md tells the operator to create, as this test creates them.
+/// The Secrets docs/deploy.md tells the operator to create, as this test creates them.
 fn secret_data(name: &str, operator: &Operator) -> Option<BTreeMap<String, Vec<u8>>> {
     let pki = &operator.pki;
     let data: Vec<(&str, Vec<u8>)> = match name {
@@ -704,7 +704,7 @@ fn the_deploy_readme_creates_every_secret_the_deployment_needs() {
                 continue;
             };
             let keys = created.get(name);
-            let keys = keys.unwrap_or_else(|| panic!("deploy/README.md never creates {name}"));
+            let keys = keys.unwrap_or_else(|| panic!("docs/deploy.md never creates {name}"));
             let key = from["key"].as_str().unwrap().to_owned();
             assert!(keys.contains(&key), "{name}: no key {key}");
         }
@@ -717,7 +717,7 @@ fn the_deploy_readme_creates_every_secret_the_deployment_needs() {
                 continue;
             }
             let keys = created.get(name);
-            let keys = keys.unwrap_or_else(|| panic!("deploy/README.md never creates {name}"));
+            let keys = keys.unwrap_or_else(|| panic!("docs/deploy.md never creates {name}"));
             for item in secret["items"].as_array().into_iter().flatten() {
                 let key = item["key"].as_str().unwrap();
                 assert!(keys.contains(&key.to_owned()), "{name}: no key {key}");
@@ -726,10 +726,10 @@ fn the_deploy_readme_creates_every_secret_the_deployment_needs() {
     }
 }
 
-/// `kubectl ... create secret <type> <name> ...` commands in deploy/README.md: the keys each
+/// `kubectl ... create secret <type> <name> ...` commands in docs/deploy.md: the keys each
 /// one creates (`tls`: tls.crt and tls.key; `--from-file=[key=]path`, `--from-literal=key=`).
 fn readme_secrets() -> BTreeMap<String, Vec<String>> {
-    let readme = read(&deploy().join("README.md"));
+    let readme = read(&repo().join("docs/deploy.md"));
     let mut out = BTreeMap::new();
     for line in readme.lines() {
         let Some(rest) = line.split("create secret ").nth(1) else {

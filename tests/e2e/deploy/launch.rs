@@ -54,7 +54,7 @@ pub fn smoke_body() -> serde_json::Value {
     }})
 }
 
-/// A checkpoint signing key pair, made once by `graphgate audit keygen` as deploy/README.md
+/// A checkpoint signing key pair, made once by `graphgate audit keygen` as docs/deploy.md
 /// says, for every configuration that signs its log's checkpoints.
 pub struct SigningKey {
     /// The private key file's bytes (what the Secret holds).

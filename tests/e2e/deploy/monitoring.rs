@@ -1,4 +1,4 @@
-//! The monitoring component (deploy/monitoring) added to each overlay as deploy/README.md
+//! The monitoring component (deploy/monitoring) added to each overlay as docs/deploy.md
 //! says (`components: [../../../monitoring]` in the overlay's kustomization.yaml) and
 //! rendered by `kubectl kustomize`: the ServiceMonitor scrapes the admin port of exactly the
 //! gateway's pods with the admin token the Deployment itself reads, Prometheus may reach that
@@ -10,7 +10,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::kube::{self, Rendered};
-use super::{copy_dir, deploy, k8s, read, yaml};
+use super::{copy_dir, deploy, k8s, read, repo, yaml};
 use crate::common::temp_dir;
 
 /// The objects the component adds, as (kind, name).
@@ -178,7 +178,7 @@ fn the_monitoring_component_scrapes_each_pods_admin_port_with_the_admin_token() 
     let _ = std::fs::remove_dir_all(&scratch);
 }
 
-/// deploy/README.md's "Apply" step: the image is set in the overlay's `images:` entry, which
+/// docs/deploy.md's "Apply" step: the image is set in the overlay's `images:` entry, which
 /// `kubectl kustomize` (and so `kubectl apply -k`) applies without the kustomize CLI; the
 /// shipped entry names this version, and a `-cilium` overlay follows its cloud's.
 #[test]
@@ -192,14 +192,14 @@ fn the_overlays_image_is_set_with_kubectl_alone() {
         assert_eq!(image, format!("graphgate:{version}"), "{}", r.overlay);
     }
     // The README's check, as printed, from the repository's root.
-    let readme = read(&deploy().join("README.md"));
+    let readme = read(&repo().join("docs/deploy.md"));
     let check = readme
         .lines()
         .map(str::trim)
         .find(|l| {
             l.starts_with("kubectl kustomize deploy/kubernetes/overlays/") && l.contains("image:")
         })
-        .expect("deploy/README.md shows the image before applying");
+        .expect("docs/deploy.md shows the image before applying");
     let out = std::process::Command::new("sh")
         .args(["-c", check])
         .current_dir(super::repo())

@@ -1,7 +1,7 @@
 //! The shared state store as deploy/ ships it: every overlay (2 to 4 replicas) takes its
 //! `GRAPHGATE_STATE` from the graphgate-state Secret and may reach a Redis over TLS (the
 //! cloud's Azure Cache for Redis domain, under Cilium); the in-cluster Redis component,
-//! rendered onto every overlay, is what the README asks of a Redis and is reached with the
+//! rendered onto every overlay, is what docs/scaling.md asks of a Redis and is reached with the
 //! URL its own instructions put in that Secret; the systemd environment files run in
 //! memory, with a commented Redis for their cloud that graphgate accepts.
 

@@ -1,7 +1,7 @@
 //! The systemd unit as systemd runs it: for each cloud's environment file, the unit's
 //! ExecStartPre (the audit HMAC key on first start) and ExecStart run with exactly that
 //! environment and nothing inherited, against the emulator (`launch`), the test playing the
-//! operator's install steps from deploy/README.md. `systemd-analyze verify` checks the unit.
+//! operator's install steps from docs/deploy.md. `systemd-analyze verify` checks the unit.
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -170,7 +170,7 @@ fn the_unit_is_sandboxed_and_verifies_for_every_cloud() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// `systemd-analyze security` rates the unit's exposure at most `limit` (deploy/README.md
+/// `systemd-analyze security` rates the unit's exposure at most `limit` (docs/deploy.md
 /// quotes the rating). Offline rating needs systemd 250 or newer.
 pub(super) fn assert_exposure_at_most(unit: &std::path::Path, limit: f64) {
     let version = Command::new("systemd-analyze")
@@ -226,7 +226,7 @@ async fn every_env_file_starts_a_ready_gateway_that_answers_an_allowed_mtls_requ
         let mut argv = command_line(&exec_start[0], &env);
         assert_eq!(
             argv[0], "/usr/local/bin/graphgate",
-            "the README installs it there"
+            "docs/deploy.md installs it there"
         );
         argv[0] = BIN.to_owned();
         let tenant = Tenant {
@@ -254,7 +254,7 @@ async fn every_env_file_starts_a_ready_gateway_that_answers_an_allowed_mtls_requ
     launch::prove_all(runs, std::sync::Arc::new(pki)).await;
 }
 
-/// The operator's install steps (deploy/README.md, "systemd"): the unit's state directories
+/// The operator's install steps (docs/deploy.md, "systemd"): the unit's state directories
 /// and every file the environment file names.
 fn install(
     cloud: Cloud,
@@ -318,7 +318,7 @@ fn first_start_creates_the_key(cloud: Cloud, env: &[(String, String)], key: &str
 
 #[test]
 fn the_install_steps_provide_every_file_the_env_files_name() {
-    let readme = read(&deploy().join("README.md"));
+    let readme = read(&repo().join("docs/deploy.md"));
     for cloud in Cloud::ALL {
         let state: Vec<String> = service("StateDirectory", cloud.name())
             .join(" ")
@@ -331,14 +331,14 @@ fn the_install_steps_provide_every_file_the_env_files_name() {
             }
             assert!(
                 readme.contains(&value),
-                "{cloud}.env: {name}={value}: deploy/README.md never installs it"
+                "{cloud}.env: {name}={value}: docs/deploy.md never installs it"
             );
         }
     }
 }
 
 /// The unit's `Documentation=` names graphgate's own documents, each installed by
-/// deploy/README.md's steps from a file in the repository, and its man page, which the steps
+/// docs/deploy.md's steps from a file in the repository, and its man page, which the steps
 /// generate with `graphgate man --out-dir` into a directory `man` searches, and which `man`
 /// renders without a warning.
 #[test]
@@ -353,7 +353,7 @@ fn the_units_documentation_is_graphgates_and_the_install_steps_put_it_there() {
         .collect();
     assert!(documented.len() >= 3, "{documented:?}");
     // (installed path, source) of every `install` line writing under /usr/share/doc.
-    let readme = read(&deploy().join("README.md"));
+    let readme = read(&repo().join("docs/deploy.md"));
     let mut installed: Vec<(String, String)> = Vec::new();
     for line in readme.lines().map(str::trim) {
         let words: Vec<&str> = line.split('#').next().unwrap().split_whitespace().collect();
@@ -383,7 +383,7 @@ fn the_units_documentation_is_graphgates_and_the_install_steps_put_it_there() {
         .filter_map(|l| l.trim().strip_prefix("graphgate man --out-dir "))
         .map(|rest| rest.split_whitespace().next().unwrap())
         .next()
-        .expect("deploy/README.md installs the man pages with `graphgate man --out-dir DIR`");
+        .expect("docs/deploy.md installs the man pages with `graphgate man --out-dir DIR`");
     assert!(
         man_dir.ends_with("/share/man/man1"),
         "{man_dir}: not where man looks for section 1"
@@ -421,7 +421,7 @@ fn the_units_documentation_is_graphgates_and_the_install_steps_put_it_there() {
         let (_, source) = installed
             .iter()
             .find(|(to, _)| to == path)
-            .unwrap_or_else(|| panic!("{path}: deploy/README.md never installs it"));
+            .unwrap_or_else(|| panic!("{path}: docs/deploy.md never installs it"));
         assert!(
             repo().join(source).is_file(),
             "{source} is not in the repository"

@@ -22,7 +22,7 @@ use serde_json::Value;
 
 use super::launch::{BIN, Root};
 use super::systemd::{assert_exposure_at_most, command_line};
-use super::{deploy, k8s, read, tool_available};
+use super::{deploy, k8s, read, repo, tool_available};
 use crate::common::process::Proc;
 
 /// The PATH systemd gives services.
@@ -216,8 +216,9 @@ async fn the_witness_unit_verifies_and_its_exec_start_cosigns_with_the_env_files
         );
         assert_exposure_at_most(&path, 1.2);
     }
-    // deploy/README.md's steps install the environment file and make the key it names.
-    let readme = read(&deploy().join("README.md"));
+    // docs/deploy.md's steps ("A witness") install the environment file and make the key it
+    // names.
+    let readme = read(&repo().join("docs/deploy.md"));
     for (name, value) in env_file() {
         if value.starts_with("/etc/") {
             assert!(readme.contains(&value), "{name}={value}: never installed");
