@@ -275,7 +275,7 @@ impl State {
         if self.rows.is_empty() {
             self.base = rec.seq;
             self.spans.clear();
-            let log = crate::audit::store::files::base_log(&line.file);
+            let log = crate::audit::store::files::base_log(line.file);
             self.edge.start(&log, rec.seq);
         }
         self.check_chain(line, &rec);

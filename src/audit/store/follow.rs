@@ -208,7 +208,7 @@ struct Lines(Vec<Line>);
 impl Reader for Lines {
     type Parsed<'a> = ();
 
-    fn parse<'a>(&mut self, bytes: &'a [u8]) -> Option<(u64, ())> {
+    fn parse(&mut self, bytes: &[u8]) -> Option<(u64, ())> {
         seq_of(bytes).map(|seq| (seq, ()))
     }
 
