@@ -239,6 +239,12 @@ fn console_pages(c: &mut Criterion, log: &Path, files: &[PathBuf], records: u64)
             started.elapsed(),
             cpu_seconds() - cpu
         );
+        let chain = console.index().chain();
+        assert_eq!(
+            (chain.verified_to, chain.broken),
+            (records, None),
+            "the index checked every record's chain and hash"
+        );
         console
     });
     let history = format!("/audit/device/{}", audit_log::device(4242));

@@ -13,11 +13,12 @@ use std::sync::{PoisonError, RwLock};
 use sha2::Digest;
 
 use crate::audit::checkpoints::tree::{self, Hash};
+use crate::audit::read::sweep::hex_eq;
 use crate::audit::records::chain::GENESIS;
-use crate::audit::store::follow::{self, Line};
+use crate::audit::store::follow::{self, Line, LineRef, Reader};
 
 use super::edge::Edge;
-use super::record::{Interner, Light, hash_matches, id_hash, resolve};
+use super::record::{Interner, Light, id_hash, resolve, sealed_hash};
 use crate::audit::records::record::{AuditDecision, Kind};
 
 /// Most rows kept (48 bytes each); older ones leave the index (`audit query` reads them).
@@ -64,6 +65,26 @@ const KINDS: [Kind; 7] = [
     Kind::Approval,
 ];
 
+/// The index as a follower's [`Reader`] (see [`Index::reader`]).
+pub(super) struct IndexReader<'a>(&'a Index);
+
+impl Reader for IndexReader<'_> {
+    /// `None`: a line with a `seq` that is not an audit record (the chain breaks there).
+    type Parsed<'a> = Option<Light<'a>>;
+
+    fn parse<'a>(&mut self, bytes: &'a [u8]) -> Option<(u64, Option<Light<'a>>)> {
+        match serde_json::from_slice::<Light>(bytes) {
+            Ok(rec) => Some((rec.seq, Some(rec))),
+            Err(_) => follow::seq_of(bytes).map(|seq| (seq, None)),
+        }
+    }
+
+    fn take(&mut self, line: LineRef<'_>, seq: u64, rec: Option<Light<'_>>) {
+        let mut st = self.0.state.write().unwrap_or_else(PoisonError::into_inner);
+        st.ingest(line, seq, rec);
+    }
+}
+
 /// Where the chain check stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChainStatus {
@@ -89,7 +110,8 @@ struct State {
     /// A device past [`MAX_COUNTED_DEVICES`] was seen: the count is a lower bound.
     devices_overflow: bool,
     chain: ChainStatus,
-    prev_hash: Option<String>,
+    /// The hash of the last record whose chain checked out.
+    prev_hash: Option<[u8; 32]>,
     /// The Merkle tree of the records indexed (checkpoints sign its root).
     edge: Edge,
 }
@@ -137,10 +159,23 @@ pub struct Hit {
 impl Index {
     /// Adds lines read in chain order.
     pub fn ingest(&self, lines: &[Line]) {
-        let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        let mut reader = self.reader();
         for line in lines {
-            st.ingest(line);
+            if let Some((seq, rec)) = reader.parse(&line.bytes) {
+                let at = LineRef {
+                    file: &line.file,
+                    offset: line.offset,
+                    bytes: &line.bytes,
+                };
+                reader.take(at, seq, rec);
+            }
         }
+    }
+
+    /// What a [`follow::Follower`] hands the log's lines to (see [`follow::Follower::read_into`]):
+    /// each line is parsed once, into the few fields the index keeps.
+    pub(super) fn reader(&self) -> IndexReader<'_> {
+        IndexReader(self)
     }
 
     /// The sequence number of the last record indexed (0: none).
@@ -224,9 +259,9 @@ impl State {
         }
     }
 
-    fn ingest(&mut self, line: &Line) {
-        let Ok(rec) = serde_json::from_slice::<Light>(&line.bytes) else {
-            self.broken(line, "not a valid audit record");
+    fn ingest(&mut self, line: LineRef<'_>, seq: u64, rec: Option<Light<'_>>) {
+        let Some(rec) = rec else {
+            self.broken(line, seq, "not a valid audit record");
             return;
         };
         if !self.rows.is_empty() && rec.seq != self.last_seq() + 1 {
@@ -234,28 +269,28 @@ impl State {
             if rec.seq <= self.last_seq() {
                 return;
             }
-            self.broken(line, "records missing before this one");
+            self.broken(line, seq, "records missing before this one");
             self.rows.clear();
         }
         if self.rows.is_empty() {
             self.base = rec.seq;
             self.spans.clear();
-            let log = crate::audit::store::files::base_log(&line.file);
+            let log = crate::audit::store::files::base_log(line.file);
             self.edge.start(&log, rec.seq);
         }
         self.check_chain(line, &rec);
         let new_file = self
             .spans
             .last()
-            .is_none_or(|(_, p)| *p != line.file || line.offset == 0);
+            .is_none_or(|(_, p)| p.as_path() != line.file || line.offset == 0);
         if new_file {
-            self.spans.push((rec.seq, line.file.clone()));
+            self.spans.push((rec.seq, line.file.to_owned()));
         }
         let row = self.row(line.offset, &rec);
         self.fold(&row);
         self.count_device(row.device);
         self.rows.push_back(row);
-        self.edge.push(tree::leaf_hash(&line.bytes));
+        self.edge.push(tree::leaf_hash(line.bytes));
         if self.rows.len() > MAX_ROWS
             && let Some(old) = self.rows.pop_front()
         {
@@ -340,7 +375,7 @@ impl State {
         }
     }
 
-    fn check_chain(&mut self, line: &Line, rec: &Light<'_>) {
+    fn check_chain(&mut self, line: LineRef<'_>, rec: &Light<'_>) {
         if self.chain.broken.is_some() {
             return;
         }
@@ -349,27 +384,27 @@ impl State {
         }
         let chained = match &self.prev_hash {
             None => rec.seq > 1 || rec.prev_hash == GENESIS,
-            Some(prev) => *prev == rec.prev_hash,
+            Some(prev) => hex_eq(rec.prev_hash.as_bytes(), prev),
         };
         if !chained {
-            self.broken(line, "the hash chain breaks here");
+            self.broken(line, rec.seq, "the hash chain breaks here");
             return;
         }
-        if !hash_matches(&line.bytes, &rec.hash) {
-            self.broken(line, "record altered: its content does not match its hash");
+        let Some(hash) = sealed_hash(line.bytes, &rec.hash) else {
+            self.broken(
+                line,
+                rec.seq,
+                "record altered: its content does not match its hash",
+            );
             return;
-        }
-        self.prev_hash = Some(rec.hash.clone().into_owned());
+        };
+        self.prev_hash = Some(hash);
         self.chain.verified_to = rec.seq;
     }
 
-    fn broken(&mut self, line: &Line, what: &str) {
+    fn broken(&mut self, line: LineRef<'_>, seq: u64, what: &str) {
         if self.chain.broken.is_none() {
-            self.chain.broken = Some(format!(
-                "{}: {what} (seq {})",
-                line.file.display(),
-                line.seq
-            ));
+            self.chain.broken = Some(format!("{}: {what} (seq {seq})", line.file.display()));
         }
     }
 

@@ -208,11 +208,8 @@ async fn follow(
         let Some(mut f) = follower.take() else { return };
         let index2 = Arc::clone(&index);
         let step = tokio::task::spawn_blocking(move || {
-            let read = f.read(until, BATCH);
-            if let Ok(lines) = &read {
-                index2.ingest(lines);
-            }
-            (f, read.map(|l| l.len()))
+            let read = f.read_into(until, BATCH, &mut index2.reader());
+            (f, read)
         })
         .await;
         let Ok((f, read)) = step else { return };

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::audit::records::chain::{hash_of, hex};
+use crate::audit::read::sweep::{decode_hex, sealed_digest};
+use crate::audit::records::chain::hash_of;
 use crate::audit::records::record::{AuditDecision, Kind};
 
 /// Most strings one field's table keeps: callers and operations come from the policy and the
@@ -73,24 +74,18 @@ pub(super) fn id_hash(id: &str) -> u32 {
     u32::from_be_bytes([d[0], d[1], d[2], d[3]])
 }
 
-/// Whether `line`'s hash is right: sealed lines are canonical, so the hash is the SHA-256
-/// of the line with its `hash` member cut out; any other line is re-serialised (slow path).
-pub(super) fn hash_matches(line: &[u8], hash: &str) -> bool {
-    const MEMBER: &[u8] = b",\"hash\":\"";
-    let fast = line
-        .windows(MEMBER.len())
-        .position(|w| w == MEMBER)
-        .filter(|at| line.get(at + MEMBER.len() + 64..at + MEMBER.len() + 66) == Some(b"\","))
-        .map(|at| {
-            let mut h = Sha256::new();
-            h.update(&line[..=at]);
-            h.update(&line[at + MEMBER.len() + 66..]);
-            hex(&h.finalize())
-        });
-    if fast.as_deref() == Some(hash) {
-        return true;
+/// The hash of `line` when it is `hash` (the record's own, as parsed), as bytes; `None` when
+/// the line does not hash to it. A sealed line is checked as `audit verify` checks it (the
+/// SHA-256 of the line with its `hash` member cut out, no parse); any other line is
+/// re-serialised (slow path).
+pub(super) fn sealed_hash(line: &[u8], hash: &str) -> Option<[u8; 32]> {
+    let claimed = decode_hex(hash.as_bytes())?;
+    if sealed_digest(line) == Some(claimed) {
+        return Some(claimed);
     }
-    serde_json::from_slice(line).is_ok_and(|v| hash_of(&v) == hash)
+    serde_json::from_slice(line)
+        .is_ok_and(|v| hash_of(&v) == hash)
+        .then_some(claimed)
 }
 
 /// The current name of the file whose first record is `first`, read under `path` (a

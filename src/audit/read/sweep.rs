@@ -7,7 +7,9 @@
 //! which names the problem.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
+
+use memchr::memmem;
 
 use sha2::{Digest, Sha256};
 
@@ -205,20 +207,7 @@ struct LinkRef<'a> {
 /// after them (`reason` .. `user_id`) is a string or a number, so their keys' last
 /// occurrences are theirs (inside a string a quote is escaped, and no nested object follows).
 fn check_line(line: &[u8]) -> Option<(LinkRef<'_>, [u8; 32])> {
-    let at = memchr::memmem::find(line, MEMBER)?;
-    let end = at + MEMBER_LEN;
-    let member = line.get(at..end)?;
-    if &member[MEMBER_LEN - 2..] != b"\"," {
-        return None;
-    }
-    let claimed = decode_hex(&member[MEMBER.len()..MEMBER.len() + 64])?;
-    let mut h = Sha256::new();
-    h.update(&line[..at]);
-    h.update(&line[end..]);
-    let digest: [u8; 32] = h.finalize().into();
-    if digest != claimed {
-        return None;
-    }
+    let digest = sealed_digest(line)?;
     const PREV: &[u8] = b",\"prev_hash\":\"";
     const SEQ: &[u8] = b",\"seq\":";
     let p = memchr::memmem::rfind(line, PREV)? + PREV.len();
@@ -235,25 +224,54 @@ fn check_line(line: &[u8]) -> Option<(LinkRef<'_>, [u8; 32])> {
     Some((LinkRef { seq, prev_hash }, digest))
 }
 
-fn decode_hex(hex: &[u8]) -> Option<[u8; 32]> {
+/// The hash of a line the gateway sealed, without parsing it: the SHA-256 of the line with
+/// its (first) `hash` member cut out, when that is the hash the member carries; `None` for
+/// any other line (altered, or not in canonical form: the caller then checks it precisely).
+/// The console's index checks the chain with it too.
+pub fn sealed_digest(line: &[u8]) -> Option<[u8; 32]> {
+    static FINDER: LazyLock<memmem::Finder<'static>> =
+        LazyLock::new(|| memmem::Finder::new(MEMBER));
+    let at = FINDER.find(line)?;
+    let end = at + MEMBER_LEN;
+    let member = line.get(at..end)?;
+    if &member[MEMBER_LEN - 2..] != b"\"," {
+        return None;
+    }
+    let claimed = decode_hex(&member[MEMBER.len()..MEMBER.len() + 64])?;
+    let mut h = Sha256::new();
+    h.update(&line[..at]);
+    h.update(&line[end..]);
+    let digest: [u8; 32] = h.finalize().into();
+    (digest == claimed).then_some(digest)
+}
+
+/// 64 lower-case hex digits as the 32 bytes they spell. Without a branch per digit: hashes
+/// digits are random, and a mispredicted branch per digit cost more than the SHA-256.
+pub fn decode_hex(hex: &[u8]) -> Option<[u8; 32]> {
+    let hex: &[u8; 64] = hex.try_into().ok()?;
     let mut out = [0u8; 32];
-    for (i, pair) in hex.chunks_exact(2).enumerate() {
-        let hi = nibble(pair[0])?;
-        let lo = nibble(pair[1])?;
-        *out.get_mut(i)? = hi << 4 | lo;
+    let mut bad = 0u8;
+    for (o, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        let (hi, lo) = (NIBBLES[usize::from(pair[0])], NIBBLES[usize::from(pair[1])]);
+        bad |= hi | lo;
+        *o = hi << 4 | lo;
     }
-    Some(out)
+    (bad & 0xf0 == 0).then_some(out)
 }
 
-fn nibble(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        _ => None,
+/// Each byte's value as a lower-case hex digit; 0xff: not one.
+static NIBBLES: [u8; 256] = {
+    let mut t = [0xffu8; 256];
+    let mut i = 0;
+    while i < 16 {
+        t[b"0123456789abcdef"[i] as usize] = i as u8;
+        i += 1;
     }
-}
+    t
+};
 
-fn hex_eq(hex: &[u8], bytes: &[u8; 32]) -> bool {
+/// Whether `hex` spells `bytes` (lower case).
+pub fn hex_eq(hex: &[u8], bytes: &[u8; 32]) -> bool {
     decode_hex(hex).is_some_and(|b| &b == bytes)
 }
 
@@ -295,5 +313,23 @@ mod tests {
             .unwrap()
             .replacen(',', ", ", 1);
         assert!(check_line(spaced.as_bytes()).is_none());
+    }
+
+    #[test]
+    fn hex_decodes_only_64_lower_case_digits() {
+        let hex = "0123456789abcdef".repeat(4);
+        let bytes = decode_hex(hex.as_bytes()).unwrap();
+        assert_eq!(crate::audit::records::chain::hex(&bytes), hex);
+        for bad in [
+            hex.to_uppercase(),
+            hex.replacen('f', "g", 1),
+            hex.replacen('0', "/", 1),
+            hex[..62].to_owned(),
+            format!("{hex}00"),
+        ] {
+            assert_eq!(decode_hex(bad.as_bytes()), None, "{bad}");
+        }
+        assert!(hex_eq(hex.as_bytes(), &bytes));
+        assert!(!hex_eq(b"", &[0; 32]));
     }
 }

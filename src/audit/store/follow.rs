@@ -25,11 +25,35 @@ pub struct Line {
     pub bytes: Vec<u8>,
 }
 
+/// One line of the log as a [`Reader`] is handed it, borrowed from the follower.
+#[derive(Debug, Clone, Copy)]
+pub struct LineRef<'a> {
+    /// The file it was read from (its name when read).
+    pub file: &'a Path,
+    /// Where the line starts in that file.
+    pub offset: u64,
+    /// The line, without its newline.
+    pub bytes: &'a [u8],
+}
+
+/// What takes the lines a follower reads ([`Follower::read_into`]): it parses each line once,
+/// for its sequence number and whatever else it keeps, and takes the lines in chain order.
+pub trait Reader {
+    /// A line as parsed (it may borrow from the line).
+    type Parsed<'a>;
+    /// The line's sequence number and parsed form; `None`: not a record (passed over).
+    fn parse<'a>(&mut self, bytes: &'a [u8]) -> Option<(u64, Self::Parsed<'a>)>;
+    /// Takes the next line in chain order (record `seq`).
+    fn take(&mut self, line: LineRef<'_>, seq: u64, parsed: Self::Parsed<'_>);
+}
+
 /// Follows the log at `log` from a sequence number on.
 pub struct Follower {
     log: PathBuf,
     next: u64,
     open: Option<Open>,
+    /// The line being read (one buffer for every line).
+    buf: Vec<u8>,
 }
 
 struct Open {
@@ -48,6 +72,7 @@ impl Follower {
             log: log.to_owned(),
             next: next.max(1),
             open: None,
+            buf: Vec::with_capacity(4096),
         }
     }
 
@@ -60,18 +85,43 @@ impl Follower {
     /// Returns fewer when the files hold no more yet. A gap (records removed by retention)
     /// is skipped: the next line read says where the log goes on.
     pub fn read(&mut self, until: u64, max: usize) -> io::Result<Vec<Line>> {
-        let mut out = Vec::new();
+        let mut lines = Lines(Vec::new());
+        self.read_into(until, max, &mut lines)?;
+        Ok(lines.0)
+    }
+
+    /// As [`Follower::read`], handing each line to `reader` as it is read (no copy of it is
+    /// kept); returns how many it took.
+    pub fn read_into<R: Reader>(
+        &mut self,
+        until: u64,
+        max: usize,
+        reader: &mut R,
+    ) -> io::Result<usize> {
+        let mut taken = 0;
         let mut relocated = false;
-        while self.next <= until && out.len() < max {
+        while self.next <= until && taken < max {
             if self.open.is_none() && !self.locate()? {
                 break;
             }
-            match self.read_line()? {
-                Some(line) if line.seq < self.next => continue,
-                Some(line) => {
-                    self.next = line.seq + 1;
+            let Some(open) = &mut self.open else { break };
+            match next_line(open, &mut self.buf)? {
+                Some(offset) => {
+                    let Some((seq, parsed)) = reader.parse(&self.buf) else {
+                        continue;
+                    };
+                    if seq < self.next {
+                        continue;
+                    }
+                    self.next = seq + 1;
                     relocated = false;
-                    out.push(line);
+                    let line = LineRef {
+                        file: &open.path,
+                        offset,
+                        bytes: &self.buf,
+                    };
+                    reader.take(line, seq, parsed);
+                    taken += 1;
                 }
                 // The end of this file: the records go on in another one (a rotation), or
                 // are not written yet.
@@ -86,7 +136,7 @@ impl Follower {
                 None => break,
             }
         }
-        Ok(out)
+        Ok(taken)
     }
 
     /// Opens the newest file whose first record is at or before the next one (or the oldest
@@ -131,36 +181,44 @@ impl Follower {
         }
         Ok(())
     }
+}
 
-    /// The next whole line of the open file, or `None` at its end (a partial last line is
-    /// left to be read again once it is complete).
-    fn read_line(&mut self) -> io::Result<Option<Line>> {
-        let Some(open) = &mut self.open else {
-            return Ok(None);
-        };
-        loop {
-            let mut bytes = Vec::with_capacity(1024);
-            let n = (&mut open.reader)
-                .take(MAX_LINE as u64)
-                .read_until(b'\n', &mut bytes)?;
-            if n == 0 || bytes.last() != Some(&b'\n') {
-                // Not complete yet: read it again from its start next time.
-                open.reader.seek(SeekFrom::Start(open.offset))?;
-                return Ok(None);
-            }
-            let offset = open.offset;
-            open.offset += n as u64;
-            bytes.pop();
-            let Some(seq) = seq_of(&bytes) else {
-                continue;
-            };
-            return Ok(Some(Line {
-                seq,
-                file: open.path.clone(),
-                offset,
-                bytes,
-            }));
-        }
+/// Reads the next whole line of `open` into `buf` (without its newline) and returns where it
+/// starts, or `None` at the file's end (a partial last line is left to be read again once it
+/// is complete).
+fn next_line(open: &mut Open, buf: &mut Vec<u8>) -> io::Result<Option<u64>> {
+    buf.clear();
+    let n = (&mut open.reader)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', buf)?;
+    if n == 0 || buf.last() != Some(&b'\n') {
+        // Not complete yet: read it again from its start next time.
+        open.reader.seek(SeekFrom::Start(open.offset))?;
+        return Ok(None);
+    }
+    let offset = open.offset;
+    open.offset += n as u64;
+    buf.pop();
+    Ok(Some(offset))
+}
+
+/// The reader behind [`Follower::read`]: each line copied, with its `seq`.
+struct Lines(Vec<Line>);
+
+impl Reader for Lines {
+    type Parsed<'a> = ();
+
+    fn parse(&mut self, bytes: &[u8]) -> Option<(u64, ())> {
+        seq_of(bytes).map(|seq| (seq, ()))
+    }
+
+    fn take(&mut self, line: LineRef<'_>, seq: u64, (): ()) {
+        self.0.push(Line {
+            seq,
+            file: line.file.to_owned(),
+            offset: line.offset,
+            bytes: line.bytes.to_vec(),
+        });
     }
 }
 
