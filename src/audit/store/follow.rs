@@ -299,8 +299,8 @@ mod tests {
         };
         let mut follower = Follower::new(&log, 1);
         let mut seen = Vec::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        while (seen.len() as u64) < RECORDS && std::time::Instant::now() < deadline {
+        let deadline = crate::clock::Instant::now() + std::time::Duration::from_secs(30);
+        while (seen.len() as u64) < RECORDS && crate::clock::Instant::now() < deadline {
             let lines = follower.read(u64::MAX, 100).unwrap();
             seen.extend(lines.iter().map(|l| l.seq));
             read_to.store(follower.next_seq(), Ordering::Release);
