@@ -132,7 +132,14 @@ pub fn finish_interrupted_rotation(_path: &Path) -> io::Result<bool> {
 
 /// The first complete record of `file` (None if it holds none).
 pub fn first_link(file: &Path) -> io::Result<Option<Link>> {
-    let mut reader = BufReader::new(File::open(file)?);
+    first_link_in(&File::open(file)?)
+}
+
+/// The first complete record of an open file, read from where the handle stands (its start
+/// when just opened): what a reader that goes on with the same handle will find, even if
+/// the name it was opened by now belongs to another file.
+pub fn first_link_in(file: &File) -> io::Result<Option<Link>> {
+    let mut reader = BufReader::new(file);
     let mut line = Vec::new();
     while reader.read_until(b'\n', &mut line)? > 0 {
         if line.ends_with(b"\n")

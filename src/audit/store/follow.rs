@@ -7,10 +7,14 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::files::{self, Link};
+use super::files;
 
 /// Longest line read; a longer one is skipped as not a record.
 const MAX_LINE: usize = 4 * 1024 * 1024;
+
+/// How often a follower lists the files again when one vanished while it looked (each
+/// retry follows a rotation or a removal that happened in between).
+const LOCATE_TRIES: usize = 8;
 
 /// One line of the log, as read.
 #[derive(Debug, Clone)]
@@ -129,6 +133,8 @@ impl Follower {
                     let left = self.open.take();
                     relocated = true;
                     if !self.locate()? {
+                        // Nothing to go on with: keep the place in the file it had.
+                        self.open = left;
                         break;
                     }
                     self.resume(left)?;
@@ -141,28 +147,48 @@ impl Follower {
 
     /// Opens the newest file whose first record is at or before the next one (or the oldest
     /// file, if every file starts after it). Returns false when there is none yet.
+    ///
+    /// The files change while they are looked at: a rotation renames the live file (a hard
+    /// link, then the live name removed, then a new live file) and retention removes old
+    /// ones. So each file's first record is read through the handle that is kept (a name
+    /// looked at twice may name two files), and a file gone between the listing and its
+    /// opening means the listing is taken again.
     fn locate(&mut self) -> io::Result<bool> {
+        for _ in 0..LOCATE_TRIES {
+            match self.try_locate() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                found => return found,
+            }
+        }
+        // Still changing under us: look again at the next read.
+        Ok(false)
+    }
+
+    fn try_locate(&mut self) -> io::Result<bool> {
         let mut all = files::rotated_files(&self.log)?;
         if self.log.exists() {
             all.push(self.log.clone());
         }
-        let mut chosen: Option<(PathBuf, Link)> = None;
-        for path in all {
-            let Some(first) = files::first_link(&path)? else {
+        // Newest first: a follower keeping up finds its file at once.
+        let mut chosen: Option<(PathBuf, u64, File)> = None;
+        for path in all.into_iter().rev() {
+            let file = File::open(&path)?;
+            let Some(first) = files::first_link_in(&file)? else {
                 continue;
             };
-            if chosen.is_some() && first.seq > self.next {
+            let at_or_before = first.seq <= self.next;
+            chosen = Some((path, first.seq, file));
+            if at_or_before {
                 break;
             }
-            chosen = Some((path, first));
         }
-        let Some((path, first)) = chosen else {
+        let Some((path, first, mut file)) = chosen else {
             return Ok(false);
         };
-        let file = File::open(&path)?;
+        file.rewind()?;
         self.open = Some(Open {
             path,
-            first: first.seq,
+            first,
             reader: BufReader::with_capacity(256 * 1024, file),
             offset: 0,
         });
@@ -289,6 +315,69 @@ mod tests {
             .open(path)
             .unwrap();
         io::Write::write_all(&mut f, &text).unwrap();
+    }
+
+    /// The log rotates after every record (and retention removes the files read already)
+    /// while a follower reads it: every record is read once, in order, none is skipped,
+    /// and the follower never fails on a file renamed or removed under it.
+    #[test]
+    fn a_follower_misses_nothing_while_the_log_rotates_under_it() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        const RECORDS: u64 = 6_000;
+        let dir = std::env::temp_dir().join(format!("graphgate-follow-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.jsonl");
+        let read_to = Arc::new(AtomicU64::new(1));
+        let writer = {
+            let (log, read_to) = (log.clone(), read_to.clone());
+            std::thread::spawn(move || {
+                let mut state = ChainState::default();
+                let mut rotated = std::collections::VecDeque::new();
+                for n in 1..=RECORDS {
+                    write(&log, &mut state, 1);
+                    let to = files::rotated_name(&log, n);
+                    files::rename_no_replace(&log, &to).unwrap();
+                    // As the sink does: a new live file at once.
+                    std::fs::File::create_new(&log).unwrap();
+                    rotated.push_back((to, state.seq));
+                    // Kept close to the follower, so that its looks meet the rotations.
+                    while state.seq > read_to.load(Ordering::Acquire).saturating_add(64) {
+                        std::thread::yield_now();
+                    }
+                    // Retention: a file whose records the follower has read may go.
+                    while let Some((old, last)) = rotated.front()
+                        && *last + 4 < read_to.load(Ordering::Acquire)
+                    {
+                        std::fs::remove_file(old).unwrap();
+                        rotated.pop_front();
+                    }
+                }
+            })
+        };
+        let mut follower = Follower::new(&log, 1);
+        let mut seen = Vec::new();
+        let deadline = crate::clock::Instant::now() + std::time::Duration::from_secs(30);
+        while (seen.len() as u64) < RECORDS && crate::clock::Instant::now() < deadline {
+            let lines = follower.read(u64::MAX, 100).unwrap();
+            seen.extend(lines.iter().map(|l| l.seq));
+            read_to.store(follower.next_seq(), Ordering::Release);
+            if lines.is_empty() {
+                std::thread::yield_now();
+            }
+        }
+        // Done or stuck: the writer need not wait any more.
+        read_to.store(u64::MAX, Ordering::Release);
+        writer.join().unwrap();
+        let first_wrong = seen.iter().zip(1..).find(|(s, n)| **s != *n);
+        assert_eq!(
+            first_wrong,
+            None,
+            "(read, expected); {} records read",
+            seen.len()
+        );
+        assert_eq!(seen.len() as u64, RECORDS);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
