@@ -407,9 +407,12 @@ async fn reloads_take_effect_without_failing_requests_and_bad_files_are_kept_out
     let dir = std::env::temp_dir().join(format!("graphgate-reload-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("policy.yaml");
+    // The load below is unbounded: with Intune's pacing (200 writes per 20 s) an idle machine
+    // sends more than that before the reloads are done and is paced (429), which is not what
+    // this test is about.
     let before = policy(
         "  - name: rotator\n    callers: [rooms-rotator]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
-    );
+    ) + UNPACED;
     std::fs::write(&path, &before).unwrap();
     let h = Arc::new(
         start_with(Options {
@@ -451,7 +454,7 @@ async fn reloads_take_effect_without_failing_requests_and_bad_files_are_kept_out
 
     let after = policy(
         "  - name: rotator\n    callers: [rooms-rotator, other-service]\n    operations: [managedDevices.updateWindowsDeviceAccount]\n",
-    );
+    ) + UNPACED;
     std::fs::write(&path, &after).unwrap();
     tokio::time::timeout(
         Duration::from_secs(10),
@@ -514,6 +517,10 @@ async fn reloads_take_effect_without_failing_requests_and_bad_files_are_kept_out
     assert!(total > 0);
     let _ = stop.send(true);
 }
+
+/// Tenant write pacing with room for unbounded load (the policies of this file have none, so
+/// Intune's 200 writes per 20 s would apply).
+const UNPACED: &str = "pacing:\n  tenant_writes: 10000 per 1s\n";
 
 fn temp_dir(what: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("graphgate-{what}-{}", uuid::Uuid::new_v4()));
