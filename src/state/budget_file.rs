@@ -4,7 +4,6 @@
 //! say what came after, so a start adds those (see `crate::ratelimit::ledger`).
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -136,20 +135,8 @@ impl BudgetFile {
             budgets,
         })
         .map_err(|e| self.error(e))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&body)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| self.error(e))
+        // 0o666 before the umask, as `File::create` made it.
+        super::durable::replace(&self.path, &body, 0o666).map_err(|e| self.error(e))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod algo;
 mod budget_file;
 mod claims;
 pub mod config;
+mod durable;
 mod memory;
 mod memory_claims;
 mod memory_records;

@@ -4,7 +4,6 @@
 //! Records may hold a request body to run later, so only the gateway's user may read it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
@@ -152,26 +151,7 @@ impl RecordFile {
             }),
         };
         let bytes = serde_json::to_vec(&body).map_err(|e| self.error(e))?;
-        let dir = self
-            .path
-            .parent()
-            .filter(|d| !d.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        let tmp = self.path.with_extension("json.tmp");
-        let write = || -> std::io::Result<()> {
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            f.write_all(&bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &self.path)?;
-            std::fs::File::open(dir)?.sync_all()
-        };
-        write().map_err(|e| self.error(e))
+        super::durable::replace(&self.path, &bytes, 0o600).map_err(|e| self.error(e))
     }
 }
 
