@@ -45,7 +45,9 @@ impl Trusted {
         now: i64,
     ) -> Option<Self> {
         let exp = claims.get("exp").and_then(Value::as_i64)?;
-        let left = u64::try_from(exp.checked_sub(now)?).ok().filter(|s| *s > 0)?;
+        let left = u64::try_from(exp.checked_sub(now)?)
+            .ok()
+            .filter(|s| *s > 0)?;
         Some(Trusted {
             issuer,
             keys: Arc::downgrade(keys),

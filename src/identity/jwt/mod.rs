@@ -178,14 +178,16 @@ pub async fn authenticate(
     if let Some(known) = recall(policy, issuers, &digest, now) {
         return known;
     }
-    let (parsed, index, alg) = prepare(policy, token)?;
-    let kid = parsed.kid()?;
-    let store = issuers.store(index).ok_or(TokenRefusal::KeysUnavailable)?;
+    let prepared = prepare(policy, token)?;
+    let kid = prepared.parsed.kid()?;
+    let store = issuers
+        .store(prepared.issuer)
+        .ok_or(TokenRefusal::KeysUnavailable)?;
     let keys = store.keys_for(kid).await.map_err(|miss| match miss {
         KeyMiss::UnknownKey => TokenRefusal::UnknownKey,
         KeyMiss::Unavailable => TokenRefusal::KeysUnavailable,
     })?;
-    verify_new(policy, issuers, index, parsed, &keys, alg, &digest, now)
+    verify_new(policy, issuers, prepared, &keys, &digest, now)
 }
 
 /// [`authenticate`] with the cached keys only, never fetching: the hot path of a caller
@@ -200,12 +202,12 @@ pub fn authenticate_cached(
     if let Some(known) = recall(policy, issuers, &digest, now) {
         return known;
     }
-    let (parsed, index, alg) = prepare(policy, token)?;
+    let prepared = prepare(policy, token)?;
     let keys = issuers
-        .store(index)
+        .store(prepared.issuer)
         .and_then(|s| s.cached())
         .ok_or(TokenRefusal::KeysUnavailable)?;
-    verify_new(policy, issuers, index, parsed, &keys, alg, &digest, now)
+    verify_new(policy, issuers, prepared, &keys, &digest, now)
 }
 
 /// The token's SHA-256 (what the cache is keyed by and the audit's fingerprint), for a
@@ -242,11 +244,16 @@ fn recall(
     Some(verified)
 }
 
+/// A token read, its issuer picked and its algorithm accepted by that issuer.
+struct Prepared<'t> {
+    parsed: verify::Parsed<'t>,
+    /// Index into the policy's `jwt_issuers`.
+    issuer: usize,
+    alg: jsonwebtoken::Algorithm,
+}
+
 /// Reads the token, picks its issuer, and checks its algorithm is one that issuer accepts.
-fn prepare<'t>(
-    policy: &Policy,
-    token: &'t str,
-) -> Result<(verify::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
+fn prepare<'t>(policy: &Policy, token: &'t str) -> Result<Prepared<'t>, TokenRefusal> {
     let parsed = verify::parse(token)?;
     let index = policy
         .jwt_issuer_for(parsed.str_claim("iss"), parsed.str_claim("sub"))
@@ -256,18 +263,23 @@ fn prepare<'t>(
         .get(index)
         .ok_or(TokenRefusal::UntrustedIssuer)?;
     let alg = parsed.algorithm(&issuer.algorithms)?;
-    Ok((parsed, index, alg))
+    Ok(Prepared {
+        parsed,
+        issuer: index,
+        alg,
+    })
 }
 
 /// Signature, then the rest ([`accept`]); a token that passes is remembered.
-#[allow(clippy::too_many_arguments)]
 fn verify_new(
     policy: &Policy,
     issuers: &TokenIssuers,
-    index: usize,
-    parsed: verify::Parsed<'_>,
+    Prepared {
+        parsed,
+        issuer: index,
+        alg,
+    }: Prepared<'_>,
     keys: &Arc<KeySet>,
-    alg: jsonwebtoken::Algorithm,
     digest: &[u8; 32],
     now: i64,
 ) -> Result<Verified, TokenRefusal> {

@@ -57,7 +57,10 @@ async fn a_repeated_token_skips_its_signature_check_but_never_its_lifetime() {
     let first = authenticate(&policy, &issuers, &token, now).await.unwrap();
     assert!(cached(&issuers, &token), "a verified token is remembered");
     let again = authenticate(&policy, &issuers, &token, now).await.unwrap();
-    assert_eq!(again, first, "the same caller, issuer, subject and fingerprint");
+    assert_eq!(
+        again, first,
+        "the same caller, issuer, subject and fingerprint"
+    );
     assert_eq!(first.fingerprint, verify::fingerprint(&token));
     // Still remembered an hour on, but refused: its exp is checked on every use.
     assert_eq!(
