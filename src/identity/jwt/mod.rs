@@ -2,7 +2,7 @@
 //! a SPIFFE JWT-SVID. The token's issuer must be one the policy trusts; its signature is
 //! checked with that issuer's keys only ([`store`], fetched by [`fetch`], read by [`jwks`]);
 //! then audience and time ([`verify`]); then its claims must name exactly one policy caller.
-//! A token seen before skips only its signature check ([`cache`]).
+//! A token seen before skips only its signature check (its `cache` module).
 
 mod cache;
 pub mod fetch;
