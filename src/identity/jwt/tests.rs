@@ -86,8 +86,7 @@ async fn a_repeated_token_skips_its_signature_check_but_never_its_lifetime() {
 async fn a_token_verified_with_keys_since_replaced_is_checked_again() {
     let (emulator, policy, issuers) = cluster().await;
     let old = token(&emulator);
-    let now = unix_now();
-    authenticate(&policy, &issuers, &old, now).await.unwrap();
+    authenticate(&policy, &issuers, &old, unix_now()).await.unwrap();
     assert!(cached(&issuers, &old));
     // The cluster rotates its key and stops publishing the old one; a token naming the new
     // key makes graphgate fetch the keys again.
@@ -96,11 +95,11 @@ async fn a_token_verified_with_keys_since_replaced_is_checked_again() {
         .rotate(Algorithm::RS256, true)
         .unwrap();
     let new = token(&emulator);
-    authenticate(&policy, &issuers, &new, now).await.unwrap();
+    authenticate(&policy, &issuers, &new, unix_now()).await.unwrap();
     // The remembered token was verified with the old key set: it is checked again, and its
     // key is gone.
     assert_eq!(
-        authenticate(&policy, &issuers, &old, now).await,
+        authenticate(&policy, &issuers, &old, unix_now()).await,
         Err(TokenRefusal::UnknownKey)
     );
     assert!(!cached(&issuers, &old), "forgotten once its keys changed");
