@@ -86,7 +86,9 @@ async fn a_repeated_token_skips_its_signature_check_but_never_its_lifetime() {
 async fn a_token_verified_with_keys_since_replaced_is_checked_again() {
     let (emulator, policy, issuers) = cluster().await;
     let old = token(&emulator);
-    authenticate(&policy, &issuers, &old, unix_now()).await.unwrap();
+    authenticate(&policy, &issuers, &old, unix_now())
+        .await
+        .unwrap();
     assert!(cached(&issuers, &old));
     // The cluster rotates its key and stops publishing the old one; a token naming the new
     // key makes graphgate fetch the keys again.
@@ -95,7 +97,9 @@ async fn a_token_verified_with_keys_since_replaced_is_checked_again() {
         .rotate(Algorithm::RS256, true)
         .unwrap();
     let new = token(&emulator);
-    authenticate(&policy, &issuers, &new, unix_now()).await.unwrap();
+    authenticate(&policy, &issuers, &new, unix_now())
+        .await
+        .unwrap();
     // The remembered token was verified with the old key set: it is checked again, and its
     // key is gone.
     assert_eq!(
