@@ -21,12 +21,21 @@ pub(super) const OTHER: u32 = u32::MAX;
 pub(super) struct Interner {
     ids: HashMap<String, u32>,
     pub(super) names: Vec<String>,
+    /// The number of the name interned last (0: none).
+    last: u32,
 }
 
 impl Interner {
     pub(super) fn intern(&mut self, s: Option<&str>) -> u32 {
         let Some(s) = s else { return 0 };
+        // Runs of the same name are the common case: no hash for them.
+        if let Some(name) = self.names.get(self.last.wrapping_sub(1) as usize)
+            && name == s
+        {
+            return self.last;
+        }
         if let Some(id) = self.ids.get(s) {
+            self.last = *id;
             return *id;
         }
         if self.names.len() >= MAX_NAMES {
@@ -35,6 +44,7 @@ impl Interner {
         self.names.push(s.to_owned());
         let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
         self.ids.insert(s.to_owned(), id);
+        self.last = id;
         id
     }
 

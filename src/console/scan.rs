@@ -18,9 +18,9 @@ const MAX_DEPTH: usize = 32;
 
 /// The light view of `line`, when it is a plain JSON object (see the module's note).
 pub(super) fn scan(line: &[u8]) -> Option<Light<'_>> {
-    // One pass for both: no raw control byte anywhere (so no whitespace between tokens, and
-    // none a string may not hold), and UTF-8 throughout (kept strings are borrowed as `str`).
-    if line.iter().fold(false, |bad, &b| bad | (b < 0x20)) {
+    // No raw control byte anywhere (so no whitespace between tokens, and none a string may
+    // not hold), and UTF-8 throughout (kept strings are borrowed as `str`).
+    if !printable_ascii(line) && line.iter().any(|&b| b < 0x20) {
         return None;
     }
     let text = std::str::from_utf8(line).ok()?;
@@ -70,6 +70,22 @@ pub(super) fn scan(line: &[u8]) -> Option<Light<'_>> {
         decision: m.decision.flatten(),
         completion: m.completion.flatten().map(b),
     })
+}
+
+/// Whether every byte is printable ASCII (0x20..0x80), eight at a time.
+fn printable_ascii(line: &[u8]) -> bool {
+    const LOW: u64 = 0x2020_2020_2020_2020;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = line.chunks_exact(8);
+    let mut bad = 0u64;
+    for c in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(c);
+        let x = u64::from_le_bytes(word);
+        // A high bit: a byte of 0x80 or more; `x - LOW & !x`: one below 0x20 (exact for ASCII).
+        bad |= x | (x.wrapping_sub(LOW) & !x);
+    }
+    bad & HIGH == 0 && chunks.remainder().iter().all(|&b| (0x20..0x80).contains(&b))
 }
 
 /// The members kept, as found (`Some(None)`: present as `null`).
@@ -133,7 +149,11 @@ impl<'a> Scan<'a> {
     fn key(&mut self) -> Option<&'a [u8]> {
         self.eat(b'"')?;
         let start = self.i;
-        let end = start + memchr::memchr2(b'"', b'\\', &self.b[start..])?;
+        // Names and kept values are short: a plain loop beats a vector search's set-up.
+        let end = start
+            + self.b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\')?;
         if self.b[end] != b'"' {
             return None;
         }
