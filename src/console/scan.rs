@@ -85,7 +85,11 @@ fn printable_ascii(line: &[u8]) -> bool {
         // A high bit: a byte of 0x80 or more; `x - LOW & !x`: one below 0x20 (exact for ASCII).
         bad |= x | (x.wrapping_sub(LOW) & !x);
     }
-    bad & HIGH == 0 && chunks.remainder().iter().all(|&b| (0x20..0x80).contains(&b))
+    bad & HIGH == 0
+        && chunks
+            .remainder()
+            .iter()
+            .all(|&b| (0x20..0x80).contains(&b))
 }
 
 /// The members kept, as found (`Some(None)`: present as `null`).
