@@ -127,7 +127,7 @@ impl Reader for IndexReader<'_> {
     type Parsed<'a> = Option<Light<'a>>;
 
     fn parse<'a>(&mut self, bytes: &'a [u8]) -> Option<(u64, Option<Light<'a>>)> {
-        match Light::of(bytes) {
+        match super::scan::light(bytes) {
             Some(rec) => Some((rec.seq, Some(rec))),
             None => follow::seq_of(bytes).map(|seq| (seq, None)),
         }

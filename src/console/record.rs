@@ -77,14 +77,6 @@ pub(super) struct Light<'a> {
     pub(super) completion: Option<Cow<'a, str>>,
 }
 
-impl<'a> Light<'a> {
-    /// The light view of `line`: read by [`scan`](super::scan::scan) when it can, else parsed
-    /// by serde; `None` when the line is not an audit record.
-    pub(super) fn of(line: &'a [u8]) -> Option<Light<'a>> {
-        super::scan::scan(line).or_else(|| serde_json::from_slice(line).ok())
-    }
-}
-
 /// What groups an outcome with its intent: a hash of the audit id (std's SipHash, fixed keys;
 /// a collision at worst folds two rows of the lookback window together, it checks nothing).
 pub(super) fn id_hash(id: &str) -> u32 {

@@ -16,6 +16,12 @@ use super::record::Light;
 /// Deepest nesting stepped over (serde's own limit is 128; deeper lines go to serde).
 const MAX_DEPTH: usize = 32;
 
+/// The light view of `line`: read by [`scan`] when it can, else parsed by serde; `None` when
+/// the line is not an audit record.
+pub(super) fn light(line: &[u8]) -> Option<Light<'_>> {
+    scan(line).or_else(|| serde_json::from_slice(line).ok())
+}
+
 /// The light view of `line`, when it is a plain JSON object (see the module's note).
 pub(super) fn scan(line: &[u8]) -> Option<Light<'_>> {
     // No raw control byte anywhere (so no whitespace between tokens, and none a string may
