@@ -7,14 +7,14 @@
 //! so it answers in milliseconds however long the log is.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
 use sha2::Digest;
 
 use crate::audit::checkpoints::tree::{self, Hash};
-use crate::audit::read::sweep::hex_eq;
-use crate::audit::records::chain::GENESIS;
+use crate::audit::read::sweep::decode_hex;
 use crate::audit::store::follow::{self, Line, LineRef, Reader};
 
 use super::edge::Edge;
@@ -65,24 +65,176 @@ const KINDS: [Kind; 7] = [
     Kind::Approval,
 ];
 
-/// The index as a follower's [`Reader`] (see [`Index::reader`]).
-pub(super) struct IndexReader<'a>(&'a Index);
+/// One line read and not yet indexed: what [`Light`] told of it, reduced to numbers (the
+/// hashes are taken later, over the whole batch at once).
+struct Pending {
+    seq: u64,
+    /// Its file, in [`Batch::files`].
+    file: usize,
+    offset: u64,
+    /// The line, in [`Batch::bytes`].
+    line: Range<usize>,
+    /// `None`: a line with a `seq` that is not an audit record (the chain breaks there).
+    rec: Option<Fields>,
+}
+
+/// A record's fields as a row keeps them, before interning.
+struct Fields {
+    /// `prev_hash` and `hash` as bytes (`None`: not 64 lower-case hex digits).
+    prev_hash: Option<[u8; 32]>,
+    hash: Option<[u8; 32]>,
+    time: u32,
+    id: u32,
+    device: u128,
+    kind: u8,
+    decision: u8,
+    completion: u8,
+    /// The caller and operation names, in [`Batch::names`].
+    caller: Option<Range<usize>>,
+    operation: Option<Range<usize>>,
+}
+
+/// What a record's hashes came to (taken off the index's lock, in parallel for a large batch).
+#[derive(Clone, Copy)]
+struct Hashed {
+    /// The line hashes to the hash it carries.
+    sealed: bool,
+    leaf: Hash,
+}
+
+/// Lines read and not yet indexed (kept between reads, so its buffers are reused).
+#[derive(Default)]
+pub struct Batch {
+    pending: Vec<Pending>,
+    bytes: Vec<u8>,
+    names: String,
+    files: Vec<PathBuf>,
+}
+
+/// Lines (bytes) held before a batch is indexed even if the read goes on.
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Below this many records a batch is hashed on the calling thread alone.
+const PARALLEL_FROM: usize = 512;
+
+/// The index as a follower's [`Reader`] (see [`Index::follow`]): each line is read once
+/// into a [`Batch`], and the batch indexed at its end.
+struct IndexReader<'a> {
+    index: &'a Index,
+    batch: &'a mut Batch,
+}
 
 impl Reader for IndexReader<'_> {
-    /// `None`: a line with a `seq` that is not an audit record (the chain breaks there).
     type Parsed<'a> = Option<Light<'a>>;
 
     fn parse<'a>(&mut self, bytes: &'a [u8]) -> Option<(u64, Option<Light<'a>>)> {
-        match serde_json::from_slice::<Light>(bytes) {
-            Ok(rec) => Some((rec.seq, Some(rec))),
-            Err(_) => follow::seq_of(bytes).map(|seq| (seq, None)),
+        match super::scan::light(bytes) {
+            Some(rec) => Some((rec.seq, Some(rec))),
+            None => follow::seq_of(bytes).map(|seq| (seq, None)),
         }
     }
 
     fn take(&mut self, line: LineRef<'_>, seq: u64, rec: Option<Light<'_>>) {
-        let mut st = self.0.state.write().unwrap_or_else(PoisonError::into_inner);
-        st.ingest(line, seq, rec);
+        let b = &mut *self.batch;
+        if b.files.last().is_none_or(|f| f.as_path() != line.file) {
+            b.files.push(line.file.to_owned());
+        }
+        let start = b.bytes.len();
+        b.bytes.extend_from_slice(line.bytes);
+        let rec = rec.map(|rec| fields(&rec, &mut b.names));
+        b.pending.push(Pending {
+            seq,
+            file: b.files.len() - 1,
+            offset: line.offset,
+            line: start..b.bytes.len(),
+            rec,
+        });
+        if b.bytes.len() >= BATCH_BYTES {
+            self.index.index_batch(b);
+        }
     }
+}
+
+/// The numbers a row keeps of `rec` (its names appended to `names`).
+fn fields(rec: &Light<'_>, names: &mut String) -> Fields {
+    let mut name = |s: &Option<std::borrow::Cow<'_, str>>| {
+        s.as_deref().map(|s| {
+            let start = names.len();
+            names.push_str(s);
+            start..names.len()
+        })
+    };
+    let (caller, operation) = (name(&rec.caller), name(&rec.operation));
+    let time = super::scan::utc_seconds(&rec.time)
+        .or_else(|| {
+            chrono::DateTime::parse_from_rfc3339(&rec.time)
+                .ok()
+                .map(|t| t.timestamp())
+        })
+        .map_or(0, |t| t - EPOCH)
+        .clamp(0, i64::from(u32::MAX));
+    Fields {
+        prev_hash: decode_hex(rec.prev_hash.as_bytes()),
+        hash: decode_hex(rec.hash.as_bytes()),
+        time: u32::try_from(time).unwrap_or(0),
+        id: id_hash(&rec.audit_id),
+        device: rec.device_id.as_deref().map_or(0, device_key),
+        kind: rec
+            .kind
+            .and_then(|k| KINDS.iter().position(|x| *x == k))
+            .map_or(0, |i| i as u8 + 1),
+        decision: rec
+            .decision
+            .and_then(|d| AuditDecision::ALL.iter().position(|x| *x == d))
+            .map_or(0, |i| i as u8 + 1),
+        completion: rec
+            .completion
+            .as_deref()
+            .and_then(|c| COMPLETIONS.iter().position(|k| *k == c))
+            .map_or(0, |i| i as u8 + 1),
+        caller,
+        operation,
+    }
+}
+
+/// The hashes of the batch's records, in order: on every core for a large batch.
+fn hash_batch(batch: &Batch) -> Vec<Hashed> {
+    let one = |p: &Pending| {
+        let line = &batch.bytes[p.line.clone()];
+        Hashed {
+            sealed: p
+                .rec
+                .as_ref()
+                .and_then(|r| r.hash.as_ref())
+                .is_some_and(|h| sealed_hash(line, h)),
+            leaf: tree::leaf_hash(line),
+        }
+    };
+    let n = batch.pending.len();
+    let workers = match n < PARALLEL_FROM {
+        true => 1,
+        false => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    if workers == 1 {
+        return batch.pending.iter().map(one).collect();
+    }
+    let mut out = vec![
+        Hashed {
+            sealed: false,
+            leaf: Hash([0; 32]),
+        };
+        n
+    ];
+    let chunk = n.div_ceil(workers);
+    std::thread::scope(|s| {
+        for (pending, out) in batch.pending.chunks(chunk).zip(out.chunks_mut(chunk)) {
+            s.spawn(move || {
+                for (p, o) in pending.iter().zip(out) {
+                    *o = one(p);
+                }
+            });
+        }
+    });
+    out
 }
 
 /// Where the chain check stands.
@@ -159,7 +311,11 @@ pub struct Hit {
 impl Index {
     /// Adds lines read in chain order.
     pub fn ingest(&self, lines: &[Line]) {
-        let mut reader = self.reader();
+        let mut batch = Batch::default();
+        let mut reader = IndexReader {
+            index: self,
+            batch: &mut batch,
+        };
         for line in lines {
             if let Some((seq, rec)) = reader.parse(&line.bytes) {
                 let at = LineRef {
@@ -170,12 +326,40 @@ impl Index {
                 reader.take(at, seq, rec);
             }
         }
+        self.index_batch(&mut batch);
     }
 
-    /// What a [`follow::Follower`] hands the log's lines to (see [`follow::Follower::read_into`]):
-    /// each line is parsed once, into the few fields the index keeps.
-    pub(super) fn reader(&self) -> IndexReader<'_> {
-        IndexReader(self)
+    /// Reads the log's next records from `follower` (up to `until`, at most `max`) and
+    /// indexes them: each line is read once, into the few fields the index keeps, and the
+    /// hashes of a large batch are taken on every core before the index is locked to take
+    /// them in chain order. Returns how many records were read.
+    pub fn follow(
+        &self,
+        follower: &mut follow::Follower,
+        until: u64,
+        max: usize,
+        batch: &mut Batch,
+    ) -> std::io::Result<usize> {
+        let mut reader = IndexReader { index: self, batch };
+        let read = follower.read_into(until, max, &mut reader);
+        // Whatever was read before an error is indexed too (the follower has moved past it).
+        self.index_batch(reader.batch);
+        read
+    }
+
+    /// Indexes the batch's lines in order, and empties it.
+    fn index_batch(&self, batch: &mut Batch) {
+        let hashed = hash_batch(batch);
+        {
+            let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            for (p, h) in batch.pending.iter().zip(hashed) {
+                st.ingest(batch, p, h);
+            }
+        }
+        batch.pending.clear();
+        batch.bytes.clear();
+        batch.names.clear();
+        batch.files.clear();
     }
 
     /// The sequence number of the last record indexed (0: none).
@@ -259,38 +443,55 @@ impl State {
         }
     }
 
-    fn ingest(&mut self, line: LineRef<'_>, seq: u64, rec: Option<Light<'_>>) {
-        let Some(rec) = rec else {
-            self.broken(line, seq, "not a valid audit record");
+    fn ingest(&mut self, batch: &Batch, p: &Pending, hashed: Hashed) {
+        let file = batch.files[p.file].as_path();
+        let Some(rec) = &p.rec else {
+            self.broken(file, p.seq, "not a valid audit record");
             return;
         };
-        if !self.rows.is_empty() && rec.seq != self.last_seq() + 1 {
+        if !self.rows.is_empty() && p.seq != self.last_seq() + 1 {
             // A gap (retention, or a cut): start over from here.
-            if rec.seq <= self.last_seq() {
+            if p.seq <= self.last_seq() {
                 return;
             }
-            self.broken(line, seq, "records missing before this one");
+            self.broken(file, p.seq, "records missing before this one");
             self.rows.clear();
         }
         if self.rows.is_empty() {
-            self.base = rec.seq;
+            self.base = p.seq;
             self.spans.clear();
-            let log = crate::audit::store::files::base_log(line.file);
-            self.edge.start(&log, rec.seq);
+            let log = crate::audit::store::files::base_log(file);
+            self.edge.start(&log, p.seq);
         }
-        self.check_chain(line, &rec);
+        self.check_chain(file, p.seq, rec, hashed.sealed);
         let new_file = self
             .spans
             .last()
-            .is_none_or(|(_, p)| p.as_path() != line.file || line.offset == 0);
+            .is_none_or(|(_, f)| f.as_path() != file || p.offset == 0);
         if new_file {
-            self.spans.push((rec.seq, line.file.to_owned()));
+            self.spans.push((p.seq, file.to_owned()));
         }
-        let row = self.row(line.offset, &rec);
+        let name = |r: &Option<Range<usize>>| r.clone().map(|r| &batch.names[r]);
+        let row = Row {
+            offset: p.offset,
+            time: rec.time,
+            caller: self.callers.intern(name(&rec.caller)),
+            device: rec.device,
+            id: rec.id,
+            op: u16::try_from(self.ops.intern(name(&rec.operation))).unwrap_or(u16::MAX),
+            kind: rec.kind,
+            decision: rec.decision,
+            completion: rec.completion,
+            hidden: false,
+        };
+        let row = Row {
+            hidden: matches!(kind_of(&row), Some(Kind::Start | Kind::Completion) | None),
+            ..row
+        };
         self.fold(&row);
         self.count_device(row.device);
         self.rows.push_back(row);
-        self.edge.push(tree::leaf_hash(line.bytes));
+        self.edge.push(hashed.leaf);
         if self.rows.len() > MAX_ROWS
             && let Some(old) = self.rows.pop_front()
         {
@@ -300,35 +501,6 @@ impl State {
                 self.spans.remove(0);
             }
             self.edge.forget_before(self.base);
-        }
-    }
-
-    fn row(&mut self, offset: u64, rec: &Light<'_>) -> Row {
-        let time = chrono::DateTime::parse_from_rfc3339(&rec.time)
-            .map_or(0, |t| t.timestamp() - EPOCH)
-            .clamp(0, i64::from(u32::MAX));
-        let completion = rec
-            .completion
-            .as_deref()
-            .and_then(|c| COMPLETIONS.iter().position(|k| *k == c))
-            .map_or(0, |i| i as u8 + 1);
-        Row {
-            offset,
-            time: u32::try_from(time).unwrap_or(0),
-            caller: self.callers.intern(rec.caller.as_deref()),
-            device: rec.device_id.as_deref().map_or(0, device_key),
-            id: id_hash(&rec.audit_id),
-            op: u16::try_from(self.ops.intern(rec.operation.as_deref())).unwrap_or(u16::MAX),
-            kind: rec
-                .kind
-                .and_then(|k| KINDS.iter().position(|x| *x == k))
-                .map_or(0, |i| i as u8 + 1),
-            decision: rec
-                .decision
-                .and_then(|d| AuditDecision::ALL.iter().position(|x| *x == d))
-                .map_or(0, |i| i as u8 + 1),
-            completion,
-            hidden: matches!(rec.kind, Some(Kind::Start | Kind::Completion) | None),
         }
     }
 
@@ -375,36 +547,36 @@ impl State {
         }
     }
 
-    fn check_chain(&mut self, line: LineRef<'_>, rec: &Light<'_>) {
+    fn check_chain(&mut self, file: &Path, seq: u64, rec: &Fields, sealed: bool) {
         if self.chain.broken.is_some() {
             return;
         }
         if self.chain.first == 0 {
-            self.chain.first = rec.seq;
+            self.chain.first = seq;
         }
         let chained = match &self.prev_hash {
-            None => rec.seq > 1 || rec.prev_hash == GENESIS,
-            Some(prev) => hex_eq(rec.prev_hash.as_bytes(), prev),
+            None => seq > 1 || rec.prev_hash == Some([0; 32]),
+            Some(prev) => rec.prev_hash.as_ref() == Some(prev),
         };
         if !chained {
-            self.broken(line, rec.seq, "the hash chain breaks here");
+            self.broken(file, seq, "the hash chain breaks here");
             return;
         }
-        let Some(hash) = sealed_hash(line.bytes, &rec.hash) else {
+        let (true, Some(hash)) = (sealed, rec.hash) else {
             self.broken(
-                line,
-                rec.seq,
+                file,
+                seq,
                 "record altered: its content does not match its hash",
             );
             return;
         };
         self.prev_hash = Some(hash);
-        self.chain.verified_to = rec.seq;
+        self.chain.verified_to = seq;
     }
 
-    fn broken(&mut self, line: LineRef<'_>, seq: u64, what: &str) {
+    fn broken(&mut self, file: &Path, seq: u64, what: &str) {
         if self.chain.broken.is_none() {
-            self.chain.broken = Some(format!("{}: {what} (seq {seq})", line.file.display()));
+            self.chain.broken = Some(format!("{}: {what} (seq {seq})", file.display()));
         }
     }
 

@@ -13,6 +13,7 @@ pub mod html;
 pub mod index;
 pub mod pages;
 mod record;
+mod scan;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -200,20 +201,22 @@ async fn follow(
     index: Arc<Index>,
     mut durable: Option<tokio::sync::watch::Receiver<u64>>,
 ) {
-    let mut follower = Some(Follower::new(&log, 1));
+    let mut follower = Some((Follower::new(&log, 1), index::Batch::default()));
     loop {
         let until = durable
             .as_mut()
             .map_or(u64::MAX, |d| *d.borrow_and_update());
-        let Some(mut f) = follower.take() else { return };
+        let Some((mut f, mut batch)) = follower.take() else {
+            return;
+        };
         let index2 = Arc::clone(&index);
         let step = tokio::task::spawn_blocking(move || {
-            let read = f.read_into(until, BATCH, &mut index2.reader());
-            (f, read)
+            let read = index2.follow(&mut f, until, BATCH, &mut batch);
+            (f, batch, read)
         })
         .await;
-        let Ok((f, read)) = step else { return };
-        follower = Some(f);
+        let Ok((f, batch, read)) = step else { return };
+        follower = Some((f, batch));
         match read {
             Ok(n) if n == BATCH => continue,
             Ok(_) => {}

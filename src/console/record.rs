@@ -5,10 +5,8 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
-
-use crate::audit::read::sweep::{decode_hex, sealed_digest};
-use crate::audit::records::chain::hash_of;
+use crate::audit::read::sweep::sealed_digest;
+use crate::audit::records::chain::{hash_of, hex};
 use crate::audit::records::record::{AuditDecision, Kind};
 
 /// Most strings one field's table keeps: callers and operations come from the policy and the
@@ -23,12 +21,21 @@ pub(super) const OTHER: u32 = u32::MAX;
 pub(super) struct Interner {
     ids: HashMap<String, u32>,
     pub(super) names: Vec<String>,
+    /// The number of the name interned last (0: none).
+    last: u32,
 }
 
 impl Interner {
     pub(super) fn intern(&mut self, s: Option<&str>) -> u32 {
         let Some(s) = s else { return 0 };
+        // Runs of the same name are the common case: no hash for them.
+        if let Some(name) = self.names.get(self.last.wrapping_sub(1) as usize)
+            && name == s
+        {
+            return self.last;
+        }
         if let Some(id) = self.ids.get(s) {
+            self.last = *id;
             return *id;
         }
         if self.names.len() >= MAX_NAMES {
@@ -37,6 +44,7 @@ impl Interner {
         self.names.push(s.to_owned());
         let id = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
         self.ids.insert(s.to_owned(), id);
+        self.last = id;
         id
     }
 
@@ -46,7 +54,7 @@ impl Interner {
 }
 
 /// The light view of a record the index reads.
-#[derive(serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Deserialize)]
 pub(super) struct Light<'a> {
     pub(super) seq: u64,
     #[serde(borrow)]
@@ -69,23 +77,23 @@ pub(super) struct Light<'a> {
     pub(super) completion: Option<Cow<'a, str>>,
 }
 
+/// What groups an outcome with its intent: a hash of the audit id (std's SipHash, fixed keys;
+/// a collision at worst folds two rows of the lookback window together, it checks nothing).
 pub(super) fn id_hash(id: &str) -> u32 {
-    let d = Sha256::digest(id.as_bytes());
-    u32::from_be_bytes([d[0], d[1], d[2], d[3]])
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    id.hash(&mut h);
+    h.finish() as u32
 }
 
-/// The hash of `line` when it is `hash` (the record's own, as parsed), as bytes; `None` when
-/// the line does not hash to it. A sealed line is checked as `audit verify` checks it (the
-/// SHA-256 of the line with its `hash` member cut out, no parse); any other line is
-/// re-serialised (slow path).
-pub(super) fn sealed_hash(line: &[u8], hash: &str) -> Option<[u8; 32]> {
-    let claimed = decode_hex(hash.as_bytes())?;
-    if sealed_digest(line) == Some(claimed) {
-        return Some(claimed);
+/// Whether `line` hashes to `claimed` (the hash it carries). A sealed line is checked as
+/// `audit verify` checks it (the SHA-256 of the line with its `hash` member cut out, no
+/// parse); any other line is re-serialised (slow path).
+pub(super) fn sealed_hash(line: &[u8], claimed: &[u8; 32]) -> bool {
+    if sealed_digest(line).as_ref() == Some(claimed) {
+        return true;
     }
-    serde_json::from_slice(line)
-        .is_ok_and(|v| hash_of(&v) == hash)
-        .then_some(claimed)
+    serde_json::from_slice(line).is_ok_and(|v| hash_of(&v) == hex(claimed))
 }
 
 /// The current name of the file whose first record is `first`, read under `path` (a
