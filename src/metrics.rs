@@ -35,6 +35,13 @@ struct CodeLabel {
     code: &'static str,
 }
 
+/// How an accepted token's signature was vouched for (`signature`: checked now;
+/// `cached`: checked before, with the keys its issuer still has).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
@@ -73,6 +80,7 @@ struct Metrics {
     connections_closed: Family<ReasonLabel, Counter>,
     jwt_refusals: Family<ReasonLabel, Counter>,
     jwt_key_fetches: Family<ResultLabel, Counter>,
+    jwt_accepted: Family<CheckLabel, Counter>,
     context_refusals: Family<ReasonLabel, Counter>,
     audit_trust: AuditTrust,
     webhooks: Webhooks,
@@ -154,6 +162,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         connections_closed: Family::default(),
         jwt_refusals: Family::default(),
         jwt_key_fetches: Family::default(),
+        jwt_accepted: Family::default(),
         context_refusals: Family::default(),
         audit_trust: AuditTrust::default(),
         webhooks: Webhooks::default(),
@@ -250,6 +259,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_jwt_key_fetches",
         "Fetches of token issuers' keys (discovery, JWKS or file), by result; a failed one keeps the cached keys",
         m.jwt_key_fetches.clone(),
+    );
+    r.register(
+        "graphgate_jwt_accepted",
+        "Bearer tokens accepted, by how their signature was vouched for: checked now (signature) or by an earlier check with the keys the issuer still has (cached); time, audience and caller are checked on every request",
+        m.jwt_accepted.clone(),
     );
     r.register(
         "graphgate_context_refusals",
@@ -500,6 +514,15 @@ pub fn jwt_refusal(reason: &'static str) {
     METRICS
         .jwt_refusals
         .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// A bearer token was accepted; `cached`: its signature was checked by an earlier request.
+pub fn jwt_accepted(cached: bool) {
+    let check = if cached { "cached" } else { "signature" };
+    METRICS
+        .jwt_accepted
+        .get_or_create(&CheckLabel { check })
         .inc();
 }
 
