@@ -126,7 +126,11 @@ pub(super) async fn serve<I: Transport>(
         Protocol::Http1 => {
             super::park::serve(&protocols.http1, io, requests, activity, deadlines, shutdown).await
         }
-        Protocol::Http2 => serve_http2(&protocols.http2, io, requests, activity, deadlines, shutdown).await,
+        // Boxed: HTTP/2's future is not parked, and would otherwise size every connection.
+        Protocol::Http2 => {
+            Box::pin(serve_http2(&protocols.http2, io, requests, activity, deadlines, shutdown))
+                .await
+        }
     };
     match ended {
         Ok(None) => {}
@@ -363,6 +367,21 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future `f` returns, without calling it.
+    fn future_size<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// A parked connection keeps its whole task: its future must stay small (hyper's
+    /// connection and HTTP/2 are boxed, and only while in use).
+    #[test]
+    fn a_plain_connections_future_is_small() {
+        let plain = future_size(serve::<tokio::net::TcpStream>);
+        let tls = future_size(serve::<Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>);
+        eprintln!("connection future: plain {plain} bytes, TLS {tls} bytes");
+        assert!(plain <= 2048, "{plain}");
+    }
 
     /// A request whose task fails (it panicked) is answered 500 with its own ids: the ids
     /// the log line names.

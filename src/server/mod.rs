@@ -239,28 +239,55 @@ impl Accepted {
             };
             return conn::serve(protocols, self.stream, info, gateway, deadlines, stopping).await;
         };
-        let handshake = acceptor.accept(self.stream);
-        let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                crate::metrics::connection_closed("tls_handshake_failed");
-                return tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                crate::metrics::connection_closed("tls_handshake_timeout");
-                return tracing::debug!(%peer, "TLS handshake timed out");
-            }
-        };
-        let certificate = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| PeerCertificate::from_der(c))
-            .map(Arc::new);
-        let info = ConnInfo { peer, certificate };
-        conn::serve(protocols, tls, info, gateway, deadlines, stopping).await;
+        // Boxed: a TLS connection's future (handshake, session) is several times a plain
+        // one's, and every connection task would otherwise be allocated at its size.
+        Box::pin(serve_tls(
+            acceptor,
+            self.stream,
+            peer,
+            self.handshake_timeout,
+            protocols,
+            gateway,
+            deadlines,
+            stopping,
+        ))
+        .await;
     }
+}
+
+/// The TLS handshake within its timeout, then HTTP until the connection ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
+    protocols: &Protocols,
+    gateway: Arc<Gateway>,
+    deadlines: Deadlines,
+    stopping: watch::Receiver<bool>,
+) {
+    let handshake = acceptor.accept(stream);
+    let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            crate::metrics::connection_closed("tls_handshake_failed");
+            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            crate::metrics::connection_closed("tls_handshake_timeout");
+            return tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    };
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| PeerCertificate::from_der(c))
+        .map(Arc::new);
+    let info = ConnInfo { peer, certificate };
+    conn::serve(protocols, Box::new(tls), info, gateway, deadlines, stopping).await;
 }
 
 /// The address a listener is bound to, for logs.

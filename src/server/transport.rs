@@ -24,6 +24,13 @@ pub(super) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
     fn readable(&self) -> impl Future<Output = ()> + Send + '_;
 }
 
+/// A boxed stream (TLS: its session is over a kilobyte, kept out of the connection's task).
+impl<T: Transport> Transport for Box<T> {
+    fn readable(&self) -> impl Future<Output = ()> + Send + '_ {
+        (**self).readable()
+    }
+}
+
 impl Transport for TcpStream {
     async fn readable(&self) {
         // An error is reported by the read that follows.
