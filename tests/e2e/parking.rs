@@ -189,6 +189,27 @@ async fn a_parked_connection_closes_at_its_idle_deadline_and_is_counted() {
     assert_eq!(metrics::value(&text, PARKED), 0.0);
 }
 
+/// Slowloris across a park: half a request head woken out of the park is still closed by
+/// the header-read timeout (hyper's timer in the rebuilt connection, never re-armed by a
+/// park in between).
+#[tokio::test]
+async fn half_a_head_after_a_park_is_closed_by_the_header_read_timeout() {
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env("GRAPHGATE_HEADER_READ_TIMEOUT_SECS", "2");
+    let gw = backend.serve(cmd).await;
+    let mut c = Raw::new(TcpStream::connect(gw.addr).await.unwrap());
+    c.send(&request(ROTATOR_KEY)).await;
+    assert_kept_alive(&c.answer().await, 204);
+    until_parked(&gw, 1).await;
+    c.send(b"POST /v1.0/x HTTP/1.1\r\nHost: g\r\nX-Slow: ").await;
+    let started = Instant::now();
+    let (bytes, closed) = read_until_closed(&mut c.stream, Duration::from_secs(2 + 1 + 4)).await;
+    assert!(closed, "still open after {:?}", started.elapsed());
+    assert!(started.elapsed() >= Duration::from_millis(1_800), "{:?}", started.elapsed());
+    assert!(!String::from_utf8_lossy(&bytes).contains(" 2"), "no answer: {bytes:?}");
+}
+
 #[tokio::test]
 async fn shutdown_closes_parked_connections_at_once_and_lets_a_request_in_flight_finish() {
     const GRAPH_DELAY: Duration = Duration::from_secs(3);
