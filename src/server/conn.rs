@@ -124,12 +124,27 @@ pub(super) async fn serve<I: Transport>(
     let io = Rewound::new(io, opening, seen);
     let ended = match protocol {
         Protocol::Http1 => {
-            super::park::serve(&protocols.http1, io, requests, activity, deadlines, shutdown).await
+            super::park::serve(
+                &protocols.http1,
+                io,
+                requests,
+                activity,
+                deadlines,
+                shutdown,
+            )
+            .await
         }
         // Boxed: HTTP/2's future is not parked, and would otherwise size every connection.
         Protocol::Http2 => {
-            Box::pin(serve_http2(&protocols.http2, io, requests, activity, deadlines, shutdown))
-                .await
+            Box::pin(serve_http2(
+                &protocols.http2,
+                io,
+                requests,
+                activity,
+                deadlines,
+                shutdown,
+            ))
+            .await
         }
     };
     match ended {
@@ -151,7 +166,9 @@ async fn serve_http2<I: Transport>(
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Option<Closed>, hyper::Error> {
     let (io, alarm) = FrameGuard::new(io, deadlines.max_control_frames_per_sec);
-    let connection = Http2(Box::pin(builder.serve_connection(TokioIo::new(io), requests)));
+    let connection = Http2(Box::pin(
+        builder.serve_connection(TokioIo::new(io), requests),
+    ));
     let outcome = supervise(connection, activity, Some(&alarm), deadlines, &mut shutdown).await?;
     Ok(outcome.closed)
 }
@@ -297,10 +314,12 @@ pub(super) async fn supervise<C: Supervised>(
     shutdown: &mut watch::Receiver<bool>,
 ) -> Result<Outcome<C::Done>, hyper::Error> {
     tokio::pin!(conn);
-    let ended = |done| Ok(Outcome {
-        done: Some(done),
-        closed: None,
-    });
+    let ended = |done| {
+        Ok(Outcome {
+            done: Some(done),
+            closed: None,
+        })
+    };
     let reason = loop {
         let now = *activity.borrow_and_update();
         let (limit, reason) = if now.started == 0 {

@@ -130,7 +130,9 @@ pub async fn serve(
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
-            accepted.serve(&protocols, gateway, deadlines, stopping).await;
+            accepted
+                .serve(&protocols, gateway, deadlines, stopping)
+                .await;
         });
     }
     drop(listener);

@@ -32,7 +32,9 @@ pub(super) async fn serve<I: Transport>(
     let seen = io.seen();
     loop {
         let hyper = Http1 {
-            conn: Some(Box::new(builder.serve_connection(TokioIo::new(io), requests))),
+            conn: Some(Box::new(
+                builder.serve_connection(TokioIo::new(io), requests),
+            )),
             seen: Arc::clone(&seen),
             activity: activity.clone(),
             closing: false,
@@ -167,7 +169,9 @@ impl<I: Transport> Future for Http1<I> {
                 Poll::Pending if this.parking => {
                     // Asked to end at rest, hyper still has work: it was not idle after all,
                     // and now closes after its exchange. Never expected; visible if it happens.
-                    tracing::warn!("an HTTP/1.1 connection judged at rest was busy; it closes after its exchange");
+                    tracing::warn!(
+                        "an HTTP/1.1 connection judged at rest was busy; it closes after its exchange"
+                    );
                     this.parking = false;
                     this.closing = true;
                     return Poll::Pending;
@@ -198,16 +202,32 @@ impl<I: Transport> Supervised for Http1<I> {
 #[cfg(test)]
 mod size_probe {
     use super::*;
-    fn fs6<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize { std::mem::size_of::<F>() }
-    fn fs5<A, B, C, D, E, F: Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize { std::mem::size_of::<F>() }
+    fn fs6<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+    fn fs5<A, B, C, D, E, F: Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
     #[test]
     fn probe() {
         eprintln!("park::serve {}", fs6(serve::<tokio::net::TcpStream>));
-        eprintln!("supervise {}", fs5(conn::supervise::<Http1<tokio::net::TcpStream>>));
-        eprintln!("Http1 {}", std::mem::size_of::<Http1<tokio::net::TcpStream>>());
-        eprintln!("Rewound {}", std::mem::size_of::<Rewound<tokio::net::TcpStream>>());
+        eprintln!(
+            "supervise {}",
+            fs5(conn::supervise::<Http1<tokio::net::TcpStream>>)
+        );
+        eprintln!(
+            "Http1 {}",
+            std::mem::size_of::<Http1<tokio::net::TcpStream>>()
+        );
+        eprintln!(
+            "Rewound {}",
+            std::mem::size_of::<Rewound<tokio::net::TcpStream>>()
+        );
         eprintln!("Requests {}", std::mem::size_of::<Requests>());
         eprintln!("Sleep {}", std::mem::size_of::<tokio::time::Sleep>());
-        eprintln!("tls stream {}", std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>());
+        eprintln!(
+            "tls stream {}",
+            std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>()
+        );
     }
 }

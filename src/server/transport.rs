@@ -58,7 +58,9 @@ pub(super) enum Protocol {
 
 /// Reads until the first bytes either are the HTTP/2 client preface or cannot be; returns
 /// the protocol and the bytes read (to be replayed). `None` when the client closed first.
-pub(super) async fn detect<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<Option<(Protocol, Bytes)>> {
+pub(super) async fn detect<I: AsyncRead + Unpin>(
+    io: &mut I,
+) -> io::Result<Option<(Protocol, Bytes)>> {
     let mut buf = [0u8; PREFACE.len()];
     let mut filled = 0;
     while filled < PREFACE.len() {
@@ -200,7 +202,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewound<I> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let flushed = Pin::new(&mut self.io).poll_flush(cx);
-        if matches!(flushed, Poll::Ready(Ok(()))) && self.seen.0.load(Ordering::Relaxed) & UNFLUSHED != 0 {
+        if matches!(flushed, Poll::Ready(Ok(())))
+            && self.seen.0.load(Ordering::Relaxed) & UNFLUSHED != 0
+        {
             // The written bytes (a whole response, as hyper flushes only with its own buffer
             // empty) are out: reads from here on belong to the next request.
             self.seen.set(0, UNFLUSHED | READ_SINCE_FLUSH);

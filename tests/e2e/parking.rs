@@ -161,7 +161,11 @@ async fn requests_on_one_connection_are_answered_across_parks_whole_split_and_pi
     assert_kept_alive(&c.answer().await, 403);
     until_parked(&gw, 1).await;
 
-    assert_eq!(backend.emulator.graph_requests().len(), 4, "each allowed call reached Graph once");
+    assert_eq!(
+        backend.emulator.graph_requests().len(),
+        4,
+        "each allowed call reached Graph once"
+    );
     drop(c);
     until_parked(&gw, 0).await;
     let (status, out) = gw.terminate().await;
@@ -182,8 +186,15 @@ async fn a_parked_connection_closes_at_its_idle_deadline_and_is_counted() {
     let idle_from = Instant::now();
     until_parked(&gw, 1).await;
     let (bytes, closed) = read_until_closed(&mut c.stream, Duration::from_secs(1 + 1 + 4)).await;
-    assert!(closed && bytes.is_empty(), "closed, nothing sent: {bytes:?}");
-    assert!(idle_from.elapsed() >= Duration::from_millis(900), "{:?}", idle_from.elapsed());
+    assert!(
+        closed && bytes.is_empty(),
+        "closed, nothing sent: {bytes:?}"
+    );
+    assert!(
+        idle_from.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        idle_from.elapsed()
+    );
     let text = gw.metrics().await;
     assert_eq!(metrics::value(&text, series) - before, 1.0, "{series}");
     assert_eq!(metrics::value(&text, PARKED), 0.0);
@@ -202,12 +213,20 @@ async fn half_a_head_after_a_park_is_closed_by_the_header_read_timeout() {
     c.send(&request(ROTATOR_KEY)).await;
     assert_kept_alive(&c.answer().await, 204);
     until_parked(&gw, 1).await;
-    c.send(b"POST /v1.0/x HTTP/1.1\r\nHost: g\r\nX-Slow: ").await;
+    c.send(b"POST /v1.0/x HTTP/1.1\r\nHost: g\r\nX-Slow: ")
+        .await;
     let started = Instant::now();
     let (bytes, closed) = read_until_closed(&mut c.stream, Duration::from_secs(2 + 1 + 4)).await;
     assert!(closed, "still open after {:?}", started.elapsed());
-    assert!(started.elapsed() >= Duration::from_millis(1_800), "{:?}", started.elapsed());
-    assert!(!String::from_utf8_lossy(&bytes).contains(" 2"), "no answer: {bytes:?}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_800),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        !String::from_utf8_lossy(&bytes).contains(" 2"),
+        "no answer: {bytes:?}"
+    );
 }
 
 #[tokio::test]
@@ -230,7 +249,10 @@ async fn shutdown_closes_parked_connections_at_once_and_lets_a_request_in_flight
     gw.proc.signal("TERM");
 
     let (bytes, closed) = read_until_closed(&mut parked.stream, Duration::from_secs(10)).await;
-    assert!(closed && bytes.is_empty(), "the parked connection closed: {bytes:?}");
+    assert!(
+        closed && bytes.is_empty(),
+        "the parked connection closed: {bytes:?}"
+    );
     assert!(
         in_graph.elapsed() < GRAPH_DELAY,
         "closed at once, before the call in flight was done ({:?})",
@@ -239,7 +261,11 @@ async fn shutdown_closes_parked_connections_at_once_and_lets_a_request_in_flight
     let answer = busy.answer().await;
     assert_eq!(answer.status, 204, "{}{}", answer.head, answer.body);
     let (status, mut proc) = gw.proc.wait_exit_async(served::START_STOP).await;
-    assert!(status.success(), "{}", proc.stderr.read_to_end(Duration::from_secs(1)));
+    assert!(
+        status.success(),
+        "{}",
+        proc.stderr.read_to_end(Duration::from_secs(1))
+    );
 }
 
 #[tokio::test]
@@ -270,7 +296,11 @@ async fn tls_and_mtls_clients_keep_their_connection_and_identity_across_parks() 
     let client = client_ca.client(None, CN);
     for (who, config, key) in [
         ("mTLS", client_config(&server_ca, Some(&client)), None),
-        ("TLS with an API key", client_config(&server_ca, None), Some(ROTATOR_KEY)),
+        (
+            "TLS with an API key",
+            client_config(&server_ca, None),
+            Some(ROTATOR_KEY),
+        ),
     ] {
         let tcp = TcpStream::connect(gw.addr).await.unwrap();
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
@@ -286,7 +316,11 @@ async fn tls_and_mtls_clients_keep_their_connection_and_identity_across_parks() 
         for round in 0..3 {
             c.send(&req).await;
             let a = c.answer().await;
-            assert_eq!(a.status, 204, "{who}, request {round}: {}{}", a.head, a.body);
+            assert_eq!(
+                a.status, 204,
+                "{who}, request {round}: {}{}",
+                a.head, a.body
+            );
             assert!(!a.head.contains("connection: close"), "{}", a.head);
             until_parked(&gw, 1).await;
         }
@@ -306,7 +340,11 @@ async fn tls_and_mtls_clients_keep_their_connection_and_identity_across_parks() 
     })
     .await;
     let count = |name: &str| callers.iter().filter(|c| *c == name).count();
-    assert_eq!((count("cert-rotator"), count("rooms-rotator")), (6, 6), "{callers:?}");
+    assert_eq!(
+        (count("cert-rotator"), count("rooms-rotator")),
+        (6, 6),
+        "{callers:?}"
+    );
 }
 
 /// The standard request with no `Authorization` header (the caller is its certificate).
