@@ -198,36 +198,3 @@ impl<I: Transport> Supervised for Http1<I> {
         }
     }
 }
-
-#[cfg(test)]
-mod size_probe {
-    use super::*;
-    fn fs6<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    fn fs5<A, B, C, D, E, F: Future>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-    #[test]
-    fn probe() {
-        eprintln!("park::serve {}", fs6(serve::<tokio::net::TcpStream>));
-        eprintln!(
-            "supervise {}",
-            fs5(conn::supervise::<Http1<tokio::net::TcpStream>>)
-        );
-        eprintln!(
-            "Http1 {}",
-            std::mem::size_of::<Http1<tokio::net::TcpStream>>()
-        );
-        eprintln!(
-            "Rewound {}",
-            std::mem::size_of::<Rewound<tokio::net::TcpStream>>()
-        );
-        eprintln!("Requests {}", std::mem::size_of::<Requests>());
-        eprintln!("Sleep {}", std::mem::size_of::<tokio::time::Sleep>());
-        eprintln!(
-            "tls stream {}",
-            std::mem::size_of::<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>()
-        );
-    }
-}
