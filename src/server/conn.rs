@@ -1,10 +1,9 @@
-//! One connection, from its first byte to its close: the protocol judged from its first
-//! bytes, HTTP/2 served by hyper, HTTP/1.1 by hyper between parks (see `park`), each request
-//! in a task of its own, and a supervisor that gives every state a deadline. A connection
-//! must bring its first request within the header-read timeout (whether it is silent,
-//! half-way through the HTTP/2 preface, or idle after its TLS handshake), may then sit with no
-//! request in flight for the idle timeout, and is closed with a GOAWAY when it floods control
-//! frames or the server shuts down.
+//! A connection's request service and its supervisor: each request in a task of its own
+//! (counted in the connection's activity), and deadlines for every state. A connection must
+//! bring its first request within the header-read timeout (whether it is silent, half-way
+//! through the HTTP/2 preface, or idle after its TLS handshake), may then sit with no request
+//! in flight for the idle timeout, and is closed with a GOAWAY when it floods control frames
+//! or the server shuts down.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -14,8 +13,6 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::clock::Instant;
-use hyper::server::conn::{http1, http2};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -24,20 +21,13 @@ use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 
-use super::h2guard::{Alarm, FrameGuard};
-use super::transport::{Protocol, Rewound, Seen, Transport};
+use super::h2guard::Alarm;
 use crate::admit::RequestIds;
 use crate::gateway::{ConnInfo, Gateway};
 
 /// How long a connection closed for a deadline or abuse gets to say goodbye (HTTP/2 GOAWAY,
 /// a response being written) before its socket is closed regardless.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// hyper's HTTP/1.1 and HTTP/2 connection settings.
-pub(super) struct Protocols {
-    pub http1: http1::Builder,
-    pub http2: http2::Builder<TokioExecutor>,
-}
 
 /// The deadlines of one connection.
 #[derive(Debug, Clone, Copy)]
@@ -81,98 +71,6 @@ impl Closed {
     }
 }
 
-/// Serves one connection until it ends, a deadline passes, or `shutdown` turns true.
-pub(super) async fn serve<I: Transport>(
-    protocols: &Protocols,
-    mut io: I,
-    conn: ConnInfo,
-    gateway: Arc<Gateway>,
-    deadlines: Deadlines,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let peer = conn.peer;
-    let (activity_tx, activity) = watch::channel(Activity {
-        started: 0,
-        in_flight: 0,
-        idle_since: Instant::now(),
-    });
-    let requests = Requests {
-        conn,
-        gateway,
-        activity: Arc::new(activity_tx),
-    };
-    // The protocol, within the first request's deadline.
-    let first = Instant::now() + deadlines.first_request;
-    let detected = tokio::select! {
-        detected = super::transport::detect(&mut io) => Ok(detected),
-        () = tokio::time::sleep_until(first) => Err(Some(Closed::FirstRequestTimeout)),
-        () = stopping(&mut shutdown) => Err(None),
-    };
-    let (protocol, opening) = match detected {
-        Ok(Ok(Some(detected))) => detected,
-        Ok(Ok(None)) => return,
-        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "connection ended with an error"),
-        Err(closed) => {
-            if let Some(reason) = closed {
-                crate::metrics::connection_closed(reason.as_str());
-                tracing::debug!(%peer, reason = reason.as_str(), "connection closed by the server");
-            }
-            return close(io).await;
-        }
-    };
-    let seen = Arc::new(Seen::default());
-    let io = Rewound::new(io, opening, seen);
-    let ended = match protocol {
-        Protocol::Http1 => {
-            super::park::serve(
-                &protocols.http1,
-                io,
-                requests,
-                activity,
-                deadlines,
-                shutdown,
-            )
-            .await
-        }
-        // Boxed: HTTP/2's future is not parked, and would otherwise size every connection.
-        Protocol::Http2 => {
-            Box::pin(serve_http2(
-                &protocols.http2,
-                io,
-                requests,
-                activity,
-                deadlines,
-                shutdown,
-            ))
-            .await
-        }
-    };
-    match ended {
-        Ok(None) => {}
-        Ok(Some(reason)) => {
-            tracing::debug!(%peer, reason = reason.as_str(), "connection closed by the server");
-        }
-        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
-    }
-}
-
-/// Serves an HTTP/2 connection (never parked: its streams, windows and pings are state).
-async fn serve_http2<I: Transport>(
-    builder: &http2::Builder<TokioExecutor>,
-    io: Rewound<I>,
-    requests: Requests,
-    activity: watch::Receiver<Activity>,
-    deadlines: Deadlines,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<Option<Closed>, hyper::Error> {
-    let (io, alarm) = FrameGuard::new(io, deadlines.max_control_frames_per_sec);
-    let connection = Http2(Box::pin(
-        builder.serve_connection(TokioIo::new(io), requests),
-    ));
-    let outcome = supervise(connection, activity, Some(&alarm), deadlines, &mut shutdown).await?;
-    Ok(outcome.closed)
-}
-
 /// Closes a connection's stream, saying goodbye (TLS close_notify) within the close grace.
 pub(super) async fn close(mut io: impl tokio::io::AsyncWrite + Unpin) {
     let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
@@ -184,6 +82,23 @@ pub(super) struct Requests {
     conn: ConnInfo,
     gateway: Arc<Gateway>,
     activity: Arc<watch::Sender<Activity>>,
+}
+
+impl Requests {
+    /// The service of the connection `conn`, and its activity (nothing yet, idle from now).
+    pub(super) fn new(conn: ConnInfo, gateway: Arc<Gateway>) -> (Self, watch::Receiver<Activity>) {
+        let (tx, activity) = watch::channel(Activity {
+            started: 0,
+            in_flight: 0,
+            idle_since: Instant::now(),
+        });
+        let requests = Requests {
+            conn,
+            gateway,
+            activity: Arc::new(tx),
+        };
+        (requests, activity)
+    }
 }
 
 impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Requests {
@@ -276,27 +191,6 @@ pub(super) trait Supervised: Future<Output = Result<Self::Done, hyper::Error>> {
     fn graceful_shutdown(self: Pin<&mut Self>);
 }
 
-/// An HTTP/2 connection, boxed (the connection task stays small).
-struct Http2<I: Transport>(
-    Pin<Box<http2::Connection<TokioIo<FrameGuard<Rewound<I>>>, Requests, TokioExecutor>>>,
-);
-
-impl<I: Transport> Future for Http2<I> {
-    type Output = Result<(), hyper::Error>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        self.0.as_mut().poll(cx)
-    }
-}
-
-impl<I: Transport> Supervised for Http2<I> {
-    type Done = ();
-
-    fn graceful_shutdown(mut self: Pin<&mut Self>) {
-        self.0.as_mut().graceful_shutdown();
-    }
-}
-
 /// How a supervised connection ended: what it finished with (if it did), and why the server
 /// closed it (if it did).
 pub(super) struct Outcome<D> {
@@ -386,21 +280,6 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future `f` returns, without calling it.
-    fn future_size<A, B, C, D, E, G, F: Future>(_: impl FnOnce(A, B, C, D, E, G) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// A parked connection keeps its whole task: its future must stay small (hyper's
-    /// connection and HTTP/2 are boxed, and only while in use).
-    #[test]
-    fn a_plain_connections_future_is_small() {
-        let plain = future_size(serve::<tokio::net::TcpStream>);
-        let tls = future_size(serve::<Box<tokio_rustls::server::TlsStream<tokio::net::TcpStream>>>);
-        eprintln!("connection future: plain {plain} bytes, TLS {tls} bytes");
-        assert!(plain <= 2048, "{plain}");
-    }
 
     /// A request whose task fails (it panicked) is answered 500 with its own ids: the ids
     /// the log line names.

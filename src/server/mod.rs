@@ -4,6 +4,7 @@
 
 mod conn;
 mod h2guard;
+mod http;
 mod park;
 mod refuse;
 mod transport;
@@ -21,7 +22,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use crate::gateway::{ConnInfo, Gateway};
 use crate::identity::PeerCertificate;
 use crate::slots::{KeyedSlot, KeyedSlots};
-use conn::{Deadlines, Protocols};
+use conn::Deadlines;
+use http::Protocols;
 use refuse::{ConnectionRefusal, Refuser};
 
 /// Connection-level bounds.
@@ -239,7 +241,7 @@ impl Accepted {
                 peer,
                 certificate: None,
             };
-            return conn::serve(protocols, self.stream, info, gateway, deadlines, stopping).await;
+            return http::serve(protocols, self.stream, info, gateway, deadlines, stopping).await;
         };
         // Boxed: a TLS connection's future (handshake, session) is several times a plain
         // one's, and every connection task would otherwise be allocated at its size.
@@ -289,7 +291,7 @@ async fn serve_tls(
         .and_then(|c| PeerCertificate::from_der(c))
         .map(Arc::new);
     let info = ConnInfo { peer, certificate };
-    conn::serve(protocols, Box::new(tls), info, gateway, deadlines, stopping).await;
+    http::serve(protocols, Box::new(tls), info, gateway, deadlines, stopping).await;
 }
 
 /// The address a listener is bound to, for logs.
