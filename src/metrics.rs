@@ -78,6 +78,7 @@ struct Metrics {
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
     connections_closed: Family<ReasonLabel, Counter>,
+    connections_parked: Gauge,
     jwt_refusals: Family<ReasonLabel, Counter>,
     jwt_key_fetches: Family<ResultLabel, Counter>,
     jwt_accepted: Family<CheckLabel, Counter>,
@@ -160,6 +161,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         errors: Family::default(),
         permissions: Family::default(),
         connections_closed: Family::default(),
+        connections_parked: Gauge::default(),
         jwt_refusals: Family::default(),
         jwt_key_fetches: Family::default(),
         jwt_accepted: Family::default(),
@@ -249,6 +251,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_connections_closed",
         "Client connections the server closed or refused, by reason (a deadline, a TLS handshake that failed or outlived its deadline, an HTTP/2 control-frame flood, a connection cap)",
         m.connections_closed.clone(),
+    );
+    r.register(
+        "graphgate_connections_parked",
+        "HTTP/1.1 keep-alive connections at rest, held outside the HTTP engine (socket and TLS session only) until their next request",
+        m.connections_parked.clone(),
     );
     r.register(
         "graphgate_jwt_refusals",
@@ -507,6 +514,11 @@ pub fn connection_closed(reason: &'static str) {
         .connections_closed
         .get_or_create(&ReasonLabel { reason })
         .inc();
+}
+
+/// An HTTP/1.1 connection was parked (`+1`) or left its park (`-1`).
+pub fn connections_parked(delta: i64) {
+    METRICS.connections_parked.inc_by(delta);
 }
 
 /// A bearer token was refused; `reason` is a [`crate::identity::TokenRefusal`] label.
