@@ -11,6 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -26,6 +27,32 @@ use super::transport::{Rewound, Seen, Transport};
 /// How long an HTTP/1.1 connection rests (no request since its last response) before it is
 /// parked. A connection used more often than this keeps its hyper connection.
 pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Most hyper HTTP/1.1 connections (about 35 KB each) alive before a connection at rest is
+/// parked at once rather than after [`PARK_AFTER`]: with many connections open, memory is
+/// bounded as if there were no delay (a burst of 10,000 connections would otherwise hold
+/// 10,000 hyper connections for a second, and the allocator keeps that peak). 64: the
+/// bench's steady runs (16 and 64 connections) keep hyper.
+const HYPER_MAX: usize = 64;
+
+/// hyper HTTP/1.1 connections alive now.
+static HYPER_ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a hyper connection in [`HYPER_ALIVE`] while it lives.
+struct Alive;
+
+impl Alive {
+    fn enter() -> Self {
+        HYPER_ALIVE.fetch_add(1, Ordering::Relaxed);
+        Alive
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        HYPER_ALIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Serves an HTTP/1.1 connection, parking it whenever it is at rest, until it ends, a
 /// deadline passes or shutdown begins.
@@ -48,6 +75,7 @@ pub(super) async fn serve<I: Transport>(
             closing: false,
             parking: false,
             rest: None,
+            _alive: Alive::enter(),
         };
         // Boxed: the supervisor lives only while hyper does; parked, the task keeps only this
         // function's few locals.
@@ -137,6 +165,7 @@ struct Http1<I: Transport> {
     parking: bool,
     /// The rest timer, made the first time the connection is at rest.
     rest: Option<Rest>,
+    _alive: Alive,
 }
 
 /// When a connection's rest ends: [`PARK_AFTER`] after the end of request number `started`.
@@ -152,6 +181,9 @@ impl Rest {
     /// Whether the connection, at rest now with `now`'s requests, has rested [`PARK_AFTER`]
     /// with no request started since; if not, the task is woken when it may have.
     fn over(this: &mut Option<Rest>, now: &Activity, cx: &mut Context<'_>) -> bool {
+        if HYPER_ALIVE.load(Ordering::Relaxed) > HYPER_MAX {
+            return true;
+        }
         let rest = this.get_or_insert_with(|| Rest {
             timer: Box::pin(tokio::time::sleep_until(now.idle_since + PARK_AFTER)),
             started: now.started,

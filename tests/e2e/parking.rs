@@ -194,7 +194,8 @@ async fn a_connection_in_steady_use_is_not_parked_between_its_requests() {
         tokio::time::sleep(PAUSE).await;
         let parked = metrics::value(&gw.metrics().await, PARKED);
         assert_eq!(
-            parked, 0.0,
+            parked,
+            0.0,
             "parked {PAUSE:?} after answer {answered}, {:?} into steady use",
             started.elapsed()
         );
