@@ -124,16 +124,50 @@ pub struct Batch {
     files: Vec<PathBuf>,
 }
 
-/// Lines (bytes) held before a batch is indexed even if the read goes on.
-const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Lines (bytes) held before a batch is indexed even if the read goes on (at most two
+/// batches are held: one read while the one before is indexed).
+const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Below this many records a batch is scanned and hashed on the calling thread alone.
 const PARALLEL_FROM: usize = 512;
 
 /// The index as a follower's [`Reader`] (see [`Index::follow`]): each line is copied once
-/// into a [`Batch`] with its sequence number, and the batch indexed at its end.
+/// into a [`Batch`] with its sequence number, and each full batch indexed.
 struct IndexReader<'a> {
-    index: &'a Index,
     batch: &'a mut Batch,
+    sink: Sink<'a>,
+}
+
+/// Where a full batch goes.
+enum Sink<'a> {
+    /// Indexed at once, on the reading thread.
+    Here(&'a Index),
+    /// To the indexing thread (one batch at a time: the channel holds none), while the next
+    /// one is read; `reuse` hands back the batches indexed, for their buffers.
+    Indexer {
+        index: &'a Index,
+        send: Option<std::sync::mpsc::SyncSender<Batch>>,
+        reuse: std::sync::mpsc::Receiver<Batch>,
+    },
+}
+
+impl IndexReader<'_> {
+    fn flush(&mut self) {
+        match &mut self.sink {
+            Sink::Here(index) => index.index_batch(self.batch),
+            Sink::Indexer { index, send, reuse } => {
+                let next = reuse.try_recv().unwrap_or_default();
+                let full = std::mem::replace(self.batch, next);
+                // Waits while the indexer is busy with the batch before (so at most two
+                // batches are held); an indexer gone (it panicked) leaves the work here.
+                if let Some(Err(std::sync::mpsc::SendError(mut full))) =
+                    send.as_ref().map(|s| s.send(full))
+                {
+                    *send = None;
+                    index.index_batch(&mut full);
+                }
+            }
+        }
+    }
 }
 
 impl Reader for IndexReader<'_> {
@@ -160,7 +194,7 @@ impl Reader for IndexReader<'_> {
             line: start..b.bytes.len(),
         });
         if b.bytes.len() >= BATCH_BYTES {
-            self.index.index_batch(b);
+            self.flush();
         }
     }
 }
@@ -362,8 +396,8 @@ impl Index {
     pub fn ingest(&self, lines: &[Line]) {
         let mut batch = Batch::default();
         let mut reader = IndexReader {
-            index: self,
             batch: &mut batch,
+            sink: Sink::Here(self),
         };
         for line in lines {
             if let Some((seq, rec)) = reader.parse(&line.bytes) {
@@ -390,11 +424,35 @@ impl Index {
         max: usize,
         batch: &mut Batch,
     ) -> std::io::Result<usize> {
-        let mut reader = IndexReader { index: self, batch };
-        let read = follower.read_into(until, max, &mut reader);
-        // Whatever was read before an error is indexed too (the follower has moved past it).
-        self.index_batch(reader.batch);
-        read
+        // Batch N is indexed on a thread of its own while batch N + 1 is read.
+        std::thread::scope(|s| {
+            let (send, indexing) = std::sync::mpsc::sync_channel::<Batch>(0);
+            let (done, reuse) = std::sync::mpsc::channel::<Batch>();
+            let indexer = s.spawn(move || {
+                for mut full in indexing {
+                    self.index_batch(&mut full);
+                    // The reader may have finished: the buffers are then dropped.
+                    let _ = done.send(full);
+                }
+            });
+            let mut reader = IndexReader {
+                batch,
+                sink: Sink::Indexer {
+                    index: self,
+                    send: Some(send),
+                    reuse,
+                },
+            };
+            let read = follower.read_into(until, max, &mut reader);
+            // The indexer takes the batches sent, in order, then stops.
+            reader.sink = Sink::Here(self);
+            if let Err(panic) = indexer.join() {
+                std::panic::resume_unwind(panic);
+            }
+            // Whatever was read before an error is indexed too (the follower has moved past it).
+            self.index_batch(reader.batch);
+            read
+        })
     }
 
     /// Indexes the batch's lines in order, and empties it.
