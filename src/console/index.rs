@@ -65,8 +65,8 @@ const KINDS: [Kind; 7] = [
     Kind::Approval,
 ];
 
-/// One line read and not yet indexed: where it is, and its sequence number (the scan, the
-/// field conversion and the hashes are taken later, over the whole batch at once).
+/// One line read and not yet indexed: what [`Light`] told of it, reduced to numbers (the
+/// hashes are taken later, over the whole batch at once).
 struct Pending {
     seq: u64,
     /// Its file, in [`Batch::files`].
@@ -74,6 +74,8 @@ struct Pending {
     offset: u64,
     /// The line, in [`Batch::bytes`].
     line: Range<usize>,
+    /// `None`: a line with a `seq` that is not an audit record (the chain breaks there).
+    rec: Option<Fields>,
 }
 
 /// A record's fields as a row keeps them, before interning.
@@ -87,33 +89,17 @@ struct Fields {
     kind: u8,
     decision: u8,
     completion: u8,
-    caller: Name,
-    operation: Name,
+    /// The caller and operation names, in [`Batch::names`].
+    caller: Option<Range<usize>>,
+    operation: Option<Range<usize>>,
 }
 
-/// A caller or operation name before interning.
-enum Name {
-    Absent,
-    /// Borrowed from the line: where it is in [`Batch::bytes`].
-    At(Range<usize>),
-    /// Unescaped (a line with an escape in it: rare).
-    Owned(Box<str>),
-}
-
-/// What the parallel phase made of a line: its fields and hashes, ready to be taken in order.
-struct Candidate {
-    rec: Scanned,
+/// What a record's hashes came to (taken off the index's lock, in parallel for a large batch).
+#[derive(Clone, Copy)]
+struct Hashed {
     /// The line hashes to the hash it carries.
     sealed: bool,
     leaf: Hash,
-}
-
-enum Scanned {
-    Record(Fields),
-    /// A line with this `seq` that is not an audit record (the chain breaks there).
-    NotARecord,
-    /// Not a record at all (the follower took it by its leading `seq`): passed over.
-    PassedOver,
 }
 
 /// Lines read and not yet indexed (kept between reads, so its buffers are reused).
@@ -121,114 +107,61 @@ enum Scanned {
 pub struct Batch {
     pending: Vec<Pending>,
     bytes: Vec<u8>,
+    names: String,
     files: Vec<PathBuf>,
 }
 
-/// Lines (bytes) held before a batch is indexed even if the read goes on (at most two
-/// batches are held: one read while the one before is indexed).
-const BATCH_BYTES: usize = 4 * 1024 * 1024;
-/// Below this many records a batch is scanned and hashed on the calling thread alone.
+/// Lines (bytes) held before a batch is indexed even if the read goes on.
+const BATCH_BYTES: usize = 16 * 1024 * 1024;
+/// Below this many records a batch is hashed on the calling thread alone.
 const PARALLEL_FROM: usize = 512;
 
-/// The index as a follower's [`Reader`] (see [`Index::follow`]): each line is copied once
-/// into a [`Batch`] with its sequence number, and each full batch indexed.
+/// The index as a follower's [`Reader`] (see [`Index::follow`]): each line is read once
+/// into a [`Batch`], and the batch indexed at its end.
 struct IndexReader<'a> {
+    index: &'a Index,
     batch: &'a mut Batch,
-    sink: Sink<'a>,
-}
-
-/// Where a full batch goes.
-enum Sink<'a> {
-    /// Indexed at once, on the reading thread.
-    Here(&'a Index),
-    /// To the indexing thread (one batch at a time: the channel holds none), while the next
-    /// one is read; `reuse` hands back the batches indexed, for their buffers.
-    Indexer {
-        index: &'a Index,
-        send: Option<std::sync::mpsc::SyncSender<Batch>>,
-        reuse: std::sync::mpsc::Receiver<Batch>,
-    },
-}
-
-impl IndexReader<'_> {
-    fn flush(&mut self) {
-        match &mut self.sink {
-            Sink::Here(index) => index.index_batch(self.batch),
-            Sink::Indexer { index, send, reuse } => {
-                let next = reuse.try_recv().unwrap_or_default();
-                let full = std::mem::replace(self.batch, next);
-                // Waits while the indexer is busy with the batch before (so at most two
-                // batches are held); an indexer gone (it panicked) leaves the work here.
-                if let Some(Err(std::sync::mpsc::SendError(mut full))) =
-                    send.as_ref().map(|s| s.send(full))
-                {
-                    *send = None;
-                    index.index_batch(&mut full);
-                }
-            }
-        }
-    }
 }
 
 impl Reader for IndexReader<'_> {
-    type Parsed<'a> = ();
+    type Parsed<'a> = Option<Light<'a>>;
 
-    fn parse(&mut self, bytes: &[u8]) -> Option<(u64, ())> {
-        leading_seq(bytes)
-            .or_else(|| super::scan::light(bytes).map(|rec| rec.seq))
-            .or_else(|| follow::seq_of(bytes))
-            .map(|seq| (seq, ()))
+    fn parse<'a>(&mut self, bytes: &'a [u8]) -> Option<(u64, Option<Light<'a>>)> {
+        match super::scan::light(bytes) {
+            Some(rec) => Some((rec.seq, Some(rec))),
+            None => follow::seq_of(bytes).map(|seq| (seq, None)),
+        }
     }
 
-    fn take(&mut self, line: LineRef<'_>, seq: u64, (): ()) {
+    fn take(&mut self, line: LineRef<'_>, seq: u64, rec: Option<Light<'_>>) {
         let b = &mut *self.batch;
         if b.files.last().is_none_or(|f| f.as_path() != line.file) {
             b.files.push(line.file.to_owned());
         }
         let start = b.bytes.len();
         b.bytes.extend_from_slice(line.bytes);
+        let rec = rec.map(|rec| fields(&rec, &mut b.names));
         b.pending.push(Pending {
             seq,
             file: b.files.len() - 1,
             offset: line.offset,
             line: start..b.bytes.len(),
+            rec,
         });
         if b.bytes.len() >= BATCH_BYTES {
-            self.flush();
+            self.index.index_batch(b);
         }
     }
 }
 
-/// The `seq` of a line written as the gateway writes it (`{"seq":N,` first), read from its
-/// first bytes; `None` for any other form (the caller reads it the slow way). What it
-/// returns is checked against the full scan of the line in the parallel phase.
-fn leading_seq(line: &[u8]) -> Option<u64> {
-    let rest = line.strip_prefix(b"{\"seq\":")?;
-    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 20 || (digits > 1 && rest[0] == b'0') {
-        return None;
-    }
-    if !matches!(rest.get(digits), Some(b',' | b'}')) {
-        return None;
-    }
-    rest[..digits].iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
-/// The numbers a row keeps of `rec`, read from `line`, which starts at `at` in the batch.
-fn fields(rec: &Light<'_>, line: &[u8], at: usize) -> Fields {
-    let name = |s: &Option<std::borrow::Cow<'_, str>>| match s {
-        None => Name::Absent,
-        Some(std::borrow::Cow::Borrowed(s)) => {
-            // Borrowed from the line (the scan borrows nothing else): where it is.
-            let start = (s.as_ptr() as usize).wrapping_sub(line.as_ptr() as usize);
-            match start.checked_add(s.len()).filter(|end| *end <= line.len()) {
-                Some(end) => Name::At(at + start..at + end),
-                None => Name::Owned((*s).into()),
-            }
-        }
-        Some(std::borrow::Cow::Owned(s)) => Name::Owned(s.as_str().into()),
+/// The numbers a row keeps of `rec` (its names appended to `names`).
+fn fields(rec: &Light<'_>, names: &mut String) -> Fields {
+    let mut name = |s: &Option<std::borrow::Cow<'_, str>>| {
+        s.as_deref().map(|s| {
+            let start = names.len();
+            names.push_str(s);
+            start..names.len()
+        })
     };
     let (caller, operation) = (name(&rec.caller), name(&rec.operation));
     let time = super::scan::utc_seconds(&rec.time)
@@ -263,35 +196,19 @@ fn fields(rec: &Light<'_>, line: &[u8], at: usize) -> Fields {
     }
 }
 
-/// What one line comes to: scanned, its fields converted, its hashes taken.
-fn candidate(bytes: &[u8], p: &Pending) -> Candidate {
-    let line = &bytes[p.line.clone()];
-    let leaf = tree::leaf_hash(line);
-    let rec = match super::scan::light(line) {
-        Some(rec) if rec.seq == p.seq => rec,
-        _ => {
-            let rec = match follow::seq_of(line) == Some(p.seq) {
-                true => Scanned::NotARecord,
-                false => Scanned::PassedOver,
-            };
-            return Candidate {
-                rec,
-                sealed: false,
-                leaf,
-            };
+/// The hashes of the batch's records, in order: on every core for a large batch.
+fn hash_batch(batch: &Batch) -> Vec<Hashed> {
+    let one = |p: &Pending| {
+        let line = &batch.bytes[p.line.clone()];
+        Hashed {
+            sealed: p
+                .rec
+                .as_ref()
+                .and_then(|r| r.hash.as_ref())
+                .is_some_and(|h| sealed_hash(line, h)),
+            leaf: tree::leaf_hash(line),
         }
     };
-    let fields = fields(&rec, line, p.line.start);
-    Candidate {
-        sealed: fields.hash.is_some_and(|h| sealed_hash(line, &h)),
-        rec: Scanned::Record(fields),
-        leaf,
-    }
-}
-
-/// The batch's lines scanned and hashed, in order: on every core for a large batch.
-fn scan_batch(batch: &Batch) -> Vec<Candidate> {
-    let one = |p: &Pending| candidate(&batch.bytes, p);
     let n = batch.pending.len();
     let workers = match n < PARALLEL_FROM {
         true => 1,
@@ -300,24 +217,24 @@ fn scan_batch(batch: &Batch) -> Vec<Candidate> {
     if workers == 1 {
         return batch.pending.iter().map(one).collect();
     }
+    let mut out = vec![
+        Hashed {
+            sealed: false,
+            leaf: Hash([0; 32]),
+        };
+        n
+    ];
     let chunk = n.div_ceil(workers);
-    let mut parts = batch.pending.chunks(chunk);
-    // The calling thread takes the first part itself.
-    let first = parts.next().unwrap_or_default();
     std::thread::scope(|s| {
-        let others: Vec<_> = parts
-            .map(|part| s.spawn(move || part.iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        let mut out: Vec<Candidate> = Vec::with_capacity(n);
-        out.extend(first.iter().map(one));
-        for h in others {
-            match h.join() {
-                Ok(part) => out.extend(part),
-                Err(panic) => std::panic::resume_unwind(panic),
-            }
+        for (pending, out) in batch.pending.chunks(chunk).zip(out.chunks_mut(chunk)) {
+            s.spawn(move || {
+                for (p, o) in pending.iter().zip(out) {
+                    *o = one(p);
+                }
+            });
         }
-        out
-    })
+    });
+    out
 }
 
 /// Where the chain check stands.
@@ -396,8 +313,8 @@ impl Index {
     pub fn ingest(&self, lines: &[Line]) {
         let mut batch = Batch::default();
         let mut reader = IndexReader {
+            index: self,
             batch: &mut batch,
-            sink: Sink::Here(self),
         };
         for line in lines {
             if let Some((seq, rec)) = reader.parse(&line.bytes) {
@@ -413,10 +330,9 @@ impl Index {
     }
 
     /// Reads the log's next records from `follower` (up to `until`, at most `max`) and
-    /// indexes them: the reading thread only splits lines and reads their `seq`; each batch
-    /// is then scanned, converted to row fields and hashed on every core, and taken in chain
-    /// order under the index's lock (the chain link needs the record before). Returns how
-    /// many records were read.
+    /// indexes them: each line is read once, into the few fields the index keeps, and the
+    /// hashes of a large batch are taken on every core before the index is locked to take
+    /// them in chain order. Returns how many records were read.
     pub fn follow(
         &self,
         follower: &mut follow::Follower,
@@ -424,48 +340,25 @@ impl Index {
         max: usize,
         batch: &mut Batch,
     ) -> std::io::Result<usize> {
-        // Batch N is indexed on a thread of its own while batch N + 1 is read.
-        std::thread::scope(|s| {
-            let (send, indexing) = std::sync::mpsc::sync_channel::<Batch>(0);
-            let (done, reuse) = std::sync::mpsc::channel::<Batch>();
-            let indexer = s.spawn(move || {
-                for mut full in indexing {
-                    self.index_batch(&mut full);
-                    // The reader may have finished: the buffers are then dropped.
-                    let _ = done.send(full);
-                }
-            });
-            let mut reader = IndexReader {
-                batch,
-                sink: Sink::Indexer {
-                    index: self,
-                    send: Some(send),
-                    reuse,
-                },
-            };
-            let read = follower.read_into(until, max, &mut reader);
-            // The indexer takes the batches sent, in order, then stops.
-            reader.sink = Sink::Here(self);
-            if let Err(panic) = indexer.join() {
-                std::panic::resume_unwind(panic);
-            }
-            // Whatever was read before an error is indexed too (the follower has moved past it).
-            self.index_batch(reader.batch);
-            read
-        })
+        let mut reader = IndexReader { index: self, batch };
+        let read = follower.read_into(until, max, &mut reader);
+        // Whatever was read before an error is indexed too (the follower has moved past it).
+        self.index_batch(reader.batch);
+        read
     }
 
     /// Indexes the batch's lines in order, and empties it.
     fn index_batch(&self, batch: &mut Batch) {
-        let scanned = scan_batch(batch);
+        let hashed = hash_batch(batch);
         {
             let mut st = self.state.write().unwrap_or_else(PoisonError::into_inner);
-            for (p, c) in batch.pending.iter().zip(scanned) {
-                st.ingest(batch, p, c);
+            for (p, h) in batch.pending.iter().zip(hashed) {
+                st.ingest(batch, p, h);
             }
         }
         batch.pending.clear();
         batch.bytes.clear();
+        batch.names.clear();
         batch.files.clear();
     }
 
@@ -550,15 +443,11 @@ impl State {
         }
     }
 
-    fn ingest(&mut self, batch: &Batch, p: &Pending, c: Candidate) {
+    fn ingest(&mut self, batch: &Batch, p: &Pending, hashed: Hashed) {
         let file = batch.files[p.file].as_path();
-        let rec = match &c.rec {
-            Scanned::Record(rec) => rec,
-            Scanned::NotARecord => {
-                self.broken(file, p.seq, "not a valid audit record");
-                return;
-            }
-            Scanned::PassedOver => return,
+        let Some(rec) = &p.rec else {
+            self.broken(file, p.seq, "not a valid audit record");
+            return;
         };
         if !self.rows.is_empty() && p.seq != self.last_seq() + 1 {
             // A gap (retention, or a cut): start over from here.
@@ -574,7 +463,7 @@ impl State {
             let log = crate::audit::store::files::base_log(file);
             self.edge.start(&log, p.seq);
         }
-        self.check_chain(file, p.seq, rec, c.sealed);
+        self.check_chain(file, p.seq, rec, hashed.sealed);
         let new_file = self
             .spans
             .last()
@@ -582,20 +471,14 @@ impl State {
         if new_file {
             self.spans.push((p.seq, file.to_owned()));
         }
-        fn name<'a>(batch: &'a Batch, n: &'a Name) -> Option<&'a str> {
-            match n {
-                Name::Absent => None,
-                Name::At(r) => std::str::from_utf8(&batch.bytes[r.clone()]).ok(),
-                Name::Owned(s) => Some(s),
-            }
-        }
+        let name = |r: &Option<Range<usize>>| r.clone().map(|r| &batch.names[r]);
         let row = Row {
             offset: p.offset,
             time: rec.time,
-            caller: self.callers.intern(name(batch, &rec.caller)),
+            caller: self.callers.intern(name(&rec.caller)),
             device: rec.device,
             id: rec.id,
-            op: u16::try_from(self.ops.intern(name(batch, &rec.operation))).unwrap_or(u16::MAX),
+            op: u16::try_from(self.ops.intern(name(&rec.operation))).unwrap_or(u16::MAX),
             kind: rec.kind,
             decision: rec.decision,
             completion: rec.completion,
@@ -608,7 +491,7 @@ impl State {
         self.fold(&row);
         self.count_device(row.device);
         self.rows.push_back(row);
-        self.edge.push(c.leaf);
+        self.edge.push(hashed.leaf);
         if self.rows.len() > MAX_ROWS
             && let Some(old) = self.rows.pop_front()
         {

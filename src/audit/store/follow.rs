@@ -5,15 +5,12 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom};
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::files;
 
 /// Longest line read; a longer one is skipped as not a record.
 const MAX_LINE: usize = 4 * 1024 * 1024;
-/// How much of a file a follower reads at once (lines are found in it, not copied out).
-const BLOCK: usize = 1024 * 1024;
 
 /// How often a follower lists the files again when one vanished while it looked (each
 /// retry follows a rotation or a removal that happened in between).
@@ -59,18 +56,15 @@ pub struct Follower {
     log: PathBuf,
     next: u64,
     open: Option<Open>,
+    /// The line being read (one buffer for every line).
+    buf: Vec<u8>,
 }
 
 struct Open {
     path: PathBuf,
     /// The first record of the file (a new live file under the same name has another).
     first: u64,
-    file: File,
-    /// Read ahead: `block[at..end]` are the file's bytes from `offset` on.
-    block: Vec<u8>,
-    at: usize,
-    end: usize,
-    /// Where the next line starts in the file.
+    reader: BufReader<File>,
     offset: u64,
 }
 
@@ -82,6 +76,7 @@ impl Follower {
             log: log.to_owned(),
             next: next.max(1),
             open: None,
+            buf: Vec::with_capacity(4096),
         }
     }
 
@@ -114,10 +109,9 @@ impl Follower {
                 break;
             }
             let Some(open) = &mut self.open else { break };
-            match next_line(open)? {
-                Some((offset, at)) => {
-                    let bytes = &open.block[at];
-                    let Some((seq, parsed)) = reader.parse(bytes) else {
+            match next_line(open, &mut self.buf)? {
+                Some(offset) => {
+                    let Some((seq, parsed)) = reader.parse(&self.buf) else {
                         continue;
                     };
                     if seq < self.next {
@@ -128,7 +122,7 @@ impl Follower {
                     let line = LineRef {
                         file: &open.path,
                         offset,
-                        bytes,
+                        bytes: &self.buf,
                     };
                     reader.take(line, seq, parsed);
                     taken += 1;
@@ -195,10 +189,7 @@ impl Follower {
         self.open = Some(Open {
             path,
             first,
-            file,
-            block: Vec::new(),
-            at: 0,
-            end: 0,
+            reader: BufReader::with_capacity(256 * 1024, file),
             offset: 0,
         });
         Ok(true)
@@ -211,60 +202,30 @@ impl Follower {
             && open.path == left.path
             && open.first == left.first
         {
-            open.file.seek(SeekFrom::Start(left.offset))?;
+            open.reader.seek(SeekFrom::Start(left.offset))?;
             open.offset = left.offset;
-            (open.at, open.end) = (0, 0);
         }
         Ok(())
     }
 }
 
-/// Finds the next whole line of `open` (without its newline) in its read-ahead block and
-/// returns where it starts in the file and where it is in the block, or `None` at the file's
-/// end (a partial last line is left to be read again once it is complete). The lines are
-/// found with `memchr` in blocks of [`BLOCK`] bytes; only a line cut by a block's end is moved.
-fn next_line(open: &mut Open) -> io::Result<Option<(u64, Range<usize>)>> {
-    let mut searched = open.at;
-    loop {
-        if let Some(i) = memchr::memchr(b'\n', &open.block[searched..open.end]) {
-            let newline = searched + i;
-            let offset = open.offset;
-            let line = open.at..newline;
-            open.offset += (newline + 1 - open.at) as u64;
-            open.at = newline + 1;
-            return Ok(Some((offset, line)));
-        }
-        if open.end - open.at >= MAX_LINE {
-            return incomplete(open);
-        }
-        // Room for more: the partial line moved to the front, the block grown if it fills it.
-        if open.at > 0 {
-            open.block.copy_within(open.at..open.end, 0);
-            (open.end, open.at) = (open.end - open.at, 0);
-        }
-        searched = open.end;
-        if open.end == open.block.len() {
-            let grown = (open.block.len() * 2).clamp(BLOCK, MAX_LINE + BLOCK);
-            open.block.resize(grown, 0);
-        }
-        let n = loop {
-            match open.file.read(&mut open.block[open.end..]) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                read => break read?,
-            }
-        };
-        if n == 0 {
-            return incomplete(open);
-        }
-        open.end += n;
+/// Reads the next whole line of `open` into `buf` (without its newline) and returns where it
+/// starts, or `None` at the file's end (a partial last line is left to be read again once it
+/// is complete).
+fn next_line(open: &mut Open, buf: &mut Vec<u8>) -> io::Result<Option<u64>> {
+    buf.clear();
+    let n = (&mut open.reader)
+        .take(MAX_LINE as u64)
+        .read_until(b'\n', buf)?;
+    if n == 0 || buf.last() != Some(&b'\n') {
+        // Not complete yet: read it again from its start next time.
+        open.reader.seek(SeekFrom::Start(open.offset))?;
+        return Ok(None);
     }
-}
-
-/// No whole line left: read again from the line's start next time.
-fn incomplete(open: &mut Open) -> io::Result<Option<(u64, Range<usize>)>> {
-    open.file.seek(SeekFrom::Start(open.offset))?;
-    (open.at, open.end) = (0, 0);
-    Ok(None)
+    let offset = open.offset;
+    open.offset += n as u64;
+    buf.pop();
+    Ok(Some(offset))
 }
 
 /// The reader behind [`Follower::read`]: each line copied, with its `seq`.
