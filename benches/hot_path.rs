@@ -370,7 +370,8 @@ impl graphgate::identity::jwt::fetch::KeyLoader for Published {
 
 /// A JWT caller's whole authentication step with its issuer's keys cached (parse, issuer,
 /// signature, audience and time, caller lookup, fingerprint), for an RS256 Kubernetes
-/// service-account token and an ES256 SPIFFE JWT-SVID, beside an API key's.
+/// service-account token and an ES256 SPIFFE JWT-SVID, beside an API key's: on a token's
+/// first use (`..._first_use`) and on its repeated use, whose signature was checked before.
 fn jwt_callers(c: &mut Criterion) {
     use graphgate_emulator::{Emulator, EmulatorConfig, KUBERNETES_ISSUER};
     let emulator = Emulator::new(EmulatorConfig::default()).unwrap();
@@ -421,6 +422,28 @@ fn jwt_callers(c: &mut Criterion) {
         let headers = bearer(token);
         let found = ready(identity::authenticate(&policy, &tokens, &headers, None)).unwrap();
         assert_eq!(found.id.index, caller);
+        // A token seen for the first time: the signature is checked (each iteration under
+        // a policy of its own, whose verified-token cache is empty; its keys are warm).
+        group.bench_function(format!("{name}_first_use"), |b| {
+            b.iter_batched(
+                || {
+                    let fresh = registry.for_policy(&policy);
+                    assert!(fresh.store(caller).unwrap().cached().is_some());
+                    fresh
+                },
+                |fresh| {
+                    ready(identity::authenticate(
+                        &policy,
+                        &fresh,
+                        black_box(&headers),
+                        None,
+                    ))
+                    .unwrap()
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
+        // The same token again: its signature was checked by the first use.
         group.bench_function(name, |b| {
             b.iter(|| {
                 ready(identity::authenticate(

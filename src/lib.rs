@@ -8,7 +8,8 @@
 //!   binary (`src/main.rs`, `src/cli/`) reads the flags and the environment; tests start a
 //!   gateway the same way.
 //! - [`server`]: the listener (connection caps per source and in total, a deadline for every
-//!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, graceful shutdown).
+//!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, idle HTTP/1.1
+//!   connections parked outside hyper, graceful shutdown).
 //!   `slots` (*crate*) holds the per-key caps it and the gateway use.
 //! - [`gateway`]: **the request pipeline, in one place**, as four stages called in order:
 //!   identify → admit → decide (ending with the approval gate) → execute (idempotency →

@@ -35,6 +35,13 @@ struct CodeLabel {
     code: &'static str,
 }
 
+/// How an accepted token's signature was vouched for (`signature`: checked now;
+/// `cached`: checked before, with the keys its issuer still has).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CheckLabel {
+    check: &'static str,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabel {
     state: &'static str,
@@ -71,8 +78,10 @@ struct Metrics {
     errors: Family<CodeLabel, Counter>,
     permissions: Family<StateLabel, Gauge>,
     connections_closed: Family<ReasonLabel, Counter>,
+    connections_parked: Gauge,
     jwt_refusals: Family<ReasonLabel, Counter>,
     jwt_key_fetches: Family<ResultLabel, Counter>,
+    jwt_accepted: Family<CheckLabel, Counter>,
     context_refusals: Family<ReasonLabel, Counter>,
     audit_trust: AuditTrust,
     webhooks: Webhooks,
@@ -152,8 +161,10 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         errors: Family::default(),
         permissions: Family::default(),
         connections_closed: Family::default(),
+        connections_parked: Gauge::default(),
         jwt_refusals: Family::default(),
         jwt_key_fetches: Family::default(),
+        jwt_accepted: Family::default(),
         context_refusals: Family::default(),
         audit_trust: AuditTrust::default(),
         webhooks: Webhooks::default(),
@@ -242,6 +253,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         m.connections_closed.clone(),
     );
     r.register(
+        "graphgate_connections_parked",
+        "HTTP/1.1 keep-alive connections at rest, held outside the HTTP engine (socket and TLS session only) until their next request",
+        m.connections_parked.clone(),
+    );
+    r.register(
         "graphgate_jwt_refusals",
         "Bearer tokens refused (401), by reason (expired, signature, audience, unknown_key, keys_unavailable, ...)",
         m.jwt_refusals.clone(),
@@ -250,6 +266,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_jwt_key_fetches",
         "Fetches of token issuers' keys (discovery, JWKS or file), by result; a failed one keeps the cached keys",
         m.jwt_key_fetches.clone(),
+    );
+    r.register(
+        "graphgate_jwt_accepted",
+        "Bearer tokens accepted, by how their signature was vouched for: checked now (signature) or by an earlier check with the keys the issuer still has (cached); time, audience and caller are checked on every request",
+        m.jwt_accepted.clone(),
     );
     r.register(
         "graphgate_context_refusals",
@@ -495,11 +516,25 @@ pub fn connection_closed(reason: &'static str) {
         .inc();
 }
 
+/// An HTTP/1.1 connection was parked (`+1`) or left its park (`-1`).
+pub fn connections_parked(delta: i64) {
+    METRICS.connections_parked.inc_by(delta);
+}
+
 /// A bearer token was refused; `reason` is a [`crate::identity::TokenRefusal`] label.
 pub fn jwt_refusal(reason: &'static str) {
     METRICS
         .jwt_refusals
         .get_or_create(&ReasonLabel { reason })
+        .inc();
+}
+
+/// A bearer token was accepted; `cached`: its signature was checked by an earlier request.
+pub fn jwt_accepted(cached: bool) {
+    let check = if cached { "cached" } else { "signature" };
+    METRICS
+        .jwt_accepted
+        .get_or_create(&CheckLabel { check })
         .inc();
 }
 

@@ -1,26 +1,27 @@
-//! One connection, from its first byte to its close: HTTP/1.1 or HTTP/2 served by hyper, each
-//! request in a task of its own, and a supervisor that gives every state a deadline. A
-//! connection must bring its first request within the header-read timeout (whether it is
-//! silent, half-way through the HTTP/2 preface, or idle after its TLS handshake), may then
-//! sit with no request in flight for the idle timeout, and is closed with a GOAWAY when it
-//! floods control frames or the server shuts down.
+//! A connection's request service and its supervisor: each request in a task of its own
+//! (counted in the connection's activity), and deadlines for every state. A connection must
+//! bring its first request within the header-read timeout (whether it is silent, half-way
+//! through the HTTP/2 preface, or idle after its TLS handshake), may then sit with no request
+//! in flight for the idle timeout, and is closed with a GOAWAY when it floods control frames
+//! or the server shuts down.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::clock::Instant;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulConnection;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use bytes::Bytes;
 use http::Response;
 use http_body_util::Full;
 
-use super::h2guard::{Alarm, FrameGuard};
+use super::h2guard::Alarm;
 use crate::admit::RequestIds;
 use crate::gateway::{ConnInfo, Gateway};
 
@@ -35,27 +36,33 @@ pub(super) struct Deadlines {
     pub first_request: Duration,
     /// Longest time with no request in flight, after the first.
     pub idle: Duration,
+    /// Longest time an HTTP/1.1 connection stays open with no request after its last one
+    /// (the idle timeout, or the header-read timeout if shorter: hyper's header timer runs
+    /// from the end of a response).
+    pub keep_alive: Duration,
     /// Control frames per second allowed on an HTTP/2 connection.
     pub max_control_frames_per_sec: u32,
 }
 
-/// Requests started on a connection and how many are in flight, as the supervisor sees them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Activity {
-    started: u64,
-    in_flight: usize,
+/// Requests started on a connection, how many are in flight, and since when none is, as the
+/// supervisor sees them.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Activity {
+    pub started: u64,
+    pub in_flight: usize,
+    pub idle_since: Instant,
 }
 
 /// Why a connection was closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Closed {
+pub(super) enum Closed {
     FirstRequestTimeout,
     IdleTimeout,
     ControlFrameFlood,
 }
 
 impl Closed {
-    fn as_str(self) -> &'static str {
+    pub(super) fn as_str(self) -> &'static str {
         match self {
             Closed::FirstRequestTimeout => "first_request_timeout",
             Closed::IdleTimeout => "idle_timeout",
@@ -64,50 +71,77 @@ impl Closed {
     }
 }
 
-/// Serves one connection until it ends, a deadline passes, or `shutdown` turns true.
-pub(super) async fn serve<I>(
-    builder: &auto::Builder<TokioExecutor>,
-    io: I,
+/// Closes a connection's stream, saying goodbye (TLS close_notify) within the close grace.
+pub(super) async fn close(mut io: impl tokio::io::AsyncWrite + Unpin) {
+    let _ = tokio::time::timeout(CLOSE_GRACE, io.shutdown()).await;
+}
+
+/// The service hyper calls for each request of a connection.
+#[derive(Clone)]
+pub(super) struct Requests {
     conn: ConnInfo,
     gateway: Arc<Gateway>,
-    deadlines: Deadlines,
-    shutdown: watch::Receiver<bool>,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let (io, alarm) = FrameGuard::new(io, deadlines.max_control_frames_per_sec);
-    let (activity_tx, activity) = watch::channel(Activity::default());
-    let activity_tx = Arc::new(activity_tx);
-    let service = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
-        let gateway = Arc::clone(&gateway);
+    activity: Arc<watch::Sender<Activity>>,
+}
+
+impl Requests {
+    /// The service of the connection `conn`, and its activity (nothing yet, idle from now).
+    pub(super) fn new(conn: ConnInfo, gateway: Arc<Gateway>) -> (Self, watch::Receiver<Activity>) {
+        let (tx, activity) = watch::channel(Activity {
+            started: 0,
+            in_flight: 0,
+            idle_since: Instant::now(),
+        });
+        let requests = Requests {
+            conn,
+            gateway,
+            activity: Arc::new(tx),
+        };
+        (requests, activity)
+    }
+}
+
+impl hyper::service::Service<hyper::Request<hyper::body::Incoming>> for Requests {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Answering;
+
+    fn call(&self, mut req: hyper::Request<hyper::body::Incoming>) -> Answering {
+        let gateway = Arc::clone(&self.gateway);
         // The request's ids are made here, before its task: a task that fails is answered
         // with them, so the caller's id matches the log line.
         let ids = RequestIds::from_headers(req.headers());
-        req.extensions_mut().insert(conn.clone());
+        req.extensions_mut().insert(self.conn.clone());
         req.extensions_mut().insert(ids.clone());
-        let busy = InFlight::start(Arc::clone(&activity_tx));
+        let busy = InFlight::start(Arc::clone(&self.activity));
         // The request runs in its own task: a client that disconnects mid-request cannot
         // cancel a privileged call between forwarding it and recording its outcome. Its
         // future is large (the whole pipeline, about 9 KiB) and boxed once here: tokio moves
         // a task's future by value as it spawns, stores and completes it, and the copies of
         // an unboxed one were an eighth of a request's instructions (callgrind).
         let task = tokio::spawn(Box::pin(async move { gateway.handle(req).await }));
-        async move {
-            let _busy = busy;
-            Ok::<_, std::convert::Infallible>(answer(task.await, &ids))
+        Answering {
+            task,
+            ids,
+            _busy: busy,
         }
-    });
-    let connection = builder
-        .serve_connection(TokioIo::new(io), service)
-        .into_owned();
-    let ended = supervise(connection, activity, &alarm, deadlines, shutdown).await;
-    match ended {
-        Ok(None) => {}
-        Ok(Some(reason)) => {
-            tracing::debug!(%peer, reason = reason.as_str(), "connection closed by the server");
-        }
-        Err(e) => tracing::debug!(%peer, error = %e, "connection ended with an error"),
+    }
+}
+
+/// A request's answer, once its task is done. Small and `Unpin`: hyper keeps it in the
+/// connection while the request runs, and parking needs the connection `Unpin`.
+pub(super) struct Answering {
+    task: JoinHandle<Response<Full<Bytes>>>,
+    ids: RequestIds,
+    _busy: InFlight,
+}
+
+impl Future for Answering {
+    type Output = Result<Response<Full<Bytes>>, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let done = ready!(Pin::new(&mut self.task).poll(cx));
+        Poll::Ready(Ok(answer(done, &self.ids)))
     }
 }
 
@@ -140,25 +174,46 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .send_modify(|a| a.in_flight = a.in_flight.saturating_sub(1));
+        self.0.send_modify(|a| {
+            a.in_flight = a.in_flight.saturating_sub(1);
+            if a.in_flight == 0 {
+                a.idle_since = Instant::now();
+            }
+        });
     }
+}
+
+/// A hyper connection the supervisor drives: it ends with `Done` (or an error), and can be
+/// asked to finish gracefully.
+pub(super) trait Supervised: Future<Output = Result<Self::Done, hyper::Error>> {
+    type Done;
+    /// Finish what is in flight, then end (HTTP/2: GOAWAY; idle HTTP/1: at once).
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+/// How a supervised connection ended: what it finished with (if it did), and why the server
+/// closed it (if it did).
+pub(super) struct Outcome<D> {
+    pub done: Option<D>,
+    pub closed: Option<Closed>,
 }
 
 /// Drives `conn`, closing it when one of its deadlines passes, when it floods control
 /// frames, or (gracefully, letting requests in flight finish) when shutdown begins.
-async fn supervise<C>(
+pub(super) async fn supervise<C: Supervised>(
     conn: C,
     mut activity: watch::Receiver<Activity>,
-    alarm: &Alarm,
+    alarm: Option<&Alarm>,
     deadlines: Deadlines,
-    mut shutdown: watch::Receiver<bool>,
-) -> Result<Option<Closed>, C::Error>
-where
-    C: GracefulConnection,
-{
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Outcome<C::Done>, hyper::Error> {
     tokio::pin!(conn);
-    let mut idle_since = Instant::now();
+    let ended = |done| {
+        Ok(Outcome {
+            done: Some(done),
+            closed: None,
+        })
+    };
     let reason = loop {
         let now = *activity.borrow_and_update();
         let (limit, reason) = if now.started == 0 {
@@ -167,39 +222,50 @@ where
             (deadlines.idle, Closed::IdleTimeout)
         };
         // Only a connection with nothing in flight has a deadline: requests have their own.
-        let deadline = (now.in_flight == 0).then(|| idle_since + limit);
+        let deadline = (now.in_flight == 0).then(|| now.idle_since + limit);
         tokio::select! {
-            ended = conn.as_mut() => return ended.map(|()| None),
+            done = conn.as_mut() => return done.and_then(ended),
             changed = activity.changed() => {
                 if changed.is_err() {
                     // The service is gone with the connection's protocol state; the
                     // connection future ends next.
-                    return conn.await.map(|()| None);
-                }
-                if activity.borrow().in_flight == 0 {
-                    idle_since = Instant::now();
+                    return conn.await.and_then(ended);
                 }
             }
             () = sleep_until(deadline) => break reason,
-            () = alarm.tripped() => break Closed::ControlFrameFlood,
-            () = stopping(&mut shutdown) => {
+            () = tripped(alarm) => break Closed::ControlFrameFlood,
+            () = stopping(shutdown) => {
                 // Server shutdown: requests in flight finish (the server bounds the wait).
                 conn.as_mut().graceful_shutdown();
-                return conn.await.map(|()| None);
+                return conn.await.and_then(ended);
             }
         }
     };
     // Counted before the close, so whoever sees the close also sees the count.
     crate::metrics::connection_closed(reason.as_str());
-    // HTTP/2 gets a GOAWAY, an idle HTTP/1 connection closes at once, a connection still
-    // detecting its protocol stops; whatever does not end within the grace is dropped.
+    // HTTP/2 gets a GOAWAY, an idle HTTP/1 connection closes at once; whatever does not end
+    // within the grace is dropped.
     conn.as_mut().graceful_shutdown();
-    let _ = tokio::time::timeout(CLOSE_GRACE, conn.as_mut()).await;
-    Ok(Some(reason))
+    let done = tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
+        .await
+        .ok()
+        .and_then(Result::ok);
+    Ok(Outcome {
+        done,
+        closed: Some(reason),
+    })
+}
+
+/// Resolves once `alarm` (if any) has tripped.
+async fn tripped(alarm: Option<&Alarm>) {
+    match alarm {
+        Some(alarm) => alarm.tripped().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Resolves once shutdown has begun (or the server is gone).
-async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+pub(super) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 

@@ -4,15 +4,18 @@
 
 mod conn;
 mod h2guard;
+mod http;
+mod park;
 mod refuse;
+mod transport;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
@@ -20,6 +23,7 @@ use crate::gateway::{ConnInfo, Gateway};
 use crate::identity::PeerCertificate;
 use crate::slots::{KeyedSlot, KeyedSlots};
 use conn::Deadlines;
+use http::Protocols;
 use refuse::{ConnectionRefusal, Refuser};
 
 /// Connection-level bounds.
@@ -83,12 +87,13 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
-    let builder = Arc::new(http_builder(&limits));
+    let protocols = Arc::new(protocols(&limits));
     let admission = Admission::new(&limits);
     let refuser = Refuser::new(acceptor.is_some(), CONCURRENT_REFUSALS);
     let deadlines = Deadlines {
         first_request: limits.header_read_timeout,
         idle: limits.idle_timeout,
+        keep_alive: limits.idle_timeout.min(limits.header_read_timeout),
         max_control_frames_per_sec: limits.http2_max_control_frames_per_sec,
     };
     let (stop, stopping) = watch::channel(false);
@@ -122,12 +127,14 @@ pub async fn serve(
             acceptor: acceptor.clone(),
             handshake_timeout: limits.tls_handshake_timeout,
         };
-        let builder = Arc::clone(&builder);
+        let protocols = Arc::clone(&protocols);
         let gateway = Arc::clone(&gateway);
         let stopping = stopping.clone();
         tokio::spawn(async move {
             let _admitted = admitted;
-            accepted.serve(&builder, gateway, deadlines, stopping).await;
+            accepted
+                .serve(&protocols, gateway, deadlines, stopping)
+                .await;
         });
     }
     drop(listener);
@@ -147,24 +154,23 @@ pub async fn serve(
 }
 
 /// hyper's HTTP/1.1 and HTTP/2 settings.
-fn http_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+fn protocols(limits: &ServerLimits) -> Protocols {
+    let mut http1 = http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         // A client may close its sending side once the request is out and still get the answer.
         .half_close(true)
         .max_buf_size(limits.max_header_bytes.max(8192));
     let ping = Some(limits.http2_keep_alive_interval).filter(|d| !d.is_zero());
-    builder
-        .http2()
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(ping)
         .keep_alive_timeout(limits.http2_keep_alive_timeout);
-    builder
+    Protocols { http1, http2 }
 }
 
 /// The connection caps: in total and per source address.
@@ -224,7 +230,7 @@ impl Accepted {
     /// TLS (if configured) within its timeout, then HTTP until the connection ends.
     async fn serve(
         self,
-        builder: &auto::Builder<TokioExecutor>,
+        protocols: &Protocols,
         gateway: Arc<Gateway>,
         deadlines: Deadlines,
         stopping: watch::Receiver<bool>,
@@ -235,30 +241,57 @@ impl Accepted {
                 peer,
                 certificate: None,
             };
-            return conn::serve(builder, self.stream, info, gateway, deadlines, stopping).await;
+            return http::serve(protocols, self.stream, info, gateway, deadlines, stopping).await;
         };
-        let handshake = acceptor.accept(self.stream);
-        let tls = match tokio::time::timeout(self.handshake_timeout, handshake).await {
-            Ok(Ok(tls)) => tls,
-            Ok(Err(e)) => {
-                crate::metrics::connection_closed("tls_handshake_failed");
-                return tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            }
-            Err(_) => {
-                crate::metrics::connection_closed("tls_handshake_timeout");
-                return tracing::debug!(%peer, "TLS handshake timed out");
-            }
-        };
-        let certificate = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
-            .and_then(|c| PeerCertificate::from_der(c))
-            .map(Arc::new);
-        let info = ConnInfo { peer, certificate };
-        conn::serve(builder, tls, info, gateway, deadlines, stopping).await;
+        // Boxed: a TLS connection's future (handshake, session) is several times a plain
+        // one's, and every connection task would otherwise be allocated at its size.
+        Box::pin(serve_tls(
+            acceptor,
+            self.stream,
+            peer,
+            self.handshake_timeout,
+            protocols,
+            gateway,
+            deadlines,
+            stopping,
+        ))
+        .await;
     }
+}
+
+/// The TLS handshake within its timeout, then HTTP until the connection ends.
+#[allow(clippy::too_many_arguments)]
+async fn serve_tls(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    handshake_timeout: Duration,
+    protocols: &Protocols,
+    gateway: Arc<Gateway>,
+    deadlines: Deadlines,
+    stopping: watch::Receiver<bool>,
+) {
+    let handshake = acceptor.accept(stream);
+    let tls = match tokio::time::timeout(handshake_timeout, handshake).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            crate::metrics::connection_closed("tls_handshake_failed");
+            return tracing::debug!(%peer, error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            crate::metrics::connection_closed("tls_handshake_timeout");
+            return tracing::debug!(%peer, "TLS handshake timed out");
+        }
+    };
+    let certificate = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| PeerCertificate::from_der(c))
+        .map(Arc::new);
+    let info = ConnInfo { peer, certificate };
+    http::serve(protocols, Box::new(tls), info, gateway, deadlines, stopping).await;
 }
 
 /// The address a listener is bound to, for logs.

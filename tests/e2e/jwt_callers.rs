@@ -10,7 +10,8 @@ use std::time::Duration;
 use crate::common;
 
 use common::jwt::*;
-use common::metrics::Snapshot;
+use common::metrics::{self, Snapshot};
+use common::served;
 use common::*;
 use graphgate_emulator::{DEMO_USER_OID, DEMO_USER_UPN, JwksFault, JwksMode, KUBERNETES_ISSUER};
 use http::Method;
@@ -224,6 +225,56 @@ async fn a_rotated_key_is_picked_up_without_a_restart_and_a_removed_one_is_refus
         k8s.key_fetches(),
         fetches + 2,
         "no second refresh within the interval"
+    );
+}
+
+/// A caller presents the same token until it renews it: its signature is checked once,
+/// and the token is still refused as soon as its key is no longer published. Counted by a
+/// `graphgate serve` process of the test's own, so the figures are exact.
+#[tokio::test]
+async fn a_repeated_token_is_verified_once_and_refused_once_its_key_is_gone() {
+    let backend = served::backend(emulator_config()).await;
+    std::fs::write(backend.dir.join("policy.yaml"), policy(None, 1, "")).unwrap();
+    let gw = backend.serve(backend.serve_command()).await;
+    let mint = || {
+        backend
+            .emulator
+            .service_account_token(NAMESPACE, SERVICE_ACCOUNT, &[AUDIENCE], 3600)
+            .unwrap()
+    };
+    let accepted = |text: &str, check: &str| {
+        metrics::value(
+            text,
+            &format!("graphgate_jwt_accepted_total{{check=\"{check}\"}}"),
+        )
+    };
+    let token = mint();
+    for _ in 0..20 {
+        assert_eq!(gw.post(ACTION_PATH, &token, &body()).await.status, 204);
+    }
+    let m = gw.metrics().await;
+    assert_eq!(accepted(&m, "signature"), 1.0, "one signature check");
+    assert_eq!(accepted(&m, "cached"), 19.0);
+    // The cluster rotates its key and stops publishing the old one; a new token makes
+    // graphgate fetch the keys again.
+    backend
+        .emulator
+        .kubernetes()
+        .rotate(Algorithm::RS256, true)
+        .unwrap();
+    assert_eq!(gw.post(ACTION_PATH, &mint(), &body()).await.status, 204);
+    let forwarded = backend.emulator.graph_requests().len();
+    assert_token_refused(
+        &gw.post(ACTION_PATH, &token, &body()).await,
+        "no signing key",
+    );
+    assert_eq!(backend.emulator.graph_requests().len(), forwarded);
+    let m = gw.metrics().await;
+    assert_eq!(accepted(&m, "signature"), 2.0, "only the new token's");
+    assert_eq!(accepted(&m, "cached"), 19.0);
+    assert_eq!(
+        metrics::value(&m, "graphgate_jwt_refusals_total{reason=\"unknown_key\"}"),
+        1.0
     );
 }
 

@@ -53,6 +53,7 @@ mod mtls;
 mod observability;
 mod operator;
 mod otlp_tls;
+mod parking;
 mod people;
 mod policy;
 mod reconcile;

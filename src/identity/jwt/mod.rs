@@ -2,7 +2,9 @@
 //! a SPIFFE JWT-SVID. The token's issuer must be one the policy trusts; its signature is
 //! checked with that issuer's keys only ([`store`], fetched by [`fetch`], read by [`jwks`]);
 //! then audience and time ([`verify`]); then its claims must name exactly one policy caller.
+//! A token seen before skips only its signature check (its `cache` module).
 
+mod cache;
 pub mod fetch;
 pub mod jwks;
 pub mod store;
@@ -11,9 +13,11 @@ pub mod verify;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 
-use serde_json::Value;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
 
 use crate::policy::{JwtIssuer, Person, Policy};
+use cache::{Trusted, VerifiedTokens};
 use store::{KeyMiss, KeySet, KeyStore};
 pub use verify::{MAX_TOKEN_BYTES, TokenRefusal, fingerprint, looks_like_jwt};
 
@@ -89,10 +93,12 @@ impl TokenUser {
     }
 }
 
-/// The key stores of one policy's issuers, in the order of [`Policy::jwt_issuers`].
+/// The key stores of one policy's issuers, in the order of [`Policy::jwt_issuers`], and the
+/// tokens verified under that policy.
 #[derive(Debug, Default, Clone)]
 pub struct TokenIssuers {
     stores: Vec<Arc<KeyStore>>,
+    verified: VerifiedTokens,
 }
 
 impl TokenIssuers {
@@ -151,49 +157,103 @@ impl IssuerRegistry {
                 store
             })
             .collect();
-        TokenIssuers { stores: list }
+        TokenIssuers {
+            stores: list,
+            verified: VerifiedTokens::default(),
+        }
     }
 }
 
 /// Verifies `token` and finds its caller; `now` is the Unix time. Fetches the issuer's
 /// keys when the cache lacks the token's key id and a fetch is allowed (see [`store`]).
+/// A token whose signature verified before, with the keys the issuer has now, is not
+/// verified again; everything else is checked on every call.
 pub async fn authenticate(
     policy: &Policy,
     issuers: &TokenIssuers,
     token: &str,
     now: i64,
 ) -> Result<Verified, TokenRefusal> {
-    let (parsed, index, alg) = prepare(policy, token)?;
-    let kid = parsed.kid()?;
-    let store = issuers.store(index).ok_or(TokenRefusal::KeysUnavailable)?;
+    let digest = digest(token)?;
+    if let Some(known) = recall(policy, issuers, &digest, now) {
+        return known;
+    }
+    let prepared = prepare(policy, token)?;
+    let kid = prepared.parsed.kid()?;
+    let store = issuers
+        .store(prepared.issuer)
+        .ok_or(TokenRefusal::KeysUnavailable)?;
     let keys = store.keys_for(kid).await.map_err(|miss| match miss {
         KeyMiss::UnknownKey => TokenRefusal::UnknownKey,
         KeyMiss::Unavailable => TokenRefusal::KeysUnavailable,
     })?;
-    finish(policy, index, &parsed, &keys, alg, token, now)
+    verify_new(policy, issuers, prepared, &keys, &digest, now)
 }
 
 /// [`authenticate`] with the cached keys only, never fetching: the hot path of a caller
-/// whose issuer's keys are warm (what the benchmark measures).
+/// whose issuer's keys are warm.
 pub fn authenticate_cached(
     policy: &Policy,
     issuers: &TokenIssuers,
     token: &str,
     now: i64,
 ) -> Result<Verified, TokenRefusal> {
-    let (parsed, index, alg) = prepare(policy, token)?;
+    let digest = digest(token)?;
+    if let Some(known) = recall(policy, issuers, &digest, now) {
+        return known;
+    }
+    let prepared = prepare(policy, token)?;
     let keys = issuers
-        .store(index)
+        .store(prepared.issuer)
         .and_then(|s| s.cached())
         .ok_or(TokenRefusal::KeysUnavailable)?;
-    finish(policy, index, &parsed, &keys, alg, token, now)
+    verify_new(policy, issuers, prepared, &keys, &digest, now)
+}
+
+/// The token's SHA-256 (what the cache is keyed by and the audit's fingerprint), for a
+/// token no longer than [`MAX_TOKEN_BYTES`].
+fn digest(token: &str) -> Result<[u8; 32], TokenRefusal> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenRefusal::TooLarge);
+    }
+    Ok(Sha256::digest(token.as_bytes()).into())
+}
+
+/// A token verified before: its caller, if its issuer still holds the key set that verified
+/// it (a background refresh is started as on any use of stale keys). `None` sends the token
+/// through the full check.
+fn recall(
+    policy: &Policy,
+    issuers: &TokenIssuers,
+    digest: &[u8; 32],
+    now: i64,
+) -> Option<Result<Verified, TokenRefusal>> {
+    let trusted = issuers.verified.get(digest)?;
+    let store = issuers.store(trusted.issuer)?;
+    match store.cached() {
+        Some(keys) if trusted.verified_with(&keys) => store.refresh_if_stale(&keys),
+        _ => {
+            issuers.verified.remove(digest);
+            return None;
+        }
+    }
+    let verified = accept(policy, trusted.issuer, &trusted.claims, digest, now);
+    if verified.is_ok() {
+        crate::metrics::jwt_accepted(true);
+    }
+    Some(verified)
+}
+
+/// A token read, its issuer picked and its algorithm accepted by that issuer.
+struct Prepared<'t> {
+    parsed: verify::Parsed<'t>,
+    /// Index into the policy's `jwt_issuers`.
+    issuer: usize,
+    alg: jsonwebtoken::Algorithm,
 }
 
 /// Reads the token, picks its issuer, and checks its algorithm is one that issuer accepts.
-fn prepare<'t>(
-    policy: &Policy,
-    token: &'t str,
-) -> Result<(verify::Parsed<'t>, usize, jsonwebtoken::Algorithm), TokenRefusal> {
+fn prepare<'t>(policy: &Policy, token: &'t str) -> Result<Prepared<'t>, TokenRefusal> {
     let parsed = verify::parse(token)?;
     let index = policy
         .jwt_issuer_for(parsed.str_claim("iss"), parsed.str_claim("sub"))
@@ -203,38 +263,63 @@ fn prepare<'t>(
         .get(index)
         .ok_or(TokenRefusal::UntrustedIssuer)?;
     let alg = parsed.algorithm(&issuer.algorithms)?;
-    Ok((parsed, index, alg))
+    Ok(Prepared {
+        parsed,
+        issuer: index,
+        alg,
+    })
 }
 
-/// Signature, then the issuer's claim rules, then the one caller the claims name.
-fn finish(
+/// Signature, then the rest ([`accept`]); a token that passes is remembered.
+fn verify_new(
+    policy: &Policy,
+    issuers: &TokenIssuers,
+    Prepared {
+        parsed,
+        issuer: index,
+        alg,
+    }: Prepared<'_>,
+    keys: &Arc<KeySet>,
+    digest: &[u8; 32],
+    now: i64,
+) -> Result<Verified, TokenRefusal> {
+    let candidates = keys.get(parsed.kid()?);
+    if candidates.is_empty() {
+        return Err(TokenRefusal::UnknownKey);
+    }
+    parsed.verify(candidates, alg)?;
+    let verified = accept(policy, index, &parsed.claims, digest, now)?;
+    crate::metrics::jwt_accepted(false);
+    let bytes = parsed.token_len();
+    if let Some(trusted) = Trusted::new(index, keys, parsed.claims, bytes, now) {
+        issuers.verified.insert(*digest, trusted);
+    }
+    Ok(verified)
+}
+
+/// What follows a good signature, on every use of a token: the issuer's claim rules
+/// (audience, time), the user of a delegated token, and the one caller the claims name.
+fn accept(
     policy: &Policy,
     index: usize,
-    parsed: &verify::Parsed<'_>,
-    keys: &KeySet,
-    alg: jsonwebtoken::Algorithm,
-    token: &str,
+    claims: &Map<String, Value>,
+    digest: &[u8; 32],
     now: i64,
 ) -> Result<Verified, TokenRefusal> {
     let issuer = policy
         .jwt_issuers
         .get(index)
         .ok_or(TokenRefusal::UntrustedIssuer)?;
-    let candidates = keys.get(parsed.kid()?);
-    if candidates.is_empty() {
-        return Err(TokenRefusal::UnknownKey);
-    }
-    parsed.verify(candidates, alg)?;
-    verify::check_claims(&parsed.claims, issuer, now)?;
-    let user = TokenUser::of(&parsed.claims)?;
+    verify::check_claims(claims, issuer, now)?;
+    let user = TokenUser::of(claims)?;
     let caller = policy
-        .jwt_caller(index, |name| parsed.caller_claim(name))
+        .jwt_caller(index, |name| verify::caller_claim(claims, name))
         .ok_or(TokenRefusal::NoCaller)?;
     Ok(Verified {
         caller,
         issuer: issuer.issuer.clone(),
-        subject: parsed.str_claim("sub").map(str::to_owned),
-        fingerprint: fingerprint(token),
+        subject: claims.get("sub").and_then(Value::as_str).map(str::to_owned),
+        fingerprint: crate::policy::hex(digest),
         user,
     })
 }
@@ -243,3 +328,6 @@ fn finish(
 pub fn unix_now() -> i64 {
     crate::clock::utc_now().timestamp()
 }
+
+#[cfg(test)]
+mod tests;

@@ -188,7 +188,7 @@ impl KeyStore {
 
     /// Starts a background refresh if `set` is older than the issuer's refresh interval and
     /// none is running (after a failed one, not again before the unknown-kid interval).
-    fn refresh_if_stale(self: &Arc<Self>, set: &KeySet) {
+    pub(super) fn refresh_if_stale(self: &Arc<Self>, set: &KeySet) {
         if set.fetched.elapsed() < self.issuer.refresh {
             return;
         }

@@ -183,15 +183,14 @@ impl Parsed<'_> {
         self.claims.get(name).and_then(Value::as_str)
     }
 
-    /// A claim as callers are matched on it: a string, GUIDs in lower case; `azp` and
-    /// `appid` stand for each other (Entra's v2 and v1 names for the client app).
+    /// A claim as callers are matched on it (see [`caller_claim`]).
     pub fn caller_claim(&self, name: &str) -> Option<Cow<'_, str>> {
-        let value = self.str_claim(name).or_else(|| match name {
-            "azp" => self.str_claim("appid"),
-            "appid" => self.str_claim("azp"),
-            _ => None,
-        })?;
-        Some(normalise_claim(value))
+        caller_claim(&self.claims, name)
+    }
+
+    /// The token's length in bytes.
+    pub fn token_len(&self) -> usize {
+        self.signing_input.len() + 1 + self.signature.len()
     }
 
     /// The key id.
@@ -224,6 +223,18 @@ impl Parsed<'_> {
             _ => Err(TokenRefusal::Signature),
         }
     }
+}
+
+/// A claim as callers are matched on it: a string, GUIDs in lower case; `azp` and `appid`
+/// stand for each other (Entra's v2 and v1 names for the client app).
+pub fn caller_claim<'c>(claims: &'c Map<String, Value>, name: &str) -> Option<Cow<'c, str>> {
+    let text = |name: &str| claims.get(name).and_then(Value::as_str);
+    let value = text(name).or_else(|| match name {
+        "azp" => text("appid"),
+        "appid" => text("azp"),
+        _ => None,
+    })?;
+    Some(normalise_claim(value))
 }
 
 /// The issuer's rules on a token whose signature verified: audience, time (with the
