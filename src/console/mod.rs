@@ -35,6 +35,11 @@ const JS: &str = include_str!("static/console.js");
 const BATCH: usize = 8192;
 /// How often a log written by another process is looked at for new records.
 const POLL: Duration = Duration::from_millis(500);
+/// How long the index lets the gateway's own log gather commits before it reads them: a
+/// busy gateway commits a few times a millisecond, and reading after each commit cost a
+/// blocking-pool hand-off and a context switch per request; a person reading the console
+/// does not see 100 ms.
+const SETTLE: Duration = Duration::from_millis(100);
 /// The tail of the checkpoint file read for its newest checkpoint.
 const CHECKPOINT_TAIL: u64 = 16 * 1024;
 
@@ -227,6 +232,7 @@ async fn follow(
                 if d.changed().await.is_err() {
                     return;
                 }
+                tokio::time::sleep(SETTLE).await;
             }
             None => tokio::time::sleep(POLL).await,
         }
