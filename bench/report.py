@@ -192,9 +192,10 @@ def idle_lines(here):
     idle = os.path.join(here, "idle.tsv")
     if os.path.exists(idle):
         for line in open(idle):
-            n, ok, now, peak = line.split()
+            n, ok, now, peak, *waited = line.split()
+            parked = f", read once all were parked ({float(waited[0]):.1f} s after the last answer)" if waited else ""
             lines.append(f"- {int(n):,} idle keep-alive connections (each after one request, {int(ok):,} answered 204): "
-                         f"graphgate RSS {int(now) / 1024:.1f} MiB (peak {int(peak) / 1024:.1f} MiB).")
+                         f"graphgate RSS {int(now) / 1024:.1f} MiB (peak {int(peak) / 1024:.1f} MiB){parked}.")
     return lines
 
 

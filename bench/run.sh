@@ -258,11 +258,12 @@ PY
 fi
 
 if has idle; then
-  # Idle keep-alive connections: memory with 1,000 and 10,000 open (after one request each).
+  # Idle keep-alive connections: memory with 1,000 and 10,000 open (after one request each),
+  # read once graphgate has parked them all (its gauge, polled on the admin port).
   start_graphgate "$DIR/audit-idle.jsonl"
   idle_rss=""
   for n in 1000 10000; do
-    idle_rss+="$(python3 "$here/idle.py" 127.0.0.1 "$GG_PORT" "$n" "$GG_PID" "$URL_PATH" "$KEY" "$DIR/body.json")"$'\n'
+    idle_rss+="$(python3 "$here/idle.py" 127.0.0.1 "$GG_PORT" "$n" "$GG_PID" "$URL_PATH" "$KEY" "$DIR/body.json" "$ADMIN_PORT")"$'\n'
   done
   stop_graphgate
   printf '%s' "$idle_rss" > "$DIR/idle.tsv"

@@ -3,21 +3,56 @@
 //! 35 KB (read and write buffers, dispatcher); parked, it is its socket (and TLS session), the
 //! service and a small wait for readability, its keep-alive deadline or shutdown. When bytes
 //! arrive a new hyper connection is built on the same stream, with any bytes hyper had read
-//! ahead replayed first. Parking is exact: hyper is asked to end only when it is idle in its
-//! own terms (a connection mid-request or mid-response would lose keep-alive instead).
+//! ahead replayed first. A connection is parked once it has rested [`PARK_AFTER`] (one in
+//! steady use keeps hyper: tearing it down and building it again per request costs CPU and
+//! allocator churn). Parking is exact: hyper is asked to end only when it is idle in its own
+//! terms (a connection mid-request or mid-response would lose keep-alive instead).
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::conn::{self, Activity, Closed, Deadlines, Requests, Supervised};
 use super::transport::{Rewound, Seen, Transport};
+
+/// How long an HTTP/1.1 connection rests (no request since its last response) before it is
+/// parked. A connection used more often than this keeps its hyper connection.
+pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// Most hyper HTTP/1.1 connections (about 35 KB each) alive before a connection at rest is
+/// parked at once rather than after [`PARK_AFTER`]: with many connections open, memory is
+/// bounded as if there were no delay (a burst of 10,000 connections would otherwise hold
+/// 10,000 hyper connections for a second, and the allocator keeps that peak). 64: the
+/// bench's steady runs (16 and 64 connections) keep hyper.
+const HYPER_MAX: usize = 64;
+
+/// hyper HTTP/1.1 connections alive now.
+static HYPER_ALIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts a hyper connection in [`HYPER_ALIVE`] while it lives.
+struct Alive;
+
+impl Alive {
+    fn enter() -> Self {
+        HYPER_ALIVE.fetch_add(1, Ordering::Relaxed);
+        Alive
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        HYPER_ALIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Serves an HTTP/1.1 connection, parking it whenever it is at rest, until it ends, a
 /// deadline passes or shutdown begins.
@@ -39,6 +74,8 @@ pub(super) async fn serve<I: Transport>(
             activity: activity.clone(),
             closing: false,
             parking: false,
+            rest: None,
+            _alive: Alive::enter(),
         };
         // Boxed: the supervisor lives only while hyper does; parked, the task keeps only this
         // function's few locals.
@@ -126,14 +163,51 @@ struct Http1<I: Transport> {
     closing: bool,
     /// hyper was asked to end because it is at rest.
     parking: bool,
+    /// The rest timer, made the first time the connection is at rest.
+    rest: Option<Rest>,
+    _alive: Alive,
+}
+
+/// When a connection's rest ends: [`PARK_AFTER`] after the end of request number `started`.
+/// One timer per hyper connection, moved on (not made again) when it fires and requests ran
+/// in the meantime: a connection in steady use resets it about once per [`PARK_AFTER`], not
+/// per request.
+struct Rest {
+    timer: Pin<Box<Sleep>>,
+    started: u64,
+}
+
+impl Rest {
+    /// Whether the connection, at rest now with `now`'s requests, has rested [`PARK_AFTER`]
+    /// with no request started since; if not, the task is woken when it may have.
+    fn over(this: &mut Option<Rest>, now: &Activity, cx: &mut Context<'_>) -> bool {
+        if HYPER_ALIVE.load(Ordering::Relaxed) > HYPER_MAX {
+            return true;
+        }
+        let rest = this.get_or_insert_with(|| Rest {
+            timer: Box::pin(tokio::time::sleep_until(now.idle_since + PARK_AFTER)),
+            started: now.started,
+        });
+        if rest.timer.as_mut().poll(cx).is_pending() {
+            return false;
+        }
+        if rest.started != now.started {
+            // Requests ran since the timer was set: the rest counts from the latest one's end.
+            rest.started = now.started;
+            rest.timer.as_mut().reset(now.idle_since + PARK_AFTER);
+            return rest.timer.as_mut().poll(cx).is_ready();
+        }
+        true
+    }
 }
 
 /// At rest: a request was served, none is in flight, its response is flushed, and the latest
 /// read found nothing, with nothing read since the response. hyper is then idle (between
-/// messages; its read buffer empty or holding part of a pipelined request).
-fn at_rest(activity: &watch::Receiver<Activity>, seen: &Seen) -> bool {
-    let now = activity.borrow();
-    now.started > 0 && now.in_flight == 0 && seen.at_rest()
+/// messages; its read buffer empty or holding part of a pipelined request). The activity,
+/// when at rest.
+fn at_rest(activity: &watch::Receiver<Activity>, seen: &Seen) -> Option<Activity> {
+    let now = *activity.borrow();
+    (now.started > 0 && now.in_flight == 0 && seen.at_rest()).then_some(now)
 }
 
 impl<I: Transport> Future for Http1<I> {
@@ -177,7 +251,13 @@ impl<I: Transport> Future for Http1<I> {
                     return Poll::Pending;
                 }
                 Poll::Pending => {
-                    if this.closing || !at_rest(&this.activity, &this.seen) {
+                    if this.closing {
+                        return Poll::Pending;
+                    }
+                    let Some(now) = at_rest(&this.activity, &this.seen) else {
+                        return Poll::Pending;
+                    };
+                    if !Rest::over(&mut this.rest, &now, cx) {
                         return Poll::Pending;
                     }
                     this.parking = true;

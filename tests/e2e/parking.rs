@@ -1,5 +1,6 @@
 //! HTTP/1.1 keep-alive connections at rest are parked outside hyper and rebuilt when bytes
-//! arrive: requests on one connection are answered across parks (bodies, pipelined pairs, a
+//! arrive: a connection used more often than the park delay (1 s) is not parked between its
+//! requests, requests on one connection are answered across parks (bodies, pipelined pairs, a
 //! request split across the park), a parked connection still closes at its idle deadline and
 //! at once on shutdown (while a request in flight finishes), and a TLS client keeps its
 //! certificate identity across parks. Each test runs its own gateway process and waits on its
@@ -172,11 +173,48 @@ async fn requests_on_one_connection_are_answered_across_parks_whole_split_and_pi
     assert!(status.success(), "{out}");
 }
 
+/// A connection whose requests come more often than the park delay keeps its hyper
+/// connection: after each answer and a pause shorter than the delay, nothing is parked; once
+/// it rests, it is.
+#[tokio::test]
+async fn a_connection_in_steady_use_is_not_parked_between_its_requests() {
+    /// The client's pause between an answer and its next request: well under the 1 s delay
+    /// (reading the metrics adds a little).
+    const PAUSE: Duration = Duration::from_millis(200);
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let gw = backend.serve(backend.serve_command()).await;
+    let mut c = Raw::new(TcpStream::connect(gw.addr).await.unwrap());
+    let started = Instant::now();
+    let mut answered = 0;
+    // Longer in all than the delay, so a delay counted from the first request would show.
+    while started.elapsed() < Duration::from_millis(2_500) {
+        c.send(&request(ROTATOR_KEY)).await;
+        assert_kept_alive(&c.answer().await, 204);
+        answered += 1;
+        tokio::time::sleep(PAUSE).await;
+        let parked = metrics::value(&gw.metrics().await, PARKED);
+        assert_eq!(
+            parked,
+            0.0,
+            "parked {PAUSE:?} after answer {answered}, {:?} into steady use",
+            started.elapsed()
+        );
+    }
+    assert!(answered >= 5, "{answered} requests");
+    // At rest, it is parked, and still serves.
+    until_parked(&gw, 1).await;
+    c.send(&request(ROTATOR_KEY)).await;
+    assert_kept_alive(&c.answer().await, 204);
+    assert_eq!(backend.emulator.graph_requests().len(), answered + 1);
+}
+
 #[tokio::test]
 async fn a_parked_connection_closes_at_its_idle_deadline_and_is_counted() {
+    const IDLE: Duration = Duration::from_secs(3);
     let backend = served::backend(EmulatorConfig::default()).await;
     let mut cmd = backend.serve_command();
-    cmd.env("GRAPHGATE_IDLE_TIMEOUT_SECS", "1");
+    // Longer than the park delay (1 s): the connection is parked first, then closed.
+    cmd.env("GRAPHGATE_IDLE_TIMEOUT_SECS", IDLE.as_secs().to_string());
     let gw = backend.serve(cmd).await;
     let series = r#"graphgate_connections_closed_total{reason="idle_timeout"}"#;
     let before = metrics::value(&gw.metrics().await, series);
@@ -185,13 +223,13 @@ async fn a_parked_connection_closes_at_its_idle_deadline_and_is_counted() {
     assert_kept_alive(&c.answer().await, 204);
     let idle_from = Instant::now();
     until_parked(&gw, 1).await;
-    let (bytes, closed) = read_until_closed(&mut c.stream, Duration::from_secs(1 + 1 + 4)).await;
+    let (bytes, closed) = read_until_closed(&mut c.stream, IDLE + Duration::from_secs(1 + 4)).await;
     assert!(
         closed && bytes.is_empty(),
         "closed, nothing sent: {bytes:?}"
     );
     assert!(
-        idle_from.elapsed() >= Duration::from_millis(900),
+        idle_from.elapsed() >= IDLE - Duration::from_millis(100),
         "{:?}",
         idle_from.elapsed()
     );
@@ -207,7 +245,8 @@ async fn a_parked_connection_closes_at_its_idle_deadline_and_is_counted() {
 async fn half_a_head_after_a_park_is_closed_by_the_header_read_timeout() {
     let backend = served::backend(EmulatorConfig::default()).await;
     let mut cmd = backend.serve_command();
-    cmd.env("GRAPHGATE_HEADER_READ_TIMEOUT_SECS", "2");
+    // Longer than the park delay (1 s): the connection is parked before hyper's timer ends it.
+    cmd.env("GRAPHGATE_HEADER_READ_TIMEOUT_SECS", "3");
     let gw = backend.serve(cmd).await;
     let mut c = Raw::new(TcpStream::connect(gw.addr).await.unwrap());
     c.send(&request(ROTATOR_KEY)).await;
@@ -216,10 +255,10 @@ async fn half_a_head_after_a_park_is_closed_by_the_header_read_timeout() {
     c.send(b"POST /v1.0/x HTTP/1.1\r\nHost: g\r\nX-Slow: ")
         .await;
     let started = Instant::now();
-    let (bytes, closed) = read_until_closed(&mut c.stream, Duration::from_secs(2 + 1 + 4)).await;
+    let (bytes, closed) = read_until_closed(&mut c.stream, Duration::from_secs(3 + 1 + 4)).await;
     assert!(closed, "still open after {:?}", started.elapsed());
     assert!(
-        started.elapsed() >= Duration::from_millis(1_800),
+        started.elapsed() >= Duration::from_millis(2_800),
         "{:?}",
         started.elapsed()
     );
