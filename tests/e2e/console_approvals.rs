@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use graphgate::admin::AdminOptions;
 use graphgate::console::Console;
 use http::Method;
 
@@ -235,19 +234,7 @@ async fn admin_listener(r: &Replicas) -> std::net::SocketAddr {
     let gw = Arc::clone(&r.replicas[0].gw);
     gw.audit().flush().await.unwrap();
     let console = Console::start(&r.replicas[0].audit_path, gw.audit().durable_seq(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap();
-    let options = AdminOptions {
-        token: None,
-        console: Some(console),
-    };
-    tokio::spawn(graphgate::admin::serve_with(
-        listener,
-        gw,
-        options,
-        std::future::pending(),
-    ));
-    admin
+    crate::console::serve_console(gw, console).await
 }
 
 /// The table with id `id` in `dom`.
