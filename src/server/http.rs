@@ -102,7 +102,14 @@ async fn serve_http2<I: Transport>(
     let connection = Http2(Box::pin(
         builder.serve_connection(TokioIo::new(io), requests),
     ));
-    let outcome = supervise(connection, &activity, Some(&alarm), deadlines, &mut shutdown).await?;
+    let outcome = supervise(
+        connection,
+        &activity,
+        Some(&alarm),
+        deadlines,
+        &mut shutdown,
+    )
+    .await?;
     Ok(outcome.closed)
 }
 
