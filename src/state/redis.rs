@@ -1,6 +1,7 @@
 //! The shared store (`--state redis://...`): every step is one Lua script (EVALSHA), atomic
 //! on the server and timed on its clock, so replicas share one truth: a request costs one
-//! round trip before it is sent (`take`) and one after (`settle`). Each call has a
+//! round trip before it is sent (`take`); its `settle` after the answer went out rides with
+//! the next request's take in one pipeline (or goes alone after 2 ms). Each call has a
 //! timeout; a failed or slow call is a [`StoreError`] (the gateway refuses, fail closed).
 //! The connection is rebuilt after failures, so the gateway recovers by itself once Redis
 //! is back.
@@ -275,7 +276,10 @@ impl RedisStore {
             told.push(soon.landed);
         }
         let mut take = ::redis::cmd("EVALSHA");
-        take.arg(SCRIPTS.take.get_hash()).arg(keys.len()).arg(keys).arg(args);
+        take.arg(SCRIPTS.take.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
         pipe.add_command(take);
         let sent = self
             .call(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await })
@@ -298,7 +302,9 @@ impl RedisStore {
         let taken = replies.pop();
         for (landed, reply) in told.into_iter().zip(replies) {
             let _ = landed.send(match reply {
-                Value::ServerError(e) => Err(StoreError::new(StoreErrorKind::Response, e.to_string())),
+                Value::ServerError(e) => {
+                    Err(StoreError::new(StoreErrorKind::Response, e.to_string()))
+                }
                 _ => Ok(()),
             });
         }

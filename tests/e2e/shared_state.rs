@@ -699,7 +699,10 @@ async fn a_keyed_answer_goes_out_before_its_settle_lands_and_a_duplicate_meanwhi
     // The scripts are loaded (EVALSHA, NOSCRIPT, SCRIPT LOAD) before writes are paused.
     for i in 0..2 {
         let warm_up = format!("warm-up-{i}");
-        assert_eq!(r.call(i, &[("idempotency-key", &warm_up)]).await.status, 204);
+        assert_eq!(
+            r.call(i, &[("idempotency-key", &warm_up)]).await.status,
+            204
+        );
     }
     let sent_before = r.emulator.graph_requests().len();
     r.emulator
@@ -734,7 +737,11 @@ async fn a_keyed_answer_goes_out_before_its_settle_lands_and_a_duplicate_meanwhi
         .collect();
     let mut running = Vec::new();
     for k in &claims {
-        let v: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap();
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         if v.first() == Some(&b'R') {
             running.push(k.clone());
         }
@@ -751,7 +758,10 @@ async fn a_keyed_answer_goes_out_before_its_settle_lands_and_a_duplicate_meanwhi
         .await
         .unwrap();
     let duplicate = duplicate.await.unwrap();
-    assert_eq!((duplicate.status.as_u16(), replayed(&duplicate)), (204, true));
+    assert_eq!(
+        (duplicate.status.as_u16(), replayed(&duplicate)),
+        (204, true)
+    );
     let v: Vec<u8> = redis::cmd("GET")
         .arg(&running[0])
         .query_async(&mut conn)

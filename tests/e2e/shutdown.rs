@@ -156,9 +156,9 @@ async fn a_replica_stopping_waits_for_the_settles_of_the_answers_it_gave() {
     let warm = [("idempotency-key", "warm-0001")];
     let warm = a.post_with(ACTION_PATH, ROTATOR_KEY, &body(), &warm).await;
     assert_eq!(warm.status, 204);
-    backend.emulator.set_faults(
-        Faults::default().with_graph(Fault::slow(Duration::from_millis(300)).times(1)),
-    );
+    backend
+        .emulator
+        .set_faults(Faults::default().with_graph(Fault::slow(Duration::from_millis(300)).times(1)));
     let call = {
         let addr = a.addr;
         tokio::spawn(async move {
@@ -180,7 +180,11 @@ async fn a_replica_stopping_waits_for_the_settles_of_the_answers_it_gave() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    assert_eq!(call.await.unwrap().status, 204, "answered before its settle");
+    assert_eq!(
+        call.await.unwrap().status,
+        204,
+        "answered before its settle"
+    );
     a.proc.signal("TERM");
     let mut proc = a.proc;
     let waiting = proc
@@ -195,15 +199,17 @@ async fn a_replica_stopping_waits_for_the_settles_of_the_answers_it_gave() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let (status, mut proc) = proc
-        .wait_exit_async(Duration::from_secs(GRACE_SECS))
-        .await;
+    let (status, mut proc) = proc.wait_exit_async(Duration::from_secs(GRACE_SECS)).await;
     let log = proc.stdout.read_to_end(Duration::from_secs(5));
     assert!(status.success(), "{status}\n{log}");
     // Every claim holds its kept answer ('D'), none is left running ('R').
     let mut kinds = Vec::new();
     for k in redis.keys().await.iter().filter(|k| k.contains("idem:")) {
-        let v: Vec<u8> = redis::cmd("GET").arg(k).query_async(&mut conn).await.unwrap();
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
         kinds.push(v.first().copied().map(char::from));
     }
     assert_eq!(kinds, [Some('D'), Some('D')], "{log}");
