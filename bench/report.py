@@ -3,6 +3,7 @@
 
   report.py parse NAME CONNS CPU_TICKS TICKS_PER_SEC PEAK_RSS_KIB < wrk-output   -> one TSV row
   report.py render RESULTS.tsv OUT.md OUT.svg AUDIT_RECORDS
+  report.py docs RESULTS.md DOCS.md     -> the summary between DOCS.md's bench markers
 
 render also reads, from RESULTS.tsv's directory when present: idle.tsv, idle-after-load.tsv,
 coldstart-{primed,inflight}.json (bench/coldstart.py), startup.json (bench/startup.py) and policy.tsv; the
@@ -14,6 +15,7 @@ import datetime
 import json
 import os
 import re
+import subprocess
 import sys
 
 UNITS = {"us": 1.0, "ms": 1000.0, "s": 1_000_000.0}
@@ -183,8 +185,27 @@ def state_lines(r):
         table.append(f"| {c} | {fmt_us(m['p50'])} / {fmt_us(m['p99'])} | {fmt_us(rd['p50'])} / {fmt_us(rd['p99'])} | "
                      f"**{fmt_us(rd['p50'] - m['p50'])}** / {fmt_us(rd['p99'] - m['p99'])} | {m['rps']:,.0f} → {rd['rps']:,.0f} |")
     return ["", "State store (`--state memory` against `--state redis://`, a local redis-server; every request with its "
-            "own Idempotency-Key under a caller rate limit: 4 Redis round trips; durable audit on):",
+            "own Idempotency-Key under a caller rate limit: one Redis round trip before Graph and one after; durable audit on):",
             ""] + table
+
+
+def goals_64(g64, n64, here):
+    """Issue 26's goals at 64 connections and for idle memory, each met or not."""
+    verdict = lambda ok: "met" if ok else "**not met**"
+    rows = [f"| requests/s ≥ 0.7× nginx | {g64['rps'] / n64['rps']:.2f}× | {verdict(g64['rps'] >= 0.7 * n64['rps'])} |",
+            f"| p99 ≤ 1.5× nginx | {g64['p99'] / n64['p99']:.2f}× | {verdict(g64['p99'] <= 1.5 * n64['p99'])} |"]
+    path = os.path.join(here, "idle-after-load.tsv")
+    if os.path.exists(path):
+        now = int(open(path).read().split()[0])
+        rows.append(f"| idle RSS after the load ≤ 20 MiB | {mib(now)} | {verdict(now <= 20 * 1024)} |")
+    path = os.path.join(here, "idle.tsv")
+    if os.path.exists(path):
+        for line in open(path):
+            n, _ok, now, *_ = line.split()
+            if int(n) == 10_000:
+                rows.append(f"| 10,000 idle keep-alive connections ≤ 64 MiB | {mib(now)} | {verdict(int(now) <= 64 * 1024)} |")
+    return ["", "Issue 26's goals at 64 connections and for idle memory:", "",
+            "| goal | result | |", "|---|---|---|"] + rows
 
 
 def idle_lines(here):
@@ -199,13 +220,26 @@ def idle_lines(here):
     return lines
 
 
+def commit():
+    """' at commit abc1234' (with '+changes' when the work tree differs), or '' outside git."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    try:
+        head = subprocess.run(["git", "-C", repo, "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", repo, "diff", "--quiet", "HEAD", "--", "src", "Cargo.toml",
+                                "Cargo.lock"]).returncode != 0
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+    return f" at commit {head}" + ("+changes" if dirty else "")
+
+
 def main_section(r, here, out_svg, audit_records):
     g1, g64, n1, n64 = r[("graphgate", 1)], r[("graphgate", 64)], r[("nginx", 1)], r[("nginx", 64)]
     direct = r[("direct", 1)]
     noaudit = r.get(("graphgate-noaudit", 64))
     cpu10k = lambda row: row["cpu"] / row["total"] * 10_000
     lines = [
-        f"Run {datetime.date.today().isoformat()} on {os.cpu_count()} cores "
+        f"Run {datetime.date.today().isoformat()}{commit()} on {os.cpu_count()} cores "
         f"(`bench/run.sh`, wrk {os.environ.get('DURATION', '10')} s per run; the proxy under test pinned to one core, "
         "wrk, the fake Graph and the emulator on the other"
         + (f"; {len(g64['rounds'])} alternating rounds per comparison, the median round of each shown" if len(g64.get("rounds", [])) > 1 else "")
@@ -245,6 +279,7 @@ def main_section(r, here, out_svg, audit_records):
     lines += idle_lines(here)
     bad = {k: v for k, v in r.items() if v["errors"] or v["sock"]}
     lines.append("- Non-2xx answers or socket errors: " + (", ".join(f"{k[0]} c{k[1]}: {v['errors']} {v['sock']}" for k, v in bad.items()) if bad else "none."))
+    lines += goals_64(g64, n64, here)
     svg(out_svg, [("p50, 1 conn", g1["p50"], n1["p50"]), ("p99, 1 conn", g1["p99"], n1["p99"]),
                   ("p50, 64 conns", g64["p50"], n64["p50"]), ("p99, 64 conns", g64["p99"], n64["p99"])])
     return lines
@@ -275,8 +310,67 @@ def svg(path, groups):
     open(path, "w").write("\n".join(parts) + "\n")
 
 
+DOCS_BEGIN, DOCS_END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def docs(results_md, docs_md):
+    """Copies a full run's headline figures from RESULTS.md into DOCS.md (docs/performance.md)
+    between its bench markers: the 64-connection comparison, the constant-rate table and the
+    idle lines, each with the sentence saying when and how it was run. Nothing is typed by
+    hand, so the documentation's table is the last full run's."""
+    text = open(results_md).read()
+    lines = text.split("\n")
+    out = ["<!-- written by bench/run.sh (bench/report.py docs); edit bench/report.py, not this block -->", ""]
+    # The main comparison: the first paragraph and the first table.
+    table = [i for i, line in enumerate(lines) if line.startswith("|")]
+    if not lines[0].startswith("Run ") or not table:
+        sys.exit(f"{results_md} has no main comparison: run the full bench/run.sh")
+    first = table[0]
+    end = first
+    while end < len(lines) and lines[end].startswith("|"):
+        end += 1
+    out += [lines[0], ""] + lines[first:end] + [""]
+    goals = next((i for i, line in enumerate(lines) if line.startswith("Issue 26's goals at 64")), None)
+    if goals is not None:
+        stop = goals + 2
+        while stop < len(lines) and lines[stop].startswith("|"):
+            stop += 1
+        out += lines[goals:stop] + [""]
+    keep = ("- Idle again after the load", "- 10,000 idle keep-alive", "- 1,000 idle keep-alive",
+            "- Durable audit", "- Start-up:")
+    out += [line for line in lines if line.startswith(keep)]
+    rate = re.search(r"<!-- rate:begin -->(.*?)<!-- rate:end -->", text, re.S)
+    if rate:
+        body = rate.group(1).strip().split("\n")
+        run = next((line for line in body if line.startswith("Run ")), None)
+        rows = [line for line in body if line.startswith("|")]
+        # the figures table, then the goals table, each a block of consecutive rows
+        blocks, current = [], []
+        for line in body:
+            if line.startswith("|"):
+                current.append(line)
+            elif current:
+                blocks.append(current)
+                current = []
+        if current:
+            blocks.append(current)
+        if run and rows:
+            out += ["", "At a constant rate (the `rate` scenario): " + run[len("Run "):], ""]
+            for block in blocks:
+                out += block + [""]
+    doc = open(docs_md).read()
+    if DOCS_BEGIN not in doc or DOCS_END not in doc:
+        sys.exit(f"{docs_md} has no {DOCS_BEGIN} ... {DOCS_END} block")
+    head, rest = doc.split(DOCS_BEGIN, 1)
+    tail = rest.split(DOCS_END, 1)[1]
+    block = "\n".join(out).rstrip("\n")
+    open(docs_md, "w").write(head + DOCS_BEGIN + "\n" + block + "\n" + DOCS_END + tail)
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "parse":
         parse(*sys.argv[2:7])
+    elif sys.argv[1] == "docs":
+        docs(*sys.argv[2:4])
     else:
         render(*sys.argv[2:6])

@@ -387,6 +387,11 @@ fi
 if has rate; then
   python3 "$here/rate_report.py" render "$DIR/rate" "${RATE_RESULTS:-$here/results.md}" || rate_failed=1
 fi
+# A full run also refreshes the headline figures in docs/performance.md (between its markers).
+if has main; then
+  python3 "$here/report.py" docs "$out_md" "$repo/docs/performance.md"
+  echo "docs/performance.md: headline figures refreshed from $out_md"
+fi
 if [ -n "${PROFILE:-}" ] && [ -f "$DIR/perf.data" ]; then
   perf report -i "$DIR/perf.data" --no-children --sort comm,sym --percent-limit 1 --stdio -g none > "$DIR/logs/profile.txt" 2>/dev/null || true
   echo "profile of $PROFILE at 64 connections: $DIR/logs/profile.txt"

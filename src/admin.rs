@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use crate::console::Console;
 use crate::console::auth::AdminToken;
 use crate::gateway::Gateway;
+use crate::server::accept;
 
 /// Longest a readiness probe waits for a token.
 const TOKEN_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -102,18 +103,7 @@ pub async fn serve_with_tls(
     let options = Arc::new(options);
     let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "admin accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
+    while let Some((stream, _)) = accept::next(&listener, &mut shutdown, "admin").await {
         let (gateway, options) = (Arc::clone(&gateway), Arc::clone(&options));
         let service = service_fn(move |req| {
             let (gateway, options) = (Arc::clone(&gateway), Arc::clone(&options));
@@ -150,6 +140,7 @@ pub async fn serve_with_tls(
             }
         });
     }
+    Ok(())
 }
 
 /// Longest TLS handshake on the admin listener.

@@ -25,7 +25,9 @@ use http::{Method, StatusCode};
 use serde::Serialize;
 use serde_json::{Value, json};
 
+use super::csdl::{Csdl, Kind};
 use super::graph_reply::{GraphError, Success};
+use super::microsoft::ApiVersion;
 use super::wire::{Body, Request, json as json_reply};
 
 /// The header carrying the approval code (Graph's answer, and the approved re-send).
@@ -61,6 +63,38 @@ impl MaaConfig {
     /// Whether it holds operation `name`.
     pub fn holds(&self, name: &str) -> bool {
         self.operations.iter().any(|o| o.eq_ignore_ascii_case(name))
+    }
+
+    /// The operation names a hold can name: `delete` and every action of the CSDL excerpts
+    /// (v1.0 and beta), sorted.
+    pub fn holdable() -> Vec<String> {
+        let mut names = vec!["delete".to_owned()];
+        for version in [ApiVersion::V1, ApiVersion::Beta] {
+            if let Ok(csdl) = Csdl::of(version) {
+                names.extend(
+                    csdl.operations
+                        .iter()
+                        .filter(|(_, op)| op.kind == Kind::Action)
+                        .map(|(name, _)| name.clone()),
+                );
+            }
+        }
+        names.sort_unstable_by_key(|n| n.to_ascii_lowercase());
+        names.dedup();
+        names
+    }
+
+    /// `name` (as `--maa` gives it) if a hold can name it, else why not, with the names that
+    /// can be held: a name nothing is called never holds anything.
+    pub fn operation(name: &str) -> Result<String, String> {
+        let names = Self::holdable();
+        match names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+            true => Ok(name.to_owned()),
+            false => Err(format!(
+                "'{name}' is no action of Graph's device CSDL nor delete; the operations a hold can name: {}",
+                names.join(", ")
+            )),
+        }
     }
 }
 

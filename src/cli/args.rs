@@ -320,12 +320,14 @@ pub struct BoundArgs {
     pub maa_handling: bool,
     /// With --maa-handling, the operations whose writes carry `x-msft-approval-justification`
     /// (the tenant's access policies decide which Intune holds; wipe, retire and delete are
-    /// the device actions MAA covers).
+    /// the device actions MAA covers). A name that is not a write of `graphgate operations`
+    /// is refused.
     #[arg(
         long,
         env = "GRAPHGATE_MAA_JUSTIFY",
         value_delimiter = ',',
-        default_value = "managedDevices.wipe,managedDevices.retire,managedDevices.delete"
+        default_value = "managedDevices.wipe,managedDevices.retire,managedDevices.delete",
+        value_parser = parse_maa_justify
     )]
     pub maa_justify: Vec<String>,
     /// With --maa-handling, the first wait before Intune's approval request is read, doubled
@@ -335,6 +337,32 @@ pub struct BoundArgs {
     /// With --maa-handling, the longest wait between two reads of Intune's approval request.
     #[arg(long, env = "GRAPHGATE_MAA_POLL_MAX_SECS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub maa_poll_max_secs: u64,
+}
+
+/// One `--maa-justify` name: an operation of the catalog that Intune's Multi Admin Approval
+/// can hold (a write; reads are never held). Any other name is refused, with the valid ones.
+fn parse_maa_justify(name: &str) -> Result<String, String> {
+    use graphgate::operation::catalog::{CATALOG, MaaCoverage};
+    let holdable = || {
+        CATALOG
+            .iter()
+            .filter(|op| op.maa() != MaaCoverage::Never)
+            .map(|op| op.name)
+    };
+    if holdable().any(|op| op == name) {
+        return Ok(name.to_owned());
+    }
+    let why = match CATALOG.iter().any(|op| op.name == name) {
+        true => " is a read, which Multi Admin Approval never holds".to_owned(),
+        false => format!(
+            " is not an operation{}",
+            graphgate::words::did_you_mean(name, holdable())
+        ),
+    };
+    Err(format!(
+        "'{name}'{why}; the operations it can hold (see `graphgate operations`): {}",
+        holdable().collect::<Vec<_>>().join(", ")
+    ))
 }
 
 impl BoundArgs {

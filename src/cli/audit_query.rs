@@ -204,6 +204,13 @@ pub(super) fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
             return Ok(ExitCode::from(2));
         }
     };
+    // Where following starts: after the log's newest record, read before the files are (a
+    // record written in between is in them, or is followed). Not merely after the newest
+    // record of the files given: the live file alone is empty just after a rotation.
+    let log_end = match (&followed, args.follow) {
+        (Some(log), true) => graphgate::audit::store::follow::end_of(log)?,
+        _ => 1,
+    };
     let records = query::read_records(&files)?;
     let selected = query::select(&records, &filter);
     let limit = match (args.limit, format) {
@@ -228,7 +235,7 @@ pub(super) fn run_query(args: QueryArgs) -> std::io::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    let next = records.last().map_or(1, |r| r.seq + 1);
+    let next = records.last().map_or(1, |r| r.seq + 1).max(log_end);
     let Some(log) = followed else {
         return Ok(ExitCode::SUCCESS);
     };

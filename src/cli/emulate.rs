@@ -54,8 +54,9 @@ pub struct EmulateArgs {
     pub faults: Vec<FaultSpec>,
     /// Play Intune's Multi Admin Approval for these operations (e.g. wipe,retire,delete):
     /// they are held until approved at POST /_emulator/maa/{code}/approve (the app is also
-    /// granted DeviceManagementRBAC.Read.All, to read the approval requests).
-    #[arg(long, value_name = "OPERATIONS", value_delimiter = ',')]
+    /// granted DeviceManagementRBAC.Read.All, to read the approval requests). A name that is
+    /// no action of the CSDL (nor delete) is refused.
+    #[arg(long, value_name = "OPERATIONS", value_delimiter = ',', value_parser = MaaConfig::operation)]
     pub maa: Vec<String>,
     /// The status a Multi Admin Approval hold is answered with: 400, 403 or 412.
     #[arg(long, default_value_t = 403, value_parser = parse_maa_status)]

@@ -1,9 +1,9 @@
 //! The console's approvals pages (read-only): `/audit/approvals` lists the open approvals
 //! (pending, approved, running, break glass to review) and the decided ones, each with its
 //! progress and outcome; `/audit/approvals/{id}` shows one whole: the request's facts, its
-//! groups, every review and the outcome. Decisions are never taken here: reviewers use the
-//! approval API as themselves. Every value goes through [`esc`]; states are shown by name,
-//! whatever they are.
+//! groups, every review, the outcome and Intune's Multi Admin Approval hold, if any.
+//! Decisions are never taken here: reviewers use the approval API as themselves. Every value
+//! goes through [`esc`]; states are shown by name, whatever they are.
 
 use std::fmt::Write;
 
@@ -123,6 +123,36 @@ pub fn one(a: &Resource) -> String {
     if a.reviews.is_empty() {
         out.push_str(r#"<p id="no-reviews">No reviews yet.</p>"#);
     }
+    if let Some(maa) = &a.maa {
+        out.push_str(&intune_hold(maa));
+    }
+    out
+}
+
+/// Intune's Multi Admin Approval hold of the request: its code, Intune's status as last
+/// read, and how graphgate follows it.
+fn intune_hold(maa: &crate::approval::maa::Maa) -> String {
+    let mut out = String::from(
+        r#"<h3>Intune Multi Admin Approval</h3><p>A person approves or rejects the request in Intune; graphgate reads its status and sends the request again once, when approved.</p><dl id="maa">"#,
+    );
+    let mut fact = |name: &str, value: &str| {
+        let _ = write!(out, "<dt>{}</dt><dd>{}</dd>", esc(name), esc(value));
+    };
+    fact("Approval code", &maa.code);
+    fact("Intune status", &maa.status);
+    fact("Expires", &maa.expires);
+    let held = match maa.attached {
+        true => format!(
+            "{} (joined the request already pending in Intune)",
+            maa.held_status
+        ),
+        false => maa.held_status.to_string(),
+    };
+    fact("Graph answered", &held);
+    fact("Status reads", &maa.polls.to_string());
+    fact("Last read failed", maa.last_error.as_deref().unwrap_or("-"));
+    fact("Sent again", if maa.resent { "yes" } else { "no" });
+    out.push_str("</dl>");
     out
 }
 

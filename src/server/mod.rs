@@ -2,6 +2,7 @@
 //! once past a cap), serves HTTP/1.1 and HTTP/2 with hyper under per-state deadlines (see
 //! `conn`), hands each request to the [`Gateway`], and drains in-flight requests on shutdown.
 
+pub(crate) mod accept;
 mod conn;
 mod h2guard;
 mod http;
@@ -98,19 +99,7 @@ pub async fn serve(
     };
     let (stop, stopping) = watch::channel(false);
     tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Out of file descriptors and the like: back off briefly, keep serving.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    while let Some((stream, peer)) = accept::next(&listener, &mut shutdown, "gateway").await {
         let admitted = match admission.admit(peer.ip()) {
             Ok(admitted) => admitted,
             Err(why) => {

@@ -26,6 +26,7 @@ use crate::audit::checkpoints::checkpoint::Checkpoint;
 use crate::audit::checkpoints::note::{NoteError, NoteSigner, NoteVerifier};
 use crate::audit::checkpoints::tree::{self, Hash};
 use crate::audit::witnessing::witness_protocol::{self as protocol, SIZE_CONTENT_TYPE};
+use crate::server::accept;
 
 /// Largest request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -258,18 +259,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     tokio::pin!(shutdown);
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    tracing::warn!(error = %e, "witness accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => return Ok(()),
-        };
+    while let Some((stream, _)) = accept::next(&listener, &mut shutdown, "witness").await {
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             drop(stream);
             continue;
@@ -299,4 +289,5 @@ pub async fn serve(
             drop(permit);
         });
     }
+    Ok(())
 }

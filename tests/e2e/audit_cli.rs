@@ -477,6 +477,20 @@ async fn the_query_table_shows_what_each_row_is() {
     );
 }
 
+/// The first line of `follow`'s output containing `what` (the test fails after 30 s without).
+fn wait_for_line(follow: &mut crate::common::process::Proc, what: &str) -> String {
+    follow
+        .stdout
+        .wait_for(std::time::Duration::from_secs(30), |l| l.contains(what))
+        .unwrap_or_else(|| {
+            panic!(
+                "no line with {what:?}: {}{}",
+                follow.stdout.text(),
+                follow.stderr.text()
+            )
+        })
+}
+
 /// `--follow` prints the newest rows, then each matching record as it is written, across
 /// the log's rotation; an intent waits for its outcome, a completion is a row of its own.
 #[tokio::test]
@@ -509,21 +523,9 @@ async fn follow_prints_records_as_they_are_written_across_rotation() {
     let mut follow = Proc::spawn(&mut graphgate(&[
         "audit", "query", &log, "--follow", "--limit", "1", "--caller", "a",
     ]));
-    let wait = |follow: &mut Proc, what: &str| {
-        follow
-            .stdout
-            .wait_for(std::time::Duration::from_secs(30), |l| l.contains(what))
-            .unwrap_or_else(|| {
-                panic!(
-                    "no line with {what:?}: {}{}",
-                    follow.stdout.text(),
-                    follow.stderr.text()
-                )
-            })
-    };
-    let header = wait(&mut follow, "TIME");
+    let header = wait_for_line(&mut follow, "TIME");
     assert!(header.contains("KIND"), "{header}");
-    wait(&mut follow, "old-2");
+    wait_for_line(&mut follow, "old-2");
     for (id, kind, decision, caller) in [
         ("new-b", Kind::Request, AuditDecision::Denied, "b"),
         ("new-1", Kind::Intent, AuditDecision::Allowed, "a"),
@@ -542,7 +544,7 @@ async fn follow_prints_records_as_they_are_written_across_rotation() {
             .is_empty(),
         "the log rotated while followed"
     );
-    let last = wait(&mut follow, "new-2");
+    let last = wait_for_line(&mut follow, "new-2");
     assert!(
         last.contains(" request ") && last.contains("denied"),
         "{last}"
@@ -572,6 +574,67 @@ async fn follow_prints_records_as_they_are_written_across_rotation() {
         "{rows:?}"
     );
     assert!(rows[2].contains(" done "), "{rows:?}");
+    audit.shutdown().await.unwrap();
+}
+
+/// `--follow` started on a live file just rotated (it exists and is empty, its records are
+/// in the rotated files) prints no history: only the records written after it started.
+#[tokio::test]
+async fn follow_on_a_just_rotated_live_file_prints_only_new_records() {
+    use crate::common::process::Proc;
+    let (dir, key) = dir_with_key(0o600);
+    let path = dir.join("audit.jsonl");
+    let record = |id: &str| Entry {
+        kind: Some(Kind::Request),
+        time: "2026-11-20T10:00:00.000000Z".into(),
+        audit_id: id.into(),
+        caller: Some("a".into()),
+        device_id: Some(D1.into()),
+        operation: Some(OP.into()),
+        decision: Some(AuditDecision::Denied),
+        status: Some(403),
+        ..Entry::default()
+    };
+    let fingerprinter = || Fingerprinter::from_file(&key).unwrap();
+    let audit = Audit::open(&path, 1 << 30, fingerprinter()).unwrap();
+    for i in 0..3 {
+        audit
+            .write_durable(record(&format!("old-{i}")))
+            .await
+            .unwrap();
+    }
+    audit.shutdown().await.unwrap();
+    // A crash mid-write: the next start rotates the file aside and opens an empty live file.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"seq\":4"))
+        .unwrap();
+    let audit = Audit::open(&path, 1 << 30, fingerprinter()).unwrap();
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().len(),
+        0,
+        "the live file is empty"
+    );
+    assert_eq!(
+        graphgate::audit::store::files::rotated_files(&path)
+            .unwrap()
+            .len(),
+        1
+    );
+    let log = path.to_str().unwrap().to_owned();
+    let mut follow = Proc::spawn(&mut graphgate(&["audit", "query", &log, "--follow"]));
+    wait_for_line(&mut follow, "TIME");
+    audit.write_durable(record("new-1")).await.unwrap();
+    wait_for_line(&mut follow, "new-1");
+    let ids: Vec<String> = follow
+        .stdout
+        .text()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().last().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, ["new-1"], "{}", follow.stdout.text());
     audit.shutdown().await.unwrap();
 }
 

@@ -112,6 +112,16 @@ async fn console_gateway() -> (Harness, SocketAddr) {
     let path = h.audit_path.clone().unwrap();
     let console = Console::start(&path, h.audit.durable_seq(), None);
     wait_indexed(&console, &path).await;
+    let addr = serve_console(Arc::clone(&h.gw), console).await;
+    (h, addr)
+}
+
+/// An admin listener on `127.0.0.1:0` (no admin token) serving `gw` with `console`; its
+/// address.
+pub(crate) async fn serve_console(
+    gw: Arc<graphgate::gateway::Gateway>,
+    console: Arc<Console>,
+) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let options = AdminOptions {
@@ -120,11 +130,11 @@ async fn console_gateway() -> (Harness, SocketAddr) {
     };
     tokio::spawn(graphgate::admin::serve_with(
         listener,
-        Arc::clone(&h.gw),
+        gw,
         options,
         std::future::pending(),
     ));
-    (h, addr)
+    addr
 }
 
 /// Waits (bounded) until the console has indexed every record of the log.

@@ -4,8 +4,8 @@
 //! text. The page is read-only: it has no form and no button.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use graphgate::admin::AdminOptions;
 use graphgate::console::Console;
 use http::Method;
 
@@ -40,7 +40,6 @@ async fn the_approvals_page_shows_open_and_decided_approvals_with_reviews_as_tex
     }
     let r = Replicas::start_with(1, &policy(two_groups()).yaml(), Options::default()).await;
     let addr = r.replicas[0].addr;
-    let gw = Arc::clone(&r.replicas[0].gw);
     let ask = |device: &'static str| {
         let path = wipe_path(device);
         async move {
@@ -75,20 +74,7 @@ async fn the_approvals_page_shows_open_and_decided_approvals_with_reviews_as_tex
         200
     );
 
-    gw.audit().flush().await.unwrap();
-    let console = Console::start(&r.replicas[0].audit_path, gw.audit().durable_seq(), None);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin = listener.local_addr().unwrap();
-    let options = AdminOptions {
-        token: None,
-        console: Some(console),
-    };
-    tokio::spawn(graphgate::admin::serve_with(
-        listener,
-        Arc::clone(&gw),
-        options,
-        std::future::pending(),
-    ));
+    let admin = admin_listener(&r).await;
     let base = format!("http://{admin}");
 
     let list = dump_dom(&format!("{base}/audit/approvals")).await;
@@ -154,6 +140,7 @@ async fn the_approvals_page_shows_open_and_decided_approvals_with_reviews_as_tex
         "a review's reason, as text: {reviews}"
     );
     assert!(one.contains("<dt>Outcome</dt><dd>204</dd>"), "{one}");
+    assert!(!one.contains(r#"id="maa""#), "Intune never held it: {one}");
 
     let (status, _, _) = get(
         admin,
@@ -162,6 +149,92 @@ async fn the_approvals_page_shows_open_and_decided_approvals_with_reviews_as_tex
     )
     .await;
     assert_eq!(status, 404);
+}
+
+/// An approval held by Intune's Multi Admin Approval shows Intune's side on its page: the
+/// approval code, Intune's status, how Graph answered, the reads so far, all as text.
+#[tokio::test]
+async fn an_approval_held_by_intune_shows_its_multi_admin_approval_state() {
+    if !chromium_present() {
+        return;
+    }
+    let r = crate::maa::start(
+        1,
+        &crate::maa::direct_policy(),
+        graphgate::state::StateConfig::default(),
+        412,
+    )
+    .await;
+    let path = wipe_path(DEVICE);
+    let reply = call(
+        r.replicas[0].addr,
+        (Method::POST, &path),
+        OPS,
+        &[("x-graphgate-reason", HOSTILE)],
+        WIPE_BODY,
+    )
+    .await;
+    let (id, code) = crate::maa::held_by_intune(&reply, 412);
+    let admin = admin_listener(&r).await;
+    let page = format!("http://{admin}/audit/approvals/{id}");
+    let until = async |what: &str, done: &dyn Fn(&serde_json::Value) -> bool| {
+        crate::common::eventually(what, Duration::from_secs(20), async || {
+            let doc = crate::approvals::show(r.replicas[0].addr, OPS, &id)
+                .await
+                .json();
+            done(&doc["maa"]).then_some(doc)
+        })
+        .await
+    };
+
+    // Intune answers a status that is markup: the failed read shows, as text.
+    r.emulator.set_maa_document_override(Some(
+        serde_json::json!({"id": code, "status": r#"<b id="pwn">x</b>"#}),
+    ));
+    until("a failed read", &|maa| !maa["last_error"].is_null()).await;
+    let one = dump_dom(&page).await;
+    assert_no_hostile_markup(&one, "an approval held by Intune");
+    let failed = r#"<dt>Last read failed</dt><dd>an approval request in unknown status '&lt;b id="pwn"&gt;x&lt;/b&gt;'</dd>"#;
+    assert!(maa_facts(&one).contains(failed), "{one}");
+
+    r.emulator.set_maa_document_override(None);
+    crate::maa::intune(&r, &code, "reject").await;
+    let doc = until("Intune's rejection read", &|maa| {
+        maa["status"] == "rejected"
+    })
+    .await;
+    let one = dump_dom(&page).await;
+    let maa = maa_facts(&one);
+    for fact in [
+        format!("<dt>Approval code</dt><dd>{code}</dd>"),
+        "<dt>Intune status</dt><dd>rejected</dd>".to_owned(),
+        format!(
+            "<dt>Expires</dt><dd>{}</dd>",
+            doc["maa"]["expires"].as_str().unwrap()
+        ),
+        "<dt>Graph answered</dt><dd>412</dd>".to_owned(),
+        format!("<dt>Status reads</dt><dd>{}</dd>", doc["maa"]["polls"]),
+        "<dt>Sent again</dt><dd>no</dd>".to_owned(),
+    ] {
+        assert!(maa.contains(&fact), "{fact} in {maa}");
+    }
+}
+
+/// The Multi Admin Approval facts of an approval's page.
+fn maa_facts(dom: &str) -> &str {
+    let start = dom
+        .find(r#"<dl id="maa">"#)
+        .unwrap_or_else(|| panic!("no maa in {dom}"));
+    let rest = &dom[start..];
+    &rest[..rest.find("</dl>").unwrap()]
+}
+
+/// An admin listener with the console over replica 0's audit log (flushed first); its address.
+async fn admin_listener(r: &Replicas) -> std::net::SocketAddr {
+    let gw = Arc::clone(&r.replicas[0].gw);
+    gw.audit().flush().await.unwrap();
+    let console = Console::start(&r.replicas[0].audit_path, gw.audit().durable_seq(), None);
+    crate::console::serve_console(gw, console).await
 }
 
 /// The table with id `id` in `dom`.

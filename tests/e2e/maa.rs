@@ -24,7 +24,7 @@ use crate::common::replicas::Replicas;
 use crate::common::{Caller, DEVICE, Options, Rule, TestPolicy, emu, eventually, temp_dir};
 
 /// `ops-bot` may wipe and retire, without graphgate approval.
-fn direct_policy() -> TestPolicy {
+pub(crate) fn direct_policy() -> TestPolicy {
     TestPolicy::empty()
         .caller(Caller::api_key("ops-bot", OPS))
         .rule(
@@ -65,7 +65,12 @@ fn limits() -> Limits {
     }
 }
 
-async fn start(n: usize, policy: &TestPolicy, state: StateConfig, status: u16) -> Replicas {
+pub(crate) async fn start(
+    n: usize,
+    policy: &TestPolicy,
+    state: StateConfig,
+    status: u16,
+) -> Replicas {
     let opts = Options {
         state,
         limits: limits(),
@@ -86,7 +91,7 @@ fn wipes(r: &Replicas) -> Vec<GraphRequestRecord> {
 }
 
 /// A person's decision in the (emulated) Intune portal, through the control endpoint.
-async fn intune(r: &Replicas, code: &str, decision: &str) -> Value {
+pub(crate) async fn intune(r: &Replicas, code: &str, decision: &str) -> Value {
     let path = format!("/_emulator/maa/{code}/{decision}");
     let req = emu::request("graph.microsoft.com", Method::POST, &path, &[], "");
     let reply = emu::send_to(
@@ -103,7 +108,7 @@ async fn intune(r: &Replicas, code: &str, decision: &str) -> Value {
 }
 
 /// A request held by Intune: 202, Location, `external_approval_pending`; (id, code).
-fn held_by_intune(reply: &crate::common::Reply, status: u16) -> (String, String) {
+pub(crate) fn held_by_intune(reply: &crate::common::Reply, status: u16) -> (String, String) {
     assert_eq!(reply.status, 202, "{:?}", reply.body);
     let doc = reply.json();
     let id = doc["id"].as_str().unwrap().to_owned();

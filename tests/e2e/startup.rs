@@ -49,6 +49,62 @@ fn listeners_that_would_expose_the_gateway_are_refused() {
     assert!(err.contains("AZURE_TENANT_ID"), "{err}");
 }
 
+/// A `--maa-justify` name that is not an operation Multi Admin Approval can hold (a typo, a
+/// read) is refused at start like any bad flag (exit 2), naming the valid operations; so is
+/// the same mistake in GRAPHGATE_MAA_JUSTIFY, and an emulator `--maa` name that is no action.
+#[test]
+fn an_unknown_maa_justify_name_is_refused_with_the_valid_ones() {
+    let refused = |cmd: &mut std::process::Command| {
+        let (status, _, err) = process::run(cmd, std::time::Duration::from_secs(10));
+        assert_eq!(status.code(), Some(2), "{err}");
+        err
+    };
+    // --check-config: a start that accepted the names would end at once, not serve.
+    let serve = ["serve", "--emulator", "--check-config", "--maa-handling"];
+    let err = refused(&mut graphgate(
+        &[
+            &serve[..],
+            &["--maa-justify", "managedDevices.wipe,managedDevices.wype"],
+        ]
+        .concat(),
+    ));
+    assert!(
+        err.contains(
+            "'managedDevices.wype' is not an operation (did you mean managedDevices.wipe?)"
+        ),
+        "{err}"
+    );
+    for valid in [
+        "managedDevices.retire",
+        "managedDevices.delete",
+        "users.removeAllDevicesFromManagement",
+    ] {
+        assert!(err.contains(valid), "{valid} listed: {err}");
+    }
+    assert!(
+        !err.contains("getFileVaultKey"),
+        "a read is not listed: {err}"
+    );
+    let err =
+        refused(graphgate(&serve).env("GRAPHGATE_MAA_JUSTIFY", "managedDevices.getFileVaultKey"));
+    assert!(
+        err.contains(
+            "'managedDevices.getFileVaultKey' is a read, which Multi Admin Approval never holds"
+        ),
+        "{err}"
+    );
+    // The emulator's own names are Graph's action names (and delete).
+    let err = refused(&mut graphgate(&[
+        "emulate",
+        "--listen",
+        "127.0.0.1:0",
+        "--maa",
+        "wipe,wype",
+    ]));
+    assert!(err.contains("'wype' is no action"), "{err}");
+    assert!(err.contains(", retire,") && err.contains("delete"), "{err}");
+}
+
 #[test]
 fn a_busy_port_names_the_address_and_the_flag() {
     let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -209,6 +209,51 @@ impl Follower {
     }
 }
 
+/// The sequence number after the newest complete record of the log at `log` (1 when it has
+/// none): where a follower starts to read only what is written from now on. The newest file
+/// holding a record is read (the live file is empty just after a rotation: the newest
+/// record is then in the newest rotated file).
+pub fn end_of(log: &Path) -> io::Result<u64> {
+    for _ in 0..LOCATE_TRIES {
+        match try_end_of(log) {
+            // A file renamed or removed while listed: list again.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            found => return found,
+        }
+    }
+    try_end_of(log)
+}
+
+fn try_end_of(log: &Path) -> io::Result<u64> {
+    let mut all = files::rotated_files(log)?;
+    if log.exists() {
+        all.push(log.to_owned());
+    }
+    let mut line = Vec::new();
+    for path in all.iter().rev() {
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut last = None;
+        loop {
+            line.clear();
+            let n = (&mut reader)
+                .take(MAX_LINE as u64)
+                .read_until(b'\n', &mut line)?;
+            if n == 0 {
+                break;
+            }
+            if line.last() == Some(&b'\n')
+                && let Some(seq) = seq_of(&line)
+            {
+                last = Some(seq);
+            }
+        }
+        if let Some(seq) = last {
+            return Ok(seq + 1);
+        }
+    }
+    Ok(1)
+}
+
 /// Reads the next whole line of `open` into `buf` (without its newline) and returns where it
 /// starts, or `None` at the file's end (a partial last line is left to be read again once it
 /// is complete).
@@ -377,6 +422,28 @@ mod tests {
             seen.len()
         );
         assert_eq!(seen.len() as u64, RECORDS);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_end_of_a_log_is_after_its_newest_record_even_just_after_a_rotation() {
+        let dir = std::env::temp_dir().join(format!("graphgate-follow-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let log = dir.join("audit.jsonl");
+        assert_eq!(end_of(&log).unwrap(), 1, "no log yet");
+        let mut state = ChainState::default();
+        write(&log, &mut state, 5);
+        assert_eq!(end_of(&log).unwrap(), 6);
+        std::fs::rename(&log, files::rotated_name(&log, 1)).unwrap();
+        std::fs::File::create_new(&log).unwrap();
+        assert_eq!(end_of(&log).unwrap(), 6, "the live file is empty");
+        // A line being written is not a record yet.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .and_then(|mut f| io::Write::write_all(&mut f, b"{\"seq\":6"))
+            .unwrap();
+        assert_eq!(end_of(&log).unwrap(), 6);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
