@@ -22,10 +22,11 @@ pub fn kept(
     ids: &RequestIds,
 ) -> Option<StoredResponse> {
     match result {
-        Ok(reply) if reply.may_have_run() => {
-            let resp = reply.clone().into_response();
-            Some(StoredResponse::of(&resp, reply.body.clone()))
-        }
+        Ok(reply) if reply.may_have_run() => Some(StoredResponse::new(
+            reply.status,
+            reply.headers.clone(),
+            reply.body.clone(),
+        )),
         Ok(_) => None,
         Err(err) if err.outcome_unknown() => {
             let answer = crate::error::upstream_answer(err);

@@ -13,7 +13,8 @@
 //!    approval step) → idempotency → daily budgets and tenant pacing, taken in one step of
 //!    the state store → token → **durable audit intent** → Graph, where nothing that may
 //!    have run is ever sent again → one step to settle (the answer kept for duplicates,
-//!    what was not sent given back). A write that Intune's Multi Admin Approval holds (a 4xx
+//!    what was not sent given back; on a shared store an answer is kept after it went out,
+//!    the claim held until then: see [`crate::state::StateStore::finish`]). A write that Intune's Multi Admin Approval holds (a 4xx
 //!    with `x-msft-approval-code`) did not run: its budgets are given back and it becomes an
 //!    approval (202), sent again once when a person approves it in Intune.
 //!

@@ -45,6 +45,15 @@ impl StoredResponse {
         }
     }
 
+    /// Keeps an answer given as its parts (a body is reference-counted: not copied).
+    pub fn new(status: StatusCode, headers: HeaderMap, body: Bytes) -> Self {
+        StoredResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
     /// The status replayed.
     pub fn status(&self) -> StatusCode {
         self.status

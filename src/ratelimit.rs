@@ -398,13 +398,19 @@ impl Reservation<'_> {
     /// certainly did not run). A store that cannot take the refund leaves the counts high
     /// (the safe side), logged.
     pub async fn settle(self, store: &StateStore, sent: bool, answer: Option<StoredResponse>) {
+        // The common end of a keyed request: it ran, its answer is kept, nothing to give
+        // back (on a shared store, after the answer went out: see `StateStore::finish`).
+        let (ticket, answer) = match (sent, self.ticket, answer) {
+            (true, Some(ticket), Some(answer)) => return store.finish(ticket, answer).await,
+            (_, ticket, answer) => (ticket, answer),
+        };
         let refund = (!sent).then(|| Refund {
             pacing_key: &self.limits.pacing_key,
             pacing_member: &self.member,
             budgets: &self.charges,
             devices: self.devices,
         });
-        store.settle(self.ticket, answer, refund).await;
+        store.settle(ticket, answer, refund).await;
     }
 }
 

@@ -259,11 +259,19 @@ impl App {
             }
             _ => None,
         };
+        let grace = config.server.shutdown_grace;
         crate::server::serve(listeners.main, tls, gateway, config.server, shutdown).await?;
         if let Some(extra) = extra {
             extra
                 .await
                 .map_err(|e| RunError::Listener(std::io::Error::other(e)))??;
+        }
+        // Answers already given whose claims are still being settled in the state store
+        // (see `StateStore::finish`): kept for duplicates before the process goes.
+        if !state.state().settled(grace).await {
+            tracing::warn!(
+                "some answers were not kept in the state store within the grace period; duplicates of their keys get 409 until their windows end"
+            );
         }
         // In-flight requests are done: make every queued record durable and close the log
         // (its anchor records the final head).

@@ -208,7 +208,7 @@ impl StateStore {
         refund: Option<Refund<'_>>,
     ) {
         match ticket {
-            Some(ticket) => ticket.settle(answer, refund).await,
+            Some(ticket) => ticket.settle(answer, refund, false).await,
             None => {
                 let Some(refund) = refund else { return };
                 let settle = Settle {
@@ -282,12 +282,23 @@ impl Ticket {
     /// Stores the answer for duplicates. A store that cannot take it now gets it in the
     /// background; until then duplicates wait, and are never run again.
     pub async fn finish(self, answer: StoredResponse) {
-        self.settle(Some(answer), None).await;
+        self.settle(Some(answer), None, false).await;
+    }
+
+    /// [`Ticket::finish`] for an answer that went out already: the store may send it with
+    /// the next request's take (see [`Store::settle_soon`]).
+    pub async fn finish_soon(self, answer: StoredResponse) {
+        self.settle(Some(answer), None, true).await;
     }
 
     /// Ends the claim (keeping `answer` for duplicates; without one, letting the key go) and
     /// gives back `refund`, in one step.
-    async fn settle(mut self, answer: Option<StoredResponse>, refund: Option<Refund<'_>>) {
+    async fn settle(
+        mut self,
+        answer: Option<StoredResponse>,
+        refund: Option<Refund<'_>>,
+        soon: bool,
+    ) {
         self.done = true;
         let end = match &answer {
             Some(answer) => ClaimEnd::Finish {
@@ -301,7 +312,11 @@ impl Ticket {
             claim: Some((self.id(), end)),
             refund,
         };
-        let Err(e) = metrics::timed("settle", self.store.settle(&settle)).await else {
+        let landed = match soon {
+            true => self.store.settle_soon(&settle),
+            false => self.store.settle(&settle),
+        };
+        let Err(e) = metrics::timed("settle", landed).await else {
             return;
         };
         if refunds {

@@ -274,7 +274,14 @@ pub struct StateStore {
     claims: ClaimSettings,
     /// Turned true at shutdown: duplicates stop waiting for their first request (409).
     stop_waiting: tokio::sync::watch::Sender<bool>,
+    /// Room for settles running after their answers went out (see
+    /// [`StateStore::finish`]): one permit each, [`MAX_SETTLES_AFTER_ANSWER`] in all.
+    settles: Arc<tokio::sync::Semaphore>,
 }
+
+/// At most this many settles run after their answers went out; past it, a request waits
+/// for its own settle before it is answered (as every request did before).
+pub const MAX_SETTLES_AFTER_ANSWER: usize = 1024;
 
 impl StateStore {
     /// A store over `backend`.
@@ -285,6 +292,7 @@ impl StateStore {
             namespace,
             claims,
             stop_waiting: tokio::sync::watch::Sender::new(false),
+            settles: Arc::new(tokio::sync::Semaphore::new(MAX_SETTLES_AFTER_ANSWER)),
         }
     }
 
@@ -380,6 +388,43 @@ impl StateStore {
     /// Claims themselves are untouched: a first request still running keeps its key.
     pub fn stop_waiting(&self) {
         self.stop_waiting.send_replace(true);
+    }
+
+    /// Keeps `answer` with the claim `ticket` holds, for duplicates. On a shared store the
+    /// request is answered first: the settle (one round trip) runs after, in the
+    /// background, at most [`MAX_SETTLES_AFTER_ANSWER`] at once (past that, here). Until it
+    /// lands the claim stays held, so a duplicate meanwhile waits for the answer (or gets
+    /// 409 once its wait bound passes), and is never sent. Shutdown waits for them
+    /// ([`StateStore::settled`]). In this process there is no round trip to save: at once.
+    pub async fn finish(&self, ticket: Ticket, answer: StoredResponse) {
+        if self.backend.is_shared()
+            && let Ok(permit) = Arc::clone(&self.settles).try_acquire_owned()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                ticket.finish_soon(answer).await;
+                drop(permit);
+            });
+            return;
+        }
+        ticket.finish(answer).await;
+    }
+
+    /// Waits, up to `within`, for the settles still running after their answers went out
+    /// (shutdown, once nothing more is served); `false` if some had not landed by then.
+    pub async fn settled(&self, within: Duration) -> bool {
+        let running = MAX_SETTLES_AFTER_ANSWER - self.settles.available_permits();
+        if running == 0 {
+            return true;
+        }
+        tracing::info!(
+            settles = running,
+            "waiting for the state store to keep the answers already given"
+        );
+        let all = u32::try_from(MAX_SETTLES_AFTER_ANSWER).unwrap_or(u32::MAX);
+        tokio::time::timeout(within, self.settles.acquire_many(all))
+            .await
+            .is_ok()
     }
 
     /// Charges every limiter `cost` units (a request's devices) or none; `Some((i, wait))`

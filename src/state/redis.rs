@@ -1,6 +1,7 @@
 //! The shared store (`--state redis://...`): every step is one Lua script (EVALSHA), atomic
 //! on the server and timed on its clock, so replicas share one truth: a request costs one
-//! round trip before it is sent (`take`) and one after (`settle`). Each call has a
+//! round trip before it is sent (`take`); its `settle` after the answer went out rides with
+//! the next request's take in one pipeline (or goes alone after 2 ms). Each call has a
 //! timeout; a failed or slow call is a [`StoreError`] (the gateway refuses, fail closed).
 //! The connection is rebuilt after failures, so the gateway recovers by itself once Redis
 //! is back.
@@ -12,6 +13,7 @@ use std::time::Duration;
 use ::redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use ::redis::{Client, ErrorKind, RedisError, Script, ScriptInvocation, Value};
 use arc_swap::ArcSwap;
+use tokio::sync::oneshot;
 
 use super::config::{RedisSettings, StateSetupError};
 use super::records::{Created, NewRecord, Swap, Swapped, Versioned};
@@ -44,6 +46,8 @@ pub(super) static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
 const REBUILD_EVERY: Duration = Duration::from_secs(1);
 /// How often a store that failed is probed until it answers again.
 const HEAL_EVERY: Duration = Duration::from_millis(250);
+/// How long a settle nobody waits for waits for a take to ride with, before it goes alone.
+const SETTLE_LINGER: Duration = Duration::from_millis(2);
 
 /// A handle on the shared store (cheap to clone).
 #[derive(Clone)]
@@ -58,6 +62,14 @@ struct Inner {
     healing: AtomicBool,
     timeout: Duration,
     shown: String,
+    /// Settles nobody waits for (see [`Store::settle_soon`]), sent with the next take.
+    soon: Mutex<Vec<Soon>>,
+}
+
+/// A settle waiting for a take to ride with: its command, and who learns how it went.
+struct Soon {
+    command: ::redis::Cmd,
+    landed: oneshot::Sender<Result<(), StoreError>>,
 }
 
 impl Store for RedisStore {
@@ -83,6 +95,10 @@ impl Store for RedisStore {
 
     fn settle<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()> {
         Box::pin(self.settle_all(settle))
+    }
+
+    fn settle_soon<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()> {
+        Box::pin(self.settle_later(settle))
     }
 
     fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>> {
@@ -153,6 +169,7 @@ impl RedisStore {
             healing: AtomicBool::new(false),
             timeout: settings.timeout,
             shown: settings.shown().to_owned(),
+            soon: Mutex::new(Vec::new()),
         })))
     }
 
@@ -244,6 +261,67 @@ impl RedisStore {
 
     /// Everything `t` asks for, in one script.
     async fn take_all(&self, t: &Take<'_>) -> Result<Taken, StoreError> {
+        let waiting = self.waiting_settles();
+        if waiting.is_empty() {
+            return self.take_alone(t).await;
+        }
+        let (keys, args) = scripts::take_args(t);
+        // Settles waiting for a take ride with it: one pipeline, the settles first (each
+        // still its own atomic script), then the take; one write, one round trip.
+        let mut pipe = ::redis::pipe();
+        pipe.ignore_errors();
+        let mut told = Vec::with_capacity(waiting.len());
+        for soon in waiting {
+            pipe.add_command(soon.command);
+            told.push(soon.landed);
+        }
+        let mut take = ::redis::cmd("EVALSHA");
+        take.arg(SCRIPTS.take.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        pipe.add_command(take);
+        let sent = self
+            .call(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await })
+            .await;
+        let mut replies = match sent {
+            Ok(replies) if replies.len() == told.len() + 1 => replies,
+            Ok(replies) => {
+                return Err(StoreError::new(
+                    StoreErrorKind::Response,
+                    format!("{} answers to {} commands", replies.len(), told.len() + 1),
+                ));
+            }
+            Err(e) => {
+                for landed in told {
+                    let _ = landed.send(Err(e.clone()));
+                }
+                return Err(e);
+            }
+        };
+        let taken = replies.pop();
+        for (landed, reply) in told.into_iter().zip(replies) {
+            let _ = landed.send(match reply {
+                Value::ServerError(e) => {
+                    Err(StoreError::new(StoreErrorKind::Response, e.to_string()))
+                }
+                _ => Ok(()),
+            });
+        }
+        match taken {
+            Some(Value::Array(reply)) => scripts::parse_take(reply),
+            // The scripts are not loaded (a restarted Redis): the take did not run; once more
+            // alone, loading them.
+            Some(Value::ServerError(e)) if e.code() == "NOSCRIPT" => self.take_alone(t).await,
+            other => Err(StoreError::new(
+                StoreErrorKind::Response,
+                format!("unexpected answer to the take: {other:?}"),
+            )),
+        }
+    }
+
+    /// [`Self::take_all`] with no settle to carry: the script alone (loaded if need be).
+    async fn take_alone(&self, t: &Take<'_>) -> Result<Taken, StoreError> {
         let mut inv = SCRIPTS.take.prepare_invoke();
         let (keys, args) = scripts::take_args(t);
         for key in keys {
@@ -252,35 +330,112 @@ impl RedisStore {
         for arg in args {
             inv.arg(arg);
         }
-        let reply: Vec<Value> = self.script(inv).await?;
-        scripts::parse_take(reply)
+        scripts::parse_take(self.script(inv).await?)
     }
 
     /// How a claim ends and what a request gives back, in one script.
     async fn settle_all(&self, s: &Settle<'_>) -> Result<(), StoreError> {
         let mut inv = SCRIPTS.settle.prepare_invoke();
-        inv.arg(match &s.claim {
-            None => "none",
-            Some((_, ClaimEnd::Finish { .. })) => "finish",
-            Some((_, ClaimEnd::Release)) => "release",
-        })
-        .arg(u8::from(s.refund.is_some()));
-        if let Some((id, end)) = &s.claim {
-            inv.key(id.key).arg(running(*id));
-            if let ClaimEnd::Finish { answer, remaining } = end {
-                inv.arg(done(*id, answer)).arg(remaining.as_millis() as u64);
-            }
+        let (keys, args) = settle_args(s);
+        for key in keys {
+            inv.key(key);
         }
-        if let Some(r) = &s.refund {
-            inv.key(r.pacing_key);
-            for b in r.budgets {
-                inv.key(&b.key);
-            }
-            inv.arg(r.devices).arg(r.pacing_member);
+        for arg in args {
+            inv.arg(arg);
         }
         let _: i64 = self.script(inv).await?;
         Ok(())
     }
+
+    /// [`Self::settle_all`] with the next take (see [`Store::settle_soon`]), or alone once
+    /// [`SETTLE_LINGER`] has passed without one.
+    async fn settle_later(&self, s: &Settle<'_>) -> Result<(), StoreError> {
+        let (keys, args) = settle_args(s);
+        let mut command = ::redis::cmd("EVALSHA");
+        command
+            .arg(SCRIPTS.settle.get_hash())
+            .arg(keys.len())
+            .arg(keys)
+            .arg(args);
+        let (landed, mut told) = oneshot::channel();
+        self.lock_soon().push(Soon { command, landed });
+        tokio::select! {
+            told = &mut told => return told.unwrap_or_else(|_| Err(dropped())),
+            () = tokio::time::sleep(SETTLE_LINGER) => {}
+        }
+        // No take came: send every settle still waiting (this one, unless a take has
+        // just carried it).
+        let waiting = self.waiting_settles();
+        self.send_settles(waiting).await;
+        told.await.unwrap_or_else(|_| Err(dropped()))
+    }
+
+    fn lock_soon(&self) -> std::sync::MutexGuard<'_, Vec<Soon>> {
+        self.0.soon.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The settles waiting for a take; the caller sends them.
+    fn waiting_settles(&self) -> Vec<Soon> {
+        std::mem::take(&mut *self.lock_soon())
+    }
+
+    /// Sends `waiting` in one pipeline (each still one atomic script) and tells each how it
+    /// went. A script not loaded (a restarted Redis) fails them: their tickets retry alone.
+    async fn send_settles(&self, waiting: Vec<Soon>) {
+        if waiting.is_empty() {
+            return;
+        }
+        let mut pipe = ::redis::pipe();
+        let mut told = Vec::with_capacity(waiting.len());
+        for soon in waiting {
+            pipe.add_command(soon.command);
+            told.push(soon.landed);
+        }
+        let result = self
+            .call(|mut conn| async move { pipe.query_async::<Vec<Value>>(&mut conn).await })
+            .await
+            .map(|_| ());
+        for landed in told {
+            let _ = landed.send(result.clone());
+        }
+    }
+}
+
+/// A settle whose sender went away before saying how it went.
+fn dropped() -> StoreError {
+    StoreError::new(
+        StoreErrorKind::Connection,
+        "the state store connection went away before the settle was sent",
+    )
+}
+
+/// The settle script's keys and arguments for `s` (see `scripts/settle.lua`).
+fn settle_args(s: &Settle<'_>) -> (Vec<String>, Vec<Vec<u8>>) {
+    let budgets = s.refund.as_ref().map_or(0, |r| r.budgets.len());
+    let mut keys = Vec::with_capacity(2 + budgets);
+    let mut args: Vec<Vec<u8>> = Vec::with_capacity(6);
+    let end: &[u8] = match &s.claim {
+        None => b"none",
+        Some((_, ClaimEnd::Finish { .. })) => b"finish",
+        Some((_, ClaimEnd::Release)) => b"release",
+    };
+    args.push(end.to_vec());
+    args.push(if s.refund.is_some() { b"1" } else { b"0" }.to_vec());
+    if let Some((id, end)) = &s.claim {
+        keys.push(id.key.to_owned());
+        args.push(running(*id).into_bytes());
+        if let ClaimEnd::Finish { answer, remaining } = end {
+            args.push(done(*id, answer));
+            args.push((remaining.as_millis() as u64).to_string().into_bytes());
+        }
+    }
+    if let Some(r) = &s.refund {
+        keys.push(r.pacing_key.to_owned());
+        keys.extend(r.budgets.iter().map(|b| b.key.clone()));
+        args.push(r.devices.to_string().into_bytes());
+        args.push(r.pacing_member.as_bytes().to_vec());
+    }
+    (keys, args)
 }
 
 impl RedisStore {

@@ -116,6 +116,14 @@ pub trait Store: Send + Sync + 'static {
     /// its devices on each budget (never below zero; expiries unchanged).
     fn settle<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()>;
 
+    /// [`Store::settle`] for a claim's end nobody waits for (its request was answered
+    /// already): a backend may hold it a moment, to send it together with the next request's
+    /// take in one round trip. Done once it landed, as `settle`; until then the claim holds
+    /// what it held.
+    fn settle_soon<'a>(&'a self, settle: &'a Settle<'a>) -> StoreFuture<'a, ()> {
+        self.settle(settle)
+    }
+
     /// The record `key` and its version; `None` when there is none (never created, or
     /// past its time to live).
     fn record_get<'a>(&'a self, key: &'a str) -> StoreFuture<'a, Option<Versioned>>;

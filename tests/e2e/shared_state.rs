@@ -531,7 +531,12 @@ async fn a_privileged_request_costs_one_redis_round_trip_before_graph_and_one_af
             monitor.client_commands().await
         });
         assert_eq!(reply.status, 204);
-        let after_graph = monitor.client_commands().await;
+        let mut after_graph = monitor.client_commands().await;
+        // The answer goes out first; its settle lands just after (`StateStore::finish`).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while after_graph.len() < after && Instant::now() < deadline {
+            after_graph.extend(monitor.client_commands().await);
+        }
         assert_eq!(before, ["EVALSHA"], "{what}: one script before Graph");
         assert!(
             after_graph.iter().all(|c| c == "EVALSHA") && after_graph.len() == after,
@@ -664,4 +669,108 @@ async fn a_hanging_redis_is_a_503_within_the_state_timeout_with_nothing_sent() {
         "nothing more was sent"
     );
     // (The server, still paused, is killed with the test.)
+}
+
+/// The answer of a keyed request goes out before its settle lands in Redis: the caller does
+/// not wait a round trip for the answer to be kept. Until the settle lands the claim stays
+/// held (running), so a duplicate sent meanwhile, to another replica, waits for the kept
+/// answer and is never sent again. Redis's writes are paused (`CLIENT PAUSE ... WRITE`)
+/// while Graph holds the first request, so its settle cannot land until the test lets it.
+#[tokio::test]
+async fn a_keyed_answer_goes_out_before_its_settle_lands_and_a_duplicate_meanwhile_is_not_sent() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    // A state timeout far past the bound on the first answer below: a gateway that waited
+    // for the settle before answering would not answer within it.
+    let state = StateConfig::parse(
+        &redis.url(),
+        StateOptions {
+            timeout: Duration::from_secs(20),
+            ..StateOptions::default()
+        },
+    )
+    .unwrap();
+    let limits = Limits {
+        idempotency_wait: Duration::from_secs(20),
+        ..Limits::default()
+    };
+    let r = Arc::new(Replicas::start(2, &policy_text(), state, limits).await);
+    // The scripts are loaded (EVALSHA, NOSCRIPT, SCRIPT LOAD) before writes are paused.
+    for i in 0..2 {
+        let warm_up = format!("warm-up-{i}");
+        assert_eq!(
+            r.call(i, &[("idempotency-key", &warm_up)]).await.status,
+            204
+        );
+    }
+    let sent_before = r.emulator.graph_requests().len();
+    r.emulator
+        .set_faults(Faults::default().with_graph(Fault::slow(Duration::from_millis(300)).times(1)));
+    let key = [("idempotency-key", "settle-later-0001")];
+    let received = *r.emulator.graph_received().borrow();
+    let first = {
+        let r = Arc::clone(&r);
+        tokio::spawn(async move { r.call(0, &key).await })
+    };
+    graph_received(&r.emulator, received + 1).await;
+    // Graph holds the first request: from now on no write reaches Redis (reads do).
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("answered while its settle waits on the paused Redis")
+        .unwrap();
+    assert_eq!((first.status.as_u16(), replayed(&first)), (204, false));
+    // Its claim still reads as running: the answer is not kept yet.
+    let claims: Vec<String> = redis
+        .keys()
+        .await
+        .into_iter()
+        .filter(|k| k.contains("idem:"))
+        .collect();
+    let mut running = Vec::new();
+    for k in &claims {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if v.first() == Some(&b'R') {
+            running.push(k.clone());
+        }
+    }
+    assert_eq!(running.len(), 1, "one claim still running: {claims:?}");
+    // A duplicate on the other replica meanwhile: it waits, and gets the kept answer.
+    let duplicate = {
+        let r = Arc::clone(&r);
+        tokio::spawn(async move { r.call(1, &key).await })
+    };
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let duplicate = duplicate.await.unwrap();
+    assert_eq!(
+        (duplicate.status.as_u16(), replayed(&duplicate)),
+        (204, true)
+    );
+    let v: Vec<u8> = redis::cmd("GET")
+        .arg(&running[0])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(v.first(), Some(&b'D'), "the answer is kept");
+    assert_eq!(
+        r.emulator.graph_requests().len(),
+        sent_before + 1,
+        "sent once"
+    );
 }

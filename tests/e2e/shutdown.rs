@@ -136,3 +136,82 @@ async fn a_replica_sent_sigterm_answers_waiting_duplicates_finishes_what_it_sent
     assert_eq!(backend.emulator.graph_requests().len(), 3);
     a.terminate().await;
 }
+
+/// A keyed answer goes out before its settle lands in Redis (see `shared_state`); a replica
+/// that stops waits for those settles before it exits, so the answer it gave is kept for
+/// duplicates and no claim is left running. Redis's writes are paused while Graph holds the
+/// request, so the settle is still waiting when SIGTERM arrives.
+#[tokio::test]
+async fn a_replica_stopping_waits_for_the_settles_of_the_answers_it_gave() {
+    let Some(redis) = RedisServer::start().await else {
+        return;
+    };
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.env("GRAPHGATE_STATE", redis.url())
+        .env("GRAPHGATE_STATE_TIMEOUT_MS", "30000")
+        .env("GRAPHGATE_SHUTDOWN_GRACE_SECS", GRACE_SECS.to_string());
+    let a = backend.serve(cmd).await;
+    // The scripts are loaded before writes are paused.
+    let warm = [("idempotency-key", "warm-0001")];
+    let warm = a.post_with(ACTION_PATH, ROTATOR_KEY, &body(), &warm).await;
+    assert_eq!(warm.status, 204);
+    backend
+        .emulator
+        .set_faults(Faults::default().with_graph(Fault::slow(Duration::from_millis(300)).times(1)));
+    let call = {
+        let addr = a.addr;
+        tokio::spawn(async move {
+            let req = http::Request::post(format!("http://{addr}{ACTION_PATH}"))
+                .header("authorization", format!("Bearer {ROTATOR_KEY}"))
+                .header("content-type", "application/json")
+                .header("idempotency-key", "kept-0001")
+                .body(http_body_util::Full::new(bytes::Bytes::from(body())))
+                .unwrap();
+            crate::common::send_to(req).await
+        })
+    };
+    graph_received(&backend.emulator, 2).await;
+    let mut conn = redis.connection().await;
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(60_000)
+        .arg("WRITE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(
+        call.await.unwrap().status,
+        204,
+        "answered before its settle"
+    );
+    a.proc.signal("TERM");
+    let mut proc = a.proc;
+    let waiting = proc
+        .stdout
+        .wait_for_async(Duration::from_secs(GRACE_SECS), |l| {
+            l.contains("waiting for the state store to keep")
+        })
+        .await;
+    assert!(waiting.is_some(), "{}", proc.stdout.text());
+    let _: () = redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let (status, mut proc) = proc.wait_exit_async(Duration::from_secs(GRACE_SECS)).await;
+    let log = proc.stdout.read_to_end(Duration::from_secs(5));
+    assert!(status.success(), "{status}\n{log}");
+    // Every claim holds its kept answer ('D'), none is left running ('R').
+    let mut kinds = Vec::new();
+    for k in redis.keys().await.iter().filter(|k| k.contains("idem:")) {
+        let v: Vec<u8> = redis::cmd("GET")
+            .arg(k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        kinds.push(v.first().copied().map(char::from));
+    }
+    assert_eq!(kinds, [Some('D'), Some('D')], "{log}");
+    assert_eq!(backend.emulator.graph_requests().len(), 2);
+}

@@ -384,15 +384,21 @@ async fn a_hostile_claim_value_in_redis_is_refused_unread() {
     )
     .await;
     assert_eq!(r.call(0, &[("idempotency-key", "k-1")]).await.status, 204);
-    let mut conn = redis.connection().await;
+    let conn = redis.connection().await;
     let namespace = r.replicas[0].gw.state().namespace().clone();
     let claim = |key: &str| namespace.idempotency("rooms-rotator", key);
-    let stored: Vec<u8> = redis::cmd("GET")
-        .arg(claim("k-1"))
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert_eq!(stored[0], b'D', "a stored answer");
+    // The answer went out first; its settle lands just after (`StateStore::finish`).
+    let stored: Vec<u8> =
+        crate::common::eventually("a stored answer", Duration::from_secs(10), async || {
+            let mut conn = conn.clone();
+            let v: Vec<u8> = redis::cmd("GET")
+                .arg(claim("k-1"))
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            (v.first() == Some(&b'D')).then_some(v)
+        })
+        .await;
     let fingerprint = &stored[1..65];
     // A stored answer that decodes, with a 4 MiB body (no Graph answer is over 1 MiB).
     let mut answer: serde_json::Value = serde_json::from_slice(&stored[65..]).unwrap();
