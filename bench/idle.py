@@ -2,8 +2,10 @@
 """Opens N keep-alive connections to graphgate, sends one allowed request on each, keeps them
 all open and idle, waits until graphgate has parked them all (its admin /metrics gauge
 graphgate_connections_parked reaches N; graphgate parks a connection after it rested 1 s), and
-prints N, the answers 204, graphgate's resident memory (VmRSS and VmHWM, KiB) with them open,
-and the wait for the parks (seconds). Connections open 500 at a time; their requests run at
+then until it has gone quiet and returned its allocator's free memory (graphgate_memory_trims_total
+rises: it trims 2 s after its last request or park), and prints N, the answers 204, graphgate's
+resident memory (VmRSS and VmHWM, KiB) with them open, and the wait for the parks and the trim
+(seconds). Connections open 500 at a time; their requests run at
 most 128 at once (below graphgate's default in-flight bound per caller, 256, so every one is
 answered 204 rather than 429).
 
@@ -15,25 +17,32 @@ import time
 import urllib.request
 
 PARKED = "graphgate_connections_parked"
+TRIMS = "graphgate_memory_trims_total"
 PARK_WAIT_SECS = 60
 POLL_SECS = 0.05
 
 
-def parked(host, admin_port):
+def metric(host, admin_port, name):
     with urllib.request.urlopen(f"http://{host}:{admin_port}/metrics", timeout=10) as r:
         for line in r.read().decode().splitlines():
-            if line.startswith(PARKED + " "):
+            if line.startswith(name + " "):
                 return float(line.split()[1])
     return 0.0
 
 
 def wait_parked(host, admin_port, n):
-    """Seconds until N connections are parked (bounded: a warning and the time waited past
-    PARK_WAIT_SECS)."""
+    """Seconds until N connections are parked and graphgate has trimmed its allocator after
+    the parks (bounded: a warning and the time waited past PARK_WAIT_SECS)."""
     start = time.monotonic()
-    while (got := parked(host, admin_port)) < n:
+    while (got := metric(host, admin_port, PARKED)) < n:
         if time.monotonic() - start > PARK_WAIT_SECS:
             print(f"idle.py: {got:.0f} of {n} connections parked after {PARK_WAIT_SECS} s", file=sys.stderr)
+            break
+        time.sleep(POLL_SECS)
+    trims = metric(host, admin_port, TRIMS)
+    while metric(host, admin_port, TRIMS) <= trims:
+        if time.monotonic() - start > PARK_WAIT_SECS:
+            print(f"idle.py: no allocator trim after the parks within {PARK_WAIT_SECS} s", file=sys.stderr)
             break
         time.sleep(POLL_SECS)
     return time.monotonic() - start

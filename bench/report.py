@@ -142,8 +142,9 @@ def new_scenarios(r, here):
             f"**{mib(s['idle_rss_kib_median'])}** (goal under 20 MiB: {'met' if s['idle_rss_kib_max'] < 20 * 1024 else '**not met**'}).")
     path = os.path.join(here, "idle-after-load.tsv")
     if os.path.exists(path):
-        now, peak = open(path).read().split()
-        lines.append(f"- Idle again after the load runs above, wrk's connections closed: graphgate RSS **{mib(now)}** "
+        now, peak, *waited = open(path).read().split()
+        trimmed = f", read once it had gone quiet and trimmed its allocator ({float(waited[0]):.1f} s after the last connection closed)" if waited else ""
+        lines.append(f"- Idle again after the load runs above, wrk's connections closed{trimmed}: graphgate RSS **{mib(now)}** "
                      f"(peak during the runs {mib(peak)}; goal under 20 MiB: {'met' if int(now) < 20 * 1024 else '**not met**'}).")
     lines += state_lines(r)
     path = os.path.join(here, "policy.tsv")
@@ -214,7 +215,7 @@ def idle_lines(here):
     if os.path.exists(idle):
         for line in open(idle):
             n, ok, now, peak, *waited = line.split()
-            parked = f", read once all were parked ({float(waited[0]):.1f} s after the last answer)" if waited else ""
+            parked = f", read once all were parked and graphgate had trimmed its allocator ({float(waited[0]):.1f} s after the last answer)" if waited else ""
             lines.append(f"- {int(n):,} idle keep-alive connections (each after one request, {int(ok):,} answered 204): "
                          f"graphgate RSS {int(now) / 1024:.1f} MiB (peak {int(peak) / 1024:.1f} MiB){parked}.")
     return lines

@@ -231,8 +231,9 @@ if has main; then
       run graphgate "http://127.0.0.1:$GG_PORT$URL_PATH" "$c" "$GG_PID"
     done
   done
-  # graphgate's memory once the load is over and wrk's connections are closed.
-  python3 "$here/startup.py" idle-rss "$GG_PID" "$GG_PORT" > "$DIR/idle-after-load.tsv"
+  # graphgate's memory once the load is over, wrk's connections are closed and graphgate has
+  # gone quiet (it returns its allocator's free memory 2 s after the last request).
+  python3 "$here/startup.py" idle-rss "$GG_PID" "$GG_PORT" "$ADMIN_PORT" > "$DIR/idle-after-load.tsv"
   stop_graphgate
   records=$(cat "$DIR"/audit.jsonl "$DIR"/audit.jsonl.[0-9]* 2>/dev/null | wc -l)
   "$BIN" audit verify --hmac-key-file "$DIR/hmac.key" "$DIR"/audit.jsonl* > "$DIR/logs/verify.txt" 2>&1 || { echo "audit verify failed" >&2; cat "$DIR/logs/verify.txt" >&2; exit 1; }

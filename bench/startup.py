@@ -10,9 +10,11 @@
       for it). Then reads graphgate's VmRSS, idle with no
       connections, stops it (SIGTERM) and waits for it to exit. Prints one JSON object.
 
-  startup.py idle-rss PID PORT
+  startup.py idle-rss PID PORT [ADMIN_PORT]
       Waits until no established (or CLOSE_WAIT) TCP connection has local port PORT (the load generator's
-      connections are closed), then prints PID's VmRSS and VmHWM in KiB, tab-separated.
+      connections are closed) and, with ADMIN_PORT, until graphgate has gone quiet and returned its
+      allocator's free memory (graphgate_memory_trims_total rises; at most 30 s), then prints PID's VmRSS
+      and VmHWM in KiB and the seconds waited for the trim, tab-separated.
 """
 import json
 import os
@@ -22,6 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
+import urllib.request
 
 POLL_SECS = 0.002
 READY_TIMEOUT_SECS = 30
@@ -138,8 +141,34 @@ def idle_rss(args):
     left = established_on(port)
     if left:
         print(f"startup.py idle-rss: {left} connections still open on port {port} after 30 s", file=sys.stderr)
+    waited = wait_trimmed("127.0.0.1", int(args[2])) if len(args) > 2 else 0.0
     now, peak = rss_kib(pid)
-    print(f"{now}\t{peak}")
+    print(f"{now}\t{peak}\t{waited:.2f}")
+
+
+TRIMS = "graphgate_memory_trims_total"
+TRIM_WAIT_SECS = 30
+
+
+def metric(host, admin_port, name):
+    with urllib.request.urlopen(f"http://{host}:{admin_port}/metrics", timeout=10) as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+    return 0.0
+
+
+def wait_trimmed(host, admin_port):
+    """Seconds until graphgate trims its allocator once more (it does once it has been quiet for 2 s);
+    bounded: a warning past TRIM_WAIT_SECS."""
+    start = time.monotonic()
+    before = metric(host, admin_port, TRIMS)
+    while metric(host, admin_port, TRIMS) <= before:
+        if time.monotonic() - start > TRIM_WAIT_SECS:
+            print(f"startup.py: no allocator trim within {TRIM_WAIT_SECS} s", file=sys.stderr)
+            break
+        time.sleep(0.05)
+    return time.monotonic() - start
 
 
 if __name__ == "__main__":

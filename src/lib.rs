@@ -9,7 +9,8 @@
 //!   gateway the same way.
 //! - [`server`]: the listener (connection caps per source and in total, a deadline for every
 //!   connection state, an HTTP/2 control-frame budget, HTTP/1.1 + HTTP/2, idle HTTP/1.1
-//!   connections parked outside hyper, graceful shutdown).
+//!   connections parked outside hyper, the allocator's free memory returned once quiet,
+//!   graceful shutdown).
 //!   `slots` (*crate*) holds the per-key caps it and the gateway use.
 //! - [`gateway`]: **the request pipeline, in one place**, as four stages called in order:
 //!   identify → admit → decide (ending with the approval gate) → execute (idempotency →

@@ -79,6 +79,7 @@ struct Metrics {
     permissions: Family<StateLabel, Gauge>,
     connections_closed: Family<ReasonLabel, Counter>,
     connections_parked: Gauge,
+    memory_trims: Counter,
     jwt_refusals: Family<ReasonLabel, Counter>,
     jwt_key_fetches: Family<ResultLabel, Counter>,
     jwt_accepted: Family<CheckLabel, Counter>,
@@ -162,6 +163,7 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         permissions: Family::default(),
         connections_closed: Family::default(),
         connections_parked: Gauge::default(),
+        memory_trims: Counter::default(),
         jwt_refusals: Family::default(),
         jwt_key_fetches: Family::default(),
         jwt_accepted: Family::default(),
@@ -256,6 +258,11 @@ static METRICS: LazyLock<Metrics> = LazyLock::new(|| {
         "graphgate_connections_parked",
         "HTTP/1.1 keep-alive connections at rest, held outside the HTTP engine (socket and TLS session only) until their next request",
         m.connections_parked.clone(),
+    );
+    r.register(
+        "graphgate_memory_trims",
+        "Times the allocator was asked to return its free memory, once the gateway was quiet",
+        m.memory_trims.clone(),
     );
     r.register(
         "graphgate_jwt_refusals",
@@ -519,6 +526,11 @@ pub fn connection_closed(reason: &'static str) {
 /// An HTTP/1.1 connection was parked (`+1`) or left its park (`-1`).
 pub fn connections_parked(delta: i64) {
     METRICS.connections_parked.inc_by(delta);
+}
+
+/// The allocator was asked to return its free memory (the gateway had gone quiet).
+pub fn memory_trim() {
+    METRICS.memory_trims.inc();
 }
 
 /// A bearer token was refused; `reason` is a [`crate::identity::TokenRefusal`] label.

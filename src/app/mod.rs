@@ -187,6 +187,8 @@ impl App {
         }
         // The first token now, so the least-privilege report (readiness) is known early.
         tokio::spawn(build::prime_token(Arc::clone(&gateway)));
+        // The allocator's free memory returned once the gateway is quiet.
+        tokio::spawn(crate::server::trim::run(stopped()));
         // Approvals' deadlines (ttl, execute_within, run leases), on every replica.
         tokio::spawn(Arc::clone(&gateway).keep_approvals_on_time(stopped()));
         // Approvals' changes to the webhooks of the policy in force.

@@ -122,6 +122,9 @@ fn config(
         announce_state(state);
     }
     let state = state.unwrap_or_default();
+    graphgate::server::park::set_park_after(std::time::Duration::from_millis(
+        args.bounds.park_after_ms,
+    ));
     ServeConfig {
         cloud: args.cloud,
         credential,

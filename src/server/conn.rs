@@ -8,13 +8,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use crate::clock::Instant;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 
 use bytes::Bytes;
@@ -53,6 +53,44 @@ pub(super) struct Activity {
     pub idle_since: Instant,
 }
 
+/// A connection's [`Activity`], kept by its requests and read by its supervisor, who is woken
+/// when it changes. Small: every open connection has one (a `watch` channel was ~400 bytes).
+#[derive(Debug)]
+pub(super) struct Tracker {
+    activity: Mutex<Activity>,
+    changed: Notify,
+}
+
+impl Tracker {
+    /// Nothing started yet, idle from now.
+    fn new() -> Self {
+        Tracker {
+            activity: Mutex::new(Activity {
+                started: 0,
+                in_flight: 0,
+                idle_since: Instant::now(),
+            }),
+            changed: Notify::new(),
+        }
+    }
+
+    /// The activity now.
+    pub(super) fn now(&self) -> Activity {
+        *self.activity.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Resolves once the activity changed since the last time it resolved (a change made
+    /// while nobody waited is kept for the next wait). The supervisor is the one waiter.
+    pub(super) async fn changed(&self) {
+        self.changed.notified().await;
+    }
+
+    fn update(&self, f: impl FnOnce(&mut Activity)) {
+        f(&mut self.activity.lock().unwrap_or_else(PoisonError::into_inner));
+        self.changed.notify_one();
+    }
+}
+
 /// Why a connection was closed by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Closed {
@@ -81,21 +119,17 @@ pub(super) async fn close(mut io: impl tokio::io::AsyncWrite + Unpin) {
 pub(super) struct Requests {
     conn: ConnInfo,
     gateway: Arc<Gateway>,
-    activity: Arc<watch::Sender<Activity>>,
+    activity: Arc<Tracker>,
 }
 
 impl Requests {
     /// The service of the connection `conn`, and its activity (nothing yet, idle from now).
-    pub(super) fn new(conn: ConnInfo, gateway: Arc<Gateway>) -> (Self, watch::Receiver<Activity>) {
-        let (tx, activity) = watch::channel(Activity {
-            started: 0,
-            in_flight: 0,
-            idle_since: Instant::now(),
-        });
+    pub(super) fn new(conn: ConnInfo, gateway: Arc<Gateway>) -> (Self, Arc<Tracker>) {
+        let activity = Arc::new(Tracker::new());
         let requests = Requests {
             conn,
             gateway,
-            activity: Arc::new(tx),
+            activity: Arc::clone(&activity),
         };
         (requests, activity)
     }
@@ -159,22 +193,23 @@ fn answer(
     })
 }
 
-/// Marks one request in flight on a connection until dropped.
-struct InFlight(Arc<watch::Sender<Activity>>);
+/// Marks one request in flight on a connection (and in the process, for the allocator's
+/// quiet periods) until dropped.
+struct InFlight(Arc<Tracker>, super::trim::Busy);
 
 impl InFlight {
-    fn start(tx: Arc<watch::Sender<Activity>>) -> Self {
-        tx.send_modify(|a| {
+    fn start(activity: Arc<Tracker>) -> Self {
+        activity.update(|a| {
             a.started += 1;
             a.in_flight += 1;
         });
-        InFlight(tx)
+        InFlight(activity, super::trim::Busy::start())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|a| {
+        self.0.update(|a| {
             a.in_flight = a.in_flight.saturating_sub(1);
             if a.in_flight == 0 {
                 a.idle_since = Instant::now();
@@ -202,7 +237,7 @@ pub(super) struct Outcome<D> {
 /// frames, or (gracefully, letting requests in flight finish) when shutdown begins.
 pub(super) async fn supervise<C: Supervised>(
     conn: C,
-    mut activity: watch::Receiver<Activity>,
+    activity: &Tracker,
     alarm: Option<&Alarm>,
     deadlines: Deadlines,
     shutdown: &mut watch::Receiver<bool>,
@@ -215,7 +250,7 @@ pub(super) async fn supervise<C: Supervised>(
         })
     };
     let reason = loop {
-        let now = *activity.borrow_and_update();
+        let now = activity.now();
         let (limit, reason) = if now.started == 0 {
             (deadlines.first_request, Closed::FirstRequestTimeout)
         } else {
@@ -225,13 +260,7 @@ pub(super) async fn supervise<C: Supervised>(
         let deadline = (now.in_flight == 0).then(|| now.idle_since + limit);
         tokio::select! {
             done = conn.as_mut() => return done.and_then(ended),
-            changed = activity.changed() => {
-                if changed.is_err() {
-                    // The service is gone with the connection's protocol state; the
-                    // connection future ends next.
-                    return conn.await.and_then(ended);
-                }
-            }
+            () = activity.changed() => {}
             () = sleep_until(deadline) => break reason,
             () = tripped(alarm) => break Closed::ControlFrameFlood,
             () = stopping(shutdown) => {
@@ -280,6 +309,26 @@ async fn sleep_until(deadline: Option<Instant>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every open connection keeps its activity: it must stay small (the `watch` channel it
+    /// replaced took about 400 bytes, on the heap, per connection).
+    #[test]
+    fn a_connections_activity_is_small() {
+        let size = std::mem::size_of::<Tracker>();
+        eprintln!("a connection's activity: {size} bytes");
+        assert!(size <= 96, "{size}");
+    }
+
+    /// A change made while the supervisor was not waiting wakes its next wait.
+    #[tokio::test]
+    async fn a_change_wakes_the_next_wait() {
+        let tracker = Tracker::new();
+        tracker.update(|a| a.started += 1);
+        tokio::time::timeout(Duration::from_secs(10), tracker.changed())
+            .await
+            .unwrap();
+        assert_eq!(tracker.now().started, 1);
+    }
 
     /// A request whose task fails (it panicked) is answered 500 with its own ids: the ids
     /// the log line names.

@@ -12,7 +12,7 @@ use hyper::server::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::sync::watch;
 
-use super::conn::{Activity, Closed, Deadlines, Requests, Supervised, close, stopping, supervise};
+use super::conn::{Closed, Deadlines, Requests, Supervised, Tracker, close, stopping, supervise};
 use super::h2guard::FrameGuard;
 use super::transport::{Protocol, Rewound, Seen, Transport};
 use crate::gateway::{ConnInfo, Gateway};
@@ -94,7 +94,7 @@ async fn serve_http2<I: Transport>(
     builder: &http2::Builder<TokioExecutor>,
     io: Rewound<I>,
     requests: Requests,
-    activity: watch::Receiver<Activity>,
+    activity: Arc<Tracker>,
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Option<Closed>, hyper::Error> {
@@ -102,7 +102,14 @@ async fn serve_http2<I: Transport>(
     let connection = Http2(Box::pin(
         builder.serve_connection(TokioIo::new(io), requests),
     ));
-    let outcome = supervise(connection, activity, Some(&alarm), deadlines, &mut shutdown).await?;
+    let outcome = supervise(
+        connection,
+        &activity,
+        Some(&alarm),
+        deadlines,
+        &mut shutdown,
+    )
+    .await?;
     Ok(outcome.closed)
 }
 

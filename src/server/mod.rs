@@ -6,9 +6,10 @@ pub(crate) mod accept;
 mod conn;
 mod h2guard;
 mod http;
-mod park;
+pub mod park;
 mod refuse;
 mod transport;
+pub mod trim;
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};

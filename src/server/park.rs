@@ -11,7 +11,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -21,19 +21,33 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use super::conn::{self, Activity, Closed, Deadlines, Requests, Supervised};
+use super::conn::{self, Activity, Closed, Deadlines, Requests, Supervised, Tracker};
 use super::transport::{Rewound, Seen, Transport};
 
 /// How long an HTTP/1.1 connection rests (no request since its last response) before it is
 /// parked. A connection used more often than this keeps its hyper connection.
-pub(super) const PARK_AFTER: Duration = Duration::from_secs(1);
+pub const PARK_AFTER: Duration = Duration::from_secs(1);
+
+/// The park delay in force, in milliseconds: [`PARK_AFTER`] unless set at start-up.
+static PARK_AFTER_MS: AtomicU64 = AtomicU64::new(PARK_AFTER.as_millis() as u64);
+
+/// Sets the park delay for the process, at start-up (the hidden `--park-after-ms`: tests
+/// use a long one to see the [`HYPER_MAX`] cap alone at work).
+pub fn set_park_after(after: Duration) {
+    let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+    PARK_AFTER_MS.store(ms, Ordering::Relaxed);
+}
+
+fn park_after() -> Duration {
+    Duration::from_millis(PARK_AFTER_MS.load(Ordering::Relaxed))
+}
 
 /// Most hyper HTTP/1.1 connections (about 35 KB each) alive before a connection at rest is
 /// parked at once rather than after [`PARK_AFTER`]: with many connections open, memory is
 /// bounded as if there were no delay (a burst of 10,000 connections would otherwise hold
 /// 10,000 hyper connections for a second, and the allocator keeps that peak). 64: the
 /// bench's steady runs (16 and 64 connections) keep hyper.
-const HYPER_MAX: usize = 64;
+pub const HYPER_MAX: usize = 64;
 
 /// hyper HTTP/1.1 connections alive now.
 static HYPER_ALIVE: AtomicUsize = AtomicUsize::new(0);
@@ -60,7 +74,7 @@ pub(super) async fn serve<I: Transport>(
     builder: &http1::Builder,
     mut io: Rewound<I>,
     mut requests: Requests,
-    activity: watch::Receiver<Activity>,
+    activity: Arc<Tracker>,
     deadlines: Deadlines,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<Option<Closed>, hyper::Error> {
@@ -71,7 +85,7 @@ pub(super) async fn serve<I: Transport>(
                 builder.serve_connection(TokioIo::new(io), requests),
             )),
             seen: Arc::clone(&seen),
-            activity: activity.clone(),
+            activity: Arc::clone(&activity),
             closing: false,
             parking: false,
             rest: None,
@@ -79,7 +93,7 @@ pub(super) async fn serve<I: Transport>(
         };
         // Boxed: the supervisor lives only while hyper does; parked, the task keeps only this
         // function's few locals.
-        let supervised = conn::supervise(hyper, activity.clone(), None, deadlines, &mut shutdown);
+        let supervised = conn::supervise(hyper, &activity, None, deadlines, &mut shutdown);
         let outcome = Box::pin(supervised).await?;
         let parked = match outcome.done {
             Some(Ended::Parked(parked)) => parked,
@@ -102,7 +116,7 @@ pub(super) async fn serve<I: Transport>(
             continue;
         }
         let _parked = ParkedGauge::enter();
-        let deadline = activity.borrow().idle_since + deadlines.keep_alive;
+        let deadline = activity.now().idle_since + deadlines.keep_alive;
         let woken = tokio::select! {
             () = io.get_ref().readable() => None,
             () = tokio::time::sleep_until(deadline) => Some(Some(Closed::IdleTimeout)),
@@ -125,6 +139,7 @@ struct ParkedGauge;
 impl ParkedGauge {
     fn enter() -> Self {
         crate::metrics::connections_parked(1);
+        super::trim::parked();
         ParkedGauge
     }
 }
@@ -158,7 +173,7 @@ type Connection<I> = http1::Connection<TokioIo<Rewound<I>>, Requests>;
 struct Http1<I: Transport> {
     conn: Option<Box<Connection<I>>>,
     seen: Arc<Seen>,
-    activity: watch::Receiver<Activity>,
+    activity: Arc<Tracker>,
     /// The supervisor asked for a graceful end: never park.
     closing: bool,
     /// hyper was asked to end because it is at rest.
@@ -185,7 +200,7 @@ impl Rest {
             return true;
         }
         let rest = this.get_or_insert_with(|| Rest {
-            timer: Box::pin(tokio::time::sleep_until(now.idle_since + PARK_AFTER)),
+            timer: Box::pin(tokio::time::sleep_until(now.idle_since + park_after())),
             started: now.started,
         });
         if rest.timer.as_mut().poll(cx).is_pending() {
@@ -194,7 +209,7 @@ impl Rest {
         if rest.started != now.started {
             // Requests ran since the timer was set: the rest counts from the latest one's end.
             rest.started = now.started;
-            rest.timer.as_mut().reset(now.idle_since + PARK_AFTER);
+            rest.timer.as_mut().reset(now.idle_since + park_after());
             return rest.timer.as_mut().poll(cx).is_ready();
         }
         true
@@ -205,8 +220,8 @@ impl Rest {
 /// read found nothing, with nothing read since the response. hyper is then idle (between
 /// messages; its read buffer empty or holding part of a pipelined request). The activity,
 /// when at rest.
-fn at_rest(activity: &watch::Receiver<Activity>, seen: &Seen) -> Option<Activity> {
-    let now = *activity.borrow();
+fn at_rest(activity: &Tracker, seen: &Seen) -> Option<Activity> {
+    let now = activity.now();
     (now.started > 0 && now.in_flight == 0 && seen.at_rest()).then_some(now)
 }
 

@@ -3,8 +3,10 @@
 //! requests, requests on one connection are answered across parks (bodies, pipelined pairs, a
 //! request split across the park), a parked connection still closes at its idle deadline and
 //! at once on shutdown (while a request in flight finishes), and a TLS client keeps its
-//! certificate identity across parks. Each test runs its own gateway process and waits on its
-//! `graphgate_connections_parked` gauge.
+//! certificate identity across parks. Past `HYPER_MAX` live HTTP engines, a connection at rest
+//! is parked at once; once the gateway is quiet it returns its allocator's free memory. Each
+//! test runs its own gateway process and waits on its `graphgate_connections_parked` gauge
+//! (or its `graphgate_memory_trims_total` counter).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
@@ -23,6 +25,7 @@ use crate::common::{
 };
 
 const PARKED: &str = "graphgate_connections_parked";
+const TRIMS: &str = "graphgate_memory_trims_total";
 
 /// Waits until the gateway has exactly `n` connections parked.
 async fn until_parked(gw: &Served, n: u64) {
@@ -394,4 +397,63 @@ fn request_without_key() -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// Past `HYPER_MAX` live hyper connections, a connection at rest is parked at once: with the
+/// park delay set to an hour, only the cap can park. Connections opened one after another,
+/// each answered: the first `HYPER_MAX` stay in hyper, every one after them is parked.
+#[tokio::test]
+async fn past_the_cap_on_live_http_engines_connections_at_rest_are_parked_at_once() {
+    const EXTRA: usize = 6;
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let mut cmd = backend.serve_command();
+    cmd.args(["--park-after-ms", "3600000"]);
+    let gw = backend.serve(cmd).await;
+    let mut open = Vec::new();
+    for _ in 0..graphgate::server::park::HYPER_MAX + EXTRA {
+        let mut c = Raw::new(TcpStream::connect(gw.addr).await.unwrap());
+        c.send(&request(OTHER_KEY)).await;
+        assert_kept_alive(&c.answer().await, 403);
+        open.push(c);
+    }
+    until_parked(&gw, EXTRA as u64).await;
+    // A parked one still answers, and is parked again at once.
+    let c = open.last_mut().unwrap();
+    c.send(&request(OTHER_KEY)).await;
+    assert_kept_alive(&c.answer().await, 403);
+    until_parked(&gw, EXTRA as u64).await;
+    drop(open);
+    until_parked(&gw, 0).await;
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
+}
+
+/// Once no request has started for a while (and none is in flight), the gateway asks the
+/// allocator once to return its free memory: counted once per quiet period.
+#[tokio::test]
+async fn a_quiet_gateway_returns_the_allocators_free_memory_once() {
+    let backend = served::backend(EmulatorConfig::default()).await;
+    let gw = backend.serve(backend.serve_command()).await;
+    let before = metrics::value(&gw.metrics().await, TRIMS);
+    let mut c = Raw::new(TcpStream::connect(gw.addr).await.unwrap());
+    c.send(&request(OTHER_KEY)).await;
+    assert_kept_alive(&c.answer().await, 403);
+    let trimmed = |n: f64| {
+        let gw = &gw;
+        async move {
+            eventually(
+                &format!("{n} trim(s)"),
+                Duration::from_secs(20),
+                async || (metrics::value(&gw.metrics().await, TRIMS) == n).then_some(()),
+            )
+            .await;
+        }
+    };
+    trimmed(before + 1.0).await;
+    // The next quiet period (after another request) trims once more.
+    c.send(&request(OTHER_KEY)).await;
+    assert_kept_alive(&c.answer().await, 403);
+    trimmed(before + 2.0).await;
+    let (status, out) = gw.terminate().await;
+    assert!(status.success(), "{out}");
 }
