@@ -162,10 +162,12 @@ GG_ENV=(
   GRAPHGATE_CONNECT_TO="graph.microsoft.com:443=127.0.0.1:$GRAPH_PORT,login.microsoftonline.com:443=127.0.0.1:$EMULATOR_PORT,kubernetes.default.svc.cluster.local:443=127.0.0.1:$EMULATOR_PORT"
   GRAPHGATE_EXTRA_CA_FILE="$DIR/cas.pem" RUST_LOG=warn
 )
+# The bench caller stands for many services (the cold start sends 1,000 requests at once), so
+# the per-caller and per-source bounds are raised out of the way.
 gg_args() {
   local audit=$1 policy=${2:-$here/policy.yaml}
   GG_ARGS=(serve --listen 127.0.0.1:"$GG_PORT" --admin-listen 127.0.0.1:"$ADMIN_PORT" --max-connections 20000
-    --max-connections-per-source 20000
+    --max-connections-per-source 20000 --max-in-flight-per-caller 20000
     --policy "$policy" --audit-log "$audit" --audit-hmac-key-file "$DIR/hmac.key")
 }
 # Starts graphgate with the given audit log (and policy); sets GG_PID. Waits for the ports
@@ -339,7 +341,8 @@ if has state; then
   # The same graphgate twice, side by side: state in memory (GG_PORT) and in a local Redis
   # (STATE_PORT), loaded in alternating rounds; Redis runs beside wrk, not on the proxy's core.
   taskset -c "$LOAD_CPUS" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$DIR" --logfile "$DIR/logs/redis.log" & pids+=($!)
+    --dir "$DIR" --logfile "$DIR/logs/redis.log" & STATE_REDIS_SERVER=$!
+  pids+=("$STATE_REDIS_SERVER")
   wait_port "$REDIS_PORT"
   start_graphgate "$DIR/audit-state-memory.jsonl" "$here/policy-state.yaml"
   MEMORY_PID=$GG_PID
@@ -364,6 +367,8 @@ if has state; then
   done
   curl -s "http://127.0.0.1:$STATE_ADMIN_PORT/metrics" > "$DIR/logs/state-redis-metrics.txt"
   kill "$MEMORY_PID" "$REDIS_GG_PID"; wait "$MEMORY_PID" "$REDIS_GG_PID" 2>/dev/null || true
+  # The rate scenario starts its own redis-server on the same port.
+  kill "$STATE_REDIS_SERVER"; wait "$STATE_REDIS_SERVER" 2>/dev/null || true
 fi
 
 rate_failed=""
