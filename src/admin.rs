@@ -62,7 +62,7 @@ impl AdminOptions {
         let audit = gateway.audit();
         let console = audit
             .path()
-            .map(|log| Console::start(log, audit.durable_seq(), None));
+            .map(|log| Console::lazy(log, audit.durable_seq(), None));
         AdminOptions {
             token: None,
             console,

@@ -124,7 +124,7 @@ impl App {
         }
         let console = audit
             .path()
-            .map(|log| Console::start(log, audit.durable_seq(), verifier));
+            .map(|log| Console::lazy(log, audit.durable_seq(), verifier));
         let reloader = match &config.policy {
             PolicySource::File(path) => Some(Reloader::new(path.clone(), Arc::clone(&gateway)).0),
             PolicySource::Fixed { .. } => None,

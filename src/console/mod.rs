@@ -16,7 +16,8 @@ mod record;
 mod scan;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -48,24 +49,62 @@ pub struct Console {
     log: PathBuf,
     index: Arc<Index>,
     verifier: Option<NoteVerifier>,
+    /// What the index follows, until it is started (taken then).
+    pending: Mutex<Option<Option<tokio::sync::watch::Receiver<u64>>>>,
+    /// Whether the index has read the whole log once.
+    caught_up: Arc<AtomicBool>,
 }
 
 impl Console {
-    /// A console over the log at `log`, indexing it in the background (following `durable`,
-    /// the writer's durable head, or polling the files when the log is another process's).
-    /// `verifier` checks the checkpoints shown. Call within a Tokio runtime.
+    /// A console over the log at `log`, indexing it in the background from now on (following
+    /// `durable`, the writer's durable head, or polling the files when the log is another
+    /// process's). `verifier` checks the checkpoints shown. Call within a Tokio runtime.
     pub fn start(
         log: &Path,
         durable: Option<tokio::sync::watch::Receiver<u64>>,
         verifier: Option<NoteVerifier>,
     ) -> Arc<Console> {
-        let index = Arc::new(Index::default());
-        tokio::spawn(follow(log.to_owned(), Arc::clone(&index), durable));
+        let console = Console::lazy(log, durable, verifier);
+        console.begin();
+        console
+    }
+
+    /// A console that builds its index only when it is first opened: a gateway whose console
+    /// nobody reads spends no CPU per request on indexing and no memory on an index that
+    /// grows with its log. The first page shows how far the index has got.
+    pub fn lazy(
+        log: &Path,
+        durable: Option<tokio::sync::watch::Receiver<u64>>,
+        verifier: Option<NoteVerifier>,
+    ) -> Arc<Console> {
         Arc::new(Console {
             log: log.to_owned(),
-            index,
+            index: Arc::new(Index::default()),
             verifier,
+            pending: Mutex::new(Some(durable)),
+            caught_up: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Starts the index's follower, once. Call within a Tokio runtime.
+    fn begin(&self) {
+        let pending = match self.pending.lock() {
+            Ok(mut pending) => pending.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        if let Some(durable) = pending {
+            tokio::spawn(follow(
+                self.log.clone(),
+                Arc::clone(&self.index),
+                durable,
+                Arc::clone(&self.caught_up),
+            ));
+        }
+    }
+
+    /// Whether the index is being built (the console was opened, or started eagerly).
+    pub fn is_indexing(&self) -> bool {
+        self.pending.lock().map_or(true, |p| p.is_none())
     }
 
     /// The index (tests wait on it).
@@ -75,6 +114,7 @@ impl Console {
 
     /// Answers a GET under `/audit`.
     pub fn handle(&self, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+        self.begin();
         let filters = Filters::parse(query);
         match path.trim_end_matches('/') {
             "/audit" => self.page(
@@ -103,6 +143,7 @@ impl Console {
         &self,
         all: Result<Vec<crate::approval::Resource>, String>,
     ) -> Response<Full<Bytes>> {
+        self.begin();
         match all {
             Ok(all) => self.page("Approvals", &approvals::list(&all)),
             Err(e) => unavailable(&e),
@@ -115,6 +156,7 @@ impl Console {
         id: &str,
         found: Result<Option<crate::approval::Resource>, String>,
     ) -> Response<Full<Bytes>> {
+        self.begin();
         match found {
             Ok(Some(a)) => self.page(&format!("Approval {id}"), &approvals::one(&a)),
             Ok(None) => respond(
@@ -127,7 +169,8 @@ impl Console {
     }
 
     fn page(&self, title: &str, body: &str) -> Response<Full<Bytes>> {
-        let status = pages::status_panel(&self.index, &self.checkpoint_status());
+        let caught_up = self.caught_up.load(Ordering::Acquire);
+        let status = pages::status_panel(&self.index, &self.checkpoint_status(), caught_up);
         let html = html::page(title, &status, body);
         respond(StatusCode::OK, "text/html; charset=utf-8", html)
     }
@@ -205,6 +248,7 @@ async fn follow(
     log: PathBuf,
     index: Arc<Index>,
     mut durable: Option<tokio::sync::watch::Receiver<u64>>,
+    caught_up: Arc<AtomicBool>,
 ) {
     let mut follower = Some((Follower::new(&log, 1), index::Batch::default()));
     loop {
@@ -224,7 +268,7 @@ async fn follow(
         follower = Some((f, batch));
         match read {
             Ok(n) if n == BATCH => continue,
-            Ok(_) => {}
+            Ok(_) => caught_up.store(true, Ordering::Release),
             Err(e) => tracing::warn!(error = %e, "the audit console could not read the log"),
         }
         match durable.as_mut() {

@@ -284,7 +284,7 @@ fn completion(v: &Value, hit: &Hit) -> String {
 }
 
 /// The header's chain and checkpoint status.
-pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
+pub fn status_panel(idx: &Index, checkpoint: &str, caught_up: bool) -> String {
     let chain = idx.chain();
     let devices = match idx.names().2 {
         (n, false) => crate::words::count(n, "device").to_string(),
@@ -295,6 +295,13 @@ pub fn status_panel(idx: &Index, checkpoint: &str) -> String {
             r#"<span class="bad">BROKEN</span> after seq {}: {}"#,
             chain.verified_to,
             esc(b)
+        ),
+        None if !caught_up && chain.verified_to == 0 => {
+            "indexing the log (reload to see it)".to_owned()
+        }
+        None if !caught_up => format!(
+            "indexing the log, verified seq {}..={} so far (reload to see more)",
+            chain.first, chain.verified_to
         ),
         None if chain.verified_to == 0 => "no records yet".to_owned(),
         None => format!(

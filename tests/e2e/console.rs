@@ -572,3 +572,35 @@ async fn the_console_says_when_the_log_no_longer_matches_its_checkpoint() {
     assert!(after.contains("THE LOG DOES NOT MATCH IT"), "{after}");
     assert!(!after.contains("the log matches it"), "{after}");
 }
+
+/// The gateway's console builds its index only once it is opened: until then a gateway
+/// spends nothing on it. The first page says the log is being indexed (or already shows it),
+/// and the index then reads every record, the status saying the chain is intact.
+#[tokio::test]
+async fn the_console_indexes_the_log_only_once_it_is_opened() {
+    let (log, verifier) = timed_log(40, 1000).await;
+    let console = Console::lazy(&log, None, Some(verifier));
+    assert!(!console.is_indexing(), "nobody opened it: no index built");
+    assert_eq!(console.index().last_seq(), 0);
+    let first = page(&console, "/audit", None);
+    assert!(console.is_indexing(), "opening it starts the index");
+    assert!(
+        first.contains("indexing the log") || first.contains("verified seq 1..=40"),
+        "{first}"
+    );
+    wait_indexed(&console, &log).await;
+    let mut shown = String::new();
+    // The status says "intact" once the follower has read past the end (bounded).
+    tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            shown = page(&console, "/audit", None);
+            if shown.contains("intact</span>, verified seq 1..=40") {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the console caught up: {shown}"));
+    assert_eq!(rows(&shown).len(), 40);
+}
