@@ -715,14 +715,7 @@ async fn a_keyed_answer_goes_out_before_its_settle_lands_and_a_duplicate_meanwhi
     };
     graph_received(&r.emulator, received + 1).await;
     // Graph holds the first request: from now on no write reaches Redis (reads do).
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(60_000)
-        .arg("WRITE")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = redis.pause_writes().await;
     let first = tokio::time::timeout(Duration::from_secs(10), first)
         .await
         .expect("answered while its settle waits on the paused Redis")

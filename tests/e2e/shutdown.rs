@@ -172,14 +172,7 @@ async fn a_replica_stopping_waits_for_the_settles_of_the_answers_it_gave() {
         })
     };
     graph_received(&backend.emulator, 2).await;
-    let mut conn = redis.connection().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(60_000)
-        .arg("WRITE")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
+    let mut conn = redis.pause_writes().await;
     assert_eq!(
         call.await.unwrap().status,
         204,

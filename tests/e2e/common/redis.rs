@@ -156,6 +156,20 @@ impl RedisServer {
         }
     }
 
+    /// Holds every client's writes (reads still answer) for up to a minute, until
+    /// `CLIENT UNPAUSE` on the connection returned.
+    pub async fn pause_writes(&self) -> redis::aio::MultiplexedConnection {
+        let mut conn = self.connection().await;
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(60_000)
+            .arg("WRITE")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        conn
+    }
+
     /// A connection for the test's own commands (plain TCP only). Each answer may take up
     /// to [`TEST_COMMAND`] (redis-rs's own default, 500 ms, is short for writing megabytes
     /// on a loaded machine).
